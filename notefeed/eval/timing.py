@@ -1,0 +1,86 @@
+"""Shared helpers for benchmarks: latency summaries and JSON output.
+
+Benchmarks quote medians and tail percentiles, and always a baseline measured side by side
+in the same process (these machines are noisy), so ratios are what to compare.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["latency_stats", "time_calls", "machine_info", "write_json", "peak_rss_mb"]
+
+
+def latency_stats(seconds: np.ndarray | list[float]) -> dict[str, float]:
+    """Summary of per-call durations (seconds in, milliseconds out)."""
+    a = np.asarray(seconds, dtype=np.float64) * 1e3
+    if a.size == 0:
+        raise ValueError("latency_stats: no samples")
+    return {
+        "n": int(a.size),
+        "median_ms": float(np.median(a)),
+        "p90_ms": float(np.percentile(a, 90)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "mean_ms": float(a.mean()),
+        "min_ms": float(a.min()),
+    }
+
+
+def time_calls(fn: Callable[[int], object], n: int, warmup: int = 3) -> dict[str, float]:
+    """Call ``fn(i)`` ``warmup`` then ``n`` times; return :func:`latency_stats`."""
+    for i in range(warmup):
+        fn(i)
+    out = np.empty(n)
+    for i in range(n):
+        t0 = time.perf_counter()
+        fn(i)
+        out[i] = time.perf_counter() - t0
+    return latency_stats(out)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process, MiB (Linux ``ru_maxrss`` is KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def write_json(path: str | Path | None, obj: Any) -> str:
+    """Serialise ``obj`` (numpy scalars allowed); write to ``path`` when given; return the text."""
+
+    def default(o: Any) -> Any:
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, Path):
+            return str(o)
+        raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+    text = json.dumps(obj, indent=2, default=default)
+    if path is not None:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text + "\n")
+    return text
