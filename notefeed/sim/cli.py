@@ -1,9 +1,166 @@
-"""Commands of the sim stage."""
+"""Commands of the sim stage: ``notefeed sim generate|run`` and ``notefeed bench sim``."""
 
 from __future__ import annotations
 
+import math
+import time
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+__all__ = ["register", "sim_app"]
+
+sim_app = typer.Typer(help="Simulated community: generate data, run policies in closed loop.", no_args_is_help=True)
+_console = Console()
+
+
+@sim_app.command("generate")
+def generate_cmd(
+    preset: str = typer.Option("demo", help="tiny | demo | 100k | 1m"),
+    workspace: Path = typer.Option(..., help="workspace directory to write (notefeed.duckdb inside)"),
+    seed: int = typer.Option(0, help="random seed"),
+    replace: bool = typer.Option(False, help="overwrite a non-empty workspace"),
+) -> None:
+    """Generate a community with its logged history and save it into a workspace."""
+    from notefeed.sim.community import generate
+
+    t0 = time.perf_counter()
+    comm = generate(preset, seed=seed)
+    with Progress(console=_console, transient=True) as prog:
+        task = prog.add_task("catalogue", total=None)
+        _ = comm.notes, comm.users, comm.creators, comm.social
+        prog.update(task, description="history", total=None)
+        # the logger reports finished requests; the total is only known once requests are drawn
+        ds = comm.history(progress=lambda n: prog.advance(task, n))
+    t1 = time.perf_counter()
+    try:
+        from notefeed.data.store import Workspace
+    except ImportError:  # pragma: no cover - the store ships with notefeed.data
+        Workspace = None  # type: ignore[assignment,misc]  # noqa: N806
+    if Workspace is not None:
+        with Workspace.open(workspace) as ws:
+            ws.save_dataset(ds, replace=replace)
+        where = str(workspace)
+    else:  # pragma: no cover
+        workspace.mkdir(parents=True, exist_ok=True)
+        for name in ("notes", "users", "creators", "events"):
+            getattr(ds, name).to_parquet(workspace / f"{name}.parquet")
+        where = f"{workspace} (parquet)"
+    s = ds.stats()
+    _console.print(f"[bold]{ds.name}[/]: {s['notes']:,} notes, {s['users']:,} users, {s['creators']:,} creators, "
+                   f"{s['events']:,} events; generated in {t1 - t0:.1f}s, saved to {where} "
+                   f"in {time.perf_counter() - t1:.1f}s")
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else (f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}")
+    return str(v)
+
+
+_ROWS = ("impressions", "ctr", "like_rate", "collect_rate", "comment_rate", "share_rate", "hide_rate",
+         "mean_dwell_s", "small_creator_share", "creator_gini", "creators_exposed", "diversity",
+         "interest_coverage", "new_note_share", "new_notes_clicked_share", "new_note_steps_to_first_click",
+         "requests_per_s")
+
+
+@sim_app.command("run")
+def run_cmd(
+    preset: str = typer.Option("tiny", help="tiny | demo | 100k | 1m"),
+    policy: str = typer.Option("random,popular,oracle", help="comma-separated names from POLICIES"),
+    steps: int = typer.Option(20, help="closed-loop steps"),
+    requests: int = typer.Option(100, help="requests per step"),
+    page_size: int = typer.Option(10, help="items per page"),
+    new_notes: int = typer.Option(5, help="notes published per step (cold-start)"),
+    seed: int = typer.Option(0, help="random seed (same for every policy)"),
+    json_path: Path | None = typer.Option(None, "--json", help="write results (with per-step series) here"),
+) -> None:
+    """Run policies side by side in the closed loop and print their online metrics."""
+    from notefeed.eval.timing import machine_info, write_json
+    from notefeed.sim.community import generate
+    from notefeed.sim.env import SimEnvironment
+    from notefeed.sim.loop import run_closed_loop
+    from notefeed.sim.policies import POLICIES, make_policy
+
+    names = [p.strip() for p in policy.split(",") if p.strip()]
+    for n in names:
+        if n not in POLICIES:
+            raise typer.BadParameter(f"unknown policy {n!r}; known: {', '.join(POLICIES.names())}",
+                                     param_hint="--policy")
+    comm = generate(preset, seed=seed)
+    hist = comm.history()
+    results = []
+    with Progress(console=_console, transient=True) as prog:
+        for n in names:
+            task = prog.add_task(n, total=steps)
+            env = SimEnvironment(comm, seed=seed, dataset=hist)
+            t0 = time.perf_counter()
+            res = run_closed_loop(env, make_policy(n, seed=seed), steps, requests, page_size,
+                                  new_notes_per_step=new_notes, progress=lambda k, t=task: prog.advance(t, k))
+            res["requests_per_s"] = res["requests"] / (time.perf_counter() - t0)
+            results.append(res)
+    table = Table(title=f"closed loop: {preset}, {steps} steps x {requests} requests, seed {seed}")
+    table.add_column("metric")
+    for r in results:
+        table.add_column(r["policy"], justify="right")
+    for key in _ROWS:
+        table.add_row(key, *[_fmt(r[key]) for r in results])
+    _console.print(table)
+    if json_path is not None:
+        write_json(json_path, {"preset": preset, "seed": seed, "steps": steps, "requests_per_step": requests,
+                               "page_size": page_size, "new_notes_per_step": new_notes, "results": results,
+                               "machine": machine_info()})
+
+
+def bench_sim(
+    json_path: Path | None = typer.Option(None, "--json", help="write the figures here"),
+    sizes: str = typer.Option("100k,1m", help="presets to generate, each in a fresh subprocess"),
+    log_events: int = typer.Option(10_000_000, help="events for the simulate_log fast path (0 skips)"),
+    loop_preset: str = typer.Option("demo", help="preset for closed-loop throughput"),
+    steps: int = typer.Option(20, help="closed-loop steps per policy"),
+    requests: int = typer.Option(100, help="requests per step"),
+) -> None:
+    """Generation time and peak memory per size; simulate_log speed; closed-loop requests/s."""
+    from notefeed.eval.timing import machine_info, write_json
+    from notefeed.sim.bench import bench_closed_loop, run_in_subprocess
+
+    out: dict[str, object] = {"machine": machine_info()}
+    gen = []
+    for size in [s.strip() for s in sizes.split(",") if s.strip()]:
+        _console.print(f"generating {size} in a subprocess...")
+        gen.append(run_in_subprocess(["generate", size]))
+    out["generate"] = gen
+    if log_events > 0:
+        _console.print(f"simulate_log {log_events:,} events (100k preset) in a subprocess...")
+        out["simulate_log"] = run_in_subprocess(["log", "100k", str(log_events)])
+    _console.print("closed loop: random vs popular...")
+    out["closed_loop"] = bench_closed_loop(loop_preset, ["random", "popular"], steps, requests)
+    table = Table(title="notefeed bench sim")
+    table.add_column("what")
+    table.add_column("figure", justify="right")
+    for g in gen:
+        if "error" in g:
+            table.add_row(f"generate {g['args']}", f"error: {g['error']}")
+            continue
+        table.add_row(f"generate {g['preset']} ({g['notes']:,} notes, {g['events']:,} events)",
+                      f"{g['total_s']:.1f}s (world {g['world_s']:.1f}, catalogue {g['catalogue_s']:.1f}, "
+                      f"history {g['history_s']:.1f}); peak {g['peak_rss_mb']:.0f} MiB")
+    if "simulate_log" in out:
+        s = out["simulate_log"]
+        assert isinstance(s, dict)
+        table.add_row("simulate_log", f"{s.get('events', 0):,} events in {s.get('seconds', float('nan')):.1f}s"
+                      if "error" not in s else f"error: {s['error']}")
+    for r in out["closed_loop"]:  # type: ignore[union-attr]
+        table.add_row(f"closed loop {r['preset']} {r['policy']}",
+                      f"{r['requests_per_s']:.0f} requests/s ({r['steps_per_s']:.2f} steps/s)")
+    _console.print(table)
+    write_json(json_path, out)
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this stage's commands to ``notefeed`` and ``notefeed bench``."""
+    app.add_typer(sim_app, name="sim")
+    bench.command("sim")(bench_sim)
