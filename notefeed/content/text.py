@@ -1,0 +1,260 @@
+"""Note text -> dense vector.
+
+Two encoders with one contract (``fit(texts)``, ``transform(texts) -> (n, dim)`` float32,
+rows L2-normalised):
+
+- :class:`TextEncoder`: no pretrained weights needed. Chinese text is segmented with jieba,
+  other text lower-cased into word tokens; features are words, word bigrams and character
+  n-grams (robust to typos, inflections and jieba's segmentation mistakes), hashed into a
+  fixed space (no vocabulary to store), weighted by TF-IDF and projected by a truncated SVD
+  fitted on the catalogue (LSA).
+- :class:`SentenceTransformerEncoder`: a local sentence-transformers model folder (optional
+  extra ``notefeed[content]``); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from notefeed.content._common import (
+    ContentError,
+    check_texts,
+    l2_normalise,
+    load_artifact,
+    save_artifact,
+)
+
+__all__ = [
+    "has_cjk",
+    "tokenize",
+    "text_features",
+    "TextEncoderConfig",
+    "TextEncoder",
+    "SentenceTransformerEncoder",
+]
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_WORD = re.compile(r"\w+", re.UNICODE)
+_KIND = "notefeed.content.TextEncoder"
+
+
+def has_cjk(text: str) -> bool:
+    """True when ``text`` holds at least one CJK ideograph (then we segment with jieba)."""
+    return _CJK.search(text) is not None
+
+
+def _jieba():  # imported lazily: jieba builds its prefix dictionary on first use (~1 s)
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    return jieba
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased word tokens; jieba segmentation when the text holds CJK characters.
+
+    Punctuation and whitespace are dropped. ``"今天去上海外滩拍照"`` -> ``["今天", "去", "上海",
+    "外滩", "拍照"]``; ``"Best Coffee in Paris!"`` -> ``["best", "coffee", "in", "paris"]``.
+    """
+    if text is None:
+        raise ContentError("text: is None")
+    if not isinstance(text, str):
+        raise ContentError(f"text: expected str, got {type(text).__name__}")
+    if has_cjk(text):
+        out = []
+        for tok in _jieba().lcut(text):
+            tok = tok.strip().lower()
+            if tok and _WORD.search(tok):  # drop pure punctuation/whitespace tokens
+                out.append(tok)
+        return out
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def text_features(text: str, word_ngrams: int = 2, char_ngrams: tuple[int, int] = (3, 4)) -> list[str]:
+    """The sparse features of one text: words, word n-grams and character n-grams.
+
+    Character n-grams are taken inside each boundary-marked word (``<paris>``) for
+    alphabetic scripts, and as single characters of multi-character Chinese words, so
+    that related words share features. Prefixes keep the feature kinds apart.
+    """
+    words = tokenize(text)
+    feats = list(words)
+    for n in range(2, word_ngrams + 1):
+        feats.extend("w:" + " ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+    lo, hi = char_ngrams
+    for w in words:
+        if has_cjk(w):
+            if len(w) > 1:
+                feats.extend("c:" + ch for ch in w)
+            continue
+        if len(w) < lo - 1:
+            continue
+        marked = f"<{w}>"
+        for n in range(lo, hi + 1):
+            feats.extend("c:" + marked[i : i + n] for i in range(len(marked) - n + 1))
+    return feats
+
+
+@dataclass
+class TextEncoderConfig:
+    """Hyper-parameters of :class:`TextEncoder` (all saved with the model)."""
+
+    dim: int = 64  # output dimension (zero-padded when the catalogue has fewer documents)
+    n_features: int = 2**15  # hashed feature space
+    word_ngrams: int = 2
+    char_ngram_min: int = 3
+    char_ngram_max: int = 4
+    sublinear_tf: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dim < 1:
+            raise ContentError(f"dim: must be >= 1, got {self.dim}")
+        if self.n_features < 16:
+            raise ContentError(f"n_features: must be >= 16, got {self.n_features}")
+        if not 1 <= self.char_ngram_min <= self.char_ngram_max:
+            raise ContentError("char_ngram_min/char_ngram_max: need 1 <= min <= max")
+
+
+class TextEncoder:
+    """Hashed n-grams -> TF-IDF -> truncated SVD (fitted on the catalogue) -> unit vector."""
+
+    name = "text/tfidf-svd"
+
+    def __init__(self, config: TextEncoderConfig | None = None, **params: object) -> None:
+        self.config = config or TextEncoderConfig(**params)  # type: ignore[arg-type]
+        self.idf_: np.ndarray | None = None  # (n_features,)
+        self.components_: np.ndarray | None = None  # (k, n_features), k <= dim
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    def _counts(self, texts: list[str]) -> sp.csr_matrix:
+        """(n, n_features) float32 term counts through a stable hash (murmur3 via sklearn)."""
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        c = self.config
+        hv = HashingVectorizer(
+            analyzer=lambda t: text_features(t, c.word_ngrams, (c.char_ngram_min, c.char_ngram_max)),
+            n_features=c.n_features,
+            alternate_sign=False,
+            norm=None,
+            dtype=np.float32,
+        )
+        return hv.transform(texts).tocsr()
+
+    def _tfidf(self, counts: sp.csr_matrix) -> sp.csr_matrix:
+        x = counts.copy()
+        if self.config.sublinear_tf:
+            x.data = np.log1p(x.data)
+        x = x @ sp.diags(self.idf_)
+        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+        return sp.diags(1.0 / np.maximum(norms, 1e-12)) @ x
+
+    def fit(self, texts: list[str]) -> TextEncoder:
+        """Learn IDF weights and the SVD projection from the catalogue's texts."""
+        from sklearn.decomposition import TruncatedSVD
+
+        texts = check_texts(texts, "texts")
+        counts = self._counts(texts)
+        n = counts.shape[0]
+        df = np.bincount(counts.indices, minlength=self.config.n_features).astype(np.float64)
+        self.idf_ = (np.log((1.0 + n) / (1.0 + df)) + 1.0).astype(np.float32)
+        x = self._tfidf(counts)
+        k = min(self.config.dim, n - 1, x.shape[1] - 1)
+        if k < 1 or x.nnz == 0:  # one document or no features: identity-free zero projection
+            self.components_ = np.zeros((1, self.config.n_features), np.float32)
+            return self
+        svd = TruncatedSVD(n_components=k, algorithm="randomized", n_iter=5, random_state=self.config.seed)
+        svd.fit(x)
+        self.components_ = svd.components_.astype(np.float32)
+        return self
+
+    def transform(self, texts: list[str]) -> np.ndarray:
+        """(n, dim) float32, rows L2-normalised (all-zero for a text with no known features)."""
+        if self.components_ is None or self.idf_ is None:
+            raise ContentError("TextEncoder: call fit() or load() before transform()")
+        texts = check_texts(texts, "texts")
+        z = np.asarray(self._tfidf(self._counts(texts)) @ self.components_.T, dtype=np.float32)
+        out = np.zeros((len(texts), self.config.dim), np.float32)
+        out[:, : z.shape[1]] = z
+        return l2_normalise(out)
+
+    def fit_transform(self, texts: list[str]) -> np.ndarray:
+        return self.fit(texts).transform(texts)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, folder: str | Path) -> Path:
+        if self.components_ is None or self.idf_ is None:
+            raise ContentError("TextEncoder: nothing to save, call fit() first")
+        cfg = {"config": asdict(self.config), "k": int(self.components_.shape[0])}
+        return save_artifact(folder, _KIND, cfg, {"idf": self.idf_, "components": self.components_})
+
+    @classmethod
+    def load(cls, folder: str | Path) -> TextEncoder:
+        cfg, t = load_artifact(folder, _KIND, {"idf": (-1,), "components": (-1, -1)})
+        try:
+            config = TextEncoderConfig(**cfg["config"])
+        except (KeyError, TypeError) as e:
+            raise ContentError(f"{Path(folder) / 'config.json'}: field 'config' is incomplete ({e})") from None
+        f = config.n_features
+        if t["idf"].shape != (f,) or t["components"].shape[1] != f or t["components"].shape[0] > config.dim:
+            raise ContentError(
+                f"{Path(folder) / 'weights.safetensors'}: tensor shapes idf {t['idf'].shape}, components "
+                f"{t['components'].shape} do not match config n_features={f}, dim={config.dim}"
+            )
+        enc = cls(config)
+        enc.idf_, enc.components_ = t["idf"].astype(np.float32), t["components"].astype(np.float32)
+        return enc
+
+
+class SentenceTransformerEncoder:
+    """A local sentence-transformers model folder as a note encoder (optional dependency).
+
+    ``model_path`` must be a folder saved with ``SentenceTransformer.save``; this class never
+    downloads. ``fit`` is a no-op (pretrained) kept for the common contract.
+    """
+
+    name = "text/sentence-transformer"
+
+    def __init__(self, model_path: str | Path, device: str = "cpu", batch_size: int = 64) -> None:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "SentenceTransformerEncoder needs the optional extra: pip install 'notefeed[content]'"
+            ) from e
+        path = Path(model_path)
+        if not path.is_dir():
+            raise ContentError(f"model_path: {path} is not a folder (pretrained weights are never downloaded)")
+        try:
+            self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        except Exception as e:  # the library raises many types for a broken folder
+            raise ContentError(f"model_path: could not load a sentence-transformers model from {path}: {e}") from e
+        self.batch_size = batch_size
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        dim = get_dim()
+        if dim is None:
+            dim = int(self.model.encode(["x"], convert_to_numpy=True).shape[1])
+        self.dim = int(dim)
+
+    def fit(self, texts: list[str]) -> SentenceTransformerEncoder:
+        check_texts(texts, "texts")
+        return self
+
+    def transform(self, texts: list[str]) -> np.ndarray:
+        texts = check_texts(texts, "texts")
+        z = self.model.encode(
+            texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
+        )
+        return l2_normalise(np.asarray(z, dtype=np.float32))
+
+    def fit_transform(self, texts: list[str]) -> np.ndarray:
+        return self.transform(texts)

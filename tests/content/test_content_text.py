@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from notefeed.content import ContentError, TextEncoder, has_cjk, text_features, tokenize
+
+DOCS = [
+    "Best coffee in Paris: croissant and espresso",
+    "Paris coffee shops for a rainy day",
+    "London tea rooms and scones",
+    "afternoon tea in London",
+    "上海外滩咖啡探店，拿铁很好喝",
+    "上海咖啡馆推荐",
+    "成都火锅太辣了",
+    "重庆火锅和成都火锅哪个好吃",
+]
+
+
+def test_tokenize_english_lowercases_and_drops_punctuation():
+    assert tokenize("Best Coffee in PARIS!") == ["best", "coffee", "in", "paris"]
+
+
+def test_tokenize_chinese_segments_with_jieba():
+    toks = tokenize("今天去上海外滩拍照，好美！")
+    assert has_cjk("上海") and not has_cjk("Shanghai")
+    assert "上海" in toks and "外滩" in toks and "拍照" in toks
+    assert "，" not in toks and "！" not in toks
+    assert "".join(toks) == "今天去上海外滩拍照好美"
+
+
+def test_text_features_have_words_bigrams_and_char_ngrams():
+    f = text_features("coffee shop", word_ngrams=2, char_ngrams=(3, 3))
+    assert {"coffee", "shop", "w:coffee shop", "c:<co", "c:ee>"} <= set(f)
+    zh = text_features("咖啡馆", word_ngrams=1)
+    assert "c:咖" in zh or "咖啡馆" in zh
+
+
+def test_encoder_shape_norm_and_determinism(tmp_path):
+    a = TextEncoder(dim=16, seed=0).fit_transform(DOCS)
+    b = TextEncoder(dim=16, seed=0).fit_transform(DOCS)
+    assert a.shape == (len(DOCS), 16) and a.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(a, b)
+    s = a @ a.T
+    # topic-mates are closer than strangers, in both languages
+    assert s[0, 1] > s[0, 2] and s[2, 3] > s[2, 6]
+    assert s[4, 5] > s[4, 6] and s[6, 7] > s[6, 0]
+
+
+def test_unknown_text_is_zero_and_new_text_is_encoded():
+    enc = TextEncoder(dim=8).fit(DOCS)
+    z = enc.transform(["", "paris coffee"])
+    assert np.allclose(z[0], 0.0) and abs(np.linalg.norm(z[1]) - 1) < 1e-5
+
+
+def test_save_load_gives_equal_outputs(tmp_path):
+    enc = TextEncoder(dim=8).fit(DOCS)
+    enc.save(tmp_path / "enc")
+    again = TextEncoder.load(tmp_path / "enc")
+    np.testing.assert_array_equal(enc.transform(DOCS), again.transform(DOCS))
+
+
+def test_corrupt_or_wrong_artifact_is_a_clear_error(tmp_path):
+    enc = TextEncoder(dim=8).fit(DOCS)
+    enc.save(tmp_path / "enc")
+    (tmp_path / "enc" / "weights.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ContentError, match="corrupt safetensors"):
+        TextEncoder.load(tmp_path / "enc")
+    with pytest.raises(ContentError, match="missing"):
+        TextEncoder.load(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(
+    "bad, field",
+    [([], "texts: empty"), (["ok", None], r"texts\[1\]: is None"), ("one string", "texts"), ([3], r"texts\[0\]")],
+)
+def test_bad_texts_name_the_field(bad, field):
+    with pytest.raises(ContentError, match=field):
+        TextEncoder(dim=4).fit(bad)
+    with pytest.raises(ContentError, match=field):
+        TextEncoder(dim=4).fit(DOCS).transform(bad)
+
+
+def test_tokenize_none_is_a_clear_error():
+    with pytest.raises(ContentError, match="text"):
+        tokenize(None)  # type: ignore[arg-type]
+
+
+def test_transform_before_fit_is_a_clear_error():
+    with pytest.raises(ContentError, match="fit"):
+        TextEncoder().transform(["x"])
