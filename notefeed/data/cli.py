@@ -1,9 +1,122 @@
-"""Commands of the data stage."""
+"""Commands of the data stage: ``notefeed data import`` and ``notefeed data stats``."""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from notefeed.data.dataset import DataError, Dataset
+from notefeed.data.loaders import DATASET_NAMES, load_dataset
+
+__all__ = ["register", "data_app", "stats_table"]
+
+data_app = typer.Typer(help="Datasets and workspaces: import, stats.", no_args_is_help=True)
+_console = Console()
+
+
+def _fail(msg: str) -> None:
+    Console(stderr=True).print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def stats_table(stats: dict[str, object]) -> Table:
+    """A rich table of :meth:`Dataset.stats` output."""
+    t = Table(title=f"dataset {stats.get('name', '')}", show_header=True)
+    t.add_column("statistic")
+    t.add_column("value", justify="right")
+    for key, val in stats.items():
+        if key in ("name", "events_by_type"):
+            continue
+        if key in ("ts_min", "ts_max"):
+            ts = int(val)  # type: ignore[call-overload]
+            # Sequence datasets use positions as ts; only show a date for plausible unix times.
+            when = datetime.fromtimestamp(ts, tz=UTC).strftime(" (%Y-%m-%d %H:%M UTC)") if ts > 10**8 else ""
+            shown = f"{ts}{when}"
+        elif key == "sparsity":
+            shown = f"{float(val):.6f}"  # type: ignore[arg-type]
+        elif isinstance(val, float):
+            shown = f"{val:,.3f}"
+        elif isinstance(val, int):
+            shown = f"{val:,}"
+        else:
+            shown = str(val)
+        t.add_row(key, shown)
+    for typ, n in dict(stats.get("events_by_type", {})).items():  # type: ignore[call-overload]
+        t.add_row(f"events: {typ}", f"{int(n):,}")
+    return t
+
+
+@data_app.command("import")
+def import_cmd(
+    workspace: Path = typer.Option(..., "--workspace", "-w", help="Workspace folder (created if needed)."),
+    dataset: str | None = typer.Option(None, "--dataset", help=f"One of: {', '.join(DATASET_NAMES)}."),
+    path: Path | None = typer.Option(None, "--path", help="Folder of the dataset (default: shared/datasets/...)."),
+    csv: Path | None = typer.Option(None, "--csv", help="Folder with events.csv/parquet (+ notes, users, creators)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="With --csv: skip bad rows and list them."),
+    replace: bool = typer.Option(False, "--replace", help="Overwrite a non-empty workspace."),
+) -> None:
+    """Load a public dataset (--dataset) or your files (--csv) into a DuckDB workspace."""
+    from notefeed.data.importer import import_folder
+    from notefeed.data.store import Workspace
+
+    if (dataset is None) == (csv is None):
+        _fail("give exactly one of --dataset NAME or --csv FOLDER")
+    problems: list[str] = []
+    try:
+        with _console.status("reading input..."):
+            if csv is not None:
+                res = import_folder(csv, skip_bad=skip_bad)
+                ds, problems = res.dataset, res.problems
+            else:
+                ds = load_dataset(str(dataset), path)
+        with _console.status(f"writing {len(ds.events):,} events to {workspace}..."), Workspace.open(workspace) as ws:
+            ws.save_dataset(ds, replace=replace)
+            counts = ws.counts()
+    except (DataError, FileNotFoundError, KeyError) as e:
+        _fail(str(e).strip("'\""))
+        return
+    for p in problems:
+        _console.print(f"[yellow]skipped[/yellow] {escape(p)}", highlight=False, soft_wrap=True)
+    if problems:
+        _console.print(f"{len(problems)} bad row(s) skipped")
+    summary = ", ".join(f"{k} {v:,}" for k, v in counts.items())
+    _console.print(escape(f"imported {ds.name} into {workspace}: {summary}"), soft_wrap=True, highlight=False)
+
+
+@data_app.command("stats")
+def stats_cmd(
+    dataset: str | None = typer.Option(None, "--dataset", help=f"One of: {', '.join(DATASET_NAMES)}."),
+    path: Path | None = typer.Option(None, "--path", help="Folder of the dataset."),
+    workspace: Path | None = typer.Option(None, "--workspace", "-w", help="A workspace folder instead."),
+    json_path: Path | None = typer.Option(None, "--json", help="Also write the statistics as JSON here."),
+) -> None:
+    """Counts, time span, sparsity and events by type of a dataset or workspace."""
+    from notefeed.data.store import Workspace
+
+    if (dataset is None) == (workspace is None):
+        _fail("give exactly one of --dataset NAME or --workspace DIR")
+    try:
+        if workspace is not None:
+            with Workspace.open(workspace, create=False) as ws:
+                ds: Dataset = ws.load_dataset()
+        else:
+            ds = load_dataset(str(dataset), path)
+    except (DataError, FileNotFoundError, KeyError) as e:
+        _fail(str(e).strip("'\""))
+        return
+    stats = ds.stats()
+    _console.print(stats_table(stats))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this stage's commands to ``notefeed`` and ``notefeed bench``."""
+    app.add_typer(data_app, name="data")

@@ -1,0 +1,346 @@
+"""The workspace: an embedded DuckDB file holding one community with external string ids.
+
+``Workspace.open(DIR)`` uses ``DIR/notefeed.duckdb`` with tables ``notes``, ``users``,
+``creators``, ``events``, ``social`` and ``meta``. Ids are the external strings (``"n123"``);
+dense indices exist only in the :class:`~notefeed.data.Dataset` that :meth:`load_dataset`
+builds. Note columns beyond the core ones (Qilin ``media``, MovieLens ``genres``...) and user
+attributes are stored as a JSON object per row (``extra`` / ``attributes``); ``meta`` keeps the
+JSON-serialisable entries of ``Dataset.meta`` (DataFrames such as Qilin's ``queries`` are not
+stored).
+
+Guarantees:
+
+- every write is one transaction, committed before the method returns (DuckDB's write-ahead
+  log), so a process killed right after ``append_events`` returned keeps the rows;
+- appended rows are validated first (:func:`notefeed.data.importer.check_events`); a bad batch
+  raises :class:`DataError` naming the batch index and field and writes nothing;
+- unknown ids in appended events: with ``require_known=False`` (default, the bulk/offline
+  path) unseen notes and users are created as stubs (author ``"unknown"``) in the same
+  transaction; with ``require_known=True`` (the HTTP API) the batch is rejected with a
+  DataError naming the first offending batch index;
+- a file that is not a DuckDB database, or lacks our tables, raises :class:`DataError`.
+
+DuckDB allows one writing process per file; a second process gets a DataError saying the file
+is locked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from notefeed.data.dataset import NOTE_COLUMNS, DataError, Dataset
+from notefeed.data.importer import EVENT_REQUIRED, check_creators, check_events, check_notes, check_users
+from notefeed.schema import Creator, Event, Note, User
+
+__all__ = ["Workspace", "DB_NAME"]
+
+DB_NAME = "notefeed.duckdb"
+_EVENT_COLS = ("user_id", "note_id", "ts", "type", "dwell_s", "position", "request_id", "surface")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS notes (note_id VARCHAR PRIMARY KEY, author_id VARCHAR NOT NULL, title VARCHAR,
+    text VARCHAR, tags VARCHAR[], category VARCHAR, created_at BIGINT, extra VARCHAR);
+CREATE TABLE IF NOT EXISTS users (user_id VARCHAR PRIMARY KEY, attributes VARCHAR);
+CREATE TABLE IF NOT EXISTS creators (creator_id VARCHAR PRIMARY KEY, followers BIGINT NOT NULL);
+CREATE SEQUENCE IF NOT EXISTS event_seq;
+CREATE TABLE IF NOT EXISTS events (seq BIGINT DEFAULT nextval('event_seq'), user_id VARCHAR NOT NULL,
+    note_id VARCHAR NOT NULL, ts BIGINT NOT NULL, type VARCHAR NOT NULL, dwell_s DOUBLE, position INTEGER,
+    request_id VARCHAR, surface VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS social (user_id VARCHAR NOT NULL, target_id VARCHAR NOT NULL, kind VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+"""
+_TABLES = ("notes", "users", "creators", "events", "social", "meta")
+
+
+def _jsonable(v: object) -> object:
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, float) and np.isnan(v):
+        return None
+    return v
+
+
+def _row_json(df: pd.DataFrame, cols: Sequence[str]) -> list[str]:
+    if not cols:
+        return ["{}"] * len(df)
+    recs = df[list(cols)].to_dict("records")
+    return [json.dumps({k: _jsonable(v) for k, v in r.items()}, ensure_ascii=False, default=str) for r in recs]
+
+
+def _positions(pos: np.ndarray) -> pd.Series:
+    """Dataset positions (-1 = unknown) -> nullable Int32 for the database."""
+    out = pd.Series(pos, dtype="Int32")
+    out[pos < 0] = pd.NA
+    return out
+
+
+def _first_problem(problems: list, what: str) -> None:
+    if problems:
+        p = min(problems, key=lambda q: q.row)
+        raise DataError(f"{what}[{p.row}]: field '{p.field}': {p.reason} ({len(problems)} problem(s); nothing written)")
+
+
+class Workspace:
+    """One community on disk. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection) -> None:
+        self.path = path
+        self._con: duckdb.DuckDBPyConnection | None = con
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def open(cls, directory: str | Path, create: bool = True) -> Workspace:
+        """Open ``directory/notefeed.duckdb`` (creating folder and schema when ``create``)."""
+        d = Path(directory)
+        db = d / DB_NAME
+        if not db.exists():
+            if not create:
+                raise FileNotFoundError(f"workspace: expected file {db} (create it with `notefeed data import`)")
+            d.mkdir(parents=True, exist_ok=True)
+        try:
+            con = duckdb.connect(str(db))
+        except duckdb.Error as e:
+            msg = str(e).splitlines()[0]
+            if "lock" in msg.lower():
+                raise DataError(f"workspace {db}: locked by another process ({msg})") from None
+            raise DataError(f"workspace {db}: not a readable DuckDB database ({msg})") from None
+        try:
+            con.execute(_SCHEMA)
+            have = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        except duckdb.Error as e:
+            con.close()
+            raise DataError(f"workspace {db}: cannot initialise schema ({str(e).splitlines()[0]})") from None
+        missing = set(_TABLES) - have
+        if missing:
+            con.close()
+            raise DataError(f"workspace {db}: missing tables {sorted(missing)}")
+        return cls(db, con)
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            raise DataError(f"workspace {self.path} is closed")
+        return self._con
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def _tx(self, statements: list[tuple[str, pd.DataFrame | None]]) -> None:
+        """Run ``(sql, frame)`` pairs in one transaction; a frame is visible as ``df``."""
+        con = self.con
+        con.begin()
+        try:
+            for sql, frame in statements:
+                if frame is not None:
+                    con.register("df", frame)
+                con.execute(sql).fetchall()
+                if frame is not None:
+                    con.unregister("df")
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+
+    # ------------------------------------------------------------------ whole datasets
+    def save_dataset(self, ds: Dataset, replace: bool = False) -> None:
+        """Write ``ds``; an existing non-empty workspace needs ``replace=True`` (it is wiped)."""
+        if not replace and sum(self.counts().values()):
+            raise DataError(f"workspace {self.path} is not empty; pass replace=True to overwrite")
+        extra_cols = [c for c in ds.notes.columns if c not in NOTE_COLUMNS]
+        notes = pd.DataFrame(
+            {
+                "note_id": ds.notes["note_id"].astype(str),
+                "author_id": ds.notes["author_id"].astype(str),
+                "title": ds.notes["title"].astype(str),
+                "text": ds.notes["text"].astype(str),
+                "tags": [list(map(str, t)) for t in ds.notes["tags"]],
+                "category": ds.notes["category"].astype(str),
+                "created_at": ds.notes["created_at"].astype(np.int64),
+                "extra": _row_json(ds.notes, extra_cols),
+            }
+        )
+        attr_cols = [c for c in ds.users.columns if c != "user_id"]
+        users = pd.DataFrame({"user_id": ds.users["user_id"].astype(str), "attributes": _row_json(ds.users, attr_cols)})
+        ev = ds.events
+        events = pd.DataFrame(
+            {
+                "user_id": ds.users["user_id"].to_numpy()[ev["user"].to_numpy()],
+                "note_id": ds.notes["note_id"].to_numpy()[ev["item"].to_numpy()],
+                "ts": ev["ts"].to_numpy(np.int64),
+                "type": ev["type"].astype(str).to_numpy(),
+                "dwell_s": ev["dwell_s"].to_numpy(np.float64),
+                "position": _positions(ev["position"].to_numpy()),
+                "request_id": ev["request_id"].astype(object) if "request_id" in ev else None,
+                "surface": ev["surface"].astype(str).to_numpy(),
+            }
+        )
+        social = None
+        if ds.social is not None and len(ds.social):
+            social = pd.DataFrame(
+                {
+                    "user_id": ds.users["user_id"].to_numpy()[ds.social["user"].to_numpy()],
+                    "target_id": ds.social["target_id"].astype(str).to_numpy(),
+                    "kind": ds.social["kind"].astype(str).to_numpy(),
+                }
+            )
+        meta = {k: v for k, v in ds.meta.items() if not isinstance(v, pd.DataFrame)}
+        meta["name"] = ds.name
+        meta_rows = pd.DataFrame(
+            {"key": list(meta), "value": [json.dumps(_jsonable(v), default=str) for v in meta.values()]}
+        )
+        steps: list[tuple[str, pd.DataFrame | None]] = [(f"DELETE FROM {t}", None) for t in _TABLES]
+        steps += [
+            ("INSERT INTO notes SELECT * FROM df", notes),
+            ("INSERT INTO users SELECT * FROM df", users),
+            ("INSERT INTO creators SELECT creator_id, followers FROM df", ds.creators[["creator_id", "followers"]]),
+            (f"INSERT INTO events ({', '.join(_EVENT_COLS)}) SELECT * FROM df ORDER BY ts", events),
+            ("INSERT INTO meta SELECT * FROM df", meta_rows),
+        ]
+        if social is not None:
+            steps.append(("INSERT INTO social SELECT * FROM df", social))
+        self._tx(steps)
+
+    def load_dataset(self, name: str | None = None) -> Dataset:
+        """Everything in the workspace as a :class:`Dataset` (events in append order, then by ts)."""
+        con = self.con
+        notes = con.execute("SELECT * FROM notes ORDER BY rowid").df()
+        extra = pd.DataFrame([json.loads(x or "{}") for x in notes.pop("extra")], index=notes.index)
+        notes = pd.concat([notes, extra], axis=1)
+        notes["tags"] = [list(t) if t is not None else [] for t in notes["tags"]]
+        users = con.execute("SELECT * FROM users ORDER BY rowid").df()
+        attrs = pd.DataFrame([json.loads(x or "{}") for x in users.pop("attributes")], index=users.index)
+        users = pd.concat([users, attrs], axis=1)
+        creators = con.execute("SELECT * FROM creators ORDER BY rowid").df()
+        events = con.execute(f"SELECT {', '.join(_EVENT_COLS)} FROM events ORDER BY seq").df()
+        if events["request_id"].isna().all():
+            events = events.drop(columns=["request_id"])
+        social = con.execute("SELECT * FROM social ORDER BY rowid").df()
+        meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta").fetchall()}
+        ds_name = name or str(meta.pop("name", self.path.parent.name))
+        return Dataset.build(ds_name, events, notes=notes, users=users, creators=creators, social=social, meta=meta)
+
+    # ------------------------------------------------------------------ incremental writes
+    def append_events(self, events: pd.DataFrame | Sequence[Event], require_known: bool = False) -> int:
+        """Validate and append a batch in one transaction; returns the number of rows written."""
+        df = (
+            pd.DataFrame([e.model_dump() for e in events], columns=list(_EVENT_COLS))
+            if not isinstance(events, pd.DataFrame)
+            else events.reset_index(drop=True)
+        )
+        missing = next((c for c in EVENT_REQUIRED if c not in df.columns), None)
+        if missing is not None:
+            raise DataError(f"events: missing column '{missing}'")
+        if not len(df):
+            return 0
+        _first_problem(check_events(df), "events")
+        out = pd.DataFrame({c: df[c] if c in df else None for c in _EVENT_COLS})
+        out["user_id"] = out["user_id"].astype(str).str.strip()
+        out["note_id"] = out["note_id"].astype(str).str.strip()
+        out["ts"] = pd.to_numeric(out["ts"]).astype(np.int64)
+        out["type"] = out["type"].astype(str).str.strip()
+        out["dwell_s"] = pd.to_numeric(out["dwell_s"], errors="coerce").astype(np.float64)
+        out["position"] = pd.to_numeric(out["position"], errors="coerce").astype("Int32")
+        out["request_id"] = out["request_id"].astype(object).where(out["request_id"].notna(), None)
+        surf = out["surface"].astype(object)
+        out["surface"] = surf.where(surf.notna() & (surf.astype(str).str.strip() != ""), "feed").astype(str)
+        steps: list[tuple[str, pd.DataFrame | None]] = []
+        new_notes = False
+        for col, table, key in (("note_id", "notes", "note_id"), ("user_id", "users", "user_id")):
+            ids = pd.DataFrame({"id": out[col].unique()})
+            self.con.register("ids", ids)
+            unknown = {r[0] for r in self.con.execute(
+                f"SELECT id FROM ids WHERE id NOT IN (SELECT {key} FROM {table})").fetchall()}
+            self.con.unregister("ids")
+            if not unknown:
+                continue
+            if require_known:
+                row = int(np.flatnonzero(out[col].isin(unknown).to_numpy())[0])
+                raise DataError(f"events[{row}]: field '{col}': unknown {col[:-3]} {out[col].iloc[row]!r}; nothing written")
+            stub = pd.DataFrame({"id": sorted(unknown)})
+            if table == "notes":
+                new_notes = True
+                steps.append(("INSERT INTO notes SELECT id, 'unknown', '', '', [], '', 0, '{}' FROM df", stub))
+            else:
+                steps.append(("INSERT INTO users SELECT id, '{}' FROM df", stub))
+        if new_notes:
+            steps.append(("INSERT INTO creators SELECT 'unknown', 0 WHERE NOT EXISTS "
+                          "(SELECT 1 FROM creators WHERE creator_id = 'unknown')", None))
+        steps.append((f"INSERT INTO events ({', '.join(_EVENT_COLS)}) SELECT * FROM df", out))
+        self._tx(steps)
+        return len(out)
+
+    def append_notes(self, notes: pd.DataFrame | Sequence[Note]) -> int:
+        """Insert or replace notes (an edited note replaces the stored one); creators get stubs."""
+        df = pd.DataFrame([n.model_dump() for n in notes]) if not isinstance(notes, pd.DataFrame) else notes
+        df = df.reset_index(drop=True)
+        if "note_id" not in df.columns:
+            raise DataError("notes: missing column 'note_id'")
+        _first_problem(check_notes(df), "notes")
+        from notefeed.data.importer import split_tags
+
+        base = Dataset.build("append", pd.DataFrame(columns=list(EVENT_REQUIRED)), notes=df.assign(
+            tags=[split_tags(t) for t in df["tags"]] if "tags" in df else [[] for _ in range(len(df))]))
+        n = base.notes
+        extra_cols = [c for c in n.columns if c not in NOTE_COLUMNS and c not in ("media_vector",)]
+        rows = n[list(NOTE_COLUMNS)].assign(extra=_row_json(n, extra_cols))
+        self._tx([
+            ("INSERT OR REPLACE INTO notes SELECT * FROM df", rows),
+            ("INSERT INTO creators SELECT DISTINCT author_id, 0 FROM df WHERE author_id NOT IN "
+             "(SELECT creator_id FROM creators)", rows),
+        ])
+        return len(rows)
+
+    def upsert_users(self, users: pd.DataFrame | Sequence[User]) -> int:
+        """Insert or replace users; a DataFrame's non-id columns are the attributes."""
+        if isinstance(users, pd.DataFrame):
+            df = users.reset_index(drop=True)
+            if "user_id" not in df.columns:
+                raise DataError("users: missing column 'user_id'")
+            _first_problem(check_users(df), "users")
+            rows = pd.DataFrame({"user_id": df["user_id"].astype(str).str.strip(),
+                                 "attributes": _row_json(df, [c for c in df.columns if c != "user_id"])})
+        else:
+            rows = pd.DataFrame({"user_id": [u.user_id for u in users],
+                                 "attributes": [json.dumps(u.attributes, ensure_ascii=False) for u in users]})
+        self._tx([("INSERT OR REPLACE INTO users SELECT * FROM df", rows)])
+        return len(rows)
+
+    def upsert_creators(self, creators: pd.DataFrame | Sequence[Creator]) -> int:
+        """Insert or replace creators (``creator_id``, ``followers``)."""
+        df = (pd.DataFrame([c.model_dump() for c in creators]) if not isinstance(creators, pd.DataFrame)
+              else creators.reset_index(drop=True))
+        if "creator_id" not in df.columns:
+            raise DataError("creators: missing column 'creator_id'")
+        _first_problem(check_creators(df), "creators")
+        rows = pd.DataFrame({"creator_id": df["creator_id"].astype(str),
+                             "followers": pd.to_numeric(df.get("followers", 0)).astype(np.int64)})
+        self._tx([("INSERT OR REPLACE INTO creators SELECT * FROM df", rows)])
+        return len(rows)
+
+    # ------------------------------------------------------------------ reads
+    def events_since(self, ts: int) -> pd.DataFrame:
+        """Events with ``ts >= ts`` (external ids), in time then append order."""
+        return self.con.execute(
+            f"SELECT {', '.join(_EVENT_COLS)} FROM events WHERE ts >= ? ORDER BY ts, seq", [int(ts)]
+        ).df()
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table (``notes, users, creators, events, social``)."""
+        return {t: int(self.con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0])
+                for t in _TABLES if t != "meta"}

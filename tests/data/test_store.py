@@ -1,0 +1,174 @@
+"""The DuckDB workspace: round trips, atomic validated appends, durability, corrupt files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+
+from notefeed.data.dataset import DataError, Dataset
+from notefeed.data.store import DB_NAME, Workspace
+from notefeed.schema import Event, Note, User
+
+
+def _dataset() -> Dataset:
+    events = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u2", "u3"],
+            "note_id": ["a", "b", "a", "c"],
+            "ts": [3, 1, 2, 5],
+            "type": ["click", "like", "impression", "collect"],
+            "dwell_s": [1.5, None, None, 2.0],
+            "position": [0, None, 3, None],
+            "request_id": ["r1", None, "r2", None],
+            "surface": ["feed", "feed", "search", "related"],
+        }
+    )
+    notes = pd.DataFrame(
+        {
+            "note_id": ["a", "b", "c"],
+            "author_id": ["c1", "c2", "c1"],
+            "title": ["t a", "t b", "t c"],
+            "tags": [["x", "y"], [], ["z"]],
+            "media": [["1.jpg"], [], ["2.jpg", "3.jpg"]],
+            "created_at": [10, 20, 30],
+        }
+    )
+    users = pd.DataFrame({"user_id": ["u1", "u2", "u3"], "age": [30, 40, 50], "city": ["sh", "bj", "gz"]})
+    creators = pd.DataFrame({"creator_id": ["c1", "c2"], "followers": [5000, 12]})
+    social = pd.DataFrame({"user_id": ["u1"], "target_id": ["c1"], "kind": ["follow"]})
+    return Dataset.build("tiny", events, notes, users, creators, social, meta={"type_map": {"click": "pv"}})
+
+
+def _same(a: Dataset, b: Dataset) -> None:
+    assert a.stats() == b.stats()
+    pd.testing.assert_frame_equal(a.events, b.events, check_dtype=False)
+    for col in ("note_id", "author_id", "title", "tags", "created_at", "media"):
+        assert a.notes[col].tolist() == b.notes[col].tolist(), col
+    assert a.users.to_dict("records") == b.users.to_dict("records")
+    assert a.creators.to_dict("records") == b.creators.to_dict("records")
+
+
+def test_save_load_roundtrip_and_reopen(tmp_path):
+    ds = _dataset()
+    with Workspace.open(tmp_path) as ws:
+        ws.save_dataset(ds)
+        _same(ds, ws.load_dataset())
+    with Workspace.open(tmp_path, create=False) as ws:  # a new object on the same file
+        back = ws.load_dataset()
+        assert ws.counts() == {"notes": 3, "users": 3, "creators": 2, "events": 4, "social": 1}
+    _same(ds, back)
+    assert back.name == "tiny" and back.meta["type_map"] == {"click": "pv"}
+    assert back.social["target_id"].tolist() == ["c1"]
+
+
+def test_save_refuses_to_overwrite_without_replace(tmp_path):
+    with Workspace.open(tmp_path) as ws:
+        ws.save_dataset(_dataset())
+        with pytest.raises(DataError, match="replace=True"):
+            ws.save_dataset(_dataset())
+        ws.save_dataset(_dataset(), replace=True)
+        assert ws.counts()["events"] == 4
+
+
+def test_append_then_reopen_sees_the_rows(tmp_path):
+    with Workspace.open(tmp_path) as ws:
+        ws.save_dataset(_dataset())
+        n = ws.append_events([Event(user_id="u2", note_id="c", ts=9, type="share", dwell_s=4.0, position=2)])
+        df = pd.DataFrame({"user_id": ["new"], "note_id": ["d"], "ts": [10], "type": ["click"]})
+        assert n == 1 and ws.append_events(df) == 1
+    with Workspace.open(tmp_path) as ws:
+        since = ws.events_since(9)
+        ds = ws.load_dataset()
+    assert since[["user_id", "note_id", "ts", "type"]].values.tolist() == [["u2", "c", 9, "share"], ["new", "d", 10, "click"]]
+    assert since["dwell_s"].iloc[0] == 4.0 and since["position"].iloc[0] == 2 and since["surface"].iloc[0] == "feed"
+    assert "new" in ds.user_index and ds.notes.iloc[ds.item_index["d"]]["author_id"] == "unknown"
+    assert len(ds.events) == 6
+
+
+@pytest.mark.parametrize(
+    "batch,pattern",
+    [
+        ({"ts": [1, "x"]}, r"events\[1\]: field 'ts': expected an integer"),
+        ({"type": ["click", "bogus"]}, r"events\[1\]: field 'type'"),
+        ({"dwell_s": [1.0, -2.0]}, r"events\[1\]: field 'dwell_s'"),
+        ({"note_id": ["a", ""]}, r"events\[1\]: field 'note_id': missing id"),
+    ],
+)
+def test_bad_batch_writes_nothing(tmp_path, batch, pattern):
+    base = {"user_id": ["u1", "u2"], "note_id": ["a", "b"], "ts": [7, 8], "type": ["click", "like"]}
+    with Workspace.open(tmp_path) as ws:
+        ws.save_dataset(_dataset())
+        before = ws.load_dataset()
+        with pytest.raises(DataError, match=pattern):
+            ws.append_events(pd.DataFrame({**base, **batch}))
+        _same(before, ws.load_dataset())
+
+
+def test_require_known_rejects_unknown_ids_with_batch_index(tmp_path):
+    with Workspace.open(tmp_path) as ws:
+        ws.save_dataset(_dataset())
+        batch = [Event(user_id="u1", note_id="a", ts=7, type="click"), Event(user_id="u1", note_id="zz", ts=8, type="click")]
+        with pytest.raises(DataError, match=r"events\[1\]: field 'note_id': unknown note 'zz'"):
+            ws.append_events(batch, require_known=True)
+        batch[1] = Event(user_id="stranger", note_id="a", ts=8, type="click")
+        with pytest.raises(DataError, match=r"events\[1\]: field 'user_id': unknown user 'stranger'"):
+            ws.append_events(batch, require_known=True)
+        assert ws.counts()["events"] == 4 and ws.counts()["notes"] == 3
+        assert ws.append_events(batch[:1], require_known=True) == 1
+
+
+def test_append_notes_and_upsert_users(tmp_path):
+    with Workspace.open(tmp_path) as ws:
+        ws.save_dataset(_dataset())
+        ws.append_notes([Note(note_id="n9", author_id="newbie", title="hi", tags=["t"], media=["m.jpg"])])
+        ws.append_notes(pd.DataFrame({"note_id": ["a"], "author_id": ["c1"], "title": ["edited"], "tags": ["p|q"]}))
+        ws.upsert_users([User(user_id="u1", attributes={"age": 31})])
+        with pytest.raises(DataError, match=r"notes\[0\]: field 'tags'"):
+            ws.append_notes(pd.DataFrame({"note_id": ["b"], "tags": [["x" * 200]]}))
+        ds = ws.load_dataset()
+    assert ds.notes.iloc[ds.item_index["n9"]][["title", "tags", "media"]].tolist() == ["hi", ["t"], ["m.jpg"]]
+    assert ds.notes.iloc[ds.item_index["a"]][["title", "tags"]].tolist() == ["edited", ["p", "q"]]
+    assert "newbie" in set(ds.creators["creator_id"])
+    assert ds.users.iloc[ds.user_index["u1"]]["age"] == 31
+
+
+def test_corrupt_file_is_a_clear_error(tmp_path):
+    (tmp_path / DB_NAME).write_bytes(b"this is not a duckdb file" * 100)
+    with pytest.raises(DataError, match="not a readable DuckDB database"):
+        Workspace.open(tmp_path)
+
+
+def test_open_without_create(tmp_path):
+    with pytest.raises(FileNotFoundError, match=DB_NAME):
+        Workspace.open(tmp_path / "none", create=False)
+
+
+def test_appends_survive_sigkill(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from notefeed.data.store import Workspace
+        from notefeed.schema import Event
+        ws = Workspace.open({str(tmp_path)!r})
+        n = ws.append_events([Event(user_id="k", note_id=f"n{{i}}", ts=i, type="click") for i in range(50)])
+        print("appended", n, flush=True)
+        time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # blocks until append_events has returned
+        assert line.strip() == "appended 50"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    with Workspace.open(tmp_path) as ws:
+        assert ws.counts()["events"] == 50
+        assert ws.events_since(0)["note_id"].tolist() == [f"n{i}" for i in range(50)]
