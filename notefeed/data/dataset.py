@@ -38,6 +38,13 @@ class DataError(ValueError):
     """Bad input data; the message names the source, the row and the field."""
 
 
+def _missing_from(ids: pd.Series, known: pd.Series) -> np.ndarray:
+    """Distinct values of ``ids`` not in ``known``, first-seen order. An index lookup:
+    ``Series.isin`` on pandas' Arrow-backed strings is a Python loop, far slower."""
+    absent = pd.Index(known).get_indexer(ids) < 0
+    return pd.unique(ids[absent])
+
+
 def _as_str_ids(s: pd.Series, what: str) -> pd.Series:
     if s.isna().any():
         row = int(np.flatnonzero(s.isna().to_numpy())[0])
@@ -287,7 +294,7 @@ def _normalise_notes(notes: pd.DataFrame | None, ev_notes: pd.Series) -> pd.Data
         raise DataError("notes: missing column 'note_id'")
     notes["note_id"] = _as_str_ids(notes["note_id"], "notes.note_id")
     notes = notes.drop_duplicates("note_id", keep="last")
-    extra = pd.unique(ev_notes[~ev_notes.isin(notes["note_id"])])
+    extra = _missing_from(ev_notes, notes["note_id"])
     if len(extra):
         notes = pd.concat([notes, pd.DataFrame({"note_id": extra})], ignore_index=True)
     defaults: dict[str, object] = {"author_id": "unknown", "title": "", "text": "", "category": "", "created_at": 0}
@@ -317,7 +324,7 @@ def _normalise_users(users: pd.DataFrame | None, ev_users: pd.Series) -> pd.Data
         raise DataError("users: missing column 'user_id'")
     users["user_id"] = _as_str_ids(users["user_id"], "users.user_id")
     users = users.drop_duplicates("user_id", keep="last")
-    extra = pd.unique(ev_users[~ev_users.isin(users["user_id"])])
+    extra = _missing_from(ev_users, users["user_id"])
     if len(extra):
         users = pd.concat([users, pd.DataFrame({"user_id": extra})], ignore_index=True)
     return users.reset_index(drop=True)
@@ -338,7 +345,7 @@ def _normalise_creators(creators: pd.DataFrame | None, authors: pd.Series) -> pd
         raise DataError(f"creators: negative followers at row {row} (field 'followers')")
     creators["followers"] = f.fillna(0).astype(np.int64)
     creators = creators.drop_duplicates("creator_id", keep="last")
-    extra = pd.unique(authors[~authors.isin(creators["creator_id"])])
+    extra = _missing_from(authors, creators["creator_id"])
     if len(extra):
         creators = pd.concat(
             [creators, pd.DataFrame({"creator_id": extra, "followers": np.zeros(len(extra), np.int64)})],
