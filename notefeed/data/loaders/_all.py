@@ -9,5 +9,6 @@ from notefeed.data.loaders import (  # noqa: F401
     movielens,
     qilin,
     s3rec,
+    simulated,
     taobao,
 )
