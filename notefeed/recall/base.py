@@ -19,7 +19,10 @@ class UserContext:
 
     ``user`` is the dense user index, or ``None`` for a user the model has never seen
     (channels must then fall back, never raise). ``history`` holds item indices of the
-    user's positive actions, oldest first; ``seen`` the items already exposed.
+    user's positive actions, oldest first; ``seen`` the items already exposed;
+    ``hidden`` items the user hid; ``blocked_authors`` creator indices (rows of
+    ``Dataset.creators``) the user blocked. Channels never return seen, history or hidden
+    items; the merge also drops blocked authors.
     """
 
     user_id: str
@@ -28,6 +31,8 @@ class UserContext:
     seen: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     ts: int = 0
     surface: str = "feed"
+    hidden: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    blocked_authors: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
 
 @dataclass

@@ -1,0 +1,67 @@
+"""A FAISS inner-product index over note vectors that grows without a rebuild.
+
+Small catalogues use exact ``IndexFlatIP``; large ones ``IndexHNSWFlat`` (inner product).
+Both are wrapped in ``IndexIDMap2`` so ids are item indices, and ``add`` appends new notes
+in place (HNSW inserts into the existing graph).
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+__all__ = ["AnnIndex"]
+
+
+class AnnIndex:
+    """Inner-product ANN over (n, d) float32 vectors with int64 ids.
+
+    ``kind`` is ``"flat"``, ``"hnsw"`` or ``"auto"`` (HNSW from ``hnsw_min`` vectors).
+    """
+
+    def __init__(
+        self, dim: int, kind: str = "auto", m: int = 32, ef_construction: int = 80, ef_search: int = 64,
+        hnsw_min: int = 50_000, expected: int = 0,
+    ) -> None:
+        if dim < 1:
+            raise ValueError(f"AnnIndex: 'dim' must be >= 1, got {dim}")
+        if kind not in ("auto", "flat", "hnsw"):
+            raise ValueError(f"AnnIndex: 'kind' must be auto/flat/hnsw, got {kind!r}")
+        self.dim = int(dim)
+        self.kind = ("hnsw" if expected >= hnsw_min else "flat") if kind == "auto" else kind
+        if self.kind == "hnsw":
+            base = faiss.IndexHNSWFlat(self.dim, int(m), faiss.METRIC_INNER_PRODUCT)
+            base.hnsw.efConstruction = int(ef_construction)
+            base.hnsw.efSearch = int(ef_search)
+        else:
+            base = faiss.IndexFlatIP(self.dim)
+        self._base = base
+        self.index = faiss.IndexIDMap2(base)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def set_ef_search(self, ef: int) -> None:
+        if self.kind == "hnsw":
+            self._base.hnsw.efSearch = int(ef)
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Append ``vectors`` (n, dim) with ``ids`` (n,) int64; no rebuild."""
+        v = np.ascontiguousarray(vectors, dtype=np.float32)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if v.ndim != 2 or v.shape[1] != self.dim:
+            raise ValueError(f"AnnIndex.add: 'vectors' must be (n, {self.dim}), got {v.shape}")
+        if ids.shape != (v.shape[0],):
+            raise ValueError(f"AnnIndex.add: 'ids' must be ({v.shape[0]},), got {ids.shape}")
+        if not np.isfinite(v).all():
+            raise ValueError("AnnIndex.add: 'vectors' contain NaN or inf")
+        self.index.add_with_ids(v, ids)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` by inner product: (scores (q, k) float32, ids (q, k) int64; -1 pads)."""
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if q.shape[1] != self.dim:
+            raise ValueError(f"AnnIndex.search: 'queries' must be (q, {self.dim}), got {q.shape}")
+        k = max(1, min(int(k), max(self.ntotal, 1)))
+        return self.index.search(q, k)
