@@ -1,0 +1,221 @@
+"""The event bus: one contract, two backends, plus a never-blocking side-effect dispatcher.
+
+``append`` returns only once the events are durable in the backend, and the API
+acknowledges only after ``append`` returned: an acknowledged event survives ``kill -9``.
+
+- :class:`SqliteEventBus` (embedded default): ``events.sqlite`` in the workspace, WAL mode,
+  ``synchronous=FULL`` (each batch commit is fsynced), one transaction per batch.
+- :class:`RedisEventBus`: ``XADD`` to a stream (durability is then Redis's persistence
+  setting: use ``appendonly yes`` with ``appendfsync always`` for the same guarantee).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from notefeed.online.events import EventRecord
+
+__all__ = ["EventBus", "SqliteEventBus", "RedisEventBus", "SideEffects", "open_bus"]
+
+log = logging.getLogger(__name__)
+
+_COLS = ("user_id", "note_id", "ts", "type", "received_at", "dwell_s", "position", "request_id", "surface")
+
+
+@runtime_checkable
+class EventBus(Protocol):
+    """Durable, ordered event log."""
+
+    name: str
+
+    def append(self, events: Sequence[EventRecord]) -> int:
+        """Store ``events`` durably (all or none); return how many were stored."""
+        ...
+
+    def replay(self) -> Iterator[EventRecord]:
+        """Every stored event, in append order."""
+        ...
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class SqliteEventBus:
+    """Append-only SQLite log in WAL mode; safe to share across threads (one lock)."""
+
+    name = "sqlite"
+
+    def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "user_id TEXT NOT NULL, note_id TEXT NOT NULL, ts INTEGER NOT NULL, type TEXT NOT NULL, "
+                "received_at REAL NOT NULL, dwell_s REAL, position INTEGER, request_id TEXT, surface TEXT)"
+            )
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise ValueError(f"{self.path}: not a notefeed event log ({e})") from e
+
+    def append(self, events: Sequence[EventRecord]) -> int:
+        if not events:
+            return 0
+        rows = [tuple(getattr(e, c) for c in _COLS) for e in events]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    f"INSERT INTO events ({','.join(_COLS)}) VALUES ({','.join('?' * len(_COLS))})", rows
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def replay(self) -> Iterator[EventRecord]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {','.join(_COLS)} FROM events ORDER BY seq").fetchall()
+        for r in rows:
+            yield EventRecord(**dict(zip(_COLS, r, strict=True)))
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class RedisEventBus:
+    """Events as entries of a Redis stream (``XADD``, one MULTI/EXEC per batch)."""
+
+    name = "redis"
+
+    def __init__(self, client: Any, stream: str = "nf:events", maxlen: int | None = None) -> None:
+        self.r, self.stream, self.maxlen = client, stream, maxlen
+
+    @classmethod
+    def from_url(cls, url: str, **kw: Any) -> RedisEventBus:
+        import redis
+
+        return cls(redis.Redis.from_url(url, decode_responses=True), **kw)
+
+    def append(self, events: Sequence[EventRecord]) -> int:
+        if not events:
+            return 0
+        p = self.r.pipeline(transaction=True)
+        for e in events:
+            p.xadd(self.stream, {"e": json.dumps(e.to_dict())}, maxlen=self.maxlen, approximate=True)
+        p.execute()
+        return len(events)
+
+    def replay(self) -> Iterator[EventRecord]:
+        last = "-"
+        while True:
+            batch = self.r.xrange(self.stream, min=last, max="+", count=1000)
+            if last != "-":
+                batch = batch[1:]  # xrange is inclusive of the last id already yielded
+            if not batch:
+                return
+            for _id, fields in batch:
+                yield EventRecord(**json.loads(fields["e"]))
+            last = batch[-1][0]
+
+    def count(self) -> int:
+        return int(self.r.xlen(self.stream))
+
+    def close(self) -> None:
+        self.r.close()
+
+
+def open_bus(backend: str, workspace: str | Path | None = None, redis_url: str | None = None,
+             synchronous: str = "FULL", stream: str = "nf:events") -> EventBus:
+    """Open the configured backend: ``"sqlite"`` needs ``workspace``, ``"redis"`` ``redis_url``."""
+    if backend == "sqlite":
+        if workspace is None:
+            raise ValueError("event bus 'sqlite' needs a workspace directory (field 'workspace')")
+        return SqliteEventBus(Path(workspace) / "events.sqlite", synchronous=synchronous)
+    if backend == "redis":
+        if not redis_url:
+            raise ValueError("event bus 'redis' needs online.redis_url (field 'redis_url')")
+        return RedisEventBus.from_url(redis_url, stream=stream)
+    raise ValueError(f"unknown event bus backend {backend!r} (field 'backend'); known: sqlite, redis")
+
+
+class SideEffects:
+    """Runs side effects on one background thread, in submission order. Never blocks the
+    caller: when the queue is full the work is dropped and counted (serving matters more
+    than a side effect); a failing side effect is logged and counted, never raised."""
+
+    def __init__(self, maxsize: int = 1000) -> None:
+        self._q: queue.Queue[tuple[Callable[[Any], None], Any] | None] = queue.Queue(maxsize=maxsize)
+        self._subs: list[Callable[[Sequence[EventRecord]], None]] = []
+        self.dropped = 0
+        self.failed = 0
+        self._t = threading.Thread(target=self._run, name="notefeed-side-effects", daemon=True)
+        self._t.start()
+
+    def subscribe(self, fn: Callable[[Sequence[EventRecord]], None]) -> None:
+        """Call ``fn(batch)`` for every accepted event batch (see :meth:`publish`)."""
+        self._subs.append(fn)
+
+    def submit(self, fn: Callable[[Any], None], arg: Any) -> bool:
+        """Queue ``fn(arg)``; ``False`` (and counted in ``dropped``) when the queue is full."""
+        try:
+            self._q.put_nowait((fn, arg))
+            return True
+        except queue.Full:
+            self.dropped += 1
+            return False
+
+    def publish(self, events: Sequence[EventRecord]) -> None:
+        for fn in self._subs:
+            self.submit(fn, events)
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            fn, arg = item
+            try:
+                fn(arg)
+            except Exception:  # a side effect must never take serving down
+                self.failed += 1
+                log.exception("side effect %r failed", fn)
+            finally:
+                self._q.task_done()
+
+    def drain(self, timeout: float = 5.0) -> None:
+        """Wait until queued work is done (tests, shutdown)."""
+        done = threading.Event()
+
+        def wait() -> None:
+            self._q.join()
+            done.set()
+
+        threading.Thread(target=wait, daemon=True).start()
+        done.wait(timeout)
+
+    def close(self) -> None:
+        try:
+            self._q.put_nowait(None)
+        except queue.Full:
+            pass

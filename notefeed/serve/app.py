@@ -1,0 +1,214 @@
+"""The HTTP API (FastAPI; OpenAPI at ``/docs``). A thin shell over :class:`Engine`.
+
+Writes need ``Authorization: Bearer <api.token>`` (401 otherwise); reads too when
+``api.require_token_for_reads``. Bodies over ``api.max_body_bytes`` and event batches over
+``api.max_batch`` get 413; malformed JSON or fields get 422 naming the field. All of these
+are refused before anything is stored.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from typing import Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from notefeed.schema import Event, Note
+from notefeed.serve.engine import Engine
+
+__all__ = ["create_app", "EventBatch", "ReloadRequest"]
+
+
+class EventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: list[Event] = Field(min_length=1)
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(min_length=1, description="model directory (model.json + weights.safetensors)")
+    wait: bool = Field(default=False, description="answer after the swap instead of at once")
+
+
+def _field_message(errors: list[dict[str, Any]]) -> str:
+    """``"events.1.ts: Input should be ..."``; malformed JSON: ``"body: invalid JSON at char N"``."""
+    parts = []
+    for e in errors:
+        loc = list(e.get("loc", ()))
+        if e.get("type") == "json_invalid":
+            err = (e.get("ctx") or {}).get("error", "")
+            parts.append(f"body: invalid JSON at char {loc[-1] if loc else '?'} ({err})")
+            continue
+        parts.append(".".join(str(x) for x in loc if x != "body") + f": {e.get('msg', '')}")
+    return "; ".join(parts)
+
+
+def create_app(engine: Engine) -> FastAPI:
+    cfg = engine.config
+    # FastAPI's own body limit (Content-Length and streamed bodies) answers 413
+    app = FastAPI(title="notefeed", version="0.1.0", max_body_size=cfg.api.max_body_bytes,
+                  description="Multi-stage feed recommendation for content communities.")
+    app.state.engine = engine
+
+    def _check(authorization: str | None) -> None:
+        token = cfg.api.token
+        ok = (
+            token is not None
+            and authorization is not None
+            and authorization.startswith("Bearer ")
+            and hmac.compare_digest(authorization[7:].encode(), token.encode())
+        )
+        if not ok:
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    def write_auth(authorization: str | None = Header(None)) -> None:
+        _check(authorization)
+
+    def read_auth(authorization: str | None = Header(None)) -> None:
+        if cfg.api.require_token_for_reads:
+            _check(authorization)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
+        return JSONResponse({"detail": errs, "message": _field_message(errs)}, status_code=422)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "notes": engine.catalog.n_items,
+            "model_version": engine.models.current().version,
+            "bus": engine.bus.name,
+            "state": engine.state.name,
+            "replayed_events": engine.replayed,
+            "pipelines": {k: [f"{s.kind}:{s.name}" for s in p.steps] for k, p in engine.pipelines.items()},
+        }
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> str:
+        return engine.metrics.render()
+
+    @app.get("/v1/feed", dependencies=[Depends(read_auth)])
+    def feed(
+        user_id: str = Query(min_length=1, max_length=128),
+        n: int | None = Query(None, ge=1),
+        explain: bool = False,
+        pipeline: str = Query("default", max_length=64),
+    ) -> JSONResponse:
+        n = cfg.page.default_size if n is None else n
+        if n > cfg.page.max_size:
+            raise RequestValidationError([{"loc": ("query", "n"), "type": "less_than_equal",
+                                           "msg": f"Input should be less than or equal to {cfg.page.max_size}",
+                                           "input": n}])
+        if pipeline not in engine.pipelines:
+            raise RequestValidationError([{"loc": ("query", "pipeline"), "type": "enum",
+                                           "msg": f"unknown pipeline; known: {sorted(engine.pipelines)}",
+                                           "input": pipeline}])
+        ctx, res = engine.feed(user_id, n, pipeline)
+        cs = res.candidates
+        score_col = cs.columns.get("fused", cs.columns.get("coarse", cs.columns.get("recall")))
+        items = []
+        for j, it in enumerate(res.items.tolist()):
+            row = engine.catalog.note_json(it)
+            row["score"] = float(score_col[j]) if score_col is not None else 0.0
+            items.append(row)
+        body: dict[str, Any] = {
+            "request_id": uuid.uuid4().hex,
+            "user_id": user_id,
+            "cold_start": ctx.user is None and (ctx.snapshot is None or ctx.snapshot.n_events == 0),
+            "model_version": ctx.model.version if ctx.model else None,
+            "items": items,
+            "degraded": bool(res.errors),
+        }
+        if explain:
+            body["trace"] = {"pipeline": pipeline, **res.trace(engine.catalog.note_ids)}
+        timing = ", ".join(f"{k};dur={v:.3f}" for k, v in res.timings().items())
+        return JSONResponse(body, headers={"Server-Timing": timing})
+
+    @app.get("/v1/notes/{note_id}/related", dependencies=[Depends(read_auth)])
+    def related(note_id: str, n: int = Query(10, ge=1, le=1000)) -> dict[str, Any]:
+        try:
+            pairs = engine.related(note_id, n)
+        except KeyError:
+            raise HTTPException(404, f"unknown note_id {note_id!r}") from None
+        return {"note_id": note_id,
+                "items": [{**engine.catalog.note_json(i), "score": s} for i, s in pairs]}
+
+    @app.get("/v1/users/{user_id}", dependencies=[Depends(read_auth)])
+    def user(user_id: str) -> dict[str, Any]:
+        out = engine.user(user_id)
+        if not out["known"]:
+            raise HTTPException(404, f"unknown user_id {user_id!r}")
+        return out
+
+    @app.post("/v1/events", dependencies=[Depends(write_auth)])
+    def events(batch: EventBatch) -> dict[str, Any]:
+        if len(batch.events) > cfg.api.max_batch:
+            raise HTTPException(413, f"batch of {len(batch.events)} events exceeds api.max_batch="
+                                     f"{cfg.api.max_batch}")
+        accepted, rejected = engine.ingest(batch.events)
+        return {"accepted": accepted,
+                "rejected": [{"index": r.index, "note_id": r.note_id, "reason": r.reason} for r in rejected]}
+
+    @app.post("/v1/notes", status_code=201, dependencies=[Depends(write_auth)])
+    def publish(note: Note, followers: int | None = Query(None, ge=0)) -> dict[str, Any]:
+        try:
+            i = engine.publish(note, followers)
+        except ValueError as e:
+            raise HTTPException(409, str(e)) from None
+        return {"note_id": note.note_id, "item": i}
+
+    @app.post("/v1/admin/models/reload", dependencies=[Depends(write_auth)])
+    def reload(req: ReloadRequest) -> JSONResponse:
+        fut = engine.models.reload(req.path)
+        def _count_swap(f: Any) -> None:
+            if f.exception() is None:
+                engine.metrics.inc("model_swaps_total")
+
+        fut.add_done_callback(_count_swap)
+        if not req.wait:
+            return JSONResponse({"status": "loading", "current": engine.models.current().version},
+                                status_code=202)
+        try:
+            mv = fut.result(timeout=300)
+        except Exception as e:
+            raise HTTPException(422, f"model reload failed: {e}") from None
+        return JSONResponse({"status": "swapped", "version": mv.version})
+
+    app.add_middleware(RequestMetrics, engine=engine)
+    return app
+
+
+class RequestMetrics:
+    """Pure ASGI middleware (cheaper than ``@app.middleware``): request count by route
+    template and status, and latency, into the engine's metrics."""
+
+    def __init__(self, app: Any, engine: Engine) -> None:
+        self.app, self.engine = app, engine
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(msg: dict) -> None:
+            if msg["type"] == "http.response.start":
+                status["code"] = msg["status"]
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            ep = getattr(scope.get("route"), "path", "other")
+            m = self.engine.metrics
+            m.inc("requests_total", endpoint=ep, status=str(status["code"]))
+            m.observe("request_latency_ms", (time.perf_counter() - t0) * 1e3, endpoint=ep)

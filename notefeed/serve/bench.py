@@ -1,0 +1,259 @@
+"""``notefeed bench serve``: a bounded loopback load generator against ``notefeed serve``.
+
+For each community size it starts the server in a subprocess on a free 127.0.0.1 port with
+a synthetic community, then sends a fixed number of feed requests per pipeline (the full
+funnel ``default`` and the ``popular`` baseline, interleaved, so both see the same machine
+load), a few event batches, and measures the event -> next-feed lag. Every run stops by
+itself: a request count, a wall-clock cap and a per-request timeout. Nothing leaves loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from notefeed.eval.timing import latency_stats, machine_info
+
+__all__ = ["run_bench", "free_port", "start_server", "stop_server", "parse_server_timing"]
+
+HOST = "127.0.0.1"
+TOKEN = "bench-token-not-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(workspace: Path, port: int, extra: list[str] | None = None, timeout: float = 600.0,
+                 env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``notefeed serve`` on 127.0.0.1:``port`` and wait for ``/healthz``."""
+    import httpx
+
+    cmd = [sys.executable, "-m", "notefeed.cli", "serve", "--workspace", str(workspace),
+           "--host", HOST, "--port", str(port), *(extra or [])]
+    full_env = {**os.environ, "NOTEFEED_API_TOKEN": TOKEN, **(env or {})}
+    proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise RuntimeError(f"notefeed serve exited with {proc.returncode}: {err[-2000:]}")
+        try:
+            if httpx.get(f"http://{HOST}:{port}/healthz", timeout=1.0).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise TimeoutError(f"notefeed serve did not answer /healthz within {timeout:.0f} s")
+
+
+def stop_server(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def parse_server_timing(header: str) -> dict[str, float]:
+    """``"source;dur=1.2, total;dur=3.4"`` -> ``{"source": 1.2, "total": 3.4}``."""
+    out = {}
+    for part in header.split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        if name and dur:
+            out[name] = float(dur)
+    return out
+
+
+def _load(base: str, user_ids: list[str], requests: int, concurrency: int, max_seconds: float) -> dict[str, Any]:
+    import httpx
+
+    pipelines = ("default", "popular")
+    lat: dict[str, list[float]] = {p: [] for p in pipelines}
+    stages: dict[str, dict[str, list[float]]] = {p: {} for p in pipelines}
+    errors = {p: 0 for p in pipelines}
+    ev_lat: list[float] = []
+    ev_errors = 0
+    lock = threading.Lock()
+    counter = iter(range(2 * requests))
+    deadline = time.monotonic() + max_seconds
+
+    def worker(wid: int) -> None:
+        nonlocal ev_errors
+        rng = random.Random(wid)
+        with httpx.Client(base_url=base, timeout=10.0) as c:
+            for i in counter:
+                if time.monotonic() > deadline:
+                    return
+                p = pipelines[i % 2]
+                # one user in ten is new to the server: the cold-start path gets load too
+                uid = rng.choice(user_ids) if rng.random() > 0.1 else f"new{rng.randrange(10**9)}"
+                t0 = time.perf_counter()
+                try:
+                    r = c.get("/v1/feed", params={"user_id": uid, "n": 20, "pipeline": p})
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok, r = False, None
+                dt = time.perf_counter() - t0
+                with lock:
+                    if not ok or r is None:
+                        errors[p] += 1
+                        continue
+                    lat[p].append(dt)
+                    for k, v in parse_server_timing(r.headers.get("server-timing", "")).items():
+                        stages[p].setdefault(k, []).append(v / 1e3)
+                if i % 20 == 0 and p == "default":
+                    items = r.json()["items"]
+                    evs = [{"user_id": uid, "note_id": it["note_id"], "ts": int(time.time()),
+                            "type": "impression"} for it in items[:5]]
+                    if items:
+                        evs.append({"user_id": uid, "note_id": items[0]["note_id"], "ts": int(time.time()),
+                                    "type": "click"})
+                        t1 = time.perf_counter()
+                        er = c.post("/v1/events", json={"events": evs},
+                                    headers={"Authorization": f"Bearer {TOKEN}"})
+                        with lock:
+                            if er.status_code == 200 and er.json()["accepted"] == len(evs):
+                                ev_lat.append(time.perf_counter() - t1)
+                            else:
+                                ev_errors += 1
+
+    t_start = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t_start
+    out: dict[str, Any] = {"wall_s": wall, "concurrency": concurrency, "pipelines": {}}
+    for p in pipelines:
+        out["pipelines"][p] = {
+            "requests": len(lat[p]),
+            "errors": errors[p],
+            "throughput_rps_interleaved": len(lat[p]) / wall,
+            "end_to_end": latency_stats(lat[p]) if lat[p] else None,
+            "server_stages": {k: latency_stats(v) for k, v in sorted(stages[p].items())},
+        }
+    d, b = out["pipelines"]["default"]["end_to_end"], out["pipelines"]["popular"]["end_to_end"]
+    if d and b:
+        out["p99_ratio_full_vs_popular"] = d["p99_ms"] / b["p99_ms"]
+    out["events"] = {"batches": len(ev_lat), "errors": ev_errors,
+                     "post_latency": latency_stats(ev_lat) if ev_lat else None}
+    return out
+
+
+def _lag(base: str, trials: int = 50) -> dict[str, Any]:
+    """Post a click on the top note; time until a feed no longer shows it (polling)."""
+    import httpx
+
+    lags, failures = [], 0
+    with httpx.Client(base_url=base, timeout=10.0) as c:
+        for t in range(trials):
+            uid = f"lag{t}-{random.randrange(10**9)}"
+            items = c.get("/v1/feed", params={"user_id": uid, "n": 10}).json()["items"]
+            if not items:
+                failures += 1
+                continue
+            nid = items[0]["note_id"]
+            t0 = time.perf_counter()
+            c.post("/v1/events", json={"events": [{"user_id": uid, "note_id": nid, "ts": int(time.time()),
+                                                   "type": "click"}]},
+                   headers={"Authorization": f"Bearer {TOKEN}"})
+            while time.perf_counter() - t0 < 5.0:
+                got = [x["note_id"] for x in c.get("/v1/feed", params={"user_id": uid, "n": 10}).json()["items"]]
+                if nid not in got:
+                    lags.append(time.perf_counter() - t0)
+                    break
+            else:
+                failures += 1
+    return {"trials": trials, "failures": failures, "lag": latency_stats(lags) if lags else None}
+
+
+SIM_PRESETS = {100_000: "100k", 1_000_000: "1m"}
+
+
+def _sim_workspace(ws: Path, n: int, timeout: float) -> list[str]:
+    """Fill ``ws`` with ``notefeed sim generate`` (preset by size); return some user ids."""
+    preset = SIM_PRESETS.get(n)
+    if preset is None:
+        raise ValueError(f"--sizes: no simulator preset for {n} notes; known: {sorted(SIM_PRESETS)}"
+                         " (use --community synthetic)")
+    subprocess.run([sys.executable, "-m", "notefeed.cli", "sim", "generate", "--preset", preset,
+                    "--workspace", str(ws)], check=True, timeout=timeout,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    import duckdb
+
+    con = duckdb.connect(str(ws / "notefeed.duckdb"), read_only=True)
+    try:
+        return [r[0] for r in con.execute("SELECT user_id FROM users LIMIT 20000").fetchall()]
+    finally:
+        con.close()
+
+
+def run_bench(sizes: list[int], requests: int, concurrency: int, max_seconds: float,
+              community: str = "sim", config: Path | None = None) -> dict[str, Any]:
+    from rich.progress import Progress
+
+    if community not in ("sim", "synthetic"):
+        raise ValueError(f"--community must be sim or synthetic, got {community!r}")
+    runs = []
+    with Progress(transient=True) as prog:
+        task = prog.add_task("bench serve", total=len(sizes))
+        for n in sizes:
+            if n < 1:
+                raise ValueError(f"--sizes: community size must be >= 1, got {n}")
+            with tempfile.TemporaryDirectory(prefix="notefeed-bench-") as tmp:
+                ws = Path(tmp) / "ws"
+                extra = ["--config", str(config)] if config else []
+                t0 = time.perf_counter()
+                if community == "sim":
+                    prog.update(task, description=f"sim generate {n:,} notes")
+                    user_ids = _sim_workspace(ws, n, timeout=1800)
+                else:
+                    extra += ["--synthetic-notes", str(n)]
+                    user_ids = [f"u{i}" for i in range(max(10, n // 10))]
+                gen = time.perf_counter() - t0
+                port = free_port()
+                prog.update(task, description=f"start server on {n:,} notes")
+                t0 = time.perf_counter()
+                proc = start_server(ws, port, extra, timeout=1200)
+                startup = time.perf_counter() - t0
+                base = f"http://{HOST}:{port}"
+                try:
+                    prog.update(task, description=f"load {n:,} notes")
+                    load = _load(base, user_ids, requests, concurrency, max_seconds)
+                    lag = _lag(base)
+                finally:
+                    stop_server(proc)
+            runs.append({"notes": n, "community": community, "generate_s": gen, "startup_s": startup,
+                         **load, "event_to_feed": lag})
+            prog.advance(task)
+    p99 = {r["notes"]: (r["pipelines"]["default"]["end_to_end"] or {}).get("p99_ms") for r in runs}
+    srv = {r["notes"]: (r["pipelines"]["default"]["server_stages"].get("total") or {}).get("p99_ms") for r in runs}
+    return {
+        "bench": "serve",
+        "machine": machine_info(),
+        "config": str(config) if config else "built-in defaults (configs/default.yaml)",
+        "targets_ms": {"p99_full_100k": 50, "p99_full_1M": 100},
+        "p99_full_funnel_client_ms": p99,
+        "p99_full_funnel_server_ms": srv,
+        "runs": runs,
+        "notes": "client-side end-to-end over HTTP on loopback (load generator on the same cores), "
+                 "one uvicorn worker; per-stage and server total from the Server-Timing header",
+        "stages_p50_ms_default": {r["notes"]: {k: v["median_ms"] for k, v in
+                                                r["pipelines"]["default"]["server_stages"].items()} for r in runs},
+    }

@@ -1,0 +1,219 @@
+"""The live catalogue the server recommends from: the workspace dataset plus published notes.
+
+Item indices of the base :class:`~notefeed.data.Dataset` are kept; a note published through
+the API gets the next index, is written durably to ``notes.sqlite`` first, and joins the
+fresh pool at once. Arrays grow by doubling; readers take the current length and slices, so
+a concurrent publish never invalidates an index a request already holds.
+
+Item vectors (for re-ranking similarity and related notes) are cheap and content-free:
+a fixed random embedding of the category plus half one of the author. A content or
+two-tower embedding replaces them when the pipeline provides one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from notefeed.data.dataset import Dataset
+from notefeed.schema import POSITIVE_TYPES, SMALL_CREATOR_FOLLOWERS, Note
+
+__all__ = ["Catalog", "NoteLog", "VECTOR_DIM"]
+
+VECTOR_DIM = 32
+_AUTHOR_BUCKETS = 4096
+
+
+class NoteLog:
+    """Durable log of published notes (SQLite WAL, committed before the API answers)."""
+
+    def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS notes (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "note_id TEXT UNIQUE NOT NULL, body TEXT NOT NULL, followers INTEGER)"
+            )
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise ValueError(f"{self.path}: not a notefeed note log ({e})") from e
+
+    def append(self, note: Note, followers: int | None) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO notes (note_id, body, followers) VALUES (?, ?, ?)",
+                (note.note_id, note.model_dump_json(), followers),
+            )
+
+    def replay(self) -> list[tuple[Note, int | None]]:
+        with self._lock:
+            rows = self._db.execute("SELECT body, followers FROM notes ORDER BY seq").fetchall()
+        return [(Note.model_validate_json(b), f) for b, f in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class _Grow:
+    """A 1-d (or 2-d) array with amortised O(1) append."""
+
+    def __init__(self, init: np.ndarray) -> None:
+        self.n = len(init)
+        cap = max(16, self.n * 2 if self.n < 1_000_000 else self.n + self.n // 4)
+        self.a = np.zeros((cap, *init.shape[1:]), init.dtype)
+        self.a[: self.n] = init
+
+    def append(self, row: object) -> None:
+        if self.n == len(self.a):
+            b = np.zeros((len(self.a) * 2, *self.a.shape[1:]), self.a.dtype)
+            b[: self.n] = self.a[: self.n]
+            self.a = b
+        self.a[self.n] = row
+        self.n += 1
+
+    def view(self) -> np.ndarray:
+        return self.a[: self.n]
+
+
+class Catalog:
+    """Notes the server can recommend, indexed like the base dataset."""
+
+    def __init__(self, ds: Dataset, fresh_pool_size: int = 2000, seed: int = 0) -> None:
+        self.ds = ds
+        self._lock = threading.Lock()
+        self.note_ids: list[str] = ds.notes["note_id"].astype(str).tolist()
+        self.index: dict[str, int] = {n: i for i, n in enumerate(self.note_ids)}
+        self.creator_ids: list[str] = ds.creators["creator_id"].astype(str).tolist()
+        self.creator_index: dict[str, int] = {c: i for i, c in enumerate(self.creator_ids)}
+        codes, names = ds.item_category if ds.n_items else (np.empty(0, np.int32), [])
+        self.categories: list[str] = list(names)
+        self.category_index: dict[str, int] = {c: i for i, c in enumerate(self.categories)}
+        self._followers = _Grow(ds.creator_followers.astype(np.int64) if len(ds.creators) else np.empty(0, np.int64))
+        self._author = _Grow(ds.item_author.astype(np.int32) if ds.n_items else np.empty(0, np.int32))
+        self._cat = _Grow(codes.astype(np.int32))
+        created = ds.notes["created_at"].to_numpy(np.int64) if ds.n_items else np.empty(0, np.int64)
+        self._created = _Grow(created)
+        pos = ds.select_events(POSITIVE_TYPES)["item"].to_numpy() if len(ds.events) else np.empty(0, np.int64)
+        self._pop = _Grow(np.bincount(pos, minlength=ds.n_items).astype(np.float32)[: ds.n_items])
+        rng = np.random.default_rng(seed)
+        self._cat_emb = rng.standard_normal((4096, VECTOR_DIM)).astype(np.float32)
+        self._auth_emb = rng.standard_normal((_AUTHOR_BUCKETS, VECTOR_DIM)).astype(np.float32)
+        self._vec = _Grow(self._vectors(self._cat.view(), self._author.view()))
+        order: np.ndarray = (np.argsort(created, kind="stable")[-fresh_pool_size:] if fresh_pool_size
+                             else np.empty(0, np.int64))
+        self.fresh: deque[int] = deque((int(i) for i in order), maxlen=max(1, fresh_pool_size))
+        self.published: dict[int, Note] = {}
+        self._top_cache: tuple[float, int, np.ndarray] = (0.0, -1, np.empty(0, np.int64))
+
+    # ---------------------------------------------------------------- reads
+    def __len__(self) -> int:
+        return self._author.n
+
+    @property
+    def n_items(self) -> int:
+        return self._author.n
+
+    def item_of(self, note_id: str) -> int | None:
+        return self.index.get(note_id)
+
+    def authors(self) -> np.ndarray:
+        return self._author.view()
+
+    def category_codes(self) -> np.ndarray:
+        return self._cat.view()
+
+    def created_at(self) -> np.ndarray:
+        return self._created.view()
+
+    def popularity(self) -> np.ndarray:
+        return self._pop.view()
+
+    def vectors(self) -> np.ndarray:
+        return self._vec.view()
+
+    def small_creator(self, items: np.ndarray) -> np.ndarray:
+        f = self._followers.view()
+        return f[self._author.view()[items]] < SMALL_CREATOR_FOLLOWERS
+
+    def category_name(self, item: int) -> str:
+        c = int(self._cat.view()[item])
+        return self.categories[c] if 0 <= c < len(self.categories) else ""
+
+    def top_popular(self, k: int, max_age_s: float = 1.0) -> np.ndarray:
+        """The ``k`` most popular items, recomputed at most every ``max_age_s`` seconds."""
+        at, kk, top = self._top_cache
+        now = time.monotonic()
+        if kk >= k and now - at < max_age_s:
+            return top[:k]
+        pop = self.popularity()
+        kk = min(max(k, 1000), len(pop))
+        if kk == 0:
+            return np.empty(0, np.int64)
+        part = np.argpartition(-pop, kk - 1)[:kk] if kk < len(pop) else np.arange(len(pop))
+        top = part[np.argsort(-pop[part], kind="stable")].astype(np.int64)
+        self._top_cache = (now, kk, top)
+        return top[:k]
+
+    # ---------------------------------------------------------------- writes
+    def _vectors(self, cats: np.ndarray, authors: np.ndarray) -> np.ndarray:
+        v = self._cat_emb[cats % len(self._cat_emb)] + 0.5 * self._auth_emb[authors % _AUTHOR_BUCKETS]
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-6)
+
+    def add_note(self, note: Note, followers: int | None = None) -> int:
+        """Add a published note (already durable); return its item index."""
+        with self._lock:
+            if note.note_id in self.index:
+                raise ValueError(f"note_id {note.note_id!r} already exists (field 'note_id')")
+            a = self.creator_index.get(note.author_id)
+            if a is None:
+                a = self.creator_index[note.author_id] = len(self.creator_ids)
+                self.creator_ids.append(note.author_id)
+                self._followers.append(followers or 0)
+            elif followers is not None:
+                self._followers.a[a] = followers
+            c = self.category_index.get(note.category)
+            if c is None:
+                c = self.category_index[note.category] = len(self.categories)
+                self.categories.append(note.category)
+            self._vec.append(self._vectors(np.array([c]), np.array([a]))[0])
+            self._cat.append(c)
+            self._created.append(note.created_at or int(time.time()))
+            self._pop.append(0.0)
+            self._author.append(a)  # last: n_items grows only once every array has the row
+            i = len(self.note_ids)
+            self.note_ids.append(note.note_id)
+            self.index[note.note_id] = i
+            self.fresh.append(i)
+            self.published[i] = note
+            return i
+
+    def bump(self, items: np.ndarray, weight: float = 1.0) -> None:
+        """Add online engagement to popularity (positives of accepted events)."""
+        if len(items):
+            with self._lock:  # add_note may reallocate the array
+                np.add.at(self._pop.a, items, weight)
+
+    def note_json(self, item: int) -> dict[str, object]:
+        """Public fields of one note (base dataset rows or published notes)."""
+        out: dict[str, object] = {
+            "note_id": self.note_ids[item],
+            "author_id": self.creator_ids[int(self._author.view()[item])],
+            "category": self.category_name(item),
+            "created_at": int(self._created.view()[item]),
+        }
+        if item < self.ds.n_items:
+            out["title"] = str(self.ds.notes["title"].iat[item])
+        elif item in self.published:
+            out["title"] = self.published[item].title
+        return out

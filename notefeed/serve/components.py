@@ -1,0 +1,294 @@
+"""Built-in pipeline components the server always has, and adapters for the stage contracts.
+
+Built-ins keep a feed working on an empty or brand-new workspace (``fresh/recent``,
+``non-personalized/popular``, ``builtin/seen``, ``builtin/popularity``, ``builtin/linear``,
+``builtin/author-cap``); configured names from the ``CHANNELS`` / ``SCORERS`` / ``RERANKERS``
+registries take precedence over them where both exist (see ``engine.build_pipeline``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from notefeed.online.state import UserSnapshot
+from notefeed.recall.base import Candidates, UserContext
+from notefeed.rerank.base import ReRanker, RerankInput
+from notefeed.serve.catalog import Catalog
+from notefeed.serve.models import FEATURES, LinearModel, ModelVersion
+from notefeed.serve.pipeline import CandidateSet, FilterResult
+
+__all__ = [
+    "ServeContext",
+    "FreshSource",
+    "PopularSource",
+    "SeenFilter",
+    "PopularityScorer",
+    "ModelScorer",
+    "RankScorerAdapter",
+    "Fusion",
+    "TopK",
+    "ReRankSelector",
+    "AuthorCapReRanker",
+    "features",
+]
+
+
+@dataclass
+class ServeContext(UserContext):
+    """A :class:`UserContext` plus what only the server knows: the online snapshot, the
+    model version this request uses (fixed at request start), the note ids of ``seen``."""
+
+    snapshot: UserSnapshot | None = None
+    model: ModelVersion | None = None
+    seen_ids: set[str] = field(default_factory=set)
+
+
+class FreshSource:
+    """``fresh/recent``: the newest notes (published through the API or newest in the
+    workspace), newest first. Makes a published note recallable immediately."""
+
+    name = "fresh/recent"
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def fit(self, ds: Any) -> FreshSource:
+        return self
+
+    def recall(self, ctx: UserContext, k: int) -> Candidates:
+        items = np.fromiter(reversed(list(self.catalog.fresh)[-k:]), np.int64)
+        return Candidates(self.name, items, np.linspace(1.0, 0.0, len(items), dtype=np.float32))
+
+
+class PopularSource:
+    """``non-personalized/popular``: most engaged notes, including online engagement."""
+
+    name = "non-personalized/popular"
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def fit(self, ds: Any) -> PopularSource:
+        return self
+
+    def recall(self, ctx: UserContext, k: int) -> Candidates:
+        items = self.catalog.top_popular(k)
+        return Candidates(self.name, items, self.catalog.popularity()[items])
+
+
+class SeenFilter:
+    """``builtin/seen``: drops notes the user already saw, acted on or hid (online state and
+    dataset history, in ``ctx.seen`` / ``ctx.hidden``) and notes of blocked authors."""
+
+    name = "builtin/seen"
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def apply(self, ctx: UserContext, cs: CandidateSet) -> FilterResult:
+        # ctx.seen holds dataset history and online seen notes (Engine.context)
+        drop = np.isin(cs.items, ctx.seen) | np.isin(cs.items, ctx.hidden)
+        if len(ctx.blocked_authors):
+            drop |= np.isin(self.catalog.authors()[cs.items], ctx.blocked_authors)
+        return FilterResult(np.flatnonzero(~drop), np.flatnonzero(drop))
+
+
+def features(catalog: Catalog, ctx: UserContext, cs: CandidateSet) -> np.ndarray:
+    """(n, len(FEATURES)) float32 features of the candidates for this user."""
+    it = cs.items
+    n = len(it)
+    x = np.zeros((n, len(FEATURES)), np.float32)
+    x[:, 0] = 1.0
+    x[:, 1] = np.log1p(catalog.popularity()[it])
+    age_days = np.maximum(0, ctx.ts - catalog.created_at()[it]) / 86400.0
+    x[:, 2] = np.exp(-age_days / 7.0)
+    cats = catalog.category_codes()[it]
+    snap = getattr(ctx, "snapshot", None)
+    if snap is not None and snap.counts.get("1h"):
+        by_code = {catalog.category_index.get(c, -1): v for c, v in snap.counts["1h"].items()}
+        x[:, 3] = np.log1p(np.array([by_code.get(int(c), 0) for c in cats], np.float32))
+    if len(ctx.history):
+        hist = ctx.history[-50:]
+        hist = hist[hist < catalog.n_items]
+        if len(hist):
+            hc = np.bincount(catalog.category_codes()[hist], minlength=int(cats.max(initial=0)) + 1)
+            x[:, 4] = hc[np.minimum(cats, len(hc) - 1)] / len(hist) * (cats < len(hc))
+    x[:, 5] = catalog.small_creator(it)
+    x[:, 6] = np.array([len(c) for c in cs.channels], np.float32)
+    x[:, 7] = cs.columns.get("recall", np.zeros(n, np.float32))
+    return x
+
+
+class PopularityScorer:
+    """``builtin/popularity`` coarse scorer: log popularity + freshness + topical match."""
+
+    name = "builtin/popularity"
+
+    def __init__(self, catalog: Catalog, column: str = "coarse") -> None:
+        self.catalog, self.column = catalog, column
+
+    def score(self, ctx: UserContext, cs: CandidateSet) -> dict[str, np.ndarray]:
+        x = features(self.catalog, ctx, cs)
+        return {self.column: x[:, 1] + 1.5 * x[:, 2] + 0.5 * x[:, 3] + 2.0 * x[:, 4] + 0.3 * x[:, 7]}
+
+
+class ModelScorer:
+    """``builtin/linear`` fine scorer: uses the request's model version (``ctx.model``),
+    which the hot-swap holder fixed at request start."""
+
+    name = "builtin/linear"
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def score(self, ctx: UserContext, cs: CandidateSet) -> dict[str, np.ndarray]:
+        mv: ModelVersion | None = getattr(ctx, "model", None)
+        if mv is None:
+            raise RuntimeError("no model version in the request context")
+        model = mv.model
+        if isinstance(model, LinearModel):
+            out = model.predict(features(self.catalog, ctx, cs))
+        elif hasattr(model, "score"):  # a rank-stage Scorer (fitted at start-up or loaded)
+            out = _score_known(model, ctx, cs.items)
+        else:
+            raise TypeError(f"model {mv.version!r} ({type(model).__name__}) has no score(ctx, items)")
+        return {f"fine.{k}": v for k, v in out.items()}
+
+
+def _score_known(scorer: Any, ctx: UserContext, items: np.ndarray) -> dict[str, np.ndarray]:
+    """Call a stage scorer on the items it was fitted on; items published later (index past
+    its ``n_items``) get the median score of the others, a neutral cold-start value."""
+    n_fit = getattr(scorer, "n_items", None)
+    if n_fit is None:
+        return scorer.score(ctx, items)
+    known = items < n_fit
+    if known.all():
+        return scorer.score(ctx, items)
+    res = scorer.score(ctx, items[known]) if known.any() else {}
+    out = {}
+    for k, v in res.items():
+        full = np.full(len(items), float(np.median(v)) if len(v) else 0.0, np.float32)
+        full[known] = v
+        out[k] = full
+    return out
+
+
+class RankScorerAdapter:
+    """Wraps a :class:`~notefeed.rank.base.Scorer` as a pipeline scorer. Multi-task output
+    goes to ``{column}.{task}``; a single ``score`` to ``column``."""
+
+    def __init__(self, scorer: Any, column: str) -> None:
+        self.scorer, self.column = scorer, column
+        self.name = str(getattr(scorer, "name", type(scorer).__name__))
+
+    def score(self, ctx: UserContext, cs: CandidateSet) -> dict[str, np.ndarray]:
+        out = _score_known(self.scorer, ctx, cs.items)
+        if set(out) == {"score"}:
+            return {self.column: out["score"]}
+        if self.column == "coarse":  # a coarse ranker answers one number per item
+            return {"coarse": np.mean(np.stack(list(out.values())), axis=0)}
+        return {f"{self.column}.{k}": v for k, v in out.items()}
+
+
+class Fusion:
+    """``fusion/weighted``: fused = sum of task weights x fine scores (dwell as log1p
+    seconds so it cannot dominate); falls back to the coarse score when fine ranking failed.
+    Also writes ``fused_rank`` (0 = best) so the trace shows what re-ranking changed."""
+
+    name = "fusion/weighted"
+
+    def __init__(self, weights: dict[str, float]) -> None:
+        self.weights = dict(weights)
+
+    def score(self, ctx: UserContext, cs: CandidateSet) -> dict[str, np.ndarray]:
+        fused = np.zeros(len(cs), np.float32)
+        used = 0
+        for task, w in self.weights.items():
+            col = cs.columns.get(f"fine.{task}")
+            if col is None and task == "score":
+                col = cs.columns.get("fine")
+            if col is None:
+                continue
+            fused += w * (np.log1p(np.maximum(col, 0)) if task == "dwell" else col)
+            used += 1
+        if used == 0:
+            fused = cs.columns.get("coarse", cs.columns["recall"]).astype(np.float32).copy()
+        rank = np.empty(len(cs), np.float32)
+        rank[np.argsort(-fused, kind="stable")] = np.arange(len(cs))
+        return {"fused": fused, "fused_rank": rank}
+
+
+class TopK:
+    """Keep the ``keep`` best by ``column`` (descending)."""
+
+    def __init__(self, column: str, keep: int, name: str | None = None) -> None:
+        self.column, self.keep = column, keep
+        self.name = name or f"top/{column}"
+
+    def select(self, ctx: UserContext, cs: CandidateSet, n: int) -> np.ndarray:
+        col = cs.columns.get(self.column)
+        if col is None:  # an upstream scorer failed: keep the current order
+            return np.arange(min(self.keep, len(cs)))
+        return np.argsort(-col, kind="stable")[: self.keep]
+
+
+class ReRankSelector:
+    """Runs a :class:`~notefeed.rerank.base.ReRanker` over the fused-order candidates."""
+
+    def __init__(self, reranker: ReRanker, catalog: Catalog, embedder: Any = None) -> None:
+        self.reranker, self.catalog, self.embedder = reranker, catalog, embedder
+        self.name = str(getattr(reranker, "name", type(reranker).__name__))
+
+    def vectors(self, items: np.ndarray) -> np.ndarray:
+        """Learned item vectors (``embedder.item_vectors``, e.g. the two-tower channel) when
+        they cover every item; the catalogue's category/author vectors otherwise."""
+        learned = getattr(self.embedder, "item_vectors", None)
+        if learned is not None and len(items) and int(items.max()) < len(learned):
+            return np.asarray(learned[items], np.float32)
+        return self.catalog.vectors()[items]
+
+    def select(self, ctx: UserContext, cs: CandidateSet, n: int) -> np.ndarray:
+        it = cs.items
+        scores = cs.columns.get("fused", cs.columns.get("coarse", cs.columns["recall"]))
+        inp = RerankInput(
+            scores=scores.astype(np.float32),
+            vectors=self.vectors(it),
+            authors=self.catalog.authors()[it],
+            categories=self.catalog.category_codes()[it],
+            small_creator=self.catalog.small_creator(it),
+        )
+        return np.asarray(self.reranker.select(inp, min(n, len(cs))), np.int64)
+
+
+class AuthorCapReRanker:
+    """``builtin/author-cap``: greedy by score with at most ``max_per_author`` notes per
+    creator and ``max_per_category`` per category in a page; fills up by score if the caps
+    leave the page short."""
+
+    name = "builtin/author-cap"
+
+    def __init__(self, max_per_author: int = 1, max_per_category: int = 4) -> None:
+        self.max_per_author, self.max_per_category = max_per_author, max_per_category
+
+    def select(self, inp: RerankInput, k: int) -> np.ndarray:
+        order = np.argsort(-inp.scores, kind="stable")
+        picked: list[int] = []
+        per_a: dict[int, int] = {}
+        per_c: dict[int, int] = {}
+        for j in order.tolist():
+            if len(picked) == k:
+                break
+            a = int(inp.authors[j]) if inp.authors is not None else j
+            c = int(inp.categories[j]) if inp.categories is not None else -1
+            if per_a.get(a, 0) >= self.max_per_author or per_c.get(c, 0) >= self.max_per_category:
+                continue
+            picked.append(j)
+            per_a[a] = per_a.get(a, 0) + 1
+            per_c[c] = per_c.get(c, 0) + 1
+        if len(picked) < k:
+            chosen = set(picked)
+            picked += [j for j in order.tolist() if j not in chosen][: k - len(picked)]
+        return np.asarray(picked, np.int64)

@@ -1,0 +1,229 @@
+"""The serving config: one typed, validated tree, loaded from YAML.
+
+Every default lives here and is restated, with comments, in ``configs/default.yaml``
+(a test checks the two agree). Unknown keys are errors, so a typo never silently falls
+back to a default. Errors name the field: ``recall.channels.1.quota: ...``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from notefeed.rank.base import TASKS
+
+__all__ = [
+    "ConfigError",
+    "ChannelConfig",
+    "RecallConfig",
+    "CoarseConfig",
+    "FineConfig",
+    "FusionConfig",
+    "RerankConfig",
+    "PageConfig",
+    "ApiConfig",
+    "OnlineConfig",
+    "ServeConfig",
+    "load_config",
+    "parse_config",
+    "builtin_config",
+]
+
+
+class ConfigError(ValueError):
+    """A bad config; the message names the file and the field."""
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChannelConfig(_Cfg):
+    name: str = Field(min_length=3, description="family/name of a recall channel")
+    quota: int = Field(default=100, ge=1, le=10_000, description="max candidates from this channel")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _family_name(cls, v: str) -> str:
+        if v.count("/") != 1 or not all(v.split("/")):
+            raise ValueError("channel names are 'family/name'")
+        return v
+
+
+def _default_channels() -> list[ChannelConfig]:
+    return [
+        ChannelConfig(name="fresh/recent", quota=50),
+        ChannelConfig(name="item-to-item/swing", quota=200),
+        ChannelConfig(name="user-to-user/default", quota=100),
+        ChannelConfig(name="tag/interest", quota=100),
+        ChannelConfig(name="social/follow", quota=50),
+        ChannelConfig(name="non-personalized/popular", quota=200),
+    ]
+
+
+def _default_rerank_params() -> dict[str, Any]:
+    return {
+        "gamma": 0.25,
+        "window": 10,
+        "rules": {"author_max": 1, "author_window": 10},
+        "fairness": {"mode": "hard", "target": 0.5},
+    }
+
+
+class RecallConfig(_Cfg):
+    channels: list[ChannelConfig] = Field(default_factory=_default_channels, min_length=1)
+    fresh_pool_size: int = Field(default=2000, ge=0, le=1_000_000, description="newest notes kept for fresh/recent")
+
+    @field_validator("channels")
+    @classmethod
+    def _unique(cls, v: list[ChannelConfig]) -> list[ChannelConfig]:
+        names = [c.name for c in v]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"channel listed twice: {sorted(dup)}")
+        return v
+
+
+class CoarseConfig(_Cfg):
+    scorer: str | None = Field(default="builtin/popularity", description="None: keep recall order")
+    keep: int = Field(default=200, ge=1, le=10_000)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class FineConfig(_Cfg):
+    scorer: str | None = Field(default="builtin/linear", description="None: no fine ranking")
+    params: dict[str, Any] = Field(default_factory=dict)
+    #: a safetensors+JSON model directory, hot-swappable through /v1/admin/models/reload
+    model_dir: str | None = None
+
+
+def _default_weights() -> dict[str, float]:
+    return {"click": 1.0, "like": 0.6, "collect": 0.8, "comment": 0.4, "share": 0.4, "dwell": 0.2}
+
+
+class FusionConfig(_Cfg):
+    weights: dict[str, float] = Field(default_factory=_default_weights)
+
+    @field_validator("weights")
+    @classmethod
+    def _known_tasks(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = set(v) - set(TASKS) - {"score"}
+        if unknown:
+            raise ValueError(f"unknown tasks {sorted(unknown)}; known: {list(TASKS) + ['score']}")
+        if not v:
+            raise ValueError("at least one task weight")
+        return v
+
+
+class RerankConfig(_Cfg):
+    name: str | None = Field(default="rerank/ssd", description="a RERANKERS name; None: fused order")
+    params: dict[str, Any] = Field(default_factory=_default_rerank_params)
+    #: how many fused-score leaders the re-ranker sees
+    window: int = Field(default=100, ge=1, le=10_000)
+
+
+class PageConfig(_Cfg):
+    default_size: int = Field(default=20, ge=1)
+    max_size: int = Field(default=100, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _order(self) -> PageConfig:
+        if self.default_size > self.max_size:
+            raise ValueError("default_size must be <= max_size")
+        return self
+
+
+class ApiConfig(_Cfg):
+    #: bearer token for write endpoints; None: ``notefeed serve`` makes one and prints it
+    token: str | None = Field(default=None, min_length=8)
+    require_token_for_reads: bool = False
+    max_batch: int = Field(default=1000, ge=1, description="events per POST /v1/events")
+    max_body_bytes: int = Field(default=2_000_000, ge=1024)
+
+
+class OnlineConfig(_Cfg):
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str | None = None
+    redis_prefix: str = "nf"
+    #: SQLite fsync level; FULL survives power loss, NORMAL (WAL) survives process kills
+    synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
+    seq_len: int = Field(default=50, ge=1, le=10_000)
+    max_seen: int = Field(default=5000, ge=1)
+    #: copy accepted events and published notes into the DuckDB workspace in the background
+    #: (a side effect: dropped under pressure, never blocks; the event log stays the record)
+    mirror_to_workspace: bool = False
+
+    @model_validator(mode="after")
+    def _redis_url(self) -> OnlineConfig:
+        if self.backend == "redis" and not self.redis_url:
+            raise ValueError("redis_url is required when backend is 'redis'")
+        return self
+
+
+class ServeConfig(_Cfg):
+    recall: RecallConfig = Field(default_factory=RecallConfig)
+    filters: list[str] = Field(default_factory=lambda: ["builtin/seen"])
+    coarse: CoarseConfig = Field(default_factory=CoarseConfig)
+    fine: FineConfig = Field(default_factory=FineConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    rerank: RerankConfig = Field(default_factory=RerankConfig)
+    page: PageConfig = Field(default_factory=PageConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    online: OnlineConfig = Field(default_factory=OnlineConfig)
+
+    def with_overrides(self, **sections: dict[str, Any]) -> ServeConfig:
+        """A copy with some sections' fields replaced (validated again)."""
+        data = self.model_dump()
+        for k, v in sections.items():
+            if k not in data:
+                raise ConfigError(f"unknown config section {k!r}")
+            data[k] = {**data[k], **v} if isinstance(data[k], dict) else v
+        return parse_config(data)
+
+
+def _fmt(e: ValidationError, source: str) -> str:
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {err['msg']}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def parse_config(data: dict[str, Any] | None, source: str = "config") -> ServeConfig:
+    """Validate a config mapping; :class:`ConfigError` names the bad field."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping, got {type(data).__name__}")
+    try:
+        return ServeConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_fmt(e, source)) from None
+
+
+def load_config(path: str | Path | None) -> ServeConfig:
+    """Load a YAML config (``None``: all defaults)."""
+    if path is None:
+        return ServeConfig()
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({e})") from None
+    return parse_config(data, str(p))
+
+
+def builtin_config() -> ServeConfig:
+    """Defaults with built-in components only (no recall/rank/rerank registry entries):
+    what ``configs/minimal.yaml`` states; used by tests and as a fallback."""
+    return parse_config({
+        "recall": {"channels": [{"name": "fresh/recent", "quota": 50},
+                                {"name": "non-personalized/popular", "quota": 300}]},
+        "rerank": {"name": "builtin/author-cap", "params": {"max_per_author": 1, "max_per_category": 4}},
+    })

@@ -1,0 +1,278 @@
+"""The serving engine: catalogue, pipelines, online state, event bus and models, wired from
+one :class:`~notefeed.serve.config.ServeConfig`. The HTTP layer (``app.py``) is a thin shell.
+
+Accepting events: validate (unknown notes are rejected with their batch index), append to
+the bus (durable), then update the online state and popularity synchronously, then hand the
+batch to side effects (never blocking). So once ``ingest`` returns, the same user's next
+feed reflects the events.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from notefeed.data.dataset import Dataset
+from notefeed.online.bus import EventBus, SideEffects, open_bus
+from notefeed.online.events import EventRecord, StateUpdate
+from notefeed.online.state import MemoryOnlineState, OnlineState, RedisOnlineState
+from notefeed.schema import POSITIVE_TYPES, Event, Note
+from notefeed.serve.catalog import Catalog, NoteLog
+from notefeed.serve.components import ServeContext
+from notefeed.serve.config import ServeConfig
+from notefeed.serve.factory import build_pipeline
+from notefeed.serve.metrics import Metrics
+from notefeed.serve.models import ModelHolder
+from notefeed.serve.pipeline import FeedResult, Pipeline, StageRecord
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Engine", "Rejection", "empty_dataset", "popular_config"]
+
+
+def popular_config(config: ServeConfig) -> ServeConfig:
+    """Popularity-only variant of ``config``: one channel, no scorers, no re-ranker."""
+    return config.with_overrides(
+        recall={"channels": [{"name": "non-personalized/popular", "quota": 300}]},
+        coarse={"scorer": None}, fine={"scorer": None, "model_dir": None}, rerank={"name": None},
+    )
+
+
+def empty_dataset(name: str = "empty") -> Dataset:
+    """A dataset with no notes, users or events (a brand-new workspace)."""
+    ev = pd.DataFrame({"user_id": [], "note_id": [], "ts": [], "type": []})
+    return Dataset.build(name, ev)
+
+
+@dataclass
+class Rejection:
+    index: int
+    note_id: str
+    reason: str
+
+
+def _csr_by_user(users: np.ndarray, items: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """Items grouped by user (input order kept within a user): (indptr (n_users+1,), items)."""
+    order = np.argsort(users, kind="stable")
+    indptr = np.zeros(n_users + 1, np.int64)
+    np.add.at(indptr, users + 1, 1)
+    return np.cumsum(indptr), items[order].astype(np.int64)
+
+
+class Engine:
+    """Everything a request needs. Thread-safe for concurrent feeds and ingests."""
+
+    def __init__(self, ds: Dataset, config: ServeConfig, workspace: str | Path,
+                 state: OnlineState | None = None, bus: EventBus | None = None) -> None:
+        self.config = config
+        self.ds = ds
+        self.workspace = Path(workspace)
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        on = config.online
+        self.catalog = Catalog(ds, config.recall.fresh_pool_size)
+        self.note_log = NoteLog(self.workspace / "notes.sqlite", on.synchronous)
+        for note, followers in self.note_log.replay():
+            self.catalog.add_note(note, followers)
+        self.bus = bus or open_bus(on.backend, self.workspace, on.redis_url, on.synchronous,
+                                   stream=f"{on.redis_prefix}:events")
+        if state is None:
+            if on.backend == "redis":
+                state = RedisOnlineState.from_url(str(on.redis_url), prefix=on.redis_prefix,
+                                                  seq_len=on.seq_len, max_seen=on.max_seen)
+            else:
+                state = MemoryOnlineState(seq_len=on.seq_len, max_seen=on.max_seen)
+        self.state = state
+        self.side_effects = SideEffects()
+        if on.mirror_to_workspace:
+            self.side_effects.subscribe(self._mirror_events)
+        self._ingest_lock = threading.Lock()
+        self.started_at = time.time()
+        self.replayed = self._replay()
+        pos = ds.select_events(POSITIVE_TYPES) if len(ds.events) else ds.events
+        self._hist = _csr_by_user(pos["user"].to_numpy(np.int64), pos["item"].to_numpy(), ds.n_users)
+        self._seen = _csr_by_user(ds.events["user"].to_numpy(np.int64), ds.events["item"].to_numpy(), ds.n_users)
+        self.metrics = _make_metrics()
+        try:
+            self.models = ModelHolder.from_dir_or_default(config.fine.model_dir, ds)
+            self.pipelines: dict[str, Pipeline] = {
+                "default": build_pipeline(config, self.catalog, ds, self.models),
+                # the baseline every benchmark compares against, and a fallback clients may ask for
+                "popular": build_pipeline(popular_config(config), self.catalog, ds, self.models, "popular"),
+            }
+        except BaseException:
+            self.side_effects.close()
+            self.bus.close()
+            self.state.close()
+            self.note_log.close()
+            raise
+
+    # ------------------------------------------------------------------ start-up
+    def _replay(self) -> int:
+        """Rebuild in-memory state and popularity from the durable log."""
+        n = 0
+        batch: list[EventRecord] = []
+        for rec in self.bus.replay():
+            batch.append(rec)
+            if len(batch) == 10_000:
+                n += self._apply(batch, to_state=isinstance(self.state, MemoryOnlineState))
+                batch = []
+        n += self._apply(batch, to_state=isinstance(self.state, MemoryOnlineState))
+        return n
+
+    def _apply(self, recs: Sequence[EventRecord], to_state: bool = True) -> int:
+        ups, pos_items = [], []
+        for r in recs:
+            i = self.catalog.item_of(r.note_id)
+            if i is None:
+                continue
+            cat = self.catalog.category_name(i)
+            ups.append(StateUpdate(r.user_id, r.note_id, r.type, cat, r.received_at))
+            if r.positive:
+                pos_items.append(i)
+        if to_state:
+            self.state.apply(ups)
+        self.catalog.bump(np.asarray(pos_items, np.int64))
+        return len(ups)
+
+    def _mirror_events(self, recs: Sequence[EventRecord]) -> None:
+        from notefeed.data.store import Workspace
+
+        evs = [Event(user_id=r.user_id, note_id=r.note_id, ts=r.ts, type=r.type, dwell_s=r.dwell_s,  # type: ignore[arg-type]
+                     position=r.position, request_id=r.request_id, surface=r.surface) for r in recs]  # type: ignore[arg-type]
+        with Workspace.open(self.workspace) as ws:
+            ws.append_events(evs)
+
+    def _mirror_note(self, note: Note) -> None:
+        from notefeed.data.store import Workspace
+
+        with Workspace.open(self.workspace) as ws:
+            ws.append_notes([note])
+
+    # ------------------------------------------------------------------ reads
+    def context(self, user_id: str) -> ServeContext:
+        snap = self.state.snapshot(user_id)
+        u = self.ds.user_index.get(user_id)
+        hist = seen = np.empty(0, np.int64)
+        if u is not None:
+            ip, it = self._hist
+            hist = it[ip[u]: ip[u + 1]]
+            ip, it = self._seen
+            seen = it[ip[u]: ip[u + 1]]
+        idx = self.catalog.index
+        online = [idx[n] for n in snap.short_seq if n in idx]
+        if online:
+            hist = np.concatenate([hist, np.asarray(online, np.int64)])
+        if snap.seen:  # channels skip ctx.seen themselves (recall contract): include online
+            seen = np.concatenate([seen, np.fromiter((idx[n] for n in snap.seen if n in idx), np.int64)])
+        return ServeContext(user_id=user_id, user=u, history=hist, seen=seen, ts=int(time.time()),
+                            snapshot=snap, model=self.models.current(), seen_ids=snap.seen)
+
+    def feed(self, user_id: str, n: int, pipeline: str = "default") -> tuple[ServeContext, FeedResult]:
+        p = self.pipelines.get(pipeline)
+        if p is None:
+            raise KeyError(f"unknown pipeline {pipeline!r} (field 'pipeline'); known: {sorted(self.pipelines)}")
+        t0 = time.perf_counter()
+        ctx = self.context(user_id)
+        ctx_ms = (time.perf_counter() - t0) * 1e3
+        res = p.run(ctx, n)
+        self.metrics.observe("stage_latency_ms", ctx_ms, pipeline=pipeline, stage="context")
+        for s in res.stages:
+            self.metrics.observe("stage_latency_ms", s.ms, pipeline=pipeline, stage=f"{s.kind}:{s.name}")
+        self.metrics.observe("feed_latency_ms", res.total_ms + ctx_ms, pipeline=pipeline)
+        for e in res.errors:
+            self.metrics.inc("stage_errors_total", stage=e.split(":", 1)[0])
+        res.stages.insert(0, StageRecord("context", "online-state", ctx_ms, 0, 0))
+        res.total_ms += ctx_ms
+        return ctx, res
+
+    def related(self, note_id: str, n: int) -> list[tuple[int, float]]:
+        """Notes most similar to ``note_id`` (cosine of item vectors, ties by popularity)."""
+        i = self.catalog.item_of(note_id)
+        if i is None:
+            raise KeyError(note_id)
+        v = self.catalog.vectors()
+        sim = v @ v[i] + 1e-3 * np.log1p(self.catalog.popularity()[: len(v)])
+        sim[i] = -np.inf
+        k = min(n, len(sim) - 1)
+        if k <= 0:
+            return []
+        top = np.argpartition(-sim, k - 1)[:k]
+        top = top[np.argsort(-sim[top], kind="stable")]
+        return [(int(j), float(sim[j])) for j in top]
+
+    def user(self, user_id: str) -> dict[str, Any]:
+        snap = self.state.snapshot(user_id)
+        u = self.ds.user_index.get(user_id)
+        out = snap.to_dict()
+        out["known"] = u is not None or snap.n_events > 0
+        out["history_len"] = 0 if u is None else int(self._hist[0][u + 1] - self._hist[0][u])
+        return out
+
+    # ------------------------------------------------------------------ writes
+    def ingest(self, events: Sequence[Event]) -> tuple[int, list[Rejection]]:
+        """Accept the valid events of a batch durably; reject unknown notes by index."""
+        now = time.time()
+        recs: list[EventRecord] = []
+        rejected: list[Rejection] = []
+        for j, ev in enumerate(events):
+            if self.catalog.item_of(ev.note_id) is None:
+                rejected.append(Rejection(j, ev.note_id, "unknown note_id"))
+                continue
+            recs.append(EventRecord.from_event(ev, now))
+        with self._ingest_lock:  # bus order == state order
+            self.bus.append(recs)  # durable before anything else sees the events
+            self._apply(recs)
+        self.side_effects.publish(recs)
+        self.metrics.inc("events_accepted_total", len(recs))
+        self.metrics.inc("events_rejected_total", len(rejected))
+        return len(recs), rejected
+
+    def publish(self, note: Note, followers: int | None = None) -> int:
+        if self.catalog.item_of(note.note_id) is not None:
+            raise ValueError(f"note_id {note.note_id!r} already exists (field 'note_id')")
+        self.note_log.append(note, followers)
+        i = self.catalog.add_note(note, followers)
+        for st in self.pipelines["default"].sources:  # an ANN channel indexes the note at once
+            add = getattr(st.component, "add_items", None)
+            if add is None:
+                continue
+            try:
+                got = np.asarray(add(pd.DataFrame([note.model_dump()])))
+                if got.tolist() != [i]:  # the channel's catalogue drifted from ours
+                    raise RuntimeError(f"add_items gave index {got.tolist()}, catalogue has {i}")
+            except Exception:  # the fresh pool still serves the note; the error is counted
+                log.exception("publish: %s.add_items failed", st.name)
+                self.metrics.inc("stage_errors_total", stage=f"add_items:{st.name}")
+        if self.config.online.mirror_to_workspace:
+            self.side_effects.submit(self._mirror_note, note)
+        self.metrics.inc("notes_published_total")
+        return i
+
+    def close(self) -> None:
+        self.side_effects.close()
+        self.models.close()
+        self.bus.close()
+        self.state.close()
+        self.note_log.close()
+
+
+def _make_metrics() -> Metrics:
+    m = Metrics()
+    m.counter("requests_total", "HTTP requests", ("endpoint", "status"))
+    m.histogram("request_latency_ms", "HTTP request latency (ms)", ("endpoint",))
+    m.histogram("feed_latency_ms", "feed pipeline latency (ms)", ("pipeline",))
+    m.histogram("stage_latency_ms", "pipeline stage latency (ms)", ("pipeline", "stage"))
+    m.counter("stage_errors_total", "failed pipeline steps (fail open)", ("stage",))
+    m.counter("events_accepted_total", "events accepted")
+    m.counter("events_rejected_total", "events rejected")
+    m.counter("notes_published_total", "notes published")
+    m.counter("model_swaps_total", "model versions swapped in")
+    return m

@@ -1,0 +1,143 @@
+"""Config -> :class:`~notefeed.serve.pipeline.Pipeline`: where step order becomes data.
+
+Name resolution: the live built-ins ``fresh/recent`` and ``non-personalized/popular`` (they
+see published notes and online engagement) come first; every other channel, scorer and
+re-ranker name is looked up in the stage registries (``CHANNELS``, ``SCORERS``,
+``RERANKERS``), created with the config's ``params`` and fitted on the workspace dataset
+when it has ``fit``. An unknown name is an error naming the config field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import time
+from typing import Any
+
+from notefeed.data.dataset import Dataset
+from notefeed.rank.base import SCORERS
+from notefeed.recall.base import CHANNELS
+from notefeed.rerank.base import RERANKERS
+from notefeed.serve.catalog import Catalog
+from notefeed.serve.components import (
+    AuthorCapReRanker,
+    FreshSource,
+    Fusion,
+    ModelScorer,
+    PopularityScorer,
+    PopularSource,
+    RankScorerAdapter,
+    ReRankSelector,
+    SeenFilter,
+    TopK,
+)
+from notefeed.serve.config import ConfigError, ServeConfig
+from notefeed.serve.models import ModelHolder, ModelVersion
+from notefeed.serve.pipeline import Pipeline, Step
+from notefeed.serve.rankwire import RANK_FINE, fit_rank_scorer
+
+__all__ = ["build_pipeline", "load_stage_components", "create_component"]
+
+
+def load_stage_components() -> list[str]:
+    """Import the stage packages so their components register; return the ones missing."""
+    missing = []
+    for mod in ("notefeed.recall", "notefeed.rank", "notefeed.rerank"):
+        try:
+            importlib.import_module(mod)
+        except Exception as e:  # a broken stage must not stop the server from starting
+            missing.append(f"{mod}: {type(e).__name__}: {e}")
+    return missing
+
+
+def create_component(factory: Any, params: dict[str, Any], where: str) -> Any:
+    """``factory(**params)``; for a dataclass factory, a mapping given for a field whose
+    default is itself a dataclass (``rules: {author_max: 1}``) builds that dataclass.
+    Errors become :class:`ConfigError` naming ``where`` (the config field)."""
+    kwargs = dict(params)
+    if dataclasses.is_dataclass(factory):
+        for f in dataclasses.fields(factory):
+            v = kwargs.get(f.name)
+            if not isinstance(v, dict):
+                continue
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if dataclasses.is_dataclass(default) and not isinstance(default, type):
+                try:
+                    kwargs[f.name] = type(default)(**v)
+                except (TypeError, ValueError) as e:
+                    raise ConfigError(f"{where}.{f.name}: {e}") from None
+    try:
+        return factory(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _fit(obj: Any, ds: Dataset) -> Any:
+    fit = getattr(obj, "fit", None)
+    if fit is not None and ds.n_items:
+        out = fit(ds)
+        return obj if out is None else out
+    return obj
+
+
+def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: ModelHolder,
+                   name: str = "default") -> Pipeline:
+    load_stage_components()
+    steps: list[Step] = []
+    for i, ch in enumerate(config.recall.channels):
+        if ch.name == "fresh/recent":
+            comp: Any = FreshSource(catalog)
+        elif ch.name == "non-personalized/popular":
+            comp = PopularSource(catalog)
+        elif ch.name in CHANNELS:
+            comp = _fit(create_component(CHANNELS.get(ch.name), ch.params, f"recall.channels.{i}.params"), ds)
+        else:
+            raise ConfigError(f"recall.channels.{i}.name: unknown channel {ch.name!r}; known: "
+                              f"{sorted({'fresh/recent', 'non-personalized/popular', *CHANNELS.names()})}")
+        steps.append(Step("source", comp, ch.quota))
+    for i, f in enumerate(config.filters):
+        if f != "builtin/seen":
+            raise ConfigError(f"filters.{i}: unknown filter {f!r}; known: ['builtin/seen']")
+        steps.append(Step("filter", SeenFilter(catalog)))
+    co = config.coarse
+    if co.scorer is not None:
+        if co.scorer == "builtin/popularity":
+            steps.append(Step("scorer", PopularityScorer(catalog)))
+        elif co.scorer in SCORERS:
+            steps.append(Step("scorer", RankScorerAdapter(
+                _fit(create_component(SCORERS.get(co.scorer), co.params, "coarse.params"), ds), "coarse")))
+        else:
+            raise ConfigError(f"coarse.scorer: unknown scorer {co.scorer!r}; known: "
+                              f"{['builtin/popularity', *SCORERS.names()]}")
+        steps.append(Step("selector", TopK("coarse", co.keep, "coarse/keep")))
+    fi = config.fine
+    if fi.scorer is not None:
+        if fi.scorer != "builtin/linear" and fi.model_dir is None:
+            # a scorer trained at start-up becomes the holder's first version
+            if fi.scorer in RANK_FINE:
+                try:
+                    model: Any = fit_rank_scorer(fi.scorer, fi.params, ds)
+                except (TypeError, ValueError) as e:
+                    raise ConfigError(f"fine.params: {e}") from None
+            elif fi.scorer in SCORERS:
+                model = _fit(create_component(SCORERS.get(fi.scorer), fi.params, "fine.params"), ds)
+            else:
+                raise ConfigError(f"fine.scorer: unknown scorer {fi.scorer!r}; known: "
+                                  f"{['builtin/linear', *SCORERS.names()]}")
+            models.set(ModelVersion(f"{fi.scorer}@start", model, time.time()))
+        steps.append(Step("scorer", ModelScorer(catalog)))
+    steps.append(Step("scorer", Fusion(config.fusion.weights)))
+    rr = config.rerank
+    steps.append(Step("selector", TopK("fused", rr.window, "rerank/window")))
+    if rr.name is not None:
+        if rr.name == "builtin/author-cap":
+            reranker: Any = create_component(AuthorCapReRanker, rr.params, "rerank.params")
+        elif rr.name in RERANKERS:
+            reranker = create_component(RERANKERS.get(rr.name), rr.params, "rerank.params")
+        else:
+            raise ConfigError(f"rerank.name: unknown re-ranker {rr.name!r}; known: "
+                              f"{['builtin/author-cap', *RERANKERS.names()]}")
+        embedder = next((s.component for s in steps if s.kind == "source"
+                         and getattr(s.component, "item_vectors", None) is not None), None)
+        steps.append(Step("selector", ReRankSelector(reranker, catalog, embedder)))
+    return Pipeline(name, steps)

@@ -1,0 +1,268 @@
+"""The feed pipeline, product-mixer style: steps are data, the executor keeps the books.
+
+Four kinds of step, each a small contract:
+
+- candidate source (a :class:`~notefeed.recall.base.RecallChannel`, with a quota),
+- filter: ``apply(ctx, cs) -> FilterResult(kept, removed)`` (positions into ``cs``),
+- scorer: ``score(ctx, cs) -> {column: (n,) float32}`` written into ``cs.columns``,
+- selector: ``select(ctx, cs, n) -> positions`` (an ordered subset of ``cs``).
+
+The executor, not the components, records each step's wall time, in/out counts, removed
+counts and errors, and the per-item trace (channels, coarse score, fine scores per task,
+fused score, rank before re-ranking, final position). A failing source or scorer degrades
+the feed instead of failing it: its error goes into the trace and the request goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from notefeed.recall.base import Candidates, UserContext
+
+__all__ = [
+    "CandidateSet",
+    "FilterResult",
+    "Filter",
+    "PipelineScorer",
+    "Selector",
+    "Step",
+    "StageRecord",
+    "FeedResult",
+    "Pipeline",
+]
+
+StepKind = Literal["source", "filter", "scorer", "selector"]
+
+
+@dataclass
+class CandidateSet:
+    """Candidates in flight. ``items`` (n,) int64; ``channels[j]`` the channels that
+    recalled ``items[j]``; ``columns`` name -> (n,) float32 (``recall``, ``coarse``,
+    ``fine.<task>``, ``fused``, ``fused_rank``...)."""
+
+    items: np.ndarray
+    channels: list[list[str]]
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def take(self, pos: np.ndarray) -> CandidateSet:
+        pos = np.asarray(pos, dtype=np.int64)
+        return CandidateSet(
+            self.items[pos],
+            [self.channels[int(p)] for p in pos],
+            {k: v[pos] for k, v in self.columns.items()},
+        )
+
+
+@dataclass
+class FilterResult:
+    """Positions (into the filtered :class:`CandidateSet`) kept and removed."""
+
+    kept: np.ndarray
+    removed: np.ndarray
+
+
+@runtime_checkable
+class Filter(Protocol):
+    name: str
+
+    def apply(self, ctx: UserContext, cs: CandidateSet) -> FilterResult: ...
+
+
+@runtime_checkable
+class PipelineScorer(Protocol):
+    name: str
+
+    def score(self, ctx: UserContext, cs: CandidateSet) -> dict[str, np.ndarray]: ...
+
+
+@runtime_checkable
+class Selector(Protocol):
+    name: str
+
+    def select(self, ctx: UserContext, cs: CandidateSet, n: int) -> np.ndarray: ...
+
+
+@dataclass
+class Step:
+    """One pipeline step. ``quota`` is used by sources only."""
+
+    kind: StepKind
+    component: Any
+    quota: int = 0
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.component, "name", type(self.component).__name__))
+
+
+@dataclass
+class StageRecord:
+    kind: str
+    name: str
+    ms: float
+    n_in: int
+    n_out: int
+    removed: int = 0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class FeedResult:
+    items: np.ndarray
+    stages: list[StageRecord]
+    total_ms: float
+    candidates: CandidateSet
+    errors: list[str]
+
+    def timings(self) -> dict[str, float]:
+        """Milliseconds per step kind (sources summed), plus ``total``."""
+        out: dict[str, float] = {}
+        for s in self.stages:
+            out[s.kind] = out.get(s.kind, 0.0) + s.ms
+        out["total"] = self.total_ms
+        return out
+
+    def trace(self, note_ids: Sequence[str] | None = None) -> dict[str, Any]:
+        cs = self.candidates
+        fine = sorted(k for k in cs.columns if k.startswith("fine."))
+        items = []
+        for j in range(len(cs)):
+            row: dict[str, Any] = {
+                "item": int(cs.items[j]),
+                "position": j,
+                "channels": list(cs.channels[j]),
+            }
+            if note_ids is not None:
+                row["note_id"] = note_ids[int(cs.items[j])]
+            for col, key in (("recall", "recall_score"), ("coarse", "coarse_score"), ("fused", "fused_score")):
+                if col in cs.columns:
+                    row[key] = float(cs.columns[col][j])
+            if "fused_rank" in cs.columns:
+                row["fused_rank"] = int(cs.columns["fused_rank"][j])
+            row["fine_scores"] = {k[5:]: float(cs.columns[k][j]) for k in fine}
+            items.append(row)
+        return {
+            "stages": [s.to_dict() for s in self.stages],
+            "total_ms": self.total_ms,
+            "errors": list(self.errors),
+            "items": items,
+        }
+
+
+def _merge(results: list[tuple[Candidates, int]]) -> CandidateSet:
+    """Union of channel answers: first occurrence keeps its position; channels accumulate;
+    ``recall`` column is the best rank-normalised score (1 for a channel's first item)."""
+    seen: dict[int, int] = {}
+    items: list[int] = []
+    chans: list[list[str]] = []
+    best: list[float] = []
+    for cand, quota in results:
+        its = cand.items[:quota].tolist()
+        m = max(1, len(its))
+        for r, it in enumerate(its):
+            s = 1.0 - r / m
+            j = seen.get(it)
+            if j is None:
+                seen[it] = len(items)
+                items.append(it)
+                chans.append([cand.channel])
+                best.append(s)
+            else:
+                chans[j].append(cand.channel)
+                best[j] = max(best[j], s)
+    return CandidateSet(
+        np.asarray(items, np.int64), chans, {"recall": np.asarray(best, np.float32)}
+    )
+
+
+class Pipeline:
+    """Runs ``steps`` in order: all sources first (they see the context only), then the
+    rest in the given order. Step order is data (built from the config)."""
+
+    def __init__(self, name: str, steps: Sequence[Step]) -> None:
+        kinds = [s.kind for s in steps]
+        if "source" not in kinds:
+            raise ValueError(f"pipeline {name!r}: needs at least one source step")
+        first_other = next((i for i, k in enumerate(kinds) if k != "source"), len(kinds))
+        if "source" in kinds[first_other:]:
+            raise ValueError(f"pipeline {name!r}: source steps must come first")
+        for s in steps:
+            if s.kind == "source" and s.quota < 1:
+                raise ValueError(f"pipeline {name!r}: source {s.name!r} needs quota >= 1")
+        self.name = name
+        self.steps = list(steps)
+
+    @property
+    def sources(self) -> list[Step]:
+        return [s for s in self.steps if s.kind == "source"]
+
+    def run(self, ctx: UserContext, n: int) -> FeedResult:
+        t_start = time.perf_counter()
+        stages: list[StageRecord] = []
+        errors: list[str] = []
+        answers: list[tuple[Candidates, int]] = []
+        for st in self.sources:
+            t0 = time.perf_counter()
+            err = None
+            try:
+                cand = st.component.recall(ctx, st.quota)
+                if not isinstance(cand, Candidates):
+                    raise TypeError(f"recall returned {type(cand).__name__}, not Candidates")
+                cand.channel = cand.channel or st.name
+                answers.append((cand, st.quota))
+                n_out = min(len(cand), st.quota)
+            except Exception as e:  # fail open: a broken channel must not break the feed
+                err = f"{st.name}: {type(e).__name__}: {e}"
+                errors.append(err)
+                n_out = 0
+            stages.append(StageRecord("source", st.name, (time.perf_counter() - t0) * 1e3, 0, n_out, error=err))
+        t0 = time.perf_counter()
+        cs = _merge(answers)
+        stages.append(StageRecord("merge", "merge", (time.perf_counter() - t0) * 1e3,
+                                  sum(min(len(c), q) for c, q in answers), len(cs)))
+        for st in self.steps:
+            if st.kind == "source":
+                continue
+            t0 = time.perf_counter()
+            n_in, err, removed = len(cs), None, 0
+            try:
+                if st.kind == "filter":
+                    res = st.component.apply(ctx, cs)
+                    removed = len(res.removed)
+                    cs = cs.take(res.kept)
+                elif st.kind == "scorer":
+                    if len(cs):
+                        for col, v in st.component.score(ctx, cs).items():
+                            v = np.asarray(v, np.float32)
+                            if v.shape != (len(cs),):
+                                raise ValueError(f"column {col!r} has shape {v.shape}, expected {(len(cs),)}")
+                            cs.columns[col] = v
+                elif st.kind == "selector":
+                    pos = np.asarray(st.component.select(ctx, cs, n), np.int64)
+                    if len(pos) and (pos.min() < 0 or pos.max() >= len(cs)):
+                        raise IndexError("selector returned positions out of range")
+                    removed = len(cs) - len(pos)
+                    cs = cs.take(pos)
+                else:  # pragma: no cover - Step.kind is a Literal
+                    raise ValueError(f"unknown step kind {st.kind!r}")
+            except Exception as e:
+                # scorers and selectors fail open too: the request keeps the previous order
+                err = f"{st.name}: {type(e).__name__}: {e}"
+                errors.append(err)
+            stages.append(StageRecord(st.kind, st.name, (time.perf_counter() - t0) * 1e3, n_in, len(cs),
+                                      removed, err))
+        if len(cs) > n:
+            cs = cs.take(np.arange(n))
+        total = (time.perf_counter() - t_start) * 1e3
+        return FeedResult(cs.items.copy(), stages, total, cs, errors)

@@ -1,0 +1,72 @@
+"""Wiring of the rank stage's fine ranker (``rank/cgc``, ``rank/ple``, ``rank/mmoe``,
+``rank/single``) into serving.
+
+The ``SCORERS`` entries of the rank stage take a trained :class:`FineRanker` and its
+:class:`FeatureBuilder`, so the server builds them here: trained on the workspace dataset at
+start-up (``fine.scorer: rank/cgc``), or loaded from a checkpoint directory
+(``fine.model_dir``, or ``POST /v1/admin/models/reload``) with a builder over the served
+dataset. The wrapper states ``n_items`` so notes published after start-up get the neutral
+cold-start score instead of an out-of-range error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from notefeed.data.dataset import Dataset
+from notefeed.recall.base import UserContext
+
+__all__ = ["RANK_FINE", "BoundedScorer", "fit_rank_scorer", "load_rank_checkpoint"]
+
+RANK_FINE = ("rank/cgc", "rank/ple", "rank/mmoe", "rank/single")
+
+
+class BoundedScorer:
+    """A scorer plus the catalogue size it was built for (``n_items``)."""
+
+    def __init__(self, inner: Any, n_items: int) -> None:
+        self.inner, self.n_items = inner, int(n_items)
+        self.name = str(getattr(inner, "name", type(inner).__name__))
+
+    def score(self, ctx: UserContext, items: np.ndarray) -> dict[str, np.ndarray]:
+        return self.inner.score(ctx, items)
+
+
+def _feature_config(d: dict[str, Any]) -> Any:
+    from notefeed.rank.features import FeatureConfig
+
+    names = {f.name for f in dataclasses.fields(FeatureConfig)}
+    return FeatureConfig(**{k: v for k, v in d.items() if k in names})
+
+
+def fit_rank_scorer(name: str, params: dict[str, Any], ds: Dataset) -> BoundedScorer:
+    """Train ``rank/<arch>`` on ``ds`` (``params``: FineConfig fields, plus ``features``)."""
+    from notefeed.rank.features import FeatureBuilder
+    from notefeed.rank.finenet import FineConfig
+    from notefeed.rank.multitask import FineRanker
+    from notefeed.rank.scorer import FineRankerScorer
+
+    arch = name.split("/", 1)[1]
+    p = dict(params)
+    builder = FeatureBuilder(ds, _feature_config(p.pop("features", {})))
+    ranker = FineRanker(FineConfig(arch=arch, **p)).fit(ds, builder=builder)
+    return BoundedScorer(FineRankerScorer(ranker, builder), builder.n_items)
+
+
+def load_rank_checkpoint(path: str | Path, ds: Dataset) -> BoundedScorer:
+    """A saved :class:`FineRanker` with a feature builder over ``ds``; the checkpoint's
+    vocabulary must match the served catalogue."""
+    from notefeed.rank.features import FeatureBuilder
+    from notefeed.rank.multitask import FineRanker
+    from notefeed.rank.scorer import FineRankerScorer
+
+    ranker = FineRanker.load(path)
+    want = int(ranker.cfg.vocab.get("n_items", -1)) - 1
+    if want != ds.n_items:
+        raise ValueError(f"{path}: trained on {want} notes, the server has {ds.n_items} (field 'vocab.n_items')")
+    builder = FeatureBuilder(ds, _feature_config(dict(ranker.cfg.features or {})))
+    return BoundedScorer(FineRankerScorer(ranker, builder), builder.n_items)

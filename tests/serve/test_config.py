@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from notefeed.serve.config import ConfigError, ServeConfig, builtin_config, load_config, parse_config
+from notefeed.serve.engine import Engine
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_default_yaml_states_the_defaults() -> None:
+    assert load_config(ROOT / "configs" / "default.yaml") == ServeConfig()
+    assert load_config(ROOT / "configs" / "minimal.yaml") == builtin_config()
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"recall": {"channels": [{"name": "a/b", "quota": 0}]}}, "recall.channels.0.quota"),
+        ({"recall": {"channels": [{"name": "nofamily"}]}}, "recall.channels.0.name"),
+        ({"coarse": {"keep": -1}}, "coarse.keep"),
+        ({"fusion": {"weights": {"clicks": 1.0}}}, "fusion.weights"),
+        ({"page": {"default_size": 500, "max_size": 10}}, "page"),
+        ({"online": {"backend": "redis"}}, "online"),
+        ({"online": {"backend": "kafka"}}, "online.backend"),
+        ({"rerank": {"windw": 3}}, "rerank.windw"),
+    ],
+)
+def test_errors_name_the_field(data: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        parse_config(data)
+
+
+def test_yaml_errors(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("recall: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="no such config"):
+        load_config(tmp_path / "missing.yaml")
+    p.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(p)
+
+
+def test_unknown_component_names_field(small_ds, tmp_path: Path) -> None:
+    cfg = builtin_config().with_overrides(recall={"channels": [{"name": "fresh/recent"}, {"name": "no/such"}]})
+    with pytest.raises(ConfigError, match=r"recall\.channels\.1\.name"):
+        Engine(small_ds, cfg, tmp_path)
+    cfg = builtin_config().with_overrides(rerank={"name": "no/such"})
+    with pytest.raises(ConfigError, match=r"rerank\.name"):
+        Engine(small_ds, cfg, tmp_path / "b")
+    cfg = builtin_config().with_overrides(rerank={"name": "builtin/author-cap", "params": {"max_per_autor": 2}})
+    with pytest.raises(ConfigError, match=r"rerank\.params"):
+        Engine(small_ds, cfg, tmp_path / "c")
