@@ -1,0 +1,117 @@
+"""The serving pipeline as a closed-loop simulator policy.
+
+``EnginePolicy`` asks a live :class:`~notefeed.serve.engine.Engine` for each page and feeds the
+users' reactions back through ``Engine.ingest``, exactly as the HTTP API would, so the
+simulator measures the real funnel (recall, ranking, re-ranking, online state) rather than a
+model of it. Registered as the ``pipeline`` (and ``pipeline-popular``) sim policies: the
+engine is built lazily on the environment's logged history, with the default serving config.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from notefeed.schema import Event
+from notefeed.serve.config import ServeConfig
+from notefeed.serve.engine import Engine
+from notefeed.sim.env import SimEnvironment
+from notefeed.sim.policies import POLICIES
+
+__all__ = ["EnginePolicy"]
+
+
+class EnginePolicy:
+    """Pages from ``engine.feed(user_id, k, pipeline)``; reactions go to ``engine.ingest``.
+
+    Item indices are mapped through note ids, so notes the environment publishes later are
+    published to the engine too (a new note reaches the fresh pool and the ANN index at once).
+    """
+
+    def __init__(self, engine: Engine | None = None, pipeline: str = "default",
+                 config: ServeConfig | None = None, workspace: str | Path | None = None,
+                 seed: int = 0) -> None:
+        self.engine = engine
+        self.pipeline = pipeline
+        self.config = config
+        self.workspace = workspace
+        self.name = "pipeline" if pipeline == "default" else f"pipeline-{pipeline}"
+        self._env_item_of: dict[str, int] = {}
+        self._user_ids: np.ndarray | None = None
+        self._note_ids: list[str] = []
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    # ------------------------------------------------------------------ wiring
+    def _attach(self, env: SimEnvironment) -> Engine:
+        if self.engine is None:
+            if env.dataset is None:
+                raise ValueError("EnginePolicy: the environment has no logged dataset to build an engine on")
+            if self.workspace is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="notefeed-sim-")
+                self.workspace = self._tmp.name
+            self.engine = Engine(env.dataset, self.config or ServeConfig(), self.workspace)
+        if self._user_ids is None:
+            users = env.community.users if env.dataset is None else env.dataset.users
+            self._user_ids = users["user_id"].astype(str).to_numpy()
+            notes = env.notes_frame()
+            self._note_ids = notes["note_id"].astype(str).tolist()
+            self._env_item_of = {nid: i for i, nid in enumerate(self._note_ids)}
+        self._sync_published(env)
+        return self.engine
+
+    def _sync_published(self, env: SimEnvironment) -> None:
+        """Publish to the engine the notes the environment added since the last call."""
+        if env.n_items == len(self._note_ids):
+            return
+        from notefeed.schema import Note
+
+        assert self.engine is not None
+        new_items = np.arange(len(self._note_ids), env.n_items)
+        fresh = env.notes_frame(new_items)
+        followers = env.creator_followers[env.item_author[new_items]]
+        for row, n_followers in zip(fresh.itertuples(index=False), followers.tolist(), strict=True):
+            note = Note(note_id=str(row.note_id), author_id=str(row.author_id), title=str(row.title),
+                        text=str(row.text), tags=[str(t) for t in row.tags], category=str(row.category),
+                        created_at=int(row.created_at))
+            self.engine.publish(note, int(n_followers))
+            self._env_item_of[note.note_id] = len(self._note_ids)
+            self._note_ids.append(note.note_id)
+
+    # ------------------------------------------------------------------ Policy protocol
+    def recommend(self, env_view: SimEnvironment, user: int, k: int) -> np.ndarray:
+        engine = self._attach(env_view)
+        assert self._user_ids is not None
+        _, res = engine.feed(str(self._user_ids[user]), k, self.pipeline)
+        ids = engine.catalog.note_ids
+        out = [self._env_item_of.get(ids[i], -1) for i in res.items.tolist()]
+        return np.asarray([i for i in out if i >= 0], np.int64)
+
+    def observe(self, events: pd.DataFrame) -> None:
+        if self.engine is None or self._user_ids is None or not len(events):
+            return
+        ev = []
+        for r in events.itertuples(index=False):
+            dwell = None if pd.isna(r.dwell_s) else float(r.dwell_s)
+            ev.append(Event(user_id=str(self._user_ids[r.user]), note_id=self._note_ids[r.item], ts=int(r.ts),
+                            type=str(r.type), dwell_s=dwell, position=int(r.position) if r.position >= 0 else None,
+                            surface="feed"))  # type: ignore[arg-type]
+        self.engine.ingest(ev)
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+@POLICIES.register("pipeline")
+def _pipeline_policy(seed: int = 0) -> EnginePolicy:
+    return EnginePolicy(pipeline="default", seed=seed)
+
+
+@POLICIES.register("pipeline-popular")
+def _pipeline_popular_policy(seed: int = 0) -> EnginePolicy:
+    return EnginePolicy(pipeline="popular", seed=seed)
