@@ -7,6 +7,8 @@ every benchmark writes JSON.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from notefeed.content import cli as content_cli
@@ -31,6 +33,30 @@ app.add_typer(bench, name="bench")
 
 for _module in (data_cli, sim_cli, eval_cli, content_cli, recall_cli, rank_cli, rerank_cli, online_cli, serve_cli):
     _module.register(app, bench)
+
+
+@app.command("demo")
+def demo(
+    workspace: Path | None = typer.Option(None, "--workspace", help="where to build it (default: a new temp dir)"),
+    preset: str = typer.Option("demo", "--preset", help="simulator preset: tiny, demo, 100k"),
+    seed: int = typer.Option(0, "--seed"),
+    steps: int = typer.Option(12, "--steps", min=1, max=1000, help="closed-loop steps"),
+    requests: int = typer.Option(60, "--requests", min=1, max=10_000, help="page requests per step"),
+    fine: str = typer.Option("rank/cgc", "--fine", help="fine ranker: rank/cgc, rank/ple, rank/mmoe, or none"),
+    json_path: Path | None = typer.Option(None, "--json", help="write the summary here"),
+) -> None:
+    """Build a simulated community, train every stage, serve it over HTTP and show what it does."""
+    import tempfile
+
+    from notefeed.demo import DemoOptions, run_demo
+    from notefeed.eval.timing import write_json
+
+    ws = workspace or Path(tempfile.mkdtemp(prefix="notefeed-demo-"))
+    opts = DemoOptions(workspace=ws, preset=preset, seed=seed, loop_steps=steps, loop_requests=requests,
+                       fine_scorer=None if fine == "none" else fine)
+    summary = run_demo(opts)
+    if json_path is not None:
+        write_json(json_path, summary)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -136,10 +136,11 @@ class PopularityScorer:
 
 
 class ModelScorer:
-    """``builtin/linear`` fine scorer: uses the request's model version (``ctx.model``),
-    which the hot-swap holder fixed at request start."""
+    """The fine-ranking step: scores with the request's model version (``ctx.model``: the
+    ``builtin/linear`` model or a rank-stage scorer), which the hot-swap holder fixed at
+    request start. The response's ``model_version`` says which one served."""
 
-    name = "builtin/linear"
+    name = "fine/model"
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
