@@ -64,7 +64,9 @@ def _fmt(v: object) -> str:
 _ROWS = ("impressions", "ctr", "like_rate", "collect_rate", "comment_rate", "share_rate", "hide_rate",
          "mean_dwell_s", "small_creator_share", "creator_gini", "creators_exposed", "diversity",
          "interest_coverage", "new_note_share", "new_notes_clicked_share", "new_note_steps_to_first_click",
-         "requests_per_s")
+         "new_notes_exposed_share", "new_note_ctr", "old_note_ctr", "new_notes_reached_target_share",
+         "new_note_steps_to_target", "new_note_minutes_to_target", "new_note_mean_impressions", "boost_impressions",
+         "boost_ctr", "pool_handed_over", "requests_per_s")
 
 
 @sim_app.command("run")
@@ -79,6 +81,7 @@ def run_cmd(
     json_path: Path | None = typer.Option(None, "--json", help="write results (with per-step series) here"),
 ) -> None:
     """Run policies side by side in the closed loop and print their online metrics."""
+    import notefeed.online.coldstart  # noqa: F401  (registers the +coldstart policies)
     from notefeed.eval.timing import machine_info, write_json
     from notefeed.sim.community import generate
     from notefeed.sim.env import SimEnvironment
@@ -107,7 +110,7 @@ def run_cmd(
     for r in results:
         table.add_column(r["policy"], justify="right")
     for key in _ROWS:
-        table.add_row(key, *[_fmt(r[key]) for r in results])
+        table.add_row(key, *[_fmt(r.get(key, float("nan"))) for r in results])
     _console.print(table)
     if json_path is not None:
         write_json(json_path, {"preset": preset, "seed": seed, "steps": steps, "requests_per_step": requests,

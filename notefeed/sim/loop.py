@@ -45,11 +45,13 @@ def intra_list_diversity(topics: list[np.ndarray]) -> float:
 
 def run_closed_loop(env: SimEnvironment, policy: Policy, steps: int, requests_per_step: int = 100,
                     page_size: int = 10, step_seconds: int = 600, new_notes_per_step: int = 0,
-                    progress: Callable[[int], None] | None = None) -> dict:
+                    progress: Callable[[int], None] | None = None, impression_target: int = 100) -> dict:
     """Run ``steps`` rounds of ``requests_per_step`` page requests; return metrics and a per-step series.
 
     Each step: optionally publish ``new_notes_per_step`` notes, sample requests by activity, ask the
     policy for each page, let users react, feed the events back to ``policy.observe``, advance the clock.
+    Cold-start speed: steps (and simulated minutes) from a new note's publication to its first click and
+    to ``impression_target`` impressions, and click-through of new vs catalogue notes.
     """
     for name, v in (("steps", steps), ("requests_per_step", requests_per_step), ("page_size", page_size)):
         if not isinstance(v, int) or v <= 0:
@@ -66,6 +68,9 @@ def run_closed_loop(env: SimEnvironment, policy: Policy, steps: int, requests_pe
     dwell_sum, n_small, n_new_imp, divs = 0.0, 0, 0, []
     published_at: dict[int, int] = {}
     first_click: dict[int, int] = {}
+    new_imp: dict[int, int] = {}
+    reached: dict[int, int] = {}
+    n_new_clicks = 0
     series = []
     t_policy = t_env = 0.0
     for step in range(steps):
@@ -97,6 +102,13 @@ def run_closed_loop(env: SimEnvironment, policy: Policy, steps: int, requests_pe
         for i in items[types == "click"].tolist():
             if i in published_at and i not in first_click:
                 first_click[i] = step - published_at[i]
+        n_new_clicks += int((items[types == "click"] >= n0).sum())
+        # the step's impressions count as served during the step: reaching the target here takes step+1 steps
+        for i, c in zip(*np.unique(imp[is_new], return_counts=True), strict=True):
+            i = int(i)
+            new_imp[i] = new_imp.get(i, 0) + int(c)
+            if new_imp[i] >= impression_target and i not in reached:
+                reached[i] = step + 1 - published_at.get(i, step)
         page_topics = [w.note_topic[p] for p in pages]
         step_div = intra_list_diversity(page_topics)
         divs.append(step_div)
@@ -121,7 +133,12 @@ def run_closed_loop(env: SimEnvironment, policy: Policy, steps: int, requests_pe
     n_imp = max(tot["impression"], 1)
     n_pub = len(published_at)
     delays = np.array(list(first_click.values()), float)
+    reach = np.array(list(reached.values()), float)
+    # policies may report their own figures (e.g. the cold-start boost's CTR) through ``metrics()``;
+    # they come first so that they can never overwrite the loop's own metrics
+    extra = policy.metrics() if callable(getattr(policy, "metrics", None)) else {}  # type: ignore[attr-defined]
     return {
+        **extra,
         "policy": policy.name,
         "steps": steps,
         "requests": steps * requests_per_step,
@@ -142,6 +159,14 @@ def run_closed_loop(env: SimEnvironment, policy: Policy, steps: int, requests_pe
         "new_notes": n_pub,
         "new_notes_clicked_share": len(first_click) / n_pub if n_pub else float("nan"),
         "new_note_steps_to_first_click": float(np.median(delays)) if len(delays) else float("nan"),
+        "new_notes_exposed_share": len(new_imp) / n_pub if n_pub else float("nan"),
+        "new_note_ctr": n_new_clicks / max(n_new_imp, 1),
+        "old_note_ctr": (tot["click"] - n_new_clicks) / max(tot["impression"] - n_new_imp, 1),
+        "impression_target": impression_target,
+        "new_notes_reached_target_share": len(reached) / n_pub if n_pub else float("nan"),
+        "new_note_steps_to_target": float(np.median(reach)) if len(reach) else float("nan"),
+        "new_note_minutes_to_target": float(np.median(reach)) * step_seconds / 60 if len(reach) else float("nan"),
+        "new_note_mean_impressions": sum(new_imp.values()) / n_pub if n_pub else float("nan"),
         "policy_s": t_policy,
         "env_s": t_env,
         "series": series,

@@ -1,0 +1,188 @@
+"""The cold-start pool: seed audience, look-alike expansion, hand-over, bandit boost, state, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from notefeed.online.coldstart import ColdStartConfig, ColdStartPolicy, ColdStartPool
+
+# catalogue: items 0-2 are food, 3-5 travel; users 0-4 like food, 5-9 like travel
+TAGS = [["food", "noodles"], ["food"], ["food", "cake"], ["travel"], ["travel", "beach"], ["travel", "hiking"]]
+CATS = ["food"] * 3 + ["travel"] * 3
+T0 = 1_700_000_000
+
+
+def _events(rows: list[tuple[int, int, str]], ts: int = T0) -> pd.DataFrame:
+    return pd.DataFrame({"user": np.array([r[0] for r in rows], np.int64),
+                         "item": np.array([r[1] for r in rows], np.int64),
+                         "type": [r[2] for r in rows], "ts": np.full(len(rows), ts, np.int64)})
+
+
+def _pool(**params: object) -> ColdStartPool:
+    pool = ColdStartPool(**params)
+    pool.index_items(np.arange(6), TAGS, CATS)
+    hist = [(u, i, "click") for u in range(5) for i in (0, 1, 2)] + \
+           [(u, i, "like") for u in range(5, 10) for i in (3, 4, 5)]
+    pool.observe(_events(hist))
+    return pool
+
+
+def _audience(pool: ColdStartPool, item: int, users=range(10)) -> set[int]:
+    rng = np.random.default_rng(0)
+    return {u for u in users if item in pool.candidates_for(u, 5, rng)[0].tolist()}
+
+
+def test_seed_audience_matches_interests():
+    pool = _pool(seed_size=5)
+    pool.publish(np.array([100, 101]), None, [["food", "noodles"], ["beach"]], ["food", "travel"], ts=T0)
+    assert _audience(pool, 100) == {0, 1, 2, 3, 4}
+    assert _audience(pool, 101) == {5, 6, 7, 8, 9}
+    items, scores, stages = pool.candidates_for(0, 5, np.random.default_rng(0))
+    assert items.tolist() == [100] and stages == ["seed"] and scores[0] > 0
+    # seen notes are excluded; k = 0 returns nothing; an unknown user falls back without raising
+    assert len(pool.candidates_for(0, 5, np.random.default_rng(0), exclude=np.array([100]))[0]) == 0
+    assert len(pool.candidates_for(0, 0, np.random.default_rng(0))[0]) == 0
+    pool.candidates_for(10_000, 5, np.random.default_rng(0))
+
+
+def test_lookalike_expansion_reaches_users_like_the_engagers():
+    pool = _pool(seed_size=5, lookalike_size=5, lookalike_after_clicks=1)
+    pool.publish(np.array([100]), None, [["travel"]], ["travel"], ts=T0)
+    assert _audience(pool, 100) == {5, 6, 7, 8, 9}
+    # a food lover engages (e.g. via search): the audience expands to users like them
+    rep = pool.observe(_events([(2, 100, "impression"), (2, 100, "click")], ts=T0 + 60))
+    assert rep.new_note_events == 2 and rep.stage_changes == {"lookalike": 1}
+    assert pool.notes[100].engagers == [2]
+    assert _audience(pool, 100) == set(range(10))
+    assert "lookalike" in pool.candidates_for(0, 5, np.random.default_rng(0))[2]
+
+
+def test_handover_after_n_impressions():
+    pool = _pool(seed_size=5, handover_impressions=10)
+    pool.publish(np.array([100]), None, [["food"]], ["food"], ts=T0)
+    pool.observe(_events([(u % 5, 100, "impression") for u in range(9)], ts=T0 + 60))
+    assert pool.notes[100].stage == 0 and 0 in _audience(pool, 100)
+    rep = pool.observe(_events([(0, 100, "impression")], ts=T0 + 120))
+    assert rep.stage_changes == {"handed_over": 1}
+    assert pool.summary()["handed_over"] == 1 and pool.summary()["median_s_to_handover"] == 120
+    assert _audience(pool, 100) == set()
+    # notes past max_age leave the pool too
+    pool.publish(np.array([101]), None, [["food"]], ["food"], ts=T0)
+    pool.observe(_events([(0, 1, "click")], ts=T0 + 73 * 3600))
+    assert pool.summary()["expired"] == 1
+
+
+@pytest.mark.parametrize(("bandit", "lo", "hi"), [("thompson", 0.95, 1.0), ("uniform", 0.4, 0.6)])
+def test_bandit_boosts_the_engaging_note(bandit, lo, hi):
+    pool = _pool(seed_size=5, bandit=bandit)
+    pool.publish(np.array([100, 101]), None, [["food"], ["food"]], ["food", "food"], ts=T0)
+    ev = [(u % 5, 100, "impression") for u in range(40)] + [(u % 5, 100, "click") for u in range(12)] + \
+         [(u % 5, 101, "impression") for u in range(40)]
+    pool.observe(_events(ev, ts=T0 + 60))
+    rng = np.random.default_rng(3)
+    wins = sum(pool.candidates_for(0, 1, rng)[0][0] == 100 for _ in range(400))
+    assert lo <= wins / 400 <= hi
+
+
+def test_state_json_round_trip(tmp_path):
+    pool = _pool(seed_size=5, lookalike_size=5, lookalike_after_clicks=1)
+    vec = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32)
+    pool.publish(np.array([100, 101]), vec, [["travel"], ["food"]], ["travel", "food"], ts=T0)
+    pool.observe(_events([(2, 100, "impression"), (2, 100, "click"), (1, 101, "impression")], ts=T0 + 60))
+    state = json.loads(json.dumps(pool.to_state()))
+    back = ColdStartPool.from_state(state)
+    assert back.to_state() == pool.to_state()
+    for u in range(10):
+        a = pool.candidates_for(u, 2, np.random.default_rng(u))
+        b = back.candidates_for(u, 2, np.random.default_rng(u))
+        assert a[0].tolist() == b[0].tolist() and a[2] == b[2]
+        np.testing.assert_allclose(a[1], b[1])
+    path = pool.save(tmp_path / "pool.json")
+    assert ColdStartPool.load(path).to_state() == pool.to_state()
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read state file"):
+        ColdStartPool.load(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="corrupt"):
+        ColdStartPool.from_state({**state, "notes": [{"item": 1}]})
+
+
+def test_bad_input():
+    pool = _pool()
+    # events on items the pool never saw are ignored and counted (the pool sees the whole stream)
+    rep = pool.observe(_events([(0, 999, "click"), (0, 1, "click")]))
+    assert rep.ignored == 1 and rep.profile_updates == 1
+    with pytest.raises(ValueError, match="'ts'"):
+        pool.observe(_events([(0, 1, "click")]).drop(columns="ts"))
+    with pytest.raises(ValueError, match="'item'"):
+        pool.observe(_events([(0, 1, "click")]).assign(item=[-1]))
+    with pytest.raises(ValueError, match="already in the pool"):
+        pool.publish(np.array([100, 100]), None, [["a"], ["a"]])
+    with pytest.raises(ValueError, match="tags"):
+        pool.publish(np.array([200]), None, [["a"], ["b"]])
+    with pytest.raises(ValueError, match="vectors"):
+        pool.publish(np.array([201]), np.full((1, 3), np.nan), [["a"]])
+    with pytest.raises(ValueError, match="ColdStartConfig.seed_size"):
+        ColdStartPool(seed_size=0)
+    with pytest.raises(ValueError, match="ColdStartConfig.bandit"):
+        ColdStartConfig(bandit="greedy").validate()
+    with pytest.raises(ValueError, match="slots"):
+        ColdStartPolicy(object(), pool, slots=-1)
+    with pytest.raises(ValueError, match="k must be"):
+        pool.candidates_for(0, -1, np.random.default_rng(0))
+
+
+def test_policy_in_closed_loop():
+    from notefeed.sim import SimEnvironment, generate, make_policy, run_closed_loop
+
+    comm = generate("tiny", seed=1)
+    hist = comm.history()
+    out = {}
+    for name in ("popular", "popular+coldstart"):
+        env = SimEnvironment(comm, seed=1, dataset=hist)
+        out[name] = run_closed_loop(env, make_policy(name, seed=1), steps=4, requests_per_step=40,
+                                    new_notes_per_step=3, impression_target=20)
+    cs = out["popular+coldstart"]
+    assert cs["policy"] == "popular+coldstart"
+    assert cs["new_notes_exposed_share"] > out["popular"]["new_notes_exposed_share"]
+    assert cs["new_note_share"] > 0
+    pol = make_policy("popular+coldstart", seed=0, slots=3)
+    env = SimEnvironment(comm, seed=0, dataset=hist)
+    env.publish(5)
+    page = pol.recommend(env, 0, 10)
+    assert len(page) == len(set(page.tolist())) == 10
+    assert np.isin(page, env.published_items).sum() <= 3 + np.isin(pol.base.recommend(env, 0, 10),
+                                                                    env.published_items).sum()
+
+
+def test_content_vector_alone_finds_the_audience():
+    """A note with no tags and no category still reaches the right users through its content vector."""
+    pool = ColdStartPool(seed_size=5, content_weight=1.0)
+    vecs = np.repeat(np.eye(2, dtype=np.float32), 3, axis=0)  # food items -> e0, travel -> e1
+    pool.index_items(np.arange(6), TAGS, CATS, vecs)
+    pool.observe(_events([(u, i, "click") for u in range(5) for i in (0, 1)] +
+                         [(u, i, "click") for u in range(5, 10) for i in (4, 5)]))
+    pool.publish(np.array([100]), np.array([[0.1, 0.9]], np.float32), [[]], None, ts=T0)
+    assert _audience(pool, 100) == {5, 6, 7, 8, 9}
+
+
+def test_recall_channel_face():
+    from notefeed.data.dataset import Dataset
+    from notefeed.recall.base import UserContext
+
+    notes = pd.DataFrame({"note_id": [f"n{i}" for i in range(6)], "author_id": ["c0"] * 6,
+                          "tags": TAGS, "category": CATS})
+    ev = pd.DataFrame({"user_id": [f"u{u}" for u in range(10) for _ in range(2)],
+                       "note_id": [f"n{i}" for u in range(10) for i in ((0, 1) if u < 5 else (4, 5))],
+                       "type": "click", "ts": T0})
+    ds = Dataset.build("cs-test", ev, notes=notes)
+    pool = ColdStartPool(seed_size=5).fit(ds)
+    pool.publish(np.array([6]), None, [["food"]], ["food"], ts=T0)
+    food_user = ds.user_index["u0"]
+    cand = pool.recall(UserContext("u0", user=food_user), 5)
+    assert cand.channel == "coldstart/bandit" and cand.items.tolist() == [6]
+    assert len(pool.recall(UserContext("u0", user=food_user, seen=np.array([6])), 5)) == 0
+    assert len(pool.recall(UserContext("new-user"), 5)) == 0
