@@ -82,6 +82,7 @@ def run_cmd(
 ) -> None:
     """Run policies side by side in the closed loop and print their online metrics."""
     import notefeed.online.coldstart  # noqa: F401  (registers the +coldstart policies)
+    import notefeed.serve.simpolicy  # noqa: F401  (registers the pipeline policies)
     from notefeed.eval.timing import machine_info, write_json
     from notefeed.sim.community import generate
     from notefeed.sim.env import SimEnvironment
