@@ -37,7 +37,7 @@ class DemoOptions:
     loop_requests: int = 60
     page_size: int = 10
     fine_scorer: str | None = "rank/cgc"
-    fine_params: dict[str, Any] = field(default_factory=lambda: {"epochs": 1})
+    fine_params: dict[str, Any] = field(default_factory=lambda: {"epochs": 1, "max_samples": 120_000})
 
 
 def _free_port() -> int:

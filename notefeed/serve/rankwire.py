@@ -44,16 +44,26 @@ def _feature_config(d: dict[str, Any]) -> Any:
 
 
 def fit_rank_scorer(name: str, params: dict[str, Any], ds: Dataset) -> BoundedScorer:
-    """Train ``rank/<arch>`` on ``ds`` (``params``: FineConfig fields, plus ``features``)."""
+    """Train ``rank/<arch>`` on ``ds`` (``params``: FineConfig fields, plus ``features`` and
+    ``max_samples``, which keeps only that many of the most recent training samples)."""
     from notefeed.rank.features import FeatureBuilder
     from notefeed.rank.finenet import FineConfig
     from notefeed.rank.multitask import FineRanker
+    from notefeed.rank.samples import build_samples
     from notefeed.rank.scorer import FineRankerScorer
 
     arch = name.split("/", 1)[1]
     p = dict(params)
+    # the most recent samples only: start-up training time is bounded whatever the log size
+    max_samples = p.pop("max_samples", None)
     builder = FeatureBuilder(ds, _feature_config(p.pop("features", {})))
-    ranker = FineRanker(FineConfig(arch=arch, **p)).fit(ds, builder=builder)
+    samples = build_samples(ds)
+    if max_samples is not None:
+        if not isinstance(max_samples, int) or max_samples <= 0:
+            raise ValueError(f"fine.params.max_samples must be a positive integer, got {max_samples!r}")
+        if len(samples) > max_samples:
+            samples = samples.split_time(max_samples / len(samples))[1]
+    ranker = FineRanker(FineConfig(arch=arch, **p)).fit(ds, samples=samples, builder=builder)
     return BoundedScorer(FineRankerScorer(ranker, builder), builder.n_items)
 
 
