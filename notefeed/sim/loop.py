@@ -14,21 +14,12 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from notefeed.eval.metrics import gini  # one definition of the coefficient, shared with eval
 from notefeed.schema import SMALL_CREATOR_FOLLOWERS
 from notefeed.sim.env import SimEnvironment
 from notefeed.sim.policies import Policy
 
 __all__ = ["run_closed_loop", "gini", "intra_list_diversity"]
-
-
-def gini(counts: np.ndarray) -> float:
-    """Gini coefficient of (n,) non-negative counts (0 equal, -> 1 concentrated)."""
-    x = np.sort(np.asarray(counts, np.float64))
-    n = len(x)
-    if n == 0 or x.sum() == 0:
-        return 0.0
-    cum = np.cumsum(x)
-    return float((n + 1 - 2 * (cum / cum[-1]).sum()) / n)
 
 
 def intra_list_diversity(topics: list[np.ndarray]) -> float:
