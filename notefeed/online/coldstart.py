@@ -38,6 +38,7 @@ __all__ = ["ColdStartConfig", "ColdStartPool", "ColdStartPolicy", "ObserveReport
 STAGES: tuple[str, ...] = ("seed", "lookalike", "handed_over", "expired")
 SEED, LOOKALIKE, HANDED_OVER, EXPIRED = range(4)
 _STATE_VERSION = 1
+_MIN_RESCALE = 2.0**-40
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,9 @@ class ColdStartPool:
         expo = (ts.max() - self._ref_ts) / hl
         if expo > 30:  # rebase before float32 overflows: scaling every profile keeps cosines unchanged
             shift = int(ts.max()) - self._ref_ts
-            scale = np.float32(np.exp2(-shift / hl))
+            # decay saturates at 2^-40: after a clock jump (a year-old dataset served today) the
+            # old profiles would underflow to zero and every user would look alike
+            scale = np.float32(max(np.exp2(-shift / hl), _MIN_RESCALE))
             self._prof *= scale
             if self._cprof is not None:
                 self._cprof *= scale

@@ -13,6 +13,7 @@ from notefeed.serve.pipeline import (
     Pipeline,
     PipelineScorer,
     Selector,
+    SideCandidates,
     Step,
 )
 
@@ -29,5 +30,6 @@ __all__ = [
     "Pipeline",
     "PipelineScorer",
     "Selector",
+    "SideCandidates",
     "Step",
 ]

@@ -89,6 +89,9 @@ def create_app(engine: Engine) -> FastAPI:
             "state": engine.state.name,
             "replayed_events": engine.replayed,
             "pipelines": {k: [f"{s.kind}:{s.name}" for s in p.steps] for k, p in engine.pipelines.items()},
+            # new-note pool: notes per stage (seed, lookalike, handed_over, expired); null when off
+            "coldstart": None if engine.coldstart is None else {
+                k: (None if isinstance(v, float) and v != v else v) for k, v in engine.coldstart.summary().items()},
         }
 
     @app.get("/metrics", response_class=PlainTextResponse)

@@ -115,6 +115,9 @@ class Catalog:
         self.fresh: deque[int] = deque((int(i) for i in order), maxlen=max(1, fresh_pool_size))
         self.published: dict[int, Note] = {}
         self._top_cache: tuple[float, int, np.ndarray] = (0.0, -1, np.empty(0, np.int64))
+        #: how long ``top_popular`` may serve a cached list (0: always fresh; the simulator
+        #: sets 0 so that a run does not depend on how fast the machine is)
+        self.top_max_age_s = 1.0
 
     # ---------------------------------------------------------------- reads
     def __len__(self) -> int:
@@ -150,8 +153,10 @@ class Catalog:
         c = int(self._cat.view()[item])
         return self.categories[c] if 0 <= c < len(self.categories) else ""
 
-    def top_popular(self, k: int, max_age_s: float = 1.0) -> np.ndarray:
-        """The ``k`` most popular items, recomputed at most every ``max_age_s`` seconds."""
+    def top_popular(self, k: int, max_age_s: float | None = None) -> np.ndarray:
+        """The ``k`` most popular items, recomputed at most every ``max_age_s`` seconds
+        (default ``top_max_age_s``)."""
+        max_age_s = self.top_max_age_s if max_age_s is None else max_age_s
         at, kk, top = self._top_cache
         now = time.monotonic()
         if kk >= k and now - at < max_age_s:

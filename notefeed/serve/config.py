@@ -26,6 +26,7 @@ __all__ = [
     "PageConfig",
     "ApiConfig",
     "OnlineConfig",
+    "ColdStartServeConfig",
     "ServeConfig",
     "load_config",
     "parse_config",
@@ -164,6 +165,34 @@ class OnlineConfig(_Cfg):
         return self
 
 
+class ColdStartServeConfig(_Cfg):
+    """The new-note cold-start flow (:class:`~notefeed.online.coldstart.ColdStartPool`): a
+    ``coldstart/bandit`` candidate source and a page-slot selector after re-ranking."""
+
+    enabled: bool = True
+    #: pool notes placed per page at spread positions (0: recall them but never boost)
+    slots: int = Field(default=2, ge=0, le=20)
+    seed_size: int = Field(default=300, ge=1, description="users in a note's seed audience")
+    lookalike_size: int = Field(default=600, ge=1, description="users added by look-alike expansion")
+    lookalike_after_clicks: int = Field(default=2, ge=1)
+    handover_impressions: int = Field(default=100, ge=1, description="impressions before hand-over")
+    max_age_h: float = Field(default=72.0, gt=0, allow_inf_nan=False)
+    prior_a: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    prior_b: float = Field(default=9.0, gt=0, allow_inf_nan=False)
+    bandit: Literal["thompson", "uniform"] = "thompson"
+    half_life_h: float = Field(default=72.0, gt=0, allow_inf_nan=False)
+    content_weight: float = Field(default=0.5, ge=0, le=1)
+    relevance_floor: float = Field(default=0.1, ge=0, le=1)
+    #: also match on the catalogue's category/author item vectors (a cheap content vector)
+    vectors: bool = False
+    #: seed of the bandit's Thompson draws (fixed: reproducible runs)
+    seed: int = Field(default=0, ge=0)
+
+    def pool_params(self) -> dict[str, Any]:
+        """The :class:`~notefeed.online.coldstart.ColdStartConfig` fields."""
+        return self.model_dump(exclude={"enabled", "slots", "vectors", "seed"})
+
+
 class ServeConfig(_Cfg):
     recall: RecallConfig = Field(default_factory=RecallConfig)
     filters: list[str] = Field(default_factory=lambda: ["builtin/seen"])
@@ -174,6 +203,7 @@ class ServeConfig(_Cfg):
     page: PageConfig = Field(default_factory=PageConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     online: OnlineConfig = Field(default_factory=OnlineConfig)
+    coldstart: ColdStartServeConfig = Field(default_factory=ColdStartServeConfig)
 
     def with_overrides(self, **sections: dict[str, Any]) -> ServeConfig:
         """A copy with some sections' fields replaced (validated again)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from notefeed.online.events import EventRecord, StateUpdate
 from notefeed.online.state import MemoryOnlineState, OnlineState, RedisOnlineState
 from notefeed.schema import POSITIVE_TYPES, Event, Note
 from notefeed.serve.catalog import Catalog, NoteLog
+from notefeed.serve.coldstart import STATE_FILE, ColdStartHub
 from notefeed.serve.components import ServeContext
 from notefeed.serve.config import ServeConfig
 from notefeed.serve.factory import build_pipeline
@@ -43,6 +44,7 @@ def popular_config(config: ServeConfig) -> ServeConfig:
     return config.with_overrides(
         recall={"channels": [{"name": "non-personalized/popular", "quota": 300}]},
         coarse={"scorer": None}, fine={"scorer": None, "model_dir": None}, rerank={"name": None},
+        coldstart={"enabled": False},
     )
 
 
@@ -94,7 +96,18 @@ class Engine:
         if on.mirror_to_workspace:
             self.side_effects.subscribe(self._mirror_events)
         self._ingest_lock = threading.Lock()
+        #: the engine's clock (request time, event receive time): the simulator swaps in its
+        #: own so that a run is reproducible and online windows follow simulated time
+        self.clock: Callable[[], float] = time.time
         self.started_at = time.time()
+        #: the new-note cold-start pool (None when ``coldstart.enabled`` is off)
+        self.coldstart: ColdStartHub | None = None
+        self._cs_skip = 0
+        try:
+            self.coldstart = self._start_coldstart()
+        except BaseException:
+            self._close_io()
+            raise
         self.replayed = self._replay()
         pos = ds.select_events(POSITIVE_TYPES) if len(ds.events) else ds.events
         self._hist = _csr_by_user(pos["user"].to_numpy(np.int64), pos["item"].to_numpy(), ds.n_users)
@@ -103,18 +116,35 @@ class Engine:
         try:
             self.models = ModelHolder.from_dir_or_default(config.fine.model_dir, ds)
             self.pipelines: dict[str, Pipeline] = {
-                "default": build_pipeline(config, self.catalog, ds, self.models),
+                "default": build_pipeline(config, self.catalog, ds, self.models, coldstart=self.coldstart),
                 # the baseline every benchmark compares against, and a fallback clients may ask for
                 "popular": build_pipeline(popular_config(config), self.catalog, ds, self.models, "popular"),
             }
         except BaseException:
-            self.side_effects.close()
-            self.bus.close()
-            self.state.close()
-            self.note_log.close()
+            self._close_io()
             raise
 
     # ------------------------------------------------------------------ start-up
+    @property
+    def coldstart_path(self) -> Path:
+        return self.workspace / STATE_FILE
+
+    def _start_coldstart(self) -> ColdStartHub | None:
+        """The pool: restored from WORKSPACE/coldstart.json, else fitted on the dataset; notes
+        published but missing from it (no state saved) join it; the bus replay then feeds it
+        the events it has not seen."""
+        cfg = self.config.coldstart
+        if not cfg.enabled:
+            return None
+        hub = ColdStartHub(cfg, self.ds, self.catalog)
+        if self.coldstart_path.exists():
+            hub.restore(self.coldstart_path)
+        else:
+            hub.fit()
+        hub.publish_missing()
+        self._cs_skip = hub.events_seen
+        hub.events_seen = 0  # counted again as the replay passes them
+        return hub
     def _replay(self) -> int:
         """Rebuild in-memory state and popularity from the durable log."""
         n = 0
@@ -140,6 +170,11 @@ class Engine:
         if to_state:
             self.state.apply(ups)
         self.catalog.bump(np.asarray(pos_items, np.int64))
+        if self.coldstart is not None:
+            skip = min(self._cs_skip, len(recs))  # a restored pool already saw these
+            self._cs_skip -= skip
+            self.coldstart.events_seen += skip
+            self.coldstart.observe(recs[skip:])
         return len(ups)
 
     def _mirror_events(self, recs: Sequence[EventRecord]) -> None:
@@ -158,7 +193,8 @@ class Engine:
 
     # ------------------------------------------------------------------ reads
     def context(self, user_id: str) -> ServeContext:
-        snap = self.state.snapshot(user_id)
+        now = self.clock()
+        snap = self.state.snapshot(user_id, now)
         u = self.ds.user_index.get(user_id)
         hist = seen = np.empty(0, np.int64)
         if u is not None:
@@ -172,7 +208,7 @@ class Engine:
             hist = np.concatenate([hist, np.asarray(online, np.int64)])
         if snap.seen:  # channels skip ctx.seen themselves (recall contract): include online
             seen = np.concatenate([seen, np.fromiter((idx[n] for n in snap.seen if n in idx), np.int64)])
-        return ServeContext(user_id=user_id, user=u, history=hist, seen=seen, ts=int(time.time()),
+        return ServeContext(user_id=user_id, user=u, history=hist, seen=seen, ts=int(now),
                             snapshot=snap, model=self.models.current(), seen_ids=snap.seen)
 
     def feed(self, user_id: str, n: int, pipeline: str = "default") -> tuple[ServeContext, FeedResult]:
@@ -219,7 +255,7 @@ class Engine:
     # ------------------------------------------------------------------ writes
     def ingest(self, events: Sequence[Event]) -> tuple[int, list[Rejection]]:
         """Accept the valid events of a batch durably; reject unknown notes by index."""
-        now = time.time()
+        now = self.clock()
         recs: list[EventRecord] = []
         rejected: list[Rejection] = []
         for j, ev in enumerate(events):
@@ -251,14 +287,34 @@ class Engine:
             except Exception:  # the fresh pool still serves the note; the error is counted
                 log.exception("publish: %s.add_items failed", st.name)
                 self.metrics.inc("stage_errors_total", stage=f"add_items:{st.name}")
+        if self.coldstart is not None:
+            try:
+                self.coldstart.publish(i, note)
+            except Exception:  # the note is durable and served by fresh/recent: never fail a publish
+                log.exception("publish: cold-start pool failed")
+                self.metrics.inc("stage_errors_total", stage="publish:coldstart/bandit")
         if self.config.online.mirror_to_workspace:
             self.side_effects.submit(self._mirror_note, note)
         self.metrics.inc("notes_published_total")
         return i
 
+    def save_coldstart(self) -> Path | None:
+        """Write the cold-start pool's state to WORKSPACE/coldstart.json (also done on close)."""
+        if self.coldstart is None:
+            return None
+        with self._ingest_lock:  # events_seen must match the bus position
+            return self.coldstart.save(self.coldstart_path)
+
     def close(self) -> None:
-        self.side_effects.close()
+        try:
+            self.save_coldstart()
+        except Exception:  # losing the pool state must not block a shutdown; the replay rebuilds
+            log.exception("close: saving the cold-start state failed")
         self.models.close()
+        self._close_io()
+
+    def _close_io(self) -> None:
+        self.side_effects.close()
         self.bus.close()
         self.state.close()
         self.note_log.close()

@@ -19,6 +19,7 @@ from notefeed.rank.base import SCORERS
 from notefeed.recall.base import CHANNELS
 from notefeed.rerank.base import RERANKERS
 from notefeed.serve.catalog import Catalog
+from notefeed.serve.coldstart import ColdStartHub, ColdStartSlots, ColdStartSource
 from notefeed.serve.components import (
     AuthorCapReRanker,
     FreshSource,
@@ -81,9 +82,12 @@ def _fit(obj: Any, ds: Dataset) -> Any:
 
 
 def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: ModelHolder,
-                   name: str = "default") -> Pipeline:
+                   name: str = "default", coldstart: ColdStartHub | None = None) -> Pipeline:
+    """Steps from ``config``. With ``coldstart.enabled`` (and the engine's ``coldstart`` hub) a
+    ``coldstart/bandit`` side source and the ``coldstart/slots`` selector after re-ranking."""
     load_stage_components()
     steps: list[Step] = []
+    cs_on = config.coldstart.enabled and coldstart is not None and config.coldstart.slots > 0
     for i, ch in enumerate(config.recall.channels):
         if ch.name == "fresh/recent":
             comp: Any = FreshSource(catalog)
@@ -95,6 +99,10 @@ def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: M
             raise ConfigError(f"recall.channels.{i}.name: unknown channel {ch.name!r}; known: "
                               f"{sorted({'fresh/recent', 'non-personalized/popular', *CHANNELS.names()})}")
         steps.append(Step("source", comp, ch.quota))
+    if cs_on:
+        assert coldstart is not None
+        # headroom over the slots: the seen filter and notes already on the page use some up
+        steps.append(Step("source", ColdStartSource(coldstart), 2 * config.coldstart.slots + 2))
     for i, f in enumerate(config.filters):
         if f != "builtin/seen":
             raise ConfigError(f"filters.{i}: unknown filter {f!r}; known: ['builtin/seen']")
@@ -140,4 +148,6 @@ def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: M
         embedder = next((s.component for s in steps if s.kind == "source"
                          and getattr(s.component, "item_vectors", None) is not None), None)
         steps.append(Step("selector", ReRankSelector(reranker, catalog, embedder)))
+    if cs_on:
+        steps.append(Step("selector", ColdStartSlots(config.coldstart.slots)))
     return Pipeline(name, steps)

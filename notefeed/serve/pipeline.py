@@ -7,6 +7,12 @@ Four kinds of step, each a small contract:
 - scorer: ``score(ctx, cs) -> {column: (n,) float32}`` written into ``cs.columns``,
 - selector: ``select(ctx, cs, n) -> positions`` (an ordered subset of ``cs``).
 
+A source whose component has ``side = True`` (``coldstart/bandit``) is a *side* source: its
+candidates are not merged into the ranked set but kept aside (filters still apply) until a
+selector with ``mixes_side = True`` (``coldstart/slots``) runs. That selector sees the ranked
+candidates (column ``main`` = 1, in order) followed by the side ones (column ``side`` = 1),
+and places some of them into the page: a boost that ranking cannot undo.
+
 The executor, not the components, records each step's wall time, in/out counts, removed
 counts and errors, and the per-item trace (channels, coarse score, fine scores per task,
 fused score, rank before re-ranking, final position). A failing source or scorer degrades
@@ -22,10 +28,12 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from notefeed.online.coldstart import STAGES as COLDSTART_STAGES
 from notefeed.recall.base import Candidates, UserContext
 
 __all__ = [
     "CandidateSet",
+    "SideCandidates",
     "FilterResult",
     "Filter",
     "PipelineScorer",
@@ -59,6 +67,41 @@ class CandidateSet:
             [self.channels[int(p)] for p in pos],
             {k: v[pos] for k, v in self.columns.items()},
         )
+
+
+@dataclass
+class SideCandidates(Candidates):
+    """A channel answer with extra per-item float ``columns`` (copied into the candidate set)."""
+
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _mix(cs: CandidateSet, side: CandidateSet) -> CandidateSet:
+    """``cs`` (column ``main`` = 1) then the side candidates not already in it (``side`` = 1);
+    side items already ranked get the side channel and columns on their row."""
+    n, pos = len(cs), {int(it): j for j, it in enumerate(cs.items.tolist())}
+    new = [j for j, it in enumerate(side.items.tolist()) if it not in pos]
+    out = CandidateSet(np.concatenate([cs.items, side.items[new]]).astype(np.int64),
+                       [list(c) for c in cs.channels] + [list(side.channels[j]) for j in new])
+    m = len(out)
+    for k, v in cs.columns.items():  # ranking columns: side rows were never scored
+        out.columns[k] = np.concatenate([v, np.zeros(m - n, np.float32)])
+    out.columns["main"] = (np.arange(m) < n).astype(np.float32)
+    out.columns["side"] = np.zeros(m, np.float32)
+    for k in side.columns:
+        if k != "recall":
+            out.columns.setdefault(k, np.full(m, np.nan, np.float32))
+    for j, it in enumerate(side.items.tolist()):
+        r = pos.get(it)
+        if r is None:
+            r = n + new.index(j)
+        else:
+            out.channels[r] += [c for c in side.channels[j] if c not in out.channels[r]]
+        out.columns["side"][r] = 1.0
+        for k, v in side.columns.items():
+            if k != "recall":
+                out.columns[k][r] = v[j]
+    return out
 
 
 @dataclass
@@ -101,6 +144,11 @@ class Step:
     @property
     def name(self) -> str:
         return str(getattr(self.component, "name", type(self.component).__name__))
+
+    @property
+    def side(self) -> bool:
+        """A side source: candidates kept out of ranking for a ``mixes_side`` selector."""
+        return self.kind == "source" and bool(getattr(self.component, "side", False))
 
 
 @dataclass
@@ -151,6 +199,15 @@ class FeedResult:
             if "fused_rank" in cs.columns:
                 row["fused_rank"] = int(cs.columns["fused_rank"][j])
             row["fine_scores"] = {k[5:]: float(cs.columns[k][j]) for k in fine}
+            stage = cs.columns.get("coldstart.stage")
+            if stage is not None and np.isfinite(stage[j]):
+                # a cold-start pool note: its stage, bandit score, and whether the slot selector
+                # placed it (boosted) rather than ranking
+                row["coldstart"] = {
+                    "stage": COLDSTART_STAGES[int(stage[j])],
+                    "score": float(cs.columns["coldstart.score"][j]),
+                    "boosted": bool(cs.columns.get("main", np.ones(len(cs)))[j] == 0),
+                }
             items.append(row)
         return {
             "stages": [s.to_dict() for s in self.stages],
@@ -167,23 +224,30 @@ def _merge(results: list[tuple[Candidates, int]]) -> CandidateSet:
     items: list[int] = []
     chans: list[list[str]] = []
     best: list[float] = []
+    extra: dict[str, list[float]] = {}
     for cand, quota in results:
         its = cand.items[:quota].tolist()
+        cols = getattr(cand, "columns", {})
         m = max(1, len(its))
         for r, it in enumerate(its):
             s = 1.0 - r / m
             j = seen.get(it)
             if j is None:
-                seen[it] = len(items)
+                j = seen[it] = len(items)
                 items.append(it)
                 chans.append([cand.channel])
                 best.append(s)
+                for col in extra.values():
+                    col.append(float("nan"))
             else:
                 chans[j].append(cand.channel)
                 best[j] = max(best[j], s)
-    return CandidateSet(
-        np.asarray(items, np.int64), chans, {"recall": np.asarray(best, np.float32)}
-    )
+            for k, v in cols.items():  # a channel's own per-item columns (side sources)
+                col = extra.setdefault(k, [float("nan")] * len(items))
+                col[j] = float(v[r])
+    out = CandidateSet(np.asarray(items, np.int64), chans, {"recall": np.asarray(best, np.float32)})
+    out.columns.update({k: np.asarray(v, np.float32) for k, v in extra.items()})
+    return out
 
 
 class Pipeline:
@@ -212,6 +276,7 @@ class Pipeline:
         stages: list[StageRecord] = []
         errors: list[str] = []
         answers: list[tuple[Candidates, int]] = []
+        side_answers: list[tuple[Candidates, int]] = []
         for st in self.sources:
             t0 = time.perf_counter()
             err = None
@@ -220,7 +285,7 @@ class Pipeline:
                 if not isinstance(cand, Candidates):
                     raise TypeError(f"recall returned {type(cand).__name__}, not Candidates")
                 cand.channel = cand.channel or st.name
-                answers.append((cand, st.quota))
+                (side_answers if st.side else answers).append((cand, st.quota))
                 n_out = min(len(cand), st.quota)
             except Exception as e:  # fail open: a broken channel must not break the feed
                 err = f"{st.name}: {type(e).__name__}: {e}"
@@ -231,6 +296,7 @@ class Pipeline:
         cs = _merge(answers)
         stages.append(StageRecord("merge", "merge", (time.perf_counter() - t0) * 1e3,
                                   sum(min(len(c), q) for c, q in answers), len(cs)))
+        side = _merge(side_answers) if side_answers else None
         for st in self.steps:
             if st.kind == "source":
                 continue
@@ -241,6 +307,10 @@ class Pipeline:
                     res = st.component.apply(ctx, cs)
                     removed = len(res.removed)
                     cs = cs.take(res.kept)
+                    if side is not None and len(side):
+                        sres = st.component.apply(ctx, side)
+                        removed += len(sres.removed)
+                        side = side.take(sres.kept)
                 elif st.kind == "scorer":
                     if len(cs):
                         for col, v in st.component.score(ctx, cs).items():
@@ -249,6 +319,10 @@ class Pipeline:
                                 raise ValueError(f"column {col!r} has shape {v.shape}, expected {(len(cs),)}")
                             cs.columns[col] = v
                 elif st.kind == "selector":
+                    if getattr(st.component, "mixes_side", False):
+                        empty = CandidateSet(np.zeros(0, np.int64), [], {})
+                        cs = _mix(cs, side if side is not None else empty)
+                        side, n_in = None, len(cs)
                     pos = np.asarray(st.component.select(ctx, cs, n), np.int64)
                     if len(pos) and (pos.min() < 0 or pos.max() >= len(cs)):
                         raise IndexError("selector returned positions out of range")

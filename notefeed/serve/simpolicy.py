@@ -3,7 +3,8 @@
 ``EnginePolicy`` asks a live :class:`~notefeed.serve.engine.Engine` for each page and feeds the
 users' reactions back through ``Engine.ingest``, exactly as the HTTP API would, so the
 simulator measures the real funnel (recall, ranking, re-ranking, online state) rather than a
-model of it. Registered as the ``pipeline`` (and ``pipeline-popular``) sim policies: the
+model of it. Registered as the ``pipeline``, ``pipeline-nocoldstart`` (the default config with
+the new-note cold-start flow off: its baseline) and ``pipeline-popular`` sim policies: the
 engine is built lazily on the environment's logged history, with the default serving config.
 """
 
@@ -33,12 +34,13 @@ class EnginePolicy:
 
     def __init__(self, engine: Engine | None = None, pipeline: str = "default",
                  config: ServeConfig | None = None, workspace: str | Path | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, name: str | None = None) -> None:
         self.engine = engine
         self.pipeline = pipeline
         self.config = config
         self.workspace = workspace
-        self.name = "pipeline" if pipeline == "default" else f"pipeline-{pipeline}"
+        self.seed = seed
+        self.name = name or ("pipeline" if pipeline == "default" else f"pipeline-{pipeline}")
         self._env_item_of: dict[str, int] = {}
         self._user_ids: np.ndarray | None = None
         self._note_ids: list[str] = []
@@ -52,12 +54,21 @@ class EnginePolicy:
             if self.workspace is None:
                 self._tmp = tempfile.TemporaryDirectory(prefix="notefeed-sim-")
                 self.workspace = self._tmp.name
-            self.engine = Engine(env.dataset, self.config or ServeConfig(), self.workspace)
+            cfg = self.config or ServeConfig()
+            cfg = cfg.with_overrides(coldstart={"seed": self.seed})  # reproducible bandit draws
+            self.engine = Engine(env.dataset, cfg, self.workspace)
+            # reproducible, and in simulated time: no wall-clock cache, the environment's clock
+            self.engine.catalog.top_max_age_s = 0.0
+            self.engine.clock = lambda: float(env.now)
         if self._user_ids is None:
             users = env.community.users if env.dataset is None else env.dataset.users
             self._user_ids = users["user_id"].astype(str).to_numpy()
-            notes = env.notes_frame()
-            self._note_ids = notes["note_id"].astype(str).tolist()
+            # only the notes the engine already has: ones the environment published before the
+            # first page (e.g. in the loop's first step) must still be published to it
+            ids = env.notes_frame()["note_id"].astype(str).tolist()
+            known = self.engine.catalog.index
+            n_known = next((j for j, nid in enumerate(ids) if nid not in known), len(ids))
+            self._note_ids = ids[:n_known]
             self._env_item_of = {nid: i for i, nid in enumerate(self._note_ids)}
         self._sync_published(env)
         return self.engine
@@ -76,7 +87,8 @@ class EnginePolicy:
             note = Note(note_id=str(row.note_id), author_id=str(row.author_id), title=str(row.title),
                         text=str(row.text), tags=[str(t) for t in row.tags], category=str(row.category),
                         created_at=int(row.created_at))
-            self.engine.publish(note, int(n_followers))
+            if self.engine.catalog.item_of(note.note_id) is None:  # a reused workspace may have it
+                self.engine.publish(note, int(n_followers))
             self._env_item_of[note.note_id] = len(self._note_ids)
             self._note_ids.append(note.note_id)
 
@@ -84,10 +96,13 @@ class EnginePolicy:
     def recommend(self, env_view: SimEnvironment, user: int, k: int) -> np.ndarray:
         engine = self._attach(env_view)
         assert self._user_ids is not None
-        _, res = engine.feed(str(self._user_ids[user]), k, self.pipeline)
+        # the engine may hold notes the environment does not (published through its API): ask
+        # for enough to fill the page once those are dropped
+        foreign = min(max(engine.catalog.n_items - len(self._note_ids), 0), k)
+        _, res = engine.feed(str(self._user_ids[user]), k + foreign, self.pipeline)
         ids = engine.catalog.note_ids
         out = [self._env_item_of.get(ids[i], -1) for i in res.items.tolist()]
-        return np.asarray([i for i in out if i >= 0], np.int64)
+        return np.asarray([i for i in out if i >= 0][:k], np.int64)
 
     def observe(self, events: pd.DataFrame) -> None:
         if self.engine is None or self._user_ids is None or not len(events):
@@ -100,6 +115,11 @@ class EnginePolicy:
                             surface="feed"))  # type: ignore[arg-type]
         self.engine.ingest(ev)
 
+    def metrics(self) -> dict[str, float]:
+        """The cold-start pool's notes per stage (for the closed loop's result)."""
+        hub = self.engine.coldstart if self.engine is not None else None
+        return {} if hub is None else {f"pool_{k}": v for k, v in hub.summary().items()}
+
     def close(self) -> None:
         if self.engine is not None:
             self.engine.close()
@@ -110,6 +130,12 @@ class EnginePolicy:
 @POLICIES.register("pipeline")
 def _pipeline_policy(seed: int = 0) -> EnginePolicy:
     return EnginePolicy(pipeline="default", seed=seed)
+
+
+@POLICIES.register("pipeline-nocoldstart")
+def _pipeline_nocoldstart_policy(seed: int = 0) -> EnginePolicy:
+    return EnginePolicy(pipeline="default", seed=seed, name="pipeline-nocoldstart",
+                        config=ServeConfig().with_overrides(coldstart={"enabled": False}))
 
 
 @POLICIES.register("pipeline-popular")

@@ -186,3 +186,11 @@ def test_recall_channel_face():
     assert cand.channel == "coldstart/bandit" and cand.items.tolist() == [6]
     assert len(pool.recall(UserContext("u0", user=food_user, seen=np.array([6])), 5)) == 0
     assert len(pool.recall(UserContext("new-user"), 5)) == 0
+
+
+def test_profiles_survive_a_clock_jump():
+    # a dataset from years ago, then live events today: the old interests must still choose the seed audience
+    pool = _pool(seed_size=5)
+    pool.observe(_events([(11, 0, "click")], ts=T0 + 3 * 365 * 86400))
+    pool.publish(np.array([100]), None, [["travel"]], ["travel"], ts=T0 + 3 * 365 * 86400)
+    assert _audience(pool, 100) == {5, 6, 7, 8, 9}

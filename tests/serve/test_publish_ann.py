@@ -9,6 +9,7 @@ import pandas as pd
 
 from notefeed.recall.base import CHANNELS, Candidates, UserContext
 from notefeed.schema import Note
+from notefeed.serve.components import ReRankSelector
 from notefeed.serve.engine import Engine
 
 from .conftest import make_config
@@ -44,7 +45,7 @@ def test_publish_adds_to_ann_and_vectors_used(small_ds, tmp_path: Path) -> None:
     i = eng.publish(Note(note_id="new-1", author_id="x"))
     assert i == small_ds.n_items and len(ann.item_vectors) == small_ds.n_items + 1
     assert i in ann.recall(eng.context("u1"), 5).items
-    sel = eng.pipelines["default"].steps[-1].component
+    sel = next(s.component for s in eng.pipelines["default"].steps if isinstance(s.component, ReRankSelector))
     np.testing.assert_array_equal(sel.vectors(np.array([0, i])), ann.item_vectors[[0, i]])
     ctx, res = eng.feed("u1", 3)
     assert not res.errors and len(res.items) == 3

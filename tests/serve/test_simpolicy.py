@@ -34,3 +34,24 @@ def test_pipeline_policy_serves_and_learns_from_reactions(tmp_path):
 def test_pipeline_is_a_registered_sim_policy():
     assert make_policy("pipeline").name == "pipeline"
     assert make_policy("pipeline-popular").name == "pipeline-popular"
+    assert make_policy("pipeline-nocoldstart").name == "pipeline-nocoldstart"
+
+
+def test_pipeline_cold_start_exposes_new_notes_and_the_variant_does_not(tmp_path):
+    from notefeed.serve.config import ServeConfig
+
+    exposed = {}
+    for name, cfg in (("pipeline", None), ("pipeline-nocoldstart", ServeConfig().with_overrides(
+            coldstart={"enabled": False}))):
+        community = generate("tiny", seed=0)
+        env = SimEnvironment(community, seed=1, dataset=community.history())
+        policy = EnginePolicy(workspace=tmp_path / name, config=cfg, name=name)
+        try:
+            res = run_closed_loop(env, policy, steps=3, requests_per_step=20, page_size=10, new_notes_per_step=3)
+            exposed[name] = res["new_notes_exposed_share"]
+            assert res["policy"] == name
+            if name == "pipeline":
+                assert res["pool_notes"] == 9
+        finally:
+            policy.close()
+    assert exposed["pipeline"] > 0.5 and exposed["pipeline"] > exposed["pipeline-nocoldstart"]

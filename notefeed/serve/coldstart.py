@@ -1,0 +1,242 @@
+"""The new-note cold-start flow in the serving pipeline.
+
+A freshly published note has no engagement, so ranking drops it even when ``fresh/recent``
+recalls it. The engine owns a :class:`ColdStartHub` (a
+:class:`~notefeed.online.coldstart.ColdStartPool` plus the id mappings and persistence); two
+pipeline steps use it:
+
+- :class:`ColdStartSource` (``coldstart/bandit``): a *side* candidate source. Its candidates
+  skip merge and ranking (filters still apply) and carry their bandit score and stage.
+- :class:`ColdStartSlots` (``coldstart/slots``): a selector after re-ranking that places up
+  to ``slots`` of them into the page at spread positions. That is the whole boost; once a
+  note is handed over it leaves the pool and competes like any other note.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from notefeed.data.dataset import Dataset
+from notefeed.online.coldstart import STAGES, ColdStartConfig, ColdStartPool
+from notefeed.online.events import EventRecord
+from notefeed.recall.base import UserContext
+from notefeed.schema import Note
+from notefeed.serve.catalog import Catalog
+from notefeed.serve.config import ColdStartServeConfig
+from notefeed.serve.pipeline import CandidateSet, SideCandidates
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ColdStartHub", "ColdStartSource", "ColdStartSlots", "STATE_FILE", "spread_insert"]
+
+STATE_FILE = "coldstart.json"
+_STATE_VERSION = 1
+
+
+class ColdStartHub:
+    """The engine's cold-start pool: fed by ``publish`` and ``ingest``, read by the pipeline.
+
+    Users are the pool's integer rows: dataset users keep their index, users first seen online
+    get the next free row (kept in the state) so their impressions count towards hand-over.
+    Thread-safe: one lock around the pool (observe mutates what ``candidates_for`` reads).
+    """
+
+    def __init__(self, config: ColdStartServeConfig, ds: Dataset, catalog: Catalog) -> None:
+        self.config = config
+        self.ds = ds
+        self.catalog = catalog
+        self.pool = ColdStartPool(**config.pool_params())
+        self.new_users: dict[str, int] = {}
+        #: bus records already applied to the pool (a restored state skips them on replay)
+        self.events_seen = 0
+        self.rng = np.random.default_rng(config.seed)
+        self._lock = threading.Lock()
+        self._n_base = ds.n_items
+
+    # ------------------------------------------------------------------ start-up
+    def fit(self) -> ColdStartHub:
+        """Index the dataset's notes and build interest profiles from its positives."""
+        with self._lock:
+            self._index_base()
+            if len(self.ds.events):
+                self.pool.observe(self.ds.select_events())
+        return self
+
+    def _index_base(self) -> None:
+        if not self._n_base:
+            return
+        vecs = self.catalog.vectors()[: self._n_base] if self.config.vectors else None
+        self.pool.index_items(np.arange(self._n_base), [list(t) for t in self.ds.notes["tags"]],
+                              list(self.ds.notes["category"].astype(str)), vecs)
+
+    def publish_missing(self) -> int:
+        """Publish catalogue notes past the dataset the pool does not know (a lost state file)."""
+        missing = [i for i in range(self._n_base, self.catalog.n_items) if i not in self.pool.item_feats]
+        for i in missing:
+            note = self.catalog.published.get(i)
+            if note is not None:
+                self.publish(i, note)
+        return len(missing)
+
+    # ------------------------------------------------------------------ feeding
+    def user_row(self, user_id: str, create: bool = False) -> int | None:
+        u = self.ds.user_index.get(user_id)
+        if u is not None:
+            return int(u)
+        r = self.new_users.get(user_id)
+        if r is None and create:
+            r = self.new_users[user_id] = self.ds.n_users + len(self.new_users)
+        return r
+
+    def publish(self, item: int, note: Note) -> None:
+        self._publish(item, list(note.tags), note.category, note.created_at)
+
+    def _publish(self, item: int, tags: list[str], category: str, created_at: int) -> None:
+        ts = created_at if created_at > 0 else int(time.time())
+        vec = self.catalog.vectors()[item: item + 1] if self.config.vectors else None
+        with self._lock:
+            self.pool.publish(np.array([item]), vec, [tags], [category] if category else None, ts=ts)
+
+    def observe(self, recs: Sequence[EventRecord]) -> None:
+        """Events -> the pool's index-based frame (user row, item, type, ts); unknown notes skipped."""
+        users, items, types, ts = [], [], [], []
+        for r in recs:
+            i = self.catalog.item_of(r.note_id)
+            if i is None:
+                continue
+            users.append(self.user_row(r.user_id, create=True))
+            items.append(i)
+            types.append(r.type)
+            # client clocks can be missing or absurd: fall back to the server's receive time
+            ts.append(int(r.ts) if r.ts > 0 else int(r.received_at))
+        with self._lock:
+            self.events_seen += len(recs)
+            if items:
+                self.pool.observe(pd.DataFrame({"user": np.asarray(users, np.int64), "item": np.asarray(items, np.int64),
+                                                "type": types, "ts": np.asarray(ts, np.int64)}))
+
+    # ------------------------------------------------------------------ serving
+    def candidates(self, ctx: UserContext, k: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Up to ``k`` bandit-chosen pool notes for this user: (items, scores desc, stages)."""
+        u = ctx.user if ctx.user is not None else self.user_row(ctx.user_id)
+        if u is None:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32), []
+        exclude = np.concatenate([ctx.seen, ctx.history, ctx.hidden]).astype(np.int64)
+        with self._lock:
+            return self.pool.candidates_for(int(u), k, self.rng, exclude)
+
+    def summary(self) -> dict[str, Any]:
+        with self._lock:
+            return self.pool.summary()
+
+    def boosted(self, item: int) -> bool:
+        """Whether ``item`` is in the pool and still boosted (seed or look-alike stage)."""
+        with self._lock:
+            note = self.pool.notes.get(int(item))
+            return note is not None and STAGES[note.stage] in ("seed", "lookalike")
+
+    # ------------------------------------------------------------------ state
+    def save(self, path: str | Path) -> Path:
+        """JSON state; the dataset's own notes' features are left out (re-indexed on load)."""
+        path = Path(path)
+        with self._lock:
+            state = self.pool.to_state()
+            state["item_feats"] = {k: v for k, v in state["item_feats"].items() if int(k) >= self._n_base}
+            state["item_vecs"] = {k: v for k, v in state["item_vecs"].items() if int(k) >= self._n_base}
+            body = {"version": _STATE_VERSION, "n_base_items": self._n_base, "n_users": self.ds.n_users,
+                    "notes": {str(i): self.catalog.note_ids[i] for i in self.pool.notes},
+                    "new_users": self.new_users, "events_seen": self.events_seen, "pool": state}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body))
+        tmp.replace(path)  # atomic: a crash mid-write leaves the previous state
+        return path
+
+    def restore(self, path: str | Path) -> None:
+        """Load a saved state; a corrupt file or one from another dataset is a clear error."""
+        path = Path(path)
+        try:
+            body = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: cannot read the cold-start state ({e})") from None
+        if not isinstance(body, dict) or body.get("version") != _STATE_VERSION:
+            raise ValueError(f"{path}: not a notefeed cold-start state (field 'version')")
+        if body.get("n_base_items") != self._n_base or body.get("n_users") != self.ds.n_users:
+            raise ValueError(f"{path}: cold-start state is for another dataset (fields 'n_base_items'/'n_users': "
+                             f"{body.get('n_base_items')}/{body.get('n_users')}, workspace has "
+                             f"{self._n_base}/{self.ds.n_users}); delete it to start the pool afresh")
+        for i, nid in dict(body.get("notes") or {}).items():
+            if int(i) >= self.catalog.n_items or self.catalog.note_ids[int(i)] != nid:
+                raise ValueError(f"{path}: cold-start note {nid!r} (field 'notes.{i}') is not in the catalogue")
+        try:
+            pool = ColdStartPool.from_state(body["pool"])
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{path}: field 'pool': {e}") from None
+        # the current config's pool settings win over the saved ones (a changed hand-over applies)
+        pool.config = ColdStartConfig(**self.config.pool_params()).validate()
+        with self._lock:
+            self.pool = pool
+            self._index_base()
+            self.new_users = {str(k): int(v) for k, v in dict(body.get("new_users") or {}).items()}
+            self.events_seen = int(body.get("events_seen", 0))
+
+
+class ColdStartSource:
+    """``coldstart/bandit``: a side source (bypasses ranking) of bandit-chosen pool notes."""
+
+    name = "coldstart/bandit"
+    side = True
+
+    def __init__(self, hub: ColdStartHub) -> None:
+        self.hub = hub
+
+    def fit(self, ds: Any) -> ColdStartSource:
+        return self  # the engine fits the hub once; it is shared with publish/ingest
+
+    def recall(self, ctx: UserContext, k: int) -> SideCandidates:
+        items, scores, stages = self.hub.candidates(ctx, k)
+        codes = np.asarray([STAGES.index(s) for s in stages], np.float32)
+        return SideCandidates(self.name, items, scores, columns={"coldstart.score": scores, "coldstart.stage": codes})
+
+
+def spread_insert(page: list[int], extra: list[int], n: int) -> list[int]:
+    """``extra`` inserted into ``page`` at spread positions (1, 1 + n/m, ...), cut to ``n``:
+    not stacked at the top, where position bias would make every new note look good."""
+    out = list(page)
+    m = max(len(extra), 1)
+    for j, x in enumerate(extra):
+        out.insert(min(len(out), 1 + j * max(n // m, 1)), x)
+    return out[:n]
+
+
+class ColdStartSlots:
+    """``coldstart/slots``: after re-ranking, up to ``slots`` side candidates into the page.
+
+    Sees the re-ranked page (rows with ``main`` = 1, in order) plus the side candidates
+    (``side`` = 1); pool notes that made the page on their own count against the slots.
+    """
+
+    name = "coldstart/slots"
+    mixes_side = True
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+
+    def select(self, ctx: UserContext, cs: CandidateSet, n: int) -> np.ndarray:
+        main = cs.columns["main"] > 0
+        side = cs.columns["side"] > 0
+        ranked = np.flatnonzero(main)[:n]
+        room = max(0, min(self.slots - int(side[ranked].sum()), n))
+        extra = np.flatnonzero(side & ~main)
+        score = cs.columns.get("coldstart.score", np.zeros(len(cs), np.float32))[extra]
+        extra = extra[np.argsort(-score, kind="stable")][:room]
+        keep = ranked[: max(0, n - len(extra))] if len(ranked) + len(extra) > n else ranked
+        return np.asarray(spread_insert(keep.tolist(), extra.tolist(), n), np.int64)
