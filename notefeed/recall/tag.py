@@ -17,11 +17,12 @@ def item_terms(ds: Dataset) -> tuple[sp.csr_matrix, list[str]]:
     """(n_items, n_terms) binary CSR of each note's tags plus ``cat:<category>``; the term names."""
     rows, terms = [], []
     for i, (tags, cat) in enumerate(zip(ds.notes["tags"], ds.notes["category"], strict=True)):
-        for t in {str(x).strip().lower() for x in tags} | ({f"cat:{cat}"} if cat else set()):
+        # sorted: term ids (and so tie order downstream) must not depend on the process's hash seed
+        for t in sorted({str(x).strip().lower() for x in tags} | ({f"cat:{cat}"} if cat else set())):
             if t:
                 rows.append(i)
                 terms.append(t)
-    codes, names = pd.factorize(pd.Series(terms, dtype=object))
+    codes, names = pd.factorize(pd.Series(terms, dtype=object), sort=True)
     m = sp.csr_matrix(
         (np.ones(len(rows), np.float32), (np.asarray(rows, np.int64), codes.astype(np.int64))),
         shape=(ds.n_items, len(names)),

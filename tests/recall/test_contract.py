@@ -60,3 +60,20 @@ def test_weighted_row_sum_matches_sparse_product():
     np.testing.assert_allclose(vals, dense[cols])
     assert set(cols.tolist()) == set(np.flatnonzero(dense).tolist())
     assert weighted_row_sum(sp.csr_matrix((3, 4)), np.array([1]), np.array([1.0]))[0].size == 0
+
+
+def test_tag_terms_do_not_depend_on_the_hash_seed(tmp_path):
+    """Two processes with different PYTHONHASHSEED build identical term vocabularies."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from notefeed.sim import generate; from notefeed.recall.tag import item_terms;"
+            "ds = generate('tiny').history(); m, names = item_terms(ds);"
+            "print('|'.join(names), m.indices.tolist())")
+    outs = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        outs.append(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                   text=True, check=True).stdout)
+    assert outs[0] == outs[1]
