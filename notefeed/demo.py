@@ -224,11 +224,13 @@ def _api_tour(http: Any, auth: dict[str, str], ds: Any, engine: Any, con: Consol
 
 def _print_loop(rows: list[dict[str, Any]], con: Console) -> None:
     t = Table(title="closed loop: same users, same seed, side by side")
-    cols = (("policy", "policy"), ("impressions", "impr."), ("ctr", "CTR"), ("like_rate", "like"),
-            ("collect_rate", "collect"), ("small_creator_share", "small-creator share"),
-            ("creator_gini", "creator Gini"), ("diversity", "diversity"), ("interest_coverage", "interest cov."))
+    cols = (("policy", "policy"), ("ctr", "CTR"), ("like_rate", "like"), ("collect_rate", "collect"),
+            ("small_creator_share", "small%"), ("creator_gini", "Gini"), ("diversity", "div."),
+            ("interest_coverage", "cover"))
+    con.print("small% = exposure share of creators under 1,000 followers; Gini = creator-exposure "
+              "concentration; div. = topic diversity in a page; cover = share of users' true interests shown")
     for _, header in cols:
-        t.add_column(header, overflow="fold")
+        t.add_column(header, no_wrap=True)
     for r in rows:
         t.add_row(*[f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c, _ in cols])
     con.print(t)

@@ -223,17 +223,46 @@ class Fusion:
 
 
 class TopK:
-    """Keep the ``keep`` best by ``column`` (descending)."""
+    """Keep the ``keep`` best by ``column`` (descending).
 
-    def __init__(self, column: str, keep: int, name: str | None = None) -> None:
-        self.column, self.keep = column, keep
+    With ``reserve`` > 0 and a ``catalog``, at least ``ceil(reserve * keep)`` of the kept rows
+    are small-creator notes (the best of them by the same column) when that many exist. Every
+    truncation before the re-ranker needs this: a page-level exposure guarantee cannot be met
+    from a window that popularity or a learned ranker has already emptied of small creators.
+    """
+
+    def __init__(self, column: str, keep: int, name: str | None = None, reserve: float = 0.0,
+                 catalog: Catalog | None = None) -> None:
+        if not 0.0 <= reserve <= 1.0:
+            raise ValueError(f"TopK: reserve must be in [0, 1], got {reserve}")
+        self.column, self.keep, self.reserve, self.catalog = column, keep, reserve, catalog
         self.name = name or f"top/{column}"
 
     def select(self, ctx: UserContext, cs: CandidateSet, n: int) -> np.ndarray:
         col = cs.columns.get(self.column)
-        if col is None:  # an upstream scorer failed: keep the current order
-            return np.arange(min(self.keep, len(cs)))
-        return np.argsort(-col, kind="stable")[: self.keep]
+        order = np.arange(len(cs)) if col is None else np.argsort(-col, kind="stable")
+        if len(order) <= self.keep:  # an upstream scorer failed -> current order (above)
+            return order
+        top = order[: self.keep]
+        if self.reserve <= 0 or self.catalog is None:
+            return top
+        small = self.catalog.small_creator(cs.items[order])
+        want = int(np.ceil(self.reserve * self.keep))
+        have = int(small[: self.keep].sum())
+        if have >= want:
+            return top
+        extra = order[self.keep:][small[self.keep:]][: want - have]  # best small creators left out
+        drop = order[: self.keep][~small[: self.keep]][::-1][: len(extra)]  # weakest big ones
+        kept = np.setdiff1d(top, drop, assume_unique=True)
+        merged = np.concatenate([kept, extra])
+        return merged[np.argsort(_rank_of(order, merged))]  # kept rows stay in score order
+
+
+def _rank_of(order: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Position of each of ``rows`` in the permutation ``order``."""
+    pos = np.empty(len(order), np.int64)
+    pos[order] = np.arange(len(order))
+    return pos[rows]
 
 
 class ReRankSelector:

@@ -81,6 +81,15 @@ def _fit(obj: Any, ds: Dataset) -> Any:
     return obj
 
 
+def small_creator_reserve(config: ServeConfig) -> float:
+    """The small-creator share the re-ranker's fairness guarantees (0 when off): the truncations
+    before it (coarse keep, re-rank window) keep at least that share of small-creator notes."""
+    fair = (config.rerank.params or {}).get("fairness") if config.rerank.name else None
+    if not isinstance(fair, dict) or fair.get("mode", "off") == "off":
+        return 0.0
+    return float(fair.get("target", 0.5))
+
+
 def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: ModelHolder,
                    name: str = "default", coldstart: ColdStartHub | None = None) -> Pipeline:
     """Steps from ``config``. With ``coldstart.enabled`` (and the engine's ``coldstart`` hub) a
@@ -107,6 +116,7 @@ def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: M
         if f != "builtin/seen":
             raise ConfigError(f"filters.{i}: unknown filter {f!r}; known: ['builtin/seen']")
         steps.append(Step("filter", SeenFilter(catalog)))
+    reserve = small_creator_reserve(config)
     co = config.coarse
     if co.scorer is not None:
         if co.scorer == "builtin/popularity":
@@ -117,7 +127,7 @@ def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: M
         else:
             raise ConfigError(f"coarse.scorer: unknown scorer {co.scorer!r}; known: "
                               f"{['builtin/popularity', *SCORERS.names()]}")
-        steps.append(Step("selector", TopK("coarse", co.keep, "coarse/keep")))
+        steps.append(Step("selector", TopK("coarse", co.keep, "coarse/keep", reserve, catalog)))
     fi = config.fine
     if fi.scorer is not None:
         if fi.scorer != "builtin/linear" and fi.model_dir is None:
@@ -136,7 +146,7 @@ def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: M
         steps.append(Step("scorer", ModelScorer(catalog)))
     steps.append(Step("scorer", Fusion(config.fusion.weights)))
     rr = config.rerank
-    steps.append(Step("selector", TopK("fused", rr.window, "rerank/window")))
+    steps.append(Step("selector", TopK("fused", rr.window, "rerank/window", reserve, catalog)))
     if rr.name is not None:
         if rr.name == "builtin/author-cap":
             reranker: Any = create_component(AuthorCapReRanker, rr.params, "rerank.params")
