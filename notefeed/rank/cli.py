@@ -39,9 +39,38 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         k: int = typer.Option(3, help="top-k per logged request (user-minute; pages hold ~10 impressions)"),
         min_small_share: float = typer.Option(0.5, help="floor on small-creator share of the top-k"),
         quick: bool = typer.Option(False, help="small synthetic world / user subsample"),
+        objective: str = typer.Option("sim", help="'sim': closed loop through the serving pipeline in the "
+                                      "simulator; 'offline': held-out logged requests of --dataset"),
+        preset: str = typer.Option("demo", help="simulator preset for --objective sim"),
+        steps: int = typer.Option(8, help="closed-loop steps per trial (--objective sim)"),
+        requests: int = typer.Option(40, help="page requests per step (--objective sim)"),
         json_path: Path = typer.Option(None, "--json"),
     ) -> None:
-        """Search fusion weights (optuna TPE) on held-out logged requests (offline objective)."""
+        """Search fusion weights (optuna TPE): engagement with a floor on small-creator share."""
+        if objective not in ("sim", "offline"):
+            raise typer.BadParameter(f"--objective must be 'sim' or 'offline', got {objective!r}")
+        if objective == "sim":
+            from notefeed.rank.fusion import tune_fusion
+            from notefeed.serve.config import ServeConfig
+            from notefeed.serve.tune import sim_fusion_objective
+
+            log: list[dict] = []
+            obj = sim_fusion_objective("tiny" if quick else preset, seed, steps, requests,
+                                       min_small_share=min_small_share, log=log)
+            serving = ServeConfig().fusion.weights  # today's serving default is the baseline trial
+            res = tune_fusion(obj, trials, seed, tuple(serving), progress=True, baseline=serving)
+            res.pop("trials")
+            res["default_value"] = log[0]["value"]  # the hand-set default is the first trial
+            res["best_metrics"] = max(log, key=lambda e: e["value"])
+            res["default_metrics"] = log[0]
+            res["objective"] = (f"sim: closed loop through the serving pipeline on preset "
+                                f"{'tiny' if quick else preset}, {steps} steps x {requests} requests; engagement "
+                                f"per impression - penalty x shortfall below small share {min_small_share}")
+            text = json.dumps(res, indent=2, default=float)
+            typer.echo(text)
+            if json_path is not None:
+                json_path.write_text(text)
+            return
         from notefeed.rank.evaluate import _load
         from notefeed.rank.features import FeatureBuilder
         from notefeed.rank.finenet import FineConfig

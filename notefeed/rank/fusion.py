@@ -53,13 +53,16 @@ def fuse(preds: Mapping[str, np.ndarray], weights: Mapping[str, float], mode: st
 
 def tune_fusion(objective: Callable[[dict[str, float]], float], n_trials: int, seed: int,
                 tasks: Sequence[str] = tuple(DEFAULT_WEIGHTS), high: float = 2.0,
-                progress: bool = False) -> dict[str, Any]:
-    """Maximise ``objective(weights)`` with optuna TPE; returns best weights, value and trials."""
+                progress: bool = False, baseline: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Maximise ``objective(weights)`` with optuna TPE; returns best weights, value and trials.
+    The first trial is ``baseline`` (default :data:`DEFAULT_WEIGHTS`), so the search is compared
+    with the hand-set weights in the same run."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    study.enqueue_trial({t: DEFAULT_WEIGHTS.get(t, 1.0) for t in tasks})  # the hand-set default first
+    first = DEFAULT_WEIGHTS if baseline is None else baseline
+    study.enqueue_trial({t: float(first.get(t, 1.0)) for t in tasks})  # the hand-set weights first
 
     def _obj(trial: optuna.Trial) -> float:
         w = {t: trial.suggest_float(t, 0.0, high) for t in tasks}
