@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from notefeed.data.dataset import Dataset, DataError
+from notefeed.data.dataset import DataError, Dataset
 
 
 def _events() -> pd.DataFrame:

@@ -133,8 +133,8 @@ def eval_command(
 ) -> None:
     """Offline evaluation of one funnel stage on one or more datasets."""
     # every stage registers its evaluator when its package is imported
-    import notefeed.eval.runner  # noqa: F401
     import notefeed.content  # noqa: F401
+    import notefeed.eval.runner  # noqa: F401
     import notefeed.rank  # noqa: F401
     import notefeed.recall  # noqa: F401
     import notefeed.rerank  # noqa: F401
