@@ -48,29 +48,38 @@ class EventBus(Protocol):
     def close(self) -> None: ...
 
 
+def open_wal(path: Path, synchronous: str, what: str, schema: str) -> sqlite3.Connection:
+    """A thread-shareable SQLite connection in WAL mode with ``synchronous`` durability and
+    ``schema`` applied; a file that is not such a database gives ``ValueError`` naming ``what``.
+    Autocommit (``isolation_level=None``): callers open their own transactions."""
+    if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+        raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        db.execute(schema)
+    except sqlite3.DatabaseError as e:
+        db.close()
+        raise ValueError(f"{path}: not a {what} ({e})") from e
+    return db
+
+
 class SqliteEventBus:
     """Append-only SQLite log in WAL mode; safe to share across threads (one lock)."""
 
     name = "sqlite"
 
     def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
-        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
-            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
-                "user_id TEXT NOT NULL, note_id TEXT NOT NULL, ts INTEGER NOT NULL, type TEXT NOT NULL, "
-                "received_at REAL NOT NULL, dwell_s REAL, position INTEGER, request_id TEXT, surface TEXT)"
-            )
-        except sqlite3.DatabaseError as e:
-            self._db.close()
-            raise ValueError(f"{self.path}: not a notefeed event log ({e})") from e
+        self._db = open_wal(
+            self.path, synchronous, "notefeed event log",
+            "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "user_id TEXT NOT NULL, note_id TEXT NOT NULL, ts INTEGER NOT NULL, type TEXT NOT NULL, "
+            "received_at REAL NOT NULL, dwell_s REAL, position INTEGER, request_id TEXT, surface TEXT)",
+        )
 
     def append(self, events: Sequence[EventRecord]) -> int:
         if not events:

@@ -12,7 +12,6 @@ two-tower embedding replaces them when the pipeline provides one.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from notefeed.data.dataset import Dataset
+from notefeed.online.bus import open_wal
 from notefeed.schema import POSITIVE_TYPES, SMALL_CREATOR_FOLLOWERS, Note
 
 __all__ = ["Catalog", "NoteLog", "VECTOR_DIM"]
@@ -34,19 +34,12 @@ class NoteLog:
 
     def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous}")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS notes (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
-                "note_id TEXT UNIQUE NOT NULL, body TEXT NOT NULL, followers INTEGER)"
-            )
-        except sqlite3.DatabaseError as e:
-            self._db.close()
-            raise ValueError(f"{self.path}: not a notefeed note log ({e})") from e
+        self._db = open_wal(
+            self.path, synchronous, "notefeed note log",
+            "CREATE TABLE IF NOT EXISTS notes (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "note_id TEXT UNIQUE NOT NULL, body TEXT NOT NULL, followers INTEGER)",
+        )
 
     def append(self, note: Note, followers: int | None) -> None:
         with self._lock:
