@@ -164,6 +164,108 @@ def bench_sim(
     write_json(json_path, out)
 
 
+def _spark(values: list[float]) -> str:
+    """A compact text series: one block character per step, scaled over the values' own range."""
+    blocks = " ▁▂▃▄▅▆▇█"
+    if not values:
+        return ""
+    lo, hi = min(values), max(values)
+    span = hi - lo
+    return "".join(blocks[4 if span <= 0 else 1 + round((v - lo) / span * 7)] for v in values)
+
+
+@sim_app.command("bubble")
+def bubble_cmd(
+    preset: str = typer.Option("tiny", help="tiny | demo | 100k | 1m (the two-tower fit is slow above tiny)"),
+    steps: int = typer.Option(30, help="closed-loop steps"),
+    requests: int = typer.Option(40, help="requests per step"),
+    quota: int = typer.Option(50, help="quota of each exploration channel"),
+    seed: int = typer.Option(0, help="random seed (same for every variant)"),
+    variants: str = typer.Option("", help="comma-separated subset of the sweep's variants (default: all)"),
+    json_path: Path | None = typer.Option(None, "--json", help="write results (with per-step series) here"),
+) -> None:
+    """Filter bubble: the pipeline without vs with exploration channels (a small sweep), same seeds."""
+    from notefeed.eval.timing import machine_info, write_json
+    from notefeed.sim.experiments import default_variants, filter_bubble
+
+    sweep = default_variants(quota=quota)
+    picked = [v.strip() for v in variants.split(",") if v.strip()] or list(sweep)
+    for v in picked:
+        if v not in sweep:
+            raise typer.BadParameter(f"unknown variant {v!r}; known: {', '.join(sweep)}", param_hint="--variants")
+    chosen = {v: sweep[v] for v in picked}
+    t0 = time.perf_counter()
+    with Progress(console=_console, transient=True) as prog:
+        tasks = {n: prog.add_task(n, total=steps) for n in chosen}
+        out = filter_bubble(preset, steps, requests, seed, variants=chosen,
+                            progress=lambda n, k: prog.advance(tasks[n], k))
+    wall = time.perf_counter() - t0
+    table = Table(title=f"filter bubble: {preset}, {steps} steps x {requests} requests, seed {seed}, "
+                        f"exploration quota {quota}")
+    for col in ("variant", "ctr", "coverage (end)", "coverage start->end", "diversity", "small creators",
+                "explore share", "explore-only share", "wall s"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for r in out["variants"]:
+        cov = r["coverage_series"]
+        mark = " *" if r["variant"] == out["best"] else ""
+        table.add_row(r["variant"] + mark, _fmt(r["ctr"]), _fmt(r["interest_coverage"]),
+                      f"{cov[0]:.3f}->{cov[-1]:.3f}" if cov else "", _fmt(r["diversity"]),
+                      _fmt(r["small_creator_share"]), _fmt(r["explore_share"]), _fmt(r["explore_only_share"]),
+                      f"{r['wall_s']:.1f}")
+    _console.print(table)
+    _console.print("interest coverage over time (per step; each line scaled to its own min..max):")
+    width = max(len(r["variant"]) for r in out["variants"])
+    for r in out["variants"]:
+        cov = r["coverage_series"]
+        _console.print(f"  {r['variant']:<{width}} {_spark(cov)}  {cov[0]:.3f} .. {cov[-1]:.3f}", markup=False)
+    vs = out["best_vs_baseline"]
+    if vs is not None:
+        _console.print(f"best exploration variant by CTR: [bold]{out['best']}[/] (* above): CTR x{vs['ctr_ratio']:.3f}, "
+                       f"coverage {vs['coverage_delta']:+.4f}, diversity {vs['diversity_delta']:+.4f}, "
+                       f"small-creator share {vs['small_creator_share_delta']:+.4f} vs {out['baseline']}")
+    _console.print(f"two-tower fit {out['tower_fit_s']:.1f}s; total {wall:.1f}s")
+    if json_path is not None:
+        write_json(json_path, {**out, "quota": quota, "wall_s": wall, "machine": machine_info()})
+
+
+@sim_app.command("online-train")
+def online_train_cmd(
+    preset: str = typer.Option("tiny", help="tiny | demo | 100k | 1m"),
+    steps: int = typer.Option(24, help="closed-loop steps per mode"),
+    requests: int = typer.Option(100, help="requests per step"),
+    retrain_every: int = typer.Option(8, help="periodic mode: retrain every this many steps"),
+    epochs: int = typer.Option(2, help="epochs of the initial fine-ranker fit"),
+    modes: str = typer.Option("popular,frozen,periodic,online", help="comma-separated update modes"),
+    seed: int = typer.Option(0, help="random seed"),
+    json_path: Path | None = typer.Option(None, "--json", help="write the rows here"),
+) -> None:
+    """Fine ranker frozen vs periodically retrained vs updated online, in closed loop (same seeds)."""
+    from notefeed.eval.timing import machine_info, write_json
+    from notefeed.online.trainer import compare_update_modes
+
+    names = tuple(m.strip() for m in modes.split(",") if m.strip())
+    t0 = time.perf_counter()
+    with Progress(console=_console, transient=True) as prog:
+        prog.add_task(f"{len(names)} modes x {steps} steps", total=None)
+        rows = compare_update_modes(preset, steps, seed, requests_per_step=requests, retrain_every=retrain_every,
+                                    epochs=epochs, modes=names)
+    wall = time.perf_counter() - t0
+    table = Table(title=f"online training: {preset}, {steps} steps x {requests} requests, seed {seed}, "
+                        f"periodic every {retrain_every} steps")
+    cols = ("mode", "ctr", "ctr_first_half", "ctr_second_half", "updates", "median_update_latency_s",
+            "median_event_to_publish_s", "train_s", "wall_s")
+    for c in cols:
+        table.add_column(c, justify="left" if c == "mode" else "right")
+    for r in rows:
+        table.add_row(*[_fmt(r.get(c)) if r.get(c) is not None else "-" for c in cols])
+    _console.print(table)
+    _console.print(f"total {wall:.1f}s")
+    if json_path is not None:
+        write_json(json_path, {"preset": preset, "steps": steps, "requests_per_step": requests,
+                               "retrain_every": retrain_every, "epochs": epochs, "seed": seed, "rows": rows,
+                               "wall_s": wall, "machine": machine_info()})
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this stage's commands to ``notefeed`` and ``notefeed bench``."""
     app.add_typer(sim_app, name="sim")
