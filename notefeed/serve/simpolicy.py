@@ -19,6 +19,7 @@ import pandas as pd
 from notefeed.schema import Event
 from notefeed.serve.config import ServeConfig
 from notefeed.serve.engine import Engine
+from notefeed.serve.pipeline import FeedResult
 from notefeed.sim.env import SimEnvironment
 from notefeed.sim.policies import POLICIES
 
@@ -101,8 +102,18 @@ class EnginePolicy:
         foreign = min(max(engine.catalog.n_items - len(self._note_ids), 0), k)
         _, res = engine.feed(str(self._user_ids[user]), k + foreign, self.pipeline)
         ids = engine.catalog.note_ids
-        out = [self._env_item_of.get(ids[i], -1) for i in res.items.tolist()]
-        return np.asarray([i for i in out if i >= 0][:k], np.int64)
+        out: list[int] = []
+        rows: list[int] = []
+        for j, i in enumerate(res.items.tolist()):
+            item = self._env_item_of.get(ids[i], -1)
+            if item >= 0 and len(out) < k:
+                out.append(item)
+                rows.append(j)
+        self.served(res, rows)
+        return np.asarray(out, np.int64)
+
+    def served(self, result: FeedResult, rows: list[int]) -> None:
+        """Hook for subclasses: the feed ``result`` and which of its rows reached the page."""
 
     def observe(self, events: pd.DataFrame) -> None:
         if self.engine is None or self._user_ids is None or not len(events):

@@ -14,9 +14,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from notefeed.serve.config import ServeConfig
+from notefeed.serve.pipeline import FeedResult
 from notefeed.serve.simpolicy import EnginePolicy
 from notefeed.sim.env import SimEnvironment
 
@@ -74,24 +73,13 @@ class ExploreTrackingPolicy(EnginePolicy):
         super().__init__(*args, **kw)
         self.n_served = self.n_explore = self.n_explore_only = 0
 
-    def recommend(self, env_view: SimEnvironment, user: int, k: int) -> np.ndarray:
-        engine = self._attach(env_view)
-        assert self._user_ids is not None
-        foreign = min(max(engine.catalog.n_items - len(self._note_ids), 0), k)
-        _, res = engine.feed(str(self._user_ids[user]), k + foreign, self.pipeline)
-        ids = engine.catalog.note_ids
-        out: list[int] = []
-        for j, i in enumerate(res.items.tolist()):
-            item = self._env_item_of.get(ids[i], -1)
-            if item < 0 or len(out) >= k:
-                continue
-            out.append(item)
-            chans = res.candidates.channels[j] if j < len(res.candidates.channels) else []
-            exp = [c.startswith("explore/") for c in chans]
+    def served(self, result: FeedResult, rows: list[int]) -> None:
+        channels = result.candidates.channels
+        for j in rows:
+            exp = [c.startswith("explore/") for c in (channels[j] if j < len(channels) else [])]
             self.n_served += 1
             self.n_explore += int(any(exp))
             self.n_explore_only += int(bool(exp) and all(exp))
-        return np.asarray(out, np.int64)
 
     def metrics(self) -> dict[str, float]:
         n = max(self.n_served, 1)
