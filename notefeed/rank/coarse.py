@@ -19,7 +19,7 @@ from torch import nn
 
 from notefeed.rank.base import SCORERS
 from notefeed.rank.features import DENSE_NAMES, FeatureBuilder
-from notefeed.rank.layers import mlp
+from notefeed.rank.layers import attach_id_tables, mlp
 from notefeed.rank.optim import RowwiseAdam, split_params
 from notefeed.recall.base import UserContext
 
@@ -34,12 +34,7 @@ class CoarseNet(nn.Module):
     def __init__(self, vocab: Mapping[str, int], item_cat: torch.Tensor, item_author: torch.Tensor,
                  item_tags: torch.Tensor, d: int = 16, out: int = 16) -> None:
         super().__init__()
-        self.user_emb = nn.Embedding(vocab["n_users"], d, padding_idx=0, sparse=True)
-        self.item_emb = nn.Embedding(vocab["n_items"], d, padding_idx=0, sparse=True)
-        self.author_emb = nn.Embedding(vocab["n_authors"], d, padding_idx=0, sparse=True)
-        self.cat_emb = nn.Embedding(vocab["n_cats"], d, padding_idx=0)
-        self.tag_emb = nn.EmbeddingBag(vocab["hash_buckets"], d, mode="sum", padding_idx=0, sparse=True)
-        self.attr_emb = nn.EmbeddingBag(vocab["hash_buckets"], d, mode="sum", padding_idx=0, sparse=True)
+        attach_id_tables(self, vocab, d, sparse=True)
         for e in (self.user_emb, self.item_emb, self.author_emb, self.cat_emb, self.tag_emb, self.attr_emb):
             nn.init.normal_(e.weight, 0.0, 0.05)
         self.user_tower = mlp([3 * d + len(USER_DENSE), 32, out], last_act=False)

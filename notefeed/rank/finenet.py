@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from notefeed.rank.layers import CGC, PLE, MMoE, SingleTask, TargetAttention, make_towers
+from notefeed.rank.layers import CGC, PLE, MMoE, SingleTask, TargetAttention, attach_id_tables, make_towers
 from notefeed.schema import EVENT_TYPES, SURFACES
 
 __all__ = ["FineConfig", "FineNet", "ARCHS", "BATCH_KEYS"]
@@ -69,12 +69,7 @@ class FineNet(nn.Module):
                  item_tags: torch.Tensor) -> None:
         super().__init__()
         v, d, sp = cfg.vocab, cfg.dim, cfg.sparse
-        self.user_emb = nn.Embedding(v["n_users"], d, padding_idx=0, sparse=sp)
-        self.item_emb = nn.Embedding(v["n_items"], d, padding_idx=0, sparse=sp)
-        self.author_emb = nn.Embedding(v["n_authors"], d, padding_idx=0, sparse=sp)
-        self.cat_emb = nn.Embedding(v["n_cats"], d, padding_idx=0)
-        self.tag_emb = nn.EmbeddingBag(v["hash_buckets"], d, mode="sum", padding_idx=0, sparse=sp)
-        self.attr_emb = nn.EmbeddingBag(v["hash_buckets"], d, mode="sum", padding_idx=0, sparse=sp)
+        attach_id_tables(self, v, d, sp)
         self.type_emb = nn.Embedding(len(EVENT_TYPES) + 1, d, padding_idx=0)
         self.fb_emb = nn.Embedding(9, d)
         self.surface_emb = nn.Embedding(len(SURFACES), d)

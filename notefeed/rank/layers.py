@@ -12,10 +12,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
-__all__ = ["mlp", "TargetAttention", "MMoE", "CGC", "PLE", "SingleTask", "make_towers"]
+__all__ = ["ID_TABLES", "attach_id_tables", "mlp", "TargetAttention", "MMoE", "CGC", "PLE", "SingleTask", "make_towers"]
+
+
+#: The id and side-info tables every ranker has, by attribute name (checkpoint keys depend on them).
+ID_TABLES = ("user_emb", "item_emb", "author_emb", "cat_emb", "tag_emb", "attr_emb")
+
+
+def attach_id_tables(module: nn.Module, vocab: Mapping[str, int], d: int, sparse: bool) -> None:
+    """Add :data:`ID_TABLES` to ``module``: user, item and author ids, category, hashed tags and
+    hashed user attributes (bags), row 0 the padding row. ``sparse`` gives sparse gradients for
+    the large tables (the row-wise optimiser's input); categories are few and stay dense.
+    Initialisation is the caller's: the coarse and fine rankers scale them differently."""
+    module.user_emb = nn.Embedding(vocab["n_users"], d, padding_idx=0, sparse=sparse)
+    module.item_emb = nn.Embedding(vocab["n_items"], d, padding_idx=0, sparse=sparse)
+    module.author_emb = nn.Embedding(vocab["n_authors"], d, padding_idx=0, sparse=sparse)
+    module.cat_emb = nn.Embedding(vocab["n_cats"], d, padding_idx=0)
+    module.tag_emb = nn.EmbeddingBag(vocab["hash_buckets"], d, mode="sum", padding_idx=0, sparse=sparse)
+    module.attr_emb = nn.EmbeddingBag(vocab["hash_buckets"], d, mode="sum", padding_idx=0, sparse=sparse)
 
 
 def mlp(sizes: list[int], last_act: bool = True) -> nn.Sequential:
