@@ -91,10 +91,17 @@ def small_creator_reserve(config: ServeConfig) -> float:
 
 
 def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: ModelHolder,
-                   name: str = "default", coldstart: ColdStartHub | None = None) -> Pipeline:
+                   name: str = "default", coldstart: ColdStartHub | None = None,
+                   fitted: dict[str, Any] | None = None) -> Pipeline:
     """Steps from ``config``. With ``coldstart.enabled`` (and the engine's ``coldstart`` hub) a
-    ``coldstart/bandit`` side source and the ``coldstart/slots`` selector after re-ranking."""
+    ``coldstart/bandit`` side source and the ``coldstart/slots`` selector after re-ranking.
+
+    ``fitted`` holds components already fitted (trained by ``notefeed train`` and loaded from
+    the model store, or fitted by the training orchestration itself), keyed by their config
+    place: ``recall.channels.<i>``, ``coarse``, ``fine``. Those are used as they are; every
+    other component is created from the config and fitted on ``ds``."""
     load_stage_components()
+    fitted = fitted or {}
     steps: list[Step] = []
     cs_on = config.coldstart.enabled and coldstart is not None and config.coldstart.slots > 0
     for i, ch in enumerate(config.recall.channels):
@@ -102,6 +109,8 @@ def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: M
             comp: Any = FreshSource(catalog)
         elif ch.name == "non-personalized/popular":
             comp = PopularSource(catalog)
+        elif f"recall.channels.{i}" in fitted:
+            comp = fitted[f"recall.channels.{i}"]
         elif ch.name in CHANNELS:
             comp = _fit(create_component(CHANNELS.get(ch.name), ch.params, f"recall.channels.{i}.params"), ds)
         else:
@@ -121,6 +130,8 @@ def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: M
     if co.scorer is not None:
         if co.scorer == "builtin/popularity":
             steps.append(Step("scorer", PopularityScorer(catalog)))
+        elif "coarse" in fitted:
+            steps.append(Step("scorer", RankScorerAdapter(fitted["coarse"], "coarse")))
         elif co.scorer in SCORERS:
             steps.append(Step("scorer", RankScorerAdapter(
                 _fit(create_component(SCORERS.get(co.scorer), co.params, "coarse.params"), ds), "coarse")))
@@ -130,7 +141,10 @@ def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: M
         steps.append(Step("selector", TopK("coarse", co.keep, "coarse/keep", reserve, catalog)))
     fi = config.fine
     if fi.scorer is not None:
-        if fi.scorer != "builtin/linear" and fi.model_dir is None:
+        if "fine" in fitted:
+            models.set(ModelVersion(str(getattr(fitted["fine"], "version", f"{fi.scorer}@fitted")),
+                                    fitted["fine"], time.time()))
+        elif fi.scorer != "builtin/linear" and fi.model_dir is None:
             # a scorer trained at start-up becomes the holder's first version
             if fi.scorer in RANK_FINE:
                 try:
