@@ -73,8 +73,11 @@ class Engine:
     """Everything a request needs. Thread-safe for concurrent feeds and ingests."""
 
     def __init__(self, ds: Dataset, config: ServeConfig, workspace: str | Path,
-                 state: OnlineState | None = None, bus: EventBus | None = None) -> None:
+                 state: OnlineState | None = None, bus: EventBus | None = None,
+                 fitted: dict[str, Any] | None = None) -> None:
         self.config = config
+        #: components trained beforehand (``notefeed train``), keyed by config place
+        self.fitted = dict(fitted or {})
         self.ds = ds
         self.workspace = Path(workspace)
         self.workspace.mkdir(parents=True, exist_ok=True)
@@ -116,7 +119,8 @@ class Engine:
         try:
             self.models = ModelHolder.from_dir_or_default(config.fine.model_dir, ds)
             self.pipelines: dict[str, Pipeline] = {
-                "default": build_pipeline(config, self.catalog, ds, self.models, coldstart=self.coldstart),
+                "default": build_pipeline(config, self.catalog, ds, self.models, coldstart=self.coldstart,
+                                          fitted=self.fitted),
                 # the baseline every benchmark compares against, and a fallback clients may ask for
                 "popular": build_pipeline(popular_config(config), self.catalog, ds, self.models, "popular"),
             }
@@ -211,14 +215,14 @@ class Engine:
         return ServeContext(user_id=user_id, user=u, history=hist, seen=seen, ts=int(now),
                             snapshot=snap, model=self.models.current(), seen_ids=snap.seen)
 
-    def feed(self, user_id: str, n: int, pipeline: str = "default") -> tuple[ServeContext, FeedResult]:
+    def feed(self, user_id: str, n: int, pipeline: str = "default", probe: bool = False) -> tuple[ServeContext, FeedResult]:
         p = self.pipelines.get(pipeline)
         if p is None:
             raise KeyError(f"unknown pipeline {pipeline!r} (field 'pipeline'); known: {sorted(self.pipelines)}")
         t0 = time.perf_counter()
         ctx = self.context(user_id)
         ctx_ms = (time.perf_counter() - t0) * 1e3
-        res = p.run(ctx, n)
+        res = p.run(ctx, n, probe=probe)
         self.metrics.observe("stage_latency_ms", ctx_ms, pipeline=pipeline, stage="context")
         for s in res.stages:
             self.metrics.observe("stage_latency_ms", s.ms, pipeline=pipeline, stage=f"{s.kind}:{s.name}")

@@ -172,6 +172,9 @@ class FeedResult:
     total_ms: float
     candidates: CandidateSet
     errors: list[str]
+    #: with ``probe=True``: (step name, item order) after the filters (by the ``recall``
+    #: column, named ``recall``) and after every selector, so an evaluation can score each stage
+    snapshots: list[tuple[str, np.ndarray]] = field(default_factory=list)
 
     def timings(self) -> dict[str, float]:
         """Milliseconds per step kind (sources summed), plus ``total``."""
@@ -247,6 +250,14 @@ def _merge(results: list[tuple[Candidates, int]]) -> CandidateSet:
                 col[j] = float(v[r])
     out = CandidateSet(np.asarray(items, np.int64), chans, {"recall": np.asarray(best, np.float32)})
     out.columns.update({k: np.asarray(v, np.float32) for k, v in extra.items()})
+    # each channel's own rank-normalised score (0 where it did not recall the item): the
+    # learned rankers read these, so that what a channel found is a feature, not just a union
+    pos = {it: j for j, it in enumerate(items)}
+    for cand, quota in results:
+        its = cand.items[:quota].tolist()
+        col = out.columns.setdefault(f"recall.{cand.channel}", np.zeros(len(items), np.float32))
+        m = max(1, len(its))
+        col[[pos[it] for it in its]] = 1.0 - np.arange(len(its), dtype=np.float32) / m
     return out
 
 
@@ -271,8 +282,12 @@ class Pipeline:
     def sources(self) -> list[Step]:
         return [s for s in self.steps if s.kind == "source"]
 
-    def run(self, ctx: UserContext, n: int) -> FeedResult:
+    def run(self, ctx: UserContext, n: int, probe: bool = False, stop_before: str | None = None) -> FeedResult:
+        """The page of ``n`` for ``ctx``. ``probe`` records each stage's order in
+        ``FeedResult.snapshots``; ``stop_before`` (a step name) returns the candidate set as
+        it enters that step, untruncated (training samples that look like serving)."""
         t_start = time.perf_counter()
+        snapshots: list[tuple[str, np.ndarray]] = []
         stages: list[StageRecord] = []
         errors: list[str] = []
         answers: list[tuple[Candidates, int]] = []
@@ -297,9 +312,16 @@ class Pipeline:
         stages.append(StageRecord("merge", "merge", (time.perf_counter() - t0) * 1e3,
                                   sum(min(len(c), q) for c, q in answers), len(cs)))
         side = _merge(side_answers) if side_answers else None
+        filtered = False
         for st in self.steps:
             if st.kind == "source":
                 continue
+            if probe and st.kind != "filter" and not filtered:
+                filtered = True
+                snapshots.append(("recall", cs.items[np.argsort(-cs.columns["recall"], kind="stable")]))
+            if stop_before is not None and st.name == stop_before:
+                total = (time.perf_counter() - t_start) * 1e3
+                return FeedResult(cs.items.copy(), stages, total, cs, errors, snapshots)
             t0 = time.perf_counter()
             n_in, err, removed = len(cs), None, 0
             try:
@@ -336,7 +358,11 @@ class Pipeline:
                 errors.append(err)
             stages.append(StageRecord(st.kind, st.name, (time.perf_counter() - t0) * 1e3, n_in, len(cs),
                                       removed, err))
+            if probe and st.kind == "selector":
+                snapshots.append((st.name, cs.items.copy()))
+        if stop_before is not None:
+            raise KeyError(f"stop_before: no step named {stop_before!r} in pipeline {self.name!r}")
         if len(cs) > n:
             cs = cs.take(np.arange(n))
         total = (time.perf_counter() - t_start) * 1e3
-        return FeedResult(cs.items.copy(), stages, total, cs, errors)
+        return FeedResult(cs.items.copy(), stages, total, cs, errors, snapshots)
