@@ -217,22 +217,17 @@ def tag_eval(
     return rows
 
 
-def _load(name: str, seed: int, quick: bool) -> Dataset:
+def _load(name: str, seed: int, quick: bool, path: str | None = None) -> Dataset:
     if name == "synthetic":
         from notefeed.content.synthetic import synthetic_catalogue
 
         return synthetic_catalogue(n_items=1000 if not quick else 400, n_users=800 if not quick else 300,
                                    seed=seed)[0]
-    if name == "sim":
-        try:
-            from notefeed.sim.community import generate
-        except ImportError:  # the simulator is optional for this stage: fall back
-            return _load("synthetic", seed, quick)
-        comm = generate("tiny" if quick else "demo", seed=seed)
-        return comm.history()
-    from notefeed.data.loaders import load_dataset
+    from notefeed.eval.datasets import load_eval_dataset
 
-    ds = load_dataset(name)
+    ds = load_eval_dataset(name, seed, path, quick=quick)
+    if name == "sim":
+        return ds
     if quick and len(ds.events):
         ds = ds.subsample_users(300, seed=seed)
     return ds
@@ -246,6 +241,7 @@ def evaluate_content(
     quick: bool = False,
     report_dir: Path | None = None,
     k: list[int] | None = None,
+    path: str | None = None,
 ) -> list[dict]:
     """Long-tail item-to-item recall and tag prediction on each dataset (see module doc).
 
@@ -260,7 +256,7 @@ def evaluate_content(
     rows: list[dict] = []
     md: list[str] = ["## Content stage: example neighbours", ""]
     for name in datasets or DEFAULT_DATASETS:
-        ds = _load(name, seed, quick)
+        ds = _load(name, seed, quick, path)
         if name == "kuairec":
             texts = [_HASHTAG.sub(" ", f"{a} {b}") for a, b in zip(ds.notes["title"], ds.notes["text"], strict=True)]
             cats = ds.notes[["category", "category2"]] if "category2" in ds.notes else ds.notes[["category"]]

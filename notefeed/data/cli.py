@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from notefeed.data.dataset import DataError, Dataset
-from notefeed.data.loaders import DATASET_NAMES, load_dataset
+from notefeed.data.loaders import DATASET_NAMES, dataset_for_path, load_dataset
 
 __all__ = ["register", "data_app", "stats_table"]
 
@@ -23,6 +23,19 @@ _console = Console()
 def _fail(msg: str) -> None:
     Console(stderr=True).print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
+
+
+_DATASET_HELP = f"One of: {', '.join(DATASET_NAMES)}; csv, seqfile (with --path); see `notefeed data list`."
+_PATH_HELP = ("Where the dataset is read from (default: shared/datasets/...). Alone: a sequence file "
+              "'user item item ...' per line (seqfile) or a folder with events.csv (csv).")
+
+
+def _dataset_for(path: Path) -> str:
+    try:
+        return dataset_for_path(path)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+        raise
 
 
 def stats_table(stats: dict[str, object]) -> Table:
@@ -55,8 +68,8 @@ def stats_table(stats: dict[str, object]) -> Table:
 @data_app.command("import")
 def import_cmd(
     workspace: Path = typer.Option(..., "--workspace", "-w", help="Workspace folder (created if needed)."),
-    dataset: str | None = typer.Option(None, "--dataset", help=f"One of: {', '.join(DATASET_NAMES)}."),
-    path: Path | None = typer.Option(None, "--path", help="Folder of the dataset (default: shared/datasets/...)."),
+    dataset: str | None = typer.Option(None, "--dataset", help=_DATASET_HELP),
+    path: Path | None = typer.Option(None, "--path", help=_PATH_HELP),
     csv: Path | None = typer.Option(None, "--csv", help="Folder with events.csv/parquet (+ notes, users, creators)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="With --csv: skip bad rows and list them."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite a non-empty workspace."),
@@ -65,8 +78,10 @@ def import_cmd(
     from notefeed.data.importer import import_folder
     from notefeed.data.store import Workspace
 
+    if dataset is None and csv is None and path is not None:
+        dataset = _dataset_for(path)
     if (dataset is None) == (csv is None):
-        _fail("give exactly one of --dataset NAME or --csv FOLDER")
+        _fail("give exactly one of --dataset NAME (or --path FILE) or --csv FOLDER")
     problems: list[str] = []
     try:
         with _console.status("reading input..."):
@@ -91,16 +106,18 @@ def import_cmd(
 
 @data_app.command("stats")
 def stats_cmd(
-    dataset: str | None = typer.Option(None, "--dataset", help=f"One of: {', '.join(DATASET_NAMES)}."),
-    path: Path | None = typer.Option(None, "--path", help="Folder of the dataset."),
+    dataset: str | None = typer.Option(None, "--dataset", help=_DATASET_HELP),
+    path: Path | None = typer.Option(None, "--path", help=_PATH_HELP),
     workspace: Path | None = typer.Option(None, "--workspace", "-w", help="A workspace folder instead."),
     json_path: Path | None = typer.Option(None, "--json", help="Also write the statistics as JSON here."),
 ) -> None:
     """Counts, time span, sparsity and events by type of a dataset or workspace."""
     from notefeed.data.store import Workspace
 
+    if dataset is None and workspace is None and path is not None:
+        dataset = _dataset_for(path)
     if (dataset is None) == (workspace is None):
-        _fail("give exactly one of --dataset NAME or --workspace DIR")
+        _fail("give exactly one of --dataset NAME (or --path FILE) or --workspace DIR")
     try:
         if workspace is not None:
             with Workspace.open(workspace, create=False) as ws:

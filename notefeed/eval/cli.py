@@ -120,7 +120,8 @@ def _mtime(report: Path | None) -> float | None:
 
 
 def eval_command(
-    dataset: str = typer.Option(..., "--dataset", help="dataset name(s), comma-separated (see `notefeed data`)"),
+    dataset: str | None = typer.Option(None, "--dataset", help="dataset name(s), comma-separated (see `notefeed data list`)"),
+    path: Path | None = typer.Option(None, "--path", help="where the dataset is read from; alone, a sequence file (seqfile) or a folder of events.csv (csv)"),
     models: str | None = typer.Option(None, "--models", help="models/methods, comma-separated (stage default when omitted)"),
     stage: str = typer.Option("model", "--stage", help="which stage's evaluation: model, recall, rank, rerank, ..."),
     split: str | None = typer.Option(None, "--split", help="loo (leave-last-out, default), temporal (global time cut) or ratio (per-user random 20%)"),
@@ -139,13 +140,18 @@ def eval_command(
     import notefeed.recall  # noqa: F401
     import notefeed.rerank  # noqa: F401
     from notefeed.data.dataset import DataError
+    from notefeed.data.loaders import dataset_for_path
     from notefeed.eval.report import write_report
     from notefeed.eval.stages import EVAL_STAGES, run_stage
     from notefeed.eval.timing import machine_info, write_json
 
     err = Console(stderr=True)
     try:
-        datasets = parse_list(dataset, "dataset") or []
+        if dataset is None and path is None:
+            raise ValueError("--dataset: give a dataset name (or --path FILE for your own sequence file)")
+        datasets = parse_list(dataset, "dataset") or [dataset_for_path(path)]  # type: ignore[arg-type]
+        if path is not None and len(datasets) != 1:
+            raise ValueError(f"--path: reads one dataset, but --dataset names {len(datasets)}")
         model_list = parse_list(models, "models")
         ks = parse_ks(k) if k is not None else None
         if stage not in EVAL_STAGES:
@@ -157,6 +163,8 @@ def eval_command(
             options["k"] = ks
         if param:
             options["params"] = parse_params(param)
+        if path is not None:
+            options["path"] = str(path)
         before = _mtime(report)
         rows = run_stage(stage, datasets, model_list, seed, quick, report, **options)
     except (*_ERRORS, DataError) as e:
@@ -172,6 +180,7 @@ def eval_command(
         "machine_info": machine_info(),
         "stage": stage,
         "datasets": datasets,
+        **({"path": str(path)} if path is not None else {}),
         "models": model_list,
         "split": split if split is not None else ("loo" if stage == "model" else None),
         "k": shown_ks,

@@ -186,12 +186,14 @@ def model_stage(
     split: str = "loo",
     k: Sequence[int] = DEFAULT_KS,
     params: Mapping[str, Mapping[str, object]] | None = None,
+    path: str | None = None,
 ) -> list[dict]:
     """``notefeed eval --stage model``: full-ranking evaluation of ``models`` on ``datasets``.
 
-    ``params``: ``{model: {keyword: value}}`` for the model factories (``--param bpr.learning_rate=0.005``).
+    ``params``: ``{model: {keyword: value}}`` for the model factories (``--param bpr.learning_rate=0.005``);
+    ``path``: where the (single) dataset is read from (``--path``).
     """
-    from notefeed.data.loaders import load_dataset
+    from notefeed.eval.datasets import load_eval_dataset
 
     if split not in SPLITS:
         raise ValueError(f"split: unknown kind {split!r}; known: {', '.join(SPLITS)}")
@@ -202,7 +204,7 @@ def model_stage(
         raise ValueError(f"params given for model(s) {', '.join(stray)} that are not being evaluated")
     rows: list[dict] = []
     for dname in datasets:
-        ds = load_dataset(dname)
+        ds = load_eval_dataset(dname, seed, path)
         if quick:
             ds = ds.subsample_users(QUICK_USERS, seed=seed)
             ds.name = dname  # rows keep the name the user asked for

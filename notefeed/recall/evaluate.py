@@ -140,16 +140,6 @@ def _merge_all(per: dict[str, list[Candidates]], quotas: dict[str, int] | None, 
     return out
 
 
-def _load(name: str, seed: int) -> Dataset:
-    if name == "sim":
-        from notefeed.sim.community import generate
-
-        return generate("demo", seed=seed).history()
-    from notefeed.data.loaders import load_dataset
-
-    return load_dataset(name)
-
-
 def evaluate_recall(ds: Dataset, channels: dict[str, dict[str, object]] | None = None, max_users: int = 2000,
                     seed: int = 0) -> list[dict]:
     """All rows for one dataset: one per channel, ``merged-even`` and ``merged-tuned``."""
@@ -194,10 +184,13 @@ def evaluate_recall(ds: Dataset, channels: dict[str, dict[str, object]] | None =
 
 @EVAL_STAGES.register("recall")
 def recall_stage(datasets: list[str], models: list[str] | None, seed: int, quick: bool,
-                 report_dir: Path | None) -> list[dict]:
-    """The ``recall`` evaluator: ``models`` picks channels (default all), ``quick`` 300 users."""
+                 report_dir: Path | None, path: str | None = None) -> list[dict]:
+    """The ``recall`` evaluator: ``models`` picks channels (default all), ``quick`` 300 users;
+    ``path`` is where the (single) dataset is read from."""
     import faiss
     import torch
+
+    from notefeed.eval.datasets import load_eval_dataset
 
     # one thread each: on a shared 2-core box, OpenMP spinning costs more than it gains
     torch.set_num_threads(1)
@@ -206,7 +199,8 @@ def recall_stage(datasets: list[str], models: list[str] | None, seed: int, quick
     chans = EVAL_CHANNELS if not models else {m: EVAL_CHANNELS.get(m, {}) for m in models}
     rows = []
     for name in names:
-        rows.extend(evaluate_recall(_load(name, seed), chans, max_users=300 if quick else 2000, seed=seed))
+        ds = load_eval_dataset(name, seed, path)
+        rows.extend(evaluate_recall(ds, chans, max_users=300 if quick else 2000, seed=seed))
     if report_dir is not None:
         from notefeed.eval.timing import write_json
 

@@ -38,7 +38,7 @@ from notefeed.rerank.dpp import DPPReRanker
 from notefeed.rerank.mmr import MMRReRanker, TopKReRanker
 from notefeed.rerank.ssd import SSDReRanker
 
-__all__ = ["evaluate_rerank", "sweep", "frontier_gap", "load_eval_dataset", "DEFAULT_DATASETS"]
+__all__ = ["evaluate_rerank", "sweep", "frontier_gap", "DEFAULT_DATASETS"]
 
 DEFAULT_DATASETS = ("movielens-small", "beauty", "taobao", "sim")
 N_CAND, K_PAGE, K_TOP = 500, 80, 20
@@ -55,17 +55,6 @@ def sweep(quick: bool) -> list[tuple[str, str, float, ReRanker]]:
     out += [("dpp-window", "theta", t, DPPReRanker(theta=t, window=10)) for t in thetas[::2]]
     out += [("mmr", "lambda", lam, MMRReRanker(lam=lam)) for lam in lams]
     return out
-
-
-def load_eval_dataset(name: str, quick: bool, seed: int) -> Dataset:
-    """A loader dataset, or ``sim`` (the simulator's community; ``tiny`` preset when quick)."""
-    if name == "sim":
-        from notefeed.sim.community import generate
-
-        return generate("tiny" if quick else "demo", seed=seed).history()
-    from notefeed.data.loaders import load_dataset
-
-    return load_dataset(name)
 
 
 def _candidates(ds: Dataset, n_users: int, seed: int, dim: int = 64) -> dict[str, Any]:
@@ -180,9 +169,12 @@ def _frontier_figure(rows: list[dict[str, Any]], dataset: str) -> Callable[[], A
 
 
 def evaluate_rerank(datasets: list[str], models: list[str] | None, seed: int, quick: bool,
-                    report_dir: Path | None) -> list[dict]:
-    """The ``rerank`` eval stage (see the module docstring). ``models`` filters methods."""
+                    report_dir: Path | None, path: str | None = None) -> list[dict]:
+    """The ``rerank`` eval stage (see the module docstring). ``models`` filters methods;
+    ``path`` is where the (single) dataset is read from."""
     from tqdm import tqdm
+
+    from notefeed.eval.datasets import load_eval_dataset
 
     rows: list[dict[str, Any]] = []
     figures: dict[str, Any] = {}
@@ -193,7 +185,7 @@ def evaluate_rerank(datasets: list[str], models: list[str] | None, seed: int, qu
     fair_methods: list[tuple[str, ReRanker]] = [("topk", TopKReRanker(fairness=fair)), ("ssd", SSDReRanker(gamma=0.2, fairness=fair)),
                     ("dpp", DPPReRanker(theta=0.8, fairness=fair))]
     for name in datasets or list(DEFAULT_DATASETS):
-        ds = load_eval_dataset(name, quick, seed)
+        ds = load_eval_dataset(name, seed, path, quick=quick)
         data = _candidates(ds, n_users, seed)
         small, protected = _protected(ds, data["pop"])
         base = {"dataset": name, "users": len(data["cands"]), "protected": protected}

@@ -125,3 +125,21 @@ def test_cli_json_has_no_bare_nan(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert doc["rows"] == [{"dataset": "a", "auc": None, "n": [None]}]
+
+
+def test_cli_path_reads_a_sequence_file(tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lines = [" ".join([f"user{u}", *(f"i{j}" for j in rng.choice(60, 12, replace=False))]) for u in range(80)]
+    log = tmp_path / "log.txt"
+    log.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "res.json"
+    res = runner.invoke(app, ["eval", "--path", str(log), "--models", "pop,itemknn", "--quick", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    assert doc["meta"]["datasets"] == ["seqfile"] and doc["meta"]["path"] == str(log)
+    assert [r["model"] for r in doc["rows"]] == ["pop", "itemknn"]
+    assert all(r["dataset"] == "seqfile" and r["test_users"] == 80 for r in doc["rows"])
+    res = runner.invoke(app, ["eval", "--dataset", "seqfile,beauty", "--path", str(log), "--quick"])
+    assert res.exit_code == 2 and "--path: reads one dataset" in res.output

@@ -12,7 +12,7 @@ from pathlib import Path
 from notefeed.data.dataset import Dataset
 from notefeed.registry import Registry
 
-__all__ = ["LOADERS", "load_dataset", "DATASET_NAMES"]
+__all__ = ["LOADERS", "load_dataset", "DATASET_NAMES", "dataset_for_path"]
 
 #: name -> ``loader(path: Path | None = None, **options) -> Dataset``
 LOADERS: Registry[Dataset] = Registry("dataset loader")
@@ -39,3 +39,18 @@ def load_dataset(name: str, path: str | Path | None = None, **options: object) -
 
     loader: Callable[..., Dataset] = LOADERS.get(name)
     return loader(path=Path(path) if path is not None else None, **options)
+
+
+def dataset_for_path(path: str | Path) -> str:
+    """The loader a bare ``--path`` implies: ``seqfile`` for a file (or a folder with exactly one
+    ``.txt``), ``csv`` for a folder with ``events.csv`` / ``events.parquet``."""
+    p = Path(path)
+    if p.is_file():
+        return "seqfile"
+    if not p.is_dir():
+        raise FileNotFoundError(f"--path: {p} does not exist")
+    if any((p / f).is_file() for f in ("events.csv", "events.parquet")):
+        return "csv"
+    if len([f for f in p.glob("*.txt") if f.is_file()]) == 1:
+        return "seqfile"
+    raise ValueError(f"--path: cannot tell the format of the folder {p}; give --dataset NAME too")

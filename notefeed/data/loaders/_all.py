@@ -9,6 +9,7 @@ from notefeed.data.loaders import (  # noqa: F401
     movielens,
     qilin,
     s3rec,
+    seqfile,
     simulated,
     taobao,
 )

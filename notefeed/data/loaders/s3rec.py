@@ -11,6 +11,7 @@ order), ``category`` the first attribute. No authors (``"unknown"``), no user at
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,30 +24,65 @@ from notefeed.data.loaders._common import need_file, resolve_folder
 __all__ = ["load_beauty", "load_lastfm", "load_sequences"]
 
 
-def _read_sequences(file: Path) -> pd.DataFrame:
+_COMMA_LINE = re.compile(r"[^,\s]+(?:\s*,\s*[^,\s]+)+")
+
+
+def _read_sequences(file: Path, *, int_ids: bool = True) -> pd.DataFrame:
+    """``user item item ...`` per line -> click events with ``ts`` = position in the user's sequence.
+
+    ``int_ids=False`` accepts any non-whitespace token as an id. Tabs work as whitespace; a file
+    whose first line is comma-separated (``u1,a,b`` or ``u1, a, b``) is read with commas as the
+    separator. A user on several lines continues their sequence (so ``user item`` pairs, one per
+    line in time order, also work).
+    """
     users: list[str] = []
     items: list[str] = []
     pos: list[np.ndarray] = []
-    with open(file, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            tok = line.split()
-            if not tok:
+    seen: dict[str, int] = {}
+    comma: bool | None = None
+    with open(file, "rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{file}:{line_no}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            if line_no == 1:
+                line = line.lstrip("\ufeff")
+            if not line.strip():
                 continue
+            if comma is None:
+                comma = _COMMA_LINE.fullmatch(line.strip()) is not None
+            if comma:
+                tok = [t.strip() for t in line.strip().split(",")]
+                if "" in tok:
+                    field = "user" if tok[0] == "" else "items"
+                    raise DataError(f"{file}:{line_no}: field '{field}': empty id between commas")
+                if any(len(t.split()) != 1 for t in tok):
+                    bad = next(t for t in tok if len(t.split()) != 1)
+                    raise DataError(f"{file}:{line_no}: field 'items': id {bad!r} holds whitespace "
+                                    "(the file's first line is comma-separated)")
+            else:
+                tok = line.split()
             if len(tok) < 2:
                 raise DataError(f"{file}:{line_no}: field 'items': a user with no items")
-            if not all(t.isdigit() for t in tok):
+            if int_ids and not all(t.isdigit() for t in tok):
                 bad = next(t for t in tok if not t.isdigit())
                 field = "user" if bad == tok[0] else "items"
                 raise DataError(f"{file}:{line_no}: field '{field}': expected an integer id, got {bad!r}")
+            start = seen.get(tok[0], 0)
+            seen[tok[0]] = start + len(tok) - 1
             users.extend([tok[0]] * (len(tok) - 1))
             items.extend(tok[1:])
-            pos.append(np.arange(len(tok) - 1, dtype=np.int64))
+            pos.append(np.arange(start, start + len(tok) - 1, dtype=np.int64))
     if not users:
         raise DataError(f"{file}: no sequences")
     return pd.DataFrame({"user_id": users, "note_id": items, "ts": np.concatenate(pos), "type": "click"})
 
 
-def _read_attributes(file: Path) -> pd.DataFrame:
+def _read_attributes(file: Path, *, int_ids: bool = True) -> pd.DataFrame:
+    """``{item: [attribute, ...]}``; attributes are integers, or also strings when not ``int_ids``."""
+    kinds: tuple[type, ...] = (int,) if int_ids else (int, str)
+    want = "integers" if int_ids else "integers or strings"
     try:
         raw = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -55,8 +91,8 @@ def _read_attributes(file: Path) -> pd.DataFrame:
         raise DataError(f"{file}: expected an object item -> [attribute ids]")
     ids, tags = [], []
     for item, attrs in raw.items():
-        if not isinstance(attrs, list) or not all(isinstance(a, int) for a in attrs):
-            raise DataError(f"{file}: item {item!r}: field 'attributes': expected a list of integers")
+        if not isinstance(attrs, list) or not all(isinstance(a, kinds) and not isinstance(a, bool) for a in attrs):
+            raise DataError(f"{file}: item {item!r}: field 'attributes': expected a list of {want}")
         ids.append(str(item))
         tags.append([str(a) for a in dict.fromkeys(attrs)])
     return pd.DataFrame({"note_id": ids, "tags": tags, "category": [t[0] if t else "" for t in tags]})
