@@ -18,6 +18,8 @@ __all__ = [
     "user_histories",
     "request_seed",
     "weighted_row_sum",
+    "csr_state",
+    "csr_from_state",
 ]
 
 
@@ -118,3 +120,17 @@ def weighted_row_sum(m: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray) ->
     vals = m.data[pos] * np.repeat(np.asarray(weights, np.float64), lens)
     uniq, inv = np.unique(cols, return_inverse=True)
     return uniq.astype(np.int64), np.bincount(inv, weights=vals)
+
+
+def csr_state(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
+    """A CSR matrix as arrays for ``to_state``: ``{prefix}.data/indices/indptr/shape``."""
+    m = sp.csr_matrix(m)
+    return {f"{prefix}.data": m.data, f"{prefix}.indices": m.indices, f"{prefix}.indptr": m.indptr,
+            f"{prefix}.shape": np.asarray(m.shape, np.int64)}
+
+
+def csr_from_state(arrays: dict[str, np.ndarray], prefix: str) -> sp.csr_matrix:
+    """Inverse of :func:`csr_state` (entries kept in their stored order and dtypes)."""
+    shape = tuple(int(x) for x in arrays[f"{prefix}.shape"])
+    return sp.csr_matrix((arrays[f"{prefix}.data"], arrays[f"{prefix}.indices"], arrays[f"{prefix}.indptr"]),
+                         shape=shape)

@@ -130,6 +130,28 @@ class TwoTowerChannel:
         return Candidates(self.name, items[:k], scores[:k])
 
     # ------------------------------------------------------------------ persistence
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Model config and ``state_dict`` (as numpy), note side tokens (incl. notes added
+        since fit) and user attributes; the ANN index is rebuilt on load."""
+        if self.model is None:
+            raise RuntimeError(f"{self.name}: to_state() before fit()")
+        params = {"ann": self.ann_kind, "hnsw_m": self.hnsw_m, "ef_search": self.ef_search,
+                  "model": asdict(self.model.cfg)}
+        arrays = {f"model.{k}": v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        return params, {**arrays, "item_side": self.item_side, "user_attrs": self.user_attrs}
+
+    @classmethod
+    def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> TwoTowerChannel:
+        cfg = TwoTowerConfig(**params["model"])
+        model = TwoTowerModel(cfg)
+        model.load_state_dict({k[6:]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("model.")})
+        ch = cls(ann=params["ann"], hnsw_m=params["hnsw_m"], ef_search=params["ef_search"],
+                 **{k: v for k, v in asdict(cfg).items() if k in _TT_FIELDS})
+        ch.model = model.eval()
+        ch.item_side, ch.user_attrs = arrays["item_side"], arrays["user_attrs"]
+        ch._export()
+        return ch
+
     def save(self, path: str | Path) -> None:
         if self.model is None:
             raise RuntimeError(f"{self.name}: save() before fit()")

@@ -51,6 +51,19 @@ class FreshChannel:
         self.items, self.scores = order.astype(np.int64), score
         return self
 
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        if self.items is None or self.scores is None:
+            raise RuntimeError(f"{self.name}: to_state() before fit()")
+        return {"pool": self.pool, "half_life_hours": self.half_life_hours, "small_boost": self.small_boost}, {"items": self.items, "scores": np.asarray(self.scores)}
+
+    @classmethod
+    def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> FreshChannel:
+        ch = cls(**params)
+        ch.items, ch.scores = arrays["items"], arrays["scores"]
+        if ch.items.shape != ch.scores.shape:
+            raise ValueError(f"{cls.name}: items {ch.items.shape} and scores {ch.scores.shape} differ")
+        return ch
+
     def recall(self, ctx: UserContext, k: int) -> Candidates:
         if self.items is None or self.scores is None:
             raise RuntimeError(f"{self.name}: recall() before fit()")

@@ -15,7 +15,14 @@ import pandas as pd
 import scipy.sparse as sp
 
 from notefeed.data.dataset import Dataset
-from notefeed.recall._common import candidates_from_scores, positive_log, recency_weights, weighted_row_sum
+from notefeed.recall._common import (
+    candidates_from_scores,
+    csr_from_state,
+    csr_state,
+    positive_log,
+    recency_weights,
+    weighted_row_sum,
+)
 from notefeed.recall.base import CHANNELS, Candidates, UserContext
 from notefeed.recall.kernels import build_rows, cap_log
 
@@ -87,8 +94,10 @@ class ItemToItemChannel:
 
         ``n_users`` / ``n_items`` grow the id spaces for new users and notes.
         """
-        if self.sim is None or self._log is None or self.hist is None:
+        if self.sim is None or self.hist is None:
             raise RuntimeError(f"{self.name}: update() before fit()")
+        if self._log is None:
+            raise RuntimeError(f"{self.name}: update() needs the training log, which a loaded channel lacks; refit")
         for col in ("user", "item", "ts"):
             if col not in events.columns:
                 raise ValueError(f"{self.name}.update: events missing column '{col}'")
@@ -115,6 +124,26 @@ class ItemToItemChannel:
         )
         return rows
 
+    # ------------------------------------------------------------------ persistence
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """The neighbour table and capped histories (what recall reads). The training log is
+        not kept: a loaded channel serves, and is rebuilt by the next training run."""
+        if self.sim is None or self.hist is None:
+            raise RuntimeError(f"{self.name}: to_state() before fit()")
+        params = {"item_cap": self.item_cap, "user_cap": self.user_cap, "top_n": self.top_n,
+                  "n_recent": self.n_recent, "decay": self.decay, "block": self.block, "n_jobs": self.n_jobs,
+                  "kernel_params": self.kernel_params, "n_users": self.n_users, "n_items": self.n_items}
+        return params, {**csr_state("sim", self.sim), **csr_state("hist", self.hist)}
+
+    @classmethod
+    def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> ItemToItemChannel:
+        p = dict(params)
+        n_users, n_items = int(p.pop("n_users")), int(p.pop("n_items"))
+        ch = cls(**p.pop("kernel_params", {}), **p)
+        ch.n_users, ch.n_items = n_users, n_items
+        ch.sim, ch.hist = csr_from_state(arrays, "sim"), csr_from_state(arrays, "hist")
+        return ch
+
     # ------------------------------------------------------------------ serving
     def neighbours(self, item: int, k: int = 10) -> Candidates:
         """The ``k`` most similar items of ``item`` (the related-notes surface)."""
@@ -138,6 +167,24 @@ class ItemToItemChannel:
         # duplicate items in the history add their weights, as repeated interest should
         cols, vals = weighted_row_sum(self.sim, hist, recency_weights(hist.size, self.decay))
         return candidates_from_scores(self.name, cols, vals, ctx, k)
+
+    def score_items(self, ctx: UserContext, items: np.ndarray) -> np.ndarray:
+        """(n,) float32: each item's recall score for ``ctx`` (0 where it has none): the
+        similarity to the recent history, for every candidate (a ranking feature)."""
+        items = np.asarray(items, np.int64)
+        out = np.zeros(len(items), np.float32)
+        if self.sim is None or not len(items):
+            return out
+        hist = np.asarray(ctx.history, np.int64)
+        hist = hist[(hist >= 0) & (hist < self.sim.shape[0])][-self.n_recent :]
+        if hist.size == 0:
+            return out
+        cols, vals = weighted_row_sum(self.sim, hist, recency_weights(hist.size, self.decay))
+        dense = np.zeros(self.sim.shape[1] + 1, np.float32)
+        dense[cols] = vals
+        ok = (items >= 0) & (items < self.sim.shape[1])
+        out[ok] = dense[items[ok]]
+        return out
 
 
 def _dedupe(log: pd.DataFrame) -> pd.DataFrame:

@@ -35,6 +35,19 @@ class PopularChannel:
         self.items, self.scores = order.astype(np.int64), score[order]
         return self
 
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        if self.items is None or self.scores is None:
+            raise RuntimeError(f"{self.name}: to_state() before fit()")
+        return {"half_life_days": self.half_life_days, "pool": self.pool}, {"items": self.items, "scores": np.asarray(self.scores)}
+
+    @classmethod
+    def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> PopularChannel:
+        ch = cls(**params)
+        ch.items, ch.scores = arrays["items"], arrays["scores"]
+        if ch.items.shape != ch.scores.shape:
+            raise ValueError(f"{cls.name}: items {ch.items.shape} and scores {ch.scores.shape} differ")
+        return ch
+
     def recall(self, ctx: UserContext, k: int) -> Candidates:
         if self.items is None or self.scores is None:
             raise RuntimeError(f"{self.name}: recall() before fit()")

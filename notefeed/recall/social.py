@@ -43,6 +43,31 @@ class FollowChannel:
             self.follows[int(u)] = grp["creator"].to_numpy(np.int64)
         return self
 
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Note times, each creator's newest notes and each user's followed creators (ragged
+        lists as ``offsets`` + flat values)."""
+        if not hasattr(self, "t"):
+            raise RuntimeError(f"{self.name}: to_state() before fit()")
+        users = np.fromiter(sorted(self.follows), np.int64, len(self.follows))
+        return ({"per_creator": self.per_creator, "half_life_hours": self.half_life_hours, "t_max": self.t_max},
+                {"t": np.asarray(self.t, np.int64),
+                 **_ragged("creator_notes", self.creator_notes),
+                 "follow_users": users, **_ragged("follows", [self.follows[int(u)] for u in users])})
+
+    @classmethod
+    def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> FollowChannel:
+        p = dict(params)
+        t_max = int(p.pop("t_max"))
+        ch = cls(**p)
+        ch.t_max, ch.t = t_max, arrays["t"]
+        ch.creator_notes = _unragged(arrays, "creator_notes")
+        follows = _unragged(arrays, "follows")
+        users = arrays["follow_users"]
+        if len(users) != len(follows):
+            raise ValueError(f"{cls.name}: {len(users)} users for {len(follows)} follow lists")
+        ch.follows = {int(u): f for u, f in zip(users, follows, strict=True)}
+        return ch
+
     def recall(self, ctx: UserContext, k: int) -> Candidates:
         if ctx.user is None or ctx.user not in self.follows:
             return Candidates.empty(self.name)
@@ -52,3 +77,14 @@ class FollowChannel:
         now = max(self.t_max, int(ctx.ts))
         score = 0.5 ** ((now - self.t[items]) / 3600.0 / self.half_life_hours)
         return candidates_from_scores(self.name, items, score + 1e-12, ctx, k)
+
+
+def _ragged(prefix: str, rows: list[np.ndarray]) -> dict[str, np.ndarray]:
+    lens = np.fromiter((len(r) for r in rows), np.int64, len(rows))
+    flat = np.concatenate(rows).astype(np.int64) if rows else np.empty(0, np.int64)
+    return {f"{prefix}.offsets": np.r_[0, np.cumsum(lens)].astype(np.int64), f"{prefix}.values": flat}
+
+
+def _unragged(arrays: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
+    off, val = arrays[f"{prefix}.offsets"], arrays[f"{prefix}.values"]
+    return [val[a:b] for a, b in zip(off[:-1], off[1:], strict=True)]

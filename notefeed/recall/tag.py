@@ -7,7 +7,14 @@ import pandas as pd
 import scipy.sparse as sp
 
 from notefeed.data.dataset import Dataset
-from notefeed.recall._common import candidates_from_scores, positive_log, recency_weights, weighted_row_sum
+from notefeed.recall._common import (
+    candidates_from_scores,
+    csr_from_state,
+    csr_state,
+    positive_log,
+    recency_weights,
+    weighted_row_sum,
+)
 from notefeed.recall.base import CHANNELS, Candidates, UserContext
 
 __all__ = ["TagInterestChannel", "item_terms"]
@@ -64,6 +71,24 @@ class TagInterestChannel:
             (score / np.maximum(total[col], 1e-12), (col, row)), shape=(self.terms.shape[1], ds.n_items)
         )
         return self
+
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Note -> term table, term -> note postings and the term names."""
+        if self.terms is None or self.index is None:
+            raise RuntimeError(f"{self.name}: to_state() before fit()")
+        params = {"n_recent": self.n_recent, "decay": self.decay, "n_interests": self.n_interests,
+                  "postings": self.postings, "term_names": list(self.term_names)}
+        return params, {**csr_state("terms", self.terms), **csr_state("index", self.index)}
+
+    @classmethod
+    def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> TagInterestChannel:
+        p = dict(params)
+        names = [str(x) for x in p.pop("term_names")]
+        ch = cls(**p)
+        ch.terms, ch.index, ch.term_names = csr_from_state(arrays, "terms"), csr_from_state(arrays, "index"), names
+        if ch.terms.shape[1] != len(names) or ch.index.shape[0] != len(names):
+            raise ValueError(f"{cls.name}: {len(names)} term names for tables {ch.terms.shape}, {ch.index.shape}")
+        return ch
 
     def interests(self, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Top term ids and weights of a history (oldest first)."""

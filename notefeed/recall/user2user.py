@@ -6,7 +6,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from notefeed.data.dataset import Dataset
-from notefeed.recall._common import candidates_from_scores, positive_log, user_histories, weighted_row_sum
+from notefeed.recall._common import (
+    candidates_from_scores,
+    csr_from_state,
+    csr_state,
+    positive_log,
+    user_histories,
+    weighted_row_sum,
+)
 from notefeed.recall.base import CHANNELS, Candidates, UserContext
 
 __all__ = ["UserToUserChannel"]
@@ -43,6 +50,24 @@ class UserToUserChannel:
         rec = np.concatenate([0.97 ** np.arange(n - 1, -1, -1) for n in lens]) if len(hist) else np.empty(0)
         self.recent = sp.csr_matrix((rec, (rows, cols)), shape=(ds.n_users, ds.n_items))
         return self
+
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """IDF, the item -> user table and users' recent positives (what recall reads)."""
+        if self.users_norm is None:
+            raise RuntimeError(f"{self.name}: to_state() before fit()")
+        params = {"n_neighbours": self.n_neighbours, "n_items_per_user": self.n_items_per_user,
+                  "n_recent": self.n_recent}
+        return params, {"idf": self.idf, **csr_state("item_users_t", self.item_users_t),
+                        **csr_state("recent", self.recent)}
+
+    @classmethod
+    def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> UserToUserChannel:
+        ch = cls(**params)
+        ch.idf = arrays["idf"]
+        ch.item_users_t = csr_from_state(arrays, "item_users_t")
+        ch.recent = csr_from_state(arrays, "recent")
+        ch.users_norm = ch.item_users_t.T.tocsr()
+        return ch
 
     def recall(self, ctx: UserContext, k: int) -> Candidates:
         if self.users_norm is None:
