@@ -14,6 +14,7 @@ import typer
 from notefeed.content import cli as content_cli
 from notefeed.data import cli as data_cli
 from notefeed.eval import cli as eval_cli
+from notefeed.models import cli as models_cli
 from notefeed.online import cli as online_cli
 from notefeed.rank import cli as rank_cli
 from notefeed.recall import cli as recall_cli
@@ -31,7 +32,8 @@ app = typer.Typer(
 bench = typer.Typer(help="Benchmarks: speed and quality figures, JSON out.", no_args_is_help=True)
 app.add_typer(bench, name="bench")
 
-for _module in (data_cli, sim_cli, eval_cli, content_cli, recall_cli, rank_cli, rerank_cli, online_cli, serve_cli):
+for _module in (data_cli, sim_cli, eval_cli, content_cli, recall_cli, rank_cli, rerank_cli, online_cli, serve_cli,
+                models_cli):
     _module.register(app, bench)
 
 

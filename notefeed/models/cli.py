@@ -1,0 +1,101 @@
+"""Commands of the model store: ``notefeed models list | promote VERSION | rollback``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+__all__ = ["register", "models_app"]
+
+models_app = typer.Typer(help="Trained model versions in WORKSPACE/models: list, promote, roll back.",
+                         no_args_is_help=True)
+
+_WS = typer.Option(..., "--workspace", help="workspace directory (holds models/)")
+
+
+def _store(workspace: Path) -> Any:
+    from notefeed.models.store import ModelStore
+
+    if not workspace.is_dir():
+        _fail(f"--workspace: {workspace} is not a directory")
+    return ModelStore(workspace)
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+def _metrics(metrics: dict[str, Any], limit: int = 3) -> str:
+    """``place metric=value`` for the first few numeric metrics."""
+    parts = []
+    for place, ms in sorted(metrics.items()):
+        if not isinstance(ms, dict):
+            continue
+        for k, v in ms.items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                parts.append(f"{place} {k}={v:.4g}")
+    return ", ".join(parts[:limit]) + (f" (+{len(parts) - limit})" if len(parts) > limit else "")
+
+
+@models_app.command("list")
+def list_cmd(workspace: Path = _WS) -> None:
+    """Stored versions, oldest first; * marks the promoted one (the one `serve` loads)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from notefeed.models.artifacts import ModelError
+
+    store = _store(workspace)
+    try:
+        infos = store.list()
+    except ModelError as e:
+        _fail(str(e))
+    if not infos:
+        typer.echo(f"no model versions in {store.root} (train one with `notefeed train --workspace {workspace}`)")
+        return
+    table = Table(title=f"model versions in {store.root}")
+    for col in ("", "version", "created (UTC)", "events", "components", "key metrics"):
+        table.add_column(col)
+    for info in infos:
+        n = info.n_events
+        table.add_row("*" if info.promoted else "", info.version, info.created_at.replace("+00:00", ""),
+                      "" if n is None else f"{n:,}", str(len(info.manifest.get("components", {}))),
+                      _metrics(info.metrics))
+    Console().print(table)
+
+
+@models_app.command("promote")
+def promote_cmd(version: str = typer.Argument(..., help="a version from `notefeed models list`"),
+                workspace: Path = _WS) -> None:
+    """Make VERSION the one `notefeed serve` loads (a running server: POST /v1/admin/models/reload)."""
+    from notefeed.models.artifacts import ModelError
+
+    store = _store(workspace)
+    try:
+        prev = store.promoted()
+        store.promote(version)
+    except ModelError as e:
+        _fail(f"VERSION: {e}")
+    typer.echo(f"promoted {version}" + (f" (was {prev})" if prev and prev != version else ""))
+
+
+@models_app.command("rollback")
+def rollback_cmd(workspace: Path = _WS) -> None:
+    """Return to the version promoted before the current one."""
+    from notefeed.models.artifacts import ModelError
+
+    store = _store(workspace)
+    try:
+        prev = store.promoted()
+        v = store.rollback()
+    except ModelError as e:
+        _fail(str(e))
+    typer.echo(f"rolled back to {v} (was {prev})")
+
+
+def register(app: typer.Typer, bench: typer.Typer) -> None:
+    """Add ``notefeed models ...`` to ``notefeed``."""
+    app.add_typer(models_app, name="models")
