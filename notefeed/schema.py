@@ -10,15 +10,16 @@ the dataset maps them to dense integer indices for the algorithms.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
 
 __all__ = [
     "EVENT_TYPES",
     "POSITIVE_TYPES",
     "SURFACES",
     "SMALL_CREATOR_FOLLOWERS",
+    "MAX_INT",
     "EventType",
     "Surface",
     "Note",
@@ -50,6 +51,15 @@ Surface = Literal["feed", "search", "related"]
 
 _ID = Field(min_length=1, max_length=128)
 
+#: The largest integer a JSON number carries exactly; ints beyond it (``2**63``) would also
+#: overflow SQLite and numpy int64 after the API had accepted them.
+MAX_INT = 2**53
+# Strict: ``true`` is not a timestamp and ``"12"`` is not a count; a float field takes ints.
+# Finite: NaN / Infinity (and 1e400, which JSON parsers read as Infinity) are refused, since
+# a stored NaN fails validation when the log is read back at the next start.
+_Int = Annotated[int, Strict()]
+_Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -64,9 +74,9 @@ class Note(_Strict):
     text: str = Field(default="", max_length=100_000)
     tags: list[str] = Field(default_factory=list, max_length=256)
     category: str = Field(default="", max_length=256)
-    created_at: int = Field(default=0, ge=0, description="unix seconds")
+    created_at: _Int = Field(default=0, ge=0, le=MAX_INT, description="unix seconds")
     media: list[str] = Field(default_factory=list, max_length=64, description="media refs (paths/urls)")
-    media_vector: list[float] | None = Field(default=None, max_length=4096, description="precomputed vector")
+    media_vector: list[_Float] | None = Field(default=None, max_length=4096, description="precomputed vector")
 
     @field_validator("tags")
     @classmethod
@@ -81,14 +91,14 @@ class User(_Strict):
     """A user with free-form attributes (age bucket, gender, city...)."""
 
     user_id: str = _ID
-    attributes: dict[str, str | int | float] = Field(default_factory=dict, max_length=256)
+    attributes: dict[str, str | _Int | _Float] = Field(default_factory=dict, max_length=256)
 
 
 class Creator(_Strict):
     """A note author; ``followers`` drives the small-creator guarantee."""
 
     creator_id: str = _ID
-    followers: int = Field(default=0, ge=0)
+    followers: _Int = Field(default=0, ge=0, le=MAX_INT)
 
 
 class Event(_Strict):
@@ -96,12 +106,14 @@ class Event(_Strict):
 
     user_id: str = _ID
     note_id: str = _ID
-    ts: int = Field(ge=0, description="unix seconds")
+    ts: _Int = Field(ge=0, le=MAX_INT, description="unix seconds")
     type: EventType
-    dwell_s: float | None = Field(default=None, ge=0, le=86_400)
-    position: int | None = Field(default=None, ge=0, le=100_000)
+    dwell_s: _Float | None = Field(default=None, ge=0, le=86_400)
+    position: _Int | None = Field(default=None, ge=0, le=100_000)
     request_id: str | None = Field(default=None, max_length=128)
     surface: Surface = "feed"
+    #: the client's id of this event: a retried batch with the same ids is not stored twice
+    event_id: str | None = Field(default=None, min_length=1, max_length=128)
 
 
 class Query(_Strict):
@@ -110,5 +122,5 @@ class Query(_Strict):
     query_id: str = _ID
     user_id: str = _ID
     text: str = Field(min_length=1, max_length=2_000)
-    ts: int = Field(default=0, ge=0)
+    ts: _Int = Field(default=0, ge=0, le=MAX_INT)
     clicked_note_ids: list[str] = Field(default_factory=list)

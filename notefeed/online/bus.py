@@ -26,7 +26,8 @@ __all__ = ["EventBus", "SqliteEventBus", "RedisEventBus", "SideEffects", "open_b
 
 log = logging.getLogger(__name__)
 
-_COLS = ("user_id", "note_id", "ts", "type", "received_at", "dwell_s", "position", "request_id", "surface")
+_COLS = ("user_id", "note_id", "ts", "type", "received_at", "dwell_s", "position", "request_id", "surface",
+         "event_id")
 
 
 @runtime_checkable
@@ -78,8 +79,12 @@ class SqliteEventBus:
             self.path, synchronous, "notefeed event log",
             "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
             "user_id TEXT NOT NULL, note_id TEXT NOT NULL, ts INTEGER NOT NULL, type TEXT NOT NULL, "
-            "received_at REAL NOT NULL, dwell_s REAL, position INTEGER, request_id TEXT, surface TEXT)",
+            "received_at REAL NOT NULL, dwell_s REAL, position INTEGER, request_id TEXT, surface TEXT, "
+            "event_id TEXT)",
         )
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(events)")}
+        if "event_id" not in cols:  # a log written before client event ids existed
+            self._db.execute("ALTER TABLE events ADD COLUMN event_id TEXT")
 
     def append(self, events: Sequence[EventRecord]) -> int:
         if not events:

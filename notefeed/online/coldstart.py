@@ -175,6 +175,7 @@ class ColdStartPool:
             grown = np.zeros((nu, nf), np.float32)
             grown[:u, :f] = self._prof
             self._prof = grown
+            self._norm = None  # the cached normalised copy has the old shape
         if self._cprof is not None and len(self._cprof) < nu:
             self._cprof = np.concatenate([self._cprof, np.zeros((nu - len(self._cprof), self._cprof.shape[1]),
                                                                  np.float32)])
@@ -203,7 +204,9 @@ class ColdStartPool:
         out = np.zeros(len(users), np.float32)
         known = users < len(norm)
         if feats:
-            out[known] = norm[users[known]][:, feats].sum(axis=1) / np.sqrt(len(feats))
+            # a feature no profile has seen yet (a new tag or category) matches nobody
+            cols = [f for f in feats if f < norm.shape[1]]
+            out[known] = norm[users[known]][:, cols].sum(axis=1) / np.sqrt(len(feats))
         if vector is not None and self._cprof is not None:
             cp = self._cprof[users[known]]
             cp = cp / np.maximum(np.linalg.norm(cp, axis=1, keepdims=True), 1e-9)

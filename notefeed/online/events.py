@@ -29,6 +29,8 @@ class EventRecord:
     position: int | None = None
     request_id: str | None = None
     surface: str = "feed"
+    #: the client's id for idempotent retries (None: not given)
+    event_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.type not in EVENT_TYPES:
@@ -46,6 +48,7 @@ class EventRecord:
             position=ev.position,
             request_id=ev.request_id,
             surface=ev.surface,
+            event_id=ev.event_id,
         )
 
     @property

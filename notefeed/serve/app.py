@@ -4,11 +4,17 @@ Writes need ``Authorization: Bearer <api.token>`` (401 otherwise); reads too whe
 ``api.require_token_for_reads``. Bodies over ``api.max_body_bytes`` and event batches over
 ``api.max_batch`` get 413; malformed JSON or fields get 422 naming the field. All of these
 are refused before anything is stored.
+
+Numbers must be finite and timestamps (``ts``, ``created_at``) at most ``api.max_future_skew_s``
+ahead of the server clock; the 422 answer sanitises the values it echoes (NaN, lone surrogates),
+so it never fails on the input it reports. An event may carry a client ``event_id``: a retried
+batch is answered with those events under ``duplicates`` and not stored twice.
 """
 
 from __future__ import annotations
 
 import hmac
+import math
 import time
 import uuid
 from typing import Any
@@ -20,7 +26,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from notefeed.schema import Event, Note
-from notefeed.serve.engine import Engine
+from notefeed.serve.docs import add_docs
+from notefeed.serve.engine import DUPLICATE, Engine
 
 __all__ = ["create_app", "EventBatch", "ReloadRequest"]
 
@@ -34,6 +41,25 @@ class ReloadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(min_length=1, description="model directory (model.json + weights.safetensors)")
     wait: bool = Field(default=False, description="answer after the swap instead of at once")
+
+
+def _json_safe(obj: Any) -> Any:
+    """What a 422 echoes, made JSON-encodable: NaN/Infinity as text, lone surrogates escaped."""
+    if isinstance(obj, dict):
+        return {_json_safe(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return repr(obj)
+    if isinstance(obj, str):
+        return obj.encode("utf-8", "backslashreplace").decode("utf-8")
+    if obj is None or isinstance(obj, bool | int | float):
+        return obj
+    return _json_safe(str(obj))
+
+
+def _validation_error(loc: tuple[Any, ...], msg: str, value: Any) -> RequestValidationError:
+    return RequestValidationError([{"loc": loc, "type": "value_error", "msg": msg, "input": value}])
 
 
 def _field_message(errors: list[dict[str, Any]]) -> str:
@@ -53,8 +79,18 @@ def create_app(engine: Engine) -> FastAPI:
     cfg = engine.config
     # FastAPI's own body limit (Content-Length and streamed bodies) answers 413
     app = FastAPI(title="notefeed", version="0.1.0", max_body_size=cfg.api.max_body_bytes,
-                  description="Multi-stage feed recommendation for content communities.")
+                  description="Multi-stage feed recommendation for content communities.",
+                  docs_url=None, redoc_url=None)
     app.state.engine = engine
+    add_docs(app)
+
+    def _not_future(loc: tuple[Any, ...], ts: int) -> None:
+        # the server clock decides what is "now" (cold-start expiry, windows): a client clock
+        # days ahead must not push it
+        limit = engine.clock() + cfg.api.max_future_skew_s
+        if ts > limit:
+            raise _validation_error(loc, f"timestamp {ts} is more than api.max_future_skew_s="
+                                         f"{cfg.api.max_future_skew_s} s ahead of the server clock", ts)
 
     def _check(authorization: str | None) -> None:
         token = cfg.api.token
@@ -76,7 +112,7 @@ def create_app(engine: Engine) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errs = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
+        errs = _json_safe(jsonable_encoder(exc.errors(), custom_encoder={Exception: str}))
         return JSONResponse({"detail": errs, "message": _field_message(errs)}, status_code=422)
 
     @app.get("/healthz")
@@ -156,12 +192,20 @@ def create_app(engine: Engine) -> FastAPI:
         if len(batch.events) > cfg.api.max_batch:
             raise HTTPException(413, f"batch of {len(batch.events)} events exceeds api.max_batch="
                                      f"{cfg.api.max_batch}")
+        for j, ev in enumerate(batch.events):
+            _not_future(("body", "events", j, "ts"), ev.ts)
         accepted, rejected = engine.ingest(batch.events)
-        return {"accepted": accepted,
-                "rejected": [{"index": r.index, "note_id": r.note_id, "reason": r.reason} for r in rejected]}
+        out: dict[str, Any] = {"accepted": accepted,
+                               "rejected": [{"index": r.index, "note_id": r.note_id, "reason": r.reason}
+                                            for r in rejected if r.reason != DUPLICATE]}
+        dup = [r.index for r in rejected if r.reason == DUPLICATE]
+        if dup:  # already stored under the same event_id (a retry): not stored again
+            out["duplicates"] = dup
+        return out
 
     @app.post("/v1/notes", status_code=201, dependencies=[Depends(write_auth)])
-    def publish(note: Note, followers: int | None = Query(None, ge=0)) -> dict[str, Any]:
+    def publish(note: Note, followers: int | None = Query(None, ge=0, le=2**53)) -> dict[str, Any]:
+        _not_future(("body", "created_at"), note.created_at)
         try:
             i = engine.publish(note, followers)
         except ValueError as e:

@@ -12,6 +12,7 @@ two-tower embedding replaces them when the pipeline provides one.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -43,10 +44,13 @@ class NoteLog:
 
     def append(self, note: Note, followers: int | None) -> None:
         with self._lock:
-            self._db.execute(
-                "INSERT INTO notes (note_id, body, followers) VALUES (?, ?, ?)",
-                (note.note_id, note.model_dump_json(), followers),
-            )
+            try:
+                self._db.execute(
+                    "INSERT INTO notes (note_id, body, followers) VALUES (?, ?, ?)",
+                    (note.note_id, note.model_dump_json(), followers),
+                )
+            except sqlite3.IntegrityError:  # a concurrent publish of the same id won
+                raise ValueError(f"note_id {note.note_id!r} already exists (field 'note_id')") from None
 
     def replay(self) -> list[tuple[Note, int | None]]:
         with self._lock:

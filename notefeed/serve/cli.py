@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 from pathlib import Path
 
 import typer
@@ -44,6 +45,10 @@ def resolve_token(configured: str | None, workspace: Path) -> tuple[str, str]:
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     return token, str(p)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
@@ -89,10 +94,17 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                 raise typer.Exit(2) from None
         con.print(f"notefeed: {engine.catalog.n_items:,} notes, {engine.replayed:,} events replayed; "
                   f"write token from {source}; http://{host}:{port}/docs")
+        # uvicorn shuts down gracefully on SIGTERM, then re-raises it with the previous handler:
+        # the default one would kill the process before engine.close() saves the state
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
             uvicorn.run(create_app(engine), host=host, port=port, log_level="warning", access_log=False)
+        except SystemExit:
+            pass
         finally:
             engine.close()
+            signal.signal(signal.SIGTERM, previous)
+        con.print("notefeed: stopped, state saved")
 
     @bench.command("serve")
     def bench_serve(

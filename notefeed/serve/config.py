@@ -144,6 +144,8 @@ class ApiConfig(_Cfg):
     require_token_for_reads: bool = False
     max_batch: int = Field(default=1000, ge=1, description="events per POST /v1/events")
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    #: how far ahead of the server clock an event's ``ts`` or a note's ``created_at`` may be
+    max_future_skew_s: int = Field(default=86_400, ge=0)
 
 
 class OnlineConfig(_Cfg):

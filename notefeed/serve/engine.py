@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,12 @@ from notefeed.serve.pipeline import FeedResult, Pipeline, StageRecord
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Engine", "Rejection", "empty_dataset", "popular_config"]
+__all__ = ["Engine", "Rejection", "empty_dataset", "popular_config", "DUPLICATE", "EVENT_ID_WINDOW"]
+
+#: :class:`Rejection` reason of an event whose ``event_id`` is already stored (a client retry)
+DUPLICATE = "duplicate event_id"
+#: how many recent client event ids are remembered for de-duplicating retries
+EVENT_ID_WINDOW = 200_000
 
 
 def popular_config(config: ServeConfig) -> ServeConfig:
@@ -99,6 +105,8 @@ class Engine:
         if on.mirror_to_workspace:
             self.side_effects.subscribe(self._mirror_events)
         self._ingest_lock = threading.Lock()
+        #: recent client event ids (insertion order), rebuilt by the replay
+        self._event_ids: OrderedDict[str, None] = OrderedDict()
         #: the engine's clock (request time, event receive time): the simulator swaps in its
         #: own so that a run is reproducible and online windows follow simulated time
         self.clock: Callable[[], float] = time.time
@@ -164,6 +172,10 @@ class Engine:
     def _apply(self, recs: Sequence[EventRecord], to_state: bool = True) -> int:
         ups, pos_items = [], []
         for r in recs:
+            if r.event_id is not None:
+                self._event_ids[r.event_id] = None
+                if len(self._event_ids) > EVENT_ID_WINDOW:
+                    self._event_ids.popitem(last=False)
             i = self.catalog.item_of(r.note_id)
             if i is None:
                 continue
@@ -258,7 +270,8 @@ class Engine:
 
     # ------------------------------------------------------------------ writes
     def ingest(self, events: Sequence[Event]) -> tuple[int, list[Rejection]]:
-        """Accept the valid events of a batch durably; reject unknown notes by index."""
+        """Accept the valid events of a batch durably; reject unknown notes by index. An event
+        whose ``event_id`` is already stored (or earlier in the batch) is a :data:`DUPLICATE`."""
         now = self.clock()
         recs: list[EventRecord] = []
         rejected: list[Rejection] = []
@@ -268,12 +281,30 @@ class Engine:
                 continue
             recs.append(EventRecord.from_event(ev, now))
         with self._ingest_lock:  # bus order == state order
+            if any(r.event_id is not None for r in recs):
+                recs = self._drop_duplicates(events, recs, rejected)
             self.bus.append(recs)  # durable before anything else sees the events
             self._apply(recs)
         self.side_effects.publish(recs)
         self.metrics.inc("events_accepted_total", len(recs))
         self.metrics.inc("events_rejected_total", len(rejected))
         return len(recs), rejected
+
+    def _drop_duplicates(self, events: Sequence[Event], recs: list[EventRecord],
+                         rejected: list[Rejection]) -> list[EventRecord]:
+        """``recs`` less those whose event id is stored or repeated; those go to ``rejected``."""
+        gone = {r.index for r in rejected}
+        index = [j for j in range(len(events)) if j not in gone]
+        fresh, ids = [], set()
+        for j, r in zip(index, recs, strict=True):
+            if r.event_id is not None and (r.event_id in self._event_ids or r.event_id in ids):
+                rejected.append(Rejection(j, r.note_id, DUPLICATE))
+                continue
+            if r.event_id is not None:
+                ids.add(r.event_id)
+            fresh.append(r)
+        rejected.sort(key=lambda r: r.index)
+        return fresh
 
     def publish(self, note: Note, followers: int | None = None) -> int:
         if self.catalog.item_of(note.note_id) is not None:
