@@ -30,7 +30,7 @@ from typing import Any
 
 from notefeed.models.artifacts import ModelError, load_component, save_component
 
-__all__ = ["ModelStore", "VersionInfo", "config_hash", "data_snapshot", "code_version"]
+__all__ = ["ModelStore", "VersionInfo", "config_hash", "data_snapshot", "code_version", "ids_fingerprint"]
 
 MANIFEST = "manifest.json"
 PROMOTED = "promoted.json"
@@ -46,14 +46,27 @@ def config_hash(config: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def ids_fingerprint(ids: Any, n: int) -> str:
+    """sha256 (first 16 hex) of the first ``n`` ids in order: components address notes and
+    users by dense index, so a version serves only a dataset whose ids start the same way."""
+    h = hashlib.sha256()
+    for x in list(ids.iloc[:n] if hasattr(ids, "iloc") else ids[:n]):
+        h.update(str(x).encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
 def data_snapshot(ds: Any) -> dict[str, Any]:
-    """What a version was trained on: event count, time range, users, items (a ``Dataset``)."""
+    """What a version was trained on (a ``Dataset``): event count and time range, users and
+    items with a fingerprint of their ids (checked when the version is served)."""
     ev = ds.events
     n = int(len(ev))
     ts = ev["ts"] if n else None
     return {"name": str(getattr(ds, "name", "")), "n_events": n, "n_users": int(ds.n_users),
             "n_items": int(ds.n_items), "ts_min": int(ts.min()) if n else None,
-            "ts_max": int(ts.max()) if n else None}
+            "ts_max": int(ts.max()) if n else None,
+            "items_sha": ids_fingerprint(ds.notes["note_id"], int(ds.n_items)),
+            "users_sha": ids_fingerprint(ds.users["user_id"], int(ds.n_users))}
 
 
 def code_version() -> dict[str, Any]:

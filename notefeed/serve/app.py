@@ -23,7 +23,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from notefeed.schema import Event, Note
 from notefeed.serve.docs import add_docs
@@ -38,9 +38,21 @@ class EventBatch(BaseModel):
 
 
 class ReloadRequest(BaseModel):
+    """Either ``version`` (a model store version: every trained component) or ``path`` (a fine
+    model directory: the fine ranker only)."""
+
     model_config = ConfigDict(extra="forbid")
-    path: str = Field(min_length=1, description="model directory (model.json + weights.safetensors)")
+    version: str | None = Field(default=None, min_length=1, max_length=64,
+                                description="a version from `notefeed models list`")
+    path: str | None = Field(default=None, min_length=1,
+                             description="fine model directory (model.json + weights.safetensors)")
     wait: bool = Field(default=False, description="answer after the swap instead of at once")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ReloadRequest:
+        if (self.version is None) == (self.path is None):
+            raise ValueError("give exactly one of 'version' (model store) or 'path' (fine model directory)")
+        return self
 
 
 def _json_safe(obj: Any) -> Any:
@@ -117,10 +129,18 @@ def create_app(engine: Engine) -> FastAPI:
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
+        served = engine.served
+        reload_error = engine.reloader.last_error or engine.models.last_error
         return {
-            "status": "ok",
+            # degraded: no trained version is served (the built-in fallback), see fallback_reasons
+            "status": "degraded" if served.fallback else "ok",
             "notes": engine.catalog.n_items,
-            "model_version": engine.models.current().version,
+            "model_version": served.version or served.models.current().version,
+            "fallback": bool(served.fallback),
+            "fallback_reasons": list(served.fallback),
+            "fine_model_version": served.models.current().version,
+            "reload": {**engine.reloader.status(), "fine_error": engine.models.last_error},
+            "reload_error": reload_error,
             "bus": engine.bus.name,
             "state": engine.state.name,
             "replayed_events": engine.replayed,
@@ -162,7 +182,9 @@ def create_app(engine: Engine) -> FastAPI:
             "request_id": uuid.uuid4().hex,
             "user_id": user_id,
             "cold_start": ctx.user is None and (ctx.snapshot is None or ctx.snapshot.n_events == 0),
-            "model_version": ctx.model.version if ctx.model else None,
+            # the model store version that served this page (else the fine model's own)
+            "model_version": getattr(ctx, "served_version", None) or (ctx.model.version if ctx.model else None),
+            "fallback": bool(getattr(ctx, "fallback", False)),
             "items": items,
             "degraded": bool(res.errors),
         }
@@ -214,6 +236,17 @@ def create_app(engine: Engine) -> FastAPI:
 
     @app.post("/v1/admin/models/reload", dependencies=[Depends(write_auth)])
     def reload(req: ReloadRequest) -> JSONResponse:
+        if req.version is not None:  # a store version: every component, swapped as a whole
+            vfut = engine.reloader.reload(req.version)
+            if not req.wait:
+                return JSONResponse({"status": "loading", "version": req.version,
+                                     "current": engine.model_version}, status_code=202)
+            try:
+                served = vfut.result(timeout=600)
+            except Exception as e:
+                raise HTTPException(422, f"model reload failed (field 'version'): {e}") from None
+            return JSONResponse({"status": "swapped", "version": served.version})
+        assert req.path is not None
         fut = engine.models.reload(req.path)
         def _count_swap(f: Any) -> None:
             if f.exception() is None:
@@ -226,7 +259,7 @@ def create_app(engine: Engine) -> FastAPI:
         try:
             mv = fut.result(timeout=300)
         except Exception as e:
-            raise HTTPException(422, f"model reload failed: {e}") from None
+            raise HTTPException(422, f"model reload failed (field 'path'): {e}") from None
         return JSONResponse({"status": "swapped", "version": mv.version})
 
     app.add_middleware(RequestMetrics, engine=engine)

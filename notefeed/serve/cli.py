@@ -72,15 +72,21 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         from notefeed.serve.config import ConfigError, load_config
         from notefeed.serve.engine import Engine
         from notefeed.serve.synth import synthetic_community
+        from notefeed.serve.versions import engine_from_store
 
         con = Console(stderr=True)
         try:
             cfg = load_config(config)
         except ConfigError as e:
-            con.print(f"[red]config error:[/red] {e}")
+            con.print(f"[red]config error:[/red] --config: {e}", soft_wrap=True)
             raise typer.Exit(2) from None
         token, source = resolve_token(cfg.api.token, workspace)
-        cfg = cfg.with_overrides(api={"token": token})
+        try:
+            cfg = cfg.with_overrides(api={"token": token})
+        except ConfigError:  # only a token from the environment or the token file gets here
+            con.print(f"[red]error:[/red] the write token from {source} is too short (at least 8 characters)",
+                      soft_wrap=True)
+            raise typer.Exit(2) from None
         with con.status("loading community"):
             ds = synthetic_community(synthetic_notes, seed=seed) if synthetic_notes else load_workspace_dataset(workspace)
         if ds.n_items == 0:
@@ -88,10 +94,16 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                       " (or `notefeed data import`), or publish notes with POST /v1/notes")
         with con.status(f"building engine on {ds.n_items:,} notes"):
             try:
-                engine = Engine(ds, cfg, workspace)
+                # the promoted model version (nothing trained here); the fallback otherwise
+                engine = Engine(ds, cfg, workspace) if synthetic_notes else engine_from_store(ds, cfg, workspace)
             except ConfigError as e:
                 con.print(f"[red]config error:[/red] {e}")
                 raise typer.Exit(2) from None
+        if engine.served.fallback:
+            con.print("[yellow]serving the built-in fallback[/yellow] (/healthz says degraded): "
+                      + "; ".join(engine.served.fallback))
+        else:
+            con.print(f"model version {engine.model_version}")
         con.print(f"notefeed: {engine.catalog.n_items:,} notes, {engine.replayed:,} events replayed; "
                   f"write token from {source}; http://{host}:{port}/docs")
         # uvicorn shuts down gracefully on SIGTERM, then re-raises it with the previous handler:

@@ -30,10 +30,10 @@ from notefeed.serve.catalog import Catalog, NoteLog
 from notefeed.serve.coldstart import STATE_FILE, ColdStartHub
 from notefeed.serve.components import ServeContext
 from notefeed.serve.config import ServeConfig
-from notefeed.serve.factory import build_pipeline
 from notefeed.serve.metrics import Metrics
 from notefeed.serve.models import ModelHolder
 from notefeed.serve.pipeline import FeedResult, Pipeline, StageRecord
+from notefeed.serve.versions import Served, VersionedContext, VersionReloader, build_served
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,11 @@ class Engine:
 
     def __init__(self, ds: Dataset, config: ServeConfig, workspace: str | Path,
                  state: OnlineState | None = None, bus: EventBus | None = None,
-                 fitted: dict[str, Any] | None = None) -> None:
+                 fitted: dict[str, Any] | None = None, model_version: str | None = None) -> None:
+        """``fitted``: trained components by config place (``recall.channels.<i>``, ``coarse``,
+        ``fine``), e.g. those of model store version ``model_version``; without them the
+        config's components are fitted on ``ds`` here and the engine reports itself as the
+        fallback (``notefeed serve`` uses :func:`~notefeed.serve.versions.engine_from_store`)."""
         self.config = config
         #: components trained beforehand (``notefeed train``), keyed by config place
         self.fitted = dict(fitted or {})
@@ -125,16 +129,26 @@ class Engine:
         self._seen = _csr_by_user(ds.events["user"].to_numpy(np.int64), ds.events["item"].to_numpy(), ds.n_users)
         self.metrics = _make_metrics()
         try:
-            self.models = ModelHolder.from_dir_or_default(config.fine.model_dir, ds)
-            self.pipelines: dict[str, Pipeline] = {
-                "default": build_pipeline(config, self.catalog, ds, self.models, coldstart=self.coldstart,
-                                          fitted=self.fitted),
-                # the baseline every benchmark compares against, and a fallback clients may ask for
-                "popular": build_pipeline(popular_config(config), self.catalog, ds, self.models, "popular"),
-            }
+            #: what requests are served with (pipelines, fine model, store version): replaced
+            #: as one reference by a reload, read once per request
+            self.served: Served = build_served(self, self.fitted, model_version)
         except BaseException:
             self._close_io()
             raise
+        self.reloader = VersionReloader(self)
+
+    @property
+    def pipelines(self) -> dict[str, Pipeline]:
+        return self.served.pipelines
+
+    @property
+    def models(self) -> ModelHolder:
+        return self.served.models
+
+    @property
+    def model_version(self) -> str | None:
+        """The model store version served (``None``: the fallback, or components given directly)."""
+        return self.served.version
 
     # ------------------------------------------------------------------ start-up
     @property
@@ -208,7 +222,8 @@ class Engine:
             ws.append_notes([note])
 
     # ------------------------------------------------------------------ reads
-    def context(self, user_id: str) -> ServeContext:
+    def context(self, user_id: str, served: Served | None = None) -> ServeContext:
+        served = served or self.served
         now = self.clock()
         snap = self.state.snapshot(user_id, now)
         u = self.ds.user_index.get(user_id)
@@ -224,15 +239,17 @@ class Engine:
             hist = np.concatenate([hist, np.asarray(online, np.int64)])
         if snap.seen:  # channels skip ctx.seen themselves (recall contract): include online
             seen = np.concatenate([seen, np.fromiter((idx[n] for n in snap.seen if n in idx), np.int64)])
-        return ServeContext(user_id=user_id, user=u, history=hist, seen=seen, ts=int(now),
-                            snapshot=snap, model=self.models.current(), seen_ids=snap.seen)
+        return VersionedContext(user_id=user_id, user=u, history=hist, seen=seen, ts=int(now),
+                                snapshot=snap, model=served.models.current(), seen_ids=snap.seen,
+                                served_version=served.version, fallback=bool(served.fallback))
 
     def feed(self, user_id: str, n: int, pipeline: str = "default", probe: bool = False) -> tuple[ServeContext, FeedResult]:
-        p = self.pipelines.get(pipeline)
+        served = self.served  # one version for the whole request, even across a swap
+        p = served.pipelines.get(pipeline)
         if p is None:
-            raise KeyError(f"unknown pipeline {pipeline!r} (field 'pipeline'); known: {sorted(self.pipelines)}")
+            raise KeyError(f"unknown pipeline {pipeline!r} (field 'pipeline'); known: {sorted(served.pipelines)}")
         t0 = time.perf_counter()
-        ctx = self.context(user_id)
+        ctx = self.context(user_id, served)
         ctx_ms = (time.perf_counter() - t0) * 1e3
         res = p.run(ctx, n, probe=probe)
         self.metrics.observe("stage_latency_ms", ctx_ms, pipeline=pipeline, stage="context")
@@ -345,6 +362,7 @@ class Engine:
             self.save_coldstart()
         except Exception:  # losing the pool state must not block a shutdown; the replay rebuilds
             log.exception("close: saving the cold-start state failed")
+        self.reloader.close()
         self.models.close()
         self._close_io()
 

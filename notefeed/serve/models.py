@@ -27,6 +27,8 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from notefeed.models.artifacts import ModelError  # one error type for model files, store and serving
+
 __all__ = ["LinearModel", "ModelVersion", "ModelHolder", "load_model_dir", "FEATURES", "ModelError"]
 
 #: Features of the built-in linear fine ranker, in column order (see ``components.features``).
@@ -36,8 +38,6 @@ FEATURES: tuple[str, ...] = (
 _PROB_TASKS = ("click", "like", "collect", "comment", "share")
 
 
-class ModelError(ValueError):
-    """A model directory that is missing, corrupt or does not match the code."""
 
 
 @dataclass(frozen=True)
@@ -177,23 +177,29 @@ class ModelHolder:
     """Holds the current :class:`ModelVersion`; reloads in the background."""
 
     def __init__(self, initial: ModelVersion,
-                 loader: Callable[[str | Path], tuple[str, Any]] = load_model_dir) -> None:
+                 loader: Callable[[str | Path], tuple[str, Any]] = load_model_dir,
+                 validate: Callable[[Any], None] | None = None) -> None:
         self._current = initial
         self._loader = loader
+        #: called on a loaded model before it is swapped in; raising refuses it
+        self.validate = validate
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notefeed-model-load")
         self._lock = threading.Lock()
         self.last_error: str | None = None
         self.swaps = 0
 
     @classmethod
-    def from_dir_or_default(cls, model_dir: str | None, ds: Any = None) -> ModelHolder:
+    def from_dir_or_default(cls, model_dir: str | None, ds: Any = None,
+                            validate: Callable[[Any], None] | None = None) -> ModelHolder:
         """Load ``model_dir`` (or the built-in linear priors); later reloads use the same
-        dataset ``ds`` (rank-stage checkpoints build their features over it)."""
+        dataset ``ds`` (rank-stage checkpoints build their features over it) and ``validate``."""
         loader = functools.partial(load_model_dir, ds=ds)
         if model_dir:
             version, model = loader(model_dir)
-            return cls(ModelVersion(version, model, time.time(), str(model_dir)), loader)
-        return cls(ModelVersion("builtin-default", LinearModel.default(), time.time()), loader)
+            if validate is not None:
+                validate(model)
+            return cls(ModelVersion(version, model, time.time(), str(model_dir)), loader, validate)
+        return cls(ModelVersion("builtin-default", LinearModel.default(), time.time()), loader, validate)
 
     def current(self) -> ModelVersion:
         return self._current
@@ -206,6 +212,8 @@ class ModelHolder:
     def _load_and_swap(self, path: str | Path) -> ModelVersion:
         try:
             version, model = self._loader(path)
+            if self.validate is not None:
+                self.validate(model)
         except Exception as e:
             self.last_error = f"{type(e).__name__}: {e}"
             raise

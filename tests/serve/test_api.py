@@ -17,7 +17,8 @@ def _ev(user: str, note: str, type_: str = "click") -> dict:
 
 def test_healthz_and_docs(client: TestClient) -> None:
     h = client.get("/healthz").json()
-    assert h["status"] == "ok" and h["notes"] == 2000
+    # no trained model version in this workspace: the built-in fallback, and it says so
+    assert h["status"] == "degraded" and h["fallback"] is True and h["notes"] == 2000
     assert "selector:builtin/author-cap" in h["pipelines"]["default"]
     assert client.get("/docs").status_code == 200
     assert "/v1/feed" in client.get("/openapi.json").json()["paths"]

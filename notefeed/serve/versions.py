@@ -1,0 +1,246 @@
+"""Serving a trained version from the model store, and swapping versions while serving.
+
+What one request uses is one :class:`Served`: the pipelines built for a store version (or
+the fallback), and the fine-model holder they score with. The engine keeps it in a single
+attribute, a request reads it once at its start, and a reload builds a complete new
+:class:`Served` on a background thread and replaces that one reference: in-flight requests
+finish on the old version, new ones see the new one.
+
+A version is served only when it fits the running server: each stored component sits at the
+config place it was trained for (same registry name), the dataset it was trained on is a
+prefix of the served one (same note and user ids at the same indices), and the fine model's
+task names meet the fusion weights. Otherwise start-up serves the fallback and says why, and
+a reload is refused with the reason (kept in ``/healthz`` as ``reload_error``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from notefeed.models.artifacts import ModelError
+from notefeed.models.store import ModelStore, ids_fingerprint
+from notefeed.recall.base import UserContext
+from notefeed.serve.components import ServeContext
+from notefeed.serve.config import ServeConfig
+from notefeed.serve.models import LinearModel, ModelHolder
+from notefeed.serve.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from notefeed.data.dataset import Dataset
+    from notefeed.serve.engine import Engine
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Served",
+    "VersionedContext",
+    "VersionReloader",
+    "build_served",
+    "check_fitted",
+    "check_tasks",
+    "engine_from_store",
+    "model_tasks",
+    "NO_VERSION",
+]
+
+#: the fallback reason when the workspace has no promoted version
+NO_VERSION = "no trained model version (run `notefeed train`, then `notefeed models promote`)"
+
+
+@dataclass(frozen=True)
+class Served:
+    """What requests are served with, swapped as one reference."""
+
+    pipelines: dict[str, Pipeline]
+    models: ModelHolder
+    #: the store version (``None``: not from the store)
+    version: str | None = None
+    #: why this is not (entirely) a trained version; empty when it is
+    fallback: tuple[str, ...] = ()
+    loaded_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class VersionedContext(ServeContext):
+    """A request context that also says which store version served it."""
+
+    served_version: str | None = None
+    fallback: bool = False
+
+
+# ---------------------------------------------------------------------- checks
+def model_tasks(model: Any) -> set[str] | None:
+    """The task names a fine model answers, or ``None`` when they cannot be told without
+    its features (a feature-matrix model such as ``rank/ltr``)."""
+    for _ in range(4):  # wrappers: BoundedScorer(FineRankerScorer(...))
+        if isinstance(model, LinearModel):
+            return set(model.tasks)
+        tasks = getattr(model, "tasks", None)
+        if isinstance(tasks, list | tuple) and tasks and all(isinstance(t, str) for t in tasks):
+            return set(tasks)
+        cfg = getattr(getattr(model, "ranker", None), "cfg", None)
+        if cfg is not None and isinstance(getattr(cfg, "tasks", None), list | tuple):
+            return set(cfg.tasks)
+        inner = getattr(model, "inner", None)
+        if inner is None:
+            break
+        model = inner
+    if callable(getattr(model, "score", None)):
+        try:  # one unknown user, one item: the answer's keys are the tasks
+            return set(model.score(UserContext("__task_probe__", None), np.zeros(1, np.int64)))
+        except Exception as e:  # the request path reports real failures; here only the names matter
+            log.warning("cannot probe %s for its task names: %s", type(model).__name__, e)
+    return None
+
+
+def check_tasks(model: Any, weights: dict[str, float], where: str) -> None:
+    """:class:`ModelError` when ``model``'s tasks meet none of the fusion ``weights`` (its
+    scores would be ignored and the feed silently ranked by the coarse score)."""
+    tasks = model_tasks(model)
+    if tasks is not None and not tasks & set(weights):
+        raise ModelError(f"{where}: model tasks {sorted(tasks)} match none of the fusion weights "
+                         f"{sorted(weights)} (fusion.weights); refusing it")
+
+
+def check_fitted(config: ServeConfig, ds: Dataset, fitted: dict[str, Any], manifest: dict[str, Any],
+                 version: str) -> None:
+    """Refuse a version that does not fit this server (see the module docstring)."""
+    chans = config.recall.channels
+    for key, comp in fitted.items():
+        name = getattr(comp, "name", None)
+        if key.startswith("recall.channels."):
+            i = key.rsplit(".", 1)[1]
+            if not i.isdigit() or int(i) >= len(chans):
+                raise ModelError(f"version {version}: component {key!r} has no place in this config "
+                                 f"(recall.channels has {len(chans)} entries)")
+            want = chans[int(i)].name
+        elif key in ("coarse", "fine"):
+            want = config.coarse.scorer if key == "coarse" else config.fine.scorer
+        else:
+            continue  # other components (content vectors...) are not pipeline steps
+        if name is not None and name != want:
+            raise ModelError(f"version {version}: {key} was trained as {name!r} but the config "
+                             f"names {want!r} there; serve with the config it was trained with or retrain")
+    data = manifest.get("data") or {}
+    for what, n_have, ids_col in (("items", ds.n_items, "note_id"), ("users", ds.n_users, "user_id")):
+        n = data.get(f"n_{what}")
+        if n is None:
+            continue
+        if int(n) > n_have:
+            raise ModelError(f"version {version}: trained on {n} {what}, this workspace has {n_have}; "
+                             "it was trained on another workspace")
+        sha = data.get(f"{what}_sha")
+        frame = ds.notes if what == "items" else ds.users
+        if sha is not None and ids_fingerprint(frame[ids_col], int(n)) != sha:
+            raise ModelError(f"version {version}: the workspace's {what} differ from the ones it was "
+                             "trained on (ids or order); retrain on this workspace")
+    if "fine" in fitted:
+        check_tasks(fitted["fine"], config.fusion.weights, f"version {version}: fine")
+
+
+# ---------------------------------------------------------------------- building
+def build_served(engine: Engine, fitted: dict[str, Any] | None, version: str | None,
+                 fallback: tuple[str, ...] = ()) -> Served:
+    """Pipelines and model holder for ``engine``'s config with ``fitted`` components."""
+    from notefeed.serve.engine import popular_config
+    from notefeed.serve.factory import build_pipeline
+
+    cfg = engine.config
+    weights = cfg.fusion.weights
+    models = ModelHolder.from_dir_or_default(
+        cfg.fine.model_dir, engine.ds, validate=lambda m: check_tasks(m, weights, "reloaded model"))
+    try:
+        pipelines = {
+            "default": build_pipeline(cfg, engine.catalog, engine.ds, models, coldstart=engine.coldstart,
+                                      fitted=fitted),
+            # the baseline every benchmark compares against, and a fallback clients may ask for
+            "popular": build_pipeline(popular_config(cfg), engine.catalog, engine.ds, models, "popular"),
+        }
+    except BaseException:
+        models.close()
+        raise
+    reasons = list(fallback)
+    if version is None and not fitted:
+        reasons.append(NO_VERSION)
+    reasons += [str(r) for r in getattr(pipelines["default"], "fallbacks", None) or []]
+    return Served(pipelines, models, version, tuple(reasons))
+
+
+def engine_from_store(ds: Dataset, config: ServeConfig, workspace: str | Path, **kwargs: Any) -> Engine:
+    """An :class:`Engine` serving the workspace's promoted version (nothing trained at
+    start-up when there is one). No version, or one that cannot be served here: the
+    fallback, with the reason in ``/healthz`` and ``fallback`` in every response."""
+    from notefeed.serve.engine import Engine
+
+    store = ModelStore(workspace)
+    version: str | None = None
+    fitted: dict[str, Any] | None = None
+    why: tuple[str, ...] = ()
+    try:
+        version = store.promoted()
+        if version is not None:
+            fitted = store.load(version)
+            check_fitted(config, ds, fitted, store.manifest(version), version)
+    except ModelError as e:
+        log.error("not serving the promoted model version: %s", e)
+        why = (f"promoted version not served: {e}",)
+        version, fitted = None, None
+    engine = Engine(ds, config, workspace, fitted=fitted, model_version=version, **kwargs)
+    if why:
+        engine.served = dataclasses.replace(engine.served, fallback=why + engine.served.fallback)
+    return engine
+
+
+class VersionReloader:
+    """``POST /v1/admin/models/reload {"version": ...}``: load a store version on a
+    background thread, build its pipelines, swap them in; one reload at a time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notefeed-version-load")
+        self._lock = threading.Lock()
+        #: ``idle`` | ``loading`` | ``swapped`` | ``failed``
+        self.state = "idle"
+        self.target: str | None = None
+        self.last_error: str | None = None
+
+    def reload(self, version: str) -> Future[Served]:
+        with self._lock:
+            self.state, self.target = "loading", version
+        return self._pool.submit(self._load_and_swap, version)
+
+    def _load_and_swap(self, version: str) -> Served:
+        eng = self.engine
+        try:
+            store = ModelStore(eng.workspace)
+            fitted = store.load(version)
+            check_fitted(eng.config, eng.ds, fitted, store.manifest(version), version)
+            new = build_served(eng, fitted, version)
+        except Exception as e:
+            with self._lock:
+                self.state, self.last_error = "failed", f"{version}: {type(e).__name__}: {e}"
+            log.error("model reload %s failed: %s", version, e)
+            raise
+        old = eng.served
+        eng.served = new  # the swap: one reference assignment
+        eng.fitted = fitted
+        old.models.close()
+        with self._lock:
+            self.state, self.last_error = "swapped", None
+        eng.metrics.inc("model_swaps_total")
+        return new
+
+    def status(self) -> dict[str, Any]:
+        return {"state": self.state, "target": self.target, "error": self.last_error}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)

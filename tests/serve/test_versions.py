@@ -1,0 +1,188 @@
+"""Serving model store versions: start-up from the promoted one, the fallback says so,
+reload by version swaps everything at once, and versions that do not fit are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from notefeed.data.dataset import Dataset
+from notefeed.models import ModelStore, data_snapshot
+from notefeed.rank.base import SCORERS
+from notefeed.recall import CHANNELS
+from notefeed.serve.app import create_app
+from notefeed.serve.models import LinearModel, ModelError
+from notefeed.serve.versions import NO_VERSION, check_fitted, engine_from_store
+
+from .conftest import AUTH, make_config
+
+
+class TaskFine:
+    """A persistable fine scorer whose task names are data (for the fusion-weights check)."""
+
+    name = "test/task-fine"
+
+    def __init__(self, tasks: tuple[str, ...] = ("click",)) -> None:
+        self.tasks = tuple(tasks)
+
+    def score(self, ctx, items: np.ndarray) -> dict[str, np.ndarray]:
+        return {t: (np.asarray(items) % 5 / 5.0).astype(np.float32) for t in self.tasks}
+
+    def to_state(self):
+        return {"tasks": list(self.tasks)}, {}
+
+    @classmethod
+    def from_state(cls, params, arrays):
+        return cls(tuple(params["tasks"]))
+
+
+if TaskFine.name not in SCORERS:
+    SCORERS.register(TaskFine.name)(TaskFine)
+
+CHANNELS_CFG = {"channels": [{"name": "fresh/recent", "quota": 50}, {"name": "item-to-item/swing", "quota": 200},
+                             {"name": "user-to-user/default", "quota": 100}, {"name": "tag/interest", "quota": 100},
+                             {"name": "non-personalized/popular", "quota": 200}]}
+
+
+def _cfg(**sections: dict):
+    return make_config(recall=CHANNELS_CFG, **sections)
+
+
+@pytest.fixture(scope="module")
+def trained(small_ds: Dataset) -> dict:
+    """Every registered channel of the default config, fitted, by config place."""
+    cfg = _cfg()
+    return {f"recall.channels.{i}": CHANNELS.create(ch.name, **ch.params).fit(small_ds)
+            for i, ch in enumerate(cfg.recall.channels) if ch.name in CHANNELS
+            and ch.name not in ("fresh/recent", "non-personalized/popular")}
+
+
+def _save(ws: Path, components: dict, ds: Dataset, promote: bool = True, **extra) -> str:
+    store = ModelStore(ws)
+    v = store.save(components, {"config": _cfg().model_dump(mode="json"), "data": data_snapshot(ds), **extra})
+    if promote:
+        store.promote(v)
+    return v
+
+
+def test_start_up_serves_the_promoted_version_without_training(small_ds, trained, tmp_path, monkeypatch):
+    assert len(trained) == 3
+    ws = tmp_path / "ws"
+    v = _save(ws, trained, small_ds)
+    for comp in trained.values():  # nothing may be fitted at start-up
+        monkeypatch.setattr(type(comp), "fit", lambda self, ds: pytest.fail(f"{self.name} fitted at start-up"))
+    eng = engine_from_store(small_ds, _cfg(), ws)
+    try:
+        assert eng.model_version == v and eng.served.fallback == ()
+        srcs = {s.name: s.component for s in eng.pipelines["default"].sources}
+        loaded = srcs["item-to-item/swing"]
+        assert loaded is not trained["recall.channels.1"]
+        assert (loaded.sim != trained["recall.channels.1"].sim).nnz == 0
+        with TestClient(create_app(eng)) as c:
+            h = c.get("/healthz").json()
+            assert h["status"] == "ok" and h["model_version"] == v and h["fallback"] is False
+            assert h["fallback_reasons"] == [] and h["reload_error"] is None
+            body = c.get("/v1/feed", params={"user_id": "u1", "n": 10}).json()
+            assert body["model_version"] == v and body["fallback"] is False and len(body["items"]) == 10
+    finally:
+        eng.close()
+
+
+def test_no_version_is_the_fallback_and_says_so(small_ds, tmp_path):
+    eng = engine_from_store(small_ds, _cfg(), tmp_path / "ws")
+    try:
+        with TestClient(create_app(eng)) as c:
+            h = c.get("/healthz").json()
+            assert h["status"] == "degraded" and h["fallback"] is True and NO_VERSION in h["fallback_reasons"]
+            body = c.get("/v1/feed", params={"user_id": "u1", "n": 5}).json()
+            assert body["fallback"] is True and body["model_version"] == "builtin-default"
+    finally:
+        eng.close()
+
+
+def test_a_version_that_does_not_fit_is_not_served(small_ds, trained, tmp_path):
+    ws = tmp_path / "ws"
+    v = _save(ws, trained, small_ds)
+    # the config names another channel at a stored place
+    cfg = make_config(recall={"channels": [{"name": "fresh/recent", "quota": 50},
+                                           {"name": "item-to-item/itemcf", "quota": 200}]})
+    eng = engine_from_store(small_ds, cfg, ws)
+    try:
+        assert eng.model_version is None and eng.served.fallback
+        assert "recall.channels.1 was trained as 'item-to-item/swing'" in eng.served.fallback[0]
+    finally:
+        eng.close()
+    # a damaged promoted version: the fallback, naming the file
+    (ws / "models" / v / "manifest.json").write_text("{")
+    eng = engine_from_store(small_ds, _cfg(), ws)
+    try:
+        assert eng.model_version is None and "manifest.json" in eng.served.fallback[0]
+    finally:
+        eng.close()
+    # trained on another catalogue
+    manifest = {"data": {**data_snapshot(small_ds), "items_sha": "0" * 16}}
+    with pytest.raises(ModelError, match="items differ"):
+        check_fitted(_cfg(), small_ds, {}, manifest, "v")
+    with pytest.raises(ModelError, match="trained on 99999 items"):
+        check_fitted(_cfg(), small_ds, {}, {"data": {"n_items": 99999}}, "v")
+
+
+def test_reload_by_version_swaps_everything(small_ds, trained, tmp_path):
+    ws = tmp_path / "ws"
+    eng = engine_from_store(small_ds, _cfg(), ws)
+    try:
+        old = eng.served
+        v = _save(ws, trained, small_ds, promote=False)
+        with TestClient(create_app(eng)) as c:
+            r = c.post("/v1/admin/models/reload", json={"version": v, "wait": True}, headers=AUTH)
+            assert r.status_code == 200 and r.json() == {"status": "swapped", "version": v}
+            h = c.get("/healthz").json()
+            assert h["status"] == "ok" and h["model_version"] == v and h["reload"]["state"] == "swapped"
+            assert c.get("/v1/feed", params={"user_id": "u2", "n": 5}).json()["model_version"] == v
+            # a request that started on the old version finishes on it
+            res = old.pipelines["default"].run(eng.context("u2", old), 5)
+            assert not res.errors and len(res.items) == 5
+            # failures leave the served version and are visible
+            r = c.post("/v1/admin/models/reload", json={"version": "20000101T000000000Z-abcdef", "wait": True},
+                       headers=AUTH)
+            assert r.status_code == 422 and "not found" in r.json()["detail"]
+            r = c.post("/v1/admin/models/reload", json={"version": "../../etc"}, headers=AUTH)
+            assert r.status_code == 202
+            eng.reloader._pool.submit(lambda: None).result()  # wait for the background load
+            h = c.get("/healthz").json()
+            assert h["model_version"] == v and "not a version name" in h["reload_error"]
+            assert h["reload"]["state"] == "failed"
+            r = c.post("/v1/admin/models/reload", json={"version": v, "path": "/x"}, headers=AUTH)
+            assert r.status_code == 422 and "exactly one" in r.text
+            r = c.post("/v1/admin/models/reload", json={}, headers=AUTH)
+            assert r.status_code == 422
+    finally:
+        eng.close()
+
+
+def test_fine_tasks_must_meet_the_fusion_weights(small_ds, trained, tmp_path):
+    ws = tmp_path / "ws"
+    cfg = _cfg(fine={"scorer": TaskFine.name})
+    store = ModelStore(ws)
+    good = store.save({**trained, "fine": TaskFine(("click", "like"))}, {"data": data_snapshot(small_ds)})
+    bad = store.save({**trained, "fine": TaskFine(("purchase",))}, {"data": data_snapshot(small_ds)})
+    store.promote(good)
+    eng = engine_from_store(small_ds, cfg, ws)
+    try:
+        assert eng.model_version == good and not eng.served.fallback
+        _, res = eng.feed("u3", 10)
+        assert "fine.click" in res.candidates.columns and not res.errors
+        with pytest.raises(ModelError, match=r"tasks \['purchase'\] match none of the fusion weights"):
+            eng.reloader.reload(bad).result()
+        assert eng.model_version == good and "purchase" in eng.reloader.last_error
+        # the same check for a fine model directory
+        d = LinearModel(("purchase",), np.zeros((1, 8), np.float32)).save(tmp_path / "lin", "lin-1")
+        with TestClient(create_app(eng)) as c:
+            r = c.post("/v1/admin/models/reload", json={"path": str(d), "wait": True}, headers=AUTH)
+            assert r.status_code == 422 and "fusion weights" in r.json()["detail"]
+            assert "fusion weights" in c.get("/healthz").json()["reload_error"]
+    finally:
+        eng.close()
