@@ -11,8 +11,13 @@ from notefeed.models.artifacts import ModelError, load_component, save_component
 from notefeed.recall import CHANNELS
 from notefeed.recall.base import UserContext
 
+try:  # registers sequence/sasrec where the package does not import it (yet)
+    import notefeed.recall.sequential  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+
 SMALL = {"embedding/two-tower": {"dim": 16, "epochs": 1, "buckets": 1024},
-         "sequence/sasrec": {"dim": 16, "epochs": 1}}
+         "sequence/sasrec": {"dim": 16, "epochs": 1, "progress": False}}
 NAMES = [n for n in CHANNELS.names() if not n.startswith("test/")
          and callable(getattr(CHANNELS.get(n), "to_state", None)) and callable(getattr(CHANNELS.get(n), "from_state", None))]
 MUST = {"item-to-item/swing", "item-to-item/itemcf", "user-to-user/default", "tag/interest", "social/follow",
