@@ -37,6 +37,31 @@ for _module in (data_cli, sim_cli, eval_cli, content_cli, recall_cli, rank_cli, 
     _module.register(app, bench)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from notefeed import __version__
+
+        typer.echo(f"notefeed {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """notefeed: a multi-stage recommendation engine for content communities."""
+
+
+def _fail(msg: str) -> None:
+    """An expected error: one line on stderr, exit status 2 (no traceback)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
 @app.command("demo")
 def demo(
     workspace: Path | None = typer.Option(None, "--workspace", help="where to build it (default: a new temp dir)"),
@@ -46,6 +71,7 @@ def demo(
     requests: int = typer.Option(60, "--requests", min=1, max=10_000, help="page requests per step"),
     fine: str = typer.Option("rank/cgc", "--fine", help="fine ranker: rank/cgc, rank/ple, rank/mmoe, or none"),
     json_path: Path | None = typer.Option(None, "--json", help="write the summary here"),
+    replace: bool = typer.Option(False, "--replace", help="overwrite the data of a non-empty --workspace"),
 ) -> None:
     """Build a simulated community, train every stage, serve it over HTTP and show what it does."""
     import tempfile
@@ -53,6 +79,11 @@ def demo(
     from notefeed.demo import DemoOptions, run_demo
     from notefeed.eval.timing import write_json
 
+    if workspace is not None and workspace.exists():
+        if not workspace.is_dir():
+            _fail(f"--workspace: {workspace} is a file, not a folder")
+        if any(workspace.iterdir()) and not replace:
+            _fail(f"--workspace: {workspace} is not empty; add --replace to overwrite its data")
     ws = workspace or Path(tempfile.mkdtemp(prefix="notefeed-demo-"))
     opts = DemoOptions(workspace=ws, preset=preset, seed=seed, loop_steps=steps, loop_requests=requests,
                        fine_scorer=None if fine == "none" else fine)

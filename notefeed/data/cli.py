@@ -16,11 +16,13 @@ from notefeed.data.loaders import DATASET_NAMES, dataset_for_path, load_dataset
 
 __all__ = ["register", "data_app", "stats_table"]
 
-data_app = typer.Typer(help="Datasets and workspaces: import, stats.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets and workspaces: list, import, stats.", no_args_is_help=True)
 _console = Console()
 
 
 def _fail(msg: str) -> None:
+    # library messages name Python arguments; on the command line they are flags
+    msg = msg.replace("pass replace=True to overwrite", "add --replace to overwrite").replace("pass path=", "give --path ")
     Console(stderr=True).print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
@@ -102,6 +104,37 @@ def import_cmd(
         _console.print(f"{len(problems)} bad row(s) skipped")
     summary = ", ".join(f"{k} {v:,}" for k, v in counts.items())
     _console.print(escape(f"imported {ds.name} into {workspace}: {summary}"), soft_wrap=True, highlight=False)
+
+
+@data_app.command("list")
+def list_cmd() -> None:
+    """The datasets --dataset takes, each with a one-line description."""
+    from notefeed.data.loaders import LOADERS, _all  # noqa: F401  (_all: every loader registers on import)
+
+    t = Table(show_header=True, box=None)
+    t.add_column("dataset")
+    t.add_column("what it is")
+    for name in LOADERS.names():
+        doc = (LOADERS.get(name).__doc__ or "").strip().splitlines()
+        t.add_row(name, _DESCRIPTIONS.get(name) or (doc[0].replace("``", "") if doc else ""))
+    Console(width=200).print(t, soft_wrap=True)
+
+
+#: one line per dataset for `notefeed data list` (loaders not named here show their docstring)
+_DESCRIPTIONS = {
+    "movielens-small": "MovieLens latest-small: ratings (>= 4 adds a like), genres, tags (movielens/ml-latest-small)",
+    "movielens-100k": "MovieLens 100k: ratings, genres, user demographics (movielens/ml-100k)",
+    "taobao": "Taobao UserBehavior subset: pv/cart/fav/buy over 9 days (taobao_userbehavior_subset)",
+    "beauty": "Amazon Beauty sequences with item attributes, S3Rec format (amazon_s3rec/Beauty.txt)",
+    "lastfm-s3rec": "LastFM sequences, S3Rec format (amazon_s3rec/LastFM.txt)",
+    "kuairec": "KuaiRec side info: captions and categories, no interactions (kuairec_side)",
+    "kuairand": "KuaiRand-Pure side info: authors and fan counts, no logs (kuairand_pure_side)",
+    "qilin": "Qilin toy: Xiaohongshu feed and search logs with notes (qilin_toy)",
+    "lastfm-hetrec": "HetRec Last.fm: artist plays, tags and the friend graph (lastfm_hetrec2k)",
+    "microlens": "MicroLens-100k titles and comment counts (microlens100k_titles)",
+    "csv": "your own export: --path FOLDER with events.csv/parquet (+ notes, users, creators)",
+    "seqfile": "your own sequence log: --path FILE, one user per line 'user item item ...' in time order",
+}
 
 
 @data_app.command("stats")

@@ -562,6 +562,9 @@ def _register() -> None:
         def make(seed: int = 0, slots: int = 2, **params: Any) -> ColdStartPolicy:
             return ColdStartPolicy(base(seed=seed), ColdStartPool(bandit=bandit, **params), slots=slots, seed=seed,
                                    content=content)
+        how = "Thompson-sampling" if bandit == "thompson" else "uniformly drawn"
+        make.__doc__ = (f"{base.__name__.removesuffix('Policy').lower()} plus {how} new-note slots from the cold-start "
+                        f"pool{' (content-vector look-alikes)' if content else ''}.")
         return make
 
     for base_name, base in (("popular", PopularPolicy), ("random", RandomPolicy)):

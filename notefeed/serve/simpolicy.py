@@ -140,15 +140,18 @@ class EnginePolicy:
 
 @POLICIES.register("pipeline")
 def _pipeline_policy(seed: int = 0) -> EnginePolicy:
+    """The serving engine's default pipeline (configs/default.yaml), cold-start pool included."""
     return EnginePolicy(pipeline="default", seed=seed)
 
 
 @POLICIES.register("pipeline-nocoldstart")
 def _pipeline_nocoldstart_policy(seed: int = 0) -> EnginePolicy:
+    """The default pipeline with the cold-start pool switched off."""
     return EnginePolicy(pipeline="default", seed=seed, name="pipeline-nocoldstart",
                         config=ServeConfig().with_overrides(coldstart={"enabled": False}))
 
 
 @POLICIES.register("pipeline-popular")
 def _pipeline_popular_policy(seed: int = 0) -> EnginePolicy:
+    """The serving engine's popularity-only pipeline (one channel, no ranking, no re-ranking)."""
     return EnginePolicy(pipeline="popular", seed=seed)

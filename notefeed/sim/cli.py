@@ -26,7 +26,12 @@ def generate_cmd(
 ) -> None:
     """Generate a community with its logged history and save it into a workspace."""
     from notefeed.sim.community import generate
+    from notefeed.sim.config import PRESETS
 
+    if preset not in PRESETS:
+        _fail(f"--preset: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    if not replace and _has_data(workspace):  # checked before minutes of generation, not after
+        _fail(f"--workspace: {workspace} already holds a dataset; add --replace to overwrite it")
     t0 = time.perf_counter()
     comm = generate(preset, seed=seed)
     with Progress(console=_console, transient=True) as prog:
@@ -53,6 +58,41 @@ def generate_cmd(
     _console.print(f"[bold]{ds.name}[/]: {s['notes']:,} notes, {s['users']:,} users, {s['creators']:,} creators, "
                    f"{s['events']:,} events; generated in {t1 - t0:.1f}s, saved to {where} "
                    f"in {time.perf_counter() - t1:.1f}s")
+
+
+def _fail(msg: str) -> None:
+    """An expected error: one line on stderr naming the flag, exit status 2 (no traceback)."""
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _has_data(workspace: Path) -> bool:
+    if workspace.exists() and not workspace.is_dir():
+        _fail(f"--workspace: {workspace} is a file, not a folder")
+    if not (workspace / "notefeed.duckdb").exists():
+        return False
+    from notefeed.data.store import Workspace
+
+    with Workspace.open(workspace, create=False) as ws:
+        return sum(ws.counts().values()) > 0
+
+
+@sim_app.command("policies")
+def policies_cmd() -> None:
+    """List the closed-loop policies (for `notefeed sim run --policy`) with a one-line description."""
+    import notefeed.online.coldstart  # noqa: F401  (registers the +coldstart policies)
+    import notefeed.serve.simpolicy  # noqa: F401  (registers the pipeline policies)
+    from notefeed.sim.policies import POLICIES
+
+    t = Table(show_header=True, box=None)
+    t.add_column("policy")
+    t.add_column("what it does")
+    for name in POLICIES.names():
+        doc = (POLICIES.get(name).__doc__ or "").strip().splitlines()
+        t.add_row(name, doc[0] if doc else "")
+    Console(width=200).print(t)
 
 
 def _fmt(v: object) -> str:

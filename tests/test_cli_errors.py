@@ -1,0 +1,79 @@
+"""Issue 12, CLI: expected errors are one line naming the flag; --version; data list; sim policies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from notefeed import __version__
+from notefeed.cli import app
+
+runner = CliRunner()
+
+
+def _one_line_error(output: str, *needles: str) -> None:
+    lines = [ln for ln in output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, output
+    assert "Traceback" not in output and lines[0].startswith("error:"), output
+    for n in needles:
+        assert n in lines[0], output
+
+
+@pytest.fixture
+def filled_ws(tmp_path: Path) -> Path:
+    log = tmp_path / "log.txt"
+    log.write_text("u1 a b c\nu2 b c\n")
+    ws = tmp_path / "ws"
+    res = runner.invoke(app, ["data", "import", "--path", str(log), "--workspace", str(ws)])
+    assert res.exit_code == 0, res.output
+    return ws
+
+
+def test_version() -> None:
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"notefeed {__version__}"
+
+
+def test_data_list_and_sim_policies() -> None:
+    res = runner.invoke(app, ["data", "list"])
+    assert res.exit_code == 0, res.output
+    rows = {ln.split()[0]: ln for ln in res.output.splitlines()[1:] if ln.strip()}
+    assert {"movielens-small", "beauty", "csv", "seqfile", "sim-tiny"} <= set(rows)
+    assert all(len(r.split()) > 2 for r in rows.values())  # every dataset has a description
+    res = runner.invoke(app, ["sim", "policies"])
+    assert res.exit_code == 0, res.output
+    rows = {ln.split()[0]: ln for ln in res.output.splitlines()[1:] if ln.strip()}
+    assert {"random", "popular", "oracle", "pipeline", "popular+coldstart"} <= set(rows)
+    assert all(len(r.split()) > 2 for r in rows.values())
+
+
+def test_sim_generate_refuses_a_filled_workspace_before_generating(filled_ws: Path) -> None:
+    res = runner.invoke(app, ["sim", "generate", "--preset", "tiny", "--workspace", str(filled_ws)])
+    assert res.exit_code == 2
+    _one_line_error(res.output, "--workspace", "--replace")
+    res = runner.invoke(app, ["sim", "generate", "--preset", "huge", "--workspace", str(filled_ws)])
+    assert res.exit_code == 2
+    _one_line_error(res.output, "--preset", "tiny")
+
+
+def test_data_import_names_flags_not_arguments(filled_ws: Path, tmp_path: Path) -> None:
+    log = tmp_path / "log.txt"
+    res = runner.invoke(app, ["data", "import", "--path", str(log), "--workspace", str(filled_ws)])
+    assert res.exit_code == 1
+    _one_line_error(res.output.replace("\n", " ") + "\n", "--replace")
+    assert "replace=True" not in res.output
+
+
+def test_demo_refuses_a_non_empty_workspace(filled_ws: Path) -> None:
+    res = runner.invoke(app, ["demo", "--workspace", str(filled_ws), "--preset", "tiny"])
+    assert res.exit_code == 2
+    _one_line_error(res.output, "--workspace", "--replace")
+
+
+def test_serve_short_token_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("NOTEFEED_API_TOKEN", "short")
+    res = runner.invoke(app, ["serve", "--workspace", str(tmp_path / "ws")])
+    assert res.exit_code == 2
+    _one_line_error(res.output, "NOTEFEED_API_TOKEN", "too short")
