@@ -123,7 +123,7 @@ def eval_command(
     dataset: str | None = typer.Option(None, "--dataset", help="dataset name(s), comma-separated (see `notefeed data list`)"),
     path: Path | None = typer.Option(None, "--path", help="where the dataset is read from; alone, a sequence file (seqfile) or a folder of events.csv (csv)"),
     models: str | None = typer.Option(None, "--models", help="models/methods, comma-separated (stage default when omitted)"),
-    stage: str = typer.Option("model", "--stage", help="which stage's evaluation: model, recall, rank, rerank, ..."),
+    stage: str = typer.Option("model", "--stage", help="which stage's evaluation: model, feed, recall, rank, rerank, ..."),
     split: str | None = typer.Option(None, "--split", help="loo (leave-last-out, default), temporal (global time cut) or ratio (per-user random 20%)"),
     k: str | None = typer.Option(None, "--k", help="cut-offs, comma-separated (default 10,20,50)"),
     param: list[str] | None = typer.Option(None, "--param", help="model parameter MODEL.KEY=VALUE (repeatable)"),
@@ -131,10 +131,13 @@ def eval_command(
     quick: bool = typer.Option(False, "--quick", help="subsample users (smoke runs, tests)"),
     json_path: Path | None = typer.Option(None, "--json", help="write {stage, rows, meta} JSON here"),
     report: Path | None = typer.Option(None, "--report", help="write index.html and PNG figures into this folder"),
+    config: Path | None = typer.Option(None, "--config", help="feed stage: the serving config to evaluate (default config when omitted)"),
+    users: int | None = typer.Option(None, "--users", help="feed stage: test users to sample (all when omitted)"),
 ) -> None:
     """Offline evaluation of one funnel stage on one or more datasets."""
     # every stage registers its evaluator when its package is imported
     import notefeed.content  # noqa: F401
+    import notefeed.eval.feed  # noqa: F401
     import notefeed.eval.runner  # noqa: F401
     import notefeed.rank  # noqa: F401
     import notefeed.recall  # noqa: F401
@@ -165,6 +168,12 @@ def eval_command(
             options["params"] = parse_params(param)
         if path is not None:
             options["path"] = str(path)
+        if config is not None:
+            options["config"] = str(config)
+        if users is not None:
+            if users < 1:
+                raise ValueError(f"--users: must be >= 1, got {users}")
+            options["users"] = users
         before = _mtime(report)
         rows = run_stage(stage, datasets, model_list, seed, quick, report, **options)
     except (*_ERRORS, DataError) as e:

@@ -96,6 +96,52 @@ def rollback_cmd(workspace: Path = _WS) -> None:
     typer.echo(f"rolled back to {v} (was {prev})")
 
 
+def train_cmd(
+    workspace: Path = _WS,
+    config: Path | None = typer.Option(None, "--config", help="serving config naming what to train (default config when omitted)"),
+    promote: bool = typer.Option(True, "--promote/--no-promote", help="make the new version the one `serve` loads"),
+    seed: int = typer.Option(0, "--seed", help="random seed of sampling and training"),
+) -> None:
+    """Fit every component the config names on the workspace and store a new model version."""
+    import time
+
+    from notefeed.data.dataset import DataError
+    from notefeed.models.artifacts import ModelError
+    from notefeed.models.store import data_snapshot
+    from notefeed.models.train import train_components
+    from notefeed.serve.cli import load_workspace_dataset
+    from notefeed.serve.config import ConfigError, ServeConfig, load_config
+
+    store = _store(workspace)
+    try:
+        cfg = load_config(config) if config is not None else ServeConfig()
+    except (ConfigError, OSError) as e:
+        _fail(f"--config: {e}")
+    try:
+        ds = load_workspace_dataset(workspace)
+    except (DataError, OSError) as e:
+        _fail(f"--workspace: {e}")
+    if not len(ds.events):
+        _fail(f"--workspace: {workspace} has no events to train on (import or generate data first)")
+    typer.echo(f"training on {workspace}: {ds.n_users:,} users, {ds.n_items:,} notes, {len(ds.events):,} events")
+    t0 = time.perf_counter()
+    try:
+        components, report = train_components(cfg, ds, progress=True, seed=seed)
+    except (ValueError, ConfigError) as e:
+        _fail(f"--config: {e}")
+    metrics = {k: v for k, v in report.items() if isinstance(v, dict) and k != "channels"}
+    try:
+        version = store.save(components, {"config": cfg.model_dump(mode="json"), "data": data_snapshot(ds),
+                                          "metrics": metrics, "train_report": report})
+        if promote:
+            store.promote(version)
+    except ModelError as e:
+        _fail(str(e))
+    typer.echo(f"stored version {version} ({len(components)} components, {time.perf_counter() - t0:.1f} s)"
+               + (", promoted" if promote else " (not promoted: `notefeed models promote`)"))
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
-    """Add ``notefeed models ...`` to ``notefeed``."""
+    """Add ``notefeed train`` and ``notefeed models ...`` to ``notefeed``."""
+    app.command("train")(train_cmd)
     app.add_typer(models_app, name="models")

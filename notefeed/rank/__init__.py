@@ -7,9 +7,11 @@ from notefeed.rank.coarse import CoarseRanker
 from notefeed.rank.features import FeatureBuilder, FeatureConfig
 from notefeed.rank.finenet import FineConfig
 from notefeed.rank.fusion import FusionConfig, fuse, tune_fusion
+from notefeed.rank.ltr import Group, ListwiseRanker, LTRConfig
 from notefeed.rank.multitask import FineRanker
 from notefeed.rank.samples import Samples, build_samples
 from notefeed.rank.scorer import FineRankerScorer
 
 __all__ = ["SCORERS", "TASKS", "Scorer", "CoarseRanker", "FeatureBuilder", "FeatureConfig", "FineConfig",
-           "FineRanker", "FineRankerScorer", "FusionConfig", "fuse", "tune_fusion", "Samples", "build_samples"]
+           "FineRanker", "FineRankerScorer", "FusionConfig", "fuse", "tune_fusion", "Samples", "build_samples",
+           "Group", "ListwiseRanker", "LTRConfig"]

@@ -150,6 +150,11 @@ class ModelScorer:
         if mv is None:
             raise RuntimeError("no model version in the request context")
         model = mv.model
+        from notefeed.serve.learned import candidate_features, feature_matrix, uses_features
+
+        if uses_features(model):  # rank/ltr: one listwise score from the named features
+            cols = candidate_features(self.catalog, ctx, cs)
+            return {"fine.score": model.predict(feature_matrix(cols, model.feature_names, len(cs)))}
         if isinstance(model, LinearModel):
             out = model.predict(features(self.catalog, ctx, cs))
         elif hasattr(model, "score"):  # a rank-stage Scorer (fitted at start-up or loaded)
@@ -196,7 +201,9 @@ class RankScorerAdapter:
 
 class Fusion:
     """``fusion/weighted``: fused = sum of task weights x fine scores (dwell as log1p
-    seconds so it cannot dominate); falls back to the coarse score when fine ranking failed.
+    seconds so it cannot dominate); a single-score ranker's ``fine.score`` (a listwise logit,
+    ``rank/ltr``) times the ``score`` weight (default 1); falls back to the coarse score when
+    fine ranking failed.
     Also writes ``fused_rank`` (0 = best) so the trace shows what re-ranking changed."""
 
     name = "fusion/weighted"
@@ -207,10 +214,12 @@ class Fusion:
     def score(self, ctx: UserContext, cs: CandidateSet) -> dict[str, np.ndarray]:
         fused = np.zeros(len(cs), np.float32)
         used = 0
-        for task, w in self.weights.items():
+        single = cs.columns.get("fine.score", cs.columns.get("fine"))
+        if single is not None:
+            # a single-score ranker (rank/ltr: a listwise logit) has no task heads to weigh
+            fused, used = self.weights.get("score", 1.0) * single.astype(np.float32), 1
+        for task, w in self.weights.items() if single is None else ():
             col = cs.columns.get(f"fine.{task}")
-            if col is None and task == "score":
-                col = cs.columns.get("fine")
             if col is None:
                 continue
             fused += w * (np.log1p(np.maximum(col, 0)) if task == "dwell" else col)

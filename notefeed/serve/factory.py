@@ -33,11 +33,16 @@ from notefeed.serve.components import (
     TopK,
 )
 from notefeed.serve.config import ConfigError, ServeConfig
+from notefeed.serve.learned import ChannelFeatures, LearnedScorer
 from notefeed.serve.models import ModelHolder, ModelVersion
 from notefeed.serve.pipeline import Pipeline, Step
 from notefeed.serve.rankwire import RANK_FINE, fit_rank_scorer
 
-__all__ = ["build_pipeline", "load_stage_components", "create_component"]
+__all__ = ["build_pipeline", "load_stage_components", "create_component", "LEARNED"]
+
+#: the learned listwise ranker (coarse and fine): trained by ``notefeed train`` only, never at
+#: start-up; without a trained version the pipeline serves the built-in fallback and says so
+LEARNED = "rank/ltr"
 
 
 def load_stage_components() -> list[str]:
@@ -127,9 +132,16 @@ def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: M
         steps.append(Step("filter", SeenFilter(catalog)))
     reserve = small_creator_reserve(config)
     co = config.coarse
+    fallbacks: list[str] = []
     if co.scorer is not None:
         if co.scorer == "builtin/popularity":
             steps.append(Step("scorer", PopularityScorer(catalog)))
+        elif co.scorer == LEARNED:
+            if "coarse" in fitted:
+                steps.append(Step("scorer", LearnedScorer(fitted["coarse"], catalog, "coarse", "coarse/ltr")))
+            else:  # nothing trained yet: the built-in formula, and the pipeline says so
+                fallbacks.append("coarse: rank/ltr not trained (run `notefeed train`); serving builtin/popularity")
+                steps.append(Step("scorer", PopularityScorer(catalog)))
         elif "coarse" in fitted:
             steps.append(Step("scorer", RankScorerAdapter(fitted["coarse"], "coarse")))
         elif co.scorer in SCORERS:
@@ -141,10 +153,15 @@ def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: M
         steps.append(Step("selector", TopK("coarse", co.keep, "coarse/keep", reserve, catalog)))
     fi = config.fine
     if fi.scorer is not None:
+        if fi.scorer == LEARNED:
+            if "fine" not in fitted:
+                fallbacks.append("fine: rank/ltr not trained (run `notefeed train`); serving builtin/linear priors")
+            # every candidate scored by each channel that can (the ranker's x.* features)
+            steps.append(Step("scorer", ChannelFeatures([s.component for s in steps if s.kind == "source"])))
         if "fine" in fitted:
             models.set(ModelVersion(str(getattr(fitted["fine"], "version", f"{fi.scorer}@fitted")),
                                     fitted["fine"], time.time()))
-        elif fi.scorer != "builtin/linear" and fi.model_dir is None:
+        elif fi.scorer not in ("builtin/linear", LEARNED) and fi.model_dir is None:
             # a scorer trained at start-up becomes the holder's first version
             if fi.scorer in RANK_FINE:
                 try:
@@ -174,4 +191,6 @@ def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: M
         steps.append(Step("selector", ReRankSelector(reranker, catalog, embedder)))
     if cs_on:
         steps.append(Step("selector", ColdStartSlots(config.coldstart.slots)))
-    return Pipeline(name, steps)
+    pipeline = Pipeline(name, steps)
+    pipeline.fallbacks = fallbacks
+    return pipeline

@@ -277,6 +277,8 @@ class Pipeline:
                 raise ValueError(f"pipeline {name!r}: source {s.name!r} needs quota >= 1")
         self.name = name
         self.steps = list(steps)
+        #: components the config names that were not trained, served by a built-in instead
+        self.fallbacks: list[str] = []
 
     @property
     def sources(self) -> list[Step]:

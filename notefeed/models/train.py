@@ -1,0 +1,155 @@
+"""Training orchestration: fit every component a serving config names, as serving will use it.
+
+:func:`train_components` is what ``notefeed train`` runs and what ``notefeed eval --stage
+feed`` runs on a training split, so the evaluated system is the served one.
+
+1. Recall channels are fitted on the log minus each user's last new positive item (the
+   *ranker targets*; users with fewer than two positive items keep everything). Serving uses
+   these very fits: a target is then exactly what a served user's next item is, an item the
+   channel models never saw for that user, so ranker training and serving see the same
+   distribution of candidate features.
+2. When the config names the learned ranker (``rank/ltr``) for the coarse and/or fine stage,
+   an :class:`~notefeed.serve.engine.Engine` over that log (clock just after its end) runs the
+   configured pipeline for a sample of target users up to the coarse scorer, capturing the
+   merged, filtered candidate sets: hard negatives from our own recall. The coarse ranker is
+   trained on them with the cheap features (channel ranks, item/user statistics); the
+   configured coarse keep then cuts each set, the ``features/channels`` step scores the kept
+   candidates with every channel that can (Swing/ItemCF similarity, sequence-model logit),
+   and the fine ranker is trained on those. Both with a time-ordered validation split and
+   early stopping; their metrics go into the report (and the model manifest).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from notefeed.data.dataset import Dataset
+
+__all__ = ["train_components", "COARSE_PREFIXES"]
+
+#: feature families the coarse ranker may use (cheap: no per-candidate model calls)
+COARSE_PREFIXES = ("base.", "user.", "recall.")
+
+
+def _channel_components(pipeline: Any, config: Any) -> dict[str, Any]:
+    """The fitted registry channels of ``pipeline``, keyed ``recall.channels.<i>``."""
+    out: dict[str, Any] = {}
+    sources = [s for s in pipeline.steps if s.kind == "source"]
+    for i, ch in enumerate(config.recall.channels):
+        if ch.name in ("fresh/recent", "non-personalized/popular"):
+            continue
+        out[f"recall.channels.{i}"] = sources[i].component
+    return out
+
+
+def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int = 0,
+                     max_rank_users: int = 8000) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit ``config``'s components on ``ds``; ``(components by config place, report)``."""
+    from notefeed.eval.splits import leave_last_out
+    from notefeed.serve.engine import Engine
+    from notefeed.serve.factory import LEARNED
+
+    report: dict[str, Any] = {}
+    learned = [s for s, name in (("coarse", config.coarse.scorer), ("fine", config.fine.scorer)) if name == LEARNED]
+    t0 = time.perf_counter()
+    hold = leave_last_out(ds) if learned and len(ds.events) else None
+    fit_ds = hold.train if hold is not None and len(hold.test_users) >= 20 else ds
+    capture_cfg = config.with_overrides(coarse={"scorer": None}, fine={"scorer": None, "model_dir": None},
+                                        rerank={"name": None}, coldstart={"enabled": False})
+    with tempfile.TemporaryDirectory(prefix="notefeed-train-") as tmp:
+        engine = Engine(fit_ds, capture_cfg, Path(tmp))
+        try:
+            components = _channel_components(engine.pipelines["default"], config)
+            report["channels_fit_s"] = time.perf_counter() - t0
+            report["channels"] = {k: getattr(v, "name", type(v).__name__) for k, v in components.items()}
+            if not learned or fit_ds is ds:
+                return components, report
+            assert hold is not None
+            t_end = float(fit_ds.events["ts"].max()) + 1.0
+            engine.clock = lambda: t_end
+            engine.catalog.top_max_age_s = 0.0
+            groups = _capture(engine, fit_ds, hold, max_rank_users, seed, progress)
+        finally:
+            engine.close()
+    report["rank_users"] = len(groups)
+    report["rank_target_recalled"] = float(np.mean([g[2] >= 0 for g in groups])) if groups else 0.0
+    _train_rankers(config, engine, groups, learned, components, report, progress, seed)
+    report["fit_s"] = time.perf_counter() - t0
+    return components, report
+
+
+def _capture(engine: Any, ds: Dataset, hold: Any, max_users: int, seed: int, progress: bool
+             ) -> list[tuple[Any, Any, int, float]]:
+    """(ctx, candidate set entering the first scorer, row of the target or -1, target time)."""
+    users = hold.test_users
+    rows = np.arange(len(users))
+    if len(rows) > max_users:
+        rows = np.sort(np.random.default_rng(seed).choice(len(rows), max_users, replace=False))
+    ids = ds.users["user_id"].astype(str).to_numpy()
+    first_scorer = next(s.name for s in engine.pipelines["default"].steps if s.kind == "scorer")
+    targets = hold.test_items
+    last_ts = ds.events.groupby("user")["ts"].max()
+    out = []
+    for r in tqdm(rows, desc="rank samples", disable=None if progress else True, leave=False):
+        u = int(users[r])
+        ctx = engine.context(str(ids[u]))
+        res = engine.pipelines["default"].run(ctx, 10, stop_before=first_scorer)
+        cs = res.candidates
+        tgt = targets.indices[targets.indptr[r]: targets.indptr[r + 1]]
+        hit = np.flatnonzero(np.isin(cs.items, tgt))
+        out.append((ctx, cs, int(hit[0]) if len(hit) else -1, float(last_ts.get(u, 0))))
+    return out
+
+
+def _train_rankers(config: Any, engine: Any, groups: list, learned: list[str], components: dict[str, Any],
+                   report: dict[str, Any], progress: bool, seed: int) -> None:
+    from notefeed.rank.ltr import Group, ListwiseRanker, LTRConfig
+    from notefeed.serve.components import TopK
+    from notefeed.serve.factory import small_creator_reserve
+    from notefeed.serve.learned import ChannelFeatures, candidate_features, feature_matrix
+
+    catalog = engine.catalog
+    feats = [candidate_features(catalog, ctx, cs) for ctx, cs, _, _ in groups]
+    names = sorted({k for f in feats for k in f})
+    coarse_model = None
+    if "coarse" in learned:
+        cnames = [n for n in names if n.startswith(COARSE_PREFIXES)]
+        cg = [Group(feature_matrix(f, cnames, len(cs)), pos, ts)
+              for f, (_, cs, pos, ts) in zip(feats, groups, strict=True) if pos >= 0]
+        params = dict(config.coarse.params or {})
+        coarse_model = ListwiseRanker(cnames, LTRConfig(seed=seed, **params)).fit(cg, progress, "coarse ranker")
+        coarse_model.version = "rank/ltr:coarse"
+        components["coarse"] = coarse_model
+        report["coarse"] = coarse_model.metrics
+    if "fine" not in learned:
+        return
+    keep = TopK("coarse", config.coarse.keep, "coarse/keep", small_creator_reserve(config), catalog)
+    hydrate = ChannelFeatures(list(components.values()))
+    fine_feats = []
+    for f, (ctx, cs, pos, ts) in zip(feats, groups, strict=True):
+        if pos < 0:
+            continue
+        if coarse_model is not None:
+            cs.columns["coarse"] = coarse_model.predict(feature_matrix(f, coarse_model.feature_names, len(cs)))
+            kept = keep.select(ctx, cs, 0)
+            if pos not in set(kept.tolist()):
+                continue
+            cs = cs.take(kept)
+            pos = int(np.flatnonzero(kept == pos)[0])
+        cs.columns.update(hydrate.score(ctx, cs))
+        ff = candidate_features(catalog, ctx, cs)
+        fine_feats.append((ff, len(cs), pos, ts))
+    fnames = sorted({k for ff, _, _, _ in fine_feats for k in ff})
+    fg = [Group(feature_matrix(ff, fnames, n), pos, ts) for ff, n, pos, ts in fine_feats]
+    params = dict(config.fine.params or {})
+    fine_model = ListwiseRanker(fnames, LTRConfig(seed=seed, **params)).fit(fg, progress, "fine ranker")
+    fine_model.version = "rank/ltr:fine"
+    components["fine"] = fine_model
+    report["fine"] = fine_model.metrics
+    report["fine_target_kept_by_coarse"] = len(fg) / max(1, sum(pos >= 0 for _, _, pos, _ in groups))

@@ -1,0 +1,190 @@
+"""``rank/ltr``: a listwise learned ranker over candidate features (coarse and fine stages).
+
+Trained on samples that look like serving: one *group* per training point, holding every
+candidate the project's own recall returned for that user at that moment (hard negatives)
+and the item the user actually chose next. Features are named columns (each channel's
+rank-normalised score, CF and sequence-model scores of every candidate, item and user
+statistics as of that moment); the network is a small MLP on standardised features. The
+loss is the softmax cross-entropy of the chosen item against the group's candidates
+(sampled when a group is large) — the listwise objective for logs of positives only.
+
+Validation: the latest ``valid_frac`` of groups by time; early stopping on the validation
+groups' HR@10 *within the full candidate list* (what the stage decides), which is saved
+with the model (``metrics``).
+
+The model is a pure function of a feature matrix: the serving side (``serve/learned.py``)
+assembles the matrix from the candidate set by :attr:`ListwiseRanker.feature_names`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from notefeed.rank.base import SCORERS
+
+__all__ = ["LTRConfig", "Group", "ListwiseRanker"]
+
+
+@dataclass
+class LTRConfig:
+    """Training settings of :class:`ListwiseRanker` (the defaults were measured best)."""
+
+    hidden: int = 64
+    epochs: int = 40
+    lr: float = 3e-3
+    weight_decay: float = 1e-5
+    batch_groups: int = 128
+    negatives: int = 100          # candidates sampled per group per step (all when fewer)
+    patience: int = 4             # epochs without validation gain before stopping
+    valid_frac: float = 0.1
+    seed: int = 0
+    threads: int = 2
+
+
+@dataclass
+class Group:
+    """One training point: candidate features ``x`` (m, f), the chosen row ``pos``, its time."""
+
+    x: np.ndarray
+    pos: int
+    ts: float = 0.0
+
+
+class _Net(nn.Module):
+    def __init__(self, n_in: int, hidden: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden // 2), nn.ReLU(),
+                                 nn.Linear(hidden // 2, 1))
+        self.lin = nn.Linear(n_in, 1)  # a linear path: the MLP learns corrections to it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.mlp(x) + self.lin(x)).squeeze(-1)
+
+
+def _hr(scores: np.ndarray, pos: int, k: int = 10) -> float:
+    return float((scores > scores[pos]).sum() < k)
+
+
+@SCORERS.register("rank/ltr")
+class ListwiseRanker:
+    """Scores candidates from named features; see the module docstring."""
+
+    name = "rank/ltr"
+
+    def __init__(self, feature_names: Sequence[str] = (), cfg: LTRConfig | None = None, **params: Any) -> None:
+        self.cfg = cfg or LTRConfig(**params)
+        self.feature_names = list(feature_names)
+        self.mean = np.zeros(len(self.feature_names), np.float32)
+        self.std = np.ones(len(self.feature_names), np.float32)
+        self.net: _Net | None = None
+        self.metrics: dict[str, float] = {}
+        self.version = "rank/ltr"
+
+    # ------------------------------------------------------------------ training
+    def fit(self, groups: Sequence[Group], progress: bool = True, desc: str = "rank/ltr") -> ListwiseRanker:
+        if not self.feature_names:
+            raise ValueError("rank/ltr: no feature names")
+        groups = [g for g in groups if 0 <= g.pos < len(g.x)]
+        if len(groups) < 10:
+            raise ValueError(f"rank/ltr: {len(groups)} training groups with a recalled target; need >= 10")
+        c = self.cfg
+        torch.manual_seed(c.seed)
+        rng = np.random.default_rng(c.seed)
+        torch.set_num_threads(max(1, c.threads))
+        order = np.argsort([g.ts for g in groups], kind="stable")
+        n_valid = max(1, int(len(groups) * c.valid_frac))
+        train = [groups[i] for i in order[:-n_valid]]
+        valid = [groups[i] for i in order[-n_valid:]]
+        allx = np.concatenate([g.x for g in train])
+        self.mean = allx.mean(0).astype(np.float32)
+        self.std = np.maximum(allx.std(0), 1e-6).astype(np.float32)
+        del allx
+        self.net = _Net(len(self.feature_names), c.hidden)
+        opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        m = c.negatives + 1
+        best, best_state, stale, t0 = -1.0, None, 0, time.perf_counter()
+        bar = tqdm(range(c.epochs), desc=desc, disable=None if progress else True, leave=False)
+        epochs_run = 0
+        for _ep in bar:
+            epochs_run += 1
+            self.net.train()
+            perm = rng.permutation(len(train))
+            for b in range(0, len(perm), c.batch_groups):
+                batch = [train[i] for i in perm[b: b + c.batch_groups]]
+                xb = np.zeros((len(batch), m, len(self.feature_names)), np.float32)
+                mask = np.zeros((len(batch), m), bool)
+                for r, g in enumerate(batch):
+                    others = np.delete(np.arange(len(g.x)), g.pos)
+                    if len(others) > c.negatives:
+                        others = rng.choice(others, c.negatives, replace=False)
+                    rows = np.concatenate([[g.pos], others])
+                    xb[r, : len(rows)] = g.x[rows]
+                    mask[r, : len(rows)] = True
+                xt = torch.from_numpy((xb - self.mean) / self.std)
+                logits = self.net(xt).masked_fill(~torch.from_numpy(mask), -1e9)
+                loss = nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            hr = float(np.mean([_hr(self.predict(g.x), g.pos) for g in valid]))
+            bar.set_postfix(valid_hr10=f"{hr:.4f}")
+            if hr > best:
+                best, stale = hr, 0
+                best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+            else:
+                stale += 1
+                if stale >= c.patience:
+                    break
+        if best_state is not None:
+            self.net.load_state_dict(best_state)
+        base = float(np.mean([_hr(-np.arange(len(g.x), dtype=np.float32), g.pos) for g in valid]))
+        self.metrics = {"valid_hr10_in_candidates": best, "valid_hr10_input_order": base,
+                        "train_groups": float(len(train)), "valid_groups": float(len(valid)),
+                        "epochs": float(epochs_run), "fit_s": time.perf_counter() - t0}
+        return self
+
+    # ------------------------------------------------------------------ serving
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """``x`` (n, len(feature_names)) -> (n,) float32 scores (higher is better)."""
+        if self.net is None:
+            raise RuntimeError("rank/ltr: predict() before fit()")
+        if x.ndim != 2 or x.shape[1] != len(self.feature_names):
+            raise ValueError(f"rank/ltr: features shape {x.shape}, expected (n, {len(self.feature_names)})")
+        self.net.eval()
+        with torch.inference_mode():
+            z = torch.from_numpy(((x - self.mean) / self.std).astype(np.float32))
+            return self.net(z).numpy().astype(np.float32)
+
+    # ------------------------------------------------------------------ persistence
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        if self.net is None:
+            raise RuntimeError("rank/ltr: to_state() before fit()")
+        arrays = {f"net.{k}": v.detach().numpy().copy() for k, v in self.net.state_dict().items()}
+        arrays.update(mean=self.mean, std=self.std)
+        params = {"feature_names": self.feature_names, "cfg": dataclasses.asdict(self.cfg),
+                  "metrics": self.metrics, "version": self.version}
+        return params, arrays
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> ListwiseRanker:
+        try:
+            obj = cls(params["feature_names"], LTRConfig(**params.get("cfg", {})))
+            obj.mean = np.asarray(arrays["mean"], np.float32)
+            obj.std = np.asarray(arrays["std"], np.float32)
+            obj.net = _Net(len(obj.feature_names), obj.cfg.hidden)
+            obj.net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
+                                     if k.startswith("net.")})
+        except (KeyError, TypeError, RuntimeError) as e:
+            raise ValueError(f"rank/ltr: saved state does not match the code ({e})") from None
+        obj.metrics = dict(params.get("metrics", {}))
+        obj.version = str(params.get("version", "rank/ltr"))
+        return obj
