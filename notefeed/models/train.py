@@ -63,7 +63,7 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
     capture_cfg = config.with_overrides(coarse={"scorer": None}, fine={"scorer": None, "model_dir": None},
                                         rerank={"name": None}, coldstart={"enabled": False})
     with tempfile.TemporaryDirectory(prefix="notefeed-train-") as tmp:
-        engine = Engine(fit_ds, capture_cfg, Path(tmp))
+        engine = Engine(fit_ds, capture_cfg, Path(tmp), fit_offline=True)
         try:
             components = _channel_components(engine.pipelines["default"], config)
             report["channels_fit_s"] = time.perf_counter() - t0

@@ -80,12 +80,16 @@ class Engine:
 
     def __init__(self, ds: Dataset, config: ServeConfig, workspace: str | Path,
                  state: OnlineState | None = None, bus: EventBus | None = None,
-                 fitted: dict[str, Any] | None = None, model_version: str | None = None) -> None:
+                 fitted: dict[str, Any] | None = None, model_version: str | None = None,
+                 fit_offline: bool = False) -> None:
         """``fitted``: trained components by config place (``recall.channels.<i>``, ``coarse``,
         ``fine``), e.g. those of model store version ``model_version``; without them the
         config's components are fitted on ``ds`` here and the engine reports itself as the
-        fallback (``notefeed serve`` uses :func:`~notefeed.serve.versions.engine_from_store`)."""
+        fallback (``notefeed serve`` uses :func:`~notefeed.serve.versions.engine_from_store`).
+        ``fit_offline``: also fit the channels that only ``notefeed train`` fits (the training
+        orchestration's own engine)."""
         self.config = config
+        self.fit_offline = fit_offline
         #: components trained beforehand (``notefeed train``), keyed by config place
         self.fitted = dict(fitted or {})
         self.ds = ds

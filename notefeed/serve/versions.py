@@ -161,7 +161,7 @@ def build_served(engine: Engine, fitted: dict[str, Any] | None, version: str | N
     try:
         pipelines = {
             "default": build_pipeline(cfg, engine.catalog, engine.ds, models, coldstart=engine.coldstart,
-                                      fitted=fitted),
+                                      fitted=fitted, fit_offline=getattr(engine, "fit_offline", False)),
             # the baseline every benchmark compares against, and a fallback clients may ask for
             "popular": build_pipeline(popular_config(cfg), engine.catalog, engine.ds, models, "popular"),
         }
