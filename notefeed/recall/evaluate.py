@@ -4,11 +4,12 @@ Protocol: leave-last-out. Each user's last new positive note is the target; trai
 the user's events before it. Per channel we retrieve 1000 candidates; the merged rows reuse
 those lists and merge them at the same total K, with
 
-- ``merged-even``: every channel gets an equal turn (round-robin; a channel that runs dry
-  leaves its turns to the others), no tuning;
+- ``merged-even``: every channel's list cut at K, merged by the served merge
+  (:func:`~notefeed.recall.merge.merge_lists`) and ranked by its ``recall`` score (each
+  list's rank-normalised score: equal turns for lists of equal length), no tuning;
 - ``merged-tuned``: quotas per K chosen greedily (:func:`tune_quotas`) to cover the most
   targets of a *validation* split (the second-to-last positive, models refit without it),
-  never the test targets.
+  never the test targets; ranked the same way, topped up to K when channels overlap.
 
 ``non-personalized/popular`` is the ``pop`` baseline. Datasets: real names from
 :func:`notefeed.data.loaders.load_dataset` and ``sim`` (the simulator's demo community).
@@ -131,12 +132,13 @@ def _merge_all(per: dict[str, list[Candidates]], quotas: dict[str, int] | None, 
     for u in range(n_users):
         lists = [per[n][u] for n in names]
         if quotas is not None:
-            m = merge_candidates(lists, quotas, k, fill="quota")
-            if len(m) < k:  # top up from what the tuned quotas left unused
-                m = merge_candidates(lists, {n: quotas[n] + k for n in names}, k, fill="quota")
+            items = merge_candidates(lists, quotas, k).items
+            if len(items) < k:  # top up from what the tuned quotas left unused (overlaps)
+                more = merge_candidates(lists, {n: quotas[n] + k for n in names}, k).items
+                items = np.concatenate([items, more[~np.isin(more, items)]])[:k]
         else:
-            m = merge_candidates(lists, {n: k for n in names}, k)
-        out.append(m.items)
+            items = merge_candidates(lists, {n: k for n in names}, k).items
+        out.append(items)
     return out
 
 

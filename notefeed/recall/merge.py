@@ -1,10 +1,18 @@
-"""Multi-channel recall with per-channel quotas ("multi-queue protection") and provenance.
+"""The one recall merge: channel answers -> one candidate set, used by serving and evaluation.
 
-Each channel has a quota: the most items it may contribute. The merge interleaves the
-channels' lists (one item per channel per turn, or in proportion to the quotas), so a
-channel with huge scores can never crowd out another, and a channel that runs dry leaves
-its turns to the others. Every channel that found an item is kept in its provenance.
-A channel that raises is caught and reported with its error (fail open).
+The kernel (:func:`merge_lists`) is what the serving pipeline serves: each channel's list is cut
+to its quota, the lists are concatenated in channel (config) order and an item keeps the
+position of its first occurrence; every channel that found it is kept (provenance), and its
+``recall`` score is the best *rank-normalised* score over those channels (``1 - rank / len``:
+1 for a channel's first item, so a channel with huge raw scores cannot crowd out another, and
+every channel's list spans the same range whatever its length).
+
+:func:`merge_answers` adds what the serving pipeline writes (``recall``, ``recall.<channel>``
+and side-source columns, channel lists); :func:`merge_candidates` / :class:`RecallStage` are
+the recall stage on its own (``notefeed eval --stage recall``, ``bench recall``). Where a
+``total`` cuts the merged set, the order is by ``recall`` score, ties by merged position: the
+order the serving pipeline's ``recall`` probe (feed evaluation) reports. A channel that raises
+is caught and reported with its error (fail open).
 
 Config, one entry per channel (quota plus the channel's own params)::
 
@@ -15,6 +23,7 @@ Config, one entry per channel (quota plus the channel's own params)::
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -23,7 +32,16 @@ import numpy as np
 from notefeed.data.dataset import Dataset
 from notefeed.recall.base import CHANNELS, Candidates, RecallChannel, UserContext
 
-__all__ = ["MergedCandidates", "RecallStage", "merge_candidates", "DEFAULT_CONFIG", "COLD_START_CHANNELS"]
+__all__ = [
+    "MergeArrays",
+    "merge_lists",
+    "merge_answers",
+    "MergedCandidates",
+    "RecallStage",
+    "merge_candidates",
+    "DEFAULT_CONFIG",
+    "COLD_START_CHANNELS",
+]
 
 #: Channels that serve a user we know nothing about.
 COLD_START_CHANNELS = ("non-personalized/popular", "fresh/pool")
@@ -43,14 +61,94 @@ DEFAULT_CONFIG: dict[str, dict[str, object]] = {
 }
 
 
+@dataclass(frozen=True)
+class MergeArrays:
+    """The merge as flat arrays. ``n`` distinct items, ``m`` hits (one per item of a cut list,
+    in concatenation order).
+
+    ``items`` (n,) int64 in first-occurrence order; ``best`` (n,) float32 the best hit score;
+    ``row`` (m,) int64 each hit's position in ``items``; ``channel`` (m,) int64 the list it
+    came from; ``rank`` (m,) int64 its rank in that list; ``score`` (m,) float32 its
+    rank-normalised score ``1 - rank / max(1, len)``.
+    """
+
+    items: np.ndarray
+    best: np.ndarray
+    row: np.ndarray
+    channel: np.ndarray
+    rank: np.ndarray
+    score: np.ndarray
+
+
+def merge_lists(lists: Sequence[np.ndarray], quotas: Sequence[int]) -> MergeArrays:
+    """Merge ranked item lists (each (len_c,) int) cut to ``quotas`` (one per list).
+
+    ``best`` is computed in float64 then rounded, ``score`` in float32: bit for bit what the
+    serving pipeline has always written (the learned ranker was trained on those values).
+    """
+    if len(lists) != len(quotas):
+        raise ValueError(f"merge: {len(lists)} lists but {len(quotas)} quotas")
+    cut = [np.asarray(li, np.int64)[: max(0, int(q))] for li, q in zip(lists, quotas, strict=True)]
+    lens = np.array([len(c) for c in cut], np.int64)
+    item = np.concatenate(cut) if cut else np.empty(0, np.int64)
+    channel = np.repeat(np.arange(len(cut), dtype=np.int64), lens)
+    rank = np.arange(item.size, dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
+    m = np.maximum(lens, 1)[channel]
+    score = np.float32(1.0) - rank.astype(np.float32) / m.astype(np.float32)
+    uniq, first, inv = np.unique(item, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    pos = np.empty(uniq.size, np.int64)
+    pos[order] = np.arange(uniq.size)
+    row = pos[inv.reshape(-1)]
+    best = np.full(uniq.size, -np.inf)
+    np.maximum.at(best, row, 1.0 - rank / m)
+    return MergeArrays(uniq[order], best.astype(np.float32), row, channel, rank, score.astype(np.float32))
+
+
+def merge_answers(answers: Sequence[tuple[Candidates, int]]
+                  ) -> tuple[np.ndarray, list[list[str]], dict[str, np.ndarray]]:
+    """The serving pipeline's candidate set from ``(channel answer, quota)`` pairs:
+    ``(items, channels, columns)``.
+
+    ``channels[j]`` names every channel that recalled ``items[j]`` (in channel order);
+    ``columns``: ``recall`` (best rank-normalised score), a channel answer's own per-item
+    ``columns`` (side sources; NaN where it did not recall the item, the last channel's value
+    where several did), then ``recall.<channel>`` for every channel (its rank-normalised
+    score, 0 where it did not recall the item; the learned rankers read these).
+    """
+    names = [c.channel for c, _ in answers]
+    mg = merge_lists([c.items for c, _ in answers], [q for _, q in answers])
+    n = mg.items.size
+    chans: list[list[str]] = [[] for _ in range(n)]
+    for r, c in zip(mg.row.tolist(), mg.channel.tolist(), strict=True):
+        chans[r].append(names[c])
+    columns: dict[str, np.ndarray] = {"recall": mg.best}
+    sel = [np.flatnonzero(mg.channel == c) for c in range(len(answers))]
+    extra: dict[str, np.ndarray] = {}
+    for (cand, _), s in zip(answers, sel, strict=True):
+        if s.size == 0:
+            continue
+        for k, v in getattr(cand, "columns", {}).items():  # a channel's own columns (side sources)
+            col = extra.setdefault(k, np.full(n, np.nan, np.float32))
+            col[mg.row[s]] = np.asarray(v)[mg.rank[s]].astype(np.float32)
+    columns.update(extra)
+    for name, s in zip(names, sel, strict=True):
+        col = columns.setdefault(f"recall.{name}", np.zeros(n, np.float32))
+        col[mg.row[s]] = mg.score[s]
+    return mg.items, chans, columns
+
+
 @dataclass
 class MergedCandidates:
-    """The merged answer. ``items`` in fill order; ``scores`` reciprocal-rank fusion over channels.
+    """The merged answer of the recall stage. ``items`` ranked by ``scores`` (the served
+    ``recall`` score, ties by merged position), at most ``total``.
 
     ``provenance[item]`` lists ``(channel, rank, score)`` for every channel that returned it
-    (built lazily from the flat ``hits`` arrays: the hot path never makes 10k small lists);
-    ``counts`` how many items each channel contributed; ``errors`` failing channels'
-    messages; ``found`` each channel's raw list length; ``timings_ms`` per channel and merge.
+    within its quota (raw channel score; built lazily from the flat ``hits`` arrays: the hot
+    path never makes 10k small lists); ``counts`` how many of ``items`` each channel
+    contributed (the channel that gave the best score, ties: config order); ``errors``
+    failing channels' messages; ``found`` each channel's raw list length; ``timings_ms`` per
+    channel and merge.
     """
 
     items: np.ndarray
@@ -91,86 +189,41 @@ def merge_candidates(
     quotas: dict[str, int],
     total: int,
     drop: np.ndarray | None = None,
-    fill: str = "round-robin",
 ) -> MergedCandidates:
-    """Merge channel lists under ``quotas`` (name -> max items) up to ``total`` items.
+    """Merge channel lists under ``quotas`` (name -> max items; absent: 0) with
+    :func:`merge_lists`, and keep the ``total`` best by ``recall`` score.
 
-    Each item is credited to the channel that ranks it best (ties: config order); a channel
-    keeps its first ``quota`` credited items, and items it had to give up pass to the next
-    channel that found them. The kept items are interleaved: ``fill="round-robin"`` one per
-    channel per turn, ``"quota"`` in proportion to the quotas; the first ``total`` are returned.
-    ``drop`` holds item indices to filter out (seen, hidden, blocked authors).
+    ``drop`` holds item indices filtered out of every list before the quota cut (seen,
+    hidden, blocked authors: :class:`RecallStage` over-fetches for them).
     """
-    if fill not in ("round-robin", "quota"):
-        raise ValueError(f"merge: 'fill' must be 'round-robin' or 'quota', got {fill!r}")
     names = [c.channel for c in lists]
-    n_ch = len(lists)
-    lens = np.array([len(c) for c in lists], np.int64)
-    item = np.concatenate([c.items for c in lists]) if n_ch else np.empty(0, np.int64)
-    ch = np.repeat(np.arange(n_ch), lens)
-    rank = np.concatenate([np.arange(n) for n in lens]) if n_ch else np.empty(0, np.int64)
-    score = np.concatenate([c.scores for c in lists]) if n_ch else np.empty(0, np.float32)
-    if drop is not None and len(drop):
-        keep = ~np.isin(item, np.asarray(drop, np.int64))
-        item, ch, rank, score = item[keep], ch[keep], rank[keep], score[keep]
-    hits = {"item": item, "channel": ch, "rank": rank, "score": score}
-    cap = np.array([max(0, int(quotas.get(n, 0))) for n in names], np.int64)
-    left = cap.copy()
-    open_ = np.ones(item.size, bool)
-    won_item, won_ch, won_rank = [], [], []
-    # claims: each pass credits every unclaimed item to its best-ranking channel with quota left
-    for _ in range(n_ch + 1):
-        idx = np.flatnonzero(open_ & (left[ch] > 0))
-        if idx.size == 0:
-            break
-        idx = idx[np.lexsort((ch[idx], rank[idx]))]
-        _, first = np.unique(item[idx], return_index=True)
-        idx = idx[np.sort(first)]
-        idx = idx[np.lexsort((rank[idx], ch[idx]))]
-        pos = _run_rank(ch[idx])
-        win = idx[pos < left[ch[idx]]]
-        if win.size == 0:
-            break
-        won_item.append(item[win])
-        won_ch.append(ch[win])
-        won_rank.append(rank[win])
-        left -= np.bincount(ch[win], minlength=n_ch)
-        open_ &= ~np.isin(item, item[win])
-    if won_item:
-        w_item, w_ch, w_rank = np.concatenate(won_item), np.concatenate(won_ch), np.concatenate(won_rank)
-    else:
-        w_item = w_ch = w_rank = np.empty(0, np.int64)
-    o = np.lexsort((w_rank, w_ch))
-    w_item, w_ch = w_item[o], w_ch[o]
-    turn = _run_rank(w_ch).astype(np.float64)
-    if fill == "quota":
-        turn = (turn + 0.5) / np.maximum(cap[w_ch], 1)
-    o = np.lexsort((w_ch, turn))[: max(0, int(total))]
-    chosen, chosen_ch = w_item[o], w_ch[o]
-    # reciprocal-rank fusion over every channel that found the item
-    uniq, inv = np.unique(item, return_inverse=True)
-    rrf = np.zeros(uniq.size)
-    np.add.at(rrf, inv, 1.0 / (60.0 + rank))
-    scores = rrf[np.searchsorted(uniq, chosen)].astype(np.float32) if chosen.size else np.empty(0, np.float32)
-    counts = dict(zip(names, np.bincount(chosen_ch, minlength=n_ch).tolist(), strict=True))
-    return MergedCandidates(chosen.astype(np.int64), scores, hits, names, counts,
+    its, raw = [], []
+    for c in lists:
+        items, scores = np.asarray(c.items, np.int64), np.asarray(c.scores)
+        q = max(0, int(quotas.get(c.channel, 0)))
+        if drop is not None and len(drop):
+            keep = ~np.isin(items, np.asarray(drop, np.int64))
+            items, scores = items[keep], scores[keep]
+        its.append(items[:q])
+        raw.append(scores[:q])
+    mg = merge_lists(its, [len(i) for i in its])
+    chosen = np.argsort(-mg.best, kind="stable")[: max(0, int(total))]
+    # credit each item to the hit that gave its best score (ties: the earlier hit)
+    h = np.lexsort((np.arange(mg.row.size), -mg.score, mg.row))
+    first = h[np.r_[True, mg.row[h][1:] != mg.row[h][:-1]]] if h.size else h
+    credit = np.empty(mg.items.size, np.int64)
+    credit[mg.row[first]] = mg.channel[first]
+    counts = dict(zip(names, np.bincount(credit[chosen], minlength=len(names)).tolist(), strict=True))
+    hits = {"item": mg.items[mg.row], "channel": mg.channel, "rank": mg.rank,
+            "score": np.concatenate(raw).astype(np.float32) if raw else np.empty(0, np.float32)}
+    return MergedCandidates(mg.items[chosen], mg.best[chosen], hits, names, counts,
                             {c.channel: len(c) for c in lists}, {c.channel: c.error for c in lists if c.error})
-
-
-def _run_rank(keys: np.ndarray) -> np.ndarray:
-    """Position of each element within its run of equal ``keys`` (keys grouped)."""
-    n = keys.size
-    if n == 0:
-        return np.empty(0, np.int64)
-    start = np.r_[True, keys[1:] != keys[:-1]]
-    return np.arange(n) - np.maximum.accumulate(np.where(start, np.arange(n), 0))
 
 
 class RecallStage:
     """Channels built from a config ``{name: {"quota": int, **params}}``; ``retrieve`` merges them."""
 
-    def __init__(self, config: dict[str, dict[str, object]] | None = None, fill: str = "round-robin",
-                 overfetch: float = 1.0) -> None:
+    def __init__(self, config: dict[str, dict[str, object]] | None = None, overfetch: float = 1.0) -> None:
         config = DEFAULT_CONFIG if config is None else config
         if not config:
             raise ValueError("recall stage: config has no channels")
@@ -185,7 +238,7 @@ class RecallStage:
                 raise ValueError(f"recall stage: config['{name}'].quota must be a non-negative int, got {q!r}")
             self.quotas[name] = q
             self.channels[name] = CHANNELS.create(name, **params)
-        self.fill, self.overfetch = fill, float(overfetch)
+        self.overfetch = float(overfetch)
         self.author: np.ndarray | None = None
 
     def fit(self, ds: Dataset) -> RecallStage:
@@ -225,6 +278,6 @@ class RecallStage:
         if self.author is not None and len(ctx.blocked_authors):
             drop = np.flatnonzero(np.isin(self.author, np.asarray(ctx.blocked_authors, np.int64)))
         t0 = time.perf_counter()
-        merged = merge_candidates(lists, self.quotas, total, drop=drop, fill=self.fill)
+        merged = merge_candidates(lists, self.quotas, total, drop=drop)
         merged.timings_ms = {**timings, "merge": (time.perf_counter() - t0) * 1e3}
         return merged

@@ -221,44 +221,13 @@ class FeedResult:
 
 
 def _merge(results: list[tuple[Candidates, int]]) -> CandidateSet:
-    """Union of channel answers: first occurrence keeps its position; channels accumulate;
-    ``recall`` column is the best rank-normalised score (1 for a channel's first item)."""
-    seen: dict[int, int] = {}
-    items: list[int] = []
-    chans: list[list[str]] = []
-    best: list[float] = []
-    extra: dict[str, list[float]] = {}
-    for cand, quota in results:
-        its = cand.items[:quota].tolist()
-        cols = getattr(cand, "columns", {})
-        m = max(1, len(its))
-        for r, it in enumerate(its):
-            s = 1.0 - r / m
-            j = seen.get(it)
-            if j is None:
-                j = seen[it] = len(items)
-                items.append(it)
-                chans.append([cand.channel])
-                best.append(s)
-                for col in extra.values():
-                    col.append(float("nan"))
-            else:
-                chans[j].append(cand.channel)
-                best[j] = max(best[j], s)
-            for k, v in cols.items():  # a channel's own per-item columns (side sources)
-                col = extra.setdefault(k, [float("nan")] * len(items))
-                col[j] = float(v[r])
-    out = CandidateSet(np.asarray(items, np.int64), chans, {"recall": np.asarray(best, np.float32)})
-    out.columns.update({k: np.asarray(v, np.float32) for k, v in extra.items()})
-    # each channel's own rank-normalised score (0 where it did not recall the item): the
-    # learned rankers read these, so that what a channel found is a feature, not just a union
-    pos = {it: j for j, it in enumerate(items)}
-    for cand, quota in results:
-        its = cand.items[:quota].tolist()
-        col = out.columns.setdefault(f"recall.{cand.channel}", np.zeros(len(items), np.float32))
-        m = max(1, len(its))
-        col[[pos[it] for it in its]] = 1.0 - np.arange(len(its), dtype=np.float32) / m
-    return out
+    """The one recall merge (:func:`notefeed.recall.merge.merge_answers`): channel order, first
+    occurrence keeps its position, channels accumulate; ``recall`` = best rank-normalised
+    score, ``recall.<channel>`` each channel's, plus side sources' own columns."""
+    from notefeed.recall.merge import merge_answers
+
+    items, channels, columns = merge_answers(results)
+    return CandidateSet(items, channels, columns)
 
 
 class Pipeline:

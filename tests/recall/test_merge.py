@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from notefeed.recall.base import CHANNELS, Candidates, UserContext
-from notefeed.recall.merge import RecallStage, merge_candidates
+from notefeed.recall.merge import RecallStage, merge_answers, merge_candidates, merge_lists
 
 
 def C(name, items):
@@ -18,27 +18,57 @@ def test_quotas_respected_and_dedupe_keeps_provenance():
     a = C("a/x", [1, 2, 3, 4, 5, 6])
     b = C("b/y", [2, 7, 8, 9])
     m = merge_candidates([a, b], {"a/x": 3, "b/y": 2}, total=100)
-    assert m.counts == {"a/x": 3, "b/y": 2}
-    # round robin: a 1, b 2, a skips 2 (in via b, provenance keeps both) and takes 3, b 7, a 4
-    assert m.items.tolist() == [1, 2, 3, 7, 4]
+    # cut to quotas: a [1, 2, 3] (scores 1, 2/3, 1/3), b [2, 7] (1, 1/2); 2 keeps b's best score
+    assert m.items.tolist() == [1, 2, 7, 3]
+    assert m.scores.tolist() == pytest.approx([1, 1, 0.5, 1 / 3])
+    assert m.counts == {"a/x": 2, "b/y": 2}  # credited to the channel that gave the best score
     assert [p[0] for p in m.provenance[2]] == ["a/x", "b/y"]
     assert m.provenance[2][1][1] == 0  # b's rank for item 2
     assert len(set(m.items.tolist())) == len(m.items)
 
 
-def test_total_caps_and_no_channel_starves():
+def test_total_caps_and_equal_lists_take_turns():
     big = C("a/x", np.arange(1000))
+    other = C("b/y", np.arange(1000, 2000))
+    m = merge_candidates([big, other], {"a/x": 1000, "b/y": 1000}, total=20)
+    assert len(m) == 20 and m.counts == {"a/x": 10, "b/y": 10}
+    assert m.items[:4].tolist() == [0, 1000, 1, 1001]  # ties: channel order
+    # a short list spans the same score range: its items come in proportion, not last
     small = C("b/y", np.arange(1000, 1010))
-    m = merge_candidates([big, small], {"a/x": 1000, "b/y": 1000}, total=20)
-    assert len(m) == 20 and m.counts["b/y"] == 10  # alternating turns: the small one gets its share
+    m = merge_candidates([big, small], {"a/x": 1000, "b/y": 1000}, total=200)
+    assert m.counts["b/y"] == 2 and m.items[1] == 1000
 
 
-def test_quota_fill_mode_and_drop():
+def test_drop_and_missing_quota():
     a, b = C("a/x", np.arange(10)), C("b/y", np.arange(10, 20))
-    m = merge_candidates([a, b], {"a/x": 6, "b/y": 2}, total=8, fill="quota", drop=np.array([0]))
-    assert m.counts == {"a/x": 6, "b/y": 2} and 0 not in m.items
-    with pytest.raises(ValueError, match="fill"):
-        merge_candidates([a], {}, 5, fill="zigzag")
+    m = merge_candidates([a, b], {"a/x": 6, "b/y": 2}, total=8, drop=np.array([0]))
+    assert m.counts == {"a/x": 6, "b/y": 2} and 0 not in m.items and 6 in m.items  # drop, then cut
+    m = merge_candidates([a, b], {"a/x": 3}, total=8)
+    assert m.items.tolist() == [0, 1, 2] and m.report()["b/y"]["contributed"] == 0
+
+
+def test_one_merge_kernel_serving_and_evaluation_agree():
+    """The recall stage's ranking is the served candidate set ordered by its ``recall`` column."""
+    rng = np.random.default_rng(0)
+    lists = [C(f"c/{k}", rng.integers(0, 80, int(rng.integers(1, 50)))) for k in range(4)]
+    quotas = {"c/0": 30, "c/1": 5, "c/2": 50, "c/3": 12}
+    items, channels, cols = merge_answers([(c, quotas[c.channel]) for c in lists])
+    m = merge_candidates(lists, quotas, total=10_000)
+    order = np.argsort(-cols["recall"], kind="stable")
+    assert m.items.tolist() == items[order].tolist()
+    np.testing.assert_array_equal(m.scores, cols["recall"][order])
+    for j in order[:20]:
+        assert [p[0] for p in m.provenance[int(items[j])]] == channels[j]
+
+
+def test_merge_lists_kernel_shapes():
+    mg = merge_lists([np.array([5, 6, 7]), np.array([], np.int64), np.array([7, 8])], [2, 3, 5])
+    assert mg.items.tolist() == [5, 6, 7, 8]
+    assert mg.row.tolist() == [0, 1, 2, 3] and mg.channel.tolist() == [0, 0, 2, 2]
+    assert mg.rank.tolist() == [0, 1, 0, 1]
+    assert mg.best.dtype == np.float32 and mg.best.tolist() == [1.0, 0.5, 1.0, 0.5]
+    with pytest.raises(ValueError, match="quotas"):
+        merge_lists([np.array([1])], [])
 
 
 class _Boom:

@@ -139,3 +139,93 @@ def test_seen_filter_contract(engine) -> None:
     kept = set(cs.items[res.kept].tolist())
     assert kept == ({1} if authors[1] != authors[4] else set())
     assert len(res.kept) + len(res.removed) == 4
+
+
+# ---------------------------------------------------------------- the served merge, pinned
+# The learned ranker (rank/ltr) was trained on these columns: the merge must keep writing them
+# bit for bit. ``_reference_merge`` is the serving merge as it was before it moved into
+# notefeed/recall/merge.py, kept here only as the oracle.
+
+
+def _reference_merge(results):
+    seen, items, chans, best, extra = {}, [], [], [], {}
+    for cand, quota in results:
+        its = cand.items[:quota].tolist()
+        cols = getattr(cand, "columns", {})
+        m = max(1, len(its))
+        for r, it in enumerate(its):
+            s = 1.0 - r / m
+            j = seen.get(it)
+            if j is None:
+                j = seen[it] = len(items)
+                items.append(it)
+                chans.append([cand.channel])
+                best.append(s)
+                for col in extra.values():
+                    col.append(float("nan"))
+            else:
+                chans[j].append(cand.channel)
+                best[j] = max(best[j], s)
+            for k, v in cols.items():
+                col = extra.setdefault(k, [float("nan")] * len(items))
+                col[j] = float(v[r])
+    out = CandidateSet(np.asarray(items, np.int64), chans, {"recall": np.asarray(best, np.float32)})
+    out.columns.update({k: np.asarray(v, np.float32) for k, v in extra.items()})
+    pos = {it: j for j, it in enumerate(items)}
+    for cand, quota in results:
+        its = cand.items[:quota].tolist()
+        col = out.columns.setdefault(f"recall.{cand.channel}", np.zeros(len(items), np.float32))
+        m = max(1, len(its))
+        col[[pos[it] for it in its]] = 1.0 - np.arange(len(its), dtype=np.float32) / m
+    return out
+
+
+def _assert_same_set(got: CandidateSet, want: CandidateSet) -> None:
+    assert got.items.dtype == np.int64 and got.items.tolist() == want.items.tolist()
+    assert got.channels == want.channels
+    assert list(got.columns) == list(want.columns)  # column order too
+    for k, v in want.columns.items():
+        assert got.columns[k].dtype == np.float32, k
+        np.testing.assert_array_equal(got.columns[k], v, err_msg=k)  # bit for bit, NaN == NaN
+
+
+def test_served_merge_columns_pinned() -> None:
+    from notefeed.serve.pipeline import SideCandidates, _merge
+
+    a = Candidates("a/one", np.array([10, 11, 12, 13, 14]), np.zeros(5))
+    b = Candidates("b/two", np.array([12, 20, 22]), np.zeros(3))
+    side = SideCandidates("coldstart/bandit", np.array([22, 30]), np.zeros(2),
+                          columns={"coldstart.score": np.array([0.5, 0.25])})
+    cs = _merge([(a, 3), (b, 10), (side, 5)])
+    assert cs.items.tolist() == [10, 11, 12, 20, 22, 30]
+    assert cs.channels == [["a/one"], ["a/one"], ["a/one", "b/two"], ["b/two"], ["b/two", "coldstart/bandit"],
+                           ["coldstart/bandit"]]
+    assert list(cs.columns) == ["recall", "coldstart.score", "recall.a/one", "recall.b/two",
+                                "recall.coldstart/bandit"]
+    third = np.float32(1) - np.float32(1) / np.float32(3)
+    np.testing.assert_array_equal(cs.columns["recall"], np.array([1, 1 - 1 / 3, 1, 1 - 1 / 3, 1, 0.5], np.float32))
+    np.testing.assert_array_equal(cs.columns["recall.a/one"], [1, third, 1 - 2 * np.float32(1) / 3, 0, 0, 0])
+    np.testing.assert_array_equal(cs.columns["recall.b/two"], [0, 0, 1, third, 1 - 2 * np.float32(1) / 3, 0])
+    np.testing.assert_array_equal(cs.columns["recall.coldstart/bandit"], [0, 0, 0, 0, 1, 0.5])
+    np.testing.assert_array_equal(cs.columns["coldstart.score"], [np.nan] * 4 + [0.5, 0.25])
+    _assert_same_set(cs, _reference_merge([(a, 3), (b, 10), (side, 5)]))
+    empty = _merge([])
+    assert empty.items.dtype == np.int64 and len(empty) == 0 and list(empty.columns) == ["recall"]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_served_merge_equals_reference_on_random_answers(seed: int) -> None:
+    from notefeed.serve.pipeline import SideCandidates, _merge
+
+    rng = np.random.default_rng(seed)
+    answers = []
+    for c in range(int(rng.integers(0, 6))):
+        n = int(rng.integers(0, 40))
+        items = rng.integers(0, 60, n)  # overlaps across channels, some repeats within one
+        if rng.random() < 0.3:
+            cols = {f"side.{c % 2}": rng.random(n), "side.shared": rng.random(n).astype(np.float32)}
+            cand = SideCandidates(f"ch/{c % 4}", items, rng.random(n), columns=cols)
+        else:
+            cand = Candidates(f"ch/{c % 4}", items, rng.random(n))  # a repeated name shares its column
+        answers.append((cand, int(rng.integers(1, 50))))
+    _assert_same_set(_merge(answers), _reference_merge(answers))
