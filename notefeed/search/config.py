@@ -1,0 +1,66 @@
+"""The search config: one typed, validated tree with every default stated here.
+
+Unknown keys are errors (a typo never falls back to a default silently); messages name the
+field (``search.lexical_k: ...``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from notefeed.search.text import MAX_QUERY_CHARS
+
+__all__ = ["HttpRewriteConfig", "SearchConfig"]
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpRewriteConfig(_Cfg):
+    """An OpenAI-compatible chat-completions endpoint for query rewrites (off unless given)."""
+
+    base_url: str = Field(min_length=8, description="e.g. http://127.0.0.1:8080/v1 (a local vLLM / llama.cpp)")
+    model: str = Field(default="default", min_length=1)
+    api_key: str | None = None
+    timeout_s: float = Field(default=2.0, gt=0, le=30, description="bound on the background HTTP call")
+    wait_s: float = Field(default=0.0, ge=0, le=1, description="how long a search waits for an uncached answer")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("expected an http(s) URL")
+        return v
+
+
+class SearchConfig(_Cfg):
+    # retrieval
+    lexical_k: int = Field(default=200, ge=1, le=10_000, description="BM25 candidates per query")
+    dense: bool = Field(default=True, description="dense retrieval (text encoder + FAISS) on/off")
+    dense_k: int = Field(default=200, ge=1, le=10_000, description="dense candidates per query")
+    dense_dim: int = Field(default=64, ge=2, le=1024, description="text encoder dimension")
+    hnsw_min: int = Field(default=200_000, ge=1, description="HNSW instead of exact FAISS from this many notes")
+    boosts: dict[str, float] = Field(default_factory=dict, description="BM25 field boosts over the defaults")
+    # fusion and ranking
+    fusion: Literal["rrf", "learned"] = Field(default="rrf", description="rrf, or learned (needs fusion.json)")
+    rrf_k: float = Field(default=60.0, gt=0)
+    dense_weight: float = Field(default=1.0, ge=0, description="RRF weight of the dense list (lexical: 1)")
+    personalise: bool = Field(default=True, description="re-rank by the user's history when one is known")
+    personal_weight: float = Field(default=0.5, ge=0, le=10, description="weight of the personal score (rrf)")
+    rerank: str | None = Field(default=None, description="a notefeed.rerank name for page diversity, e.g. rerank/ssd")
+    rerank_params: dict[str, Any] = Field(default_factory=dict)
+    rerank_window: int = Field(default=100, ge=1, le=10_000, description="top candidates the re-ranker sees")
+    # query understanding
+    spelling: bool = True
+    mined_rewrites: bool = Field(default=True, description="rewrites mined from the query log, when there is one")
+    rewrite_weight: float = Field(default=0.5, ge=0, le=1, description="score factor of hits found by a rewrite")
+    max_rewrites: int = Field(default=2, ge=0, le=10)
+    http_rewrite: HttpRewriteConfig | None = None
+    max_query_chars: int = Field(default=MAX_QUERY_CHARS, ge=1, le=100_000)
+    max_page: int = Field(default=100, ge=1, le=1000)
+
+    def with_overrides(self, **kw: Any) -> SearchConfig:
+        return SearchConfig.model_validate({**self.model_dump(), **kw})

@@ -1,0 +1,127 @@
+"""Fusing retrievers' lists: reciprocal-rank fusion (baseline) and a learned linear fusion.
+
+Kernels are pure array functions. :func:`candidate_features` lays the candidates of one query
+out as a feature matrix (columns :data:`FEATURES`); :class:`LearnedFusion` is a logistic model
+over those columns fitted on labelled queries (graded relevance scaled to [0, 1] as soft
+labels), saved as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from notefeed.search.base import Hits, SearchError
+
+__all__ = ["rrf", "union_ranks", "candidate_features", "fit_logistic", "LearnedFusion", "FEATURES"]
+
+#: columns of :func:`candidate_features`; personal features are 0 without a user profile
+FEATURES = ("lex_score", "lex_rrf", "dense_score", "dense_rrf", "both", "category_match",
+            "user_category", "user_tag", "user_vector")
+
+
+def union_ranks(lists: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Union of the item lists and each item's 0-based rank per list (-1 when absent).
+
+    ``lists`` m arrays of item ids (each best first, no repeats) -> (items (u,) int64,
+    ranks (u, m) int64), items in first-seen order.
+    """
+    allit = np.concatenate([np.asarray(x, np.int64) for x in lists]) if lists else np.zeros(0, np.int64)
+    items, first = np.unique(allit, return_index=True)
+    items = items[np.argsort(first, kind="stable")]
+    ranks = np.full((len(items), len(lists)), -1, np.int64)
+    if len(items):
+        order = np.argsort(items)
+        for j, lst in enumerate(lists):
+            lst = np.asarray(lst, np.int64)
+            pos = order[np.searchsorted(items[order], lst)]
+            ranks[pos, j] = np.arange(len(lst))
+    return items, ranks
+
+
+def rrf(ranks: np.ndarray, k: float = 60.0, weights: np.ndarray | None = None) -> np.ndarray:
+    """Reciprocal-rank fusion: (u, m) 0-based ranks (-1 absent) -> (u,) ``sum_j w_j / (k + rank + 1)``."""
+    w = np.ones(ranks.shape[1]) if weights is None else np.asarray(weights, np.float64)
+    contrib = np.where(ranks >= 0, 1.0 / (k + ranks + 1.0), 0.0)
+    return (contrib * w[None, :]).sum(axis=1)
+
+
+def _scaled(scores: np.ndarray) -> np.ndarray:
+    m = float(scores.max()) if len(scores) else 0.0
+    return scores / m if m > 0 else scores
+
+
+def candidate_features(lex: Hits, dense: Hits, category_match: np.ndarray | None = None,
+                       personal: np.ndarray | None = None, k: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
+    """(items (u,), X (u, len(FEATURES)) float32) for the union of the two lists.
+
+    Scores are scaled by the list's best (BM25 is unbounded); ``category_match`` (u,) and
+    ``personal`` (u, 3) are aligned with the union's order (see :func:`union_ranks`).
+    """
+    items, ranks = union_ranks([lex.items, dense.items])
+    x = np.zeros((len(items), len(FEATURES)), np.float32)
+    for col, hits, r in ((0, lex, ranks[:, 0]), (2, dense, ranks[:, 1])):
+        s = _scaled(np.asarray(hits.scores, np.float64))
+        has = r >= 0
+        x[has, col] = s[r[has]]
+        x[:, col + 1] = np.where(has, k / (k + r + 1.0), 0.0)
+    x[:, 4] = (ranks >= 0).all(axis=1)
+    if category_match is not None:
+        x[:, 5] = category_match
+    if personal is not None:
+        x[:, 6:9] = personal
+    return items, x
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, iters: int = 500, lr: float = 0.5) -> np.ndarray:
+    """Logistic regression with soft labels by full-batch gradient descent on standardised
+    columns. (n, d) features, (n,) targets in [0, 1] -> (d + 1,) weights (bias last), in the
+    original feature scale."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    mu, sd = x.mean(axis=0), x.std(axis=0)
+    sd = np.where(sd > 1e-9, sd, 1.0)
+    z = np.hstack([(x - mu) / sd, np.ones((len(x), 1))])
+    w = np.zeros(z.shape[1])
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-(z @ w)))
+        g = z.T @ (p - y) / len(y) + l2 * np.r_[w[:-1], 0.0]
+        w -= lr * g
+    coef = w[:-1] / sd
+    return np.r_[coef, w[-1] - float(coef @ mu)]
+
+
+class LearnedFusion:
+    """A logistic model over :data:`FEATURES`; ``score(X)`` is its logit."""
+
+    name = "fusion/learned"
+
+    def __init__(self, weights: np.ndarray | None = None, features: Sequence[str] = FEATURES) -> None:
+        self.features = tuple(features)
+        self.weights = np.zeros(len(self.features) + 1) if weights is None else np.asarray(weights, np.float64)
+        if self.weights.shape != (len(self.features) + 1,):
+            raise SearchError(f"weights: expected {len(self.features) + 1} values, got {self.weights.shape}")
+
+    def fit(self, x: np.ndarray, y: np.ndarray, **kw: float) -> LearnedFusion:
+        if len(x) == 0:
+            raise SearchError("fusion training: no labelled candidates")
+        self.weights = fit_logistic(x, y, **kw)  # type: ignore[arg-type]
+        return self
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, np.float64) @ self.weights[:-1] + self.weights[-1]
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({"kind": self.name, "features": list(self.features),
+                                          "weights": self.weights.tolist()}, indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> LearnedFusion:
+        try:
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls(np.asarray(raw["weights"], np.float64), raw["features"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise SearchError(f"{path}: corrupt fusion weights ({e})") from None

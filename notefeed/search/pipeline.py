@@ -1,0 +1,298 @@
+"""The search pipeline: understand -> retrieve (BM25 + dense, rewrites) -> fuse -> personalise
+-> (diversify) -> page, with a per-request trace.
+
+Built from a ``Dataset.notes``-shaped frame (:meth:`SearchPipeline.build`), grown by
+:meth:`add_notes` (published notes are searchable when it returns), persisted under one folder
+(``WORKSPACE/search/``: tantivy's directory, safetensors and JSON; never pickle).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from notefeed.search.base import Hits, ParsedQuery, RewriteBackend, SearchError
+from notefeed.search.config import SearchConfig
+from notefeed.search.dense import DenseIndex
+from notefeed.search.fusion import FEATURES, LearnedFusion, candidate_features, rrf, union_ranks
+from notefeed.search.intent import CategoryModel
+from notefeed.search.lexical import LexicalIndex, analyze_notes
+from notefeed.search.personal import UserProfile, personal_features
+from notefeed.search.rewrite import HttpRewriteBackend, MinedRewrites, mine_rewrites
+from notefeed.search.store import load_state, save_state
+from notefeed.search.suggest import Suggester
+from notefeed.search.understand import QueryUnderstanding
+
+__all__ = ["SearchPipeline", "SearchResult"]
+
+_INTENT_FIT_MAX = 100_000
+
+
+@dataclass
+class SearchResult:
+    """``items`` (n,) item indices best first, ``scores`` (n,); ``trace`` when explained."""
+
+    query: ParsedQuery
+    items: np.ndarray
+    scores: np.ndarray
+    ms: dict[str, float] = field(default_factory=dict)
+    trace: dict[str, Any] | None = None
+
+
+class SearchPipeline:
+    """Hybrid note search. Thread-safe for concurrent searches and note additions."""
+
+    def __init__(self, config: SearchConfig, lexical: LexicalIndex, dense: DenseIndex | None,
+                 intent: CategoryModel, suggester: Suggester, note_ids: list[str], item_category: list[int],
+                 categories: list[str], item_tags: list[list[int]], tags: list[str],
+                 mined: MinedRewrites | None = None, fusion: LearnedFusion | None = None,
+                 path: Path | None = None) -> None:
+        self.config, self.lexical, self.dense, self.intent = config, lexical, dense, intent
+        self.suggester, self.mined, self.fusion, self.path = suggester, mined, fusion, path
+        self.note_ids, self.item_category, self.categories = note_ids, item_category, categories
+        self.item_tags, self.tags = item_tags, tags
+        self.note_index = {n: i for i, n in enumerate(note_ids)}
+        self.category_index = {c: i for i, c in enumerate(categories)}
+        self.tag_index = {t: i for i, t in enumerate(tags)}
+        self._cat_arr = np.asarray(item_category, np.int64)
+        self._lock = threading.Lock()
+        rewriters: list[RewriteBackend] = []
+        if mined is not None and config.mined_rewrites:
+            rewriters.append(mined)
+        self.http: HttpRewriteBackend | None = None
+        if config.http_rewrite is not None:
+            h = config.http_rewrite
+            self.http = HttpRewriteBackend(h.base_url, h.model, h.api_key, h.timeout_s, h.wait_s,
+                                           max_rewrites=config.max_rewrites)
+            rewriters.append(self.http)
+        self.understanding = QueryUnderstanding(lexical.df, lambda: lexical.n_docs, intent, rewriters,
+                                                spelling=config.spelling, max_chars=config.max_query_chars)
+        if config.fusion == "learned" and fusion is None:
+            raise SearchError("fusion: 'learned' needs trained weights (fusion.json); use 'rrf' or train one")
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def build(cls, notes: pd.DataFrame, config: SearchConfig | None = None, path: str | Path | None = None,
+              query_log: pd.DataFrame | None = None, seed: int = 0) -> SearchPipeline:
+        """Index ``notes`` (item ``i`` = row ``i``); with ``path`` the index lives and is saved there."""
+        cfg = config or SearchConfig()
+        p = None if path is None else Path(path)
+        docs = analyze_notes(notes)
+        lex = LexicalIndex(None if p is None else p / "lexical", boosts=cfg.boosts)
+        if lex.n_docs:  # rebuilding over an old index
+            lex.close()
+            import shutil
+
+            shutil.rmtree(p / "lexical")  # type: ignore[operator]
+            lex = LexicalIndex(p / "lexical", boosts=cfg.boosts)  # type: ignore[operator]
+        lex.add_tokens(docs, np.arange(len(notes), dtype=np.int64))
+        dense = DenseIndex.build(notes, cfg.dense_dim, hnsw_min=cfg.hnsw_min, seed=seed) if cfg.dense and len(notes) else None
+        cats = notes["category"].astype(str).tolist() if "category" in notes.columns else [""] * len(notes)
+        rng = np.random.default_rng(seed)
+        fit = np.arange(len(notes)) if len(notes) <= _INTENT_FIT_MAX else rng.choice(len(notes), _INTENT_FIT_MAX, replace=False)
+        intent = CategoryModel().fit([docs[j]["title"] + docs[j]["text"] + docs[j]["tags"] for j in fit.tolist()],
+                                     [cats[j] for j in fit.tolist()])
+        mined = None
+        if query_log is not None and len(query_log):
+            suggester = Suggester(query_log["query"].astype(str).tolist(), source="query log")
+            mined = MinedRewrites(mine_rewrites(query_log))
+        else:
+            suggester = Suggester(notes["title"].astype(str).tolist() if "title" in notes.columns else [], "titles")
+        pipe = cls(cfg, lex, dense, intent, suggester, notes["note_id"].astype(str).tolist(), [], [], [], [],
+                   mined=mined, path=p)
+        pipe._add_meta(notes)
+        if p is not None:
+            pipe.save()
+        return pipe
+
+    def _add_meta(self, notes: pd.DataFrame) -> None:
+        cats = notes["category"].astype(str).tolist() if "category" in notes.columns else [""] * len(notes)
+        tags = notes["tags"].tolist() if "tags" in notes.columns else [[]] * len(notes)
+        for c, ts in zip(cats, tags, strict=True):
+            self.item_category.append(self.category_index.setdefault(c, len(self.category_index)))
+            if len(self.category_index) > len(self.categories):
+                self.categories.append(c)
+            ids = []
+            for t in (ts if isinstance(ts, list | tuple | np.ndarray) else []):
+                t = str(t).strip().lower()
+                if t not in self.tag_index:
+                    self.tag_index[t] = len(self.tags)
+                    self.tags.append(t)
+                ids.append(self.tag_index[t])
+            self.item_tags.append(ids)
+        self._cat_arr = np.asarray(self.item_category, np.int64)
+
+    def add_notes(self, notes: pd.DataFrame) -> np.ndarray:
+        """Index published notes (new ``note_id``s) under the next item indices; returns them.
+        Searchable when this returns."""
+        ids = notes["note_id"].astype(str).tolist()
+        with self._lock:
+            dup = [n for n in ids if n in self.note_index]
+            if dup or len(set(ids)) != len(ids):
+                raise SearchError(f"note_id: {dup[0] if dup else 'repeated in the batch'!r} already indexed")
+            items = np.arange(len(self.note_ids), len(self.note_ids) + len(ids), dtype=np.int64)
+            self.lexical.add(notes, items)
+            if self.dense is not None:
+                self.dense.add(notes, items)
+            for n, i in zip(ids, items.tolist(), strict=True):
+                self.note_ids.append(n)
+                self.note_index[n] = i
+            self._add_meta(notes)
+            if self.suggester.source == "titles" and "title" in notes.columns:
+                self.suggester.add(notes["title"].astype(str).tolist())
+            if self.understanding.spell is not None:
+                self.understanding.spell.add_words(list({t for f in ("title", "text", "tags") if f in notes
+                                                          for t in " ".join(map(str, notes[f])).lower().split()}))
+        return items
+
+    def __len__(self) -> int:
+        return len(self.note_ids)
+
+    # ------------------------------------------------------------------ searching
+    def profile(self, history: np.ndarray | None) -> UserProfile | None:
+        if history is None or len(history) == 0:
+            return None
+        h = np.asarray(history, np.int64)
+        h = h[(h >= 0) & (h < len(self._cat_arr))]
+        vecs = self.dense.item_vectors(h) if self.dense is not None else None
+        return UserProfile.from_history(h, self._cat_arr, len(self.categories), self.item_tags, vecs)
+
+    def retrieve(self, pq: ParsedQuery) -> tuple[Hits, Hits]:
+        """(lexical hits incl. rewrites, dense hits) of an understood query."""
+        cfg = self.config
+        lex = self.lexical.retrieve(pq, cfg.lexical_k)
+        for rw in pq.rewrites[: cfg.max_rewrites]:
+            terms, _ = self.understanding.terms_of(rw)
+            extra = self.lexical.retrieve(ParsedQuery(rw, rw, terms), cfg.lexical_k)
+            lex = _merge_scored(lex, extra, cfg.rewrite_weight, cfg.lexical_k)
+        dense = self.dense.retrieve(pq, cfg.dense_k) if self.dense is not None else Hits.none("dense/text")
+        return lex, dense
+
+    def features(self, pq: ParsedQuery, lex: Hits, dense: Hits,
+                 profile: UserProfile | None) -> tuple[np.ndarray, np.ndarray]:
+        """(items (u,), X (u, len(FEATURES))) of the fused candidates."""
+        items, _ = union_ranks([lex.items, dense.items])
+        probs = dict(pq.categories)
+        cm = np.array([probs.get(self.categories[c], 0.0) for c in self._cat_arr[items].tolist()], np.float32)
+        vecs = self.dense.item_vectors(items) if (self.dense is not None and profile is not None) else None
+        pf = personal_features(profile, items, self._cat_arr, self.item_tags, vecs)
+        return candidate_features(lex, dense, cm, pf, self.config.rrf_k)
+
+    def score(self, x: np.ndarray, lex: Hits, dense: Hits, personal: bool,
+              fusion: str | None = None) -> np.ndarray:
+        """(u,) final scores of the candidates (rows of ``x``, the union order)."""
+        cfg = self.config
+        if (fusion or cfg.fusion) == "learned":
+            if self.fusion is None:
+                raise SearchError("fusion: 'learned' needs trained weights")
+            xx = x if personal else np.concatenate([x[:, :6], np.zeros_like(x[:, 6:])], axis=1)
+            return self.fusion.score(xx)
+        _, ranks = union_ranks([lex.items, dense.items])
+        base = rrf(ranks, cfg.rrf_k, np.array([1.0, cfg.dense_weight]))
+        base = base / max(float(base.max()), 1e-12) if len(base) else base
+        if personal:
+            base = base + cfg.personal_weight * x[:, 6:9].mean(axis=1)
+        return base
+
+    def search(self, q: object, n: int = 10, history: np.ndarray | None = None, explain: bool = False,
+               fusion: str | None = None, personalise: bool | None = None, rewrite: bool = True) -> SearchResult:
+        """The page for query ``q`` (raises :class:`SearchError` naming ``q`` / ``n`` on bad input)."""
+        cfg = self.config
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= cfg.max_page:
+            raise SearchError(f"n: expected an integer in [1, {cfg.max_page}], got {n!r}")
+        ms: dict[str, float] = {}
+        t = time.perf_counter()
+        pq = self.understanding.parse(q, rewrite=rewrite)
+        ms["understand"] = _lap(t)
+        if pq.empty and not pq.rewrites:
+            return SearchResult(pq, np.zeros(0, np.int64), np.zeros(0, np.float32), ms,
+                                {"query": _query_trace(pq), "reason": "no searchable terms"} if explain else None)
+        t = time.perf_counter()
+        lex, dense = self.retrieve(pq)
+        ms["retrieve"] = _lap(t)
+        t = time.perf_counter()
+        personal = (cfg.personalise if personalise is None else personalise) and history is not None
+        profile = self.profile(history) if personal else None
+        items, x = self.features(pq, lex, dense, profile)
+        s = self.score(x, lex, dense, profile is not None, fusion)
+        order = np.argsort(-s, kind="stable")
+        ms["rank"] = _lap(t)
+        if cfg.rerank and len(order) > 1:
+            t = time.perf_counter()
+            order = self._diversify(items, s, order, n)
+            ms["rerank"] = _lap(t)
+        top = order[:n]
+        res = SearchResult(pq, items[top], s[top].astype(np.float32), ms)
+        if explain:
+            res.trace = {"query": _query_trace(pq), "candidates": {"lexical": len(lex), "dense": len(dense),
+                                                                   "fused": len(items)},
+                         "personalised": profile is not None, "fusion": fusion or cfg.fusion,
+                         "items": [{"item": int(items[j]), **{k: round(float(v), 5) for k, v in
+                                    zip(FEATURES, x[j], strict=True)}, "score": float(s[j])} for j in top]}
+        return res
+
+    def _diversify(self, items: np.ndarray, s: np.ndarray, order: np.ndarray, n: int) -> np.ndarray:
+        from notefeed.rerank.base import RERANKERS, RerankInput
+
+        w = order[: self.config.rerank_window]
+        vecs = self.dense.item_vectors(items[w]) if self.dense is not None else np.zeros((len(w), 1), np.float32)
+        rr = RERANKERS.create(self.config.rerank, **self.config.rerank_params)  # type: ignore[arg-type]
+        inp = RerankInput(scores=s[w], vectors=vecs, categories=self._cat_arr[items[w]])
+        picked = w[np.asarray(rr.select(inp, min(n, len(w))), np.int64)]
+        rest = np.setdiff1d(order, picked, assume_unique=True)
+        return np.concatenate([picked, rest[np.argsort(-s[rest], kind="stable")]])
+
+    def suggest(self, prefix: str, n: int = 10) -> list[tuple[str, int]]:
+        return self.suggester.suggest(prefix, n)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path | None = None) -> Path:
+        p = Path(path) if path is not None else self.path
+        if p is None:
+            raise SearchError("path: nowhere to save an in-memory search index")
+        with self._lock:
+            save_state(self, p)
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path, config: SearchConfig | None = None) -> SearchPipeline:
+        return load_state(cls, Path(path), config)
+
+    def close(self) -> None:
+        if self.http is not None:
+            self.http.close()
+        if self.path is not None:
+            self.save()
+        self.lexical.close()
+
+
+def _lap(t: float) -> float:
+    return round((time.perf_counter() - t) * 1e3, 3)
+
+
+def _query_trace(pq: ParsedQuery) -> dict[str, Any]:
+    return {"text": pq.text, "terms": pq.terms, "weights": [round(float(w), 4) for w in pq.weights],
+            "corrections": pq.corrections, "categories": [[c, round(p, 4)] for c, p in pq.categories],
+            "rewrites": pq.rewrites}
+
+
+def _merge_scored(a: Hits, b: Hits, weight: float, k: int) -> Hits:
+    """``a`` and ``b`` (scores times ``weight``) merged by best score per item, top ``k``."""
+    if not len(b):
+        return a
+    items = np.concatenate([a.items, b.items])
+    scores = np.concatenate([a.scores, b.scores * weight])
+    order = np.lexsort((-scores, items))
+    items, scores = items[order], scores[order]
+    first = np.r_[True, items[1:] != items[:-1]]
+    items, scores = items[first], scores[first]
+    top = np.argsort(-scores, kind="stable")[:k]
+    return Hits(a.retriever, items[top], scores[top].astype(np.float32))
+
+

@@ -1,0 +1,64 @@
+"""Query suggestions by prefix: from a query log (phrases weighted by how often they were
+searched) or, without one, from note titles (weighted by how many notes share the title).
+
+Phrases are kept sorted, so a prefix is a binary search; the matches are ranked by weight.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import Counter
+from collections.abc import Iterable
+
+from notefeed.search.text import normalise
+
+__all__ = ["Suggester"]
+
+
+class Suggester:
+    """Prefix completion over weighted phrases; ``source`` says where they came from."""
+
+    def __init__(self, phrases: Iterable[str] = (), source: str = "titles", max_len: int = 80,
+                 scan: int = 2000) -> None:
+        self.source, self.max_len, self.scan = source, max_len, scan
+        self._weight: Counter[str] = Counter()
+        self._sorted: list[str] = []
+        self._lock = threading.Lock()
+        self.add(phrases)
+
+    def add(self, phrases: Iterable[str]) -> None:
+        with self._lock:
+            new = []
+            for p in phrases:
+                p = normalise(str(p))[: self.max_len]
+                if not p:
+                    continue
+                if p not in self._weight:
+                    new.append(p)
+                self._weight[p] += 1
+            if new:
+                if len(new) > 64:
+                    self._sorted = sorted(set(self._sorted).union(new))
+                else:
+                    for p in set(new):
+                        bisect.insort(self._sorted, p)
+
+    def __len__(self) -> int:
+        return len(self._sorted)
+
+    def suggest(self, prefix: str, n: int = 10) -> list[tuple[str, int]]:
+        """Up to ``n`` (phrase, weight) starting with the normalised ``prefix``, heaviest first
+        (among the first ``scan`` matches in order)."""
+        p = normalise(prefix)
+        if not p:
+            return []
+        with self._lock:
+            lo = bisect.bisect_left(self._sorted, p)
+            hits = []
+            for s in self._sorted[lo: lo + self.scan]:
+                if not s.startswith(p):
+                    break
+                hits.append((s, self._weight[s]))
+        hits.sort(key=lambda x: (-x[1], x[0]))
+        return hits[:n]
