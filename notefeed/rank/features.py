@@ -61,7 +61,15 @@ def hash_strings(values: np.ndarray, buckets: int) -> np.ndarray:
 
 
 class FeatureBuilder:
-    """Static side info + time-indexed log of one dataset; see the module docstring."""
+    """Static side info + time-indexed log of one dataset; see the module docstring.
+
+    Frozen at construction: the :class:`TimeIndex` views are sorted arrays of the dataset's
+    log, and events ingested while serving never reach them, so in a serving engine every
+    real-time cell (``rt_*``, the short sequence) stops at the end of the log the scorer was
+    fitted on (``rank/cgc``, ``rank/ple``, ...). The live path is ``rank/ltr``: its features
+    (:func:`notefeed.serve.learned.candidate_features`) read the online state, which ingest
+    updates, and offline engines warm it from their log (``Engine.warm_state``).
+    """
 
     def __init__(self, ds: Dataset, cfg: FeatureConfig | None = None,
                  item_vectors: np.ndarray | None = None) -> None:

@@ -24,7 +24,7 @@ import pandas as pd
 from notefeed.data.dataset import Dataset
 from notefeed.online.bus import EventBus, SideEffects, open_bus
 from notefeed.online.events import EventRecord, StateUpdate
-from notefeed.online.state import MemoryOnlineState, OnlineState, RedisOnlineState
+from notefeed.online.state import WINDOWS, MemoryOnlineState, OnlineState, RedisOnlineState
 from notefeed.schema import POSITIVE_TYPES, Event, Note
 from notefeed.serve.catalog import Catalog, NoteLog
 from notefeed.serve.coldstart import STATE_FILE, ColdStartHub
@@ -128,6 +128,8 @@ class Engine:
             self._close_io()
             raise
         self.replayed = self._replay()
+        #: the ``until_ts`` of :meth:`warm_state` (None: not warmed)
+        self.warmed_until: float | None = None
         pos = ds.select_events(POSITIVE_TYPES) if len(ds.events) else ds.events
         self._hist = _csr_by_user(pos["user"].to_numpy(np.int64), pos["item"].to_numpy(), ds.n_users)
         self._seen = _csr_by_user(ds.events["user"].to_numpy(np.int64), ds.events["item"].to_numpy(), ds.n_users)
@@ -186,6 +188,44 @@ class Engine:
                 batch = []
         n += self._apply(batch, to_state=isinstance(self.state, MemoryOnlineState))
         return n
+
+    def warm_state(self, until_ts: float) -> int:
+        """Warm the online state from the dataset's own recent events, as if they had come
+        through :meth:`ingest` at their own timestamps; returns the number of updates.
+
+        An engine on a dataset (training capture, feed evaluation: its clock set just after the
+        log) otherwise has an empty online state, so the real-time features (the windowed
+        category counters behind ``cat_1h``, the short sequence) would be 0 offline and live in
+        serving. The events within the longest online window before ``until_ts`` (the engine
+        clock) are applied to the state; popularity is not bumped (the catalogue already counts
+        the dataset). The positives the short sequence now holds leave the dataset history
+        :meth:`context` reads, so ``ctx.history`` has each of them once, as when they arrive
+        online. Call once, right after setting ``clock``, on an engine without a replayed log.
+        """
+        if self.replayed:
+            raise RuntimeError("warm_state: the online state was rebuilt from the event log")
+        if self.warmed_until is not None:
+            raise RuntimeError(f"warm_state: already warmed until {self.warmed_until}")
+        self.warmed_until = float(until_ts)
+        ev = self.ds.events
+        if not len(ev):
+            return 0
+        ts = ev["ts"].to_numpy(np.int64)
+        win = ev.iloc[np.flatnonzero((ts >= until_ts - max(WINDOWS.values())) & (ts <= until_ts))]
+        win = win.sort_values("ts", kind="stable")
+        user_ids = self.ds.users["user_id"].astype(str).to_numpy()
+        ups = [StateUpdate(str(user_ids[u]), self.catalog.note_ids[i], str(t), self.catalog.category_name(i), float(at))
+               for u, i, t, at in zip(win["user"].tolist(), win["item"].tolist(), win["type"].astype(str).tolist(),
+                                      win["ts"].tolist(), strict=True)]
+        self.state.apply(ups)
+        # the short sequence keeps each user's last ``seq_len`` of these positives: those leave
+        # the dataset history (they are read from the state now, like online ones)
+        seq_len = int(getattr(self.state, "seq_len", self.config.online.seq_len))
+        in_seq = win[win["type"].isin(POSITIVE_TYPES)].groupby("user", sort=False).tail(seq_len).index
+        pos = self.ds.select_events(POSITIVE_TYPES)
+        pos = pos[~pos.index.isin(in_seq)]
+        self._hist = _csr_by_user(pos["user"].to_numpy(np.int64), pos["item"].to_numpy(), self.ds.n_users)
+        return len(ups)
 
     def _apply(self, recs: Sequence[EventRecord], to_state: bool = True) -> int:
         ups, pos_items = [], []
