@@ -28,5 +28,7 @@ def load_eval_dataset(name: str, seed: int, path: str | Path | None = None, *, q
     if name.startswith("sim-"):  # generated and seeded: a path means nothing here
         if path is not None:
             raise ValueError(f"--path: the dataset '{name}' is generated, it does not read a path")
+        import notefeed.sim  # noqa: F401  (registers the sim-* loaders)
+
         return load_dataset(name, seed=seed)
     return load_dataset(name, path)

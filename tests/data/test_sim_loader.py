@@ -1,5 +1,6 @@
 import numpy as np
 
+import notefeed.sim  # noqa: F401  (the simulator registers its sim-* datasets)
 from notefeed.data.loaders import DATASET_NAMES, LOADERS, load_dataset
 
 

@@ -1,6 +1,8 @@
 """The simulator's logged history as named datasets: ``sim-tiny``, ``sim-demo``, ``sim-100k``.
 
 ``path`` is ignored (the data is generated, seeded and deterministic); ``seed`` may be passed.
+Registered in :data:`~notefeed.data.loaders.LOADERS` when :mod:`notefeed.sim` is imported (the
+data stage never imports the simulator; the simulator depends on data, not the reverse).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from pathlib import Path
 
 from notefeed.data.dataset import Dataset
 from notefeed.data.loaders import LOADERS
+from notefeed.sim.community import sim_dataset
 
 __all__ = ["SIM_PRESETS"]
 
@@ -17,8 +20,6 @@ SIM_PRESETS = ("tiny", "demo", "100k")
 
 def _make(preset: str):  # type: ignore[no-untyped-def]
     def load(path: Path | None = None, seed: int = 0) -> Dataset:
-        from notefeed.sim.community import sim_dataset
-
         ds = sim_dataset(path, preset_name=preset, seed=seed)
         ds.name = f"sim-{preset}"
         return ds
