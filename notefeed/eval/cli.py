@@ -66,10 +66,30 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _print_feed(console: Console, rows: Sequence[dict]) -> None:
+    """The feed stage: accuracy with intervals, the ratio to the best baseline, and HR@10
+    after each stage of the served funnel (recall order, coarse, fine, re-ranked page)."""
+    t = Table(title="feed stage: the served page vs baselines (same split, same users)")
+    for c in ("dataset", "model", "users", "HR@10", "±95%", "NDCG@10", "HR@20", "x best", "recall", "coarse",
+              "fine", "page", "cand. hit", "p50 ms"):
+        t.add_column(c, justify="right")
+    for r in rows:
+        ratio = r.get("hit@10_vs_best")
+        t.add_row(str(r.get("dataset", "")), str(r.get("model", "")), str(r.get("test_users", "")),
+                  *(_fmt(r.get(k, "")) for k in ("hit@10", "hit@10_ci95", "ndcg@10", "hit@20")),
+                  "" if ratio is None else f"{ratio:.2f}x",
+                  *(_fmt(r.get(f"stage.{s}.hit@10", "")) for s in ("recall", "coarse", "fine", "page")),
+                  _fmt(r.get("stage.recall.hit@all", "")), _fmt(r.get("feed_p50_ms", "")))
+    console.print(t)
+
+
 def print_rows(console: Console, stage: str, rows: Sequence[dict], ks: Sequence[int] | None) -> None:
     """The model stage gets one table per k; any other stage one table of all columns."""
     if not rows:
         console.print(f"[yellow]stage {stage}: no rows[/yellow]")
+        return
+    if stage == "feed":
+        _print_feed(console, rows)
         return
     if stage == "model" and ks:
         for k in ks:
