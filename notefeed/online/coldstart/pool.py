@@ -1,118 +1,33 @@
-"""The new-note cold-start flow: seed audience -> look-alike expansion -> hand-over, boosted by a bandit.
-
-A freshly published note has no engagement, so collaborative channels cannot recall it. The
-:class:`ColdStartPool` keeps every new note with its tags/category (author or predicted) and
-optional content vector, and serves it as a recall channel:
-
-1. **seed**: users whose interest profile (decayed counts of the tags and categories of their
-   positives, optionally a decayed content vector) matches the note; the audience is the
-   ``seed_size`` best-matching users at publication time (a per-note score threshold).
-2. **look-alike**: once the note has ``lookalike_after_clicks`` engagers, users whose profile is
-   close (cosine) to the mean profile of the engagers join the audience (``lookalike_size``).
-3. **hand-over**: at ``handover_impressions`` impressions the note leaves the pool; the normal
-   channels (popularity, collaborative recall) have enough feedback by then. Notes older than
-   ``max_age_h`` expire.
-
-Which eligible notes get the few boosted slots is decided by Thompson sampling on clicks per
-impression (:mod:`notefeed.online.bandit`), or uniformly at random (``bandit="uniform"``, the baseline).
-State is plain JSON (:meth:`ColdStartPool.to_state`). Events on items the pool has never been told
-about are ignored and counted in the :class:`ObserveReport` (the pool sees the whole event stream).
-"""
+"""The cold-start pool: interest profiles, seed / look-alike audiences, hand-over, state."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from notefeed.online.bandit import check_prior, thompson_sample, uniform_sample
+from notefeed.online.bandit import thompson_sample, uniform_sample
+from notefeed.online.coldstart.config import (
+    _MIN_RESCALE,
+    _STATE_VERSION,
+    EXPIRED,
+    HANDED_OVER,
+    LOOKALIKE,
+    SEED,
+    STAGES,
+    ColdStartConfig,
+    ObserveReport,
+    _features,
+    _kth_largest,
+    _Note,
+)
 from notefeed.schema import POSITIVE_TYPES
 
-__all__ = ["ColdStartConfig", "ColdStartPool", "ColdStartPolicy", "ObserveReport", "STAGES"]
-
-#: Stage of a note in the pool, by code.
-STAGES: tuple[str, ...] = ("seed", "lookalike", "handed_over", "expired")
-SEED, LOOKALIKE, HANDED_OVER, EXPIRED = range(4)
-_STATE_VERSION = 1
-_MIN_RESCALE = 2.0**-40
-
-
-@dataclass(frozen=True)
-class ColdStartConfig:
-    """Settings of the cold-start pool (``validate()`` names any bad field)."""
-
-    seed_size: int = 300  #: users in a note's seed audience
-    lookalike_size: int = 600  #: users added by look-alike expansion
-    lookalike_after_clicks: int = 2  #: engagers needed before expanding
-    handover_impressions: int = 100  #: impressions after which the normal channels take over
-    max_age_h: float = 72.0  #: notes older than this leave the pool unboosted
-    prior_a: float = 1.0  #: Beta prior pseudo-clicks
-    prior_b: float = 9.0  #: Beta prior pseudo-non-clicks (prior CTR a / (a + b) = 10%)
-    bandit: str = "thompson"  #: "thompson" or "uniform" (feedback-blind baseline)
-    half_life_h: float = 72.0  #: decay of interest profiles
-    content_weight: float = 0.5  #: weight of content-vector match vs tag/category match
-    relevance_floor: float = 0.1  #: score = theta * (floor + relevance): theta dominates the boost
-
-    def validate(self) -> ColdStartConfig:
-        for name in ("seed_size", "lookalike_size", "lookalike_after_clicks", "handover_impressions"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"ColdStartConfig.{name} must be a positive integer, got {v!r}")
-        for name in ("max_age_h", "half_life_h"):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and np.isfinite(v) and v > 0):
-                raise ValueError(f"ColdStartConfig.{name} must be > 0, got {v!r}")
-        for name in ("content_weight", "relevance_floor"):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and 0.0 <= v <= 1.0):
-                raise ValueError(f"ColdStartConfig.{name} must be in [0, 1], got {v!r}")
-        check_prior(self.prior_a, self.prior_b)
-        if self.bandit not in ("thompson", "uniform"):
-            raise ValueError(f"ColdStartConfig.bandit must be 'thompson' or 'uniform', got {self.bandit!r}")
-        return self
-
-
-@dataclass
-class ObserveReport:
-    """What one :meth:`ColdStartPool.observe` call did."""
-
-    new_note_events: int = 0  #: events on notes in the pool (any stage)
-    profile_updates: int = 0  #: positive events that updated a user's interest profile
-    ignored: int = 0  #: events on items the pool was never told about
-    stage_changes: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class _Note:
-    item: int
-    published_ts: int
-    feats: list[int]
-    vector: list[float] | None = None
-    stage: int = SEED
-    impressions: int = 0
-    clicks: int = 0
-    engagers: list[int] = field(default_factory=list)
-    seed_thr: float = 0.0
-    look_thr: float = float("inf")
-    centroid: dict[int, float] = field(default_factory=dict)  # sparse mean profile of the engagers
-    stage_ts: int = 0  # when the note entered its current stage
-
-
-def _features(tags: list[str] | tuple[str, ...], category: str | None) -> list[str]:
-    out = [f"tag:{t}" for t in tags]
-    if category:
-        out.append(f"cat:{category}")
-    return out
-
-
-def _kth_largest(x: np.ndarray, k: int) -> float:
-    if len(x) <= k:
-        return float(x.min()) if len(x) else 0.0
-    return float(np.partition(x, len(x) - k)[len(x) - k])
+__all__ = ["ColdStartPool"]
 
 
 class ColdStartPool:
@@ -466,113 +381,3 @@ class ColdStartPool:
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"ColdStartPool: cannot read state file {path}: {e}") from e
         return cls.from_state(state)
-
-
-# ---------------------------------------------------------------------- the simulator wrapper
-class ColdStartPolicy:
-    """Wraps a simulator policy: up to ``slots`` pool notes per page, the base policy fills the rest.
-
-    The wrapper keeps the pool in sync with the environment's observable side: on first use it
-    indexes the catalogue's tags/categories and builds interest profiles from the logged history;
-    notes published later enter the pool with their (author) tags and category.
-    """
-
-    def __init__(self, base: Any, pool: ColdStartPool, slots: int = 2, seed: int = 0, content: bool = False) -> None:
-        if not isinstance(slots, int) or isinstance(slots, bool) or slots < 0:
-            raise ValueError(f"ColdStartPolicy: slots must be a non-negative integer, got {slots!r}")
-        self.base, self.pool, self.slots = base, pool, slots
-        suffix = "" if pool.config.bandit == "thompson" else f"-{pool.config.bandit}"
-        self.name = f"{base.name}+coldstart{suffix}" + ("-content" if content else "")
-        # content=True: text vectors (TextEncoder) and predicted tags (TagPredictor) for new notes,
-        # both fitted on the catalogue at first use; otherwise the author's tags and category only
-        self.content = content
-        self._encoder: Any = None
-        self._tagger: Any = None
-        self.rng = np.random.default_rng(seed)
-        self._synced = False
-        self._n_published = 0
-        # (user, item) pairs this wrapper boosted, and their impressions/clicks: the boost's own CTR
-        self._boosted: set[tuple[int, int]] = set()
-        self.boost_impressions = 0
-        self.boost_clicks = 0
-
-    def _sync(self, env: Any) -> None:
-        published = env.published_items
-        if not self._synced:
-            self._synced = True
-            old = np.setdiff1d(np.arange(env.n_items), published)
-            nf = env.notes_frame(old)
-            vecs = None
-            if self.content:
-                from notefeed.content import TagPredictor, TextEncoder
-
-                self._encoder = TextEncoder(dim=32)
-                vecs = self._encoder.fit_transform((nf["title"] + " " + nf["text"]).tolist())
-                self._tagger = TagPredictor(k=3).fit(vecs, list(nf["tags"]))
-            self.pool.index_items(old, list(nf["tags"]), list(nf["category"]), vecs)
-            ds = env.dataset
-            if ds is not None and len(ds.events):
-                self.pool.observe(ds.events[ds.events["type"].isin(POSITIVE_TYPES)])
-        fresh = published[self._n_published:]  # publish appends, so only the tail is new
-        self._n_published = len(published)
-        if len(fresh):
-            nf = env.notes_frame(fresh)
-            tags, vecs = [list(t) for t in nf["tags"]], None
-            if self.content:
-                vecs = self._encoder.transform((nf["title"] + " " + nf["text"]).tolist())
-                tags = [sorted(set(t) | set(p)) for t, p in zip(tags, self._tagger.predict_tags(vecs), strict=True)]
-            self.pool.publish(fresh, vecs, tags, list(nf["category"]), ts=int(env.now))
-
-    def recommend(self, env_view: Any, user: int, k: int) -> np.ndarray:
-        self._sync(env_view)
-        new, _, _ = self.pool.candidates_for(int(user), min(self.slots, k), self.rng, env_view.seen_items(user))
-        self._boosted.update((int(user), i) for i in new.tolist())
-        page = np.asarray(self.base.recommend(env_view, user, k), np.int64)
-        page = page[~np.isin(page, new)][: k - len(new)]
-        # spread the boosted notes over the page instead of stacking them where position bias is largest
-        out = list(page.tolist())
-        for j, i in enumerate(new.tolist()):
-            out.insert(min(len(out), 1 + j * max(k // max(len(new), 1), 1)), i)
-        return np.asarray(out[:k], np.int64)
-
-    def observe(self, events: pd.DataFrame) -> None:
-        self.base.observe(events)
-        self.pool.observe(events)
-        if self._boosted and len(events):
-            pairs = zip(events["user"].tolist(), events["item"].tolist(), events["type"].tolist(), strict=True)
-            for u, i, t in pairs:
-                if t in ("impression", "click") and (u, i) in self._boosted:
-                    if t == "impression":
-                        self.boost_impressions += 1
-                    else:
-                        self.boost_clicks += 1
-
-    def metrics(self) -> dict[str, float]:
-        """Boosted impressions and their click-through; pool notes per stage (for the loop's result)."""
-        out: dict[str, float] = {"boost_impressions": self.boost_impressions,
-                                 "boost_ctr": self.boost_clicks / max(self.boost_impressions, 1)}
-        out.update({f"pool_{k}": v for k, v in self.pool.summary().items()})
-        return out
-
-
-def _register() -> None:
-    from notefeed.sim.policies import POLICIES, PopularPolicy, RandomPolicy
-
-    def factory(base: type, bandit: str, content: bool) -> Any:
-        def make(seed: int = 0, slots: int = 2, **params: Any) -> ColdStartPolicy:
-            return ColdStartPolicy(base(seed=seed), ColdStartPool(bandit=bandit, **params), slots=slots, seed=seed,
-                                   content=content)
-        how = "Thompson-sampling" if bandit == "thompson" else "uniformly drawn"
-        make.__doc__ = (f"{base.__name__.removesuffix('Policy').lower()} plus {how} new-note slots from the cold-start "
-                        f"pool{' (content-vector look-alikes)' if content else ''}.")
-        return make
-
-    for base_name, base in (("popular", PopularPolicy), ("random", RandomPolicy)):
-        for bandit, content in (("thompson", False), ("uniform", False), ("thompson", True)):
-            name = f"{base_name}+coldstart" + ("" if bandit == "thompson" else f"-{bandit}") + \
-                ("-content" if content else "")
-            if name not in POLICIES:
-                POLICIES.register(name)(factory(base, bandit, content))
-
-
-_register()

@@ -1,36 +1,4 @@
-"""The streaming online trainer of the fine ranker.
-
-:class:`OnlineTrainer` reads new events (a DataFrame, a list of dicts / :class:`EventRecord`, or an
-:class:`~notefeed.online.bus.EventBus` through :meth:`OnlineTrainer.consume`) and
-
-1. **joins impressions with labels that arrive later.** The stream clock (watermark) is the
-   largest event ``ts`` seen. An impression of (user, note) at ``t`` waits until the watermark
-   reaches ``t + wait_s``; it then becomes one training sample, labelled 1 for each task
-   (click/like/collect/comment/share) the same user did on the same note with
-   ``t <= ts < t + wait_s`` (dwell: ``log1p`` of the first click's ``dwell_s``), 0 otherwise, so an
-   impression without a label is a negative once the wait is over. A label that arrives after
-   its impression's window closed is dropped and counted (``labels_late``); a label with no
-   impression of the pair at all (e.g. one that arrives before its impression: labels are
-   joined on arrival) is counted as ``labels_orphan``. ``follow``/``hide`` only feed the features.
-2. **updates the ranker** every ``interval_s`` of stream time or once ``min_samples`` samples
-   are ready: ``passes`` passes of minibatches over the new samples (plus up to
-   ``replay_ratio`` x as many recent older ones, against forgetting), sparse id rows with the
-   ranker's :class:`RowwiseAdam`, dense weights with Adam; optimiser state persists across updates.
-   Features are the rank stage's request-time features over base log + stream, rebuilt once per update.
-3. **publishes** a copy of the ranker as a new version (``on_publish(ranker, meta)``; with an
-   engine, a ``BoundedScorer(FineRankerScorer(...))`` is swapped in through ``engine.models.set``).
-
-Unseen ids never crash: users/notes unknown to the base dataset (new string ids, or integer
-indices past the catalogue) get the next index, placeholder side info (author ``"unknown"``,
-the note's own category when the caller passes ``notes``), and the embedding tables grow
-(:mod:`notefeed.online.dyn_embedding`): no fixed table size, no hash collisions for ids.
-
-Version metadata: ``version``, ``samples_seen``, ``samples``, ``last_event_ts``,
-``published_at``, ``update_latency_s`` (median over the update's new samples of wall time from
-the arrival of the event that made the sample ready to the publish), ``event_to_publish_s``
-(from the impression's arrival: includes the label wait when the stream runs in real time) and
-``stream_lag_s`` (watermark - impression ts, in stream seconds).
-"""
+"""The :class:`OnlineTrainer`: label join, incremental updates, published versions."""
 
 from __future__ import annotations
 
@@ -38,8 +6,7 @@ import copy
 import dataclasses
 import heapq
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -48,112 +15,12 @@ import torch
 
 from notefeed.data.dataset import EVENT_COLUMNS, Dataset
 from notefeed.online.dyn_embedding import grow_fine_net
+from notefeed.online.trainer.stream import _LABEL_TYPES, OnlineTrainConfig, _Ids, normalise_events
 from notefeed.rank.features import ENGAGE_TYPES, FeatureBuilder, FeatureConfig
 from notefeed.rank.multitask import FineRanker, masked_loss, to_tensors
 from notefeed.schema import EVENT_TYPES, SURFACES
 
-__all__ = ["OnlineTrainConfig", "OnlineTrainer", "normalise_events"]
-
-_LABEL_TYPES = frozenset(ENGAGE_TYPES)
-
-
-@dataclass
-class OnlineTrainConfig:
-    """Join window and update cadence (seconds are stream seconds, i.e. event ``ts``)."""
-
-    wait_s: int = 1800  # label wait window after an impression
-    interval_s: int = 600  # update at least this often (stream time) when samples are ready
-    min_samples: int = 4096  # ... or as soon as this many are ready
-    passes: int = 2  # passes over each update's samples
-    replay_ratio: float = 1.0  # older samples mixed in per new sample
-    replay_size: int = 50_000  # recent samples kept for replay
-    batch_size: int = 512
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for k in ("wait_s", "interval_s", "min_samples", "passes", "batch_size"):
-            v = getattr(self, k)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"OnlineTrainConfig.{k} must be a positive integer, got {v!r}")
-        if not (0.0 <= self.replay_ratio <= 100.0):
-            raise ValueError(f"OnlineTrainConfig.replay_ratio must be in [0, 100], got {self.replay_ratio!r}")
-
-
-def _field(rows: pd.DataFrame, *names: str) -> str | None:
-    return next((n for n in names if n in rows.columns), None)
-
-
-def normalise_events(events: pd.DataFrame | Iterable[Any]) -> pd.DataFrame:
-    """Events -> frame with ``user``/``item`` (int or str ids), ``ts`` int64, ``type`` str, ``dwell_s``,
-    ``position``, ``surface``, ``received_at`` (NaN = now). Raises ``ValueError`` naming the field."""
-    if not isinstance(events, pd.DataFrame):
-        rows = [e.to_dict() if hasattr(e, "to_dict") else e for e in events]
-        for k, r in enumerate(rows):
-            if not isinstance(r, Mapping):
-                raise ValueError(f"events: row {k} is a {type(r).__name__}, not a mapping/EventRecord")
-        events = pd.DataFrame(rows)
-    n = len(events)
-    uc, ic = _field(events, "user", "user_id"), _field(events, "item", "note_id")
-    for name, col in (("user (or user_id)", uc), ("item (or note_id)", ic)):
-        if col is None and n:
-            raise ValueError(f"events: missing field '{name}'")
-    for col in ("ts", "type"):
-        if col not in events.columns and n:
-            raise ValueError(f"events: missing field '{col}'")
-    if not n:
-        return pd.DataFrame({c: [] for c in ("user", "item", "ts", "type", "dwell_s", "position", "surface",
-                                              "received_at")})
-    out = pd.DataFrame({"user": events[uc].to_numpy(), "item": events[ic].to_numpy()})
-    for f in ("user", "item"):
-        bad = out[f].isna().to_numpy()
-        if bad.any():
-            raise ValueError(f"events: row {int(np.flatnonzero(bad)[0])}: field '{f}' is missing")
-    ts = pd.to_numeric(events["ts"], errors="coerce")
-    bad = (ts.isna() | (ts < 0) | (ts != np.floor(ts))).to_numpy()
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"events: row {k}: field 'ts' must be a non-negative integer, got {events['ts'].iloc[k]!r}")
-    out["ts"] = ts.to_numpy(np.int64)
-    types = events["type"].astype(str).to_numpy()
-    bad = ~np.isin(types, EVENT_TYPES)
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"events: row {k}: field 'type' is {types[k]!r}; known: {', '.join(EVENT_TYPES)}")
-    out["type"] = types
-    for f, default in (("dwell_s", np.nan), ("position", -1), ("received_at", np.nan)):
-        col = pd.to_numeric(events[f], errors="coerce") if f in events.columns else pd.Series(np.full(n, default))
-        out[f] = col.fillna(default).to_numpy(np.float64)
-    out["surface"] = events["surface"].astype(str).to_numpy() if "surface" in events.columns else "feed"
-    return out
-
-
-class _Ids:
-    """External id / index -> dense index, growing for unseen ids."""
-
-    def __init__(self, known: list[str]) -> None:
-        self.ids = list(known)
-        self.index = {s: k for k, s in enumerate(self.ids)}
-        self.n_base = len(self.ids)
-
-    def map(self, values: np.ndarray, prefix: str) -> np.ndarray:
-        out = np.empty(len(values), np.int64)
-        for k, v in enumerate(values.tolist()):
-            if isinstance(v, int | np.integer) and not isinstance(v, bool):
-                if v < 0:
-                    raise ValueError(f"events: row {k}: field '{prefix}' index must be >= 0, got {v}")
-                while len(self.ids) <= v:  # an index past the catalogue: grow up to it
-                    self.add(f"__{prefix}{len(self.ids)}")
-                out[k] = v
-            else:
-                s = str(v)
-                j = self.index.get(s)
-                out[k] = self.add(s) if j is None else j
-        return out
-
-    def add(self, s: str) -> int:
-        self.index[s] = len(self.ids)
-        self.ids.append(s)
-        return len(self.ids) - 1
+__all__ = ["OnlineTrainer"]
 
 
 class OnlineTrainer:
@@ -425,134 +292,3 @@ class OnlineTrainer:
     def flush(self) -> list[dict[str, Any]]:
         """Update now on whatever samples are ready (none: nothing published)."""
         return [self.update()] if self._ready else []
-
-
-# ---------------------------------------------------------------------- measurement
-class _RerankPolicy:
-    """Sim policy: popular + random unseen candidates re-ranked by a fine ranker's P(click).
-
-    Features are rebuilt from base log + everything observed at every step for every mode, so
-    the modes differ only in the model weights. ``mode``: ``frozen`` (the start-up model),
-    ``periodic`` (retrained from scratch every ``retrain_every`` steps on all data),
-    ``online`` (:class:`OnlineTrainer` updates after every step), ``popular`` (no model).
-    """
-
-    def __init__(self, mode: str, ds: Dataset, ranker: FineRanker, seed: int, step_seconds: int,
-                 retrain_every: int, pool: int = 200, n_random: int = 100) -> None:
-        self.name = mode
-        self.mode, self.base, self.ranker = mode, ds, ranker
-        self.rng = np.random.default_rng(seed)
-        self.pool, self.n_random, self.retrain_every, self.step_seconds = pool, n_random, retrain_every, step_seconds
-        self.log: list[pd.DataFrame] = []
-        self.pop = np.bincount(ds.select_events(["click"])["item"].to_numpy(), minlength=ds.n_items).astype(float)
-        self.steps, self.train_s, self.lags, self.e2p = 0, 0.0, [], []
-        self.trainer = None
-        if mode == "online":
-            # events of a step spread over a few minutes: half a step of wait and interval means
-            # every step's impressions are trained on, and published, at the next step
-            half = max(step_seconds // 2, 1)
-            cfg = OnlineTrainConfig(wait_s=half, interval_s=half, min_samples=1 << 30, seed=seed)
-            self.trainer = OnlineTrainer(ds, copy.deepcopy(ranker), cfg, on_publish=self._swap)
-        self._refresh()
-
-    def _swap(self, ranker: FineRanker, meta: dict[str, Any]) -> None:
-        self.ranker = ranker
-
-    def _refresh(self) -> None:
-        ev = pd.concat([self.base.events[list(EVENT_COLUMNS)], *self.log], ignore_index=True) if self.log \
-            else self.base.events
-        self.ds = self.base.with_events(ev)
-        self.builder = FeatureBuilder(self.ds, FeatureConfig(**_fcfg(self.ranker)))
-        top = np.argsort(-self.pop, kind="stable")[: self.pool]
-        self.top = top
-
-    def recommend(self, env: Any, user: int, k: int) -> np.ndarray:
-        seen = env.seen_items(user)
-        cand = self.top[~np.isin(self.top, seen)]
-        if self.mode == "popular":
-            return cand[:k].astype(np.int64)
-        rnd = self.rng.integers(0, env.n_items, self.n_random)
-        cand = np.unique(np.concatenate([cand, rnd[~np.isin(rnd, seen)]]))
-        if not len(cand):  # this user has seen every candidate: a short (empty) page
-            return cand.astype(np.int64)
-        f = self.builder.features(np.full(len(cand), user), cand, np.full(len(cand), env.now))
-        p = self.ranker.predict(f)["click"]
-        return cand[np.argsort(-p, kind="stable")[:k]].astype(np.int64)
-
-    def observe(self, events: pd.DataFrame) -> None:
-        self.steps += 1
-        self.log.append(events[list(EVENT_COLUMNS)])
-        clicks = events["item"].to_numpy()[(events["type"] == "click").to_numpy()]
-        self.pop *= 0.9  # recent popularity: the candidate pool follows the drift for every mode
-        np.add.at(self.pop, clicks, 1.0)
-        t0 = time.perf_counter()
-        if self.trainer is not None:
-            for meta in self.trainer.ingest(events):
-                self.lags.append(meta["update_latency_s"])
-                self.e2p.append(meta["event_to_publish_s"])
-        elif self.mode == "periodic" and self.steps % self.retrain_every == 0:
-            from notefeed.rank.samples import build_samples
-
-            ds = self.base.with_events(pd.concat([self.base.events[list(EVENT_COLUMNS)], *self.log],
-                                                 ignore_index=True))
-            fresh = FineRanker(dataclasses.replace(self.ranker.cfg, vocab={}))
-            fresh.fit(ds, build_samples(ds, window=self.step_seconds))
-            self.ranker = fresh
-            self.lags.append(time.perf_counter() - t0)
-        self.train_s += time.perf_counter() - t0
-        self._refresh()
-
-
-def _fcfg(ranker: FineRanker) -> dict[str, Any]:
-    d = dict(ranker.cfg.features or {})
-    if "windows" in d:
-        d["windows"] = tuple(d["windows"])
-    return d
-
-
-def compare_update_modes(preset: str = "tiny", steps: int = 48, seed: int = 0, requests_per_step: int = 100,
-                         step_seconds: int = 1800, retrain_every: int = 16, epochs: int = 2,
-                         modes: tuple[str, ...] = ("popular", "frozen", "periodic", "online"),
-                         drift_per_day: float | None = None) -> list[dict[str, Any]]:
-    """Closed-loop CTR of the fine ranker kept frozen / retrained every ``retrain_every`` steps /
-    updated online after every step, side by side on the same seeded community (short-term
-    interests drift). One row per mode: ``ctr`` overall and per half, ``updates``,
-    ``median_update_latency_s`` (online: event arrival -> publish, wall seconds; periodic: the
-    retrain's wall time, plus on average ``retrain_every * step_seconds / 2`` stream seconds of
-    staleness, reported as ``mean_staleness_stream_s``), ``median_event_to_publish_s`` (online:
-    wall seconds from an impression's ingest to the first version trained on it; the simulator
-    compresses the label wait into one step) and ``train_s``."""
-    from notefeed.sim import SimEnvironment, generate
-    from notefeed.sim.config import preset as sim_preset
-    from notefeed.sim.loop import run_closed_loop
-
-    torch.manual_seed(seed)
-    cfg = sim_preset(preset, seed=seed)
-    if drift_per_day is not None:
-        cfg = cfg.with_(behaviour=dataclasses.replace(cfg.behaviour, drift_per_day=drift_per_day))
-    community = generate(cfg)
-    hist = community.history(seed=seed + 7)
-    from notefeed.rank.finenet import FineConfig
-    from notefeed.rank.samples import build_samples
-
-    base = FineRanker(FineConfig(arch="cgc", epochs=epochs, batch_size=1024, seed=seed))
-    base.fit(hist, build_samples(hist, window=step_seconds))
-    rows = []
-    for mode in modes:
-        env = SimEnvironment(community, seed=seed, dataset=hist)
-        pol = _RerankPolicy(mode, hist, copy.deepcopy(base), seed, step_seconds, retrain_every)
-        t0 = time.perf_counter()
-        res = run_closed_loop(env, pol, steps, requests_per_step=requests_per_step, step_seconds=step_seconds)
-        ctr = [s["ctr"] for s in res["series"]]
-        h = len(ctr) // 2
-        stale = {"frozen": None, "popular": None, "online": step_seconds,
-                 "periodic": retrain_every * step_seconds / 2 + step_seconds // 2}[mode]
-        rows.append({
-            "preset": preset, "mode": mode, "seed": seed, "steps": steps, "impressions": res["impressions"],
-            "ctr": res["ctr"], "ctr_first_half": float(np.mean(ctr[:h])), "ctr_second_half": float(np.mean(ctr[h:])),
-            "like_rate": res["like_rate"], "updates": len(pol.lags),
-            "median_update_latency_s": float(np.median(pol.lags)) if pol.lags else None,
-            "median_event_to_publish_s": float(np.median(pol.e2p)) if pol.e2p else None,
-            "mean_staleness_stream_s": stale, "train_s": pol.train_s, "wall_s": time.perf_counter() - t0,
-        })
-    return rows
