@@ -162,6 +162,7 @@ def eval_command(
     import notefeed.rank  # noqa: F401
     import notefeed.recall  # noqa: F401
     import notefeed.rerank  # noqa: F401
+    import notefeed.search  # noqa: F401
     from notefeed.data.dataset import DataError
     from notefeed.data.loaders import dataset_for_path
     from notefeed.eval.report import write_report

@@ -1,6 +1,7 @@
 """Note search: query understanding, BM25 (tantivy) + dense (FAISS) retrieval, fusion,
 personalisation and page diversity. See :class:`~notefeed.search.pipeline.SearchPipeline`."""
 
+from notefeed.search import evaluate as _evaluate  # noqa: F401  (registers eval --stage search)
 from notefeed.search.base import (
     RETRIEVERS,
     REWRITERS,

@@ -196,8 +196,10 @@ class SearchPipeline:
         _, ranks = union_ranks([lex.items, dense.items])
         base = rrf(ranks, cfg.rrf_k, np.array([1.0, cfg.dense_weight]))
         base = base / max(float(base.max()), 1e-12) if len(base) else base
-        if personal:
-            base = base + cfg.personal_weight * x[:, 6:9].mean(axis=1)
+        if personal and len(x):  # each personal feature scaled by its best candidate: units the weight can mean
+            pf = x[:, 6:9].astype(np.float64)
+            top = np.abs(pf).max(axis=0)
+            base = base + cfg.personal_weight * (pf / np.where(top > 0, top, 1.0)).mean(axis=1)
         return base
 
     def search(self, q: object, n: int = 10, history: np.ndarray | None = None, explain: bool = False,

@@ -77,6 +77,8 @@ class MinedRewrites:
     """A rewrite table (from :func:`mine_rewrites`) as a backend; saved as JSON."""
 
     name = "rewrite/mined"
+    #: a query missing from the table is rewritten word by word through it
+    token_level = True
 
     def __init__(self, table: dict[str, list[tuple[str, float]]] | None = None) -> None:
         self.table = dict(table or {})

@@ -93,8 +93,9 @@ def load_state(cls: type[SearchPipeline], folder: Path, config: SearchConfig | N
     ip, ids = cat["tag_indptr"], cat["tag_ids"].tolist()
     item_tags = [ids[ip[i]: ip[i + 1]] for i in range(len(note_ids))]
     lex = LexicalIndex(folder / "lexical", boosts=cfg.boosts)
-    if lex.n_docs != len(note_ids):
-        raise SearchError(f"{folder / 'lexical'}: holds {lex.n_docs} notes, catalog.json {len(note_ids)}")
+    if lex.n_docs != len(note_ids) or lex.index.searcher().num_docs != lex.n_docs:  # not closed after an add
+        raise SearchError(f"{folder / 'lexical'}: holds {lex.index.searcher().num_docs} notes, vocab.json {lex.n_docs}, "
+                          f"catalog.json {len(note_ids)}: saved state is stale")
     dense = DenseIndex.load(folder / "dense", hnsw_min=cfg.hnsw_min) if meta.get("dense") and cfg.dense else None
     im = _read_json(folder / "intent.json")
     it = load_file(str(folder / "intent.safetensors"))

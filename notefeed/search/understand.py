@@ -86,5 +86,10 @@ class QueryUnderstanding:
             except Exception:  # a rewrite backend never fails a search
                 log.exception("rewrite backend %s failed", getattr(rw, "name", rw))
                 continue
+            if not cands and getattr(rw, "token_level", False):  # substitute word by word
+                toks = text.split()
+                subs = [(rw.rewrite(t) or [t])[0] for t in toks]
+                if subs != toks:
+                    cands = [" ".join(subs)]
             out.extend(c for c in cands if c and c != text and c != corrected and c not in out)
         return out

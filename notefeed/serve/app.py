@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from notefeed.schema import Event, Note
 from notefeed.serve.docs import add_docs
 from notefeed.serve.engine import DUPLICATE, Engine
+from notefeed.serve.search import SearchService, add_search_routes
 
 __all__ = ["create_app", "EventBatch", "ReloadRequest"]
 
@@ -95,6 +96,9 @@ def create_app(engine: Engine) -> FastAPI:
                   docs_url=None, redoc_url=None)
     app.state.engine = engine
     add_docs(app)
+    # note search (notefeed/serve/search.py): its index is built on the first search
+    search = getattr(engine, "search", None) or SearchService(engine)
+    engine.search = search  # type: ignore[attr-defined]
 
     def _not_future(loc: tuple[Any, ...], ts: int) -> None:
         # the server clock decides what is "now" (cold-start expiry, windows): a client clock
@@ -232,6 +236,7 @@ def create_app(engine: Engine) -> FastAPI:
             i = engine.publish(note, followers)
         except ValueError as e:
             raise HTTPException(409, str(e)) from None
+        search.published(note)  # searchable before the answer
         return {"note_id": note.note_id, "item": i}
 
     @app.post("/v1/admin/models/reload", dependencies=[Depends(write_auth)])
@@ -262,6 +267,7 @@ def create_app(engine: Engine) -> FastAPI:
             raise HTTPException(422, f"model reload failed (field 'path'): {e}") from None
         return JSONResponse({"status": "swapped", "version": mv.version})
 
+    add_search_routes(app, engine, [Depends(read_auth)])
     app.add_middleware(RequestMetrics, engine=engine)
     return app
 

@@ -1,0 +1,83 @@
+"""``notefeed bench search``: index build throughput and query latency of BM25 alone and of the
+full hybrid pipeline, side by side on the same simulated notes and queries.
+
+Notes come from the simulator's world (titles, texts, tags; a share written in Chinese);
+queries are 1-2 frequent words of a random topic; hybrid queries carry a 30-note user history
+(personalisation on). Latency is end to end inside the process (understanding, retrieval,
+fusion, personalisation), single client, after a warm-up.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from notefeed.search.config import SearchConfig
+from notefeed.search.lexical import LexicalIndex, analyze_notes
+from notefeed.search.pipeline import SearchPipeline
+
+__all__ = ["bench_search"]
+
+
+def _pct(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    return {"p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)),
+            "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean())}
+
+
+def bench_search(n_notes: int = 100_000, n_queries: int = 500, seed: int = 0) -> dict[str, object]:
+    from notefeed.sim.community import generate
+
+    t = time.perf_counter()
+    com = generate("100k" if n_notes <= 100_000 else "1m", seed=seed, n_notes=n_notes,
+                   n_creators=max(50, n_notes // 20))
+    notes = com.notes
+    gen_s = time.perf_counter() - t
+    w = com.world
+    rng = np.random.default_rng(seed)
+    k = w.vocab.words.shape[0]
+    queries = []
+    for _ in range(n_queries):
+        tp = int(rng.integers(k))
+        r = rng.choice(15, size=int(rng.integers(1, 3)), replace=False)
+        zh = rng.random() < float(w.note_zh.mean())
+        src = w.vocab.zh_words if zh else w.vocab.words
+        queries.append(("" if zh else " ").join(src[tp, j] for j in r))
+    out: dict[str, object] = {"notes": n_notes, "queries": n_queries, "generate_s": round(gen_s, 2)}
+    # BM25 alone: analysis + tantivy
+    t = time.perf_counter()
+    docs = analyze_notes(notes)
+    analyze_s = time.perf_counter() - t
+    t = time.perf_counter()
+    lex = LexicalIndex()
+    lex.add_tokens(docs, np.arange(len(notes), dtype=np.int64))
+    index_s = time.perf_counter() - t
+    del docs
+    bm25 = SearchPipeline.build(notes.iloc[:0], SearchConfig(dense=False))
+    bm25.lexical, bm25.understanding.df = lex, lex.df
+    bm25.understanding.n_docs = lambda: lex.n_docs
+    lat = []
+    for q in queries[:20]:
+        bm25.understanding.parse(q)
+    for q in queries:
+        s = time.perf_counter()
+        bm25.lexical.retrieve(bm25.understanding.parse(q, rewrite=False), 10)
+        lat.append((time.perf_counter() - s) * 1e3)
+    out["bm25"] = {"build_s": round(analyze_s + index_s, 2), "analyze_s": round(analyze_s, 2),
+                   "tantivy_s": round(index_s, 2), "notes_per_s": n_notes / (analyze_s + index_s), **_pct(lat)}
+    # the full pipeline
+    t = time.perf_counter()
+    pipe = SearchPipeline.build(notes, SearchConfig(), seed=seed)
+    build_s = time.perf_counter() - t
+    hist = [rng.choice(n_notes, 30, replace=False) for _ in range(n_queries)]
+    for q in queries[:20]:
+        pipe.search(q, 10)
+    lat = []
+    for q, h in zip(queries, hist, strict=True):
+        s = time.perf_counter()
+        pipe.search(q, 10, history=h)
+        lat.append((time.perf_counter() - s) * 1e3)
+    out["hybrid+personal"] = {"build_s": round(build_s, 2), "notes_per_s": n_notes / build_s,
+                              "dense_index": pipe.dense.ann.kind if pipe.dense else None, **_pct(lat)}
+    return out

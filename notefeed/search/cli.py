@@ -1,0 +1,112 @@
+"""Commands of the search stage: ``notefeed search`` and ``notefeed bench search``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+__all__ = ["register"]
+
+
+def _fail(msg: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def register(app: typer.Typer, bench: typer.Typer) -> None:
+    """Add this stage's commands to ``notefeed`` and ``notefeed bench``."""
+
+    @app.command("search")
+    def search(
+        query: str = typer.Argument(..., help="the query text"),
+        workspace: Path = typer.Option(..., "--workspace", help="workspace (index in WORKSPACE/search/)"),
+        user: str | None = typer.Option(None, "--user", help="personalise for this user id"),
+        n: int = typer.Option(10, "--n", min=1, max=1000, help="results"),
+        rebuild: bool = typer.Option(False, "--rebuild", help="rebuild the index from the workspace first"),
+        explain: bool = typer.Option(False, "--explain", help="print the query understanding and features"),
+    ) -> None:
+        """Search the notes of WORKSPACE (the index is built there on first use)."""
+        import json
+
+        from rich.console import Console
+        from rich.table import Table
+
+        from notefeed.data.store import Workspace
+        from notefeed.search import SearchError, SearchPipeline
+
+        if not (workspace / "notefeed.duckdb").exists():
+            _fail(f"--workspace: {workspace} holds no community (notefeed data import / sim generate first)")
+        with Workspace.open(workspace, create=False) as ws:
+            ds = ws.load_dataset()
+        path = workspace / "search"
+        pipe = None
+        if not rebuild and (path / "catalog.json").exists():
+            try:
+                pipe = SearchPipeline.load(path)
+            except SearchError as e:
+                Console(stderr=True).print(f"rebuilding the index: {e}")
+        if pipe is None:
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+            pipe = SearchPipeline.build(ds.notes, path=path)
+        history = None
+        if user is not None:
+            u = ds.user_index.get(user)
+            if u is None:
+                _fail(f"--user: unknown user {user!r}")
+            pos = ds.select_events()
+            history = pos["item"].to_numpy()[pos["user"].to_numpy() == u]
+        try:
+            res = pipe.search(query, min(n, pipe.config.max_page), history=history, explain=explain)
+        except SearchError as e:
+            _fail(str(e).replace("q: ", "QUERY: ", 1).replace("n: ", "--n: ", 1))
+            return
+        finally:
+            pipe.close()
+        pq = res.query
+        con = Console()
+        con.print(f"query: {pq.text!r} terms={pq.terms} corrections={pq.corrections} "
+                  f"categories={[(c, round(p, 2)) for c, p in pq.categories]} rewrites={pq.rewrites}")
+        t = Table()
+        for col in ("#", "note_id", "category", "title", "score"):
+            t.add_column(col)
+        notes = ds.notes
+        for r, (i, s) in enumerate(zip(res.items.tolist(), res.scores.tolist(), strict=True), 1):
+            row = notes.iloc[i] if i < len(notes) else None
+            t.add_row(str(r), pipe.note_ids[i], "" if row is None else str(row["category"]),
+                      "" if row is None else str(row["title"])[:60], f"{s:.4f}")
+        con.print(t)
+        if explain and res.trace is not None:
+            con.print_json(json.dumps({**res.trace, "ms": res.ms}, default=str))
+
+    @bench.command("search")
+    def bench_search_cmd(
+        notes: int = typer.Option(100_000, "--notes", min=100, help="simulated notes to index"),
+        queries: int = typer.Option(500, "--queries", min=10),
+        seed: int = typer.Option(0, "--seed"),
+        json_path: Path | None = typer.Option(None, "--json", help="write the result JSON here"),
+    ) -> None:
+        """Index build notes/s and query p50/p99: BM25 alone vs the full hybrid pipeline."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from notefeed.eval.timing import machine_info, write_json
+        from notefeed.search.bench import bench_search
+
+        res = bench_search(notes, queries, seed)
+        t = Table(title=f"search at {notes:,} notes, {queries} queries")
+        for col in ("pipeline", "build s", "notes/s", "p50 ms", "p99 ms"):
+            t.add_column(col, justify="right")
+        for k in ("bm25", "hybrid+personal"):
+            r = res[k]
+            t.add_row(k, f"{r['build_s']:.1f}", f"{r['notes_per_s']:,.0f}", f"{r['p50_ms']:.2f}",  # type: ignore[index]
+                      f"{r['p99_ms']:.2f}")  # type: ignore[index]
+        Console().print(t)
+        if json_path is not None:
+            write_json(json_path, {"bench": "search", "result": res, "machine": machine_info(),
+                                   "command": f"notefeed bench search --notes {notes} --queries {queries} --seed {seed}"})

@@ -1,0 +1,52 @@
+"""The eval stage on tiny data, graded metrics, and the CLI end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from notefeed.cli import app
+from notefeed.search.evaluate import METHODS, evaluate_search, graded_metrics
+
+
+def test_graded_metrics() -> None:
+    rel = [{1: 2, 2: 1}]
+    m = graded_metrics([np.array([1, 2, 3])], rel, rel_min=1)
+    assert m == {"mrr@10": 1.0, "ndcg@10": 1.0, "recall@100": 1.0}
+    m = graded_metrics([np.array([3, 2, 1])], rel, rel_min=2)
+    assert m["mrr@10"] == 1 / 3 and 0 < m["ndcg@10"] < 1 and m["recall@100"] == 1.0
+    assert graded_metrics([np.array([9])], rel)["ndcg@10"] == 0.0
+
+
+@pytest.mark.slow
+def test_eval_stage_rows_on_the_tiny_simulator() -> None:
+    rows = evaluate_search("sim-tiny", seed=0, quick=True, n_queries=30)
+    assert {r["method"] for r in rows} == set(METHODS)
+    for r in rows:
+        assert 0 <= r["ndcg@10"] <= 1 and 0 <= r["mrr@10"] <= 1 and 0 <= r["recall@100"] <= 1
+    by = {(r["method"], r["queries"]): r for r in rows}
+    # alias queries find nothing without rewriting, and something with it
+    assert by[("bm25", "reformulated")]["recall@100"] == 0.0
+    assert by[("hybrid-learned+personal+rewrite", "reformulated")]["recall@100"] > 0.3
+
+
+@pytest.mark.slow
+def test_cli_search(tmp_path: Path) -> None:
+    r = CliRunner()
+    ws = tmp_path / "ws"
+    assert r.invoke(app, ["sim", "generate", "--preset", "tiny", "--workspace", str(ws)]).exit_code == 0
+    from notefeed.data.store import Workspace
+
+    with Workspace.open(ws, create=False) as w:
+        title = w.load_dataset().notes["title"].iat[0]
+    word = title.split()[0]
+    out = r.invoke(app, ["search", word, "--workspace", str(ws), "--n", "3"])
+    assert out.exit_code == 0, out.output
+    assert word in out.output and "1 │ n" in out.output and (ws / "search" / "catalog.json").exists()
+    out = r.invoke(app, ["search", "\x01", "--workspace", str(ws)])
+    assert out.exit_code == 2 and "QUERY" in out.output
+    out = r.invoke(app, ["search", "x", "--workspace", str(tmp_path / "none")])
+    assert out.exit_code == 2 and "--workspace" in out.output
