@@ -278,15 +278,20 @@ class ReRankSelector:
     """Runs a :class:`~notefeed.rerank.base.ReRanker` over the fused-order candidates."""
 
     def __init__(self, reranker: ReRanker, catalog: Catalog, embedder: Any = None) -> None:
+        from notefeed.serve.itemvectors import learned_vectors, vector_source
+
         self.reranker, self.catalog, self.embedder = reranker, catalog, embedder
         self.name = str(getattr(reranker, "name", type(reranker).__name__))
+        #: the embedder's vectors prepared for cosine (centred, unit rows); None: catalogue's
+        self.learned = learned_vectors(vector_source([embedder]), catalog)
 
     def vectors(self, items: np.ndarray) -> np.ndarray:
-        """Learned item vectors (``embedder.item_vectors``, e.g. the two-tower channel) when
-        they cover every item; the catalogue's category/author vectors otherwise."""
-        learned = getattr(self.embedder, "item_vectors", None)
-        if learned is not None and len(items) and int(items.max()) < len(learned):
-            return np.asarray(learned[items], np.float32)
+        """Learned item vectors (``embedder.item_vectors``: the sequence model or two-tower
+        channel), centred and unit length (:mod:`notefeed.serve.itemvectors`); notes newer
+        than the model take their category's centroid. The catalogue's category/author
+        vectors when there is no embedder."""
+        if self.learned is not None:
+            return self.learned.rows(items)
         return self.catalog.vectors()[items]
 
     def select(self, ctx: UserContext, cs: CandidateSet, n: int) -> np.ndarray:

@@ -307,19 +307,18 @@ class Engine:
         return ctx, res
 
     def related(self, note_id: str, n: int) -> list[tuple[int, float]]:
-        """Notes most similar to ``note_id`` (cosine of item vectors, ties by popularity)."""
+        """Notes related to ``note_id``: the served pipeline's item-to-item neighbours (Swing,
+        ItemCF) blended with learned-vector cosine neighbours; catalogue category/author
+        vectors for a note newer than the models (:mod:`notefeed.serve.related`)."""
+        from notefeed.serve.itemvectors import learned_vectors, vector_source
+        from notefeed.serve.related import related_items
+
         i = self.catalog.item_of(note_id)
         if i is None:
             raise KeyError(note_id)
-        v = self.catalog.vectors()
-        sim = v @ v[i] + 1e-3 * np.log1p(self.catalog.popularity()[: len(v)])
-        sim[i] = -np.inf
-        k = min(n, len(sim) - 1)
-        if k <= 0:
-            return []
-        top = np.argpartition(-sim, k - 1)[:k]
-        top = top[np.argsort(-sim[top], kind="stable")]
-        return [(int(j), float(sim[j])) for j in top]
+        comps = [st.component for st in self.served.pipelines["default"].sources]
+        i2i = [c for c in comps if callable(getattr(c, "neighbours", None))]
+        return related_items(self.catalog, i, n, i2i, learned_vectors(vector_source(comps), self.catalog))
 
     def user(self, user_id: str) -> dict[str, Any]:
         snap = self.state.snapshot(user_id)
