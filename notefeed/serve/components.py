@@ -17,6 +17,7 @@ from notefeed.online.state import UserSnapshot
 from notefeed.recall.base import Candidates, UserContext
 from notefeed.rerank.base import ReRanker, RerankInput
 from notefeed.serve.catalog import Catalog
+from notefeed.serve.itemvectors import LEARNED_WEIGHT, blend_unit, learned_vectors, vector_source
 from notefeed.serve.models import FEATURES, LinearModel, ModelVersion
 from notefeed.serve.pipeline import CandidateSet, FilterResult
 
@@ -278,21 +279,24 @@ class ReRankSelector:
     """Runs a :class:`~notefeed.rerank.base.ReRanker` over the fused-order candidates."""
 
     def __init__(self, reranker: ReRanker, catalog: Catalog, embedder: Any = None) -> None:
-        from notefeed.serve.itemvectors import learned_vectors, vector_source
-
         self.reranker, self.catalog, self.embedder = reranker, catalog, embedder
         self.name = str(getattr(reranker, "name", type(reranker).__name__))
         #: the embedder's vectors prepared for cosine (centred, unit rows); None: catalogue's
         self.learned = learned_vectors(vector_source([embedder]), catalog)
+        #: the learned share of the similarity (see :meth:`vectors`)
+        self.learned_weight = LEARNED_WEIGHT
 
     def vectors(self, items: np.ndarray) -> np.ndarray:
-        """Learned item vectors (``embedder.item_vectors``: the sequence model or two-tower
-        channel), centred and unit length (:mod:`notefeed.serve.itemvectors`); notes newer
-        than the model take their category's centroid. The catalogue's category/author
-        vectors when there is no embedder."""
-        if self.learned is not None:
-            return self.learned.rows(items)
-        return self.catalog.vectors()[items]
+        """Unit item vectors whose cosine is ``learned_weight`` x the learned vectors' cosine
+        (``embedder.item_vectors``: the sequence model or two-tower channel, centred, notes
+        newer than the model at their category's centroid; :mod:`notefeed.serve.itemvectors`)
+        plus the rest x the catalogue's category/author cosine. Both: a briefly trained model's
+        embeddings carry little topic signal, and the catalogue's carry no behaviour; with no
+        embedder, the catalogue's alone."""
+        cat = self.catalog.vectors()[items]
+        if self.learned is None:
+            return cat
+        return blend_unit(self.learned.rows(items), cat, self.learned_weight)
 
     def select(self, ctx: UserContext, cs: CandidateSet, n: int) -> np.ndarray:
         it = cs.items

@@ -30,7 +30,10 @@ import numpy as np
 
 from notefeed.serve.catalog import Catalog
 
-__all__ = ["ItemVectors", "learned_vectors", "vector_source", "cosine_topk"]
+__all__ = ["ItemVectors", "learned_vectors", "vector_source", "cosine_topk", "blend_unit", "LEARNED_WEIGHT"]
+
+#: share of the learned vectors in the re-ranking similarity (the rest: catalogue category/author)
+LEARNED_WEIGHT = 0.5
 
 
 def vector_source(components: list[Any]) -> Any:
@@ -43,6 +46,16 @@ def vector_source(components: list[Any]) -> Any:
         if v is not None and np.ndim(v) == 2 and len(v):
             return comp
     return None
+
+
+def blend_unit(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
+    """Rows of unit (or zero) vectors ``a`` (n, d1) and ``b`` (n, d2) concatenated as
+    ``[sqrt(w) a, sqrt(1 - w) b]``: (n, d1 + d2) float32, unit rows when both are, and the
+    cosine of two rows is ``w cos_a + (1 - w) cos_b``."""
+    if not 0.0 <= w <= 1.0:
+        raise ValueError(f"blend_unit: w must be in [0, 1], got {w}")
+    return np.hstack([np.sqrt(w) * np.asarray(a, np.float32),
+                      np.sqrt(1.0 - w) * np.asarray(b, np.float32)]).astype(np.float32)
 
 
 def cosine_topk(sim: np.ndarray, k: int, exclude: int | None = None) -> tuple[np.ndarray, np.ndarray]:

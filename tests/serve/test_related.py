@@ -13,7 +13,7 @@ from notefeed.schema import Note
 from notefeed.serve.catalog import Catalog
 from notefeed.serve.components import ReRankSelector
 from notefeed.serve.engine import Engine
-from notefeed.serve.itemvectors import ItemVectors, learned_vectors, vector_source
+from notefeed.serve.itemvectors import ItemVectors, blend_unit, learned_vectors, vector_source
 from notefeed.serve.related import related_items, rrf_blend
 from tests.recall.conftest import make_community
 from tests.serve.conftest import make_config
@@ -103,10 +103,30 @@ def test_vector_source_is_the_first_component_with_vectors(catalog):
     assert learned_vectors(emb, catalog) is learned_vectors(emb, catalog)  # one cache per component
 
 
+def test_blend_unit_averages_cosines():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((3, 4))
+    b = rng.standard_normal((3, 6))
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    m = blend_unit(a, b, 0.3)
+    np.testing.assert_allclose(np.linalg.norm(m, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(m @ m.T, 0.3 * (a @ a.T) + 0.7 * (b @ b.T), atol=1e-5)
+    with pytest.raises(ValueError):
+        blend_unit(a, b, 1.5)
+
+
 def test_rerank_selector_uses_prepared_learned_vectors(catalog):
     sel = ReRankSelector(object(), catalog, FakeEmbedder())  # type: ignore[arg-type]
+    sel.learned_weight = 1.0
     v = sel.vectors(np.array([0, 1, 4]))
     assert v[0] @ v[2] > 0.9 and v[0] @ v[1] < 0.1
+    sel.learned_weight = 0.5  # the default: half learned, half catalogue category/author cosine
+    v = sel.vectors(np.array([0, 1, 4]))
+    cat = catalog.vectors()[[0, 1, 4]]
+    np.testing.assert_allclose(v @ v.T, 0.5 * (sel.learned.rows(np.array([0, 1, 4])) @
+                                               sel.learned.rows(np.array([0, 1, 4])).T) + 0.5 * (cat @ cat.T),
+                               atol=1e-5)
     plain = ReRankSelector(object(), catalog, None)  # type: ignore[arg-type]
     np.testing.assert_array_equal(plain.vectors(np.array([3])), catalog.vectors()[[3]])
 
