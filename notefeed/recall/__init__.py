@@ -13,6 +13,7 @@ from notefeed.recall.fresh import FreshChannel
 from notefeed.recall.item2item import ItemCFChannel, SwingChannel
 from notefeed.recall.merge import DEFAULT_CONFIG, MergedCandidates, RecallStage, merge_candidates
 from notefeed.recall.popular import PopularChannel
+from notefeed.recall.sequential import SASRecChannel
 from notefeed.recall.social import FollowChannel
 from notefeed.recall.tag import TagInterestChannel
 from notefeed.recall.user2user import UserToUserChannel
@@ -31,6 +32,7 @@ __all__ = [
     "PopularChannel",
     "RecallChannel",
     "RecallStage",
+    "SASRecChannel",
     "SwingChannel",
     "TagInterestChannel",
     "TwoTowerChannel",

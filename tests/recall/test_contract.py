@@ -10,7 +10,8 @@ from notefeed.recall.base import Candidates, RecallChannel, UserContext
 
 SMALL = {"embedding/two-tower": {"dim": 16, "epochs": 1, "buckets": 1024},
          "explore/es-noise": {"tower_params": {"dim": 16, "epochs": 1, "buckets": 1024}},
-         "explore/multi-interest": {"n_clusters": 4, "tower_params": {"dim": 16, "epochs": 1, "buckets": 1024}}}
+         "explore/multi-interest": {"n_clusters": 4, "tower_params": {"dim": 16, "epochs": 1, "buckets": 1024}},
+         "sequence/sasrec": {"dim": 16, "layers": 1, "epochs": 1, "progress": False}}
 
 NAMES = [n for n in CHANNELS.names() if not n.startswith("test/")]
 
