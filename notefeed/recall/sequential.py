@@ -78,6 +78,8 @@ class SASRecChannel:
     n_items: int = field(default=0, init=False)
 
     name: ClassVar[str] = "sequence/sasrec"
+    #: minutes to train: `notefeed train` fits it, `serve` never does at start-up
+    offline_only: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         for key in ("dim", "layers", "heads", "max_len", "epochs", "batch_size", "n_negatives", "threads"):

@@ -58,11 +58,13 @@ class ChannelConfig(_Cfg):
 def _default_channels() -> list[ChannelConfig]:
     return [
         ChannelConfig(name="fresh/recent", quota=50),
+        ChannelConfig(name="sequence/sasrec", quota=200),
         ChannelConfig(name="item-to-item/swing", quota=200),
+        ChannelConfig(name="item-to-item/itemcf", quota=200),
         ChannelConfig(name="user-to-user/default", quota=100),
         ChannelConfig(name="tag/interest", quota=100),
         ChannelConfig(name="social/follow", quota=50),
-        ChannelConfig(name="non-personalized/popular", quota=200),
+        ChannelConfig(name="non-personalized/popular", quota=100),
     ]
 
 
@@ -90,13 +92,13 @@ class RecallConfig(_Cfg):
 
 
 class CoarseConfig(_Cfg):
-    scorer: str | None = Field(default="builtin/popularity", description="None: keep recall order")
+    scorer: str | None = Field(default="rank/ltr", description="None: keep recall order")
     keep: int = Field(default=200, ge=1, le=10_000)
     params: dict[str, Any] = Field(default_factory=dict)
 
 
 class FineConfig(_Cfg):
-    scorer: str | None = Field(default="builtin/linear", description="None: no fine ranking")
+    scorer: str | None = Field(default="rank/ltr", description="None: no fine ranking")
     params: dict[str, Any] = Field(default_factory=dict)
     #: a safetensors+JSON model directory, hot-swappable through /v1/admin/models/reload
     model_dir: str | None = None
@@ -257,5 +259,7 @@ def builtin_config() -> ServeConfig:
     return parse_config({
         "recall": {"channels": [{"name": "fresh/recent", "quota": 50},
                                 {"name": "non-personalized/popular", "quota": 300}]},
+        "coarse": {"scorer": "builtin/popularity"},
+        "fine": {"scorer": "builtin/linear"},
         "rerank": {"name": "builtin/author-cap", "params": {"max_per_author": 1, "max_per_category": 4}},
     })
