@@ -283,6 +283,8 @@ class ReRankSelector:
         self.name = str(getattr(reranker, "name", type(reranker).__name__))
         #: the embedder's vectors prepared for cosine (centred, unit rows); None: catalogue's
         self.learned = learned_vectors(vector_source([embedder]), catalog)
+        if self.learned is not None:
+            self.learned.warm()
         #: the learned share of the similarity (see :meth:`vectors`)
         self.learned_weight = LEARNED_WEIGHT
 

@@ -16,8 +16,9 @@ category's learned vectors (zero for a category the model never saw), and relate
 back to the catalogue's category/author vectors (:meth:`Catalog.vectors`).
 
 The prepared matrix is never materialised: the mean (d,) and row norms (n,) are computed once
-per vector matrix (and again when it grows), and each request centres and scales only the
-rows it uses.
+per vector matrix (rows appended later get their norms against the same mean), and each
+request centres and scales only the rows it uses. :meth:`ItemVectors.warm` computes them
+ahead of the first request.
 """
 
 from __future__ import annotations
@@ -92,7 +93,13 @@ class ItemVectors:
         raw = self.raw
         n = len(raw)
         with self._lock:
-            if n != self._n:
+            if 0 < self._n < n:  # rows appended (a note published to a two-tower channel)
+                # the mean and centroids stay those of the fitted catalogue: O(new rows)
+                norms = np.linalg.norm(np.asarray(raw[self._n:], np.float32) - self._mean, axis=1)
+                norms[norms <= 1e-12] = 1.0
+                self._norms = np.concatenate([self._norms, norms.astype(np.float32)])
+                self._n = n
+            elif n != self._n:
                 x = np.asarray(raw, np.float32)
                 mean = x.mean(axis=0)
                 norms = np.linalg.norm(x - mean, axis=1).astype(np.float32)
@@ -106,6 +113,11 @@ class ItemVectors:
                 cent = np.where(cn > 1e-12, cent / np.maximum(cn, 1e-12), 0.0).astype(np.float32)
                 self._mean, self._norms, self._centroids, self._n = mean, norms, cent, n
             return self._mean, self._norms, self._centroids, self._n
+
+    def warm(self) -> ItemVectors:
+        """Compute the statistics now (start-up) rather than on the first request."""
+        self._stats()
+        return self
 
     def covers(self, item: int) -> bool:
         return 0 <= item < len(self.raw)
@@ -129,17 +141,20 @@ class ItemVectors:
             out[~known] = rows
         return out
 
-    def neighbours(self, item: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` learned items most cosine-similar to ``item`` (which must be covered),
-        ``item`` excluded: ``(items (k,) int64, cosines (k,) float32)``."""
+    def cosines(self, item: int) -> np.ndarray:
+        """(n,) float32 cosine of ``item`` (which must be covered) with every learned item."""
         mean, norms, _, n = self._stats()
         if not 0 <= item < n:
             raise ValueError(f"item {item} has no learned vector (0..{n - 1})")
         raw = np.asarray(self.raw[:n], np.float32)
         q = (raw[item] - mean) / norms[item]
         # (x - mean) . q / |x - mean| without a centred copy of the matrix
-        sim = (raw @ q - float(mean @ q)) / norms
-        return cosine_topk(sim, k, exclude=item)
+        return ((raw @ q - float(mean @ q)) / norms).astype(np.float32)
+
+    def neighbours(self, item: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` learned items most cosine-similar to ``item`` (which must be covered),
+        ``item`` excluded: ``(items (k,) int64, cosines (k,) float32)``."""
+        return cosine_topk(self.cosines(item), k, exclude=item)
 
 
 _CACHE: weakref.WeakKeyDictionary[Any, ItemVectors] = weakref.WeakKeyDictionary()

@@ -14,7 +14,7 @@ from notefeed.serve.catalog import Catalog
 from notefeed.serve.components import ReRankSelector
 from notefeed.serve.engine import Engine
 from notefeed.serve.itemvectors import ItemVectors, blend_unit, learned_vectors, vector_source
-from notefeed.serve.related import related_items, rrf_blend
+from notefeed.serve.related import related_items, rrf_blend, vector_neighbours
 from tests.recall.conftest import make_community
 from tests.serve.conftest import make_config
 
@@ -140,14 +140,34 @@ def test_rrf_blend_puts_agreement_first():
 
 def test_related_blends_item_to_item_and_vectors(catalog):
     iv = ItemVectors(FakeEmbedder(), catalog)
-    near = iv.neighbours(0, 20)[0].tolist()
+    near = vector_neighbours(catalog, iv, 0, 20)[0].tolist()
     i2i = FakeItemToItem({0: [near[5], near[3], 3]})
     out = related_items(catalog, 0, 5, [i2i], iv)
     items = [i for i, _ in out]
     assert len(items) == 5 and 0 not in items and len(set(items)) == 5
-    # in both lists: they lead, ahead of the vectors' own first; 3 (other topic) only via i2i
-    assert set(items[:2]) == {near[5], near[3]} and items[2] == near[0]
+    # in both lists: they lead; co-engagement alone (3, another topic) outranks vectors alone
+    assert set(items[:2]) == {near[5], near[3]} and items[2] == 3 and items[3] == near[0]
     assert all(a >= b for (_, a), (_, b) in zip(out, out[1:], strict=False))
+
+
+def test_vector_neighbours_live_in_the_re_rankers_similarity_space(catalog):
+    iv = ItemVectors(FakeEmbedder(), catalog)
+    items, sims = vector_neighbours(catalog, iv, 0, 10)
+    v = ReRankSelector(object(), catalog, iv.source).vectors(np.r_[0, items])  # type: ignore[arg-type]
+    np.testing.assert_allclose(sims, v[1:] @ v[0], atol=1e-5)
+    assert np.all(items % 4 == 0)
+
+
+def test_rows_appended_to_the_vectors_are_learned_not_centroids(catalog):
+    emb = FakeEmbedder()
+    iv = ItemVectors(emb, catalog).warm()
+    i = _publish(catalog, "new-tt", "cat3")
+    assert not iv.covers(i)
+    emb.item_vectors = np.vstack([emb.item_vectors, emb.item_vectors[[1]]])  # a two-tower add_items
+    assert iv.covers(i)
+    v = iv.rows(np.array([1, i]))
+    np.testing.assert_allclose(v[0], v[1], atol=1e-6)  # same raw vector, same mean: same row
+    assert iv.neighbours(i, 1)[0].tolist() == [1]
 
 
 def test_related_of_a_note_newer_than_every_model_uses_catalogue_vectors(catalog):
