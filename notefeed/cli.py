@@ -19,6 +19,7 @@ from notefeed.online import cli as online_cli
 from notefeed.rank import cli as rank_cli
 from notefeed.recall import cli as recall_cli
 from notefeed.rerank import cli as rerank_cli
+from notefeed.search import cli as search_cli
 from notefeed.serve import cli as serve_cli
 from notefeed.sim import cli as sim_cli
 
@@ -33,7 +34,7 @@ bench = typer.Typer(help="Benchmarks: speed and quality figures, JSON out.", no_
 app.add_typer(bench, name="bench")
 
 for _module in (data_cli, sim_cli, eval_cli, content_cli, recall_cli, rank_cli, rerank_cli, online_cli, serve_cli,
-                models_cli):
+                models_cli, search_cli):
     _module.register(app, bench)
 
 
@@ -69,16 +70,25 @@ def demo(
     seed: int = typer.Option(0, "--seed"),
     steps: int = typer.Option(12, "--steps", min=1, max=1000, help="closed-loop steps"),
     requests: int = typer.Option(60, "--requests", min=1, max=10_000, help="page requests per step"),
-    fine: str = typer.Option("rank/cgc", "--fine", help="fine ranker: rank/cgc, rank/ple, rank/mmoe, or none"),
+    config: Path | None = typer.Option(None, "--config", help="serving config to train and serve (default: configs/default.yaml)"),
+    sequence_max_s: float = typer.Option(60.0, "--sequence-max-s", min=0.0,
+                                         help="cap on sequence/sasrec training time in seconds (0: no cap)"),
+    rank_users: int = typer.Option(500, "--rank-users", min=20, max=1_000_000,
+                                   help="users whose candidate sets train the rankers (`notefeed train`: 8000)"),
     json_path: Path | None = typer.Option(None, "--json", help="write the summary here"),
     replace: bool = typer.Option(False, "--replace", help="overwrite the data of a non-empty --workspace"),
 ) -> None:
-    """Build a simulated community, train every stage, serve it over HTTP and show what it does."""
+    """Generate a simulated community, `notefeed train` it, serve it over HTTP and show what it does."""
     import tempfile
 
-    from notefeed.demo import DemoOptions, run_demo
+    from notefeed.demo import DemoOptions, demo_config, run_demo
     from notefeed.eval.timing import write_json
+    from notefeed.models.train import TrainError
+    from notefeed.serve.config import ConfigError
+    from notefeed.sim.config import PRESETS
 
+    if preset not in PRESETS:
+        _fail(f"--preset: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     if workspace is not None and workspace.exists():
         if not workspace.is_dir():
             _fail(f"--workspace: {workspace} is a file, not a folder")
@@ -86,8 +96,16 @@ def demo(
             _fail(f"--workspace: {workspace} is not empty; add --replace to overwrite its data")
     ws = workspace or Path(tempfile.mkdtemp(prefix="notefeed-demo-"))
     opts = DemoOptions(workspace=ws, preset=preset, seed=seed, loop_steps=steps, loop_requests=requests,
-                       fine_scorer=None if fine == "none" else fine)
-    summary = run_demo(opts)
+                       config=config, sequence_max_s=sequence_max_s or None,
+                       rank_users=rank_users)
+    try:
+        demo_config(opts)
+    except ConfigError as e:
+        _fail(f"--config: {e}")
+    try:
+        summary = run_demo(opts)
+    except TrainError as e:
+        _fail(str(e))
     if json_path is not None:
         write_json(json_path, summary)
 

@@ -1,31 +1,47 @@
-"""``notefeed demo``: build a community, train every stage, serve it, and show what it does.
+"""``notefeed demo``: generate a community, ``notefeed train`` it, serve it, show what it does.
 
 Steps, each timed and printed:
 
 1. generate a simulated community (ground-truth users, creators, notes) and its logged history;
 2. store it in a DuckDB workspace;
-3. build the serving engine: fit the recall channels and train the multi-task fine ranker;
-4. start the HTTP API on a free loopback port (uvicorn, in this process);
+3. train exactly as ``notefeed train`` does (:func:`~notefeed.models.train.train_workspace`):
+   every component the serving config names, stored as a promoted version in
+   ``WORKSPACE/models/``; for a demo of a few minutes on two cores the sequence model's
+   training is capped in time and the rankers learn from a smaller sample of users (both
+   printed);
+4. serve that version as ``notefeed serve`` does
+   (:func:`~notefeed.serve.versions.engine_from_store`), HTTP API on a free loopback port;
 5. a tour of the API: an explained feed, a click that changes the next feed, a published note
-   that is recallable at once, the Prometheus metrics;
-6. a closed-loop comparison in the simulator: the full pipeline against popularity and random,
-   side by side, on engagement and small-creator exposure.
+   that is recallable at once, related notes, the Prometheus metrics;
+6. a closed-loop comparison in the simulator: the trained pipeline against popularity and
+   random, side by side, on engagement and small-creator exposure.
+
+Everything the API tour writes (events, the published note, the cold-start pool, the write
+token) stays in the workspace: ``notefeed serve --workspace WORKSPACE`` afterwards serves the
+same version with them. The closed loop runs on its own engine in a temporary folder (the
+same trained components), so the simulator's events never enter the workspace.
 """
 
 from __future__ import annotations
 
-import secrets
 import socket
+import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["DemoOptions", "run_demo"]
+__all__ = ["DemoOptions", "run_demo", "demo_config", "SEQUENCE_CHANNEL"]
+
+#: the channel whose training the demo caps in time
+SEQUENCE_CHANNEL = "sequence/sasrec"
+#: ``notefeed train``'s sample of users for ranker training (train_workspace's default)
+TRAIN_RANK_USERS = 8000
+_STEPS = 6
 
 
 @dataclass
@@ -36,8 +52,30 @@ class DemoOptions:
     loop_steps: int = 12
     loop_requests: int = 60
     page_size: int = 10
-    fine_scorer: str | None = "rank/cgc"
-    fine_params: dict[str, Any] = field(default_factory=lambda: {"epochs": 1, "max_samples": 120_000})
+    #: serving config file (``None``: the defaults, configs/default.yaml)
+    config: Path | None = None
+    #: wall-clock cap on the sequence model's training (its ``max_time_s``) unless the config
+    #: sets one; ``None``: no cap. ``notefeed train`` itself trains it fully.
+    sequence_max_s: float | None = 60.0
+    #: users whose candidate sets train the rankers (``notefeed train``: up to 8,000)
+    rank_users: int = 500
+
+
+def demo_config(opts: DemoOptions) -> tuple[Any, list[str]]:
+    """The serving config the demo trains and serves, and what it changed for the demo."""
+    from notefeed.serve.config import load_config
+
+    cfg = load_config(opts.config)
+    notes: list[str] = []
+    if opts.sequence_max_s is None:
+        return cfg, notes
+    chans = [c.model_dump() for c in cfg.recall.channels]
+    for i, c in enumerate(chans):
+        if c["name"] == SEQUENCE_CHANNEL and "max_time_s" not in c["params"]:
+            c["params"] = {**c["params"], "max_time_s": float(opts.sequence_max_s)}
+            notes.append(f"{SEQUENCE_CHANNEL} training capped at {opts.sequence_max_s:g} s for the demo "
+                         f"(recall.channels.{i}.params.max_time_s; `notefeed train` trains it fully)")
+    return (cfg.with_overrides(recall={"channels": chans}) if notes else cfg), notes
 
 
 def _free_port() -> int:
@@ -71,87 +109,167 @@ class _Server:
         self.thread.join(timeout=10)
 
 
+class _Heartbeat:
+    """Prints ``... still <what> (N s)`` every ``every_s`` seconds while a long step runs and
+    no progress bar can show (output not a terminal: tqdm bars are off there)."""
+
+    def __init__(self, con: Console, what: str, every_s: float = 15.0) -> None:
+        self.con, self.what, self.every_s = con, what, every_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _Heartbeat:
+        if not (self.con.is_terminal and sys.stderr.isatty()):
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        while not self._stop.wait(self.every_s):
+            self.con.print(f"[dim]... still {self.what} ({time.monotonic() - t0:.0f} s)[/dim]")
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _clear_serving_state(workspace: Path) -> list[str]:
+    """Remove what a previous serve of a replaced workspace left (event log, note log,
+    cold-start pool): it refers to the old community. Model versions stay (``models list``)."""
+    from notefeed.serve.coldstart import STATE_FILE
+
+    gone = []
+    for name in ("events.sqlite", "notes.sqlite", STATE_FILE):
+        for p in (workspace / name, workspace / f"{name}-wal", workspace / f"{name}-shm"):
+            if p.is_file():
+                p.unlink()
+                gone.append(p.name)
+    return gone
+
+
 def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any]:
     """Run the demo; return a summary dict (also what ``--json`` writes)."""
     import httpx
 
     from notefeed.data.store import Workspace
+    from notefeed.models.store import ModelStore
+    from notefeed.models.train import train_workspace
     from notefeed.serve.app import create_app
-    from notefeed.serve.config import ServeConfig
-    from notefeed.serve.engine import Engine
+    from notefeed.serve.cli import load_workspace_dataset, resolve_token
     from notefeed.serve.simpolicy import EnginePolicy
+    from notefeed.serve.versions import engine_from_store
     from notefeed.sim import SimEnvironment, generate, run_closed_loop
     from notefeed.sim.policies import make_policy
 
     con = console or Console()
     summary: dict[str, Any] = {"preset": opts.preset, "seed": opts.seed, "workspace": str(opts.workspace)}
     t_start = time.perf_counter()
+    cfg, cfg_notes = demo_config(opts)  # a bad --config fails here, before minutes of work
 
     def step(n: int, text: str) -> float:
-        con.rule(f"[bold]{n}/6[/bold] {text}")
+        con.rule(f"[bold]{n}/{_STEPS}[/bold] {text}")
         return time.perf_counter()
+
+    def took(t0: float) -> str:
+        return f"[dim]({time.perf_counter() - t0:.1f} s)[/dim]"
 
     # 1. community -----------------------------------------------------------------
     t0 = step(1, f"simulated community (preset '{opts.preset}', seed {opts.seed})")
     community = generate(opts.preset, seed=opts.seed)
-    ds = community.history()
-    st = ds.stats()
+    hist = community.history()
+    st = hist.stats()
     summary["community"] = {k: st[k] for k in ("users", "notes", "creators", "events", "small_creator_note_share")}
     summary["community"]["seconds"] = round(time.perf_counter() - t0, 2)
     con.print(f"{st['users']:,} users, {st['creators']:,} creators, {st['notes']:,} notes, "
               f"{st['events']:,} logged events over {st.get('span_days', 0):.0f} days; "
-              f"{st['small_creator_note_share']:.0%} of notes by creators under 1,000 followers "
-              f"[dim]({summary['community']['seconds']} s)[/dim]")
+              f"{st['small_creator_note_share']:.0%} of notes by creators under 1,000 followers {took(t0)}")
 
     # 2. store ---------------------------------------------------------------------
     t0 = step(2, f"workspace {opts.workspace}")
+    cleared = _clear_serving_state(opts.workspace)
+    if cleared:
+        con.print(f"cleared the previous serving state: {', '.join(cleared)}")
     with Workspace.open(opts.workspace) as ws:
-        ws.save_dataset(ds, replace=True)
+        ws.save_dataset(hist, replace=True)
         counts = ws.counts()
-    con.print(f"stored in DuckDB: {counts} [dim]({time.perf_counter() - t0:.1f} s)[/dim]")
+    ds = load_workspace_dataset(opts.workspace)  # what `notefeed train` and `serve` read
+    con.print(f"stored in DuckDB: {counts} {took(t0)}")
 
-    # 3. engine: recall channels + fine ranker ------------------------------------------
-    t0 = step(3, "train: recall channels and the multi-task fine ranker")
-    token = secrets.token_urlsafe(16)
-    cfg = ServeConfig().with_overrides(api={"token": token})
-    if opts.fine_scorer:
-        cfg = cfg.with_overrides(fine={"scorer": opts.fine_scorer, "params": dict(opts.fine_params)})
-    engine = Engine(ds, cfg, opts.workspace / "serving")
-    channels = [c.name for c in cfg.recall.channels]
+    # 3. train (= notefeed train) ------------------------------------------------------------
+    t0 = step(3, f"train: `notefeed train --workspace {opts.workspace}`")
+    if opts.rank_users < TRAIN_RANK_USERS:
+        cfg_notes.append(f"rankers trained on the candidate sets of at most {opts.rank_users:,} users "
+                         f"(`notefeed train`: {TRAIN_RANK_USERS:,})")
+    for note in cfg_notes:
+        con.print(f"[yellow]demo setting:[/yellow] {note}")
+    with _Heartbeat(con, "training"):
+        version = train_workspace(opts.workspace, cfg, seed=opts.seed, progress=True, ds=ds,
+                                  log=lambda msg: con.print(f"  {msg}", highlight=False),
+                                  max_rank_users=opts.rank_users)
+    manifest = ModelStore(opts.workspace).manifest(version)
     summary["train_seconds"] = round(time.perf_counter() - t0, 2)
-    con.print(f"recall channels: {', '.join(channels)}")
-    con.print(f"fine ranker: {opts.fine_scorer or 'builtin/linear'}; re-ranker: {cfg.rerank.name} "
-              f"[dim]({summary['train_seconds']} s)[/dim]")
+    summary["model_version"] = version
+    summary["train_metrics"] = manifest.get("metrics", {})
+    summary["demo_settings"] = cfg_notes
+    con.print(f"version {version}: {', '.join(sorted(manifest.get('components', {})))}")
+    for place, ms in sorted(summary["train_metrics"].items()):
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in ms.items()
+                          if isinstance(v, float) and k.startswith("valid"))[:160]
+        if shown:
+            con.print(f"  {place}: {shown}")
+    con.print(f"trained in {summary['train_seconds']} s")
 
-    # 4. serve ---------------------------------------------------------------------------
-    step(4, "serve the HTTP API on loopback")
+    # 4. serve (= notefeed serve) --------------------------------------------------------------
+    t0 = step(4, f"serve: `notefeed serve --workspace {opts.workspace}` on loopback")
+    token, token_from = resolve_token(cfg.api.token, opts.workspace)
+    engine = engine_from_store(ds, cfg.with_overrides(api={"token": token}), opts.workspace)
+    summary["served_version"] = engine.model_version
+    summary["fallback"] = list(engine.served.fallback)
+    if engine.served.fallback:
+        con.print("[yellow]serving with fallbacks:[/yellow] " + "; ".join(engine.served.fallback))
+    con.print(f"model version {engine.model_version}; {engine.replayed:,} events replayed from the workspace log; "
+              f"write token in {token_from}")
     server = _Server(create_app(engine))
-    base = server.start()
-    con.print(f"listening on {base} (OpenAPI docs at {base}/docs)")
-    auth = {"Authorization": f"Bearer {token}"}
     try:
+        base = server.start()
+        con.print(f"listening on {base} (OpenAPI docs at {base}/docs) {took(t0)}")
+        auth = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=base, timeout=30.0) as http:
             summary["api"] = _api_tour(http, auth, ds, engine, con)
-        # 6. closed loop ---------------------------------------------------------------------
-        step(6, f"closed loop in the simulator: {opts.loop_steps} steps x {opts.loop_requests} requests")
-        rows = []
-        for name in ("pipeline", "popular", "random"):
-            env = SimEnvironment(community, seed=opts.seed + 1, dataset=ds)
-            policy = EnginePolicy(engine=engine) if name == "pipeline" else make_policy(name, seed=opts.seed)
-            r = run_closed_loop(env, policy, steps=opts.loop_steps, requests_per_step=opts.loop_requests,
-                                page_size=opts.page_size)
-            rows.append({k: r[k] for k in ("policy", "impressions", "ctr", "like_rate", "collect_rate",
-                                           "small_creator_share", "creator_gini", "diversity",
-                                           "interest_coverage")})
-        summary["closed_loop"] = rows
-        _print_loop(rows, con)
     finally:
         server.stop()
-        engine.close()
+        engine.close()  # saves the cold-start pool into the workspace
+    fitted = engine.fitted
+
+    # 6. closed loop -----------------------------------------------------------------------------
+    t0 = step(6, f"closed loop in the simulator: {opts.loop_steps} steps x {opts.loop_requests} requests")
+    con.print(f"the pipeline serves version {version} on its own engine (simulated clock, temporary folder)")
+    rows = []
+    for name in ("pipeline", "popular", "random"):
+        env = SimEnvironment(community, seed=opts.seed + 1, dataset=hist)
+        policy: Any = (EnginePolicy(config=cfg, fitted=fitted, model_version=version, seed=opts.seed)
+                       if name == "pipeline" else make_policy(name, seed=opts.seed))
+        try:
+            r = run_closed_loop(env, policy, steps=opts.loop_steps, requests_per_step=opts.loop_requests,
+                                page_size=opts.page_size)
+        finally:
+            close = getattr(policy, "close", None)
+            if close is not None:
+                close()
+        rows.append({k: r[k] for k in ("policy", "impressions", "ctr", "like_rate", "collect_rate",
+                                       "small_creator_share", "creator_gini", "diversity",
+                                       "interest_coverage")})
+    summary["closed_loop"] = rows
+    _print_loop(rows, con)
+    con.print(took(t0))
     summary["total_seconds"] = round(time.perf_counter() - t_start, 1)
     con.rule()
-    con.print(f"demo finished in {summary['total_seconds']} s. Serve this workspace again with "
-              f"[bold]notefeed serve --workspace {opts.workspace}[/bold]")
+    default_cfg = opts.config is None
+    again = f"notefeed serve --workspace {opts.workspace}" + ("" if default_cfg else f" --config {opts.config}")
+    con.print(f"demo finished in {summary['total_seconds']} s. [bold]{again}[/bold] serves version {version} "
+              "again, with the events and the note published above")
     return summary
 
 
@@ -159,7 +277,7 @@ def _api_tour(http: Any, auth: dict[str, str], ds: Any, engine: Any, con: Consol
     import numpy as np
 
     out: dict[str, Any] = {}
-    con.rule("[bold]5/6[/bold] API tour")
+    con.rule(f"[bold]5/{_STEPS}[/bold] API tour")
     r = http.get("/healthz")
     r.raise_for_status()
     out["healthz"] = r.json()
@@ -170,12 +288,15 @@ def _api_tour(http: Any, auth: dict[str, str], ds: Any, engine: Any, con: Consol
     body = feed.json()
     trace = body["trace"]
     t = Table(title=f"GET /v1/feed?user_id={user}&explain=true (first 5 of {len(body['items'])})")
-    for col in ("pos", "note", "category", "channels", "p(click)", "fused"):
+    for col in ("pos", "note", "category", "channels", "coarse", "fine", "fused"):
         t.add_column(col)
     for row, item in zip(trace["items"][:5], body["items"][:5], strict=False):
+        fine = row.get("fine_scores") or {}
+        # a listwise ranker (rank/ltr) answers one score; a multi-task one p(click) and more
+        fine_v = fine.get("score", fine.get("click", float("nan")))
         t.add_row(str(row["position"]), row.get("note_id", ""), str(item.get("category", "")),
-                  ", ".join(row["channels"]), f"{row['fine_scores'].get('click', float('nan')):.3f}",
-                  f"{row.get('fused_score', float('nan')):.3f}")
+                  ", ".join(row["channels"]), f"{row.get('coarse_score', float('nan')):.3f}",
+                  f"{fine_v:.3f}", f"{row.get('fused_score', float('nan')):.3f}")
     con.print(t)
     stages = ", ".join(f"{s['name']} {s['ms']:.1f} ms" for s in trace["stages"])
     con.print(f"stages: {stages}")
@@ -213,6 +334,17 @@ def _api_tour(http: Any, auth: dict[str, str], ds: Any, engine: Any, con: Consol
     con.print(f"POST /v1/notes -> {r.status_code}: note {note['note_id']} is item {item}, "
               f"{'in' if in_pool else 'NOT in'} the fresh recall pool at once; a cold-start user's page "
               f"(cold_start={fresh['cold_start']}) {'shows it via ' + ', '.join(hit[0]['channels']) if hit else 'ranks it below the first 20 (no engagement yet)'}")
+    rel = http.get(f"/v1/notes/{top}/related", params={"n": 5})
+    rel.raise_for_status()
+    rel_items = rel.json()["items"]
+    same_cat = [i.get("category") == body["items"][0].get("category") for i in rel_items]
+    out["related"] = [i["note_id"] for i in rel_items]
+    con.print(f"GET /v1/notes/{top}/related (Swing/ItemCF neighbours blended with learned-vector cosine): "
+              + ", ".join(f"{i['note_id']} ({i.get('category', '')})" for i in rel_items)
+              + f"; {sum(same_cat)}/{len(same_cat)} in its category")
+    new_rel = http.get(f"/v1/notes/{note['note_id']}/related", params={"n": 3}).json()["items"]
+    con.print(f"related notes of the note just published (no engagement, not in the trained vectors: "
+              f"catalogue category/author fallback): {', '.join(i['note_id'] for i in new_rel)}")
     bad = http.post("/v1/events", json={"events": [ev]}, headers={"Authorization": "Bearer wrong"})
     con.print(f"a write with a wrong token -> {bad.status_code}")
     metrics = http.get("/metrics").text.splitlines()

@@ -103,42 +103,18 @@ def train_cmd(
     seed: int = typer.Option(0, "--seed", help="random seed of sampling and training"),
 ) -> None:
     """Fit every component the config names on the workspace and store a new model version."""
-    import time
-
-    from notefeed.data.dataset import DataError
-    from notefeed.models.artifacts import ModelError
-    from notefeed.models.store import data_snapshot
-    from notefeed.models.train import train_components
-    from notefeed.serve.cli import load_workspace_dataset
+    from notefeed.models.train import TrainError, train_workspace
     from notefeed.serve.config import ConfigError, ServeConfig, load_config
 
-    store = _store(workspace)
+    _store(workspace)
     try:
         cfg = load_config(config) if config is not None else ServeConfig()
     except (ConfigError, OSError) as e:
         _fail(f"--config: {e}")
     try:
-        ds = load_workspace_dataset(workspace)
-    except (DataError, OSError) as e:
-        _fail(f"--workspace: {e}")
-    if not len(ds.events):
-        _fail(f"--workspace: {workspace} has no events to train on (import or generate data first)")
-    typer.echo(f"training on {workspace}: {ds.n_users:,} users, {ds.n_items:,} notes, {len(ds.events):,} events")
-    t0 = time.perf_counter()
-    try:
-        components, report = train_components(cfg, ds, progress=True, seed=seed)
-    except (ValueError, ConfigError) as e:
-        _fail(f"--config: {e}")
-    metrics = {k: v for k, v in report.items() if isinstance(v, dict) and k != "channels"}
-    try:
-        version = store.save(components, {"config": cfg.model_dump(mode="json"), "data": data_snapshot(ds),
-                                          "metrics": metrics, "train_report": report})
-        if promote:
-            store.promote(version)
-    except ModelError as e:
+        train_workspace(workspace, cfg, seed=seed, progress=True, promote=promote, log=typer.echo)
+    except TrainError as e:
         _fail(str(e))
-    typer.echo(f"stored version {version} ({len(components)} components, {time.perf_counter() - t0:.1f} s)"
-               + (", promoted" if promote else " (not promoted: `notefeed models promote`)"))
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:

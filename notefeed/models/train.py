@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm
 
 from notefeed.data.dataset import Dataset
 
-__all__ = ["train_components", "COARSE_PREFIXES"]
+__all__ = ["train_components", "train_workspace", "TrainError", "COARSE_PREFIXES"]
 
 #: feature families the coarse ranker may use (cheap: no per-candidate model calls)
 COARSE_PREFIXES = ("base.", "user.", "recall.")
@@ -48,9 +49,68 @@ def _channel_components(pipeline: Any, config: Any) -> dict[str, Any]:
     return out
 
 
+class TrainError(ValueError):
+    """An expected failure of :func:`train_workspace`, naming what caused it (``where``: the
+    command-line flag, ``--workspace`` or ``--config``)."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+        self.where, self.message = where, message
+
+
+def train_workspace(workspace: str | Path, config: Any = None, seed: int = 0, progress: bool = True,
+                    promote: bool = True, ds: Dataset | None = None,
+                    log: Callable[[str], None] | None = None, max_rank_users: int = 8000) -> str:
+    """What ``notefeed train`` does: fit ``config``'s components (default config when
+    ``None``) on the workspace's data (or ``ds``, which must be that data), store a new
+    version in ``WORKSPACE/models/``, promote it unless ``promote`` is off; return the version.
+
+    ``log`` receives one line per phase (the progress bars are tqdm's, on a terminal);
+    ``max_rank_users``: users whose candidate sets train the rankers (a sample when more).
+    Expected failures raise :class:`TrainError`.
+    """
+    from notefeed.data.dataset import DataError
+    from notefeed.models.artifacts import ModelError
+    from notefeed.models.store import ModelStore, data_snapshot
+    from notefeed.serve.cli import load_workspace_dataset
+    from notefeed.serve.config import ConfigError, ServeConfig
+
+    workspace = Path(workspace)
+    cfg = config if config is not None else ServeConfig()
+    if ds is None:
+        try:
+            ds = load_workspace_dataset(workspace)
+        except (DataError, OSError) as e:
+            raise TrainError("--workspace", str(e)) from None
+    if not len(ds.events):
+        raise TrainError("--workspace", f"{workspace} has no events to train on (import or generate data first)")
+    say = log or (lambda _msg: None)
+    say(f"training on {workspace}: {ds.n_users:,} users, {ds.n_items:,} notes, {len(ds.events):,} events")
+    t0 = time.perf_counter()
+    try:
+        components, report = train_components(cfg, ds, progress=progress, seed=seed,
+                                              max_rank_users=max_rank_users, log=say)
+    except (ValueError, ConfigError) as e:
+        raise TrainError("--config", str(e)) from None
+    metrics = {k: v for k, v in report.items() if isinstance(v, dict) and k != "channels"}
+    store = ModelStore(workspace)
+    try:
+        version = store.save(components, {"config": cfg.model_dump(mode="json"), "data": data_snapshot(ds),
+                                          "metrics": metrics, "train_report": report})
+        if promote:
+            store.promote(version)
+    except ModelError as e:
+        raise TrainError("--workspace", str(e)) from None
+    say(f"stored version {version} ({len(components)} components, {time.perf_counter() - t0:.1f} s)"
+        + (", promoted" if promote else " (not promoted: `notefeed models promote`)"))
+    return version
+
+
 def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int = 0,
-                     max_rank_users: int = 8000) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Fit ``config``'s components on ``ds``; ``(components by config place, report)``."""
+                     max_rank_users: int = 8000, log: Callable[[str], None] | None = None
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit ``config``'s components on ``ds``; ``(components by config place, report)``.
+    ``log`` receives one line per phase."""
     from notefeed.eval.splits import leave_last_out
     from notefeed.serve.engine import Engine
     from notefeed.serve.factory import LEARNED
@@ -58,8 +118,11 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
     report: dict[str, Any] = {}
     learned = [s for s, name in (("coarse", config.coarse.scorer), ("fine", config.fine.scorer)) if name == LEARNED]
     t0 = time.perf_counter()
+    say = log or (lambda _msg: None)
     hold = leave_last_out(ds) if learned and len(ds.events) else None
     fit_ds = hold.train if hold is not None and len(hold.test_users) >= 20 else ds
+    say("fitting recall channels: " + ", ".join(c.name for c in config.recall.channels
+                                                if c.name not in ("fresh/recent", "non-personalized/popular")))
     capture_cfg = config.with_overrides(coarse={"scorer": None}, fine={"scorer": None, "model_dir": None},
                                         rerank={"name": None}, coldstart={"enabled": False})
     with tempfile.TemporaryDirectory(prefix="notefeed-train-") as tmp:
@@ -68,17 +131,22 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
             components = _channel_components(engine.pipelines["default"], config)
             report["channels_fit_s"] = time.perf_counter() - t0
             report["channels"] = {k: getattr(v, "name", type(v).__name__) for k, v in components.items()}
+            say(f"recall channels fitted ({report['channels_fit_s']:.1f} s)")
             if not learned or fit_ds is ds:
                 return components, report
             assert hold is not None
             t_end = float(fit_ds.events["ts"].max()) + 1.0
             engine.clock = lambda: t_end
             engine.catalog.top_max_age_s = 0.0
+            say(f"ranker training samples: our own recall's candidates for "
+                f"{min(max_rank_users, len(hold.test_users)):,} users")
             groups = _capture(engine, fit_ds, hold, max_rank_users, seed, progress)
         finally:
             engine.close()
     report["rank_users"] = len(groups)
     report["rank_target_recalled"] = float(np.mean([g[2] >= 0 for g in groups])) if groups else 0.0
+    say(f"training the {' and '.join(learned)} ranker{'s' if len(learned) > 1 else ''} (rank/ltr) "
+        f"on {len(groups):,} users' candidate sets")
     _train_rankers(config, engine, groups, learned, components, report, progress, seed)
     report["fit_s"] = time.perf_counter() - t0
     return components, report

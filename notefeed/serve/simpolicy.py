@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,10 +36,17 @@ class EnginePolicy:
 
     def __init__(self, engine: Engine | None = None, pipeline: str = "default",
                  config: ServeConfig | None = None, workspace: str | Path | None = None,
-                 seed: int = 0, name: str | None = None) -> None:
+                 seed: int = 0, name: str | None = None, fitted: dict[str, Any] | None = None,
+                 model_version: str | None = None) -> None:
+        """Without ``engine``, one is built on the environment's logged history at the first
+        page, from ``config`` (default: the default config) and ``fitted`` components (e.g. a
+        model store version ``model_version``, or :func:`~notefeed.models.train.train_components`
+        output); components not in ``fitted`` are fitted there as ``serve`` would."""
         self.engine = engine
         self.pipeline = pipeline
         self.config = config
+        self.fitted = fitted
+        self.model_version = model_version
         self.workspace = workspace
         self.seed = seed
         self.name = name or ("pipeline" if pipeline == "default" else f"pipeline-{pipeline}")
@@ -57,7 +65,8 @@ class EnginePolicy:
                 self.workspace = self._tmp.name
             cfg = self.config or ServeConfig()
             cfg = cfg.with_overrides(coldstart={"seed": self.seed})  # reproducible bandit draws
-            self.engine = Engine(env.dataset, cfg, self.workspace)
+            self.engine = Engine(env.dataset, cfg, self.workspace, fitted=self.fitted,
+                                 model_version=self.model_version)
             # reproducible, and in simulated time: no wall-clock cache, the environment's clock
             self.engine.catalog.top_max_age_s = 0.0
             self.engine.clock = lambda: float(env.now)
@@ -155,3 +164,4 @@ def _pipeline_nocoldstart_policy(seed: int = 0) -> EnginePolicy:
 def _pipeline_popular_policy(seed: int = 0) -> EnginePolicy:
     """The serving engine's popularity-only pipeline (one channel, no ranking, no re-ranking)."""
     return EnginePolicy(pipeline="popular", seed=seed)
+
