@@ -6,17 +6,21 @@ simulator measures the real funnel (recall, ranking, re-ranking, online state) r
 model of it. Registered as the ``pipeline``, ``pipeline-nocoldstart`` (the default config with
 the new-note cold-start flow off: its baseline) and ``pipeline-popular`` sim policies: the
 engine is built lazily on the environment's logged history, with the default serving config.
+:func:`config_policy` serves any serving config, trained first on the logged history as
+``notefeed train`` would (``notefeed sim run --config A.yaml,B.yaml``).
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from notefeed.data.dataset import Dataset
 from notefeed.schema import Event
 from notefeed.serve.config import ServeConfig
 from notefeed.serve.engine import Engine
@@ -24,7 +28,7 @@ from notefeed.serve.pipeline import FeedResult
 from notefeed.sim.env import SimEnvironment
 from notefeed.sim.policies import POLICIES
 
-__all__ = ["EnginePolicy"]
+__all__ = ["EnginePolicy", "config_policy"]
 
 
 class EnginePolicy:
@@ -165,3 +169,19 @@ def _pipeline_popular_policy(seed: int = 0) -> EnginePolicy:
     """The serving engine's popularity-only pipeline (one channel, no ranking, no re-ranking)."""
     return EnginePolicy(pipeline="popular", seed=seed)
 
+
+def config_policy(config: ServeConfig, name: str, progress: bool = False,
+                  log: Callable[[str], None] | None = None) -> Callable[[int, Dataset], EnginePolicy]:
+    """A closed-loop policy factory ``(seed, logged history) -> EnginePolicy`` serving
+    ``config``: its components are trained on the simulated community's logged history with
+    :func:`~notefeed.models.train.train_components` (what ``notefeed train`` runs: learned
+    rankers, offline-only channels and the quick ones alike), then served as ``notefeed
+    serve`` serves a trained version."""
+    from notefeed.models.train import train_components
+
+    def build(seed: int, history: Dataset) -> EnginePolicy:
+        fitted, _ = train_components(config, history, progress=progress, seed=seed, log=log)
+        return EnginePolicy(config=config, fitted=fitted, model_version=f"{name}@sim-seed-{seed}",
+                            seed=seed, name=name)
+
+    return build

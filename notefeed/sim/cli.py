@@ -112,51 +112,102 @@ _ROWS = ("impressions", "ctr", "like_rate", "collect_rate", "comment_rate", "sha
 @sim_app.command("run")
 def run_cmd(
     preset: str = typer.Option("tiny", help="tiny | demo | 100k | 1m"),
-    policy: str = typer.Option("random,popular,oracle", help="comma-separated names from POLICIES"),
+    policy: str | None = typer.Option(None, help="comma-separated names from POLICIES "
+                                      "(default: random,popular,oracle; none with --config)"),
+    config: str | None = typer.Option(None, "--config", help="comma-separated serving config files, each run as a "
+                                      "policy: trained on the logged history as `notefeed train` would, then served"),
     steps: int = typer.Option(20, help="closed-loop steps"),
     requests: int = typer.Option(100, help="requests per step"),
     page_size: int = typer.Option(10, help="items per page"),
     new_notes: int = typer.Option(5, help="notes published per step (cold-start)"),
     seed: int = typer.Option(0, help="random seed (same for every policy)"),
+    seeds: str | None = typer.Option(None, "--seeds", help="comma-separated seeds (overrides --seed): mean, 95% "
+                                     "interval and paired difference to the first policy per metric"),
     json_path: Path | None = typer.Option(None, "--json", help="write results (with per-step series) here"),
 ) -> None:
     """Run policies side by side in the closed loop and print their online metrics."""
     import notefeed.online.coldstart  # noqa: F401  (registers the +coldstart policies)
     import notefeed.serve.simpolicy  # noqa: F401  (registers the pipeline policies)
     from notefeed.eval.timing import machine_info, write_json
-    from notefeed.sim.community import generate
-    from notefeed.sim.env import SimEnvironment
-    from notefeed.sim.loop import run_closed_loop
+    from notefeed.sim.compare import PolicySpec, compare_policies
+    from notefeed.sim.config import PRESETS
     from notefeed.sim.policies import POLICIES, make_policy
 
-    names = [p.strip() for p in policy.split(",") if p.strip()]
+    if preset not in PRESETS:
+        _fail(f"--preset: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    names = [p.strip() for p in (policy if policy is not None else "" if config else "random,popular,oracle")
+             .split(",") if p.strip()]
     for n in names:
         if n not in POLICIES:
             raise typer.BadParameter(f"unknown policy {n!r}; known: {', '.join(POLICIES.names())}",
                                      param_hint="--policy")
-    comm = generate(preset, seed=seed)
-    hist = comm.history()
-    results = []
+    specs = [PolicySpec(n, lambda s, _h, n=n: make_policy(n, seed=s), n) for n in names]
+    specs += _config_specs(config, {s.name for s in specs})
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()] if seeds is not None else [seed]
+    except ValueError:
+        _fail(f"--seeds: expected comma-separated integers, got {seeds!r}")
+    if not seed_list or len(set(seed_list)) != len(seed_list):
+        _fail(f"--seeds: expected distinct comma-separated integers, got {seeds!r}")
     with Progress(console=_console, transient=True) as prog:
-        for n in names:
-            task = prog.add_task(n, total=steps)
-            env = SimEnvironment(comm, seed=seed, dataset=hist)
-            t0 = time.perf_counter()
-            res = run_closed_loop(env, make_policy(n, seed=seed), steps, requests, page_size,
-                                  new_notes_per_step=new_notes, progress=lambda k, t=task: prog.advance(t, k))
-            res["requests_per_s"] = res["requests"] / (time.perf_counter() - t0)
-            results.append(res)
-    table = Table(title=f"closed loop: {preset}, {steps} steps x {requests} requests, seed {seed}")
-    table.add_column("metric")
-    for r in results:
-        table.add_column(r["policy"], justify="right")
-    for key in _ROWS:
-        table.add_row(key, *[_fmt(r.get(key, float("nan"))) for r in results])
-    _console.print(table)
+        tasks = {s.name: prog.add_task(s.name, total=steps * len(seed_list)) for s in specs}
+        out = compare_policies(preset, specs, seed_list, steps, requests, page_size, new_notes,
+                               progress=lambda n, k: prog.advance(tasks[n], k),
+                               log=lambda msg: prog.console.print(f"[dim]{msg}[/dim]", highlight=False))
+    _print_runs(out, preset, steps, requests)
     if json_path is not None:
-        write_json(json_path, {"preset": preset, "seed": seed, "steps": steps, "requests_per_step": requests,
-                               "page_size": page_size, "new_notes_per_step": new_notes, "results": results,
+        write_json(json_path, {"preset": preset, "seed": seed_list[0], "steps": steps, "requests_per_step": requests,
+                               "page_size": page_size, "new_notes_per_step": new_notes, **out,
                                "machine": machine_info()})
+
+
+def _config_specs(config: str | None, taken: set[str]) -> list:
+    """One policy per serving config file, named after the file (made unique)."""
+    from notefeed.serve.config import ConfigError, load_config
+    from notefeed.serve.simpolicy import config_policy
+    from notefeed.sim.compare import PolicySpec
+
+    specs = []
+    for raw in (config or "").split(","):
+        if not raw.strip():
+            continue
+        path = Path(raw.strip())
+        try:
+            cfg = load_config(path)
+        except ConfigError as e:
+            _fail(f"--config: {e}")
+        name, k = path.stem, 2
+        while name in taken:
+            name, k = f"{path.stem}-{k}", k + 1
+        taken.add(name)
+        specs.append(PolicySpec(name, config_policy(cfg, name, progress=False,
+                                                    log=lambda m: _console.print(f"[dim]  {m}[/dim]", highlight=False)),
+                                str(path)))
+    return specs
+
+
+def _print_runs(out: dict, preset: str, steps: int, requests: int) -> None:
+    seeds = out["seeds"]
+    pols = out["policies"]
+    multi = len(seeds) > 1
+    what = f"seeds {', '.join(map(str, seeds))}: mean [95% interval]" if multi else f"seed {seeds[0]}"
+    table = Table(title=f"closed loop: {preset}, {steps} steps x {requests} requests, {what}")
+    table.add_column("metric")
+    for p in pols:
+        table.add_column(p["name"], justify="right")
+    for d in out["differences"] if multi else ():
+        table.add_column(f"{d['b']} - {d['a']}", justify="right")
+    for key in _ROWS:
+        cells = []
+        for p in pols:
+            m = p["summary"].get(key)
+            cells.append("nan" if m is None else _fmt(m["mean"]) + (f" ±{_fmt(m['half'])}" if multi else ""))
+        for d in out["differences"] if multi else ():
+            m = d["metrics"].get(key)
+            cells.append("nan" if m is None else f"{m['mean']:+.4f} [{m['lo']:+.4f}, {m['hi']:+.4f}]")
+        if any(c != "nan" for c in cells):
+            table.add_row(key, *cells)
+    _console.print(table)
 
 
 def bench_sim(

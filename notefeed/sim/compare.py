@@ -1,0 +1,121 @@
+"""Policies compared in closed loop over several seeds, with intervals.
+
+Each seed draws its own community (and logged history) and runs every policy on the same
+environment seed, so policies are compared *paired*: the difference B - A is taken seed by
+seed, which removes the community-to-community variance the two share. Per metric the report
+has the mean over seeds with its 95% Student-t interval, and for every policy after the first
+the paired difference to the first with its interval (an interval that excludes 0 is a
+difference the seeds agree on).
+
+A policy is given as a factory ``(seed, logged history) -> Policy``: registered policies
+ignore the history; a serving-config policy trains on it first
+(:func:`notefeed.serve.simpolicy.config_policy`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from notefeed.data.dataset import Dataset
+from notefeed.sim.community import generate
+from notefeed.sim.env import SimEnvironment
+from notefeed.sim.loop import run_closed_loop
+from notefeed.sim.policies import Policy
+
+__all__ = ["PolicySpec", "mean_interval", "summarise", "paired_differences", "compare_policies"]
+
+#: a policy for one seed, built from the seed and the community's logged history
+PolicyFactory = Callable[[int, Dataset], Policy]
+
+
+@dataclass
+class PolicySpec:
+    name: str
+    factory: PolicyFactory
+    #: where it came from (a config path, a registered name), for the report
+    source: str = ""
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
+    """Mean of ``values`` with its Student-t ``level`` interval: ``{mean, lo, hi, half, n,
+    values}``; the bounds are NaN with fewer than two finite values."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], np.float64)
+    n = len(v)
+    mean = float(v.mean()) if n else float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "half": half, "n": n,
+            "values": [float(x) for x in values]}
+
+
+def _numeric(result: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in result.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and k not in ("seed", "steps", "requests")}
+
+
+def summarise(runs: Sequence[dict[str, Any]], level: float = 0.95) -> dict[str, dict[str, Any]]:
+    """Per metric, :func:`mean_interval` over the runs of one policy (one per seed)."""
+    keys = sorted({k for r in runs for k in _numeric(r)})
+    return {k: mean_interval([_numeric(r).get(k, float("nan")) for r in runs], level) for k in keys}
+
+
+def paired_differences(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], level: float = 0.95
+                       ) -> dict[str, dict[str, Any]]:
+    """Per metric, :func:`mean_interval` of ``b - a`` seed by seed (runs in the same seed order)."""
+    keys = sorted(set.intersection(*[set(_numeric(r)) for r in [*a, *b]])) if a and b else []
+    out = {}
+    for k in keys:
+        d = [_numeric(rb)[k] - _numeric(ra)[k] for ra, rb in zip(a, b, strict=True)]
+        out[k] = mean_interval(d, level)
+    return out
+
+
+def compare_policies(preset: str, specs: Sequence[PolicySpec], seeds: Sequence[int], steps: int,
+                     requests_per_step: int = 100, page_size: int = 10, new_notes_per_step: int = 0,
+                     progress: Callable[[str, int], None] | None = None,
+                     log: Callable[[str], None] | None = None, level: float = 0.95) -> dict[str, Any]:
+    """Run every policy of ``specs`` for every seed; runs, per-policy summary and paired
+    differences against the first policy (see the module docstring)."""
+    if not specs:
+        raise ValueError("compare_policies: no policies")
+    if len({s.name for s in specs}) != len(specs):
+        raise ValueError(f"compare_policies: policy names must differ, got {[s.name for s in specs]}")
+    say = log or (lambda _msg: None)
+    runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in specs}
+    for seed in seeds:
+        comm = generate(preset, seed=seed)
+        hist = comm.history()
+        for spec in specs:
+            t0 = time.perf_counter()
+            say(f"seed {seed}: {spec.name}")
+            policy = spec.factory(seed, hist)
+            t1 = time.perf_counter()
+            env = SimEnvironment(comm, seed=seed, dataset=hist)
+            try:
+                res = run_closed_loop(env, policy, steps, requests_per_step, page_size,
+                                      new_notes_per_step=new_notes_per_step,
+                                      progress=None if progress is None else (lambda k, n=spec.name: progress(n, k)))
+            finally:
+                close = getattr(policy, "close", None)
+                if callable(close):
+                    close()
+            res["policy"] = spec.name
+            res["seed"] = seed
+            res["setup_s"] = t1 - t0
+            res["requests_per_s"] = res["requests"] / max(time.perf_counter() - t1, 1e-9)
+            runs[spec.name].append(res)
+    first = specs[0].name
+    return {
+        "seeds": list(seeds),
+        "level": level,
+        "policies": [{"name": s.name, "source": s.source, "summary": summarise(runs[s.name], level)} for s in specs],
+        "differences": [{"a": first, "b": s.name, "metrics": paired_differences(runs[first], runs[s.name], level)}
+                        for s in specs[1:]],
+        "results": [r for seed_i in range(len(seeds)) for s in specs for r in [runs[s.name][seed_i]]],
+    }
