@@ -5,7 +5,8 @@ users' reactions back through ``Engine.ingest``, exactly as the HTTP API would, 
 simulator measures the real funnel (recall, ranking, re-ranking, online state) rather than a
 model of it. Registered as the ``pipeline``, ``pipeline-nocoldstart`` (the default config with
 the new-note cold-start flow off: its baseline) and ``pipeline-popular`` sim policies: the
-engine is built lazily on the environment's logged history, with the default serving config.
+engine is built lazily on the environment's logged history, with the default serving config,
+whose components the first two train there first (``train_components``, as ``notefeed train``).
 :func:`config_policy` serves any serving config, trained first on the logged history as
 ``notefeed train`` would (``notefeed sim run --config A.yaml,B.yaml``).
 """
@@ -41,16 +42,20 @@ class EnginePolicy:
     def __init__(self, engine: Engine | None = None, pipeline: str = "default",
                  config: ServeConfig | None = None, workspace: str | Path | None = None,
                  seed: int = 0, name: str | None = None, fitted: dict[str, Any] | None = None,
-                 model_version: str | None = None) -> None:
+                 model_version: str | None = None, train: bool = False) -> None:
         """Without ``engine``, one is built on the environment's logged history at the first
         page, from ``config`` (default: the default config) and ``fitted`` components (e.g. a
         model store version ``model_version``, or :func:`~notefeed.models.train.train_components`
-        output); components not in ``fitted`` are fitted there as ``serve`` would."""
+        output); components not in ``fitted`` are fitted there as ``serve`` would. ``train``
+        (and no ``fitted``): first train the config's components on that history with
+        ``train_components``, as ``notefeed train`` would (learned rankers, offline-only
+        channels), instead of serving their fallbacks."""
         self.engine = engine
         self.pipeline = pipeline
         self.config = config
         self.fitted = fitted
         self.model_version = model_version
+        self.train = train
         self.workspace = workspace
         self.seed = seed
         self.name = name or ("pipeline" if pipeline == "default" else f"pipeline-{pipeline}")
@@ -69,6 +74,11 @@ class EnginePolicy:
                 self.workspace = self._tmp.name
             cfg = self.config or ServeConfig()
             cfg = cfg.with_overrides(coldstart={"seed": self.seed})  # reproducible bandit draws
+            if self.train and self.fitted is None:
+                from notefeed.models.train import train_components
+
+                self.fitted, _ = train_components(cfg, env.dataset, progress=False, seed=self.seed)
+                self.model_version = self.model_version or f"{self.name}@sim-seed-{self.seed}"
             self.engine = Engine(env.dataset, cfg, self.workspace, fitted=self.fitted,
                                  model_version=self.model_version)
             # reproducible, and in simulated time: no wall-clock cache, the environment's clock
@@ -153,14 +163,15 @@ class EnginePolicy:
 
 @POLICIES.register("pipeline")
 def _pipeline_policy(seed: int = 0) -> EnginePolicy:
-    """The serving engine's default pipeline (configs/default.yaml), cold-start pool included."""
-    return EnginePolicy(pipeline="default", seed=seed)
+    """The serving engine's default pipeline (configs/default.yaml), cold-start pool included,
+    trained first on the logged history as `notefeed train` would."""
+    return EnginePolicy(pipeline="default", seed=seed, train=True)
 
 
 @POLICIES.register("pipeline-nocoldstart")
 def _pipeline_nocoldstart_policy(seed: int = 0) -> EnginePolicy:
     """The default pipeline with the cold-start pool switched off."""
-    return EnginePolicy(pipeline="default", seed=seed, name="pipeline-nocoldstart",
+    return EnginePolicy(pipeline="default", seed=seed, name="pipeline-nocoldstart", train=True,
                         config=ServeConfig().with_overrides(coldstart={"enabled": False}))
 
 

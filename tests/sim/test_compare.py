@@ -94,3 +94,27 @@ def test_sim_run_config_errors_name_the_flag(tmp_path):
     assert res.exit_code == 2 and "--config" in res.output
     res = CliRunner().invoke(app, ["sim", "run", "--policy", "random", "--seeds", "0,x", "--steps", "1"])
     assert res.exit_code == 2 and "--seeds" in res.output
+
+
+def test_registered_pipeline_policies_train_before_serving(tmp_path):
+    from notefeed.serve.simpolicy import EnginePolicy
+    from notefeed.sim import SimEnvironment, generate
+
+    assert make_policy("pipeline").train and make_policy("pipeline-nocoldstart").train
+    assert not make_policy("pipeline-popular").train
+    chans = [{"name": "fresh/recent", "quota": 20}, {"name": "item-to-item/swing", "quota": 100},
+             {"name": "non-personalized/popular", "quota": 100}]
+    cfg = builtin_config().with_overrides(recall={"channels": chans},
+                                          fine={"scorer": "rank/ltr", "params": {"epochs": 2, "patience": 1}})
+    comm = generate("tiny", seed=0)
+    env = SimEnvironment(comm, seed=0, dataset=comm.history())
+    untrained = EnginePolicy(config=cfg, workspace=tmp_path / "a")
+    trained = EnginePolicy(config=cfg, workspace=tmp_path / "b", train=True)
+    try:
+        for p in (untrained, trained):
+            assert len(p.recommend(env, 0, 10)) == 10
+        assert any("rank/ltr not trained" in r for r in untrained.engine.served.fallback)
+        assert trained.engine.served.fallback == () and "fine" in trained.engine.fitted
+    finally:
+        untrained.close()
+        trained.close()
