@@ -81,17 +81,21 @@ def run_feed(engine: Any, ds: Dataset, users: np.ndarray, n: int, progress: bool
     pages: list[np.ndarray] = []
     stages: dict[str, list[np.ndarray]] = {}
     lat: list[float] = []
+    step_ms: dict[str, float] = {}
     errors = 0
     for u in tqdm(users, desc=f"{ds.name}: feed", disable=None if progress else True, leave=False):
         _, res = engine.feed(str(ids[int(u)]), n, probe=True)
         pages.append(res.items)
         lat.append(res.total_ms)
         errors += bool(res.errors)
+        for st in res.stages:
+            step_ms[st.name] = step_ms.get(st.name, 0.0) + st.ms
         for name, order in res.snapshots:
             stages.setdefault(name, []).append(order)
     out = {name: _pad(v, max(n, max(len(o) for o in v))) for name, v in stages.items() if len(v) == len(users)}
     timing = {"feed_p50_ms": float(np.percentile(lat, 50)), "feed_p99_ms": float(np.percentile(lat, 99)),
-              "requests_with_errors": float(errors)}
+              "requests_with_errors": float(errors),
+              **{f"ms.{k}": v / max(1, len(users)) for k, v in step_ms.items()}}
     return _pad(pages, n), out, timing
 
 
@@ -144,10 +148,16 @@ def evaluate_feed(ds: Dataset, config: Any = None, models: Sequence[str] = DEFAU
     for name, recs in stage_orders.items():
         label = STAGE_LABELS.get(name, name)
         row[f"stage.{label}.hit@{k10}"] = M.hit_rate_at_k(recs, split.test_items, k10)
+        row[f"stage.{label}.small_creator@{k10}"] = M.small_creator_share(recs[:, :k10],
+                                                                         split.train.item_is_small_creator)
         if name == "recall":  # is the answer among the candidates at all
             row["stage.recall.hit@all"] = float(M.hit_matrix(recs, split.test_items).any(1).mean())
             row["stage.recall.candidates"] = float((recs >= 0).sum(1).mean())
     row[f"stage.page.hit@{k10}"] = float(h.mean())
+    # what the page logic (diversity, author rules, small-creator share, cold-start slots)
+    # costs in accuracy against the fused order it starts from: the stated trade
+    if f"stage.fine.hit@{k10}" in row:
+        row[f"rerank_cost.hit@{k10}"] = row[f"stage.fine.hit@{k10}"] - row[f"stage.page.hit@{k10}"]
     row["train_report"] = report
     best = max((r for r in rows), key=lambda r: float(r.get(f"hit@{k10}", 0.0)), default=None)
     if best is not None:

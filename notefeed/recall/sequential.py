@@ -94,6 +94,7 @@ class SASRecChannel:
         if self.max_time_s is not None and self.max_time_s <= 0:
             raise ValueError(f"{self.name}: 'max_time_s' must be > 0, got {self.max_time_s}")
         self._net: SASRecNet | None = None
+        self._memo: tuple[bytes, np.ndarray] | None = None
         self._items: np.ndarray | None = None  # (n_items, dim) float32 output embeddings
         self.train_s = 0.0
         self.epochs_run = 0
@@ -160,6 +161,7 @@ class SASRecChannel:
         self._net = net.eval()
         with torch.inference_mode():
             self._items = np.ascontiguousarray(net.item_weight.numpy(), dtype=np.float32)
+            self._memo = None
 
     # ------------------------------------------------------------------ serving
     @property
@@ -199,9 +201,18 @@ class SASRecChannel:
         """(n_items,) float32 scores of every note, or ``None`` when no known history."""
         if self._net is None or self._items is None:
             raise RuntimeError(f"{self.name}: used before fit()")
-        if self._known(ctx.history).size == 0:
+        known = self._known(ctx.history)
+        if known.size == 0:
             return None
-        return self._items @ self.encode([ctx.history])[0]
+        # one request asks twice (recall, then score_items for the ranker): keep the last
+        # answer; a (key, scores) tuple swaps atomically, so threads never see half of one
+        key = known.tobytes()
+        memo = self._memo
+        if memo is not None and memo[0] == key:
+            return memo[1].copy()
+        scores = self._items @ self.encode([known])[0]
+        self._memo = (key, scores)
+        return scores.copy()
 
     def recall(self, ctx: UserContext, k: int) -> Candidates:
         scores = self._logits(ctx)
