@@ -121,8 +121,8 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
     say = log or (lambda _msg: None)
     hold = leave_last_out(ds) if learned and len(ds.events) else None
     fit_ds = hold.train if hold is not None and len(hold.test_users) >= 20 else ds
-    say("fitting recall channels: " + ", ".join(c.name for c in config.recall.channels
-                                                if c.name not in ("fresh/recent", "non-personalized/popular")))
+    to_fit = [c.name for c in config.recall.channels if c.name not in ("fresh/recent", "non-personalized/popular")]
+    say("fitting recall channels: " + ", ".join(to_fit) if to_fit else "no recall channels to fit (built-ins only)")
     capture_cfg = config.with_overrides(coarse={"scorer": None}, fine={"scorer": None, "model_dir": None},
                                         rerank={"name": None}, coldstart={"enabled": False})
     with tempfile.TemporaryDirectory(prefix="notefeed-train-") as tmp:
