@@ -49,8 +49,8 @@ class DemoOptions:
     workspace: Path
     preset: str = "demo"
     seed: int = 0
-    loop_steps: int = 12
-    loop_requests: int = 60
+    loop_steps: int = 10
+    loop_requests: int = 40
     page_size: int = 10
     #: serving config file (``None``: the defaults, configs/default.yaml)
     config: Path | None = None
