@@ -98,8 +98,17 @@ class ListwiseRanker:
             raise ValueError(f"rank/ltr: {len(groups)} training groups with a recalled target; need >= 10")
         c = self.cfg
         torch.manual_seed(c.seed)
-        rng = np.random.default_rng(c.seed)
+        threads_before = torch.get_num_threads()
         torch.set_num_threads(max(1, c.threads))
+        try:
+            self._fit(groups, progress, desc)
+        finally:
+            torch.set_num_threads(threads_before)
+        return self
+
+    def _fit(self, groups: Sequence[Group], progress: bool, desc: str) -> None:
+        c = self.cfg
+        rng = np.random.default_rng(c.seed)
         order = np.argsort([g.ts for g in groups], kind="stable")
         n_valid = max(1, int(len(groups) * c.valid_frac))
         train = [groups[i] for i in order[:-n_valid]]
@@ -150,7 +159,6 @@ class ListwiseRanker:
         self.metrics = {"valid_hr10_in_candidates": best, "valid_hr10_input_order": base,
                         "train_groups": float(len(train)), "valid_groups": float(len(valid)),
                         "epochs": float(epochs_run), "fit_s": time.perf_counter() - t0}
-        return self
 
     # ------------------------------------------------------------------ serving
     def predict(self, x: np.ndarray) -> np.ndarray:
