@@ -137,6 +137,7 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
             assert hold is not None
             t_end = float(fit_ds.events["ts"].max()) + 1.0
             engine.clock = lambda: t_end
+            engine.warm_state(t_end)  # offline = online: the last hour in the real-time state
             engine.catalog.top_max_age_s = 0.0
             say(f"ranker training samples: our own recall's candidates for "
                 f"{min(max_rank_users, len(hold.test_users)):,} users")

@@ -209,8 +209,8 @@ class Engine:
             raise RuntimeError(f"warm_state: already warmed until {self.warmed_until}")
         self.warmed_until = float(until_ts)
         ev = self.ds.events
-        if not len(ev):
-            return 0
+        if not len(ev) or self.ds.meta.get("ts_is_position"):
+            return 0  # a sequence file's ts is a position, not a clock: no real-time window
         ts = ev["ts"].to_numpy(np.int64)
         win = ev.iloc[np.flatnonzero((ts >= until_ts - max(WINDOWS.values())) & (ts <= until_ts))]
         win = win.sort_values("ts", kind="stable")
