@@ -50,7 +50,8 @@ class SimEnvironment:
         self._published: list[np.ndarray] = []
         self._published_frames: list[pd.DataFrame] = []
         self._all_notes: pd.DataFrame | None = None
-        self._p_user = (w.user_activity / w.user_activity.sum()).astype(np.float64)
+        act = w.user_activity.astype(np.float64)  # normalised in float64: rng.choice checks the sum to ~1e-8
+        self._p_user = act / act.sum()
 
     # ------------------------------------------------------------------ observable
     @property
