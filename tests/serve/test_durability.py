@@ -69,3 +69,94 @@ def test_sigkill_mid_ingest_loses_no_acknowledged_event(tmp_path: Path) -> None:
         assert u["n_events"] > 0
     finally:
         stop_server(proc2)
+
+
+def _stored_event_ids(ws: Path) -> list[str]:
+    bus = SqliteEventBus(ws / "events.sqlite")
+    try:
+        return [e.event_id for e in bus.replay() if e.event_id is not None]
+    finally:
+        bus.close()
+
+
+def _mixed_writes(base: str, rnd: int, stop: threading.Event, notes: list[str], events: set[str],
+                  in_flight: list[dict]) -> None:
+    """Publish a note (unseen tag and category) every 4th call, else a batch of 10 events with
+    client ids, until ``stop`` or the server dies; acknowledged writes go to ``notes``/``events``,
+    the batch without an answer stays in ``in_flight``."""
+    seq = 0
+    with httpx.Client(base_url=base, timeout=10) as c:
+        while not stop.is_set():
+            seq += 1
+            try:
+                if seq % 4 == 0:
+                    nid = f"r{rnd}n{seq}"
+                    r = c.post("/v1/notes", headers=H, json={"note_id": nid, "author_id": f"a{seq % 3}",
+                                                             "tags": [f"tag-{rnd}-{seq}"], "category": f"cat-new-{seq % 5}"})
+                    if r.status_code == 201:
+                        notes.append(nid)
+                    continue
+                batch = [{"user_id": f"u{(seq + j) % 7}", "note_id": notes[(seq + j) % len(notes)],
+                          "ts": 1_700_000_000 + seq, "type": "click" if j % 3 else "impression",
+                          "event_id": f"r{rnd}e{seq}.{j}"} for j in range(10)]
+                in_flight[:] = batch
+                r = c.post("/v1/events", json={"events": batch}, headers=H)
+            except httpx.HTTPError:
+                return  # the server died under us: not acknowledged
+            if r.status_code == 200 and r.json()["accepted"] == len(batch):
+                events.update(e["event_id"] for e in batch)
+                in_flight.clear()
+
+
+def _retry(c: httpx.Client, batch: list[dict], events: set[str]) -> None:
+    """Resend the batch that had no answer at the kill: stored exactly once either way."""
+    if not batch:
+        return
+    r = c.post("/v1/events", json={"events": batch}, headers=H)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["accepted"] + len(body.get("duplicates", [])) == len(batch) and not body["rejected"]
+    events.update(e["event_id"] for e in batch)
+
+
+def test_sigkill_during_mixed_writes_then_retry_is_exactly_once(tmp_path: Path) -> None:
+    """Three rounds on one workspace: publishes and event batches with client event ids,
+    kill -9 mid-way, restart. Every acknowledged note and event is served after the restart,
+    and retrying the batch in flight at the kill stores each of its events exactly once."""
+    ws = tmp_path / "ws"
+    notes: list[str] = []
+    events: set[str] = set()
+    in_flight: list[dict] = []
+    for rnd in range(4):
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        proc = start_server(ws, port, timeout=120)
+        try:
+            with httpx.Client(base_url=base, timeout=10) as c:
+                h = c.get("/healthz").json()
+                assert h["notes"] >= len(notes) and h["replayed_events"] >= len(events)
+                for nid in notes:  # every acknowledged note is there
+                    assert c.post("/v1/notes", json={"note_id": nid, "author_id": "x"}, headers=H).status_code == 409
+                _retry(c, in_flight, events)
+                if rnd == 3:
+                    assert c.get("/v1/users/u0").json()["n_events"] > 0
+                    break
+                for i in range(5 if not notes else 0):
+                    assert c.post("/v1/notes", json={"note_id": f"base{i}", "author_id": "a"}, headers=H).status_code == 201
+                    notes.append(f"base{i}")
+            stop = threading.Event()
+            t = threading.Thread(target=_mixed_writes, args=(base, rnd, stop, notes, events, in_flight))
+            t.start()
+            time.sleep(1.5)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            stop.set()
+            t.join(10)
+        finally:
+            stop_server(proc)
+        stored = _stored_event_ids(ws)
+        assert len(stored) == len(set(stored)), "an event id stored twice"
+        assert events <= set(stored), f"{len(events - set(stored))} acknowledged events lost"
+    stored = _stored_event_ids(ws)
+    assert len(stored) == len(set(stored)) and events <= set(stored)
+    assert len(events) >= 100 and len(notes) >= 15, (len(events), len(notes))
