@@ -192,6 +192,8 @@ def create_app(engine: Engine) -> FastAPI:
             "items": items,
             "degraded": bool(res.errors),
         }
+        if getattr(ctx, "arm", None) is not None:  # an A/B experiment: which arm served the page
+            body["experiment"] = {"name": cfg.experiments.name, "arm": ctx.arm}  # type: ignore[attr-defined]
         if explain:
             body["trace"] = {"pipeline": pipeline, **res.trace(engine.catalog.note_ids)}
         timing = ", ".join(f"{k};dur={v:.3f}" for k, v in res.timings().items())
@@ -266,6 +268,14 @@ def create_app(engine: Engine) -> FastAPI:
         except Exception as e:
             raise HTTPException(422, f"model reload failed (field 'path'): {e}") from None
         return JSONResponse({"status": "swapped", "version": mv.version})
+
+    @app.get("/v1/admin/experiments", dependencies=[Depends(read_auth)])
+    def experiments() -> dict[str, Any]:
+        """The running A/B experiment: per-arm metrics with intervals, differences to the
+        control, the sample-ratio check (``active: false`` without one)."""
+        if engine.experiment is None:
+            return {"active": False}
+        return {"active": True, **engine.experiment.report()}
 
     add_search_routes(app, engine, [Depends(read_auth)])
     app.add_middleware(RequestMetrics, engine=engine)

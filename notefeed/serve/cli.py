@@ -55,6 +55,9 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this stage's commands to ``notefeed`` and ``notefeed bench``."""
     _register_tune(app)
+    from notefeed.serve import expcli
+
+    expcli.register(app, bench)  # notefeed experiments report, notefeed sim ab
 
     @app.command("serve")
     def serve(

@@ -27,7 +27,11 @@ __all__ = [
     "ApiConfig",
     "OnlineConfig",
     "ColdStartServeConfig",
+    "ArmConfig",
+    "ExperimentsConfig",
+    "ARM_SECTIONS",
     "ServeConfig",
+    "arm_config",
     "load_config",
     "parse_config",
     "builtin_config",
@@ -197,6 +201,65 @@ class ColdStartServeConfig(_Cfg):
         return self.model_dump(exclude={"enabled", "slots", "vectors", "seed"})
 
 
+#: what an experiment arm's overlay may change: the pipeline (the engine's event bus, state,
+#: API and cold-start pool are shared by every arm); ``coldstart`` only ``enabled`` / ``slots``
+ARM_SECTIONS = ("recall", "filters", "coarse", "fine", "fusion", "rerank", "coldstart")
+_ARM_COLDSTART = ("enabled", "slots")
+
+
+class ArmConfig(_Cfg):
+    """One arm of an A/B experiment: a serving config overlay merged over the base config."""
+
+    name: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")
+    #: share of users, relative to the other arms' weights
+    weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    #: a partial config (sections of ARM_SECTIONS), merged key by key (lists replaced)
+    overlay: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("overlay")
+    @classmethod
+    def _sections(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = sorted(set(v) - set(ARM_SECTIONS))
+        if bad:
+            raise ValueError(f"{bad} cannot differ between arms; an overlay may set {list(ARM_SECTIONS)}")
+        cs = v.get("coldstart")
+        if isinstance(cs, dict) and set(cs) - set(_ARM_COLDSTART):
+            raise ValueError(f"coldstart: an arm may set only {list(_ARM_COLDSTART)} (the pool is shared)")
+        return v
+
+
+class ExperimentsConfig(_Cfg):
+    """An A/B experiment on serving configs (:mod:`notefeed.serve.experiments`). Users are
+    hashed to arms (salted sha256: stable across restarts and servers)."""
+
+    #: the experiment's name; None: no experiment
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+    #: hash salt (None: the name); a new salt reshuffles users
+    salt: str | None = None
+    #: the arms, the first one the control; empty: no experiment
+    arms: list[ArmConfig] = Field(default_factory=list)
+    #: the metric the verdict is on (ctr, like_rate, collect_rate, dwell_s, small_creator_share, latency_ms)
+    primary: Literal["ctr", "like_rate", "collect_rate", "dwell_s", "small_creator_share", "latency_ms"] = "ctr"
+    #: confidence level of the intervals and tests
+    level: float = Field(default=0.95, gt=0.5, lt=1.0)
+
+    @field_validator("arms")
+    @classmethod
+    def _two_distinct(cls, v: list[ArmConfig]) -> list[ArmConfig]:
+        if v and len(v) < 2:
+            raise ValueError("at least two arms (the first is the control)")
+        names = [a.name for a in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names must differ, got {names}")
+        return v
+
+    @model_validator(mode="after")
+    def _name_and_arms(self) -> ExperimentsConfig:
+        if (self.name is None) != (not self.arms):
+            raise ValueError("an experiment needs both a name and at least two arms (or neither)")
+        return self
+
+
 class ServeConfig(_Cfg):
     recall: RecallConfig = Field(default_factory=RecallConfig)
     filters: list[str] = Field(default_factory=lambda: ["builtin/seen"])
@@ -208,6 +271,13 @@ class ServeConfig(_Cfg):
     api: ApiConfig = Field(default_factory=ApiConfig)
     online: OnlineConfig = Field(default_factory=OnlineConfig)
     coldstart: ColdStartServeConfig = Field(default_factory=ColdStartServeConfig)
+    experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig)
+
+    @model_validator(mode="after")
+    def _arm_overlays(self) -> ServeConfig:
+        for arm in self.experiments.arms:  # each arm's merged config must be valid on its own
+            arm_config(self, arm)
+        return self
 
     def with_overrides(self, **sections: dict[str, Any]) -> ServeConfig:
         """A copy with some sections' fields replaced (validated again)."""
@@ -219,10 +289,32 @@ class ServeConfig(_Cfg):
         return parse_config(data)
 
 
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def arm_config(base: ServeConfig, arm: ArmConfig) -> ServeConfig:
+    """``base`` with ``arm.overlay`` merged over it (mappings key by key, lists replaced) and
+    no experiment; :class:`ConfigError` names the field as ``experiments.arms.<i>.overlay...``."""
+    data = base.model_dump(exclude={"experiments"})
+    where = f"experiments.arms.{base.experiments.arms.index(arm)}.overlay" if arm in base.experiments.arms \
+        else f"arm {arm.name!r} overlay"
+    try:
+        return ServeConfig.model_validate(_deep_merge(data, arm.overlay))
+    except ValidationError as e:
+        raise ValueError(_fmt(e, where).replace(f"{where}: ", f"{where}.", 1).replace("; ", f"; {where}.")) from None
+
+
 def _fmt(e: ValidationError, source: str) -> str:
     parts = []
     for err in e.errors():
         loc = ".".join(str(x) for x in err["loc"]) or "(root)"
+        if not err["loc"] and err["msg"].startswith("Value error, experiments."):  # an arm's overlay
+            parts.append(err["msg"].removeprefix("Value error, "))
+            continue
         parts.append(f"{loc}: {err['msg']}")
     return f"{source}: " + "; ".join(parts)
 

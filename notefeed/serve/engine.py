@@ -30,6 +30,7 @@ from notefeed.serve.catalog import Catalog, NoteLog
 from notefeed.serve.coldstart import STATE_FILE, ColdStartHub
 from notefeed.serve.components import ServeContext
 from notefeed.serve.config import ServeConfig
+from notefeed.serve.experiments import Experiment, arm_pipeline
 from notefeed.serve.metrics import Metrics
 from notefeed.serve.models import ModelHolder
 from notefeed.serve.pipeline import FeedResult, Pipeline, StageRecord
@@ -135,7 +136,14 @@ class Engine:
         self._hist = _csr_by_user(pos["user"].to_numpy(np.int64), pos["item"].to_numpy(), ds.n_users)
         self._seen = _csr_by_user(ds.events["user"].to_numpy(np.int64), ds.events["item"].to_numpy(), ds.n_users)
         self.metrics = _make_metrics()
+        #: the A/B experiment of ``config.experiments`` (None: none)
+        self.experiment: Experiment | None = None
+        #: called with (user_id, pipeline, result) after every page (the console's exposure
+        #: tracker); must be quick and never raise
+        self.page_observers: list[Callable[[str, str, FeedResult], None]] = []
         try:
+            if not fit_offline:  # the training orchestration's engine serves no experiment
+                self.experiment = Experiment.start(self)
             #: what requests are served with (pipelines, fine model, store version): replaced
             #: as one reference by a reload, read once per request
             self.served: Served = build_served(self, self.fitted, model_version)
@@ -290,11 +298,19 @@ class Engine:
 
     def feed(self, user_id: str, n: int, pipeline: str = "default", probe: bool = False) -> tuple[ServeContext, FeedResult]:
         served = self.served  # one version for the whole request, even across a swap
+        arm = None
+        if pipeline == "default" and self.experiment is not None:  # served by the user's arm
+            arm = self.experiment.arm_of(user_id).name
+            pipeline = arm_pipeline(arm)
         p = served.pipelines.get(pipeline)
         if p is None:
             raise KeyError(f"unknown pipeline {pipeline!r} (field 'pipeline'); known: {sorted(served.pipelines)}")
         t0 = time.perf_counter()
         ctx = self.context(user_id, served)
+        if arm is not None:
+            ctx.arm = arm  # type: ignore[attr-defined]
+            if pipeline in served.arm_models:
+                ctx.model = served.arm_models[pipeline].current()
         ctx_ms = (time.perf_counter() - t0) * 1e3
         res = p.run(ctx, n, probe=probe)
         self.metrics.observe("stage_latency_ms", ctx_ms, pipeline=pipeline, stage="context")
@@ -305,6 +321,10 @@ class Engine:
             self.metrics.inc("stage_errors_total", stage=e.split(":", 1)[0])
         res.stages.insert(0, StageRecord("context", "online-state", ctx_ms, 0, 0))
         res.total_ms += ctx_ms
+        if arm is not None and self.experiment is not None:
+            self.experiment.record(arm, user_id, res.items, res.total_ms)
+        for observe in self.page_observers:
+            observe(user_id, pipeline, res)
         return ctx, res
 
     def related(self, note_id: str, n: int) -> list[tuple[int, float]]:
@@ -411,6 +431,9 @@ class Engine:
         self._close_io()
 
     def _close_io(self) -> None:
+        if getattr(self, "experiment", None) is not None:
+            self.side_effects.drain(2.0)  # the page log's last rows
+            self.experiment.close()  # type: ignore[union-attr]
         self.side_effects.close()
         self.bus.close()
         self.state.close()

@@ -64,6 +64,20 @@ class Metrics:
             h = self._hists[name].get(key)
             return h[-1] if h else 0.0
 
+    def snapshot(self) -> dict[str, dict[tuple[str, ...], list[float]]]:
+        """A copy of every series: counters as ``[value]``, histograms as per-bucket counts
+        (``buckets`` order, then +Inf), sum, count; keyed by name, then label values."""
+        with self._lock:
+            out = {n: {k: [v] for k, v in c.items()} for n, c in self._counters.items()}
+            out.update({n: {k: list(h) for k, h in hs.items()} for n, hs in self._hists.items()})
+        return out
+
+    def buckets(self, name: str) -> tuple[float, ...]:
+        return self._buckets[name]
+
+    def label_names(self, name: str) -> tuple[str, ...]:
+        return self._help[name][2]
+
     def render(self) -> str:
         out: list[str] = []
         with self._lock:

@@ -67,6 +67,8 @@ class Served:
     #: why this is not (entirely) a trained version; empty when it is
     fallback: tuple[str, ...] = ()
     loaded_at: float = field(default_factory=time.time)
+    #: an experiment arm's own fine-model holder, by pipeline name (arms whose fine section differs)
+    arm_models: dict[str, ModelHolder] = field(default_factory=dict)
 
 
 @dataclass
@@ -75,6 +77,8 @@ class VersionedContext(ServeContext):
 
     served_version: str | None = None
     fallback: bool = False
+    #: the experiment arm that served the request (None: no experiment)
+    arm: str | None = None
 
 
 # ---------------------------------------------------------------------- checks
@@ -165,6 +169,12 @@ def build_served(engine: Engine, fitted: dict[str, Any] | None, version: str | N
             # the baseline every benchmark compares against, and a fallback clients may ask for
             "popular": build_pipeline(popular_config(cfg), engine.catalog, engine.ds, models, "popular"),
         }
+        arm_models: dict[str, ModelHolder] = {}
+        if cfg.experiments.arms:  # A/B arms: the same trained components under each arm's overlay
+            from notefeed.serve.experiments import arm_pipelines
+
+            arms, arm_models = arm_pipelines(engine, fitted, pipelines["default"], models)
+            pipelines.update(arms)
     except BaseException:
         models.close()
         raise
@@ -172,7 +182,7 @@ def build_served(engine: Engine, fitted: dict[str, Any] | None, version: str | N
     if version is None and not fitted:
         reasons.append(NO_VERSION)
     reasons += [str(r) for r in getattr(pipelines["default"], "fallbacks", None) or []]
-    return Served(pipelines, models, version, tuple(reasons))
+    return Served(pipelines, models, version, tuple(reasons), arm_models=arm_models)
 
 
 def engine_from_store(ds: Dataset, config: ServeConfig, workspace: str | Path, **kwargs: Any) -> Engine:
@@ -234,6 +244,8 @@ class VersionReloader:
         eng.served = new  # the swap: one reference assignment
         eng.fitted = fitted
         old.models.close()
+        for h in old.arm_models.values():
+            h.close()
         with self._lock:
             self.state, self.last_error = "swapped", None
         eng.metrics.inc("model_swaps_total")
