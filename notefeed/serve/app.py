@@ -278,6 +278,9 @@ def create_app(engine: Engine) -> FastAPI:
         return {"active": True, **engine.experiment.report()}
 
     add_search_routes(app, engine, [Depends(read_auth)])
+    from notefeed.serve.console import add_console_routes
+
+    add_console_routes(app, engine, read_auth)
     app.add_middleware(RequestMetrics, engine=engine)
     return app
 

@@ -1,0 +1,274 @@
+// The notefeed operator console: one page per path under /console, data from /v1/admin/...
+// Everything user-written (note titles, ids) is inserted as text, never as HTML.
+"use strict";
+(function () {
+  const main = document.getElementById("main");
+  const banner = document.getElementById("banner");
+  const TOKEN_KEY = "notefeed.console.token";
+  const fmt = NFChart.format;
+  const pct = (v) => (v === null || v === undefined ? "–" : (100 * v).toFixed(1) + "%");
+  const ms = (v) => (v === null || v === undefined ? "–" : v.toFixed(v < 10 ? 2 : 1) + " ms");
+  const clock = (t) => new Date(t * 1000).toISOString().slice(11, 19);
+
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) { continue; }
+      if (k.startsWith("on")) { el.addEventListener(k.slice(2), v); } else { el.setAttribute(k, v === true ? "" : v); }
+    }
+    for (const c of children.flat()) {
+      if (c === null || c === undefined) { continue; }
+      el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return el;
+  }
+  const table = (head, rows, numeric) => h("table", {},
+    h("thead", {}, h("tr", {}, head.map((x, i) => h("th", { class: (numeric || []).includes(i) ? "num" : null }, x)))),
+    h("tbody", {}, rows.map((r) => h("tr", {}, r.map((x, i) => h("td", { class: (numeric || []).includes(i) ? "num" : null }, x))))));
+  const card = (label, value) => h("div", { class: "card" }, h("div", { class: "label" }, label), h("div", { class: "value" }, value));
+  const panel = (...c) => h("div", { class: "panel" }, ...c);
+  const canvas = (id) => h("canvas", { id });
+
+  function say(msg, error) {
+    banner.textContent = msg || "";
+    banner.className = "banner" + (error ? " error" : "") + (msg ? "" : " hidden");
+  }
+
+  function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
+  document.getElementById("token").value = token();
+  document.getElementById("token-save").addEventListener("click", () => {
+    sessionStorage.setItem(TOKEN_KEY, document.getElementById("token").value.trim());
+    location.reload();
+  });
+
+  class HttpError extends Error { constructor(status, msg) { super(msg); this.status = status; } }
+  async function api(path, init) {
+    const headers = Object.assign({ "Accept": "application/json" }, (init && init.headers) || {});
+    if (token()) { headers.Authorization = "Bearer " + token(); }
+    const r = await fetch(path, Object.assign({}, init || {}, { headers }));
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) {
+      const detail = typeof body.detail === "string" ? body.detail : (body.message || r.statusText);
+      throw new HttpError(r.status, detail);
+    }
+    return body;
+  }
+
+  // ------------------------------------------------------------------ pages
+  async function overview() {
+    const d = await api("/v1/admin/console/overview");
+    const c = d.counts;
+    main.append(h("h1", {}, "Overview"), h("div", { class: "cards" },
+      card("notes", c.notes.toLocaleString()), card("users", c.users.toLocaleString()),
+      card("creators", c.creators.toLocaleString()), card("logged events", c.logged_events.toLocaleString()),
+      card("events accepted", c.events_accepted.toLocaleString()), card("notes published", c.notes_published.toLocaleString()),
+      card("feed pages / s", fmt(d.qps.feed_pages_per_s)), card("requests", c.requests.toLocaleString()),
+      card("model version", d.model.version || "–"),
+      card("errors (stage / 5xx)", `${d.errors.stage_errors.reduce((a, e) => a + e.count, 0)} / ${d.errors.http_5xx}`),
+      card("event lag", d.events.last_event_age_s === null ? "no events yet" : fmt(d.events.last_event_age_s) + " s"),
+      card("side-effect queue", `${d.events.side_effects_queue} (dropped ${d.events.side_effects_dropped})`)));
+    if (d.model.fallback.length) {
+      main.append(panel(h("h2", {}, "Serving the fallback"), h("ul", {}, d.model.fallback.map((r) => h("li", {}, r)))));
+    }
+    const feed = d.latency.feed;
+    main.append(h("div", { class: "grid2" },
+      panel(canvas("chart-pages")),
+      panel(h("h2", {}, "Feed latency by pipeline"), table(["pipeline", "pages", "p50", "p99"],
+        feed.map((f) => [f.pipeline, f.count, ms(f.p50_ms), ms(f.p99_ms)]), [1, 2, 3]))));
+    const st = d.latency.stages.filter((s) => s.count > 0);
+    main.append(panel(canvas("chart-stages")), panel(h("h2", {}, "Per-stage latency"),
+      table(["pipeline", "stage", "calls", "mean", "p50", "p99"],
+        st.map((s) => [s.pipeline, s.stage, s.count, ms(s.mean_ms), ms(s.p50_ms), ms(s.p99_ms)]), [2, 3, 4, 5])));
+    if (d.errors.stage_errors.length) {
+      main.append(panel(h("h2", {}, "Stage errors (fail open)"), table(["stage", "count"],
+        d.errors.stage_errors.map((e) => [e.stage, e.count]), [1])));
+    }
+    NFChart.line(document.getElementById("chart-pages"), {
+      title: "Feed pages per bucket", xFormat: clock, yMin: 0,
+      series: [{ name: "pages", points: d.series.map((b) => [b.t, b.pages]) }],
+    });
+    const dflt = st.filter((s) => s.pipeline === (feed[0] || {}).pipeline);
+    NFChart.bars(document.getElementById("chart-stages"), {
+      title: `Stage latency, ${(feed[0] || {}).pipeline || ""} (ms)`, names: ["p50", "p99"],
+      rows: dflt.map((s) => ({ label: s.stage, value: s.p50_ms, value2: s.p99_ms })),
+    });
+  }
+
+  async function feedPage() {
+    const params = new URLSearchParams(location.search);
+    const users = (await api("/v1/admin/console/users?limit=30")).users;
+    const userId = params.get("user_id") || (users[0] || {}).user_id || "";
+    const input = h("input", { id: "user-id", value: userId, list: "user-list", placeholder: "user id" });
+    const n = h("input", { id: "page-n", type: "number", min: 1, max: 100, value: params.get("n") || 10, style: "width:5em" });
+    const go = () => { location.search = "?" + new URLSearchParams({ user_id: input.value.trim(), n: n.value }); };
+    main.append(h("h1", {}, "Feed inspector"), h("div", { class: "row" }, "user",
+      input, h("datalist", { id: "user-list" }, users.map((u) => h("option", { value: u.user_id }, `${u.events} events`))),
+      "page size", n, h("button", { id: "load-feed", onclick: go }, "Show page")));
+    if (!userId) { main.append(panel("No users in this workspace yet.")); return; }
+    const d = await api("/v1/admin/console/feed?" + new URLSearchParams({ user_id: userId, n: n.value }));
+    main.append(h("div", { class: "cards" }, card("user", d.user_id), card("history", d.user.history_len),
+      card("pipeline", d.pipeline), card("arm", d.arm || "no experiment"), card("model", d.model_version || "–"),
+      card("total", ms(d.total_ms))));
+    const fine = (it) => Object.entries(it.fine_scores || {}).map(([k, v]) => `${k} ${fmt(v)}`).join(", ");
+    main.append(panel(h("h2", {}, `Page for ${d.user_id}`), table(
+      ["rank", "before re-rank", "note", "author", "channels", "recall", "coarse", "fine", "fused", "why"],
+      d.items.map((it) => [it.rank_after, it.rank_before ?? "–",
+        h("a", { href: "/console/note?note_id=" + encodeURIComponent(it.note_id) }, it.title || it.note_id),
+        [it.author_id, it.small_creator ? h("span", { class: "tag ok" }, "small") : null],
+        it.channels.map((c) => h("span", { class: "tag" }, c)),
+        fmt(it.recall_score), fmt(it.coarse_score), fine(it), fmt(it.fused_score),
+        h("span", { class: "muted" }, it.why.join("; "))]), [0, 1, 5, 6, 8])));
+    main.append(panel(canvas("chart-trace")));
+    NFChart.bars(document.getElementById("chart-trace"), {
+      title: "Stages of this request (ms)", names: ["ms"],
+      rows: d.stages.map((s) => ({ label: `${s.kind}:${s.name} (${s.n_in}→${s.n_out})`, value: s.ms })),
+    });
+    if (d.errors.length) { main.append(panel(h("h2", {}, "Errors"), h("ul", {}, d.errors.map((e) => h("li", {}, e))))); }
+  }
+
+  async function notePage() {
+    const params = new URLSearchParams(location.search);
+    const lists = await api("/v1/admin/console/notes?limit=15");
+    const noteId = params.get("note_id") || ((lists.newest[0] || lists.popular[0]) || {}).note_id || "";
+    const input = h("input", { id: "note-id", value: noteId, list: "note-list", placeholder: "note id" });
+    main.append(h("h1", {}, "Note inspector"), h("div", { class: "row" }, "note", input,
+      h("datalist", { id: "note-list" }, [...lists.newest, ...lists.popular].map((x) => h("option", { value: x.note_id }, x.title || ""))),
+      h("button", { id: "load-note", onclick: () => { location.search = "?note_id=" + encodeURIComponent(input.value.trim()); } }, "Inspect")));
+    if (!noteId) { main.append(panel("No notes yet.")); return; }
+    const d = await api("/v1/admin/console/note?note_id=" + encodeURIComponent(noteId));
+    const n = d.note;
+    main.append(h("div", { class: "cards" }, card("note", n.note_id), card("title", n.title || "–"),
+      card("author", n.author_id), card("category", n.category || "–"), card("small creator", d.small_creator ? "yes" : "no"),
+      card("popularity", fmt(d.popularity))));
+    const cs = d.coldstart;
+    const pool = !d.coldstart_enabled ? "the cold-start pool is off" : !cs ? "not in the cold-start pool (a catalogue note, or handed over before restart)" : null;
+    main.append(h("div", { class: "grid2" },
+      panel(h("h2", {}, "Cold-start pool"), pool ? h("p", { class: "muted" }, pool) : table(["", ""], [
+        ["stage", h("span", { class: "tag" }, cs.stage)], ["impressions", `${cs.impressions} of ${cs.handover_impressions} before hand-over`],
+        ["clicks", cs.clicks], ["engagers (look-alike seed)", cs.engagers],
+        ["bandit posterior CTR", `${pct(cs.posterior.mean)} [${pct(cs.posterior.lo)}, ${pct(cs.posterior.hi)}] (Beta ${fmt(cs.posterior.alpha)}, ${fmt(cs.posterior.beta)})`],
+      ]), d.coldstart_summary ? h("p", { class: "muted" }, "pool: " + Object.entries(d.coldstart_summary).map(([k, v]) => `${k} ${fmt(v)}`).join(", ")) : null),
+      panel(canvas("chart-exposure"))));
+    main.append(panel(h("h2", {}, "Related notes"), table(["#", "note", "author", "category", "score"],
+      d.related.map((r, i) => [i + 1, h("a", { href: "/console/note?note_id=" + encodeURIComponent(r.note_id) }, r.title || r.note_id),
+        r.author_id, r.category, fmt(r.score)]), [0, 4])));
+    NFChart.line(document.getElementById("chart-exposure"), {
+      title: "Exposure over time (impressions served)", xFormat: clock, yMin: 0,
+      series: [{ name: "impressions", points: d.exposure.map((b) => [b.t, b.impressions]) }],
+    });
+  }
+
+  async function creatorsPage() {
+    const d = await api("/v1/admin/console/creators");
+    main.append(h("h1", {}, "Creators & fairness"), h("div", { class: "cards" },
+      card("small-creator target", d.target === null ? "off" : pct(d.target)),
+      card("latest small share", pct((d.series.filter((b) => b.small_creator_share !== null).slice(-1)[0] || {}).small_creator_share)),
+      card("latest creator Gini", fmt((d.series.filter((b) => b.creator_gini !== null).slice(-1)[0] || {}).creator_gini)),
+      card("bucket", d.bucket_s + " s")));
+    main.append(h("div", { class: "grid2" }, panel(canvas("chart-small")), panel(canvas("chart-gini"))));
+    main.append(panel(h("h2", {}, "Most exposed creators"), table(["creator", "followers", "impressions"],
+      d.top_creators.map((c) => [c.creator_id, c.followers.toLocaleString(), c.impressions]), [1, 2])));
+    NFChart.line(document.getElementById("chart-small"), {
+      title: "Small-creator share of impressions", xFormat: clock, yFormat: pct, yMin: 0, yMax: 1,
+      target: d.target === null ? null : { y: d.target, label: "target " + pct(d.target) },
+      series: [{ name: "small-creator share", points: d.series.map((b) => [b.t, b.small_creator_share]) }],
+    });
+    NFChart.line(document.getElementById("chart-gini"), {
+      title: "Creator Gini of impressions (all creators)", xFormat: clock, yMin: 0, yMax: 1,
+      series: [{ name: "Gini", color: "#dc2626", points: d.series.map((b) => [b.t, b.creator_gini]) }],
+    });
+  }
+
+  const METRICS = [["ctr", "CTR", pct], ["like_rate", "like rate", pct], ["collect_rate", "collect rate", pct],
+    ["small_creator_share", "small-creator share", pct], ["dwell_s", "dwell (s)", fmt], ["latency_ms", "latency", ms]];
+  async function experimentsPage() {
+    const d = await api("/v1/admin/experiments");
+    main.append(h("h1", {}, "Experiments"));
+    if (!d.active) {
+      main.append(panel(h("p", {}, "No experiment is running. Add an ", h("code", {}, "experiments"),
+        " section (a name and two or more arms with config overlays) to the serving config; see configs/default.yaml.")));
+      return;
+    }
+    const srm = d.sample_ratio;
+    main.append(h("div", { class: "cards" }, card("experiment", d.name), card("primary metric", d.primary),
+      card("confidence", pct(d.level)),
+      card("sample ratio", srm.p === null ? "–" : (srm.mismatch ? "MISMATCH " : "ok ") + `p=${fmt(srm.p)}`),
+      card("verdict", d.significant.length ? "significant: " + d.significant.join(", ") : "no significant difference")));
+    const cell = (m, f) => m.value === null ? "–" : `${f(m.value)}` + (m.lo !== null && m.lo !== undefined ? ` [${f(m.lo)}, ${f(m.hi)}]` : "");
+    main.append(panel(h("h2", {}, "Arms (first = control)"), table(
+      ["arm", "weight", "users", "pages", "impressions", ...METRICS.map((m) => m[1])],
+      d.arms.map((a) => [a.name, a.weight, a.users, a.pages, a.impressions, ...METRICS.map(([k, , f]) => cell(a.metrics[k], f))]),
+      [1, 2, 3, 4])));
+    for (const diff of d.differences) {
+      const id = "chart-diff-" + diff.arm.replace(/[^A-Za-z0-9_-]/g, "");
+      main.append(panel(canvas(id)));
+      const rows = METRICS.filter(([k]) => k !== "latency_ms" && k !== "dwell_s").map(([k, label]) => {
+        const x = diff.metrics[k];
+        return { label, value: x.diff, lo: x.lo, hi: x.hi, significant: x.significant, note: x.p === null ? "" : `p=${fmt(x.p)}` };
+      });
+      NFChart.intervals(document.getElementById(id), {
+        title: `${diff.arm} − ${diff.control}: rate differences with ${pct(d.level)} intervals`, format: pct, rows,
+      });
+    }
+  }
+
+  async function modelsPage() {
+    const d = await api("/v1/admin/console/models");
+    main.append(h("h1", {}, "Models & config"), h("div", { class: "cards" }, card("served version", d.served || "fallback"),
+      card("reload", d.reload.state + (d.reload.target ? " " + d.reload.target : "")), card("rollback target", d.rollback_to || "–")));
+    const reload = async (version, btn) => {
+      btn.disabled = true;
+      try {
+        const r = await api("/v1/admin/models/reload", { method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ version, wait: true }) });
+        say(`serving ${r.version}`);
+        setTimeout(() => location.reload(), 600);
+      } catch (e) {
+        say(e.status === 401 ? "promote/rollback needs the API token (write endpoint): enter it above" : "reload failed: " + e.message, true);
+        btn.disabled = false;
+      }
+    };
+    if (d.store_error) { main.append(panel(h("p", { class: "banner error" }, d.store_error))); }
+    main.append(panel(h("h2", {}, "Versions in the model store"), d.versions.length ? table(
+      ["version", "created", "promoted", "served", "metrics", ""],
+      d.versions.map((v) => [v.version, v.created_at, v.promoted ? h("span", { class: "tag ok" }, "promoted") : "",
+        v.version === d.served ? h("span", { class: "tag" }, "serving") : "",
+        h("span", { class: "muted" }, Object.entries(v.metrics).slice(0, 4).map(([k, x]) => `${k}: ${typeof x === "number" ? fmt(x) : JSON.stringify(x)}`).join("; ")),
+        [v.version === d.served ? null : h("button", { class: "promote", onclick: (e) => reload(v.version, e.target) }, "Serve"),
+          v.version === d.rollback_to ? h("button", { class: "secondary rollback", onclick: (e) => reload(v.version, e.target) }, "Roll back") : null]]))
+      : h("p", { class: "muted" }, "No trained versions (run `notefeed train`).")));
+    const area = h("textarea", { id: "config-yaml", spellcheck: "false" }, "recall:\n  fresh_pool_size: 1000\n");
+    const out = h("span", { id: "config-result", class: "muted" }, "");
+    main.append(h("div", { class: "grid2" },
+      panel(h("h2", {}, "Serving config (running)"), h("pre", { id: "config" }, JSON.stringify(d.config, null, 2))),
+      panel(h("h2", {}, "Validate a config"), area, h("div", { class: "row" }, h("button", { id: "validate", onclick: async () => {
+        const r = await api("/v1/admin/console/config/validate", { method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ yaml: area.value }) });
+        out.textContent = r.ok ? "valid" + (r.experiment ? ` (experiment ${r.experiment})` : "") : r.error;
+        out.className = r.ok ? "tag ok" : "tag warn";
+      } }, "Validate"), out),
+      h("p", { class: "muted" }, "Apply a config by restarting `notefeed serve --config FILE`; model versions swap live."))));
+  }
+
+  const PAGES = { overview, feed: feedPage, note: notePage, creators: creatorsPage, experiments: experimentsPage, models: modelsPage };
+  async function route() {
+    const page = location.pathname.replace(/\/+$/, "").split("/")[2] || "overview";
+    for (const a of document.querySelectorAll("#nav a")) { a.classList.toggle("active", a.dataset.page === page); }
+    document.title = `notefeed console: ${page}`;
+    const render = PAGES[page] || overview;
+    const t0 = performance.now();
+    try {
+      await render();
+      document.body.dataset.renderMs = String(Math.round(performance.now() - t0));
+    } catch (e) {
+      if (e.status === 401) {
+        say("This server requires the API token for reads: enter it above.", true);
+      } else {
+        say(`could not load ${page}: ${e.message}`, true);
+      }
+      document.body.dataset.error = e.message;
+    }
+    document.body.dataset.ready = page;
+  }
+  route();
+})();
