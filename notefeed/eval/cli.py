@@ -159,6 +159,7 @@ def eval_command(
     import notefeed.content  # noqa: F401
     import notefeed.eval.feed  # noqa: F401
     import notefeed.eval.runner  # noqa: F401
+    import notefeed.llm  # noqa: F401
     import notefeed.rank  # noqa: F401
     import notefeed.recall  # noqa: F401
     import notefeed.rerank  # noqa: F401

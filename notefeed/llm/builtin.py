@@ -161,12 +161,15 @@ class BuiltinLM:
                 ids[i, : len(r)] = torch.tensor(r)
             done = torch.zeros(len(rows), dtype=torch.bool)
             new: list[list[int]] = [[] for _ in rows]
-            banned = torch.tensor([tok.pad, tok.unk, tok.emb, tok.bos])
-            for _ in range(max_tokens):
+            # special tokens decode to nothing: only the stops (and [EOS]) may be produced
+            banned = torch.tensor([i for i in range(len(SPECIALS)) if i not in stop_ids])
+            for step in range(max_tokens):
                 t = int(lens.max())
                 logits = self.net.lm_logits(ids[:, :t].to(self.device)).float().cpu()
                 last = logits[torch.arange(len(rows)), lens - 1]
                 last[:, banned] = -torch.inf
+                if step == 0:  # at least one token: an empty continuation answers nothing
+                    last[:, sorted(stop_ids)] = -torch.inf
                 if temperature > 0:
                     nxt = torch.multinomial(torch.softmax(last / temperature, -1), 1, generator=gen)[:, 0]
                 else:

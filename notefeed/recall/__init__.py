@@ -41,3 +41,6 @@ __all__ = [
     "merge_candidates",
     "shared_two_tower",
 ]
+
+# the language-model channels (llm/notellm, llm/interest) register from their own package
+import notefeed.llm  # noqa: E402, F401

@@ -1,0 +1,213 @@
+"""Latent-interest inference and the ``llm/interest`` recall channel.
+
+:func:`infer_interests` reads a user's recent notes and names interest tags with a confidence:
+with the built-in model, the recency-weighted mean of its tag head's probabilities over those
+notes (so a tag none of the notes carries can still score: a latent interest, flagged
+``novel``); with any other backend, a prompt asking for ``tag: confidence`` lines. Near-duplicate
+tags are merged by the cosine of their embeddings (SimCSE-style de-duplication): the stronger
+one keeps the name and the larger confidence, the others are listed under ``merged``.
+
+The channel recalls notes carrying the user's inferred tags (catalogue tags, and the model's
+predicted tags for notes without), weighted by confidence.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from notefeed.data.dataset import Dataset
+from notefeed.llm.base import LanguageModel
+from notefeed.llm.builtin import BuiltinLM
+from notefeed.llm.corpus import NoteCorpus
+from notefeed.recall._common import candidates_from_scores, csr_from_state, csr_state, recency_weights
+from notefeed.recall.base import CHANNELS, Candidates, UserContext
+
+__all__ = ["Interest", "infer_interests", "merge_duplicates", "InterestChannel"]
+
+_LINE = re.compile(r"^\s*[-*\d.)]*\s*(.+?)\s*[:=]\s*([01](?:\.\d+)?)\s*$")
+
+
+@dataclass
+class Interest:
+    tag: str
+    confidence: float
+    novel: bool = False  # no recent note carries this tag
+    merged: list[str] = field(default_factory=list)
+
+
+def merge_duplicates(interests: list[Interest], lm: LanguageModel, threshold: float = 0.9) -> list[Interest]:
+    """Greedy, strongest first: a tag whose embedding has cosine >= ``threshold`` with a kept one merges into it."""
+    if len(interests) < 2:
+        return interests
+    ordered = sorted(interests, key=lambda x: -x.confidence)
+    z = lm.embed([x.tag.replace("-", " ") for x in ordered])
+    kept: list[int] = []
+    for i, it in enumerate(ordered):
+        j = next((j for j in kept if float(z[i] @ z[j]) >= threshold), None)
+        if j is None:
+            kept.append(i)
+        else:
+            ordered[j].merged.append(it.tag)
+    return [ordered[j] for j in kept]
+
+
+def _parse(text: str, k: int) -> list[Interest]:
+    out: list[Interest] = []
+    for line in text.splitlines():
+        m = _LINE.match(line)
+        if m:
+            out.append(Interest(m.group(1).strip().lower(), min(1.0, float(m.group(2)))))
+    return out[:k]
+
+
+def infer_interests(lm: LanguageModel, histories: Sequence[Sequence[str]], k: int = 5, threshold: float = 0.9,
+                    history_tags: Sequence[Sequence[str]] | None = None, decay: float = 0.9) -> list[list[Interest]]:
+    """Per user (texts of recent notes, oldest first): up to ``k`` interests, strongest first."""
+    out: list[list[Interest]] = []
+    for u, texts in enumerate(histories):
+        texts = [t for t in texts if t]
+        seen = {t for t in (history_tags[u] if history_tags is not None else ())}
+        if not texts:
+            out.append([])
+            continue
+        if isinstance(lm, BuiltinLM) and lm.tags:
+            p = lm.tag_probs(texts)
+            w = recency_weights(len(texts), decay)
+            conf = (w[:, None] * p).sum(0) / w.sum()
+            top = np.argsort(-conf, kind="stable")[: 3 * k]
+            cands = [Interest(lm.tags[j], round(float(conf[j]), 4)) for j in top]
+        else:
+            prompt = ("A user recently read these notes:\n" + "\n".join(f"- {t[:200]}" for t in texts[-10:])
+                      + f"\nName up to {k} interest tags this user likely has, including ones not named above, "
+                        "one per line as 'tag: confidence' with confidence between 0 and 1.")
+            cands = _parse(lm.generate([prompt], max_tokens=16 * k)[0], 3 * k)
+        for c in cands:
+            c.novel = c.tag not in seen
+        out.append(merge_duplicates(cands, lm, threshold)[:k])
+    return out
+
+
+def _top_sparse(p: np.ndarray, k: int) -> sp.csr_matrix:
+    top = np.argpartition(-p, min(k, p.shape[1]) - 1, axis=1)[:, :k]
+    rows = np.repeat(np.arange(len(p)), top.shape[1])
+    return sp.csr_matrix((p[rows, top.ravel()], (rows, top.ravel())), shape=p.shape, dtype=np.float32)
+
+
+@CHANNELS.register("llm/interest")
+class InterestChannel:
+    """Recall by inferred interest tags (see the module docstring)."""
+
+    name = "llm/interest"
+    offline_only: ClassVar[bool] = True
+
+    def __init__(self, model_path: str | None = None, n_recent: int = 20, decay: float = 0.9, n_interests: int = 5,
+                 note_tags: int = 5, progress: bool = False, **config: object) -> None:
+        self.model_path, self.n_recent, self.decay = model_path, int(n_recent), float(decay)
+        self.n_interests, self.note_tags, self.progress = int(n_interests), int(note_tags), progress
+        self.config = dict(config)
+        self.lm: BuiltinLM | None = None
+        self.note_probs: sp.csr_matrix | None = None  # (n_items, n_tags) the model's top tags per note
+        self.item_tags: sp.csr_matrix | None = None  # (n_items, n_tags) catalogue tags, else predicted
+
+    def fit(self, ds: Dataset) -> InterestChannel:
+        corpus = NoteCorpus.from_dataset(ds)
+        if self.model_path:
+            self.lm = BuiltinLM.load(self.model_path)
+        else:
+            from notefeed.llm.builtin import BuiltinConfig
+            from notefeed.llm.train import train_builtin
+
+            self.lm = train_builtin(corpus, None, BuiltinConfig(**self.config), progress=self.progress)  # type: ignore[arg-type]
+        self.set_notes(corpus)
+        return self
+
+    def set_notes(self, corpus: NoteCorpus) -> None:
+        assert self.lm is not None
+        p = self.lm.tag_probs(corpus.texts(with_tags=False))
+        self.note_probs = _top_sparse(p, self.note_tags)
+        ix = {t: j for j, t in enumerate(self.lm.tags)}
+        rows, cols = [], []
+        for i, ts in enumerate(corpus.tags):
+            for t in ts:
+                if t in ix:
+                    rows.append(i)
+                    cols.append(ix[t])
+        known = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=p.shape)
+        known.data[:] = 1.0
+        has = np.asarray(known.sum(1)).ravel() > 0
+        self.item_tags = sp.csr_matrix(known + sp.diags((~has).astype(np.float32)) @ self.note_probs)
+
+    def interests(self, ctx: UserContext) -> list[Interest]:
+        """The user's inferred interests from ``ctx.history`` (merged, strongest first)."""
+        if self.lm is None or self.note_probs is None or self.item_tags is None:
+            raise RuntimeError(f"{self.name}: used before fit()")
+        h = np.asarray(ctx.history, np.int64)
+        h = h[(h >= 0) & (h < self.note_probs.shape[0])][-self.n_recent :]
+        if h.size == 0:
+            return []
+        w = recency_weights(h.size, self.decay)
+        conf = np.asarray(self.note_probs[h].T @ w).ravel() / w.sum()
+        top = np.argsort(-conf, kind="stable")[: 3 * self.n_interests]
+        seen = set(self.item_tags[h].indices.tolist())
+        cands = [Interest(self.lm.tags[j], float(conf[j]), j not in seen) for j in top if conf[j] > 0]
+        return merge_duplicates(cands, self.lm)[: self.n_interests]
+
+    def _scores(self, ctx: UserContext) -> np.ndarray | None:
+        ints = self.interests(ctx)
+        if not ints:
+            return None
+        assert self.lm is not None and self.item_tags is not None
+        ix = {t: j for j, t in enumerate(self.lm.tags)}
+        q = np.zeros(len(self.lm.tags), np.float32)
+        for it in ints:
+            q[ix[it.tag]] = it.confidence
+        return np.asarray(self.item_tags @ q).ravel()
+
+    def recall(self, ctx: UserContext, k: int) -> Candidates:
+        s = self._scores(ctx)
+        if s is None:
+            return Candidates.empty(self.name)
+        items = np.flatnonzero(s > 0)
+        return candidates_from_scores(self.name, items, s[items], ctx, k)
+
+    def score_items(self, ctx: UserContext, items: np.ndarray) -> np.ndarray:
+        items = np.asarray(items, np.int64).ravel()
+        out = np.zeros(items.size, np.float32)
+        s = self._scores(ctx)
+        if s is not None:
+            ok = (items >= 0) & (items < s.size)
+            out[ok] = s[items[ok]]
+        return out
+
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        if self.lm is None or self.note_probs is None or self.item_tags is None:
+            raise RuntimeError(f"{self.name}: to_state() before fit()")
+        params = {"n_recent": self.n_recent, "decay": self.decay, "n_interests": self.n_interests,
+                  "note_tags": self.note_tags, "config": self.config,
+                  "lm": {"config": asdict(self.lm.config), "vocab": self.lm.tokenizer.vocab, "tags": self.lm.tags,
+                         "categories": self.lm.categories, "info": self.lm.info}}
+        arrays = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.lm.net.state_dict().items()}
+        return params, {**arrays, **csr_state("note_probs", self.note_probs), **csr_state("item_tags", self.item_tags)}
+
+    @classmethod
+    def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> InterestChannel:
+        import torch
+
+        from notefeed.llm.builtin import BuiltinConfig
+        from notefeed.llm.tokenizer import Tokenizer
+
+        p = dict(params)
+        lmp = p.pop("lm")
+        ch = cls(**{k: v for k, v in p.items() if k != "config"}, **p.get("config", {}))
+        cfg, tok = BuiltinConfig(**lmp["config"]), Tokenizer(lmp["vocab"])
+        net = BuiltinLM.new_net(cfg, tok, lmp["tags"], lmp["categories"])
+        net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("net.")})
+        ch.lm = BuiltinLM(cfg, tok, lmp["tags"], lmp["categories"], net, lmp.get("info"))
+        ch.note_probs, ch.item_tags = csr_from_state(arrays, "note_probs"), csr_from_state(arrays, "item_tags")
+        return ch
