@@ -14,6 +14,7 @@ import typer
 from notefeed.content import cli as content_cli
 from notefeed.data import cli as data_cli
 from notefeed.eval import cli as eval_cli
+from notefeed.llm import cli as llm_cli
 from notefeed.models import cli as models_cli
 from notefeed.online import cli as online_cli
 from notefeed.rank import cli as rank_cli
@@ -34,7 +35,7 @@ bench = typer.Typer(help="Benchmarks: speed and quality figures, JSON out.", no_
 app.add_typer(bench, name="bench")
 
 for _module in (data_cli, sim_cli, eval_cli, content_cli, recall_cli, rank_cli, rerank_cli, online_cli, serve_cli,
-                models_cli, search_cli):
+                models_cli, search_cli, llm_cli):
     _module.register(app, bench)
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from pathlib import Path
 
 from notefeed.llm.base import LanguageModel, LLMError
 from notefeed.llm.builtin import BuiltinLM
 from notefeed.search.base import REWRITERS
 from notefeed.search.text import normalise
 
-__all__ = ["suggest_titles", "rewrite_query", "LLMRewriter"]
+__all__ = ["suggest_titles", "rewrite_query", "LLMRewriter", "workspace_model"]
 
 _TITLE = ("Write {n} short, catchy titles for this note, one per line, nothing else.\nNote: {body}")
 _REWRITE = ("Rewrite the search query for a lifestyle-notes search engine. Give up to {n} alternative "
@@ -93,3 +94,20 @@ class LLMRewriter:
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return list(out)
+
+
+_MODELS: dict[str, tuple[float, BuiltinLM]] = {}
+
+
+def workspace_model(workspace: str | Path) -> BuiltinLM | None:
+    """The workspace's built-in model (``WORKSPACE/llm/model``, written by ``notefeed llm embed``),
+    loaded once and again when its weights change; ``None`` when there is none."""
+    f = Path(workspace) / "llm" / "model" / "model.safetensors"
+    if not f.exists():
+        return None
+    key, mtime = str(f), f.stat().st_mtime
+    hit = _MODELS.get(key)
+    if hit is None or hit[0] != mtime:
+        hit = (mtime, BuiltinLM.load(f.parent))
+        _MODELS[key] = hit
+    return hit[1]

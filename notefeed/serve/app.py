@@ -56,6 +56,12 @@ class ReloadRequest(BaseModel):
         return self
 
 
+class TitleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=20_000, description="the note body")
+    n: int = Field(3, ge=1, le=10, description="suggestions wanted")
+
+
 def _json_safe(obj: Any) -> Any:
     """What a 422 echoes, made JSON-encodable: NaN/Infinity as text, lone surrogates escaped."""
     if isinstance(obj, dict):
@@ -240,6 +246,20 @@ def create_app(engine: Engine) -> FastAPI:
             raise HTTPException(409, str(e)) from None
         search.published(note)  # searchable before the answer
         return {"note_id": note.note_id, "item": i}
+
+    @app.post("/v1/notes/title-suggest", dependencies=[Depends(read_auth)])
+    def title_suggest(req: TitleRequest) -> dict[str, Any]:
+        # the workspace's built-in language model (notefeed/llm/, `notefeed llm embed`)
+        from notefeed.llm import LLMError, suggest_titles
+        from notefeed.llm.tasks import workspace_model
+
+        lm = workspace_model(engine.workspace)
+        if lm is None:
+            raise HTTPException(503, "no language model in this workspace: run `notefeed llm embed --workspace WS`")
+        try:
+            return {"titles": suggest_titles(lm, req.text, req.n), "model": lm.name}
+        except LLMError as e:
+            raise HTTPException(422, f"text: {e}") from None
 
     @app.post("/v1/admin/models/reload", dependencies=[Depends(write_auth)])
     def reload(req: ReloadRequest) -> JSONResponse:
