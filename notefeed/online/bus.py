@@ -135,10 +135,15 @@ class RedisEventBus:
         if not events:
             return 0
         p = self.r.pipeline(transaction=True)
-        for e in events:
-            p.xadd(self.stream, {"e": json.dumps(e.to_dict())}, maxlen=self.maxlen, approximate=True)
+        self.queue_append(p, events)
         p.execute()
         return len(events)
+
+    def queue_append(self, pipeline: Any, events: Sequence[EventRecord]) -> None:
+        """Queue the ``XADD`` of ``events`` on ``pipeline`` (a transaction that may also hold
+        other writes: :func:`notefeed.online.redis_sync.append_and_apply`)."""
+        for e in events:
+            pipeline.xadd(self.stream, {"e": json.dumps(e.to_dict())}, maxlen=self.maxlen, approximate=True)
 
     def replay(self) -> Iterator[EventRecord]:
         last = "-"

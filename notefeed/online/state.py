@@ -166,18 +166,29 @@ class RedisOnlineState:
     def apply(self, updates: Sequence[StateUpdate]) -> None:
         if not updates:
             return
-        horizon_min = max(WINDOWS.values()) // 60
         p = self.r.pipeline(transaction=True)
+        touched = self.queue_apply(p, updates)
+        p.execute()
+        self.prune(touched)
+
+    def queue_apply(self, pipeline: Any, updates: Sequence[StateUpdate]) -> dict[str, float]:
+        """Queue the writes of ``updates`` on ``pipeline`` (a transaction that may also hold the
+        events' ``XADD``); returns the users touched with their latest time, for :meth:`prune`."""
         touched: dict[str, float] = {}
         for up in updates:
-            p.sadd(self._k(up.user_id, "seen"), up.note_id)
-            p.incr(self._k(up.user_id, "n"))
+            pipeline.sadd(self._k(up.user_id, "seen"), up.note_id)
+            pipeline.incr(self._k(up.user_id, "n"))
             if up.positive:
-                p.lpush(self._k(up.user_id, "seq"), up.note_id)
-                p.ltrim(self._k(up.user_id, "seq"), 0, self.seq_len - 1)
-                p.hincrby(self._k(up.user_id, "cnt"), f"{up.category}|{int(up.at // 60)}", 1)
+                pipeline.lpush(self._k(up.user_id, "seq"), up.note_id)
+                pipeline.ltrim(self._k(up.user_id, "seq"), 0, self.seq_len - 1)
+                pipeline.hincrby(self._k(up.user_id, "cnt"), f"{up.category}|{int(up.at // 60)}", 1)
             touched[up.user_id] = max(touched.get(up.user_id, 0.0), up.at)
-        p.execute()
+        return touched
+
+    def prune(self, touched: dict[str, float]) -> None:
+        """Housekeeping after a write: counter minutes past the longest window, seen sets over
+        ``max_seen``. Not part of the write's transaction (losing it to a kill loses nothing)."""
+        horizon_min = max(WINDOWS.values()) // 60
         # prune counter minutes past the longest window; cheap because hashes stay small
         for uid, at in touched.items():
             key = self._k(uid, "cnt")

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,8 @@ from notefeed.serve.pipeline import CandidateSet, SideCandidates
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ColdStartHub", "ColdStartSource", "ColdStartSlots", "STATE_FILE", "spread_insert"]
+__all__ = ["ColdStartHub", "ColdStartSource", "ColdStartSlots", "Snapshotter", "STATE_FILE", "spread_insert",
+           "write_atomic"]
 
 STATE_FILE = "coldstart.json"
 _STATE_VERSION = 1
@@ -60,6 +64,7 @@ class ColdStartHub:
         self.events_seen = 0
         self.rng = np.random.default_rng(config.seed)
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()  # one writer of the state file at a time
         self._n_base = ds.n_items
 
     # ------------------------------------------------------------------ start-up
@@ -145,19 +150,20 @@ class ColdStartHub:
             return note is not None and STAGES[note.stage] in ("seed", "lookalike")
 
     # ------------------------------------------------------------------ state
-    def save(self, path: str | Path) -> Path:
-        """JSON state; the dataset's own notes' features are left out (re-indexed on load)."""
+    def save(self, path: str | Path, hold: AbstractContextManager[Any] | None = None) -> Path:
+        """JSON state; the dataset's own notes' features are left out (re-indexed on load).
+        ``hold`` is held while the state is captured (the engine's ingest lock: ``events_seen``
+        must match the bus position), not while it is written."""
         path = Path(path)
-        with self._lock:
-            state = self.pool.to_state()
-            state["item_feats"] = {k: v for k, v in state["item_feats"].items() if int(k) >= self._n_base}
-            state["item_vecs"] = {k: v for k, v in state["item_vecs"].items() if int(k) >= self._n_base}
-            body = {"version": _STATE_VERSION, "n_base_items": self._n_base, "n_users": self.ds.n_users,
-                    "notes": {str(i): self.catalog.note_ids[i] for i in self.pool.notes},
-                    "new_users": self.new_users, "events_seen": self.events_seen, "pool": state}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(body))
-        tmp.replace(path)  # atomic: a crash mid-write leaves the previous state
+        with self._save_lock:
+            with hold or nullcontext(), self._lock:
+                state = self.pool.to_state()
+                state["item_feats"] = {k: v for k, v in state["item_feats"].items() if int(k) >= self._n_base}
+                state["item_vecs"] = {k: v for k, v in state["item_vecs"].items() if int(k) >= self._n_base}
+                body = {"version": _STATE_VERSION, "n_base_items": self._n_base, "n_users": self.ds.n_users,
+                        "notes": {str(i): self.catalog.note_ids[i] for i in self.pool.notes},
+                        "new_users": dict(self.new_users), "events_seen": self.events_seen, "pool": state}
+            write_atomic(path, json.dumps(body))
         return path
 
     def restore(self, path: str | Path) -> None:
@@ -187,6 +193,88 @@ class ColdStartHub:
             self._index_base()
             self.new_users = {str(k): int(v) for k, v in dict(body.get("new_users") or {}).items()}
             self.events_seen = int(body.get("events_seen", 0))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """``path`` holds either its previous content or ``text``, whatever kill or power loss
+    comes: written to a temporary file, fsynced, renamed over ``path``, directory fsynced."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # a platform without directory handles: the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Snapshotter:
+    """Saves the cold-start pool every ``every_s`` seconds or every ``every_events`` accepted
+    events, whichever comes first (0 turns a trigger off), on a background thread, so that a
+    kill -9 replays at most that much into the pool at the next start. The thread starts with
+    the first event and ends with :meth:`close` or when the engine is gone."""
+
+    def __init__(self, save: Callable[[], object], every_s: float, every_events: int) -> None:
+        self._save = weakref.WeakMethod(save) if hasattr(save, "__self__") else (lambda: save)
+        self.every_s, self.every_events = float(every_s), int(every_events)
+        self._pending = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        #: snapshots written, and failed (logged; the next one tries again)
+        self.saved = 0
+        self.failed = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.every_s > 0 or self.every_events > 0
+
+    def note(self, n: int) -> None:
+        """``n`` more events reached the pool."""
+        if not self.enabled or n <= 0 or self._stop.is_set():
+            return
+        self._pending += n
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="notefeed-coldstart-snapshots",
+                                                    daemon=True)
+                    self._thread.start()
+        if self.every_events and self._pending >= self.every_events:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.every_s if self.every_s > 0 else None)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            if not self._pending:
+                continue
+            save = self._save()
+            if save is None:  # the engine was dropped without close
+                return
+            self._pending = 0
+            try:
+                save()
+                self.saved += 1
+            except Exception:  # serving goes on; the next snapshot (or close) tries again
+                self.failed += 1
+                log.exception("cold-start snapshot failed")
+            del save
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(30)
 
 
 class ColdStartSource:

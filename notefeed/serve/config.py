@@ -195,10 +195,15 @@ class ColdStartServeConfig(_Cfg):
     vectors: bool = False
     #: seed of the bandit's Thompson draws (fixed: reproducible runs)
     seed: int = Field(default=0, ge=0)
+    #: save the pool state (WORKSPACE/coldstart.json) every this many seconds while events
+    #: arrive (0: off); a kill -9 then replays at most that much of the event log into the pool
+    snapshot_s: float = Field(default=60.0, ge=0, allow_inf_nan=False)
+    #: ... or every this many accepted events, whichever comes first (0: off)
+    snapshot_events: int = Field(default=50_000, ge=0)
 
     def pool_params(self) -> dict[str, Any]:
         """The :class:`~notefeed.online.coldstart.ColdStartConfig` fields."""
-        return self.model_dump(exclude={"enabled", "slots", "vectors", "seed"})
+        return self.model_dump(exclude={"enabled", "slots", "vectors", "seed", "snapshot_s", "snapshot_events"})
 
 
 #: what an experiment arm's overlay may change: the pipeline (the engine's event bus, state,

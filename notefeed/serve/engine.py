@@ -2,7 +2,9 @@
 one :class:`~notefeed.serve.config.ServeConfig`. The HTTP layer (``app.py``) is a thin shell.
 
 Accepting events: validate (unknown notes are rejected with their batch index), append to
-the bus (durable), then update the online state and popularity synchronously, then hand the
+the bus (durable), then update the online state and popularity synchronously (in Redis mode
+the stream append and the state update are one transaction, and start-up folds any stream
+entries the state missed into it: :mod:`notefeed.online.redis_sync`), then hand the
 batch to side effects (never blocking). So once ``ingest`` returns, the same user's next
 feed reflects the events.
 """
@@ -22,12 +24,13 @@ import numpy as np
 import pandas as pd
 
 from notefeed.data.dataset import Dataset
-from notefeed.online.bus import EventBus, SideEffects, open_bus
+from notefeed.online.bus import EventBus, RedisEventBus, SideEffects, open_bus
 from notefeed.online.events import EventRecord, StateUpdate
+from notefeed.online.redis_sync import append_and_apply, catch_up
 from notefeed.online.state import WINDOWS, MemoryOnlineState, OnlineState, RedisOnlineState
 from notefeed.schema import POSITIVE_TYPES, Event, Note
 from notefeed.serve.catalog import Catalog, NoteLog
-from notefeed.serve.coldstart import STATE_FILE, ColdStartHub
+from notefeed.serve.coldstart import STATE_FILE, ColdStartHub, Snapshotter
 from notefeed.serve.components import ServeContext
 from notefeed.serve.config import ServeConfig
 from notefeed.serve.experiments import Experiment, arm_pipeline
@@ -130,6 +133,11 @@ class Engine:
             self._close_io()
             raise
         self.replayed = self._replay()
+        #: stream entries the Redis online state had not applied, folded in at start-up
+        self.caught_up = catch_up(self.bus, self.state, self._updates) if self._redis_pair else 0
+        #: periodic cold-start pool snapshots (``coldstart.snapshot_s`` / ``snapshot_events``)
+        self.snapshots = None if self.coldstart is None else Snapshotter(
+            self.save_coldstart, self.config.coldstart.snapshot_s, self.config.coldstart.snapshot_events)
         #: the ``until_ts`` of :meth:`warm_state` (None: not warmed)
         self.warmed_until: float | None = None
         pos = ds.select_events(POSITIVE_TYPES) if len(ds.events) else ds.events
@@ -235,6 +243,21 @@ class Engine:
         pos = pos[~pos.index.isin(in_seq)]
         self._hist = _csr_by_user(pos["user"].to_numpy(np.int64), pos["item"].to_numpy(), self.ds.n_users)
         return len(ups)
+
+    @property
+    def _redis_pair(self) -> bool:
+        """Event stream and online state both in Redis: written in one transaction, and the
+        state caught up with the stream at start-up (:mod:`notefeed.online.redis_sync`)."""
+        return isinstance(self.bus, RedisEventBus) and isinstance(self.state, RedisOnlineState)
+
+    def _updates(self, recs: Sequence[EventRecord]) -> list[StateUpdate]:
+        """The online state's updates for ``recs`` (events on unknown notes have none)."""
+        ups = []
+        for r in recs:
+            i = self.catalog.item_of(r.note_id)
+            if i is not None:
+                ups.append(StateUpdate(r.user_id, r.note_id, r.type, self.catalog.category_name(i), r.received_at))
+        return ups
 
     def _apply(self, recs: Sequence[EventRecord], to_state: bool = True) -> int:
         ups, pos_items = [], []
@@ -364,8 +387,14 @@ class Engine:
         with self._ingest_lock:  # bus order == state order
             if any(r.event_id is not None for r in recs):
                 recs = self._drop_duplicates(events, recs, rejected)
-            self.bus.append(recs)  # durable before anything else sees the events
-            self._apply(recs)
+            if self._redis_pair:  # stream and state in one transaction: no kill falls between
+                append_and_apply(self.bus, self.state, recs, self._updates(recs))  # type: ignore[arg-type]
+                self._apply(recs, to_state=False)
+            else:
+                self.bus.append(recs)  # durable before anything else sees the events
+                self._apply(recs)
+        if self.snapshots is not None:
+            self.snapshots.note(len(recs))
         self.side_effects.publish(recs)
         self.metrics.inc("events_accepted_total", len(recs))
         self.metrics.inc("events_rejected_total", len(rejected))
@@ -418,10 +447,13 @@ class Engine:
         """Write the cold-start pool's state to WORKSPACE/coldstart.json (also done on close)."""
         if self.coldstart is None:
             return None
-        with self._ingest_lock:  # events_seen must match the bus position
-            return self.coldstart.save(self.coldstart_path)
+        # captured under the ingest lock (events_seen must match the bus position), written after
+        return self.coldstart.save(self.coldstart_path, hold=self._ingest_lock)
 
     def close(self) -> None:
+        snapshots = getattr(self, "snapshots", None)
+        if snapshots is not None:
+            snapshots.close()
         try:
             self.save_coldstart()
         except Exception:  # losing the pool state must not block a shutdown; the replay rebuilds
