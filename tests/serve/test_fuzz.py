@@ -1,5 +1,6 @@
 """Schema-driven fuzzing of the whole OpenAPI surface (schemathesis, in-process ASGI): no
-generated request gets a 5xx, and the workspace the fuzzer wrote into still starts.
+generated request gets a 5xx (but a deliberate 503 naming what is missing), and the workspace
+the fuzzer wrote into still starts.
 
 ``NOTEFEED_FUZZ_EXAMPLES`` sets the examples per operation (default 25: a quick run; issue 12's
 target of 10,000 requests is ``NOTEFEED_FUZZ_EXAMPLES=800``).
@@ -49,8 +50,11 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_5xx(case: Any) -> None:
     response = case.call(headers=AUTH)
-    assert response.status_code < 500, f"{case.method} {case.formatted_path} -> {response.status_code}: " \
-                                       f"{response.text[:500]}\n{case.as_curl_command()}"
+    # 503 with a reason is a deliberate answer (search index still building, no language model
+    # in the workspace); any other 5xx is a failure the input caused
+    deliberate = response.status_code == 503 and "detail" in response.json()
+    assert response.status_code < 500 or deliberate, \
+        f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}\n{case.as_curl_command()}"
 
 
 def test_restart_after_fuzzing(fuzz_engine: Engine) -> None:
