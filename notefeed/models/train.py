@@ -4,10 +4,12 @@
 feed`` runs on a training split, so the evaluated system is the served one.
 
 1. Recall channels are fitted on the log minus each user's last new positive item (the
-   *ranker targets*; users with fewer than two positive items keep everything). Serving uses
-   these very fits: a target is then exactly what a served user's next item is, an item the
-   channel models never saw for that user, so ranker training and serving see the same
-   distribution of candidate features.
+   *ranker targets*; users with fewer than two positive items keep everything; a small log
+   holds out the last few, so that the rankers get about 3,000 training points). Serving
+   uses these very fits: a target is then exactly what a served user's next item is, an
+   item the channel models never saw for that user, so ranker training and serving see the
+   same distribution of candidate features. Each held-out point is captured on the log as
+   it was just before it (an engine per hold-out depth, all with the same fitted channels).
 2. When the config names the learned ranker (``rank/ltr``) for the coarse and/or fine stage,
    an :class:`~notefeed.serve.engine.Engine` over that log (clock just after its end) runs the
    configured pipeline for a sample of target users up to the coarse scorer, capturing the
@@ -107,11 +109,13 @@ def train_workspace(workspace: str | Path, config: Any = None, seed: int = 0, pr
 
 
 def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int = 0,
-                     max_rank_users: int = 8000, log: Callable[[str], None] | None = None
+                     max_rank_users: int = 8000, log: Callable[[str], None] | None = None,
+                     target_groups: int = 3000, max_holdouts: int = 5,
                      ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit ``config``'s components on ``ds``; ``(components by config place, report)``.
-    ``log`` receives one line per phase."""
-    from notefeed.eval.splits import leave_last_out
+    ``log`` receives one line per phase. The rankers learn from about ``target_groups``
+    (user, next note) points: a small log holds out up to ``max_holdouts`` last notes per
+    user (the channels never see them), a large one just the last."""
     from notefeed.serve.engine import Engine
     from notefeed.serve.factory import LEARNED
 
@@ -119,43 +123,70 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
     learned = [s for s, name in (("coarse", config.coarse.scorer), ("fine", config.fine.scorer)) if name == LEARNED]
     t0 = time.perf_counter()
     say = log or (lambda _msg: None)
-    hold = leave_last_out(ds) if learned and len(ds.events) else None
-    fit_ds = hold.train if hold is not None and len(hold.test_users) >= 20 else ds
+    holds = _holdouts(ds, target_groups, max_holdouts) if learned and len(ds.events) else []
     to_fit = [c.name for c in config.recall.channels if c.name not in ("fresh/recent", "non-personalized/popular")]
     say("fitting recall channels: " + ", ".join(to_fit) if to_fit else "no recall channels to fit (built-ins only)")
     capture_cfg = config.with_overrides(coarse={"scorer": None}, fine={"scorer": None, "model_dir": None},
                                         rerank={"name": None}, coldstart={"enabled": False})
-    with tempfile.TemporaryDirectory(prefix="notefeed-train-") as tmp:
-        engine = Engine(fit_ds, capture_cfg, Path(tmp), fit_offline=True)
-        try:
-            components = _channel_components(engine.pipelines["default"], config)
-            report["channels_fit_s"] = time.perf_counter() - t0
-            report["channels"] = {k: getattr(v, "name", type(v).__name__) for k, v in components.items()}
-            say(f"recall channels fitted ({report['channels_fit_s']:.1f} s)")
-            if not learned or fit_ds is ds:
-                return components, report
-            assert hold is not None
-            t_end = float(fit_ds.events["ts"].max()) + 1.0
-            engine.clock = lambda: t_end
-            engine.warm_state(t_end)  # offline = online: the last hour in the real-time state
-            engine.catalog.top_max_age_s = 0.0
-            say(f"ranker training samples: our own recall's candidates for "
-                f"{min(max_rank_users, len(hold.test_users)):,} users")
-            groups = _capture(engine, fit_ds, hold, max_rank_users, seed, progress)
-        finally:
-            engine.close()
+    groups: list[tuple[Any, Any, int, float, Any]] = []
+    components: dict[str, Any] = {}
+    # the earliest held-out target first: its engine is the one on the fitting log
+    for j in range(len(holds) - 1, -1, -1) if holds else [0]:
+        with tempfile.TemporaryDirectory(prefix="notefeed-train-") as tmp:
+            log_j = holds[j].train if holds else ds
+            engine = Engine(log_j, capture_cfg, Path(tmp), fit_offline=True, fitted=components or None)
+            try:
+                if not components:
+                    components = _channel_components(engine.pipelines["default"], config)
+                    report["channels_fit_s"] = time.perf_counter() - t0
+                    report["channels"] = {k: getattr(v, "name", type(v).__name__) for k, v in components.items()}
+                    say(f"recall channels fitted ({report['channels_fit_s']:.1f} s)")
+                    if not holds:
+                        return components, report
+                    report["rank_holdouts"] = len(holds)
+                    say(f"ranker training samples: our own recall's candidates for up to {max_rank_users:,} "
+                        f"(user, next note) points, the last {len(holds)} new note(s) of each user")
+                t_end = float(log_j.events["ts"].max()) + 1.0
+                engine.clock = lambda t=t_end: t
+                engine.warm_state(t_end)  # offline = online: the last hour in the real-time state
+                engine.catalog.top_max_age_s = 0.0
+                groups += _capture(engine, log_j, holds[j], max(1, max_rank_users // len(holds)),
+                                   seed + j, progress)
+            finally:
+                engine.close()
     report["rank_users"] = len(groups)
     report["rank_target_recalled"] = float(np.mean([g[2] >= 0 for g in groups])) if groups else 0.0
     say(f"training the {' and '.join(learned)} ranker{'s' if len(learned) > 1 else ''} (rank/ltr) "
-        f"on {len(groups):,} users' candidate sets")
-    _train_rankers(config, engine, groups, learned, components, report, progress, seed)
+        f"on {len(groups):,} candidate sets")
+    _train_rankers(config, groups, learned, components, report, progress, seed)
     report["fit_s"] = time.perf_counter() - t0
     return components, report
 
 
+def _holdouts(ds: Dataset, target_groups: int, max_holdouts: int) -> list[Any]:
+    """Successive leave-last-out splits: ``[0]`` holds out each user's last new positive,
+    ``[1]`` the one before (on ``[0].train``), ... as many as it takes for about
+    ``target_groups`` training points (small logs: up to ``max_holdouts``; large: one). The
+    channels are fitted on the last one's training log; fewer than 20 users: none."""
+    from notefeed.eval.splits import leave_last_out
+
+    first = leave_last_out(ds)
+    if len(first.test_users) < 20:
+        return []
+    k = int(min(max_holdouts, max(1, np.ceil(target_groups / len(first.test_users)))))
+    out = [first]
+    while len(out) < k:
+        nxt = leave_last_out(out[-1].train)
+        if len(nxt.test_users) < 20:
+            break
+        out.append(nxt)
+    return out
+
+
 def _capture(engine: Any, ds: Dataset, hold: Any, max_users: int, seed: int, progress: bool
-             ) -> list[tuple[Any, Any, int, float]]:
-    """(ctx, candidate set entering the first scorer, row of the target or -1, target time)."""
+             ) -> list[tuple[Any, Any, int, float, Any]]:
+    """(ctx, candidate set entering the first scorer, row of the target or -1, target time,
+    the engine's catalogue) for (a sample of) ``hold``'s test users."""
     users = hold.test_users
     rows = np.arange(len(users))
     if len(rows) > max_users:
@@ -172,25 +203,24 @@ def _capture(engine: Any, ds: Dataset, hold: Any, max_users: int, seed: int, pro
         cs = res.candidates
         tgt = targets.indices[targets.indptr[r]: targets.indptr[r + 1]]
         hit = np.flatnonzero(np.isin(cs.items, tgt))
-        out.append((ctx, cs, int(hit[0]) if len(hit) else -1, float(last_ts.get(u, 0))))
+        out.append((ctx, cs, int(hit[0]) if len(hit) else -1, float(last_ts.get(u, 0)), engine.catalog))
     return out
 
 
-def _train_rankers(config: Any, engine: Any, groups: list, learned: list[str], components: dict[str, Any],
+def _train_rankers(config: Any, groups: list, learned: list[str], components: dict[str, Any],
                    report: dict[str, Any], progress: bool, seed: int) -> None:
     from notefeed.rank.ltr import Group, ListwiseRanker, LTRConfig
     from notefeed.serve.components import TopK
     from notefeed.serve.factory import small_creator_reserve
     from notefeed.serve.learned import ChannelFeatures, candidate_features, feature_matrix
 
-    catalog = engine.catalog
-    feats = [candidate_features(catalog, ctx, cs) for ctx, cs, _, _ in groups]
+    feats = [candidate_features(cat, ctx, cs) for ctx, cs, _, _, cat in groups]
     names = sorted({k for f in feats for k in f})
     coarse_model = None
     if "coarse" in learned:
         cnames = [n for n in names if n.startswith(COARSE_PREFIXES)]
         cg = [Group(feature_matrix(f, cnames, len(cs)), pos, ts)
-              for f, (_, cs, pos, ts) in zip(feats, groups, strict=True) if pos >= 0]
+              for f, (_, cs, pos, ts, _) in zip(feats, groups, strict=True) if pos >= 0]
         params = dict(config.coarse.params or {})
         coarse_model = ListwiseRanker(cnames, LTRConfig(seed=seed, **params)).fit(cg, progress, "coarse ranker")
         coarse_model.version = "rank/ltr:coarse"
@@ -198,13 +228,14 @@ def _train_rankers(config: Any, engine: Any, groups: list, learned: list[str], c
         report["coarse"] = coarse_model.metrics
     if "fine" not in learned:
         return
-    keep = TopK("coarse", config.coarse.keep, "coarse/keep", small_creator_reserve(config), catalog)
+    reserve = small_creator_reserve(config)
     hydrate = ChannelFeatures(list(components.values()))
     fine_feats = []
-    for f, (ctx, cs, pos, ts) in zip(feats, groups, strict=True):
+    for f, (ctx, cs, pos, ts, catalog) in zip(feats, groups, strict=True):
         if pos < 0:
             continue
         if coarse_model is not None:
+            keep = TopK("coarse", config.coarse.keep, "coarse/keep", reserve, catalog)
             cs.columns["coarse"] = coarse_model.predict(feature_matrix(f, coarse_model.feature_names, len(cs)))
             kept = keep.select(ctx, cs, 0)
             if pos not in set(kept.tolist()):
@@ -221,4 +252,4 @@ def _train_rankers(config: Any, engine: Any, groups: list, learned: list[str], c
     fine_model.version = "rank/ltr:fine"
     components["fine"] = fine_model
     report["fine"] = fine_model.metrics
-    report["fine_target_kept_by_coarse"] = len(fg) / max(1, sum(pos >= 0 for _, _, pos, _ in groups))
+    report["fine_target_kept_by_coarse"] = len(fg) / max(1, sum(g[2] >= 0 for g in groups))

@@ -55,7 +55,9 @@ class SASRecChannel:
     where one request is a millisecond or two. ``bf16`` runs the training forward pass in
     bfloat16 autocast (``None``: where the hardware has native bf16, which about halves the
     cost of the full softmax; the loss and all weights stay float32). ``threads`` (1 or 2)
-    caps the torch threads while training.
+    caps the torch threads while training: 1 by default, because on a shared 2-core machine
+    two threads wait on each other at every op (a Beauty fit took 33 min under load with 2,
+    against ~4 min for 1 thread on a quiet machine).
     """
 
     dim: int = 64
@@ -72,7 +74,7 @@ class SASRecChannel:
     n_negatives: int = 256
     device: str = "cpu"
     bf16: bool | None = None
-    threads: int = 2
+    threads: int = 1
     max_time_s: float | None = None
     progress: bool = True
     n_items: int = field(default=0, init=False)
