@@ -1,0 +1,116 @@
+"""The ads store: advertisers, campaigns and ads in one JSON file, written atomically
+(temporary file + ``os.replace``), validated on load. Never pickle.
+
+Referential integrity is checked on write: a campaign needs its advertiser, an ad its campaign;
+deleting a parent with children is refused (the message names them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+from notefeed.ads.schema import Ad, Advertiser, Campaign
+
+__all__ = ["AdStore", "AdStoreError"]
+
+M = TypeVar("M", bound=BaseModel)
+_KINDS = {"advertisers": Advertiser, "campaigns": Campaign, "ads": Ad}
+
+
+class AdStoreError(ValueError):
+    """A missing parent, a duplicate or an unknown id; the message names the field."""
+
+
+class AdStore:
+    """In memory, persisted to ``path`` (``<workspace>/ads/ads.json``) after every write when set."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.advertisers: dict[str, Advertiser] = {}
+        self.campaigns: dict[str, Campaign] = {}
+        self.ads: dict[str, Ad] = {}
+        self._lock = threading.Lock()
+        if self.path is not None and self.path.exists():
+            self._load()
+
+    # -- persistence ---------------------------------------------------------------------------
+    def _load(self) -> None:
+        assert self.path is not None
+        raw = json.loads(self.path.read_text(encoding="utf-8"))
+        for kind, cls in _KINDS.items():
+            table = getattr(self, kind)
+            for i, obj in enumerate(raw.get(kind, [])):
+                try:
+                    m = cls.model_validate(obj)
+                except Exception as e:
+                    raise AdStoreError(f"{self.path}: {kind}[{i}]: {e}") from e
+                table[m.id] = m  # type: ignore[attr-defined]
+
+    def to_json(self) -> dict[str, list[dict]]:
+        return {k: [m.model_dump(mode="json") for m in getattr(self, k).values()] for k in _KINDS}
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".ads-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_json(), f, ensure_ascii=False, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    # -- writes --------------------------------------------------------------------------------
+    def put_advertiser(self, adv: Advertiser) -> Advertiser:
+        with self._lock:
+            self.advertisers[adv.id] = adv
+            self.save()
+        return adv
+
+    def put_campaign(self, c: Campaign) -> Campaign:
+        with self._lock:
+            if c.advertiser_id not in self.advertisers:
+                raise AdStoreError(f"advertiser_id: unknown advertiser {c.advertiser_id!r}")
+            self.campaigns[c.id] = c
+            self.save()
+        return c
+
+    def put_ad(self, ad: Ad) -> Ad:
+        with self._lock:
+            if ad.campaign_id not in self.campaigns:
+                raise AdStoreError(f"campaign_id: unknown campaign {ad.campaign_id!r}")
+            self.ads[ad.id] = ad
+            self.save()
+        return ad
+
+    def delete(self, kind: str, id_: str) -> None:
+        if kind not in _KINDS:
+            raise AdStoreError(f"kind: expected one of {', '.join(_KINDS)}, got {kind!r}")
+        with self._lock:
+            table = getattr(self, kind)
+            if id_ not in table:
+                raise AdStoreError(f"id: unknown {kind[:-1]} {id_!r}")
+            if kind == "advertisers":
+                kids = [c.id for c in self.campaigns.values() if c.advertiser_id == id_]
+            elif kind == "campaigns":
+                kids = [a.id for a in self.ads.values() if a.campaign_id == id_]
+            else:
+                kids = []
+            if kids:
+                raise AdStoreError(f"id: {kind[:-1]} {id_!r} still has children: {', '.join(kids[:10])}")
+            del table[id_]
+            self.save()
+
+    def campaign_of(self, ad: Ad) -> Campaign:
+        return self.campaigns[ad.campaign_id]
