@@ -1,0 +1,190 @@
+"""Ad recall channels and the multi-objective merge.
+
+- ``keyword/match``: bid keywords by match type (:class:`~notefeed.ads.keywords.KeywordIndex`);
+- ``keyword/rewrite``: the query rewritten by a search :class:`~notefeed.search.base.RewriteBackend`
+  (whole query, else token by token when the backend is ``token_level``), then keyword-matched;
+- ``semantic/text``: ad text vectors (the project's text encoder) in an
+  :class:`~notefeed.recall.ann.AnnIndex` (FAISS HNSW at scale), queried by the query's vector
+  (search ads) or the user's interest vector (feed ads).
+
+:func:`merge_quotas` takes each channel's quota first (in channel order), then fills up by the
+fused score ``relevance_w x relevance + (1 - relevance_w) x pCTR / max pCTR``. A failing channel
+is skipped and reported (fail open).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from notefeed.ads.base import AD_CHANNELS, AdCandidates, AdRecallChannel, AdRequest
+from notefeed.ads.keywords import KeywordIndex
+from notefeed.recall.ann import AnnIndex
+
+log = logging.getLogger(__name__)
+
+__all__ = ["KeywordChannel", "RewriteChannel", "SemanticChannel", "LogisticPCTR", "merge_quotas", "AdRecall",
+           "pctr_features"]
+
+
+@AD_CHANNELS.register("keyword/match")
+class KeywordChannel:
+    name = "keyword/match"
+
+    def __init__(self, index: KeywordIndex) -> None:
+        self.index = index
+
+    def retrieve(self, request: AdRequest, k: int) -> AdCandidates:
+        if not request.query:
+            return AdCandidates.empty()
+        ids, sc = self.index.match(request.query)
+        return AdCandidates(ids[:k], sc[:k], [self.name] * min(k, len(ids)))
+
+
+@AD_CHANNELS.register("keyword/rewrite")
+class RewriteChannel:
+    """Keyword match of the rewrites of the query; scores discounted by ``discount``."""
+
+    name = "keyword/rewrite"
+
+    def __init__(self, index: KeywordIndex, backend: object, discount: float = 0.9, max_rewrites: int = 5) -> None:
+        self.index, self.backend = index, backend
+        self.discount, self.max_rewrites = discount, max_rewrites
+
+    def rewrites(self, query: str) -> list[str]:
+        out = list(self.backend.rewrite(query))  # type: ignore[attr-defined]
+        if not out and getattr(self.backend, "token_level", False):
+            words = query.split()
+            alt = [(self.backend.rewrite(w) or [w])[0] for w in words]  # type: ignore[attr-defined]
+            if alt != words:
+                out = [" ".join(alt)]
+        return out[: self.max_rewrites]
+
+    def retrieve(self, request: AdRequest, k: int) -> AdCandidates:
+        if not request.query:
+            return AdCandidates.empty()
+        best: dict[int, float] = {}
+        for rw in self.rewrites(request.query):
+            ids, sc = self.index.match(rw)
+            for a, s in zip(ids.tolist(), sc.tolist(), strict=True):
+                best[a] = max(best.get(a, 0.0), s * self.discount)
+        if not best:
+            return AdCandidates.empty()
+        ids = np.fromiter(best, np.int64, len(best))
+        sc = np.fromiter(best.values(), np.float32, len(best))
+        o = np.argsort(-sc, kind="stable")[:k]
+        return AdCandidates(ids[o], sc[o], [self.name] * len(o))
+
+
+@AD_CHANNELS.register("semantic/text")
+class SemanticChannel:
+    """``encode(texts) -> (n, d)`` unit vectors; ``ad_vecs`` (n_ads, d); cosine >= ``min_score``."""
+
+    name = "semantic/text"
+
+    def __init__(self, encode: Callable[[list[str]], np.ndarray], ad_vecs: np.ndarray, kind: str = "auto",
+                 min_score: float = 0.0) -> None:
+        self.encode = encode
+        self.index = AnnIndex(ad_vecs.shape[1], kind=kind, expected=len(ad_vecs))
+        self.index.add(ad_vecs, np.arange(len(ad_vecs), dtype=np.int64))
+        self.min_score = min_score
+
+    def vector(self, request: AdRequest) -> np.ndarray | None:
+        if request.query:
+            return self.encode([request.query])[0]
+        return request.user_vec
+
+    def retrieve(self, request: AdRequest, k: int) -> AdCandidates:
+        v = self.vector(request)
+        if v is None or not np.any(v):
+            return AdCandidates.empty()
+        sc, ids = self.index.search(v[None, :], k)
+        keep = (ids[0] >= 0) & (sc[0] >= self.min_score)
+        return AdCandidates(ids[0][keep], sc[0][keep].astype(np.float32), [self.name] * int(keep.sum()))
+
+
+def pctr_features(relevance: np.ndarray, kw_score: np.ndarray, ad_ctr: np.ndarray) -> np.ndarray:
+    """Efficiency-model features (n, 4): semantic relevance, keyword match score, keyword hit
+    flag, logit of the ad's smoothed historical CTR."""
+    c = np.clip(np.asarray(ad_ctr, np.float64), 1e-4, 1 - 1e-4)
+    kw = np.asarray(kw_score, np.float64)
+    return np.column_stack([relevance, kw, (kw > 0).astype(np.float64), np.log(c / (1 - c))])
+
+
+class LogisticPCTR:
+    """pCTR by logistic regression on :func:`pctr_features` (fitted on logged impressions)."""
+
+    name = "efficiency/logistic"
+
+    def __init__(self, c: float = 1.0) -> None:
+        self.model = LogisticRegression(C=c, max_iter=200)
+        self.fitted = False
+
+    def fit(self, x: np.ndarray, clicks: np.ndarray) -> LogisticPCTR:
+        if len(np.unique(clicks)) < 2:
+            raise ValueError("LogisticPCTR.fit: 'clicks' needs both clicks and non-clicks")
+        self.model.fit(x, clicks)
+        self.fitted = True
+        return self
+
+    def pctr(self, features: np.ndarray) -> np.ndarray:
+        if not self.fitted:
+            raise RuntimeError("LogisticPCTR: call fit first")
+        return self.model.predict_proba(features)[:, 1]
+
+
+def merge_quotas(results: Sequence[AdCandidates], quotas: Sequence[int], k: int,
+                 fused: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> AdCandidates:
+    """Each channel's first ``quotas[i]`` ads (channel order), then the rest by ``fused(ids,
+    best_channel_score)`` (default: the channel score), de-duplicated, at most ``k``."""
+    seen: dict[int, tuple[float, str]] = {}
+    order: list[int] = []
+    for res, q in zip(results, quotas, strict=True):
+        for a, s, ch in list(zip(res.ids.tolist(), res.scores.tolist(), res.channels, strict=True))[:q]:
+            if a not in seen and len(order) < k:
+                seen[a] = (s, ch)
+                order.append(a)
+    rest: dict[int, tuple[float, str]] = {}
+    for res in results:
+        for a, s, ch in zip(res.ids.tolist(), res.scores.tolist(), res.channels, strict=True):
+            if a not in seen and s > rest.get(a, (-np.inf, ""))[0]:
+                rest[a] = (s, ch)
+    if rest and len(order) < k:
+        ids = np.fromiter(rest, np.int64, len(rest))
+        sc = np.array([rest[a][0] for a in rest], np.float64)
+        key = fused(ids, sc) if fused is not None else sc
+        for j in np.argsort(-key, kind="stable")[: k - len(order)]:
+            a = int(ids[j])
+            seen[a] = rest[a]
+            order.append(a)
+    return AdCandidates(np.array(order, np.int64), np.array([seen[a][0] for a in order], np.float32),
+                        [seen[a][1] for a in order])
+
+
+class AdRecall:
+    """Runs ``channels`` (each with its quota) and merges; ``trace`` records per-channel counts and errors."""
+
+    def __init__(self, channels: Sequence[AdRecallChannel], quotas: Sequence[int], k: int = 100,
+                 fused: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> None:
+        if len(channels) != len(quotas):
+            raise ValueError("AdRecall: one quota per channel")
+        self.channels, self.quotas, self.k, self.fused = list(channels), list(quotas), k, fused
+        self.trace: dict[str, object] = {}
+
+    def retrieve(self, request: AdRequest) -> AdCandidates:
+        results, trace = [], {}
+        for ch in self.channels:
+            try:
+                r = ch.retrieve(request, self.k)
+            except Exception as e:  # fail open: the other channels still serve ads
+                log.warning("ad channel %s failed: %s", ch.name, e)
+                trace[ch.name] = f"error: {e}"
+                r = AdCandidates.empty()
+            else:
+                trace[ch.name] = len(r)
+            results.append(r)
+        self.trace = trace
+        return merge_quotas(results, self.quotas, self.k, self.fused)

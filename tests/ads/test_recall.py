@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+
+from notefeed.ads.base import AdCandidates, AdRecallChannel, AdRequest
+from notefeed.ads.keywords import KeywordIndex
+from notefeed.ads.recall import (
+    AdRecall,
+    KeywordChannel,
+    LogisticPCTR,
+    RewriteChannel,
+    SemanticChannel,
+    merge_quotas,
+    pctr_features,
+)
+from notefeed.search.rewrite import MinedRewrites
+
+
+def _index():
+    return KeywordIndex([(0, "tokyo flights", "exact"), (1, "tokyo flights", "phrase"),
+                         (2, "flights tokyo", "broad"), (3, "东京 机票", "broad")])
+
+
+def test_match_types():
+    ix = _index()
+    ids, sc = ix.match("TOKYO  flights")
+    assert ids.tolist() == [0, 1, 2] and sc[0] > sc[1] > sc[2]
+    assert ix.match("cheap tokyo flights")[0].tolist() == [1, 2]  # exact needs the whole query
+    assert ix.match("flights to tokyo")[0].tolist() == [2]  # only broad ignores order and gaps
+    assert ix.match("东京机票")[0].tolist() == [3]
+    assert len(ix.match("paris")[0]) == 0
+    with pytest.raises(ValueError, match="match"):
+        ix.add(9, "x", "fuzzy")
+
+
+class _Fake:
+    name = "fake/fixed"
+
+    def __init__(self, ids, scores):
+        self.ids, self.scores = ids, scores
+
+    def retrieve(self, request, k):
+        return AdCandidates(np.array(self.ids[:k], np.int64), np.array(self.scores[:k], np.float32),
+                            [self.name] * len(self.ids[:k]))
+
+
+class _Broken:
+    name = "fake/broken"
+
+    def retrieve(self, request, k):
+        raise RuntimeError("down")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: KeywordChannel(_index()),
+    lambda: RewriteChannel(_index(), MinedRewrites({"tyo flights": [("tokyo flights", 1.0)]})),
+    lambda: SemanticChannel(lambda t: np.tile(np.eye(4, dtype=np.float32)[0], (len(t), 1)), np.eye(4, dtype=np.float32)),
+    lambda: _Fake([1, 2], [0.5, 0.4]),
+])
+def test_channel_contract(make):
+    ch = make()
+    assert isinstance(ch, AdRecallChannel) and "/" in ch.name
+    for req in (AdRequest(query="tyo flights"), AdRequest(query="tokyo flights"), AdRequest(user_vec=np.eye(4)[0])):
+        r = ch.retrieve(req, 3)
+        assert len(r.ids) == len(r.scores) == len(r.channels) <= 3
+        assert np.all(np.diff(r.scores) <= 1e-6)
+
+
+def test_rewrite_channel_finds_ads_through_rewrites():
+    ch = RewriteChannel(_index(), MinedRewrites({"tyo": [("tokyo", 1.0)]}))
+    r = ch.retrieve(AdRequest(query="tyo flights"), 10)  # token level
+    assert set(r.ids.tolist()) == {0, 1, 2}
+
+
+def test_merge_quotas_and_fail_open():
+    a, b = _Fake([1, 2, 3], [0.9, 0.8, 0.7]), _Fake([7, 8, 1], [0.95, 0.5, 0.4])
+    m = merge_quotas([a.retrieve(None, 9), b.retrieve(None, 9)], [1, 1], 4)
+    assert m.ids.tolist()[:2] == [1, 7] and len(m) == 4 and len(set(m.ids.tolist())) == 4
+    rec = AdRecall([a, _Broken(), b], [2, 2, 2], k=5)
+    out = rec.retrieve(AdRequest(query="x"))
+    assert "error" in str(rec.trace["fake/broken"]) and len(out) == 5
+
+
+def test_logistic_pctr_learns_a_monotone_signal():
+    rng = np.random.default_rng(0)
+    rel = rng.random(2000)
+    y = (rng.random(2000) < 0.02 + 0.2 * rel).astype(int)
+    x = pctr_features(rel, np.zeros(2000), np.full(2000, 0.05))
+    m = LogisticPCTR().fit(x, y)
+    p = m.pctr(pctr_features(np.array([0.1, 0.9]), np.zeros(2), np.full(2, 0.05)))
+    assert 0 < p[0] < p[1] < 1
