@@ -156,6 +156,7 @@ def eval_command(
 ) -> None:
     """Offline evaluation of one funnel stage on one or more datasets."""
     # every stage registers its evaluator when its package is imported
+    import notefeed.ads.evaluate  # noqa: F401
     import notefeed.content  # noqa: F401
     import notefeed.eval.feed  # noqa: F401
     import notefeed.eval.runner  # noqa: F401

@@ -1,0 +1,31 @@
+import numpy as np
+
+from notefeed.ads.evaluate import METHODS, _auction, _recall_metrics, _train_efficiency, _World
+from notefeed.ads.simulate import make_world, sample_queries, tiers
+from notefeed.eval.stages import EVAL_STAGES
+
+
+def test_tiers_split_traffic_in_thirds():
+    w = make_world(n_topics=4, n_words=10, n_ads=20, n_users=20, seed=0)
+    log = sample_queries(w, 600, np.arange(20), np.random.default_rng(0))
+    t = tiers(log)
+    share = {g: sum(t[q.text] == g for q in log) / len(log) for g in ("head", "torso", "tail")}
+    assert set(t.values()) <= {"head", "torso", "tail"}
+    assert share["tail"] > 0.2 and share["head"] > 0.1
+
+
+def test_tiny_water_level_run():
+    w = make_world(n_topics=5, n_words=12, n_ads=120, n_users=60, seed=1)
+    rng = np.random.default_rng(1)
+    env = _World(w, 1)
+    _train_efficiency(env, sample_queries(w, 80, np.arange(30), rng), rng)
+    test = sample_queries(w, 15, np.arange(30, 60), rng)
+    rows = _recall_metrics(env, test, tiers(test))
+    merged = {r["method"]: r for r in rows if r["channel"] == "merged" and r["tier"] == "all"}
+    assert set(merged) == set(METHODS)
+    for r in merged.values():
+        assert 0 <= r["click_coverage"] <= 1 and 0 <= r["noise_ratio"] <= 1
+    assert merged["keyword+semantic"]["click_coverage"] >= merged["keyword"]["click_coverage"]
+    a = _auction(env, "keyword+semantic+rewrite", sample_queries(w, 100, np.arange(30, 60), rng), 1)
+    assert a["max_overspend_clicks"] < 1.0 and a["revenue"] >= 0
+    assert "ads" in EVAL_STAGES
