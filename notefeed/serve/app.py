@@ -298,6 +298,9 @@ def create_app(engine: Engine) -> FastAPI:
         return {"active": True, **engine.experiment.report()}
 
     add_search_routes(app, engine, [Depends(read_auth)])
+    from notefeed.serve.ads import add_ads_routes
+
+    add_ads_routes(app, engine, [Depends(write_auth)], [Depends(read_auth)])
     from notefeed.serve.console import add_console_routes
 
     add_console_routes(app, engine, read_auth)
