@@ -11,6 +11,7 @@ from notefeed.recall.base import CHANNELS, Candidates, UserContext
 from notefeed.schema import Note
 from notefeed.serve.components import ReRankSelector
 from notefeed.serve.engine import Engine
+from notefeed.serve.itemvectors import blend_unit
 
 from .conftest import make_config
 
@@ -46,7 +47,11 @@ def test_publish_adds_to_ann_and_vectors_used(small_ds, tmp_path: Path) -> None:
     assert i == small_ds.n_items and len(ann.item_vectors) == small_ds.n_items + 1
     assert i in ann.recall(eng.context("u1"), 5).items
     sel = next(s.component for s in eng.pipelines["default"].steps if isinstance(s.component, ReRankSelector))
-    np.testing.assert_array_equal(sel.vectors(np.array([0, i])), ann.item_vectors[[0, i]])
+    # the re-ranker's similarity space is built on the ANN channel's vectors, incl. the new row
+    assert sel.learned is not None and sel.learned.covers(i)
+    np.testing.assert_allclose(sel.vectors(np.array([0, i])),
+                               blend_unit(sel.learned.rows(np.array([0, i])), eng.catalog.vectors()[[0, i]],
+                                          sel.learned_weight), rtol=1e-5)
     ctx, res = eng.feed("u1", 3)
     assert not res.errors and len(res.items) == 3
     eng.close()
