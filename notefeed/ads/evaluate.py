@@ -193,10 +193,10 @@ def run_seed(seed: int, quick: bool) -> list[dict]:
     log = sample_queries(w, 4000 if quick else 20000, train_u, rng)
     tier_of = tiers(log)
     env = _World(w, seed)
-    _train_efficiency(env, log[: 300 if quick else 1500], rng)
-    test = sample_queries(w, 150 if quick else 600, test_u, rng)
+    _train_efficiency(env, log[: 300 if quick else 800], rng)
+    test = sample_queries(w, 150 if quick else 400, test_u, rng)
     rows = _recall_metrics(env, test, tier_of)
-    day = sample_queries(w, 600 if quick else 4000, test_u, rng)
+    day = sample_queries(w, 600 if quick else 2000, test_u, rng)
     rows += [_auction(env, m, day, seed) for m in METHODS]
     for r in rows:
         r["seed"] = seed
