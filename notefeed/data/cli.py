@@ -116,7 +116,8 @@ def list_cmd() -> None:
     t.add_column("what it is")
     for name in LOADERS.names():
         doc = (LOADERS.get(name).__doc__ or "").strip().splitlines()
-        t.add_row(name, _DESCRIPTIONS.get(name) or (doc[0].replace("``", "") if doc else ""))
+        t.add_row(name, _DESCRIPTIONS.get(name) or (doc[0].replace("``", "") if doc
+                                                     else "a registered loader without a description"))
     Console(width=200).print(t, soft_wrap=True)
 
 
