@@ -75,6 +75,9 @@ class SASRecChannel:
     device: str = "cpu"
     bf16: bool | None = None
     threads: int = 1
+    #: at least this many optimiser steps (more epochs on a small log, at most 200; 0: off;
+    #: the default serving config asks for 3,000)
+    min_steps: int = 0
     max_time_s: float | None = None
     progress: bool = True
     n_items: int = field(default=0, init=False)
@@ -89,6 +92,8 @@ class SASRecChannel:
                 raise ValueError(f"{self.name}: '{key}' must be >= 1, got {getattr(self, key)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"{self.name}: 'dropout' must be in [0, 1), got {self.dropout}")
+        if self.min_steps < 0:
+            raise ValueError(f"{self.name}: 'min_steps' must be >= 0, got {self.min_steps}")
         if self.lr <= 0:
             raise ValueError(f"{self.name}: 'lr' must be > 0, got {self.lr}")
         if self.loss not in LOSSES:
@@ -127,13 +132,15 @@ class SASRecChannel:
         gen = torch.Generator().manual_seed(self.seed)
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         n_batches = -(-len(lens) // self.batch_size)
+        # a small log gets as many optimiser steps as a large one would in a few epochs
+        epochs = max(self.epochs, min(200, -(-self.min_steps // max(1, n_batches))))
         amp = _use_bf16(dev) if self.bf16 is None else self.bf16
-        bar = tqdm(total=self.epochs * n_batches, desc=self.name, unit="batch",
+        bar = tqdm(total=epochs * n_batches, desc=self.name, unit="batch",
                    disable=None if self.progress else True, leave=False)
         t0 = time.perf_counter()
         net.train()
         self.epochs_run, capped = 0, False
-        for _ in range(self.epochs if len(lens) else 0):
+        for _ in range(epochs if len(lens) else 0):
             for rows in _batches(lens, self.batch_size, rng):
                 if self.max_time_s is not None and time.perf_counter() - t0 > self.max_time_s:
                     capped = True

@@ -147,8 +147,16 @@ def test_sampled_loss_and_time_cap():
     assert len(c) == 5 and not {0, 1} & set(c.items.tolist())
 
 
+def test_min_steps_trains_a_small_log_for_more_epochs():
+    ds = cycle_log(n_users=60)  # 60 users, batch 32: 2 steps an epoch
+    base = {**PARAMS, "epochs": 1, "batch_size": 32}
+    assert SASRecChannel(**base).fit(ds).epochs_run == 1
+    assert SASRecChannel(**base, min_steps=10).fit(ds).epochs_run == 5
+
+
 @pytest.mark.parametrize("bad", [{"dim": 0}, {"dropout": 1.0}, {"loss": "bce"}, {"lr": 0.0},
-                                 {"max_time_s": 0}, {"threads": 0}, {"dim": 30, "heads": 4}])
+                                 {"max_time_s": 0}, {"threads": 0}, {"dim": 30, "heads": 4},
+                                 {"min_steps": -1}])
 def test_rejects_bad_params(bad):
     with pytest.raises(ValueError):
         SASRecChannel(**bad).fit(cycle_log(n_users=4))
