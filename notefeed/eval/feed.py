@@ -131,10 +131,7 @@ def evaluate_feed(ds: Dataset, config: Any = None, models: Sequence[str] = DEFAU
     with tempfile.TemporaryDirectory(prefix="notefeed-feed-eval-") as tmp:
         engine = Engine(split.train, cfg, Path(tmp), fitted=fitted)
         try:
-            t_end = float(split.train.events["ts"].max()) + 1.0 if len(split.train.events) else time.time()
-            engine.clock = lambda: t_end
-            engine.warm_state(t_end)  # offline = online: the last hour in the real-time state
-            engine.catalog.top_max_age_s = 0.0
+            engine.at_end_of_log()  # offline = online: clock after the log, its last hour warmed
             t0 = time.perf_counter()
             pages, stage_orders, timing = run_feed(engine, split.train, split.test_users, max(ks), progress)
             feed_s = time.perf_counter() - t0

@@ -146,10 +146,7 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
                     report["rank_holdouts"] = len(holds)
                     say(f"ranker training samples: our own recall's candidates for up to {max_rank_users:,} "
                         f"(user, next note) points, the last {len(holds)} new note(s) of each user")
-                t_end = float(log_j.events["ts"].max()) + 1.0
-                engine.clock = lambda t=t_end: t
-                engine.warm_state(t_end)  # offline = online: the last hour in the real-time state
-                engine.catalog.top_max_age_s = 0.0
+                engine.at_end_of_log()  # offline = online: clock after the log, its last hour warmed
                 groups += _capture(engine, log_j, holds[j], max(1, max_rank_users // len(holds)),
                                    seed + j, progress)
             finally:
@@ -185,8 +182,9 @@ def _holdouts(ds: Dataset, target_groups: int, max_holdouts: int) -> list[Any]:
 
 def _capture(engine: Any, ds: Dataset, hold: Any, max_users: int, seed: int, progress: bool
              ) -> list[tuple[Any, Any, int, float, Any]]:
-    """(ctx, candidate set entering the first scorer, row of the target or -1, target time,
-    the engine's catalogue) for (a sample of) ``hold``'s test users."""
+    """(ctx, candidate set entering the first scorer, row of the target or -1, the user's last
+    event time before the target (orders the validation split), the engine's catalogue) for
+    (a sample of) ``hold``'s test users."""
     users = hold.test_users
     rows = np.arange(len(users))
     if len(rows) > max_users:
@@ -238,10 +236,10 @@ def _train_rankers(config: Any, groups: list, learned: list[str], components: di
             keep = TopK("coarse", config.coarse.keep, "coarse/keep", reserve, catalog)
             cs.columns["coarse"] = coarse_model.predict(feature_matrix(f, coarse_model.feature_names, len(cs)))
             kept = keep.select(ctx, cs, 0)
-            if pos not in set(kept.tolist()):
+            where = np.flatnonzero(kept == pos)
+            if not len(where):  # the coarse keep dropped the target: no fine training point
                 continue
-            cs = cs.take(kept)
-            pos = int(np.flatnonzero(kept == pos)[0])
+            cs, pos = cs.take(kept), int(where[0])
         cs.columns.update(hydrate.score(ctx, cs))
         ff = candidate_features(catalog, ctx, cs)
         fine_feats.append((ff, len(cs), pos, ts))

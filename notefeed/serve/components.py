@@ -151,11 +151,10 @@ class ModelScorer:
         if mv is None:
             raise RuntimeError("no model version in the request context")
         model = mv.model
-        from notefeed.serve.learned import candidate_features, feature_matrix, uses_features
+        from notefeed.serve.learned import predict, uses_features
 
         if uses_features(model):  # rank/ltr: one listwise score from the named features
-            cols = candidate_features(self.catalog, ctx, cs)
-            return {"fine.score": model.predict(feature_matrix(cols, model.feature_names, len(cs)))}
+            return {"fine.score": predict(model, self.catalog, ctx, cs)}
         if isinstance(model, LinearModel):
             out = model.predict(features(self.catalog, ctx, cs))
         elif hasattr(model, "score"):  # a rank-stage Scorer (fitted at start-up or loaded)

@@ -206,6 +206,18 @@ class Engine:
         n += self._apply(batch, to_state=isinstance(self.state, MemoryOnlineState))
         return n
 
+    def at_end_of_log(self) -> float:
+        """Freeze this engine just after its dataset's last event, as an offline run needs it
+        (training capture, feed evaluation): the clock stops there, popularity is never served
+        from a stale cache, and the online state is warmed from the log's last window (see
+        :meth:`warm_state`). Returns that moment (now, for an empty log)."""
+        ev = self.ds.events
+        t_end = float(ev["ts"].max()) + 1.0 if len(ev) else time.time()
+        self.clock = lambda: t_end
+        self.catalog.top_max_age_s = 0.0
+        self.warm_state(t_end)
+        return t_end
+
     def warm_state(self, until_ts: float) -> int:
         """Warm the online state from the dataset's own recent events, as if they had come
         through :meth:`ingest` at their own timestamps; returns the number of updates.

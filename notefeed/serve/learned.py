@@ -30,7 +30,7 @@ from notefeed.serve.components import features
 from notefeed.serve.models import FEATURES
 from notefeed.serve.pipeline import CandidateSet
 
-__all__ = ["candidate_features", "feature_matrix", "ChannelFeatures", "LearnedScorer", "uses_features"]
+__all__ = ["candidate_features", "feature_matrix", "predict", "ChannelFeatures", "LearnedScorer", "uses_features"]
 
 
 def _rank01(v: np.ndarray) -> np.ndarray:
@@ -102,6 +102,12 @@ class ChannelFeatures:
         return out
 
 
+def predict(model: Any, catalog: Catalog, ctx: UserContext, cs: CandidateSet) -> np.ndarray:
+    """(n,) scores of a feature-matrix model (``rank/ltr``) for the request's candidates."""
+    cols = candidate_features(catalog, ctx, cs)
+    return model.predict(feature_matrix(cols, model.feature_names, len(cs)))
+
+
 class LearnedScorer:
     """A feature-matrix model (``rank/ltr``) as a pipeline scorer writing ``column``."""
 
@@ -109,5 +115,4 @@ class LearnedScorer:
         self.model, self.catalog, self.column, self.name = model, catalog, column, name
 
     def score(self, ctx: UserContext, cs: CandidateSet) -> dict[str, np.ndarray]:
-        cols = candidate_features(self.catalog, ctx, cs)
-        return {self.column: self.model.predict(feature_matrix(cols, self.model.feature_names, len(cs)))}
+        return {self.column: predict(self.model, self.catalog, ctx, cs)}
