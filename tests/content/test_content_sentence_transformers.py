@@ -6,36 +6,17 @@ import numpy as np
 import pytest
 
 from notefeed.content import ContentError, SentenceTransformerEncoder
+from tests.tiny_models import tiny_sentence_transformer
 
 st = pytest.importorskip("sentence_transformers")
 transformers = pytest.importorskip("transformers")
 
 
-def _modules():
-    try:
-        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    except ImportError:  # older sentence-transformers
-        from sentence_transformers.models import Pooling, Transformer
-    return Transformer, Pooling
-
-
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    import torch
-
     root = tmp_path_factory.mktemp("st")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "coffee", "tea", "paris", "london", "shop", "上", "海"]
-    (root / "vocab.txt").write_text("\n".join(vocab), encoding="utf-8")
-    tok = transformers.BertTokenizerFast(vocab_file=str(root / "vocab.txt"), do_lower_case=True)
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                  intermediate_size=32, max_position_embeddings=32)
-    transformers.BertModel(cfg).save_pretrained(root / "bert")
-    tok.save_pretrained(root / "bert")
-    Transformer, Pooling = _modules()
-    tr = Transformer(str(root / "bert"), max_seq_length=16)
-    model = st.SentenceTransformer(modules=[tr, Pooling(16, pooling_mode="mean")], device="cpu")
-    model.save(str(root / "model"))
+    model, _ = tiny_sentence_transformer(root, vocab, out="model")
     return root / "model", model
 
 

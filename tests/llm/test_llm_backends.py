@@ -23,6 +23,7 @@ from notefeed.llm import (
 from notefeed.llm.cache import DiskCache, cache_key
 from notefeed.llm.server import create_openai_app
 from notefeed.llm.tokenizer import Tokenizer
+from tests.tiny_models import tiny_sentence_transformer
 
 
 def test_registry_and_protocol(builtin):
@@ -147,24 +148,9 @@ transformers = pytest.importorskip("transformers")
 
 @pytest.fixture(scope="module")
 def tiny_folders(tmp_path_factory):
-    import torch
-
-    try:
-        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    except ImportError:
-        from sentence_transformers.models import Pooling, Transformer
     root = tmp_path_factory.mktemp("local")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "coffee", "tea", "paris", "london", "shop"]
-    (root / "vocab.txt").write_text("\n".join(vocab), encoding="utf-8")
-    tok = transformers.BertTokenizerFast(vocab_file=str(root / "vocab.txt"), do_lower_case=True)
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                  intermediate_size=32, max_position_embeddings=32)
-    transformers.BertModel(cfg).save_pretrained(root / "bert")
-    tok.save_pretrained(root / "bert")
-    model = st.SentenceTransformer(modules=[Transformer(str(root / "bert"), max_seq_length=16),
-                                            Pooling(16, pooling_mode="mean")], device="cpu")
-    model.save(str(root / "st"))
+    _, tok = tiny_sentence_transformer(root, vocab)
     gcfg = transformers.GPT2Config(vocab_size=len(vocab), n_embd=16, n_layer=1, n_head=2, n_positions=64,
                                    bos_token_id=2, eos_token_id=3, pad_token_id=0)
     transformers.GPT2LMHeadModel(gcfg).save_pretrained(root / "gpt")
