@@ -3,7 +3,6 @@ the stream at start-up, and a kill -9 of a serving process loses nothing (real r
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from collections import Counter
@@ -21,6 +20,7 @@ from notefeed.serve.bench import TOKEN, free_port, start_server, stop_server
 from notefeed.serve.config import builtin_config
 from notefeed.serve.engine import Engine
 from notefeed.serve.synth import synthetic_community
+from tests.procs import kill9_while_writing
 
 DS = synthetic_community(200, n_users=30, n_events=600, seed=1)
 H = {"Authorization": f"Bearer {TOKEN}"}
@@ -118,14 +118,8 @@ def test_sigkill_of_a_redis_server_process_loses_no_state(redis_url: str, redis_
         port = free_port()
         proc = start_server(tmp_path / "ws", port, extra=extra, timeout=120)
         try:
-            stop = threading.Event()
-            t = threading.Thread(target=_ingest_until_killed, args=(f"http://127.0.0.1:{port}", stop, acked))
-            t.start()
-            time.sleep(1.5)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-            stop.set()
-            t.join(10)
+            base = f"http://127.0.0.1:{port}"
+            kill9_while_writing(proc, lambda stop, base=base: _ingest_until_killed(base, stop, acked))
         finally:
             stop_server(proc)
     assert sum(acked.values()) >= 100

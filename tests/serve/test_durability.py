@@ -11,6 +11,7 @@ import httpx
 
 from notefeed.online.bus import SqliteEventBus
 from notefeed.serve.bench import TOKEN, free_port, start_server, stop_server
+from tests.procs import kill9_while_writing
 
 H = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -144,14 +145,8 @@ def test_sigkill_during_mixed_writes_then_retry_is_exactly_once(tmp_path: Path) 
                 for i in range(5 if not notes else 0):
                     assert c.post("/v1/notes", json={"note_id": f"base{i}", "author_id": "a"}, headers=H).status_code == 201
                     notes.append(f"base{i}")
-            stop = threading.Event()
-            t = threading.Thread(target=_mixed_writes, args=(base, rnd, stop, notes, events, in_flight))
-            t.start()
-            time.sleep(1.5)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-            stop.set()
-            t.join(10)
+            kill9_while_writing(proc, lambda stop, base=base, rnd=rnd: _mixed_writes(base, rnd, stop, notes, events,
+                                                                                     in_flight))
         finally:
             stop_server(proc)
         stored = _stored_event_ids(ws)
