@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -20,6 +22,7 @@ __all__ = [
     "weighted_row_sum",
     "csr_state",
     "csr_from_state",
+    "restore_ranked_list",
 ]
 
 
@@ -134,3 +137,12 @@ def csr_from_state(arrays: dict[str, np.ndarray], prefix: str) -> sp.csr_matrix:
     shape = tuple(int(x) for x in arrays[f"{prefix}.shape"])
     return sp.csr_matrix((arrays[f"{prefix}.data"], arrays[f"{prefix}.indices"], arrays[f"{prefix}.indptr"]),
                          shape=shape)
+
+
+def restore_ranked_list(ch: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """Set a fixed ranked-list channel's ``items`` and ``scores`` from saved arrays (its
+    ``from_state``), checking they agree; returns the channel."""
+    ch.items, ch.scores = arrays["items"], arrays["scores"]
+    if ch.items.shape != ch.scores.shape:
+        raise ValueError(f"{ch.name}: items {ch.items.shape} and scores {ch.scores.shape} differ")
+    return ch

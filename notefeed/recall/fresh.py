@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from notefeed.data.dataset import Dataset
-from notefeed.recall._common import candidates_from_scores, request_seed
+from notefeed.recall._common import candidates_from_scores, request_seed, restore_ranked_list
 from notefeed.recall.base import CHANNELS, Candidates, UserContext
 
 __all__ = ["FreshChannel", "note_times"]
@@ -58,11 +58,7 @@ class FreshChannel:
 
     @classmethod
     def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> FreshChannel:
-        ch = cls(**params)
-        ch.items, ch.scores = arrays["items"], arrays["scores"]
-        if ch.items.shape != ch.scores.shape:
-            raise ValueError(f"{cls.name}: items {ch.items.shape} and scores {ch.scores.shape} differ")
-        return ch
+        return restore_ranked_list(cls(**params), arrays)
 
     def recall(self, ctx: UserContext, k: int) -> Candidates:
         if self.items is None or self.scores is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from notefeed.data.dataset import Dataset
-from notefeed.recall._common import candidates_from_scores, positive_log
+from notefeed.recall._common import candidates_from_scores, positive_log, restore_ranked_list
 from notefeed.recall.base import CHANNELS, Candidates, UserContext
 
 __all__ = ["PopularChannel"]
@@ -42,11 +42,7 @@ class PopularChannel:
 
     @classmethod
     def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> PopularChannel:
-        ch = cls(**params)
-        ch.items, ch.scores = arrays["items"], arrays["scores"]
-        if ch.items.shape != ch.scores.shape:
-            raise ValueError(f"{cls.name}: items {ch.items.shape} and scores {ch.scores.shape} differ")
-        return ch
+        return restore_ranked_list(cls(**params), arrays)
 
     def recall(self, ctx: UserContext, k: int) -> Candidates:
         if self.items is None or self.scores is None:
