@@ -170,4 +170,7 @@ def stats_cmd(
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this stage's commands to ``notefeed`` and ``notefeed bench``."""
+    from notefeed.data.lake_cli import lake_app
+
+    data_app.add_typer(lake_app, name="lake")
     app.add_typer(data_app, name="data")

@@ -216,8 +216,11 @@ class Workspace:
             steps.append(("INSERT INTO social SELECT * FROM df", social))
         self._tx(steps)
 
-    def load_dataset(self, name: str | None = None) -> Dataset:
-        """Everything in the workspace as a :class:`Dataset` (events in append order, then by ts)."""
+    def load_dataset(self, name: str | None = None, events: pd.DataFrame | None = None) -> Dataset:
+        """Everything in the workspace as a :class:`Dataset` (events in append order, then by ts).
+
+        ``events``: use this event frame (same columns, e.g. read from the event lake) instead
+        of the ``events`` table."""
         con = self.con
         notes = con.execute("SELECT * FROM notes ORDER BY rowid").df()
         extra = pd.DataFrame([json.loads(x or "{}") for x in notes.pop("extra")], index=notes.index)
@@ -227,7 +230,8 @@ class Workspace:
         attrs = pd.DataFrame([json.loads(x or "{}") for x in users.pop("attributes")], index=users.index)
         users = pd.concat([users, attrs], axis=1)
         creators = con.execute("SELECT * FROM creators ORDER BY rowid").df()
-        events = con.execute(f"SELECT {', '.join(_EVENT_COLS)} FROM events ORDER BY seq").df()
+        if events is None:
+            events = con.execute(f"SELECT {', '.join(_EVENT_COLS)} FROM events ORDER BY seq").df()
         if events["request_id"].isna().all():
             events = events.drop(columns=["request_id"])
         social = con.execute("SELECT * FROM social ORDER BY rowid").df()
