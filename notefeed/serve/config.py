@@ -27,6 +27,9 @@ __all__ = [
     "ApiConfig",
     "OnlineConfig",
     "ColdStartServeConfig",
+    "ExposureConfig",
+    "EXPOSURE_KNOBS",
+    "EXPOSURE_KNOB_HIGH",
     "ArmConfig",
     "ExperimentsConfig",
     "ARM_SECTIONS",
@@ -206,9 +209,39 @@ class ColdStartServeConfig(_Cfg):
         return self.model_dump(exclude={"enabled", "slots", "vectors", "seed", "snapshot_s", "snapshot_events"})
 
 
+#: the per-request exposure knobs of ``policy/fixed`` / ``policy/rl`` (notefeed.serve.exposure),
+#: each a weight in [0, EXPOSURE_KNOB_HIGH] in units of the fused score's standard deviation
+EXPOSURE_KNOBS: tuple[str, ...] = ("small_boost", "fresh_boost", "explore", "interest")
+EXPOSURE_KNOB_HIGH = 2.0
+
+
+class ExposureConfig(_Cfg):
+    """The exposure step after fusion (:mod:`notefeed.serve.exposure`): ``policy/fixed`` sets
+    ``knobs`` on every request, ``policy/rl`` asks the learned policy in ``model_dir`` per
+    request (``knobs`` when it is absent or fails); None: no step."""
+
+    name: Literal["policy/fixed", "policy/rl"] | None = None
+    #: a ``notefeed rl train`` output directory (policy.safetensors + policy.json)
+    model_dir: str | None = None
+    knobs: dict[str, float] = Field(default_factory=lambda: {k: 0.0 for k in EXPOSURE_KNOBS})
+    #: fused-score leaders whose composition the observation describes
+    window: int = Field(default=20, ge=1, le=10_000)
+
+    @field_validator("knobs")
+    @classmethod
+    def _known_knobs(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = set(v) - set(EXPOSURE_KNOBS)
+        if unknown:
+            raise ValueError(f"unknown knobs {sorted(unknown)}; known: {list(EXPOSURE_KNOBS)}")
+        bad = {k: x for k, x in v.items() if not 0.0 <= x <= EXPOSURE_KNOB_HIGH}
+        if bad:
+            raise ValueError(f"knobs must be in [0, {EXPOSURE_KNOB_HIGH}], got {bad}")
+        return v
+
+
 #: what an experiment arm's overlay may change: the pipeline (the engine's event bus, state,
 #: API and cold-start pool are shared by every arm); ``coldstart`` only ``enabled`` / ``slots``
-ARM_SECTIONS = ("recall", "filters", "coarse", "fine", "fusion", "rerank", "coldstart")
+ARM_SECTIONS = ("recall", "filters", "coarse", "fine", "fusion", "exposure", "rerank", "coldstart")
 _ARM_COLDSTART = ("enabled", "slots")
 
 
@@ -271,6 +304,7 @@ class ServeConfig(_Cfg):
     coarse: CoarseConfig = Field(default_factory=CoarseConfig)
     fine: FineConfig = Field(default_factory=FineConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    exposure: ExposureConfig = Field(default_factory=ExposureConfig)
     rerank: RerankConfig = Field(default_factory=RerankConfig)
     page: PageConfig = Field(default_factory=PageConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)

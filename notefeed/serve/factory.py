@@ -33,6 +33,7 @@ from notefeed.serve.components import (
     TopK,
 )
 from notefeed.serve.config import ConfigError, ServeConfig
+from notefeed.serve.exposure import make_exposure_step
 from notefeed.serve.learned import ChannelFeatures, LearnedScorer
 from notefeed.serve.models import ModelHolder, ModelVersion
 from notefeed.serve.pipeline import Pipeline, Step
@@ -183,6 +184,9 @@ def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: M
             models.set(ModelVersion(f"{fi.scorer}@start", model, time.time()))
         steps.append(Step("scorer", ModelScorer(catalog)))
     steps.append(Step("scorer", Fusion(config.fusion.weights)))
+    exposure = make_exposure_step(catalog, config.exposure)  # per-request knobs on the fused score
+    if exposure is not None:
+        steps.append(Step("scorer", exposure))
     rr = config.rerank
     steps.append(Step("selector", TopK("fused", rr.window, "rerank/window", reserve, catalog)))
     if rr.name is not None:
