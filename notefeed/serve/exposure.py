@@ -74,7 +74,8 @@ def _signals(ctx: UserContext, cs: CandidateSet, catalog: Catalog) -> dict[str, 
             "logpop": logpop, "novel": -_z(logpop), "interest": interest, "cats": cats}
 
 
-def observation(ctx: UserContext, cs: CandidateSet, catalog: Catalog, window: int = 20) -> np.ndarray:
+def observation(ctx: UserContext, cs: CandidateSet, catalog: Catalog, window: int = 20,
+                signals: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """(len(OBS_NAMES),) float32 state of one request, from the candidates entering the step
     (``fused`` column: the top ``window`` are the page's likely composition) and the user's
     online snapshot (``ctx.snapshot``, when the context has one)."""
@@ -91,7 +92,7 @@ def observation(ctx: UserContext, cs: CandidateSet, catalog: Catalog, window: in
     obs[12] = math.log1p(n)
     if n == 0:
         return obs
-    s = _signals(ctx, cs, catalog)
+    s = signals if signals is not None else _signals(ctx, cs, catalog)
     top = np.argsort(-s["base"], kind="stable")[:window]
     obs[5] = s["small"][top].mean()
     obs[6] = s["small"].mean()
@@ -108,10 +109,12 @@ def observation(ctx: UserContext, cs: CandidateSet, catalog: Catalog, window: in
     return obs
 
 
-def apply_knobs(ctx: UserContext, cs: CandidateSet, catalog: Catalog, knobs: np.ndarray) -> dict[str, np.ndarray]:
+def apply_knobs(ctx: UserContext, cs: CandidateSet, catalog: Catalog, knobs: np.ndarray,
+                signals: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """New ``fused`` (z-scored fused score plus the knobs' weighted signals), the old one as
-    ``fused.base``, and ``fused_rank``. ``knobs`` (len(KNOBS),) in KNOBS order."""
-    s = _signals(ctx, cs, catalog)
+    ``fused.base``, and ``fused_rank``. ``knobs`` (len(KNOBS),) in KNOBS order; ``signals``:
+    the request's (:func:`observation` computed them already)."""
+    s = signals if signals is not None else _signals(ctx, cs, catalog)
     k = np.asarray(knobs, np.float64)
     fused = s["base"] + k[0] * s["small"] + k[1] * s["fresh"] + k[2] * s["novel"] + k[3] * s["interest"]
     rank = np.empty(len(cs), np.float32)
@@ -265,13 +268,15 @@ class ExposureStep:
         self.last: dict[str, Any] = {}
         self.decide_ms: deque[float] = deque(maxlen=10_000)
 
-    def observation(self, ctx: UserContext, cs: CandidateSet) -> np.ndarray:
-        return observation(ctx, cs, self.catalog, self.window)
+    def observation(self, ctx: UserContext, cs: CandidateSet,
+                    signals: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        return observation(ctx, cs, self.catalog, self.window, signals)
 
-    def decide(self, ctx: UserContext, cs: CandidateSet) -> tuple[np.ndarray, np.ndarray, str]:
+    def decide(self, ctx: UserContext, cs: CandidateSet,
+               signals: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
         """(observation, knobs, source): source is ``policy``, ``fixed`` or ``fallback: why``."""
         t0 = time.perf_counter()
-        obs = self.observation(ctx, cs)
+        obs = self.observation(ctx, cs, signals)
         source = "fixed" if self.load_error is None else f"fallback: {self.load_error}"
         knobs = self.fixed
         if self.controller is not None:
@@ -293,10 +298,11 @@ class ExposureStep:
         return obs, knobs, source
 
     def score(self, ctx: UserContext, cs: CandidateSet) -> dict[str, np.ndarray]:
-        _, knobs, _ = self.decide(ctx, cs)
+        signals = _signals(ctx, cs, self.catalog) if len(cs) else None
+        _, knobs, _ = self.decide(ctx, cs, signals)
         if not np.any(knobs):
             return {}  # knobs at zero: the fused order stands
-        return apply_knobs(ctx, cs, self.catalog, knobs)
+        return apply_knobs(ctx, cs, self.catalog, knobs, signals)
 
 
 def _fixed(cfg: ExposureConfig) -> np.ndarray:
