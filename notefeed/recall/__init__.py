@@ -12,6 +12,7 @@ from notefeed.recall.explore import ESNoiseChannel, MultiInterestChannel
 from notefeed.recall.fresh import FreshChannel
 from notefeed.recall.item2item import ItemCFChannel, SwingChannel
 from notefeed.recall.merge import DEFAULT_CONFIG, MergedCandidates, RecallStage, merge_candidates
+from notefeed.recall.mf import ALSChannel
 from notefeed.recall.popular import PopularChannel
 from notefeed.recall.sequential import SASRecChannel
 from notefeed.recall.social import FollowChannel
@@ -19,6 +20,7 @@ from notefeed.recall.tag import TagInterestChannel
 from notefeed.recall.user2user import UserToUserChannel
 
 __all__ = [
+    "ALSChannel",
     "CHANNELS",
     "DEFAULT_CONFIG",
     "AnnIndex",

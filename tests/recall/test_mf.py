@@ -1,0 +1,77 @@
+"""``embedding/als``: implicit ALS note factors, user vectors folded in from the request's history."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from notefeed.data.dataset import Dataset
+from notefeed.models.artifacts import load_component, save_component
+from notefeed.recall.base import UserContext
+from notefeed.recall.mf import ALSChannel, fold_in
+
+
+def two_camps(n_users: int = 80, n_items: int = 60, seed: int = 0) -> Dataset:
+    """Even users click only even notes, odd users only odd notes."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        for t, i in enumerate(rng.choice(np.arange(u % 2, n_items, 2), 8, replace=False)):
+            rows.append((f"u{u}", f"n{i}", 1_700_000_000 + 10 * t, "click"))
+    return Dataset.build("camps", pd.DataFrame(rows, columns=["user_id", "note_id", "ts", "type"]))
+
+
+def _item_parity(ds: Dataset, items: np.ndarray) -> np.ndarray:
+    ids = ds.notes["note_id"].astype(str).to_numpy()[items]
+    return np.array([int(s[1:]) % 2 for s in ids])
+
+
+def test_folded_in_history_recalls_the_users_camp_and_skips_the_history():
+    ds = two_camps()
+    ch = ALSChannel(factors=2, iterations=15).fit(ds)
+    ids = ds.notes["note_id"].astype(str).to_numpy()
+    odd = np.flatnonzero([int(s[1:]) % 2 == 1 for s in ids])
+    ctx = UserContext("new-user", None, history=odd[:5])  # a user the fit never saw
+    c = ch.recall(ctx, 10)
+    assert len(c) == 10 and (_item_parity(ds, c.items) == 1).mean() >= 0.9
+    assert not np.isin(c.items, odd[:5]).any()
+    assert np.all(np.diff(c.scores) <= 0)
+    # score_items agrees with recall's scores, and without history nothing is recalled
+    np.testing.assert_allclose(ch.score_items(ctx, c.items), c.scores, rtol=1e-5)
+    assert len(ch.recall(UserContext("x", None), 10)) == 0
+    assert (ch.score_items(UserContext("x", None), c.items) == 0).all()
+
+
+def test_fold_in_solves_the_als_user_problem():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(30, 4))
+    h = np.array([3, 7, 7, 12])
+    x = fold_in(y, y.T @ y, h, alpha=5.0, reg=0.1)
+    # the ALS user objective: sum_i c_i (p_i - x.y_i)^2 + reg |x|^2, c = 1 + alpha on the history
+    p = np.zeros(30)
+    p[[3, 7, 12]] = 1
+    c = 1 + 5.0 * p
+
+    def loss(v: np.ndarray) -> float:
+        return float((c * (p - y @ v) ** 2).sum() + 0.1 * v @ v)
+
+    for _ in range(20):  # no nearby point is better
+        assert loss(x) <= loss(x + rng.normal(scale=1e-3, size=4)) + 1e-12
+    assert (fold_in(y, y.T @ y, np.empty(0, np.int64), 5.0, 0.1) == 0).all()
+
+
+def test_state_round_trip_gives_the_same_scores(tmp_path):
+    ds = two_camps()
+    ch = ALSChannel(factors=8, iterations=5).fit(ds)
+    back = load_component(save_component(ch, tmp_path / "als"))
+    ctx = UserContext("u0", 0, history=np.array([0, 2, 4]))
+    np.testing.assert_array_equal(ch.recall(ctx, 20).items, back.recall(ctx, 20).items)
+    with pytest.raises(ValueError, match="factors"):
+        ALSChannel.from_state({"n_items": 3, "params": {"factors": 5}}, {"item_factors": np.zeros((3, 4))})
+
+
+@pytest.mark.parametrize("bad", [{"factors": 0}, {"iterations": 0}, {"alpha": -1.0}])
+def test_bad_params_name_the_field(bad):
+    with pytest.raises(ValueError, match=next(iter(bad)) if "alpha" not in bad else "alpha"):
+        ALSChannel(**bad)
