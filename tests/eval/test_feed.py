@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -90,3 +92,26 @@ def test_cli_feed_stage_json(tmp_path):
 def test_cli_users_flag_is_checked(bad):
     r = CliRunner().invoke(app, ["eval", "--stage", "feed", "--dataset", "movielens-100k", "--users", bad])
     assert r.exit_code == 2 and "--users" in r.output
+
+
+def test_forked_workers_serve_the_same_pages_as_one_process():
+    from notefeed.eval.feed import run_feed
+    from notefeed.models.train import train_components
+    from notefeed.serve.engine import Engine
+
+    ds = chain_log(n_users=120)
+    cfg = _config()
+    fitted, _ = train_components(cfg, ds, progress=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = Engine(ds, cfg, Path(tmp), fitted=fitted)
+        try:
+            engine.at_end_of_log()
+            users = np.arange(ds.n_users)
+            one, st1, t1 = run_feed(engine, ds, users, 10, progress=False, workers=1, chunk=32)
+            two, st2, t2 = run_feed(engine, ds, users, 10, progress=False, workers=2, chunk=32)
+        finally:
+            engine.close()
+    assert one.shape == (120, 10) and (one >= 0).all()
+    np.testing.assert_array_equal(one, two)
+    assert st1.keys() == st2.keys() and all(np.array_equal(st1[k], st2[k]) for k in st1)
+    assert t2["feed_workers"] == 2 and t2["requests_with_errors"] == 0
