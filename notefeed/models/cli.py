@@ -101,6 +101,9 @@ def train_cmd(
     config: Path | None = typer.Option(None, "--config", help="serving config naming what to train (default config when omitted)"),
     promote: bool = typer.Option(True, "--promote/--no-promote", help="make the new version the one `serve` loads"),
     seed: int = typer.Option(0, "--seed", help="random seed of sampling and training"),
+    engine: str = typer.Option("local", "--engine", help="where batch jobs (Swing/ItemCF) run: local or ray"),
+    address: str | None = typer.Option(None, "--address", help="with --engine ray: a running cluster (auto, "
+                                       "ray://host:10001); default: start Ray on this machine"),
 ) -> None:
     """Fit every component the config names on the workspace and store a new model version."""
     from notefeed.models.train import TrainError, train_workspace
@@ -111,10 +114,16 @@ def train_cmd(
         cfg = load_config(config) if config is not None else ServeConfig()
     except (ConfigError, OSError) as e:
         _fail(f"--config: {e}")
+    from notefeed.batch.cli import engine_or_fail
+
+    batch = engine_or_fail(engine, address, _fail)
     try:
-        train_workspace(workspace, cfg, seed=seed, progress=True, promote=promote, log=typer.echo)
+        train_workspace(workspace, cfg, seed=seed, progress=True, promote=promote, log=typer.echo,
+                        batch_engine=None if batch.name == "local" else batch)
     except TrainError as e:
         _fail(str(e))
+    finally:
+        batch.close()
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:

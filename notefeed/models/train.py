@@ -62,14 +62,16 @@ class TrainError(ValueError):
 
 def train_workspace(workspace: str | Path, config: Any = None, seed: int = 0, progress: bool = True,
                     promote: bool = True, ds: Dataset | None = None,
-                    log: Callable[[str], None] | None = None, max_rank_users: int = 8000) -> str:
+                    log: Callable[[str], None] | None = None, max_rank_users: int = 8000,
+                    batch_engine: Any = None) -> str:
     """What ``notefeed train`` does: fit ``config``'s components (default config when
     ``None``) on the workspace's data (or ``ds``, which must be that data), store a new
     version in ``WORKSPACE/models/``, promote it unless ``promote`` is off; return the version.
 
     ``log`` receives one line per phase (the progress bars are tqdm's, on a terminal);
     ``max_rank_users``: users whose candidate sets train the rankers (a sample when more).
-    Expected failures raise :class:`TrainError`.
+    ``batch_engine``: a :mod:`notefeed.batch` engine that fits the item-to-item channels
+    (same tables as without it). Expected failures raise :class:`TrainError`.
     """
     from notefeed.data.dataset import DataError
     from notefeed.models.artifacts import ModelError
@@ -91,7 +93,7 @@ def train_workspace(workspace: str | Path, config: Any = None, seed: int = 0, pr
     t0 = time.perf_counter()
     try:
         components, report = train_components(cfg, ds, progress=progress, seed=seed,
-                                              max_rank_users=max_rank_users, log=say)
+                                              max_rank_users=max_rank_users, log=say, batch_engine=batch_engine)
     except (ValueError, ConfigError) as e:
         raise TrainError("--config", str(e)) from None
     metrics = {k: v for k, v in report.items() if isinstance(v, dict) and k != "channels"}
@@ -110,12 +112,13 @@ def train_workspace(workspace: str | Path, config: Any = None, seed: int = 0, pr
 
 def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int = 0,
                      max_rank_users: int = 8000, log: Callable[[str], None] | None = None,
-                     target_groups: int = 3000, max_holdouts: int = 5,
+                     target_groups: int = 3000, max_holdouts: int = 5, batch_engine: Any = None,
                      ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit ``config``'s components on ``ds``; ``(components by config place, report)``.
     ``log`` receives one line per phase. The rankers learn from about ``target_groups``
     (user, next note) points: a small log holds out up to ``max_holdouts`` last notes per
-    user (the channels never see them), a large one just the last."""
+    user (the channels never see them), a large one just the last. ``batch_engine``: fit the
+    Swing/ItemCF channels on it (:mod:`notefeed.batch`) instead of in this process."""
     from notefeed.serve.engine import Engine
     from notefeed.serve.factory import LEARNED
 
@@ -130,11 +133,14 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
                                         rerank={"name": None}, coldstart={"enabled": False})
     groups: list[tuple[Any, Any, int, float, Any]] = []
     components: dict[str, Any] = {}
+    prefit = (_fit_on_engine(config, holds[-1].train if holds else ds, batch_engine, progress)
+              if batch_engine is not None else {})
     # the earliest held-out target first: its engine is the one on the fitting log
     for j in range(len(holds) - 1, -1, -1) if holds else [0]:
         with tempfile.TemporaryDirectory(prefix="notefeed-train-") as tmp:
             log_j = holds[j].train if holds else ds
-            engine = Engine(log_j, capture_cfg, Path(tmp), fit_offline=True, fitted=components or None)
+            engine = Engine(log_j, capture_cfg, Path(tmp), fit_offline=True,
+                            fitted=components or prefit or None)
             try:
                 if not components:
                     components = _channel_components(engine.pipelines["default"], config)
@@ -158,6 +164,25 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
     _train_rankers(config, groups, learned, components, report, progress, seed)
     report["fit_s"] = time.perf_counter() - t0
     return components, report
+
+
+def _fit_on_engine(config: Any, ds: Dataset, engine: Any, progress: bool) -> dict[str, Any]:
+    """The config's item-to-item channels fitted on ``ds`` with ``engine``, by config place."""
+    from notefeed.recall.base import CHANNELS
+    from notefeed.serve.factory import create_component, load_stage_components
+
+    load_stage_components()
+    out: dict[str, Any] = {}
+    for i, ch in enumerate(config.recall.channels):
+        if ch.name in ("item-to-item/swing", "item-to-item/itemcf"):
+            comp = create_component(CHANNELS.get(ch.name), ch.params, f"recall.channels.{i}.params")
+            comp.engine, comp.progress = engine, progress or comp.progress
+            try:
+                comp.fit(ds)
+            finally:
+                comp.engine = None  # incremental updates at serving time run in-process
+            out[f"recall.channels.{i}"] = comp
+    return out
 
 
 def _holdouts(ds: Dataset, target_groups: int, max_holdouts: int) -> list[Any]:

@@ -10,6 +10,8 @@ normalisation ``|U_j|^(1-a)`` until the next full build (documented approximatio
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -60,6 +62,9 @@ class ItemToItemChannel:
         self._log: pd.DataFrame | None = None
         self.hist: sp.csr_matrix | None = None
         self.item_users: sp.csr_matrix | None = None
+        #: where the capping and the rows run: None is this process (the kernels' own
+        #: ``n_jobs``); a batch engine (``notefeed.batch``) shards them, with equal results
+        self.engine: Any = None
 
     # ------------------------------------------------------------------ building
     def fit(self, ds: Dataset) -> ItemToItemChannel:
@@ -77,13 +82,16 @@ class ItemToItemChannel:
     def _recap(self) -> None:
         assert self._log is not None
         lg = self._log
-        self.hist, self.item_users = cap_log(
+        self.hist, self.item_users = (self.engine.cap_log if self.engine is not None else cap_log)(
             lg["user"].to_numpy(), lg["item"].to_numpy(), lg["ts"].to_numpy(),
             self.n_users, self.n_items, self.item_cap, self.user_cap,
         )
 
     def _rows(self, rows: np.ndarray) -> sp.csr_matrix:
         assert self.hist is not None and self.item_users is not None
+        if self.engine is not None:
+            return self.engine.build_rows(self.kernel, self.hist, self.item_users, rows, self.top_n,
+                                          block=self.block, progress=self.progress, **self.kernel_params)
         return build_rows(
             self.kernel, self.hist, self.item_users, rows, self.top_n,
             block=self.block, progress=self.progress, n_jobs=self.n_jobs, **self.kernel_params,

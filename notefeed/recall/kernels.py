@@ -23,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["cap_log", "swing_rows", "itemcf_rows", "topn_rows", "build_rows"]
+__all__ = ["cap_log", "cap_histories", "capped_matrices", "swing_rows", "itemcf_rows", "topn_rows", "build_rows",
+           "plan_blocks", "block_rows"]
 
 
 def _group_rank(keys: np.ndarray) -> np.ndarray:
@@ -51,6 +52,22 @@ def cap_log(
     ``item_cap`` most recent items; ``item_users`` (n_items, n_users) binary CSR: each item's
     ``user_cap`` most recent users among the capped histories.
     """
+    u, i, t = cap_histories(users, items, ts, n_users, n_items, item_cap)
+    return capped_matrices(u, i, t, n_users, n_items, user_cap)
+
+
+def _by(key: np.ndarray, order: np.ndarray) -> np.ndarray:
+    # stable single-key sorts (radix sort for ints) instead of multi-key lexsort: ~10x faster at 10M
+    return order[np.argsort(key[order], kind="stable")]
+
+
+def cap_histories(
+    users: np.ndarray, items: np.ndarray, ts: np.ndarray, n_users: int, n_items: int, item_cap: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The per-user half of :func:`cap_log`: ``(user, item, ts)`` (m,) int64 arrays of each
+    user's ``item_cap`` most recent distinct items, sorted by user, then most recent first
+    (ties: lower item first). Each user's output depends only on that user's events, so a log
+    split by user can be capped shard by shard."""
     users = np.asarray(users, np.int64)
     items = np.asarray(items, np.int64)
     ts = np.asarray(ts, np.int64)
@@ -58,24 +75,27 @@ def cap_log(
         raise ValueError("cap_log: 'users' index out of range")
     if items.size and (items.min() < 0 or items.max() >= n_items):
         raise ValueError("cap_log: 'items' index out of range")
-    # stable single-key sorts (radix sort for ints) instead of multi-key lexsort: ~10x faster at 10M
-    def by(key: np.ndarray, order: np.ndarray) -> np.ndarray:
-        return order[np.argsort(key[order], kind="stable")]
-
     # latest event per (user, item) pair
-    order = by(users * n_items + items, np.argsort(-ts, kind="stable"))
+    order = _by(users * n_items + items, np.argsort(-ts, kind="stable"))
     u, i, t = users[order], items[order], ts[order]
     first = np.r_[True, (u[1:] != u[:-1]) | (i[1:] != i[:-1])] if u.size else np.empty(0, bool)
     u, i, t = u[first], i[first], t[first]  # now sorted by (user, item)
     # each user's item_cap most recent items (ties: lower item index first)
-    order = by(u, np.argsort(-t, kind="stable"))
+    order = _by(u, np.argsort(-t, kind="stable"))
     u, i, t = u[order], i[order], t[order]
     keep = _group_rank(u) < item_cap
-    u, i, t = u[keep], i[keep], t[keep]
+    return u[keep], i[keep], t[keep]
+
+
+def capped_matrices(
+    u: np.ndarray, i: np.ndarray, t: np.ndarray, n_users: int, n_items: int, user_cap: int,
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """The per-item half of :func:`cap_log`, from :func:`cap_histories` output (in its order:
+    by user, then most recent first): ``(hist, item_users)`` as :func:`cap_log` returns them."""
     one = np.ones(u.size, np.float32)
     hist = sp.csr_matrix((one, (u, i)), shape=(n_users, n_items))
     # each item's user_cap most recent users (ties: lower user index first)
-    order = by(i, np.argsort(-t, kind="stable"))
+    order = _by(i, np.argsort(-t, kind="stable"))
     u2, i2 = u[order], i[order]
     keep = _group_rank(i2) < user_cap
     item_users = sp.csr_matrix((one[: keep.sum()], (i2[keep], u2[keep])), shape=(n_items, n_users))
@@ -106,8 +126,7 @@ def swing_rows(
     """
     rows = np.asarray(rows, np.int64)
     n_items = hist.shape[1]
-    hist = hist.tocsr()
-    hist.data[:] = 1.0
+    hist = _binary(hist)
     hist_len = np.diff(hist.indptr).astype(np.float64)
     w = (hist_len + alpha1) ** -beta
     iu = item_users[rows]
@@ -153,8 +172,7 @@ def itemcf_rows(
     (len(rows), n_items), float32 CSR, zero diagonal.
     """
     rows = np.asarray(rows, np.int64)
-    hist = hist.tocsr()
-    hist.data[:] = 1.0
+    hist = _binary(hist)
     hist_len = np.diff(hist.indptr).astype(np.float64)
     c = 1.0 / np.log2(1.0 + np.maximum(hist_len, 1.0)) if iuf else np.ones_like(hist_len)
     n_u = np.diff(item_users.tocsr().indptr).astype(np.float64)
@@ -164,6 +182,16 @@ def itemcf_rows(
     den = np.maximum(n_u[rows[co.row]], 1.0) ** a * np.maximum(n_u[co.col], 1.0) ** (1.0 - a)
     s = sp.csr_matrix((co.data / den, (co.row, co.col)), shape=(len(rows), hist.shape[1]))
     return _drop_self(s, rows)
+
+
+def _binary(m: sp.csr_matrix) -> sp.csr_matrix:
+    """``m`` as CSR with every stored value 1, without writing to the caller's arrays (which
+    may be read-only, e.g. shared by a distributed engine)."""
+    m = m.tocsr()
+    if m.data.size and not (m.data == 1.0).all():
+        m = m.copy()
+        m.data[:] = 1.0
+    return m
 
 
 def _drop_self(s: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
@@ -196,15 +224,7 @@ def build_rows(
     if fn is None:
         raise ValueError(f"kernel must be 'swing' or 'itemcf', got {kernel!r}")
     rows = np.asarray(rows, np.int64)
-    # balance blocks by work
-    # (Swing's cost per item grows with the square of its user count)
-    n_u = np.diff(item_users.indptr)[rows].astype(np.int64)
-    work = n_u * n_u + 1
-    cum = np.cumsum(work)
-    budget = block * 64 * 64
-    cuts = np.searchsorted(cum, np.arange(budget, cum[-1] + budget, budget)) if rows.size else []
-    bounds = np.unique(np.r_[0, np.minimum(np.asarray(cuts) + 1, rows.size), rows.size])
-    blocks = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+    blocks = plan_blocks(item_users, rows, block)
     if not blocks:
         return sp.csr_matrix((0, hist.shape[1]), dtype=np.float32)
     _STATE.update(fn=fn, hist=hist, item_users=item_users, rows=rows, top_n=top_n, params=params)
@@ -222,6 +242,31 @@ def build_rows(
     finally:
         _STATE.clear()
     return sp.vstack(parts, format="csr", dtype=np.float32)
+
+
+def plan_blocks(item_users: sp.csr_matrix, rows: np.ndarray, block: int = 2048) -> list[tuple[int, int]]:
+    """``[(lo, hi), ...]``: the blocks of positions in ``rows`` that :func:`build_rows` computes
+    together, balanced by work (Swing's cost per item grows with the square of its user
+    count); each holds about ``block * 64**2`` user pairs. A distributed build that runs the
+    same blocks gets the same floats."""
+    rows = np.asarray(rows, np.int64)
+    n_u = np.diff(item_users.indptr)[rows].astype(np.int64)
+    work = n_u * n_u + 1
+    cum = np.cumsum(work)
+    budget = block * 64 * 64
+    cuts = np.searchsorted(cum, np.arange(budget, cum[-1] + budget, budget)) if rows.size else []
+    bounds = np.unique(np.r_[0, np.minimum(np.asarray(cuts) + 1, rows.size), rows.size])
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+
+
+def block_rows(
+    kernel: str, hist: sp.csr_matrix, item_users: sp.csr_matrix, rows: np.ndarray, top_n: int, **params: float,
+) -> sp.csr_matrix:
+    """One block of :func:`build_rows`: the top ``top_n`` of each of ``rows``' similarity rows."""
+    fn = {"swing": swing_rows, "itemcf": itemcf_rows}.get(kernel)
+    if fn is None:
+        raise ValueError(f"kernel must be 'swing' or 'itemcf', got {kernel!r}")
+    return topn_rows(fn(hist, item_users, rows, **params), top_n)
 
 
 _STATE: dict = {}

@@ -1,0 +1,73 @@
+"""``notefeed bench batch`` (the scaling study) and the engine choice of ``notefeed train --engine``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+__all__ = ["register", "engine_or_fail"]
+
+
+def engine_or_fail(name: str, address: str | None, fail: Callable[[str], Any], num_cpus: int | None = None) -> Any:
+    """``open_engine(name, address)``, or ``fail`` with a one-line message naming the flag."""
+    from notefeed.batch.base import ENGINES, open_engine
+
+    if name not in ENGINES:
+        fail(f"--engine: must be one of {', '.join(ENGINES)}, got {name!r}")
+    if address and name != "ray":
+        fail("--address: only with --engine ray")
+    try:
+        return open_engine(name, address=address, num_cpus=num_cpus)
+    except ImportError as e:
+        fail(f"--engine {name}: {e}")
+    except Exception as e:  # noqa: BLE001  (Ray raises many kinds when it cannot reach a cluster)
+        fail(f"--address {address}: cannot start or reach Ray ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+    return None
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+def bench_batch_cmd(
+    events: int = typer.Option(10_000_000, "--events", help="simulated events (notefeed.recall.synthetic)"),
+    engine: str = typer.Option("local,ray", "--engine", help="comma-separated engines to run: local, ray"),
+    kernel: str = typer.Option("swing", "--kernel", help="swing or itemcf"),
+    workers: int = typer.Option(2, "--workers", help="Ray CPUs (workers)"),
+    json_path: Path | None = typer.Option(None, "--json", help="write the results here"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Swing on a large simulated log: local kernel vs Ray (throughput, peak memory per worker,
+    same bytes?) and the labelled arithmetic for a cluster."""
+    from notefeed.batch.base import ENGINES
+    from notefeed.batch.bench import bench_batch
+
+    engines = [e.strip() for e in engine.split(",") if e.strip()]
+    bad = [e for e in engines if e not in ENGINES]
+    if bad or not engines:
+        _fail(f"--engine: each must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if kernel not in ("swing", "itemcf"):
+        _fail(f"--kernel: swing or itemcf, got {kernel!r}")
+    if events < 1000:
+        _fail("--events: at least 1000")
+    if "ray" in engines:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            _fail("--engine ray: the ray engine needs Ray: pip install 'notefeed[ray]'")
+    out = bench_batch(events, engines, kernel=kernel, workers=max(1, workers), seed=seed, log=typer.echo)
+    typer.echo(json.dumps(out["summary"], indent=2, default=str))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(out, indent=2, default=str) + "\n")
+        typer.echo(f"wrote {json_path}")
+
+
+def register(app: typer.Typer, bench: typer.Typer) -> None:
+    """Add ``notefeed bench batch`` (``notefeed train --engine`` lives in models/cli.py)."""
+    bench.command("batch")(bench_batch_cmd)

@@ -1,0 +1,130 @@
+"""Batch jobs written once against :class:`~notefeed.batch.base.BatchEngine.map`.
+
+**Item-to-item neighbour tables** (Swing, ItemCF) in two sharded phases:
+
+1. *by user*: the log is split by ``user % shards``; each shard deduplicates its users'
+   (user, item) pairs and caps each history (:func:`~notefeed.recall.kernels.cap_histories`,
+   which depends on nothing but the user's own events). The driver concatenates the capped
+   histories, restores user order (a stable sort: each shard is already ordered within a user)
+   and builds the two capped matrices (:func:`~notefeed.recall.kernels.capped_matrices`) —
+   the same arrays the local kernel builds, so everything after is computed on equal inputs.
+2. *by item row*: Swing's row ``i`` sums over pairs of ``i``'s users, which live in any
+   user shard, so the pair counting is sharded by item row instead: the capped matrices go
+   to the object store once, and each task computes a run of the very blocks the local
+   :func:`~notefeed.recall.kernels.build_rows` computes (:func:`~notefeed.recall.kernels.plan_blocks`).
+   Same blocks, same arithmetic order: the merged table is bit-for-bit the local one.
+
+**Item embeddings and the FAISS index**: item ranges aligned to the encoder's batch size (so
+each batch is the batch the local encoder runs, same floats) are encoded on the workers, each
+builds an exact inner-product index of its range, and the driver merges the shard indexes
+(``merge_from``) into one :class:`~notefeed.recall.ann.AnnIndex`. An HNSW index is built on
+the driver from the merged vectors (HNSW graphs do not merge).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from notefeed.recall.kernels import block_rows, cap_histories, capped_matrices, plan_blocks
+
+__all__ = ["sharded_cap_log", "sharded_rows", "split_by_user", "embed_items", "tasks_of"]
+
+
+def split_by_user(users: np.ndarray, shards: int, *cols: np.ndarray) -> list[tuple[np.ndarray, ...]]:
+    """``[(users, *cols) of shard 0, ...]``: rows split by ``users % shards``, order kept."""
+    users = np.asarray(users, np.int64)
+    key = users % max(1, shards)
+    order = np.argsort(key, kind="stable")
+    cuts = np.cumsum(np.bincount(key, minlength=shards))[:-1]
+    return [tuple(np.ascontiguousarray(a[idx]) for a in (users, *cols)) for idx in np.split(order, cuts)]
+
+
+def _cap_shard(shared: dict[str, Any], part: tuple[np.ndarray, np.ndarray, np.ndarray]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    u, i, t = part
+    return cap_histories(u, i, t, shared["n_users"], shared["n_items"], shared["item_cap"])
+
+
+def sharded_cap_log(engine: Any, users: np.ndarray, items: np.ndarray, ts: np.ndarray, n_users: int,
+                    n_items: int, item_cap: int, user_cap: int, shards: int | None = None,
+                    progress: bool = False) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """:func:`~notefeed.recall.kernels.cap_log` with the per-user work sharded by user."""
+    shards = shards or max(1, engine.workers)
+    parts = split_by_user(users, shards, np.asarray(items, np.int64), np.asarray(ts, np.int64))
+    capped = engine.map(_cap_shard, parts, {"n_users": n_users, "n_items": n_items, "item_cap": item_cap},
+                        desc="cap histories (by user)" if progress else None)
+    u = np.concatenate([c[0] for c in capped])
+    order = np.argsort(u, kind="stable")
+    i = np.concatenate([c[1] for c in capped])[order]
+    t = np.concatenate([c[2] for c in capped])[order]
+    return capped_matrices(u[order], i, t, n_users, n_items, user_cap)
+
+
+def tasks_of(blocks: list[tuple[int, int]], n_tasks: int) -> list[list[tuple[int, int]]]:
+    """Consecutive runs of ``blocks`` (already balanced by work), about ``n_tasks`` of them."""
+    n = max(1, min(n_tasks, len(blocks)))
+    return [list(b) for b in np.array_split(np.asarray(blocks, dtype=np.int64).reshape(-1, 2), n) if len(b)]
+
+
+def _rows_task(shared: dict[str, Any], blocks: list) -> sp.csr_matrix:
+    rows = shared["rows"]
+    parts = [block_rows(shared["kernel"], shared["hist"], shared["item_users"], rows[int(lo):int(hi)],
+                        shared["top_n"], **shared["params"]) for lo, hi in blocks]
+    return sp.vstack(parts, format="csr", dtype=np.float32)
+
+
+def sharded_rows(engine: Any, kernel: str, hist: sp.csr_matrix, item_users: sp.csr_matrix, rows: np.ndarray,
+                 top_n: int, block: int = 2048, tasks_per_worker: int = 4, progress: bool = False,
+                 **params: float) -> sp.csr_matrix:
+    """:func:`~notefeed.recall.kernels.build_rows`, the blocks spread over the engine's workers."""
+    if kernel not in ("swing", "itemcf"):
+        raise ValueError(f"kernel must be 'swing' or 'itemcf', got {kernel!r}")
+    rows = np.asarray(rows, np.int64)
+    blocks = plan_blocks(item_users, rows, block)
+    if not blocks:
+        return sp.csr_matrix((0, hist.shape[1]), dtype=np.float32)
+    shared = {"kernel": kernel, "hist": hist.tocsr(), "item_users": item_users.tocsr(), "rows": rows,
+              "top_n": int(top_n), "params": dict(params)}
+    parts = engine.map(_rows_task, tasks_of(blocks, tasks_per_worker * max(1, engine.workers)), shared,
+                       desc=f"{kernel} rows (by item)" if progress else None)
+    return sp.vstack(parts, format="csr", dtype=np.float32)
+
+
+def _embed_task(shared: dict[str, Any], rng: tuple[int, int]) -> tuple[int, np.ndarray, np.ndarray]:
+    import faiss
+
+    ch = shared["channel"]
+    lo, hi = rng
+    vec = ch.encode_items(np.arange(lo + 1, hi + 1), ch.item_side[lo:hi], batch=shared["batch"])
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(vec.shape[1]))
+    index.add_with_ids(np.ascontiguousarray(vec, np.float32), np.arange(lo, hi, dtype=np.int64))
+    return lo, vec, faiss.serialize_index(index)
+
+
+def embed_items(engine: Any, channel: Any, batch: int = 8192, tasks_per_worker: int = 2,
+                progress: bool = False) -> tuple[np.ndarray, Any]:
+    """Encode every item of a fitted two-tower ``channel`` on the engine and build its index:
+    ``(vectors (n_items, dim) float32, AnnIndex)``, equal to the channel's own export."""
+    import faiss
+
+    from notefeed.recall.ann import AnnIndex
+
+    n = int(channel.item_side.shape[0])
+    n_batches = -(-n // batch)
+    per = max(1, -(-n_batches // (tasks_per_worker * max(1, engine.workers))))
+    ranges = [(s * batch, min(n, (s + per) * batch)) for s in range(0, n_batches, per)]
+    out = engine.map(_embed_task, ranges, {"channel": channel, "batch": batch},
+                     desc="embed items" if progress else None)
+    out.sort(key=lambda r: r[0])
+    dim = int(channel.model.cfg.dim)
+    vectors = np.concatenate([v for _, v, _ in out]) if out else np.empty((0, dim), np.float32)
+    index = AnnIndex(dim, kind=channel.ann_kind, m=channel.hnsw_m, ef_search=channel.ef_search, expected=n)
+    if index.kind == "flat":
+        for _, _, blob in out:  # the shard indexes, merged
+            index.index.merge_from(faiss.deserialize_index(blob), 0)
+    else:
+        index.add(vectors, np.arange(n, dtype=np.int64))
+    return vectors, index

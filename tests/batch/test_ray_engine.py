@@ -1,0 +1,100 @@
+"""The Ray engine on a 2-CPU local cluster (started once for this module): every job equals
+the local engine's result exactly on small data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from notefeed.batch import embed_items, open_engine  # noqa: E402
+from notefeed.batch.ray_jobs import RayEngine  # noqa: E402
+from notefeed.recall.item2item import ItemCFChannel, SwingChannel  # noqa: E402
+from notefeed.recall.kernels import build_rows, cap_log  # noqa: E402
+from notefeed.recall.synthetic import synthetic_log  # noqa: E402
+from tests.batch.test_jobs import same_csr  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def engine():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    eng = RayEngine(shards=3, tasks_per_worker=3)
+    try:
+        yield eng
+    finally:
+        eng.close()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def log():
+    return synthetic_log(40_000, seed=5)
+
+
+def test_reuses_the_running_cluster(engine):
+    assert engine.workers == 2 and not engine._owns  # close() leaves a cluster it did not start
+
+
+@pytest.mark.parametrize("kernel", ["swing", "itemcf"])
+def test_capping_and_rows_equal_local(engine, log, kernel):
+    u, i, t, nu, ni = log
+    want_h, want_iu = cap_log(u, i, t, nu, ni, 20, 30)
+    hist, iu = engine.cap_log(u, i, t, nu, ni, 20, 30)
+    same_csr(want_h, hist)
+    same_csr(want_iu, iu)
+    rows = np.arange(ni)
+    same_csr(build_rows(kernel, want_h, want_iu, rows, 25, block=2),
+             engine.build_rows(kernel, hist, iu, rows, 25, block=2))
+    assert {s["job"] for s in engine.task_stats} >= {"_cap_shard", "_rows_task"}
+    assert all(s["peak_rss_mb"] > 0 for s in engine.task_stats)
+
+
+@pytest.mark.parametrize("cls", [SwingChannel, ItemCFChannel])
+def test_channel_fit_on_ray_equals_local(engine, log, cls):
+    u, i, t, nu, ni = log
+    frame = pd.DataFrame({"user": u, "item": i, "ts": t})
+    want = cls(item_cap=20, user_cap=30, top_n=25, block=2).fit_log(frame, nu, ni)
+    ch = cls(item_cap=20, user_cap=30, top_n=25, block=2)
+    ch.engine = engine
+    ch.fit_log(frame, nu, ni)
+    same_csr(want.sim, ch.sim)
+
+
+def test_train_fits_item_to_item_channels_on_ray(engine, tiny_ds):
+    from notefeed.models.train import _fit_on_engine
+    from notefeed.serve.config import ServeConfig
+
+    cfg = ServeConfig()
+    on_ray = _fit_on_engine(cfg, tiny_ds, engine, progress=False)
+    local = _fit_on_engine(cfg, tiny_ds, open_engine("local"), progress=False)
+    names = {k: v.name for k, v in on_ray.items()}
+    assert {"item-to-item/swing", "item-to-item/itemcf"} <= set(names.values())
+    for k, ch in on_ray.items():
+        same_csr(local[k].sim, ch.sim)
+        assert ch.engine is None  # serving-time updates run in-process
+
+
+def test_embeddings_and_index_equal_local(engine, tiny_ds):
+    from notefeed.recall.embedding import TwoTowerChannel
+
+    ch = TwoTowerChannel(dim=16, epochs=1, batch_size=256, buckets=1024, seed=0).fit(tiny_ds)
+    n = tiny_ds.n_items
+    vec, index = embed_items(engine, ch, batch=32)
+    local = ch.encode_items(np.arange(1, n + 1), ch.item_side, batch=32)
+    np.testing.assert_array_equal(vec, local)
+    np.testing.assert_allclose(vec, ch.item_vectors, rtol=1e-5, atol=1e-6)
+    assert index.ntotal == n
+    q = local[:5]
+    s_want, i_want = ch.index.search(q, 10)
+    s_got, i_got = index.search(q, 10)
+    np.testing.assert_array_equal(i_want, i_got)
+    np.testing.assert_allclose(s_want, s_got, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_ds():
+    from tests.recall.conftest import make_community
+
+    return make_community()
