@@ -267,6 +267,8 @@ class ExposureStep:
         self.requests = self.fallbacks = 0
         self.last: dict[str, Any] = {}
         self.decide_ms: deque[float] = deque(maxlen=10_000)
+        #: the whole step per request (signals, decision, re-weighting)
+        self.step_ms: deque[float] = deque(maxlen=10_000)
 
     def observation(self, ctx: UserContext, cs: CandidateSet,
                     signals: dict[str, np.ndarray] | None = None) -> np.ndarray:
@@ -298,11 +300,13 @@ class ExposureStep:
         return obs, knobs, source
 
     def score(self, ctx: UserContext, cs: CandidateSet) -> dict[str, np.ndarray]:
+        t0 = time.perf_counter()
         signals = _signals(ctx, cs, self.catalog) if len(cs) else None
         _, knobs, _ = self.decide(ctx, cs, signals)
-        if not np.any(knobs):
-            return {}  # knobs at zero: the fused order stands
-        return apply_knobs(ctx, cs, self.catalog, knobs, signals)
+        # knobs at zero: the fused order stands
+        out = apply_knobs(ctx, cs, self.catalog, knobs, signals) if np.any(knobs) else {}
+        self.step_ms.append((time.perf_counter() - t0) * 1e3)
+        return out
 
 
 def _fixed(cfg: ExposureConfig) -> np.ndarray:

@@ -190,6 +190,8 @@ def run_knobs(config_overrides: dict[str, Any], preset: str, community: int, env
         if step is not None:
             res["exposure_fallbacks"] = step.fallbacks
             res["exposure_requests"] = step.requests
+            res["exposure_step_ms"] = list(step.step_ms)
+            res["exposure_decide_ms"] = list(step.decide_ms)
     finally:
         policy.close()
     res["objective"] = objective(res, reward)

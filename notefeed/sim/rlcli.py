@@ -1,0 +1,255 @@
+"""``notefeed rl train|tune|eval`` and ``notefeed bench rl``: learned exposure control.
+
+Needs the ``rl`` extra (gymnasium, stable-baselines3) for ``train``; ``tune``, ``eval`` and
+the bench need gymnasium only (the environment module), optuna for ``tune``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["register", "rl_app"]
+
+rl_app = typer.Typer(help="Exposure control learned by reinforcement learning in the simulator.",
+                     no_args_is_help=True)
+_console = Console()
+
+
+def _fail(msg: str) -> None:
+    """An expected error: one line on stderr naming the flag, exit status 2 (no traceback)."""
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _command() -> str:
+    return " ".join(["notefeed", *sys.argv[1:]])
+
+
+def _need(module: str, what: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        _fail(f"{what} needs {module}: pip install -e '.[rl]'")
+
+
+def _preset(preset: str) -> None:
+    from notefeed.sim.config import PRESETS
+
+    if preset not in PRESETS:
+        _fail(f"--preset: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+
+
+def _ints(raw: str, flag: str) -> list[int]:
+    try:
+        vals = [int(s) for s in raw.split(",") if s.strip()]
+    except ValueError:
+        _fail(f"{flag}: expected comma-separated integers, got {raw!r}")
+    if not vals or len(set(vals)) != len(vals) or min(vals) < 0:
+        _fail(f"{flag}: expected distinct non-negative comma-separated integers, got {raw!r}")
+    return vals
+
+
+def _positive(**flags: int) -> None:
+    for name, v in flags.items():
+        if v <= 0:
+            _fail(f"--{name.replace('_', '-')}: must be a positive integer, got {v}")
+
+
+def _write(path: Path | None, out: dict[str, Any]) -> None:
+    from notefeed.eval.timing import machine_info, write_json
+
+    if path is not None:
+        write_json(path, {"command": _command(), **out, "machine": machine_info()})
+        _console.print(f"wrote {path}")
+
+
+@rl_app.command("train")
+def train_cmd(
+    algo: str = typer.Option("ppo", help="ppo (continuous knobs) | dqn (24 discrete knob vectors)"),
+    preset: str = typer.Option("demo", help="simulator preset: tiny | demo | 100k | 1m"),
+    communities: str = typer.Option("1000,1001,1002", help="community seeds to train on (evaluation uses 0-999)"),
+    timesteps: int = typer.Option(20_000, help="environment steps (one step = one feed request)"),
+    steps: int = typer.Option(10, help="closed-loop rounds per episode"),
+    requests: int = typer.Option(20, help="requests per round"),
+    seed: int = typer.Option(0, help="random seed"),
+    out: Path = typer.Option(..., help="directory for policy.safetensors + policy.json"),
+    json_path: Path | None = typer.Option(None, "--json", help="write the training summary here"),
+) -> None:
+    """Train an agent on the exposure environment; save its actor as safetensors + JSON."""
+    from notefeed.sim.rl import ALGOS
+
+    if algo not in ALGOS:
+        _fail(f"--algo: unknown algorithm {algo!r}; known: {', '.join(ALGOS)}")
+    _preset(preset)
+    _positive(timesteps=timesteps, steps=steps, requests=requests)
+    if out.exists() and not out.is_dir():
+        _fail(f"--out: {out} is a file, not a folder")
+    comms = _ints(communities, "--communities")
+    _need("stable_baselines3", "notefeed rl train")
+    from notefeed.sim.rl import train_agent
+
+    _console.print(f"training {algo} on {preset} communities {comms} for {timesteps:,} requests...")
+    policy, info = train_agent(algo, preset, comms, timesteps, seed,
+                               env_kwargs={"steps": steps, "requests_per_step": requests},
+                               log=lambda m: _console.print(f"[dim]{m}[/dim]"))
+    policy.meta["command"] = _command()
+    policy.save(out)
+    _console.print(f"{algo}: {info['episodes']} episodes of {info['episode_length']} requests in "
+                   f"{info['wall_s']:.0f}s; reward per request {info['mean_reward_per_step_first_half']:.4f} "
+                   f"(first half) -> {info['mean_reward_per_step_second_half']:.4f} (second half); saved {out}")
+    _write(json_path, {**info, "out": str(out)})
+
+
+@rl_app.command("tune")
+def tune_cmd(
+    preset: str = typer.Option("demo", help="simulator preset"),
+    communities: str = typer.Option("1000,1001,1002", help="community seeds to tune on"),
+    trials: int = typer.Option(30, help="optuna trials"),
+    steps: int = typer.Option(10, help="closed-loop rounds per trial and community"),
+    requests: int = typer.Option(20, help="requests per round"),
+    seed: int = typer.Option(0, help="sampler seed"),
+    json_path: Path = typer.Option(..., "--json", help="write the tuned knobs (and every trial) here"),
+) -> None:
+    """Tune one fixed knob vector with optuna on the same objective: the baseline to beat."""
+    _preset(preset)
+    _positive(trials=trials, steps=steps, requests=requests)
+    comms = _ints(communities, "--communities")
+    _need("optuna", "notefeed rl tune")
+    from notefeed.sim.rl import tune_knobs
+
+    res = tune_knobs(preset, comms, trials, seed, steps, requests, log=lambda m: _console.print(f"[dim]{m}[/dim]"))
+    _console.print(f"tuned knobs {res['knobs']}: objective {res['best_value']:.4f} "
+                   f"(default knobs {res['default_value']:.4f}) in {res['wall_s']:.0f}s")
+    _write(json_path, res)
+
+
+def _arms(policy: list[str], tuned: Path | None) -> dict[str, dict[str, Any]]:
+    from notefeed.models.artifacts import ModelError
+    from notefeed.serve.config import EXPOSURE_KNOBS
+    from notefeed.serve.exposure import KnobPolicy
+
+    arms: dict[str, dict[str, Any]] = {"fixed": {"name": "policy/fixed", "knobs": {k: 0.0 for k in EXPOSURE_KNOBS}}}
+    if tuned is not None:
+        try:
+            knobs = json.loads(tuned.read_text())["knobs"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            _fail(f"--tuned: {tuned} is not a `notefeed rl tune` JSON ({type(e).__name__}: {e})")
+        if set(knobs) != set(EXPOSURE_KNOBS):
+            _fail(f"--tuned: knobs {sorted(knobs)} differ from {list(EXPOSURE_KNOBS)}")
+        arms["tuned"] = {"name": "policy/fixed", "knobs": {k: float(v) for k, v in knobs.items()}}
+    for raw in policy:
+        name, sep, path = raw.partition("=")
+        if not sep or not name or not path:
+            _fail(f"--policy: expected NAME=DIR, got {raw!r}")
+        if name in arms:
+            _fail(f"--policy: arm name {name!r} is taken")
+        try:
+            KnobPolicy.load(path)
+        except ModelError as e:
+            _fail(f"--policy: {e}")
+        arms[name] = {"name": "policy/rl", "model_dir": path}
+    return arms
+
+
+@rl_app.command("eval")
+def eval_cmd(
+    policy: list[str] = typer.Option([], "--policy", help="NAME=DIR of a trained policy (repeatable)"),
+    tuned: Path | None = typer.Option(None, help="`notefeed rl tune` JSON with the tuned knobs"),
+    preset: str = typer.Option("demo", help="simulator preset"),
+    seeds: str = typer.Option("0,1,2,3,4", help="held-out community seeds (never trained or tuned on)"),
+    steps: int = typer.Option(20, help="closed-loop steps per run"),
+    requests: int = typer.Option(30, help="requests per step"),
+    drift_at: int = typer.Option(10, help="also run with half of the users' interests shifted after this "
+                                 "step (0: no drift setting)"),
+    json_path: Path | None = typer.Option(None, "--json", help="write the report here"),
+) -> None:
+    """Learned policies vs the fixed and tuned knobs on held-out communities, with and without drift."""
+    _preset(preset)
+    _positive(steps=steps, requests=requests)
+    if drift_at < 0 or drift_at >= steps:
+        _fail(f"--drift-at: must be in [0, {steps - 1}] (0: none), got {drift_at}")
+    seed_list = _ints(seeds, "--seeds")
+    if len(seed_list) < 2:
+        _fail("--seeds: intervals need at least two seeds")
+    if any(s >= 1000 for s in seed_list):
+        _fail("--seeds: seeds >= 1000 are the training communities; evaluate on held-out ones (< 1000)")
+    _need("gymnasium", "notefeed rl eval")
+    arms = _arms(policy, tuned)
+    from notefeed.sim.rleval import evaluate_arms
+
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {"preset": preset, "steps": steps, "requests_per_step": requests}
+    for setting, drift in (("stable", None), ("drift", drift_at or None)):
+        if setting == "drift" and drift is None:
+            continue
+        res = evaluate_arms(arms, preset, seed_list, steps, requests, drift_at=drift,
+                            log=lambda m: _console.print(f"[dim]{m}[/dim]"))
+        out[setting] = res
+        _print(res, f"{setting}: {preset}, {steps} steps x {requests} requests, seeds {seed_list}")
+    out["wall_s"] = time.perf_counter() - t0
+    _write(json_path, out)
+
+
+def _print(res: dict[str, Any], title: str) -> None:
+    from notefeed.sim.rleval import REPORTED
+
+    t = Table(title=title)
+    t.add_column("metric")
+    for a in res["arms"]:
+        t.add_column(a, justify="right")
+    for d in res["differences"]:
+        t.add_column(f"{d['b']} - {d['a']}", justify="right")
+    for k in REPORTED:
+        cells = [f"{res['arms'][a]['summary'][k]['mean']:.4f} ±{res['arms'][a]['summary'][k]['half']:.4f}"
+                 for a in res["arms"]]
+        cells += [f"{d['metrics'][k]['mean']:+.4f} [{d['metrics'][k]['lo']:+.4f}, {d['metrics'][k]['hi']:+.4f}]"
+                  for d in res["differences"]]
+        t.add_row(k, *cells)
+    _console.print(t)
+    for a, v in res["verdict"].items():
+        _console.print(f"{a}: beats tuned outside the interval: {v['beats_tuned_outside_interval']}; small-creator "
+                       f"share {v['small_creator_share']:.3f}; coverage not lower: {v['interest_coverage_not_lower']}")
+    for a, lat in res["latency"].items():
+        _console.print(f"{a}: exposure step p99 {lat['step']['p99_ms']:.3f} ms (observation + policy "
+                       f"{lat['observation_and_policy']['p99_ms']:.3f} ms)")
+
+
+def bench_rl(
+    policy_dir: Path = typer.Option(..., "--policy", help="a `notefeed rl train` output directory"),
+    preset: str = typer.Option("demo", help="simulator preset the requests come from"),
+    requests: int = typer.Option(2_000, help="requests to time"),
+    json_path: Path | None = typer.Option(None, "--json", help="write the figures here"),
+) -> None:
+    """Policy inference latency: the forward pass alone and the whole exposure step, p99."""
+    from notefeed.models.artifacts import ModelError
+    from notefeed.serve.exposure import KnobPolicy
+
+    _preset(preset)
+    _positive(requests=requests)
+    try:
+        pol = KnobPolicy.load(policy_dir)
+    except ModelError as e:
+        _fail(f"--policy: {e}")
+    _need("gymnasium", "notefeed bench rl")
+    from notefeed.sim.rlbench import bench_policy
+
+    res = bench_policy(pol, str(policy_dir), preset, requests)
+    _console.print(f"forward p99 {res['forward']['p99_ms']:.4f} ms; exposure step p99 {res['step']['p99_ms']:.3f} ms "
+                   f"(policy/fixed {res['fixed_step']['p99_ms']:.3f} ms); feed p99 {res['feed']['p99_ms']:.2f} ms")
+    _write(json_path, res)
+
+
+def register(app: typer.Typer, bench: typer.Typer) -> None:
+    """Add ``notefeed rl`` and ``notefeed bench rl``."""
+    app.add_typer(rl_app, name="rl")
+    bench.command("rl")(bench_rl)
