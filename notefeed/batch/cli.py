@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-__all__ = ["register", "engine_or_fail"]
+__all__ = ["register", "engine_or_fail", "lake_dataset"]
 
 
 def engine_or_fail(name: str, address: str | None, fail: Callable[[str], Any], num_cpus: int | None = None) -> Any:
@@ -26,6 +26,23 @@ def engine_or_fail(name: str, address: str | None, fail: Callable[[str], Any], n
         fail(f"--engine {name}: {e}")
     except Exception as e:  # noqa: BLE001  (Ray raises many kinds when it cannot reach a cluster)
         fail(f"--address {address}: cannot start or reach Ray ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+    return None
+
+
+def lake_dataset(workspace: Path, fail: Callable[[str], Any], log: Callable[[str], Any]) -> Any:
+    """The workspace's dataset read through its event lake (exported first, incrementally):
+    what batch jobs train on. ``None`` when the workspace has no database yet."""
+    from notefeed.data.dataset import DataError
+    from notefeed.data.lake import EventLake, load_lake_dataset
+
+    if not (workspace / "notefeed.duckdb").exists():
+        return None
+    try:
+        n = EventLake.for_workspace(workspace).export_workspace(workspace, progress=True)
+        log(f"event lake: {n:,} new events exported to {workspace / 'lake' / 'events'}; training reads the lake")
+        return load_lake_dataset(workspace)
+    except (DataError, OSError) as e:
+        fail(f"--workspace: {e}")
     return None
 
 

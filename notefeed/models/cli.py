@@ -114,12 +114,13 @@ def train_cmd(
         cfg = load_config(config) if config is not None else ServeConfig()
     except (ConfigError, OSError) as e:
         _fail(f"--config: {e}")
-    from notefeed.batch.cli import engine_or_fail
+    from notefeed.batch.cli import engine_or_fail, lake_dataset
 
     batch = engine_or_fail(engine, address, _fail)
-    try:
+    try:  # batch engines read the event lake
+        ds = lake_dataset(workspace, _fail, typer.echo) if batch.name != "local" else None
         train_workspace(workspace, cfg, seed=seed, progress=True, promote=promote, log=typer.echo,
-                        batch_engine=None if batch.name == "local" else batch)
+                        ds=ds, batch_engine=None if batch.name == "local" else batch)
     except TrainError as e:
         _fail(str(e))
     finally:
