@@ -160,6 +160,56 @@ class ListwiseRanker:
                         "train_groups": float(len(train)), "valid_groups": float(len(valid)),
                         "epochs": float(epochs_run), "fit_s": time.perf_counter() - t0}
 
+    def copy(self) -> ListwiseRanker:
+        """An independent copy (weights, normalisation, metrics): train it while this one serves."""
+        return type(self).from_state(*self.to_state())
+
+    def update(self, groups: Sequence[Group], passes: int = 2, lr: float = 1e-3, seed: int = 0) -> dict[str, float]:
+        """Continue training on ``groups`` (the online trainer's labelled pages): ``passes``
+        passes of the same listwise loss, Adam at ``lr``, the feature normalisation kept (so
+        the served scale does not jump). Returns the mean loss of the first and last pass."""
+        if self.net is None:
+            raise RuntimeError("rank/ltr: update() before fit()")
+        groups = [g for g in groups if 0 <= g.pos < len(g.x) and len(g.x) > 1]
+        if not groups:
+            return {"groups": 0.0}
+        c = self.cfg
+        rng = np.random.default_rng(seed)
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(1)  # beside serving: never take the request threads' cores
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                opt = torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=c.weight_decay)
+                m = min(c.negatives + 1, max(len(g.x) for g in groups))
+                losses: list[float] = []
+                self.net.train()
+                for _ in range(max(1, passes)):
+                    total, perm = 0.0, rng.permutation(len(groups))
+                    for b in range(0, len(perm), c.batch_groups):
+                        batch = [groups[i] for i in perm[b: b + c.batch_groups]]
+                        xb = np.zeros((len(batch), m, len(self.feature_names)), np.float32)
+                        mask = np.zeros((len(batch), m), bool)
+                        for r, g in enumerate(batch):
+                            others = np.delete(np.arange(len(g.x)), g.pos)
+                            if len(others) > m - 1:
+                                others = rng.choice(others, m - 1, replace=False)
+                            rows = np.concatenate([[g.pos], others])
+                            xb[r, : len(rows)] = g.x[rows]
+                            mask[r, : len(rows)] = True
+                        logits = self.net(torch.from_numpy((xb - self.mean) / self.std))
+                        logits = logits.masked_fill(~torch.from_numpy(mask), -1e9)
+                        loss = nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
+                        opt.zero_grad()
+                        loss.backward()
+                        opt.step()
+                        total += loss.item() * len(batch)
+                    losses.append(total / len(groups))
+                self.net.eval()
+        finally:
+            torch.set_num_threads(threads_before)
+        return {"groups": float(len(groups)), "loss_first": losses[0], "loss_last": losses[-1]}
+
     # ------------------------------------------------------------------ serving
     def predict(self, x: np.ndarray) -> np.ndarray:
         """``x`` (n, len(feature_names)) -> (n,) float32 scores (higher is better)."""

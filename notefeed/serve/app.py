@@ -158,6 +158,8 @@ def create_app(engine: Engine) -> FastAPI:
             # new-note pool: notes per stage (seed, lookalike, handed_over, expired); null when off
             "coldstart": None if engine.coldstart is None else {
                 k: (None if isinstance(v, float) and v != v else v) for k, v in engine.coldstart.summary().items()},
+            # the fine ranker trained beside serving (online.train); null when off
+            "online_train": None if engine.online_ltr is None else engine.online_ltr.stats(),
         }
 
     @app.get("/metrics", response_class=PlainTextResponse)

@@ -151,10 +151,14 @@ class ModelScorer:
         if mv is None:
             raise RuntimeError("no model version in the request context")
         model = mv.model
-        from notefeed.serve.learned import predict, uses_features
+        from notefeed.serve.learned import request_matrix, uses_features
 
         if uses_features(model):  # rank/ltr: one listwise score from the named features
-            return {"fine.score": predict(model, self.catalog, ctx, cs)}
+            x = request_matrix(model, self.catalog, ctx, cs)
+            log = getattr(ctx, "feature_log", None)  # the online trainer's feature logging
+            if log is not None:
+                log(ctx.user_id, ctx.ts, cs.items, x)
+            return {"fine.score": model.predict(x)}
         if isinstance(model, LinearModel):
             out = model.predict(features(self.catalog, ctx, cs))
         elif hasattr(model, "score"):  # a rank-stage Scorer (fitted at start-up or loaded)

@@ -168,11 +168,26 @@ class OnlineConfig(_Cfg):
     #: copy accepted events and published notes into the DuckDB workspace in the background
     #: (a side effect: dropped under pressure, never blocks; the event log stays the record)
     mirror_to_workspace: bool = False
+    #: train the rank/ltr fine ranker beside serving on the pages it served and the
+    #: engagement that followed (notefeed.online.ltr), hot-swapping each update in
+    train: bool = False
+    #: OnlineLTRConfig fields, e.g. {min_groups: 32, max_wait_s: 20, passes: 2, lr: 0.001}
+    train_params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _redis_url(self) -> OnlineConfig:
         if self.backend == "redis" and not self.redis_url:
             raise ValueError("redis_url is required when backend is 'redis'")
+        return self
+
+    @model_validator(mode="after")
+    def _train_params(self) -> OnlineConfig:
+        from notefeed.online.ltr import OnlineLTRConfig
+
+        try:
+            OnlineLTRConfig(**self.train_params)
+        except TypeError as e:
+            raise ValueError(f"train_params: {e}") from None
         return self
 
 

@@ -26,6 +26,7 @@ import pandas as pd
 from notefeed.data.dataset import Dataset
 from notefeed.online.bus import EventBus, RedisEventBus, SideEffects, open_bus
 from notefeed.online.events import EventRecord, StateUpdate
+from notefeed.online.ltr import OnlineLTR, OnlineLTRConfig
 from notefeed.online.redis_sync import append_and_apply, catch_up
 from notefeed.online.state import WINDOWS, MemoryOnlineState, OnlineState, RedisOnlineState
 from notefeed.schema import POSITIVE_TYPES, Event, Note
@@ -35,7 +36,7 @@ from notefeed.serve.components import ServeContext
 from notefeed.serve.config import ServeConfig
 from notefeed.serve.experiments import Experiment, arm_pipeline
 from notefeed.serve.metrics import Metrics
-from notefeed.serve.models import ModelHolder
+from notefeed.serve.models import ModelHolder, ModelVersion
 from notefeed.serve.pipeline import FeedResult, Pipeline, StageRecord
 from notefeed.serve.versions import Served, VersionedContext, VersionReloader, build_served
 
@@ -159,6 +160,22 @@ class Engine:
             self._close_io()
             raise
         self.reloader = VersionReloader(self)
+        #: the fine ranker's online trainer (``online.train``; None: off)
+        self.online_ltr: OnlineLTR | None = None
+        if config.online.train and not fit_offline:
+            self.online_ltr = OnlineLTR(OnlineLTRConfig(**config.online.train_params), self._served_fine,
+                                        self._publish_fine, self.catalog.item_of)
+            if self.online_ltr.cfg.background:
+                self.side_effects.subscribe(self.online_ltr.observe)
+
+    def _served_fine(self) -> tuple[str, Any]:
+        mv = self.served.models.current()
+        return mv.version, mv.model
+
+    def _publish_fine(self, model: Any, meta: dict[str, Any]) -> None:
+        """The online trainer's new fine ranker: the next requests are scored with it."""
+        self.served.models.set(ModelVersion(model.version, model, time.time(), "online"))
+        self.metrics.inc("online_train_updates_total")
 
     @property
     def pipelines(self) -> dict[str, Pipeline]:
@@ -347,7 +364,12 @@ class Engine:
             if pipeline in served.arm_models:
                 ctx.model = served.arm_models[pipeline].current()
         ctx_ms = (time.perf_counter() - t0) * 1e3
+        learn = self.online_ltr is not None and pipeline == "default" and not probe
+        if learn:
+            ctx.feature_log = self.online_ltr.log_request  # type: ignore[attr-defined, union-attr]
         res = p.run(ctx, n, probe=probe)
+        if learn:
+            self.online_ltr.log_page(user_id, res.items)  # type: ignore[union-attr]
         self.metrics.observe("stage_latency_ms", ctx_ms, pipeline=pipeline, stage="context")
         for s in res.stages:
             self.metrics.observe("stage_latency_ms", s.ms, pipeline=pipeline, stage=f"{s.kind}:{s.name}")
@@ -408,6 +430,8 @@ class Engine:
         if self.snapshots is not None:
             self.snapshots.note(len(recs))
         self.side_effects.publish(recs)
+        if self.online_ltr is not None and not self.online_ltr.cfg.background:
+            self.online_ltr.observe(recs)  # reproducible mode: joins (and trains) in this call
         self.metrics.inc("events_accepted_total", len(recs))
         self.metrics.inc("events_rejected_total", len(rejected))
         return len(recs), rejected
@@ -470,6 +494,8 @@ class Engine:
             self.save_coldstart()
         except Exception:  # losing the pool state must not block a shutdown; the replay rebuilds
             log.exception("close: saving the cold-start state failed")
+        if getattr(self, "online_ltr", None) is not None:
+            self.online_ltr.close()  # type: ignore[union-attr]
         self.reloader.close()
         self.models.close()
         self._close_io()
@@ -507,4 +533,5 @@ def _make_metrics() -> Metrics:
     m.counter("events_rejected_total", "events rejected")
     m.counter("notes_published_total", "notes published")
     m.counter("model_swaps_total", "model versions swapped in")
+    m.counter("online_train_updates_total", "fine ranker versions trained beside serving and swapped in")
     return m

@@ -30,7 +30,7 @@ from notefeed.serve.components import features
 from notefeed.serve.models import FEATURES
 from notefeed.serve.pipeline import CandidateSet
 
-__all__ = ["candidate_features", "feature_matrix", "predict", "ChannelFeatures", "LearnedScorer", "uses_features"]
+__all__ = ["candidate_features", "feature_matrix", "request_matrix", "predict", "ChannelFeatures", "LearnedScorer", "uses_features"]
 
 
 def _rank01(v: np.ndarray) -> np.ndarray:
@@ -102,10 +102,14 @@ class ChannelFeatures:
         return out
 
 
+def request_matrix(model: Any, catalog: Catalog, ctx: UserContext, cs: CandidateSet) -> np.ndarray:
+    """(n, f) the feature matrix a feature-matrix model (``rank/ltr``) scores for the request."""
+    return feature_matrix(candidate_features(catalog, ctx, cs), model.feature_names, len(cs))
+
+
 def predict(model: Any, catalog: Catalog, ctx: UserContext, cs: CandidateSet) -> np.ndarray:
     """(n,) scores of a feature-matrix model (``rank/ltr``) for the request's candidates."""
-    cols = candidate_features(catalog, ctx, cs)
-    return model.predict(feature_matrix(cols, model.feature_names, len(cs)))
+    return model.predict(request_matrix(model, catalog, ctx, cs))
 
 
 class LearnedScorer:
