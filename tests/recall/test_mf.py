@@ -75,3 +75,13 @@ def test_state_round_trip_gives_the_same_scores(tmp_path):
 def test_bad_params_name_the_field(bad):
     with pytest.raises(ValueError, match=next(iter(bad)) if "alpha" not in bad else "alpha"):
         ALSChannel(**bad)
+
+
+def test_hnsw_above_the_threshold_recalls_what_exact_scoring_does():
+    ds = two_camps(n_users=200, n_items=400)
+    exact = ALSChannel(factors=8, iterations=5).fit(ds)
+    ann = ALSChannel(factors=8, iterations=5, hnsw_min=100).fit(ds)
+    assert ann._ann is not None and exact._ann is None
+    ctx = UserContext("u1", 1, history=np.array([1, 3, 5, 7]))
+    a, b = exact.recall(ctx, 20), ann.recall(ctx, 20)
+    assert len(np.intersect1d(a.items, b.items)) >= 18 and not np.isin(b.items, ctx.history).any()
