@@ -85,10 +85,12 @@ def export_policy(model: Any, venv: Any, algo: str, meta: dict[str, Any] | None 
 def train_agent(algo: str = "ppo", preset: str = "demo", communities: Sequence[int] = (1000, 1001, 1002),
                 timesteps: int = 20_000, seed: int = 0, env_kwargs: dict[str, Any] | None = None,
                 reward: RewardConfig = RewardConfig(), algo_kwargs: dict[str, Any] | None = None,
-                log: Callable[[str], None] | None = None) -> tuple[KnobPolicy, dict[str, Any]]:
+                log: Callable[[str], None] | None = None,
+                make_env: Callable[[], Any] | None = None) -> tuple[KnobPolicy, dict[str, Any]]:
     """Train ``algo`` (``ppo`` | ``dqn``) for ``timesteps`` requests on ``communities``
     (seeds of ``preset``); returns the exported policy and a training summary (episode
-    returns over time, wall time). Torch runs single-threaded."""
+    returns over time, wall time). Torch runs single-threaded. ``make_env``: another
+    environment with the same spaces (tests use a toy one whose best knobs are known)."""
     if algo not in ALGOS:
         raise ValueError(f"train_agent: algo must be one of {ALGOS}, got {algo!r}")
     import torch
@@ -101,7 +103,8 @@ def train_agent(algo: str = "ppo", preset: str = "demo", communities: Sequence[i
     say = log or (lambda _m: None)
 
     def make() -> Any:
-        env = ExposureEnv(preset=preset, communities=communities, reward=reward, **kw)
+        env = make_env() if make_env is not None else \
+            ExposureEnv(preset=preset, communities=communities, reward=reward, **kw)
         return Monitor(_discrete_env(env) if algo == "dqn" else env)
 
     venv = VecNormalize(DummyVecEnv([make]), norm_obs=True, norm_reward=algo == "ppo", clip_obs=10.0, gamma=0.9)

@@ -1,0 +1,221 @@
+"""Learned exposure control: the policy/rl step's fallbacks, safetensors round trip, export,
+and a tiny PPO run that has to find the one knob that matters."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+
+import numpy as np
+import pytest
+
+from notefeed.models.artifacts import ModelError
+from notefeed.serve.config import ConfigError, builtin_config
+from notefeed.serve.engine import Engine
+from notefeed.serve.exposure import KNOBS, OBS_NAMES, ExposureStep, KnobPolicy
+
+
+def _random_policy(head: str = "box", seed: int = 0) -> KnobPolicy:
+    rng = np.random.default_rng(seed)
+    d, h = len(OBS_NAMES), 16
+    n_out = len(KNOBS) if head == "box" else 5
+    layers = [(rng.normal(0, 0.5, (h, d)), rng.normal(0, 0.1, h)), (rng.normal(0, 0.5, (n_out, h)), rng.normal(0, 0.1, n_out))]
+    actions = rng.uniform(0, 2, (5, len(KNOBS))) if head == "argmax" else None
+    return KnobPolicy(layers, "tanh" if head == "box" else "relu", head, rng.normal(0, 1, d), rng.uniform(0.5, 2, d),
+                      actions=actions, meta={"algo": "test"})
+
+
+@pytest.mark.parametrize("head", ["box", "argmax"])
+def test_policy_round_trips_through_safetensors(tmp_path, head) -> None:
+    pol = _random_policy(head)
+    pol.save(tmp_path / "p")
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["policy.json", "policy.safetensors"]
+    back = KnobPolicy.load(tmp_path / "p")
+    obs = np.random.default_rng(1).uniform(0, 4, (50, len(OBS_NAMES))).astype(np.float32)
+    for o in obs:
+        np.testing.assert_array_equal(pol.act(o), back.act(o))
+        assert pol.act(o).shape == (len(KNOBS),)
+        assert (pol.act(o) >= 0).all() and (pol.act(o) <= 2).all()
+    assert back.meta == {"algo": "test"}
+
+
+def test_bad_policy_files_are_model_errors(tmp_path) -> None:
+    with pytest.raises(ModelError, match="not a policy directory"):
+        KnobPolicy.load(tmp_path)
+    _random_policy().save(tmp_path / "p")
+    spec = json.loads((tmp_path / "p" / "policy.json").read_text())
+    spec["observation"] = spec["observation"][:-1]
+    (tmp_path / "p" / "policy.json").write_text(json.dumps(spec))
+    with pytest.raises(ModelError, match="observation or knobs differ"):
+        KnobPolicy.load(tmp_path / "p")
+    (tmp_path / "p" / "policy.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ModelError):
+        KnobPolicy.load(tmp_path / "p")
+
+
+def test_exposure_config_is_validated() -> None:
+    with pytest.raises(ConfigError, match="unknown knobs"):
+        builtin_config().with_overrides(exposure={"name": "policy/fixed", "knobs": {"boost": 1.0}})
+    with pytest.raises(ConfigError, match=r"knobs must be in \[0, 2.0\]"):
+        builtin_config().with_overrides(exposure={"name": "policy/fixed", "knobs": {"small_boost": 3.0}})
+    with pytest.raises(ConfigError, match="exposure.name"):
+        builtin_config().with_overrides(exposure={"name": "policy/unknown"})
+
+
+@pytest.fixture(scope="module")
+def served(tiny_history):
+    """An engine with the policy/rl step; a helper that serves one page and returns the step."""
+    def build(**section):
+        cfg = builtin_config().with_overrides(exposure={"name": "policy/rl", **section})
+        ws = tempfile.TemporaryDirectory()
+        eng = Engine(tiny_history, cfg, ws.name)
+        step = next(s.component for s in eng.pipelines["default"].steps if isinstance(s.component, ExposureStep))
+        return eng, step, ws
+    return build
+
+
+def test_rl_step_falls_back_to_the_fixed_knobs(served, tiny_history, tmp_path) -> None:
+    uid = str(tiny_history.users["user_id"].iloc[0])
+    fixed = {"small_boost": 1.0, "fresh_boost": 0.0, "explore": 0.5, "interest": 0.0}
+    eng, step, ws = served(knobs=fixed)  # no model_dir: fixed knobs, not a fallback
+    try:
+        _, res = eng.feed(uid, 10)
+        assert len(res.items) == 10 and not res.errors
+        assert step.last["source"] == "fixed"
+        np.testing.assert_allclose(step.last["knobs"], [1.0, 0.0, 0.5, 0.0])
+        for bad, why in ((lambda o: np.full(len(KNOBS), np.nan), "non-finite"), (lambda o: np.zeros(2), "answered"),
+                         (lambda o: 1 / 0, "ZeroDivisionError")):
+            step.controller = bad
+            _, res = eng.feed(uid, 10)
+            assert len(res.items) == 10 and not res.errors  # the feed never fails
+            assert step.last["source"].startswith("fallback") and why in step.last["source"]
+            np.testing.assert_allclose(step.last["knobs"], [1.0, 0.0, 0.5, 0.0])
+        step.controller = _random_policy().act
+        _, res = eng.feed(uid, 10)
+        assert step.last["source"] == "policy"
+        assert step.fallbacks == 3 and step.requests == 5
+        # an observation that is not finite never reaches the policy
+        calls = []
+        step.controller = lambda o: calls.append(o) or np.ones(len(KNOBS))
+        step.observation = lambda ctx, cs, signals=None: np.full(len(OBS_NAMES), np.inf, np.float32)
+        _, res = eng.feed(uid, 10)
+        assert len(res.items) == 10 and not calls and step.last["source"] == "fallback: observation not finite"
+    finally:
+        eng.close()
+        ws.cleanup()
+    eng, step, ws = served(knobs=fixed, model_dir=str(tmp_path / "missing"))  # a bad model_dir
+    try:
+        _, res = eng.feed(uid, 10)
+        assert len(res.items) == 10 and not res.errors
+        assert step.controller is None and "not a policy directory" in step.load_error
+        assert step.last["source"].startswith("fallback") and step.fallbacks == 1
+    finally:
+        eng.close()
+        ws.cleanup()
+
+
+def test_rl_step_serves_a_saved_policy(served, tiny_history, tmp_path) -> None:
+    pol = _random_policy()
+    pol.save(tmp_path / "p")
+    eng, step, ws = served(model_dir=str(tmp_path / "p"))
+    try:
+        _, res = eng.feed(str(tiny_history.users["user_id"].iloc[1]), 10)
+        assert len(res.items) == 10 and step.last["source"] == "policy"
+        np.testing.assert_allclose(step.last["knobs"], pol.act(step.last["observation"]), atol=1e-6)
+        assert any(s.name == "policy/rl" and s.error is None for s in res.stages)
+    finally:
+        eng.close()
+        ws.cleanup()
+
+
+# ---------------------------------------------------------------------- agents (stable-baselines3)
+
+def test_exported_ppo_and_dqn_act_as_the_trained_models(tmp_path) -> None:
+    pytest.importorskip("stable_baselines3")
+    import torch
+    from stable_baselines3 import DQN, PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from notefeed.sim.gym import ExposureEnv
+    from notefeed.sim.rl import DISCRETE_KNOBS, _discrete_env, export_policy
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(0, 4, (20, len(OBS_NAMES))).astype(np.float32)
+    for algo in ("ppo", "dqn"):
+        def make(algo=algo):
+            e = ExposureEnv(preset="tiny", communities=(1000,), steps=2, requests_per_step=4)
+            return _discrete_env(e) if algo == "dqn" else e
+        venv = VecNormalize(DummyVecEnv([make]), clip_obs=10.0)
+        venv.obs_rms.mean = rng.normal(0, 1, len(OBS_NAMES))
+        venv.obs_rms.var = rng.uniform(0.5, 2, len(OBS_NAMES))
+        model = (PPO("MlpPolicy", venv, n_steps=16, batch_size=8, seed=0, device="cpu") if algo == "ppo"
+                 else DQN("MlpPolicy", venv, learning_starts=8, buffer_size=100, seed=0, device="cpu"))
+        if algo == "ppo":  # a mean action that leaves [-1, 1] somewhere, to cover the clipping
+            with torch.no_grad():
+                model.policy.action_net.bias.fill_(0.8)
+        pol = export_policy(model, venv, algo, check_obs=obs)  # raises if any action differs
+        pol.save(tmp_path / algo)
+        back = KnobPolicy.load(tmp_path / algo)
+        for o in obs:
+            a, _ = model.predict(venv.normalize_obs(o[None]), deterministic=True)
+            want = DISCRETE_KNOBS[int(a[0])] if algo == "dqn" else (np.clip(a[0], -1, 1) + 1)
+            np.testing.assert_allclose(back.act(o), want, atol=1e-5)
+        venv.close()
+
+
+def _toy_env():
+    """Same spaces as ExposureEnv, microseconds a step. The right knobs are known: small_boost
+    2 when few small creators lead the candidates (observation ``small_share_top`` < 0.5),
+    0.5 otherwise; every other knob costs reward."""
+    import gymnasium as gym
+
+    from notefeed.sim.gym import OBS_LIMIT, knobs_of_action
+
+    j = OBS_NAMES.index("small_share_top")
+
+    class Toy(gym.Env):
+        observation_space = gym.spaces.Box(-OBS_LIMIT, OBS_LIMIT, (len(OBS_NAMES),), np.float32)
+        action_space = gym.spaces.Box(-1.0, 1.0, (len(KNOBS),), np.float32)
+
+        def _obs(self):
+            o = self.np_random.uniform(0, 4, len(OBS_NAMES)).astype(np.float32)
+            o[j] = self.np_random.uniform(0, 1)
+            return o
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            self.t, self.o = 0, self._obs()
+            return self.o, {}
+
+        def step(self, action):
+            k = knobs_of_action(action)
+            target = 2.0 if self.o[j] < 0.5 else 0.5
+            r = -abs(k[0] - target) - 0.25 * float(np.abs(k[1:]).sum())
+            self.t += 1
+            self.o = self._obs()
+            return self.o, r, False, self.t >= 64, {}
+
+    return Toy()
+
+
+def test_tiny_ppo_learns_the_knob_that_matters() -> None:
+    """A few thousand steps of PPO must learn the state-dependent knob of the toy
+    environment, and the exported policy (numpy, as served) must act on it."""
+    pytest.importorskip("stable_baselines3")
+    from notefeed.sim.rl import train_agent
+
+    pol, info = train_agent("ppo", timesteps=2048, seed=0, make_env=_toy_env,
+                            algo_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 10, "learning_rate": 3e-3,
+                                         "gamma": 0.0, "policy_kwargs": {"net_arch": {"pi": [32], "vf": [32]}}})
+    assert info["mean_reward_per_step_second_half"] > info["mean_reward_per_step_first_half"] + 0.2
+    rng = np.random.default_rng(7)
+    obs = rng.uniform(0, 4, (200, len(OBS_NAMES))).astype(np.float32)
+    j = OBS_NAMES.index("small_share_top")
+    obs[:, j] = rng.uniform(0, 1, 200)
+    knobs = np.array([pol.act(o) for o in obs])
+    low = obs[:, j] < 0.4  # away from the boundary at 0.5
+    high = obs[:, j] > 0.6
+    assert knobs[low, 0].mean() > 1.5, knobs[low, 0].mean()
+    assert knobs[high, 0].mean() < 1.0, knobs[high, 0].mean()
+    assert knobs[:, 1:].mean() < 0.5  # the knobs that only cost
