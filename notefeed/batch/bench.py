@@ -55,13 +55,15 @@ def run_engine(engine: str, log_dir: Path, kernel: str, workers: int, item_cap: 
         eng.task_stats.clear()
     out["startup_s"] = time.perf_counter() - t0
     try:
-        t0 = time.perf_counter()
+        t0, c0, tree0 = time.perf_counter(), _cpu_s(), _tree_cpu_s(os.getpid())
         hist, iu = eng.cap_log(users, items, ts, n_users, n_items, item_cap, user_cap)
         out["cap_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         sim = eng.build_rows(kernel, hist, iu, np.arange(n_items), top_n, block=block, progress=progress)
         out["rows_s"] = time.perf_counter() - t1
         out["total_s"] = time.perf_counter() - t0
+        out["driver_cpu_s"] = _cpu_s() - c0
+        out["process_tree_cpu_s"] = _tree_cpu_s(os.getpid()) - tree0
         stats = list(getattr(eng, "task_stats", []))
     finally:
         eng.close()
@@ -73,6 +75,9 @@ def run_engine(engine: str, log_dir: Path, kernel: str, workers: int, item_cap: 
         "table_mib": _csr_bytes(sim) / 2**20, "table_sha256": _sha(sim),
         "driver_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     })
+    # all CPU the engine used: driver, tasks, and (Ray) its daemons and idle workers
+    out["cpu_s"] = max(out["process_tree_cpu_s"], out["driver_cpu_s"] + sum(s["cpu_s"] for s in stats))
+    out["events_per_cpu_s"] = n / out["cpu_s"]
     if stats:
         out["tasks"] = len(stats)
         out["worker_peak_rss_mib"] = max(s["peak_rss_mb"] for s in stats)
@@ -81,7 +86,39 @@ def run_engine(engine: str, log_dir: Path, kernel: str, workers: int, item_cap: 
         for job in sorted({s["job"] for s in stats}):
             js = [s for s in stats if s["job"] == job]
             out[f"{job}_task_s_sum"] = sum(s["seconds"] for s in js)
+            out[f"{job}_cpu_s_sum"] = sum(s["cpu_s"] for s in js)
+            out[f"{job}_worker_peak_rss_mib"] = max(s["peak_rss_mb"] for s in js)
     return out
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _tree_cpu_s(root: int) -> float:
+    """CPU seconds used so far by ``root`` and every live descendant (a local Ray cluster's
+    GCS, raylet, object store and workers are descendants of the driver)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(d.name)] = int(f[1])
+        used[int(d.name)] = (int(f[11]) + int(f[12])) / tick
+    total = 0.0
+    for pid in used:
+        p = pid
+        while p > 1 and p != root:
+            p = parent.get(p, 0)
+        if p == root:
+            total += used[pid]
+    return total
 
 
 def _noop(shared: dict, item: int) -> int:
@@ -141,8 +178,12 @@ def _summary(out: dict[str, Any]) -> dict[str, Any]:
     if "local" in runs and "ray" in runs:
         lo, ra = runs["local"], runs["ray"]
         s["same_table_as_local"] = lo["table_sha256"] == ra["table_sha256"]
-        s["local_over_ray_per_core"] = lo["events_per_s_per_core"] / ra["events_per_s_per_core"]
-        s["target_per_core_within_1_5x"] = bool(s["local_over_ray_per_core"] <= 1.5)
+        # wall clock per core: what a user sees, but on a shared machine it also counts the
+        # time other processes held the cores; CPU seconds count only the work done
+        s["local_over_ray_per_core_wall"] = lo["events_per_s_per_core"] / ra["events_per_s_per_core"]
+        s["local_over_ray_per_cpu_second"] = lo["events_per_cpu_s"] / ra["events_per_cpu_s"]
+        s["target_per_core_within_1_5x_wall"] = bool(s["local_over_ray_per_core_wall"] <= 1.5)
+        s["target_per_core_within_1_5x_cpu"] = bool(s["local_over_ray_per_cpu_second"] <= 1.5)
         s["ray_speedup"] = lo["total_s"] / ra["total_s"]
     if "ray" in runs:
         ra = runs["ray"]
@@ -157,7 +198,7 @@ def _arithmetic(out: dict[str, Any]) -> dict[str, Any]:
     runs, p, lg = out["runs"], out["params"], out["log"]
     r = runs.get("ray") or next(iter(runs.values()))
     n = lg["events"]
-    per_worker = r["events_per_s_per_core"]
+    per_worker = r["events_per_cpu_s"]  # a worker that has its core to itself
     ev100 = 100_000_000
     scale = ev100 / n
     # synthetic_log has users = items = events / 25; the caps bound every structure

@@ -3,7 +3,8 @@
 Ray is an optional extra (``pip install notefeed[ray]``) imported only when a
 :class:`RayEngine` is created. ``shared`` inputs go to the object store once (``ray.put``);
 numpy arrays in it reach the tasks zero-copy and read-only, which the kernels respect. Each
-task reports its worker's pid and peak RSS, kept in :attr:`RayEngine.task_stats` (what the
+task reports its worker's pid, CPU seconds and peak RSS (the task's own where Linux lets the
+peak be reset), kept in :attr:`RayEngine.task_stats` (what the
 scaling study reads).
 """
 
@@ -33,10 +34,26 @@ def _ray() -> Any:
     return ray
 
 
-def _peak_rss_mb() -> float:
-    import resource
+def _reset_peak() -> bool:
+    """Reset this process's peak RSS (Linux ``clear_refs`` 5), so that the next reading is
+    this task's own peak; False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory (VmHWM; includes object-store pages this process touched), MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024.0
+    except (OSError, StopIteration):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _private_mb() -> float:
@@ -52,10 +69,11 @@ def _private_mb() -> float:
 def _run(fn: Callable[..., Any], shared: dict[str, Any], item: Any) -> tuple[Any, TaskStats]:
     import os
 
-    t0 = time.perf_counter()
+    own_peak = _reset_peak()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn(shared, item)
-    return out, TaskStats(pid=os.getpid(), seconds=time.perf_counter() - t0, peak_rss_mb=_peak_rss_mb(),
-                          private_mb=_private_mb())
+    return out, TaskStats(pid=os.getpid(), seconds=time.perf_counter() - t0, cpu_s=time.process_time() - c0,
+                          peak_rss_mb=_peak_rss_mb(), peak_is_task_own=own_peak, private_mb=_private_mb())
 
 
 class RayEngine:
