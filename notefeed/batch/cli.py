@@ -30,7 +30,8 @@ def engine_or_fail(name: str, address: str | None, fail: Callable[[str], Any], n
 
 
 def lake_dataset(workspace: Path, fail: Callable[[str], Any], log: Callable[[str], Any]) -> Any:
-    """The workspace's dataset read through its event lake (exported first, incrementally):
+    """The workspace's dataset read through its event lake (exported first, incrementally;
+    rebuilt when the workspace was replaced since):
     what batch jobs train on. ``None`` when the workspace has no database yet."""
     from notefeed.data.dataset import DataError
     from notefeed.data.lake import EventLake, load_lake_dataset
@@ -38,7 +39,7 @@ def lake_dataset(workspace: Path, fail: Callable[[str], Any], log: Callable[[str
     if not (workspace / "notefeed.duckdb").exists():
         return None
     try:
-        n = EventLake.for_workspace(workspace).export_workspace(workspace, progress=True)
+        n = EventLake.for_workspace(workspace).export_workspace(workspace, progress=True, rebuild=True)
         log(f"event lake: {n:,} new events exported to {workspace / 'lake' / 'events'}; training reads the lake")
         return load_lake_dataset(workspace)
     except (DataError, OSError) as e:

@@ -160,9 +160,16 @@ class EventLake:
             _write_atomic(d / name, lambda p, t=part: pq.write_table(t, p, compression="zstd"))
         return len(table)
 
-    def export_workspace(self, workspace: str | Path, chunk: int = 1_000_000, progress: bool = False) -> int:
+    def export_workspace(self, workspace: str | Path, chunk: int = 1_000_000, progress: bool = False,
+                         rebuild: bool = False) -> int:
         """Append the workspace's events not yet in the lake (seq above the watermark), in
-        chunks of ``chunk`` rows; returns the rows exported. Safe to rerun after a crash."""
+        chunks of ``chunk`` rows; returns the rows exported. Safe to rerun after a crash.
+
+        A workspace whose events were replaced since the last export (``--replace``) no longer
+        holds the lake's rows: that raises :class:`DataError`, or with ``rebuild`` the lake is
+        deleted and exported again from the start."""
+        import shutil
+
         from notefeed.data.store import Workspace
 
         self.recover()
@@ -170,6 +177,16 @@ class EventLake:
         st = self._state()
         with Workspace.open(workspace, create=False) as ws:
             con = ws.con
+            done = int(st["watermark"])
+            have = int(con.execute("SELECT count(*) FROM events WHERE seq <= ?", [done]).fetchall()[0][0])
+            if not st.get("pending") and have != self.count():
+                if not rebuild:
+                    raise DataError(f"lake {self.root}: the workspace's events changed since the last export "
+                                    f"({have:,} of its events are at or below the lake's watermark, the lake "
+                                    f"holds {self.count():,}); export with --rebuild")
+                shutil.rmtree(self.root)
+                self.root.mkdir(parents=True)
+                st = {"watermark": 0, "pending": None}
             if st.get("pending"):  # a crashed export: redo exactly its range, same part names
                 lo, hi = st["pending"]
                 self._export_range(con, lo, hi)

@@ -23,13 +23,15 @@ def _lake(workspace: Path):  # type: ignore[no-untyped-def]
 
 
 @lake_app.command("export")
-def export_cmd(workspace: Path = _WS) -> None:
+def export_cmd(workspace: Path = _WS,
+               rebuild: bool = typer.Option(False, "--rebuild", help="delete the lake and export everything "
+                                            "(after the workspace was replaced)")) -> None:
     """Append the workspace's events not yet in the lake (resumable; rerunning adds nothing)."""
     from notefeed.data.dataset import DataError
 
     lake = _lake(workspace)
     try:
-        n = lake.export_workspace(workspace, progress=True)
+        n = lake.export_workspace(workspace, progress=True, rebuild=rebuild)
     except (DataError, FileNotFoundError) as e:
         typer.echo(f"error: --workspace: {e}", err=True)
         raise typer.Exit(1) from None

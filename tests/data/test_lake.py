@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from notefeed.data import lake as lake_mod
-from notefeed.data.dataset import Dataset
+from notefeed.data.dataset import DataError, Dataset
 from notefeed.data.lake import EventLake, load_lake_dataset
 from notefeed.data.store import Workspace
 
@@ -141,3 +141,16 @@ def test_cli_export_compact_query(tmp_path):
     assert r.exit_code == 0 and "300" in r.output, r.output
     r = run(app, ["data", "lake", "query", "SELECT nope FROM events", "--workspace", str(ws_dir)])
     assert r.exit_code == 1 and "error: SQL" in r.output
+
+
+def test_a_replaced_workspace_is_refused_or_rebuilt(tmp_path):
+    ws_dir = _workspace(tmp_path)
+    lake = EventLake.for_workspace(ws_dir)
+    lake.export_workspace(ws_dir)
+    other = _dataset(n=120, seed=7)
+    with Workspace.open(ws_dir) as ws:
+        ws.save_dataset(other, replace=True)  # new seqs continue after the old ones
+    with pytest.raises(DataError, match="--rebuild"):
+        lake.export_workspace(ws_dir)
+    assert lake.export_workspace(ws_dir, rebuild=True) == 120
+    pd.testing.assert_frame_equal(load_lake_dataset(ws_dir).events, other.events)
