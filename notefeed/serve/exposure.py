@@ -46,8 +46,12 @@ KNOB_HIGH = EXPOSURE_KNOB_HIGH
 OBS_NAMES: tuple[str, ...] = (
     "user_pos_5m", "user_pos_1h", "session_depth", "user_online_ctr", "history_len",
     "small_share_top", "small_share_all", "fresh_share_top", "log_pop_top", "small_gap",
-    "topic_entropy_top", "interest_top", "n_candidates",
+    "topic_entropy_top", "interest_top", "n_candidates", "small_share_served",
 )
+#: the pages whose small-creator share ``small_share_served`` follows: the top this many of the
+#: step's output order, averaged over about ``_SERVED_MEMORY`` requests (exponentially)
+_PAGE = 10
+_SERVED_MEMORY = 50.0
 _DAY = 86400.0
 
 
@@ -75,10 +79,12 @@ def _signals(ctx: UserContext, cs: CandidateSet, catalog: Catalog) -> dict[str, 
 
 
 def observation(ctx: UserContext, cs: CandidateSet, catalog: Catalog, window: int = 20,
-                signals: dict[str, np.ndarray] | None = None) -> np.ndarray:
+                signals: dict[str, np.ndarray] | None = None, served_small: float | None = None) -> np.ndarray:
     """(len(OBS_NAMES),) float32 state of one request, from the candidates entering the step
-    (``fused`` column: the top ``window`` are the page's likely composition) and the user's
-    online snapshot (``ctx.snapshot``, when the context has one)."""
+    (``fused`` column: the top ``window`` are the page's likely composition), the user's
+    online snapshot (``ctx.snapshot``, when the context has one) and ``served_small``, the
+    small-creator share of the pages served lately (None: not known yet; this request's
+    leaders stand in)."""
     obs = np.zeros(len(OBS_NAMES), np.float32)
     snap = getattr(ctx, "snapshot", None)
     if snap is not None:
@@ -91,6 +97,7 @@ def observation(ctx: UserContext, cs: CandidateSet, catalog: Catalog, window: in
     n = len(cs)
     obs[12] = math.log1p(n)
     if n == 0:
+        obs[13] = 0.5 if served_small is None else served_small
         return obs
     s = signals if signals is not None else _signals(ctx, cs, catalog)
     top = np.argsort(-s["base"], kind="stable")[:window]
@@ -106,6 +113,7 @@ def observation(ctx: UserContext, cs: CandidateSet, catalog: Catalog, window: in
     p = counts / counts.sum()
     obs[10] = float(-(p * np.log(p)).sum())
     obs[11] = s["interest"][top].mean()
+    obs[13] = obs[5] if served_small is None else served_small
     return obs
 
 
@@ -255,7 +263,10 @@ class ExposureStep:
     ``controller`` (obs -> knobs) decides; without one, or when it fails or answers out of
     range, the configured ``fixed`` knobs apply (``fallbacks`` counts those requests).
     ``last`` holds the latest request's observation, knobs and where they came from;
-    ``decide_ms`` the latest decision times (observation + forward pass), for p99."""
+    ``decide_ms`` the latest decision times (observation + forward pass), for p99.
+    ``served_small``: the small-creator share of the top of the step's output order, an
+    exponential average over about 50 requests (the observation's ``small_share_served``:
+    how much of the exposure target the recent pages already met)."""
 
     def __init__(self, catalog: Catalog, fixed: np.ndarray, name: str = "policy/fixed",
                  controller: Any = None, window: int = 20) -> None:
@@ -265,6 +276,7 @@ class ExposureStep:
         #: why the learned policy could not be loaded (its requests count as fallbacks)
         self.load_error: str | None = None
         self.requests = self.fallbacks = 0
+        self.served_small: float | None = None
         self.last: dict[str, Any] = {}
         self.decide_ms: deque[float] = deque(maxlen=10_000)
         #: the whole step per request (signals, decision, re-weighting)
@@ -272,7 +284,7 @@ class ExposureStep:
 
     def observation(self, ctx: UserContext, cs: CandidateSet,
                     signals: dict[str, np.ndarray] | None = None) -> np.ndarray:
-        return observation(ctx, cs, self.catalog, self.window, signals)
+        return observation(ctx, cs, self.catalog, self.window, signals, self.served_small)
 
     def decide(self, ctx: UserContext, cs: CandidateSet,
                signals: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
@@ -305,6 +317,11 @@ class ExposureStep:
         _, knobs, _ = self.decide(ctx, cs, signals)
         # knobs at zero: the fused order stands
         out = apply_knobs(ctx, cs, self.catalog, knobs, signals) if np.any(knobs) else {}
+        if signals is not None:
+            order = np.argsort(-(out["fused"] if out else signals["base"]), kind="stable")[:_PAGE]
+            share = float(signals["small"][order].mean())
+            a = 1.0 / _SERVED_MEMORY
+            self.served_small = share if self.served_small is None else (1 - a) * self.served_small + a * share
         self.step_ms.append((time.perf_counter() - t0) * 1e3)
         return out
 

@@ -15,7 +15,14 @@ Reward of a page (:func:`page_reward`; the same formula over a whole run is
 :func:`objective`): the engagement objective per impression (clicks 1, likes 1, collects 1.5,
 comments 2, shares 2: the weights of the fusion tuning objective), minus ``ineffective_cost``
 per impression without a click (an impression that triggered nothing), minus
-``small_penalty`` x the shortfall of the page's small-creator share below ``small_target``.
+``small_penalty`` x the shortfall of the small-creator share below ``small_target``. The
+target is on the share of all exposure, not of every page: by default (``aggregate``) a
+page is charged the change its impressions make to (impressions so far x shortfall of the
+episode's share so far), so the charges of an episode add up to the run's shortfall x its
+impressions, and the mean reward per page equals :func:`objective` of the episode. A policy
+may then show small creators where they cost little engagement and fewer where they cost
+much (the observation's ``small_share_served`` says how far the recent pages are from the
+target); ``aggregate=False`` charges each page its own shortfall.
 
 An episode is ``steps`` rounds of ``requests_per_step`` requests on one community (drawn
 from ``communities``), as in :func:`~notefeed.sim.loop.run_closed_loop`: the clock advances
@@ -64,12 +71,22 @@ class RewardConfig:
     ineffective_cost: float = 0.1
     small_target: float = 0.5
     small_penalty: float = 2.0
+    #: charge the shortfall of the episode's share (True) or of each page's (False)
+    aggregate: bool = True
+
+
+def _charge(small: float, shown: float, target: float) -> float:
+    """Impressions x shortfall of the small-creator share below ``target``."""
+    return max(0.0, target * shown - small)
 
 
 def page_reward(events: pd.DataFrame, small_items: np.ndarray, n_shown: int,
-                reward: RewardConfig = RewardConfig()) -> tuple[float, dict[str, float]]:
+                reward: RewardConfig = RewardConfig(),
+                served: tuple[int, int] | None = None) -> tuple[float, dict[str, float]]:
     """Reward of one page: ``events`` its simulated events, ``small_items`` (n_shown,) bool,
-    whether each shown note is a small creator's. Returns (reward, its parts)."""
+    whether each shown note is a small creator's; ``served``: (small-creator impressions,
+    impressions) of the episode before this page, for the aggregate charge (module
+    docstring; None: the page's own shortfall). Returns (reward, its parts)."""
     n = max(int(n_shown), 1)
     types = events["type"].to_numpy() if len(events) else np.zeros(0, object)
     counts = {t: int((types == t).sum()) for t in reward.gains}
@@ -77,8 +94,14 @@ def page_reward(events: pd.DataFrame, small_items: np.ndarray, n_shown: int,
     ineffective = 1.0 - int((types == "click").sum()) / n
     small = float(np.mean(small_items)) if len(small_items) else 0.0
     shortfall = max(0.0, reward.small_target - small)
-    r = engagement - reward.ineffective_cost * ineffective - reward.small_penalty * shortfall
-    return r, {"engagement": engagement, "ineffective": ineffective, "small_share": small, "shortfall": shortfall}
+    charge = shortfall
+    if served is not None and reward.aggregate:
+        s0, n0 = served
+        s1, n1 = s0 + int(np.sum(small_items)), n0 + len(small_items)
+        charge = (_charge(s1, n1, reward.small_target) - _charge(s0, n0, reward.small_target)) / n
+    r = engagement - reward.ineffective_cost * ineffective - reward.small_penalty * charge
+    return r, {"engagement": engagement, "ineffective": ineffective, "small_share": small, "shortfall": shortfall,
+               "charge": charge}
 
 
 def objective(metrics: Mapping[str, Any], reward: RewardConfig = RewardConfig()) -> float:
@@ -216,6 +239,7 @@ class ExposureEnv(gym.Env[np.ndarray, np.ndarray]):
         self._step = next(s.component for s in engine.pipelines["default"].steps
                           if isinstance(s.component, ExposureStep))
         self._small = sim.initial_followers < SMALL_CREATOR_FOLLOWERS
+        self._served = (0, 0)  # small-creator impressions, impressions of this episode
         self._t = 0
         return self._next_request(), {"community": cseed}
 
@@ -244,7 +268,8 @@ class ExposureEnv(gym.Env[np.ndarray, np.ndarray]):
         events = self.sim.respond(self._user, page)
         self._policy.observe(events)
         small = self._small[self.sim.world.note_creator[page]] if len(page) else np.zeros(0, bool)
-        r, parts = page_reward(events, small, len(page), self.reward)
+        r, parts = page_reward(events, small, len(page), self.reward, self._served)
+        self._served = (self._served[0] + int(small.sum()), self._served[1] + len(page))
         self._t += 1
         if self._t % self.requests_per_step == 0:
             step = self._t // self.requests_per_step

@@ -111,7 +111,8 @@ def train_agent(algo: str = "ppo", preset: str = "demo", communities: Sequence[i
     venv.seed(seed)
     if algo == "ppo":
         params = {"n_steps": 512, "batch_size": 128, "n_epochs": 5, "learning_rate": 3e-4, "gamma": 0.9,
-                  "gae_lambda": 0.9, "ent_coef": 0.0, "policy_kwargs": {"net_arch": {"pi": [64, 64], "vf": [64, 64]}},
+                  "gae_lambda": 0.9, "ent_coef": 0.0,
+                  "policy_kwargs": {"net_arch": {"pi": [64, 64], "vf": [64, 64]}, "log_std_init": -0.5},
                   **(algo_kwargs or {})}
         model: Any = PPO("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **params)
     else:

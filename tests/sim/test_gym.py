@@ -102,6 +102,24 @@ def test_page_reward_and_objective_agree() -> None:
     assert r2 == pytest.approx(-0.75)
 
 
+def test_aggregate_charges_add_up_to_the_episode_shortfall() -> None:
+    """Pages of small shares 0.0, 1.0, 0.2, 0.6: each alone falls short, the episode (0.45) by
+    0.05; the charges sum to that x the pages, so the mean reward is the run's objective."""
+    no_events = pd.DataFrame({"type": pd.Series([], dtype=object)})
+    served, total = (0, 0), 0.0
+    for k in (0, 10, 2, 6):
+        small = np.arange(10) < k
+        r, parts = page_reward(no_events, small, 10, served=served)
+        served = (served[0] + k, served[1] + 10)
+        total += r
+    # no clicks: ineffective cost 0.1 per page; shortfall charge 2.0 x 0.05 per page on average
+    assert total / 4 == pytest.approx(-0.1 - 2.0 * 0.05)
+    assert total / 4 == pytest.approx(objective({"ctr": 0.0, "like_rate": 0.0, "collect_rate": 0.0, "comment_rate": 0.0,
+                                                 "share_rate": 0.0, "small_creator_share": 0.45}))
+    per_page = sum(page_reward(no_events, np.arange(10) < k, 10, RewardConfig(aggregate=False))[0] for k in (0, 10, 2, 6))
+    assert per_page / 4 < total / 4  # charging every page alone is stricter
+
+
 def test_drift_shifts_interests_of_the_chosen_share(tiny, tiny_history) -> None:
     sim = SimEnvironment(tiny, seed=0, dataset=tiny_history)
     before = sim.world.user_interest.copy()
