@@ -16,6 +16,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -124,6 +125,10 @@ class RedisEventBus:
 
     def __init__(self, client: Any, stream: str = "nf:events", maxlen: int | None = None) -> None:
         self.r, self.stream, self.maxlen = client, stream, maxlen
+        #: this process's mark on the entries it writes: :meth:`tail` skips them
+        self.origin = uuid.uuid4().hex[:12]
+        #: the id of the last entry :meth:`replay` or :meth:`tail` read ("0-0": none)
+        self.last_id = "0-0"
 
     @classmethod
     def from_url(cls, url: str, **kw: Any) -> RedisEventBus:
@@ -143,7 +148,8 @@ class RedisEventBus:
         """Queue the ``XADD`` of ``events`` on ``pipeline`` (a transaction that may also hold
         other writes: :func:`notefeed.online.redis_sync.append_and_apply`)."""
         for e in events:
-            pipeline.xadd(self.stream, {"e": json.dumps(e.to_dict())}, maxlen=self.maxlen, approximate=True)
+            pipeline.xadd(self.stream, {"e": json.dumps(e.to_dict()), "w": self.origin}, maxlen=self.maxlen,
+                          approximate=True)
 
     def replay(self) -> Iterator[EventRecord]:
         last = "-"
@@ -155,7 +161,19 @@ class RedisEventBus:
                 return
             for _id, fields in batch:
                 yield EventRecord(**json.loads(fields["e"]))
-            last = batch[-1][0]
+            last = self.last_id = batch[-1][0]
+
+    def tail(self, block_ms: int = 200, count: int = 1000) -> list[EventRecord]:
+        """Entries added after :attr:`last_id` by *other* processes (serving workers sharing
+        this stream), waiting up to ``block_ms`` for one; advances :attr:`last_id`."""
+        got = self.r.xread({self.stream: self.last_id}, count=count, block=block_ms)
+        out: list[EventRecord] = []
+        for _stream, entries in got or []:
+            for entry_id, fields in entries:
+                self.last_id = entry_id
+                if fields.get("w") != self.origin:
+                    out.append(EventRecord(**json.loads(fields["e"])))
+        return out
 
     def count(self) -> int:
         return int(self.r.xlen(self.stream))

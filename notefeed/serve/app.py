@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import math
+import os
 import time
 import uuid
 from typing import Any
@@ -144,6 +145,8 @@ def create_app(engine: Engine) -> FastAPI:
         return {
             # degraded: no trained version is served (the built-in fallback), see fallback_reasons
             "status": "degraded" if served.fallback else "ok",
+            "pid": os.getpid(),  # which worker answered (serve --workers N)
+            "followed_events": getattr(engine, "followed", 0),  # accepted by the other workers, folded in here
             "notes": engine.catalog.n_items,
             "model_version": served.version or served.models.current().version,
             "fallback": bool(served.fallback),

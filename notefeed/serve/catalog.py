@@ -41,6 +41,8 @@ class NoteLog:
             "CREATE TABLE IF NOT EXISTS notes (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
             "note_id TEXT UNIQUE NOT NULL, body TEXT NOT NULL, followers INTEGER)",
         )
+        #: the last position :meth:`since` (or :meth:`replay`) read
+        self.last_seq = 0
 
     def append(self, note: Note, followers: int | None) -> None:
         with self._lock:
@@ -53,9 +55,17 @@ class NoteLog:
                 raise ValueError(f"note_id {note.note_id!r} already exists (field 'note_id')") from None
 
     def replay(self) -> list[tuple[Note, int | None]]:
+        return [(n, f) for _, n, f in self.since(0)]
+
+    def since(self, seq: int) -> list[tuple[int, Note, int | None]]:
+        """Notes logged after position ``seq`` (by any process on this workspace), in order,
+        with their positions; :attr:`last_seq` becomes the last one read."""
         with self._lock:
-            rows = self._db.execute("SELECT body, followers FROM notes ORDER BY seq").fetchall()
-        return [(Note.model_validate_json(b), f) for b, f in rows]
+            rows = self._db.execute("SELECT seq, body, followers FROM notes WHERE seq > ? ORDER BY seq",
+                                    (int(seq),)).fetchall()
+        if rows:
+            self.last_seq = max(self.last_seq, int(rows[-1][0]))
+        return [(int(q), Note.model_validate_json(b), f) for q, b, f in rows]
 
     def close(self) -> None:
         with self._lock:

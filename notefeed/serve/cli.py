@@ -7,6 +7,7 @@ import os
 import secrets
 import signal
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -52,6 +53,31 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def _serve_workers(con: Any, workspace: Path, config: Path | None, cfg: Any, token: str, source: str,
+                   host: str, port: int, workers: int, synthetic_notes: int) -> None:
+    """``serve --workers N``: uvicorn's supervisor starts N processes, each building the
+    engine itself (:mod:`notefeed.serve.workers`)."""
+    import uvicorn
+
+    from notefeed.serve.workers import worker_env
+
+    if synthetic_notes:
+        con.print("[red]error:[/red] --workers: not with --synthetic-notes (each worker would build its own "
+                  "community); generate a workspace with `notefeed sim generate` instead", soft_wrap=True)
+        raise typer.Exit(2)
+    if cfg.online.backend != "redis":
+        con.print("[red]error:[/red] --workers: several workers share state through Redis; set "
+                  "online.backend: redis and online.redis_url in --config", soft_wrap=True)
+        raise typer.Exit(2)
+    os.environ.update(worker_env(workspace, config, token))
+    con.print(f"notefeed: {workers} workers on {workspace}; write token from {source}; http://{host}:{port}/docs")
+    # each worker loads the engine before it answers the supervisor's health check: at 100k+
+    # notes (or on a busy machine) that takes longer than uvicorn's 5 s default
+    uvicorn.run("notefeed.serve.workers:create_worker_app", factory=True, workers=workers, host=host, port=port,
+                log_level="warning", access_log=False, timeout_worker_healthcheck=600)
+    con.print("notefeed: workers stopped, state saved")
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this stage's commands to ``notefeed`` and ``notefeed bench``."""
     _register_tune(app)
@@ -68,6 +94,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         synthetic_notes: int = typer.Option(0, "--synthetic-notes", min=0,
                                             help="serve a synthetic community of this many notes (benchmarks)"),
         seed: int = typer.Option(0, "--seed"),
+        workers: int = typer.Option(1, "--workers", min=1, max=64,
+                                    help="worker processes behind the port (> 1 needs online.backend: redis)"),
     ) -> None:
         """Run the HTTP API (uvicorn) on WORKSPACE."""
         import uvicorn
@@ -92,6 +120,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             con.print(f"[red]error:[/red] the write token from {source} is too short (at least 8 characters)",
                       soft_wrap=True)
             raise typer.Exit(2) from None
+        if workers > 1:
+            _serve_workers(con, workspace, config, cfg, token, source, host, port, workers, synthetic_notes)
+            return
         with con.status("loading community"):
             ds = synthetic_community(synthetic_notes, seed=seed) if synthetic_notes else load_workspace_dataset(workspace)
         if ds.n_items == 0:

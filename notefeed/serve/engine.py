@@ -104,6 +104,7 @@ class Engine:
         on = config.online
         self.catalog = Catalog(ds, config.recall.fresh_pool_size)
         self.note_log = NoteLog(self.workspace / "notes.sqlite", on.synchronous)
+        self._notes_lock = threading.Lock()
         for note, followers in self.note_log.replay():
             self.catalog.add_note(note, followers)
         self.bus = bus or open_bus(on.backend, self.workspace, on.redis_url, on.synchronous,
@@ -167,6 +168,13 @@ class Engine:
                                         self._publish_fine, self.catalog.item_of)
             if self.online_ltr.cfg.background:
                 self.side_effects.subscribe(self.online_ltr.observe)
+        #: events of other workers folded in (:meth:`_follow`; Redis backend only)
+        self.followed = 0
+        self._stop_follow = threading.Event()
+        self._follower: threading.Thread | None = None
+        if isinstance(self.bus, RedisEventBus) and not fit_offline:
+            self._follower = threading.Thread(target=self._follow, name="notefeed-follow", daemon=True)
+            self._follower.start()
 
     def _served_fine(self) -> tuple[str, Any]:
         mv = self.served.models.current()
@@ -455,7 +463,16 @@ class Engine:
     def publish(self, note: Note, followers: int | None = None) -> int:
         if self.catalog.item_of(note.note_id) is not None:
             raise ValueError(f"note_id {note.note_id!r} already exists (field 'note_id')")
-        self.note_log.append(note, followers)
+        with self._notes_lock:  # the follower must not add it between the log and the catalogue
+            self.note_log.append(note, followers)
+            i = self._add_note(note, followers)
+        if self.config.online.mirror_to_workspace:
+            self.side_effects.submit(self._mirror_note, note)
+        self.metrics.inc("notes_published_total")
+        return i
+
+    def _add_note(self, note: Note, followers: int | None) -> int:
+        """A logged note into the catalogue, the ANN channels and the cold-start pool."""
         i = self.catalog.add_note(note, followers)
         for st in self.pipelines["default"].sources:  # an ANN channel indexes the note at once
             add = getattr(st.component, "add_items", None)
@@ -474,10 +491,34 @@ class Engine:
             except Exception:  # the note is durable and served by fresh/recent: never fail a publish
                 log.exception("publish: cold-start pool failed")
                 self.metrics.inc("stage_errors_total", stage="publish:coldstart/bandit")
-        if self.config.online.mirror_to_workspace:
-            self.side_effects.submit(self._mirror_note, note)
-        self.metrics.inc("notes_published_total")
         return i
+
+    # ------------------------------------------------------------------ many workers
+    def _follow(self) -> None:
+        """Serving workers sharing one Redis stream and workspace: fold what the *other*
+        workers accepted into this one's in-memory parts (popularity, cold-start pool, online
+        trainer; the Redis online state is shared already) and add the notes they published
+        (from the workspace's note log), within one ``tail`` timeout (0.2 s)."""
+        bus = self.bus
+        assert isinstance(bus, RedisEventBus)
+        while not self._stop_follow.is_set():
+            try:
+                recs = bus.tail(block_ms=200)
+                with self._notes_lock:  # notes first: an event read here never precedes its note
+                    for _, note, followers in self.note_log.since(self.note_log.last_seq):
+                        if self.catalog.item_of(note.note_id) is None:
+                            self._add_note(note, followers)
+                if recs:
+                    with self._ingest_lock:
+                        self._apply(recs, to_state=False)
+                    if self.online_ltr is not None:
+                        self.online_ltr.observe(recs)
+                    self.followed += len(recs)
+            except Exception:  # a Redis hiccup: retry, never take serving down
+                if self._stop_follow.is_set():
+                    return
+                log.exception("following the other workers failed; retrying")
+                self._stop_follow.wait(1.0)
 
     def save_coldstart(self) -> Path | None:
         """Write the cold-start pool's state to WORKSPACE/coldstart.json (also done on close)."""
@@ -494,6 +535,9 @@ class Engine:
             self.save_coldstart()
         except Exception:  # losing the pool state must not block a shutdown; the replay rebuilds
             log.exception("close: saving the cold-start state failed")
+        if getattr(self, "_follower", None) is not None:
+            self._stop_follow.set()
+            self._follower.join(timeout=5.0)  # type: ignore[union-attr]
         if getattr(self, "online_ltr", None) is not None:
             self.online_ltr.close()  # type: ignore[union-attr]
         self.reloader.close()

@@ -1,0 +1,105 @@
+"""Serving on several processes: two `notefeed serve` processes on one workspace and one
+Redis (what `serve --workers N` runs behind one port) see each other's events and notes."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from notefeed.serve.bench import TOKEN, free_port, start_server, stop_server
+
+H = {"Authorization": f"Bearer {TOKEN}"}
+MINIMAL = Path(__file__).parents[2] / "configs" / "minimal.yaml"
+
+
+def _config(tmp_path: Path, redis_url: str, prefix: str) -> Path:
+    cfg = yaml.safe_load(MINIMAL.read_text())
+    cfg["online"] = {"backend": "redis", "redis_url": redis_url, "redis_prefix": prefix}
+    cfg["coldstart"] = {"enabled": False}
+    p = tmp_path / "workers.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def _until(check, timeout: float = 10.0) -> float:
+    """Seconds until ``check()`` is true (fails the test after ``timeout``)."""
+    t0 = time.monotonic()
+    while not check():
+        if time.monotonic() - t0 > timeout:
+            pytest.fail(f"not within {timeout} s")
+        time.sleep(0.02)
+    return time.monotonic() - t0
+
+
+def test_an_event_posted_to_one_worker_is_in_the_next_feed_of_another(redis_url, redis_client, tmp_path):
+    ws = tmp_path / "ws"
+    cfg = _config(tmp_path, redis_url, "w1")
+    pa, pb = free_port(), free_port()
+    a = start_server(ws, pa, ["--config", str(cfg)], timeout=120)
+    b = None
+    try:
+        A, B = f"http://127.0.0.1:{pa}", f"http://127.0.0.1:{pb}"
+        b = start_server(ws, pb, ["--config", str(cfg)], timeout=120)
+        for i in range(30):  # published on A only
+            r = httpx.post(f"{A}/v1/notes", json={"note_id": f"p{i}", "author_id": f"a{i}"}, headers=H)
+            assert r.status_code == 201
+        notes_s = _until(lambda: httpx.get(f"{B}/healthz").json()["notes"] == 30)
+        first = [x["note_id"] for x in httpx.get(f"{B}/v1/feed", params={"user_id": "u1", "n": 5}).json()["items"]]
+        assert len(first) == 5
+        r = httpx.post(f"{A}/v1/events", headers=H,
+                       json={"events": [{"user_id": "u1", "note_id": first[0], "ts": int(time.time()), "type": "click"}]})
+        assert r.json()["accepted"] == 1
+        t0 = time.monotonic()
+        _until(lambda: first[0] not in [x["note_id"] for x in
+                                         httpx.get(f"{B}/v1/feed", params={"user_id": "u1", "n": 5}).json()["items"]])
+        feed_s = time.monotonic() - t0
+        assert httpx.get(f"{B}/v1/users/u1").json()["short_seq"] == [first[0]]
+        _until(lambda: httpx.get(f"{B}/healthz").json()["followed_events"] == 1)  # popularity etc. folded in
+        assert httpx.get(f"{A}/healthz").json()["followed_events"] == 0  # its own event is not folded twice
+        # an event B accepts on a note A published reaches A's in-memory parts too
+        httpx.post(f"{B}/v1/events", headers=H,
+                   json={"events": [{"user_id": "u2", "note_id": "p7", "ts": int(time.time()), "type": "like"}]})
+        _until(lambda: httpx.get(f"{A}/healthz").json()["followed_events"] == 1)
+        print(f"note visible on the other worker after {notes_s:.3f} s; event in its feed after {feed_s:.3f} s")
+        assert feed_s < 5.0 and notes_s < 5.0
+    finally:
+        stop_server(a)
+        if b is not None:
+            stop_server(b)
+    assert redis_client.xlen("w1:events") == 2
+
+
+def test_serve_workers_starts_n_processes_behind_one_port(redis_url, redis_client, tmp_path):
+    ws = tmp_path / "ws"
+    port = free_port()
+    proc = start_server(ws, port, ["--config", str(_config(tmp_path, redis_url, "w2")), "--workers", "2"],
+                        timeout=180)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.post(f"{base}/v1/notes", json={"note_id": "x1", "author_id": "a"}, headers=H).status_code == 201
+        pids = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # both workers up: each has the note (log or follower)
+            h = httpx.get(f"{base}/healthz").json()
+            assert h["notes"] == 1 or time.monotonic() < deadline - 50
+            pids.add(h["pid"])
+            kids = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"], capture_output=True,
+                                  text=True).stdout.split()
+            if len(kids) >= 2:
+                break
+            time.sleep(0.2)
+        assert len(kids) == 2 and pids <= {int(k) for k in kids}
+    finally:
+        stop_server(proc)
+
+
+def test_several_workers_need_redis(tmp_path):
+    r = subprocess.run(["notefeed", "serve", "--workspace", str(tmp_path / "ws"), "--config", str(MINIMAL),
+                        "--workers", "2"], capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "NOTEFEED_API_TOKEN": TOKEN})
+    assert r.returncode == 2 and "online.backend: redis" in r.stderr
