@@ -103,3 +103,45 @@ def test_several_workers_need_redis(tmp_path):
                         "--workers", "2"], capture_output=True, text=True, timeout=120,
                        env={**__import__("os").environ, "NOTEFEED_API_TOKEN": TOKEN})
     assert r.returncode == 2 and "online.backend: redis" in r.stderr
+
+
+def test_a_worker_killed_mid_load_loses_no_acknowledged_event(redis_url, redis_client, tmp_path):
+    import json
+    import signal
+
+    from tests.procs import kill9_while_writing
+
+    ws = tmp_path / "ws"
+    cfg = _config(tmp_path, redis_url, "w3")
+    pa, pb = free_port(), free_port()
+    a = start_server(ws, pa, ["--config", str(cfg)], timeout=120)
+    b = start_server(ws, pb, ["--config", str(cfg)], timeout=120)
+    acked: list[str] = []
+    try:
+        for i in range(10):
+            httpx.post(f"http://127.0.0.1:{pa}/v1/notes", json={"note_id": f"p{i}", "author_id": "a"}, headers=H)
+        _until(lambda: httpx.get(f"http://127.0.0.1:{pb}/healthz").json()["notes"] == 10)
+
+        def write(stop) -> None:  # alternate the two workers, as a load balancer would
+            seq = 0
+            clients = [httpx.Client(base_url=f"http://127.0.0.1:{p}", timeout=10) for p in (pa, pb)]
+            while not stop.is_set() and seq < 100_000:
+                seq += 1
+                batch = [{"user_id": f"u{seq % 9}", "note_id": f"p{(seq + j) % 10}", "ts": seq, "type": "click",
+                          "event_id": f"e{seq}.{j}"} for j in range(5)]
+                try:
+                    r = clients[seq % 2].post("/v1/events", json={"events": batch}, headers=H)
+                except httpx.HTTPError:
+                    continue  # that worker died: not acknowledged; the other goes on
+                if r.status_code == 200 and r.json()["accepted"] == 5:
+                    acked.extend(e["event_id"] for e in batch)
+
+        kill9_while_writing(a, write, after_s=2.0)
+        assert a.returncode == -signal.SIGKILL
+        assert httpx.get(f"http://127.0.0.1:{pb}/healthz").status_code == 200  # the survivor serves on
+    finally:
+        stop_server(a)
+        stop_server(b)
+    assert len(acked) >= 50, len(acked)
+    stored = {json.loads(f["e"])["event_id"] for _, f in redis_client.xrange("w3:events")}
+    assert not set(acked) - stored, f"{len(set(acked) - stored)} acknowledged events lost"
