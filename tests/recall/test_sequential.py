@@ -147,6 +147,13 @@ def test_sampled_loss_and_time_cap():
     assert len(c) == 5 and not {0, 1} & set(c.items.tolist())
 
 
+def test_a_catalogue_past_full_ce_max_trains_with_the_sampled_loss():
+    ds = cycle_log(n_users=60)
+    assert SASRecChannel(**{**PARAMS, "epochs": 1}).fit(ds).loss_used == "ce"
+    ch = SASRecChannel(**{**PARAMS, "epochs": 1}, full_ce_max=ds.n_items - 1, n_negatives=4).fit(ds)
+    assert ch.loss_used == "sampled" and len(ch.recall(UserContext("u", None, history=np.array([0])), 3)) == 3
+
+
 def test_min_steps_trains_a_small_log_for_more_epochs():
     ds = cycle_log(n_users=60)  # 60 users, batch 32: 2 steps an epoch
     base = {**PARAMS, "epochs": 1, "batch_size": 32}
