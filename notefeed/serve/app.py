@@ -260,7 +260,8 @@ def create_app(engine: Engine) -> FastAPI:
 
         lm = workspace_model(engine.workspace)
         if lm is None:
-            raise HTTPException(503, "no language model in this workspace: run `notefeed llm embed --workspace WS`")
+            # 409: the workspace lacks what the call needs (no retry helps until `llm embed` runs)
+            raise HTTPException(409, "no language model in this workspace: run `notefeed llm embed --workspace WS`")
         try:
             return {"titles": suggest_titles(lm, req.text, req.n), "model": lm.name}
         except LLMError as e:
