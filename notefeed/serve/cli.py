@@ -81,6 +81,7 @@ def _serve_workers(con: Any, workspace: Path, config: Path | None, cfg: Any, tok
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this stage's commands to ``notefeed`` and ``notefeed bench``."""
     _register_tune(app)
+    _register_online_benches(bench)
     from notefeed.serve import expcli
 
     expcli.register(app, bench)  # notefeed experiments report, notefeed sim ab
@@ -173,6 +174,38 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         result = run_bench([int(s) for s in sizes.split(",") if s.strip()], requests, concurrency, max_seconds,
                            community, config)
         text = write_json(json_path, result)
+        if json_path is None:
+            typer.echo(text)
+
+
+def _register_online_benches(bench: typer.Typer) -> None:
+    @bench.command("workers")
+    def bench_workers(
+        json_path: Path | None = typer.Option(None, "--json", help="write the results here"),
+        trials: int = typer.Option(30, "--trials", min=1, max=1000, help="notes published and clicks posted"),
+        requests: int = typer.Option(400, "--requests", min=10, max=100_000, help="feed requests over both workers"),
+        redis_url: str | None = typer.Option(None, "--redis-url", help="a running Redis (default: a private redis-server)"),
+    ) -> None:
+        """Two serving processes sharing one Redis: note and event visibility across them."""
+        from notefeed.eval.timing import write_json
+        from notefeed.serve.bench_online import run_workers_bench
+
+        text = write_json(json_path, run_workers_bench(trials, requests, redis_url))
+        if json_path is None:
+            typer.echo(text)
+
+    @bench.command("online-train")
+    def bench_online_train(
+        json_path: Path | None = typer.Option(None, "--json", help="write the results here"),
+        pages: int = typer.Option(600, "--pages", min=10, max=1_000_000, help="pages served (one click each)"),
+        min_groups: int = typer.Option(32, "--min-groups", min=1, max=100_000, help="online.train_params.min_groups"),
+        seed: int = typer.Option(0, "--seed"),
+    ) -> None:
+        """online.train in a serving engine: click -> fine ranker version that learned from it."""
+        from notefeed.eval.timing import write_json
+        from notefeed.serve.bench_online import run_online_train_bench
+
+        text = write_json(json_path, run_online_train_bench(pages, min_groups, seed))
         if json_path is None:
             typer.echo(text)
 

@@ -1,0 +1,180 @@
+"""``notefeed bench workers`` and ``notefeed bench online-train``: how fast serving learns.
+
+- **workers**: a private ``redis-server`` (or ``--redis-url``), two ``notefeed serve``
+  processes on one workspace sharing it (what ``serve --workers 2`` runs behind one port);
+  a note published on A, timed until B serves it; a click posted to A, timed until B's next
+  feed for that user no longer shows the note (the shared online state); repeated ``trials``
+  times, plus the p50/p99 of feed requests spread over both.
+- **online-train**: an engine with a trained ``rank/ltr`` fine ranker and ``online.train``
+  (background thread, as ``serve`` runs it) on a synthetic community; simulated users ask
+  for pages and click one shown note each; per update, the wall seconds from each click's
+  arrival to the hot swap of the version that learned from it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from notefeed.eval.timing import latency_stats, machine_info
+from notefeed.serve.bench import TOKEN, free_port, start_server, stop_server
+
+__all__ = ["run_workers_bench", "run_online_train_bench"]
+
+H = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _redis(url: str | None, tmp: Path) -> tuple[str, subprocess.Popen | None]:
+    if url:
+        return url, None
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RuntimeError("--redis-url: no redis-server binary on PATH; pass the URL of a running Redis")
+    port = free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import redis
+
+    r = redis.Redis(port=port)
+    for _ in range(200):
+        try:
+            r.ping()
+            return f"redis://127.0.0.1:{port}/0", proc
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+def _stats(seconds: list[float]) -> dict[str, float] | None:
+    return latency_stats(seconds) if seconds else None
+
+
+def _until(check: Any, timeout: float = 10.0) -> float | None:
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if check():
+            return time.perf_counter() - t0
+        time.sleep(0.005)
+    return None
+
+
+def run_workers_bench(trials: int = 30, requests: int = 400, redis_url: str | None = None) -> dict[str, Any]:
+    import httpx
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="notefeed-bench-workers-") as tmp:
+        url, rproc = _redis(redis_url, Path(tmp))
+        cfg = {"recall": {"channels": [{"name": "fresh/recent", "quota": 50},
+                                       {"name": "non-personalized/popular", "quota": 300}]},
+               "coarse": {"scorer": "builtin/popularity"}, "fine": {"scorer": "builtin/linear"},
+               "coldstart": {"enabled": False},
+               "online": {"backend": "redis", "redis_url": url, "redis_prefix": f"bench{time.time_ns()}"}}
+        cfg_path = Path(tmp) / "workers.yaml"
+        cfg_path.write_text(yaml.safe_dump(cfg))
+        ws = Path(tmp) / "ws"
+        ports = [free_port(), free_port()]
+        procs = []
+        try:
+            for p in ports:
+                procs.append(start_server(ws, p, ["--config", str(cfg_path)], timeout=300))
+            a, b = (httpx.Client(base_url=f"http://127.0.0.1:{p}", timeout=10) for p in ports)
+            note_s, feed_s, misses = [], [], 0
+            for i in range(200):  # a catalogue to serve from
+                a.post("/v1/notes", json={"note_id": f"base{i}", "author_id": f"a{i % 50}"}, headers=H)
+            _until(lambda: b.get("/healthz").json()["notes"] >= 200, 30)
+            for t in range(trials):
+                nid = f"n{t}"
+                a.post("/v1/notes", json={"note_id": nid, "author_id": f"a{t}"}, headers=H)
+                got = _until(lambda t=t: b.get("/healthz").json()["notes"] >= 201 + t)
+                note_s.append(got) if got is not None else None
+                uid = f"user{t}"
+                top = b.get("/v1/feed", params={"user_id": uid, "n": 10}).json()["items"][0]["note_id"]
+                t0 = time.perf_counter()
+                a.post("/v1/events", headers=H, json={"events": [{"user_id": uid, "note_id": top,
+                                                                   "ts": int(time.time()), "type": "click"}]})
+                ok = _until(lambda uid=uid, top=top: top not in [
+                    x["note_id"] for x in b.get("/v1/feed", params={"user_id": uid, "n": 10}).json()["items"]])
+                if ok is None:
+                    misses += 1
+                else:
+                    feed_s.append(time.perf_counter() - t0)
+            lat: list[float] = []
+            for r in range(requests):
+                c = (a, b)[r % 2]
+                t0 = time.perf_counter()
+                c.get("/v1/feed", params={"user_id": f"load{r % 97}", "n": 10})
+                lat.append(time.perf_counter() - t0)
+            followed = [c.get("/healthz").json()["followed_events"] for c in (a, b)]
+        finally:
+            for p in procs:
+                stop_server(p)
+            if rproc is not None:
+                rproc.terminate()
+                rproc.wait(10)
+    return {"bench": "workers", "machine": machine_info(), "workers": 2, "trials": trials,
+            "note_to_other_worker": _stats(note_s), "event_to_other_workers_feed": _stats(feed_s),
+            "event_misses": misses, "feed_over_both": _stats(lat), "followed_events": followed,
+            "notes": "two `notefeed serve` processes on one workspace and one Redis, on the same 2 cores as the "
+                     "client; built-in pipeline (the sharing, not the ranking, is measured)"}
+
+
+def run_online_train_bench(pages: int = 600, min_groups: int = 32, seed: int = 0) -> dict[str, Any]:
+    from notefeed.models.train import train_components
+    from notefeed.schema import Event
+    from notefeed.serve.config import ServeConfig
+    from notefeed.serve.engine import Engine
+    from notefeed.serve.synth import synthetic_community
+
+    ds = synthetic_community(5000, n_users=500, n_events=20_000, seed=seed)
+    cfg = ServeConfig().with_overrides(
+        recall={"channels": [{"name": "item-to-item/swing", "quota": 200}, {"name": "embedding/als", "quota": 200},
+                             {"name": "non-personalized/popular", "quota": 100}]},
+        coldstart={"enabled": False},
+        online={"train": True, "train_params": {"min_groups": min_groups, "max_wait_s": 5.0}})
+    t0 = time.perf_counter()
+    fitted, _ = train_components(cfg, ds, progress=False)
+    train_s = time.perf_counter() - t0
+    rng = np.random.default_rng(seed)
+    ids = ds.users["user_id"].astype(str).to_numpy()
+    updates: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="notefeed-bench-online-") as tmp:
+        eng = Engine(ds, cfg, Path(tmp), fitted=fitted)
+        try:
+            base = eng.models.current().version
+            feed_ms = []
+            for _p in range(pages):
+                u = str(ids[rng.integers(len(ids))])
+                t1 = time.perf_counter()
+                _, res = eng.feed(u, 10)
+                feed_ms.append(time.perf_counter() - t1)
+                pick = int(res.items[min(len(res.items) - 1, int(rng.integers(10)))])
+                eng.ingest([Event(user_id=u, note_id=eng.catalog.note_ids[pick], ts=int(eng.clock()), type="click")])
+                if eng.online_ltr.last and (not updates or eng.online_ltr.last["version"] != updates[-1]["version"]):
+                    updates.append(dict(eng.online_ltr.last))
+            _until(lambda: eng.online_ltr.stats()["ready"] == 0, 30)
+            last = eng.online_ltr.last
+            if last and (not updates or last["version"] != updates[-1]["version"]):
+                updates.append(dict(last))
+            st = eng.online_ltr.stats()
+            served = eng.models.current().version
+        finally:
+            eng.close()
+    med = [u["event_to_model_s_median"] for u in updates]
+    mx = [u["event_to_model_s_max"] for u in updates]
+    return {"bench": "online-train", "machine": machine_info(), "pages": pages, "min_groups": min_groups,
+            "community": {"notes": ds.n_items, "users": ds.n_users, "events": len(ds.events)},
+            "offline_train_s": train_s, "base_version": base, "served_version_at_end": served,
+            "updates": st["updates"], "groups": st["groups"], "failed": st["failed"],
+            "event_to_model_s": {"median_of_update_medians": float(np.median(med)) if med else None,
+                                 "max": float(max(mx)) if mx else None},
+            "train_per_update": _stats([u["train_s"] for u in updates]),
+            "feed_while_training": _stats(feed_ms), "per_update": updates,
+            "notes": "one process: requests and ingest on the main thread, updates on the trainer thread (as in "
+                     "`serve` with online.train); each simulated user clicks one shown note per page"}
