@@ -31,12 +31,20 @@ from notefeed.serve.docs import add_docs
 from notefeed.serve.engine import DUPLICATE, Engine
 from notefeed.serve.search import SearchService, add_search_routes
 
-__all__ = ["create_app", "EventBatch", "ReloadRequest"]
+__all__ = ["create_app", "EventBatch", "ReloadRequest", "ConfigRequest"]
 
 
 class EventBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     events: list[Event] = Field(min_length=1)
+
+
+class ConfigRequest(BaseModel):
+    """A serving config to hot-reload (``POST /v1/admin/config``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    yaml: str = Field(min_length=1, max_length=200_000, description="the whole config as YAML (keys left out: defaults)")
+    dry_run: bool = Field(default=False, description="only validate and say what would change")
 
 
 class ReloadRequest(BaseModel):
@@ -294,6 +302,27 @@ def create_app(engine: Engine) -> FastAPI:
         except Exception as e:
             raise HTTPException(422, f"model reload failed (field 'path'): {e}") from None
         return JSONResponse({"status": "swapped", "version": mv.version})
+
+    @app.post("/v1/admin/config", dependencies=[Depends(write_auth)])
+    def config_reload(req: ConfigRequest) -> dict[str, Any]:
+        """Hot-reload the serving config (``{"yaml": text, "dry_run": false}``): fusion,
+        rerank, exposure, coarse.keep and recall quotas change live; anything else answers 409
+        naming the field (restart with the new file)."""
+        import yaml
+
+        from notefeed.serve.config import ConfigError, parse_config
+        from notefeed.serve.hotconfig import apply_config
+
+        try:
+            new = parse_config(yaml.safe_load(req.yaml), "yaml")
+        except yaml.YAMLError as e:
+            raise HTTPException(422, f"yaml: not valid YAML ({str(e).splitlines()[0]})") from None
+        except ConfigError as e:
+            raise HTTPException(422, str(e)) from None
+        try:
+            return apply_config(engine, new, dry_run=req.dry_run)
+        except ValueError as e:
+            raise HTTPException(409, f"yaml: {e}") from None
 
     @app.get("/v1/admin/experiments", dependencies=[Depends(read_auth)])
     def experiments() -> dict[str, Any]:

@@ -577,5 +577,6 @@ def _make_metrics() -> Metrics:
     m.counter("events_rejected_total", "events rejected")
     m.counter("notes_published_total", "notes published")
     m.counter("model_swaps_total", "model versions swapped in")
+    m.counter("config_reloads_total", "serving configs hot-reloaded")
     m.counter("online_train_updates_total", "fine ranker versions trained beside serving and swapped in")
     return m
