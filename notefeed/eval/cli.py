@@ -27,16 +27,16 @@ def parse_list(text: str | None, what: str) -> list[str] | None:
     return items
 
 
-def parse_ks(text: str) -> list[int]:
-    """``"10,20"`` -> ``[10, 20]``; every cut-off must be a positive integer."""
+def parse_ks(text: str, what: str = "k", positive: bool = True) -> list[int]:
+    """``"10,20"`` -> ``[10, 20]``; every cut-off must be a positive integer (``--seeds``: >= 0)."""
     out = []
     for t in text.split(","):
         try:
             k = int(t.strip())
         except ValueError:
-            raise ValueError(f"--k: {t.strip()!r} is not an integer (expected e.g. 10,20,50)") from None
-        if k <= 0:
-            raise ValueError(f"--k: cut-offs must be positive, got {k}")
+            raise ValueError(f"--{what}: {t.strip()!r} is not an integer (expected e.g. 10,20,50)") from None
+        if k <= 0 if positive else k < 0:
+            raise ValueError(f"--{what}: {'cut-offs must be positive' if positive else 'values must be >= 0'}, got {k}")
         out.append(k)
     return out
 
@@ -148,6 +148,7 @@ def eval_command(
     k: str | None = typer.Option(None, "--k", help="cut-offs, comma-separated (default 10,20,50)"),
     param: list[str] | None = typer.Option(None, "--param", help="model parameter MODEL.KEY=VALUE (repeatable)"),
     seed: int = typer.Option(0, "--seed", help="random seed for splits, subsampling and models"),
+    seeds: str | None = typer.Option(None, "--seeds", help="rank stage: seeds to repeat the run over, comma-separated (adds mean and 95%% interval rows)"),
     quick: bool = typer.Option(False, "--quick", help="subsample users (smoke runs, tests)"),
     json_path: Path | None = typer.Option(None, "--json", help="write {stage, rows, meta} JSON here"),
     report: Path | None = typer.Option(None, "--report", help="write index.html and PNG figures into this folder"),
@@ -193,6 +194,8 @@ def eval_command(
             options["path"] = str(path)
         if config is not None:
             options["config"] = str(config)
+        if seeds is not None:
+            options["seeds"] = parse_ks(seeds, "seeds", positive=False)
         if users is not None:
             if users < 1:
                 raise ValueError(f"--users: must be >= 1, got {users}")
@@ -217,6 +220,7 @@ def eval_command(
         "split": split if split is not None else ("loo" if stage == "model" else None),
         "k": shown_ks,
         "seed": seed,
+        **({"seeds": parse_ks(seeds, "seeds", positive=False)} if seeds is not None else {}),
         "quick": quick,
         "params": parse_params(param),
     }

@@ -2,8 +2,15 @@
 
 Datasets: ``taobao`` (tasks reported under their original names through ``meta["type_map"]``),
 ``synthetic`` (the in-repo feed log with impressions; stands in for the simulator log) and
-``qilin`` (toy sample: a schema check, metrics mostly NaN at 10 rows). Samples are split by time
-(last 20% = test); "single" trains one independent single-task model per task.
+``qilin`` (toy sample: a schema check, metrics mostly NaN at 10 rows), and the simulator's
+``sim-tiny`` / ``sim-demo``. Samples are split by time (last 20% = test); "single" trains one
+independent single-task model per task. A model name with ``-plain`` (``cgc-plain``) trains with
+summed task gradients (``aux_grad=1``), the behaviour before the seesaw guard, for comparison.
+
+With several seeds (``seeds``) every (dataset, seed) is one run (the seed draws the Taobao
+negatives, the synthetic log and the model init) and summary rows follow: per model and task the
+mean AUC with a 95% t-interval over seeds and, for the main task of every multi-task model, the
+paired difference to single-task (same seed, same samples) with its interval.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from notefeed.data.dataset import Dataset
 from notefeed.eval.stages import EVAL_STAGES
@@ -22,7 +30,7 @@ from notefeed.rank.multitask import FineRanker
 from notefeed.rank.samples import build_samples
 from notefeed.rank.synthetic import synthetic_feed
 
-__all__ = ["evaluate_rank", "evaluate_dataset"]
+__all__ = ["evaluate_rank", "evaluate_dataset", "summarize", "mean_ci"]
 
 DEFAULT_DATASETS = ["taobao", "synthetic", "qilin"]
 DEFAULT_MODELS = ["cgc", "ple", "mmoe", "single"]
@@ -32,9 +40,9 @@ def _load(name: str, seed: int, quick: bool) -> Dataset:
     if name in ("synthetic", "sim"):
         return synthetic_feed(n_users=150 if quick else 1000, n_items=600 if quick else 4000,
                               requests_per_user=6 if quick else 12, seed=seed)
-    from notefeed.data.loaders import load_dataset
+    from notefeed.eval.datasets import load_eval_dataset
 
-    ds = load_dataset(name)
+    ds = load_eval_dataset(name, seed, quick=quick)
     if quick and ds.events["user"].nunique() > 200:
         ds = ds.subsample_users(200, seed)
     return ds
@@ -61,10 +69,14 @@ def evaluate_dataset(ds: Dataset, models: list[str], seed: int = 0, quick: bool 
                 r = FineRanker(FineConfig(tasks=(t,), arch="single", epochs=epochs, batch_size=bs, seed=seed))
                 preds[t] = r.fit(ds, train, fb).predict(ft)[t]
         else:
-            r = FineRanker(FineConfig(tasks=tuple(tasks), arch=m, epochs=epochs, batch_size=bs, seed=seed))
+            arch, _, variant = m.partition("-")
+            extra = {"aux_grad": 1.0} if variant == "plain" else {}
+            if variant not in ("", "plain"):
+                raise ValueError(f"rank eval: unknown model '{m}' (an arch, optionally with -plain)")
+            r = FineRanker(FineConfig(tasks=tuple(tasks), arch=arch, epochs=epochs, batch_size=bs, seed=seed, **extra))
             preds = r.fit(ds, train, fb).predict(ft)
-        row: dict = {"dataset": ds.name, "model": m, "samples": samples.source, "n_train": len(train),
-                     "n_test": len(test)}
+        row: dict = {"dataset": ds.name, "model": m, "seed": seed, "samples": samples.source,
+                     "n_train": len(train), "n_test": len(test), "main_task": names.get(tasks[0], tasks[0])}
         aucs = []
         for t in tasks:
             y, p = test.labels[t], preds[t]
@@ -84,20 +96,65 @@ def evaluate_dataset(ds: Dataset, models: list[str], seed: int = 0, quick: bool 
     return rows
 
 
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """(mean, half-width of the 95% t-interval) over seeds; half-width NaN for one value."""
+    v = np.asarray([x for x in values if np.isfinite(x)], np.float64)
+    if not len(v):
+        return float("nan"), float("nan")
+    if len(v) < 2:
+        return float(v.mean()), float("nan")
+    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per (dataset, model): mean and 95% interval over seeds of every ``*_auc``; for multi-task
+    models the paired main-task AUC difference to ``single`` (same dataset and seed)."""
+    runs = [r for r in rows if "error" not in r and "note" not in r]
+    out = []
+    for ds in dict.fromkeys(r["dataset"] for r in runs):
+        by_model: dict[str, dict[int, dict]] = {}
+        for r in runs:
+            if r["dataset"] == ds:
+                by_model.setdefault(r["model"], {})[r["seed"]] = r
+        single = by_model.get("single", {})
+        for m, per_seed in by_model.items():
+            seeds = sorted(per_seed)
+            row: dict = {"dataset": ds, "model": m, "summary": f"mean ± 95% t-interval over seeds {seeds}",
+                         "n_seeds": len(seeds)}
+            keys = [k for k in per_seed[seeds[0]] if k.endswith("_auc") or k == "dwell_rmse_log1p"]
+            for k in keys:
+                row[k], row[f"{k}_ci95"] = mean_ci([per_seed[s].get(k, float("nan")) for s in seeds])
+            main = f"{per_seed[seeds[0]]['main_task']}_auc"
+            paired = [s for s in seeds if s in single]
+            if m != "single" and paired and main in per_seed[seeds[0]]:
+                d = [per_seed[s][main] - single[s][main] for s in paired]
+                mean, half = mean_ci(d)
+                row[f"{main}_minus_single"], row[f"{main}_minus_single_ci95"] = mean, half
+                row[f"{main}_minus_single_per_seed"] = d
+                others = [k for k in keys if k not in (main, "mean_auc", "dwell_rmse_log1p")]
+                wins = sum(per_seed[s][k] > single[s][k] for s in paired for k in others if k in single[s])
+                row["sparse_task_wins_vs_single"] = f"{wins}/{len(paired) * len(others)}"
+            out.append(row)
+    return out
+
+
 @EVAL_STAGES.register("rank")
 def evaluate_rank(datasets: list[str], models: list[str] | None, seed: int, quick: bool,
-                  report_dir: Path | None) -> list[dict]:
+                  report_dir: Path | None, seeds: list[int] | None = None) -> list[dict]:
     rows: list[dict] = []
     for name in datasets or DEFAULT_DATASETS:
-        try:
-            ds = _load(name, seed, quick)
-        except Exception as e:  # a missing dataset should not hide the others
-            rows.append({"dataset": name, "error": f"{type(e).__name__}: {e}"})
-            continue
-        try:
-            rows.extend(evaluate_dataset(ds, models or DEFAULT_MODELS, seed, quick))
-        except Exception as e:
-            rows.append({"dataset": name, "error": f"{type(e).__name__}: {e}"})
+        for sd in seeds or [seed]:
+            try:
+                ds = _load(name, sd, quick)
+            except Exception as e:  # a missing dataset should not hide the others
+                rows.append({"dataset": name, "seed": sd, "error": f"{type(e).__name__}: {e}"})
+                break
+            try:
+                rows.extend(evaluate_dataset(ds, models or DEFAULT_MODELS, sd, quick))
+            except Exception as e:
+                rows.append({"dataset": name, "seed": sd, "error": f"{type(e).__name__}: {e}"})
+    if seeds is not None and len(seeds) > 1:
+        rows.extend(summarize(rows))
     if report_dir is not None:
         import json
 

@@ -9,6 +9,7 @@ baseline is the same network with dense embeddings.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from notefeed.rank.layers import CGC, PLE, MMoE, SingleTask, TargetAttention, attach_id_tables, make_towers
+from notefeed.rank.taskgrad import TaskGrad
 from notefeed.schema import EVENT_TYPES, SURFACES
 
 __all__ = ["FineConfig", "FineNet", "ARCHS", "BATCH_KEYS"]
@@ -46,6 +48,15 @@ class FineConfig:
     epochs: int = 3
     seed: int = 0
     task_weights: dict[str, float] = field(default_factory=dict)
+    #: the task the others must not hurt; "" = the first of ``tasks``
+    main_task: str = ""
+    #: factor on every other task's gradient into the shared layers (embeddings, encoder, shared
+    #: experts); their own experts, gates and towers learn at full strength (rank/taskgrad.py).
+    #: "auto": each task's count of positive (non-zero) labels over the main task's, capped at 1,
+    #: so a task with 1% of the main task's evidence gets 1% of its say in the shared layers
+    aux_grad: float | str = "auto"
+    #: PCGrad against the main task: drop the part of another task's gradient that opposes it
+    aux_project: bool = False
     vocab: dict[str, int] = field(default_factory=dict)
     features: dict[str, Any] = field(default_factory=dict)
 
@@ -55,6 +66,27 @@ class FineConfig:
             raise ValueError(f"FineConfig.arch: unknown '{self.arch}'; known: {sorted(ARCHS)}")
         if not self.tasks:
             raise ValueError("FineConfig.tasks: need at least one task")
+        if self.main_task and self.main_task not in self.tasks:
+            raise ValueError(f"FineConfig.main_task: '{self.main_task}' is not one of tasks {list(self.tasks)}")
+        if self.aux_grad != "auto" and not (isinstance(self.aux_grad, int | float) and 0.0 <= self.aux_grad <= 1.0):
+            raise ValueError(f"FineConfig.aux_grad: 'auto' or a number in [0, 1], got {self.aux_grad!r}")
+
+    @property
+    def main(self) -> str:
+        return self.main_task or self.tasks[0]
+
+    def task_grad(self, positives: Mapping[str, float] | None = None) -> TaskGrad:
+        """The gradient rule of the multi-task block (see :mod:`notefeed.rank.taskgrad`);
+        ``positives`` (task -> count of non-zero labels) resolves ``aux_grad="auto"``; without
+        it "auto" is plain (1) until the labels are known."""
+        m = self.tasks.index(self.main)
+        if self.aux_grad == "auto":
+            pos = positives or {}
+            base = float(pos.get(self.main, 0.0))
+            scales = tuple(min(1.0, float(pos[t]) / base) if base > 0 and t in pos else 1.0 for t in self.tasks)
+        else:
+            scales = (float(self.aux_grad),) * len(self.tasks)
+        return TaskGrad(tuple(1.0 if k == m else a for k, a in enumerate(scales)), m, self.aux_project)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -84,7 +116,8 @@ class FineNet(nn.Module):
         self.dense_proj = nn.Sequential(nn.Linear(v["n_dense"], d), nn.ReLU())
         d_in = 8 * d
         self.mt = ARCHS[cfg.arch](len(cfg.tasks), d_in, cfg.expert_dim, n_shared=cfg.n_shared,
-                                  n_specific=cfg.n_specific, n_experts=cfg.n_experts, n_layers=cfg.n_layers)
+                                  n_specific=cfg.n_specific, n_experts=cfg.n_experts, n_layers=cfg.n_layers,
+                                  task_grad=cfg.task_grad())
         self.towers = make_towers(len(cfg.tasks), cfg.expert_dim, cfg.tower_hidden)
         self.register_buffer("item_cat", item_cat.long())
         self.register_buffer("item_author", item_author.long())

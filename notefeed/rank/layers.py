@@ -8,6 +8,11 @@
   gate mixes its own experts and the shared ones. PLE stacks extraction layers whose shared
   branch also has a gate over every expert; the last layer is a CGC.
 - :class:`SingleTask`: an independent MLP per task (the baseline without expert sharing).
+
+Every multi-task block takes ``task_grad`` (:class:`~notefeed.rank.taskgrad.TaskGrad`, default
+plain summed gradients): each task reads its own copy of the block input and of the shared
+experts' output, so the rule decides how much of each task's gradient reaches what the tasks
+share (the guard against the multi-task "seesaw").
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
+
+from notefeed.rank.taskgrad import TaskGrad
 
 __all__ = ["ID_TABLES", "attach_id_tables", "mlp", "TargetAttention", "MMoE", "CGC", "PLE", "SingleTask", "make_towers"]
 
@@ -85,14 +92,16 @@ def _mix(gate: nn.Module, x: torch.Tensor, experts: torch.Tensor) -> torch.Tenso
 class MMoE(nn.Module):
     """x (B, d_in) -> list of T tensors (B, d_out)."""
 
-    def __init__(self, n_tasks: int, d_in: int, d_out: int, n_experts: int = 4, **_: int) -> None:
+    def __init__(self, n_tasks: int, d_in: int, d_out: int, n_experts: int = 4,
+                 task_grad: TaskGrad | None = None, **_: int) -> None:
         super().__init__()
         self.experts = _Experts(n_experts, d_in, d_out)
         self.gates = nn.ModuleList([nn.Linear(d_in, n_experts) for _ in range(n_tasks)])
+        self.task_grad = task_grad or TaskGrad.plain(n_tasks)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        e = self.experts(x)
-        return [_mix(g, x, e) for g in self.gates]
+        xs, es = self.task_grad.split(x), self.task_grad.split(self.experts(x))
+        return [_mix(g, xs[t], es[t]) for t, g in enumerate(self.gates)]
 
 
 class _Extraction(nn.Module):
@@ -107,10 +116,12 @@ class _Extraction(nn.Module):
         self.gates = nn.ModuleList([nn.Linear(d_in, n_specific + n_shared) for _ in range(n_tasks)])
         self.shared_gate = nn.Linear(d_in, n_tasks * n_specific + n_shared) if shared_gate else None
 
-    def forward(self, xs: list[torch.Tensor], xshared: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def forward(self, xs: list[torch.Tensor], xshared: torch.Tensor,
+                task_grad: TaskGrad) -> tuple[list[torch.Tensor], torch.Tensor]:
         es = self.shared(xshared)
         spec = [self.specific[t](xs[t]) for t in range(self.n_tasks)]
-        outs = [_mix(self.gates[t], xs[t], torch.cat([spec[t], es], dim=1)) for t in range(self.n_tasks)]
+        per_task = task_grad.split(es)
+        outs = [_mix(self.gates[t], xs[t], torch.cat([spec[t], per_task[t]], dim=1)) for t in range(self.n_tasks)]
         if self.shared_gate is None:
             return outs, xshared
         return outs, _mix(self.shared_gate, xshared, torch.cat([*spec, es], dim=1))
@@ -120,8 +131,9 @@ class PLE(nn.Module):
     """x (B, d_in) -> T tensors (B, d_out); ``n_layers=1`` is CGC."""
 
     def __init__(self, n_tasks: int, d_in: int, d_out: int, n_shared: int = 2, n_specific: int = 1,
-                 n_layers: int = 2, **_: int) -> None:
+                 n_layers: int = 2, task_grad: TaskGrad | None = None, **_: int) -> None:
         super().__init__()
+        self.task_grad = task_grad or TaskGrad.plain(n_tasks)
         dims = [d_in] + [d_out] * n_layers
         self.layers = nn.ModuleList([
             _Extraction(n_tasks, dims[k], dims[k + 1], n_shared, n_specific, shared_gate=k < n_layers - 1)
@@ -130,9 +142,9 @@ class PLE(nn.Module):
         self.n_tasks = n_tasks
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        xs, sh = [x] * self.n_tasks, x
+        xs, sh = self.task_grad.split(x), x
         for layer in self.layers:
-            xs, sh = layer(xs, sh)
+            xs, sh = layer(xs, sh, self.task_grad)
         return xs
 
 
@@ -140,19 +152,21 @@ class CGC(PLE):
     """Customized Gate Control: a single extraction layer."""
 
     def __init__(self, n_tasks: int, d_in: int, d_out: int, n_shared: int = 2, n_specific: int = 1,
-                 **_: int) -> None:
-        super().__init__(n_tasks, d_in, d_out, n_shared, n_specific, n_layers=1)
+                 task_grad: TaskGrad | None = None, **_: int) -> None:
+        super().__init__(n_tasks, d_in, d_out, n_shared, n_specific, n_layers=1, task_grad=task_grad)
 
 
 class SingleTask(nn.Module):
     """An independent MLP per task (no sharing above the embeddings)."""
 
-    def __init__(self, n_tasks: int, d_in: int, d_out: int, **_: int) -> None:
+    def __init__(self, n_tasks: int, d_in: int, d_out: int, task_grad: TaskGrad | None = None,
+                 **_: int) -> None:
         super().__init__()
         self.nets = nn.ModuleList([mlp([d_in, d_out]) for _ in range(n_tasks)])
+        self.task_grad = task_grad or TaskGrad.plain(n_tasks)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [n(x) for n in self.nets]
+        return [n(xt) for n, xt in zip(self.nets, self.task_grad.split(x), strict=True)]
 
 
 def make_towers(n_tasks: int, d: int, hidden: int) -> nn.ModuleList:

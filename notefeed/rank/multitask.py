@@ -23,7 +23,7 @@ from notefeed.rank.finenet import BATCH_KEYS, FineConfig, FineNet
 from notefeed.rank.optim import RowwiseAdam, split_params
 from notefeed.rank.samples import Samples, build_samples
 
-__all__ = ["FineRanker", "to_tensors", "masked_loss"]
+__all__ = ["FineRanker", "to_tensors", "masked_loss", "positives"]
 
 
 def to_tensors(feats: Mapping[str, np.ndarray], device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -59,6 +59,12 @@ def masked_loss(out: torch.Tensor, y: torch.Tensor, tasks: tuple[str, ...],
         total = total + float(weights.get(task, 1.0)) * loss
         parts[task] = float(loss.detach())
     return total, parts
+
+
+def positives(y: torch.Tensor, tasks: tuple[str, ...]) -> dict[str, float]:
+    """Labels (n, T), NaN = missing -> {task: count of non-zero labels} (the evidence per task)."""
+    nz = (torch.nan_to_num(y, nan=0.0) != 0).sum(0)
+    return {t: float(nz[k]) for k, t in enumerate(tasks)}
 
 
 class FineRanker:
@@ -112,6 +118,7 @@ class FineRanker:
                     progress: bool = False) -> FineRanker:
         """Train on pre-tensorised features ``x`` and labels ``y`` (n, T)."""
         assert self.net is not None, "call build() first"
+        self.net.mt.task_grad = self.cfg.task_grad(positives(y, self.cfg.tasks))
         n = len(y)
         gen = torch.Generator().manual_seed(self.cfg.seed)
         opts = self.optimizers()
