@@ -128,22 +128,7 @@ class ListwiseRanker:
             self.net.train()
             perm = rng.permutation(len(train))
             for b in range(0, len(perm), c.batch_groups):
-                batch = [train[i] for i in perm[b: b + c.batch_groups]]
-                xb = np.zeros((len(batch), m, len(self.feature_names)), np.float32)
-                mask = np.zeros((len(batch), m), bool)
-                for r, g in enumerate(batch):
-                    others = np.delete(np.arange(len(g.x)), g.pos)
-                    if len(others) > c.negatives:
-                        others = rng.choice(others, c.negatives, replace=False)
-                    rows = np.concatenate([[g.pos], others])
-                    xb[r, : len(rows)] = g.x[rows]
-                    mask[r, : len(rows)] = True
-                xt = torch.from_numpy((xb - self.mean) / self.std)
-                logits = self.net(xt).masked_fill(~torch.from_numpy(mask), -1e9)
-                loss = nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+                self._step([train[i] for i in perm[b: b + c.batch_groups]], m, rng, opt)
             hr = float(np.mean([_hr(self.predict(g.x), g.pos) for g in valid]))
             bar.set_postfix(valid_hr10=f"{hr:.4f}")
             if hr > best:
@@ -159,6 +144,26 @@ class ListwiseRanker:
         self.metrics = {"valid_hr10_in_candidates": best, "valid_hr10_input_order": base,
                         "train_groups": float(len(train)), "valid_groups": float(len(valid)),
                         "epochs": float(epochs_run), "fit_s": time.perf_counter() - t0}
+
+    def _step(self, batch: Sequence[Group], m: int, rng: np.random.Generator, opt: torch.optim.Optimizer) -> float:
+        """One optimiser step of the listwise loss on ``batch``: each group's chosen row
+        against up to ``m - 1`` sampled others. Returns the batch's mean loss."""
+        xb = np.zeros((len(batch), m, len(self.feature_names)), np.float32)
+        mask = np.zeros((len(batch), m), bool)
+        for r, g in enumerate(batch):
+            others = np.delete(np.arange(len(g.x)), g.pos)
+            if len(others) > m - 1:
+                others = rng.choice(others, m - 1, replace=False)
+            rows = np.concatenate([[g.pos], others])
+            xb[r, : len(rows)] = g.x[rows]
+            mask[r, : len(rows)] = True
+        assert self.net is not None
+        logits = self.net(torch.from_numpy((xb - self.mean) / self.std)).masked_fill(~torch.from_numpy(mask), -1e9)
+        loss = nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item()
 
     def copy(self) -> ListwiseRanker:
         """An independent copy (weights, normalisation, metrics): train it while this one serves."""
@@ -188,22 +193,7 @@ class ListwiseRanker:
                     total, perm = 0.0, rng.permutation(len(groups))
                     for b in range(0, len(perm), c.batch_groups):
                         batch = [groups[i] for i in perm[b: b + c.batch_groups]]
-                        xb = np.zeros((len(batch), m, len(self.feature_names)), np.float32)
-                        mask = np.zeros((len(batch), m), bool)
-                        for r, g in enumerate(batch):
-                            others = np.delete(np.arange(len(g.x)), g.pos)
-                            if len(others) > m - 1:
-                                others = rng.choice(others, m - 1, replace=False)
-                            rows = np.concatenate([[g.pos], others])
-                            xb[r, : len(rows)] = g.x[rows]
-                            mask[r, : len(rows)] = True
-                        logits = self.net(torch.from_numpy((xb - self.mean) / self.std))
-                        logits = logits.masked_fill(~torch.from_numpy(mask), -1e9)
-                        loss = nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
-                        opt.zero_grad()
-                        loss.backward()
-                        opt.step()
-                        total += loss.item() * len(batch)
+                        total += self._step(batch, m, rng, opt) * len(batch)
                     losses.append(total / len(groups))
                 self.net.eval()
         finally:
