@@ -90,10 +90,15 @@ class FrequencyCap:
         if per_day < 1:
             raise ValueError(f"FrequencyCap: 'per_day' must be >= 1, got {per_day}")
         self.per_day = per_day
-        self._seen: dict[tuple[int, str, int], int] = defaultdict(int)
+        self._seen: dict[tuple[int | str, str, int], int] = defaultdict(int)
+        self._day = -1
 
-    def allowed(self, user: int, campaign_id: str, now_s: float) -> bool:
+    def allowed(self, user: int | str, campaign_id: str, now_s: float) -> bool:
         return self._seen.get((user, campaign_id, int(now_s // 86400)), 0) < self.per_day
 
-    def record(self, user: int, campaign_id: str, now_s: float) -> None:
-        self._seen[(user, campaign_id, int(now_s // 86400))] += 1
+    def record(self, user: int | str, campaign_id: str, now_s: float) -> None:
+        day = int(now_s // 86400)
+        if day > self._day:  # a new day: yesterday's counts no longer cap anything
+            self._seen = defaultdict(int, {k: v for k, v in self._seen.items() if k[2] >= day})
+            self._day = day
+        self._seen[(user, campaign_id, day)] += 1

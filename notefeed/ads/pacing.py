@@ -47,12 +47,28 @@ class PidPacer:
                  update_s: float = 60.0) -> None:
         self.g = gains or PidGains()
         self.day_s, self.update_s = float(day_s), float(update_s)
-        self.state: dict[str, _State] = {c: _State(float(b)) for c, b in budgets.items()}
+        self.state: dict[str, _State] = {c: _State(float(b), p=self.g.p_start) for c, b in budgets.items()}
 
     def _roll(self, s: _State, now_s: float) -> None:
         day = int(now_s // self.day_s)
         if day != s.day:
             s.day, s.spent, s.integral, s.last_err, s.last_t, s.p = day, 0.0, 0.0, 0.0, day * self.day_s, self.g.p_start
+
+    def sync_budgets(self, budgets: dict[str, float]) -> None:
+        """Add new campaigns, update changed budgets (spend so far is kept), drop removed ones."""
+        for c, b in budgets.items():
+            if c in self.state:
+                self.state[c].budget = float(b)
+            else:
+                self.state[c] = _State(float(b), p=self.g.p_start)
+        for c in set(self.state) - set(budgets):
+            del self.state[c]
+
+    def spent(self, campaign_id: str, now_s: float) -> float:
+        """Spend of the current day (0 on a new day)."""
+        s = self.state[campaign_id]
+        self._roll(s, now_s)
+        return s.spent
 
     def remaining(self, campaign_id: str) -> float:
         s = self.state[campaign_id]

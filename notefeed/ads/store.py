@@ -37,26 +37,52 @@ class AdStore:
         self.campaigns: dict[str, Campaign] = {}
         self.ads: dict[str, Ad] = {}
         self._lock = threading.Lock()
+        #: bumped on every load and write: readers rebuild what they derived from the store
+        self.version = 0
+        self._mtime_ns = -1
         if self.path is not None and self.path.exists():
             self._load()
 
     # -- persistence ---------------------------------------------------------------------------
     def _load(self) -> None:
         assert self.path is not None
+        mtime = self.path.stat().st_mtime_ns
         raw = json.loads(self.path.read_text(encoding="utf-8"))
+        tables: dict[str, dict] = {}
         for kind, cls in _KINDS.items():
-            table = getattr(self, kind)
+            table = tables[kind] = {}
             for i, obj in enumerate(raw.get(kind, [])):
                 try:
                     m = cls.model_validate(obj)
                 except Exception as e:
                     raise AdStoreError(f"{self.path}: {kind}[{i}]: {e}") from e
                 table[m.id] = m  # type: ignore[attr-defined]
+        self.advertisers, self.campaigns, self.ads = tables["advertisers"], tables["campaigns"], tables["ads"]
+        self._mtime_ns = mtime
+        self.version += 1
+
+    def refresh(self) -> bool:
+        """Reload when another process (a second serving worker) rewrote the file; True if it did."""
+        if self.path is None:
+            return False
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return False
+        if mtime == self._mtime_ns:
+            return False
+        with self._lock:
+            try:
+                self._load()
+            except (AdStoreError, ValueError, OSError):  # a torn or bad file: keep what we have
+                return False
+        return True
 
     def to_json(self) -> dict[str, list[dict]]:
         return {k: [m.model_dump(mode="json") for m in getattr(self, k).values()] for k in _KINDS}
 
     def save(self) -> None:
+        self.version += 1
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +93,7 @@ class AdStore:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
+            self._mtime_ns = self.path.stat().st_mtime_ns
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

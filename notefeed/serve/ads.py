@@ -57,6 +57,13 @@ def add_ads_routes(app: FastAPI, engine: Any, write_deps: list[Any], read_deps: 
     def put_ad(body: Ad) -> dict[str, Any]:
         return _put(ads_store(engine).put_ad, body)
 
+    @router.get("/spend", dependencies=read_deps)
+    def spend() -> dict[str, Any]:
+        """Today's spend per campaign on this serving process (charged by ad clicks)."""
+        from notefeed.serve.adslots import ad_server
+
+        return {"campaigns": ad_server(engine).spend()}
+
     @router.get("/{kind}", dependencies=read_deps)
     def list_kind(kind: str) -> dict[str, Any]:
         if kind not in _KINDS:
@@ -74,3 +81,6 @@ def add_ads_routes(app: FastAPI, engine: Any, write_deps: list[Any], read_deps: 
         return {"deleted": item_id}
 
     app.include_router(router)
+    from notefeed.serve.adslots import add_ad_event_routes
+
+    add_ad_event_routes(app, engine, write_deps)

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from notefeed.schema import Event, Note
+from notefeed.serve.adslots import page_ads
 from notefeed.serve.docs import add_docs
 from notefeed.serve.engine import DUPLICATE, Engine
 from notefeed.serve.search import SearchService, add_search_routes
@@ -211,11 +212,14 @@ def create_app(engine: Engine) -> FastAPI:
             "items": items,
             "degraded": bool(res.errors),
         }
+        ads, ads_ms = page_ads(engine, [x["note_id"] for x in items], user_id=user_id, ctx=ctx)
+        if ads is not None:  # the workspace has ads (notefeed/serve/adslots.py): slots with positions
+            body["ads"] = ads
         if getattr(ctx, "arm", None) is not None:  # an A/B experiment: which arm served the page
             body["experiment"] = {"name": cfg.experiments.name, "arm": ctx.arm}  # type: ignore[attr-defined]
         if explain:
             body["trace"] = {"pipeline": pipeline, **res.trace(engine.catalog.note_ids)}
-        timing = ", ".join(f"{k};dur={v:.3f}" for k, v in res.timings().items())
+        timing = ", ".join(f"{k};dur={v:.3f}" for k, v in {**res.timings(), "ads": ads_ms}.items())
         return JSONResponse(body, headers={"Server-Timing": timing})
 
     @app.get("/v1/notes/{note_id}/related", dependencies=[Depends(read_auth)])

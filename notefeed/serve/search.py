@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 
 from notefeed.schema import Note
 from notefeed.search import SearchConfig, SearchError, SearchPipeline
+from notefeed.serve.adslots import page_ads
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +154,13 @@ def add_search_routes(app: FastAPI, engine: Any, deps: list[Any]) -> None:
                                 "corrections": res.query.corrections,
                                 "categories": [[c, round(p, 4)] for c, p in res.query.categories],
                                 "rewrites": res.query.rewrites, "user_id": user_id, "items": items}
+        cat = res.query.categories[0][0] if res.query.categories else None
+        ads, ads_ms = page_ads(engine, [x["note_id"] for x in items], user_id=user_id, query=res.query.text,
+                               rewrites=list(res.query.rewrites), category=cat)
+        if ads is not None:  # the workspace has ads (notefeed/serve/adslots.py): slots with positions
+            body["ads"] = ads
         if explain:
-            body["trace"] = {**(res.trace or {}), "ms": res.ms}
+            body["trace"] = {**(res.trace or {}), "ms": res.ms, "ads_ms": ads_ms}
         return body
 
     @app.get("/v1/search/suggest", dependencies=deps)

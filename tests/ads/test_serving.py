@@ -1,0 +1,174 @@
+"""Ads in the feed and search pages (notefeed/serve/adslots.py) through FastAPI's TestClient."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from notefeed.data.dataset import Dataset
+from notefeed.serve.app import create_app
+from notefeed.serve.config import builtin_config
+from notefeed.serve.engine import Engine
+from notefeed.serve.synth import synthetic_community
+
+TOKEN = "ads-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+NOW = 1_700_000_000.0
+
+
+@pytest.fixture(scope="module")
+def ds() -> Dataset:
+    return synthetic_community(600, n_users=60, n_events=2000, seed=5)
+
+
+@pytest.fixture
+def engine(ds: Dataset, tmp_path: Path) -> Iterator[Engine]:
+    eng = Engine(ds, builtin_config().with_overrides(api={"token": TOKEN}), tmp_path / "ws")
+    eng.clock = lambda: NOW
+    yield eng
+    eng.close()
+
+
+@pytest.fixture
+def client(engine: Engine) -> Iterator[TestClient]:
+    with TestClient(create_app(engine)) as c:
+        yield c
+
+
+def _campaigns(c: TestClient, engine: Engine, n: int = 6, budget: float = 100.0, **camp: object) -> list[str]:
+    """``n`` campaigns, each with one note ad per catalogue category seen in users' history."""
+    assert c.post("/v1/admin/ads/advertisers", headers=AUTH, json={"id": "adv", "name": "Shop"}).status_code == 201
+    cats = sorted({engine.catalog.category_name(i) for i in range(engine.catalog.n_items)})
+    ids = []
+    for k in range(n):
+        body = {"id": f"c{k}", "advertiser_id": "adv", "daily_budget": budget, "bid": 1.0 + k / 10, **camp}
+        assert c.post("/v1/admin/ads/campaigns", headers=AUTH, json=body).status_code == 201
+        for j, cat in enumerate(cats):
+            r = c.post("/v1/admin/ads/ads", headers=AUTH, json={
+                "id": f"a{k}_{j}", "campaign_id": f"c{k}", "title": f"Offer {cat}", "text": f"best {cat} deal",
+                "category": cat, "keywords": [{"text": "shoes", "match": "broad"}, {"text": cat, "match": "exact"}]})
+            assert r.status_code == 201, r.text
+        ids.append(f"c{k}")
+    return ids
+
+
+def _check_page(body: dict, n: int) -> list[dict]:
+    ads = body["ads"]
+    page = list(body["items"])
+    for a in ads:
+        page.insert(a["position"], a)
+    pos = [i for i, x in enumerate(page) if "ad" in x]
+    assert pos == [a["position"] for a in ads]
+    assert all(p >= 2 for p in pos)  # first slot
+    assert all(b - a > 4 for a, b in zip(pos, pos[1:], strict=False))  # >= 4 organic notes between ads
+    assert len(ads) <= 0.2 * len(page) + 1e-9  # load cap
+    assert len(body["items"]) == n  # the organic page is untouched
+    for a in ads:
+        m = a["ad"]
+        assert m["label"] == "sponsored" and m["price"] > 0 and m["impression_id"] and m["campaign_id"]
+        assert a["note_id"] not in {x["note_id"] for x in body["items"]}
+    assert len({a["ad"]["campaign_id"] for a in ads}) == len(ads)  # one ad per campaign
+    return ads
+
+
+def test_no_campaigns_no_ads(client: TestClient) -> None:
+    body = client.get("/v1/feed", params={"user_id": "u1", "n": 20}).json()
+    assert "ads" not in body
+    r = client.get("/v1/feed", params={"user_id": "u1", "n": 20})
+    assert "ads;dur=0.000" in r.headers["server-timing"]
+
+
+def test_feed_ads_placed_marked_capped_and_charged(client: TestClient, engine: Engine) -> None:
+    _campaigns(client, engine)
+    body = client.get("/v1/feed", params={"user_id": "u1", "n": 20}).json()
+    ads = _check_page(body, 20)
+    assert [a["position"] for a in ads] == [2, 7, 12, 17, 22]  # 20 notes + 5 ads = 0.2 of 25
+    assert {a["ad"]["channel"] for a in ads} <= {"category/interest", "semantic/text"}
+    # a click charges the GSP price once, through the pacer
+    imp, price, camp = ads[0]["ad"]["impression_id"], ads[0]["ad"]["price"], ads[0]["ad"]["campaign_id"]
+    r = client.post("/v1/ads/events", headers=AUTH, json={"events": [{"impression_id": imp, "type": "click"}]})
+    assert r.status_code == 200 and r.json()["charged"] == pytest.approx(price)
+    r = client.post("/v1/ads/events", headers=AUTH, json={"events": [
+        {"impression_id": imp, "type": "click"}, {"impression_id": imp, "type": "conversion"},
+        {"impression_id": "nope", "type": "click"}]}).json()
+    assert r["charged"] == 0 and r["accepted"] == 2 and r["rejected"][0]["index"] == 2
+    spend = client.get("/v1/admin/ads/spend").json()["campaigns"]
+    assert spend[camp]["spent"] == pytest.approx(price)
+    # bad input names the field; the endpoint needs the write token
+    r = client.post("/v1/ads/events", headers=AUTH, json={"events": [{"impression_id": imp, "type": "view"}]})
+    assert r.status_code == 422 and "type" in r.json()["message"]
+    assert client.post("/v1/ads/events", json={"events": [{"impression_id": imp, "type": "click"}]}).status_code == 401
+
+
+def test_frequency_cap_per_user(client: TestClient, engine: Engine) -> None:
+    _campaigns(client, engine, n=2)
+    seen: Counter[str] = Counter()
+    for _ in range(6):
+        body = client.get("/v1/feed", params={"user_id": "u2", "n": 20}).json()
+        for a in _check_page(body, 20):
+            seen[a["ad"]["campaign_id"]] += 1
+    assert seen and max(seen.values()) == 3  # freq_cap_per_day
+    assert client.get("/v1/feed", params={"user_id": "u3", "n": 20}).json()["ads"]  # another user still gets them
+
+
+def test_budget_spent_stops_ads(client: TestClient, engine: Engine) -> None:
+    _campaigns(client, engine, n=1, budget=0.12)  # alone in the auction: each click costs the reserve, 0.05
+    prices = []
+    for u in range(4, 30):
+        ads = client.get("/v1/feed", params={"user_id": f"u{u}", "n": 20}).json()["ads"]
+        if not ads:
+            break
+        for a in ads:
+            prices.append(a["ad"]["price"])
+            client.post("/v1/ads/events", headers=AUTH,
+                        json={"events": [{"impression_id": a["ad"]["impression_id"], "type": "click"}]})
+    spent = client.get("/v1/admin/ads/spend").json()["campaigns"]["c0"]["spent"]
+    assert prices and 0.12 <= spent < 0.12 + max(prices)  # spent, and overspent by less than one click
+    assert client.get("/v1/feed", params={"user_id": "u40", "n": 20}).json()["ads"] == []
+
+
+def test_campaign_window_and_targeting(client: TestClient, engine: Engine) -> None:
+    _campaigns(client, engine, n=1, start=NOW + 3600)
+    assert client.get("/v1/feed", params={"user_id": "u1", "n": 20}).json().get("ads") is None
+
+
+@pytest.fixture
+def search_client(tmp_path: Path) -> Iterator[tuple[TestClient, Engine]]:
+    import pandas as pd
+
+    from notefeed.serve.engine import popular_config
+    from tests.search.conftest import make_notes
+
+    ev = pd.DataFrame({"user_id": ["traveller"] * 3, "note_id": ["n2", "n11", "n7"], "ts": range(3), "type": "like"})
+    eng = Engine(Dataset.build("ads-search", ev, notes=make_notes()),
+                 popular_config(builtin_config().with_overrides(api={"token": TOKEN})), tmp_path / "ws")
+    eng.clock = lambda: NOW
+    with TestClient(create_app(eng)) as c:
+        yield c, eng
+    eng.search.close()
+    eng.close()
+
+
+def test_search_ads_by_keyword(search_client: tuple[TestClient, Engine]) -> None:
+    c, engine = search_client
+    assert c.post("/v1/admin/ads/advertisers", headers=AUTH, json={"id": "adv", "name": "Shop"}).status_code == 201
+    for k in range(2):
+        assert c.post("/v1/admin/ads/campaigns", headers=AUTH, json={
+            "id": f"c{k}", "advertiser_id": "adv", "daily_budget": 10, "bid": 1.0 + k}).status_code == 201
+    c.post("/v1/admin/ads/ads", headers=AUTH, json={"id": "beans", "campaign_id": "c0", "title": "Fresh beans",
+                                                    "keywords": [{"text": "coffee", "match": "broad"}]})
+    c.post("/v1/admin/ads/ads", headers=AUTH, json={"id": "espresso-note", "campaign_id": "c1", "note_id": "n3",
+                                                    "keywords": [{"text": "coffee", "match": "phrase"}]})
+    body = c.get("/v1/search", params={"q": "coffee paris", "n": 10, "explain": True}).json()
+    organic = [x["note_id"] for x in body["items"]]
+    ads = body["ads"]
+    assert ads and "ads_ms" in body["trace"]
+    assert ads[0]["position"] == 2 and ads[0]["ad"]["channel"] == "keyword/match"
+    # n3 is in the organic results, so its note ad is not shown beside it: the creative wins
+    assert "n3" in organic and ads[0]["ad"]["ad_id"] == "beans" and len(ads) <= 0.2 * (len(organic) + len(ads))
+    body = c.get("/v1/search", params={"q": "lipstick shades", "n": 10}).json()
+    assert all(a["ad"]["channel"] != "keyword/match" for a in body["ads"])
