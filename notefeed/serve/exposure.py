@@ -142,7 +142,7 @@ class KnobPolicy:
 
     ``layers``: [(W (out, in), b (out,))], ``activation`` between them; ``head``: ``box``
     (the last layer's output is an action in [-1, 1]^d, clipped, then scaled to
-    [``low``, ``high``] per knob) or ``argmax`` (the last layer scores the rows of
+    [``low``, ``high``] per knob, then clipped to [0, KNOB_HIGH]) or ``argmax`` (the last layer scores the rows of
     ``actions`` (m, len(KNOBS)), knob values; the best row is taken). Observations are
     normalised first: clip((obs - obs_mean) / sqrt(obs_var + eps), -obs_clip, obs_clip).
     """
@@ -203,7 +203,7 @@ class KnobPolicy:
         if self.head == "argmax":
             assert self.actions is not None
             return self.actions[int(np.argmax(out))].copy()
-        return self.low + (np.clip(out, -1.0, 1.0) + 1.0) / 2.0 * (self.high - self.low)
+        return np.clip(self.low + (np.clip(out, -1.0, 1.0) + 1.0) / 2.0 * (self.high - self.low), 0.0, KNOB_HIGH)
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> Path:
@@ -221,7 +221,7 @@ class KnobPolicy:
                 "layers": [list(w.shape) for w, _ in self.layers], "observation": list(OBS_NAMES),
                 "knobs": list(KNOBS), "obs_clip": self.obs_clip, "eps": self.eps,
                 "normalisation": "clip((obs - obs_mean) / sqrt(obs_var + eps), -obs_clip, obs_clip)",
-                "action_scaling": ("knobs = low + (clip(out, -1, 1) + 1) / 2 * (high - low)" if self.head == "box"
+                "action_scaling": ("knobs = clip(low + (clip(out, -1, 1) + 1) / 2 * (high - low), 0, 2)" if self.head == "box"
                                    else "knobs = actions[argmax(out)]"),
                 "low": self.low.tolist(), "high": self.high.tolist(),
                 "actions": None if self.actions is None else self.actions.tolist(), "meta": self.meta}

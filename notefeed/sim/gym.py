@@ -146,9 +146,14 @@ def drift_interests(env: SimEnvironment, rng: np.random.Generator, share: float 
     return users
 
 
-def knobs_of_action(action: np.ndarray) -> np.ndarray:
-    """[-1, 1]^d -> knob values in [0, KNOB_HIGH]^d."""
-    return (np.clip(np.asarray(action, np.float64), -1.0, 1.0) + 1.0) / 2.0 * KNOB_HIGH
+def knobs_of_action(action: np.ndarray, low: np.ndarray | None = None, high: np.ndarray | None = None) -> np.ndarray:
+    """[-1, 1]^d -> knob values: ``low + (a + 1) / 2 x (high - low)`` (default [0, KNOB_HIGH]
+    per knob), clipped to [0, KNOB_HIGH]. A residual policy has ``low``/``high`` = base knobs
+    -/+ a margin: its zero action is the base knobs."""
+    lo = np.zeros(len(KNOBS)) if low is None else np.asarray(low, np.float64)
+    hi = np.full(len(KNOBS), KNOB_HIGH) if high is None else np.asarray(high, np.float64)
+    k = lo + (np.clip(np.asarray(action, np.float64), -1.0, 1.0) + 1.0) / 2.0 * (hi - lo)
+    return np.clip(k, 0.0, KNOB_HIGH)
 
 
 def action_of_knobs(knobs: np.ndarray) -> np.ndarray:
@@ -177,7 +182,8 @@ class ExposureEnv(gym.Env[np.ndarray, np.ndarray]):
     def __init__(self, preset: str = "demo", communities: Sequence[int] = (1000,), steps: int = 10,
                  requests_per_step: int = 20, page_size: int = 10, step_seconds: int = 600,
                  new_notes_per_step: int = 2, drift_at: int | None = None, drift_share: float = 0.5,
-                 reward: RewardConfig = RewardConfig(), config: ServeConfig | None = None) -> None:
+                 reward: RewardConfig = RewardConfig(), config: ServeConfig | None = None,
+                 knob_low: Sequence[float] | None = None, knob_high: Sequence[float] | None = None) -> None:
         for name, v in (("steps", steps), ("requests_per_step", requests_per_step), ("page_size", page_size)):
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"ExposureEnv: {name} must be a positive integer, got {v!r}")
@@ -187,6 +193,9 @@ class ExposureEnv(gym.Env[np.ndarray, np.ndarray]):
         self.steps, self.requests_per_step, self.page_size = steps, requests_per_step, page_size
         self.step_seconds, self.new_notes_per_step = step_seconds, new_notes_per_step
         self.drift_at, self.drift_share, self.reward = drift_at, drift_share, reward
+        #: the knob range the action spans (default [0, KNOB_HIGH]; see knobs_of_action)
+        self.knob_low = np.zeros(len(KNOBS)) if knob_low is None else np.asarray(knob_low, np.float64)
+        self.knob_high = np.full(len(KNOBS), KNOB_HIGH) if knob_high is None else np.asarray(knob_high, np.float64)
         self.config = config or rl_base_config()
         if self.config.exposure.name != "policy/rl":
             raise ValueError("ExposureEnv: the serving config needs the exposure step policy/rl")
@@ -261,7 +270,7 @@ class ExposureEnv(gym.Env[np.ndarray, np.ndarray]):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self.sim is None or self._step is None or self._policy is None:
             raise RuntimeError("ExposureEnv: call reset() before step()")
-        knobs = knobs_of_action(action)
+        knobs = knobs_of_action(action, self.knob_low, self.knob_high)
         self._step.controller = lambda _obs: knobs  # this request's decision
         page = self._policy.recommend(self.sim, self._user, self.page_size)
         self._step.controller = None

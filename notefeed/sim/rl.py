@@ -57,16 +57,21 @@ def _linears(seq: Any) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def export_policy(model: Any, venv: Any, algo: str, meta: dict[str, Any] | None = None,
-                  check_obs: np.ndarray | None = None) -> KnobPolicy:
-    """The trained ``model``'s actor as a :class:`KnobPolicy` (module docstring); with
-    ``check_obs`` (n, d) raw observations, assert it acts as ``model.predict`` does."""
+                  check_obs: np.ndarray | None = None, low: np.ndarray | None = None,
+                  high: np.ndarray | None = None) -> KnobPolicy:
+    """The trained ``model``'s actor as a :class:`KnobPolicy` (module docstring); ``low`` /
+    ``high``: the knob range of PPO's actions (:func:`~notefeed.sim.gym.knobs_of_action`);
+    with ``check_obs`` (n, d) raw observations, assert it acts as ``model.predict`` does."""
+    from notefeed.sim.gym import knobs_of_action
+
+    low = np.zeros(len(KNOBS)) if low is None else np.asarray(low, np.float64)
+    high = np.full(len(KNOBS), KNOB_HIGH) if high is None else np.asarray(high, np.float64)
     rms = venv.obs_rms
     common = {"obs_mean": rms.mean.astype(np.float32), "obs_var": rms.var.astype(np.float32),
               "obs_clip": float(venv.clip_obs), "eps": float(venv.epsilon), "meta": meta}
     if algo == "ppo":
         layers = _linears(model.policy.mlp_extractor.policy_net) + _linears(model.policy.action_net)
-        pol = KnobPolicy(layers, "tanh", "box", low=np.zeros(len(KNOBS)), high=np.full(len(KNOBS), KNOB_HIGH),
-                         **common)
+        pol = KnobPolicy(layers, "tanh", "box", low=low, high=high, **common)
     elif algo == "dqn":
         pol = KnobPolicy(_linears(model.q_net.q_net), "relu", "argmax", actions=DISCRETE_KNOBS, **common)
     else:
@@ -75,7 +80,7 @@ def export_policy(model: Any, venv: Any, algo: str, meta: dict[str, Any] | None 
         for o in np.asarray(check_obs, np.float32):
             a, _ = model.predict(venv.normalize_obs(o[None]), deterministic=True)
             want = DISCRETE_KNOBS[int(np.asarray(a).ravel()[0])] if algo == "dqn" else \
-                (np.clip(np.asarray(a, np.float64).ravel(), -1, 1) + 1) / 2 * KNOB_HIGH
+                knobs_of_action(np.asarray(a).ravel(), low, high)
             got = pol.act(o)
             if not np.allclose(got, want, atol=1e-4):
                 raise RuntimeError(f"export_policy: exported policy gives {got}, the trained one {want}")
@@ -85,12 +90,14 @@ def export_policy(model: Any, venv: Any, algo: str, meta: dict[str, Any] | None 
 def train_agent(algo: str = "ppo", preset: str = "demo", communities: Sequence[int] = (1000, 1001, 1002),
                 timesteps: int = 20_000, seed: int = 0, env_kwargs: dict[str, Any] | None = None,
                 reward: RewardConfig = RewardConfig(), algo_kwargs: dict[str, Any] | None = None,
-                log: Callable[[str], None] | None = None,
-                make_env: Callable[[], Any] | None = None) -> tuple[KnobPolicy, dict[str, Any]]:
+                log: Callable[[str], None] | None = None, make_env: Callable[[], Any] | None = None,
+                base_knobs: dict[str, float] | None = None, margin: float = 0.5) -> tuple[KnobPolicy, dict[str, Any]]:
     """Train ``algo`` (``ppo`` | ``dqn``) for ``timesteps`` requests on ``communities``
     (seeds of ``preset``); returns the exported policy and a training summary (episode
     returns over time, wall time). Torch runs single-threaded. ``make_env``: another
-    environment with the same spaces (tests use a toy one whose best knobs are known)."""
+    environment with the same spaces (tests use a toy one whose best knobs are known).
+    ``base_knobs`` (PPO): a residual policy, whose actions span the base knobs -/+ ``margin``
+    (its zero action, where training starts, is the base: e.g. the tuned knobs)."""
     if algo not in ALGOS:
         raise ValueError(f"train_agent: algo must be one of {ALGOS}, got {algo!r}")
     import torch
@@ -100,6 +107,13 @@ def train_agent(algo: str = "ppo", preset: str = "demo", communities: Sequence[i
 
     torch.set_num_threads(1)
     kw = dict(env_kwargs or {})
+    low = high = None
+    if base_knobs is not None:
+        if algo != "ppo":
+            raise ValueError("train_agent: base_knobs (a residual policy) needs the continuous knobs of ppo")
+        base = np.array([float(base_knobs[k]) for k in KNOBS])
+        low, high = base - margin, base + margin
+        kw.update(knob_low=low.tolist(), knob_high=high.tolist())
     say = log or (lambda _m: None)
 
     def make() -> Any:
@@ -132,7 +146,9 @@ def train_agent(algo: str = "ppo", preset: str = "demo", communities: Sequence[i
     probe = np.concatenate([check, check + rng.normal(0, 0.3, (8, check.shape[1])).astype(np.float32)])
     meta = {"algo": algo, "preset": preset, "communities": list(communities), "timesteps": timesteps, "seed": seed,
             "env": kw, "reward": _reward_dict(reward), "hyperparameters": _jsonable(params)}
-    policy = export_policy(model, venv, algo, meta, check_obs=probe)
+    if base_knobs is not None:
+        meta.update(base_knobs=dict(base_knobs), margin=margin)
+    policy = export_policy(model, venv, algo, meta, check_obs=probe, low=low, high=high)
     venv.close()
     half = max(len(returns) // 2, 1)
     return policy, {"algo": algo, "timesteps": timesteps, "wall_s": wall, "episodes": len(returns),

@@ -82,6 +82,9 @@ def train_cmd(
     steps: int = typer.Option(10, help="closed-loop rounds per episode"),
     requests: int = typer.Option(20, help="requests per round"),
     seed: int = typer.Option(0, help="random seed"),
+    residual_to: Path | None = typer.Option(None, help="ppo only: a `notefeed rl tune` JSON; learn per-request "
+                                            "changes to its knobs (actions span them -/+ --margin)"),
+    margin: float = typer.Option(0.5, help="with --residual-to: how far the policy may move each knob"),
     out: Path = typer.Option(..., help="directory for policy.safetensors + policy.json"),
     json_path: Path | None = typer.Option(None, "--json", help="write the training summary here"),
 ) -> None:
@@ -95,13 +98,20 @@ def train_cmd(
     if out.exists() and not out.is_dir():
         _fail(f"--out: {out} is a file, not a folder")
     comms = _ints(communities, "--communities")
+    base = None
+    if residual_to is not None:
+        if algo != "ppo":
+            _fail("--residual-to: needs --algo ppo (continuous knobs)")
+        if not 0 < margin <= 2:
+            _fail(f"--margin: must be in (0, 2], got {margin}")
+        base = _tuned_knobs(residual_to, "--residual-to")
     _need("stable_baselines3", "notefeed rl train")
     from notefeed.sim.rl import train_agent
 
     _console.print(f"training {algo} on {preset} communities {comms} for {timesteps:,} requests...")
     policy, info = train_agent(algo, preset, comms, timesteps, seed,
                                env_kwargs={"steps": steps, "requests_per_step": requests},
-                               log=lambda m: _console.print(f"[dim]{m}[/dim]"))
+                               log=lambda m: _console.print(f"[dim]{m}[/dim]"), base_knobs=base, margin=margin)
     policy.meta["command"] = _command()
     policy.save(out)
     _console.print(f"{algo}: {info['episodes']} episodes of {info['episode_length']} requests in "
@@ -133,6 +143,19 @@ def tune_cmd(
     _write(json_path, res)
 
 
+def _tuned_knobs(path: Path, flag: str) -> dict[str, float]:
+    from notefeed.serve.config import EXPOSURE_KNOBS
+
+    try:
+        knobs = json.loads(path.read_text())["knobs"]
+        if set(knobs) != set(EXPOSURE_KNOBS):
+            _fail(f"{flag}: knobs {sorted(knobs)} differ from {list(EXPOSURE_KNOBS)}")
+        return {k: float(v) for k, v in knobs.items()}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        _fail(f"{flag}: {path} is not a `notefeed rl tune` JSON ({type(e).__name__}: {e})")
+    raise AssertionError  # unreachable: _fail exits
+
+
 def _arms(policy: list[str], tuned: Path | None) -> dict[str, dict[str, Any]]:
     from notefeed.models.artifacts import ModelError
     from notefeed.serve.config import EXPOSURE_KNOBS
@@ -140,13 +163,7 @@ def _arms(policy: list[str], tuned: Path | None) -> dict[str, dict[str, Any]]:
 
     arms: dict[str, dict[str, Any]] = {"fixed": {"name": "policy/fixed", "knobs": {k: 0.0 for k in EXPOSURE_KNOBS}}}
     if tuned is not None:
-        try:
-            knobs = json.loads(tuned.read_text())["knobs"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            _fail(f"--tuned: {tuned} is not a `notefeed rl tune` JSON ({type(e).__name__}: {e})")
-        if set(knobs) != set(EXPOSURE_KNOBS):
-            _fail(f"--tuned: knobs {sorted(knobs)} differ from {list(EXPOSURE_KNOBS)}")
-        arms["tuned"] = {"name": "policy/fixed", "knobs": {k: float(v) for k, v in knobs.items()}}
+        arms["tuned"] = {"name": "policy/fixed", "knobs": _tuned_knobs(tuned, "--tuned")}
     for raw in policy:
         name, sep, path = raw.partition("=")
         if not sep or not name or not path:

@@ -85,6 +85,11 @@ def test_action_scaling_round_trips() -> None:
     k = np.array([0.0, 0.5, 1.5, 2.0])
     np.testing.assert_allclose(knobs_of_action(action_of_knobs(k)), k, atol=1e-6)
     np.testing.assert_allclose(knobs_of_action(np.array([-5.0, 5.0, 0.0, -1.0])), [0.0, 2.0, 1.0, 0.0])
+    # a residual range around base knobs: zero action = the base, clipped to [0, 2]
+    base = np.array([1.3, 0.2, 0.0, 1.9])
+    np.testing.assert_allclose(knobs_of_action(np.zeros(4), base - 0.5, base + 0.5), base)
+    np.testing.assert_allclose(knobs_of_action(np.ones(4), base - 0.5, base + 0.5), [1.8, 0.7, 0.5, 2.0])
+    np.testing.assert_allclose(knobs_of_action(-np.ones(4), base - 0.5, base + 0.5), [0.8, 0.0, 0.0, 1.4])
 
 
 def test_page_reward_and_objective_agree() -> None:
