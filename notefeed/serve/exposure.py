@@ -277,6 +277,8 @@ class ExposureStep:
         self.load_error: str | None = None
         self.requests = self.fallbacks = 0
         self.served_small: float | None = None
+        #: sum of the knobs applied (their mean over requests: knob_sum / requests)
+        self.knob_sum = np.zeros(len(KNOBS))
         self.last: dict[str, Any] = {}
         self.decide_ms: deque[float] = deque(maxlen=10_000)
         #: the whole step per request (signals, decision, re-weighting)
@@ -307,6 +309,7 @@ class ExposureStep:
                     source = f"fallback: {type(e).__name__}: {e}"
         self.decide_ms.append((time.perf_counter() - t0) * 1e3)
         self.requests += 1
+        self.knob_sum += knobs
         self.fallbacks += source.startswith("fallback")
         self.last = {"observation": obs, "knobs": knobs, "source": source}
         return obs, knobs, source

@@ -210,6 +210,7 @@ def run_knobs(config_overrides: dict[str, Any], preset: str, community: int, env
         if step is not None:
             res["exposure_fallbacks"] = step.fallbacks
             res["exposure_requests"] = step.requests
+            res["knobs_mean"] = dict(zip(KNOBS, (step.knob_sum / max(step.requests, 1)).tolist(), strict=True))
             res["exposure_step_ms"] = list(step.step_ms)
             res["exposure_decide_ms"] = list(step.decide_ms)
     finally:

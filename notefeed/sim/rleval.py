@@ -68,7 +68,8 @@ def evaluate_arms(arms: Mapping[str, dict[str, Any]], preset: str, seeds: Sequen
             "arms": {name: {"exposure": dict(sec), "summary": _keep(summarise(runs[name]))} for name, sec in arms.items()},
             "differences": diffs, "latency": latency,
             "verdict": {a: verdict(diffs, runs, a, reward) for a in learned if "tuned" in runs},
-            "runs": {name: [{k: r[k] for k in (*REPORTED, "seed", "exposure_fallbacks", "exposure_requests") if k in r}
+            "runs": {name: [{k: r[k] for k in (*REPORTED, "seed", "exposure_fallbacks", "exposure_requests", "knobs_mean")
+                             if k in r}
                             for r in rs] for name, rs in runs.items()}}
 
 
