@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from itertools import combinations
 
 import numpy as np
 
@@ -25,63 +26,98 @@ MATCH_SCORE = {"exact": 1.0, "phrase": 0.8, "broad": 0.6}
 
 
 class KeywordIndex:
-    """Keywords ``(ad, text, match)``; :meth:`match` returns the ads a query triggers."""
+    """Keywords ``(ad, text, match)``; :meth:`match` returns the ads a query triggers.
 
-    def __init__(self, keywords: Iterable[tuple[int, str, str]] = (), max_phrase: int = 8) -> None:
-        self.exact: dict[tuple[str, ...], set[int]] = defaultdict(set)
-        self.phrase: dict[tuple[str, ...], set[int]] = defaultdict(set)
-        self.broad_by_token: dict[str, list[int]] = defaultdict(list)  # token -> broad keyword rows
-        self.broad: list[tuple[int, frozenset[str]]] = []
-        self.max_phrase = max_phrase
+    Lookups are dictionary hits, never scans: exact by the whole token sequence, phrase by every
+    contiguous n-gram of the query, broad by every subset of the query's tokens (a broad keyword
+    matches when its token set is a subset of the query's). A query with more than
+    ``max_subset_tokens`` distinct tokens checks broad keywords token by token instead.
+    """
+
+    def __init__(self, keywords: Iterable[tuple[int, str, str]] = (), max_phrase: int = 8,
+                 max_subset_tokens: int = 8) -> None:
+        self.exact: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        self.phrase: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        self.broad: dict[frozenset[str], list[int]] = defaultdict(list)
+        self.broad_by_token: dict[str, list[frozenset[str]]] = defaultdict(list)  # token -> broad keys with it
+        self.max_phrase, self.max_subset_tokens = max_phrase, max_subset_tokens
+        self.max_broad = 0  # tokens of the longest broad keyword
+        self._arrays: dict[tuple[str, object], np.ndarray] = {}
         for ad, text, match in keywords:
             self.add(ad, text, match)
 
     def add(self, ad: int, text: str, match: str) -> None:
         toks = tuple(analyze(text))
+        if match not in MATCH_SCORE:
+            raise ValueError(f"match: expected exact/phrase/broad, got {match!r}")
         if not toks:
             return
         if match == "exact":
-            self.exact[toks].add(ad)
+            key: object = toks
+            self.exact[toks].append(ad)
         elif match == "phrase":
-            self.phrase[toks[: self.max_phrase]].add(ad)
-        elif match == "broad":
-            row = len(self.broad)
-            s = frozenset(toks)
-            self.broad.append((ad, s))
-            rare = min(s)  # any one token indexes the row; subset check below
-            self.broad_by_token[rare].append(row)
+            key = toks[: self.max_phrase]
+            self.phrase[key].append(ad)  # type: ignore[index]
         else:
-            raise ValueError(f"match: expected exact/phrase/broad, got {match!r}")
+            key = frozenset(toks)
+            if key not in self.broad:
+                for t in key:
+                    self.broad_by_token[t].append(key)
+            self.broad[key].append(ad)
+            self.max_broad = max(self.max_broad, len(key))
+        self._arrays.pop((match, key), None)
+
+    def _ads(self, match: str, key: object) -> np.ndarray | None:
+        table = {"exact": self.exact, "phrase": self.phrase, "broad": self.broad}[match]
+        ads = table.get(key)  # type: ignore[call-overload]
+        if not ads:
+            return None
+        arr = self._arrays.get((match, key))
+        if arr is None:
+            arr = self._arrays[(match, key)] = np.unique(np.asarray(ads, np.int64))
+        return arr
 
     def match(self, query: str) -> tuple[np.ndarray, np.ndarray]:
         """(ads (n,) int64, scores (n,) float32): the best match type per ad, best first."""
         return self.match_tokens(analyze(query))
 
+    def _broad_keys(self, t: tuple[str, ...]) -> Iterable[frozenset[str]]:
+        qs = sorted(set(t))
+        if len(qs) <= self.max_subset_tokens:
+            for n in range(1, min(len(qs), self.max_broad) + 1):
+                for sub in combinations(qs, n):
+                    yield frozenset(sub)
+        else:
+            q = set(qs)
+            seen: set[frozenset[str]] = set()
+            for tok in qs:
+                for key in self.broad_by_token.get(tok, ()):
+                    if key not in seen and key <= q:
+                        seen.add(key)
+                        yield key
+
     def match_tokens(self, toks: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        best: dict[int, float] = {}
-
-        def hit(ads: Iterable[int], s: float) -> None:
-            for a in ads:
-                if best.get(a, 0.0) < s:
-                    best[a] = s
-
+        parts: list[tuple[np.ndarray, float]] = []
         t = tuple(toks)
-        if t in self.exact:
-            hit(self.exact[t], MATCH_SCORE["exact"])
+        a = self._ads("exact", t)
+        if a is not None:
+            parts.append((a, MATCH_SCORE["exact"]))
         for n in range(1, min(len(t), self.max_phrase) + 1):
             for i in range(len(t) - n + 1):
-                ads = self.phrase.get(t[i: i + n])
-                if ads:
-                    hit(ads, MATCH_SCORE["phrase"])
-        qs = set(t)
-        for tok in qs:
-            for row in self.broad_by_token.get(tok, ()):
-                ad, s = self.broad[row]
-                if s <= qs:
-                    hit((ad,), MATCH_SCORE["broad"])
-        if not best:
+                a = self._ads("phrase", t[i: i + n])
+                if a is not None:
+                    parts.append((a, MATCH_SCORE["phrase"]))
+        if self.broad:
+            for key in self._broad_keys(t):
+                a = self._ads("broad", key)
+                if a is not None:
+                    parts.append((a, MATCH_SCORE["broad"]))
+        if not parts:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        ids = np.fromiter(best.keys(), np.int64, len(best))
-        sc = np.fromiter(best.values(), np.float32, len(best))
-        o = np.lexsort((ids, -sc))
-        return ids[o], sc[o]
+        ids = np.concatenate([p[0] for p in parts])
+        sc = np.concatenate([np.full(len(p[0]), p[1], np.float32) for p in parts])
+        o = np.lexsort((ids, -sc))  # best score first, then id
+        ids, sc = ids[o], sc[o]
+        _, first = np.unique(ids, return_index=True)  # each ad's best match
+        first.sort()
+        return ids[first], sc[first]

@@ -139,5 +139,11 @@ class AdStore:
             del table[id_]
             self.save()
 
+    def snapshot(self) -> tuple[dict[str, Advertiser], dict[str, Campaign], dict[str, Ad], int]:
+        """Copies of the tables and the version they are at, taken together (a reader building an
+        index while the admin API writes)."""
+        with self._lock:
+            return dict(self.advertisers), dict(self.campaigns), dict(self.ads), self.version
+
     def campaign_of(self, ad: Ad) -> Campaign:
         return self.campaigns[ad.campaign_id]

@@ -40,6 +40,7 @@ spend; with several workers each paces its own share of the budget).
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -56,8 +57,10 @@ from notefeed.ads.base import AdCandidates
 from notefeed.ads.keywords import KeywordIndex
 from notefeed.ads.pacing import PidGains, PidPacer
 from notefeed.ads.recall import merge_quotas
-from notefeed.ads.schema import Ad, Campaign
+from notefeed.ads.schema import Ad, Campaign, Targeting
 from notefeed.recall.ann import AnnIndex
+
+log = logging.getLogger(__name__)
 
 __all__ = ["AdSlotsConfig", "AdServer", "page_ads", "ad_server", "add_ad_event_routes", "AdEvent", "AdEventBatch"]
 
@@ -83,6 +86,8 @@ class AdSlotsConfig(BaseModel):
     pacing_update_s: float = Field(60.0, gt=0.0)
     history_len: int = Field(30, ge=1, le=1000, description="recent history notes behind the user vector")
     encoder_notes: int = Field(2000, ge=0, le=100_000, description="catalogue notes the ad text encoder is fitted with")
+    encoder_ads: int = Field(20_000, ge=1, description="ad texts (at most) the ad text encoder is fitted with")
+    sync_build_max_ads: int = Field(5000, ge=0, description="more ads than this: the index is rebuilt in the background")
     impression_ttl_s: float = Field(86_400.0, gt=0.0)
     max_impressions: int = Field(200_000, ge=1)
 
@@ -100,92 +105,140 @@ class AdEventBatch(BaseModel):
     events: list[AdEvent] = Field(min_length=1, max_length=1000)
 
 
-def _note_texts(engine: Any, items: list[int]) -> list[str]:
-    """Title, text, tags and category of catalogue notes (the category keeps a text non-empty)."""
-    cat, ds = engine.catalog, engine.ds
-    notes = ds.notes
-    out = []
-    for i in items:
-        if i < ds.n_items:
-            tags = notes["tags"].iat[i]
-            parts = [str(notes["title"].iat[i]), str(notes["text"].iat[i]),
-                     " ".join(map(str, tags)) if isinstance(tags, list | tuple | np.ndarray) else ""]
-        elif i in cat.published:
-            n = cat.published[i]
-            parts = [n.title, n.text, " ".join(n.tags)]
-        else:
-            parts = []
-        parts.append(cat.category_name(i))
-        out.append(" ".join(p for p in parts if p))
-    return out
+class _NoteText:
+    """Title, text, tags and category of catalogue notes (the category keeps a text non-empty);
+    the base dataset's columns are read once."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        notes = engine.ds.notes
+        self.n_base = engine.ds.n_items
+        tags = [" ".join(map(str, t)) if isinstance(t, list | tuple | np.ndarray) else "" for t in notes["tags"].tolist()]
+        self.base = [" ".join(p for p in (str(a), str(b), c) if p)
+                     for a, b, c in zip(notes["title"].tolist(), notes["text"].tolist(), tags, strict=True)]
+
+    def __call__(self, items: list[int]) -> list[str]:
+        cat = self.engine.catalog
+        out = []
+        for i in items:
+            if i < self.n_base:
+                t = self.base[i]
+            elif i in cat.published:
+                n = cat.published[i]
+                t = " ".join(p for p in (n.title, n.text, " ".join(n.tags)) if p)
+            else:
+                t = ""
+            out.append(f"{t} {cat.category_name(i)}".strip())
+        return out
+
+
+def _encode(enc: Any, texts: list[str]) -> np.ndarray:
+    """``TextEncoder.transform`` without its per-call sparse-matrix overhead (same numbers):
+    (n, dim) float32 unit rows."""
+    x = enc._counts(texts)
+    data = np.log1p(x.data) if enc.config.sublinear_tf else x.data.copy()
+    data *= enc.idf_[x.indices]
+    rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+    norms = np.sqrt(np.bincount(rows, weights=data.astype(np.float64) ** 2, minlength=x.shape[0]))
+    import scipy.sparse as sp
+
+    xs = sp.csr_matrix((data.astype(np.float32), x.indices, x.indptr), shape=x.shape)
+    z = np.asarray(xs @ enc.components_.T, np.float64) / np.maximum(norms, 1e-12)[:, None]
+    out = np.zeros((x.shape[0], enc.config.dim), np.float32)
+    out[:, : z.shape[1]] = z
+    n = np.linalg.norm(out, axis=1, keepdims=True)
+    return (out / np.maximum(n, 1e-12)).astype(np.float32)
 
 
 class _AdIndex:
-    """What the auction needs about the current ads, rebuilt when the store changes."""
+    """What the auction needs about the current ads, as arrays, rebuilt when the store changes."""
 
-    def __init__(self, engine: Any, store: Any, cfg: AdSlotsConfig) -> None:
-        self.ads: list[Ad] = list(store.ads.values())
-        self.campaigns: dict[str, Campaign] = dict(store.campaigns)
-        self.camp = [self.campaigns[a.campaign_id] for a in self.ads]
+    def __init__(self, engine: Any, campaigns: dict[str, Campaign], ads: dict[str, Ad], cfg: AdSlotsConfig,
+                 note_text: _NoteText) -> None:
+        self.ads: list[Ad] = list(ads.values())
+        self.campaigns: list[Campaign] = list(campaigns.values())
+        cpos = {c.id: k for k, c in enumerate(self.campaigns)}
+        self.camp_of = np.array([cpos[a.campaign_id] for a in self.ads], np.int64)
+        self.c_start = np.array([c.start for c in self.campaigns], np.float64)
+        self.c_end = np.array([np.inf if c.end is None else c.end for c in self.campaigns], np.float64)
+        self.c_active = np.array([c.active for c in self.campaigns], bool)
+        self.c_targeted = np.array([c.targeting.model_dump() != Targeting().model_dump() for c in self.campaigns], bool)
+        self.c_bid = np.array([c.bid for c in self.campaigns], np.float64)
+        self.c_ocpc = np.array([c.bidding == "ocpc" for c in self.campaigns], bool)
         self.note_item = [engine.catalog.index.get(a.note_id) if a.note_id else None for a in self.ads]
+        self.has_note = np.array([a.note_id is not None for a in self.ads], bool)
         # keyword rows: one per (ad, keyword), so a keyword's own bid applies when it matched
-        self.kw_ad, self.kw_bid, rows = [], [], []
+        kw_ad: list[int] = []
+        kw_bid: list[float] = []
+        rows = []
         for j, a in enumerate(self.ads):
             for k in a.keywords:
-                rows.append((len(self.kw_ad), k.text, k.match))
-                self.kw_ad.append(j)
-                self.kw_bid.append(k.bid if k.bid is not None else self.camp[j].bid)
+                rows.append((len(kw_ad), k.text, k.match))
+                kw_ad.append(j)
+                kw_bid.append(k.bid if k.bid is not None else float(self.c_bid[self.camp_of[j]]))
         self.kw = KeywordIndex(rows)
-        self.by_category: dict[str, list[int]] = {}
+        self.kw_ad, self.kw_bid = np.asarray(kw_ad, np.int64), np.asarray(kw_bid, np.float64)
+        by_cat: dict[str, list[int]] = {}
         for j, a in enumerate(self.ads):
             c = a.category or (engine.catalog.category_name(self.note_item[j]) if self.note_item[j] is not None else None)
             if c:
-                self.by_category.setdefault(c, []).append(j)
+                by_cat.setdefault(c, []).append(j)
+        bid = self.c_bid[self.camp_of] if len(self.ads) else np.zeros(0)
+        # a category's ads, highest campaign bid first: a feed request takes the first k of each
+        self.by_category = {c: np.array(sorted(js, key=lambda j: (-bid[j], j)), np.int64) for c, js in by_cat.items()}
         texts = []
         for j, a in enumerate(self.ads):
-            note = _note_texts(engine, [self.note_item[j]])[0] if self.note_item[j] is not None else ""
+            note = note_text([self.note_item[j]])[0] if self.note_item[j] is not None else ""
             texts.append(" ".join(p for p in (a.title, a.text, a.category or "", note,
                                               " ".join(k.text for k in a.keywords)) if p) or a.id)
         from notefeed.content.text import TextEncoder
 
         n_items = engine.catalog.n_items
         sample = np.random.default_rng(0).choice(n_items, min(cfg.encoder_notes, n_items), replace=False)
-        self.encoder = TextEncoder(dim=64).fit(texts + _note_texts(engine, sorted(sample.tolist())))
+        rng = np.random.default_rng(1)
+        fit = texts if len(texts) <= cfg.encoder_ads else [texts[i] for i in rng.choice(len(texts), cfg.encoder_ads, replace=False)]
+        self.encoder = TextEncoder(dim=64).fit(fit + note_text(sorted(sample.tolist())))
         vecs = self.encoder.transform(texts)
         self.ann = AnnIndex(vecs.shape[1], kind="auto", expected=len(vecs))
         self.ann.add(vecs, np.arange(len(vecs), dtype=np.int64))
-        self.bid = np.array([c.bid for c in self.camp], np.float64)
-        self.ocpc = np.array([c.bidding == "ocpc" for c in self.camp], bool)
         self.note_vecs: OrderedDict[int, np.ndarray] = OrderedDict()  # catalogue item -> vector (LRU)
+        self._running: tuple[float, np.ndarray] = (-1.0, np.zeros(len(self.campaigns), bool))
+        self.version = -1  # the store version it was built from
+        # this server's impressions, clicks and conversions per ad row (the priors smooth them)
+        self.shown, self.clicks, self.convs = (np.zeros(len(self.ads)) for _ in range(3))
 
-    def running(self, now: float) -> bool:
-        return any(c.running(now) for c in self.campaigns.values())
+    def running(self, now: float) -> np.ndarray:
+        """(n_campaigns,) bool: active and inside the window (cached per second)."""
+        t = float(int(now))
+        if self._running[0] != t:
+            self._running = (t, self.c_active & (self.c_start <= now) & (now < self.c_end))
+        return self._running[1]
 
-    def vectors(self, engine: Any, items: list[int]) -> np.ndarray:
-        miss = [i for i in items if i not in self.note_vecs]
+    def vectors(self, note_text: _NoteText, items: list[int]) -> np.ndarray:
+        miss = list(dict.fromkeys(i for i in items if i not in self.note_vecs))
         if miss:
-            for i, v in zip(miss, self.encoder.transform(_note_texts(engine, miss)), strict=True):
+            for i, v in zip(miss, _encode(self.encoder, note_text(miss)), strict=True):
                 self.note_vecs[i] = v
             while len(self.note_vecs) > 50_000:
                 self.note_vecs.popitem(last=False)
         return np.stack([self.note_vecs[i] for i in items])
 
     # -- channels (each: AdCandidates of ad rows, best first) ----------------------------------
-    def keyword(self, texts: list[str], discount: float, name: str) -> tuple[AdCandidates, dict[int, float]]:
-        best: dict[int, tuple[float, float]] = {}  # ad row -> (score, bid of the matched keyword)
-        for t in texts:
-            rows, sc = self.kw.match(t)
-            for r, s in zip(rows.tolist(), sc.tolist(), strict=True):
-                j, s = self.kw_ad[r], s * discount
-                old = best.get(j, (0.0, 0.0))
-                if s > old[0] or (s == old[0] and self.kw_bid[r] > old[1]):
-                    best[j] = (s, self.kw_bid[r])
-        if not best:
+    def keyword(self, texts: list[str], discount: float, name: str, k: int) -> tuple[AdCandidates, dict[int, float]]:
+        """Ads whose keywords match any of ``texts``: the best match per ad (then its dearest
+        matching keyword), the top ``k`` by match score and bid; and each one's keyword bid."""
+        parts = [self.kw.match(t) for t in texts]
+        rows = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+        if not len(rows):
             return AdCandidates.empty(), {}
-        ids = np.fromiter(best, np.int64, len(best))
-        sc = np.array([best[j][0] for j in best], np.float32)
-        o = np.lexsort((ids, -sc))
-        return AdCandidates(ids[o], sc[o], [name] * len(o)), {j: b for j, (_, b) in best.items()}
+        sc = np.concatenate([p[1] for p in parts]) * discount
+        ads, bid = self.kw_ad[rows], self.kw_bid[rows]
+        o = np.lexsort((ads, -bid, -sc))  # score, then bid, best first
+        _, first = np.unique(ads[o], return_index=True)
+        top = o[np.sort(first)][:k]
+        ids = ads[top]
+        return (AdCandidates(ids, sc[top].astype(np.float32), [name] * len(top)),
+                dict(zip(ids.tolist(), bid[top].tolist(), strict=True)))
 
     def semantic(self, v: np.ndarray | None, k: int) -> AdCandidates:
         if v is None or not np.any(v) or not len(self.ads):
@@ -194,13 +247,15 @@ class _AdIndex:
         keep = (ids[0] >= 0) & (sc[0] > 0)
         return AdCandidates(ids[0][keep], sc[0][keep].astype(np.float32), ["semantic/text"] * int(keep.sum()))
 
-    def category(self, shares: dict[str, float]) -> AdCandidates:
-        pairs = [(j, s) for c, s in shares.items() for j in self.by_category.get(c, ())]
-        if not pairs:
+    def category(self, shares: dict[str, float], k: int) -> AdCandidates:
+        """Ads of the user's history categories, scored by the category's share of the history."""
+        parts = [(self.by_category[c][:k], s) for c, s in shares.items() if c in self.by_category]
+        if not parts:
             return AdCandidates.empty()
-        pairs.sort(key=lambda p: (-p[1], p[0]))
-        return AdCandidates(np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.float32),
-                            ["category/interest"] * len(pairs))
+        ids = np.concatenate([p[0] for p in parts])
+        sc = np.concatenate([np.full(len(p[0]), p[1], np.float32) for p in parts])
+        o = np.argsort(-sc, kind="stable")[:k]
+        return AdCandidates(ids[o], sc[o], ["category/interest"] * len(o))
 
 
 class AdServer:
@@ -215,13 +270,15 @@ class AdServer:
         self._lock = threading.RLock()
         self._index: _AdIndex | None = None
         self._version = -1
+        self._building = False
+        self._build_lock = threading.Lock()
         self._checked = 0.0
+        self._note_text: _NoteText | None = None
         self.cap = FrequencyCap(self.cfg.freq_cap_per_day)
         self.pacer = PidPacer({}, PidGains(p_start=self.cfg.pacing_p_start), update_s=self.cfg.pacing_update_s)
         self.rng = np.random.default_rng()
-        self.shown: Counter[str] = Counter()
-        self.clicks: Counter[str] = Counter()
-        self.convs: Counter[str] = Counter()
+        # per ad id (kept across index rebuilds) and per ad row of the current index
+        self.counts: dict[str, list[float]] = {}  # ad id -> [shown, clicks, conversions]
         self.impressions: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     @staticmethod
@@ -241,21 +298,56 @@ class AdServer:
         if wall - self._checked > 2.0:  # another worker's admin write: at most one stat per 2 s
             self._checked = wall
             self.store.refresh()
-        if self.store.version != self._version:
-            with self._lock:
-                if self.store.version != self._version:
-                    version = self.store.version
-                    # built while there are ads at all; whether a campaign runs is asked per request
-                    self._index = _AdIndex(self.engine, self.store, self.cfg) if self.store.ads else None
-                    self.pacer.sync_budgets({c.id: c.daily_budget for c in self.store.campaigns.values()})
-                    self._version = version
+        if self.store.version != self._version and not self._building:
+            if len(self.store.ads) <= self.cfg.sync_build_max_ads:
+                self._rebuild()
+            else:  # a large index builds beside serving; the previous one serves meanwhile
+                self._building = True
+                threading.Thread(target=self._rebuild, name="ads-index", daemon=True).start()
         idx = self._index
-        return idx if idx is not None and idx.running(now) else None
+        return idx if idx is not None and idx.running(now).any() else None
+
+    def _rebuild(self) -> None:
+        try:
+            with self._build_lock:
+                _, campaigns, ads, version = self.store.snapshot()
+                if version == self._version:
+                    return
+                if self._note_text is None:
+                    self._note_text = _NoteText(self.engine)
+                # built while there are ads at all; whether a campaign runs is asked per request
+                idx = _AdIndex(self.engine, campaigns, ads, self.cfg, self._note_text) if ads else None
+                with self._lock:
+                    if idx is not None:
+                        idx.version = version
+                        c = np.array([self.counts.get(a.id, [0.0, 0.0, 0.0]) for a in idx.ads], np.float64)
+                        if len(c):
+                            idx.shown, idx.clicks, idx.convs = c[:, 0].copy(), c[:, 1].copy(), c[:, 2].copy()
+                    self._index = idx
+                    self.pacer.sync_budgets({c.id: c.daily_budget for c in campaigns.values()})
+                    self._version = version
+        except Exception:  # fail open: keep serving the previous index
+            log.exception("ads: building the ad index failed")
+            self._version = self.store.version  # not again until the next write
+        finally:
+            self._building = False
+
+    def wait_ready(self, timeout: float = 600.0) -> bool:
+        """Wait for a background index build; True when the index is of the store's version."""
+        t_end = time.monotonic() + timeout
+        self.index(float(self.engine.clock()))
+        while self._version != self.store.version and time.monotonic() < t_end:
+            time.sleep(0.05)
+        return self._version == self.store.version
 
     # -- the page --------------------------------------------------------------------------------
     def n_slots(self, n_organic: int) -> int:
         c = self.cfg
         return sum(k == "ad" for k, _ in place_ads(n_organic, n_organic, c.first, c.spacing, c.load_cap))
+
+    def _interests(self, hist: list[int]) -> dict[str, float]:
+        cats = Counter(self.engine.catalog.category_name(i) for i in hist)
+        return {c: n / len(hist) for c, n in cats.most_common(5)} if hist else {}
 
     def feed_ads(self, user_id: str, ctx: Any, page_notes: list[str]) -> list[dict[str, Any]] | None:
         now = float(self.engine.clock())
@@ -266,13 +358,14 @@ class AdServer:
         if slots == 0:
             return []
         hist = [int(i) for i in np.asarray(ctx.history)[-self.cfg.history_len:]]
-        cats = Counter(self.engine.catalog.category_name(i) for i in hist)
-        shares = {c: n / len(hist) for c, n in cats.most_common(5)} if hist else {}
+        shares = self._interests(hist)
         uvec = None
         if hist:
-            v = idx.vectors(self.engine, hist).mean(axis=0)
+            assert self._note_text is not None
+            v = idx.vectors(self._note_text, hist).mean(axis=0)
             uvec = v / max(float(np.linalg.norm(v)), 1e-12)
-        results = {"category/interest": idx.category(shares), "semantic/text": idx.semantic(uvec, self.cfg.recall_k)}
+        results = {"category/interest": idx.category(shares, self.cfg.recall_k),
+                   "semantic/text": idx.semantic(uvec, self.cfg.recall_k)}
         return self._auction(idx, results, {}, user_id, page_notes, slots, now, tuple(shares), None)
 
     def search_ads(self, query: str, rewrites: list[str], category: str | None, user_id: str | None,
@@ -284,16 +377,17 @@ class AdServer:
         slots = self.n_slots(len(page_notes))
         if slots == 0 or not query.strip():
             return []
-        kw, kw_bid = idx.keyword([query], 1.0, "keyword/match")
-        rw, rw_bid = idx.keyword(rewrites, 0.9, "keyword/rewrite")
-        qv = idx.encoder.transform([query])[0]
+        k = self.cfg.recall_k
+        kw, kw_bid = idx.keyword([query], 1.0, "keyword/match", k)
+        rw, rw_bid = idx.keyword(rewrites, 0.9, "keyword/rewrite", k)
+        qv = _encode(idx.encoder, [query])[0]
         results = {"keyword/match": kw, "keyword/rewrite": rw, "semantic/text": idx.semantic(qv, self.cfg.recall_k)}
-        bids = {**rw_bid, **kw_bid}
         interests: tuple[str, ...] = ()
         if user_id is not None:
-            hist = self.engine.context(user_id).history[-self.cfg.history_len:]
-            interests = tuple(c for c, _ in Counter(self.engine.catalog.category_name(int(i)) for i in hist).most_common(5))
-        return self._auction(idx, results, bids, user_id or "", page_notes, slots, now, interests, category)
+            hist = [int(i) for i in self.engine.context(user_id).history[-self.cfg.history_len:]]
+            interests = tuple(self._interests(hist))
+        return self._auction(idx, results, {**rw_bid, **kw_bid}, user_id or "", page_notes, slots, now, interests,
+                             category)
 
     def _auction(self, idx: _AdIndex, results: dict[str, AdCandidates], kw_bids: dict[int, float], user_id: str,
                  page_notes: list[str], slots: int, now: float, interests: tuple[str, ...],
@@ -303,45 +397,55 @@ class AdServer:
         if not names:
             return []
         cand = merge_quotas([results[n] for n in names], [cfg.quotas.get(n, cfg.recall_k) for n in names], cfg.recall_k)
-        rel = np.zeros(len(idx.ads), np.float32)  # best relevance any channel gave each ad
+        best_rel: dict[int, float] = {}  # the best relevance any channel gave each candidate
         for r in results.values():
-            np.maximum.at(rel, r.ids, r.scores)
-        on_page = set(page_notes)
-        age = self._age(user_id)
-        best_of: dict[str, int] = {}  # campaign -> candidate position (one ad per campaign)
-        keep: list[int] = []
+            for j, s in zip(r.ids.tolist(), r.scores.tolist(), strict=True):
+                if s > best_rel.get(j, -1.0):
+                    best_rel[j] = s
+        ids = cand.ids
+        rel = np.clip(np.array([best_rel[j] for j in ids.tolist()], np.float64), 0.0, 1.0)
+        cidx = idx.camp_of[ids]
+        ok = idx.running(now)[cidx] & (rel >= cfg.relevance_floor)
+        if page_notes and idx.has_note[ids].any():
+            on_page = set(page_notes)
+            ok &= np.array([not (idx.has_note[j] and idx.ads[j].note_id in on_page) for j in ids.tolist()], bool)
+        for p in np.flatnonzero(ok & idx.c_targeted[cidx]).tolist():
+            ok[p] = idx.campaigns[cidx[p]].targeting.matches(self._age(user_id), interests, category)
+        pos = np.flatnonzero(ok)
+        if not len(pos):
+            return []
+        ids, cidx, rel = ids[pos], cidx[pos], rel[pos]
         with self._lock:
-            for p, j in enumerate(cand.ids.tolist()):
-                ad, camp = idx.ads[j], idx.camp[j]
-                if not camp.running(now) or camp.id in best_of or (ad.note_id and ad.note_id in on_page):
-                    continue
-                if not camp.targeting.matches(age, interests, category):
-                    continue
-                if not self.cap.allowed(user_id, camp.id, now) or not self.pacer.allow(camp.id, now, self.rng):
-                    continue
-                best_of[camp.id] = p
-                keep.append(p)
-            if not keep:
+            pctr = np.clip((idx.clicks[ids] + cfg.prior_ctr * cfg.prior_weight) / (idx.shown[ids] + cfg.prior_weight)
+                           * (0.5 + rel), 1e-6, 0.99)
+            pcvr = (idx.convs[ids] + cfg.prior_cvr * cfg.prior_weight) / (idx.clicks[ids] + cfg.prior_weight)
+            base = idx.c_bid[cidx].copy()
+            if kw_bids:
+                for p, j in enumerate(ids.tolist()):
+                    if j in kw_bids:
+                        base[p] = kw_bids[j]
+            bids = click_bids(base, idx.c_ocpc[cidx], pcvr)
+            # one ad per campaign, its best by eCPM; then the campaign's frequency cap and pacing
+            o = np.lexsort((-bids * pctr, cidx))
+            first = o[np.unique(cidx[o], return_index=True)[1]]
+            keep = np.sort(first)  # back in recall order
+            keep = keep[[self.cap.allowed(user_id, idx.campaigns[c].id, now)
+                         and self.pacer.allow(idx.campaigns[c].id, now, self.rng) for c in cidx[keep].tolist()]]
+            if not len(keep):
                 return []
-            ids = cand.ids[keep]
-            rels = rel[ids].astype(np.float64)
-            ad_ids = [idx.ads[j].id for j in ids.tolist()]
-            pctr = np.clip(np.array([self._rate(self.clicks[a], self.shown[a], cfg.prior_ctr) for a in ad_ids])
-                           * (0.5 + np.clip(rels, 0.0, 1.0)), 1e-6, 0.99)
-            pcvr = np.array([self._rate(self.convs[a], self.clicks[a], cfg.prior_cvr) for a in ad_ids])
-            base = np.array([kw_bids.get(j, idx.bid[j]) for j in ids.tolist()])
-            bids = click_bids(base, idx.ocpc[ids], pcvr)
-            res = gsp_auction(bids, pctr, slots, cfg.reserve, relevance=rels, relevance_floor=cfg.relevance_floor)
+            res = gsp_auction(bids[keep], pctr[keep], slots, cfg.reserve)
             layout = place_ads(len(page_notes), len(res.winners), cfg.first, cfg.spacing, cfg.load_cap)
-            positions = [pos for pos, (kind, _) in enumerate(layout) if kind == "ad"]
+            positions = [p for p, (kind, _) in enumerate(layout) if kind == "ad"]
             out = []
-            for pos, w, price in zip(positions, res.winners.tolist(), res.prices.tolist(), strict=False):
-                j = int(ids[w])
-                ad, camp = idx.ads[j], idx.camp[j]
+            for position, w, price in zip(positions, res.winners.tolist(), res.prices.tolist(), strict=False):
+                p = int(pos[keep[w]])  # the candidate's row in ``cand``
+                j = int(cand.ids[p])
+                ad, camp = idx.ads[j], idx.campaigns[int(idx.camp_of[j])]
                 imp = uuid.uuid4().hex
-                self.impressions[imp] = {"ad_id": ad.id, "campaign_id": camp.id, "price": float(price),
-                                         "user_id": user_id, "ts": now, "clicked": False}
-                self.shown[ad.id] += 1
+                self.impressions[imp] = {"ad_id": ad.id, "row": j, "version": idx.version, "campaign_id": camp.id,
+                                         "price": float(price), "user_id": user_id, "ts": now, "clicked": False}
+                idx.shown[j] += 1
+                self.counts.setdefault(ad.id, [0.0, 0.0, 0.0])[0] += 1
                 self.cap.record(user_id, camp.id, now)
                 item: dict[str, Any] = ({**self.engine.catalog.note_json(idx.note_item[j])}
                                         if idx.note_item[j] is not None else {"note_id": ad.note_id})
@@ -349,17 +453,13 @@ class AdServer:
                     item["title"] = ad.title
                 if ad.text:
                     item["text"] = ad.text
-                item["position"] = pos
+                item["position"] = position
                 item["ad"] = {"ad_id": ad.id, "campaign_id": camp.id, "advertiser_id": camp.advertiser_id,
                               "impression_id": imp, "price": round(float(price), 6), "bidding": camp.bidding,
-                              "channel": cand.channels[keep[w]], "label": "sponsored"}
+                              "channel": cand.channels[p], "label": "sponsored"}
                 out.append(item)
             self._expire(now)
         return out
-
-    def _rate(self, hits: float, trials: float, prior: float) -> float:
-        m = self.cfg.prior_weight
-        return (hits + prior * m) / (trials + m)
 
     def _age(self, user_id: str) -> int | None:
         users = getattr(self.engine.ds, "users", None)
@@ -378,6 +478,12 @@ class AdServer:
             imps.popitem(last=False)
 
     # -- events ----------------------------------------------------------------------------------
+    def _count(self, imp: dict[str, Any], k: int) -> None:
+        self.counts.setdefault(imp["ad_id"], [0.0, 0.0, 0.0])[k] += 1
+        idx = self._index
+        if idx is not None and imp["version"] == idx.version:  # else the rebuild carried the counts over
+            (idx.clicks if k == 1 else idx.convs)[imp["row"]] += 1
+
     def event(self, ev: AdEvent) -> tuple[float, str | None]:
         """(charged, rejection reason or None)."""
         now = float(self.engine.clock()) if ev.ts is None else float(ev.ts)
@@ -390,12 +496,12 @@ class AdServer:
                     return 0.0, "conversion before any click on this impression"
                 if not imp.get("converted"):
                     imp["converted"] = True
-                    self.convs[imp["ad_id"]] += 1
+                    self._count(imp, 2)
                 return 0.0, None
             if imp["clicked"]:  # a repeated click: counted once, charged once
                 return 0.0, None
             imp["clicked"] = True
-            self.clicks[imp["ad_id"]] += 1
+            self._count(imp, 1)
             if imp["campaign_id"] not in self.pacer.state:  # the campaign was deleted since
                 return 0.0, None
             self.pacer.record(imp["campaign_id"], imp["price"], now)
@@ -437,9 +543,7 @@ def page_ads(engine: Any, page_notes: list[str], *, user_id: str | None, ctx: An
         else:
             out = srv.feed_ads(user_id or "", ctx, page_notes)
     except Exception:  # fail open: the organic page is served without ads
-        import logging
-
-        logging.getLogger(__name__).exception("ads: serving the ad slots failed")
+        log.exception("ads: serving the ad slots failed")
         engine.metrics.inc("stage_errors_total", stage="ads")
         out = None
     return out, (time.perf_counter() - t0) * 1e3

@@ -88,3 +88,28 @@ def test_logistic_pctr_learns_a_monotone_signal():
     m = LogisticPCTR().fit(x, y)
     p = m.pctr(pctr_features(np.array([0.1, 0.9]), np.zeros(2), np.full(2, 0.05)))
     assert 0 < p[0] < p[1] < 1
+
+
+def test_keyword_index_agrees_with_the_definition():
+    """Exact / phrase / broad by dictionary lookups (n-grams, token subsets) == the plain definition."""
+    from notefeed.ads.keywords import MATCH_SCORE
+
+    rng = np.random.default_rng(0)
+    vocab = [f"w{i}" for i in range(6)]
+    kws = [(a, " ".join(rng.choice(vocab, int(rng.integers(1, 4)))), str(rng.choice(["exact", "phrase", "broad"])))
+           for a in range(60)]
+    for max_subset in (8, 1):  # subsets, and the token-by-token fallback
+        ix = KeywordIndex(kws, max_subset_tokens=max_subset)
+        for _ in range(200):
+            q = list(rng.choice(vocab, int(rng.integers(1, 6))))
+            want: dict[int, float] = {}
+            for a, text, m in kws:
+                k = text.split()
+                hit = (k == q if m == "exact" else
+                       any(q[i: i + len(k)] == k for i in range(len(q))) if m == "phrase" else set(k) <= set(q))
+                if hit:
+                    want[a] = max(want.get(a, 0.0), MATCH_SCORE[m])
+            ids, sc = ix.match(" ".join(q))
+            assert {a: round(s, 3) for a, s in zip(ids.tolist(), sc.tolist(), strict=True)} == {
+                a: round(s, 3) for a, s in want.items()}
+            assert np.all(np.diff(sc) <= 0)

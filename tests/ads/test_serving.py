@@ -172,3 +172,16 @@ def test_search_ads_by_keyword(search_client: tuple[TestClient, Engine]) -> None
     assert "n3" in organic and ads[0]["ad"]["ad_id"] == "beans" and len(ads) <= 0.2 * (len(organic) + len(ads))
     body = c.get("/v1/search", params={"q": "lipstick shades", "n": 10}).json()
     assert all(a["ad"]["channel"] != "keyword/match" for a in body["ads"])
+
+
+def test_large_index_builds_in_the_background(client: TestClient, engine: Engine) -> None:
+    import json
+
+    from notefeed.serve.adslots import ad_server
+
+    (engine.workspace / "ads").mkdir(parents=True, exist_ok=True)
+    (engine.workspace / "ads" / "serving.json").write_text(json.dumps({"sync_build_max_ads": 0}))
+    _campaigns(client, engine, n=2)
+    srv = ad_server(engine)
+    assert srv.wait_ready(120)
+    assert client.get("/v1/feed", params={"user_id": "u1", "n": 20}).json()["ads"]
