@@ -35,19 +35,24 @@ class AuctionResult:
 
 
 def gsp_auction(bids: np.ndarray, quality: np.ndarray, n_slots: int, reserve: float = 0.0,
-                relevance: np.ndarray | None = None, relevance_floor: float = 0.0) -> AuctionResult:
+                relevance: np.ndarray | None = None, relevance_floor: float = 0.0,
+                reserve_ecpm: float = 0.0) -> AuctionResult:
     """Generalised second-price auction with quality scores.
 
     ``bids`` (n,) per-click bids, ``quality`` (n,) > 0 (pCTR x relevance, say). An ad is eligible
-    when its bid >= ``reserve`` and its ``relevance`` >= ``relevance_floor``. Eligible ads are
-    ranked by ``bid x quality``; the one in slot j pays per click the least bid that keeps its
-    rank, ``max(reserve, score_{j+1} / quality_j)``, never more than its own bid. Ties keep input order.
+    when its bid >= ``reserve``, its ``relevance`` >= ``relevance_floor`` and its eCPM
+    ``1000 x bid x quality`` >= ``reserve_ecpm`` (the knob that sets the ad load). Eligible ads
+    are ranked by ``bid x quality``; the one in slot j pays per click the least bid that keeps its
+    rank and its eligibility, ``max(reserve, reserve_ecpm / (1000 quality_j), score_{j+1} / quality_j)``,
+    never more than its own bid. Ties keep input order.
     """
     bids = np.asarray(bids, np.float64)
     q = np.asarray(quality, np.float64)
     if bids.shape != q.shape or bids.ndim != 1:
         raise ValueError(f"gsp_auction: 'bids' and 'quality' must be (n,), got {bids.shape} and {q.shape}")
     ok = np.isfinite(bids) & np.isfinite(q) & (q > 0) & (bids >= reserve) & (bids > 0)
+    if reserve_ecpm > 0:
+        ok &= 1000.0 * bids * q >= reserve_ecpm
     if relevance is not None:
         ok &= np.asarray(relevance, np.float64) >= relevance_floor
     idx = np.flatnonzero(ok)
@@ -55,7 +60,10 @@ def gsp_auction(bids: np.ndarray, quality: np.ndarray, n_slots: int, reserve: fl
     order = idx[np.argsort(-score, kind="stable")]
     win = order[: max(0, int(n_slots))]
     nxt = np.append(bids[order] * q[order], 0.0)[1: len(win) + 1]
-    prices = np.maximum(reserve, nxt / q[win]) if len(win) else np.zeros(0)
+    if len(win):
+        prices = np.maximum(np.maximum(reserve, reserve_ecpm / (1000.0 * q[win])), nxt / q[win])
+    else:
+        prices = np.zeros(0)
     prices = np.minimum(prices, bids[win])
     return AuctionResult(win.astype(np.int64), prices.astype(np.float64))
 

@@ -7,9 +7,12 @@ frequencies define the tiers (head / torso / tail by cumulative traffic thirds);
 queries are evaluated. Recall metrics (micro-averaged over queries): click coverage (share of the
 ads the user would click, per the ground truth, that recall returns), conversion coverage, noise
 ratio (share of returned ads with no share of the query's topic). The auction: 2 ad slots per
-request for every method (equal ad load), GSP with reserve, pacing and frequency caps; revenue,
-CPM (per 1,000 ad impressions), RPM (per 1,000 requests), advertiser ROI and the largest
-overspend in clicks. The rewrite table stands in for a mined one: it maps each alias to its word
+request for every method, GSP with reserve, pacing and frequency caps; revenue, CPM (per 1,000
+ad impressions), RPM (per 1,000 requests), advertiser ROI, the share of slots filled and the
+largest overspend in clicks. Slots are the same but the *load* is not: a method that recalls
+more eligible ads fills more of them. ``--param ads.load=equal`` compares at equal load (each
+method's eCPM reserve calibrated on a separate day of training users' queries to fill the
+share of slots keyword-only fills), with paired per-seed differences and 95% intervals. The rewrite table stands in for a mined one: it maps each alias to its word
 for ``rewrite_coverage`` of the aliases (the simulator knows them; nothing is learned).
 """
 
@@ -41,6 +44,7 @@ __all__ = ["evaluate_ads", "run_seed", "METHODS"]
 
 METHODS = ("keyword", "keyword+semantic", "keyword+semantic+rewrite")
 K_RECALL = 100
+SLOTS, RESERVE, FLOOR = 2, 0.05, 0.1
 
 
 class _World:
@@ -139,8 +143,9 @@ def _recall_metrics(env: _World, queries: list[Query], tier_of: dict[str, str]) 
     return out
 
 
-def _auction(env: _World, method: str, queries: list[Query], seed: int, slots: int = 2,
-             reserve: float = 0.05, floor: float = 0.1) -> dict:
+def _auction(env: _World, method: str, queries: list[Query], seed: int, slots: int = SLOTS,
+             reserve: float = RESERVE, floor: float = FLOOR, min_ecpm: float = 0.0,
+             channel: str = "auction") -> dict:
     w, rec = env.w, env.recall(method)
     assert env.model is not None
     rng = np.random.default_rng(seed + 99)
@@ -161,7 +166,7 @@ def _auction(env: _World, method: str, queries: list[Query], seed: int, slots: i
         x, rel = env.features(q.text, ids)
         pctr = env.model.pctr(x)
         bids = click_bids(w.bid[ids], w.ocpc[ids], env.ad_cvr[ids])
-        res = gsp_auction(bids, pctr, slots, reserve, relevance=rel, relevance_floor=floor)
+        res = gsp_auction(bids, pctr, slots, reserve, relevance=rel, relevance_floor=floor, reserve_ecpm=min_ecpm)
         true_ctr, true_cvr = w.true_ctr(q.user, q.topic), w.true_cvr(q.user)
         for j, price in zip(res.winners.tolist(), res.prices.tolist(), strict=True):
             a = int(ids[j])
@@ -178,14 +183,72 @@ def _auction(env: _World, method: str, queries: list[Query], seed: int, slots: i
     spent = np.array([s.spent for s in pacer.state.values()])
     # overspend in units of the campaign's own dearest click (the guarantee: < 1)
     over = np.where(top_price > 0, (spent - w.budget) / np.maximum(top_price, 1e-12), 0.0)
-    return {"dataset": "ad-sim", "method": method, "channel": "auction", "tier": "all", "revenue": revenue,
+    return {"dataset": "ad-sim", "method": method, "channel": channel, "tier": "all", "revenue": revenue,
+            "min_ecpm": float(min_ecpm), "fill": imps / (slots * len(queries)),
             "impressions": imps, "clicks": clicks, "conversions": convs, "ctr": clicks / max(imps, 1),
             "cpm": 1000 * revenue / max(imps, 1), "rpm": 1000 * revenue / len(queries),
             "advertiser_roi": float(value / max(revenue, 1e-9)), "max_overspend_clicks": float(max(over.max(), 0.0)),
             "budget_exhausted_share": float((spent >= w.budget).mean())}
 
 
-def run_seed(seed: int, quick: bool) -> list[dict]:
+def _top_ecpms(env: _World, method: str, queries: list[Query], slots: int = SLOTS, reserve: float = RESERVE,
+               floor: float = FLOOR) -> list[np.ndarray]:
+    """Per query, the eCPMs of the ``slots`` best eligible ads (bid >= reserve, relevance >= floor),
+    without pacing or caps: what the load calibration reads."""
+    w, rec = env.w, env.recall(method)
+    assert env.model is not None
+    out = []
+    for q in queries:
+        c = rec.retrieve(AdRequest(query=q.text, user=q.user))
+        if not len(c):
+            out.append(np.zeros(0))
+            continue
+        x, rel = env.features(q.text, c.ids)
+        bids = click_bids(w.bid[c.ids], w.ocpc[c.ids], env.ad_cvr[c.ids])
+        e = 1000.0 * bids * env.model.pctr(x)
+        out.append(-np.sort(-e[(bids >= reserve) & (rel >= floor)])[:slots])
+    return out
+
+
+def fill_at(tops: list[np.ndarray], min_ecpm: float, slots: int = SLOTS) -> float:
+    """Share of the slots filled when ads need eCPM >= ``min_ecpm``."""
+    return float(sum(int((t >= min_ecpm).sum()) for t in tops)) / (slots * max(len(tops), 1))
+
+
+def calibrate_min_ecpm(tops: list[np.ndarray], target: float, slots: int = SLOTS) -> float:
+    """The least eCPM reserve whose fill is at most ``target`` (fill falls as the reserve rises)."""
+    vals = np.unique(np.concatenate([t for t in tops if len(t)] or [np.zeros(1)]))
+    lo, hi = 0, len(vals) - 1  # candidate reserves: the observed eCPMs (fill changes only there)
+    if fill_at(tops, 0.0, slots) <= target:
+        return 0.0
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fill_at(tops, float(vals[mid]), slots) <= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return float(vals[lo])
+
+
+def _equal_load(env: _World, calib: list[Query], day: list[Query], seed: int, levels: list[float]) -> list[dict]:
+    """Each method at the same ad load: for each level (a share of keyword-only's own fill on the
+    calibration day), the eCPM reserve per method that fills that share, set on the calibration
+    day (training users' queries) and applied to the test day."""
+    tops = {m: _top_ecpms(env, m, calib) for m in METHODS}
+    base = fill_at(tops["keyword"], 0.0)
+    rows = []
+    for level in levels:
+        target = base * level
+        for m in METHODS:
+            thr = calibrate_min_ecpm(tops[m], target)
+            r = _auction(env, m, day, seed, min_ecpm=thr, channel=f"auction@load{level:g}")
+            r["calibrated_fill"] = fill_at(tops[m], thr)
+            r["target_fill"] = target
+            rows.append(r)
+    return rows
+
+
+def run_seed(seed: int, quick: bool, equal_load: list[float] | None = None) -> list[dict]:
     w = make_world(n_ads=600 if quick else 1500, n_users=800 if quick else 2000, seed=seed)
     rng = np.random.default_rng(seed)
     users = rng.permutation(len(w.interest))
@@ -195,21 +258,56 @@ def run_seed(seed: int, quick: bool) -> list[dict]:
     env = _World(w, seed)
     _train_efficiency(env, log[: 300 if quick else 800], rng)
     test = sample_queries(w, 150 if quick else 400, test_u, rng)
-    rows = _recall_metrics(env, test, tier_of)
     day = sample_queries(w, 600 if quick else 2000, test_u, rng)
-    rows += [_auction(env, m, day, seed) for m in METHODS]
+    if equal_load:  # the load study only: natural load and the equalised loads, no recall metrics
+        calib = log[-(600 if quick else 2000):]
+        rows = [_auction(env, m, day, seed) for m in METHODS] + _equal_load(env, calib, day, seed, equal_load)
+    else:
+        rows = _recall_metrics(env, test, tier_of)
+        rows += [_auction(env, m, day, seed) for m in METHODS]
     for r in rows:
         r["seed"] = seed
     return rows
 
 
+def _ci95(x: np.ndarray) -> list[float]:
+    """Student-t 95% interval of the mean of ``x`` (over seeds)."""
+    from scipy import stats
+
+    if len(x) < 2:
+        return [float(x.mean()), float(x.mean())]
+    h = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    return [round(float(x.mean()) - h, 4), round(float(x.mean()) + h, 4)]
+
+
 def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick: bool,
-                 report_dir: Path | None, seeds: int | None = None) -> list[dict]:
+                 report_dir: Path | None, seeds: int | list[int] | None = None,
+                 params: dict[str, dict[str, object]] | None = None) -> list[dict]:
     """Mean (and std over seeds) of every metric per (method, channel, tier); ``datasets`` ignored
-    (the ad simulator is the only dataset)."""
-    n = seeds or (2 if quick else 5)
+    (the ad simulator is the only dataset). ``seeds``: a count from ``seed`` or a list.
+
+    ``--param ads.load=equal`` runs the load study instead of the recall metrics: every method
+    at its natural load (``auction``) and at equal load (``auction@load1``: each method's eCPM
+    reserve set on a calibration day so that it fills the share of slots keyword-only fills;
+    ``ads.levels=[1, 0.75]`` adds lower loads). Auction rows carry per-seed paired differences
+    to keyword-only with a 95% interval (``cpm_vs_keyword_ci95``).
+    """
+    opts = dict((params or {}).get("ads", {}))
+    unknown = set(opts) - {"load", "levels"}
+    if unknown:
+        raise ValueError(f"--param: ads takes load, levels; got {', '.join(sorted(unknown))}")
+    if opts.get("load", "natural") not in ("natural", "equal"):
+        raise ValueError(f"--param: ads.load must be natural or equal, got {opts['load']!r}")
+    levels = opts.get("levels", [1.0])
+    if not isinstance(levels, list) or not levels or not all(isinstance(v, int | float) and 0 < v <= 1 for v in levels):
+        raise ValueError(f"--param: ads.levels must be a list of shares in (0, 1], got {levels!r}")
+    equal = [float(v) for v in levels] if opts.get("load") == "equal" else None
+    if isinstance(seeds, list):
+        seed_list = [int(x) for x in seeds]
+    else:
+        seed_list = list(range(seed, seed + (seeds or (2 if quick else 5))))
     t0 = time.perf_counter()
-    rows = [r for s in range(seed, seed + n) for r in run_seed(s, quick)]
+    rows = [r for s in seed_list for r in run_seed(s, quick, equal)]
     keys = sorted({(r["method"], r["channel"], r["tier"]) for r in rows}, key=str)
     out = []
     for key in keys:
@@ -221,11 +319,21 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
                 agg[m] = round(float(vals.mean()), 4)
                 agg[m + "_std"] = round(float(vals.std()), 4)
         out.append(agg)
-    base = next(r for r in out if r["method"] == "keyword" and r["channel"] == "auction")
     for r in out:
-        if r["channel"] == "auction":
-            r["cpm_vs_keyword"] = round(r["cpm"] / base["cpm"] - 1, 4) if base["cpm"] else 0.0
-            r["rpm_vs_keyword"] = round(r["rpm"] / base["rpm"] - 1, 4) if base["rpm"] else 0.0
+        if not r["channel"].startswith("auction"):
+            continue
+        base = next(b for b in out if b["method"] == "keyword" and b["channel"] == r["channel"])
+        r["cpm_vs_keyword"] = round(r["cpm"] / base["cpm"] - 1, 4) if base["cpm"] else 0.0
+        r["rpm_vs_keyword"] = round(r["rpm"] / base["rpm"] - 1, 4) if base["rpm"] else 0.0
+        if equal is not None or len(seed_list) > 1:
+            by_seed = {g["seed"]: g for g in rows if g["method"] == "keyword" and g["channel"] == r["channel"]}
+            mine = [g for g in rows if g["method"] == r["method"] and g["channel"] == r["channel"]]
+            for met in ("cpm", "rpm", "ctr"):
+                d = np.array([g[met] / by_seed[g["seed"]][met] - 1 for g in mine if by_seed[g["seed"]][met]])
+                if len(d):
+                    r[f"{met}_vs_keyword_paired"] = round(float(d.mean()), 4)
+                    r[f"{met}_vs_keyword_ci95"] = _ci95(d)
+            r["cpm_ci95"] = _ci95(np.array([g["cpm"] for g in mine]))
     out[0]["wall_s"] = round(time.perf_counter() - t0, 1)
     return out
 

@@ -49,6 +49,14 @@ def test_gsp_relevance_floor_and_second_price():
     assert np.allclose(r.prices, [1.0, 0.0])
 
 
+def test_gsp_reserve_ecpm_sets_the_load_and_floors_the_price():
+    b, q = np.array([2.0, 1.0, 3.0]), np.array([0.1, 0.1, 0.01])  # eCPM 200, 100, 30
+    r = gsp_auction(b, q, 3, reserve_ecpm=90.0)
+    assert r.winners.tolist() == [0, 1]
+    assert np.allclose(r.prices, [1.0, 0.9])  # the last pays what keeps it above the eCPM reserve
+    assert gsp_auction(b, q, 3).winners.tolist() == [0, 1, 2]
+
+
 def test_ecpm_and_ocpc_bids():
     cb = click_bids(np.array([1.0, 10.0]), np.array([False, True]), np.array([0.5, 0.1]))
     assert np.allclose(cb, [1.0, 1.0])

@@ -29,3 +29,22 @@ def test_tiny_water_level_run():
     a = _auction(env, "keyword+semantic+rewrite", sample_queries(w, 100, np.arange(30, 60), rng), 1)
     assert a["max_overspend_clicks"] < 1.0 and a["revenue"] >= 0
     assert "ads" in EVAL_STAGES
+
+
+def test_equal_load_calibration_matches_fill():
+    from notefeed.ads.evaluate import _equal_load, _top_ecpms, calibrate_min_ecpm, fill_at
+
+    tops = [np.array([30.0, 10.0]), np.array([20.0]), np.zeros(0), np.array([5.0, 1.0])]
+    assert fill_at(tops, 0.0) == 5 / 8
+    thr = calibrate_min_ecpm(tops, 3 / 8)
+    assert fill_at(tops, thr) <= 3 / 8 and thr == 10.0
+    assert calibrate_min_ecpm(tops, 1.0) == 0.0
+    w = make_world(n_topics=5, n_words=12, n_ads=120, n_users=60, seed=2)
+    rng = np.random.default_rng(2)
+    env = _World(w, 2)
+    _train_efficiency(env, sample_queries(w, 80, np.arange(30), rng), rng)
+    calib = sample_queries(w, 120, np.arange(30), rng)
+    rows = _equal_load(env, calib, sample_queries(w, 120, np.arange(30, 60), rng), 2, [1.0])
+    fills = {r["method"]: r["calibrated_fill"] for r in rows}
+    assert fills["keyword+semantic"] <= fills["keyword"] + 1e-9
+    assert fills["keyword+semantic"] > 0.8 * fill_at(_top_ecpms(env, "keyword", calib), 0.0)
