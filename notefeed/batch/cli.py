@@ -57,6 +57,8 @@ def bench_batch_cmd(
     engine: str = typer.Option("local,ray", "--engine", help="comma-separated engines to run: local, ray"),
     kernel: str = typer.Option("swing", "--kernel", help="swing or itemcf"),
     workers: int = typer.Option(2, "--workers", help="Ray CPUs (workers)"),
+    block: int = typer.Option(512, "--block", help="kernel block (user pairs / 4096 per block): bounds the "
+                              "memory of one task; both engines use it, so their tables stay comparable"),
     json_path: Path | None = typer.Option(None, "--json", help="write the results here"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
@@ -78,7 +80,8 @@ def bench_batch_cmd(
             import ray  # noqa: F401
         except ImportError:
             _fail("--engine ray: the ray engine needs Ray: pip install 'notefeed[ray]'")
-    out = bench_batch(events, engines, kernel=kernel, workers=max(1, workers), seed=seed, log=typer.echo)
+    out = bench_batch(events, engines, kernel=kernel, workers=max(1, workers), block=max(1, block), seed=seed,
+                      log=typer.echo)
     typer.echo(json.dumps(out["summary"], indent=2, default=str))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
