@@ -108,10 +108,8 @@ class ALSChannel:
 
     # ------------------------------------------------------------------ serving
     @property
-    def item_vectors(self) -> np.ndarray:
-        """(n_items, factors) float32 note factors."""
-        if self._items is None:
-            raise RuntimeError(f"{self.name}: item_vectors before fit()")
+    def item_vectors(self) -> np.ndarray | None:
+        """(n_items, factors) float32 note factors; ``None`` before fit (an empty workspace)."""
         return self._items
 
     def user_vector(self, history: np.ndarray) -> np.ndarray:
@@ -123,9 +121,10 @@ class ALSChannel:
         return fold_in(self._items, self._gram, h, self.alpha, self.regularization)
 
     def _user(self, ctx: UserContext) -> np.ndarray | None:
-        """The request's folded-in user vector (float32), ``None`` without a known history."""
+        """The request's folded-in user vector (float32), ``None`` without a known history or
+        before fit (serving an empty workspace: the channel recalls nothing)."""
         if self._items is None:
-            raise RuntimeError(f"{self.name}: used before fit()")
+            return None
         h = np.asarray(ctx.history, np.int64).ravel()
         h = h[(h >= 0) & (h < self._items.shape[0])]
         if h.size == 0:

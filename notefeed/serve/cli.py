@@ -85,6 +85,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     from notefeed.serve import expcli
 
     expcli.register(app, bench)  # notefeed experiments report, notefeed sim ab
+    from notefeed.serve import bench_ads
+
+    bench_ads.register(bench)  # notefeed bench ads
 
     @app.command("serve")
     def serve(
@@ -191,6 +194,26 @@ def _register_online_benches(bench: typer.Typer) -> None:
         from notefeed.serve.bench_online import run_workers_bench
 
         text = write_json(json_path, run_workers_bench(trials, requests, redis_url))
+        if json_path is None:
+            typer.echo(text)
+
+    @bench.command("durability")
+    def bench_durability(
+        json_path: Path | None = typer.Option(None, "--json", help="write the results here"),
+        rounds: int = typer.Option(10, "--rounds", min=1, max=1000, help="kill -9 rounds per backend"),
+        backend: str = typer.Option("sqlite,redis", "--backend", help="sqlite, redis or both, comma-separated"),
+        redis_url: str | None = typer.Option(None, "--redis-url", help="a running Redis (default: a private redis-server)"),
+    ) -> None:
+        """kill -9 a real server mid-write, N rounds per backend: acknowledged writes lost, restarts failed."""
+        from notefeed.eval.timing import write_json
+        from notefeed.serve.durability import run_durability
+
+        names = tuple(b.strip() for b in backend.split(",") if b.strip())
+        bad = [b for b in names if b not in ("sqlite", "redis")]
+        if bad or not names:
+            typer.echo(f"error: --backend: sqlite and/or redis, got {backend!r}", err=True)
+            raise typer.Exit(2)
+        text = write_json(json_path, run_durability(rounds, names, redis_url))
         if json_path is None:
             typer.echo(text)
 

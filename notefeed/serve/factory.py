@@ -34,6 +34,7 @@ from notefeed.serve.components import (
 )
 from notefeed.serve.config import ConfigError, ServeConfig
 from notefeed.serve.exposure import make_exposure_step
+from notefeed.serve.itemvectors import vector_source
 from notefeed.serve.learned import ChannelFeatures, LearnedScorer
 from notefeed.serve.models import ModelHolder, ModelVersion
 from notefeed.serve.pipeline import Pipeline, Step
@@ -197,8 +198,7 @@ def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: M
         else:
             raise ConfigError(f"rerank.name: unknown re-ranker {rr.name!r}; known: "
                               f"{['builtin/author-cap', *RERANKERS.names()]}")
-        embedder = next((s.component for s in steps if s.kind == "source"
-                         and getattr(s.component, "item_vectors", None) is not None), None)
+        embedder = vector_source([s.component for s in steps if s.kind == "source"])
         steps.append(Step("selector", ReRankSelector(reranker, catalog, embedder)))
     if cs_on:
         steps.append(Step("selector", ColdStartSlots(config.coldstart.slots)))

@@ -85,3 +85,10 @@ def test_hnsw_above_the_threshold_recalls_what_exact_scoring_does():
     ctx = UserContext("u1", 1, history=np.array([1, 3, 5, 7]))
     a, b = exact.recall(ctx, 20), ann.recall(ctx, 20)
     assert len(np.intersect1d(a.items, b.items)) >= 18 and not np.isin(b.items, ctx.history).any()
+
+
+def test_unfitted_channel_recalls_nothing_and_never_raises():
+    ch = ALSChannel()  # serving an empty workspace: nothing to fit on
+    ctx = UserContext("u", None, history=np.array([1, 2]))
+    assert len(ch.recall(ctx, 10)) == 0 and (ch.score_items(ctx, np.array([1, 2])) == 0).all()
+    assert ch.item_vectors is None

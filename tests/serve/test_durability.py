@@ -11,7 +11,7 @@ import httpx
 
 from notefeed.online.bus import SqliteEventBus
 from notefeed.serve.bench import TOKEN, free_port, start_server, stop_server
-from tests.procs import kill9_while_writing
+from notefeed.serve.durability import kill9_while_writing, mixed_writes, retry_in_flight
 
 H = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -82,42 +82,12 @@ def _stored_event_ids(ws: Path) -> list[str]:
 
 def _mixed_writes(base: str, rnd: int, stop: threading.Event, notes: list[str], events: set[str],
                   in_flight: list[dict]) -> None:
-    """Publish a note (unseen tag and category) every 4th call, else a batch of 10 events with
-    client ids, until ``stop`` or the server dies; acknowledged writes go to ``notes``/``events``,
-    the batch without an answer stays in ``in_flight``."""
-    seq = 0
-    with httpx.Client(base_url=base, timeout=10) as c:
-        while not stop.is_set():
-            seq += 1
-            try:
-                if seq % 4 == 0:
-                    nid = f"r{rnd}n{seq}"
-                    r = c.post("/v1/notes", headers=H, json={"note_id": nid, "author_id": f"a{seq % 3}",
-                                                             "tags": [f"tag-{rnd}-{seq}"], "category": f"cat-new-{seq % 5}"})
-                    if r.status_code == 201:
-                        notes.append(nid)
-                    continue
-                batch = [{"user_id": f"u{(seq + j) % 7}", "note_id": notes[(seq + j) % len(notes)],
-                          "ts": 1_700_000_000 + seq, "type": "click" if j % 3 else "impression",
-                          "event_id": f"r{rnd}e{seq}.{j}"} for j in range(10)]
-                in_flight[:] = batch
-                r = c.post("/v1/events", json={"events": batch}, headers=H)
-            except httpx.HTTPError:
-                return  # the server died under us: not acknowledged
-            if r.status_code == 200 and r.json()["accepted"] == len(batch):
-                events.update(e["event_id"] for e in batch)
-                in_flight.clear()
+    mixed_writes(base, rnd, stop, notes, events, in_flight)
 
 
 def _retry(c: httpx.Client, batch: list[dict], events: set[str]) -> None:
     """Resend the batch that had no answer at the kill: stored exactly once either way."""
-    if not batch:
-        return
-    r = c.post("/v1/events", json={"events": batch}, headers=H)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert body["accepted"] + len(body.get("duplicates", [])) == len(batch) and not body["rejected"]
-    events.update(e["event_id"] for e in batch)
+    assert retry_in_flight(c, batch, events), batch
 
 
 def test_sigkill_during_mixed_writes_then_retry_is_exactly_once(tmp_path: Path) -> None:
