@@ -89,6 +89,34 @@ def bench_batch_cmd(
         typer.echo(f"wrote {json_path}")
 
 
+def bench_lake_cmd(
+    dataset: str = typer.Option("taobao", "--dataset", help="a dataset of `notefeed data list` with events"),
+    engine: str = typer.Option("local,ray", "--engine", help="engines that build Swing from the lake"),
+    json_path: Path | None = typer.Option(None, "--json", help="write the results here"),
+) -> None:
+    """The event lake on a real dataset: export, compaction, a query, equality with the
+    workspace, Swing from the lake on each engine (same table?)."""
+    from notefeed.batch.base import ENGINES
+    from notefeed.batch.lake_bench import bench_lake
+    from notefeed.data.dataset import DataError
+
+    engines = [e.strip() for e in engine.split(",") if e.strip()]
+    if not engines or any(e not in ENGINES for e in engines):
+        _fail(f"--engine: each must be one of {', '.join(ENGINES)}, got {engine!r}")
+    try:
+        out = bench_lake(dataset, engines, log=typer.echo)
+    except (DataError, FileNotFoundError, KeyError) as e:
+        _fail(f"--dataset: {e}")
+    except ImportError as e:
+        _fail(f"--engine: {e}")
+    typer.echo(json.dumps({k: v for k, v in out.items() if k != "query"}, indent=2, default=str))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(out, indent=2, default=str) + "\n")
+        typer.echo(f"wrote {json_path}")
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
-    """Add ``notefeed bench batch`` (``notefeed train --engine`` lives in models/cli.py)."""
+    """Add ``notefeed bench batch`` and ``bench lake`` (``notefeed train --engine`` lives in models/cli.py)."""
     bench.command("batch")(bench_batch_cmd)
+    bench.command("lake")(bench_lake_cmd)
