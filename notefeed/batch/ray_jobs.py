@@ -76,6 +76,21 @@ def _run(fn: Callable[..., Any], shared: dict[str, Any], item: Any) -> tuple[Any
                           peak_rss_mb=_peak_rss_mb(), peak_is_task_own=own_peak, private_mb=_private_mb())
 
 
+def _reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a ``host:port`` / ``ray://host:port`` nobody listens on (Ray itself retries
+    for minutes); ``auto`` and other forms are left to Ray."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConnectionError(f"nothing answers at {hostport} ({e.strerror or e})") from None
+
+
 class RayEngine:
     """Batch jobs on Ray. ``address``: an existing cluster (``auto``, ``ray://host:10001``);
     without it a local Ray instance is started with ``num_cpus`` CPUs (all when None) and shut
@@ -92,6 +107,7 @@ class RayEngine:
             kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                   "logging_level": "WARNING", "configure_logging": True}
             if address:
+                _reachable(address)
                 ray.init(address=address, **kw)
             else:
                 ray.init(num_cpus=num_cpus, **kw)

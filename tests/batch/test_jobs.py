@@ -111,3 +111,11 @@ def test_engine_flag_errors_are_one_line(monkeypatch):
     assert "pip install 'notefeed[ray]'" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(app, ["bench", "batch", "--engine", "ray", "--events", "5000"])
     assert r.exit_code == 2 and "pip install 'notefeed[ray]'" in r.output
+
+
+def test_an_unreachable_cluster_fails_fast():
+    from notefeed.batch.ray_jobs import _reachable
+
+    with pytest.raises(ConnectionError, match="nothing answers at 127.0.0.1:1"):
+        _reachable("ray://127.0.0.1:1", timeout_s=2)
+    _reachable("auto")  # left to Ray
