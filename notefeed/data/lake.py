@@ -24,6 +24,11 @@ Guarantees:
   (same ``event_id``, or same ``seq`` where there is no id; the first kept). It journals its
   inputs and output (``day=.../_compact.json``) before the rename, so a crash either leaves
   the inputs (output not yet renamed) or the output (inputs deleted by :meth:`recover`).
+  A reader listing the files in the instant between the rename and the deletions sees that day
+  twice: compact when no batch job is reading, as with any single-writer file layout.
+
+One writer at a time (export takes the workspace's DuckDB lock; compaction should not run
+beside another compaction).
 """
 
 from __future__ import annotations
@@ -179,18 +184,20 @@ class EventLake:
             con = ws.con
             done = int(st["watermark"])
             have = int(con.execute("SELECT count(*) FROM events WHERE seq <= ?", [done]).fetchall()[0][0])
-            if not st.get("pending") and have != self.count():
+            # the workspace's own count at the last export (the lake's may be lower: compaction
+            # drops repeated client events)
+            if not st.get("pending") and have != int(st.get("rows", have)):
                 if not rebuild:
                     raise DataError(f"lake {self.root}: the workspace's events changed since the last export "
-                                    f"({have:,} of its events are at or below the lake's watermark, the lake "
-                                    f"holds {self.count():,}); export with --rebuild")
+                                    f"({have:,} of its events are at or below the lake's watermark, "
+                                    f"{int(st['rows']):,} were); export with --rebuild")
                 shutil.rmtree(self.root)
                 self.root.mkdir(parents=True)
-                st = {"watermark": 0, "pending": None}
+                st = {"watermark": 0, "pending": None, "rows": 0}
             if st.get("pending"):  # a crashed export: redo exactly its range, same part names
                 lo, hi = st["pending"]
                 self._export_range(con, lo, hi)
-                st = {"watermark": hi, "pending": None}
+                st = {"watermark": hi, "pending": None, "rows": _rows_upto(con, hi)}
                 _write_json(self.root / _STATE, st)
             top = int(con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchall()[0][0])
             bounds = list(range(int(st["watermark"]), top, chunk)) + [top]
@@ -201,7 +208,7 @@ class EventLake:
                                unit="chunk", disable=None if progress else True):
                 _write_json(self.root / _STATE, {"watermark": lo, "pending": [lo, hi]})
                 total += self._export_range(con, lo, hi)
-                _write_json(self.root / _STATE, {"watermark": hi, "pending": None})
+                _write_json(self.root / _STATE, {"watermark": hi, "pending": None, "rows": _rows_upto(con, hi)})
         return total
 
     def _export_range(self, con: duckdb.DuckDBPyConnection, lo: int, hi: int) -> int:
@@ -295,6 +302,10 @@ class EventLake:
             pf = pq.ParquetFile(p)
             for b in pf.iter_batches(batch_size=batch_rows, columns=list(columns)):
                 yield b.to_pandas()
+
+
+def _rows_upto(con: duckdb.DuckDBPyConnection, seq: int) -> int:
+    return int(con.execute("SELECT count(*) FROM events WHERE seq <= ?", [seq]).fetchall()[0][0])
 
 
 _DUCK = {pa.int64(): "BIGINT", pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.int32(): "INTEGER"}

@@ -154,3 +154,16 @@ def test_a_replaced_workspace_is_refused_or_rebuilt(tmp_path):
         lake.export_workspace(ws_dir)
     assert lake.export_workspace(ws_dir, rebuild=True) == 120
     pd.testing.assert_frame_equal(load_lake_dataset(ws_dir).events, other.events)
+
+
+def test_compaction_of_client_retries_does_not_look_like_a_replaced_workspace(tmp_path):
+    ws_dir = _workspace(tmp_path)
+    lake = EventLake.for_workspace(ws_dir)
+    lake.export_workspace(ws_dir)
+    day = lake.days()[0]
+    part = lake.read_events(f"day = '{day}'").head(1).assign(seq=10_000, event_id="same")
+    lake.append(part)
+    lake.append(part.assign(seq=10_001))  # the same client event twice
+    lake.compact()
+    assert lake.count() == 301
+    assert lake.export_workspace(ws_dir) == 0  # no false alarm
