@@ -9,6 +9,7 @@ at the bid, so a campaign overspends by less than one click's cost at most.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,11 +81,11 @@ class PidPacer:
         frac = (now_s - s.day * self.day_s) / self.day_s
         err = (s.budget * frac - s.spent) / s.budget
         dt = (now_s - s.last_t) / self.day_s
-        s.integral = float(np.clip(s.integral + err * dt, -1.0, 1.0))
+        s.integral = min(1.0, max(-1.0, s.integral + err * dt))  # plain floats: this runs per bid
         deriv = (err - s.last_err) / max(dt, 1e-9)
         # multiplicative step: the pass rate spans orders of magnitude across campaigns
         step = self.g.kp * err + self.g.ki * s.integral + self.g.kd * deriv * dt
-        s.p = float(np.clip(s.p * np.exp(np.clip(step, -1.0, 1.0)), self.g.p_min, 1.0))
+        s.p = min(1.0, max(self.g.p_min, s.p * math.exp(min(1.0, max(-1.0, step)))))
         s.last_err, s.last_t = err, now_s
 
     def allow(self, campaign_id: str, now_s: float, rng: np.random.Generator) -> bool:

@@ -425,14 +425,22 @@ class AdServer:
                     if j in kw_bids:
                         base[p] = kw_bids[j]
             bids = click_bids(base, idx.c_ocpc[cidx], pcvr)
-            # one ad per campaign, its best by eCPM; then the campaign's frequency cap and pacing
-            o = np.lexsort((-bids * pctr, cidx))
+            # one ad per campaign, its best by eCPM; then, best eCPM first, the campaign's frequency
+            # cap and pacing until slots + 1 pass: GSP reads no further (winners and the runner-up)
+            score = bids * pctr
+            o = np.lexsort((-score, cidx))
             first = o[np.unique(cidx[o], return_index=True)[1]]
-            keep = np.sort(first)  # back in recall order
-            keep = keep[[self.cap.allowed(user_id, idx.campaigns[c].id, now)
-                         and self.pacer.allow(idx.campaigns[c].id, now, self.rng) for c in cidx[keep].tolist()]]
-            if not len(keep):
+            passed = []
+            for q in first[np.argsort(-score[first], kind="stable")].tolist():
+                camp_id = idx.campaigns[int(cidx[q])].id
+                if bids[q] >= cfg.reserve and self.cap.allowed(user_id, camp_id, now) \
+                        and self.pacer.allow(camp_id, now, self.rng):
+                    passed.append(q)
+                    if len(passed) > slots:
+                        break
+            if not passed:
                 return []
+            keep = np.array(passed, np.int64)
             res = gsp_auction(bids[keep], pctr[keep], slots, cfg.reserve)
             layout = place_ads(len(page_notes), len(res.winners), cfg.first, cfg.spacing, cfg.load_cap)
             positions = [p for p, (kind, _) in enumerate(layout) if kind == "ad"]
