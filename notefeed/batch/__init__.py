@@ -6,7 +6,7 @@ their FAISS index, sharded so that every engine computes the same result.
 """
 
 from notefeed.batch.base import ENGINES, BatchEngine, LocalEngine, open_engine
-from notefeed.batch.jobs import embed_items, sharded_cap_log, sharded_rows
+from notefeed.batch.jobs import embed_items, lake_cap_log, sharded_cap_log, sharded_rows
 
 __all__ = ["BatchEngine", "LocalEngine", "open_engine", "ENGINES", "sharded_cap_log", "sharded_rows",
-           "embed_items"]
+           "embed_items", "lake_cap_log"]

@@ -8,6 +8,8 @@
    histories, restores user order (a stable sort: each shard is already ordered within a user)
    and builds the two capped matrices (:func:`~notefeed.recall.kernels.capped_matrices`) —
    the same arrays the local kernel builds, so everything after is computed on equal inputs.
+   :func:`lake_cap_log` does the same with each task reading its users' events straight from
+   the event lake's Parquet files (the driver never holds the log).
 2. *by item row*: Swing's row ``i`` sums over pairs of ``i``'s users, which live in any
    user shard, so the pair counting is sharded by item row instead: the capped matrices go
    to the object store once, and each task computes a run of the very blocks the local
@@ -30,7 +32,7 @@ import scipy.sparse as sp
 
 from notefeed.recall.kernels import block_rows, cap_histories, capped_matrices, plan_blocks
 
-__all__ = ["sharded_cap_log", "sharded_rows", "split_by_user", "embed_items", "tasks_of"]
+__all__ = ["sharded_cap_log", "lake_cap_log", "sharded_rows", "split_by_user", "embed_items", "tasks_of"]
 
 
 def split_by_user(users: np.ndarray, shards: int, *cols: np.ndarray) -> list[tuple[np.ndarray, ...]]:
@@ -56,11 +58,53 @@ def sharded_cap_log(engine: Any, users: np.ndarray, items: np.ndarray, ts: np.nd
     parts = split_by_user(users, shards, np.asarray(items, np.int64), np.asarray(ts, np.int64))
     capped = engine.map(_cap_shard, parts, {"n_users": n_users, "n_items": n_items, "item_cap": item_cap},
                         desc="cap histories (by user)" if progress else None)
-    u = np.concatenate([c[0] for c in capped])
+    return _merge_capped(capped, n_users, n_items, user_cap)
+
+
+def _merge_capped(capped: list, n_users: int, n_items: int, user_cap: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """The shards' capped histories, back in user order (a stable sort: each shard is already
+    ordered within a user), as the two capped matrices."""
+    u = np.concatenate([c[0] for c in capped]) if capped else np.empty(0, np.int64)
     order = np.argsort(u, kind="stable")
-    i = np.concatenate([c[1] for c in capped])[order]
-    t = np.concatenate([c[2] for c in capped])[order]
+    i = np.concatenate([c[1] for c in capped])[order] if capped else u
+    t = np.concatenate([c[2] for c in capped])[order] if capped else u
     return capped_matrices(u[order], i, t, n_users, n_items, user_cap)
+
+
+def _cap_lake_shard(shared: dict[str, Any], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    import duckdb
+    import pandas as pd
+
+    types = ", ".join(f"'{t}'" for t in shared["types"])
+    with duckdb.connect() as con:
+        con.execute("SET threads TO 1")  # one task, one core
+        ev = con.execute(
+            f"SELECT user_id, note_id, ts FROM read_parquet('{shared['root']}/day=*/part-*.parquet') "
+            f"WHERE type IN ({types}) AND hash(user_id) % {int(shared['shards'])} = {int(k)}").df()
+    u = pd.Index(shared["user_ids"]).get_indexer(ev["user_id"])
+    i = pd.Index(shared["note_ids"]).get_indexer(ev["note_id"])
+    if (u < 0).any() or (i < 0).any():
+        raise ValueError("lake: events name users or notes the dataset does not have (export the lake again)")
+    return cap_histories(u, i, ev["ts"].to_numpy(np.int64), len(shared["user_ids"]), len(shared["note_ids"]),
+                         shared["item_cap"])
+
+
+def lake_cap_log(engine: Any, lake_root: Any, user_ids: np.ndarray, note_ids: np.ndarray, item_cap: int,
+                 user_cap: int, shards: int | None = None, types: tuple[str, ...] | None = None,
+                 progress: bool = False) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """:func:`~notefeed.recall.kernels.cap_log` of the positive events in an event lake, each
+    task reading its own users' events from the Parquet files (``hash(user_id) % shards``), so
+    the driver never holds the log. ``user_ids`` / ``note_ids``: the dataset's id order (its
+    dense indices). Equal to capping the dataset's positive log."""
+    from notefeed.schema import POSITIVE_TYPES
+
+    shards = shards or max(1, engine.workers)
+    shared = {"root": str(lake_root), "shards": shards, "types": tuple(types or POSITIVE_TYPES),
+              "user_ids": np.asarray(user_ids, dtype=object), "note_ids": np.asarray(note_ids, dtype=object),
+              "item_cap": int(item_cap)}
+    capped = engine.map(_cap_lake_shard, list(range(shards)), shared,
+                        desc="cap histories from the lake (by user)" if progress else None)
+    return _merge_capped(capped, len(user_ids), len(note_ids), user_cap)
 
 
 def tasks_of(blocks: list[tuple[int, int]], n_tasks: int) -> list[list[tuple[int, int]]]:

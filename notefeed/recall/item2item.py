@@ -79,6 +79,15 @@ class ItemToItemChannel:
         self.sim = self._rows(np.arange(self.n_items))
         return self
 
+    def fit_capped(self, hist: sp.csr_matrix, item_users: sp.csr_matrix) -> ItemToItemChannel:
+        """Build from capped matrices computed elsewhere (``cap_log``'s output, e.g. a batch job
+        over the event lake); like a loaded channel it has no training log for ``update``."""
+        self._log = None
+        self.n_users, self.n_items = int(hist.shape[0]), int(hist.shape[1])
+        self.hist, self.item_users = hist.tocsr(), item_users.tocsr()
+        self.sim = self._rows(np.arange(self.n_items))
+        return self
+
     def _recap(self) -> None:
         assert self._log is not None
         lg = self._log

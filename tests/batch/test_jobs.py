@@ -119,3 +119,33 @@ def test_an_unreachable_cluster_fails_fast():
     with pytest.raises(ConnectionError, match="nothing answers at 127.0.0.1:1"):
         _reachable("ray://127.0.0.1:1", timeout_s=2)
     _reachable("auto")  # left to Ray
+
+
+@pytest.fixture(scope="module")
+def lake_ws(tmp_path_factory):
+    """A workspace (mixed event types over several days) with its event lake exported."""
+    from notefeed.data.lake import EventLake, load_lake_dataset
+    from tests.data.test_lake import _dataset, _workspace
+
+    ws_dir = _workspace(tmp_path_factory.mktemp("lake-ws"), _dataset(n=3000, seed=2))
+    lake = EventLake.for_workspace(ws_dir)
+    lake.export_workspace(ws_dir, chunk=700)
+    return lake, load_lake_dataset(ws_dir)
+
+
+def check_lake_capping(engine, lake_ws) -> None:
+    from notefeed.batch import lake_cap_log
+    from notefeed.recall._common import positive_log
+
+    lake, ds = lake_ws
+    log = positive_log(ds)
+    want = cap_log(log["user"], log["item"], log["ts"], ds.n_users, ds.n_items, 5, 7)
+    got = lake_cap_log(engine, lake.root, ds.users["user_id"], ds.notes["note_id"], 5, 7, shards=3)
+    for a, b in zip(want, got, strict=True):
+        same_csr(a, b)
+    same_csr(SwingChannel(item_cap=5, user_cap=7, block=2).fit(ds).sim,
+             SwingChannel(item_cap=5, user_cap=7, block=2).fit_capped(*got).sim)
+
+
+def test_capping_straight_from_the_lake_equals_the_dataset(lake_ws):
+    check_lake_capping(ShardedLocal(), lake_ws)

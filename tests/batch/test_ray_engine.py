@@ -14,7 +14,7 @@ from notefeed.batch.ray_jobs import RayEngine  # noqa: E402
 from notefeed.recall.item2item import ItemCFChannel, SwingChannel  # noqa: E402
 from notefeed.recall.kernels import build_rows, cap_log  # noqa: E402
 from notefeed.recall.synthetic import synthetic_log  # noqa: E402
-from tests.batch.test_jobs import same_csr  # noqa: E402
+from tests.batch.test_jobs import check_lake_capping, lake_ws, same_csr  # noqa: E402, F401
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +98,7 @@ def tiny_ds():
     from tests.recall.conftest import make_community
 
     return make_community()
+
+
+def test_capping_from_the_lake_on_ray_equals_the_dataset(engine, lake_ws):  # noqa: F811
+    check_lake_capping(engine, lake_ws)
