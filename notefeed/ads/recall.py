@@ -139,29 +139,35 @@ class LogisticPCTR:
 def merge_quotas(results: Sequence[AdCandidates], quotas: Sequence[int], k: int,
                  fused: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> AdCandidates:
     """Each channel's first ``quotas[i]`` ads (channel order), then the rest by ``fused(ids,
-    best_channel_score)`` (default: the channel score), de-duplicated, at most ``k``."""
-    seen: dict[int, tuple[float, str]] = {}
-    order: list[int] = []
-    for res, q in zip(results, quotas, strict=True):
-        for a, s, ch in list(zip(res.ids.tolist(), res.scores.tolist(), res.channels, strict=True))[:q]:
-            if a not in seen and len(order) < k:
-                seen[a] = (s, ch)
-                order.append(a)
-    rest: dict[int, tuple[float, str]] = {}
-    for res in results:
-        for a, s, ch in zip(res.ids.tolist(), res.scores.tolist(), res.channels, strict=True):
-            if a not in seen and s > rest.get(a, (-np.inf, ""))[0]:
-                rest[a] = (s, ch)
-    if rest and len(order) < k:
-        ids = np.fromiter(rest, np.int64, len(rest))
-        sc = np.array([rest[a][0] for a in rest], np.float64)
-        key = fused(ids, sc) if fused is not None else sc
-        for j in np.argsort(-key, kind="stable")[: k - len(order)]:
-            a = int(ids[j])
-            seen[a] = rest[a]
-            order.append(a)
-    return AdCandidates(np.array(order, np.int64), np.array([seen[a][0] for a in order], np.float32),
-                        [seen[a][1] for a in order])
+    best_channel_score)`` (default: the channel score), de-duplicated, at most ``k``.
+
+    Array operations throughout (this runs per ad request): an ad's entry in the rest is its
+    best score (the first channel giving it), ranked by key, ties by first appearance."""
+    n = [len(r) for r in results]
+    if not sum(n):
+        return AdCandidates.empty()
+    ids = np.concatenate([r.ids for r in results]).astype(np.int64)
+    sc = np.concatenate([r.scores for r in results]).astype(np.float64)
+    ch = np.repeat(np.arange(len(results)), n)
+    rank = np.concatenate([np.arange(m) for m in n])
+    names = [c for r in results for c in r.channels]
+    entry = np.arange(len(ids))
+    # quota phase: entries within their channel's quota, in channel order; first of each ad
+    q = np.flatnonzero(rank < np.asarray(quotas, np.int64)[ch])
+    _, first = np.unique(ids[q], return_index=True)
+    taken = q[np.sort(first)][:k]
+    if len(taken) < k:
+        rest = np.flatnonzero(~np.isin(ids, ids[taken]))
+        if len(rest):
+            # per ad: its best score (first entry among equals) and where it first appeared
+            o = rest[np.lexsort((entry[rest], -sc[rest], ids[rest]))]
+            ads_sorted, start = np.unique(ids[o], return_index=True)
+            best = o[start]
+            appear = np.minimum.reduceat(entry[o], start)
+            key = fused(ids[best], sc[best]) if fused is not None else sc[best]
+            pick = best[np.lexsort((appear, -np.asarray(key, np.float64)))][: k - len(taken)]
+            taken = np.concatenate([taken, pick])
+    return AdCandidates(ids[taken], sc[taken].astype(np.float32), [names[i] for i in taken.tolist()])
 
 
 class AdRecall:

@@ -397,13 +397,13 @@ class AdServer:
         if not names:
             return []
         cand = merge_quotas([results[n] for n in names], [cfg.quotas.get(n, cfg.recall_k) for n in names], cfg.recall_k)
-        best_rel: dict[int, float] = {}  # the best relevance any channel gave each candidate
-        for r in results.values():
-            for j, s in zip(r.ids.tolist(), r.scores.tolist(), strict=True):
-                if s > best_rel.get(j, -1.0):
-                    best_rel[j] = s
         ids = cand.ids
-        rel = np.clip(np.array([best_rel[j] for j in ids.tolist()], np.float64), 0.0, 1.0)
+        # the best relevance any channel gave each candidate
+        all_ids = np.concatenate([results[n].ids for n in names])
+        all_sc = np.concatenate([results[n].scores for n in names]).astype(np.float64)
+        o = np.lexsort((-all_sc, all_ids))
+        uniq, start = np.unique(all_ids[o], return_index=True)
+        rel = np.clip(all_sc[o][start][np.searchsorted(uniq, ids)], 0.0, 1.0)
         cidx = idx.camp_of[ids]
         ok = idx.running(now)[cidx] & (rel >= cfg.relevance_floor)
         if page_notes and idx.has_note[ids].any():

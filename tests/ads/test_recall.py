@@ -113,3 +113,44 @@ def test_keyword_index_agrees_with_the_definition():
             assert {a: round(s, 3) for a, s in zip(ids.tolist(), sc.tolist(), strict=True)} == {
                 a: round(s, 3) for a, s in want.items()}
             assert np.all(np.diff(sc) <= 0)
+
+
+def _merge_reference(results, quotas, k, fused=None):
+    """The plain-loop definition of merge_quotas."""
+    seen, order = {}, []
+    for res, q in zip(results, quotas, strict=True):
+        for a, s, ch in list(zip(res.ids.tolist(), res.scores.tolist(), res.channels, strict=True))[:q]:
+            if a not in seen and len(order) < k:
+                seen[a] = (s, ch)
+                order.append(a)
+    rest = {}
+    for res in results:
+        for a, s, ch in zip(res.ids.tolist(), res.scores.tolist(), res.channels, strict=True):
+            if a not in seen and s > rest.get(a, (-np.inf, ""))[0]:
+                rest[a] = (s, ch)
+    if rest and len(order) < k:
+        ids = np.fromiter(rest, np.int64, len(rest))
+        sc = np.array([rest[a][0] for a in rest], np.float64)
+        key = fused(ids, sc) if fused is not None else sc
+        for j in np.argsort(-key, kind="stable")[: k - len(order)]:
+            seen[int(ids[j])] = rest[int(ids[j])]
+            order.append(int(ids[j]))
+    return order, [seen[a][1] for a in order], [seen[a][0] for a in order]
+
+
+def test_merge_quotas_matches_its_definition():
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        results = []
+        for c in range(int(rng.integers(1, 4))):
+            m = int(rng.integers(0, 12))
+            ids = rng.choice(15, m, replace=False)
+            sc = np.round(rng.random(m), 1).astype(np.float32)  # ties on purpose
+            results.append(AdCandidates(ids.astype(np.int64), sc, [f"c{c}"] * m))
+        quotas = [int(x) for x in rng.integers(0, 5, len(results))]
+        k = int(rng.integers(1, 20))
+        fused = None if rng.random() < 0.5 else (lambda i, s: s + 0.01 * (i % 3))
+        got = merge_quotas(results, quotas, k, fused)
+        want = _merge_reference(results, quotas, k, fused)
+        assert got.ids.tolist() == want[0] and got.channels == want[1]
+        assert np.allclose(got.scores, want[2])
