@@ -156,7 +156,7 @@ def _tuned_knobs(path: Path, flag: str) -> dict[str, float]:
     raise AssertionError  # unreachable: _fail exits
 
 
-def _arms(policy: list[str], tuned: Path | None) -> dict[str, dict[str, Any]]:
+def _arms(policy: list[str], tuned: Path | None, fixed: list[str] | None = None) -> dict[str, dict[str, Any]]:
     from notefeed.models.artifacts import ModelError
     from notefeed.serve.config import EXPOSURE_KNOBS
     from notefeed.serve.exposure import KnobPolicy
@@ -164,6 +164,17 @@ def _arms(policy: list[str], tuned: Path | None) -> dict[str, dict[str, Any]]:
     arms: dict[str, dict[str, Any]] = {"fixed": {"name": "policy/fixed", "knobs": {k: 0.0 for k in EXPOSURE_KNOBS}}}
     if tuned is not None:
         arms["tuned"] = {"name": "policy/fixed", "knobs": _tuned_knobs(tuned, "--tuned")}
+    for raw in fixed or []:
+        name, sep, vals = raw.partition("=")
+        try:
+            knobs = [float(v) for v in vals.split(",")]
+        except ValueError:
+            knobs = []
+        if not sep or not name or len(knobs) != len(EXPOSURE_KNOBS) or not all(0 <= k <= 2 for k in knobs):
+            _fail(f"--fixed: expected NAME={','.join(EXPOSURE_KNOBS)} with values in [0, 2], got {raw!r}")
+        if name in arms:
+            _fail(f"--fixed: arm name {name!r} is taken")
+        arms[name] = {"name": "policy/fixed", "knobs": dict(zip(EXPOSURE_KNOBS, knobs, strict=True))}
     for raw in policy:
         name, sep, path = raw.partition("=")
         if not sep or not name or not path:
@@ -182,6 +193,8 @@ def _arms(policy: list[str], tuned: Path | None) -> dict[str, dict[str, Any]]:
 def eval_cmd(
     policy: list[str] = typer.Option([], "--policy", help="NAME=DIR of a trained policy (repeatable)"),
     tuned: Path | None = typer.Option(None, help="`notefeed rl tune` JSON with the tuned knobs"),
+    fixed: list[str] = typer.Option([], "--fixed", help="NAME=small_boost,fresh_boost,explore,interest: "
+                                    "another fixed-knob arm (repeatable)"),
     preset: str = typer.Option("demo", help="simulator preset"),
     seeds: str = typer.Option("0,1,2,3,4", help="held-out community seeds (never trained or tuned on)"),
     steps: int = typer.Option(20, help="closed-loop steps per run"),
@@ -201,7 +214,7 @@ def eval_cmd(
     if any(s >= 1000 for s in seed_list):
         _fail("--seeds: seeds >= 1000 are the training communities; evaluate on held-out ones (< 1000)")
     _need("gymnasium", "notefeed rl eval")
-    arms = _arms(policy, tuned)
+    arms = _arms(policy, tuned, fixed)
     from notefeed.sim.rleval import evaluate_arms
 
     t0 = time.perf_counter()

@@ -7,7 +7,8 @@ with its model directory). Each seed is a community never trained or tuned on (t
 tuning use seeds >= 1000), run by :func:`~notefeed.sim.rl.run_knobs` for every arm with the
 same environment seed, so arms are compared paired (as ``notefeed sim run --seeds`` does):
 mean and 95% Student-t interval per metric and arm, and the paired difference of each
-learned arm to ``tuned`` and to ``fixed``. A second setting shifts half of the users'
+learned arm to ``tuned`` and to ``fixed`` (and to any other fixed-knob arm, e.g. one at a
+learned policy's mean knobs: what per-request adaptation adds over a better average). A second setting shifts half of the users'
 interests mid-run (``drift_at``).
 
 Verdict per learned arm, on the issue's targets: the objective beats ``tuned`` with an
@@ -50,13 +51,17 @@ def evaluate_arms(arms: Mapping[str, dict[str, Any]], preset: str, seeds: Sequen
                           reward, cache)
             r["seed"] = seed
             runs[name].append(r)
-    learned = [a for a in arms if a not in ("fixed", "tuned")]
+    learned = [a for a, sec in arms.items() if sec.get("name") == "policy/rl"]
     diffs = []
     for base in ("tuned", "fixed"):
         if base in runs:
             diffs += [{"a": base, "b": a, "metrics": _keep(paired_differences(runs[base], runs[a]))} for a in learned]
     if "tuned" in runs and "fixed" in runs:
         diffs.append({"a": "fixed", "b": "tuned", "metrics": _keep(paired_differences(runs["fixed"], runs["tuned"]))})
+    # other fixed arms (e.g. a learned policy's mean knobs): vs tuned, and each learned arm vs them
+    for other in (a for a in arms if a not in ("fixed", "tuned") and a not in learned):
+        pairs = ([("tuned", other)] if "tuned" in runs else []) + [(other, a) for a in learned]
+        diffs += [{"a": x, "b": y, "metrics": _keep(paired_differences(runs[x], runs[y]))} for x, y in pairs]
     latency = {}
     for name in arms:
         step = [x for r in runs[name] for x in r.pop("exposure_step_ms", [])]
