@@ -219,3 +219,23 @@ def test_tiny_ppo_learns_the_knob_that_matters() -> None:
     assert knobs[low, 0].mean() > 1.5, knobs[low, 0].mean()
     assert knobs[high, 0].mean() < 1.0, knobs[high, 0].mean()
     assert knobs[:, 1:].mean() < 0.5  # the knobs that only cost
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["rl", "train", "--algo", "sac", "--out", "x"], "--algo: unknown algorithm 'sac'"),
+    (["rl", "train", "--algo", "dqn", "--residual-to", "t.json", "--out", "x"], "--residual-to: needs --algo ppo"),
+    (["rl", "eval", "--seeds", "1000,1"], "--seeds: seeds >= 1000 are the training communities"),
+    (["rl", "eval", "--seeds", "1"], "--seeds: intervals need at least two seeds"),
+    (["rl", "eval", "--fixed", "a=1,2"], "--fixed: expected NAME="),
+    (["rl", "eval", "--policy", "p=/nonexistent"], "--policy: /nonexistent: not a policy directory"),
+    (["rl", "tune", "--preset", "huge", "--json", "x.json"], "--preset: unknown preset 'huge'"),
+])
+def test_cli_bad_flags_are_one_line_errors(args, msg) -> None:
+    from typer.testing import CliRunner
+
+    from notefeed.cli import app
+
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2, r.output
+    out = " ".join(r.output.split())
+    assert msg in out and "Traceback" not in out
