@@ -10,9 +10,9 @@ ratio (share of returned ads with no share of the query's topic). The auction: 2
 request for every method, GSP with reserve, pacing and frequency caps; revenue, CPM (per 1,000
 ad impressions), RPM (per 1,000 requests), advertiser ROI, the share of slots filled and the
 largest overspend in clicks. Slots are the same but the *load* is not: a method that recalls
-more eligible ads fills more of them. ``--param ads.load=equal`` compares at equal load (each
-method's eCPM reserve calibrated on a separate day of training users' queries to fill the
-share of slots keyword-only fills), with paired per-seed differences and 95% intervals. The rewrite table stands in for a mined one: it maps each alias to its word
+more eligible ads fills more of them. ``--param ads.load=equal`` compares at equal load (on each
+request every method gets the slots keyword-only filled on it), with paired per-seed
+differences and 95% intervals; ``ads.load=reserve`` sets an eCPM reserve per method instead. The rewrite table stands in for a mined one: it maps each alias to its word
 for ``rewrite_coverage`` of the aliases (the simulator knows them; nothing is learned).
 """
 
@@ -145,7 +145,9 @@ def _recall_metrics(env: _World, queries: list[Query], tier_of: dict[str, str]) 
 
 def _auction(env: _World, method: str, queries: list[Query], seed: int, slots: int = SLOTS,
              reserve: float = RESERVE, floor: float = FLOOR, min_ecpm: float = 0.0,
-             channel: str = "auction") -> dict:
+             channel: str = "auction", slots_per_request: list[int] | None = None) -> dict:
+    """One simulated day; ``slots_per_request`` (one per query) overrides ``slots``. The result's
+    ``filled`` lists the ads shown per query."""
     w, rec = env.w, env.recall(method)
     assert env.model is not None
     rng = np.random.default_rng(seed + 99)
@@ -155,7 +157,11 @@ def _auction(env: _World, method: str, queries: list[Query], seed: int, slots: i
     revenue = imps = clicks = convs = 0.0
     value = 0.0
     top_price = np.zeros(w.n_ads)
-    for q, t in zip(queries, times, strict=True):
+    filled = [0] * len(queries)
+    for i, (q, t) in enumerate(zip(queries, times, strict=True)):
+        n_slots = slots if slots_per_request is None else slots_per_request[i]
+        if n_slots == 0:
+            continue
         c: AdCandidates = rec.retrieve(AdRequest(query=q.text, user=q.user))
         if not len(c):
             continue
@@ -166,7 +172,8 @@ def _auction(env: _World, method: str, queries: list[Query], seed: int, slots: i
         x, rel = env.features(q.text, ids)
         pctr = env.model.pctr(x)
         bids = click_bids(w.bid[ids], w.ocpc[ids], env.ad_cvr[ids])
-        res = gsp_auction(bids, pctr, slots, reserve, relevance=rel, relevance_floor=floor, reserve_ecpm=min_ecpm)
+        res = gsp_auction(bids, pctr, n_slots, reserve, relevance=rel, relevance_floor=floor, reserve_ecpm=min_ecpm)
+        filled[i] = len(res.winners)
         true_ctr, true_cvr = w.true_ctr(q.user, q.topic), w.true_cvr(q.user)
         for j, price in zip(res.winners.tolist(), res.prices.tolist(), strict=True):
             a = int(ids[j])
@@ -184,7 +191,7 @@ def _auction(env: _World, method: str, queries: list[Query], seed: int, slots: i
     # overspend in units of the campaign's own dearest click (the guarantee: < 1)
     over = np.where(top_price > 0, (spent - w.budget) / np.maximum(top_price, 1e-12), 0.0)
     return {"dataset": "ad-sim", "method": method, "channel": channel, "tier": "all", "revenue": revenue,
-            "min_ecpm": float(min_ecpm), "fill": imps / (slots * len(queries)),
+            "min_ecpm": float(min_ecpm), "fill": imps / (slots * len(queries)), "filled": filled,
             "impressions": imps, "clicks": clicks, "conversions": convs, "ctr": clicks / max(imps, 1),
             "cpm": 1000 * revenue / max(imps, 1), "rpm": 1000 * revenue / len(queries),
             "advertiser_roi": float(value / max(revenue, 1e-9)), "max_overspend_clicks": float(max(over.max(), 0.0)),
@@ -230,10 +237,22 @@ def calibrate_min_ecpm(tops: list[np.ndarray], target: float, slots: int = SLOTS
     return float(vals[lo])
 
 
-def _equal_load(env: _World, calib: list[Query], day: list[Query], seed: int, levels: list[float]) -> list[dict]:
-    """Each method at the same ad load: for each level (a share of keyword-only's own fill on the
-    calibration day), the eCPM reserve per method that fills that share, set on the calibration
-    day (training users' queries) and applied to the test day."""
+def _matched_load(env: _World, day: list[Query], seed: int, natural: dict[str, dict]) -> list[dict]:
+    """Each method with the slots keyword-only filled on the same request of the same day: equal
+    ad load request by request (``auction@equal-load``)."""
+    slots = natural["keyword"]["filled"]
+    rows = [{**natural["keyword"], "channel": "auction@equal-load"}]
+    for m in METHODS[1:]:
+        rows.append(_auction(env, m, day, seed, channel="auction@equal-load", slots_per_request=slots))
+    for r in rows:
+        r["load_vs_keyword"] = sum(r["filled"]) / max(sum(slots), 1)
+    return rows
+
+
+def _reserve_load(env: _World, calib: list[Query], day: list[Query], seed: int, levels: list[float]) -> list[dict]:
+    """Each method with an eCPM reserve set on a calibration day (training users' queries) to fill
+    ``level`` x the share of slots keyword-only fills there (``auction@reserve<level>``). Pacing
+    and caps act after the reserve, so the day's realised fill can differ: read ``fill``."""
     tops = {m: _top_ecpms(env, m, calib) for m in METHODS}
     base = fill_at(tops["keyword"], 0.0)
     rows = []
@@ -241,14 +260,14 @@ def _equal_load(env: _World, calib: list[Query], day: list[Query], seed: int, le
         target = base * level
         for m in METHODS:
             thr = calibrate_min_ecpm(tops[m], target)
-            r = _auction(env, m, day, seed, min_ecpm=thr, channel=f"auction@load{level:g}")
+            r = _auction(env, m, day, seed, min_ecpm=thr, channel=f"auction@reserve{level:g}")
             r["calibrated_fill"] = fill_at(tops[m], thr)
             r["target_fill"] = target
             rows.append(r)
     return rows
 
 
-def run_seed(seed: int, quick: bool, equal_load: list[float] | None = None) -> list[dict]:
+def run_seed(seed: int, quick: bool, load: str = "natural", levels: tuple[float, ...] = (1.0,)) -> list[dict]:
     w = make_world(n_ads=600 if quick else 1500, n_users=800 if quick else 2000, seed=seed)
     rng = np.random.default_rng(seed)
     users = rng.permutation(len(w.interest))
@@ -259,12 +278,18 @@ def run_seed(seed: int, quick: bool, equal_load: list[float] | None = None) -> l
     _train_efficiency(env, log[: 300 if quick else 800], rng)
     test = sample_queries(w, 150 if quick else 400, test_u, rng)
     day = sample_queries(w, 600 if quick else 2000, test_u, rng)
-    if equal_load:  # the load study only: natural load and the equalised loads, no recall metrics
-        calib = log[-(600 if quick else 2000):]
-        rows = [_auction(env, m, day, seed) for m in METHODS] + _equal_load(env, calib, day, seed, equal_load)
-    else:
+    if load == "natural":
         rows = _recall_metrics(env, test, tier_of)
         rows += [_auction(env, m, day, seed) for m in METHODS]
+    else:  # the load study only: natural load and an equalised one, no recall metrics
+        natural = {m: _auction(env, m, day, seed) for m in METHODS}
+        rows = list(natural.values())
+        if load == "equal":
+            rows += _matched_load(env, day, seed, natural)
+        else:
+            rows += _reserve_load(env, log[-(600 if quick else 2000):], day, seed, list(levels))
+    for r in rows:
+        r.pop("filled", None)
     for r in rows:
         r["seed"] = seed
     return rows
@@ -287,27 +312,29 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
     (the ad simulator is the only dataset). ``seeds``: a count from ``seed`` or a list.
 
     ``--param ads.load=equal`` runs the load study instead of the recall metrics: every method
-    at its natural load (``auction``) and at equal load (``auction@load1``: each method's eCPM
-    reserve set on a calibration day so that it fills the share of slots keyword-only fills;
-    ``ads.levels=[1, 0.75]`` adds lower loads). Auction rows carry per-seed paired differences
-    to keyword-only with a 95% interval (``cpm_vs_keyword_ci95``).
+    at its natural load (``auction``) and at equal load (``auction@equal-load``: on each request
+    as many slots as keyword-only filled on it). ``ads.load=reserve`` equalises with an eCPM
+    reserve per method calibrated on a separate day instead (``ads.levels=[1, 0.75]``: shares of
+    keyword-only's fill). Auction rows carry per-seed paired differences to keyword-only with a
+    95% interval (``cpm_vs_keyword_ci95``).
     """
     opts = dict((params or {}).get("ads", {}))
     unknown = set(opts) - {"load", "levels"}
     if unknown:
         raise ValueError(f"--param: ads takes load, levels; got {', '.join(sorted(unknown))}")
-    if opts.get("load", "natural") not in ("natural", "equal"):
-        raise ValueError(f"--param: ads.load must be natural or equal, got {opts['load']!r}")
+    load = opts.get("load", "natural")
+    if load not in ("natural", "equal", "reserve"):
+        raise ValueError(f"--param: ads.load must be natural, equal or reserve, got {load!r}")
     levels = opts.get("levels", [1.0])
     if not isinstance(levels, list) or not levels or not all(isinstance(v, int | float) and 0 < v <= 1 for v in levels):
         raise ValueError(f"--param: ads.levels must be a list of shares in (0, 1], got {levels!r}")
-    equal = [float(v) for v in levels] if opts.get("load") == "equal" else None
+    equal = load != "natural"
     if isinstance(seeds, list):
         seed_list = [int(x) for x in seeds]
     else:
         seed_list = list(range(seed, seed + (seeds or (2 if quick else 5))))
     t0 = time.perf_counter()
-    rows = [r for s in seed_list for r in run_seed(s, quick, equal)]
+    rows = [r for s in seed_list for r in run_seed(s, quick, str(load), tuple(float(v) for v in levels))]
     keys = sorted({(r["method"], r["channel"], r["tier"]) for r in rows}, key=str)
     out = []
     for key in keys:
@@ -325,7 +352,7 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
         base = next(b for b in out if b["method"] == "keyword" and b["channel"] == r["channel"])
         r["cpm_vs_keyword"] = round(r["cpm"] / base["cpm"] - 1, 4) if base["cpm"] else 0.0
         r["rpm_vs_keyword"] = round(r["rpm"] / base["rpm"] - 1, 4) if base["rpm"] else 0.0
-        if equal is not None or len(seed_list) > 1:
+        if equal or len(seed_list) > 1:
             by_seed = {g["seed"]: g for g in rows if g["method"] == "keyword" and g["channel"] == r["channel"]}
             mine = [g for g in rows if g["method"] == r["method"] and g["channel"] == r["channel"]]
             for met in ("cpm", "rpm", "ctr"):

@@ -32,7 +32,7 @@ def test_tiny_water_level_run():
 
 
 def test_equal_load_calibration_matches_fill():
-    from notefeed.ads.evaluate import _equal_load, _top_ecpms, calibrate_min_ecpm, fill_at
+    from notefeed.ads.evaluate import _matched_load, _reserve_load, _top_ecpms, calibrate_min_ecpm, fill_at
 
     tops = [np.array([30.0, 10.0]), np.array([20.0]), np.zeros(0), np.array([5.0, 1.0])]
     assert fill_at(tops, 0.0) == 5 / 8
@@ -44,7 +44,13 @@ def test_equal_load_calibration_matches_fill():
     env = _World(w, 2)
     _train_efficiency(env, sample_queries(w, 80, np.arange(30), rng), rng)
     calib = sample_queries(w, 120, np.arange(30), rng)
-    rows = _equal_load(env, calib, sample_queries(w, 120, np.arange(30, 60), rng), 2, [1.0])
+    day = sample_queries(w, 120, np.arange(30, 60), rng)
+    rows = _reserve_load(env, calib, day, 2, [1.0])
     fills = {r["method"]: r["calibrated_fill"] for r in rows}
     assert fills["keyword+semantic"] <= fills["keyword"] + 1e-9
     assert fills["keyword+semantic"] > 0.8 * fill_at(_top_ecpms(env, "keyword", calib), 0.0)
+    natural = {m: _auction(env, m, day, 2) for m in METHODS}
+    for r in _matched_load(env, day, 2, natural):
+        assert r["channel"] == "auction@equal-load"
+        assert all(f <= k for f, k in zip(r["filled"], natural["keyword"]["filled"], strict=True))
+        assert r["load_vs_keyword"] > 0.9
