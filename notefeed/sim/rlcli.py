@@ -21,6 +21,8 @@ __all__ = ["register", "rl_app"]
 rl_app = typer.Typer(help="Exposure control learned by reinforcement learning in the simulator.",
                      no_args_is_help=True)
 _console = Console()
+#: notefeed.sim.rl.ALGOS, restated so that flags are checked without the rl extra installed
+_ALGOS = ("ppo", "dqn")
 
 
 def _fail(msg: str) -> None:
@@ -89,10 +91,8 @@ def train_cmd(
     json_path: Path | None = typer.Option(None, "--json", help="write the training summary here"),
 ) -> None:
     """Train an agent on the exposure environment; save its actor as safetensors + JSON."""
-    from notefeed.sim.rl import ALGOS
-
-    if algo not in ALGOS:
-        _fail(f"--algo: unknown algorithm {algo!r}; known: {', '.join(ALGOS)}")
+    if algo not in _ALGOS:
+        _fail(f"--algo: unknown algorithm {algo!r}; known: {', '.join(_ALGOS)}")
     _preset(preset)
     _positive(timesteps=timesteps, steps=steps, requests=requests)
     if out.exists() and not out.is_dir():
@@ -213,8 +213,8 @@ def eval_cmd(
         _fail("--seeds: intervals need at least two seeds")
     if any(s >= 1000 for s in seed_list):
         _fail("--seeds: seeds >= 1000 are the training communities; evaluate on held-out ones (< 1000)")
-    _need("gymnasium", "notefeed rl eval")
     arms = _arms(policy, tuned, fixed)
+    _need("gymnasium", "notefeed rl eval")
     from notefeed.sim.rleval import evaluate_arms
 
     t0 = time.perf_counter()

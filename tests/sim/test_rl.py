@@ -239,3 +239,11 @@ def test_cli_bad_flags_are_one_line_errors(args, msg) -> None:
     assert r.exit_code == 2, r.output
     out = " ".join(r.output.split())
     assert msg in out and "Traceback" not in out
+
+
+def test_cli_restates_the_algorithms() -> None:
+    pytest.importorskip("gymnasium")
+    from notefeed.sim import rlcli
+    from notefeed.sim.rl import ALGOS
+
+    assert rlcli._ALGOS == ALGOS
