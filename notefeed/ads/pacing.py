@@ -65,6 +65,20 @@ class PidPacer:
         for c in set(self.state) - set(budgets):
             del self.state[c]
 
+    def to_json(self) -> dict[str, dict[str, float]]:
+        """Each campaign's day, spend and controller state (``load_json`` restores it)."""
+        return {c: {"day": s.day, "spent": s.spent, "p": s.p, "integral": s.integral, "last_err": s.last_err,
+                    "last_t": s.last_t} for c, s in self.state.items()}
+
+    def load_json(self, saved: dict[str, dict[str, float]]) -> None:
+        """Restore the state of the campaigns this pacer has (a restart keeps the day's spend)."""
+        for c, d in saved.items():
+            s = self.state.get(c)
+            if s is None:
+                continue
+            s.day, s.spent, s.p = int(d["day"]), float(d["spent"]), float(d["p"])
+            s.integral, s.last_err, s.last_t = float(d["integral"]), float(d["last_err"]), float(d["last_t"])
+
     def spent(self, campaign_id: str, now_s: float) -> float:
         """Spend of the current day (0 on a new day)."""
         s = self.state[campaign_id]

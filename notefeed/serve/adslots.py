@@ -33,8 +33,10 @@ impression lives ``impression_ttl_s`` on the serving process that served it. A c
 ad may also be sent to ``POST /v1/events`` as organic engagement; that charges nothing.
 
 Settings: :class:`AdSlotsConfig`, from ``<workspace>/ads/serving.json`` when present.
-Known limits: spend and impressions live in the serving process (a restart forgets the day's
-spend; with several workers each paces its own share of the budget).
+The day's spend is saved to ``<workspace>/ads/spend.json`` after every charge and read back
+at start. Known limits: impressions live in the serving process (a click after a restart or on
+another worker is rejected as unknown); with several workers each paces its own copy of the
+budget.
 """
 
 from __future__ import annotations
@@ -280,6 +282,13 @@ class AdServer:
         # per ad id (kept across index rebuilds) and per ad row of the current index
         self.counts: dict[str, list[float]] = {}  # ad id -> [shown, clicks, conversions]
         self.impressions: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.spend_path = Path(engine.workspace) / "ads" / "spend.json"
+        self._saved_spend: dict[str, dict[str, float]] = {}
+        if self.spend_path.exists():
+            try:
+                self._saved_spend = dict(json.loads(self.spend_path.read_text(encoding="utf-8")))
+            except (ValueError, OSError):
+                log.warning("ads: %s is unreadable; today's spend starts from 0", self.spend_path)
 
     @staticmethod
     def _load_config(path: Path) -> AdSlotsConfig:
@@ -325,6 +334,9 @@ class AdServer:
                             idx.shown, idx.clicks, idx.convs = c[:, 0].copy(), c[:, 1].copy(), c[:, 2].copy()
                     self._index = idx
                     self.pacer.sync_budgets({c.id: c.daily_budget for c in campaigns.values()})
+                    if self._saved_spend:  # the day's spend before a restart
+                        self.pacer.load_json(self._saved_spend)
+                        self._saved_spend = {}
                     self._version = version
         except Exception:  # fail open: keep serving the previous index
             log.exception("ads: building the ad index failed")
@@ -513,7 +525,24 @@ class AdServer:
             if imp["campaign_id"] not in self.pacer.state:  # the campaign was deleted since
                 return 0.0, None
             self.pacer.record(imp["campaign_id"], imp["price"], now)
+            self._save_spend()
             return imp["price"], None
+
+    def _save_spend(self) -> None:
+        """Spend to ``<workspace>/ads/spend.json`` after every charge (temporary file +
+        ``os.replace``: a crash leaves the old or the new file), so a restart keeps the day's spend."""
+        import os
+        import tempfile
+
+        self.spend_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.spend_path.parent, prefix=".spend-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.pacer.to_json(), f)
+            os.replace(tmp, self.spend_path)
+        except OSError:  # never fail the click: the charge is in memory
+            Path(tmp).unlink(missing_ok=True)
+            log.exception("ads: saving %s failed", self.spend_path)
 
     def spend(self) -> dict[str, Any]:
         now = float(self.engine.clock())

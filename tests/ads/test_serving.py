@@ -185,3 +185,13 @@ def test_large_index_builds_in_the_background(client: TestClient, engine: Engine
     srv = ad_server(engine)
     assert srv.wait_ready(120)
     assert client.get("/v1/feed", params={"user_id": "u1", "n": 20}).json()["ads"]
+
+
+def test_spend_survives_a_restart(client: TestClient, engine: Engine) -> None:
+    from notefeed.serve.adslots import AdServer
+
+    _campaigns(client, engine, n=2)
+    ad = client.get("/v1/feed", params={"user_id": "u1", "n": 20}).json()["ads"][0]["ad"]
+    client.post("/v1/ads/events", headers=AUTH, json={"events": [{"impression_id": ad["impression_id"], "type": "click"}]})
+    fresh = AdServer(engine)  # a restarted process: same workspace, nothing in memory
+    assert fresh.spend()[ad["campaign_id"]]["spent"] == pytest.approx(ad["price"])
