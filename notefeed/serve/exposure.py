@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -283,6 +284,7 @@ class ExposureStep:
         self.decide_ms: deque[float] = deque(maxlen=10_000)
         #: the whole step per request (signals, decision, re-weighting)
         self.step_ms: deque[float] = deque(maxlen=10_000)
+        self._lock = threading.Lock()  # concurrent requests update the counters and averages
 
     def observation(self, ctx: UserContext, cs: CandidateSet,
                     signals: dict[str, np.ndarray] | None = None) -> np.ndarray:
@@ -307,11 +309,12 @@ class ExposureStep:
                         knobs, source = np.clip(k, 0.0, KNOB_HIGH), "policy"
                 except Exception as e:  # a broken policy must not break the feed
                     source = f"fallback: {type(e).__name__}: {e}"
-        self.decide_ms.append((time.perf_counter() - t0) * 1e3)
-        self.requests += 1
-        self.knob_sum += knobs
-        self.fallbacks += source.startswith("fallback")
-        self.last = {"observation": obs, "knobs": knobs, "source": source}
+        with self._lock:
+            self.decide_ms.append((time.perf_counter() - t0) * 1e3)
+            self.requests += 1
+            self.knob_sum += knobs
+            self.fallbacks += source.startswith("fallback")
+            self.last = {"observation": obs, "knobs": knobs, "source": source}
         return obs, knobs, source
 
     def score(self, ctx: UserContext, cs: CandidateSet) -> dict[str, np.ndarray]:
@@ -324,7 +327,9 @@ class ExposureStep:
             order = np.argsort(-(out["fused"] if out else signals["base"]), kind="stable")[:_PAGE]
             share = float(signals["small"][order].mean())
             a = 1.0 / _SERVED_MEMORY
-            self.served_small = share if self.served_small is None else (1 - a) * self.served_small + a * share
+            with self._lock:
+                prev = self.served_small
+                self.served_small = share if prev is None else (1 - a) * prev + a * share
         self.step_ms.append((time.perf_counter() - t0) * 1e3)
         return out
 
