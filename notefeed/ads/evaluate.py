@@ -67,6 +67,7 @@ class _World:
         self.ad_ctr = np.full(w.n_ads, 0.05)
         self.ad_cvr = np.full(w.n_ads, 0.05)
         self.model: LogisticPCTR | None = None
+        self.pcvr_model: LogisticPCTR | None = None  # pCVR beside pCTR (``ads.pcvr=model``)
 
     def recall(self, method: str) -> AdRecall:
         names = {"keyword": ["keyword/match"], "keyword+semantic": ["keyword/match", "semantic/text"],
@@ -105,6 +106,62 @@ def _train_efficiency(env: _World, queries: list[Query], rng: np.random.Generato
     x = np.vstack([env.features(t, p)[0] for t, p, _ in rows])
     y = np.concatenate([yy for _, _, yy in rows]).astype(int)
     env.model = LogisticPCTR().fit(x, y)
+
+
+def _cvr_features(env: _World, x: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """pCVR features (n, 5): the pCTR features and the logit of the ad's smoothed CVR."""
+    c = np.clip(env.ad_cvr[ids], 1e-4, 1 - 1e-4)
+    return np.column_stack([x, np.log(c / (1 - c))])
+
+
+def pcvr_of(env: _World, x: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """pCVR (n,) of ads ``ids``: the pCVR model when there is one, else the ad's smoothed CVR."""
+    if env.pcvr_model is None:
+        return env.ad_cvr[ids]
+    return env.pcvr_model.pctr(_cvr_features(env, x, ids))
+
+
+def _click_log(env: _World, queries: list[Query], rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Random impressions of recalled ads: (features (n, 4), ads (n,), clicked (n,), converted (n,))."""
+    w, full = env.w, env.recall(METHODS[-1])
+    xs, ads, ys, vs = [], [], [], []
+    for q in queries:
+        c = full.retrieve(AdRequest(query=q.text, user=q.user))
+        if not len(c):
+            continue
+        pick = rng.choice(c.ids, size=min(3, len(c)), replace=False)
+        y = rng.random(len(pick)) < w.true_ctr(q.user, q.topic)[pick]
+        xs.append(env.features(q.text, pick)[0])
+        ads.append(pick)
+        ys.append(y)
+        vs.append(y & (rng.random(len(pick)) < w.true_cvr(q.user)[pick]))
+    return np.vstack(xs), np.concatenate(ads), np.concatenate(ys), np.concatenate(vs)
+
+
+def _train_pcvr(env: _World, queries: list[Query], held_out: list[Query], seed: int) -> dict:
+    """A logistic pCVR on the clicks of a larger random-impression log (the per-ad smoothed CVR
+    is re-estimated from the same log, so both see the same clicks); log-loss of each on the
+    clicks of a held-out log (test users)."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    rng = np.random.default_rng(seed + 1234)  # its own stream: the default run is unchanged
+    x, ads, y, v = _click_log(env, queries, rng)
+    w = env.w
+    clicks, convs = np.zeros(w.n_ads), np.zeros(w.n_ads)
+    np.add.at(clicks, ads, y)
+    np.add.at(convs, ads, v)
+    env.ad_cvr = (convs + 0.1 * 5) / (clicks + 5)
+    m = LogisticPCTR().fit(_cvr_features(env, x[y], ads[y]), v[y].astype(int))
+    hx, hads, hy, hv = _click_log(env, held_out, rng)
+    per_ad = np.clip(env.ad_cvr[hads[hy]], 1e-4, 1 - 1e-4)
+    model = m.pctr(_cvr_features(env, hx[hy], hads[hy]))
+    lab = hv[hy].astype(int)
+    env.pcvr_model = m
+    out = {"train_clicks": float(y.sum()), "train_conversions": float(v.sum()), "held_out_clicks": float(hy.sum())}
+    for name, p in (("per_ad", per_ad), ("model", model)):
+        out[f"pcvr_logloss_{name}"] = float(log_loss(lab, p, labels=[0, 1]))
+        out[f"pcvr_auc_{name}"] = float(roc_auc_score(lab, p)) if 0 < lab.sum() < len(lab) else float("nan")
+    return out
 
 
 def _recall_metrics(env: _World, queries: list[Query], tier_of: dict[str, str]) -> list[dict]:
@@ -171,7 +228,7 @@ def _auction(env: _World, method: str, queries: list[Query], seed: int, slots: i
             continue
         x, rel = env.features(q.text, ids)
         pctr = env.model.pctr(x)
-        bids = click_bids(w.bid[ids], w.ocpc[ids], env.ad_cvr[ids])
+        bids = click_bids(w.bid[ids], w.ocpc[ids], pcvr_of(env, x, ids))
         res = gsp_auction(bids, pctr, n_slots, reserve, relevance=rel, relevance_floor=floor, reserve_ecpm=min_ecpm)
         filled[i] = len(res.winners)
         true_ctr, true_cvr = w.true_ctr(q.user, q.topic), w.true_cvr(q.user)
@@ -211,7 +268,7 @@ def _top_ecpms(env: _World, method: str, queries: list[Query], slots: int = SLOT
             out.append(np.zeros(0))
             continue
         x, rel = env.features(q.text, c.ids)
-        bids = click_bids(w.bid[c.ids], w.ocpc[c.ids], env.ad_cvr[c.ids])
+        bids = click_bids(w.bid[c.ids], w.ocpc[c.ids], pcvr_of(env, x, c.ids))
         e = 1000.0 * bids * env.model.pctr(x)
         out.append(-np.sort(-e[(bids >= reserve) & (rel >= floor)])[:slots])
     return out
@@ -278,7 +335,14 @@ def run_seed(seed: int, quick: bool, load: str = "natural", levels: tuple[float,
     _train_efficiency(env, log[: 300 if quick else 800], rng)
     test = sample_queries(w, 150 if quick else 400, test_u, rng)
     day = sample_queries(w, 600 if quick else 2000, test_u, rng)
-    if load == "natural":
+    if load == "pcvr":  # pCVR study: per-ad CVR vs the pCVR model, same enlarged click log
+        n = 1000 if quick else 6000
+        fit = _train_pcvr(env, log[-n:], sample_queries(w, n // 2, test_u, np.random.default_rng(seed + 77)), seed)
+        model, env.pcvr_model = env.pcvr_model, None
+        rows = [{**_auction(env, m, day, seed), **fit} for m in METHODS]
+        env.pcvr_model = model
+        rows += [{**_auction(env, m, day, seed, channel="auction@pcvr-model"), **fit} for m in METHODS]
+    elif load == "natural":
         rows = _recall_metrics(env, test, tier_of)
         rows += [_auction(env, m, day, seed) for m in METHODS]
     else:  # the load study only: natural load and an equalised one, no recall metrics
@@ -315,16 +379,18 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
     at its natural load (``auction``) and at equal load (``auction@equal-load``: on each request
     as many slots as keyword-only filled on it). ``ads.load=reserve`` equalises with an eCPM
     reserve per method calibrated on a separate day instead (``ads.levels=[1, 0.75]``: shares of
-    keyword-only's fill). Auction rows carry per-seed paired differences to keyword-only with a
-    95% interval (``cpm_vs_keyword_ci95``).
+    keyword-only's fill). ``ads.load=pcvr`` compares oCPC bids on the ad's smoothed CVR with a
+    logistic pCVR model (``auction@pcvr-model``), both from the same larger click log, with
+    their held-out log-loss and AUC. Auction rows carry per-seed paired differences to
+    keyword-only with a 95% interval (``cpm_vs_keyword_ci95``).
     """
     opts = dict((params or {}).get("ads", {}))
     unknown = set(opts) - {"load", "levels"}
     if unknown:
         raise ValueError(f"--param: ads takes load, levels; got {', '.join(sorted(unknown))}")
     load = opts.get("load", "natural")
-    if load not in ("natural", "equal", "reserve"):
-        raise ValueError(f"--param: ads.load must be natural, equal or reserve, got {load!r}")
+    if load not in ("natural", "equal", "reserve", "pcvr"):
+        raise ValueError(f"--param: ads.load must be natural, equal, reserve or pcvr, got {load!r}")
     levels = opts.get("levels", [1.0])
     if not isinstance(levels, list) or not levels or not all(isinstance(v, int | float) and 0 < v <= 1 for v in levels):
         raise ValueError(f"--param: ads.levels must be a list of shares in (0, 1], got {levels!r}")

@@ -54,3 +54,20 @@ def test_equal_load_calibration_matches_fill():
         assert r["channel"] == "auction@equal-load"
         assert all(f <= k for f, k in zip(r["filled"], natural["keyword"]["filled"], strict=True))
         assert r["load_vs_keyword"] > 0.9
+
+
+def test_pcvr_model_beside_pctr():
+    from notefeed.ads.evaluate import _train_pcvr, pcvr_of
+
+    w = make_world(n_topics=5, n_words=12, n_ads=120, n_users=60, seed=3)
+    rng = np.random.default_rng(3)
+    env = _World(w, 3)
+    _train_efficiency(env, sample_queries(w, 80, np.arange(30), rng), rng)
+    fit = _train_pcvr(env, sample_queries(w, 600, np.arange(30), rng), sample_queries(w, 300, np.arange(30, 60), rng), 3)
+    assert env.pcvr_model is not None and fit["train_conversions"] > 0
+    assert fit["pcvr_logloss_model"] > 0 and fit["pcvr_logloss_per_ad"] > 0
+    x, _ = env.features("anything", np.arange(5))
+    p = pcvr_of(env, x, np.arange(5))
+    assert p.shape == (5,) and np.all((p > 0) & (p < 1))
+    a = _auction(env, "keyword+semantic", sample_queries(w, 100, np.arange(30, 60), rng), 3, channel="auction@pcvr-model")
+    assert a["max_overspend_clicks"] < 1.0
