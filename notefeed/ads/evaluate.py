@@ -108,9 +108,10 @@ def _train_efficiency(env: _World, queries: list[Query], rng: np.random.Generato
     env.model = LogisticPCTR().fit(x, y)
 
 
-def _cvr_features(env: _World, x: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """pCVR features (n, 5): the pCTR features and the logit of the ad's smoothed CVR."""
-    c = np.clip(env.ad_cvr[ids], 1e-4, 1 - 1e-4)
+def _cvr_features(env: _World, x: np.ndarray, ids: np.ndarray, cvr: np.ndarray | None = None) -> np.ndarray:
+    """pCVR features (n, 5): the pCTR features and the logit of the ad's smoothed CVR (``cvr``
+    overrides it: leave-one-out values for the training rows)."""
+    c = np.clip(env.ad_cvr[ids] if cvr is None else cvr, 1e-4, 1 - 1e-4)
     return np.column_stack([x, np.log(c / (1 - c))])
 
 
@@ -151,7 +152,11 @@ def _train_pcvr(env: _World, queries: list[Query], held_out: list[Query], seed: 
     np.add.at(clicks, ads, y)
     np.add.at(convs, ads, v)
     env.ad_cvr = (convs + 0.1 * 5) / (clicks + 5)
-    m = LogisticPCTR().fit(_cvr_features(env, x[y], ads[y]), v[y].astype(int))
+    # the CVR feature of a training click leaves that click out (else the model learns to trust
+    # a feature that contains its own label, and is overconfident on new clicks)
+    a, lab = ads[y], v[y].astype(float)
+    loo = (convs[a] - lab + 0.1 * 5) / (clicks[a] - 1 + 5)
+    m = LogisticPCTR().fit(_cvr_features(env, x[y], a, loo), lab.astype(int))
     hx, hads, hy, hv = _click_log(env, held_out, rng)
     per_ad = np.clip(env.ad_cvr[hads[hy]], 1e-4, 1 - 1e-4)
     model = m.pctr(_cvr_features(env, hx[hy], hads[hy]))
