@@ -121,6 +121,18 @@ class AdStore:
             self.save()
         return ad
 
+    def put_ads(self, ads: list[Ad]) -> list[Ad]:
+        """Many ads in one write (one file rewrite, not one per ad); all or none: an unknown
+        campaign refuses the batch, naming the first bad row."""
+        with self._lock:
+            for i, ad in enumerate(ads):
+                if ad.campaign_id not in self.campaigns:
+                    raise AdStoreError(f"ads.{i}.campaign_id: unknown campaign {ad.campaign_id!r}")
+            for ad in ads:
+                self.ads[ad.id] = ad
+            self.save()
+        return ads
+
     def delete(self, kind: str, id_: str) -> None:
         if kind not in _KINDS:
             raise AdStoreError(f"kind: expected one of {', '.join(_KINDS)}, got {kind!r}")

@@ -1,6 +1,7 @@
 """Admin endpoints for ads: advertisers, campaigns and ads (with their bid keywords).
 
-Writes need the write token; listing follows the read policy. The store is
+Writes need the write token; listing follows the read policy. ``POST /v1/admin/ads/ads/batch``
+``{"ads": [...]}`` stores up to 10,000 ads in one write (all or none). The store is
 ``<workspace>/ads/ads.json`` (:class:`~notefeed.ads.store.AdStore`, atomic JSON). Bodies are
 the pydantic models of :mod:`notefeed.ads.schema` (422 names the field); a missing parent is
 422 on ``advertiser_id`` / ``campaign_id``; deleting a parent with children is 409.
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
 
 from notefeed.ads.schema import Ad, Advertiser, Campaign
 from notefeed.ads.store import AdStore, AdStoreError
@@ -19,6 +21,11 @@ from notefeed.ads.store import AdStore, AdStoreError
 __all__ = ["add_ads_routes", "ads_store"]
 
 _KINDS = ("advertisers", "campaigns", "ads")
+
+
+class AdBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ads: list[Ad] = Field(min_length=1, max_length=10_000)
 
 
 def ads_store(engine: Any) -> AdStore:
@@ -56,6 +63,16 @@ def add_ads_routes(app: FastAPI, engine: Any, write_deps: list[Any], read_deps: 
     @router.post("/ads", status_code=201, dependencies=write_deps)
     def put_ad(body: Ad) -> dict[str, Any]:
         return _put(ads_store(engine).put_ad, body)
+
+    @router.post("/ads/batch", status_code=201, dependencies=write_deps)
+    def put_ads(body: AdBatch) -> dict[str, Any]:
+        """Up to 10,000 ads in one request and one store write (all or none)."""
+        try:
+            ads_store(engine).put_ads(body.ads)
+        except AdStoreError as e:
+            field, _, msg = str(e).partition(": ")
+            raise _unprocessable(field, msg) from None
+        return {"ads": len(body.ads)}
 
     @router.get("/spend", dependencies=read_deps)
     def spend() -> dict[str, Any]:

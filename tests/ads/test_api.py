@@ -39,3 +39,20 @@ def test_admin_ads_crud(tmp_path):
     assert c.delete("/v1/admin/ads/ads/nope", headers=AUTH).status_code == 404
     assert c.get("/v1/admin/ads/bogus").status_code == 404
     assert AdStore(tmp_path / "ads" / "ads.json").ads["ad1"].keywords[0].match == "exact"  # persisted
+
+
+def test_admin_ads_batch(tmp_path):
+    c, eng = _app(tmp_path)
+    c.post("/v1/admin/ads/advertisers", json={"id": "a1", "name": "Shop"}, headers=AUTH)
+    c.post("/v1/admin/ads/campaigns", headers=AUTH, json={"id": "c1", "advertiser_id": "a1", "daily_budget": 10, "bid": 1})
+    ads = [{"id": f"ad{i}", "campaign_id": "c1", "title": f"Sale {i}"} for i in range(50)]
+    r = c.post("/v1/admin/ads/ads/batch", headers=AUTH, json={"ads": ads})
+    assert r.status_code == 201 and r.json() == {"ads": 50}
+    bad = [{"id": "x1", "campaign_id": "c1", "title": "ok"}, {"id": "x2", "campaign_id": "nope", "title": "no"}]
+    r = c.post("/v1/admin/ads/ads/batch", headers=AUTH, json={"ads": bad})
+    assert r.status_code == 422 and "ads.1.campaign_id" in r.text
+    assert "x1" not in AdStore(tmp_path / "ads" / "ads.json").ads  # all or none
+    r = c.post("/v1/admin/ads/ads/batch", headers=AUTH, json={"ads": [{"id": "y", "campaign_id": "c1"}]})
+    assert r.status_code == 422 and "ads" in r.text  # neither a note nor a creative
+    assert c.post("/v1/admin/ads/ads/batch", json={"ads": ads}).status_code == 401
+    assert len(AdStore(tmp_path / "ads" / "ads.json").ads) == 50
