@@ -181,6 +181,15 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             typer.echo(text)
 
 
+def _emit(json_path: Path | None, result: dict[str, Any]) -> None:
+    """Write a benchmark's result to ``json_path``, or print it when none is given."""
+    from notefeed.eval.timing import write_json
+
+    text = write_json(json_path, result)
+    if json_path is None:
+        typer.echo(text)
+
+
 def _register_online_benches(bench: typer.Typer) -> None:
     @bench.command("workers")
     def bench_workers(
@@ -190,12 +199,9 @@ def _register_online_benches(bench: typer.Typer) -> None:
         redis_url: str | None = typer.Option(None, "--redis-url", help="a running Redis (default: a private redis-server)"),
     ) -> None:
         """Two serving processes sharing one Redis: note and event visibility across them."""
-        from notefeed.eval.timing import write_json
         from notefeed.serve.bench_online import run_workers_bench
 
-        text = write_json(json_path, run_workers_bench(trials, requests, redis_url))
-        if json_path is None:
-            typer.echo(text)
+        _emit(json_path, run_workers_bench(trials, requests, redis_url))
 
     @bench.command("durability")
     def bench_durability(
@@ -205,7 +211,6 @@ def _register_online_benches(bench: typer.Typer) -> None:
         redis_url: str | None = typer.Option(None, "--redis-url", help="a running Redis (default: a private redis-server)"),
     ) -> None:
         """kill -9 a real server mid-write, N rounds per backend: acknowledged writes lost, restarts failed."""
-        from notefeed.eval.timing import write_json
         from notefeed.serve.durability import run_durability
 
         names = tuple(b.strip() for b in backend.split(",") if b.strip())
@@ -213,9 +218,7 @@ def _register_online_benches(bench: typer.Typer) -> None:
         if bad or not names:
             typer.echo(f"error: --backend: sqlite and/or redis, got {backend!r}", err=True)
             raise typer.Exit(2)
-        text = write_json(json_path, run_durability(rounds, names, redis_url))
-        if json_path is None:
-            typer.echo(text)
+        _emit(json_path, run_durability(rounds, names, redis_url))
 
     @bench.command("online-train")
     def bench_online_train(
@@ -225,12 +228,9 @@ def _register_online_benches(bench: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed"),
     ) -> None:
         """online.train in a serving engine: click -> fine ranker version that learned from it."""
-        from notefeed.eval.timing import write_json
         from notefeed.serve.bench_online import run_online_train_bench
 
-        text = write_json(json_path, run_online_train_bench(pages, min_groups, seed))
-        if json_path is None:
-            typer.echo(text)
+        _emit(json_path, run_online_train_bench(pages, min_groups, seed))
 
 
 def _register_tune(app: typer.Typer) -> None:
