@@ -94,6 +94,21 @@ def _feed_chunk(engine: Any, ids: np.ndarray, users: np.ndarray, n: int) -> dict
 _FORKED: tuple[Any, np.ndarray, int] | None = None  # (engine, ids, n), inherited by forked workers
 
 
+def _one_thread_each() -> None:
+    """Forked worker start: one BLAS and one torch thread per process. OpenBLAS re-creates
+    its (spinning) thread pool after a fork; with a pool per worker, the workers' threads
+    outnumber the cores and every small matrix product waits on the others."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    global _LIMITS
+    _LIMITS = threadpool_limits(1)
+    torch.set_num_threads(1)
+
+
+_LIMITS: Any = None  # kept alive in each worker
+
+
 def _forked_chunk(users: np.ndarray) -> dict[str, Any]:
     assert _FORKED is not None
     engine, ids, n = _FORKED
@@ -123,7 +138,7 @@ def run_feed(engine: Any, ds: Dataset, users: np.ndarray, n: int, progress: bool
     if workers > 1 and len(chunks) > 1:
         _FORKED = (engine, ids, n)
         try:
-            with mp.get_context("fork").Pool(min(workers, len(chunks))) as pool:
+            with mp.get_context("fork").Pool(min(workers, len(chunks)), initializer=_one_thread_each) as pool:
                 for part in pool.imap(_forked_chunk, chunks):  # in order
                     parts.append(part)
                     bar.update(len(part["pages"]))
