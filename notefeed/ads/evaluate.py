@@ -86,10 +86,12 @@ class _World:
         return pctr_features(cos, kw, self.ad_ctr[ids]), np.maximum(cos, kw)
 
 
-def _train_efficiency(env: _World, queries: list[Query], rng: np.random.Generator) -> None:
-    """Log random impressions of recalled ads, smooth per-ad CTR/CVR, fit the pCTR model."""
+def _impressions(env: _World, queries: list[Query], rng: np.random.Generator
+                 ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """Random impressions of recalled ads, up to 3 per query: (query text, ads, clicked,
+    converted) per query that recalled any."""
     w, full = env.w, env.recall(METHODS[-1])
-    shown, clicks, convs, rows = np.zeros(w.n_ads), np.zeros(w.n_ads), np.zeros(w.n_ads), []
+    out = []
     for q in queries:
         c = full.retrieve(AdRequest(query=q.text, user=q.user))
         if not len(c):
@@ -97,14 +99,23 @@ def _train_efficiency(env: _World, queries: list[Query], rng: np.random.Generato
         pick = rng.choice(c.ids, size=min(3, len(c)), replace=False)
         y = rng.random(len(pick)) < w.true_ctr(q.user, q.topic)[pick]
         v = y & (rng.random(len(pick)) < w.true_cvr(q.user)[pick])
+        out.append((q.text, pick, y, v))
+    return out
+
+
+def _train_efficiency(env: _World, queries: list[Query], rng: np.random.Generator) -> None:
+    """Log random impressions of recalled ads, smooth per-ad CTR/CVR, fit the pCTR model."""
+    n = env.w.n_ads
+    shown, clicks, convs = np.zeros(n), np.zeros(n), np.zeros(n)
+    rows = _impressions(env, queries, rng)
+    for _, pick, y, v in rows:
         np.add.at(shown, pick, 1)
         np.add.at(clicks, pick, y)
         np.add.at(convs, pick, v)
-        rows.append((q.text, pick, y))
     env.ad_ctr = (clicks + 0.05 * 20) / (shown + 20)
     env.ad_cvr = (convs + 0.1 * 5) / (clicks + 5)
-    x = np.vstack([env.features(t, p)[0] for t, p, _ in rows])
-    y = np.concatenate([yy for _, _, yy in rows]).astype(int)
+    x = np.vstack([env.features(t, p)[0] for t, p, _, _ in rows])
+    y = np.concatenate([yy for _, _, yy, _ in rows]).astype(int)
     env.model = LogisticPCTR().fit(x, y)
 
 
@@ -124,19 +135,9 @@ def pcvr_of(env: _World, x: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 def _click_log(env: _World, queries: list[Query], rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     """Random impressions of recalled ads: (features (n, 4), ads (n,), clicked (n,), converted (n,))."""
-    w, full = env.w, env.recall(METHODS[-1])
-    xs, ads, ys, vs = [], [], [], []
-    for q in queries:
-        c = full.retrieve(AdRequest(query=q.text, user=q.user))
-        if not len(c):
-            continue
-        pick = rng.choice(c.ids, size=min(3, len(c)), replace=False)
-        y = rng.random(len(pick)) < w.true_ctr(q.user, q.topic)[pick]
-        xs.append(env.features(q.text, pick)[0])
-        ads.append(pick)
-        ys.append(y)
-        vs.append(y & (rng.random(len(pick)) < w.true_cvr(q.user)[pick]))
-    return np.vstack(xs), np.concatenate(ads), np.concatenate(ys), np.concatenate(vs)
+    rows = _impressions(env, queries, rng)
+    return (np.vstack([env.features(t, p)[0] for t, p, _, _ in rows]), np.concatenate([r[1] for r in rows]),
+            np.concatenate([r[2] for r in rows]), np.concatenate([r[3] for r in rows]))
 
 
 def _train_pcvr(env: _World, queries: list[Query], held_out: list[Query], seed: int) -> dict:
