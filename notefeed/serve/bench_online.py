@@ -25,12 +25,14 @@ import numpy as np
 from notefeed.eval.timing import latency_stats, machine_info
 from notefeed.serve.bench import TOKEN, free_port, start_server, stop_server
 
-__all__ = ["run_workers_bench", "run_online_train_bench"]
+__all__ = ["run_workers_bench", "run_online_train_bench", "redis_server"]
 
 H = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def _redis(url: str | None, tmp: Path) -> tuple[str, subprocess.Popen | None]:
+def redis_server(url: str | None, tmp: Path) -> tuple[str, subprocess.Popen | None]:
+    """``url`` when given (a running Redis), else a private ``redis-server`` on a free loopback
+    port with no persistence, its files in ``tmp``: (its URL, the process to terminate)."""
     if url:
         return url, None
     exe = shutil.which("redis-server")
@@ -42,12 +44,15 @@ def _redis(url: str | None, tmp: Path) -> tuple[str, subprocess.Popen | None]:
     import redis
 
     r = redis.Redis(port=port)
-    for _ in range(200):
-        try:
-            r.ping()
-            return f"redis://127.0.0.1:{port}/0", proc
-        except redis.ConnectionError:
-            time.sleep(0.05)
+    try:
+        for _ in range(200):
+            try:
+                r.ping()
+                return f"redis://127.0.0.1:{port}/0", proc
+            except redis.ConnectionError:
+                time.sleep(0.05)
+    finally:
+        r.close()
     proc.kill()
     raise RuntimeError("redis-server did not start")
 
@@ -70,7 +75,7 @@ def run_workers_bench(trials: int = 30, requests: int = 400, redis_url: str | No
     import yaml
 
     with tempfile.TemporaryDirectory(prefix="notefeed-bench-workers-") as tmp:
-        url, rproc = _redis(redis_url, Path(tmp))
+        url, rproc = redis_server(redis_url, Path(tmp))
         cfg = {"recall": {"channels": [{"name": "fresh/recent", "quota": 50},
                                        {"name": "non-personalized/popular", "quota": 300}]},
                "coarse": {"scorer": "builtin/popularity"}, "fine": {"scorer": "builtin/linear"},

@@ -171,14 +171,10 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         config: Path | None = typer.Option(None, "--config", help="serving config for the full funnel"),
     ) -> None:
         """Load-test `notefeed serve` on 127.0.0.1: full funnel vs popularity-only, event->feed lag."""
-        from notefeed.eval.timing import write_json
         from notefeed.serve.bench import run_bench
 
-        result = run_bench([int(s) for s in sizes.split(",") if s.strip()], requests, concurrency, max_seconds,
-                           community, config)
-        text = write_json(json_path, result)
-        if json_path is None:
-            typer.echo(text)
+        _emit(json_path, run_bench([int(s) for s in sizes.split(",") if s.strip()], requests, concurrency,
+                                   max_seconds, community, config))
 
 
 def _emit(json_path: Path | None, result: dict[str, Any]) -> None:

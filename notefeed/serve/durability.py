@@ -122,7 +122,7 @@ def run_durability(rounds: int = 10, backends: tuple[str, ...] = ("sqlite", "red
     import httpx
     import yaml
 
-    from notefeed.serve.bench_online import _redis
+    from notefeed.serve.bench_online import redis_server
 
     out = []
     for backend in backends:
@@ -133,7 +133,7 @@ def run_durability(rounds: int = 10, backends: tuple[str, ...] = ("sqlite", "red
             prefix = f"dur{time.time_ns()}"
             extra: list[str] = []
             if backend == "redis":
-                url, rproc = _redis(redis_url, Path(tmp))
+                url, rproc = redis_server(redis_url, Path(tmp))
                 cfg = Path(tmp) / "redis.yaml"
                 cfg.write_text(yaml.safe_dump({"online": {"backend": "redis", "redis_url": url, "redis_prefix": prefix}}))
                 extra = ["--config", str(cfg)]

@@ -2,19 +2,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from notefeed.serve.bench_online import redis_server
 
 
 @pytest.fixture(scope="session")
@@ -25,28 +17,13 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url:
         yield url
         return
-    exe = shutil.which("redis-server")
-    if exe is None:
+    if shutil.which("redis-server") is None:
         pytest.skip("no NOTEFEED_TEST_REDIS_URL and no redis-server binary")
-    port = _free_port()
-    d: Path = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(d)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import redis
-
-    r = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            r.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
+    try:
+        url, proc = redis_server(None, tmp_path_factory.mktemp("redis"))
+    except RuntimeError:
         pytest.skip("redis-server did not start")
-    r.close()
-    yield f"redis://127.0.0.1:{port}/0"
+    yield url
     proc.terminate()
     proc.wait(10)
 

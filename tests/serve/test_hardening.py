@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from notefeed.serve.app import create_app
+from notefeed.serve.bench import free_port
 from notefeed.serve.engine import Engine
 
 from .conftest import AUTH, make_config
@@ -155,15 +155,9 @@ def test_docs_are_served_without_a_cdn(client: TestClient) -> None:
     assert client.get("/redoc").status_code == 404  # redoc would load from a CDN
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_sigterm_saves_the_coldstart_state(tmp_path: Path) -> None:
-    ws, port = tmp_path / "ws", _free_port()
+    ws, port = tmp_path / "ws", free_port()
     env = {**os.environ, "NOTEFEED_API_TOKEN": "sigterm-token-1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "notefeed.cli", "serve", "--workspace", str(ws), "--port", str(port),
