@@ -135,10 +135,11 @@ def run_feed(engine: Any, ds: Dataset, users: np.ndarray, n: int, progress: bool
     chunks = [users[i : i + chunk] for i in range(0, len(users), chunk)]
     bar = tqdm(total=len(users), desc=f"{ds.name}: feed", disable=None if progress else True, leave=False)
     parts: list[dict[str, Any]] = []
-    if workers > 1 and len(chunks) > 1:
+    workers = max(1, min(workers, len(chunks)))
+    if workers > 1:
         _FORKED = (engine, ids, n)
         try:
-            with mp.get_context("fork").Pool(min(workers, len(chunks)), initializer=_one_thread_each) as pool:
+            with mp.get_context("fork").Pool(workers, initializer=_one_thread_each) as pool:
                 for part in pool.imap(_forked_chunk, chunks):  # in order
                     parts.append(part)
                     bar.update(len(part["pages"]))

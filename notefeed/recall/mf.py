@@ -112,28 +112,31 @@ class ALSChannel:
         """(n_items, factors) float32 note factors; ``None`` before fit (an empty workspace)."""
         return self._items
 
+    def _known(self, history: np.ndarray) -> np.ndarray:
+        """The notes of ``history`` inside the fitted catalogue, the newest ``max_history``."""
+        assert self._items is not None
+        h = np.asarray(history, np.int64).ravel()
+        return h[(h >= 0) & (h < self._items.shape[0])][-self.max_history:]
+
     def user_vector(self, history: np.ndarray) -> np.ndarray:
         """(factors,) float64 user vector folded in from ``history`` (oldest first)."""
         if self._items is None or self._gram is None:
             raise RuntimeError(f"{self.name}: used before fit()")
-        h = np.asarray(history, np.int64).ravel()
-        h = h[(h >= 0) & (h < self._items.shape[0])][-self.max_history:]
-        return fold_in(self._items, self._gram, h, self.alpha, self.regularization)
+        return fold_in(self._items, self._gram, self._known(history), self.alpha, self.regularization)
 
     def _user(self, ctx: UserContext) -> np.ndarray | None:
         """The request's folded-in user vector (float32), ``None`` without a known history or
         before fit (serving an empty workspace: the channel recalls nothing)."""
-        if self._items is None:
+        if self._items is None or self._gram is None:
             return None
-        h = np.asarray(ctx.history, np.int64).ravel()
-        h = h[(h >= 0) & (h < self._items.shape[0])]
+        h = self._known(ctx.history)
         if h.size == 0:
             return None
         key = h.tobytes()  # recall and score_items ask in the same request: keep the last answer
         memo = self._memo
         if memo is not None and memo[0] == key:
             return memo[1]
-        u = self.user_vector(h).astype(np.float32)
+        u = fold_in(self._items, self._gram, h, self.alpha, self.regularization).astype(np.float32)
         self._memo = (key, u)
         return u
 
