@@ -89,7 +89,7 @@ class OnlineLTR:
         self._current, self._publish, self._item_of = current, publish, item_of
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
-        self._pages: OrderedDict[int, tuple[str, _Page]] = OrderedDict()
+        self._pages: OrderedDict[int, _Page] = OrderedDict()
         self._by_user: dict[str, deque[int]] = {}
         self._next_page = 0
         self._ready: list[tuple[Group, float]] = []       # (group, wall time its event arrived)
@@ -132,7 +132,7 @@ class OnlineLTR:
         with self._lock:
             pid = self._next_page
             self._next_page += 1
-            self._pages[pid] = (user_id, entry)
+            self._pages[pid] = entry
             self._by_user.setdefault(user_id, deque(maxlen=64)).append(pid)
             while len(self._pages) > self.cfg.max_pages:
                 self._pages.popitem(last=False)
@@ -152,10 +152,9 @@ class OnlineLTR:
                 if not pids or item is None:
                     continue
                 for pid in reversed(pids):  # the newest page that showed it
-                    got = self._pages.get(pid)
-                    if got is None:
+                    page = self._pages.get(pid)
+                    if page is None:
                         continue
-                    page = got[1]
                     if not (page.ts <= ev.ts + 1.0 and ev.ts - page.ts <= self.cfg.window_s):
                         continue
                     hit = np.flatnonzero(page.items == item)
