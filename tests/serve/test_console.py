@@ -13,7 +13,7 @@ from notefeed.serve.app import create_app
 from notefeed.serve.console import PAGES, gini, quantile_from_buckets
 from notefeed.serve.engine import Engine
 
-from .conftest import AUTH, make_config
+from .conftest import AUTH, TOKEN, make_config
 
 
 def test_helpers() -> None:
@@ -57,5 +57,115 @@ def test_console_routes_and_token(small_ds, tmp_path: Path) -> None:
             v = c.post("/v1/admin/console/config/validate", headers=AUTH, json={"yaml": "coarse: {keep: -1}"}).json()
             assert not v["ok"] and "coarse.keep" in v["error"]
             assert c.post("/v1/admin/console/config/validate", headers=AUTH, json={"yaml": "page: {}"}).json()["ok"]
+    finally:
+        eng.close()
+
+
+def test_config_editor_validates_and_applies_live(small_ds, tmp_path: Path) -> None:
+    """The editor's text is the running config without its token; validating lists the
+    changed fields (live or restart); POST /v1/admin/config dry-runs and applies hot keys and
+    names the field of a cold change (409) or a bad one (422)."""
+    import yaml
+
+    eng = Engine(small_ds, make_config(), tmp_path / "ws")
+    try:
+        with TestClient(create_app(eng)) as c:
+            d = c.get("/v1/admin/console/models").json()
+            assert TOKEN not in c.get("/v1/admin/console/models").text  # reads need no token here: no secret
+            assert "token" not in d["config"]["api"] and d["token_set"]
+            text = d["config_yaml"]
+            same = c.post("/v1/admin/console/config/validate", json={"yaml": text}).json()
+            assert same["ok"] and same["changes"] == []
+            assert c.post("/v1/admin/config", headers=AUTH, json={"yaml": text, "dry_run": True}).json()["changed"] == []
+
+            doc = yaml.safe_load(text)
+            doc["fusion"]["weights"]["click"] = 2.5
+            doc["coarse"]["keep"] = 150
+            hot = yaml.safe_dump(doc)
+            v = c.post("/v1/admin/console/config/validate", json={"yaml": hot}).json()
+            assert {(x["field"], x["old"], x["new"], x["hot"]) for x in v["changes"]} == {
+                ("fusion.weights.click", 1.0, 2.5, True), ("coarse.keep", eng.config.coarse.keep, 150, True)}
+            assert c.post("/v1/admin/config", json={"yaml": hot, "dry_run": True}).status_code == 401
+            r = c.post("/v1/admin/config", headers=AUTH, json={"yaml": hot, "dry_run": True})
+            assert r.status_code == 200 and r.json()["status"] == "valid" and r.json()["changed"] == ["coarse", "fusion"]
+            assert eng.config.fusion.weights["click"] == 1.0  # a dry run changes nothing
+            r = c.post("/v1/admin/config", headers=AUTH, json={"yaml": hot})
+            assert r.status_code == 200 and r.json()["status"] == "applied"
+            assert eng.config.fusion.weights["click"] == 2.5 and eng.config.coarse.keep == 150
+            assert eng.config.api.token == TOKEN  # the document had none: the running one stays
+            after = c.get("/v1/admin/console/models").json()
+            assert after["config"]["fusion"]["weights"]["click"] == 2.5
+            assert c.post("/v1/admin/console/config/validate", json={"yaml": after["config_yaml"]}).json()["changes"] == []
+            assert c.get("/v1/feed", params={"user_id": str(small_ds.users["user_id"].iat[0])}).status_code == 200
+
+            doc["page"]["max_size"] = 50  # cold: listed as needing a restart, refused live
+            cold = yaml.safe_dump(doc)
+            v = c.post("/v1/admin/console/config/validate", json={"yaml": cold}).json()
+            assert [(x["field"], x["hot"]) for x in v["changes"]] == [("page.max_size", False)]
+            r = c.post("/v1/admin/config", headers=AUTH, json={"yaml": cold})
+            assert r.status_code == 409 and "page.max_size" in r.json()["detail"]
+            assert eng.config.page.max_size == 100
+
+            doc["page"]["max_size"] = 100
+            doc["rerank"]["windw"] = 3
+            bad = yaml.safe_dump(doc)
+            assert "rerank.windw" in c.post("/v1/admin/console/config/validate", json={"yaml": bad}).json()["error"]
+            r = c.post("/v1/admin/config", headers=AUTH, json={"yaml": bad})
+            assert r.status_code == 422 and "rerank.windw" in r.json()["detail"]
+    finally:
+        eng.close()
+
+
+def test_running_config_hides_the_redis_password(engine: Engine) -> None:
+    from notefeed.serve.console.routes import running_config
+
+    engine.config = engine.config.with_overrides(online={"redis_url": "redis://nf:s3cret-pw@db:6379/0"})
+    cfg = running_config(engine)
+    assert cfg["online"]["redis_url"] == "redis://nf:***@db:6379/0" and "token" not in cfg["api"]
+
+
+def test_console_promote_and_rollback_use_the_model_store(small_ds, tmp_path: Path) -> None:
+    """"Serve" swaps a version in and promotes it in the store (what a restart serves);
+    "Roll back" swaps back and rolls the store back; a version the server refuses is not
+    promoted."""
+    from notefeed.models.store import ModelStore
+    from notefeed.serve.versions import engine_from_store
+
+    ws = tmp_path / "ws"
+    store = ModelStore(ws)
+    v1 = store.save({}, {"metrics": {"note": {"hr@10": 0.1}}})
+    store.promote(v1)
+    v2 = store.save({}, {"metrics": {"note": {"hr@10": 0.12}}})
+    v3 = store.save({}, {"data": {"n_items": small_ds.n_items + 1}})  # trained on another workspace
+    eng = engine_from_store(small_ds, make_config(), ws)
+    assert eng.model_version == v1
+    try:
+        with TestClient(create_app(eng)) as c:
+            promote = "/v1/admin/console/models/promote"
+            assert c.post(promote, json={"version": v2}).status_code == 401
+            assert c.post(promote, json={"version": v2}, headers={"Authorization": "Bearer wrong-token"}).status_code == 401
+            assert c.post(promote, json={}, headers=AUTH).status_code == 422
+            r = c.post(promote, json={"version": "20200101T000000000Z-000000"}, headers=AUTH)
+            assert r.status_code == 404 and "version" in r.json()["detail"]
+            r = c.post(promote, json={"version": v3}, headers=AUTH)
+            assert r.status_code == 422 and "version" in r.json()["detail"] and "trained on" in r.json()["detail"]
+            assert store.promoted() == v1 and eng.model_version == v1  # refused: nothing changed
+
+            r = c.post(promote, json={"version": v2}, headers=AUTH)
+            assert r.status_code == 200, r.text
+            assert r.json()["version"] == v2 and r.json()["previous_promoted"] == v1
+            assert eng.model_version == v2 and store.promoted() == v2  # served now, and after a restart
+            m = c.get("/v1/admin/console/models").json()
+            assert m["served"] == v2 and m["rollback_to"] == v1
+            assert [v["version"] for v in m["versions"] if v["promoted"]] == [v2]
+
+            rb = "/v1/admin/console/models/rollback"
+            assert c.post(rb).status_code == 401
+            r = c.post(rb, headers=AUTH)
+            assert r.status_code == 200 and r.json()["version"] == v1
+            assert eng.model_version == v1 and store.promoted() == v1
+            r = c.post(rb, headers=AUTH)
+            assert r.status_code == 409 and "nothing to roll back" in r.json()["detail"]
+            assert eng.model_version == v1 and store.promoted() == v1
     finally:
         eng.close()

@@ -176,7 +176,7 @@ def test_every_console_page_in_chromium(server: dict[str, Any], browser: Any,
         "creators": ("/console/creators", ["small-creator target", "50.0%", "Most exposed creators"], ["chart-small", "chart-gini"]),
         "experiments": ("/console/experiments", ["popular-only", "funnel", "popular", "sample ratio", "CTR"],
                         ["chart-diff-popular"]),
-        "models": ("/console/models", [*server["versions"], "Serve", "Validate a config"], []),
+        "models": ("/console/models", [*server["versions"], "Serve", "Change the config", "Apply live"], []),
     }
     for page, (path, needles, canvases) in checks.items():
         _open(drv, base + path, page)
@@ -199,12 +199,65 @@ def test_every_console_page_in_chromium(server: dict[str, Any], browser: Any,
     area.send_keys("rerank: {windw: 3}")
     drv.find_element(By.ID, "validate").click()
     WebDriverWait(drv, 10).until(lambda d: "rerank.windw" in d.find_element(By.ID, "config-result").text)
+    _config_editor(drv, base, server["engine"])
+    # "Serve" swaps the version in live and promotes it in the model store; "Roll back" undoes both
+    from notefeed.models.store import ModelStore
+
+    store = ModelStore(server["engine"].workspace)
     v1, v2 = server["versions"]
-    assert server["engine"].model_version == v1
-    drv.find_element(By.CSS_SELECTOR, "button.promote").click()
-    WebDriverWait(drv, 30).until(lambda d: server["engine"].model_version == v2)
+    assert server["engine"].model_version == v1 and store.promoted() == v1
+    _open(drv, base + "/console/models", "models")
+    assert not drv.find_elements(By.CSS_SELECTOR, f'button.promote[data-version="{v1}"]')  # served and promoted
+    drv.find_element(By.CSS_SELECTOR, f'button.promote[data-version="{v2}"]').click()
+    WebDriverWait(drv, 30).until(lambda d: d.execute_script("return document.body.dataset.action") == f"promoted {v2}")
+    assert server["engine"].model_version == v2 and store.promoted() == v2
     _open(drv, base + "/console/models", "models")
     assert v2 in drv.find_element(By.CSS_SELECTOR, ".cards").text  # the served version
+    drv.find_element(By.CSS_SELECTOR, f'button.rollback[data-version="{v1}"]').click()
+    WebDriverWait(drv, 30).until(lambda d: d.execute_script("return document.body.dataset.action") == f"rolled back {v1}")
+    assert server["engine"].model_version == v1 and store.promoted() == v1
     errors = _errors(drv)
     assert errors == [], f"browser console errors: {errors}"
     assert max(render.values()) < 1000, f"render ms per page: {render}"
+
+
+def _config_editor(drv: Any, base: str, engine: Any) -> None:
+    """Validate (a dry run) and apply a hot change from the editor; a cold change is refused
+    naming the field. The running config is restored afterwards (the module's server is shared)."""
+    import yaml
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _open(drv, base + "/console/models", "models")
+    area = drv.find_element(By.ID, "config-yaml")
+    doc = yaml.safe_load(area.get_attribute("value"))  # the running config, without the token
+    assert "token" not in doc["api"]
+    original = yaml.safe_dump(doc)
+    old_click = engine.config.fusion.weights["click"]
+
+    def submit(text: str, button: str, state: str) -> str:
+        drv.execute_script("arguments[0].value = arguments[1]; delete document.getElementById('config-result')"
+                           ".dataset.state;", area, text)
+        drv.find_element(By.ID, button).click()
+        WebDriverWait(drv, 20).until(lambda d: d.find_element(By.ID, "config-result").get_attribute("data-state"))
+        out = drv.find_element(By.ID, "config-result")
+        assert out.get_attribute("data-state") == state, out.text
+        return str(out.text)
+
+    doc["fusion"]["weights"]["click"] = old_click + 1.5
+    hot = yaml.safe_dump(doc)
+    text = submit(hot, "validate", "valid")
+    assert "fusion" in text and "fusion.weights.click" in text and "live" in text
+    assert engine.config.fusion.weights["click"] == old_click  # a dry run
+    text = submit(hot, "apply", "applied")
+    assert engine.config.fusion.weights["click"] == old_click + 1.5
+    assert f'"click": {old_click + 1.5}' in drv.find_element(By.ID, "config").text  # the running config shown
+    assert _errors(drv) == []
+    doc["page"]["max_size"] = 50
+    text = submit(yaml.safe_dump(doc), "apply", "error")
+    assert "409" in text and "page.max_size" in text and "restart" in text
+    # the refused change's 409 is the one (expected) entry in the browser log
+    assert [("/v1/admin/config" in e["message"], "409" in e["message"]) for e in _errors(drv)] == [(True, True)]
+    assert engine.config.page.max_size != 50
+    submit(original, "apply", "applied")
+    assert engine.config.fusion.weights["click"] == old_click

@@ -4,11 +4,17 @@ under ``/v1/admin/console/...``.
 The page shell and its assets (HTML, JS, CSS, our own charting code) are static files in the
 package and carry no data, so they are served without a token; every JSON endpoint is a read
 behind ``api.require_token_for_reads`` (the page asks for the token on a 401 and sends it as
-a bearer header). Promote / rollback call the existing ``POST /v1/admin/models/reload``.
+a bearer header). The two console writes, ``POST /v1/admin/console/models/promote`` and
+``.../rollback``, need the write token: they hot-swap a model store version in (as
+``POST /v1/admin/models/reload`` does) and, once it serves, record it in the store
+(``notefeed models promote`` / ``rollback``), so a restart serves the same version. Config
+changes go through ``POST /v1/admin/config`` (hot keys live, the rest 409 naming the field);
+:func:`config_changes` lists what a YAML document would change, field by field.
 """
 
 from __future__ import annotations
 
+import hmac
 import math
 import time
 from collections.abc import Callable
@@ -16,15 +22,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from fastapi import Body, Depends, FastAPI, HTTPException, Query
+from fastapi import Body, Depends, FastAPI, Header, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from notefeed.serve.console.tracker import ExposureTracker, quantile_from_buckets
 
 if TYPE_CHECKING:
     from notefeed.serve.engine import Engine
 
-__all__ = ["add_console_routes", "PAGES", "STATIC"]
+__all__ = ["add_console_routes", "config_changes", "running_config", "PAGES", "STATIC", "PromoteRequest"]
 
 STATIC = Path(__file__).parent / "static"
 #: the console's pages (``/console/<page>``), in menu order
@@ -178,12 +185,76 @@ def models(engine: Engine) -> dict[str, Any]:
         rollback = stack[-2] if len(stack) > 1 else None
     except ModelError as e:
         error = str(e)
+    import yaml
+
+    cfg = running_config(engine)
     return _finite({"served": engine.model_version, "fallback": list(engine.served.fallback),
                     "reload": engine.reloader.status(), "versions": versions, "rollback_to": rollback,
-                    "store_error": error, "config": engine.config.model_dump(mode="json")})
+                    "store_error": error, "config": cfg, "config_yaml": yaml.safe_dump(cfg, sort_keys=False),
+                    "token_set": engine.config.api.token is not None})
 
 
-def validate_config(text: str) -> dict[str, Any]:
+def running_config(engine: Engine) -> dict[str, Any]:
+    """The served config as JSON, without its secrets (reads may need no token): no
+    ``api.token`` (a document without one keeps the running token when applied) and a Redis
+    URL's password as ``***`` (put the real one back to apply such a document)."""
+    cfg = engine.config.model_dump(mode="json")
+    cfg.get("api", {}).pop("token", None)
+    url = (cfg.get("online") or {}).get("redis_url")
+    if isinstance(url, str) and "@" in url:  # redis://user:password@host: the password is a secret too
+        from urllib.parse import urlsplit, urlunsplit
+
+        u = urlsplit(url)
+        if u.password:
+            host = u.netloc.rsplit("@", 1)[1]
+            cfg["online"]["redis_url"] = urlunsplit(u._replace(netloc=f"{u.username or ''}:***@{host}"))
+    return cfg
+
+
+def _is_hot(field: str) -> bool:
+    from notefeed.serve.hotconfig import HOT_SECTIONS
+
+    parts = field.split(".")
+    if parts[0] in HOT_SECTIONS or field == "coarse.keep":
+        return True
+    return len(parts) == 4 and parts[:2] == ["recall", "channels"] and parts[3] == "quota"
+
+
+#: a key one side of a diff lacks
+ABSENT = "(absent)"
+
+
+def _diff(x: Any, y: Any, where: str, out: list[tuple[str, Any, Any]]) -> None:
+    if isinstance(x, dict) and isinstance(y, dict):
+        for k in list(x) + [k for k in y if k not in x]:
+            _diff(x.get(k, ABSENT), y.get(k, ABSENT), f"{where}.{k}" if where else str(k), out)
+    elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+        for i, (u, v) in enumerate(zip(x, y, strict=True)):
+            _diff(u, v, f"{where}.{i}", out)
+    elif x != y:
+        out.append((where, x, y))
+
+
+def config_changes(old: Any, new: Any) -> list[dict[str, Any]]:
+    """Field by field, what serving ``new`` instead of ``old`` (two ``ServeConfig``) changes:
+    ``[{"field", "old", "new", "hot"}]``. Lists of different lengths (channels added or
+    removed) are one change; ``hot``: it may change while serving (``POST /v1/admin/config``).
+    The token is never shown, and a document without one keeps the running one."""
+    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
+    if b["api"].get("token") is None:
+        b["api"]["token"] = a["api"].get("token")
+    diffs: list[tuple[str, Any, Any]] = []
+    _diff(a, b, "", diffs)
+    out = []
+    for k, va, vb in diffs:
+        if k == "api.token":
+            va, vb = (None if va is None else "(set)"), (None if vb is None else "(another token)")
+        out.append({"field": k, "old": va, "new": vb, "hot": _is_hot(k)})
+    return out
+
+
+def validate_config(text: str, engine: Engine | None = None) -> dict[str, Any]:
+    """Parse a YAML serving config; with ``engine``, also list what it would change."""
     import yaml
 
     from notefeed.serve.config import ConfigError, parse_config
@@ -191,12 +262,81 @@ def validate_config(text: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        return {"ok": False, "error": f"not valid YAML ({e})"}
+        return {"ok": False, "error": f"not valid YAML ({str(e).splitlines()[0]})"}
     try:
         cfg = parse_config(data, "config")
     except ConfigError as e:
         return {"ok": False, "error": str(e)}
-    return {"ok": True, "error": None, "experiment": cfg.experiments.name}
+    out: dict[str, Any] = {"ok": True, "error": None, "experiment": cfg.experiments.name}
+    if engine is not None:
+        out["changes"] = _finite(config_changes(engine.config, cfg))
+    return out
+
+
+class PromoteRequest(BaseModel):
+    """``POST /v1/admin/console/models/promote``: a version from ``notefeed models list``."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: str = Field(min_length=1, max_length=64)
+
+
+def _swap(engine: Engine, version: str) -> None:
+    """Load ``version`` and serve it (waits); 422 naming the field when it cannot be served."""
+    try:
+        engine.reloader.reload(version).result(timeout=600)
+    except Exception as e:
+        raise HTTPException(422, f"version: {version} cannot be served here ({type(e).__name__}: {e}); "
+                                 "the model store was left as it was") from None
+
+
+def promote(engine: Engine, version: str) -> dict[str, Any]:
+    """Serve ``version`` now and make it the store's promoted one (what a restart serves).
+    The swap comes first: a version this server refuses is not promoted."""
+    from notefeed.models.artifacts import ModelError
+    from notefeed.models.store import ModelStore
+
+    store = ModelStore(engine.workspace)
+    try:
+        known = store.versions()
+        if version not in known:
+            raise HTTPException(404, f"version: {version!r} is not in the model store; known: {known[-5:] or 'none'}")
+        store.check(version)
+        previous = store.promoted()
+    except ModelError as e:
+        raise HTTPException(422, f"version: {e}") from None
+    was_served = engine.model_version
+    _swap(engine, version)
+    try:
+        store.promote(version)
+    except ModelError as e:
+        raise HTTPException(500, f"serving {version}, but the model store could not record it: {e}") from None
+    return {"status": "promoted", "version": version, "served": engine.model_version,
+            "previous_promoted": previous, "previous_served": was_served}
+
+
+def rollback(engine: Engine) -> dict[str, Any]:
+    """Serve the version promoted before the current one and roll the store back to it."""
+    from notefeed.models.artifacts import ModelError
+    from notefeed.models.store import ModelStore, _stack
+
+    store = ModelStore(engine.workspace)
+    try:
+        stack = _stack(store.history())
+    except ModelError as e:
+        raise HTTPException(422, str(e)) from None
+    if len(stack) < 2:
+        raise HTTPException(409, "nothing to roll back to ("
+                                 f"{'no version was promoted' if not stack else 'only one version was promoted'})")
+    target, current = stack[-2], stack[-1]
+    _swap(engine, target)
+    try:
+        got = store.rollback()
+    except ModelError as e:
+        raise HTTPException(500, f"serving {target}, but the model store could not roll back: {e}") from None
+    if got != target:  # another promote/rollback (a CLI) got in between
+        raise HTTPException(409, f"the model store changed meanwhile: it rolled back to {got}, this server serves "
+                                 f"{target}; promote the one you want")
+    return {"status": "rolled back", "version": target, "served": engine.model_version, "previous_promoted": current}
 
 
 def add_console_routes(app: FastAPI, engine: Engine, read_auth: Callable[..., None]) -> ExposureTracker:
@@ -208,6 +348,15 @@ def add_console_routes(app: FastAPI, engine: Engine, read_auth: Callable[..., No
     index = (STATIC / "index.html").read_text(encoding="utf-8")
     files = {p.name for p in STATIC.iterdir() if p.is_file()}
     auth = [Depends(read_auth)]
+
+    def write_auth(authorization: str | None = Header(None)) -> None:
+        """The write token, as the app's write endpoints check it."""
+        token = engine.config.api.token
+        ok = (token is not None and authorization is not None and authorization.startswith("Bearer ")
+              and hmac.compare_digest(authorization[7:].encode(), token.encode()))
+        if not ok:
+            raise HTTPException(401, "missing or wrong bearer token (the console's model actions need the "
+                                     "write token)", headers={"WWW-Authenticate": "Bearer"})
 
     @app.get("/console", response_class=HTMLResponse, include_in_schema=False)
     def console_index() -> HTMLResponse:
@@ -274,6 +423,19 @@ def add_console_routes(app: FastAPI, engine: Engine, read_auth: Callable[..., No
         text = body.get("yaml")
         if not isinstance(text, str):
             raise HTTPException(422, "field 'yaml': a YAML document as a string")
-        return validate_config(text)
+        return validate_config(text, engine)
+
+    @app.post("/v1/admin/console/models/promote", dependencies=[Depends(write_auth)])
+    def c_promote(req: PromoteRequest) -> dict[str, Any]:
+        """Serve a model store version now (hot swap) and promote it in the store, so a
+        restart serves it too: 404 unknown version, 422 one this server cannot serve (the
+        store is then left as it was)."""
+        return promote(engine, req.version)
+
+    @app.post("/v1/admin/console/models/rollback", dependencies=[Depends(write_auth)])
+    def c_rollback() -> dict[str, Any]:
+        """Serve the previously promoted version and roll the store back to it (409: nothing
+        to roll back to)."""
+        return rollback(engine)
 
     return tracker

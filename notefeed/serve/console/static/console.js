@@ -212,20 +212,29 @@
     }
   }
 
+  const post = (path, body) => api(path, { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body || {}) });
+  const value = (v) => (v === null || v === undefined ? "null" : typeof v === "object" ? JSON.stringify(v) : String(v));
+
   async function modelsPage() {
     const d = await api("/v1/admin/console/models");
     main.append(h("h1", {}, "Models & config"), h("div", { class: "cards" }, card("served version", d.served || "fallback"),
       card("reload", d.reload.state + (d.reload.target ? " " + d.reload.target : "")), card("rollback target", d.rollback_to || "–")));
-    const reload = async (version, btn) => {
-      btn.disabled = true;
+    // Serve: hot-swap the version in and promote it in the model store (a restart serves it too);
+    // Roll back: the same with the store's rollback. Both need the write token.
+    const act = async (btn, path, body, what) => {
+      for (const b of document.querySelectorAll("button.promote, button.rollback")) { b.disabled = true; }
+      say(`${what}: loading the version…`);
       try {
-        const r = await api("/v1/admin/models/reload", { method: "POST", headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ version, wait: true }) });
-        say(`serving ${r.version}`);
-        setTimeout(() => location.reload(), 600);
+        const r = await post(path, body);
+        say(`${r.status} ${r.version}: serving it now and recorded in the model store` +
+          (r.previous_promoted && r.previous_promoted !== r.version ? ` (was ${r.previous_promoted})` : ""));
+        document.body.dataset.action = `${r.status} ${r.version}`;
+        setTimeout(() => location.reload(), 800);
       } catch (e) {
-        say(e.status === 401 ? "promote/rollback needs the API token (write endpoint): enter it above" : "reload failed: " + e.message, true);
-        btn.disabled = false;
+        say(e.status === 401 ? `${what} needs the API write token: enter it above` : `${what} failed (${e.status}): ${e.message}`, true);
+        document.body.dataset.action = `failed ${e.status}`;
+        for (const b of document.querySelectorAll("button.promote, button.rollback")) { b.disabled = false; }
       }
     };
     if (d.store_error) { main.append(panel(h("p", { class: "banner error" }, d.store_error))); }
@@ -234,20 +243,58 @@
       d.versions.map((v) => [v.version, v.created_at, v.promoted ? h("span", { class: "tag ok" }, "promoted") : "",
         v.version === d.served ? h("span", { class: "tag" }, "serving") : "",
         h("span", { class: "muted" }, Object.entries(v.metrics).slice(0, 4).map(([k, x]) => `${k}: ${typeof x === "number" ? fmt(x) : JSON.stringify(x)}`).join("; ")),
-        [v.version === d.served ? null : h("button", { class: "promote", onclick: (e) => reload(v.version, e.target) }, "Serve"),
-          v.version === d.rollback_to ? h("button", { class: "secondary rollback", onclick: (e) => reload(v.version, e.target) }, "Roll back") : null]]))
+        [v.version === d.served && v.promoted ? null : h("button", { class: "promote", "data-version": v.version,
+          title: "serve this version now and promote it in the model store",
+          onclick: (e) => act(e.target, "/v1/admin/console/models/promote", { version: v.version }, "serve " + v.version) }, "Serve"),
+        v.version === d.rollback_to ? h("button", { class: "secondary rollback", "data-version": v.version,
+          title: "roll the model store back to this version and serve it",
+          onclick: (e) => act(e.target, "/v1/admin/console/models/rollback", {}, "roll back") }, "Roll back") : null]]))
       : h("p", { class: "muted" }, "No trained versions (run `notefeed train`).")));
-    const area = h("textarea", { id: "config-yaml", spellcheck: "false" }, "recall:\n  fresh_pool_size: 1000\n");
-    const out = h("span", { id: "config-result", class: "muted" }, "");
+
+    // the config editor: validate (a dry run) or apply through POST /v1/admin/config
+    const area = h("textarea", { id: "config-yaml", spellcheck: "false", rows: 24 }, d.config_yaml);
+    const out = h("div", { id: "config-result" });
+    const running = h("pre", { id: "config" }, JSON.stringify(d.config, null, 2));
+    const show = (state, text, changes) => {
+      out.replaceChildren(h("p", { class: "tag " + (state === "error" ? "warn" : "ok"), id: "config-status" }, text));
+      if (changes && changes.length) {
+        out.append(table(["field", "running", "new", "changes"], changes.map((c) => [h("code", {}, c.field), value(c.old), value(c.new),
+          c.hot ? h("span", { class: "tag ok" }, "live") : h("span", { class: "tag warn" }, "restart")])));
+      }
+      out.dataset.state = state;
+    };
+    const submit = async (dryRun) => {
+      const text = area.value;
+      let local;
+      try {
+        local = await post("/v1/admin/console/config/validate", { yaml: text });
+      } catch (e) { show("error", `${e.status}: ${e.message}`); return; }
+      if (!local.ok) { show("error", "422: " + local.error); return; }
+      const changes = local.changes || [];
+      try {
+        const r = await post("/v1/admin/config", { yaml: text, dry_run: dryRun });
+        const sections = r.changed.length ? r.changed.join(", ") : "nothing";
+        if (dryRun) {
+          show("valid", `valid: applying changes ${sections} live`, changes);
+        } else {
+          show("applied", `applied live: ${sections} changed (version ${r.version || "fallback"}). ` +
+            "The config file is unchanged: write it too, or the next start goes back to it.", changes);
+          running.textContent = JSON.stringify((await api("/v1/admin/console/models")).config, null, 2);
+        }
+      } catch (e) {
+        const msg = e.status === 401 ? "401: validating and applying go through POST /v1/admin/config and need the API write token: enter it above"
+          : e.status === 409 ? `409: ${e.message}` : `${e.status}: ${e.message}`;
+        show("error", msg, changes);
+      }
+    };
     main.append(h("div", { class: "grid2" },
-      panel(h("h2", {}, "Serving config (running)"), h("pre", { id: "config" }, JSON.stringify(d.config, null, 2))),
-      panel(h("h2", {}, "Validate a config"), area, h("div", { class: "row" }, h("button", { id: "validate", onclick: async () => {
-        const r = await api("/v1/admin/console/config/validate", { method: "POST", headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ yaml: area.value }) });
-        out.textContent = r.ok ? "valid" + (r.experiment ? ` (experiment ${r.experiment})` : "") : r.error;
-        out.className = r.ok ? "tag ok" : "tag warn";
-      } }, "Validate"), out),
-      h("p", { class: "muted" }, "Apply a config by restarting `notefeed serve --config FILE`; model versions swap live."))));
+      panel(h("h2", {}, "Serving config (running)"), running),
+      panel(h("h2", {}, "Change the config"), area, h("div", { class: "row" },
+        h("button", { id: "validate", onclick: () => submit(true) }, "Validate"),
+        h("button", { id: "apply", onclick: () => submit(false) }, "Apply live")), out,
+      h("p", { class: "muted" }, "Live: fusion, rerank, exposure, coarse.keep and each recall channel's quota. " +
+        "Anything else (channels, scorers, filters, page, api, online, coldstart, experiments) is refused with the field " +
+        "named: restart `notefeed serve --config FILE`. Model versions swap live."))));
   }
 
   const PAGES = { overview, feed: feedPage, note: notePage, creators: creatorsPage, experiments: experimentsPage, models: modelsPage };
@@ -260,6 +307,9 @@
     try {
       await render();
       document.body.dataset.renderMs = String(Math.round(performance.now() - t0));
+      // the page's data is in the DOM (every fetch it made answered and was drawn): milliseconds
+      // since navigation start, what `notefeed bench console` reports
+      document.body.dataset.renderedAt = performance.now().toFixed(1);
     } catch (e) {
       if (e.status === 401) {
         say("This server requires the API token for reads: enter it above.", true);
