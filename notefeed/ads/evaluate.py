@@ -42,7 +42,13 @@ from notefeed.search.rewrite import MinedRewrites
 
 __all__ = ["evaluate_ads", "run_seed", "METHODS"]
 
-METHODS = ("keyword", "keyword+semantic", "keyword+semantic+rewrite")
+METHODS = ("keyword", "keyword+semantic", "keyword+semantic+rewrite", "keyword+twotower", "keyword+twotower+rewrite")
+#: the recall that served the logged impressions the models learn from (the text encoder's)
+LOGGING = "keyword+semantic+rewrite"
+_CHANNELS = {"keyword": ["keyword/match"], "keyword+semantic": ["keyword/match", "semantic/text"],
+             "keyword+semantic+rewrite": ["keyword/match", "keyword/rewrite", "semantic/text"],
+             "keyword+twotower": ["keyword/match", "semantic/twotower"],
+             "keyword+twotower+rewrite": ["keyword/match", "keyword/rewrite", "semantic/twotower"]}
 K_RECALL = 100
 SLOTS, RESERVE, FLOOR = 2, 0.05, 0.1
 
@@ -68,11 +74,11 @@ class _World:
         self.ad_cvr = np.full(w.n_ads, 0.05)
         self.model: LogisticPCTR | None = None
         self.pcvr_model: LogisticPCTR | None = None  # pCVR beside pCTR (``ads.pcvr=model``)
+        self.towers: object | None = None  # the trained query/ad towers (``semantic/twotower``)
 
     def recall(self, method: str) -> AdRecall:
-        names = {"keyword": ["keyword/match"], "keyword+semantic": ["keyword/match", "semantic/text"],
-                 "keyword+semantic+rewrite": ["keyword/match", "keyword/rewrite", "semantic/text"]}[method]
-        quotas = {"keyword/match": 60, "keyword/rewrite": 30, "semantic/text": 40}
+        names = _CHANNELS[method]
+        quotas = {"keyword/match": 60, "keyword/rewrite": 30, "semantic/text": 40, "semantic/twotower": 40}
         return AdRecall([self.channels[n] for n in names], [quotas[n] for n in names], k=K_RECALL,
                         fused=None)
 
@@ -85,12 +91,19 @@ class _World:
         kw = np.array([kmap.get(int(a), 0.0) for a in ids])
         return pctr_features(cos, kw, self.ad_ctr[ids]), np.maximum(cos, kw)
 
+    def relevance(self, method: str, q: str, ids: np.ndarray, rel: np.ndarray) -> np.ndarray:
+        """The relevance floor reads the best score the method's channels give: the text cosine
+        and keyword score (``features``), and the two-tower cosine when the method has it."""
+        if "semantic/twotower" in _CHANNELS[method]:
+            return np.maximum(rel, self.channels["semantic/twotower"].scores(q, ids))
+        return rel
+
 
 def _impressions(env: _World, queries: list[Query], rng: np.random.Generator
                  ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
     """Random impressions of recalled ads, up to 3 per query: (query text, ads, clicked,
     converted) per query that recalled any."""
-    w, full = env.w, env.recall(METHODS[-1])
+    w, full = env.w, env.recall(LOGGING)
     out = []
     for q in queries:
         c = full.retrieve(AdRequest(query=q.text, user=q.user))
@@ -117,6 +130,32 @@ def _train_efficiency(env: _World, queries: list[Query], rng: np.random.Generato
     x = np.vstack([env.features(t, p)[0] for t, p, _, _ in rows])
     y = np.concatenate([yy for _, _, yy, _ in rows]).astype(int)
     env.model = LogisticPCTR().fit(x, y)
+
+
+def _train_towers(env: _World, queries: list[Query], seed: int) -> dict:
+    """Train the query/ad towers on the clicks of a logged day (``queries``: the training users'
+    query log; impressions: up to 3 random ads of the logging recall per query, clicks by the
+    simulator) and add the ``semantic/twotower`` channel. Its own random stream: the other
+    methods' results do not change."""
+    import torch
+
+    from notefeed.ads.twotower import AdTowerConfig, TwoTowerAdChannel, train_ad_towers
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    rows = _impressions(env, queries, np.random.default_rng(seed + 555))
+    qs = [t for t, p, y, _ in rows for _ in range(int(y.sum()))]
+    ads = np.concatenate([p[y] for _, p, y, _ in rows]) if rows else np.zeros(0, np.int64)
+    w = env.w
+    kw = [" ".join(t for t, _ in k) for k in w.ad_keywords]
+    cfg = AdTowerConfig(text_dim=env.vecs.shape[1], epochs=15, seed=seed)
+    model = train_ad_towers(qs, ads, w.ad_texts, kw, cfg, env.enc.transform(qs), env.vecs)
+    env.channels["semantic/twotower"] = TwoTowerAdChannel(model, w.ad_texts, kw, kind="hnsw", min_score=0.05,
+                                                          text_encode=env.enc.transform, ad_text_vecs=env.vecs)
+    env.towers = model
+    return {"tower_train_clicks": float(len(ads)), "tower_impressions": float(sum(len(p) for _, p, _, _ in rows)),
+            "tower_valid_recall50": float(model.valid_recall), "tower_epochs": float(model.epochs_run),
+            "tower_train_s": time.perf_counter() - t0}
 
 
 def _cvr_features(env: _World, x: np.ndarray, ids: np.ndarray, cvr: np.ndarray | None = None) -> np.ndarray:
@@ -233,6 +272,7 @@ def _auction(env: _World, method: str, queries: list[Query], seed: int, slots: i
         if not len(ids):
             continue
         x, rel = env.features(q.text, ids)
+        rel = env.relevance(method, q.text, ids, rel)
         pctr = env.model.pctr(x)
         bids = click_bids(w.bid[ids], w.ocpc[ids], pcvr_of(env, x, ids))
         res = gsp_auction(bids, pctr, n_slots, reserve, relevance=rel, relevance_floor=floor, reserve_ecpm=min_ecpm)
@@ -274,6 +314,7 @@ def _top_ecpms(env: _World, method: str, queries: list[Query], slots: int = SLOT
             out.append(np.zeros(0))
             continue
         x, rel = env.features(q.text, c.ids)
+        rel = env.relevance(method, q.text, c.ids, rel)
         bids = click_bids(w.bid[c.ids], w.ocpc[c.ids], pcvr_of(env, x, c.ids))
         e = 1000.0 * bids * env.model.pctr(x)
         out.append(-np.sort(-e[(bids >= reserve) & (rel >= floor)])[:slots])
@@ -339,6 +380,7 @@ def run_seed(seed: int, quick: bool, load: str = "natural", levels: tuple[float,
     tier_of = tiers(log)
     env = _World(w, seed)
     _train_efficiency(env, log[: 300 if quick else 800], rng)
+    towers = _train_towers(env, log, seed)
     test = sample_queries(w, 150 if quick else 400, test_u, rng)
     day = sample_queries(w, 600 if quick else 2000, test_u, rng)
     if load == "pcvr":  # pCVR study: per-ad CVR vs the pCVR model, same enlarged click log
@@ -360,6 +402,8 @@ def run_seed(seed: int, quick: bool, load: str = "natural", levels: tuple[float,
             rows += _reserve_load(env, log[-(600 if quick else 2000):], day, seed, list(levels))
     for r in rows:
         r.pop("filled", None)
+        if "twotower" in r["method"]:
+            r.update(towers)
     for r in rows:
         r["seed"] = seed
     return rows
@@ -433,8 +477,32 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
                     r[f"{met}_vs_keyword_paired"] = round(float(d.mean()), 4)
                     r[f"{met}_vs_keyword_ci95"] = _ci95(d)
             r["cpm_ci95"] = _ci95(np.array([g["cpm"] for g in mine]))
+    _vs_text(rows, out)
     out[0]["wall_s"] = round(time.perf_counter() - t0, 1)
     return out
+
+
+def _vs_text(rows: list[dict], out: list[dict]) -> None:
+    """Two-tower rows: per-seed paired differences to the same method with ``semantic/text``
+    (``keyword+twotower`` to ``keyword+semantic``, ``+rewrite`` to ``+rewrite``), same channel
+    and tier; coverage as a difference in points, money and CTR as a relative change."""
+    by = {(g["method"], g["channel"], g["tier"], g["seed"]): g for g in rows}
+    for r in out:
+        if "twotower" not in r["method"]:
+            continue
+        ref = r["method"].replace("twotower", "semantic")
+        ch = r["channel"].replace("semantic/twotower", "semantic/text")
+        mine = [g for g in rows if (g["method"], g["channel"], g["tier"]) == (r["method"], r["channel"], r["tier"])]
+        for met, rel in (("click_coverage", False), ("conversion_coverage", False), ("noise_ratio", False),
+                         ("cpm", True), ("rpm", True), ("ctr", True)):
+            pairs = [(g[met], by[(ref, ch, r["tier"], g["seed"])][met]) for g in mine
+                     if met in g and (ref, ch, r["tier"], g["seed"]) in by]
+            if not pairs:
+                continue
+            d = np.array([a / b - 1 if rel else a - b for a, b in pairs if not rel or b])
+            if len(d):
+                r[f"{met}_vs_text"] = round(float(d.mean()), 4)
+                r[f"{met}_vs_text_ci95"] = _ci95(d)
 
 
 EVAL_STAGES.register("ads")(evaluate_ads)
