@@ -22,6 +22,7 @@ from notefeed.rank import cli as rank_cli
 from notefeed.recall import cli as recall_cli
 from notefeed.rerank import cli as rerank_cli
 from notefeed.search import cli as search_cli
+from notefeed.serve import bench_console
 from notefeed.serve import cli as serve_cli
 from notefeed.sim import cli as sim_cli
 from notefeed.sim import rlcli as rl_cli
@@ -39,6 +40,7 @@ app.add_typer(bench, name="bench")
 for _module in (data_cli, sim_cli, eval_cli, content_cli, recall_cli, rank_cli, rerank_cli, online_cli, serve_cli,
                 models_cli, search_cli, llm_cli, batch_cli, rl_cli):
     _module.register(app, bench)
+bench_console.register(bench)  # notefeed bench console
 
 
 def _print_version(value: bool) -> None:

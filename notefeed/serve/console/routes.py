@@ -282,8 +282,14 @@ class PromoteRequest(BaseModel):
 
 def _swap(engine: Engine, version: str) -> None:
     """Load ``version`` and serve it (waits); 422 naming the field when it cannot be served."""
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    fut = engine.reloader.reload(version)
     try:
-        engine.reloader.reload(version).result(timeout=600)
+        fut.result(timeout=600)
+    except FutureTimeout:
+        raise HTTPException(504, f"version: {version} is still loading after 600 s; the model store was left as "
+                                 "it was (see /healthz reload)") from None
     except Exception as e:
         raise HTTPException(422, f"version: {version} cannot be served here ({type(e).__name__}: {e}); "
                                  "the model store was left as it was") from None
