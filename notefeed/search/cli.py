@@ -89,6 +89,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         notes: int = typer.Option(100_000, "--notes", min=100, help="simulated notes to index"),
         queries: int = typer.Option(500, "--queries", min=10),
         seed: int = typer.Option(0, "--seed"),
+        workers: int = typer.Option(1, "--workers", min=1, max=64, help="processes segmenting Chinese text"),
+        index_threads: int = typer.Option(1, "--index-threads", min=1, max=16, help="tantivy indexing threads"),
+        hybrid: bool = typer.Option(True, "--hybrid/--bm25-only", help="also build and query the full pipeline"),
         json_path: Path | None = typer.Option(None, "--json", help="write the result JSON here"),
     ) -> None:
         """Index build notes/s and query p50/p99: BM25 alone vs the full hybrid pipeline."""
@@ -98,15 +101,19 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         from notefeed.eval.timing import machine_info, write_json
         from notefeed.search.bench import bench_search
 
-        res = bench_search(notes, queries, seed)
+        res = bench_search(notes, queries, seed, workers=workers, hybrid=hybrid, index_threads=index_threads)
         t = Table(title=f"search at {notes:,} notes, {queries} queries")
         for col in ("pipeline", "build s", "notes/s", "p50 ms", "p99 ms"):
             t.add_column(col, justify="right")
         for k in ("bm25", "hybrid+personal"):
+            if k not in res:
+                continue
             r = res[k]
             t.add_row(k, f"{r['build_s']:.1f}", f"{r['notes_per_s']:,.0f}", f"{r['p50_ms']:.2f}",  # type: ignore[index]
                       f"{r['p99_ms']:.2f}")  # type: ignore[index]
         Console().print(t)
         if json_path is not None:
             write_json(json_path, {"bench": "search", "result": res, "machine": machine_info(),
-                                   "command": f"notefeed bench search --notes {notes} --queries {queries} --seed {seed}"})
+                                   "command": f"notefeed bench search --notes {notes} --queries {queries} --seed {seed}"
+                                              f" --workers {workers} --index-threads {index_threads}"
+                                              + ("" if hybrid else " --bm25-only")})

@@ -2,6 +2,11 @@
 each note's title, tags, category and text, searched by inner product in FAISS
 (:class:`notefeed.recall.ann.AnnIndex`: exact below ``hnsw_min`` notes, HNSW above).
 
+The catalogue's term counts are built here by :func:`hashed_counts`, equal to the encoder's
+own (``TextEncoder._counts``: the same features through sklearn's hasher) but computed once per
+distinct word and word n-gram and assembled with sparse products, and computed once when the
+encoder is fitted on the whole catalogue (:class:`_CatalogueEncoder`).
+
 Persisted as the encoder artifact (``encoder/``: config.json + safetensors) and the note
 vectors (``vectors.safetensors``, with the item ids); the FAISS index is rebuilt on load.
 """
@@ -13,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
-from notefeed.content.text import TextEncoder, TextEncoderConfig
+from notefeed.content.text import TextEncoder, TextEncoderConfig, has_cjk
 from notefeed.recall.ann import AnnIndex
 from notefeed.search.base import RETRIEVERS, Hits, ParsedQuery, SearchError
-from notefeed.search.text import note_fields
+from notefeed.search.text import analyze_batch, note_fields
 
-__all__ = ["DenseIndex", "note_texts"]
+__all__ = ["DenseIndex", "note_texts", "hashed_counts"]
 
 _VECTORS = "vectors.safetensors"
 
@@ -29,6 +35,105 @@ def note_texts(notes: pd.DataFrame) -> list[str]:
     f = note_fields(notes)
     return [" ".join(x for x in parts if x) for parts in
             zip(f["title"], f["tags"], f["category"], f["text"], strict=True)]
+
+
+def _hash(strings: list[str], n_features: int) -> np.ndarray:
+    """(len(strings),) int64 column of each feature string, by sklearn's hasher (as the encoder)."""
+    from sklearn.feature_extraction import FeatureHasher
+
+    if not strings:
+        return np.zeros(0, np.int64)
+    x = FeatureHasher(n_features, input_type="string", alternate_sign=False, dtype=np.float32).transform(
+        [s] for s in strings).tocsr()
+    return x.indices.astype(np.int64)  # one feature per row, value 1
+
+
+def _word_features(w: str, lo: int, hi: int) -> list[str]:
+    """The word itself and its character n-grams, by the rules of ``text_features``."""
+    if has_cjk(w):
+        return [w] + (["c:" + ch for ch in w] if len(w) > 1 else [])
+    if len(w) < lo - 1:
+        return [w]
+    m = f"<{w}>"
+    return [w] + ["c:" + m[i : i + n] for n in range(lo, hi + 1) for i in range(len(m) - n + 1)]
+
+
+def _one_hot(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    x = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=shape)
+    x.sum_duplicates()
+    return x
+
+
+def hashed_counts(config: TextEncoderConfig, texts: list[str], workers: int = 1) -> sp.csr_matrix:
+    """(n, n_features) float32 counts equal to ``TextEncoder(config)._counts(texts)``.
+
+    Each distinct word's features (itself and its character n-grams) are hashed once, each
+    distinct word n-gram once; the counts are (docs x words) @ (words x features) plus one such
+    product per n-gram length.
+    """
+    c = config
+    toks, _ = analyze_batch(texts, workers, normalised=False)
+    n = len(toks)
+    lens = np.fromiter((len(t) for t in toks), np.int64, n)
+    flat = [w for t in toks for w in t]
+    ids, vocab = pd.factorize(pd.Series(flat, dtype=object), sort=False)
+    ids = ids.astype(np.int64)
+    v = len(vocab)
+    doc = np.repeat(np.arange(n, dtype=np.int64), lens)
+    # words and their character n-grams
+    feats = [_word_features(w, c.char_ngram_min, c.char_ngram_max) for w in vocab.tolist()]
+    flen = np.fromiter((len(f) for f in feats), np.int64, v)
+    cols = _hash([f for fs in feats for f in fs], c.n_features)
+    wmat = _one_hot(np.repeat(np.arange(v, dtype=np.int64), flen), cols, (v, c.n_features))
+    out = _one_hot(doc, ids, (n, v)) @ wmat
+    # word n-grams: codes built a word at a time, factorized to stay small
+    end = np.cumsum(lens)  # one past each document's last token
+    pos_end = np.repeat(end, lens)  # per token, its document's end
+    codes = ids
+    for k in range(2, c.word_ngrams + 1):
+        m = len(flat) - k + 1
+        if m <= 0:
+            break
+        ok = np.arange(m) + k <= pos_end[:m]  # the n-gram stays inside its document
+        codes = codes[: m] * v + ids[k - 1 :]
+        codes, uniq = pd.factorize(np.where(ok, codes, -1))
+        codes = codes.astype(np.int64)
+        # the words of each distinct n-gram, from its first occurrence
+        first = np.full(len(uniq), -1, np.int64)
+        first[codes[::-1]] = np.arange(m - 1, -1, -1)
+        valid = uniq >= 0
+        grams = ["w:" + " ".join(flat[i : i + k]) for i in first[valid].tolist()]
+        gcols = np.full(len(uniq), -1, np.int64)
+        gcols[valid] = _hash(grams, c.n_features)
+        out = out + _one_hot(doc[:m][ok], gcols[codes[ok]], (n, c.n_features))
+        codes = np.where(ok, codes, 0)  # the next length extends only valid n-grams (the rest are masked again)
+    out = sp.csr_matrix(out, dtype=np.float32)
+    out.sum_duplicates()
+    out.eliminate_zeros()
+    return out
+
+
+class _CatalogueEncoder(TextEncoder):
+    """The text encoder with the catalogue's counts from :func:`hashed_counts`, remembered for
+    the texts it was last given (fit then transform of the same catalogue counts once)."""
+
+    def __init__(self, config: TextEncoderConfig, workers: int = 1) -> None:
+        super().__init__(config)
+        self.workers = workers
+        self._memo: tuple[list[str], sp.csr_matrix] | None = None
+
+    def _counts(self, texts: list[str]) -> sp.csr_matrix:
+        if self._memo is not None and len(self._memo[0]) == len(texts) and self._memo[0] == texts:
+            return self._memo[1]
+        x = hashed_counts(self.config, texts, self.workers)
+        self._memo = (texts, x)
+        return x
+
+    def plain(self) -> TextEncoder:
+        """The fitted encoder as a plain :class:`TextEncoder` (what queries and saves use)."""
+        enc = TextEncoder(self.config)
+        enc.idf_, enc.components_ = self.idf_, self.components_
+        return enc
 
 
 @RETRIEVERS.register("dense/text")
@@ -47,16 +152,18 @@ class DenseIndex:
 
     @classmethod
     def build(cls, notes: pd.DataFrame, dim: int = 64, kind: str = "auto", hnsw_min: int = 200_000,
-              fit_max: int = 200_000, seed: int = 0) -> DenseIndex:
+              fit_max: int = 200_000, seed: int = 0, workers: int = 1) -> DenseIndex:
         """Fit the encoder on (at most ``fit_max`` sampled) notes and index all of them."""
         texts = note_texts(notes)
         if not texts:
             raise SearchError("notes: the catalogue is empty, nothing to fit the dense encoder on")
         rng = np.random.default_rng(seed)
         fit = texts if len(texts) <= fit_max else [texts[i] for i in rng.choice(len(texts), fit_max, replace=False)]
-        enc = TextEncoder(TextEncoderConfig(dim=dim, seed=seed)).fit(fit)
-        idx = cls(enc, kind=kind, hnsw_min=hnsw_min, expected=len(texts))
-        idx.add_vectors(enc.transform(texts), np.arange(len(texts), dtype=np.int64))
+        enc = _CatalogueEncoder(TextEncoderConfig(dim=dim, seed=seed), workers)
+        enc.fit(fit)
+        vecs = enc.transform(texts)
+        idx = cls(enc.plain(), kind=kind, hnsw_min=hnsw_min, expected=len(texts))
+        idx.add_vectors(vecs, np.arange(len(texts), dtype=np.int64))
         return idx
 
     def add(self, notes: pd.DataFrame, items: np.ndarray) -> None:

@@ -24,7 +24,7 @@ import pandas as pd
 import tantivy
 
 from notefeed.search.base import RETRIEVERS, Hits, ParsedQuery, SearchError
-from notefeed.search.text import FIELDS, analyze, cjk_grams, note_fields
+from notefeed.search.text import FIELDS, analyze_batch, cjk_grams, note_fields
 
 __all__ = ["LexicalIndex", "DEFAULT_BOOSTS", "analyze_notes"]
 
@@ -43,13 +43,19 @@ def _schema() -> tantivy.Schema:
     return sb.build()
 
 
-def analyze_notes(notes: pd.DataFrame) -> list[dict[str, list[str]]]:
-    """Tokens per field for each note of a ``Dataset.notes``-shaped frame."""
+def analyze_notes(notes: pd.DataFrame, workers: int = 1) -> list[dict[str, list[str]]]:
+    """Tokens per field for each note of a ``Dataset.notes``-shaped frame (``workers``: see
+    :func:`notefeed.search.text.analyze_batch`)."""
     raw = note_fields(notes)
+    per, has = {}, {}
+    for f in FIELDS:
+        per[f], has[f] = analyze_batch(raw[f], workers)
     out = []
     for j in range(len(notes)):
-        toks = {f: analyze(raw[f][j]) for f in FIELDS}
-        toks["grams"] = cjk_grams(toks["title"] + toks["text"] + toks["tags"])
+        toks = {f: per[f][j] for f in FIELDS}
+        # grams only where title, text or tags hold CJK (their tokens are pieces of the normalised text)
+        cjk = has["title"][j] or has["text"][j] or has["tags"][j]
+        toks["grams"] = cjk_grams(toks["title"] + toks["text"] + toks["tags"]) if cjk else []
         out.append(toks)
     return out
 

@@ -83,16 +83,17 @@ class SearchPipeline:
         """Index ``notes`` (item ``i`` = row ``i``); with ``path`` the index lives and is saved there."""
         cfg = config or SearchConfig()
         p = None if path is None else Path(path)
-        docs = analyze_notes(notes)
-        lex = LexicalIndex(None if p is None else p / "lexical", boosts=cfg.boosts)
+        docs = analyze_notes(notes, cfg.build_workers)
+        lex = LexicalIndex(None if p is None else p / "lexical", boosts=cfg.boosts, threads=cfg.index_threads)
         if lex.n_docs:  # rebuilding over an old index
             lex.close()
             import shutil
 
             shutil.rmtree(p / "lexical")  # type: ignore[operator]
-            lex = LexicalIndex(p / "lexical", boosts=cfg.boosts)  # type: ignore[operator]
+            lex = LexicalIndex(p / "lexical", boosts=cfg.boosts, threads=cfg.index_threads)  # type: ignore[operator]
         lex.add_tokens(docs, np.arange(len(notes), dtype=np.int64))
-        dense = DenseIndex.build(notes, cfg.dense_dim, hnsw_min=cfg.hnsw_min, seed=seed) if cfg.dense and len(notes) else None
+        dense = (DenseIndex.build(notes, cfg.dense_dim, hnsw_min=cfg.hnsw_min, seed=seed, workers=cfg.build_workers)
+                 if cfg.dense and len(notes) else None)
         cats = notes["category"].astype(str).tolist() if "category" in notes.columns else [""] * len(notes)
         rng = np.random.default_rng(seed)
         fit = np.arange(len(notes)) if len(notes) <= _INTENT_FIT_MAX else rng.choice(len(notes), _INTENT_FIT_MAX, replace=False)

@@ -6,6 +6,13 @@ case, whitespace collapsed, then :func:`notefeed.content.text.tokenize` (jieba f
 CJK characters, word tokens otherwise; punctuation dropped). Multi-character Chinese words
 also contribute their single characters (``grams``), so one-character queries find notes
 whose segmentation put that character inside a longer word.
+
+Speed without changing a token: :func:`analyze_many` normalises a whole batch of strings in
+one pass (joined by NUL, which NFKC, lower-casing and the whitespace rule all leave as a
+boundary), takes word tokens of CJK-free strings with one regex, and segments CJK strings
+the way jieba does, block by block (``jieba.re_han_default`` splits a text into blocks that
+jieba cuts independently), with each block's tokens cached (:data:`BLOCK_CACHE_MAX` blocks;
+a process that adds words to jieba's dictionary must call :func:`clear_caches`).
 """
 
 from __future__ import annotations
@@ -15,10 +22,12 @@ import unicodedata
 
 import pandas as pd
 
-from notefeed.content.text import has_cjk, tokenize
+from notefeed.content.text import _jieba, has_cjk
 from notefeed.search.base import SearchError
 
-__all__ = ["normalise", "check_query", "analyze", "cjk_grams", "note_fields", "FIELDS", "MAX_QUERY_CHARS"]
+__all__ = ["normalise", "normalise_many", "check_query", "analyze", "analyze_many", "analyze_batch",
+           "tokens_normalised", "PARALLEL_MIN_CHARS", "tokens_of", "cjk_grams", "clear_caches",
+           "note_fields", "FIELDS", "MAX_QUERY_CHARS", "BLOCK_CACHE_MAX"]
 
 #: default longest accepted query, in characters (after NFKC); the API and config may lower it
 MAX_QUERY_CHARS = 512
@@ -26,7 +35,15 @@ MAX_QUERY_CHARS = 512
 FIELDS = ("title", "text", "tags", "author", "category")
 
 _SPACE = re.compile(r"\s+")
+_WORD = re.compile(r"\w+", re.UNICODE)  # the word rule of notefeed.content.text.tokenize
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")  # as notefeed.content.text.has_cjk
 _ALLOWED_CONTROL = {"\t", "\n", "\r"}
+_SEP = "\x00"
+#: most jieba blocks (and CJK words, for :func:`cjk_grams`) whose tokens are kept; the cache
+#: is emptied when it reaches this size
+BLOCK_CACHE_MAX = 1_000_000
+_BLOCKS: dict[str, tuple[str, ...]] = {}
+_GRAMS: dict[str, tuple[str, ...]] = {}
 
 
 def normalise(text: str) -> str:
@@ -57,14 +74,173 @@ def check_query(q: object, max_chars: int = MAX_QUERY_CHARS, field: str = "q") -
     return text
 
 
+def clear_caches() -> None:
+    """Forget the cached jieba blocks and CJK grams (after changing jieba's dictionary)."""
+    _BLOCKS.clear()
+    _GRAMS.clear()
+
+
+_JB: list = []  # the jieba module once imported (``_jieba()`` also resets its log level each call)
+
+
+def _jb():
+    if not _JB:
+        _JB.append(_jieba())
+    return _JB[0]
+
+
+def _cut_block(blk: str) -> tuple[str, ...]:
+    """The kept tokens of one jieba block (stripped, lower case, holding a word character)."""
+    return tuple(t for t in (w.strip().lower() for w in _jb().lcut(blk)) if t and _WORD.search(t))
+
+
+def _cut_blocks(blocks: list[str]) -> list[tuple[str, ...]]:
+    return [_cut_block(b) for b in blocks]
+
+
+def _remember(blk: str, toks: tuple[str, ...]) -> None:
+    if len(_BLOCKS) >= BLOCK_CACHE_MAX:
+        _BLOCKS.clear()
+    _BLOCKS[blk] = toks
+
+
+def _cjk_tokens(text: str) -> list[str]:
+    """``notefeed.content.text.tokenize`` of a CJK ``text``, one cached jieba block at a time."""
+    out: list[str] = []
+    for blk in _jb().re_han_default.split(text):
+        if not blk:
+            continue
+        toks = _BLOCKS.get(blk)
+        if toks is None:
+            toks = _cut_block(blk)
+            _remember(blk, toks)
+        out.extend(toks)
+    return out
+
+
+def tokens_of(text: str) -> list[str]:
+    """The tokens :func:`notefeed.content.text.tokenize` gives for ``text`` (a string), faster:
+    CJK text through the jieba block cache, other text by one regex."""
+    if _CJK.search(text) is None:
+        return [w.lower() for w in _WORD.findall(text)]
+    return _cjk_tokens(text)
+
+
+def tokens_normalised(text: str) -> list[str]:
+    """Tokens of an already normalised ``text`` (:func:`normalise`)."""
+    # ``text`` is normalised, so lower case already (str.lower is idempotent on every code point)
+    return _WORD.findall(text) if _CJK.search(text) is None else _cjk_tokens(text)
+
+
 def analyze(text: str) -> list[str]:
     """Index/query tokens of ``text`` (normalised first)."""
-    return tokenize(normalise(text))
+    return tokens_normalised(normalise(text))
+
+
+def normalise_many(texts: list[str], chunk: int = 20_000) -> list[str]:
+    """``[normalise(t) for t in texts]``, a chunk of strings per NFKC / lower / regex pass."""
+    out: list[str] = []
+    for part in _chunks(texts, chunk):
+        joined = _SEP.join(part)
+        if joined.count(_SEP) != len(part) - 1:  # a NUL inside a text: one at a time
+            out.extend(normalise(t) for t in part)
+            continue
+        pieces = _SPACE.sub(" ", unicodedata.normalize("NFKC", joined).lower()).split(_SEP)
+        out.extend(p.strip() for p in pieces)
+    return out
+
+
+def _chunks(texts: list[str], chunk: int) -> list[list[str]]:
+    return [texts[i : i + chunk] for i in range(0, len(texts), chunk)]
+
+
+#: ASCII characters that are not word characters -> space (NUL, the batch separator, is kept)
+_ASCII_NONWORD = {i: " " for i in range(1, 128) if not (chr(i).isalnum() or chr(i) == "_")}
+#: segment CJK text in worker processes only above this many uncached characters
+PARALLEL_MIN_CHARS = 1_000_000
+
+
+def analyze_batch(texts: list[str], workers: int = 1, chunk: int = 20_000,
+                  normalised: bool = True) -> tuple[list[list[str]], list[bool]]:
+    """(``[analyze(t) for t in texts]``, whether each normalised text holds CJK), batched.
+
+    Whitespace does not change a token (no token holds any, and jieba's blocks stop at it), so
+    the batch is NFKC-normalised and lower-cased per chunk of texts joined by NUL (a starter
+    that composes with nothing, not case-ignorable, so final sigma stops at it; not whitespace)
+    without collapsing spaces. An ASCII text's words are its characters outside ``[a-z0-9_]``
+    turned to spaces, split (one ``str.translate`` for the chunk); other CJK-free texts use the
+    word regex; CJK texts go through the jieba block cache, the new blocks segmented by
+    ``workers`` processes when they hold at least :data:`PARALLEL_MIN_CHARS` characters.
+
+    ``normalised=False``: ``[tokens_of(t) for t in texts]`` instead (the plain
+    :func:`notefeed.content.text.tokenize`, no NFKC; the text encoder's words).
+    """
+    norm: list[str] = []
+    words: list[list[str] | None] = []
+    for part in _chunks(texts, chunk):
+        joined = _SEP.join(part)
+        if joined.count(_SEP) != len(part) - 1:  # a NUL inside a text: one at a time
+            pieces = [unicodedata.normalize("NFKC", t).lower() if normalised else t for t in part]
+        else:
+            pieces = unicodedata.normalize("NFKC", joined).lower().split(_SEP) if normalised else part
+        # the ASCII texts' words, one translate for all of them (ASCII lower-casing needs no context)
+        ascii_at = [i for i, p in enumerate(pieces) if p.isascii()]
+        got: list[list[str] | None] = [None] * len(pieces)
+        if ascii_at:
+            asc = _SEP.join([pieces[i] for i in ascii_at])
+            asc = asc.lower().translate(_ASCII_NONWORD)
+            split = asc.split(_SEP) if asc.count(_SEP) == len(ascii_at) - 1 else \
+                [pieces[i].lower().translate(_ASCII_NONWORD).replace(_SEP, " ") for i in ascii_at]
+            for i, a in zip(ascii_at, split, strict=True):
+                got[i] = a.split()
+        norm.extend(pieces)
+        words.extend(got)
+    cjk = [w is None and _CJK.search(p) is not None for p, w in zip(norm, words, strict=True)]
+    if workers > 1:
+        _segment_new_blocks([p for p, c in zip(norm, cjk, strict=True) if c], workers)
+    # a non-ASCII word can change under lower(): the plain tokens lower each word after the regex
+    plain = _WORD.findall if normalised else (lambda p: [w.lower() for w in _WORD.findall(p)])
+    out = [w if w is not None else (_cjk_tokens(p) if c else plain(p))
+           for p, w, c in zip(norm, words, cjk, strict=True)]
+    return out, cjk
+
+
+def _segment_new_blocks(texts: list[str], workers: int) -> None:
+    """Cut the uncached jieba blocks of ``texts`` in ``workers`` processes (this one included)
+    into the cache, when there are enough characters to pay for starting the processes."""
+    split = _jb().re_han_default.split
+    new = list({b for t in texts for b in split(t) if b and b not in _BLOCKS})
+    if sum(map(len, new)) < PARALLEL_MIN_CHARS or len(new) < 2 * workers:
+        return
+    import multiprocessing as mp
+
+    parts = [new[i::workers] for i in range(workers)]
+    # spawn, not fork: the caller may hold threads (tantivy, a web server) whose locks a fork copies
+    with mp.get_context("spawn").Pool(workers - 1) as pool:
+        pending = [pool.apply_async(_cut_blocks, (p,)) for p in parts[1:]]
+        done = [(parts[0], _cut_blocks(parts[0]))] + [(p, r.get()) for p, r in zip(parts[1:], pending, strict=True)]
+    for blocks, toks in done:
+        for b, t in zip(blocks, toks, strict=True):
+            _remember(b, t)
+
+
+def analyze_many(texts: list[str], workers: int = 1) -> list[list[str]]:
+    """``[analyze(t) for t in texts]``, batched (see :func:`analyze_batch`)."""
+    return analyze_batch(texts, workers)[0]
 
 
 def cjk_grams(tokens: list[str]) -> list[str]:
     """Single characters of the multi-character CJK tokens (in order, repeats kept)."""
-    return [ch for t in tokens if len(t) > 1 and has_cjk(t) for ch in t]
+    out: list[str] = []
+    for t in tokens:
+        g = _GRAMS.get(t)
+        if g is None:
+            g = tuple(t) if len(t) > 1 and has_cjk(t) else ()
+            if len(_GRAMS) >= BLOCK_CACHE_MAX:
+                _GRAMS.clear()
+            _GRAMS[t] = g
+        out.extend(g)
+    return out
 
 
 def _join_tags(tags: object) -> str:

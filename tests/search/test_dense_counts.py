@@ -1,0 +1,41 @@
+"""The dense index's catalogue counts equal the text encoder's own, so the vectors are unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from notefeed.content.text import TextEncoder, TextEncoderConfig
+from notefeed.search.dense import DenseIndex, hashed_counts, note_texts
+from tests.search.test_fast_analysis import TRICKY
+
+
+def _texts() -> list[str]:
+    from notefeed.sim.community import generate
+
+    notes = generate("100k", seed=4, n_notes=300, n_creators=30).notes
+    rng = np.random.default_rng(0)
+    return note_texts(notes) + TRICKY + [" ".join(rng.choice(TRICKY, 4)) for _ in range(50)]
+
+
+@pytest.mark.parametrize("cfg", [TextEncoderConfig(), TextEncoderConfig(word_ngrams=3, char_ngram_min=2,
+                                                                         char_ngram_max=5, n_features=512),
+                                 TextEncoderConfig(word_ngrams=1)])
+def test_hashed_counts_equal_the_encoders(cfg: TextEncoderConfig) -> None:
+    texts = _texts()
+    want = TextEncoder(cfg)._counts(texts)
+    got = hashed_counts(cfg, texts)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert np.array_equal(got.indptr, want.indptr) and np.array_equal(got.indices, want.indices)
+    assert np.array_equal(got.data, want.data)
+
+
+def test_dense_build_gives_the_plain_encoders_vectors() -> None:
+    from notefeed.sim.community import generate
+
+    notes = generate("100k", seed=5, n_notes=400, n_creators=30).notes
+    idx = DenseIndex.build(notes, dim=16)
+    plain = TextEncoder(TextEncoderConfig(dim=16)).fit(note_texts(notes))
+    assert type(idx.encoder) is TextEncoder
+    np.testing.assert_array_equal(idx.encoder.components_, plain.components_)
+    np.testing.assert_array_equal(idx.vectors()[1], plain.transform(note_texts(notes)))

@@ -1,0 +1,75 @@
+"""The batched, cached analysis gives exactly the tokens of the plain one (normalise + tokenize)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from notefeed.content.text import has_cjk, tokenize
+from notefeed.search.lexical import analyze_notes
+from notefeed.search.text import FIELDS, analyze, analyze_many, clear_caches, normalise, note_fields, tokens_of
+
+TRICKY = [
+    "", " ", "Best Coffee in Paris!", "ＡＢＣ１２３ full width", "ΟΔΟΣ ΣΟΦΙΑΣ Σ", "ὈΔΥΣΣΕΎΣ",
+    "\u0301accent first", "café crème", "hello世界_x 上海外滩", "今天去上海外滩拍照，夜景非常好看！",
+    "⼀⼆ Kangxi radicals", "㈠㈡ parenthesised", "tab\tnew\nline\r\n  spaces", "nul\x00inside\x00text",
+    "emoji 😀 and 中文😀混合", "İstanbul ǅemal", "北京Beijing2024年", "c++ #tag 50% a.b-c", "ß straße",
+    "ﬁ ligature", "①②③ ⅷ", "日本語のテキストと한국어", "\u3000全角\u3000空格\u3000",
+]
+
+
+def _plain(t: str) -> list[str]:
+    return tokenize(normalise(t))
+
+
+def test_analyze_many_matches_the_plain_analysis() -> None:
+    clear_caches()
+    rng = np.random.default_rng(0)
+    texts = TRICKY + ["".join(rng.choice(TRICKY, 3)) for _ in range(200)]
+    want = [_plain(t) for t in texts]
+    assert analyze_many(texts) == want
+    assert analyze_many(texts) == want  # from the caches
+    assert [analyze(t) for t in texts] == want
+    assert analyze_many(texts[:3] + ["a\x00b"]) == [_plain(t) for t in texts[:3] + ["a\x00b"]]
+    assert [tokens_of(t) for t in texts] == [tokenize(t) for t in texts]
+
+
+def test_analyze_notes_matches_the_plain_analysis() -> None:
+    from notefeed.sim.community import generate
+
+    notes = generate("100k", seed=1, n_notes=400, n_creators=40).notes
+    assert any(has_cjk(t) for t in notes["title"])  # the sample has Chinese notes
+    extra = pd.DataFrame({"note_id": [f"x{i}" for i in range(len(TRICKY))], "title": TRICKY,
+                          "text": TRICKY[::-1], "tags": [[t, "tag"] for t in TRICKY], "category": "c",
+                          "author_id": "a"})
+    notes = pd.concat([notes, extra], ignore_index=True)
+    raw = note_fields(notes)
+    got = analyze_notes(notes)
+    for j, toks in enumerate(got):
+        want = {f: _plain(raw[f][j]) for f in FIELDS}
+        assert {f: toks[f] for f in FIELDS} == want
+        words = want["title"] + want["text"] + want["tags"]
+        assert toks["grams"] == [ch for t in words if len(t) > 1 and has_cjk(t) for ch in t]
+
+
+def test_parallel_segmentation_gives_the_same_tokens(monkeypatch) -> None:
+    import notefeed.search.text as st
+
+    clear_caches()
+    rng = np.random.default_rng(2)
+    zh = [t for t in TRICKY if has_cjk(t)]
+    texts = ["".join(rng.choice(zh, 2)) + str(i) + "，好看" for i in range(60)] + TRICKY
+    monkeypatch.setattr(st, "PARALLEL_MIN_CHARS", 10)
+    got, cjk = st.analyze_batch(texts, workers=2)
+    assert got == [_plain(t) for t in texts]
+    assert cjk == [has_cjk(normalise(t)) for t in texts]
+
+
+def test_plain_tokens_batch_matches_tokenize() -> None:
+    from notefeed.search.text import analyze_batch
+
+    rng = np.random.default_rng(3)
+    texts = TRICKY + ["".join(rng.choice(TRICKY, 3)) for _ in range(200)] + ["İx Σς ABC"]
+    got, cjk = analyze_batch(texts, normalised=False)
+    assert got == [tokenize(t) for t in texts]
+    assert cjk == [has_cjk(t) for t in texts]
