@@ -12,7 +12,8 @@ page's own defaults: the most active user, the newest note):
   page made (resource timing);
 - the browser log's ``SEVERE`` entries (the target is none).
 
-Each page is loaded ``repeats`` times; the first load of the first page has an empty cache.
+With a trained version served, the console's "Serve" on it is timed too (load from the
+store, build, swap, record the promotion). Each page is loaded ``repeats`` times; the first load of the first page has an empty cache.
 Separately, each ``/v1/admin/console/*`` endpoint (and ``/v1/admin/experiments``) is timed
 from an HTTP client on the same machine. Before measuring, the server gets some traffic (feed
 pages with impressions and clicks, one published note), so the charts have data, and an A/B
@@ -191,22 +192,44 @@ def _endpoints(c: Any, repeats: int, user_id: str | None, note_id: str | None) -
     return out
 
 
+def _promote_timing(c: Any, version: str | None, repeats: int) -> dict[str, Any] | None:
+    """The console's "Serve" on the served version: load it from the store, build its
+    pipelines, swap them in and record the promotion (what the button waits for)."""
+    if version is None or version.startswith("builtin"):
+        return None
+    times, status = [], set()
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        r = c.post("/v1/admin/console/models/promote", json={"version": version}, headers=AUTH, timeout=900)
+        times.append(time.perf_counter() - t0)
+        status.add(r.status_code)
+    return {"version": version, **latency_stats(times), "max_ms": 1e3 * max(times), "status": sorted(status)}
+
+
 def run_console_bench(preset: str = "100k", repeats: int = 5, endpoint_repeats: int = 30, warm_requests: int = 300,
-                      config: Path | None = None, experiment: bool = True, seed: int = 0) -> dict[str, Any]:
+                      config: Path | None = None, experiment: bool = True, seed: int = 0,
+                      workspace: Path | None = None, promote_repeats: int = 3) -> dict[str, Any]:
+    """See the module docstring. ``workspace``: measure a copy of this one (a trained one,
+    say) instead of generating ``preset``."""
     import httpx
 
     from notefeed.sim.config import PRESETS
 
-    if preset not in PRESETS:
+    if workspace is None and preset not in PRESETS:
         raise ValueError(f"--preset: unknown simulator preset {preset!r}; known: {', '.join(PRESETS)}")
+    if workspace is not None and not (workspace / "notefeed.duckdb").is_file():
+        raise ValueError(f"--workspace: {workspace} holds no notefeed.duckdb (fill it with `notefeed sim generate`)")
     chromium, driver = find_browser()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="notefeed-bench-console-") as tmp:
         ws = Path(tmp) / "ws"
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "notefeed.cli", "sim", "generate", "--preset", preset,
-                        "--workspace", str(ws), "--seed", str(seed)], check=True, timeout=3600,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if workspace is None:
+            subprocess.run([sys.executable, "-m", "notefeed.cli", "sim", "generate", "--preset", preset,
+                            "--workspace", str(ws), "--seed", str(seed)], check=True, timeout=3600,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        else:  # a copy: the run publishes a note and posts events
+            shutil.copytree(workspace, ws)
         generate_s = time.perf_counter() - t0
         cfg_path = Path(tmp) / "serve.yaml"
         with_experiment = _serve_config(cfg_path, config, experiment)
@@ -230,6 +253,7 @@ def run_console_bench(preset: str = "100k", repeats: int = 5, endpoint_repeats: 
                     drv.quit()
                 endpoints = _endpoints(c, endpoint_repeats, users[0]["user_id"] if users else None,
                                        newest[0]["note_id"] if newest else None)
+                promote = _promote_timing(c, health["model_version"], promote_repeats)
         finally:
             stop_server(proc)
     worst = max((p["rendered_ms_max"] or float("inf")) for p in pages.values())
@@ -238,7 +262,8 @@ def run_console_bench(preset: str = "100k", repeats: int = 5, endpoint_repeats: 
         "bench": "console",
         "machine": {**machine_info(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "browser": {"chromium": chromium, "chromedriver": driver, "version": browser, "headless": True},
-        "workspace": {"preset": preset, "seed": seed, "notes": health["notes"], "generate_s": generate_s,
+        "workspace": {"preset": None if workspace else preset, "copied_from": str(workspace) if workspace else None,
+                      "seed": seed, "notes": health["notes"], "prepare_s": generate_s,
                       "startup_s": startup_s, "model_store_versions": versions,
                       "model_version": health["model_version"], "fallback": health["fallback"],
                       "experiment": with_experiment, "config": str(config) if config else "built-in defaults"},
@@ -251,6 +276,7 @@ def run_console_bench(preset: str = "100k", repeats: int = 5, endpoint_repeats: 
         "rendered_ms_median_by_page": {k: p["rendered_ms_median"] for k, p in pages.items()},
         "pages": pages,
         "endpoints": endpoints,
+        "serve_button_promote_same_version": promote,
         "definition": "rendered_ms: navigation start to document.body.dataset.renderedAt, which console.js sets "
                       "once the page's render function resolved (every fetch it made answered and drawn into the "
                       f"DOM, charts included); {repeats} loads per page in headless Chromium, pages in menu order "
@@ -276,12 +302,14 @@ def register(bench: Any) -> None:
         experiment: bool = typer.Option(True, "--experiment/--no-experiment",
                                         help="run a funnel-vs-popular A/B experiment when the config has none"),
         seed: int = typer.Option(0, "--seed"),
+        workspace: Path | None = typer.Option(None, "--workspace",
+                                              help="measure a copy of this workspace (a trained one) instead of --preset"),
     ) -> None:
         """Every console page in headless Chromium on a simulated workspace: time to rendered data, endpoint latency, browser log errors."""
         from notefeed.eval.timing import write_json
 
         try:
-            res = run_console_bench(preset, repeats, endpoint_repeats, warm_requests, config, experiment, seed)
+            res = run_console_bench(preset, repeats, endpoint_repeats, warm_requests, config, experiment, seed, workspace)
         except (ValueError, RuntimeError) as e:
             raise typer.BadParameter(str(e)) from None
         import shlex

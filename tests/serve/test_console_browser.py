@@ -199,7 +199,7 @@ def test_every_console_page_in_chromium(server: dict[str, Any], browser: Any,
     area.send_keys("rerank: {windw: 3}")
     drv.find_element(By.ID, "validate").click()
     WebDriverWait(drv, 10).until(lambda d: "rerank.windw" in d.find_element(By.ID, "config-result").text)
-    _config_editor(drv, base, server["engine"])
+    _config_editor(drv, base, server["engine"], shots)
     # "Serve" swaps the version in live and promotes it in the model store; "Roll back" undoes both
     from notefeed.models.store import ModelStore
 
@@ -221,7 +221,7 @@ def test_every_console_page_in_chromium(server: dict[str, Any], browser: Any,
     assert max(render.values()) < 1000, f"render ms per page: {render}"
 
 
-def _config_editor(drv: Any, base: str, engine: Any) -> None:
+def _config_editor(drv: Any, base: str, engine: Any, shots: Path) -> None:
     """Validate (a dry run) and apply a hot change from the editor; a cold change is refused
     naming the field. The running config is restored afterwards (the module's server is shared)."""
     import yaml
@@ -248,6 +248,8 @@ def _config_editor(drv: Any, base: str, engine: Any) -> None:
     hot = yaml.safe_dump(doc)
     text = submit(hot, "validate", "valid")
     assert "fusion" in text and "fusion.weights.click" in text and "live" in text
+    drv.execute_script("document.getElementById('config-result').scrollIntoView()")
+    drv.save_screenshot(str(shots / "models-config-validated.png"))
     assert engine.config.fusion.weights["click"] == old_click  # a dry run
     text = submit(hot, "apply", "applied")
     assert engine.config.fusion.weights["click"] == old_click + 1.5

@@ -275,7 +275,7 @@
         const r = await post("/v1/admin/config", { yaml: text, dry_run: dryRun });
         const sections = r.changed.length ? r.changed.join(", ") : "nothing";
         if (dryRun) {
-          show("valid", `valid: applying changes ${sections} live`, changes);
+          show("valid", `valid: applying it would change ${sections} live`, changes);
         } else {
           show("applied", `applied live: ${sections} changed (version ${r.version || "fallback"}). ` +
             "The config file is unchanged: write it too, or the next start goes back to it.", changes);
