@@ -6,6 +6,17 @@ item indices) in a background thread at start-up, or opens ``WORKSPACE/search/``
 holds an index of the same catalogue (notes published since are added). Until the index is
 ready a search answers 503. A note published through the API is indexed before the publish
 answers, so it is searchable at once.
+
+Search events: every page gets a ``request_id``; the query and the notes shown go to the
+search query log (:class:`notefeed.search.querylog.SearchLog`, ``WORKSPACE/search_log.sqlite``)
+and, for a known ``user_id``, the page's notes are ingested as ``impression`` events
+(``surface="search"``, the ``request_id``, ``position``) through the engine's event ingest, the
+one feed events take (bus, online state). Clicks (and likes, ...) on results are posted by the
+client to ``POST /v1/events`` with ``surface="search"`` and the page's ``request_id``; they
+change the user's online state like feed events (the next search and feed are personalised by
+them) and are recorded against their query in the log. Both run on the engine's side-effect
+thread, never delaying the page. Suggestions come from the logged queries first, then from
+the index's own suggester (titles, or the query log it was built with).
 """
 
 from __future__ import annotations
@@ -13,14 +24,19 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
+import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 
-from notefeed.schema import Note
+from notefeed.schema import Event, Note
 from notefeed.search import SearchConfig, SearchError, SearchPipeline
+from notefeed.search.querylog import SearchLog
+from notefeed.search.suggest import Suggester
 from notefeed.serve.adslots import page_ads
 
 log = logging.getLogger(__name__)
@@ -47,11 +63,20 @@ class SearchService:
     """The engine's search index, built or opened in the background (see the module docstring)."""
 
     def __init__(self, engine: Any, config: SearchConfig | None = None, eager: bool = False,
-                 first_wait_s: float = 30.0) -> None:
+                 first_wait_s: float = 30.0, log_queries: bool = True, log_impressions: bool = True) -> None:
         """``eager``: start building now (else on the first search request, which waits up to
-        ``first_wait_s`` for it and answers 503 after that)."""
+        ``first_wait_s`` for it and answers 503 after that). ``log_queries``: keep the query log
+        (and record search clicks in it); ``log_impressions``: ingest each page shown to a user
+        as impression events."""
         self.engine, self.config = engine, config or SearchConfig()
         self.path = engine.workspace / "search"
+        self.log: SearchLog | None = SearchLog(engine.workspace / "search_log.sqlite") if log_queries else None
+        self.log_impressions = log_impressions
+        #: logged queries (the latest 100k at start, then each search) for suggestions
+        self.logged = Suggester(self.log.queries(limit=100_000) if self.log is not None else (), "query log")
+        side = getattr(engine, "side_effects", None)
+        if side is not None and self.log is not None:
+            side.subscribe(self._on_events)
         self.pipeline: SearchPipeline | None = None
         self.error: str | None = None
         self.first_wait_s = first_wait_s
@@ -81,7 +106,8 @@ class SearchService:
             except SearchError as e:
                 log.warning("search: cannot open %s (%s); rebuilding", self.path, e)
             shutil.rmtree(self.path, ignore_errors=True)
-        return SearchPipeline.build(_catalog_notes(self.engine), self.config, path=self.path)
+        qlog = self.log.frame() if self.log is not None and len(self.log) else None  # rewrites mined from it
+        return SearchPipeline.build(_catalog_notes(self.engine), self.config, path=self.path, query_log=qlog)
 
     def _start(self) -> None:
         try:
@@ -120,9 +146,57 @@ class SearchService:
             raise HTTPException(503, detail, headers={"Retry-After": "5"})
         return self.pipeline
 
+    # ------------------------------------------------------------------ search events
+    def record(self, user_id: str | None, query: str, note_ids: Sequence[str]) -> str:
+        """Log one served page (on the side-effect thread); returns its ``request_id``."""
+        rid = uuid.uuid4().hex
+        now = time.time()
+        self.logged.add([query])
+        side = getattr(self.engine, "side_effects", None)
+        work = (rid, user_id, query, list(note_ids), now)
+        if side is None:
+            self._record(work)
+        else:  # never delays the page (a full queue drops the work, counted by SideEffects)
+            side.submit(self._record, work)
+        return rid
+
+    def _record(self, work: tuple[str, str | None, str, list[str], float]) -> None:
+        rid, user_id, query, note_ids, now = work
+        if self.log is not None:
+            self.log.log_query(rid, user_id, query, note_ids, now)
+        if self.log_impressions and user_id is not None and note_ids:
+            evs = [Event(user_id=user_id, note_id=n, ts=int(now), type="impression", position=k,
+                         request_id=rid, surface="search") for k, n in enumerate(note_ids)]
+            self.engine.ingest(evs)
+
+    def _on_events(self, recs: Sequence[Any]) -> None:
+        """Accepted event batches: search engagements are recorded against their query."""
+        rows = [(r.request_id, r.note_id, r.user_id, float(r.received_at), r.type, r.position) for r in recs
+                if r.surface == "search" and r.request_id and r.type != "impression"]
+        if rows and self.log is not None:
+            self.log.log_clicks(rows)
+
+    def suggest(self, prefix: str, n: int) -> tuple[list[tuple[str, int]], str]:
+        """Completions from the logged queries, topped up from the index's suggester."""
+        got = self.logged.suggest(prefix, n)
+        source = "query log" if got else ""
+        if len(got) < n and self.pipeline is not None:
+            have = {s for s, _ in got}
+            more = [x for x in self.pipeline.suggest(prefix, n) if x[0] not in have][: n - len(got)]
+            if more:
+                got += more
+                source = f"{source}+{self.pipeline.suggester.source}" if source else self.pipeline.suggester.source
+        return got, source or "query log"
+
     def close(self) -> None:
         if self.pipeline is not None:
             self.pipeline.close()
+        side = getattr(self.engine, "side_effects", None)
+        if side is not None:
+            side.drain(2.0)  # logged pages still queued
+        if self.log is not None:
+            self.log.close()
+            self.log = None
 
 
 def _invalid(field: str, msg: str, value: Any) -> RequestValidationError:
@@ -161,15 +235,15 @@ def add_search_routes(app: FastAPI, engine: Any, deps: list[Any]) -> None:
             body["ads"] = ads
         if explain:
             body["trace"] = {**(res.trace or {}), "ms": res.ms, "ads_ms": ads_ms}
+        body["request_id"] = engine.search.record(user_id, res.query.text, [x["note_id"] for x in items])
         return body
 
     @app.get("/v1/search/suggest", dependencies=deps)
     def suggest(prefix: str = Query(..., max_length=200), n: int = Query(10, ge=1, le=50)) -> dict[str, Any]:
-        pipe = engine.search.require()
+        engine.search.require()
         if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in prefix):
             raise _invalid("prefix", "control characters are not allowed", prefix)
-        got = pipe.suggest(prefix, n)
-        return {"prefix": prefix, "source": pipe.suggester.source,
-                "suggestions": [{"text": s, "weight": w} for s, w in got]}
+        got, source = engine.search.suggest(prefix, n)
+        return {"prefix": prefix, "source": source, "suggestions": [{"text": s, "weight": w} for s, w in got]}
 
 

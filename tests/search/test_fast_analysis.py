@@ -7,7 +7,15 @@ import pandas as pd
 
 from notefeed.content.text import has_cjk, tokenize
 from notefeed.search.lexical import analyze_notes
-from notefeed.search.text import FIELDS, analyze, analyze_many, clear_caches, normalise, note_fields, tokens_of
+from notefeed.search.text import (
+    FIELDS,
+    analyze,
+    analyze_many,
+    clear_caches,
+    normalise,
+    note_fields,
+    tokens_of,
+)
 
 TRICKY = [
     "", " ", "Best Coffee in Paris!", "ＡＢＣ１２３ full width", "ΟΔΟΣ ΣΟΦΙΑΣ Σ", "ὈΔΥΣΣΕΎΣ",
