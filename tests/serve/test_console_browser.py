@@ -187,6 +187,9 @@ def test_every_console_page_in_chromium(server: dict[str, Any], browser: Any,
         for cid in canvases:
             assert _drawn(drv, cid) > 0, f"{page}: chart {cid} drew nothing"
         render[page] = int(drv.execute_script("return +document.body.dataset.renderMs"))
+        # `notefeed bench console`'s marker: ms from navigation start to the page's data rendered
+        rendered_at = drv.execute_script("return +document.body.dataset.renderedAt")
+        assert 0 < rendered_at < drv.execute_script("return performance.now()"), (page, rendered_at)
         drv.save_screenshot(str(shots / f"{page}.png"))
     # the feed inspector: one row per item with its channels; an arm is named
     _open(drv, base + checks["feed"][0], "feed")
