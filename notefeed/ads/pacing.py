@@ -110,6 +110,15 @@ class PidPacer:
         self._update(s, now_s)
         return bool(rng.random() < s.p)
 
+    def observe_spent(self, campaign_id: str, spent: float, now_s: float) -> None:
+        """The day's spend as kept elsewhere (shared by several pacers, e.g. in Redis): it only
+        grows within a day, so the larger of it and this pacer's own figure is kept."""
+        s = self.state.get(campaign_id)
+        if s is None:
+            return
+        self._roll(s, now_s)
+        s.spent = max(s.spent, float(spent))
+
     def record(self, campaign_id: str, cost: float, now_s: float) -> None:
         s = self.state[campaign_id]
         self._roll(s, now_s)

@@ -53,7 +53,7 @@ class AdTowerConfig:
     seed: int = 0
     text_dim: int = 0  # > 0: each tower also reads the text encoder's vector (frozen) of its side
     valid_share: float = 0.1  # clicks held out to pick the epoch (recall@valid_k of the clicked ad)
-    valid_k: int = 50
+    valid_k: int = 50  # at most n_ads / 20 (with few ads, recall@50 says nothing)
 
 
 def _tok_ids(text: str, buckets: int) -> list[int]:
@@ -173,7 +173,7 @@ def train_ad_towers(queries: list[str], ads: np.ndarray, ad_texts: list[str], ad
         target = sc[torch.arange(len(valid)), torch.as_tensor(ads[valid])]
         rank = (sc > target.unsqueeze(1)).sum(1)
         model.train()
-        return float((rank < cfg.valid_k).float().mean())
+        return float((rank < min(cfg.valid_k, max(1, len(ad_texts) // 20))).float().mean())
 
     best = valid_recall() if n_valid else -1.0
     best_state = {k: v.clone() for k, v in model.state_dict().items()}

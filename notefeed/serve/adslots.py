@@ -34,9 +34,12 @@ ad may also be sent to ``POST /v1/events`` as organic engagement; that charges n
 
 Settings: :class:`AdSlotsConfig`, from ``<workspace>/ads/serving.json`` when present.
 The day's spend is saved to ``<workspace>/ads/spend.json`` after every charge and read back
-at start. Known limits: impressions live in the serving process (a click after a restart or on
-another worker is rejected as unknown); with several workers each paces its own copy of the
-budget.
+at start. With ``online.backend: redis`` (``--workers N``) the spend lives in Redis instead,
+one figure for all workers (:class:`~notefeed.ads.spend.RedisSpendLedger`): a click is charged
+by an atomic check-and-add (only while the day's spend is below the budget, so together the
+workers overspend by less than one click), and each worker's pacer reads every campaign's
+shared spend at most every ``spend_sync_s``. Known limit: impressions live in the serving
+process (a click after a restart or on another worker is rejected as unknown).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from notefeed.ads.keywords import KeywordIndex
 from notefeed.ads.pacing import PidGains, PidPacer
 from notefeed.ads.recall import merge_quotas
 from notefeed.ads.schema import Ad, Campaign, Targeting
+from notefeed.ads.spend import RedisSpendLedger
 from notefeed.recall.ann import AnnIndex
 
 log = logging.getLogger(__name__)
@@ -90,6 +94,8 @@ class AdSlotsConfig(BaseModel):
     encoder_notes: int = Field(2000, ge=0, le=100_000, description="catalogue notes the ad text encoder is fitted with")
     encoder_ads: int = Field(20_000, ge=1, description="ad texts (at most) the ad text encoder is fitted with")
     sync_build_max_ads: int = Field(5000, ge=0, description="more ads than this: the index is rebuilt in the background")
+    spend_sync_s: float = Field(1.0, ge=0.0, description="with online.backend redis: how often a worker reads "
+                                "the shared spend of all campaigns (a charge always updates it)")
     impression_ttl_s: float = Field(86_400.0, gt=0.0)
     max_impressions: int = Field(200_000, ge=1)
 
@@ -284,7 +290,13 @@ class AdServer:
         self.impressions: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.spend_path = Path(engine.workspace) / "ads" / "spend.json"
         self._saved_spend: dict[str, dict[str, float]] = {}
-        if self.spend_path.exists():
+        #: with ``online.backend: redis`` the day's spend is shared by all workers in Redis
+        self.ledger: RedisSpendLedger | None = None
+        self._synced = -np.inf
+        on = getattr(getattr(engine, "config", None), "online", None)
+        if on is not None and on.backend == "redis":
+            self.ledger = RedisSpendLedger.from_url(str(on.redis_url), prefix=on.redis_prefix)
+        if self.ledger is None and self.spend_path.exists():
             try:
                 self._saved_spend = dict(json.loads(self.spend_path.read_text(encoding="utf-8")))
             except (ValueError, OSError):
@@ -427,6 +439,7 @@ class AdServer:
         if not len(pos):
             return []
         ids, cidx, rel = ids[pos], cidx[pos], rel[pos]
+        self._sync_spend(now)
         with self._lock:
             pctr = np.clip((idx.clicks[ids] + cfg.prior_ctr * cfg.prior_weight) / (idx.shown[ids] + cfg.prior_weight)
                            * (0.5 + rel), 1e-6, 0.99)
@@ -520,13 +533,40 @@ class AdServer:
                 return 0.0, None
             if imp["clicked"]:  # a repeated click: counted once, charged once
                 return 0.0, None
+            camp = imp["campaign_id"]
+            cost = 0.0
+            if camp in self.pacer.state and self.ledger is not None:
+                # shared by all workers: one atomic check-and-add in Redis; a Redis error fails
+                # the request before the click is marked, so the client's retry is charged
+                charged, total = self.ledger.charge(camp, imp["price"], self.pacer.state[camp].budget, now)
+                self.pacer.observe_spent(camp, total, now)
+                cost = imp["price"] if charged else 0.0
             imp["clicked"] = True
             self._count(imp, 1)
-            if imp["campaign_id"] not in self.pacer.state:  # the campaign was deleted since
+            if camp not in self.pacer.state:  # the campaign was deleted since
                 return 0.0, None
-            self.pacer.record(imp["campaign_id"], imp["price"], now)
+            if self.ledger is not None:
+                return cost, None
+            self.pacer.record(camp, imp["price"], now)
             self._save_spend()
             return imp["price"], None
+
+    def _sync_spend(self, now: float, force: bool = False) -> None:
+        """With Redis: every campaign's shared spend of the day into the pacer, at most every
+        ``spend_sync_s`` (one ``HGETALL``); a Redis error keeps the last figures (fail open:
+        the charge itself still refuses a spent budget)."""
+        if self.ledger is None or (not force and now - self._synced < self.cfg.spend_sync_s
+                                   and now >= self._synced):
+            return
+        try:
+            spent = self.ledger.spent(now)
+        except Exception:
+            log.exception("ads: reading the shared spend from Redis failed")
+            return
+        with self._lock:
+            self._synced = now
+            for c, v in spent.items():
+                self.pacer.observe_spent(c, v, now)
 
     def _save_spend(self) -> None:
         """Spend to ``<workspace>/ads/spend.json`` after every charge (temporary file +
@@ -547,6 +587,7 @@ class AdServer:
     def spend(self) -> dict[str, Any]:
         now = float(self.engine.clock())
         self.index(now)  # budgets follow the store
+        self._sync_spend(now, force=True)
         with self._lock:
             return {c: {"daily_budget": s.budget, "spent": round(self.pacer.spent(c, now), 6), "pass_rate": s.p}
                     for c, s in self.pacer.state.items()}

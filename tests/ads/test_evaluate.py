@@ -1,6 +1,6 @@
 import numpy as np
 
-from notefeed.ads.evaluate import METHODS, _auction, _recall_metrics, _train_efficiency, _World
+from notefeed.ads.evaluate import METHODS, _auction, _recall_metrics, _train_efficiency, _train_towers, _World
 from notefeed.ads.simulate import make_world, sample_queries, tiers
 from notefeed.eval.stages import EVAL_STAGES
 
@@ -19,6 +19,8 @@ def test_tiny_water_level_run():
     rng = np.random.default_rng(1)
     env = _World(w, 1)
     _train_efficiency(env, sample_queries(w, 80, np.arange(30), rng), rng)
+    info = _train_towers(env, sample_queries(w, 400, np.arange(30), rng), 1)
+    assert info["tower_train_clicks"] > 20 and 0 <= info["tower_valid_recall50"] <= 1
     test = sample_queries(w, 15, np.arange(30, 60), rng)
     rows = _recall_metrics(env, test, tiers(test))
     merged = {r["method"]: r for r in rows if r["channel"] == "merged" and r["tier"] == "all"}
@@ -26,6 +28,7 @@ def test_tiny_water_level_run():
     for r in merged.values():
         assert 0 <= r["click_coverage"] <= 1 and 0 <= r["noise_ratio"] <= 1
     assert merged["keyword+semantic"]["click_coverage"] >= merged["keyword"]["click_coverage"]
+    assert merged["keyword+twotower"]["click_coverage"] >= merged["keyword"]["click_coverage"]
     a = _auction(env, "keyword+semantic+rewrite", sample_queries(w, 100, np.arange(30, 60), rng), 1)
     assert a["max_overspend_clicks"] < 1.0 and a["revenue"] >= 0
     assert "ads" in EVAL_STAGES
@@ -43,6 +46,7 @@ def test_equal_load_calibration_matches_fill():
     rng = np.random.default_rng(2)
     env = _World(w, 2)
     _train_efficiency(env, sample_queries(w, 80, np.arange(30), rng), rng)
+    _train_towers(env, sample_queries(w, 400, np.arange(30), np.random.default_rng(9)), 2)
     calib = sample_queries(w, 120, np.arange(30), rng)
     day = sample_queries(w, 120, np.arange(30, 60), rng)
     rows = _reserve_load(env, calib, day, 2, [1.0])

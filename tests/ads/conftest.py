@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from notefeed.serve.bench_online import redis_server
+
+
+@pytest.fixture(scope="session")
+def ads_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``$NOTEFEED_TEST_REDIS_URL`` (CI), else a private ``redis-server`` on a free port, else skip."""
+    url = os.environ.get("NOTEFEED_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    if shutil.which("redis-server") is None:
+        pytest.skip("no NOTEFEED_TEST_REDIS_URL and no redis-server binary")
+    try:
+        url, proc = redis_server(None, tmp_path_factory.mktemp("ads-redis"))
+    except RuntimeError:
+        pytest.skip("redis-server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(10)
