@@ -432,15 +432,17 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
     keyword-only's fill). ``ads.load=pcvr`` compares oCPC bids on the ad's smoothed CVR with a
     logistic pCVR model (``auction@pcvr-model``), both from the same larger click log, with
     their held-out log-loss and AUC. Auction rows carry per-seed paired differences to
-    keyword-only with a 95% interval (``cpm_vs_keyword_ci95``).
+    keyword-only with a 95% interval (``cpm_vs_keyword_ci95``). ``ads.load=feed`` measures the
+    organic cost of feed ads in the closed-loop feed simulator instead
+    (:mod:`notefeed.ads.feedsim`).
     """
     opts = dict((params or {}).get("ads", {}))
     unknown = set(opts) - {"load", "levels"}
     if unknown:
         raise ValueError(f"--param: ads takes load, levels; got {', '.join(sorted(unknown))}")
     load = opts.get("load", "natural")
-    if load not in ("natural", "equal", "reserve", "pcvr"):
-        raise ValueError(f"--param: ads.load must be natural, equal, reserve or pcvr, got {load!r}")
+    if load not in ("natural", "equal", "reserve", "pcvr", "feed"):
+        raise ValueError(f"--param: ads.load must be natural, equal, reserve, pcvr or feed, got {load!r}")
     levels = opts.get("levels", [1.0])
     if not isinstance(levels, list) or not levels or not all(isinstance(v, int | float) and 0 < v <= 1 for v in levels):
         raise ValueError(f"--param: ads.levels must be a list of shares in (0, 1], got {levels!r}")
@@ -450,6 +452,12 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
     else:
         seed_list = list(range(seed, seed + (seeds or (2 if quick else 5))))
     t0 = time.perf_counter()
+    if load == "feed":  # the organic cost of feed ads in the closed-loop feed simulator
+        from notefeed.ads.feedsim import feed_ads_study
+
+        out = feed_ads_study(seed_list, steps=10 if quick else 40)
+        out[0]["wall_s"] = round(time.perf_counter() - t0, 1)
+        return out
     rows = [r for s in seed_list for r in run_seed(s, quick, str(load), tuple(float(v) for v in levels))]
     keys = sorted({(r["method"], r["channel"], r["tier"]) for r in rows}, key=str)
     out = []

@@ -1,0 +1,155 @@
+"""The organic cost of feed ads in the closed-loop feed simulator (:mod:`notefeed.sim`).
+
+Advertisers promote catalogue notes (note ads: one campaign per promoted note, CPC bid
+lognormal). Each request gets the organic page of a recommender policy (``popular`` by default,
+which learns from the organic clicks it caused), then up to ``slots`` ads chosen by a GSP
+auction are placed into it the way the serving side does (:func:`~notefeed.ads.auction.place_ads`:
+first ad at position 2, 4 organic notes between ads, at most 20% of the page). The simulated
+users react to the merged page: the ads push organic notes down (position bias), add to the
+topic fatigue of the notes after them and take "seen" budget, so organic clicks can fall.
+
+The auction sees what a server could: each ad's smoothed CTR from its own impressions so far
+and, for targeted ads (``interest``), the share of the user's clicks so far in the promoted
+note's topic (pCTR = smoothed CTR x (0.5 + share)); ``random`` ads ignore the user (pCTR = the
+smoothed CTR). A note already on the page or already seen by the user is not an ad candidate.
+
+Arms run on the same world and seed (paired): ``none`` (no ads) and each (targeting, slots).
+The cost is the organic clicks per request relative to ``none`` (and the organic CTR per
+organic impression), with per-seed paired differences and a Student-t 95% interval.
+``notefeed eval --stage ads --param ads.load=feed`` runs it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from notefeed.ads.auction import gsp_auction, place_ads
+
+__all__ = ["ARMS", "run_feed_ads", "feed_ads_study"]
+
+#: (name, targeting, ad slots per page)
+ARMS: tuple[tuple[str, str, int], ...] = (("none", "none", 0), ("interest-1", "interest", 1),
+                                          ("interest-2", "interest", 2), ("random-2", "random", 2))
+
+
+def run_feed_ads(seed: int, targeting: str, slots: int, steps: int = 30, requests_per_step: int = 200,
+                 page_size: int = 10, n_ads: int = 300, preset: str = "demo", policy: str = "popular",
+                 reserve: float = 0.05, community: object = None) -> dict:
+    """One closed-loop run; the world, the ads and the request stream depend on ``seed`` only
+    (``community``: the generated world of ``preset`` and ``seed``, to reuse across arms)."""
+    from notefeed.sim.community import generate
+    from notefeed.sim.env import SimEnvironment
+    from notefeed.sim.policies import make_policy
+
+    if targeting not in ("none", "interest", "random"):
+        raise ValueError(f"run_feed_ads: targeting must be none, interest or random, got {targeting!r}")
+    if community is None:
+        community = generate(preset, seed=seed)
+    env = SimEnvironment(community, seed=seed)  # a live copy: the community is not changed
+    pol = make_policy(policy, seed=seed)
+    arng = np.random.default_rng(seed + 31)  # the advertisers: the same in every arm
+    ad_note = arng.choice(env.n_items, size=min(n_ads, env.n_items), replace=False).astype(np.int64)
+    bid = arng.lognormal(0.0, 0.4, len(ad_note))
+    ad_topic = env.item_topic[ad_note]
+    k_topics = int(env.item_topic.max()) + 1
+    shown, clicked = np.zeros(len(ad_note)), np.zeros(len(ad_note))
+    prior_ctr, prior_w = 0.05, 20.0
+    user_topic = np.zeros((env.n_users, k_topics))  # the user's clicks so far, by topic (observable)
+    tot = {"requests": 0, "organic_imp": 0, "organic_click": 0, "ad_imp": 0, "ad_click": 0, "revenue": 0.0,
+           "organic_like": 0}
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        users = env.sample_requests(requests_per_step)
+        pages, is_ad, prices = [], [], []
+        for u in users.tolist():
+            organic = np.asarray(pol.recommend(env, u, page_size), np.int64)[:page_size]
+            winners: list[int] = []
+            price: list[float] = []
+            if slots > 0:
+                seen = env.seen_items(u)
+                ok = ~np.isin(ad_note, organic) & ~np.isin(ad_note, seen)
+                cand = np.flatnonzero(ok)
+                if len(cand):
+                    ctr = (clicked[cand] + prior_ctr * prior_w) / (shown[cand] + prior_w)
+                    if targeting == "interest":
+                        tot_u = user_topic[u].sum()
+                        share = user_topic[u, ad_topic[cand]] / tot_u if tot_u > 0 else np.zeros(len(cand))
+                        ctr = ctr * (0.5 + share)
+                    res = gsp_auction(bid[cand], ctr, slots, reserve)
+                    winners = cand[res.winners].tolist()
+                    price = res.prices.tolist()
+            layout = place_ads(len(organic), len(winners), 2, 4, 0.2)
+            page = [int(organic[j]) if kind == "note" else int(ad_note[winners[j]]) for kind, j in layout]
+            flags = [kind == "ad" for kind, _ in layout]
+            pr = [price[j] if kind == "ad" else 0.0 for kind, j in layout]
+            pages.append(np.array(page, np.int64))
+            is_ad.append(np.array(flags, bool))
+            prices.append(np.array(pr))
+            for kind, j in layout:
+                if kind == "ad":
+                    shown[winners[j]] += 1
+        ev = env.respond_batch(users, pages)
+        req = ev["request_id"].str.slice(6).astype(int).to_numpy()
+        req = req - req.min() if len(req) else req
+        pos = ev["position"].to_numpy()
+        ad_flag = np.array([is_ad[r][p] for r, p in zip(req.tolist(), pos.tolist(), strict=True)], bool)
+        typ = ev["type"].to_numpy()
+        items = ev["item"].to_numpy()
+        clicks = typ == "click"
+        tot["requests"] += len(users)
+        tot["organic_imp"] += int(((typ == "impression") & ~ad_flag).sum())
+        tot["organic_click"] += int((clicks & ~ad_flag).sum())
+        tot["organic_like"] += int(((typ == "like") & ~ad_flag).sum())
+        tot["ad_imp"] += int(((typ == "impression") & ad_flag).sum())
+        tot["ad_click"] += int((clicks & ad_flag).sum())
+        row_of = {int(n): k for k, n in enumerate(ad_note.tolist())}
+        for r, p, i in zip(req[clicks & ad_flag].tolist(), pos[clicks & ad_flag].tolist(),
+                           items[clicks & ad_flag].tolist(), strict=True):
+            clicked[row_of[int(i)]] += 1
+            tot["revenue"] += float(prices[r][p])
+        cu = ev["user"].to_numpy()[clicks]
+        np.add.at(user_topic, (cu, env.item_topic[items[clicks]]), 1.0)
+        pol.observe(ev[~ad_flag])  # the recommender learns from its own (organic) results only
+        env.advance(600)
+    n = max(tot["requests"], 1)
+    return {"seed": seed, "arm_targeting": targeting, "slots": slots, "requests": float(tot["requests"]),
+            "organic_clicks_per_request": tot["organic_click"] / n,
+            "organic_ctr": tot["organic_click"] / max(tot["organic_imp"], 1),
+            "organic_likes_per_request": tot["organic_like"] / n,
+            "ads_per_request": tot["ad_imp"] / n, "ad_ctr": tot["ad_click"] / max(tot["ad_imp"], 1),
+            "revenue_per_1k_requests": 1000 * tot["revenue"] / n,
+            "cpm": 1000 * tot["revenue"] / max(tot["ad_imp"], 1), "wall_s": time.perf_counter() - t0}
+
+
+def feed_ads_study(seeds: list[int], steps: int = 30, requests_per_step: int = 200, **kw: object) -> list[dict]:
+    """Every arm on every seed; rows per arm with the mean, and the paired per-seed relative
+    change to ``none`` of the organic metrics with a 95% interval."""
+    from notefeed.ads.evaluate import _ci95
+    from notefeed.sim.community import generate
+
+    runs = {}
+    for s in seeds:
+        community = generate(str(kw.get("preset", "demo")), seed=s)
+        for name, targ, slots in ARMS:
+            runs[(name, s)] = run_feed_ads(s, targ, slots, steps, requests_per_step,  # type: ignore[arg-type]
+                                           community=community, **kw)
+    out = []
+    for name, targ, slots in ARMS:
+        mine = [runs[(name, s)] for s in seeds]
+        row: dict = {"dataset": "sim-feed", "method": name, "channel": "feed-ads-closed-loop", "tier": "all",
+                     "targeting": targ, "slots": slots, "seeds": len(seeds), "steps": steps,
+                     "requests_per_step": requests_per_step}
+        for m in ("organic_clicks_per_request", "organic_ctr", "organic_likes_per_request", "ads_per_request",
+                  "ad_ctr", "revenue_per_1k_requests", "cpm"):
+            v = np.array([r[m] for r in mine])
+            row[m] = round(float(v.mean()), 5)
+            row[m + "_std"] = round(float(v.std()), 5)
+            if name != "none" and m.startswith("organic"):
+                d = np.array([r[m] / runs[("none", r["seed"])][m] - 1 for r in mine])
+                row[m + "_vs_none"] = round(float(d.mean()), 4)
+                row[m + "_vs_none_ci95"] = _ci95(d)
+        row["wall_s"] = round(float(sum(r["wall_s"] for r in mine)), 1)
+        out.append(row)
+    return out
