@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from notefeed.ads import cli as ads_cli
 from notefeed.batch import cli as batch_cli
 from notefeed.content import cli as content_cli
 from notefeed.data import cli as data_cli
@@ -38,7 +39,7 @@ bench = typer.Typer(help="Benchmarks: speed and quality figures, JSON out.", no_
 app.add_typer(bench, name="bench")
 
 for _module in (data_cli, sim_cli, eval_cli, content_cli, recall_cli, rank_cli, rerank_cli, online_cli, serve_cli,
-                models_cli, search_cli, llm_cli, batch_cli, rl_cli):
+                models_cli, search_cli, llm_cli, batch_cli, rl_cli, ads_cli):
     _module.register(app, bench)
 bench_console.register(bench)  # notefeed bench console
 
