@@ -35,7 +35,11 @@ from notefeed.recall.ann import AnnIndex
 from notefeed.search.text import analyze
 
 __all__ = ["AdTowerConfig", "AdTwoTower", "TwoTowerAdChannel", "hash_bags", "train_ad_towers", "save_ad_towers",
-           "load_ad_towers"]
+           "load_ad_towers", "ad_tower_text", "train_workspace_towers", "load_workspace_towers", "workspace_channel", "CLICK_LOG",
+           "TOWER_DIR"]
+
+#: under ``<workspace>/ads/``: the search-ad click log serving appends to, and the trained towers
+CLICK_LOG, TOWER_DIR = "clicks.jsonl", "twotower"
 
 
 @dataclass
@@ -286,3 +290,104 @@ class TwoTowerAdChannel:
         keep = (ids[0] >= 0) & (sc[0] >= self.min_score)
         return AdCandidates(ids[0][keep].astype(np.int64), sc[0][keep].astype(np.float32),
                             [self.name] * int(keep.sum()))
+
+
+# -- a workspace's towers: trained on the search-ad clicks serving logged ---------------------------
+def ad_tower_text(ad: object) -> tuple[str, str]:
+    """(creative text, keywords) the ad tower reads for a stored :class:`~notefeed.ads.schema.Ad`:
+    title, text and category; its bid keywords joined. Training and serving both use this."""
+    text = " ".join(p for p in (getattr(ad, "title", None), getattr(ad, "text", None),
+                                getattr(ad, "category", None)) if p)
+    return text, " ".join(k.text for k in getattr(ad, "keywords", []))
+
+
+def _read_clicks(path: Path) -> list[tuple[str, str]]:
+    """(query, ad id) per logged click; a torn or malformed line is skipped."""
+    out = []
+    if not path.exists():
+        return out
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                d = json.loads(line)
+                q, a = d["query"], d["ad_id"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if isinstance(q, str) and isinstance(a, str) and q.strip():
+                out.append((q, a))
+    return out
+
+
+def train_workspace_towers(workspace: str | Path, min_clicks: int = 200, cfg: AdTowerConfig | None = None,
+                           text_dim: int = 64) -> dict:
+    """Train the towers on ``<workspace>/ads/clicks.jsonl`` (clicks on search ads, with their
+    query, logged by serving) against the ads in the store, residual on a text encoder fitted
+    here on the ad texts and the clicked queries; write ``<workspace>/ads/twotower/`` (towers
+    and encoder, safetensors + JSON). Serving picks it up on its next index build. Clicks on
+    ads no longer in the store are dropped. Raises ``ValueError`` under ``min_clicks``."""
+    from notefeed.ads.store import AdStore
+    from notefeed.content.text import TextEncoder
+
+    ws = Path(workspace) / "ads"
+    store = AdStore(ws / "ads.json")
+    _, _, ads, _ = store.snapshot()
+    ids = list(ads)
+    row = {a: i for i, a in enumerate(ids)}
+    pairs = [(q, row[a]) for q, a in _read_clicks(ws / CLICK_LOG) if a in row]
+    if len(pairs) < max(2, min_clicks):
+        raise ValueError(f"ad towers: {len(pairs)} usable clicks in {ws / CLICK_LOG}, need {max(2, min_clicks)}")
+    texts, kws = zip(*(ad_tower_text(ads[a]) for a in ids), strict=True)
+    queries = [q for q, _ in pairs]
+    enc = TextEncoder(dim=text_dim).fit([f"{t} {k}".strip() or "-" for t, k in zip(texts, kws, strict=True)]
+                                        + queries)
+    cfg = cfg or AdTowerConfig(epochs=15)
+    cfg.text_dim = enc.dim
+    model = train_ad_towers(queries, np.array([a for _, a in pairs]), list(texts), list(kws), cfg,
+                            enc.transform(queries), _ad_text_vecs(enc, list(texts), list(kws)))
+    out = ws / TOWER_DIR
+    tmp = ws / f".{TOWER_DIR}.tmp"
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_ad_towers(model, tmp)
+    enc.save(tmp / "encoder")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return {"clicks": len(pairs), "ads": len(ids), "epochs_run": int(model.epochs_run),
+            "valid_recall": float(model.valid_recall), "path": str(out)}
+
+
+def _ad_text_vecs(enc: object, texts: list[str], kws: list[str]) -> np.ndarray:
+    """The encoder's vectors of the ads (creative text and keywords together)."""
+    return enc.transform([f"{t} {k}".strip() for t, k in zip(texts, kws, strict=True)])  # type: ignore[attr-defined]
+
+
+def workspace_channel(towers: tuple[AdTwoTower, object], ads: list[object], kind: str = "auto",
+                      min_score: float = 0.0) -> TwoTowerAdChannel:
+    """The ``semantic/twotower`` channel over ``ads`` (stored Ad models, row order = ad rows)."""
+    model, enc = towers
+    pairs = [ad_tower_text(a) for a in ads]
+    texts, kws = [t for t, _ in pairs], [k for _, k in pairs]
+    if model.cfg.text_dim:
+        return TwoTowerAdChannel(model, texts, kws, kind=kind, min_score=min_score,
+                                 text_encode=enc.transform,  # type: ignore[attr-defined]
+                                 ad_text_vecs=_ad_text_vecs(enc, texts, kws))
+    return TwoTowerAdChannel(model, texts, kws, kind=kind, min_score=min_score)
+
+
+def load_workspace_towers(workspace: str | Path) -> tuple[AdTwoTower, object] | None:
+    """(towers, text encoder) from ``<workspace>/ads/twotower/``, or None when there are none;
+    a corrupt bundle raises ``ValueError``."""
+    from notefeed.content.text import TextEncoder
+
+    p = Path(workspace) / "ads" / TOWER_DIR
+    if not (p / "config.json").exists():
+        return None
+    model = load_ad_towers(p)
+    try:
+        enc = TextEncoder.load(p / "encoder") if model.cfg.text_dim else None
+    except Exception as e:  # the encoder's own errors: one type for the caller
+        raise ValueError(f"ad towers: cannot read the encoder in {p}: {e}") from e
+    if enc is not None and enc.dim != model.cfg.text_dim:
+        raise ValueError(f"ad towers: the encoder in {p} gives {enc.dim}-d vectors, the towers read {model.cfg.text_dim}")
+    return model, enc

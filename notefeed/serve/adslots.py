@@ -4,8 +4,10 @@ Off, at no cost, while the workspace has no running campaign (``<workspace>/ads/
 the page carries no ``ads`` key. Otherwise, per page:
 
 1. **recall**: search ads by the query (``keyword/match`` on bid keywords by match type,
-   ``keyword/rewrite`` on the search pipeline's own rewrites, ``semantic/text`` by the query's
-   text vector); feed ads by the user (``category/interest``: ads of the categories of the user's
+   ``keyword/rewrite`` on the search pipeline's own rewrites, and ``semantic/twotower``, the
+   query/ad towers trained on this workspace's search-ad clicks by ``notefeed ads
+   train-towers`` (:mod:`notefeed.ads.twotower`), when ``<workspace>/ads/twotower/`` exists,
+   else ``semantic/text`` by the query's text vector); feed ads by the user (``category/interest``: ads of the categories of the user's
    history, scored by their share of it; ``semantic/text`` by the mean text vector of the
    history), merged with per-channel quotas (:func:`~notefeed.ads.recall.merge_quotas`);
 2. **eligibility**: campaign running and active, targeting (age from the user's ``age``
@@ -32,7 +34,9 @@ not charged again; a conversion counts towards the ad's CVR (oCPC) after a click
 impression lives ``impression_ttl_s`` on the serving process that served it. A click on a note
 ad may also be sent to ``POST /v1/events`` as organic engagement; that charges nothing.
 
-Settings: :class:`AdSlotsConfig`, from ``<workspace>/ads/serving.json`` when present.
+The first click on a search ad is appended, with its query, to ``<workspace>/ads/clicks.jsonl``
+(``log_clicks``): the towers' training data. Settings: :class:`AdSlotsConfig`, from
+``<workspace>/ads/serving.json`` when present.
 The day's spend is saved to ``<workspace>/ads/spend.json`` after every charge and read back
 at start. With ``online.backend: redis`` (``--workers N``) the spend lives in Redis instead,
 one figure for all workers (:class:`~notefeed.ads.spend.RedisSpendLedger`): a click is charged
@@ -58,12 +62,13 @@ from fastapi import APIRouter, FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from notefeed.ads.auction import FrequencyCap, click_bids, gsp_auction, place_ads
-from notefeed.ads.base import AdCandidates
+from notefeed.ads.base import AdCandidates, AdRequest
 from notefeed.ads.keywords import KeywordIndex
 from notefeed.ads.pacing import PidGains, PidPacer
 from notefeed.ads.recall import merge_quotas
 from notefeed.ads.schema import Ad, Campaign, Targeting
 from notefeed.ads.spend import RedisSpendLedger
+from notefeed.ads.twotower import CLICK_LOG, TOWER_DIR, TwoTowerAdChannel, load_workspace_towers, workspace_channel
 from notefeed.recall.ann import AnnIndex
 
 log = logging.getLogger(__name__)
@@ -84,7 +89,13 @@ class AdSlotsConfig(BaseModel):
     freq_cap_per_day: int = Field(3, ge=1, description="impressions of one campaign per user per day")
     recall_k: int = Field(100, ge=1, le=10_000)
     quotas: dict[str, int] = Field(default_factory=lambda: {
-        "keyword/match": 60, "keyword/rewrite": 30, "semantic/text": 40, "category/interest": 60})
+        "keyword/match": 60, "keyword/rewrite": 30, "semantic/text": 40, "semantic/twotower": 40,
+        "category/interest": 60})
+    search_semantic: Literal["auto", "text", "twotower"] = Field(
+        "auto", description="semantic recall of search ads: the trained query/ad towers "
+        "(<workspace>/ads/twotower/, `notefeed ads train-towers`) when present (auto), or the text encoder")
+    log_clicks: bool = Field(True, description="append each first click on a search ad, with its query, to "
+                             "<workspace>/ads/clicks.jsonl (what `notefeed ads train-towers` learns from)")
     prior_ctr: float = Field(0.02, gt=0.0, lt=1.0)
     prior_cvr: float = Field(0.05, gt=0.0, lt=1.0)
     prior_weight: float = Field(50.0, gt=0.0, description="pseudo-impressions behind the priors")
@@ -162,7 +173,7 @@ class _AdIndex:
     """What the auction needs about the current ads, as arrays, rebuilt when the store changes."""
 
     def __init__(self, engine: Any, campaigns: dict[str, Campaign], ads: dict[str, Ad], cfg: AdSlotsConfig,
-                 note_text: _NoteText) -> None:
+                 note_text: _NoteText, towers: tuple[Any, Any] | None = None) -> None:
         self.ads: list[Ad] = list(ads.values())
         self.campaigns: list[Campaign] = list(campaigns.values())
         cpos = {c.id: k for k, c in enumerate(self.campaigns)}
@@ -209,6 +220,10 @@ class _AdIndex:
         vecs = self.encoder.transform(texts)
         self.ann = AnnIndex(vecs.shape[1], kind="auto", expected=len(vecs))
         self.ann.add(vecs, np.arange(len(vecs), dtype=np.int64))
+        #: ``semantic/twotower`` for search ads when the workspace has trained towers
+        self.tt: TwoTowerAdChannel | None = None
+        if towers is not None and cfg.search_semantic != "text" and self.ads:
+            self.tt = workspace_channel(towers, self.ads, kind="auto", min_score=0.0)
         self.note_vecs: OrderedDict[int, np.ndarray] = OrderedDict()  # catalogue item -> vector (LRU)
         self._running: tuple[float, np.ndarray] = (-1.0, np.zeros(len(self.campaigns), bool))
         self.version = -1  # the store version it was built from
@@ -282,6 +297,8 @@ class AdServer:
         self._build_lock = threading.Lock()
         self._checked = 0.0
         self._note_text: _NoteText | None = None
+        self._tower_mtime: float | None = self._tower_stamp()
+        self.click_log = Path(engine.workspace) / "ads" / CLICK_LOG
         self.cap = FrequencyCap(self.cfg.freq_cap_per_day)
         self.pacer = PidPacer({}, PidGains(p_start=self.cfg.pacing_p_start), update_s=self.cfg.pacing_update_s)
         self.rng = np.random.default_rng()
@@ -302,6 +319,23 @@ class AdServer:
             except (ValueError, OSError):
                 log.warning("ads: %s is unreadable; today's spend starts from 0", self.spend_path)
 
+    def _tower_stamp(self) -> float | None:
+        p = Path(self.engine.workspace) / "ads" / TOWER_DIR / "model.safetensors"
+        try:
+            return p.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def _towers(self) -> tuple[Any, Any] | None:
+        """The workspace's trained towers, or None (none, ``search_semantic: text``, or unreadable)."""
+        if self.cfg.search_semantic == "text":
+            return None
+        try:
+            return load_workspace_towers(self.engine.workspace)
+        except ValueError:
+            log.exception("ads: the trained ad towers are unreadable; search ads use semantic/text")
+            return None
+
     @staticmethod
     def _load_config(path: Path) -> AdSlotsConfig:
         if not path.exists():
@@ -319,6 +353,9 @@ class AdServer:
         if wall - self._checked > 2.0:  # another worker's admin write: at most one stat per 2 s
             self._checked = wall
             self.store.refresh()
+            m = self._tower_stamp()
+            if m != self._tower_mtime:  # new towers trained: rebuild with them
+                self._tower_mtime, self._version = m, -2
         if self.store.version != self._version and not self._building:
             if len(self.store.ads) <= self.cfg.sync_build_max_ads:
                 self._rebuild()
@@ -337,7 +374,7 @@ class AdServer:
                 if self._note_text is None:
                     self._note_text = _NoteText(self.engine)
                 # built while there are ads at all; whether a campaign runs is asked per request
-                idx = _AdIndex(self.engine, campaigns, ads, self.cfg, self._note_text) if ads else None
+                idx = _AdIndex(self.engine, campaigns, ads, self.cfg, self._note_text, self._towers()) if ads else None
                 with self._lock:
                     if idx is not None:
                         idx.version = version
@@ -404,18 +441,21 @@ class AdServer:
         k = self.cfg.recall_k
         kw, kw_bid = idx.keyword([query], 1.0, "keyword/match", k)
         rw, rw_bid = idx.keyword(rewrites, 0.9, "keyword/rewrite", k)
-        qv = _encode(idx.encoder, [query])[0]
-        results = {"keyword/match": kw, "keyword/rewrite": rw, "semantic/text": idx.semantic(qv, self.cfg.recall_k)}
+        results = {"keyword/match": kw, "keyword/rewrite": rw}
+        if idx.tt is not None:
+            results["semantic/twotower"] = idx.tt.retrieve(AdRequest(query=query), k)
+        else:
+            results["semantic/text"] = idx.semantic(_encode(idx.encoder, [query])[0], k)
         interests: tuple[str, ...] = ()
         if user_id is not None:
             hist = [int(i) for i in self.engine.context(user_id).history[-self.cfg.history_len:]]
             interests = tuple(self._interests(hist))
         return self._auction(idx, results, {**rw_bid, **kw_bid}, user_id or "", page_notes, slots, now, interests,
-                             category)
+                             category, query)
 
     def _auction(self, idx: _AdIndex, results: dict[str, AdCandidates], kw_bids: dict[int, float], user_id: str,
                  page_notes: list[str], slots: int, now: float, interests: tuple[str, ...],
-                 category: str | None) -> list[dict[str, Any]]:
+                 category: str | None, query: str | None = None) -> list[dict[str, Any]]:
         cfg = self.cfg
         names = [n for n in results if len(results[n])]
         if not names:
@@ -476,7 +516,8 @@ class AdServer:
                 ad, camp = idx.ads[j], idx.campaigns[int(idx.camp_of[j])]
                 imp = uuid.uuid4().hex
                 self.impressions[imp] = {"ad_id": ad.id, "row": j, "version": idx.version, "campaign_id": camp.id,
-                                         "price": float(price), "user_id": user_id, "ts": now, "clicked": False}
+                                         "price": float(price), "user_id": user_id, "ts": now, "clicked": False,
+                                 "query": query}
                 idx.shown[j] += 1
                 self.counts.setdefault(ad.id, [0.0, 0.0, 0.0])[0] += 1
                 self.cap.record(user_id, camp.id, now)
@@ -543,6 +584,8 @@ class AdServer:
                 cost = imp["price"] if charged else 0.0
             imp["clicked"] = True
             self._count(imp, 1)
+            if imp.get("query") and self.cfg.log_clicks:
+                self._log_click(imp, now)
             if camp not in self.pacer.state:  # the campaign was deleted since
                 return 0.0, None
             if self.ledger is not None:
@@ -550,6 +593,17 @@ class AdServer:
             self.pacer.record(camp, imp["price"], now)
             self._save_spend()
             return imp["price"], None
+
+    def _log_click(self, imp: dict[str, Any], now: float) -> None:
+        """One JSON line per first click on a search ad (``O_APPEND``: workers append to the
+        same file); never fails the click."""
+        try:
+            self.click_log.parent.mkdir(parents=True, exist_ok=True)
+            line = json.dumps({"query": imp["query"], "ad_id": imp["ad_id"], "user_id": imp["user_id"], "ts": now})
+            with self.click_log.open("a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        except OSError:
+            log.exception("ads: appending to %s failed", self.click_log)
 
     def _sync_spend(self, now: float, force: bool = False) -> None:
         """With Redis: every campaign's shared spend of the day into the pacer, at most every

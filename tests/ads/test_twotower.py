@@ -86,3 +86,54 @@ def test_load_rejects_bad_files(tmp_path: Path) -> None:
     (tmp_path / "tt" / "config.json").write_text('{"kind": "two-tower"}')
     with pytest.raises(ValueError):
         load_ad_towers(tmp_path / "tt")
+
+
+def test_serving_learns_from_its_own_click_log(tmp_path: Path) -> None:
+    """Search ads: no ad for a word no ad contains; serving logs clicks with their query;
+    ``train_workspace_towers`` learns the word; the next index build serves it by the towers."""
+    import json
+
+    from notefeed.ads.schema import Ad, Advertiser, Campaign
+    from notefeed.ads.twotower import train_workspace_towers
+    from notefeed.serve.ads import ads_store
+    from notefeed.serve.adslots import AdEvent, ad_server
+    from notefeed.serve.config import builtin_config
+    from notefeed.serve.engine import Engine
+    from notefeed.serve.synth import synthetic_community
+
+    now = 1_700_000_000.0
+    eng = Engine(synthetic_community(300, n_users=20, n_events=500, seed=1), builtin_config(), tmp_path / "ws")
+    eng.clock = lambda: now
+    try:
+        store = ads_store(eng)
+        store.put_advertiser(Advertiser(id="adv", name="Shop"))
+        store.put_campaign(Campaign(id="c", advertiser_id="adv", daily_budget=100.0, bid=1.0))
+        topics = {"shoe": "fast running shoes trail sneaker", "coffee": "espresso coffee beans roast grinder"}
+        store.put_ads([Ad(id=f"{t}{j}", campaign_id="c", title=f"{words.split()[j % 5]} deal {j}", text=words)
+                       for t, words in topics.items() for j in range(8)])
+        srv = ad_server(eng)
+        page = [f"x{i}" for i in range(20)]
+        assert srv.search_ads("zapato", [], None, None, page) == []  # unknown word: nothing recalls it
+        log = eng.workspace / "ads" / "clicks.jsonl"
+        rng = np.random.default_rng(0)
+        with log.open("w") as f:
+            for _ in range(400):
+                t = str(rng.choice(["shoe", "coffee"]))
+                q = {"shoe": ["zapato", "running shoes", "zapato trail"], "coffee": ["kaffi", "espresso", "kaffi beans"]}[t]
+                f.write(json.dumps({"query": str(rng.choice(q)), "ad_id": f"{t}{int(rng.integers(8))}"}) + "\n")
+            f.write("{torn line\n")
+        info = train_workspace_towers(eng.workspace, min_clicks=100, cfg=AdTowerConfig(buckets=1 << 12, epochs=6))
+        assert info["clicks"] == 400 and (eng.workspace / "ads" / "twotower" / "encoder").is_dir()
+        srv._checked = -1e9  # the next request checks the workspace at once (not within 2 s)
+        ads = srv.search_ads("zapato", [], None, None, page)
+        assert ads and all(a["ad"]["channel"] == "semantic/twotower" for a in ads)
+        assert all(a["ad"]["ad_id"].startswith("shoe") for a in ads)
+        n = len(log.read_text().splitlines())
+        charged, why = srv.event(AdEvent(impression_id=ads[0]["ad"]["impression_id"], type="click"))
+        assert why is None and charged > 0
+        last = json.loads(log.read_text().splitlines()[-1])
+        assert len(log.read_text().splitlines()) == n + 1 and last["query"] == "zapato"
+        with pytest.raises(ValueError):
+            train_workspace_towers(eng.workspace, min_clicks=10_000)
+    finally:
+        eng.close()
