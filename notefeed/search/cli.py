@@ -84,6 +84,63 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         if explain and res.trace is not None:
             con.print_json(json.dumps({**res.trace, "ms": res.ms}, default=str))
 
+    @app.command("search-images")
+    def search_images(
+        workspace: Path = typer.Option(..., "--workspace", help="workspace (image index in WORKSPACE/images/)"),
+        vectors: Path | None = typer.Option(None, "--vectors", help="precomputed vectors: safetensors with a "
+                                            "'vectors' (m, dim) tensor"),
+        ids: Path | None = typer.Option(None, "--ids", help="with --vectors: JSON list of the m rows' note ids"),
+        image_root: Path | None = typer.Option(None, "--image-root", help="encode the notes' image files "
+                                               "(their media paths, relative to this folder)"),
+        model: str | None = typer.Option(None, "--model", help="with --image-root: OpenCLIP architecture"),
+        checkpoint: Path | None = typer.Option(None, "--checkpoint", help="with --image-root: local weights file"),
+    ) -> None:
+        """Build the image index that POST /v1/search/image searches (from vectors or image files)."""
+        import json
+
+        import numpy as np
+
+        from notefeed.search import SearchError
+        from notefeed.search.image import ImageIndex, encode_note_images, load_encoder
+
+        out = workspace / "images"
+        try:
+            if vectors is not None:
+                if ids is None or image_root is not None:
+                    _fail("--vectors: give --ids with it, and no --image-root")
+                from safetensors import safe_open
+
+                try:
+                    with safe_open(str(vectors), framework="numpy") as f:
+                        v = f.get_tensor("vectors")
+                    note_ids = json.loads(Path(ids).read_text(encoding="utf-8"))  # type: ignore[arg-type]
+                except Exception as e:  # unreadable file of either kind
+                    _fail(f"--vectors/--ids: cannot read ({e})")
+                if not isinstance(note_ids, list) or v.ndim != 2:
+                    _fail("--ids must be a JSON list and --vectors a 2-d 'vectors' tensor")
+                idx = ImageIndex(int(v.shape[1]), None, expected=len(note_ids))
+                idx.add([str(n) for n in note_ids], np.asarray(v, np.float32))
+                missing: list[str] = []
+            else:
+                if image_root is None or model is None or checkpoint is None:
+                    _fail("give --vectors and --ids, or --image-root, --model and --checkpoint")
+                from notefeed.data.store import Workspace
+
+                if not (workspace / "notefeed.duckdb").exists():
+                    _fail(f"--workspace: {workspace} holds no community")
+                with Workspace.open(workspace, create=False) as ws:
+                    notes = ws.load_dataset().notes
+                if "media" not in notes.columns:
+                    _fail("the workspace's notes have no 'media' (image paths) column")
+                spec = {"kind": "open_clip", "model_name": model, "checkpoint": str(Path(checkpoint).resolve())}  # type: ignore[arg-type]
+                idx, missing = encode_note_images(notes["note_id"].astype(str).tolist(), notes["media"].tolist(),
+                                                  image_root, load_encoder(spec), spec)  # type: ignore[arg-type]
+        except SearchError as e:
+            _fail(str(e))
+        idx.save(out)
+        print(f"image index: {len(idx)} images of {idx.n_notes} notes, dim {idx.dim} -> {out}"
+              + (f" ({len(missing)} image files missing)" if missing else ""))
+
     @bench.command("search")
     def bench_search_cmd(
         notes: int = typer.Option(100_000, "--notes", min=100, help="simulated notes to index"),

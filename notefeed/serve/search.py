@@ -1,4 +1,5 @@
-"""Search on the serving engine: ``GET /v1/search`` and ``GET /v1/search/suggest``.
+"""Search on the serving engine: ``GET /v1/search``, ``GET /v1/search/suggest`` and
+``POST /v1/search/image``.
 
 :class:`SearchService` hangs on the engine as ``engine.search``. It builds the index from the
 engine's catalogue (base notes, then published notes, in item order, so search and feed share
@@ -17,10 +18,20 @@ change the user's online state like feed events (the next search and feed are pe
 them) and are recorded against their query in the log. Both run on the engine's side-effect
 thread, never delaying the page. Suggestions come from the logged queries first, then from
 the index's own suggester (titles, or the query log it was built with).
+
+Search by image: ``POST /v1/search/image`` with ``{"vector": [...]}`` (any client-side
+encoder, the image index's dimension) or ``{"image": "<base64 JPEG/PNG>"}`` (encoded with the
+image index's own encoder: the ``content`` extra's OpenCLIP and a local checkpoint) answers the
+notes with the nearest image vectors (:mod:`notefeed.search.image`, ``WORKSPACE/images/``,
+re-read when its files change). No image index: 409; a vector of the wrong length, both or
+neither input, an undecodable image or no encoder for an image: 422 naming the field.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import logging
 import shutil
 import threading
@@ -32,16 +43,33 @@ from typing import Any
 import pandas as pd
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from notefeed.schema import Event, Note
 from notefeed.search import SearchConfig, SearchError, SearchPipeline
+from notefeed.search.image import ImageIndex, load_encoder
 from notefeed.search.querylog import SearchLog
 from notefeed.search.suggest import Suggester
 from notefeed.serve.adslots import page_ads
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SearchService", "add_search_routes"]
+__all__ = ["SearchService", "add_search_routes", "ImageQuery"]
+
+#: largest accepted base64 image (characters), about 15 MB of image
+MAX_IMAGE_B64 = 20_000_000
+
+
+class ImageQuery(BaseModel):
+    """``POST /v1/search/image``: exactly one of ``vector`` and ``image``."""
+
+    model_config = ConfigDict(extra="forbid")
+    vector: list[float] | None = Field(default=None, min_length=1, max_length=4096,
+                                       description="a query image vector of the image index's dimension")
+    image: str | None = Field(default=None, min_length=1, max_length=MAX_IMAGE_B64,
+                              description="a JPEG/PNG/WebP image, base64 (needs the index's image encoder)")
+    n: int = Field(default=10, ge=1, le=1000)
+    user_id: str | None = Field(default=None, min_length=1, max_length=128)
 
 
 def _catalog_notes(engine: Any, start: int = 0) -> pd.DataFrame:
@@ -77,6 +105,9 @@ class SearchService:
         side = getattr(engine, "side_effects", None)
         if side is not None and self.log is not None:
             side.subscribe(self._on_events)
+        self.images_path = engine.workspace / "images"
+        self._images: tuple[float, ImageIndex] | None = None
+        self._image_encoder: tuple[str, Any] | None = None
         self.pipeline: SearchPipeline | None = None
         self.error: str | None = None
         self.first_wait_s = first_wait_s
@@ -146,6 +177,35 @@ class SearchService:
             raise HTTPException(503, detail, headers={"Retry-After": "5"})
         return self.pipeline
 
+    # ------------------------------------------------------------------ search by image
+    def images(self) -> ImageIndex | None:
+        """The workspace's image index (re-read when ``images.json`` changed), or None."""
+        meta = self.images_path / "images.json"
+        try:
+            mtime = meta.stat().st_mtime
+        except OSError:
+            return None
+        with self._lock:
+            if self._images is None or self._images[0] != mtime:
+                self._images = (mtime, ImageIndex.load(self.images_path))
+            return self._images[1]
+
+    def encode_image(self, idx: ImageIndex, data: bytes) -> Any:
+        """The (dim,) vector of an uploaded image, by the encoder the index records."""
+        from PIL import Image, UnidentifiedImageError
+
+        key = repr(idx.encoder)
+        with self._lock:
+            if self._image_encoder is None or self._image_encoder[0] != key:
+                self._image_encoder = (key, load_encoder(idx.encoder))
+            enc = self._image_encoder[1]
+        try:
+            im = Image.open(io.BytesIO(data))
+            im.load()
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            raise SearchError(f"image: not a readable image ({e})") from None
+        return enc.encode([im.convert("RGB")])[0]
+
     # ------------------------------------------------------------------ search events
     def record(self, user_id: str | None, query: str, note_ids: Sequence[str]) -> str:
         """Log one served page (on the side-effect thread); returns its ``request_id``."""
@@ -204,6 +264,10 @@ def _invalid(field: str, msg: str, value: Any) -> RequestValidationError:
                                     "input": value if not isinstance(value, str) else value[:200]}])
 
 
+def _invalid_body(field: str, msg: str, value: Any) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body", field), "type": "value_error", "msg": msg, "input": value}])
+
+
 def add_search_routes(app: FastAPI, engine: Any, deps: list[Any]) -> None:
     """Register the search endpoints on ``app`` (``deps``: the read-auth dependencies)."""
 
@@ -237,6 +301,39 @@ def add_search_routes(app: FastAPI, engine: Any, deps: list[Any]) -> None:
             body["trace"] = {**(res.trace or {}), "ms": res.ms, "ads_ms": ads_ms}
         body["request_id"] = engine.search.record(user_id, res.query.text, [x["note_id"] for x in items])
         return body
+
+    @app.post("/v1/search/image", dependencies=deps)
+    def search_image(req: ImageQuery) -> dict[str, Any]:
+        if (req.vector is None) == (req.image is None):
+            raise _invalid_body("vector", "send exactly one of 'vector' and 'image'", None)
+        if req.n > engine.search.config.max_page:
+            raise _invalid_body("n", f"Input should be less than or equal to {engine.search.config.max_page}", req.n)
+        try:
+            idx = engine.search.images()
+        except SearchError as e:  # a broken index is the server's state, not the request's
+            raise HTTPException(409, f"image index unusable: {e}") from None
+        if idx is None:
+            raise HTTPException(409, "no image index in this workspace (build one with `notefeed search-images`)")
+        field = "vector" if req.vector is not None else "image"
+        try:
+            if req.image is not None:
+                try:
+                    data = base64.b64decode(req.image, validate=True)
+                except (binascii.Error, ValueError):
+                    raise SearchError("image: not valid base64") from None
+                vec = engine.search.encode_image(idx, data)
+            else:
+                vec = req.vector
+            hits = idx.search(vec, req.n, field)
+        except SearchError as e:
+            f, _, msg = str(e).partition(": ")
+            raise _invalid_body(f if f in ("vector", "image") else field, msg or str(e), None) from None
+        items = []
+        for note_id, s in hits:
+            i = engine.catalog.item_of(note_id)
+            row = engine.catalog.note_json(i) if i is not None else {"note_id": note_id}
+            items.append({**row, "score": s})
+        return {"dim": idx.dim, "notes_indexed": idx.n_notes, "user_id": req.user_id, "items": items}
 
     @app.get("/v1/search/suggest", dependencies=deps)
     def suggest(prefix: str = Query(..., max_length=200), n: int = Query(10, ge=1, le=50)) -> dict[str, Any]:
