@@ -172,12 +172,16 @@ def train_ad_towers(queries: list[str], ads: np.ndarray, ad_texts: list[str], ad
     def valid_recall() -> float:
         model.eval()
         av = model.ad_vec(t_bags, k_bags, ad_d)
-        qv = model.query_vec(*_select(q_bags, valid), None if qd is None else qd[valid])
-        sc = qv @ av.T
-        target = sc[torch.arange(len(valid)), torch.as_tensor(ads[valid])]
-        rank = (sc > target.unsqueeze(1)).sum(1)
+        hits = 0
+        for s0 in range(0, len(valid), 256):  # (256, n_ads) scores at a time
+            v = valid[s0:s0 + 256]
+            qv = model.query_vec(*_select(q_bags, v), None if qd is None else qd[v])
+            sc = qv @ av.T
+            target = sc[torch.arange(len(v)), torch.as_tensor(ads[v])]
+            rank = (sc > target.unsqueeze(1)).sum(1)
+            hits += int((rank < min(cfg.valid_k, max(1, len(ad_texts) // 20))).sum())
         model.train()
-        return float((rank < min(cfg.valid_k, max(1, len(ad_texts) // 20))).float().mean())
+        return hits / len(valid)
 
     best = valid_recall() if n_valid else -1.0
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -363,14 +367,16 @@ def _ad_text_vecs(enc: object, texts: list[str], kws: list[str]) -> np.ndarray:
 
 
 def workspace_channel(towers: tuple[AdTwoTower, object], ads: list[object], kind: str = "auto",
-                      min_score: float = 0.0) -> TwoTowerAdChannel:
-    """The ``semantic/twotower`` channel over ``ads`` (stored Ad models, row order = ad rows)."""
+                      min_score: float = 0.0, text_encode: Callable[[list[str]], np.ndarray] | None = None
+                      ) -> TwoTowerAdChannel:
+    """The ``semantic/twotower`` channel over ``ads`` (stored Ad models, row order = ad rows);
+    ``text_encode``: the towers' encoder's ``transform`` or a faster equal one for queries."""
     model, enc = towers
     pairs = [ad_tower_text(a) for a in ads]
     texts, kws = [t for t, _ in pairs], [k for _, k in pairs]
     if model.cfg.text_dim:
         return TwoTowerAdChannel(model, texts, kws, kind=kind, min_score=min_score,
-                                 text_encode=enc.transform,  # type: ignore[attr-defined]
+                                 text_encode=text_encode or enc.transform,  # type: ignore[attr-defined]
                                  ad_text_vecs=_ad_text_vecs(enc, texts, kws))
     return TwoTowerAdChannel(model, texts, kws, kind=kind, min_score=min_score)
 

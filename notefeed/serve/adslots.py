@@ -223,7 +223,9 @@ class _AdIndex:
         #: ``semantic/twotower`` for search ads when the workspace has trained towers
         self.tt: TwoTowerAdChannel | None = None
         if towers is not None and cfg.search_semantic != "text" and self.ads:
-            self.tt = workspace_channel(towers, self.ads, kind="auto", min_score=0.0)
+            enc = towers[1]
+            fast = None if enc is None else (lambda texts, e=enc: _encode(e, texts))
+            self.tt = workspace_channel(towers, self.ads, kind="auto", min_score=0.0, text_encode=fast)
         self.note_vecs: OrderedDict[int, np.ndarray] = OrderedDict()  # catalogue item -> vector (LRU)
         self._running: tuple[float, np.ndarray] = (-1.0, np.zeros(len(self.campaigns), bool))
         self.version = -1  # the store version it was built from

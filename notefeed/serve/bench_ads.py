@@ -48,7 +48,33 @@ def _store(engine: Any, n_ads: int, seed: int) -> tuple[Any, Any]:
     return store, w
 
 
-def run_bench_ads(sizes: list[int], requests: int = 300, seed: int = 0, page: int = 20) -> dict[str, Any]:
+def _click_log(workspace: Path, world: Any, n_queries: int, seed: int) -> int:
+    """A search-ad click log like serving writes (``ads/clicks.jsonl``), from the simulator:
+    per query, 3 random ads of the query's topic or any topic shown, clicked by the simulator's
+    true CTR. Returns the number of clicks."""
+    import json
+
+    from notefeed.ads.simulate import sample_queries
+
+    rng = np.random.default_rng(seed + 5)
+    qs = sample_queries(world, n_queries, np.arange(len(world.interest)), rng)
+    by_topic = [np.flatnonzero(world.ad_topics[:, 0] == t) for t in range(world.words.shape[0])]
+    n = 0
+    (workspace / "ads").mkdir(parents=True, exist_ok=True)
+    with (workspace / "ads" / "clicks.jsonl").open("w", encoding="utf-8") as f:
+        for q in qs:
+            pool = by_topic[q.topic]
+            shown = np.concatenate([rng.choice(pool, min(2, len(pool)), replace=False),
+                                    rng.integers(0, world.n_ads, 1)])
+            ctr = world.true_ctr(q.user, q.topic)[shown]
+            for a in shown[rng.random(len(shown)) < ctr].tolist():
+                f.write(json.dumps({"query": q.text, "ad_id": f"a{a}"}) + "\n")
+                n += 1
+    return n
+
+
+def run_bench_ads(sizes: list[int], requests: int = 300, seed: int = 0, page: int = 20,
+                  towers: bool = False) -> dict[str, Any]:
     from notefeed.ads.simulate import sample_queries
     from notefeed.eval.timing import machine_info
     from notefeed.serve.adslots import ad_server, page_ads
@@ -69,6 +95,17 @@ def run_bench_ads(sizes: list[int], requests: int = 300, seed: int = 0, page: in
             try:
                 t0 = time.perf_counter()
                 eng.ads_store, world = _store(eng, n_ads, seed)
+                tower_info: dict[str, Any] = {}
+                if towers:  # search ads by semantic/twotower: train it on a simulated click log first
+                    from notefeed.ads.twotower import train_workspace_towers
+
+                    eng.ads_store.path = Path(tmp) / "ws" / "ads" / "ads.json"
+                    eng.ads_store.save()
+                    n_clicks = _click_log(Path(tmp) / "ws", world, 20_000, seed)
+                    tt = time.perf_counter()
+                    tower_info = {**train_workspace_towers(Path(tmp) / "ws", min_clicks=100),
+                                  "train_s": round(time.perf_counter() - tt, 1), "logged_clicks": n_clicks}
+                    tower_info.pop("path", None)
                 t1 = time.perf_counter()
                 srv = ad_server(eng)
                 srv.wait_ready()  # builds the keyword index, text encoder and ANN index
@@ -97,6 +134,9 @@ def run_bench_ads(sizes: list[int], requests: int = 300, seed: int = 0, page: in
                     "feed_ads": {**_pct(feed_ms), "ads_per_page": round(float(np.mean(feed_n)), 2)},
                     "organic_feed": _pct(organic_ms),
                     "target_p99_ms": 10.0,
+                    "search_semantic": "semantic/twotower" if srv._index is not None and srv._index.tt is not None
+                    else "semantic/text",
+                    **({"towers": tower_info} if towers else {}),
                 })
             finally:
                 eng.close()
@@ -115,6 +155,8 @@ def register(bench: Any) -> None:
         requests: int = typer.Option(300, "--requests", min=10, max=100_000, help="timed requests per size"),
         seed: int = typer.Option(0, "--seed"),
         json_out: Path | None = typer.Option(None, "--json", help="write the result here"),
+        towers: bool = typer.Option(False, "--towers", help="search ads by semantic/twotower, trained first on a "
+                                    "simulated click log (20,000 queries)"),
     ) -> None:
         """Ad slots of one page (recall + auction + placement) at 10k / 100k ads: p50 / p99 ms."""
         try:
@@ -124,7 +166,7 @@ def register(bench: Any) -> None:
         if not ns or min(ns) < 10:
             raise typer.BadParameter("need ad counts >= 10", param_hint="--sizes")
         t0 = time.perf_counter()
-        res = run_bench_ads(ns, requests, seed)
+        res = run_bench_ads(ns, requests, seed, towers=towers)
         res["wall_s"] = round(time.perf_counter() - t0, 1)
         text = json.dumps(res, indent=1)
         if json_out is not None:
