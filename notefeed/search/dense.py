@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from notefeed.content.text import TextEncoder, TextEncoderConfig, has_cjk
+from notefeed.content.text import TextEncoder, TextEncoderConfig, has_cjk, text_features
 from notefeed.recall.ann import AnnIndex
 from notefeed.search.base import RETRIEVERS, Hits, ParsedQuery, SearchError
 from notefeed.search.text import analyze_batch, note_fields
@@ -136,6 +136,42 @@ class _CatalogueEncoder(TextEncoder):
         return enc
 
 
+class _QueryEncoder:
+    """One query text -> the encoder's vector without sparse-matrix machinery: the features'
+    columns (hashed by sklearn once per distinct feature, then remembered), sublinear TF x IDF,
+    unit norm, projected by the gathered SVD columns. Same arithmetic as
+    ``TextEncoder.transform`` up to float rounding (summation order)."""
+
+    def __init__(self, encoder: TextEncoder, cache_max: int = 200_000) -> None:
+        assert encoder.components_ is not None and encoder.idf_ is not None
+        self.enc, self.cache_max = encoder, cache_max
+        self.comp_t = np.ascontiguousarray(encoder.components_.T)  # (n_features, k)
+        self.cols: dict[str, int] = {}
+
+    def __call__(self, text: str) -> np.ndarray:
+        c = self.enc.config
+        feats = text_features(text, c.word_ngrams, (c.char_ngram_min, c.char_ngram_max))
+        out = np.zeros(c.dim, np.float32)
+        if not feats:
+            return out
+        new = [f for f in set(feats) if f not in self.cols]
+        if new:
+            if len(self.cols) + len(new) > self.cache_max:
+                self.cols.clear()
+                new = list(set(feats))
+            self.cols.update(zip(new, _hash(new, c.n_features).tolist(), strict=True))
+        cols, counts = np.unique(np.fromiter((self.cols[f] for f in feats), np.int64, len(feats)),
+                                 return_counts=True)
+        x = counts.astype(np.float32)
+        if c.sublinear_tf:
+            x = np.log1p(x)
+        x = x * self.enc.idf_[cols]
+        x = x / max(float(np.sqrt(np.dot(x, x))), 1e-12)
+        z = x @ self.comp_t[cols]
+        out[: z.shape[0]] = z
+        return out / max(float(np.linalg.norm(out)), 1e-12)
+
+
 @RETRIEVERS.register("dense/text")
 class DenseIndex:
     """Text-encoder vectors of notes in FAISS; the query is encoded with the same encoder."""
@@ -145,6 +181,7 @@ class DenseIndex:
     def __init__(self, encoder: TextEncoder, kind: str = "auto", hnsw_min: int = 200_000,
                  expected: int = 0) -> None:
         self.encoder = encoder
+        self._query = _QueryEncoder(encoder)
         self.ann = AnnIndex(encoder.dim, kind=kind, hnsw_min=hnsw_min, expected=expected)
         self._vecs: list[np.ndarray] = []
         self._ids: list[np.ndarray] = []
@@ -181,7 +218,7 @@ class DenseIndex:
 
     def encode_query(self, query: ParsedQuery) -> np.ndarray:
         """(dim,) unit query vector from the corrected terms (zeros when nothing is known)."""
-        return self.encoder.transform([" ".join(query.terms) or query.text])[0]
+        return self._query(" ".join(query.terms) or query.text)
 
     def retrieve(self, query: ParsedQuery, k: int) -> Hits:
         if query.empty or k <= 0 or len(self) == 0:

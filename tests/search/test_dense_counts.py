@@ -39,3 +39,16 @@ def test_dense_build_gives_the_plain_encoders_vectors() -> None:
     assert type(idx.encoder) is TextEncoder
     np.testing.assert_array_equal(idx.encoder.components_, plain.components_)
     np.testing.assert_array_equal(idx.vectors()[1], plain.transform(note_texts(notes)))
+
+
+def test_query_encoder_matches_transform() -> None:
+    from notefeed.search.dense import _QueryEncoder
+
+    texts = _texts()
+    enc = TextEncoder(TextEncoderConfig(dim=16)).fit(texts)
+    qe = _QueryEncoder(enc, cache_max=50)  # small cache: it is emptied along the way
+    queries = [t[:30] for t in texts[:200]] + ["", "!!!", "zzzz unseen words", "上海 外滩", "Paris"] * 2
+    want = enc.transform(queries)
+    got = np.stack([qe(q) for q in queries])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert not np.any(got[-9])  # punctuation only: the zero vector, as transform gives
