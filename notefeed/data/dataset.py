@@ -131,18 +131,45 @@ class Dataset:
             ev["request_id"] = events["request_id"].astype("string").to_numpy()
         ev = ev.sort_values(["ts", "user"], kind="stable").reset_index(drop=True)
 
-        soc = None
-        if social is not None and len(social):
-            known = user_of.get_indexer(_as_str_ids(social["user_id"], "social.user_id"))
-            keep = known >= 0
-            soc = pd.DataFrame(
-                {
-                    "user": known[keep].astype(np.int32),
-                    "target_id": social["target_id"].astype(str).to_numpy()[keep],
-                    "kind": (social["kind"].astype(str).to_numpy()[keep] if "kind" in social else "follow"),
-                }
-            )
+        soc = _social_frame(social, user_of)
         ds = cls(name, notes, users, creators, ev, soc, dict(meta or {}))
+        ds.validate()
+        return ds
+
+    @classmethod
+    def build_coded(
+        cls,
+        name: str,
+        events: pd.DataFrame,
+        notes: pd.DataFrame,
+        users: pd.DataFrame,
+        creators: pd.DataFrame | None = None,
+        social: pd.DataFrame | None = None,
+        meta: Mapping[str, object] | None = None,
+    ) -> Dataset:
+        """:meth:`build` for events already coded against the rows of ``notes`` and ``users``
+        (what the workspace store reads: it keeps every note and user an event names).
+
+        ``events`` has the final columns (:data:`EVENT_COLUMNS`: ``type`` and ``surface``
+        categorical over :data:`~notefeed.schema.EVENT_TYPES` / ``SURFACES``, ``position``
+        -1 when unknown, optional ``request_id``), in ``(ts, user)`` order. ``notes`` and
+        ``users`` must have unique ids (a coded row has nowhere else to point). Skips the
+        string-id lookups that make :meth:`build` slow on millions of events.
+        """
+        for what, frame, key in (("notes", notes, "note_id"), ("users", users, "user_id")):
+            if key not in frame.columns:
+                raise DataError(f"{what}: missing column '{key}'")
+            if not frame[key].is_unique:
+                raise DataError(f"{what}: duplicate {key} {frame[key][frame[key].duplicated()].iloc[0]!r}")
+        empty = pd.Series([], dtype=object)
+        notes = _normalise_notes(notes, empty)
+        users = _normalise_users(users, empty)
+        creators = _normalise_creators(creators, notes["author_id"])
+        for col, cats in (("type", EVENT_TYPES), ("surface", SURFACES)):
+            if not isinstance(events[col].dtype, pd.CategoricalDtype) or list(events[col].cat.categories) != list(cats):
+                raise DataError(f"events: coded column '{col}' must be categorical over {list(cats)}")
+        ev = events.reset_index(drop=True)
+        ds = cls(name, notes, users, creators, ev, _social_frame(social, pd.Index(users["user_id"])), dict(meta or {}))
         ds.validate()
         return ds
 
@@ -286,6 +313,21 @@ class Dataset:
 
 
 # ---------------------------------------------------------------------- helpers
+def _social_frame(social: pd.DataFrame | None, user_of: pd.Index) -> pd.DataFrame | None:
+    """``social`` keyed by user index (edges of unknown users dropped); ``None`` when empty."""
+    if social is None or not len(social):
+        return None
+    known = user_of.get_indexer(_as_str_ids(social["user_id"], "social.user_id"))
+    keep = known >= 0
+    return pd.DataFrame(
+        {
+            "user": known[keep].astype(np.int32),
+            "target_id": social["target_id"].astype(str).to_numpy()[keep],
+            "kind": (social["kind"].astype(str).to_numpy()[keep] if "kind" in social else "follow"),
+        }
+    )
+
+
 def _normalise_notes(notes: pd.DataFrame | None, ev_notes: pd.Series) -> pd.DataFrame:
     if notes is None:
         notes = pd.DataFrame({"note_id": pd.unique(ev_notes)})
