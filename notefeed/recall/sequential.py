@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from notefeed.data.dataset import Dataset
 from notefeed.recall._common import excluded_items, positive_log, topk, user_histories
 from notefeed.recall._sasrec_net import SASRecNet, full_ce_loss, sampled_ce_loss
+from notefeed.recall.ann import AnnIndex
 from notefeed.recall.base import CHANNELS, Candidates, UserContext
 
 __all__ = ["SASRecChannel", "training_sequences"]
@@ -80,7 +81,12 @@ class SASRecChannel:
     min_steps: int = 0
     max_time_s: float | None = None
     #: the largest catalogue trained with the full softmax; larger ones use the sampled loss
-    full_ce_max: int = 250_000
+    #: (a step costs batch tokens x notes: 100k notes of full softmax is ~1.7 h on 2 cores,
+    #: the sampled loss minutes; every real log evaluated here is below it)
+    full_ce_max: int = 50_000
+    #: from this many notes recall searches an HNSW index over the item embeddings (exact
+    #: scoring of every note below: at 1M notes that alone is ~10 ms a request)
+    hnsw_min: int = 200_000
     progress: bool = True
     n_items: int = field(default=0, init=False)
 
@@ -105,6 +111,8 @@ class SASRecChannel:
         self._net: SASRecNet | None = None
         self._memo: tuple[bytes, np.ndarray] | None = None
         self._items: np.ndarray | None = None  # (n_items, dim) float32 output embeddings
+        self._ann: AnnIndex | None = None
+        self._umemo: tuple[bytes, np.ndarray] | None = None
         self.train_s = 0.0
         self.epochs_run = 0
         self.loss_used = self.loss
@@ -139,7 +147,7 @@ class SASRecChannel:
         epochs = max(self.epochs, min(200, -(-self.min_steps // max(1, n_batches))))
         amp = _use_bf16(dev) if self.bf16 is None else self.bf16
         # the full softmax is (batch tokens x catalogue) logits per step: beyond ``full_ce_max``
-        # notes (1.6 GB at 1,600 tokens x 250k) the sampled loss is used instead
+        # notes (0.3 GB and ~0.5 s a step at 1,600 tokens x 50k) the sampled loss is used instead
         full_ce = self.loss == "ce" and self.n_items <= self.full_ce_max
         self.loss_used = "ce" if full_ce else "sampled"
         bar = tqdm(total=epochs * n_batches, desc=self.name, unit="batch",
@@ -177,7 +185,11 @@ class SASRecChannel:
         self._net = net.eval()
         with torch.inference_mode():
             self._items = np.ascontiguousarray(net.item_weight.numpy(), dtype=np.float32)
-            self._memo = None
+            self._memo = self._umemo = None
+        self._ann = None
+        if len(self._items) >= self.hnsw_min:
+            self._ann = AnnIndex(self._items.shape[1], "hnsw", ef_search=128)
+            self._ann.add(self._items, np.arange(len(self._items), dtype=np.int64))
 
     # ------------------------------------------------------------------ serving
     @property
@@ -213,26 +225,50 @@ class SASRecChannel:
         h = np.asarray(history, np.int64).ravel()
         return h[(h >= 0) & (h < self.n_items)][-self.max_len :]
 
-    def _logits(self, ctx: UserContext) -> np.ndarray | None:
-        """(n_items,) float32 scores of every note, or ``None`` when no known history."""
+    def _user(self, ctx: UserContext) -> np.ndarray | None:
+        """(dim,) float32 user state after the known history; ``None`` without one."""
         if self._net is None or self._items is None:
             raise RuntimeError(f"{self.name}: used before fit()")
         known = self._known(ctx.history)
         if known.size == 0:
             return None
+        key = known.tobytes()  # recall and score_items ask in the same request
+        memo = self._umemo
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        u = self.encode([known])[0]
+        self._umemo = (key, u)
+        return u
+
+    def _logits(self, ctx: UserContext) -> np.ndarray | None:
+        """(n_items,) float32 scores of every note, or ``None`` when no known history."""
+        u = self._user(ctx)
+        if u is None:
+            return None
+        assert self._items is not None
         # one request asks twice (recall, then score_items for the ranker): keep the last
         # answer; a (key, scores) tuple swaps atomically, so threads never see half of one
-        key = known.tobytes()
+        key = u.tobytes()
         memo = self._memo
         if memo is not None and memo[0] == key:
             return memo[1].copy()
-        scores = self._items @ self.encode([known])[0]
+        scores = self._items @ u
         self._memo = (key, scores)
         return scores.copy()
 
     def recall(self, ctx: UserContext, k: int) -> Candidates:
+        if k <= 0:
+            return Candidates.empty(self.name)
+        if self._ann is not None:  # a large catalogue: HNSW over the item embeddings
+            u = self._user(ctx)
+            if u is None:
+                return Candidates.empty(self.name)
+            excl = excluded_items(ctx)
+            scores, ids = self._ann.search(u[None, :], k + excl.size)
+            keep = (ids[0] >= 0) & ~np.isin(ids[0], excl)
+            return Candidates(self.name, ids[0][keep][:k], scores[0][keep][:k])
         scores = self._logits(ctx)
-        if scores is None or k <= 0:
+        if scores is None:
             return Candidates.empty(self.name)
         excl = excluded_items(ctx)
         scores[excl[(excl >= 0) & (excl < scores.size)]] = -np.inf
@@ -242,9 +278,20 @@ class SASRecChannel:
     def score_items(self, ctx: UserContext, items: np.ndarray) -> np.ndarray:
         """(n,) float32 logits of ``items`` for ``ctx``; zeros without a known history.
 
-        Items outside the fitted catalogue get the lowest logit of the catalogue.
+        Items outside the fitted catalogue get the lowest logit of the catalogue (with the
+        HNSW index: the lowest of the ``items`` inside it).
         """
         items = np.asarray(items, np.int64).ravel()
+        if self._ann is not None:
+            u = self._user(ctx)
+            if u is None:
+                return np.zeros(items.size, np.float32)
+            assert self._items is not None
+            known = (items >= 0) & (items < self._items.shape[0])
+            got = self._items[items[known]] @ u
+            out = np.full(items.size, got.min() if got.size else 0.0, np.float32)
+            out[known] = got
+            return out
         scores = self._logits(ctx)
         if scores is None:
             return np.zeros(items.size, np.float32)
