@@ -124,7 +124,7 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
 
     report: dict[str, Any] = {}
     learned = [s for s, name in (("coarse", config.coarse.scorer), ("fine", config.fine.scorer)) if name == LEARNED]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()  # wall and this process's CPU seconds
     say = log or (lambda _msg: None)
     holds = _holdouts(ds, target_groups, max_holdouts) if learned and len(ds.events) else []
     to_fit = [c.name for c in config.recall.channels if c.name not in ("fresh/recent", "non-personalized/popular")]
@@ -145,8 +145,11 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
                 if not components:
                     components = _channel_components(engine.pipelines["default"], config)
                     report["channels_fit_s"] = time.perf_counter() - t0
+                    report["channels_cpu_s"] = time.process_time() - c0
+                    report["channel_fit_s"] = dict(engine.pipelines["default"].fit_seconds)
                     report["channels"] = {k: getattr(v, "name", type(v).__name__) for k, v in components.items()}
-                    say(f"recall channels fitted ({report['channels_fit_s']:.1f} s)")
+                    say(f"recall channels fitted ({report['channels_fit_s']:.1f} s: " + ", ".join(
+                        f"{k.split(':', 1)[-1]} {v:.1f} s" for k, v in report["channel_fit_s"].items()) + ")")
                     if not holds:
                         return components, report
                     report["rank_holdouts"] = len(holds)
@@ -157,12 +160,21 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
                                    seed + j, progress)
             finally:
                 engine.close()
+    report["rank_samples_s"] = time.perf_counter() - t0 - report.get("channels_fit_s", 0.0)
+    report["rank_samples_cpu_s"] = time.process_time() - c0 - report.get("channels_cpu_s", 0.0)
     report["rank_users"] = len(groups)
     report["rank_target_recalled"] = float(np.mean([g[2] >= 0 for g in groups])) if groups else 0.0
     say(f"training the {' and '.join(learned)} ranker{'s' if len(learned) > 1 else ''} (rank/ltr) "
         f"on {len(groups):,} candidate sets")
+    t_rank, c_rank = time.perf_counter(), time.process_time()
     _train_rankers(config, groups, learned, components, report, progress, seed)
+    report["rankers_fit_s"] = time.perf_counter() - t_rank
+    report["rankers_cpu_s"] = time.process_time() - c_rank
     report["fit_s"] = time.perf_counter() - t0
+    report["fit_cpu_s"] = time.process_time() - c0
+    say(f"rankers trained ({report['rankers_fit_s']:.1f} s; their samples took {report['rank_samples_s']:.1f} s; "
+        f"CPU seconds: channels {report['channels_cpu_s']:.0f}, samples {report['rank_samples_cpu_s']:.0f}, "
+        f"rankers {report['rankers_cpu_s']:.0f})")
     return components, report
 
 

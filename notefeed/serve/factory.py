@@ -112,6 +112,7 @@ def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: M
     load_stage_components()
     fitted = fitted or {}
     fallbacks: list[str] = []
+    fit_s: dict[str, float] = {}  # seconds each channel fitted here took, by config place
     steps: list[Step] = []
     cs_on = config.coldstart.enabled and coldstart is not None and config.coldstart.slots > 0
     for i, ch in enumerate(config.recall.channels):
@@ -127,7 +128,9 @@ def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: M
             fallbacks.append(f"recall.channels.{i}: {ch.name} not trained (run `notefeed train`); left out")
             continue
         elif ch.name in CHANNELS:
+            t_fit = time.perf_counter()
             comp = _fit(create_component(CHANNELS.get(ch.name), ch.params, f"recall.channels.{i}.params"), ds)
+            fit_s[f"recall.channels.{i}:{ch.name}"] = round(time.perf_counter() - t_fit, 3)
         else:
             raise ConfigError(f"recall.channels.{i}.name: unknown channel {ch.name!r}; known: "
                               f"{sorted({'fresh/recent', 'non-personalized/popular', *CHANNELS.names()})}")
@@ -204,4 +207,5 @@ def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: M
         steps.append(Step("selector", ColdStartSlots(config.coldstart.slots)))
     pipeline = Pipeline(name, steps)
     pipeline.fallbacks = fallbacks
+    pipeline.fit_seconds = fit_s
     return pipeline

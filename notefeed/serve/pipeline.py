@@ -248,6 +248,7 @@ class Pipeline:
         self.steps = list(steps)
         #: components the config names that were not trained, served by a built-in instead
         self.fallbacks: list[str] = []
+        self.fit_seconds: dict[str, float] = {}  # the channels build_pipeline fitted, by config place
 
     @property
     def sources(self) -> list[Step]:
