@@ -98,15 +98,9 @@ def _one_thread_each() -> None:
     """Forked worker start: one BLAS and one torch thread per process. OpenBLAS re-creates
     its (spinning) thread pool after a fork; with a pool per worker, the workers' threads
     outnumber the cores and every small matrix product waits on the others."""
-    import torch
-    from threadpoolctl import threadpool_limits
+    from notefeed.threads import one_thread_for_process
 
-    global _LIMITS
-    _LIMITS = threadpool_limits(1)
-    torch.set_num_threads(1)
-
-
-_LIMITS: Any = None  # kept alive in each worker
+    one_thread_for_process()
 
 
 def _forked_chunk(users: np.ndarray) -> dict[str, Any]:

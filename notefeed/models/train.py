@@ -33,6 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from notefeed.data.dataset import Dataset
+from notefeed.threads import one_thread
 
 __all__ = ["train_components", "train_workspace", "TrainError", "COARSE_PREFIXES"]
 
@@ -156,8 +157,9 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
                     say(f"ranker training samples: our own recall's candidates for up to {max_rank_users:,} "
                         f"(user, next note) points, the last {len(holds)} new note(s) of each user")
                 engine.at_end_of_log()  # offline = online: clock after the log, its last hour warmed
-                groups += _capture(engine, log_j, holds[j], max(1, max_rank_users // len(holds)),
-                                   seed + j, progress)
+                with one_thread():  # request-sized work: see notefeed.threads
+                    groups += _capture(engine, log_j, holds[j], max(1, max_rank_users // len(holds)),
+                                       seed + j, progress)
             finally:
                 engine.close()
     report["rank_samples_s"] = time.perf_counter() - t0 - report.get("channels_fit_s", 0.0)

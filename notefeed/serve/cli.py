@@ -127,6 +127,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         if workers > 1:
             _serve_workers(con, workspace, config, cfg, token, source, host, port, workers, synthetic_notes)
             return
+        from notefeed.threads import one_thread_for_process
+
+        one_thread_for_process()  # request-sized work: see notefeed.threads
         with con.status("loading community"):
             ds = synthetic_community(synthetic_notes, seed=seed) if synthetic_notes else load_workspace_dataset(workspace)
         if ds.n_items == 0:

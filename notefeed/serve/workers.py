@@ -40,7 +40,9 @@ def create_worker_app() -> FastAPI:
     from notefeed.serve.cli import load_workspace_dataset
     from notefeed.serve.config import load_config
     from notefeed.serve.versions import engine_from_store
+    from notefeed.threads import one_thread_for_process
 
+    one_thread_for_process()  # request-sized work: see notefeed.threads
     workspace = Path(os.environ[ENV_WORKSPACE])
     cfg = load_config(os.environ.get(ENV_CONFIG) or None).with_overrides(api={"token": os.environ[ENV_TOKEN]})
     if cfg.online.backend != "redis":
