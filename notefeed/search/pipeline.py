@@ -23,7 +23,7 @@ from notefeed.search.dense import DenseIndex
 from notefeed.search.fusion import FEATURES, LearnedFusion, candidate_features, rrf, union_ranks
 from notefeed.search.intent import CategoryModel
 from notefeed.search.lexical import LexicalIndex, analyze_notes
-from notefeed.search.personal import UserProfile, personal_features
+from notefeed.search.personal import TagTable, UserProfile, personal_features
 from notefeed.search.rewrite import HttpRewriteBackend, MinedRewrites, mine_rewrites
 from notefeed.search.store import load_state, save_state
 from notefeed.search.suggest import Suggester
@@ -61,6 +61,7 @@ class SearchPipeline:
         self.category_index = {c: i for i, c in enumerate(categories)}
         self.tag_index = {t: i for i, t in enumerate(tags)}
         self._cat_arr = np.asarray(item_category, np.int64)
+        self._tag_table = TagTable()
         self._lock = threading.Lock()
         rewriters: list[RewriteBackend] = []
         if mined is not None and config.mined_rewrites:
@@ -182,7 +183,8 @@ class SearchPipeline:
         probs = dict(pq.categories)
         cm = np.array([probs.get(self.categories[c], 0.0) for c in self._cat_arr[items].tolist()], np.float32)
         vecs = self.dense.item_vectors(items) if (self.dense is not None and profile is not None) else None
-        pf = personal_features(profile, items, self._cat_arr, self.item_tags, vecs)
+        table = self._tag_table.sync(self.item_tags) if profile is not None else None
+        pf = personal_features(profile, items, self._cat_arr, self.item_tags, vecs, table)
         return candidate_features(lex, dense, cm, pf, self.config.rrf_k)
 
     def score(self, x: np.ndarray, lex: Hits, dense: Hits, personal: bool,

@@ -66,3 +66,20 @@ def test_ssd_diversity_on_the_page(notes) -> None:  # type: ignore[no-untyped-de
     pipe = SearchPipeline.build(notes, SearchConfig(dense_dim=8, rerank="rerank/ssd"))
     res = pipe.search("coffee latte", 4, explain=True)
     assert "rerank" in res.ms and len(res.items) == 4 and len(set(res.items.tolist())) == 4
+
+
+def test_tag_share_arrays_equal_the_loop() -> None:
+    import numpy as np
+
+    from notefeed.search.personal import TagTable, UserProfile, personal_features
+
+    rng = np.random.default_rng(0)
+    item_tags = [rng.choice(40, int(rng.integers(0, 7)), replace=True).tolist() for _ in range(300)]
+    cats = rng.integers(0, 5, 300)
+    hist = rng.choice(300, 25)
+    prof = UserProfile.from_history(hist, cats, 5, item_tags, None)
+    items = np.r_[rng.choice(300, 150), [0, 299]]
+    table = TagTable().sync(item_tags[:100]).sync(item_tags)  # grown in two steps
+    fast = personal_features(prof, items, cats, item_tags, None, table)
+    slow = personal_features(prof, items, cats, item_tags, None)
+    assert np.array_equal(fast, slow) and np.any(fast[:, 1] > 0)
