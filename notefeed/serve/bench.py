@@ -204,43 +204,103 @@ def _sim_workspace(ws: Path, n: int, timeout: float) -> list[str]:
         con.close()
 
 
+def _workspace_users(ws: Path) -> tuple[int, list[str]]:
+    """``(notes, some user ids)`` of a workspace (read-only)."""
+    import duckdb
+
+    con = duckdb.connect(str(ws / "notefeed.duckdb"), read_only=True)
+    try:
+        n = con.execute("SELECT count(*) FROM notes").fetchall()[0][0]
+        return int(n), [r[0] for r in con.execute("SELECT user_id FROM users LIMIT 20000").fetchall()]
+    finally:
+        con.close()
+
+
+def _train(ws: Path, config: Path | None, timeout: float) -> dict[str, Any]:
+    """``notefeed train`` on ``ws`` (promotes the version); its wall time and phase lines."""
+    cmd = [sys.executable, "-m", "notefeed.cli", "train", "--workspace", str(ws)]
+    if config:
+        cmd += ["--config", str(config)]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, timeout=timeout, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"notefeed train failed: {(done.stderr or done.stdout).strip()[-500:]}")
+    return {"train_s": time.perf_counter() - t0, "train_log": done.stdout.strip().splitlines()}
+
+
+def _served(base: str) -> dict[str, Any]:
+    """What the server says it serves (``/healthz``): model version and any fallback."""
+    import httpx
+
+    h = httpx.get(f"{base}/healthz", timeout=30.0).json()
+    return {k: h.get(k) for k in ("status", "model_version", "fallback", "fallback_reasons", "notes", "pipelines")}
+
+
+def _bench_one(ws: Path, n: int, user_ids: list[str], extra: list[str], requests: int, concurrency: int,
+               max_seconds: float, prog: Any, task: Any) -> dict[str, Any]:
+    port = free_port()
+    prog.update(task, description=f"start server on {n:,} notes")
+    t0 = time.perf_counter()
+    proc = start_server(ws, port, extra, timeout=1200)
+    startup = time.perf_counter() - t0
+    base = f"http://{HOST}:{port}"
+    try:
+        served = _served(base)
+        prog.update(task, description=f"load {n:,} notes")
+        load = _load(base, user_ids, requests, concurrency, max_seconds)
+        lag = _lag(base)
+    finally:
+        stop_server(proc)
+    return {"startup_s": startup, "served": served, **load, "event_to_feed": lag}
+
+
 def run_bench(sizes: list[int], requests: int, concurrency: int, max_seconds: float,
-              community: str = "sim", config: Path | None = None) -> dict[str, Any]:
+              community: str = "sim", config: Path | None = None, train: bool = False,
+              workspace: Path | None = None) -> dict[str, Any]:
+    """Load-test ``notefeed serve``. Each size: a fresh community (``sim`` presets or
+    ``synthetic``), trained first with ``notefeed train`` when ``train`` (the learned default
+    pipeline; otherwise the untrained fallback), then served and loaded. ``workspace``: bench
+    that workspace as it is (its promoted version) instead of generating any."""
     from rich.progress import Progress
 
     if community not in ("sim", "synthetic"):
         raise ValueError(f"--community must be sim or synthetic, got {community!r}")
+    if train and community != "sim":
+        raise ValueError("--train: only with --community sim (a synthetic community is built by the server)")
     runs = []
+    extra = ["--config", str(config)] if config else []
     with Progress(transient=True) as prog:
-        task = prog.add_task("bench serve", total=len(sizes))
-        for n in sizes:
+        if workspace is not None:
+            task = prog.add_task("bench serve", total=1)
+            if not (workspace / "notefeed.duckdb").exists():
+                raise ValueError(f"--workspace: {workspace} holds no workspace (notefeed.duckdb)")
+            n, user_ids = _workspace_users(workspace)
+            runs.append({"notes": n, "community": f"workspace {workspace}",
+                         **_bench_one(workspace, n, user_ids, extra, requests, concurrency, max_seconds, prog, task)})
+            prog.advance(task)
+        else:
+            task = prog.add_task("bench serve", total=len(sizes))
+        for n in sizes if workspace is None else []:
             if n < 1:
                 raise ValueError(f"--sizes: community size must be >= 1, got {n}")
             with tempfile.TemporaryDirectory(prefix="notefeed-bench-") as tmp:
                 ws = Path(tmp) / "ws"
-                extra = ["--config", str(config)] if config else []
+                run_extra = list(extra)
                 t0 = time.perf_counter()
+                trained: dict[str, Any] = {}
                 if community == "sim":
                     prog.update(task, description=f"sim generate {n:,} notes")
                     user_ids = _sim_workspace(ws, n, timeout=1800)
+                    gen = time.perf_counter() - t0
+                    if train:
+                        prog.update(task, description=f"notefeed train on {n:,} notes")
+                        trained = _train(ws, config, timeout=4 * 3600)
                 else:
-                    extra += ["--synthetic-notes", str(n)]
+                    run_extra += ["--synthetic-notes", str(n)]
                     user_ids = [f"u{i}" for i in range(max(10, n // 10))]
-                gen = time.perf_counter() - t0
-                port = free_port()
-                prog.update(task, description=f"start server on {n:,} notes")
-                t0 = time.perf_counter()
-                proc = start_server(ws, port, extra, timeout=1200)
-                startup = time.perf_counter() - t0
-                base = f"http://{HOST}:{port}"
-                try:
-                    prog.update(task, description=f"load {n:,} notes")
-                    load = _load(base, user_ids, requests, concurrency, max_seconds)
-                    lag = _lag(base)
-                finally:
-                    stop_server(proc)
-            runs.append({"notes": n, "community": community, "generate_s": gen, "startup_s": startup,
-                         **load, "event_to_feed": lag})
+                    gen = time.perf_counter() - t0
+                one = _bench_one(ws, n, user_ids, run_extra, requests, concurrency, max_seconds, prog, task)
+            runs.append({"notes": n, "community": community, "generate_s": gen, **trained, **one})
             prog.advance(task)
     p99 = {r["notes"]: (r["pipelines"]["default"]["end_to_end"] or {}).get("p99_ms") for r in runs}
     srv = {r["notes"]: (r["pipelines"]["default"]["server_stages"].get("total") or {}).get("p99_ms") for r in runs}
@@ -248,12 +308,17 @@ def run_bench(sizes: list[int], requests: int, concurrency: int, max_seconds: fl
         "bench": "serve",
         "machine": machine_info(),
         "config": str(config) if config else "built-in defaults (configs/default.yaml)",
-        "targets_ms": {"p99_full_100k": 50, "p99_full_1M": 100},
+        "trained": bool(train) or workspace is not None,
+        "targets_ms": {"p99_full_100k": 50, "p99_full_1M": 100, "p99_learned_default_1M": 50},
+        "targets_s": {"startup_trained_100k": 10},
         "p99_full_funnel_client_ms": p99,
         "p99_full_funnel_server_ms": srv,
+        "startup_s": {r["notes"]: r["startup_s"] for r in runs},
         "runs": runs,
         "notes": "client-side end-to-end over HTTP on loopback (load generator on the same cores), "
-                 "one uvicorn worker; per-stage and server total from the Server-Timing header",
+                 "one uvicorn worker; per-stage and server total from the Server-Timing header; "
+                 "startup_s: process start until /healthz answers; runs[].served: the model version "
+                 "the server reported (fallback true = the untrained built-in pipeline)",
         "stages_p50_ms_default": {r["notes"]: {k: v["median_ms"] for k, v in
                                                 r["pipelines"]["default"]["server_stages"].items()} for r in runs},
     }

@@ -172,12 +172,21 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         community: str = typer.Option("sim", "--community",
                                       help="sim (notefeed sim generate presets 100k/1m) or synthetic"),
         config: Path | None = typer.Option(None, "--config", help="serving config for the full funnel"),
+        train: bool = typer.Option(False, "--train", help="`notefeed train` each generated community first "
+                                   "(the learned default pipeline; without it the untrained fallback is served)"),
+        workspace: Path | None = typer.Option(None, "--workspace", help="bench this workspace as it is "
+                                              "(its promoted model version) instead of generating communities"),
     ) -> None:
         """Load-test `notefeed serve` on 127.0.0.1: full funnel vs popularity-only, event->feed lag."""
         from notefeed.serve.bench import run_bench
 
-        _emit(json_path, run_bench([int(s) for s in sizes.split(",") if s.strip()], requests, concurrency,
-                                   max_seconds, community, config))
+        try:
+            result = run_bench([int(s) for s in sizes.split(",") if s.strip()], requests, concurrency,
+                               max_seconds, community, config, train=train, workspace=workspace)
+        except ValueError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        _emit(json_path, result)
 
 
 def _emit(json_path: Path | None, result: dict[str, Any]) -> None:
