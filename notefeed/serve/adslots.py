@@ -68,7 +68,13 @@ from notefeed.ads.pacing import PidGains, PidPacer
 from notefeed.ads.recall import merge_quotas
 from notefeed.ads.schema import Ad, Campaign, Targeting
 from notefeed.ads.spend import RedisSpendLedger
-from notefeed.ads.twotower import CLICK_LOG, TOWER_DIR, TwoTowerAdChannel, load_workspace_towers, workspace_channel
+from notefeed.ads.twotower import (
+    CLICK_LOG,
+    TOWER_DIR,
+    TwoTowerAdChannel,
+    load_workspace_towers,
+    workspace_channel,
+)
 from notefeed.recall.ann import AnnIndex
 
 log = logging.getLogger(__name__)
