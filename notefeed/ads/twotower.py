@@ -1,22 +1,29 @@
 """``semantic/twotower``: a query tower and an ad tower trained on query-ad clicks.
 
 Both towers read **hashed tokens** (the search analyser's tokens, ``crc32`` into ``buckets``
-rows of one shared embedding table, mean-pooled), not the text encoder's vectors. The reason is
-what the clicks can teach: a query word that no ad text contains (an alias, a misspelling, a
-new slang word) has a zero text-encoder vector, so a tower over those vectors could never learn
-it; with a row of its own, the word's embedding moves towards the ads that users who typed it
-clicked. The ad tower pools the ad's creative text and its bid keywords separately (two bags of
-the same table, concatenated) so keywords, chosen by the advertiser, weigh as a field of their
-own. Each tower is a two-layer MLP to ``out`` dimensions, L2-normalised: the score is a cosine.
+rows of one shared embedding table, mean-pooled). The reason is what the clicks can teach: a
+query word that no ad text contains (an alias, a misspelling, a new slang word) has a zero
+text-encoder vector, so a tower over those vectors alone could never learn it; with a row of
+its own, the word's embedding moves towards the ads that users who typed it clicked. The ad
+tower pools the ad's creative text and its bid keywords separately (two bags of the same table,
+concatenated) so keywords, chosen by the advertiser, weigh as a field of their own. Each tower
+is a two-layer MLP, L2-normalised: the score is a cosine.
+
+With ``text_dim`` > 0 (what the evaluation and ``notefeed ads train-towers`` use) each tower is
+also **residual on the text encoder**: it reads its side's encoder vector too and outputs
+``normalize(text vector + MLP(tokens, text vector))``, the last layer initialised to zero, so
+training starts exactly at ``semantic/text`` and the clicks only correct it (tokens alone lose
+what the encoder learned from the ad texts; on the ad simulator they recall less than it).
 
 Training is in-batch softmax over (query, clicked ad) pairs with a temperature and the logQ
 correction (the log of the ad's share of the training clicks is subtracted from its logit, so
 the popular ads that are the most frequent in-batch negatives are not pushed down for being
-popular); the same ad twice in a batch is not its own negative. Ads are indexed in FAISS HNSW
-(:class:`~notefeed.recall.ann.AnnIndex`). Weights are ``model.safetensors`` plus
-``config.json`` (no pickle).
+popular); the same ad twice in a batch is not its own negative. The epoch kept is the best by
+recall@``valid_k`` of the clicked ad on held-out clicks (epoch 0, the starting point, counts).
+Ads are indexed in FAISS HNSW (:class:`~notefeed.recall.ann.AnnIndex`). Weights are
+``model.safetensors`` plus ``config.json`` (no pickle); a workspace's towers also keep their
+text encoder (``encoder/``, safetensors + JSON).
 """
-
 from __future__ import annotations
 
 import json
