@@ -49,10 +49,11 @@ def check_vector(v: object, dim: int, field: str = "vector") -> np.ndarray:
         raise SearchError(f"{field}: expected {dim} numbers (the image index dimension), got {a.shape[0]}")
     if not np.all(np.isfinite(a)):
         raise SearchError(f"{field}: holds NaN or infinite values")
-    norm = float(np.linalg.norm(a))
-    if norm == 0.0:
+    top = float(np.abs(a).max())
+    if top == 0.0:
         raise SearchError(f"{field}: is all zeros (no direction to search)")
-    return (a / norm).astype(np.float32)
+    a = a / top  # huge components: no overflow in the norm
+    return (a / float(np.linalg.norm(a))).astype(np.float32)
 
 
 class ImageIndex:

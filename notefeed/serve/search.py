@@ -202,9 +202,13 @@ class SearchService:
         try:
             im = Image.open(io.BytesIO(data))
             im.load()
-        except (UnidentifiedImageError, OSError, ValueError) as e:
+            im = im.convert("RGB")
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
             raise SearchError(f"image: not a readable image ({e})") from None
-        return enc.encode([im.convert("RGB")])[0]
+        try:
+            return enc.encode([im])[0]
+        except Exception as e:  # an image the encoder's preprocessing cannot take
+            raise SearchError(f"image: the image encoder could not encode it ({type(e).__name__}: {e})") from None
 
     # ------------------------------------------------------------------ search events
     def record(self, user_id: str | None, query: str, note_ids: Sequence[str]) -> str:

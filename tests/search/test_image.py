@@ -180,3 +180,8 @@ def test_image_query_without_open_clip_is_a_clear_error(tmp_path: Path) -> None:
         load_encoder(spec)  # no open_clip here, or no such checkpoint: either way a named error
     with pytest.raises(SearchError, match="unknown image encoder kind"):
         load_encoder({"kind": "magic"})
+
+
+def test_huge_vector_components_still_give_a_direction() -> None:
+    v = check_vector([1e308, 1e308, 0, 0], 4)
+    np.testing.assert_allclose(v, [2 ** -0.5, 2 ** -0.5, 0, 0], rtol=1e-6)
