@@ -154,13 +154,14 @@ class _QueryEncoder:
         out = np.zeros(c.dim, np.float32)
         if not feats:
             return out
-        new = [f for f in set(feats) if f not in self.cols]
+        memo = self.cols  # this call's own reference: a full cache is replaced, never emptied under a reader
+        new = [f for f in set(feats) if f not in memo]
         if new:
-            if len(self.cols) + len(new) > self.cache_max:
-                self.cols.clear()
-                new = list(set(feats))
-            self.cols.update(zip(new, _hash(new, c.n_features).tolist(), strict=True))
-        cols, counts = np.unique(np.fromiter((self.cols[f] for f in feats), np.int64, len(feats)),
+            if len(memo) + len(new) > self.cache_max:
+                memo, new = {}, list(set(feats))
+            memo.update(zip(new, _hash(new, c.n_features).tolist(), strict=True))
+            self.cols = memo
+        cols, counts = np.unique(np.fromiter((memo[f] for f in feats), np.int64, len(feats)),
                                  return_counts=True)
         x = counts.astype(np.float32)
         if c.sublinear_tf:
