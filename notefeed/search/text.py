@@ -91,7 +91,112 @@ def _jb():
 
 def _cut_block(blk: str) -> tuple[str, ...]:
     """The kept tokens of one jieba block (stripped, lower case, holding a word character)."""
-    return tuple(t for t in (w.strip().lower() for w in _jb().lcut(blk)) if t and _WORD.search(t))
+    jb = _jb()
+    words = _cut_han(blk) if jb.re_han_default.match(blk) else jb.lcut(blk)
+    return tuple(t for t in (w.strip().lower() for w in words) if t and _WORD.search(t))
+
+
+def _cut_han(blk: str) -> list[str]:
+    """``jieba.lcut`` of one han block (its default mode: dictionary DAG, best route, unknown
+    runs through the HMM), with jieba's own DAG and route and :func:`_hmm_cut` for the runs."""
+    dt = _jb().dt
+    dag = dt.get_DAG(blk)
+    route: dict[int, tuple[float, int]] = {}
+    dt.calc(blk, dag, route)
+    freq = dt.FREQ
+    out: list[str] = []
+    buf = ""
+
+    def flush(b: str) -> None:
+        if len(b) == 1:
+            out.append(b)
+        elif not freq.get(b):
+            out.extend(_hmm_cut(b))
+        else:
+            out.extend(b)
+
+    x, n = 0, len(blk)
+    while x < n:
+        y = route[x][1] + 1
+        if y - x == 1:
+            buf += blk[x]
+        else:
+            if buf:
+                flush(buf)
+                buf = ""
+            out.append(blk[x:y])
+        x = y
+    if buf:
+        flush(buf)
+    return out
+
+
+def _hmm_cut(text: str) -> list[str]:
+    """``list(jieba.finalseg.cut(text))``: han runs by the BMES HMM, other runs as they split."""
+    import jieba.finalseg as fs
+
+    out: list[str] = []
+    for blk in fs.re_han.split(text):
+        if fs.re_han.match(blk):
+            for w in _hmm_words(blk):
+                if w in fs.Force_Split_Words:
+                    out.extend(w)
+                else:
+                    out.append(w)
+        else:
+            out.extend(x for x in fs.re_skip.split(blk) if x)
+    return out
+
+
+def _hmm_words(obs: str) -> list[str]:
+    """The words of a han run by jieba's HMM (``finalseg``'s Viterbi over B/M/E/S), with back
+    pointers instead of copied paths. The sums are jieba's, in jieba's order
+    (``prev + trans + emit``); ties go to the later state letter, as jieba's ``max`` over
+    ``(prob, state)`` pairs does."""
+    import jieba.finalseg as fs
+
+    lo = fs.MIN_FLOAT
+    sp, tp, ep = fs.start_P, fs.trans_P, fs.emit_P
+    eb, em, ee, es = ep["B"].get, ep["M"].get, ep["E"].get, ep["S"].get
+    t_eb, t_sb = tp["E"].get("B", lo), tp["S"].get("B", lo)
+    t_mm, t_bm = tp["M"].get("M", lo), tp["B"].get("M", lo)
+    t_ss, t_es = tp["S"].get("S", lo), tp["E"].get("S", lo)
+    t_be, t_me = tp["B"].get("E", lo), tp["M"].get("E", lo)
+    c = obs[0]
+    vb, vm, ve, vs = sp["B"] + eb(c, lo), sp["M"] + em(c, lo), sp["E"] + ee(c, lo), sp["S"] + es(c, lo)
+    back: list[tuple[str, str, str, str]] = []
+    for c in obs[1:]:
+        xb, xm, xe, xs = eb(c, lo), em(c, lo), ee(c, lo), es(c, lo)
+        p1, p2 = ve + t_eb + xb, vs + t_sb + xb  # B <- E, S
+        nb, bb = (p2, "S") if p2 >= p1 else (p1, "E")
+        p1, p2 = vm + t_mm + xm, vb + t_bm + xm  # M <- M, B
+        nm, bm = (p1, "M") if p1 >= p2 else (p2, "B")
+        p1, p2 = vs + t_ss + xs, ve + t_es + xs  # S <- S, E
+        ns, bs = (p1, "S") if p1 >= p2 else (p2, "E")
+        p1, p2 = vb + t_be + xe, vm + t_me + xe  # E <- B, M
+        ne, be = (p2, "M") if p2 >= p1 else (p1, "B")
+        vb, vm, ve, vs = nb, nm, ne, ns
+        back.append((bb, bm, be, bs))
+    state = "S" if vs >= ve else "E"
+    tags = [state]
+    at = {"B": 0, "M": 1, "E": 2, "S": 3}
+    for bp in reversed(back):
+        state = bp[at[state]]
+        tags.append(state)
+    tags.reverse()
+    words, begin, nexti = [], 0, 0
+    for i, t in enumerate(tags):
+        if t == "B":
+            begin = i
+        elif t == "E":
+            words.append(obs[begin:i + 1])
+            nexti = i + 1
+        elif t == "S":
+            words.append(obs[i])
+            nexti = i + 1
+    if nexti < len(obs):
+        words.append(obs[nexti:])
+    return words
 
 
 def _cut_blocks(blocks: list[str]) -> list[tuple[str, ...]]:

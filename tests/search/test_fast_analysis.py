@@ -81,3 +81,36 @@ def test_plain_tokens_batch_matches_tokenize() -> None:
     got, cjk = analyze_batch(texts, normalised=False)
     assert got == [tokenize(t) for t in texts]
     assert cjk == [has_cjk(t) for t in texts]
+
+
+def test_han_blocks_cut_exactly_as_jieba() -> None:
+    import jieba
+    import jieba.finalseg as fs
+
+    from notefeed.search.text import _cut_han, _hmm_cut, _jb
+    from notefeed.sim.community import generate
+
+    _jb().dt.check_initialized()
+    rng = np.random.default_rng(7)
+    pool = list("的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说"
+                "产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点"
+                "从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又"
+                "魑魅魍魉饕餮貔貅麒麟犇骉龘靐齉爨ABCxyz0123456789+#&._%-") + [" ", "，", "。", "！", "\n"]
+    texts = ["".join(rng.choice(pool, int(rng.integers(1, 60)))) for _ in range(3000)]
+    notes = generate("100k", seed=3, n_notes=3000, n_creators=100).notes
+    texts += [t for t in notes["text"].tolist() + notes["title"].tolist() if has_cjk(t)]
+    try:
+        from notefeed.data.loaders import load_dataset
+
+        q = load_dataset("qilin")
+        texts += q.notes["text"].tolist() + q.notes["title"].tolist() + q.meta["queries"]["text"].tolist()
+    except FileNotFoundError:
+        pass
+    n_blocks = 0
+    for t in texts:
+        for blk in jieba.re_han_default.split(t):
+            if blk and jieba.re_han_default.match(blk):
+                n_blocks += 1
+                assert _cut_han(blk) == jieba.lcut(blk), blk
+        assert _hmm_cut(t) == list(fs.cut(t)), t
+    assert n_blocks > 5000
