@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.sparse as sp
+import pandas as pd
 
 __all__ = ["CategoryModel"]
 
@@ -32,21 +32,20 @@ class CategoryModel:
         keep = [j for j, c in enumerate(categories) if c]
         self.categories = sorted({categories[j] for j in keep})
         cat_of = {c: i for i, c in enumerate(self.categories)}
-        rows: list[int] = []
-        cols: list[int] = []
-        vocab = self.vocab = {}
-        for j in keep:
-            c = cat_of[categories[j]]
-            for t in docs[j]:
-                rows.append(vocab.setdefault(t, len(vocab)))
-                cols.append(c)
         n_c = len(self.categories)
+        # the vocabulary in first-appearance order; term-category counts by one bincount
+        flat = [t for j in keep for t in docs[j]]
+        codes, uniq = pd.factorize(pd.Series(flat, dtype=object), sort=False)
+        self.vocab = {str(t): i for i, t in enumerate(uniq.tolist())}
         if n_c == 0:
             return self
-        counts = sp.coo_matrix((np.ones(len(rows), np.float64), (rows, cols)), shape=(len(vocab), n_c)).toarray()
+        cats = np.repeat(np.array([cat_of[categories[j]] for j in keep], np.int64),
+                         np.array([len(docs[j]) for j in keep], np.int64))
+        v = len(self.vocab)
+        counts = np.bincount(codes.astype(np.int64) * n_c + cats, minlength=v * n_c).astype(np.float64).reshape(v, n_c)
         prior = np.bincount([cat_of[categories[j]] for j in keep], minlength=n_c).astype(np.float64)
         self.log_prior = np.log(prior / prior.sum()).astype(np.float32)
-        lik = (counts + self.alpha) / (counts.sum(axis=0, keepdims=True) + self.alpha * len(vocab))
+        lik = (counts + self.alpha) / (counts.sum(axis=0, keepdims=True) + self.alpha * v)
         self.log_lik = np.log(lik).astype(np.float32)
         return self
 

@@ -114,3 +114,28 @@ def test_han_blocks_cut_exactly_as_jieba() -> None:
                 assert _cut_han(blk) == jieba.lcut(blk), blk
         assert _hmm_cut(t) == list(fs.cut(t)), t
     assert n_blocks > 5000
+
+
+def test_category_model_counts_match_a_plain_count() -> None:
+    from collections import Counter
+
+    from notefeed.search.intent import CategoryModel
+
+    rng = np.random.default_rng(5)
+    words = [f"w{i}" for i in range(50)] + ["上海", "咖啡"]
+    docs = [list(rng.choice(words, int(rng.integers(0, 12)))) for _ in range(400)]
+    cats = [str(rng.choice(["", "food", "travel", "beauty"])) for _ in docs]
+    m = CategoryModel(alpha=0.5).fit(docs, cats)
+    vocab: dict[str, int] = {}
+    for d, c in zip(docs, cats, strict=True):
+        if c:
+            for t in d:
+                vocab.setdefault(t, len(vocab))
+    assert m.vocab == vocab and m.categories == ["beauty", "food", "travel"]
+    cnt = Counter((vocab[t], m.categories.index(c)) for d, c in zip(docs, cats, strict=True) if c for t in d)
+    counts = np.zeros((len(vocab), 3))
+    for (i, c), k in cnt.items():
+        counts[i, c] = k
+    lik = (counts + 0.5) / (counts.sum(axis=0, keepdims=True) + 0.5 * len(vocab))
+    np.testing.assert_array_equal(m.log_lik, np.log(lik).astype(np.float32))
+    assert CategoryModel().fit([["a"]], [""]).vocab == {}
