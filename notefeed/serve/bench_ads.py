@@ -66,7 +66,9 @@ def _click_log(workspace: Path, world: Any, n_queries: int, seed: int) -> int:
             pool = by_topic[q.topic]
             shown = np.concatenate([rng.choice(pool, min(2, len(pool)), replace=False),
                                     rng.integers(0, world.n_ads, 1)])
-            ctr = world.true_ctr(q.user, q.topic)[shown]
+            k = world.interest.shape[1]  # world.true_ctr of the shown ads only (it scores every ad)
+            ctr = np.minimum(0.9, world.base_ctr * world.quality[shown] * world.ad_share[shown, q.topic]
+                             * (0.5 + k * world.interest[q.user, world.ad_topics[shown, 0]] / 2.0))
             for a in shown[rng.random(len(shown)) < ctr].tolist():
                 f.write(json.dumps({"query": q.text, "ad_id": f"a{a}"}) + "\n")
                 n += 1
