@@ -6,6 +6,10 @@ queries are 1-2 frequent words of a random topic; hybrid queries carry a 30-note
 (personalisation on). Latency is end to end inside the process (understanding, retrieval,
 fusion, personalisation), single client, after a warm-up.
 
+Besides wall time, each figure has its CPU time (``time.process_time``, all threads of the
+process): on a shared machine the wall time includes waiting for a core, the CPU time much less
+so (it is the better guide to the cost on a quiet machine; cache contention still inflates it).
+
 Each build starts with jieba's block cache empty (:func:`notefeed.search.text.clear_caches`),
 so the hybrid build does not reuse the segmentation of the BM25 one. ``workers`` is
 ``SearchConfig.build_workers`` (processes segmenting Chinese text); the 1-minute load average
@@ -27,10 +31,14 @@ from notefeed.search.text import clear_caches
 __all__ = ["bench_search"]
 
 
-def _pct(ms: list[float]) -> dict[str, float]:
+def _pct(ms: list[float], cpu: list[float] | None = None) -> dict[str, float]:
     a = np.asarray(ms)
-    return {"p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)),
-            "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean())}
+    out = {"p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)),
+           "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean())}
+    if cpu is not None:
+        c = np.asarray(cpu)
+        out.update({"cpu_p50_ms": float(np.percentile(c, 50)), "cpu_p99_ms": float(np.percentile(c, 99))})
+    return out
 
 
 def _load() -> float:
@@ -65,45 +73,50 @@ def bench_search(n_notes: int = 100_000, n_queries: int = 500, seed: int = 0, wo
     # BM25 alone: analysis + tantivy
     clear_caches()
     load0 = _load()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     docs = analyze_notes(notes, workers)
-    analyze_s = time.perf_counter() - t
-    t = time.perf_counter()
+    analyze_s, analyze_cpu = time.perf_counter() - t, time.process_time() - c
+    t, c = time.perf_counter(), time.process_time()
     lex = LexicalIndex(threads=index_threads)
     lex.add_tokens(docs, np.arange(len(notes), dtype=np.int64))
-    index_s = time.perf_counter() - t
+    index_s, index_cpu = time.perf_counter() - t, time.process_time() - c
     del docs
     bm25 = SearchPipeline.build(notes.iloc[:0], SearchConfig(dense=False))
     bm25.lexical, bm25.understanding.df = lex, lex.df
     bm25.understanding.n_docs = lambda: lex.n_docs
-    lat = []
+    lat, cpu = [], []
     for q in queries[:20]:
         bm25.understanding.parse(q)
     for q in queries:
-        s = time.perf_counter()
+        s, sc = time.perf_counter(), time.process_time()
         bm25.lexical.retrieve(bm25.understanding.parse(q, rewrite=False), 10)
         lat.append((time.perf_counter() - s) * 1e3)
+        cpu.append((time.process_time() - sc) * 1e3)
     out["bm25"] = {"build_s": round(analyze_s + index_s, 2), "analyze_s": round(analyze_s, 2),
                    "tantivy_s": round(index_s, 2), "notes_per_s": n_notes / (analyze_s + index_s),
-                   "load_before_after": [load0, _load()], **_pct(lat)}
+                   "build_cpu_s": round(analyze_cpu + index_cpu, 2), "analyze_cpu_s": round(analyze_cpu, 2),
+                   "tantivy_cpu_s": round(index_cpu, 2), "notes_per_cpu_s": n_notes / (analyze_cpu + index_cpu),
+                   "load_before_after": [load0, _load()], **_pct(lat, cpu)}
     if not hybrid:
         return out
     # the full pipeline
     clear_caches()
     load0 = _load()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     pipe = SearchPipeline.build(notes, SearchConfig(build_workers=workers, index_threads=index_threads), seed=seed)
-    build_s = time.perf_counter() - t
+    build_s, build_cpu = time.perf_counter() - t, time.process_time() - c
     load1 = _load()
     hist = [rng.choice(n_notes, 30, replace=False) for _ in range(n_queries)]
     for q in queries[:20]:
         pipe.search(q, 10)
-    lat = []
+    lat, cpu = [], []
     for q, h in zip(queries, hist, strict=True):
-        s = time.perf_counter()
+        s, sc = time.perf_counter(), time.process_time()
         pipe.search(q, 10, history=h)
         lat.append((time.perf_counter() - s) * 1e3)
+        cpu.append((time.process_time() - sc) * 1e3)
     out["hybrid+personal"] = {"build_s": round(build_s, 2), "notes_per_s": n_notes / build_s,
-                              "load_before_after": [load0, load1],
-                              "dense_index": pipe.dense.ann.kind if pipe.dense else None, **_pct(lat)}
+                              "build_cpu_s": round(build_cpu, 2), "notes_per_cpu_s": n_notes / build_cpu,
+                              "load_before_after": [load0, load1, _load()],
+                              "dense_index": pipe.dense.ann.kind if pipe.dense else None, **_pct(lat, cpu)}
     return out
