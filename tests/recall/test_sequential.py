@@ -159,6 +159,9 @@ def test_min_steps_trains_a_small_log_for_more_epochs():
     base = {**PARAMS, "epochs": 1, "batch_size": 32}
     assert SASRecChannel(**base).fit(ds).epochs_run == 1
     assert SASRecChannel(**base, min_steps=10).fit(ds).epochs_run == 5
+    # a log of min_steps_below sequences or more trains its epochs only (a large log overfit)
+    assert SASRecChannel(**base, min_steps=10, min_steps_below=60).fit(ds).epochs_run == 1
+    assert SASRecChannel(**base, min_steps=10, min_steps_below=61).fit(ds).epochs_run == 5
 
 
 @pytest.mark.parametrize("bad", [{"dim": 0}, {"dropout": 1.0}, {"loss": "bce"}, {"lr": 0.0},
