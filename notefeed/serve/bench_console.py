@@ -73,15 +73,24 @@ def open_browser(chromium: str, driver: str) -> Any:
     return drv
 
 
-def _serve_config(path: Path, config: Path | None, experiment: bool) -> bool:
+def _serve_config(path: Path, config: Path | None, experiment: bool, sequence_max_s: float | None = None) -> bool:
     """Write the serving config for the run (``config`` or the built-in defaults, plus the
-    funnel-vs-popular experiment when asked and it has none); return whether one runs."""
+    funnel-vs-popular experiment when asked and it has none; the sequence channel's training
+    capped at ``sequence_max_s`` as ``notefeed demo`` caps it); return whether an experiment runs."""
     import yaml
 
     from notefeed.serve.abtest import popular_overlay
     from notefeed.serve.config import load_config
 
     cfg = load_config(config)
+    if sequence_max_s:
+        from notefeed.demo import SEQUENCE_CHANNEL
+
+        chans = [c.model_dump() for c in cfg.recall.channels]
+        for c in chans:
+            if c["name"] == SEQUENCE_CHANNEL and "max_time_s" not in c["params"]:
+                c["params"] = {**c["params"], "max_time_s": float(sequence_max_s)}
+        cfg = cfg.with_overrides(recall={"channels": chans})
     if experiment and not cfg.experiments.arms:
         cfg = cfg.with_overrides(experiments={"name": "console-bench", "arms": [
             {"name": "funnel"}, {"name": "popular", "overlay": popular_overlay}]})
@@ -208,9 +217,12 @@ def _promote_timing(c: Any, version: str | None, repeats: int) -> dict[str, Any]
 
 def run_console_bench(preset: str = "100k", repeats: int = 5, endpoint_repeats: int = 30, warm_requests: int = 300,
                       config: Path | None = None, experiment: bool = True, seed: int = 0,
-                      workspace: Path | None = None, promote_repeats: int = 3) -> dict[str, Any]:
+                      workspace: Path | None = None, promote_repeats: int = 3, train: bool = False,
+                      sequence_max_s: float | None = 60.0) -> dict[str, Any]:
     """See the module docstring. ``workspace``: measure a copy of this one (a trained one,
-    say) instead of generating ``preset``."""
+    say) instead of generating ``preset``; ``train``: run ``notefeed train`` on it first with
+    the serving config (the sequence channel capped at ``sequence_max_s``), so a trained
+    version is served."""
     import httpx
 
     from notefeed.sim.config import PRESETS
@@ -232,7 +244,14 @@ def run_console_bench(preset: str = "100k", repeats: int = 5, endpoint_repeats: 
             shutil.copytree(workspace, ws)
         generate_s = time.perf_counter() - t0
         cfg_path = Path(tmp) / "serve.yaml"
-        with_experiment = _serve_config(cfg_path, config, experiment)
+        with_experiment = _serve_config(cfg_path, config, experiment, sequence_max_s if train else None)
+        train_s = None
+        if train:
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "notefeed.cli", "train", "--workspace", str(ws), "--config",
+                            str(cfg_path), "--seed", str(seed)], check=True, timeout=7200,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            train_s = time.perf_counter() - t0
         port = free_port()
         t0 = time.perf_counter()
         proc = start_server(ws, port, ["--config", str(cfg_path)], timeout=1800)
@@ -263,7 +282,8 @@ def run_console_bench(preset: str = "100k", repeats: int = 5, endpoint_repeats: 
         "machine": {**machine_info(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "browser": {"chromium": chromium, "chromedriver": driver, "version": browser, "headless": True},
         "workspace": {"preset": None if workspace else preset, "copied_from": str(workspace) if workspace else None,
-                      "seed": seed, "notes": health["notes"], "prepare_s": generate_s,
+                      "seed": seed, "notes": health["notes"], "prepare_s": generate_s, "train_s": train_s,
+                      "sequence_training_capped_s": sequence_max_s if train else None,
                       "startup_s": startup_s, "model_store_versions": versions,
                       "model_version": health["model_version"], "fallback": health["fallback"],
                       "experiment": with_experiment, "config": str(config) if config else "built-in defaults"},
@@ -304,12 +324,17 @@ def register(bench: Any) -> None:
         seed: int = typer.Option(0, "--seed"),
         workspace: Path | None = typer.Option(None, "--workspace",
                                               help="measure a copy of this workspace (a trained one) instead of --preset"),
+        train: bool = typer.Option(False, "--train/--no-train",
+                                   help="`notefeed train` the workspace first: a trained version is served"),
+        sequence_max_s: float = typer.Option(60.0, "--sequence-max-s", min=0.0,
+                                             help="with --train: cap on sequence/sasrec training in seconds (0: none)"),
     ) -> None:
         """Every console page in headless Chromium on a simulated workspace: time to rendered data, endpoint latency, browser log errors."""
         from notefeed.eval.timing import write_json
 
         try:
-            res = run_console_bench(preset, repeats, endpoint_repeats, warm_requests, config, experiment, seed, workspace)
+            res = run_console_bench(preset, repeats, endpoint_repeats, warm_requests, config, experiment, seed, workspace,
+                                    train=train, sequence_max_s=sequence_max_s or None)
         except (ValueError, RuntimeError) as e:
             raise typer.BadParameter(str(e)) from None
         import shlex
