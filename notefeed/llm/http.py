@@ -15,13 +15,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import numpy as np
 
 from notefeed.llm.base import BACKENDS, BudgetExceeded, LLMError, check_texts
 from notefeed.llm.cache import DiskCache, cache_key
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["Budget", "HttpLM"]
 
@@ -64,6 +66,8 @@ class HttpLM:
         self.retries, self.backoff_s, self.batch_size = int(retries), float(backoff_s), int(batch_size)
         self.cache = DiskCache(cache) if cache is not None else None
         self.budget = budget or Budget()
+        import httpx  # here, not at import: `notefeed serve` starts without it
+
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(timeout=timeout_s, headers=headers, transport=transport)
         self.requests = self.retried = 0
@@ -71,6 +75,8 @@ class HttpLM:
 
     # ------------------------------------------------------------------ transport
     def _post(self, route: str, body: dict[str, Any]) -> dict[str, Any]:
+        import httpx
+
         for attempt in range(self.retries + 1):
             self.budget.spend()
             self.requests += 1

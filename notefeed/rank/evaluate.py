@@ -18,7 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from notefeed.data.dataset import Dataset
 from notefeed.eval.stages import EVAL_STAGES
@@ -103,6 +102,8 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
         return float("nan"), float("nan")
     if len(v) < 2:
         return float(v.mean()), float("nan")
+    from scipy import stats  # here: scipy.stats costs a second at import
+
     return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 __all__ = ["wilson", "mean_interval", "ratio_difference", "welch", "sample_ratio", "SRM_ALPHA"]
 
@@ -23,8 +22,15 @@ __all__ = ["wilson", "mean_interval", "ratio_difference", "welch", "sample_ratio
 SRM_ALPHA = 0.001
 
 
+def _stats() -> Any:
+    """scipy.stats, imported on first use (a second of `notefeed serve` start-up otherwise)."""
+    from scipy import stats
+
+    return stats
+
+
 def _z(level: float) -> float:
-    return float(stats.norm.ppf(0.5 + level / 2))
+    return float(_stats().norm.ppf(0.5 + level / 2))
 
 
 def _nan_to_none(x: float) -> float | None:
@@ -52,7 +58,7 @@ def mean_interval(x: np.ndarray, level: float = 0.95) -> dict[str, Any]:
     m = float(x.mean())
     if n < 2:
         return {"value": m, "lo": None, "hi": None, "n": n}
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
+    half = float(_stats().t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
     return {"value": m, "lo": m - half, "hi": m + half, "n": n}
 
 
@@ -87,8 +93,8 @@ def welch(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> dict[str, Any]:
     if se == 0:
         return _normal_diff(d, 0.0, float(a.mean()), level)
     df = (va + vb) ** 2 / (va * va / (len(a) - 1) + vb * vb / (len(b) - 1))
-    t = stats.t.ppf(0.5 + level / 2, df)
-    p = float(2 * stats.t.sf(abs(d) / se, df))
+    t = _stats().t.ppf(0.5 + level / 2, df)
+    p = float(2 * _stats().t.sf(abs(d) / se, df))
     return {"diff": d, "lo": d - t * se, "hi": d + t * se, "p": p,
             "relative": _nan_to_none(d / float(a.mean())) if a.mean() else None,
             "significant": bool(p < 1 - level)}
@@ -100,7 +106,7 @@ def _normal_diff(d: float, se: float, base: float, level: float) -> dict[str, An
     if se == 0:
         p = 1.0 if d == 0 else 0.0
     else:
-        p = float(2 * stats.norm.sf(abs(d) / se))
+        p = float(2 * _stats().norm.sf(abs(d) / se))
     z = _z(level)
     return {"diff": d, "lo": d - z * se, "hi": d + z * se, "p": p,
             "relative": _nan_to_none(d / base) if base else None, "significant": bool(p < 1 - level)}
@@ -116,5 +122,5 @@ def sample_ratio(observed: Sequence[float], weights: Sequence[float]) -> dict[st
         return {"chi2": None, "p": None, "expected": [0.0] * len(obs), "mismatch": False}
     exp = total * w / w.sum()
     chi2 = float(((obs - exp) ** 2 / exp).sum())
-    p = float(stats.chi2.sf(chi2, len(obs) - 1))
+    p = float(_stats().chi2.sf(chi2, len(obs) - 1))
     return {"chi2": chi2, "p": p, "expected": exp.tolist(), "mismatch": bool(p < SRM_ALPHA)}
