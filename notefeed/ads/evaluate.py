@@ -1,5 +1,10 @@
 """``notefeed eval --stage ads``: water-level metrics of ad recall and a closed-loop auction on
-the ad simulator (:mod:`notefeed.ads.simulate`), keyword-only vs +semantic vs +rewrite.
+the ad simulator (:mod:`notefeed.ads.simulate`), keyword-only vs +semantic vs +rewrite, with
+the semantic channel either the text encoder (``semantic/text``) or the query/ad towers
+(``semantic/twotower``, :mod:`notefeed.ads.twotower`) trained per seed on the clicks of a logged
+day of the training users (impressions from the text recall, clicks by the simulator); the
+two-tower rows carry paired differences to the same method with ``semantic/text``
+(``*_vs_text_ci95``).
 
 Per seed: a world is generated; queries of half the users train the efficiency model (pCTR,
 logistic regression on logged impressions of random recalled ads) and feed a query log whose
