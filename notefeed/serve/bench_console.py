@@ -2,7 +2,8 @@
 ``notefeed serve`` on a simulated workspace (``notefeed sim generate --preset P``).
 
 What is measured, per page (``/console/<page>``, loaded as an operator opens it, with the
-page's own defaults: the most active user, the newest note):
+page's own defaults (the newest note...); the feed inspector is asked for the most active
+user the full funnel serves, the control arm when an experiment runs):
 
 - ``rendered_ms``: from navigation start (the page's ``performance.timeOrigin``) to the
   moment the page's script has every fetch it made answered and drawn into the DOM, charts
@@ -150,14 +151,29 @@ def _load_page(drv: Any, url: str, page: str, timeout: float = 60.0) -> dict[str
     return out
 
 
-def _pages(base: str, drv: Any, repeats: int) -> dict[str, Any]:
+def _funnel_user(c: Any, users: list[str]) -> dict[str, Any]:
+    """The most active user served by the full funnel: the default pipeline, or the control
+    (first) arm of a running experiment, whose other arm may be a cheap baseline."""
+    exp = c.get("/v1/admin/experiments").json()
+    control = exp["arms"][0]["name"] if exp.get("active") else None
+    for u in users:
+        d = c.get("/v1/admin/console/feed", params={"user_id": u, "n": 1}).json()
+        if d["arm"] == control:
+            return {"user_id": u, "pipeline": d["pipeline"], "arm": d["arm"]}
+    raise RuntimeError(f"no user among the {len(users)} most active is served by the control arm {control!r}")
+
+
+def _pages(base: str, drv: Any, repeats: int, feed_user: str) -> dict[str, Any]:
+    from urllib.parse import quote
+
     from notefeed.serve.console import PAGES
 
     drv.get_log("browser")  # start with an empty log
     out: dict[str, Any] = {}
     for _ in range(repeats):
         for page in PAGES:
-            r = _load_page(drv, f"{base}/console/{page}", page)
+            query = f"?user_id={quote(feed_user)}&n=10" if page == "feed" else ""
+            r = _load_page(drv, f"{base}/console/{page}{query}", page)
             out.setdefault(page, []).append(r)
     summary: dict[str, Any] = {}
     for page, loads in out.items():
@@ -261,16 +277,17 @@ def run_console_bench(preset: str = "100k", repeats: int = 5, endpoint_repeats: 
             with httpx.Client(base_url=base, timeout=60.0) as c:
                 traffic = _traffic(c, warm_requests, seed)
                 health = c.get("/healthz").json()
-                users = c.get("/v1/admin/console/users", params={"limit": 1}).json()["users"]
+                users = [u["user_id"] for u in c.get("/v1/admin/console/users", params={"limit": 50}).json()["users"]]
+                funnel = _funnel_user(c, users)
                 newest = c.get("/v1/admin/console/notes", params={"limit": 1}).json()["newest"]
                 versions = len(c.get("/v1/admin/console/models").json()["versions"])
                 drv = open_browser(chromium, driver)
                 try:
-                    pages = _pages(base, drv, repeats)
+                    pages = _pages(base, drv, repeats, funnel["user_id"])
                     browser = drv.capabilities.get("browserVersion")
                 finally:
                     drv.quit()
-                endpoints = _endpoints(c, endpoint_repeats, users[0]["user_id"] if users else None,
+                endpoints = _endpoints(c, endpoint_repeats, funnel["user_id"],
                                        newest[0]["note_id"] if newest else None)
                 promote = _promote_timing(c, health["model_version"], promote_repeats)
         finally:
@@ -288,6 +305,7 @@ def run_console_bench(preset: str = "100k", repeats: int = 5, endpoint_repeats: 
                       "model_version": health["model_version"], "fallback": health["fallback"],
                       "experiment": with_experiment, "config": str(config) if config else "built-in defaults"},
         "traffic_before_measuring": traffic,
+        "feed_inspector_user": funnel,
         "target_ms": TARGET_MS,
         "every_page_under_target": all(p["under_target"] for p in pages.values()),
         "worst_page_rendered_ms": worst,
