@@ -194,3 +194,27 @@ def test_profiles_survive_a_clock_jump():
     pool.observe(_events([(11, 0, "click")], ts=T0 + 3 * 365 * 86400))
     pool.publish(np.array([100]), None, [["travel"]], ["travel"], ts=T0 + 3 * 365 * 86400)
     assert _audience(pool, 100) == {5, 6, 7, 8, 9}
+
+
+def test_profile_update_gathers_each_events_features_as_a_loop_would():
+    """_update_profiles gathers the features of every event's note with ragged-array indexing
+    (start-up folds millions of events in): it must add exactly what a per-event loop adds,
+    notes without tags or category included."""
+    rng = np.random.default_rng(3)
+    pool = ColdStartPool(seed_size=5)
+    n_items = 40
+    tags = [[f"t{k}" for k in rng.choice(12, rng.integers(0, 4), replace=False)] for _ in range(n_items)]
+    cats = [None if rng.random() < 0.2 else f"c{rng.integers(3)}" for _ in range(n_items)]
+    pool.index_items(np.arange(n_items), tags, cats)
+    users = rng.integers(0, 25, 500).astype(np.int64)
+    items = rng.integers(0, n_items, 500).astype(np.int64)
+    ts = np.sort(rng.integers(0, 10_000, 500)).astype(np.int64)
+    pool._update_profiles(users, items, ts)
+    want = np.zeros_like(pool._prof)
+    w = pool._weights(ts)
+    for u, i, wt in zip(users, items, w, strict=True):
+        for f in pool.item_feats[int(i)]:
+            want[u, f] += wt
+    np.testing.assert_allclose(pool._prof, want, rtol=1e-5, atol=1e-6)
+    assert pool.item_feats[0] == [pool.vocab[f"tag:{t}"] for t in tags[0]] + (
+        [pool.vocab[f"cat:{cats[0]}"]] if cats[0] else [])

@@ -78,13 +78,6 @@ class _Note:
     stage_ts: int = 0  # when the note entered its current stage
 
 
-def _features(tags: list[str] | tuple[str, ...], category: str | None) -> list[str]:
-    out = [f"tag:{t}" for t in tags]
-    if category:
-        out.append(f"cat:{category}")
-    return out
-
-
 def _kth_largest(x: np.ndarray, k: int) -> float:
     if len(x) <= k:
         return float(x.min()) if len(x) else 0.0

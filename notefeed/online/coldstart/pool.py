@@ -21,7 +21,6 @@ from notefeed.online.coldstart.config import (
     STAGES,
     ColdStartConfig,
     ObserveReport,
-    _features,
     _kth_largest,
     _Note,
 )
@@ -64,8 +63,14 @@ class ColdStartPool:
         vecs = self._check_vectors(vectors, len(items))
         if vecs is not None and self._cprof is None:
             self._cprof = np.zeros((len(self._prof), vecs.shape[1]), np.float32)
+        vocab, feats = self.vocab, self.item_feats
         for j, (i, t, c) in enumerate(zip(items.tolist(), tags, cats, strict=True)):
-            self.item_feats[i] = self._feat_ids(_features(list(t), c))
+            # features tag:<t> per tag, then cat:<c>, ids in order of first sight (inlined:
+            # this loop indexes the whole catalogue at start-up)
+            ids = [vocab.setdefault(f"tag:{x}", len(vocab)) for x in t]
+            if c:
+                ids.append(vocab.setdefault(f"cat:{c}", len(vocab)))
+            feats[i] = ids
             if vecs is not None:
                 self.item_vecs[i] = vecs[j]
 
@@ -168,13 +173,13 @@ class ColdStartPool:
                 raise ValueError(f"observe: column {c!r} must hold non-negative integers")
         users, items, ts = (cols[c].astype(np.int64) for c in ("user", "item", "ts"))
         types = events["type"].to_numpy()
-        known = np.fromiter((i in self.item_feats for i in items.tolist()), bool, len(items))
+        known = _member(items, self.item_feats)
         rep.ignored = int((~known).sum())
         pos = known & np.isin(types, POSITIVE_TYPES)
         if pos.any():
             self._update_profiles(users[pos], items[pos], ts[pos])
             rep.profile_updates = int(pos.sum())
-        in_pool = np.fromiter((i in self.notes for i in items.tolist()), bool, len(items))
+        in_pool = _member(items, self.notes)
         rep.new_note_events = int(in_pool.sum())
         grew: set[int] = set()
         for u, i, t in zip(users[in_pool].tolist(), items[in_pool].tolist(), types[in_pool].tolist(), strict=True):
@@ -204,13 +209,20 @@ class ColdStartPool:
 
     def _update_profiles(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray) -> None:
         w = self._weights(ts)
-        feats = [self.item_feats[i] for i in items.tolist()]
-        lens = np.fromiter((len(f) for f in feats), np.int64, len(feats))
+        # each distinct note's feature ids once, then gathered per event (ragged arrays)
+        uniq, inv = np.unique(items, return_inverse=True)
+        ufeats = [self.item_feats[i] for i in uniq.tolist()]
+        ulens = np.fromiter((len(f) for f in ufeats), np.int64, len(ufeats))
+        uflat = np.fromiter((x for f in ufeats for x in f), np.int64, int(ulens.sum()))
+        ustart = np.cumsum(ulens) - ulens
+        lens = ulens[inv]
+        total = int(lens.sum())
+        offset = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
+        flat = uflat[np.repeat(ustart[inv], lens) + offset]
         self._grow(int(users.max()) + 1)
-        flat = np.fromiter((x for f in feats for x in f), np.int64, int(lens.sum()))
         np.add.at(self._prof, (np.repeat(users, lens), flat), np.repeat(w, lens))
         if self._cprof is not None:
-            has = np.fromiter((i in self.item_vecs for i in items.tolist()), bool, len(items))
+            has = _member(items, self.item_vecs)
             if has.any():
                 vecs = np.stack([self.item_vecs[i] for i in items[has].tolist()])
                 np.add.at(self._cprof, users[has], vecs * w[has, None])
@@ -381,3 +393,14 @@ class ColdStartPool:
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"ColdStartPool: cannot read state file {path}: {e}") from e
         return cls.from_state(state)
+
+
+def _member(items: np.ndarray, keys: dict[int, Any]) -> np.ndarray:
+    """(n,) bool: ``items[j] in keys`` (one array lookup instead of a dict probe per event)."""
+    if not len(items) or not keys:
+        return np.zeros(len(items), bool)
+    ks = np.fromiter(keys, np.int64, len(keys))
+    top = max(int(items.max()), int(ks.max())) + 1
+    mask = np.zeros(top, bool)
+    mask[ks] = True
+    return mask[items]
