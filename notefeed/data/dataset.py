@@ -353,7 +353,8 @@ def _normalise_notes(notes: pd.DataFrame | None, ev_notes: pd.Series) -> pd.Data
     if "tags" not in notes.columns:
         notes["tags"] = [[] for _ in range(len(notes))]
     else:
-        notes["tags"] = [list(t) if isinstance(t, list | tuple | np.ndarray) else [] for t in notes["tags"]]
+        notes["tags"] = [t if type(t) is list else list(t) if isinstance(t, tuple | np.ndarray) else []
+                         for t in notes["tags"]]
     cols = list(NOTE_COLUMNS) + [c for c in notes.columns if c not in NOTE_COLUMNS]
     return notes[cols].reset_index(drop=True)
 

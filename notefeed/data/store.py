@@ -61,7 +61,7 @@ _TABLES = ("notes", "users", "creators", "events", "social", "meta")
 def _with_json_columns(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     """``frame`` with its JSON-object ``column`` spread into columns (empty objects, the
     common case, are not parsed one by one)."""
-    raw = frame.pop(column)
+    raw = frame.pop(column).tolist()  # plain str: iterating Arrow-backed strings is slow
     rows = [json.loads(x) if x and x != "{}" else None for x in raw]
     if not any(rows):
         return frame
@@ -232,8 +232,9 @@ class Workspace:
         ``events``: use this event frame (same columns, e.g. read from the event lake) instead
         of the ``events`` table."""
         con = self.con
-        notes = _with_json_columns(con.execute("SELECT * FROM notes ORDER BY rowid").df(), "extra")
-        notes["tags"] = [list(t) if t is not None else [] for t in notes["tags"]]
+        notes = _with_json_columns(con.execute("SELECT * EXCLUDE (tags) FROM notes ORDER BY rowid").df(), "extra")
+        tags = con.sql("SELECT tags FROM notes ORDER BY rowid").to_arrow_table().column(0).to_pylist()
+        notes.insert(notes.columns.get_loc("text") + 1, "tags", [t if t is not None else [] for t in tags])
         users = _with_json_columns(con.execute("SELECT * FROM users ORDER BY rowid").df(), "attributes")
         creators = con.execute("SELECT * FROM creators ORDER BY rowid").df()
         social = con.execute("SELECT * FROM social ORDER BY rowid").df()
