@@ -168,7 +168,13 @@ def _encode(enc: Any, texts: list[str]) -> np.ndarray:
     import scipy.sparse as sp
 
     xs = sp.csr_matrix((data.astype(np.float32), x.indices, x.indptr), shape=x.shape)
-    z = np.asarray(xs @ enc.components_.T, np.float64) / np.maximum(norms, 1e-12)[:, None]
+    # (n_features, dim) C-contiguous: a transposed view of a C-ordered matrix (an encoder loaded
+    # from disk) would be copied whole by scipy on every call (~10 ms at 32k features)
+    ct = getattr(enc, "_components_t", None)
+    if ct is None or ct.shape[::-1] != enc.components_.shape:
+        ct = np.ascontiguousarray(enc.components_.T)
+        enc._components_t = ct
+    z = np.asarray(xs @ ct, np.float64) / np.maximum(norms, 1e-12)[:, None]
     out = np.zeros((x.shape[0], enc.config.dim), np.float32)
     out[:, : z.shape[1]] = z
     n = np.linalg.norm(out, axis=1, keepdims=True)
