@@ -251,7 +251,9 @@ def _train_rankers(config: Any, groups: list, learned: list[str], components: di
     from notefeed.serve.factory import small_creator_reserve
     from notefeed.serve.learned import ChannelFeatures, candidate_features, feature_matrix
 
+    c0 = time.process_time()
     feats = [candidate_features(cat, ctx, cs) for ctx, cs, _, _, cat in groups]
+    report["coarse_features_cpu_s"] = time.process_time() - c0
     names = sorted({k for f in feats for k in f})
     coarse_model = None
     if "coarse" in learned:
@@ -259,12 +261,15 @@ def _train_rankers(config: Any, groups: list, learned: list[str], components: di
         cg = [Group(feature_matrix(f, cnames, len(cs)), pos, ts)
               for f, (_, cs, pos, ts, _) in zip(feats, groups, strict=True) if pos >= 0]
         params = dict(config.coarse.params or {})
+        c0 = time.process_time()
         coarse_model = ListwiseRanker(cnames, LTRConfig(seed=seed, **params)).fit(cg, progress, "coarse ranker")
+        report["coarse_fit_cpu_s"] = time.process_time() - c0
         coarse_model.version = "rank/ltr:coarse"
         components["coarse"] = coarse_model
         report["coarse"] = coarse_model.metrics
     if "fine" not in learned:
         return
+    c0 = time.process_time()
     reserve = small_creator_reserve(config)
     hydrate = ChannelFeatures(list(components.values()))
     fine_feats = []
@@ -282,10 +287,13 @@ def _train_rankers(config: Any, groups: list, learned: list[str], components: di
         cs.columns.update(hydrate.score(ctx, cs))
         ff = candidate_features(catalog, ctx, cs)
         fine_feats.append((ff, len(cs), pos, ts))
+    report["fine_features_cpu_s"] = time.process_time() - c0
     fnames = sorted({k for ff, _, _, _ in fine_feats for k in ff})
     fg = [Group(feature_matrix(ff, fnames, n), pos, ts) for ff, n, pos, ts in fine_feats]
     params = dict(config.fine.params or {})
+    c0 = time.process_time()
     fine_model = ListwiseRanker(fnames, LTRConfig(seed=seed, **params)).fit(fg, progress, "fine ranker")
+    report["fine_fit_cpu_s"] = time.process_time() - c0
     fine_model.version = "rank/ltr:fine"
     components["fine"] = fine_model
     report["fine"] = fine_model.metrics
