@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,8 @@ def train_cmd(
     engine: str = typer.Option("local", "--engine", help="where batch jobs (Swing/ItemCF) run: local or ray"),
     address: str | None = typer.Option(None, "--address", help="with --engine ray: a running cluster (auto, "
                                        "ray://host:10001); default: start Ray on this machine"),
+    json_path: Path | None = typer.Option(None, "--json", help="write the version, the data snapshot and the "
+                                          "training report (wall and CPU seconds per phase) here"),
 ) -> None:
     """Fit every component the config names on the workspace and store a new model version."""
     from notefeed.models.train import TrainError, train_workspace
@@ -119,12 +122,31 @@ def train_cmd(
     batch = engine_or_fail(engine, address, _fail)
     try:  # batch engines read the event lake
         ds = lake_dataset(workspace, _fail, typer.echo) if batch.name != "local" else None
-        train_workspace(workspace, cfg, seed=seed, progress=True, promote=promote, log=typer.echo,
-                        ds=ds, batch_engine=None if batch.name == "local" else batch)
+        t0, c0 = time.perf_counter(), time.process_time()
+        version = train_workspace(workspace, cfg, seed=seed, progress=True, promote=promote, log=typer.echo,
+                                  ds=ds, batch_engine=None if batch.name == "local" else batch)
+        if json_path is not None:
+            _write_train_json(json_path, workspace, version, time.perf_counter() - t0, time.process_time() - c0)
     except TrainError as e:
         _fail(str(e))
     finally:
         batch.close()
+
+
+def _write_train_json(path: Path, workspace: Path, version: str, wall_s: float, cpu_s: float) -> None:
+    """``notefeed train --json``: what was trained on, how long each phase took, the metrics."""
+    import json
+
+    from notefeed.eval.timing import machine_info
+    from notefeed.models.store import ModelStore
+
+    man = ModelStore(workspace).manifest(version)
+    out = {"command": "notefeed train", "workspace": str(workspace), "version": version,
+           "wall_s": wall_s, "cpu_s_main_process": cpu_s, "machine": machine_info(),
+           "data": man.get("data"), "metrics": man.get("metrics"), "train_report": man.get("train_report")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, default=str))
+    typer.echo(f"wrote {path}")
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:

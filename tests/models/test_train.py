@@ -21,11 +21,17 @@ def test_train_stores_a_version_that_serve_loads(tmp_path):
     cfg = _config()
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps(cfg.model_dump(mode="json")))
-    r = CliRunner().invoke(app, ["train", "--workspace", str(ws), "--config", str(cfg_file)])
+    out = tmp_path / "train.json"
+    r = CliRunner().invoke(app, ["train", "--workspace", str(ws), "--config", str(cfg_file), "--json", str(out)])
     assert r.exit_code == 0, r.output
     store = ModelStore(ws)
     version = store.promoted()
     assert version is not None and f"stored version {version}" in r.output
+    rec = json.loads(out.read_text())  # --json: the version, its data and where the time went
+    assert rec["version"] == version and rec["data"]["n_events"] > 0 and rec["wall_s"] > 0
+    rep = rec["train_report"]
+    assert rep["fit_s"] <= rec["wall_s"] and rep["channels_cpu_s"] >= 0 and "recall.channels.0:" in next(
+        iter(rep["channel_fit_s"]))
     man = store.manifest(version)
     assert set(man["components"]) == {"recall.channels.0", "coarse", "fine"}
     assert man["metrics"]["fine"]["valid_hr10_in_candidates"] >= 0
