@@ -18,7 +18,6 @@ import logging
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from notefeed.ads.base import AD_CHANNELS, AdCandidates, AdRecallChannel, AdRequest
 from notefeed.ads.keywords import KeywordIndex
@@ -120,6 +119,8 @@ class LogisticPCTR:
     name = "efficiency/logistic"
 
     def __init__(self, c: float = 1.0) -> None:
+        from sklearn.linear_model import LogisticRegression  # here: sklearn is ~1 s of serve start-up
+
         self.model = LogisticRegression(C=c, max_iter=200)
         self.fitted = False
 
