@@ -43,19 +43,19 @@ print(json.dumps({"charged": charged, "max_price": max(prices)}))
 
 
 @pytest.fixture
-def prefix(ads_redis_url: str) -> Iterator[str]:
+def prefix(redis_url: str) -> Iterator[str]:
     import redis
 
     p = f"adtest-{uuid.uuid4().hex[:8]}"
     yield p
-    r = redis.Redis.from_url(ads_redis_url)
+    r = redis.Redis.from_url(redis_url)
     for k in r.scan_iter(f"{p}:*"):
         r.delete(k)
     r.close()
 
 
-def test_ledger_charges_below_budget_only(ads_redis_url: str, prefix: str) -> None:
-    led = RedisSpendLedger.from_url(ads_redis_url, prefix=prefix)
+def test_ledger_charges_below_budget_only(redis_url: str, prefix: str) -> None:
+    led = RedisSpendLedger.from_url(redis_url, prefix=prefix)
     assert led.charge("c", 0.7, 1.0, NOW) == (True, pytest.approx(0.7))
     assert led.charge("c", 0.7, 1.0, NOW) == (True, pytest.approx(1.4))  # spend was below: charged
     assert led.charge("c", 0.1, 1.0, NOW) == (False, pytest.approx(1.4))  # at or past the budget: refused
@@ -66,14 +66,14 @@ def test_ledger_charges_below_budget_only(ads_redis_url: str, prefix: str) -> No
     led.close()
 
 
-def test_two_processes_never_overspend_by_more_than_one_click(ads_redis_url: str, prefix: str, tmp_path: Path) -> None:
+def test_two_processes_never_overspend_by_more_than_one_click(redis_url: str, prefix: str, tmp_path: Path) -> None:
     import redis
 
     budget = 150.0
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, ads_redis_url, prefix, str(seed), "400", str(budget),
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, redis_url, prefix, str(seed), "400", str(budget),
                                str(NOW)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for seed in (1, 2)]
-    r = redis.Redis.from_url(ads_redis_url)
+    r = redis.Redis.from_url(redis_url)
     for _ in range(3000):
         if int(r.get(f"{prefix}:ready") or 0) == 2:
             break
@@ -85,7 +85,7 @@ def test_two_processes_never_overspend_by_more_than_one_click(ads_redis_url: str
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
         outs.append(json.loads(out.strip().splitlines()[-1]))
-    total = RedisSpendLedger.from_url(ads_redis_url, prefix=prefix).spent(NOW)["c"]
+    total = RedisSpendLedger.from_url(redis_url, prefix=prefix).spent(NOW)["c"]
     # each process alone would spend ~210 (400 clicks x 0.52): both charged, and together
     # they stopped at the budget, past it by less than the dearest click
     assert all(o["charged"] > 0 for o in outs)
@@ -104,14 +104,14 @@ def _engine(ds: object, ws: Path, url: str, prefix: str) -> object:
     return eng
 
 
-def test_two_engines_share_one_budget(ads_redis_url: str, prefix: str, tmp_path: Path) -> None:
+def test_two_engines_share_one_budget(redis_url: str, prefix: str, tmp_path: Path) -> None:
     """Two engines on one workspace and one Redis (two ``--workers``): pages from both, clicks on
     both at once; the campaign's spend is one figure, past the budget by less than one click."""
     from notefeed.serve.app import create_app
     from notefeed.serve.synth import synthetic_community
 
     ds = synthetic_community(600, n_users=60, n_events=2000, seed=5)
-    engines = [_engine(ds, tmp_path / "ws", ads_redis_url, prefix) for _ in range(2)]
+    engines = [_engine(ds, tmp_path / "ws", redis_url, prefix) for _ in range(2)]
     try:
         clients = [TestClient(create_app(e)) for e in engines]
         c0 = clients[0]

@@ -1,3 +1,5 @@
+"""Fixtures shared by several test packages."""
+
 from __future__ import annotations
 
 import os
@@ -12,7 +14,7 @@ from notefeed.serve.bench_online import redis_server
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``$NOTEFEED_TEST_REDIS_URL`` (CI), else a private ``redis-server`` on a free port,
-    else skip."""
+    else skip. One server for the session: tests keep their keys apart (prefixes, flushdb)."""
     url = os.environ.get("NOTEFEED_TEST_REDIS_URL")
     if url:
         yield url
