@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -42,3 +46,31 @@ def config() -> SearchConfig:
 @pytest.fixture
 def pipe(notes: pd.DataFrame, config: SearchConfig) -> SearchPipeline:
     return SearchPipeline.build(notes, config)
+
+
+TOKEN = "search-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+#: two users' likes: a traveller (n2, n11, n7) and a foodie (n3, n5, n9)
+TWO_USERS = pd.DataFrame({"user_id": ["traveller"] * 3 + ["foodie"] * 3,
+                          "note_id": ["n2", "n11", "n7", "n3", "n5", "n9"], "ts": range(6), "type": "like"})
+
+
+@contextmanager
+def served_search(tmp_path: Path, events: pd.DataFrame, name: str) -> Iterator[tuple]:
+    """An engine over :func:`make_notes` and ``events`` (built-in popularity pipeline, write
+    token :data:`TOKEN`) and a TestClient of its app; ``(engine, client)``."""
+    from fastapi.testclient import TestClient
+
+    from notefeed.data.dataset import Dataset
+    from notefeed.serve.app import create_app
+    from notefeed.serve.config import builtin_config
+    from notefeed.serve.engine import Engine, popular_config
+
+    ds = Dataset.build(name, events, notes=make_notes())
+    e = Engine(ds, popular_config(builtin_config().with_overrides(api={"token": TOKEN})), tmp_path / "ws")
+    try:
+        with TestClient(create_app(e)) as c:
+            yield e, c
+    finally:
+        e.search.close()
+        e.close()

@@ -5,31 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from notefeed.data.dataset import Dataset
-from notefeed.serve.app import create_app
-from notefeed.serve.config import builtin_config
-from notefeed.serve.engine import Engine, popular_config
-from tests.search.conftest import make_notes
-
-AUTH = {"Authorization": "Bearer search-test-token"}
+from tests.search.conftest import AUTH, TWO_USERS, served_search
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    notes = make_notes()
-    ev = pd.DataFrame({"user_id": ["traveller"] * 3 + ["foodie"] * 3,
-                       "note_id": ["n2", "n11", "n7", "n3", "n5", "n9"], "ts": range(6), "type": "like"})
-    ds = Dataset.build("search-api", ev, notes=notes)
-    cfg = popular_config(builtin_config().with_overrides(api={"token": "search-test-token"}))
-    eng = Engine(ds, cfg, tmp_path / "ws")
-    with TestClient(create_app(eng)) as c:
+    with served_search(tmp_path, TWO_USERS, "search-api") as (_, c):
         yield c
-    eng.search.close()
-    eng.close()
 
 
 def test_search_and_personalisation(client: TestClient) -> None:

@@ -6,32 +6,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from notefeed.data.dataset import Dataset
 from notefeed.search.querylog import SearchLog
-from notefeed.serve.app import create_app
-from notefeed.serve.config import builtin_config
-from notefeed.serve.engine import Engine, popular_config
-from tests.search.conftest import make_notes
-
-AUTH = {"Authorization": "Bearer search-test-token"}
+from notefeed.serve.engine import Engine
+from tests.search.conftest import AUTH, TWO_USERS, served_search
 
 
 @pytest.fixture
 def eng(tmp_path: Path) -> Iterator[tuple[Engine, TestClient]]:
-    notes = make_notes()
-    ev = pd.DataFrame({"user_id": ["traveller"] * 3 + ["foodie"] * 3,
-                       "note_id": ["n2", "n11", "n7", "n3", "n5", "n9"], "ts": range(6), "type": "like"})
-    ds = Dataset.build("search-events", ev, notes=notes)
-    cfg = popular_config(builtin_config().with_overrides(api={"token": "search-test-token"}))
-    e = Engine(ds, cfg, tmp_path / "ws")
-    with TestClient(create_app(e)) as c:
-        yield e, c
-    e.search.close()
-    e.close()
+    with served_search(tmp_path, TWO_USERS, "search-events") as ec:
+        yield ec
 
 
 def _search(c: TestClient, **params: object) -> dict:

@@ -14,15 +14,11 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from notefeed.data.dataset import Dataset
 from notefeed.search import SearchError
 from notefeed.search.image import ImageIndex, check_vector, encode_note_images
-from notefeed.serve.app import create_app
-from notefeed.serve.config import builtin_config
-from notefeed.serve.engine import Engine, popular_config
-from tests.search.conftest import make_notes
+from notefeed.serve.engine import Engine
+from tests.search.conftest import AUTH, served_search
 
-AUTH = {"Authorization": "Bearer search-test-token"}
 E = np.eye(4, dtype=np.float32)
 
 
@@ -68,15 +64,9 @@ def test_bad_index_rows_and_files(tmp_path: Path) -> None:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Engine, TestClient]]:
-    notes = make_notes()
     ev = pd.DataFrame({"user_id": ["u"] * 2, "note_id": ["n0", "n1"], "ts": range(2), "type": "like"})
-    ds = Dataset.build("search-image", ev, notes=notes)
-    cfg = popular_config(builtin_config().with_overrides(api={"token": "search-test-token"}))
-    e = Engine(ds, cfg, tmp_path / "ws")
-    with TestClient(create_app(e)) as c:
-        yield e, c
-    e.search.close()
-    e.close()
+    with served_search(tmp_path, ev, "search-image") as ec:
+        yield ec
 
 
 def _post(c: TestClient, body: dict) -> object:
