@@ -4,12 +4,18 @@ index is built before fuzzing: while it builds, search deliberately answers 503 
 (the one 5xx the API gives on purpose), which is not what the fuzzer probes.
 
 ``NOTEFEED_FUZZ_EXAMPLES`` sets the examples per operation (default 25: a quick run; issue 12's
-target of 10,000 requests is ``NOTEFEED_FUZZ_EXAMPLES=800``).
+target of 10,000 requests: ``NOTEFEED_FUZZ_EXAMPLES=800``, since hypothesis stops early on small
+operations). With ``NOTEFEED_FUZZ_JSON=path`` the run writes its
+tally there: requests per operation and status class, the 5xx count, whether the restart on the
+fuzzed workspace succeeded (``docs/results/serve/fuzz.json`` is written that way).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,9 @@ from .conftest import AUTH, make_config  # noqa: E402
 
 EXAMPLES = int(os.environ.get("NOTEFEED_FUZZ_EXAMPLES", "25"))
 SERVED: dict[str, Any] = {}
+#: (operation, status class) -> generated requests, for NOTEFEED_FUZZ_JSON
+TALLY: Counter[tuple[str, str]] = Counter()
+STARTED = time.time()
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +63,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_5xx(case: Any) -> None:
     response = case.call(headers=AUTH)
+    TALLY[(case.operation.label, f"{response.status_code // 100}xx")] += 1
     assert response.status_code < 500, \
         f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}\n{case.as_curl_command()}"
 
@@ -65,8 +75,31 @@ def test_restart_after_fuzzing(fuzz_engine: Engine) -> None:
     n_items, n_events = fuzz_engine.catalog.n_items, fuzz_engine.bus.count()
     eng = Engine(SERVED["ds"], SERVED["config"], Path(SERVED["ws"]))
     try:
-        assert eng.catalog.n_items == n_items and eng.replayed == n_events
+        restarted = eng.catalog.n_items == n_items and eng.replayed == n_events
+        _write_tally(restarted, n_items, n_events)
+        assert restarted
     finally:
         eng.reloader.close()
         eng.models.close()
         eng._close_io()
+
+
+def _write_tally(restarted: bool, n_items: int, n_events: int) -> None:
+    """NOTEFEED_FUZZ_JSON: what the run generated and got back."""
+    path = os.environ.get("NOTEFEED_FUZZ_JSON")
+    if not path:
+        return
+    ops: dict[str, dict[str, int]] = {}
+    for (op, cls), n in sorted(TALLY.items()):
+        ops.setdefault(op, {})[cls] = n
+    by_class = Counter()
+    for (_, cls), n in TALLY.items():
+        by_class[cls] += n
+    out = {"command": f"NOTEFEED_FUZZ_EXAMPLES={EXAMPLES} NOTEFEED_FUZZ_JSON={path} "
+                      "python3 -m pytest tests/serve/test_fuzz.py",
+           "examples_per_operation": EXAMPLES, "operations": len(ops), "requests": sum(TALLY.values()),
+           "responses_5xx": by_class.get("5xx", 0), "by_status_class": dict(sorted(by_class.items())),
+           "restart_ok": bool(restarted), "notes_after": n_items, "events_after": n_events,
+           "wall_s": time.time() - STARTED, "by_operation": ops}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=1))
