@@ -74,8 +74,7 @@ class NoteLLMChannel:
         self.vectors = np.ascontiguousarray(vectors, np.float32)
         self.n_fit = len(self.vectors) if n_fit is None else int(n_fit)
         self.version = hashlib.sha256(self.vectors[: self.n_fit].tobytes()).hexdigest()[:12]
-        self._index = AnnIndex(self.vectors.shape[1], expected=len(self.vectors))
-        self._index.add(self.vectors, np.arange(len(self.vectors), dtype=np.int64))
+        self._index = AnnIndex.of_rows(self.vectors)
 
     def add_notes(self, texts: list[str]) -> np.ndarray:
         """Embed new notes (text as :func:`~notefeed.llm.corpus.note_text`) and append them; their indices."""
@@ -107,10 +106,7 @@ class NoteLLMChannel:
         q = self._query(ctx)
         if q is None or k <= 0 or self._index is None:
             return Candidates.empty(self.name)
-        excl = excluded_items(ctx)
-        scores, ids = self._index.search(q[None], k + len(excl))
-        keep = (ids[0] >= 0) & ~np.isin(ids[0], excl)
-        return Candidates(self.name, ids[0][keep][:k], scores[0][keep][:k])
+        return Candidates(self.name, *self._index.search_excluding(q, k, excluded_items(ctx)))
 
     def score_items(self, ctx: UserContext, items: np.ndarray) -> np.ndarray:
         """(n,) float32 cosine of each item to the user's recent notes (0 without history)."""

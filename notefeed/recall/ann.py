@@ -38,6 +38,15 @@ class AnnIndex:
         self._base = base
         self.index = faiss.IndexIDMap2(base)
 
+    @classmethod
+    def of_rows(cls, vectors: np.ndarray, **kwargs: object) -> AnnIndex:
+        """An index over the rows of ``vectors`` (n, dim), row numbers as ids; ``kwargs`` as
+        for the constructor (``expected`` is ``n``)."""
+        v = np.asarray(vectors)
+        index = cls(v.shape[1], expected=len(v), **kwargs)  # type: ignore[arg-type]
+        index.add(v, np.arange(len(v), dtype=np.int64))
+        return index
+
     @property
     def ntotal(self) -> int:
         return int(self.index.ntotal)
@@ -65,3 +74,10 @@ class AnnIndex:
             raise ValueError(f"AnnIndex.search: 'queries' must be (q, {self.dim}), got {q.shape}")
         k = max(1, min(int(k), max(self.ntotal, 1)))
         return self.index.search(q, k)
+
+    def search_excluding(self, query: np.ndarray, k: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``k`` ids for one query (dim,) that are not in ``exclude`` (a recall
+        channel's seen/history notes), best first: ``(ids, scores)``."""
+        scores, ids = self.search(query[None, :], k + len(exclude))
+        keep = (ids[0] >= 0) & ~np.isin(ids[0], exclude)
+        return ids[0][keep][:k], scores[0][keep][:k]

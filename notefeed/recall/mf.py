@@ -101,10 +101,8 @@ class ALSChannel:
         y = self._items.astype(np.float64)
         self._gram = y.T @ y
         self._memo = None
-        self._ann = None
-        if len(self._items) >= self.hnsw_min:
-            self._ann = AnnIndex(self._items.shape[1], "hnsw", ef_search=128)
-            self._ann.add(self._items, np.arange(len(self._items), dtype=np.int64))
+        self._ann = (AnnIndex.of_rows(self._items, kind="hnsw", ef_search=128)
+                     if len(self._items) >= self.hnsw_min else None)
 
     # ------------------------------------------------------------------ serving
     @property
@@ -147,9 +145,7 @@ class ALSChannel:
         assert self._items is not None
         excl = excluded_items(ctx)
         if self._ann is not None:  # a large catalogue: HNSW over the note factors
-            scores, ids = self._ann.search(u[None, :], k + excl.size)
-            keep = (ids[0] >= 0) & ~np.isin(ids[0], excl)
-            return Candidates(self.name, ids[0][keep][:k], scores[0][keep][:k])
+            return Candidates(self.name, *self._ann.search_excluding(u, k, excl))
         scores = self._items @ u
         scores[excl[(excl >= 0) & (excl < scores.size)]] = -np.inf
         order = topk(scores, k)

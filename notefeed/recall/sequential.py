@@ -191,10 +191,8 @@ class SASRecChannel:
         with torch.inference_mode():
             self._items = np.ascontiguousarray(net.item_weight.numpy(), dtype=np.float32)
             self._memo = self._umemo = None
-        self._ann = None
-        if len(self._items) >= self.hnsw_min:
-            self._ann = AnnIndex(self._items.shape[1], "hnsw", ef_search=128)
-            self._ann.add(self._items, np.arange(len(self._items), dtype=np.int64))
+        self._ann = (AnnIndex.of_rows(self._items, kind="hnsw", ef_search=128)
+                     if len(self._items) >= self.hnsw_min else None)
 
     # ------------------------------------------------------------------ serving
     @property
@@ -268,10 +266,7 @@ class SASRecChannel:
             u = self._user(ctx)
             if u is None:
                 return Candidates.empty(self.name)
-            excl = excluded_items(ctx)
-            scores, ids = self._ann.search(u[None, :], k + excl.size)
-            keep = (ids[0] >= 0) & ~np.isin(ids[0], excl)
-            return Candidates(self.name, ids[0][keep][:k], scores[0][keep][:k])
+            return Candidates(self.name, *self._ann.search_excluding(u, k, excluded_items(ctx)))
         scores = self._logits(ctx)
         if scores is None:
             return Candidates.empty(self.name)
