@@ -34,6 +34,7 @@ from notefeed.eval import metrics as M
 from notefeed.eval.runner import DEFAULT_KS, DEFAULT_MODELS, check_ks, check_models, evaluate_lists
 from notefeed.eval.splits import Split, make_split
 from notefeed.eval.stages import EVAL_STAGES
+from notefeed.threads import one_thread_for_process
 
 __all__ = ["feed_stage", "evaluate_feed", "subsample_split", "STAGE_LABELS"]
 
@@ -94,15 +95,6 @@ def _feed_chunk(engine: Any, ids: np.ndarray, users: np.ndarray, n: int) -> dict
 _FORKED: tuple[Any, np.ndarray, int] | None = None  # (engine, ids, n), inherited by forked workers
 
 
-def _one_thread_each() -> None:
-    """Forked worker start: one BLAS and one torch thread per process. OpenBLAS re-creates
-    its (spinning) thread pool after a fork; with a pool per worker, the workers' threads
-    outnumber the cores and every small matrix product waits on the others."""
-    from notefeed.threads import one_thread_for_process
-
-    one_thread_for_process()
-
-
 def _forked_chunk(users: np.ndarray) -> dict[str, Any]:
     assert _FORKED is not None
     engine, ids, n = _FORKED
@@ -133,7 +125,9 @@ def run_feed(engine: Any, ds: Dataset, users: np.ndarray, n: int, progress: bool
     if workers > 1:
         _FORKED = (engine, ids, n)
         try:
-            with mp.get_context("fork").Pool(workers, initializer=_one_thread_each) as pool:
+            # one BLAS/torch thread per worker: OpenBLAS re-creates its spinning pool after a
+            # fork, and a pool per worker stalls every small product (notefeed.threads)
+            with mp.get_context("fork").Pool(workers, initializer=one_thread_for_process) as pool:
                 for part in pool.imap(_forked_chunk, chunks):  # in order
                     parts.append(part)
                     bar.update(len(part["pages"]))

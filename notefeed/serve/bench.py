@@ -195,13 +195,7 @@ def _sim_workspace(ws: Path, n: int, timeout: float) -> list[str]:
     subprocess.run([sys.executable, "-m", "notefeed.cli", "sim", "generate", "--preset", preset,
                     "--workspace", str(ws)], check=True, timeout=timeout,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    import duckdb
-
-    con = duckdb.connect(str(ws / "notefeed.duckdb"), read_only=True)
-    try:
-        return [r[0] for r in con.execute("SELECT user_id FROM users LIMIT 20000").fetchall()]
-    finally:
-        con.close()
+    return _workspace_users(ws)[1]
 
 
 def _workspace_users(ws: Path) -> tuple[int, list[str]]:

@@ -48,9 +48,6 @@ class ColdStartPool:
         self._rng = np.random.default_rng(0)  # Thompson draws when used as a recall channel
 
     # ------------------------------------------------------------------ catalogue and profiles
-    def _feat_ids(self, names: list[str]) -> list[int]:
-        return [self.vocab.setdefault(n, len(self.vocab)) for n in names]
-
     def index_items(self, items: np.ndarray, tags: list[list[str]], categories: list[str] | None = None,
                     vectors: np.ndarray | None = None) -> None:
         """Tell the pool the tags/category (and content vector) of catalogue items, for user profiles."""
