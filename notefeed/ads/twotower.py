@@ -39,6 +39,7 @@ from torch import nn
 
 from notefeed.ads.base import AD_CHANNELS, AdCandidates, AdRequest
 from notefeed.recall.ann import AnnIndex
+from notefeed.recall.two_tower import in_batch_softmax_loss, log_q
 from notefeed.search.text import analyze
 
 __all__ = ["AdTowerConfig", "AdTwoTower", "TwoTowerAdChannel", "hash_bags", "train_ad_towers", "save_ad_towers",
@@ -171,8 +172,7 @@ def train_ad_towers(queries: list[str], ads: np.ndarray, ad_texts: list[str], ad
     order = rng.permutation(len(ads))
     n_valid = int(len(ads) * cfg.valid_share) if len(ads) >= 20 else 0
     valid, train = order[:n_valid], order[n_valid:]
-    freq = np.bincount(ads[train], minlength=len(ad_texts)).astype(np.float64)
-    logq = torch.tensor(np.log(np.maximum(freq, 1.0) / freq.sum()), dtype=torch.float32)
+    logq = log_q(ads[train], len(ad_texts))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     @torch.no_grad()
@@ -203,13 +203,7 @@ def train_ad_towers(queries: list[str], ads: np.ndarray, ad_texts: list[str], ad
             ba = ads[b]
             qv = model.query_vec(*_select(q_bags, b), None if qd is None else qd[b])
             av = model.ad_vec(_select(t_bags, ba), _select(k_bags, ba), None if ad_d is None else ad_d[ba])
-            logits = qv @ av.T / cfg.temperature
-            bt = torch.as_tensor(ba)
-            if cfg.logq:
-                logits = logits - logq[bt].unsqueeze(0)
-            dup = (bt.unsqueeze(0) == bt.unsqueeze(1)) & ~torch.eye(len(b), dtype=torch.bool)
-            logits = logits.masked_fill(dup, float("-inf"))
-            loss = F.cross_entropy(logits, torch.arange(len(b)))
+            loss = in_batch_softmax_loss(qv, av, torch.as_tensor(ba), cfg.temperature, logq if cfg.logq else None)
             opt.zero_grad()
             loss.backward()
             opt.step()

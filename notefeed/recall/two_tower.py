@@ -23,7 +23,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["TwoTowerConfig", "TwoTowerModel", "train_two_tower", "save_model", "load_model"]
+__all__ = ["TwoTowerConfig", "TwoTowerModel", "train_two_tower", "save_model", "load_model", "log_q",
+           "in_batch_softmax_loss"]
 
 
 @dataclass
@@ -87,6 +88,26 @@ class TwoTowerModel(nn.Module):
         return F.normalize(self.user_mlp(x), dim=-1)
 
 
+def log_q(targets: np.ndarray, n: int) -> torch.Tensor:
+    """(n,) log sampling probability of each item as a positive in ``targets`` (an item never
+    seen counts once): the logQ correction of in-batch negatives, which are drawn that way."""
+    freq = np.bincount(targets, minlength=n).astype(np.float64)
+    return torch.tensor(np.log(np.maximum(freq, 1.0) / freq.sum()), dtype=torch.float32)
+
+
+def in_batch_softmax_loss(qv: torch.Tensor, iv: torch.Tensor, targets: torch.Tensor, temperature: float,
+                          logq: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax cross-entropy of row ``i`` of ``qv`` against every row of ``iv`` (its positive
+    is row ``i``; the others are its negatives), scaled by ``temperature``, minus ``logq`` of
+    the targets when given; the same target twice in a batch is not a negative of itself."""
+    logits = qv @ iv.T / temperature
+    if logq is not None:
+        logits = logits - logq[targets].unsqueeze(0)
+    dup = (targets.unsqueeze(0) == targets.unsqueeze(1)) & ~torch.eye(len(targets), dtype=torch.bool)
+    logits = logits.masked_fill(dup, float("-inf"))
+    return F.cross_entropy(logits, torch.arange(len(targets)))
+
+
 def _samples(users: np.ndarray, items: np.ndarray, hist_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """From a (user, item) log sorted by user then time: (user, target, history (n, L) with -1 pads)."""
     n = users.size
@@ -118,8 +139,7 @@ def train_two_tower(
     u, tgt, hist = _samples(np.asarray(users, np.int64), np.asarray(items, np.int64), cfg.hist_len)
     if u.size == 0:
         return model.eval()
-    freq = np.bincount(tgt, minlength=cfg.n_items).astype(np.float64)
-    logq = torch.tensor(np.log(np.maximum(freq, 1.0) / freq.sum()), dtype=torch.float32)
+    logq = log_q(tgt, cfg.n_items)
     side_t = torch.as_tensor(item_side, dtype=torch.long)
     attr_t = torch.as_tensor(user_attrs, dtype=torch.long)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -144,11 +164,7 @@ def train_two_tower(
             drop = torch.rand(ids.shape) < cfg.id_dropout
             iv = model.item_vec(torch.where(drop, torch.zeros_like(ids), ids), side_t[bt])
             uv = model.user_vec(bu + 1, attr_t[bu], h_ids, h_side)
-            logits = uv @ iv.T / cfg.temperature - logq[bt].unsqueeze(0)
-            # the same note twice in a batch is not a negative of itself
-            dup = (bt.unsqueeze(0) == bt.unsqueeze(1)) & ~torch.eye(len(b), dtype=torch.bool)
-            logits = logits.masked_fill(dup, float("-inf"))
-            loss = F.cross_entropy(logits, torch.arange(len(b)))
+            loss = in_batch_softmax_loss(uv, iv, bt, cfg.temperature, logq)
             opt.zero_grad()
             loss.backward()
             opt.step()
