@@ -260,7 +260,8 @@ class Workspace:
         con = self.con
         cats = [("type", EVENT_TYPES), ("surface", SURFACES)]
         values = {c: ", ".join(f"({k}, '{v}')" for k, v in enumerate(vals)) for c, vals in cats}
-        has_request = con.execute("SELECT count(request_id) FROM events").fetchall()[0][0] > 0
+        n_events, n_requests = con.execute("SELECT count(*), count(request_id) FROM events").fetchall()[0]
+        has_request = n_requests > 0
         sql = f"""
             WITH n AS (SELECT note_id, (row_number() OVER (ORDER BY rowid) - 1)::INTEGER AS i FROM notes),
                  u AS (SELECT user_id, (row_number() OVER (ORDER BY rowid) - 1)::INTEGER AS j FROM users),
@@ -274,7 +275,7 @@ class Workspace:
             JOIN t ON t.name = e.type JOIN s ON s.name = e.surface
             ORDER BY e.ts, u.j, e.seq"""
         got = con.sql(sql).to_arrow_table()  # arrow: no Python string per request_id
-        if got.num_rows != con.execute("SELECT count(*) FROM events").fetchall()[0][0]:
+        if got.num_rows != n_events:
             return None
 
         def col(name: str, dtype: type) -> np.ndarray:
