@@ -97,7 +97,8 @@ def train_workspace(workspace: str | Path, config: Any = None, seed: int = 0, pr
                                               max_rank_users=max_rank_users, log=say, batch_engine=batch_engine)
     except (ValueError, ConfigError) as e:
         raise TrainError("--config", str(e)) from None
-    metrics = {k: v for k, v in report.items() if isinstance(v, dict) and k != "channels"}
+    # per-model metrics (the rankers'); the channel names and fit times stay in train_report
+    metrics = {k: v for k, v in report.items() if isinstance(v, dict) and k not in ("channels", "channel_fit_s")}
     store = ModelStore(workspace)
     try:
         version = store.save(components, {"config": cfg.model_dump(mode="json"), "data": data_snapshot(ds),
