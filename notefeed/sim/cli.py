@@ -123,6 +123,8 @@ def run_cmd(
     seed: int = typer.Option(0, help="random seed (same for every policy)"),
     seeds: str | None = typer.Option(None, "--seeds", help="comma-separated seeds (overrides --seed): mean, 95% "
                                      "interval and paired difference to the first policy per metric"),
+    pairs: str | None = typer.Option(None, "--pairs", help="with --seeds: paired differences B - A to report, as "
+                                     "comma-separated A:B policy names (default: the first policy against each)"),
     json_path: Path | None = typer.Option(None, "--json", help="write results (with per-step series) here"),
 ) -> None:
     """Run policies side by side in the closed loop and print their online metrics."""
@@ -143,22 +145,38 @@ def run_cmd(
                                      param_hint="--policy")
     specs = [PolicySpec(n, lambda s, _h, n=n: make_policy(n, seed=s), n) for n in names]
     specs += _config_specs(config, {s.name for s in specs})
-    try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()] if seeds is not None else [seed]
-    except ValueError:
-        _fail(f"--seeds: expected comma-separated integers, got {seeds!r}")
-    if not seed_list or len(set(seed_list)) != len(seed_list):
-        _fail(f"--seeds: expected distinct comma-separated integers, got {seeds!r}")
+    seed_list = _seed_list(seeds, seed)
+    pair_list = _pairs(pairs, [s.name for s in specs])
+    git = _git_state()
+    t0 = time.perf_counter()
     with Progress(console=_console, transient=True) as prog:
         tasks = {s.name: prog.add_task(s.name, total=steps * len(seed_list)) for s in specs}
         out = compare_policies(preset, specs, seed_list, steps, requests, page_size, new_notes,
                                progress=lambda n, k: prog.advance(tasks[n], k),
-                               log=lambda msg: prog.console.print(f"[dim]{msg}[/dim]", highlight=False))
-    _print_runs(out, preset, steps, requests)
+                               log=lambda msg: prog.console.print(f"[dim]{msg}[/dim]", highlight=False),
+                               pairs=pair_list)
+    _print_runs(out, f"closed loop: {preset}, {steps} steps x {requests} requests", _ROWS)
     if json_path is not None:
         write_json(json_path, {"preset": preset, "seed": seed_list[0], "steps": steps, "requests_per_step": requests,
                                "page_size": page_size, "new_notes_per_step": new_notes, **out,
-                               "machine": machine_info()})
+                               "wall_s": time.perf_counter() - t0, "git": git, "machine": machine_info()})
+
+
+def _git_state() -> dict[str, object]:
+    """The code a run used: short HEAD commit and the tracked files under ``notefeed/`` that
+    differed from it when the run started (uncommitted edits are run too)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20).stdout.rstrip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    dirty = [ln[3:] for ln in git("status", "--porcelain", "--untracked-files=no", "--", "notefeed").splitlines()]
+    return {"commit": git("rev-parse", "--short", "HEAD") or None, "modified": dirty}
 
 
 def _config_specs(config: str | None, taken: set[str]) -> list:
@@ -186,18 +204,41 @@ def _config_specs(config: str | None, taken: set[str]) -> list:
     return specs
 
 
-def _print_runs(out: dict, preset: str, steps: int, requests: int) -> None:
+def _seed_list(seeds: str | None, seed: int) -> list[int]:
+    """``--seeds`` as distinct integers (``[seed]`` without it); a bad list fails naming the flag."""
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()] if seeds is not None else [seed]
+    except ValueError:
+        _fail(f"--seeds: expected comma-separated integers, got {seeds!r}")
+    if not seed_list or len(set(seed_list)) != len(seed_list):
+        _fail(f"--seeds: expected distinct comma-separated integers, got {seeds!r}")
+    return seed_list
+
+
+def _pairs(pairs: str | None, names: list[str]) -> list[tuple[str, str]] | None:
+    from notefeed.sim.compare import parse_pairs
+
+    try:
+        return parse_pairs(pairs, names)
+    except ValueError as e:
+        _fail(f"--pairs: {e}")
+    return None  # pragma: no cover - _fail exits
+
+
+def _print_runs(out: dict, title: str, rows: tuple[str, ...] | list[str]) -> None:
+    """A study over seeds (:func:`notefeed.sim.compare.aggregate_runs` output): per arm the
+    mean ± 95% half-interval of each metric in ``rows``, then each paired difference."""
     seeds = out["seeds"]
     pols = out["policies"]
     multi = len(seeds) > 1
     what = f"seeds {', '.join(map(str, seeds))}: mean [95% interval]" if multi else f"seed {seeds[0]}"
-    table = Table(title=f"closed loop: {preset}, {steps} steps x {requests} requests, {what}")
+    table = Table(title=f"{title}, {what}")
     table.add_column("metric")
     for p in pols:
         table.add_column(p["name"], justify="right")
     for d in out["differences"] if multi else ():
         table.add_column(f"{d['b']} - {d['a']}", justify="right")
-    for key in _ROWS:
+    for key in rows:
         cells = []
         for p in pols:
             m = p["summary"].get(key)
@@ -265,6 +306,10 @@ def _spark(values: list[float]) -> str:
     return "".join(blocks[4 if span <= 0 else 1 + round((v - lo) / span * 7)] for v in values)
 
 
+_BUBBLE_ROWS = ("ctr", "like_rate", "coverage_first", "coverage_last", "coverage_growth", "diversity",
+                "small_creator_share", "creators_exposed", "explore_share", "explore_only_share", "wall_s")
+
+
 @sim_app.command("bubble")
 def bubble_cmd(
     preset: str = typer.Option("tiny", help="tiny | demo | 100k | 1m (the two-tower fit is slow above tiny)"),
@@ -272,12 +317,20 @@ def bubble_cmd(
     requests: int = typer.Option(40, help="requests per step"),
     quota: int = typer.Option(50, help="quota of each exploration channel"),
     seed: int = typer.Option(0, help="random seed (same for every variant)"),
+    seeds: str | None = typer.Option(None, "--seeds", help="comma-separated seeds (overrides --seed): mean, 95% "
+                                     "interval and paired difference to the no-exploration variant per metric"),
+    pairs: str | None = typer.Option(None, "--pairs", help="with --seeds: paired differences B - A to report, as "
+                                     "comma-separated A:B variant names (default: no-explore against each)"),
+    train: bool = typer.Option(True, "--train/--no-train", help="train the default config's learned rankers and "
+                               "offline channels on each seed's logged history first, as `notefeed train` would "
+                               "(--no-train: serve their untrained fallbacks)"),
     variants: str = typer.Option("", help="comma-separated subset of the sweep's variants (default: all)"),
     json_path: Path | None = typer.Option(None, "--json", help="write results (with per-step series) here"),
 ) -> None:
     """Filter bubble: the pipeline without vs with exploration channels (a small sweep), same seeds."""
     from notefeed.eval.timing import machine_info, write_json
-    from notefeed.sim.experiments import default_variants, filter_bubble
+    from notefeed.sim.compare import aggregate_runs
+    from notefeed.sim.experiments import BASELINE, default_variants, filter_bubble
 
     sweep = default_variants(quota=quota)
     picked = [v.strip() for v in variants.split(",") if v.strip()] or list(sweep)
@@ -285,14 +338,42 @@ def bubble_cmd(
         if v not in sweep:
             raise typer.BadParameter(f"unknown variant {v!r}; known: {', '.join(sweep)}", param_hint="--variants")
     chosen = {v: sweep[v] for v in picked}
+    seed_list = _seed_list(seeds, seed)
+    pair_list = _pairs(pairs, picked)
+    if pair_list is None and BASELINE in chosen:
+        pair_list = [(BASELINE, v) for v in picked if v != BASELINE]
+    git = _git_state()
     t0 = time.perf_counter()
+    per_seed = []
     with Progress(console=_console, transient=True) as prog:
-        tasks = {n: prog.add_task(n, total=steps) for n in chosen}
-        out = filter_bubble(preset, steps, requests, seed, variants=chosen,
-                            progress=lambda n, k: prog.advance(tasks[n], k))
+        tasks = {n: prog.add_task(n, total=steps * len(seed_list)) for n in chosen}
+        for s in seed_list:
+            prog.console.print(f"[dim]seed {s}[/dim]", highlight=False)
+            per_seed.append(filter_bubble(preset, steps, requests, s, variants=chosen, train=train,
+                                          progress=lambda n, k: prog.advance(tasks[n], k)))
     wall = time.perf_counter() - t0
-    table = Table(title=f"filter bubble: {preset}, {steps} steps x {requests} requests, seed {seed}, "
-                        f"exploration quota {quota}")
+    if seeds is None:
+        _print_bubble(per_seed[0], quota)
+        _console.print(f"two-tower fit {per_seed[0]['tower_fit_s']:.1f}s; total {wall:.1f}s")
+        if json_path is not None:
+            write_json(json_path, {**per_seed[0], "quota": quota, "wall_s": wall, "git": git,
+                                   "machine": machine_info()})
+        return
+    runs = {v: [next(r for r in o["variants"] if r["variant"] == v) for o in per_seed] for v in chosen}
+    out = aggregate_runs(runs, seed_list, pair_list)
+    _print_runs(out, f"filter bubble: {preset}, {steps} steps x {requests} requests, exploration quota {quota}"
+                     f"{'' if train else ', untrained fallbacks'}", _BUBBLE_ROWS)
+    _console.print(f"total {wall:.1f}s")
+    if json_path is not None:
+        write_json(json_path, {"preset": preset, "steps": steps, "requests_per_step": requests, "quota": quota,
+                               "trained": train, "baseline": BASELINE if BASELINE in chosen else None, **out,
+                               "per_seed": per_seed, "wall_s": wall, "git": git, "machine": machine_info()})
+
+
+def _print_bubble(out: dict, quota: int) -> None:
+    """One seed of ``sim bubble``: per variant, coverage start -> end and a per-step sparkline."""
+    table = Table(title=f"filter bubble: {out['preset']}, {out['steps']} steps x {out['requests_per_step']} requests, "
+                        f"seed {out['seed']}, exploration quota {quota}")
     for col in ("variant", "ctr", "coverage (end)", "coverage start->end", "diversity", "small creators",
                 "explore share", "explore-only share", "wall s"):
         table.add_column(col, justify="left" if col == "variant" else "right")
@@ -314,9 +395,10 @@ def bubble_cmd(
         _console.print(f"best exploration variant by CTR: [bold]{out['best']}[/] (* above): CTR x{vs['ctr_ratio']:.3f}, "
                        f"coverage {vs['coverage_delta']:+.4f}, diversity {vs['diversity_delta']:+.4f}, "
                        f"small-creator share {vs['small_creator_share_delta']:+.4f} vs {out['baseline']}")
-    _console.print(f"two-tower fit {out['tower_fit_s']:.1f}s; total {wall:.1f}s")
-    if json_path is not None:
-        write_json(json_path, {**out, "quota": quota, "wall_s": wall, "machine": machine_info()})
+
+
+_ONLINE_ROWS = ("ctr", "ctr_first_half", "ctr_second_half", "like_rate", "updates", "median_update_latency_s",
+                "median_event_to_publish_s", "train_s", "wall_s")
 
 
 @sim_app.command("online-train")
@@ -328,33 +410,60 @@ def online_train_cmd(
     epochs: int = typer.Option(2, help="epochs of the initial fine-ranker fit"),
     modes: str = typer.Option("popular,frozen,periodic,online", help="comma-separated update modes"),
     seed: int = typer.Option(0, help="random seed"),
+    seeds: str | None = typer.Option(None, "--seeds", help="comma-separated seeds (overrides --seed): mean, 95% "
+                                     "interval and paired differences per metric"),
+    pairs: str | None = typer.Option(None, "--pairs", help="with --seeds: paired differences B - A to report, as "
+                                     "comma-separated A:B modes (default: frozen against each other mode, and "
+                                     "periodic against online)"),
     json_path: Path | None = typer.Option(None, "--json", help="write the rows here"),
 ) -> None:
     """Fine ranker frozen vs periodically retrained vs updated online, in closed loop (same seeds)."""
     from notefeed.eval.timing import machine_info, write_json
     from notefeed.online.trainer import compare_update_modes
+    from notefeed.sim.compare import aggregate_runs
 
     names = tuple(m.strip() for m in modes.split(",") if m.strip())
+    seed_list = _seed_list(seeds, seed)
+    pair_list = _pairs(pairs, list(names))
+    if pair_list is None and "frozen" in names:
+        pair_list = [("frozen", m) for m in names if m != "frozen"]
+        pair_list += [("periodic", "online")] if {"periodic", "online"} <= set(names) else []
+    git = _git_state()
     t0 = time.perf_counter()
+    per_seed = []
     with Progress(console=_console, transient=True) as prog:
-        prog.add_task(f"{len(names)} modes x {steps} steps", total=None)
-        rows = compare_update_modes(preset, steps, seed, requests_per_step=requests, retrain_every=retrain_every,
-                                    epochs=epochs, modes=names)
+        task = prog.add_task(f"{len(names)} modes x {steps} steps", total=len(seed_list))
+        for s in seed_list:
+            per_seed.append(compare_update_modes(preset, steps, s, requests_per_step=requests,
+                                                 retrain_every=retrain_every, epochs=epochs, modes=names))
+            prog.advance(task)
     wall = time.perf_counter() - t0
-    table = Table(title=f"online training: {preset}, {steps} steps x {requests} requests, seed {seed}, "
-                        f"periodic every {retrain_every} steps")
-    cols = ("mode", "ctr", "ctr_first_half", "ctr_second_half", "updates", "median_update_latency_s",
-            "median_event_to_publish_s", "train_s", "wall_s")
-    for c in cols:
-        table.add_column(c, justify="left" if c == "mode" else "right")
-    for r in rows:
-        table.add_row(*[_fmt(r.get(c)) if r.get(c) is not None else "-" for c in cols])
-    _console.print(table)
+    if seeds is None:
+        rows = per_seed[0]
+        table = Table(title=f"online training: {preset}, {steps} steps x {requests} requests, seed {seed}, "
+                            f"periodic every {retrain_every} steps")
+        cols = ("mode", *_ONLINE_ROWS)
+        for c in cols:
+            table.add_column(c, justify="left" if c == "mode" else "right")
+        for r in rows:
+            table.add_row(*[_fmt(r.get(c)) if r.get(c) is not None else "-" for c in cols])
+        _console.print(table)
+        _console.print(f"total {wall:.1f}s")
+        if json_path is not None:
+            write_json(json_path, {"preset": preset, "steps": steps, "requests_per_step": requests,
+                                   "retrain_every": retrain_every, "epochs": epochs, "seed": seed, "rows": rows,
+                                   "wall_s": wall, "git": git, "machine": machine_info()})
+        return
+    runs = {m: [next(r for r in rows if r["mode"] == m) for rows in per_seed] for m in names}
+    out = aggregate_runs(runs, seed_list, pair_list)
+    _print_runs(out, f"online training: {preset}, {steps} steps x {requests} requests, periodic every "
+                     f"{retrain_every} steps", _ONLINE_ROWS)
     _console.print(f"total {wall:.1f}s")
     if json_path is not None:
         write_json(json_path, {"preset": preset, "steps": steps, "requests_per_step": requests,
-                               "retrain_every": retrain_every, "epochs": epochs, "seed": seed, "rows": rows,
-                               "wall_s": wall, "machine": machine_info()})
+                               "retrain_every": retrain_every, "epochs": epochs, **out,
+                               "rows": [r for rows in per_seed for r in rows], "wall_s": wall, "git": git,
+                               "machine": machine_info()})
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:

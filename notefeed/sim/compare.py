@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,8 @@ from notefeed.sim.env import SimEnvironment
 from notefeed.sim.loop import run_closed_loop
 from notefeed.sim.policies import Policy
 
-__all__ = ["PolicySpec", "mean_interval", "summarise", "paired_differences", "compare_policies"]
+__all__ = ["PolicySpec", "mean_interval", "summarise", "paired_differences", "parse_pairs", "aggregate_runs",
+           "compare_policies"]
 
 #: a policy for one seed, built from the seed and the community's logged history
 PolicyFactory = Callable[[int, Dataset], Policy]
@@ -76,16 +77,71 @@ def paired_differences(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]],
     return out
 
 
+def parse_pairs(text: str | None, names: Sequence[str]) -> list[tuple[str, str]] | None:
+    """``"A:B,C:D"`` -> ``[("A", "B"), ("C", "D")]`` (each a paired difference B - A); None for
+    an empty ``text``. Raises ValueError naming a malformed pair or a name not in ``names``."""
+    if text is None or not text.strip():
+        return None
+    out = []
+    for raw in text.split(","):
+        if not raw.strip():
+            continue
+        parts = [p.strip() for p in raw.split(":")]
+        if len(parts) != 2 or not all(parts):
+            raise ValueError(f"expected A:B pairs separated by commas, got {raw.strip()!r}")
+        for p in parts:
+            if p not in names:
+                raise ValueError(f"unknown name {p!r} in pair {raw.strip()!r}; known: {', '.join(names)}")
+        if parts[0] == parts[1]:
+            raise ValueError(f"a pair needs two different names, got {raw.strip()!r}")
+        out.append((parts[0], parts[1]))
+    return out or None
+
+
+def aggregate_runs(runs: Mapping[str, Sequence[dict[str, Any]]], seeds: Sequence[int],
+                   pairs: Sequence[tuple[str, str]] | None = None, level: float = 0.95,
+                   sources: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Summary over seeds of every arm of a study, and paired differences between arms.
+
+    ``runs``: arm name (a policy, a variant, an update mode) -> its per-seed result dicts, in
+    the order of ``seeds`` (every numeric field is a metric). ``pairs``: ``(a, b)`` arms whose
+    difference ``b - a`` is taken seed by seed (default: the first arm against each other one).
+    Returns ``{seeds, level, policies: [{name, source, summary}], differences: [{a, b,
+    metrics}]}``: what ``notefeed sim run --seeds``, ``sim bubble --seeds`` and ``sim
+    online-train --seeds`` report."""
+    names = list(runs)
+    for n in names:
+        if len(runs[n]) != len(seeds):
+            raise ValueError(f"aggregate_runs: {n!r} has {len(runs[n])} runs for {len(seeds)} seeds")
+    if pairs is None:
+        pairs = [(names[0], n) for n in names[1:]]
+    for a, b in pairs:
+        if a not in runs or b not in runs:
+            raise ValueError(f"aggregate_runs: pair {a}:{b} names an arm not in {names}")
+    src = sources or {}
+    return {
+        "seeds": list(seeds),
+        "level": level,
+        "policies": [{"name": n, "source": src.get(n, n), "summary": summarise(runs[n], level)} for n in names],
+        "differences": [{"a": a, "b": b, "metrics": paired_differences(runs[a], runs[b], level)} for a, b in pairs],
+    }
+
+
 def compare_policies(preset: str, specs: Sequence[PolicySpec], seeds: Sequence[int], steps: int,
                      requests_per_step: int = 100, page_size: int = 10, new_notes_per_step: int = 0,
                      progress: Callable[[str, int], None] | None = None,
-                     log: Callable[[str], None] | None = None, level: float = 0.95) -> dict[str, Any]:
+                     log: Callable[[str], None] | None = None, level: float = 0.95,
+                     pairs: Sequence[tuple[str, str]] | None = None) -> dict[str, Any]:
     """Run every policy of ``specs`` for every seed; runs, per-policy summary and paired
-    differences against the first policy (see the module docstring)."""
+    differences (``pairs`` of policy names, ``b - a``; default: the first policy against each
+    other one; see the module docstring and :func:`aggregate_runs`)."""
     if not specs:
         raise ValueError("compare_policies: no policies")
     if len({s.name for s in specs}) != len(specs):
         raise ValueError(f"compare_policies: policy names must differ, got {[s.name for s in specs]}")
+    for a, b in pairs or ():
+        if a not in {s.name for s in specs} or b not in {s.name for s in specs}:
+            raise ValueError(f"compare_policies: pair {a}:{b} names a policy not among {[s.name for s in specs]}")
     say = log or (lambda _msg: None)
     runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in specs}
     for seed in seeds:
@@ -110,12 +166,7 @@ def compare_policies(preset: str, specs: Sequence[PolicySpec], seeds: Sequence[i
             res["setup_s"] = t1 - t0
             res["requests_per_s"] = res["requests"] / max(time.perf_counter() - t1, 1e-9)
             runs[spec.name].append(res)
-    first = specs[0].name
     return {
-        "seeds": list(seeds),
-        "level": level,
-        "policies": [{"name": s.name, "source": s.source, "summary": summarise(runs[s.name], level)} for s in specs],
-        "differences": [{"a": first, "b": s.name, "metrics": paired_differences(runs[first], runs[s.name], level)}
-                        for s in specs[1:]],
+        **aggregate_runs(runs, seeds, pairs, level, {s.name: s.source for s in specs}),
         "results": [r for seed_i in range(len(seeds)) for s in specs for r in [runs[s.name][seed_i]]],
     }

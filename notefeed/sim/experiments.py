@@ -10,6 +10,7 @@ the exploration setting is tuned in closed loop rather than offline.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -97,6 +98,10 @@ def _variant_row(name: str, extra: Sequence[Mapping[str, Any]], cfg: ServeConfig
         "like_rate": res["like_rate"],
         "interest_coverage": res["interest_coverage"],
         "coverage_series": [s["interest_coverage"] for s in series],
+        # cumulative coverage after the first and the last step, and what the loop added to it
+        "coverage_first": series[0]["interest_coverage"] if series else float("nan"),
+        "coverage_last": series[-1]["interest_coverage"] if series else float("nan"),
+        "coverage_growth": series[-1]["interest_coverage"] - series[0]["interest_coverage"] if series else float("nan"),
         "ctr_series": [s["ctr"] for s in series],
         "diversity": res["diversity"],
         "diversity_series": [s["diversity"] for s in series],
@@ -111,16 +116,21 @@ def _variant_row(name: str, extra: Sequence[Mapping[str, Any]], cfg: ServeConfig
 
 def filter_bubble(preset: str = "tiny", steps: int = 30, requests: int = 40, seed: int = 0,
                   variants: Mapping[str, Sequence[Mapping[str, Any]]] | None = None, page_size: int = 10,
-                  new_notes: int = 0, progress: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+                  new_notes: int = 0, progress: Callable[[str, int], None] | None = None,
+                  train: bool = False) -> dict[str, Any]:
     """Serving pipeline without vs with exploration channels, same seeds, in closed loop.
 
     ``variants``: name -> exploration channel dicts (``{name, quota, params}``) appended to the
     default channels; ``[]`` is the no-exploration baseline (default: :func:`default_variants`).
-    ``progress(variant, n_steps)`` is called as steps finish.
+    ``progress(variant, n_steps)`` is called as steps finish. ``train``: first train the default
+    config's components (learned rankers, offline-only channels) on the logged history, once,
+    as ``notefeed train`` would, and serve every variant with a copy of them (the exploration
+    channels are fitted by the engine); without it the learned stages serve their fallbacks.
 
-    Returns ``{preset, steps, requests_per_step, page_size, seed, baseline, tower_fit_s,
-    variants: [row...], best, best_vs_baseline}``; each row has ``variant``, ``channels``,
+    Returns ``{preset, steps, requests_per_step, page_size, seed, baseline, tower_fit_s, trained,
+    train_s, variants: [row...], best, best_vs_baseline}``; each row has ``variant``, ``channels``,
     ``explore_channels``, ``ctr``, ``interest_coverage`` (end), ``coverage_series`` (per step),
+    ``coverage_first`` / ``coverage_last`` / ``coverage_growth`` (after the first and the last step),
     ``ctr_series``, ``diversity``, ``diversity_series``, ``small_creator_share``,
     ``explore_share``, ``explore_only_share``, ``wall_s``. ``best``: the exploration variant with
     the highest CTR; ``best_vs_baseline``: its CTR ratio and coverage / diversity deltas.
@@ -149,10 +159,21 @@ def filter_bubble(preset: str = "tiny", steps: int = 30, requests: int = 40, see
             if tp is not None:
                 shared_two_tower(hist, dict(tp))
     tower_fit_s = (time.perf_counter() - t0) if tower_keys else 0.0
+    fitted: dict[str, Any] | None = None
+    train_s = 0.0
+    if train:
+        from notefeed.models.train import train_components
+
+        t0 = time.perf_counter()
+        fitted, _ = train_components(explore_config([]), hist, progress=False, seed=seed)
+        train_s = time.perf_counter() - t0
     rows = []
     for name, extra in variants.items():
         env = SimEnvironment(comm, seed=seed, dataset=hist)
-        pol = ExploreTrackingPolicy(config=configs[name], seed=seed, name=name)
+        # a copy per variant: serving updates components online, and no variant may see another's
+        pol = ExploreTrackingPolicy(config=configs[name], seed=seed, name=name,
+                                    fitted=None if fitted is None else copy.deepcopy(fitted),
+                                    model_version=None if fitted is None else f"default@sim-seed-{seed}")
         t1 = time.perf_counter()
         try:
             res = run_closed_loop(env, pol, steps, requests, page_size, new_notes_per_step=new_notes,
@@ -172,6 +193,6 @@ def filter_bubble(preset: str = "tiny", steps: int = 30, requests: int = 40, see
     return {
         "preset": preset, "steps": steps, "requests_per_step": requests, "page_size": page_size, "seed": seed,
         "new_notes_per_step": new_notes, "baseline": None if base is None else base["variant"],
-        "tower_fit_s": tower_fit_s, "variants": rows, "best": None if best is None else best["variant"],
+        "tower_fit_s": tower_fit_s, "trained": bool(train), "train_s": train_s, "variants": rows, "best": None if best is None else best["variant"],
         "best_vs_baseline": vs,
     }

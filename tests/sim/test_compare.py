@@ -118,3 +118,45 @@ def test_registered_pipeline_policies_train_before_serving(tmp_path):
     finally:
         untrained.close()
         trained.close()
+
+
+def test_parse_pairs_and_aggregate_runs_take_the_named_differences():
+    from notefeed.sim.compare import aggregate_runs, parse_pairs
+
+    names = ["a", "b", "c"]
+    assert parse_pairs(None, names) is None and parse_pairs(" ", names) is None
+    assert parse_pairs("a:b, b:c", names) == [("a", "b"), ("b", "c")]
+    for bad in ("a", "a:b:c", "a:x", "a:a", ":b"):
+        with pytest.raises(ValueError):
+            parse_pairs(bad, names)
+    runs = {"a": [{"ctr": 0.1, "seed": 0}, {"ctr": 0.3, "seed": 1}],
+            "b": [{"ctr": 0.2, "seed": 0}, {"ctr": 0.5, "seed": 1}],
+            "c": [{"ctr": 0.4, "seed": 0}, {"ctr": 0.6, "seed": 1}]}
+    out = aggregate_runs(runs, [0, 1])  # default: the first arm against each other one
+    assert [(d["a"], d["b"]) for d in out["differences"]] == [("a", "b"), ("a", "c")]
+    out = aggregate_runs(runs, [0, 1], pairs=[("b", "c")])
+    (d,) = out["differences"]
+    assert (d["a"], d["b"]) == ("b", "c") and d["metrics"]["ctr"]["values"] == pytest.approx([0.2, 0.1])
+    assert d["metrics"]["ctr"]["mean"] == pytest.approx(0.15) and "seed" not in d["metrics"]
+    assert [p["summary"]["ctr"]["mean"] for p in out["policies"]] == pytest.approx([0.2, 0.35, 0.5])
+    with pytest.raises(ValueError):
+        aggregate_runs(runs, [0, 1], pairs=[("a", "x")])
+    with pytest.raises(ValueError):
+        aggregate_runs(runs, [0, 1, 2])
+
+
+def test_sim_run_pairs_report_the_named_differences(tmp_path):
+    out = tmp_path / "pairs.json"
+    res = CliRunner().invoke(app, ["sim", "run", "--preset", "tiny", "--policy", "random,popular,oracle",
+                                   "--seeds", "0,1", "--steps", "2", "--requests", "10", "--pairs",
+                                   "popular:oracle", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    (d,) = data["differences"]
+    assert (d["a"], d["b"]) == ("popular", "oracle")
+    ctr = {p: [r["ctr"] for r in data["results"] if r["policy"] == p] for p in ("popular", "oracle")}
+    assert d["metrics"]["ctr"]["values"] == pytest.approx([o - p for p, o in zip(ctr["popular"], ctr["oracle"], strict=True)])
+    assert data["git"]["commit"] and isinstance(data["git"]["modified"], list)
+    res = CliRunner().invoke(app, ["sim", "run", "--policy", "random,popular", "--seeds", "0,1", "--steps", "1",
+                                   "--pairs", "random:nope"])
+    assert res.exit_code == 2 and "--pairs" in res.output

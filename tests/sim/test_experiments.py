@@ -60,7 +60,7 @@ def test_cli_bubble_and_online_train(tmp_path) -> None:
 
     runner = CliRunner()
     p = tmp_path / "bubble.json"
-    r = runner.invoke(app, ["sim", "bubble", "--preset", "tiny", "--steps", "2", "--requests", "5",
+    r = runner.invoke(app, ["sim", "bubble", "--preset", "tiny", "--steps", "2", "--requests", "5", "--no-train",
                             "--variants", "no-explore", "--json", str(p)])
     assert r.exit_code == 0, r.output
     assert "interest coverage over time" in r.output
@@ -77,3 +77,64 @@ def test_cli_bubble_and_online_train(tmp_path) -> None:
     for row in rows:
         assert {"ctr", "updates", "median_update_latency_s"} <= set(row)
     assert rows[1]["updates"] > 0
+
+
+def test_filter_bubble_reports_coverage_first_last_and_growth() -> None:
+    out = filter_bubble("tiny", steps=3, requests=10, seed=0, variants={"no-explore": []})
+    (r,) = out["variants"]
+    cov = r["coverage_series"]
+    assert r["coverage_first"] == cov[0] and r["coverage_last"] == cov[-1]
+    assert r["coverage_growth"] == pytest.approx(cov[-1] - cov[0])
+    assert out["trained"] is False and out["train_s"] == 0.0
+
+
+def test_filter_bubble_trains_the_default_config_once_per_seed(monkeypatch) -> None:
+    import notefeed.models.train as train_mod
+
+    calls = []
+    real = train_mod.train_components
+
+    def counting(config, ds, *args, **kwargs):
+        calls.append([c.name for c in config.recall.channels])
+        return real(config, ds, *args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_components", counting)
+    out = filter_bubble("tiny", steps=1, requests=5, seed=0, variants=_two_variants(), train=True)
+    # one fit of the default config (no exploration channel), shared by both variants
+    assert len(calls) == 1 and not any(n.startswith("explore/") for n in calls[0])
+    assert out["trained"] is True and out["train_s"] > 0
+    assert {r["variant"] for r in out["variants"]} == {"no-explore", "es-0.3"}
+
+
+def test_cli_bubble_and_online_train_over_seeds(tmp_path) -> None:
+    from notefeed.cli import app
+
+    runner = CliRunner()
+    p = tmp_path / "bubble.json"
+    r = runner.invoke(app, ["sim", "bubble", "--preset", "tiny", "--steps", "2", "--requests", "5", "--no-train",
+                            "--variants", "no-explore,es-0.3", "--seeds", "0,1", "--json", str(p)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(p.read_text())
+    assert data["seeds"] == [0, 1] and data["trained"] is False and len(data["per_seed"]) == 2
+    assert [v["name"] for v in data["policies"]] == ["no-explore", "es-0.3"]
+    (d,) = data["differences"]
+    assert (d["a"], d["b"]) == ("no-explore", "es-0.3")
+    rows = [{v["variant"]: v for v in o["variants"]} for o in data["per_seed"]]
+    growth = [x["es-0.3"]["coverage_growth"] - x["no-explore"]["coverage_growth"] for x in rows]
+    assert d["metrics"]["coverage_growth"]["values"] == pytest.approx(growth)
+    first = [x["no-explore"]["coverage_series"][0] for x in rows]
+    assert data["policies"][0]["summary"]["coverage_first"]["values"] == pytest.approx(first)
+    r = runner.invoke(app, ["sim", "bubble", "--steps", "1", "--seeds", "0,1", "--pairs", "no-explore:nope"])
+    assert r.exit_code == 2 and "--pairs" in r.output
+
+    q = tmp_path / "online.json"
+    r = runner.invoke(app, ["sim", "online-train", "--preset", "tiny", "--steps", "2", "--requests", "10",
+                            "--epochs", "1", "--modes", "popular,frozen,online", "--seeds", "0,1", "--json", str(q)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(q.read_text())
+    assert data["seeds"] == [0, 1] and len(data["rows"]) == 6
+    assert [(x["a"], x["b"]) for x in data["differences"]] == [("frozen", "popular"), ("frozen", "online")]
+    ctr = {m: [row["ctr"] for row in data["rows"] if row["mode"] == m] for m in ("frozen", "online")}
+    assert data["differences"][1]["metrics"]["ctr"]["values"] == pytest.approx(
+        [o - f for f, o in zip(ctr["frozen"], ctr["online"], strict=True)])
+    assert data["policies"][2]["summary"]["updates"]["mean"] > 0
