@@ -29,8 +29,8 @@ from notefeed.sim.env import SimEnvironment
 from notefeed.sim.loop import run_closed_loop
 from notefeed.sim.policies import Policy
 
-__all__ = ["PolicySpec", "mean_interval", "summarise", "paired_differences", "parse_pairs", "aggregate_runs",
-           "compare_policies"]
+__all__ = ["PolicySpec", "mean_interval", "summarise", "paired_differences", "paired_relative", "parse_pairs",
+           "aggregate_runs", "compare_policies"]
 
 #: a policy for one seed, built from the seed and the community's logged history
 PolicyFactory = Callable[[int, Dataset], Policy]
@@ -77,6 +77,19 @@ def paired_differences(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]],
     return out
 
 
+def paired_relative(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], level: float = 0.95
+                    ) -> dict[str, dict[str, Any]]:
+    """Per metric, :func:`mean_interval` of ``b / a - 1`` seed by seed (a seed where ``a`` is 0
+    counts as NaN and is left out; ``n`` says how many seeds remain)."""
+    keys = sorted(set.intersection(*[set(_numeric(r)) for r in [*a, *b]])) if a and b else []
+    out = {}
+    for k in keys:
+        d = [_numeric(rb)[k] / _numeric(ra)[k] - 1.0 if _numeric(ra)[k] != 0 else float("nan")
+             for ra, rb in zip(a, b, strict=True)]
+        out[k] = mean_interval(d, level)
+    return out
+
+
 def parse_pairs(text: str | None, names: Sequence[str]) -> list[tuple[str, str]] | None:
     """``"A:B,C:D"`` -> ``[("A", "B"), ("C", "D")]`` (each a paired difference B - A); None for
     an empty ``text``. Raises ValueError naming a malformed pair or a name not in ``names``."""
@@ -107,7 +120,7 @@ def aggregate_runs(runs: Mapping[str, Sequence[dict[str, Any]]], seeds: Sequence
     the order of ``seeds`` (every numeric field is a metric). ``pairs``: ``(a, b)`` arms whose
     difference ``b - a`` is taken seed by seed (default: the first arm against each other one).
     Returns ``{seeds, level, policies: [{name, source, summary}], differences: [{a, b,
-    metrics}]}``: what ``notefeed sim run --seeds``, ``sim bubble --seeds`` and ``sim
+    metrics, relative}]}`` (``relative``: :func:`paired_relative`, ``b / a - 1``): what ``notefeed sim run --seeds``, ``sim bubble --seeds`` and ``sim
     online-train --seeds`` report."""
     names = list(runs)
     for n in names:
@@ -123,7 +136,8 @@ def aggregate_runs(runs: Mapping[str, Sequence[dict[str, Any]]], seeds: Sequence
         "seeds": list(seeds),
         "level": level,
         "policies": [{"name": n, "source": src.get(n, n), "summary": summarise(runs[n], level)} for n in names],
-        "differences": [{"a": a, "b": b, "metrics": paired_differences(runs[a], runs[b], level)} for a, b in pairs],
+        "differences": [{"a": a, "b": b, "metrics": paired_differences(runs[a], runs[b], level),
+                         "relative": paired_relative(runs[a], runs[b], level)} for a, b in pairs],
     }
 
 

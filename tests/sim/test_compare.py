@@ -138,6 +138,7 @@ def test_parse_pairs_and_aggregate_runs_take_the_named_differences():
     (d,) = out["differences"]
     assert (d["a"], d["b"]) == ("b", "c") and d["metrics"]["ctr"]["values"] == pytest.approx([0.2, 0.1])
     assert d["metrics"]["ctr"]["mean"] == pytest.approx(0.15) and "seed" not in d["metrics"]
+    assert d["relative"]["ctr"]["values"] == pytest.approx([1.0, 0.2])  # 0.4 / 0.2 - 1, 0.6 / 0.5 - 1
     assert [p["summary"]["ctr"]["mean"] for p in out["policies"]] == pytest.approx([0.2, 0.35, 0.5])
     with pytest.raises(ValueError):
         aggregate_runs(runs, [0, 1], pairs=[("a", "x")])
