@@ -51,6 +51,11 @@ class LTRConfig:
     #: so a second thread mostly waits at barriers; on a busy 2-core box 2 threads took 8x
     #: the wall time of 1 (1,500 groups x 5 epochs: 18.3 s against 2.2 s)
     threads: int = 1
+    #: a feature whose raw value is the base logit (the fine stage: ``stage.coarse``, the
+    #: coarse ranker's score): the network learns a zero-initialised correction to it, and
+    #: validation starts from the base order, so on the validation groups the model keeps
+    #: its input stage's order unless training beats it. None: learn the score from scratch
+    residual: str | None = None
 
 
 @dataclass
@@ -63,14 +68,24 @@ class Group:
 
 
 class _Net(nn.Module):
-    def __init__(self, n_in: int, hidden: int) -> None:
+    def __init__(self, n_in: int, hidden: int, base: int | None = None) -> None:
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden // 2), nn.ReLU(),
                                  nn.Linear(hidden // 2, 1))
         self.lin = nn.Linear(n_in, 1)  # a linear path: the MLP learns corrections to it
+        self.base = base
+        if base is not None:  # a residual model starts as exactly its base score
+            for layer in (self.mlp[-1], self.lin):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.mlp(x) + self.lin(x)).squeeze(-1)
+    def forward(self, z: torch.Tensor, raw: torch.Tensor | None = None) -> torch.Tensor:
+        out = (self.mlp(z) + self.lin(z)).squeeze(-1)
+        if self.base is not None:
+            if raw is None:
+                raise ValueError("rank/ltr: a residual model needs the raw features")
+            out = out + raw[..., self.base]
+        return out
 
 
 def _hr(scores: np.ndarray, pos: int, k: int = 10) -> float:
@@ -120,10 +135,14 @@ class ListwiseRanker:
         self.mean = allx.mean(0).astype(np.float32)
         self.std = np.maximum(allx.std(0), 1e-6).astype(np.float32)
         del allx
-        self.net = _Net(len(self.feature_names), c.hidden)
+        self.net = _Net(len(self.feature_names), c.hidden, self._base_index())
         opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         m = c.negatives + 1
         best, best_state, stale, t0 = -1.0, None, 0, time.perf_counter()
+        if self.net.base is not None:  # the base order is the score to beat
+            best = float(np.mean([_hr(self.predict(g.x), g.pos) for g in valid]))
+            best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        start = best
         bar = tqdm(range(c.epochs), desc=desc, disable=None if progress else True, leave=False)
         epochs_run = 0
         for _ep in bar:
@@ -145,6 +164,7 @@ class ListwiseRanker:
             self.net.load_state_dict(best_state)
         base = float(np.mean([_hr(-np.arange(len(g.x), dtype=np.float32), g.pos) for g in valid]))
         self.metrics = {"valid_hr10_in_candidates": best, "valid_hr10_input_order": base,
+                        **({"valid_hr10_residual_base": start} if self.net.base is not None else {}),
                         "train_groups": float(len(train)), "valid_groups": float(len(valid)),
                         "epochs": float(epochs_run), "fit_s": time.perf_counter() - t0}
 
@@ -161,7 +181,8 @@ class ListwiseRanker:
             xb[r, : len(rows)] = g.x[rows]
             mask[r, : len(rows)] = True
         assert self.net is not None
-        logits = self.net(torch.from_numpy((xb - self.mean) / self.std)).masked_fill(~torch.from_numpy(mask), -1e9)
+        logits = self.net(torch.from_numpy((xb - self.mean) / self.std), torch.from_numpy(xb))
+        logits = logits.masked_fill(~torch.from_numpy(mask), -1e9)
         loss = nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
         opt.zero_grad()
         loss.backward()
@@ -213,7 +234,14 @@ class ListwiseRanker:
         self.net.eval()
         with torch.inference_mode():
             z = torch.from_numpy(((x - self.mean) / self.std).astype(np.float32))
-            return self.net(z).numpy().astype(np.float32)
+            return self.net(z, torch.from_numpy(np.asarray(x, np.float32))).numpy().astype(np.float32)
+
+    def _base_index(self) -> int | None:
+        if self.cfg.residual is None:
+            return None
+        if self.cfg.residual not in self.feature_names:
+            raise ValueError(f"rank/ltr: residual feature {self.cfg.residual!r} is not among the features")
+        return self.feature_names.index(self.cfg.residual)
 
     # ------------------------------------------------------------------ persistence
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -231,7 +259,7 @@ class ListwiseRanker:
             obj = cls(params["feature_names"], LTRConfig(**params.get("cfg", {})))
             obj.mean = np.asarray(arrays["mean"], np.float32)
             obj.std = np.asarray(arrays["std"], np.float32)
-            obj.net = _Net(len(obj.feature_names), obj.cfg.hidden)
+            obj.net = _Net(len(obj.feature_names), obj.cfg.hidden, obj._base_index())
             obj.net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
                                      if k.startswith("net.")})
         except (KeyError, TypeError, RuntimeError) as e:

@@ -52,3 +52,46 @@ def test_errors_name_the_problem():
         model.predict(np.zeros((3, 2), np.float32))
     with pytest.raises(ValueError, match="does not match"):
         ListwiseRanker.from_state({"feature_names": ["a"]}, {})
+
+
+def _based_groups(n: int, m: int, seed: int, extra: float) -> list[Group]:
+    """Column 0 is a base score that ranks the chosen item well (a noisy logit); column 1
+    carries ``extra`` more signal about it; columns 2-3 are noise."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for g in range(n):
+        x = rng.standard_normal((m, 4)).astype(np.float32)
+        pos = int(rng.integers(m))
+        x[pos, 0] += 1.0
+        x[pos, 1] += extra
+        out.append(Group(x, pos, float(g)))
+    return out
+
+
+def _hr10(scores_of, groups: list[Group]) -> float:
+    return float(np.mean([(scores_of(g.x) > scores_of(g.x)[g.pos]).sum() < 10 for g in groups]))
+
+
+def test_residual_starts_from_its_base_and_only_adds():
+    names = ["base", "signal", "n1", "n2"]
+    base_order = lambda x: x[:, 0]  # noqa: E731
+    # nothing to add (column 1 is noise too): few groups, so a model from scratch loses to the
+    # base order; the residual model keeps it within noise
+    cfg = LTRConfig(epochs=8, negatives=20, hidden=16, threads=1, residual="base")
+    train, test = _based_groups(60, 60, 0, 0.0), _based_groups(600, 60, 1, 0.0)
+    res = ListwiseRanker(names, cfg).fit(train, progress=False)
+    assert res.metrics["valid_hr10_in_candidates"] >= res.metrics["valid_hr10_residual_base"]
+    # a zero-initialised correction: untrained, it is exactly the base score
+    fresh = ListwiseRanker(names, LTRConfig(epochs=0, threads=1, residual="base")).fit(train, progress=False)
+    x = test[0].x
+    np.testing.assert_allclose(fresh.predict(x), x[:, 0], atol=1e-6)
+    assert _hr10(res.predict, test) >= _hr10(base_order, test) - 0.03
+    # a real extra signal: the residual model learns it on top of the base
+    strong = ListwiseRanker(names, cfg).fit(_based_groups(400, 60, 2, 2.0), progress=False)
+    test2 = _based_groups(600, 60, 3, 2.0)
+    assert _hr10(strong.predict, test2) > _hr10(base_order, test2) + 0.07
+    # persisted and loaded with its base
+    back = ListwiseRanker.from_state(*strong.to_state())
+    np.testing.assert_array_equal(back.predict(x), strong.predict(x))
+    with pytest.raises(ValueError, match="residual feature 'nope'"):
+        ListwiseRanker(names, LTRConfig(epochs=1, threads=1, residual="nope")).fit(train, progress=False)
