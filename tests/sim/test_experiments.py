@@ -92,17 +92,16 @@ def test_filter_bubble_trains_the_default_config_once_per_seed(monkeypatch) -> N
     import notefeed.models.train as train_mod
 
     calls = []
-    real = train_mod.train_components
 
-    def counting(config, ds, *args, **kwargs):
-        calls.append([c.name for c in config.recall.channels])
-        return real(config, ds, *args, **kwargs)
+    def counting(config, ds, *args, **kwargs):  # what it trains, not the training (minutes on a busy box;
+        calls.append([c.name for c in config.recall.channels])  # sim run's tests train for real)
+        return {}, {}
 
     monkeypatch.setattr(train_mod, "train_components", counting)
     out = filter_bubble("tiny", steps=1, requests=5, seed=0, variants=_two_variants(), train=True)
     # one fit of the default config (no exploration channel), shared by both variants
     assert len(calls) == 1 and not any(n.startswith("explore/") for n in calls[0])
-    assert out["trained"] is True and out["train_s"] > 0
+    assert out["trained"] is True and out["train_s"] >= 0
     assert {r["variant"] for r in out["variants"]} == {"no-explore", "es-0.3"}
 
 
