@@ -38,6 +38,7 @@ from notefeed.ads.recall import (
     LogisticPCTR,
     RewriteChannel,
     SemanticChannel,
+    evidence_features,
     pctr_features,
 )
 from notefeed.ads.simulate import AdWorld, Query, make_world, sample_queries, tiers
@@ -45,7 +46,7 @@ from notefeed.content.text import TextEncoder
 from notefeed.eval.stages import EVAL_STAGES
 from notefeed.search.rewrite import MinedRewrites
 
-__all__ = ["evaluate_ads", "run_seed", "METHODS"]
+__all__ = ["evaluate_ads", "run_seed", "METHODS", "PCTR_KINDS"]
 
 METHODS = ("keyword", "keyword+semantic", "keyword+semantic+rewrite", "keyword+twotower", "keyword+twotower+rewrite")
 #: the recall that served the logged impressions the models learn from (the text encoder's)
@@ -55,6 +56,12 @@ _CHANNELS = {"keyword": ["keyword/match"], "keyword+semantic": ["keyword/match",
              "keyword+twotower": ["keyword/match", "semantic/twotower"],
              "keyword+twotower+rewrite": ["keyword/match", "keyword/rewrite", "semantic/twotower"]}
 K_RECALL = 100
+#: the efficiency model's feature sets: ``evidence`` (the default) is ``basic`` plus every recall
+#: channel's own score for the pair (:func:`~notefeed.ads.recall.evidence_features`); ``basic``
+#: is :func:`~notefeed.ads.recall.pctr_features` alone (text cosine, keyword score and hit, ad CTR)
+PCTR_KINDS = ("evidence", "basic")
+N_BASIC = 4  # the basic features are the first columns of the evidence ones
+EVIDENCE_NAMES = ("text_cos", "kw_score", "kw_hit", "ad_ctr_logit", "tower_cos", "rewrite_score", "rewrite_hit")
 SLOTS, RESERVE, FLOOR = 2, 0.05, 0.1
 
 
@@ -77,7 +84,9 @@ class _World:
         }
         self.ad_ctr = np.full(w.n_ads, 0.05)
         self.ad_cvr = np.full(w.n_ads, 0.05)
-        self.model: LogisticPCTR | None = None
+        self.models: dict[str, LogisticPCTR] = {}  # pCTR per feature set (``PCTR_KINDS``)
+        self.pctr = PCTR_KINDS[0]  # the feature set the auction's pCTR reads
+        self._rewrite_cache: dict[str, dict[int, float]] = {}
         self.pcvr_model: LogisticPCTR | None = None  # pCVR beside pCTR (``ads.pcvr=model``)
         self.towers: object | None = None  # the trained query/ad towers (``semantic/twotower``)
 
@@ -87,14 +96,41 @@ class _World:
         return AdRecall([self.channels[n] for n in names], [quotas[n] for n in names], k=K_RECALL,
                         fused=None)
 
-    def features(self, q: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(features (n, 4), relevance (n,)) of ads ``ids`` for query ``q``."""
+    @property
+    def model(self) -> LogisticPCTR | None:
+        """The pCTR model of the feature set ``self.pctr`` (None before training)."""
+        return self.models.get(self.pctr)
+
+    def features(self, q: str, ids: np.ndarray, kind: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(features (n, 4) ``basic`` or (n, 7) ``evidence``, relevance (n,)) of ads ``ids`` for
+        query ``q``; ``kind`` defaults to ``self.pctr``. The relevance (for the floor) is the same
+        for both."""
+        kind = kind or self.pctr
+        if kind not in PCTR_KINDS:
+            raise ValueError(f"pCTR features must be one of {', '.join(PCTR_KINDS)}, got {kind!r}")
         qv = self.enc.transform([q])[0]
         cos = self.vecs[ids] @ qv
         kids, ksc = self.kw.match(q)
         kmap = dict(zip(kids.tolist(), ksc.tolist(), strict=True))
         kw = np.array([kmap.get(int(a), 0.0) for a in ids])
-        return pctr_features(cos, kw, self.ad_ctr[ids]), np.maximum(cos, kw)
+        x = pctr_features(cos, kw, self.ad_ctr[ids])
+        if kind == "evidence":
+            tower = self.channels.get("semantic/twotower")
+            if tower is None:
+                raise ValueError("pCTR features 'evidence' read the two-tower cosine: train the towers first")
+            x = evidence_features(x, tower.scores(q, ids), self._rewrite_scores(q, ids))  # type: ignore[attr-defined]
+        return x, np.maximum(cos, kw)
+
+    def _rewrite_scores(self, q: str, ids: np.ndarray) -> np.ndarray:
+        """(n,) the ``keyword/rewrite`` channel's score of each ad for ``q`` (0: not matched)."""
+        m = self._rewrite_cache.get(q)
+        if m is None:
+            c = self.channels["keyword/rewrite"].retrieve(AdRequest(query=q), self.w.n_ads)
+            m = dict(zip(c.ids.tolist(), c.scores.tolist(), strict=True))
+            if len(self._rewrite_cache) > 100_000:
+                self._rewrite_cache.clear()
+            self._rewrite_cache[q] = m
+        return np.array([m.get(int(a), 0.0) for a in ids.tolist()])
 
     def relevance(self, method: str, q: str, ids: np.ndarray, rel: np.ndarray) -> np.ndarray:
         """The relevance floor reads the best score the method's channels give: the text cosine
@@ -104,11 +140,11 @@ class _World:
         return rel
 
 
-def _impressions(env: _World, queries: list[Query], rng: np.random.Generator
+def _impressions(env: _World, queries: list[Query], rng: np.random.Generator, method: str = LOGGING
                  ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    """Random impressions of recalled ads, up to 3 per query: (query text, ads, clicked,
-    converted) per query that recalled any."""
-    w, full = env.w, env.recall(LOGGING)
+    """Random impressions of ads recalled by ``method``, up to 3 per query: (query text, ads,
+    clicked, converted) per query that recalled any."""
+    w, full = env.w, env.recall(method)
     out = []
     for q in queries:
         c = full.retrieve(AdRequest(query=q.text, user=q.user))
@@ -121,8 +157,10 @@ def _impressions(env: _World, queries: list[Query], rng: np.random.Generator
     return out
 
 
-def _train_efficiency(env: _World, queries: list[Query], rng: np.random.Generator) -> None:
-    """Log random impressions of recalled ads, smooth per-ad CTR/CVR, fit the pCTR model."""
+def _train_efficiency(env: _World, queries: list[Query], rng: np.random.Generator) -> dict:
+    """Log random impressions of recalled ads, smooth per-ad CTR/CVR, fit a pCTR model per
+    feature set (``PCTR_KINDS``) on the same impressions. The ``evidence`` set reads the two-tower
+    cosine, so the towers are trained first (:func:`_train_towers`)."""
     n = env.w.n_ads
     shown, clicks, convs = np.zeros(n), np.zeros(n), np.zeros(n)
     rows = _impressions(env, queries, rng)
@@ -132,9 +170,38 @@ def _train_efficiency(env: _World, queries: list[Query], rng: np.random.Generato
         np.add.at(convs, pick, v)
     env.ad_ctr = (clicks + 0.05 * 20) / (shown + 20)
     env.ad_cvr = (convs + 0.1 * 5) / (clicks + 5)
-    x = np.vstack([env.features(t, p)[0] for t, p, _, _ in rows])
+    x = np.vstack([env.features(t, p, "evidence")[0] for t, p, _, _ in rows])
     y = np.concatenate([yy for _, _, yy, _ in rows]).astype(int)
-    env.model = LogisticPCTR().fit(x, y)
+    env.models = {k: LogisticPCTR().fit(_cols(x, k), y) for k in PCTR_KINDS}
+    coef = env.models["evidence"].model.coef_[0]
+    return {"pctr_train_impressions": float(len(y)), "pctr_train_clicks": float(y.sum()),
+            **{f"pctr_coef_{n}": float(c) for n, c in zip(EVIDENCE_NAMES, coef, strict=True)}}
+
+
+def _cols(x: np.ndarray, kind: str) -> np.ndarray:
+    """The columns of ``evidence`` features ``x`` that the feature set ``kind`` reads."""
+    return x if kind == "evidence" else x[:, :N_BASIC]
+
+
+def _pctr_check(env: _World, held_out: list[Query], seed: int) -> dict:
+    """Held-out log-loss and AUC of each pCTR model on random impressions for ``held_out``
+    queries (test users; their own random stream): impressions of the logging recall (the
+    training distribution) and, ``*_twotower``, of keyword + two-tower recall."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    rng = np.random.default_rng(seed + 4322)
+    out: dict[str, float] = {}
+    for tag, method in (("", LOGGING), ("_twotower", "keyword+twotower")):
+        rows = _impressions(env, held_out, rng, method)
+        x = np.vstack([env.features(t, p, "evidence")[0] for t, p, _, _ in rows])
+        y = np.concatenate([r[2] for r in rows]).astype(int)
+        out[f"pctr_held_out_impressions{tag}"] = float(len(y))
+        out[f"pctr_held_out_clicks{tag}"] = float(y.sum())
+        for k in PCTR_KINDS:
+            p = env.models[k].pctr(_cols(x, k))
+            out[f"pctr_logloss_{k}{tag}"] = float(log_loss(y, p, labels=[0, 1]))
+            out[f"pctr_auc_{k}{tag}"] = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
+    return out
 
 
 def _train_towers(env: _World, queries: list[Query], seed: int) -> dict:
@@ -346,13 +413,16 @@ def calibrate_min_ecpm(tops: list[np.ndarray], target: float, slots: int = SLOTS
     return float(vals[lo])
 
 
-def _matched_load(env: _World, day: list[Query], seed: int, natural: dict[str, dict]) -> list[dict]:
+def _matched_load(env: _World, day: list[Query], seed: int, natural: dict[str, dict], suffix: str = "",
+                  methods: tuple[str, ...] = METHODS) -> list[dict]:
     """Each method with the slots keyword-only filled on the same request of the same day: equal
-    ad load request by request (``auction@equal-load``)."""
+    ad load request by request (``auction@equal-load`` + ``suffix``)."""
     slots = natural["keyword"]["filled"]
-    rows = [{**natural["keyword"], "channel": "auction@equal-load"}]
-    for m in METHODS[1:]:
-        rows.append(_auction(env, m, day, seed, channel="auction@equal-load", slots_per_request=slots))
+    ch = "auction@equal-load" + suffix
+    rows = [{**natural["keyword"], "channel": ch}]
+    for m in methods:
+        if m != "keyword":
+            rows.append(_auction(env, m, day, seed, channel=ch, slots_per_request=slots))
     for r in rows:
         r["load_vs_keyword"] = sum(r["filled"]) / max(sum(slots), 1)
     return rows
@@ -376,7 +446,22 @@ def _reserve_load(env: _World, calib: list[Query], day: list[Query], seed: int, 
     return rows
 
 
-def run_seed(seed: int, quick: bool, load: str = "natural", levels: tuple[float, ...] = (1.0,)) -> list[dict]:
+def _suffix(kind: str) -> str:
+    """Channel suffix of the auction rows of pCTR feature set ``kind`` (none for the default)."""
+    return "" if kind == PCTR_KINDS[0] else f"/pctr={kind}"
+
+
+def run_seed(seed: int, quick: bool, load: str = "natural", levels: tuple[float, ...] = (1.0,),
+             pctr: str = PCTR_KINDS[0], methods: tuple[str, ...] = METHODS) -> list[dict]:
+    """One seed's rows. ``pctr``: the feature set of the auction's pCTR, or ``both`` (natural
+    and equal load only: every auction once per feature set, ``basic`` rows on channels ending
+    ``/pctr=basic``). ``methods``: the recall settings whose auctions run (natural and equal
+    load; keyword-only always, as the reference)."""
+    methods = ("keyword", *[m for m in methods if m != "keyword"])
+    kinds = PCTR_KINDS if pctr == "both" else (pctr,)
+    if pctr == "both" and load not in ("natural", "equal"):
+        raise ValueError("pctr=both runs with ads.load natural or equal")
+    t_wall, t_cpu = time.perf_counter(), time.process_time()
     w = make_world(n_ads=600 if quick else 1500, n_users=800 if quick else 2000, seed=seed)
     rng = np.random.default_rng(seed)
     users = rng.permutation(len(w.interest))
@@ -384,10 +469,15 @@ def run_seed(seed: int, quick: bool, load: str = "natural", levels: tuple[float,
     log = sample_queries(w, 4000 if quick else 20000, train_u, rng)
     tier_of = tiers(log)
     env = _World(w, seed)
-    _train_efficiency(env, log[: 300 if quick else 800], rng)
+    # the towers first: the evidence pCTR reads their cosine (their own random stream, so the
+    # main stream, and with it every query below, is what it was with the pCTR trained first)
     towers = _train_towers(env, log, seed)
+    eff = _train_efficiency(env, log[: 300 if quick else 800], rng)
     test = sample_queries(w, 150 if quick else 400, test_u, rng)
     day = sample_queries(w, 600 if quick else 2000, test_u, rng)
+    eff.update(_pctr_check(env, sample_queries(w, 600 if quick else 2000, test_u, np.random.default_rng(seed + 4321)),
+                           seed))
+    env.pctr = kinds[0]
     if load == "pcvr":  # pCVR study: per-ad CVR vs the pCVR model, same enlarged click log
         n = 1000 if quick else 6000
         fit = _train_pcvr(env, log[-n:], sample_queries(w, n // 2, test_u, np.random.default_rng(seed + 77)), seed)
@@ -397,20 +487,28 @@ def run_seed(seed: int, quick: bool, load: str = "natural", levels: tuple[float,
         rows += [{**_auction(env, m, day, seed, channel="auction@pcvr-model"), **fit} for m in METHODS]
     elif load == "natural":
         rows = _recall_metrics(env, test, tier_of)
-        rows += [_auction(env, m, day, seed) for m in METHODS]
-    else:  # the load study only: natural load and an equalised one, no recall metrics
-        natural = {m: _auction(env, m, day, seed) for m in METHODS}
-        rows = list(natural.values())
-        if load == "equal":
-            rows += _matched_load(env, day, seed, natural)
-        else:
-            rows += _reserve_load(env, log[-(600 if quick else 2000):], day, seed, list(levels))
+        for k in kinds:
+            env.pctr = k
+            rows += [_auction(env, m, day, seed, channel="auction" + _suffix(k)) for m in methods]
+    elif load == "equal":  # the load study only: natural load and an equalised one, no recall metrics
+        rows = []
+        for k in kinds:
+            env.pctr = k
+            natural = {m: _auction(env, m, day, seed, channel="auction" + _suffix(k)) for m in methods}
+            rows += list(natural.values())
+            rows += _matched_load(env, day, seed, natural, _suffix(k), methods)
+    else:
+        rows = [_auction(env, m, day, seed) for m in METHODS]
+        rows += _reserve_load(env, log[-(600 if quick else 2000):], day, seed, list(levels))
+    wall, cpu = time.perf_counter() - t_wall, time.process_time() - t_cpu
     for r in rows:
         r.pop("filled", None)
         if "twotower" in r["method"]:
             r.update(towers)
-    for r in rows:
+        if r["channel"].startswith("auction"):
+            r.update(eff)
         r["seed"] = seed
+        r["seed_wall_s"], r["seed_cpu_s"] = wall, cpu
     return rows
 
 
@@ -439,15 +537,33 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
     their held-out log-loss and AUC. Auction rows carry per-seed paired differences to
     keyword-only with a 95% interval (``cpm_vs_keyword_ci95``). ``ads.load=feed`` measures the
     organic cost of feed ads in the closed-loop feed simulator instead
-    (:mod:`notefeed.ads.feedsim`).
+    (:mod:`notefeed.ads.feedsim`); ``ads.load=feed-recall`` the organic cost of category vs
+    category + semantic feed-ad recall at equal ad load there.
+
+    ``ads.pctr``: the efficiency model's features, ``evidence`` (default: the basic ones and every
+    recall channel's score for the pair), ``basic`` (text cosine, keyword match, ad CTR) or
+    ``both`` (every auction once per feature set; rows with ``*_vs_basic_pctr_ci95``). Auction rows
+    carry both models' held-out log-loss and AUC (``pctr_logloss_*``, ``pctr_auc_*``).
+    ``ads.resume=PATH``: append each finished seed's rows to the JSON-lines file PATH and take
+    the seeds already there from it (a long run can stop and go on; the settings must match).
     """
     opts = dict((params or {}).get("ads", {}))
-    unknown = set(opts) - {"load", "levels"}
+    unknown = set(opts) - {"load", "levels", "pctr", "resume", "methods"}
     if unknown:
-        raise ValueError(f"--param: ads takes load, levels; got {', '.join(sorted(unknown))}")
+        raise ValueError(f"--param: ads takes load, levels, pctr, resume, methods; got {', '.join(sorted(unknown))}")
+    methods = opts.get("methods", list(METHODS))
+    if not isinstance(methods, list) or not methods or not set(methods) <= set(METHODS):
+        raise ValueError(f"--param: ads.methods must be a list of {', '.join(METHODS)}, got {methods!r}")
+    if methods != list(METHODS) and opts.get("load", "natural") not in ("natural", "equal"):
+        raise ValueError("--param: ads.methods runs with ads.load natural or equal")
+    pctr = str(opts.get("pctr", PCTR_KINDS[0]))
+    if pctr not in (*PCTR_KINDS, "both"):
+        raise ValueError(f"--param: ads.pctr must be {', '.join(PCTR_KINDS)} or both, got {pctr!r}")
     load = opts.get("load", "natural")
-    if load not in ("natural", "equal", "reserve", "pcvr", "feed"):
-        raise ValueError(f"--param: ads.load must be natural, equal, reserve, pcvr or feed, got {load!r}")
+    if load not in ("natural", "equal", "reserve", "pcvr", "feed", "feed-recall"):
+        raise ValueError(f"--param: ads.load must be natural, equal, reserve, pcvr, feed or feed-recall, got {load!r}")
+    if pctr == "both" and load not in ("natural", "equal"):
+        raise ValueError("--param: ads.pctr=both runs with ads.load natural or equal")
     levels = opts.get("levels", [1.0])
     if not isinstance(levels, list) or not levels or not all(isinstance(v, int | float) and 0 < v <= 1 for v in levels):
         raise ValueError(f"--param: ads.levels must be a list of shares in (0, 1], got {levels!r}")
@@ -456,14 +572,28 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
         seed_list = [int(x) for x in seeds]
     else:
         seed_list = list(range(seed, seed + (seeds or (2 if quick else 5))))
-    t0 = time.perf_counter()
-    if load == "feed":  # the organic cost of feed ads in the closed-loop feed simulator
-        from notefeed.ads.feedsim import feed_ads_study
+    t0, c0 = time.perf_counter(), time.process_time()
+    if load in ("feed", "feed-recall"):  # the organic cost of feed ads in the closed-loop feed simulator
+        from notefeed.ads.feedsim import feed_ads_study, feed_recall_study
 
-        out = feed_ads_study(seed_list, steps=10 if quick else 40)
+        study = feed_ads_study if load == "feed" else feed_recall_study
+        out = study(seed_list, steps=10 if quick else 40)
         out[0]["wall_s"] = round(time.perf_counter() - t0, 1)
+        out[0]["cpu_s"] = round(time.process_time() - c0, 1)
         return out
-    rows = [r for s in seed_list for r in run_seed(s, quick, str(load), tuple(float(v) for v in levels))]
+    key = {"load": load, "levels": [float(v) for v in levels], "pctr": pctr, "quick": bool(quick)}
+    if methods != list(METHODS):
+        key["methods"] = list(methods)
+    resume = Path(str(opts["resume"])) if opts.get("resume") else None
+    done = _read_resume(resume, key) if resume is not None else {}
+    rows = []
+    for s in seed_list:
+        seed_rows = done.get(s)
+        if seed_rows is None:
+            seed_rows = run_seed(s, quick, str(load), tuple(key["levels"]), pctr, tuple(methods))
+            if resume is not None:
+                _append_resume(resume, key, s, seed_rows)
+        rows += seed_rows
     keys = sorted({(r["method"], r["channel"], r["tier"]) for r in rows}, key=str)
     out = []
     for key in keys:
@@ -491,8 +621,41 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
                     r[f"{met}_vs_keyword_ci95"] = _ci95(d)
             r["cpm_ci95"] = _ci95(np.array([g["cpm"] for g in mine]))
     _vs_text(rows, out)
+    _vs_basic_pctr(rows, out)
     out[0]["wall_s"] = round(time.perf_counter() - t0, 1)
+    out[0]["cpu_s"] = round(time.process_time() - c0, 1)
     return out
+
+
+def _read_resume(path: Path, key: dict) -> dict[int, list[dict]]:
+    """Seed -> rows of the seeds in the JSON-lines file ``path`` (``ads.resume``); every line
+    must have been written with the same settings ``key``."""
+    import json
+
+    done: dict[int, list[dict]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                if rec["key"] != key:
+                    raise ValueError(f"--param ads.resume: {path} holds a run with {rec['key']}, not {key}")
+                done[int(rec["seed"])] = rec["rows"]
+    return done
+
+
+def _append_resume(path: Path, key: dict, seed: int, rows: list[dict]) -> None:
+    """One line per seed, written by one ``write`` on an ``O_APPEND`` descriptor, so processes
+    running other seeds into the same file do not interleave their lines."""
+    import json
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (json.dumps({"key": key, "seed": seed, "rows": rows}) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def _vs_text(rows: list[dict], out: list[dict]) -> None:
@@ -516,6 +679,25 @@ def _vs_text(rows: list[dict], out: list[dict]) -> None:
             if len(d):
                 r[f"{met}_vs_text"] = round(float(d.mean()), 4)
                 r[f"{met}_vs_text_ci95"] = _ci95(d)
+
+
+
+def _vs_basic_pctr(rows: list[dict], out: list[dict]) -> None:
+    """With ``ads.pctr=both``: rows of the default (evidence) pCTR get per-seed paired relative
+    differences to the same method and channel with the basic pCTR (``*_vs_basic_pctr``)."""
+    suffix = _suffix("basic")
+    by = {(g["method"], g["channel"], g["seed"]): g for g in rows}
+    for r in out:
+        if not r["channel"].startswith("auction") or r["channel"].endswith(suffix):
+            continue
+        ref = r["channel"] + suffix
+        mine = [g for g in rows if (g["method"], g["channel"]) == (r["method"], r["channel"])]
+        for met in ("cpm", "rpm", "ctr"):
+            d = np.array([g[met] / by[(r["method"], ref, g["seed"])][met] - 1 for g in mine
+                          if (r["method"], ref, g["seed"]) in by and by[(r["method"], ref, g["seed"])][met]])
+            if len(d):
+                r[f"{met}_vs_basic_pctr"] = round(float(d.mean()), 4)
+                r[f"{met}_vs_basic_pctr_ci95"] = _ci95(d)
 
 
 EVAL_STAGES.register("ads")(evaluate_ads)

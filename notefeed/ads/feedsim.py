@@ -17,6 +17,17 @@ Arms run on the same world and seed (paired): ``none`` (no ads) and each (target
 The cost is the organic clicks per request relative to ``none`` (and the organic CTR per
 organic impression), with per-seed paired differences and a Student-t 95% interval.
 ``notefeed eval --stage ads --param ads.load=feed`` runs it.
+
+The recall study (:func:`feed_recall_study`, ``ads.load=feed-recall``) recalls feed ads the way
+serving does (``notefeed/serve/adslots.py``) and compares the recall settings at equal ad load:
+``category`` (``category/interest`` alone: ads of the top-5 categories of the user's last 30
+clicked notes, scored by the category's share; the feed's counterpart of keyword-only recall, as
+feed requests have no query) and ``category+semantic`` (plus ``semantic/text``: ads by cosine
+to the mean text vector of those notes), merged with serving's quotas (60 / 40 of 100); pCTR =
+smoothed CTR x (0.5 + the best channel score), relevance floor 0.05, GSP. Equal load: the
+``category+semantic`` arm gets, on the i-th request of each step, as many slots as the
+``category`` arm filled on its i-th request (the request streams are drawn alike but the
+users' responses differ, so this is equal load request index by request index).
 """
 
 from __future__ import annotations
@@ -27,24 +38,87 @@ import numpy as np
 
 from notefeed.ads.auction import gsp_auction, place_ads
 
-__all__ = ["ARMS", "run_feed_ads", "feed_ads_study"]
+__all__ = ["ARMS", "RECALL_ARMS", "run_feed_ads", "feed_ads_study", "feed_recall_study"]
 
 #: (name, targeting, ad slots per page)
 ARMS: tuple[tuple[str, str, int], ...] = (("none", "none", 0), ("interest-1", "interest", 1),
                                           ("interest-2", "interest", 2), ("random-2", "random", 2))
+#: the recall study: (name, recall, ad slots per page); the last arm runs at the load of the one before
+RECALL_ARMS: tuple[tuple[str, str, int], ...] = (("none", "none", 0), ("category", "category", 2),
+                                                 ("category+semantic", "category+semantic", 2))
+_RECALL = ("category", "category+semantic")
+HISTORY_LEN, RECALL_K, QUOTAS, FLOOR = 30, 100, (60, 40), 0.05  # serving's AdSlotsConfig defaults
+
+
+class _FeedAdRecall:
+    """Serving's feed-ad recall over the promoted notes: ``category/interest`` and, with
+    ``semantic``, ``semantic/text`` by the user's history vector, merged by quotas."""
+
+    def __init__(self, env: object, ad_note: np.ndarray, bid: np.ndarray, semantic: bool, seed: int) -> None:
+        from notefeed.content.text import TextEncoder
+
+        self.topic = env.item_topic  # type: ignore[attr-defined]
+        ad_topic = self.topic[ad_note]
+        self.by_topic = {int(t): np.array(sorted(np.flatnonzero(ad_topic == t), key=lambda j: (-bid[j], j)), np.int64)
+                         for t in np.unique(ad_topic)}
+        self.semantic = semantic
+        if semantic:
+            notes = env.notes_frame()  # type: ignore[attr-defined]
+            texts = (notes["title"].astype(str) + " " + notes["text"].astype(str) + " "
+                     + notes["category"].astype(str)).tolist()
+            self.item_vecs = TextEncoder(dim=64, seed=seed).fit(texts).transform(texts)
+            self.ad_vecs = self.item_vecs[ad_note]
+
+    def retrieve(self, hist: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(ad rows (n,), relevance (n,): the best channel score of each) for a user's history."""
+        from collections import Counter
+
+        from notefeed.ads.base import AdCandidates
+        from notefeed.ads.recall import merge_quotas
+
+        if not hist:
+            return np.zeros(0, np.int64), np.zeros(0)
+        cats = Counter(int(t) for t in self.topic[hist])
+        parts = [(self.by_topic[c][:RECALL_K], n / len(hist)) for c, n in cats.most_common(5) if c in self.by_topic]
+        results = [AdCandidates.empty()]
+        if parts:
+            ids = np.concatenate([p[0] for p in parts])
+            sc = np.concatenate([np.full(len(p[0]), p[1], np.float32) for p in parts])
+            o = np.argsort(-sc, kind="stable")[:RECALL_K]
+            results = [AdCandidates(ids[o], sc[o], ["category/interest"] * len(o))]
+        if self.semantic:
+            v = self.item_vecs[hist].mean(axis=0)
+            v = v / max(float(np.linalg.norm(v)), 1e-12)
+            sc = self.ad_vecs @ v
+            o = np.argsort(-sc, kind="stable")[:RECALL_K]
+            o = o[sc[o] > 0]
+            results.append(AdCandidates(o.astype(np.int64), sc[o].astype(np.float32), ["semantic/text"] * len(o)))
+        merged = merge_quotas(results, list(QUOTAS[: len(results)]), RECALL_K)
+        best: dict[int, float] = {}
+        for r in results:  # the best relevance any channel gave each candidate (as serving does)
+            for a, v in zip(r.ids.tolist(), r.scores.tolist(), strict=True):
+                best[a] = max(best.get(a, 0.0), v)
+        return merged.ids, np.array([best[a] for a in merged.ids.tolist()])
 
 
 def run_feed_ads(seed: int, targeting: str, slots: int, steps: int = 30, requests_per_step: int = 200,
                  page_size: int = 10, n_ads: int = 300, preset: str = "demo", policy: str = "popular",
-                 reserve: float = 0.05, community: object = None) -> dict:
+                 reserve: float = 0.05, community: object = None,
+                 slot_plan: list[list[int]] | None = None, history: dict[int, list[int]] | None = None) -> dict:
     """One closed-loop run; the world, the ads and the request stream depend on ``seed`` only
-    (``community``: the generated world of ``preset`` and ``seed``, to reuse across arms)."""
+    (``community``: the generated world of ``preset`` and ``seed``, to reuse across arms).
+    ``targeting``: ``none``, ``interest``, ``random`` (every ad a candidate) or a recall setting,
+    ``category`` / ``category+semantic`` (:class:`_FeedAdRecall`). ``slot_plan[step][i]``
+    overrides ``slots`` on the i-th request of each step (equal load); the result's ``placed``
+    is the plan this run filled. ``history``: each user's clicked notes before the run, oldest
+    first (the recall reads the last 30 of these and of the run's clicks)."""
     from notefeed.sim.community import generate
     from notefeed.sim.env import SimEnvironment
     from notefeed.sim.policies import make_policy
 
-    if targeting not in ("none", "interest", "random"):
-        raise ValueError(f"run_feed_ads: targeting must be none, interest or random, got {targeting!r}")
+    if targeting not in ("none", "interest", "random", *_RECALL):
+        raise ValueError(f"run_feed_ads: targeting must be none, interest, random, {', '.join(_RECALL)}; "
+                         f"got {targeting!r}")
     if community is None:
         community = generate(preset, seed=seed)
     env = SimEnvironment(community, seed=seed)  # a live copy: the community is not changed
@@ -57,17 +131,32 @@ def run_feed_ads(seed: int, targeting: str, slots: int, steps: int = 30, request
     shown, clicked = np.zeros(len(ad_note)), np.zeros(len(ad_note))
     prior_ctr, prior_w = 0.05, 20.0
     user_topic = np.zeros((env.n_users, k_topics))  # the user's clicks so far, by topic (observable)
+    recall = _FeedAdRecall(env, ad_note, bid, targeting == "category+semantic", seed) if targeting in _RECALL else None
+    hist = {u: list(v) for u, v in (history or {}).items()}  # clicked notes so far (observable), for the recall
+    placed: list[list[int]] = []
     tot = {"requests": 0, "organic_imp": 0, "organic_click": 0, "ad_imp": 0, "ad_click": 0, "revenue": 0.0,
            "organic_like": 0}
     t0 = time.perf_counter()
-    for _ in range(steps):
+    for step in range(steps):
         users = env.sample_requests(requests_per_step)
         pages, is_ad, prices = [], [], []
-        for u in users.tolist():
+        placed.append([])
+        for i_req, u in enumerate(users.tolist()):
             organic = np.asarray(pol.recommend(env, u, page_size), np.int64)[:page_size]
             winners: list[int] = []
             price: list[float] = []
-            if slots > 0:
+            n_slots = slots if slot_plan is None else slot_plan[step][i_req]
+            if recall is not None and n_slots > 0:
+                cand, rel = recall.retrieve(hist.get(u, [])[-HISTORY_LEN:])
+                seen = env.seen_items(u)
+                ok = ~np.isin(ad_note[cand], organic) & ~np.isin(ad_note[cand], seen) & (rel >= FLOOR)
+                cand, rel = cand[ok], rel[ok]
+                if len(cand):
+                    pctr = (clicked[cand] + prior_ctr * prior_w) / (shown[cand] + prior_w) * (0.5 + rel)
+                    res = gsp_auction(bid[cand], pctr, n_slots, reserve)
+                    winners = cand[res.winners].tolist()
+                    price = res.prices.tolist()
+            elif recall is None and slots > 0:
                 seen = env.seen_items(u)
                 ok = ~np.isin(ad_note, organic) & ~np.isin(ad_note, seen)
                 cand = np.flatnonzero(ok)
@@ -81,6 +170,7 @@ def run_feed_ads(seed: int, targeting: str, slots: int, steps: int = 30, request
                     winners = cand[res.winners].tolist()
                     price = res.prices.tolist()
             layout = place_ads(len(organic), len(winners), 2, 4, 0.2)
+            placed[-1].append(sum(kind == "ad" for kind, _ in layout))
             page = [int(organic[j]) if kind == "note" else int(ad_note[winners[j]]) for kind, j in layout]
             flags = [kind == "ad" for kind, _ in layout]
             pr = [price[j] if kind == "ad" else 0.0 for kind, j in layout]
@@ -111,6 +201,9 @@ def run_feed_ads(seed: int, targeting: str, slots: int, steps: int = 30, request
             tot["revenue"] += float(prices[r][p])
         cu = ev["user"].to_numpy()[clicks]
         np.add.at(user_topic, (cu, env.item_topic[items[clicks]]), 1.0)
+        if recall is not None:
+            for cu_i, it in zip(cu.tolist(), items[clicks].tolist(), strict=True):
+                hist.setdefault(int(cu_i), []).append(int(it))
         pol.observe(ev[~ad_flag])  # the recommender learns from its own (organic) results only
         env.advance(600)
     n = max(tot["requests"], 1)
@@ -120,7 +213,8 @@ def run_feed_ads(seed: int, targeting: str, slots: int, steps: int = 30, request
             "organic_likes_per_request": tot["organic_like"] / n,
             "ads_per_request": tot["ad_imp"] / n, "ad_ctr": tot["ad_click"] / max(tot["ad_imp"], 1),
             "revenue_per_1k_requests": 1000 * tot["revenue"] / n,
-            "cpm": 1000 * tot["revenue"] / max(tot["ad_imp"], 1), "wall_s": time.perf_counter() - t0}
+            "cpm": 1000 * tot["revenue"] / max(tot["ad_imp"], 1), "wall_s": time.perf_counter() - t0,
+            "placed": placed}
 
 
 def feed_ads_study(seeds: list[int], steps: int = 30, requests_per_step: int = 200, **kw: object) -> list[dict]:
@@ -150,6 +244,64 @@ def feed_ads_study(seeds: list[int], steps: int = 30, requests_per_step: int = 2
                 d = np.array([r[m] / runs[("none", r["seed"])][m] - 1 for r in mine])
                 row[m + "_vs_none"] = round(float(d.mean()), 4)
                 row[m + "_vs_none_ci95"] = _ci95(d)
+        row["wall_s"] = round(float(sum(r["wall_s"] for r in mine)), 1)
+        out.append(row)
+    return out
+
+
+def logged_clicks(community: object) -> dict[int, list[int]]:
+    """Each user's clicked notes in the community's logged history (the data a workspace would
+    hold before the run), oldest first; users and notes as the simulator's indices."""
+    ev = community.history().events  # type: ignore[attr-defined]
+    ev = ev[ev["type"] == "click"].sort_values("ts", kind="stable")
+    out: dict[int, list[int]] = {}
+    for u, i in zip(ev["user"].tolist(), ev["item"].tolist(), strict=True):
+        out.setdefault(int(u), []).append(int(i))
+    return out
+
+
+def feed_recall_study(seeds: list[int], steps: int = 30, requests_per_step: int = 200, **kw: object) -> list[dict]:
+    """``none``, ``category`` and ``category+semantic`` (at the load ``category`` filled, request
+    index by request index) on every seed; rows per arm with the mean, the paired per-seed
+    relative change of the organic metrics to ``none`` and, for ``category+semantic``, of every
+    metric to ``category`` (``*_vs_category``), each with a 95% interval."""
+    from notefeed.ads.evaluate import _ci95
+    from notefeed.sim.community import generate
+
+    runs = {}
+    for s in seeds:
+        community = generate(str(kw.get("preset", "demo")), seed=s)
+        history = logged_clicks(community)
+        plan = None
+        for name, recall, slots in RECALL_ARMS:
+            r = run_feed_ads(s, recall, slots, steps, requests_per_step, community=community,  # type: ignore[arg-type]
+                             slot_plan=plan if name == "category+semantic" else None, history=history, **kw)
+            if name == "category":
+                plan = r["placed"]
+            runs[(name, s)] = r
+    metrics = ("organic_clicks_per_request", "organic_ctr", "organic_likes_per_request", "ads_per_request",
+               "ad_ctr", "revenue_per_1k_requests", "cpm")
+    out = []
+    for name, recall, slots in RECALL_ARMS:
+        mine = [runs[(name, s)] for s in seeds]
+        row: dict = {"dataset": "sim-feed", "method": name, "channel": "feed-ad-recall-closed-loop", "tier": "all",
+                     "recall": recall, "slots": slots, "load": "of category" if name == "category+semantic" else "natural",
+                     "seeds": len(seeds), "steps": steps, "requests_per_step": requests_per_step}
+        for m in metrics:
+            v = np.array([r[m] for r in mine])
+            row[m] = round(float(v.mean()), 5)
+            row[m + "_std"] = round(float(v.std()), 5)
+            refs = (["none"] if name != "none" and m.startswith("organic") else [])
+            refs += ["category"] if name == "category+semantic" else []
+            for ref in refs:
+                base = [runs[(ref, r["seed"])][m] for r in mine]
+                d = np.array([r[m] / b - 1 for r, b in zip(mine, base, strict=True) if b])
+                if len(d):
+                    row[f"{m}_vs_{ref}"] = round(float(d.mean()), 4)
+                    row[f"{m}_vs_{ref}_ci95"] = _ci95(d)
+        if name == "category+semantic":
+            row["load_vs_category"] = round(float(np.mean([r["ads_per_request"] / max(runs[("category", r["seed"])][
+                "ads_per_request"], 1e-12) for r in mine])), 5)
         row["wall_s"] = round(float(sum(r["wall_s"] for r in mine)), 1)
         out.append(row)
     return out

@@ -26,7 +26,7 @@ from notefeed.recall.ann import AnnIndex
 log = logging.getLogger(__name__)
 
 __all__ = ["KeywordChannel", "RewriteChannel", "SemanticChannel", "LogisticPCTR", "merge_quotas", "AdRecall",
-           "pctr_features"]
+           "pctr_features", "evidence_features"]
 
 
 @AD_CHANNELS.register("keyword/match")
@@ -111,6 +111,18 @@ def pctr_features(relevance: np.ndarray, kw_score: np.ndarray, ad_ctr: np.ndarra
     c = np.clip(np.asarray(ad_ctr, np.float64), 1e-4, 1 - 1e-4)
     kw = np.asarray(kw_score, np.float64)
     return np.column_stack([relevance, kw, (kw > 0).astype(np.float64), np.log(c / (1 - c))])
+
+
+def evidence_features(base: np.ndarray, tower_cos: np.ndarray, rewrite_score: np.ndarray) -> np.ndarray:
+    """Efficiency-model features (n, 7): :func:`pctr_features` ``base`` (n, 4) and the evidence of
+    the recall channels it lacks, each channel's own score for the (query, ad) pair: the two-tower
+    cosine, the keyword match score of the query's rewrites and its hit flag. Together with the
+    text cosine and the keyword score in ``base`` every channel's score is a feature, whichever
+    channels recalled the ad (so one model serves every recall setting, and a log recalled
+    without the towers still teaches it the tower's weight)."""
+    rw = np.asarray(rewrite_score, np.float64)
+    return np.column_stack([np.asarray(base, np.float64), np.asarray(tower_cos, np.float64), rw,
+                            (rw > 0).astype(np.float64)])
 
 
 class LogisticPCTR:

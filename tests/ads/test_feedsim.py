@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from notefeed.ads.feedsim import feed_ads_study, run_feed_ads
@@ -31,3 +32,45 @@ def test_study_reports_paired_organic_change() -> None:
     assert "organic_clicks_per_request_vs_none" not in rows["none"]
     lo, hi = rows["interest-2"]["organic_clicks_per_request_vs_none_ci95"]
     assert lo <= rows["interest-2"]["organic_clicks_per_request_vs_none"] <= hi
+
+
+def test_feed_ad_recall_channels() -> None:
+    """category/interest recalls only ads of the history's top categories, best share first;
+    adding semantic/text keeps those and adds ads by the history's text vector."""
+    from notefeed.ads.feedsim import _FeedAdRecall
+    from notefeed.sim.env import SimEnvironment
+
+    env = SimEnvironment(generate("tiny", seed=5), seed=5)
+    rng = np.random.default_rng(0)
+    ad_note = rng.choice(env.n_items, 300, replace=False)
+    bid = rng.lognormal(0, 0.4, 300)
+    topic = env.item_topic
+    hist = [int(i) for i in np.flatnonzero(topic == topic[ad_note[0]])[:3]] + [int(ad_note[1])]
+    cat = _FeedAdRecall(env, ad_note, bid, semantic=False, seed=5)
+    ids, rel = cat.retrieve(hist)
+    assert len(ids) and set(topic[ad_note[ids]].tolist()) <= set(topic[hist].tolist())
+    assert rel[0] == 0.75 or topic[ad_note[1]] == topic[ad_note[0]]  # the majority category's share first
+    sem = _FeedAdRecall(env, ad_note, bid, semantic=True, seed=5)
+    ids2, rel2 = sem.retrieve(hist)
+    assert set(ids[:60].tolist()) <= set(ids2.tolist()) and len(ids2) > len(ids)
+    assert np.all(rel2 > 0)
+    assert len(cat.retrieve([])[0]) == 0 and len(sem.retrieve([])[0]) == 0
+
+
+def test_recall_arms_run_at_equal_load(community: object) -> None:
+    from notefeed.ads.feedsim import feed_recall_study, logged_clicks
+
+    hist = logged_clicks(community)
+    assert hist and all(isinstance(v, list) for v in hist.values())
+    cat = run_feed_ads(3, "category", 2, steps=2, requests_per_step=40, community=community, history=hist)
+    assert cat["ads_per_request"] > 1.0  # users with a logged history get ads from the first request
+    plan = [[0] * 40, [1] * 40]
+    sem = run_feed_ads(3, "category+semantic", 2, steps=2, requests_per_step=40, community=community,
+                       history=hist, slot_plan=plan)
+    assert sem["placed"][0] == [0] * 40 and max(sem["placed"][1]) <= 1
+    rows = {r["method"]: r for r in feed_recall_study([0, 1], steps=2, requests_per_step=30, preset="tiny", n_ads=100)}
+    both = rows["category+semantic"]
+    assert set(rows) == {"none", "category", "category+semantic"} and both["load_vs_category"] <= 1.0
+    lo, hi = both["organic_clicks_per_request_vs_category_ci95"]
+    assert lo <= both["organic_clicks_per_request_vs_category"] <= hi
+    assert "organic_clicks_per_request_vs_none" in rows["category"]
