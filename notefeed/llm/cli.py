@@ -67,8 +67,10 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     def embed(
         workspace: Path = typer.Option(..., "--workspace"),
         retrain: bool = typer.Option(False, "--retrain", help="train again even if WORKSPACE/llm/model exists"),
-        epochs: int = typer.Option(3, "--epochs", min=1),
-        max_time_s: float = typer.Option(540.0, "--max-time-s", min=1.0, help="training time cap"),
+        epochs: int = typer.Option(10, "--epochs", min=1, help="planned epochs (the time cap usually ends first)"),
+        max_time_s: float = typer.Option(540.0, "--max-time-s", min=1.0,
+                                         help="training cap: CPU seconds on the CPU, wall seconds on a GPU; "
+                                              "the learning rate is annealed to it"),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
     ) -> None:
         """Train the built-in model on the notes and co-occurrence pairs (resumes from a trained

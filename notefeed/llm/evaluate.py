@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +36,24 @@ KS = (100, 1000)
 DEFAULT_DATASETS = ("sim-demo", "movielens-small")
 
 
-def ranks_of(scores_fn, queries: np.ndarray, targets: np.ndarray, batch: int = 512) -> np.ndarray:
+@contextmanager
+def _phase(phases: dict[str, dict], name: str):
+    """Record the wall and CPU seconds (this process, all threads) of a block under ``phases[name]``."""
+    w, c = time.perf_counter(), time.process_time()
+    try:
+        yield
+    finally:
+        phases[name] = {"wall_s": round(time.perf_counter() - w, 2), "cpu_s": round(time.process_time() - c, 2)}
+
+
+def ranks_of(scores_fn, queries: np.ndarray, targets: np.ndarray, batch: int = 512, progress: bool = False,
+             desc: str = "ranks") -> np.ndarray:
     """0-based rank of each target among all notes but the query (ties: the mean rank among them,
     so a method that scores everything alike gets chance). ``scores_fn(q) -> (len(q), n)``."""
+    from tqdm.auto import tqdm
+
     out = np.empty(len(queries), np.float64)
-    for lo in range(0, len(queries), batch):
+    for lo in tqdm(range(0, len(queries), batch), desc=desc, disable=not progress, leave=False):
         q, t = queries[lo : lo + batch], targets[lo : lo + batch]
         s = np.asarray(scores_fn(q), np.float64)
         s[np.arange(len(q)), q] = -np.inf
@@ -77,48 +91,57 @@ def _split(ds: Dataset, seed: int, n_queries: int) -> dict:
 
 
 def related_note_eval(ds: Dataset, seed: int = 0, quick: bool = False, methods: tuple[str, ...] = METHODS,
-                      max_time_s: float | None = None, progress: bool = False) -> list[dict]:
-    """Rows: one per method x segment (``warm``, ``new``), with Recall@100 and @1000."""
+                      max_time_s: float | None = None, progress: bool = False,
+                      config: BuiltinConfig | None = None) -> list[dict]:
+    """Rows: one per method x segment (``warm``, ``new``), with Recall@100 and @1000. Each row
+    carries ``phases``: wall and CPU seconds of every step of the run (shared ones included)."""
     from notefeed.content.cb2cf import CB2CF, CB2CFConfig
     from notefeed.content.text import TextEncoder
 
     t0 = time.perf_counter()
-    corpus = NoteCorpus.from_dataset(ds)
-    texts = corpus.texts()
-    sp = _split(ds, seed, 300 if quick else 3000)
+    phases: dict[str, dict] = {}
+    with _phase(phases, "corpus"):
+        corpus = NoteCorpus.from_dataset(ds)
+        texts = corpus.texts()
+    with _phase(phases, "split_and_pairs"):
+        sp = _split(ds, seed, 300 if quick else 3000)
     train = sp["train"]
     vecs: dict[str, object] = {}
     info: dict[str, dict] = {}
-    tfidf = TextEncoder(dim=32 if quick else 128, seed=seed).fit(texts).transform(texts)
+    with _phase(phases, "tfidf_fit"):
+        tfidf = TextEncoder(dim=32 if quick else 128, seed=seed).fit(texts).transform(texts)
     if "tfidf" in methods:
         vecs["tfidf"] = lambda q, v=tfidf: v[q] @ v.T
     if "cb2cf" in methods:
-        t1 = time.perf_counter()
-        cfg = CB2CFConfig(epochs=2 if quick else 8, hidden=64 if quick else 256, seed=seed)
-        both = np.concatenate([train, train[:, ::-1]])
-        model = CB2CF(cfg).fit(tfidf, pairs=both, item_counts=sp["counts"], progress=progress)
-        w = float(model.tower.pop_weight.detach()) * cfg.temperature if model.tower is not None else 0.0
-        v = model.item_vectors_
-        lp = model.log_pop_
+        with _phase(phases, "cb2cf_train"):
+            t1 = time.perf_counter()
+            cfg = CB2CFConfig(epochs=2 if quick else 8, hidden=64 if quick else 256, seed=seed)
+            both = np.concatenate([train, train[:, ::-1]])
+            model = CB2CF(cfg).fit(tfidf, pairs=both, item_counts=sp["counts"], progress=progress)
+            w = float(model.tower.pop_weight.detach()) * cfg.temperature if model.tower is not None else 0.0
+            v = model.item_vectors_
+            lp = model.log_pop_
         vecs["cb2cf"] = lambda q, v=v, w=w, lp=lp: v[q] @ v.T + w * lp[None, :]
         info["cb2cf"] = {"train_s": round(time.perf_counter() - t1, 1)}
     if "notellm" in methods:
         from notefeed.llm.train import train_builtin
 
-        cfg = BuiltinConfig(epochs=1 if quick else 4, max_len=48, seed=seed,
-                            max_time_s=max_time_s if max_time_s is not None else (20.0 if quick else 180.0),
-                            **({"dim": 32, "layers": 1, "out_dim": 32} if quick else {}))
-        lm = train_builtin(corpus, train, cfg, progress=progress)
-        z = lm.embed(texts)
+        with _phase(phases, "notellm_train"):
+            cfg = config or eval_config(quick, seed, max_time_s)
+            lm = train_builtin(corpus, train, cfg, progress=progress)
+        with _phase(phases, "notellm_embed"):
+            z = lm.embed(texts)
         vecs["notellm"] = lambda q, v=z: v[q] @ v.T
-        info["notellm"] = {k: lm.info[k] for k in ("train_s", "steps", "capped", "tokens_per_s", "temperature")}
+        info["notellm"] = {k: lm.info.get(k) for k in ("train_s", "steps", "epochs_done", "capped", "tokens_per_s",
+                                                       "temperature", "final_loss")}
     rows = []
     for seg in ("warm", "new"):
         p = sp[seg]
         if not len(p):
             continue
         for m, fn in vecs.items():
-            r = ranks_of(fn, p[:, 0], p[:, 1])
+            with _phase(phases, f"rank_{m}_{seg}"):
+                r = ranks_of(fn, p[:, 0], p[:, 1], progress=progress, desc=f"{ds.name} {m}/{seg}")
             row = {"dataset": ds.name, "method": m, "segment": seg, "queries": int(len(p)), "notes": ds.n_items,
                    "train_pairs": int(len(train))}
             for k in KS:
@@ -127,9 +150,22 @@ def related_note_eval(ds: Dataset, seed: int = 0, quick: bool = False, methods: 
             rows.append(row)
         rows.append({"dataset": ds.name, "method": "random", "segment": seg, "queries": int(len(p)),
                      **{f"recall@{k}": round(min(1.0, k / max(1, ds.n_items - 1)), 4) for k in KS}})
+    total = {"wall_s": round(time.perf_counter() - t0, 1),
+             "cpu_s": round(sum(x["cpu_s"] for x in phases.values()), 1)}
     for r in rows:
-        r["eval_s"] = round(time.perf_counter() - t0, 1)
+        r["eval_s"] = total["wall_s"]
+        r["eval_cpu_s"] = total["cpu_s"]
+        r["phases"] = phases
     return rows
+
+
+def eval_config(quick: bool, seed: int, max_time_s: float | None = None) -> BuiltinConfig:
+    """The built-in model's settings in this eval: the defaults (as ``notefeed llm embed``
+    trains), smaller and capped at 20 s with ``quick``."""
+    if quick:
+        return BuiltinConfig(epochs=1, max_len=48, seed=seed, dim=32, layers=1, out_dim=32,
+                             max_time_s=20.0 if max_time_s is None else max_time_s)
+    return BuiltinConfig(seed=seed, max_len=48, max_time_s=540.0 if max_time_s is None else max_time_s)
 
 
 @EVAL_STAGES.register("llm")
@@ -147,5 +183,5 @@ def evaluate_llm(datasets: list[str], models: list[str] | None, seed: int = 0, q
         ds = load_eval_dataset(name, seed, path, quick=quick)
         if quick and ds.n_users > 300:
             ds = ds.subsample_users(300, seed=seed)
-        rows += related_note_eval(ds, seed, quick, methods)
+        rows += related_note_eval(ds, seed, quick, methods, progress=True)
     return rows

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 
@@ -26,7 +27,7 @@ from notefeed.llm.builtin import BuiltinConfig, BuiltinLM, resolve_device
 from notefeed.llm.corpus import NoteCorpus
 from notefeed.llm.tokenizer import Tokenizer
 
-__all__ = ["train_builtin", "contrastive_loss"]
+__all__ = ["train_builtin", "contrastive_loss", "lr_factor"]
 
 
 def contrastive_loss(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor, ia: torch.Tensor,
@@ -39,6 +40,16 @@ def contrastive_loss(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor, ia
     logits = logits.masked_fill(same & ~eye, -1e4)
     y = torch.arange(len(za), device=za.device)
     return 0.5 * (F.cross_entropy(logits, y) + F.cross_entropy(logits.T, y))
+
+
+def lr_factor(frac: float, warmup: float = 0.1, floor: float = 0.05) -> float:
+    """Learning-rate multiplier at ``frac`` (0..1) of the training budget: linear warm-up over the
+    first ``warmup``, then a cosine down to ``floor``. The budget is the planned steps or the time
+    cap, whichever runs out first, so a capped run still ends annealed, not cut at its peak rate."""
+    if frac < warmup:
+        return max(frac / warmup, 0.01)
+    x = min(1.0, (frac - warmup) / max(1e-9, 1.0 - warmup))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * x))
 
 
 def _pad(rows: list[list[int]], width: int) -> np.ndarray:
@@ -67,7 +78,7 @@ def train_builtin(corpus: NoteCorpus, pairs: np.ndarray | None = None, config: B
         pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
         if len(pairs) and (pairs.min() < 0 or pairs.max() >= n):
             raise LLMError(f"pairs: note index out of range [0, {n})")
-    t_start = time.perf_counter()
+    t_start, t_cpu0 = time.perf_counter(), time.process_time()
     full, bare = corpus.texts(True), corpus.texts(False)
     tok = Tokenizer.build(full + [x for x in corpus.bodies] + list(extra_texts or ()), c.max_words, c.min_count)
     tag_count = Counter(t for ts in corpus.tags for t in set(ts))
@@ -102,7 +113,11 @@ def train_builtin(corpus: NoteCorpus, pairs: np.ndarray | None = None, config: B
             src = pairs if pairs is not None and len(pairs) else np.stack([np.arange(n)] * 2, axis=1)
             steps = max(1, -(-len(src) // c.batch_size))
             total = c.epochs * steps
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, c.lr, total_steps=total, pct_start=0.1)
+            # the cap counts this process's CPU seconds on the CPU (so a busy shared machine does not
+            # shorten training), wall seconds on a GPU
+            clock = time.perf_counter if dev.type == "cuda" else time.process_time
+            t_loop = clock()
+            budget = None if c.max_time_s is None else max(1e-3, c.max_time_s - (t_loop - (t_start if dev.type == "cuda" else t_cpu0)))
             bar = tqdm(total=total, desc="llm/builtin", unit="step", disable=not progress, leave=False)
             net.train()
             losses: list[float] = []
@@ -110,9 +125,15 @@ def train_builtin(corpus: NoteCorpus, pairs: np.ndarray | None = None, config: B
             for _ in range(c.epochs):
                 perm = rng.permutation(len(src))
                 for s in range(steps):
-                    if c.max_time_s is not None and time.perf_counter() - t_start > c.max_time_s:
-                        capped = True
-                        break
+                    frac = done / total
+                    if budget is not None:  # the schedule runs to whichever ends first: steps or time
+                        frac_t = (clock() - t_loop) / budget
+                        if frac_t >= 1.0 and done > 0:  # at least one step
+                            capped = True
+                            break
+                        frac = max(frac, frac_t)
+                    for g in opt.param_groups:
+                        g["lr"] = c.lr * lr_factor(frac)
                     b = src[perm[s * c.batch_size : (s + 1) * c.batch_size]]
                     ia, ib = b[:, 0], b[:, 1]
                     drop_a = rng.random(len(b)) < c.tag_drop
@@ -138,8 +159,6 @@ def train_builtin(corpus: NoteCorpus, pairs: np.ndarray | None = None, config: B
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
                     opt.step()
-                    if done < total - 1:
-                        sched.step()
                     done += 1
                     losses.append(float(loss.detach()))
                     bar.update(1)
@@ -153,7 +172,9 @@ def train_builtin(corpus: NoteCorpus, pairs: np.ndarray | None = None, config: B
     secs = time.perf_counter() - t_start
     tokens = int((ids_full != 0).sum() + (ids_lm != 0).sum()) * done / max(1, steps) / 2
     info = {"notes": n, "pairs": 0 if pairs is None else int(len(pairs)), "steps": done, "capped": capped,
-            "train_s": round(secs, 1), "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
+            "epochs_done": round(done / steps, 2), "planned_steps": total,
+            "train_s": round(secs, 1), "train_cpu_s": round(time.process_time() - t_cpu0, 1),
+            "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
             "tokens_per_s": round(tokens / max(secs, 1e-9)), "device": str(dev),
             "temperature": round(float(1.0 / net.logit_scale.detach().clamp(max=4.6052).exp()), 4)}
     return BuiltinLM(c, tok, tags, cats, net.cpu().eval(), info)
