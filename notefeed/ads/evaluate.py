@@ -77,9 +77,11 @@ class _World:
         table = {str(w.aliases.flat[i]): [(str(w.words.flat[i]), 1.0)]
                  for i in range(w.aliases.size) if rng.random() < rewrite_coverage}
         self.rewriter = MinedRewrites(table)
+        self._qvecs: dict[str, np.ndarray] = {}  # query text -> its text vector (read-only)
+        self._kw: dict[str, dict[int, float]] = {}  # query text -> keyword match scores
         self.channels = {
             "keyword/match": KeywordChannel(self.kw),
-            "semantic/text": SemanticChannel(self.enc.transform, self.vecs, kind="hnsw", min_score=0.05),
+            "semantic/text": SemanticChannel(self.encode, self.vecs, kind="hnsw", min_score=0.05),
             "keyword/rewrite": RewriteChannel(self.kw, self.rewriter),
         }
         self.ad_ctr = np.full(w.n_ads, 0.05)
@@ -96,6 +98,28 @@ class _World:
         return AdRecall([self.channels[n] for n in names], [quotas[n] for n in names], k=K_RECALL,
                         fused=None)
 
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """The text encoder's vectors of ``texts``; one query's vector is kept (a simulated day's
+        queries are scored by every auction: the same numbers, computed once)."""
+        if len(texts) != 1:
+            return self.enc.transform(texts)
+        v = self._qvecs.get(texts[0])
+        if v is None:
+            if len(self._qvecs) > 100_000:
+                self._qvecs.clear()
+            v = self._qvecs[texts[0]] = self.enc.transform(texts)
+            v.setflags(write=False)
+        return v
+
+    def _kw_scores(self, q: str) -> dict[int, float]:
+        m = self._kw.get(q)
+        if m is None:
+            if len(self._kw) > 100_000:
+                self._kw.clear()
+            kids, ksc = self.kw.match(q)
+            m = self._kw[q] = dict(zip(kids.tolist(), ksc.tolist(), strict=True))
+        return m
+
     @property
     def model(self) -> LogisticPCTR | None:
         """The pCTR model of the feature set ``self.pctr`` (None before training)."""
@@ -108,10 +132,9 @@ class _World:
         kind = kind or self.pctr
         if kind not in PCTR_KINDS:
             raise ValueError(f"pCTR features must be one of {', '.join(PCTR_KINDS)}, got {kind!r}")
-        qv = self.enc.transform([q])[0]
+        qv = self.encode([q])[0]
         cos = self.vecs[ids] @ qv
-        kids, ksc = self.kw.match(q)
-        kmap = dict(zip(kids.tolist(), ksc.tolist(), strict=True))
+        kmap = self._kw_scores(q)
         kw = np.array([kmap.get(int(a), 0.0) for a in ids])
         x = pctr_features(cos, kw, self.ad_ctr[ids])
         if kind == "evidence":

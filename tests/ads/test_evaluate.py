@@ -108,6 +108,9 @@ def test_evidence_pctr_reads_the_tower_and_rewrite_scores():
     assert np.allclose(env.features(text, rw.ids)[0][:, 5], [got[a] for a in rw.ids.tolist()])
     with pytest.raises(ValueError):
         env.features(text, ids, "fancy")
+    q0 = w.ad_texts[3][:20]
+    first, again = env.encode([q0]), env.encode([q0])  # the cached query vector is the encoder's
+    assert again is first and np.array_equal(first, env.enc.transform([q0])) and not first.flags.writeable
     check = _pctr_check(env, sample_queries(w, 200, np.arange(30, 60), np.random.default_rng(6)), 4)
     for k in PCTR_KINDS:
         for tag in ("", "_twotower"):
