@@ -110,7 +110,7 @@ class InterestChannel:
                  note_tags: int = 5, progress: bool = False, **config: object) -> None:
         self.model_path, self.n_recent, self.decay = model_path, int(n_recent), float(decay)
         self.n_interests, self.note_tags, self.progress = int(n_interests), int(note_tags), progress
-        self.config = dict(config)
+        self.config = {"max_time_s": 540.0, **config}  # the budget of `notefeed llm embed` unless named
         self.lm: BuiltinLM | None = None
         self.note_probs: sp.csr_matrix | None = None  # (n_items, n_tags) the model's top tags per note
         self.item_tags: sp.csr_matrix | None = None  # (n_items, n_tags) catalogue tags, else predicted

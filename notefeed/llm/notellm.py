@@ -46,7 +46,8 @@ class NoteLLMChannel:
             raise ValueError(f"{self.name}: n_recent >= 1 and decay in (0, 1] are required")
         self.model_path, self.n_recent, self.decay = model_path, int(n_recent), float(decay)
         self.window, self.top_k, self.cap, self.progress = int(window), int(top_k), int(cap), progress
-        self.config = BuiltinConfig(**config)  # type: ignore[arg-type]
+        # the same training budget as `notefeed llm embed` unless the config names one
+        self.config = BuiltinConfig(**{"max_time_s": 540.0, **config})  # type: ignore[arg-type]
         self.lm: BuiltinLM | None = None
         self.vectors: np.ndarray | None = None
         self.n_fit = 0
