@@ -645,6 +645,7 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
             r["cpm_ci95"] = _ci95(np.array([g["cpm"] for g in mine]))
     _vs_text(rows, out)
     _vs_basic_pctr(rows, out)
+    _pctr_check_ci(rows, out)
     out[0]["wall_s"] = round(time.perf_counter() - t0, 1)
     out[0]["cpu_s"] = round(time.process_time() - c0, 1)
     return out
@@ -721,6 +722,21 @@ def _vs_basic_pctr(rows: list[dict], out: list[dict]) -> None:
             if len(d):
                 r[f"{met}_vs_basic_pctr"] = round(float(d.mean()), 4)
                 r[f"{met}_vs_basic_pctr_ci95"] = _ci95(d)
+
+
+def _pctr_check_ci(rows: list[dict], out: list[dict]) -> None:
+    """Auction rows: the held-out check of the two pCTR models as per-seed paired differences,
+    evidence - basic, of log-loss and AUC (``pctr_logloss_evidence_minus_basic_ci95``, ...)."""
+    for r in out:
+        mine = [g for g in rows if (g["method"], g["channel"], g["tier"]) == (r["method"], r["channel"], r["tier"])]
+        for met in ("logloss", "auc"):
+            for tag in ("", "_twotower"):
+                a, b = f"pctr_{met}_evidence{tag}", f"pctr_{met}_basic{tag}"
+                d = np.array([g[a] - g[b] for g in mine if a in g and b in g])
+                d = d[np.isfinite(d)]
+                if len(d):
+                    r[f"pctr_{met}_evidence_minus_basic{tag}"] = round(float(d.mean()), 5)
+                    r[f"pctr_{met}_evidence_minus_basic{tag}_ci95"] = _ci95(d)
 
 
 EVAL_STAGES.register("ads")(evaluate_ads)

@@ -130,7 +130,8 @@ def _fake_seed_rows(seed: int) -> list[dict]:
             for m, cpm in (("keyword", 100.0), ("keyword+semantic", 100.0 * (1.1 + 0.01 * seed))):
                 c = cpm * f if m != "keyword" else cpm
                 rows.append({"dataset": "ad-sim", "method": m, "channel": ch + suffix, "tier": "all", "cpm": c,
-                             "rpm": c / 2, "ctr": 0.1, "pctr_logloss_basic": 0.2, "seed": seed})
+                             "rpm": c / 2, "ctr": 0.1, "pctr_logloss_basic": 0.2 + 0.01 * seed,
+                             "pctr_logloss_evidence": 0.19 + 0.01 * seed, "seed": seed})
     return rows
 
 
@@ -161,6 +162,7 @@ def test_resume_file_and_paired_aggregation(tmp_path, monkeypatch):
     lo, hi = sem["cpm_vs_keyword_ci95"]
     assert lo < sem["cpm_vs_keyword_paired"] < hi
     assert abs(sem["cpm_vs_basic_pctr"] - 0.2) < 1e-3
+    assert abs(sem["pctr_logloss_evidence_minus_basic"] + 0.01) < 1e-6 and "pctr_auc_evidence_minus_basic" not in sem
     basic = next(r for r in out if r["method"] == "keyword+semantic" and r["channel"] == "auction@equal-load/pctr=basic")
     assert "cpm_vs_basic_pctr" not in basic and abs(basic["cpm_vs_keyword_paired"] - 0.11) < 1e-3
     with pytest.raises(ValueError, match="resume"):
