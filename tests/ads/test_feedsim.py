@@ -57,16 +57,17 @@ def test_feed_ad_recall_channels() -> None:
     assert len(cat.retrieve([])[0]) == 0 and len(sem.retrieve([])[0]) == 0
 
 
-def test_recall_arms_run_at_equal_load(community: object) -> None:
+def test_recall_arms_run_at_equal_load() -> None:
     from notefeed.ads.feedsim import feed_recall_study, logged_clicks
 
-    hist = logged_clicks(community)
+    tiny = generate("tiny", seed=3)
+    hist = logged_clicks(tiny)
     assert hist and all(isinstance(v, list) for v in hist.values())
-    cat = run_feed_ads(3, "category", 2, steps=2, requests_per_step=40, community=community, history=hist)
+    kw = {"steps": 2, "requests_per_step": 40, "community": tiny, "history": hist, "preset": "tiny", "n_ads": 100}
+    cat = run_feed_ads(3, "category", 2, **kw)
     assert cat["ads_per_request"] > 1.0  # users with a logged history get ads from the first request
     plan = [[0] * 40, [1] * 40]
-    sem = run_feed_ads(3, "category+semantic", 2, steps=2, requests_per_step=40, community=community,
-                       history=hist, slot_plan=plan)
+    sem = run_feed_ads(3, "category+semantic", 2, slot_plan=plan, **kw)
     assert sem["placed"][0] == [0] * 40 and max(sem["placed"][1]) <= 1
     rows = {r["method"]: r for r in feed_recall_study([0, 1], steps=2, requests_per_step=30, preset="tiny", n_ads=100)}
     both = rows["category+semantic"]
