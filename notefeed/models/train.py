@@ -292,10 +292,6 @@ def _train_rankers(config: Any, groups: list, learned: list[str], components: di
     fnames = sorted({k for ff, _, _, _ in fine_feats for k in ff})
     fg = [Group(feature_matrix(ff, fnames, n), pos, ts) for ff, n, pos, ts in fine_feats]
     params = dict(config.fine.params or {})
-    if coarse_model is not None and "stage.coarse" in fnames:
-        # the fine ranker corrects the coarse score (zero-initialised) instead of replacing
-        # it, so it keeps the coarse order wherever training does not beat it on validation
-        params.setdefault("residual", "stage.coarse")
     c0 = time.process_time()
     fine_model = ListwiseRanker(fnames, LTRConfig(seed=seed, **params)).fit(fg, progress, "fine ranker")
     report["fine_fit_cpu_s"] = time.process_time() - c0

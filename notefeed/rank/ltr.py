@@ -54,8 +54,12 @@ class LTRConfig:
     #: a feature whose raw value is the base logit (the fine stage: ``stage.coarse``, the
     #: coarse ranker's score): the network learns a zero-initialised correction to it, and
     #: validation starts from the base order, so on the validation groups the model keeps
-    #: its input stage's order unless training beats it. None: learn the score from scratch
+    #: its input stage's order unless training beats it. None (the default, measured best:
+    #: README "Feed quality"): learn the score from scratch, ``stage.coarse`` one feature of it
     residual: str | None = None
+    #: with ``residual``: count the untrained model (the base order itself) in early stopping,
+    #: so a correction that never beats the base on validation is dropped
+    keep_base: bool = True
 
 
 @dataclass
@@ -139,10 +143,10 @@ class ListwiseRanker:
         opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         m = c.negatives + 1
         best, best_state, stale, t0 = -1.0, None, 0, time.perf_counter()
-        if self.net.base is not None:  # the base order is the score to beat
+        if self.net.base is not None and c.keep_base:  # the base order is the score to beat
             best = float(np.mean([_hr(self.predict(g.x), g.pos) for g in valid]))
             best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-        start = best
+        start = float(np.mean([_hr(self.predict(g.x), g.pos) for g in valid])) if self.net.base is not None else best
         bar = tqdm(range(c.epochs), desc=desc, disable=None if progress else True, leave=False)
         epochs_run = 0
         for _ep in bar:

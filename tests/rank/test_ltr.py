@@ -93,5 +93,9 @@ def test_residual_starts_from_its_base_and_only_adds():
     # persisted and loaded with its base
     back = ListwiseRanker.from_state(*strong.to_state())
     np.testing.assert_array_equal(back.predict(x), strong.predict(x))
+    # keep_base=False always keeps a trained correction (the best trained epoch), never the base
+    ungated = ListwiseRanker(names, LTRConfig(epochs=3, negatives=20, hidden=16, threads=1, residual="base",
+                                              keep_base=False)).fit(train, progress=False)
+    assert not np.allclose(ungated.predict(x), x[:, 0], atol=1e-4)
     with pytest.raises(ValueError, match="residual feature 'nope'"):
         ListwiseRanker(names, LTRConfig(epochs=1, threads=1, residual="nope")).fit(train, progress=False)
