@@ -132,8 +132,8 @@ def related_note_eval(ds: Dataset, seed: int = 0, quick: bool = False, methods: 
         with _phase(phases, "notellm_embed"):
             z = lm.embed(texts)
         vecs["notellm"] = lambda q, v=z: v[q] @ v.T
-        info["notellm"] = {k: lm.info.get(k) for k in ("train_s", "steps", "epochs_done", "capped", "tokens_per_s",
-                                                       "temperature", "final_loss")}
+        info["notellm"] = {k: lm.info.get(k) for k in ("train_s", "train_cpu_s", "steps", "epochs_done", "capped",
+                                                       "tokens_per_s", "temperature", "final_loss")}
     rows = []
     for seg in ("warm", "new"):
         p = sp[seg]
