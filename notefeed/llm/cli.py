@@ -72,9 +72,14 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                                          help="training cap: CPU seconds on the CPU, wall seconds on a GPU; "
                                               "the learning rate is annealed to it"),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
+        json_out: Path | None = typer.Option(None, "--json", help="write the training info, the model config "
+                                             "and wall / CPU seconds per phase here"),
     ) -> None:
         """Train the built-in model on the notes and co-occurrence pairs (resumes from a trained
         model unless --retrain), embed every note, store the vectors under a version."""
+        import os
+        import time
+
         from notefeed.llm.builtin import BuiltinConfig, BuiltinLM
         from notefeed.llm.corpus import NoteCorpus
         from notefeed.llm.notellm import NoteLLMChannel
@@ -82,10 +87,20 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         from notefeed.llm.train import train_builtin
         from notefeed.recall._common import positive_log
 
+        t0, c0 = time.perf_counter(), time.process_time()
         ds = _dataset(workspace)
         corpus = NoteCorpus.from_dataset(ds)
         mdir = workspace / "llm" / "model"
-        if (mdir / "config.json").exists() and not retrain:
+        phases: dict[str, dict[str, float]] = {}
+
+        def phase(name: str, t: float, c: float) -> tuple[float, float]:
+            now, cpu = time.perf_counter(), time.process_time()
+            phases[name] = {"wall_s": round(now - t, 3), "cpu_s": round(cpu - c, 3)}
+            return now, cpu
+
+        t, c = phase("load", t0, c0)
+        trained = not ((mdir / "config.json").exists() and not retrain)
+        if not trained:
             lm = BuiltinLM.load(mdir)
             typer.echo(f"using the trained model in {mdir} (--retrain to train again)")
         else:
@@ -96,6 +111,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                                progress=True)
             lm.save(mdir)
             typer.echo(f"trained: {json.dumps(lm.info)}")
+        t, c = phase("train" if trained else "load_model", t, c)
         ch = NoteLLMChannel()
         ch.lm = lm.to(device)
         ch.set_vectors(lm.embed(corpus.texts()))
@@ -103,6 +119,18 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         out = ch.save(workspace / "llm" / "notellm" / str(ch.version))
         (workspace / "llm" / "notellm" / "current.json").write_text(json.dumps({"version": ch.version}))
         typer.echo(f"{len(corpus)} note vectors, version {ch.version}: {out}")
+        phase("embed", t, c)
+        if json_out is not None:
+            import dataclasses
+
+            info = {"command": "notefeed llm embed", "workspace": str(workspace), "retrain": retrain,
+                    "notes": len(corpus), "version": ch.version, "model_info": lm.info,
+                    "config": dataclasses.asdict(lm.config) if dataclasses.is_dataclass(lm.config) else None,
+                    "phases": phases, "total_wall_s": round(time.perf_counter() - t0, 3),
+                    "total_cpu_s": round(time.process_time() - c0, 3), "load_avg_1_5_15m": list(os.getloadavg())}
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(json.dumps(info, indent=2, default=str))
+            typer.echo(f"wrote {json_out}")
 
     @llm.command("interests")
     def interests(
