@@ -143,10 +143,11 @@ class ListwiseRanker:
         opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         m = c.negatives + 1
         best, best_state, stale, t0 = -1.0, None, 0, time.perf_counter()
-        if self.net.base is not None and c.keep_base:  # the base order is the score to beat
-            best = float(np.mean([_hr(self.predict(g.x), g.pos) for g in valid]))
-            best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-        start = float(np.mean([_hr(self.predict(g.x), g.pos) for g in valid])) if self.net.base is not None else best
+        start = best
+        if self.net.base is not None:  # the untrained model scores exactly its base
+            start = float(np.mean([_hr(self.predict(g.x), g.pos) for g in valid]))
+            if c.keep_base:  # the base order is the score to beat
+                best, best_state = start, {k: v.detach().clone() for k, v in self.net.state_dict().items()}
         bar = tqdm(range(c.epochs), desc=desc, disable=None if progress else True, leave=False)
         epochs_run = 0
         for _ep in bar:
