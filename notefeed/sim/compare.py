@@ -66,28 +66,25 @@ def summarise(runs: Sequence[dict[str, Any]], level: float = 0.95) -> dict[str, 
     return {k: mean_interval([_numeric(r).get(k, float("nan")) for r in runs], level) for k in keys}
 
 
+def _paired(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], op: Callable[[float, float], float],
+            level: float) -> dict[str, dict[str, Any]]:
+    """Per metric both sides have, :func:`mean_interval` of ``op(a, b)`` seed by seed."""
+    na, nb = [_numeric(r) for r in a], [_numeric(r) for r in b]
+    keys = sorted(set.intersection(*[set(r) for r in [*na, *nb]])) if a and b else []
+    return {k: mean_interval([op(ra[k], rb[k]) for ra, rb in zip(na, nb, strict=True)], level) for k in keys}
+
+
 def paired_differences(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], level: float = 0.95
                        ) -> dict[str, dict[str, Any]]:
     """Per metric, :func:`mean_interval` of ``b - a`` seed by seed (runs in the same seed order)."""
-    keys = sorted(set.intersection(*[set(_numeric(r)) for r in [*a, *b]])) if a and b else []
-    out = {}
-    for k in keys:
-        d = [_numeric(rb)[k] - _numeric(ra)[k] for ra, rb in zip(a, b, strict=True)]
-        out[k] = mean_interval(d, level)
-    return out
+    return _paired(a, b, lambda x, y: y - x, level)
 
 
 def paired_relative(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], level: float = 0.95
                     ) -> dict[str, dict[str, Any]]:
     """Per metric, :func:`mean_interval` of ``b / a - 1`` seed by seed (a seed where ``a`` is 0
     counts as NaN and is left out; ``n`` says how many seeds remain)."""
-    keys = sorted(set.intersection(*[set(_numeric(r)) for r in [*a, *b]])) if a and b else []
-    out = {}
-    for k in keys:
-        d = [_numeric(rb)[k] / _numeric(ra)[k] - 1.0 if _numeric(ra)[k] != 0 else float("nan")
-             for ra, rb in zip(a, b, strict=True)]
-        out[k] = mean_interval(d, level)
-    return out
+    return _paired(a, b, lambda x, y: y / x - 1.0 if x != 0 else float("nan"), level)
 
 
 def parse_pairs(text: str | None, names: Sequence[str]) -> list[tuple[str, str]] | None:
