@@ -70,22 +70,15 @@ class _FeedAdRecall:
             self.ad_vecs = self.item_vecs[ad_note]
 
     def retrieve(self, hist: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(ad rows (n,), relevance (n,): the best channel score of each) for a user's history."""
-        from collections import Counter
-
+        """(ad rows (n,), relevance (n,): the best channel score of each) for a user's history,
+        through serving's recall kernels (:mod:`notefeed.ads.recall`)."""
         from notefeed.ads.base import AdCandidates
-        from notefeed.ads.recall import merge_quotas
+        from notefeed.ads.recall import best_scores, category_candidates, interest_shares, merge_quotas
 
         if not hist:
             return np.zeros(0, np.int64), np.zeros(0)
-        cats = Counter(int(t) for t in self.topic[hist])
-        parts = [(self.by_topic[c][:RECALL_K], n / len(hist)) for c, n in cats.most_common(5) if c in self.by_topic]
-        results = [AdCandidates.empty()]
-        if parts:
-            ids = np.concatenate([p[0] for p in parts])
-            sc = np.concatenate([np.full(len(p[0]), p[1], np.float32) for p in parts])
-            o = np.argsort(-sc, kind="stable")[:RECALL_K]
-            results = [AdCandidates(ids[o], sc[o], ["category/interest"] * len(o))]
+        shares = interest_shares([int(t) for t in self.topic[hist]])
+        results = [category_candidates(self.by_topic, shares, RECALL_K)]
         if self.semantic:
             v = self.item_vecs[hist].mean(axis=0)
             v = v / max(float(np.linalg.norm(v)), 1e-12)
@@ -94,11 +87,7 @@ class _FeedAdRecall:
             o = o[sc[o] > 0]
             results.append(AdCandidates(o.astype(np.int64), sc[o].astype(np.float32), ["semantic/text"] * len(o)))
         merged = merge_quotas(results, list(QUOTAS[: len(results)]), RECALL_K)
-        best: dict[int, float] = {}
-        for r in results:  # the best relevance any channel gave each candidate (as serving does)
-            for a, v in zip(r.ids.tolist(), r.scores.tolist(), strict=True):
-                best[a] = max(best.get(a, 0.0), v)
-        return merged.ids, np.array([best[a] for a in merged.ids.tolist()])
+        return merged.ids, best_scores(results, merged.ids)
 
 
 def run_feed_ads(seed: int, targeting: str, slots: int, steps: int = 30, requests_per_step: int = 200,

@@ -26,7 +26,7 @@ from notefeed.recall.ann import AnnIndex
 log = logging.getLogger(__name__)
 
 __all__ = ["KeywordChannel", "RewriteChannel", "SemanticChannel", "LogisticPCTR", "merge_quotas", "AdRecall",
-           "pctr_features", "evidence_features"]
+           "pctr_features", "evidence_features", "interest_shares", "category_candidates", "best_scores"]
 
 
 @AD_CHANNELS.register("keyword/match")
@@ -147,6 +147,38 @@ class LogisticPCTR:
         if not self.fitted:
             raise RuntimeError("LogisticPCTR: call fit first")
         return self.model.predict_proba(features)[:, 1]
+
+
+def interest_shares(categories: Sequence[object], top: int = 5) -> dict[object, float]:
+    """A feed request's interests: the ``top`` most frequent categories of the user's recent
+    notes, each with its share of them (insertion order: most frequent first)."""
+    from collections import Counter
+
+    n = len(categories)
+    return {c: k / n for c, k in Counter(categories).most_common(top)} if n else {}
+
+
+def category_candidates(by_category: dict, shares: dict, k: int) -> AdCandidates:
+    """``category/interest`` feed-ad recall: the first ``k`` ads of each interest category
+    (``by_category[c]``: ad rows in the category's ad order), scored by the category's share,
+    best ``k`` overall (ties: category order)."""
+    parts = [(by_category[c][:k], s) for c, s in shares.items() if c in by_category]
+    if not parts:
+        return AdCandidates.empty()
+    ids = np.concatenate([p[0] for p in parts])
+    sc = np.concatenate([np.full(len(p[0]), p[1], np.float32) for p in parts])
+    o = np.argsort(-sc, kind="stable")[:k]
+    return AdCandidates(ids[o], sc[o], ["category/interest"] * len(o))
+
+
+def best_scores(results: Sequence[AdCandidates], ids: np.ndarray) -> np.ndarray:
+    """(len(ids),) float64: the best score any of ``results`` gave each of ``ids`` (every id
+    must be in some result: the merged candidates' relevance)."""
+    all_ids = np.concatenate([r.ids for r in results])
+    all_sc = np.concatenate([r.scores for r in results]).astype(np.float64)
+    o = np.lexsort((-all_sc, all_ids))
+    uniq, start = np.unique(all_ids[o], return_index=True)
+    return all_sc[o][start][np.searchsorted(uniq, ids)]
 
 
 def merge_quotas(results: Sequence[AdCandidates], quotas: Sequence[int], k: int,

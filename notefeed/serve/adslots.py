@@ -53,7 +53,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,7 +65,7 @@ from notefeed.ads.auction import FrequencyCap, click_bids, gsp_auction, place_ad
 from notefeed.ads.base import AdCandidates, AdRequest
 from notefeed.ads.keywords import KeywordIndex
 from notefeed.ads.pacing import PidGains, PidPacer
-from notefeed.ads.recall import merge_quotas
+from notefeed.ads.recall import best_scores, category_candidates, interest_shares, merge_quotas
 from notefeed.ads.schema import Ad, Campaign, Targeting
 from notefeed.ads.spend import RedisSpendLedger
 from notefeed.ads.twotower import (
@@ -286,13 +286,7 @@ class _AdIndex:
 
     def category(self, shares: dict[str, float], k: int) -> AdCandidates:
         """Ads of the user's history categories, scored by the category's share of the history."""
-        parts = [(self.by_category[c][:k], s) for c, s in shares.items() if c in self.by_category]
-        if not parts:
-            return AdCandidates.empty()
-        ids = np.concatenate([p[0] for p in parts])
-        sc = np.concatenate([np.full(len(p[0]), p[1], np.float32) for p in parts])
-        o = np.argsort(-sc, kind="stable")[:k]
-        return AdCandidates(ids[o], sc[o], ["category/interest"] * len(o))
+        return category_candidates(self.by_category, shares, k)
 
 
 class AdServer:
@@ -421,8 +415,7 @@ class AdServer:
         return sum(k == "ad" for k, _ in place_ads(n_organic, n_organic, c.first, c.spacing, c.load_cap))
 
     def _interests(self, hist: list[int]) -> dict[str, float]:
-        cats = Counter(self.engine.catalog.category_name(i) for i in hist)
-        return {c: n / len(hist) for c, n in cats.most_common(5)} if hist else {}
+        return interest_shares([self.engine.catalog.category_name(i) for i in hist])  # type: ignore[return-value]
 
     def feed_ads(self, user_id: str, ctx: Any, page_notes: list[str]) -> list[dict[str, Any]] | None:
         now = float(self.engine.clock())
@@ -477,11 +470,7 @@ class AdServer:
         cand = merge_quotas([results[n] for n in names], [cfg.quotas.get(n, cfg.recall_k) for n in names], cfg.recall_k)
         ids = cand.ids
         # the best relevance any channel gave each candidate
-        all_ids = np.concatenate([results[n].ids for n in names])
-        all_sc = np.concatenate([results[n].scores for n in names]).astype(np.float64)
-        o = np.lexsort((-all_sc, all_ids))
-        uniq, start = np.unique(all_ids[o], return_index=True)
-        rel = np.clip(all_sc[o][start][np.searchsorted(uniq, ids)], 0.0, 1.0)
+        rel = np.clip(best_scores([results[n] for n in names], ids), 0.0, 1.0)
         cidx = idx.camp_of[ids]
         ok = idx.running(now)[cidx] & (rel >= cfg.relevance_floor)
         if page_notes and idx.has_note[ids].any():
