@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+from notefeed.llm.builtin import TRAIN_BUDGET_S  # the package has imported it already
+
 __all__ = ["register"]
 
 
@@ -68,7 +70,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         workspace: Path = typer.Option(..., "--workspace"),
         retrain: bool = typer.Option(False, "--retrain", help="train again even if WORKSPACE/llm/model exists"),
         epochs: int = typer.Option(10, "--epochs", min=1, help="planned epochs (the time cap usually ends first)"),
-        max_time_s: float = typer.Option(540.0, "--max-time-s", min=1.0,
+        max_time_s: float = typer.Option(TRAIN_BUDGET_S, "--max-time-s", min=1.0,
                                          help="training cap: CPU seconds on the CPU, wall seconds on a GPU; "
                                               "the learning rate is annealed to it"),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda"),

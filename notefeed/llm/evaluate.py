@@ -24,7 +24,7 @@ import numpy as np
 
 from notefeed.data.dataset import Dataset
 from notefeed.eval.stages import EVAL_STAGES
-from notefeed.llm.builtin import BuiltinConfig
+from notefeed.llm.builtin import TRAIN_BUDGET_S, BuiltinConfig
 from notefeed.llm.corpus import NoteCorpus
 from notefeed.llm.pairs import mine_pairs
 from notefeed.recall._common import positive_log
@@ -165,7 +165,7 @@ def eval_config(quick: bool, seed: int, max_time_s: float | None = None) -> Buil
     if quick:
         return BuiltinConfig(epochs=1, max_len=48, seed=seed, dim=32, layers=1, out_dim=32,
                              max_time_s=20.0 if max_time_s is None else max_time_s)
-    return BuiltinConfig(seed=seed, max_len=48, max_time_s=540.0 if max_time_s is None else max_time_s)
+    return BuiltinConfig(seed=seed, max_len=48, max_time_s=TRAIN_BUDGET_S if max_time_s is None else max_time_s)
 
 
 @EVAL_STAGES.register("llm")

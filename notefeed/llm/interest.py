@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from notefeed.data.dataset import Dataset
 from notefeed.llm.base import LanguageModel
-from notefeed.llm.builtin import BuiltinLM
+from notefeed.llm.builtin import TRAIN_BUDGET_S, BuiltinLM
 from notefeed.llm.corpus import NoteCorpus
 from notefeed.recall._common import candidates_from_scores, csr_from_state, csr_state, recency_weights
 from notefeed.recall.base import CHANNELS, Candidates, UserContext
@@ -110,7 +110,7 @@ class InterestChannel:
                  note_tags: int = 5, progress: bool = False, **config: object) -> None:
         self.model_path, self.n_recent, self.decay = model_path, int(n_recent), float(decay)
         self.n_interests, self.note_tags, self.progress = int(n_interests), int(note_tags), progress
-        self.config = {"max_time_s": 540.0, **config}  # the budget of `notefeed llm embed` unless named
+        self.config = {"max_time_s": TRAIN_BUDGET_S, **config}  # the budget of `notefeed llm embed` unless named
         self.lm: BuiltinLM | None = None
         self.note_probs: sp.csr_matrix | None = None  # (n_items, n_tags) the model's top tags per note
         self.item_tags: sp.csr_matrix | None = None  # (n_items, n_tags) catalogue tags, else predicted

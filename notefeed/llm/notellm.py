@@ -22,7 +22,7 @@ from safetensors.numpy import load_file, save_file
 
 from notefeed.data.dataset import Dataset
 from notefeed.llm.base import LLMError
-from notefeed.llm.builtin import BuiltinConfig, BuiltinLM
+from notefeed.llm.builtin import TRAIN_BUDGET_S, BuiltinConfig, BuiltinLM
 from notefeed.llm.corpus import NoteCorpus
 from notefeed.llm.pairs import mine_pairs
 from notefeed.llm.tokenizer import Tokenizer
@@ -47,7 +47,7 @@ class NoteLLMChannel:
         self.model_path, self.n_recent, self.decay = model_path, int(n_recent), float(decay)
         self.window, self.top_k, self.cap, self.progress = int(window), int(top_k), int(cap), progress
         # the same training budget as `notefeed llm embed` unless the config names one
-        self.config = BuiltinConfig(**{"max_time_s": 540.0, **config})  # type: ignore[arg-type]
+        self.config = BuiltinConfig(**{"max_time_s": TRAIN_BUDGET_S, **config})  # type: ignore[arg-type]
         self.lm: BuiltinLM | None = None
         self.vectors: np.ndarray | None = None
         self.n_fit = 0
