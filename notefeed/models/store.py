@@ -30,7 +30,7 @@ from typing import Any
 
 from notefeed.models.artifacts import ModelError, load_component, save_component
 
-__all__ = ["ModelStore", "VersionInfo", "config_hash", "data_snapshot", "code_version", "ids_fingerprint"]
+__all__ = ["ModelStore", "VersionInfo", "config_hash", "data_snapshot", "code_version", "ids_fingerprint", "git_output"]
 
 MANIFEST = "manifest.json"
 PROMOTED = "promoted.json"
@@ -69,19 +69,22 @@ def data_snapshot(ds: Any) -> dict[str, Any]:
             "users_sha": ids_fingerprint(ds.users["user_id"], int(ds.n_users))}
 
 
+def git_output(*args: str, timeout: float = 5.0) -> str | None:
+    """``git ARGS`` run in the source tree: its output without trailing whitespace, None where git or the
+    repository is missing or the command fails."""
+    try:
+        out = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.rstrip() if out.returncode == 0 else None
+
+
 def code_version() -> dict[str, Any]:
     """``notefeed.__version__`` and the git commit of the source tree when there is one."""
     from notefeed import __version__
 
-    commit = None
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5, check=False)
-        if out.returncode == 0:
-            commit = out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"notefeed": __version__, "git_commit": commit}
+    return {"notefeed": __version__, "git_commit": git_output("rev-parse", "HEAD") or None}
 
 
 @dataclass(frozen=True)

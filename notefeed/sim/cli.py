@@ -165,18 +165,11 @@ def run_cmd(
 def _git_state() -> dict[str, object]:
     """The code a run used: short HEAD commit and the tracked files under ``notefeed/`` that
     differed from it when the run started (uncommitted edits are run too)."""
-    import subprocess
+    from notefeed.models.store import git_output
 
-    root = Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20).stdout.rstrip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    dirty = [ln[3:] for ln in git("status", "--porcelain", "--untracked-files=no", "--", "notefeed").splitlines()]
-    return {"commit": git("rev-parse", "--short", "HEAD") or None, "modified": dirty}
+    status = git_output("status", "--porcelain", "--untracked-files=no", "--", ":/notefeed", timeout=20) or ""
+    return {"commit": git_output("rev-parse", "--short", "HEAD", timeout=20) or None,
+            "modified": [ln[3:] for ln in status.splitlines()]}
 
 
 def _config_specs(config: str | None, taken: set[str]) -> list:
