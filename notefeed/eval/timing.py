@@ -10,13 +10,26 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["latency_stats", "time_calls", "machine_info", "write_json", "peak_rss_mb"]
+__all__ = ["latency_stats", "time_calls", "machine_info", "write_json", "peak_rss_mb", "phase"]
+
+
+@contextmanager
+def phase(phases: dict[str, dict[str, float]], name: str, digits: int = 2) -> Iterator[None]:
+    """Record the wall and CPU seconds (this process, all threads) of a block as
+    ``phases[name] = {"wall_s", "cpu_s"}``, rounded to ``digits``."""
+    w, c = time.perf_counter(), time.process_time()
+    try:
+        yield
+    finally:
+        phases[name] = {"wall_s": round(time.perf_counter() - w, digits),
+                        "cpu_s": round(time.process_time() - c, digits)}
 
 
 def latency_stats(seconds: np.ndarray | list[float]) -> dict[str, float]:

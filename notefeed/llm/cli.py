@@ -82,6 +82,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         import os
         import time
 
+        from notefeed.eval.timing import phase
         from notefeed.llm.builtin import BuiltinConfig, BuiltinLM
         from notefeed.llm.corpus import NoteCorpus
         from notefeed.llm.notellm import NoteLLMChannel
@@ -90,38 +91,33 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         from notefeed.recall._common import positive_log
 
         t0, c0 = time.perf_counter(), time.process_time()
-        ds = _dataset(workspace)
-        corpus = NoteCorpus.from_dataset(ds)
-        mdir = workspace / "llm" / "model"
         phases: dict[str, dict[str, float]] = {}
-
-        def phase(name: str, t: float, c: float) -> tuple[float, float]:
-            now, cpu = time.perf_counter(), time.process_time()
-            phases[name] = {"wall_s": round(now - t, 3), "cpu_s": round(cpu - c, 3)}
-            return now, cpu
-
-        t, c = phase("load", t0, c0)
+        with phase(phases, "load", 3):
+            ds = _dataset(workspace)
+            corpus = NoteCorpus.from_dataset(ds)
+        mdir = workspace / "llm" / "model"
         trained = not ((mdir / "config.json").exists() and not retrain)
-        if not trained:
-            lm = BuiltinLM.load(mdir)
-            typer.echo(f"using the trained model in {mdir} (--retrain to train again)")
-        else:
-            log = positive_log(ds)
-            pairs, _ = mine_pairs(log["user"].to_numpy(), log["item"].to_numpy(), log["ts"].to_numpy(), ds.n_items)
-            typer.echo(f"training on {len(corpus)} notes, {len(pairs)} co-occurrence pairs ({device})")
-            lm = train_builtin(corpus, pairs, BuiltinConfig(epochs=epochs, max_time_s=max_time_s, device=device),
-                               progress=True)
-            lm.save(mdir)
-            typer.echo(f"trained: {json.dumps(lm.info)}")
-        t, c = phase("train" if trained else "load_model", t, c)
-        ch = NoteLLMChannel()
-        ch.lm = lm.to(device)
-        ch.set_vectors(lm.embed(corpus.texts()))
-        ch.lm = lm.to("cpu")
-        out = ch.save(workspace / "llm" / "notellm" / str(ch.version))
-        (workspace / "llm" / "notellm" / "current.json").write_text(json.dumps({"version": ch.version}))
-        typer.echo(f"{len(corpus)} note vectors, version {ch.version}: {out}")
-        phase("embed", t, c)
+        with phase(phases, "train" if trained else "load_model", 3):
+            if not trained:
+                lm = BuiltinLM.load(mdir)
+                typer.echo(f"using the trained model in {mdir} (--retrain to train again)")
+            else:
+                log = positive_log(ds)
+                pairs, _ = mine_pairs(log["user"].to_numpy(), log["item"].to_numpy(), log["ts"].to_numpy(),
+                                      ds.n_items)
+                typer.echo(f"training on {len(corpus)} notes, {len(pairs)} co-occurrence pairs ({device})")
+                lm = train_builtin(corpus, pairs, BuiltinConfig(epochs=epochs, max_time_s=max_time_s, device=device),
+                                   progress=True)
+                lm.save(mdir)
+                typer.echo(f"trained: {json.dumps(lm.info)}")
+        with phase(phases, "embed", 3):
+            ch = NoteLLMChannel()
+            ch.lm = lm.to(device)
+            ch.set_vectors(lm.embed(corpus.texts()))
+            ch.lm = lm.to("cpu")
+            out = ch.save(workspace / "llm" / "notellm" / str(ch.version))
+            (workspace / "llm" / "notellm" / "current.json").write_text(json.dumps({"version": ch.version}))
+            typer.echo(f"{len(corpus)} note vectors, version {ch.version}: {out}")
         if json_out is not None:
             import dataclasses
 

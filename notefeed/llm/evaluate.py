@@ -17,13 +17,13 @@
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from notefeed.data.dataset import Dataset
 from notefeed.eval.stages import EVAL_STAGES
+from notefeed.eval.timing import phase
 from notefeed.llm.builtin import TRAIN_BUDGET_S, BuiltinConfig
 from notefeed.llm.corpus import NoteCorpus
 from notefeed.llm.pairs import mine_pairs
@@ -34,16 +34,6 @@ __all__ = ["related_note_eval", "evaluate_llm", "METHODS", "ranks_of"]
 METHODS = ("tfidf", "cb2cf", "notellm")
 KS = (100, 1000)
 DEFAULT_DATASETS = ("sim-demo", "movielens-small")
-
-
-@contextmanager
-def _phase(phases: dict[str, dict], name: str):
-    """Record the wall and CPU seconds (this process, all threads) of a block under ``phases[name]``."""
-    w, c = time.perf_counter(), time.process_time()
-    try:
-        yield
-    finally:
-        phases[name] = {"wall_s": round(time.perf_counter() - w, 2), "cpu_s": round(time.process_time() - c, 2)}
 
 
 def ranks_of(scores_fn, queries: np.ndarray, targets: np.ndarray, batch: int = 512, progress: bool = False,
@@ -100,20 +90,20 @@ def related_note_eval(ds: Dataset, seed: int = 0, quick: bool = False, methods: 
 
     t0 = time.perf_counter()
     phases: dict[str, dict] = {}
-    with _phase(phases, "corpus"):
+    with phase(phases, "corpus"):
         corpus = NoteCorpus.from_dataset(ds)
         texts = corpus.texts()
-    with _phase(phases, "split_and_pairs"):
+    with phase(phases, "split_and_pairs"):
         sp = _split(ds, seed, 300 if quick else 3000)
     train = sp["train"]
     vecs: dict[str, object] = {}
     info: dict[str, dict] = {}
-    with _phase(phases, "tfidf_fit"):
+    with phase(phases, "tfidf_fit"):
         tfidf = TextEncoder(dim=32 if quick else 128, seed=seed).fit(texts).transform(texts)
     if "tfidf" in methods:
         vecs["tfidf"] = lambda q, v=tfidf: v[q] @ v.T
     if "cb2cf" in methods:
-        with _phase(phases, "cb2cf_train"):
+        with phase(phases, "cb2cf_train"):
             t1 = time.perf_counter()
             cfg = CB2CFConfig(epochs=2 if quick else 8, hidden=64 if quick else 256, seed=seed)
             both = np.concatenate([train, train[:, ::-1]])
@@ -126,10 +116,10 @@ def related_note_eval(ds: Dataset, seed: int = 0, quick: bool = False, methods: 
     if "notellm" in methods:
         from notefeed.llm.train import train_builtin
 
-        with _phase(phases, "notellm_train"):
+        with phase(phases, "notellm_train"):
             cfg = config or eval_config(quick, seed, max_time_s)
             lm = train_builtin(corpus, train, cfg, progress=progress)
-        with _phase(phases, "notellm_embed"):
+        with phase(phases, "notellm_embed"):
             z = lm.embed(texts)
         vecs["notellm"] = lambda q, v=z: v[q] @ v.T
         info["notellm"] = {k: lm.info.get(k) for k in ("train_s", "train_cpu_s", "steps", "epochs_done", "capped",
@@ -140,7 +130,7 @@ def related_note_eval(ds: Dataset, seed: int = 0, quick: bool = False, methods: 
         if not len(p):
             continue
         for m, fn in vecs.items():
-            with _phase(phases, f"rank_{m}_{seg}"):
+            with phase(phases, f"rank_{m}_{seg}"):
                 r = ranks_of(fn, p[:, 0], p[:, 1], progress=progress, desc=f"{ds.name} {m}/{seg}")
             row = {"dataset": ds.name, "method": m, "segment": seg, "queries": int(len(p)), "notes": ds.n_items,
                    "train_pairs": int(len(train))}
