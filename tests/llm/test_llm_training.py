@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -47,10 +48,13 @@ def test_pool_options_train_save_and_load(corpus, pool, tmp_path):
 
 def test_related_note_eval_reports_phases():
     from notefeed.eval.datasets import load_eval_dataset
-    from notefeed.llm.evaluate import related_note_eval
+    from notefeed.llm.evaluate import eval_config, related_note_eval
 
     ds = load_eval_dataset("sim-tiny", 0, quick=True).subsample_users(100, seed=0)
-    rows = related_note_eval(ds, 0, quick=True, methods=("tfidf", "notellm"), max_time_s=2.0)
+    # far more epochs than 2 CPU-s can run, so the cap (not a fast machine finishing the one
+    # quick epoch first) is what ends training
+    cfg = dataclasses.replace(eval_config(True, 0, 2.0), epochs=1000)
+    rows = related_note_eval(ds, 0, quick=True, methods=("tfidf", "notellm"), config=cfg)
     assert {r["method"] for r in rows} == {"tfidf", "notellm", "random"}
     ph = rows[0]["phases"]
     for key in ("split_and_pairs", "tfidf_fit", "notellm_train", "notellm_embed", "rank_tfidf_warm"):
