@@ -23,6 +23,7 @@ feed`` runs on a training split, so the evaluated system is the served one.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 from notefeed.data.dataset import Dataset
@@ -120,7 +122,9 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
     ``log`` receives one line per phase. The rankers learn from about ``target_groups``
     (user, next note) points: a small log holds out up to ``max_holdouts`` last notes per
     user (the channels never see them), a large one just the last. ``batch_engine``: fit the
-    Swing/ItemCF channels on it (:mod:`notefeed.batch`) instead of in this process."""
+    Swing/ItemCF channels on it (:mod:`notefeed.batch`) instead of in this process.
+    On a log with impressions and request ids, the rankers also learn from the page each
+    target was chosen on (:func:`_page_negatives`), unless their ``impression_weight`` is 0."""
     from notefeed.serve.engine import Engine
     from notefeed.serve.factory import LEARNED
 
@@ -129,11 +133,12 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
     t0, c0 = time.perf_counter(), time.process_time()  # wall and this process's CPU seconds
     say = log or (lambda _msg: None)
     holds = _holdouts(ds, target_groups, max_holdouts) if learned and len(ds.events) else []
+    use_pages = bool(holds) and _uses_pages(config, learned) and _has_pages(ds)
     to_fit = [c.name for c in config.recall.channels if c.name not in ("fresh/recent", "non-personalized/popular")]
     say("fitting recall channels: " + ", ".join(to_fit) if to_fit else "no recall channels to fit (built-ins only)")
     capture_cfg = config.with_overrides(coarse={"scorer": None}, fine={"scorer": None, "model_dir": None},
                                         rerank={"name": None}, coldstart={"enabled": False})
-    groups: list[tuple[Any, Any, int, float, Any]] = []
+    groups: list[tuple[Any, Any, int, float, Any, np.ndarray]] = []
     components: dict[str, Any] = {}
     prefit = (_fit_on_engine(config, holds[-1].train if holds else ds, batch_engine, progress)
               if batch_engine is not None else {})
@@ -158,15 +163,18 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
                     say(f"ranker training samples: our own recall's candidates for up to {max_rank_users:,} "
                         f"(user, next note) points, the last {len(holds)} new note(s) of each user")
                 engine.at_end_of_log()  # offline = online: clock after the log, its last hour warmed
+                parent = holds[j - 1].train if j else ds  # the log that still holds the targets
+                pages = _page_negatives(parent, holds[j]) if use_pages else {}
                 with one_thread():  # request-sized work: see notefeed.threads
                     groups += _capture(engine, log_j, holds[j], max(1, max_rank_users // len(holds)),
-                                       seed + j, progress)
+                                       seed + j, progress, pages)
             finally:
                 engine.close()
     report["rank_samples_s"] = time.perf_counter() - t0 - report.get("channels_fit_s", 0.0)
     report["rank_samples_cpu_s"] = time.process_time() - c0 - report.get("channels_cpu_s", 0.0)
     report["rank_users"] = len(groups)
     report["rank_target_recalled"] = float(np.mean([g[2] >= 0 for g in groups])) if groups else 0.0
+    report["rank_impression_pages"] = int(sum(len(g[5]) > 0 for g in groups if g[2] >= 0))
     say(f"training the {' and '.join(learned)} ranker{'s' if len(learned) > 1 else ''} (rank/ltr) "
         f"on {len(groups):,} candidate sets")
     t_rank, c_rank = time.perf_counter(), time.process_time()
@@ -220,11 +228,65 @@ def _holdouts(ds: Dataset, target_groups: int, max_holdouts: int) -> list[Any]:
     return out
 
 
-def _capture(engine: Any, ds: Dataset, hold: Any, max_users: int, seed: int, progress: bool
-             ) -> list[tuple[Any, Any, int, float, Any]]:
+def _uses_pages(config: Any, learned: list[str]) -> bool:
+    """Whether a learned ranker of ``config`` trains on impression pages (its
+    ``impression_weight``, :class:`~notefeed.rank.ltr.LTRConfig`, is not 0)."""
+    from notefeed.rank.ltr import LTRConfig
+
+    default = LTRConfig.impression_weight
+    return any(float((getattr(config, st).params or {}).get("impression_weight", default)) > 0 for st in learned)
+
+
+def _has_pages(ds: Dataset) -> bool:
+    """Whether ``ds`` logs impressions with request ids (the simulator's log, a served log)."""
+    ev = ds.events
+    return "request_id" in ev and bool((ev["type"] == "impression").any()) and bool(ev["request_id"].notna().any())
+
+
+def _page_negatives(parent: Dataset, hold: Any) -> dict[int, np.ndarray]:
+    """``{user: notes shown on the target's page and not engaged with}`` for ``hold``'s test
+    users, from ``parent`` (the log that still holds each target): the request on which the
+    user first engaged with the target, its impressions minus the notes engaged with on it.
+
+    These are the log's real negatives at the moment the target was chosen: the notes the
+    user saw beside it and passed over. Users without such a page are left out."""
+    from notefeed.online.ltr import ENGAGED_TYPES
+
+    ev = parent.events
+    tgt = hold.test_items
+    users = np.repeat(hold.test_users, np.diff(tgt.indptr))
+    pairs = pd.DataFrame({"user": users.astype(np.int64), "item": tgt.indices.astype(np.int64)})
+    engaged = ev[ev["type"].isin(list(ENGAGED_TYPES)) & ev["request_id"].notna()]
+    first = engaged[["user", "item", "request_id"]].astype({"user": np.int64, "item": np.int64}).merge(
+        pairs, on=["user", "item"]).drop_duplicates("user", keep="first")  # ev is in time order
+    if first.empty:
+        return {}
+    on_page = ev[ev["request_id"].isin(first["request_id"].unique())]
+    shown = on_page[on_page["type"] == "impression"]
+    liked = on_page[on_page["type"].isin(list(ENGAGED_TYPES))]
+    done = set(zip(liked["request_id"].to_numpy(), liked["item"].to_numpy().tolist(), strict=True))
+    by_req: dict[str, list[int]] = {}
+    for req, item in zip(shown["request_id"].to_numpy(), shown["item"].to_numpy().tolist(), strict=True):
+        if (req, item) not in done:
+            by_req.setdefault(req, []).append(item)
+    out = {}
+    for u, req in zip(first["user"].to_numpy().tolist(), first["request_id"].to_numpy(), strict=True):
+        neg = by_req.get(req)
+        if neg:
+            out[int(u)] = np.unique(np.asarray(neg, np.int64))
+    return out
+
+
+def _capture(engine: Any, ds: Dataset, hold: Any, max_users: int, seed: int, progress: bool,
+             pages: dict[int, np.ndarray] | None = None) -> list[tuple[Any, Any, int, float, Any, np.ndarray]]:
     """(ctx, candidate set entering the first scorer, row of the target or -1, the user's last
-    event time before the target (orders the validation split), the engine's catalogue) for
-    (a sample of) ``hold``'s test users."""
+    event time before the target (orders the validation split), the engine's catalogue, rows
+    of the candidates shown on the target's page and passed over) for (a sample of)
+    ``hold``'s test users.
+
+    ``pages`` (:func:`_page_negatives`): the notes of a user's target page count as not yet
+    seen, as they were when that page was served, so recall may return them and they keep
+    the features a served candidate has."""
     users = hold.test_users
     rows = np.arange(len(users))
     if len(rows) > max_users:
@@ -237,11 +299,15 @@ def _capture(engine: Any, ds: Dataset, hold: Any, max_users: int, seed: int, pro
     for r in tqdm(rows, desc="rank samples", disable=None if progress else True, leave=False):
         u = int(users[r])
         ctx = engine.context(str(ids[u]))
+        neg = pages.get(u) if pages else None
+        if neg is not None:
+            ctx = dataclasses.replace(ctx, seen=ctx.seen[~np.isin(ctx.seen, neg)])
         res = engine.pipelines["default"].run(ctx, 10, stop_before=first_scorer)
         cs = res.candidates
         tgt = targets.indices[targets.indptr[r]: targets.indptr[r + 1]]
         hit = np.flatnonzero(np.isin(cs.items, tgt))
-        out.append((ctx, cs, int(hit[0]) if len(hit) else -1, float(last_ts.get(u, 0)), engine.catalog))
+        negrows = np.flatnonzero(np.isin(cs.items, neg)) if neg is not None else np.empty(0, np.int64)
+        out.append((ctx, cs, int(hit[0]) if len(hit) else -1, float(last_ts.get(u, 0)), engine.catalog, negrows))
     return out
 
 
@@ -253,14 +319,14 @@ def _train_rankers(config: Any, groups: list, learned: list[str], components: di
     from notefeed.serve.learned import ChannelFeatures, candidate_features, feature_matrix
 
     c0 = time.process_time()
-    feats = [candidate_features(cat, ctx, cs) for ctx, cs, _, _, cat in groups]
+    feats = [candidate_features(cat, ctx, cs) for ctx, cs, _, _, cat, _ in groups]
     report["coarse_features_cpu_s"] = time.process_time() - c0
     names = sorted({k for f in feats for k in f})
     coarse_model = None
     if "coarse" in learned:
         cnames = [n for n in names if n.startswith(COARSE_PREFIXES)]
-        cg = [Group(feature_matrix(f, cnames, len(cs)), pos, ts)
-              for f, (_, cs, pos, ts, _) in zip(feats, groups, strict=True) if pos >= 0]
+        cg = [Group(feature_matrix(f, cnames, len(cs)), pos, ts, neg)
+              for f, (_, cs, pos, ts, _, neg) in zip(feats, groups, strict=True) if pos >= 0]
         params = dict(config.coarse.params or {})
         c0 = time.process_time()
         coarse_model = ListwiseRanker(cnames, LTRConfig(seed=seed, **params)).fit(cg, progress, "coarse ranker")
@@ -274,7 +340,7 @@ def _train_rankers(config: Any, groups: list, learned: list[str], components: di
     reserve = small_creator_reserve(config)
     hydrate = ChannelFeatures(list(components.values()))
     fine_feats = []
-    for f, (ctx, cs, pos, ts, catalog) in zip(feats, groups, strict=True):
+    for f, (ctx, cs, pos, ts, catalog, neg) in zip(feats, groups, strict=True):
         if pos < 0:
             continue
         if coarse_model is not None:
@@ -284,13 +350,13 @@ def _train_rankers(config: Any, groups: list, learned: list[str], components: di
             where = np.flatnonzero(kept == pos)
             if not len(where):  # the coarse keep dropped the target: no fine training point
                 continue
-            cs, pos = cs.take(kept), int(where[0])
+            cs, pos, neg = cs.take(kept), int(where[0]), np.flatnonzero(np.isin(kept, neg))
         cs.columns.update(hydrate.score(ctx, cs))
         ff = candidate_features(catalog, ctx, cs)
-        fine_feats.append((ff, len(cs), pos, ts))
+        fine_feats.append((ff, len(cs), pos, ts, neg))
     report["fine_features_cpu_s"] = time.process_time() - c0
-    fnames = sorted({k for ff, _, _, _ in fine_feats for k in ff})
-    fg = [Group(feature_matrix(ff, fnames, n), pos, ts) for ff, n, pos, ts in fine_feats]
+    fnames = sorted({k for ff, _, _, _, _ in fine_feats for k in ff})
+    fg = [Group(feature_matrix(ff, fnames, n), pos, ts, neg) for ff, n, pos, ts, neg in fine_feats]
     params = dict(config.fine.params or {})
     c0 = time.process_time()
     fine_model = ListwiseRanker(fnames, LTRConfig(seed=seed, **params)).fit(fg, progress, "fine ranker")

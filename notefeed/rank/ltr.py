@@ -8,9 +8,16 @@ statistics as of that moment); the network is a small MLP on standardised featur
 loss is the softmax cross-entropy of the chosen item against the group's candidates
 (sampled when a group is large) — the listwise objective for logs of positives only.
 
+Logs with impressions (the simulator's, a served log) also say which candidates the user
+*saw and passed over* on the page where the chosen item was engaged with (``Group.neg``):
+a second softmax term, weighted by ``impression_weight``, ranks the chosen item above those
+real negatives only. Candidates in general may simply never have been shown; these were, so
+this term learns what makes a shown note engaged with rather than what makes a note shown.
+
 Validation: the latest ``valid_frac`` of groups by time; early stopping on the validation
 groups' HR@10 *within the full candidate list* (what the stage decides), which is saved
-with the model (``metrics``).
+with the model (``metrics``), with the AUC of the chosen item against the page's passed-over
+candidates where the groups have them (``valid_page_auc``).
 
 The model is a pure function of a feature matrix: the serving side (``serve/learned.py``)
 assembles the matrix from the candidate set by :attr:`ListwiseRanker.feature_names`.
@@ -60,15 +67,22 @@ class LTRConfig:
     #: with ``residual``: count the untrained model (the base order itself) in early stopping,
     #: so a correction that never beats the base on validation is dropped
     keep_base: bool = True
+    #: weight of the impression term (the chosen item against the candidates shown beside it
+    #: and passed over, ``Group.neg``); groups without such candidates (logs of positives
+    #: only) are unaffected. 0 turns it off
+    impression_weight: float = 1.0
 
 
 @dataclass
 class Group:
-    """One training point: candidate features ``x`` (m, f), the chosen row ``pos``, its time."""
+    """One training point: candidate features ``x`` (m, f), the chosen row ``pos``, its time,
+    and the rows ``neg`` of candidates shown beside the chosen one and passed over (empty
+    when the log has no impressions)."""
 
     x: np.ndarray
     pos: int
     ts: float = 0.0
+    neg: np.ndarray | None = None
 
 
 class _Net(nn.Module):
@@ -94,6 +108,16 @@ class _Net(nn.Module):
 
 def _hr(scores: np.ndarray, pos: int, k: int = 10) -> float:
     return float((scores > scores[pos]).sum() < k)
+
+
+def _page_auc(scores: np.ndarray, pos: int, neg: np.ndarray) -> float:
+    """Share of the passed-over candidates ``neg`` scored below the chosen one (ties: half)."""
+    s = scores[neg]
+    return float(((s < scores[pos]).sum() + 0.5 * (s == scores[pos]).sum()) / len(neg))
+
+
+def _negs(g: Group) -> np.ndarray:
+    return g.neg[g.neg != g.pos] if g.neg is not None and len(g.neg) else np.empty(0, np.int64)
 
 
 @SCORERS.register("rank/ltr")
@@ -168,9 +192,16 @@ class ListwiseRanker:
         if best_state is not None:
             self.net.load_state_dict(best_state)
         base = float(np.mean([_hr(-np.arange(len(g.x), dtype=np.float32), g.pos) for g in valid]))
-        self.metrics = {"valid_hr10_in_candidates": best, "valid_hr10_input_order": base,
+        self.metrics = {}
+        paged = [g for g in valid if len(_negs(g))]
+        if paged:  # how well the chosen note is told from the ones shown beside it and passed over
+            self.metrics["valid_page_auc"] = float(np.mean([_page_auc(self.predict(g.x), g.pos, _negs(g))
+                                                            for g in paged]))
+            self.metrics["valid_page_groups"] = float(len(paged))
+        self.metrics |= {"valid_hr10_in_candidates": best, "valid_hr10_input_order": base,
                         **({"valid_hr10_residual_base": start} if self.net.base is not None else {}),
                         "train_groups": float(len(train)), "valid_groups": float(len(valid)),
+                        "train_page_groups": float(sum(len(_negs(g)) > 0 for g in train)),
                         "epochs": float(epochs_run), "fit_s": time.perf_counter() - t0}
 
     def _step(self, batch: Sequence[Group], m: int, rng: np.random.Generator, opt: torch.optim.Optimizer) -> float:
@@ -189,10 +220,35 @@ class ListwiseRanker:
         logits = self.net(torch.from_numpy((xb - self.mean) / self.std), torch.from_numpy(xb))
         logits = logits.masked_fill(~torch.from_numpy(mask), -1e9)
         loss = nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
+        if self.cfg.impression_weight > 0:
+            loss = loss + self.cfg.impression_weight * self._page_loss(batch, m, rng)
         opt.zero_grad()
         loss.backward()
         opt.step()
         return loss.item()
+
+    def _page_loss(self, batch: Sequence[Group], m: int, rng: np.random.Generator) -> torch.Tensor:
+        """The impression term: each group's chosen row against its passed-over candidates
+        (``Group.neg``, up to ``m - 1``), summed over the groups that have them and divided by
+        the batch size (so each such group weighs what it weighs in the main term)."""
+        paged = [(g, _negs(g)) for g in batch]
+        paged = [(g, n) for g, n in paged if len(n)]
+        if not paged:
+            return torch.zeros(())
+        w = min(m, 1 + max(len(n) for _, n in paged))
+        xb = np.zeros((len(paged), w, len(self.feature_names)), np.float32)
+        mask = np.zeros((len(paged), w), bool)
+        for r, (g, neg) in enumerate(paged):
+            if len(neg) > w - 1:
+                neg = rng.choice(neg, w - 1, replace=False)
+            rows = np.concatenate([[g.pos], neg])
+            xb[r, : len(rows)] = g.x[rows]
+            mask[r, : len(rows)] = True
+        assert self.net is not None
+        logits = self.net(torch.from_numpy((xb - self.mean) / self.std), torch.from_numpy(xb))
+        logits = logits.masked_fill(~torch.from_numpy(mask), -1e9)
+        ce = nn.functional.cross_entropy(logits, torch.zeros(len(paged), dtype=torch.long), reduction="sum")
+        return ce / len(batch)
 
     def copy(self) -> ListwiseRanker:
         """An independent copy (weights, normalisation, metrics): train it while this one serves."""

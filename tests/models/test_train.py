@@ -68,3 +68,52 @@ def test_train_errors_are_one_line(tmp_path):
     bad.write_text("coarse: {nope: 1}\n")
     r = CliRunner().invoke(app, ["train", "--workspace", str(tmp_path), "--config", str(bad)])
     assert r.exit_code == 2 and "--config" in r.output
+
+
+def test_page_negatives_are_the_notes_shown_beside_the_target_and_passed_over():
+    import pandas as pd
+
+    from notefeed.data.dataset import Dataset
+    from notefeed.eval.splits import leave_last_out
+    from notefeed.models.train import _has_pages, _page_negatives
+
+    rows = [("u0", "a", 1, "click", "r0"), ("u0", "b", 2, "click", "r0")]  # u0's earlier page
+    rows += [("u0", n, 10, "impression", "r1") for n in "cdef"]
+    rows += [("u0", "d", 11, "click", "r1"), ("u0", "e", 12, "like", "r1"),  # d and e engaged with
+             ("u1", "a", 1, "click", "r2"), ("u1", "c", 20, "click", "r3")]  # u1: a click on no shown page
+    ev = pd.DataFrame(rows, columns=["user_id", "note_id", "ts", "type", "request_id"])
+    ds = Dataset.build("pages", ev)
+    assert _has_pages(ds) and not _has_pages(Dataset.build("plain", ev.drop(columns="request_id")))
+    hold = leave_last_out(ds)
+    pages = _page_negatives(ds, hold)
+    u0, u1 = ds.user_index["u0"], ds.user_index["u1"]
+    # u0's last new note is e (ts 12): its page r1 showed c, d, e, f; d and e were engaged with
+    assert sorted(ds.notes["note_id"].to_numpy()[pages[u0]]) == ["c", "f"]
+    assert u1 not in pages  # r3 logged no impressions
+
+
+def test_rankers_learn_from_the_pages_of_a_log_with_impressions():
+    import numpy as np
+    import pandas as pd
+
+    from notefeed.data.dataset import Dataset
+    from notefeed.models.train import train_components
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(120):  # chains as in chain_log, each step a logged page of 5 with the next note on it
+        start = int(rng.integers(100))
+        for t in range(8):
+            nxt = f"n{(start + t) % 100}"
+            shown = [nxt, *(f"n{int(i)}" for i in rng.choice(100, 4, replace=False))]
+            for k, n in enumerate(rng.permutation(shown)):
+                rows.append((f"u{u}", n, 1_700_000_000 + 100 * t + k, "impression", f"r{u}-{t}"))
+            rows.append((f"u{u}", nxt, 1_700_000_000 + 100 * t + 9, "click", f"r{u}-{t}"))
+    ds = Dataset.build("paged-chains", pd.DataFrame(rows, columns=["user_id", "note_id", "ts", "type", "request_id"]))
+    _, rep = train_components(_config(), ds, progress=False)
+    assert rep["rank_impression_pages"] > 0.5 * rep["rank_users"]
+    assert rep["coarse"]["train_page_groups"] > 0 and 0.5 <= rep["fine"]["valid_page_auc"] <= 1.0
+    off = {"params": {"epochs": 8, "threads": 1, "impression_weight": 0}}
+    _, rep0 = train_components(_config(coarse={**_config().coarse.model_dump(), **off},
+                                       fine={**_config().fine.model_dump(), **off}), ds, progress=False)
+    assert rep0["rank_impression_pages"] == 0 and "valid_page_auc" not in rep0["fine"]

@@ -99,3 +99,31 @@ def test_residual_starts_from_its_base_and_only_adds():
     assert not np.allclose(ungated.predict(x), x[:, 0], atol=1e-4)
     with pytest.raises(ValueError, match="residual feature 'nope'"):
         ListwiseRanker(names, LTRConfig(epochs=1, threads=1, residual="nope")).fit(train, progress=False)
+
+
+def _paged_groups(seed: int, n: int = 600, m: int = 60) -> list[Group]:
+    """A log that shows the 10 most exposed candidates (f0), of which the user takes the most
+    appealing (f1): the chosen note beats the other candidates on both features, but the
+    notes shown beside it and passed over differ from it only in appeal."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        x = rng.normal(size=(m, 3)).astype(np.float32)
+        page = np.argsort(-x[:, 0])[:10]
+        pos = int(page[np.argmax(x[page, 1])])
+        out.append(Group(x, pos, float(i), np.setdiff1d(page, [pos])))
+    return out
+
+
+def test_impression_term_learns_what_the_page_shows():
+    gains = []
+    for seed in range(3):
+        g = _paged_groups(seed)
+        auc = [ListwiseRanker(["f0", "f1", "f2"], LTRConfig(impression_weight=w, seed=seed, epochs=15))
+               .fit(g, False).metrics["valid_page_auc"] for w in (0.0, 1.0)]
+        assert auc[1] > auc[0], (seed, auc)  # passed-over notes are told from the chosen one better
+        gains.append(auc[1] - auc[0])
+    assert np.mean(gains) > 0.01
+    plain = ListwiseRanker(["f0", "f1", "f2"], LTRConfig(epochs=3)).fit(
+        [Group(g.x, g.pos, g.ts) for g in _paged_groups(0, n=100)], False)
+    assert "valid_page_auc" not in plain.metrics and plain.metrics["train_page_groups"] == 0
