@@ -19,6 +19,11 @@ feed`` runs on a training split, so the evaluated system is the served one.
    candidates with every channel that can (Swing/ItemCF similarity, sequence-model logit),
    and the fine ranker is trained on those. Both with a time-ordered validation split and
    early stopping; their metrics go into the report (and the model manifest).
+3. On a log with impressions and request ids (the simulator's, a served log), each held-out
+   point also brings the page on which the user first engaged with its target: the notes
+   shown there and passed over count as unseen for the capture (as they were when that page
+   was served) and are the real negatives of the rankers' impression term
+   (``rank/ltr``'s ``impression_weight``; 0 leaves the log's pages unused).
 """
 
 from __future__ import annotations
