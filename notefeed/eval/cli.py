@@ -154,6 +154,10 @@ def eval_command(
     report: Path | None = typer.Option(None, "--report", help="write index.html and PNG figures into this folder"),
     config: Path | None = typer.Option(None, "--config", help="feed stage: the serving config to evaluate (default config when omitted)"),
     users: int | None = typer.Option(None, "--users", help="feed stage: test users to sample (all when omitted)"),
+    engine: str = typer.Option("local", "--engine", help="feed stage: where the page requests run: local (forked "
+                               "workers) or ray (sharded by user, each worker loading the stored model version)"),
+    address: str | None = typer.Option(None, "--address", help="with --engine ray: a running cluster (auto, "
+                                       "ray://host:10001); default: start Ray on this machine"),
 ) -> None:
     """Offline evaluation of one funnel stage on one or more datasets."""
     # every stage registers its evaluator when its package is imported
@@ -200,6 +204,10 @@ def eval_command(
             if users < 1:
                 raise ValueError(f"--users: must be >= 1, got {users}")
             options["users"] = users
+        if engine != "local" or address is not None:
+            options["engine"] = engine
+            if address is not None:
+                options["address"] = address
         before = _mtime(report)
         rows = run_stage(stage, datasets, model_list, seed, quick, report, **options)
     except (*_ERRORS, DataError) as e:

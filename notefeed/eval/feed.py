@@ -13,6 +13,11 @@ recall order (best rank-normalised channel score), of the coarse keep, of the fu
 (after fine ranking) and of the re-ranked page, so it is visible which stage adds or loses
 signal. ``--users N`` subsamples test users; every HR/NDCG comes with a 95% interval
 (normal approximation over users).
+
+On a batch engine (``--engine ray``) the page requests are sharded by user: the fitted system
+is written to a model store (a temporary workspace holding the training split and one model
+version, as ``notefeed train`` writes it), and each task's worker loads that version once,
+as ``serve`` does, and asks it for its users' pages. Same pages as in one process (tested).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from notefeed.eval.splits import Split, make_split
 from notefeed.eval.stages import EVAL_STAGES
 from notefeed.threads import one_thread_for_process
 
-__all__ = ["feed_stage", "evaluate_feed", "subsample_split", "STAGE_LABELS"]
+__all__ = ["feed_stage", "evaluate_feed", "run_feed", "run_feed_sharded", "subsample_split", "STAGE_LABELS"]
 
 #: snapshot name (pipeline step) -> the stage it closes, in funnel order
 STAGE_LABELS = {"recall": "recall", "coarse/keep": "coarse", "rerank/window": "fine"}
@@ -101,6 +106,44 @@ def _forked_chunk(users: np.ndarray) -> dict[str, Any]:
     return _feed_chunk(engine, ids, users, n)
 
 
+#: (key, engine, its temp dir, user ids) of the stored version a batch worker serves from
+_STORED: tuple[tuple[str, str], Any, Any, np.ndarray] | None = None
+
+
+def _drop_stored() -> None:
+    global _STORED
+    if _STORED is not None:
+        _, engine, tmp, _ = _STORED
+        _STORED = None
+        engine.close()
+        tmp.cleanup()
+
+
+def _stored_chunk(shared: dict[str, Any], users: np.ndarray) -> dict[str, Any]:
+    """A batch task: :func:`_feed_chunk` on an engine serving ``shared``'s stored version,
+    loaded once per worker process (its own state folder, the store's fitted models)."""
+    global _STORED
+    from notefeed.models.store import ModelStore
+    from notefeed.serve.cli import load_workspace_dataset
+    from notefeed.serve.config import ServeConfig
+    from notefeed.serve.engine import Engine
+
+    key = (str(shared["workspace"]), str(shared["version"]))
+    if _STORED is None or _STORED[0] != key:
+        _drop_stored()
+        one_thread_for_process()
+        ws = Path(key[0])
+        ds = load_workspace_dataset(ws)
+        fitted = ModelStore(ws).load(key[1])
+        tmp = tempfile.TemporaryDirectory(prefix="notefeed-feed-shard-")
+        engine = Engine(ds, ServeConfig.model_validate(shared["config"]), Path(tmp.name), fitted=fitted,
+                        model_version=key[1])
+        engine.at_end_of_log()  # the same frozen moment as the one-process run
+        _STORED = (key, engine, tmp, ds.users["user_id"].astype(str).to_numpy())
+    _, engine, _, ids = _STORED
+    return _feed_chunk(engine, ids, users, int(shared["n"]))
+
+
 def default_workers() -> int:
     """Processes for the page requests: every core, at most 4 (``fork`` only)."""
     return max(1, min(4, os.cpu_count() or 1)) if "fork" in mp.get_all_start_methods() else 1
@@ -138,6 +181,27 @@ def run_feed(engine: Any, ds: Dataset, users: np.ndarray, n: int, progress: bool
             parts.append(_feed_chunk(engine, ids, c, n))
             bar.update(len(c))
     bar.close()
+    return _merge_parts(parts, len(users), n, workers)
+
+
+def run_feed_sharded(batch: Any, workspace: Path, version: str, config: Any, ds: Dataset, users: np.ndarray,
+                     n: int, progress: bool = True, chunk: int = 256
+                     ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, float]]:
+    """:func:`run_feed` on a batch engine (:mod:`notefeed.batch`): chunks of users as tasks,
+    each worker serving ``version`` of the model store in ``workspace`` (which holds ``ds``,
+    so user and note rows are the driver's). Same return value."""
+    users = np.asarray(users, np.int64)
+    chunks = [users[i : i + chunk] for i in range(0, len(users), chunk)]
+    shared = {"workspace": str(workspace), "version": version, "config": config.model_dump(mode="json"), "n": n}
+    try:
+        parts = batch.map(_stored_chunk, chunks, shared, desc=f"{ds.name}: feed" if progress else None)
+    finally:
+        _drop_stored()  # the local engine ran the tasks in this process
+    return _merge_parts(parts, len(users), n, batch.workers)
+
+
+def _merge_parts(parts: list[dict[str, Any]], n_users: int, n: int, workers: int
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, float]]:
     pages = [p for part in parts for p in part["pages"]]
     lat = [x for part in parts for x in part["lat"]]
     errors = sum(part["errors"] for part in parts)
@@ -148,20 +212,23 @@ def run_feed(engine: Any, ds: Dataset, users: np.ndarray, n: int, progress: bool
             step_ms[k] = step_ms.get(k, 0.0) + v
         for k, v in part["stages"].items():
             stages.setdefault(k, []).extend(v)
-    out = {name: _pad(v, max(n, max(len(o) for o in v))) for name, v in stages.items() if len(v) == len(users)}
+    out = {name: _pad(v, max(n, max(len(o) for o in v))) for name, v in stages.items() if len(v) == n_users}
     timing = {"feed_p50_ms": float(np.percentile(lat, 50)), "feed_p99_ms": float(np.percentile(lat, 99)),
               "requests_with_errors": float(errors), "feed_workers": float(workers),
-              **{f"ms.{k}": v / max(1, len(users)) for k, v in step_ms.items()}}
+              **{f"ms.{k}": v / max(1, n_users) for k, v in step_ms.items()}}
     return _pad(pages, n), out, timing
 
 
 def evaluate_feed(ds: Dataset, config: Any = None, models: Sequence[str] = DEFAULT_MODELS,
                   ks: Sequence[int] = DEFAULT_KS, seed: int = 0, n_users: int | None = None,
-                  progress: bool = True, workers: int | None = None) -> list[dict[str, Any]]:
+                  progress: bool = True, workers: int | None = None, batch_engine: Any = None,
+                  work_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """Baselines and the served funnel on one leave-last-out split of ``ds``; one row each.
 
     ``config`` is a :class:`~notefeed.serve.config.ServeConfig` (the default config when None);
     ``workers``: processes asking for the pages (:func:`run_feed`; default :func:`default_workers`).
+    ``batch_engine``: ask for the pages on it instead (:func:`run_feed_sharded`), through a
+    model store in a temporary folder under ``work_dir`` (on a cluster: a path every node sees).
     """
     from notefeed.models.train import train_components
     from notefeed.serve.config import ServeConfig
@@ -185,16 +252,23 @@ def evaluate_feed(ds: Dataset, config: Any = None, models: Sequence[str] = DEFAU
     t0 = time.perf_counter()
     fitted, report = train_components(cfg, split.train, progress=progress)
     fit_s = time.perf_counter() - t0
-    with tempfile.TemporaryDirectory(prefix="notefeed-feed-eval-") as tmp:
-        engine = Engine(split.train, cfg, Path(tmp), fitted=fitted)
-        try:
-            engine.at_end_of_log()  # offline = online: clock after the log, its last hour warmed
+    with tempfile.TemporaryDirectory(prefix="notefeed-feed-eval-", dir=work_dir) as tmp:
+        if batch_engine is not None:
             t0 = time.perf_counter()
-            pages, stage_orders, timing = run_feed(engine, split.train, split.test_users, max(ks), progress,
-                                                   default_workers() if workers is None else workers)
+            ws, version = _store_fitted(Path(tmp) / "workspace", split.train, cfg, fitted)
+            pages, stage_orders, timing = run_feed_sharded(batch_engine, ws, version, cfg, split.train,
+                                                           split.test_users, max(ks), progress)
             feed_s = time.perf_counter() - t0
-        finally:
-            engine.close()
+        else:
+            engine = Engine(split.train, cfg, Path(tmp), fitted=fitted)
+            try:
+                engine.at_end_of_log()  # offline = online: clock after the log, its last hour warmed
+                t0 = time.perf_counter()
+                pages, stage_orders, timing = run_feed(engine, split.train, split.test_users, max(ks), progress,
+                                                       default_workers() if workers is None else workers)
+                feed_s = time.perf_counter() - t0
+            finally:
+                engine.close()
     row = {**base, "model": "pipeline", "fit_s": fit_s, "recommend_s": feed_s, **timing}
     row.update(evaluate_lists(pages, split.test_items, ks, train, split.train))
     _with_ci(row, pages, split.test_items, ks)
@@ -225,6 +299,25 @@ def evaluate_feed(ds: Dataset, config: Any = None, models: Sequence[str] = DEFAU
     return rows
 
 
+def _store_fitted(ws: Path, ds: Dataset, cfg: Any, fitted: dict[str, Any]) -> tuple[Path, str]:
+    """Write ``ds`` and the fitted components to a new workspace ``ws`` as ``notefeed train``
+    does; ``(ws, version)``. Checks that the workspace reads back with the same user and
+    note rows (the pages the workers return are rows)."""
+    from notefeed.data.store import Workspace
+    from notefeed.models.store import ModelStore, data_snapshot
+    from notefeed.serve.cli import load_workspace_dataset
+
+    with Workspace.open(ws) as w:
+        w.save_dataset(ds)
+    back = load_workspace_dataset(ws)
+    for what, a, b in (("users", ds.users["user_id"], back.users["user_id"]),
+                       ("notes", ds.notes["note_id"], back.notes["note_id"])):
+        if len(a) != len(b) or not (a.astype(str).to_numpy() == b.astype(str).to_numpy()).all():
+            raise RuntimeError(f"feed eval: the stored workspace reads its {what} back in another order")
+    version = ModelStore(ws).save(fitted, {"config": cfg.model_dump(mode="json"), "data": data_snapshot(ds)})
+    return ws, version
+
+
 def _baseline_recs(name: str, split: Split, train: sp.csr_matrix, k: int, seed: int) -> tuple[np.ndarray, Any]:
     from notefeed.eval.baselines import MODELS
 
@@ -247,21 +340,39 @@ def feed_stage(
     config: str | None = None,
     users: int | None = None,
     path: str | None = None,
+    engine: str = "local",
+    address: str | None = None,
 ) -> list[dict]:
     """``notefeed eval --stage feed``: baselines and the served page side by side.
 
     ``config``: a serving config file (the default config when omitted); ``users``: test
     users to sample (all when omitted; ``--quick`` samples 300); ``path``: where the dataset
-    is read from.
+    is read from; ``engine``/``address``: shard the page requests by user on a batch engine
+    (``ray``; ``local`` runs them here, in forked workers).
     """
+    from notefeed.batch.base import ENGINES, open_engine
     from notefeed.eval.datasets import load_eval_dataset
     from notefeed.serve.config import ServeConfig, load_config
 
+    if engine not in ENGINES:
+        raise ValueError(f"--engine: must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if address and engine != "ray":
+        raise ValueError("--address: only with --engine ray")
     cfg = load_config(config) if config is not None else ServeConfig()
+    try:
+        batch = open_engine(engine, address=address) if engine != "local" else None
+    except ImportError as e:
+        raise ValueError(f"--engine {engine}: {e}") from None
+    except Exception as e:  # noqa: BLE001  (Ray raises many kinds when it cannot reach a cluster)
+        raise ValueError(f"--address {address}: cannot start or reach Ray ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     rows: list[dict] = []
-    for dname in datasets:
-        ds = load_eval_dataset(dname, seed, path, quick=quick)
-        n = users if users is not None else (300 if quick else None)
-        rows.extend(evaluate_feed(ds, cfg, models if models is not None else DEFAULT_MODELS,
-                                  k, seed, n, progress=True))
+    try:
+        for dname in datasets:
+            ds = load_eval_dataset(dname, seed, path, quick=quick)
+            n = users if users is not None else (300 if quick else None)
+            rows.extend(evaluate_feed(ds, cfg, models if models is not None else DEFAULT_MODELS,
+                                      k, seed, n, progress=True, batch_engine=batch))
+    finally:
+        if batch is not None:
+            batch.close()
     return rows

@@ -102,3 +102,14 @@ def tiny_ds():
 
 def test_capping_from_the_lake_on_ray_equals_the_dataset(engine, lake_ws):  # noqa: F811
     check_lake_capping(engine, lake_ws)
+
+
+def test_feed_eval_sharded_by_user_on_ray_equals_one_process(engine, tmp_path):
+    from tests.eval.test_feed import feed_both_ways
+
+    (pages, stages, _), (pages2, stages2, timing2) = feed_both_ways(engine, tmp_path)
+    np.testing.assert_array_equal(pages, pages2)  # every worker served the stored version
+    for k in stages:
+        np.testing.assert_array_equal(stages[k], stages2[k])
+    assert timing2["requests_with_errors"] == 0 and timing2["feed_workers"] == 2
+    assert "_stored_chunk" in {s["job"] for s in engine.task_stats}

@@ -115,3 +115,45 @@ def test_forked_workers_serve_the_same_pages_as_one_process():
     np.testing.assert_array_equal(one, two)
     assert st1.keys() == st2.keys() and all(np.array_equal(st1[k], st2[k]) for k in st1)
     assert t2["feed_workers"] == 2 and t2["requests_with_errors"] == 0
+
+
+def feed_both_ways(batch, tmp_path):
+    """(pages, stage orders) asked of the fitted system in this process, and on ``batch``
+    through the model store, for the chain log's test users."""
+    from notefeed.eval.feed import _store_fitted, run_feed, run_feed_sharded
+    from notefeed.eval.splits import leave_last_out
+    from notefeed.models.train import train_components
+    from notefeed.serve.engine import Engine
+
+    split = leave_last_out(chain_log())
+    cfg = _config()
+    fitted, _ = train_components(cfg, split.train, progress=False)
+    engine = Engine(split.train, cfg, tmp_path / "one", fitted=fitted)
+    try:
+        engine.at_end_of_log()
+        want = run_feed(engine, split.train, split.test_users, 10, progress=False)
+    finally:
+        engine.close()
+    ws, version = _store_fitted(tmp_path / "ws", split.train, cfg, fitted)
+    got = run_feed_sharded(batch, ws, version, cfg, split.train, split.test_users, 10, progress=False, chunk=40)
+    return want, got
+
+
+def test_sharded_feed_through_the_model_store_gives_the_same_pages(tmp_path):
+    from notefeed.batch import LocalEngine
+
+    (pages, stages, timing), (pages2, stages2, timing2) = feed_both_ways(LocalEngine(), tmp_path)
+    np.testing.assert_array_equal(pages, pages2)
+    assert set(stages) == set(stages2) and len(stages) >= 3
+    for k in stages:
+        np.testing.assert_array_equal(stages[k], stages2[k])
+    assert timing2["requests_with_errors"] == 0 and timing2["feed_workers"] == 1
+
+
+def test_feed_engine_flag_errors_name_the_flag():
+    from notefeed.eval.feed import feed_stage
+
+    with pytest.raises(ValueError, match="--engine: must be one of"):
+        feed_stage(["movielens-100k"], None, 0, True, None, engine="spark")
+    with pytest.raises(ValueError, match="--address: only with --engine ray"):
+        feed_stage(["movielens-100k"], None, 0, True, None, address="auto")
