@@ -23,7 +23,7 @@ Config, one entry per channel (quota plus the channel's own params)::
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -33,6 +33,8 @@ from notefeed.data.dataset import Dataset
 from notefeed.recall.base import CHANNELS, Candidates, RecallChannel, UserContext
 
 __all__ = [
+    "ChannelLists",
+    "channel_counts",
     "MergeArrays",
     "merge_lists",
     "merge_answers",
@@ -80,6 +82,64 @@ class MergeArrays:
     score: np.ndarray
 
 
+class ChannelLists(Sequence[list[str]]):
+    """Each candidate's channels, as a hit-count matrix instead of ``n`` small lists.
+
+    ``names`` (c,) the channel of each merged answer (in answer order; a name may repeat),
+    ``hits`` (n, c) int32: how many times answer ``a`` recalled item ``j`` (normally 0 or 1).
+    Row ``j`` reads as the list a per-hit loop over the answers builds: each answer's name once
+    per hit, in answer order. The hot path (merge, ``take``, the channel-count feature) stays in
+    arrays; the lists are built only when read (trace, explain, tests).
+    """
+
+    __slots__ = ("names", "hits")
+
+    def __init__(self, names: Sequence[str], hits: np.ndarray) -> None:
+        self.names = tuple(names)
+        self.hits = np.asarray(hits, np.int32)
+        if self.hits.ndim != 2 or self.hits.shape[1] != len(self.names):
+            raise ValueError(f"ChannelLists: hits {self.hits.shape} do not match {len(self.names)} names")
+
+    def __len__(self) -> int:
+        return int(self.hits.shape[0])
+
+    def _row(self, j: int) -> list[str]:
+        row = self.hits[j]
+        return [self.names[c] for c in np.flatnonzero(row).tolist() for _ in range(int(row[c]))]
+
+    def __getitem__(self, j):  # type: ignore[override]
+        if isinstance(j, slice):
+            return [self._row(i) for i in range(*j.indices(len(self)))]
+        return self._row(int(j))
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return (self._row(i) for i in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ChannelLists | list | tuple):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ChannelLists({list(self)!r})"
+
+    def counts(self) -> np.ndarray:
+        """(n,) int64 number of hits per item (the length of each row's list)."""
+        return self.hits.sum(axis=1, dtype=np.int64)
+
+    def take(self, pos: np.ndarray) -> ChannelLists:
+        return ChannelLists(self.names, self.hits[np.asarray(pos, np.int64)])
+
+
+def channel_counts(channels: Sequence[Sequence[str]]) -> np.ndarray:
+    """(n,) int64 length of each candidate's channel list (:class:`ChannelLists` or lists)."""
+    if isinstance(channels, ChannelLists):
+        return channels.counts()
+    return np.fromiter((len(c) for c in channels), np.int64, count=len(channels))
+
+
 def merge_lists(lists: Sequence[np.ndarray], quotas: Sequence[int]) -> MergeArrays:
     """Merge ranked item lists (each (len_c,) int) cut to ``quotas`` (one per list).
 
@@ -106,11 +166,12 @@ def merge_lists(lists: Sequence[np.ndarray], quotas: Sequence[int]) -> MergeArra
 
 
 def merge_answers(answers: Sequence[tuple[Candidates, int]]
-                  ) -> tuple[np.ndarray, list[list[str]], dict[str, np.ndarray]]:
+                  ) -> tuple[np.ndarray, ChannelLists, dict[str, np.ndarray]]:
     """The serving pipeline's candidate set from ``(channel answer, quota)`` pairs:
     ``(items, channels, columns)``.
 
-    ``channels[j]`` names every channel that recalled ``items[j]`` (in channel order);
+    ``channels[j]`` names every channel that recalled ``items[j]`` (in channel order; a
+    :class:`ChannelLists`);
     ``columns``: ``recall`` (best rank-normalised score), a channel answer's own per-item
     ``columns`` (side sources; NaN where it did not recall the item, the last channel's value
     where several did), then ``recall.<channel>`` for every channel (its rank-normalised
@@ -118,10 +179,8 @@ def merge_answers(answers: Sequence[tuple[Candidates, int]]
     """
     names = [c.channel for c, _ in answers]
     mg = merge_lists([c.items for c, _ in answers], [q for _, q in answers])
-    n = mg.items.size
-    chans: list[list[str]] = [[] for _ in range(n)]
-    for r, c in zip(mg.row.tolist(), mg.channel.tolist(), strict=True):
-        chans[r].append(names[c])
+    n, c_all = mg.items.size, len(answers)
+    chans = ChannelLists(names, np.bincount(mg.row * c_all + mg.channel, minlength=n * c_all).reshape(n, c_all))
     columns: dict[str, np.ndarray] = {"recall": mg.best}
     sel = [np.flatnonzero(mg.channel == c) for c in range(len(answers))]
     extra: dict[str, np.ndarray] = {}

@@ -15,6 +15,7 @@ import numpy as np
 
 from notefeed.online.state import UserSnapshot
 from notefeed.recall.base import Candidates, UserContext
+from notefeed.recall.merge import channel_counts
 from notefeed.rerank.base import ReRanker, RerankInput
 from notefeed.serve.catalog import Catalog
 from notefeed.serve.itemvectors import LEARNED_WEIGHT, blend_unit, learned_vectors, vector_source
@@ -118,7 +119,7 @@ def features(catalog: Catalog, ctx: UserContext, cs: CandidateSet) -> np.ndarray
             hc = np.bincount(catalog.category_codes()[hist], minlength=int(cats.max(initial=0)) + 1)
             x[:, 4] = hc[np.minimum(cats, len(hc) - 1)] / len(hist) * (cats < len(hc))
     x[:, 5] = catalog.small_creator(it)
-    x[:, 6] = np.array([len(c) for c in cs.channels], np.float32)
+    x[:, 6] = channel_counts(cs.channels)
     x[:, 7] = cs.columns.get("recall", np.zeros(n, np.float32))
     return x
 

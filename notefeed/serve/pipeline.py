@@ -30,6 +30,7 @@ import numpy as np
 
 from notefeed.online.coldstart import STAGES as COLDSTART_STAGES
 from notefeed.recall.base import Candidates, UserContext
+from notefeed.recall.merge import ChannelLists
 
 __all__ = [
     "CandidateSet",
@@ -50,11 +51,12 @@ StepKind = Literal["source", "filter", "scorer", "selector"]
 @dataclass
 class CandidateSet:
     """Candidates in flight. ``items`` (n,) int64; ``channels[j]`` the channels that
-    recalled ``items[j]``; ``columns`` name -> (n,) float32 (``recall``, ``coarse``,
-    ``fine.<task>``, ``fused``, ``fused_rank``...)."""
+    recalled ``items[j]`` (a :class:`~notefeed.recall.merge.ChannelLists` from the merge, or
+    plain lists); ``columns`` name -> (n,) float32 (``recall``, ``coarse``, ``fine.<task>``,
+    ``fused``, ``fused_rank``...)."""
 
     items: np.ndarray
-    channels: list[list[str]]
+    channels: Sequence[list[str]]
     columns: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -62,9 +64,10 @@ class CandidateSet:
 
     def take(self, pos: np.ndarray) -> CandidateSet:
         pos = np.asarray(pos, dtype=np.int64)
+        ch = self.channels
         return CandidateSet(
             self.items[pos],
-            [self.channels[int(p)] for p in pos],
+            ch.take(pos) if isinstance(ch, ChannelLists) else [ch[p] for p in pos.tolist()],
             {k: v[pos] for k, v in self.columns.items()},
         )
 
@@ -79,6 +82,9 @@ class SideCandidates(Candidates):
 def _mix(cs: CandidateSet, side: CandidateSet) -> CandidateSet:
     """``cs`` (column ``main`` = 1) then the side candidates not already in it (``side`` = 1);
     side items already ranked get the side channel and columns on their row."""
+    a, b = cs.channels, side.channels
+    if isinstance(a, ChannelLists) and isinstance(b, ChannelLists) and not set(a.names) & set(b.names):
+        return _mix_arrays(cs, side, a, b)
     n, pos = len(cs), {int(it): j for j, it in enumerate(cs.items.tolist())}
     new = [j for j, it in enumerate(side.items.tolist()) if it not in pos]
     out = CandidateSet(np.concatenate([cs.items, side.items[new]]).astype(np.int64),
@@ -101,6 +107,42 @@ def _mix(cs: CandidateSet, side: CandidateSet) -> CandidateSet:
         for k, v in side.columns.items():
             if k != "recall":
                 out.columns[k][r] = v[j]
+    return out
+
+
+def _mix_arrays(cs: CandidateSet, side: CandidateSet, a: ChannelLists, b: ChannelLists) -> CandidateSet:
+    """:func:`_mix` in arrays, for channel matrices with disjoint names (the served case: the
+    side source's channel never ranks), where a ranked row's side channels are simply appended.
+    Repeated items (never from the merge) take the list path."""
+    n, k = len(cs), len(side)
+    if np.unique(cs.items).size != n or np.unique(side.items).size != k:
+        return _mix(CandidateSet(cs.items, list(a), cs.columns), CandidateSet(side.items, list(b), side.columns))
+    hit = np.zeros(k, bool)
+    row = np.empty(k, np.int64)
+    if n and k:
+        order = np.argsort(cs.items, kind="stable")
+        at = np.minimum(np.searchsorted(cs.items, side.items, sorter=order), n - 1)
+        hit = cs.items[order[at]] == side.items
+        row[hit] = order[at[hit]]
+    new = np.flatnonzero(~hit)
+    m = n + new.size
+    row[new] = n + np.arange(new.size)
+    hits = np.zeros((m, len(a.names) + len(b.names)), np.int32)
+    hits[:n, : len(a.names)] = a.hits
+    hits[row, len(a.names):] = b.hits
+    out = CandidateSet(np.concatenate([cs.items, side.items[new]]).astype(np.int64),
+                       ChannelLists(a.names + b.names, hits))
+    for key, v in cs.columns.items():  # ranking columns: side rows were never scored
+        out.columns[key] = np.concatenate([v, np.zeros(m - n, np.float32)])
+    out.columns["main"] = (np.arange(m) < n).astype(np.float32)
+    out.columns["side"] = np.zeros(m, np.float32)
+    for key in side.columns:
+        if key != "recall":
+            out.columns.setdefault(key, np.full(m, np.nan, np.float32))
+    out.columns["side"][row] = 1.0
+    for key, v in side.columns.items():
+        if key != "recall":
+            out.columns[key][row] = v
     return out
 
 
@@ -314,7 +356,7 @@ class Pipeline:
                             cs.columns[col] = v
                 elif st.kind == "selector":
                     if getattr(st.component, "mixes_side", False):
-                        empty = CandidateSet(np.zeros(0, np.int64), [], {})
+                        empty = CandidateSet(np.zeros(0, np.int64), ChannelLists((), np.zeros((0, 0))), {})
                         cs = _mix(cs, side if side is not None else empty)
                         side, n_in = None, len(cs)
                     pos = np.asarray(st.component.select(ctx, cs, n), np.int64)
