@@ -2,7 +2,8 @@
 their FAISS index, sharded so that every engine computes the same result.
 
 ``open_engine("local" | "ray", address=...)`` gives a :class:`BatchEngine`; ``notefeed train
---engine ray`` fits the Swing/ItemCF channels on it. Ray is the optional extra ``ray``.
+--engine ray`` fits the Swing/ItemCF channels and builds the sequence model's training
+sequences on it. Ray is the optional extra ``ray``.
 """
 
 from notefeed.batch.base import ENGINES, BatchEngine, LocalEngine, open_engine

@@ -50,6 +50,10 @@ class BatchEngine(Protocol):
                    top_n: int, block: int = 2048, progress: bool = False, **params: float) -> sp.csr_matrix:
         """:func:`notefeed.recall.kernels.build_rows`, equal output."""
 
+    def sequences(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray, n_users: int) -> list[np.ndarray]:
+        """:func:`notefeed.recall.sequential.training_sequences` of a time-ordered positive
+        log, equal output."""
+
     def close(self) -> None: ...
 
 
@@ -83,6 +87,13 @@ class LocalEngine:
         from notefeed.recall.kernels import build_rows
 
         return build_rows(kernel, hist, item_users, rows, top_n, block=block, progress=progress, **params)
+
+    def sequences(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray, n_users: int) -> list[np.ndarray]:
+        import pandas as pd
+
+        from notefeed.recall.sequential import log_sequences
+
+        return log_sequences(pd.DataFrame({"user": users, "item": items, "ts": ts}), n_users)
 
     def close(self) -> None:
         pass

@@ -16,6 +16,11 @@
    :func:`~notefeed.recall.kernels.build_rows` computes (:func:`~notefeed.recall.kernels.plan_blocks`).
    Same blocks, same arithmetic order: the merged table is bit-for-bit the local one.
 
+**Training sequences** (the sequence model's input, :func:`sharded_sequences`): the positive
+log split by ``user % shards``, row order kept; each shard builds its users' sequences (first
+positive per note, oldest first) exactly as the local code does, since a user's rows are all
+in one shard and in the same order.
+
 **Item embeddings and the FAISS index**: item ranges aligned to the encoder's batch size (so
 each batch is the batch the local encoder runs, same floats) are encoded on the workers, each
 builds an exact inner-product index of its range, and the driver merges the shard indexes
@@ -32,7 +37,8 @@ import scipy.sparse as sp
 
 from notefeed.recall.kernels import block_rows, cap_histories, capped_matrices, plan_blocks
 
-__all__ = ["sharded_cap_log", "lake_cap_log", "sharded_rows", "split_by_user", "embed_items", "tasks_of"]
+__all__ = ["sharded_cap_log", "lake_cap_log", "sharded_rows", "sharded_sequences", "split_by_user", "embed_items",
+           "tasks_of"]
 
 
 def split_by_user(users: np.ndarray, shards: int, *cols: np.ndarray) -> list[tuple[np.ndarray, ...]]:
@@ -59,6 +65,34 @@ def sharded_cap_log(engine: Any, users: np.ndarray, items: np.ndarray, ts: np.nd
     capped = engine.map(_cap_shard, parts, {"n_users": n_users, "n_items": n_items, "item_cap": item_cap},
                         desc="cap histories (by user)" if progress else None)
     return _merge_capped(capped, n_users, n_items, user_cap)
+
+
+def _sequence_shard(shared: dict[str, Any], part: tuple[np.ndarray, np.ndarray, np.ndarray]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(users, sequence lengths, concatenated items) of one user shard."""
+    import pandas as pd
+
+    from notefeed.recall.sequential import log_sequences
+
+    u, i, t = part
+    users = np.unique(u)
+    local = np.searchsorted(users, u)  # the shard's users as rows 0..k-1, row order kept
+    seqs = log_sequences(pd.DataFrame({"user": local, "item": i, "ts": t}), len(users))
+    return users, np.array([len(q) for q in seqs], np.int64), (np.concatenate(seqs) if seqs else np.empty(0, np.int64))
+
+
+def sharded_sequences(engine: Any, users: np.ndarray, items: np.ndarray, ts: np.ndarray, n_users: int,
+                      shards: int | None = None, progress: bool = False) -> list[np.ndarray]:
+    """:func:`~notefeed.recall.sequential.training_sequences` of a time-ordered positive log,
+    the per-user work sharded by user; one int64 array per user (empty when none)."""
+    shards = shards or max(1, engine.workers)
+    parts = split_by_user(users, shards, np.asarray(items, np.int64), np.asarray(ts, np.int64))
+    done = engine.map(_sequence_shard, parts, {}, desc="training sequences (by user)" if progress else None)
+    out = [np.empty(0, np.int64)] * n_users
+    for us, lens, flat in done:
+        for u, seq in zip(us.tolist(), np.split(flat, np.cumsum(lens)[:-1]), strict=True):
+            out[u] = seq
+    return out
 
 
 def _merge_capped(capped: list, n_users: int, n_items: int, user_cap: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:

@@ -156,6 +156,12 @@ class RayEngine:
         return sharded_rows(self, kernel, hist, item_users, rows, top_n, block=block,
                             tasks_per_worker=self.tasks_per_worker, progress=progress, **params)
 
+    def sequences(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray, n_users: int) -> list[np.ndarray]:
+        from notefeed.batch.jobs import sharded_sequences
+
+        shards = self.shards or max(self.workers, -(-len(users) // 5_000_000))
+        return sharded_sequences(self, users, items, ts, n_users, shards=shards)
+
     def close(self) -> None:
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()

@@ -44,6 +44,9 @@ from notefeed.threads import one_thread
 
 __all__ = ["train_components", "train_workspace", "TrainError", "COARSE_PREFIXES"]
 
+#: channels whose batch work a batch engine (``--engine ray``) runs
+ENGINE_CHANNELS = ("item-to-item/swing", "item-to-item/itemcf", "sequence/sasrec")
+
 #: feature families the coarse ranker may use (cheap: no per-candidate model calls)
 COARSE_PREFIXES = ("base.", "user.", "recall.")
 
@@ -127,7 +130,8 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
     ``log`` receives one line per phase. The rankers learn from about ``target_groups``
     (user, next note) points: a small log holds out up to ``max_holdouts`` last notes per
     user (the channels never see them), a large one just the last. ``batch_engine``: fit the
-    Swing/ItemCF channels on it (:mod:`notefeed.batch`) instead of in this process.
+    Swing/ItemCF channels and the sequence model's training sequences on it (:mod:`notefeed.batch`)
+    instead of in this process.
     On a log with impressions and request ids, the rankers also learn from the page each
     target was chosen on (:func:`_page_negatives`), unless their ``impression_weight`` is 0."""
     from notefeed.serve.engine import Engine
@@ -195,14 +199,16 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
 
 
 def _fit_on_engine(config: Any, ds: Dataset, engine: Any, progress: bool) -> dict[str, Any]:
-    """The config's item-to-item channels fitted on ``ds`` with ``engine``, by config place."""
+    """The config's channels that have batch work fitted on ``ds`` with ``engine`` (Swing /
+    ItemCF tables; the sequence model's training sequences, its training itself here), by
+    config place."""
     from notefeed.recall.base import CHANNELS
     from notefeed.serve.factory import create_component, load_stage_components
 
     load_stage_components()
     out: dict[str, Any] = {}
     for i, ch in enumerate(config.recall.channels):
-        if ch.name in ("item-to-item/swing", "item-to-item/itemcf"):
+        if ch.name in ENGINE_CHANNELS:
             comp = create_component(CHANNELS.get(ch.name), ch.params, f"recall.channels.{i}.params")
             comp.engine, comp.progress = engine, progress or comp.progress
             try:

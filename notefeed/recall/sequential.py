@@ -20,9 +20,10 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -33,16 +34,24 @@ from notefeed.recall._sasrec_net import SASRecNet, full_ce_loss, sampled_ce_loss
 from notefeed.recall.ann import AnnIndex
 from notefeed.recall.base import CHANNELS, Candidates, UserContext
 
-__all__ = ["SASRecChannel", "training_sequences"]
+__all__ = ["SASRecChannel", "training_sequences", "log_sequences"]
 
 LOSSES = ("ce", "sampled")
 
 
-def training_sequences(ds: Dataset) -> list[np.ndarray]:
-    """Per-user item indices oldest first, one entry per note at its first positive (int64)."""
+def training_sequences(ds: Dataset, engine: Any = None) -> list[np.ndarray]:
+    """Per-user item indices oldest first, one entry per note at its first positive (int64).
+    ``engine``: a batch engine (:mod:`notefeed.batch`) that builds them sharded by user (the
+    same arrays)."""
     log = positive_log(ds)  # time-ordered; ties keep the dataset's stable event order
-    log = log.drop_duplicates(["user", "item"], keep="first")
-    return user_histories(log, ds.n_users)
+    if engine is not None:
+        return engine.sequences(log["user"].to_numpy(), log["item"].to_numpy(), log["ts"].to_numpy(), ds.n_users)
+    return log_sequences(log, ds.n_users)
+
+
+def log_sequences(log: pd.DataFrame, n_users: int) -> list[np.ndarray]:
+    """:func:`training_sequences` of a time-ordered positive log (``user, item, ts``)."""
+    return user_histories(log.drop_duplicates(["user", "item"], keep="first"), n_users)
 
 
 @CHANNELS.register("sequence/sasrec")
@@ -112,6 +121,9 @@ class SASRecChannel:
             raise ValueError(f"{self.name}: 'loss' must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.max_time_s is not None and self.max_time_s <= 0:
             raise ValueError(f"{self.name}: 'max_time_s' must be > 0, got {self.max_time_s}")
+        #: a batch engine (``notefeed.batch``) builds the training sequences sharded by user
+        #: (equal arrays); the model itself trains in this process
+        self.engine: Any = None
         self._net: SASRecNet | None = None
         self._memo: tuple[bytes, np.ndarray] | None = None
         self._items: np.ndarray | None = None  # (n_items, dim) float32 output embeddings
@@ -123,7 +135,7 @@ class SASRecChannel:
 
     # ------------------------------------------------------------------ training
     def fit(self, ds: Dataset) -> SASRecChannel:
-        return self.fit_sequences(training_sequences(ds), ds.n_items)
+        return self.fit_sequences(training_sequences(ds, self.engine), ds.n_items)
 
     def fit_sequences(self, seqs: list[np.ndarray], n_items: int) -> SASRecChannel:
         """Train on item sequences (each oldest first, indices in ``[0, n_items)``)."""

@@ -11,7 +11,7 @@ import pytest
 
 from notefeed.batch import LocalEngine, open_engine, sharded_cap_log, sharded_rows
 from notefeed.batch.base import BatchEngine
-from notefeed.batch.jobs import split_by_user, tasks_of
+from notefeed.batch.jobs import sharded_sequences, split_by_user, tasks_of
 from notefeed.recall.item2item import ItemCFChannel, SwingChannel
 from notefeed.recall.kernels import build_rows, cap_log, plan_blocks
 from notefeed.recall.synthetic import synthetic_log
@@ -41,6 +41,9 @@ class ShardedLocal(LocalEngine):
 
     def build_rows(self, kernel, hist, item_users, rows, top_n, block=2048, progress=False, **params):
         return sharded_rows(self, kernel, hist, item_users, rows, top_n, block=block, **params)
+
+    def sequences(self, users, items, ts, n_users):
+        return sharded_sequences(self, users, items, ts, n_users, shards=5)
 
 
 def test_engines_satisfy_the_protocol():
@@ -149,3 +152,37 @@ def check_lake_capping(engine, lake_ws) -> None:
 
 def test_capping_straight_from_the_lake_equals_the_dataset(lake_ws):
     check_lake_capping(ShardedLocal(), lake_ws)
+
+
+def check_sequences(engine, log) -> None:
+    """``engine.sequences`` equals the local training sequences, user by user."""
+    from notefeed.recall.sequential import log_sequences
+
+    u, i, t, nu, _ = log
+    order = np.argsort(t, kind="stable")  # a positive log is time-ordered
+    frame = pd.DataFrame({"user": u[order], "item": i[order], "ts": t[order]})
+    frame = pd.concat([frame, frame.iloc[::7]]).sort_values("ts", kind="stable")  # repeats: first kept
+    want = log_sequences(frame, nu + 2)  # two users with no events at all
+    got = engine.sequences(frame["user"].to_numpy(), frame["item"].to_numpy(), frame["ts"].to_numpy(), nu + 2)
+    assert len(got) == len(want) and sum(len(q) for q in want) > 0 and len(got[-1]) == 0
+    for a, b in zip(want, got, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sharded_sequences_equal_the_local_ones(log):
+    check_sequences(ShardedLocal(), log)
+    check_sequences(LocalEngine(), log)
+
+
+def test_sequence_model_fits_the_same_on_an_engine(log):
+    from notefeed.data.dataset import Dataset
+    from notefeed.recall.sequential import SASRecChannel
+
+    u, i, t, _, _ = log
+    ds = Dataset.build("seq", pd.DataFrame({"user_id": [f"u{x}" for x in u[:4000]], "note_id": [f"n{x}" for x in i[:4000]],
+                                            "ts": t[:4000], "type": "click"}))
+    params = {"dim": 8, "layers": 1, "heads": 1, "max_len": 10, "epochs": 1, "progress": False}
+    want = SASRecChannel(**params).fit(ds)
+    ch = SASRecChannel(**params)
+    ch.engine = ShardedLocal()
+    np.testing.assert_array_equal(want.item_vectors, ch.fit(ds).item_vectors)

@@ -14,7 +14,7 @@ from notefeed.batch.ray_jobs import RayEngine  # noqa: E402
 from notefeed.recall.item2item import ItemCFChannel, SwingChannel  # noqa: E402
 from notefeed.recall.kernels import build_rows, cap_log  # noqa: E402
 from notefeed.recall.synthetic import synthetic_log  # noqa: E402
-from tests.batch.test_jobs import check_lake_capping, lake_ws, same_csr  # noqa: E402, F401
+from tests.batch.test_jobs import check_lake_capping, check_sequences, lake_ws, same_csr  # noqa: E402, F401
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +113,8 @@ def test_feed_eval_sharded_by_user_on_ray_equals_one_process(engine, tmp_path):
         np.testing.assert_array_equal(stages[k], stages2[k])
     assert timing2["requests_with_errors"] == 0 and timing2["feed_workers"] == 2
     assert "_stored_chunk" in {s["job"] for s in engine.task_stats}
+
+
+def test_training_sequences_on_ray_equal_local(engine, log):
+    check_sequences(engine, log)
+    assert "_sequence_shard" in {s["job"] for s in engine.task_stats}

@@ -117,3 +117,22 @@ def test_rankers_learn_from_the_pages_of_a_log_with_impressions():
     _, rep0 = train_components(_config(coarse={**_config().coarse.model_dump(), **off},
                                        fine={**_config().fine.model_dump(), **off}), ds, progress=False)
     assert rep0["rank_impression_pages"] == 0 and "valid_page_auc" not in rep0["fine"]
+
+
+def test_channels_fitted_on_a_batch_engine_equal_the_local_fit():
+    import numpy as np
+
+    from notefeed.models.train import train_components
+    from tests.batch.test_jobs import ShardedLocal, same_csr
+
+    channels = [{"name": "sequence/sasrec", "quota": 50, "params": {"dim": 8, "layers": 1, "heads": 1,
+                                                                    "epochs": 1, "progress": False}},
+                {"name": "item-to-item/swing", "quota": 50}]
+    cfg = _config(recall={"channels": channels}, coarse={"scorer": None}, fine={"scorer": None})
+    ds = chain_log()
+    local, _ = train_components(cfg, ds, progress=False)
+    sharded, _ = train_components(cfg, ds, progress=False, batch_engine=ShardedLocal())
+    assert set(local) == set(sharded) == {"recall.channels.0", "recall.channels.1"}
+    np.testing.assert_array_equal(local["recall.channels.0"].item_vectors, sharded["recall.channels.0"].item_vectors)
+    same_csr(local["recall.channels.1"].sim, sharded["recall.channels.1"].sim)
+    assert all(c.engine is None for c in sharded.values())  # serving updates run in-process
