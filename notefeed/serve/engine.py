@@ -39,6 +39,7 @@ from notefeed.serve.metrics import Metrics
 from notefeed.serve.models import ModelHolder, ModelVersion
 from notefeed.serve.pipeline import FeedResult, Pipeline, StageRecord
 from notefeed.serve.versions import Served, VersionedContext, VersionReloader, build_served
+from notefeed.threads import freeze_heap, serving_process
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,9 @@ class Engine:
         if isinstance(self.bus, RedisEventBus) and not fit_offline:
             self._follower = threading.Thread(target=self._follow, name="notefeed-follow", daemon=True)
             self._follower.start()
+        #: ms spent taking the built heap out of the cyclic collector's reach (a serving
+        #: process: :func:`notefeed.threads.freeze_heap`); None where it was not done
+        self.heap_frozen_ms = freeze_heap() if serving_process() and not fit_offline else None
 
     def _served_fine(self) -> tuple[str, Any]:
         mv = self.served.models.current()

@@ -115,3 +115,32 @@ def test_served_feed_equals_the_plain_path(small_ds, tmp_path: Path, monkeypatch
         assert list(got) == list(want)
         for k in want:
             np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_a_serving_engine_freezes_its_heap(small_ds, tmp_path: Path, monkeypatch) -> None:
+    """A serving process's engine takes its built heap out of the cyclic collector's reach;
+    other engines (tests, training) leave the collector as it is."""
+    import gc
+
+    from notefeed import threads
+
+    gc.unfreeze()
+    cfg = ServeConfig().with_overrides(api={"token": TOKEN})
+    eng = Engine(small_ds, cfg, tmp_path / "a")
+    eng.close()
+    assert eng.heap_frozen_ms is None and gc.get_freeze_count() == 0
+    monkeypatch.setattr(threads, "_SERVING", True)
+    try:
+        monkeypatch.setenv(threads.ENV_GC_FREEZE, "0")
+        eng = Engine(small_ds, cfg, tmp_path / "b")
+        eng.close()
+        assert eng.heap_frozen_ms is None and gc.get_freeze_count() == 0
+        monkeypatch.delenv(threads.ENV_GC_FREEZE)
+        eng = Engine(small_ds, cfg, tmp_path / "c")
+        assert eng.heap_frozen_ms is not None and gc.get_freeze_count() > 0
+        frozen_before = gc.get_freeze_count()
+        eng.feed("u1", 10)
+        assert gc.get_freeze_count() <= frozen_before  # requests do not grow the frozen heap
+        eng.close()
+    finally:
+        gc.unfreeze()
