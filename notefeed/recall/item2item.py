@@ -62,6 +62,9 @@ class ItemToItemChannel:
         self._log: pd.DataFrame | None = None
         self.hist: sp.csr_matrix | None = None
         self.item_users: sp.csr_matrix | None = None
+        #: the last history's similarity sums (sim matrix, history bytes, cols, vals): recall
+        #: and score_items ask for the same ones in one request; a tuple swaps atomically
+        self._memo: tuple[sp.csr_matrix, bytes, np.ndarray, np.ndarray] | None = None
         #: where the capping and the rows run: None is this process (the kernels' own
         #: ``n_jobs``); a batch engine (``notefeed.batch``) shards them, with equal results
         self.engine: Any = None
@@ -181,9 +184,20 @@ class ItemToItemChannel:
         hist = hist[(hist >= 0) & (hist < self.sim.shape[0])][-self.n_recent :]
         if hist.size == 0:
             return Candidates.empty(self.name)
-        # duplicate items in the history add their weights, as repeated interest should
-        cols, vals = weighted_row_sum(self.sim, hist, recency_weights(hist.size, self.decay))
+        cols, vals = self._sums(hist)
         return candidates_from_scores(self.name, cols, vals, ctx, k)
+
+    def _sums(self, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Recency-weighted similarity sums of ``hist`` (int64, in range) as (cols, vals);
+        duplicate items in the history add their weights, as repeated interest should."""
+        sim, key = self.sim, hist.tobytes()
+        memo = self._memo
+        if memo is not None and memo[0] is sim and memo[1] == key:
+            return memo[2], memo[3]
+        assert sim is not None
+        cols, vals = weighted_row_sum(sim, hist, recency_weights(hist.size, self.decay))
+        self._memo = (sim, key, cols, vals)
+        return cols, vals
 
     def score_items(self, ctx: UserContext, items: np.ndarray) -> np.ndarray:
         """(n,) float32: each item's recall score for ``ctx`` (0 where it has none): the
@@ -196,7 +210,7 @@ class ItemToItemChannel:
         hist = hist[(hist >= 0) & (hist < self.sim.shape[0])][-self.n_recent :]
         if hist.size == 0:
             return out
-        cols, vals = weighted_row_sum(self.sim, hist, recency_weights(hist.size, self.decay))
+        cols, vals = self._sums(hist)
         dense = np.zeros(self.sim.shape[1] + 1, np.float32)
         dense[cols] = vals
         ok = (items >= 0) & (items < self.sim.shape[1])
