@@ -7,14 +7,37 @@ Channels are named ``family/name`` (``keyword/exact``, ``semantic/text``, ``keyw
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from notefeed.registry import Registry
 
-__all__ = ["AdRequest", "AdCandidates", "AdRecallChannel", "EfficiencyModel", "Pacer", "AD_CHANNELS"]
+__all__ = ["AdRequest", "AdCandidates", "AdRecallChannel", "EfficiencyModel", "Pacer", "AD_CHANNELS", "QueryMemo"]
+
+T = TypeVar("T")
+
+
+class QueryMemo(Generic[T]):
+    """Per-query results computed once (a simulated day asks every auction about the same
+    queries: the same numbers), all forgotten at once when ``cap`` entries are held."""
+
+    def __init__(self, cap: int = 100_000) -> None:
+        self.cap = cap
+        self._d: dict[Hashable, T] = {}
+
+    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+        v = self._d.get(key)
+        if v is None:
+            if len(self._d) >= self.cap:
+                self._d.clear()
+            v = self._d[key] = compute()
+        return v
+
+    def __len__(self) -> int:
+        return len(self._d)
 
 
 @dataclass

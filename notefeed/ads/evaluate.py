@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from notefeed.ads.auction import FrequencyCap, click_bids, gsp_auction
-from notefeed.ads.base import AdCandidates, AdRequest
+from notefeed.ads.base import AdCandidates, AdRequest, QueryMemo
 from notefeed.ads.keywords import KeywordIndex
 from notefeed.ads.pacing import PidPacer
 from notefeed.ads.recall import (
@@ -77,8 +77,8 @@ class _World:
         table = {str(w.aliases.flat[i]): [(str(w.words.flat[i]), 1.0)]
                  for i in range(w.aliases.size) if rng.random() < rewrite_coverage}
         self.rewriter = MinedRewrites(table)
-        self._qvecs: dict[str, np.ndarray] = {}  # query text -> its text vector (read-only)
-        self._kw: dict[str, dict[int, float]] = {}  # query text -> keyword match scores
+        self._qvecs: QueryMemo[np.ndarray] = QueryMemo()  # query text -> its text vector (read-only)
+        self._kw: QueryMemo[dict[int, float]] = QueryMemo()  # query text -> keyword match scores
         self.channels = {
             "keyword/match": KeywordChannel(self.kw),
             "semantic/text": SemanticChannel(self.encode, self.vecs, kind="hnsw", min_score=0.05),
@@ -88,7 +88,7 @@ class _World:
         self.ad_cvr = np.full(w.n_ads, 0.05)
         self.models: dict[str, LogisticPCTR] = {}  # pCTR per feature set (``PCTR_KINDS``)
         self.pctr = PCTR_KINDS[0]  # the feature set the auction's pCTR reads
-        self._rewrite_cache: dict[str, dict[int, float]] = {}
+        self._rewrite_cache: QueryMemo[dict[int, float]] = QueryMemo()
         self.pcvr_model: LogisticPCTR | None = None  # pCVR beside pCTR (``ads.pcvr=model``)
         self.towers: object | None = None  # the trained query/ad towers (``semantic/twotower``)
 
@@ -103,22 +103,19 @@ class _World:
         queries are scored by every auction: the same numbers, computed once)."""
         if len(texts) != 1:
             return self.enc.transform(texts)
-        v = self._qvecs.get(texts[0])
-        if v is None:
-            if len(self._qvecs) > 100_000:
-                self._qvecs.clear()
-            v = self._qvecs[texts[0]] = self.enc.transform(texts)
+        def vec() -> np.ndarray:
+            v = self.enc.transform(texts)
             v.setflags(write=False)
-        return v
+            return v
+
+        return self._qvecs.get(texts[0], vec)
 
     def _kw_scores(self, q: str) -> dict[int, float]:
-        m = self._kw.get(q)
-        if m is None:
-            if len(self._kw) > 100_000:
-                self._kw.clear()
+        def scores() -> dict[int, float]:
             kids, ksc = self.kw.match(q)
-            m = self._kw[q] = dict(zip(kids.tolist(), ksc.tolist(), strict=True))
-        return m
+            return dict(zip(kids.tolist(), ksc.tolist(), strict=True))
+
+        return self._kw.get(q, scores)
 
     @property
     def model(self) -> LogisticPCTR | None:
@@ -146,13 +143,11 @@ class _World:
 
     def _rewrite_scores(self, q: str, ids: np.ndarray) -> np.ndarray:
         """(n,) the ``keyword/rewrite`` channel's score of each ad for ``q`` (0: not matched)."""
-        m = self._rewrite_cache.get(q)
-        if m is None:
+        def scores() -> dict[int, float]:
             c = self.channels["keyword/rewrite"].retrieve(AdRequest(query=q), self.w.n_ads)
-            m = dict(zip(c.ids.tolist(), c.scores.tolist(), strict=True))
-            if len(self._rewrite_cache) > 100_000:
-                self._rewrite_cache.clear()
-            self._rewrite_cache[q] = m
+            return dict(zip(c.ids.tolist(), c.scores.tolist(), strict=True))
+
+        m = self._rewrite_cache.get(q, scores)
         return np.array([m.get(int(a), 0.0) for a in ids.tolist()])
 
     def relevance(self, method: str, q: str, ids: np.ndarray, rel: np.ndarray) -> np.ndarray:

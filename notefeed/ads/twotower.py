@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from notefeed.ads.base import AD_CHANNELS, AdCandidates, AdRequest
+from notefeed.ads.base import AD_CHANNELS, AdCandidates, AdRequest, QueryMemo
 from notefeed.recall.ann import AnnIndex
 from notefeed.recall.two_tower import in_batch_softmax_loss, log_q
 from notefeed.search.text import analyze
@@ -271,17 +271,14 @@ class TwoTowerAdChannel:
         self.index = AnnIndex(model.out_dim, kind=kind, expected=len(ad_texts))
         self.index.add(self.ad_vecs, np.arange(len(ad_texts), dtype=np.int64))
         self.min_score = min_score
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: QueryMemo[np.ndarray] = QueryMemo()
 
     def query_vec(self, query: str) -> np.ndarray:
-        v = self._cache.get(query)
-        if v is None:
+        def vec() -> np.ndarray:
             tv = self.text_encode([query]) if self.model.cfg.text_dim and self.text_encode else None
-            v = self.model.encode_queries([query], tv)[0]
-            if len(self._cache) > 100_000:
-                self._cache.clear()
-            self._cache[query] = v
-        return v
+            return self.model.encode_queries([query], tv)[0]
+
+        return self._cache.get(query, vec)
 
     def scores(self, query: str, ids: np.ndarray) -> np.ndarray:
         """Cosine of the query to ads ``ids`` (for the relevance of candidates)."""

@@ -176,3 +176,14 @@ def test_merge_quotas_matches_its_definition():
         want = _merge_reference(results, quotas, k, fused)
         assert got.ids.tolist() == want[0] and got.channels == want[1]
         assert np.allclose(got.scores, want[2])
+
+
+def test_query_memo_computes_once_and_forgets_past_its_cap():
+    from notefeed.ads.base import QueryMemo
+
+    calls = []
+    memo: QueryMemo[int] = QueryMemo(cap=3)
+    for q in ["a", "b", "a", "c", "a"]:
+        memo.get(q, lambda q=q: calls.append(q) or len(calls))
+    assert calls == ["a", "b", "c"] and len(memo) == 3
+    assert memo.get("d", lambda: 99) == 99 and len(memo) == 1  # full: cleared, then d added
