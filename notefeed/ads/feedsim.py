@@ -37,6 +37,7 @@ import time
 import numpy as np
 
 from notefeed.ads.auction import gsp_auction, place_ads
+from notefeed.ads.recall import SERVING_DEFAULTS
 
 __all__ = ["ARMS", "RECALL_ARMS", "run_feed_ads", "feed_ads_study", "feed_recall_study"]
 
@@ -47,7 +48,9 @@ ARMS: tuple[tuple[str, str, int], ...] = (("none", "none", 0), ("interest-1", "i
 RECALL_ARMS: tuple[tuple[str, str, int], ...] = (("none", "none", 0), ("category", "category", 2),
                                                  ("category+semantic", "category+semantic", 2))
 _RECALL = ("category", "category+semantic")
-HISTORY_LEN, RECALL_K, QUOTAS, FLOOR = 30, 100, (60, 40), 0.05  # serving's AdSlotsConfig defaults
+# serving's feed-ad recall settings (AdSlotsConfig's defaults come from the same place)
+HISTORY_LEN, RECALL_K, FLOOR = (SERVING_DEFAULTS[k] for k in ("history_len", "recall_k", "relevance_floor"))
+QUOTAS = tuple(SERVING_DEFAULTS["quotas"][c] for c in ("category/interest", "semantic/text"))
 
 
 class _FeedAdRecall:

@@ -26,7 +26,18 @@ from notefeed.recall.ann import AnnIndex
 log = logging.getLogger(__name__)
 
 __all__ = ["KeywordChannel", "RewriteChannel", "SemanticChannel", "LogisticPCTR", "merge_quotas", "AdRecall",
-           "pctr_features", "evidence_features", "interest_shares", "category_candidates", "best_scores"]
+           "pctr_features", "evidence_features", "interest_shares", "category_candidates", "best_scores",
+           "SERVING_DEFAULTS"]
+
+#: ad recall settings that serving (``serve.adslots.AdSlotsConfig``) and the feed-ads
+#: simulator (``ads.feedsim``) share: one place, so the simulator measures what serving runs
+SERVING_DEFAULTS: dict = {
+    "recall_k": 100,
+    "relevance_floor": 0.05,
+    "history_len": 30,  # recent history notes behind a feed-ad user vector
+    "quotas": {"keyword/match": 60, "keyword/rewrite": 30, "semantic/text": 40, "semantic/twotower": 40,
+               "category/interest": 60},
+}
 
 
 @AD_CHANNELS.register("keyword/match")

@@ -65,7 +65,13 @@ from notefeed.ads.auction import FrequencyCap, click_bids, gsp_auction, place_ad
 from notefeed.ads.base import AdCandidates, AdRequest
 from notefeed.ads.keywords import KeywordIndex
 from notefeed.ads.pacing import PidGains, PidPacer
-from notefeed.ads.recall import best_scores, category_candidates, interest_shares, merge_quotas
+from notefeed.ads.recall import (
+    SERVING_DEFAULTS,
+    best_scores,
+    category_candidates,
+    interest_shares,
+    merge_quotas,
+)
 from notefeed.ads.schema import Ad, Campaign, Targeting
 from notefeed.ads.spend import RedisSpendLedger
 from notefeed.ads.twotower import (
@@ -91,12 +97,10 @@ class AdSlotsConfig(BaseModel):
     spacing: int = Field(4, ge=1, le=100, description="organic notes at least between two ads")
     load_cap: float = Field(0.2, ge=0.0, le=1.0, description="ads at most this share of the page")
     reserve: float = Field(0.05, ge=0.0, description="least cost per click")
-    relevance_floor: float = Field(0.05, ge=0.0, le=1.0)
+    relevance_floor: float = Field(SERVING_DEFAULTS["relevance_floor"], ge=0.0, le=1.0)
     freq_cap_per_day: int = Field(3, ge=1, description="impressions of one campaign per user per day")
-    recall_k: int = Field(100, ge=1, le=10_000)
-    quotas: dict[str, int] = Field(default_factory=lambda: {
-        "keyword/match": 60, "keyword/rewrite": 30, "semantic/text": 40, "semantic/twotower": 40,
-        "category/interest": 60})
+    recall_k: int = Field(SERVING_DEFAULTS["recall_k"], ge=1, le=10_000)
+    quotas: dict[str, int] = Field(default_factory=lambda: dict(SERVING_DEFAULTS["quotas"]))
     search_semantic: Literal["auto", "text", "twotower"] = Field(
         "auto", description="semantic recall of search ads: the trained query/ad towers "
         "(<workspace>/ads/twotower/, `notefeed ads train-towers`) when present (auto), or the text encoder")
@@ -107,7 +111,8 @@ class AdSlotsConfig(BaseModel):
     prior_weight: float = Field(50.0, gt=0.0, description="pseudo-impressions behind the priors")
     pacing_p_start: float = Field(1.0, gt=0.0, le=1.0, description="pass rate of a campaign at the start of a day")
     pacing_update_s: float = Field(60.0, gt=0.0)
-    history_len: int = Field(30, ge=1, le=1000, description="recent history notes behind the user vector")
+    history_len: int = Field(SERVING_DEFAULTS["history_len"], ge=1, le=1000,
+                             description="recent history notes behind the user vector")
     encoder_notes: int = Field(2000, ge=0, le=100_000, description="catalogue notes the ad text encoder is fitted with")
     encoder_ads: int = Field(20_000, ge=1, description="ad texts (at most) the ad text encoder is fitted with")
     sync_build_max_ads: int = Field(5000, ge=0, description="more ads than this: the index is rebuilt in the background")
