@@ -23,7 +23,7 @@ from typing import Any
 
 from notefeed.eval.timing import latency_stats, machine_info
 
-__all__ = ["run_bench", "free_port", "start_server", "stop_server", "parse_server_timing"]
+__all__ = ["run_bench", "free_port", "start_server", "stop_server", "parse_server_timing", "process_cpu_s"]
 
 HOST = "127.0.0.1"
 TOKEN = "bench-token-not-secret"
@@ -230,6 +230,25 @@ def _served(base: str) -> dict[str, Any]:
     return {k: h.get(k) for k in ("status", "model_version", "fallback", "fallback_reasons", "notes", "pipelines")}
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; ``None`` elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cpu_during(proc_pid: int, load: dict[str, Any], cpu0: float | None, cpu1: float | None,
+                client_cpu_s: float) -> dict[str, Any]:
+    """The load phase's CPU seconds: the server's (all its threads) and this load generator's,
+    per request served (both pipelines and the event posts together)."""
+    n = sum(p["requests"] for p in load["pipelines"].values()) + load["events"]["batches"]
+    server = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+    return {"server_cpu_s": server, "client_cpu_s": client_cpu_s, "requests": n,
+            "server_cpu_ms_per_request": None if server is None or not n else server / n * 1e3}
+
+
 def _bench_one(ws: Path, n: int, user_ids: list[str], extra: list[str], requests: int, concurrency: int,
                max_seconds: float, prog: Any, task: Any) -> dict[str, Any]:
     port = free_port()
@@ -241,11 +260,13 @@ def _bench_one(ws: Path, n: int, user_ids: list[str], extra: list[str], requests
     try:
         served = _served(base)
         prog.update(task, description=f"load {n:,} notes")
+        cpu0, c0 = process_cpu_s(proc.pid), time.process_time()
         load = _load(base, user_ids, requests, concurrency, max_seconds)
+        cpu = _cpu_during(proc.pid, load, cpu0, process_cpu_s(proc.pid), time.process_time() - c0)
         lag = _lag(base)
     finally:
         stop_server(proc)
-    return {"startup_s": startup, "served": served, **load, "event_to_feed": lag}
+    return {"startup_s": startup, "served": served, **load, "load_cpu": cpu, "event_to_feed": lag}
 
 
 def run_bench(sizes: list[int], requests: int, concurrency: int, max_seconds: float,
@@ -312,7 +333,10 @@ def run_bench(sizes: list[int], requests: int, concurrency: int, max_seconds: fl
         "notes": "client-side end-to-end over HTTP on loopback (load generator on the same cores), "
                  "one uvicorn worker; per-stage and server total from the Server-Timing header; "
                  "startup_s: process start until /healthz answers; runs[].served: the model version "
-                 "the server reported (fallback true = the untrained built-in pipeline)",
+                 "the server reported (fallback true = the untrained built-in pipeline); "
+                 "runs[].load_cpu: CPU seconds of the server process and of the load generator "
+                 "during the load phase (a figure the machine's other load barely moves)",
+        "load_avg_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "stages_p50_ms_default": {r["notes"]: {k: v["median_ms"] for k, v in
                                                 r["pipelines"]["default"]["server_stages"].items()} for r in runs},
     }
