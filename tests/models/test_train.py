@@ -110,12 +110,12 @@ def test_rankers_learn_from_the_pages_of_a_log_with_impressions():
                 rows.append((f"u{u}", n, 1_700_000_000 + 100 * t + k, "impression", f"r{u}-{t}"))
             rows.append((f"u{u}", nxt, 1_700_000_000 + 100 * t + 9, "click", f"r{u}-{t}"))
     ds = Dataset.build("paged-chains", pd.DataFrame(rows, columns=["user_id", "note_id", "ts", "type", "request_id"]))
-    _, rep = train_components(_config(), ds, progress=False)
+    on = {"params": {"epochs": 8, "threads": 1, "impression_weight": 1.0}}
+    _, rep = train_components(_config(coarse={**_config().coarse.model_dump(), **on},
+                                      fine={**_config().fine.model_dump(), **on}), ds, progress=False)
     assert rep["rank_impression_pages"] > 0.5 * rep["rank_users"]
     assert rep["coarse"]["train_page_groups"] > 0 and 0.5 <= rep["fine"]["valid_page_auc"] <= 1.0
-    off = {"params": {"epochs": 8, "threads": 1, "impression_weight": 0}}
-    _, rep0 = train_components(_config(coarse={**_config().coarse.model_dump(), **off},
-                                       fine={**_config().fine.model_dump(), **off}), ds, progress=False)
+    _, rep0 = train_components(_config(), ds, progress=False)  # the default: the pages left unused
     assert rep0["rank_impression_pages"] == 0 and "valid_page_auc" not in rep0["fine"]
 
 
