@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import tantivy
 
-from notefeed.search.base import RETRIEVERS, Hits, ParsedQuery, SearchError
+from notefeed.search.base import RETRIEVERS, Hits, ParsedQuery, SearchError, gc_paused
 from notefeed.search.text import FIELDS, analyze_batch, cjk_grams, note_fields
 
 __all__ = ["LexicalIndex", "DEFAULT_BOOSTS", "analyze_notes"]
@@ -46,18 +46,19 @@ def _schema() -> tantivy.Schema:
 def analyze_notes(notes: pd.DataFrame, workers: int = 1) -> list[dict[str, list[str]]]:
     """Tokens per field for each note of a ``Dataset.notes``-shaped frame (``workers``: see
     :func:`notefeed.search.text.analyze_batch`)."""
-    raw = note_fields(notes)
-    per, has = {}, {}
-    for f in FIELDS:
-        per[f], has[f] = analyze_batch(raw[f], workers)
-    out = []
-    for j in range(len(notes)):
-        toks = {f: per[f][j] for f in FIELDS}
-        # grams only where title, text or tags hold CJK (their tokens are pieces of the normalised text)
-        cjk = has["title"][j] or has["text"][j] or has["tags"][j]
-        toks["grams"] = cjk_grams(toks["title"] + toks["text"] + toks["tags"]) if cjk else []
-        out.append(toks)
-    return out
+    with gc_paused():
+        raw = note_fields(notes)
+        per, has = {}, {}
+        for f in FIELDS:
+            per[f], has[f] = analyze_batch(raw[f], workers)
+        out = []
+        for j in range(len(notes)):
+            toks = {f: per[f][j] for f in FIELDS}
+            # grams only where title, text or tags hold CJK (their tokens are pieces of the normalised text)
+            cjk = has["title"][j] or has["text"][j] or has["tags"][j]
+            toks["grams"] = cjk_grams(toks["title"] + toks["text"] + toks["tags"]) if cjk else []
+            out.append(toks)
+        return out
 
 
 @RETRIEVERS.register("lexical/bm25")
@@ -67,7 +68,7 @@ class LexicalIndex:
     name = "lexical/bm25"
 
     def __init__(self, path: str | Path | None = None, boosts: Mapping[str, float] | None = None,
-                 heap_mb: int = 64, threads: int = 1) -> None:
+                 heap_mb: int = 512, threads: int = 1) -> None:
         self.path = None if path is None else Path(path)
         self.boosts = {**DEFAULT_BOOSTS, **dict(boosts or {})}
         unknown = set(self.boosts) - set(_ALL_FIELDS)
@@ -117,7 +118,7 @@ class LexicalIndex:
 
     def add_tokens(self, docs: Iterable[Mapping[str, list[str]]], items: np.ndarray) -> None:
         """Index already analysed notes (see :func:`analyze_notes`) and commit."""
-        with self._lock:
+        with self._lock, gc_paused():
             w = self._writer_()
             n = 0
             for toks, item in zip(docs, items.tolist(), strict=True):
@@ -127,7 +128,9 @@ class LexicalIndex:
                     if toks.get(f):
                         doc.add_text(f, " ".join(toks[f]))
                 w.add_document(doc)
-                self.df.update({t for f in FIELDS for t in toks.get(f, ())})
+                seen = set(toks.get("title", ()))
+                seen.update(*(toks.get(f, ()) for f in FIELDS[1:]))
+                self.df.update(seen)
                 n += 1
             w.commit()
             self.n_docs += n

@@ -12,7 +12,9 @@ one pass (joined by NUL, which NFKC, lower-casing and the whitespace rule all le
 boundary), takes word tokens of CJK-free strings with one regex, and segments CJK strings
 the way jieba does, block by block (``jieba.re_han_default`` splits a text into blocks that
 jieba cuts independently), with each block's tokens cached (:data:`BLOCK_CACHE_MAX` blocks;
-a process that adds words to jieba's dictionary must call :func:`clear_caches`).
+a process that adds words to jieba's dictionary must call :func:`clear_caches`). A batch's new
+han blocks are cut together by :func:`notefeed.search.segment.cut_pure_han` (jieba's DAG,
+route and HMM as array operations over all of them).
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ import pandas as pd
 
 from notefeed.content.text import _jieba, has_cjk
 from notefeed.search.base import SearchError
+from notefeed.search.segment import PURE_HAN, clear_tables, cut_pure_han
 
 __all__ = ["normalise", "normalise_many", "check_query", "analyze", "analyze_many", "analyze_batch",
            "tokens_normalised", "PARALLEL_MIN_CHARS", "tokens_of", "cjk_grams", "clear_caches",
-           "note_fields", "FIELDS", "MAX_QUERY_CHARS", "BLOCK_CACHE_MAX"]
+           "note_fields", "FIELDS", "MAX_QUERY_CHARS", "BLOCK_CACHE_MAX", "BATCH_MIN_CHARS"]
 
 #: default longest accepted query, in characters (after NFKC); the API and config may lower it
 MAX_QUERY_CHARS = 512
@@ -43,6 +46,11 @@ _SEP = "\x00"
 #: is emptied when it reaches this size
 BLOCK_CACHE_MAX = 1_000_000
 _BLOCKS: dict[str, tuple[str, ...]] = {}
+#: segment CJK text in worker processes only above this many uncached characters
+PARALLEL_MIN_CHARS = 1_000_000
+#: cut new pure-han blocks together (:mod:`notefeed.search.segment`) from this many characters;
+#: fewer (a published note) one by one, without the array set-up
+BATCH_MIN_CHARS = 2_000
 _GRAMS: dict[str, tuple[str, ...]] = {}
 
 
@@ -75,9 +83,11 @@ def check_query(q: object, max_chars: int = MAX_QUERY_CHARS, field: str = "q") -
 
 
 def clear_caches() -> None:
-    """Forget the cached jieba blocks and CJK grams (after changing jieba's dictionary)."""
+    """Forget the cached jieba blocks, CJK grams and dictionary tables (after changing jieba's
+    dictionary)."""
     _BLOCKS.clear()
     _GRAMS.clear()
+    clear_tables()
 
 
 _JB: list = []  # the jieba module once imported (``_jieba()`` also resets its log level each call)
@@ -200,7 +210,24 @@ def _hmm_words(obs: str) -> list[str]:
 
 
 def _cut_blocks(blocks: list[str]) -> list[tuple[str, ...]]:
-    return [_cut_block(b) for b in blocks]
+    """``[_cut_block(b) for b in blocks]``, the pure-han blocks cut together
+    (:func:`notefeed.search.segment.cut_pure_han`; all their words are kept tokens)."""
+    han = [i for i, b in enumerate(blocks) if PURE_HAN.fullmatch(b)]
+    out: list[tuple[str, ...] | None] = [None] * len(blocks)
+    if sum(len(blocks[i]) for i in han) >= BATCH_MIN_CHARS:
+        dt = _jb().dt
+        dt.check_initialized()
+        for i, words in zip(han, cut_pure_han([blocks[i] for i in han], dt, _cut_han), strict=True):
+            out[i] = tuple(words)
+    return [t if t is not None else _cut_block(b) for t, b in zip(out, blocks, strict=True)]
+
+
+def _fill_block_cache(texts: list[str]) -> None:
+    """Cut the uncached jieba blocks of ``texts`` together into the cache."""
+    split = _jb().re_han_default.split
+    new = list(dict.fromkeys(b for t in texts for b in split(t) if b and b not in _BLOCKS))
+    for b, t in zip(new, _cut_blocks(new), strict=True):
+        _remember(b, t)
 
 
 def _remember(blk: str, toks: tuple[str, ...]) -> None:
@@ -261,8 +288,6 @@ def _chunks(texts: list[str], chunk: int) -> list[list[str]]:
 
 #: ASCII characters that are not word characters -> space (NUL, the batch separator, is kept)
 _ASCII_NONWORD = {i: " " for i in range(1, 128) if not (chr(i).isalnum() or chr(i) == "_")}
-#: segment CJK text in worker processes only above this many uncached characters
-PARALLEL_MIN_CHARS = 1_000_000
 
 
 def analyze_batch(texts: list[str], workers: int = 1, chunk: int = 20_000,
@@ -274,12 +299,23 @@ def analyze_batch(texts: list[str], workers: int = 1, chunk: int = 20_000,
     that composes with nothing, not case-ignorable, so final sigma stops at it; not whitespace)
     without collapsing spaces. An ASCII text's words are its characters outside ``[a-z0-9_]``
     turned to spaces, split (one ``str.translate`` for the chunk); other CJK-free texts use the
-    word regex; CJK texts go through the jieba block cache, the new blocks segmented by
-    ``workers`` processes when they hold at least :data:`PARALLEL_MIN_CHARS` characters.
+    word regex; CJK texts go through the jieba block cache, the new blocks segmented together
+    (:func:`_cut_blocks`), by ``workers`` processes when they hold at least
+    :data:`PARALLEL_MIN_CHARS` characters.
 
     ``normalised=False``: ``[tokens_of(t) for t in texts]`` instead (the plain
     :func:`notefeed.content.text.tokenize`, no NFKC; the text encoder's words).
+
+    A batch of mostly repeated texts (at most a quarter distinct: a category, an author) is
+    analysed once per distinct text; each row still gets its own list.
     """
+    distinct = dict.fromkeys(texts)
+    if texts and len(distinct) * 4 <= len(texts):
+        keys = list(distinct)
+        toks, cjk = analyze_batch(keys, workers, chunk, normalised)
+        at = {k: i for i, k in enumerate(keys)}
+        rows = [at[t] for t in texts]
+        return [list(toks[i]) for i in rows], [cjk[i] for i in rows]
     norm: list[str] = []
     words: list[list[str] | None] = []
     for part in _chunks(texts, chunk):
@@ -301,8 +337,10 @@ def analyze_batch(texts: list[str], workers: int = 1, chunk: int = 20_000,
         norm.extend(pieces)
         words.extend(got)
     cjk = [w is None and _CJK.search(p) is not None for p, w in zip(norm, words, strict=True)]
+    cjk_texts = [p for p, c in zip(norm, cjk, strict=True) if c]
     if workers > 1:
-        _segment_new_blocks([p for p, c in zip(norm, cjk, strict=True) if c], workers)
+        _segment_new_blocks(cjk_texts, workers)
+    _fill_block_cache(cjk_texts)
     # a non-ASCII word can change under lower(): the plain tokens lower each word after the regex
     plain = _WORD.findall if normalised else (lambda p: [w.lower() for w in _WORD.findall(p)])
     out = [w if w is not None else (_cjk_tokens(p) if c else plain(p))

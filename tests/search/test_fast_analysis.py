@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from notefeed.content.text import has_cjk, tokenize
 from notefeed.search.lexical import analyze_notes
@@ -42,8 +43,13 @@ def test_analyze_many_matches_the_plain_analysis() -> None:
     assert [tokens_of(t) for t in texts] == [tokenize(t) for t in texts]
 
 
-def test_analyze_notes_matches_the_plain_analysis() -> None:
+@pytest.mark.parametrize("batch_min_chars", [0, 10**9])  # han blocks cut together / one by one
+def test_analyze_notes_matches_the_plain_analysis(monkeypatch, batch_min_chars: int) -> None:
+    import notefeed.search.text as st
     from notefeed.sim.community import generate
+
+    monkeypatch.setattr(st, "BATCH_MIN_CHARS", batch_min_chars)
+    clear_caches()
 
     notes = generate("100k", seed=1, n_notes=400, n_creators=40).notes
     assert any(has_cjk(t) for t in notes["title"])  # the sample has Chinese notes
@@ -83,10 +89,26 @@ def test_plain_tokens_batch_matches_tokenize() -> None:
     assert cjk == [has_cjk(t) for t in texts]
 
 
+def test_repeated_texts_are_analysed_once_each_row_getting_its_own_list() -> None:
+    from notefeed.search.text import analyze_batch
+
+    clear_caches()
+    texts = [TRICKY[i % 4 + 7] for i in range(40)]  # 4 distinct texts in 40, CJK among them
+    for normalised in (True, False):
+        got, cjk = analyze_batch(texts, normalised=normalised)
+        plain = _plain if normalised else tokenize
+        assert got == [plain(t) for t in texts]
+        assert cjk == [has_cjk(normalise(t) if normalised else t) for t in texts]
+        got[0].append("x")
+        assert got[4] == plain(texts[4])  # no list shared between rows
+    assert analyze_batch([]) == ([], [])
+
+
 def test_han_blocks_cut_exactly_as_jieba() -> None:
     import jieba
     import jieba.finalseg as fs
 
+    from notefeed.search.segment import PURE_HAN, cut_pure_han
     from notefeed.search.text import _cut_han, _hmm_cut, _jb
     from notefeed.sim.community import generate
 
@@ -107,13 +129,49 @@ def test_han_blocks_cut_exactly_as_jieba() -> None:
     except FileNotFoundError:
         pass
     n_blocks = 0
+    pure = []
     for t in texts:
         for blk in jieba.re_han_default.split(t):
             if blk and jieba.re_han_default.match(blk):
                 n_blocks += 1
                 assert _cut_han(blk) == jieba.lcut(blk), blk
+                pure += [blk] if PURE_HAN.fullmatch(blk) else []
         assert _hmm_cut(t) == list(fs.cut(t)), t
     assert n_blocks > 5000
+    # the batch cutter, also on characters of the whole range (thousands have no HMM emission
+    # probability, so whole paths tie at jieba's MIN_FLOAT) and with blocks past max_len
+    han = [chr(c) for c in range(0x4E00, 0x9FD6)]
+    unseen = [c for c in han if c not in fs.emit_P["B"] and c not in fs.emit_P["S"]]
+    assert len(unseen) > 1000
+    pure += ["".join(rng.choice(han, int(rng.integers(1, 50)))) for _ in range(2000)]
+    pure += ["".join(rng.choice(unseen + han[:40], int(rng.integers(1, 12)))) for _ in range(1000)]
+    want = [jieba.lcut(b) for b in pure]
+    assert cut_pure_han(pure, _jb().dt, _cut_han) == want
+    assert cut_pure_han(pure, _jb().dt, _cut_han, max_len=20) == want
+    assert cut_pure_han(pure, _jb().dt, _cut_han, chunk_chars=500) == want  # many chunks
+    assert max(map(len, pure)) > 20 and len(pure) > 5000
+
+
+def test_batch_cut_falls_back_on_an_ill_formed_state_sequence(monkeypatch) -> None:
+    """A run whose HMM states are not B M* E / S (jieba would then drop characters) sends its
+    block to the one-block cutter; here every HMM run is made ill-formed."""
+    import jieba
+
+    import notefeed.search.segment as seg
+    from notefeed.search.text import _cut_han, _jb
+
+    _jb().dt.check_initialized()
+    blocks = ["魑魅魍魉饕餮貔貅", "上海外滩", "犇骉龘靐齉爨的人"]
+    used = []
+
+    def fallback(b: str) -> list[str]:
+        used.append(b)
+        return _cut_han(b)
+
+    real = seg._viterbi
+    monkeypatch.setattr(seg, "_viterbi", lambda *a: np.zeros_like(real(*a)))  # all B
+    assert seg.cut_pure_han(blocks, _jb().dt, fallback) == [jieba.lcut(b) for b in blocks]
+    assert "上海外滩" not in used and len(used) >= 1  # a dictionary-only block needs no HMM
 
 
 def test_category_model_counts_match_a_plain_count() -> None:
@@ -139,3 +197,30 @@ def test_category_model_counts_match_a_plain_count() -> None:
     lik = (counts + 0.5) / (counts.sum(axis=0, keepdims=True) + 0.5 * len(vocab))
     np.testing.assert_array_equal(m.log_lik, np.log(lik).astype(np.float32))
     assert CategoryModel().fit([["a"]], [""]).vocab == {}
+
+
+def test_gc_paused_restores_the_collector_state() -> None:
+    import gc
+
+    from notefeed.search.base import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the inner pause found it off and leaves it off
+    assert gc.isenabled()
+    try:
+        with gc_paused():
+            raise KeyError("x")
+    except KeyError:
+        pass
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # someone else's pause is kept
+    finally:
+        gc.enable()
