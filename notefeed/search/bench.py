@@ -77,7 +77,7 @@ def bench_search(n_notes: int = 100_000, n_queries: int = 500, seed: int = 0, wo
     docs = analyze_notes(notes, workers)
     analyze_s, analyze_cpu = time.perf_counter() - t, time.process_time() - c
     t, c = time.perf_counter(), time.process_time()
-    lex = LexicalIndex(threads=index_threads)
+    lex = LexicalIndex(heap_mb=SearchConfig().index_heap_mb, threads=index_threads)
     lex.add_tokens(docs, np.arange(len(notes), dtype=np.int64))
     index_s, index_cpu = time.perf_counter() - t, time.process_time() - c
     del docs

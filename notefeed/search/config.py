@@ -43,11 +43,15 @@ class SearchConfig(_Cfg):
     dense_k: int = Field(default=200, ge=1, le=10_000, description="dense candidates per query")
     dense_dim: int = Field(default=64, ge=2, le=1024, description="text encoder dimension")
     hnsw_min: int = Field(default=200_000, ge=1, description="HNSW instead of exact FAISS from this many notes")
+    dense_fit_max: int = Field(default=50_000, ge=2, description="notes sampled to fit the text encoder's IDF and "
+                               "SVD (every note is encoded); its SVD is the largest part of a hybrid build")
     boosts: dict[str, float] = Field(default_factory=dict, description="BM25 field boosts over the defaults")
     # building
     build_workers: int = Field(default=1, ge=1, le=64, description="processes that segment Chinese text "
                                "when an index is built (same tokens; pays off from ~1M new characters)")
     index_threads: int = Field(default=1, ge=1, le=16, description="tantivy indexing threads")
+    index_heap_mb: int = Field(default=512, ge=16, le=4000, description="tantivy writer memory budget (MB, all "
+                               "threads): a larger one writes fewer segments, so a build merges less")
     # fusion and ranking
     fusion: Literal["rrf", "learned"] = Field(default="rrf", description="rrf, or learned (needs fusion.json)")
     rrf_k: float = Field(default=60.0, gt=0)

@@ -4,8 +4,9 @@ each note's title, tags, category and text, searched by inner product in FAISS
 
 The catalogue's term counts are built here by :func:`hashed_counts`, equal to the encoder's
 own (``TextEncoder._counts``: the same features through sklearn's hasher) but computed once per
-distinct word and word n-gram and assembled with sparse products, and computed once when the
-encoder is fitted on the whole catalogue (:class:`_CatalogueEncoder`).
+distinct word and word n-gram and assembled with sparse products, and computed once per build
+(:class:`_CatalogueEncoder`): the encoder is fitted on a sample of the catalogue (``fit_max``
+notes, ``SearchConfig.dense_fit_max``) whose counts are rows of the catalogue's.
 
 Persisted as the encoder artifact (``encoder/``: config.json + safetensors) and the note
 vectors (``vectors.safetensors``, with the item ids); the FAISS index is rebuilt on load.
@@ -22,7 +23,7 @@ import scipy.sparse as sp
 
 from notefeed.content.text import TextEncoder, TextEncoderConfig, has_cjk, text_features
 from notefeed.recall.ann import AnnIndex
-from notefeed.search.base import RETRIEVERS, Hits, ParsedQuery, SearchError
+from notefeed.search.base import RETRIEVERS, Hits, ParsedQuery, SearchError, gc_paused
 from notefeed.search.text import analyze_batch, note_fields
 
 __all__ = ["DenseIndex", "note_texts", "hashed_counts"]
@@ -115,19 +116,29 @@ def hashed_counts(config: TextEncoderConfig, texts: list[str], workers: int = 1)
 
 class _CatalogueEncoder(TextEncoder):
     """The text encoder with the catalogue's counts from :func:`hashed_counts`, remembered for
-    the texts it was last given (fit then transform of the same catalogue counts once)."""
+    the texts it was given: the whole catalogue's counts are computed once, and the fitting
+    sample's counts are their rows (:meth:`sample`)."""
 
     def __init__(self, config: TextEncoderConfig, workers: int = 1) -> None:
         super().__init__(config)
         self.workers = workers
-        self._memo: tuple[list[str], sp.csr_matrix] | None = None
+        self._memo: list[tuple[list[str], sp.csr_matrix]] = []
 
     def _counts(self, texts: list[str]) -> sp.csr_matrix:
-        if self._memo is not None and len(self._memo[0]) == len(texts) and self._memo[0] == texts:
-            return self._memo[1]
-        x = hashed_counts(self.config, texts, self.workers)
-        self._memo = (texts, x)
+        for known, x in self._memo:
+            if len(known) == len(texts) and known == texts:
+                return x
+        with gc_paused():
+            x = hashed_counts(self.config, texts, self.workers)
+        self._memo.append((texts, x))
         return x
+
+    def sample(self, texts: list[str], rows: np.ndarray) -> list[str]:
+        """``[texts[i] for i in rows]``, its counts taken as rows of the counts of ``texts``
+        (a document's counts do not depend on the other documents)."""
+        sub = [texts[i] for i in rows.tolist()]
+        self._memo.append((sub, self._counts(texts)[rows]))
+        return sub
 
     def plain(self) -> TextEncoder:
         """The fitted encoder as a plain :class:`TextEncoder` (what queries and saves use)."""
@@ -190,14 +201,18 @@ class DenseIndex:
 
     @classmethod
     def build(cls, notes: pd.DataFrame, dim: int = 64, kind: str = "auto", hnsw_min: int = 200_000,
-              fit_max: int = 200_000, seed: int = 0, workers: int = 1) -> DenseIndex:
-        """Fit the encoder on (at most ``fit_max`` sampled) notes and index all of them."""
+              fit_max: int = 50_000, seed: int = 0, workers: int = 1) -> DenseIndex:
+        """Fit the encoder on (at most ``fit_max`` sampled) notes and index all of them.
+
+        The IDF weights and the SVD are learned from the sample; every note is transformed. The
+        catalogue's term counts are computed once, the sample's being their rows.
+        """
         texts = note_texts(notes)
         if not texts:
             raise SearchError("notes: the catalogue is empty, nothing to fit the dense encoder on")
         rng = np.random.default_rng(seed)
-        fit = texts if len(texts) <= fit_max else [texts[i] for i in rng.choice(len(texts), fit_max, replace=False)]
         enc = _CatalogueEncoder(TextEncoderConfig(dim=dim, seed=seed), workers)
+        fit = texts if len(texts) <= fit_max else enc.sample(texts, rng.choice(len(texts), fit_max, replace=False))
         enc.fit(fit)
         vecs = enc.transform(texts)
         idx = cls(enc.plain(), kind=kind, hnsw_min=hnsw_min, expected=len(texts))

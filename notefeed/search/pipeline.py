@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from notefeed.search.base import Hits, ParsedQuery, RewriteBackend, SearchError
+from notefeed.search.base import Hits, ParsedQuery, RewriteBackend, SearchError, gc_paused
 from notefeed.search.config import SearchConfig
 from notefeed.search.dense import DenseIndex
 from notefeed.search.fusion import FEATURES, LearnedFusion, candidate_features, rrf, union_ranks
@@ -82,18 +82,27 @@ class SearchPipeline:
     def build(cls, notes: pd.DataFrame, config: SearchConfig | None = None, path: str | Path | None = None,
               query_log: pd.DataFrame | None = None, seed: int = 0) -> SearchPipeline:
         """Index ``notes`` (item ``i`` = row ``i``); with ``path`` the index lives and is saved there."""
+        with gc_paused():
+            return cls._build(notes, config, path, query_log, seed)
+
+    @classmethod
+    def _build(cls, notes: pd.DataFrame, config: SearchConfig | None, path: str | Path | None,
+               query_log: pd.DataFrame | None, seed: int) -> SearchPipeline:
         cfg = config or SearchConfig()
         p = None if path is None else Path(path)
         docs = analyze_notes(notes, cfg.build_workers)
-        lex = LexicalIndex(None if p is None else p / "lexical", boosts=cfg.boosts, threads=cfg.index_threads)
+        lex = LexicalIndex(None if p is None else p / "lexical", boosts=cfg.boosts, heap_mb=cfg.index_heap_mb,
+                           threads=cfg.index_threads)
         if lex.n_docs:  # rebuilding over an old index
             lex.close()
             import shutil
 
             shutil.rmtree(p / "lexical")  # type: ignore[operator]
-            lex = LexicalIndex(p / "lexical", boosts=cfg.boosts, threads=cfg.index_threads)  # type: ignore[operator]
+            lex = LexicalIndex(p / "lexical", boosts=cfg.boosts, heap_mb=cfg.index_heap_mb,  # type: ignore[operator]
+                               threads=cfg.index_threads)
         lex.add_tokens(docs, np.arange(len(notes), dtype=np.int64))
-        dense = (DenseIndex.build(notes, cfg.dense_dim, hnsw_min=cfg.hnsw_min, seed=seed, workers=cfg.build_workers)
+        dense = (DenseIndex.build(notes, cfg.dense_dim, hnsw_min=cfg.hnsw_min, fit_max=cfg.dense_fit_max, seed=seed,
+                                  workers=cfg.build_workers)
                  if cfg.dense and len(notes) else None)
         cats = notes["category"].astype(str).tolist() if "category" in notes.columns else [""] * len(notes)
         rng = np.random.default_rng(seed)

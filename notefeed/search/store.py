@@ -92,7 +92,7 @@ def load_state(cls: type[SearchPipeline], folder: Path, config: SearchConfig | N
         raise SearchError(f"{folder}: catalog.safetensors does not match catalog.json ({len(note_ids)} notes)")
     ip, ids = cat["tag_indptr"], cat["tag_ids"].tolist()
     item_tags = [ids[ip[i]: ip[i + 1]] for i in range(len(note_ids))]
-    lex = LexicalIndex(folder / "lexical", boosts=cfg.boosts)
+    lex = LexicalIndex(folder / "lexical", boosts=cfg.boosts, heap_mb=cfg.index_heap_mb, threads=cfg.index_threads)
     if lex.n_docs != len(note_ids) or lex.index.searcher().num_docs != lex.n_docs:  # not closed after an add
         raise SearchError(f"{folder / 'lexical'}: holds {lex.index.searcher().num_docs} notes, vocab.json {lex.n_docs}, "
                           f"catalog.json {len(note_ids)}: saved state is stale")

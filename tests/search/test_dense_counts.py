@@ -41,6 +41,23 @@ def test_dense_build_gives_the_plain_encoders_vectors() -> None:
     np.testing.assert_array_equal(idx.vectors()[1], plain.transform(note_texts(notes)))
 
 
+def test_dense_build_fitted_on_a_sample_gives_the_plain_encoders_vectors() -> None:
+    """With ``fit_max`` below the catalogue, the encoder is the plain one fitted on the sampled
+    notes (their counts are rows of the catalogue's) and every note is transformed by it."""
+    from notefeed.sim.community import generate
+
+    notes = generate("100k", seed=6, n_notes=400, n_creators=30).notes
+    texts = note_texts(notes)
+    idx = DenseIndex.build(notes, dim=16, fit_max=150, seed=3)
+    rows = np.random.default_rng(3).choice(len(texts), 150, replace=False)
+    plain = TextEncoder(TextEncoderConfig(dim=16, seed=3)).fit([texts[i] for i in rows])
+    np.testing.assert_array_equal(idx.encoder.idf_, plain.idf_)
+    np.testing.assert_array_equal(idx.encoder.components_, plain.components_)
+    np.testing.assert_array_equal(idx.vectors()[1], plain.transform(texts))
+    full = TextEncoder(TextEncoderConfig(dim=16, seed=3)).fit(texts)
+    assert not np.array_equal(full.idf_, plain.idf_)  # the sample did change the fit
+
+
 def test_query_encoder_matches_transform() -> None:
     from notefeed.search.dense import _QueryEncoder
 
