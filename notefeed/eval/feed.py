@@ -39,7 +39,7 @@ from notefeed.eval import metrics as M
 from notefeed.eval.runner import DEFAULT_KS, DEFAULT_MODELS, check_ks, check_models, evaluate_lists
 from notefeed.eval.splits import Split, make_split
 from notefeed.eval.stages import EVAL_STAGES
-from notefeed.threads import one_thread_for_process
+from notefeed.threads import one_thread, one_thread_for_process
 
 __all__ = ["feed_stage", "evaluate_feed", "run_feed", "run_feed_sharded", "subsample_split", "STAGE_LABELS"]
 
@@ -131,7 +131,6 @@ def _stored_chunk(shared: dict[str, Any], users: np.ndarray) -> dict[str, Any]:
     key = (str(shared["workspace"]), str(shared["version"]))
     if _STORED is None or _STORED[0] != key:
         _drop_stored()
-        one_thread_for_process()
         ws = Path(key[0])
         ds = load_workspace_dataset(ws)
         fitted = ModelStore(ws).load(key[1])
@@ -141,7 +140,8 @@ def _stored_chunk(shared: dict[str, Any], users: np.ndarray) -> dict[str, Any]:
         engine.at_end_of_log()  # the same frozen moment as the one-process run
         _STORED = (key, engine, tmp, ds.users["user_id"].astype(str).to_numpy())
     _, engine, _, ids = _STORED
-    return _feed_chunk(engine, ids, users, int(shared["n"]))
+    with one_thread():  # request-sized work (notefeed.threads); scoped: the task may run in the driver
+        return _feed_chunk(engine, ids, users, int(shared["n"]))
 
 
 def default_workers() -> int:
