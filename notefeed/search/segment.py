@@ -184,8 +184,9 @@ def _tables(freq: dict[str, int]) -> list[tuple[np.ndarray, np.ndarray]]:
     prefix dictionary, the codes being the characters' code points 21 bits each. Remembered
     for this dictionary object and size (jieba's ``add_word`` changes it in place; a changed
     frequency needs :func:`clear_tables`)."""
-    if _TABLES and _TABLES[0][0] == id(freq) and _TABLES[0][1] == len(freq):
-        return _TABLES[0][2]
+    known = _TABLES[:1]  # one read: another thread may clear or replace the list
+    if known and known[0][0] == id(freq) and known[0][1] == len(freq):
+        return known[0][2]
     words = list(freq)
     vals = np.fromiter(freq.values(), np.int64, len(words))
     lens = np.fromiter(map(len, words), np.int64, len(words))
