@@ -226,6 +226,8 @@ def evaluate_feed(ds: Dataset, config: Any = None, models: Sequence[str] = DEFAU
     """Baselines and the served funnel on one leave-last-out split of ``ds``; one row each.
 
     ``config`` is a :class:`~notefeed.serve.config.ServeConfig` (the default config when None);
+    ``seed`` seeds the user sample, the baselines and the learned rankers (the recall channels'
+    seeds are config parameters: the served system's own);
     ``workers``: processes asking for the pages (:func:`run_feed`; default :func:`default_workers`).
     ``batch_engine``: ask for the pages on it instead (:func:`run_feed_sharded`), through a
     model store in a temporary folder under ``work_dir`` (on a cluster: a path every node sees).
@@ -250,7 +252,7 @@ def evaluate_feed(ds: Dataset, config: Any = None, models: Sequence[str] = DEFAU
         _with_ci(row, recs, split.test_items, ks)
         rows.append({**base, **row})
     t0 = time.perf_counter()
-    fitted, report = train_components(cfg, split.train, progress=progress)
+    fitted, report = train_components(cfg, split.train, progress=progress, seed=seed)  # the rankers; channels: config
     fit_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="notefeed-feed-eval-", dir=work_dir) as tmp:
         if batch_engine is not None:
