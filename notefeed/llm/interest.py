@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from notefeed.data.dataset import Dataset
@@ -128,9 +129,13 @@ class InterestChannel:
         return self
 
     def set_notes(self, corpus: NoteCorpus) -> None:
+        self.note_probs, self.item_tags = self._note_rows(corpus)
+
+    def _note_rows(self, corpus: NoteCorpus) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """(the model's top tags, the catalogue's tags or else the predicted ones) per note."""
         assert self.lm is not None
         p = self.lm.tag_probs(corpus.texts(with_tags=False))
-        self.note_probs = _top_sparse(p, self.note_tags)
+        probs = _top_sparse(p, self.note_tags)
         ix = {t: j for j, t in enumerate(self.lm.tags)}
         rows, cols = [], []
         for i, ts in enumerate(corpus.tags):
@@ -141,7 +146,22 @@ class InterestChannel:
         known = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=p.shape)
         known.data[:] = 1.0
         has = np.asarray(known.sum(1)).ravel() > 0
-        self.item_tags = sp.csr_matrix(known + sp.diags((~has).astype(np.float32)) @ self.note_probs)
+        return probs, sp.csr_matrix(known + sp.diags((~has).astype(np.float32)) @ probs)
+
+    def add_items(self, notes: pd.DataFrame) -> np.ndarray:
+        """Tag newly published notes from their text (catalogue tags where the model knows
+        them) so the channel can recall them at once; returns their item indices, which
+        continue after the current catalogue in the order of ``notes``."""
+        if self.lm is None or self.note_probs is None or self.item_tags is None:
+            raise RuntimeError(f"{self.name}: add_items() before fit()")
+        corpus = NoteCorpus([str(t) for t in notes.get("title", [""] * len(notes))],
+                            [str(t) for t in notes.get("text", [""] * len(notes))],
+                            [[str(t) for t in (x if x is not None else ())] for x in notes.get("tags", [()] * len(notes))])
+        probs, tags = self._note_rows(corpus)
+        start = self.note_probs.shape[0]
+        self.note_probs = sp.vstack([self.note_probs, probs], format="csr")
+        self.item_tags = sp.vstack([self.item_tags, tags], format="csr")
+        return np.arange(start, start + len(notes), dtype=np.int64)
 
     def interests(self, ctx: UserContext) -> list[Interest]:
         """The user's inferred interests from ``ctx.history`` (merged, strongest first)."""

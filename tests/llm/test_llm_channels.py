@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from notefeed.llm.interest import Interest, InterestChannel, infer_interests, merge_duplicates
@@ -84,6 +85,15 @@ def test_interest_channel_and_inference(notellm, community):
     assert ch.score_items(UserContext("u", history=hist), c.items[:2]).min() > 0
     again = InterestChannel.from_state(*ch.to_state())
     assert [i.tag for i in again.interests(UserContext("u", history=hist))] == [i.tag for i in ints]
+    # published notes are tagged at once: one by its text alone, one by its catalogue tag
+    other = np.flatnonzero(topics == 0)[0]
+    new = pd.DataFrame({"title": ["", ""], "text": [community.notes["text"].iat[int(hist[0])],
+                                                    community.notes["text"].iat[int(other)]],
+                        "tags": [[], ["topic3"]]})
+    assert ch.add_items(new).tolist() == [80, 81]
+    s = ch.score_items(UserContext("u", history=hist), np.array([80, 81, other]))
+    assert s[0] > s[2] and s[1] > s[2]
+    assert set(ch.recall(UserContext("u", history=hist), 40).items.tolist()) >= {80, 81}
     texts = [community.notes["text"].iat[int(i)] for i in hist]
     got = infer_interests(notellm.lm, [texts, []], k=3)
     assert got[1] == [] and got[0][0].tag == "topic3"
