@@ -120,18 +120,25 @@ class LexicalIndex:
         """Index already analysed notes (see :func:`analyze_notes`) and commit."""
         with self._lock, gc_paused():
             w = self._writer_()
+            add, new_doc, rest = w.add_document, tantivy.Document, FIELDS[1:]
+            seen_all: list[str] = []  # each note's distinct tokens, counted in batches (same counts, same key order)
             n = 0
             for toks, item in zip(docs, items.tolist(), strict=True):
-                doc = tantivy.Document()
-                doc.add_unsigned("item", int(item))
+                doc = new_doc()
+                doc.add_unsigned("item", item)
                 for f in _ALL_FIELDS:
-                    if toks.get(f):
-                        doc.add_text(f, " ".join(toks[f]))
-                w.add_document(doc)
+                    t = toks.get(f)
+                    if t:
+                        doc.add_text(f, " ".join(t))
+                add(doc)
                 seen = set(toks.get("title", ()))
-                seen.update(*(toks.get(f, ()) for f in FIELDS[1:]))
-                self.df.update(seen)
+                seen.update(*(toks.get(f, ()) for f in rest))
+                seen_all.extend(seen)
+                if len(seen_all) >= 1_000_000:
+                    self.df.update(seen_all)
+                    seen_all.clear()
                 n += 1
+            self.df.update(seen_all)
             w.commit()
             self.n_docs += n
             self.index.reload()

@@ -224,3 +224,23 @@ def test_gc_paused_restores_the_collector_state() -> None:
         assert not gc.isenabled()  # someone else's pause is kept
     finally:
         gc.enable()
+
+
+def test_index_document_frequencies_count_each_note_once_over_its_fields() -> None:
+    from notefeed.search.lexical import LexicalIndex
+    from notefeed.sim.community import generate
+
+    notes = generate("100k", seed=8, n_notes=300, n_creators=30).notes
+    docs = analyze_notes(notes)
+    want: dict[str, int] = {}
+    for d in docs:
+        for t in dict.fromkeys(t for f in FIELDS for t in d[f]):
+            want[t] = want.get(t, 0) + 1
+    lex = LexicalIndex()
+    lex.add_tokens(docs, np.arange(len(docs)))
+    assert dict(lex.df) == want and lex.n_docs == len(docs)
+    lex2 = LexicalIndex()
+    half = len(docs) // 2
+    lex2.add_tokens(docs[:half], np.arange(half))
+    lex2.add_tokens(docs[half:], np.arange(half, len(docs)))
+    assert dict(lex2.df) == want and lex2.n_docs == len(docs)
