@@ -5,6 +5,9 @@
   a note published on A, timed until B serves it; a click posted to A, timed until B's next
   feed for that user no longer shows the note (the shared online state); repeated ``trials``
   times, plus the p50/p99 of feed requests spread over both.
+- **workers --scaling** (:func:`run_worker_scaling`): one port, ``serve --workers 1`` then
+  ``--workers 2`` on fresh copies of a (trained) workspace, each at the same load per worker:
+  the feed p50/p99 side by side.
 - **online-train**: an engine with a trained ``rank/ltr`` fine ranker and ``online.train``
   (background thread, as ``serve`` runs it) on a synthetic community; simulated users ask
   for pages and click one shown note each; per update, the wall seconds from each click's
@@ -25,7 +28,7 @@ import numpy as np
 from notefeed.eval.timing import latency_stats, machine_info
 from notefeed.serve.bench import TOKEN, free_port, start_server, stop_server
 
-__all__ = ["run_workers_bench", "run_online_train_bench", "redis_server"]
+__all__ = ["run_workers_bench", "run_online_train_bench", "run_worker_scaling", "redis_server"]
 
 H = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -183,3 +186,61 @@ def run_online_train_bench(pages: int = 600, min_groups: int = 32, seed: int = 0
             "feed_while_training": _stats(feed_ms), "per_update": updates,
             "notes": "one process: requests and ingest on the main thread, updates on the trainer thread (as in "
                      "`serve` with online.train); each simulated user clicks one shown note per page"}
+
+
+def run_worker_scaling(workspace: Path, requests_per_worker: int = 500, concurrency_per_worker: int = 2,
+                       redis_url: str | None = None, config: Path | None = None, workers: tuple[int, ...] = (1, 2),
+                       max_seconds: float = 900.0) -> dict[str, Any]:
+    """One port, ``serve --workers N`` for each N in ``workers``, at the same load per worker
+    (``N x concurrency_per_worker`` client threads, ``N x requests_per_worker`` requests per
+    pipeline): the p50/p99 of each, side by side. Each N serves a fresh copy of ``workspace``
+    (its promoted version) with ``config`` (default: the default config) and its online
+    state in Redis (what several workers need). The client threads share the machine's cores
+    with the workers: on a small machine that caps what the comparison can show."""
+    import yaml
+
+    from notefeed.serve.bench import _load, _served, _workspace_users
+    from notefeed.serve.config import ServeConfig, load_config
+
+    if not (workspace / "notefeed.duckdb").exists():
+        raise ValueError(f"--workspace: {workspace} holds no workspace (notefeed.duckdb)")
+    n_notes, user_ids = _workspace_users(workspace)
+    base_cfg = load_config(config) if config is not None else ServeConfig()
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="notefeed-bench-scaling-") as tmp:
+        url, rproc = redis_server(redis_url, Path(tmp))
+        try:
+            for n in workers:
+                ws = Path(tmp) / f"ws{n}"
+                shutil.copytree(workspace, ws)
+                cfg = base_cfg.with_overrides(online={"backend": "redis", "redis_url": url,
+                                                      "redis_prefix": f"scaling{n}-{time.time_ns()}"})
+                cfg_path = Path(tmp) / f"workers{n}.yaml"
+                cfg_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+                port = free_port()
+                t0 = time.perf_counter()
+                proc = start_server(ws, port, ["--config", str(cfg_path), "--workers", str(n)], timeout=1800)
+                startup = time.perf_counter() - t0
+                base = f"http://127.0.0.1:{port}"
+                try:
+                    served = _served(base)
+                    c0 = time.process_time()
+                    load = _load(base, user_ids, n * requests_per_worker, n * concurrency_per_worker, max_seconds)
+                    client_cpu = time.process_time() - c0
+                finally:
+                    stop_server(proc)
+                runs.append({"workers": n, "startup_s": startup, "served": served, **load, "client_cpu_s": client_cpu})
+                shutil.rmtree(ws, ignore_errors=True)
+        finally:
+            if rproc is not None:
+                rproc.terminate()
+                rproc.wait(10)
+    p99 = {r["workers"]: (r["pipelines"]["default"]["end_to_end"] or {}).get("p99_ms") for r in runs}
+    out: dict[str, Any] = {"bench": "worker-scaling", "machine": machine_info(), "workspace": str(workspace),
+                           "notes": n_notes, "config": str(config) if config else "built-in defaults",
+                           "requests_per_worker": requests_per_worker,
+                           "concurrency_per_worker": concurrency_per_worker,
+                           "p99_default_client_ms": p99, "runs": runs}
+    if len(workers) >= 2 and all(p99.get(n) for n in workers[:2]):
+        out["p99_ratio"] = p99[workers[1]] / p99[workers[0]]
+    return out

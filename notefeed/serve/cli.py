@@ -205,11 +205,31 @@ def _register_online_benches(bench: typer.Typer) -> None:
         trials: int = typer.Option(30, "--trials", min=1, max=1000, help="notes published and clicks posted"),
         requests: int = typer.Option(400, "--requests", min=10, max=100_000, help="feed requests over both workers"),
         redis_url: str | None = typer.Option(None, "--redis-url", help="a running Redis (default: a private redis-server)"),
+        scaling: bool = typer.Option(False, "--scaling", help="instead: one port, `serve --workers 1` then `--workers 2` "
+                                     "on copies of --workspace at the same load per worker; feed p50/p99 side by side"),
+        workspace: Path | None = typer.Option(None, "--workspace", help="with --scaling: the (trained) workspace to serve"),
+        config: Path | None = typer.Option(None, "--config", help="with --scaling: serving config (default: the default config)"),
+        concurrency: int = typer.Option(2, "--concurrency", min=1, max=64, help="with --scaling: client threads per worker"),
     ) -> None:
-        """Two serving processes sharing one Redis: note and event visibility across them."""
-        from notefeed.serve.bench_online import run_workers_bench
+        """Two serving processes sharing one Redis: note and event visibility across them
+        (``--scaling``: one vs two workers behind one port, p99 at the same per-worker load)."""
+        from notefeed.serve.bench_online import run_worker_scaling, run_workers_bench
 
-        _emit(json_path, run_workers_bench(trials, requests, redis_url))
+        if not scaling:
+            if workspace is not None or config is not None:
+                typer.echo("error: --workspace/--config: only with --scaling", err=True)
+                raise typer.Exit(2)
+            _emit(json_path, run_workers_bench(trials, requests, redis_url))
+            return
+        if workspace is None:
+            typer.echo("error: --workspace: --scaling serves a workspace (a trained one: `notefeed train`)", err=True)
+            raise typer.Exit(2)
+        try:
+            result = run_worker_scaling(workspace, requests, concurrency, redis_url, config)
+        except (ValueError, RuntimeError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        _emit(json_path, result)
 
     @bench.command("durability")
     def bench_durability(

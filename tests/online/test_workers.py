@@ -145,3 +145,34 @@ def test_a_worker_killed_mid_load_loses_no_acknowledged_event(redis_url, redis_c
     assert len(acked) >= 50, len(acked)
     stored = {json.loads(f["e"])["event_id"] for _, f in redis_client.xrange("w3:events")}
     assert not set(acked) - stored, f"{len(set(acked) - stored)} acknowledged events lost"
+
+
+def test_worker_scaling_bench_serves_one_then_two_workers_behind_one_port(redis_url, tmp_path):
+    from notefeed.data.store import Workspace
+    from notefeed.serve.bench_online import run_worker_scaling
+    from tests.recall.conftest import make_community
+
+    ws = tmp_path / "ws"
+    with Workspace.open(ws) as w:
+        w.save_dataset(make_community(n_users=40, n_notes=60, per_user=5))
+    out = run_worker_scaling(ws, requests_per_worker=10, concurrency_per_worker=1, redis_url=redis_url,
+                             config=MINIMAL)
+    assert [r["workers"] for r in out["runs"]] == [1, 2] and out["notes"] == 60
+    for r in out["runs"]:
+        d = r["pipelines"]["default"]
+        assert d["errors"] == 0 and d["requests"] == 10 * r["workers"] and r["concurrency"] == r["workers"]
+        assert r["served"]["notes"] == 60
+    assert out["p99_ratio"] > 0 and (ws / "notefeed.duckdb").exists()  # served copies, the original untouched
+
+
+def test_worker_scaling_flag_errors_are_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from notefeed.cli import app
+
+    r = CliRunner().invoke(app, ["bench", "workers", "--scaling"])
+    assert r.exit_code == 2 and "--workspace" in r.output
+    r = CliRunner().invoke(app, ["bench", "workers", "--workspace", str(tmp_path)])
+    assert r.exit_code == 2 and "only with --scaling" in r.output
+    r = CliRunner().invoke(app, ["bench", "workers", "--scaling", "--workspace", str(tmp_path / "none")])
+    assert r.exit_code == 2 and "holds no workspace" in r.output
