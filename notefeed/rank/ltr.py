@@ -207,49 +207,38 @@ class ListwiseRanker:
 
     def _step(self, batch: Sequence[Group], m: int, rng: np.random.Generator, opt: torch.optim.Optimizer) -> float:
         """One optimiser step of the listwise loss on ``batch``: each group's chosen row
-        against up to ``m - 1`` sampled others. Returns the batch's mean loss."""
-        xb = np.zeros((len(batch), m, len(self.feature_names)), np.float32)
-        mask = np.zeros((len(batch), m), bool)
-        for r, g in enumerate(batch):
-            others = np.delete(np.arange(len(g.x)), g.pos)
-            if len(others) > m - 1:
-                others = rng.choice(others, m - 1, replace=False)
+        against up to ``m - 1`` sampled others (plus the impression term). Returns the
+        batch's mean loss."""
+        loss = self._chosen_ce([(g, np.delete(np.arange(len(g.x)), g.pos)) for g in batch], m, rng) / len(batch)
+        if self.cfg.impression_weight > 0:
+            # each group's chosen row against its passed-over candidates (``Group.neg``), over
+            # the groups that have them, divided by the batch size: such a group weighs here
+            # what it weighs in the main term
+            paged = [(g, n) for g, n in ((g, _negs(g)) for g in batch) if len(n)]
+            if paged:
+                w = min(m, 1 + max(len(n) for _, n in paged))
+                loss = loss + self.cfg.impression_weight * self._chosen_ce(paged, w, rng) / len(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    def _chosen_ce(self, pairs: Sequence[tuple[Group, np.ndarray]], width: int, rng: np.random.Generator
+                   ) -> torch.Tensor:
+        """Summed softmax cross-entropy of each group's chosen row against its rows ``others``
+        (sampled down to ``width - 1``)."""
+        xb = np.zeros((len(pairs), width, len(self.feature_names)), np.float32)
+        mask = np.zeros((len(pairs), width), bool)
+        for r, (g, others) in enumerate(pairs):
+            if len(others) > width - 1:
+                others = rng.choice(others, width - 1, replace=False)
             rows = np.concatenate([[g.pos], others])
             xb[r, : len(rows)] = g.x[rows]
             mask[r, : len(rows)] = True
         assert self.net is not None
         logits = self.net(torch.from_numpy((xb - self.mean) / self.std), torch.from_numpy(xb))
         logits = logits.masked_fill(~torch.from_numpy(mask), -1e9)
-        loss = nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
-        if self.cfg.impression_weight > 0:
-            loss = loss + self.cfg.impression_weight * self._page_loss(batch, m, rng)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss.item()
-
-    def _page_loss(self, batch: Sequence[Group], m: int, rng: np.random.Generator) -> torch.Tensor:
-        """The impression term: each group's chosen row against its passed-over candidates
-        (``Group.neg``, up to ``m - 1``), summed over the groups that have them and divided by
-        the batch size (so each such group weighs what it weighs in the main term)."""
-        paged = [(g, _negs(g)) for g in batch]
-        paged = [(g, n) for g, n in paged if len(n)]
-        if not paged:
-            return torch.zeros(())
-        w = min(m, 1 + max(len(n) for _, n in paged))
-        xb = np.zeros((len(paged), w, len(self.feature_names)), np.float32)
-        mask = np.zeros((len(paged), w), bool)
-        for r, (g, neg) in enumerate(paged):
-            if len(neg) > w - 1:
-                neg = rng.choice(neg, w - 1, replace=False)
-            rows = np.concatenate([[g.pos], neg])
-            xb[r, : len(rows)] = g.x[rows]
-            mask[r, : len(rows)] = True
-        assert self.net is not None
-        logits = self.net(torch.from_numpy((xb - self.mean) / self.std), torch.from_numpy(xb))
-        logits = logits.masked_fill(~torch.from_numpy(mask), -1e9)
-        ce = nn.functional.cross_entropy(logits, torch.zeros(len(paged), dtype=torch.long), reduction="sum")
-        return ce / len(batch)
+        return nn.functional.cross_entropy(logits, torch.zeros(len(pairs), dtype=torch.long), reduction="sum")
 
     def copy(self) -> ListwiseRanker:
         """An independent copy (weights, normalisation, metrics): train it while this one serves."""
