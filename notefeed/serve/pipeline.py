@@ -89,24 +89,32 @@ def _mix(cs: CandidateSet, side: CandidateSet) -> CandidateSet:
     new = [j for j, it in enumerate(side.items.tolist()) if it not in pos]
     out = CandidateSet(np.concatenate([cs.items, side.items[new]]).astype(np.int64),
                        [list(c) for c in cs.channels] + [list(side.channels[j]) for j in new])
-    m = len(out)
-    for k, v in cs.columns.items():  # ranking columns: side rows were never scored
-        out.columns[k] = np.concatenate([v, np.zeros(m - n, np.float32)])
-    out.columns["main"] = (np.arange(m) < n).astype(np.float32)
-    out.columns["side"] = np.zeros(m, np.float32)
-    for k in side.columns:
-        if k != "recall":
-            out.columns.setdefault(k, np.full(m, np.nan, np.float32))
+    row = np.empty(len(side), np.int64)
     for j, it in enumerate(side.items.tolist()):
         r = pos.get(it)
         if r is None:
             r = n + new.index(j)
         else:
             out.channels[r] += [c for c in side.channels[j] if c not in out.channels[r]]
-        out.columns["side"][r] = 1.0
-        for k, v in side.columns.items():
-            if k != "recall":
-                out.columns[k][r] = v[j]
+        row[j] = r
+    return _mix_columns(out, cs, side, row)
+
+
+def _mix_columns(out: CandidateSet, cs: CandidateSet, side: CandidateSet, row: np.ndarray) -> CandidateSet:
+    """``out``'s columns: ``cs``'s (0 on the side rows, never scored), ``main``/``side`` flags,
+    and the side source's columns on the rows ``row`` its items landed on (NaN elsewhere)."""
+    n, m = len(cs), len(out)
+    for key, v in cs.columns.items():
+        out.columns[key] = np.concatenate([v, np.zeros(m - n, np.float32)])
+    out.columns["main"] = (np.arange(m) < n).astype(np.float32)
+    out.columns["side"] = np.zeros(m, np.float32)
+    for key in side.columns:
+        if key != "recall":
+            out.columns.setdefault(key, np.full(m, np.nan, np.float32))
+    out.columns["side"][row] = 1.0
+    for key, v in side.columns.items():
+        if key != "recall":
+            out.columns[key][row] = v
     return out
 
 
@@ -132,18 +140,7 @@ def _mix_arrays(cs: CandidateSet, side: CandidateSet, a: ChannelLists, b: Channe
     hits[row, len(a.names):] = b.hits
     out = CandidateSet(np.concatenate([cs.items, side.items[new]]).astype(np.int64),
                        ChannelLists(a.names + b.names, hits))
-    for key, v in cs.columns.items():  # ranking columns: side rows were never scored
-        out.columns[key] = np.concatenate([v, np.zeros(m - n, np.float32)])
-    out.columns["main"] = (np.arange(m) < n).astype(np.float32)
-    out.columns["side"] = np.zeros(m, np.float32)
-    for key in side.columns:
-        if key != "recall":
-            out.columns.setdefault(key, np.full(m, np.nan, np.float32))
-    out.columns["side"][row] = 1.0
-    for key, v in side.columns.items():
-        if key != "recall":
-            out.columns[key][row] = v
-    return out
+    return _mix_columns(out, cs, side, row)
 
 
 @dataclass
