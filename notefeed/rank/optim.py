@@ -5,6 +5,10 @@ gradient is zero). This optimiser updates only the rows present in the batch: fo
 the first step equals dense Adam exactly; later steps differ because a row's moments and its bias
 correction advance only when the row is seen (a per-row step count), which is the usual "lazy
 Adam" trade-off (rows absent from a batch keep their value instead of drifting on momentum).
+
+Used by the rankers' id embeddings and by ``sequence/sasrec``'s item table on its sampled-loss
+path (large catalogues); ``weight_decay`` (decoupled, as AdamW, on the rows of the batch only)
+is 0 by default, which is the rankers' update.
 """
 
 from __future__ import annotations
@@ -17,16 +21,23 @@ __all__ = ["RowwiseAdam", "split_params"]
 
 
 class RowwiseAdam(torch.optim.Optimizer):
-    """Adam over the rows of sparse-gradient parameters (``nn.Embedding(sparse=True)``)."""
+    """Adam over the rows of sparse-gradient parameters (``nn.Embedding(sparse=True)``).
+
+    ``weight_decay`` > 0 shrinks each row of the batch by ``1 - lr * weight_decay`` before its
+    update (AdamW's decoupled decay, applied lazily: only when the row is seen).
+    """
 
     def __init__(self, params: Iterable[torch.nn.Parameter], lr: float = 1e-2,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        if weight_decay < 0:
+            raise ValueError(f"RowwiseAdam: weight_decay must be >= 0, got {weight_decay}")
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[no-untyped-def,override]
         for group in self.param_groups:
             lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
+            wd = group.get("weight_decay", 0.0)
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -51,6 +62,8 @@ class RowwiseAdam(torch.optim.Optimizer):
                 bc1 = (1 - torch.pow(b1, step)).unsqueeze(1)
                 bc2 = (1 - torch.pow(b2, step)).unsqueeze(1)
                 upd = (m / bc1).div_((v / bc2).sqrt_().add_(eps))
+                if wd:
+                    p.index_copy_(0, idx, p.index_select(0, idx).mul_(1 - lr * wd))
                 p.index_add_(0, idx, upd, alpha=-lr)
         return None
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SASRecNet", "full_ce_loss", "sampled_ce_loss"]
+__all__ = ["SASRecNet", "full_ce_loss", "sampled_ce_loss", "sampled_ce_loss_sparse"]
 
 
 class _Block(nn.Module):
@@ -88,9 +88,33 @@ def sampled_ce_loss(
 
     Shapes as :func:`full_ce_loss`; a negative equal to a row's target is masked out.
     """
-    neg = torch.randint(0, items.shape[0], (n_negatives,), generator=gen, device="cpu").to(h.device)
-    pos_logit = (h * items[target]).sum(-1, keepdim=True)
-    neg_logit = h @ items[neg].T
+    neg = _negatives(items.shape[0], n_negatives, gen, h.device)
+    return _sampled_ce(h, target, items[target], items[neg], neg)
+
+
+def sampled_ce_loss_sparse(
+    h: torch.Tensor, target: torch.Tensor, table: torch.Tensor, n_negatives: int, gen: torch.Generator
+) -> torch.Tensor:
+    """:func:`sampled_ce_loss` (same negatives for the same ``gen``) with sparse gradients.
+
+    ``table`` is the whole embedding table, padding row 0 included (``SASRecNet.item.weight``);
+    the target and negative rows are looked up as ``nn.Embedding(sparse=True)`` does, so the
+    table's gradient holds only the rows of the batch (for :class:`~notefeed.rank.optim.RowwiseAdam`).
+    """
+    neg = _negatives(table.shape[0] - 1, n_negatives, gen, h.device)
+    pos = F.embedding(target + 1, table, sparse=True)
+    return _sampled_ce(h, target, pos, F.embedding(neg + 1, table, sparse=True), neg)
+
+
+def _negatives(n_items: int, n_negatives: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.randint(0, n_items, (n_negatives,), generator=gen, device="cpu").to(device)
+
+
+def _sampled_ce(
+    h: torch.Tensor, target: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor, neg: torch.Tensor
+) -> torch.Tensor:
+    pos_logit = (h * pos).sum(-1, keepdim=True)
+    neg_logit = h @ negs.T
     neg_logit = neg_logit.masked_fill(neg[None, :] == target[:, None], float("-inf"))
     logits = torch.cat([pos_logit, neg_logit], dim=1).float()
     return F.cross_entropy(logits, torch.zeros_like(target))
