@@ -94,10 +94,11 @@ def time_steps(seqs: list[np.ndarray], n_items: int, sparse: bool, steps: int, w
 
 
 def cmd_steps(a: argparse.Namespace) -> None:
-    from notefeed.serve.cli import load_workspace_dataset
+    from notefeed.data.store import Workspace
 
     t0, c0 = time.perf_counter(), time.process_time()
-    ds = load_workspace_dataset(Path(a.workspace))
+    with Workspace.open(Path(a.workspace), create=False) as w:  # (recall/ does not import serve/)
+        ds = w.load_dataset()
     seqs = training_sequences(ds)
     load = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
             "n_users": ds.n_users, "n_items": ds.n_items, "n_events": int(len(ds.events))}
