@@ -107,23 +107,26 @@ class Workspace:
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
-    def open(cls, directory: str | Path, create: bool = True) -> Workspace:
-        """Open ``directory/notefeed.duckdb`` (creating folder and schema when ``create``)."""
+    def open(cls, directory: str | Path, create: bool = True, read_only: bool = False) -> Workspace:
+        """Open ``directory/notefeed.duckdb`` (creating folder and schema when ``create``).
+        ``read_only``: an existing workspace, for reading only; several processes may hold it
+        so at once (a read-write open locks it)."""
         d = Path(directory)
         db = d / DB_NAME
         if not db.exists():
-            if not create:
+            if not create or read_only:
                 raise FileNotFoundError(f"workspace: expected file {db} (create it with `notefeed data import`)")
             d.mkdir(parents=True, exist_ok=True)
         try:
-            con = duckdb.connect(str(db))
+            con = duckdb.connect(str(db), read_only=read_only)
         except duckdb.Error as e:
             msg = str(e).splitlines()[0]
             if "lock" in msg.lower():
                 raise DataError(f"workspace {db}: locked by another process ({msg})") from None
             raise DataError(f"workspace {db}: not a readable DuckDB database ({msg})") from None
         try:
-            con.execute(_SCHEMA)
+            if not read_only:
+                con.execute(_SCHEMA)
             have = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         except duckdb.Error as e:
             con.close()

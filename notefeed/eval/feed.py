@@ -123,8 +123,8 @@ def _stored_chunk(shared: dict[str, Any], users: np.ndarray) -> dict[str, Any]:
     """A batch task: :func:`_feed_chunk` on an engine serving ``shared``'s stored version,
     loaded once per worker process (its own state folder, the store's fitted models)."""
     global _STORED
+    from notefeed.data.store import Workspace
     from notefeed.models.store import ModelStore
-    from notefeed.serve.cli import load_workspace_dataset
     from notefeed.serve.config import ServeConfig
     from notefeed.serve.engine import Engine
 
@@ -132,7 +132,8 @@ def _stored_chunk(shared: dict[str, Any], users: np.ndarray) -> dict[str, Any]:
     if _STORED is None or _STORED[0] != key:
         _drop_stored()
         ws = Path(key[0])
-        ds = load_workspace_dataset(ws)
+        with Workspace.open(ws, create=False, read_only=True) as w:  # workers read it at once
+            ds = w.load_dataset()
         fitted = ModelStore(ws).load(key[1])
         tmp = tempfile.TemporaryDirectory(prefix="notefeed-feed-shard-")
         engine = Engine(ds, ServeConfig.model_validate(shared["config"]), Path(tmp.name), fitted=fitted,

@@ -215,3 +215,29 @@ def test_coded_load_without_request_ids_and_unknown_event_types_fall_back(tmp_pa
         assert ws._coded_events() is None
         back = ws.load_dataset()
     assert len(back.events) == 5 and "zz" in back.item_index
+
+
+def test_read_only_opens_share_a_workspace_across_processes(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from notefeed.data.store import Workspace
+    from tests.recall.conftest import make_community
+
+    ds = make_community(n_users=10, n_notes=12, per_user=3)
+    with Workspace.open(tmp_path) as w:
+        w.save_dataset(ds)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from notefeed.data.store import Workspace; "
+                               f"w = Workspace.open({str(tmp_path)!r}, create=False, read_only=True); "
+                               "print('open', flush=True); time.sleep(3)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with Workspace.open(tmp_path, create=False, read_only=True) as w:  # a second reader at once
+            assert len(w.load_dataset().events) == len(ds.events)
+        t0 = time.monotonic()
+    finally:
+        holder.wait(20)
+    assert time.monotonic() - t0 < 20
+    with pytest.raises(FileNotFoundError):
+        Workspace.open(tmp_path / "none", read_only=True)
