@@ -353,21 +353,16 @@ def feed_stage(
     is read from; ``engine``/``address``: shard the page requests by user on a batch engine
     (``ray``; ``local`` runs them here, in forked workers).
     """
-    from notefeed.batch.base import ENGINES, open_engine
+    from notefeed.batch.cli import engine_or_fail
     from notefeed.eval.datasets import load_eval_dataset
     from notefeed.serve.config import ServeConfig, load_config
 
-    if engine not in ENGINES:
-        raise ValueError(f"--engine: must be one of {', '.join(ENGINES)}, got {engine!r}")
-    if address and engine != "ray":
-        raise ValueError("--address: only with --engine ray")
+    def fail(msg: str) -> None:
+        raise ValueError(msg)
+
     cfg = load_config(config) if config is not None else ServeConfig()
-    try:
-        batch = open_engine(engine, address=address) if engine != "local" else None
-    except ImportError as e:
-        raise ValueError(f"--engine {engine}: {e}") from None
-    except Exception as e:  # noqa: BLE001  (Ray raises many kinds when it cannot reach a cluster)
-        raise ValueError(f"--address {address}: cannot start or reach Ray ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    # local: forked workers here (run_feed), not a batch engine
+    batch = engine_or_fail(engine, address, fail) if engine != "local" or address else None
     rows: list[dict] = []
     try:
         for dname in datasets:
