@@ -209,6 +209,12 @@ def clear_tables() -> None:
     _TABLES.clear()
 
 
+def _best(a: np.ndarray, b: np.ndarray, sa: int, sb: int) -> tuple[np.ndarray, np.ndarray]:
+    """Elementwise the larger of ``a`` and ``b`` (``a`` on a tie) and the state it came from."""
+    c = a >= b
+    return np.where(c, a, b), np.where(c, sa, sb)
+
+
 def _viterbi(s: str, ra: np.ndarray, rl: np.ndarray, fs: Any) -> np.ndarray:
     """(len(s),) int8 BMES states of the characters of the runs ``s[ra[i] : ra[i] + rl[i]]``
     (other positions 0), by jieba.finalseg's Viterbi: ``prev + trans + emit`` in float64 and
@@ -237,18 +243,11 @@ def _viterbi(s: str, ra: np.ndarray, rl: np.ndarray, fs: Any) -> np.ndarray:
         p = ra[:na] + t
         xb, xm, xe, xs = eb[p], em[p], ee[p], es[p]
         b_, m_, e_, s_ = vb[:na], vm[:na], ve[:na], vs[:na]
-        p1, p2 = e_ + t_eb + xb, s_ + t_sb + xb  # B <- E, S
-        c = p2 >= p1
-        nb_, back[_B, p] = np.where(c, p2, p1), np.where(c, _S, _E)
-        p1, p2 = m_ + t_mm + xm, b_ + t_bm + xm  # M <- M, B
-        c = p1 >= p2
-        nm_, back[_M, p] = np.where(c, p1, p2), np.where(c, _M, _B)
-        p1, p2 = s_ + t_ss + xs, e_ + t_es + xs  # S <- S, E
-        c = p1 >= p2
-        ns_, back[_S, p] = np.where(c, p1, p2), np.where(c, _S, _E)
-        p1, p2 = b_ + t_be + xe, m_ + t_me + xe  # E <- B, M
-        c = p2 >= p1
-        ne_, back[_E, p] = np.where(c, p2, p1), np.where(c, _M, _B)
+        # each state's best predecessor; the first of the two wins a tie (jieba's order)
+        nb_, back[_B, p] = _best(s_ + t_sb + xb, e_ + t_eb + xb, _S, _E)  # B <- S, E
+        nm_, back[_M, p] = _best(m_ + t_mm + xm, b_ + t_bm + xm, _M, _B)  # M <- M, B
+        ns_, back[_S, p] = _best(s_ + t_ss + xs, e_ + t_es + xs, _S, _E)  # S <- S, E
+        ne_, back[_E, p] = _best(m_ + t_me + xe, b_ + t_be + xe, _M, _B)  # E <- M, B
         vb[:na], vm[:na], ve[:na], vs[:na] = nb_, nm_, ne_, ns_
     state = np.where(vs >= ve, _S, _E).astype(np.int8)
     tags = np.zeros(n, np.int8)
