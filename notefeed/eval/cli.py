@@ -70,13 +70,15 @@ def _print_feed(console: Console, rows: Sequence[dict]) -> None:
     """The feed stage: accuracy with intervals, the ratio to the best baseline, and HR@10
     after each stage of the served funnel (recall order, coarse, fine, re-ranked page)."""
     t = Table(title="feed stage: the served page vs baselines (same split, same users)")
-    for c in ("dataset", "model", "users", "HR@10", "±95%", "NDCG@10", "HR@20", "x best", "recall", "coarse",
+    for c in ("dataset", "model", "seed", "users", "HR@10", "±95%", "NDCG@10", "HR@20", "x best", "recall", "coarse",
               "fine", "page", "cand. hit", "p50 ms"):
         t.add_column(c, justify="right")
     for r in rows:
         ratio = r.get("hit@10_vs_best")
-        t.add_row(str(r.get("dataset", "")), str(r.get("model", "")), str(r.get("test_users", "")),
-                  *(_fmt(r.get(k, "")) for k in ("hit@10", "hit@10_ci95", "ndcg@10", "hit@20")),
+        # a summary row (--seeds): the mean over seeds, the interval over seeds
+        seed, ci = ("mean", "hit@10_ci95_seeds") if "summary" in r else (str(r.get("seed", "")), "hit@10_ci95")
+        t.add_row(str(r.get("dataset", "")), str(r.get("model", "")), seed, str(r.get("test_users", "")),
+                  *(_fmt(r.get(k, "")) for k in ("hit@10", ci, "ndcg@10", "hit@20")),
                   "" if ratio is None else f"{ratio:.2f}x",
                   *(_fmt(r.get(f"stage.{s}.hit@10", "")) for s in ("recall", "coarse", "fine", "page")),
                   _fmt(r.get("stage.recall.hit@all", "")), _fmt(r.get("feed_p50_ms", "")))
@@ -148,7 +150,7 @@ def eval_command(
     k: str | None = typer.Option(None, "--k", help="cut-offs, comma-separated (default 10,20,50)"),
     param: list[str] | None = typer.Option(None, "--param", help="model parameter MODEL.KEY=VALUE (repeatable)"),
     seed: int = typer.Option(0, "--seed", help="random seed for splits, subsampling and models"),
-    seeds: str | None = typer.Option(None, "--seeds", help="rank stage: seeds to repeat the run over, comma-separated (adds mean and 95%% interval rows)"),
+    seeds: str | None = typer.Option(None, "--seeds", help="rank and feed stages: seeds to repeat the run over, comma-separated (adds mean and 95%% interval rows)"),
     quick: bool = typer.Option(False, "--quick", help="subsample users (smoke runs, tests)"),
     json_path: Path | None = typer.Option(None, "--json", help="write {stage, rows, meta} JSON here"),
     report: Path | None = typer.Option(None, "--report", help="write index.html and PNG figures into this folder"),

@@ -14,6 +14,12 @@ recall order (best rank-normalised channel score), of the coarse keep, of the fu
 signal. ``--users N`` subsamples test users; every HR/NDCG comes with a 95% interval
 (normal approximation over users).
 
+``--seeds 0,1,2`` repeats the whole run per seed: the seed draws the user sample, the
+baselines, the learned rankers and every recall channel with a ``seed`` parameter the config
+leaves unset (SASRec's and ALS's initialisation: :func:`reseeded`). Seed 0 is the served
+config itself. Summary rows then give each model's mean and 95% t-interval over seeds, and for
+the pipeline the per-seed ratio to that seed's best baseline, its mean and interval.
+
 On a batch engine (``--engine ray``) the page requests are sharded by user: the fitted system
 is written to a model store (a temporary workspace holding the training split and one model
 version, as ``notefeed train`` writes it), and each task's worker loads that version once,
@@ -41,7 +47,7 @@ from notefeed.eval.splits import Split, make_split
 from notefeed.eval.stages import EVAL_STAGES
 from notefeed.threads import one_thread, one_thread_for_process
 
-__all__ = ["feed_stage", "evaluate_feed", "run_feed", "run_feed_sharded", "subsample_split", "STAGE_LABELS"]
+__all__ = ["feed_stage", "evaluate_feed", "reseeded", "summarize_seeds", "run_feed", "run_feed_sharded", "subsample_split", "STAGE_LABELS"]
 
 #: snapshot name (pipeline step) -> the stage it closes, in funnel order
 STAGE_LABELS = {"recall": "recall", "coarse/keep": "coarse", "rerank/window": "fine"}
@@ -302,6 +308,75 @@ def evaluate_feed(ds: Dataset, config: Any = None, models: Sequence[str] = DEFAU
     return rows
 
 
+def reseeded(cfg: Any, seed: int) -> Any:
+    """``cfg`` with ``seed`` as the seed of every recall channel whose factory takes one and
+    whose params leave it unset. Seed 0, every channel's default, returns ``cfg`` itself."""
+    import dataclasses
+    import inspect
+
+    from notefeed.recall.base import CHANNELS
+
+    if seed == 0:
+        return cfg
+    channels = []
+    for ch in cfg.recall.channels:
+        takes = False
+        if ch.name in CHANNELS and "seed" not in ch.params:
+            factory = CHANNELS.get(ch.name)
+            if dataclasses.is_dataclass(factory):
+                takes = any(f.name == "seed" and f.init for f in dataclasses.fields(factory))
+            else:
+                try:
+                    takes = "seed" in inspect.signature(factory).parameters
+                except (TypeError, ValueError):
+                    takes = False
+        channels.append(ch.model_copy(update={"params": {**ch.params, "seed": int(seed)}}) if takes else ch)
+    return cfg.model_copy(update={"recall": cfg.recall.model_copy(update={"channels": channels})})
+
+
+def summarize_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (dataset, model) over the seeds' rows: mean and 95% t-interval of HR/NDCG (and the
+    stage attribution); for the pipeline also of its per-seed ratio to that seed's best
+    baseline (``hit@10_vs_best``), and the ratio of its mean to the best baseline's mean."""
+    from notefeed.rank.evaluate import mean_ci
+
+    runs = [r for r in rows if "seed" in r and "summary" not in r]
+    out: list[dict[str, Any]] = []
+    for ds in dict.fromkeys(r["dataset"] for r in runs):
+        by_model: dict[str, dict[int, dict[str, Any]]] = {}
+        for r in runs:
+            if r["dataset"] == ds:
+                by_model.setdefault(r["model"], {})[int(r["seed"])] = r
+        means: dict[str, dict[str, float]] = {}
+        for m, per_seed in by_model.items():
+            seeds = sorted(per_seed)
+            first = per_seed[seeds[0]]
+            row: dict[str, Any] = {"dataset": ds, "model": m, "test_users": first.get("test_users"),
+                                   "summary": f"mean and 95% t-interval over seeds {seeds}",
+                                   "seeds": seeds, "n_seeds": len(seeds)}
+            keys = [k for k, v in first.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                    and (k.split("@")[0] in ("hit", "ndcg", "recall", "mrr", "coverage", "novelty")
+                         or k.startswith("stage.") or k.startswith("rerank_cost.")) and not k.endswith("_ci95")]
+            for k in keys:
+                vals = [float(per_seed[s].get(k, float("nan"))) for s in seeds]
+                row[k], row[f"{k}_ci95_seeds"] = mean_ci(vals)
+                if k.endswith("_vs_best") or k in ("hit@10", "ndcg@10"):
+                    row[f"{k}_per_seed"] = vals
+            if m == "pipeline":
+                row["best_baseline_per_seed"] = [per_seed[s].get("best_baseline") for s in seeds]
+            means[m] = row
+            out.append(row)
+        pipe = means.get("pipeline")
+        if pipe is not None:
+            for metric in [k for k in pipe if k.split("@")[0] in ("hit", "ndcg") and "_" not in k]:
+                base = [(r[metric], m) for m, r in means.items() if m != "pipeline" and metric in r]
+                if base:
+                    b, name = max(base)
+                    pipe[f"{metric}_vs_best_mean"] = float(pipe[metric]) / b if b > 0 else float("nan")
+                    pipe[f"{metric}_best_mean_baseline"] = name
+    return out
+
+
 def _store_fitted(ws: Path, ds: Dataset, cfg: Any, fitted: dict[str, Any]) -> tuple[Path, str]:
     """Write ``ds`` and the fitted components to a new workspace ``ws`` as ``notefeed train``
     does; ``(ws, version)``. Checks that the workspace reads back with the same user and
@@ -345,13 +420,15 @@ def feed_stage(
     path: str | None = None,
     engine: str = "local",
     address: str | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> list[dict]:
     """``notefeed eval --stage feed``: baselines and the served page side by side.
 
     ``config``: a serving config file (the default config when omitted); ``users``: test
     users to sample (all when omitted; ``--quick`` samples 300); ``path``: where the dataset
     is read from; ``engine``/``address``: shard the page requests by user on a batch engine
-    (``ray``; ``local`` runs them here, in forked workers).
+    (``ray``; ``local`` runs them here, in forked workers). ``seeds``: repeat per seed
+    (:func:`reseeded`) and add :func:`summarize_seeds` rows.
     """
     from notefeed.batch.cli import engine_or_fail
     from notefeed.eval.datasets import load_eval_dataset
@@ -366,11 +443,15 @@ def feed_stage(
     rows: list[dict] = []
     try:
         for dname in datasets:
-            ds = load_eval_dataset(dname, seed, path, quick=quick)
-            n = users if users is not None else (300 if quick else None)
-            rows.extend(evaluate_feed(ds, cfg, models if models is not None else DEFAULT_MODELS,
-                                      k, seed, n, progress=True, batch_engine=batch))
+            for sd in list(seeds) if seeds else [seed]:
+                ds = load_eval_dataset(dname, sd, path, quick=quick)
+                n = users if users is not None else (300 if quick else None)
+                got = evaluate_feed(ds, reseeded(cfg, sd), models if models is not None else DEFAULT_MODELS,
+                                    k, sd, n, progress=True, batch_engine=batch)
+                rows.extend({**r, "seed": sd} for r in got)
     finally:
         if batch is not None:
             batch.close()
+    if seeds is not None and len(seeds) > 1:
+        rows.extend(summarize_seeds(rows))
     return rows

@@ -157,3 +157,63 @@ def test_feed_engine_flag_errors_name_the_flag():
         feed_stage(["movielens-100k"], None, 0, True, None, engine="spark")
     with pytest.raises(ValueError, match="--address: only with --engine ray"):
         feed_stage(["movielens-100k"], None, 0, True, None, address="auto")
+
+
+def test_reseeded_sets_unset_channel_seeds_only():
+    from notefeed.eval.feed import reseeded
+
+    cfg = ServeConfig().with_overrides(recall={"channels": [
+        {"name": "sequence/sasrec", "quota": 10, "params": {"min_steps": 5}},
+        {"name": "embedding/als", "quota": 10, "params": {"seed": 7}},
+        {"name": "item-to-item/swing", "quota": 10},
+        {"name": "non-personalized/popular", "quota": 10}]})
+    assert reseeded(cfg, 0) is cfg
+    params = {c.name: c.params for c in reseeded(cfg, 3).recall.channels}
+    assert params["sequence/sasrec"] == {"min_steps": 5, "seed": 3}
+    assert params["embedding/als"] == {"seed": 7}  # the config's own seed wins
+    assert "seed" not in params["item-to-item/swing"] and params["non-personalized/popular"] == {}
+    assert cfg.recall.channels[0].params == {"min_steps": 5}  # the input is not changed
+
+
+def test_summarize_seeds_means_intervals_and_ratios():
+    from notefeed.eval.feed import summarize_seeds
+
+    rows = []
+    for seed, (pop, knn, pipe) in enumerate([(0.10, 0.20, 0.30), (0.10, 0.25, 0.30), (0.12, 0.15, 0.24)]):
+        best = max(("pop", pop), ("itemknn", knn), key=lambda x: x[1])
+        rows += [{"dataset": "d", "model": "pop", "seed": seed, "hit@10": pop},
+                 {"dataset": "d", "model": "itemknn", "seed": seed, "hit@10": knn},
+                 {"dataset": "d", "model": "pipeline", "seed": seed, "hit@10": pipe,
+                  "hit@10_vs_best": pipe / best[1], "best_baseline": best[0]}]
+    out = {r["model"]: r for r in summarize_seeds(rows)}
+    assert out["itemknn"]["hit@10"] == pytest.approx(0.20)
+    pipe = out["pipeline"]
+    assert pipe["hit@10"] == pytest.approx(0.28) and pipe["n_seeds"] == 3
+    assert pipe["hit@10_vs_best"] == pytest.approx(np.mean([1.5, 1.2, 1.6]))
+    assert pipe["hit@10_vs_best_per_seed"] == pytest.approx([1.5, 1.2, 1.6])
+    assert 0 < pipe["hit@10_vs_best_ci95_seeds"] < 1
+    assert pipe["hit@10_vs_best_mean"] == pytest.approx(0.28 / 0.20)  # against the best mean baseline
+    assert pipe["hit@10_best_mean_baseline"] == "itemknn"
+
+
+def test_cli_feed_stage_seeds_adds_summary_rows(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(json.dumps(_config().model_dump(mode="json")))
+    log = tmp_path / "log.txt"
+    ds = chain_log(60, 50)
+    ev = ds.events.sort_values(["user", "ts"])
+    ids = ds.notes["note_id"].to_numpy()
+    log.write_text("\n".join(" ".join([f"u{u}", *ids[g["item"].to_numpy()]]) for u, g in ev.groupby("user")) + "\n")
+    out = tmp_path / "feed.json"
+    r = CliRunner().invoke(app, ["eval", "--stage", "feed", "--path", str(log), "--config", str(cfg),
+                                 "--models", "pop", "--users", "30", "--k", "10", "--seeds", "0,1",
+                                 "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(out.read_text())["rows"]
+    runs = [(row["model"], row["seed"]) for row in rows if "summary" not in row]
+    assert runs == [("pop", 0), ("pipeline", 0), ("pop", 1), ("pipeline", 1)]
+    summary = {row["model"]: row for row in rows if "summary" in row}
+    per_seed = [row["hit@10"] for row in rows if row["model"] == "pipeline" and "summary" not in row]
+    assert summary["pipeline"]["hit@10"] == pytest.approx(np.mean(per_seed))
+    assert summary["pipeline"]["hit@10_per_seed"] == pytest.approx(per_seed)
+    assert "hit@10_vs_best_ci95_seeds" in summary["pipeline"]
