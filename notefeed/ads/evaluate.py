@@ -530,14 +530,14 @@ def run_seed(seed: int, quick: bool, load: str = "natural", levels: tuple[float,
     return rows
 
 
-def _ci95(x: np.ndarray) -> list[float]:
-    """Student-t 95% interval of the mean of ``x`` (over seeds)."""
+def _ci95(x: np.ndarray, digits: int = 4) -> list[float]:
+    """Student-t 95% interval of the mean of ``x`` (over seeds), rounded to ``digits`` places."""
     from scipy import stats
 
     if len(x) < 2:
         return [float(x.mean()), float(x.mean())]
     h = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
-    return [round(float(x.mean()) - h, 4), round(float(x.mean()) + h, 4)]
+    return [round(float(x.mean()) - h, digits), round(float(x.mean()) + h, digits)]
 
 
 def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick: bool,
@@ -556,7 +556,10 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
     keyword-only with a 95% interval (``cpm_vs_keyword_ci95``). ``ads.load=feed`` measures the
     organic cost of feed ads in the closed-loop feed simulator instead
     (:mod:`notefeed.ads.feedsim`); ``ads.load=feed-recall`` the organic cost of category vs
-    category + semantic feed-ad recall at equal ad load there.
+    category + semantic feed-ad recall at equal ad load there. ``ads.load=search-recall`` the
+    organic cost of search ads, keyword-only vs + semantic recall at equal ad load, with organic
+    search results and ads in one closed loop (:mod:`notefeed.ads.searchsim`; ``ads.user``: a JSON
+    object of :class:`~notefeed.ads.searchsim.SearchUser` fields for the simulated user).
 
     ``ads.pctr``: the efficiency model's features, ``evidence`` (default: the basic ones and every
     recall channel's score for the pair), ``basic`` (text cosine, keyword match, ad CTR) or
@@ -566,9 +569,9 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
     the seeds already there from it (a long run can stop and go on; the settings must match).
     """
     opts = dict((params or {}).get("ads", {}))
-    unknown = set(opts) - {"load", "levels", "pctr", "resume", "methods"}
+    unknown = set(opts) - {"load", "levels", "pctr", "resume", "methods", "user"}
     if unknown:
-        raise ValueError(f"--param: ads takes load, levels, pctr, resume, methods; got {', '.join(sorted(unknown))}")
+        raise ValueError(f"--param: ads takes load, levels, pctr, resume, methods, user; got {', '.join(sorted(unknown))}")
     methods = opts.get("methods", list(METHODS))
     if not isinstance(methods, list) or not methods or not set(methods) <= set(METHODS):
         raise ValueError(f"--param: ads.methods must be a list of {', '.join(METHODS)}, got {methods!r}")
@@ -578,8 +581,11 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
     if pctr not in (*PCTR_KINDS, "both"):
         raise ValueError(f"--param: ads.pctr must be {', '.join(PCTR_KINDS)} or both, got {pctr!r}")
     load = opts.get("load", "natural")
-    if load not in ("natural", "equal", "reserve", "pcvr", "feed", "feed-recall"):
-        raise ValueError(f"--param: ads.load must be natural, equal, reserve, pcvr, feed or feed-recall, got {load!r}")
+    if load not in ("natural", "equal", "reserve", "pcvr", "feed", "feed-recall", "search-recall"):
+        raise ValueError("--param: ads.load must be natural, equal, reserve, pcvr, feed, feed-recall or search-recall, "
+                         f"got {load!r}")
+    if "user" in opts and load != "search-recall":
+        raise ValueError("--param: ads.user runs with ads.load=search-recall")
     if pctr == "both" and load not in ("natural", "equal"):
         raise ValueError("--param: ads.pctr=both runs with ads.load natural or equal")
     levels = opts.get("levels", [1.0])
@@ -596,6 +602,20 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
 
         study = feed_ads_study if load == "feed" else feed_recall_study
         out = study(seed_list, steps=10 if quick else 40)
+        out[0]["wall_s"] = round(time.perf_counter() - t0, 1)
+        out[0]["cpu_s"] = round(time.process_time() - c0, 1)
+        return out
+    if load == "search-recall":  # the organic cost of search ads: organic results and ads in one closed loop
+        from notefeed.ads.searchsim import SearchUser, search_recall_study
+
+        user = opts.get("user", {})
+        fields = set(SearchUser.__dataclass_fields__)
+        if not isinstance(user, dict) or not set(user) <= fields:
+            raise ValueError(f"--param: ads.user must be a JSON object with keys among {', '.join(sorted(fields))}, "
+                             f"got {user!r}")
+        out = search_recall_study(seed_list, preset="tiny" if quick else "demo", n_queries=1500 if quick else 6000,
+                                  n_ads=300 if quick else 1000, user=SearchUser(**user),
+                                  resume=Path(str(opts["resume"])) if opts.get("resume") else None)
         out[0]["wall_s"] = round(time.perf_counter() - t0, 1)
         out[0]["cpu_s"] = round(time.process_time() - c0, 1)
         return out

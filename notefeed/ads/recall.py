@@ -29,12 +29,16 @@ __all__ = ["KeywordChannel", "RewriteChannel", "SemanticChannel", "LogisticPCTR"
            "pctr_features", "evidence_features", "interest_shares", "category_candidates", "best_scores",
            "SERVING_DEFAULTS"]
 
-#: ad recall settings that serving (``serve.adslots.AdSlotsConfig``) and the feed-ads
-#: simulator (``ads.feedsim``) share: one place, so the simulator measures what serving runs
+#: ad recall and page settings that serving (``serve.adslots.AdSlotsConfig``) and the ad
+#: simulators (``ads.feedsim``, ``ads.searchsim``) share: one place, so the simulators measure what
+#: serving runs (``tests/ads/test_searchsim.py`` checks that AdSlotsConfig's defaults agree)
 SERVING_DEFAULTS: dict = {
     "recall_k": 100,
     "relevance_floor": 0.05,
     "history_len": 30,  # recent history notes behind a feed-ad user vector
+    # placement (first 0-based position, organic results between ads, most ads share of the page),
+    # least cost per click, and the prior behind an ad's smoothed CTR (pCTR = that x (0.5 + relevance))
+    "first": 2, "spacing": 4, "load_cap": 0.2, "reserve": 0.05, "prior_ctr": 0.02, "prior_weight": 50.0,
     "quotas": {"keyword/match": 60, "keyword/rewrite": 30, "semantic/text": 40, "semantic/twotower": 40,
                "category/interest": 60},
 }
