@@ -18,7 +18,7 @@ import numpy as np
 
 from notefeed.eval.stages import EVAL_STAGES
 from notefeed.search.config import SearchConfig
-from notefeed.search.fusion import LearnedFusion
+from notefeed.search.fusion import LearnedFusion, without_personal
 from notefeed.search.pipeline import SearchPipeline
 from notefeed.search.queries import QuerySet, movielens_tag_queries, sim_queries
 
@@ -88,7 +88,7 @@ def _labels(runs: list[dict], qs: QuerySet, personal: bool) -> tuple[np.ndarray,
     xs, ys = [], []
     top = max(max(r.values(), default=1) for r in qs.relevance) or 1
     for r, rel in zip(runs, qs.relevance, strict=True):
-        x = r["x"] if personal else np.concatenate([r["x"][:, :6], np.zeros_like(r["x"][:, 6:])], axis=1)
+        x = r["x"] if personal else without_personal(r["x"])
         xs.append(x)
         ys.append(np.array([rel.get(int(i), 0) / top for i in r["items"]], np.float64))
     return np.concatenate(xs), np.concatenate(ys)

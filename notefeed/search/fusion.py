@@ -16,11 +16,24 @@ import numpy as np
 
 from notefeed.search.base import Hits, SearchError
 
-__all__ = ["rrf", "union_ranks", "candidate_features", "fit_logistic", "LearnedFusion", "FEATURES"]
+__all__ = ["rrf", "union_ranks", "candidate_features", "fit_logistic", "LearnedFusion", "FEATURES", "PERSONAL",
+           "without_personal"]
 
-#: columns of :func:`candidate_features`; personal features are 0 without a user profile
+#: columns of :func:`candidate_features`; personal features are 0 without a user profile.
+#: ``topic_match`` / ``user_topic``: the note's topic mixture (:mod:`notefeed.search.topics`)
+#: dotted with the query's category posterior / the user's mean mixture.
 FEATURES = ("lex_score", "lex_rrf", "dense_score", "dense_rrf", "both", "category_match",
-            "user_category", "user_tag", "user_vector")
+            "user_category", "user_tag", "user_vector", "topic_match", "user_topic")
+#: the columns that come from the user (zeroed for a model or row "without personalisation")
+PERSONAL = ("user_category", "user_tag", "user_vector", "user_topic")
+_PERSONAL_COLS = np.array([FEATURES.index(f) for f in PERSONAL])
+
+
+def without_personal(x: np.ndarray) -> np.ndarray:
+    """A copy of candidate features ``x`` (u, len(FEATURES)) with the :data:`PERSONAL` columns 0."""
+    out = np.array(x, copy=True)
+    out[:, _PERSONAL_COLS] = 0
+    return out
 
 
 def union_ranks(lists: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -55,11 +68,14 @@ def _scaled(scores: np.ndarray) -> np.ndarray:
 
 
 def candidate_features(lex: Hits, dense: Hits, category_match: np.ndarray | None = None,
-                       personal: np.ndarray | None = None, k: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
+                       personal: np.ndarray | None = None, k: float = 60.0,
+                       topic_match: np.ndarray | None = None,
+                       user_topic: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(items (u,), X (u, len(FEATURES)) float32) for the union of the two lists.
 
-    Scores are scaled by the list's best (BM25 is unbounded); ``category_match`` (u,) and
-    ``personal`` (u, 3) are aligned with the union's order (see :func:`union_ranks`).
+    Scores are scaled by the list's best (BM25 is unbounded); ``category_match`` (u,),
+    ``personal`` (u, 3), ``topic_match`` (u,) and ``user_topic`` (u,) are aligned with the
+    union's order (see :func:`union_ranks`).
     """
     items, ranks = union_ranks([lex.items, dense.items])
     x = np.zeros((len(items), len(FEATURES)), np.float32)
@@ -73,6 +89,10 @@ def candidate_features(lex: Hits, dense: Hits, category_match: np.ndarray | None
         x[:, 5] = category_match
     if personal is not None:
         x[:, 6:9] = personal
+    if topic_match is not None:
+        x[:, 9] = topic_match
+    if user_topic is not None:
+        x[:, 10] = user_topic
     return items, x
 
 
@@ -95,7 +115,9 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, iters: int = 50
 
 
 class LearnedFusion:
-    """A logistic model over :data:`FEATURES`; ``score(X)`` is its logit."""
+    """A logistic model over ``features`` (names of :data:`FEATURES`, all by default);
+    ``score(X)`` is its logit, ``X`` laid out as :data:`FEATURES` (weights saved with fewer
+    or other columns pick theirs by name)."""
 
     name = "fusion/learned"
 
@@ -104,15 +126,24 @@ class LearnedFusion:
         self.weights = np.zeros(len(self.features) + 1) if weights is None else np.asarray(weights, np.float64)
         if self.weights.shape != (len(self.features) + 1,):
             raise SearchError(f"weights: expected {len(self.features) + 1} values, got {self.weights.shape}")
+        unknown = [f for f in self.features if f not in FEATURES]
+        if unknown:
+            raise SearchError(f"features: unknown {unknown}; known: {list(FEATURES)}")
+        self._cols = np.array([FEATURES.index(f) for f in self.features], np.int64)
 
     def fit(self, x: np.ndarray, y: np.ndarray, **kw: float) -> LearnedFusion:
+        """``x`` (n, len(FEATURES)) candidate features, ``y`` (n,) targets in [0, 1]."""
         if len(x) == 0:
             raise SearchError("fusion training: no labelled candidates")
-        self.weights = fit_logistic(x, y, **kw)  # type: ignore[arg-type]
+        self.weights = fit_logistic(np.asarray(x)[:, self._cols], y, **kw)  # type: ignore[arg-type]
         return self
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(x, np.float64) @ self.weights[:-1] + self.weights[-1]
+        """(u,) logits of candidate features ``x`` (u, len(FEATURES))."""
+        x = np.asarray(x, np.float64)
+        if x.ndim != 2 or x.shape[1] != len(FEATURES):
+            raise SearchError(f"fusion: expected (n, {len(FEATURES)}) features, got {x.shape}")
+        return x[:, self._cols] @ self.weights[:-1] + self.weights[-1]
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps({"kind": self.name, "features": list(self.features),

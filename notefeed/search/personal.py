@@ -41,12 +41,15 @@ class TagTable:
 
 @dataclass
 class UserProfile:
-    """``category`` (n_categories,) shares; ``tags`` tag -> share; ``vector`` (dim,) unit or zeros."""
+    """``category`` (n_categories,) shares; ``tags`` tag -> share; ``vector`` (dim,) unit or zeros;
+    ``topics`` the mean topic mixture of the history (over the category model's categories,
+    :mod:`notefeed.search.topics`), ``None`` when unknown."""
 
     category: np.ndarray
     tags: dict[int, float] = field(default_factory=dict)
     vector: np.ndarray | None = None
     n_history: int = 0
+    topics: np.ndarray | None = None
 
     @classmethod
     def from_history(cls, history: np.ndarray, item_category: np.ndarray, n_categories: int,

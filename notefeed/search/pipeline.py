@@ -20,18 +20,28 @@ import pandas as pd
 from notefeed.search.base import Hits, ParsedQuery, RewriteBackend, SearchError, gc_paused
 from notefeed.search.config import SearchConfig
 from notefeed.search.dense import DenseIndex
-from notefeed.search.fusion import FEATURES, LearnedFusion, candidate_features, rrf, union_ranks
+from notefeed.search.fusion import (
+    FEATURES,
+    LearnedFusion,
+    candidate_features,
+    rrf,
+    union_ranks,
+    without_personal,
+)
 from notefeed.search.intent import CategoryModel
 from notefeed.search.lexical import LexicalIndex, analyze_notes
 from notefeed.search.personal import TagTable, UserProfile, personal_features
 from notefeed.search.rewrite import HttpRewriteBackend, MinedRewrites, mine_rewrites
 from notefeed.search.store import load_state, save_state
 from notefeed.search.suggest import Suggester
+from notefeed.search.topics import TopicTable, note_topics
 from notefeed.search.understand import QueryUnderstanding
 
 __all__ = ["SearchPipeline", "SearchResult"]
 
 _INTENT_FIT_MAX = 100_000
+#: the personal features the hand-weighted (RRF) score averages
+_RRF_PERSONAL = ("user_category", "user_tag", "user_vector")
 
 
 @dataclass
@@ -52,7 +62,7 @@ class SearchPipeline:
                  intent: CategoryModel, suggester: Suggester, note_ids: list[str], item_category: list[int],
                  categories: list[str], item_tags: list[list[int]], tags: list[str],
                  mined: MinedRewrites | None = None, fusion: LearnedFusion | None = None,
-                 path: Path | None = None) -> None:
+                 path: Path | None = None, topics: TopicTable | None = None) -> None:
         self.config, self.lexical, self.dense, self.intent = config, lexical, dense, intent
         self.suggester, self.mined, self.fusion, self.path = suggester, mined, fusion, path
         self.note_ids, self.item_category, self.categories = note_ids, item_category, categories
@@ -62,6 +72,9 @@ class SearchPipeline:
         self.tag_index = {t: i for i, t in enumerate(tags)}
         self._cat_arr = np.asarray(item_category, np.int64)
         self._tag_table = TagTable()
+        #: per-note topic mixtures over ``intent.categories`` (item i = row i)
+        self.topics = topics if topics is not None else TopicTable()
+        self._intent_index = {c: i for i, c in enumerate(intent.categories)}
         self._lock = threading.Lock()
         rewriters: list[RewriteBackend] = []
         if mined is not None and config.mined_rewrites:
@@ -115,8 +128,9 @@ class SearchPipeline:
             mined = MinedRewrites(mine_rewrites(query_log))
         else:
             suggester = Suggester(notes["title"].astype(str).tolist() if "title" in notes.columns else [], "titles")
+        topics = TopicTable(*note_topics(docs, intent))
         pipe = cls(cfg, lex, dense, intent, suggester, notes["note_id"].astype(str).tolist(), [], [], [], [],
-                   mined=mined, path=p)
+                   mined=mined, path=p, topics=topics)
         pipe._add_meta(notes)
         if p is not None:
             pipe.save()
@@ -148,7 +162,9 @@ class SearchPipeline:
             if dup or len(set(ids)) != len(ids):
                 raise SearchError(f"note_id: {dup[0] if dup else 'repeated in the batch'!r} already indexed")
             items = np.arange(len(self.note_ids), len(self.note_ids) + len(ids), dtype=np.int64)
-            self.lexical.add(notes, items)
+            docs = analyze_notes(notes)
+            self.lexical.add_tokens(docs, items)
+            self.topics.extend(*note_topics(docs, self.intent))
             if self.dense is not None:
                 self.dense.add(notes, items)
             for n, i in zip(ids, items.tolist(), strict=True):
@@ -172,7 +188,10 @@ class SearchPipeline:
         h = np.asarray(history, np.int64)
         h = h[(h >= 0) & (h < len(self._cat_arr))]
         vecs = self.dense.item_vectors(h) if self.dense is not None else None
-        return UserProfile.from_history(h, self._cat_arr, len(self.categories), self.item_tags, vecs)
+        prof = UserProfile.from_history(h, self._cat_arr, len(self.categories), self.item_tags, vecs)
+        if len(h):
+            prof.topics = self.topics.dense(h, len(self.intent.categories)).mean(axis=0)
+        return prof
 
     def retrieve(self, pq: ParsedQuery) -> tuple[Hits, Hits]:
         """(lexical hits incl. rewrites, dense hits) of an understood query."""
@@ -194,7 +213,14 @@ class SearchPipeline:
         vecs = self.dense.item_vectors(items) if (self.dense is not None and profile is not None) else None
         table = self._tag_table.sync(self.item_tags) if profile is not None else None
         pf = personal_features(profile, items, self._cat_arr, self.item_tags, vecs, table)
-        return candidate_features(lex, dense, cm, pf, self.config.rrf_k)
+        n_c = len(self.intent.categories)
+        mix = self.topics.dense(items, n_c)
+        qp = np.zeros(n_c)
+        for c, pr in pq.categories:
+            if c in self._intent_index:
+                qp[self._intent_index[c]] = pr
+        ut = mix @ profile.topics if profile is not None and profile.topics is not None else None
+        return candidate_features(lex, dense, cm, pf, self.config.rrf_k, topic_match=mix @ qp, user_topic=ut)
 
     def score(self, x: np.ndarray, lex: Hits, dense: Hits, personal: bool,
               fusion: str | None = None) -> np.ndarray:
@@ -203,13 +229,12 @@ class SearchPipeline:
         if (fusion or cfg.fusion) == "learned":
             if self.fusion is None:
                 raise SearchError("fusion: 'learned' needs trained weights")
-            xx = x if personal else np.concatenate([x[:, :6], np.zeros_like(x[:, 6:])], axis=1)
-            return self.fusion.score(xx)
+            return self.fusion.score(x if personal else without_personal(x))
         _, ranks = union_ranks([lex.items, dense.items])
         base = rrf(ranks, cfg.rrf_k, np.array([1.0, cfg.dense_weight]))
         base = base / max(float(base.max()), 1e-12) if len(base) else base
         if personal and len(x):  # each personal feature scaled by its best candidate: units the weight can mean
-            pf = x[:, 6:9].astype(np.float64)
+            pf = x[:, [FEATURES.index(f) for f in _RRF_PERSONAL]].astype(np.float64)
             top = np.abs(pf).max(axis=0)
             base = base + cfg.personal_weight * (pf / np.where(top > 0, top, 1.0)).mean(axis=1)
         return base

@@ -2,7 +2,8 @@
 
 - ``lexical/``: tantivy's own index files + ``vocab.json`` (document frequencies);
 - ``dense/``: the text encoder artifact and ``vectors.safetensors``;
-- ``catalog.safetensors`` (item categories, item tags as CSR) + ``catalog.json`` (note ids,
+- ``catalog.safetensors`` (item categories, item tags as CSR, item topic mixtures as
+  (n, top) ids and weights) + ``catalog.json`` (note ids,
   category and tag names, the config it was built with);
 - ``intent.safetensors`` + ``intent.json`` (the category model);
 - ``suggest.json``, ``rewrites.json`` (mined), ``fusion.json`` (learned fusion, optional).
@@ -26,13 +27,14 @@ from notefeed.search.intent import CategoryModel
 from notefeed.search.lexical import LexicalIndex
 from notefeed.search.rewrite import MinedRewrites
 from notefeed.search.suggest import Suggester
+from notefeed.search.topics import TopicTable
 
 if TYPE_CHECKING:
     from notefeed.search.pipeline import SearchPipeline
 
 __all__ = ["save_state", "load_state", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: topic mixtures in catalog.safetensors
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -62,7 +64,9 @@ def save_state(p: SearchPipeline, folder: Path) -> None:
     lens = np.array([len(t) for t in p.item_tags], np.int64)
     indptr = np.r_[0, np.cumsum(lens)].astype(np.int64)
     flat = np.fromiter((t for ts in p.item_tags for t in ts), np.int64, int(lens.sum()))
-    save_file({"item_category": np.asarray(p.item_category, np.int32), "tag_indptr": indptr, "tag_ids": flat},
+    t_ids, t_w = p.topics.arrays
+    save_file({"item_category": np.asarray(p.item_category, np.int32), "tag_indptr": indptr, "tag_ids": flat,
+               "topic_ids": np.ascontiguousarray(t_ids), "topic_w": np.ascontiguousarray(t_w)},
               str(folder / "catalog.safetensors"))
     _write_json(folder / "catalog.json", {"format_version": FORMAT_VERSION, "note_ids": p.note_ids,
                                           "categories": p.categories, "tags": p.tags,
@@ -88,7 +92,8 @@ def load_state(cls: type[SearchPipeline], folder: Path, config: SearchConfig | N
     cfg = config or SearchConfig.model_validate(meta["config"])
     cat = load_file(str(folder / "catalog.safetensors"))
     note_ids = [str(x) for x in meta["note_ids"]]
-    if len(cat["item_category"]) != len(note_ids) or len(cat["tag_indptr"]) != len(note_ids) + 1:
+    if (len(cat["item_category"]) != len(note_ids) or len(cat["tag_indptr"]) != len(note_ids) + 1
+            or "topic_ids" not in cat or len(cat["topic_ids"]) != len(note_ids)):
         raise SearchError(f"{folder}: catalog.safetensors does not match catalog.json ({len(note_ids)} notes)")
     ip, ids = cat["tag_indptr"], cat["tag_ids"].tolist()
     item_tags = [ids[ip[i]: ip[i + 1]] for i in range(len(note_ids))]
@@ -111,4 +116,4 @@ def load_state(cls: type[SearchPipeline], folder: Path, config: SearchConfig | N
     fusion = LearnedFusion.load(folder / "fusion.json") if (folder / "fusion.json").exists() else None
     return cls(cfg, lex, dense, intent, sug, note_ids, cat["item_category"].astype(int).tolist(),
                [str(c) for c in meta["categories"]], item_tags, [str(t) for t in meta["tags"]],
-               mined=mined, fusion=fusion, path=folder)
+               mined=mined, fusion=fusion, path=folder, topics=TopicTable(cat["topic_ids"], cat["topic_w"]))

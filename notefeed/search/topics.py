@@ -1,0 +1,116 @@
+"""Each note's category (topic) mixture, folded in from its words with the category model.
+
+The naive-Bayes :class:`~notefeed.search.intent.CategoryModel` gives ``P(token | category)``.
+A note's mixture ``theta`` (over the model's categories) maximises
+``sum_t log sum_c theta_c P(t | c)`` over its title, text and tag tokens: a few EM steps from
+the uniform mixture (the token-level posterior average after one step). A note that mixes
+topics gets weight on each, which its single category label cannot say. Only the ``top``
+largest weights are kept (renormalised), as (n, top) category ids and weights.
+
+Search uses it twice (:mod:`notefeed.search.fusion`): ``topic_match``, the query's category
+posterior dotted with the note's mixture (how much of the note is about what was asked), and
+``user_topic``, the mean mixture of the user's positive notes dotted with the note's mixture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from notefeed.search.intent import CategoryModel
+
+__all__ = ["note_topics", "topic_rows", "TopicTable"]
+
+#: tokens per EM chunk (bounds the (nnz, categories) work array)
+_CHUNK_NNZ = 2_000_000
+
+
+def note_topics(docs: Sequence[Mapping[str, list[str]]], model: CategoryModel, iters: int = 5,
+                top: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """((n, top) int32 category ids, (n, top) float32 weights) of analysed notes ``docs``
+    (:func:`notefeed.search.lexical.analyze_notes`); a note with no known token gets weight 0
+    everywhere (ids 0)."""
+    n, n_c = len(docs), len(model.categories)
+    k = max(1, min(top, n_c)) if n_c else 1
+    ids, wts = np.zeros((n, k), np.int32), np.zeros((n, k), np.float32)
+    if not n or not n_c:
+        return ids, wts
+    vocab = model.vocab
+    rows: list[int] = []
+    cols: list[int] = []
+    for j, d in enumerate(docs):
+        c = [vocab[t] for t in (*d.get("title", ()), *d.get("text", ()), *d.get("tags", ())) if t in vocab]
+        rows.extend([j] * len(c))
+        cols.extend(c)
+    counts = sp.csr_matrix((np.ones(len(rows)), (np.asarray(rows, np.int64), np.asarray(cols, np.int64))),
+                           shape=(n, len(vocab)))
+    counts.sum_duplicates()
+    lik = np.exp(np.asarray(model.log_lik, np.float64))  # (V, C) P(t | c)
+    a = 0
+    while a < n:  # row chunks of about _CHUNK_NNZ tokens
+        b = int(np.searchsorted(counts.indptr, counts.indptr[a] + _CHUNK_NNZ, side="right")) - 1
+        b = min(max(b, a + 1), n)
+        theta = _em(counts[a:b], lik, iters)
+        order = np.argsort(-theta, axis=1, kind="stable")[:, :k]
+        w = np.take_along_axis(theta, order, axis=1)
+        s = w.sum(axis=1, keepdims=True)
+        ids[a:b] = order
+        wts[a:b] = np.where(s > 0, w / np.where(s > 0, s, 1.0), 0.0)
+        a = b
+    return ids, wts
+
+
+def _em(counts: sp.csr_matrix, lik: np.ndarray, iters: int) -> np.ndarray:
+    coo = counts.tocoo()
+    r, c, v = coo.row, coo.col, coo.data
+    theta = np.full((counts.shape[0], lik.shape[1]), 1.0 / lik.shape[1])
+    has = np.bincount(r, minlength=counts.shape[0]) > 0
+    for _ in range(max(1, iters)):
+        den = np.einsum("ij,ij->i", theta[r], lik[c])
+        m = sp.csr_matrix((v / np.maximum(den, 1e-300), (r, c)), shape=counts.shape)
+        theta = theta * (m @ lik)
+        theta /= np.maximum(theta.sum(axis=1, keepdims=True), 1e-300)
+    theta[~has] = 0.0
+    return theta
+
+
+def topic_rows(ids: np.ndarray, wts: np.ndarray, n_categories: int) -> np.ndarray:
+    """(n, n_categories) float64 dense mixtures of sparse ``ids`` / ``wts`` rows."""
+    out = np.zeros((len(ids), n_categories), np.float64)
+    if len(ids) and n_categories:
+        np.add.at(out, (np.repeat(np.arange(len(ids)), ids.shape[1]), ids.ravel()), wts.ravel())
+    return out
+
+
+class TopicTable:
+    """The notes' mixtures as two growing arrays (item ``i`` = row ``i``), replaced whole on
+    :meth:`extend` so a reader sees one consistent pair."""
+
+    def __init__(self, ids: np.ndarray | None = None, wts: np.ndarray | None = None, top: int = 4) -> None:
+        ids = np.zeros((0, top), np.int32) if ids is None else np.asarray(ids, np.int32)
+        wts = np.zeros(ids.shape, np.float32) if wts is None else np.asarray(wts, np.float32)
+        if ids.shape != wts.shape or ids.ndim != 2:
+            raise ValueError(f"topics: ids {ids.shape} and weights {wts.shape} must be equal (n, top) shapes")
+        self.arrays = (ids, wts)
+
+    def __len__(self) -> int:
+        return len(self.arrays[0])
+
+    def extend(self, ids: np.ndarray, wts: np.ndarray) -> None:
+        old_i, old_w = self.arrays
+        k = max(old_i.shape[1], ids.shape[1])
+        pad = lambda a, dt: np.pad(np.asarray(a, dt), ((0, 0), (0, k - a.shape[1])))  # noqa: E731
+        self.arrays = (np.concatenate([pad(old_i, np.int32), pad(ids, np.int32)]),
+                       np.concatenate([pad(old_w, np.float32), pad(wts, np.float32)]))
+
+    def dense(self, items: np.ndarray, n_categories: int) -> np.ndarray:
+        """(len(items), n_categories) mixtures; zeros for items outside the table."""
+        ids, wts = self.arrays
+        items = np.asarray(items, np.int64)
+        ok = (items >= 0) & (items < len(ids))
+        out = np.zeros((len(items), n_categories), np.float64)
+        if ok.any():
+            out[ok] = topic_rows(ids[items[ok]], wts[items[ok]], n_categories)
+        return out

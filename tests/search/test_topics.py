@@ -1,0 +1,140 @@
+"""Note topic mixtures (notefeed.search.topics) and the features built on them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from notefeed.search import SearchConfig, SearchPipeline
+from notefeed.search.evaluate import graded_metrics
+from notefeed.search.fusion import FEATURES, PERSONAL, LearnedFusion, without_personal
+from notefeed.search.intent import CategoryModel
+from notefeed.search.topics import TopicTable, note_topics
+
+WORDS = {c: [f"{c[:3]}{w}" for w in ("ba", "ce", "di", "fo", "gu", "ha", "ji", "ko", "lu", "ma", "ne", "po",
+                                     "qu", "ri", "su", "ta", "vo", "wa", "xe", "yo")] for c in ("travel", "food", "art")}
+
+
+def _doc(words: list[str]) -> dict[str, list[str]]:
+    return {"title": [], "text": words, "tags": []}
+
+
+def test_mixture_of_a_note_that_mixes_two_categories() -> None:
+    rng = np.random.default_rng(0)
+    docs = [_doc(rng.choice(WORDS[c], 12).tolist()) for c in ("food", "art") for _ in range(30)]
+    model = CategoryModel().fit([d["text"] for d in docs], ["food"] * 30 + ["art"] * 30)
+    half = _doc(WORDS["food"][:8] + WORDS["art"][:8])
+    pure = _doc(WORDS["art"][3:13])
+    ids, w = note_topics([half, pure, _doc(["unknownword"])], model)
+    mix = TopicTable(ids, w).dense(np.arange(3), 2)  # categories sorted: art, food
+    assert model.categories == ["art", "food"]
+    np.testing.assert_allclose(mix[0], [0.5, 0.5], atol=0.1)
+    assert mix[1, 0] > 0.95
+    assert mix[2].sum() == 0  # no known word: no mixture
+    np.testing.assert_allclose(w.sum(axis=1)[:2], 1.0, rtol=1e-5)
+
+
+def _planted() -> tuple[pd.DataFrame, list[np.ndarray], list[np.ndarray]]:
+    """Pure food and art notes, and 'paris' travel notes with a little food or art in them (all
+    in category travel, same tags): only the mixture tells a food-lover's paris note apart."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for c in ("food", "art"):
+        for _ in range(40):
+            rows.append((" ".join(rng.choice(WORDS[c], 12)), c, [c]))
+    secondary = []
+    for j in range(60):
+        c = ("food", "art")[j % 2]
+        words = ["paris"] * int(rng.integers(1, 4)) + rng.choice(WORDS["travel"], 9).tolist() \
+            + rng.choice(WORDS[c], 4).tolist()
+        rows.append((" ".join(rng.permutation(words)), "travel", ["paris"]))
+        secondary.append(c)
+    notes = pd.DataFrame({"note_id": [f"n{i}" for i in range(len(rows))], "title": "",
+                          "text": [r[0] for r in rows], "category": [r[1] for r in rows],
+                          "tags": [r[2] for r in rows], "author_id": "a"})
+    paris = 80 + np.arange(60)
+    sec = np.array(secondary)
+    hists, rels = [], []
+    for u in range(40):  # a food lover and an art lover in turn; history: five pure notes
+        c = ("food", "art")[u % 2]
+        hists.append(rng.choice(np.arange(40) + (0 if c == "food" else 40), 5, replace=False))
+        rels.append({int(i): 2 if s == c else 1 for i, s in zip(paris, sec, strict=True)})
+    return notes, hists, rels
+
+
+def _ndcg(pipe: SearchPipeline, fusion: LearnedFusion, hists: list[np.ndarray], rels: list[dict[int, int]],
+          personal: bool) -> float:
+    pipe.fusion = fusion
+    ranked = []
+    for h in hists:
+        pq = pipe.understanding.parse("paris")
+        lex, dense = pipe.retrieve(pq)
+        items, x = pipe.features(pq, lex, dense, pipe.profile(h))
+        s = pipe.score(x, lex, dense, personal=personal, fusion="learned")
+        ranked.append(items[np.argsort(-s, kind="stable")])
+    return graded_metrics(ranked, rels)["ndcg@10"]
+
+
+def _fit(pipe: SearchPipeline, hists: list[np.ndarray], rels: list[dict[int, int]],
+         features: tuple[str, ...], personal: bool) -> LearnedFusion:
+    xs, ys = [], []
+    for h, rel in zip(hists, rels, strict=True):
+        pq = pipe.understanding.parse("paris")
+        lex, dense = pipe.retrieve(pq)
+        items, x = pipe.features(pq, lex, dense, pipe.profile(h))
+        xs.append(x if personal else without_personal(x))
+        ys.append(np.array([rel.get(int(i), 0) / 2 for i in items]))
+    return LearnedFusion(features=features).fit(np.concatenate(xs), np.concatenate(ys))
+
+
+def test_user_topic_lifts_ndcg_on_a_planted_log() -> None:
+    notes, hists, rels = _planted()
+    pipe = SearchPipeline.build(notes, SearchConfig(dense=False, spelling=False))
+    tr, te = slice(0, 20), slice(20, 40)
+    with_topic = _fit(pipe, hists[tr], rels[tr], FEATURES, True)
+    no_topic = _fit(pipe, hists[tr], rels[tr], tuple(f for f in FEATURES if f != "user_topic"), True)
+    base = _fit(pipe, hists[tr], rels[tr], FEATURES, False)
+    got = _ndcg(pipe, with_topic, hists[te], rels[te], True)
+    without = _ndcg(pipe, no_topic, hists[te], rels[te], True)
+    anon = _ndcg(pipe, base, hists[te], rels[te], False)
+    # the other personal features cannot tell the notes apart (one category, one tag, no vectors)
+    assert without < anon + 0.05
+    assert got > anon + 0.2 and got > 0.95
+    assert with_topic.weights[FEATURES.index("user_topic")] > 0
+
+
+def test_topics_persist_and_follow_published_notes(tmp_path: Path) -> None:
+    notes, hists, _ = _planted()
+    pipe = SearchPipeline.build(notes.iloc[:100], SearchConfig(dense=False), path=tmp_path / "s")
+    added = pipe.add_notes(notes.iloc[100:])
+    assert len(pipe.topics) == len(notes)
+    want = pipe.topics.dense(added, len(pipe.intent.categories))
+    assert (want.sum(axis=1) > 0.99).all()
+    pipe.close()
+    back = SearchPipeline.load(tmp_path / "s")
+    np.testing.assert_array_equal(back.topics.dense(added, len(back.intent.categories)), want)
+    pq = back.understanding.parse("paris")
+    lex, dense = back.retrieve(pq)
+    _, x = back.features(pq, lex, dense, back.profile(hists[0]))
+    assert (x[:, FEATURES.index("topic_match")] > 0).all() and (x[:, FEATURES.index("user_topic")] > 0).any()
+    back.close()
+
+
+def test_without_personal_zeroes_exactly_the_user_columns() -> None:
+    x = np.arange(2 * len(FEATURES), dtype=np.float32).reshape(2, -1) + 1
+    y = without_personal(x)
+    for j, f in enumerate(FEATURES):
+        assert (y[:, j] == 0).all() == (f in PERSONAL)
+    assert (x != 0).all()  # a copy
+
+
+def test_old_fusion_weights_pick_their_columns_by_name() -> None:
+    f = LearnedFusion(np.array([2.0, 1.0]), ["lex_score"])
+    x = np.zeros((3, len(FEATURES)))
+    x[:, FEATURES.index("lex_score")] = [0.0, 1.0, 2.0]
+    np.testing.assert_allclose(f.score(x), [1.0, 3.0, 5.0])
+    with pytest.raises(Exception, match="unknown"):
+        LearnedFusion(np.zeros(2), ["no_such_feature"])
