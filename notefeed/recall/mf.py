@@ -26,7 +26,7 @@ import scipy.sparse as sp
 
 from notefeed.data.dataset import Dataset
 from notefeed.recall._common import excluded_items, positive_log, topk
-from notefeed.recall.ann import AnnIndex
+from notefeed.recall.ann import ANN_KEY, AnnIndex, ann_over
 from notefeed.recall.base import CHANNELS, Candidates, UserContext
 
 __all__ = ["ALSChannel", "fold_in"]
@@ -96,13 +96,14 @@ class ALSChannel:
         self._set(np.asarray(model.item_factors, np.float32))
         return self
 
-    def _set(self, items: np.ndarray) -> None:
+    def _set(self, items: np.ndarray, ann: np.ndarray | None = None) -> None:
+        """Serve ``items``; ``ann``: their stored HNSW index (:meth:`AnnIndex.to_array`),
+        built here when not given."""
         self._items = np.ascontiguousarray(items, np.float32)
         y = self._items.astype(np.float64)
         self._gram = y.T @ y
         self._memo = None
-        self._ann = (AnnIndex.of_rows(self._items, kind="hnsw", ef_search=128)
-                     if len(self._items) >= self.hnsw_min else None)
+        self._ann = ann_over(self._items, self.hnsw_min, ann)
 
     # ------------------------------------------------------------------ serving
     @property
@@ -169,7 +170,10 @@ class ALSChannel:
         if self._items is None:
             raise RuntimeError(f"{self.name}: to_state() before fit()")
         params = {k: v for k, v in asdict(self).items() if k != "n_items"}
-        return {"n_items": self.n_items, "params": params}, {"item_factors": self._items}
+        arrays = {"item_factors": self._items}
+        if self._ann is not None:  # stored: a load skips the HNSW build
+            arrays[ANN_KEY] = self._ann.to_array()
+        return {"n_items": self.n_items, "params": params}, arrays
 
     @classmethod
     def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> ALSChannel:
@@ -178,5 +182,5 @@ class ALSChannel:
         if items.ndim != 2 or items.shape[1] != ch.factors:
             raise ValueError(f"{cls.name}: item_factors shape {items.shape} does not match {ch.factors} factors")
         ch.n_items = int(params["n_items"])
-        ch._set(items)
+        ch._set(items, arrays.get(ANN_KEY))
         return ch

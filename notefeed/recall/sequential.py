@@ -34,7 +34,7 @@ from notefeed.data.dataset import Dataset
 from notefeed.rank.optim import RowwiseAdam, split_params
 from notefeed.recall._common import excluded_items, positive_log, topk, user_histories
 from notefeed.recall._sasrec_net import SASRecNet, full_ce_loss, sampled_ce_loss, sampled_ce_loss_sparse
-from notefeed.recall.ann import AnnIndex
+from notefeed.recall.ann import ANN_KEY, AnnIndex, ann_over
 from notefeed.recall.base import CHANNELS, Candidates, UserContext
 
 __all__ = ["SASRecChannel", "training_sequences", "log_sequences"]
@@ -242,13 +242,13 @@ class SASRecChannel:
         slr = self.sparse_lr if self.sparse_lr is not None else self.lr / (1 - beta1)
         return [dense, RowwiseAdam(sp, lr=slr, betas=dense.defaults["betas"], weight_decay=self.weight_decay)]
 
-    def _set_net(self, net: SASRecNet) -> None:
+    def _set_net(self, net: SASRecNet, ann: np.ndarray | None = None) -> None:
+        """Serve ``net``; ``ann``: its item table's stored HNSW index (built when not given)."""
         self._net = net.eval()
         with torch.inference_mode():
             self._items = np.ascontiguousarray(net.item_weight.numpy(), dtype=np.float32)
             self._memo = self._umemo = None
-        self._ann = (AnnIndex.of_rows(self._items, kind="hnsw", ef_search=128)
-                     if len(self._items) >= self.hnsw_min else None)
+        self._ann = ann_over(self._items, self.hnsw_min, ann)
 
     # ------------------------------------------------------------------ serving
     @property
@@ -392,16 +392,18 @@ class SASRecChannel:
         if self._net is None:
             raise RuntimeError(f"{self.name}: to_state() before fit()")
         params = {k: v for k, v in asdict(self).items() if k != "n_items"}
-        return ({"n_items": self.n_items, "params": params},
-                {k: v.detach().cpu().numpy() for k, v in self._net.state_dict().items()})
+        arrays = {k: v.detach().cpu().numpy() for k, v in self._net.state_dict().items()}
+        if self._ann is not None:  # stored: a load skips the HNSW build
+            arrays[ANN_KEY] = self._ann.to_array()
+        return {"n_items": self.n_items, "params": params}, arrays
 
     @classmethod
     def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> SASRecChannel:
         ch = cls(**params["params"])
         ch.n_items = int(params["n_items"])
         net = SASRecNet(ch.n_items, ch.dim, ch.layers, ch.heads, ch.max_len, ch.dropout)
-        net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
-        ch._set_net(net)
+        net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k != ANN_KEY})
+        ch._set_net(net, arrays.get(ANN_KEY))
         return ch
 
 

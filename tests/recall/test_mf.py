@@ -92,3 +92,30 @@ def test_unfitted_channel_recalls_nothing_and_never_raises():
     ctx = UserContext("u", None, history=np.array([1, 2]))
     assert len(ch.recall(ctx, 10)) == 0 and (ch.score_items(ctx, np.array([1, 2])) == 0).all()
     assert ch.item_vectors is None
+
+
+def test_a_stored_hnsw_index_loads_without_a_rebuild_and_is_checked(monkeypatch):
+    from notefeed.recall.ann import ANN_KEY, AnnIndex
+
+    ds = two_camps(n_users=200, n_items=400)
+    ann = ALSChannel(factors=8, iterations=5, hnsw_min=100).fit(ds)
+    params, arrays = ann.to_state()
+    assert arrays[ANN_KEY].dtype == np.uint8
+    calls = []
+    real = AnnIndex.of_rows
+    monkeypatch.setattr(AnnIndex, "of_rows", classmethod(lambda cls, *a, **k: calls.append(1) or real(*a, **k)))
+    back = ALSChannel.from_state(params, arrays)
+    assert calls == [] and back._ann is not None and back._ann.kind == "hnsw"
+    ctx = UserContext("u1", 1, history=np.array([1, 3, 5, 7]))
+    np.testing.assert_array_equal(back.recall(ctx, 20).items, ann.recall(ctx, 20).items)
+    # an index of other notes than the stored factors is an error, not a silent mismatch
+    params2, arrays2 = ALSChannel(factors=8, iterations=5, hnsw_min=100).fit(
+        two_camps(n_users=200, n_items=300)).to_state()
+    with pytest.raises(ValueError, match=r"index of \d+ x 8 vectors, expected \d+ x 8"):
+        ALSChannel.from_state(params, {**arrays, ANN_KEY: arrays2[ANN_KEY]})
+    with pytest.raises(ValueError, match="not a FAISS index"):
+        ALSChannel.from_state(params, {**arrays, ANN_KEY: np.zeros(64, np.uint8)})
+    # without a stored index (an older version) it is built as before
+    del arrays[ANN_KEY]
+    calls.clear()
+    assert ALSChannel.from_state(params, arrays)._ann is not None and calls == [1]

@@ -193,6 +193,15 @@ def test_hnsw_above_the_threshold_recalls_what_exact_scoring_does(forward, tmp_p
     np.testing.assert_allclose(s[:2], exact.score_items(ctx, items)[:2], rtol=1e-5)
     assert s[2] == s[:2].min()  # outside the catalogue: the lowest of the known ones asked
     save_component(ann, tmp_path / "c")
-    back = load_component(tmp_path / "c")
+    import notefeed.recall.ann as ann_mod
+
+    def no_build(*a, **k):  # a stored version carries its index: loading it builds none
+        raise AssertionError("HNSW rebuilt at load")
+
+    orig, ann_mod.AnnIndex.of_rows = ann_mod.AnnIndex.of_rows, no_build
+    try:
+        back = load_component(tmp_path / "c")
+    finally:
+        ann_mod.AnnIndex.of_rows = orig
     assert back._ann is not None
     np.testing.assert_array_equal(back.recall(ctx, 10).items, b.items)
