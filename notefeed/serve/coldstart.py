@@ -30,6 +30,7 @@ import pandas as pd
 
 from notefeed.data.dataset import Dataset
 from notefeed.online.coldstart import STAGES, ColdStartConfig, ColdStartPool
+from notefeed.online.coldstart.pool import encode_state
 from notefeed.online.events import EventRecord
 from notefeed.recall.base import UserContext
 from notefeed.schema import Note
@@ -156,13 +157,13 @@ class ColdStartHub:
         must match the bus position), not while it is written."""
         path = Path(path)
         with self._save_lock:
-            with hold or nullcontext(), self._lock:
-                state = self.pool.to_state()
-                state["item_feats"] = {k: v for k, v in state["item_feats"].items() if int(k) >= self._n_base}
-                state["item_vecs"] = {k: v for k, v in state["item_vecs"].items() if int(k) >= self._n_base}
+            with hold or nullcontext(), self._lock:  # a copy only: ingest waits for no encoding
+                captured = self.pool.capture(min_item=self._n_base)
                 body = {"version": _STATE_VERSION, "n_base_items": self._n_base, "n_users": self.ds.n_users,
                         "notes": {str(i): self.catalog.note_ids[i] for i in self.pool.notes},
-                        "new_users": dict(self.new_users), "events_seen": self.events_seen, "pool": state}
+                        "new_users": dict(self.new_users), "events_seen": self.events_seen}
+            body["pool"] = encode_state(captured)
+            del captured
             write_atomic(path, json.dumps(body))
         return path
 

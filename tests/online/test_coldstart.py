@@ -218,3 +218,21 @@ def test_profile_update_gathers_each_events_features_as_a_loop_would():
     np.testing.assert_allclose(pool._prof, want, rtol=1e-5, atol=1e-6)
     assert pool.item_feats[0] == [pool.vocab[f"tag:{t}"] for t in tags[0]] + (
         [pool.vocab[f"cat:{cats[0]}"]] if cats[0] else [])
+
+
+def test_state_files_written_as_json_lists_still_load():
+    # the format before the profile went as base64: a file saved then must restore the same pool
+    pool = _pool(seed_size=5, lookalike_size=5, lookalike_after_clicks=1)
+    vec = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32)
+    pool.publish(np.array([100, 101]), vec, [["travel"], ["food"]], ["travel", "food"], ts=T0)
+    pool.observe(_events([(2, 100, "impression"), (2, 100, "click"), (1, 101, "click")], ts=T0 + 60))
+    state = pool.to_state()
+    assert isinstance(state["profile"]["value"], str)  # base64: quick to write, whatever its size
+    u, f = np.nonzero(pool._prof)
+    old = {**state, "profile": {"user": u.tolist(), "feat": f.tolist(), "value": pool._prof[u, f].tolist()},
+           "content_profile": None if pool._cprof is None else pool._cprof.ravel().tolist()}
+    back = ColdStartPool.from_state(json.loads(json.dumps(old)))
+    np.testing.assert_array_equal(back._prof, pool._prof)
+    assert back.to_state() == state
+    with pytest.raises(ValueError, match="corrupt"):
+        ColdStartPool.from_state({**state, "profile": {**state["profile"], "value": "not base64!"}})

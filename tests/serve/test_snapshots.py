@@ -94,3 +94,28 @@ def test_write_atomic(tmp_path: Path) -> None:
     write_atomic(p, "one")
     write_atomic(p, "two")
     assert p.read_text() == "two" and [x.name for x in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_a_snapshot_holds_the_ingest_lock_for_the_copy_only(tmp_path: Path, monkeypatch) -> None:
+    """Encoding the pool (seconds for a 1M-note workspace) runs after the ingest lock is let
+    go: events are not held up by a snapshot's JSON."""
+    import notefeed.serve.coldstart as cs
+
+    eng = Engine(DS, make_config(coldstart={"snapshot_events": 0, "snapshot_s": 0}), tmp_path)
+    try:
+        eng.publish(Note(note_id="new1", author_id="a", tags=["brand-new"], category="cat-new"))
+        eng.ingest([Event(user_id="u1", note_id="new1", ts=1_700_000_000, type="click")])
+        held = []
+        real = cs.encode_state
+
+        def spy(c):
+            held.append(eng._ingest_lock.locked())
+            return real(c)
+
+        monkeypatch.setattr(cs, "encode_state", spy)
+        path = eng.save_coldstart()
+        assert held == [False]
+        body = json.loads(path.read_text())
+        assert body["events_seen"] == 1 and "new1" in body["notes"].values()
+    finally:
+        eng.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -26,7 +27,7 @@ from notefeed.online.coldstart.config import (
 )
 from notefeed.schema import POSITIVE_TYPES
 
-__all__ = ["ColdStartPool"]
+__all__ = ["ColdStartPool", "encode_state"]
 
 
 class ColdStartPool:
@@ -336,23 +337,25 @@ class ColdStartPool:
                 "median_s_to_handover": float(np.median(ho)) if ho else float("nan")}
 
     # ------------------------------------------------------------------ state
-    def to_state(self) -> dict[str, Any]:
-        """Everything as JSON-serialisable plain data (profiles as sparse triples)."""
-        u, f = np.nonzero(self._prof)
+    def capture(self, min_item: int = 0) -> dict[str, Any]:
+        """A consistent copy of the state (the notes from ``min_item`` on), quick enough to take
+        under a lock: array copies, no encoding. :func:`encode_state` turns it into
+        :meth:`to_state`'s form afterwards, outside the lock."""
         return {
-            "version": _STATE_VERSION,
             "config": asdict(self.config),
             "vocab": sorted(self.vocab, key=self.vocab.__getitem__),
-            "item_feats": {str(i): v for i, v in self.item_feats.items()},
-            "item_vecs": {str(i): v.tolist() for i, v in self.item_vecs.items()},
-            "profile_shape": list(self._prof.shape),
-            "profile": {"user": u.tolist(), "feat": f.tolist(), "value": self._prof[u, f].tolist()},
-            "content_profile": None if self._cprof is None else self._cprof.tolist(),
+            "item_feats": {i: list(v) for i, v in self.item_feats.items() if i >= min_item},
+            "item_vecs": {i: v.copy() for i, v in self.item_vecs.items() if i >= min_item},
+            "profile": self._prof.copy(),
+            "content_profile": None if self._cprof is None else self._cprof.copy(),
             "ref_ts": self._ref_ts,
-            # JSON has no infinity: a note without look-alike audience stores look_thr as null
-            "notes": [{**asdict(n), "centroid": {str(k): v for k, v in n.centroid.items()},
-                       "look_thr": n.look_thr if np.isfinite(n.look_thr) else None} for n in self.notes.values()],
+            "notes": [{**asdict(n), "centroid": dict(n.centroid)} for n in self.notes.values()],
         }
+
+    def to_state(self, min_item: int = 0) -> dict[str, Any]:
+        """Everything as JSON-serialisable plain data (the notes from ``min_item`` on; profiles
+        as sparse triples, arrays as base64): :func:`encode_state` of :meth:`capture`."""
+        return encode_state(self.capture(min_item))
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ColdStartPool:
@@ -366,9 +369,9 @@ class ColdStartPool:
             pool.item_vecs = {int(i): np.asarray(v, np.float32) for i, v in state["item_vecs"].items()}
             pool._prof = np.zeros(tuple(state["profile_shape"]), np.float32)
             p = state["profile"]
-            pool._prof[np.asarray(p["user"], np.int64), np.asarray(p["feat"], np.int64)] = p["value"]
+            pool._prof[_decode(p["user"], np.int32), _decode(p["feat"], np.int32)] = _decode(p["value"], np.float32)
             cp = state["content_profile"]
-            pool._cprof = None if cp is None else np.asarray(cp, np.float32).reshape(len(pool._prof), -1)
+            pool._cprof = None if cp is None else _decode(cp, np.float32).reshape(len(pool._prof), -1)
             pool._ref_ts = state["ref_ts"]
             for d in state["notes"]:
                 d = {**d, "centroid": {int(k): float(v) for k, v in d["centroid"].items()},
@@ -390,6 +393,59 @@ class ColdStartPool:
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"ColdStartPool: cannot read state file {path}: {e}") from e
         return cls.from_state(state)
+
+
+#: profile rows turned into triples at a time: each step is short, so the serving threads
+#: get the interpreter between steps while a snapshot is encoded (a 100k-user profile at
+#: once held it for seconds)
+_ROWS_PER_STEP = 4096
+
+
+def encode_state(c: dict[str, Any]) -> dict[str, Any]:
+    """:meth:`ColdStartPool.capture`'s copy as JSON-serialisable data. The profile goes as
+    sparse (user, feature, value) triples and every large array as base64 of its
+    little-endian bytes (``int32`` / ``float32``): a JSON list of millions of numbers takes
+    seconds to write, all of it holding the interpreter lock."""
+    prof = c["profile"]
+    us, fs, vs = [], [], []
+    for lo in range(0, len(prof), _ROWS_PER_STEP):
+        blk = prof[lo: lo + _ROWS_PER_STEP]
+        u, f = np.nonzero(blk)
+        us.append((u + lo).astype(np.int32))
+        fs.append(f.astype(np.int32))
+        vs.append(blk[u, f])
+    cp = c["content_profile"]
+    return {
+        "version": _STATE_VERSION,
+        "config": c["config"],
+        "vocab": c["vocab"],
+        "item_feats": {str(i): v for i, v in c["item_feats"].items()},
+        "item_vecs": {str(i): v.tolist() for i, v in c["item_vecs"].items()},
+        "profile_shape": list(prof.shape),
+        "profile": {"user": _encode(_concat(us, np.int32)), "feat": _encode(_concat(fs, np.int32)),
+                    "value": _encode(_concat(vs, np.float32))},
+        "content_profile": None if cp is None else _encode(np.asarray(cp, np.float32).ravel()),
+        "ref_ts": c["ref_ts"],
+        # JSON has no infinity: a note without look-alike audience stores look_thr as null
+        "notes": [{**n, "centroid": {str(k): v for k, v in n["centroid"].items()},
+                   "look_thr": n["look_thr"] if np.isfinite(n["look_thr"]) else None} for n in c["notes"]],
+    }
+
+
+def _concat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+
+
+def _encode(a: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes()).decode("ascii")
+
+
+def _decode(v: Any, dtype: Any) -> np.ndarray:
+    """An array :func:`_encode` wrote, or a JSON list (the state files written before it)."""
+    if isinstance(v, str):
+        return np.frombuffer(base64.b64decode(v.encode("ascii"), validate=True),
+                             np.dtype(dtype).newbyteorder("<")).astype(dtype)
+    return np.asarray(v, dtype)
 
 
 def _member(items: np.ndarray, keys: dict[int, Any]) -> np.ndarray:
