@@ -54,6 +54,8 @@ class SearchConfig(_Cfg):
                                "threads): a larger one writes fewer segments, so a build merges less")
     # fusion and ranking
     fusion: Literal["rrf", "learned"] = Field(default="rrf", description="rrf, or learned (needs fusion.json)")
+    learned_model: Literal["linear", "trees"] = Field(default="trees", description="the model a learned fusion "
+                                                      "is fitted as (eval --stage search): logistic or boosted trees")
     rrf_k: float = Field(default=60.0, gt=0)
     dense_weight: float = Field(default=1.0, ge=0, description="RRF weight of the dense list (lexical: 1)")
     personalise: bool = Field(default=True, description="re-rank by the user's history when one is known")

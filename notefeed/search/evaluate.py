@@ -1,6 +1,8 @@
 """``notefeed eval --stage search``: MRR@10, NDCG@10 and Recall@100 of BM25 alone, dense alone,
 hybrid (RRF), hybrid + personalisation, learned fusion (with and without personalisation) and
-the full stack with query rewriting; separately on reformulated (alias) queries.
+the full stack with query rewriting; separately on reformulated (alias) queries. The learned
+fusion is ``config.learned_model`` (boosted trees by default); ``hybrid-linear*`` rows are the
+logistic fusion on the same features, for comparison.
 
 Datasets: ``movielens-small`` (user tags as queries, :func:`movielens_tag_queries`) and the
 simulator (``sim`` / ``sim-tiny`` / ``sim-demo``: :func:`sim_queries`). Queries are split in
@@ -25,7 +27,7 @@ from notefeed.search.queries import QuerySet, movielens_tag_queries, sim_queries
 __all__ = ["graded_metrics", "evaluate_search", "load_queries", "METHODS"]
 
 METHODS = ("bm25", "dense", "hybrid-rrf", "hybrid-rrf+personal", "hybrid-learned", "hybrid-learned+personal",
-           "hybrid-learned+personal+rewrite")
+           "hybrid-learned+personal+rewrite", "hybrid-linear", "hybrid-linear+personal")
 
 
 def graded_metrics(ranked: list[np.ndarray], relevance: list[dict[int, int]], rel_min: int = 1) -> dict[str, float]:
@@ -79,7 +81,7 @@ def _rank(pipe: SearchPipeline, r: dict, method: str) -> np.ndarray:
         return r["lex"].items
     if method == "dense":
         return r["dense"].items
-    fusion = "learned" if "learned" in method else "rrf"
+    fusion = "learned" if ("learned" in method or "linear" in method) else "rrf"
     s = pipe.score(r["x"], r["lex"], r["dense"], personal="personal" in method, fusion=fusion)
     return r["items"][np.argsort(-s, kind="stable")][:100]
 
@@ -99,13 +101,15 @@ def evaluate_search(name: str, seed: int = 0, quick: bool = False, config: Searc
     t0 = time.perf_counter()
     qs, rel_min = load_queries(name, seed, quick, n_queries)
     build_t = time.perf_counter()
-    pipe = SearchPipeline.build(qs.notes, config or SearchConfig(), query_log=qs.query_log, seed=seed)
+    cfg = config or SearchConfig()
+    pipe = SearchPipeline.build(qs.notes, cfg, query_log=qs.query_log, seed=seed)
     build_s = time.perf_counter() - build_t
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(qs))
     train, test = qs.subset(np.sort(perm[: len(qs) // 2])), qs.subset(np.sort(perm[len(qs) // 2:]))
     tr = _run(pipe, train, rewrite=False)
-    fus = {p: LearnedFusion().fit(*_labels(tr, train, p)) for p in (False, True)}
+    fus = {(m, p): LearnedFusion(model=cfg.learned_model if m == "learned" else "linear").fit(*_labels(tr, train, p))
+           for m in ("learned", "linear") for p in (False, True)}
     runs = {False: _run(pipe, test, rewrite=False), True: _run(pipe, test, rewrite=True)}
     rows = []
     subsets = {"all": np.arange(len(test))}
@@ -114,7 +118,7 @@ def evaluate_search(name: str, seed: int = 0, quick: bool = False, config: Searc
         subsets["reformulated"] = np.flatnonzero(test.reformulated)
     for method in METHODS:
         rw = method.endswith("+rewrite")
-        pipe.fusion = fus["personal" in method]
+        pipe.fusion = fus["linear" if "linear" in method else "learned", "personal" in method]
         ranked = [_rank(pipe, r, method) for r in runs[rw]]
         for sub, idx in subsets.items():
             m = graded_metrics([ranked[i] for i in idx], [test.relevance[i] for i in idx], rel_min)

@@ -3,7 +3,7 @@
 Kernels are pure array functions. :func:`candidate_features` lays the candidates of one query
 out as a feature matrix (columns :data:`FEATURES`); :class:`LearnedFusion` is a logistic model
 over those columns fitted on labelled queries (graded relevance scaled to [0, 1] as soft
-labels), saved as JSON.
+labels), or gradient-boosted trees over them, saved as JSON.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from notefeed.search.base import Hits, SearchError
+from notefeed.search.trees import Forest, fit_forest
 
 __all__ = ["rrf", "union_ranks", "candidate_features", "fit_logistic", "LearnedFusion", "FEATURES", "PERSONAL",
            "without_personal"]
@@ -27,6 +28,11 @@ FEATURES = ("lex_score", "lex_rrf", "dense_score", "dense_rrf", "both", "categor
 #: the columns that come from the user (zeroed for a model or row "without personalisation")
 PERSONAL = ("user_category", "user_tag", "user_vector", "user_topic")
 _PERSONAL_COLS = np.array([FEATURES.index(f) for f in PERSONAL])
+
+
+#: the trees fusion's defaults (gradient-boosting defaults much like scikit-learn's
+#: HistGradientBoosting: 100 trees, learning rate 0.1, >= 20 rows a leaf; depth 4 = 16 leaves)
+TREE_PARAMS: dict[str, float] = {"n_trees": 100, "depth": 4, "lr": 0.1, "min_leaf": 20, "l2": 1.0, "bins": 63}
 
 
 def without_personal(x: np.ndarray) -> np.ndarray:
@@ -115,14 +121,23 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, iters: int = 50
 
 
 class LearnedFusion:
-    """A logistic model over ``features`` (names of :data:`FEATURES`, all by default);
-    ``score(X)`` is its logit, ``X`` laid out as :data:`FEATURES` (weights saved with fewer
-    or other columns pick theirs by name)."""
+    """A model over ``features`` (names of :data:`FEATURES`, all by default), fitted to soft
+    relevance labels: ``model="linear"`` a logistic model (``score`` is its logit; the weights
+    are ``weights``, bias last), ``model="trees"`` gradient-boosted trees
+    (:mod:`notefeed.search.trees`, squared loss; ``score`` is the predicted label). ``score(X)``
+    takes ``X`` laid out as :data:`FEATURES`; a model saved with fewer or other columns picks
+    its own by name."""
 
     name = "fusion/learned"
+    MODELS = ("linear", "trees")
 
-    def __init__(self, weights: np.ndarray | None = None, features: Sequence[str] = FEATURES) -> None:
-        self.features = tuple(features)
+    def __init__(self, weights: np.ndarray | None = None, features: Sequence[str] = FEATURES,
+                 model: str = "linear", forest: Forest | None = None,
+                 tree_params: dict[str, float] | None = None) -> None:
+        if model not in self.MODELS:
+            raise SearchError(f"model: expected one of {list(self.MODELS)}, got {model!r}")
+        self.features, self.model, self.forest = tuple(features), model, forest
+        self.tree_params = dict(TREE_PARAMS if tree_params is None else tree_params)
         self.weights = np.zeros(len(self.features) + 1) if weights is None else np.asarray(weights, np.float64)
         if self.weights.shape != (len(self.features) + 1,):
             raise SearchError(f"weights: expected {len(self.features) + 1} values, got {self.weights.shape}")
@@ -132,27 +147,50 @@ class LearnedFusion:
         self._cols = np.array([FEATURES.index(f) for f in self.features], np.int64)
 
     def fit(self, x: np.ndarray, y: np.ndarray, **kw: float) -> LearnedFusion:
-        """``x`` (n, len(FEATURES)) candidate features, ``y`` (n,) targets in [0, 1]."""
+        """``x`` (n, len(FEATURES)) candidate features, ``y`` (n,) targets in [0, 1]; ``kw``
+        overrides :func:`fit_logistic`'s or :func:`~notefeed.search.trees.fit_forest`'s
+        parameters."""
         if len(x) == 0:
             raise SearchError("fusion training: no labelled candidates")
-        self.weights = fit_logistic(np.asarray(x)[:, self._cols], y, **kw)  # type: ignore[arg-type]
+        xs = np.asarray(x)[:, self._cols]
+        if self.model == "trees":
+            self.tree_params.update(kw)
+            self.forest = fit_forest(xs, y, **self.tree_params)  # type: ignore[arg-type]
+        else:
+            self.weights = fit_logistic(xs, y, **kw)  # type: ignore[arg-type]
         return self
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        """(u,) logits of candidate features ``x`` (u, len(FEATURES))."""
+        """(u,) scores of candidate features ``x`` (u, len(FEATURES)), higher is better."""
         x = np.asarray(x, np.float64)
         if x.ndim != 2 or x.shape[1] != len(FEATURES):
             raise SearchError(f"fusion: expected (n, {len(FEATURES)}) features, got {x.shape}")
+        if self.model == "trees":
+            if self.forest is None:
+                raise SearchError("fusion: the trees model is not fitted")
+            return self.forest.predict(x[:, self._cols])
         return x[:, self._cols] @ self.weights[:-1] + self.weights[-1]
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"kind": self.name, "features": list(self.features),
-                                          "weights": self.weights.tolist()}, indent=2), encoding="utf-8")
+        raw: dict = {"kind": self.name, "model": self.model, "features": list(self.features)}
+        if self.model == "trees":
+            if self.forest is None:
+                raise SearchError("fusion: the trees model is not fitted")
+            raw["forest"], raw["tree_params"] = self.forest.to_json(), self.tree_params
+        else:
+            raw["weights"] = self.weights.tolist()
+        Path(path).write_text(json.dumps(raw), encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedFusion:
         try:
             raw = json.loads(Path(path).read_text(encoding="utf-8"))
+            model = raw.get("model", "linear")
+            if model == "trees":
+                forest = Forest.from_json(raw["forest"])
+                if forest.feature.size and int(forest.feature.max()) >= len(raw["features"]):
+                    raise ValueError("forest splits on a feature it does not list")
+                return cls(None, raw["features"], "trees", forest, raw.get("tree_params"))
             return cls(np.asarray(raw["weights"], np.float64), raw["features"])
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise SearchError(f"{path}: corrupt fusion weights ({e})") from None

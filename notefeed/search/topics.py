@@ -24,7 +24,7 @@ from notefeed.search.intent import CategoryModel
 __all__ = ["note_topics", "topic_rows", "TopicTable"]
 
 #: tokens per EM chunk (bounds the (nnz, categories) work array)
-_CHUNK_NNZ = 2_000_000
+_CHUNK_NNZ = 200_000
 
 
 def note_topics(docs: Sequence[Mapping[str, list[str]]], model: CategoryModel, iters: int = 5,
@@ -44,10 +44,10 @@ def note_topics(docs: Sequence[Mapping[str, list[str]]], model: CategoryModel, i
         c = [vocab[t] for t in (*d.get("title", ()), *d.get("text", ()), *d.get("tags", ())) if t in vocab]
         rows.extend([j] * len(c))
         cols.extend(c)
-    counts = sp.csr_matrix((np.ones(len(rows)), (np.asarray(rows, np.int64), np.asarray(cols, np.int64))),
+    counts = sp.csr_matrix((np.ones(len(rows), np.float32), (np.asarray(rows, np.int64), np.asarray(cols, np.int64))),
                            shape=(n, len(vocab)))
     counts.sum_duplicates()
-    lik = np.exp(np.asarray(model.log_lik, np.float64))  # (V, C) P(t | c)
+    lik = np.exp(np.asarray(model.log_lik, np.float32))  # (V, C) P(t | c)
     a = 0
     while a < n:  # row chunks of about _CHUNK_NNZ tokens
         b = int(np.searchsorted(counts.indptr, counts.indptr[a] + _CHUNK_NNZ, side="right")) - 1
@@ -65,13 +65,13 @@ def note_topics(docs: Sequence[Mapping[str, list[str]]], model: CategoryModel, i
 def _em(counts: sp.csr_matrix, lik: np.ndarray, iters: int) -> np.ndarray:
     coo = counts.tocoo()
     r, c, v = coo.row, coo.col, coo.data
-    theta = np.full((counts.shape[0], lik.shape[1]), 1.0 / lik.shape[1])
+    theta = np.full((counts.shape[0], lik.shape[1]), 1.0 / lik.shape[1], np.float32)
     has = np.bincount(r, minlength=counts.shape[0]) > 0
     for _ in range(max(1, iters)):
         den = np.einsum("ij,ij->i", theta[r], lik[c])
-        m = sp.csr_matrix((v / np.maximum(den, 1e-300), (r, c)), shape=counts.shape)
+        m = sp.csr_matrix((v / np.maximum(den, 1e-30), (r, c)), shape=counts.shape)
         theta = theta * (m @ lik)
-        theta /= np.maximum(theta.sum(axis=1, keepdims=True), 1e-300)
+        theta /= np.maximum(theta.sum(axis=1, keepdims=True), 1e-30)
     theta[~has] = 0.0
     return theta
 
