@@ -208,7 +208,8 @@ class SearchPipeline:
                  profile: UserProfile | None) -> tuple[np.ndarray, np.ndarray]:
         """(items (u,), X (u, len(FEATURES))) of the fused candidates."""
         items, _ = union_ranks([lex.items, dense.items])
-        probs = dict(pq.categories)
+        cats = self._intent(pq)
+        probs = dict(cats)
         cm = np.array([probs.get(self.categories[c], 0.0) for c in self._cat_arr[items].tolist()], np.float32)
         vecs = self.dense.item_vectors(items) if (self.dense is not None and profile is not None) else None
         table = self._tag_table.sync(self.item_tags) if profile is not None else None
@@ -216,11 +217,19 @@ class SearchPipeline:
         n_c = len(self.intent.categories)
         mix = self.topics.dense(items, n_c)
         qp = np.zeros(n_c)
-        for c, pr in pq.categories:
+        for c, pr in cats:
             if c in self._intent_index:
                 qp[self._intent_index[c]] = pr
         ut = mix @ profile.topics if profile is not None and profile.topics is not None else None
         return candidate_features(lex, dense, cm, pf, self.config.rrf_k, topic_match=mix @ qp, user_topic=ut)
+
+    def _intent(self, pq: ParsedQuery) -> list[tuple[str, float]]:
+        """The query's categories; for a query none of whose words the category model knows
+        (a made-up synonym, say), those of the rewrites searched in its place."""
+        if pq.categories or not pq.rewrites:
+            return pq.categories
+        terms = [t for rw in pq.rewrites[: self.config.max_rewrites] for t in self.understanding.terms_of(rw)[0]]
+        return self.intent.predict(terms) if terms else []
 
     def score(self, x: np.ndarray, lex: Hits, dense: Hits, personal: bool,
               fusion: str | None = None) -> np.ndarray:

@@ -138,3 +138,19 @@ def test_old_fusion_weights_pick_their_columns_by_name() -> None:
     np.testing.assert_allclose(f.score(x), [1.0, 3.0, 5.0])
     with pytest.raises(Exception, match="unknown"):
         LearnedFusion(np.zeros(2), ["no_such_feature"])
+
+
+def test_a_query_of_unknown_words_takes_its_rewrites_categories(notes: pd.DataFrame) -> None:
+    pipe = SearchPipeline.build(notes, SearchConfig(dense_dim=8, spelling=False))
+    pq = pipe.understanding.parse("zzqxv", rewrite=False)
+    assert pq.categories == []
+    pq.rewrites = ["espresso latte"]
+    lex, dense = pipe.retrieve(pq)
+    items, x = pipe.features(pq, lex, dense, None)
+    food = np.array([pipe.categories[c] == "food" for c in pipe._cat_arr[items]])
+    cm, tm = x[:, FEATURES.index("category_match")], x[:, FEATURES.index("topic_match")]
+    assert food.any() and (cm[food] > 0.5).all() and (tm[food] > tm[~food].max(initial=0.0)).all()
+    pq.rewrites = []
+    _, x0 = pipe.features(pq, *pipe.retrieve(pq), None)
+    assert not x0[:, FEATURES.index("category_match")].any() and not x0[:, FEATURES.index("topic_match")].any()
+    pipe.close()
