@@ -157,15 +157,26 @@ class ColdStartHub:
         must match the bus position), not while it is written."""
         path = Path(path)
         with self._save_lock:
-            with hold or nullcontext(), self._lock:  # a copy only: ingest waits for no encoding
+            with hold or nullcontext(), self._lock:  # copies only: ingest waits for no encoding
                 captured = self.pool.capture(min_item=self._n_base)
                 body = {"version": _STATE_VERSION, "n_base_items": self._n_base, "n_users": self.ds.n_users,
                         "notes": {str(i): self.catalog.note_ids[i] for i in self.pool.notes},
                         "new_users": dict(self.new_users), "events_seen": self.events_seen}
-            body["pool"] = encode_state(captured)
-            del captured
-            write_atomic(path, json.dumps(body))
+            saved = False
+            try:
+                body["pool"] = encode_state(captured)
+                write_atomic(path, json.dumps(body))
+                saved = True
+            finally:
+                with self._lock:  # the written profile becomes the next snapshot's base
+                    self.pool.settle(captured, saved)
         return path
+
+    def prepare_snapshots(self) -> None:
+        """The whole profile as the snapshots' base, taken once here at start-up (a pass
+        over every row), so that no snapshot does it under the ingest lock."""
+        with self._lock:
+            self.pool.baseline()
 
     def restore(self, path: str | Path) -> None:
         """Load a saved state; a corrupt file or one from another dataset is a clear error."""

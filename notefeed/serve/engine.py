@@ -136,6 +136,8 @@ class Engine:
             self._close_io()
             raise
         self.replayed = self._replay()
+        if self.coldstart is not None:
+            self.coldstart.prepare_snapshots()
         #: stream entries the Redis online state had not applied, folded in at start-up
         self.caught_up = catch_up(self.bus, self.state, self._updates) if self._redis_pair else 0
         #: periodic cold-start pool snapshots (``coldstart.snapshot_s`` / ``snapshot_events``)

@@ -236,3 +236,37 @@ def test_state_files_written_as_json_lists_still_load():
     assert back.to_state() == state
     with pytest.raises(ValueError, match="corrupt"):
         ColdStartPool.from_state({**state, "profile": {**state["profile"], "value": "not base64!"}})
+
+
+def _dense(state: dict) -> np.ndarray:
+    from notefeed.online.coldstart.pool import _decode
+
+    p = state["profile"]
+    u, f = _decode(p["user"], np.int32), _decode(p["feat"], np.int32)
+    assert len(np.unique(u.astype(np.int64) * 1_000_003 + f)) == len(u)  # each cell once: no stale base cells
+    out = np.zeros(state["profile_shape"], np.float32)
+    out[u, f] = _decode(p["value"], np.float32)
+    return out
+
+
+def test_snapshots_copy_changed_rows_only_and_always_equal_the_profile():
+    from notefeed.online.coldstart.pool import encode_state
+
+    pool = _pool()
+    rng = np.random.default_rng(0)
+    for step in range(12):
+        users = rng.integers(0, 14, 5)  # new users too: the profile grows
+        pool.observe(_events([(int(u), int(rng.integers(6)), "click") for u in users], ts=T0 + 600 * step))
+        if step == 7:  # a clock jump: every profile is rescaled, the next snapshot takes all rows
+            pool.observe(_events([(1, 2, "like")], ts=T0 + 400 * 24 * 3600))
+        c = pool.capture()
+        if step > 0 and step != 7:
+            assert set(c["profile_rows"].tolist()) <= set(users.tolist()) | {1}  # the changed rows only
+        live = pool._prof.copy()
+        late = int(users[0])  # an event after the capture: not in this snapshot, in the next one
+        pool.observe(_events([(late, 5, "collect")], ts=T0 + 600 * step + 1))
+        state = encode_state(c)
+        np.testing.assert_array_equal(_dense(state), live)
+        pool.settle(c, saved=bool(step % 3))  # a failed write leaves its rows for the next one
+        np.testing.assert_array_equal(_dense(pool.to_state()), pool._prof)
+    np.testing.assert_allclose(pool._rnorm, np.linalg.norm(pool._prof, axis=1), rtol=1e-5)

@@ -44,7 +44,12 @@ class ColdStartPool:
         self._prof = np.zeros((0, 0), np.float32)  # (U, F) decayed feature counts
         self._cprof: np.ndarray | None = None  # (U, D) decayed content vectors
         self._ref_ts: int | None = None
-        self._norm: np.ndarray | None = None
+        self._rnorm = np.zeros(0, np.float32)  # (U,) row norms of the profile, kept up to date
+        #: the profile as (user, feature, value) triples as of the last snapshot, and the rows
+        #: changed since (a snapshot copies those rows only: the whole (U, F) profile is a
+        #: gigabyte at 100k users, and copying it held ingest up for seconds)
+        self._trip: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._dirty = np.zeros(0, bool)
         self._active: dict[str, np.ndarray] | None = None
         self._rng = np.random.default_rng(0)  # Thompson draws when used as a recall channel
 
@@ -93,7 +98,8 @@ class ColdStartPool:
             grown = np.zeros((nu, nf), np.float32)
             grown[:u, :f] = self._prof
             self._prof = grown
-            self._norm = None  # the cached normalised copy has the old shape
+            self._rnorm = np.concatenate([self._rnorm, np.zeros(nu - len(self._rnorm), np.float32)])
+            self._dirty = np.concatenate([self._dirty, np.zeros(nu - len(self._dirty), bool)])
         if self._cprof is not None and len(self._cprof) < nu:
             self._cprof = np.concatenate([self._cprof, np.zeros((nu - len(self._cprof), self._cprof.shape[1]),
                                                                  np.float32)])
@@ -112,19 +118,22 @@ class ColdStartPool:
             self._prof *= scale
             if self._cprof is not None:
                 self._cprof *= scale
+            self._rnorm = _row_norms(self._prof)
+            self._trip = None  # every row changed: the next snapshot takes them all
             self._ref_ts += shift
         return np.exp2((ts - self._ref_ts) / hl).astype(np.float32)
 
     def profile_similarity(self, users: np.ndarray, feats: list[int], vector: np.ndarray | None = None) -> np.ndarray:
         """(n,) match in [0, 1] of (n,) users' interest profiles with a note's features (and vector)."""
-        norm = self._normed()
         users = np.asarray(users, np.int64)
         out = np.zeros(len(users), np.float32)
-        known = users < len(norm)
+        known = users < len(self._prof)
         if feats:
             # a feature no profile has seen yet (a new tag or category) matches nobody
-            cols = [f for f in feats if f < norm.shape[1]]
-            out[known] = norm[users[known]][:, cols].sum(axis=1) / np.sqrt(len(feats))
+            cols = np.array([f for f in feats if f < self._prof.shape[1]], np.int64)
+            ku = users[known]
+            out[known] = (self._prof[np.ix_(ku, cols)].sum(axis=1) / np.maximum(self._rnorm[ku], 1e-9)
+                          / np.sqrt(len(feats)))
         if vector is not None and self._cprof is not None:
             cp = self._cprof[users[known]]
             cp = cp / np.maximum(np.linalg.norm(cp, axis=1, keepdims=True), 1e-9)
@@ -132,10 +141,9 @@ class ColdStartPool:
             out[known] = (1 - w) * out[known] + w * np.maximum(cp @ vector, 0.0)
         return out
 
-    def _normed(self) -> np.ndarray:
-        if self._norm is None:
-            self._norm = self._prof / np.maximum(np.linalg.norm(self._prof, axis=1, keepdims=True), 1e-9)
-        return self._norm
+    def _unit_rows(self, users: np.ndarray) -> np.ndarray:
+        """The profiles of ``users`` scaled to unit length (rows of zeros stay zero)."""
+        return self._prof[users] / np.maximum(self._rnorm[users], 1e-9)[:, None]
 
     # ------------------------------------------------------------------ new notes
     def publish(self, items: np.ndarray, vectors: np.ndarray | None, tags: list[list[str]],
@@ -224,20 +232,22 @@ class ColdStartPool:
             if has.any():
                 vecs = np.stack([self.item_vecs[i] for i in items[has].tolist()])
                 np.add.at(self._cprof, users[has], vecs * w[has, None])
-        self._norm = None
+        rows = np.unique(users)
+        self._rnorm[rows] = _row_norms(self._prof[rows])
+        self._dirty[rows] = True
 
     def _expand(self, notes: list[_Note], now: int, rep: ObserveReport) -> None:
         """Look-alike audiences: users close (cosine) to the mean profile of each note's engagers."""
         notes = [n for n in notes if len(n.engagers) >= self.config.lookalike_after_clicks]
         if not notes:
             return
-        norm = self._normed()
-        cents = np.zeros((norm.shape[1], len(notes)), np.float32)
+        cents = np.zeros((self._prof.shape[1], len(notes)), np.float32)
         for j, note in enumerate(notes):
-            eng = np.array([u for u in note.engagers if u < len(norm)], np.int64)
+            eng = np.array([u for u in note.engagers if u < len(self._prof)], np.int64)
             if len(eng):
-                cents[:, j] = norm[eng].mean(axis=0)
-        sims = norm @ cents  # (U, n): one matmul for every note that gained engagers in this batch
+                cents[:, j] = self._unit_rows(eng).mean(axis=0)
+        # (U, n): one matmul for every note that gained engagers in this batch, on unit rows
+        sims = (self._prof @ cents) / np.maximum(self._rnorm, 1e-9)[:, None]
         for j, note in enumerate(notes):
             nz = np.flatnonzero(cents[:, j])
             if not len(nz):
@@ -284,10 +294,9 @@ class ColdStartPool:
         a = self._active_arrays()
         if k == 0 or not len(a["items"]):
             return np.zeros(0, np.int64), np.zeros(0, np.float32), []
-        norm = self._normed()
         p = np.zeros(a["feat"].shape[1], np.float32)
-        if 0 <= user < len(norm):
-            p[: norm.shape[1]] = norm[user]
+        if 0 <= user < len(self._prof):
+            p[: self._prof.shape[1]] = self._prof[user] / max(float(self._rnorm[user]), 1e-9)
         match = a["feat"] @ p
         if self._cprof is not None and 0 <= user < len(self._cprof) and a["has_vec"].any():
             cp = self._cprof[user] / max(float(np.linalg.norm(self._cprof[user])), 1e-9)
@@ -337,25 +346,58 @@ class ColdStartPool:
                 "median_s_to_handover": float(np.median(ho)) if ho else float("nan")}
 
     # ------------------------------------------------------------------ state
+    def baseline(self, force: bool = False) -> None:
+        """Take the whole profile as the snapshots' base triples (a pass over every row: done
+        once at start-up, so that a snapshot under the ingest lock copies changed rows only);
+        without ``force`` only where there is none yet."""
+        if self._trip is not None and not force:
+            return
+        self._trip = _triples(self._prof, np.arange(len(self._prof)))
+        self._dirty = np.zeros(len(self._prof), bool)
+
     def capture(self, min_item: int = 0) -> dict[str, Any]:
         """A consistent copy of the state (the notes from ``min_item`` on), quick enough to take
-        under a lock: array copies, no encoding. :func:`encode_state` turns it into
-        :meth:`to_state`'s form afterwards, outside the lock."""
+        under a lock: the profile rows changed since the last snapshot, no encoding.
+        :func:`encode_state` turns it into :meth:`to_state`'s form afterwards, outside the lock;
+        :meth:`settle` then takes or returns the snapshot's profile."""
+        self.baseline()
+        rows = np.flatnonzero(self._dirty)
+        dirty, self._dirty = self._dirty, np.zeros(len(self._dirty), bool)
         return {
             "config": asdict(self.config),
             "vocab": sorted(self.vocab, key=self.vocab.__getitem__),
             "item_feats": {i: list(v) for i, v in self.item_feats.items() if i >= min_item},
             "item_vecs": {i: v.copy() for i, v in self.item_vecs.items() if i >= min_item},
-            "profile": self._prof.copy(),
+            "profile_shape": self._prof.shape,
+            "profile_base": self._trip, "profile_rows": rows, "profile_block": self._prof[rows],
+            "profile_dirty": dirty,
             "content_profile": None if self._cprof is None else self._cprof.copy(),
             "ref_ts": self._ref_ts,
             "notes": [{**asdict(n), "centroid": dict(n.centroid)} for n in self.notes.values()],
         }
 
+    def settle(self, captured: dict[str, Any], saved: bool) -> None:
+        """After a snapshot of :meth:`capture`: ``saved``, its profile becomes the new base
+        (unless a rescale replaced the base meanwhile); not saved, its rows count as changed
+        again, so the next snapshot takes them."""
+        if saved and "profile_merged" in captured:
+            if self._trip is captured["profile_base"]:
+                self._trip = captured["profile_merged"]
+            return
+        dirty = captured["profile_dirty"]
+        self._dirty[: len(dirty)] |= dirty
+
     def to_state(self, min_item: int = 0) -> dict[str, Any]:
         """Everything as JSON-serialisable plain data (the notes from ``min_item`` on; profiles
         as sparse triples, arrays as base64): :func:`encode_state` of :meth:`capture`."""
-        return encode_state(self.capture(min_item))
+        c = self.capture(min_item)
+        try:
+            state = encode_state(c)
+        except BaseException:
+            self.settle(c, saved=False)
+            raise
+        self.settle(c, saved=True)
+        return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ColdStartPool:
@@ -369,7 +411,10 @@ class ColdStartPool:
             pool.item_vecs = {int(i): np.asarray(v, np.float32) for i, v in state["item_vecs"].items()}
             pool._prof = np.zeros(tuple(state["profile_shape"]), np.float32)
             p = state["profile"]
-            pool._prof[_decode(p["user"], np.int32), _decode(p["feat"], np.int32)] = _decode(p["value"], np.float32)
+            trip = (_decode(p["user"], np.int32), _decode(p["feat"], np.int32), _decode(p["value"], np.float32))
+            pool._prof[trip[0], trip[1]] = trip[2]
+            pool._rnorm = _row_norms(pool._prof)
+            pool._trip, pool._dirty = trip, np.zeros(len(pool._prof), bool)
             cp = state["content_profile"]
             pool._cprof = None if cp is None else _decode(cp, np.float32).reshape(len(pool._prof), -1)
             pool._ref_ts = state["ref_ts"]
@@ -403,17 +448,18 @@ _ROWS_PER_STEP = 4096
 
 def encode_state(c: dict[str, Any]) -> dict[str, Any]:
     """:meth:`ColdStartPool.capture`'s copy as JSON-serialisable data. The profile goes as
-    sparse (user, feature, value) triples and every large array as base64 of its
-    little-endian bytes (``int32`` / ``float32``): a JSON list of millions of numbers takes
-    seconds to write, all of it holding the interpreter lock."""
-    prof = c["profile"]
-    us, fs, vs = [], [], []
-    for lo in range(0, len(prof), _ROWS_PER_STEP):
-        blk = prof[lo: lo + _ROWS_PER_STEP]
-        u, f = np.nonzero(blk)
-        us.append((u + lo).astype(np.int32))
-        fs.append(f.astype(np.int32))
-        vs.append(blk[u, f])
+    sparse (user, feature, value) triples (the base's, less the changed rows, plus those rows'
+    own) and every large array as base64 of its little-endian bytes (``int32`` / ``float32``):
+    a JSON list of millions of numbers takes seconds to write, all of it holding the
+    interpreter lock. Leaves the merged triples in ``c`` for :meth:`ColdStartPool.settle`."""
+    bu, bf, bv = c["profile_base"]
+    dirty = c["profile_dirty"]
+    keep = ~dirty[bu] if len(dirty) else np.ones(len(bu), bool)
+    nu, nf, nv = _triples(c["profile_block"], c["profile_rows"])
+    merged = (np.concatenate([bu[keep], nu]), np.concatenate([bf[keep], nf]), np.concatenate([bv[keep], nv]))
+    order = np.lexsort((merged[1], merged[0]))  # by user, then feature: the same file for the same profile
+    merged = tuple(m[order] for m in merged)
+    c["profile_merged"] = merged
     cp = c["content_profile"]
     return {
         "version": _STATE_VERSION,
@@ -421,15 +467,33 @@ def encode_state(c: dict[str, Any]) -> dict[str, Any]:
         "vocab": c["vocab"],
         "item_feats": {str(i): v for i, v in c["item_feats"].items()},
         "item_vecs": {str(i): v.tolist() for i, v in c["item_vecs"].items()},
-        "profile_shape": list(prof.shape),
-        "profile": {"user": _encode(_concat(us, np.int32)), "feat": _encode(_concat(fs, np.int32)),
-                    "value": _encode(_concat(vs, np.float32))},
+        "profile_shape": list(c["profile_shape"]),
+        "profile": {"user": _encode(merged[0]), "feat": _encode(merged[1]), "value": _encode(merged[2])},
         "content_profile": None if cp is None else _encode(np.asarray(cp, np.float32).ravel()),
         "ref_ts": c["ref_ts"],
         # JSON has no infinity: a note without look-alike audience stores look_thr as null
         "notes": [{**n, "centroid": {str(k): v for k, v in n["centroid"].items()},
                    "look_thr": n["look_thr"] if np.isfinite(n["look_thr"]) else None} for n in c["notes"]],
     }
+
+
+def _triples(block: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The nonzero cells of ``block`` (the profile rows ``rows``) as (user, feature, value)
+    int32 / int32 / float32, a few thousand rows per step so that serving threads get the
+    interpreter between steps."""
+    us, fs, vs = [], [], []
+    for lo in range(0, len(block), _ROWS_PER_STEP):
+        blk = block[lo: lo + _ROWS_PER_STEP]
+        u, f = np.nonzero(blk)
+        us.append(np.asarray(rows, np.int64)[lo + u].astype(np.int32))
+        fs.append(f.astype(np.int32))
+        vs.append(blk[u, f])
+    return _concat(us, np.int32), _concat(fs, np.int32), _concat(vs, np.float32)
+
+
+def _row_norms(prof: np.ndarray) -> np.ndarray:
+    """(U,) Euclidean norms of the profile rows, without a (U, F) temporary."""
+    return np.sqrt(np.einsum("ij,ij->i", prof, prof)).astype(np.float32)
 
 
 def _concat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
