@@ -61,7 +61,14 @@ import numpy as np
 from notefeed.ads.auction import gsp_auction, place_ads
 from notefeed.ads.base import AdCandidates, AdRequest
 from notefeed.ads.keywords import KeywordIndex
-from notefeed.ads.recall import SERVING_DEFAULTS, KeywordChannel, SemanticChannel, best_scores, merge_quotas
+from notefeed.ads.recall import (
+    SERVING_DEFAULTS,
+    KeywordChannel,
+    RewriteChannel,
+    SemanticChannel,
+    best_scores,
+    merge_quotas,
+)
 
 __all__ = ["SearchUser", "ARMS", "RECALL", "attraction", "examination", "scan_page", "SearchAdWorld", "run_search_ads",
            "search_recall_study"]
@@ -225,8 +232,6 @@ class SearchAdWorld:
         sample = np.random.default_rng(0).choice(w.n_notes, min(2000, w.n_notes), replace=False)
         note_texts = (notes["title"].astype(str) + " " + notes["text"].astype(str)).to_numpy()[np.sort(sample)]
         enc = TextEncoder(dim=64, seed=seed).fit(texts + note_texts.tolist())
-        from notefeed.ads.recall import RewriteChannel
-
         channels = {"keyword/match": KeywordChannel(kw_index),
                     "keyword/rewrite": RewriteChannel(kw_index, rewrites),
                     "semantic/text": SemanticChannel(enc.transform, enc.transform(texts), kind="auto", min_score=1e-9)}
