@@ -134,6 +134,10 @@ def train_agent(algo: str = "ppo", preset: str = "demo", communities: Sequence[i
                   "exploration_fraction": 0.3, "exploration_final_eps": 0.05, "gamma": 0.9, "learning_rate": 5e-4,
                   "batch_size": 64, "policy_kwargs": {"net_arch": [64, 64]}, **(algo_kwargs or {})}
         model = DQN("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **params)
+    from stable_baselines3.common.logger import Logger
+
+    # no outputs and no folder: SB3's default logger makes an empty /tmp/SB3-<time> folder per run
+    model.set_logger(Logger(folder=None, output_formats=[]))
     t0 = time.perf_counter()
     model.learn(total_timesteps=timesteps)
     wall = time.perf_counter() - t0

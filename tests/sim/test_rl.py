@@ -199,12 +199,15 @@ def _toy_env():
     return Toy()
 
 
-def test_tiny_ppo_learns_the_knob_that_matters() -> None:
+def test_tiny_ppo_learns_the_knob_that_matters(tmp_path, monkeypatch) -> None:
     """A few thousand steps of PPO must learn the state-dependent knob of the toy
     environment, and the exported policy (numpy, as served) must act on it."""
     pytest.importorskip("stable_baselines3")
+    import tempfile
+
     from notefeed.sim.rl import train_agent
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     pol, info = train_agent("ppo", timesteps=2048, seed=0, make_env=_toy_env,
                             algo_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 10, "learning_rate": 3e-3,
                                          "gamma": 0.0, "policy_kwargs": {"net_arch": {"pi": [32], "vf": [32]}}})
@@ -219,6 +222,7 @@ def test_tiny_ppo_learns_the_knob_that_matters() -> None:
     assert knobs[low, 0].mean() > 1.5, knobs[low, 0].mean()
     assert knobs[high, 0].mean() < 1.0, knobs[high, 0].mean()
     assert knobs[:, 1:].mean() < 0.5  # the knobs that only cost
+    assert not list(tmp_path.glob("SB3-*"))  # no SB3 log folder left behind in the temp dir
 
 
 @pytest.mark.parametrize("args, msg", [
