@@ -154,3 +154,25 @@ def test_a_query_of_unknown_words_takes_its_rewrites_categories(notes: pd.DataFr
     _, x0 = pipe.features(pq, *pipe.retrieve(pq), None)
     assert not x0[:, FEATURES.index("category_match")].any() and not x0[:, FEATURES.index("topic_match")].any()
     pipe.close()
+
+
+def test_a_saved_trees_fusion_serves_the_same_pages(tmp_path: Path) -> None:
+    notes, hists, rels = _planted()
+    pipe = SearchPipeline.build(notes, SearchConfig(dense=False, spelling=False), path=tmp_path / "s")
+    pipe.fusion = LearnedFusion(model="trees")
+    xs, ys = [], []
+    for h, rel in zip(hists[:20], rels[:20], strict=True):
+        pq = pipe.understanding.parse("paris")
+        lex, dense = pipe.retrieve(pq)
+        items, x = pipe.features(pq, lex, dense, pipe.profile(h))
+        xs.append(x)
+        ys.append(np.array([rel.get(int(i), 0) / 2 for i in items]))
+    pipe.fusion.fit(np.concatenate(xs), np.concatenate(ys), min_leaf=5)
+    pages = [pipe.search("paris", 10, history=h, fusion="learned").items.tolist() for h in hists[20:]]
+    pipe.close()
+    back = SearchPipeline.load(tmp_path / "s")
+    assert back.fusion is not None and back.fusion.model == "trees"
+    assert [back.search("paris", 10, history=h, fusion="learned").items.tolist() for h in hists[20:]] == pages
+    ranked = [np.array(p) for p in pages]
+    assert graded_metrics(ranked, rels[20:])["ndcg@10"] > 0.95
+    back.close()
