@@ -270,3 +270,25 @@ def test_snapshots_copy_changed_rows_only_and_always_equal_the_profile():
         pool.settle(c, saved=bool(step % 3))  # a failed write leaves its rows for the next one
         np.testing.assert_array_equal(_dense(pool.to_state()), pool._prof)
     np.testing.assert_allclose(pool._rnorm, np.linalg.norm(pool._prof, axis=1), rtol=1e-5)
+
+
+def test_new_users_and_tags_grow_the_profile_without_copying_it_each_time():
+    from notefeed.online.coldstart.pool import _member
+
+    pool = _pool()
+    bufs, n0 = set(), len(pool._prof)
+    for u in range(n0, n0 + 300):  # one new user per event, as a live server sees them
+        pool.observe(_events([(u, u % 6, "click")], ts=T0 + u))
+        bufs.add(id(pool._pbuf))
+        assert pool._prof.shape[0] == u + 1
+    assert len(bufs) <= 6  # amortised: a handful of reallocations, not one per new user
+    pool.index_items(np.array([6]), [["brand-new-tag"]], ["new-cat"])
+    pool.observe(_events([(3, 6, "like")], ts=T0 + 999))
+    assert pool._prof.shape[1] == len(pool.vocab) and pool._prof[3, pool.vocab["tag:brand-new-tag"]] > 0
+    np.testing.assert_array_equal(_dense(pool.to_state()), pool._prof)
+    back = ColdStartPool.from_state(json.loads(json.dumps(pool.to_state())))
+    np.testing.assert_array_equal(back._prof, pool._prof)
+    np.testing.assert_allclose(pool._rnorm, np.linalg.norm(pool._prof, axis=1), rtol=1e-5)
+    keys = {i: None for i in range(0, 1000, 2)}  # many keys, few items: a dict probe each
+    np.testing.assert_array_equal(_member(np.array([4, 5, 998, 5000]), keys), [True, False, True, False])
+    np.testing.assert_array_equal(_member(np.arange(6), {1: 0, 3: 0}), [False, True, False, True, False, False])
