@@ -288,6 +288,9 @@ def test_new_users_and_tags_grow_the_profile_without_copying_it_each_time():
     np.testing.assert_array_equal(_dense(pool.to_state()), pool._prof)
     back = ColdStartPool.from_state(json.loads(json.dumps(pool.to_state())))
     np.testing.assert_array_equal(back._prof, pool._prof)
+    buf = id(back._pbuf)  # a restored pool has room for new users too
+    back.observe(_events([(len(back._prof), 1, "click")], ts=T0 + 1000))
+    assert id(back._pbuf) == buf and len(back._prof) == len(pool._prof) + 1
     np.testing.assert_allclose(pool._rnorm, np.linalg.norm(pool._prof, axis=1), rtol=1e-5)
     keys = {i: None for i in range(0, 1000, 2)}  # many keys, few items: a dict probe each
     np.testing.assert_array_equal(_member(np.array([4, 5, 998, 5000]), keys), [True, False, True, False])

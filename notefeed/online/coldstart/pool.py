@@ -108,9 +108,11 @@ class ColdStartPool:
         nu, nf = max(u, n_users), max(f, len(self.vocab))
         if (nu, nf) != (u, f):
             cap_u, cap_f = self._pbuf.shape
-            if nu > cap_u or nf > cap_f:  # out of room: a quarter more than needed (amortised),
-                # except on the first fill (fit, restore), which is sized exactly
-                grown = np.zeros((max(cap_u, nu + (nu // 4 + 64 if u else 0)),
+            if nu > cap_u or nf > cap_f:  # out of room: a quarter more than needed (amortised).
+                # Spare rows cost no memory until written (np.zeros maps zero pages lazily), so
+                # the first fill (fit) reserves them too; spare columns share pages with the
+                # used ones, so only a later growth adds those
+                grown = np.zeros((max(cap_u, nu + nu // 4 + 64),
                                   max(cap_f, nf + (nf // 4 + 16 if f else 0))), np.float32)
                 grown[:u, :f] = self._prof
                 self._pbuf = grown
@@ -426,7 +428,9 @@ class ColdStartPool:
             pool.vocab = {n: j for j, n in enumerate(state["vocab"])}
             pool.item_feats = {int(i): list(v) for i, v in state["item_feats"].items()}
             pool.item_vecs = {int(i): np.asarray(v, np.float32) for i, v in state["item_vecs"].items()}
-            pool._prof = np.zeros(tuple(state["profile_shape"]), np.float32)
+            nu, nf = (int(x) for x in state["profile_shape"])
+            # spare rows for new users (free until written: see _grow)
+            pool._pbuf, pool._pshape = np.zeros((nu + nu // 4 + 64, nf), np.float32), (nu, nf)
             p = state["profile"]
             trip = (_decode(p["user"], np.int32), _decode(p["feat"], np.int32), _decode(p["value"], np.float32))
             pool._prof[trip[0], trip[1]] = trip[2]
