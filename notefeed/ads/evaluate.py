@@ -540,6 +540,21 @@ def _ci95(x: np.ndarray, digits: int = 4) -> list[float]:
     return [round(float(x.mean()) - h, digits), round(float(x.mean()) + h, digits)]
 
 
+def paired_columns(row: dict, m: str, mine: list[dict], runs: dict, refs: list[str]) -> None:
+    """Into ``row``: the mean and spread of metric ``m`` over this arm's runs ``mine`` (one per
+    seed), and for each reference arm in ``refs`` the per-seed relative difference to that arm's
+    run of the same seed (``runs[(ref, seed)]``): ``{m}_vs_{ref}`` and its 95% interval."""
+    v = np.array([r[m] for r in mine])
+    row[m] = round(float(v.mean()), 5)
+    row[m + "_std"] = round(float(v.std()), 5)
+    for ref in refs:
+        base = [runs[(ref, r["seed"])][m] for r in mine]
+        d = np.array([r[m] / b - 1 for r, b in zip(mine, base, strict=True) if b])
+        if len(d):
+            row[f"{m}_vs_{ref}"] = round(float(d.mean()), 4)
+            row[f"{m}_vs_{ref}_ci95"] = _ci95(d)
+
+
 def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick: bool,
                  report_dir: Path | None, seeds: int | list[int] | None = None,
                  params: dict[str, dict[str, object]] | None = None) -> list[dict]:

@@ -257,7 +257,7 @@ def feed_recall_study(seeds: list[int], steps: int = 30, requests_per_step: int 
     index by request index) on every seed; rows per arm with the mean, the paired per-seed
     relative change of the organic metrics to ``none`` and, for ``category+semantic``, of every
     metric to ``category`` (``*_vs_category``), each with a 95% interval."""
-    from notefeed.ads.evaluate import _ci95
+    from notefeed.ads.evaluate import paired_columns
     from notefeed.sim.community import generate
 
     runs = {}
@@ -280,17 +280,9 @@ def feed_recall_study(seeds: list[int], steps: int = 30, requests_per_step: int 
                      "recall": recall, "slots": slots, "load": "of category" if name == "category+semantic" else "natural",
                      "seeds": len(seeds), "steps": steps, "requests_per_step": requests_per_step}
         for m in metrics:
-            v = np.array([r[m] for r in mine])
-            row[m] = round(float(v.mean()), 5)
-            row[m + "_std"] = round(float(v.std()), 5)
             refs = (["none"] if name != "none" and m.startswith("organic") else [])
             refs += ["category"] if name == "category+semantic" else []
-            for ref in refs:
-                base = [runs[(ref, r["seed"])][m] for r in mine]
-                d = np.array([r[m] / b - 1 for r, b in zip(mine, base, strict=True) if b])
-                if len(d):
-                    row[f"{m}_vs_{ref}"] = round(float(d.mean()), 4)
-                    row[f"{m}_vs_{ref}_ci95"] = _ci95(d)
+            paired_columns(row, m, mine, runs, refs)
         if name == "category+semantic":
             row["load_vs_category"] = round(float(np.mean([r["ads_per_request"] / max(runs[("category", r["seed"])][
                 "ads_per_request"], 1e-12) for r in mine])), 5)

@@ -365,7 +365,7 @@ def search_recall_study(seeds: list[int], preset: str = "demo", n_queries: int =
     ``organic_ctr_minus_keyword``), each with a Student-t 95% interval (``*_ci95``).
     ``resume``: a JSON-lines file that each finished seed's arm results are appended to and
     seeds already there are read from (the settings must match)."""
-    from notefeed.ads.evaluate import _append_resume, _ci95, _read_resume
+    from notefeed.ads.evaluate import _append_resume, _ci95, _read_resume, paired_columns
 
     user = (user or SearchUser()).resolved()
     names = [a[0] for a in arms]
@@ -394,18 +394,12 @@ def search_recall_study(seeds: list[int], preset: str = "demo", n_queries: int =
                      "load": "of keyword" if load == "keyword" else "natural", "seeds": len(seeds),
                      "queries_per_seed": n_queries, "ads": n_ads}
         for m in METRICS:
-            v = np.array([r[m] for r in mine])
-            row[m] = round(float(v.mean()), 5)
-            row[m + "_std"] = round(float(v.std()), 5)
             refs = ["none"] if name != "none" and m.startswith(("organic", "queries", "satisfied")) else []
             refs += ["keyword"] if name not in ("none", "keyword") and "keyword" in names else []
+            paired_columns(row, m, mine, runs, refs)
             for ref in refs:
-                base = [runs[(ref, r["seed"])][m] for r in mine]
-                dd = np.array([r[m] / b - 1 for r, b in zip(mine, base, strict=True) if b])
-                if len(dd):
-                    row[f"{m}_vs_{ref}"] = round(float(dd.mean()), 4)
-                    row[f"{m}_vs_{ref}_ci95"] = _ci95(dd)
-                if m == "organic_ctr":
+                if m == "organic_ctr":  # also in points: the clause is about the loss itself
+                    base = [runs[(ref, r["seed"])][m] for r in mine]
                     diff = np.array([r[m] - b for r, b in zip(mine, base, strict=True)])
                     row[f"organic_ctr_minus_{ref}"] = round(float(diff.mean()), 5)
                     row[f"organic_ctr_minus_{ref}_ci95"] = _ci95(diff, digits=5)
