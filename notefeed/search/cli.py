@@ -17,6 +17,33 @@ def _fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
+def _open_index(workspace: Path, rebuild: bool = False, config: object = None) -> tuple:
+    """(dataset, pipeline) of WORKSPACE: its index in WORKSPACE/search/, built there when
+    missing, stale or ``rebuild`` (a fusion.json it held is lost with it: retrain)."""
+    from rich.console import Console
+
+    from notefeed.data.store import Workspace
+    from notefeed.search import SearchError, SearchPipeline
+
+    if not (workspace / "notefeed.duckdb").exists():
+        _fail(f"--workspace: {workspace} holds no community (notefeed data import / sim generate first)")
+    with Workspace.open(workspace, create=False) as ws:
+        ds = ws.load_dataset()
+    path = workspace / "search"
+    pipe = None
+    if not rebuild and (path / "catalog.json").exists():
+        try:
+            pipe = SearchPipeline.load(path, config)  # type: ignore[arg-type]
+        except SearchError as e:
+            Console(stderr=True).print(f"rebuilding the index: {e}")
+    if pipe is None:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        pipe = SearchPipeline.build(ds.notes, config, path=path)  # type: ignore[arg-type]
+    return ds, pipe
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this stage's commands to ``notefeed`` and ``notefeed bench``."""
 
@@ -35,25 +62,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from notefeed.data.store import Workspace
-        from notefeed.search import SearchError, SearchPipeline
+        from notefeed.search import SearchError
 
-        if not (workspace / "notefeed.duckdb").exists():
-            _fail(f"--workspace: {workspace} holds no community (notefeed data import / sim generate first)")
-        with Workspace.open(workspace, create=False) as ws:
-            ds = ws.load_dataset()
-        path = workspace / "search"
-        pipe = None
-        if not rebuild and (path / "catalog.json").exists():
-            try:
-                pipe = SearchPipeline.load(path)
-            except SearchError as e:
-                Console(stderr=True).print(f"rebuilding the index: {e}")
-        if pipe is None:
-            import shutil
-
-            shutil.rmtree(path, ignore_errors=True)
-            pipe = SearchPipeline.build(ds.notes, path=path)
+        ds, pipe = _open_index(workspace, rebuild)
         history = None
         if user is not None:
             u = ds.user_index.get(user)
@@ -83,6 +94,59 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         con.print(t)
         if explain and res.trace is not None:
             con.print_json(json.dumps({**res.trace, "ms": res.ms}, default=str))
+
+    @app.command("search-train-fusion")
+    def search_train_fusion(
+        workspace: Path = typer.Option(..., "--workspace", help="workspace (log WORKSPACE/search_log.sqlite, "
+                                       "index WORKSPACE/search/)"),
+        min_clicks: int = typer.Option(200, "--min-clicks", min=1, help="fewest searches with a click to train"),
+        valid_share: float = typer.Option(0.2, "--valid-share", min=0.01, max=0.9,
+                                          help="latest share of those searches kept for validation"),
+        sampled: int = typer.Option(4, "--sampled", min=0, max=100,
+                                    help="random unshown candidates per search added as negatives"),
+        max_pages: int = typer.Option(50_000, "--max-pages", min=1, help="latest logged searches read"),
+        seed: int = typer.Option(0, "--seed"),
+        json_path: Path | None = typer.Option(None, "--json", help="write the training report here"),
+    ) -> None:
+        """Fit the learned fusion from WORKSPACE's search log (clicks) and save it as fusion.json
+        in the index; `fusion: auto` serves it when it beat RRF on the latest searches."""
+        import json
+
+        from rich.console import Console
+
+        from notefeed.search.clickfusion import history_before, install, train_click_fusion
+        from notefeed.search.querylog import SearchLog
+
+        logf = workspace / "search_log.sqlite"
+        if not logf.exists():
+            _fail(f"--workspace: {logf} does not exist (no search was served or logged there): search stays on RRF")
+        ds, pipe = _open_index(workspace)
+        try:
+            log = SearchLog(logf)
+            try:
+                pages = log.pages(limit=max_pages)
+            finally:
+                log.close()
+            rep = train_click_fusion(pipe, pages, history_before(ds.select_events(), ds.user_index),
+                                     min_clicked_pages=min_clicks, valid_share=valid_share, sampled=sampled,
+                                     seed=seed)
+            saved = install(pipe, rep)
+        finally:
+            pipe.close()
+        con = Console()
+        con.print(("fusion.json saved: " if saved else "no fusion trained: ") + rep.reason, highlight=False)
+        if rep.valid:
+            for k, m in rep.valid.items():
+                con.print(f"  {k:8s} click MRR {m['click_mrr']:.4f}  click NDCG@10 {m['click_ndcg@10']:.4f}",
+                          highlight=False)
+        if json_path is not None:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps({**rep.to_json(), "command": "notefeed search-train-fusion "
+                                             f"--workspace {workspace} --min-clicks {min_clicks} --valid-share "
+                                             f"{valid_share} --sampled {sampled} --max-pages {max_pages} "
+                                             f"--seed {seed}"}, indent=2), encoding="utf-8")
+        if not saved:
+            raise typer.Exit(1)
 
     @app.command("search-images")
     def search_images(

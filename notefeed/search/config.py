@@ -53,7 +53,9 @@ class SearchConfig(_Cfg):
     index_heap_mb: int = Field(default=512, ge=16, le=4000, description="tantivy writer memory budget (MB, all "
                                "threads): a larger one writes fewer segments, so a build merges less")
     # fusion and ranking
-    fusion: Literal["rrf", "learned"] = Field(default="rrf", description="rrf, or learned (needs fusion.json)")
+    fusion: Literal["rrf", "learned", "auto"] = Field(
+        default="rrf", description="rrf; learned (needs fusion.json); auto: the fusion.json trained from the "
+        "search log (notefeed search train-fusion) when it beat RRF on its validation clicks, else rrf")
     learned_model: Literal["linear", "trees"] = Field(default="trees", description="the model a learned fusion "
                                                       "is fitted as (eval --stage search): logistic or boosted trees")
     rrf_k: float = Field(default=60.0, gt=0)

@@ -133,7 +133,10 @@ class LearnedFusion:
 
     def __init__(self, weights: np.ndarray | None = None, features: Sequence[str] = FEATURES,
                  model: str = "linear", forest: Forest | None = None,
-                 tree_params: dict[str, float] | None = None) -> None:
+                 tree_params: dict[str, float] | None = None, meta: dict | None = None) -> None:
+        #: how it was trained (JSON-safe; e.g. the search-log training's counts and validation
+        #: figures, :mod:`notefeed.search.clickfusion`); saved with it
+        self.meta: dict = dict(meta or {})
         if model not in self.MODELS:
             raise SearchError(f"model: expected one of {list(self.MODELS)}, got {model!r}")
         self.features, self.model, self.forest = tuple(features), model, forest
@@ -172,25 +175,30 @@ class LearnedFusion:
         return x[:, self._cols] @ self.weights[:-1] + self.weights[-1]
 
     def save(self, path: str | Path) -> None:
-        raw: dict = {"kind": self.name, "model": self.model, "features": list(self.features)}
+        raw: dict = {"kind": self.name, "model": self.model, "features": list(self.features), "meta": self.meta}
         if self.model == "trees":
             if self.forest is None:
                 raise SearchError("fusion: the trees model is not fitted")
             raw["forest"], raw["tree_params"] = self.forest.to_json(), self.tree_params
         else:
             raw["weights"] = self.weights.tolist()
-        Path(path).write_text(json.dumps(raw), encoding="utf-8")
+        tmp = Path(str(path) + ".tmp")
+        tmp.write_text(json.dumps(raw), encoding="utf-8")
+        tmp.replace(path)
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedFusion:
         try:
             raw = json.loads(Path(path).read_text(encoding="utf-8"))
             model = raw.get("model", "linear")
+            meta = raw.get("meta") or {}
+            if not isinstance(meta, dict):
+                raise ValueError("meta is not an object")
             if model == "trees":
                 forest = Forest.from_json(raw["forest"])
                 if forest.feature.size and int(forest.feature.max()) >= len(raw["features"]):
                     raise ValueError("forest splits on a feature it does not list")
-                return cls(None, raw["features"], "trees", forest, raw.get("tree_params"))
-            return cls(np.asarray(raw["weights"], np.float64), raw["features"])
+                return cls(None, raw["features"], "trees", forest, raw.get("tree_params"), meta=meta)
+            return cls(np.asarray(raw["weights"], np.float64), raw["features"], meta=meta)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise SearchError(f"{path}: corrupt fusion weights ({e})") from None

@@ -53,6 +53,7 @@ class SearchResult:
     scores: np.ndarray
     ms: dict[str, float] = field(default_factory=dict)
     trace: dict[str, Any] | None = None
+    fusion: str = "rrf"  # the fusion that ranked the page (rrf / learned)
 
 
 class SearchPipeline:
@@ -231,11 +232,36 @@ class SearchPipeline:
         terms = [t for rw in pq.rewrites[: self.config.max_rewrites] for t in self.understanding.terms_of(rw)[0]]
         return self.intent.predict(terms) if terms else []
 
+    def serving_fusion(self) -> str:
+        """The fusion a search without an explicit ``fusion`` uses: ``config.fusion``, where
+        ``auto`` is ``learned`` when the loaded fusion was trained from the search log and beat
+        RRF on its validation clicks (:mod:`notefeed.search.clickfusion`), else ``rrf``."""
+        f = self.config.fusion
+        if f != "auto":
+            return f
+        return "learned" if self.fusion is not None and self.fusion.meta.get("beats_rrf") is True else "rrf"
+
+    def fusion_status(self) -> dict[str, Any]:
+        """Which fusion serves and why (for health and responses): ``fusion`` (rrf / learned),
+        ``configured``, and the loaded fusion's model and training record, if any."""
+        out: dict[str, Any] = {"fusion": self.serving_fusion(), "configured": self.config.fusion}
+        f = self.fusion
+        if f is None:
+            out["learned"] = None
+            if self.config.fusion == "auto":
+                out["reason"] = "no fusion.json in the index (notefeed search train-fusion writes one)"
+        else:
+            out["learned"] = {"model": f.model, "features": list(f.features), **f.meta}
+            if self.config.fusion == "auto" and out["fusion"] == "rrf":
+                out["reason"] = ("the trained fusion did not beat RRF on its validation clicks"
+                                 if "beats_rrf" in f.meta else "the fusion was not trained from the search log")
+        return out
+
     def score(self, x: np.ndarray, lex: Hits, dense: Hits, personal: bool,
               fusion: str | None = None) -> np.ndarray:
         """(u,) final scores of the candidates (rows of ``x``, the union order)."""
         cfg = self.config
-        if (fusion or cfg.fusion) == "learned":
+        if (fusion or self.serving_fusion()) == "learned":
             if self.fusion is None:
                 raise SearchError("fusion: 'learned' needs trained weights")
             return self.fusion.score(x if personal else without_personal(x))
@@ -260,7 +286,8 @@ class SearchPipeline:
         ms["understand"] = _lap(t)
         if pq.empty and not pq.rewrites:
             return SearchResult(pq, np.zeros(0, np.int64), np.zeros(0, np.float32), ms,
-                                {"query": _query_trace(pq), "reason": "no searchable terms"} if explain else None)
+                                {"query": _query_trace(pq), "reason": "no searchable terms"} if explain else None,
+                                fusion=fusion or self.serving_fusion())
         t = time.perf_counter()
         lex, dense = self.retrieve(pq)
         ms["retrieve"] = _lap(t)
@@ -276,11 +303,11 @@ class SearchPipeline:
             order = self._diversify(items, s, order, n)
             ms["rerank"] = _lap(t)
         top = order[:n]
-        res = SearchResult(pq, items[top], s[top].astype(np.float32), ms)
+        res = SearchResult(pq, items[top], s[top].astype(np.float32), ms, fusion=fusion or self.serving_fusion())
         if explain:
             res.trace = {"query": _query_trace(pq), "candidates": {"lexical": len(lex), "dense": len(dense),
                                                                    "fused": len(items)},
-                         "personalised": profile is not None, "fusion": fusion or cfg.fusion,
+                         "personalised": profile is not None, "fusion": res.fusion,
                          "items": [{"item": int(items[j]), **{k: round(float(v), 5) for k, v in
                                     zip(FEATURES, x[j], strict=True)}, "score": float(s[j])} for j in top]}
         return res

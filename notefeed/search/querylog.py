@@ -113,6 +113,29 @@ class SearchLog:
         rows += [(by_id[r][1] or "", by_id[r][2], int(by_id[r][3]), n) for r, n in c if r in by_id]
         return pd.DataFrame(rows, columns=["user_id", "query", "ts", "clicked"])
 
+    def pages(self, limit: int | None = None) -> list[dict[str, object]]:
+        """Logged pages with their engaged notes, oldest first (the latest ``limit`` when given):
+        ``request_id, user_id, query, ts, items`` (note ids shown, best first) and ``clicked``
+        (the distinct engaged note ids, first engagement first). The training data of the
+        learned fusion (:mod:`notefeed.search.clickfusion`)."""
+        with self._lock:
+            sql = "SELECT request_id, user_id, query, ts, items FROM queries ORDER BY ts DESC, rowid DESC"
+            q = self.db.execute(sql + (" LIMIT ?" if limit is not None else ""),
+                                (limit,) if limit is not None else ()).fetchall()
+            c = self.db.execute("SELECT request_id, note_id FROM clicks ORDER BY ts, rowid").fetchall()
+        clicked: dict[str, list[str]] = {}
+        for rid, note in c:
+            got = clicked.setdefault(rid, [])
+            if note not in got:
+                got.append(note)
+        return [{"request_id": rid, "user_id": u, "query": qq, "ts": float(t), "items": json.loads(items),
+                 "clicked": clicked.get(rid, [])} for rid, u, qq, t, items in reversed(q)]
+
+    def n_clicked_pages(self) -> int:
+        """How many logged pages have at least one engaged note."""
+        with self._lock:
+            return int(self.db.execute("SELECT COUNT(DISTINCT request_id) FROM clicks").fetchone()[0])
+
     def __len__(self) -> int:
         with self._lock:
             return int(self.db.execute("SELECT COUNT(*) FROM queries").fetchone()[0])

@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from notefeed.schema import Event, Note
 from notefeed.search import SearchConfig, SearchError, SearchPipeline
+from notefeed.search.fusion import LearnedFusion
 from notefeed.search.image import ImageIndex, load_encoder
 from notefeed.search.querylog import SearchLog
 from notefeed.search.suggest import Suggester
@@ -127,6 +128,12 @@ class SearchService:
 
     def _open_or_build(self) -> SearchPipeline:
         ids = self.engine.catalog.note_ids
+        kept: LearnedFusion | None = None  # a trained fusion outlives a rebuild of the index
+        if (self.path / "fusion.json").exists():
+            try:
+                kept = LearnedFusion.load(self.path / "fusion.json")
+            except SearchError as e:
+                log.warning("search: %s", e)
         if (self.path / "catalog.json").exists():
             try:
                 p = SearchPipeline.load(self.path, self.config)
@@ -138,7 +145,11 @@ class SearchService:
                 log.warning("search: cannot open %s (%s); rebuilding", self.path, e)
             shutil.rmtree(self.path, ignore_errors=True)
         qlog = self.log.frame() if self.log is not None and len(self.log) else None  # rewrites mined from it
-        return SearchPipeline.build(_catalog_notes(self.engine), self.config, path=self.path, query_log=qlog)
+        p = SearchPipeline.build(_catalog_notes(self.engine), self.config, path=self.path, query_log=qlog)
+        if kept is not None:
+            p.fusion = kept
+            p.save()
+        return p
 
     def _start(self) -> None:
         try:
@@ -153,6 +164,16 @@ class SearchService:
             self.error = f"{type(e).__name__}: {e}"
         finally:
             self._ready.set()
+
+    def status(self) -> dict[str, Any]:
+        """The index's state and which fusion ranks the pages (``GET /v1/search/status``)."""
+        p = self.pipeline
+        out: dict[str, Any] = {"ready": p is not None, "error": self.error,
+                               "notes": len(p) if p is not None else None,
+                               "fusion": p.fusion_status() if p is not None else None}
+        if self.log is not None:
+            out["log"] = {"searches": len(self.log), "searches_with_click": self.log.n_clicked_pages()}
+        return out
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._ready.wait(timeout) and self.pipeline is not None
@@ -295,7 +316,8 @@ def add_search_routes(app: FastAPI, engine: Any, deps: list[Any]) -> None:
         body: dict[str, Any] = {"query": res.query.text, "terms": res.query.terms,
                                 "corrections": res.query.corrections,
                                 "categories": [[c, round(p, 4)] for c, p in res.query.categories],
-                                "rewrites": res.query.rewrites, "user_id": user_id, "items": items}
+                                "rewrites": res.query.rewrites, "user_id": user_id, "fusion": res.fusion,
+                                "items": items}
         cat = res.query.categories[0][0] if res.query.categories else None
         ads, ads_ms = page_ads(engine, [x["note_id"] for x in items], user_id=user_id, query=res.query.text,
                                rewrites=list(res.query.rewrites), category=cat)
@@ -305,6 +327,12 @@ def add_search_routes(app: FastAPI, engine: Any, deps: list[Any]) -> None:
             body["trace"] = {**(res.trace or {}), "ms": res.ms, "ads_ms": ads_ms}
         body["request_id"] = engine.search.record(user_id, res.query.text, [x["note_id"] for x in items])
         return body
+
+    @app.get("/v1/search/status", dependencies=deps)
+    def search_status() -> dict[str, Any]:
+        """Whether the index is ready and which fusion serves (rrf / learned, with the learned
+        fusion's training record: searches, validation click figures against RRF)."""
+        return engine.search.status()
 
     @app.post("/v1/search/image", dependencies=deps)
     def search_image(req: ImageQuery) -> dict[str, Any]:

@@ -1,0 +1,150 @@
+"""The learned fusion trained from a search log (clicks): planted preferences are learned,
+serving loads and reports it, too few clicks keep RRF with a message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from notefeed.search import SearchConfig, SearchPipeline
+from notefeed.search.clickfusion import click_metrics, history_before, install, train_click_fusion
+from notefeed.search.fusion import FEATURES
+from notefeed.search.querylog import SearchLog
+from tests.search.conftest import AUTH, TOKEN, make_notes
+
+QUERIES = ["coffee", "paris", "mountain trail", "latte", "espresso", "boots", "running shoes", "tokyo", "lipstick",
+           "camping", "matcha", "skincare", "river", "home", "travel", "night", "shoes", "review", "guide", "red"]
+TM = FEATURES.index("topic_match")
+
+
+def _page(pipe: SearchPipeline, q: str, fusion: str = "rrf") -> tuple[list[str], np.ndarray]:
+    res = pipe.search(q, 10, personalise=False, explain=True, fusion=fusion)
+    assert res.trace is not None
+    return [pipe.note_ids[i] for i in res.items], np.array([it["topic_match"] for it in res.trace["items"]])
+
+
+def _planted_log(pipe: SearchPipeline, path: Path, n: int) -> SearchLog:
+    """``n`` RRF pages of QUERIES; the click is always the shown note with the highest topic_match
+    (a feature the RRF score does not use)."""
+    log = SearchLog(path)
+    for k in range(n):
+        shown, tm = _page(pipe, QUERIES[k % len(QUERIES)])
+        j = int(np.argmax(tm))
+        log.log_query(f"r{k}", None, QUERIES[k % len(QUERIES)], shown, ts=float(k))
+        log.log_clicks([(f"r{k}", shown[j], None, k + 0.5, "click", j)])
+    return log
+
+
+def test_clicks_favouring_a_feature_are_learned(tmp_path: Path) -> None:
+    pipe = SearchPipeline.build(make_notes(), SearchConfig(dense_dim=8), path=tmp_path / "idx")
+    log = _planted_log(pipe, tmp_path / "log.sqlite", 400)
+    pages = log.pages()
+    assert len(pages) == 400 and all(len(p["clicked"]) == 1 for p in pages)
+    assert [p["ts"] for p in pages] == sorted(p["ts"] for p in pages)
+    rep = train_click_fusion(pipe, pages, min_clicked_pages=50, seed=0)
+    assert rep.fusion is not None and rep.beats_rrf, rep.reason
+    assert rep.counts["train_pages"] == 320 and rep.counts["valid_pages"] == 80
+    assert rep.valid["learned"]["click_mrr"] > rep.valid["rrf"]["click_mrr"] + 0.1
+    assert install(pipe, rep)
+    pipe.close()
+    # the saved fusion, loaded with fusion=auto, ranks by the planted feature
+    served = SearchPipeline.load(tmp_path / "idx", SearchConfig(dense_dim=8, fusion="auto"))
+    assert served.serving_fusion() == "learned" and served.fusion_status()["learned"]["beats_rrf"] is True
+    learned_gap, rrf_gap = [], []  # how far the top note's topic_match is below the page's best
+    for q in QUERIES:
+        _, tm = _page(served, q, fusion="rrf")
+        res = served.search(q, 10, personalise=False, explain=True)
+        assert res.fusion == "learned" and res.trace is not None
+        learned_gap.append(tm.max() - res.trace["items"][0]["topic_match"])
+        rrf_gap.append(tm.max() - tm[0])
+    # the planted click (the best topic_match) on top: far more often than RRF puts it there
+    learned_top, rrf_top = int((np.array(learned_gap) == 0).sum()), int((np.array(rrf_gap) == 0).sum())
+    assert learned_top >= 12 and learned_top >= rrf_top + 5, (learned_top, rrf_top)
+    served.close()
+
+
+def test_too_few_clicks_keep_rrf_with_a_message(tmp_path: Path) -> None:
+    pipe = SearchPipeline.build(make_notes(), SearchConfig(dense_dim=8))
+    log = _planted_log(pipe, tmp_path / "log.sqlite", 30)
+    log.log_query("noclick", None, "coffee", ["n0"], ts=99.0)
+    rep = train_click_fusion(pipe, log.pages(), min_clicked_pages=200)
+    assert rep.fusion is None and not install(pipe, rep) and pipe.fusion is None
+    assert "30 searches with a click" in rep.reason and "at least 200" in rep.reason and "RRF" in rep.reason
+    assert pipe.serving_fusion() == "rrf"
+
+
+def test_auto_without_a_winning_fusion_serves_rrf(tmp_path: Path) -> None:
+    pipe = SearchPipeline.build(make_notes(), SearchConfig(dense_dim=8, fusion="auto"))
+    st = pipe.fusion_status()
+    assert st["fusion"] == "rrf" and "train-fusion" in st["reason"]
+    log = _planted_log(pipe, tmp_path / "log.sqlite", 200)
+    rep = train_click_fusion(pipe, log.pages(), min_clicked_pages=50)
+    assert rep.fusion is not None
+    rep.fusion.meta["beats_rrf"] = False  # as if it had lost on validation
+    install(pipe, rep)
+    assert pipe.serving_fusion() == "rrf" and "did not beat" in pipe.fusion_status()["reason"]
+    assert pipe.search("coffee", 3).fusion == "rrf"
+    assert pipe.search("coffee", 3, fusion="learned").fusion == "learned"
+
+
+def test_click_metrics_and_history_before() -> None:
+    m = click_metrics([np.array([0.1, 0.9, 0.5]), np.array([3.0, 2.0, 1.0])],
+                      [np.array([True, False, False]), np.array([True, False, True])])
+    assert m["click_mrr"] == pytest.approx((1 / 3 + 1) / 2)
+    ndcg2 = (1 + 1 / np.log2(4)) / (1 + 1 / np.log2(3))
+    assert m["click_ndcg@10"] == pytest.approx((0.5 + ndcg2) / 2)
+    ev = pd.DataFrame({"user": [0, 0, 0, 1], "item": [5, 6, 7, 8], "ts": [10, 20, 30, 5]})
+    h = history_before(ev, {"a": 0, "b": 1})
+    assert h({"user_id": "a", "ts": 25}).tolist() == [5, 6]
+    assert h({"user_id": "a", "ts": 20}).tolist() == [5]  # strictly before the page
+    assert h({"user_id": "b", "ts": 1}).tolist() == [] and h({"user_id": None, "ts": 1}) is None
+    assert h({"user_id": "zz", "ts": 1}) is None
+
+
+def test_serving_loads_and_reports_the_trained_fusion(tmp_path: Path) -> None:
+    from notefeed.data.dataset import Dataset
+    from notefeed.serve.app import create_app
+    from notefeed.serve.config import builtin_config
+    from notefeed.serve.engine import Engine, popular_config
+    from notefeed.serve.search import SearchService
+
+    trainer = SearchPipeline.build(make_notes(), SearchConfig(dense_dim=8))
+    log = _planted_log(trainer, tmp_path / "log.sqlite", 200)
+    rep = train_click_fusion(trainer, log.pages(), min_clicked_pages=50)
+    assert rep.fusion is not None and rep.beats_rrf
+    ws = tmp_path / "ws"
+    (ws / "search").mkdir(parents=True)
+    rep.fusion.save(ws / "search" / "fusion.json")  # the index itself is not built yet: serving builds it
+    ev = pd.DataFrame({"user_id": ["u"], "note_id": ["n0"], "ts": [0], "type": ["like"]})
+    e = Engine(Dataset.build("cf", ev, notes=make_notes()),
+               popular_config(builtin_config().with_overrides(api={"token": TOKEN})), ws)
+    e.search = SearchService(e, SearchConfig(dense_dim=8, fusion="auto"))  # type: ignore[attr-defined]
+    try:
+        with TestClient(create_app(e)) as c:
+            r = c.get("/v1/search", params={"q": "coffee"}, headers=AUTH)
+            assert r.status_code == 200 and r.json()["fusion"] == "learned", r.text
+            st = c.get("/v1/search/status", headers=AUTH).json()
+            assert st["ready"] and st["fusion"]["fusion"] == "learned" and st["fusion"]["configured"] == "auto"
+            assert st["fusion"]["learned"]["counts"]["valid_pages"] == rep.counts["valid_pages"]
+            assert st["log"]["searches"] >= 0
+        assert (ws / "search" / "catalog.json").exists() and (ws / "search" / "fusion.json").exists()
+    finally:
+        e.search.close()
+        e.close()
+    # the default config serves RRF with the same file present, and says so
+    e = Engine(Dataset.build("cf", ev, notes=make_notes()),
+               popular_config(builtin_config().with_overrides(api={"token": TOKEN})), ws)
+    try:
+        with TestClient(create_app(e)) as c:
+            r = c.get("/v1/search", params={"q": "coffee"}, headers=AUTH)
+            want = SearchConfig().fusion
+            assert r.json()["fusion"] == ("learned" if want in ("learned", "auto") else "rrf")
+            st = c.get("/v1/search/status", headers=AUTH).json()
+            assert st["fusion"]["learned"]["source"] == "search log"
+    finally:
+        e.search.close()
+        e.close()
