@@ -19,7 +19,7 @@ def _fail(msg: str) -> None:
 
 def _open_index(workspace: Path, rebuild: bool = False, config: object = None) -> tuple:
     """(dataset, pipeline) of WORKSPACE: its index in WORKSPACE/search/, built there when
-    missing, stale or ``rebuild`` (a fusion.json it held is lost with it: retrain)."""
+    missing, stale or ``rebuild`` (a fusion.json it held is kept)."""
     from rich.console import Console
 
     from notefeed.data.store import Workspace
@@ -39,8 +39,19 @@ def _open_index(workspace: Path, rebuild: bool = False, config: object = None) -
     if pipe is None:
         import shutil
 
+        from notefeed.search.fusion import LearnedFusion
+
+        kept = None  # a trained fusion outlives a rebuild of the index (as in serving)
+        if (path / "fusion.json").exists():
+            try:
+                kept = LearnedFusion.load(path / "fusion.json")
+            except SearchError as e:
+                Console(stderr=True).print(f"dropping {e}")
         shutil.rmtree(path, ignore_errors=True)
         pipe = SearchPipeline.build(ds.notes, config, path=path)  # type: ignore[arg-type]
+        if kept is not None:
+            pipe.fusion = kept
+            pipe.save()
     return ds, pipe
 
 
@@ -147,6 +158,42 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                                              f"--seed {seed}"}, indent=2), encoding="utf-8")
         if not saved:
             raise typer.Exit(1)
+
+    @app.command("search-fusion-study")
+    def search_fusion_study(
+        dataset: str = typer.Option("sim-demo", "--dataset", help="sim-demo, sim-tiny, ..."),
+        seed: int = typer.Option(0, "--seed"),
+        queries: int = typer.Option(3500, "--queries", min=100, help="simulated queries (test + log)"),
+        test_queries: int = typer.Option(500, "--test-queries", min=10),
+        sampled: int = typer.Option(4, "--sampled", min=0, max=100,
+                                    help="random unshown candidates per search added as negatives"),
+        json_path: Path | None = typer.Option(None, "--json", help="write the result JSON here"),
+    ) -> None:
+        """Simulated clicks on served search pages -> the learned fusion trained from them, vs RRF
+        on the held-out queries' graded relevance (notefeed/search/clickstudy.py)."""
+        from notefeed.search.clickstudy import click_fusion_study
+
+        if test_queries >= queries:
+            _fail("--test-queries: must be fewer than --queries")
+        res = click_fusion_study(dataset, seed, queries, test_queries, sampled=sampled)
+        res["command"] = (f"notefeed search-fusion-study --dataset {dataset} --seed {seed} --queries {queries} "
+                          f"--test-queries {test_queries} --sampled {sampled}")
+        r = res["results"]
+        print(f"{res['log_searches']} logged searches, {res['log_searches_with_click']} with a click, "
+              f"{res['log_clicks']} clicks; {res['test_queries']} test queries")
+        for name in ("rrf+personal", "learned-from-clicks+personal", "learned-from-grades+personal"):
+            m = r[name].get("metrics", {})
+            print(f"  {name:30s} " + "  ".join(f"{k} NDCG@10 {v['ndcg@10']:.4f}" for k, v in m.items()))
+        for e in r["learning_curve"]:
+            d = e.get("ndcg@10_minus_rrf")
+            print(f"  clicks from {e['log_searches']:5d} searches: "
+                  + (f"NDCG@10 {e['metrics']['all']['ndcg@10']:.4f}, minus RRF {d['mean']:+.4f} "
+                     f"[{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]; {e['report']['reason']}" if d else
+                     e["report"]["reason"]))
+        if json_path is not None:
+            from notefeed.eval.timing import machine_info, write_json
+
+            write_json(json_path, {**res, "machine": machine_info()})
 
     @app.command("search-images")
     def search_images(

@@ -58,6 +58,7 @@ class _Replayed:
     clicked: np.ndarray  # (u,) bool
     negative: np.ndarray  # (u,) bool: skipped above a click, or sampled
     personal: bool
+    shown: np.ndarray  # (s,) candidate rows of the notes shown, in the logged order
 
 
 @dataclass
@@ -130,7 +131,8 @@ def replay_pages(pipe: SearchPipeline, pages: Sequence[Page], history: History |
             if len(pool):
                 negative[rng.choice(pool, min(sampled, len(pool)), replace=False)] = True
         base = pipe.score(x, lex, dense, prof is not None, fusion="rrf")
-        out.append(_Replayed(float(page.get("ts") or 0.0), items, x, base, clicked, negative, prof is not None))
+        rows = np.array([j for j in (where.get(pipe.note_index.get(n, -1)) for n in shown) if j is not None], np.int64)
+        out.append(_Replayed(float(page.get("ts") or 0.0), items, x, base, clicked, negative, prof is not None, rows))
     return out, counts
 
 
@@ -176,6 +178,13 @@ def train_click_fusion(pipe: SearchPipeline, pages: Sequence[Page], history: His
     fusion = LearnedFusion(model=model or pipe.config.learned_model).fit(x, y)
     learned = click_metrics([fusion.score(r.x) for r in valid], [r.clicked for r in valid])
     base = click_metrics([r.rrf for r in valid], [r.clicked for r in valid])
+    # the shown page re-ordered, against the logged order
+    sv = [r for r in valid if len(r.shown) and r.clicked[r.shown].any()]
+    learned_page = click_metrics([fusion.score(r.x[r.shown]) for r in sv], [r.clicked[r.shown] for r in sv])
+    logged_page = click_metrics([-np.arange(len(r.shown), dtype=np.float64) for r in sv],
+                                [r.clicked[r.shown] for r in sv])
+    learned = {**learned, **{f"page_{k}": v for k, v in learned_page.items()}}
+    base = {**base, **{f"page_{k}": v for k, v in logged_page.items()}}
     beats = learned["click_ndcg@10"] > base["click_ndcg@10"]
     counts = {**counts, "replayed_pages": len(rep), "train_pages": len(train), "valid_pages": len(valid),
               "train_rows": len(y), "train_positives": int(y.sum()),

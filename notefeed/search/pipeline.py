@@ -252,7 +252,9 @@ class SearchPipeline:
                 out["reason"] = "no fusion.json in the index (notefeed search train-fusion writes one)"
         else:
             out["learned"] = {"model": f.model, "features": list(f.features), **f.meta}
-            if self.config.fusion == "auto" and out["fusion"] == "rrf":
+            if self.config.fusion == "rrf":
+                out["reason"] = "fusion: rrf is configured (auto or learned would serve the loaded fusion)"
+            elif self.config.fusion == "auto" and out["fusion"] == "rrf":
                 out["reason"] = ("the trained fusion did not beat RRF on its validation clicks"
                                  if "beats_rrf" in f.meta else "the fusion was not trained from the search log")
         return out

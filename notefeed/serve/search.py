@@ -19,6 +19,12 @@ them) and are recorded against their query in the log. Both run on the engine's 
 thread, never delaying the page. Suggestions come from the logged queries first, then from
 the index's own suggester (titles, or the query log it was built with).
 
+Fusion: the pages are ranked by the fusion ``SearchConfig.fusion`` names (``auto``: the
+``fusion.json`` trained from the search log by ``notefeed search-train-fusion`` when it beat RRF on
+its validation clicks, else RRF). Each ``/v1/search`` answer says which (``fusion``), and
+``GET /v1/search/status`` gives the index state, the fusion with its training record and the
+log's size. A ``fusion.json`` in ``WORKSPACE/search/`` outlives a rebuild of the index.
+
 Search by image: ``POST /v1/search/image`` with ``{"vector": [...]}`` (any client-side
 encoder, the image index's dimension) or ``{"image": "<base64 JPEG/PNG>"}`` (encoded with the
 image index's own encoder: the ``content`` extra's OpenCLIP and a local checkpoint) answers the
@@ -88,6 +94,15 @@ def _catalog_notes(engine: Any, start: int = 0) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def _engine_search_config(engine: Any) -> SearchConfig:
+    """The serving config's ``search`` section when it has one (a SearchConfig or its mapping),
+    else the defaults of :class:`SearchConfig`."""
+    raw = getattr(getattr(engine, "config", None), "search", None)
+    if isinstance(raw, SearchConfig):
+        return raw
+    return SearchConfig.model_validate(raw) if isinstance(raw, dict) else SearchConfig()
+
+
 class SearchService:
     """The engine's search index, built or opened in the background (see the module docstring)."""
 
@@ -97,7 +112,7 @@ class SearchService:
         ``first_wait_s`` for it and answers 503 after that). ``log_queries``: keep the query log
         (and record search clicks in it); ``log_impressions``: ingest each page shown to a user
         as impression events."""
-        self.engine, self.config = engine, config or SearchConfig()
+        self.engine, self.config = engine, config or _engine_search_config(engine)
         self.path = engine.workspace / "search"
         self.log: SearchLog | None = SearchLog(engine.workspace / "search_log.sqlite") if log_queries else None
         self.log_impressions = log_impressions

@@ -145,6 +145,63 @@ def test_serving_loads_and_reports_the_trained_fusion(tmp_path: Path) -> None:
             assert r.json()["fusion"] == ("learned" if want in ("learned", "auto") else "rrf")
             st = c.get("/v1/search/status", headers=AUTH).json()
             assert st["fusion"]["learned"]["source"] == "search log"
+            if want == "rrf":
+                assert st["fusion"]["fusion"] == "rrf" and "rrf is configured" in st["fusion"]["reason"]
     finally:
         e.search.close()
         e.close()
+
+
+def test_simulated_clicks_follow_the_search_simulator() -> None:
+    from notefeed.search.clickstudy import POSITION_ETA, simulate_clicks
+    from notefeed.sim.config import BehaviourParams
+
+    assert POSITION_ETA == BehaviourParams().position_eta  # the feed simulator's position bias
+    u = np.zeros((4, 3)) + 0.5
+    # examined everywhere ((1 + p) ** -eta > 0.5 for p < 4), grade 3 clicked (R = 7/8) and satisfying: stop
+    assert simulate_clicks(np.array([0, 3, 3, 3]), u).tolist() == [False, True, False, False]
+    assert simulate_clicks(np.array([0, 0, 0, 0]), u).tolist() == [False] * 4
+    # not examined: no click whatever the grade
+    assert not simulate_clicks(np.array([3, 3]), np.ones((2, 3)) * 0.999).any()
+    rng = np.random.default_rng(0)
+    top = np.mean([simulate_clicks(np.array([2, 2]), rng.random((2, 3)))[0] for _ in range(4000)])
+    assert abs(top - 3 / 8) < 0.03  # position 0 always examined, R(2) = 3/8
+
+
+def test_cli_train_fusion(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from notefeed.cli import app
+    from notefeed.data.dataset import Dataset
+    from notefeed.data.store import Workspace
+
+    ws = tmp_path / "ws"
+    ev = pd.DataFrame({"user_id": ["u", "u"], "note_id": ["n0", "n3"], "ts": [0, 1], "type": ["like", "like"]})
+    with Workspace.open(ws) as w:
+        w.save_dataset(Dataset.build("cf", ev, notes=make_notes()))
+    r = CliRunner()
+    out = r.invoke(app, ["search-train-fusion", "--workspace", str(ws)])
+    assert out.exit_code == 2 and "search_log.sqlite" in out.output and "RRF" in out.output
+    # a log from serving's own ranking, but with the planted clicks, and the index the command builds
+    from notefeed.search.cli import _open_index
+
+    _, pipe = _open_index(ws)
+    _planted_log(pipe, ws / "search_log.sqlite", 40).close()
+    pipe.close()
+    out = r.invoke(app, ["search-train-fusion", "--workspace", str(ws), "--min-clicks", "100"])
+    assert out.exit_code == 1 and "40 searches with a click" in out.output and "stays on RRF" in out.output
+    assert not (ws / "search" / "fusion.json").exists()
+    out = r.invoke(app, ["search-train-fusion", "--workspace", str(ws), "--min-clicks", "30",
+                         "--json", str(tmp_path / "rep.json")])
+    assert out.exit_code == 0, out.output
+    assert "fusion.json saved" in out.output and (ws / "search" / "fusion.json").exists()
+    rep = json.loads((tmp_path / "rep.json").read_text())
+    assert rep["trained"] and rep["counts"]["valid_pages"] == 8 and rep["command"].startswith("notefeed search-train")
+    loaded = SearchPipeline.load(ws / "search", SearchConfig(fusion="learned"))
+    assert loaded.fusion is not None and loaded.fusion.meta["source"] == "search log"
+    assert loaded.search("coffee", 3).fusion == "learned"
+    loaded.close()
+    out = r.invoke(app, ["search", "coffee", "--workspace", str(ws), "--rebuild"])
+    assert out.exit_code == 0 and (ws / "search" / "fusion.json").exists()  # kept across the rebuild
