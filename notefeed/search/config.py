@@ -57,7 +57,7 @@ class SearchConfig(_Cfg):
         default="rrf", description="rrf; learned (needs fusion.json); auto: the fusion.json trained from the "
         "search log (notefeed search train-fusion) when it beat RRF on its validation clicks, else rrf")
     learned_model: Literal["linear", "trees"] = Field(default="trees", description="the model a learned fusion "
-                                                      "is fitted as (eval --stage search): logistic or boosted trees")
+                                                      "is fitted as (eval --stage search, search-train-fusion): logistic or boosted trees")
     rrf_k: float = Field(default=60.0, gt=0)
     dense_weight: float = Field(default=1.0, ge=0, description="RRF weight of the dense list (lexical: 1)")
     personalise: bool = Field(default=True, description="re-rank by the user's history when one is known")
