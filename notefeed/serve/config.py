@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from notefeed.rank.base import TASKS
+from notefeed.search.config import SearchConfig
 
 __all__ = [
     "ConfigError",
@@ -327,6 +328,8 @@ class ServeConfig(_Cfg):
     online: OnlineConfig = Field(default_factory=OnlineConfig)
     coldstart: ColdStartServeConfig = Field(default_factory=ColdStartServeConfig)
     experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig)
+    #: the search stack (``GET /v1/search``): every field of :class:`notefeed.search.SearchConfig`
+    search: SearchConfig = Field(default_factory=SearchConfig)
 
     @model_validator(mode="after")
     def _arm_overlays(self) -> ServeConfig:

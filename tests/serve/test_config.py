@@ -55,3 +55,16 @@ def test_unknown_component_names_field(small_ds, tmp_path: Path) -> None:
     cfg = builtin_config().with_overrides(rerank={"name": "builtin/author-cap", "params": {"max_per_autor": 2}})
     with pytest.raises(ConfigError, match=r"rerank\.params"):
         Engine(small_ds, cfg, tmp_path / "c")
+
+
+def test_the_search_section_reaches_the_search_service() -> None:
+    from types import SimpleNamespace
+
+    from notefeed.serve.search import _engine_search_config
+
+    cfg = ServeConfig().with_overrides(search={"fusion": "auto", "rrf_k": 30.0})
+    got = _engine_search_config(SimpleNamespace(config=cfg))
+    assert got.fusion == "auto" and got.rrf_k == 30.0
+    assert _engine_search_config(SimpleNamespace(config=ServeConfig())).fusion == "rrf"
+    with pytest.raises(ConfigError, match="search"):
+        ServeConfig().with_overrides(search={"fusion": "bm25-only"})
