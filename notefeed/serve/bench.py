@@ -340,3 +340,61 @@ def run_bench(sizes: list[int], requests: int, concurrency: int, max_seconds: fl
         "stages_p50_ms_default": {r["notes"]: {k: v["median_ms"] for k, v in
                                                 r["pipelines"]["default"]["server_stages"].items()} for r in runs},
     }
+
+
+def run_steps(workspace: Path, users: int = 400, seed: int = 0, config: Path | None = None,
+              progress: bool = True) -> dict[str, Any]:
+    """``notefeed bench steps``: the serving engine of ``workspace`` (its promoted model version,
+    as ``notefeed serve`` loads it) built in this process, then one feed request at a time for
+    ``users`` of its known users (a seeded sample): the pipeline's own time per step and in
+    all, p50 / p99, without HTTP, JSON or concurrent requests. Beside ``bench serve`` it shows
+    how much of a page's latency is the pipeline and how much the server around it."""
+    import gc
+
+    from notefeed.serve.cli import load_workspace_dataset
+    from notefeed.serve.config import ServeConfig, load_config
+    from notefeed.serve.versions import engine_from_store
+    from notefeed.threads import one_thread
+
+    if users < 1:
+        raise ValueError(f"--users: must be >= 1, got {users}")
+    with one_thread():  # as a serving process runs (scoped: the caller's settings come back)
+        t0 = time.perf_counter()
+        ds = load_workspace_dataset(workspace)
+        cfg = load_config(config) if config is not None else ServeConfig()
+        eng = engine_from_store(ds, cfg, workspace)
+        startup = time.perf_counter() - t0
+        gc.collect()
+        gc.freeze()  # as the serving process freezes its built heap (notefeed.threads.freeze_heap)
+        try:
+            return _time_steps(eng, ds, users, seed, progress, workspace, config, startup)
+        finally:
+            gc.unfreeze()
+            eng.close()
+
+
+def _time_steps(eng: Any, ds: Any, users: int, seed: int, progress: bool, workspace: Path,
+                config: Path | None, startup: float) -> dict[str, Any]:
+    """:func:`run_steps`' requests on the built engine ``eng``."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    ids = ds.users["user_id"].astype(str).to_numpy()
+    if not len(ids):
+        raise ValueError(f"--workspace: {workspace} has no users")
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(ids, min(users, len(ids)), replace=False)
+    per: dict[str, list[float]] = {}
+    total: list[float] = []
+    for uid in tqdm(chosen, desc="feeds", disable=not progress):
+        _, res = eng.feed(str(uid), 10, "default")
+        total.append(res.total_ms / 1e3)
+        for s in res.stages:
+            per.setdefault(f"{s.kind}:{s.name}", []).append(s.ms / 1e3)
+    steps = {k: latency_stats(v) for k, v in per.items()}
+    order = sorted(steps, key=lambda k: -steps[k]["p99_ms"])
+    return {"bench": "steps", "machine": machine_info(), "workspace": str(workspace),
+            "model_version": eng.served.version, "fallback": list(eng.served.fallback),
+            "config": str(config) if config else "built-in defaults (configs/default.yaml)",
+            "startup_s": startup, "users": int(len(chosen)), "seed": seed,
+            "total": latency_stats(total), "steps": {k: steps[k] for k in order}}

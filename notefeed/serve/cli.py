@@ -82,6 +82,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this stage's commands to ``notefeed`` and ``notefeed bench``."""
     _register_tune(app)
     _register_online_benches(bench)
+    _register_steps_bench(bench)
     from notefeed.serve import expcli
 
     expcli.register(app, bench)  # notefeed experiments report, notefeed sim ab
@@ -183,6 +184,29 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         try:
             result = run_bench([int(s) for s in sizes.split(",") if s.strip()], requests, concurrency,
                                max_seconds, community, config, train=train, workspace=workspace)
+        except ValueError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        _emit(json_path, result)
+
+
+def _register_steps_bench(bench: typer.Typer) -> None:
+    @bench.command("steps")
+    def bench_steps(
+        workspace: Path = typer.Option(..., "--workspace", help="a workspace (its promoted model version is served)"),
+        json_path: Path | None = typer.Option(None, "--json", help="write the results here"),
+        users: int = typer.Option(400, "--users", help="known users to ask a page for, one at a time"),
+        seed: int = typer.Option(0, "--seed", help="seed of the user sample"),
+        config: Path | None = typer.Option(None, "--config", help="serving config (default config when omitted)"),
+    ) -> None:
+        """The serving pipeline in this process, one request at a time: time per step, p50/p99."""
+        from notefeed.serve.bench import run_steps
+
+        if not (workspace / "notefeed.duckdb").exists():
+            typer.echo(f"error: --workspace: {workspace} is not a notefeed workspace (no notefeed.duckdb)", err=True)
+            raise typer.Exit(2)
+        try:
+            result = run_steps(workspace, users, seed, config)
         except ValueError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
