@@ -311,7 +311,6 @@ def evaluate_feed(ds: Dataset, config: Any = None, models: Sequence[str] = DEFAU
 def reseeded(cfg: Any, seed: int) -> Any:
     """``cfg`` with ``seed`` as the seed of every recall channel whose factory takes one and
     whose params leave it unset. Seed 0, every channel's default, returns ``cfg`` itself."""
-    import dataclasses
     import inspect
 
     from notefeed.recall.base import CHANNELS
@@ -322,14 +321,10 @@ def reseeded(cfg: Any, seed: int) -> Any:
     for ch in cfg.recall.channels:
         takes = False
         if ch.name in CHANNELS and "seed" not in ch.params:
-            factory = CHANNELS.get(ch.name)
-            if dataclasses.is_dataclass(factory):
-                takes = any(f.name == "seed" and f.init for f in dataclasses.fields(factory))
-            else:
-                try:
-                    takes = "seed" in inspect.signature(factory).parameters
-                except (TypeError, ValueError):
-                    takes = False
+            try:  # a dataclass's signature is its __init__'s: fields with init=False are not in it
+                takes = "seed" in inspect.signature(CHANNELS.get(ch.name)).parameters
+            except (TypeError, ValueError):
+                takes = False
         channels.append(ch.model_copy(update={"params": {**ch.params, "seed": int(seed)}}) if takes else ch)
     return cfg.model_copy(update={"recall": cfg.recall.model_copy(update={"channels": channels})})
 

@@ -354,7 +354,7 @@ def run_steps(workspace: Path, users: int = 400, seed: int = 0, config: Path | N
     from notefeed.serve.cli import load_workspace_dataset
     from notefeed.serve.config import ServeConfig, load_config
     from notefeed.serve.versions import engine_from_store
-    from notefeed.threads import one_thread
+    from notefeed.threads import freeze_heap, one_thread
 
     if users < 1:
         raise ValueError(f"--users: must be >= 1, got {users}")
@@ -364,8 +364,7 @@ def run_steps(workspace: Path, users: int = 400, seed: int = 0, config: Path | N
         cfg = load_config(config) if config is not None else ServeConfig()
         eng = engine_from_store(ds, cfg, workspace)
         startup = time.perf_counter() - t0
-        gc.collect()
-        gc.freeze()  # as the serving process freezes its built heap (notefeed.threads.freeze_heap)
+        freeze_heap()  # as a serving process freezes its built heap
         try:
             return _time_steps(eng, ds, users, seed, progress, workspace, config, startup)
         finally:

@@ -112,7 +112,7 @@ class ColdStartPool:
                 # Spare rows cost no memory until written (np.zeros maps zero pages lazily), so
                 # the first fill (fit) reserves them too; spare columns share pages with the
                 # used ones, so only a later growth adds those
-                grown = np.zeros((max(cap_u, nu + nu // 4 + 64),
+                grown = np.zeros((max(cap_u, _with_spare(nu)),
                                   max(cap_f, nf + (nf // 4 + 16 if f else 0))), np.float32)
                 grown[:u, :f] = self._prof
                 self._pbuf = grown
@@ -430,7 +430,7 @@ class ColdStartPool:
             pool.item_vecs = {int(i): np.asarray(v, np.float32) for i, v in state["item_vecs"].items()}
             nu, nf = (int(x) for x in state["profile_shape"])
             # spare rows for new users (free until written: see _grow)
-            pool._pbuf, pool._pshape = np.zeros((nu + nu // 4 + 64, nf), np.float32), (nu, nf)
+            pool._pbuf, pool._pshape = np.zeros((_with_spare(nu), nf), np.float32), (nu, nf)
             p = state["profile"]
             trip = (_decode(p["user"], np.int32), _decode(p["feat"], np.int32), _decode(p["value"], np.float32))
             pool._prof[trip[0], trip[1]] = trip[2]
@@ -510,6 +510,11 @@ def _triples(block: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
         fs.append(f.astype(np.int32))
         vs.append(blk[u, f])
     return _concat(us, np.int32), _concat(fs, np.int32), _concat(vs, np.float32)
+
+
+def _with_spare(rows: int) -> int:
+    """Profile rows to allocate for ``rows`` users: a quarter more (growth is amortised)."""
+    return rows + rows // 4 + 64
 
 
 def _row_norms(prof: np.ndarray) -> np.ndarray:
