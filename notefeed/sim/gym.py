@@ -27,7 +27,9 @@ target); ``aggregate=False`` charges each page its own shortfall.
 An episode is ``steps`` rounds of ``requests_per_step`` requests on one community (drawn
 from ``communities``), as in :func:`~notefeed.sim.loop.run_closed_loop`: the clock advances
 ``step_seconds`` and ``new_notes_per_step`` notes are published after each round, and with
-``drift_at`` the users' interests shift once (:func:`drift_interests`). Seeded: the same
+``drift_at`` the users' interests shift once (:func:`drift_interests`), in each episode or, with
+``drift_episodes`` < 1, in that share of the episodes (drawn at reset: a policy trained so sees
+stable and drifting communities alike; ``info['drift']`` says which). Seeded: the same
 ``reset(seed=...)`` and actions give the same trajectory.
 """
 
@@ -182,6 +184,7 @@ class ExposureEnv(gym.Env[np.ndarray, np.ndarray]):
     def __init__(self, preset: str = "demo", communities: Sequence[int] = (1000,), steps: int = 10,
                  requests_per_step: int = 20, page_size: int = 10, step_seconds: int = 600,
                  new_notes_per_step: int = 2, drift_at: int | None = None, drift_share: float = 0.5,
+                 drift_episodes: float = 1.0,
                  reward: RewardConfig = RewardConfig(), config: ServeConfig | None = None,
                  knob_low: Sequence[float] | None = None, knob_high: Sequence[float] | None = None) -> None:
         for name, v in (("steps", steps), ("requests_per_step", requests_per_step), ("page_size", page_size)):
@@ -189,10 +192,15 @@ class ExposureEnv(gym.Env[np.ndarray, np.ndarray]):
                 raise ValueError(f"ExposureEnv: {name} must be a positive integer, got {v!r}")
         if not communities:
             raise ValueError("ExposureEnv: communities must name at least one community seed")
+        if not 0.0 <= drift_episodes <= 1.0:
+            raise ValueError(f"ExposureEnv: drift_episodes must be in [0, 1], got {drift_episodes!r}")
         self.communities = [int(c) for c in communities]
         self.steps, self.requests_per_step, self.page_size = steps, requests_per_step, page_size
         self.step_seconds, self.new_notes_per_step = step_seconds, new_notes_per_step
         self.drift_at, self.drift_share, self.reward = drift_at, drift_share, reward
+        self.drift_episodes = float(drift_episodes)
+        #: whether this episode's interests drift (drawn at reset)
+        self.drifts = drift_at is not None
         #: the knob range the action spans (default [0, KNOB_HIGH]; see knobs_of_action)
         self.knob_low = np.zeros(len(KNOBS)) if knob_low is None else np.asarray(knob_low, np.float64)
         self.knob_high = np.full(len(KNOBS), KNOB_HIGH) if knob_high is None else np.asarray(knob_high, np.float64)
@@ -237,6 +245,9 @@ class ExposureEnv(gym.Env[np.ndarray, np.ndarray]):
         self.community_seed = cseed
         self.sim = SimEnvironment(comm, seed=int(rng.integers(1 << 31)), dataset=hist)
         self._drift_rng = np.random.default_rng(int(rng.integers(1 << 31)))
+        # drawn only when some episodes drift and some do not: other settings keep their trajectories
+        self.drifts = self.drift_at is not None and (self.drift_episodes >= 1.0 or
+                                                    (self.drift_episodes > 0.0 and rng.random() < self.drift_episodes))
         self._tmp = tempfile.TemporaryDirectory(prefix="notefeed-rl-")
         engine = Engine(hist, self.config, self._tmp.name)
         # reproducible and in simulated time, as EnginePolicy sets up the engines it builds
@@ -250,7 +261,7 @@ class ExposureEnv(gym.Env[np.ndarray, np.ndarray]):
         self._small = sim.initial_followers < SMALL_CREATOR_FOLLOWERS
         self._served = (0, 0)  # small-creator impressions, impressions of this episode
         self._t = 0
-        return self._next_request(), {"community": cseed}
+        return self._next_request(), {"community": cseed, "drift": self.drifts}
 
     # ------------------------------------------------------------------ requests
     def _next_request(self) -> np.ndarray:
@@ -284,7 +295,7 @@ class ExposureEnv(gym.Env[np.ndarray, np.ndarray]):
             step = self._t // self.requests_per_step
             self.sim.advance(self.step_seconds)
             self.sim.publish(self.new_notes_per_step)
-            if self.drift_at is not None and step == self.drift_at:
+            if self.drifts and step == self.drift_at:
                 drift_interests(self.sim, self._drift_rng, self.drift_share)
         truncated = self._t >= self.horizon
         obs = self._next_request() if not truncated else self._obs.copy()

@@ -87,6 +87,10 @@ def train_cmd(
     residual_to: Path | None = typer.Option(None, help="ppo only: a `notefeed rl tune` JSON; learn per-request "
                                             "changes to its knobs (actions span them -/+ --margin)"),
     margin: float = typer.Option(0.5, help="with --residual-to: how far the policy may move each knob"),
+    drift_at: int = typer.Option(0, help="shift half of the users' interests after this round of an episode "
+                                 "(0: never)"),
+    drift_episodes: float = typer.Option(1.0, help="with --drift-at: the share of episodes that drift (drawn "
+                                         "per episode; the rest stay stable)"),
     out: Path = typer.Option(..., help="directory for policy.safetensors + policy.json"),
     json_path: Path | None = typer.Option(None, "--json", help="write the training summary here"),
 ) -> None:
@@ -98,6 +102,13 @@ def train_cmd(
     if out.exists() and not out.is_dir():
         _fail(f"--out: {out} is a file, not a folder")
     comms = _ints(communities, "--communities")
+    if drift_at < 0 or drift_at >= steps:
+        _fail(f"--drift-at: must be in [0, {steps - 1}] (0: none), got {drift_at}")
+    if not 0 <= drift_episodes <= 1:
+        _fail(f"--drift-episodes: must be in [0, 1], got {drift_episodes}")
+    env_kwargs: dict[str, Any] = {"steps": steps, "requests_per_step": requests}
+    if drift_at:
+        env_kwargs.update(drift_at=drift_at, drift_episodes=drift_episodes)
     base = None
     if residual_to is not None:
         if algo != "ppo":
@@ -110,7 +121,7 @@ def train_cmd(
 
     _console.print(f"training {algo} on {preset} communities {comms} for {timesteps:,} requests...")
     policy, info = train_agent(algo, preset, comms, timesteps, seed,
-                               env_kwargs={"steps": steps, "requests_per_step": requests},
+                               env_kwargs=env_kwargs,
                                log=lambda m: _console.print(f"[dim]{m}[/dim]"), base_knobs=base, margin=margin)
     policy.meta["command"] = _command()
     policy.save(out)
@@ -201,6 +212,9 @@ def eval_cmd(
     requests: int = typer.Option(30, help="requests per step"),
     drift_at: int = typer.Option(10, help="also run with half of the users' interests shifted after this "
                                  "step (0: no drift setting)"),
+    policy_mean: bool = typer.Option(False, help="also a fixed arm NAME-mean per --policy: its mean knobs on its "
+                                     "own training communities (what a better average gives, vs per-request "
+                                     "adaptation)"),
     json_path: Path | None = typer.Option(None, "--json", help="write the report here"),
 ) -> None:
     """Learned policies vs the fixed and tuned knobs on held-out communities, with and without drift."""
@@ -219,6 +233,8 @@ def eval_cmd(
 
     t0 = time.perf_counter()
     out: dict[str, Any] = {"preset": preset, "steps": steps, "requests_per_step": requests}
+    if policy_mean:
+        out["policy_means"] = _policy_means(arms, preset, steps, requests)
     for setting, drift in (("stable", None), ("drift", drift_at or None)):
         if setting == "drift" and drift is None:
             continue
@@ -228,6 +244,29 @@ def eval_cmd(
         _print(res, f"{setting}: {preset}, {steps} steps x {requests} requests, seeds {seed_list}")
     out["wall_s"] = time.perf_counter() - t0
     _write(json_path, out)
+
+
+def _policy_means(arms: dict[str, dict[str, Any]], preset: str, steps: int, requests: int) -> dict[str, Any]:
+    """Add ``NAME-mean`` (fixed knobs at each learned arm's mean on its training communities)
+    to ``arms``; returns how each was found."""
+    from notefeed.serve.exposure import KnobPolicy
+    from notefeed.sim.rleval import training_mean_knobs
+
+    found = {}
+    for name, sec in list(arms.items()):
+        if sec.get("name") != "policy/rl":
+            continue
+        comms = (KnobPolicy.load(sec["model_dir"]).meta or {}).get("communities")
+        if not comms or any(int(c) < 1000 for c in comms):
+            _fail(f"--policy-mean: {name}'s policy.json names no training communities >= 1000 ({comms!r})")
+        if f"{name}-mean" in arms:
+            _fail(f"--policy-mean: arm name {name}-mean is taken")
+        _console.print(f"[dim]{name}: mean knobs on its training communities {comms}[/dim]")
+        res = training_mean_knobs(sec, preset, comms, steps, requests)
+        arms[f"{name}-mean"] = {"name": "policy/fixed", "knobs": res["knobs"]}
+        found[name] = res
+        _console.print(f"{name}-mean: {', '.join(f'{k}={v:.3f}' for k, v in res['knobs'].items())}")
+    return found
 
 
 def _print(res: dict[str, Any], title: str) -> None:

@@ -14,6 +14,10 @@ interests mid-run (``drift_at``).
 Verdict per learned arm, on the issue's targets: the objective beats ``tuned`` with an
 interval above 0, the small-creator share is >= the target, and interest coverage is not
 lower than ``tuned``'s (the difference's interval reaches 0 or above).
+
+:func:`training_mean_knobs` gives a learned policy's mean knobs on the communities it was
+trained on (never the evaluation ones): fixed knobs there are the "better average" a policy
+may have found, and the policy minus them is what per-request adaptation adds.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from notefeed.sim.compare import paired_differences, summarise
 from notefeed.sim.gym import RewardConfig
 from notefeed.sim.rl import run_knobs
 
-__all__ = ["evaluate_arms", "REPORTED", "verdict"]
+__all__ = ["evaluate_arms", "REPORTED", "verdict", "training_mean_knobs"]
 
 #: metrics the report lists first (every numeric closed-loop metric is summarised)
 REPORTED = ("objective", "ctr", "like_rate", "collect_rate", "small_creator_share", "interest_coverage",
@@ -76,6 +80,30 @@ def evaluate_arms(arms: Mapping[str, dict[str, Any]], preset: str, seeds: Sequen
             "runs": {name: [{k: r[k] for k in (*REPORTED, "seed", "exposure_fallbacks", "exposure_requests", "knobs_mean")
                              if k in r}
                             for r in rs] for name, rs in runs.items()}}
+
+
+def training_mean_knobs(section: Mapping[str, Any], preset: str, communities: Sequence[int], steps: int,
+                        requests: int, page_size: int = 10, new_notes: int = 2,
+                        reward: RewardConfig = RewardConfig()) -> dict[str, Any]:
+    """The mean knobs the exposure step ``section`` (a learned policy) sets over one stable
+    run on each of ``communities`` (environment seed 10,000 + community, as the tuning's), weighted
+    by requests; with the per-community means. Meant for the policy's training communities."""
+    if not communities:
+        raise ValueError("training_mean_knobs: no communities")
+    cache: dict[int, Any] = {}
+    per, total, n = {}, None, 0
+    for c in communities:
+        r = run_knobs(dict(section), preset, c, 10_000 + c, steps, requests, page_size, new_notes, reward=reward,
+                      cache=cache)
+        k = np.array([r["knobs_mean"][name] for name in r["knobs_mean"]])
+        per[int(c)] = {"knobs_mean": r["knobs_mean"], "objective": r["objective"], "requests": r["exposure_requests"]}
+        total = k * r["exposure_requests"] if total is None else total + k * r["exposure_requests"]
+        n += r["exposure_requests"]
+        names = list(r["knobs_mean"])
+    assert total is not None
+    return {"knobs": dict(zip(names, (total / max(n, 1)).tolist(), strict=True)), "communities": [int(c) for c in communities],
+            "env_seeds": [10_000 + int(c) for c in communities], "steps": steps, "requests_per_step": requests,
+            "per_community": per}
 
 
 def _keep(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -136,3 +136,31 @@ def test_drift_shifts_interests_of_the_chosen_share(tiny, tiny_history) -> None:
     assert len(changed) > 0.8 * len(users)  # a permutation can leave a one-topic user unchanged
     np.testing.assert_allclose(after.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(tiny.world.user_interest, before)  # the community is untouched
+
+
+def test_drift_episodes_mixes_drifting_and_stable_episodes() -> None:
+    """With drift_episodes 0.5 some episodes drift (interests change at drift_at) and others
+    run stable; 1.0 drifts every episode, and no drift_at never does."""
+    e = ExposureEnv(preset="tiny", communities=(1000,), steps=3, requests_per_step=2, drift_at=1, drift_episodes=0.5)
+    try:
+        seen = {}
+        for seed in range(12):
+            _, info = e.reset(seed=seed)
+            before = e.sim.world.user_interest.copy()
+            done = False
+            while not done:
+                _, _, term, trunc, _ = e.step(np.zeros(len(KNOBS), np.float32))
+                done = term or trunc
+            seen[seed] = (info["drift"], not np.array_equal(before, e.sim.world.user_interest))
+        assert all(flag == changed for flag, changed in seen.values())
+        assert 0 < sum(flag for flag, _ in seen.values()) < len(seen)
+    finally:
+        e.close()
+    for kw, want in (({"drift_at": 1}, True), ({}, False), ({"drift_at": 1, "drift_episodes": 0.0}, False)):
+        e = ExposureEnv(preset="tiny", communities=(1000,), steps=2, requests_per_step=2, **kw)
+        try:
+            assert all(e.reset(seed=s)[1]["drift"] is want for s in range(4))
+        finally:
+            e.close()
+    with pytest.raises(ValueError, match="drift_episodes"):
+        ExposureEnv(preset="tiny", drift_at=1, drift_episodes=1.5)

@@ -233,6 +233,8 @@ def test_tiny_ppo_learns_the_knob_that_matters(tmp_path, monkeypatch) -> None:
     (["rl", "eval", "--fixed", "a=1,2"], "--fixed: expected NAME="),
     (["rl", "eval", "--policy", "p=/nonexistent"], "--policy: /nonexistent: not a policy directory"),
     (["rl", "tune", "--preset", "huge", "--json", "x.json"], "--preset: unknown preset 'huge'"),
+    (["rl", "train", "--drift-at", "10", "--out", "x"], "--drift-at: must be in [0, 9]"),
+    (["rl", "train", "--drift-at", "5", "--drift-episodes", "1.5", "--out", "x"], "--drift-episodes: must be in [0, 1]"),
 ])
 def test_cli_bad_flags_are_one_line_errors(args, msg) -> None:
     from typer.testing import CliRunner
@@ -251,3 +253,52 @@ def test_cli_restates_the_algorithms() -> None:
     from notefeed.sim.rl import ALGOS
 
     assert rlcli._ALGOS == ALGOS
+
+
+def test_training_mean_knobs_of_fixed_knobs_are_those_knobs() -> None:
+    """The mean knobs the step sets, request-weighted over the communities: for fixed knobs,
+    exactly them (so the mean of a policy is read from what the step applied)."""
+    pytest.importorskip("gymnasium")
+    from notefeed.sim.rleval import training_mean_knobs
+
+    knobs = {"small_boost": 1.25, "fresh_boost": 0.5, "explore": 0.0, "interest": 1.75}
+    res = training_mean_knobs({"name": "policy/fixed", "knobs": knobs}, "tiny", [1000, 1001], 2, 3)
+    assert res["communities"] == [1000, 1001] and res["env_seeds"] == [11000, 11001]
+    for k, v in knobs.items():
+        assert res["knobs"][k] == pytest.approx(v)
+    assert all(p["requests"] == 6 for p in res["per_community"].values())
+    with pytest.raises(ValueError, match="no communities"):
+        training_mean_knobs({"name": "policy/fixed", "knobs": knobs}, "tiny", [], 2, 3)
+
+
+def test_cli_policy_mean_adds_the_training_mean_arm(tmp_path) -> None:
+    """--policy-mean adds NAME-mean at the policy's mean knobs on its training communities
+    (from policy.json), compared with tuned and the policy; a policy.json without training
+    communities is a one-line error."""
+    pytest.importorskip("gymnasium")
+    from typer.testing import CliRunner
+
+    from notefeed.cli import app
+
+    pol = _random_policy()
+    pol.save(tmp_path / "bare")
+    r = CliRunner().invoke(app, ["rl", "eval", "--policy", f"p={tmp_path / 'bare'}", "--policy-mean", "--preset",
+                                 "tiny", "--seeds", "0,1", "--steps", "2", "--requests", "2", "--drift-at", "0"])
+    assert r.exit_code == 2 and "--policy-mean: p's policy.json names no training communities" in " ".join(r.output.split())
+    pol.meta["communities"] = [1000]
+    pol.save(tmp_path / "p")
+    (tmp_path / "tuned.json").write_text(json.dumps({"knobs": {k: 1.0 for k in KNOBS}}))
+    out = tmp_path / "eval.json"
+    r = CliRunner().invoke(app, ["rl", "eval", "--policy", f"p={tmp_path / 'p'}", "--policy-mean", "--tuned",
+                                 str(tmp_path / "tuned.json"), "--preset", "tiny", "--seeds", "0,1", "--steps", "2",
+                                 "--requests", "2", "--drift-at", "0", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(out.read_text())
+    mean = rep["policy_means"]["p"]
+    assert mean["communities"] == [1000]
+    arm = rep["stable"]["arms"]["p-mean"]["exposure"]
+    assert arm["name"] == "policy/fixed" and arm["knobs"] == mean["knobs"]
+    assert mean["knobs"] == mean["per_community"]["1000"]["knobs_mean"]
+    assert any(0 < v < 2 for v in mean["knobs"].values())  # a random policy's mean, not a default
+    pairs = {(d["a"], d["b"]) for d in rep["stable"]["differences"]}
+    assert {("tuned", "p-mean"), ("p-mean", "p"), ("tuned", "p")} <= pairs
