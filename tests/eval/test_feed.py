@@ -217,3 +217,26 @@ def test_cli_feed_stage_seeds_adds_summary_rows(tmp_path):
     assert summary["pipeline"]["hit@10"] == pytest.approx(np.mean(per_seed))
     assert summary["pipeline"]["hit@10_per_seed"] == pytest.approx(per_seed)
     assert "hit@10_vs_best_ci95_seeds" in summary["pipeline"]
+
+
+
+def test_a_users_page_does_not_depend_on_who_was_served_before():
+    """Asking the same users in another order, or over other workers, gives each the same
+    page: no request leaves state that changes the next one's page (probe requests)."""
+    from notefeed.eval.feed import run_feed
+    from notefeed.models.train import train_components
+    from notefeed.serve.engine import Engine
+
+    ds = chain_log(n_users=80)
+    cfg = _config(coldstart={"enabled": True, "slots": 3})
+    fitted, _ = train_components(cfg, ds, progress=False)
+    users = np.arange(ds.n_users)
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = Engine(ds, cfg, Path(tmp), fitted=fitted)
+        try:
+            engine.at_end_of_log()
+            a, _, _ = run_feed(engine, ds, users, 10, progress=False, workers=1, chunk=16)
+            rev, _, _ = run_feed(engine, ds, users[::-1].copy(), 10, progress=False, workers=2, chunk=16)
+        finally:
+            engine.close()
+    np.testing.assert_array_equal(a, rev[::-1])

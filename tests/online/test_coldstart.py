@@ -295,3 +295,28 @@ def test_new_users_and_tags_grow_the_profile_without_copying_it_each_time():
     keys = {i: None for i in range(0, 1000, 2)}  # many keys, few items: a dict probe each
     np.testing.assert_array_equal(_member(np.array([4, 5, 998, 5000]), keys), [True, False, True, False])
     np.testing.assert_array_equal(_member(np.arange(6), {1: 0, 3: 0}), [False, True, False, True, False, False])
+
+
+@pytest.mark.parametrize("order", ["ascending", "shuffled"])
+def test_a_snapshot_takes_exactly_the_notes_from_min_item_on(order):
+    """capture(min_item) finds the late notes by bisection when indices only grew, by a scan
+    otherwise: both give what filtering every indexed note gives, in the same order."""
+    pool = _pool()
+    rng = np.random.default_rng(3)
+    new = np.arange(6, 60)
+    if order == "shuffled":
+        rng.shuffle(new)
+    for chunk in np.array_split(new, 9):
+        pool.publish(chunk, rng.random((len(chunk), 4)).astype(np.float32),
+                     [["food"]] * len(chunk), ["travel"] * len(chunk), ts=T0)
+    pool.index_items(np.array([2, 40]), [["cake"], ["beach"]], ["food", "travel"])  # re-indexed: order kept
+    assert pool._feat_ascending == (order == "ascending")
+    for lo in (0, 3, 6, 30, 59, 60, 1000):
+        got = pool.capture(lo)
+        want = [i for i in pool.item_feats if i >= lo]
+        assert list(got["item_feats"]) == want
+        assert got["item_feats"] == {i: pool.item_feats[i] for i in want}
+        assert list(got["item_vecs"]) == [i for i in pool.item_vecs if i >= lo]
+        pool.settle(got, saved=False)
+    back = ColdStartPool.from_state(json.loads(json.dumps(pool.to_state(6))))
+    assert back._feat_keys == [i for i in pool.item_feats if i >= 6]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import bisect
 import json
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -40,6 +41,12 @@ class ColdStartPool:
         self.vocab: dict[str, int] = {}
         self.item_feats: dict[int, list[int]] = {}
         self.item_vecs: dict[int, np.ndarray] = {}
+        #: item_feats' keys in order of first sight and whether that order is ascending (it is
+        #: when the catalogue is indexed once and new notes are published with growing
+        #: indices): a snapshot finds the notes from ``min_item`` on by bisection, not by
+        #: filtering a million-key dict under the ingest lock
+        self._feat_keys: list[int] = []
+        self._feat_ascending = True
         self.notes: dict[int, _Note] = {}
         #: (U, F) decayed feature counts: a view of ``_pbuf``, which keeps spare rows and
         #: columns, so that a new user or tag does not copy the whole profile (a gigabyte at
@@ -85,9 +92,24 @@ class ColdStartPool:
             ids = [vocab.setdefault(f"tag:{x}", len(vocab)) for x in t]
             if c:
                 ids.append(vocab.setdefault(f"cat:{c}", len(vocab)))
+            if i not in feats:
+                self._note_key(i)
             feats[i] = ids
             if vecs is not None:
                 self.item_vecs[i] = vecs[j]
+
+    def _note_key(self, i: int) -> None:
+        keys = self._feat_keys
+        if keys and i < keys[-1]:
+            self._feat_ascending = False
+        keys.append(i)
+
+    def _items_from(self, min_item: int) -> list[int]:
+        """item_feats' keys >= ``min_item``, in order of first sight."""
+        keys = self._feat_keys
+        if self._feat_ascending:
+            return keys[bisect.bisect_left(keys, min_item):]
+        return [i for i in keys if i >= min_item]
 
     def _check_items(self, items: np.ndarray) -> np.ndarray:
         arr = np.asarray(items)
@@ -381,12 +403,13 @@ class ColdStartPool:
         :meth:`settle` then takes or returns the snapshot's profile."""
         self.baseline()
         rows = np.flatnonzero(self._dirty)
+        late = self._items_from(min_item)
         dirty, self._dirty = self._dirty, np.zeros(len(self._dirty), bool)
         return {
             "config": asdict(self.config),
             "vocab": sorted(self.vocab, key=self.vocab.__getitem__),
-            "item_feats": {i: list(v) for i, v in self.item_feats.items() if i >= min_item},
-            "item_vecs": {i: v.copy() for i, v in self.item_vecs.items() if i >= min_item},
+            "item_feats": {i: list(self.item_feats[i]) for i in late},
+            "item_vecs": {i: self.item_vecs[i].copy() for i in late if i in self.item_vecs},
             "profile_shape": self._prof.shape,
             "profile_base": self._trip, "profile_rows": rows, "profile_block": self._prof[rows],
             "profile_dirty": dirty,
@@ -426,7 +449,10 @@ class ColdStartPool:
             known = {f.name for f in fields(ColdStartConfig)}
             pool = cls(ColdStartConfig(**{k: v for k, v in state["config"].items() if k in known}))
             pool.vocab = {n: j for j, n in enumerate(state["vocab"])}
-            pool.item_feats = {int(i): list(v) for i, v in state["item_feats"].items()}
+            for i, v in state["item_feats"].items():
+                if int(i) not in pool.item_feats:
+                    pool._note_key(int(i))
+                pool.item_feats[int(i)] = list(v)
             pool.item_vecs = {int(i): np.asarray(v, np.float32) for i, v in state["item_vecs"].items()}
             nu, nf = (int(x) for x in state["profile_shape"])
             # spare rows for new users (free until written: see _grow)
