@@ -12,7 +12,7 @@ item-to-item channel runs on any engine (``channel.engine = engine``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -37,10 +37,12 @@ class BatchEngine(Protocol):
     def workers(self) -> int:
         """How many tasks run at once (CPUs the engine may use)."""
 
-    def map(self, fn: Callable[..., Any], items: Sequence[Any], shared: dict[str, Any] | None = None,
+    def map(self, fn: Callable[..., Any], items: Iterable[Any], shared: dict[str, Any] | None = None,
             desc: str | None = None) -> list[Any]:
         """``[fn(shared, item) for item in items]`` in order; ``shared`` is sent once per
-        worker (read-only), ``fn`` must be a module-level function. ``desc``: progress bar."""
+        worker (read-only), ``fn`` must be a module-level function. ``desc``: progress bar.
+        ``items`` may be a generator: it is read once, in order, and an engine that sends
+        items away drops each before taking the next."""
 
     def cap_log(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray, n_users: int, n_items: int,
                 item_cap: int, user_cap: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -69,7 +71,7 @@ class LocalEngine:
     def workers(self) -> int:
         return 1
 
-    def map(self, fn: Callable[..., Any], items: Sequence[Any], shared: dict[str, Any] | None = None,
+    def map(self, fn: Callable[..., Any], items: Iterable[Any], shared: dict[str, Any] | None = None,
             desc: str | None = None) -> list[Any]:
         from tqdm.auto import tqdm
 

@@ -57,6 +57,7 @@ def run_engine(engine: str, log_dir: Path, kernel: str, workers: int, item_cap: 
     try:
         t0, c0, tree0 = time.perf_counter(), _cpu_s(), _tree_cpu_s(os.getpid())
         hist, iu = eng.cap_log(users, items, ts, n_users, n_items, item_cap, user_cap)
+        del users, items, ts  # the table needs only the capped matrices
         out["cap_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         sim = eng.build_rows(kernel, hist, iu, np.arange(n_items), top_n, block=block, progress=progress)

@@ -30,6 +30,7 @@ the driver from the merged vectors (HNSW graphs do not merge).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -37,17 +38,31 @@ import scipy.sparse as sp
 
 from notefeed.recall.kernels import block_rows, cap_histories, capped_matrices, plan_blocks
 
-__all__ = ["sharded_cap_log", "lake_cap_log", "sharded_rows", "sharded_sequences", "split_by_user", "embed_items",
-           "tasks_of"]
+__all__ = ["sharded_cap_log", "lake_cap_log", "sharded_rows", "sharded_sequences", "split_by_user",
+           "iter_user_shards", "embed_items", "tasks_of"]
 
 
 def split_by_user(users: np.ndarray, shards: int, *cols: np.ndarray) -> list[tuple[np.ndarray, ...]]:
     """``[(users, *cols) of shard 0, ...]``: rows split by ``users % shards``, order kept."""
+    return list(iter_user_shards(users, shards, *cols))
+
+
+def iter_user_shards(users: np.ndarray, shards: int, *cols: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
+    """:func:`split_by_user`, one shard at a time: a shard's rows are copied out only when it is
+    reached, so a consumer that sends each shard away (the Ray engine puts it in the object
+    store) holds one shard's copy, not the whole log's a second time."""
     users = np.asarray(users, np.int64)
-    key = users % max(1, shards)
+    shards = max(1, int(shards))
+    # a small key sorts by radix; the stable order (hence every shard) is the same as an int64 key's
+    key = (users % shards).astype(np.uint16 if shards <= 1 << 16 else np.int64)
     order = np.argsort(key, kind="stable")
-    cuts = np.cumsum(np.bincount(key, minlength=shards))[:-1]
-    return [tuple(np.ascontiguousarray(a[idx]) for a in (users, *cols)) for idx in np.split(order, cuts)]
+    ends = np.cumsum(np.bincount(key, minlength=shards)).tolist()
+    del key
+    lo = 0
+    for hi in ends:
+        idx = order[lo:hi]
+        yield tuple(np.ascontiguousarray(a[idx]) for a in (users, *cols))
+        lo = hi
 
 
 def _cap_shard(shared: dict[str, Any], part: tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -61,7 +76,7 @@ def sharded_cap_log(engine: Any, users: np.ndarray, items: np.ndarray, ts: np.nd
                     progress: bool = False) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """:func:`~notefeed.recall.kernels.cap_log` with the per-user work sharded by user."""
     shards = shards or max(1, engine.workers)
-    parts = split_by_user(users, shards, np.asarray(items, np.int64), np.asarray(ts, np.int64))
+    parts = iter_user_shards(users, shards, np.asarray(items, np.int64), np.asarray(ts, np.int64))
     capped = engine.map(_cap_shard, parts, {"n_users": n_users, "n_items": n_items, "item_cap": item_cap},
                         desc="cap histories (by user)" if progress else None)
     return _merge_capped(capped, n_users, n_items, user_cap)
@@ -86,7 +101,7 @@ def sharded_sequences(engine: Any, users: np.ndarray, items: np.ndarray, ts: np.
     """:func:`~notefeed.recall.sequential.training_sequences` of a time-ordered positive log,
     the per-user work sharded by user; one int64 array per user (empty when none)."""
     shards = shards or max(1, engine.workers)
-    parts = split_by_user(users, shards, np.asarray(items, np.int64), np.asarray(ts, np.int64))
+    parts = iter_user_shards(users, shards, np.asarray(items, np.int64), np.asarray(ts, np.int64))
     done = engine.map(_sequence_shard, parts, {}, desc="training sequences (by user)" if progress else None)
     out = [np.empty(0, np.int64)] * n_users
     for us, lens, flat in done:
@@ -97,12 +112,17 @@ def sharded_sequences(engine: Any, users: np.ndarray, items: np.ndarray, ts: np.
 
 def _merge_capped(capped: list, n_users: int, n_items: int, user_cap: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """The shards' capped histories, back in user order (a stable sort: each shard is already
-    ordered within a user), as the two capped matrices."""
-    u = np.concatenate([c[0] for c in capped]) if capped else np.empty(0, np.int64)
+    ordered within a user), as the two capped matrices. Empties ``capped`` once its arrays are
+    copied (on Ray they are object-store pages), and keeps one copy of each column."""
+    if not capped:
+        e = np.empty(0, np.int64)
+        return capped_matrices(e, e, e, n_users, n_items, user_cap)
+    u, i, t = (np.concatenate([c[k] for c in capped]) for k in range(3))
+    capped.clear()
     order = np.argsort(u, kind="stable")
-    i = np.concatenate([c[1] for c in capped])[order] if capped else u
-    t = np.concatenate([c[2] for c in capped])[order] if capped else u
-    return capped_matrices(u[order], i, t, n_users, n_items, user_cap)
+    u, i, t = u[order], i[order], t[order]
+    del order
+    return capped_matrices(u, i, t, n_users, n_items, user_cap)
 
 
 def _cap_lake_shard(shared: dict[str, Any], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

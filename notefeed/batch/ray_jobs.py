@@ -11,7 +11,7 @@ scaling study reads).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -121,12 +121,14 @@ class RayEngine:
     def workers(self) -> int:
         return max(1, int(self._ray.cluster_resources().get("CPU", 1)))
 
-    def map(self, fn: Callable[..., Any], items: Sequence[Any], shared: dict[str, Any] | None = None,
+    def map(self, fn: Callable[..., Any], items: Iterable[Any], shared: dict[str, Any] | None = None,
             desc: str | None = None) -> list[Any]:
         from tqdm.auto import tqdm
 
         ray = self._ray
         ref = ray.put(shared or {})
+        # a large item is copied into the object store by .remote(), so a generator's item
+        # is dropped here before the next one is made
         futures = [self._remote.remote(fn, ref, it) for it in items]
         index = {f: k for k, f in enumerate(futures)}
         out: list[Any] = [None] * len(futures)

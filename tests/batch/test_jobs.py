@@ -11,9 +11,9 @@ import pytest
 
 from notefeed.batch import LocalEngine, open_engine, sharded_cap_log, sharded_rows
 from notefeed.batch.base import BatchEngine
-from notefeed.batch.jobs import sharded_sequences, split_by_user, tasks_of
+from notefeed.batch.jobs import _merge_capped, iter_user_shards, sharded_sequences, split_by_user, tasks_of
 from notefeed.recall.item2item import ItemCFChannel, SwingChannel
-from notefeed.recall.kernels import build_rows, cap_log, plan_blocks
+from notefeed.recall.kernels import build_rows, cap_histories, cap_log, plan_blocks
 from notefeed.recall.synthetic import synthetic_log
 
 
@@ -59,6 +59,41 @@ def test_split_by_user_keeps_every_row_once():
     assert sorted(np.concatenate([p[1] for p in parts]).tolist()) == list(range(6))
     blocks = [(0, 3), (3, 5), (5, 9), (9, 10)]
     assert [b for t in tasks_of(blocks, 3) for b in map(tuple, t)] == blocks
+
+
+@pytest.mark.parametrize("shards", [1, 3, 7, 70_000])
+def test_user_shards_come_one_at_a_time_in_the_int64_keys_order(log, shards):
+    u, i, t, _, _ = log
+    key = u % shards  # the split as it was first written: a stable sort of the int64 key
+    order = np.argsort(key, kind="stable")
+    want = np.split(order, np.cumsum(np.bincount(key, minlength=shards))[:-1])
+    it = iter_user_shards(u, shards, i, t)
+    assert iter(it) is it  # a generator: a shard is copied out only when it is asked for
+    got = list(it)
+    assert len(got) == shards == len(split_by_user(u, shards, i, t))
+    for idx, part in zip(want, got, strict=True):
+        for a, b in zip((u, i, t), part, strict=True):
+            np.testing.assert_array_equal(a[idx], b)
+            assert b.flags.c_contiguous and b.dtype == np.int64
+
+
+def test_merging_the_capped_shards_empties_their_list(log):
+    u, i, t, nu, ni = log
+    capped = [cap_histories(*p, nu, ni, 20) for p in split_by_user(u, 4, i, t)]
+    got = _merge_capped(capped, nu, ni, 30)
+    assert capped == []  # the shards' arrays (object-store pages on Ray) are let go
+    for a, b in zip(cap_log(u, i, t, nu, ni, 20, 30), got, strict=True):
+        same_csr(a, b)
+    h, iu = _merge_capped([], nu, ni, 30)
+    assert h.shape == (nu, ni) and iu.shape == (ni, nu) and h.nnz == iu.nnz == 0
+
+
+def test_local_map_takes_a_generator():
+    assert LocalEngine().map(_square, (k for k in range(5)), {"add": 1}) == [1, 2, 5, 10, 17]
+
+
+def _square(shared, x):
+    return x * x + shared["add"]
 
 
 @pytest.mark.parametrize("shards", [1, 4, 7])

@@ -126,3 +126,25 @@ def test_feed_eval_sharded_by_user_on_ray_equals_one_process(engine, tmp_path):
 def test_training_sequences_on_ray_equal_local(engine, log):
     check_sequences(engine, log)
     assert "_sequence_shard" in {s["job"] for s in engine.task_stats}
+
+
+def _total(shared, a):
+    return int(a.sum()) + shared["add"]
+
+
+def test_map_drops_each_generated_item_once_it_is_sent(engine):
+    import weakref
+
+    sent: list = []
+
+    def items():
+        for k in range(6):
+            # every item but the one just before is gone: .remote() copied it into the object
+            # store and nothing in the driver holds it (the bench's log shards, one at a time)
+            assert sum(r() is not None for r in sent[:-1]) == 0
+            a = np.full(100_000, k, np.int64)  # 800 kB: passed through the object store
+            sent.append(weakref.ref(a))
+            yield a
+
+    assert engine.map(_total, items(), {"add": 1}) == [k * 100_000 + 1 for k in range(6)]
+    assert all(r() is None for r in sent)
