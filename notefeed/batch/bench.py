@@ -47,7 +47,8 @@ def run_engine(engine: str, log_dir: Path, kernel: str, workers: int, item_cap: 
     meta = json.loads((log_dir / "meta.json").read_text())
     users, items, ts = (np.load(log_dir / f"{c}.npy", allow_pickle=False) for c in ("users", "items", "ts"))
     n_users, n_items, n = int(meta["n_users"]), int(meta["n_items"]), int(users.size)
-    out: dict[str, Any] = {"engine": engine, "workers": workers if engine == "ray" else 1}
+    out: dict[str, Any] = {"engine": engine, "workers": workers if engine == "ray" else 1,
+                           "loadavg_1_5_15_before": list(os.getloadavg())}
     t0 = time.perf_counter()
     eng = open_engine(engine, num_cpus=workers if engine == "ray" else None)
     if engine == "ray":  # start the worker processes before the clock, as a running cluster has them
@@ -75,6 +76,7 @@ def run_engine(engine: str, log_dir: Path, kernel: str, workers: int, item_cap: 
         "hist_mib": _csr_bytes(hist) / 2**20, "item_users_mib": _csr_bytes(iu) / 2**20,
         "table_mib": _csr_bytes(sim) / 2**20, "table_sha256": _sha(sim),
         "driver_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "loadavg_1_5_15_after": list(os.getloadavg()),
     })
     # all CPU the engine used: driver, tasks, and (Ray) its daemons and idle workers
     out["cpu_s"] = max(out["process_tree_cpu_s"], out["driver_cpu_s"] + sum(s["cpu_s"] for s in stats))
@@ -145,14 +147,15 @@ def bench_batch(n_events: int, engines: list[str], kernel: str = "swing", worker
 
     t0 = time.perf_counter()
     users, items, ts, n_users, n_items = synthetic_log(n_events, seed=seed)
-    log(f"simulated log: {n_events:,} events, {n_users:,} users, {n_items:,} items "
-        f"({time.perf_counter() - t0:.0f} s)")
+    gen_s = time.perf_counter() - t0
+    log(f"simulated log: {n_events:,} events, {n_users:,} users, {n_items:,} items ({gen_s:.0f} s)")
     out: dict[str, Any] = {
         "bench": "batch", "kernel": kernel,
         "machine": {"cpus": os.cpu_count(), "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
                                                              / _GIB, 1), "python": sys.version.split()[0]},
         "log": {"generator": "notefeed.recall.synthetic.synthetic_log", "seed": seed, "events": n_events,
-                "users": n_users, "items": n_items},
+                "users": n_users, "items": n_items, "generate_s": gen_s,
+                "generator_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0},
         "params": {"item_cap": item_cap, "user_cap": user_cap, "top_n": top_n, "block": block, "workers": workers},
         "runs": {},
     }
