@@ -11,6 +11,7 @@ feed reflects the events.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -181,6 +182,15 @@ class Engine:
         #: ms spent taking the built heap out of the cyclic collector's reach (a serving
         #: process: :func:`notefeed.threads.freeze_heap`); None where it was not done
         self.heap_frozen_ms = freeze_heap() if serving_process() and not fit_offline else None
+
+    def refreeze_heap(self) -> None:
+        """After a swap (a model version, a config): a heap frozen once built keeps the old
+        version's reference cycles out of the collector's reach, and the new one's in it.
+        Unfreeze, collect, freeze again (once per swap, in the thread that swapped)."""
+        if self.heap_frozen_ms is None:
+            return
+        gc.unfreeze()
+        self.heap_frozen_ms = freeze_heap()
 
     def _served_fine(self) -> tuple[str, Any]:
         mv = self.served.models.current()

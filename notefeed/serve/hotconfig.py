@@ -99,5 +99,7 @@ def apply_config(engine: Any, new: ServeConfig, dry_run: bool = False) -> dict[s
         old.models.close()
         for h in old.arm_models.values():
             h.close()
+        del old, fine
+        engine.refreeze_heap()
         engine.metrics.inc("config_reloads_total")
         return {"status": "applied", "changed": changed, "version": served.version}

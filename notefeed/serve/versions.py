@@ -246,6 +246,8 @@ class VersionReloader:
         old.models.close()
         for h in old.arm_models.values():
             h.close()
+        del old
+        eng.refreeze_heap()
         with self._lock:
             self.state, self.last_error = "swapped", None
         eng.metrics.inc("model_swaps_total")

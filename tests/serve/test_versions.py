@@ -186,3 +186,25 @@ def test_fine_tasks_must_meet_the_fusion_weights(small_ds, trained, tmp_path):
             assert "fusion weights" in c.get("/healthz").json()["reload_error"]
     finally:
         eng.close()
+
+
+def test_a_reload_refreezes_the_heap_of_a_serving_process(small_ds, trained, tmp_path, monkeypatch):
+    """A serving process freezes its built heap (the cyclic collector skips it); after a swap
+    the new version is frozen too and the old one is no longer held frozen."""
+    import gc
+
+    import notefeed.serve.engine as engine_mod
+
+    monkeypatch.setattr(engine_mod, "serving_process", lambda: True)
+    ws = tmp_path / "ws"
+    eng = engine_from_store(small_ds, _cfg(), ws)
+    try:
+        assert eng.heap_frozen_ms is not None
+        v = _save(ws, trained, small_ds, promote=False)
+        eng.reloader.reload(v).result()
+        new = eng.served.pipelines["default"]
+        tracked = {id(o) for o in gc.get_objects()}  # the collector's generations: not the frozen heap
+        assert gc.is_tracked(new) and id(new) not in tracked
+    finally:
+        eng.close()
+        gc.unfreeze()
