@@ -27,6 +27,7 @@ from notefeed.serve import bench_console
 from notefeed.serve import cli as serve_cli
 from notefeed.sim import cli as sim_cli
 from notefeed.sim import rlcli as rl_cli
+from notefeed.sim import search_data as _search_data  # noqa: F401  (the sim* query sets, the search bench corpus)
 
 app = typer.Typer(
     name="notefeed",

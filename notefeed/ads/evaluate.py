@@ -44,9 +44,17 @@ from notefeed.ads.recall import (
 from notefeed.ads.simulate import AdWorld, Query, make_world, sample_queries, tiers
 from notefeed.content.text import TextEncoder
 from notefeed.eval.stages import EVAL_STAGES
+from notefeed.registry import Registry
 from notefeed.search.rewrite import MinedRewrites
 
-__all__ = ["evaluate_ads", "run_seed", "METHODS", "PCTR_KINDS"]
+__all__ = ["evaluate_ads", "run_seed", "METHODS", "PCTR_KINDS", "CLOSED_LOOP_LOADS", "CLOSED_LOOP"]
+
+#: ``ads.load`` values that run in the closed-loop feed simulator rather than the ad simulator
+CLOSED_LOOP_LOADS = ("feed", "feed-recall", "search-recall")
+#: load -> ``fn(seeds, quick, opts) -> rows`` (``opts``: the ``ads`` params); the studies live in
+#: the simulator (:mod:`notefeed.sim.ads_feed`, :mod:`notefeed.sim.ads_search`), which registers
+#: them here when imported: the ads stage does not import the simulator
+CLOSED_LOOP: Registry[list[dict]] = Registry("closed-loop ads load")
 
 METHODS = ("keyword", "keyword+semantic", "keyword+semantic+rewrite", "keyword+twotower", "keyword+twotower+rewrite")
 #: the recall that served the logged impressions the models learn from (the text encoder's)
@@ -570,11 +578,11 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
     their held-out log-loss and AUC. Auction rows carry per-seed paired differences to
     keyword-only with a 95% interval (``cpm_vs_keyword_ci95``). ``ads.load=feed`` measures the
     organic cost of feed ads in the closed-loop feed simulator instead
-    (:mod:`notefeed.ads.feedsim`); ``ads.load=feed-recall`` the organic cost of category vs
+    (:mod:`notefeed.sim.ads_feed`); ``ads.load=feed-recall`` the organic cost of category vs
     category + semantic feed-ad recall at equal ad load there. ``ads.load=search-recall`` the
     organic cost of search ads, keyword-only vs + semantic recall at equal ad load, with organic
-    search results and ads in one closed loop (:mod:`notefeed.ads.searchsim`; ``ads.user``: a JSON
-    object of :class:`~notefeed.ads.searchsim.SearchUser` fields for the simulated user).
+    search results and ads in one closed loop (:mod:`notefeed.sim.ads_search`; ``ads.user``: a JSON
+    object of :class:`~notefeed.sim.ads_search.SearchUser` fields for the simulated user).
 
     ``ads.pctr``: the efficiency model's features, ``evidence`` (default: the basic ones and every
     recall channel's score for the pair), ``basic`` (text cosine, keyword match, ad CTR) or
@@ -612,25 +620,11 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
     else:
         seed_list = list(range(seed, seed + (seeds or (2 if quick else 5))))
     t0, c0 = time.perf_counter(), time.process_time()
-    if load in ("feed", "feed-recall"):  # the organic cost of feed ads in the closed-loop feed simulator
-        from notefeed.ads.feedsim import feed_ads_study, feed_recall_study
-
-        study = feed_ads_study if load == "feed" else feed_recall_study
-        out = study(seed_list, steps=10 if quick else 40)
-        out[0]["wall_s"] = round(time.perf_counter() - t0, 1)
-        out[0]["cpu_s"] = round(time.process_time() - c0, 1)
-        return out
-    if load == "search-recall":  # the organic cost of search ads: organic results and ads in one closed loop
-        from notefeed.ads.searchsim import SearchUser, search_recall_study
-
-        user = opts.get("user", {})
-        fields = set(SearchUser.__dataclass_fields__)
-        if not isinstance(user, dict) or not set(user) <= fields:
-            raise ValueError(f"--param: ads.user must be a JSON object with keys among {', '.join(sorted(fields))}, "
-                             f"got {user!r}")
-        out = search_recall_study(seed_list, preset="tiny" if quick else "demo", n_queries=1500 if quick else 6000,
-                                  n_ads=300 if quick else 1000, user=SearchUser(**user),
-                                  resume=Path(str(opts["resume"])) if opts.get("resume") else None)
+    if load in CLOSED_LOOP_LOADS:  # the organic cost of feed / search ads in a closed loop (the simulator's)
+        if load not in CLOSED_LOOP:
+            raise ValueError(f"--param: ads.load={load} runs in the closed-loop simulator; import "
+                             "notefeed.sim.ads_feed and notefeed.sim.ads_search first (notefeed eval does)")
+        out = CLOSED_LOOP.get(load)(seed_list, quick, opts)
         out[0]["wall_s"] = round(time.perf_counter() - t0, 1)
         out[0]["cpu_s"] = round(time.process_time() - c0, 1)
         return out

@@ -30,8 +30,8 @@ __all__ = ["KeywordChannel", "RewriteChannel", "SemanticChannel", "LogisticPCTR"
            "SERVING_DEFAULTS"]
 
 #: ad recall and page settings that serving (``serve.adslots.AdSlotsConfig``) and the ad
-#: simulators (``ads.feedsim``, ``ads.searchsim``) share: one place, so the simulators measure what
-#: serving runs (``tests/ads/test_searchsim.py`` checks that AdSlotsConfig's defaults agree)
+#: simulators (``sim.ads_feed``, ``sim.ads_search``) share: one place, so the simulators measure what
+#: serving runs (``tests/sim/test_ads_search.py`` checks that AdSlotsConfig's defaults agree)
 SERVING_DEFAULTS: dict = {
     "recall_k": 100,
     "relevance_floor": 0.05,

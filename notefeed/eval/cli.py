@@ -162,7 +162,8 @@ def eval_command(
                                        "ray://host:10001); default: start Ray on this machine"),
 ) -> None:
     """Offline evaluation of one funnel stage on one or more datasets."""
-    # every stage registers its evaluator when its package is imported
+    # every stage registers its evaluator when its package is imported; the simulator's modules
+    # register its studies and data with those stages (a stage never imports the simulator)
     import notefeed.ads.evaluate  # noqa: F401
     import notefeed.content  # noqa: F401
     import notefeed.eval.feed  # noqa: F401
@@ -172,6 +173,9 @@ def eval_command(
     import notefeed.recall  # noqa: F401
     import notefeed.rerank  # noqa: F401
     import notefeed.search  # noqa: F401
+    import notefeed.sim.ads_feed  # noqa: F401  (the closed-loop ads loads: ads.load=feed, feed-recall)
+    import notefeed.sim.ads_search  # noqa: F401  (ads.load=search-recall)
+    import notefeed.sim.search_data  # noqa: F401  (the search stage's sim* query sets)
     from notefeed.data.dataset import DataError
     from notefeed.data.loaders import dataset_for_path
     from notefeed.eval.report import write_report

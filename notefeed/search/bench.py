@@ -1,8 +1,10 @@
 """``notefeed bench search``: index build throughput and query latency of BM25 alone and of the
 full hybrid pipeline, side by side on the same simulated notes and queries.
 
-Notes come from the simulator's world (titles, texts, tags; a share written in Chinese);
-queries are 1-2 frequent words of a random topic; hybrid queries carry a 30-note user history
+The notes and queries are a :class:`BenchCorpus`; ``notefeed bench search`` draws it from the
+simulator's world (:data:`BENCH_CORPORA` ``"sim"``, registered by
+:func:`notefeed.sim.search_data.bench_corpus`: titles, texts, tags, a share written in Chinese;
+queries are 1-2 frequent words of a random topic). Hybrid queries carry a 30-note user history
 (personalisation on). Latency is end to end inside the process (understanding, retrieval,
 fusion, personalisation), single client, after a warm-up.
 
@@ -20,15 +22,36 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
+from notefeed.registry import Registry
 from notefeed.search.config import SearchConfig
 from notefeed.search.lexical import LexicalIndex, analyze_notes
 from notefeed.search.pipeline import SearchPipeline
 from notefeed.search.text import clear_caches
 
-__all__ = ["bench_search"]
+__all__ = ["BENCH_CORPORA", "BenchCorpus", "bench_search"]
+
+
+@dataclass
+class BenchCorpus:
+    """What the bench indexes and asks: ``notes`` (a notes frame), ``queries``, the seconds it
+    took to make them (``generate_s``), the share of notes in Chinese (``zh_notes``) and the
+    random generator that then draws each hybrid query's user history."""
+
+    notes: pd.DataFrame
+    queries: list[str]
+    generate_s: float
+    zh_notes: float
+    rng: np.random.Generator
+
+
+#: name -> ``fn(n_notes, n_queries, seed) -> BenchCorpus``; ``sim`` (``notefeed bench search``'s)
+#: is registered by :mod:`notefeed.sim.search_data` (the search stage does not import the simulator)
+BENCH_CORPORA: Registry[BenchCorpus] = Registry("search bench corpus")
 
 
 def _pct(ms: list[float], cpu: list[float] | None = None) -> dict[str, float]:
@@ -45,28 +68,13 @@ def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def bench_search(n_notes: int = 100_000, n_queries: int = 500, seed: int = 0, workers: int = 1,
-                 hybrid: bool = True, index_threads: int = 1) -> dict[str, object]:
-    from notefeed.sim.community import generate
-
-    t = time.perf_counter()
-    com = generate("100k" if n_notes <= 100_000 else "1m", seed=seed, n_notes=n_notes,
-                   n_creators=max(50, n_notes // 20))
-    notes = com.notes
-    gen_s = time.perf_counter() - t
-    w = com.world
-    rng = np.random.default_rng(seed)
-    k = w.vocab.words.shape[0]
-    queries = []
-    for _ in range(n_queries):
-        tp = int(rng.integers(k))
-        r = rng.choice(15, size=int(rng.integers(1, 3)), replace=False)
-        zh = rng.random() < float(w.note_zh.mean())
-        src = w.vocab.zh_words if zh else w.vocab.words
-        queries.append(("" if zh else " ").join(src[tp, j] for j in r))
-    out: dict[str, object] = {"notes": n_notes, "queries": n_queries, "generate_s": round(gen_s, 2),
+def bench_search(corpus: BenchCorpus, seed: int = 0, workers: int = 1, hybrid: bool = True,
+                 index_threads: int = 1) -> dict[str, object]:
+    notes, queries, rng = corpus.notes, corpus.queries, corpus.rng
+    n_notes, n_queries = len(notes), len(queries)
+    out: dict[str, object] = {"notes": n_notes, "queries": n_queries, "generate_s": round(corpus.generate_s, 2),
                               "build_workers": workers, "index_threads": index_threads,
-                              "zh_notes": float(w.note_zh.mean())}
+                              "zh_notes": corpus.zh_notes}
     from notefeed.content.text import _jieba
 
     _jieba().initialize()  # the dictionary load (~1 s) is not a build cost

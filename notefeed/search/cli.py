@@ -267,9 +267,10 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         from rich.table import Table
 
         from notefeed.eval.timing import machine_info, write_json
-        from notefeed.search.bench import bench_search
+        from notefeed.search.bench import BENCH_CORPORA, bench_search
 
-        res = bench_search(notes, queries, seed, workers=workers, hybrid=hybrid, index_threads=index_threads)
+        corpus = BENCH_CORPORA.get("sim")(notes, queries, seed)  # the simulator's (notefeed.sim.search_data)
+        res = bench_search(corpus, seed, workers=workers, hybrid=hybrid, index_threads=index_threads)
         t = Table(title=f"search at {notes:,} notes, {queries} queries")
         for col in ("pipeline", "build s", "notes/s", "notes/cpu-s", "p50 ms", "p99 ms", "cpu p99 ms"):
             t.add_column(col, justify="right")

@@ -1,13 +1,13 @@
 """Does a fusion learned from *clicks* beat RRF on graded relevance? (``notefeed
 search-fusion-study``)
 
-On the simulator's queries (:func:`notefeed.search.queries.sim_queries`, through
+On the simulator's queries (:func:`notefeed.sim.search_data.sim_queries`, through
 :func:`notefeed.search.evaluate.load_queries`) the index is built as the search eval builds it
 (rewrites mined from the simulator's query log). A fixed random set of ``test_queries`` is held
 out; the other queries, in a random order that stands for time, are *served* the way serving
 ranks by default (RRF, personalised by the query's user history, rewrites on, a 10-result page)
 and *clicked* by a simulated user, the cascade of the search-ads simulator
-(:mod:`notefeed.ads.searchsim`) without ads: position ``p`` is examined with probability
+(:mod:`notefeed.sim.ads_search`) without ads: position ``p`` is examined with probability
 ``(1 + p) ** -eta`` (the feed simulator's position bias, ``BehaviourParams.position_eta``), an
 examined result is clicked with probability ``R(g) = (2^g - 1) / 8`` (``g`` its grade for the
 query and user) and a click ends the scan with probability ``R(g)``. Those pages and clicks go

@@ -5,8 +5,9 @@ fusion is ``config.learned_model`` (boosted trees by default); ``hybrid-linear*`
 logistic fusion on the same features, for comparison.
 
 Datasets: ``movielens-small`` (user tags as queries, :func:`movielens_tag_queries`) and the
-simulator (``sim`` / ``sim-tiny`` / ``sim-demo``: :func:`sim_queries`). Queries are split in
-half by ``seed``: the learned fusion is fitted on one half, every row is scored on the other.
+simulator (``sim`` / ``sim-tiny`` / ``sim-demo``: :func:`notefeed.sim.search_data.sim_queries`,
+named in :data:`~notefeed.search.queries.QUERY_SETS` once :mod:`notefeed.sim.search_data` is
+imported). Queries are split in half by ``seed``: the learned fusion is fitted on one half, every row is scored on the other.
 NDCG uses gains ``2^grade - 1``; MRR and Recall count grades ``>= rel_min`` as relevant (2 on
 the simulator, where grade 1 is "the topic is somewhere in the note's mixture", 1 on MovieLens).
 """
@@ -22,7 +23,7 @@ from notefeed.eval.stages import EVAL_STAGES
 from notefeed.search.config import SearchConfig
 from notefeed.search.fusion import LearnedFusion, without_personal
 from notefeed.search.pipeline import SearchPipeline
-from notefeed.search.queries import QuerySet, movielens_tag_queries, sim_queries
+from notefeed.search.queries import QUERY_SETS, QuerySet, movielens_tag_queries
 
 __all__ = ["graded_metrics", "evaluate_search", "load_queries", "METHODS"]
 
@@ -55,13 +56,11 @@ def load_queries(name: str, seed: int, quick: bool, n_queries: int | None = None
 
         return movielens_tag_queries(load_dataset("movielens-small"), seed,
                                      max_queries=200 if quick else n_queries), 1
-    if name in ("sim", "sim-tiny", "sim-demo", "sim-100k"):
-        from notefeed.sim.community import generate
-
-        preset = {"sim": "tiny" if quick else "demo"}.get(name, name.removeprefix("sim-"))
-        com = generate(preset, seed=seed)
-        return sim_queries(com, com.history(), n_queries or (100 if quick else 1000), seed), 2
-    raise ValueError(f"search eval: unknown dataset {name!r}; known: movielens-small, sim, sim-tiny, sim-demo")
+    if name in QUERY_SETS:
+        return QUERY_SETS.get(name)(seed, quick, n_queries)
+    hint = "" if "sim" in QUERY_SETS else " (the sim* query sets: import notefeed.sim.search_data)"
+    raise ValueError(f"search eval: unknown dataset {name!r}; known: movielens-small, sim, sim-tiny, "
+                     f"sim-demo{hint}")
 
 
 def _run(pipe: SearchPipeline, qs: QuerySet, rewrite: bool) -> list[dict[str, object]]:

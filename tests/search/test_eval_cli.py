@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import notefeed.sim.search_data  # noqa: F401  (registers the sim* query sets)
 from notefeed.cli import app
 from notefeed.search.evaluate import METHODS, evaluate_search, graded_metrics
 

@@ -37,7 +37,11 @@ import time
 import numpy as np
 
 from notefeed.ads.auction import gsp_auction, place_ads
+from notefeed.ads.evaluate import CLOSED_LOOP, _ci95, paired_columns
 from notefeed.ads.recall import SERVING_DEFAULTS
+from notefeed.sim.community import generate
+from notefeed.sim.env import SimEnvironment
+from notefeed.sim.policies import make_policy
 
 __all__ = ["ARMS", "RECALL_ARMS", "run_feed_ads", "feed_ads_study", "feed_recall_study"]
 
@@ -104,10 +108,6 @@ def run_feed_ads(seed: int, targeting: str, slots: int, steps: int = 30, request
     overrides ``slots`` on the i-th request of each step (equal load); the result's ``placed``
     is the plan this run filled. ``history``: each user's clicked notes before the run, oldest
     first (the recall reads the last 30 of these and of the run's clicks)."""
-    from notefeed.sim.community import generate
-    from notefeed.sim.env import SimEnvironment
-    from notefeed.sim.policies import make_policy
-
     if targeting not in ("none", "interest", "random", *_RECALL):
         raise ValueError(f"run_feed_ads: targeting must be none, interest, random, {', '.join(_RECALL)}; "
                          f"got {targeting!r}")
@@ -212,9 +212,6 @@ def run_feed_ads(seed: int, targeting: str, slots: int, steps: int = 30, request
 def feed_ads_study(seeds: list[int], steps: int = 30, requests_per_step: int = 200, **kw: object) -> list[dict]:
     """Every arm on every seed; rows per arm with the mean, and the paired per-seed relative
     change to ``none`` of the organic metrics with a 95% interval."""
-    from notefeed.ads.evaluate import _ci95
-    from notefeed.sim.community import generate
-
     runs = {}
     for s in seeds:
         community = generate(str(kw.get("preset", "demo")), seed=s)
@@ -257,9 +254,6 @@ def feed_recall_study(seeds: list[int], steps: int = 30, requests_per_step: int 
     index by request index) on every seed; rows per arm with the mean, the paired per-seed
     relative change of the organic metrics to ``none`` and, for ``category+semantic``, of every
     metric to ``category`` (``*_vs_category``), each with a 95% interval."""
-    from notefeed.ads.evaluate import paired_columns
-    from notefeed.sim.community import generate
-
     runs = {}
     for s in seeds:
         community = generate(str(kw.get("preset", "demo")), seed=s)
@@ -289,3 +283,15 @@ def feed_recall_study(seeds: list[int], steps: int = 30, requests_per_step: int 
         row["wall_s"] = round(float(sum(r["wall_s"] for r in mine)), 1)
         out.append(row)
     return out
+
+
+@CLOSED_LOOP.register("feed")
+def _feed_load(seeds: list[int], quick: bool, opts: dict) -> list[dict]:
+    """``notefeed eval --stage ads --param ads.load=feed``."""
+    return feed_ads_study(seeds, steps=10 if quick else 40)
+
+
+@CLOSED_LOOP.register("feed-recall")
+def _feed_recall_load(seeds: list[int], quick: bool, opts: dict) -> list[dict]:
+    """``notefeed eval --stage ads --param ads.load=feed-recall``."""
+    return feed_recall_study(seeds, steps=10 if quick else 40)

@@ -1,11 +1,11 @@
-"""Feed ads in the closed-loop feed simulator (notefeed/ads/feedsim.py)."""
+"""Feed ads in the closed-loop feed simulator (notefeed/sim/ads_feed.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from notefeed.ads.feedsim import feed_ads_study, run_feed_ads
+from notefeed.sim.ads_feed import feed_ads_study, run_feed_ads
 from notefeed.sim.community import generate
 
 
@@ -37,7 +37,7 @@ def test_study_reports_paired_organic_change() -> None:
 def test_feed_ad_recall_channels() -> None:
     """category/interest recalls only ads of the history's top categories, best share first;
     adding semantic/text keeps those and adds ads by the history's text vector."""
-    from notefeed.ads.feedsim import _FeedAdRecall
+    from notefeed.sim.ads_feed import _FeedAdRecall
     from notefeed.sim.env import SimEnvironment
 
     env = SimEnvironment(generate("tiny", seed=5), seed=5)
@@ -58,7 +58,7 @@ def test_feed_ad_recall_channels() -> None:
 
 
 def test_recall_arms_run_at_equal_load() -> None:
-    from notefeed.ads.feedsim import feed_recall_study, logged_clicks
+    from notefeed.sim.ads_feed import feed_recall_study, logged_clicks
 
     tiny = generate("tiny", seed=3)
     hist = logged_clicks(tiny)

@@ -1,4 +1,4 @@
-"""Search ads and organic search results in one closed loop (notefeed/ads/searchsim.py)."""
+"""Search ads and organic search results in one closed loop (notefeed/sim/ads_search.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from notefeed.ads.recall import SERVING_DEFAULTS
-from notefeed.ads.searchsim import (
+from notefeed.sim.ads_search import (
     PAGE,
     SearchAdWorld,
     SearchUser,
@@ -148,7 +148,10 @@ def test_study_rows_pair_seeds(tmp_path: object) -> None:
 
 
 def test_eval_param_checks() -> None:
-    from notefeed.ads.evaluate import evaluate_ads
+    import notefeed.sim.ads_feed  # noqa: F401  (registers the feed loads)
+    from notefeed.ads.evaluate import CLOSED_LOOP, CLOSED_LOOP_LOADS, evaluate_ads
+
+    assert CLOSED_LOOP.names() == sorted(CLOSED_LOOP_LOADS)  # every closed-loop load has its study
 
     with pytest.raises(ValueError, match="ads.user"):
         evaluate_ads([], None, 0, True, None, params={"ads": {"user": {"annoy": 0.1}}})

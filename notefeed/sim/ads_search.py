@@ -1,7 +1,7 @@
 """The organic cost of search ads: organic search results and ads in one closed loop.
 
 The world is the feed simulator's community (:func:`notefeed.sim.community.generate`); queries
-and their graded relevance come from the search simulator (:func:`notefeed.search.queries.sim_queries`:
+and their graded relevance come from the search simulator (:func:`notefeed.sim.search_data.sim_queries`:
 a user types 1-2 words of a topic of their interests, some as aliases; a note's grade is 2 when
 the topic is its dominant one, 1 when it is only in its mixture, +1 when the user's true
 affinity to it is in the top quarter of the topic). The organic page is the first 10 results of
@@ -60,6 +60,7 @@ import numpy as np
 
 from notefeed.ads.auction import gsp_auction, place_ads
 from notefeed.ads.base import AdCandidates, AdRequest
+from notefeed.ads.evaluate import CLOSED_LOOP, _append_resume, _ci95, _read_resume, paired_columns
 from notefeed.ads.keywords import KeywordIndex
 from notefeed.ads.recall import (
     SERVING_DEFAULTS,
@@ -69,6 +70,9 @@ from notefeed.ads.recall import (
     best_scores,
     merge_quotas,
 )
+from notefeed.sim.behaviour import position_bias
+from notefeed.sim.community import generate
+from notefeed.sim.config import BehaviourParams
 
 __all__ = ["SearchUser", "ARMS", "RECALL", "attraction", "examination", "scan_page", "SearchAdWorld", "run_search_ads",
            "search_recall_study"]
@@ -110,8 +114,6 @@ class SearchUser:
     def resolved(self) -> SearchUser:
         if self.eta is not None:
             return self
-        from notefeed.sim.config import BehaviourParams
-
         return replace(self, eta=float(BehaviourParams().position_eta))
 
 
@@ -133,9 +135,6 @@ class PageOutcome:
 def examination(user: SearchUser, n: int) -> np.ndarray:
     """(n,) the feed simulator's position bias (:func:`notefeed.sim.behaviour.position_bias`)
     with the user's ``eta``."""
-    from notefeed.sim.behaviour import position_bias
-    from notefeed.sim.config import BehaviourParams
-
     return position_bias(np.arange(n), replace(BehaviourParams(), position_eta=float(user.resolved().eta)))  # type: ignore[arg-type]
 
 
@@ -197,8 +196,7 @@ class SearchAdWorld:
         from notefeed.content.text import TextEncoder
         from notefeed.search.config import SearchConfig
         from notefeed.search.pipeline import SearchPipeline
-        from notefeed.search.queries import sim_queries
-        from notefeed.sim.community import generate
+        from notefeed.sim.search_data import sim_queries
 
         com = generate(preset, seed=seed)
         qs = sim_queries(com, com.history(), n_queries, seed)
@@ -365,8 +363,6 @@ def search_recall_study(seeds: list[int], preset: str = "demo", n_queries: int =
     ``organic_ctr_minus_keyword``), each with a Student-t 95% interval (``*_ci95``).
     ``resume``: a JSON-lines file that each finished seed's arm results are appended to and
     seeds already there are read from (the settings must match)."""
-    from notefeed.ads.evaluate import _append_resume, _ci95, _read_resume, paired_columns
-
     user = (user or SearchUser()).resolved()
     names = [a[0] for a in arms]
     model = {k: getattr(user, k) for k in ("eta", "ad_attract", "annoy", "continue_sat", "continue_unsat",
@@ -412,3 +408,16 @@ def search_recall_study(seeds: list[int], preset: str = "demo", n_queries: int =
     out[0]["user_model"] = model
     return out
 
+
+@CLOSED_LOOP.register("search-recall")
+def _search_recall_load(seeds: list[int], quick: bool, opts: dict) -> list[dict]:
+    """``notefeed eval --stage ads --param ads.load=search-recall`` (``ads.user``: :class:`SearchUser`
+    fields, ``ads.resume``: a JSON-lines file)."""
+    user = opts.get("user", {})
+    fields = set(SearchUser.__dataclass_fields__)
+    if not isinstance(user, dict) or not set(user) <= fields:
+        raise ValueError(f"--param: ads.user must be a JSON object with keys among {', '.join(sorted(fields))}, "
+                         f"got {user!r}")
+    return search_recall_study(seeds, preset="tiny" if quick else "demo", n_queries=1500 if quick else 6000,
+                               n_ads=300 if quick else 1000, user=SearchUser(**user),
+                               resume=Path(str(opts["resume"])) if opts.get("resume") else None)
