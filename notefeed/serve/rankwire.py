@@ -12,6 +12,7 @@ cold-start score instead of an out-of-range error.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ import numpy as np
 
 from notefeed.data.dataset import Dataset
 from notefeed.recall.base import UserContext
+from notefeed.serve.models import ModelVersion
 
-__all__ = ["RANK_FINE", "BoundedScorer", "fit_rank_scorer", "load_rank_checkpoint"]
+__all__ = ["RANK_FINE", "BoundedScorer", "engine_installer", "fit_rank_scorer", "load_rank_checkpoint"]
 
 RANK_FINE = ("rank/cgc", "rank/ple", "rank/mmoe", "rank/single")
 
@@ -34,6 +36,16 @@ class BoundedScorer:
 
     def score(self, ctx: UserContext, items: np.ndarray) -> dict[str, np.ndarray]:
         return self.inner.score(ctx, items)
+
+
+def engine_installer(engine: Any) -> Callable[[str, Any, int, float], None]:
+    """The ``install`` hook of :class:`~notefeed.online.trainer.OnlineTrainer` for a running engine:
+    each published version's scorer, bounded to the ``n_items`` it was built for, is swapped into
+    ``engine.models`` (source ``online``)."""
+    def install(version: str, scorer: Any, n_items: int, at: float) -> None:
+        engine.models.set(ModelVersion(version, BoundedScorer(scorer, n_items), at, "online"))
+
+    return install
 
 
 def _feature_config(d: dict[str, Any]) -> Any:

@@ -6,6 +6,7 @@ a policy's impressions and the users' reactions as a :class:`~notefeed.data.Data
 :class:`SimEnvironment` and :func:`run_closed_loop` measure policies online.
 """
 
+from notefeed.sim import coldstart as _coldstart  # noqa: F401  (registers the +coldstart policies)
 from notefeed.sim import datasets as _datasets  # noqa: F401  (registers the sim-* dataset loaders)
 from notefeed.sim.community import Community, generate, sim_dataset
 from notefeed.sim.config import PRESETS, BehaviourParams, SimConfig, SimConfigError, preset

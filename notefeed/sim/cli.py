@@ -82,7 +82,6 @@ def _has_data(workspace: Path) -> bool:
 @sim_app.command("policies")
 def policies_cmd() -> None:
     """List the closed-loop policies (for `notefeed sim run --policy`) with a one-line description."""
-    import notefeed.online.coldstart  # noqa: F401  (registers the +coldstart policies)
     import notefeed.serve.simpolicy  # noqa: F401  (registers the pipeline policies)
     from notefeed.sim.policies import POLICIES
 
@@ -128,7 +127,6 @@ def run_cmd(
     json_path: Path | None = typer.Option(None, "--json", help="write results (with per-step series) here"),
 ) -> None:
     """Run policies side by side in the closed loop and print their online metrics."""
-    import notefeed.online.coldstart  # noqa: F401  (registers the +coldstart policies)
     import notefeed.serve.simpolicy  # noqa: F401  (registers the pipeline policies)
     from notefeed.eval.timing import machine_info, write_json
     from notefeed.sim.compare import PolicySpec, compare_policies
@@ -412,8 +410,8 @@ def online_train_cmd(
 ) -> None:
     """Fine ranker frozen vs periodically retrained vs updated online, in closed loop (same seeds)."""
     from notefeed.eval.timing import machine_info, write_json
-    from notefeed.online.trainer import compare_update_modes
     from notefeed.sim.compare import aggregate_runs
+    from notefeed.sim.online_train import compare_update_modes
 
     names = tuple(m.strip() for m in modes.split(",") if m.strip())
     seed_list = _seed_list(seeds, seed)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from notefeed.online.coldstart import ColdStartConfig, ColdStartPolicy, ColdStartPool
+from notefeed.online.coldstart import ColdStartConfig, ColdStartPool
 
 # catalogue: items 0-2 are food, 3-5 travel; users 0-4 like food, 5-9 like travel
 TAGS = [["food", "noodles"], ["food"], ["food", "cake"], ["travel"], ["travel", "beach"], ["travel", "hiking"]]
@@ -129,33 +129,8 @@ def test_bad_input():
         ColdStartPool(seed_size=0)
     with pytest.raises(ValueError, match="ColdStartConfig.bandit"):
         ColdStartConfig(bandit="greedy").validate()
-    with pytest.raises(ValueError, match="slots"):
-        ColdStartPolicy(object(), pool, slots=-1)
     with pytest.raises(ValueError, match="k must be"):
         pool.candidates_for(0, -1, np.random.default_rng(0))
-
-
-def test_policy_in_closed_loop():
-    from notefeed.sim import SimEnvironment, generate, make_policy, run_closed_loop
-
-    comm = generate("tiny", seed=1)
-    hist = comm.history()
-    out = {}
-    for name in ("popular", "popular+coldstart"):
-        env = SimEnvironment(comm, seed=1, dataset=hist)
-        out[name] = run_closed_loop(env, make_policy(name, seed=1), steps=4, requests_per_step=40,
-                                    new_notes_per_step=3, impression_target=20)
-    cs = out["popular+coldstart"]
-    assert cs["policy"] == "popular+coldstart"
-    assert cs["new_notes_exposed_share"] > out["popular"]["new_notes_exposed_share"]
-    assert cs["new_note_share"] > 0
-    pol = make_policy("popular+coldstart", seed=0, slots=3)
-    env = SimEnvironment(comm, seed=0, dataset=hist)
-    env.publish(5)
-    page = pol.recommend(env, 0, 10)
-    assert len(page) == len(set(page.tolist())) == 10
-    assert np.isin(page, env.published_items).sum() <= 3 + np.isin(pol.base.recommend(env, 0, 10),
-                                                                    env.published_items).sum()
 
 
 def test_content_vector_alone_finds_the_audience():
@@ -320,3 +295,29 @@ def test_a_snapshot_takes_exactly_the_notes_from_min_item_on(order):
         pool.settle(got, saved=False)
     back = ColdStartPool.from_state(json.loads(json.dumps(pool.to_state(6))))
     assert back._feat_keys == [i for i in pool.item_feats if i >= 6]
+
+
+def test_new_users_grow_the_content_profile_and_row_norms_amortised():
+    """With content vectors, each new user's first event lengthens the (users, d) content
+    profile, the row norms and the changed-rows mask by a view of a buffer with spare rows,
+    not a copy of every row; what was there stays, the new rows start at zero."""
+    pool = ColdStartPool()
+    vecs = np.eye(6, 4, dtype=np.float32)
+    pool.index_items(np.arange(6), TAGS, CATS, vecs)
+    pool.observe(_events([(u, u % 6, "click") for u in range(10)]))
+    before = pool._cprof.copy()
+    bases = {"cprof": set(), "rnorm": set(), "dirty": set()}
+    n0 = len(pool._prof)
+    for u in range(n0, n0 + 400):
+        pool.observe(_events([(u, u % 6, "click")], ts=T0 + u))
+        for name in bases:
+            arr = getattr(pool, f"_{name}")
+            assert len(arr) == u + 1
+            bases[name].add(id(arr.base))
+    assert all(len(b) <= 8 for b in bases.values()), {k: len(v) for k, v in bases.items()}
+    np.testing.assert_allclose(pool._cprof[: len(before)] / np.linalg.norm(pool._cprof[: len(before)], axis=1,
+                                                                           keepdims=True),
+                               before / np.linalg.norm(before, axis=1, keepdims=True), rtol=1e-5)
+    for u in range(n0, n0 + 400):  # one click each on an item with a unit vector: its direction
+        np.testing.assert_allclose(pool._cprof[u] / np.linalg.norm(pool._cprof[u]), vecs[u % 6], atol=1e-6)
+    np.testing.assert_allclose(pool._rnorm, np.linalg.norm(pool._prof, axis=1), rtol=1e-5)

@@ -169,6 +169,7 @@ def test_grow_keeps_rows_and_pads_optimizer_state() -> None:
 
 def test_versions_monotone_with_metadata_and_hot_swap() -> None:
     from notefeed.serve.models import LinearModel, ModelHolder, ModelVersion
+    from notefeed.serve.rankwire import BoundedScorer, engine_installer
 
     class FakeEngine:
         models = ModelHolder(ModelVersion("builtin-default", LinearModel.default(), 0.0))
@@ -177,7 +178,8 @@ def test_versions_monotone_with_metadata_and_hot_swap() -> None:
     published: list[tuple[FineRanker, dict]] = []
     cfg = OnlineTrainConfig(wait_s=WAIT, interval_s=WAIT, min_samples=10**9, batch_size=64)
     eng = FakeEngine()
-    tr = OnlineTrainer(ds, _ranker(ds), cfg, on_publish=lambda r, m: published.append((r, m)), engine=eng)
+    tr = OnlineTrainer(ds, _ranker(ds), cfg, on_publish=lambda r, m: published.append((r, m)),
+                       install=engine_installer(eng))
     for k in range(6):
         t = T0 + k * WAIT
         tr.ingest(_ev([(f"u{u}", f"n{(u + k) % 20}", t + u, "impression") for u in range(10)]
@@ -192,6 +194,8 @@ def test_versions_monotone_with_metadata_and_hot_swap() -> None:
         assert m["update_latency_s"] >= 0 and m["samples"] > 0 and "event_to_publish_s" in m
     cur = eng.models.current()
     assert cur.version == f"online-{metas[-1]['version']}"
+    assert isinstance(cur.model, BoundedScorer) and cur.source == "online"
+    assert cur.loaded_at == metas[-1]["published_at"]
     scores = cur.model.score(_ctx(1), np.arange(5))
     assert scores["click"].shape == (5,)
     # the published copy is frozen: training on does not change it
@@ -261,16 +265,3 @@ def test_out_of_order_impressions_of_one_pair() -> None:
     assert first[["ts", "click"]].values.tolist() == [[T0, 1.0]]
     tr.ingest(_ev([("u9", "n9", T0 + WAIT + 100, "impression")]))
     assert tr.ready_samples()[["ts", "click"]].values.tolist() == [[T0, 1.0], [T0 + 100, 0.0]]
-
-
-def test_compare_update_modes_runs_side_by_side() -> None:
-    from notefeed.online.trainer import compare_update_modes
-
-    torch.set_num_threads(1)
-    rows = compare_update_modes("tiny", steps=3, seed=0, requests_per_step=10, epochs=1, modes=("frozen", "online"))
-    by = {r["mode"]: r for r in rows}
-    assert set(by) == {"frozen", "online"}
-    assert by["frozen"]["updates"] == 0 and by["online"]["updates"] == 2  # steps 0 and 1 trained at steps 1, 2
-    for r in rows:
-        assert 0.0 <= r["ctr"] <= 1.0 and r["impressions"] > 0
-    assert by["online"]["median_update_latency_s"] < 60

@@ -17,10 +17,11 @@ Which eligible notes get the few boosted slots is decided by Thompson sampling o
 impression (:mod:`notefeed.online.bandit`), or uniformly at random (``bandit="uniform"``, the baseline).
 State is plain JSON (:meth:`ColdStartPool.to_state`). Events on items the pool has never been told
 about are ignored and counted in the :class:`ObserveReport` (the pool sees the whole event stream).
+Serving wraps the pool in ``notefeed/serve/coldstart.py``; the simulator's policies with boosted
+slots (``popular+coldstart``, ...) are :class:`notefeed.sim.coldstart.ColdStartPolicy`.
 """
 
 from notefeed.online.coldstart.config import STAGES, ColdStartConfig, ObserveReport
-from notefeed.online.coldstart.policy import ColdStartPolicy
 from notefeed.online.coldstart.pool import ColdStartPool
 
-__all__ = ["ColdStartConfig", "ColdStartPool", "ColdStartPolicy", "ObserveReport", "STAGES"]
+__all__ = ["ColdStartConfig", "ColdStartPool", "ObserveReport", "STAGES"]

@@ -18,7 +18,8 @@
    ranker's :class:`RowwiseAdam`, dense weights with Adam; optimiser state persists across updates.
    Features are the rank stage's request-time features over base log + stream, rebuilt once per update.
 3. **publishes** a copy of the ranker as a new version (``on_publish(ranker, meta)``; with an
-   engine, a ``BoundedScorer(FineRankerScorer(...))`` is swapped in through ``engine.models.set``).
+   ``install`` hook, ``install("online-N", FineRankerScorer(...), n_items, published_at)``: serving's
+   :func:`notefeed.serve.rankwire.engine_installer` swaps it into a running engine's models).
 
 Unseen ids never crash: users/notes unknown to the base dataset (new string ids, or integer
 indices past the catalogue) get the next index, placeholder side info (author ``"unknown"``,
@@ -34,6 +35,5 @@ the arrival of the event that made the sample ready to the publish), ``event_to_
 
 from notefeed.online.trainer.core import OnlineTrainer
 from notefeed.online.trainer.stream import OnlineTrainConfig, normalise_events
-from notefeed.online.trainer.study import compare_update_modes
 
-__all__ = ["OnlineTrainConfig", "OnlineTrainer", "normalise_events", "compare_update_modes"]
+__all__ = ["OnlineTrainConfig", "OnlineTrainer", "normalise_events"]

@@ -30,11 +30,12 @@ class OnlineTrainer:
 
     def __init__(self, ds: Dataset, ranker: FineRanker, config: OnlineTrainConfig | None = None,
                  on_publish: Callable[[FineRanker, dict[str, Any]], None] | None = None,
-                 engine: Any = None, clock: Callable[[], float] = time.time) -> None:
+                 install: Callable[[str, Any, int, float], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         if ranker.net is None:
             raise ValueError("OnlineTrainer: field 'ranker' is not fitted or built")
         self.cfg = config or OnlineTrainConfig()
-        self.base, self.ranker, self.on_publish, self.engine, self.clock = ds, ranker, on_publish, engine, clock
+        self.base, self.ranker, self.on_publish, self.install, self.clock = ds, ranker, on_publish, install, clock
         self.users = _Ids(ds.users["user_id"].astype(str).tolist())
         self.items = _Ids(ds.notes["note_id"].astype(str).tolist())
         self.cat_names = list(ds.item_category[1])
@@ -265,13 +266,10 @@ class OnlineTrainer:
             "n_users": builder.n_users, "n_items": builder.n_items, **self.counters,
         }
         self.versions.append(meta)
-        if self.engine is not None:
+        if self.install is not None:  # serving's hook (notefeed.serve.rankwire.engine_installer)
             from notefeed.rank.scorer import FineRankerScorer
-            from notefeed.serve.models import ModelVersion
-            from notefeed.serve.rankwire import BoundedScorer
 
-            scorer = BoundedScorer(FineRankerScorer(snap, builder), builder.n_items)
-            self.engine.models.set(ModelVersion(f"online-{self.version}", scorer, at, "online"))
+            self.install(f"online-{self.version}", FineRankerScorer(snap, builder), builder.n_items, at)
         if self.on_publish is not None:
             self.on_publish(snap, meta)
         return meta

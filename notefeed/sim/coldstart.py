@@ -1,4 +1,10 @@
-"""The simulator wrapper: a base policy plus boosted slots from the cold-start pool."""
+"""The cold-start flow in the simulator: a base policy plus boosted slots from the cold-start
+pool (:class:`~notefeed.online.coldstart.ColdStartPool`).
+
+Importing this module (``notefeed.sim`` does) registers the ``popular+coldstart``,
+``random+coldstart`` policies and their ``-uniform`` / ``-content`` variants in
+:data:`~notefeed.sim.policies.POLICIES`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import pandas as pd
 
 from notefeed.online.coldstart.pool import ColdStartPool
 from notefeed.schema import POSITIVE_TYPES
+from notefeed.sim.policies import POLICIES, PopularPolicy, RandomPolicy
 
 __all__ = ["ColdStartPolicy"]
 
@@ -100,8 +107,6 @@ class ColdStartPolicy:
 
 
 def _register() -> None:
-    from notefeed.sim.policies import POLICIES, PopularPolicy, RandomPolicy
-
     def factory(base: type, bandit: str, content: bool) -> Any:
         def make(seed: int = 0, slots: int = 2, **params: Any) -> ColdStartPolicy:
             return ColdStartPolicy(base(seed=seed), ColdStartPool(bandit=bandit, **params), slots=slots, seed=seed,

@@ -1,4 +1,5 @@
-"""The simulator study: frozen vs periodic retraining vs online updates (``notefeed sim online-train``)."""
+"""The simulator study of the online trainer (:class:`~notefeed.online.trainer.OnlineTrainer`): frozen vs
+periodic retraining vs online updates (``notefeed sim online-train``)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ import pandas as pd
 import torch
 
 from notefeed.data.dataset import EVENT_COLUMNS, Dataset
-from notefeed.online.trainer.core import OnlineTrainer
-from notefeed.online.trainer.stream import OnlineTrainConfig
+from notefeed.online.trainer import OnlineTrainConfig, OnlineTrainer
 from notefeed.rank.features import FeatureBuilder, FeatureConfig
 from notefeed.rank.multitask import FineRanker
+from notefeed.sim.community import generate
+from notefeed.sim.config import preset as sim_preset
+from notefeed.sim.env import SimEnvironment
+from notefeed.sim.loop import run_closed_loop
 
 __all__ = ["compare_update_modes"]
 
@@ -114,10 +118,6 @@ def compare_update_modes(preset: str = "tiny", steps: int = 48, seed: int = 0, r
     staleness, reported as ``mean_staleness_stream_s``), ``median_event_to_publish_s`` (online:
     wall seconds from an impression's ingest to the first version trained on it; the simulator
     compresses the label wait into one step) and ``train_s``."""
-    from notefeed.sim import SimEnvironment, generate
-    from notefeed.sim.config import preset as sim_preset
-    from notefeed.sim.loop import run_closed_loop
-
     torch.manual_seed(seed)
     cfg = sim_preset(preset, seed=seed)
     if drift_per_day is not None:
