@@ -11,7 +11,7 @@ import pytest
 import notefeed
 
 ROOT = Path(notefeed.__file__).parent
-STAGES = ("recall", "rank", "rerank", "content", "data")
+STAGES = ("recall", "rank", "rerank", "content", "data", "search", "ads", "online", "llm")
 FORBIDDEN = ("notefeed.serve", "notefeed.sim")
 
 
