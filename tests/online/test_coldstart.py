@@ -302,7 +302,8 @@ def test_new_users_grow_the_content_profile_and_row_norms_amortised():
     profile, the row norms and the changed-rows mask by a view of a buffer with spare rows,
     not a copy of every row; what was there stays, the new rows start at zero."""
     pool = ColdStartPool()
-    vecs = np.eye(6, 4, dtype=np.float32)
+    vecs = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     pool.index_items(np.arange(6), TAGS, CATS, vecs)
     pool.observe(_events([(u, u % 6, "click") for u in range(10)]))
     before = pool._cprof.copy()

@@ -139,11 +139,10 @@ class ColdStartPool:
                 grown[:u, :f] = self._prof
                 self._pbuf = grown
             self._pshape = (nu, nf)  # the spare cells are zeros
-            self._rnorm = np.concatenate([self._rnorm, np.zeros(nu - len(self._rnorm), np.float32)])
-            self._dirty = np.concatenate([self._dirty, np.zeros(nu - len(self._dirty), bool)])
+            self._rnorm = _extend_rows(self._rnorm, nu)
+            self._dirty = _extend_rows(self._dirty, nu)
         if self._cprof is not None and len(self._cprof) < nu:
-            self._cprof = np.concatenate([self._cprof, np.zeros((nu - len(self._cprof), self._cprof.shape[1]),
-                                                                 np.float32)])
+            self._cprof = _extend_rows(self._cprof, nu)
 
     def _weights(self, ts: np.ndarray) -> np.ndarray:
         """exp2((ts - ref) / half-life): relative to a reference time, so no per-event global decay."""
@@ -541,6 +540,21 @@ def _triples(block: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
 def _with_spare(rows: int) -> int:
     """Profile rows to allocate for ``rows`` users: a quarter more (growth is amortised)."""
     return rows + rows // 4 + 64
+
+
+def _extend_rows(arr: np.ndarray, rows: int) -> np.ndarray:
+    """``arr`` lengthened to ``rows`` rows of zeros, as a view of the first rows of a zeroed
+    buffer with spare rows (:func:`_with_spare`): while the buffer has room, lengthening is a
+    new view, not a copy of every row (a copy per new user cost O(users) under the lock)."""
+    if len(arr) >= rows:
+        return arr
+    buf = arr.base
+    if (isinstance(buf, np.ndarray) and buf.ndim == arr.ndim and buf.shape[1:] == arr.shape[1:]
+            and buf.dtype == arr.dtype and len(buf) >= rows and arr.ctypes.data == buf.ctypes.data):
+        return buf[:rows]  # the spare rows were never exposed: still zeros
+    buf = np.zeros((_with_spare(rows), *arr.shape[1:]), arr.dtype)
+    buf[: len(arr)] = arr
+    return buf[:rows]
 
 
 def _row_norms(prof: np.ndarray) -> np.ndarray:
