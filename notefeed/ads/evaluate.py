@@ -43,6 +43,7 @@ from notefeed.ads.recall import (
 )
 from notefeed.ads.simulate import AdWorld, Query, make_world, sample_queries, tiers
 from notefeed.content.text import TextEncoder
+from notefeed.eval.metrics import t_half_width
 from notefeed.eval.stages import EVAL_STAGES
 from notefeed.registry import Registry
 from notefeed.search.rewrite import MinedRewrites
@@ -540,11 +541,9 @@ def run_seed(seed: int, quick: bool, load: str = "natural", levels: tuple[float,
 
 def _ci95(x: np.ndarray, digits: int = 4) -> list[float]:
     """Student-t 95% interval of the mean of ``x`` (over seeds), rounded to ``digits`` places."""
-    from scipy import stats
-
     if len(x) < 2:
         return [float(x.mean()), float(x.mean())]
-    h = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    h = t_half_width(x)
     return [round(float(x.mean()) - h, digits), round(float(x.mean()) + h, digits)]
 
 

@@ -274,6 +274,19 @@ def creator_exposure_gini(recs: np.ndarray, item_author: np.ndarray, n_creators:
 
 
 # ---------------------------------------------------------------------- pointwise (ranking stage)
+def t_half_width(values: np.ndarray | Sequence[float], level: float = 0.95) -> float:
+    """Half-width of the Student-t ``level`` interval of the mean of ``values`` (seeds, runs,
+    users): ``t(level, n-1) * sd / sqrt(n)``; NaN with fewer than two values. The one
+    implementation behind every "mean and 95% interval" the reports print."""
+    v = np.asarray(values, np.float64)
+    n = len(v)
+    if n < 2:
+        return float("nan")
+    from scipy import stats  # here: scipy.stats costs a second at import
+
+    return float(stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / np.sqrt(n))
+
+
 def _check_binary(labels: np.ndarray, scores: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(labels)
     s = np.asarray(scores, np.float64)

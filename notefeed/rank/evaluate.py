@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from notefeed.data.dataset import Dataset
+from notefeed.eval.metrics import t_half_width
 from notefeed.eval.stages import EVAL_STAGES
 from notefeed.rank.base import TASKS
 from notefeed.rank.features import FeatureBuilder
@@ -100,11 +101,7 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     v = np.asarray([x for x in values if np.isfinite(x)], np.float64)
     if not len(v):
         return float("nan"), float("nan")
-    if len(v) < 2:
-        return float(v.mean()), float("nan")
-    from scipy import stats  # here: scipy.stats costs a second at import
-
-    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return float(v.mean()), t_half_width(v)
 
 
 def summarize(rows: list[dict]) -> list[dict]:

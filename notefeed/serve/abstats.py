@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from notefeed.eval.metrics import t_half_width
+
 __all__ = ["wilson", "mean_interval", "ratio_difference", "welch", "sample_ratio", "SRM_ALPHA"]
 
 #: p-value below which the sample ratio is flagged as a mismatch (the usual, strict threshold:
@@ -58,7 +60,7 @@ def mean_interval(x: np.ndarray, level: float = 0.95) -> dict[str, Any]:
     m = float(x.mean())
     if n < 2:
         return {"value": m, "lo": None, "hi": None, "n": n}
-    half = float(_stats().t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
+    half = t_half_width(x, level)
     return {"value": m, "lo": m - half, "hi": m + half, "n": n}
 
 

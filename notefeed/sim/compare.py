@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from notefeed.data.dataset import Dataset
+from notefeed.eval.metrics import t_half_width
 from notefeed.sim.community import generate
 from notefeed.sim.env import SimEnvironment
 from notefeed.sim.loop import run_closed_loop
@@ -50,7 +50,7 @@ def mean_interval(values: Sequence[float], level: float = 0.95) -> dict[str, Any
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], np.float64)
     n = len(v)
     mean = float(v.mean()) if n else float("nan")
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    half = t_half_width(v, level)
     return {"mean": mean, "lo": mean - half, "hi": mean + half, "half": half, "n": n,
             "values": [float(x) for x in values]}
 

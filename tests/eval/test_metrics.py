@@ -125,3 +125,16 @@ def test_ndcg_bounds_and_perfect_list(truths: list[list[int]], k: int) -> None:
     perfect = np.stack([np.concatenate([t, np.setdiff1d(np.arange(31), t)])[:8] for t in truth])
     assert M.ndcg_at_k(perfect, truth, k) == pytest.approx(1.0)
     assert M.hit_rate_at_k(perfect, truth, k) == 1.0
+
+
+def test_t_half_width_is_the_student_t_interval():
+    from scipy import stats
+
+    from notefeed.eval.metrics import t_half_width
+
+    x = np.array([0.2, 0.5, 0.3, 0.9, 0.4])
+    want = stats.t.ppf(0.975, 4) * x.std(ddof=1) / np.sqrt(5)
+    assert t_half_width(x) == pytest.approx(want, rel=1e-12)
+    assert t_half_width(x, 0.9) == pytest.approx(stats.t.ppf(0.95, 4) * x.std(ddof=1) / np.sqrt(5), rel=1e-12)
+    assert np.isnan(t_half_width([0.3])) and np.isnan(t_half_width([]))
+    assert t_half_width([1.0, 1.0, 1.0]) == 0.0
