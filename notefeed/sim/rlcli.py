@@ -246,6 +246,41 @@ def eval_cmd(
     _write(json_path, out)
 
 
+@rl_app.command("robust")
+def robust_cmd(
+    reports: list[Path] = typer.Argument(..., help="`notefeed rl eval` JSON reports (same seeds and run length)"),
+    pairs: str = typer.Option(..., help="A:B,C:D: the paired differences B - A to check"),
+    json_path: Path = typer.Option(..., "--json", help="write the checks here"),
+) -> None:
+    """Paired differences of saved eval reports checked for single-seed dependence: median,
+    seeds each way, Wilcoxon p, and the 95% interval with each seed left out."""
+    from notefeed.sim.compare import parse_pairs
+    from notefeed.sim.rleval import robust_report
+
+    loaded = []
+    for p in reports:
+        try:
+            loaded.append(json.loads(p.read_text()))
+        except (OSError, ValueError) as e:
+            _fail(f"REPORTS: {p} is not readable JSON ({type(e).__name__}: {e})")
+    arms = sorted({a for r in loaded for s in ("stable", "drift") if s in r for a in r[s].get("runs", {})})
+    if not arms:
+        _fail("REPORTS: no `notefeed rl eval` runs in them")
+    try:
+        pair_list = parse_pairs(pairs, arms) or []
+        out = robust_report(loaded, pair_list)
+    except ValueError as e:
+        _fail(f"--pairs: {e}")
+    for setting, res in out.items():
+        for d in res["differences"]:
+            o = d["metrics"]["objective"]
+            _console.print(f"{setting}: {d['b']} - {d['a']}: objective {o['mean']:+.4f} [{o['lo']:+.4f}, "
+                           f"{o['hi']:+.4f}], median {o['median']:+.4f}, {o['b_above']}/{o['n']} seeds above, "
+                           f"Wilcoxon p {o['wilcoxon_p']:.3f}; one seed left out: lower bound >= "
+                           f"{o['loo_lo_min']:+.4f} (seed {o['loo_lo_min_seed']})")
+    _write(json_path, {"reports": [str(p) for p in reports], **out})
+
+
 def _policy_means(arms: dict[str, dict[str, Any]], preset: str, steps: int, requests: int) -> dict[str, Any]:
     """Add ``NAME-mean`` (fixed knobs at each learned arm's mean on its training communities)
     to ``arms``; returns how each was found."""

@@ -18,6 +18,11 @@ lower than ``tuned``'s (the difference's interval reaches 0 or above).
 :func:`training_mean_knobs` gives a learned policy's mean knobs on the communities it was
 trained on (never the evaluation ones): fixed knobs there are the "better average" a policy
 may have found, and the policy minus them is what per-request adaptation adds.
+
+:func:`robustness` checks a paired difference for dependence on single seeds: the median,
+how many seeds favour each side, the Wilcoxon signed-rank test, and the Student-t interval
+with each seed left out in turn (its lowest lower bound and the seed that gives it).
+:func:`robust_report` applies it to the stored per-seed runs of saved reports.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from notefeed.sim.compare import paired_differences, summarise
 from notefeed.sim.gym import RewardConfig
 from notefeed.sim.rl import run_knobs
 
-__all__ = ["evaluate_arms", "REPORTED", "verdict", "training_mean_knobs"]
+__all__ = ["evaluate_arms", "REPORTED", "verdict", "training_mean_knobs", "robustness", "robust_report"]
 
 #: metrics the report lists first (every numeric closed-loop metric is summarised)
 REPORTED = ("objective", "ctr", "like_rate", "collect_rate", "small_creator_share", "interest_coverage",
@@ -104,6 +109,69 @@ def training_mean_knobs(section: Mapping[str, Any], preset: str, communities: Se
     return {"knobs": dict(zip(names, (total / max(n, 1)).tolist(), strict=True)), "communities": [int(c) for c in communities],
             "env_seeds": [10_000 + int(c) for c in communities], "steps": steps, "requests_per_step": requests,
             "per_community": per}
+
+
+def robustness(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict[str, Any]:
+    """The paired difference ``b - a`` (one value per seed): mean and Student-t interval, median,
+    seeds with ``b`` above / below ``a``, Wilcoxon signed-rank p (two-sided), and the interval
+    with each seed left out (``loo_lo_min``: the lowest lower bound, and ``loo_lo_min_seed``: the
+    index of the seed whose removal gives it; ``loo_mean_min``/``_max``)."""
+    from scipy.stats import wilcoxon
+
+    from notefeed.sim.compare import mean_interval
+
+    d = np.asarray(b, np.float64) - np.asarray(a, np.float64)
+    if len(d) < 3:
+        raise ValueError(f"robustness: needs at least 3 paired values, got {len(d)}")
+    mi = mean_interval(d.tolist(), level)
+    loo = [mean_interval(np.delete(d, i).tolist(), level) for i in range(len(d))]
+    worst = int(np.argmin([x["lo"] for x in loo]))
+    p = float(wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
+    return {"mean": mi["mean"], "lo": mi["lo"], "hi": mi["hi"], "n": len(d), "median": float(np.median(d)),
+            "b_above": int((d > 0).sum()), "b_below": int((d < 0).sum()), "wilcoxon_p": p,
+            "loo_lo_min": loo[worst]["lo"], "loo_lo_min_seed": worst,
+            "loo_mean_min": float(min(x["mean"] for x in loo)), "loo_mean_max": float(max(x["mean"] for x in loo))}
+
+
+def robust_report(reports: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[str, str]],
+                  metrics: Sequence[str] = ("objective", "small_creator_share", "interest_coverage"),
+                  level: float = 0.95) -> dict[str, Any]:
+    """:func:`robustness` of ``b - a`` for each pair and metric, per setting (``stable``,
+    ``drift``), from the per-seed ``runs`` of ``notefeed rl eval`` reports. Several reports may
+    be given (e.g. a later one with another policy): an arm is taken from the first report that
+    has it, and arms of different reports are paired only when they ran on the same seeds, the
+    same run length and the same ``tuned`` knobs, whose per-seed results must also agree."""
+    out: dict[str, Any] = {}
+    for setting in ("stable", "drift"):
+        have = [r for r in reports if setting in r]
+        if not have:
+            continue
+        seeds = have[0][setting]["seeds"]
+        ref = have[0]
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for r in have:
+            if r[setting]["seeds"] != seeds or (r.get("steps"), r.get("requests_per_step")) != \
+                    (ref.get("steps"), ref.get("requests_per_step")):
+                raise ValueError("robust_report: reports differ in seeds or run length")
+            if "tuned" in runs and "tuned" in r[setting]["runs"]:
+                mine = [x["objective"] for x in r[setting]["runs"]["tuned"]]
+                if not np.allclose(mine, [x["objective"] for x in runs["tuned"]], atol=1e-9):
+                    raise ValueError("robust_report: the reports' tuned runs differ (another tuned file or code)")
+            for arm, rs in r[setting]["runs"].items():
+                runs.setdefault(arm, rs)
+        res = []
+        for a, b in pairs:
+            for arm in (a, b):
+                if arm not in runs:
+                    raise ValueError(f"robust_report: no arm {arm!r} in the reports ({', '.join(runs)})")
+            res.append({"a": a, "b": b, "metrics": {
+                m: robustness([x[m] for x in runs[a]], [x[m] for x in runs[b]], level) for m in metrics}})
+            for m in res[-1]["metrics"].values():
+                m["loo_lo_min_seed"] = seeds[m["loo_lo_min_seed"]]
+        out[setting] = {"seeds": seeds, "differences": res,
+                        "small_creator_share_by_seed": {arm: [x["small_creator_share"] for x in rs]
+                                                        for arm, rs in runs.items()}}
+    return out
 
 
 def _keep(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -234,6 +234,7 @@ def test_tiny_ppo_learns_the_knob_that_matters(tmp_path, monkeypatch) -> None:
     (["rl", "eval", "--policy", "p=/nonexistent"], "--policy: /nonexistent: not a policy directory"),
     (["rl", "tune", "--preset", "huge", "--json", "x.json"], "--preset: unknown preset 'huge'"),
     (["rl", "train", "--drift-at", "10", "--out", "x"], "--drift-at: must be in [0, 9]"),
+    (["rl", "robust", "/nonexistent.json", "--pairs", "a:b", "--json", "o.json"], "REPORTS: /nonexistent.json is not"),
     (["rl", "train", "--drift-at", "5", "--drift-episodes", "1.5", "--out", "x"], "--drift-episodes: must be in [0, 1]"),
 ])
 def test_cli_bad_flags_are_one_line_errors(args, msg) -> None:
@@ -302,3 +303,54 @@ def test_cli_policy_mean_adds_the_training_mean_arm(tmp_path) -> None:
     assert any(0 < v < 2 for v in mean["knobs"].values())  # a random policy's mean, not a default
     pairs = {(d["a"], d["b"]) for d in rep["stable"]["differences"]}
     assert {("tuned", "p-mean"), ("p-mean", "p"), ("tuned", "p")} <= pairs
+
+
+def test_robustness_of_a_paired_difference() -> None:
+    """Median, seeds each way, Wilcoxon p and the leave-one-out interval of b - a; a difference
+    carried by one seed has a leave-one-out lower bound below 0 at that seed."""
+    from scipy.stats import wilcoxon
+
+    from notefeed.sim.compare import mean_interval
+    from notefeed.sim.rleval import robustness
+
+    a = np.zeros(8)
+    b = np.array([0.01, -0.01, 0.02, -0.02, 0.005, -0.005, 0.0, 0.6])  # one seed carries the mean
+    r = robustness(a, b)
+    assert r["mean"] == pytest.approx(b.mean()) and r["median"] == pytest.approx(np.median(b))
+    assert (r["b_above"], r["b_below"], r["n"]) == (4, 3, 8)
+    assert r["wilcoxon_p"] == pytest.approx(wilcoxon(b).pvalue)
+    loo = [mean_interval(np.delete(b, i).tolist())["lo"] for i in range(8)]
+    assert r["loo_lo_min"] == pytest.approx(min(loo)) and r["loo_lo_min_seed"] == int(np.argmin(loo))
+    assert r["loo_mean_min"] == pytest.approx(np.delete(b, 7).mean())
+    assert r["loo_mean_min"] < 0.01 < r["mean"]
+    steady = robustness(a, np.full(8, 0.03) + np.linspace(-0.005, 0.005, 8))
+    assert steady["loo_lo_min"] > 0 and steady["b_above"] == 8 and steady["wilcoxon_p"] < 0.01
+    with pytest.raises(ValueError, match="at least 3"):
+        robustness([0.0, 0.0], [1.0, 2.0])
+
+
+def _report(seeds, arms, tuned_shift=0.0):
+    rng = np.random.default_rng(len(arms))
+    runs = {a: [{"seed": s, "objective": float(rng.normal()) + (tuned_shift if a == "tuned" else 0.0),
+                 "small_creator_share": 0.6, "interest_coverage": 0.5} for s in seeds] for a in arms}
+    runs["tuned"] = [{"seed": s, "objective": 0.1 * s + tuned_shift, "small_creator_share": 0.6,
+                      "interest_coverage": 0.5} for s in seeds]
+    return {"steps": 20, "requests_per_step": 30, "stable": {"seeds": list(seeds), "runs": runs}}
+
+
+def test_robust_report_pairs_arms_across_reports() -> None:
+    from notefeed.sim.rleval import robust_report
+
+    one, two = _report([3, 5, 8, 9], ["p"]), _report([3, 5, 8, 9], ["q", "r"])
+    out = robust_report([one, two], [("tuned", "p"), ("tuned", "q"), ("p", "r")])
+    assert list(out) == ["stable"] and out["stable"]["seeds"] == [3, 5, 8, 9]
+    d = {(x["a"], x["b"]): x["metrics"]["objective"] for x in out["stable"]["differences"]}
+    want = [y["objective"] - 0.1 * s for y, s in zip(two["stable"]["runs"]["q"], [3, 5, 8, 9], strict=True)]
+    assert d[("tuned", "q")]["mean"] == pytest.approx(np.mean(want))
+    assert d[("tuned", "p")]["loo_lo_min_seed"] in (3, 5, 8, 9)  # a seed id, not an index
+    with pytest.raises(ValueError, match="tuned runs differ"):
+        robust_report([one, _report([3, 5, 8, 9], ["q"], tuned_shift=0.5)], [("tuned", "q")])
+    with pytest.raises(ValueError, match="differ in seeds"):
+        robust_report([one, _report([3, 5, 8, 10], ["q"])], [("tuned", "q")])
+    with pytest.raises(ValueError, match="no arm 'z'"):
+        robust_report([one], [("tuned", "z")])
