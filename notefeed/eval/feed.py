@@ -64,6 +64,22 @@ def subsample_split(split: Split, n_users: int | None, seed: int) -> Split:
                  params={**split.params, "sampled_users": int(n_users)})
 
 
+def seen_targets(split: Split) -> tuple[Split, int]:
+    """``split`` without the test users whose held-out notes have no positive in its training
+    log, and how many those were. Offline the catalogue holds only the notes that occur in
+    the log, so a note with no positive left in training is always a held-out target: no
+    collaborative model can rank it, and a pipeline could find it by its empty history, which
+    a live catalogue full of new notes would not allow."""
+    seen = np.asarray(split.train.interactions().sum(axis=0)).ravel() > 0
+    t = split.test_items
+    keep = np.array([seen[t.indices[t.indptr[r]: t.indptr[r + 1]]].any() for r in range(len(split.test_users))], bool)
+    if keep.all():
+        return split, 0
+    rows = np.flatnonzero(keep)
+    return (Split(split.kind, split.train, split.test_users[rows], split.test_items[rows],
+                  params={**split.params, "unseen_targets_dropped": int((~keep).sum())}), int((~keep).sum()))
+
+
 def _interval(hits: np.ndarray) -> float:
     """Half-width of the normal-approximation 95% interval of a per-user mean."""
     n = len(hits)
@@ -245,11 +261,13 @@ def evaluate_feed(ds: Dataset, config: Any = None, models: Sequence[str] = DEFAU
 
     cfg = config if config is not None else ServeConfig()
     ks = check_ks(ks)
-    split = subsample_split(make_split(ds, "loo"), n_users, seed)
+    split, unseen = seen_targets(make_split(ds, "loo"))
+    split = subsample_split(split, n_users, seed)
     if len(split.test_users) == 0:
-        raise ValueError(f"{ds.name}: the leave-last-out split has no test users")
+        raise ValueError(f"{ds.name}: the leave-last-out split has no test users whose held-out note occurs in training")
     train = split.train.interactions()
-    base = {"dataset": ds.name, "users": ds.n_users, "items": ds.n_items, "test_users": int(len(split.test_users))}
+    base = {"dataset": ds.name, "users": ds.n_users, "items": ds.n_items, "test_users": int(len(split.test_users)),
+            "unseen_targets_dropped": unseen}
     rows: list[dict[str, Any]] = []
     for name in check_models(list(models)) if models else []:
         t0 = time.perf_counter()

@@ -240,3 +240,21 @@ def test_a_users_page_does_not_depend_on_who_was_served_before():
         finally:
             engine.close()
     np.testing.assert_array_equal(a, rev[::-1])
+
+
+def test_held_out_notes_nobody_else_engaged_with_are_left_out_of_scoring_and_training():
+    """A note whose only positive is a user's held-out one has no history in training: offline
+    it can only be a held-out target, so it is not scored (counted instead) and the rankers do
+    not learn from such targets (the rankers would learn to find notes by their empty history)."""
+    base = chain_log(n_users=100)
+    ev = pd.DataFrame({"user_id": base.users["user_id"].to_numpy()[base.events["user"].to_numpy()],
+                       "note_id": base.notes["note_id"].to_numpy()[base.events["item"].to_numpy()],
+                       "ts": base.events["ts"].to_numpy(), "type": base.events["type"].astype(str).to_numpy()})
+    late = pd.DataFrame({"user_id": [f"u{u}" for u in range(12)], "note_id": [f"solo{u}" for u in range(12)],
+                         "ts": 1_700_000_000 + 10_000, "type": "click"})
+    ds = Dataset.build("chains+solo", pd.concat([ev, late], ignore_index=True))
+    rows = evaluate_feed(ds, _config(), models=["pop"], ks=(10,), progress=False)
+    by = {r["model"]: r for r in rows}
+    assert by["pipeline"]["unseen_targets_dropped"] == by["pop"]["unseen_targets_dropped"] == 12
+    assert by["pipeline"]["test_users"] == by["pop"]["test_users"] == 88
+    assert by["pipeline"]["train_report"]["rank_targets_unseen"] >= 12
