@@ -78,7 +78,7 @@ def run_engine(engine: str, log_dir: Path, kernel: str, workers: int, item_cap: 
         "capped_pairs": int(hist.nnz), "item_users_pairs": int(iu.nnz), "table_nnz": int(sim.nnz),
         "hist_mib": _csr_bytes(hist) / 2**20, "item_users_mib": _csr_bytes(iu) / 2**20,
         "table_mib": _csr_bytes(sim) / 2**20, "table_sha256": _sha(sim),
-        "driver_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "driver_peak_rss_mib": _own_peak_rss_mib(),
         "loadavg_1_5_15_after": list(os.getloadavg()),
     })
     out["driver_peak_anon_mib_sampled"] = mem.peak_anon_mib.get(os.getpid(), 0.0)
@@ -170,6 +170,17 @@ def _descendants(root: int) -> set[int]:
     return out
 
 
+def _own_peak_rss_mib() -> float:
+    """This process's peak RSS since it was exec'ed (VmHWM), MiB. Not ``ru_maxrss``: Linux
+    carries that across fork + exec, so an engine child of the bench would report the parent's
+    peak (the log's generation) whenever it is larger than its own."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024.0
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def _cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -231,7 +242,7 @@ def bench_batch(n_events: int, engines: list[str], kernel: str = "swing", worker
                                                              / _GIB, 1), "python": sys.version.split()[0]},
         "log": {"generator": "notefeed.recall.synthetic.synthetic_log", "seed": seed, "events": n_events,
                 "users": n_users, "items": n_items, "generate_s": gen_s,
-                "generator_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0},
+                "generator_peak_rss_mib": _own_peak_rss_mib()},
         "params": {"item_cap": item_cap, "user_cap": user_cap, "top_n": top_n, "block": block, "workers": workers},
         "runs": {},
     }

@@ -221,3 +221,13 @@ def test_sequence_model_fits_the_same_on_an_engine(log):
     ch = SASRecChannel(**params)
     ch.engine = ShardedLocal()
     np.testing.assert_array_equal(want.item_vectors, ch.fit(ds).item_vectors)
+
+
+def test_an_engine_child_reports_its_own_peak_not_the_benchs():
+    import subprocess
+
+    big = np.ones(2**30 // 8)  # 1 GiB: the bench's parent has generated the log when it starts a child
+    code = "from notefeed.batch.bench import _own_peak_rss_mib; print(_own_peak_rss_mib())"
+    own = float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
+    assert 0 < own < 800  # ru_maxrss there would be >= 1024 on Linux: it is carried across fork + exec
+    del big
