@@ -250,6 +250,7 @@ def eval_cmd(
 def robust_cmd(
     reports: list[Path] = typer.Argument(..., help="`notefeed rl eval` JSON reports (same seeds and run length)"),
     pairs: str = typer.Option(..., help="A:B,C:D: the paired differences B - A to check"),
+    concat: bool = typer.Option(False, help="join reports on disjoint seed sets (the arms of each pair in every one)"),
     json_path: Path = typer.Option(..., "--json", help="write the checks here"),
 ) -> None:
     """Paired differences of saved eval reports checked for single-seed dependence: median,
@@ -268,9 +269,9 @@ def robust_cmd(
         _fail("REPORTS: no `notefeed rl eval` runs in them")
     try:
         pair_list = parse_pairs(pairs, arms) or []
-        out = robust_report(loaded, pair_list)
+        out = robust_report(loaded, pair_list, concat=concat)
     except ValueError as e:
-        _fail(f"--pairs: {e}")
+        _fail(f"--pairs: {e}" if "robust_report" not in str(e) else f"REPORTS: {e}")
     for setting, res in out.items():
         for d in res["differences"]:
             o = d["metrics"]["objective"]

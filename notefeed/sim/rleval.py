@@ -135,42 +135,60 @@ def robustness(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> d
 
 def robust_report(reports: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[str, str]],
                   metrics: Sequence[str] = ("objective", "small_creator_share", "interest_coverage"),
-                  level: float = 0.95) -> dict[str, Any]:
+                  level: float = 0.95, concat: bool = False) -> dict[str, Any]:
     """:func:`robustness` of ``b - a`` for each pair and metric, per setting (``stable``,
     ``drift``), from the per-seed ``runs`` of ``notefeed rl eval`` reports. Several reports may
     be given (e.g. a later one with another policy): an arm is taken from the first report that
     has it, and arms of different reports are paired only when they ran on the same seeds, the
-    same run length and the same ``tuned`` knobs, whose per-seed results must also agree."""
+    same run length and the same ``tuned`` knobs, whose per-seed results must also agree. An arm
+    name in several reports must have the same exposure section (knobs or model directory).
+    ``concat``: reports on disjoint seed sets are joined, seed sets one after another (each
+    pair's arms must be in every seed set)."""
     out: dict[str, Any] = {}
+    ref = reports[0] if reports else {}
     for setting in ("stable", "drift"):
         have = [r for r in reports if setting in r]
         if not have:
             continue
-        seeds = have[0][setting]["seeds"]
-        ref = have[0]
-        runs: dict[str, list[dict[str, Any]]] = {}
+        groups: dict[tuple[int, ...], dict[str, list[dict[str, Any]]]] = {}
+        sections: dict[str, Any] = {}
         for r in have:
-            if r[setting]["seeds"] != seeds or (r.get("steps"), r.get("requests_per_step")) != \
-                    (ref.get("steps"), ref.get("requests_per_step")):
-                raise ValueError("robust_report: reports differ in seeds or run length")
+            if (r.get("steps"), r.get("requests_per_step")) != (ref.get("steps"), ref.get("requests_per_step")):
+                raise ValueError("robust_report: reports differ in run length")
+            for arm, a in r[setting].get("arms", {}).items():
+                if sections.setdefault(arm, a.get("exposure")) != a.get("exposure"):
+                    raise ValueError(f"robust_report: arm {arm!r} is configured differently in the reports")
+            key = tuple(int(x) for x in r[setting]["seeds"])
+            if groups and key not in groups and not concat:
+                raise ValueError("robust_report: reports differ in seeds (concat joins disjoint seed sets)")
+            if key not in groups and any(set(key) & set(k) for k in groups):
+                raise ValueError("robust_report: reports' seed sets overlap without being the same")
+            runs = groups.setdefault(key, {})
             if "tuned" in runs and "tuned" in r[setting]["runs"]:
                 mine = [x["objective"] for x in r[setting]["runs"]["tuned"]]
                 if not np.allclose(mine, [x["objective"] for x in runs["tuned"]], atol=1e-9):
                     raise ValueError("robust_report: the reports' tuned runs differ (another tuned file or code)")
             for arm, rs in r[setting]["runs"].items():
                 runs.setdefault(arm, rs)
+        seeds = [x for k in groups for x in k]
         res = []
         for a, b in pairs:
             for arm in (a, b):
-                if arm not in runs:
-                    raise ValueError(f"robust_report: no arm {arm!r} in the reports ({', '.join(runs)})")
+                for runs in groups.values():
+                    if arm not in runs:
+                        raise ValueError(f"robust_report: no arm {arm!r} in the reports on some seeds "
+                                         f"({', '.join(runs)})")
+            ra = [x for runs in groups.values() for x in runs[a]]
+            rb = [x for runs in groups.values() for x in runs[b]]
             res.append({"a": a, "b": b, "metrics": {
-                m: robustness([x[m] for x in runs[a]], [x[m] for x in runs[b]], level) for m in metrics}})
+                m: robustness([x[m] for x in ra], [x[m] for x in rb], level) for m in metrics}})
             for m in res[-1]["metrics"].values():
                 m["loo_lo_min_seed"] = seeds[m["loo_lo_min_seed"]]
+        common = set.intersection(*(set(runs) for runs in groups.values()))
         out[setting] = {"seeds": seeds, "differences": res,
-                        "small_creator_share_by_seed": {arm: [x["small_creator_share"] for x in rs]
-                                                        for arm, rs in runs.items()}}
+                        "small_creator_share_by_seed": {
+                            arm: [x["small_creator_share"] for runs in groups.values() for x in runs[arm]]
+                            for arm in next(iter(groups.values())) if arm in common}}
     return out
 
 

@@ -354,3 +354,23 @@ def test_robust_report_pairs_arms_across_reports() -> None:
         robust_report([one, _report([3, 5, 8, 10], ["q"])], [("tuned", "q")])
     with pytest.raises(ValueError, match="no arm 'z'"):
         robust_report([one], [("tuned", "z")])
+
+
+def test_robust_report_concat_joins_disjoint_seed_sets() -> None:
+    from notefeed.sim.rleval import robust_report
+
+    one, two = _report([3, 5, 8], ["p"]), _report([10, 11, 12], ["p", "q"])
+    out = robust_report([one, two], [("tuned", "p")], concat=True)["stable"]
+    assert out["seeds"] == [3, 5, 8, 10, 11, 12]
+    runs = one["stable"]["runs"]["p"] + two["stable"]["runs"]["p"]
+    want = [x["objective"] - 0.1 * s for x, s in zip(runs, out["seeds"], strict=True)]
+    assert out["differences"][0]["metrics"]["objective"]["mean"] == pytest.approx(np.mean(want))
+    assert len(out["small_creator_share_by_seed"]["p"]) == 6 and "q" not in out["small_creator_share_by_seed"]
+    with pytest.raises(ValueError, match="no arm 'q'"):
+        robust_report([one, two], [("tuned", "q")], concat=True)
+    with pytest.raises(ValueError, match="overlap"):
+        robust_report([one, _report([8, 9, 10], ["p"])], [("tuned", "p")], concat=True)
+    one["stable"]["arms"] = {"tuned": {"exposure": {"name": "policy/fixed", "knobs": {"small_boost": 1.0}}}}
+    two["stable"]["arms"] = {"tuned": {"exposure": {"name": "policy/fixed", "knobs": {"small_boost": 1.5}}}}
+    with pytest.raises(ValueError, match="configured differently"):
+        robust_report([one, two], [("tuned", "p")], concat=True)
