@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from notefeed.data.dataset import Dataset
 from notefeed.eval import metrics as M
 from notefeed.eval.runner import DEFAULT_KS, DEFAULT_MODELS, check_ks, check_models, evaluate_lists
-from notefeed.eval.splits import Split, make_split
+from notefeed.eval.splits import Split, has_seen_target, make_split, seen_items
 from notefeed.eval.stages import EVAL_STAGES
 from notefeed.threads import one_thread, one_thread_for_process
 
@@ -70,14 +70,13 @@ def seen_targets(split: Split) -> tuple[Split, int]:
     the log, so a note with no positive left in training is always a held-out target: no
     collaborative model can rank it, and a pipeline could find it by its empty history, which
     a live catalogue full of new notes would not allow."""
-    seen = np.asarray(split.train.interactions().sum(axis=0)).ravel() > 0
-    t = split.test_items
-    keep = np.array([seen[t.indices[t.indptr[r]: t.indptr[r + 1]]].any() for r in range(len(split.test_users))], bool)
-    if keep.all():
+    keep = has_seen_target(split.test_items, seen_items(split.train))
+    dropped = int((~keep).sum())
+    if not dropped:
         return split, 0
     rows = np.flatnonzero(keep)
     return (Split(split.kind, split.train, split.test_users[rows], split.test_items[rows],
-                  params={**split.params, "unseen_targets_dropped": int((~keep).sum())}), int((~keep).sum()))
+                  params={**split.params, "unseen_targets_dropped": dropped}), dropped)
 
 
 def _interval(hits: np.ndarray) -> float:

@@ -36,7 +36,8 @@ import scipy.sparse as sp
 from notefeed.data.dataset import DataError, Dataset
 from notefeed.schema import POSITIVE_TYPES
 
-__all__ = ["Split", "leave_last_out", "temporal_split", "ratio_split", "make_split", "SPLITS"]
+__all__ = ["Split", "leave_last_out", "temporal_split", "ratio_split", "make_split", "SPLITS", "seen_items",
+           "has_seen_target"]
 
 SPLITS = ("loo", "temporal", "ratio")
 
@@ -80,6 +81,18 @@ def _positives(ds: Dataset, positive_types: Iterable[str] | None) -> pd.DataFram
     if pos.empty:
         raise DataError(f"{ds.name}: no positive events of types {list(types)} to split")
     return pos
+
+
+def seen_items(ds: Dataset) -> np.ndarray:
+    """(n_items,) bool: the notes with at least one positive event in ``ds``."""
+    pos = ds.select_events(POSITIVE_TYPES)["item"].to_numpy() if len(ds.events) else np.empty(0, np.int64)
+    return np.bincount(pos, minlength=ds.n_items)[: ds.n_items] > 0
+
+
+def has_seen_target(test_items: sp.csr_matrix, seen: np.ndarray) -> np.ndarray:
+    """(test users,) bool: whether any of a test user's held-out notes is in ``seen``
+    (:func:`seen_items` of the training log)."""
+    return np.asarray(test_items @ seen.astype(np.float64)).ravel() > 0
 
 
 def _pairs_csr(users: np.ndarray, items: np.ndarray, n_items: int) -> tuple[np.ndarray, sp.csr_matrix]:

@@ -40,7 +40,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from notefeed.data.dataset import Dataset
-from notefeed.schema import POSITIVE_TYPES
+from notefeed.eval.splits import has_seen_target, leave_last_out, seen_items
 from notefeed.threads import one_thread
 
 __all__ = ["train_components", "train_workspace", "TrainError", "COARSE_PREFIXES"]
@@ -156,7 +156,7 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
     # the catalogue holds only notes that occur in the log, so a note with no positive left is
     # always someone's held-out target, and a ranker taught on them learns to find notes by
     # their empty history (on the Taobao head, 81% of test targets have none)
-    known = _seen_items(holds[-1].train) if holds else None
+    known = seen_items(holds[-1].train) if holds else None
     # the earliest held-out target first: its engine is the one on the fitting log
     for j in range(len(holds) - 1, -1, -1) if holds else [0]:
         with tempfile.TemporaryDirectory(prefix="notefeed-train-") as tmp:
@@ -232,8 +232,6 @@ def _holdouts(ds: Dataset, target_groups: int, max_holdouts: int) -> list[Any]:
     ``[1]`` the one before (on ``[0].train``), ... as many as it takes for about
     ``target_groups`` training points (small logs: up to ``max_holdouts``; large: one). The
     channels are fitted on the last one's training log; fewer than 20 users: none."""
-    from notefeed.eval.splits import leave_last_out
-
     first = leave_last_out(ds)
     if len(first.test_users) < 20:
         return []
@@ -296,12 +294,6 @@ def _page_negatives(parent: Dataset, hold: Any) -> dict[int, np.ndarray]:
     return out
 
 
-def _seen_items(ds: Dataset) -> np.ndarray:
-    """(n_items,) bool: the notes with at least one positive event in ``ds``."""
-    pos = ds.select_events(POSITIVE_TYPES)["item"].to_numpy() if len(ds.events) else np.empty(0, np.int64)
-    return np.bincount(pos, minlength=ds.n_items)[: ds.n_items] > 0
-
-
 def _capture(engine: Any, ds: Dataset, hold: Any, max_users: int, seed: int, progress: bool,
              pages: dict[int, np.ndarray] | None = None, known: np.ndarray | None = None
              ) -> tuple[list[tuple[Any, Any, int, float, Any, np.ndarray]], int]:
@@ -318,7 +310,7 @@ def _capture(engine: Any, ds: Dataset, hold: Any, max_users: int, seed: int, pro
     rows = np.arange(len(users))
     unseen = 0
     if known is not None:
-        ok = np.array([known[targets.indices[targets.indptr[r]: targets.indptr[r + 1]]].any() for r in rows], bool)
+        ok = has_seen_target(targets, known)
         unseen, rows = int((~ok).sum()), rows[ok]
     if len(rows) > max_users:
         rows = np.sort(rows[np.random.default_rng(seed).choice(len(rows), max_users, replace=False)])
