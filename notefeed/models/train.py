@@ -5,11 +5,13 @@ feed`` runs on a training split, so the evaluated system is the served one.
 
 1. Recall channels are fitted on the log minus each user's last new positive item (the
    *ranker targets*; users with fewer than two positive items keep everything; a small log
-   holds out the last few, so that the rankers get about 3,000 training points). Serving
-   uses these very fits: a target is then exactly what a served user's next item is, an
-   item the channel models never saw for that user, so ranker training and serving see the
-   same distribution of candidate features. Each held-out point is captured on the log as
-   it was just before it (an engine per hold-out depth, all with the same fitted channels).
+   holds out the last few, so that the rankers get about 3,000 training points): a target
+   is then what a served user's next item is, an item the channel models never saw for that
+   user. Each held-out point is captured on the log as it was just before it (an engine per
+   hold-out depth, all with the same fitted channels). Serving then uses the channels that
+   train in seconds (item-to-item tables, ALS, user-to-user, tags) fitted again on the whole
+   log, with the user's latest notes in them, and the ones that take minutes
+   (``offline_only``: the sequence model) as fitted on the held-out log (``refit``).
 2. When the config names the learned ranker (``rank/ltr``) for the coarse and/or fine stage,
    an :class:`~notefeed.serve.engine.Engine` over that log (clock just after its end) runs the
    configured pipeline for a sample of target users up to the coarse scorer, capturing the
@@ -47,6 +49,9 @@ __all__ = ["train_components", "train_workspace", "TrainError", "COARSE_PREFIXES
 
 #: channels whose batch work a batch engine (``--engine ray``) runs
 ENGINE_CHANNELS = ("item-to-item/swing", "item-to-item/itemcf", "sequence/sasrec")
+
+#: what ``train_components(refit=...)`` accepts (see there)
+REFIT = ("all", "serve", "none")
 
 #: feature families the coarse ranker may use (cheap: no per-candidate model calls)
 COARSE_PREFIXES = ("base.", "user.", "recall.")
@@ -126,18 +131,27 @@ def train_workspace(workspace: str | Path, config: Any = None, seed: int = 0, pr
 def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int = 0,
                      max_rank_users: int = 8000, log: Callable[[str], None] | None = None,
                      target_groups: int = 3000, max_holdouts: int = 5, batch_engine: Any = None,
-                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+                     refit: str = "serve") -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit ``config``'s components on ``ds``; ``(components by config place, report)``.
     ``log`` receives one line per phase. The rankers learn from about ``target_groups``
     (user, next note) points: a small log holds out up to ``max_holdouts`` last notes per
     user (the channels never see them), a large one just the last. ``batch_engine``: fit the
     Swing/ItemCF channels and the sequence model's training sequences on it (:mod:`notefeed.batch`)
     instead of in this process.
+    ``refit``: which logs the channels that train in seconds (all but the ``offline_only``
+    ones, e.g. ``sequence/sasrec``) are fitted on. ``"serve"`` (the default, measured best:
+    README "Feed quality"): captures on the deepest hold-out's fits, the served ones on the
+    whole log; ``"all"``: also each hold-out depth's capture on that depth's log (every
+    candidate feature then comes from channels that saw everything before its target);
+    ``"none"``: the deepest hold-out's fits everywhere. Offline-only channels are always
+    trained once, on the deepest hold-out's log.
     On a log with impressions and request ids, the rankers also learn from the page each
     target was chosen on (:func:`_page_negatives`), unless their ``impression_weight`` is 0."""
     from notefeed.serve.engine import Engine
     from notefeed.serve.factory import LEARNED
 
+    if refit not in REFIT:
+        raise ValueError(f"refit: {refit!r}; one of {list(REFIT)}")
     report: dict[str, Any] = {}
     learned = [s for s, name in (("coarse", config.coarse.scorer), ("fine", config.fine.scorer)) if name == LEARNED]
     t0, c0 = time.perf_counter(), time.process_time()  # wall and this process's CPU seconds
@@ -148,7 +162,7 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
     say("fitting recall channels: " + ", ".join(to_fit) if to_fit else "no recall channels to fit (built-ins only)")
     capture_cfg = config.with_overrides(coarse={"scorer": None}, fine={"scorer": None, "model_dir": None},
                                         rerank={"name": None}, coldstart={"enabled": False})
-    groups: list[tuple[Any, Any, int, float, Any, np.ndarray]] = []
+    groups: list[tuple[Any, ...]] = []  # _capture's tuples + the channels that captured them
     components: dict[str, Any] = {}
     prefit = (_fit_on_engine(config, holds[-1].train if holds else ds, batch_engine, progress)
               if batch_engine is not None else {})
@@ -161,8 +175,11 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
     for j in range(len(holds) - 1, -1, -1) if holds else [0]:
         with tempfile.TemporaryDirectory(prefix="notefeed-train-") as tmp:
             log_j = holds[j].train if holds else ds
-            engine = Engine(log_j, capture_cfg, Path(tmp), fit_offline=True,
-                            fitted=components or prefit or None)
+            # after the deepest depth: the offline-only channels as trained there, the others
+            # refitted on this depth's log by the engine (refit "all") or reused as they are
+            reuse = ({k: v for k, v in components.items() if refit != "all" or _offline_only(v)}
+                     if components else prefit)
+            engine = Engine(log_j, capture_cfg, Path(tmp), fit_offline=True, fitted=reuse or None)
             try:
                 if not components:
                     components = _channel_components(engine.pipelines["default"], config)
@@ -183,10 +200,19 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
                 with one_thread():  # request-sized work: see notefeed.threads
                     got = _capture(engine, log_j, holds[j], max(1, max_rank_users // len(holds)),
                                    seed + j, progress, pages, known)
-                groups += got[0]
+                # the fine stage's channel features come from the channels this capture used
+                chans = _channel_components(engine.pipelines["default"], config)
+                groups += [(*g, chans) for g in got[0]]
                 report["rank_targets_unseen"] = report.get("rank_targets_unseen", 0) + got[1]
             finally:
                 engine.close()
+    report["channel_refit"] = refit
+    if refit != "none":  # the served channels: fitted on the whole log
+        t_re, c_re = time.perf_counter(), time.process_time()
+        components.update(_refit_channels(config, ds, components, batch_engine, progress))
+        report["channels_refit_s"] = time.perf_counter() - t_re
+        report["channels_refit_cpu_s"] = time.process_time() - c_re
+        say(f"channels refitted on the whole log for serving ({report['channels_refit_s']:.1f} s)")
     report["rank_samples_s"] = time.perf_counter() - t0 - report.get("channels_fit_s", 0.0)
     report["rank_samples_cpu_s"] = time.process_time() - c0 - report.get("channels_cpu_s", 0.0)
     report["rank_users"] = len(groups)
@@ -204,6 +230,35 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
         f"CPU seconds: channels {report['channels_cpu_s']:.0f}, samples {report['rank_samples_cpu_s']:.0f}, "
         f"rankers {report['rankers_cpu_s']:.0f})")
     return components, report
+
+
+def _offline_only(component: Any) -> bool:
+    """Whether ``component`` takes minutes to train (its class's ``offline_only``)."""
+    return bool(getattr(type(component), "offline_only", False))
+
+
+def _refit_channels(config: Any, ds: Dataset, components: dict[str, Any], batch_engine: Any,
+                    progress: bool) -> dict[str, Any]:
+    """``components``' channels that are not offline-only, fitted anew on ``ds`` (the
+    item-to-item tables on ``batch_engine`` when given), by config place."""
+    from notefeed.recall.base import CHANNELS
+    from notefeed.serve.factory import create_component
+
+    out: dict[str, Any] = {}
+    for i, ch in enumerate(config.recall.channels):
+        key = f"recall.channels.{i}"
+        if key not in components or _offline_only(components[key]):
+            continue
+        comp = create_component(CHANNELS.get(ch.name), ch.params, f"{key}.params")
+        if batch_engine is not None and ch.name in ENGINE_CHANNELS:
+            comp.engine, comp.progress = batch_engine, progress or comp.progress
+        try:
+            fitted = comp.fit(ds) if ds.n_items else None
+        finally:
+            if batch_engine is not None and ch.name in ENGINE_CHANNELS:
+                comp.engine = None
+        out[key] = comp if fitted is None else fitted
+    return out
 
 
 def _fit_on_engine(config: Any, ds: Dataset, engine: Any, progress: bool) -> dict[str, Any]:
@@ -341,14 +396,14 @@ def _train_rankers(config: Any, groups: list, learned: list[str], components: di
     from notefeed.serve.learned import ChannelFeatures, candidate_features, feature_matrix
 
     c0 = time.process_time()
-    feats = [candidate_features(cat, ctx, cs) for ctx, cs, _, _, cat, _ in groups]
+    feats = [candidate_features(g[4], g[0], g[1]) for g in groups]
     report["coarse_features_cpu_s"] = time.process_time() - c0
     names = sorted({k for f in feats for k in f})
     coarse_model = None
     if "coarse" in learned:
         cnames = [n for n in names if n.startswith(COARSE_PREFIXES)]
         cg = [Group(feature_matrix(f, cnames, len(cs)), pos, ts, neg)
-              for f, (_, cs, pos, ts, _, neg) in zip(feats, groups, strict=True) if pos >= 0]
+              for f, (_, cs, pos, ts, _, neg, *_rest) in zip(feats, groups, strict=True) if pos >= 0]
         params = dict(config.coarse.params or {})
         c0 = time.process_time()
         coarse_model = ListwiseRanker(cnames, LTRConfig(seed=seed, **params)).fit(cg, progress, "coarse ranker")
@@ -360,11 +415,15 @@ def _train_rankers(config: Any, groups: list, learned: list[str], components: di
         return
     c0 = time.process_time()
     reserve = small_creator_reserve(config)
-    hydrate = ChannelFeatures(list(components.values()))
+    hydrates: dict[int, Any] = {}  # one per hold-out depth's channels (or the served ones)
     fine_feats = []
-    for f, (ctx, cs, pos, ts, catalog, neg) in zip(feats, groups, strict=True):
+    for f, (ctx, cs, pos, ts, catalog, neg, *rest) in zip(feats, groups, strict=True):
         if pos < 0:
             continue
+        chans = rest[0] if rest else components
+        hydrate = hydrates.get(id(chans))
+        if hydrate is None:
+            hydrate = hydrates[id(chans)] = ChannelFeatures(list(chans.values()))
         if coarse_model is not None:
             keep = TopK("coarse", config.coarse.keep, "coarse/keep", reserve, catalog)
             cs.columns["coarse"] = coarse_model.predict(feature_matrix(f, coarse_model.feature_names, len(cs)))

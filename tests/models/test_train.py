@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from notefeed.cli import app
@@ -136,3 +137,48 @@ def test_channels_fitted_on_a_batch_engine_equal_the_local_fit():
     np.testing.assert_array_equal(local["recall.channels.0"].item_vectors, sharded["recall.channels.0"].item_vectors)
     same_csr(local["recall.channels.1"].sim, sharded["recall.channels.1"].sim)
     assert all(c.engine is None for c in sharded.values())  # serving updates run in-process
+    # with the rankers: the served Swing table is refitted on the whole log, on the engine too
+    cfg = _config(recall={"channels": channels[1:]})
+    local, _ = train_components(cfg, ds, progress=False)
+    sharded, rep = train_components(cfg, ds, progress=False, batch_engine=ShardedLocal())
+    assert rep["channel_refit"] == "serve" and sharded["recall.channels.0"].engine is None
+    same_csr(local["recall.channels.0"].sim, sharded["recall.channels.0"].sim)
+
+
+def _spy_fits(monkeypatch):
+    """Record (component id, events in the log) for every Swing fit."""
+    from notefeed.recall.item2item import SwingChannel
+
+    seen: list[tuple[int, int]] = []
+    orig = SwingChannel.fit
+
+    def fit(self, ds):
+        seen.append((id(self), len(ds.events)))
+        return orig(self, ds)
+
+    monkeypatch.setattr(SwingChannel, "fit", fit)
+    return seen
+
+
+def test_refit_serves_channels_fitted_on_the_whole_log(monkeypatch):
+    from notefeed.models.train import train_components
+
+    ds = chain_log()
+    seen = _spy_fits(monkeypatch)
+    comps, rep = train_components(_config(), ds, progress=False, refit="all")
+    served = dict(seen)[id(comps["recall.channels.0"])]
+    assert served == len(ds.events) and rep["channel_refit"] == "all"
+    depths = rep["rank_holdouts"]
+    assert depths >= 2  # a small log: several hold-out depths, each captured on its own fit
+    assert len({n for _, n in seen}) == depths + 1 and len(seen) == depths + 1
+
+    seen.clear()  # the default: captures on the deepest log's fit, the served one on the whole log
+    comps, rep = train_components(_config(), ds, progress=False)
+    assert rep["channel_refit"] == "serve" and len(seen) == 2
+    assert dict(seen)[id(comps["recall.channels.0"])] == len(ds.events) and min(n for _, n in seen) < len(ds.events)
+
+    seen.clear()
+    comps, rep = train_components(_config(), ds, progress=False, refit="none")
+    assert len(seen) == 1 and dict(seen)[id(comps["recall.channels.0"])] < len(ds.events)  # the deepest log only
+    with pytest.raises(ValueError, match="refit"):
+        train_components(_config(), ds, progress=False, refit="sometimes")

@@ -127,3 +127,27 @@ def test_impression_term_learns_what_the_page_shows():
     plain = ListwiseRanker(["f0", "f1", "f2"], LTRConfig(epochs=3)).fit(
         [Group(g.x, g.pos, g.ts) for g in _paged_groups(0, n=100)], False)
     assert "valid_page_auc" not in plain.metrics and plain.metrics["train_page_groups"] == 0
+
+
+def test_gate_keeps_a_model_that_beats_its_input_score_and_falls_back_to_one_it_cannot_beat():
+    cfg = LTRConfig(epochs=10, negatives=20, hidden=16, threads=1, gate="base", gate_folds=4)
+    names = ["base", "b", "planted", "d"]
+    # the input score (feature 0) is noise, feature 2 marks the chosen item: the model beats it
+    beats = ListwiseRanker(names, cfg).fit(_groups(600, 30, 0), progress=False)
+    m = beats.metrics
+    assert m["gate_passed"] == 1.0 and m["gate_oof_hr10"] > m["gate_oof_base_hr10"] + 0.3 and m["gate_groups"] == 600
+    x = _groups(1, 30, 9)[0].x
+    assert not np.allclose(beats.predict(x), x[:, 0])
+    # the input score already puts every chosen item first: nothing can beat it, so the model
+    # passes it on exactly (and keeps doing so after a save and load)
+    perfect = _groups(300, 30, 1)
+    for g in perfect:
+        g.x[:, 0] = 0.0
+        g.x[g.pos, 0] = 1.0
+    kept = ListwiseRanker(names, cfg).fit(perfect, progress=False)
+    assert kept.metrics["gate_passed"] == 0.0 and kept.metrics["gate_oof_base_hr10"] == 1.0
+    np.testing.assert_array_equal(kept.predict(x), x[:, 0])
+    back = ListwiseRanker.from_state(*kept.to_state())
+    np.testing.assert_array_equal(back.predict(x), x[:, 0])
+    with pytest.raises(ValueError, match="gate feature"):
+        ListwiseRanker(["a", "b", "c", "d"], cfg).fit(_groups(30, 5, 0), progress=False)
