@@ -171,12 +171,7 @@ class ListwiseRanker:
         n_valid = max(1, int(len(groups) * c.valid_frac))
         train = [groups[i] for i in order[:-n_valid]]
         valid = [groups[i] for i in order[-n_valid:]]
-        allx = np.concatenate([g.x for g in train])
-        self.mean = allx.mean(0).astype(np.float32)
-        self.std = np.maximum(allx.std(0), 1e-6).astype(np.float32)
-        del allx
-        self.net = _Net(len(self.feature_names), c.hidden, self._base_index())
-        opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        opt = self._new_net(train)
         m = c.negatives + 1
         best, best_state, stale, t0 = -1.0, None, 0, time.perf_counter()
         start = best
@@ -188,10 +183,7 @@ class ListwiseRanker:
         epochs_run = best_epoch = 0
         for _ep in bar:
             epochs_run += 1
-            self.net.train()
-            perm = rng.permutation(len(train))
-            for b in range(0, len(perm), c.batch_groups):
-                self._step([train[i] for i in perm[b: b + c.batch_groups]], m, rng, opt)
+            self._epoch(train, m, rng, opt)
             hr = float(np.mean([_hr(self.predict(g.x), g.pos) for g in valid]))
             bar.set_postfix(valid_hr10=f"{hr:.4f}")
             if hr > best:
@@ -219,6 +211,23 @@ class ListwiseRanker:
             self._gate(list(groups), max(1, best_epoch), rng)
             self.metrics["fit_s"] = time.perf_counter() - t0
 
+    def _new_net(self, train: Sequence[Group]) -> torch.optim.Optimizer:
+        """A fresh network with the feature normalisation of ``train``; its optimiser."""
+        allx = np.concatenate([g.x for g in train])
+        self.mean = allx.mean(0).astype(np.float32)
+        self.std = np.maximum(allx.std(0), 1e-6).astype(np.float32)
+        del allx
+        self.net = _Net(len(self.feature_names), self.cfg.hidden, self._base_index())
+        return torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+    def _epoch(self, train: Sequence[Group], m: int, rng: np.random.Generator, opt: torch.optim.Optimizer) -> None:
+        """One pass over ``train`` in random order, ``cfg.batch_groups`` groups a step."""
+        assert self.net is not None
+        self.net.train()
+        perm = rng.permutation(len(train))
+        for b in range(0, len(perm), self.cfg.batch_groups):
+            self._step([train[i] for i in perm[b: b + self.cfg.batch_groups]], m, rng, opt)
+
     def _gate(self, groups: list[Group], epochs: int, rng: np.random.Generator) -> None:
         """Cross-validate against the raw input score ``cfg.gate``; fall back to it unless beaten."""
         c = self.cfg
@@ -232,17 +241,9 @@ class ListwiseRanker:
         for f in range(k):
             train = [g for g, fi in zip(groups, fold, strict=True) if fi != f]
             test = [g for g, fi in zip(groups, fold, strict=True) if fi == f]
-            allx = np.concatenate([g.x for g in train])
-            self.mean = allx.mean(0).astype(np.float32)
-            self.std = np.maximum(allx.std(0), 1e-6).astype(np.float32)
-            del allx
-            self.net = _Net(len(self.feature_names), c.hidden, self._base_index())
-            opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+            opt = self._new_net(train)
             for _ep in range(int(np.ceil(epochs * k / (k - 1)))):  # as many steps as the fit took
-                self.net.train()
-                perm = rng.permutation(len(train))
-                for b in range(0, len(perm), c.batch_groups):
-                    self._step([train[i] for i in perm[b: b + c.batch_groups]], m, rng, opt)
+                self._epoch(train, m, rng, opt)
             hits += [_hr(self.predict(g.x), g.pos) for g in test]
             base += [_hr(np.asarray(g.x[:, gi], np.float32), g.pos) for g in test]
         self.net, self.mean, self.std = kept
