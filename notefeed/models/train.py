@@ -237,49 +237,42 @@ def _offline_only(component: Any) -> bool:
     return bool(getattr(type(component), "offline_only", False))
 
 
+def _fit_channel(config: Any, i: int, ds: Dataset, engine: Any, progress: bool) -> Any:
+    """Channel ``i`` of ``config`` created anew and fitted on ``ds``; its batch work (Swing /
+    ItemCF tables, the sequence model's training sequences) on ``engine`` when given."""
+    from notefeed.recall.base import CHANNELS
+    from notefeed.serve.factory import _fit, create_component
+
+    ch = config.recall.channels[i]
+    comp = create_component(CHANNELS.get(ch.name), ch.params, f"recall.channels.{i}.params")
+    on_engine = engine is not None and ch.name in ENGINE_CHANNELS
+    if on_engine:
+        comp.engine, comp.progress = engine, progress or comp.progress
+    try:
+        return _fit(comp, ds)
+    finally:
+        if on_engine:
+            comp.engine = None  # incremental updates at serving time run in-process
+
+
 def _refit_channels(config: Any, ds: Dataset, components: dict[str, Any], batch_engine: Any,
                     progress: bool) -> dict[str, Any]:
     """``components``' channels that are not offline-only, fitted anew on ``ds`` (the
     item-to-item tables on ``batch_engine`` when given), by config place."""
-    from notefeed.recall.base import CHANNELS
-    from notefeed.serve.factory import create_component
-
-    out: dict[str, Any] = {}
-    for i, ch in enumerate(config.recall.channels):
-        key = f"recall.channels.{i}"
-        if key not in components or _offline_only(components[key]):
-            continue
-        comp = create_component(CHANNELS.get(ch.name), ch.params, f"{key}.params")
-        if batch_engine is not None and ch.name in ENGINE_CHANNELS:
-            comp.engine, comp.progress = batch_engine, progress or comp.progress
-        try:
-            fitted = comp.fit(ds) if ds.n_items else None
-        finally:
-            if batch_engine is not None and ch.name in ENGINE_CHANNELS:
-                comp.engine = None
-        out[key] = comp if fitted is None else fitted
-    return out
+    return {f"recall.channels.{i}": _fit_channel(config, i, ds, batch_engine, progress)
+            for i in range(len(config.recall.channels))
+            if f"recall.channels.{i}" in components and not _offline_only(components[f"recall.channels.{i}"])}
 
 
 def _fit_on_engine(config: Any, ds: Dataset, engine: Any, progress: bool) -> dict[str, Any]:
     """The config's channels that have batch work fitted on ``ds`` with ``engine`` (Swing /
     ItemCF tables; the sequence model's training sequences, its training itself here), by
     config place."""
-    from notefeed.recall.base import CHANNELS
-    from notefeed.serve.factory import create_component, load_stage_components
+    from notefeed.serve.factory import load_stage_components
 
     load_stage_components()
-    out: dict[str, Any] = {}
-    for i, ch in enumerate(config.recall.channels):
-        if ch.name in ENGINE_CHANNELS:
-            comp = create_component(CHANNELS.get(ch.name), ch.params, f"recall.channels.{i}.params")
-            comp.engine, comp.progress = engine, progress or comp.progress
-            try:
-                comp.fit(ds)
-            finally:
-                comp.engine = None  # incremental updates at serving time run in-process
-            out[f"recall.channels.{i}"] = comp
-    return out
+    return {f"recall.channels.{i}": _fit_channel(config, i, ds, engine, progress)
+            for i, ch in enumerate(config.recall.channels) if ch.name in ENGINE_CHANNELS}
 
 
 def _holdouts(ds: Dataset, target_groups: int, max_holdouts: int) -> list[Any]:
@@ -403,7 +396,7 @@ def _train_rankers(config: Any, groups: list, learned: list[str], components: di
     if "coarse" in learned:
         cnames = [n for n in names if n.startswith(COARSE_PREFIXES)]
         cg = [Group(feature_matrix(f, cnames, len(cs)), pos, ts, neg)
-              for f, (_, cs, pos, ts, _, neg, *_rest) in zip(feats, groups, strict=True) if pos >= 0]
+              for f, (_, cs, pos, ts, _, neg, _chans) in zip(feats, groups, strict=True) if pos >= 0]
         params = dict(config.coarse.params or {})
         c0 = time.process_time()
         coarse_model = ListwiseRanker(cnames, LTRConfig(seed=seed, **params)).fit(cg, progress, "coarse ranker")
@@ -415,12 +408,11 @@ def _train_rankers(config: Any, groups: list, learned: list[str], components: di
         return
     c0 = time.process_time()
     reserve = small_creator_reserve(config)
-    hydrates: dict[int, Any] = {}  # one per hold-out depth's channels (or the served ones)
+    hydrates: dict[int, Any] = {}  # one per hold-out depth's channels
     fine_feats = []
-    for f, (ctx, cs, pos, ts, catalog, neg, *rest) in zip(feats, groups, strict=True):
+    for f, (ctx, cs, pos, ts, catalog, neg, chans) in zip(feats, groups, strict=True):
         if pos < 0:
             continue
-        chans = rest[0] if rest else components
         hydrate = hydrates.get(id(chans))
         if hydrate is None:
             hydrate = hydrates[id(chans)] = ChannelFeatures(list(chans.values()))
