@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from notefeed.data.dataset import Dataset
-from notefeed.rank.optim import RowwiseAdam, split_params
+from notefeed.rank.optim import RowwiseAdam, adamw, split_params
 from notefeed.recall._common import excluded_items, positive_log, topk, user_histories
 from notefeed.recall._sasrec_net import SASRecNet, full_ce_loss, sampled_ce_loss, sampled_ce_loss_sparse
 from notefeed.recall.ann import ANN_KEY, AnnIndex, ann_over
@@ -235,9 +235,9 @@ class SASRecChannel:
         self.sparse_used = sparse
         net.item.sparse = sparse
         if not sparse:
-            return [torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)]
+            return [adamw(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)]
         sp, de = split_params(net)
-        dense = torch.optim.AdamW(de, lr=self.lr, weight_decay=self.weight_decay)
+        dense = adamw(de, lr=self.lr, weight_decay=self.weight_decay)
         beta1 = dense.defaults["betas"][0]
         slr = self.sparse_lr if self.sparse_lr is not None else self.lr / (1 - beta1)
         return [dense, RowwiseAdam(sp, lr=slr, betas=dense.defaults["betas"], weight_decay=self.weight_decay)]

@@ -258,3 +258,25 @@ def test_held_out_notes_nobody_else_engaged_with_are_left_out_of_scoring_and_tra
     assert by["pipeline"]["unseen_targets_dropped"] == by["pop"]["unseen_targets_dropped"] == 12
     assert by["pipeline"]["test_users"] == by["pop"]["test_users"] == 88
     assert by["pipeline"]["train_report"]["rank_targets_unseen"] >= 12
+
+
+def test_baselines_fitted_in_a_forked_process_give_the_same_rows():
+    """The baselines fit in a forked process while the funnel trains (``workers > 1``): the
+    same lists as fitting them here, in the requested order, before the pipeline row."""
+    from notefeed.eval.feed import _baselines
+    from notefeed.eval.splits import make_split
+
+    ds = chain_log(n_users=80)
+    split = make_split(ds, "loo")
+    train = split.train.interactions()
+    names = ["itemknn", "pop", "als"]
+    with _baselines(names, split, train, 10, 0, background=False) as here:
+        assert [n for n, _, _ in here] == names  # filled before the block
+    with _baselines(names, split, train, 10, 0, background=True) as forked:
+        assert forked == []  # filled when the block ends
+    assert [n for n, _, _ in forked] == names
+    for (_, t1, a), (_, t2, b) in zip(here, forked, strict=True):
+        assert t1 > 0 and t2 > 0
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(KeyError), _baselines(["pop"], split, train, 10, 0, background=True):
+        raise KeyError("a failing fit in the block stops the forked process")
