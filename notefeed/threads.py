@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["one_thread", "one_thread_for_process", "serving_process", "freeze_heap"]
+__all__ = ["one_thread", "one_thread_for_process", "serving_process", "freeze_heap", "default_workers"]
 
 _PROCESS_LIMITS: Any = None  # kept alive for the life of the process
 _SERVING = False
@@ -81,3 +81,11 @@ def freeze_heap() -> float | None:
     gc.collect()
     gc.freeze()
     return (time.perf_counter() - t0) * 1e3
+
+
+def default_workers() -> int:
+    """Forked processes for request-sized work (the feed evaluation's pages, the rankers'
+    training samples): every core, at most 4; 1 where ``fork`` is not available."""
+    import multiprocessing as mp
+
+    return max(1, min(4, os.cpu_count() or 1)) if "fork" in mp.get_all_start_methods() else 1

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
-import os
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -46,7 +45,7 @@ from notefeed.eval import metrics as M
 from notefeed.eval.runner import DEFAULT_KS, DEFAULT_MODELS, check_ks, check_models, evaluate_lists
 from notefeed.eval.splits import Split, has_seen_target, make_split, seen_items
 from notefeed.eval.stages import EVAL_STAGES
-from notefeed.threads import one_thread, one_thread_for_process
+from notefeed.threads import default_workers, one_thread, one_thread_for_process
 
 __all__ = ["feed_stage", "evaluate_feed", "reseeded", "summarize_seeds", "run_feed", "run_feed_sharded", "subsample_split", "STAGE_LABELS"]
 
@@ -167,11 +166,6 @@ def _stored_chunk(shared: dict[str, Any], users: np.ndarray) -> dict[str, Any]:
         return _feed_chunk(engine, ids, users, int(shared["n"]))
 
 
-def default_workers() -> int:
-    """Processes for the page requests: every core, at most 4 (``fork`` only)."""
-    return max(1, min(4, os.cpu_count() or 1)) if "fork" in mp.get_all_start_methods() else 1
-
-
 def run_feed(engine: Any, ds: Dataset, users: np.ndarray, n: int, progress: bool = True, workers: int = 1,
              chunk: int = 256) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, float]]:
     """Ask ``engine`` for the page of every user; (pages (n_users, n), stage orders, timing).
@@ -274,7 +268,8 @@ def evaluate_feed(ds: Dataset, config: Any = None, models: Sequence[str] = DEFAU
     # sequence/sasrec, uses one core): the same fits and lists, ~30 s less wall time on Beauty
     with _baselines(names, split, train, max(ks), seed, background=workers > 1) as baseline_results:
         t0 = time.perf_counter()
-        fitted, report = train_components(cfg, split.train, progress=progress, seed=seed)  # the rankers; channels: config
+        fitted, report = train_components(cfg, split.train, progress=progress, seed=seed,  # channels: config
+                                          workers=workers)
         fit_s = time.perf_counter() - t0
     rows: list[dict[str, Any]] = []
     for name, took, recs in baseline_results:

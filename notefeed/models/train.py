@@ -31,6 +31,7 @@ feed`` runs on a training split, so the evaluated system is the served one.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing as mp
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,7 +44,7 @@ from tqdm.auto import tqdm
 
 from notefeed.data.dataset import Dataset
 from notefeed.eval.splits import has_seen_target, leave_last_out, seen_items
-from notefeed.threads import one_thread
+from notefeed.threads import default_workers, one_thread, one_thread_for_process
 
 __all__ = ["train_components", "train_workspace", "TrainError", "COARSE_PREFIXES"]
 
@@ -110,7 +111,8 @@ def train_workspace(workspace: str | Path, config: Any = None, seed: int = 0, pr
     t0 = time.perf_counter()
     try:
         components, report = train_components(cfg, ds, progress=progress, seed=seed,
-                                              max_rank_users=max_rank_users, log=say, batch_engine=batch_engine)
+                                              max_rank_users=max_rank_users, log=say, batch_engine=batch_engine,
+                                              workers=default_workers())
     except (ValueError, ConfigError) as e:
         raise TrainError("--config", str(e)) from None
     # per-model metrics (the rankers'); the channel names and fit times stay in train_report
@@ -131,7 +133,7 @@ def train_workspace(workspace: str | Path, config: Any = None, seed: int = 0, pr
 def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int = 0,
                      max_rank_users: int = 8000, log: Callable[[str], None] | None = None,
                      target_groups: int = 3000, max_holdouts: int = 5, batch_engine: Any = None,
-                     refit: str = "serve") -> tuple[dict[str, Any], dict[str, Any]]:
+                     refit: str = "serve", workers: int = 1) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit ``config``'s components on ``ds``; ``(components by config place, report)``.
     ``log`` receives one line per phase. The rankers learn from about ``target_groups``
     (user, next note) points: a small log holds out up to ``max_holdouts`` last notes per
@@ -144,7 +146,9 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
     whole log; ``"all"``: also each hold-out depth's capture on that depth's log (every
     candidate feature then comes from channels that saw everything before its target);
     ``"none"``: the deepest hold-out's fits everywhere. Offline-only channels are always
-    trained once, on the deepest hold-out's log.
+    trained once, on the deepest hold-out's log. ``workers``: forked processes that run the
+    pipeline for the rankers' samples (the same samples; ``notefeed train`` and the feed
+    evaluation use every core, at most 4).
     On a log with impressions and request ids, the rankers also learn from the page each
     target was chosen on (:func:`_page_negatives`), unless their ``impression_weight`` is 0."""
     from notefeed.serve.engine import Engine
@@ -199,7 +203,7 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
                 pages = _page_negatives(parent, holds[j]) if use_pages else {}
                 with one_thread():  # request-sized work: see notefeed.threads
                     got = _capture(engine, log_j, holds[j], max(1, max_rank_users // len(holds)),
-                                   seed + j, progress, pages, known)
+                                   seed + j, progress, pages, known, workers)
                 # the fine stage's channel features come from the channels this capture used
                 chans = _channel_components(engine.pipelines["default"], config)
                 groups += [(*g, chans) for g in got[0]]
@@ -343,7 +347,7 @@ def _page_negatives(parent: Dataset, hold: Any) -> dict[int, np.ndarray]:
 
 
 def _capture(engine: Any, ds: Dataset, hold: Any, max_users: int, seed: int, progress: bool,
-             pages: dict[int, np.ndarray] | None = None, known: np.ndarray | None = None
+             pages: dict[int, np.ndarray] | None = None, known: np.ndarray | None = None, workers: int = 1
              ) -> tuple[list[tuple[Any, Any, int, float, Any, np.ndarray]], int]:
     """((ctx, candidate set entering the first scorer, row of the target or -1, the user's last
     event time before the target (orders the validation split), the engine's catalogue, rows
@@ -352,7 +356,10 @@ def _capture(engine: Any, ds: Dataset, hold: Any, max_users: int, seed: int, pro
 
     ``pages`` (:func:`_page_negatives`): the notes of a user's target page count as not yet
     seen, as they were when that page was served, so recall may return them and they keep
-    the features a served candidate has."""
+    the features a served candidate has. ``workers > 1``: that many forked processes ask
+    the engine (a copy-on-write image of it) for chunks of the users, one thread each, as
+    the feed evaluation's workers do; the same samples in the same order."""
+    global _CAPTURING
     users = hold.test_users
     targets = hold.test_items
     rows = np.arange(len(users))
@@ -362,23 +369,53 @@ def _capture(engine: Any, ds: Dataset, hold: Any, max_users: int, seed: int, pro
         unseen, rows = int((~ok).sum()), rows[ok]
     if len(rows) > max_users:
         rows = np.sort(rows[np.random.default_rng(seed).choice(len(rows), max_users, replace=False)])
-    ids = ds.users["user_id"].astype(str).to_numpy()
     first_scorer = next(s.name for s in engine.pipelines["default"].steps if s.kind == "scorer")
-    last_ts = ds.events.groupby("user")["ts"].max()
+    _CAPTURING = (engine, ds.users["user_id"].astype(str).to_numpy(), users, targets, pages or {},
+                  ds.events.groupby("user")["ts"].max(), first_scorer)
+    chunks = [rows[i: i + CAPTURE_CHUNK] for i in range(0, len(rows), CAPTURE_CHUNK)]
+    bar = tqdm(total=len(rows), desc="rank samples", disable=None if progress else True, leave=False)
+    out: list[tuple[Any, Any, int, float, Any, np.ndarray]] = []
+    try:
+        if workers > 1 and len(chunks) > 1 and "fork" in mp.get_all_start_methods():
+            with mp.get_context("fork").Pool(min(workers, len(chunks)), initializer=one_thread_for_process) as pool:
+                parts = pool.imap(_captured_chunk, chunks)  # in order
+                for part in parts:
+                    out += part
+                    bar.update(len(part))
+        else:
+            for c in chunks:
+                out += _captured_chunk(c)
+                bar.update(len(c))
+    finally:
+        _CAPTURING = None
+        bar.close()
+    return [(ctx, cs, hit, ts, engine.catalog, neg) for ctx, cs, hit, ts, neg in out], unseen
+
+
+#: users per task of a forked capture
+CAPTURE_CHUNK = 128
+#: (engine, user ids, test users, test items, pages, last event time per user, first scorer)
+#: of the capture in progress, inherited by its forked workers
+_CAPTURING: tuple[Any, ...] | None = None
+
+
+def _captured_chunk(rows: np.ndarray) -> list[tuple[Any, Any, int, float, np.ndarray]]:
+    """:func:`_capture`'s samples (without the catalogue) for the test rows ``rows``."""
+    assert _CAPTURING is not None
+    engine, ids, users, targets, pages, last_ts, first_scorer = _CAPTURING
     out = []
-    for r in tqdm(rows, desc="rank samples", disable=None if progress else True, leave=False):
+    for r in rows:
         u = int(users[r])
         ctx = engine.context(str(ids[u]))
-        neg = pages.get(u) if pages else None
+        neg = pages.get(u)
         if neg is not None:
             ctx = dataclasses.replace(ctx, seen=ctx.seen[~np.isin(ctx.seen, neg)])
-        res = engine.pipelines["default"].run(ctx, 10, stop_before=first_scorer)
-        cs = res.candidates
+        cs = engine.pipelines["default"].run(ctx, 10, stop_before=first_scorer).candidates
         tgt = targets.indices[targets.indptr[r]: targets.indptr[r + 1]]
         hit = np.flatnonzero(np.isin(cs.items, tgt))
         negrows = np.flatnonzero(np.isin(cs.items, neg)) if neg is not None else np.empty(0, np.int64)
-        out.append((ctx, cs, int(hit[0]) if len(hit) else -1, float(last_ts.get(u, 0)), engine.catalog, negrows))
-    return out, unseen
+        out.append((ctx, cs, int(hit[0]) if len(hit) else -1, float(last_ts.get(u, 0)), negrows))
+    return out
 
 
 def _train_rankers(config: Any, groups: list, learned: list[str], components: dict[str, Any],

@@ -182,3 +182,44 @@ def test_refit_serves_channels_fitted_on_the_whole_log(monkeypatch):
     assert len(seen) == 1 and dict(seen)[id(comps["recall.channels.0"])] < len(ds.events)  # the deepest log only
     with pytest.raises(ValueError, match="refit"):
         train_components(_config(), ds, progress=False, refit="sometimes")
+
+
+def test_rank_samples_captured_by_forked_workers_equal_one_process(monkeypatch):
+    """``workers=2`` runs the pipeline for the rankers' samples in two forked processes: the
+    same samples in the same order, so the same trained rankers (on a log with pages, so the
+    passed-over rows travel too)."""
+    import numpy as np
+    import pandas as pd
+
+    import notefeed.models.train as train
+    from notefeed.data.dataset import Dataset
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for u in range(90):
+        start = int(rng.integers(60))
+        for t in range(6):
+            nxt = f"n{(start + t) % 60}"
+            for k, n in enumerate([nxt, *(f"n{int(i)}" for i in rng.choice(60, 3, replace=False))]):
+                rows.append((f"u{u}", n, 1_700_000_000 + 100 * t + k, "impression", f"r{u}-{t}"))
+            rows.append((f"u{u}", nxt, 1_700_000_000 + 100 * t + 9, "click", f"r{u}-{t}"))
+    ds = Dataset.build("paged", pd.DataFrame(rows, columns=["user_id", "note_id", "ts", "type", "request_id"]))
+    on = {"params": {"epochs": 3, "threads": 1, "impression_weight": 1.0}}
+    cfg = _config(coarse={**_config().coarse.model_dump(), **on}, fine={**_config().fine.model_dump(), **on})
+    monkeypatch.setattr(train, "CAPTURE_CHUNK", 16)  # several tasks per worker
+    forks = []
+    real = train.mp.get_context
+    monkeypatch.setattr(train.mp, "get_context", lambda method: forks.append(method) or real(method))
+    one, rep1 = train.train_components(cfg, ds, progress=False, workers=1)
+    assert forks == []
+    two, rep2 = train.train_components(cfg, ds, progress=False, workers=2)
+    assert forks and set(forks) == {"fork"}  # one pool per hold-out depth
+    assert rep1["rank_users"] == rep2["rank_users"] > 100 and rep2["rank_impression_pages"] > 0
+    for key in ("rank_target_recalled", "rank_impression_pages", "rank_targets_unseen"):
+        assert rep1[key] == rep2[key]
+    for stage in ("coarse", "fine"):
+        strip = {k: v for k, v in rep1[stage].items() if not k.endswith("_s")}
+        assert strip == {k: v for k, v in rep2[stage].items() if not k.endswith("_s")}
+        w1 = one[stage].to_state()[1]
+        w2 = two[stage].to_state()[1]
+        assert w1.keys() == w2.keys() and all(np.array_equal(w1[k], w2[k]) for k in w1)
