@@ -172,6 +172,9 @@ def create_app(engine: Engine) -> FastAPI:
                 k: (None if isinstance(v, float) and v != v else v) for k, v in engine.coldstart.summary().items()},
             # the fine ranker trained beside serving (online.train); null when off
             "online_train": None if engine.online_ltr is None else engine.online_ltr.stats(),
+            # note search: index ready (it is built in the background), its last error, and the
+            # fusion that ranks its pages (GET /v1/search/status has the details)
+            "search": search.health(),
         }
 
     @app.get("/metrics", response_class=PlainTextResponse)

@@ -180,6 +180,12 @@ class SearchService:
         finally:
             self._ready.set()
 
+    def health(self) -> dict[str, Any]:
+        """The cheap part of :meth:`status` for ``/healthz``: ``ready``, ``error`` and
+        ``fusion`` (which fusion ranks the pages: rrf / learned; null until the index is ready)."""
+        p = self.pipeline
+        return {"ready": p is not None, "error": self.error, "fusion": p.serving_fusion() if p is not None else None}
+
     def status(self) -> dict[str, Any]:
         """The index's state and which fusion ranks the pages (``GET /v1/search/status``)."""
         p = self.pipeline

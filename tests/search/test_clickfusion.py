@@ -131,6 +131,8 @@ def test_serving_loads_and_reports_the_trained_fusion(tmp_path: Path) -> None:
             assert st["ready"] and st["fusion"]["fusion"] == "learned" and st["fusion"]["configured"] == "auto"
             assert st["fusion"]["learned"]["counts"]["valid_pages"] == rep.counts["valid_pages"]
             assert st["log"]["searches"] >= 0
+            h = c.get("/healthz").json()["search"]  # the health check says which fusion serves
+            assert h == {"ready": True, "error": None, "fusion": "learned"}
         assert (ws / "search" / "catalog.json").exists() and (ws / "search" / "fusion.json").exists()
     finally:
         e.search.close()
@@ -147,6 +149,7 @@ def test_serving_loads_and_reports_the_trained_fusion(tmp_path: Path) -> None:
             assert st["fusion"]["learned"]["source"] == "search log"
             if want == "rrf":
                 assert st["fusion"]["fusion"] == "rrf" and "rrf is configured" in st["fusion"]["reason"]
+            assert c.get("/healthz").json()["search"]["fusion"] == st["fusion"]["fusion"]
     finally:
         e.search.close()
         e.close()

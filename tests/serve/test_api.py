@@ -20,6 +20,7 @@ def test_healthz_and_docs(client: TestClient) -> None:
     # no trained model version in this workspace: the built-in fallback, and it says so
     assert h["status"] == "degraded" and h["fallback"] is True and h["notes"] == 2000
     assert "selector:builtin/author-cap" in h["pipelines"]["default"]
+    assert set(h["search"]) == {"ready", "error", "fusion"} and h["search"]["error"] is None
     assert client.get("/docs").status_code == 200
     assert "/v1/feed" in client.get("/openapi.json").json()["paths"]
 
