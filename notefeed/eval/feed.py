@@ -253,6 +253,7 @@ def evaluate_feed(ds: Dataset, config: Any = None, models: Sequence[str] = DEFAU
     from notefeed.serve.config import ServeConfig
     from notefeed.serve.engine import Engine
 
+    t_all = time.perf_counter()
     cfg = config if config is not None else ServeConfig()
     ks = check_ks(ks)
     split, unseen = seen_targets(make_split(ds, "loo"))
@@ -320,6 +321,8 @@ def evaluate_feed(ds: Dataset, config: Any = None, models: Sequence[str] = DEFAU
                 b = float(best.get(f"{m}@{k}", float("nan")))
                 row[f"{m}@{k}_vs_best"] = float(row[f"{m}@{k}"]) / b if b > 0 else float("nan")
         row["best_baseline"] = best["model"]
+    # the whole evaluation of this dataset: split, baselines, fitting, pages, scoring
+    row["eval_s"] = time.perf_counter() - t_all
     rows.append(row)
     return rows
 

@@ -56,6 +56,7 @@ def test_learned_funnel_beats_popularity_and_reports_every_stage():
         assert f"stage.{stage}.hit@10" in pipe
     assert pipe["stage.recall.hit@all"] >= pipe["stage.page.hit@10"]
     assert pipe["hit@10_ci95"] > 0 and pipe["best_baseline"] in ("pop", "itemknn")
+    assert pipe["eval_s"] > pipe["fit_s"] + pipe["recommend_s"]  # the whole evaluation, timed
     # the rankers were trained on our own recall's candidates, with saved validation metrics
     rep = pipe["train_report"]
     assert rep["fine"]["valid_hr10_in_candidates"] >= 0 and rep["rank_users"] > 50
