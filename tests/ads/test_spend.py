@@ -127,10 +127,15 @@ def test_two_engines_share_one_budget(redis_url: str, prefix: str, tmp_path: Pat
         prices: list[float] = []
         charged = [0.0, 0.0]
 
+        # both engines click in the same rounds: free-running, one thread could spend the whole
+        # budget before the other's first click on a busy machine (then nothing is shared)
+        rounds = threading.Barrier(2, timeout=120)
+
         def worker(k: int) -> None:
             c = clients[k]
             for u in range(60):
                 body = c.get("/v1/feed", params={"user_id": f"u{(u + 30 * k) % 60}", "n": 20}).json()
+                rounds.wait()
                 for a in body.get("ads", []):
                     prices.append(a["ad"]["price"])
                     r = c.post("/v1/ads/events", headers=AUTH,
