@@ -22,11 +22,12 @@ from __future__ import annotations
 import gc
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["one_thread", "one_thread_for_process", "serving_process", "freeze_heap", "default_workers"]
+__all__ = ["one_thread", "one_thread_for_process", "serving_process", "freeze_heap", "default_workers",
+           "forked_imap"]
 
 _PROCESS_LIMITS: Any = None  # kept alive for the life of the process
 _SERVING = False
@@ -89,3 +90,20 @@ def default_workers() -> int:
     import multiprocessing as mp
 
     return max(1, min(4, os.cpu_count() or 1)) if "fork" in mp.get_all_start_methods() else 1
+
+
+def forked_imap(fn: Callable[[Any], Any], tasks: Sequence[Any], workers: int) -> Iterator[Any]:
+    """``fn(task)`` for every task, in order: in ``min(workers, len(tasks))`` forked processes
+    when that is more than one (and ``fork`` exists), otherwise here. The workers inherit the
+    caller's memory at the fork (set module state before the first item is asked for, and keep
+    it until the last), and run one BLAS/torch thread each: OpenBLAS re-creates its spinning
+    pool after a fork, and a pool per worker stalls every small product."""
+    import multiprocessing as mp
+
+    n = min(workers, len(tasks))
+    if n > 1 and "fork" in mp.get_all_start_methods():
+        with mp.get_context("fork").Pool(n, initializer=one_thread_for_process) as pool:
+            yield from pool.imap(fn, tasks)
+    else:
+        for t in tasks:
+            yield fn(t)

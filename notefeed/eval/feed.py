@@ -45,7 +45,7 @@ from notefeed.eval import metrics as M
 from notefeed.eval.runner import DEFAULT_KS, DEFAULT_MODELS, check_ks, check_models, evaluate_lists
 from notefeed.eval.splits import Split, has_seen_target, make_split, seen_items
 from notefeed.eval.stages import EVAL_STAGES
-from notefeed.threads import default_workers, one_thread, one_thread_for_process
+from notefeed.threads import default_workers, forked_imap, one_thread, one_thread_for_process
 
 __all__ = ["feed_stage", "evaluate_feed", "reseeded", "summarize_seeds", "run_feed", "run_feed_sharded", "subsample_split", "STAGE_LABELS"]
 
@@ -182,21 +182,13 @@ def run_feed(engine: Any, ds: Dataset, users: np.ndarray, n: int, progress: bool
     bar = tqdm(total=len(users), desc=f"{ds.name}: feed", disable=None if progress else True, leave=False)
     parts: list[dict[str, Any]] = []
     workers = max(1, min(workers, len(chunks)))
-    if workers > 1:
-        _FORKED = (engine, ids, n)
-        try:
-            # one BLAS/torch thread per worker: OpenBLAS re-creates its spinning pool after a
-            # fork, and a pool per worker stalls every small product (notefeed.threads)
-            with mp.get_context("fork").Pool(workers, initializer=one_thread_for_process) as pool:
-                for part in pool.imap(_forked_chunk, chunks):  # in order
-                    parts.append(part)
-                    bar.update(len(part["pages"]))
-        finally:
-            _FORKED = None
-    else:
-        for c in chunks:
-            parts.append(_feed_chunk(engine, ids, c, n))
-            bar.update(len(c))
+    _FORKED = (engine, ids, n)
+    try:
+        for part in forked_imap(_forked_chunk, chunks, workers):
+            parts.append(part)
+            bar.update(len(part["pages"]))
+    finally:
+        _FORKED = None
     bar.close()
     return _merge_parts(parts, len(users), n, workers)
 

@@ -31,7 +31,6 @@ feed`` runs on a training split, so the evaluated system is the served one.
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing as mp
 import tempfile
 import time
 from collections.abc import Callable
@@ -44,7 +43,7 @@ from tqdm.auto import tqdm
 
 from notefeed.data.dataset import Dataset
 from notefeed.eval.splits import has_seen_target, leave_last_out, seen_items
-from notefeed.threads import default_workers, one_thread, one_thread_for_process
+from notefeed.threads import default_workers, forked_imap, one_thread
 
 __all__ = ["train_components", "train_workspace", "TrainError", "COARSE_PREFIXES"]
 
@@ -376,16 +375,9 @@ def _capture(engine: Any, ds: Dataset, hold: Any, max_users: int, seed: int, pro
     bar = tqdm(total=len(rows), desc="rank samples", disable=None if progress else True, leave=False)
     out: list[tuple[Any, Any, int, float, Any, np.ndarray]] = []
     try:
-        if workers > 1 and len(chunks) > 1 and "fork" in mp.get_all_start_methods():
-            with mp.get_context("fork").Pool(min(workers, len(chunks)), initializer=one_thread_for_process) as pool:
-                parts = pool.imap(_captured_chunk, chunks)  # in order
-                for part in parts:
-                    out += part
-                    bar.update(len(part))
-        else:
-            for c in chunks:
-                out += _captured_chunk(c)
-                bar.update(len(c))
+        for part in forked_imap(_captured_chunk, chunks, workers):
+            out += part
+            bar.update(len(part))
     finally:
         _CAPTURING = None
         bar.close()

@@ -207,9 +207,11 @@ def test_rank_samples_captured_by_forked_workers_equal_one_process(monkeypatch):
     on = {"params": {"epochs": 3, "threads": 1, "impression_weight": 1.0}}
     cfg = _config(coarse={**_config().coarse.model_dump(), **on}, fine={**_config().fine.model_dump(), **on})
     monkeypatch.setattr(train, "CAPTURE_CHUNK", 16)  # several tasks per worker
+    import multiprocessing
+
     forks = []
-    real = train.mp.get_context
-    monkeypatch.setattr(train.mp, "get_context", lambda method: forks.append(method) or real(method))
+    real = multiprocessing.get_context
+    monkeypatch.setattr(multiprocessing, "get_context", lambda method: forks.append(method) or real(method))
     one, rep1 = train.train_components(cfg, ds, progress=False, workers=1)
     assert forks == []
     two, rep2 = train.train_components(cfg, ds, progress=False, workers=2)
