@@ -51,7 +51,7 @@ from notefeed.search.rewrite import MinedRewrites
 __all__ = ["evaluate_ads", "run_seed", "METHODS", "PCTR_KINDS", "CLOSED_LOOP_LOADS", "CLOSED_LOOP"]
 
 #: ``ads.load`` values that run in the closed-loop feed simulator rather than the ad simulator
-CLOSED_LOOP_LOADS = ("feed", "feed-recall", "search-recall")
+CLOSED_LOOP_LOADS = ("feed", "feed-recall", "search-recall", "serving-pctr")
 #: load -> ``fn(seeds, quick, opts) -> rows`` (``opts``: the ``ads`` params); the studies live in
 #: the simulator (:mod:`notefeed.sim.ads_feed`, :mod:`notefeed.sim.ads_search`), which registers
 #: them here when imported: the ads stage does not import the simulator
@@ -582,6 +582,10 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
     organic cost of search ads, keyword-only vs + semantic recall at equal ad load, with organic
     search results and ads in one closed loop (:mod:`notefeed.sim.ads_search`; ``ads.user``: a JSON
     object of :class:`~notefeed.sim.ads_search.SearchUser` fields for the simulated user).
+    ``ads.load=serving-pctr`` runs serving's own ad path (``AdServer``) on the ad simulator's
+    world for a logging day, trains the efficiency model on the impressions it logged
+    (``notefeed ads train-pctr``) and compares the heuristic and the trained pCTR on a second
+    day (:mod:`notefeed.sim.ads_serving`).
 
     ``ads.pctr``: the efficiency model's features, ``evidence`` (default: the basic ones and every
     recall channel's score for the pair), ``basic`` (text cosine, keyword match, ad CTR) or
@@ -603,9 +607,9 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
     if pctr not in (*PCTR_KINDS, "both"):
         raise ValueError(f"--param: ads.pctr must be {', '.join(PCTR_KINDS)} or both, got {pctr!r}")
     load = opts.get("load", "natural")
-    if load not in ("natural", "equal", "reserve", "pcvr", "feed", "feed-recall", "search-recall"):
-        raise ValueError("--param: ads.load must be natural, equal, reserve, pcvr, feed, feed-recall or search-recall, "
-                         f"got {load!r}")
+    if load not in ("natural", "equal", "reserve", "pcvr", *CLOSED_LOOP_LOADS):
+        raise ValueError("--param: ads.load must be natural, equal, reserve, pcvr, feed, feed-recall, search-recall "
+                         f"or serving-pctr, got {load!r}")
     if "user" in opts and load != "search-recall":
         raise ValueError("--param: ads.user runs with ads.load=search-recall")
     if pctr == "both" and load not in ("natural", "equal"):
@@ -622,7 +626,7 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
     if load in CLOSED_LOOP_LOADS:  # the organic cost of feed / search ads in a closed loop (the simulator's)
         if load not in CLOSED_LOOP:
             raise ValueError(f"--param: ads.load={load} runs in the closed-loop simulator; import "
-                             "notefeed.sim.ads_feed and notefeed.sim.ads_search first (notefeed eval does)")
+                             "notefeed.sim.ads_feed, ads_search and ads_serving first (notefeed eval does)")
         out = CLOSED_LOOP.get(load)(seed_list, quick, opts)
         out[0]["wall_s"] = round(time.perf_counter() - t0, 1)
         out[0]["cpu_s"] = round(time.process_time() - c0, 1)

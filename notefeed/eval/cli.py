@@ -175,6 +175,7 @@ def eval_command(
     import notefeed.search  # noqa: F401
     import notefeed.sim.ads_feed  # noqa: F401  (the closed-loop ads loads: ads.load=feed, feed-recall)
     import notefeed.sim.ads_search  # noqa: F401  (ads.load=search-recall)
+    import notefeed.sim.ads_serving  # noqa: F401  (ads.load=serving-pctr)
     import notefeed.sim.search_data  # noqa: F401  (the search stage's sim* query sets)
     from notefeed.data.dataset import DataError
     from notefeed.data.loaders import dataset_for_path

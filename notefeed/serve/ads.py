@@ -76,10 +76,12 @@ def add_ads_routes(app: FastAPI, engine: Any, write_deps: list[Any], read_deps: 
 
     @router.get("/spend", dependencies=read_deps)
     def spend() -> dict[str, Any]:
-        """Today's spend per campaign on this serving process (charged by ad clicks)."""
+        """Today's spend per campaign on this serving process (charged by ad clicks), and which
+        pCTR prices the auction (``pctr.source``: ``model`` or ``heuristic``)."""
         from notefeed.serve.adslots import ad_server
 
-        return {"campaigns": ad_server(engine).spend()}
+        srv = ad_server(engine)
+        return {"campaigns": srv.spend(), "pctr": srv.pctr_status()}
 
     @router.get("/{kind}", dependencies=read_deps)
     def list_kind(kind: str) -> dict[str, Any]:

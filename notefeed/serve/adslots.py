@@ -15,7 +15,9 @@ the page carries no ``ads`` key. Otherwise, per page:
    category), frequency cap per user and campaign per day, the pacing throttle
    (:class:`~notefeed.ads.pacing.PidPacer`, refuses a spent budget), a note ad not already on
    the page, one ad per campaign;
-3. **auction**: pCTR = the ad's smoothed CTR on this server x ``(0.5 + relevance)``, pCVR its
+3. **auction**: pCTR = the efficiency model trained on this workspace's logged impressions
+   (``<workspace>/ads/pctr/``, ``notefeed ads train-pctr``, :mod:`notefeed.ads.efficiency`) when
+   there is one, else the ad's smoothed CTR on this server x ``(0.5 + relevance)``; pCVR its
    smoothed CVR; eCPM = bid x pCTR (x pCVR for oCPC); GSP with reserve and relevance floor
    (:func:`~notefeed.ads.auction.gsp_auction`) for as many slots as the page allows;
 4. **slots**: :func:`~notefeed.ads.auction.place_ads` (first position, spacing from organic
@@ -35,7 +37,9 @@ impression lives ``impression_ttl_s`` on the serving process that served it. A c
 ad may also be sent to ``POST /v1/events`` as organic engagement; that charges nothing.
 
 The first click on a search ad is appended, with its query, to ``<workspace>/ads/clicks.jsonl``
-(``log_clicks``): the towers' training data. Settings: :class:`AdSlotsConfig`, from
+(``log_clicks``): the towers' training data. Every ad shown is appended, with the efficiency
+model's features and the pCTR that priced it, to ``<workspace>/ads/impressions.jsonl``, and so
+are its first click and conversion (``log_impressions``): the efficiency model's training data. Settings: :class:`AdSlotsConfig`, from
 ``<workspace>/ads/serving.json`` when present.
 The day's spend is saved to ``<workspace>/ads/spend.json`` after every charge and read back
 at start. With ``online.backend: redis`` (``--workers N``) the spend lives in Redis instead,
@@ -63,6 +67,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from notefeed.ads.auction import FrequencyCap, click_bids, gsp_auction, place_ads
 from notefeed.ads.base import AdCandidates, AdRequest
+from notefeed.ads.efficiency import (
+    IMPRESSION_LOG,
+    PCTR_DIR,
+    EfficiencyModel,
+    load_workspace_pctr,
+    serving_features,
+)
 from notefeed.ads.keywords import KeywordIndex
 from notefeed.ads.pacing import PidGains, PidPacer
 from notefeed.ads.recall import (
@@ -106,6 +117,15 @@ class AdSlotsConfig(BaseModel):
         "(<workspace>/ads/twotower/, `notefeed ads train-towers`) when present (auto), or the text encoder")
     log_clicks: bool = Field(True, description="append each first click on a search ad, with its query, to "
                              "<workspace>/ads/clicks.jsonl (what `notefeed ads train-towers` learns from)")
+    pctr: Literal["auto", "heuristic"] = Field(
+        "auto", description="pCTR of the auction: the efficiency model trained on this workspace's impressions "
+        "(<workspace>/ads/pctr/, `notefeed ads train-pctr`) when present (auto), or the ad's smoothed CTR x "
+        "(0.5 + relevance) (heuristic)")
+    log_impressions: bool = Field(True, description="append every ad shown, with its features and served pCTR, and "
+                                  "its first click and conversion to <workspace>/ads/impressions.jsonl (what "
+                                  "`notefeed ads train-pctr` learns from)")
+    impression_log_mb: float = Field(256.0, gt=0.0, description="past this size the impression log is rotated to "
+                                     "impressions.1.jsonl (one older file kept)")
     prior_ctr: float = Field(0.02, gt=0.0, lt=1.0)
     prior_cvr: float = Field(0.05, gt=0.0, lt=1.0)
     prior_weight: float = Field(50.0, gt=0.0, description="pseudo-impressions behind the priors")
@@ -214,9 +234,11 @@ class _AdIndex:
                 kw_bid.append(k.bid if k.bid is not None else float(self.c_bid[self.camp_of[j]]))
         self.kw = KeywordIndex(rows)
         self.kw_ad, self.kw_bid = np.asarray(kw_ad, np.int64), np.asarray(kw_bid, np.float64)
+        #: each ad row's category: its own, else its note's
+        self.ad_category = [a.category or (engine.catalog.category_name(self.note_item[j]) if self.note_item[j] is not None
+                                        else None) for j, a in enumerate(self.ads)]
         by_cat: dict[str, list[int]] = {}
-        for j, a in enumerate(self.ads):
-            c = a.category or (engine.catalog.category_name(self.note_item[j]) if self.note_item[j] is not None else None)
+        for j, c in enumerate(self.ad_category):
             if c:
                 by_cat.setdefault(c, []).append(j)
         bid = self.c_bid[self.camp_of] if len(self.ads) else np.zeros(0)
@@ -235,6 +257,7 @@ class _AdIndex:
         fit = texts if len(texts) <= cfg.encoder_ads else [texts[i] for i in rng.choice(len(texts), cfg.encoder_ads, replace=False)]
         self.encoder = TextEncoder(dim=64).fit(fit + note_text(sorted(sample.tolist())))
         vecs = self.encoder.transform(texts)
+        self.vecs = np.ascontiguousarray(vecs, np.float32)  # (n_ads, d) unit text vectors: the text_cos feature
         self.ann = AnnIndex(vecs.shape[1], kind="auto", expected=len(vecs))
         self.ann.add(vecs, np.arange(len(vecs), dtype=np.int64))
         #: ``semantic/twotower`` for search ads when the workspace has trained towers
@@ -312,6 +335,12 @@ class AdServer:
         self._note_text: _NoteText | None = None
         self._tower_mtime: float | None = self._tower_stamp()
         self.click_log = Path(engine.workspace) / "ads" / CLICK_LOG
+        self.imp_log = Path(engine.workspace) / "ads" / IMPRESSION_LOG
+        self._imp_lines = 0  # written since the last size check
+        #: the trained efficiency model (``<workspace>/ads/pctr/``), or None: the heuristic pCTR
+        self.pctr_model: EfficiencyModel | None = None
+        self._pctr_mtime: float | None = None
+        self._load_pctr()
         self.cap = FrequencyCap(self.cfg.freq_cap_per_day)
         self.pacer = PidPacer({}, PidGains(p_start=self.cfg.pacing_p_start), update_s=self.cfg.pacing_update_s)
         self.rng = np.random.default_rng()
@@ -333,11 +362,22 @@ class AdServer:
                 log.warning("ads: %s is unreadable; today's spend starts from 0", self.spend_path)
 
     def _tower_stamp(self) -> float | None:
-        p = Path(self.engine.workspace) / "ads" / TOWER_DIR / "model.safetensors"
-        try:
-            return p.stat().st_mtime_ns
-        except OSError:
-            return None
+        return _stamp(Path(self.engine.workspace) / "ads" / TOWER_DIR / "model.safetensors")
+
+    def _load_pctr(self) -> None:
+        """(Re)load the trained efficiency model when its file changed; unreadable: the
+        heuristic pCTR serves (fail open) and the error is logged once per change."""
+        m = _stamp(Path(self.engine.workspace) / "ads" / PCTR_DIR / "model.safetensors")
+        if m == self._pctr_mtime:
+            return
+        self._pctr_mtime = m
+        model = None
+        if m is not None and self.cfg.pctr == "auto":
+            try:
+                model = load_workspace_pctr(self.engine.workspace)
+            except ValueError:
+                log.exception("ads: the trained pCTR model is unreadable; the auction uses the heuristic pCTR")
+        self.pctr_model = model
 
     def _towers(self) -> tuple[Any, Any] | None:
         """The workspace's trained towers, or None (none, ``search_semantic: text``, or unreadable)."""
@@ -369,6 +409,7 @@ class AdServer:
             m = self._tower_stamp()
             if m != self._tower_mtime:  # new towers trained: rebuild with them
                 self._tower_mtime, self._version = m, -2
+            self._load_pctr()
         if self.store.version != self._version and not self._building:
             if len(self.store.ads) <= self.cfg.sync_build_max_ads:
                 self._rebuild()
@@ -439,7 +480,8 @@ class AdServer:
             uvec = v / max(float(np.linalg.norm(v)), 1e-12)
         results = {"category/interest": idx.category(shares, self.cfg.recall_k),
                    "semantic/text": idx.semantic(uvec, self.cfg.recall_k)}
-        return self._auction(idx, results, {}, user_id, page_notes, slots, now, tuple(shares), None)
+        return self._auction(idx, results, {}, user_id, page_notes, slots, now, tuple(shares), None,
+                             text_vec=uvec, shares=shares)
 
     def search_ads(self, query: str, rewrites: list[str], category: str | None, user_id: str | None,
                    page_notes: list[str]) -> list[dict[str, Any]] | None:
@@ -454,20 +496,35 @@ class AdServer:
         kw, kw_bid = idx.keyword([query], 1.0, "keyword/match", k)
         rw, rw_bid = idx.keyword(rewrites, 0.9, "keyword/rewrite", k)
         results = {"keyword/match": kw, "keyword/rewrite": rw}
+        qvec = _encode(idx.encoder, [query])[0]  # also the text_cos feature with the towers
         if idx.tt is not None:
             results["semantic/twotower"] = idx.tt.retrieve(AdRequest(query=query), k)
         else:
-            results["semantic/text"] = idx.semantic(_encode(idx.encoder, [query])[0], k)
+            results["semantic/text"] = idx.semantic(qvec, k)
         interests: tuple[str, ...] = ()
         if user_id is not None:
             hist = [int(i) for i in self.engine.context(user_id).history[-self.cfg.history_len:]]
             interests = tuple(self._interests(hist))
         return self._auction(idx, results, {**rw_bid, **kw_bid}, user_id or "", page_notes, slots, now, interests,
-                             category, query)
+                             category, query, text_vec=qvec)
+
+    def features(self, idx: _AdIndex, ids: np.ndarray, results: dict[str, AdCandidates], ad_ctr: np.ndarray,
+                 text_vec: np.ndarray | None, query: str | None, shares: dict[str, float] | None) -> np.ndarray:
+        """The efficiency model's features (:data:`~notefeed.ads.efficiency.FEATURES`) of ad rows
+        ``ids`` for this request: each channel's own score for the pair (0 where it did not
+        match), whichever channel recalled the ad."""
+        n = len(ids)
+        text_cos = idx.vecs[ids] @ text_vec.astype(np.float32) if text_vec is not None else np.zeros(n)
+        tower = idx.tt.scores(query, ids) if idx.tt is not None and query else np.zeros(n)
+        share = (np.array([shares.get(idx.ad_category[j], 0.0) if idx.ad_category[j] else 0.0 for j in ids.tolist()])
+                 if shares else np.zeros(n))
+        return serving_features(text_cos, _scores_of(results.get("keyword/match"), ids), ad_ctr, tower,
+                                _scores_of(results.get("keyword/rewrite"), ids), share, feed=query is None)
 
     def _auction(self, idx: _AdIndex, results: dict[str, AdCandidates], kw_bids: dict[int, float], user_id: str,
                  page_notes: list[str], slots: int, now: float, interests: tuple[str, ...],
-                 category: str | None, query: str | None = None) -> list[dict[str, Any]]:
+                 category: str | None, query: str | None = None, *, text_vec: np.ndarray | None = None,
+                 shares: dict[str, float] | None = None) -> list[dict[str, Any]]:
         cfg = self.cfg
         names = [n for n in results if len(results[n])]
         if not names:
@@ -488,9 +545,13 @@ class AdServer:
             return []
         ids, cidx, rel = ids[pos], cidx[pos], rel[pos]
         self._sync_spend(now)
+        model = self.pctr_model
         with self._lock:
-            pctr = np.clip((idx.clicks[ids] + cfg.prior_ctr * cfg.prior_weight) / (idx.shown[ids] + cfg.prior_weight)
-                           * (0.5 + rel), 1e-6, 0.99)
+            ctr = (idx.clicks[ids] + cfg.prior_ctr * cfg.prior_weight) / (idx.shown[ids] + cfg.prior_weight)
+            x = None
+            if model is not None or cfg.log_impressions:
+                x = self.features(idx, ids, results, ctr, text_vec, query, shares)
+            pctr = model.pctr(x) if model is not None and x is not None else np.clip(ctr * (0.5 + rel), 1e-6, 0.99)
             pcvr = (idx.convs[ids] + cfg.prior_cvr * cfg.prior_weight) / (idx.clicks[ids] + cfg.prior_weight)
             base = idx.c_bid[cidx].copy()
             if kw_bids:
@@ -517,9 +578,10 @@ class AdServer:
             res = gsp_auction(bids[keep], pctr[keep], slots, cfg.reserve)
             layout = place_ads(len(page_notes), len(res.winners), cfg.first, cfg.spacing, cfg.load_cap)
             positions = [p for p, (kind, _) in enumerate(layout) if kind == "ad"]
-            out = []
+            out, logged = [], []
             for position, w, price in zip(positions, res.winners.tolist(), res.prices.tolist(), strict=False):
-                p = int(pos[keep[w]])  # the candidate's row in ``cand``
+                q = int(keep[w])  # the candidate's row in ``ids`` / ``x``
+                p = int(pos[q])  # the candidate's row in ``cand``
                 j = int(cand.ids[p])
                 ad, camp = idx.ads[j], idx.campaigns[int(idx.camp_of[j])]
                 imp = uuid.uuid4().hex
@@ -540,7 +602,13 @@ class AdServer:
                               "impression_id": imp, "price": round(float(price), 6), "bidding": camp.bidding,
                               "channel": cand.channels[p], "label": "sponsored"}
                 out.append(item)
+                if x is not None and cfg.log_impressions:
+                    logged.append({"t": "imp", "id": imp, "ts": now, "ad_id": ad.id, "surface":
+                                   "feed" if query is None else "search", "position": position,
+                                   "x": [round(float(v), 6) for v in x[q]], "p": round(float(pctr[q]), 8)})
             self._expire(now)
+        if logged:
+            self._log_impressions(logged)
         return out
 
     def _age(self, user_id: str) -> int | None:
@@ -579,6 +647,8 @@ class AdServer:
                 if not imp.get("converted"):
                     imp["converted"] = True
                     self._count(imp, 2)
+                    if self.cfg.log_impressions:
+                        self._log_impressions([{"t": "conv", "id": ev.impression_id, "ts": now}])
                 return 0.0, None
             if imp["clicked"]:  # a repeated click: counted once, charged once
                 return 0.0, None
@@ -592,6 +662,8 @@ class AdServer:
                 cost = imp["price"] if charged else 0.0
             imp["clicked"] = True
             self._count(imp, 1)
+            if self.cfg.log_impressions:
+                self._log_impressions([{"t": "click", "id": ev.impression_id, "ts": now}])
             if imp.get("query") and self.cfg.log_clicks:
                 self._log_click(imp, now)
             if camp not in self.pacer.state:  # the campaign was deleted since
@@ -612,6 +684,25 @@ class AdServer:
                 f.write(line + "\n")
         except OSError:
             log.exception("ads: appending to %s failed", self.click_log)
+
+    def _log_impressions(self, events: list[dict[str, Any]]) -> None:
+        """Append impression / click / conversion lines to ``ads/impressions.jsonl`` in one write
+        (``O_APPEND``: workers append to the same file); past ``impression_log_mb`` the file is
+        rotated to ``impressions.1.jsonl`` (``os.replace``: a line written meanwhile lands in
+        one of the two, both of which training reads). Never fails the page or the click."""
+        import os
+
+        try:
+            self.imp_log.parent.mkdir(parents=True, exist_ok=True)
+            with self.imp_log.open("a", encoding="utf-8") as f:
+                f.write("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events))
+            self._imp_lines += len(events)
+            if self._imp_lines >= 1000:
+                self._imp_lines = 0
+                if self.imp_log.stat().st_size > self.cfg.impression_log_mb * 1e6:
+                    os.replace(self.imp_log, self.imp_log.with_name(IMPRESSION_LOG.replace(".jsonl", ".1.jsonl")))
+        except OSError:
+            log.exception("ads: appending to %s failed", self.imp_log)
 
     def _sync_spend(self, now: float, force: bool = False) -> None:
         """With Redis: every campaign's shared spend of the day into the pacer, at most every
@@ -646,6 +737,14 @@ class AdServer:
             Path(tmp).unlink(missing_ok=True)
             log.exception("ads: saving %s failed", self.spend_path)
 
+    def pctr_status(self) -> dict[str, Any]:
+        """Which pCTR prices the auction, and the trained model's own summary when it does."""
+        m = self.pctr_model
+        if m is None:
+            return {"source": "heuristic", "setting": self.cfg.pctr}
+        return {"source": "model", "setting": self.cfg.pctr,
+                **{k: m.info[k] for k in ("impressions", "clicks", "holdout") if k in m.info}}
+
     def spend(self) -> dict[str, Any]:
         now = float(self.engine.clock())
         self.index(now)  # budgets follow the store
@@ -653,6 +752,26 @@ class AdServer:
         with self._lock:
             return {c: {"daily_budget": s.budget, "spent": round(self.pacer.spent(c, now), 6), "pass_rate": s.p}
                     for c, s in self.pacer.state.items()}
+
+
+def _stamp(p: Path) -> float | None:
+    try:
+        return p.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _scores_of(cands: AdCandidates | None, ids: np.ndarray) -> np.ndarray:
+    """(len(ids),) float64: each id's score in ``cands`` (one entry per ad), 0 where absent."""
+    out = np.zeros(len(ids))
+    if cands is None or not len(cands):
+        return out
+    o = np.argsort(cands.ids, kind="stable")
+    s = cands.ids[o]
+    at = np.minimum(np.searchsorted(s, ids), len(s) - 1)
+    hit = s[at] == ids
+    out[hit] = cands.scores[o][at[hit]]
+    return out
 
 
 _LOCK = threading.Lock()
