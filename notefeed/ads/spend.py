@@ -10,13 +10,18 @@ not pay past the budget; the serving side stops showing the campaign on its next
 
 Keys: ``{prefix}:ads:spend:{day}``, a hash campaign id -> spend (``HINCRBYFLOAT``), ``day`` =
 ``floor(unix seconds / 86400)``, expiring after ``ttl_s`` (3 days).
+
+:class:`RedisImpressions` keeps the served impressions there too (``{prefix}:ads:imp:{id}``, a
+hash expiring with the impression's TTL), so a click sent to any worker, or after a restart,
+finds its impression, and the first click is claimed once for all workers (``HSETNX`` in a
+script that refuses an unknown impression).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["RedisSpendLedger", "DAY_S"]
+__all__ = ["RedisSpendLedger", "RedisImpressions", "DAY_S"]
 
 DAY_S = 86400.0
 
@@ -69,3 +74,83 @@ class RedisSpendLedger:
             self.r.close()
         except Exception:  # closing is best effort
             pass
+
+
+# KEYS[1] the impression's hash, KEYS[2] the day's spend hash; ARGV: flag (clicked | converted),
+# campaign id, cost, budget (< 0: claim without charging), spend ttl seconds. Returns {code, the
+# day's spend as a string}: -1 unknown or expired impression, -2 a conversion before any click,
+# 0 the flag was set before (a repeated click or conversion), 1 set now without a charge (a
+# conversion, or budget < 0), 2 a first click that found the budget spent (not charged), 3 a first
+# click charged. Claim and charge are one step, so a Redis error leaves neither done (the client's
+# retry is charged) and two workers given the same click charge it once.
+_EVENT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {-1, '0'}
+end
+if ARGV[1] == 'converted' then
+  if redis.call('HEXISTS', KEYS[1], 'clicked') == 0 then
+    return {-2, '0'}
+  end
+  return {redis.call('HSETNX', KEYS[1], 'converted', '1'), '0'}
+end
+if redis.call('HSETNX', KEYS[1], 'clicked', '1') == 0 then
+  return {0, '0'}
+end
+if tonumber(ARGV[4]) < 0 then
+  return {1, '0'}
+end
+local spent = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
+if spent >= tonumber(ARGV[4]) then
+  return {2, tostring(spent)}
+end
+local total = redis.call('HINCRBYFLOAT', KEYS[2], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
+return {3, total}
+"""
+
+
+class RedisImpressions:
+    """Served ad impressions shared by every worker (``{prefix}:ads:imp:{id}``, expiring after
+    ``ttl_s``): ``put`` when a page is served; ``get`` and ``event`` when a click or conversion
+    arrives at any worker, or after a restart. Charges go to ``ledger``'s day hash."""
+
+    FIELDS = ("ad_id", "campaign_id", "price", "user_id", "ts", "query")
+
+    def __init__(self, ledger: RedisSpendLedger, ttl_s: float = 86400.0) -> None:
+        self.ledger, self.r, self.ttl_s = ledger, ledger.r, max(1, int(ttl_s))
+        self._event = self.r.register_script(_EVENT)
+
+    def key(self, imp_id: str) -> str:
+        return f"{self.ledger.prefix}:ads:imp:{imp_id}"
+
+    def put(self, records: dict[str, dict[str, Any]]) -> None:
+        """Store ``{impression id: record}`` (one round trip for the page)."""
+        pipe = self.r.pipeline(transaction=False)
+        for i, rec in records.items():
+            pipe.hset(self.key(i), mapping={f: "" if rec.get(f) is None else str(rec[f]) for f in self.FIELDS})
+            pipe.expire(self.key(i), self.ttl_s)
+        pipe.execute()
+
+    def get(self, imp_id: str) -> dict[str, Any] | None:
+        """The stored record (``ad_id``, ``campaign_id``, ``price``, ``user_id``, ``ts``, ``query``), or None."""
+        raw = self.r.hgetall(self.key(imp_id))
+        if not raw:
+            return None
+        d = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+             for k, v in raw.items()}
+        try:
+            return {"ad_id": d["ad_id"], "campaign_id": d["campaign_id"], "price": float(d["price"]),
+                    "user_id": d.get("user_id", ""), "ts": float(d["ts"]), "query": d.get("query") or None}
+        except (KeyError, ValueError):
+            return None
+
+    def event(self, imp_id: str, flag: str, campaign_id: str, cost: float, budget: float, now_s: float
+              ) -> tuple[int, float]:
+        """Claim ``flag`` (``clicked`` / ``converted``) once for all workers and, for a first
+        click, charge ``cost`` while the day's spend is below ``budget`` (< 0: no charge), in
+        one atomic step: (code, the day's spend); codes as in ``_EVENT``."""
+        if flag not in ("clicked", "converted"):
+            raise ValueError(f"RedisImpressions.event: flag must be clicked or converted, got {flag!r}")
+        code, total = self._event(keys=[self.key(imp_id), self.ledger.key(now_s)],
+                                  args=[flag, campaign_id, repr(float(cost)), repr(float(budget)), self.ledger.ttl_s])
+        return int(code), float(total)

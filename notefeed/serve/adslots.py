@@ -46,8 +46,12 @@ at start. With ``online.backend: redis`` (``--workers N``) the spend lives in Re
 one figure for all workers (:class:`~notefeed.ads.spend.RedisSpendLedger`): a click is charged
 by an atomic check-and-add (only while the day's spend is below the budget, so together the
 workers overspend by less than one click), and each worker's pacer reads every campaign's
-shared spend at most every ``spend_sync_s``. Known limit: impressions live in the serving
-process (a click after a restart or on another worker is rejected as unknown).
+shared spend at most every ``spend_sync_s``. The impressions live there too
+(:class:`~notefeed.ads.spend.RedisImpressions`): a click or conversion sent to any worker, or
+after a restart, finds its impression, and claim + charge are one atomic step, so a click is
+charged once however many workers receive it. With one process, a restart reads the
+impressions of the last ``impression_ttl_s`` back from the tail of ``ads/impressions.jsonl``
+(with ``log_impressions`` off, a click after a restart is rejected as unknown).
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ from notefeed.ads.recall import (
     merge_quotas,
 )
 from notefeed.ads.schema import Ad, Campaign, Targeting
-from notefeed.ads.spend import RedisSpendLedger
+from notefeed.ads.spend import RedisImpressions, RedisSpendLedger
 from notefeed.ads.twotower import (
     CLICK_LOG,
     TOWER_DIR,
@@ -221,6 +225,7 @@ class _AdIndex:
         self.c_targeted = np.array([c.targeting.model_dump() != Targeting().model_dump() for c in self.campaigns], bool)
         self.c_bid = np.array([c.bid for c in self.campaigns], np.float64)
         self.c_ocpc = np.array([c.bidding == "ocpc" for c in self.campaigns], bool)
+        self.row_of = {a.id: j for j, a in enumerate(self.ads)}
         self.note_item = [engine.catalog.index.get(a.note_id) if a.note_id else None for a in self.ads]
         self.has_note = np.array([a.note_id is not None for a in self.ads], bool)
         # keyword rows: one per (ad, keyword), so a keyword's own bid applies when it matched
@@ -353,13 +358,25 @@ class AdServer:
         self.ledger: RedisSpendLedger | None = None
         self._synced = -np.inf
         on = getattr(getattr(engine, "config", None), "online", None)
+        #: with Redis the impressions are shared too: a click on any worker, or after a restart, finds its impression
+        self.shared: RedisImpressions | None = None
         if on is not None and on.backend == "redis":
             self.ledger = RedisSpendLedger.from_url(str(on.redis_url), prefix=on.redis_prefix)
+            self.shared = RedisImpressions(self.ledger, self.cfg.impression_ttl_s)
+        elif self.cfg.log_impressions:  # one process: the impressions of before a restart, from the log
+            self._restore_impressions()
         if self.ledger is None and self.spend_path.exists():
             try:
                 self._saved_spend = dict(json.loads(self.spend_path.read_text(encoding="utf-8")))
             except (ValueError, OSError):
                 log.warning("ads: %s is unreadable; today's spend starts from 0", self.spend_path)
+        # budgets (and the day's spend of before a restart) now, not at the first index build: a
+        # click that reaches a restarted process before its first page is charged like any other
+        _, campaigns, _, _ = self.store.snapshot()
+        self.pacer.sync_budgets({c.id: c.daily_budget for c in campaigns.values()})
+        if self._saved_spend:
+            self.pacer.load_json(self._saved_spend)
+            self._saved_spend = {}
 
     def _tower_stamp(self) -> float | None:
         return _stamp(Path(self.engine.workspace) / "ads" / TOWER_DIR / "model.safetensors")
@@ -578,16 +595,17 @@ class AdServer:
             res = gsp_auction(bids[keep], pctr[keep], slots, cfg.reserve)
             layout = place_ads(len(page_notes), len(res.winners), cfg.first, cfg.spacing, cfg.load_cap)
             positions = [p for p, (kind, _) in enumerate(layout) if kind == "ad"]
-            out, logged = [], []
+            out, logged, shared = [], [], {}
             for position, w, price in zip(positions, res.winners.tolist(), res.prices.tolist(), strict=False):
                 q = int(keep[w])  # the candidate's row in ``ids`` / ``x``
                 p = int(pos[q])  # the candidate's row in ``cand``
                 j = int(cand.ids[p])
                 ad, camp = idx.ads[j], idx.campaigns[int(idx.camp_of[j])]
                 imp = uuid.uuid4().hex
-                self.impressions[imp] = {"ad_id": ad.id, "row": j, "version": idx.version, "campaign_id": camp.id,
-                                         "price": float(price), "user_id": user_id, "ts": now, "clicked": False,
-                                 "query": query}
+                rec = {"ad_id": ad.id, "campaign_id": camp.id, "price": float(price), "user_id": user_id, "ts": now,
+                       "query": query}
+                self.impressions[imp] = {**rec, "clicked": False}
+                shared[imp] = rec
                 idx.shown[j] += 1
                 self.counts.setdefault(ad.id, [0.0, 0.0, 0.0])[0] += 1
                 self.cap.record(user_id, camp.id, now)
@@ -603,10 +621,15 @@ class AdServer:
                               "channel": cand.channels[p], "label": "sponsored"}
                 out.append(item)
                 if x is not None and cfg.log_impressions:
-                    logged.append({"t": "imp", "id": imp, "ts": now, "ad_id": ad.id, "surface":
-                                   "feed" if query is None else "search", "position": position,
-                                   "x": [round(float(v), 6) for v in x[q]], "p": round(float(pctr[q]), 8)})
+                    logged.append({"t": "imp", "id": imp, **rec, "surface": "feed" if query is None else "search",
+                                   "position": position, "x": [round(float(v), 6) for v in x[q]],
+                                   "p": round(float(pctr[q]), 8)})
             self._expire(now)
+        if shared and self.shared is not None:
+            try:  # before the page leaves: a click may come to another worker at once
+                self.shared.put(shared)
+            except Exception:  # fail open: clicks on this page still reach this worker's own record
+                log.exception("ads: storing the page's impressions in Redis failed")
         if logged:
             self._log_impressions(logged)
         return out
@@ -628,15 +651,92 @@ class AdServer:
             imps.popitem(last=False)
 
     # -- events ----------------------------------------------------------------------------------
-    def _count(self, imp: dict[str, Any], k: int) -> None:
-        self.counts.setdefault(imp["ad_id"], [0.0, 0.0, 0.0])[k] += 1
+    def _count(self, ad_id: str, k: int) -> None:
+        """One more click (k=1) or conversion (k=2) of ad ``ad_id`` (under ``self._lock``: a
+        rebuild copies ``counts`` under it, so the count lands in the old index's copy or the new one)."""
+        self.counts.setdefault(ad_id, [0.0, 0.0, 0.0])[k] += 1
         idx = self._index
-        if idx is not None and imp["version"] == idx.version:  # else the rebuild carried the counts over
-            (idx.clicks if k == 1 else idx.convs)[imp["row"]] += 1
+        j = idx.row_of.get(ad_id) if idx is not None else None
+        if j is not None:
+            (idx.clicks if k == 1 else idx.convs)[j] += 1
+
+    def _restore_impressions(self) -> None:
+        """The impressions (and their clicks and conversions) of the last ``impression_ttl_s``
+        from the tail of ``ads/impressions.jsonl`` (at most ``max_impressions``, read from at most
+        the last 64 MB): a click after a restart is charged once, not rejected."""
+        try:
+            size = self.imp_log.stat().st_size
+        except OSError:
+            return
+        now = float(self.engine.clock())
+        t_min = now - self.cfg.impression_ttl_s
+        imps = self.impressions
+        try:
+            with self.imp_log.open("rb") as f:
+                if size > RESTORE_BYTES:
+                    f.seek(size - RESTORE_BYTES)
+                    f.readline()  # a partial line
+                for raw in f:
+                    try:
+                        e = json.loads(raw)
+                        t, i = e["t"], e["id"]
+                        if t == "imp" and "campaign_id" in e and float(e["ts"]) >= t_min:
+                            imps[i] = {"ad_id": str(e["ad_id"]), "campaign_id": str(e["campaign_id"]),
+                                       "price": float(e["price"]), "user_id": e.get("user_id") or "",
+                                       "ts": float(e["ts"]), "query": e.get("query"), "clicked": False}
+                        elif t in ("click", "conv") and i in imps:
+                            imps[i]["clicked" if t == "click" else "converted"] = True
+                    except (ValueError, KeyError, TypeError):
+                        continue  # a torn line
+        except OSError:
+            log.exception("ads: reading %s failed; clicks on earlier impressions are rejected", self.imp_log)
+        while len(imps) > self.cfg.max_impressions:
+            imps.popitem(last=False)
+
+    def _shared_event(self, ev: AdEvent, imp: dict[str, Any] | None, now: float) -> tuple[float, str | None] | None:
+        """A click or conversion through Redis (claimed and charged once for all workers), or
+        None when Redis does not hold the impression (then this worker's own record decides)."""
+        assert self.shared is not None
+        rec = imp if imp is not None else self.shared.get(ev.impression_id)
+        if rec is None:
+            return None
+        camp, flag = rec["campaign_id"], "clicked" if ev.type == "click" else "converted"
+        self.index(now)  # another worker's admin write: the store and the budgets follow it
+        c = self.store.campaigns.get(camp)  # the store, not the pacer: this worker may not have built its index yet
+        budget = c.daily_budget if c is not None and flag == "clicked" else -1.0  # deleted since: not charged
+        code, total = self.shared.event(ev.impression_id, flag, camp, rec["price"], budget, now)
+        if code == -1:
+            return None
+        if code == -2:
+            return 0.0, "conversion before any click on this impression"
+        if code == 0:  # a repeated click or conversion: counted once, charged once
+            return 0.0, None
+        with self._lock:
+            if imp is not None:
+                imp[flag] = True
+            if flag == "converted":
+                self._count(rec["ad_id"], 2)
+                if self.cfg.log_impressions:
+                    self._log_impressions([{"t": "conv", "id": ev.impression_id, "ts": now}])
+                return 0.0, None
+            self._count(rec["ad_id"], 1)
+            if self.cfg.log_impressions:
+                self._log_impressions([{"t": "click", "id": ev.impression_id, "ts": now}])
+            if rec.get("query") and self.cfg.log_clicks:
+                self._log_click(rec, now)
+            if code >= 2:
+                self.pacer.observe_spent(camp, total, now)
+            return (float(rec["price"]) if code == 3 else 0.0), None
 
     def event(self, ev: AdEvent) -> tuple[float, str | None]:
         """(charged, rejection reason or None)."""
         now = float(self.engine.clock()) if ev.ts is None else float(ev.ts)
+        if self.shared is not None:
+            with self._lock:
+                mine = self.impressions.get(ev.impression_id)
+            done = self._shared_event(ev, mine, now)
+            if done is not None:
+                return done
         with self._lock:
             imp = self.impressions.get(ev.impression_id)
             if imp is None:
@@ -646,7 +746,7 @@ class AdServer:
                     return 0.0, "conversion before any click on this impression"
                 if not imp.get("converted"):
                     imp["converted"] = True
-                    self._count(imp, 2)
+                    self._count(imp["ad_id"], 2)
                     if self.cfg.log_impressions:
                         self._log_impressions([{"t": "conv", "id": ev.impression_id, "ts": now}])
                 return 0.0, None
@@ -661,7 +761,7 @@ class AdServer:
                 self.pacer.observe_spent(camp, total, now)
                 cost = imp["price"] if charged else 0.0
             imp["clicked"] = True
-            self._count(imp, 1)
+            self._count(imp["ad_id"], 1)
             if self.cfg.log_impressions:
                 self._log_impressions([{"t": "click", "id": ev.impression_id, "ts": now}])
             if imp.get("query") and self.cfg.log_clicks:
@@ -752,6 +852,9 @@ class AdServer:
         with self._lock:
             return {c: {"daily_budget": s.budget, "spent": round(self.pacer.spent(c, now), 6), "pass_rate": s.p}
                     for c, s in self.pacer.state.items()}
+
+
+RESTORE_BYTES = 64 << 20  # the impression log's tail read back at start (one process)
 
 
 def _stamp(p: Path) -> float | None:

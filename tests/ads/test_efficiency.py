@@ -124,7 +124,7 @@ def _serve_and_click(engine: Engine, requests: int, seed: int) -> None:
         ads = srv.feed_ads(uid, ctx, notes) or []
         shares = srv._interests([int(i) for i in np.asarray(ctx.history)[-srv.cfg.history_len:]])
         for a in ads:
-            cat = srv._index.ad_category[srv.impressions[a["ad"]["impression_id"]]["row"]]
+            cat = srv._index.ad_category[srv._index.row_of[a["ad"]["ad_id"]]]
             if rng.random() < 0.02 + 0.5 * shares.get(cat, 0.0):
                 from notefeed.serve.adslots import AdEvent
 

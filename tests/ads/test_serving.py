@@ -195,3 +195,28 @@ def test_spend_survives_a_restart(client: TestClient, engine: Engine) -> None:
     client.post("/v1/ads/events", headers=AUTH, json={"events": [{"impression_id": ad["impression_id"], "type": "click"}]})
     fresh = AdServer(engine)  # a restarted process: same workspace, nothing in memory
     assert fresh.spend()[ad["campaign_id"]]["spent"] == pytest.approx(ad["price"])
+
+
+def test_a_click_after_a_restart_is_charged_once(client: TestClient, engine: Engine) -> None:
+    """One process: the impressions of before a restart are read back from ads/impressions.jsonl."""
+    from notefeed.serve.adslots import AdEvent, AdServer
+
+    _campaigns(client, engine, n=2)
+    ads = client.get("/v1/feed", params={"user_id": "u1", "n": 20}).json()["ads"]
+    first, second = ads[0]["ad"], ads[1]["ad"]
+    client.post("/v1/ads/events", headers=AUTH, json={"events": [{"impression_id": first["impression_id"],
+                                                                  "type": "click"}]})
+    fresh = AdServer(engine)  # restarted: nothing in memory
+    assert fresh.event(AdEvent(impression_id=second["impression_id"], type="click")) == (
+        pytest.approx(second["price"]), None)  # served before the restart, clicked after it: charged
+    assert fresh.event(AdEvent(impression_id=first["impression_id"], type="click")) == (0.0, None)  # clicked before
+    again = AdServer(engine)
+    assert again.event(AdEvent(impression_id=second["impression_id"], type="click")) == (0.0, None)
+    assert again.event(AdEvent(impression_id=second["impression_id"], type="conversion")) == (0.0, None)
+    assert again.event(AdEvent(impression_id="nope", type="click"))[1] == "unknown or expired impression_id"
+    assert again.spend()[second["campaign_id"]]["spent"] == pytest.approx(
+        first["price"] + second["price"] if first["campaign_id"] == second["campaign_id"] else second["price"])
+    # past the impression TTL the log's impressions are not read back
+    engine.clock = lambda: NOW + 10
+    late = AdServer(engine, fresh.cfg.model_copy(update={"impression_ttl_s": 1.0}))
+    assert late.event(AdEvent(impression_id=ads[0]["ad"]["impression_id"], type="click"))[1] is not None

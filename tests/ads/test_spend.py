@@ -158,3 +158,57 @@ def test_two_engines_share_one_budget(redis_url: str, prefix: str, tmp_path: Pat
     finally:
         for e in engines:
             e.close()
+
+
+def test_a_click_on_any_worker_or_after_a_restart_is_charged_once(redis_url: str, prefix: str, tmp_path: Path) -> None:
+    """Impressions live in Redis: a page served by worker A is clicked on worker B, again on A,
+    and on a restarted worker; it is charged once, and one click sent to both at once too."""
+    from notefeed.serve.app import create_app
+    from notefeed.serve.synth import synthetic_community
+
+    ds = synthetic_community(600, n_users=60, n_events=2000, seed=5)
+    engines = [_engine(ds, tmp_path / "ws", redis_url, prefix) for _ in range(2)]
+    try:
+        a, b = (TestClient(create_app(e)) for e in engines)
+        assert a.post("/v1/admin/ads/advertisers", headers=AUTH, json={"id": "adv", "name": "Shop"}).status_code == 201
+        assert a.post("/v1/admin/ads/campaigns", headers=AUTH, json={
+            "id": "c0", "advertiser_id": "adv", "daily_budget": 100.0, "bid": 1.0}).status_code == 201
+        cats = sorted({engines[0].catalog.category_name(i) for i in range(engines[0].catalog.n_items)})
+        for j, cat in enumerate(cats):
+            a.post("/v1/admin/ads/ads", headers=AUTH, json={"id": f"a{j}", "campaign_id": "c0", "category": cat,
+                                                            "title": f"Offer {cat}"})
+
+        def click(c: TestClient, imp: str, kind: str = "click") -> dict:
+            r = c.post("/v1/ads/events", headers=AUTH, json={"events": [{"impression_id": imp, "type": kind}]})
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        ad = a.get("/v1/feed", params={"user_id": "u1", "n": 20}).json()["ads"][0]["ad"]
+        imp, price = ad["impression_id"], ad["price"]
+        assert click(b, imp, "conversion")["rejected"][0]["reason"].startswith("conversion before any click")
+        assert click(b, imp)["charged"] == pytest.approx(price)  # served by A, clicked on B
+        assert click(a, imp) == {"accepted": 1, "charged": 0.0, "rejected": []}  # again, on A: not charged
+        assert click(a, imp, "conversion")["accepted"] == 1
+        engines.append(_engine(ds, tmp_path / "ws", redis_url, prefix))  # a restarted worker
+        c = TestClient(create_app(engines[-1]))
+        assert click(c, imp)["charged"] == 0.0 and click(c, "nope")["rejected"][0]["reason"].startswith("unknown")
+        # one new click sent to both workers at once: charged once
+        imp2 = a.get("/v1/feed", params={"user_id": "u2", "n": 20}).json()["ads"][0]["ad"]["impression_id"]
+        go = threading.Barrier(2, timeout=60)
+        got: list[float] = []
+
+        def send(cl: TestClient) -> None:
+            go.wait()
+            got.append(click(cl, imp2)["charged"])
+
+        threads = [threading.Thread(target=send, args=(cl,)) for cl in (a, c)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(got) == 2 and sorted(got)[0] == 0.0 and sorted(got)[1] > 0
+        spent = b.get("/v1/admin/ads/spend").json()["campaigns"]["c0"]["spent"]
+        assert spent == pytest.approx(price + max(got))  # the shared ledger holds both charges, once each
+    finally:
+        for e in engines:
+            e.close()
