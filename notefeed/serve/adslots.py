@@ -363,8 +363,8 @@ class AdServer:
         if on is not None and on.backend == "redis":
             self.ledger = RedisSpendLedger.from_url(str(on.redis_url), prefix=on.redis_prefix)
             self.shared = RedisImpressions(self.ledger, self.cfg.impression_ttl_s)
-        elif self.cfg.log_impressions:  # one process: the impressions of before a restart, from the log
-            self._restore_impressions()
+        if self.cfg.log_impressions:  # per-ad counts (and, one process, the impressions) of before a restart
+            self._restore_impressions(keep=self.shared is None)
         if self.ledger is None and self.spend_path.exists():
             try:
                 self._saved_spend = dict(json.loads(self.spend_path.read_text(encoding="utf-8")))
@@ -660,10 +660,13 @@ class AdServer:
         if j is not None:
             (idx.clicks if k == 1 else idx.convs)[j] += 1
 
-    def _restore_impressions(self) -> None:
-        """The impressions (and their clicks and conversions) of the last ``impression_ttl_s``
-        from the tail of ``ads/impressions.jsonl`` (at most ``max_impressions``, read from at most
-        the last 64 MB): a click after a restart is charged once, not rejected."""
+    def _restore_impressions(self, keep: bool = True) -> None:
+        """From the tail of ``ads/impressions.jsonl`` (at most its last 64 MB): each ad's
+        impressions, clicks and conversions there (the smoothed CTR and CVR, and the efficiency
+        model's CTR feature, do not start from the prior after a restart; with several workers,
+        the count of all of them, which append to the same log), and with ``keep`` the
+        impressions of the last ``impression_ttl_s`` with their click and conversion flags (at
+        most ``max_impressions``): a click after a restart is charged once, not rejected."""
         try:
             size = self.imp_log.stat().st_size
         except OSError:
@@ -671,6 +674,9 @@ class AdServer:
         now = float(self.engine.clock())
         t_min = now - self.cfg.impression_ttl_s
         imps = self.impressions
+        ad_of: dict[str, str] = {}  # impression id -> ad id (counts)
+        counted: set[tuple[str, str]] = set()  # (impression id, click | conv) counted once
+        counts = self.counts
         try:
             with self.imp_log.open("rb") as f:
                 if size > RESTORE_BYTES:
@@ -680,12 +686,18 @@ class AdServer:
                     try:
                         e = json.loads(raw)
                         t, i = e["t"], e["id"]
-                        if t == "imp" and "campaign_id" in e and float(e["ts"]) >= t_min:
-                            imps[i] = {"ad_id": str(e["ad_id"]), "campaign_id": str(e["campaign_id"]),
-                                       "price": float(e["price"]), "user_id": e.get("user_id") or "",
-                                       "ts": float(e["ts"]), "query": e.get("query"), "clicked": False}
-                        elif t in ("click", "conv") and i in imps:
-                            imps[i]["clicked" if t == "click" else "converted"] = True
+                        if t == "imp":
+                            ad = ad_of[i] = str(e["ad_id"])
+                            counts.setdefault(ad, [0.0, 0.0, 0.0])[0] += 1
+                            if keep and "campaign_id" in e and float(e["ts"]) >= t_min:
+                                imps[i] = {"ad_id": ad, "campaign_id": str(e["campaign_id"]),
+                                           "price": float(e["price"]), "user_id": e.get("user_id") or "",
+                                           "ts": float(e["ts"]), "query": e.get("query"), "clicked": False}
+                        elif t in ("click", "conv") and i in ad_of and (i, t) not in counted:
+                            counted.add((i, t))
+                            counts[ad_of[i]][1 if t == "click" else 2] += 1
+                            if i in imps:
+                                imps[i]["clicked" if t == "click" else "converted"] = True
                     except (ValueError, KeyError, TypeError):
                         continue  # a torn line
         except OSError:

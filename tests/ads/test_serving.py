@@ -211,6 +211,12 @@ def test_a_click_after_a_restart_is_charged_once(client: TestClient, engine: Eng
         pytest.approx(second["price"]), None)  # served before the restart, clicked after it: charged
     assert fresh.event(AdEvent(impression_id=first["impression_id"], type="click")) == (0.0, None)  # clicked before
     again = AdServer(engine)
+    # each ad's counts are read back too: shown once, clicked once (the repeated click not counted)
+    assert again.counts[first["ad_id"]] == [1.0, 1.0, 0.0] and again.counts[second["ad_id"]] == [1.0, 1.0, 0.0]
+    assert sum(c[0] for c in again.counts.values()) == len(ads)
+    again.wait_ready()
+    row = again._index.row_of[second["ad_id"]]
+    assert (again._index.shown[row], again._index.clicks[row]) == (1.0, 1.0)  # the auction's smoothed CTR sees them
     assert again.event(AdEvent(impression_id=second["impression_id"], type="click")) == (0.0, None)
     assert again.event(AdEvent(impression_id=second["impression_id"], type="conversion")) == (0.0, None)
     assert again.event(AdEvent(impression_id="nope", type="click"))[1] == "unknown or expired impression_id"
