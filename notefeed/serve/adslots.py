@@ -666,7 +666,8 @@ class AdServer:
         model's CTR feature, do not start from the prior after a restart; with several workers,
         the count of all of them, which append to the same log), and with ``keep`` the
         impressions of the last ``impression_ttl_s`` with their click and conversion flags (at
-        most ``max_impressions``): a click after a restart is charged once, not rejected."""
+        most ``max_impressions``): a click after a restart is charged once, not rejected; and
+        today's impressions count towards the users' frequency caps again."""
         try:
             size = self.imp_log.stat().st_size
         except OSError:
@@ -689,6 +690,8 @@ class AdServer:
                         if t == "imp":
                             ad = ad_of[i] = str(e["ad_id"])
                             counts.setdefault(ad, [0.0, 0.0, 0.0])[0] += 1
+                            if keep and "campaign_id" in e and float(e["ts"]) // 86400 == now // 86400:
+                                self.cap.record(e.get("user_id") or "", str(e["campaign_id"]), float(e["ts"]))
                             if keep and "campaign_id" in e and float(e["ts"]) >= t_min:
                                 imps[i] = {"ad_id": ad, "campaign_id": str(e["campaign_id"]),
                                            "price": float(e["price"]), "user_id": e.get("user_id") or "",
