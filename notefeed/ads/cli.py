@@ -49,7 +49,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         """Train the auction's pCTR (a logistic efficiency model) on <workspace>/ads/impressions.jsonl
         (ads shown, with their features, and their clicks, logged by serving) and write
         <workspace>/ads/pctr/ when it predicts the latest impressions' clicks better (lower
-        log-loss) than the pCTR that served them; serving switches to it within 2 s. Prints JSON."""
+        log-loss) than the pCTR that served them. Serving prices with it when <workspace>/ads/serving.json
+        has "pctr": "model" (within 2 s of a new one; the default is the heuristic pCTR). Prints JSON."""
         from notefeed.ads.efficiency import train_workspace_pctr
 
         try:

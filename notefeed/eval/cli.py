@@ -111,6 +111,11 @@ def print_rows(console: Console, stage: str, rows: Sequence[dict], ks: Sequence[
     keys: list[str] = []
     for r in rows:
         keys.extend(c for c in r if c not in keys)
+
+    def nested(v: Any) -> bool:  # per-seed detail: in the JSON, not the table (an interval pair stays)
+        return isinstance(v, dict) or (isinstance(v, list) and (len(v) > 2 or any(isinstance(x, dict | list) for x in v)))
+
+    keys = [k for k in keys if not any(nested(r.get(k)) for r in rows)]
     t = Table(title=f"{stage} stage")
     for key in keys:
         t.add_column(key, justify="right")

@@ -16,7 +16,7 @@ world's texts and bid keywords) inside a serving engine:
 3. **Day 2, two arms**: the same fresh requests from the other half of the users, the same
    click and conversion draws per (request, ad) (common random numbers), each arm a fresh
    server that starts from day 1's per-ad counts: ``heuristic`` (``pctr: heuristic``) and
-   ``model`` (the trained model, ``pctr: auto``). The model is also scored offline on the
+   ``model`` (the trained model, ``pctr: model``). The model is also scored offline on the
    heuristic arm's day-2 impressions (held out in time and in users) against the heuristic.
 
 Rewrites: the query's aliases mapped to their words by a table covering 80% of them (the
@@ -142,7 +142,7 @@ def serving_pctr_seed(seed: int, quick: bool = False, sizes: tuple[int, int, int
             model = load_workspace_pctr(ws)
             (ws / "ads" / IMPRESSION_LOG).rename(ws / "ads" / "day1.jsonl")
             arms: dict[str, dict[str, float]] = {}
-            for arm, cfg in (("heuristic", base), ("model", base.model_copy(update={"pctr": "auto",
+            for arm, cfg in (("heuristic", base), ("model", base.model_copy(update={"pctr": "model",
                                                                                   "log_impressions": False}))):
                 srv = AdServer(eng, cfg)
                 srv.counts = copy.deepcopy(srv1.counts)  # day 1's impressions and clicks per ad

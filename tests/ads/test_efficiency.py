@@ -111,6 +111,12 @@ def test_search_impressions_carry_the_keyword_evidence(tmp_path: Path) -> None:
         eng.close()
 
 
+def _use_model(engine: Engine) -> None:
+    """``pctr: model`` in serving.json: price with the trained model when there is one."""
+    (engine.workspace / "ads").mkdir(parents=True, exist_ok=True)
+    (engine.workspace / "ads" / "serving.json").write_text(json.dumps({"pctr": "model"}))
+
+
 def _serve_and_click(engine: Engine, requests: int, seed: int) -> None:
     """Feed pages for random users; an ad is clicked with probability 0.02 + 0.5 x its
     category's share of the user's history (the heuristic pCTR reads that only through
@@ -135,6 +141,7 @@ def _serve_and_click(engine: Engine, requests: int, seed: int) -> None:
 def test_train_pctr_beats_the_served_pctr_and_serving_prices_with_it(client: TestClient, engine: Engine) -> None:
     from notefeed.cli import app
 
+    _use_model(engine)
     _campaigns(client, engine, n=6, budget=1e6)
     _serve_and_click(engine, 160, seed=0)
     x, y, _, _, _ = read_impressions(engine.workspace / "ads")
@@ -161,7 +168,9 @@ def test_train_pctr_beats_the_served_pctr_and_serving_prices_with_it(client: Tes
     assert new
     for e in new:
         assert e["p"] == pytest.approx(float(srv.pctr_model.pctr(np.array([e["x"]]))[0]), rel=1e-5)
-    # "heuristic" in serving.json ignores the model
+    # the default (no serving.json) and "heuristic" ignore the model
+    (engine.workspace / "ads" / "serving.json").unlink()
+    assert AdServer(engine).pctr_model is None
     (engine.workspace / "ads" / "serving.json").write_text(json.dumps({"pctr": "heuristic"}))
     assert AdServer(engine).pctr_model is None
 
@@ -194,6 +203,7 @@ def test_bad_bundle_or_log_fails_clearly_and_serving_falls_back(client: TestClie
     assert res.exit_code == 2 and "error: train-pctr: 0 clicks on 0 logged impressions" in res.output
     res = CliRunner().invoke(app, ["ads", "train-pctr", "--workspace", str(engine.workspace), "--holdout", "2"])
     assert res.exit_code == 2 and "--holdout" in res.output
+    _use_model(engine)
     _campaigns(client, engine, n=2)
     folder = engine.workspace / "ads" / "pctr"
     EfficiencyModel(np.ones(len(FEATURES)), -3.0).save(folder)
