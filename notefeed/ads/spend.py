@@ -25,18 +25,26 @@ __all__ = ["RedisSpendLedger", "RedisImpressions", "DAY_S"]
 
 DAY_S = 86400.0
 
-# KEYS[1] the day's hash; ARGV: campaign id, cost, budget, ttl seconds.
-# Returns {1 if charged else 0, the day's spend after the call (as a string: Lua numbers
-# returned to Redis become integers)}.
-_CHARGE = """
-local spent = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-if spent >= tonumber(ARGV[3]) then
-  return {0, tostring(spent)}
+
+
+def _charge_lua(key: str, campaign: str, cost: str, budget: str, ttl: str, refused: int, charged: int) -> str:
+    """The check-and-add both scripts end with (one text, so the two cannot drift apart): add
+    ``cost`` to the campaign's spend in hash ``key`` only while that spend is below ``budget``;
+    returns ``{refused | charged, the spend after the call}`` (as a string: Lua numbers returned
+    to Redis become integers). The arguments are Lua expressions (``KEYS[1]``, ``ARGV[2]``, ...)."""
+    return f"""
+local spent = tonumber(redis.call('HGET', {key}, {campaign}) or '0')
+if spent >= tonumber({budget}) then
+  return {{{refused}, tostring(spent)}}
 end
-local total = redis.call('HINCRBYFLOAT', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-return {1, total}
+local total = redis.call('HINCRBYFLOAT', {key}, {campaign}, {cost})
+redis.call('EXPIRE', {key}, tonumber({ttl}))
+return {{{charged}, total}}
 """
+
+
+# KEYS[1] the day's hash; ARGV: campaign id, cost, budget, ttl seconds. Returns {1 if charged else 0, the day's spend}.
+_CHARGE = _charge_lua("KEYS[1]", "ARGV[1]", "ARGV[2]", "ARGV[3]", "ARGV[4]", refused=0, charged=1)
 
 
 class RedisSpendLedger:
@@ -99,14 +107,7 @@ end
 if tonumber(ARGV[4]) < 0 then
   return {1, '0'}
 end
-local spent = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
-if spent >= tonumber(ARGV[4]) then
-  return {2, tostring(spent)}
-end
-local total = redis.call('HINCRBYFLOAT', KEYS[2], ARGV[2], ARGV[3])
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
-return {3, total}
-"""
+""" + _charge_lua("KEYS[2]", "ARGV[2]", "ARGV[3]", "ARGV[4]", "ARGV[5]", refused=2, charged=3)
 
 
 class RedisImpressions:

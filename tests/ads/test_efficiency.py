@@ -4,7 +4,6 @@ features, ``notefeed ads train-pctr``, and the auction pricing by the trained mo
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,29 +23,10 @@ from notefeed.serve.adslots import AdServer, ad_server
 from notefeed.serve.app import create_app
 from notefeed.serve.config import builtin_config
 from notefeed.serve.engine import Engine
-from notefeed.serve.synth import synthetic_community
-from tests.ads.test_serving import AUTH, NOW, TOKEN, _campaigns
+from tests.ads.conftest import AUTH, NOW, TOKEN
+from tests.ads.test_serving import _campaigns
 
 F = {f: i for i, f in enumerate(FEATURES)}
-
-
-@pytest.fixture(scope="module")
-def ds() -> Dataset:
-    return synthetic_community(600, n_users=60, n_events=2000, seed=5)
-
-
-@pytest.fixture
-def engine(ds: Dataset, tmp_path: Path) -> Iterator[Engine]:
-    eng = Engine(ds, builtin_config().with_overrides(api={"token": TOKEN}), tmp_path / "ws")
-    eng.clock = lambda: NOW
-    yield eng
-    eng.close()
-
-
-@pytest.fixture
-def client(engine: Engine) -> Iterator[TestClient]:
-    with TestClient(create_app(engine)) as c:
-        yield c
 
 
 def _log(engine: Engine) -> list[dict]:
