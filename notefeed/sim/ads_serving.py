@@ -130,6 +130,7 @@ def serving_pctr_seed(seed: int, quick: bool = False, sizes: tuple[int, int, int
             page = [eng.catalog.note_ids[i] for i in range(10)]
             base = AdSlotsConfig(pctr="heuristic", encoder_notes=0)
             srv1 = AdServer(eng, base)
+            srv1.rng = np.random.default_rng([seed, 1])  # the pacing throttle's draws: reproducible
             srv1.wait_ready()
             out["day1"] = _day(eng, srv1, world, day1, rewrites, page, T0, seed, 1)
             t = time.perf_counter()
@@ -145,6 +146,7 @@ def serving_pctr_seed(seed: int, quick: bool = False, sizes: tuple[int, int, int
             for arm, cfg in (("heuristic", base), ("model", base.model_copy(update={"pctr": "model",
                                                                                   "log_impressions": False}))):
                 srv = AdServer(eng, cfg)
+                srv.rng = np.random.default_rng([seed, 2])  # the same pacing draws in both arms
                 srv.counts = copy.deepcopy(srv1.counts)  # day 1's impressions and clicks per ad
                 srv.wait_ready()
                 assert (srv.pctr_model is not None) == (arm == "model" and model is not None)

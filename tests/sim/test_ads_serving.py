@@ -21,6 +21,8 @@ def test_one_seed_logs_trains_and_runs_both_arms_on_the_same_requests() -> None:
         assert 0 < off["logloss_model"] < 1 and 0 < off["logloss_heuristic"] < 1
     # the arms differ only in the pCTR: with the model, the day differs
     assert arms["model"] != arms["heuristic"] or not r["train"]["written"]
+    again = serving_pctr_seed(3, sizes=(200, 1200, 600))  # reproducible: the pacing draws are seeded
+    assert {k: again[k] for k in ("day1", "train", "arms")} == {k: r[k] for k in ("day1", "train", "arms")}
 
 
 def test_study_rows_pair_the_arms_by_seed() -> None:
