@@ -8,7 +8,8 @@ served them, and writes ``<workspace>/ads/pctr/`` (``model.safetensors`` + ``con
 only when it predicts the held-out clicks better (lower log-loss). A server with ``pctr: model``
 in ``<workspace>/ads/serving.json`` prices with it, picking up a new one within 2 s; by default,
 and without a model, serving prices by the ad's smoothed CTR x (0.5 + relevance): on the
-simulator the trained model predicted clicks better but earned 20% less at equal clicks
+simulator the trained model predicted clicks better offline but got 3% fewer clicks and 21% less
+revenue online
 (``notefeed eval --stage ads --param ads.load=serving-pctr``, :mod:`notefeed.sim.ads_serving`).
 
 Features (:data:`FEATURES`, one row per (request, ad)): the ad simulator's ``evidence`` set

@@ -126,7 +126,8 @@ class AdSlotsConfig(BaseModel):
         "heuristic", description="pCTR of the auction: the ad's smoothed CTR x (0.5 + relevance) (heuristic), or "
         "the efficiency model trained on this workspace's impressions (<workspace>/ads/pctr/, `notefeed ads "
         "train-pctr`) when there is one (model). The default is the heuristic: on the simulator the trained "
-        "model predicted clicks better but cost 20% of revenue at equal clicks (docs/results/ads/serving_pctr.json)")
+        "model predicted clicks better offline but got 3% fewer clicks and 21% less revenue "
+        "(docs/results/ads/serving_pctr.json)")
     log_impressions: bool = Field(True, description="append every ad shown, with its features and served pCTR, and "
                                   "its first click and conversion to <workspace>/ads/impressions.jsonl (what "
                                   "`notefeed ads train-pctr` learns from)")
