@@ -45,6 +45,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         c: float = typer.Option(1.0, "--c", min=1e-6, help="inverse L2 strength of the logistic regression"),
         force: bool = typer.Option(False, "--force", help="write the model even when it does not beat the served "
                                    "pCTR on the held-out impressions"),
+        explore_only: bool = typer.Option(False, "--explore-only", help="fit and check on the impressions of "
+                                          "exploration requests only (explore in serving.json)"),
     ) -> None:
         """Train the auction's pCTR (a logistic efficiency model) on <workspace>/ads/impressions.jsonl
         (ads shown, with their features, and their clicks, logged by serving) and write
@@ -54,7 +56,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         from notefeed.ads.efficiency import train_workspace_pctr
 
         try:
-            out = train_workspace_pctr(workspace, min_clicks, holdout, c, force)
+            out = train_workspace_pctr(workspace, min_clicks, holdout, c, force, explore_only)
         except ValueError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None

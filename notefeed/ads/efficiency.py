@@ -127,10 +127,13 @@ def _lines(paths: list[Path]) -> Iterator[dict]:
                 yield d if isinstance(d, dict) else {}
 
 
-def read_impressions(ads_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+def read_impressions(ads_dir: str | Path, explore_only: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """(features (n, len(FEATURES)), clicked (n,) 0/1, served pCTR (n,), ts (n,), skipped lines) of
     the impressions logged in ``ads_dir`` (the rotated ``impressions.1.jsonl`` first); a torn or
-    malformed line is skipped and counted; a click on an impression not in the log is ignored."""
+    malformed line is skipped and counted; a click on an impression not in the log is ignored.
+    ``explore_only``: only the impressions of exploration requests (``explore: 1``, slots given
+    in random order, see ``AdSlotsConfig.explore``)."""
     d = Path(ads_dir)
     paths = [d / IMPRESSION_LOG.replace(".jsonl", ".1.jsonl"), d / IMPRESSION_LOG]
     rows: dict[str, tuple[list[float], float, float]] = {}
@@ -145,7 +148,8 @@ def read_impressions(ads_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.nd
             x, p, ts = e.get("x"), e.get("p"), e.get("ts")
             if (isinstance(x, list) and len(x) == k and all(isinstance(v, int | float) and math.isfinite(v) for v in x)
                     and isinstance(p, int | float) and 0 < p < 1 and isinstance(ts, int | float)):
-                rows[i] = ([float(v) for v in x], float(p), float(ts))
+                if e.get("explore") or not explore_only:
+                    rows[i] = ([float(v) for v in x], float(p), float(ts))
             else:
                 skipped += 1
         elif t == "click":
@@ -179,7 +183,7 @@ def _fit(x: np.ndarray, y: np.ndarray, c: float) -> EfficiencyModel:
 
 
 def train_workspace_pctr(workspace: str | Path, min_clicks: int = 100, holdout: float = 0.2, c: float = 1.0,
-                         force: bool = False) -> dict:
+                         force: bool = False, explore_only: bool = False) -> dict:
     """Fit the efficiency model on ``<workspace>/ads/impressions.jsonl`` and write
     ``<workspace>/ads/pctr/`` when it beats the served pCTR on held-out clicks.
 
@@ -188,11 +192,12 @@ def train_workspace_pctr(workspace: str | Path, min_clicks: int = 100, holdout: 
     log-loss is lower (or ``force``) is the model refitted on all impressions and written (atomic
     swap of the folder). Returns a summary; ``written`` says whether the folder was replaced.
     Raises ``ValueError`` with fewer than ``min_clicks`` logged clicks, or with no click (or no
-    non-click) in either part."""
+    non-click) in either part. ``explore_only``: fit and check on the exploration impressions
+    only (no selection by the served pCTR)."""
     if not 0 < holdout < 1:
         raise ValueError(f"train-pctr: holdout must be in (0, 1), got {holdout}")
     ws = Path(workspace) / "ads"
-    x, y, p, ts, skipped = read_impressions(ws)
+    x, y, p, ts, skipped = read_impressions(ws, explore_only)
     n_clicks = int(y.sum())
     if n_clicks < max(2, min_clicks):
         raise ValueError(f"train-pctr: {n_clicks} clicks on {len(y)} logged impressions in {ws / IMPRESSION_LOG}, "
@@ -212,12 +217,13 @@ def train_workspace_pctr(workspace: str | Path, min_clicks: int = 100, holdout: 
              "mean_pctr_model": round(float(q.mean()), 5), "mean_pctr_served": round(float(p[te].mean()), 5),
              "ctr": round(float(y[te].mean()), 5)}
     better = check["logloss_model"] < check["logloss_served"]
-    out = {"impressions": int(len(y)), "clicks": n_clicks, "skipped_lines": skipped, "holdout": check,
+    out = {"impressions": int(len(y)), "clicks": n_clicks, "explore_only": explore_only, "skipped_lines": skipped,
+           "holdout": check,
            "beats_served": bool(better), "written": False, "path": str(ws / PCTR_DIR)}
     if not (better or force):
         return out
     model = _fit(x, y, c)
-    model.info = {"impressions": int(len(y)), "clicks": n_clicks, "holdout": check,
+    model.info = {"impressions": int(len(y)), "clicks": n_clicks, "explore_only": explore_only, "holdout": check,
                   "coef": {f: round(float(v), 5) for f, v in zip(FEATURES, model.coef, strict=True)}}
     tmp = ws / f".{PCTR_DIR}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)

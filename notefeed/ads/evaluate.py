@@ -585,7 +585,8 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
     ``ads.load=serving-pctr`` runs serving's own ad path (``AdServer``) on the ad simulator's
     world for a logging day, trains the efficiency model on the impressions it logged
     (``notefeed ads train-pctr``) and compares the heuristic and the trained pCTR on a second
-    day (:mod:`notefeed.sim.ads_serving`).
+    day (:mod:`notefeed.sim.ads_serving`; ``ads.explore``: the day-1 share of exploration requests,
+    the model then trained on those only).
 
     ``ads.pctr``: the efficiency model's features, ``evidence`` (default: the basic ones and every
     recall channel's score for the pair), ``basic`` (text cosine, keyword match, ad CTR) or
@@ -595,9 +596,10 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
     the seeds already there from it (a long run can stop and go on; the settings must match).
     """
     opts = dict((params or {}).get("ads", {}))
-    unknown = set(opts) - {"load", "levels", "pctr", "resume", "methods", "user"}
+    unknown = set(opts) - {"load", "levels", "pctr", "resume", "methods", "user", "explore"}
     if unknown:
-        raise ValueError(f"--param: ads takes load, levels, pctr, resume, methods, user; got {', '.join(sorted(unknown))}")
+        raise ValueError("--param: ads takes load, levels, pctr, resume, methods, user, explore; got "
+                         f"{', '.join(sorted(unknown))}")
     methods = opts.get("methods", list(METHODS))
     if not isinstance(methods, list) or not methods or not set(methods) <= set(METHODS):
         raise ValueError(f"--param: ads.methods must be a list of {', '.join(METHODS)}, got {methods!r}")
@@ -612,6 +614,9 @@ def evaluate_ads(datasets: list[str], models: list[str] | None, seed: int, quick
                          f"or serving-pctr, got {load!r}")
     if "user" in opts and load != "search-recall":
         raise ValueError("--param: ads.user runs with ads.load=search-recall")
+    if "explore" in opts and (load != "serving-pctr" or not isinstance(opts["explore"], int | float)
+                              or not 0 <= opts["explore"] <= 1):
+        raise ValueError(f"--param: ads.explore must be a share in [0, 1] with ads.load=serving-pctr, got {opts['explore']!r}")
     if pctr == "both" and load not in ("natural", "equal"):
         raise ValueError("--param: ads.pctr=both runs with ads.load natural or equal")
     levels = opts.get("levels", [1.0])

@@ -128,6 +128,10 @@ class AdSlotsConfig(BaseModel):
         "train-pctr`) when there is one (model). The default is the heuristic: on the simulator the trained "
         "model predicted clicks better offline but got 3% fewer clicks and 21% less revenue "
         "(docs/results/ads/serving_pctr.json)")
+    explore: float = Field(0.0, ge=0.0, le=1.0, description="share of ad requests whose slots go to eligible "
+                           "candidates in random order instead of by eCPM, each click charged the reserve price; "
+                           "logged with explore=1: rows `notefeed ads train-pctr --explore-only` learns from "
+                           "without the served pCTR's selection")
     log_impressions: bool = Field(True, description="append every ad shown, with its features and served pCTR, and "
                                   "its first click and conversion to <workspace>/ads/impressions.jsonl (what "
                                   "`notefeed ads train-pctr` learns from)")
@@ -584,8 +588,10 @@ class AdServer:
             score = bids * pctr
             o = np.lexsort((-score, cidx))
             first = o[np.unique(cidx[o], return_index=True)[1]]
+            exploring = cfg.explore > 0.0 and self.rng.random() < cfg.explore
+            order = (self.rng.permutation(first) if exploring else first[np.argsort(-score[first], kind="stable")])
             passed = []
-            for q in first[np.argsort(-score[first], kind="stable")].tolist():
+            for q in order.tolist():
                 camp_id = idx.campaigns[int(cidx[q])].id
                 if bids[q] >= cfg.reserve and self.cap.allowed(user_id, camp_id, now) \
                         and self.pacer.allow(camp_id, now, self.rng):
@@ -595,11 +601,16 @@ class AdServer:
             if not passed:
                 return []
             keep = np.array(passed, np.int64)
-            res = gsp_auction(bids[keep], pctr[keep], slots, cfg.reserve)
-            layout = place_ads(len(page_notes), len(res.winners), cfg.first, cfg.spacing, cfg.load_cap)
+            if exploring:  # random winners in the order drawn, each click at the reserve (or its bid, if lower)
+                winners = np.arange(min(slots, len(keep)))
+                prices = np.minimum(cfg.reserve, bids[keep[winners]])
+            else:
+                res = gsp_auction(bids[keep], pctr[keep], slots, cfg.reserve)
+                winners, prices = res.winners, res.prices
+            layout = place_ads(len(page_notes), len(winners), cfg.first, cfg.spacing, cfg.load_cap)
             positions = [p for p, (kind, _) in enumerate(layout) if kind == "ad"]
             out, logged, shared = [], [], {}
-            for position, w, price in zip(positions, res.winners.tolist(), res.prices.tolist(), strict=False):
+            for position, w, price in zip(positions, winners.tolist(), prices.tolist(), strict=False):
                 q = int(keep[w])  # the candidate's row in ``ids`` / ``x``
                 p = int(pos[q])  # the candidate's row in ``cand``
                 j = int(cand.ids[p])
@@ -626,7 +637,7 @@ class AdServer:
                 if x is not None and cfg.log_impressions:
                     logged.append({"t": "imp", "id": imp, **rec, "surface": "feed" if query is None else "search",
                                    "position": position, "x": [round(float(v), 6) for v in x[q]],
-                                   "p": round(float(pctr[q]), 8)})
+                                   "p": round(float(pctr[q]), 8), **({"explore": 1} if exploring else {})})
             self._expire(now)
         if shared and self.shared is not None:
             try:  # before the page leaves: a click may come to another worker at once

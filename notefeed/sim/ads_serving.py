@@ -95,9 +95,12 @@ def _day(engine: Any, srv: Any, world: Any, queries: list[Any], rewrites: dict[s
             "rpm": 1000 * revenue / n, "largest_overspend_clicks": round(float(over), 4)}
 
 
-def serving_pctr_seed(seed: int, quick: bool = False, sizes: tuple[int, int, int] | None = None) -> dict[str, Any]:
+def serving_pctr_seed(seed: int, quick: bool = False, sizes: tuple[int, int, int] | None = None,
+                      explore: float = 0.0) -> dict[str, Any]:
     """One seed: day-1 log, training, day-2 arms (see the module doc); ``sizes``: (ads, day-1
-    requests, day-2 requests), by default (1500, 10000, 8000), quick (500, 2500, 2000)."""
+    requests, day-2 requests), by default (1500, 10000, 8000), quick (500, 2500, 2000).
+    ``explore`` > 0: that share of day 1's requests are exploration requests (random slot order,
+    ``AdSlotsConfig.explore``) and the model trains on their impressions only."""
     from notefeed.ads.efficiency import (
         IMPRESSION_LOG,
         load_workspace_pctr,
@@ -129,12 +132,12 @@ def serving_pctr_seed(seed: int, quick: bool = False, sizes: tuple[int, int, int
             eng.ads_store = _store(world)
             page = [eng.catalog.note_ids[i] for i in range(10)]
             base = AdSlotsConfig(pctr="heuristic", encoder_notes=0)
-            srv1 = AdServer(eng, base)
+            srv1 = AdServer(eng, base.model_copy(update={"explore": explore}))
             srv1.rng = np.random.default_rng([seed, 1])  # the pacing throttle's draws: reproducible
             srv1.wait_ready()
             out["day1"] = _day(eng, srv1, world, day1, rewrites, page, T0, seed, 1)
             t = time.perf_counter()
-            trained = train_workspace_pctr(ws, min_clicks=50)
+            trained = train_workspace_pctr(ws, min_clicks=50, explore_only=explore > 0)
             out["train"] = {k: trained[k] for k in ("impressions", "clicks", "holdout", "beats_served", "written")}
             out["train"]["coef"] = trained.get("coef")
             out["train_s"] = round(time.perf_counter() - t, 2)
@@ -166,11 +169,11 @@ def serving_pctr_seed(seed: int, quick: bool = False, sizes: tuple[int, int, int
     return out
 
 
-def serving_pctr_study(seeds: list[int], quick: bool = False) -> list[dict]:
+def serving_pctr_study(seeds: list[int], quick: bool = False, explore: float = 0.0) -> list[dict]:
     """Rows: one per arm (``heuristic``, ``model``) with means over seeds and, on the model row,
     per-seed paired differences model - heuristic (relative for CPM, revenue, CTR, clicks,
     conversions) with Student-t 95% intervals; one ``offline`` row of day-2 log-loss and AUC."""
-    runs = [serving_pctr_seed(s, quick) for s in seeds]
+    runs = [serving_pctr_seed(s, quick, explore=explore) for s in seeds]
     rows: list[dict] = []
     mets = ("fill", "ctr", "clicks", "conversions", "cpm", "rpm", "revenue", "largest_overspend_clicks")
     for arm in ("heuristic", "model"):
@@ -197,8 +200,11 @@ def serving_pctr_study(seeds: list[int], quick: bool = False) -> list[dict]:
             row[f"{m}_model_minus_heuristic_ci95"] = _ci95(d, digits=5)
         rows.append(row)
     rows[0]["training"] = [{"seed": r["seed"], **r["train"], "day1_clicks": r["day1"]["clicks"],
-                            "day1_impressions": r["day1"]["impressions"]} for r in runs]
+                            "day1_impressions": r["day1"]["impressions"], "day1_cpm": round(r["day1"]["cpm"], 4),
+                            "day1_ctr": round(r["day1"]["ctr"], 5), "day1_revenue": r["day1"]["revenue"]}
+                           for r in runs]
     rows[0]["seed_s"] = [r["seed_s"] for r in runs]
+    rows[0]["day1_explore"] = explore
     rows[0]["per_seed"] = [{"seed": r["seed"], **{f"{a}_{m}": round(float(r["arms"][a][m]), 5)
                                                   for a in ("heuristic", "model") for m in ("cpm", "ctr", "rpm")}}
                            for r in runs]
@@ -208,4 +214,4 @@ def serving_pctr_study(seeds: list[int], quick: bool = False) -> list[dict]:
 @CLOSED_LOOP.register("serving-pctr")
 def _serving_pctr_load(seeds: list[int], quick: bool, opts: dict) -> list[dict]:
     """``notefeed eval --stage ads --param ads.load=serving-pctr``."""
-    return serving_pctr_study(seeds, quick)
+    return serving_pctr_study(seeds, quick, float(opts.get("explore", 0.0)))

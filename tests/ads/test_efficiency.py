@@ -216,3 +216,26 @@ def test_the_impression_log_rotates_and_training_reads_both_files(engine: Engine
     srv._log_impressions([{"t": "click", "id": "i8", "ts": 1001}])  # a click after the rotation
     x, y, _, _, _ = read_impressions(ads)
     assert len(y) == 999 and y.sum() == 2
+
+
+def test_exploration_requests_are_random_cheap_logged_and_trained_on_alone(client: TestClient, engine: Engine) -> None:
+    from notefeed.serve.adslots import AdSlotsConfig
+
+    _campaigns(client, engine, n=6, budget=1e6)
+    engine.ad_server = AdServer(engine, AdSlotsConfig(explore=1.0))
+    _serve_and_click(engine, 60, seed=2)
+    imps = [e for e in _log(engine) if e["t"] == "imp"]
+    assert imps and all(e.get("explore") == 1 for e in imps)
+    assert all(e["price"] == pytest.approx(0.05) for e in imps)  # the reserve: bids are 1.0-1.5
+    # the slots are not in eCPM order: the heuristic pCTR x bid of a page's first ad is not always the highest
+    by_ts: dict[float, list[dict]] = {}
+    for e in imps:
+        by_ts.setdefault(e["ts"], []).append(e)
+    assert any(len(g) > 1 and g[0]["p"] < max(x["p"] for x in g) for g in by_ts.values())
+    engine.ad_server = AdServer(engine)  # no exploration: these are not explore rows
+    _serve_and_click(engine, 20, seed=3)
+    x_all, *_ = read_impressions(engine.workspace / "ads")
+    x_exp, *_ = read_impressions(engine.workspace / "ads", explore_only=True)
+    assert len(x_exp) == len(imps) < len(x_all)
+    out = train_workspace_pctr(engine.workspace, min_clicks=5, explore_only=True, force=True)
+    assert out["explore_only"] and out["impressions"] == len(imps)

@@ -28,10 +28,10 @@ def test_one_seed_logs_trains_and_runs_both_arms_on_the_same_requests() -> None:
 def test_study_rows_pair_the_arms_by_seed() -> None:
     import notefeed.sim.ads_serving as m
 
-    def fake(seed: int, quick: bool = False) -> dict:
+    def fake(seed: int, quick: bool = False, explore: float = 0.0) -> dict:
         arm = {"fill": 1.0, "ctr": 0.1, "clicks": 10, "conversions": 2, "cpm": 100.0, "rpm": 200.0, "revenue": 5.0,
                "largest_overspend_clicks": 0.5}
-        return {"seed": seed, "day1": {"clicks": 5, "impressions": 50}, "seed_s": 1.0,
+        return {"seed": seed, "day1": {"clicks": 5, "impressions": 50, "cpm": 90.0, "ctr": 0.1, "revenue": 4.5}, "seed_s": 1.0,
                 "train": {"written": True, "impressions": 50, "clicks": 5, "holdout": {}, "beats_served": True,
                           "coef": None},
                 "arms": {"heuristic": arm, "model": {**arm, "cpm": 100.0 * (1.1 + 0.01 * seed)}},
