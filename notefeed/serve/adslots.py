@@ -743,19 +743,23 @@ class AdServer:
         with self._lock:
             if imp is not None:
                 imp[flag] = True
+            self._first(ev.impression_id, rec, flag, now)
             if flag == "converted":
-                self._count(rec["ad_id"], 2)
-                if self.cfg.log_impressions:
-                    self._log_impressions([{"t": "conv", "id": ev.impression_id, "ts": now}])
                 return 0.0, None
-            self._count(rec["ad_id"], 1)
-            if self.cfg.log_impressions:
-                self._log_impressions([{"t": "click", "id": ev.impression_id, "ts": now}])
-            if rec.get("query") and self.cfg.log_clicks:
-                self._log_click(rec, now)
             if code >= 2:
                 self.pacer.observe_spent(camp, total, now)
             return (float(rec["price"]) if code == 3 else 0.0), None
+
+    def _first(self, imp_id: str, rec: dict[str, Any], flag: str, now: float) -> None:
+        """The bookkeeping of a first click (``flag`` ``clicked``) or first conversion on an
+        impression, whichever path claimed it: the ad's counts, the impression log line and, for
+        a search ad's click, the towers' click log (under ``self._lock``)."""
+        click = flag == "clicked"
+        self._count(rec["ad_id"], 1 if click else 2)
+        if self.cfg.log_impressions:
+            self._log_impressions([{"t": "click" if click else "conv", "id": imp_id, "ts": now}])
+        if click and rec.get("query") and self.cfg.log_clicks:
+            self._log_click(rec, now)
 
     def event(self, ev: AdEvent) -> tuple[float, str | None]:
         """(charged, rejection reason or None)."""
@@ -775,9 +779,7 @@ class AdServer:
                     return 0.0, "conversion before any click on this impression"
                 if not imp.get("converted"):
                     imp["converted"] = True
-                    self._count(imp["ad_id"], 2)
-                    if self.cfg.log_impressions:
-                        self._log_impressions([{"t": "conv", "id": ev.impression_id, "ts": now}])
+                    self._first(ev.impression_id, imp, "converted", now)
                 return 0.0, None
             if imp["clicked"]:  # a repeated click: counted once, charged once
                 return 0.0, None
@@ -790,11 +792,7 @@ class AdServer:
                 self.pacer.observe_spent(camp, total, now)
                 cost = imp["price"] if charged else 0.0
             imp["clicked"] = True
-            self._count(imp["ad_id"], 1)
-            if self.cfg.log_impressions:
-                self._log_impressions([{"t": "click", "id": ev.impression_id, "ts": now}])
-            if imp.get("query") and self.cfg.log_clicks:
-                self._log_click(imp, now)
+            self._first(ev.impression_id, imp, "clicked", now)
             if camp not in self.pacer.state:  # the campaign was deleted since
                 return 0.0, None
             if self.ledger is not None:
