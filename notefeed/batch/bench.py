@@ -40,7 +40,7 @@ def _csr_bytes(m: Any) -> int:
 
 
 def run_engine(engine: str, log_dir: Path, kernel: str, workers: int, item_cap: int, user_cap: int,
-               top_n: int, block: int, progress: bool = True) -> dict[str, Any]:
+               top_n: int, block: int, progress: bool = True, recycle: bool | str = "auto") -> dict[str, Any]:
     """One engine on the log in ``log_dir`` (users/items/ts ``.npy`` + meta.json), in this process."""
     from notefeed.batch.base import open_engine
 
@@ -50,7 +50,9 @@ def run_engine(engine: str, log_dir: Path, kernel: str, workers: int, item_cap: 
     out: dict[str, Any] = {"engine": engine, "workers": workers if engine == "ray" else 1,
                            "loadavg_1_5_15_before": list(os.getloadavg())}
     t0 = time.perf_counter()
-    eng = open_engine(engine, num_cpus=workers if engine == "ray" else None)
+    eng = open_engine(engine, num_cpus=workers if engine == "ray" else None, recycle=recycle)
+    if engine == "ray":
+        out["recycle"] = recycle
     if engine == "ray":  # start the worker processes before the clock, as a running cluster has them
         eng.map(_noop, list(range(workers)))
         eng.task_stats.clear()
@@ -228,7 +230,7 @@ def _child(engine: str, log_dir: Path, args: dict[str, Any]) -> dict[str, Any]:
 
 def bench_batch(n_events: int, engines: list[str], kernel: str = "swing", workers: int = 2, item_cap: int = 50,
                 user_cap: int = 100, top_n: int = 100, block: int = 512, seed: int = 0,
-                log: Any = print) -> dict[str, Any]:
+                log: Any = print, recycle: bool | str = "auto") -> dict[str, Any]:
     """The study's JSON (see the module docstring)."""
     from notefeed.recall.synthetic import synthetic_log
 
@@ -243,11 +245,12 @@ def bench_batch(n_events: int, engines: list[str], kernel: str = "swing", worker
         "log": {"generator": "notefeed.recall.synthetic.synthetic_log", "seed": seed, "events": n_events,
                 "users": n_users, "items": n_items, "generate_s": gen_s,
                 "generator_peak_rss_mib": _own_peak_rss_mib()},
-        "params": {"item_cap": item_cap, "user_cap": user_cap, "top_n": top_n, "block": block, "workers": workers},
+        "params": {"item_cap": item_cap, "user_cap": user_cap, "top_n": top_n, "block": block, "workers": workers,
+                   "recycle": recycle},
         "runs": {},
     }
     args = {"kernel": kernel, "workers": workers, "item_cap": item_cap, "user_cap": user_cap, "top_n": top_n,
-            "block": block}
+            "block": block, "recycle": recycle}
     with tempfile.TemporaryDirectory(prefix="notefeed-bench-batch-") as tmp:
         d = Path(tmp)
         for name, arr in (("users", users), ("items", items), ("ts", ts)):

@@ -61,6 +61,8 @@ def bench_batch_cmd(
                               "memory of one task; both engines use it, so their tables stay comparable"),
     json_path: Path | None = typer.Option(None, "--json", help="write the results here"),
     seed: int = typer.Option(0, "--seed"),
+    recycle: str = typer.Option("auto", "--recycle", help="Ray: run each task in a fresh worker process -- auto "
+                                "(maps with large inputs), on, off"),
 ) -> None:
     """Swing on a large simulated log: local kernel vs Ray (throughput, peak memory per worker,
     same bytes?) and the labelled arithmetic for a cluster."""
@@ -75,13 +77,16 @@ def bench_batch_cmd(
         _fail(f"--kernel: swing or itemcf, got {kernel!r}")
     if events < 1000:
         _fail("--events: at least 1000")
+    recycles = {"auto": "auto", "on": True, "off": False}
+    if recycle not in recycles:
+        _fail(f"--recycle: auto, on or off, got {recycle!r}")
     if "ray" in engines:
         try:
             import ray  # noqa: F401
         except ImportError:
             _fail("--engine ray: the ray engine needs Ray: pip install 'notefeed[ray]'")
     out = bench_batch(events, engines, kernel=kernel, workers=max(1, workers), block=max(1, block), seed=seed,
-                      log=typer.echo)
+                      log=typer.echo, recycle=recycles[recycle])
     typer.echo(json.dumps(out["summary"], indent=2, default=str))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)

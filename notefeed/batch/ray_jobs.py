@@ -6,6 +6,14 @@ numpy arrays in it reach the tasks zero-copy and read-only, which the kernels re
 task reports its worker's pid, CPU seconds and peak RSS (the task's own where Linux lets the
 peak be reset), kept in :attr:`RayEngine.task_stats` (what the
 scaling study reads).
+
+Worker recycling. A worker process that reads an object-store array maps its pages, and they
+stay in its resident memory after the task (shared pages, but counted in its RSS), so a worker
+that runs many large tasks grows with the objects it ever read or wrote, not with its task.
+A map whose inputs are large (``recycle="auto"``: at least :data:`RECYCLE_BYTES` in its shared
+inputs or its first item) therefore runs each task in a fresh worker process (Ray's
+``max_calls=1``): a worker's memory is then its one task's. Starting a worker costs about a
+second, which a task of that size dwarfs; small maps keep their workers.
 """
 
 from __future__ import annotations
@@ -19,7 +27,11 @@ import scipy.sparse as sp
 
 from notefeed.batch.base import TaskStats
 
-__all__ = ["RayEngine", "RayMissing"]
+__all__ = ["RECYCLE_BYTES", "RayEngine", "RayMissing", "payload_bytes"]
+
+#: a map whose shared inputs or first item hold at least this many array bytes runs each task
+#: in a fresh worker under ``recycle="auto"``
+RECYCLE_BYTES = 64 * 2**20
 
 
 class RayMissing(ImportError):
@@ -76,6 +88,29 @@ def _run(fn: Callable[..., Any], shared: dict[str, Any], item: Any) -> tuple[Any
                           peak_rss_mb=_peak_rss_mb(), peak_is_task_own=own_peak, private_mb=_private_mb())
 
 
+def payload_bytes(x: Any, depth: int = 0) -> int:
+    """Bytes of the numpy arrays and scipy sparse matrices in ``x`` (looked into through
+    dicts, lists and tuples, three levels deep); other objects count 0."""
+    if isinstance(x, np.ndarray):
+        return int(x.nbytes)
+    if sp.issparse(x):
+        return sum(int(getattr(x, a).nbytes) for a in ("data", "indices", "indptr", "row", "col")
+                   if isinstance(getattr(x, a, None), np.ndarray))
+    if depth >= 3:
+        return 0
+    if isinstance(x, dict):
+        return sum(payload_bytes(v, depth + 1) for v in x.values())
+    if isinstance(x, (list, tuple)):
+        return sum(payload_bytes(v, depth + 1) for v in x)
+    return 0
+
+
+def _run_fresh(fn: Callable[..., Any], shared: dict[str, Any], item: Any) -> tuple[Any, TaskStats]:
+    """:func:`_run`, registered with ``max_calls=1``: its worker exits after the task (Ray sets
+    that per remote function, not per call)."""
+    return _run(fn, shared, item)
+
+
 def _reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail fast on a ``host:port`` / ``ray://host:port`` nobody listens on (Ray itself retries
     for minutes); ``auto`` and other forms are left to Ray."""
@@ -94,12 +129,16 @@ def _reachable(address: str, timeout_s: float = 5.0) -> None:
 class RayEngine:
     """Batch jobs on Ray. ``address``: an existing cluster (``auto``, ``ray://host:10001``);
     without it a local Ray instance is started with ``num_cpus`` CPUs (all when None) and shut
-    down by :meth:`close`. An already initialised Ray in this process is reused as is."""
+    down by :meth:`close`. An already initialised Ray in this process is reused as is.
+    ``recycle``: run each task in a fresh worker process -- ``"auto"`` (default) for maps with
+    large inputs (see the module notes), ``True`` always, ``False`` never."""
 
     name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, shards: int | None = None,
-                 tasks_per_worker: int = 4) -> None:
+                 tasks_per_worker: int = 4, recycle: bool | str = "auto") -> None:
+        if recycle not in (True, False, "auto"):
+            raise ValueError(f"recycle must be True, False or 'auto', got {recycle!r}")
         ray = _ray()
         self._ray = ray
         self._owns = False
@@ -113,6 +152,8 @@ class RayEngine:
                 ray.init(num_cpus=num_cpus, **kw)
             self._owns = True
         self._remote = ray.remote(num_cpus=1)(_run)
+        self._remote_fresh = ray.remote(num_cpus=1, max_calls=1)(_run_fresh)
+        self.recycle = recycle
         self.shards = shards
         self.tasks_per_worker = int(tasks_per_worker)
         self.task_stats: list[TaskStats] = []
@@ -126,10 +167,18 @@ class RayEngine:
         from tqdm.auto import tqdm
 
         ray = self._ray
+        items = iter(items)
+        first = next(items, None)
+        recycle = self.recycle
+        if recycle == "auto":
+            recycle = max(payload_bytes(shared or {}), payload_bytes(first)) >= RECYCLE_BYTES
+        remote = self._remote_fresh if recycle else self._remote
         ref = ray.put(shared or {})
         # a large item is copied into the object store by .remote(), so a generator's item
         # is dropped here before the next one is made
-        futures = [self._remote.remote(fn, ref, it) for it in items]
+        futures = [] if first is None else [remote.remote(fn, ref, first)]
+        del first
+        futures += [remote.remote(fn, ref, it) for it in items]
         index = {f: k for k, f in enumerate(futures)}
         out: list[Any] = [None] * len(futures)
         pending = list(futures)

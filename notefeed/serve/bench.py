@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from notefeed.eval.timing import latency_stats, machine_info
 
 __all__ = ["run_bench", "free_port", "start_server", "stop_server", "parse_server_timing", "process_cpu_s"]
@@ -79,7 +81,15 @@ def parse_server_timing(header: str) -> dict[str, float]:
     return out
 
 
-def _load(base: str, user_ids: list[str], requests: int, concurrency: int, max_seconds: float) -> dict[str, Any]:
+def _load(base: str, user_ids: list[str], requests: int, concurrency: int, max_seconds: float,
+          rate: float | None = None, seed: int = 0) -> dict[str, Any]:
+    """``requests`` feed requests per pipeline (default and popular, alternating) from
+    ``concurrency`` client threads. Closed loop by default: each thread sends its next request
+    when the last one is answered. With ``rate`` (requests per second, both pipelines
+    together), open loop: requests arrive as a seeded Poisson process whatever the server's
+    pace, and a request's latency counts from its arrival time, so time spent waiting for a
+    free client thread is included (no coordinated omission; the threads must be enough for
+    the rate, which ``late_starts`` shows)."""
     import httpx
 
     pipelines = ("default", "popular")
@@ -91,9 +101,16 @@ def _load(base: str, user_ids: list[str], requests: int, concurrency: int, max_s
     lock = threading.Lock()
     counter = iter(range(2 * requests))
     deadline = time.monotonic() + max_seconds
+    arrivals = None
+    if rate is not None:
+        if not rate > 0:
+            raise ValueError(f"rate must be > 0 requests/s, got {rate}")
+        arrivals = np.cumsum(np.random.default_rng(seed).exponential(1.0 / rate, 2 * requests))
+    late = 0
+    t_start = time.perf_counter()
 
     def worker(wid: int) -> None:
-        nonlocal ev_errors
+        nonlocal ev_errors, late
         rng = random.Random(wid)
         with httpx.Client(base_url=base, timeout=10.0) as c:
             for i in counter:
@@ -102,7 +119,16 @@ def _load(base: str, user_ids: list[str], requests: int, concurrency: int, max_s
                 p = pipelines[i % 2]
                 # one user in ten is new to the server: the cold-start path gets load too
                 uid = rng.choice(user_ids) if rng.random() > 0.1 else f"new{rng.randrange(10**9)}"
-                t0 = time.perf_counter()
+                if arrivals is None:
+                    t0 = time.perf_counter()
+                else:  # open loop: wait for the request's arrival; latency counts from it
+                    t0 = t_start + float(arrivals[i])
+                    wait = t0 - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
+                    elif wait < -0.001:
+                        with lock:
+                            late += 1
                 try:
                     r = c.get("/v1/feed", params={"user_id": uid, "n": 20, "pipeline": p})
                     ok = r.status_code == 200
@@ -132,7 +158,7 @@ def _load(base: str, user_ids: list[str], requests: int, concurrency: int, max_s
                             else:
                                 ev_errors += 1
 
-    t_start = time.perf_counter()
+    t_start = time.perf_counter()  # the arrivals count from here
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(concurrency)]
     for t in threads:
         t.start()
@@ -140,6 +166,9 @@ def _load(base: str, user_ids: list[str], requests: int, concurrency: int, max_s
         t.join()
     wall = time.perf_counter() - t_start
     out: dict[str, Any] = {"wall_s": wall, "concurrency": concurrency, "pipelines": {}}
+    if rate is not None:
+        out["open_loop"] = {"rate_rps": rate, "achieved_rps": sum(map(len, lat.values())) / wall,
+                            "late_starts": late}
     for p in pipelines:
         out["pipelines"][p] = {
             "requests": len(lat[p]),

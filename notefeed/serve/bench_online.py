@@ -190,13 +190,18 @@ def run_online_train_bench(pages: int = 600, min_groups: int = 32, seed: int = 0
 
 def run_worker_scaling(workspace: Path, requests_per_worker: int = 500, concurrency_per_worker: int = 2,
                        redis_url: str | None = None, config: Path | None = None, workers: tuple[int, ...] = (1, 2),
-                       max_seconds: float = 900.0) -> dict[str, Any]:
+                       max_seconds: float = 900.0, rates_per_worker: tuple[float, ...] = ()) -> dict[str, Any]:
     """One port, ``serve --workers N`` for each N in ``workers``, at the same load per worker
     (``N x concurrency_per_worker`` client threads, ``N x requests_per_worker`` requests per
     pipeline): the p50/p99 of each, side by side. Each N serves a fresh copy of ``workspace``
     (its promoted version) with ``config`` (default: the default config) and its online
     state in Redis (what several workers need). The client threads share the machine's cores
-    with the workers: on a small machine that caps what the comparison can show."""
+    with the workers: on a small machine that caps what the comparison can show.
+
+    Closed loop by default (each client thread always has a request in flight: the workers
+    are saturated, so this measures p99 at full load). ``rates_per_worker``: instead, for each
+    rate R, an open-loop Poisson load of ``N x R`` requests/s (both pipelines together) on the
+    same server, one rate after the other -- the same per-worker load as an arrival rate."""
     import yaml
 
     from notefeed.serve.bench import _load, _served, _workspace_users
@@ -224,23 +229,35 @@ def run_worker_scaling(workspace: Path, requests_per_worker: int = 500, concurre
                 base = f"http://127.0.0.1:{port}"
                 try:
                     served = _served(base)
-                    c0 = time.process_time()
-                    load = _load(base, user_ids, n * requests_per_worker, n * concurrency_per_worker, max_seconds)
-                    client_cpu = time.process_time() - c0
+                    for rate in rates_per_worker or (None,):
+                        c0 = time.process_time()
+                        load = _load(base, user_ids, n * requests_per_worker, n * concurrency_per_worker, max_seconds,
+                                     rate=None if rate is None else n * rate, seed=n)
+                        client_cpu = time.process_time() - c0
+                        runs.append({"workers": n, "rate_per_worker": rate, "startup_s": startup, "served": served,
+                                     **load, "client_cpu_s": client_cpu})
                 finally:
                     stop_server(proc)
-                runs.append({"workers": n, "startup_s": startup, "served": served, **load, "client_cpu_s": client_cpu})
                 shutil.rmtree(ws, ignore_errors=True)
         finally:
             if rproc is not None:
                 rproc.terminate()
                 rproc.wait(10)
-    p99 = {r["workers"]: (r["pipelines"]["default"]["end_to_end"] or {}).get("p99_ms") for r in runs}
     out: dict[str, Any] = {"bench": "worker-scaling", "machine": machine_info(), "workspace": str(workspace),
                            "notes": n_notes, "config": str(config) if config else "built-in defaults",
                            "requests_per_worker": requests_per_worker,
                            "concurrency_per_worker": concurrency_per_worker,
-                           "p99_default_client_ms": p99, "runs": runs}
-    if len(workers) >= 2 and all(p99.get(n) for n in workers[:2]):
-        out["p99_ratio"] = p99[workers[1]] / p99[workers[0]]
+                           "load": "open loop, Poisson arrivals" if rates_per_worker else "closed loop", "runs": runs}
+    by_rate: dict[str, Any] = {}
+    for rate in rates_per_worker or (None,):
+        p99 = {r["workers"]: (r["pipelines"]["default"]["end_to_end"] or {}).get("p99_ms")
+               for r in runs if r["rate_per_worker"] == rate}
+        row: dict[str, Any] = {"p99_default_client_ms": p99}
+        if len(workers) >= 2 and all(p99.get(n) for n in workers[:2]):
+            row["p99_ratio"] = p99[workers[1]] / p99[workers[0]]
+        by_rate["closed" if rate is None else f"{rate:g}/s"] = row
+    if rates_per_worker:
+        out["by_rate_per_worker"] = by_rate
+    else:  # the closed-loop layout as before
+        out.update(by_rate["closed"])
     return out

@@ -234,6 +234,9 @@ def _register_online_benches(bench: typer.Typer) -> None:
         workspace: Path | None = typer.Option(None, "--workspace", help="with --scaling: the (trained) workspace to serve"),
         config: Path | None = typer.Option(None, "--config", help="with --scaling: serving config (default: the default config)"),
         concurrency: int = typer.Option(2, "--concurrency", min=1, max=64, help="with --scaling: client threads per worker"),
+        rates: str | None = typer.Option(None, "--rate", help="with --scaling: open loop instead, at these feed "
+                                         "requests/s per worker (comma-separated, e.g. 5,10,20; Poisson arrivals); "
+                                         "give --concurrency enough threads for the rate"),
     ) -> None:
         """Two serving processes sharing one Redis: note and event visibility across them
         (``--scaling``: one vs two workers behind one port, p99 at the same per-worker load)."""
@@ -249,7 +252,15 @@ def _register_online_benches(bench: typer.Typer) -> None:
             typer.echo("error: --workspace: --scaling serves a workspace (a trained one: `notefeed train`)", err=True)
             raise typer.Exit(2)
         try:
-            result = run_worker_scaling(workspace, requests, concurrency, redis_url, config)
+            rate_list = tuple(float(r) for r in rates.split(",") if r.strip()) if rates else ()
+        except ValueError:
+            typer.echo(f"error: --rate: comma-separated numbers, got {rates!r}", err=True)
+            raise typer.Exit(2) from None
+        if any(not r > 0 for r in rate_list):
+            typer.echo(f"error: --rate: every rate must be > 0, got {rates!r}", err=True)
+            raise typer.Exit(2)
+        try:
+            result = run_worker_scaling(workspace, requests, concurrency, redis_url, config, rates_per_worker=rate_list)
         except (ValueError, RuntimeError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None

@@ -149,6 +149,8 @@ def test_engine_flag_errors_are_one_line(monkeypatch):
     assert "pip install 'notefeed[ray]'" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(app, ["bench", "batch", "--engine", "ray", "--events", "5000"])
     assert r.exit_code == 2 and "pip install 'notefeed[ray]'" in r.output
+    r = CliRunner().invoke(app, ["bench", "batch", "--engine", "local", "--recycle", "often"])
+    assert r.exit_code == 2 and "--recycle: auto, on or off" in r.output
 
 
 def test_an_unreachable_cluster_fails_fast():

@@ -148,3 +148,38 @@ def test_map_drops_each_generated_item_once_it_is_sent(engine):
 
     assert engine.map(_total, items(), {"add": 1}) == [k * 100_000 + 1 for k in range(6)]
     assert all(r() is None for r in sent)
+
+
+def _pid_task(shared, x):
+    import os
+
+    return os.getpid(), x + shared["add"]
+
+
+def test_recycle_runs_each_task_in_a_fresh_worker(engine, monkeypatch):
+    """A worker keeps the object-store pages it ever read in its RSS, so large maps run each
+    task in a fresh worker: distinct pids; small maps reuse theirs. Results are the same."""
+    from notefeed.batch import ray_jobs
+
+    small = engine.map(_pid_task, range(6), {"add": 10})
+    assert [r[1] for r in small] == list(range(10, 16))
+    assert len({r[0] for r in small}) < 6  # "auto" under the threshold: workers reused
+    eng = RayEngine(recycle=True)
+    fresh = eng.map(_pid_task, range(3), {"add": 1})
+    assert [r[1] for r in fresh] == [1, 2, 3] and len({r[0] for r in fresh}) == 3
+    monkeypatch.setattr(ray_jobs, "RECYCLE_BYTES", 1024)  # "auto" over the threshold
+    auto = engine.map(_pid_task, iter(range(2)), {"add": np.zeros(512), "x": 0})
+    assert auto[1][1].tolist() == [1.0] * 512 and len({r[0] for r in auto}) == 2
+    with pytest.raises(ValueError, match="recycle"):
+        RayEngine(recycle="sometimes")
+
+
+def test_payload_bytes():
+    import scipy.sparse as sp
+
+    from notefeed.batch.ray_jobs import payload_bytes
+
+    m = sp.random(10, 10, density=0.5, format="csr", dtype=np.float32, random_state=0)
+    want = m.data.nbytes + m.indices.nbytes + m.indptr.nbytes
+    assert payload_bytes({"a": np.zeros(4, np.int64), "b": (m, "text", 3)}) == 32 + want
+    assert payload_bytes(None) == 0 and payload_bytes([[[[np.zeros(8)]]]]) == 0  # past three levels

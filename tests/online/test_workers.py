@@ -165,6 +165,27 @@ def test_worker_scaling_bench_serves_one_then_two_workers_behind_one_port(redis_
     assert out["p99_ratio"] > 0 and (ws / "notefeed.duckdb").exists()  # served copies, the original untouched
 
 
+def test_worker_scaling_open_loop_holds_the_rate_per_worker(redis_url, tmp_path):
+    """--rate: Poisson arrivals at N x rate requests/s, whatever the server's pace, so the run
+    takes about requests / rate (a closed loop with one thread finishes far sooner here)."""
+    from notefeed.data.store import Workspace
+    from notefeed.serve.bench_online import run_worker_scaling
+    from tests.recall.conftest import make_community
+
+    ws = tmp_path / "ws"
+    with Workspace.open(ws) as w:
+        w.save_dataset(make_community(n_users=40, n_notes=60, per_user=5))
+    out = run_worker_scaling(ws, requests_per_worker=15, concurrency_per_worker=3, redis_url=redis_url,
+                             config=MINIMAL, rates_per_worker=(20.0,))
+    assert out["load"].startswith("open loop") and [r["workers"] for r in out["runs"]] == [1, 2]
+    for r in out["runs"]:
+        n = r["workers"]
+        assert r["rate_per_worker"] == 20.0 and r["open_loop"]["rate_rps"] == 20.0 * n
+        assert r["pipelines"]["default"]["requests"] == 15 * n and r["pipelines"]["default"]["errors"] == 0
+        assert r["wall_s"] > 0.5 * (30 * n) / (20.0 * n)  # 30n arrivals at 20n/s: about 1.5 s
+    assert set(out["by_rate_per_worker"]) == {"20/s"} and out["by_rate_per_worker"]["20/s"]["p99_ratio"] > 0
+
+
 def test_worker_scaling_flag_errors_are_one_line(tmp_path):
     from typer.testing import CliRunner
 
@@ -176,3 +197,6 @@ def test_worker_scaling_flag_errors_are_one_line(tmp_path):
     assert r.exit_code == 2 and "only with --scaling" in r.output
     r = CliRunner().invoke(app, ["bench", "workers", "--scaling", "--workspace", str(tmp_path / "none")])
     assert r.exit_code == 2 and "holds no workspace" in r.output
+    for bad in ("fast", "10,0"):
+        r = CliRunner().invoke(app, ["bench", "workers", "--scaling", "--workspace", str(tmp_path), "--rate", bad])
+        assert r.exit_code == 2 and "--rate" in r.output
