@@ -188,6 +188,49 @@ def run_online_train_bench(pages: int = 600, min_groups: int = 32, seed: int = 0
                      "`serve` with online.train); each simulated user clicks one shown note per page"}
 
 
+def _live_workers(server_pid: int) -> list[int]:
+    """The pids of the live worker processes (uvicorn's ``spawn_main`` children) of ``server_pid``;
+    a worker that died is a zombie with no command line and is not counted."""
+    kids: list[int] = []
+    try:
+        for task in Path(f"/proc/{server_pid}/task").iterdir():
+            kids += [int(k) for k in (task / "children").read_text().split()]
+    except OSError:
+        return []
+    out = []
+    for k in kids:
+        try:
+            if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes():
+                out.append(k)
+        except OSError:
+            pass
+    return sorted(out)
+
+
+def _worker_pids(base: str, server_pid: int, n: int, timeout: float = 600.0) -> list[int]:
+    """The pids of the ``n`` live workers behind ``base`` once every one of them has answered
+    ``/healthz`` or, where connections do not reach each in turn, once ``n`` are alive and one
+    answers. Raises RuntimeError when fewer than ``n`` are alive within ``timeout``: a worker that
+    died at start-up would leave the others serving all the load, and the comparison would be
+    wrong."""
+    import httpx
+
+    answered: set[int] = set()
+    deadline = time.monotonic() + timeout
+    live: list[int] = []
+    while time.monotonic() < deadline:
+        try:
+            answered.add(int(httpx.get(f"{base}/healthz", timeout=30.0).json()["pid"]))
+        except (httpx.HTTPError, KeyError, ValueError):
+            pass
+        live = _live_workers(server_pid) if n > 1 else sorted(answered)
+        if len(live) >= n and (answered >= set(live) or time.monotonic() > deadline - timeout / 2):
+            return live
+        time.sleep(0.1)
+    raise RuntimeError(f"only {len(live)} of {n} workers alive within {timeout:.0f} s (did one die at start-up? "
+                       "see the server's log)")
+
+
 def run_worker_scaling(workspace: Path, requests_per_worker: int = 500, concurrency_per_worker: int = 2,
                        redis_url: str | None = None, config: Path | None = None, workers: tuple[int, ...] = (1, 2),
                        max_seconds: float = 900.0, rates_per_worker: tuple[float, ...] = ()) -> dict[str, Any]:
@@ -229,6 +272,7 @@ def run_worker_scaling(workspace: Path, requests_per_worker: int = 500, concurre
                 base = f"http://127.0.0.1:{port}"
                 try:
                     served = _served(base)
+                    served["worker_pids"] = _worker_pids(base, proc.pid, n)
                     for rate in rates_per_worker or (None,):
                         c0 = time.process_time()
                         load = _load(base, user_ids, n * requests_per_worker, n * concurrency_per_worker, max_seconds,

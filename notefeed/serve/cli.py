@@ -16,18 +16,31 @@ from notefeed.data.dataset import Dataset
 __all__ = ["register", "load_workspace_dataset", "resolve_token"]
 
 
-def load_workspace_dataset(workspace: Path) -> Dataset:
+def load_workspace_dataset(workspace: Path, read_only: bool = False, lock_wait_s: float = 0.0) -> Dataset:
     """The workspace's community (``notefeed.duckdb`` written by ``notefeed data import`` or
-    ``notefeed sim generate``); an empty dataset when there is none yet."""
+    ``notefeed sim generate``); an empty dataset when there is none yet. ``read_only``: open it
+    so that other processes may read it at the same time (``serve --workers N``: each worker
+    loads it); ``lock_wait_s``: retry that long while another process holds it for writing."""
+    import random
+    import time
+
     from notefeed.serve.engine import empty_dataset
 
     if not (workspace / "notefeed.duckdb").exists():
         return empty_dataset(workspace.name or "workspace")
+    from notefeed.data.dataset import DataError
     from notefeed.data.store import Workspace
 
-    # opened read-then-closed: DuckDB allows one writer, and ``sim``/``data`` may write later
-    with Workspace.open(workspace, create=False) as ws:
-        return ws.load_dataset()
+    deadline = time.monotonic() + lock_wait_s
+    while True:
+        try:
+            # opened read-then-closed: DuckDB allows one writer, and ``sim``/``data`` may write later
+            with Workspace.open(workspace, create=False, read_only=read_only) as ws:
+                return ws.load_dataset()
+        except DataError as e:
+            if "locked by another process" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2 + 0.3 * random.random())
 
 
 def resolve_token(configured: str | None, workspace: Path) -> tuple[str, str]:

@@ -47,7 +47,8 @@ def create_worker_app() -> FastAPI:
     cfg = load_config(os.environ.get(ENV_CONFIG) or None).with_overrides(api={"token": os.environ[ENV_TOKEN]})
     if cfg.online.backend != "redis":
         raise ValueError("--workers: several workers need online.backend: redis (an SQLite state is one process's)")
-    engine = engine_from_store(load_workspace_dataset(workspace), cfg, workspace)
+    # read-only: the N workers load it at the same time (a read-write open locks out the others)
+    engine = engine_from_store(load_workspace_dataset(workspace, read_only=True, lock_wait_s=60.0), cfg, workspace)
     app = create_app(engine)
     app.router.on_shutdown.append(engine.close)
     return app

@@ -200,3 +200,44 @@ def test_worker_scaling_flag_errors_are_one_line(tmp_path):
     for bad in ("fast", "10,0"):
         r = CliRunner().invoke(app, ["bench", "workers", "--scaling", "--workspace", str(tmp_path), "--rate", bad])
         assert r.exit_code == 2 and "--rate" in r.output
+
+
+def test_workers_load_the_workspace_read_only_and_wait_out_a_writer(tmp_path):
+    """`serve --workers N` starts N workers that load the workspace at the same time: read-only
+    opens do not lock each other out, and a worker waits while another process writes (a
+    read-write open by one used to kill the other at start-up, leaving one worker serving)."""
+    import sys
+
+    from notefeed.data.dataset import DataError
+    from notefeed.data.store import Workspace
+    from notefeed.serve.cli import load_workspace_dataset
+    from tests.recall.conftest import make_community
+
+    ws = tmp_path / "ws"
+    with Workspace.open(ws) as w:
+        w.save_dataset(make_community(n_users=20, n_notes=30, per_user=4))
+    hold = ("import sys, time; from notefeed.data.store import Workspace\n"
+            "w = Workspace.open(sys.argv[1], read_only=sys.argv[2] == 'ro'); print('held', flush=True)\n"
+            "time.sleep(float(sys.argv[3])); w.close()")
+
+    def holder(mode: str, seconds: float) -> subprocess.Popen:
+        p = subprocess.Popen([sys.executable, "-c", hold, str(ws), mode, str(seconds)], stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "held"
+        return p
+
+    p = holder("ro", 5.0)  # another worker reading: no wait needed
+    try:
+        assert len(load_workspace_dataset(ws, read_only=True).notes) == 30
+    finally:
+        p.kill()
+        p.wait()
+    p = holder("rw", 1.5)  # a writer: read-only opens fail until it lets go...
+    try:
+        with pytest.raises(DataError, match="locked by another process"):
+            load_workspace_dataset(ws, read_only=True)
+        t0 = time.monotonic()
+        assert len(load_workspace_dataset(ws, read_only=True, lock_wait_s=30.0).notes) == 30  # ...or wait
+        assert time.monotonic() - t0 < 25
+    finally:
+        p.kill()
+        p.wait()
