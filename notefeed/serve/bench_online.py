@@ -233,7 +233,8 @@ def _worker_pids(base: str, server_pid: int, n: int, timeout: float = 600.0) -> 
 
 def run_worker_scaling(workspace: Path, requests_per_worker: int = 500, concurrency_per_worker: int = 2,
                        redis_url: str | None = None, config: Path | None = None, workers: tuple[int, ...] = (1, 2),
-                       max_seconds: float = 900.0, rates_per_worker: tuple[float, ...] = ()) -> dict[str, Any]:
+                       max_seconds: float = 900.0, rates_per_worker: tuple[float, ...] = (),
+                       warmup_per_worker: int = 0) -> dict[str, Any]:
     """One port, ``serve --workers N`` for each N in ``workers``, at the same load per worker
     (``N x concurrency_per_worker`` client threads, ``N x requests_per_worker`` requests per
     pipeline): the p50/p99 of each, side by side. Each N serves a fresh copy of ``workspace``
@@ -244,7 +245,9 @@ def run_worker_scaling(workspace: Path, requests_per_worker: int = 500, concurre
     Closed loop by default (each client thread always has a request in flight: the workers
     are saturated, so this measures p99 at full load). ``rates_per_worker``: instead, for each
     rate R, an open-loop Poisson load of ``N x R`` requests/s (both pipelines together) on the
-    same server, one rate after the other -- the same per-worker load as an arrival rate."""
+    same server, one rate after the other -- the same per-worker load as an arrival rate.
+    ``warmup_per_worker``: first, that many requests per pipeline and worker, not measured (a
+    fresh worker's first requests pay for lazy loading and cold caches: seconds at 1M notes)."""
     import yaml
 
     from notefeed.serve.bench import _load, _served, _workspace_users
@@ -273,6 +276,8 @@ def run_worker_scaling(workspace: Path, requests_per_worker: int = 500, concurre
                 try:
                     served = _served(base)
                     served["worker_pids"] = _worker_pids(base, proc.pid, n)
+                    if warmup_per_worker:
+                        _load(base, user_ids, n * warmup_per_worker, n * concurrency_per_worker, max_seconds)
                     for rate in rates_per_worker or (None,):
                         c0 = time.process_time()
                         load = _load(base, user_ids, n * requests_per_worker, n * concurrency_per_worker, max_seconds,
@@ -290,7 +295,7 @@ def run_worker_scaling(workspace: Path, requests_per_worker: int = 500, concurre
     out: dict[str, Any] = {"bench": "worker-scaling", "machine": machine_info(), "workspace": str(workspace),
                            "notes": n_notes, "config": str(config) if config else "built-in defaults",
                            "requests_per_worker": requests_per_worker,
-                           "concurrency_per_worker": concurrency_per_worker,
+                           "concurrency_per_worker": concurrency_per_worker, "warmup_per_worker": warmup_per_worker,
                            "load": "open loop, Poisson arrivals" if rates_per_worker else "closed loop", "runs": runs}
     by_rate: dict[str, Any] = {}
     for rate in rates_per_worker or (None,):

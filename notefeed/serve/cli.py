@@ -250,6 +250,8 @@ def _register_online_benches(bench: typer.Typer) -> None:
         rates: str | None = typer.Option(None, "--rate", help="with --scaling: open loop instead, at these feed "
                                          "requests/s per worker (comma-separated, e.g. 5,10,20; Poisson arrivals); "
                                          "give --concurrency enough threads for the rate"),
+        warmup: int = typer.Option(0, "--warmup", min=0, max=100_000, help="with --scaling: requests per pipeline "
+                                   "and worker sent first and not measured"),
     ) -> None:
         """Two serving processes sharing one Redis: note and event visibility across them
         (``--scaling``: one vs two workers behind one port, p99 at the same per-worker load)."""
@@ -273,7 +275,8 @@ def _register_online_benches(bench: typer.Typer) -> None:
             typer.echo(f"error: --rate: every rate must be > 0, got {rates!r}", err=True)
             raise typer.Exit(2)
         try:
-            result = run_worker_scaling(workspace, requests, concurrency, redis_url, config, rates_per_worker=rate_list)
+            result = run_worker_scaling(workspace, requests, concurrency, redis_url, config, rates_per_worker=rate_list,
+                                        warmup_per_worker=warmup)
         except (ValueError, RuntimeError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None

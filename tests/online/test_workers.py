@@ -176,8 +176,9 @@ def test_worker_scaling_open_loop_holds_the_rate_per_worker(redis_url, tmp_path)
     with Workspace.open(ws) as w:
         w.save_dataset(make_community(n_users=40, n_notes=60, per_user=5))
     out = run_worker_scaling(ws, requests_per_worker=15, concurrency_per_worker=3, redis_url=redis_url,
-                             config=MINIMAL, rates_per_worker=(20.0,))
+                             config=MINIMAL, rates_per_worker=(20.0,), warmup_per_worker=3)
     assert out["load"].startswith("open loop") and [r["workers"] for r in out["runs"]] == [1, 2]
+    assert out["warmup_per_worker"] == 3
     for r in out["runs"]:
         n = r["workers"]
         assert r["rate_per_worker"] == 20.0 and r["open_loop"]["rate_rps"] == 20.0 * n
