@@ -51,9 +51,8 @@ def run_engine(engine: str, log_dir: Path, kernel: str, workers: int, item_cap: 
                            "loadavg_1_5_15_before": list(os.getloadavg())}
     t0 = time.perf_counter()
     eng = open_engine(engine, num_cpus=workers if engine == "ray" else None, recycle=recycle)
-    if engine == "ray":
-        out["recycle"] = recycle
     if engine == "ray":  # start the worker processes before the clock, as a running cluster has them
+        out["recycle"] = recycle
         eng.map(_noop, list(range(workers)))
         eng.task_stats.clear()
     out["startup_s"] = time.perf_counter() - t0

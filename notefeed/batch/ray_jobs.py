@@ -12,8 +12,9 @@ stay in its resident memory after the task (shared pages, but counted in its RSS
 that runs many large tasks grows with the objects it ever read or wrote, not with its task.
 A map whose inputs are large (``recycle="auto"``: at least :data:`RECYCLE_BYTES` in its shared
 inputs or its first item) therefore runs each task in a fresh worker process (Ray's
-``max_calls=1``): a worker's memory is then its one task's. Starting a worker costs about a
-second, which a task of that size dwarfs; small maps keep their workers.
+``max_calls=1``): a worker's memory is then its one task's. Starting a worker costs a few
+seconds (about 4 s here, mostly importing ``notefeed.recall``, which imports torch), which a
+task of that size dwarfs; small maps keep their workers.
 """
 
 from __future__ import annotations

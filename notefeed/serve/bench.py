@@ -107,7 +107,6 @@ def _load(base: str, user_ids: list[str], requests: int, concurrency: int, max_s
             raise ValueError(f"rate must be > 0 requests/s, got {rate}")
         arrivals = np.cumsum(np.random.default_rng(seed).exponential(1.0 / rate, 2 * requests))
     late = 0
-    t_start = time.perf_counter()
 
     def worker(wid: int) -> None:
         nonlocal ev_errors, late

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from notefeed.serve.bench import TOKEN, free_port, start_server, stop_server
+from notefeed.serve.bench_online import _live_workers
 
 H = {"Authorization": f"Bearer {TOKEN}"}
 MINIMAL = Path(__file__).parents[2] / "configs" / "minimal.yaml"
@@ -88,12 +89,11 @@ def test_serve_workers_starts_n_processes_behind_one_port(redis_url, redis_clien
             h = httpx.get(f"{base}/healthz").json()
             assert h["notes"] == 1 or time.monotonic() < deadline - 50
             pids.add(h["pid"])
-            kids = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"], capture_output=True,
-                                  text=True).stdout.split()
+            kids = _live_workers(proc.pid)
             if len(kids) >= 2:
                 break
             time.sleep(0.2)
-        assert len(kids) == 2 and pids <= {int(k) for k in kids}
+        assert len(kids) == 2 and pids <= set(kids)
     finally:
         stop_server(proc)
 
