@@ -171,6 +171,51 @@ def test_profiles_survive_a_clock_jump():
     assert _audience(pool, 100) == {5, 6, 7, 8, 9}
 
 
+def test_a_clock_jump_moves_the_profile_scale_not_every_stored_value():
+    """The first live event after a years-old dataset rebases the reference time. That used to
+    multiply the whole (U, F) profile (a gigabyte at 100k users, seconds under the serving
+    lock), drop the buffer's spare rows (so the next new user copied it all) and make the next
+    snapshot re-read every row. Now only the scale moves; profiles in the reference's units are
+    what an eager rescale gave."""
+    pool, eager = _pool(seed_size=5), _pool(seed_size=5)
+    buf, before = id(pool._pbuf), pool._prof.copy()
+    pool.baseline()
+    jump = T0 + 3 * 365 * 86400
+    for p in (pool, eager):
+        p.observe(_events([(11, 0, "click")], ts=jump))
+    eager._fold_scale()
+    assert id(pool._pbuf) == buf and pool._trip is not None  # no copy, the snapshot base stays
+    np.testing.assert_array_equal(pool._prof[:10], before[:10])  # rows without events untouched
+    assert pool._pscale < 1.0
+    np.testing.assert_allclose(pool._prof * pool._pscale, eager._prof, rtol=1e-5, atol=1e-30)
+    n = len(pool._prof)
+    pool.observe(_events([(n, 1, "click")], ts=jump + 60))  # a new user after the jump: room for it
+    assert id(pool._pbuf) == buf and len(pool._prof) == n + 1
+    assert set(pool.capture()["profile_rows"].tolist()) <= {11, n}  # changed rows only
+
+
+def test_repeated_clock_jumps_fold_the_scale_and_match_eager_rescaling():
+    pool, eager = _pool(seed_size=5), _pool(seed_size=5)
+    ts = T0
+    for k in range(6):  # each jump scales by at most 2^-40: the scale folds before float32 runs out
+        ts += 20 * 86400 * (k + 1)
+        for p in (pool, eager):
+            p.observe(_events([(11 - k, k % 3, "click"), (k, 4, "like")], ts=ts))
+        eager._fold_scale()
+        assert 2.0**-50 <= pool._pscale <= 1.0 and np.isfinite(pool._prof).all()
+        np.testing.assert_allclose(pool._prof * pool._pscale, eager._prof, rtol=1e-4, atol=1e-37)
+    # kept up to date through folds (cells of ~1e-40 lose digits as float32 subnormals)
+    np.testing.assert_allclose(pool._rnorm, np.linalg.norm(pool._prof, axis=1), rtol=1e-2)
+    for p in (pool, eager):
+        p.publish(np.array([100]), None, [["travel"]], ["travel"], ts=ts)
+    assert _audience(pool, 100, range(12)) == _audience(eager, 100, range(12))
+    state = json.loads(json.dumps(pool.to_state()))
+    back = ColdStartPool.from_state(state)
+    assert back._pscale == pool._pscale and back.to_state() == state
+    with pytest.raises(ValueError, match="profile_scale"):
+        ColdStartPool.from_state({**state, "profile_scale": 0.0})
+
+
 def test_profile_update_gathers_each_events_features_as_a_loop_would():
     """_update_profiles gathers the features of every event's note with ragged-array indexing
     (start-up folds millions of events in): it must add exactly what a per-event loop adds,

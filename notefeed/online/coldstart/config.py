@@ -15,6 +15,10 @@ STAGES: tuple[str, ...] = ("seed", "lookalike", "handed_over", "expired")
 SEED, LOOKALIKE, HANDED_OVER, EXPIRED = range(4)
 _STATE_VERSION = 1
 _MIN_RESCALE = 2.0**-40
+#: below this the pool folds its profile scale into the stored values (weights are divided
+#: by the scale: at 2^-50 a new event weighs up to 2^80 and a profile cell stays far inside
+#: float32's range; norms sum their squares in float64)
+_MIN_PSCALE = 2.0**-50
 
 
 @dataclass(frozen=True)

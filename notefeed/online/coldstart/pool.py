@@ -14,6 +14,7 @@ import pandas as pd
 
 from notefeed.online.bandit import thompson_sample, uniform_sample
 from notefeed.online.coldstart.config import (
+    _MIN_PSCALE,
     _MIN_RESCALE,
     _STATE_VERSION,
     EXPIRED,
@@ -56,6 +57,9 @@ class ColdStartPool:
         self._cprof: np.ndarray | None = None  # (U, D) decayed content vectors
         self._ref_ts: int | None = None
         self._rnorm = np.zeros(0, np.float32)  # (U,) row norms of the profile, kept up to date
+        #: the profiles in ``_ref_ts``'s units are the stored ones times this: a rebase of the
+        #: reference time changes this number, not every stored value (see :meth:`_weights`)
+        self._pscale = 1.0
         #: the profile as (user, feature, value) triples as of the last snapshot, and the rows
         #: changed since (a snapshot copies those rows only: the whole (U, F) profile is a
         #: gigabyte at 100k users, and copying it held ingest up for seconds)
@@ -66,11 +70,9 @@ class ColdStartPool:
 
     @property
     def _prof(self) -> np.ndarray:
+        """The (U, F) view of ``_pbuf``. Read-only as an attribute (no setter): ``self._prof *=
+        x`` would otherwise store the view as the buffer and lose its spare rows and columns."""
         return self._pbuf[: self._pshape[0], : self._pshape[1]]
-
-    @_prof.setter
-    def _prof(self, value: np.ndarray) -> None:
-        self._pbuf, self._pshape = value, value.shape
 
     # ------------------------------------------------------------------ catalogue and profiles
     def index_items(self, items: np.ndarray, tags: list[list[str]], categories: list[str] | None = None,
@@ -145,7 +147,8 @@ class ColdStartPool:
             self._cprof = _extend_rows(self._cprof, nu)
 
     def _weights(self, ts: np.ndarray) -> np.ndarray:
-        """exp2((ts - ref) / half-life): relative to a reference time, so no per-event global decay."""
+        """exp2((ts - ref) / half-life) in the stored profiles' units (divided by
+        ``_pscale``): relative to a reference time, so no per-event global decay."""
         hl = self.config.half_life_h * 3600.0
         if self._ref_ts is None:
             self._ref_ts = int(ts.min())
@@ -154,14 +157,25 @@ class ColdStartPool:
             shift = int(ts.max()) - self._ref_ts
             # decay saturates at 2^-40: after a clock jump (a year-old dataset served today) the
             # old profiles would underflow to zero and every user would look alike
-            scale = np.float32(max(np.exp2(-shift / hl), _MIN_RESCALE))
-            self._prof *= scale
-            if self._cprof is not None:
-                self._cprof *= scale
-            self._rnorm = _row_norms(self._prof)
-            self._trip = None  # every row changed: the next snapshot takes them all
+            self._pscale *= max(float(np.exp2(-shift / hl)), _MIN_RESCALE)
             self._ref_ts += shift
-        return np.exp2((ts - self._ref_ts) / hl).astype(np.float32)
+            if self._pscale < _MIN_PSCALE:
+                self._fold_scale()
+        return (np.exp2((ts - self._ref_ts) / hl) / self._pscale).astype(np.float32)
+
+    def _fold_scale(self) -> None:
+        """Multiply the stored profiles by ``_pscale`` and reset it to 1: a pass over the whole
+        (U, F) profile, needed only when the scale nears float32's range (a rebase only moves
+        the scale: the first live event after a years-old dataset used to rescale a gigabyte
+        under the serving lock, and the next snapshot re-read every row)."""
+        g = np.float32(self._pscale)
+        prof = self._prof  # in place: assigning to the view would drop the buffer's spare room
+        prof *= g
+        if self._cprof is not None:
+            self._cprof *= g
+        self._rnorm *= g  # row norms scale with their rows
+        self._trip = None  # every row changed: the next snapshot takes them all
+        self._pscale = 1.0
 
     def profile_similarity(self, users: np.ndarray, feats: list[int], vector: np.ndarray | None = None) -> np.ndarray:
         """(n,) match in [0, 1] of (n,) users' interest profiles with a note's features (and vector)."""
@@ -176,7 +190,7 @@ class ColdStartPool:
                           / np.sqrt(len(feats)))
         if vector is not None and self._cprof is not None:
             cp = self._cprof[users[known]]
-            cp = cp / np.maximum(np.linalg.norm(cp, axis=1, keepdims=True), 1e-9)
+            cp = cp / np.maximum(np.linalg.norm(cp.astype(np.float64), axis=1, keepdims=True), 1e-9)
             w = self.config.content_weight
             out[known] = (1 - w) * out[known] + w * np.maximum(cp @ vector, 0.0)
         return out
@@ -339,7 +353,7 @@ class ColdStartPool:
             p[: self._prof.shape[1]] = self._prof[user] / max(float(self._rnorm[user]), 1e-9)
         match = a["feat"] @ p
         if self._cprof is not None and 0 <= user < len(self._cprof) and a["has_vec"].any():
-            cp = self._cprof[user] / max(float(np.linalg.norm(self._cprof[user])), 1e-9)
+            cp = self._cprof[user] / max(float(np.linalg.norm(self._cprof[user].astype(np.float64))), 1e-9)
             w = self.config.content_weight
             cm = np.maximum(a["vec"] @ cp, 0.0)
             match = np.where(a["has_vec"], (1 - w) * match + w * cm, match)
@@ -413,7 +427,7 @@ class ColdStartPool:
             "profile_base": self._trip, "profile_rows": rows, "profile_block": self._prof[rows],
             "profile_dirty": dirty,
             "content_profile": None if self._cprof is None else self._cprof.copy(),
-            "ref_ts": self._ref_ts,
+            "ref_ts": self._ref_ts, "profile_scale": self._pscale,
             "notes": [{**asdict(n), "centroid": dict(n.centroid)} for n in self.notes.values()],
         }
 
@@ -464,6 +478,9 @@ class ColdStartPool:
             cp = state["content_profile"]
             pool._cprof = None if cp is None else _decode(cp, np.float32).reshape(len(pool._prof), -1)
             pool._ref_ts = state["ref_ts"]
+            pool._pscale = float(state.get("profile_scale", 1.0))
+            if not 0.0 < pool._pscale <= 1.0:
+                raise ValueError(f"profile_scale must be in (0, 1], got {pool._pscale}")
             for d in state["notes"]:
                 d = {**d, "centroid": {int(k): float(v) for k, v in d["centroid"].items()},
                      "look_thr": float("inf") if d["look_thr"] is None else float(d["look_thr"])}
@@ -517,6 +534,8 @@ def encode_state(c: dict[str, Any]) -> dict[str, Any]:
         "profile": {"user": _encode(merged[0]), "feat": _encode(merged[1]), "value": _encode(merged[2])},
         "content_profile": None if cp is None else _encode(np.asarray(cp, np.float32).ravel()),
         "ref_ts": c["ref_ts"],
+        # the stored profiles times this are the profiles in ref_ts's units (absent: 1)
+        "profile_scale": c["profile_scale"],
         # JSON has no infinity: a note without look-alike audience stores look_thr as null
         "notes": [{**n, "centroid": {str(k): v for k, v in n["centroid"].items()},
                    "look_thr": n["look_thr"] if np.isfinite(n["look_thr"]) else None} for n in c["notes"]],
@@ -558,8 +577,10 @@ def _extend_rows(arr: np.ndarray, rows: int) -> np.ndarray:
 
 
 def _row_norms(prof: np.ndarray) -> np.ndarray:
-    """(U,) Euclidean norms of the profile rows, without a (U, F) temporary."""
-    return np.sqrt(np.einsum("ij,ij->i", prof, prof)).astype(np.float32)
+    """(U,) Euclidean norms of the profile rows, without a (U, F) temporary; the squares are
+    summed in float64 (stored values reach 2^100 under a small profile scale: see
+    ``ColdStartPool._weights``)."""
+    return np.sqrt(np.einsum("ij,ij->i", prof, prof, dtype=np.float64)).astype(np.float32)
 
 
 def _concat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
