@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -207,6 +208,17 @@ def _live_workers(server_pid: int) -> list[int]:
     return sorted(out)
 
 
+def _pin(pid: int, core: int) -> int:
+    """Every thread of process ``pid`` on ``core`` (threads it starts later inherit it from
+    the thread that starts them); returns ``core``."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), {core})
+        except (ProcessLookupError, FileNotFoundError):  # a thread that just ended
+            pass
+    return core
+
+
 def _worker_pids(base: str, server_pid: int, n: int, timeout: float = 600.0) -> list[int]:
     """The pids of the ``n`` live workers behind ``base`` once every one of them has answered
     ``/healthz`` or, where connections do not reach each in turn, once ``n`` are alive and one
@@ -234,7 +246,7 @@ def _worker_pids(base: str, server_pid: int, n: int, timeout: float = 600.0) -> 
 def run_worker_scaling(workspace: Path, requests_per_worker: int = 500, concurrency_per_worker: int = 2,
                        redis_url: str | None = None, config: Path | None = None, workers: tuple[int, ...] = (1, 2),
                        max_seconds: float = 900.0, rates_per_worker: tuple[float, ...] = (),
-                       warmup_per_worker: int = 0) -> dict[str, Any]:
+                       warmup_per_worker: int = 0, pin: bool = False) -> dict[str, Any]:
     """One port, ``serve --workers N`` for each N in ``workers``, at the same load per worker
     (``N x concurrency_per_worker`` client threads, ``N x requests_per_worker`` requests per
     pipeline): the p50/p99 of each, side by side. Each N serves a fresh copy of ``workspace``
@@ -247,10 +259,19 @@ def run_worker_scaling(workspace: Path, requests_per_worker: int = 500, concurre
     rate R, an open-loop Poisson load of ``N x R`` requests/s (both pipelines together) on the
     same server, one rate after the other -- the same per-worker load as an arrival rate.
     ``warmup_per_worker``: first, that many requests per pipeline and worker, not measured (a
-    fresh worker's first requests pay for lazy loading and cold caches: seconds at 1M notes)."""
+    fresh worker's first requests pay for lazy loading and cold caches: seconds at 1M notes).
+
+    ``pin``: each worker's threads on a core of its own (worker k on the k-th core this process
+    may use), the one-worker run included, so that every worker has one core whatever the run:
+    the comparison "one core per worker" means, on a machine with few cores (the client and
+    Redis still share them). Each run also records its workers' CPU seconds per request."""
     import yaml
 
-    from notefeed.serve.bench import _load, _served, _workspace_users
+    from notefeed.serve.bench import _load, _served, _workspace_users, process_cpu_s
+
+    cores = sorted(os.sched_getaffinity(0)) if pin else []
+    if pin and len(cores) < max(workers):
+        raise ValueError(f"--pin: {max(workers)} workers need as many cores, this process may use {len(cores)}")
     from notefeed.serve.config import ServeConfig, load_config
 
     if not (workspace / "notefeed.duckdb").exists():
@@ -275,16 +296,25 @@ def run_worker_scaling(workspace: Path, requests_per_worker: int = 500, concurre
                 base = f"http://127.0.0.1:{port}"
                 try:
                     served = _served(base)
-                    served["worker_pids"] = _worker_pids(base, proc.pid, n)
+                    served["worker_pids"] = pids = _worker_pids(base, proc.pid, n)
+                    if pin:
+                        served["worker_cores"] = [_pin(pid, cores[k]) for k, pid in enumerate(pids)]
                     if warmup_per_worker:
                         _load(base, user_ids, n * warmup_per_worker, n * concurrency_per_worker, max_seconds)
                     for rate in rates_per_worker or (None,):
-                        c0 = time.process_time()
+                        c0, w0 = time.process_time(), [process_cpu_s(p) for p in pids]
                         load = _load(base, user_ids, n * requests_per_worker, n * concurrency_per_worker, max_seconds,
                                      rate=None if rate is None else n * rate, seed=n)
                         client_cpu = time.process_time() - c0
+                        w1 = [process_cpu_s(p) for p in pids]
+                        worker_cpu = (sum(b - a for a, b in zip(w0, w1, strict=True))
+                                      if None not in w0 + w1 else None)  # type: ignore[operator]
+                        served_n = sum(p["requests"] for p in load["pipelines"].values())
                         runs.append({"workers": n, "rate_per_worker": rate, "startup_s": startup, "served": served,
-                                     **load, "client_cpu_s": client_cpu})
+                                     **load, "client_cpu_s": client_cpu, "workers_cpu_s": worker_cpu,
+                                     # both pipelines and the event posts, over every worker
+                                     "workers_cpu_ms_per_request": None if worker_cpu is None or not served_n
+                                     else 1e3 * worker_cpu / served_n})
                 finally:
                     stop_server(proc)
                 shutil.rmtree(ws, ignore_errors=True)
@@ -296,6 +326,7 @@ def run_worker_scaling(workspace: Path, requests_per_worker: int = 500, concurre
                            "notes": n_notes, "config": str(config) if config else "built-in defaults",
                            "requests_per_worker": requests_per_worker,
                            "concurrency_per_worker": concurrency_per_worker, "warmup_per_worker": warmup_per_worker,
+                           "pinned": pin,
                            "load": "open loop, Poisson arrivals" if rates_per_worker else "closed loop", "runs": runs}
     by_rate: dict[str, Any] = {}
     for rate in rates_per_worker or (None,):

@@ -252,14 +252,16 @@ def _register_online_benches(bench: typer.Typer) -> None:
                                          "give --concurrency enough threads for the rate"),
         warmup: int = typer.Option(0, "--warmup", min=0, max=100_000, help="with --scaling: requests per pipeline "
                                    "and worker sent first and not measured"),
+        pin: bool = typer.Option(False, "--pin", help="with --scaling: each worker on a core of its own "
+                                 "(the one-worker run too): one core per worker on a machine with few"),
     ) -> None:
         """Two serving processes sharing one Redis: note and event visibility across them
         (``--scaling``: one vs two workers behind one port, p99 at the same per-worker load)."""
         from notefeed.serve.bench_online import run_worker_scaling, run_workers_bench
 
         if not scaling:
-            if workspace is not None or config is not None:
-                typer.echo("error: --workspace/--config: only with --scaling", err=True)
+            if workspace is not None or config is not None or pin:
+                typer.echo("error: --workspace/--config/--pin: only with --scaling", err=True)
                 raise typer.Exit(2)
             _emit(json_path, run_workers_bench(trials, requests, redis_url))
             return
@@ -276,7 +278,7 @@ def _register_online_benches(bench: typer.Typer) -> None:
             raise typer.Exit(2)
         try:
             result = run_worker_scaling(workspace, requests, concurrency, redis_url, config, rates_per_worker=rate_list,
-                                        warmup_per_worker=warmup)
+                                        warmup_per_worker=warmup, pin=pin)
         except (ValueError, RuntimeError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None

@@ -3,7 +3,9 @@ Redis (what `serve --workers N` runs behind one port) see each other's events an
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -175,16 +177,41 @@ def test_worker_scaling_open_loop_holds_the_rate_per_worker(redis_url, tmp_path)
     ws = tmp_path / "ws"
     with Workspace.open(ws) as w:
         w.save_dataset(make_community(n_users=40, n_notes=60, per_user=5))
+    cores = sorted(os.sched_getaffinity(0))
+    pin = len(cores) >= 2  # each worker on a core of its own, where there are two
     out = run_worker_scaling(ws, requests_per_worker=15, concurrency_per_worker=3, redis_url=redis_url,
-                             config=MINIMAL, rates_per_worker=(20.0,), warmup_per_worker=3)
+                             config=MINIMAL, rates_per_worker=(20.0,), warmup_per_worker=3, pin=pin)
     assert out["load"].startswith("open loop") and [r["workers"] for r in out["runs"]] == [1, 2]
-    assert out["warmup_per_worker"] == 3
+    assert out["warmup_per_worker"] == 3 and out["pinned"] is pin
     for r in out["runs"]:
         n = r["workers"]
+        if pin:
+            assert r["served"]["worker_cores"] == cores[:n]
+        assert r["workers_cpu_ms_per_request"] > 0
         assert r["rate_per_worker"] == 20.0 and r["open_loop"]["rate_rps"] == 20.0 * n
         assert r["pipelines"]["default"]["requests"] == 15 * n and r["pipelines"]["default"]["errors"] == 0
         assert r["wall_s"] > 0.5 * (30 * n) / (20.0 * n)  # 30n arrivals at 20n/s: about 1.5 s
     assert set(out["by_rate_per_worker"]) == {"20/s"} and out["by_rate_per_worker"]["20/s"]["p99_ratio"] > 0
+
+
+def test_pin_puts_every_thread_of_a_process_on_one_core():
+    from notefeed.serve.bench_online import _pin
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("one core: nothing to pin apart")
+    child = subprocess.Popen([sys.executable, "-c", "import threading, time\n"
+                              "ts = [threading.Thread(target=time.sleep, args=(30,)) for _ in range(3)]\n"
+                              "[t.start() for t in ts]\nprint('up', flush=True)\ntime.sleep(30)"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "up"
+        assert _pin(child.pid, cores[1]) == cores[1]
+        tids = [int(t) for t in os.listdir(f"/proc/{child.pid}/task")]
+        assert len(tids) == 4 and all(os.sched_getaffinity(t) == {cores[1]} for t in tids)
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_worker_scaling_flag_errors_are_one_line(tmp_path):
@@ -195,6 +222,8 @@ def test_worker_scaling_flag_errors_are_one_line(tmp_path):
     r = CliRunner().invoke(app, ["bench", "workers", "--scaling"])
     assert r.exit_code == 2 and "--workspace" in r.output
     r = CliRunner().invoke(app, ["bench", "workers", "--workspace", str(tmp_path)])
+    assert r.exit_code == 2 and "only with --scaling" in r.output
+    r = CliRunner().invoke(app, ["bench", "workers", "--pin"])
     assert r.exit_code == 2 and "only with --scaling" in r.output
     r = CliRunner().invoke(app, ["bench", "workers", "--scaling", "--workspace", str(tmp_path / "none")])
     assert r.exit_code == 2 and "holds no workspace" in r.output
