@@ -189,7 +189,9 @@ def _cpu_s() -> float:
 
 def _tree_cpu_s(root: int) -> float:
     """CPU seconds used so far by ``root`` and every live descendant (a local Ray cluster's
-    GCS, raylet, object store and workers are descendants of the driver)."""
+    GCS, raylet, object store and workers are descendants of the driver), with what their
+    exited and reaped children used (``cutime``/``cstime``): recycled workers exit after their
+    task, and their CPU, worker start included, must still count."""
     tick = os.sysconf("SC_CLK_TCK")
     parent: dict[int, int] = {}
     used: dict[int, float] = {}
@@ -201,7 +203,7 @@ def _tree_cpu_s(root: int) -> float:
         except OSError:
             continue
         parent[int(d.name)] = int(f[1])
-        used[int(d.name)] = (int(f[11]) + int(f[12])) / tick
+        used[int(d.name)] = (int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])) / tick
     total = 0.0
     for pid in used:
         p = pid

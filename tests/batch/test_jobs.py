@@ -233,3 +233,17 @@ def test_an_engine_child_reports_its_own_peak_not_the_benchs():
     own = float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
     assert 0 < own < 800  # ru_maxrss there would be >= 1024 on Linux: it is carried across fork + exec
     del big
+
+
+def test_the_tree_cpu_counts_children_that_have_exited():
+    """Recycled Ray workers exit after their task: their CPU (worker start included) must
+    still count in the bench's process-tree CPU, through their reaper's cutime/cstime."""
+    import os
+    import subprocess
+
+    from notefeed.batch.bench import _tree_cpu_s
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"
+    t0 = _tree_cpu_s(os.getpid())
+    subprocess.run([sys.executable, "-c", burn], check=True)  # exits and is reaped by this process
+    assert _tree_cpu_s(os.getpid()) - t0 >= 0.45
