@@ -479,8 +479,8 @@ class ColdStartPool:
             pool._cprof = None if cp is None else _decode(cp, np.float32).reshape(len(pool._prof), -1)
             pool._ref_ts = state["ref_ts"]
             pool._pscale = float(state.get("profile_scale", 1.0))
-            if not 0.0 < pool._pscale <= 1.0:
-                raise ValueError(f"profile_scale must be in (0, 1], got {pool._pscale}")
+            if not _MIN_PSCALE <= pool._pscale <= 1.0:  # a pool folds its scale before it gets smaller
+                raise ValueError(f"profile_scale must be in [2^-50, 1], got {pool._pscale}")
             for d in state["notes"]:
                 d = {**d, "centroid": {int(k): float(v) for k, v in d["centroid"].items()},
                      "look_thr": float("inf") if d["look_thr"] is None else float(d["look_thr"])}
