@@ -59,7 +59,7 @@ def run_engine(engine: str, log_dir: Path, kernel: str, workers: int, item_cap: 
     mem = _TreeMemory()
     try:
         mem.__enter__()
-        t0, c0, tree0 = time.perf_counter(), _cpu_s(), _tree_cpu_s(os.getpid())
+        t0, c0, tree0 = time.perf_counter(), _cpu_s(), _tree_cpu(os.getpid())
         hist, iu = eng.cap_log(users, items, ts, n_users, n_items, item_cap, user_cap)
         del users, items, ts  # the table needs only the capped matrices
         out["cap_s"] = time.perf_counter() - t0
@@ -68,8 +68,16 @@ def run_engine(engine: str, log_dir: Path, kernel: str, workers: int, item_cap: 
         out["rows_s"] = time.perf_counter() - t1
         out["total_s"] = time.perf_counter() - t0
         out["driver_cpu_s"] = _cpu_s() - c0
-        out["process_tree_cpu_s"] = _tree_cpu_s(os.getpid()) - tree0
+        tree1 = _tree_cpu(os.getpid())
+        # the processes alive at the end (driver, Ray daemons, workers still up), in this window
+        out["process_tree_cpu_s"] = sum(v - tree0.get(pid, 0.0) for pid, v in tree1.items())
         stats = list(getattr(eng, "task_stats", []))
+        # workers gone by the end (recycled: one process per task) took their CPU with them:
+        # their tasks' CPU, and in a worker started for its task, everything before it too
+        gone = [s for s in stats if s["pid"] not in tree1]
+        out["exited_workers_cpu_s"] = sum(s["cpu_s"] + (s.get("cpu_before_s", 0.0) if s.get("fresh") else 0.0)
+                                          for s in gone)
+        out["fresh_worker_start_cpu_s"] = sum(s.get("cpu_before_s", 0.0) for s in stats if s.get("fresh"))
     finally:
         mem.__exit__()
         eng.close()
@@ -85,8 +93,10 @@ def run_engine(engine: str, log_dir: Path, kernel: str, workers: int, item_cap: 
     out["driver_peak_anon_mib_sampled"] = mem.peak_anon_mib.get(os.getpid(), 0.0)
     out["tree_peak_anon_mib_sampled"] = mem.peak_tree_anon_mib  # driver + workers + daemons, summed
     out["dev_shm_peak_used_mib_sampled"] = mem.peak_shm_used_mib  # the object store (and any other /dev/shm use)
-    # all CPU the engine used: driver, tasks, and (Ray) its daemons and idle workers
-    out["cpu_s"] = max(out["process_tree_cpu_s"], out["driver_cpu_s"] + sum(s["cpu_s"] for s in stats))
+    # all CPU the engine used: driver, tasks, and (Ray) its daemons, idle workers and the
+    # workers that exited (recycled), their start included
+    out["cpu_s"] = max(out["process_tree_cpu_s"] + out["exited_workers_cpu_s"],
+                       out["driver_cpu_s"] + sum(s["cpu_s"] for s in stats))
     out["events_per_cpu_s"] = n / out["cpu_s"]
     if stats:
         out["tasks"] = len(stats)
@@ -188,10 +198,15 @@ def _cpu_s() -> float:
 
 
 def _tree_cpu_s(root: int) -> float:
-    """CPU seconds used so far by ``root`` and every live descendant (a local Ray cluster's
-    GCS, raylet, object store and workers are descendants of the driver), with what their
-    exited and reaped children used (``cutime``/``cstime``): recycled workers exit after their
-    task, and their CPU, worker start included, must still count."""
+    """CPU seconds used so far by ``root`` and every live descendant: :func:`_tree_cpu` summed."""
+    return sum(_tree_cpu(root).values())
+
+
+def _tree_cpu(root: int) -> dict[int, float]:
+    """CPU seconds used so far by ``root`` and by each live descendant (a local Ray cluster's
+    GCS, raylet, object store and workers are descendants of the driver), by pid, with what
+    their exited children that they reaped used (``cutime``/``cstime``). A Ray worker's CPU is
+    not reaped into its raylet's: a bench counts exited workers from their task stats."""
     tick = os.sysconf("SC_CLK_TCK")
     parent: dict[int, int] = {}
     used: dict[int, float] = {}
@@ -204,14 +219,14 @@ def _tree_cpu_s(root: int) -> float:
             continue
         parent[int(d.name)] = int(f[1])
         used[int(d.name)] = (int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])) / tick
-    total = 0.0
+    out: dict[int, float] = {}
     for pid in used:
         p = pid
         while p > 1 and p != root:
             p = parent.get(p, 0)
         if p == root:
-            total += used[pid]
-    return total
+            out[pid] = used[pid]
+    return out
 
 
 def _noop(shared: dict, item: int) -> int:

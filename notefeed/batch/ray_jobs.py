@@ -79,14 +79,18 @@ def _private_mb() -> float:
         return float("nan")
 
 
-def _run(fn: Callable[..., Any], shared: dict[str, Any], item: Any) -> tuple[Any, TaskStats]:
+def _run(fn: Callable[..., Any], shared: dict[str, Any], item: Any, fresh: bool = False) -> tuple[Any, TaskStats]:
+    """``fn(shared, item)`` with its stats; ``cpu_before_s`` is the CPU the worker process had
+    used before the task (in a ``fresh`` worker started for it: its start, imports and the
+    inputs' deserialisation), which dies with the worker unless a bench counts it here."""
     import os
 
     own_peak = _reset_peak()
     t0, c0 = time.perf_counter(), time.process_time()
     out = fn(shared, item)
     return out, TaskStats(pid=os.getpid(), seconds=time.perf_counter() - t0, cpu_s=time.process_time() - c0,
-                          peak_rss_mb=_peak_rss_mb(), peak_is_task_own=own_peak, private_mb=_private_mb())
+                          cpu_before_s=c0, fresh=fresh, peak_rss_mb=_peak_rss_mb(), peak_is_task_own=own_peak,
+                          private_mb=_private_mb())
 
 
 def payload_bytes(x: Any, depth: int = 0) -> int:
@@ -109,7 +113,7 @@ def payload_bytes(x: Any, depth: int = 0) -> int:
 def _run_fresh(fn: Callable[..., Any], shared: dict[str, Any], item: Any) -> tuple[Any, TaskStats]:
     """:func:`_run`, registered with ``max_calls=1``: its worker exits after the task (Ray sets
     that per remote function, not per call)."""
-    return _run(fn, shared, item)
+    return _run(fn, shared, item, fresh=True)
 
 
 def _reachable(address: str, timeout_s: float = 5.0) -> None:

@@ -174,6 +174,27 @@ def test_recycle_runs_each_task_in_a_fresh_worker(engine, monkeypatch):
         RayEngine(recycle="sometimes")
 
 
+def test_bench_counts_the_cpu_of_recycled_workers(engine, tmp_path):
+    """A recycled worker exits after its task and its CPU leaves the process tree with it: the
+    bench adds its task's CPU and (a worker started for the task) its start, so Ray's CPU per
+    event is not flattered by recycling. Same table as the local engine."""
+    import json
+
+    from notefeed.batch.bench import run_engine
+
+    u, i, t, nu, ni = synthetic_log(20_000, seed=2)
+    for name, arr in (("users", u), ("items", i), ("ts", t)):
+        np.save(tmp_path / f"{name}.npy", arr)
+    (tmp_path / "meta.json").write_text(json.dumps({"n_users": int(nu), "n_items": int(ni)}))
+    args = (tmp_path, "swing", 2, 20, 30, 25, 2)
+    local = run_engine("local", *args, progress=False)
+    ray_run = run_engine("ray", *args, progress=False, recycle=True)
+    assert ray_run["table_sha256"] == local["table_sha256"] and ray_run["worker_processes"] == ray_run["tasks"]
+    tasks_cpu = ray_run["_cap_shard_cpu_s_sum"] + ray_run["_rows_task_cpu_s_sum"]
+    assert ray_run["fresh_worker_start_cpu_s"] > 0.2 * ray_run["tasks"]  # imports: seconds per fresh worker
+    assert ray_run["cpu_s"] >= ray_run["driver_cpu_s"] + tasks_cpu + 0.5 * ray_run["fresh_worker_start_cpu_s"]
+
+
 def test_payload_bytes():
     import scipy.sparse as sp
 
