@@ -108,15 +108,16 @@ class LocalEngine:
 
 
 def open_engine(name: str = "local", address: str | None = None, num_cpus: int | None = None,
-                recycle: bool | str = "auto") -> Any:
+                recycle: bool | str = "auto", worker_tasks: int = 1) -> Any:
     """The engine called ``name`` (``local`` or ``ray``). ``address``: an existing Ray cluster
     (``ray://host:10001`` or ``auto``); without it a local Ray instance with ``num_cpus`` CPUs
-    is started. ``recycle``: Ray's worker recycling (:class:`~notefeed.batch.ray_jobs.RayEngine`).
+    is started. ``recycle``, ``worker_tasks``: Ray's worker recycling
+    (:class:`~notefeed.batch.ray_jobs.RayEngine`).
     Raises ValueError for an unknown name, ImportError when Ray is missing."""
     if name == "local":
         return LocalEngine()
     if name == "ray":
         from notefeed.batch.ray_jobs import RayEngine
 
-        return RayEngine(address=address, num_cpus=num_cpus, recycle=recycle)
+        return RayEngine(address=address, num_cpus=num_cpus, recycle=recycle, worker_tasks=worker_tasks)
     raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {name!r}")

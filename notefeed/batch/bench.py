@@ -40,7 +40,8 @@ def _csr_bytes(m: Any) -> int:
 
 
 def run_engine(engine: str, log_dir: Path, kernel: str, workers: int, item_cap: int, user_cap: int,
-               top_n: int, block: int, progress: bool = True, recycle: bool | str = "auto") -> dict[str, Any]:
+               top_n: int, block: int, progress: bool = True, recycle: bool | str = "auto",
+               worker_tasks: int = 1) -> dict[str, Any]:
     """One engine on the log in ``log_dir`` (users/items/ts ``.npy`` + meta.json), in this process."""
     from notefeed.batch.base import open_engine
 
@@ -50,9 +51,10 @@ def run_engine(engine: str, log_dir: Path, kernel: str, workers: int, item_cap: 
     out: dict[str, Any] = {"engine": engine, "workers": workers if engine == "ray" else 1,
                            "loadavg_1_5_15_before": list(os.getloadavg())}
     t0 = time.perf_counter()
-    eng = open_engine(engine, num_cpus=workers if engine == "ray" else None, recycle=recycle)
+    eng = open_engine(engine, num_cpus=workers if engine == "ray" else None, recycle=recycle,
+                      worker_tasks=worker_tasks)
     if engine == "ray":  # start the worker processes before the clock, as a running cluster has them
-        out["recycle"] = recycle
+        out["recycle"], out["worker_tasks"] = recycle, worker_tasks
         eng.map(_noop, list(range(workers)))
         eng.task_stats.clear()
     out["startup_s"] = time.perf_counter() - t0
@@ -72,12 +74,15 @@ def run_engine(engine: str, log_dir: Path, kernel: str, workers: int, item_cap: 
         # the processes alive at the end (driver, Ray daemons, workers still up), in this window
         out["process_tree_cpu_s"] = sum(v - tree0.get(pid, 0.0) for pid, v in tree1.items())
         stats = list(getattr(eng, "task_stats", []))
-        # workers gone by the end (recycled: one process per task) took their CPU with them:
-        # their tasks' CPU, and in a worker started for its task, everything before it too
-        gone = [s for s in stats if s["pid"] not in tree1]
-        out["exited_workers_cpu_s"] = sum(s["cpu_s"] + (s.get("cpu_before_s", 0.0) if s.get("fresh") else 0.0)
-                                          for s in gone)
-        out["fresh_worker_start_cpu_s"] = sum(s.get("cpu_before_s", 0.0) for s in stats if s.get("fresh"))
+        # workers gone by the end (recycled) took their CPU with them: their tasks' CPU, and in
+        # a worker started for recycled tasks, everything before its first task (its start)
+        starts: dict[int, float] = {}
+        for s in stats:
+            if s.get("fresh"):
+                starts[s["pid"]] = min(starts.get(s["pid"], float("inf")), s.get("cpu_before_s", 0.0))
+        out["exited_workers_cpu_s"] = (sum(s["cpu_s"] for s in stats if s["pid"] not in tree1)
+                                       + sum(v for pid, v in starts.items() if pid not in tree1))
+        out["fresh_worker_start_cpu_s"] = sum(starts.values())
     finally:
         mem.__exit__()
         eng.close()
@@ -246,7 +251,7 @@ def _child(engine: str, log_dir: Path, args: dict[str, Any]) -> dict[str, Any]:
 
 def bench_batch(n_events: int, engines: list[str], kernel: str = "swing", workers: int = 2, item_cap: int = 50,
                 user_cap: int = 100, top_n: int = 100, block: int = 512, seed: int = 0,
-                log: Any = print, recycle: bool | str = "auto") -> dict[str, Any]:
+                log: Any = print, recycle: bool | str = "auto", worker_tasks: int = 1) -> dict[str, Any]:
     """The study's JSON (see the module docstring)."""
     from notefeed.recall.synthetic import synthetic_log
 
@@ -262,11 +267,11 @@ def bench_batch(n_events: int, engines: list[str], kernel: str = "swing", worker
                 "users": n_users, "items": n_items, "generate_s": gen_s,
                 "generator_peak_rss_mib": _own_peak_rss_mib()},
         "params": {"item_cap": item_cap, "user_cap": user_cap, "top_n": top_n, "block": block, "workers": workers,
-                   "recycle": recycle},
+                   "recycle": recycle, "worker_tasks": worker_tasks},
         "runs": {},
     }
     args = {"kernel": kernel, "workers": workers, "item_cap": item_cap, "user_cap": user_cap, "top_n": top_n,
-            "block": block, "recycle": recycle}
+            "block": block, "recycle": recycle, "worker_tasks": worker_tasks}
     with tempfile.TemporaryDirectory(prefix="notefeed-bench-batch-") as tmp:
         d = Path(tmp)
         for name, arr in (("users", users), ("items", items), ("ts", ts)):

@@ -63,6 +63,8 @@ def bench_batch_cmd(
     seed: int = typer.Option(0, "--seed"),
     recycle: str = typer.Option("auto", "--recycle", help="Ray: run each task in a fresh worker process -- auto "
                                 "(maps with large inputs), on, off"),
+    worker_tasks: int = typer.Option(1, "--worker-tasks", help="Ray: tasks a recycled worker runs before it "
+                                     "exits (fewer worker starts, more memory per worker)"),
 ) -> None:
     """Swing on a large simulated log: local kernel vs Ray (throughput, peak memory per worker,
     same bytes?) and the labelled arithmetic for a cluster."""
@@ -80,13 +82,15 @@ def bench_batch_cmd(
     recycles = {"auto": "auto", "on": True, "off": False}
     if recycle not in recycles:
         _fail(f"--recycle: auto, on or off, got {recycle!r}")
+    if worker_tasks < 1:
+        _fail(f"--worker-tasks: at least 1, got {worker_tasks}")
     if "ray" in engines:
         try:
             import ray  # noqa: F401
         except ImportError:
             _fail("--engine ray: the ray engine needs Ray: pip install 'notefeed[ray]'")
     out = bench_batch(events, engines, kernel=kernel, workers=max(1, workers), block=max(1, block), seed=seed,
-                      log=typer.echo, recycle=recycles[recycle])
+                      log=typer.echo, recycle=recycles[recycle], worker_tasks=worker_tasks)
     typer.echo(json.dumps(out["summary"], indent=2, default=str))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,8 @@ stay in its resident memory after the task (shared pages, but counted in its RSS
 that runs many large tasks grows with the objects it ever read or wrote, not with its task.
 A map whose inputs are large (``recycle="auto"``: at least :data:`RECYCLE_BYTES` in its shared
 inputs or its first item) therefore runs each task in a fresh worker process (Ray's
-``max_calls=1``): a worker's memory is then its one task's. Starting a worker costs a few
+``max_calls=1``): a worker's memory is then its one task's. ``worker_tasks=k`` lets a recycled
+worker run k tasks before it exits: k times fewer starts, a memory of up to k tasks. Starting a worker costs a few
 seconds (about 4 s here, mostly importing ``notefeed.recall``, which imports torch), which a
 task of that size dwarfs; small maps keep their workers.
 """
@@ -111,8 +112,8 @@ def payload_bytes(x: Any, depth: int = 0) -> int:
 
 
 def _run_fresh(fn: Callable[..., Any], shared: dict[str, Any], item: Any) -> tuple[Any, TaskStats]:
-    """:func:`_run`, registered with ``max_calls=1``: its worker exits after the task (Ray sets
-    that per remote function, not per call)."""
+    """:func:`_run`, registered with ``max_calls=worker_tasks``: its worker exits after that
+    many tasks (Ray sets that per remote function, not per call)."""
     return _run(fn, shared, item, fresh=True)
 
 
@@ -136,14 +137,17 @@ class RayEngine:
     without it a local Ray instance is started with ``num_cpus`` CPUs (all when None) and shut
     down by :meth:`close`. An already initialised Ray in this process is reused as is.
     ``recycle``: run each task in a fresh worker process -- ``"auto"`` (default) for maps with
-    large inputs (see the module notes), ``True`` always, ``False`` never."""
+    large inputs (see the module notes), ``True`` always, ``False`` never; ``worker_tasks``:
+    the tasks a recycled worker runs before it exits (Ray's ``max_calls``)."""
 
     name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, shards: int | None = None,
-                 tasks_per_worker: int = 4, recycle: bool | str = "auto") -> None:
+                 tasks_per_worker: int = 4, recycle: bool | str = "auto", worker_tasks: int = 1) -> None:
         if recycle not in (True, False, "auto"):
             raise ValueError(f"recycle must be True, False or 'auto', got {recycle!r}")
+        if isinstance(worker_tasks, bool) or not isinstance(worker_tasks, int) or worker_tasks < 1:
+            raise ValueError(f"worker_tasks must be an integer >= 1, got {worker_tasks!r}")
         ray = _ray()
         self._ray = ray
         self._owns = False
@@ -157,7 +161,8 @@ class RayEngine:
                 ray.init(num_cpus=num_cpus, **kw)
             self._owns = True
         self._remote = ray.remote(num_cpus=1)(_run)
-        self._remote_fresh = ray.remote(num_cpus=1, max_calls=1)(_run_fresh)
+        self._remote_fresh = ray.remote(num_cpus=1, max_calls=worker_tasks)(_run_fresh)
+        self.worker_tasks = worker_tasks
         self.recycle = recycle
         self.shards = shards
         self.tasks_per_worker = int(tasks_per_worker)

@@ -172,6 +172,12 @@ def test_recycle_runs_each_task_in_a_fresh_worker(engine, monkeypatch):
     assert auto[1][1].tolist() == [1.0] * 512 and len({r[0] for r in auto}) == 2
     with pytest.raises(ValueError, match="recycle"):
         RayEngine(recycle="sometimes")
+    twice = RayEngine(recycle=True, worker_tasks=2).map(_pid_task, range(6), {"add": 0})
+    pids = [r[0] for r in twice]
+    assert [r[1] for r in twice] == list(range(6)) and max(pids.count(p) for p in pids) <= 2
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="worker_tasks"):
+            RayEngine(worker_tasks=bad)
 
 
 def test_bench_counts_the_cpu_of_recycled_workers(engine, tmp_path):
@@ -188,11 +194,13 @@ def test_bench_counts_the_cpu_of_recycled_workers(engine, tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps({"n_users": int(nu), "n_items": int(ni)}))
     args = (tmp_path, "swing", 2, 20, 30, 25, 2)
     local = run_engine("local", *args, progress=False)
-    ray_run = run_engine("ray", *args, progress=False, recycle=True)
-    assert ray_run["table_sha256"] == local["table_sha256"] and ray_run["worker_processes"] == ray_run["tasks"]
-    tasks_cpu = ray_run["_cap_shard_cpu_s_sum"] + ray_run["_rows_task_cpu_s_sum"]
-    assert ray_run["fresh_worker_start_cpu_s"] > 0.2 * ray_run["tasks"]  # imports: seconds per fresh worker
-    assert ray_run["cpu_s"] >= ray_run["driver_cpu_s"] + tasks_cpu + 0.5 * ray_run["fresh_worker_start_cpu_s"]
+    for k in (1, 2):  # a fresh worker per task; then up to two tasks per worker, its start counted once
+        ray_run = run_engine("ray", *args, progress=False, recycle=True, worker_tasks=k)
+        assert ray_run["table_sha256"] == local["table_sha256"] and ray_run["worker_tasks"] == k
+        assert ray_run["worker_processes"] >= ray_run["tasks"] / k
+        tasks_cpu = ray_run["_cap_shard_cpu_s_sum"] + ray_run["_rows_task_cpu_s_sum"]
+        assert ray_run["fresh_worker_start_cpu_s"] > 0.2 * ray_run["worker_processes"]  # imports: ~s per worker
+        assert ray_run["cpu_s"] >= ray_run["driver_cpu_s"] + tasks_cpu + 0.5 * ray_run["fresh_worker_start_cpu_s"]
 
 
 def test_payload_bytes():
