@@ -108,7 +108,7 @@ class LocalEngine:
 
 
 def open_engine(name: str = "local", address: str | None = None, num_cpus: int | None = None,
-                recycle: bool | str = "auto", worker_tasks: int = 1) -> Any:
+                recycle: bool | str = "auto", worker_tasks: int = 4) -> Any:
     """The engine called ``name`` (``local`` or ``ray``). ``address``: an existing Ray cluster
     (``ray://host:10001`` or ``auto``); without it a local Ray instance with ``num_cpus`` CPUs
     is started. ``recycle``, ``worker_tasks``: Ray's worker recycling

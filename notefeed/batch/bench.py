@@ -41,7 +41,7 @@ def _csr_bytes(m: Any) -> int:
 
 def run_engine(engine: str, log_dir: Path, kernel: str, workers: int, item_cap: int, user_cap: int,
                top_n: int, block: int, progress: bool = True, recycle: bool | str = "auto",
-               worker_tasks: int = 1) -> dict[str, Any]:
+               worker_tasks: int = 4) -> dict[str, Any]:
     """One engine on the log in ``log_dir`` (users/items/ts ``.npy`` + meta.json), in this process."""
     from notefeed.batch.base import open_engine
 
@@ -251,7 +251,7 @@ def _child(engine: str, log_dir: Path, args: dict[str, Any]) -> dict[str, Any]:
 
 def bench_batch(n_events: int, engines: list[str], kernel: str = "swing", workers: int = 2, item_cap: int = 50,
                 user_cap: int = 100, top_n: int = 100, block: int = 512, seed: int = 0,
-                log: Any = print, recycle: bool | str = "auto", worker_tasks: int = 1) -> dict[str, Any]:
+                log: Any = print, recycle: bool | str = "auto", worker_tasks: int = 4) -> dict[str, Any]:
     """The study's JSON (see the module docstring)."""
     from notefeed.recall.synthetic import synthetic_log
 

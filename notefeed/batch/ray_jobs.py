@@ -11,11 +11,14 @@ Worker recycling. A worker process that reads an object-store array maps its pag
 stay in its resident memory after the task (shared pages, but counted in its RSS), so a worker
 that runs many large tasks grows with the objects it ever read or wrote, not with its task.
 A map whose inputs are large (``recycle="auto"``: at least :data:`RECYCLE_BYTES` in its shared
-inputs or its first item) therefore runs each task in a fresh worker process (Ray's
-``max_calls=1``): a worker's memory is then its one task's. ``worker_tasks=k`` lets a recycled
-worker run k tasks before it exits: k times fewer starts, a memory of up to k tasks. Starting a worker costs a few
-seconds (about 4 s here, mostly importing ``notefeed.recall``, which imports torch), which a
-task of that size dwarfs; small maps keep their workers.
+inputs or its first item) therefore runs its tasks in worker processes that exit after
+``worker_tasks`` tasks (Ray's ``max_calls``; default 4): a worker's memory is then that of at
+most 4 tasks, and a map of n tasks starts about n / 4 workers. At 100M events (28 tasks) one
+task per worker gave a peak RSS of 1.24 GiB per worker but 75 CPU-s of worker starts (1.51x the
+local kernel per core by wall clock); four gave 1.66 GiB, 22 CPU-s and 1.26x
+(``docs/results/batch/swing_scale_100m_recycle*.json``). Starting a worker costs seconds
+(2.7 CPU-s each at 100M, mostly importing ``notefeed.recall``, which imports torch); small maps
+keep their workers.
 """
 
 from __future__ import annotations
@@ -138,12 +141,13 @@ class RayEngine:
     down by :meth:`close`. An already initialised Ray in this process is reused as is.
     ``recycle``: run each task in a fresh worker process -- ``"auto"`` (default) for maps with
     large inputs (see the module notes), ``True`` always, ``False`` never; ``worker_tasks``:
-    the tasks a recycled worker runs before it exits (Ray's ``max_calls``)."""
+    the tasks a recycled worker runs before it exits (Ray's ``max_calls``; 1: a fresh worker
+    per task)."""
 
     name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, shards: int | None = None,
-                 tasks_per_worker: int = 4, recycle: bool | str = "auto", worker_tasks: int = 1) -> None:
+                 tasks_per_worker: int = 4, recycle: bool | str = "auto", worker_tasks: int = 4) -> None:
         if recycle not in (True, False, "auto"):
             raise ValueError(f"recycle must be True, False or 'auto', got {recycle!r}")
         if isinstance(worker_tasks, bool) or not isinstance(worker_tasks, int) or worker_tasks < 1:

@@ -164,11 +164,11 @@ def test_recycle_runs_each_task_in_a_fresh_worker(engine, monkeypatch):
     small = engine.map(_pid_task, range(6), {"add": 10})
     assert [r[1] for r in small] == list(range(10, 16))
     assert len({r[0] for r in small}) < 6  # "auto" under the threshold: workers reused
-    eng = RayEngine(recycle=True)
+    eng = RayEngine(recycle=True, worker_tasks=1)
     fresh = eng.map(_pid_task, range(3), {"add": 1})
     assert [r[1] for r in fresh] == [1, 2, 3] and len({r[0] for r in fresh}) == 3
     monkeypatch.setattr(ray_jobs, "RECYCLE_BYTES", 1024)  # "auto" over the threshold
-    auto = engine.map(_pid_task, iter(range(2)), {"add": np.zeros(512), "x": 0})
+    auto = RayEngine(worker_tasks=1).map(_pid_task, iter(range(2)), {"add": np.zeros(512), "x": 0})
     assert auto[1][1].tolist() == [1.0] * 512 and len({r[0] for r in auto}) == 2
     with pytest.raises(ValueError, match="recycle"):
         RayEngine(recycle="sometimes")
