@@ -202,11 +202,6 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _tree_cpu_s(root: int) -> float:
-    """CPU seconds used so far by ``root`` and every live descendant: :func:`_tree_cpu` summed."""
-    return sum(_tree_cpu(root).values())
-
-
 def _tree_cpu(root: int) -> dict[int, float]:
     """CPU seconds used so far by ``root`` and by each live descendant (a local Ray cluster's
     GCS, raylet, object store and workers are descendants of the driver), by pid, with what

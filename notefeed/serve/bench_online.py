@@ -268,11 +268,11 @@ def run_worker_scaling(workspace: Path, requests_per_worker: int = 500, concurre
     import yaml
 
     from notefeed.serve.bench import _load, _served, _workspace_users, process_cpu_s
+    from notefeed.serve.config import ServeConfig, load_config
 
     cores = sorted(os.sched_getaffinity(0)) if pin else []
     if pin and len(cores) < max(workers):
         raise ValueError(f"--pin: {max(workers)} workers need as many cores, this process may use {len(cores)}")
-    from notefeed.serve.config import ServeConfig, load_config
 
     if not (workspace / "notefeed.duckdb").exists():
         raise ValueError(f"--workspace: {workspace} holds no workspace (notefeed.duckdb)")
@@ -312,7 +312,8 @@ def run_worker_scaling(workspace: Path, requests_per_worker: int = 500, concurre
                         served_n = sum(p["requests"] for p in load["pipelines"].values())
                         runs.append({"workers": n, "rate_per_worker": rate, "startup_s": startup, "served": served,
                                      **load, "client_cpu_s": client_cpu, "workers_cpu_s": worker_cpu,
-                                     # both pipelines and the event posts, over every worker
+                                     # every worker's CPU (the event posts' work included) per
+                                     # feed request of both pipelines
                                      "workers_cpu_ms_per_request": None if worker_cpu is None or not served_n
                                      else 1e3 * worker_cpu / served_n})
                 finally:
