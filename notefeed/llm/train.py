@@ -27,7 +27,7 @@ from notefeed.llm.builtin import BuiltinConfig, BuiltinLM, resolve_device
 from notefeed.llm.corpus import NoteCorpus
 from notefeed.llm.tokenizer import Tokenizer
 
-__all__ = ["train_builtin", "contrastive_loss", "lr_factor"]
+__all__ = ["train_builtin", "contrastive_loss", "lr_factor", "lm_backward"]
 
 
 def contrastive_loss(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor, ia: torch.Tensor,
@@ -50,6 +50,31 @@ def lr_factor(frac: float, warmup: float = 0.1, floor: float = 0.05) -> float:
         return max(frac / warmup, 0.01)
     x = min(1.0, (frac - warmup) / max(1e-9, 1.0 - warmup))
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * x))
+
+
+def lm_backward(net, ids: torch.Tensor, weight: float, chunk: int = 1024) -> float:  # type: ignore[no-untyped-def]
+    """Accumulate the gradient of ``weight`` x the causal LM's mean next-token cross-entropy on
+    ``ids`` (b, t) (0 = padding, no loss) into ``net``; return that mean cross-entropy.
+
+    The output layer (states x the tied vocabulary) runs ``chunk`` positions at a time, each
+    chunk's logits freed after its backward, so no (positions x vocabulary) tensor is ever whole:
+    on a VM, allocating such a tensor afresh each step (tens of MB) cost more page faults than
+    arithmetic. The gradient is that of the whole-batch loss (the chunks' sums over the count).
+    """
+    h, tgt = net.lm_states(ids[:, :-1]), ids[:, 1:]
+    keep = tgt != 0
+    hk, tk = h[keep], tgt[keep]
+    n = len(tk)
+    if n == 0:
+        return 0.0
+    hd = hk.detach().requires_grad_()
+    total = 0.0
+    for lo in range(0, n, chunk):
+        part = F.cross_entropy(hd[lo : lo + chunk] @ net.tok.weight.T, tk[lo : lo + chunk], reduction="sum")
+        (part * (weight / n)).backward()
+        total += float(part.detach())
+    hk.backward(hd.grad)
+    return total / n
 
 
 def _pad(rows: list[list[int]], width: int) -> np.ndarray:
@@ -149,18 +174,15 @@ def train_builtin(corpus: NoteCorpus, pairs: np.ndarray | None = None, config: B
                         lc = F.cross_entropy(net.cat_head(za), torch.from_numpy(y_cat[ia]).to(dev)) \
                             if cats and (y_cat[ia] >= 0).any() else torch.zeros((), device=dev)
                         loss = loss + c.tag_weight * (lt * 10.0 + lc)
-                    if c.lm_weight > 0 and done % c.lm_every == 0:
-                        x = _trim(ids_lm[ia]).to(dev)
-                        logits = net.lm_logits(x[:, :-1])
-                        tgt = x[:, 1:].masked_fill(x[:, 1:] == 0, -100)
-                        loss = loss + c.lm_weight * F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                                    tgt.reshape(-1), ignore_index=-100)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
+                    step_loss = float(loss.detach())
+                    if c.lm_weight > 0 and done % c.lm_every == 0:
+                        step_loss += c.lm_weight * lm_backward(net, _trim(ids_lm[ia]).to(dev), c.lm_weight)
                     torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
                     opt.step()
                     done += 1
-                    losses.append(float(loss.detach()))
+                    losses.append(step_loss)
                     bar.update(1)
                     if done % 20 == 0:
                         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", refresh=False)
