@@ -29,6 +29,8 @@ from notefeed.search.text import analyze_batch, note_fields
 __all__ = ["DenseIndex", "note_texts", "hashed_counts"]
 
 _VECTORS = "vectors.safetensors"
+#: notes counted and transformed at a time when the catalogue is larger (DenseIndex.build)
+TRANSFORM_CHUNK = 200_000
 
 
 def note_texts(notes: pd.DataFrame) -> list[str]:
@@ -140,6 +142,10 @@ class _CatalogueEncoder(TextEncoder):
         self._memo.append((sub, self._counts(texts)[rows]))
         return sub
 
+    def forget(self) -> None:
+        """Drop the remembered counts (each chunk of a large catalogue is counted once)."""
+        self._memo.clear()
+
     def plain(self) -> TextEncoder:
         """The fitted encoder as a plain :class:`TextEncoder` (what queries and saves use)."""
         enc = TextEncoder(self.config)
@@ -201,20 +207,34 @@ class DenseIndex:
 
     @classmethod
     def build(cls, notes: pd.DataFrame, dim: int = 64, kind: str = "auto", hnsw_min: int = 200_000,
-              fit_max: int = 50_000, seed: int = 0, workers: int = 1) -> DenseIndex:
+              fit_max: int = 50_000, seed: int = 0, workers: int = 1, chunk: int | None = None) -> DenseIndex:
         """Fit the encoder on (at most ``fit_max`` sampled) notes and index all of them.
 
-        The IDF weights and the SVD are learned from the sample; every note is transformed. The
-        catalogue's term counts are computed once, the sample's being their rows.
+        The IDF weights and the SVD are learned from the sample; every note is transformed. Up
+        to ``chunk`` notes (default :data:`TRANSFORM_CHUNK`) the catalogue's term counts are
+        computed once, the sample's being their rows; above it the sample's counts are computed
+        on their own and the notes are counted and transformed ``chunk`` at a time, so the counts
+        (and analysed tokens) of the whole catalogue are never held at once. Both give the same
+        vectors: a document's counts do not depend on the others (a test checks it).
         """
+        chunk = TRANSFORM_CHUNK if chunk is None else max(1, int(chunk))
         texts = note_texts(notes)
         if not texts:
             raise SearchError("notes: the catalogue is empty, nothing to fit the dense encoder on")
         rng = np.random.default_rng(seed)
         enc = _CatalogueEncoder(TextEncoderConfig(dim=dim, seed=seed), workers)
-        fit = texts if len(texts) <= fit_max else enc.sample(texts, rng.choice(len(texts), fit_max, replace=False))
-        enc.fit(fit)
-        vecs = enc.transform(texts)
+        if len(texts) <= chunk:  # the catalogue's counts once; the sample's are rows of them
+            fit = texts if len(texts) <= fit_max else enc.sample(texts, rng.choice(len(texts), fit_max, replace=False))
+            enc.fit(fit)
+            vecs = enc.transform(texts)
+        else:  # a large catalogue: the sample's counts on their own, then every note a chunk at a time
+            enc.fit(texts if len(texts) <= fit_max
+                    else [texts[i] for i in rng.choice(len(texts), fit_max, replace=False).tolist()])
+            vecs = np.empty((len(texts), dim), np.float32)
+            for lo in range(0, len(texts), chunk):
+                enc.forget()
+                vecs[lo : lo + chunk] = enc.transform(texts[lo : lo + chunk])
+            enc.forget()
         idx = cls(enc.plain(), kind=kind, hnsw_min=hnsw_min, expected=len(texts))
         idx.add_vectors(vecs, np.arange(len(texts), dtype=np.int64))
         return idx

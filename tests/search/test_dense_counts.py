@@ -58,6 +58,27 @@ def test_dense_build_fitted_on_a_sample_gives_the_plain_encoders_vectors() -> No
     assert not np.array_equal(full.idf_, plain.idf_)  # the sample did change the fit
 
 
+@pytest.mark.parametrize("fit_max", [150, 1000])
+def test_dense_build_in_chunks_gives_the_same_vectors(fit_max: int) -> None:
+    """A catalogue larger than ``chunk``: the sample counted on its own, the notes counted and
+    transformed a chunk at a time (a last, shorter chunk too); the vectors are those of the
+    plain encoder fitted on the same sample, and no chunk's counts are kept."""
+    from notefeed.sim.community import generate
+
+    notes = generate("100k", seed=6, n_notes=400, n_creators=30).notes
+    texts = note_texts(notes)
+    idx = DenseIndex.build(notes, dim=16, fit_max=fit_max, seed=3, chunk=64)
+    fit = texts if fit_max >= len(texts) else \
+        [texts[i] for i in np.random.default_rng(3).choice(len(texts), fit_max, replace=False)]
+    plain = TextEncoder(TextEncoderConfig(dim=16, seed=3)).fit(fit)
+    np.testing.assert_array_equal(idx.encoder.idf_, plain.idf_)
+    np.testing.assert_array_equal(idx.encoder.components_, plain.components_)
+    np.testing.assert_allclose(idx.vectors()[1], plain.transform(texts), atol=1e-6)
+    assert np.array_equal(idx.vectors()[0], np.arange(len(texts)))
+    one = DenseIndex.build(notes, dim=16, fit_max=fit_max, seed=3)  # one chunk: the same sample
+    np.testing.assert_allclose(one.vectors()[1], idx.vectors()[1], atol=1e-6)
+
+
 def test_query_encoder_matches_transform() -> None:
     from notefeed.search.dense import _QueryEncoder
 
