@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SASRecNet", "full_ce_loss", "sampled_ce_loss", "sampled_ce_loss_sparse"]
+__all__ = ["SASRecNet", "SASRecEnsemble", "full_ce_loss", "sampled_ce_loss", "sampled_ce_loss_sparse"]
 
 
 class _Block(nn.Module):
@@ -58,6 +58,26 @@ class SASRecNet(nn.Module):
         for blk in self.blocks:
             x = blk(x)
         return self.ln(x)
+
+
+class SASRecEnsemble(nn.Module):
+    """Networks trained apart (their own seeds), served as one: ``forward`` concatenates their
+    hidden states and ``item_weight`` their item tables, so a dot product of the two (what
+    recall, scoring and the ANN index compute) is the sum of the members' logits."""
+
+    def __init__(self, members: list[SASRecNet]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("sequence/sasrec: an ensemble needs at least one network")
+        self.members = nn.ModuleList(members)
+        self.n_items, self.max_len = members[0].n_items, members[0].max_len
+
+    @property
+    def item_weight(self) -> torch.Tensor:
+        return torch.cat([m.item_weight for m in self.members], dim=-1)
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m(seq) for m in self.members], dim=-1)
 
 
 def _init(m: nn.Module) -> None:

@@ -33,13 +33,16 @@ from tqdm.auto import tqdm
 from notefeed.data.dataset import Dataset
 from notefeed.rank.optim import RowwiseAdam, adamw, split_params
 from notefeed.recall._common import excluded_items, positive_log, topk, user_histories
-from notefeed.recall._sasrec_net import SASRecNet, full_ce_loss, sampled_ce_loss, sampled_ce_loss_sparse
+from notefeed.recall._sasrec_net import SASRecEnsemble, SASRecNet, full_ce_loss, sampled_ce_loss, sampled_ce_loss_sparse
 from notefeed.recall.ann import ANN_KEY, AnnIndex, ann_over
 from notefeed.recall.base import CHANNELS, Candidates, UserContext
 
 __all__ = ["SASRecChannel", "training_sequences", "log_sequences"]
 
 LOSSES = ("ce", "sampled")
+#: an ensemble's network j trains with seed ``seed + j x this``: the ensembles of nearby seeds
+#: (``notefeed eval --seeds 0,1,2``) share no network
+_MEMBER_SEED_STEP = 7919
 
 
 def training_sequences(ds: Dataset, engine: Any = None) -> list[np.ndarray]:
@@ -118,6 +121,10 @@ class SASRecChannel:
     #: reached 0.634 (docs/results/recall/sasrec_sparse_quality_100k.json)
     sparse_lr: float | None = None
     progress: bool = True
+    #: networks trained with seeds ``seed``, ``seed + 7919``, ... and served as one whose scores are
+    #: the sum of their logits (their states and item tables concatenated: ``ensemble x dim``
+    #: wide vectors); training time scales with it, ``max_time_s`` caps each network
+    ensemble: int = 1
     n_items: int = field(default=0, init=False)
 
     name: ClassVar[str] = "sequence/sasrec"
@@ -125,7 +132,7 @@ class SASRecChannel:
     offline_only: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        for key in ("dim", "layers", "heads", "max_len", "epochs", "batch_size", "n_negatives", "threads"):
+        for key in ("dim", "layers", "heads", "max_len", "epochs", "batch_size", "n_negatives", "threads", "ensemble"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{self.name}: '{key}' must be >= 1, got {getattr(self, key)}")
         if not 0.0 <= self.dropout < 1.0:
@@ -143,7 +150,7 @@ class SASRecChannel:
         #: a batch engine (``notefeed.batch``) builds the training sequences sharded by user
         #: (equal arrays); the model itself trains in this process
         self.engine: Any = None
-        self._net: SASRecNet | None = None
+        self._net: SASRecNet | SASRecEnsemble | None = None
         self._memo: tuple[bytes, np.ndarray] | None = None
         self._items: np.ndarray | None = None  # (n_items, dim) float32 output embeddings
         self._ann: AnnIndex | None = None
@@ -164,19 +171,31 @@ class SASRecChannel:
         dev = _resolve_device(self.device)
         threads = torch.get_num_threads()
         torch.set_num_threads(min(self.threads, 2))
+        members, train_s, epochs_run = [], 0.0, 0
         try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
-                net = SASRecNet(self.n_items, self.dim, self.layers, self.heads, self.max_len, self.dropout)
-                self._train(net.to(dev), inp, tgt, lens, dev)
+            for j in range(self.ensemble):
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(self.seed + _MEMBER_SEED_STEP * j)
+                    net = SASRecNet(self.n_items, self.dim, self.layers, self.heads, self.max_len, self.dropout)
+                    self._train(net.to(dev), inp, tgt, lens, dev, self.seed + _MEMBER_SEED_STEP * j)
+                members.append(net.cpu())
+                train_s, epochs_run = train_s + self.train_s, epochs_run + self.epochs_run
         finally:
             torch.set_num_threads(threads)
-        self._set_net(net.cpu())
+        self.train_s, self.epochs_run = train_s, epochs_run  # summed over the networks
+        self._set_net(members[0] if self.ensemble == 1 else SASRecEnsemble(members))
         return self
 
-    def _train(self, net: SASRecNet, inp: np.ndarray, tgt: np.ndarray, lens: np.ndarray, dev: torch.device) -> None:
-        rng = np.random.default_rng(self.seed)
-        gen = torch.Generator().manual_seed(self.seed)
+    def _new_net(self) -> SASRecNet | SASRecEnsemble:
+        """An untrained network of this configuration (for loading a state into)."""
+        nets = [SASRecNet(self.n_items, self.dim, self.layers, self.heads, self.max_len, self.dropout)
+                for _ in range(self.ensemble)]
+        return nets[0] if self.ensemble == 1 else SASRecEnsemble(nets)
+
+    def _train(self, net: SASRecNet, inp: np.ndarray, tgt: np.ndarray, lens: np.ndarray, dev: torch.device,
+               seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        gen = torch.Generator().manual_seed(seed)
         n_batches = -(-len(lens) // self.batch_size)
         # a small log gets as many optimiser steps as a large one would in a few epochs
         min_steps = self.min_steps if len(lens) < self.min_steps_below else 0
@@ -242,7 +261,7 @@ class SASRecChannel:
         slr = self.sparse_lr if self.sparse_lr is not None else self.lr / (1 - beta1)
         return [dense, RowwiseAdam(sp, lr=slr, betas=dense.defaults["betas"], weight_decay=self.weight_decay)]
 
-    def _set_net(self, net: SASRecNet, ann: np.ndarray | None = None) -> None:
+    def _set_net(self, net: SASRecNet | SASRecEnsemble, ann: np.ndarray | None = None) -> None:
         """Serve ``net``; ``ann``: its item table's stored HNSW index (built when not given)."""
         self._net = net.eval()
         with torch.inference_mode():
@@ -253,20 +272,20 @@ class SASRecChannel:
     # ------------------------------------------------------------------ serving
     @property
     def item_vectors(self) -> np.ndarray:
-        """(n_items, dim) float32 learned item embeddings (also the output layer)."""
+        """(n_items, dim x ensemble) float32 learned item embeddings (also the output layer)."""
         if self._items is None:
             raise RuntimeError(f"{self.name}: item_vectors before fit()")
         return self._items
 
     def encode(self, histories: list[np.ndarray]) -> np.ndarray:
-        """(n, dim) float32 user states after each history (oldest first); zeros for an empty one.
+        """(n, dim x ensemble) float32 user states after each history (oldest first); zeros for an empty one.
 
         Items outside the fitted catalogue are dropped; only the last ``max_len`` count.
         """
         if self._net is None:
             raise RuntimeError(f"{self.name}: encode() before fit()")
         hs = [self._known(h) for h in histories]
-        out = np.zeros((len(hs), self.dim), np.float32)
+        out = np.zeros((len(hs), self.dim * self.ensemble), np.float32)
         lens = np.array([h.size for h in hs], np.int64)
         rows = np.flatnonzero(lens)
         if rows.size == 0:
@@ -379,7 +398,7 @@ class SASRecChannel:
             ch = cls(**meta["params"])
             ch.n_items = int(meta["n_items"])
             state = load_file(str(p / "model.safetensors"))
-            net = SASRecNet(ch.n_items, ch.dim, ch.layers, ch.heads, ch.max_len, ch.dropout)
+            net = ch._new_net()
             net.load_state_dict(state)
         except Exception as e:  # json, safetensors and torch raise several types
             raise ValueError(f"{cls.name}: cannot load {p}: {e}") from e
@@ -401,7 +420,7 @@ class SASRecChannel:
     def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> SASRecChannel:
         ch = cls(**params["params"])
         ch.n_items = int(params["n_items"])
-        net = SASRecNet(ch.n_items, ch.dim, ch.layers, ch.heads, ch.max_len, ch.dropout)
+        net = ch._new_net()
         net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k != ANN_KEY})
         ch._set_net(net, arrays.get(ANN_KEY))
         return ch

@@ -166,7 +166,7 @@ def test_min_steps_trains_a_small_log_for_more_epochs():
 
 @pytest.mark.parametrize("bad", [{"dim": 0}, {"dropout": 1.0}, {"loss": "bce"}, {"lr": 0.0},
                                  {"max_time_s": 0}, {"threads": 0}, {"dim": 30, "heads": 4},
-                                 {"min_steps": -1}])
+                                 {"min_steps": -1}, {"ensemble": 0}])
 def test_rejects_bad_params(bad):
     with pytest.raises(ValueError):
         SASRecChannel(**bad).fit(cycle_log(n_users=4))
@@ -205,3 +205,31 @@ def test_hnsw_above_the_threshold_recalls_what_exact_scoring_does(forward, tmp_p
         ann_mod.AnnIndex.of_rows = orig
     assert back._ann is not None
     np.testing.assert_array_equal(back.recall(ctx, 10).items, b.items)
+
+
+def test_ensemble_scores_are_the_sum_of_its_networks_logits(forward, tmp_path):
+    """ensemble=2: two networks with seeds 0 and 7919, served as one whose logits are the sum of
+    theirs; it still learns the rule, and every persistence path keeps its scores."""
+    ds, single = forward
+    params = {**PARAMS, "epochs": 15}
+    ens = SASRecChannel(**params, ensemble=2).fit(ds)
+    one = SASRecChannel(**params).fit(ds)  # seed 0: the first member
+    other = SASRecChannel(**params, seed=7919).fit(ds)
+    assert ens.item_vectors.shape == (ds.n_items, 2 * PARAMS["dim"])
+    assert np.array_equal(ens.item_vectors[:, : PARAMS["dim"]], one.item_vectors)
+    assert not np.allclose(one.item_vectors, other.item_vectors)
+    ctx = UserContext("u", None, history=np.array([note_index(ds, i) for i in (3, 4, 5)]))
+    items = np.arange(ds.n_items)
+    want = one.score_items(ctx, items) + other.score_items(ctx, items)
+    np.testing.assert_allclose(ens.score_items(ctx, items), want, rtol=1e-5, atol=1e-5)
+    assert next_note_accuracy(ens, ds, +1) >= 0.8
+    assert ens.epochs_run == one.epochs_run + other.epochs_run
+    ens.save(tmp_path / "m")
+    back = SASRecChannel.load(tmp_path / "m")
+    assert back.ensemble == 2
+    np.testing.assert_array_equal(back.score_items(ctx, items), ens.score_items(ctx, items))
+    meta, arrays = ens.to_state()
+    again = SASRecChannel.from_state(meta, arrays)
+    np.testing.assert_array_equal(again.score_items(ctx, items), ens.score_items(ctx, items))
+    assert any(k.startswith("members.1.") for k in arrays)
+    assert not any(k.startswith("members.") for k in single.to_state()[1])  # one network: the keys as before
