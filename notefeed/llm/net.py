@@ -8,9 +8,9 @@ model with the output layer tied to the token embeddings, for ``generate``.
 The layers' parameters are those of ``nn.TransformerEncoderLayer`` (pre-norm, GELU), so saved
 models load unchanged, but the forward pass is our own (:func:`_layer`): one fused QKV
 projection into ``scaled_dot_product_attention`` with a boolean mask, and dropout masks drawn
-from NumPy's generator (:func:`fast_dropout`). On a CPU, PyTorch's module path spent about half
-of a training step drawing dropout masks element by element (``bernoulli_``) and re-laying out
-the packed projections. In eval mode this path computes the module's function (to float
+from NumPy's generator (:func:`fast_dropout`). On a CPU, PyTorch's module path spent a large
+share of a training step drawing dropout masks element by element (``bernoulli_``: 17% alone)
+and re-laying out the packed projections. In eval mode this path computes the module's function (to float
 rounding, checked by a test against the module). In training it drops the residual and
 feed-forward paths as the module does, but not the attention weights (the largest mask, and the
 one that sends the fused attention kernel to its slow path).
