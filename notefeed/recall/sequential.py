@@ -33,7 +33,13 @@ from tqdm.auto import tqdm
 from notefeed.data.dataset import Dataset
 from notefeed.rank.optim import RowwiseAdam, adamw, split_params
 from notefeed.recall._common import excluded_items, positive_log, topk, user_histories
-from notefeed.recall._sasrec_net import SASRecEnsemble, SASRecNet, full_ce_loss, sampled_ce_loss, sampled_ce_loss_sparse
+from notefeed.recall._sasrec_net import (
+    SASRecEnsemble,
+    SASRecNet,
+    full_ce_loss,
+    sampled_ce_loss,
+    sampled_ce_loss_sparse,
+)
 from notefeed.recall.ann import ANN_KEY, AnnIndex, ann_over
 from notefeed.recall.base import CHANNELS, Candidates, UserContext
 
