@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from notefeed.llm.base import LLMError
 from notefeed.llm.builtin import BuiltinConfig, BuiltinLM, resolve_device
 from notefeed.llm.corpus import NoteCorpus
+from notefeed.llm.net import NoteLMNet
 from notefeed.llm.tokenizer import Tokenizer
 
 __all__ = ["train_builtin", "contrastive_loss", "lr_factor", "lm_backward"]
@@ -52,7 +53,7 @@ def lr_factor(frac: float, warmup: float = 0.1, floor: float = 0.05) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * x))
 
 
-def lm_backward(net, ids: torch.Tensor, weight: float, chunk: int = 1024) -> float:  # type: ignore[no-untyped-def]
+def lm_backward(net: NoteLMNet, ids: torch.Tensor, weight: float, chunk: int = 1024) -> float:
     """Accumulate the gradient of ``weight`` x the causal LM's mean next-token cross-entropy on
     ``ids`` (b, t) (0 = padding, no loss) into ``net``; return that mean cross-entropy.
 

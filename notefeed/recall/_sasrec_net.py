@@ -70,7 +70,6 @@ class SASRecEnsemble(nn.Module):
         if not members:
             raise ValueError("sequence/sasrec: an ensemble needs at least one network")
         self.members = nn.ModuleList(members)
-        self.n_items, self.max_len = members[0].n_items, members[0].max_len
 
     @property
     def item_weight(self) -> torch.Tensor:

@@ -158,7 +158,7 @@ class SASRecChannel:
         self.engine: Any = None
         self._net: SASRecNet | SASRecEnsemble | None = None
         self._memo: tuple[bytes, np.ndarray] | None = None
-        self._items: np.ndarray | None = None  # (n_items, dim) float32 output embeddings
+        self._items: np.ndarray | None = None  # (n_items, dim x ensemble) float32 output embeddings
         self._ann: AnnIndex | None = None
         self._umemo: tuple[bytes, np.ndarray] | None = None
         self.train_s = 0.0
@@ -180,10 +180,11 @@ class SASRecChannel:
         members, train_s, epochs_run = [], 0.0, 0
         try:
             for j in range(self.ensemble):
+                seed = self.seed + _MEMBER_SEED_STEP * j
                 with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(self.seed + _MEMBER_SEED_STEP * j)
-                    net = SASRecNet(self.n_items, self.dim, self.layers, self.heads, self.max_len, self.dropout)
-                    self._train(net.to(dev), inp, tgt, lens, dev, self.seed + _MEMBER_SEED_STEP * j)
+                    torch.manual_seed(seed)
+                    net = self._member()
+                    self._train(net.to(dev), inp, tgt, lens, dev, seed)
                 members.append(net.cpu())
                 train_s, epochs_run = train_s + self.train_s, epochs_run + self.epochs_run
         finally:
@@ -192,11 +193,12 @@ class SASRecChannel:
         self._set_net(members[0] if self.ensemble == 1 else SASRecEnsemble(members))
         return self
 
+    def _member(self) -> SASRecNet:
+        return SASRecNet(self.n_items, self.dim, self.layers, self.heads, self.max_len, self.dropout)
+
     def _new_net(self) -> SASRecNet | SASRecEnsemble:
         """An untrained network of this configuration (for loading a state into)."""
-        nets = [SASRecNet(self.n_items, self.dim, self.layers, self.heads, self.max_len, self.dropout)
-                for _ in range(self.ensemble)]
-        return nets[0] if self.ensemble == 1 else SASRecEnsemble(nets)
+        return self._member() if self.ensemble == 1 else SASRecEnsemble([self._member() for _ in range(self.ensemble)])
 
     def _train(self, net: SASRecNet, inp: np.ndarray, tgt: np.ndarray, lens: np.ndarray, dev: torch.device,
                seed: int) -> None:

@@ -223,18 +223,16 @@ class DenseIndex:
             raise SearchError("notes: the catalogue is empty, nothing to fit the dense encoder on")
         rng = np.random.default_rng(seed)
         enc = _CatalogueEncoder(TextEncoderConfig(dim=dim, seed=seed), workers)
+        rows = None if len(texts) <= fit_max else rng.choice(len(texts), fit_max, replace=False)
         if len(texts) <= chunk:  # the catalogue's counts once; the sample's are rows of them
-            fit = texts if len(texts) <= fit_max else enc.sample(texts, rng.choice(len(texts), fit_max, replace=False))
-            enc.fit(fit)
+            enc.fit(texts if rows is None else enc.sample(texts, rows))
             vecs = enc.transform(texts)
         else:  # a large catalogue: the sample's counts on their own, then every note a chunk at a time
-            enc.fit(texts if len(texts) <= fit_max
-                    else [texts[i] for i in rng.choice(len(texts), fit_max, replace=False).tolist()])
+            enc.fit(texts if rows is None else [texts[i] for i in rows.tolist()])
             vecs = np.empty((len(texts), dim), np.float32)
             for lo in range(0, len(texts), chunk):
                 enc.forget()
                 vecs[lo : lo + chunk] = enc.transform(texts[lo : lo + chunk])
-            enc.forget()
         idx = cls(enc.plain(), kind=kind, hnsw_min=hnsw_min, expected=len(texts))
         idx.add_vectors(vecs, np.arange(len(texts), dtype=np.int64))
         return idx

@@ -65,9 +65,10 @@ def test_related_note_eval_reports_phases():
 
 
 def _net(**kw):
+    import torch
+
     from notefeed.llm.net import NoteLMNet
 
-    torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     return NoteLMNet(vocab=50, dim=16, layers=2, heads=4, max_len=12, n_tags=3, n_cats=2, out_dim=8, **kw)
 

@@ -62,7 +62,7 @@ def test_dense_build_fitted_on_a_sample_gives_the_plain_encoders_vectors() -> No
 def test_dense_build_in_chunks_gives_the_same_vectors(fit_max: int) -> None:
     """A catalogue larger than ``chunk``: the sample counted on its own, the notes counted and
     transformed a chunk at a time (a last, shorter chunk too); the vectors are those of the
-    plain encoder fitted on the same sample, and no chunk's counts are kept."""
+    plain encoder fitted on the same sample, as in one pass."""
     from notefeed.sim.community import generate
 
     notes = generate("100k", seed=6, n_notes=400, n_creators=30).notes
