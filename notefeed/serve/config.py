@@ -66,7 +66,7 @@ class ChannelConfig(_Cfg):
 def _default_channels() -> list[ChannelConfig]:
     return [
         ChannelConfig(name="fresh/recent", quota=50),
-        ChannelConfig(name="sequence/sasrec", quota=200, params={"min_steps": 3000, "min_steps_below": 2000}),
+        ChannelConfig(name="sequence/sasrec", quota=200, params={"min_steps": 3000, "min_steps_below": 2000, "ensemble": 2}),
         ChannelConfig(name="embedding/als", quota=200),
         ChannelConfig(name="item-to-item/swing", quota=200),
         ChannelConfig(name="item-to-item/itemcf", quota=200),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from notefeed.rank.ltr import Group, ListwiseRanker, LTRConfig
+from notefeed.rank.ltr import Group, ListwiseRanker, LTRConfig, gate_z
 
 
 def _groups(n: int, m: int, seed: int, planted: bool = True) -> list[Group]:
@@ -136,8 +138,13 @@ def test_gate_keeps_a_model_that_beats_its_input_score_and_falls_back_to_one_it_
     beats = ListwiseRanker(names, cfg).fit(_groups(600, 30, 0), progress=False)
     m = beats.metrics
     assert m["gate_passed"] == 1.0 and m["gate_oof_hr10"] > m["gate_oof_base_hr10"] + 0.3 and m["gate_groups"] == 600
+    assert m["gate_z"] > cfg.gate_z
     x = _groups(1, 30, 9)[0].x
     assert not np.allclose(beats.predict(x), x[:, 0])
+    # the same gain, asked for more evidence than 600 groups give: the input order is passed on
+    strict = ListwiseRanker(names, dataclasses.replace(cfg, gate_z=m["gate_z"] + 1.0)).fit(_groups(600, 30, 0), progress=False)
+    assert strict.metrics["gate_passed"] == 0.0 and strict.metrics["gate_z"] == m["gate_z"]
+    np.testing.assert_array_equal(strict.predict(x), x[:, 0])
     # the input score already puts every chosen item first: nothing can beat it, so the model
     # passes it on exactly (and keeps doing so after a save and load)
     perfect = _groups(300, 30, 1)
@@ -152,3 +159,10 @@ def test_gate_keeps_a_model_that_beats_its_input_score_and_falls_back_to_one_it_
     # no such feature (the coarse stage has no input score): trained, not gated
     ungated = ListwiseRanker(["a", "b", "c", "d"], cfg).fit(_groups(30, 5, 0), progress=False)
     assert "gate_passed" not in ungated.metrics
+
+
+def test_gate_z_is_the_paired_mean_over_its_standard_error():
+    d = np.array([1.0, 0.0, 0.0, 1.0, -1.0, 1.0, 0.0, 0.0])
+    assert gate_z(d) == pytest.approx(d.mean() / (d.std(ddof=1) / np.sqrt(len(d))))
+    assert gate_z(np.zeros(50)) == 0.0 and gate_z(np.ones(1)) == 0.0
+    assert gate_z(np.ones(5)) == np.inf and gate_z(-np.ones(5)) == -np.inf
