@@ -8,7 +8,14 @@ tags are merged by the cosine of their embeddings (SimCSE-style de-duplication):
 one keeps the name and the larger confidence, the others are listed under ``merged``.
 
 The channel recalls notes carrying the user's inferred tags (catalogue tags, and the model's
-predicted tags for notes without), weighted by confidence.
+predicted tags for notes without), weighted by confidence; ``latent_only`` weighs only the
+latent (``novel``) ones. With ``slots > 0`` it is a *side* source instead (see
+:mod:`notefeed.serve.pipeline`): its candidates are the notes carrying the user's strongest
+latent interests (the top ``n_interests`` tags none of the recent notes carries, by
+confidence), kept out of ranking with their latent score in the ``interest.score`` column, and
+the page mixer (:class:`~notefeed.serve.slots.SideSlots`) places up to ``slots`` of them on
+each page at spread positions. Its ``score_items`` still feeds the rankers' ``x.llm/interest``
+feature.
 """
 
 from __future__ import annotations
@@ -26,10 +33,19 @@ from notefeed.data.dataset import Dataset
 from notefeed.llm.base import LanguageModel
 from notefeed.llm.builtin import TRAIN_BUDGET_S, BuiltinLM
 from notefeed.llm.corpus import NoteCorpus
-from notefeed.recall._common import candidates_from_scores, csr_from_state, csr_state, recency_weights
+from notefeed.recall._common import (
+    candidates_from_scores,
+    csr_from_state,
+    csr_state,
+    excluded_items,
+    recency_weights,
+)
 from notefeed.recall.base import CHANNELS, Candidates, UserContext
 
-__all__ = ["Interest", "infer_interests", "merge_duplicates", "InterestChannel"]
+__all__ = ["Interest", "infer_interests", "merge_duplicates", "InterestChannel", "MAX_SLOTS"]
+
+#: most latent-interest notes the channel may place on a page
+MAX_SLOTS = 20
 
 _LINE = re.compile(r"^\s*[-*\d.)]*\s*(.+?)\s*[:=]\s*([01](?:\.\d+)?)\s*$")
 
@@ -107,8 +123,18 @@ class InterestChannel:
     name = "llm/interest"
     offline_only: ClassVar[bool] = True
 
+    #: the page mixer's part when ``slots > 0`` (:mod:`notefeed.serve.slots`)
+    slot_score = "interest.score"
+
     def __init__(self, model_path: str | None = None, n_recent: int = 20, decay: float = 0.9, n_interests: int = 5,
-                 note_tags: int = 5, progress: bool = False, **config: object) -> None:
+                 note_tags: int = 5, slots: int = 0, latent_only: bool = False, progress: bool = False,
+                 **config: object) -> None:
+        if not isinstance(slots, int) or isinstance(slots, bool) or not 0 <= slots <= MAX_SLOTS:
+            raise ValueError(f"llm/interest: slots must be an integer in [0, {MAX_SLOTS}] (latent-interest notes "
+                             f"placed per page; 0: an ordinary recall channel), got {slots!r}")
+        if not isinstance(latent_only, bool):
+            raise ValueError(f"llm/interest: latent_only must be true or false, got {latent_only!r}")
+        self.slots, self.latent_only = slots, latent_only
         self.model_path, self.n_recent, self.decay = model_path, int(n_recent), float(decay)
         self.n_interests, self.note_tags, self.progress = int(n_interests), int(note_tags), progress
         self.config = {"max_time_s": TRAIN_BUDGET_S, **config}  # the budget of `notefeed llm embed` unless named
@@ -163,8 +189,14 @@ class InterestChannel:
         self.item_tags = sp.vstack([self.item_tags, tags], format="csr")
         return np.arange(start, start + len(notes), dtype=np.int64)
 
-    def interests(self, ctx: UserContext) -> list[Interest]:
-        """The user's inferred interests from ``ctx.history`` (merged, strongest first)."""
+    @property
+    def side(self) -> bool:
+        """A side source (page slots for latent-interest notes) when ``slots > 0``."""
+        return self.slots > 0
+
+    def interests(self, ctx: UserContext, novel_only: bool = False) -> list[Interest]:
+        """The user's inferred interests from ``ctx.history`` (merged, strongest first);
+        ``novel_only``: the strongest of those no recent note carries (latent interests)."""
         if self.lm is None or self.note_probs is None or self.item_tags is None:
             raise RuntimeError(f"{self.name}: used before fit()")
         h = np.asarray(ctx.history, np.int64)
@@ -173,13 +205,16 @@ class InterestChannel:
             return []
         w = recency_weights(h.size, self.decay)
         conf = np.asarray(self.note_probs[h].T @ w).ravel() / w.sum()
-        top = np.argsort(-conf, kind="stable")[: 3 * self.n_interests]
         seen = set(self.item_tags[h].indices.tolist())
+        order = np.argsort(-conf, kind="stable")
+        if novel_only:
+            order = order[~np.isin(order, np.fromiter(seen, np.int64, len(seen)))]
+        top = order[: 3 * self.n_interests]
         cands = [Interest(self.lm.tags[j], float(conf[j]), j not in seen) for j in top if conf[j] > 0]
         return merge_duplicates(cands, self.lm)[: self.n_interests]
 
-    def _scores(self, ctx: UserContext) -> np.ndarray | None:
-        ints = self.interests(ctx)
+    def _scores(self, ctx: UserContext, novel_only: bool = False) -> np.ndarray | None:
+        ints = self.interests(ctx, novel_only)
         if not ints:
             return None
         assert self.lm is not None and self.item_tags is not None
@@ -190,16 +225,38 @@ class InterestChannel:
         return np.asarray(self.item_tags @ q).ravel()
 
     def recall(self, ctx: UserContext, k: int) -> Candidates:
-        s = self._scores(ctx)
+        if self.slots > 0:
+            return self.latent_candidates(ctx, k)
+        s = self._scores(ctx, self.latent_only)
         if s is None:
             return Candidates.empty(self.name)
         items = np.flatnonzero(s > 0)
         return candidates_from_scores(self.name, items, s[items], ctx, k)
 
+    def latent_candidates(self, ctx: UserContext, k: int) -> Candidates:
+        """The side answer: up to ``k`` unseen notes carrying the user's latent interests, by
+        latent score (``interest.score``: the summed confidence of their latent tags), ties by
+        the score over all inferred interests (a latent note that also matches the known ones
+        first), then catalogue order."""
+        from notefeed.serve.pipeline import SideCandidates
+
+        latent = self._scores(ctx, novel_only=True)
+        if latent is None or k <= 0:
+            return SideCandidates.empty(self.name)
+        items = np.flatnonzero(latent > 0)
+        items = items[~np.isin(items, excluded_items(ctx))]
+        if items.size == 0:
+            return SideCandidates.empty(self.name)
+        full = self._scores(ctx)
+        tie = full[items] if full is not None else np.zeros(items.size, np.float32)
+        order = np.lexsort((items, -tie, -latent[items]))[:k]
+        items, scores = items[order], latent[items[order]].astype(np.float32)
+        return SideCandidates(self.name, items, scores, columns={self.slot_score: scores})
+
     def score_items(self, ctx: UserContext, items: np.ndarray) -> np.ndarray:
         items = np.asarray(items, np.int64).ravel()
         out = np.zeros(items.size, np.float32)
-        s = self._scores(ctx)
+        s = self._scores(ctx, self.latent_only)
         if s is not None:
             ok = (items >= 0) & (items < s.size)
             out[ok] = s[items[ok]]
@@ -209,7 +266,8 @@ class InterestChannel:
         if self.lm is None or self.note_probs is None or self.item_tags is None:
             raise RuntimeError(f"{self.name}: to_state() before fit()")
         params = {"n_recent": self.n_recent, "decay": self.decay, "n_interests": self.n_interests,
-                  "note_tags": self.note_tags, "config": self.config,
+                  "note_tags": self.note_tags, "slots": self.slots, "latent_only": self.latent_only,
+                  "config": self.config,
                   "lm": {"config": asdict(self.lm.config), "vocab": self.lm.tokenizer.vocab, "tags": self.lm.tags,
                          "categories": self.lm.categories, "info": self.lm.info}}
         arrays = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.lm.net.state_dict().items()}

@@ -36,7 +36,8 @@ from notefeed.recall.base import UserContext
 from notefeed.schema import Note
 from notefeed.serve.catalog import Catalog
 from notefeed.serve.config import ColdStartServeConfig
-from notefeed.serve.pipeline import CandidateSet, SideCandidates
+from notefeed.serve.pipeline import SideCandidates
+from notefeed.serve.slots import SideSlots, SlotPart, spread_insert
 
 log = logging.getLogger(__name__)
 
@@ -294,9 +295,13 @@ class ColdStartSource:
 
     name = "coldstart/bandit"
     side = True
+    #: the page mixer's part (:mod:`notefeed.serve.slots`): ``slots`` notes by this column
+    slot_score = "coldstart.score"
+    slot_name = "coldstart/slots"
 
-    def __init__(self, hub: ColdStartHub) -> None:
+    def __init__(self, hub: ColdStartHub, slots: int = 0) -> None:
         self.hub = hub
+        self.slots = int(slots)
 
     def fit(self, ds: Any) -> ColdStartSource:
         return self  # the engine fits the hub once; it is shared with publish/ingest
@@ -307,36 +312,14 @@ class ColdStartSource:
         return SideCandidates(self.name, items, scores, columns={"coldstart.score": scores, "coldstart.stage": codes})
 
 
-def spread_insert(page: list[int], extra: list[int], n: int) -> list[int]:
-    """``extra`` inserted into ``page`` at spread positions (1, 1 + n/m, ...), cut to ``n``:
-    not stacked at the top, where position bias would make every new note look good."""
-    out = list(page)
-    m = max(len(extra), 1)
-    for j, x in enumerate(extra):
-        out.insert(min(len(out), 1 + j * max(n // m, 1)), x)
-    return out[:n]
-
-
-class ColdStartSlots:
-    """``coldstart/slots``: after re-ranking, up to ``slots`` side candidates into the page.
+class ColdStartSlots(SideSlots):
+    """``coldstart/slots``: after re-ranking, up to ``slots`` pool notes into the page.
 
     Sees the re-ranked page (rows with ``main`` = 1, in order) plus the side candidates
     (``side`` = 1); pool notes that made the page on their own count against the slots.
+    The cold-start part of :class:`~notefeed.serve.slots.SideSlots`, alone.
     """
 
-    name = "coldstart/slots"
-    mixes_side = True
-
     def __init__(self, slots: int) -> None:
-        self.slots = slots
-
-    def select(self, ctx: UserContext, cs: CandidateSet, n: int) -> np.ndarray:
-        main = cs.columns["main"] > 0
-        side = cs.columns["side"] > 0
-        ranked = np.flatnonzero(main)[:n]
-        room = max(0, min(self.slots - int(side[ranked].sum()), n))
-        extra = np.flatnonzero(side & ~main)
-        score = cs.columns.get("coldstart.score", np.zeros(len(cs), np.float32))[extra]
-        extra = extra[np.argsort(-score, kind="stable")][:room]
-        keep = ranked[: max(0, n - len(extra))] if len(ranked) + len(extra) > n else ranked
-        return np.asarray(spread_insert(keep.tolist(), extra.tolist(), n), np.int64)
+        super().__init__([SlotPart(ColdStartSource.name, int(slots), ColdStartSource.slot_score,
+                                   ColdStartSource.slot_name)])

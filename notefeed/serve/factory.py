@@ -19,7 +19,7 @@ from notefeed.rank.base import SCORERS
 from notefeed.recall.base import CHANNELS
 from notefeed.rerank.base import RERANKERS
 from notefeed.serve.catalog import Catalog
-from notefeed.serve.coldstart import ColdStartHub, ColdStartSlots, ColdStartSource
+from notefeed.serve.coldstart import ColdStartHub, ColdStartSource
 from notefeed.serve.components import (
     AuthorCapReRanker,
     FreshSource,
@@ -39,6 +39,7 @@ from notefeed.serve.learned import ChannelFeatures, LearnedScorer
 from notefeed.serve.models import ModelHolder, ModelVersion
 from notefeed.serve.pipeline import Pipeline, Step
 from notefeed.serve.rankwire import RANK_FINE, fit_rank_scorer
+from notefeed.serve.slots import SideSlots, slot_parts
 
 __all__ = ["build_pipeline", "load_stage_components", "create_component", "LEARNED"]
 
@@ -101,7 +102,10 @@ def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: M
                    name: str = "default", coldstart: ColdStartHub | None = None,
                    fitted: dict[str, Any] | None = None, fit_offline: bool = False) -> Pipeline:
     """Steps from ``config``. With ``coldstart.enabled`` (and the engine's ``coldstart`` hub) a
-    ``coldstart/bandit`` side source and the ``coldstart/slots`` selector after re-ranking.
+    ``coldstart/bandit`` side source and the ``coldstart/slots`` selector after re-ranking;
+    every side source with page slots (``coldstart/bandit``, ``llm/interest`` with ``slots >
+    0``) gets its part in that one page mixer (:class:`~notefeed.serve.slots.SideSlots`,
+    named by its parts: ``coldstart/slots+llm/interest/slots``), cold-start first.
 
     ``fitted`` holds components already fitted (trained by ``notefeed train`` and loaded from
     the model store, or fitted by the training orchestration itself), keyed by their config
@@ -138,7 +142,7 @@ def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: M
     if cs_on:
         assert coldstart is not None
         # headroom over the slots: the seen filter and notes already on the page use some up
-        steps.append(Step("source", ColdStartSource(coldstart), 2 * config.coldstart.slots + 2))
+        steps.append(Step("source", ColdStartSource(coldstart, config.coldstart.slots), 2 * config.coldstart.slots + 2))
     for i, f in enumerate(config.filters):
         if f != "builtin/seen":
             raise ConfigError(f"filters.{i}: unknown filter {f!r}; known: ['builtin/seen']")
@@ -203,8 +207,11 @@ def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: M
                               f"{['builtin/author-cap', *RERANKERS.names()]}")
         embedder = vector_source([s.component for s in steps if s.kind == "source"])
         steps.append(Step("selector", ReRankSelector(reranker, catalog, embedder)))
-    if cs_on:
-        steps.append(Step("selector", ColdStartSlots(config.coldstart.slots)))
+    side = [s.component for s in steps if s.side]
+    parts = slot_parts([c for c in side if isinstance(c, ColdStartSource)]
+                       + [c for c in side if not isinstance(c, ColdStartSource)])
+    if parts:
+        steps.append(Step("selector", SideSlots(parts)))
     pipeline = Pipeline(name, steps)
     pipeline.fallbacks = fallbacks
     pipeline.fit_seconds = fit_s

@@ -7,11 +7,13 @@ Four kinds of step, each a small contract:
 - scorer: ``score(ctx, cs) -> {column: (n,) float32}`` written into ``cs.columns``,
 - selector: ``select(ctx, cs, n) -> positions`` (an ordered subset of ``cs``).
 
-A source whose component has ``side = True`` (``coldstart/bandit``) is a *side* source: its
-candidates are not merged into the ranked set but kept aside (filters still apply) until a
-selector with ``mixes_side = True`` (``coldstart/slots``) runs. That selector sees the ranked
-candidates (column ``main`` = 1, in order) followed by the side ones (column ``side`` = 1),
-and places some of them into the page: a boost that ranking cannot undo.
+A source whose component has ``side = True`` (``coldstart/bandit``; ``llm/interest`` with
+``slots > 0``) is a *side* source: its candidates are not merged into the ranked set but kept
+aside (filters still apply; every side source's answer merged into one side set) until a
+selector with ``mixes_side = True`` (the page mixer, :class:`~notefeed.serve.slots.SideSlots`:
+``coldstart/slots``) runs. That selector sees the ranked candidates (column ``main`` = 1, in
+order) followed by the side ones (column ``side`` = 1), and places some of them into the
+page, each side source's own number by its own score column: a boost that ranking cannot undo.
 
 The executor, not the components, records each step's wall time, in/out counts, removed
 counts and errors, and the per-item trace (channels, coarse score, fine scores per task,
@@ -248,6 +250,14 @@ class FeedResult:
                 row["coldstart"] = {
                     "stage": COLDSTART_STAGES[int(stage[j])],
                     "score": float(cs.columns["coldstart.score"][j]),
+                    "boosted": bool(cs.columns.get("main", np.ones(len(cs)))[j] == 0),
+                }
+            latent = cs.columns.get("interest.score")
+            if latent is not None and np.isfinite(latent[j]):
+                # a latent-interest note of llm/interest's page slots: its score, and whether
+                # the slot selector placed it (boosted) rather than ranking
+                row["latent_interest"] = {
+                    "score": float(latent[j]),
                     "boosted": bool(cs.columns.get("main", np.ones(len(cs)))[j] == 0),
                 }
             items.append(row)

@@ -85,6 +85,11 @@ def test_interest_channel_and_inference(notellm, community):
     assert ch.score_items(UserContext("u", history=hist), c.items[:2]).min() > 0
     again = InterestChannel.from_state(*ch.to_state())
     assert [i.tag for i in again.interests(UserContext("u", history=hist))] == [i.tag for i in ints]
+    assert (again.slots, again.latent_only) == (0, False)
+    ch.slots, ch.latent_only = 2, True  # the page-slot flags survive the saved state
+    again = InterestChannel.from_state(*ch.to_state())
+    assert (again.slots, again.latent_only, again.side) == (2, True, True)
+    ch.slots, ch.latent_only = 0, False
     # published notes are tagged at once: one by its text alone, one by its catalogue tag
     other = np.flatnonzero(topics == 0)[0]
     new = pd.DataFrame({"title": ["", ""], "text": [community.notes["text"].iat[int(hist[0])],

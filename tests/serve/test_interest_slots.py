@@ -1,0 +1,204 @@
+"""Latent-interest page slots: ``llm/interest`` with ``slots > 0`` as a side source, mixed into
+the page by :class:`~notefeed.serve.slots.SideSlots` beside the cold-start slots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from notefeed.data.dataset import Dataset
+from notefeed.llm.interest import InterestChannel
+from notefeed.recall.base import Candidates, UserContext
+from notefeed.schema import Note
+from notefeed.serve.coldstart import ColdStartSlots
+from notefeed.serve.config import ConfigError
+from notefeed.serve.engine import Engine
+from notefeed.serve.pipeline import Pipeline, Step
+from notefeed.serve.slots import SideSlots, SlotPart, slot_parts
+
+from .conftest import make_config
+
+TAGS = ["a", "b", "c", "d"]
+
+
+class _FakeLM:
+    """Tag names, orthogonal tag embeddings (nothing merges), no tags predicted from text."""
+
+    tags = TAGS
+
+    def embed(self, texts):
+        return np.eye(len(TAGS), dtype=np.float32)[[TAGS.index(t) for t in texts]]
+
+    def tag_probs(self, texts):
+        return np.zeros((len(texts), len(TAGS)), np.float32)
+
+
+def _planted(n_items: int, tags: dict[int, str], probs: dict[str, float], **params) -> InterestChannel:
+    """A channel without training: every note's model tag probabilities are ``probs``, its
+    catalogue tag ``tags.get(item, "a")``."""
+    ch = InterestChannel(**params)
+    ch.lm = _FakeLM()  # type: ignore[assignment]
+    p = np.zeros((n_items, len(TAGS)), np.float32)
+    for t, v in probs.items():
+        p[:, TAGS.index(t)] = v
+    ch.note_probs = sp.csr_matrix(p)
+    cols = [TAGS.index(tags.get(i, "a")) for i in range(n_items)]
+    ch.item_tags = sp.csr_matrix((np.ones(n_items, np.float32), (np.arange(n_items), cols)), shape=p.shape)
+    return ch
+
+
+class _Main:
+    """Ranked candidates: ``items`` in order (recall score falls)."""
+
+    name = "fake/main"
+
+    def __init__(self, items: list[int]) -> None:
+        self.items = items
+
+    def recall(self, ctx, k):
+        its = self.items[:k]
+        return Candidates(self.name, np.array(its), np.linspace(1, 0.1, len(its)))
+
+
+class _TopRecall:
+    name = "fake/top"
+
+    def select(self, ctx, cs, n):
+        return np.argsort(-cs.columns["recall"], kind="stable")[:n]
+
+
+# history 0..4 carries tag a; the model reads c (0.3) and d (0.1) into it as well: latent
+# interests. Note 20 carries c, note 21 carries d; every other note carries a.
+HIST = UserContext("u", history=np.arange(5))
+PROBS = {"a": 0.6, "c": 0.3, "d": 0.1}
+LATENT_TAGS = {20: "c", 21: "d"}
+
+
+def _pipeline(ch: InterestChannel, main: list[int], mixer: bool = True) -> Pipeline:
+    steps = [Step("source", _Main(main), 50), Step("source", ch, 10), Step("selector", _TopRecall())]
+    parts = slot_parts([ch])
+    if mixer and parts:
+        steps.append(Step("selector", SideSlots(parts)))
+    return Pipeline("t", steps)
+
+
+def test_latent_interests_are_the_tags_no_recent_note_carries() -> None:
+    ch = _planted(30, LATENT_TAGS, PROBS)
+    assert [(i.tag, i.novel) for i in ch.interests(HIST)] == [("a", False), ("c", True), ("d", True)]
+    assert [i.tag for i in ch.interests(HIST, novel_only=True)] == ["c", "d"]
+    side = ch.latent_candidates(HIST, 5)
+    assert side.items.tolist() == [20, 21]
+    np.testing.assert_allclose(side.columns["interest.score"], [0.3, 0.1], rtol=1e-6)
+
+
+def test_slot_places_a_latent_note_that_ranking_alone_would_not() -> None:
+    main = list(range(5, 20))  # notes of the known interest, ranked
+    ch = _planted(30, LATENT_TAGS, PROBS, slots=1)
+    assert ch.side and slot_parts([ch]) == [SlotPart("llm/interest", 1, "interest.score")]
+    res = _pipeline(ch, main).run(HIST, 5)
+    assert not res.errors
+    assert res.items.tolist() == [5, 20, 6, 7, 8]  # the best latent note at the spread position 1
+    rows = res.trace()["items"]
+    assert rows[1]["channels"] == ["llm/interest"]
+    assert rows[1]["latent_interest"] == {"score": pytest.approx(0.3), "boosted": True}
+    assert "latent_interest" not in rows[0]
+    assert [s.name for s in res.stages][-1] == "llm/interest/slots"
+    # ranking alone (no mixer): side candidates never reach the page
+    assert _pipeline(ch, main, mixer=False).run(HIST, 5).items.tolist() == [5, 6, 7, 8, 9]
+    # two slots: both latent notes, spread over the page
+    ch2 = _planted(30, LATENT_TAGS, PROBS, slots=2)
+    assert _pipeline(ch2, main).run(HIST, 6).items.tolist() == [5, 20, 6, 7, 21, 8]
+    # a latent note already seen is filtered out of the side answer
+    seen = UserContext("u", history=np.arange(5), seen=np.array([20]))
+    assert _pipeline(ch, main).run(seen, 5).items.tolist() == [5, 21, 6, 7, 8]
+
+
+def test_latent_note_ranked_onto_the_page_uses_the_slot() -> None:
+    ch = _planted(30, LATENT_TAGS, PROBS, slots=1)
+    res = _pipeline(ch, [21, 5, 6, 7, 8, 9]).run(HIST, 5)
+    assert res.items.tolist() == [21, 5, 6, 7, 8]  # 21 ranked in on its own: no note of 20 added
+    row = res.trace()["items"][0]
+    assert row["channels"] == ["fake/main", "llm/interest"] and row["latent_interest"]["boosted"] is False
+
+
+def test_slots_zero_is_the_ordinary_channel() -> None:
+    ch = _planted(22, LATENT_TAGS, PROBS)  # a-notes 5..19 beside the history
+    assert not ch.side and slot_parts([ch]) == []
+    c = ch.recall(HIST, 20)
+    # every interest weighs in, as before slots existed: the a-notes (0.6), then 20 (c), 21 (d)
+    assert type(c) is Candidates and sorted(c.items[:15].tolist()) == list(range(5, 20))
+    assert c.items[15:].tolist() == [20, 21]
+    np.testing.assert_allclose(c.scores[[0, 15, 16]], [0.6, 0.3, 0.1], rtol=1e-6)
+    # in a pipeline it is one more ranked source: the page is ranking's
+    res = Pipeline("t", [Step("source", _Main(list(range(5, 20))), 50), Step("source", ch, 10),
+                         Step("selector", _TopRecall())]).run(HIST, 5)
+    assert len(res.items) == 5 and all("llm/interest" in row for row in res.candidates.channels)
+    assert "side" not in res.candidates.columns
+    assert [s.name for s in res.stages if s.kind == "selector"] == ["fake/top"]
+    # latent_only weighs the latent interests alone: the a-notes drop out
+    lo = _planted(22, LATENT_TAGS, PROBS, latent_only=True)
+    assert lo.recall(HIST, 20).items.tolist() == [20, 21]
+    assert lo.score_items(HIST, np.array([5, 20])).tolist() == pytest.approx([0.0, 0.3])
+
+
+@pytest.mark.parametrize("bad", [-1, 21, 1.5, True, "2"])
+def test_bad_slots_are_clear_errors(bad) -> None:
+    with pytest.raises(ValueError, match="slots must be an integer in \\[0, 20\\]"):
+        InterestChannel(slots=bad)
+    with pytest.raises(ValueError, match="latent_only must be true or false"):
+        InterestChannel(latent_only="yes")
+    with pytest.raises(ValueError, match="needs at least one slot part"):
+        SideSlots([])
+
+
+def test_coldstart_slots_alone_unchanged() -> None:
+    s = ColdStartSlots(2)
+    assert s.name == "coldstart/slots" and s.mixes_side and s.slots == 2
+
+
+def test_coldstart_and_latent_slots_side_by_side_in_the_engine(small_ds: Dataset, tmp_path: Path) -> None:
+    n_items = small_ds.n_items
+    pop = np.bincount(small_ds.events["item"].to_numpy(), minlength=n_items)
+    user = int(np.bincount(small_ds.events["user"].to_numpy()).argmax())
+    uid = str(small_ds.users["user_id"].iat[user])
+    mine = set(small_ds.events.loc[small_ds.events["user"] == user, "item"].tolist())
+    latent = int(next(i for i in np.argsort(pop, kind="stable").tolist() if i not in mine))  # least popular
+    ch = _planted(n_items, {latent: "c"}, PROBS, slots=1)
+    channels = [{"name": "non-personalized/popular", "quota": 300},
+                {"name": "llm/interest", "quota": 10, "params": {"slots": 1}}]
+    cfg = make_config(recall={"channels": channels},
+                      coldstart={"seed_size": 200, "lookalike_size": 20, "handover_impressions": 5})
+    eng = Engine(small_ds, cfg, tmp_path / "ws", fitted={"recall.channels.1": ch})
+    try:
+        stages = [s.name for s in eng.pipelines["default"].steps]
+        assert stages[-1] == "coldstart/slots+llm/interest/slots"
+        n = 10
+        _, before = eng.feed(uid, n)
+        # the empty cold-start pool leaves the latent slot alone: the first spread position,
+        # placed by the mixer (ranking did not put it there)
+        assert before.items.tolist()[1] == latent and before.trace()["items"][1]["latent_interest"]["boosted"]
+        ranked_before = [i for i in before.items.tolist() if i != latent]
+        cat = str(small_ds.notes["category"].iat[int(small_ds.events.loc[small_ds.events["user"] == user, "item"]
+                                                     .mode().iat[0])])
+        eng.publish(Note(note_id="cs-new", author_id="c-new", category=cat, tags=[]), 10)
+        new = eng.catalog.item_of("cs-new")
+        _, res = eng.feed(uid, n)
+        page = res.items.tolist()
+        # the cold-start note at the first spread position, the latent note at the second
+        assert page[1] == new and page[1 + n // 2] == latent, page
+        # the other notes are ranking's page, cut by one more
+        assert [i for i in page if i not in (new, latent)] == ranked_before[: n - 2]
+        rows = res.trace()["items"]
+        assert rows[1]["coldstart"]["boosted"] and rows[1 + n // 2]["latent_interest"]["boosted"]
+    finally:
+        eng.close()
+
+
+def test_config_errors_name_the_field(small_ds: Dataset, tmp_path: Path) -> None:
+    from notefeed.serve.factory import create_component
+
+    with pytest.raises(ConfigError, match="recall.channels.1.params: llm/interest: slots"):
+        create_component(InterestChannel, {"slots": -2}, "recall.channels.1.params")
