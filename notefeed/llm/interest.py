@@ -40,7 +40,7 @@ from notefeed.recall._common import (
     excluded_items,
     recency_weights,
 )
-from notefeed.recall.base import CHANNELS, Candidates, UserContext
+from notefeed.recall.base import CHANNELS, Candidates, SideCandidates, UserContext
 
 __all__ = ["Interest", "infer_interests", "merge_duplicates", "InterestChannel", "MAX_SLOTS"]
 
@@ -238,8 +238,6 @@ class InterestChannel:
         latent score (``interest.score``: the summed confidence of their latent tags), ties by
         the score over all inferred interests (a latent note that also matches the known ones
         first), then catalogue order."""
-        from notefeed.serve.pipeline import SideCandidates
-
         latent = self._scores(ctx, novel_only=True)
         if latent is None or k <= 0:
             return SideCandidates.empty(self.name)

@@ -10,7 +10,7 @@ import numpy as np
 from notefeed.data.dataset import Dataset
 from notefeed.registry import Registry
 
-__all__ = ["UserContext", "Candidates", "RecallChannel", "CHANNELS"]
+__all__ = ["UserContext", "Candidates", "SideCandidates", "RecallChannel", "CHANNELS"]
 
 
 @dataclass
@@ -60,6 +60,15 @@ class Candidates:
     @classmethod
     def empty(cls, channel: str, error: str | None = None) -> Candidates:
         return cls(channel, np.empty(0, np.int64), np.empty(0, np.float32), error)
+
+
+@dataclass
+class SideCandidates(Candidates):
+    """A side source's answer (one that bypasses ranking for a page mixer, e.g.
+    ``coldstart/bandit``): a channel answer with extra per-item float ``columns`` (copied
+    into the candidate set)."""
+
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @runtime_checkable

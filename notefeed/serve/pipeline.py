@@ -31,7 +31,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from notefeed.online.coldstart import STAGES as COLDSTART_STAGES
-from notefeed.recall.base import Candidates, UserContext
+from notefeed.recall.base import Candidates, SideCandidates, UserContext
 from notefeed.recall.merge import ChannelLists
 
 __all__ = [
@@ -72,13 +72,6 @@ class CandidateSet:
             ch.take(pos) if isinstance(ch, ChannelLists) else [ch[p] for p in pos.tolist()],
             {k: v[pos] for k, v in self.columns.items()},
         )
-
-
-@dataclass
-class SideCandidates(Candidates):
-    """A channel answer with extra per-item float ``columns`` (copied into the candidate set)."""
-
-    columns: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _mix(cs: CandidateSet, side: CandidateSet) -> CandidateSet:
