@@ -1,0 +1,70 @@
+"""The README's feed-quality table from the multi-seed feed-eval JSONs in this folder.
+
+``python3 docs/results/feed/seeds/table.py [movielens-100k movielens-small beauty lastfm-s3rec]``
+
+One row per log: test users (left out), the best baseline's mean HR@10, the page's mean HR@10
+with the 95% t-interval over seeds, the per-seed ratios to that seed's best baseline (HR@10 and
+NDCG@10), their lowest, the stage means (recall / coarse / fine / page), the lowest per-seed
+stage step after recall (coarse - recall, fine - coarse; the page's change is the reported
+re-ranking trade, ``rerank_cost``), whether the fine gate passed per seed, and fitting seconds.
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+HERE = Path(__file__).parent
+NAMES = {"movielens-100k": "ml-100k", "movielens-small": "ml-latest-small", "beauty": "Beauty",
+         "lastfm-s3rec": "LastFM (S3Rec)"}
+STAGES = ("recall", "coarse", "fine", "page")
+
+
+def per_seed(path):
+    per = {}
+    for r in json.load(open(path))["rows"]:
+        if isinstance(r.get("seed"), int):
+            per.setdefault(r["seed"], {})[r["model"]] = r
+    return per
+
+
+def ratio(rows, k):
+    return rows["pipeline"][k] / max(r[k] for m, r in rows.items() if m != "pipeline")
+
+
+def half(x):
+    x = np.asarray(x, float)
+    return float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
+def row(name):
+    per = per_seed(HERE / f"{name}.json")
+    seeds = sorted(per)
+    p = [per[s]["pipeline"] for s in seeds]
+    base = {m for m in per[seeds[0]] if m != "pipeline"}
+    best = max(base, key=lambda m: np.mean([per[s][m]["hit@10"] for s in seeds]))
+    best_ndcg = max(base, key=lambda m: np.mean([per[s][m]["ndcg@10"] for s in seeds]))
+    hr = [r["hit@10"] for r in p]
+    xh = [ratio(per[s], "hit@10") for s in seeds]
+    xn = [ratio(per[s], "ndcg@10") for s in seeds]
+    st = {k: [r[f"stage.{k}.hit@10"] for r in p] for k in STAGES}
+    steps = [min(st["coarse"][i] - st["recall"][i], st["fine"][i] - st["coarse"][i]) for i in range(len(seeds))]
+    gate = ["pass" if r["train_report"]["fine"].get("gate_passed") else "coarse" for r in p]
+    return (f"| {NAMES.get(name, name)} | {p[0]['test_users']:,} ({p[0]['unseen_targets_dropped']}) | {len(seeds)} "
+            f"| {best} {np.mean([per[s][best]['hit@10'] for s in seeds]):.3f} "
+            f"| **{np.mean(hr):.3f}** (±{half(hr):.3f}) "
+            f"| {', '.join(f'{x:.2f}x' for x in xh)} | **{min(xh):.2f}x** "
+            f"| {best_ndcg} {np.mean([per[s][best_ndcg]['ndcg@10'] for s in seeds]):.4f} / {np.mean([r['ndcg@10'] for r in p]):.4f}; per seed {', '.join(f'{x:.2f}x' for x in xn)} "
+            f"| {' / '.join(f'{np.mean(st[k]):.3f}' for k in STAGES)} | {min(steps):+.4f} | {', '.join(gate)} "
+            f"| {min(r['fit_s'] for r in p):.0f}-{max(r['fit_s'] for r in p):.0f} |")
+
+
+if __name__ == "__main__":
+    print("| dataset | test users (left out) | seeds | best baseline HR@10 (mean) | page HR@10 (mean ± seeds' 95%) "
+          "| x best HR@10, per seed | lowest | NDCG@10 best baseline / page (means); x best per seed "
+          "| HR@10 recall / coarse / fine / page (means) | lowest stage step after recall | fine gate "
+          "| fit s a seed |")
+    print("|" + "---|" * 12)
+    for name in sys.argv[1:] or list(NAMES):
+        print(row(name))
