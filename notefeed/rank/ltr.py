@@ -76,7 +76,7 @@ class LTRConfig:
     #: has it, the coarse stage does not, so only the fine stage is gated). After training,
     #: ``gate_folds``-fold cross-validation over *all* groups (each fold's model trained for
     #: as many steps as the fit took) compares the model's HR@10 on the held-out folds with
-    #: that score's; a model that does not beat it is replaced by the score itself (a zero
+    #: that score's; a model that does not beat it (by ``gate_z``) is replaced by the score itself (a zero
     #: correction to it), so the stage passes its input order on. All groups, not the latest
     #: 10%: the time-ordered validation split of a small log holds about 200 groups, too few to
     #: see a difference of 0.01. The default, measured best (README "Feed quality": LastFM
