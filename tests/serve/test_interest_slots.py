@@ -16,7 +16,7 @@ from notefeed.schema import Note
 from notefeed.serve.coldstart import ColdStartSlots
 from notefeed.serve.config import ConfigError
 from notefeed.serve.engine import Engine
-from notefeed.serve.pipeline import Pipeline, Step
+from notefeed.serve.pipeline import CandidateSet, Pipeline, Step
 from notefeed.serve.slots import SideSlots, SlotPart, slot_parts
 
 from .conftest import make_config
@@ -155,8 +155,23 @@ def test_bad_slots_are_clear_errors(bad) -> None:
 
 
 def test_coldstart_slots_alone_unchanged() -> None:
+    """Cold-start slots alone: the best-scored side notes at the spread positions (1, 1 + n/2),
+    a pool note that ranking already put on the page counts against the slots."""
     s = ColdStartSlots(2)
     assert s.name == "coldstart/slots" and s.mixes_side and s.slots == 2
+    ranked, side = [10, 11, 12, 13, 14, 15], [20, 21, 22]
+    items = np.array(ranked + side)
+    main = np.r_[np.ones(6), np.zeros(3)].astype(np.float32)
+    cols = {"main": main, "side": 1 - main,
+            "coldstart.score": np.r_[np.full(6, np.nan), [0.2, 0.9, 0.5]].astype(np.float32)}
+    chans = [["non-personalized/popular"]] * 6 + [["coldstart/bandit"]] * 3
+    cs = CandidateSet(items, chans, cols)
+    page = items[s.select(UserContext("u", None), cs, 6)].tolist()
+    assert page == [10, 21, 11, 12, 22, 13]  # best scores 0.9 then 0.5, the last ranked make room
+    cols2 = {**cols, "side": np.r_[[0, 0, 1, 0, 0, 0], np.ones(3)].astype(np.float32)}  # 12 is a pool note
+    chans2 = [["non-personalized/popular"]] * 2 + [["coldstart/bandit"]] + [["non-personalized/popular"]] * 3 + chans[6:]
+    page = items[s.select(UserContext("u", None), CandidateSet(items, chans2, cols2), 6)].tolist()
+    assert page == [10, 21, 11, 12, 13, 14]  # one slot left
 
 
 def test_coldstart_and_latent_slots_side_by_side_in_the_engine(small_ds: Dataset, tmp_path: Path) -> None:
