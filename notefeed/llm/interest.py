@@ -21,7 +21,7 @@ feature.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
@@ -58,12 +58,20 @@ class Interest:
     merged: list[str] = field(default_factory=list)
 
 
-def merge_duplicates(interests: list[Interest], lm: LanguageModel, threshold: float = 0.9) -> list[Interest]:
-    """Greedy, strongest first: a tag whose embedding has cosine >= ``threshold`` with a kept one merges into it."""
+def _tag_text(tag: str) -> str:
+    return tag.replace("-", " ")
+
+
+def merge_duplicates(interests: list[Interest], lm: LanguageModel, threshold: float = 0.9,
+                     vectors: Mapping[str, np.ndarray] | None = None) -> list[Interest]:
+    """Greedy, strongest first: a tag whose embedding has cosine >= ``threshold`` with a kept one
+    merges into it. ``vectors``: each tag's embedding computed beforehand (the channel's cache of
+    its model's tags), looked up instead of embedding the tags again."""
     if len(interests) < 2:
         return interests
     ordered = sorted(interests, key=lambda x: -x.confidence)
-    z = lm.embed([x.tag.replace("-", " ") for x in ordered])
+    z = (lm.embed([_tag_text(x.tag) for x in ordered]) if vectors is None
+         else np.stack([vectors[x.tag] for x in ordered]))
     kept: list[int] = []
     for i, it in enumerate(ordered):
         j = next((j for j in kept if float(z[i] @ z[j]) >= threshold), None)
@@ -139,6 +147,8 @@ class InterestChannel:
         self.n_interests, self.note_tags, self.progress = int(n_interests), int(note_tags), progress
         self.config = {"max_time_s": TRAIN_BUDGET_S, **config}  # the budget of `notefeed llm embed` unless named
         self.lm: BuiltinLM | None = None
+        #: (the model, its tags' embeddings by tag): embedded once per model, not per request
+        self._tag_vecs: tuple[BuiltinLM, dict[str, np.ndarray]] | None = None
         self.note_probs: sp.csr_matrix | None = None  # (n_items, n_tags) the model's top tags per note
         self.item_tags: sp.csr_matrix | None = None  # (n_items, n_tags) catalogue tags, else predicted
 
@@ -211,7 +221,17 @@ class InterestChannel:
             order = order[~np.isin(order, np.fromiter(seen, np.int64, len(seen)))]
         top = order[: 3 * self.n_interests]
         cands = [Interest(self.lm.tags[j], float(conf[j]), j not in seen) for j in top if conf[j] > 0]
-        return merge_duplicates(cands, self.lm)[: self.n_interests]
+        return merge_duplicates(cands, self.lm, vectors=self._tag_vectors())[: self.n_interests]
+
+    def _tag_vectors(self) -> dict[str, np.ndarray]:
+        """Every tag of the model embedded (as :func:`merge_duplicates` would), once per model."""
+        lm = self.lm
+        assert lm is not None
+        cache = self._tag_vecs
+        if cache is None or cache[0] is not lm:
+            z = lm.embed([_tag_text(t) for t in lm.tags]) if lm.tags else np.zeros((0, 0), np.float32)
+            cache = self._tag_vecs = (lm, dict(zip(lm.tags, z, strict=True)))
+        return cache[1]
 
     def _scores(self, ctx: UserContext, novel_only: bool = False) -> np.ndarray | None:
         ints = self.interests(ctx, novel_only)

@@ -309,7 +309,7 @@ class ColdStartSource:
     def recall(self, ctx: UserContext, k: int) -> SideCandidates:
         items, scores, stages = self.hub.candidates(ctx, k)
         codes = np.asarray([STAGES.index(s) for s in stages], np.float32)
-        return SideCandidates(self.name, items, scores, columns={"coldstart.score": scores, "coldstart.stage": codes})
+        return SideCandidates(self.name, items, scores, columns={self.slot_score: scores, "coldstart.stage": codes})
 
 
 class ColdStartSlots(SideSlots):

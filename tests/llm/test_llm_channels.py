@@ -85,6 +85,24 @@ def test_interest_channel_and_inference(notellm, community):
     assert ch.score_items(UserContext("u", history=hist), c.items[:2]).min() > 0
     again = InterestChannel.from_state(*ch.to_state())
     assert [i.tag for i in again.interests(UserContext("u", history=hist))] == [i.tag for i in ints]
+    # the model's tags are embedded once, not per request, and merge as embedding them anew does
+    lm, vecs = notellm.lm, ch._tag_vectors()
+    for t in lm.tags:
+        np.testing.assert_allclose(vecs[t], lm.embed([t.replace("-", " ")])[0], atol=1e-5)
+    def fresh():
+        return [Interest(t, 1.0 - 0.01 * j) for j, t in enumerate(lm.tags)]
+    merged = merge_duplicates(fresh(), lm, vectors=vecs)
+    assert any(i.merged for i in merged)  # the comparison below covers merging, not only keeping
+    assert [(i.tag, i.merged) for i in merged] == [(i.tag, i.merged) for i in merge_duplicates(fresh(), lm)]
+    calls = []
+    embed = lm.embed
+    lm.embed = lambda texts, *a, **k: calls.append(len(texts)) or embed(texts, *a, **k)
+    try:
+        ch.interests(UserContext("u", history=hist))
+        ch.recall(UserContext("u", history=hist[:3]), 8)
+    finally:
+        del lm.embed
+    assert calls == []
     assert (again.slots, again.latent_only) == (0, False)
     ch.slots, ch.latent_only = 2, True  # the page-slot flags survive the saved state
     again = InterestChannel.from_state(*ch.to_state())
