@@ -15,7 +15,10 @@ latent interests (the top ``n_interests`` tags none of the recent notes carries,
 confidence), kept out of ranking with their latent score in the ``interest.score`` column, and
 the page mixer (:class:`~notefeed.serve.slots.SideSlots`) places up to ``slots`` of them on
 each page at spread positions. Its ``score_items`` still feeds the rankers' ``x.llm/interest``
-feature.
+feature. ``latent_level: category`` chooses the latent interests a level up: the candidates are
+notes of categories none of the recent notes has, each category scored by the summed confidence
+of the user's top inferred tags that belong to it (a tag's category: the one most notes carrying
+it have), and the page mixer skips categories the page already shows.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ __all__ = ["Interest", "infer_interests", "merge_duplicates", "InterestChannel",
 
 #: most latent-interest notes the channel may place on a page
 MAX_SLOTS = 20
+LATENT_LEVELS = ("tag", "category")
 
 _LINE = re.compile(r"^\s*[-*\d.)]*\s*(.+?)\s*[:=]\s*([01](?:\.\d+)?)\s*$")
 
@@ -135,14 +139,16 @@ class InterestChannel:
     slot_score = "interest.score"
 
     def __init__(self, model_path: str | None = None, n_recent: int = 20, decay: float = 0.9, n_interests: int = 5,
-                 note_tags: int = 5, slots: int = 0, latent_only: bool = False, progress: bool = False,
-                 **config: object) -> None:
+                 note_tags: int = 5, slots: int = 0, latent_only: bool = False, latent_level: str = "tag",
+                 progress: bool = False, **config: object) -> None:
         if not isinstance(slots, int) or isinstance(slots, bool) or not 0 <= slots <= MAX_SLOTS:
             raise ValueError(f"llm/interest: slots must be an integer in [0, {MAX_SLOTS}] (latent-interest notes "
                              f"placed per page; 0: an ordinary recall channel), got {slots!r}")
         if not isinstance(latent_only, bool):
             raise ValueError(f"llm/interest: latent_only must be true or false, got {latent_only!r}")
-        self.slots, self.latent_only = slots, latent_only
+        if latent_level not in LATENT_LEVELS:
+            raise ValueError(f"llm/interest: latent_level must be one of {LATENT_LEVELS}, got {latent_level!r}")
+        self.slots, self.latent_only, self.latent_level = slots, latent_only, latent_level
         self.model_path, self.n_recent, self.decay = model_path, int(n_recent), float(decay)
         self.n_interests, self.note_tags, self.progress = int(n_interests), int(note_tags), progress
         self.config = {"max_time_s": TRAIN_BUDGET_S, **config}  # the budget of `notefeed llm embed` unless named
@@ -151,6 +157,9 @@ class InterestChannel:
         self._tag_vecs: tuple[BuiltinLM, dict[str, np.ndarray]] | None = None
         self.note_probs: sp.csr_matrix | None = None  # (n_items, n_tags) the model's top tags per note
         self.item_tags: sp.csr_matrix | None = None  # (n_items, n_tags) catalogue tags, else predicted
+        self.categories: list[str] = []  # category names; item_cat indexes them
+        self.item_cat = np.empty(0, np.int32)  # (n_items,) each note's category (-1: none)
+        self._tag_cat: np.ndarray | None = None  # (n_tags,) each tag's category, derived lazily
 
     def fit(self, ds: Dataset) -> InterestChannel:
         corpus = NoteCorpus.from_dataset(ds)
@@ -166,6 +175,19 @@ class InterestChannel:
 
     def set_notes(self, corpus: NoteCorpus) -> None:
         self.note_probs, self.item_tags = self._note_rows(corpus)
+        self.categories = []
+        self.item_cat = self._cat_codes(corpus.categories)
+
+    def _cat_codes(self, cats: Sequence[str]) -> np.ndarray:
+        """Category codes for ``cats`` (new names appended to ``categories``; "": -1)."""
+        ix = {c: j for j, c in enumerate(self.categories)}
+        out = np.full(len(cats), -1, np.int32)
+        for i, c in enumerate(cats):
+            if c:
+                out[i] = ix.setdefault(c, len(ix))
+        self.categories = list(ix)
+        self._tag_cat = None
+        return out
 
     def _note_rows(self, corpus: NoteCorpus) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """(the model's top tags, the catalogue's tags or else the predicted ones) per note."""
@@ -197,6 +219,8 @@ class InterestChannel:
         start = self.note_probs.shape[0]
         self.note_probs = sp.vstack([self.note_probs, probs], format="csr")
         self.item_tags = sp.vstack([self.item_tags, tags], format="csr")
+        cats = [str(c) if c is not None else "" for c in notes.get("category", [""] * len(notes))]
+        self.item_cat = np.concatenate([self.item_cat, self._cat_codes(cats)])
         return np.arange(start, start + len(notes), dtype=np.int64)
 
     @property
@@ -204,17 +228,25 @@ class InterestChannel:
         """A side source (page slots for latent-interest notes) when ``slots > 0``."""
         return self.slots > 0
 
-    def interests(self, ctx: UserContext, novel_only: bool = False) -> list[Interest]:
-        """The user's inferred interests from ``ctx.history`` (merged, strongest first);
-        ``novel_only``: the strongest of those no recent note carries (latent interests)."""
+    def _confidence(self, ctx: UserContext) -> tuple[np.ndarray, np.ndarray] | None:
+        """(the recent notes of ``ctx.history``, each tag's recency-weighted confidence), or None."""
         if self.lm is None or self.note_probs is None or self.item_tags is None:
             raise RuntimeError(f"{self.name}: used before fit()")
         h = np.asarray(ctx.history, np.int64)
         h = h[(h >= 0) & (h < self.note_probs.shape[0])][-self.n_recent :]
         if h.size == 0:
-            return []
+            return None
         w = recency_weights(h.size, self.decay)
-        conf = np.asarray(self.note_probs[h].T @ w).ravel() / w.sum()
+        return h, np.asarray(self.note_probs[h].T @ w).ravel() / w.sum()
+
+    def interests(self, ctx: UserContext, novel_only: bool = False) -> list[Interest]:
+        """The user's inferred interests from ``ctx.history`` (merged, strongest first);
+        ``novel_only``: the strongest of those no recent note carries (latent interests)."""
+        hc = self._confidence(ctx)
+        if hc is None:
+            return []
+        assert self.lm is not None and self.item_tags is not None
+        h, conf = hc
         seen = set(self.item_tags[h].indices.tolist())
         order = np.argsort(-conf, kind="stable")
         if novel_only:
@@ -253,11 +285,74 @@ class InterestChannel:
         items = np.flatnonzero(s > 0)
         return candidates_from_scores(self.name, items, s[items], ctx, k)
 
+    def tag_categories(self) -> np.ndarray:
+        """(n_tags,) each tag's category: the one most notes carrying it have (-1: no such note)."""
+        if self._tag_cat is None or self._tag_cat.size != (self.item_tags.shape[1] if self.item_tags is not None else 0):
+            assert self.item_tags is not None
+            ok = self.item_cat >= 0
+            onehot = sp.csr_matrix((np.ones(int(ok.sum()), np.float32), (np.flatnonzero(ok), self.item_cat[ok])),
+                                   shape=(self.item_tags.shape[0], max(len(self.categories), 1)))
+            counts = (self.item_tags.T @ onehot).toarray()
+            self._tag_cat = np.where(counts.max(1) > 0, counts.argmax(1), -1).astype(np.int32)
+        return self._tag_cat
+
+    @property
+    def slot_groups(self):
+        """For the page mixer with ``latent_level: category``: item indices to category codes,
+        so that a latent slot shows a category the page does not; else None."""
+        return self._groups if self.latent_level == "category" else None
+
+    def _groups(self, items: np.ndarray) -> np.ndarray:
+        items = np.asarray(items, np.int64)
+        ok = (items >= 0) & (items < self.item_cat.size)
+        out = np.full(items.size, -1, np.int32)
+        out[ok] = self.item_cat[items[ok]]
+        return out
+
+    def latent_categories(self, ctx: UserContext) -> np.ndarray | None:
+        """(n_categories,) each latent category's score: the summed confidence of the user's
+        top ``3 * n_interests`` inferred tags whose category none of the recent notes has
+        (0 elsewhere); None without history."""
+        hc = self._confidence(ctx)
+        return None if hc is None else self._category_scores(*hc)
+
+    def _category_scores(self, h: np.ndarray, conf: np.ndarray) -> np.ndarray:
+        tc = self.tag_categories()
+        ok = (conf > 0) & (tc >= 0) & ~np.isin(tc, self.item_cat[h])
+        tags = np.flatnonzero(ok)
+        tags = tags[np.argsort(-conf[tags], kind="stable")][: 3 * self.n_interests]
+        return np.bincount(tc[tags], weights=conf[tags], minlength=len(self.categories))
+
+    def _latent_category_candidates(self, ctx: UserContext, k: int) -> Candidates:
+        """Unseen notes of the latent categories, scored by their category's score; within a
+        category by their tags' match with every inferred tag, then catalogue order. The best
+        note of each category comes before any category's second, so ``k`` spans categories."""
+        hc = self._confidence(ctx)
+        if hc is None or k <= 0:
+            return SideCandidates.empty(self.name)
+        assert self.item_tags is not None
+        cat, ic = self._category_scores(*hc), self.item_cat
+        items = np.flatnonzero((ic >= 0) & (cat[np.maximum(ic, 0)] > 0))
+        items = items[~np.isin(items, excluded_items(ctx))]
+        if items.size == 0:
+            return SideCandidates.empty(self.name)
+        match = np.asarray(self.item_tags[items] @ hc[1]).ravel()
+        c = ic[items]
+        o = np.lexsort((items, -match, c, -cat[c]))
+        items, c = items[o], c[o]
+        start = np.r_[0, np.flatnonzero(c[1:] != c[:-1]) + 1]
+        rank = np.arange(items.size) - np.repeat(start, np.diff(np.r_[start, items.size]))
+        items = items[np.lexsort((np.arange(items.size), rank))[:k]]
+        score = cat[ic[items]].astype(np.float32)
+        return SideCandidates(self.name, items, score, columns={self.slot_score: score})
+
     def latent_candidates(self, ctx: UserContext, k: int) -> Candidates:
         """The side answer: up to ``k`` unseen notes carrying the user's latent interests, by
         latent score (``interest.score``: the summed confidence of their latent tags), ties by
         the score over all inferred interests (a latent note that also matches the known ones
         first), then catalogue order."""
+        if self.latent_level == "category":
+            return self._latent_category_candidates(ctx, k)
         latent = self._scores(ctx, novel_only=True)
         if latent is None or k <= 0:
             return SideCandidates.empty(self.name)
@@ -285,11 +380,12 @@ class InterestChannel:
             raise RuntimeError(f"{self.name}: to_state() before fit()")
         params = {"n_recent": self.n_recent, "decay": self.decay, "n_interests": self.n_interests,
                   "note_tags": self.note_tags, "slots": self.slots, "latent_only": self.latent_only,
-                  "config": self.config,
+                  "latent_level": self.latent_level, "note_categories": self.categories, "config": self.config,
                   "lm": {"config": asdict(self.lm.config), "vocab": self.lm.tokenizer.vocab, "tags": self.lm.tags,
                          "categories": self.lm.categories, "info": self.lm.info}}
         arrays = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.lm.net.state_dict().items()}
-        return params, {**arrays, **csr_state("note_probs", self.note_probs), **csr_state("item_tags", self.item_tags)}
+        return params, {**arrays, **csr_state("note_probs", self.note_probs), **csr_state("item_tags", self.item_tags),
+                        "item_cat": self.item_cat}
 
     @classmethod
     def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> InterestChannel:
@@ -300,10 +396,14 @@ class InterestChannel:
 
         p = dict(params)
         lmp = p.pop("lm")
+        cats = p.pop("note_categories", [])
         ch = cls(**{k: v for k, v in p.items() if k != "config"}, **p.get("config", {}))
         cfg, tok = BuiltinConfig(**lmp["config"]), Tokenizer(lmp["vocab"])
         net = BuiltinLM.new_net(cfg, tok, lmp["tags"], lmp["categories"])
         net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("net.")})
         ch.lm = BuiltinLM(cfg, tok, lmp["tags"], lmp["categories"], net, lmp.get("info"))
         ch.note_probs, ch.item_tags = csr_from_state(arrays, "note_probs"), csr_from_state(arrays, "item_tags")
+        ch.categories = list(cats)
+        ch.item_cat = (np.asarray(arrays["item_cat"], np.int32) if "item_cat" in arrays
+                       else np.full(ch.item_tags.shape[0], -1, np.int32))
         return ch

@@ -7,13 +7,15 @@ side set and hands it, behind the ranked candidates, to the first selector with
 :class:`SlotPart` (how many notes per page, ordered by which of its own score columns), and
 its picks are inserted into the re-ranked page at spread positions (:func:`spread_insert`),
 not stacked at the top. A side source declares its part with two attributes, ``slots`` and
-``slot_score`` (the column its answer carries), and may name the part (``slot_name``).
+``slot_score`` (the column its answer carries), and may name the part (``slot_name``) and give
+a grouping of notes (``slot_groups``: item indices to group codes, e.g. categories) so that its
+slots skip groups the page already shows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,12 +39,15 @@ def spread_insert(page: list[int], extra: list[int], n: int) -> list[int]:
 @dataclass(frozen=True)
 class SlotPart:
     """Up to ``slots`` notes per page from the side rows the channel ``source`` recalled,
-    best ``score`` (a column of its answer) first; ``name`` labels the part in the step name."""
+    best ``score`` (a column of its answer) first; ``name`` labels the part in the step name.
+    ``groups`` (item indices to int group codes, < 0: none): a side note whose group a kept
+    ranked note or an earlier pick of the part already has is skipped."""
 
     source: str
     slots: int
     score: str
     name: str = ""
+    groups: Callable[[np.ndarray], np.ndarray] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.slots, int) or isinstance(self.slots, bool) or self.slots < 0:
@@ -61,7 +66,8 @@ def slot_parts(components: Iterable[Any]) -> list[SlotPart]:
     for c in components:
         slots = int(getattr(c, "slots", 0) or 0)
         if getattr(c, "side", False) and slots > 0:
-            out.append(SlotPart(str(c.name), slots, str(c.slot_score), str(getattr(c, "slot_name", ""))))
+            out.append(SlotPart(str(c.name), slots, str(c.slot_score), str(getattr(c, "slot_name", "")),
+                                getattr(c, "slot_groups", None)))
     return out
 
 
@@ -105,11 +111,28 @@ class SideSlots:
             rows = np.flatnonzero(mine & ~main & ~taken)
             col = cs.columns.get(p.score)
             score = np.zeros(len(rows), np.float32) if col is None else np.nan_to_num(col[rows], nan=-np.inf)
-            pick = rows[np.argsort(-score, kind="stable")][:room]
+            rows = rows[np.argsort(-score, kind="stable")]
+            pick = rows[:room] if p.groups is None else _distinct(rows, cs.items, ranked[: max(0, n - self.slots)],
+                                                                   p.groups, room)
             taken[pick] = True
             extra += pick.tolist()
         keep = ranked[: max(0, n - len(extra))] if len(ranked) + len(extra) > n else ranked
         return np.asarray(spread_insert(keep.tolist(), extra, n), np.int64)
+
+
+def _distinct(rows: np.ndarray, items: np.ndarray, kept: np.ndarray,
+              groups: Callable[[np.ndarray], np.ndarray], room: int) -> np.ndarray:
+    """Up to ``room`` of ``rows`` (in order) whose group neither the ``kept`` ranked rows nor an
+    earlier pick has; rows without a group (< 0) are skipped too."""
+    used = {int(g) for g in groups(items[kept]) if g >= 0}
+    out = []
+    for r, g in zip(rows.tolist(), groups(items[rows]).tolist(), strict=True):
+        if len(out) >= room:
+            break
+        if g >= 0 and g not in used:
+            used.add(int(g))
+            out.append(r)
+    return np.asarray(out, np.int64)
 
 
 def _recalled_by(cs: CandidateSet, source: str) -> np.ndarray:

@@ -107,7 +107,13 @@ def test_interest_channel_and_inference(notellm, community):
     ch.slots, ch.latent_only = 2, True  # the page-slot flags survive the saved state
     again = InterestChannel.from_state(*ch.to_state())
     assert (again.slots, again.latent_only, again.side) == (2, True, True)
-    ch.slots, ch.latent_only = 0, False
+    ch.latent_level = "category"  # and the category level with each note's category
+    again = InterestChannel.from_state(*ch.to_state())
+    assert again.latent_level == "category" and again.categories == ch.categories
+    assert again.item_cat.tolist() == ch.item_cat.tolist() and (ch.item_cat >= 0).all()
+    np.testing.assert_allclose(again.latent_categories(UserContext("u", history=hist)),
+                               ch.latent_categories(UserContext("u", history=hist)))
+    ch.slots, ch.latent_only, ch.latent_level = 0, False, "tag"
     # published notes are tagged at once: one by its text alone, one by its catalogue tag
     other = np.flatnonzero(topics == 0)[0]
     new = pd.DataFrame({"title": ["", ""], "text": [community.notes["text"].iat[int(hist[0])],
