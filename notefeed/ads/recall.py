@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["KeywordChannel", "RewriteChannel", "SemanticChannel", "LogisticPCTR", "merge_quotas", "AdRecall",
            "pctr_features", "evidence_features", "interest_shares", "category_candidates", "best_scores",
-           "SERVING_DEFAULTS"]
+           "at_least", "SERVING_DEFAULTS"]
 
 #: ad recall and page settings that serving (``serve.adslots.AdSlotsConfig``) and the ad
 #: simulators (``sim.ads_feed``, ``sim.ads_search``) share: one place, so the simulators measure what
@@ -35,6 +35,12 @@ __all__ = ["KeywordChannel", "RewriteChannel", "SemanticChannel", "LogisticPCTR"
 SERVING_DEFAULTS: dict = {
     "recall_k": 100,
     "relevance_floor": 0.05,
+    # least cosine of a search query to an ad for ``semantic/text`` to recall it for search ads
+    # (feed ads' user vectors are averages, on another scale: not applied there). On the search
+    # simulator off-topic ads' cosines have median 0.53 and on-topic ones 0.80; without the floor
+    # 7% of the semantic ads served were off-topic and cost more organic clicks when users punish
+    # off-topic ads hard (README, "Organic cost of search ads"; chosen on seeds 0-3, measured on 10-19)
+    "search_semantic_floor": 0.7,
     "history_len": 30,  # recent history notes behind a feed-ad user vector
     # placement (first 0-based position, organic results between ads, most ads share of the page),
     # least cost per click, and the prior behind an ad's smoothed CTR (pCTR = that x (0.5 + relevance))
@@ -194,6 +200,15 @@ def best_scores(results: Sequence[AdCandidates], ids: np.ndarray) -> np.ndarray:
     o = np.lexsort((-all_sc, all_ids))
     uniq, start = np.unique(all_ids[o], return_index=True)
     return all_sc[o][start][np.searchsorted(uniq, ids)]
+
+
+def at_least(c: AdCandidates, floor: float) -> AdCandidates:
+    """The candidates of ``c`` whose score is at least ``floor``, in order."""
+    keep = np.asarray(c.scores) >= floor
+    if keep.all():
+        return c
+    names = [n for n, k in zip(c.channels, keep.tolist(), strict=True) if k] if len(c.channels) == len(keep) else []
+    return AdCandidates(c.ids[keep], c.scores[keep], names)
 
 
 def merge_quotas(results: Sequence[AdCandidates], quotas: Sequence[int], k: int,

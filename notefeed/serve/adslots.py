@@ -83,6 +83,7 @@ from notefeed.ads.keywords import KeywordIndex
 from notefeed.ads.pacing import PidGains, PidPacer
 from notefeed.ads.recall import (
     SERVING_DEFAULTS,
+    at_least,
     best_scores,
     category_candidates,
     interest_shares,
@@ -114,6 +115,10 @@ class AdSlotsConfig(BaseModel):
     load_cap: float = Field(0.2, ge=0.0, le=1.0, description="ads at most this share of the page")
     reserve: float = Field(0.05, ge=0.0, description="least cost per click")
     relevance_floor: float = Field(SERVING_DEFAULTS["relevance_floor"], ge=0.0, le=1.0)
+    search_semantic_floor: float = Field(
+        SERVING_DEFAULTS["search_semantic_floor"], ge=0.0, le=1.0,
+        description="least cosine of the query to an ad for `semantic/text` to recall it for a search page "
+        "(the towers' scores and feed ads are on other scales: not applied to them)")
     freq_cap_per_day: int = Field(3, ge=1, description="impressions of one campaign per user per day")
     recall_k: int = Field(SERVING_DEFAULTS["recall_k"], ge=1, le=10_000)
     quotas: dict[str, int] = Field(default_factory=lambda: dict(SERVING_DEFAULTS["quotas"]))
@@ -524,7 +529,7 @@ class AdServer:
         if idx.tt is not None:
             results["semantic/twotower"] = idx.tt.retrieve(AdRequest(query=query), k)
         else:
-            results["semantic/text"] = idx.semantic(qvec, k)
+            results["semantic/text"] = at_least(idx.semantic(qvec, k), self.cfg.search_semantic_floor)
         interests: tuple[str, ...] = ()
         if user_id is not None:
             hist = [int(i) for i in self.engine.context(user_id).history[-self.cfg.history_len:]]

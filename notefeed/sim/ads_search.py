@@ -19,7 +19,8 @@ note's title, text and category plus its keywords, as serving builds it.
 its shared kernels and :data:`~notefeed.ads.recall.SERVING_DEFAULTS`): recall by the arm's
 channels (``keyword/match``; ``keyword/rewrite`` on the search pipeline's own rewrites of the
 query; ``semantic/text`` by the query's vector from a text encoder fitted on the ad texts and
-2,000 notes), quota merge, relevance = the best channel score, relevance floor, a note ad never
+2,000 notes; only ads at a cosine of at least ``search_semantic_floor``), quota merge,
+relevance = the best channel score, relevance floor, a note ad never
 on a page that already shows its note, pCTR = the ad's smoothed CTR so far x (0.5 +
 relevance), GSP with reserve, then placement (first ad at position 2, 4 results between ads,
 ads at most 20% of the page: 2 ads on a 10-result page). Not simulated: budgets and pacing,
@@ -45,8 +46,9 @@ that arm's own impressions and clicks.
 so do ad slot ``k`` and the continuation draw): ``none`` (no ads), ``keyword`` (keyword-only
 recall, serving's 2 slots), ``keyword+semantic`` and ``keyword+rewrite+semantic`` at equal load
 (on every query, as many ads as keyword-only fills on it: that number depends on the query and
-its organic page only, so the load is equal query by query) and ``keyword+semantic`` at its
-natural load. :func:`search_recall_study` reports per-seed paired differences with a Student-t
+its organic page only, so the load is equal query by query), ``keyword+semantic`` at its
+natural load, and ``keyword+semantic-unfloored`` (at equal load, without serving's
+``search_semantic_floor``: what the floor changes). :func:`search_recall_study` reports per-seed paired differences with a Student-t
 95% interval; ``notefeed eval --stage ads --param ads.load=search-recall`` runs it.
 """
 
@@ -67,6 +69,7 @@ from notefeed.ads.recall import (
     KeywordChannel,
     RewriteChannel,
     SemanticChannel,
+    at_least,
     best_scores,
     merge_quotas,
 )
@@ -82,6 +85,7 @@ RECALL: dict[str, tuple[str, ...]] = {
     "keyword": ("keyword/match",),
     "keyword+semantic": ("keyword/match", "semantic/text"),
     "keyword+rewrite+semantic": ("keyword/match", "keyword/rewrite", "semantic/text"),
+    "keyword+semantic-unfloored": ("keyword/match", "semantic/text"),  # without search_semantic_floor
     "random": ("random",),  # every ad, relevance 1: a planted baseline for tests, not an arm of the study
 }
 #: (name, recall or None, load): ``natural`` = serving's slots; ``keyword`` = what keyword-only filled
@@ -91,7 +95,10 @@ ARMS: tuple[tuple[str, str | None, str], ...] = (
     ("keyword+semantic", "keyword+semantic", "keyword"),
     ("keyword+rewrite+semantic", "keyword+rewrite+semantic", "keyword"),
     ("keyword+semantic@natural", "keyword+semantic", "natural"),
+    ("keyword+semantic-unfloored", "keyword+semantic-unfloored", "keyword"),
 )
+#: recall settings whose ``semantic/text`` candidates skip serving's ``search_semantic_floor``
+UNFLOORED = frozenset({"keyword+semantic-unfloored"})
 PAGE = 10  # organic results per page (the first page)
 G_MAX = 3  # the simulator's highest grade
 METRICS = ("organic_ctr", "organic_clicks_per_query", "organic_clicks_per_session", "queries_per_session",
@@ -257,6 +264,9 @@ class SearchAdWorld:
             req = AdRequest(query=self.queries.texts[qi], user=int(self.queries.users[qi]))  # type: ignore[attr-defined]
             names = RECALL[recall]
             results = [self.channels[n].retrieve(req, k) for n in names]  # type: ignore[attr-defined]
+            if recall not in UNFLOORED:  # serving's floor on the query's cosine to an ad
+                results = [at_least(r, SERVING_DEFAULTS["search_semantic_floor"]) if n == "semantic/text" else r
+                           for r, n in zip(results, names, strict=True)]
             kept = [(r, SERVING_DEFAULTS["quotas"][n]) for r, n in zip(results, names, strict=True) if len(r)]
             if kept:
                 merged = merge_quotas([r for r, _ in kept], [q for _, q in kept], k)

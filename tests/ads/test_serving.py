@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from notefeed.ads.recall import SERVING_DEFAULTS
 from notefeed.data.dataset import Dataset
 from notefeed.serve.app import create_app
 from notefeed.serve.config import builtin_config
@@ -207,3 +208,33 @@ def test_a_click_after_a_restart_is_charged_once(client: TestClient, engine: Eng
     engine.clock = lambda: NOW + 10
     late = AdServer(engine, fresh.cfg.model_copy(update={"impression_ttl_s": 1.0}))
     assert late.event(AdEvent(impression_id=ads[0]["ad"]["impression_id"], type="click"))[1] is not None
+
+
+def test_search_semantic_floor(search_client: tuple[TestClient, Engine]) -> None:
+    """``semantic/text`` serves a search ad only at a cosine to the query of at least
+    ``search_semantic_floor`` (an ad no keyword matches: semantic recall alone finds it)."""
+    from notefeed.serve.adslots import AdServer, AdSlotsConfig, _encode
+
+    c, engine = search_client
+    assert c.post("/v1/admin/ads/advertisers", headers=AUTH, json={"id": "adv", "name": "Shop"}).status_code == 201
+    assert c.post("/v1/admin/ads/campaigns", headers=AUTH, json={
+        "id": "c0", "advertiser_id": "adv", "daily_budget": 10, "bid": 1.0}).status_code == 201
+    assert c.post("/v1/admin/ads/ads", headers=AUTH, json={
+        "id": "tea", "campaign_id": "c0", "title": "Green tea leaves", "text": "loose leaf green tea from the hills",
+        "keywords": [{"text": "matcha", "match": "exact"}]}).status_code == 201
+    query = "green tea"
+    idx = AdServer(engine).index(NOW)
+    assert idx is not None
+    cand = idx.semantic(_encode(idx.encoder, [query])[0], 10)
+    cos = float(cand.scores[cand.ids.tolist().index(0)])
+    assert 0.0 < cos < 1.0
+
+    def served(floor: float) -> list[str]:
+        srv = AdServer(engine, AdSlotsConfig(search_semantic_floor=floor))
+        page = [str(n) for n in engine.catalog.note_ids[:10]]  # two ad slots
+        return [a["ad"]["ad_id"] for a in srv.search_ads(query, [], None, None, page) or []
+                if a["ad"]["channel"] == "semantic/text"]
+
+    assert served(cos - 1e-4) == ["tea"] and served(0.0) == ["tea"]
+    assert served(min(cos + 1e-4, 1.0)) == []
+    assert AdSlotsConfig().search_semantic_floor == SERVING_DEFAULTS["search_semantic_floor"] > 0

@@ -74,7 +74,8 @@ def test_serving_settings_are_the_shared_defaults() -> None:
     from notefeed.serve.adslots import AdSlotsConfig
 
     cfg = AdSlotsConfig()
-    for k in ("first", "spacing", "load_cap", "reserve", "prior_ctr", "prior_weight", "relevance_floor", "recall_k"):
+    for k in ("first", "spacing", "load_cap", "reserve", "prior_ctr", "prior_weight", "relevance_floor", "recall_k",
+              "search_semantic_floor"):
         assert getattr(cfg, k) == SERVING_DEFAULTS[k], k
     assert cfg.quotas == SERVING_DEFAULTS["quotas"]
     assert _serving_slots() == 2  # a 10-result page: positions 2 and 7
@@ -110,6 +111,23 @@ def test_world_recall_and_equal_load(world: SearchAdWorld) -> None:
     assert none["ad_imp"] == 0 and none == {**run_search_ads(world, None, "natural", user), "wall_s": none["wall_s"]}
     with pytest.raises(ValueError):
         run_search_ads(world, "sideways")
+
+
+def test_semantic_floor(world: SearchAdWorld) -> None:
+    """Serving's ``search_semantic_floor``: an ad only semantic recall finds is a candidate at a
+    cosine of at least the floor; the ``-unfloored`` setting keeps the ones below it."""
+    floor = SERVING_DEFAULTS["search_semantic_floor"]
+    below = 0
+    for qi in range(len(world.queries)):  # type: ignore[arg-type]
+        kw, _ = world.candidates("keyword", qi)
+        for recall in ("keyword+semantic", "keyword+semantic-unfloored"):
+            ids, rel = world.candidates(recall, qi)
+            sem_only = ~np.isin(ids, kw)
+            if recall == "keyword+semantic":
+                assert (rel[sem_only] >= floor).all()
+            else:
+                below += int((rel[sem_only] < floor).sum())
+    assert below > 0
 
 
 def test_irrelevant_annoying_ads_cost_organic_clicks_later(world: SearchAdWorld) -> None:
@@ -149,6 +167,7 @@ def test_study_rows_pair_seeds(tmp_path: object) -> None:
 
 def test_eval_param_checks() -> None:
     import notefeed.sim.ads_feed  # noqa: F401  (registers the feed loads)
+    import notefeed.sim.ads_serving  # noqa: F401  (and serving-pctr: alone, this file would not import it)
     from notefeed.ads.evaluate import CLOSED_LOOP, CLOSED_LOOP_LOADS, evaluate_ads
 
     assert CLOSED_LOOP.names() == sorted(CLOSED_LOOP_LOADS)  # every closed-loop load has its study
