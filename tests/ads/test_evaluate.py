@@ -15,6 +15,18 @@ def test_tiers_split_traffic_in_thirds():
     assert share["tail"] > 0.2 and share["head"] > 0.1
 
 
+def test_conversion_set_is_a_real_subset_of_the_click_set():
+    """Water-level ground truth: a pair users would convert on is one they would click on, and the
+    conversion set is not almost the click set (at cvr_min 0.05 it held 88% of the clicks)."""
+    w = make_world(seed=0)
+    clicks = convs = 0
+    for q in sample_queries(w, 500, np.arange(2000), np.random.default_rng(0)):
+        click = w.true_ctr(q.user, q.topic) >= w.click_min
+        conv = click & (w.true_cvr(q.user) >= w.cvr_min)
+        clicks, convs = clicks + int(click.sum()), convs + int(conv.sum())
+    assert clicks > 0 and 0.5 < convs / clicks < 0.8
+
+
 def test_tiny_water_level_run():
     w = make_world(n_topics=5, n_words=12, n_ads=120, n_users=60, seed=1)
     rng = np.random.default_rng(1)
