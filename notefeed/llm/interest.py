@@ -18,7 +18,8 @@ each page at spread positions. Its ``score_items`` still feeds the rankers' ``x.
 feature. ``latent_level: category`` chooses the latent interests a level up: the candidates are
 notes of categories none of the recent notes has, each category scored by the summed confidence
 of the user's top inferred tags that belong to it (a tag's category: the one most notes carrying
-it have), and the page mixer skips categories the page already shows.
+it have), and the page mixer skips categories the page already shows. ``slot_position: end``
+puts the latent notes at the page's end rather than at spread positions.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ __all__ = ["Interest", "infer_interests", "merge_duplicates", "InterestChannel",
 #: most latent-interest notes the channel may place on a page
 MAX_SLOTS = 20
 LATENT_LEVELS = ("tag", "category")
+SLOT_POSITIONS = ("spread", "end")
 
 _LINE = re.compile(r"^\s*[-*\d.)]*\s*(.+?)\s*[:=]\s*([01](?:\.\d+)?)\s*$")
 
@@ -140,7 +142,7 @@ class InterestChannel:
 
     def __init__(self, model_path: str | None = None, n_recent: int = 20, decay: float = 0.9, n_interests: int = 5,
                  note_tags: int = 5, slots: int = 0, latent_only: bool = False, latent_level: str = "tag",
-                 progress: bool = False, **config: object) -> None:
+                 slot_position: str = "spread", progress: bool = False, **config: object) -> None:
         if not isinstance(slots, int) or isinstance(slots, bool) or not 0 <= slots <= MAX_SLOTS:
             raise ValueError(f"llm/interest: slots must be an integer in [0, {MAX_SLOTS}] (latent-interest notes "
                              f"placed per page; 0: an ordinary recall channel), got {slots!r}")
@@ -148,7 +150,10 @@ class InterestChannel:
             raise ValueError(f"llm/interest: latent_only must be true or false, got {latent_only!r}")
         if latent_level not in LATENT_LEVELS:
             raise ValueError(f"llm/interest: latent_level must be one of {LATENT_LEVELS}, got {latent_level!r}")
+        if slot_position not in SLOT_POSITIONS:
+            raise ValueError(f"llm/interest: slot_position must be one of {SLOT_POSITIONS}, got {slot_position!r}")
         self.slots, self.latent_only, self.latent_level = slots, latent_only, latent_level
+        self.slot_position = slot_position
         self.model_path, self.n_recent, self.decay = model_path, int(n_recent), float(decay)
         self.n_interests, self.note_tags, self.progress = int(n_interests), int(note_tags), progress
         self.config = {"max_time_s": TRAIN_BUDGET_S, **config}  # the budget of `notefeed llm embed` unless named
@@ -380,7 +385,8 @@ class InterestChannel:
             raise RuntimeError(f"{self.name}: to_state() before fit()")
         params = {"n_recent": self.n_recent, "decay": self.decay, "n_interests": self.n_interests,
                   "note_tags": self.note_tags, "slots": self.slots, "latent_only": self.latent_only,
-                  "latent_level": self.latent_level, "note_categories": self.categories, "config": self.config,
+                  "latent_level": self.latent_level,
+                  "slot_position": self.slot_position, "note_categories": self.categories, "config": self.config,
                   "lm": {"config": asdict(self.lm.config), "vocab": self.lm.tokenizer.vocab, "tags": self.lm.tags,
                          "categories": self.lm.categories, "info": self.lm.info}}
         arrays = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.lm.net.state_dict().items()}

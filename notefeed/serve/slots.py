@@ -41,13 +41,16 @@ class SlotPart:
     """Up to ``slots`` notes per page from the side rows the channel ``source`` recalled,
     best ``score`` (a column of its answer) first; ``name`` labels the part in the step name.
     ``groups`` (item indices to int group codes, < 0: none): a side note whose group a kept
-    ranked note or an earlier pick of the part already has is skipped."""
+    ranked note or an earlier pick of the part already has is skipped. ``at_end``: the part's
+    picks take the page's last positions instead of spread ones (the ranked notes above keep
+    their positions)."""
 
     source: str
     slots: int
     score: str
     name: str = ""
     groups: Callable[[np.ndarray], np.ndarray] | None = field(default=None, compare=False)
+    at_end: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.slots, int) or isinstance(self.slots, bool) or self.slots < 0:
@@ -67,7 +70,7 @@ def slot_parts(components: Iterable[Any]) -> list[SlotPart]:
         slots = int(getattr(c, "slots", 0) or 0)
         if getattr(c, "side", False) and slots > 0:
             out.append(SlotPart(str(c.name), slots, str(c.slot_score), str(getattr(c, "slot_name", "")),
-                                getattr(c, "slot_groups", None)))
+                                getattr(c, "slot_groups", None), getattr(c, "slot_position", "spread") == "end"))
     return out
 
 
@@ -103,9 +106,10 @@ class SideSlots:
         ranked = np.flatnonzero(main)[:n]
         taken = np.zeros(len(cs), bool)
         extra: list[int] = []
+        end: list[int] = []
         for p in self.parts:
             mine = _recalled_by(cs, p.source) & side
-            room = max(0, min(p.slots - int(mine[ranked].sum()), n - len(extra)))
+            room = max(0, min(p.slots - int(mine[ranked].sum()), n - len(extra) - len(end)))
             if not room:
                 continue
             rows = np.flatnonzero(mine & ~main & ~taken)
@@ -115,9 +119,11 @@ class SideSlots:
             pick = rows[:room] if p.groups is None else _distinct(rows, cs.items, ranked[: max(0, n - self.slots)],
                                                                    p.groups, room)
             taken[pick] = True
-            extra += pick.tolist()
-        keep = ranked[: max(0, n - len(extra))] if len(ranked) + len(extra) > n else ranked
-        return np.asarray(spread_insert(keep.tolist(), extra, n), np.int64)
+            (end if p.at_end else extra).extend(pick.tolist())
+        n_extra = len(extra) + len(end)
+        keep = ranked[: max(0, n - n_extra)] if len(ranked) + n_extra > n else ranked
+        page = spread_insert(keep.tolist(), extra, n - len(end)) + end
+        return np.asarray(page[:n], np.int64)
 
 
 def _distinct(rows: np.ndarray, items: np.ndarray, kept: np.ndarray,

@@ -256,3 +256,19 @@ def test_category_level_latent_notes_are_of_categories_the_recent_notes_lack() -
     assert ch.categories[ch.item_cat[-1]] == "W" and ch._groups(np.array([30, 99])).tolist() == [3, -1]
     with pytest.raises(ValueError, match="latent_level must be one of"):
         InterestChannel(latent_level="topic")
+
+
+def test_slot_position_end_keeps_the_ranked_positions() -> None:
+    ch = _planted_cat(slots=1, latent_level="category", slot_position="end")
+    assert slot_parts([ch])[0].at_end and not slot_parts([_planted_cat(slots=1)])[0].at_end
+    assert _pipeline(ch, list(range(5, 15))).run(HIST, 5).items.tolist() == [5, 6, 7, 8, 23]
+    # beside a spread part: the spread picks are inserted into the page short of the end ones
+    parts = [SlotPart("fake/main", 1, "recall"), slot_parts([ch])[0]]
+    items = np.array([5, 6, 7, 8, 9, 30, 23])
+    cols = {"main": np.r_[np.ones(5), 0, 0].astype(np.float32), "side": np.r_[np.zeros(5), 1, 1].astype(np.float32),
+            "recall": np.r_[np.zeros(5), 1, 0].astype(np.float32),
+            "interest.score": np.r_[np.full(6, np.nan), 0.3].astype(np.float32)}
+    cs = CandidateSet(items, [["x"]] * 5 + [["fake/main"], ["llm/interest"]], cols)
+    assert items[SideSlots(parts).select(HIST, cs, 5)].tolist() == [5, 30, 6, 7, 23]
+    with pytest.raises(ValueError, match="slot_position must be one of"):
+        InterestChannel(slot_position="top")
