@@ -19,7 +19,10 @@ feature. ``latent_level: category`` chooses the latent interests a level up: the
 notes of categories none of the recent notes has, each category scored by the summed confidence
 of the user's top inferred tags that belong to it (a tag's category: the one most notes carrying
 it have), and the page mixer skips categories the page already shows. ``slot_position: end``
-puts the latent notes at the page's end rather than at spread positions.
+puts the latent notes at the page's end rather than at spread positions. ``min_score`` is a
+confidence floor: a latent candidate is offered only when its latent score (``interest.score``)
+is at least ``min_score``, so a user whose latent interests are all weak guesses gets no latent
+slot and the ranked page (0, the default: no floor).
 """
 
 from __future__ import annotations
@@ -142,7 +145,8 @@ class InterestChannel:
 
     def __init__(self, model_path: str | None = None, n_recent: int = 20, decay: float = 0.9, n_interests: int = 5,
                  note_tags: int = 5, slots: int = 0, latent_only: bool = False, latent_level: str = "tag",
-                 slot_position: str = "spread", progress: bool = False, **config: object) -> None:
+                 slot_position: str = "spread", min_score: float = 0.0, progress: bool = False,
+                 **config: object) -> None:
         if not isinstance(slots, int) or isinstance(slots, bool) or not 0 <= slots <= MAX_SLOTS:
             raise ValueError(f"llm/interest: slots must be an integer in [0, {MAX_SLOTS}] (latent-interest notes "
                              f"placed per page; 0: an ordinary recall channel), got {slots!r}")
@@ -152,6 +156,11 @@ class InterestChannel:
             raise ValueError(f"llm/interest: latent_level must be one of {LATENT_LEVELS}, got {latent_level!r}")
         if slot_position not in SLOT_POSITIONS:
             raise ValueError(f"llm/interest: slot_position must be one of {SLOT_POSITIONS}, got {slot_position!r}")
+        if (isinstance(min_score, bool) or not isinstance(min_score, (int, float))
+                or not np.isfinite(min_score) or min_score < 0):
+            raise ValueError(f"llm/interest: min_score must be a finite number >= 0 (the least latent score, "
+                             f"interest.score, a latent slot candidate needs; 0: no floor), got {min_score!r}")
+        self.min_score = float(min_score)
         self.slots, self.latent_only, self.latent_level = slots, latent_only, latent_level
         self.slot_position = slot_position
         self.model_path, self.n_recent, self.decay = model_path, int(n_recent), float(decay)
@@ -337,6 +346,7 @@ class InterestChannel:
             return SideCandidates.empty(self.name)
         assert self.item_tags is not None
         cat, ic = self._category_scores(*hc), self.item_cat
+        cat = np.where(cat >= self.min_score, cat, 0.0)  # the confidence floor: weak guesses get no slot
         items = np.flatnonzero((ic >= 0) & (cat[np.maximum(ic, 0)] > 0))
         items = items[~np.isin(items, excluded_items(ctx))]
         if items.size == 0:
@@ -361,7 +371,7 @@ class InterestChannel:
         latent = self._scores(ctx, novel_only=True)
         if latent is None or k <= 0:
             return SideCandidates.empty(self.name)
-        items = np.flatnonzero(latent > 0)
+        items = np.flatnonzero((latent > 0) & (latent >= self.min_score))
         items = items[~np.isin(items, excluded_items(ctx))]
         if items.size == 0:
             return SideCandidates.empty(self.name)
@@ -385,7 +395,7 @@ class InterestChannel:
             raise RuntimeError(f"{self.name}: to_state() before fit()")
         params = {"n_recent": self.n_recent, "decay": self.decay, "n_interests": self.n_interests,
                   "note_tags": self.note_tags, "slots": self.slots, "latent_only": self.latent_only,
-                  "latent_level": self.latent_level,
+                  "latent_level": self.latent_level, "min_score": self.min_score,
                   "slot_position": self.slot_position, "note_categories": self.categories, "config": self.config,
                   "lm": {"config": asdict(self.lm.config), "vocab": self.lm.tokenizer.vocab, "tags": self.lm.tags,
                          "categories": self.lm.categories, "info": self.lm.info}}

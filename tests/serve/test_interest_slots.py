@@ -272,3 +272,39 @@ def test_slot_position_end_keeps_the_ranked_positions() -> None:
     assert items[SideSlots(parts).select(HIST, cs, 5)].tolist() == [5, 30, 6, 7, 23]
     with pytest.raises(ValueError, match="slot_position must be one of"):
         InterestChannel(slot_position="top")
+
+
+def test_min_score_floor_gives_weak_guesses_no_latent_slot() -> None:
+    """``min_score``: a latent candidate only when its latent score (``interest.score``) reaches
+    the floor; a user whose best latent category is below it keeps the ranked page."""
+    ch = _planted_cat(slots=1, latent_level="category", slot_position="end", min_score=0.2)
+    # a second user reads notes 25..29 (category X), whose model tags name Y (c) and Z (d) weakly
+    p = ch.note_probs.toarray()
+    p[25:30] = [0.6, 0.0, 0.05, 0.02]
+    ch.note_probs = sp.csr_matrix(p)
+    weak = UserContext("w", history=np.arange(25, 30))
+    np.testing.assert_allclose(ch.latent_categories(weak), [0.0, 0.05, 0.02], rtol=1e-5)
+    np.testing.assert_allclose(ch.latent_categories(HIST), [0.0, 0.3, 0.1], rtol=1e-6)
+    # the strong user: Y (0.3) clears the floor, Z (0.1) does not
+    side = ch.latent_candidates(HIST, 5)
+    assert side.items.tolist() == [23, 21, 24]
+    np.testing.assert_allclose(side.columns["interest.score"], [0.3, 0.3, 0.3], rtol=1e-6)
+    assert _pipeline(ch, list(range(5, 15))).run(HIST, 5).items.tolist() == [5, 6, 7, 8, 23]
+    # the weak user: no side candidates, the page stays the ranked one
+    assert ch.latent_candidates(weak, 5).items.size == 0
+    assert _pipeline(ch, list(range(5, 15))).run(weak, 5).items.tolist() == [5, 6, 7, 8, 9]
+    # without the floor (the default) the weak user gets the slot
+    nofloor = _planted_cat(slots=1, latent_level="category", slot_position="end")
+    nofloor.note_probs = ch.note_probs
+    assert nofloor.latent_candidates(weak, 5).items.tolist() == [23, 22, 21, 24]
+    # the floor is inclusive; above every score nobody gets a slot
+    assert _planted_cat(slots=1, latent_level="category", min_score=0.3).latent_candidates(HIST, 5).items.size == 3
+    assert _planted_cat(slots=1, latent_level="category", min_score=0.35).latent_candidates(HIST, 5).items.size == 0
+    # tag level too: c (0.3) clears 0.2, d (0.1) does not
+    assert _planted(30, LATENT_TAGS, PROBS, slots=1, min_score=0.2).latent_candidates(HIST, 5).items.tolist() == [20]
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), True, "0.5", None])
+def test_bad_min_score_is_a_clear_error(bad) -> None:
+    with pytest.raises(ValueError, match="llm/interest: min_score must be a finite number >= 0"):
+        InterestChannel(min_score=bad)
