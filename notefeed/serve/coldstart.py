@@ -32,17 +32,15 @@ from notefeed.data.dataset import Dataset
 from notefeed.online.coldstart import STAGES, ColdStartConfig, ColdStartPool
 from notefeed.online.coldstart.pool import encode_state
 from notefeed.online.events import EventRecord
-from notefeed.recall.base import UserContext
+from notefeed.recall.base import SideCandidates, UserContext
 from notefeed.schema import Note
 from notefeed.serve.catalog import Catalog
 from notefeed.serve.config import ColdStartServeConfig
-from notefeed.serve.pipeline import SideCandidates
-from notefeed.serve.slots import SideSlots, SlotPart, spread_insert
+from notefeed.serve.slots import SideSlots, SlotPart
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ColdStartHub", "ColdStartSource", "ColdStartSlots", "Snapshotter", "STATE_FILE", "spread_insert",
-           "write_atomic"]
+__all__ = ["ColdStartHub", "ColdStartSource", "ColdStartSlots", "Snapshotter", "STATE_FILE", "write_atomic"]
 
 STATE_FILE = "coldstart.json"
 _STATE_VERSION = 1

@@ -12,9 +12,10 @@ from fastapi.testclient import TestClient
 from notefeed.data.dataset import Dataset
 from notefeed.schema import POSITIVE_TYPES, Event, Note
 from notefeed.serve.app import create_app
-from notefeed.serve.coldstart import STATE_FILE, spread_insert
+from notefeed.serve.coldstart import STATE_FILE
 from notefeed.serve.config import ConfigError, parse_config
 from notefeed.serve.engine import Engine
+from notefeed.serve.slots import spread_insert
 
 from .conftest import AUTH, make_config
 
