@@ -22,7 +22,11 @@ it have), and the page mixer skips categories the page already shows. ``slot_pos
 puts the latent notes at the page's end rather than at spread positions. ``min_score`` is a
 confidence floor: a latent candidate is offered only when its latent score (``interest.score``)
 is at least ``min_score``, so a user whose latent interests are all weak guesses gets no latent
-slot and the ranked page (0, the default: no floor).
+slot and the ranked page (0, the default: no floor). ``slot_rank: engagement`` (category level)
+introduces a latent category with the notes its viewers engaged with most: within a category the
+candidates go by their smoothed click rate in the training log (clicks per impression shrunk to
+the log's mean rate over 20 impressions; positives counted where the log has no impressions),
+then by tag match, instead of tag match first.
 """
 
 from __future__ import annotations
@@ -48,13 +52,17 @@ from notefeed.recall._common import (
     recency_weights,
 )
 from notefeed.recall.base import CHANNELS, Candidates, SideCandidates, UserContext
+from notefeed.schema import POSITIVE_TYPES
 
-__all__ = ["Interest", "infer_interests", "merge_duplicates", "InterestChannel", "MAX_SLOTS"]
+__all__ = ["Interest", "infer_interests", "merge_duplicates", "InterestChannel", "MAX_SLOTS", "engagement_rates"]
 
 #: most latent-interest notes the channel may place on a page
 MAX_SLOTS = 20
 LATENT_LEVELS = ("tag", "category")
 SLOT_POSITIONS = ("spread", "end")
+SLOT_RANKS = ("match", "engagement")
+#: impressions of prior weight in the smoothed click rate of ``slot_rank: engagement``
+RATE_PRIOR_IMPRESSIONS = 20.0
 
 _LINE = re.compile(r"^\s*[-*\d.)]*\s*(.+?)\s*[:=]\s*([01](?:\.\d+)?)\s*$")
 
@@ -145,8 +153,8 @@ class InterestChannel:
 
     def __init__(self, model_path: str | None = None, n_recent: int = 20, decay: float = 0.9, n_interests: int = 5,
                  note_tags: int = 5, slots: int = 0, latent_only: bool = False, latent_level: str = "tag",
-                 slot_position: str = "spread", min_score: float = 0.0, progress: bool = False,
-                 **config: object) -> None:
+                 slot_position: str = "spread", min_score: float = 0.0, slot_rank: str = "match",
+                 progress: bool = False, **config: object) -> None:
         if not isinstance(slots, int) or isinstance(slots, bool) or not 0 <= slots <= MAX_SLOTS:
             raise ValueError(f"llm/interest: slots must be an integer in [0, {MAX_SLOTS}] (latent-interest notes "
                              f"placed per page; 0: an ordinary recall channel), got {slots!r}")
@@ -160,6 +168,12 @@ class InterestChannel:
                 or not np.isfinite(min_score) or min_score < 0):
             raise ValueError(f"llm/interest: min_score must be a finite number >= 0 (the least latent score, "
                              f"interest.score, a latent slot candidate needs; 0: no floor), got {min_score!r}")
+        if slot_rank not in SLOT_RANKS:
+            raise ValueError(f"llm/interest: slot_rank must be one of {SLOT_RANKS}, got {slot_rank!r}")
+        if slot_rank != "match" and latent_level != "category":
+            raise ValueError(f"llm/interest: slot_rank {slot_rank!r} orders notes within a latent category; it needs "
+                             f"latent_level: category, got latent_level {latent_level!r}")
+        self.slot_rank = slot_rank
         self.min_score = float(min_score)
         self.slots, self.latent_only, self.latent_level = slots, latent_only, latent_level
         self.slot_position = slot_position
@@ -174,6 +188,7 @@ class InterestChannel:
         self.categories: list[str] = []  # category names; item_cat indexes them
         self.item_cat = np.empty(0, np.int32)  # (n_items,) each note's category (-1: none)
         self._tag_cat: np.ndarray | None = None  # (n_tags,) each tag's category, derived lazily
+        self.item_rate = np.empty(0, np.float32)  # (n_items,) smoothed click rate (slot_rank: engagement)
 
     def fit(self, ds: Dataset) -> InterestChannel:
         corpus = NoteCorpus.from_dataset(ds)
@@ -185,6 +200,7 @@ class InterestChannel:
 
             self.lm = train_builtin(corpus, None, BuiltinConfig(**self.config), progress=self.progress)  # type: ignore[arg-type]
         self.set_notes(corpus)
+        self.item_rate = engagement_rates(ds)
         return self
 
     def set_notes(self, corpus: NoteCorpus) -> None:
@@ -235,6 +251,8 @@ class InterestChannel:
         self.item_tags = sp.vstack([self.item_tags, tags], format="csr")
         cats = [str(c) if c is not None else "" for c in notes.get("category", [""] * len(notes))]
         self.item_cat = np.concatenate([self.item_cat, self._cat_codes(cats)])
+        prior = float(self.item_rate.mean()) if self.item_rate.size else 0.0  # a new note: no evidence yet
+        self.item_rate = np.concatenate([self.item_rate, np.full(len(notes), prior, np.float32)])
         return np.arange(start, start + len(notes), dtype=np.int64)
 
     @property
@@ -339,7 +357,8 @@ class InterestChannel:
 
     def _latent_category_candidates(self, ctx: UserContext, k: int) -> Candidates:
         """Unseen notes of the latent categories, scored by their category's score; within a
-        category by their tags' match with every inferred tag, then catalogue order. The best
+        category by their tags' match with every inferred tag (``slot_rank: engagement``: by
+        their smoothed click rate first), then catalogue order. The best
         note of each category comes before any category's second, so ``k`` spans categories."""
         hc = self._confidence(ctx)
         if hc is None or k <= 0:
@@ -353,7 +372,11 @@ class InterestChannel:
             return SideCandidates.empty(self.name)
         match = np.asarray(self.item_tags[items] @ hc[1]).ravel()
         c = ic[items]
-        o = np.lexsort((items, -match, c, -cat[c]))
+        if self.slot_rank == "engagement":
+            rate = _rows_of(self.item_rate, items)
+            o = np.lexsort((items, -match, -rate, c, -cat[c]))
+        else:
+            o = np.lexsort((items, -match, c, -cat[c]))
         items, c = items[o], c[o]
         start = np.r_[0, np.flatnonzero(c[1:] != c[:-1]) + 1]
         rank = np.arange(items.size) - np.repeat(start, np.diff(np.r_[start, items.size]))
@@ -396,12 +419,13 @@ class InterestChannel:
         params = {"n_recent": self.n_recent, "decay": self.decay, "n_interests": self.n_interests,
                   "note_tags": self.note_tags, "slots": self.slots, "latent_only": self.latent_only,
                   "latent_level": self.latent_level, "min_score": self.min_score,
-                  "slot_position": self.slot_position, "note_categories": self.categories, "config": self.config,
+                  "slot_position": self.slot_position, "slot_rank": self.slot_rank,
+                  "note_categories": self.categories, "config": self.config,
                   "lm": {"config": asdict(self.lm.config), "vocab": self.lm.tokenizer.vocab, "tags": self.lm.tags,
                          "categories": self.lm.categories, "info": self.lm.info}}
         arrays = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.lm.net.state_dict().items()}
         return params, {**arrays, **csr_state("note_probs", self.note_probs), **csr_state("item_tags", self.item_tags),
-                        "item_cat": self.item_cat}
+                        "item_cat": self.item_cat, "item_rate": self.item_rate}
 
     @classmethod
     def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> InterestChannel:
@@ -422,4 +446,33 @@ class InterestChannel:
         ch.categories = list(cats)
         ch.item_cat = (np.asarray(arrays["item_cat"], np.int32) if "item_cat" in arrays
                        else np.full(ch.item_tags.shape[0], -1, np.int32))
+        ch.item_rate = (np.asarray(arrays["item_rate"], np.float32) if "item_rate" in arrays
+                        else np.zeros(ch.item_tags.shape[0], np.float32))
         return ch
+
+
+def _rows_of(values: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """``values[items]``, 0 for items past its end."""
+    out = np.zeros(items.size, np.float32)
+    ok = items < values.size
+    out[ok] = values[items[ok]]
+    return out
+
+
+def engagement_rates(ds: Dataset, prior_impressions: float = RATE_PRIOR_IMPRESSIONS) -> np.ndarray:
+    """(n_items,) each note's click rate in ``ds``'s log, shrunk to the log's mean: (clicks +
+    m * mean) / (impressions + m) with ``m = prior_impressions``. Clicks are ``click`` events
+    (any positive event where the log has no click); a log without impressions gives each
+    note's positive count, log1p-scaled (popularity), instead."""
+    ev = ds.select_events(None)
+    n = ds.n_items
+    typ, item = ev["type"].to_numpy(), ev["item"].to_numpy(np.int64)
+    imp = np.bincount(item[typ == "impression"], minlength=n)[:n].astype(np.float64)
+    is_click = typ == "click"
+    if not is_click.any():
+        is_click = np.isin(typ, list(POSITIVE_TYPES))
+    clicks = np.bincount(item[is_click], minlength=n)[:n].astype(np.float64)
+    if imp.sum() <= 0:
+        return np.log1p(clicks).astype(np.float32)
+    mean = min(clicks.sum() / imp.sum(), 1.0)
+    return ((np.minimum(clicks, imp) + prior_impressions * mean) / (imp + prior_impressions)).astype(np.float32)

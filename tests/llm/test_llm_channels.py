@@ -111,6 +111,10 @@ def test_interest_channel_and_inference(notellm, community):
     again = InterestChannel.from_state(*ch.to_state())
     assert again.latent_level == "category" and again.categories == ch.categories
     assert again.item_cat.tolist() == ch.item_cat.tolist() and (ch.item_cat >= 0).all()
+    ch.slot_rank, ch.item_rate = "engagement", np.linspace(0, 1, 80, dtype=np.float32)  # and the engagement rank
+    again = InterestChannel.from_state(*ch.to_state())
+    assert again.slot_rank == "engagement" and again.item_rate.tolist() == ch.item_rate.tolist()
+    ch.slot_rank = "match"
     np.testing.assert_allclose(again.latent_categories(UserContext("u", history=hist)),
                                ch.latent_categories(UserContext("u", history=hist)))
     ch.slots, ch.latent_only, ch.latent_level = 0, False, "tag"

@@ -308,3 +308,53 @@ def test_min_score_floor_gives_weak_guesses_no_latent_slot() -> None:
 def test_bad_min_score_is_a_clear_error(bad) -> None:
     with pytest.raises(ValueError, match="llm/interest: min_score must be a finite number >= 0"):
         InterestChannel(min_score=bad)
+
+
+def test_slot_rank_engagement_introduces_a_category_by_its_most_engaging_note() -> None:
+    """``slot_rank: engagement``: within a latent category the notes go by their smoothed click
+    rate; the categories' order and the best-of-each-category-first interleaving stay."""
+    ch = _planted_cat(slots=1, latent_level="category", slot_rank="engagement")
+    ch.item_rate = np.zeros(30, np.float32)
+    ch.item_rate[[21, 23, 24, 22]] = [0.2, 0.1, 0.3, 0.05]
+    side = ch.latent_candidates(HIST, 5)
+    assert side.items.tolist() == [24, 22, 21, 23]  # Y by rate (24, 21, 23), Z's 22 second
+    np.testing.assert_allclose(side.columns["interest.score"], [0.3, 0.1, 0.3, 0.3], rtol=1e-6)
+    # equal rates fall back to the tag match (23 carries the strongest inferred tag)
+    ch.item_rate[:] = 0.1
+    assert ch.latent_candidates(HIST, 5).items.tolist() == [23, 22, 21, 24]
+    # a published note has no evidence: it gets the mean rate
+    ch.item_rate[[21, 23, 24, 22]] = [0.2, 0.1, 0.3, 0.05]
+    mean = float(ch.item_rate.mean())
+    ch.add_items(pd.DataFrame({"title": ["t"], "text": ["x"], "tags": [["c"]], "category": ["Y"]}))
+    assert ch.item_rate.size == 31 and ch.item_rate[30] == pytest.approx(mean)
+    # the default ranks by tag match whatever the rates
+    match = _planted_cat(slots=1, latent_level="category")
+    match.item_rate = ch.item_rate[:30].copy()
+    assert match.latent_candidates(HIST, 5).items.tolist() == [23, 22, 21, 24]
+    with pytest.raises(ValueError, match="slot_rank must be one of"):
+        InterestChannel(latent_level="category", slot_rank="ctr")
+    with pytest.raises(ValueError, match="needs latent_level: category"):
+        InterestChannel(slot_rank="engagement")
+
+
+def test_engagement_rates_smooth_clicks_per_impression() -> None:
+    from notefeed.llm.interest import RATE_PRIOR_IMPRESSIONS, engagement_rates
+
+    notes = pd.DataFrame({"note_id": ["n0", "n1", "n2"], "author_id": ["c0"] * 3, "title": ["x"] * 3,
+                          "text": ["x"] * 3, "tags": [[]] * 3, "category": ["X"] * 3,
+                          "created_at": [1_000_000] * 3})
+    rows = [("u0", "n0", 2_000_000 + j, "impression") for j in range(10)]
+    rows += [("u0", "n0", 2_000_100 + j, "click") for j in range(5)]
+    rows += [("u1", "n1", 2_000_200 + j, "impression") for j in range(30)]
+    rows += [("u1", "n1", 2_000_300, "click"), ("u1", "n1", 2_000_301, "like")]
+    ev = pd.DataFrame(rows, columns=["user_id", "note_id", "ts", "type"])
+    ds = Dataset.build("rates", ev, notes=notes)
+    m, mean = RATE_PRIOR_IMPRESSIONS, 6 / 40  # 6 clicks over 40 impressions; likes are not clicks
+    np.testing.assert_allclose(engagement_rates(ds), [(5 + m * mean) / (10 + m), (1 + m * mean) / (30 + m), mean],
+                               rtol=1e-6)
+    # a log without impressions: popularity (log1p of each note's positives)
+    pos = ds.events[ds.events["type"] != "impression"]
+    no_imp = Dataset.build("rates", pos.assign(user_id=pos["user"].map(lambda u: f"u{u}"),
+                                               note_id=pos["item"].map(lambda i: f"n{i}"))
+                           [["user_id", "note_id", "ts", "type"]], notes=notes)
+    np.testing.assert_allclose(engagement_rates(no_imp), np.log1p([5, 1, 0]), rtol=1e-6)
