@@ -1,8 +1,11 @@
 """A FAISS inner-product index over note vectors that grows without a rebuild.
 
-Small catalogues use exact ``IndexFlatIP``; large ones ``IndexHNSWFlat`` (inner product).
-Both are wrapped in ``IndexIDMap2`` so ids are item indices, and ``add`` appends new notes
-in place (HNSW inserts into the existing graph). :meth:`AnnIndex.to_array` /
+Small catalogues use exact ``IndexFlatIP``; large ones ``IndexHNSWFlat`` (inner product) or,
+where the build time matters more than the last point of recall (search's dense index),
+``IndexIVFFlat``: about sqrt(n) k-means lists trained on a sample of the first vectors added,
+``nprobe`` of them searched. All are wrapped in ``IndexIDMap2`` so ids are item indices, and
+``add`` appends new notes in place (HNSW inserts into the existing graph; IVF appends to the
+nearest list). :meth:`AnnIndex.to_array` /
 :meth:`AnnIndex.from_array` carry a built index through a safetensors file as FAISS's own
 serialisation in a uint8 array (data, never code), so loading a model version skips the HNSW
 build: minutes at a million notes.
@@ -13,36 +16,70 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-__all__ = ["ANN_KEY", "AnnIndex", "ann_over"]
+__all__ = ["ANN_KEY", "AnnIndex", "ann_over", "ivf_lists"]
 
 #: the array name under which a channel's state stores its index (:meth:`AnnIndex.to_array`)
 ANN_KEY = "ann_index"
+#: the approximate kinds ``kind="auto"`` may choose from ``hnsw_min`` vectors
+APPROX_KINDS = ("hnsw", "ivf")
+#: training points per IVF list (FAISS asks for at least 39)
+IVF_TRAIN_PER_LIST = 64
+
+
+def ivf_lists(n: int) -> int:
+    """The number of IVF lists for ``n`` vectors: about sqrt(n), between 1 and 4096, and at
+    most n / 39 so that every list has training points."""
+    return int(max(1, min(4096, round(np.sqrt(max(n, 1))), n // 39)))
 
 
 class AnnIndex:
     """Inner-product ANN over (n, d) float32 vectors with int64 ids.
 
-    ``kind`` is ``"flat"``, ``"hnsw"`` or ``"auto"`` (HNSW from ``hnsw_min`` vectors).
+    ``kind`` is ``"flat"``, ``"hnsw"``, ``"ivf"`` or ``"auto"`` (``approx``, HNSW unless
+    named, from ``hnsw_min`` vectors, else flat). An IVF index is trained on (a sample of) the
+    first vectors added, with :func:`ivf_lists` of ``max(expected, that batch)`` lists.
     """
 
     def __init__(
         self, dim: int, kind: str = "auto", m: int = 32, ef_construction: int = 80, ef_search: int = 64,
-        hnsw_min: int = 50_000, expected: int = 0,
+        hnsw_min: int = 50_000, expected: int = 0, approx: str = "hnsw", nprobe: int = 32,
     ) -> None:
         if dim < 1:
             raise ValueError(f"AnnIndex: 'dim' must be >= 1, got {dim}")
-        if kind not in ("auto", "flat", "hnsw"):
-            raise ValueError(f"AnnIndex: 'kind' must be auto/flat/hnsw, got {kind!r}")
+        if kind not in ("auto", "flat", *APPROX_KINDS):
+            raise ValueError(f"AnnIndex: 'kind' must be auto/flat/hnsw/ivf, got {kind!r}")
+        if approx not in APPROX_KINDS:
+            raise ValueError(f"AnnIndex: 'approx' must be hnsw/ivf, got {approx!r}")
+        if nprobe < 1:
+            raise ValueError(f"AnnIndex: 'nprobe' must be >= 1, got {nprobe}")
         self.dim = int(dim)
-        self.kind = ("hnsw" if expected >= hnsw_min else "flat") if kind == "auto" else kind
+        self.kind = (approx if expected >= hnsw_min else "flat") if kind == "auto" else kind
+        self.nprobe, self._expected = int(nprobe), int(expected)
+        self._quantizer = None
+        self._base: faiss.Index | None
         if self.kind == "hnsw":
             base = faiss.IndexHNSWFlat(self.dim, int(m), faiss.METRIC_INNER_PRODUCT)
             base.hnsw.efConstruction = int(ef_construction)
             base.hnsw.efSearch = int(ef_search)
+        elif self.kind == "ivf":
+            base = None  # trained on the first vectors added
         else:
             base = faiss.IndexFlatIP(self.dim)
         self._base = base
-        self.index = faiss.IndexIDMap2(base)
+        self.index = None if base is None else faiss.IndexIDMap2(base)
+
+    def _train_ivf(self, v: np.ndarray) -> None:
+        nlist = max(1, min(ivf_lists(max(self._expected, len(v))), len(v) // 39))  # training points for every list
+        sample = v
+        if len(v) > IVF_TRAIN_PER_LIST * nlist:
+            rows = np.random.default_rng(0).choice(len(v), IVF_TRAIN_PER_LIST * nlist, replace=False)
+            sample = v[np.sort(rows)]
+        self._quantizer = faiss.IndexFlatIP(self.dim)  # kept: the IVF index refers to it
+        base = faiss.IndexIVFFlat(self._quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        base.cp.seed = 0
+        base.train(np.ascontiguousarray(sample))
+        base.nprobe = min(self.nprobe, nlist)
+        self._base, self.index = base, faiss.IndexIDMap2(base)
 
     @classmethod
     def of_rows(cls, vectors: np.ndarray, **kwargs: object) -> AnnIndex:
@@ -54,20 +91,22 @@ class AnnIndex:
         return index
 
     def to_array(self) -> np.ndarray:
-        """The whole index (graph, vectors, ids, search settings) as a uint8 array."""
+        """The whole index (graph or lists, vectors, ids, search settings) as a uint8 array."""
+        if self.index is None:
+            raise ValueError("AnnIndex.to_array: an IVF index with nothing added has nothing to save")
         return np.asarray(faiss.serialize_index(self.index), dtype=np.uint8)
 
     @classmethod
     def from_array(cls, data: np.ndarray, dim: int, ntotal: int) -> AnnIndex:
-        """The index :meth:`to_array` wrote; ``ValueError`` unless it is an id-mapped flat or
-        HNSW inner-product index of ``ntotal`` vectors of ``dim`` dimensions."""
+        """The index :meth:`to_array` wrote; ``ValueError`` unless it is an id-mapped flat, HNSW
+        or IVF-flat inner-product index of ``ntotal`` vectors of ``dim`` dimensions."""
         try:
             index = faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
         except RuntimeError as e:
             raise ValueError(f"AnnIndex.from_array: not a FAISS index ({e})") from None
         base = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else None
-        if not isinstance(base, (faiss.IndexHNSWFlat, faiss.IndexFlatIP)):
-            raise ValueError(f"AnnIndex.from_array: expected an id-mapped HNSW or flat index, got "
+        if not isinstance(base, (faiss.IndexHNSWFlat, faiss.IndexFlatIP, faiss.IndexIVFFlat)):
+            raise ValueError(f"AnnIndex.from_array: expected an id-mapped HNSW, IVF or flat index, got "
                              f"{type(base if base is not None else index).__name__}")
         if index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise ValueError(f"AnnIndex.from_array: FAISS metric {index.metric_type}, expected inner product")
@@ -75,13 +114,16 @@ class AnnIndex:
             raise ValueError(f"AnnIndex.from_array: index of {index.ntotal} x {index.d} vectors, "
                              f"expected {ntotal} x {dim}")
         out = cls.__new__(cls)
-        out.dim, out.kind = int(dim), "hnsw" if isinstance(base, faiss.IndexHNSWFlat) else "flat"
-        out._base, out.index = base, index
+        out.dim = int(dim)
+        out.kind = ("hnsw" if isinstance(base, faiss.IndexHNSWFlat)
+                    else "ivf" if isinstance(base, faiss.IndexIVFFlat) else "flat")
+        out._base, out.index, out._quantizer, out._expected = base, index, None, int(ntotal)
+        out.nprobe = int(base.nprobe) if out.kind == "ivf" else 32
         return out
 
     @property
     def ntotal(self) -> int:
-        return int(self.index.ntotal)
+        return 0 if self.index is None else int(self.index.ntotal)
 
     def set_ef_search(self, ef: int) -> None:
         if self.kind == "hnsw":
@@ -97,6 +139,11 @@ class AnnIndex:
             raise ValueError(f"AnnIndex.add: 'ids' must be ({v.shape[0]},), got {ids.shape}")
         if not np.isfinite(v).all():
             raise ValueError("AnnIndex.add: 'vectors' contain NaN or inf")
+        if self.index is None:
+            if not len(v):
+                return
+            self._train_ivf(v)
+        assert self.index is not None
         self.index.add_with_ids(v, ids)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,6 +152,8 @@ class AnnIndex:
         if q.shape[1] != self.dim:
             raise ValueError(f"AnnIndex.search: 'queries' must be (q, {self.dim}), got {q.shape}")
         k = max(1, min(int(k), max(self.ntotal, 1)))
+        if self.index is None:  # an IVF index before its first vectors
+            return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
         return self.index.search(q, k)
 
     def search_excluding(self, query: np.ndarray, k: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

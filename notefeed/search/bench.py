@@ -15,18 +15,23 @@ so (it is the better guide to the cost on a quiet machine; cache contention stil
 Each build starts with jieba's block cache empty (:func:`notefeed.search.text.clear_caches`),
 so the hybrid build does not reuse the segmentation of the BM25 one. ``workers`` is
 ``SearchConfig.build_workers`` (processes segmenting Chinese text); the 1-minute load average
-before and after each build is recorded, the machine being shared.
+before and after each build is recorded, the machine being shared. ``dense_ann`` builds the
+full pipeline once per approximate dense index kind (``SearchConfig.dense_ann``), side by side;
+each row also gives the share of the exact dense top ``dense_k`` its index returns.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from notefeed.recall.ann import AnnIndex
 from notefeed.registry import Registry
 from notefeed.search.config import SearchConfig
 from notefeed.search.lexical import LexicalIndex, analyze_notes
@@ -68,8 +73,29 @@ def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def dense_recall(pipe: SearchPipeline, queries: list[str]) -> dict[str, object]:
+    """How much of the exact dense top ``dense_k`` the pipeline's FAISS index returns for
+    ``queries`` (mean share per query with a dense vector), against an exact inner-product
+    search over the same note vectors."""
+    if pipe.dense is None:
+        return {}
+    k = pipe.config.dense_k
+    qv = np.stack([pipe.dense.encode_query(pipe.understanding.parse(q, rewrite=False)) for q in queries])
+    qv = qv[np.any(qv, axis=1)]
+    if not len(qv):
+        return {}
+    ids, vecs = pipe.dense.vectors()
+    exact = AnnIndex(vecs.shape[1], kind="flat")
+    exact.add(vecs, ids)
+    _, want = exact.search(qv, k)
+    _, got = pipe.dense.ann.search(qv, k)
+    share = [len(set(g[g >= 0].tolist()) & set(w[w >= 0].tolist())) / max(int((w >= 0).sum()), 1)
+             for g, w in zip(got, want, strict=True)]
+    return {"dense_recall_at_k": float(np.mean(share)), "dense_k": k, "dense_recall_queries": len(qv)}
+
+
 def bench_search(corpus: BenchCorpus, seed: int = 0, workers: int = 1, hybrid: bool = True,
-                 index_threads: int = 1) -> dict[str, object]:
+                 index_threads: int = 1, dense_ann: Sequence[str] = ("ivf",)) -> dict[str, object]:
     notes, queries, rng = corpus.notes, corpus.queries, corpus.rng
     n_notes, n_queries = len(notes), len(queries)
     out: dict[str, object] = {"notes": n_notes, "queries": n_queries, "generate_s": round(corpus.generate_s, 2),
@@ -107,24 +133,31 @@ def bench_search(corpus: BenchCorpus, seed: int = 0, workers: int = 1, hybrid: b
                    "load_before_after": [load0, _load()], **_pct(lat, cpu)}
     if not hybrid:
         return out
-    # the full pipeline
-    clear_caches()
-    load0 = _load()
-    t, c = time.perf_counter(), time.process_time()
-    pipe = SearchPipeline.build(notes, SearchConfig(build_workers=workers, index_threads=index_threads), seed=seed)
-    build_s, build_cpu = time.perf_counter() - t, time.process_time() - c
-    load1 = _load()
-    hist = [rng.choice(n_notes, 30, replace=False) for _ in range(n_queries)]
-    for q in queries[:20]:
-        pipe.search(q, 10)
-    lat, cpu = [], []
-    for q, h in zip(queries, hist, strict=True):
-        s, sc = time.perf_counter(), time.process_time()
-        pipe.search(q, 10, history=h)
-        lat.append((time.perf_counter() - s) * 1e3)
-        cpu.append((time.process_time() - sc) * 1e3)
-    out["hybrid+personal"] = {"build_s": round(build_s, 2), "notes_per_s": n_notes / build_s,
-                              "build_cpu_s": round(build_cpu, 2), "notes_per_cpu_s": n_notes / build_cpu,
-                              "load_before_after": [load0, load1, _load()],
-                              "dense_index": pipe.dense.ann.kind if pipe.dense else None, **_pct(lat, cpu)}
+    # the full pipeline, once per approximate dense index asked for (the config's default first
+    # unless named otherwise); every build starts with empty caches
+    for ann in dense_ann:
+        key = "hybrid+personal" if ann == SearchConfig().dense_ann else f"hybrid+personal ({ann})"
+        clear_caches()
+        gc.collect()
+        load0 = _load()
+        t, c = time.perf_counter(), time.process_time()
+        pipe = SearchPipeline.build(notes, SearchConfig(build_workers=workers, index_threads=index_threads,
+                                                        dense_ann=ann), seed=seed)
+        build_s, build_cpu = time.perf_counter() - t, time.process_time() - c
+        load1 = _load()
+        hist = [rng.choice(n_notes, 30, replace=False) for _ in range(n_queries)]
+        for q in queries[:20]:
+            pipe.search(q, 10)
+        lat, cpu = [], []
+        for q, h in zip(queries, hist, strict=True):
+            s, sc = time.perf_counter(), time.process_time()
+            pipe.search(q, 10, history=h)
+            lat.append((time.perf_counter() - s) * 1e3)
+            cpu.append((time.process_time() - sc) * 1e3)
+        out[key] = {"build_s": round(build_s, 2), "notes_per_s": n_notes / build_s,
+                    "build_cpu_s": round(build_cpu, 2), "notes_per_cpu_s": n_notes / build_cpu,
+                    "load_before_after": [load0, load1, _load()],
+                    "dense_index": pipe.dense.ann.kind if pipe.dense else None,
+                    **dense_recall(pipe, queries), **_pct(lat, cpu)}
+        del pipe
     return out

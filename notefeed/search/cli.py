@@ -260,6 +260,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         workers: int = typer.Option(1, "--workers", min=1, max=64, help="processes segmenting Chinese text"),
         index_threads: int = typer.Option(1, "--index-threads", min=1, max=16, help="tantivy indexing threads"),
         hybrid: bool = typer.Option(True, "--hybrid/--bm25-only", help="also build and query the full pipeline"),
+        dense_ann: str = typer.Option("ivf", "--dense-ann", help="approximate dense index(es) of the full pipeline, "
+                                      "comma-separated, each built and measured in turn: ivf, hnsw"),
         json_path: Path | None = typer.Option(None, "--json", help="write the result JSON here"),
     ) -> None:
         """Index build notes/s and query p50/p99: BM25 alone vs the full hybrid pipeline."""
@@ -269,20 +271,26 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         from notefeed.eval.timing import machine_info, write_json
         from notefeed.search.bench import BENCH_CORPORA, bench_search
 
+        anns = [a.strip() for a in dense_ann.split(",") if a.strip()]
+        bad = [a for a in anns if a not in ("ivf", "hnsw")]
+        if bad or not anns:
+            _fail(f"--dense-ann: expected ivf and/or hnsw (comma-separated), got {dense_ann!r}")
         corpus = BENCH_CORPORA.get("sim")(notes, queries, seed)  # the simulator's (notefeed.sim.search_data)
-        res = bench_search(corpus, seed, workers=workers, hybrid=hybrid, index_threads=index_threads)
+        res = bench_search(corpus, seed, workers=workers, hybrid=hybrid, index_threads=index_threads,
+                           dense_ann=anns)
         t = Table(title=f"search at {notes:,} notes, {queries} queries")
-        for col in ("pipeline", "build s", "notes/s", "notes/cpu-s", "p50 ms", "p99 ms", "cpu p99 ms"):
+        for col in ("pipeline", "build s", "notes/s", "notes/cpu-s", "p50 ms", "p99 ms", "cpu p99 ms",
+                    "dense recall"):
             t.add_column(col, justify="right")
-        for k in ("bm25", "hybrid+personal"):
-            if k not in res:
-                continue
+        for k in [k for k in res if k == "bm25" or k.startswith("hybrid")]:
             r = res[k]
+            rec = r.get("dense_recall_at_k")  # type: ignore[union-attr]
             t.add_row(k, f"{r['build_s']:.1f}", f"{r['notes_per_s']:,.0f}", f"{r['notes_per_cpu_s']:,.0f}",  # type: ignore[index]
-                      f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['cpu_p99_ms']:.2f}")  # type: ignore[index]
+                      f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['cpu_p99_ms']:.2f}",  # type: ignore[index]
+                      "-" if rec is None else f"{rec:.4f}")
         Console().print(t)
         if json_path is not None:
             write_json(json_path, {"bench": "search", "result": res, "machine": machine_info(),
                                    "command": f"notefeed bench search --notes {notes} --queries {queries} --seed {seed}"
                                               f" --workers {workers} --index-threads {index_threads}"
-                                              + ("" if hybrid else " --bm25-only")})
+                                              + (f" --dense-ann {','.join(anns)}" if hybrid else " --bm25-only")})

@@ -42,7 +42,11 @@ class SearchConfig(_Cfg):
     dense: bool = Field(default=True, description="dense retrieval (text encoder + FAISS) on/off")
     dense_k: int = Field(default=200, ge=1, le=10_000, description="dense candidates per query")
     dense_dim: int = Field(default=64, ge=2, le=1024, description="text encoder dimension")
-    hnsw_min: int = Field(default=200_000, ge=1, description="HNSW instead of exact FAISS from this many notes")
+    hnsw_min: int = Field(default=200_000, ge=1, description="an approximate FAISS index (dense_ann) instead of "
+                          "the exact one from this many notes")
+    dense_ann: Literal["ivf", "hnsw"] = Field(default="ivf", description="the approximate index: IVF (about sqrt(n) "
+                                              "lists, built in seconds at 1M notes) or HNSW (about a minute there)")
+    dense_nprobe: int = Field(default=32, ge=1, le=4096, description="IVF lists searched per query")
     dense_fit_max: int = Field(default=50_000, ge=2, description="notes sampled to fit the text encoder's IDF and "
                                "SVD (every note is encoded); its SVD is the largest part of a hybrid build")
     boosts: dict[str, float] = Field(default_factory=dict, description="BM25 field boosts over the defaults")

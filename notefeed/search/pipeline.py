@@ -116,7 +116,7 @@ class SearchPipeline:
                                threads=cfg.index_threads)
         lex.add_tokens(docs, np.arange(len(notes), dtype=np.int64))
         dense = (DenseIndex.build(notes, cfg.dense_dim, hnsw_min=cfg.hnsw_min, fit_max=cfg.dense_fit_max, seed=seed,
-                                  workers=cfg.build_workers)
+                                  workers=cfg.build_workers, approx=cfg.dense_ann, nprobe=cfg.dense_nprobe)
                  if cfg.dense and len(notes) else None)
         cats = notes["category"].astype(str).tolist() if "category" in notes.columns else [""] * len(notes)
         rng = np.random.default_rng(seed)

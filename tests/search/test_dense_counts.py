@@ -79,6 +79,26 @@ def test_dense_build_in_chunks_gives_the_same_vectors(fit_max: int) -> None:
     np.testing.assert_allclose(one.vectors()[1], idx.vectors()[1], atol=1e-6)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_dense_build_on_threads_gives_the_plain_encoders_vectors(threads: int, monkeypatch) -> None:
+    """The projection on row blocks in threads: every row is its own product, so the vectors
+    are exactly the plain encoder's."""
+    import notefeed.search.dense as dense
+    from notefeed.sim.community import generate
+
+    monkeypatch.setattr(dense, "THREAD_MIN_ROWS", 0)
+    notes = generate("100k", seed=7, n_notes=300, n_creators=30).notes
+    texts = note_texts(notes)
+    idx = DenseIndex.build(notes, dim=16, threads=threads)
+    plain = TextEncoder(TextEncoderConfig(dim=16)).fit(texts)
+    np.testing.assert_array_equal(idx.vectors()[1], plain.transform(texts))
+    calls = []
+    real = dense._CatalogueEncoder._tfidf
+    monkeypatch.setattr(dense._CatalogueEncoder, "_tfidf", lambda self, c: calls.append(c.shape) or real(self, c))
+    DenseIndex.build(notes, dim=16, threads=threads)
+    assert calls  # the encoder's own tf-idf ran (the equality above covers it)
+
+
 def test_query_encoder_matches_transform() -> None:
     from notefeed.search.dense import _QueryEncoder
 

@@ -83,3 +83,28 @@ def test_duplicate_publish_refused(pipe: SearchPipeline) -> None:
 
     with pytest.raises(SearchError, match="note_id"):
         pipe.add_notes(make_notes()[:1])
+
+
+def test_dense_index_kind_follows_the_config(notes: pd.DataFrame, tmp_path: Path) -> None:
+    """From ``hnsw_min`` notes the dense index is the config's ``dense_ann`` (IVF by default),
+    at build, after a publish and when loaded; with one list it answers as the exact one."""
+    exact = SearchPipeline.build(notes, SearchConfig(dense_dim=8))
+    assert exact.dense.ann.kind == "flat"
+    cfg = SearchConfig(dense_dim=8, hnsw_min=5)
+    assert cfg.dense_ann == "ivf"
+    ivf = SearchPipeline.build(notes, cfg, path=tmp_path / "s")
+    assert ivf.dense.ann.kind == "ivf" and ivf.dense.ann._base.nlist == 1
+    qs = ("coffee paris", "mountain", "外滩")
+    for q in qs:
+        pq = ivf.understanding.parse(q)
+        assert ivf.dense.retrieve(pq, 5).items.tolist() == exact.dense.retrieve(pq, 5).items.tolist(), q
+    new = make_notes([("p1", "Quokka selfie spot", "rottnest island quokka", ["quokka"], "travel", "c9")])
+    assert ivf.add_notes(new).tolist() == [12] and len(ivf.dense) == 13
+    exact.add_notes(new)  # the published note is in the IVF lists: the same answers as exact
+    for q in ("quokka island", *qs):
+        pq = ivf.understanding.parse(q)
+        assert ivf.dense.retrieve(pq, 13).items.tolist() == exact.dense.retrieve(pq, 13).items.tolist(), q
+    ivf.close()
+    assert SearchPipeline.load(tmp_path / "s", cfg).dense.ann.kind == "ivf"
+    hnsw = SearchPipeline.load(tmp_path / "s", cfg.with_overrides(dense_ann="hnsw"))
+    assert hnsw.dense.ann.kind == "hnsw" and len(hnsw.dense) == 13

@@ -46,3 +46,24 @@ def test_bench_search_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text())
     assert doc["result"]["notes"] == 300 and doc["result"]["queries"] == 12 and "bm25" in doc["result"]
+
+
+def test_bench_search_side_by_side_dense_indexes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from typer.testing import CliRunner
+
+    from notefeed.cli import app
+
+    out = tmp_path / "bench.json"
+    res = CliRunner().invoke(app, ["bench", "search", "--notes", "300", "--queries", "12", "--dense-ann", "ivf,hnsw",
+                                   "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    r = doc["result"]
+    assert {"bm25", "hybrid+personal", "hybrid+personal (hnsw)"} <= set(r)
+    for k in ("hybrid+personal", "hybrid+personal (hnsw)"):  # 300 notes: exact below hnsw_min, all recalled
+        assert r[k]["dense_index"] == "flat" and r[k]["dense_recall_at_k"] == 1.0 and r[k]["dense_k"] == 200
+    assert doc["command"].endswith("--dense-ann ivf,hnsw")
+    bad = CliRunner().invoke(app, ["bench", "search", "--notes", "300", "--dense-ann", "lsh"])
+    assert bad.exit_code != 0 and "--dense-ann" in bad.output
