@@ -76,8 +76,8 @@ def hashed_counts(config: TextEncoderConfig, texts: list[str], workers: int = 1)
     """(n, n_features) float32 counts equal to ``TextEncoder(config)._counts(texts)``.
 
     Each distinct word's features (itself and its character n-grams) are hashed once, each
-    distinct word n-gram once; the counts are (docs x words) @ (words x features) plus one such
-    product per n-gram length.
+    distinct word n-gram once; the counts are one product (docs x terms) @ (terms x features),
+    the terms being the distinct words and word n-grams (integer counts in float32: exact sums).
     """
     c = config
     toks, _ = analyze_batch(texts, workers, normalised=False)
@@ -92,8 +92,11 @@ def hashed_counts(config: TextEncoderConfig, texts: list[str], workers: int = 1)
     feats = [_word_features(w, c.char_ngram_min, c.char_ngram_max) for w in vocab.tolist()]
     flen = np.fromiter((len(f) for f in feats), np.int64, v)
     cols = _hash([f for fs in feats for f in fs], c.n_features)
-    wmat = _one_hot(np.repeat(np.arange(v, dtype=np.int64), flen), cols, (v, c.n_features))
-    out = _one_hot(doc, ids, (n, v)) @ wmat
+    # one (docs x terms) @ (terms x features) product: the terms are the words, then each
+    # n-gram length's distinct n-grams (each a row with its one hashed column)
+    d_rows, d_cols = [doc], [ids]
+    f_rows, f_cols = [np.repeat(np.arange(v, dtype=np.int64), flen)], [cols]
+    n_terms = v
     # word n-grams: codes built a word at a time, factorized to stay small
     end = np.cumsum(lens)  # one past each document's last token
     pos_end = np.repeat(end, lens)  # per token, its document's end
@@ -111,10 +114,16 @@ def hashed_counts(config: TextEncoderConfig, texts: list[str], workers: int = 1)
         first[codes[::-1]] = np.arange(m - 1, -1, -1)
         valid = uniq >= 0
         grams = ["w:" + " ".join(flat[i : i + k]) for i in first[valid].tolist()]
-        gcols = np.full(len(uniq), -1, np.int64)
-        gcols[valid] = _hash(grams, c.n_features)
-        out = out + _one_hot(doc[:m][ok], gcols[codes[ok]], (n, c.n_features))
+        term = np.full(len(uniq), -1, np.int64)
+        term[valid] = n_terms + np.arange(int(valid.sum()))
+        d_rows.append(doc[:m][ok])
+        d_cols.append(term[codes[ok]])
+        f_rows.append(term[valid])
+        f_cols.append(_hash(grams, c.n_features))
+        n_terms += int(valid.sum())
         codes = np.where(ok, codes, 0)  # the next length extends only valid n-grams (the rest are masked again)
+    terms = _one_hot(np.concatenate(f_rows), np.concatenate(f_cols), (n_terms, c.n_features))
+    out = _one_hot(np.concatenate(d_rows), np.concatenate(d_cols), (n, n_terms)) @ terms
     out = sp.csr_matrix(out, dtype=np.float32)
     out.sum_duplicates()
     out.eliminate_zeros()
