@@ -47,6 +47,9 @@ class SearchConfig(_Cfg):
     dense_ann: Literal["ivf", "hnsw"] = Field(default="ivf", description="the approximate index: IVF (about sqrt(n) "
                                               "lists, built in seconds at 1M notes) or HNSW (about a minute there)")
     dense_nprobe: int = Field(default=32, ge=1, le=4096, description="IVF lists searched per query")
+    dense_process_min: int = Field(default=200_000, ge=0, description="from this many notes an index build "
+                                   "computes the dense vectors in a second process while it builds the lexical "
+                                   "index (the same vectors; 0: always in this process)")
     dense_fit_max: int = Field(default=50_000, ge=2, description="notes sampled to fit the text encoder's IDF and "
                                "SVD (every note is encoded); its SVD is the largest part of a hybrid build")
     boosts: dict[str, float] = Field(default_factory=dict, description="BM25 field boosts over the defaults")

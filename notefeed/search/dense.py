@@ -16,6 +16,7 @@ vectors (``vectors.safetensors``, with the item ids); the FAISS index is rebuilt
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -29,7 +30,9 @@ from notefeed.recall.ann import AnnIndex
 from notefeed.search.base import RETRIEVERS, Hits, ParsedQuery, SearchError, gc_paused
 from notefeed.search.text import analyze_batch, note_fields
 
-__all__ = ["DenseIndex", "note_texts", "hashed_counts"]
+__all__ = ["DenseIndex", "DenseJob", "encode_catalogue", "note_texts", "hashed_counts"]
+
+log = logging.getLogger(__name__)
 
 _VECTORS = "vectors.safetensors"
 #: notes counted and transformed at a time when the catalogue is larger (DenseIndex.build)
@@ -237,6 +240,105 @@ class _QueryEncoder:
         return out / max(float(np.linalg.norm(out)), 1e-12)
 
 
+def encode_catalogue(texts: list[str], dim: int = 64, fit_max: int = 50_000, seed: int = 0, workers: int = 1,
+                     chunk: int | None = None, threads: int = 2) -> tuple[TextEncoder, np.ndarray]:
+    """The text encoder fitted on (at most ``fit_max`` sampled) ``texts`` and every text's
+    (n, dim) vector.
+
+    The IDF weights and the SVD are learned from the sample; every text is transformed. Up to
+    ``chunk`` texts (default :data:`TRANSFORM_CHUNK`) the catalogue's term counts are computed
+    once, the sample's being their rows; above it the sample's counts are computed on their own
+    and the texts are counted and transformed ``chunk`` at a time, so the counts (and analysed
+    tokens) of the whole catalogue are never held at once. Both give the same vectors: a
+    document's counts do not depend on the others (a test checks it). The projection runs on
+    ``threads`` row blocks at once (the same vectors: each row is its own product).
+    """
+    chunk = TRANSFORM_CHUNK if chunk is None else max(1, int(chunk))
+    if not texts:
+        raise SearchError("notes: the catalogue is empty, nothing to fit the dense encoder on")
+    rng = np.random.default_rng(seed)
+    enc = _CatalogueEncoder(TextEncoderConfig(dim=dim, seed=seed), workers, threads)
+    rows = None if len(texts) <= fit_max else rng.choice(len(texts), fit_max, replace=False)
+    if len(texts) <= chunk:  # the catalogue's counts once; the sample's are rows of them
+        enc.fit(texts if rows is None else enc.sample(texts, rows))
+        vecs = enc.transform(texts)
+    else:  # a large catalogue: the sample's counts on their own, then every note a chunk at a time
+        enc.fit(texts if rows is None else [texts[i] for i in rows.tolist()])
+        vecs = np.empty((len(texts), dim), np.float32)
+        for lo in range(0, len(texts), chunk):
+            enc.forget()
+            vecs[lo : lo + chunk] = enc.transform(texts[lo : lo + chunk])
+    return enc.plain(), vecs
+
+
+def _encode_arrays(texts: list[str], *args: object) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`encode_catalogue` in a worker process: plain arrays back (config, idf, components, vectors)."""
+    from dataclasses import asdict
+
+    with gc_paused():
+        enc, vecs = encode_catalogue(texts, *args)  # type: ignore[arg-type]
+    return asdict(enc.config), enc.idf_, enc.components_, vecs
+
+
+class DenseJob:
+    """The catalogue's dense vectors (:func:`encode_catalogue`) computed while the caller does
+    other work: in a spawned process when ``background`` (the lexical index is built meanwhile
+    on the other core; the same vectors, the same code), else in this process at
+    :meth:`result`. A worker that cannot start or dies falls back to this process."""
+
+    def __init__(self, notes: pd.DataFrame, dim: int = 64, fit_max: int = 50_000, seed: int = 0, workers: int = 1,
+                 chunk: int | None = None, threads: int = 2, background: bool = False) -> None:
+        self.texts = note_texts(notes)
+        if not self.texts:
+            raise SearchError("notes: the catalogue is empty, nothing to fit the dense encoder on")
+        self.args = (dim, fit_max, seed, workers, chunk, threads)
+        self._pool = self._future = None
+        if background:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            try:  # spawn, not fork: the caller may hold threads (tantivy, a web server)
+                self._pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"))
+                self._future = self._pool.submit(_encode_arrays, self.texts, *self.args)
+            except (OSError, RuntimeError) as e:
+                log.warning("dense vectors: no worker process (%s); computing them here", e)
+                self._close()
+
+    @property
+    def background(self) -> bool:
+        return self._future is not None
+
+    def _close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = self._future = None
+
+    def cancel(self) -> None:
+        """Stop the worker process (the build it serves failed); nothing is returned after."""
+        if self._pool is not None:
+            for proc in list(getattr(self._pool, "_processes", {}).values()):
+                proc.terminate()
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = self._future = None
+
+    def result(self) -> tuple[TextEncoder, np.ndarray]:
+        """(the fitted encoder, the (n, dim) vectors); waits for the worker process."""
+        if self._future is not None:
+            from concurrent.futures.process import BrokenProcessPool
+
+            try:
+                config, idf, comp, vecs = self._future.result()
+            except BrokenProcessPool as e:
+                log.warning("dense vectors: the worker process died (%s); computing them here", e)
+            else:
+                enc = TextEncoder(TextEncoderConfig(**config))
+                enc.idf_, enc.components_ = idf, comp
+                return enc, vecs
+            finally:
+                self._close()
+        return encode_catalogue(self.texts, *self.args)  # type: ignore[arg-type]
+
+
 @RETRIEVERS.register("dense/text")
 class DenseIndex:
     """Text-encoder vectors of notes in FAISS; the query is encoded with the same encoder."""
@@ -257,36 +359,18 @@ class DenseIndex:
     def build(cls, notes: pd.DataFrame, dim: int = 64, kind: str = "auto", hnsw_min: int = 200_000,
               fit_max: int = 50_000, seed: int = 0, workers: int = 1, chunk: int | None = None,
               approx: str = "ivf", nprobe: int = 32, threads: int = 2) -> DenseIndex:
-        """Fit the encoder on (at most ``fit_max`` sampled) notes and index all of them.
+        """Fit the encoder on (at most ``fit_max`` sampled) notes and index all of them
+        (:func:`encode_catalogue`, then the FAISS index of ``kind``: ``approx`` with ``nprobe``
+        from ``hnsw_min`` notes, see :class:`~notefeed.recall.ann.AnnIndex`)."""
+        enc, vecs = encode_catalogue(note_texts(notes), dim, fit_max, seed, workers, chunk, threads)
+        return cls.of_vectors(enc, vecs, kind=kind, hnsw_min=hnsw_min, approx=approx, nprobe=nprobe)
 
-        The IDF weights and the SVD are learned from the sample; every note is transformed. Up
-        to ``chunk`` notes (default :data:`TRANSFORM_CHUNK`) the catalogue's term counts are
-        computed once, the sample's being their rows; above it the sample's counts are computed
-        on their own and the notes are counted and transformed ``chunk`` at a time, so the counts
-        (and analysed tokens) of the whole catalogue are never held at once. Both give the same
-        vectors: a document's counts do not depend on the others (a test checks it). The
-        projection runs on ``threads`` row blocks at once (the same vectors: each row is its own
-        product). ``approx``/``nprobe``: the FAISS index from ``hnsw_min`` notes
-        (:class:`~notefeed.recall.ann.AnnIndex`).
-        """
-        chunk = TRANSFORM_CHUNK if chunk is None else max(1, int(chunk))
-        texts = note_texts(notes)
-        if not texts:
-            raise SearchError("notes: the catalogue is empty, nothing to fit the dense encoder on")
-        rng = np.random.default_rng(seed)
-        enc = _CatalogueEncoder(TextEncoderConfig(dim=dim, seed=seed), workers, threads)
-        rows = None if len(texts) <= fit_max else rng.choice(len(texts), fit_max, replace=False)
-        if len(texts) <= chunk:  # the catalogue's counts once; the sample's are rows of them
-            enc.fit(texts if rows is None else enc.sample(texts, rows))
-            vecs = enc.transform(texts)
-        else:  # a large catalogue: the sample's counts on their own, then every note a chunk at a time
-            enc.fit(texts if rows is None else [texts[i] for i in rows.tolist()])
-            vecs = np.empty((len(texts), dim), np.float32)
-            for lo in range(0, len(texts), chunk):
-                enc.forget()
-                vecs[lo : lo + chunk] = enc.transform(texts[lo : lo + chunk])
-        idx = cls(enc.plain(), kind=kind, hnsw_min=hnsw_min, expected=len(texts), approx=approx, nprobe=nprobe)
-        idx.add_vectors(vecs, np.arange(len(texts), dtype=np.int64))
+    @classmethod
+    def of_vectors(cls, encoder: TextEncoder, vecs: np.ndarray, kind: str = "auto", hnsw_min: int = 200_000,
+                   approx: str = "ivf", nprobe: int = 32) -> DenseIndex:
+        """The index of a fitted encoder and its catalogue's vectors (item ``i`` = row ``i``)."""
+        idx = cls(encoder, kind=kind, hnsw_min=hnsw_min, expected=len(vecs), approx=approx, nprobe=nprobe)
+        idx.add_vectors(vecs, np.arange(len(vecs), dtype=np.int64))
         return idx
 
     def add(self, notes: pd.DataFrame, items: np.ndarray) -> None:

@@ -8,6 +8,7 @@ Built from a ``Dataset.notes``-shaped frame (:meth:`SearchPipeline.build`), grow
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import pandas as pd
 
 from notefeed.search.base import Hits, ParsedQuery, RewriteBackend, SearchError, gc_paused
 from notefeed.search.config import SearchConfig
-from notefeed.search.dense import DenseIndex
+from notefeed.search.dense import DenseIndex, DenseJob
 from notefeed.search.fusion import (
     FEATURES,
     LearnedFusion,
@@ -95,7 +96,9 @@ class SearchPipeline:
     @classmethod
     def build(cls, notes: pd.DataFrame, config: SearchConfig | None = None, path: str | Path | None = None,
               query_log: pd.DataFrame | None = None, seed: int = 0) -> SearchPipeline:
-        """Index ``notes`` (item ``i`` = row ``i``); with ``path`` the index lives and is saved there."""
+        """Index ``notes`` (item ``i`` = row ``i``); with ``path`` the index lives and is saved there.
+        From ``dense_process_min`` notes the dense vectors are computed in a second process while
+        this one builds the lexical index, the category model and the topic mixtures."""
         with gc_paused():
             return cls._build(notes, config, path, query_log, seed)
 
@@ -104,6 +107,19 @@ class SearchPipeline:
                query_log: pd.DataFrame | None, seed: int) -> SearchPipeline:
         cfg = config or SearchConfig()
         p = None if path is None else Path(path)
+        job = (DenseJob(notes, cfg.dense_dim, cfg.dense_fit_max, seed, cfg.build_workers,
+                        background=0 < cfg.dense_process_min <= len(notes) and (os.cpu_count() or 1) > 1)
+               if cfg.dense and len(notes) else None)
+        try:
+            return cls._build_with(notes, cfg, p, query_log, seed, job)
+        except BaseException:
+            if job is not None:
+                job.cancel()
+            raise
+
+    @classmethod
+    def _build_with(cls, notes: pd.DataFrame, cfg: SearchConfig, p: Path | None, query_log: pd.DataFrame | None,
+                    seed: int, job: DenseJob | None) -> SearchPipeline:
         docs = analyze_notes(notes, cfg.build_workers)
         lex = LexicalIndex(None if p is None else p / "lexical", boosts=cfg.boosts, heap_mb=cfg.index_heap_mb,
                            threads=cfg.index_threads)
@@ -115,9 +131,6 @@ class SearchPipeline:
             lex = LexicalIndex(p / "lexical", boosts=cfg.boosts, heap_mb=cfg.index_heap_mb,  # type: ignore[operator]
                                threads=cfg.index_threads)
         lex.add_tokens(docs, np.arange(len(notes), dtype=np.int64))
-        dense = (DenseIndex.build(notes, cfg.dense_dim, hnsw_min=cfg.hnsw_min, fit_max=cfg.dense_fit_max, seed=seed,
-                                  workers=cfg.build_workers, approx=cfg.dense_ann, nprobe=cfg.dense_nprobe)
-                 if cfg.dense and len(notes) else None)
         cats = notes["category"].astype(str).tolist() if "category" in notes.columns else [""] * len(notes)
         rng = np.random.default_rng(seed)
         fit = np.arange(len(notes)) if len(notes) <= _INTENT_FIT_MAX else rng.choice(len(notes), _INTENT_FIT_MAX, replace=False)
@@ -130,6 +143,8 @@ class SearchPipeline:
         else:
             suggester = Suggester(notes["title"].astype(str).tolist() if "title" in notes.columns else [], "titles")
         topics = TopicTable(*note_topics(docs, intent))
+        dense = (DenseIndex.of_vectors(*job.result(), hnsw_min=cfg.hnsw_min, approx=cfg.dense_ann,
+                                       nprobe=cfg.dense_nprobe) if job is not None else None)
         pipe = cls(cfg, lex, dense, intent, suggester, notes["note_id"].astype(str).tolist(), [], [], [], [],
                    mined=mined, path=p, topics=topics)
         pipe._add_meta(notes)

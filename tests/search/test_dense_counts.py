@@ -110,3 +110,60 @@ def test_query_encoder_matches_transform() -> None:
     got = np.stack([qe(q) for q in queries])
     np.testing.assert_allclose(got, want, atol=1e-6)
     assert not np.any(got[-9])  # punctuation only: the zero vector, as transform gives
+
+
+def test_dense_job_in_a_worker_process_gives_the_same_vectors() -> None:
+    """``DenseJob(background=True)``: the vectors computed in a spawned process equal those of
+    this process; the pipeline built with it answers as the one built without."""
+    from notefeed.search import SearchConfig, SearchPipeline
+    from notefeed.search.dense import DenseJob, encode_catalogue
+    from notefeed.sim.community import generate
+
+    notes = generate("100k", seed=8, n_notes=300, n_creators=30).notes
+    job = DenseJob(notes, dim=16, fit_max=200, seed=2, background=True)
+    assert job.background
+    enc, vecs = job.result()
+    want_enc, want = encode_catalogue(note_texts(notes), 16, 200, 2)
+    np.testing.assert_array_equal(vecs, want)
+    np.testing.assert_array_equal(enc.components_, want_enc.components_)
+    np.testing.assert_array_equal(enc.idf_, want_enc.idf_)
+    assert not job.background  # the worker is gone once the result is in
+    inline = SearchPipeline.build(notes, SearchConfig(dense_dim=16, dense_process_min=0))
+    worker = SearchPipeline.build(notes, SearchConfig(dense_dim=16, dense_process_min=1))
+    np.testing.assert_array_equal(worker.dense.vectors()[1], inline.dense.vectors()[1])
+    for q in ("travel", "food photo", "猫"):
+        a, b = worker.search(q, 10), inline.search(q, 10)
+        assert a.items.tolist() == b.items.tolist(), q
+
+
+def test_dense_job_falls_back_when_the_worker_dies_and_stops_it_on_failure(monkeypatch) -> None:
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    from notefeed.search import SearchConfig, SearchPipeline
+    from notefeed.search.dense import DenseJob, encode_catalogue
+    from notefeed.sim.community import generate
+
+    notes = generate("100k", seed=8, n_notes=120, n_creators=30).notes
+    job = DenseJob(notes, dim=8, background=False)
+    dead: Future = Future()
+    dead.set_exception(BrokenProcessPool("killed"))
+    job._future = dead  # a worker that died: computed here instead
+    enc, vecs = job.result()
+    np.testing.assert_array_equal(vecs, encode_catalogue(note_texts(notes), 8)[1])
+    # a build that fails while the worker runs stops the worker
+    import multiprocessing as mp
+
+    import notefeed.search.pipeline as pipeline
+
+    cancelled = []
+    real_cancel = DenseJob.cancel
+    monkeypatch.setattr(DenseJob, "cancel", lambda self: cancelled.append(self.background) or real_cancel(self))
+
+    def boom(*a, **k):
+        raise RuntimeError("analysis failed")
+
+    monkeypatch.setattr(pipeline, "analyze_notes", boom)
+    with pytest.raises(RuntimeError, match="analysis failed"):
+        SearchPipeline.build(notes, SearchConfig(dense_dim=8, dense_process_min=1))
+    assert cancelled == [True] and not mp.active_children()
