@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from notefeed.search.intent import CategoryModel
@@ -38,14 +39,20 @@ def note_topics(docs: Sequence[Mapping[str, list[str]]], model: CategoryModel, i
     if not n or not n_c:
         return ids, wts
     vocab = model.vocab
-    rows: list[int] = []
-    cols: list[int] = []
+    flat: list[str] = []
+    lens = np.empty(n, np.int64)
     for j, d in enumerate(docs):
-        c = [vocab[t] for t in (*d.get("title", ()), *d.get("text", ()), *d.get("tags", ())) if t in vocab]
-        rows.extend([j] * len(c))
-        cols.extend(c)
-    counts = sp.csr_matrix((np.ones(len(rows), np.float32), (np.asarray(rows, np.int64), np.asarray(cols, np.int64))),
-                           shape=(n, len(vocab)))
+        k0 = len(flat)
+        flat += d.get("title", ())
+        flat += d.get("text", ())
+        flat += d.get("tags", ())
+        lens[j] = len(flat) - k0
+    words = pd.Index(np.fromiter(vocab.keys(), object, len(vocab)), dtype=object)
+    wid = np.fromiter(vocab.values(), np.int64, len(vocab))
+    at = words.get_indexer(pd.Index(np.asarray(flat, dtype=object), dtype=object)) if flat else np.zeros(0, np.int64)
+    known = at >= 0
+    rows = np.repeat(np.arange(n, dtype=np.int64), lens)[known]
+    counts = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, wid[at[known]])), shape=(n, len(vocab)))
     counts.sum_duplicates()
     lik = np.exp(np.asarray(model.log_lik, np.float32))  # (V, C) P(t | c)
     a = 0
@@ -63,13 +70,16 @@ def note_topics(docs: Sequence[Mapping[str, list[str]]], model: CategoryModel, i
 
 
 def _em(counts: sp.csr_matrix, lik: np.ndarray, iters: int) -> np.ndarray:
-    coo = counts.tocoo()
-    r, c, v = coo.row, coo.col, coo.data
+    counts = counts.tocsr()
+    counts.sum_duplicates()  # canonical: the structure below is the one a COO build would give
+    r = np.repeat(np.arange(counts.shape[0], dtype=np.int64), np.diff(counts.indptr))
+    c, v = counts.indices, counts.data
+    lik_c = lik[c]  # (nnz, C): the same every step
     theta = np.full((counts.shape[0], lik.shape[1]), 1.0 / lik.shape[1], np.float32)
     has = np.bincount(r, minlength=counts.shape[0]) > 0
     for _ in range(max(1, iters)):
-        den = np.einsum("ij,ij->i", theta[r], lik[c])
-        m = sp.csr_matrix((v / np.maximum(den, 1e-30), (r, c)), shape=counts.shape)
+        den = np.einsum("ij,ij->i", theta[r], lik_c)
+        m = sp.csr_matrix((v / np.maximum(den, 1e-30), c, counts.indptr), shape=counts.shape)
         theta = theta * (m @ lik)
         theta /= np.maximum(theta.sum(axis=1, keepdims=True), 1e-30)
     theta[~has] = 0.0
