@@ -176,3 +176,43 @@ def test_a_saved_trees_fusion_serves_the_same_pages(tmp_path: Path) -> None:
     ranked = [np.array(p) for p in pages]
     assert graded_metrics(ranked, rels[20:])["ndcg@10"] > 0.95
     back.close()
+
+
+def _plain_topics(docs, model: CategoryModel, iters: int = 5, top: int = 4):
+    """The mixtures one note at a time: EM from the uniform mixture over the note's known tokens."""
+    lik = np.exp(np.asarray(model.log_lik, np.float64))
+    k = min(top, len(model.categories))
+    ids, wts = np.zeros((len(docs), k), np.int64), np.zeros((len(docs), k))
+    for j, d in enumerate(docs):
+        toks = [model.vocab[t] for t in (*d["title"], *d["text"], *d["tags"]) if t in model.vocab]
+        if not toks:
+            continue
+        w, cnt = np.unique(toks, return_counts=True)
+        theta = np.full(lik.shape[1], 1.0 / lik.shape[1])
+        for _ in range(iters):
+            theta = theta * ((cnt / (lik[w] @ theta)) @ lik[w])
+            theta /= theta.sum()
+        o = np.argsort(-theta, kind="stable")[:k]
+        ids[j], wts[j] = o, theta[o] / theta[o].sum()
+    return ids, wts
+
+
+def test_note_topics_equal_a_note_at_a_time_em() -> None:
+    """The batched EM (all notes' tokens looked up at once, chunked CSR steps) gives each note
+    the mixture a plain one-note EM gives, unknown tokens and empty notes included."""
+    from notefeed.search.lexical import analyze_notes
+    from notefeed.sim.community import generate
+
+    notes = generate("100k", seed=3, n_notes=400, n_creators=30).notes
+    docs = analyze_notes(notes)
+    docs[5] = {"title": [], "text": [], "tags": []}
+    docs[6] = {"title": ["zzzunknownzzz"], "text": [], "tags": []}
+    model = CategoryModel().fit([d["title"] + d["text"] + d["tags"] for d in docs[10:210]],
+                                notes["category"].astype(str).tolist()[10:210])
+    assert "zzzunknownzzz" not in model.vocab
+    ids, wts = note_topics(docs, model)
+    want_ids, want_wts = _plain_topics(docs, model)
+    assert (wts[5] == 0).all() and (wts[6] == 0).all()
+    np.testing.assert_allclose(wts, want_wts, atol=2e-4)
+    big = want_wts > want_wts.max(axis=1, keepdims=True) * 1e-3  # ties among tiny weights may order either way
+    assert (ids[big] == want_ids[big]).all()
