@@ -1,8 +1,10 @@
 """Dense retrieval: the project's text encoder (:class:`notefeed.content.text.TextEncoder`) over
 each note's title, tags, category and text, searched by inner product in FAISS
 (:class:`notefeed.recall.ann.AnnIndex`: exact below ``hnsw_min`` notes, above it IVF by
-default, ``SearchConfig.dense_ann``: at 1M notes it builds in seconds where HNSW takes about a
-minute, and keeps over 99% of the exact top 200; ``notefeed bench search`` measures both).
+default, ``SearchConfig.dense_ann``: at 1M notes it builds in seconds, where HNSW adds tens of
+seconds to the build, and it returns over 99% of the exact top 200, HNSW about 73%;
+``notefeed bench search --dense-ann ivf,hnsw`` measures both). From ``dense_process_min`` notes
+a build computes the vectors in a worker process (:class:`DenseJob`).
 
 The catalogue's term counts are built here by :func:`hashed_counts`, equal to the encoder's
 own (``TextEncoder._counts``: the same features through sklearn's hasher) but computed once per

@@ -101,8 +101,8 @@ def load_state(cls: type[SearchPipeline], folder: Path, config: SearchConfig | N
     if lex.n_docs != len(note_ids) or lex.index.searcher().num_docs != lex.n_docs:  # not closed after an add
         raise SearchError(f"{folder / 'lexical'}: holds {lex.index.searcher().num_docs} notes, vocab.json {lex.n_docs}, "
                           f"catalog.json {len(note_ids)}: saved state is stale")
-    dense = DenseIndex.load(folder / "dense", hnsw_min=cfg.hnsw_min, approx=cfg.dense_ann,
-                                                    nprobe=cfg.dense_nprobe) if meta.get("dense") and cfg.dense else None
+    dense = (DenseIndex.load(folder / "dense", hnsw_min=cfg.hnsw_min, approx=cfg.dense_ann, nprobe=cfg.dense_nprobe)
+             if meta.get("dense") and cfg.dense else None)
     im = _read_json(folder / "intent.json")
     it = load_file(str(folder / "intent.safetensors"))
     intent = CategoryModel(float(im["alpha"]))
