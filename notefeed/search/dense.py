@@ -127,9 +127,11 @@ def hashed_counts(config: TextEncoderConfig, texts: list[str], workers: int = 1)
         f_cols.append(_hash(grams, c.n_features))
         n_terms += int(valid.sum())
         codes = np.where(ok, codes, 0)  # the next length extends only valid n-grams (the rest are masked again)
-    terms = _one_hot(np.concatenate(f_rows), np.concatenate(f_cols), (n_terms, c.n_features))
-    out = _one_hot(np.concatenate(d_rows), np.concatenate(d_cols), (n, n_terms)) @ terms
-    out = sp.csr_matrix(out, dtype=np.float32)
+    # computed transposed, (features x terms) @ (terms x notes): turning the product back is a
+    # linear bucket pass that leaves every row's columns sorted, where sorting rows is not linear
+    terms_t = _one_hot(np.concatenate(f_cols), np.concatenate(f_rows), (c.n_features, n_terms))
+    docs_t = _one_hot(np.concatenate(d_cols), np.concatenate(d_rows), (n_terms, n))
+    out = sp.csr_matrix((terms_t @ docs_t).T.tocsr(), dtype=np.float32)
     out.sum_duplicates()
     out.eliminate_zeros()
     return out
