@@ -19,6 +19,8 @@ so the hybrid build does not reuse the segmentation of the BM25 one. ``workers``
 before and after each build is recorded, the machine being shared. ``dense_ann`` builds the
 full pipeline once per approximate dense index kind (``SearchConfig.dense_ann``), side by side;
 each row also gives the share of the exact dense top ``dense_k`` its index returns.
+``in_process`` adds one more build of the first of them with the dense vectors computed in
+this process (``dense_process_min=0``): the worker process's effect, measured in the same run.
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ def dense_recall(pipe: SearchPipeline, queries: list[str]) -> dict[str, object]:
 
 
 def bench_search(corpus: BenchCorpus, seed: int = 0, workers: int = 1, hybrid: bool = True,
-                 index_threads: int = 1, dense_ann: Sequence[str] = ("ivf",)) -> dict[str, object]:
+                 index_threads: int = 1, dense_ann: Sequence[str] = ("ivf",),
+                 in_process: bool = False) -> dict[str, object]:
     notes, queries, rng = corpus.notes, corpus.queries, corpus.rng
     n_notes, n_queries = len(notes), len(queries)
     out: dict[str, object] = {"notes": n_notes, "queries": n_queries, "generate_s": round(corpus.generate_s, 2),
@@ -143,14 +146,18 @@ def bench_search(corpus: BenchCorpus, seed: int = 0, workers: int = 1, hybrid: b
         return out
     # the full pipeline, once per approximate dense index asked for (the config's default first
     # unless named otherwise); every build starts with empty caches
-    for ann in dense_ann:
+    arms = [(ann, None) for ann in dense_ann] + ([(dense_ann[0], 0)] if in_process else [])
+    for ann, process_min in arms:
         key = "hybrid+personal" if ann == SearchConfig().dense_ann else f"hybrid+personal ({ann})"
+        if process_min is not None:
+            key = f"{key[:-1]}, in process)" if key.endswith(")") else f"{key} (in process)"
         clear_caches()
         gc.collect()
         load0 = _load()
+        over = {} if process_min is None else {"dense_process_min": process_min}
         t, c = time.perf_counter(), _cpu()
         pipe = SearchPipeline.build(notes, SearchConfig(build_workers=workers, index_threads=index_threads,
-                                                        dense_ann=ann), seed=seed)
+                                                        dense_ann=ann, **over), seed=seed)
         build_s, build_cpu = time.perf_counter() - t, _cpu() - c
         load1 = _load()
         hist = [rng.choice(n_notes, 30, replace=False) for _ in range(n_queries)]

@@ -262,6 +262,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         hybrid: bool = typer.Option(True, "--hybrid/--bm25-only", help="also build and query the full pipeline"),
         dense_ann: str = typer.Option("ivf", "--dense-ann", help="approximate dense index(es) of the full pipeline, "
                                       "comma-separated, each built and measured in turn: ivf, hnsw"),
+        in_process: bool = typer.Option(False, "--in-process", help="also build the first of them with the dense "
+                                        "vectors computed in this process (no worker process), for comparison"),
         json_path: Path | None = typer.Option(None, "--json", help="write the result JSON here"),
     ) -> None:
         """Index build notes/s and query p50/p99: BM25 alone vs the full hybrid pipeline."""
@@ -277,7 +279,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             _fail(f"--dense-ann: expected ivf and/or hnsw (comma-separated), got {dense_ann!r}")
         corpus = BENCH_CORPORA.get("sim")(notes, queries, seed)  # the simulator's (notefeed.sim.search_data)
         res = bench_search(corpus, seed, workers=workers, hybrid=hybrid, index_threads=index_threads,
-                           dense_ann=anns)
+                           dense_ann=anns, in_process=in_process)
         t = Table(title=f"search at {notes:,} notes, {queries} queries")
         for col in ("pipeline", "build s", "notes/s", "notes/cpu-s", "p50 ms", "p99 ms", "cpu p99 ms",
                     "dense recall"):
@@ -293,4 +295,5 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             write_json(json_path, {"bench": "search", "result": res, "machine": machine_info(),
                                    "command": f"notefeed bench search --notes {notes} --queries {queries} --seed {seed}"
                                               f" --workers {workers} --index-threads {index_threads}"
-                                              + (f" --dense-ann {','.join(anns)}" if hybrid else " --bm25-only")})
+                                              + (f" --dense-ann {','.join(anns)}" + (" --in-process" if in_process else "")
+                                                 if hybrid else " --bm25-only")})

@@ -57,13 +57,13 @@ def test_bench_search_side_by_side_dense_indexes(tmp_path) -> None:  # type: ign
 
     out = tmp_path / "bench.json"
     res = CliRunner().invoke(app, ["bench", "search", "--notes", "300", "--queries", "12", "--dense-ann", "ivf,hnsw",
-                                   "--json", str(out)])
+                                   "--in-process", "--json", str(out)])
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text())
     r = doc["result"]
-    assert {"bm25", "hybrid+personal", "hybrid+personal (hnsw)"} <= set(r)
-    for k in ("hybrid+personal", "hybrid+personal (hnsw)"):  # 300 notes: exact below hnsw_min, all recalled
+    assert {"bm25", "hybrid+personal", "hybrid+personal (hnsw)", "hybrid+personal (in process)"} <= set(r)
+    for k in ("hybrid+personal", "hybrid+personal (hnsw)", "hybrid+personal (in process)"):  # exact: all recalled
         assert r[k]["dense_index"] == "flat" and r[k]["dense_recall_at_k"] == 1.0 and r[k]["dense_k"] == 200
-    assert doc["command"].endswith("--dense-ann ivf,hnsw")
+    assert doc["command"].endswith("--dense-ann ivf,hnsw --in-process")
     bad = CliRunner().invoke(app, ["bench", "search", "--notes", "300", "--dense-ann", "lsh"])
     assert bad.exit_code != 0 and "--dense-ann" in bad.output
