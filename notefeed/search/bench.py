@@ -147,6 +147,7 @@ def bench_search(corpus: BenchCorpus, seed: int = 0, workers: int = 1, hybrid: b
     # the full pipeline, once per approximate dense index asked for (the config's default first
     # unless named otherwise); every build starts with empty caches
     arms = [(ann, None) for ann in dense_ann] + ([(dense_ann[0], 0)] if in_process else [])
+    hist = [rng.choice(n_notes, 30, replace=False) for _ in range(n_queries)]  # the same users for every arm
     for ann, process_min in arms:
         key = "hybrid+personal" if ann == SearchConfig().dense_ann else f"hybrid+personal ({ann})"
         if process_min is not None:
@@ -160,7 +161,6 @@ def bench_search(corpus: BenchCorpus, seed: int = 0, workers: int = 1, hybrid: b
                                                         dense_ann=ann, **over), seed=seed)
         build_s, build_cpu = time.perf_counter() - t, _cpu() - c
         load1 = _load()
-        hist = [rng.choice(n_notes, 30, replace=False) for _ in range(n_queries)]
         for q in queries[:20]:
             pipe.search(q, 10)
         lat, cpu = [], []
