@@ -151,12 +151,21 @@ class TextEncoder:
         return hv.transform(texts).tocsr()
 
     def _tfidf(self, counts: sp.csr_matrix) -> sp.csr_matrix:
+        """Sublinear TF x IDF, rows at unit norm: one float32 product per stored entry on the CSR
+        arrays (the values the diagonal products ``diags(1 / norm) @ (x @ diags(idf))`` give)."""
+        assert self.idf_ is not None
         x = counts.copy()
         if self.config.sublinear_tf:
             x.data = np.log1p(x.data)
-        x = x @ sp.diags(self.idf_)
+        x.data *= self.idf_[x.indices]
         norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-        return sp.diags(1.0 / np.maximum(norms, 1e-12)) @ x
+        x.data *= np.repeat((1.0 / np.maximum(norms, 1e-12)).astype(x.dtype), np.diff(x.indptr))
+        return x
+
+    def _project(self, x: sp.csr_matrix) -> np.ndarray:
+        """(n, k) float32: the TF-IDF rows onto the SVD components."""
+        assert self.components_ is not None
+        return np.asarray(x @ self.components_.T, dtype=np.float32)
 
     def fit(self, texts: list[str]) -> TextEncoder:
         """Learn IDF weights and the SVD projection from the catalogue's texts."""
@@ -182,7 +191,7 @@ class TextEncoder:
         if self.components_ is None or self.idf_ is None:
             raise ContentError("TextEncoder: call fit() or load() before transform()")
         texts = check_texts(texts, "texts")
-        z = np.asarray(self._tfidf(self._counts(texts)) @ self.components_.T, dtype=np.float32)
+        z = self._project(self._tfidf(self._counts(texts)))
         out = np.zeros((len(texts), self.config.dim), np.float32)
         out[:, : z.shape[1]] = z
         return l2_normalise(out)

@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from notefeed.content._common import check_texts, l2_normalise
 from notefeed.content.text import TextEncoder, TextEncoderConfig, has_cjk, text_features
 from notefeed.recall.ann import AnnIndex
 from notefeed.search.base import RETRIEVERS, Hits, ParsedQuery, SearchError, gc_paused
@@ -39,7 +38,7 @@ log = logging.getLogger(__name__)
 _VECTORS = "vectors.safetensors"
 #: notes counted and transformed at a time when the catalogue is larger (DenseIndex.build)
 TRANSFORM_CHUNK = 200_000
-#: fewer rows than this are projected on one thread (``_CatalogueEncoder.transform``)
+#: fewer rows than this are projected on one thread (``_CatalogueEncoder._project``)
 THREAD_MIN_ROWS = 8192
 
 
@@ -147,38 +146,24 @@ class _CatalogueEncoder(TextEncoder):
         self.workers, self.threads = workers, max(1, int(threads))
         self._memo: list[tuple[list[str], sp.csr_matrix]] = []
 
-    def _tfidf(self, counts: sp.csr_matrix) -> sp.csr_matrix:
-        """``TextEncoder._tfidf`` on the CSR arrays in place of diagonal products (same values:
-        one float32 product per stored entry, the row norm summed in the same order)."""
-        assert self.idf_ is not None
-        x = counts.copy()
-        if self.config.sublinear_tf:
-            x.data = np.log1p(x.data)
-        x.data *= self.idf_[x.indices]
-        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-        x.data *= np.repeat((1.0 / np.maximum(norms, 1e-12)).astype(x.dtype), np.diff(x.indptr))
-        return x
-
-    def transform(self, texts: list[str]) -> np.ndarray:
-        """As ``TextEncoder.transform``; the sparse-dense projection on ``threads`` row blocks
-        at once (SciPy releases the GIL in it; every row is its own product, so the same vectors)."""
-        if self.threads == 1 or len(texts) < max(THREAD_MIN_ROWS, self.threads):
-            return super().transform(texts)
+    def _project(self, x: sp.csr_matrix) -> np.ndarray:
+        """As ``TextEncoder._project``, on ``threads`` row blocks at once (SciPy releases the GIL
+        in the sparse-dense product; every row is its own product, so the same vectors)."""
+        if self.threads == 1 or x.shape[0] < max(THREAD_MIN_ROWS, self.threads):
+            return super()._project(x)
         assert self.components_ is not None
-        x = self._tfidf(self._counts(check_texts(texts, "texts")))
         comp_t = np.ascontiguousarray(self.components_.T)
         cuts = np.linspace(0, x.shape[0], self.threads + 1).astype(int)
-        z = np.zeros((x.shape[0], self.config.dim), np.float32)
-        k = comp_t.shape[1]
+        z = np.empty((x.shape[0], comp_t.shape[1]), np.float32)
 
         def part(j: int) -> None:
-            z[cuts[j]:cuts[j + 1], :k] = x[cuts[j]:cuts[j + 1]] @ comp_t
+            z[cuts[j]:cuts[j + 1]] = x[cuts[j]:cuts[j + 1]] @ comp_t
 
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(self.threads) as pool:
             list(pool.map(part, range(self.threads)))
-        return l2_normalise(z)
+        return z
 
     def _counts(self, texts: list[str]) -> sp.csr_matrix:
         for known, x in self._memo:

@@ -90,3 +90,27 @@ def test_tokenize_none_is_a_clear_error():
 def test_transform_before_fit_is_a_clear_error():
     with pytest.raises(ContentError, match="fit"):
         TextEncoder().transform(["x"])
+
+
+@pytest.mark.parametrize("sublinear", [True, False])
+def test_tfidf_equals_the_diagonal_products(sublinear: bool) -> None:
+    """``_tfidf`` works on the CSR arrays; its values are those of ``diags(1 / norm) @ (x @
+    diags(idf))`` to the last bit, so the vectors do not depend on how it is computed."""
+    import scipy.sparse as sp
+
+    texts = ["Best coffee in Paris", "coffee coffee coffee beans", "今天去上海外滩拍照", "paris metro at night",
+             "", "mountain trail hiking boots and socks"] * 5
+    enc = TextEncoder(dim=4, sublinear_tf=sublinear).fit(texts)
+    counts = enc._counts(texts)
+    x = counts.copy()
+    if sublinear:
+        x.data = np.log1p(x.data)
+    x = x @ sp.diags(enc.idf_)
+    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+    want = (sp.diags(1.0 / np.maximum(norms, 1e-12)) @ x).tocsr()
+    got = enc._tfidf(counts)
+    np.testing.assert_array_equal(enc._project(got), np.asarray(want @ enc.components_.T, dtype=np.float32))
+    want.sort_indices()
+    got.sort_indices()
+    assert np.array_equal(got.indptr, want.indptr) and np.array_equal(got.indices, want.indices)
+    assert got.dtype == want.dtype and np.array_equal(got.data, want.data)
