@@ -406,12 +406,8 @@ class InterestChannel:
 
     def score_items(self, ctx: UserContext, items: np.ndarray) -> np.ndarray:
         items = np.asarray(items, np.int64).ravel()
-        out = np.zeros(items.size, np.float32)
         s = self._scores(ctx, self.latent_only)
-        if s is not None:
-            ok = (items >= 0) & (items < s.size)
-            out[ok] = s[items[ok]]
-        return out
+        return np.zeros(items.size, np.float32) if s is None else _rows_of(s, items)
 
     def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         if self.lm is None or self.note_probs is None or self.item_tags is None:
@@ -452,9 +448,9 @@ class InterestChannel:
 
 
 def _rows_of(values: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """``values[items]``, 0 for items past its end."""
+    """``values[items]`` as float32, 0 for items outside it."""
     out = np.zeros(items.size, np.float32)
-    ok = items < values.size
+    ok = (items >= 0) & (items < values.size)
     out[ok] = values[items[ok]]
     return out
 

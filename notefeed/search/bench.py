@@ -149,9 +149,8 @@ def bench_search(corpus: BenchCorpus, seed: int = 0, workers: int = 1, hybrid: b
     arms = [(ann, None) for ann in dense_ann] + ([(dense_ann[0], 0)] if in_process else [])
     hist = [rng.choice(n_notes, 30, replace=False) for _ in range(n_queries)]  # the same users for every arm
     for ann, process_min in arms:
-        key = "hybrid+personal" if ann == SearchConfig().dense_ann else f"hybrid+personal ({ann})"
-        if process_min is not None:
-            key = f"{key[:-1]}, in process)" if key.endswith(")") else f"{key} (in process)"
+        tags = ([ann] if ann != SearchConfig().dense_ann else []) + (["in process"] if process_min is not None else [])
+        key = "hybrid+personal" + (f" ({', '.join(tags)})" if tags else "")
         clear_caches()
         gc.collect()
         load0 = _load()

@@ -271,10 +271,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         from rich.table import Table
 
         from notefeed.eval.timing import machine_info, write_json
+        from notefeed.recall.ann import APPROX_KINDS
         from notefeed.search.bench import BENCH_CORPORA, bench_search
 
         anns = [a.strip() for a in dense_ann.split(",") if a.strip()]
-        bad = [a for a in anns if a not in ("ivf", "hnsw")]
+        bad = [a for a in anns if a not in APPROX_KINDS]
         if bad or not anns:
             _fail(f"--dense-ann: expected ivf and/or hnsw (comma-separated), got {dense_ann!r}")
         corpus = BENCH_CORPORA.get("sim")(notes, queries, seed)  # the simulator's (notefeed.sim.search_data)
