@@ -13,7 +13,8 @@ fused score's standard deviation (:func:`apply_knobs`):
 
 ``policy/fixed`` applies the configured knobs to every request. ``policy/rl`` asks a learned
 policy (:class:`KnobPolicy`: a small MLP saved as safetensors + JSON, evaluated with numpy,
-trained in the simulator by ``notefeed rl train``) for each request's knobs, and falls back
+trained in the simulator by ``notefeed rl train``; or :class:`KnobEnsemble`, several of them
+whose knobs are averaged, made by ``notefeed rl ensemble``) for each request's knobs, and falls back
 to the configured knobs when no policy is loaded or the observation or the answer is not
 finite. The knobs at zero leave the fused order as it was.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 import time
 from collections import deque
@@ -38,8 +40,8 @@ from notefeed.serve.catalog import Catalog
 from notefeed.serve.config import EXPOSURE_KNOB_HIGH, EXPOSURE_KNOBS, ExposureConfig
 from notefeed.serve.pipeline import CandidateSet
 
-__all__ = ["OBS_NAMES", "KNOBS", "KNOB_HIGH", "observation", "apply_knobs", "KnobPolicy", "ExposureStep",
-           "EXPOSURE_STEPS", "make_exposure_step"]
+__all__ = ["OBS_NAMES", "KNOBS", "KNOB_HIGH", "observation", "apply_knobs", "KnobPolicy", "KnobEnsemble",
+           "load_policy", "ExposureStep", "EXPOSURE_STEPS", "make_exposure_step"]
 
 KNOBS: tuple[str, ...] = EXPOSURE_KNOBS
 KNOB_HIGH = EXPOSURE_KNOB_HIGH
@@ -255,6 +257,80 @@ class KnobPolicy:
             raise ModelError(f"{p}: missing {e} in the policy files") from None
 
 
+_ENSEMBLE = "ensemble.json"
+_MEMBER = re.compile(r"member_[0-9]+")
+
+
+class KnobEnsemble:
+    """Several learned policies served as one: a request's knobs are the mean of the members'
+    knobs (each member's own scaling and clipping first).
+
+    Policies trained with other seeds or recipes disagree on which communities they help (the
+    variance between training runs is of the size of their gain over fixed knobs); their mean
+    keeps the per-request adaptation they share and averages out the rest. Saved as
+    ``ensemble.json`` (kind ``policy/rl-ensemble``, the member folders, ``meta``) and one
+    :meth:`KnobPolicy.save` folder per member (``member_0``, ...); members are plain policies."""
+
+    kind = "policy/rl-ensemble"
+
+    def __init__(self, members: list[KnobPolicy], meta: dict[str, Any] | None = None) -> None:
+        if not members:
+            raise ModelError("KnobEnsemble: no members")
+        if not all(isinstance(m, KnobPolicy) for m in members):
+            raise ModelError("KnobEnsemble: every member must be a KnobPolicy (no nested ensembles)")
+        self.members = list(members)
+        self.meta = dict(meta or {})
+        comms = sorted({int(c) for m in self.members for c in (m.meta.get("communities") or [])})
+        self.meta.setdefault("communities", comms)  # what --policy-mean reads: where the members trained
+        self.meta.setdefault("algo", "ensemble(" + ",".join(str(m.meta.get("algo", "?")) for m in self.members) + ")")
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """(len(KNOBS),) the mean of the members' knobs for one observation."""
+        out = self.members[0].act(obs).astype(np.float64)
+        for m in self.members[1:]:
+            out += m.act(obs)
+        return np.clip(out / len(self.members), 0.0, KNOB_HIGH).astype(np.float32)
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        names = [f"member_{i}" for i in range(len(self.members))]
+        for name, m in zip(names, self.members, strict=True):
+            m.save(p / name)
+        spec = {"kind": self.kind, "format": 1, "combine": "mean of the members' knobs", "members": names,
+                "meta": self.meta}
+        (p / _ENSEMBLE).write_text(json.dumps(spec, indent=2) + "\n")
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> KnobEnsemble:
+        """Read a directory written by :meth:`save`; :class:`ModelError` says what is wrong."""
+        p = Path(path)
+        try:
+            spec = json.loads((p / _ENSEMBLE).read_text())
+        except FileNotFoundError:
+            raise ModelError(f"{p}: not a policy ensemble directory ({_ENSEMBLE} missing)") from None
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{p}/{_ENSEMBLE}: cannot read it ({type(e).__name__}: {e})") from None
+        if not isinstance(spec, dict) or spec.get("kind") != cls.kind:
+            got = spec.get("kind") if isinstance(spec, dict) else spec
+            raise ModelError(f"{p}/{_ENSEMBLE}: kind must be {cls.kind!r}, got {got!r}")
+        names = spec.get("members")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and _MEMBER.fullmatch(n)
+                                                                for n in names):
+            raise ModelError(f"{p}/{_ENSEMBLE}: members must be a non-empty list of member_<i> folder names, "
+                             f"got {names!r}")
+        meta = spec.get("meta")
+        return cls([KnobPolicy.load(p / n) for n in names], meta if isinstance(meta, dict) else None)
+
+
+def load_policy(path: str | Path) -> KnobPolicy | KnobEnsemble:
+    """The learned policy in ``path``: an ensemble when it holds ``ensemble.json``, else one
+    :class:`KnobPolicy`."""
+    p = Path(path)
+    return KnobEnsemble.load(p) if (p / _ENSEMBLE).exists() else KnobPolicy.load(p)
+
+
 EXPOSURE_STEPS: Registry[ExposureStep] = Registry("exposure step")
 
 
@@ -350,7 +426,7 @@ def _rl_step(catalog: Catalog, config: ExposureConfig) -> ExposureStep:
     step = ExposureStep(catalog, _fixed(config), "policy/rl", window=config.window)
     if config.model_dir:
         try:
-            step.controller = KnobPolicy.load(config.model_dir).act
+            step.controller = load_policy(config.model_dir).act
         except ModelError as e:  # serve with the fixed knobs and say why
             step.load_error = str(e)
     return step

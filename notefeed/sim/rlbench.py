@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from notefeed.eval.timing import latency_stats, time_calls
-from notefeed.serve.exposure import ExposureStep, KnobPolicy
+from notefeed.serve.exposure import OBS_NAMES, ExposureStep, KnobEnsemble, KnobPolicy
 from notefeed.serve.simpolicy import EnginePolicy
 from notefeed.sim.community import generate
 from notefeed.sim.env import SimEnvironment
@@ -54,14 +54,14 @@ def _serve(section: dict[str, Any], comm: Any, hist: Any, requests: int,
         policy.close()
 
 
-def bench_policy(policy: KnobPolicy, policy_dir: str, preset: str = "demo", requests: int = 2_000) -> dict[str, Any]:
+def bench_policy(policy: KnobPolicy | KnobEnsemble, policy_dir: str, preset: str = "demo", requests: int = 2_000) -> dict[str, Any]:
     """Latency figures (module docstring), milliseconds."""
     comm = generate(preset, seed=0)
     hist = comm.history()
     observed: list[np.ndarray] = []
     rl = _serve({"name": "policy/rl", "model_dir": policy_dir}, comm, hist, requests, observed)
     fixed = _serve({"name": "policy/fixed"}, comm, hist, requests)
-    obs = np.stack(observed) if observed else np.zeros((1, len(policy.obs_mean)), np.float32)
+    obs = np.stack(observed) if observed else np.zeros((1, len(OBS_NAMES)), np.float32)
     forward = time_calls(lambda i: policy.act(obs[i % len(obs)]), max(len(obs), 1000), warmup=10)
     return {"preset": preset, "requests": requests, "policy": policy_dir, "algo": policy.meta.get("algo"),
             "forward": forward, "observation_and_policy": rl["observation_and_policy"], "step": rl["step"],

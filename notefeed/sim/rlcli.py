@@ -1,4 +1,4 @@
-"""``notefeed rl train|tune|eval`` and ``notefeed bench rl``: learned exposure control.
+"""``notefeed rl train|tune|ensemble|eval|robust`` and ``notefeed bench rl``: learned exposure control.
 
 Needs the ``rl`` extra (gymnasium, stable-baselines3) for ``train``; ``tune``, ``eval`` and
 the bench need gymnasium only (the environment module), optuna for ``tune``.
@@ -170,7 +170,7 @@ def _tuned_knobs(path: Path, flag: str) -> dict[str, float]:
 def _arms(policy: list[str], tuned: Path | None, fixed: list[str] | None = None) -> dict[str, dict[str, Any]]:
     from notefeed.models.artifacts import ModelError
     from notefeed.serve.config import EXPOSURE_KNOBS
-    from notefeed.serve.exposure import KnobPolicy
+    from notefeed.serve.exposure import load_policy
 
     arms: dict[str, dict[str, Any]] = {"fixed": {"name": "policy/fixed", "knobs": {k: 0.0 for k in EXPOSURE_KNOBS}}}
     if tuned is not None:
@@ -193,16 +193,44 @@ def _arms(policy: list[str], tuned: Path | None, fixed: list[str] | None = None)
         if name in arms:
             _fail(f"--policy: arm name {name!r} is taken")
         try:
-            KnobPolicy.load(path)
+            load_policy(path)
         except ModelError as e:
             _fail(f"--policy: {e}")
         arms[name] = {"name": "policy/rl", "model_dir": path}
     return arms
 
 
+@rl_app.command("ensemble")
+def ensemble_cmd(
+    policy: list[Path] = typer.Option(..., "--policy", help="a `notefeed rl train` output directory (repeat: "
+                                      "at least two)"),
+    out: Path = typer.Option(..., help="directory for ensemble.json + one folder per member"),
+) -> None:
+    """Serve several trained policies as one: each request's knobs are the mean of theirs."""
+    from notefeed.models.artifacts import ModelError
+    from notefeed.serve.exposure import KnobEnsemble, KnobPolicy
+
+    if len(policy) < 2:
+        _fail(f"--policy: an ensemble needs at least two policies, got {len(policy)}")
+    if out.exists() and not out.is_dir():
+        _fail(f"--out: {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        _fail(f"--out: {out} is not empty")
+    members = []
+    for p in policy:
+        try:
+            members.append(KnobPolicy.load(p))
+        except ModelError as e:
+            _fail(f"--policy: {e}")
+    ens = KnobEnsemble(members, {"members_from": [str(p) for p in policy], "command": _command()})
+    ens.save(out)
+    _console.print(f"ensemble of {len(members)} policies ({ens.meta['algo']}), trained on communities "
+                   f"{ens.meta['communities']}; saved {out}")
+
+
 @rl_app.command("eval")
 def eval_cmd(
-    policy: list[str] = typer.Option([], "--policy", help="NAME=DIR of a trained policy (repeatable)"),
+    policy: list[str] = typer.Option([], "--policy", help="NAME=DIR of a trained policy or ensemble (repeatable)"),
     tuned: Path | None = typer.Option(None, help="`notefeed rl tune` JSON with the tuned knobs"),
     fixed: list[str] = typer.Option([], "--fixed", help="NAME=small_boost,fresh_boost,explore,interest: "
                                     "another fixed-knob arm (repeatable)"),
@@ -285,14 +313,14 @@ def robust_cmd(
 def _policy_means(arms: dict[str, dict[str, Any]], preset: str, steps: int, requests: int) -> dict[str, Any]:
     """Add ``NAME-mean`` (fixed knobs at each learned arm's mean on its training communities)
     to ``arms``; returns how each was found."""
-    from notefeed.serve.exposure import KnobPolicy
+    from notefeed.serve.exposure import load_policy
     from notefeed.sim.rleval import training_mean_knobs
 
     found = {}
     for name, sec in list(arms.items()):
         if sec.get("name") != "policy/rl":
             continue
-        comms = (KnobPolicy.load(sec["model_dir"]).meta or {}).get("communities")
+        comms = (load_policy(sec["model_dir"]).meta or {}).get("communities")
         if not comms or any(int(c) < 1000 for c in comms):
             _fail(f"--policy-mean: {name}'s policy.json names no training communities >= 1000 ({comms!r})")
         if f"{name}-mean" in arms:
@@ -330,19 +358,19 @@ def _print(res: dict[str, Any], title: str) -> None:
 
 
 def bench_rl(
-    policy_dir: Path = typer.Option(..., "--policy", help="a `notefeed rl train` output directory"),
+    policy_dir: Path = typer.Option(..., "--policy", help="a `notefeed rl train` or `rl ensemble` output directory"),
     preset: str = typer.Option("demo", help="simulator preset the requests come from"),
     requests: int = typer.Option(2_000, help="requests to time"),
     json_path: Path | None = typer.Option(None, "--json", help="write the figures here"),
 ) -> None:
     """Policy inference latency: the forward pass alone and the whole exposure step, p99."""
     from notefeed.models.artifacts import ModelError
-    from notefeed.serve.exposure import KnobPolicy
+    from notefeed.serve.exposure import load_policy
 
     _preset(preset)
     _positive(requests=requests)
     try:
-        pol = KnobPolicy.load(policy_dir)
+        pol = load_policy(policy_dir)
     except ModelError as e:
         _fail(f"--policy: {e}")
     _need("gymnasium", "notefeed bench rl")
