@@ -12,7 +12,7 @@ import pytest
 from notefeed.models.artifacts import ModelError
 from notefeed.serve.config import ConfigError, builtin_config
 from notefeed.serve.engine import Engine
-from notefeed.serve.exposure import KNOBS, OBS_NAMES, ExposureStep, KnobPolicy
+from notefeed.serve.exposure import KNOBS, OBS_NAMES, ExposureStep, KnobEnsemble, KnobPolicy, load_policy
 
 
 def _random_policy(head: str = "box", seed: int = 0) -> KnobPolicy:
@@ -51,6 +51,50 @@ def test_bad_policy_files_are_model_errors(tmp_path) -> None:
     (tmp_path / "p" / "policy.safetensors").write_bytes(b"garbage")
     with pytest.raises(ModelError):
         KnobPolicy.load(tmp_path / "p")
+
+
+def test_ensemble_acts_as_the_mean_of_its_members_and_round_trips(tmp_path) -> None:
+    members = [_random_policy(seed=s) for s in range(3)]
+    members[0].meta["communities"], members[1].meta["communities"] = [1000, 1001], [1002]
+    ens = KnobEnsemble(members, {"note": "x"})
+    assert ens.meta["communities"] == [1000, 1001, 1002] and ens.meta["note"] == "x"
+    ens.save(tmp_path / "e")
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["ensemble.json", "member_0", "member_1", "member_2"]
+    back = load_policy(tmp_path / "e")
+    assert isinstance(back, KnobEnsemble) and len(back.members) == 3 and back.meta == ens.meta
+    obs = np.random.default_rng(2).uniform(0, 4, (40, len(OBS_NAMES))).astype(np.float32)
+    spread = 0.0
+    for o in obs:
+        acts = np.stack([m.act(o) for m in members])
+        np.testing.assert_allclose(back.act(o), acts.mean(axis=0), rtol=1e-6, atol=1e-6)
+        spread = max(spread, float(np.ptp(acts, axis=0).max()))
+    assert spread > 0.1  # the members disagree, so the mean is not any one of them
+    assert isinstance(load_policy(tmp_path / "e" / "member_1"), KnobPolicy)  # a plain policy folder stays one
+
+
+def test_bad_ensemble_files_are_model_errors(tmp_path) -> None:
+    with pytest.raises(ModelError, match="no members"):
+        KnobEnsemble([])
+    ens = KnobEnsemble([_random_policy(seed=0), _random_policy(seed=1)])
+    with pytest.raises(ModelError, match="no nested ensembles"):
+        KnobEnsemble([ens])  # type: ignore[list-item]
+    ens.save(tmp_path / "e")
+    spec_path = tmp_path / "e" / "ensemble.json"
+    spec = json.loads(spec_path.read_text())
+    for members in (["../p"], [], "member_0", ["member_0", "/etc"]):
+        spec_path.write_text(json.dumps({**spec, "members": members}))
+        with pytest.raises(ModelError, match="members must be a non-empty list"):
+            load_policy(tmp_path / "e")
+    spec_path.write_text(json.dumps({**spec, "kind": "policy/rl"}))
+    with pytest.raises(ModelError, match="kind must be 'policy/rl-ensemble'"):
+        load_policy(tmp_path / "e")
+    spec_path.write_text(json.dumps(spec))
+    (tmp_path / "e" / "member_1" / "policy.safetensors").unlink()
+    with pytest.raises(ModelError, match="member_1: not a policy directory"):
+        load_policy(tmp_path / "e")
+    spec_path.write_text("{broken")
+    with pytest.raises(ModelError, match="cannot read it"):
+        load_policy(tmp_path / "e")
 
 
 def test_exposure_config_is_validated() -> None:
@@ -126,6 +170,38 @@ def test_rl_step_serves_a_saved_policy(served, tiny_history, tmp_path) -> None:
     finally:
         eng.close()
         ws.cleanup()
+
+
+def test_rl_step_serves_a_saved_ensemble(served, tiny_history, tmp_path) -> None:
+    ens = KnobEnsemble([_random_policy(seed=3), _random_policy(seed=4)])
+    ens.save(tmp_path / "e")
+    eng, step, ws = served(model_dir=str(tmp_path / "e"))
+    try:
+        _, res = eng.feed(str(tiny_history.users["user_id"].iloc[2]), 10)
+        assert len(res.items) == 10 and step.last["source"] == "policy"
+        np.testing.assert_allclose(step.last["knobs"], ens.act(step.last["observation"]), atol=1e-6)
+    finally:
+        eng.close()
+        ws.cleanup()
+
+
+def test_cli_ensemble_writes_a_loadable_ensemble(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from notefeed.cli import app
+
+    for s in range(2):
+        _random_policy(seed=s).save(tmp_path / f"p{s}")
+    r = CliRunner().invoke(app, ["rl", "ensemble", "--policy", str(tmp_path / "p0"), "--policy", str(tmp_path / "p1"),
+                                 "--out", str(tmp_path / "e")])
+    assert r.exit_code == 0, r.output
+    ens = load_policy(tmp_path / "e")
+    o = np.linspace(0, 3, len(OBS_NAMES)).astype(np.float32)
+    np.testing.assert_allclose(ens.act(o), (KnobPolicy.load(tmp_path / "p0").act(o)
+                                            + KnobPolicy.load(tmp_path / "p1").act(o)) / 2, atol=1e-6)
+    r = CliRunner().invoke(app, ["rl", "ensemble", "--policy", str(tmp_path / "p0"), "--policy", str(tmp_path / "p1"),
+                                 "--out", str(tmp_path / "e")])
+    assert r.exit_code == 2 and "--out:" in r.output and "is not empty" in r.output
 
 
 # ---------------------------------------------------------------------- agents (stable-baselines3)
@@ -232,6 +308,9 @@ def test_tiny_ppo_learns_the_knob_that_matters(tmp_path, monkeypatch) -> None:
     (["rl", "eval", "--seeds", "1"], "--seeds: intervals need at least two seeds"),
     (["rl", "eval", "--fixed", "a=1,2"], "--fixed: expected NAME="),
     (["rl", "eval", "--policy", "p=/nonexistent"], "--policy: /nonexistent: not a policy directory"),
+    (["rl", "ensemble", "--policy", "/nonexistent", "--out", "x"], "--policy: an ensemble needs at least two"),
+    (["rl", "ensemble", "--policy", "/nonexistent", "--policy", "/none2", "--out", "/nonexistent-out"],
+     "--policy: /nonexistent: not a policy directory"),
     (["rl", "tune", "--preset", "huge", "--json", "x.json"], "--preset: unknown preset 'huge'"),
     (["rl", "train", "--drift-at", "10", "--out", "x"], "--drift-at: must be in [0, 9]"),
     (["rl", "robust", "/nonexistent.json", "--pairs", "a:b", "--json", "o.json"], "REPORTS: /nonexistent.json is not"),
