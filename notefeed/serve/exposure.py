@@ -284,12 +284,40 @@ class KnobEnsemble:
         self.meta.setdefault("communities", comms)  # what --policy-mean reads: where the members trained
         self.meta.setdefault("algo", "ensemble(" + ",".join(str(m.meta.get("algo", "?")) for m in self.members) + ")")
 
+        self._stack = self._stacked()
+
+    def _stacked(self) -> dict[str, Any] | None:
+        """The members' arrays stacked along a first axis when they are all box-head policies of
+        one architecture (what ``notefeed rl ensemble`` of one recipe gives): one batched
+        product per layer instead of one per member and layer. None: act member by member."""
+        ms = self.members
+        first = ms[0]
+        if any(m.head != "box" or m.activation != first.activation or m.obs_clip != first.obs_clip
+               or m.eps != first.eps or [w.shape for w, _ in m.layers] != [w.shape for w, _ in first.layers]
+               for m in ms):
+            return None
+        return {"mean": np.stack([m.obs_mean for m in ms])[:, None, :],
+                "scale": np.stack([1.0 / np.sqrt(m.obs_var + m.eps) for m in ms])[:, None, :].astype(np.float32),
+                "w": [np.stack([m.layers[i][0].T for m in ms]) for i in range(len(first.layers))],
+                "b": [np.stack([m.layers[i][1] for m in ms])[:, None, :] for i in range(len(first.layers))],
+                "low": np.stack([m.low for m in ms]), "high": np.stack([m.high for m in ms]),
+                "act": _ACTS[first.activation], "clip": first.obs_clip}
+
     def act(self, obs: np.ndarray) -> np.ndarray:
         """(len(KNOBS),) the mean of the members' knobs for one observation."""
-        out = self.members[0].act(obs).astype(np.float64)
-        for m in self.members[1:]:
-            out += m.act(obs)
-        return np.clip(out / len(self.members), 0.0, KNOB_HIGH).astype(np.float32)
+        st = self._stack
+        if st is None:
+            out = np.mean([m.act(obs) for m in self.members], axis=0)
+        else:  # each member's KnobPolicy.act, batched over members
+            x = np.clip((np.asarray(obs, np.float32)[None, None, :] - st["mean"]) * st["scale"], -st["clip"], st["clip"])
+            n = len(st["w"])
+            for i in range(n):
+                x = x @ st["w"][i] + st["b"][i]
+                if i < n - 1:
+                    x = st["act"](x)
+            a = np.clip(x[:, 0, :], -1.0, 1.0)
+            out = np.clip(st["low"] + (a + 1.0) / 2.0 * (st["high"] - st["low"]), 0.0, KNOB_HIGH).mean(axis=0)
+        return np.clip(out, 0.0, KNOB_HIGH).astype(np.float32)
 
     def save(self, path: str | Path) -> Path:
         p = Path(path)

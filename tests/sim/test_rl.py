@@ -70,6 +70,10 @@ def test_ensemble_acts_as_the_mean_of_its_members_and_round_trips(tmp_path) -> N
         spread = max(spread, float(np.ptp(acts, axis=0).max()))
     assert spread > 0.1  # the members disagree, so the mean is not any one of them
     assert isinstance(load_policy(tmp_path / "e" / "member_1"), KnobPolicy)  # a plain policy folder stays one
+    mixed = KnobEnsemble([_random_policy("box", 5), _random_policy("argmax", 6)])  # member by member
+    assert mixed._stack is None and ens._stack is not None
+    for o in obs[:10]:
+        np.testing.assert_allclose(mixed.act(o), (mixed.members[0].act(o) + mixed.members[1].act(o)) / 2, atol=1e-6)
 
 
 def test_bad_ensemble_files_are_model_errors(tmp_path) -> None:
