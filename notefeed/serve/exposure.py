@@ -144,7 +144,8 @@ class KnobPolicy:
     """A small MLP from observation to knobs, evaluated with numpy (no training library).
 
     ``layers``: [(W (out, in), b (out,))], ``activation`` between them; ``head``: ``box``
-    (the last layer's output is an action in [-1, 1]^d, clipped, then scaled to
+    (the last layer's output is an action in [-1, 1]^d, clipped, or ``squash="tanh"``: passed
+    through tanh, as SAC's actor does; then scaled to
     [``low``, ``high``] per knob, then clipped to [0, KNOB_HIGH]) or ``argmax`` (the last layer scores the rows of
     ``actions`` (m, len(KNOBS)), knob values; the best row is taken). Observations are
     normalised first: clip((obs - obs_mean) / sqrt(obs_var + eps), -obs_clip, obs_clip).
@@ -153,11 +154,15 @@ class KnobPolicy:
     def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]], activation: str, head: str,
                  obs_mean: np.ndarray, obs_var: np.ndarray, obs_clip: float = 10.0, eps: float = 1e-8,
                  low: np.ndarray | None = None, high: np.ndarray | None = None,
-                 actions: np.ndarray | None = None, meta: dict[str, Any] | None = None) -> None:
+                 actions: np.ndarray | None = None, meta: dict[str, Any] | None = None,
+                 squash: str = "clip") -> None:
         if activation not in _ACTS:
             raise ModelError(f"KnobPolicy: activation must be one of {sorted(_ACTS)}, got {activation!r}")
         if head not in ("box", "argmax"):
             raise ModelError(f"KnobPolicy: head must be 'box' or 'argmax', got {head!r}")
+        if squash not in ("clip", "tanh"):
+            raise ModelError(f"KnobPolicy: squash must be 'clip' or 'tanh', got {squash!r}")
+        self.squash = squash
         self.layers = [(np.asarray(w, np.float32), np.asarray(b, np.float32)) for w, b in layers]
         self.activation, self.head = activation, head
         self.obs_mean = np.asarray(obs_mean, np.float32)
@@ -206,7 +211,8 @@ class KnobPolicy:
         if self.head == "argmax":
             assert self.actions is not None
             return self.actions[int(np.argmax(out))].copy()
-        return np.clip(self.low + (np.clip(out, -1.0, 1.0) + 1.0) / 2.0 * (self.high - self.low), 0.0, KNOB_HIGH)
+        a = np.tanh(out) if self.squash == "tanh" else np.clip(out, -1.0, 1.0)
+        return np.clip(self.low + (a + 1.0) / 2.0 * (self.high - self.low), 0.0, KNOB_HIGH)
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> Path:
@@ -224,7 +230,9 @@ class KnobPolicy:
                 "layers": [list(w.shape) for w, _ in self.layers], "observation": list(OBS_NAMES),
                 "knobs": list(KNOBS), "obs_clip": self.obs_clip, "eps": self.eps,
                 "normalisation": "clip((obs - obs_mean) / sqrt(obs_var + eps), -obs_clip, obs_clip)",
-                "action_scaling": ("knobs = clip(low + (clip(out, -1, 1) + 1) / 2 * (high - low), 0, 2)" if self.head == "box"
+                "squash": self.squash,
+                "action_scaling": (f"knobs = clip(low + ({'tanh(out)' if self.squash == 'tanh' else 'clip(out, -1, 1)'}"
+                                   " + 1) / 2 * (high - low), 0, 2)" if self.head == "box"
                                    else "knobs = actions[argmax(out)]"),
                 "low": self.low.tolist(), "high": self.high.tolist(),
                 "actions": None if self.actions is None else self.actions.tolist(), "meta": self.meta}
@@ -252,7 +260,7 @@ class KnobPolicy:
             layers = [(t[f"layers.{i}.weight"], t[f"layers.{i}.bias"]) for i in range(n)]
             return cls(layers, spec["activation"], spec["head"], t["obs_mean"], t["obs_var"],
                        spec.get("obs_clip", 10.0), spec.get("eps", 1e-8), t["low"], t["high"], t.get("actions"),
-                       spec.get("meta"))
+                       spec.get("meta"), spec.get("squash", "clip"))
         except KeyError as e:
             raise ModelError(f"{p}: missing {e} in the policy files") from None
 
@@ -292,7 +300,8 @@ class KnobEnsemble:
         product per layer instead of one per member and layer. None: act member by member."""
         ms = self.members
         first = ms[0]
-        if any(m.head != "box" or m.activation != first.activation or m.obs_clip != first.obs_clip
+        if any(m.head != "box" or m.activation != first.activation or m.squash != first.squash
+               or m.obs_clip != first.obs_clip
                or m.eps != first.eps or [w.shape for w, _ in m.layers] != [w.shape for w, _ in first.layers]
                for m in ms):
             return None
@@ -301,7 +310,7 @@ class KnobEnsemble:
                 "w": [np.stack([m.layers[i][0].T for m in ms]) for i in range(len(first.layers))],
                 "b": [np.stack([m.layers[i][1] for m in ms])[:, None, :] for i in range(len(first.layers))],
                 "low": np.stack([m.low for m in ms]), "high": np.stack([m.high for m in ms]),
-                "act": _ACTS[first.activation], "clip": first.obs_clip}
+                "act": _ACTS[first.activation], "clip": first.obs_clip, "tanh": first.squash == "tanh"}
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """(len(KNOBS),) the mean of the members' knobs for one observation."""
@@ -315,7 +324,7 @@ class KnobEnsemble:
                 x = x @ st["w"][i] + st["b"][i]
                 if i < n - 1:
                     x = st["act"](x)
-            a = np.clip(x[:, 0, :], -1.0, 1.0)
+            a = np.tanh(x[:, 0, :]) if st["tanh"] else np.clip(x[:, 0, :], -1.0, 1.0)
             out = np.clip(st["low"] + (a + 1.0) / 2.0 * (st["high"] - st["low"]), 0.0, KNOB_HIGH).mean(axis=0)
         return np.clip(out, 0.0, KNOB_HIGH).astype(np.float32)
 

@@ -1,10 +1,11 @@
 """Agents that learn the exposure knobs in the simulator, and the optuna-tuned fixed knobs.
 
 ``train_agent`` trains a stable-baselines3 agent on :class:`~notefeed.sim.gym.ExposureEnv`:
-PPO on the continuous knobs, or DQN on a discretised set of knob vectors
-(:data:`DISCRETE_KNOBS`). Observations are normalised with running statistics
+PPO on the continuous knobs, SAC on them as the off-policy comparison, or DQN on a discretised
+set of knob vectors (:data:`DISCRETE_KNOBS`). Observations are normalised with running statistics
 (``VecNormalize``). The result is exported as a :class:`~notefeed.serve.exposure.KnobPolicy`:
-the actor's linear layers (PPO: the policy MLP and the action mean; DQN: the Q-network),
+the actor's linear layers (PPO: the policy MLP and the action mean; SAC: the actor's MLP and
+its mean, tanh-squashed as SAC's deterministic action is; DQN: the Q-network),
 the observation statistics and the action scaling, in safetensors + JSON: the library's own
 ``.zip`` (which holds pickles) is never written. The export is checked against the library's
 deterministic action on sample observations before it is returned.
@@ -28,7 +29,9 @@ from notefeed.sim.gym import ExposureEnv, RewardConfig, action_of_knobs, objecti
 
 __all__ = ["DISCRETE_KNOBS", "ALGOS", "train_agent", "export_policy", "tune_knobs", "run_knobs"]
 
-ALGOS = ("ppo", "dqn")
+ALGOS = ("ppo", "dqn", "sac")
+#: the algorithms with continuous knobs (a residual policy, ``base_knobs``, needs one)
+CONTINUOUS = ("ppo", "sac")
 #: DQN's action set: every combination of these levels per knob (3 x 2 x 2 x 2 = 24 vectors)
 _LEVELS = {"small_boost": (0.0, 1.0, 2.0), "fresh_boost": (0.0, 1.0), "explore": (0.0, 1.0), "interest": (0.0, 1.5)}
 DISCRETE_KNOBS = np.array(list(itertools.product(*(_LEVELS[k] for k in KNOBS))), np.float32)
@@ -72,6 +75,12 @@ def export_policy(model: Any, venv: Any, algo: str, meta: dict[str, Any] | None 
     if algo == "ppo":
         layers = _linears(model.policy.mlp_extractor.policy_net) + _linears(model.policy.action_net)
         pol = KnobPolicy(layers, "tanh", "box", low=low, high=high, **common)
+    elif algo == "sac":
+        act = type(model.actor.latent_pi[1]).__name__.lower() if len(model.actor.latent_pi) > 1 else "relu"
+        if act not in ("relu", "tanh"):
+            raise ValueError(f"export_policy: SAC actor activation {act!r} is not one KnobPolicy evaluates")
+        layers = _linears(model.actor.latent_pi) + _linears(model.actor.mu)
+        pol = KnobPolicy(layers, act, "box", low=low, high=high, squash="tanh", **common)
     elif algo == "dqn":
         pol = KnobPolicy(_linears(model.q_net.q_net), "relu", "argmax", actions=DISCRETE_KNOBS, **common)
     else:
@@ -92,16 +101,16 @@ def train_agent(algo: str = "ppo", preset: str = "demo", communities: Sequence[i
                 reward: RewardConfig = RewardConfig(), algo_kwargs: dict[str, Any] | None = None,
                 log: Callable[[str], None] | None = None, make_env: Callable[[], Any] | None = None,
                 base_knobs: dict[str, float] | None = None, margin: float = 0.5) -> tuple[KnobPolicy, dict[str, Any]]:
-    """Train ``algo`` (``ppo`` | ``dqn``) for ``timesteps`` requests on ``communities``
+    """Train ``algo`` (``ppo`` | ``dqn`` | ``sac``) for ``timesteps`` requests on ``communities``
     (seeds of ``preset``); returns the exported policy and a training summary (episode
     returns over time, wall time). Torch runs single-threaded. ``make_env``: another
     environment with the same spaces (tests use a toy one whose best knobs are known).
-    ``base_knobs`` (PPO): a residual policy, whose actions span the base knobs -/+ ``margin``
+    ``base_knobs`` (PPO, SAC): a residual policy, whose actions span the base knobs -/+ ``margin``
     (its zero action, where training starts, is the base: e.g. the tuned knobs)."""
     if algo not in ALGOS:
         raise ValueError(f"train_agent: algo must be one of {ALGOS}, got {algo!r}")
     import torch
-    from stable_baselines3 import DQN, PPO
+    from stable_baselines3 import DQN, PPO, SAC
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
@@ -109,8 +118,8 @@ def train_agent(algo: str = "ppo", preset: str = "demo", communities: Sequence[i
     kw = dict(env_kwargs or {})
     low = high = None
     if base_knobs is not None:
-        if algo != "ppo":
-            raise ValueError("train_agent: base_knobs (a residual policy) needs the continuous knobs of ppo")
+        if algo not in CONTINUOUS:
+            raise ValueError(f"train_agent: base_knobs (a residual policy) needs continuous knobs ({CONTINUOUS})")
         base = np.array([float(base_knobs[k]) for k in KNOBS])
         low, high = base - margin, base + margin
         kw.update(knob_low=low.tolist(), knob_high=high.tolist())
@@ -129,6 +138,11 @@ def train_agent(algo: str = "ppo", preset: str = "demo", communities: Sequence[i
                   "policy_kwargs": {"net_arch": {"pi": [64, 64], "vf": [64, 64]}, "log_std_init": -0.5},
                   **(algo_kwargs or {})}
         model: Any = PPO("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **params)
+    elif algo == "sac":  # SB3's defaults but the discount and the network of the others
+        params = {"learning_starts": 1_000, "buffer_size": 50_000, "batch_size": 256, "learning_rate": 3e-4,
+                  "gamma": 0.9, "tau": 0.005, "train_freq": 1, "gradient_steps": 1, "ent_coef": "auto",
+                  "policy_kwargs": {"net_arch": [64, 64]}, **(algo_kwargs or {})}
+        model = SAC("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **params)
     else:
         params = {"learning_starts": 1_000, "buffer_size": 50_000, "train_freq": 4, "target_update_interval": 500,
                   "exploration_fraction": 0.3, "exploration_final_eps": 0.05, "gamma": 0.9, "learning_rate": 5e-4,

@@ -22,7 +22,7 @@ rl_app = typer.Typer(help="Exposure control learned by reinforcement learning in
                      no_args_is_help=True)
 _console = Console()
 #: notefeed.sim.rl.ALGOS, restated so that flags are checked without the rl extra installed
-_ALGOS = ("ppo", "dqn")
+_ALGOS = ("ppo", "dqn", "sac")
 
 
 def _fail(msg: str) -> None:
@@ -77,14 +77,15 @@ def _write(path: Path | None, out: dict[str, Any]) -> None:
 
 @rl_app.command("train")
 def train_cmd(
-    algo: str = typer.Option("ppo", help="ppo (continuous knobs) | dqn (24 discrete knob vectors)"),
+    algo: str = typer.Option("ppo", help="ppo (continuous knobs) | sac (continuous, off-policy) | dqn (24 discrete "
+                             "knob vectors)"),
     preset: str = typer.Option("demo", help="simulator preset: tiny | demo | 100k | 1m"),
     communities: str = typer.Option("1000,1001,1002", help="community seeds to train on (evaluation uses 0-999)"),
     timesteps: int = typer.Option(20_000, help="environment steps (one step = one feed request)"),
     steps: int = typer.Option(10, help="closed-loop rounds per episode"),
     requests: int = typer.Option(20, help="requests per round"),
     seed: int = typer.Option(0, help="random seed"),
-    residual_to: Path | None = typer.Option(None, help="ppo only: a `notefeed rl tune` JSON; learn per-request "
+    residual_to: Path | None = typer.Option(None, help="ppo or sac: a `notefeed rl tune` JSON; learn per-request "
                                             "changes to its knobs (actions span them -/+ --margin)"),
     margin: float = typer.Option(0.5, help="with --residual-to: how far the policy may move each knob"),
     drift_at: int = typer.Option(0, help="shift half of the users' interests after this round of an episode "
@@ -111,8 +112,8 @@ def train_cmd(
         env_kwargs.update(drift_at=drift_at, drift_episodes=drift_episodes)
     base = None
     if residual_to is not None:
-        if algo != "ppo":
-            _fail("--residual-to: needs --algo ppo (continuous knobs)")
+        if algo == "dqn":
+            _fail("--residual-to: needs --algo ppo or sac (continuous knobs)")
         if not 0 < margin <= 2:
             _fail(f"--margin: must be in (0, 2], got {margin}")
         base = _tuned_knobs(residual_to, "--residual-to")

@@ -210,10 +210,10 @@ def test_cli_ensemble_writes_a_loadable_ensemble(tmp_path) -> None:
 
 # ---------------------------------------------------------------------- agents (stable-baselines3)
 
-def test_exported_ppo_and_dqn_act_as_the_trained_models(tmp_path) -> None:
+def test_exported_ppo_dqn_and_sac_act_as_the_trained_models(tmp_path) -> None:
     pytest.importorskip("stable_baselines3")
     import torch
-    from stable_baselines3 import DQN, PPO
+    from stable_baselines3 import DQN, PPO, SAC
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
     from notefeed.sim.gym import ExposureEnv
@@ -222,7 +222,7 @@ def test_exported_ppo_and_dqn_act_as_the_trained_models(tmp_path) -> None:
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     obs = rng.uniform(0, 4, (20, len(OBS_NAMES))).astype(np.float32)
-    for algo in ("ppo", "dqn"):
+    for algo in ("ppo", "dqn", "sac"):
         def make(algo=algo):
             e = ExposureEnv(preset="tiny", communities=(1000,), steps=2, requests_per_step=4)
             return _discrete_env(e) if algo == "dqn" else e
@@ -230,13 +230,16 @@ def test_exported_ppo_and_dqn_act_as_the_trained_models(tmp_path) -> None:
         venv.obs_rms.mean = rng.normal(0, 1, len(OBS_NAMES))
         venv.obs_rms.var = rng.uniform(0.5, 2, len(OBS_NAMES))
         model = (PPO("MlpPolicy", venv, n_steps=16, batch_size=8, seed=0, device="cpu") if algo == "ppo"
+                 else SAC("MlpPolicy", venv, learning_starts=8, buffer_size=100, seed=0, device="cpu",
+                          policy_kwargs={"net_arch": [32, 32]}) if algo == "sac"
                  else DQN("MlpPolicy", venv, learning_starts=8, buffer_size=100, seed=0, device="cpu"))
-        if algo == "ppo":  # a mean action that leaves [-1, 1] somewhere, to cover the clipping
+        if algo in ("ppo", "sac"):  # a mean action near or past the edge of [-1, 1]: the clip, the tanh
             with torch.no_grad():
-                model.policy.action_net.bias.fill_(0.8)
+                (model.policy.action_net if algo == "ppo" else model.actor.mu).bias.fill_(0.8)
         pol = export_policy(model, venv, algo, check_obs=obs)  # raises if any action differs
         pol.save(tmp_path / algo)
         back = KnobPolicy.load(tmp_path / algo)
+        assert back.squash == ("tanh" if algo == "sac" else "clip")
         for o in obs:
             a, _ = model.predict(venv.normalize_obs(o[None]), deterministic=True)
             want = DISCRETE_KNOBS[int(a[0])] if algo == "dqn" else (np.clip(a[0], -1, 1) + 1)
@@ -306,8 +309,8 @@ def test_tiny_ppo_learns_the_knob_that_matters(tmp_path, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("args, msg", [
-    (["rl", "train", "--algo", "sac", "--out", "x"], "--algo: unknown algorithm 'sac'"),
-    (["rl", "train", "--algo", "dqn", "--residual-to", "t.json", "--out", "x"], "--residual-to: needs --algo ppo"),
+    (["rl", "train", "--algo", "a2c", "--out", "x"], "--algo: unknown algorithm 'a2c'"),
+    (["rl", "train", "--algo", "dqn", "--residual-to", "t.json", "--out", "x"], "--residual-to: needs --algo ppo or sac"),
     (["rl", "eval", "--seeds", "1000,1"], "--seeds: seeds >= 1000 are the training communities"),
     (["rl", "eval", "--seeds", "1"], "--seeds: intervals need at least two seeds"),
     (["rl", "eval", "--fixed", "a=1,2"], "--fixed: expected NAME="),
