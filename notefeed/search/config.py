@@ -60,6 +60,9 @@ class SearchConfig(_Cfg):
     index_threads: int = Field(default=1, ge=1, le=16, description="tantivy indexing threads")
     index_heap_mb: int = Field(default=512, ge=16, le=4000, description="tantivy writer memory budget (MB, all "
                                "threads): a larger one writes fewer segments, so a build merges less")
+    topic_refine: int = Field(default=3, ge=0, le=20, description="EM rounds re-estimating the category "
+                              "model's word likelihoods from the notes' topic mixtures, on the notes it is fitted on "
+                              "(0: the naive-Bayes counts as they are)")
     # fusion and ranking
     fusion: Literal["rrf", "learned", "auto"] = Field(
         default="rrf", description="rrf; learned (needs fusion.json); auto: the fusion.json trained from the "

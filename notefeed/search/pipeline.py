@@ -35,7 +35,7 @@ from notefeed.search.personal import TagTable, UserProfile, personal_features
 from notefeed.search.rewrite import HttpRewriteBackend, MinedRewrites, mine_rewrites
 from notefeed.search.store import load_state, save_state
 from notefeed.search.suggest import Suggester
-from notefeed.search.topics import TopicTable, note_topics
+from notefeed.search.topics import TopicTable, note_topics, refine_topics
 from notefeed.search.understand import QueryUnderstanding
 
 __all__ = ["SearchPipeline", "SearchResult"]
@@ -136,6 +136,7 @@ class SearchPipeline:
         fit = np.arange(len(notes)) if len(notes) <= _INTENT_FIT_MAX else rng.choice(len(notes), _INTENT_FIT_MAX, replace=False)
         intent = CategoryModel().fit([docs[j]["title"] + docs[j]["text"] + docs[j]["tags"] for j in fit.tolist()],
                                      [cats[j] for j in fit.tolist()])
+        intent = refine_topics(intent, [docs[j] for j in fit.tolist()], cfg.topic_refine)
         mined = None
         if query_log is not None and len(query_log):
             suggester = Suggester(query_log["query"].astype(str).tolist(), source="query log")
