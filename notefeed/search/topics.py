@@ -47,18 +47,25 @@ def note_topics(docs: Sequence[Mapping[str, list[str]]], model: CategoryModel, i
         return ids, wts
     counts = _counts(docs, model.vocab)
     lik = np.exp(np.asarray(model.log_lik, np.float32))  # (V, C) P(t | c)
-    a = 0
-    while a < n:  # row chunks of about _CHUNK_NNZ tokens
-        b = int(np.searchsorted(counts.indptr, counts.indptr[a] + _CHUNK_NNZ, side="right")) - 1
-        b = min(max(b, a + 1), n)
+    for a, b in _row_chunks(counts):
         theta = _em(counts[a:b], lik, iters)
         order = np.argsort(-theta, axis=1, kind="stable")[:, :k]
         w = np.take_along_axis(theta, order, axis=1)
         s = w.sum(axis=1, keepdims=True)
         ids[a:b] = order
         wts[a:b] = np.where(s > 0, w / np.where(s > 0, s, 1.0), 0.0)
-        a = b
     return ids, wts
+
+
+def _row_chunks(counts: sp.csr_matrix) -> list[tuple[int, int]]:
+    """[(a, b)] row ranges of about :data:`_CHUNK_NNZ` stored tokens each (at least one row)."""
+    n, out, a = counts.shape[0], [], 0
+    while a < n:
+        b = int(np.searchsorted(counts.indptr, counts.indptr[a] + _CHUNK_NNZ, side="right")) - 1
+        b = min(max(b, a + 1), n)
+        out.append((a, b))
+        a = b
+    return out
 
 
 def _counts(docs: Sequence[Mapping[str, list[str]]], vocab: Mapping[str, int]) -> sp.csr_matrix:
@@ -94,12 +101,17 @@ def refine_topics(model: CategoryModel, docs: Sequence[Mapping[str, list[str]]],
     if x.nnz == 0:
         return model
     lik = np.exp(np.asarray(model.log_lik, np.float64))
-    r = np.repeat(np.arange(x.shape[0], dtype=np.int64), np.diff(x.indptr))
     for _ in range(rounds):
-        theta = _em(x, lik.astype(np.float32), iters).astype(np.float64)
-        den = np.einsum("ij,ij->i", theta[r], lik[x.indices])
-        m = sp.csr_matrix((x.data / np.maximum(den, 1e-300), x.indices, x.indptr), shape=x.shape)
-        soft = lik * np.asarray(m.T @ theta)  # (V, C) expected token counts per category
+        lik32 = lik.astype(np.float32)
+        acc = np.zeros(lik.shape, np.float64)  # sum over notes of count / P(t | note) x theta
+        for a, b in _row_chunks(x):  # float32 (nnz, C) work arrays of about _CHUNK_NNZ tokens
+            part = x[a:b]
+            theta = _em(part, lik32, iters)
+            r = np.repeat(np.arange(b - a, dtype=np.int64), np.diff(part.indptr))
+            den = np.einsum("ij,ij->i", theta[r], lik32[part.indices])
+            m = sp.csr_matrix((part.data / np.maximum(den, 1e-30), part.indices, part.indptr), shape=part.shape)
+            acc += m.T @ theta
+        soft = lik * acc  # (V, C) expected token counts per category
         lik = (soft + model.alpha) / (soft.sum(axis=0, keepdims=True) + model.alpha * soft.shape[0])
     out = CategoryModel(model.alpha)
     out.categories, out.vocab, out.log_prior = model.categories, model.vocab, model.log_prior
