@@ -273,9 +273,10 @@ class KnobEnsemble:
     """Several learned policies served as one: a request's knobs are the mean of the members'
     knobs (each member's own scaling and clipping first).
 
-    Policies trained with other seeds or recipes disagree on which communities they help (the
-    variance between training runs is of the size of their gain over fixed knobs); their mean
-    keeps the per-request adaptation they share and averages out the rest. Saved as
+    Meant for policies of one recipe trained with other seeds, which disagree on which
+    communities they help: their mean keeps the per-request adaptation they share and
+    averages the rest (whether it beats its members is measured, not assumed: see the README's
+    exposure-control section). Saved as
     ``ensemble.json`` (kind ``policy/rl-ensemble``, the member folders, ``meta``) and one
     :meth:`KnobPolicy.save` folder per member (``member_0``, ...); members are plain policies."""
 
@@ -291,7 +292,6 @@ class KnobEnsemble:
         comms = sorted({int(c) for m in self.members for c in (m.meta.get("communities") or [])})
         self.meta.setdefault("communities", comms)  # what --policy-mean reads: where the members trained
         self.meta.setdefault("algo", "ensemble(" + ",".join(str(m.meta.get("algo", "?")) for m in self.members) + ")")
-
         self._stack = self._stacked()
 
     def _stacked(self) -> dict[str, Any] | None:
@@ -300,10 +300,13 @@ class KnobEnsemble:
         product per layer instead of one per member and layer. None: act member by member."""
         ms = self.members
         first = ms[0]
-        if any(m.head != "box" or m.activation != first.activation or m.squash != first.squash
-               or m.obs_clip != first.obs_clip
-               or m.eps != first.eps or [w.shape for w, _ in m.layers] != [w.shape for w, _ in first.layers]
-               for m in ms):
+
+        def same(m: KnobPolicy) -> bool:
+            return (m.head == "box" and (m.activation, m.squash, m.obs_clip, m.eps)
+                    == (first.activation, first.squash, first.obs_clip, first.eps)
+                    and [w.shape for w, _ in m.layers] == [w.shape for w, _ in first.layers])
+
+        if not all(same(m) for m in ms):
             return None
         return {"mean": np.stack([m.obs_mean for m in ms])[:, None, :],
                 "scale": np.stack([1.0 / np.sqrt(m.obs_var + m.eps) for m in ms])[:, None, :].astype(np.float32),
