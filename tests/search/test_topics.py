@@ -69,6 +69,9 @@ def test_refined_word_likelihoods_bring_mixtures_closer_to_the_truth() -> None:
     assert np.exp(refined.log_lik[own, j]).sum() > np.exp(model.log_lik[own, j]).sum()
     np.testing.assert_allclose(np.exp(refined.log_lik).sum(axis=0), 1.0, rtol=1e-4)
     assert refine_topics(model, docs, rounds=0) is model
+    assert refine_topics(model, [], rounds=3) is model  # nothing to learn from: the model as it was
+    assert refine_topics(model, [_doc(["unknownword"])], rounds=3) is model
+    assert refine_topics(CategoryModel(), docs, rounds=3).categories == []
 
 
 def _planted() -> tuple[pd.DataFrame, list[np.ndarray], list[np.ndarray]]:
