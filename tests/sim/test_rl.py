@@ -162,8 +162,9 @@ def test_rl_step_falls_back_to_the_fixed_knobs(served, tiny_history, tmp_path) -
         ws.cleanup()
 
 
-def test_rl_step_serves_a_saved_policy(served, tiny_history, tmp_path) -> None:
-    pol = _random_policy()
+@pytest.mark.parametrize("kind", ["policy", "ensemble"])
+def test_rl_step_serves_a_saved_policy(served, tiny_history, tmp_path, kind) -> None:
+    pol = _random_policy() if kind == "policy" else KnobEnsemble([_random_policy(seed=3), _random_policy(seed=4)])
     pol.save(tmp_path / "p")
     eng, step, ws = served(model_dir=str(tmp_path / "p"))
     try:
@@ -171,19 +172,6 @@ def test_rl_step_serves_a_saved_policy(served, tiny_history, tmp_path) -> None:
         assert len(res.items) == 10 and step.last["source"] == "policy"
         np.testing.assert_allclose(step.last["knobs"], pol.act(step.last["observation"]), atol=1e-6)
         assert any(s.name == "policy/rl" and s.error is None for s in res.stages)
-    finally:
-        eng.close()
-        ws.cleanup()
-
-
-def test_rl_step_serves_a_saved_ensemble(served, tiny_history, tmp_path) -> None:
-    ens = KnobEnsemble([_random_policy(seed=3), _random_policy(seed=4)])
-    ens.save(tmp_path / "e")
-    eng, step, ws = served(model_dir=str(tmp_path / "e"))
-    try:
-        _, res = eng.feed(str(tiny_history.users["user_id"].iloc[2]), 10)
-        assert len(res.items) == 10 and step.last["source"] == "policy"
-        np.testing.assert_allclose(step.last["knobs"], ens.act(step.last["observation"]), atol=1e-6)
     finally:
         eng.close()
         ws.cleanup()
