@@ -113,6 +113,12 @@ class Catalog:
         self._created = _Grow(created)
         pos = ds.select_events(POSITIVE_TYPES)["item"].to_numpy() if len(ds.events) else np.empty(0, np.int64)
         self._pop = _Grow(np.bincount(pos, minlength=ds.n_items).astype(np.float32)[: ds.n_items])
+        # impressions and clicks per note (the exposure step's early CTR), from the log and live
+        ev = ds.events if len(ds.events) else None
+        self._impr = _Grow(self._count(ev, "impression", ds.n_items))
+        self._clk = _Grow(self._count(ev, "click", ds.n_items))
+        #: all notes' impressions and clicks (the prior of a note's smoothed CTR)
+        self.exposure_totals = (float(self._impr.view().sum()), float(self._clk.view().sum()))
         rng = np.random.default_rng(seed)
         self._cat_emb = rng.standard_normal((4096, VECTOR_DIM)).astype(np.float32)
         self._auth_emb = rng.standard_normal((_AUTHOR_BUCKETS, VECTOR_DIM)).astype(np.float32)
@@ -130,6 +136,13 @@ class Catalog:
         #: how long ``top_popular`` may serve a cached list (0: always fresh; the simulator
         #: sets 0 so that a run does not depend on how fast the machine is)
         self.top_max_age_s = 1.0
+
+    @staticmethod
+    def _count(events: object, kind: str, n: int) -> np.ndarray:
+        if events is None:
+            return np.zeros(n, np.float32)
+        items = events["item"].to_numpy()[events["type"].to_numpy() == kind]  # type: ignore[index]
+        return np.bincount(items, minlength=n).astype(np.float32)[:n]
 
     # ---------------------------------------------------------------- reads
     def __len__(self) -> int:
@@ -150,6 +163,11 @@ class Catalog:
 
     def created_at(self) -> np.ndarray:
         return self._created.view()
+
+    def exposure(self) -> tuple[np.ndarray, np.ndarray]:
+        """(n_items,) impressions and (n_items,) clicks of every note: the log's, then live events'."""
+        n = self.n_items
+        return self._impr.view()[:n], self._clk.view()[:n]
 
     def popularity(self) -> np.ndarray:
         return self._pop.view()
@@ -216,6 +234,8 @@ class Catalog:
             self._cat.append(c)
             self._created.append(note.created_at or int(time.time()))
             self._pop.append(0.0)
+            self._impr.append(0.0)
+            self._clk.append(0.0)
             self._author.append(a)  # last: n_items grows only once every array has the row
             i = len(self.note_ids)
             self.note_ids.append(note.note_id)
@@ -234,6 +254,15 @@ class Catalog:
                     self._n_bumped += len(items)
                     if self._n_bumped > 1_000_000:  # a long pause between refreshes: rank all
                         self._bumped, self._n_bumped = None, 0
+
+    def count_exposure(self, impressions: np.ndarray, clicks: np.ndarray) -> None:
+        """Add live impressions and clicks (item indices, repeats count)."""
+        if len(impressions) or len(clicks):
+            with self._lock:  # add_note may reallocate the arrays
+                np.add.at(self._impr.a, np.asarray(impressions, np.int64), 1.0)
+                np.add.at(self._clk.a, np.asarray(clicks, np.int64), 1.0)
+                i0, c0 = self.exposure_totals
+                self.exposure_totals = (i0 + len(impressions), c0 + len(clicks))
 
     def note_json(self, item: int) -> dict[str, object]:
         """Public fields of one note (base dataset rows or published notes)."""

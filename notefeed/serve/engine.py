@@ -313,7 +313,7 @@ class Engine:
         return ups
 
     def _apply(self, recs: Sequence[EventRecord], to_state: bool = True) -> int:
-        ups, pos_items = [], []
+        ups, pos_items, impr_items, click_items = [], [], [], []
         for r in recs:
             if r.event_id is not None:
                 self._event_ids[r.event_id] = None
@@ -326,9 +326,14 @@ class Engine:
             ups.append(StateUpdate(r.user_id, r.note_id, r.type, cat, r.received_at))
             if r.positive:
                 pos_items.append(i)
+            if r.type == "impression":
+                impr_items.append(i)
+            elif r.type == "click":
+                click_items.append(i)
         if to_state:
             self.state.apply(ups)
         self.catalog.bump(np.asarray(pos_items, np.int64))
+        self.catalog.count_exposure(np.asarray(impr_items, np.int64), np.asarray(click_items, np.int64))
         if self.coldstart is not None:
             skip = min(self._cs_skip, len(recs))  # a restored pool already saw these
             self._cs_skip -= skip

@@ -49,8 +49,10 @@ KNOB_HIGH = EXPOSURE_KNOB_HIGH
 OBS_NAMES: tuple[str, ...] = (
     "user_pos_5m", "user_pos_1h", "session_depth", "user_online_ctr", "history_len",
     "small_share_top", "small_share_all", "fresh_share_top", "log_pop_top", "small_gap",
-    "topic_entropy_top", "interest_top", "n_candidates", "small_share_served",
+    "topic_entropy_top", "interest_top", "n_candidates", "small_share_served", "ctr_top",
 )
+#: a note's early CTR is shrunk toward all notes' CTR as if it had this many more impressions
+_CTR_PRIOR = 20.0
 #: the pages whose small-creator share ``small_share_served`` follows: the top this many of the
 #: step's output order, averaged over about ``_SERVED_MEMORY`` requests (exponentially)
 _PAGE = 10
@@ -84,7 +86,9 @@ def _signals(ctx: UserContext, cs: CandidateSet, catalog: Catalog) -> dict[str, 
 def observation(ctx: UserContext, cs: CandidateSet, catalog: Catalog, window: int = 20,
                 signals: dict[str, np.ndarray] | None = None, served_small: float | None = None) -> np.ndarray:
     """(len(OBS_NAMES),) float32 state of one request, from the candidates entering the step
-    (``fused`` column: the top ``window`` are the page's likely composition), the user's
+    (``fused`` column: the top ``window`` are the page's likely composition; ``ctr_top`` is their
+    mean early CTR, clicks over impressions so far, each shrunk toward all notes' CTR by
+    :data:`_CTR_PRIOR` impressions), the user's
     online snapshot (``ctx.snapshot``, when the context has one) and ``served_small``, the
     small-creator share of the pages served lately (None: not known yet; this request's
     leaders stand in)."""
@@ -117,6 +121,13 @@ def observation(ctx: UserContext, cs: CandidateSet, catalog: Catalog, window: in
     obs[10] = float(-(p * np.log(p)).sum())
     obs[11] = s["interest"][top].mean()
     obs[13] = obs[5] if served_small is None else served_small
+    impr, clk = catalog.exposure()
+    it = cs.items[top]
+    it = it[it < len(impr)]
+    if len(it):  # the leaders' early CTR, each shrunk toward all notes' CTR
+        i0, c0 = catalog.exposure_totals
+        p0 = c0 / i0 if i0 > 0 else 0.0
+        obs[14] = float(np.mean((clk[it] + _CTR_PRIOR * p0) / (impr[it] + _CTR_PRIOR)))
     return obs
 
 
@@ -149,13 +160,17 @@ class KnobPolicy:
     [``low``, ``high``] per knob, then clipped to [0, KNOB_HIGH]) or ``argmax`` (the last layer scores the rows of
     ``actions`` (m, len(KNOBS)), knob values; the best row is taken). Observations are
     normalised first: clip((obs - obs_mean) / sqrt(obs_var + eps), -obs_clip, obs_clip).
+
+    ``observation``: the names of the inputs the policy was trained on, in order (default
+    :data:`OBS_NAMES`). A policy trained before an observation was added names fewer; it is
+    given the full observation (:data:`OBS_NAMES` order) and takes its own columns by name.
     """
 
     def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]], activation: str, head: str,
                  obs_mean: np.ndarray, obs_var: np.ndarray, obs_clip: float = 10.0, eps: float = 1e-8,
                  low: np.ndarray | None = None, high: np.ndarray | None = None,
                  actions: np.ndarray | None = None, meta: dict[str, Any] | None = None,
-                 squash: str = "clip") -> None:
+                 squash: str = "clip", observation: tuple[str, ...] | list[str] | None = None) -> None:
         if activation not in _ACTS:
             raise ModelError(f"KnobPolicy: activation must be one of {sorted(_ACTS)}, got {activation!r}")
         if head not in ("box", "argmax"):
@@ -163,6 +178,13 @@ class KnobPolicy:
         if squash not in ("clip", "tanh"):
             raise ModelError(f"KnobPolicy: squash must be 'clip' or 'tanh', got {squash!r}")
         self.squash = squash
+        self.obs_names = tuple(OBS_NAMES if observation is None else observation)
+        unknown = [n for n in self.obs_names if n not in OBS_NAMES]
+        if unknown or len(set(self.obs_names)) != len(self.obs_names):
+            raise ModelError(f"KnobPolicy: observation names must be distinct names of this version's "
+                             f"{list(OBS_NAMES)}; unknown or repeated: {unknown or list(self.obs_names)}")
+        #: the policy's columns of the full observation (None: all of them, in order)
+        self._cols = None if self.obs_names == OBS_NAMES else np.array([OBS_NAMES.index(n) for n in self.obs_names])
         self.layers = [(np.asarray(w, np.float32), np.asarray(b, np.float32)) for w, b in layers]
         self.activation, self.head = activation, head
         self.obs_mean = np.asarray(obs_mean, np.float32)
@@ -176,7 +198,7 @@ class KnobPolicy:
         self._check()
 
     def _check(self) -> None:
-        n_in = len(OBS_NAMES)
+        n_in = len(self.obs_names)
         if not self.layers:
             raise ModelError("KnobPolicy: no layers")
         for i, (w, b) in enumerate(self.layers):
@@ -191,12 +213,15 @@ class KnobPolicy:
         if self.actions is not None and self.actions.shape[1:] != (len(KNOBS),):
             raise ModelError(f"KnobPolicy: actions must be (m, {len(KNOBS)}), got {self.actions.shape}")
         for name, v in (("obs_mean", self.obs_mean), ("obs_var", self.obs_var)):
-            if v.shape != (len(OBS_NAMES),) or not np.isfinite(v).all():
-                raise ModelError(f"KnobPolicy: {name} must be ({len(OBS_NAMES)},) finite values")
+            if v.shape != (len(self.obs_names),) or not np.isfinite(v).all():
+                raise ModelError(f"KnobPolicy: {name} must be ({len(self.obs_names)},) finite values")
 
     def forward(self, obs: np.ndarray) -> np.ndarray:
-        """(..., len(OBS_NAMES)) -> the last layer's output."""
-        x = np.clip((np.asarray(obs, np.float32) - self.obs_mean) / np.sqrt(self.obs_var + self.eps),
+        """(..., len(OBS_NAMES)) full observations -> the last layer's output."""
+        obs = np.asarray(obs, np.float32)
+        if self._cols is not None:
+            obs = obs[..., self._cols]
+        x = np.clip((obs - self.obs_mean) / np.sqrt(self.obs_var + self.eps),
                     -self.obs_clip, self.obs_clip)
         act = _ACTS[self.activation]
         for i, (w, b) in enumerate(self.layers):
@@ -227,7 +252,7 @@ class KnobPolicy:
             tensors["actions"] = self.actions
         save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, str(p / "policy.safetensors"))
         spec = {"kind": "policy/rl", "format": 1, "head": self.head, "activation": self.activation,
-                "layers": [list(w.shape) for w, _ in self.layers], "observation": list(OBS_NAMES),
+                "layers": [list(w.shape) for w, _ in self.layers], "observation": list(self.obs_names),
                 "knobs": list(KNOBS), "obs_clip": self.obs_clip, "eps": self.eps,
                 "normalisation": "clip((obs - obs_mean) / sqrt(obs_var + eps), -obs_clip, obs_clip)",
                 "squash": self.squash,
@@ -252,15 +277,17 @@ class KnobPolicy:
             raise ModelError(f"{p}: cannot read the policy ({type(e).__name__}: {e})") from None
         if spec.get("kind") != "policy/rl":
             raise ModelError(f"{p}/policy.json: kind must be 'policy/rl', got {spec.get('kind')!r}")
-        if list(spec.get("observation", [])) != list(OBS_NAMES) or list(spec.get("knobs", [])) != list(KNOBS):
+        names = spec.get("observation")
+        if list(spec.get("knobs", [])) != list(KNOBS) or not isinstance(names, list) or not names \
+                or any(n not in OBS_NAMES for n in names):
             raise ModelError(f"{p}/policy.json: observation or knobs differ from this version's "
-                             f"({list(OBS_NAMES)}, {list(KNOBS)})")
+                             f"(observation names among {list(OBS_NAMES)}, knobs {list(KNOBS)})")
         n = len(spec.get("layers", []))
         try:
             layers = [(t[f"layers.{i}.weight"], t[f"layers.{i}.bias"]) for i in range(n)]
             return cls(layers, spec["activation"], spec["head"], t["obs_mean"], t["obs_var"],
                        spec.get("obs_clip", 10.0), spec.get("eps", 1e-8), t["low"], t["high"], t.get("actions"),
-                       spec.get("meta"), spec.get("squash", "clip"))
+                       spec.get("meta"), spec.get("squash", "clip"), names)
         except KeyError as e:
             raise ModelError(f"{p}: missing {e} in the policy files") from None
 
@@ -302,8 +329,8 @@ class KnobEnsemble:
         first = ms[0]
 
         def same(m: KnobPolicy) -> bool:
-            return (m.head == "box" and (m.activation, m.squash, m.obs_clip, m.eps)
-                    == (first.activation, first.squash, first.obs_clip, first.eps)
+            return (m.head == "box" and (m.activation, m.squash, m.obs_clip, m.eps, m.obs_names)
+                    == (first.activation, first.squash, first.obs_clip, first.eps, first.obs_names)
                     and [w.shape for w, _ in m.layers] == [w.shape for w, _ in first.layers])
 
         if not all(same(m) for m in ms):
@@ -313,7 +340,8 @@ class KnobEnsemble:
                 "w": [np.stack([m.layers[i][0].T for m in ms]) for i in range(len(first.layers))],
                 "b": [np.stack([m.layers[i][1] for m in ms])[:, None, :] for i in range(len(first.layers))],
                 "low": np.stack([m.low for m in ms]), "high": np.stack([m.high for m in ms]),
-                "act": _ACTS[first.activation], "clip": first.obs_clip, "tanh": first.squash == "tanh"}
+                "act": _ACTS[first.activation], "clip": first.obs_clip, "tanh": first.squash == "tanh",
+                "cols": first._cols}
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """(len(KNOBS),) the mean of the members' knobs for one observation."""
@@ -321,7 +349,9 @@ class KnobEnsemble:
         if st is None:
             out = np.mean([m.act(obs) for m in self.members], axis=0)
         else:  # each member's KnobPolicy.act, batched over members
-            x = np.clip((np.asarray(obs, np.float32)[None, None, :] - st["mean"]) * st["scale"], -st["clip"], st["clip"])
+            o = np.asarray(obs, np.float32)
+            o = o if st["cols"] is None else o[st["cols"]]
+            x = np.clip((o[None, None, :] - st["mean"]) * st["scale"], -st["clip"], st["clip"])
             n = len(st["w"])
             for i in range(n):
                 x = x @ st["w"][i] + st["b"][i]

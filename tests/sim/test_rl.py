@@ -44,7 +44,11 @@ def test_bad_policy_files_are_model_errors(tmp_path) -> None:
         KnobPolicy.load(tmp_path)
     _random_policy().save(tmp_path / "p")
     spec = json.loads((tmp_path / "p" / "policy.json").read_text())
-    spec["observation"] = spec["observation"][:-1]
+    spec["observation"] = spec["observation"][:-1]  # fewer names than the weights' inputs
+    (tmp_path / "p" / "policy.json").write_text(json.dumps(spec))
+    with pytest.raises(ModelError, match=r"layer 0 has shape .*, expected \(\*, 14\)"):
+        KnobPolicy.load(tmp_path / "p")
+    spec["observation"] = spec["observation"] + ["no_such_signal"]
     (tmp_path / "p" / "policy.json").write_text(json.dumps(spec))
     with pytest.raises(ModelError, match="observation or knobs differ"):
         KnobPolicy.load(tmp_path / "p")
@@ -99,6 +103,68 @@ def test_bad_ensemble_files_are_model_errors(tmp_path) -> None:
     spec_path.write_text("{broken")
     with pytest.raises(ModelError, match="cannot read it"):
         load_policy(tmp_path / "e")
+
+
+def test_a_policy_trained_on_fewer_observations_takes_its_columns_by_name(tmp_path) -> None:
+    """A policy saved before an observation was added (its policy.json names fewer) is given the
+    full observation and acts on its own columns; alone and inside an ensemble."""
+    rng = np.random.default_rng(5)
+    names = [n for n in OBS_NAMES if n != "small_gap"]  # as if small_gap were the new one
+    d = len(names)
+    old = KnobPolicy([(rng.normal(0, 0.5, (8, d)), rng.normal(0, 0.1, 8)), (rng.normal(0, 0.5, (len(KNOBS), 8)),
+                      np.zeros(len(KNOBS)))], "tanh", "box", rng.normal(0, 1, d), rng.uniform(0.5, 2, d),
+                     observation=names)
+    old.save(tmp_path / "old")
+    back = KnobPolicy.load(tmp_path / "old")
+    assert back.obs_names == tuple(names)
+    cols = [OBS_NAMES.index(n) for n in names]
+    full = rng.uniform(0, 3, (20, len(OBS_NAMES))).astype(np.float32)
+
+    def by_hand(o: np.ndarray) -> np.ndarray:  # the network fed only its own columns
+        x = np.clip((o[cols] - old.obs_mean) / np.sqrt(old.obs_var + old.eps), -old.obs_clip, old.obs_clip)
+        x = np.tanh(x @ old.layers[0][0].T + old.layers[0][1]) @ old.layers[1][0].T + old.layers[1][1]
+        return np.clip(old.low + (np.clip(x, -1, 1) + 1) / 2 * (old.high - old.low), 0, 2)
+
+    for o in full:
+        np.testing.assert_allclose(back.act(o), by_hand(o), atol=1e-5)
+        changed = o.copy()
+        changed[OBS_NAMES.index("small_gap")] += 5.0  # a signal the old policy never saw
+        np.testing.assert_array_equal(back.act(changed), back.act(o))
+    ens = KnobEnsemble([back, KnobPolicy.load(tmp_path / "old")])
+    assert ens._stack is not None
+    np.testing.assert_allclose(ens.act(full[0]), back.act(full[0]), atol=1e-6)
+    mixed = KnobEnsemble([back, _random_policy(seed=9)])  # other observation names: member by member
+    assert mixed._stack is None
+    np.testing.assert_allclose(mixed.act(full[1]), (back.act(full[1]) + mixed.members[1].act(full[1])) / 2, atol=1e-6)
+
+
+def test_leaders_early_ctr_follows_live_impressions_and_clicks(tiny_history) -> None:
+    """``ctr_top``: the fused leaders' clicks over impressions, each shrunk toward all notes'
+    CTR by 20 impressions; live impression and click events move it."""
+    from notefeed.recall.base import UserContext
+    from notefeed.serve.catalog import Catalog
+    from notefeed.serve.exposure import observation
+    from notefeed.serve.pipeline import CandidateSet
+
+    cat = Catalog(tiny_history)
+    impr, clk = cat.exposure()
+    ev = tiny_history.events
+    assert impr.sum() == (ev["type"] == "impression").sum() and clk.sum() == (ev["type"] == "click").sum()
+    items = np.arange(5, dtype=np.int64)
+    cs = CandidateSet(items, {"fused": np.linspace(1, 0, 5).astype(np.float32)})
+    ctx = UserContext("u0", 0, ts=10**9)
+    j = OBS_NAMES.index("ctr_top")
+
+    def expected() -> float:
+        i, c = cat.exposure()
+        p0 = cat.exposure_totals[1] / cat.exposure_totals[0]
+        return float(np.mean((c[items] + 20 * p0) / (i[items] + 20)))
+
+    before = observation(ctx, cs, cat, window=5)[j]
+    assert before == pytest.approx(expected(), rel=1e-5)
+    cat.count_exposure(np.repeat(items, 50), np.repeat(items, 40))  # the leaders get 80% CTR live
+    after = observation(ctx, cs, cat, window=5)[j]
+    assert after == pytest.approx(expected(), rel=1e-5) and after > before + 0.2
 
 
 def test_exposure_config_is_validated() -> None:
