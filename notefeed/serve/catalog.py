@@ -19,6 +19,7 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from notefeed.data.dataset import Dataset
 from notefeed.online.bus import open_wal
@@ -138,10 +139,11 @@ class Catalog:
         self.top_max_age_s = 1.0
 
     @staticmethod
-    def _count(events: object, kind: str, n: int) -> np.ndarray:
+    def _count(events: pd.DataFrame | None, kind: str, n: int) -> np.ndarray:
+        """(n,) float32 events of type ``kind`` per item."""
         if events is None:
             return np.zeros(n, np.float32)
-        items = events["item"].to_numpy()[events["type"].to_numpy() == kind]  # type: ignore[index]
+        items = events["item"].to_numpy()[events["type"].to_numpy() == kind]
         return np.bincount(items, minlength=n).astype(np.float32)[:n]
 
     # ---------------------------------------------------------------- reads

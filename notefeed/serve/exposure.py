@@ -2,7 +2,7 @@
 
 A scorer step after fusion. It reads real-time state for this request (:func:`observation`:
 the user's recent engagement and session depth from the online state, the composition of the
-fused leaders: creator-size mix, new notes, popularity, topics, interest match) and sets four
+fused leaders: creator-size mix, new notes, popularity, early CTR, topics, interest match) and sets four
 exposure knobs (:data:`~notefeed.serve.config.EXPOSURE_KNOBS`), each a weight in units of the
 fused score's standard deviation (:func:`apply_knobs`):
 
