@@ -236,8 +236,7 @@ class KnobPolicy:
         if self.head == "argmax":
             assert self.actions is not None
             return self.actions[int(np.argmax(out))].copy()
-        a = np.tanh(out) if self.squash == "tanh" else np.clip(out, -1.0, 1.0)
-        return np.clip(self.low + (a + 1.0) / 2.0 * (self.high - self.low), 0.0, KNOB_HIGH)
+        return _box(out, self.low, self.high, self.squash)
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> Path:
@@ -292,6 +291,13 @@ class KnobPolicy:
             raise ModelError(f"{p}: missing {e} in the policy files") from None
 
 
+def _box(out: np.ndarray, low: np.ndarray, high: np.ndarray, squash: str) -> np.ndarray:
+    """A box head's knobs from its last layer's output (..., len(KNOBS)): the action in [-1, 1]
+    (``squash`` ``clip`` or ``tanh``) scaled to [``low``, ``high``], clipped to [0, KNOB_HIGH]."""
+    a = np.tanh(out) if squash == "tanh" else np.clip(out, -1.0, 1.0)
+    return np.clip(low + (a + 1.0) / 2.0 * (high - low), 0.0, KNOB_HIGH)
+
+
 _ENSEMBLE = "ensemble.json"
 _MEMBER = re.compile(r"member_[0-9]+")
 
@@ -336,11 +342,11 @@ class KnobEnsemble:
         if not all(same(m) for m in ms):
             return None
         return {"mean": np.stack([m.obs_mean for m in ms])[:, None, :],
-                "scale": np.stack([1.0 / np.sqrt(m.obs_var + m.eps) for m in ms])[:, None, :].astype(np.float32),
+                "sd": np.stack([np.sqrt(m.obs_var + m.eps) for m in ms])[:, None, :],
                 "w": [np.stack([m.layers[i][0].T for m in ms]) for i in range(len(first.layers))],
                 "b": [np.stack([m.layers[i][1] for m in ms])[:, None, :] for i in range(len(first.layers))],
                 "low": np.stack([m.low for m in ms]), "high": np.stack([m.high for m in ms]),
-                "act": _ACTS[first.activation], "clip": first.obs_clip, "tanh": first.squash == "tanh",
+                "act": _ACTS[first.activation], "clip": first.obs_clip, "squash": first.squash,
                 "cols": first._cols}
 
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -351,14 +357,13 @@ class KnobEnsemble:
         else:  # each member's KnobPolicy.act, batched over members
             o = np.asarray(obs, np.float32)
             o = o if st["cols"] is None else o[st["cols"]]
-            x = np.clip((o[None, None, :] - st["mean"]) * st["scale"], -st["clip"], st["clip"])
+            x = np.clip((o[None, None, :] - st["mean"]) / st["sd"], -st["clip"], st["clip"])
             n = len(st["w"])
             for i in range(n):
                 x = x @ st["w"][i] + st["b"][i]
                 if i < n - 1:
                     x = st["act"](x)
-            a = np.tanh(x[:, 0, :]) if st["tanh"] else np.clip(x[:, 0, :], -1.0, 1.0)
-            out = np.clip(st["low"] + (a + 1.0) / 2.0 * (st["high"] - st["low"]), 0.0, KNOB_HIGH).mean(axis=0)
+            out = _box(x[:, 0, :], st["low"], st["high"], st["squash"]).mean(axis=0)
         return np.clip(out, 0.0, KNOB_HIGH).astype(np.float32)
 
     def save(self, path: str | Path) -> Path:
