@@ -280,13 +280,17 @@ def robust_cmd(
     reports: list[Path] = typer.Argument(..., help="`notefeed rl eval` JSON reports (same seeds and run length)"),
     pairs: str = typer.Option(..., help="A:B,C:D: the paired differences B - A to check"),
     concat: bool = typer.Option(False, help="join reports on disjoint seed sets (the arms of each pair in every one)"),
+    level: float = typer.Option(0.95, help="the intervals' level (e.g. 1 - 0.05 / m for a Bonferroni correction "
+                                "over m comparisons)"),
     json_path: Path = typer.Option(..., "--json", help="write the checks here"),
 ) -> None:
     """Paired differences of saved eval reports checked for single-seed dependence: median,
-    seeds each way, Wilcoxon p, and the 95% interval with each seed left out."""
+    seeds each way, Wilcoxon p, and the interval (95% by default) with each seed left out."""
     from notefeed.sim.compare import parse_pairs
     from notefeed.sim.rleval import robust_report
 
+    if not 0.5 <= level < 1:
+        _fail(f"--level: must be in [0.5, 1), got {level}")
     loaded = []
     for p in reports:
         try:
@@ -298,7 +302,7 @@ def robust_cmd(
         _fail("REPORTS: no `notefeed rl eval` runs in them")
     try:
         pair_list = parse_pairs(pairs, arms) or []
-        out = robust_report(loaded, pair_list, concat=concat)
+        out = robust_report(loaded, pair_list, level=level, concat=concat)
     except ValueError as e:
         _fail(f"--pairs: {e}" if "robust_report" not in str(e) else f"REPORTS: {e}")
     for setting, res in out.items():
@@ -308,7 +312,7 @@ def robust_cmd(
                            f"{o['hi']:+.4f}], median {o['median']:+.4f}, {o['b_above']}/{o['n']} seeds above, "
                            f"Wilcoxon p {o['wilcoxon_p']:.3f}; one seed left out: lower bound >= "
                            f"{o['loo_lo_min']:+.4f} (seed {o['loo_lo_min_seed']})")
-    _write(json_path, {"reports": [str(p) for p in reports], **out})
+    _write(json_path, {"reports": [str(p) for p in reports], "level": level, **out})
 
 
 def _policy_means(arms: dict[str, dict[str, Any]], preset: str, steps: int, requests: int) -> dict[str, Any]:

@@ -375,6 +375,8 @@ def test_tiny_ppo_learns_the_knob_that_matters(tmp_path, monkeypatch) -> None:
     (["rl", "tune", "--preset", "huge", "--json", "x.json"], "--preset: unknown preset 'huge'"),
     (["rl", "train", "--drift-at", "10", "--out", "x"], "--drift-at: must be in [0, 9]"),
     (["rl", "robust", "/nonexistent.json", "--pairs", "a:b", "--json", "o.json"], "REPORTS: /nonexistent.json is not"),
+    (["rl", "robust", "/nonexistent.json", "--pairs", "a:b", "--level", "1.5", "--json", "o.json"],
+     "--level: must be in [0.5, 1)"),
     (["rl", "train", "--drift-at", "5", "--drift-episodes", "1.5", "--out", "x"], "--drift-episodes: must be in [0, 1]"),
 ])
 def test_cli_bad_flags_are_one_line_errors(args, msg) -> None:
@@ -488,6 +490,9 @@ def test_robust_report_pairs_arms_across_reports() -> None:
     want = [y["objective"] - 0.1 * s for y, s in zip(two["stable"]["runs"]["q"], [3, 5, 8, 9], strict=True)]
     assert d[("tuned", "q")]["mean"] == pytest.approx(np.mean(want))
     assert d[("tuned", "p")]["loo_lo_min_seed"] in (3, 5, 8, 9)  # a seed id, not an index
+    wide = robust_report([one, two], [("tuned", "q")], level=0.99)["stable"]["differences"][0]["metrics"]["objective"]
+    assert wide["mean"] == pytest.approx(d[("tuned", "q")]["mean"])  # a Bonferroni level: the same mean, wider
+    assert wide["lo"] < d[("tuned", "q")]["lo"] and wide["hi"] > d[("tuned", "q")]["hi"]
     with pytest.raises(ValueError, match="tuned runs differ"):
         robust_report([one, _report([3, 5, 8, 9], ["q"], tuned_shift=0.5)], [("tuned", "q")])
     with pytest.raises(ValueError, match="differ in seeds"):
