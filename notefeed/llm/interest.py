@@ -27,6 +27,15 @@ introduces a latent category with the notes its viewers engaged with most: withi
 candidates go by their smoothed click rate in the training log (clicks per impression shrunk to
 the log's mean rate over 20 impressions; positives counted where the log has no impressions),
 then by tag match, instead of tag match first.
+
+``latent_source: cooccurrence`` (category level) scores the latent categories from behaviour
+instead of the model's tag head: ``P(a user engages category b | they engage category a)`` over
+the training log's users (engaging = at least :data:`COOC_MIN_EVENTS` positive events on the
+category's notes), averaged over the recent notes' categories with their recency weights. It is
+what a large model's world knowledge supplies in the published setting (people who read about
+hiking also read about camping) learned from the workspace's own users, for a built-in model
+that knows only the workspace: its tag head says which tags a note *carries*, not which
+categories go together in people.
 """
 
 from __future__ import annotations
@@ -61,6 +70,10 @@ MAX_SLOTS = 20
 LATENT_LEVELS = ("tag", "category")
 SLOT_POSITIONS = ("spread", "end")
 SLOT_RANKS = ("match", "engagement")
+LATENT_SOURCES = ("model", "cooccurrence")
+#: positive events on a category's notes that make a training-log user count as engaging it
+#: (``latent_source: cooccurrence``): one stray click is not an interest
+COOC_MIN_EVENTS = 2
 #: impressions of prior weight in the smoothed click rate of ``slot_rank: engagement``
 RATE_PRIOR_IMPRESSIONS = 20.0
 
@@ -154,7 +167,7 @@ class InterestChannel:
     def __init__(self, model_path: str | None = None, n_recent: int = 20, decay: float = 0.9, n_interests: int = 5,
                  note_tags: int = 5, slots: int = 0, latent_only: bool = False, latent_level: str = "tag",
                  slot_position: str = "spread", min_score: float = 0.0, slot_rank: str = "match",
-                 progress: bool = False, **config: object) -> None:
+                 latent_source: str = "model", progress: bool = False, **config: object) -> None:
         if not isinstance(slots, int) or isinstance(slots, bool) or not 0 <= slots <= MAX_SLOTS:
             raise ValueError(f"llm/interest: slots must be an integer in [0, {MAX_SLOTS}] (latent-interest notes "
                              f"placed per page; 0: an ordinary recall channel), got {slots!r}")
@@ -173,7 +186,12 @@ class InterestChannel:
         if slot_rank != "match" and latent_level != "category":
             raise ValueError(f"llm/interest: slot_rank {slot_rank!r} orders notes within a latent category; it needs "
                              f"latent_level: category, got latent_level {latent_level!r}")
-        self.slot_rank = slot_rank
+        if latent_source not in LATENT_SOURCES:
+            raise ValueError(f"llm/interest: latent_source must be one of {LATENT_SOURCES}, got {latent_source!r}")
+        if latent_source != "model" and latent_level != "category":
+            raise ValueError(f"llm/interest: latent_source {latent_source!r} scores latent categories; it needs "
+                             f"latent_level: category, got latent_level {latent_level!r}")
+        self.slot_rank, self.latent_source = slot_rank, latent_source
         self.min_score = float(min_score)
         self.slots, self.latent_only, self.latent_level = slots, latent_only, latent_level
         self.slot_position = slot_position
@@ -189,6 +207,8 @@ class InterestChannel:
         self.item_cat = np.empty(0, np.int32)  # (n_items,) each note's category (-1: none)
         self._tag_cat: np.ndarray | None = None  # (n_tags,) each tag's category, derived lazily
         self.item_rate = np.empty(0, np.float32)  # (n_items,) smoothed click rate (slot_rank: engagement)
+        #: (C, C) P(engages b | engages a) among the training log's users (latent_source: cooccurrence)
+        self.cat_cond = np.zeros((0, 0), np.float32)
 
     def fit(self, ds: Dataset) -> InterestChannel:
         corpus = NoteCorpus.from_dataset(ds)
@@ -201,6 +221,7 @@ class InterestChannel:
             self.lm = train_builtin(corpus, None, BuiltinConfig(**self.config), progress=self.progress)  # type: ignore[arg-type]
         self.set_notes(corpus)
         self.item_rate = engagement_rates(ds)
+        self.cat_cond = category_cooccurrence(ds, self.item_cat, len(self.categories))
         return self
 
     def set_notes(self, corpus: NoteCorpus) -> None:
@@ -349,11 +370,29 @@ class InterestChannel:
         return None if hc is None else self._category_scores(*hc)
 
     def _category_scores(self, h: np.ndarray, conf: np.ndarray) -> np.ndarray:
+        if self.latent_source == "cooccurrence":
+            return self._cooccurrence_scores(h)
         tc = self.tag_categories()
         ok = (conf > 0) & (tc >= 0) & ~np.isin(tc, self.item_cat[h])
         tags = np.flatnonzero(ok)
         tags = tags[np.argsort(-conf[tags], kind="stable")][: 3 * self.n_interests]
         return np.bincount(tc[tags], weights=conf[tags], minlength=len(self.categories))
+
+    def _cooccurrence_scores(self, h: np.ndarray) -> np.ndarray:
+        """(n_categories,) ``sum_a w_a P(b | a)`` over the recent notes' categories ``a`` (recency
+        weights ``w``, summing to 1), 0 for those categories themselves (and for categories
+        newer than the training log)."""
+        n_c = len(self.categories)
+        out = np.zeros(n_c, np.float64)
+        c = self.item_cat[h]
+        w = recency_weights(h.size, self.decay)
+        ok = (c >= 0) & (c < self.cat_cond.shape[0])
+        if ok.any():
+            wa = np.bincount(c[ok], weights=w[ok], minlength=self.cat_cond.shape[0]) / w.sum()
+            m = self.cat_cond.shape[1]
+            out[:m] = wa @ self.cat_cond
+        out[c[c >= 0]] = 0.0
+        return out
 
     def _latent_category_candidates(self, ctx: UserContext, k: int) -> Candidates:
         """Unseen notes of the latent categories, scored by their category's score; within a
@@ -416,12 +455,13 @@ class InterestChannel:
                   "note_tags": self.note_tags, "slots": self.slots, "latent_only": self.latent_only,
                   "latent_level": self.latent_level, "min_score": self.min_score,
                   "slot_position": self.slot_position, "slot_rank": self.slot_rank,
+                  "latent_source": self.latent_source,
                   "note_categories": self.categories, "config": self.config,
                   "lm": {"config": asdict(self.lm.config), "vocab": self.lm.tokenizer.vocab, "tags": self.lm.tags,
                          "categories": self.lm.categories, "info": self.lm.info}}
         arrays = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.lm.net.state_dict().items()}
         return params, {**arrays, **csr_state("note_probs", self.note_probs), **csr_state("item_tags", self.item_tags),
-                        "item_cat": self.item_cat, "item_rate": self.item_rate}
+                        "item_cat": self.item_cat, "item_rate": self.item_rate, "cat_cond": self.cat_cond}
 
     @classmethod
     def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> InterestChannel:
@@ -444,6 +484,7 @@ class InterestChannel:
                        else np.full(ch.item_tags.shape[0], -1, np.int32))
         ch.item_rate = (np.asarray(arrays["item_rate"], np.float32) if "item_rate" in arrays
                         else np.zeros(ch.item_tags.shape[0], np.float32))
+        ch.cat_cond = np.asarray(arrays.get("cat_cond", np.zeros((0, 0), np.float32)), np.float32)
         return ch
 
 
@@ -472,3 +513,33 @@ def engagement_rates(ds: Dataset, prior_impressions: float = RATE_PRIOR_IMPRESSI
         return np.log1p(clicks).astype(np.float32)
     mean = min(clicks.sum() / imp.sum(), 1.0)
     return ((np.minimum(clicks, imp) + prior_impressions * mean) / (imp + prior_impressions)).astype(np.float32)
+
+
+def category_cooccurrence(ds: Dataset, item_cat: np.ndarray, n_categories: int,
+                          min_events: int = COOC_MIN_EVENTS) -> np.ndarray:
+    """(C, C) float32: row ``a``, column ``b`` is the share of the log's users engaging category
+    ``a`` who also engage ``b`` (engaging: ``min_events`` positive events or more on the
+    category's notes); the diagonal is 0, as is a row no user engages."""
+    n_c = int(n_categories)
+    if n_c == 0:
+        return np.zeros((0, 0), np.float32)
+    ev = ds.select_events(None)
+    typ = ev["type"].to_numpy()
+    pos = np.isin(typ, list(POSITIVE_TYPES))
+    user, item = ev["user"].to_numpy(np.int64)[pos], ev["item"].to_numpy(np.int64)[pos]
+    ok = (item >= 0) & (item < item_cat.size)
+    user, item = user[ok], item[ok]
+    cat = item_cat[item].astype(np.int64)
+    user, cat = user[cat >= 0], cat[cat >= 0]
+    if user.size == 0:
+        return np.zeros((n_c, n_c), np.float32)
+    n_u = int(user.max()) + 1
+    counts = sp.csr_matrix((np.ones(user.size, np.float32), (user, cat)), shape=(n_u, n_c))
+    counts.sum_duplicates()
+    counts.data = (counts.data >= min_events).astype(np.float32)
+    counts.eliminate_zeros()
+    co = np.asarray((counts.T @ counts).todense(), np.float64)
+    n_a = np.diag(co).copy()
+    cond = np.where(n_a[:, None] > 0, co / np.maximum(n_a, 1.0)[:, None], 0.0)
+    np.fill_diagonal(cond, 0.0)
+    return cond.astype(np.float32)

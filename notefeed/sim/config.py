@@ -82,6 +82,15 @@ class SimConfig:
     follows_per_user: float = 6.0
     #: mean number of long-term interests per user (at least one)
     interests_per_user: float = 3.0
+    #: how far a user's long-term interests go together. The topics fall into ``topic_groups``
+    #: groups (a fixed random partition per seed); a user is *cohesive* with probability
+    #: ``interest_cohesion``, and a cohesive user's further interests come from the group of their
+    #: first (by the usual popularity-weighted draw inside the group, then outside it when the
+    #: group has too few topics). 0 (the default) draws every interest independently of the
+    #: others, as before: the same world, draw for draw. Above 0 only the interests change (the
+    #: cohesion draws use their own random stream), so the notes, creators and users stay equal.
+    interest_cohesion: float = 0.0
+    topic_groups: int = 5
     #: feed requests per user per day (scaled by each user's activity) and page size of the logger
     requests_per_user_day: float = 1.5
     page_size: int = 10
@@ -105,7 +114,11 @@ class SimConfig:
             raise SimConfigError(f"SimConfig.n_tags ({self.n_tags}) must be >= n_topics ({self.n_topics})")
         if self.n_topics < 2:
             raise SimConfigError(f"SimConfig.n_topics must be at least 2, got {self.n_topics}")
-        for name in ("chinese_share", "backlog_share"):
+        if not isinstance(self.topic_groups, int) or isinstance(self.topic_groups, bool) or not (
+                1 <= self.topic_groups <= self.n_topics):
+            raise SimConfigError(f"SimConfig.topic_groups must be an integer in [1, n_topics={self.n_topics}], "
+                                 f"got {self.topic_groups!r}")
+        for name in ("chinese_share", "backlog_share", "interest_cohesion"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise SimConfigError(f"SimConfig.{name} must be in [0, 1], got {v!r}")
@@ -142,6 +155,11 @@ PRESETS: dict[str, SimConfig] = {
     "1m": SimConfig(n_users=100_000, n_creators=10_000, n_notes=1_000_000, n_topics=60, n_tags=3_000,
                     history_days=14, name="sim-1m", requests_per_user_day=0.5),
 }
+# the same communities with interests that go together (``interest_cohesion``): most users'
+# interests lie in one of 5 topic groups, as real interests cluster (makeup with skincare, hiking
+# with camping); the one thing an inferred "latent" interest can be right about
+PRESETS["tiny-cohesive"] = replace(PRESETS["tiny"], name="sim-tiny-cohesive", interest_cohesion=0.8, topic_groups=2)
+PRESETS["demo-cohesive"] = replace(PRESETS["demo"], name="sim-demo-cohesive", interest_cohesion=0.8)
 
 
 def preset(name: str, **overrides: Any) -> SimConfig:

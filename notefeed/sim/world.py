@@ -117,6 +117,19 @@ def note_vectors(rng: np.random.Generator, topic_vecs: np.ndarray, topics: np.nd
     return _unit(v)
 
 
+def _cohere(keys: np.ndarray, cfg: SimConfig) -> np.ndarray:
+    """Interest draw keys (U, K) with ``interest_cohesion``: for a cohesive user every topic of
+    their first interest's group (the top key's) goes ahead of every other topic, each side
+    keeping its popularity-weighted order. Its own random stream: the world's other draws stay."""
+    u, k = keys.shape
+    crng = np.random.default_rng([cfg.seed, 0xC0DE5])
+    group = crng.permutation(np.arange(k) % cfg.topic_groups)  # (K,) each topic's group, near-equal sizes
+    cohesive = crng.random(u) < cfg.interest_cohesion
+    first = group[np.argmax(keys, axis=1)]
+    same = (group[None, :] == first[:, None]) & cohesive[:, None]
+    return keys + np.where(same, np.float64(1e6), 0.0)
+
+
 def generate_world(config: SimConfig) -> World:
     """Draw the ground truth of ``config`` (validated) from ``config.seed``."""
     cfg = config.validate()
@@ -156,6 +169,8 @@ def generate_world(config: SimConfig) -> World:
     # users: a few long-term interests (Dirichlet weights over popular topics)
     n_int = np.minimum(1 + rng.poisson(max(cfg.interests_per_user - 1.0, 0.0), u), min(k, 6))
     gumbel = np.log(topic_pop)[None, :] - np.log(-np.log(rng.random((u, k))))
+    if cfg.interest_cohesion > 0:
+        gumbel = _cohere(gumbel, cfg)
     ranked = np.argsort(-gumbel, axis=1)[:, : int(n_int.max())]
     g = rng.gamma(1.0, 1.0, ranked.shape) * (np.arange(ranked.shape[1])[None, :] < n_int[:, None])
     interest = np.zeros((u, k), np.float32)

@@ -179,3 +179,33 @@ def test_eval_helpers():
     assert r[0] == 0 and r[1] == 1.5 and r[2] == 2  # note 0 ties with note 1: ranks 1 and 2, mean 1.5
     with pytest.raises(ValueError, match="unknown llm method"):
         run_stage("llm", ["sim-tiny"], ["bert"], 0, True, None)
+
+
+def test_latent_categories_from_cooccurrence():
+    """``latent_source: cooccurrence``: a category's latent score is P(engages it | engages the
+    recent notes' categories) among the log's users; engaging takes two positive events."""
+    from notefeed.data.dataset import Dataset
+    from notefeed.llm.interest import category_cooccurrence
+
+    notes = pd.DataFrame({"note_id": [f"n{i}" for i in range(8)], "category": list("aabbccdd")})
+    rows = []
+    # users 0-2 engage a and b (twice each); user 3 engages a and c; user 4 clicks d once (no interest)
+    for u, cats in [(0, "ab"), (1, "ab"), (2, "ab"), (3, "ac"), (4, "a")]:
+        for c in cats:
+            i = "abcd".index(c) * 2
+            rows += [(f"u{u}", f"n{i}", "click"), (f"u{u}", f"n{i + 1}", "like")]
+    rows.append(("u4", "n6", "click"))
+    ev = pd.DataFrame(rows, columns=["user_id", "note_id", "type"]).assign(ts=np.arange(len(rows)))
+    ds = Dataset.build("planted", ev, notes=notes)
+    item_cat = np.array([ord(c) - ord("a") for c in ds.notes["category"]], np.int32)  # in item order
+    cond = category_cooccurrence(ds, item_cat, 4)
+    np.testing.assert_allclose(cond[0], [0, 3 / 5, 1 / 5, 0])  # d: one click is no interest
+    np.testing.assert_allclose(cond[1], [1, 0, 0, 0])
+    with pytest.raises(ValueError, match="latent_level"):
+        InterestChannel(latent_source="cooccurrence")
+    with pytest.raises(ValueError, match="latent_source"):
+        InterestChannel(latent_source="llm", latent_level="category")
+    ch = InterestChannel(latent_source="cooccurrence", latent_level="category")
+    ch.categories, ch.item_cat, ch.cat_cond = list("abcd"), item_cat, cond
+    got = ch._category_scores(np.flatnonzero(item_cat == 0), np.zeros(0))
+    np.testing.assert_allclose(got, [0, 3 / 5, 1 / 5, 0])  # a itself is not latent

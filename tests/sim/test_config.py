@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from notefeed.sim.community import generate
@@ -34,3 +35,27 @@ def test_presets_are_valid_and_sized():
     assert PRESETS["1m"].n_notes == 1_000_000 and PRESETS["1m"].n_users == 100_000
     assert PRESETS["100k"].n_notes == 100_000 and PRESETS["100k"].n_users == 20_000
     assert PRESETS["tiny"].n_users == 300 and PRESETS["tiny"].n_creators == 50
+
+
+def test_interest_cohesion_changes_only_the_interests():
+    """``interest_cohesion``: the same world draw for draw except the interests, which now go
+    together within topic groups; 0 keeps the independent draw."""
+    from notefeed.sim.world import generate_world
+
+    a, b = generate_world(preset("tiny")), generate_world(preset("tiny-cohesive"))
+    assert np.array_equal(a.note_creator, b.note_creator) and np.array_equal(a.note_topic, b.note_topic)
+    assert (a.user_interest > 0).sum() == (b.user_interest > 0).sum()  # as many interests per user
+    assert not np.array_equal(a.user_interest, b.user_interest)
+
+    def same_group_share(w, groups):
+        i = w.user_interest > 0
+        pairs = [(x, y) for row in i for x in np.flatnonzero(row) for y in np.flatnonzero(row) if x < y]
+        return np.mean([groups[x] == groups[y] for x, y in pairs])
+
+    crng = np.random.default_rng([0, 0xC0DE5])  # the cohesion stream's partition, as the world draws it
+    groups = crng.permutation(np.arange(8) % 2)
+    assert same_group_share(b, groups) > same_group_share(a, groups) + 0.2
+    with pytest.raises(SimConfigError, match="topic_groups"):
+        preset("tiny", topic_groups=9)
+    with pytest.raises(SimConfigError, match="interest_cohesion"):
+        preset("tiny", interest_cohesion=1.5)
