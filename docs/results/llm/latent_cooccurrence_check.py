@@ -1,7 +1,9 @@
 """Offline check of ``llm/interest``'s ``latent_source: cooccurrence`` before any closed-loop run:
 on each world's logged history (seed 0), how often is a user's top latent category (the best
 category none of their last 20 positives has) one of their true long-term interests, by the
-co-occurrence score against the log's most engaged category (popularity)? Also how well the log's
+co-occurrence score against the log's most engaged category (popularity)? The same among the users
+who still have a true interest none of those positives has (the only ones a latent slot can
+help). Also how well the log's
 P(b | a) tracks the true interests' P(b | a) (Pearson over category pairs).
 
     python3 docs/results/llm/latent_cooccurrence_check.py   # -> latent_cooccurrence_check.json
@@ -34,6 +36,7 @@ for name in ("demo", "demo-cohesive"):
     truth = w.user_interest > 0
     world_user = {v: int(str(k)[1:]) for k, v in ds.user_index.items()}  # simulated user ids are "u<k>"
     hit = pop_hit = 0
+    open_users = open_hit = open_pop = 0  # users with a true interest none of their last 20 positives has
     for u, h in by_u.items():
         c = cat[np.array(h[-20:])]
         wt = 0.9 ** np.arange(len(c))[::-1]
@@ -43,12 +46,19 @@ for name in ("demo", "demo-cohesive"):
         t = truth[world_user[u]]
         hit += bool(t[np.argmax(s)])
         pop_hit += bool(t[np.argmax(p)])
+        if (t & (s >= 0)).any():
+            open_users += 1
+            open_hit += bool(t[np.argmax(s)])
+            open_pop += bool(t[np.argmax(p)])
     ti = truth.astype(float)
     co = ti.T @ ti
     tc = co / np.maximum(np.diag(co)[:, None], 1)
     np.fill_diagonal(tc, 0)
     out[name] = {"users": len(by_u), "top_latent_true_cooccurrence": hit / len(by_u),
                  "top_latent_true_popularity": pop_hit / len(by_u),
+                 "users_with_an_unengaged_interest": open_users,
+                 "their_top_latent_true_cooccurrence": open_hit / max(open_users, 1),
+                 "their_top_latent_true_popularity": open_pop / max(open_users, 1),
                  "pearson_log_vs_true_cond": float(np.corrcoef(cond.ravel(), tc.ravel())[0, 1])}
     print(name, out[name])
 Path(__file__).with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
