@@ -221,7 +221,8 @@ class InterestChannel:
             self.lm = train_builtin(corpus, None, BuiltinConfig(**self.config), progress=self.progress)  # type: ignore[arg-type]
         self.set_notes(corpus)
         self.item_rate = engagement_rates(ds)
-        self.cat_cond = category_cooccurrence(ds, self.item_cat, len(self.categories))
+        if self.latent_source == "cooccurrence":
+            self.cat_cond = category_cooccurrence(ds, self.item_cat, len(self.categories))
         return self
 
     def set_notes(self, corpus: NoteCorpus) -> None:
@@ -523,10 +524,8 @@ def category_cooccurrence(ds: Dataset, item_cat: np.ndarray, n_categories: int,
     n_c = int(n_categories)
     if n_c == 0:
         return np.zeros((0, 0), np.float32)
-    ev = ds.select_events(None)
-    typ = ev["type"].to_numpy()
-    pos = np.isin(typ, list(POSITIVE_TYPES))
-    user, item = ev["user"].to_numpy(np.int64)[pos], ev["item"].to_numpy(np.int64)[pos]
+    ev = ds.select_events()  # the positive ones
+    user, item = ev["user"].to_numpy(np.int64), ev["item"].to_numpy(np.int64)
     ok = (item >= 0) & (item < item_cat.size)
     user, item = user[ok], item[ok]
     cat = item_cat[item].astype(np.int64)

@@ -117,14 +117,19 @@ def note_vectors(rng: np.random.Generator, topic_vecs: np.ndarray, topics: np.nd
     return _unit(v)
 
 
+def cohesion_draws(cfg: SimConfig, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """(each topic's group (K,), which users are cohesive (U,)) for ``interest_cohesion``, from
+    their own random stream (the world's other draws stay as they are)."""
+    crng = np.random.default_rng([cfg.seed, 0xC0DE5])
+    group = crng.permutation(np.arange(cfg.n_topics) % cfg.topic_groups)  # near-equal group sizes
+    return group, crng.random(n_users) < cfg.interest_cohesion
+
+
 def _cohere(keys: np.ndarray, cfg: SimConfig) -> np.ndarray:
     """Interest draw keys (U, K) with ``interest_cohesion``: for a cohesive user every topic of
     their first interest's group (the top key's) goes ahead of every other topic, each side
-    keeping its popularity-weighted order. Its own random stream: the world's other draws stay."""
-    u, k = keys.shape
-    crng = np.random.default_rng([cfg.seed, 0xC0DE5])
-    group = crng.permutation(np.arange(k) % cfg.topic_groups)  # (K,) each topic's group, near-equal sizes
-    cohesive = crng.random(u) < cfg.interest_cohesion
+    keeping its popularity-weighted order."""
+    group, cohesive = cohesion_draws(cfg, keys.shape[0])
     first = group[np.argmax(keys, axis=1)]
     same = (group[None, :] == first[:, None]) & cohesive[:, None]
     return keys + np.where(same, np.float64(1e6), 0.0)

@@ -40,7 +40,7 @@ def test_presets_are_valid_and_sized():
 def test_interest_cohesion_changes_only_the_interests():
     """``interest_cohesion``: the same world draw for draw except the interests, which now go
     together within topic groups; 0 keeps the independent draw."""
-    from notefeed.sim.world import generate_world
+    from notefeed.sim.world import cohesion_draws, generate_world
 
     a, b = generate_world(preset("tiny")), generate_world(preset("tiny-cohesive"))
     assert np.array_equal(a.note_creator, b.note_creator) and np.array_equal(a.note_topic, b.note_topic)
@@ -52,8 +52,8 @@ def test_interest_cohesion_changes_only_the_interests():
         pairs = [(x, y) for row in i for x in np.flatnonzero(row) for y in np.flatnonzero(row) if x < y]
         return np.mean([groups[x] == groups[y] for x, y in pairs])
 
-    crng = np.random.default_rng([0, 0xC0DE5])  # the cohesion stream's partition, as the world draws it
-    groups = crng.permutation(np.arange(8) % 2)
+    groups, _ = cohesion_draws(preset("tiny-cohesive"), 300)
+    assert np.bincount(groups).tolist() == [4, 4]
     assert same_group_share(b, groups) > same_group_share(a, groups) + 0.2
     with pytest.raises(SimConfigError, match="topic_groups"):
         preset("tiny", topic_groups=9)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from notefeed.llm.interest import category_cooccurrence
+from notefeed.llm.interest import InterestChannel, category_cooccurrence
+from notefeed.recall._common import positive_log
 from notefeed.sim.community import sim_dataset
 from notefeed.sim.config import preset
 from notefeed.sim.world import generate_world
@@ -25,10 +26,12 @@ for name in ("demo", "demo-cohesive"):
     ds = sim_dataset(None, preset_name=name, seed=0)
     names = list(w.vocab.topic_names)
     cat = np.array([names.index(c) for c in ds.notes["category"]], np.int32)
-    cond = category_cooccurrence(ds, cat, len(names))
-    ev = ds.select_events()
-    order = np.argsort(ev["ts"].to_numpy(), kind="stable")
-    users, items = ev["user"].to_numpy()[order], ev["item"].to_numpy()[order]
+    # the channel's own scoring (fit() would also train its language model, which this does not use)
+    ch = InterestChannel(latent_level="category", latent_source="cooccurrence")
+    ch.categories, ch.item_cat = names, cat
+    ch.cat_cond = cond = category_cooccurrence(ds, cat, len(names))
+    log = positive_log(ds)  # time-ordered
+    users, items = log["user"].to_numpy(), log["item"].to_numpy()
     popc = np.bincount(cat[items], minlength=len(names)).astype(float)
     by_u: dict[int, list[int]] = {}
     for u, i in zip(users.tolist(), items.tolist(), strict=True):
@@ -38,10 +41,10 @@ for name in ("demo", "demo-cohesive"):
     hit = pop_hit = 0
     open_users = open_hit = open_pop = 0  # users with a true interest none of their last 20 positives has
     for u, h in by_u.items():
-        c = cat[np.array(h[-20:])]
-        wt = 0.9 ** np.arange(len(c))[::-1]
-        s = (np.bincount(c, weights=wt, minlength=len(names)) / wt.sum()) @ cond
-        s[c], p = -1, popc.copy()
+        recent = np.array(h[-ch.n_recent:])
+        c = cat[recent]
+        s = ch._category_scores(recent, np.zeros(0))
+        s[c], p = -1, popc.copy()  # engaged categories out of both argmaxes
         p[c] = -1
         t = truth[world_user[u]]
         hit += bool(t[np.argmax(s)])
