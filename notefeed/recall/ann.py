@@ -35,6 +35,8 @@ def ivf_lists(n: int) -> int:
 class AnnIndex:
     """Inner-product ANN over (n, d) float32 vectors with int64 ids.
 
+    An HNSW search for ``k`` results looks at ``max(ef_search, k)`` candidates.
+
     ``kind`` is ``"flat"``, ``"hnsw"``, ``"ivf"`` or ``"auto"`` (``approx``, HNSW unless
     named, from ``hnsw_min`` vectors, else flat). An IVF index is trained on (a sample of) the
     first vectors added, with :func:`ivf_lists` of ``max(expected, that batch)`` lists.
@@ -154,6 +156,12 @@ class AnnIndex:
         k = max(1, min(int(k), max(self.ntotal, 1)))
         if self.index is None:  # an IVF index before its first vectors
             return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+        if self.kind == "hnsw" and k > self._base.hnsw.efSearch:
+            # HNSW keeps efSearch candidates: fewer than k loses true neighbours (a recall channel
+            # asks for its quota plus the notes it excludes, above the default 128)
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = k
+            return self.index.search(q, k, params=params)
         return self.index.search(q, k)
 
     def search_excluding(self, query: np.ndarray, k: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

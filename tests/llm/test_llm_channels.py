@@ -183,14 +183,15 @@ def test_eval_helpers():
 
 def test_latent_categories_from_cooccurrence():
     """``latent_source: cooccurrence``: a category's latent score is P(engages it | engages the
-    recent notes' categories) among the log's users; engaging takes two positive events."""
+    recent notes' categories) among the log's users; engaging takes a quarter of the user's positives."""
     from notefeed.data.dataset import Dataset
     from notefeed.llm.interest import category_cooccurrence
 
     notes = pd.DataFrame({"note_id": [f"n{i}" for i in range(8)], "category": list("aabbccdd")})
     rows = []
-    # users 0-2 engage a and b (twice each); user 3 engages a and c; user 4 clicks d once (no interest)
-    for u, cats in [(0, "ab"), (1, "ab"), (2, "ab"), (3, "ac"), (4, "a")]:
+    # users 0-2 engage a and b (twice each); user 3 engages a and c; user 4 engages a four times and
+    # clicks d once (a fifth of their positives: no interest)
+    for u, cats in [(0, "ab"), (1, "ab"), (2, "ab"), (3, "ac"), (4, "aa")]:
         for c in cats:
             i = "abcd".index(c) * 2
             rows += [(f"u{u}", f"n{i}", "click"), (f"u{u}", f"n{i + 1}", "like")]
@@ -199,7 +200,7 @@ def test_latent_categories_from_cooccurrence():
     ds = Dataset.build("planted", ev, notes=notes)
     item_cat = np.array([ord(c) - ord("a") for c in ds.notes["category"]], np.int32)  # in item order
     cond = category_cooccurrence(ds, item_cat, 4)
-    np.testing.assert_allclose(cond[0], [0, 3 / 5, 1 / 5, 0])  # d: one click is no interest
+    np.testing.assert_allclose(cond[0], [0, 3 / 5, 1 / 5, 0])  # d: a stray click is no interest
     np.testing.assert_allclose(cond[1], [1, 0, 0, 0])
     with pytest.raises(ValueError, match="latent_level"):
         InterestChannel(latent_source="cooccurrence")

@@ -70,3 +70,21 @@ def test_a_small_first_batch_gets_fewer_lists() -> None:
     assert ivf.search(v[:1], 3)[1][0, 0] == 0
     with pytest.raises(ValueError, match="nothing to save"):
         AnnIndex(16, kind="ivf").to_array()
+
+
+def test_hnsw_looks_at_k_candidates_when_k_exceeds_ef_search() -> None:
+    """A recall channel asks HNSW for its quota plus the notes it excludes, often more than
+    ``ef_search``: the search widens to ``k`` candidates instead of losing true neighbours."""
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((5_000, 16)).astype(np.float32)
+    q = rng.standard_normal((20, 16)).astype(np.float32)
+    _, truth = AnnIndex.of_rows(v, kind="flat").search(q, 200)
+    hnsw = AnnIndex.of_rows(v, kind="hnsw", ef_search=16)
+    _, got = hnsw.search(q, 200)
+    recall = np.mean([np.isin(g, t).mean() for g, t in zip(got, truth, strict=True)])
+    assert recall > 0.95, recall
+    hnsw.set_ef_search(200)  # the same as asking for those candidates explicitly
+    np.testing.assert_array_equal(hnsw.search(q, 200)[1], got)
+    hnsw.set_ef_search(16)
+    _, narrow = hnsw._base.search(q, 200)  # FAISS's own search at efSearch 16 loses neighbours
+    assert np.mean([np.isin(g, t).mean() for g, t in zip(narrow, truth, strict=True)]) < recall - 0.1
