@@ -187,9 +187,14 @@ class _CatalogueEncoder(TextEncoder):
 
     def plain(self) -> TextEncoder:
         """The fitted encoder as a plain :class:`TextEncoder` (what queries and saves use)."""
-        enc = TextEncoder(self.config)
-        enc.idf_, enc.components_ = self.idf_, self.components_
-        return enc
+        return _fitted(self.config, self.idf_, self.components_)
+
+
+def _fitted(config: TextEncoderConfig, idf: np.ndarray, components: np.ndarray) -> TextEncoder:
+    """A plain :class:`TextEncoder` with these fitted arrays."""
+    enc = TextEncoder(config)
+    enc.idf_, enc.components_ = idf, components
+    return enc
 
 
 class _QueryEncoder:
@@ -320,9 +325,7 @@ class DenseJob:
             except BrokenProcessPool as e:
                 log.warning("dense vectors: the worker process died (%s); computing them here", e)
             else:
-                enc = TextEncoder(TextEncoderConfig(**config))
-                enc.idf_, enc.components_ = idf, comp
-                return enc, vecs
+                return _fitted(TextEncoderConfig(**config), idf, comp), vecs
             finally:
                 self._close()
         return encode_catalogue(self.texts, *self.args)  # type: ignore[arg-type]
