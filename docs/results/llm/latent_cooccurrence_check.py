@@ -7,7 +7,8 @@ the log's P(b | a) tracks the true interests' P(b | a) (Pearson over category pa
 
 "Engaging" a category in the log was first a count (2 positive events or more, ``count2``); it is
 now a share of the user's positives (``COOC_MIN_SHARE``), chosen on seed 1 (the dev seed, the
-``sweep`` rows) and reported on seed 0.
+``sweep`` rows) and reported on seed 0. ``mined_pairs``: categories scored by the co-occurrence note
+pairs the related-note model trains on (``notefeed/llm/pairs.py``), instead of by users.
 
     python3 docs/results/llm/latent_cooccurrence_check.py   # -> latent_cooccurrence_check.json
 """
@@ -20,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from notefeed.llm.interest import COOC_MIN_SHARE, InterestChannel, category_cooccurrence
+from notefeed.llm.pairs import mine_pairs
 from notefeed.recall._common import positive_log
 from notefeed.sim.community import sim_dataset
 from notefeed.sim.config import preset
@@ -39,6 +41,19 @@ def count_cooccurrence(ds, cat, n_c, min_events=2):
     cond = co / np.maximum(np.diag(co)[:, None], 1)
     np.fill_diagonal(cond, 0)
     return cond.astype(np.float32)
+
+
+def pair_categories(ds, cat, n_c):
+    """Categories linked by the mined co-occurrence note pairs the related-note model trains on
+    (``mine_pairs``): row ``a`` is the share of pairs with a note of ``a`` whose other note is of
+    ``b`` (a stand-in for what vectors trained on those pairs could know)."""
+    log = positive_log(ds)
+    pairs, _ = mine_pairs(log["user"].to_numpy(), log["item"].to_numpy(), log["ts"].to_numpy(), ds.n_items)
+    m = np.zeros((n_c, n_c))
+    np.add.at(m, (cat[pairs[:, 0]], cat[pairs[:, 1]]), 1)
+    m += m.T
+    np.fill_diagonal(m, 0)
+    return (m / np.maximum(m.sum(1, keepdims=True), 1)).astype(np.float32)
 
 
 def check(name, seed, shares):
@@ -85,7 +100,8 @@ def check(name, seed, shares):
                 "pearson_log_vs_true_cond": float(np.corrcoef(cond.ravel(), tc.ravel())[0, 1])}
 
     out = {"share": hits(category_cooccurrence(ds, cat, len(names))),
-           "count2": hits(count_cooccurrence(ds, cat, len(names)))}
+           "count2": hits(count_cooccurrence(ds, cat, len(names))),
+           "mined_pairs": hits(pair_categories(ds, cat, len(names)))}
     for s in shares:
         out[f"share>={s}"] = hits(category_cooccurrence(ds, cat, len(names), min_share=s))
     return out
