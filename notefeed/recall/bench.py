@@ -18,7 +18,7 @@ from notefeed.recall.ann import AnnIndex
 from notefeed.recall.kernels import build_rows, cap_log
 from notefeed.recall.synthetic import synthetic_log
 
-__all__ = ["bench_i2i_build", "bench_ann", "bench_stage", "clustered_vectors"]
+__all__ = ["bench_i2i_build", "bench_ann", "bench_stage", "stage_setup", "stage_requests", "clustered_vectors"]
 
 
 def _children_peak_mb() -> float:
@@ -126,12 +126,12 @@ def _synthetic_dataset(n_notes: int, n_events: int, seed: int = 0):  # type: ign
     return Dataset.build(f"synthetic-{n_notes}", ev, notes=notes, creators=creators, social=follows)
 
 
-def bench_stage(n_notes: int, n_events: int, n_requests: int = 200, total: int = 10_000,
-                progress: bool = False) -> dict[str, Any]:
-    """All channels + merge for one user at a time, on a synthetic catalogue of ``n_notes``."""
+def stage_setup(n_notes: int, n_events: int, progress: bool = False):  # type: ignore[no-untyped-def]
+    """The :func:`bench_stage` setting: a synthetic catalogue of ``n_notes``, every default recall
+    channel fitted on it (a short two-tower fit: speed, not quality), FAISS on one thread.
+    Returns ``(ds, stage, dataset_build_s, fit_s)``."""
     import faiss
 
-    from notefeed.recall.base import UserContext
     from notefeed.recall.merge import DEFAULT_CONFIG, RecallStage
 
     t0 = time.perf_counter()
@@ -146,13 +146,28 @@ def bench_stage(n_notes: int, n_events: int, n_requests: int = 200, total: int =
     stage = RecallStage(cfg).fit(ds)
     fit_s = time.perf_counter() - t0
     faiss.omp_set_num_threads(1)
+    return ds, stage, build_ds_s, fit_s
+
+
+def stage_requests(ds, n_requests: int = 200) -> list:  # type: ignore[no-untyped-def]
+    """:func:`bench_stage`'s requests: ``n_requests`` users (a fixed draw), each with their last 50
+    positives as history and a distinct time after the log."""
+    from notefeed.recall.base import UserContext
+
     pos = ds.select_events().sort_values(["user", "ts"])
     groups = pos.groupby("user")["item"].apply(lambda s: s.to_numpy(np.int64)[-50:])
     users = groups.index.to_numpy()[np.random.default_rng(1).permutation(len(groups))[:n_requests]]
+    t_end = int(ds.events["ts"].max())
+    return [UserContext(f"u{u}", int(u), history=groups.loc[u], ts=t_end + j) for j, u in enumerate(users)]
+
+
+def bench_stage(n_notes: int, n_events: int, n_requests: int = 200, total: int = 10_000,
+                progress: bool = False) -> dict[str, Any]:
+    """All channels + merge for one user at a time, on a synthetic catalogue of ``n_notes``."""
+    ds, stage, build_ds_s, fit_s = stage_setup(n_notes, n_events, progress)
     per_channel: dict[str, list[float]] = {}
     total_s, sizes = [], []
-    for j, u in enumerate(users):
-        ctx = UserContext(f"u{u}", int(u), history=groups.loc[u], ts=int(ds.events["ts"].max()) + j)
+    for ctx in stage_requests(ds, n_requests):
         t1 = time.perf_counter()
         m = stage.retrieve(ctx, total)
         total_s.append(time.perf_counter() - t1)

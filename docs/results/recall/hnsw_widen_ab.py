@@ -12,13 +12,10 @@ import json
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from notefeed.recall import bench as b
 from notefeed.recall.ann import AnnIndex
-from notefeed.recall.base import UserContext
-from notefeed.recall.merge import DEFAULT_CONFIG, RecallStage
 
 widen_search = AnnIndex.search
 
@@ -29,29 +26,20 @@ def old_search(self, queries, k):
 
 
 t0 = time.time()
-ds = b._synthetic_dataset(1_000_000, 2_000_000)
-cfg = {n: dict(e) for n, e in DEFAULT_CONFIG.items()}
-cfg["embedding/two-tower"].update(epochs=1, max_samples=20_000, ef_search=128)  # as bench_stage
-cfg["item-to-item/swing"].update(n_jobs=2)
-cfg["item-to-item/itemcf"].update(n_jobs=2)
-stage = RecallStage(cfg).fit(ds)
-faiss.omp_set_num_threads(1)
-pos = ds.select_events().sort_values(["user", "ts"])
-groups = pos.groupby("user")["item"].apply(lambda s: s.to_numpy(np.int64)[-50:])
-users = groups.index.to_numpy()[np.random.default_rng(1).permutation(len(groups))[:200]]
+ds, stage, _, _ = b.stage_setup(1_000_000, 2_000_000)
+requests = b.stage_requests(ds, 200)
 runs = {m: {"s": [], "candidates": [], "two_tower_ms": []} for m in ("widen", "old")}
 for order in (("widen", "old"), ("old", "widen")):
     for mode in order:
         AnnIndex.search = widen_search if mode == "widen" else old_search
-        for j, u in enumerate(users):
-            ctx = UserContext(f"u{u}", int(u), history=groups.loc[u], ts=int(ds.events["ts"].max()) + j)
+        for ctx in requests:
             t1 = time.perf_counter()
             m = stage.retrieve(ctx, 10_000)
             runs[mode]["s"].append(time.perf_counter() - t1)
             runs[mode]["candidates"].append(len(m))
             runs[mode]["two_tower_ms"].append(m.timings_ms.get("embedding/two-tower", 0.0))
 AnnIndex.search = widen_search
-out = {"notes": 1_000_000, "events": 2_000_000, "requests_per_mode": 2 * len(users)}
+out = {"notes": 1_000_000, "events": 2_000_000, "requests_per_mode": 2 * len(requests)}
 for mode, r in runs.items():
     ms = np.array(r["s"]) * 1e3
     out[mode] = {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
