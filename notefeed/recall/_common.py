@@ -12,6 +12,7 @@ from notefeed.data.dataset import Dataset
 from notefeed.recall.base import Candidates, UserContext
 
 __all__ = [
+    "stable_topk",
     "topk",
     "candidates_from_scores",
     "excluded_items",
@@ -47,6 +48,26 @@ def topk(scores: np.ndarray, k: int) -> np.ndarray:
         idx = np.arange(n)
     idx = idx[np.argsort(-scores[idx], kind="stable")]
     return idx[np.isfinite(scores[idx])].astype(np.int64)
+
+
+def stable_topk(scores: np.ndarray, k: int) -> np.ndarray:
+    """``np.argsort(-scores, kind="stable")[:k]`` (ties in index order, NaN last), without
+    sorting the whole array: the entries above the ``k``-th best value, then the first of those
+    equal to it, sorted. The same indices in the same order (a test checks it)."""
+    scores = np.asarray(scores)
+    n = scores.shape[0]
+    k = max(0, min(int(k), n))
+    if k == 0:
+        return np.empty(0, np.int64)
+    if 4 * k >= n:
+        return np.argsort(-scores, kind="stable")[:k]
+    neg = -scores
+    kth = np.partition(neg, k - 1)[k - 1]
+    if np.isnan(kth):  # fewer than k non-NaN scores
+        return np.argsort(neg, kind="stable")[:k]
+    above = np.flatnonzero(neg < kth)
+    idx = np.concatenate([above, np.flatnonzero(neg == kth)[: k - above.size]])
+    return idx[np.argsort(neg[idx], kind="stable")]
 
 
 def _topk_narrowed(scores: np.ndarray, k: int) -> np.ndarray | None:

@@ -11,6 +11,7 @@ from notefeed.recall._common import (
     csr_from_state,
     csr_state,
     positive_log,
+    stable_topk,
     user_histories,
     weighted_row_sum,
 )
@@ -80,6 +81,6 @@ class UserToUserChannel:
         users, sims = weighted_row_sum(self.item_users_t, h, q)
         if ctx.user is not None:  # never your own neighbour
             sims[users == ctx.user] = 0.0
-        order = np.argsort(-sims, kind="stable")[: self.n_neighbours]
+        order = stable_topk(sims, self.n_neighbours)
         cols, vals = weighted_row_sum(self.recent, users[order], sims[order])
         return candidates_from_scores(self.name, cols, vals, ctx, k)

@@ -67,3 +67,49 @@ def test_narrowed_path_declines_ties_and_infinities() -> None:
     assert _common._topk_narrowed(s, 10) is None
     s[-1] = 1e9
     assert _common._topk_narrowed(s, 10).tolist() == list(range(49_999, 49_989, -1))
+
+
+def test_stable_topk_is_the_head_of_a_stable_argsort() -> None:
+    """``stable_topk`` = ``np.argsort(-s, kind="stable")[:k]``: same indices, same order, with
+    ties (index order), infinities, NaN (last), k of 0 and beyond the length."""
+    from notefeed.recall._common import stable_topk
+
+    rng = np.random.default_rng(3)
+    for t in range(3000):
+        n = int(rng.integers(1, 500))
+        s = rng.integers(0, 5, n).astype(np.float64) if t % 2 else rng.standard_normal(n)
+        if t % 7 == 0:
+            s[rng.integers(0, n, 3)] = np.nan
+        if t % 5 == 0:
+            s[rng.integers(0, n, 2)] = np.inf * rng.choice([-1, 1])
+        if t % 11 == 0:
+            s[rng.integers(0, n, n // 2 + 1)] = np.nan
+        k = int(rng.integers(0, n + 3))
+        np.testing.assert_array_equal(stable_topk(s, k), np.argsort(-s, kind="stable")[:k])
+
+
+def test_tag_interests_equal_the_plain_sparse_product() -> None:
+    """The tag channel's interests (the product over the history's own columns) equal the plain
+    ``w @ terms`` of the whole table: terms, weights and their order, with repeated history notes
+    and tied weights."""
+    import scipy.sparse as sp
+
+    from notefeed.recall._common import recency_weights
+    from notefeed.recall.tag import TagInterestChannel
+
+    rng = np.random.default_rng(4)
+    for t in range(200):
+        n_items, n_terms = int(rng.integers(5, 300)), int(rng.integers(3, 2000))
+        terms = sp.random(n_items, n_terms, density=min(1.0, 4 / n_terms), format="csr", random_state=t,
+                          data_rvs=np.ones if t % 2 else (lambda m: rng.integers(1, 3, m).astype(float)))
+        ch = TagInterestChannel(n_interests=int(rng.integers(1, 8)))
+        ch.terms = terms.astype(np.float32)
+        h = rng.integers(0, n_items, int(rng.integers(1, 60)))
+        got = ch.interests(h)
+        hh = h[-ch.n_recent:]
+        w = sp.csr_matrix((recency_weights(hh.size, ch.decay), (np.zeros(hh.size, np.int64), hh)),
+                          shape=(1, n_items))
+        plain = (w @ ch.terms).tocsr()
+        order = np.argsort(-plain.data, kind="stable")[: ch.n_interests]
+        np.testing.assert_array_equal(got[0], plain.indices[order])
+        np.testing.assert_array_equal(got[1], plain.data[order] / max(plain.data.sum(), 1e-12))
