@@ -148,11 +148,15 @@ class AnnIndex:
         assert self.index is not None
         self.index.add_with_ids(v, ids)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``k`` by inner product: (scores (q, k) float32, ids (q, k) int64; -1 pads)."""
+    def search(self, queries: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` by inner product: (scores (q, k) float32, ids (q, k) int64; -1 pads).
+        ``nprobe``: an IVF index searches that many lists for this call instead of its own
+        ``nprobe`` (a caller that needs less recall pays less); other kinds ignore it."""
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if q.shape[1] != self.dim:
             raise ValueError(f"AnnIndex.search: 'queries' must be (q, {self.dim}), got {q.shape}")
+        if nprobe is not None and nprobe < 1:
+            raise ValueError(f"AnnIndex.search: 'nprobe' must be >= 1, got {nprobe}")
         k = max(1, min(int(k), max(self.ntotal, 1)))
         if self.index is None:  # an IVF index before its first vectors
             return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
@@ -161,6 +165,10 @@ class AnnIndex:
             # asks for its quota plus the notes it excludes, above the default 128)
             params = faiss.SearchParametersHNSW()
             params.efSearch = k
+            return self.index.search(q, k, params=params)
+        if self.kind == "ivf" and nprobe is not None:
+            params = faiss.SearchParametersIVF()
+            params.nprobe = int(nprobe)
             return self.index.search(q, k, params=params)
         return self.index.search(q, k)
 

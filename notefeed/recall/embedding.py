@@ -27,18 +27,22 @@ class TwoTowerChannel:
     """Trains :class:`TwoTowerModel`, exports every note vector into an :class:`AnnIndex`.
 
     Params: any :class:`TwoTowerConfig` field (``dim``, ``epochs``, ``temperature``...), plus
-    ``ann`` ("auto"/"flat"/"hnsw"), ``hnsw_m``, ``ef_search``, ``progress``.
+    ``ann`` ("auto"/"flat"/"hnsw"/"ivf"; "auto": exact below 50k notes, else ``approx``),
+    ``approx`` ("hnsw"/"ivf"), ``hnsw_m``, ``ef_search``, ``nprobe`` (IVF lists searched),
+    ``progress``.
     """
 
     name = "embedding/two-tower"
 
     def __init__(self, ann: str = "auto", hnsw_m: int = 32, ef_search: int = 128, progress: bool = False,
-                 **params: object) -> None:
+                 approx: str = "hnsw", nprobe: int = 32, **params: object) -> None:
         unknown = set(params) - _TT_FIELDS
         if unknown:
             raise ValueError(f"{self.name}: unknown params {sorted(unknown)}")
         self.params = params
         self.ann_kind, self.hnsw_m, self.ef_search, self.progress = ann, int(hnsw_m), int(ef_search), progress
+        self.approx, self.nprobe = str(approx), int(nprobe)
+        AnnIndex(1, kind=self.ann_kind, approx=self.approx, nprobe=self.nprobe)  # names a bad setting now
         self.model: TwoTowerModel | None = None
         self.index: AnnIndex | None = None
         self.fitted_on: int | None = None  # id() of the dataset, so explore channels can share this fit
@@ -60,8 +64,8 @@ class TwoTowerChannel:
         assert self.model is not None
         n = self.item_side.shape[0]
         self.item_vectors = self.encode_items(np.arange(1, n + 1), self.item_side)
-        self.index = AnnIndex(self.model.cfg.dim, kind=self.ann_kind, m=self.hnsw_m,
-                              ef_search=self.ef_search, expected=n)
+        self.index = AnnIndex(self.model.cfg.dim, kind=self.ann_kind, m=self.hnsw_m, ef_search=self.ef_search,
+                              expected=n, approx=self.approx, nprobe=self.nprobe)
         self.index.add(self.item_vectors, np.arange(n, dtype=np.int64))
 
     @torch.no_grad()
@@ -113,11 +117,13 @@ class TwoTowerChannel:
                                 ids, side)
         return v[0].numpy().astype(np.float32)
 
-    def search(self, queries: np.ndarray, ctx: UserContext, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """ANN search for (q, dim) queries, dropping excluded items; (items, scores) per query, flattened."""
+    def search(self, queries: np.ndarray, ctx: UserContext, k: int,
+               nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """ANN search for (q, dim) queries, dropping excluded items; (items, scores) per query,
+        flattened. ``nprobe``: IVF lists searched for this call (None: the index's own)."""
         assert self.index is not None
         excl = excluded_items(ctx)
-        d, i = self.index.search(queries, k + excl.size)
+        d, i = self.index.search(queries, k + excl.size, nprobe=nprobe)
         keep = (i >= 0) & ~np.isin(i, excl)
         return i[keep], d[keep]
 
@@ -136,7 +142,7 @@ class TwoTowerChannel:
         if self.model is None:
             raise RuntimeError(f"{self.name}: to_state() before fit()")
         params = {"ann": self.ann_kind, "hnsw_m": self.hnsw_m, "ef_search": self.ef_search,
-                  "model": asdict(self.model.cfg)}
+                  "approx": self.approx, "nprobe": self.nprobe, "model": asdict(self.model.cfg)}
         arrays = {f"model.{k}": v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
         return params, {**arrays, "item_side": self.item_side, "user_attrs": self.user_attrs}
 
@@ -146,6 +152,7 @@ class TwoTowerChannel:
         model = TwoTowerModel(cfg)
         model.load_state_dict({k[6:]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("model.")})
         ch = cls(ann=params["ann"], hnsw_m=params["hnsw_m"], ef_search=params["ef_search"],
+                 **{k: params[k] for k in ("approx", "nprobe") if k in params},
                  **{k: v for k, v in asdict(cfg).items() if k in _TT_FIELDS})
         ch.model = model.eval()
         ch.item_side, ch.user_attrs = arrays["item_side"], arrays["user_attrs"]
@@ -158,7 +165,8 @@ class TwoTowerChannel:
         save_model(self.model, path, {"item_side": torch.as_tensor(self.item_side),
                                       "user_attrs": torch.as_tensor(self.user_attrs)})
         Path(path, "channel.json").write_text(json.dumps(
-            {"name": self.name, "ann": self.ann_kind, "hnsw_m": self.hnsw_m, "ef_search": self.ef_search}))
+            {"name": self.name, "ann": self.ann_kind, "hnsw_m": self.hnsw_m, "ef_search": self.ef_search,
+             "approx": self.approx, "nprobe": self.nprobe}))
 
     @classmethod
     def load(cls, path: str | Path) -> TwoTowerChannel:
@@ -172,7 +180,7 @@ class TwoTowerChannel:
                 raise ValueError(f"two-tower: {path} lacks tensor '{key}'")
         params = {k: v for k, v in asdict(model.cfg).items() if k in _TT_FIELDS}
         ch = cls(ann=meta.get("ann", "auto"), hnsw_m=meta.get("hnsw_m", 32), ef_search=meta.get("ef_search", 128),
-                 **params)
+                 **{k: meta[k] for k in ("approx", "nprobe") if k in meta}, **params)
         ch.model = model
         ch.item_side = extra["item_side"].numpy()
         ch.user_attrs = extra["user_attrs"].numpy()

@@ -20,9 +20,14 @@ __all__ = ["ESNoiseChannel", "MultiInterestChannel"]
 class _OnTower:
     name = "explore/base"
 
-    def __init__(self, tower: TwoTowerChannel | None = None, tower_params: dict[str, object] | None = None) -> None:
+    def __init__(self, tower: TwoTowerChannel | None = None, tower_params: dict[str, object] | None = None,
+                 nprobe: int | None = None) -> None:
         self.tower = tower
         self.tower_params = dict(tower_params or {})
+        if nprobe is not None and int(nprobe) < 1:
+            raise ValueError(f"{self.name}: 'nprobe' must be >= 1, got {nprobe}")
+        # IVF lists each search looks at, when the tower's index is IVF (None: the tower's own)
+        self.nprobe = None if nprobe is None else int(nprobe)
 
     def _fit_tower(self, ds: Dataset) -> TwoTowerChannel:
         if self.tower is None or self.tower.fitted_on != id(ds):
@@ -62,7 +67,7 @@ class ESNoiseChannel(_OnTower):
         q = u[None] + self.sigma * rng.standard_normal((self.n_probes, u.size)).astype(np.float32)
         q /= np.linalg.norm(q, axis=1, keepdims=True)
         per = -(-k // self.n_probes)
-        items, _ = tower.search(q, ctx, per)
+        items, _ = tower.search(q, ctx, per, nprobe=self.nprobe)
         items = np.unique(items)
         return candidates_from_scores(self.name, items, tower.item_vectors[items] @ u, ctx, k)
 
@@ -115,7 +120,8 @@ class MultiInterestChannel(_OnTower):
         for c, s in zip(top, share, strict=True):
             vec = tower.item_vectors[h[cl == c]].T @ w[cl == c]
             vec = vec / max(np.linalg.norm(vec), 1e-12)
-            items, scores = tower.search(vec[None].astype(np.float32), ctx, max(1, int(np.ceil(k * s))))
+            items, scores = tower.search(vec[None].astype(np.float32), ctx, max(1, int(np.ceil(k * s))),
+                                         nprobe=self.nprobe)
             items_all.append(items)
             scores_all.append(scores * s)  # a strong interest's hits outrank a weak one's
         items = np.concatenate(items_all)

@@ -88,3 +88,28 @@ def test_hnsw_looks_at_k_candidates_when_k_exceeds_ef_search() -> None:
     hnsw.set_ef_search(16)
     _, narrow = hnsw._base.search(q, 200)  # FAISS's own search at efSearch 16 loses neighbours
     assert np.mean([np.isin(g, t).mean() for g, t in zip(narrow, truth, strict=True)]) < recall - 0.1
+
+
+def test_a_search_can_look_at_more_or_fewer_lists_than_the_index() -> None:
+    """``search(..., nprobe=)`` sets the lists for that call only: every list gives the exact
+    answer, one list misses neighbours, and the index keeps its own setting after."""
+    v = _clustered(5_000)
+    ivf = AnnIndex.of_rows(v, kind="ivf", nprobe=2)
+    exact = AnnIndex.of_rows(v, kind="flat")
+    q = v[:40]
+    _, want = exact.search(q, 30)
+    _, every = ivf.search(q, 30, nprobe=ivf._base.nlist)
+    np.testing.assert_array_equal(every, want)
+    _, own = ivf.search(q, 30)
+    _, one = ivf.search(q, 30, nprobe=1)
+
+    def hit(got: np.ndarray) -> float:
+        return float(np.mean([len(set(a) & set(b)) for a, b in zip(got, want, strict=True)]))
+
+    assert hit(one) < hit(own) < 30
+    np.testing.assert_array_equal(ivf.search(q, 30)[1], own)  # the call did not change the index
+    assert ivf._base.nprobe == 2
+    with pytest.raises(ValueError, match="'nprobe' must be >= 1"):
+        ivf.search(q, 5, nprobe=0)
+    # other kinds ignore it
+    np.testing.assert_array_equal(exact.search(q, 30, nprobe=1)[1], want)

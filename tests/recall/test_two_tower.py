@@ -98,3 +98,44 @@ def test_faiss_add_without_rebuild(kind):
         idx.add(np.full((1, 16), np.nan, np.float32), np.array([9]))
     with pytest.raises(ValueError, match="queries"):
         idx.search(np.zeros((1, 3)), 1)
+
+
+def test_ivf_settings_reach_the_index_and_survive_save_and_state(tower, tiny, tmp_path):
+    """``ann="ivf"`` with ``nprobe``: the channel's index is IVF with that many lists searched;
+    save/load and to_state/from_state keep both; a bad setting is named at construction."""
+    ch = TwoTowerChannel(ann="ivf", nprobe=3, **PARAMS).fit(tiny)
+    assert ch.index.kind == "ivf" and ch.index._base.nprobe == min(3, ch.index._base.nlist)
+    ctx = UserContext("u3", 3, history=np.array([3, 7, 11]))
+    ch.save(tmp_path / "tt")
+    back = TwoTowerChannel.load(tmp_path / "tt")
+    assert (back.index.kind, back.nprobe, back.approx) == ("ivf", 3, "hnsw")
+    assert back.recall(ctx, 10).items.tolist() == ch.recall(ctx, 10).items.tolist()
+    params, arrays = ch.to_state()
+    again = TwoTowerChannel.from_state(params, arrays)
+    assert (again.index.kind, again.nprobe) == ("ivf", 3)
+    assert TwoTowerChannel(approx="ivf", **PARAMS).approx == "ivf"
+    with pytest.raises(ValueError, match="'approx' must be hnsw/ivf"):
+        TwoTowerChannel(approx="pq", **PARAMS)
+    with pytest.raises(ValueError, match="'nprobe' must be >= 1"):
+        TwoTowerChannel(nprobe=0, **PARAMS)
+
+
+def test_explore_channels_search_with_their_own_nprobe(tiny, monkeypatch):
+    """The explore channels pass their ``nprobe`` to every search of the shared tower (None:
+    the index's own); a bad value is named."""
+    from notefeed.recall.explore import ESNoiseChannel, MultiInterestChannel
+
+    tower = TwoTowerChannel(ann="ivf", nprobe=4, **PARAMS).fit(tiny)
+    seen = []
+    real = tower.index.search
+    monkeypatch.setattr(tower.index, "search", lambda q, k, nprobe=None: seen.append(nprobe) or real(q, k, nprobe))
+    ctx = UserContext("u3", 3, history=np.array([3, 7, 11, 40, 41]))
+    for cls in (ESNoiseChannel, MultiInterestChannel):
+        seen.clear()
+        assert len(cls(tower=tower, nprobe=2).fit(tiny).recall(ctx, 20).items) > 0
+        assert seen and set(seen) == {2}
+        seen.clear()
+        cls(tower=tower).fit(tiny).recall(ctx, 20)
+        assert seen and set(seen) == {None}
+        with pytest.raises(ValueError, match="'nprobe' must be >= 1"):
+            cls(tower=tower, nprobe=0)
