@@ -27,6 +27,10 @@ __all__ = [
 ]
 
 
+#: :func:`weighted_row_sum` sums into a column-long array, instead of sorting the selected
+#: entries, once they number at least 1 / DENSE_SUM_RATIO of the columns
+DENSE_SUM_RATIO = 8
+
 #: :func:`topk` first narrows an array this long or longer to the entries above a sampled
 #: threshold (exact answers; see :func:`_topk_narrowed`)
 TOPK_NARROW_MIN = 20_000
@@ -182,6 +186,13 @@ def weighted_row_sum(m: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray) ->
     pos = np.arange(lens.sum()) + offs
     cols = m.indices[pos]
     vals = m.data[pos] * np.repeat(np.asarray(weights, np.float64), lens)
+    if cols.size * DENSE_SUM_RATIO >= m.shape[1]:
+        # many entries for the width: one pass over a column-long array beats sorting them
+        # (the same sums: bincount adds each column's values in input order either way)
+        present = np.zeros(m.shape[1], bool)
+        present[cols] = True
+        uniq = np.flatnonzero(present)
+        return uniq.astype(np.int64), np.bincount(cols, weights=vals, minlength=m.shape[1])[uniq]
     uniq, inv = np.unique(cols, return_inverse=True)
     return uniq.astype(np.int64), np.bincount(inv, weights=vals)
 

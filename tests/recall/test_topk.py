@@ -113,3 +113,26 @@ def test_tag_interests_equal_the_plain_sparse_product() -> None:
         order = np.argsort(-plain.data, kind="stable")[: ch.n_interests]
         np.testing.assert_array_equal(got[0], plain.indices[order])
         np.testing.assert_array_equal(got[1], plain.data[order] / max(plain.data.sum(), 1e-12))
+
+
+def test_weighted_row_sum_is_the_same_through_both_paths(monkeypatch) -> None:
+    """Few selected entries are summed by sorting, many into a column-long array: the same
+    columns and the same float sums either way (and as the sparse product)."""
+    import scipy.sparse as sp
+
+    from notefeed.recall import _common as c
+
+    rng = np.random.default_rng(5)
+    for t in range(60):
+        m = sp.random(300, int(rng.integers(5, 3000)), density=float(rng.uniform(0.001, 0.2)), format="csr",
+                      random_state=t, dtype=np.float32)
+        rows = rng.integers(0, 300, int(rng.integers(1, 80)))
+        w = rng.random(rows.size)
+        monkeypatch.setattr(c, "DENSE_SUM_RATIO", 10**9)  # always the column-long array
+        dense = c.weighted_row_sum(m, rows, w)
+        monkeypatch.setattr(c, "DENSE_SUM_RATIO", 0)  # always the sort
+        sort = c.weighted_row_sum(m, rows, w)
+        np.testing.assert_array_equal(dense[0], sort[0])
+        np.testing.assert_array_equal(dense[1], sort[1])
+        plain = sp.csr_matrix((w, (np.zeros(rows.size, np.int64), rows)), shape=(1, 300)) @ m.astype(np.float64)
+        np.testing.assert_allclose(np.asarray(plain.todense()).ravel()[sort[0]], sort[1], rtol=1e-12)
