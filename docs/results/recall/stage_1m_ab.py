@@ -4,9 +4,9 @@ two-tower index (which the explore channels share) as HNSW or IVF. 200 users; th
 turn, then again in the reverse order.
 
 - ``before``: user-to-user's full stable sort of every co-user, the tag channel's product over
-  the whole term table, HNSW (efSearch 128, widened to k).
-- ``now``: the exact top neighbours (``stable_topk``) and the product over the history's own
-  terms (the same candidates: ``same_candidates_as_before`` counts requests whose merged
+  the whole term table, ``weighted_row_sum`` always sorting, HNSW (efSearch 128, widened to k).
+- ``now``: the exact top neighbours (``stable_topk``), the product over the history's own
+  terms and ``weighted_row_sum``'s column-long sums for many entries (the same candidates: ``same_candidates_as_before`` counts requests whose merged
   candidates and scores are equal), HNSW.
 - ``ivf-<nprobe>[/e<nprobe>]``: ``now`` with the two-tower vectors in IVF (``ivf_lists``: 1,000
   lists), ``nprobe`` lists searched by the two-tower channel and (after ``/e``) by the two
@@ -26,9 +26,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from notefeed.eval.timing import machine_info
+from notefeed.recall import _common, user2user
 from notefeed.recall import bench as b
-from notefeed.recall import user2user
-from notefeed.recall._common import recency_weights
+from notefeed.recall._common import DENSE_SUM_RATIO, recency_weights
 from notefeed.recall.ann import AnnIndex
 from notefeed.recall.tag import TagInterestChannel
 
@@ -64,6 +64,7 @@ def use(arm):
     old = arm == "before"
     TagInterestChannel.interests = old_tags if old else new_tags
     user2user.stable_topk = old_top if old else new_top
+    _common.DENSE_SUM_RATIO = 0 if old else DENSE_SUM_RATIO  # 0: every weighted_row_sum sorts
     tower.index = hnsw if not arm.startswith("ivf") else ivf
     explore = None
     if arm.startswith("ivf"):
