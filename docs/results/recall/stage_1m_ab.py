@@ -23,14 +23,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
+import round21_before  # this folder's: the code before this round's speed-ups
 
 from notefeed.eval.timing import machine_info
-from notefeed.recall import _common, user2user
 from notefeed.recall import bench as b
-from notefeed.recall._common import DENSE_SUM_RATIO, recency_weights
 from notefeed.recall.ann import AnnIndex
-from notefeed.recall.tag import TagInterestChannel
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
 t0 = time.time()
@@ -41,30 +38,8 @@ hnsw = tower.index
 t1 = time.time()
 ivf = AnnIndex.of_rows(tower.item_vectors, kind="ivf", nprobe=64)
 ivf_build_s = time.time() - t1
-new_tags, new_top = TagInterestChannel.interests, user2user.stable_topk
-
-
-def old_tags(self, history):
-    h = np.asarray(history, np.int64)[-self.n_recent:]
-    h = h[(h >= 0) & (h < self.terms.shape[0])]
-    if h.size == 0:
-        return np.empty(0, np.int64), np.empty(0)
-    w = sp.csr_matrix((recency_weights(h.size, self.decay), (np.zeros(h.size, np.int64), h)),
-                      shape=(1, self.terms.shape[0]))
-    t = (w @ self.terms).tocsr()
-    order = np.argsort(-t.data, kind="stable")[: self.n_interests]
-    return t.indices[order].astype(np.int64), t.data[order] / max(t.data.sum(), 1e-12)
-
-
-def old_top(s, k):
-    return np.argsort(-s, kind="stable")[:k]
-
-
 def use(arm):
-    old = arm == "before"
-    TagInterestChannel.interests = old_tags if old else new_tags
-    user2user.stable_topk = old_top if old else new_top
-    _common.DENSE_SUM_RATIO = 0 if old else DENSE_SUM_RATIO  # 0: every weighted_row_sum sorts
+    round21_before.use(arm == "before")
     tower.index = hnsw if not arm.startswith("ivf") else ivf
     explore = None
     if arm.startswith("ivf"):

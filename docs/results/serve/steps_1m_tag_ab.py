@@ -1,8 +1,9 @@
 """The served default pipeline of a trained workspace (``notefeed bench steps``'s setting: the
 promoted version built in this process, one request at a time), with ``tag/interest`` and
 ``user-to-user/default`` as before this round (the product over the whole term table, the full
-sort of co-users, ``weighted_row_sum`` always sorting) and as now, side by side: 400 users, the arms alternating twice. Also counts
-the users whose page is the same in both arms of a round, and in both rounds of an arm.
+sort of co-users, ``weighted_row_sum`` always sorting: ``docs/results/recall/round21_before.py``)
+and as now, side by side: 400 users, the arms alternating twice. Also counts the users whose
+page is the same in both arms of a round, and in both rounds of an arm.
 
     python3 docs/results/serve/steps_1m_tag_ab.py WORKSPACE   # -> steps_1m_tag_ab.json
 """
@@ -12,37 +13,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
-from notefeed.eval.timing import latency_stats, machine_info
-from notefeed.recall import _common, user2user
-from notefeed.recall._common import DENSE_SUM_RATIO, recency_weights
-from notefeed.recall.tag import TagInterestChannel
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recall"))
+import round21_before  # noqa: E402  (docs/results/recall/: the code before this round's speed-ups)
+
+from notefeed.eval.timing import latency_stats, machine_info  # noqa: E402
 from notefeed.serve.cli import load_workspace_dataset
 from notefeed.serve.config import ServeConfig
 from notefeed.serve.versions import engine_from_store
 from notefeed.threads import freeze_heap, one_thread
 
 workspace = Path(sys.argv[1])
-new_tags, new_top = TagInterestChannel.interests, user2user.stable_topk
-
-
-def old_tags(self, history):
-    h = np.asarray(history, np.int64)[-self.n_recent:]
-    h = h[(h >= 0) & (h < self.terms.shape[0])]
-    if h.size == 0:
-        return np.empty(0, np.int64), np.empty(0)
-    w = sp.csr_matrix((recency_weights(h.size, self.decay), (np.zeros(h.size, np.int64), h)),
-                      shape=(1, self.terms.shape[0]))
-    t = (w @ self.terms).tocsr()
-    order = np.argsort(-t.data, kind="stable")[: self.n_interests]
-    return t.indices[order].astype(np.int64), t.data[order] / max(t.data.sum(), 1e-12)
-
-
-def old_top(s, k):
-    return np.argsort(-s, kind="stable")[:k]
-
-
 with one_thread():
     ds = load_workspace_dataset(workspace)
     eng = engine_from_store(ds, ServeConfig(), workspace)
@@ -53,9 +34,7 @@ with one_thread():
     pages = {}
     for rnd, order in enumerate((("before", "now"), ("now", "before"))):
         for arm in order:
-            TagInterestChannel.interests = old_tags if arm == "before" else new_tags
-            user2user.stable_topk = old_top if arm == "before" else new_top
-            _common.DENSE_SUM_RATIO = 0 if arm == "before" else DENSE_SUM_RATIO  # 0: always the sort
+            round21_before.use(arm == "before")
             for uid in chosen:
                 _, res = eng.feed(str(uid), 10, "default")
                 runs[arm]["total"].append(res.total_ms / 1e3)
@@ -64,7 +43,7 @@ with one_thread():
                 pages[rnd, arm, uid] = np.asarray(res.items).tolist()
     gc.unfreeze()
     eng.close()
-TagInterestChannel.interests, user2user.stable_topk, _common.DENSE_SUM_RATIO = new_tags, new_top, DENSE_SUM_RATIO
+round21_before.use(False)
 out = {"workspace": str(workspace), "users": len(chosen), "requests_per_arm": 2 * len(chosen),
        "pages_equal_across_arms_per_round": [sum(pages[r, "before", u] == pages[r, "now", u] for u in chosen)
                                               for r in (0, 1)],
