@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from threadpoolctl import threadpool_info
 
@@ -16,3 +17,70 @@ def test_one_thread_limits_inside_and_restores_after():
         assert all(p["num_threads"] == 1 for p in threadpool_info())
     assert torch.get_num_threads() == 2
     assert [p["num_threads"] for p in threadpool_info()] == before
+
+
+def test_fifo_gate_limits_holders_and_admits_in_arrival_order():
+    import threading
+    import time
+
+    from notefeed.threads import FifoGate
+
+    gate = FifoGate(1)
+    order, active, peak = [], [0], [0]
+    mu = threading.Lock()
+    assert gate.acquire() == 0.0  # free: no wait
+
+    def visitor(i: int) -> None:
+        with gate.held() as waited:
+            assert waited > 0
+            with mu:
+                order.append(i)
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            time.sleep(0.002)
+            with mu:
+                active[0] -= 1
+
+    threads = []
+    for i in range(6):  # each queued behind the previous one before the next starts
+        t = threading.Thread(target=visitor, args=(i,))
+        t.start()
+        threads.append(t)
+        while gate.waiting < i + 1:
+            time.sleep(0.001)
+    gate.release()
+    for t in threads:
+        t.join()
+    assert order == list(range(6)) and peak[0] == 1 and gate.waiting == 0
+    with pytest.raises(RuntimeError, match="without a holder"):
+        gate.release()
+    with pytest.raises(ValueError, match="limit"):
+        FifoGate(-1)
+
+
+@pytest.mark.parametrize(("limit", "expect"), [(2, 2), (0, 5)])
+def test_fifo_gate_limit_two_and_unlimited(limit: int, expect: int):
+    import threading
+    import time
+
+    from notefeed.threads import FifoGate
+
+    gate, active, peak = FifoGate(limit), [0], [0]
+    mu, start = threading.Lock(), threading.Barrier(5)
+
+    def visitor() -> None:
+        start.wait()
+        with gate.held():
+            with mu:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            time.sleep(0.05)
+            with mu:
+                active[0] -= 1
+
+    ts = [threading.Thread(target=visitor) for _ in range(5)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert peak[0] == expect

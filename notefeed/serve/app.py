@@ -31,6 +31,7 @@ from notefeed.serve.adslots import page_ads
 from notefeed.serve.docs import add_docs
 from notefeed.serve.engine import DUPLICATE, Engine
 from notefeed.serve.search import SearchService, add_search_routes
+from notefeed.threads import FifoGate
 
 __all__ = ["create_app", "EventBatch", "ReloadRequest", "ConfigRequest"]
 
@@ -106,6 +107,7 @@ def _field_message(errors: list[dict[str, Any]]) -> str:
 
 def create_app(engine: Engine) -> FastAPI:
     cfg = engine.config
+    feed_gate = FifoGate(cfg.api.feed_concurrency)
     # FastAPI's own body limit (Content-Length and streamed bodies) answers 413
     app = FastAPI(title="notefeed", version="0.1.0", max_body_size=cfg.api.max_body_bytes,
                   description="Multi-stage feed recommendation for content communities.",
@@ -197,6 +199,10 @@ def create_app(engine: Engine) -> FastAPI:
             raise RequestValidationError([{"loc": ("query", "pipeline"), "type": "enum",
                                            "msg": f"unknown pipeline; known: {sorted(engine.pipelines)}",
                                            "input": pipeline}])
+        with feed_gate.held() as waited_s:  # api.feed_concurrency pages at once, in arrival order
+            return _feed_page(user_id, n, explain, pipeline, waited_s)
+
+    def _feed_page(user_id: str, n: int, explain: bool, pipeline: str, waited_s: float) -> JSONResponse:
         ctx, res = engine.feed(user_id, n, pipeline)
         cs = res.candidates
         score_col = cs.columns.get("fused", cs.columns.get("coarse", cs.columns.get("recall")))
@@ -222,7 +228,8 @@ def create_app(engine: Engine) -> FastAPI:
             body["experiment"] = {"name": cfg.experiments.name, "arm": ctx.arm}  # type: ignore[attr-defined]
         if explain:
             body["trace"] = {"pipeline": pipeline, **res.trace(engine.catalog.note_ids)}
-        timing = ", ".join(f"{k};dur={v:.3f}" for k, v in {**res.timings(), "ads": ads_ms}.items())
+        timing = ", ".join(f"{k};dur={v:.3f}" for k, v in
+                           {**res.timings(), "ads": ads_ms, "queue": waited_s * 1e3}.items())
         return JSONResponse(body, headers={"Server-Timing": timing})
 
     @app.get("/v1/notes/{note_id}/related", dependencies=[Depends(read_auth)])

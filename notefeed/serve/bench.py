@@ -347,11 +347,15 @@ def run_bench(sizes: list[int], requests: int, concurrency: int, max_seconds: fl
             prog.advance(task)
     p99 = {r["notes"]: (r["pipelines"]["default"]["end_to_end"] or {}).get("p99_ms") for r in runs}
     srv = {r["notes"]: (r["pipelines"]["default"]["server_stages"].get("total") or {}).get("p99_ms") for r in runs}
+    from notefeed.serve.config import ServeConfig, load_config
+
+    gate = (load_config(config) if config else ServeConfig()).api.feed_concurrency
     return {
         "bench": "serve",
         "machine": machine_info(),
         "config": str(config) if config else "built-in defaults (configs/default.yaml)",
         "trained": bool(train) or workspace is not None,
+        "feed_concurrency": gate,
         "targets_ms": {"p99_full_100k": 50, "p99_full_1M": 100, "p99_learned_default_1M": 50},
         "targets_s": {"startup_trained_100k": 10},
         "p99_full_funnel_client_ms": p99,
@@ -360,6 +364,9 @@ def run_bench(sizes: list[int], requests: int, concurrency: int, max_seconds: fl
         "runs": runs,
         "notes": "client-side end-to-end over HTTP on loopback (load generator on the same cores), "
                  "one uvicorn worker; per-stage and server total from the Server-Timing header; "
+                 "queue: the wait for one of the api.feed_concurrency places (feed_concurrency; 0: "
+                 "no limit), outside the server total; both pipelines' pages share those places, "
+                 "so a popularity-only page may wait for a full-funnel one; "
                  "startup_s: process start until /healthz answers; runs[].served: the model version "
                  "the server reported (fallback true = the untrained built-in pipeline); "
                  "runs[].load_cpu: CPU seconds of the server process and of the load generator "

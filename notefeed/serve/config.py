@@ -157,6 +157,11 @@ class ApiConfig(_Cfg):
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     #: how far ahead of the server clock an event's ``ts`` or a note's ``created_at`` may be
     max_future_skew_s: int = Field(default=86_400, ge=0)
+    #: feed pages built at once by one server process; the others wait their turn in arrival
+    #: order (0: no limit). The pipeline is mostly Python under the GIL: two interleaved pages
+    #: each take over twice as long and cost more CPU in all than one after the other
+    #: (docs/results/serve/round22/). More cores: more worker processes (``serve --workers``).
+    feed_concurrency: int = Field(default=1, ge=0, le=1024)
 
 
 class OnlineConfig(_Cfg):
