@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from typing import Any
 
 __all__ = ["one_thread", "one_thread_for_process", "serving_process", "freeze_heap", "default_workers",
-           "forked_imap", "FifoGate"]
+           "forked_imap", "FifoGate", "AsyncFifoGate"]
 
 _PROCESS_LIMITS: Any = None  # kept alive for the life of the process
 _SERVING = False
@@ -117,9 +117,11 @@ class FifoGate:
     leaves and comes straight back cannot overtake it (``threading.Lock`` and ``Semaphore``
     let it: the waiter's tail latency then grows with the others' load).
 
-    Serving uses it to run one feed pipeline at a time per process: the pipeline is mostly
-    Python holding the GIL, and two of them interleaved each take over twice as long, spending
-    more CPU in all than one after the other (``docs/results/serve/round22/``)."""
+    Why serving builds one feed page at a time per process: the pipeline is mostly Python
+    holding the GIL, and two of them interleaved each take over twice as long, spending more
+    CPU in all than one after the other (``docs/results/serve/round22/``, measured with this
+    gate in process; the HTTP server uses :class:`AsyncFifoGate`, which holds no thread while
+    a request waits)."""
 
     def __init__(self, limit: int) -> None:
         if limit < 0:
@@ -167,3 +169,62 @@ class FifoGate:
             yield waited
         finally:
             self.release()
+
+
+class AsyncFifoGate:
+    """:class:`FifoGate` for coroutines on one event loop: at most ``limit`` holders (0: no
+    limit), the others awaiting in arrival order, a leaving holder handing its place to the
+    longest waiter. Waiting holds no thread, so the server's worker threads stay free for the
+    other endpoints (events, health) while pages queue. A waiter cancelled before its turn
+    leaves the queue; one cancelled just as it was handed the place passes it on.
+
+    ``/v1/feed`` awaits it before building the page in a worker thread (``api.feed_concurrency``)."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 0:
+            raise ValueError(f"limit: must be >= 0 (0: no limit), got {limit}")
+        self.limit = int(limit)
+        self._active = 0
+        self._waiting: deque[Any] = deque()  # asyncio futures, resolved with the place
+
+    async def acquire(self) -> float:
+        """Enter, awaiting a place if need be; returns the seconds waited."""
+        import asyncio
+
+        if self.limit == 0:
+            return 0.0
+        if self._active < self.limit and not self._waiting:
+            self._active += 1
+            return 0.0
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        t0 = time.perf_counter()
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():  # handed the place as it was cancelled
+                self.release()
+            else:
+                try:
+                    self._waiting.remove(turn)
+                except ValueError:
+                    pass
+            raise
+        return time.perf_counter() - t0
+
+    def release(self) -> None:
+        if self.limit == 0:
+            return
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)  # the place passes on: the count stays
+                return
+        if self._active <= 0:
+            raise RuntimeError("AsyncFifoGate.release() without a holder")
+        self._active -= 1
+
+    @property
+    def waiting(self) -> int:
+        """Coroutines awaiting a place now."""
+        return sum(not t.done() for t in self._waiting)

@@ -84,3 +84,77 @@ def test_fifo_gate_limit_two_and_unlimited(limit: int, expect: int):
     for t in ts:
         t.join()
     assert peak[0] == expect
+
+
+def test_async_fifo_gate_order_cancellation_and_handover():
+    import asyncio
+
+    from notefeed.threads import AsyncFifoGate
+
+    async def main() -> None:
+        gate = AsyncFifoGate(1)
+        order: list[int] = []
+        assert await gate.acquire() == 0.0
+
+        async def visitor(i: int) -> None:
+            waited = await gate.acquire()
+            try:
+                assert waited > 0
+                order.append(i)
+                await asyncio.sleep(0.001)
+            finally:
+                gate.release()
+
+        tasks = [asyncio.create_task(visitor(i)) for i in range(5)]
+        await asyncio.sleep(0.01)
+        assert gate.waiting == 5
+        tasks[2].cancel()  # cancelled while waiting: leaves the queue
+        await asyncio.sleep(0)
+        assert gate.waiting == 4
+        await asyncio.sleep(0.01)
+        gate.release()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert order == [0, 1, 3, 4] and gate.waiting == 0
+        # handed the place in the same step as it is cancelled: the place passes on, not lost
+        assert await gate.acquire() == 0.0
+        late = asyncio.create_task(gate.acquire())
+        after = asyncio.create_task(gate.acquire())
+        await asyncio.sleep(0.01)
+        gate.release()  # hands the place to `late`...
+        late.cancel()  # ...which is cancelled before it runs
+        await asyncio.gather(late, return_exceptions=True)
+        assert await asyncio.wait_for(after, 1.0) > 0  # `after` got it
+        gate.release()
+        assert await gate.acquire() == 0.0  # and it is free again: nothing leaked
+        gate.release()
+        with pytest.raises(RuntimeError, match="without a holder"):
+            gate.release()
+
+    asyncio.run(main())
+
+
+def test_async_fifo_gate_limits():
+    import asyncio
+
+    from notefeed.threads import AsyncFifoGate
+
+    async def peak_of(limit: int) -> int:
+        gate, active, peak = AsyncFifoGate(limit), [0], [0]
+
+        async def visitor() -> None:
+            await gate.acquire()
+            try:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+                await asyncio.sleep(0.01)
+                active[0] -= 1
+            finally:
+                gate.release()
+
+        await asyncio.gather(*(visitor() for _ in range(5)))
+        return peak[0]
+
+    assert asyncio.run(peak_of(2)) == 2
+    assert asyncio.run(peak_of(0)) == 5
+    with pytest.raises(ValueError, match="limit"):
+        AsyncFifoGate(-1)

@@ -25,13 +25,14 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.concurrency import run_in_threadpool
 
 from notefeed.schema import Event, Note
 from notefeed.serve.adslots import page_ads
 from notefeed.serve.docs import add_docs
 from notefeed.serve.engine import DUPLICATE, Engine
 from notefeed.serve.search import SearchService, add_search_routes
-from notefeed.threads import FifoGate
+from notefeed.threads import AsyncFifoGate
 
 __all__ = ["create_app", "EventBatch", "ReloadRequest", "ConfigRequest"]
 
@@ -107,7 +108,7 @@ def _field_message(errors: list[dict[str, Any]]) -> str:
 
 def create_app(engine: Engine) -> FastAPI:
     cfg = engine.config
-    feed_gate = FifoGate(cfg.api.feed_concurrency)
+    feed_gate = AsyncFifoGate(cfg.api.feed_concurrency)
     # FastAPI's own body limit (Content-Length and streamed bodies) answers 413
     app = FastAPI(title="notefeed", version="0.1.0", max_body_size=cfg.api.max_body_bytes,
                   description="Multi-stage feed recommendation for content communities.",
@@ -184,7 +185,7 @@ def create_app(engine: Engine) -> FastAPI:
         return engine.metrics.render()
 
     @app.get("/v1/feed", dependencies=[Depends(read_auth)])
-    def feed(
+    async def feed(
         user_id: str = Query(min_length=1, max_length=128),
         n: int | None = Query(None, ge=1),
         explain: bool = False,
@@ -199,8 +200,12 @@ def create_app(engine: Engine) -> FastAPI:
             raise RequestValidationError([{"loc": ("query", "pipeline"), "type": "enum",
                                            "msg": f"unknown pipeline; known: {sorted(engine.pipelines)}",
                                            "input": pipeline}])
-        with feed_gate.held() as waited_s:  # api.feed_concurrency pages at once, in arrival order
-            return _feed_page(user_id, n, explain, pipeline, waited_s)
+        # api.feed_concurrency pages at once, in arrival order; a waiting request holds no thread
+        waited_s = await feed_gate.acquire()
+        try:
+            return await run_in_threadpool(_feed_page, user_id, n, explain, pipeline, waited_s)
+        finally:
+            feed_gate.release()
 
     def _feed_page(user_id: str, n: int, explain: bool, pipeline: str, waited_s: float) -> JSONResponse:
         ctx, res = engine.feed(user_id, n, pipeline)
