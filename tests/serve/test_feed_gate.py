@@ -61,3 +61,37 @@ def test_feed_concurrency_is_validated() -> None:
 
     with pytest.raises((ConfigError, ValueError), match="feed_concurrency"):
         builtin_config().with_overrides(api={"feed_concurrency": -1})
+
+
+def test_queued_pages_hold_no_worker_thread(small_ds, tmp_path: Path) -> None:
+    """With two worker threads in all and five slow pages queued, /healthz still answers at
+    once: a page waiting for its turn does not hold a thread."""
+    import anyio.to_thread
+
+    eng = Engine(small_ds, make_config(api={"feed_concurrency": 1}), tmp_path / "ws")
+    inner = eng.feed
+
+    def slow_feed(*a, **k):
+        time.sleep(0.25)
+        return inner(*a, **k)
+
+    eng.feed = slow_feed  # type: ignore[method-assign]
+    try:
+        with TestClient(create_app(eng)) as c:
+            async def two_threads() -> None:
+                anyio.to_thread.current_default_thread_limiter().total_tokens = 2
+
+            c.portal.call(two_threads)  # type: ignore[union-attr]
+            ts = [threading.Thread(target=c.get, args=("/v1/feed",), kwargs={"params": {"user_id": f"u{i}", "n": 3}})
+                  for i in range(5)]
+            for t in ts:
+                t.start()
+            time.sleep(0.1)  # the first page is being built, four wait
+            t0 = time.perf_counter()
+            assert c.get("/healthz").status_code == 200
+            health_s = time.perf_counter() - t0
+            for t in ts:
+                t.join()
+    finally:
+        eng.close()
+    assert health_s < 0.2, health_s  # not behind the 4 x 0.25 s of queued pages
