@@ -94,4 +94,4 @@ def test_queued_pages_hold_no_worker_thread(small_ds, tmp_path: Path) -> None:
                 t.join()
     finally:
         eng.close()
-    assert health_s < 0.2, health_s  # not behind the 4 x 0.25 s of queued pages
+    assert health_s < 0.5, health_s  # not behind the 4 x 0.25 s of queued pages (about 1 s)
