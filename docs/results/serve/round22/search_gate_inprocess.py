@@ -2,7 +2,10 @@
 first-served gate of one place (:class:`notefeed.threads.FifoGate`): is the search endpoint
 worth gating as the feed is? The hybrid + personalised search pipeline (``SearchConfig()``)
 built on the search bench's simulated notes (``notefeed bench search``'s corpus), each query
-with a 30-note history, one BLAS/torch thread as a serving process; clients send back to back.
+with a 30-note history, one BLAS/torch thread as a serving process; clients send back to back
+from threads started after that, as a server's worker threads are (so OpenMP, per thread, has
+its default of every core there: FAISS's IVF search may use both, and the CPU per query of one
+client is about twice its latency).
 
 Arms, alternating twice: ``one_client``, ``two_free``, ``two_gated``. Latency includes the
 wait at the gate; CPU is this process's per query (all its threads, tantivy's included).
