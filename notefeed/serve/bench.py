@@ -179,6 +179,10 @@ def _load(base: str, user_ids: list[str], requests: int, concurrency: int, max_s
     d, b = out["pipelines"]["default"]["end_to_end"], out["pipelines"]["popular"]["end_to_end"]
     if d and b:
         out["p99_ratio_full_vs_popular"] = d["p99_ms"] / b["p99_ms"]
+    # the pipelines alone: the server's own total, without the wait for a place at the feed gate
+    ds, bs = (out["pipelines"][p]["server_stages"].get("total") for p in pipelines)
+    if ds and bs:
+        out["p99_ratio_server_total_full_vs_popular"] = ds["p99_ms"] / bs["p99_ms"]
     out["events"] = {"batches": len(ev_lat), "errors": ev_errors,
                      "post_latency": latency_stats(ev_lat) if ev_lat else None}
     return out
