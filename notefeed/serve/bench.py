@@ -89,7 +89,13 @@ def _load(base: str, user_ids: list[str], requests: int, concurrency: int, max_s
     together), open loop: requests arrive as a seeded Poisson process whatever the server's
     pace, and a request's latency counts from its arrival time, so time spent waiting for a
     free client thread is included (no coordinated omission; the threads must be enough for
-    the rate, which ``late_starts`` shows)."""
+    the rate, which ``late_starts`` shows).
+
+    The clock starts once every client thread has built its HTTP client and opened its
+    connection (one ``/healthz`` each): building an ``httpx.Client`` costs tens of ms of CPU
+    (its TLS context), and with the arrivals already running, 16 threads doing that at once
+    made the first requests of an open-loop run start up to 0.2 s late, a client artefact
+    that filled the p99 of runs with many threads."""
     import httpx
 
     pipelines = ("default", "popular")
@@ -112,6 +118,11 @@ def _load(base: str, user_ids: list[str], requests: int, concurrency: int, max_s
         nonlocal ev_errors, late
         rng = random.Random(wid)
         with httpx.Client(base_url=base, timeout=10.0) as c:
+            try:  # open the keep-alive connection before the clock starts
+                c.get("/healthz")
+            except httpx.HTTPError:
+                pass
+            ready.wait(timeout=300)
             for i in counter:
                 if time.monotonic() > deadline:
                     return
@@ -157,7 +168,13 @@ def _load(base: str, user_ids: list[str], requests: int, concurrency: int, max_s
                             else:
                                 ev_errors += 1
 
-    t_start = time.perf_counter()  # the arrivals count from here
+    t_start = 0.0
+
+    def start_clock() -> None:  # run once every thread is ready, before any is released
+        nonlocal t_start
+        t_start = time.perf_counter()  # the arrivals count from here
+
+    ready = threading.Barrier(concurrency, action=start_clock)
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(concurrency)]
     for t in threads:
         t.start()
