@@ -160,8 +160,8 @@ class ApiConfig(_Cfg):
     #: feed pages built at once by one server process; the others wait their turn in arrival
     #: order (0: no limit). The pipeline is mostly Python under the GIL: two interleaved pages
     #: each take over twice as long and cost more CPU in all than one after the other
-    #: (docs/results/serve/round22/). With ``serve --workers`` set 0: two pinned workers had a
-    #: worse p99 tail with the gate (docs/results/online/round22/, cause not found).
+    #: (docs/results/serve/round22/). With ``serve --workers`` the runs do not separate 1 from 0
+    #: (docs/results/online/round23/).
     feed_concurrency: int = Field(default=1, ge=0, le=1024)
 
 
