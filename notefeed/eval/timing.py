@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["latency_stats", "time_calls", "machine_info", "write_json", "peak_rss_mb", "phase"]
+__all__ = ["latency_stats", "quantile_interval", "time_calls", "machine_info", "write_json", "peak_rss_mb", "phase"]
 
 
 @contextmanager
@@ -32,12 +32,39 @@ def phase(phases: dict[str, dict[str, float]], name: str, digits: int = 2) -> It
                         "cpu_s": round(time.process_time() - c, digits)}
 
 
+def quantile_interval(values: np.ndarray | list[float], q: float, level: float = 0.95) -> tuple[float, float] | None:
+    """Distribution-free interval for the ``q``-quantile: order statistics ``(x_(l), x_(u))``
+    with ``P(x_(l) <= xi_q < x_(u)) >= level`` for independent draws of a continuous
+    distribution (the number of draws below the quantile is binomial(n, q)). ``None`` when
+    ``n`` is too small for a two-sided interval (for the 99th percentile at 95%: n < 368).
+
+    Latencies are not independent draws (a slow stretch of the machine slows many requests in
+    a row), so for them the interval is a lower bound on the uncertainty: identical runs
+    minutes apart can differ by more."""
+    from scipy.stats import binom
+
+    if not 0.0 < q < 1.0 or not 0.0 < level < 1.0:
+        raise ValueError(f"quantile_interval: q and level must be in (0, 1), got {q}, {level}")
+    a = np.sort(np.asarray(values, dtype=np.float64))
+    n, alpha = a.size, (1.0 - level) / 2
+    if n == 0:
+        return None
+    k = np.arange(1, n + 1)
+    below = binom.cdf(k - 1, n, q)  # P(fewer than k draws below the quantile)
+    lows, highs = np.flatnonzero(below <= alpha), np.flatnonzero(below >= 1.0 - alpha)
+    if lows.size == 0 or highs.size == 0:
+        return None
+    return float(a[lows[-1]]), float(a[highs[0]])
+
+
 def latency_stats(seconds: np.ndarray | list[float]) -> dict[str, float]:
-    """Summary of per-call durations (seconds in, milliseconds out)."""
+    """Summary of per-call durations (seconds in, milliseconds out). ``p99_lo95_ms`` and
+    ``p99_hi95_ms``: the p99's distribution-free 95% interval (:func:`quantile_interval`;
+    left out below 368 samples)."""
     a = np.asarray(seconds, dtype=np.float64) * 1e3
     if a.size == 0:
         raise ValueError("latency_stats: no samples")
-    return {
+    out = {
         "n": int(a.size),
         "median_ms": float(np.median(a)),
         "p90_ms": float(np.percentile(a, 90)),
@@ -45,6 +72,10 @@ def latency_stats(seconds: np.ndarray | list[float]) -> dict[str, float]:
         "mean_ms": float(a.mean()),
         "min_ms": float(a.min()),
     }
+    ci = quantile_interval(a, 0.99)
+    if ci is not None:
+        out["p99_lo95_ms"], out["p99_hi95_ms"] = ci
+    return out
 
 
 def time_calls(fn: Callable[[int], object], n: int, warmup: int = 3) -> dict[str, float]:

@@ -1,0 +1,37 @@
+"""Latency summaries: the p99's distribution-free interval."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from notefeed.eval.timing import latency_stats, quantile_interval
+
+
+def test_p99_interval_covers_the_true_quantile_at_least_95_percent_of_the_time() -> None:
+    rng = np.random.default_rng(0)
+    truth = -np.log(0.01)  # exponential(1)'s 99th percentile
+    hits = 0
+    for _ in range(2000):
+        lo, hi = quantile_interval(rng.exponential(1.0, 1000), 0.99)
+        hits += lo <= truth < hi
+    # binomial sd at 2000 trials is 0.005: an interval built to cover 95% lands above 0.94
+    assert 0.94 <= hits / 2000 <= 0.985
+
+
+def test_too_few_samples_give_no_interval() -> None:
+    assert quantile_interval(np.arange(367.0), 0.99) is None
+    lo, hi = quantile_interval(np.arange(368.0), 0.99)
+    assert lo < hi == 367.0  # the largest sample is the upper end at the smallest n
+    assert "p99_lo95_ms" not in latency_stats(np.ones(100))
+    assert quantile_interval([], 0.5) is None
+    with pytest.raises(ValueError, match="q and level"):
+        quantile_interval([1.0], 1.0)
+
+
+def test_latency_stats_reports_the_interval_around_the_p99() -> None:
+    s = latency_stats(np.random.default_rng(1).exponential(0.01, 1200))
+    assert s["p99_lo95_ms"] <= s["p99_ms"] <= s["p99_hi95_ms"]
+    # the median's interval from the same rule is narrow and holds the median
+    lo, hi = quantile_interval(np.arange(1001.0), 0.5)
+    assert lo <= 500.0 <= hi and hi - lo < 80
