@@ -138,13 +138,10 @@ def create_app(engine: Engine) -> FastAPI:
         if not ok:
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    # the token checks are async: FastAPI runs a plain-function dependency in its thread pool,
-    # one more thread hop (and GIL hand-over) per request for a check that never blocks
-    # (docs/results/serve/round23/auth_hop_ab.json)
-    async def write_auth(authorization: str | None = Header(None)) -> None:
+    def write_auth(authorization: str | None = Header(None)) -> None:
         _check(authorization)
 
-    async def read_auth(authorization: str | None = Header(None)) -> None:
+    def read_auth(authorization: str | None = Header(None)) -> None:
         if cfg.api.require_token_for_reads:
             _check(authorization)
 
