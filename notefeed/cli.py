@@ -80,7 +80,7 @@ def demo(
     config: Path | None = typer.Option(None, "--config", help="serving config to train and serve (default: configs/default.yaml)"),
     sequence_max_s: float = typer.Option(60.0, "--sequence-max-s", min=0.0,
                                          help="cap on sequence/sasrec training time in seconds (0: no cap)"),
-    rank_users: int = typer.Option(500, "--rank-users", min=20, max=1_000_000,
+    rank_users: int = typer.Option(8000, "--rank-users", min=20, max=1_000_000,
                                    help="users whose candidate sets train the rankers (`notefeed train`: 8000)"),
     json_path: Path | None = typer.Option(None, "--json", help="write the summary here"),
     replace: bool = typer.Option(False, "--replace", help="overwrite the data of a non-empty --workspace"),

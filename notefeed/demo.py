@@ -7,8 +7,8 @@ Steps, each timed and printed:
 3. train exactly as ``notefeed train`` does (:func:`~notefeed.models.train.train_workspace`):
    every component the serving config names, stored as a promoted version in
    ``WORKSPACE/models/``; for a demo of a few minutes on two cores the sequence model's
-   training is capped in time and the rankers learn from a smaller sample of users (both
-   printed);
+   training is capped in time (printed; ``--rank-users`` can also shrink the rankers'
+   sample, at a cost: docs/results/demo/);
 4. serve that version as ``notefeed serve`` does
    (:func:`~notefeed.serve.versions.engine_from_store`), HTTP API on a free loopback port;
 5. a tour of the API: an explained feed, a click that changes the next feed, a published note
@@ -57,8 +57,10 @@ class DemoOptions:
     #: wall-clock cap on the sequence model's training (its ``max_time_s``) unless the config
     #: sets one; ``None``: no cap. ``notefeed train`` itself trains it fully.
     sequence_max_s: float | None = 60.0
-    #: users whose candidate sets train the rankers (``notefeed train``: up to 8,000)
-    rank_users: int = 500
+    #: users whose candidate sets train the rankers, as ``notefeed train`` (up to 8,000). 500
+    #: saved about 15 s on ``demo`` but left the rankers 26 validation groups, and the trained
+    #: pipeline's closed-loop CTR fell below random's (docs/results/demo/)
+    rank_users: int = TRAIN_RANK_USERS
 
 
 def demo_config(opts: DemoOptions) -> tuple[Any, list[str]]:
