@@ -18,6 +18,7 @@ from notefeed.data import cli as data_cli
 from notefeed.eval import cli as eval_cli
 from notefeed.llm import cli as llm_cli
 from notefeed.models import cli as models_cli
+from notefeed.models.train import MAX_RANK_USERS
 from notefeed.online import cli as online_cli
 from notefeed.rank import cli as rank_cli
 from notefeed.recall import cli as recall_cli
@@ -80,8 +81,8 @@ def demo(
     config: Path | None = typer.Option(None, "--config", help="serving config to train and serve (default: configs/default.yaml)"),
     sequence_max_s: float = typer.Option(60.0, "--sequence-max-s", min=0.0,
                                          help="cap on sequence/sasrec training time in seconds (0: no cap)"),
-    rank_users: int = typer.Option(8000, "--rank-users", min=20, max=1_000_000,
-                                   help="users whose candidate sets train the rankers (`notefeed train`: 8000)"),
+    rank_users: int = typer.Option(MAX_RANK_USERS, "--rank-users", min=20, max=1_000_000,
+                                   help=f"users whose candidate sets train the rankers (`notefeed train`: {MAX_RANK_USERS})"),
     json_path: Path | None = typer.Option(None, "--json", help="write the summary here"),
     replace: bool = typer.Option(False, "--replace", help="overwrite the data of a non-empty --workspace"),
 ) -> None:

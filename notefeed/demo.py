@@ -35,12 +35,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from notefeed.models.train import MAX_RANK_USERS
+
 __all__ = ["DemoOptions", "run_demo", "demo_config", "SEQUENCE_CHANNEL"]
 
 #: the channel whose training the demo caps in time
 SEQUENCE_CHANNEL = "sequence/sasrec"
 #: ``notefeed train``'s sample of users for ranker training (train_workspace's default)
-TRAIN_RANK_USERS = 8000
+TRAIN_RANK_USERS = MAX_RANK_USERS
 _STEPS = 6
 
 

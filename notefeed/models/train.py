@@ -56,6 +56,9 @@ REFIT = ("all", "serve", "none")
 #: feature families the coarse ranker may use (cheap: no per-candidate model calls)
 COARSE_PREFIXES = ("base.", "user.", "recall.")
 
+#: users whose candidate sets train the rankers, at most (a sample when the log has more)
+MAX_RANK_USERS = 8000
+
 
 def _channel_components(pipeline: Any, config: Any) -> dict[str, Any]:
     """The fitted registry channels of ``pipeline``, keyed ``recall.channels.<i>``."""
@@ -79,7 +82,7 @@ class TrainError(ValueError):
 
 def train_workspace(workspace: str | Path, config: Any = None, seed: int = 0, progress: bool = True,
                     promote: bool = True, ds: Dataset | None = None,
-                    log: Callable[[str], None] | None = None, max_rank_users: int = 8000,
+                    log: Callable[[str], None] | None = None, max_rank_users: int = MAX_RANK_USERS,
                     batch_engine: Any = None) -> str:
     """What ``notefeed train`` does: fit ``config``'s components (default config when
     ``None``) on the workspace's data (or ``ds``, which must be that data), store a new
@@ -130,7 +133,7 @@ def train_workspace(workspace: str | Path, config: Any = None, seed: int = 0, pr
 
 
 def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int = 0,
-                     max_rank_users: int = 8000, log: Callable[[str], None] | None = None,
+                     max_rank_users: int = MAX_RANK_USERS, log: Callable[[str], None] | None = None,
                      target_groups: int = 3000, max_holdouts: int = 5, batch_engine: Any = None,
                      refit: str = "serve", workers: int = 1) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit ``config``'s components on ``ds``; ``(components by config place, report)``.
