@@ -235,11 +235,33 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
     say(f"rankers trained ({report['rankers_fit_s']:.1f} s; their samples took {report['rank_samples_s']:.1f} s; "
         f"CPU seconds: channels {report['channels_cpu_s']:.0f}, samples {report['rank_samples_cpu_s']:.0f}, "
         f"rankers {report['rankers_cpu_s']:.0f})")
+    for stage, served_instead in (("coarse", "the builtin/popularity formula"), ("fine", "the coarse order")):
+        line = gate_line(stage, report.get(stage), served_instead)
+        if line is not None:
+            say(line)
     warning = coarse_data_warning(report)
     if warning is not None:
         report.setdefault("warnings", []).append(warning)
         say(f"warning: {warning}")
     return components, report
+
+
+def coarse_gate() -> dict[str, float]:
+    """The coarse ranker's gate (:class:`~notefeed.rank.ltr.LTRConfig` ``gate``): the
+    ``builtin/popularity`` formula over the ``base.*`` features it is computed from."""
+    from notefeed.serve.components import POPULARITY_WEIGHTS
+
+    return {f"base.{name}": w for name, w in POPULARITY_WEIGHTS.items()}
+
+
+def gate_line(stage: str, metrics: Any, served_instead: str) -> str | None:
+    """One line on a ranker's gate decision (None when the ranker was not gated)."""
+    if not isinstance(metrics, dict) or "gate_passed" not in metrics:
+        return None
+    verdict = "kept" if metrics["gate_passed"] else f"not kept, the stage serves {served_instead}"
+    return (f"{stage} ranker {verdict}: out-of-fold HR@10 {metrics['gate_oof_hr10']:.3f} against "
+            f"{metrics['gate_oof_base_hr10']:.3f} over {int(metrics['gate_groups']):,} candidate sets "
+            f"(z {metrics['gate_z']:.2f})")
 
 
 #: below this many validation candidate sets the coarse ranker's HR@10 there has a standard
@@ -248,15 +270,16 @@ COARSE_MIN_VALID_GROUPS = 100
 
 
 def coarse_data_warning(report: dict[str, Any]) -> str | None:
-    """A warning when the trained coarse ranker was validated on too few candidate sets.
+    """A warning when an *ungated* coarse ranker (``coarse.params: {gate: null}``) was
+    validated on too few candidate sets.
 
-    The fine stage is gated (``rank/ltr``'s ``gate``: it passes its input order on unless the
-    model beats it), the coarse stage is not: it has no input score to fall back to. Trained on
-    the candidate sets of 500 users of the ``demo`` community (26 validation sets, HR@10 0.000
-    there), it made the served page's closed-loop CTR 0.044 against random's 0.054
-    (docs/results/demo/)."""
+    The gate (the default, :func:`coarse_gate`) serves the ``builtin/popularity`` formula
+    instead of a ranker that does not beat it out of fold. Without it, the coarse ranker is
+    served however little it learned: trained on the candidate sets of 500 users of the
+    ``demo`` community (26 validation sets, HR@10 0.000 there), it made the served page's
+    closed-loop CTR 0.044 against random's 0.054 (docs/results/demo/)."""
     m = report.get("coarse")
-    if not isinstance(m, dict) or "valid_groups" not in m:
+    if not isinstance(m, dict) or "valid_groups" not in m or "gate_passed" in m:
         return None
     n = int(m["valid_groups"])
     if n >= COARSE_MIN_VALID_GROUPS:
@@ -264,8 +287,8 @@ def coarse_data_warning(report: dict[str, Any]) -> str | None:
     hr = m.get("valid_hr10_in_candidates")
     shown = f", HR@10 {hr:.3f} there" if isinstance(hr, float) else ""
     return (f"the coarse ranker was validated on {n} candidate sets{shown} (fewer than "
-            f"{COARSE_MIN_VALID_GROUPS}); the coarse stage is served ungated, and trained on this little data it "
-            f"can rank worse than random: train on more users' histories")
+            f"{COARSE_MIN_VALID_GROUPS}) and is served ungated; trained on this little data it "
+            f"can rank worse than random: train on more users' histories, or keep the gate on")
 
 
 def _offline_only(component: Any) -> bool:
@@ -459,7 +482,9 @@ def _train_rankers(config: Any, groups: list, learned: list[str], components: di
         cnames = [n for n in names if n.startswith(COARSE_PREFIXES)]
         cg = [Group(feature_matrix(f, cnames, len(cs)), pos, ts, neg)
               for f, (_, cs, pos, ts, _, neg, _chans) in zip(feats, groups, strict=True) if pos >= 0]
-        params = dict(config.coarse.params or {})
+        # gated against the formula an untrained coarse stage serves (``builtin/popularity``):
+        # a ranker that does not beat it out of fold serves exactly that formula
+        params = {"gate": coarse_gate(), **(config.coarse.params or {})}
         c0 = time.process_time()
         coarse_model = ListwiseRanker(cnames, LTRConfig(seed=seed, **params)).fit(cg, progress, "coarse ranker")
         report["coarse_fit_cpu_s"] = time.process_time() - c0

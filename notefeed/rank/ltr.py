@@ -59,11 +59,11 @@ class LTRConfig:
     #: the wall time of 1 (1,500 groups x 5 epochs: 18.3 s against 2.2 s)
     threads: int = 1
     #: a feature whose raw value is the base logit (the fine stage: ``stage.coarse``, the
-    #: coarse ranker's score): the network learns a zero-initialised correction to it, and
+    #: coarse ranker's score), or ``{feature: weight}`` (a weighted sum of raw features): the network learns a zero-initialised correction to it, and
     #: validation starts from the base order, so on the validation groups the model keeps
     #: its input stage's order unless training beats it. None (the default, measured best:
     #: README "Feed quality"): learn the score from scratch, ``stage.coarse`` one feature of it
-    residual: str | None = None
+    residual: str | dict[str, float] | None = None
     #: with ``residual``: count the untrained model (the base order itself) in early stopping,
     #: so a correction that never beats the base on validation is dropped
     keep_base: bool = True
@@ -72,16 +72,19 @@ class LTRConfig:
     #: only) are unaffected. 0 (the default) turns it off: at 1, in closed loop on the
     #: simulator, CTR was not shown to change and interest coverage fell (README "Feed quality")
     impression_weight: float = 0.0
-    #: a feature whose raw value is the input stage's score (``stage.coarse``: the fine stage
-    #: has it, the coarse stage does not, so only the fine stage is gated). After training,
+    #: the score the model must beat: a feature whose raw value is the input stage's score
+    #: (``stage.coarse`` for the fine stage), or ``{feature: weight}``, a weighted sum of raw
+    #: features (the coarse stage: the ``builtin/popularity`` formula over its ``base.*``
+    #: features, ``notefeed.models.train``). After training,
     #: ``gate_folds``-fold cross-validation over *all* groups (each fold's model trained for
     #: as many steps as the fit took) compares the model's HR@10 on the held-out folds with
     #: that score's; a model that does not beat it (by ``gate_z``) is replaced by the score itself (a zero
-    #: correction to it), so the stage passes its input order on. All groups, not the latest
+    #: correction to it), so the stage serves that score. All groups, not the latest
     #: 10%: the time-ordered validation split of a small log holds about 200 groups, too few to
     #: see a difference of 0.01. The default, measured best (README "Feed quality": LastFM
-    #: page HR@10 0.117 -> 0.126, ml-100k and ml-latest-small unchanged); None: no gate
-    gate: str | None = "stage.coarse"
+    #: page HR@10 0.117 -> 0.126, ml-100k and ml-latest-small unchanged); None: no gate. A
+    #: score using a feature the model lacks: no gate either
+    gate: str | dict[str, float] | None = "stage.coarse"
     gate_folds: int = 5
     #: the gate passes the model only if its out-of-fold gain is significant: the paired
     #: per-group hit difference (model - input score) over all groups, mean / standard error
@@ -103,13 +106,19 @@ class Group:
 
 
 class _Net(nn.Module):
-    def __init__(self, n_in: int, hidden: int, base: int | None = None) -> None:
+    """MLP + linear path on standardised features; with ``base`` (feature indices and their
+    weights) the output is a correction added to that weighted sum of the *raw* features."""
+
+    def __init__(self, n_in: int, hidden: int, base: tuple[list[int], list[float]] | None = None) -> None:
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden // 2), nn.ReLU(),
                                  nn.Linear(hidden // 2, 1))
         self.lin = nn.Linear(n_in, 1)  # a linear path: the MLP learns corrections to it
         self.base = base
         if base is not None:  # a residual model starts as exactly its base score
+            # derived from the config, not saved with the weights (a saved model loads as before)
+            self.register_buffer("base_idx", torch.tensor(base[0], dtype=torch.long), persistent=False)
+            self.register_buffer("base_w", torch.tensor(base[1], dtype=torch.float32), persistent=False)
             for layer in (self.mlp[-1], self.lin):
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
@@ -119,7 +128,7 @@ class _Net(nn.Module):
         if self.base is not None:
             if raw is None:
                 raise ValueError("rank/ltr: a residual model needs the raw features")
-            out = out + raw[..., self.base]
+            out = out + (raw[..., self.base_idx] * self.base_w).sum(-1)
         return out
 
 
@@ -225,7 +234,7 @@ class ListwiseRanker:
                         "train_groups": float(len(train)), "valid_groups": float(len(valid)),
                         "train_page_groups": float(sum(len(_negs(g)) > 0 for g in train)),
                         "epochs": float(epochs_run), "fit_s": time.perf_counter() - t0}
-        if c.gate is not None and c.gate in self.feature_names:
+        if c.gate is not None and self._terms(c.gate) is not None:
             self._gate(list(groups), max(1, best_epoch), rng)
             self.metrics["fit_s"] = time.perf_counter() - t0
 
@@ -235,7 +244,7 @@ class ListwiseRanker:
         self.mean = allx.mean(0).astype(np.float32)
         self.std = np.maximum(allx.std(0), 1e-6).astype(np.float32)
         del allx
-        self.net = _Net(len(self.feature_names), self.cfg.hidden, self._base_index())
+        self.net = _Net(len(self.feature_names), self.cfg.hidden, self._base_terms())
         return torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
 
     def _epoch(self, train: Sequence[Group], m: int, rng: np.random.Generator, opt: torch.optim.Optimizer) -> None:
@@ -250,7 +259,9 @@ class ListwiseRanker:
         """Cross-validate against the raw input score ``cfg.gate``; fall back to it unless beaten."""
         c = self.cfg
         assert c.gate is not None and self.net is not None
-        gi = self.feature_names.index(c.gate)
+        terms = self._terms(c.gate)
+        assert terms is not None
+        gi, gw = np.asarray(terms[0]), np.asarray(terms[1], np.float32)
         k = max(2, c.gate_folds)
         fold = rng.permutation(len(groups)) % k
         kept = (self.net, self.mean, self.std)
@@ -263,7 +274,7 @@ class ListwiseRanker:
             for _ep in range(int(np.ceil(epochs * k / (k - 1)))):  # as many steps as the fit took
                 self._epoch(train, m, rng, opt)
             hits += [_hr(self.predict(g.x), g.pos) for g in test]
-            base += [_hr(np.asarray(g.x[:, gi], np.float32), g.pos) for g in test]
+            base += [_hr((np.asarray(g.x[:, gi], np.float32) * gw).sum(1), g.pos) for g in test]
         self.net, self.mean, self.std = kept
         model_hr, base_hr = float(np.mean(hits)), float(np.mean(base))
         z = gate_z(np.asarray(hits, np.float64) - np.asarray(base, np.float64))
@@ -272,7 +283,7 @@ class ListwiseRanker:
                          "gate_groups": float(len(groups)), "gate_z": z, "gate_passed": float(passed)}
         if not passed:  # the stage passes its input order on: a zero correction to that score
             self.cfg = dataclasses.replace(c, residual=c.gate)
-            self.net = _Net(len(self.feature_names), c.hidden, gi)
+            self.net = _Net(len(self.feature_names), c.hidden, terms)
 
     def _step(self, batch: Sequence[Group], m: int, rng: np.random.Generator, opt: torch.optim.Optimizer) -> float:
         """One optimiser step of the listwise loss on ``batch``: each group's chosen row
@@ -356,12 +367,23 @@ class ListwiseRanker:
             z = torch.from_numpy(((x - self.mean) / self.std).astype(np.float32))
             return self.net(z, torch.from_numpy(np.asarray(x, np.float32))).numpy().astype(np.float32)
 
-    def _base_index(self) -> int | None:
+    def _terms(self, spec: str | dict[str, float]) -> tuple[list[int], list[float]] | None:
+        """A score spec (one feature's name, or ``{name: weight}``: a weighted sum of raw
+        features) as feature indices and weights; None when a named feature is not among the
+        model's features."""
+        items = [(spec, 1.0)] if isinstance(spec, str) else list(dict(spec).items())
+        if not items or any(name not in self.feature_names for name, _ in items):
+            return None
+        return [self.feature_names.index(name) for name, _ in items], [float(w) for _, w in items]
+
+    def _base_terms(self) -> tuple[list[int], list[float]] | None:
         if self.cfg.residual is None:
             return None
-        if self.cfg.residual not in self.feature_names:
-            raise ValueError(f"rank/ltr: residual feature {self.cfg.residual!r} is not among the features")
-        return self.feature_names.index(self.cfg.residual)
+        terms = self._terms(self.cfg.residual)
+        if terms is None:
+            raise ValueError(f"rank/ltr: residual score {self.cfg.residual!r} uses a feature that is not among "
+                             f"the features")
+        return terms
 
     # ------------------------------------------------------------------ persistence
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -379,7 +401,7 @@ class ListwiseRanker:
             obj = cls(params["feature_names"], LTRConfig(**params.get("cfg", {})))
             obj.mean = np.asarray(arrays["mean"], np.float32)
             obj.std = np.asarray(arrays["std"], np.float32)
-            obj.net = _Net(len(obj.feature_names), obj.cfg.hidden, obj._base_index())
+            obj.net = _Net(len(obj.feature_names), obj.cfg.hidden, obj._base_terms())
             obj.net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
                                      if k.startswith("net.")})
         except (KeyError, TypeError, RuntimeError) as e:

@@ -28,6 +28,7 @@ __all__ = [
     "PopularSource",
     "SeenFilter",
     "PopularityScorer",
+    "POPULARITY_WEIGHTS",
     "ModelScorer",
     "RankScorerAdapter",
     "Fusion",
@@ -124,17 +125,27 @@ def features(catalog: Catalog, ctx: UserContext, cs: CandidateSet) -> np.ndarray
     return x
 
 
+#: ``builtin/popularity``'s hand-set weights on :data:`FEATURES` (the untrained coarse stage,
+#: and the score a trained coarse ranker must beat to be served: ``notefeed.models.train``)
+POPULARITY_WEIGHTS: dict[str, float] = {"log_pop": 1.0, "recency": 1.5, "cat_1h": 0.5, "cat_seq": 2.0, "recall": 0.3}
+
+
 class PopularityScorer:
-    """``builtin/popularity`` coarse scorer: log popularity + freshness + topical match."""
+    """``builtin/popularity`` coarse scorer: log popularity + freshness + topical match
+    (:data:`POPULARITY_WEIGHTS`)."""
 
     name = "builtin/popularity"
 
     def __init__(self, catalog: Catalog, column: str = "coarse") -> None:
         self.catalog, self.column = catalog, column
+        self._terms = [(FEATURES.index(f), np.float32(w)) for f, w in POPULARITY_WEIGHTS.items()]
 
     def score(self, ctx: UserContext, cs: CandidateSet) -> dict[str, np.ndarray]:
         x = features(self.catalog, ctx, cs)
-        return {self.column: x[:, 1] + 1.5 * x[:, 2] + 0.5 * x[:, 3] + 2.0 * x[:, 4] + 0.3 * x[:, 7]}
+        out = np.zeros(len(cs), np.float32)
+        for j, w in self._terms:  # term by term, in order
+            out = out + w * x[:, j]
+        return {self.column: out}
 
 
 class ModelScorer:

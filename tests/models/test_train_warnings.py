@@ -1,12 +1,33 @@
-"""`notefeed train` warns when the coarse ranker was validated on too few candidate sets."""
+"""`notefeed train` warns when an ungated coarse ranker was validated on too few candidate
+sets, and says what each ranker's gate decided."""
 
-from notefeed.models.train import COARSE_MIN_VALID_GROUPS, coarse_data_warning
+from notefeed.models.train import COARSE_MIN_VALID_GROUPS, coarse_data_warning, coarse_gate, gate_line
+from notefeed.serve.components import POPULARITY_WEIGHTS
+from notefeed.serve.models import FEATURES
 
 
-def test_few_validation_sets_warn_and_enough_do_not() -> None:
+def test_few_validation_sets_warn_only_when_the_coarse_ranker_is_ungated() -> None:
     few = {"coarse": {"valid_groups": 26.0, "valid_hr10_in_candidates": 0.0}}
     msg = coarse_data_warning(few)
-    assert msg is not None and "26 candidate sets" in msg and "HR@10 0.000" in msg
+    assert msg is not None and "26 candidate sets" in msg and "HR@10 0.000" in msg and "ungated" in msg
     assert coarse_data_warning({"coarse": {"valid_groups": float(COARSE_MIN_VALID_GROUPS)}}) is None
     assert coarse_data_warning({}) is None  # no coarse ranker trained (a hand-set coarse stage)
     assert coarse_data_warning({"coarse": {}}) is None
+    # the gate decided (kept or not): its out-of-fold evidence covers every set, no warning
+    for passed in (0.0, 1.0):
+        assert coarse_data_warning({"coarse": {**few["coarse"], "gate_passed": passed}}) is None
+
+
+def test_gate_lines_say_what_was_served() -> None:
+    m = {"gate_passed": 0.0, "gate_oof_hr10": 0.05, "gate_oof_base_hr10": 0.1, "gate_groups": 260.0, "gate_z": -2.5}
+    line = gate_line("coarse", m, "the builtin/popularity formula")
+    assert line is not None and "not kept, the stage serves the builtin/popularity formula" in line
+    assert "0.050 against 0.100 over 260 candidate sets (z -2.50)" in line
+    assert gate_line("fine", {**m, "gate_passed": 1.0}, "x").startswith("fine ranker kept:")
+    assert gate_line("coarse", {"valid_groups": 3.0}, "x") is None and gate_line("coarse", None, "x") is None
+
+
+def test_coarse_gate_is_the_popularity_formula_on_the_coarse_features() -> None:
+    gate = coarse_gate()
+    assert set(gate) == {f"base.{f}" for f in POPULARITY_WEIGHTS} and all(f in FEATURES for f in POPULARITY_WEIGHTS)
+    assert list(gate.values()) == list(POPULARITY_WEIGHTS.values())

@@ -99,7 +99,7 @@ def test_residual_starts_from_its_base_and_only_adds():
     ungated = ListwiseRanker(names, LTRConfig(epochs=3, negatives=20, hidden=16, threads=1, residual="base",
                                               keep_base=False)).fit(train, progress=False)
     assert not np.allclose(ungated.predict(x), x[:, 0], atol=1e-4)
-    with pytest.raises(ValueError, match="residual feature 'nope'"):
+    with pytest.raises(ValueError, match="residual score 'nope' uses a feature that is not among"):
         ListwiseRanker(names, LTRConfig(epochs=1, threads=1, residual="nope")).fit(train, progress=False)
 
 
@@ -159,6 +159,38 @@ def test_gate_keeps_a_model_that_beats_its_input_score_and_falls_back_to_one_it_
     # no such feature (the coarse stage has no input score): trained, not gated
     ungated = ListwiseRanker(["a", "b", "c", "d"], cfg).fit(_groups(30, 5, 0), progress=False)
     assert "gate_passed" not in ungated.metrics
+
+
+def test_gate_against_a_weighted_sum_of_features_serves_that_sum_when_not_beaten():
+    """The coarse stage's gate: the score to beat is a hand-set formula over raw features."""
+    names = ["a", "b", "planted", "d"]
+    formula = {"a": 1.0, "b": 2.0}
+    cfg = LTRConfig(epochs=10, negatives=20, hidden=16, threads=1, gate=formula, gate_folds=4)
+    x = _groups(1, 30, 9)[0].x
+    # the formula is noise and feature 2 marks the chosen item: the model is kept
+    beats = ListwiseRanker(names, cfg).fit(_groups(600, 30, 0), progress=False)
+    assert beats.metrics["gate_passed"] == 1.0 and beats.cfg.residual is None
+    assert beats.metrics["gate_oof_hr10"] > beats.metrics["gate_oof_base_hr10"] + 0.3
+    # a gate that passes serves exactly the model trained without one
+    plain = ListwiseRanker(names, dataclasses.replace(cfg, gate=None)).fit(_groups(600, 30, 0), progress=False)
+    np.testing.assert_array_equal(beats.predict(x), plain.predict(x))
+    # a + 2b puts every chosen item first (neither feature alone does): it cannot be beaten,
+    # so the model is replaced by the formula itself, also after a save and load
+    perfect = _groups(300, 30, 1)
+    for g in perfect:
+        g.x[:, 1] = -0.5 * g.x[:, 0]
+        g.x[g.pos, 1] += 5.0
+    kept = ListwiseRanker(names, cfg).fit(perfect, progress=False)
+    assert kept.metrics["gate_passed"] == 0.0 and kept.metrics["gate_oof_base_hr10"] == 1.0
+    assert kept.cfg.residual == formula
+    want = x[:, 0] + 2.0 * x[:, 1]
+    np.testing.assert_allclose(kept.predict(x), want, rtol=1e-6, atol=1e-6)
+    back = ListwiseRanker.from_state(*kept.to_state())
+    np.testing.assert_allclose(back.predict(x), want, rtol=1e-6, atol=1e-6)
+    # a formula naming a feature the model lacks: trained, not gated
+    lacks = ListwiseRanker(names, dataclasses.replace(cfg, gate={"a": 1.0, "nope": 1.0})).fit(
+        _groups(60, 10, 0), progress=False)
+    assert "gate_passed" not in lacks.metrics
 
 
 def test_gate_z_is_the_paired_mean_over_its_standard_error():
