@@ -71,6 +71,21 @@ def test_ranking_off_is_worse_on_the_planted_pattern():
     assert learned["hit@10"] > builtin["hit@10"]
 
 
+def test_a_coarse_ranker_that_fails_its_gate_serves_the_popularity_formula():
+    ds = chain_log()
+    kw = {"models": [], "ks": (10,), "progress": False}
+    gated = evaluate_feed(ds, _config(), **kw)[-1]
+    rep = gated["train_report"]["coarse"]  # the chain is in the recall ranks: the ranker is kept
+    assert rep["gate_passed"] == 1.0 and rep["gate_oof_hr10"] > rep["gate_oof_base_hr10"]
+    # the gate asked for more than any evidence gives: the stage ranks exactly as builtin/popularity
+    failed = evaluate_feed(ds, _config(coarse={"scorer": "rank/ltr", "keep": 60,
+                                               "params": {"epochs": 8, "threads": 1, "gate_z": 1e9}}), **kw)[-1]
+    formula = evaluate_feed(ds, _config(coarse={"scorer": "builtin/popularity", "keep": 60}), **kw)[-1]
+    assert failed["train_report"]["coarse"]["gate_passed"] == 0.0
+    assert failed["stage.coarse.hit@10"] == formula["stage.coarse.hit@10"]
+    assert gated["stage.coarse.hit@10"] > formula["stage.coarse.hit@10"]
+
+
 def test_cli_feed_stage_json(tmp_path):
     log = tmp_path / "log.txt"
     ds = chain_log(80, 60)
