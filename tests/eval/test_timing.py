@@ -35,3 +35,20 @@ def test_latency_stats_reports_the_interval_around_the_p99() -> None:
     # the median's interval from the same rule is narrow and holds the median
     lo, hi = quantile_interval(np.arange(1001.0), 0.5)
     assert lo <= 500.0 <= hi and hi - lo < 80
+
+
+def test_machine_info_names_the_packages_commit_and_cpu_that_ran() -> None:
+    import importlib.metadata
+    import subprocess
+    from pathlib import Path
+
+    from notefeed.eval.timing import RESULT_PACKAGES, machine_info
+
+    info = machine_info()
+    assert set(info["packages"]) == set(RESULT_PACKAGES)
+    assert info["packages"]["numpy"] == importlib.metadata.version("numpy") == np.__version__
+    root = Path(__file__).resolve().parents[2]
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:  # a git checkout (CI's clean clone is one)
+        assert info["commit"].split("+")[0] == head.stdout.strip()
+    assert info["cpu_model"] is None or isinstance(info["cpu_model"], str)
