@@ -6,7 +6,8 @@ One row per log: test users (left out), the best baseline's mean HR@10, the page
 with the 95% t-interval over seeds, the per-seed ratios to that seed's best baseline (HR@10 and
 NDCG@10), their lowest, the stage means (recall / coarse / fine / page), the lowest per-seed
 stage step after recall (coarse - recall, fine - coarse; the page's change is the reported
-re-ranking trade, ``rerank_cost``), whether the fine gate passed per seed, and fitting seconds.
+re-ranking trade, ``rerank_cost``), how often the coarse gate passed (round 24 on) with its z
+range, whether the fine gate passed per seed, and fitting seconds.
 """
 import json
 import sys
@@ -51,20 +52,24 @@ def row(name):
     st = {k: [r[f"stage.{k}.hit@10"] for r in p] for k in STAGES}
     steps = [min(st["coarse"][i] - st["recall"][i], st["fine"][i] - st["coarse"][i]) for i in range(len(seeds))]
     gate = ["pass" if r["train_report"]["fine"].get("gate_passed") else "coarse" for r in p]
+    cz = [r["train_report"]["coarse"].get("gate_z") for r in p]  # absent before round 24
+    cpass = [r["train_report"]["coarse"].get("gate_passed") for r in p]
+    coarse_gate = ("-" if None in cz else f"{sum(bool(c) for c in cpass)} of {len(p)} pass (z {min(cz):.1f}-{max(cz):.1f})")
     return (f"| {NAMES.get(name, name)} | {p[0]['test_users']:,} ({p[0]['unseen_targets_dropped']}) | {len(seeds)} "
             f"| {best} {np.mean([per[s][best]['hit@10'] for s in seeds]):.3f} "
             f"| **{np.mean(hr):.3f}** (±{half(hr):.3f}) "
             f"| {', '.join(f'{x:.2f}x' for x in xh)} | **{min(xh):.2f}x** "
             f"| {best_ndcg} {np.mean([per[s][best_ndcg]['ndcg@10'] for s in seeds]):.4f} / {np.mean([r['ndcg@10'] for r in p]):.4f}; per seed {', '.join(f'{x:.2f}x' for x in xn)} "
-            f"| {' / '.join(f'{np.mean(st[k]):.3f}' for k in STAGES)} | {min(steps):+.4f} | {', '.join(gate)} "
+            f"| {' / '.join(f'{np.mean(st[k]):.3f}' for k in STAGES)} | {min(steps):+.4f} | {coarse_gate} | {', '.join(gate)} "
             f"| {min(r['fit_s'] for r in p):.0f}-{max(r['fit_s'] for r in p):.0f} |")
 
 
 if __name__ == "__main__":
     print("| dataset | test users (left out) | seeds | best baseline HR@10 (mean) | page HR@10 (mean ± seeds' 95%) "
           "| x best HR@10, per seed | lowest | NDCG@10 best baseline / page (means); x best per seed "
-          "| HR@10 recall / coarse / fine / page (means) | lowest stage step after recall | fine gate "
+          "| HR@10 recall / coarse / fine / page (means) | lowest stage step after recall | coarse gate "
+          "| fine gate "
           "| fit s a seed |")
-    print("|" + "---|" * 12)
+    print("|" + "---|" * 13)
     for name in sys.argv[1:] or list(NAMES):
         print(row(name))
