@@ -59,10 +59,11 @@ class LTRConfig:
     #: the wall time of 1 (1,500 groups x 5 epochs: 18.3 s against 2.2 s)
     threads: int = 1
     #: a feature whose raw value is the base logit (the fine stage: ``stage.coarse``, the
-    #: coarse ranker's score), or ``{feature: weight}`` (a weighted sum of raw features): the network learns a zero-initialised correction to it, and
-    #: validation starts from the base order, so on the validation groups the model keeps
-    #: its input stage's order unless training beats it. None (the default, measured best:
-    #: README "Feed quality"): learn the score from scratch, ``stage.coarse`` one feature of it
+    #: coarse ranker's score), or ``{feature: weight}`` (a weighted sum of raw features): the
+    #: network learns a zero-initialised correction to it, and validation starts from the
+    #: base order, so on the validation groups the model keeps its input stage's order unless
+    #: training beats it. None (the default, measured best: README "Feed quality"): learn the
+    #: score from scratch, ``stage.coarse`` one feature of it
     residual: str | dict[str, float] | None = None
     #: with ``residual``: count the untrained model (the base order itself) in early stopping,
     #: so a correction that never beats the base on validation is dropped
@@ -281,7 +282,7 @@ class ListwiseRanker:
         passed = model_hr > base_hr and z > c.gate_z
         self.metrics |= {"gate_oof_hr10": model_hr, "gate_oof_base_hr10": base_hr, "gate_folds": float(k),
                          "gate_groups": float(len(groups)), "gate_z": z, "gate_passed": float(passed)}
-        if not passed:  # the stage passes its input order on: a zero correction to that score
+        if not passed:  # the stage serves the gate's score: a zero correction to it
             self.cfg = dataclasses.replace(c, residual=c.gate)
             self.net = _Net(len(self.feature_names), c.hidden, terms)
 
