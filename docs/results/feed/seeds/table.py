@@ -1,6 +1,7 @@
 """The README's feed-quality table from the multi-seed feed-eval JSONs in this folder.
 
-``python3 docs/results/feed/seeds/table.py [movielens-100k movielens-small beauty lastfm-s3rec]``
+``python3 docs/results/feed/seeds/table.py [movielens-100k movielens-small beauty lastfm-s3rec]``;
+``table.py --steps [...]`` prints the per-seed stage steps, page-logic cost, seconds and coarse gate.
 
 One row per log: test users (left out), the best baseline's mean HR@10, the page's mean HR@10
 with the 95% t-interval over seeds, the per-seed ratios to that seed's best baseline (HR@10 and
@@ -64,7 +65,26 @@ def row(name):
             f"| {min(r['fit_s'] for r in p):.0f}-{max(r['fit_s'] for r in p):.0f} |")
 
 
+def steps(name):
+    """Per seed: the fine stage's step over the coarse order, the page logic's cost
+    (``rerank_cost.hit@10``), fitting and feed seconds, and the coarse gate's figures."""
+    per = per_seed(HERE / f"{name}.json")
+    p = [per[s]["pipeline"] for s in sorted(per)]
+    fine = " / ".join(f"{r['stage.fine.hit@10'] - r['stage.coarse.hit@10']:+.3f}" for r in p)
+    cost = [r.get("rerank_cost.hit@10", float("nan")) for r in p]
+    cg = [r["train_report"]["coarse"] for r in p]
+    gate = ", ".join(f"{c['gate_oof_hr10']:.3f} vs {c['gate_oof_base_hr10']:.3f}" for c in cg if "gate_z" in c)
+    return (f"{NAMES.get(name, name)}: fine - coarse per seed {fine}; page logic cost mean {np.nanmean(cost):.4f}, "
+            f"max {np.nanmax(cost):.4f}; fit {min(r['fit_s'] for r in p):,.0f}-{max(r['fit_s'] for r in p):,.0f} s + "
+            f"feeds {min(r['recommend_s'] for r in p):.0f}-{max(r['recommend_s'] for r in p):.0f} s; "
+            f"coarse gate out-of-fold HR@10 model vs formula: {gate or '-'}")
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--steps"]:
+        for name in sys.argv[2:] or list(NAMES):
+            print(steps(name))
+        sys.exit(0)
     print("| dataset | test users (left out) | seeds | best baseline HR@10 (mean) | page HR@10 (mean ± seeds' 95%) "
           "| x best HR@10, per seed | lowest | NDCG@10 best baseline / page (means); x best per seed "
           "| HR@10 recall / coarse / fine / page (means) | lowest stage step after recall | coarse gate "
