@@ -160,6 +160,8 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
         raise ValueError(f"refit: {refit!r}; one of {list(REFIT)}")
     report: dict[str, Any] = {}
     learned = [s for s, name in (("coarse", config.coarse.scorer), ("fine", config.fine.scorer)) if name == LEARNED]
+    for stage in learned:  # a bad ranker setting fails now, not after minutes of channel fitting
+        ranker_config(config, stage, seed)
     t0, c0 = time.perf_counter(), time.process_time()  # wall and this process's CPU seconds
     say = log or (lambda _msg: None)
     holds = _holdouts(ds, target_groups, max_holdouts) if learned and len(ds.events) else []
@@ -244,6 +246,28 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
         report.setdefault("warnings", []).append(warning)
         say(f"warning: {warning}")
     return components, report
+
+
+def ranker_config(config: Any, stage: str, seed: int) -> Any:
+    """The :class:`~notefeed.rank.ltr.LTRConfig` that trains ``stage``'s ranker (``coarse`` or
+    ``fine``) from ``<stage>.params``; the coarse one gated against :func:`coarse_gate` unless
+    its params say otherwise. A bad setting raises ``ValueError`` naming ``<stage>.params.<key>``."""
+    from notefeed.rank.ltr import LTRConfig
+
+    params = dict(getattr(config, stage).params or {})
+    defaults = {"gate": coarse_gate()} if stage == "coarse" else {}
+    known = {f.name for f in dataclasses.fields(LTRConfig)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"{stage}.params.{unknown[0]}: not a rank/ltr setting; known: {sorted(known)}")
+    for key in ("gate", "residual"):
+        v = params.get(key)
+        ok = v is None or (isinstance(v, str) and v) or (
+            isinstance(v, dict) and v and all(isinstance(k, str) and isinstance(w, int | float) and not isinstance(w, bool)
+                                              for k, w in v.items()))
+        if not ok:
+            raise ValueError(f"{stage}.params.{key}: a feature name or {{feature: number}}, not {v!r}")
+    return LTRConfig(**{"seed": seed, **defaults, **params})
 
 
 def coarse_gate() -> dict[str, float]:
@@ -468,7 +492,7 @@ def _captured_chunk(rows: np.ndarray) -> list[tuple[Any, Any, int, float, np.nda
 
 def _train_rankers(config: Any, groups: list, learned: list[str], components: dict[str, Any],
                    report: dict[str, Any], progress: bool, seed: int) -> None:
-    from notefeed.rank.ltr import Group, ListwiseRanker, LTRConfig
+    from notefeed.rank.ltr import Group, ListwiseRanker
     from notefeed.serve.components import TopK
     from notefeed.serve.factory import small_creator_reserve
     from notefeed.serve.learned import ChannelFeatures, candidate_features, feature_matrix
@@ -484,9 +508,8 @@ def _train_rankers(config: Any, groups: list, learned: list[str], components: di
               for f, (_, cs, pos, ts, _, neg, _chans) in zip(feats, groups, strict=True) if pos >= 0]
         # gated against the formula an untrained coarse stage serves (``builtin/popularity``):
         # a ranker that does not beat it out of fold serves exactly that formula
-        params = {"gate": coarse_gate(), **(config.coarse.params or {})}
         c0 = time.process_time()
-        coarse_model = ListwiseRanker(cnames, LTRConfig(seed=seed, **params)).fit(cg, progress, "coarse ranker")
+        coarse_model = ListwiseRanker(cnames, ranker_config(config, "coarse", seed)).fit(cg, progress, "coarse ranker")
         report["coarse_fit_cpu_s"] = time.process_time() - c0
         coarse_model.version = "rank/ltr:coarse"
         components["coarse"] = coarse_model
@@ -517,9 +540,8 @@ def _train_rankers(config: Any, groups: list, learned: list[str], components: di
     report["fine_features_cpu_s"] = time.process_time() - c0
     fnames = sorted({k for ff, _, _, _, _ in fine_feats for k in ff})
     fg = [Group(feature_matrix(ff, fnames, n), pos, ts, neg) for ff, n, pos, ts, neg in fine_feats]
-    params = dict(config.fine.params or {})
     c0 = time.process_time()
-    fine_model = ListwiseRanker(fnames, LTRConfig(seed=seed, **params)).fit(fg, progress, "fine ranker")
+    fine_model = ListwiseRanker(fnames, ranker_config(config, "fine", seed)).fit(fg, progress, "fine ranker")
     report["fine_fit_cpu_s"] = time.process_time() - c0
     fine_model.version = "rank/ltr:fine"
     components["fine"] = fine_model

@@ -1,9 +1,24 @@
 """`notefeed train` warns when an ungated coarse ranker was validated on too few candidate
-sets, and says what each ranker's gate decided."""
+sets, says what each ranker's gate decided, and checks the rankers' settings up front."""
 
-from notefeed.models.train import COARSE_MIN_VALID_GROUPS, coarse_data_warning, coarse_gate, gate_line
+import time
+
+import pytest
+
+from notefeed.data.store import Workspace
+from notefeed.models.train import (
+    COARSE_MIN_VALID_GROUPS,
+    TrainError,
+    coarse_data_warning,
+    coarse_gate,
+    gate_line,
+    ranker_config,
+    train_workspace,
+)
 from notefeed.serve.components import POPULARITY_WEIGHTS
+from notefeed.serve.config import ServeConfig
 from notefeed.serve.models import FEATURES
+from tests.eval.test_feed import chain_log
 
 
 def test_few_validation_sets_warn_only_when_the_coarse_ranker_is_ungated() -> None:
@@ -31,3 +46,26 @@ def test_coarse_gate_is_the_popularity_formula_on_the_coarse_features() -> None:
     gate = coarse_gate()
     assert set(gate) == {f"base.{f}" for f in POPULARITY_WEIGHTS} and all(f in FEATURES for f in POPULARITY_WEIGHTS)
     assert list(gate.values()) == list(POPULARITY_WEIGHTS.values())
+
+
+def test_ranker_settings_are_checked_before_any_fitting() -> None:
+    cfg = ServeConfig()
+    assert ranker_config(cfg, "coarse", 3).gate == coarse_gate() and ranker_config(cfg, "coarse", 3).seed == 3
+    assert ranker_config(cfg, "fine", 0).gate == "stage.coarse"
+    assert ranker_config(cfg.with_overrides(coarse={"params": {"gate": None}}), "coarse", 0).gate is None
+    for params, named in (({"gate": {"base.log_pop": "fast"}}, "coarse.params.gate"),
+                          ({"gate": {}}, "coarse.params.gate"), ({"residual": 3}, "coarse.params.residual"),
+                          ({"epoch": 3}, "coarse.params.epoch")):
+        with pytest.raises(ValueError, match=named.replace(".", r"\.")):
+            ranker_config(cfg.with_overrides(coarse={"params": params}), "coarse", 0)
+
+
+def test_train_names_a_bad_gate_at_once(tmp_path) -> None:
+    ws = tmp_path / "ws"
+    with Workspace.open(ws) as w:
+        w.save_dataset(chain_log())
+    t0 = time.perf_counter()
+    with pytest.raises(TrainError, match=r"--config: fine\.params\.gate: a feature name"):
+        train_workspace(ws, ServeConfig().with_overrides(fine={"params": {"gate": {"stage.coarse": True}}}),
+                        progress=False)
+    assert time.perf_counter() - t0 < 30  # before the channels are fitted
