@@ -235,8 +235,9 @@ class ListwiseRanker:
                         "train_groups": float(len(train)), "valid_groups": float(len(valid)),
                         "train_page_groups": float(sum(len(_negs(g)) > 0 for g in train)),
                         "epochs": float(epochs_run), "fit_s": time.perf_counter() - t0}
-        if c.gate is not None and self._terms(c.gate) is not None:
-            self._gate(list(groups), max(1, best_epoch), rng)
+        gate = self._terms(c.gate) if c.gate is not None else None
+        if gate is not None:
+            self._gate(list(groups), max(1, best_epoch), rng, gate)
             self.metrics["fit_s"] = time.perf_counter() - t0
 
     def _new_net(self, train: Sequence[Group]) -> torch.optim.Optimizer:
@@ -256,12 +257,12 @@ class ListwiseRanker:
         for b in range(0, len(perm), self.cfg.batch_groups):
             self._step([train[i] for i in perm[b: b + self.cfg.batch_groups]], m, rng, opt)
 
-    def _gate(self, groups: list[Group], epochs: int, rng: np.random.Generator) -> None:
-        """Cross-validate against the raw input score ``cfg.gate``; fall back to it unless beaten."""
+    def _gate(self, groups: list[Group], epochs: int, rng: np.random.Generator,
+              terms: tuple[list[int], list[float]]) -> None:
+        """Cross-validate against the raw input score ``cfg.gate`` (its ``terms``, :meth:`_terms`);
+        fall back to it unless beaten."""
         c = self.cfg
-        assert c.gate is not None and self.net is not None
-        terms = self._terms(c.gate)
-        assert terms is not None
+        assert self.net is not None
         gi, gw = np.asarray(terms[0]), np.asarray(terms[1], np.float32)
         k = max(2, c.gate_folds)
         fold = rng.permutation(len(groups)) % k
