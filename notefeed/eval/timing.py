@@ -148,12 +148,20 @@ def cpu_model() -> str | None:
 
 
 def machine_info() -> dict[str, Any]:
+    """Where a result was measured. ``cpu_capability`` is the instruction set torch's kernels
+    use; ``cpu_bf16``: whether the CPU computes bfloat16 natively, in which case SASRec trains
+    in bf16 autocast by default (:func:`notefeed.recall.sequential.native_bf16`), elsewhere in
+    float32."""
     import torch
+
+    from notefeed.recall.sequential import native_bf16
 
     return {
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16": native_bf16(),
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),

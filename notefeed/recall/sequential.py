@@ -43,7 +43,7 @@ from notefeed.recall._sasrec_net import (
 from notefeed.recall.ann import ANN_KEY, AnnIndex, ann_over
 from notefeed.recall.base import CHANNELS, Candidates, UserContext
 
-__all__ = ["SASRecChannel", "training_sequences", "log_sequences"]
+__all__ = ["SASRecChannel", "training_sequences", "log_sequences", "native_bf16"]
 
 LOSSES = ("ce", "sampled")
 #: an ensemble's network j trains with seed ``seed + j x this``: the ensembles of nearby seeds
@@ -131,6 +131,11 @@ class SASRecChannel:
     #: the sum of their logits (their states and item tables concatenated: ``ensemble x dim``
     #: wide vectors); training time scales with it, ``max_time_s`` caps each network
     ensemble: int = 1
+    #: train an ensemble's networks at once, each in a forked process with one torch thread
+    #: (as many at a time as this process may use cores): the same weights as one after
+    #: another, in about ``1 / ensemble`` of the wall time where the cores are free. Only on
+    #: the CPU with ``threads: 1``, where fork exists, and not inside a worker process
+    parallel: bool = True
     n_items: int = field(default=0, init=False)
 
     name: ClassVar[str] = "sequence/sasrec"
@@ -161,7 +166,9 @@ class SASRecChannel:
         self._items: np.ndarray | None = None  # (n_items, dim x ensemble) float32 output embeddings
         self._ann: AnnIndex | None = None
         self._umemo: tuple[bytes, np.ndarray] | None = None
-        self.train_s = 0.0
+        self.train_s = 0.0  # summed over the networks
+        self.train_wall_s = 0.0  # the whole fit's training, networks at once or one after another
+        self.train_workers = 1  # processes the networks trained in
         self.epochs_run = 0
         self.loss_used = self.loss
         self.sparse_used = False
@@ -175,26 +182,74 @@ class SASRecChannel:
         self.n_items = int(n_items)
         inp, tgt, lens = _pack([np.asarray(s, np.int64) for s in seqs], self.max_len)
         dev = _resolve_device(self.device)
+        seeds = [self.seed + _MEMBER_SEED_STEP * j for j in range(self.ensemble)]
+        workers = self._member_workers(dev)
         threads = torch.get_num_threads()
         torch.set_num_threads(min(self.threads, 2))
         members, train_s, epochs_run = [], 0.0, 0
+        t0 = time.perf_counter()
         try:
-            for j in range(self.ensemble):
-                seed = self.seed + _MEMBER_SEED_STEP * j
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(seed)
-                    net = self._member()
-                    self._train(net.to(dev), inp, tgt, lens, dev, seed)
-                members.append(net.cpu())
-                train_s, epochs_run = train_s + self.train_s, epochs_run + self.epochs_run
+            if workers > 1:
+                members, train_s, epochs_run = self._train_forked(inp, tgt, lens, seeds, workers)
+            else:
+                for seed in seeds:
+                    members.append(self._train_member(inp, tgt, lens, dev, seed).cpu())
+                    train_s, epochs_run = train_s + self.train_s, epochs_run + self.epochs_run
         finally:
             torch.set_num_threads(threads)
         self.train_s, self.epochs_run = train_s, epochs_run  # summed over the networks
+        self.train_wall_s, self.train_workers = time.perf_counter() - t0, workers
         self._set_net(members[0] if self.ensemble == 1 else SASRecEnsemble(members))
         return self
 
     def _member(self) -> SASRecNet:
         return SASRecNet(self.n_items, self.dim, self.layers, self.heads, self.max_len, self.dropout)
+
+    def _train_member(self, inp: np.ndarray, tgt: np.ndarray, lens: np.ndarray, dev: torch.device,
+                      seed: int) -> SASRecNet:
+        """One network trained with ``seed`` (its initialisation, dropout and batch order); the
+        caller's torch random state is left as it was."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = self._member()
+            self._train(net.to(dev), inp, tgt, lens, dev, seed)
+        return net
+
+    def _member_workers(self, dev: torch.device) -> int:
+        """Processes to train the ensemble's networks in (1: here, one after another)."""
+        import multiprocessing as mp
+        import os
+
+        if not self.parallel or self.ensemble < 2 or dev.type != "cpu" or self.threads != 1:
+            return 1
+        if mp.current_process().daemon:  # a pool worker cannot fork workers of its own
+            return 1
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(self.ensemble, cores))
+
+    def _train_forked(self, inp: np.ndarray, tgt: np.ndarray, lens: np.ndarray, seeds: list[int],
+                      workers: int) -> tuple[list[SASRecNet], float, int]:
+        """The networks of ``seeds`` trained in ``workers`` forked processes (one torch thread
+        each, as :meth:`_train_member` runs with ``threads: 1``); (networks, summed training
+        seconds, summed epochs)."""
+        from notefeed.threads import forked_imap
+
+        global _FORK_JOB
+        _FORK_JOB = (self, inp, tgt, lens)
+        members, train_s, epochs_run = [], 0.0, 0
+        try:
+            for state, took, epochs, loss_used, sparse_used in forked_imap(_train_forked_member,
+                                                                          list(enumerate(seeds)), workers):
+                with torch.random.fork_rng(devices=[]):  # the weights are overwritten: no draw kept
+                    net = self._member()
+                net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+                net.item.sparse = sparse_used
+                members.append(net)
+                train_s, epochs_run = train_s + took, epochs_run + epochs
+                self.loss_used, self.sparse_used = loss_used, sparse_used
+        finally:
+            _FORK_JOB = None
+        return members, train_s, epochs_run
 
     def _new_net(self) -> SASRecNet | SASRecEnsemble:
         """An untrained network of this configuration (for loading a state into)."""
@@ -457,12 +512,38 @@ def _batches(lens: np.ndarray, size: int, rng: np.random.Generator) -> list[np.n
     return [out[i] for i in rng.permutation(len(out))]
 
 
+#: (channel, inp, tgt, lens) for :func:`_train_forked_member`, set while a fit's workers run
+#: (forked workers inherit it)
+_FORK_JOB: tuple[Any, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+
+def _train_forked_member(task: tuple[int, int]) -> tuple[dict[str, np.ndarray], float, int, str, bool]:
+    """In a forked worker: network ``j`` of :data:`_FORK_JOB`'s channel trained with ``seed``;
+    its state as arrays, training seconds, epochs, loss and sparse flag. Only the first
+    network shows a progress bar."""
+    j, seed = task
+    if _FORK_JOB is None:
+        raise RuntimeError("sequence/sasrec: a forked training worker without its job")
+    ch, inp, tgt, lens = _FORK_JOB
+    ch.progress = bool(ch.progress) and j == 0
+    net = ch._train_member(inp, tgt, lens, torch.device("cpu"), seed)
+    state = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
+    return state, ch.train_s, ch.epochs_run, ch.loss_used, ch.sparse_used
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX tiles). Where it does,
+    training runs in bf16 autocast by default (``bf16: None``), elsewhere in float32: the same
+    seed then gives a different network on the two kinds of machine."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
 def _use_bf16(dev: torch.device) -> bool:
     if dev.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
     # emulated bf16 is several times slower than float32, so only where the CPU has it natively
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+    return native_bf16()
 
 
 def _resolve_device(device: str) -> torch.device:

@@ -52,3 +52,10 @@ def test_machine_info_names_the_packages_commit_and_cpu_that_ran() -> None:
     if head.returncode == 0:  # a git checkout (CI's clean clone is one)
         assert info["commit"].split("+")[0] == head.stdout.strip()
     assert info["cpu_model"] is None or isinstance(info["cpu_model"], str)
+    import torch
+
+    from notefeed.recall.sequential import _use_bf16
+
+    # whether SASRec trains in bf16 on this machine, as its fit decides it
+    assert info["cpu_bf16"] is _use_bf16(torch.device("cpu"))
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()

@@ -233,3 +233,41 @@ def test_ensemble_scores_are_the_sum_of_its_networks_logits(forward, tmp_path):
     np.testing.assert_array_equal(again.score_items(ctx, items), ens.score_items(ctx, items))
     assert any(k.startswith("members.1.") for k in arrays)
     assert not any(k.startswith("members.") for k in single.to_state()[1])  # one network: the keys as before
+
+
+def _fit_in_worker(ds: Dataset) -> dict[str, np.ndarray]:
+    ch = SASRecChannel(**{**PARAMS, "epochs": 3}, ensemble=2).fit(ds)
+    return {"vectors": ch.item_vectors, "workers": np.array(ch.train_workers)}
+
+
+def test_ensemble_networks_train_at_once_in_forked_processes_with_the_same_weights(forward):
+    """parallel (the default): each network of an ensemble trains in its own forked process,
+    and the weights are bit-identical to training them one after another here; inside a pool
+    worker (which cannot fork) the fit trains them here."""
+    import multiprocessing as mp
+    import os
+
+    from notefeed.threads import forked_imap
+
+    ds, _ = forward
+    params = {**PARAMS, "epochs": 3}
+    here = SASRecChannel(**params, ensemble=2, parallel=False).fit(ds)
+    at_once = SASRecChannel(**params, ensemble=2).fit(ds)
+    assert here.train_workers == 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    forks = "fork" in mp.get_all_start_methods()
+    assert at_once.train_workers == (2 if cores >= 2 and forks else 1)
+    a, b = here._net.state_dict(), at_once._net.state_dict()
+    assert set(a) == set(b) and any(k.startswith("members.1.") for k in a)
+    for k in a:
+        assert np.array_equal(a[k].numpy(), b[k].numpy()), k
+    assert (at_once.epochs_run, at_once.loss_used, at_once.sparse_used) == (here.epochs_run, here.loss_used,
+                                                                              here.sparse_used)
+    # one process each: no forking (one network, more torch threads, or asked not to)
+    for kw in ({"ensemble": 1}, {"ensemble": 2, "threads": 2}, {"ensemble": 2, "parallel": False}):
+        assert SASRecChannel(**{**params, **kw})._member_workers(__import__("torch").device("cpu")) == 1
+    if forks and cores >= 2:  # a pool worker is a daemon: it trains the networks itself
+        got = list(forked_imap(_fit_in_worker, [ds, ds], 2))
+        for r in got:
+            assert int(r["workers"]) == 1
+            np.testing.assert_array_equal(r["vectors"], here.item_vectors)
