@@ -187,7 +187,7 @@ class Catalog:
 
     def top_popular(self, k: int, max_age_s: float | None = None) -> np.ndarray:
         """The ``k`` most popular items, recomputed at most every ``max_age_s`` seconds
-        (default ``top_max_age_s``)."""
+        (default ``top_max_age_s``); equal popularity ranks the lower item index first."""
         max_age_s = self.top_max_age_s if max_age_s is None else max_age_s
         at, kk, top = self._top_cache
         now = time.monotonic()
@@ -206,8 +206,7 @@ class Catalog:
             pool = np.unique(np.concatenate([top, *bumped]))
         else:  # the simulator (max_age 0: always the full ranking, as before) or no usable cache
             pool = np.arange(len(pop))
-        part = pool[np.argpartition(-pop[pool], want - 1)[:want]] if want < len(pool) else pool
-        top = part[np.argsort(-pop[part], kind="stable")].astype(np.int64)
+        top = _top_by_value(pop, pool, want)
         self._top_cache = (now, want, top)
         return top[:k]
 
@@ -279,3 +278,18 @@ class Catalog:
         elif item in self.published:
             out["title"] = self.published[item].title
         return out
+
+
+def _top_by_value(values: np.ndarray, pool: np.ndarray, want: int) -> np.ndarray:
+    """The ``want`` items of ``pool`` (sorted item indices) with the largest ``values``, best
+    first, equal values by lower index: the same list on every machine. (An ``argpartition``
+    keeps an arbitrary subset of the items tied at the cut and a sort by value leaves ties in
+    that order; numpy's kernels differ by CPU, and so did the popular channel's list.)"""
+    v = values[pool]
+    if want < len(pool):
+        kth = np.partition(v, len(v) - want)[len(v) - want]  # the want-th largest value
+        above = pool[v > kth]
+        tied = pool[v == kth][: want - len(above)]  # pool is sorted: the lowest indices
+        pool = np.concatenate([above, tied])
+        v = values[pool]
+    return pool[np.lexsort((pool, -v))].astype(np.int64)

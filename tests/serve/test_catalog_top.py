@@ -34,3 +34,30 @@ def test_incremental_refresh_equals_ranking_every_note():
     cat.top_max_age_s = 0.0
     cat.bump(np.array([7]), 1e4)
     assert cat.top_popular(5).tolist() == _full_top(cat, 5)
+
+
+def test_ties_rank_the_lower_index_first_on_either_path():
+    """Equal popularity is ordered by item index, in the full ranking and the incremental
+    refresh alike (an argpartition keeps an arbitrary subset of the tied items, and which one
+    differed between CPUs: the popular channel's list moved with the machine)."""
+    from notefeed.serve.catalog import _top_by_value
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 400))
+        values = rng.integers(0, 5, n).astype(np.float32)  # many ties
+        want = int(rng.integers(1, n + 1))
+        pool = np.sort(rng.choice(n, int(rng.integers(want, n + 1)), replace=False))
+        got = _top_by_value(values, pool, want)
+        expect = sorted(pool.tolist(), key=lambda i: (-values[i], i))[:want]
+        assert got.tolist() == expect
+    ds = synthetic_community(3000, n_users=200, n_events=20_000, seed=3)
+    cat = Catalog(ds)
+    n = len(cat.popularity())
+    cat._pop.a[:n] = np.floor(cat._pop.a[:n])  # whole numbers: ties everywhere
+    cat.top_max_age_s = 0.0
+    assert cat.top_popular(1000).tolist() == _full_top(cat, 1000)
+    cat.top_max_age_s = 1e-9  # the incremental path from here on
+    cat.top_popular(1000)
+    cat.bump(np.array([5, 17, 2999]), 3.0)
+    assert cat.top_popular(1000).tolist() == _full_top(cat, 1000)
