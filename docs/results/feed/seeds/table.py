@@ -1,7 +1,9 @@
 """The README's feed-quality table from the multi-seed feed-eval JSONs in this folder.
 
 ``python3 docs/results/feed/seeds/table.py [movielens-100k movielens-small beauty lastfm-s3rec]``;
-``table.py --steps [...]`` prints the per-seed stage steps, page-logic cost, seconds and coarse gate.
+``table.py --steps [...]`` prints the per-seed stage steps, page-logic cost, seconds and coarse gate;
+``--dir FOLDER`` (first) reads the JSONs from FOLDER instead (the same runs on another machine,
+e.g. ``amd-epyc/``).
 
 One row per log: test users (left out), the best baseline's mean HR@10, the page's mean HR@10
 with the 95% t-interval over seeds, the per-seed ratios to that seed's best baseline (HR@10 and
@@ -81,6 +83,9 @@ def steps(name):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--dir"]:
+        HERE = Path(sys.argv[2])
+        del sys.argv[1:3]
     if sys.argv[1:2] == ["--steps"]:
         for name in sys.argv[2:] or list(NAMES):
             print(steps(name))
