@@ -132,9 +132,10 @@ class SASRecChannel:
     #: wide vectors); training time scales with it, ``max_time_s`` caps each network
     ensemble: int = 1
     #: train an ensemble's networks at once, each in a forked process with one torch thread
-    #: (as many at a time as this process may use cores): the same weights as one after
-    #: another, in about ``1 / ensemble`` of the wall time where the cores are free. Only on
-    #: the CPU with ``threads: 1``, where fork exists, and not inside a worker process
+    #: (as many at a time as ``notefeed.threads.default_workers``: every core, at most 4): the
+    #: same weights as one after another, in about ``1 / ensemble`` of the wall time where the
+    #: cores are free. Only on the CPU with ``threads: 1``, where fork exists, and not inside a
+    #: worker process
     parallel: bool = True
     n_items: int = field(default=0, init=False)
 
@@ -167,7 +168,6 @@ class SASRecChannel:
         self._ann: AnnIndex | None = None
         self._umemo: tuple[bytes, np.ndarray] | None = None
         self.train_s = 0.0  # summed over the networks
-        self.train_wall_s = 0.0  # the whole fit's training, networks at once or one after another
         self.train_workers = 1  # processes the networks trained in
         self.epochs_run = 0
         self.loss_used = self.loss
@@ -187,7 +187,6 @@ class SASRecChannel:
         threads = torch.get_num_threads()
         torch.set_num_threads(min(self.threads, 2))
         members, train_s, epochs_run = [], 0.0, 0
-        t0 = time.perf_counter()
         try:
             if workers > 1:
                 members, train_s, epochs_run = self._train_forked(inp, tgt, lens, seeds, workers)
@@ -198,7 +197,7 @@ class SASRecChannel:
         finally:
             torch.set_num_threads(threads)
         self.train_s, self.epochs_run = train_s, epochs_run  # summed over the networks
-        self.train_wall_s, self.train_workers = time.perf_counter() - t0, workers
+        self.train_workers = workers
         self._set_net(members[0] if self.ensemble == 1 else SASRecEnsemble(members))
         return self
 
@@ -218,14 +217,14 @@ class SASRecChannel:
     def _member_workers(self, dev: torch.device) -> int:
         """Processes to train the ensemble's networks in (1: here, one after another)."""
         import multiprocessing as mp
-        import os
+
+        from notefeed.threads import default_workers
 
         if not self.parallel or self.ensemble < 2 or dev.type != "cpu" or self.threads != 1:
             return 1
         if mp.current_process().daemon:  # a pool worker cannot fork workers of its own
             return 1
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return max(1, min(self.ensemble, cores))
+        return min(self.ensemble, default_workers())
 
     def _train_forked(self, inp: np.ndarray, tgt: np.ndarray, lens: np.ndarray, seeds: list[int],
                       workers: int) -> tuple[list[SASRecNet], float, int]:

@@ -247,6 +247,8 @@ def test_ensemble_networks_train_at_once_in_forked_processes_with_the_same_weigh
     import multiprocessing as mp
     import os
 
+    import torch
+
     from notefeed.threads import forked_imap
 
     ds, _ = forward
@@ -265,7 +267,7 @@ def test_ensemble_networks_train_at_once_in_forked_processes_with_the_same_weigh
                                                                               here.sparse_used)
     # one process each: no forking (one network, more torch threads, or asked not to)
     for kw in ({"ensemble": 1}, {"ensemble": 2, "threads": 2}, {"ensemble": 2, "parallel": False}):
-        assert SASRecChannel(**{**params, **kw})._member_workers(__import__("torch").device("cpu")) == 1
+        assert SASRecChannel(**{**params, **kw})._member_workers(torch.device("cpu")) == 1
     if forks and cores >= 2:  # a pool worker is a daemon: it trains the networks itself
         got = list(forked_imap(_fit_in_worker, [ds, ds], 2))
         for r in got:
