@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import tempfile
 from pathlib import Path
@@ -45,9 +47,19 @@ def _config(**over: dict) -> ServeConfig:
     return ServeConfig().with_overrides(**{**sections, **over})
 
 
+@functools.lru_cache(maxsize=1)
+def _default_rows() -> tuple[dict, ...]:
+    """The default test config's evaluation on ``chain_log()`` with pop and ItemKNN, run once
+    for the tests that read it (each gets its own copy)."""
+    return tuple(evaluate_feed(chain_log(), _config(), models=["pop", "itemknn"], ks=(10,), progress=False))
+
+
+def default_rows() -> list[dict]:
+    return copy.deepcopy(list(_default_rows()))
+
+
 def test_learned_funnel_beats_popularity_and_reports_every_stage():
-    ds = chain_log()
-    rows = evaluate_feed(ds, _config(), models=["pop", "itemknn"], ks=(10,), progress=False)
+    rows = default_rows()
     by = {r["model"]: r for r in rows}
     pipe = by["pipeline"]
     assert pipe["test_users"] == by["pop"]["test_users"] == 150
@@ -65,7 +77,7 @@ def test_learned_funnel_beats_popularity_and_reports_every_stage():
 def test_ranking_off_is_worse_on_the_planted_pattern():
     # the default builtin ranking sorts by popularity priors: it must lose the chain's next item
     ds = chain_log()
-    learned = evaluate_feed(ds, _config(), models=[], ks=(10,), progress=False)[-1]
+    learned = default_rows()[-1]
     builtin = evaluate_feed(ds, _config(coarse={"scorer": "builtin/popularity", "keep": 60},
                                         fine={"scorer": "builtin/linear"}), models=[], ks=(10,), progress=False)[-1]
     assert learned["hit@10"] > builtin["hit@10"]
@@ -73,14 +85,17 @@ def test_ranking_off_is_worse_on_the_planted_pattern():
 
 def test_a_coarse_ranker_that_fails_its_gate_serves_the_popularity_formula():
     ds = chain_log()
+    # the coarse stage's figures do not depend on the fine stage: a builtin one for the two runs
     kw = {"models": [], "ks": (10,), "progress": False}
-    gated = evaluate_feed(ds, _config(), **kw)[-1]
+    fine = {"scorer": "builtin/linear"}
+    gated = default_rows()[-1]
     rep = gated["train_report"]["coarse"]  # the chain is in the recall ranks: the ranker is kept
     assert rep["gate_passed"] == 1.0 and rep["gate_oof_hr10"] > rep["gate_oof_base_hr10"]
     # the gate asked for more than any evidence gives: the stage ranks exactly as builtin/popularity
     failed = evaluate_feed(ds, _config(coarse={"scorer": "rank/ltr", "keep": 60,
-                                               "params": {"epochs": 8, "threads": 1, "gate_z": 1e9}}), **kw)[-1]
-    formula = evaluate_feed(ds, _config(coarse={"scorer": "builtin/popularity", "keep": 60}), **kw)[-1]
+                                               "params": {"epochs": 8, "threads": 1, "gate_z": 1e9}},
+                                       fine=fine), **kw)[-1]
+    formula = evaluate_feed(ds, _config(coarse={"scorer": "builtin/popularity", "keep": 60}, fine=fine), **kw)[-1]
     assert failed["train_report"]["coarse"]["gate_passed"] == 0.0
     assert failed["stage.coarse.hit@10"] == formula["stage.coarse.hit@10"]
     assert gated["stage.coarse.hit@10"] > formula["stage.coarse.hit@10"]

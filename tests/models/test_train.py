@@ -165,7 +165,10 @@ def test_refit_serves_channels_fitted_on_the_whole_log(monkeypatch):
 
     ds = chain_log()
     seen = _spy_fits(monkeypatch)
-    comps, rep = train_components(_config(), ds, progress=False, refit="all")
+    # the channels' fits are the point: rankers without their gates' cross-validation (5 more fits each)
+    plain = {"params": {"epochs": 8, "threads": 1, "gate": None}}
+    cfg = _config(coarse={"scorer": "rank/ltr", "keep": 60, **plain}, fine={"scorer": "rank/ltr", **plain})
+    comps, rep = train_components(cfg, ds, progress=False, refit="all")
     served = dict(seen)[id(comps["recall.channels.0"])]
     assert served == len(ds.events) and rep["channel_refit"] == "all"
     depths = rep["rank_holdouts"]
@@ -173,15 +176,15 @@ def test_refit_serves_channels_fitted_on_the_whole_log(monkeypatch):
     assert len({n for _, n in seen}) == depths + 1 and len(seen) == depths + 1
 
     seen.clear()  # the default: captures on the deepest log's fit, the served one on the whole log
-    comps, rep = train_components(_config(), ds, progress=False)
+    comps, rep = train_components(cfg, ds, progress=False)
     assert rep["channel_refit"] == "serve" and len(seen) == 2
     assert dict(seen)[id(comps["recall.channels.0"])] == len(ds.events) and min(n for _, n in seen) < len(ds.events)
 
     seen.clear()
-    comps, rep = train_components(_config(), ds, progress=False, refit="none")
+    comps, rep = train_components(cfg, ds, progress=False, refit="none")
     assert len(seen) == 1 and dict(seen)[id(comps["recall.channels.0"])] < len(ds.events)  # the deepest log only
     with pytest.raises(ValueError, match="refit"):
-        train_components(_config(), ds, progress=False, refit="sometimes")
+        train_components(cfg, ds, progress=False, refit="sometimes")
 
 
 def test_rank_samples_captured_by_forked_workers_equal_one_process(monkeypatch):
