@@ -267,6 +267,8 @@ def ranker_config(config: Any, stage: str, seed: int) -> Any:
                                               for k, w in v.items()))
         if not ok:
             raise ValueError(f"{stage}.params.{key}: a feature name or {{feature: number}}, not {v!r}")
+    if "bag" in params and not isinstance(params["bag"], bool):
+        raise ValueError(f"{stage}.params.bag: true or false, not {params['bag']!r}")
     return LTRConfig(**{"seed": seed, **defaults, **params})
 
 

@@ -198,3 +198,61 @@ def test_gate_z_is_the_paired_mean_over_its_standard_error():
     assert gate_z(d) == pytest.approx(d.mean() / (d.std(ddof=1) / np.sqrt(len(d))))
     assert gate_z(np.zeros(50)) == 0.0 and gate_z(np.ones(1)) == 0.0
     assert gate_z(np.ones(5)) == np.inf and gate_z(-np.ones(5)) == -np.inf
+
+
+def _mean_of_networks(model: ListwiseRanker, x: np.ndarray) -> np.ndarray:
+    """The mean of each network's own score (``predict`` of a copy holding that network alone)."""
+    scores = []
+    for net, mean, std in [(model.net, model.mean, model.std), *model.members]:
+        one = ListwiseRanker(model.feature_names, model.cfg)
+        one.net, one.mean, one.std = net, mean, std
+        scores.append(one.predict(x))
+    return np.mean(scores, 0)
+
+
+def test_bag_serves_the_mean_of_the_model_and_the_gates_fold_models(tmp_path):
+    """``bag``: a gate that passes keeps its fold models; the score is the mean of all the
+    networks (the model's own score unchanged among them), saved and loaded, updated together.
+    A gate that fails serves its score alone, bag or not."""
+    names = ["base", "b", "planted", "d"]
+    cfg = LTRConfig(epochs=8, negatives=20, hidden=16, threads=1, gate="base", gate_folds=3)
+    groups = _groups(400, 30, 0)
+    plain = ListwiseRanker(names, cfg).fit(groups, progress=False)
+    bag = ListwiseRanker(names, dataclasses.replace(cfg, bag=True)).fit(groups, progress=False)
+    assert plain.members == [] and "bag_networks" not in plain.metrics
+    assert bag.metrics["gate_passed"] == 1.0 and len(bag.members) == 3 and bag.metrics["bag_networks"] == 4.0
+    # the same draws: the gate's numbers and the model itself are those of the fit without the bag
+    assert {k: v for k, v in bag.metrics.items() if k not in ("fit_s", "bag_networks")} == \
+        {k: v for k, v in plain.metrics.items() if k != "fit_s"}
+    x = _groups(1, 30, 9)[0].x
+    members = bag.members
+    bag.members = []
+    np.testing.assert_array_equal(bag.predict(x), plain.predict(x))
+    bag.members = members
+    np.testing.assert_allclose(bag.predict(x), _mean_of_networks(bag, x), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(bag.predict(x), plain.predict(x))  # the fold models moved the score
+    assert _hr1(bag, _groups(200, 30, 3)) > 0.6
+    back = ListwiseRanker.from_state(*bag.to_state())
+    assert len(back.members) == 3
+    np.testing.assert_array_equal(back.predict(x), bag.predict(x))
+    from notefeed.models import ModelStore  # the model store's files (safetensors + JSON)
+
+    store = ModelStore(tmp_path)
+    stored = store.load(store.save({"coarse": bag}))["coarse"]
+    assert len(stored.members) == 3
+    np.testing.assert_array_equal(stored.predict(x), bag.predict(x))
+    # online updates train every network of the bag
+    before = [m[0].mlp[0].weight.detach().clone() for m in back.members]
+    fit = back.update(_groups(40, 30, 4), passes=1)
+    assert fit["groups"] == 40.0
+    assert all(not np.array_equal(b.numpy(), m[0].mlp[0].weight.detach().numpy())
+               for b, m in zip(before, back.members, strict=True))
+    np.testing.assert_allclose(back.predict(x), _mean_of_networks(back, x), rtol=1e-5, atol=1e-5)  # the new weights
+    # a residual bag: every network adds the same base score, once in the mean
+    res = ListwiseRanker(names, dataclasses.replace(cfg, bag=True, residual="base")).fit(groups, progress=False)
+    assert len(res.members) == 3 and res.net.base is not None
+    np.testing.assert_allclose(res.predict(x), _mean_of_networks(res, x), rtol=1e-5, atol=1e-5)
+    # a gate that fails serves its input score, bag or not
+    strict = ListwiseRanker(names, dataclasses.replace(cfg, bag=True, gate_z=1e9)).fit(groups, progress=False)
+    assert strict.members == [] and strict.metrics["gate_passed"] == 0.0
+    np.testing.assert_array_equal(strict.predict(x), x[:, 0])
