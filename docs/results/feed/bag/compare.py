@@ -28,9 +28,13 @@ def main(a_path: str, b_path: str) -> None:
         x = np.array([a[s][k] for s in seeds], float)
         y = np.array([b[s][k] for s in seeds], float)
         d = y - x
-        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
         cells = ", ".join(f"{p:.4f}->{q:.4f}" for p, q in zip(x, y, strict=True))
-        print(f"{k:22s} {cells}  | mean diff {d.mean():+.4f} [{d.mean() - half:+.4f}, {d.mean() + half:+.4f}]")
+        if len(d) > 1:
+            half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+            interval = f"[{d.mean() - half:+.4f}, {d.mean() + half:+.4f}]"
+        else:
+            interval = "(one seed: no interval)"
+        print(f"{k:22s} {cells}  | mean diff {d.mean():+.4f} {interval}")
     for name, rows in (("default", a), ("bag", b)):
         gates = [(rows[s]["train_report"]["coarse"].get("gate_passed"),
                   rows[s]["train_report"]["coarse"].get("bag_networks"),
