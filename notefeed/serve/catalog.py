@@ -23,6 +23,7 @@ import pandas as pd
 
 from notefeed.data.dataset import Dataset
 from notefeed.online.bus import open_wal
+from notefeed.recall._common import stable_topk
 from notefeed.schema import POSITIVE_TYPES, SMALL_CREATOR_FOLLOWERS, Note
 
 __all__ = ["Catalog", "NoteLog", "VECTOR_DIM"]
@@ -206,7 +207,9 @@ class Catalog:
             pool = np.unique(np.concatenate([top, *bumped]))
         else:  # the simulator (max_age 0: always the full ranking, as before) or no usable cache
             pool = np.arange(len(pop))
-        top = _top_by_value(pop, pool, want)
+        # pool is sorted, so ties in pool order are ties by item index: the same list on every
+        # machine (an argpartition keeps a CPU-dependent subset of the items tied at the cut)
+        top = pool[stable_topk(pop[pool], want)].astype(np.int64)
         self._top_cache = (now, want, top)
         return top[:k]
 
@@ -279,17 +282,3 @@ class Catalog:
             out["title"] = self.published[item].title
         return out
 
-
-def _top_by_value(values: np.ndarray, pool: np.ndarray, want: int) -> np.ndarray:
-    """The ``want`` items of ``pool`` (sorted item indices) with the largest ``values``, best
-    first, equal values by lower index: the same list on every machine. (An ``argpartition``
-    keeps an arbitrary subset of the items tied at the cut and a sort by value leaves ties in
-    that order; numpy's kernels differ by CPU, and so did the popular channel's list.)"""
-    v = values[pool]
-    if want < len(pool):
-        kth = np.partition(v, len(v) - want)[len(v) - want]  # the want-th largest value
-        above = pool[v > kth]
-        tied = pool[v == kth][: want - len(above)]  # pool is sorted: the lowest indices
-        pool = np.concatenate([above, tied])
-        v = values[pool]
-    return pool[np.lexsort((pool, -v))].astype(np.int64)
