@@ -1,11 +1,14 @@
 """An explicit registry: components register themselves with a decorator, by name.
 
 No import scanning: a module's components exist in the registry once the module is
-imported, and each stage's ``__init__`` imports its own modules.
+imported, and each stage's ``__init__`` imports its own modules, or names them with
+:meth:`Registry.defer` so that they are imported at the registry's first lookup (importing
+the package then costs nothing for code that only needs a kernel from it).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -20,6 +23,20 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, Callable[..., T]] = {}
+        self._deferred: list[str] = []
+
+    def defer(self, *modules: str) -> None:
+        """Import ``modules`` (which register components here) at the first ``get``, ``create``,
+        ``names`` or ``in``, not now. A module that fails to import raises there, and again at
+        the next lookup: nothing is silently left out."""
+        self._deferred.extend(m for m in modules if m not in self._deferred)
+
+    def _load(self) -> None:
+        while self._deferred:
+            module = self._deferred[0]
+            importlib.import_module(module)  # a lookup while it imports finds it in sys.modules
+            if self._deferred and self._deferred[0] == module:
+                self._deferred.pop(0)
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def deco(factory: Callable[..., T]) -> Callable[..., T]:
@@ -31,6 +48,7 @@ class Registry(Generic[T]):
         return deco
 
     def get(self, name: str) -> Callable[..., T]:
+        self._load()
         try:
             return self._items[name]
         except KeyError:
@@ -41,7 +59,9 @@ class Registry(Generic[T]):
         return self.get(name)(**params)
 
     def names(self) -> list[str]:
+        self._load()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return name in self._items

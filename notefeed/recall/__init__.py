@@ -1,27 +1,68 @@
 """notefeed.recall: multi-channel candidate retrieval with per-channel quotas.
 
-Importing this package registers every channel in :data:`CHANNELS` and the ``recall``
-evaluation stage in :data:`notefeed.eval.stages.EVAL_STAGES`.
+Importing this package registers the ``recall`` evaluation stage in
+:data:`notefeed.eval.stages.EVAL_STAGES` and names every channel module to :data:`CHANNELS`,
+which imports them at its first lookup: code that needs only a kernel (``recall.kernels``, a
+Ray worker's batch job) does not pay for torch. The public names below are imported on first
+use (``from notefeed.recall import SASRecChannel`` works as before).
 """
 
+import importlib
+
 from notefeed.recall import evaluate as _evaluate  # noqa: F401  (registers the eval stage)
-from notefeed.recall.ann import AnnIndex
 from notefeed.recall.base import CHANNELS, Candidates, RecallChannel, UserContext
-from notefeed.recall.embedding import TwoTowerChannel, shared_two_tower
-from notefeed.recall.explore import ESNoiseChannel, MultiInterestChannel
-from notefeed.recall.fresh import FreshChannel
-from notefeed.recall.item2item import ItemCFChannel, SwingChannel
 from notefeed.recall.merge import DEFAULT_CONFIG, MergedCandidates, RecallStage, merge_candidates
-from notefeed.recall.mf import ALSChannel
-from notefeed.recall.popular import PopularChannel
-from notefeed.recall.sequential import SASRecChannel
-from notefeed.recall.social import FollowChannel
-from notefeed.recall.tag import TagInterestChannel
-from notefeed.recall.user2user import UserToUserChannel
+
+#: the modules that register channels in CHANNELS; tests/recall/test_registry.py checks that
+#: every ``@CHANNELS.register`` in the package is in one of them. The language-model channels
+#: (llm/notellm, llm/interest) register from their own package.
+CHANNEL_MODULES = (
+    "notefeed.recall.embedding",
+    "notefeed.recall.explore",
+    "notefeed.recall.fresh",
+    "notefeed.recall.item2item",
+    "notefeed.recall.mf",
+    "notefeed.recall.popular",
+    "notefeed.recall.sequential",
+    "notefeed.recall.social",
+    "notefeed.recall.tag",
+    "notefeed.recall.user2user",
+    "notefeed.llm",
+)
+CHANNELS.defer(*CHANNEL_MODULES)
+
+_LAZY = {
+    "AnnIndex": "notefeed.recall.ann",
+    "TwoTowerChannel": "notefeed.recall.embedding",
+    "shared_two_tower": "notefeed.recall.embedding",
+    "ESNoiseChannel": "notefeed.recall.explore",
+    "MultiInterestChannel": "notefeed.recall.explore",
+    "FreshChannel": "notefeed.recall.fresh",
+    "ItemCFChannel": "notefeed.recall.item2item",
+    "SwingChannel": "notefeed.recall.item2item",
+    "ALSChannel": "notefeed.recall.mf",
+    "PopularChannel": "notefeed.recall.popular",
+    "SASRecChannel": "notefeed.recall.sequential",
+    "FollowChannel": "notefeed.recall.social",
+    "TagInterestChannel": "notefeed.recall.tag",
+    "UserToUserChannel": "notefeed.recall.user2user",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'notefeed.recall' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "ALSChannel",
     "CHANNELS",
+    "CHANNEL_MODULES",
     "DEFAULT_CONFIG",
     "AnnIndex",
     "Candidates",
@@ -43,6 +84,3 @@ __all__ = [
     "merge_candidates",
     "shared_two_tower",
 ]
-
-# the language-model channels (llm/notellm, llm/interest) register from their own package
-import notefeed.llm  # noqa: E402, F401
