@@ -11,10 +11,14 @@ __all__ = ["topk", "mask_seen", "rank_all", "batch_size_for"]
 
 
 def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` columns of each row, best first.
+    """Best ``k`` columns of each row, best first; equal scores in column order.
 
-    ``scores`` (n, m) float; returns ``(idx (n, min(k, m)) int64, vals (n, min(k, m)) float32)``.
-    ``argpartition`` selects in O(m) per row, then only the k winners are sorted. Rows
+    ``scores`` (n, m) float; returns ``(idx (n, min(k, m)) int64, vals (n, min(k, m)) float32)``,
+    the first ``k`` of each row's stable descending sort (NaN counts as ``-inf``), without
+    sorting whole rows: each row's ``k``-th best value (a partition), every column above it,
+    then the first columns equal to it, and only those ``k`` sorted. (An ``argpartition``
+    keeps an arbitrary subset of the columns tied at the cut, and which one differs by CPU:
+    pop's and ItemKNN's lists, and so the baselines' HR@10, moved between machines.) Rows
     whose winners include ``-inf`` (masked) get index ``-1`` there.
     """
     s = np.asarray(scores)
@@ -22,11 +26,21 @@ def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"topk: scores must be (n, m), got shape {s.shape}")
     if not isinstance(k, int | np.integer) or k <= 0:
         raise ValueError(f"topk: k must be a positive integer, got {k!r}")
-    k = min(int(k), s.shape[1])
-    if k < s.shape[1]:
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+    n, m = s.shape
+    k = min(int(k), m)
+    if np.issubdtype(s.dtype, np.floating) and np.isnan(s).any():
+        s = np.where(np.isnan(s), -np.inf, s)
+    if k < m:
+        kth = np.partition(s, m - k, axis=1)[:, m - k, None]  # each row's k-th largest value
+        above, tied = s > kth, s == kth
+        sel = above | tied
+        need = k - above.sum(1)
+        over = np.flatnonzero(tied.sum(1) > need)  # rows with more ties at the cut than places
+        if over.size:
+            sel[over] = above[over] | (tied[over] & (np.cumsum(tied[over], axis=1, dtype=np.int32) <= need[over, None]))
+        part = np.nonzero(sel)[1].reshape(n, k)  # row-major: each row's k columns, in column order
     else:
-        part = np.broadcast_to(np.arange(s.shape[1]), s.shape).copy()
+        part = np.broadcast_to(np.arange(m), s.shape).copy()
     vals = np.take_along_axis(s, part, axis=1)
     order = np.argsort(-vals, axis=1, kind="stable")
     idx = np.take_along_axis(part, order, axis=1).astype(np.int64)

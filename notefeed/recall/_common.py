@@ -37,7 +37,8 @@ TOPK_NARROW_MIN = 20_000
 
 
 def topk(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` largest finite ``scores`` (1-D), in descending order."""
+    """Indices of the ``k`` largest finite ``scores`` (1-D), in descending order, equal scores
+    in index order (the first ``k`` of a stable sort, minus the non-finite)."""
     n = scores.shape[0]
     k = min(int(k), n)
     if k <= 0:
@@ -46,11 +47,7 @@ def topk(scores: np.ndarray, k: int) -> np.ndarray:
         out = _topk_narrowed(scores, k)
         if out is not None:
             return out
-    if k < n:
-        idx = np.argpartition(-scores, k - 1)[:k]
-    else:
-        idx = np.arange(n)
-    idx = idx[np.argsort(-scores[idx], kind="stable")]
+    idx = stable_topk(scores, k)  # ties in index order: an argpartition's tied subset differs by CPU
     return idx[np.isfinite(scores[idx])].astype(np.int64)
 
 
@@ -63,8 +60,8 @@ def stable_topk(scores: np.ndarray, k: int) -> np.ndarray:
     k = max(0, min(int(k), n))
     if k == 0:
         return np.empty(0, np.int64)
-    if 4 * k >= n:
-        return np.argsort(-scores, kind="stable")[:k]
+    if k == n:
+        return np.argsort(-scores, kind="stable")
     neg = -scores
     kth = np.partition(neg, k - 1)[k - 1]
     if np.isnan(kth):  # fewer than k non-NaN scores
@@ -84,7 +81,7 @@ def _topk_narrowed(scores: np.ndarray, k: int) -> np.ndarray | None:
     entries pass; those are partitioned instead. The answer is the full path's whenever the
     ``k + 1`` best values are finite and distinct (then the top ``k`` and their order are
     unique, whatever the partition algorithm) and at least ``k + 1`` entries pass; otherwise
-    ``None`` (the caller takes the full path, which breaks ties as it always has).
+    ``None`` (the caller takes the full path, which breaks ties in index order).
     """
     n = scores.shape[0]
     step = max(1, n // 4096)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from notefeed.data.dataset import Dataset
 from notefeed.eval.baselines import MODELS, Recommender, item_cosine_topk, sparse_row_topk
@@ -23,6 +25,23 @@ def test_topk() -> None:
     assert topk(s, 10)[0].shape == (2, 4)
     with pytest.raises(ValueError, match="k"):
         topk(s, 0)
+
+
+@settings(max_examples=200)
+@given(st.integers(1, 5), st.integers(1, 40), st.integers(1, 45), st.integers(0, 2**32 - 1), st.booleans())
+def test_topk_is_the_stable_sort_ties_in_column_order(n, m, k, seed, nan) -> None:
+    """The first k of each row's stable descending sort, whatever the CPU's partition
+    algorithm does with ties (few distinct values, -inf, and NaN as -inf)."""
+    rng = np.random.default_rng(seed)
+    s = rng.integers(0, 4, (n, m)).astype(np.float32)
+    s[rng.random((n, m)) < 0.2] = -np.inf
+    if nan:
+        s[rng.random((n, m)) < 0.1] = np.nan
+    idx, vals = topk(s, k)
+    ref = np.argsort(-np.where(np.isnan(s), -np.inf, s), axis=1, kind="stable")[:, :k]
+    ref_vals = np.take_along_axis(np.where(np.isnan(s), -np.inf, s), ref, axis=1)
+    assert idx.tolist() == np.where(np.isneginf(ref_vals), -1, ref).tolist()
+    assert vals.tolist() == ref_vals.tolist()
 
 
 def test_rank_all_masks_seen_in_batches() -> None:
