@@ -29,6 +29,7 @@ as ``serve`` does, and asks it for its users' pages. Same pages as in one proces
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import multiprocessing as mp
 import tempfile
 import time
@@ -291,7 +292,13 @@ def evaluate_feed(ds: Dataset, config: Any = None, models: Sequence[str] = DEFAU
     row.update(evaluate_lists(pages, split.test_items, ks, train, split.train))
     _with_ci(row, pages, split.test_items, ks)
     k10 = min(ks)
-    h = M.hit_matrix(pages, split.test_items)[:, :k10].any(1)
+    hm = M.hit_matrix(pages, split.test_items)
+    h = hm[:, :k10].any(1)
+    # per test user (in test_users order), the page position of the held-out note, -1 when it
+    # is not on the page: two configs' runs on the same split pair up user by user
+    # (docs/results/feed/bag/compare.py); the hash says whether the users are the same
+    row["page_rank"] = np.where(hm.any(1), hm.argmax(1), -1).tolist()
+    row["test_users_sha1"] = hashlib.sha1(np.ascontiguousarray(split.test_users, np.int64).tobytes()).hexdigest()
     for name, recs in stage_orders.items():
         label = STAGE_LABELS.get(name, name)
         row[f"stage.{label}.hit@{k10}"] = M.hit_rate_at_k(recs, split.test_items, k10)
