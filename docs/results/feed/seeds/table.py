@@ -3,7 +3,9 @@
 ``python3 docs/results/feed/seeds/table.py [movielens-100k movielens-small beauty lastfm-s3rec]``;
 ``table.py --steps [...]`` prints the per-seed stage steps, page-logic cost, seconds and coarse gate;
 ``--dir FOLDER`` (first) reads the JSONs from FOLDER instead (the same runs on another machine,
-e.g. ``amd-epyc/``).
+e.g. ``amd-epyc/``); ``--pattern GLOB`` (after ``--dir``) reads each log's seeds from every file
+matching GLOB with ``{name}`` the log's name (default ``{name}.json``; e.g.
+``--dir docs/results/feed/bag --pattern '{name}*_bag.json'``, where some logs ran one seed a file).
 
 One row per log: test users (left out), the best baseline's mean HR@10, the page's mean HR@10
 with the 95% t-interval over seeds, the per-seed ratios to that seed's best baseline (HR@10 and
@@ -20,16 +22,24 @@ import numpy as np
 from scipy import stats
 
 HERE = Path(__file__).parent
+PATTERN = "{name}.json"
 NAMES = {"movielens-100k": "ml-100k", "movielens-small": "ml-latest-small", "beauty": "Beauty",
          "lastfm-s3rec": "LastFM (S3Rec)"}
 STAGES = ("recall", "coarse", "fine", "page")
 
 
-def per_seed(path):
-    per = {}
-    for r in json.load(open(path))["rows"]:
-        if isinstance(r.get("seed"), int):
-            per.setdefault(r["seed"], {})[r["model"]] = r
+def per_seed(name):
+    """{seed: {model: row}} from every file of ``name`` (a seed in two files is an error)."""
+    per, source = {}, {}
+    paths = sorted(HERE.glob(PATTERN.format(name=name)))
+    if not paths:
+        raise SystemExit(f"no file {HERE / PATTERN.format(name=name)}")
+    for path in paths:
+        for r in json.load(open(path))["rows"]:
+            if isinstance(r.get("seed"), int):
+                if source.setdefault(r["seed"], path) != path:
+                    raise SystemExit(f"seed {r['seed']} of {name} in both {source[r['seed']]} and {path}")
+                per.setdefault(r["seed"], {})[r["model"]] = r
     return per
 
 
@@ -43,7 +53,7 @@ def half(x):
 
 
 def row(name):
-    per = per_seed(HERE / f"{name}.json")
+    per = per_seed(name)
     seeds = sorted(per)
     p = [per[s]["pipeline"] for s in seeds]
     base = {m for m in per[seeds[0]] if m != "pipeline"}
@@ -70,7 +80,7 @@ def row(name):
 def steps(name):
     """Per seed: the fine stage's step over the coarse order, the page logic's cost
     (``rerank_cost.hit@10``), fitting and feed seconds, and the coarse gate's figures."""
-    per = per_seed(HERE / f"{name}.json")
+    per = per_seed(name)
     p = [per[s]["pipeline"] for s in sorted(per)]
     fine = " / ".join(f"{r['stage.fine.hit@10'] - r['stage.coarse.hit@10']:+.3f}" for r in p)
     cost = [r.get("rerank_cost.hit@10", float("nan")) for r in p]
@@ -85,6 +95,9 @@ def steps(name):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--dir"]:
         HERE = Path(sys.argv[2])
+        del sys.argv[1:3]
+    if sys.argv[1:2] == ["--pattern"]:
+        PATTERN = sys.argv[2]
         del sys.argv[1:3]
     if sys.argv[1:2] == ["--steps"]:
         for name in sys.argv[2:] or list(NAMES):
