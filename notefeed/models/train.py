@@ -250,12 +250,13 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
 
 def ranker_config(config: Any, stage: str, seed: int) -> Any:
     """The :class:`~notefeed.rank.ltr.LTRConfig` that trains ``stage``'s ranker (``coarse`` or
-    ``fine``) from ``<stage>.params``; the coarse one gated against :func:`coarse_gate` unless
-    its params say otherwise. A bad setting raises ``ValueError`` naming ``<stage>.params.<key>``."""
+    ``fine``) from ``<stage>.params``; the coarse one gated against :func:`coarse_gate` and
+    bagged (``bag``) unless its params say otherwise. A bad setting raises ``ValueError`` naming ``<stage>.params.<key>``."""
     from notefeed.rank.ltr import LTRConfig
 
     params = dict(getattr(config, stage).params or {})
-    defaults = {"gate": coarse_gate()} if stage == "coarse" else {}
+    # the coarse ranker: gated, and bagged where the gate passes (README "Feed quality", round 27)
+    defaults = {"gate": coarse_gate(), "bag": True} if stage == "coarse" else {}
     known = {f.name for f in dataclasses.fields(LTRConfig)}
     unknown = sorted(set(params) - known)
     if unknown:

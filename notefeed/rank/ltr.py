@@ -99,9 +99,8 @@ class LTRConfig:
     gate_z: float = 1.645
     #: with a gate that passes: serve the mean score of the model and the gate's
     #: ``gate_folds`` fold models (kept instead of set aside; the online updates train each).
-    #: Off by default: as the coarse ranker, page HR@10 +0.005 (LastFM, 5 seeds), +0.007
-    #: (ml-100k, 3 seeds) and +0.001 (Beauty, 1 seed) on average, neither interval excluding
-    #: zero; ml-latest-small not measured (README "Feed quality", round 26)
+    #: Off here; on for the served coarse ranker (``models.train.ranker_config``; README
+    #: "Feed quality", rounds 26-27)
     bag: bool = False
 
 

@@ -53,7 +53,8 @@ def test_ranker_settings_are_checked_before_any_fitting() -> None:
     assert ranker_config(cfg, "coarse", 3).gate == coarse_gate() and ranker_config(cfg, "coarse", 3).seed == 3
     assert ranker_config(cfg, "fine", 0).gate == "stage.coarse"
     assert ranker_config(cfg.with_overrides(coarse={"params": {"gate": None}}), "coarse", 0).gate is None
-    assert ranker_config(cfg.with_overrides(coarse={"params": {"bag": True}}), "coarse", 0).bag is True
+    assert ranker_config(cfg, "coarse", 0).bag is True and ranker_config(cfg, "fine", 0).bag is False
+    assert ranker_config(cfg.with_overrides(coarse={"params": {"bag": False}}), "coarse", 0).bag is False
     for params, named in (({"gate": {"base.log_pop": "fast"}}, "coarse.params.gate"),
                           ({"gate": {}}, "coarse.params.gate"), ({"residual": 3}, "coarse.params.residual"),
                           ({"epoch": 3}, "coarse.params.epoch"), ({"bag": "yes"}, "coarse.params.bag")):
