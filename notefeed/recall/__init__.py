@@ -13,7 +13,7 @@ from notefeed.recall import evaluate as _evaluate  # noqa: F401  (registers the 
 from notefeed.recall.base import CHANNELS, Candidates, RecallChannel, UserContext
 from notefeed.recall.merge import DEFAULT_CONFIG, MergedCandidates, RecallStage, merge_candidates
 
-#: the modules that register channels in CHANNELS; tests/recall/test_registry.py checks that
+#: the modules that register channels in CHANNELS; tests/test_registry.py checks that
 #: every ``@CHANNELS.register`` in the package is in one of them. The language-model channels
 #: (llm/notellm, llm/interest) register from their own package.
 CHANNEL_MODULES = (
