@@ -269,6 +269,9 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict[str, Any
     _print_loop(rows, con)
     con.print(took(t0))
     summary["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    from notefeed.eval.timing import machine_info
+
+    summary["machine_info"] = machine_info()  # where the seconds above were measured (CPU, commit)
     con.rule()
     default_cfg = opts.config is None
     again = f"notefeed serve --workspace {opts.workspace}" + ("" if default_cfg else f" --config {opts.config}")

@@ -51,6 +51,7 @@ def test_demo_trains_serves_and_leaves_a_servable_workspace(tmp_path):
     policies = [r["policy"] for r in summary["closed_loop"]]
     assert policies == ["pipeline", "popular", "random"]
     assert all(r["impressions"] > 0 for r in summary["closed_loop"])
+    assert summary["machine_info"]["cpus"] >= 1 and "commit" in summary["machine_info"]
     assert ModelStore(ws).promoted() == version
     assert not (ws / "serving").exists()  # the state lives in the workspace itself
 

@@ -58,15 +58,16 @@ def test_a_deferred_module_that_fails_raises_at_every_lookup(tmp_path, monkeypat
             reg.names()
 
 
-def _registrations(attr: str) -> set[tuple[str, str]]:
-    """(module, name) of every ``<attr>.register("name")`` call under notefeed/."""
+def _registrations(attr: str) -> set[tuple[str, str | None]]:
+    """(module, name) of every ``<attr>.register("name")`` call under notefeed/ (name None where
+    it is not a constant)."""
     found = set()
     for path in ROOT.rglob("*.py"):
         module = ".".join(("notefeed", *path.relative_to(ROOT).with_suffix("").parts))
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "register" \
                     and isinstance(node.func.value, ast.Name) and node.func.value.id == attr:
-                found.add((module, node.args[0].value))
+                found.add((module, getattr(node.args[0], "value", None)))
     return found
 
 
@@ -98,3 +99,42 @@ def test_kernels_import_without_torch_and_the_package_still_lists_every_channel(
     assert torch_in == "1" and same == "True" and int(n) == len(_registrations("CHANNELS"))
     assert out[2] == "1"
 
+
+
+LAZY_PACKAGES = ("notefeed", "notefeed.content", "notefeed.eval", "notefeed.llm", "notefeed.rank", "notefeed.recall")
+
+
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
+def test_every_public_name_of_a_lazy_package_resolves(package):
+    mod = importlib.import_module(package)
+    for name in mod.__all__:
+        assert getattr(mod, name) is not None, name
+        assert name in dir(mod)
+    with pytest.raises(AttributeError, match=f"module '{package}' has no attribute 'no_such_name'"):
+        mod.no_such_name  # noqa: B018
+
+
+def test_the_cli_and_the_light_packages_import_without_torch_and_every_registry_still_lists_all():
+    code = textwrap.dedent("""
+        import sys
+        import notefeed.cli, notefeed.content, notefeed.eval, notefeed.llm, notefeed.rank, notefeed.search
+        print(int("torch" in sys.modules))
+        from notefeed.eval.stages import EVAL_STAGES
+        from notefeed.llm.base import BACKENDS
+        from notefeed.rank.base import SCORERS
+        from notefeed.search.base import REWRITERS
+        print(" ".join(EVAL_STAGES.names()))
+        for reg in (BACKENDS, SCORERS, REWRITERS):
+            print(" ".join(reg._deferred), "|", " ".join(reg.names()))
+        print(int("torch" in sys.modules))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "0"
+    assert {"content", "llm", "model", "rank", "search"} <= set(out[1].split())
+    for line, registry in zip(out[2:5], ("BACKENDS", "SCORERS", "REWRITERS"), strict=True):
+        deferred, names = (part.split() for part in line.split("|"))
+        found = _registrations(registry)
+        assert {m for m, _ in found} <= set(deferred), registry  # every registering module is named
+        assert {n for _, n in found if n} <= set(names), registry
+    assert {"rank/cgc", "rank/ltr", "rank/coarse"} <= set(out[3].split("|")[1].split())
+    assert out[5] == "1"  # the lookups imported the modules that need it

@@ -167,8 +167,9 @@ def eval_command(
                                        "ray://host:10001); default: start Ray on this machine"),
 ) -> None:
     """Offline evaluation of one funnel stage on one or more datasets."""
-    # every stage registers its evaluator when its package is imported; the simulator's modules
-    # register its studies and data with those stages (a stage never imports the simulator)
+    # every stage registers its evaluator when its package is imported (or names its module to
+    # EVAL_STAGES there, imported at the first lookup); the simulator's modules register its
+    # studies and data with those stages (a stage never imports the simulator)
     import notefeed.ads.evaluate  # noqa: F401
     import notefeed.content  # noqa: F401
     import notefeed.eval.feed  # noqa: F401

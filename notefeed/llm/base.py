@@ -16,7 +16,8 @@ import numpy as np
 
 from notefeed.registry import Registry
 
-__all__ = ["LanguageModel", "LLMError", "BudgetExceeded", "BACKENDS", "check_texts", "open_backend"]
+__all__ = ["LanguageModel", "LLMError", "BudgetExceeded", "BACKENDS", "TRAIN_BUDGET_S", "check_texts",
+           "open_backend"]
 
 
 class LLMError(ValueError):
@@ -46,6 +47,12 @@ class LanguageModel(Protocol):
 
 #: "llm/builtin", "llm/http", "llm/local": factories taking the backend's keyword options
 BACKENDS: Registry[LanguageModel] = Registry("language model backend")
+BACKENDS.defer("notefeed.llm.builtin", "notefeed.llm.http", "notefeed.llm.local")  # imported at the first lookup
+
+#: the training budget of every built-in model the project trains on its own (``notefeed llm
+#: embed``, the ``llm/notellm`` and ``llm/interest`` channels, the eval) unless one is named:
+#: CPU seconds on the CPU, wall seconds on a GPU (:attr:`BuiltinConfig.max_time_s`)
+TRAIN_BUDGET_S = 540.0
 
 
 def check_texts(texts: object, field: str = "texts") -> list[str]:
@@ -64,8 +71,6 @@ def check_texts(texts: object, field: str = "texts") -> list[str]:
 def open_backend(spec: str, **options: object) -> LanguageModel:
     """``builtin:PATH`` (a model folder written by ``BuiltinLM.save``), ``local:PATH`` (a
     sentence-transformers / transformers folder) or an ``http(s)://.../v1`` base URL."""
-    import notefeed.llm  # noqa: F401  (registers the backends)
-
     if spec.startswith(("http://", "https://")):
         return BACKENDS.create("llm/http", base_url=spec, **options)
     kind, sep, path = spec.partition(":")

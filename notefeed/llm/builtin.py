@@ -18,16 +18,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from notefeed.llm.base import BACKENDS, LLMError, check_texts
+from notefeed.llm.base import BACKENDS, TRAIN_BUDGET_S, LLMError, check_texts
 from notefeed.llm.net import NoteLMNet
 from notefeed.llm.tokenizer import SPECIALS, Tokenizer
 
 __all__ = ["BuiltinConfig", "BuiltinLM", "resolve_device", "TRAIN_BUDGET_S"]
-
-#: the training budget of every built-in model the project trains on its own (``notefeed llm
-#: embed``, the ``llm/notellm`` and ``llm/interest`` channels, the eval) unless one is named:
-#: CPU seconds on the CPU, wall seconds on a GPU (:attr:`BuiltinConfig.max_time_s`)
-TRAIN_BUDGET_S = 540.0
 
 _KIND = "notefeed.llm.BuiltinLM"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from notefeed.llm.builtin import TRAIN_BUDGET_S  # the package has imported it already
+from notefeed.llm.base import TRAIN_BUDGET_S
 
 __all__ = ["register"]
 

@@ -26,3 +26,5 @@ class Scorer(Protocol):
 
 
 SCORERS: Registry[Scorer] = Registry("scorer")
+# the modules that register scorers, imported at the first lookup (the fine rankers import torch)
+SCORERS.defer("notefeed.rank.coarse", "notefeed.rank.ltr", "notefeed.rank.scorer")

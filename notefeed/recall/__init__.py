@@ -7,8 +7,7 @@ Ray worker's batch job) does not pay for torch. The public names below are impor
 use (``from notefeed.recall import SASRecChannel`` works as before).
 """
 
-import importlib
-
+from notefeed._lazy import lazy_exports
 from notefeed.recall import evaluate as _evaluate  # noqa: F401  (registers the eval stage)
 from notefeed.recall.base import CHANNELS, Candidates, RecallChannel, UserContext
 from notefeed.recall.merge import DEFAULT_CONFIG, MergedCandidates, RecallStage, merge_candidates
@@ -27,7 +26,8 @@ CHANNEL_MODULES = (
     "notefeed.recall.social",
     "notefeed.recall.tag",
     "notefeed.recall.user2user",
-    "notefeed.llm",
+    "notefeed.llm.interest",
+    "notefeed.llm.notellm",
 )
 CHANNELS.defer(*CHANNEL_MODULES)
 
@@ -49,15 +49,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'notefeed.recall' has no attribute '{name}'")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
-
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "ALSChannel",

@@ -117,3 +117,6 @@ class RewriteBackend(Protocol):
 
 RETRIEVERS: Registry[Retriever] = Registry("search retriever")
 REWRITERS: Registry[RewriteBackend] = Registry("query rewrite backend")
+# the modules that register rewrite backends, imported at the first lookup (``rewrite/llm`` lives
+# with the language models and imports torch)
+REWRITERS.defer("notefeed.search.rewrite", "notefeed.llm.tasks")
