@@ -62,3 +62,18 @@ def test_stats_and_subsample():
     sub = ds.subsample_users(1, seed=0)
     assert sub.events["user"].nunique() == 1
     assert np.array_equal(sub.notes["note_id"], ds.notes["note_id"])
+
+
+def test_type_mask_equals_a_string_comparison_for_every_column_kind():
+    from notefeed.data.dataset import type_mask
+
+    values = ["click", "like", "impression", None, "click", "collect"]
+    for col in (pd.Series(values, dtype=object), pd.Series(values, dtype="string"),
+                pd.Series(values, dtype="category"),
+                pd.Series(pd.Categorical(values, categories=["impression", "click", "like", "collect", "hide"]))):
+        ev = pd.DataFrame({"type": col})
+        as_str = np.array([str(v) for v in values], dtype=object)
+        assert type_mask(ev, "click").tolist() == (as_str == "click").tolist()
+        assert type_mask(ev, "hide").tolist() == [False] * len(values)
+        assert type_mask(ev, "like", "collect").tolist() == np.isin(as_str, ["like", "collect"]).tolist()
+    assert type_mask(pd.DataFrame({"type": pd.Series([], dtype="category")}), "click").shape == (0,)

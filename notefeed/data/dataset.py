@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from notefeed.schema import EVENT_TYPES, POSITIVE_TYPES, SMALL_CREATOR_FOLLOWERS, SURFACES
 
-__all__ = ["Dataset", "DataError", "NOTE_COLUMNS", "EVENT_COLUMNS"]
+__all__ = ["Dataset", "DataError", "NOTE_COLUMNS", "EVENT_COLUMNS", "type_mask"]
 
 NOTE_COLUMNS = ("note_id", "author_id", "title", "text", "tags", "category", "created_at")
 EVENT_COLUMNS = ("user", "item", "ts", "type", "dwell_s", "position", "surface")
@@ -36,6 +36,16 @@ EVENT_COLUMNS = ("user", "item", "ts", "type", "dwell_s", "position", "surface")
 
 class DataError(ValueError):
     """Bad input data; the message names the source, the row and the field."""
+
+
+def type_mask(events: pd.DataFrame, *types: str) -> np.ndarray:
+    """(len(events),) bool: the rows whose ``type`` is one of ``types``. Compared on the column
+    as it is: a categorical column (a loaded dataset's) by its codes, where
+    ``events["type"].to_numpy() == t`` first makes a string object per row (0.4 s for 3.3M
+    events, against under 1 ms)."""
+    col = events["type"]
+    out = col == types[0] if len(types) == 1 else col.isin(types)
+    return out.to_numpy(bool, na_value=False)
 
 
 def _missing_from(ids: pd.Series, known: pd.Series) -> np.ndarray:

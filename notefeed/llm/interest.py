@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from notefeed.data.dataset import Dataset
+from notefeed.data.dataset import Dataset, type_mask
 from notefeed.llm.base import LanguageModel
 from notefeed.llm.builtin import TRAIN_BUDGET_S, BuiltinLM
 from notefeed.llm.corpus import NoteCorpus
@@ -506,11 +506,11 @@ def engagement_rates(ds: Dataset, prior_impressions: float = RATE_PRIOR_IMPRESSI
     note's positive count, log1p-scaled (popularity), instead."""
     ev = ds.select_events(None)
     n = ds.n_items
-    typ, item = ev["type"].to_numpy(), ev["item"].to_numpy(np.int64)
-    imp = np.bincount(item[typ == "impression"], minlength=n)[:n].astype(np.float64)
-    is_click = typ == "click"
+    item = ev["item"].to_numpy(np.int64)
+    imp = np.bincount(item[type_mask(ev, "impression")], minlength=n)[:n].astype(np.float64)
+    is_click = type_mask(ev, "click")
     if not is_click.any():
-        is_click = np.isin(typ, list(POSITIVE_TYPES))
+        is_click = type_mask(ev, *POSITIVE_TYPES)
     clicks = np.bincount(item[is_click], minlength=n)[:n].astype(np.float64)
     if imp.sum() <= 0:
         return np.log1p(clicks).astype(np.float32)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from notefeed.data.dataset import Dataset
+from notefeed.data.dataset import Dataset, type_mask
 from notefeed.online.bus import open_wal
 from notefeed.recall._common import stable_topk
 from notefeed.schema import POSITIVE_TYPES, SMALL_CREATOR_FOLLOWERS, Note
@@ -144,7 +144,7 @@ class Catalog:
         """(n,) float32 events of type ``kind`` per item."""
         if events is None:
             return np.zeros(n, np.float32)
-        items = events["item"].to_numpy()[events["type"].to_numpy() == kind]
+        items = events["item"].to_numpy()[type_mask(events, kind)]
         return np.bincount(items, minlength=n).astype(np.float32)[:n]
 
     # ---------------------------------------------------------------- reads

@@ -81,7 +81,7 @@ class ColdStartHub:
             return
         vecs = self.catalog.vectors()[: self._n_base] if self.config.vectors else None
         self.pool.index_items(np.arange(self._n_base), [list(t) for t in self.ds.notes["tags"]],
-                              list(self.ds.notes["category"].astype(str)), vecs)
+                              self.ds.notes["category"].astype(str).tolist(), vecs)
 
     def publish_missing(self) -> int:
         """Publish catalogue notes past the dataset the pool does not know (a lost state file)."""

@@ -90,3 +90,29 @@ def test_bad_names_and_damaged_files(tmp_path, components):
         store.promoted()
     with pytest.raises(ModelError, match="component key"):
         store.save({"../x": components["recall.channels.1"]})
+
+
+def test_ids_fingerprint_hashes_each_id_and_a_nul_in_order():
+    """The fingerprint is hashed in one piece; it must equal the id-by-id definition (versions
+    already stored carry it)."""
+    import hashlib
+
+    import pandas as pd
+
+    from notefeed.models.store import ids_fingerprint
+
+    def by_id(ids, n):
+        h = hashlib.sha256()
+        for x in list(ids.iloc[:n] if hasattr(ids, "iloc") else ids[:n]):
+            h.update(str(x).encode("utf-8", "surrogatepass"))
+            h.update(b"\0")
+        return h.hexdigest()[:16]
+
+    cases = [pd.Series(["n1", "笔记", "", "a b"]), pd.Series(["a", "x\ud800y"], dtype=object),
+             pd.Series(["a", "b"], dtype="string[pyarrow]"), pd.Series(["u1", "u2", "u1"], dtype="category"),
+             np.array(["q", "r"]), ["a", "\ud800"], pd.Series([1, 2, 3]), pd.Series([1.5, np.nan]),
+             pd.Series([], dtype=object)]
+    for ids in cases:
+        for n in range(len(ids) + 1):
+            assert ids_fingerprint(ids, n) == by_id(ids, n), (ids, n)
+    assert ids_fingerprint(["a", "b"], 2) != ids_fingerprint(["ab"], 1)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from notefeed.data.dataset import type_mask
 from notefeed.online.bandit import thompson_sample, uniform_sample
 from notefeed.online.coldstart.config import (
     _MIN_PSCALE,
@@ -232,17 +233,18 @@ class ColdStartPool:
             if not np.issubdtype(arr.dtype, np.integer) or (len(arr) and arr.min() < 0):
                 raise ValueError(f"observe: column {c!r} must hold non-negative integers")
         users, items, ts = (cols[c].astype(np.int64) for c in ("user", "item", "ts"))
-        types = events["type"].to_numpy()
         known = _member(items, self.item_feats)
         rep.ignored = int((~known).sum())
-        pos = known & np.isin(types, POSITIVE_TYPES)
+        pos = known & type_mask(events, *POSITIVE_TYPES)
         if pos.any():
             self._update_profiles(users[pos], items[pos], ts[pos])
             rep.profile_updates = int(pos.sum())
         in_pool = _member(items, self.notes)
         rep.new_note_events = int(in_pool.sum())
         grew: set[int] = set()
-        for u, i, t in zip(users[in_pool].tolist(), items[in_pool].tolist(), types[in_pool].tolist(), strict=True):
+        rows = np.flatnonzero(in_pool)
+        types = np.asarray(events["type"].iloc[rows], dtype=object)  # only the pool notes' events as strings
+        for u, i, t in zip(users[rows].tolist(), items[rows].tolist(), types.tolist(), strict=True):
             note = self.notes[i]
             if t == "impression":
                 note.impressions += 1
