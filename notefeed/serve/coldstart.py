@@ -80,7 +80,7 @@ class ColdStartHub:
         if not self._n_base:
             return
         vecs = self.catalog.vectors()[: self._n_base] if self.config.vectors else None
-        self.pool.index_items(np.arange(self._n_base), [list(t) for t in self.ds.notes["tags"]],
+        self.pool.index_items(np.arange(self._n_base), self.ds.notes["tags"].tolist(),  # read, not kept
                               self.ds.notes["category"].astype(str).tolist(), vecs)
 
     def publish_missing(self) -> int:

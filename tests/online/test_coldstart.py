@@ -367,3 +367,37 @@ def test_new_users_grow_the_content_profile_and_row_norms_amortised():
     for u in range(n0, n0 + 400):  # one click each on an item with a unit vector: its direction
         np.testing.assert_allclose(pool._cprof[u] / np.linalg.norm(pool._cprof[u]), vecs[u % 6], atol=1e-6)
     np.testing.assert_allclose(pool._rnorm, np.linalg.norm(pool._prof, axis=1), rtol=1e-5)
+
+
+def _index_one_by_one(pool: ColdStartPool, items, tags, cats) -> None:
+    """The definition index_items keeps: a vocab.setdefault per feature, item by item."""
+    for i, t, c in zip(items, tags, cats, strict=True):
+        ids = [pool.vocab.setdefault(f"tag:{x}", len(pool.vocab)) for x in t]
+        if c:
+            ids.append(pool.vocab.setdefault(f"cat:{c}", len(pool.vocab)))
+        if i not in pool.item_feats:
+            pool._feat_keys.append(i)
+        pool.item_feats[i] = ids
+
+
+def test_index_items_gives_the_ids_of_a_setdefault_per_feature():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    words = st.sampled_from(["food", "travel", "笔记", "a b", "", "1", "cake", "x:y"])
+    batch = st.lists(st.tuples(st.integers(0, 12), st.lists(words, max_size=4),
+                               st.sampled_from([None, "", "food", "travel", "旅行"])), max_size=15)
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(batch, min_size=1, max_size=3))
+    def check(batches):
+        fast, ref = ColdStartPool(), ColdStartPool()
+        for b in batches:  # later batches meet a vocabulary and items already known
+            items = np.array([r[0] for r in b], np.int64)
+            tags, cats = [r[1] for r in b], [r[2] for r in b]
+            fast.index_items(items, tags, cats)
+            _index_one_by_one(ref, items.tolist(), tags, cats)
+            assert fast.vocab == ref.vocab and list(fast.vocab) == list(ref.vocab)
+            assert fast.item_feats == ref.item_feats and fast._feat_keys == ref._feat_keys
+
+    check()
