@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["one_thread", "one_thread_for_process", "serving_process", "freeze_heap", "default_workers",
+__all__ = ["gc_paused", "one_thread", "one_thread_for_process", "serving_process", "freeze_heap", "default_workers",
            "forked_imap", "FifoGate", "AsyncFifoGate"]
 
 _PROCESS_LIMITS: Any = None  # kept alive for the life of the process
@@ -36,6 +36,24 @@ _SERVING = False
 
 #: ``NOTEFEED_GC_FREEZE=0`` keeps the built heap in the collector's reach (an A/B of the freeze)
 ENV_GC_FREEZE = "NOTEFEED_GC_FREEZE"
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off inside (back on after, if it was on).
+
+    Indexing notes and building an engine make millions of small lists and strings, none in a
+    cycle; each time enough of them survive, the collector walks every container the process
+    holds. On 100k simulated notes that took ~40 % of the search analysis' CPU time; the cold-start
+    pool's features of a million notes took 2.5 s with it, 1.4 s without.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 @contextmanager

@@ -8,9 +8,6 @@ speak about the same notes.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -18,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from notefeed.registry import Registry
+from notefeed.threads import gc_paused  # noqa: F401  (re-exported: the search modules use it from here)
 
 __all__ = [
     "SearchError",
@@ -31,21 +29,6 @@ __all__ = [
 ]
 
 
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off inside (back on after, if it was on).
-
-    Indexing makes millions of small lists and strings, none in a cycle; each time enough of
-    them survive, the collector walks every container the process holds (the notes, the
-    tokens made so far). On 100k simulated notes that took ~40 % of the analysis CPU time.
-    """
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 class SearchError(ValueError):

@@ -30,12 +30,13 @@ def load_workspace_dataset(workspace: Path, read_only: bool = False, lock_wait_s
         return empty_dataset(workspace.name or "workspace")
     from notefeed.data.dataset import DataError
     from notefeed.data.store import Workspace
+    from notefeed.threads import gc_paused
 
     deadline = time.monotonic() + lock_wait_s
     while True:
         try:
             # opened read-then-closed: DuckDB allows one writer, and ``sim``/``data`` may write later
-            with Workspace.open(workspace, create=False, read_only=read_only) as ws:
+            with Workspace.open(workspace, create=False, read_only=read_only) as ws, gc_paused():
                 return ws.load_dataset()
         except DataError as e:
             if "locked by another process" not in str(e) or time.monotonic() > deadline:

@@ -33,6 +33,7 @@ from notefeed.serve.components import ServeContext
 from notefeed.serve.config import ServeConfig
 from notefeed.serve.models import LinearModel, ModelHolder
 from notefeed.serve.pipeline import Pipeline
+from notefeed.threads import gc_paused
 
 if TYPE_CHECKING:
     from notefeed.data.dataset import Dataset
@@ -198,13 +199,15 @@ def engine_from_store(ds: Dataset, config: ServeConfig, workspace: str | Path, *
     try:
         version = store.promoted()
         if version is not None:
-            fitted = store.load(version)
+            with gc_paused():
+                fitted = store.load(version)
             check_fitted(config, ds, fitted, store.manifest(version), version)
     except ModelError as e:
         log.error("not serving the promoted model version: %s", e)
         why = (f"promoted version not served: {e}",)
         version, fitted = None, None
-    engine = Engine(ds, config, workspace, fitted=fitted, model_version=version, **kwargs)
+    with gc_paused():  # millions of small objects, none in a cycle (notefeed.threads.gc_paused)
+        engine = Engine(ds, config, workspace, fitted=fitted, model_version=version, **kwargs)
     if why:
         engine.served = dataclasses.replace(engine.served, fallback=why + engine.served.fallback)
     return engine

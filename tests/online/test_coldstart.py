@@ -376,7 +376,7 @@ def _index_one_by_one(pool: ColdStartPool, items, tags, cats) -> None:
         if c:
             ids.append(pool.vocab.setdefault(f"cat:{c}", len(pool.vocab)))
         if i not in pool.item_feats:
-            pool._feat_keys.append(i)
+            pool._note_key(i)
         pool.item_feats[i] = ids
 
 
@@ -384,9 +384,11 @@ def test_index_items_gives_the_ids_of_a_setdefault_per_feature():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    words = st.sampled_from(["food", "travel", "笔记", "a b", "", "1", "cake", "x:y"])
+    words = st.sampled_from(["food", "travel", "笔记", "a b", "", "1", 1, "cake", "x:y", None, "None",
+                             float("nan"), "nan"])
     batch = st.lists(st.tuples(st.integers(0, 12), st.lists(words, max_size=4),
-                               st.sampled_from([None, "", "food", "travel", "旅行"])), max_size=15)
+                               st.sampled_from([None, "", "food", "travel", "旅行", float("nan"), "nan", 0, 2])),
+                     max_size=15)
 
     @settings(max_examples=150, deadline=None)
     @given(st.lists(batch, min_size=1, max_size=3))
@@ -399,5 +401,6 @@ def test_index_items_gives_the_ids_of_a_setdefault_per_feature():
             _index_one_by_one(ref, items.tolist(), tags, cats)
             assert fast.vocab == ref.vocab and list(fast.vocab) == list(ref.vocab)
             assert fast.item_feats == ref.item_feats and fast._feat_keys == ref._feat_keys
+            assert fast._feat_ascending == ref._feat_ascending
 
     check()

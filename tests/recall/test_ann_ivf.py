@@ -113,3 +113,25 @@ def test_a_search_can_look_at_more_or_fewer_lists_than_the_index() -> None:
         ivf.search(q, 5, nprobe=0)
     # other kinds ignore it
     np.testing.assert_array_equal(exact.search(q, 30, nprobe=1)[1], want)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_from_array_reads_the_index_to_array_wrote(kind) -> None:
+    """Read through a chunked callback (the whole array is not copied first): the same index,
+    byte for byte, across chunk boundaries; a cut or damaged array is a clear error."""
+    import faiss
+
+    from notefeed.recall.ann import _read_index
+
+    v = _clustered(3000)
+    ann = AnnIndex(16, kind=kind, expected=len(v))
+    ann.add(v, np.arange(3000) + 7)
+    data = ann.to_array()
+    for chunk in (7, 4096, 1 << 24):
+        assert np.array_equal(faiss.serialize_index(_read_index(data, chunk)), data)
+    again = AnnIndex.from_array(data, 16, 3000)
+    assert again.kind == kind
+    np.testing.assert_array_equal(again.search(v[:20], 10)[1], ann.search(v[:20], 10)[1])
+    for bad in (data[: len(data) // 2], data[:3], np.zeros(0, np.uint8), np.full(64, 7, np.uint8)):
+        with pytest.raises(ValueError, match="not a FAISS index"):
+            AnnIndex.from_array(bad, 16, 3000)

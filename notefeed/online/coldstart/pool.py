@@ -89,13 +89,15 @@ class ColdStartPool:
         if vecs is not None and self._cprof is None:
             self._cprof = np.zeros((len(self._prof), vecs.shape[1]), np.float32)
         ids, cuts = self._feature_ids(tags, cats)
-        feats = self.item_feats
-        for j, i in enumerate(items.tolist()):
-            if i not in feats:
-                self._note_key(i)
-            feats[i] = ids[cuts[j]:cuts[j + 1]]
-            if vecs is not None:
-                self.item_vecs[i] = vecs[j]
+        feats, keys = self.item_feats, items.tolist()
+        new = [i for i in dict.fromkeys(keys) if i not in feats]  # first sight, in order
+        if new:  # as _note_key one by one
+            if (self._feat_keys and new[0] < self._feat_keys[-1]) or (np.diff(new) < 0).any():
+                self._feat_ascending = False
+            self._feat_keys.extend(new)
+        feats.update(zip(keys, (ids[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)), strict=True))
+        if vecs is not None:
+            self.item_vecs.update(zip(keys, vecs, strict=True))
 
     def _feature_ids(self, tags: list, cats: list) -> tuple[list[int], list[int]]:
         """Each item's feature ids, flat (``ids[cuts[j]:cuts[j + 1]]`` are item ``j``'s):
@@ -105,11 +107,22 @@ class ColdStartPool:
         whole catalogue is indexed at start-up (a million notes)."""
         vocab = self.vocab
         lens = np.fromiter((len(t) for t in tags), np.int64, len(tags))
-        flat = np.fromiter((str(x) for t in tags for x in t), object, int(lens.sum()))
+        flat = np.empty(int(lens.sum()), object)
+        flat[:] = [x for t in tags for x in t]
         has_cat = np.fromiter((bool(c) for c in cats), bool, len(cats))
-        tag_code, tag_names = pd.factorize(flat, sort=False)
-        cat_code, cat_names = pd.factorize(np.asarray([str(c) for c in cats], object)[has_cat], sort=False)
-        names = [f"tag:{x}" for x in tag_names.tolist()] + [f"cat:{x}" for x in cat_names.tolist()]
+        cat_vals = np.empty(int(has_cat.sum()), object)
+        cat_vals[:] = [c for c in cats if c]
+        for vals in (flat, cat_vals):  # a missing value is named by its text ("None", "nan")
+            na = pd.isna(vals)
+            if na.any():
+                vals[na] = [str(x) for x in vals[na].tolist()]
+        tag_code, tag_vals = pd.factorize(flat, sort=False)
+        cat_code, cat_uniq = pd.factorize(cat_vals, sort=False)
+        # distinct values whose feature names are equal (1 and "1") are one feature
+        code, names = pd.factorize(np.array([f"tag:{x}" for x in tag_vals.tolist()]
+                                            + [f"cat:{x}" for x in cat_uniq.tolist()], object), sort=False)
+        names = names.tolist()
+        tag_code, cat_code = code[tag_code], code[len(tag_vals) + cat_code]
         # the items' features in the loop's order: each item's tags, then its category
         per_item = lens + has_cat
         cuts = np.concatenate([[0], np.cumsum(per_item)])
@@ -117,7 +130,7 @@ class ColdStartPool:
         is_cat = np.zeros(len(seq), bool)
         is_cat[(cuts[1:] - 1)[has_cat]] = True
         seq[~is_cat] = tag_code
-        seq[is_cat] = len(tag_names) + cat_code
+        seq[is_cat] = cat_code
         # each distinct feature's id: the vocabulary's, else the next ones by first position
         known = np.fromiter((vocab.get(n, -1) for n in names), np.int64, len(names))
         first = np.full(len(names), len(seq), np.int64)
