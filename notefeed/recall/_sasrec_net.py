@@ -36,17 +36,23 @@ class _Block(nn.Module):
 class SASRecNet(nn.Module):
     """``forward(seq (b, t) int64) -> (b, t, dim)`` hidden states; ``item_weight`` (n_items, dim)."""
 
-    def __init__(self, n_items: int, dim: int, layers: int, heads: int, max_len: int, dropout: float) -> None:
+    def __init__(self, n_items: int, dim: int, layers: int, heads: int, max_len: int, dropout: float,
+                 init: bool = True) -> None:
+        """``init=False``: the tables are left uninitialised (``torch.empty``), for a network
+        whose state is loaded at once; drawing a million-note table only to overwrite it took
+        about a second."""
         super().__init__()
         if dim % heads:
             raise ValueError(f"sequence/sasrec: 'dim' ({dim}) must be a multiple of 'heads' ({heads})")
         self.n_items, self.max_len = n_items, max_len
-        self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)
-        self.pos = nn.Embedding(max_len, dim)
+        empty = {} if init else {"_weight": torch.empty(n_items + 1, dim)}
+        self.item = nn.Embedding(n_items + 1, dim, padding_idx=0, **empty)
+        self.pos = nn.Embedding(max_len, dim, **({} if init else {"_weight": torch.empty(max_len, dim)}))
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(_Block(dim, heads, dropout) for _ in range(layers))
         self.ln = nn.LayerNorm(dim)
-        self.apply(_init)
+        if init:
+            self.apply(_init)
 
     @property
     def item_weight(self) -> torch.Tensor:

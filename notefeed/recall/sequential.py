@@ -201,8 +201,8 @@ class SASRecChannel:
         self._set_net(members[0] if self.ensemble == 1 else SASRecEnsemble(members))
         return self
 
-    def _member(self) -> SASRecNet:
-        return SASRecNet(self.n_items, self.dim, self.layers, self.heads, self.max_len, self.dropout)
+    def _member(self, init: bool = True) -> SASRecNet:
+        return SASRecNet(self.n_items, self.dim, self.layers, self.heads, self.max_len, self.dropout, init)
 
     def _train_member(self, inp: np.ndarray, tgt: np.ndarray, lens: np.ndarray, dev: torch.device,
                       seed: int) -> SASRecNet:
@@ -251,8 +251,10 @@ class SASRecChannel:
         return members, train_s, epochs_run
 
     def _new_net(self) -> SASRecNet | SASRecEnsemble:
-        """An untrained network of this configuration (for loading a state into)."""
-        return self._member() if self.ensemble == 1 else SASRecEnsemble([self._member() for _ in range(self.ensemble)])
+        """A network of this configuration to load a state into (its tables left uninitialised)."""
+        if self.ensemble == 1:
+            return self._member(init=False)
+        return SASRecEnsemble([self._member(init=False) for _ in range(self.ensemble)])
 
     def _train(self, net: SASRecNet, inp: np.ndarray, tgt: np.ndarray, lens: np.ndarray, dev: torch.device,
                seed: int) -> None:
@@ -482,10 +484,7 @@ class SASRecChannel:
     def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> SASRecChannel:
         ch = cls(**params["params"])
         ch.n_items = int(params["n_items"])
-        # built on the meta device, then given the stored tensors (assign): no random
-        # initialisation of tables that are replaced at once (about 2 s at 1M notes, two networks)
-        with torch.device("meta"):
-            net = ch._new_net()
+        net = ch._new_net()  # its tables are not drawn at random only to be replaced
         net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k != ANN_KEY},
                             assign=True)
         ch._set_net(net, arrays.get(ANN_KEY))
