@@ -41,9 +41,9 @@ def _read_index(data: np.ndarray, chunk: int = 1 << 24) -> faiss.Index:
 
     def read(n: int) -> bytes:
         nonlocal pos
-        chunk = buf[pos:pos + n].tobytes()
-        pos += len(chunk)
-        return chunk
+        part = buf[pos:pos + n].tobytes()
+        pos += len(part)
+        return part
 
     return faiss.read_index(faiss.PyCallbackIOReader(read, chunk))
 
