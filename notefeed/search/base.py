@@ -29,8 +29,6 @@ __all__ = [
 ]
 
 
-
-
 class SearchError(ValueError):
     """A bad query or bad search input; the message names the field (``q: ...``)."""
 
