@@ -376,7 +376,7 @@ def _index_one_by_one(pool: ColdStartPool, items, tags, cats) -> None:
         if c:
             ids.append(pool.vocab.setdefault(f"cat:{c}", len(pool.vocab)))
         if i not in pool.item_feats:
-            pool._note_key(i)
+            pool._note_keys([i])
         pool.item_feats[i] = ids
 
 

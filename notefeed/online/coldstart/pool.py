@@ -90,11 +90,7 @@ class ColdStartPool:
             self._cprof = np.zeros((len(self._prof), vecs.shape[1]), np.float32)
         ids, cuts = self._feature_ids(tags, cats)
         feats, keys = self.item_feats, items.tolist()
-        new = [i for i in dict.fromkeys(keys) if i not in feats]  # first sight, in order
-        if new:  # as _note_key one by one
-            if (self._feat_keys and new[0] < self._feat_keys[-1]) or (np.diff(new) < 0).any():
-                self._feat_ascending = False
-            self._feat_keys.extend(new)
+        self._note_keys([i for i in dict.fromkeys(keys) if i not in feats])  # first sight, in order
         feats.update(zip(keys, (ids[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)), strict=True))
         if vecs is not None:
             self.item_vecs.update(zip(keys, vecs, strict=True))
@@ -142,11 +138,13 @@ class ColdStartPool:
             vocab[names[k]] = int(known[k])
         return known[seq].tolist(), cuts.tolist()
 
-    def _note_key(self, i: int) -> None:
+    def _note_keys(self, new: list[int]) -> None:
+        """Add keys new to :attr:`item_feats`, in order of first sight, to ``_feat_keys``; the
+        order stops being ascending at the first key below the one before it."""
         keys = self._feat_keys
-        if keys and i < keys[-1]:
+        if new and ((keys and new[0] < keys[-1]) or (np.diff(new) < 0).any()):
             self._feat_ascending = False
-        keys.append(i)
+        keys.extend(new)
 
     def _items_from(self, min_item: int) -> list[int]:
         """item_feats' keys >= ``min_item``, in order of first sight."""
@@ -505,10 +503,8 @@ class ColdStartPool:
             known = {f.name for f in fields(ColdStartConfig)}
             pool = cls(ColdStartConfig(**{k: v for k, v in state["config"].items() if k in known}))
             pool.vocab = {n: j for j, n in enumerate(state["vocab"])}
-            for i, v in state["item_feats"].items():
-                if int(i) not in pool.item_feats:
-                    pool._note_key(int(i))
-                pool.item_feats[int(i)] = list(v)
+            pool.item_feats = {int(i): list(v) for i, v in state["item_feats"].items()}
+            pool._note_keys(list(pool.item_feats))
             pool.item_vecs = {int(i): np.asarray(v, np.float32) for i, v in state["item_vecs"].items()}
             nu, nf = (int(x) for x in state["profile_shape"])
             # spare rows for new users (free until written: see _grow)
