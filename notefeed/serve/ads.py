@@ -4,7 +4,8 @@ Writes need the write token; listing follows the read policy. ``POST /v1/admin/a
 ``{"ads": [...]}`` stores up to 10,000 ads in one write (all or none). The store is
 ``<workspace>/ads/ads.json`` (:class:`~notefeed.ads.store.AdStore`, atomic JSON). Bodies are
 the pydantic models of :mod:`notefeed.ads.schema` (422 names the field); a missing parent is
-422 on ``advertiser_id`` / ``campaign_id``; deleting a parent with children is 409.
+422 on ``advertiser_id`` / ``campaign_id``, a ``note_id`` the catalogue does not hold 422 on
+``note_id``; deleting a parent with children is 409.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
 from notefeed.ads.schema import Ad, Advertiser, Campaign
@@ -37,8 +39,21 @@ def ads_store(engine: Any) -> AdStore:
     return store
 
 
-def _unprocessable(field: str, msg: str) -> HTTPException:
-    return HTTPException(422, {"detail": [{"loc": ["body", field], "msg": msg}], "message": f"{field}: {msg}"})
+def _unprocessable(field: str, msg: str) -> RequestValidationError:
+    """A 422 in the API's one shape (``detail`` list, ``message`` naming ``field``, dotted)."""
+    loc = tuple(int(k) if k.isdigit() else k for k in field.split("."))  # list indices as pydantic gives them
+    return RequestValidationError([{"loc": ("body", *loc), "type": "value_error", "msg": msg, "input": None}])
+
+
+def _check_notes(engine: Any, ads: list[Ad], prefix: str = "") -> None:
+    """An ad's ``note_id`` must be a note of the catalogue (an ad for no note is a creative:
+    ``title``/``text``); the first unknown one is refused, naming its row."""
+    index = getattr(getattr(engine, "catalog", None), "index", None)
+    if index is None:  # no catalogue (a bare ads app)
+        return
+    for i, ad in enumerate(ads):
+        if ad.note_id is not None and ad.note_id not in index:
+            raise _unprocessable(f"{prefix.format(i)}note_id", f"unknown note {ad.note_id!r}")
 
 
 def add_ads_routes(app: FastAPI, engine: Any, write_deps: list[Any], read_deps: list[Any]) -> None:
@@ -62,11 +77,13 @@ def add_ads_routes(app: FastAPI, engine: Any, write_deps: list[Any], read_deps: 
 
     @router.post("/ads", status_code=201, dependencies=write_deps)
     def put_ad(body: Ad) -> dict[str, Any]:
+        _check_notes(engine, [body])
         return _put(ads_store(engine).put_ad, body)
 
     @router.post("/ads/batch", status_code=201, dependencies=write_deps)
     def put_ads(body: AdBatch) -> dict[str, Any]:
         """Up to 10,000 ads in one request and one store write (all or none)."""
+        _check_notes(engine, body.ads, "ads.{}.")
         try:
             ads_store(engine).put_ads(body.ads)
         except AdStoreError as e:

@@ -156,6 +156,23 @@ def test_search_ads_by_keyword(search_client: tuple[TestClient, Engine]) -> None
     assert all(a["ad"]["channel"] != "keyword/match" for a in body["ads"])
 
 
+def test_an_ad_for_a_note_the_catalogue_lacks_is_refused(client: TestClient, engine: Engine) -> None:
+    assert client.post("/v1/admin/ads/advertisers", headers=AUTH, json={"id": "adv", "name": "Shop"}).status_code == 201
+    assert client.post("/v1/admin/ads/campaigns", headers=AUTH, json={
+        "id": "c0", "advertiser_id": "adv", "daily_budget": 10, "bid": 1.0}).status_code == 201
+    note = engine.catalog.note_ids[3]
+    r = client.post("/v1/admin/ads/ads", headers=AUTH, json={"id": "x", "campaign_id": "c0", "note_id": "no-such"})
+    assert r.status_code == 422 and r.json()["message"] == "note_id: unknown note 'no-such'", r.text
+    r = client.post("/v1/admin/ads/ads/batch", headers=AUTH, json={"ads": [
+        {"id": "y", "campaign_id": "c0", "note_id": note}, {"id": "z", "campaign_id": "c0", "note_id": "no-such"}]})
+    assert r.status_code == 422 and r.json()["message"].startswith("ads.1.note_id: unknown note"), r.text
+    r = client.post("/v1/admin/ads/ads", headers=AUTH, json={"id": "w", "campaign_id": "c9", "title": "t"})
+    assert r.status_code == 422 and r.json()["message"] == "campaign_id: unknown campaign 'c9'", r.text
+    assert [a["id"] for a in client.get("/v1/admin/ads/ads").json()["ads"]] == []  # nothing stored
+    r = client.post("/v1/admin/ads/ads", headers=AUTH, json={"id": "x", "campaign_id": "c0", "note_id": note})
+    assert r.status_code == 201, r.text
+
+
 def test_large_index_builds_in_the_background(client: TestClient, engine: Engine) -> None:
     import json
 
