@@ -30,12 +30,17 @@ from typing import Any
 
 from notefeed.models.artifacts import ModelError, load_component, save_component
 
-__all__ = ["ModelStore", "VersionInfo", "config_hash", "data_snapshot", "code_version", "ids_fingerprint", "git_output"]
+__all__ = ["ModelStore", "VersionInfo", "VersionNotFound", "config_hash", "data_snapshot", "code_version",
+           "ids_fingerprint", "git_output"]
 
 MANIFEST = "manifest.json"
 PROMOTED = "promoted.json"
 _VERSION_RE = re.compile(r"^[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+class VersionNotFound(ModelError):
+    """A well-formed version name that is not in the store."""
 
 
 def config_hash(config: Any) -> str:
@@ -119,13 +124,14 @@ class ModelStore:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _VERSION_RE.match(p.name))
 
     def path(self, version: str) -> Path:
-        """The folder of ``version``; :class:`ModelError` for a malformed or unknown name."""
+        """The folder of ``version``; :class:`ModelError` for a malformed name,
+        :class:`VersionNotFound` (a ``ModelError``) for a well-formed one not in the store."""
         if not isinstance(version, str) or not _VERSION_RE.match(version):
             raise ModelError(f"version {version!r} is not a version name (like 20250314T120501123Z-3fa9c1)")
         p = self.root / version
         if not p.is_dir():
             known = self.versions()
-            raise ModelError(f"version {version!r} not found in {self.root}; known: {known[-5:] or 'none'}")
+            raise VersionNotFound(f"version {version!r} not found in {self.root}; known: {known[-5:] or 'none'}")
         return p
 
     def manifest(self, version: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ __all__ = ["HttpRewriteConfig", "SearchConfig"]
 
 
 class _Cfg(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # no NaN/infinite float
 
 
 class HttpRewriteConfig(_Cfg):

@@ -108,7 +108,7 @@ __all__ = ["AdSlotsConfig", "AdServer", "page_ads", "ad_server", "add_ad_event_r
 class AdSlotsConfig(BaseModel):
     """Ad serving settings (``<workspace>/ads/serving.json``; keys left out: these defaults)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # no NaN/infinite float
     enabled: bool = True
     first: int = Field(2, ge=0, le=100, description="earliest 0-based position of an ad in the page")
     spacing: int = Field(4, ge=1, le=100, description="organic notes at least between two ads")

@@ -102,7 +102,8 @@ def _field_message(errors: list[dict[str, Any]]) -> str:
             err = (e.get("ctx") or {}).get("error", "")
             parts.append(f"body: invalid JSON at char {loc[-1] if loc else '?'} ({err})")
             continue
-        parts.append(".".join(str(x) for x in loc if x != "body") + f": {e.get('msg', '')}")
+        where = ".".join(str(x) for x in loc if x != "body") or "body"  # a body that is not an object
+        parts.append(f"{where}: {e.get('msg', '')}")
     return "; ".join(parts)
 
 
@@ -297,6 +298,15 @@ def create_app(engine: Engine) -> FastAPI:
     @app.post("/v1/admin/models/reload", dependencies=[Depends(write_auth)])
     def reload(req: ReloadRequest) -> JSONResponse:
         if req.version is not None:  # a store version: every component, swapped as a whole
+            from notefeed.models.artifacts import ModelError
+            from notefeed.models.store import ModelStore, VersionNotFound
+
+            try:  # a name that is not in the store answers now, not in /healthz later
+                ModelStore(engine.workspace).check(req.version)
+            except VersionNotFound as e:
+                raise HTTPException(404, f"version: {e}") from None
+            except ModelError as e:
+                raise HTTPException(422, f"version: {e}") from None
             vfut = engine.reloader.reload(req.version)
             if not req.wait:
                 return JSONResponse({"status": "loading", "version": req.version,
@@ -340,7 +350,9 @@ def create_app(engine: Engine) -> FastAPI:
             raise HTTPException(422, str(e)) from None
         try:
             return apply_config(engine, new, dry_run=req.dry_run)
-        except ValueError as e:
+        except ConfigError as e:  # a component refused its name or params: the config is wrong
+            raise HTTPException(422, f"yaml: {e}") from None
+        except ValueError as e:  # a change that needs a restart
             raise HTTPException(409, f"yaml: {e}") from None
 
     @app.get("/v1/admin/experiments", dependencies=[Depends(read_auth)])

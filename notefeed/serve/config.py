@@ -47,7 +47,8 @@ class ConfigError(ValueError):
 
 
 class _Cfg(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # no NaN or infinity in any float field (a NaN fusion weight would score every note NaN)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ChannelConfig(_Cfg):
@@ -133,9 +134,24 @@ class FusionConfig(_Cfg):
 
 class RerankConfig(_Cfg):
     name: str | None = Field(default="rerank/ssd", description="a RERANKERS name; None: fused order")
+    #: left out: the defaults of the re-ranker named (see :meth:`_params_for_name`)
     params: dict[str, Any] = Field(default_factory=_default_rerank_params)
     #: how many fused-score leaders the re-ranker sees
     window: int = Field(default=100, ge=1, le=10_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _params_for_name(cls, data: Any) -> Any:
+        """``params`` left out: SSD's defaults for ``rerank/ssd``; for another registered
+        re-ranker only their page rules and small-creator share (``rules``, ``fairness``, which
+        every one takes; SSD's ``gamma`` would be refused); none for ``builtin/author-cap``."""
+        if not isinstance(data, dict) or "params" in data or data.get("name", "rerank/ssd") == "rerank/ssd":
+            return data
+        name = data.get("name")
+        if name is None or name == "builtin/author-cap":
+            return {**data, "params": {}}
+        d = _default_rerank_params()
+        return {**data, "params": {"rules": d["rules"], "fairness": d["fairness"]}}
 
 
 class PageConfig(_Cfg):
@@ -364,6 +380,9 @@ def arm_config(base: ServeConfig, arm: ArmConfig) -> ServeConfig:
     """``base`` with ``arm.overlay`` merged over it (mappings key by key, lists replaced) and
     no experiment; :class:`ConfigError` names the field as ``experiments.arms.<i>.overlay...``."""
     data = base.model_dump(exclude={"experiments"})
+    rr = arm.overlay.get("rerank")
+    if isinstance(rr, dict) and "params" not in rr and rr.get("name", data["rerank"]["name"]) != data["rerank"]["name"]:
+        del data["rerank"]["params"]  # another re-ranker: its own defaults, not the base one's params
     where = f"experiments.arms.{base.experiments.arms.index(arm)}.overlay" if arm in base.experiments.arms \
         else f"arm {arm.name!r} overlay"
     try:

@@ -87,15 +87,15 @@ def arm_fitted(base: ServeConfig, arm: ServeConfig, fitted: dict[str, Any]) -> d
     return out
 
 
-def arm_pipelines(engine: Engine, fitted: dict[str, Any] | None, default: Pipeline, models: ModelHolder
-                  ) -> tuple[dict[str, Pipeline], dict[str, ModelHolder]]:
-    """One pipeline per arm of ``engine.config``'s experiment, and a model holder for each arm
+def arm_pipelines(engine: Engine, fitted: dict[str, Any] | None, default: Pipeline, models: ModelHolder,
+                  config: ServeConfig | None = None) -> tuple[dict[str, Pipeline], dict[str, ModelHolder]]:
+    """One pipeline per arm of ``config``'s experiment (default ``engine.config``'s), and a model holder for each arm
     whose fine section differs from the base (the others score with ``models``). An arm whose
     config equals the base serves ``default`` itself. Errors name the arm's overlay field."""
     from notefeed.serve.factory import build_pipeline
     from notefeed.serve.models import ModelHolder
 
-    base = engine.config
+    base = engine.config if config is None else config
     pipes: dict[str, Pipeline] = {}
     holders: dict[str, ModelHolder] = {}
     try:

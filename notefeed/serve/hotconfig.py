@@ -65,6 +65,13 @@ def cold_difference(old: ServeConfig, new: ServeConfig) -> str | None:
     return None
 
 
+def _close(served: Any) -> None:
+    """Close the model holders of a set of pipelines that is not (or no longer) served."""
+    served.models.close()
+    for h in served.arm_models.values():
+        h.close()
+
+
 def apply_config(engine: Any, new: ServeConfig, dry_run: bool = False) -> dict[str, Any]:
     """Swap ``new`` in on ``engine`` (see the module docstring); raises ``ValueError`` naming
     the first field that cannot change live. Returns the sections that changed; ``dry_run``
@@ -81,24 +88,21 @@ def apply_config(engine: Any, new: ServeConfig, dry_run: bool = False) -> dict[s
                              "recall.channels.<i>.quota); restart with the new config")
         before, after = old_cfg.model_dump(), new.model_dump()
         changed = sorted(k for k in before if before[k] != after[k])
-        if dry_run:
-            return {"status": "valid", "changed": changed, "version": engine.served.version}
         old = engine.served
-        engine.config = new
-        try:
-            served = build_served(engine, engine.fitted, old.version)
-        except Exception:
-            engine.config = old_cfg
-            raise
+        # built in full, a dry run too: a component that refuses its name or params (an unknown
+        # re-ranker, a negative gamma) fails here, before anything is swapped
+        served = build_served(engine, engine.fitted, old.version, config=new)
+        if dry_run:
+            _close(served)
+            return {"status": "valid", "changed": changed, "version": old.version}
         fine = old.models.current()
         if "+online." in fine.version:  # keep what the online trainer learned
             served.models.set(fine)
         served = dataclasses.replace(served, fallback=tuple(r for r in old.fallback
                                                             if r.startswith("promoted version")) + served.fallback)
+        engine.config = new
         engine.served = served  # the swap: one reference, as a model reload
-        old.models.close()
-        for h in old.arm_models.values():
-            h.close()
+        _close(old)
         del old, fine
         engine.refreeze_heap()
         engine.metrics.inc("config_reloads_total")

@@ -154,12 +154,13 @@ def check_fitted(config: ServeConfig, ds: Dataset, fitted: dict[str, Any], manif
 
 # ---------------------------------------------------------------------- building
 def build_served(engine: Engine, fitted: dict[str, Any] | None, version: str | None,
-                 fallback: tuple[str, ...] = ()) -> Served:
-    """Pipelines and model holder for ``engine``'s config with ``fitted`` components."""
+                 fallback: tuple[str, ...] = (), config: ServeConfig | None = None) -> Served:
+    """Pipelines and model holder for ``config`` (default ``engine``'s) with ``fitted``
+    components; ``engine`` itself is not changed."""
     from notefeed.serve.engine import popular_config
     from notefeed.serve.factory import build_pipeline
 
-    cfg = engine.config
+    cfg = engine.config if config is None else config
     weights = cfg.fusion.weights
     models = ModelHolder.from_dir_or_default(
         cfg.fine.model_dir, engine.ds, validate=lambda m: check_tasks(m, weights, "reloaded model"))
@@ -174,7 +175,7 @@ def build_served(engine: Engine, fitted: dict[str, Any] | None, version: str | N
         if cfg.experiments.arms:  # A/B arms: the same trained components under each arm's overlay
             from notefeed.serve.experiments import arm_pipelines
 
-            arms, arm_models = arm_pipelines(engine, fitted, pipelines["default"], models)
+            arms, arm_models = arm_pipelines(engine, fitted, pipelines["default"], models, cfg)
             pipelines.update(arms)
     except BaseException:
         models.close()

@@ -123,6 +123,8 @@ def test_limits_and_malformed_input_store_nothing(client: TestClient, engine: En
     assert client.post("/v1/events", content=chunks(), headers=h).status_code == 413
     r = client.post("/v1/events", content=b'{"events": [', headers=h)
     assert r.status_code == 422 and r.json()["message"].startswith("body: invalid JSON at char")
+    r = client.post("/v1/events", json=[1, 2], headers=AUTH)  # not an object: the message names the body
+    assert r.status_code == 422 and r.json()["message"].startswith("body: "), r.text
     r = client.post("/v1/events", json={"events": [_ev("u1", "n1"), {"user_id": "u1", "note_id": "n1",
                                                                       "ts": -5, "type": "click"}]}, headers=AUTH)
     assert r.status_code == 422 and "events.1.ts" in r.json()["message"]

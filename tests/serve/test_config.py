@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from notefeed.serve.config import ConfigError, ServeConfig, builtin_config, load_config, parse_config
+from notefeed.serve.config import (
+    ConfigError,
+    ServeConfig,
+    arm_config,
+    builtin_config,
+    load_config,
+    parse_config,
+)
 from notefeed.serve.engine import Engine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +33,9 @@ def test_default_yaml_states_the_defaults() -> None:
         ({"online": {"backend": "redis"}}, "online"),
         ({"online": {"backend": "kafka"}}, "online.backend"),
         ({"rerank": {"windw": 3}}, "rerank.windw"),
+        ({"fusion": {"weights": {"click": float("nan")}}}, "fusion.weights.click"),
+        ({"exposure": {"knobs": {"small_boost": float("inf")}}}, "exposure.knobs.small_boost"),
+        ({"search": {"rrf_k": float("inf")}}, "search.rrf_k"),
     ],
 )
 def test_errors_name_the_field(data: dict, field: str) -> None:
@@ -68,3 +78,32 @@ def test_the_search_section_reaches_the_search_service() -> None:
     assert _engine_search_config(SimpleNamespace(config=ServeConfig())).fusion == "rrf"
     with pytest.raises(ConfigError, match="search"):
         ServeConfig().with_overrides(search={"fusion": "bm25-only"})
+
+
+def test_rerank_params_left_out_are_the_named_re_rankers_defaults() -> None:
+    """SSD's defaults only for SSD: every registered re-ranker builds from the params a config
+    naming it alone gets, with the page rules and the small-creator share kept."""
+    from notefeed.rerank import RERANKERS
+    from notefeed.serve.factory import create_component
+
+    default = ServeConfig().rerank.params
+    assert parse_config({"rerank": {"name": "rerank/ssd"}}).rerank.params == default
+    for name in RERANKERS.names():
+        params = parse_config({"rerank": {"name": name}}).rerank.params
+        if name != "rerank/ssd":
+            assert params == {"rules": default["rules"], "fairness": default["fairness"]}, name
+        create_component(RERANKERS.get(name), params, "rerank.params")
+    assert parse_config({"rerank": {"name": "builtin/author-cap"}}).rerank.params == {}
+    assert parse_config({"rerank": {"name": None}}).rerank.params == {}
+    given = {"lam": 0.5}
+    assert parse_config({"rerank": {"name": "rerank/mmr", "params": given}}).rerank.params == given
+
+
+def test_an_arm_switching_the_re_ranker_drops_the_base_params() -> None:
+    cfg = parse_config({"experiments": {"name": "x", "arms": [
+        {"name": "a"}, {"name": "mmr", "overlay": {"rerank": {"name": "rerank/mmr"}}},
+        {"name": "g", "overlay": {"rerank": {"params": {"gamma": 0.5}}}}]}})
+    a, mmr, g = (arm_config(cfg, arm).rerank for arm in cfg.experiments.arms)
+    assert a == cfg.rerank
+    assert mmr.name == "rerank/mmr" and "gamma" not in mmr.params and mmr.params["fairness"]["target"] == 0.5
+    assert g.name == "rerank/ssd" and g.params == {**cfg.rerank.params, "gamma": 0.5}

@@ -71,3 +71,35 @@ def test_quotas_are_hot_but_channel_params_are_not(engine):
     assert cold_difference(cfg, parse_config(data)) is None
     data["recall"]["channels"][0]["params"] = {"x": 1}
     assert cold_difference(cfg, parse_config(data)) == "recall.channels.0.params.x"
+
+
+def test_a_dry_run_builds_the_pipelines_so_a_bad_component_is_422_and_nothing_changes(client, engine):
+    before, cfg = engine.served, engine.config
+    for change, field in ((dict(rerank__name="rerank/nothing"), "unknown re-ranker"),
+                          (dict(rerank__name="rerank/ssd", rerank__params={"gamma": -1.0}), "gamma")):
+        for dry in (True, False):
+            r = client.post("/v1/admin/config", headers=AUTH, json={"yaml": _yaml(engine, **change), "dry_run": dry})
+            assert r.status_code == 422 and field in r.json()["detail"], r.text
+            assert engine.served is before and engine.config is cfg
+    page = client.get("/v1/feed", params={"user_id": "u1", "n": 5})
+    assert page.status_code == 200 and len(page.json()["items"]) == 5
+
+
+def test_nan_or_infinite_numbers_are_refused_naming_the_field(client, engine):
+    for bad in (".nan", ".inf"):
+        r = client.post("/v1/admin/config", headers=AUTH, json={"yaml": f"fusion: {{weights: {{click: {bad}}}}}"})
+        assert r.status_code == 422 and "fusion.weights.click" in r.json()["detail"], r.text
+        r = client.post("/v1/admin/config", headers=AUTH, json={"yaml": f"search: {{rrf_k: {bad}}}"})
+        assert r.status_code == 422 and "search.rrf_k" in r.json()["detail"], r.text
+
+
+def test_switching_the_re_ranker_live_takes_its_own_default_params(client, engine):
+    # SSD's gamma is not MMR's: a config naming only the re-ranker gets that re-ranker's
+    # defaults, keeping the page rules and the small-creator share
+    data = yaml.safe_load(_yaml(engine))
+    data["rerank"] = {"name": "rerank/mmr"}
+    r = client.post("/v1/admin/config", headers=AUTH, json={"yaml": yaml.safe_dump(data)})
+    assert r.status_code == 200, r.text
+    assert engine.config.rerank.params == {"rules": {"author_max": 1, "author_window": 10},
+                                           "fairness": {"mode": "hard", "target": 0.5}}
+    assert client.get("/v1/feed", params={"user_id": "u1", "n": 5}).status_code == 200

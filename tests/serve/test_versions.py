@@ -145,16 +145,26 @@ def test_reload_by_version_swaps_everything(small_ds, trained, tmp_path):
             # a request that started on the old version finishes on it
             res = old.pipelines["default"].run(eng.context("u2", old), 5)
             assert not res.errors and len(res.items) == 5
-            # failures leave the served version and are visible
-            r = c.post("/v1/admin/models/reload", json={"version": "20000101T000000000Z-abcdef", "wait": True},
-                       headers=AUTH)
-            assert r.status_code == 422 and "not found" in r.json()["detail"]
-            r = c.post("/v1/admin/models/reload", json={"version": "../../etc"}, headers=AUTH)
+            # a version that is not in the store is refused at once, waiting or not
+            for wait in (True, False):
+                r = c.post("/v1/admin/models/reload", json={"version": "20000101T000000000Z-abcdef", "wait": wait},
+                           headers=AUTH)
+                assert r.status_code == 404 and "not found" in r.json()["detail"], r.text
+                r = c.post("/v1/admin/models/reload", json={"version": "../../etc", "wait": wait}, headers=AUTH)
+                assert r.status_code == 422 and "not a version name" in r.json()["detail"], r.text
+            assert c.get("/healthz").json()["reload"]["state"] == "swapped"
+            # a stored one whose arrays cannot be read fails in the background, visibly
+            weights = sorted((ws / "models" / v).rglob("*.safetensors"))[0]
+            weights.write_bytes(weights.read_bytes()[:20])
+            r = c.post("/v1/admin/models/reload", json={"version": v}, headers=AUTH)
             assert r.status_code == 202
             eng.reloader._pool.submit(lambda: None).result()  # wait for the background load
             h = c.get("/healthz").json()
-            assert h["model_version"] == v and "not a version name" in h["reload_error"]
-            assert h["reload"]["state"] == "failed"
+            assert h["model_version"] == v and h["reload"]["state"] == "failed" and h["reload_error"]
+            # an unreadable manifest is refused at once
+            (ws / "models" / v / "manifest.json").write_text("{")
+            r = c.post("/v1/admin/models/reload", json={"version": v}, headers=AUTH)
+            assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
             r = c.post("/v1/admin/models/reload", json={"version": v, "path": "/x"}, headers=AUTH)
             assert r.status_code == 422 and "exactly one" in r.text
             r = c.post("/v1/admin/models/reload", json={}, headers=AUTH)
