@@ -47,7 +47,13 @@ class AdStore:
     def _load(self) -> None:
         assert self.path is not None
         mtime = self.path.stat().st_mtime_ns
-        raw = json.loads(self.path.read_text(encoding="utf-8"))
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+            raise AdStoreError(f"{self.path}: not valid JSON ({e})") from None
+        if not isinstance(raw, dict):
+            raise AdStoreError(f"{self.path}: expected an object of advertisers, campaigns and ads, "
+                               f"got {type(raw).__name__}")
         tables: dict[str, dict] = {}
         for kind, cls in _KINDS.items():
             table = tables[kind] = {}

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from notefeed.ads.schema import Ad, Advertiser, Campaign
 from notefeed.ads.store import AdStore, AdStoreError
 
-__all__ = ["add_ads_routes", "ads_store"]
+__all__ = ["add_ads_routes", "ads_store", "store_or_503"]
 
 _KINDS = ("advertisers", "campaigns", "ads")
 
@@ -31,12 +31,22 @@ class AdBatch(BaseModel):
 
 
 def ads_store(engine: Any) -> AdStore:
-    """The engine's ad store, opened on first use."""
+    """The engine's ad store, opened on first use (:class:`AdStoreError` when the file cannot
+    be read: it is then left as it is, and no write replaces it)."""
     store = getattr(engine, "ads_store", None)
     if store is None:
         store = AdStore(Path(engine.workspace) / "ads" / "ads.json")
         engine.ads_store = store
     return store
+
+
+def store_or_503(engine: Any) -> AdStore:
+    """:func:`ads_store` for an endpoint: an unreadable store file answers 503 naming it."""
+    try:
+        return ads_store(engine)
+    except (AdStoreError, OSError) as e:
+        raise HTTPException(503, f"ads: the ad store cannot be read ({e}); nothing was changed. Repair or "
+                                 "move the file and retry") from None
 
 
 def _unprocessable(field: str, msg: str) -> RequestValidationError:
@@ -69,23 +79,23 @@ def add_ads_routes(app: FastAPI, engine: Any, write_deps: list[Any], read_deps: 
 
     @router.post("/advertisers", status_code=201, dependencies=write_deps)
     def put_advertiser(body: Advertiser) -> dict[str, Any]:
-        return _put(ads_store(engine).put_advertiser, body)
+        return _put(store_or_503(engine).put_advertiser, body)
 
     @router.post("/campaigns", status_code=201, dependencies=write_deps)
     def put_campaign(body: Campaign) -> dict[str, Any]:
-        return _put(ads_store(engine).put_campaign, body)
+        return _put(store_or_503(engine).put_campaign, body)
 
     @router.post("/ads", status_code=201, dependencies=write_deps)
     def put_ad(body: Ad) -> dict[str, Any]:
         _check_notes(engine, [body])
-        return _put(ads_store(engine).put_ad, body)
+        return _put(store_or_503(engine).put_ad, body)
 
     @router.post("/ads/batch", status_code=201, dependencies=write_deps)
     def put_ads(body: AdBatch) -> dict[str, Any]:
         """Up to 10,000 ads in one request and one store write (all or none)."""
         _check_notes(engine, body.ads, "ads.{}.")
         try:
-            ads_store(engine).put_ads(body.ads)
+            store_or_503(engine).put_ads(body.ads)
         except AdStoreError as e:
             field, _, msg = str(e).partition(": ")
             raise _unprocessable(field, msg) from None
@@ -97,6 +107,7 @@ def add_ads_routes(app: FastAPI, engine: Any, write_deps: list[Any], read_deps: 
         pCTR prices the auction (``pctr.source``: ``model`` or ``heuristic``)."""
         from notefeed.serve.adslots import ad_server
 
+        store_or_503(engine)
         srv = ad_server(engine)
         return {"campaigns": srv.spend(), "pctr": srv.pctr_status()}
 
@@ -104,14 +115,14 @@ def add_ads_routes(app: FastAPI, engine: Any, write_deps: list[Any], read_deps: 
     def list_kind(kind: str) -> dict[str, Any]:
         if kind not in _KINDS:
             raise HTTPException(404, f"kind: expected one of {', '.join(_KINDS)}")
-        return {kind: ads_store(engine).to_json()[kind]}
+        return {kind: store_or_503(engine).to_json()[kind]}
 
     @router.delete("/{kind}/{item_id}", dependencies=write_deps)
     def delete(kind: str, item_id: str) -> dict[str, Any]:
         if kind not in _KINDS:
             raise HTTPException(404, f"kind: expected one of {', '.join(_KINDS)}")
         try:
-            ads_store(engine).delete(kind, item_id)
+            store_or_503(engine).delete(kind, item_id)
         except AdStoreError as e:
             raise HTTPException(409 if "children" in str(e) else 404, str(e)) from None
         return {"deleted": item_id}

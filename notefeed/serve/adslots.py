@@ -923,13 +923,39 @@ def ad_server(engine: Any) -> AdServer:
     return srv
 
 
+def _store_readable(engine: Any, path: Path) -> bool:
+    """Open the ad store for the pages; a file that cannot be read serves no ads, logged once
+    per version of the file (it is read again only when it changes, not on every page)."""
+    from notefeed.ads.store import AdStoreError
+    from notefeed.serve.ads import ads_store
+
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        return False
+    if getattr(engine, "ads_unreadable_mtime", None) == mtime:
+        return False
+    try:
+        ads_store(engine)
+    except (AdStoreError, OSError) as e:
+        engine.ads_unreadable_mtime = mtime
+        log.error("ads: serving no ads until the ad store can be read: %s", e)
+        engine.metrics.inc("stage_errors_total", stage="ads")
+        return False
+    return True
+
+
 def page_ads(engine: Any, page_notes: list[str], *, user_id: str | None, ctx: Any = None, query: str | None = None,
              rewrites: list[str] | None = None, category: str | None = None) -> tuple[list[dict[str, Any]] | None, float]:
     """The hook of the feed (``ctx`` given) and search (``query`` given) routes: (ads or None
     when ads are off, ms spent). Never fails the page: an error serves no ads (fail open)."""
     t0 = time.perf_counter()
-    if not (Path(engine.workspace) / "ads" / "ads.json").exists() and getattr(engine, "ads_store", None) is None:
-        return None, 0.0
+    if getattr(engine, "ads_store", None) is None:
+        path = Path(engine.workspace) / "ads" / "ads.json"
+        if not path.exists():  # no ads in this workspace
+            return None, 0.0
+        if not _store_readable(engine, path):
+            return None, (time.perf_counter() - t0) * 1e3
     try:
         srv = ad_server(engine)
         if query is not None:
@@ -949,6 +975,9 @@ def add_ad_event_routes(app: FastAPI | APIRouter, engine: Any, write_deps: list[
         """Clicks and conversions on served ads (by ``impression_id``); a click charges the budget."""
         if getattr(engine, "ads_store", None) is None and not (Path(engine.workspace) / "ads" / "ads.json").exists():
             raise HTTPException(409, "events: this workspace has no ads")
+        from notefeed.serve.ads import store_or_503
+
+        store_or_503(engine)
         srv = ad_server(engine)
         charged, rejected, accepted = 0.0, [], 0
         for i, ev in enumerate(batch.events):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,9 +174,36 @@ def test_an_ad_for_a_note_the_catalogue_lacks_is_refused(client: TestClient, eng
     assert r.status_code == 201, r.text
 
 
-def test_large_index_builds_in_the_background(client: TestClient, engine: Engine) -> None:
-    import json
+def test_an_unreadable_ad_store_serves_pages_without_ads_and_is_never_overwritten(
+        client: TestClient, engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    import os
 
+    path = engine.workspace / "ads" / "ads.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"advertisers": [')  # torn by hand or by a disk
+    os.utime(path, ns=(1, 1))
+    with caplog.at_level("ERROR", logger="notefeed.serve.adslots"):
+        for _ in range(3):
+            r = client.get("/v1/feed", params={"user_id": "u1", "n": 10})
+            assert r.status_code == 200 and len(r.json()["items"]) == 10 and not r.json().get("ads")
+    logged = [m for m in caplog.messages if "ad store" in m]
+    assert len(logged) == 1 and "not valid JSON" in logged[0]  # once, not once a page
+    writes = [("/v1/admin/ads/advertisers", {"id": "adv", "name": "Shop"}),
+              ("/v1/ads/events", {"events": [{"impression_id": "x", "type": "click"}]})]
+    for url, body in writes:
+        r = client.post(url, headers=AUTH, json=body)
+        assert r.status_code == 503 and "ads.json" in r.json()["detail"], r.text
+    assert client.get("/v1/admin/ads/ads").status_code == 503
+    assert path.read_text() == '{"advertisers": ['  # left for the operator to repair
+    # repaired: ads again, without a restart
+    path.write_text(json.dumps({"advertisers": [], "campaigns": [], "ads": []}))
+    assert client.get("/v1/feed", params={"user_id": "u1", "n": 10}).status_code == 200
+    assert client.get("/v1/admin/ads/ads").json() == {"ads": []}
+    _campaigns(client, engine, n=2)
+    assert client.get("/v1/feed", params={"user_id": "u1", "n": 20}).json()["ads"]
+
+
+def test_large_index_builds_in_the_background(client: TestClient, engine: Engine) -> None:
     from notefeed.serve.adslots import ad_server
 
     (engine.workspace / "ads").mkdir(parents=True, exist_ok=True)
