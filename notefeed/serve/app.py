@@ -164,6 +164,8 @@ def create_app(engine: Engine) -> FastAPI:
             "model_version": served.version or served.models.current().version,
             "fallback": bool(served.fallback),
             "fallback_reasons": list(served.fallback),
+            # state files start-up could not use (kept aside) and rebuilt instead
+            "startup_warnings": list(getattr(engine, "startup_warnings", ())),
             "fine_model_version": served.models.current().version,
             "reload": {**engine.reloader.status(), "fine_error": engine.models.last_error},
             "reload_error": reload_error,

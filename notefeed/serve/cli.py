@@ -157,6 +157,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             except ConfigError as e:
                 con.print(f"[red]config error:[/red] {e}")
                 raise typer.Exit(2) from None
+        for w in engine.startup_warnings:
+            con.print(f"[yellow]warning:[/yellow] {w}", soft_wrap=True)
         if engine.served.fallback:
             con.print("[yellow]serving the built-in fallback[/yellow] (/healthz says degraded): "
                       + "; ".join(engine.served.fallback))

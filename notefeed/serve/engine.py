@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -101,6 +102,8 @@ class Engine:
         #: components trained beforehand (``notefeed train``), keyed by config place
         self.fitted = dict(fitted or {})
         self.ds = ds
+        #: what start-up could not restore and started afresh instead (``/healthz``)
+        self.startup_warnings: list[str] = []
         self.workspace = Path(workspace)
         self.workspace.mkdir(parents=True, exist_ok=True)
         on = config.online
@@ -215,6 +218,19 @@ class Engine:
         return self.served.version
 
     # ------------------------------------------------------------------ start-up
+    def _set_aside(self, path: Path, why: Exception) -> None:
+        """Keep a state file this start cannot use beside it (``<name>.unused-<time>``), never
+        deleted; the state is rebuilt as on a first start, and the warning is in ``/healthz``."""
+        aside = path.with_name(f"{path.name}.unused-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+        try:
+            path.replace(aside)
+            kept = f"kept as {aside.name}"
+        except OSError as e:  # another worker moved it first, or the folder is read-only
+            kept = f"could not be moved aside ({e})"
+        msg = f"{why}; {kept}; started afresh from the dataset and the event log"
+        log.warning("%s", msg)
+        self.startup_warnings.append(msg)
+
     @property
     def coldstart_path(self) -> Path:
         return self.workspace / STATE_FILE
@@ -227,9 +243,15 @@ class Engine:
         if not cfg.enabled:
             return None
         hub = ColdStartHub(cfg, self.ds, self.catalog)
+        restored = False
         if self.coldstart_path.exists():
-            hub.restore(self.coldstart_path)
-        else:
+            try:
+                hub.restore(self.coldstart_path)
+                restored = True
+            except ValueError as e:  # unreadable, or saved for the dataset before a `data import --replace`
+                self._set_aside(self.coldstart_path, e)
+                hub = ColdStartHub(cfg, self.ds, self.catalog)
+        if not restored:  # as on a first start: fitted on the dataset, then fed the whole bus replay
             hub.fit()
         hub.publish_missing()
         self._cs_skip = hub.events_seen

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from pathlib import Path
 
@@ -12,7 +14,8 @@ from fastapi.testclient import TestClient
 from notefeed.data.dataset import Dataset
 from notefeed.schema import POSITIVE_TYPES, Event, Note
 from notefeed.serve.app import create_app
-from notefeed.serve.coldstart import STATE_FILE
+from notefeed.serve.catalog import Catalog
+from notefeed.serve.coldstart import STATE_FILE, ColdStartHub
 from notefeed.serve.config import ConfigError, parse_config
 from notefeed.serve.engine import Engine
 from notefeed.serve.slots import spread_insert
@@ -196,17 +199,47 @@ def test_pool_state_survives_a_restart(small_ds: Dataset, tmp_path: Path) -> Non
         eng.close()
 
 
-def test_corrupt_or_foreign_state_is_a_clear_error(small_ds: Dataset, tmp_path: Path) -> None:
+def test_corrupt_or_foreign_state_is_set_aside_and_rebuilt(small_ds: Dataset, tmp_path: Path) -> None:
+    """The pool's state is derived (the note and event logs rebuild it, as after kill -9):
+    a file this start cannot use (torn, or saved before a ``data import --replace``) is kept
+    beside it and the pool starts as with no file, with a warning; the hub itself refuses it."""
     ws = tmp_path / "ws"
-    ws.mkdir()
-    (ws / STATE_FILE).write_text("{not json")
-    with pytest.raises(ValueError, match="coldstart.json: cannot read"):
-        Engine(small_ds, _cs_config(), ws)
-    (ws / STATE_FILE).write_text('{"version": 1, "n_base_items": 7, "n_users": 1}')
-    with pytest.raises(ValueError, match="another dataset.*n_base_items"):
-        Engine(small_ds, _cs_config(), ws)
-    # the engine released its files: a disabled config starts on the same workspace
-    Engine(small_ds, _cs_config(enabled=False), ws).close()
+    def pool(e: Engine) -> dict:
+        return {i: (n.impressions, n.clicks, n.stage) for i, n in e.coldstart.pool.notes.items()}
+
+    cat, _, _ = _fans(small_ds)
+    now = int(time.time())
+    eng = Engine(small_ds, _cs_config(), ws)
+    try:
+        eng.publish(Note(note_id="cs-new", author_id="c-new", category=cat, tags=["t1"]))
+        eng.ingest([Event(user_id=u, note_id="cs-new", ts=now, type="impression") for u in ("u1", "u2")] +
+                   [Event(user_id="u1", note_id="cs-new", ts=now + 1, type="click")])
+        want = pool(eng)
+        assert any(v[:2] == (2, 1) for v in want.values())
+    finally:
+        eng.close()
+    for bad, why in (("{not json", "coldstart.json: cannot read"),
+                     ('{"version": 1, "n_base_items": 7, "n_users": 1}', "another dataset.*n_base_items")):
+        hub = ColdStartHub(_cs_config().coldstart, small_ds, Catalog(small_ds))
+        (ws / STATE_FILE).write_text(bad)
+        with pytest.raises(ValueError, match=why):
+            hub.restore(ws / STATE_FILE)
+        eng = Engine(small_ds, _cs_config(), ws)
+        try:
+            assert pool(eng) == want
+            (warning,) = eng.startup_warnings
+            assert re.search(why, warning) and "kept as coldstart.json.unused-" in warning
+            kept = [p for p in ws.iterdir() if p.name.startswith(STATE_FILE + ".unused-")]
+            assert len(kept) == 1 and kept[0].read_text() == bad
+            kept[0].unlink()
+        finally:
+            eng.close()
+        assert json.loads((ws / STATE_FILE).read_text())["version"]  # the new state, saved on close
+    eng = Engine(small_ds, _cs_config(), ws)  # and restored on the next start, with no warning
+    try:
+        assert not eng.startup_warnings and pool(eng) == want
+    finally:
+        eng.close()
 
 
 def test_new_note_scores_stay_json_safe(cs_client, small_ds: Dataset) -> None:
