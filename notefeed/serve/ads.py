@@ -105,10 +105,9 @@ def add_ads_routes(app: FastAPI, engine: Any, write_deps: list[Any], read_deps: 
     def spend() -> dict[str, Any]:
         """Today's spend per campaign on this serving process (charged by ad clicks), and which
         pCTR prices the auction (``pctr.source``: ``model`` or ``heuristic``)."""
-        from notefeed.serve.adslots import ad_server
+        from notefeed.serve.adslots import server_or_503
 
-        store_or_503(engine)
-        srv = ad_server(engine)
+        srv = server_or_503(engine)
         return {"campaigns": srv.spend(), "pctr": srv.pctr_status()}
 
     @router.get("/{kind}", dependencies=read_deps)

@@ -923,26 +923,43 @@ def ad_server(engine: Any) -> AdServer:
     return srv
 
 
-def _store_readable(engine: Any, path: Path) -> bool:
-    """Open the ad store for the pages; a file that cannot be read serves no ads, logged once
-    per version of the file (it is read again only when it changes, not on every page)."""
-    from notefeed.ads.store import AdStoreError
-    from notefeed.serve.ads import ads_store
-
+def _file_stamp(path: Path) -> int | None:
     try:
-        mtime = path.stat().st_mtime_ns
+        return path.stat().st_mtime_ns
     except OSError:
-        return False
-    if getattr(engine, "ads_unreadable_mtime", None) == mtime:
-        return False
+        return None
+
+
+def _usable_server(engine: Any, path: Path) -> AdServer | None:
+    """The ad server for the pages, or None while it cannot start (an unreadable ad store or
+    ``serving.json``): that serves no ads, is logged once per version of the two files, and
+    is tried again only when one of them changes, not on every page."""
+    srv = getattr(engine, "ad_server", None)
+    if srv is not None:
+        return srv  # type: ignore[no-any-return]
+    stamp = (_file_stamp(path), _file_stamp(path.with_name("serving.json")))
+    if getattr(engine, "ads_unusable_stamp", None) == stamp:
+        return None
     try:
-        ads_store(engine)
-    except (AdStoreError, OSError) as e:
-        engine.ads_unreadable_mtime = mtime
-        log.error("ads: serving no ads until the ad store can be read: %s", e)
+        return ad_server(engine)
+    except Exception as e:  # fail open, as a page's ad error
+        engine.ads_unusable_stamp = stamp
+        log.error("ads: serving no ads until the ad files can be read: %s", e)
         engine.metrics.inc("stage_errors_total", stage="ads")
-        return False
-    return True
+        return None
+
+
+def server_or_503(engine: Any) -> AdServer:
+    """:func:`ad_server` for an endpoint: an ad store or ``serving.json`` that cannot be read
+    answers 503 naming it (nothing is written)."""
+    from notefeed.serve.ads import store_or_503
+
+    store_or_503(engine)
+    try:
+        return ad_server(engine)
+    except ValueError as e:
+        raise HTTPException(503, f"ads: the ad server cannot start ({e}); nothing was changed. Repair the "
+                                 "file and retry") from None
 
 
 def page_ads(engine: Any, page_notes: list[str], *, user_id: str | None, ctx: Any = None, query: str | None = None,
@@ -950,14 +967,13 @@ def page_ads(engine: Any, page_notes: list[str], *, user_id: str | None, ctx: An
     """The hook of the feed (``ctx`` given) and search (``query`` given) routes: (ads or None
     when ads are off, ms spent). Never fails the page: an error serves no ads (fail open)."""
     t0 = time.perf_counter()
-    if getattr(engine, "ads_store", None) is None:
-        path = Path(engine.workspace) / "ads" / "ads.json"
-        if not path.exists():  # no ads in this workspace
-            return None, 0.0
-        if not _store_readable(engine, path):
-            return None, (time.perf_counter() - t0) * 1e3
+    path = Path(engine.workspace) / "ads" / "ads.json"
+    if getattr(engine, "ads_store", None) is None and not path.exists():  # no ads in this workspace
+        return None, 0.0
+    srv = _usable_server(engine, path)
+    if srv is None:
+        return None, (time.perf_counter() - t0) * 1e3
     try:
-        srv = ad_server(engine)
         if query is not None:
             out = srv.search_ads(query, rewrites or [], category, user_id, page_notes)
         else:
@@ -975,10 +991,7 @@ def add_ad_event_routes(app: FastAPI | APIRouter, engine: Any, write_deps: list[
         """Clicks and conversions on served ads (by ``impression_id``); a click charges the budget."""
         if getattr(engine, "ads_store", None) is None and not (Path(engine.workspace) / "ads" / "ads.json").exists():
             raise HTTPException(409, "events: this workspace has no ads")
-        from notefeed.serve.ads import store_or_503
-
-        store_or_503(engine)
-        srv = ad_server(engine)
+        srv = server_or_503(engine)
         charged, rejected, accepted = 0.0, [], 0
         for i, ev in enumerate(batch.events):
             c, why = srv.event(ev)

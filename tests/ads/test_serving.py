@@ -186,7 +186,7 @@ def test_an_unreadable_ad_store_serves_pages_without_ads_and_is_never_overwritte
         for _ in range(3):
             r = client.get("/v1/feed", params={"user_id": "u1", "n": 10})
             assert r.status_code == 200 and len(r.json()["items"]) == 10 and not r.json().get("ads")
-    logged = [m for m in caplog.messages if "ad store" in m]
+    logged = [m for m in caplog.messages if "serving no ads" in m]
     assert len(logged) == 1 and "not valid JSON" in logged[0]  # once, not once a page
     writes = [("/v1/admin/ads/advertisers", {"id": "adv", "name": "Shop"}),
               ("/v1/ads/events", {"events": [{"impression_id": "x", "type": "click"}]})]
@@ -200,6 +200,24 @@ def test_an_unreadable_ad_store_serves_pages_without_ads_and_is_never_overwritte
     assert client.get("/v1/feed", params={"user_id": "u1", "n": 10}).status_code == 200
     assert client.get("/v1/admin/ads/ads").json() == {"ads": []}
     _campaigns(client, engine, n=2)
+    assert client.get("/v1/feed", params={"user_id": "u1", "n": 20}).json()["ads"]
+
+
+def test_a_bad_serving_json_serves_pages_without_ads_until_it_is_repaired(
+        client: TestClient, engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    settings = engine.workspace / "ads" / "serving.json"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text('{"load_cap": 7}')  # a share above 1
+    _campaigns(client, engine, n=2)
+    with caplog.at_level("ERROR", logger="notefeed.serve.adslots"):
+        for _ in range(3):
+            r = client.get("/v1/feed", params={"user_id": "u1", "n": 20})
+            assert r.status_code == 200 and len(r.json()["items"]) == 20 and not r.json().get("ads")
+    logged = [m for m in caplog.messages if "serving no ads" in m]
+    assert len(logged) == 1 and "load_cap" in logged[0]
+    r = client.get("/v1/admin/ads/spend")
+    assert r.status_code == 503 and "serving.json" in r.json()["detail"] and "load_cap" in r.json()["detail"]
+    settings.write_text('{"load_cap": 0.2}')
     assert client.get("/v1/feed", params={"user_id": "u1", "n": 20}).json()["ads"]
 
 
