@@ -77,3 +77,26 @@ def test_serve_short_token_is_one_line(tmp_path: Path, monkeypatch) -> None:
     res = runner.invoke(app, ["serve", "--workspace", str(tmp_path / "ws")])
     assert res.exit_code == 2
     _one_line_error(res.output, "NOTEFEED_API_TOKEN", "too short")
+
+
+def test_an_unreadable_workspace_file_is_one_line_for_serve_and_search(filled_ws: Path, tmp_path: Path) -> None:
+    """A torn event log must not be replaced (it holds acknowledged events) nor start a server
+    that would; a torn DuckDB store likewise: one line naming the file, no traceback."""
+    import shutil
+
+    torn_log = tmp_path / "torn-log"
+    shutil.copytree(filled_ws, torn_log)
+    (torn_log / "events.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x07" * 3000)
+    res = runner.invoke(app, ["serve", "--workspace", str(torn_log), "--port", "1"])
+    assert res.exit_code == 1
+    _one_line_error(res.output, "events.sqlite", "not a notefeed event log")
+    torn_db = tmp_path / "torn-db"
+    shutil.copytree(filled_ws, torn_db)
+    db = torn_db / "notefeed.duckdb"
+    db.write_bytes(db.read_bytes()[:30_000])
+    res = runner.invoke(app, ["serve", "--workspace", str(torn_db), "--port", "1"])
+    assert res.exit_code == 1
+    _one_line_error(res.output, "notefeed.duckdb")
+    res = runner.invoke(app, ["search", "paris", "--workspace", str(torn_db)])
+    assert res.exit_code == 2
+    _one_line_error(res.output, "--workspace", "notefeed.duckdb")

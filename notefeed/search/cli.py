@@ -27,8 +27,13 @@ def _open_index(workspace: Path, rebuild: bool = False, config: object = None) -
 
     if not (workspace / "notefeed.duckdb").exists():
         _fail(f"--workspace: {workspace} holds no community (notefeed data import / sim generate first)")
-    with Workspace.open(workspace, create=False) as ws:
-        ds = ws.load_dataset()
+    from notefeed.data.dataset import DataError
+
+    try:
+        with Workspace.open(workspace, create=False) as ws:
+            ds = ws.load_dataset()
+    except DataError as e:  # unreadable or locked by a writer
+        _fail(f"--workspace: {e}")
     path = workspace / "search"
     pipe = None
     if not rebuild and (path / "catalog.json").exists():
