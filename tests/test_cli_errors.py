@@ -100,3 +100,15 @@ def test_an_unreadable_workspace_file_is_one_line_for_serve_and_search(filled_ws
     res = runner.invoke(app, ["search", "paris", "--workspace", str(torn_db)])
     assert res.exit_code == 2
     _one_line_error(res.output, "--workspace", "notefeed.duckdb")
+
+
+@pytest.mark.parametrize(("args", "needles"), [
+    (["--preset", "nope"], ("--preset", "tiny")),
+    (["--objective", "offline", "--dataset", "nope"], ("--dataset", "movielens-small")),
+])
+def test_tune_fusion_names_a_bad_preset_or_dataset(args: list[str], needles: tuple[str, ...]) -> None:
+    res = runner.invoke(app, ["tune", "fusion", *args])
+    assert res.exit_code == 2
+    _one_line_error(res.output, *needles)
+    res = runner.invoke(app, ["tune", "fusion", "--trials", "0"])  # optuna had nothing to report
+    assert res.exit_code == 2 and "--trials" in res.output and "Traceback" not in res.output

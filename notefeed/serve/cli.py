@@ -334,16 +334,16 @@ def _register_tune(app: typer.Typer) -> None:
     @tune.command("fusion")
     def tune_fusion_cmd(
         dataset: str = typer.Option("synthetic", help="'synthetic' or a load_dataset name"),
-        trials: int = typer.Option(40),
+        trials: int = typer.Option(40, min=1, max=10_000, help="optuna trials (the first is today's default)"),
         seed: int = typer.Option(0),
-        k: int = typer.Option(3, help="top-k per logged request (user-minute; pages hold ~10 impressions)"),
-        min_small_share: float = typer.Option(0.5, help="floor on small-creator share of the top-k"),
+        k: int = typer.Option(3, min=1, max=1000, help="top-k per logged request (user-minute; pages hold ~10 impressions)"),
+        min_small_share: float = typer.Option(0.5, min=0.0, max=1.0, help="floor on small-creator share of the top-k"),
         quick: bool = typer.Option(False, help="small synthetic world / user subsample"),
         objective: str = typer.Option("sim", help="'sim': closed loop through the serving pipeline in the "
                                       "simulator; 'offline': held-out logged requests of --dataset"),
         preset: str = typer.Option("demo", help="simulator preset for --objective sim"),
-        steps: int = typer.Option(8, help="closed-loop steps per trial (--objective sim)"),
-        requests: int = typer.Option(40, help="page requests per step (--objective sim)"),
+        steps: int = typer.Option(8, min=1, max=10_000, help="closed-loop steps per trial (--objective sim)"),
+        requests: int = typer.Option(40, min=1, max=100_000, help="page requests per step (--objective sim)"),
         json_path: Path = typer.Option(None, "--json"),
     ) -> None:
         """Search fusion weights (optuna TPE): engagement with a floor on small-creator share."""
@@ -353,7 +353,13 @@ def _register_tune(app: typer.Typer) -> None:
             from notefeed.rank.fusion import tune_fusion
             from notefeed.serve.config import ServeConfig
             from notefeed.serve.tune import sim_fusion_objective
+            from notefeed.sim.config import preset as sim_preset
 
+            try:
+                sim_preset("tiny" if quick else preset)
+            except ValueError as e:
+                typer.echo(f"error: --preset: {e}", err=True)
+                raise typer.Exit(2) from None
             log: list[dict] = []
             obj = sim_fusion_objective("tiny" if quick else preset, seed, steps, requests,
                                        min_small_share=min_small_share, log=log)
@@ -378,7 +384,11 @@ def _register_tune(app: typer.Typer) -> None:
         from notefeed.rank.multitask import FineRanker
         from notefeed.rank.samples import build_samples
 
-        ds = _load(dataset, seed, quick=quick)
+        try:
+            ds = _load(dataset, seed, quick=quick)
+        except (KeyError, ValueError, FileNotFoundError) as e:  # an unknown name, or its files missing
+            typer.echo(f"error: --dataset: {e.args[0] if isinstance(e, KeyError) else e}", err=True)
+            raise typer.Exit(2) from None
         s = build_samples(ds, seed=seed)
         tasks = tuple(t for t, y in s.labels.items() if (y == y).any())
         train, test = s.split_time(0.3)
