@@ -10,9 +10,10 @@ the dataset maps them to dense integer indices for the algorithms.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator
 
 __all__ = [
     "EVENT_TYPES",
@@ -20,6 +21,8 @@ __all__ = [
     "SURFACES",
     "SMALL_CREATOR_FOLLOWERS",
     "MAX_INT",
+    "STORED",
+    "id_problem",
     "EventType",
     "Surface",
     "Note",
@@ -49,7 +52,28 @@ SMALL_CREATOR_FOLLOWERS = 1000
 EventType = Literal["impression", "click", "like", "collect", "comment", "share", "follow", "hide"]
 Surface = Literal["feed", "search", "related"]
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: validation context of records read back from this project's own logs: written under older
+#: rules, they are accepted as they were stored (the server always starts on what it wrote)
+STORED = {"stored": True}
+
+
+def id_problem(v: str) -> str | None:
+    """Why ``v`` cannot be an id written through the API, or None (length is checked apart)."""
+    m = _CONTROL.search(v)
+    return None if m is None else f"control character U+{ord(m.group()):04X} at position {m.start()}"
+
+
+def _no_control(v: str, info: ValidationInfo) -> str:
+    problem = id_problem(v)
+    if problem is not None and not (info.context or {}).get("stored"):
+        raise ValueError(problem)
+    return v
+
+
+#: an id: 1..128 characters, no control characters (they break CSV exports, logs and pages)
 _ID = Field(min_length=1, max_length=128)
+_Id = Annotated[str, _ID, AfterValidator(_no_control)]
 
 #: The largest integer a JSON number carries exactly; ints beyond it (``2**63``) would also
 #: overflow SQLite and numpy int64 after the API had accepted them.
@@ -68,8 +92,8 @@ class _Strict(BaseModel):
 class Note(_Strict):
     """A user-written note: title, text, tags, taxonomy, media."""
 
-    note_id: str = _ID
-    author_id: str = _ID
+    note_id: _Id
+    author_id: _Id
     title: str = Field(default="", max_length=1_000)
     text: str = Field(default="", max_length=100_000)
     tags: list[str] = Field(default_factory=list, max_length=256)
@@ -90,22 +114,22 @@ class Note(_Strict):
 class User(_Strict):
     """A user with free-form attributes (age bucket, gender, city...)."""
 
-    user_id: str = _ID
+    user_id: _Id
     attributes: dict[str, str | _Int | _Float] = Field(default_factory=dict, max_length=256)
 
 
 class Creator(_Strict):
     """A note author; ``followers`` drives the small-creator guarantee."""
 
-    creator_id: str = _ID
+    creator_id: _Id
     followers: _Int = Field(default=0, ge=0, le=MAX_INT)
 
 
 class Event(_Strict):
     """One user action on one note."""
 
-    user_id: str = _ID
-    note_id: str = _ID
+    user_id: _Id
+    note_id: _Id
     ts: _Int = Field(ge=0, le=MAX_INT, description="unix seconds")
     type: EventType
     dwell_s: _Float | None = Field(default=None, ge=0, le=86_400)
@@ -119,8 +143,8 @@ class Event(_Strict):
 class Query(_Strict):
     """One search request (Qilin's search logs)."""
 
-    query_id: str = _ID
-    user_id: str = _ID
+    query_id: _Id
+    user_id: _Id
     text: str = Field(min_length=1, max_length=2_000)
     ts: _Int = Field(default=0, ge=0, le=MAX_INT)
     clicked_note_ids: list[str] = Field(default_factory=list)

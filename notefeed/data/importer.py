@@ -7,7 +7,7 @@ list column), ``users`` (``user_id`` + attribute columns), ``creators`` (``creat
 followers``) and ``social`` (``user_id, target_id, kind``), each as ``.csv`` or ``.parquet``.
 
 Every row is checked with vectorised versions of the :mod:`notefeed.schema` rules (ids 1..128
-characters, ``ts``/``created_at``/``followers`` integers >= 0, ``type`` and ``surface`` from the
+characters without control characters, ``ts``/``created_at``/``followers`` integers >= 0, ``type`` and ``surface`` from the
 vocabulary, ``dwell_s`` in [0, 86400], ``position`` in [0, 100000], tags 1..128 characters).
 
 Bad-row policy:
@@ -81,8 +81,12 @@ def _problems(mask: np.ndarray, field: str, reason: str, values: pd.Series | Non
 def _ids(df: pd.DataFrame, col: str, required: bool = True) -> list[Problem]:
     s = df[col]
     out = _problems(_blank(s), col, "missing id") if required else []
-    long = (s.astype(str).str.len() > _MAX_ID).to_numpy() & ~s.isna().to_numpy()
-    return out + _problems(long, col, f"id longer than {_MAX_ID} characters")
+    text = s.astype(str)
+    present = ~s.isna().to_numpy()
+    long = (text.str.len() > _MAX_ID).to_numpy() & present
+    control = text.str.contains(r"[\x00-\x1f\x7f]", regex=True).to_numpy() & present
+    return (out + _problems(long, col, f"id longer than {_MAX_ID} characters")
+            + _problems(control, col, "control character in the id", s))
 
 
 def _numbers(

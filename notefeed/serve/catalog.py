@@ -24,7 +24,7 @@ import pandas as pd
 from notefeed.data.dataset import Dataset, type_mask
 from notefeed.online.bus import open_wal
 from notefeed.recall._common import stable_topk
-from notefeed.schema import POSITIVE_TYPES, SMALL_CREATOR_FOLLOWERS, Note
+from notefeed.schema import POSITIVE_TYPES, SMALL_CREATOR_FOLLOWERS, STORED, Note
 
 __all__ = ["Catalog", "NoteLog", "VECTOR_DIM"]
 
@@ -67,7 +67,7 @@ class NoteLog:
                                     (int(seq),)).fetchall()
         if rows:
             self.last_seq = max(self.last_seq, int(rows[-1][0]))
-        return [(int(q), Note.model_validate_json(b), f) for q, b, f in rows]
+        return [(int(q), Note.model_validate_json(b, context=STORED), f) for q, b, f in rows]
 
     def close(self) -> None:
         with self._lock:

@@ -51,7 +51,7 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
-from notefeed.schema import Event, Note
+from notefeed.schema import STORED, Event, Note, id_problem
 from notefeed.search import SearchConfig, SearchError, SearchPipeline
 from notefeed.search.fusion import LearnedFusion
 from notefeed.search.image import ImageIndex, load_encoder
@@ -271,8 +271,10 @@ class SearchService:
         if self.log is not None:
             self.log.log_query(rid, user_id, query, note_ids, now)
         if self.log_impressions and user_id is not None and note_ids:
-            evs = [Event(user_id=user_id, note_id=n, ts=int(now), type="impression", position=k,
-                         request_id=rid, surface="search") for k, n in enumerate(note_ids)]
+            # the ids are the catalogue's own and a checked user id: validated as stored records
+            evs = [Event.model_validate({"user_id": user_id, "note_id": n, "ts": int(now), "type": "impression",
+                                         "position": k, "request_id": rid, "surface": "search"}, context=STORED)
+                   for k, n in enumerate(note_ids)]
             self.engine.ingest(evs)
 
     def _on_events(self, recs: Sequence[Any]) -> None:
@@ -321,6 +323,8 @@ def add_search_routes(app: FastAPI, engine: Any, deps: list[Any]) -> None:
     def search(q: str = Query(..., description="the query text"),
                user_id: str | None = Query(None, min_length=1, max_length=128),
                n: int = Query(10, ge=1), explain: bool = False) -> dict[str, Any]:
+        if user_id is not None and (problem := id_problem(user_id)) is not None:  # impressions are stored under it
+            raise _invalid("user_id", problem, user_id)
         pipe = engine.search.require()
         if n > pipe.config.max_page:
             raise _invalid("n", f"Input should be less than or equal to {pipe.config.max_page}", n)

@@ -56,6 +56,7 @@ BAD_ROWS = [
     ("u9,n1,5,click,,1.5,,\n", "position: expected an integer"),
     ("u9,n1,5,click,,,,home\n", "surface: expected one of"),
     ("u9,n1,5,click\n", "<line>: expected 8 fields, found 4"),
+    ("u\x019,n1,5,click,,,,\n", "user_id: control character in the id"),
 ]
 
 

@@ -56,6 +56,37 @@ def test_bad_event_values_are_422_naming_the_field(client: TestClient, engine: E
     assert engine.bus.count() == before
 
 
+def test_control_characters_in_ids_are_refused_where_they_would_be_stored(client: TestClient,
+                                                                           engine: Engine) -> None:
+    note = engine.catalog.note_ids[0]
+    for uid in ("u\u0000x", "u\u001bx", "u\u007f"):
+        raw = json.dumps({"events": [{"user_id": uid, "note_id": note, "type": "click", "ts": TS}]})
+        r = _post(client, "/v1/events", raw)
+        assert r.status_code == 422 and r.json()["message"].startswith("events.0.user_id: Value error, control"), r.text
+    assert engine.bus.count() == 0
+    ok = json.dumps({"events": [{"user_id": " u1 ", "note_id": note, "type": "click", "ts": TS}]})
+    assert _post(client, "/v1/events", ok).status_code == 200  # outer whitespace is still stripped
+    # a search stores impressions under its user id: refused there too; a feed read is not
+    r = client.get("/v1/search", params={"q": "x", "user_id": "u\u0000x"})
+    assert r.status_code == 422 and r.json()["message"].startswith("query.user_id: control character"), r.text
+    assert client.get("/v1/feed", params={"user_id": "u\u0000x", "n": 3}).status_code == 200
+
+
+def test_a_note_stored_before_the_id_rule_still_starts(small_ds, tmp_path: Path) -> None:
+    """Stored records are read back as they were written (the note log's older notes)."""
+    from notefeed.schema import STORED, Note
+
+    ws = tmp_path / "ws"
+    eng = Engine(small_ds, make_config(), ws)
+    eng.note_log.append(Note.model_validate({"note_id": "old\u0000id", "author_id": "a"}, context=STORED), None)
+    eng.close()
+    eng = Engine(small_ds, make_config(), ws)
+    try:
+        assert eng.catalog.item_of("old\u0000id") is not None
+    finally:
+        eng.close()
+
+
 def test_lone_surrogate_id_and_future_ts(client: TestClient, engine: Engine) -> None:
     raw = '{"events": [{"user_id": "u\\ud800", "note_id": "n0", "type": "click", "ts": 1}]}'
     r = _post(client, "/v1/events", raw)
@@ -76,6 +107,8 @@ def test_lone_surrogate_id_and_future_ts(client: TestClient, engine: Engine) -> 
         ('{"note_id": "x1", "author_id": "a", "created_at": true}', "created_at"),
         ('{"note_id": "x1", "author_id": "a", "created_at": 4102444800}', "created_at"),  # year 2100
         ('{"note_id": "x1", "author_id": "a", "title": "t\\udfff"}', "title"),
+        ('{"note_id": "x\\u0000", "author_id": "a"}', "note_id: Value error, control character U+0000 at position 1"),
+        ('{"note_id": "x1", "author_id": "a\\tb"}', "author_id: Value error, control character U+0009"),
     ],
 )
 def test_bad_notes_are_422_and_nothing_is_stored(client: TestClient, engine: Engine, body: str,
