@@ -112,3 +112,42 @@ def test_tune_fusion_names_a_bad_preset_or_dataset(args: list[str], needles: tup
     _one_line_error(res.output, *needles)
     res = runner.invoke(app, ["tune", "fusion", "--trials", "0"])  # optuna had nothing to report
     assert res.exit_code == 2 and "--trials" in res.output and "Traceback" not in res.output
+
+
+def _numeric_options() -> list[tuple[str, str, object, object]]:
+    """(command path, flag, min, max) of every int/float option of the CLI."""
+    import typer
+
+    def walk(c, path):  # type: ignore[no-untyped-def]
+        if hasattr(c, "list_commands"):
+            for name in c.list_commands(None):
+                yield from walk(c.get_command(None, name), [*path, name])
+        else:
+            yield " ".join(path), c
+
+    out = []
+    for path, c in walk(typer.main.get_command(app), []):
+        for p in c.params:
+            if p.param_type_name == "option" and p.type_descriptor.annotation in (int, float, int | None, float | None):
+                out.append((path, p.opts[0], p.min, p.max))
+    return out
+
+
+def test_every_numeric_option_is_bounded() -> None:
+    """A count, size or rate typed out of range is a usage error naming the flag, not a
+    traceback from deep inside the run (or a run with nonsense): every number has a bound;
+    only seeds take any integer."""
+    opts = _numeric_options()
+    assert len(opts) > 100  # the walk reaches the subcommands
+    unbounded = [f"{path} {flag}" for path, flag, lo, hi in opts if lo is None and hi is None and flag != "--seed"]
+    assert not unbounded, unbounded
+
+
+@pytest.mark.parametrize("args", [
+    ["sim", "run", "--steps", "-1"], ["sim", "bubble", "--quota", "0"], ["bench", "rank", "--threads", "0"],
+    ["bench", "rerank", "--window", "-1"], ["rl", "robust", "x.json", "--pairs", "a:b", "--level", "1.5", "--json", "o"],
+])
+def test_an_out_of_range_number_is_a_usage_error_naming_the_flag(args: list[str]) -> None:
+    res = runner.invoke(app, args)
+    flag = next(a for a in args if a.startswith("--") and a not in ("--pairs",))
+    assert res.exit_code == 2 and flag in res.output and "Traceback" not in res.output, res.output

@@ -19,9 +19,14 @@ def _note_texts(ds, with_tags: bool = True) -> list[str]:  # type: ignore[no-unt
 
 
 def _load(name: str, seed: int = 0, quick: bool = False):  # type: ignore[no-untyped-def]
+    """The dataset ``--dataset`` names; an unknown name or missing files: one line, exit 2."""
     from notefeed.content.evaluate import _load as load
 
-    return load(name, seed, quick=quick)
+    try:
+        return load(name, seed, quick=quick)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: --dataset: {e.args[0] if isinstance(e, KeyError) and e.args else e}", err=True)
+        raise typer.Exit(2) from None
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
@@ -34,8 +39,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     def train(
         dataset: str = typer.Option(..., help="dataset name (load_dataset), 'sim' or 'synthetic'"),
         out: Path = typer.Option(..., help="folder for encoder/, cb2cf/ and tags/ artifacts"),
-        dim: int = typer.Option(64, help="text vector dimension"),
-        epochs: int = typer.Option(8, help="CB2CF epochs"),
+        dim: int = typer.Option(64, min=1, max=4096, help="text vector dimension"),
+        epochs: int = typer.Option(8, min=1, max=1000, help="CB2CF epochs"),
         seed: int = typer.Option(0),
         quick: bool = typer.Option(False, "--quick", help="a small subsample (smoke runs)"),
     ) -> None:
@@ -59,7 +64,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     def similar(
         model_dir: Path = typer.Argument(..., help="folder written by 'notefeed content train'"),
         text: str = typer.Option(..., help="a new note's title + text"),
-        k: int = typer.Option(5),
+        k: int = typer.Option(5, min=1, max=10_000),
     ) -> None:
         """CB2CF neighbours (catalogue indices) and predicted tags of a new note from its text."""
         from notefeed.content.cb2cf import CB2CF, topk_cosine
@@ -78,8 +83,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     @bench.command("content")
     def bench_content(
         json_path: Path = typer.Option(None, "--json", help="write the figures here"),
-        n_notes: int = typer.Option(2000, help="synthetic catalogue size"),
-        repeats: int = typer.Option(5),
+        n_notes: int = typer.Option(2000, min=1, help="synthetic catalogue size"),
+        repeats: int = typer.Option(5, min=1, max=1000),
         seed: int = typer.Option(0),
     ) -> None:
         """Text-encoder throughput (ours vs sklearn TfidfVectorizer+SVD) and CB2CF new-note latency."""

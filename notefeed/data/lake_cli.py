@@ -40,7 +40,7 @@ def export_cmd(workspace: Path = _WS,
 
 @lake_app.command("compact")
 def compact_cmd(workspace: Path = _WS,
-                min_files: int = typer.Option(2, "--min-files", help="merge days with at least this many parts")) -> None:
+                min_files: int = typer.Option(2, "--min-files", min=1, help="merge days with at least this many parts")) -> None:
     """Merge each day's part files into one (each event once)."""
     r = _lake(workspace).compact(min_files=max(1, min_files), progress=True)
     typer.echo(f"compacted {r.days} day(s): {r.files_before} -> {r.files_after} files, "
@@ -50,7 +50,7 @@ def compact_cmd(workspace: Path = _WS,
 @lake_app.command("query")
 def query_cmd(sql: str = typer.Argument(..., help="DuckDB SQL over the view `events` (with a `day` column)"),
               workspace: Path = _WS,
-              limit: int = typer.Option(50, "--limit", help="rows printed at most")) -> None:
+              limit: int = typer.Option(50, "--limit", min=1, help="rows printed at most")) -> None:
     """Run SQL over the lake with DuckDB, e.g. \"SELECT day, count(*) FROM events GROUP BY 1\"."""
     import duckdb
     import pandas as pd

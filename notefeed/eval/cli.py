@@ -160,7 +160,7 @@ def eval_command(
     json_path: Path | None = typer.Option(None, "--json", help="write {stage, rows, meta} JSON here"),
     report: Path | None = typer.Option(None, "--report", help="write index.html and PNG figures into this folder"),
     config: Path | None = typer.Option(None, "--config", help="feed stage: the serving config to evaluate (default config when omitted)"),
-    users: int | None = typer.Option(None, "--users", help="feed stage: test users to sample (all when omitted)"),
+    users: int | None = typer.Option(None, "--users", min=1, help="feed stage: test users to sample (all when omitted)"),
     engine: str = typer.Option("local", "--engine", help="feed stage: where the page requests run: local (forked "
                                "workers) or ray (sharded by user, each worker loading the stored model version)"),
     address: str | None = typer.Option(None, "--address", help="with --engine ray: a running cluster (auto, "

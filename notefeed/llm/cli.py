@@ -196,7 +196,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     def serve(
         model: Path = typer.Option(..., "--model", help="a built-in model folder (WORKSPACE/llm/model)"),
         host: str = typer.Option("127.0.0.1", "--host"),
-        port: int = typer.Option(8100, "--port"),
+        port: int = typer.Option(8100, "--port", min=1, max=65535),
     ) -> None:
         """Serve a built-in model over the OpenAI protocol (/v1/embeddings, /v1/chat/completions, ...)."""
         import uvicorn

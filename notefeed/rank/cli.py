@@ -16,9 +16,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     def bench_rank(
         json_path: Path = typer.Option(None, "--json", help="write the figures here"),
         device: str = typer.Option("cpu", help="cpu or cuda"),
-        seconds: float = typer.Option(10.0, help="seconds of training per mode"),
-        threads: int = typer.Option(2, help="torch CPU threads"),
-        rows: int = typer.Option(1_000_000, help="rows of the user and note id tables"),
+        seconds: float = typer.Option(10.0, min=0.1, max=86_400, help="seconds of training per mode"),
+        threads: int = typer.Option(2, min=1, max=256, help="torch CPU threads"),
+        rows: int = typer.Option(1_000_000, min=1, help="rows of the user and note id tables"),
     ) -> None:
         """Training samples/s naive vs fast, fine 500-candidate and coarse 10k-candidate p99."""
         from notefeed.rank.bench import run_bench

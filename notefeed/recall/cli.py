@@ -11,14 +11,14 @@ __all__ = ["register", "bench_recall"]
 
 def bench_recall(
     json_path: Path | None = typer.Option(None, "--json", help="write the results here"),
-    events: int = typer.Option(10_000_000, help="events in the synthetic log for the Swing build"),
+    events: int = typer.Option(10_000_000, min=1, help="events in the synthetic log for the Swing build"),
     ann_sizes: str = typer.Option("100000,1000000", help="catalogue sizes for the ANN benchmark"),
-    stage_notes: int = typer.Option(1_000_000, help="catalogue size for the full-stage latency"),
-    stage_events: int = typer.Option(2_000_000, help="events behind the full-stage benchmark"),
+    stage_notes: int = typer.Option(1_000_000, min=1, help="catalogue size for the full-stage latency"),
+    stage_events: int = typer.Option(2_000_000, min=1, help="events behind the full-stage benchmark"),
     parts: str = typer.Option("taobao,synthetic,ann,stage", help="which parts to run"),
-    item_cap: int = typer.Option(50, help="Swing/ItemCF: most recent items per user"),
-    user_cap: int = typer.Option(100, help="Swing/ItemCF: most recent users per item"),
-    n_jobs: int = typer.Option(2, help="worker processes for the neighbour builds"),
+    item_cap: int = typer.Option(50, min=1, help="Swing/ItemCF: most recent items per user"),
+    user_cap: int = typer.Option(100, min=1, help="Swing/ItemCF: most recent users per item"),
+    n_jobs: int = typer.Option(2, min=1, max=256, help="worker processes for the neighbour builds"),
 ) -> None:
     """Swing vs ItemCF build (Taobao, synthetic log), HNSW vs exact ANN, all channels + merge p99."""
     import torch

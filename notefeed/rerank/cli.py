@@ -15,11 +15,11 @@ _console = Console()
 
 def bench_rerank(
     json_path: Path = typer.Option(None, "--json", help="write the result JSON here"),
-    n: int = typer.Option(500, help="candidates per request"),
-    d: int = typer.Option(64, help="vector dimension"),
-    k: int = typer.Option(80, help="page size"),
-    window: int = typer.Option(10, help="SSD / sliding-DPP window and author-rule window"),
-    reps: int = typer.Option(200, help="timed requests per method"),
+    n: int = typer.Option(500, min=1, help="candidates per request"),
+    d: int = typer.Option(64, min=1, max=4096, help="vector dimension"),
+    k: int = typer.Option(80, min=1, help="page size"),
+    window: int = typer.Option(10, min=0, help="SSD / sliding-DPP window and author-rule window"),
+    reps: int = typer.Option(200, min=1, help="timed requests per method"),
     scaling: bool = typer.Option(True, help="also time N in 100..2000 and d in 16..256"),
     seed: int = typer.Option(0),
 ) -> None:

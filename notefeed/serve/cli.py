@@ -219,7 +219,7 @@ def _register_steps_bench(bench: typer.Typer) -> None:
     def bench_steps(
         workspace: Path = typer.Option(..., "--workspace", help="a workspace (its promoted model version is served)"),
         json_path: Path | None = typer.Option(None, "--json", help="write the results here"),
-        users: int = typer.Option(400, "--users", help="known users to ask a page for, one at a time"),
+        users: int = typer.Option(400, "--users", min=1, help="known users to ask a page for, one at a time"),
         seed: int = typer.Option(0, "--seed", help="seed of the user sample"),
         config: Path | None = typer.Option(None, "--config", help="serving config (default config when omitted)"),
     ) -> None:

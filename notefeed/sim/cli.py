@@ -115,10 +115,10 @@ def run_cmd(
                                       "(default: random,popular,oracle; none with --config)"),
     config: str | None = typer.Option(None, "--config", help="comma-separated serving config files, each run as a "
                                       "policy: trained on the logged history as `notefeed train` would, then served"),
-    steps: int = typer.Option(20, help="closed-loop steps"),
-    requests: int = typer.Option(100, help="requests per step"),
-    page_size: int = typer.Option(10, help="items per page"),
-    new_notes: int = typer.Option(5, help="notes published per step (cold-start)"),
+    steps: int = typer.Option(20, min=1, max=100_000, help="closed-loop steps"),
+    requests: int = typer.Option(100, min=1, max=1_000_000, help="requests per step"),
+    page_size: int = typer.Option(10, min=1, max=1000, help="items per page"),
+    new_notes: int = typer.Option(5, min=0, help="notes published per step (cold-start)"),
     seed: int = typer.Option(0, help="random seed (same for every policy)"),
     seeds: str | None = typer.Option(None, "--seeds", help="comma-separated seeds (overrides --seed): mean, 95% "
                                      "interval and paired difference to the first policy per metric"),
@@ -245,10 +245,10 @@ def _print_runs(out: dict, title: str, rows: tuple[str, ...] | list[str]) -> Non
 def bench_sim(
     json_path: Path | None = typer.Option(None, "--json", help="write the figures here"),
     sizes: str = typer.Option("100k,1m", help="presets to generate, each in a fresh subprocess"),
-    log_events: int = typer.Option(10_000_000, help="events for the simulate_log fast path (0 skips)"),
+    log_events: int = typer.Option(10_000_000, min=0, help="events for the simulate_log fast path (0 skips)"),
     loop_preset: str = typer.Option("demo", help="preset for closed-loop throughput"),
-    steps: int = typer.Option(20, help="closed-loop steps per policy"),
-    requests: int = typer.Option(100, help="requests per step"),
+    steps: int = typer.Option(20, min=1, max=100_000, help="closed-loop steps per policy"),
+    requests: int = typer.Option(100, min=1, max=1_000_000, help="requests per step"),
 ) -> None:
     """Generation time and peak memory per size; simulate_log speed; closed-loop requests/s."""
     from notefeed.eval.timing import machine_info, write_json
@@ -304,9 +304,9 @@ _BUBBLE_ROWS = ("ctr", "like_rate", "coverage_first", "coverage_last", "coverage
 @sim_app.command("bubble")
 def bubble_cmd(
     preset: str = typer.Option("tiny", help="tiny | demo | 100k | 1m (the two-tower fit is slow above tiny)"),
-    steps: int = typer.Option(30, help="closed-loop steps"),
-    requests: int = typer.Option(40, help="requests per step"),
-    quota: int = typer.Option(50, help="quota of each exploration channel"),
+    steps: int = typer.Option(30, min=1, max=100_000, help="closed-loop steps"),
+    requests: int = typer.Option(40, min=1, max=1_000_000, help="requests per step"),
+    quota: int = typer.Option(50, min=1, max=10_000, help="quota of each exploration channel"),
     seed: int = typer.Option(0, help="random seed (same for every variant)"),
     seeds: str | None = typer.Option(None, "--seeds", help="comma-separated seeds (overrides --seed): mean, 95% "
                                      "interval and paired difference to the no-exploration variant per metric"),
@@ -395,10 +395,10 @@ _ONLINE_ROWS = ("ctr", "ctr_first_half", "ctr_second_half", "like_rate", "update
 @sim_app.command("online-train")
 def online_train_cmd(
     preset: str = typer.Option("tiny", help="tiny | demo | 100k | 1m"),
-    steps: int = typer.Option(24, help="closed-loop steps per mode"),
-    requests: int = typer.Option(100, help="requests per step"),
-    retrain_every: int = typer.Option(8, help="periodic mode: retrain every this many steps"),
-    epochs: int = typer.Option(2, help="epochs of the initial fine-ranker fit"),
+    steps: int = typer.Option(24, min=1, max=100_000, help="closed-loop steps per mode"),
+    requests: int = typer.Option(100, min=1, max=1_000_000, help="requests per step"),
+    retrain_every: int = typer.Option(8, min=1, help="periodic mode: retrain every this many steps"),
+    epochs: int = typer.Option(2, min=1, max=1000, help="epochs of the initial fine-ranker fit"),
     modes: str = typer.Option("popular,frozen,periodic,online", help="comma-separated update modes"),
     seed: int = typer.Option(0, help="random seed"),
     seeds: str | None = typer.Option(None, "--seeds", help="comma-separated seeds (overrides --seed): mean, 95% "

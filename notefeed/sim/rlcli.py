@@ -81,16 +81,16 @@ def train_cmd(
                              "knob vectors)"),
     preset: str = typer.Option("demo", help="simulator preset: tiny | demo | 100k | 1m"),
     communities: str = typer.Option("1000,1001,1002", help="community seeds to train on (evaluation uses 0-999)"),
-    timesteps: int = typer.Option(20_000, help="environment steps (one step = one feed request)"),
-    steps: int = typer.Option(10, help="closed-loop rounds per episode"),
-    requests: int = typer.Option(20, help="requests per round"),
+    timesteps: int = typer.Option(20_000, min=1, help="environment steps (one step = one feed request)"),
+    steps: int = typer.Option(10, min=1, max=100_000, help="closed-loop rounds per episode"),
+    requests: int = typer.Option(20, min=1, max=1_000_000, help="requests per round"),
     seed: int = typer.Option(0, help="random seed"),
     residual_to: Path | None = typer.Option(None, help="ppo or sac: a `notefeed rl tune` JSON; learn per-request "
                                             "changes to its knobs (actions span them -/+ --margin)"),
-    margin: float = typer.Option(0.5, help="with --residual-to: how far the policy may move each knob"),
-    drift_at: int = typer.Option(0, help="shift half of the users' interests after this round of an episode "
+    margin: float = typer.Option(0.5, min=0.0, help="with --residual-to: how far the policy may move each knob"),
+    drift_at: int = typer.Option(0, min=0, help="shift half of the users' interests after this round of an episode "
                                  "(0: never)"),
-    drift_episodes: float = typer.Option(1.0, help="with --drift-at: the share of episodes that drift (drawn "
+    drift_episodes: float = typer.Option(1.0, min=0.0, max=1.0, help="with --drift-at: the share of episodes that drift (drawn "
                                          "per episode; the rest stay stable)"),
     out: Path = typer.Option(..., help="directory for policy.safetensors + policy.json"),
     json_path: Path | None = typer.Option(None, "--json", help="write the training summary here"),
@@ -136,9 +136,9 @@ def train_cmd(
 def tune_cmd(
     preset: str = typer.Option("demo", help="simulator preset"),
     communities: str = typer.Option("1000,1001,1002", help="community seeds to tune on"),
-    trials: int = typer.Option(30, help="optuna trials"),
-    steps: int = typer.Option(10, help="closed-loop rounds per trial and community"),
-    requests: int = typer.Option(20, help="requests per round"),
+    trials: int = typer.Option(30, min=1, max=10_000, help="optuna trials"),
+    steps: int = typer.Option(10, min=1, max=100_000, help="closed-loop rounds per trial and community"),
+    requests: int = typer.Option(20, min=1, max=1_000_000, help="requests per round"),
     seed: int = typer.Option(0, help="sampler seed"),
     json_path: Path = typer.Option(..., "--json", help="write the tuned knobs (and every trial) here"),
 ) -> None:
@@ -237,9 +237,9 @@ def eval_cmd(
                                     "another fixed-knob arm (repeatable)"),
     preset: str = typer.Option("demo", help="simulator preset"),
     seeds: str = typer.Option("0,1,2,3,4", help="held-out community seeds (never trained or tuned on)"),
-    steps: int = typer.Option(20, help="closed-loop steps per run"),
-    requests: int = typer.Option(30, help="requests per step"),
-    drift_at: int = typer.Option(10, help="also run with half of the users' interests shifted after this "
+    steps: int = typer.Option(20, min=1, max=100_000, help="closed-loop steps per run"),
+    requests: int = typer.Option(30, min=1, max=1_000_000, help="requests per step"),
+    drift_at: int = typer.Option(10, min=0, help="also run with half of the users' interests shifted after this "
                                  "step (0: no drift setting)"),
     policy_mean: bool = typer.Option(False, help="also a fixed arm NAME-mean per --policy: its mean knobs on its "
                                      "own training communities (what a better average gives, vs per-request "
@@ -280,7 +280,7 @@ def robust_cmd(
     reports: list[Path] = typer.Argument(..., help="`notefeed rl eval` JSON reports (same seeds and run length)"),
     pairs: str = typer.Option(..., help="A:B,C:D: the paired differences B - A to check"),
     concat: bool = typer.Option(False, help="join reports on disjoint seed sets (the arms of each pair in every one)"),
-    level: float = typer.Option(0.95, help="the intervals' level (e.g. 1 - 0.05 / m for a Bonferroni correction "
+    level: float = typer.Option(0.95, min=0.5, max=0.999999, help="the intervals' level (e.g. 1 - 0.05 / m for a Bonferroni correction "
                                 "over m comparisons)"),
     json_path: Path = typer.Option(..., "--json", help="write the checks here"),
 ) -> None:
@@ -365,7 +365,7 @@ def _print(res: dict[str, Any], title: str) -> None:
 def bench_rl(
     policy_dir: Path = typer.Option(..., "--policy", help="a `notefeed rl train` or `rl ensemble` output directory"),
     preset: str = typer.Option("demo", help="simulator preset the requests come from"),
-    requests: int = typer.Option(2_000, help="requests to time"),
+    requests: int = typer.Option(2_000, min=1, help="requests to time"),
     json_path: Path | None = typer.Option(None, "--json", help="write the figures here"),
 ) -> None:
     """Policy inference latency: the forward pass alone and the whole exposure step, p99."""
