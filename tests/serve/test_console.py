@@ -107,6 +107,10 @@ def test_config_editor_validates_and_applies_live(small_ds, tmp_path: Path) -> N
             assert eng.config.page.max_size == 100
 
             doc["page"]["max_size"] = 100
+            doc["rerank"] = {"name": "rerank/nothing"}  # parses, but no such component: as an apply, 422
+            v = c.post("/v1/admin/console/config/validate", json={"yaml": yaml.safe_dump(doc)}).json()
+            assert not v["ok"] and "unknown re-ranker 'rerank/nothing'" in v["error"] and v["changes"], v
+            doc["rerank"] = dict(eng.config.rerank.model_dump(mode="json"))
             doc["rerank"]["windw"] = 3
             bad = yaml.safe_dump(doc)
             assert "rerank.windw" in c.post("/v1/admin/console/config/validate", json={"yaml": bad}).json()["error"]

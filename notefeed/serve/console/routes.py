@@ -271,6 +271,15 @@ def validate_config(text: str, engine: Engine | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"ok": True, "error": None, "experiment": cfg.experiments.name}
     if engine is not None:
         out["changes"] = _finite(config_changes(engine.config, cfg))
+        if out["changes"]:
+            from notefeed.serve.hotconfig import apply_config
+
+            try:  # all changes live: build the pipelines as an apply would (an unknown component, a bad param)
+                apply_config(engine, cfg, dry_run=True)
+            except ConfigError as e:
+                out.update(ok=False, error=str(e))
+            except ValueError:  # a change that needs a restart: nothing to build here
+                pass
     return out
 
 
