@@ -58,6 +58,16 @@ CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 _TABLES = ("notes", "users", "creators", "events", "social", "meta")
 
 
+_MARK = "sync."  # meta keys of Workspace.mark (not dataset metadata)
+
+
+def _mark_steps(marks: dict[str, int] | None) -> list[tuple[str, pd.DataFrame | None]]:
+    if not marks:
+        return []
+    rows = pd.DataFrame({"key": [_MARK + k for k in marks], "value": [json.dumps(int(v)) for v in marks.values()]})
+    return [("INSERT OR REPLACE INTO meta SELECT * FROM df", rows)]
+
+
 def _with_json_columns(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     """``frame`` with its JSON-object ``column`` spread into columns (empty objects, the
     common case, are not parsed one by one)."""
@@ -241,7 +251,8 @@ class Workspace:
         users = _with_json_columns(con.execute("SELECT * FROM users ORDER BY rowid").df(), "attributes")
         creators = con.execute("SELECT * FROM creators ORDER BY rowid").df()
         social = con.execute("SELECT * FROM social ORDER BY rowid").df()
-        meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta").fetchall()}
+        meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta").fetchall()
+                if not k.startswith(_MARK)}
         ds_name = name or str(meta.pop("name", self.path.parent.name))
         coded = self._coded_events() if events is None else None
         if coded is not None:  # the fast path: ids coded to rows inside DuckDB
@@ -299,8 +310,10 @@ class Workspace:
         return ev
 
     # ------------------------------------------------------------------ incremental writes
-    def append_events(self, events: pd.DataFrame | Sequence[Event], require_known: bool = False) -> int:
-        """Validate and append a batch in one transaction; returns the number of rows written."""
+    def append_events(self, events: pd.DataFrame | Sequence[Event], require_known: bool = False,
+                      marks: dict[str, int] | None = None) -> int:
+        """Validate and append a batch in one transaction; returns the number of rows written.
+        ``marks``: :meth:`mark` values set in the same transaction (how far a log is copied)."""
         df = (
             pd.DataFrame([e.model_dump() for e in events], columns=list(_EVENT_COLS))
             if not isinstance(events, pd.DataFrame)
@@ -310,6 +323,7 @@ class Workspace:
         if missing is not None:
             raise DataError(f"events: missing column '{missing}'")
         if not len(df):
+            self.set_marks(marks)
             return 0
         _first_problem(check_events(df), "events")
         out = pd.DataFrame({c: df[c] if c in df else None for c in _EVENT_COLS})
@@ -345,11 +359,12 @@ class Workspace:
             steps.append(("INSERT INTO creators SELECT 'unknown', 0 WHERE NOT EXISTS "
                           "(SELECT 1 FROM creators WHERE creator_id = 'unknown')", None))
         steps.append((f"INSERT INTO events ({', '.join(_EVENT_COLS)}) SELECT * FROM df", out))
-        self._tx(steps)
+        self._tx(steps + _mark_steps(marks))
         return len(out)
 
-    def append_notes(self, notes: pd.DataFrame | Sequence[Note]) -> int:
-        """Insert or replace notes (an edited note replaces the stored one); creators get stubs."""
+    def append_notes(self, notes: pd.DataFrame | Sequence[Note], marks: dict[str, int] | None = None) -> int:
+        """Insert or replace notes (an edited note replaces the stored one); creators get stubs.
+        ``marks``: as for :meth:`append_events`."""
         df = pd.DataFrame([n.model_dump() for n in notes]) if not isinstance(notes, pd.DataFrame) else notes
         df = df.reset_index(drop=True)
         if "note_id" not in df.columns:
@@ -366,8 +381,21 @@ class Workspace:
             ("INSERT OR REPLACE INTO notes SELECT * FROM df", rows),
             ("INSERT INTO creators SELECT DISTINCT author_id, 0 FROM df WHERE author_id NOT IN "
              "(SELECT creator_id FROM creators)", rows),
+            *_mark_steps(marks),
         ])
         return len(rows)
+
+    def set_marks(self, marks: dict[str, int] | None) -> None:
+        """Set :meth:`mark` values (in one transaction)."""
+        if marks:
+            self._tx(_mark_steps(marks))
+
+    def mark(self, key: str) -> int:
+        """A position kept with the data (0 when never set): how many entries of a log outside
+        the store (``notefeed train``'s copy of the serving logs) are already in it. Kept in
+        ``meta`` under ``sync.<key>``, so ``save_dataset`` (``data import --replace``) resets it."""
+        rows = self.con.execute("SELECT value FROM meta WHERE key = ?", [_MARK + key]).fetchall()
+        return int(json.loads(rows[0][0])) if rows else 0
 
     def upsert_users(self, users: pd.DataFrame | Sequence[User]) -> int:
         """Insert or replace users; a DataFrame's non-id columns are the attributes."""

@@ -107,6 +107,8 @@ def train_cmd(
                                        "ray://host:10001); default: start Ray on this machine"),
     json_path: Path | None = typer.Option(None, "--json", help="write the version, the data snapshot and the "
                                           "training report (wall and CPU seconds per phase) here"),
+    sync: bool = typer.Option(True, "--sync/--no-sync", help="first copy into the workspace's store what "
+                              "`serve` logged since the last sync (posted events, published notes)"),
 ) -> None:
     """Fit every component the config names on the workspace and store a new model version."""
     from notefeed.models.train import TrainError, train_workspace
@@ -120,11 +122,21 @@ def train_cmd(
     from notefeed.batch.cli import engine_or_fail, lake_dataset
 
     batch = engine_or_fail(engine, address, _fail)
+    if sync:  # before the lake export too: the batch engines read the store through it
+        from notefeed.data.dataset import DataError
+        from notefeed.models.sync import sync_workspace
+
+        try:
+            report = sync_workspace(workspace, cfg)
+        except (DataError, ValueError, OSError) as e:
+            _fail(f"--workspace: syncing the serving logs into the store failed ({e}); --no-sync trains without")
+        if report.notes or report.events or report.skipped:
+            typer.echo(report.line())
     try:  # batch engines read the event lake
         ds = lake_dataset(workspace, _fail, typer.echo) if batch.name != "local" else None
         t0, c0 = time.perf_counter(), time.process_time()
         version = train_workspace(workspace, cfg, seed=seed, progress=True, promote=promote, log=typer.echo,
-                                  ds=ds, batch_engine=None if batch.name == "local" else batch)
+                                  ds=ds, batch_engine=None if batch.name == "local" else batch, sync=False)
         if json_path is not None:
             _write_train_json(json_path, workspace, version, time.perf_counter() - t0, time.process_time() - c0)
     except TrainError as e:

@@ -83,7 +83,7 @@ class TrainError(ValueError):
 def train_workspace(workspace: str | Path, config: Any = None, seed: int = 0, progress: bool = True,
                     promote: bool = True, ds: Dataset | None = None,
                     log: Callable[[str], None] | None = None, max_rank_users: int = MAX_RANK_USERS,
-                    batch_engine: Any = None) -> str:
+                    batch_engine: Any = None, sync: bool = True) -> str:
     """What ``notefeed train`` does: fit ``config``'s components (default config when
     ``None``) on the workspace's data (or ``ds``, which must be that data), store a new
     version in ``WORKSPACE/models/``, promote it unless ``promote`` is off; return the version.
@@ -91,7 +91,9 @@ def train_workspace(workspace: str | Path, config: Any = None, seed: int = 0, pr
     ``log`` receives one line per phase (the progress bars are tqdm's, on a terminal);
     ``max_rank_users``: users whose candidate sets train the rankers (a sample when more).
     ``batch_engine``: a :mod:`notefeed.batch` engine that fits the item-to-item channels
-    (same tables as without it). Expected failures raise :class:`TrainError`.
+    (same tables as without it). ``sync``: first copy into the store what serving logged
+    since the last sync (:mod:`notefeed.models.sync`: events and published notes; not with
+    ``ds`` given). Expected failures raise :class:`TrainError`.
     """
     from notefeed.data.dataset import DataError
     from notefeed.models.artifacts import ModelError
@@ -101,14 +103,21 @@ def train_workspace(workspace: str | Path, config: Any = None, seed: int = 0, pr
 
     workspace = Path(workspace)
     cfg = config if config is not None else ServeConfig()
+    say = log or (lambda _msg: None)
     if ds is None:
         try:
+            if sync:
+                from notefeed.models.sync import sync_workspace
+
+                report = sync_workspace(workspace, cfg)
+                if report.notes or report.events or report.skipped:
+                    say(report.line())
             ds = load_workspace_dataset(workspace)
         except (DataError, OSError) as e:
             raise TrainError("--workspace", str(e)) from None
     if not len(ds.events):
-        raise TrainError("--workspace", f"{workspace} has no events to train on (import or generate data first)")
-    say = log or (lambda _msg: None)
+        raise TrainError("--workspace", f"{workspace} has no events to train on (import or generate data, or "
+                         "serve it and post events first)")
     say(f"training on {workspace}: {ds.n_users:,} users, {ds.n_items:,} notes, {len(ds.events):,} events")
     t0 = time.perf_counter()
     try:

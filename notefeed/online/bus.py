@@ -27,6 +27,8 @@ __all__ = ["EventBus", "SqliteEventBus", "RedisEventBus", "SideEffects", "open_b
 
 log = logging.getLogger(__name__)
 
+#: rows read at a time by :meth:`SqliteEventBus.replay` from a position
+_PAGE = 50_000
 _COLS = ("user_id", "note_id", "ts", "type", "received_at", "dwell_s", "position", "request_id", "surface",
          "event_id")
 
@@ -41,8 +43,8 @@ class EventBus(Protocol):
         """Store ``events`` durably (all or none); return how many were stored."""
         ...
 
-    def replay(self) -> Iterator[EventRecord]:
-        """Every stored event, in append order."""
+    def replay(self, start: int = 0) -> Iterator[EventRecord]:
+        """Every stored event from the ``start``-th on (0-based), in append order."""
         ...
 
     def count(self) -> int: ...
@@ -103,11 +105,22 @@ class SqliteEventBus:
                 raise
         return len(rows)
 
-    def replay(self) -> Iterator[EventRecord]:
-        with self._lock:
-            rows = self._db.execute(f"SELECT {','.join(_COLS)} FROM events ORDER BY seq").fetchall()
-        for r in rows:
-            yield EventRecord(**dict(zip(_COLS, r, strict=True)))
+    def replay(self, start: int = 0) -> Iterator[EventRecord]:
+        if start == 0:
+            with self._lock:
+                rows = self._db.execute(f"SELECT {','.join(_COLS)} FROM events ORDER BY seq").fetchall()
+            for r in rows:
+                yield EventRecord(**dict(zip(_COLS, r, strict=True)))
+            return
+        while True:  # from a position: a page at a time (a sync of a long log holds little)
+            with self._lock:
+                rows = self._db.execute(f"SELECT {','.join(_COLS)} FROM events ORDER BY seq LIMIT ? OFFSET ?",
+                                        (_PAGE, int(start))).fetchall()
+            for r in rows:
+                yield EventRecord(**dict(zip(_COLS, r, strict=True)))
+            if len(rows) < _PAGE:
+                return
+            start += len(rows)
 
     def count(self) -> int:
         with self._lock:
@@ -151,17 +164,24 @@ class RedisEventBus:
             pipeline.xadd(self.stream, {"e": json.dumps(e.to_dict()), "w": self.origin}, maxlen=self.maxlen,
                           approximate=True)
 
-    def replay(self) -> Iterator[EventRecord]:
-        last = "-"
+    def replay(self, start: int = 0) -> Iterator[EventRecord]:
+        """As the protocol says; a stream has no offsets, so ``start`` entries are counted off
+        (read, not decoded). Moves :attr:`last_id` (a follower replays on its own connection)."""
+        last, skip = "-", int(start)
         while True:
             batch = self.r.xrange(self.stream, min=last, max="+", count=1000)
             if last != "-":
                 batch = batch[1:]  # xrange is inclusive of the last id already yielded
             if not batch:
                 return
-            for _id, fields in batch:
-                yield EventRecord(**json.loads(fields["e"]))
-            last = self.last_id = batch[-1][0]
+            last = batch[-1][0]
+            if skip >= len(batch):
+                skip -= len(batch)
+            else:
+                for _id, fields in batch[skip:]:
+                    yield EventRecord(**json.loads(fields["e"]))
+                skip = 0
+            self.last_id = last
 
     def tail(self, block_ms: int = 200, count: int = 1000) -> list[EventRecord]:
         """Entries added after :attr:`last_id` by *other* processes (serving workers sharing

@@ -123,7 +123,7 @@ class Engine:
         self.state = state
         self.side_effects = SideEffects()
         if on.mirror_to_workspace:
-            self.side_effects.subscribe(self._mirror_events)
+            self.side_effects.subscribe(self._mirror)
         self._ingest_lock = threading.Lock()
         #: recent client event ids (insertion order), rebuilt by the replay
         self._event_ids: OrderedDict[str, None] = OrderedDict()
@@ -363,19 +363,14 @@ class Engine:
             self.coldstart.observe(recs[skip:])
         return len(ups)
 
-    def _mirror_events(self, recs: Sequence[EventRecord]) -> None:
-        from notefeed.data.store import Workspace
+    def _mirror(self, _work: object = None) -> None:
+        """``online.mirror_to_workspace``: copy the logs into the store past its marks (the sync
+        ``notefeed train`` runs, :mod:`notefeed.models.sync`), so a batch the side-effect queue
+        dropped is copied by the next one, and nothing twice. Through its own connections to
+        the logs: a Redis replay must not move the follower's stream position."""
+        from notefeed.models.sync import sync_workspace
 
-        evs = [Event(user_id=r.user_id, note_id=r.note_id, ts=r.ts, type=r.type, dwell_s=r.dwell_s,  # type: ignore[arg-type]
-                     position=r.position, request_id=r.request_id, surface=r.surface) for r in recs]  # type: ignore[arg-type]
-        with Workspace.open(self.workspace) as ws:
-            ws.append_events(evs)
-
-    def _mirror_note(self, note: Note) -> None:
-        from notefeed.data.store import Workspace
-
-        with Workspace.open(self.workspace) as ws:
-            ws.append_notes([note])
+        sync_workspace(self.workspace, self.config)
 
     # ------------------------------------------------------------------ reads
     def context(self, user_id: str, served: Served | None = None) -> ServeContext:
@@ -510,7 +505,7 @@ class Engine:
             self.note_log.append(note, followers)
             i = self._add_note(note, followers)
         if self.config.online.mirror_to_workspace:
-            self.side_effects.submit(self._mirror_note, note)
+            self.side_effects.submit(self._mirror, None)
         self.metrics.inc("notes_published_total")
         return i
 

@@ -1,0 +1,111 @@
+"""What serving wrote, into the training store: ``notefeed train`` learns from live traffic.
+
+``notefeed serve`` keeps what clients send in two durable logs of the workspace: the event
+log (``events.sqlite``, or the Redis stream with ``online.backend: redis``) and the note log
+(``notes.sqlite``, notes published with ``POST /v1/notes``). Training reads the DuckDB store
+(``notefeed.duckdb``: imported or generated data). :func:`sync_logs` appends to the store
+the log entries it does not hold yet, notes first (so events find them): each log's position
+is kept in the store with the rows (``Workspace.mark``, one transaction per batch), so a
+sync copies every entry once, whether it is interrupted, repeated, or run by ``notefeed
+train`` while the server writes. Entries the store's checks refuse (an id written before a
+rule existed) are skipped and counted.
+
+``notefeed train`` syncs before it loads the data (``--no-sync`` skips it), and with
+``online.mirror_to_workspace`` the server syncs in the background after every accepted batch.
+``data import --replace`` starts the store afresh, positions included: the next sync appends
+the logs again from their start.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["SyncReport", "sync_logs", "sync_workspace", "EVENT_LOG", "NOTE_LOG"]
+
+#: :meth:`Workspace.mark` keys of the two logs
+EVENT_LOG, NOTE_LOG = "event_log", "note_log"
+#: log entries appended per transaction
+BATCH = 50_000
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    notes: int = 0
+    events: int = 0
+    skipped: int = 0  # entries the store's checks refused
+
+    def line(self) -> str:
+        skipped = f" ({self.skipped:,} refused by the store's checks, skipped)" if self.skipped else ""
+        return f"synced the serving logs: {self.notes:,} notes and {self.events:,} events{skipped}"
+
+
+def _valid(frame: pd.DataFrame, check: Any) -> tuple[pd.DataFrame, int]:
+    bad = {p.row for p in check(frame)}
+    if not bad:
+        return frame, 0
+    return frame.drop(index=sorted(bad)).reset_index(drop=True), len(bad)
+
+
+def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH) -> SyncReport:
+    """Append to the open :class:`~notefeed.data.store.Workspace` ``ws`` what ``note_log`` (a
+    :class:`~notefeed.serve.catalog.NoteLog`) and ``bus`` (an event bus) hold past its marks."""
+    from notefeed.data.importer import check_events, check_notes
+
+    notes = events = skipped = 0
+    if note_log is not None:
+        rows = note_log.since(ws.mark(NOTE_LOG))  # positions are the log's own sequence numbers
+        for i in range(0, len(rows), batch):
+            part = rows[i:i + batch]
+            followers = {n.author_id: f for _, n, f in part if f is not None}  # published with a count
+            if followers:  # notes are written idempotently, so before the mark
+                ws.upsert_creators(pd.DataFrame({"creator_id": list(followers), "followers": list(followers.values())}))
+            frame, bad = _valid(pd.DataFrame([n.model_dump() for _, n, _ in part]), check_notes)
+            if len(frame):
+                ws.append_notes(frame, marks={NOTE_LOG: part[-1][0]})
+            else:
+                ws.set_marks({NOTE_LOG: part[-1][0]})
+            notes, skipped = notes + len(frame), skipped + bad
+    if bus is not None:
+        done = ws.mark(EVENT_LOG)  # positions are counts: entries are only ever appended
+        it = bus.replay(done)
+        while part := list(itertools.islice(it, batch)):
+            frame = pd.DataFrame([{"user_id": r.user_id, "note_id": r.note_id, "ts": r.ts, "type": r.type,
+                                   "dwell_s": r.dwell_s, "position": r.position, "request_id": r.request_id,
+                                   "surface": r.surface} for r in part])
+            frame, bad = _valid(frame, check_events)
+            done += len(part)
+            ws.append_events(frame, marks={EVENT_LOG: done})
+            events, skipped = events + len(frame), skipped + bad
+    return SyncReport(notes, events, skipped)
+
+
+def sync_workspace(workspace: str | Path, config: Any = None) -> SyncReport:
+    """:func:`sync_logs` on ``workspace``'s store and logs (``config``: the serving config,
+    whose ``online`` section names the event log's backend; default config when ``None``)."""
+    from notefeed.data.store import Workspace
+    from notefeed.online.bus import open_bus
+    from notefeed.serve.catalog import NoteLog
+    from notefeed.serve.config import ServeConfig
+
+    workspace = Path(workspace)
+    on = (config if config is not None else ServeConfig()).online
+    has_events = on.backend != "sqlite" or (workspace / "events.sqlite").exists()
+    has_notes = (workspace / "notes.sqlite").exists()
+    if not (has_events or has_notes):  # never served: nothing to copy, nothing to open
+        return SyncReport()
+    bus = open_bus(on.backend, workspace, on.redis_url, on.synchronous, stream=f"{on.redis_prefix}:events") \
+        if has_events else None
+    note_log = NoteLog(workspace / "notes.sqlite", on.synchronous) if has_notes else None
+    try:
+        with Workspace.open(workspace) as ws:  # created for a community that began empty, all through the API
+            return sync_logs(ws, bus, note_log)
+    finally:
+        if bus is not None:
+            bus.close()
+        if note_log is not None:
+            note_log.close()

@@ -1,0 +1,167 @@
+"""What serving logged reaches training: notefeed.models.sync copies the event and note logs
+into the store once each, and ``notefeed train`` syncs first."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from notefeed.cli import app
+from notefeed.data.store import Workspace
+from notefeed.models.sync import EVENT_LOG, NOTE_LOG, sync_logs, sync_workspace
+from notefeed.online.bus import RedisEventBus, SqliteEventBus
+from notefeed.online.events import EventRecord
+from notefeed.schema import Event, Note
+from notefeed.serve.engine import Engine, empty_dataset
+from tests.serve.conftest import make_config
+
+TS = 1_700_000_000
+
+
+@pytest.fixture(scope="module")
+def small_ds():  # type: ignore[no-untyped-def]
+    from notefeed.serve.synth import synthetic_community
+
+    return synthetic_community(300, n_users=40, n_events=900, seed=3)
+
+
+def _serve_some(ws: Path, ds, notes: int, events: int, start: int = 0, **online: object) -> None:  # type: ignore[no-untyped-def]
+    """An engine on ``ws`` that publishes ``notes`` notes and takes ``events`` clicks on them."""
+    eng = Engine(ds, make_config(online=dict(online)) if online else make_config(), ws)
+    try:
+        ids = [f"live{start + i}" for i in range(notes)]
+        for i, n in enumerate(ids):
+            eng.publish(Note(note_id=n, author_id=f"c{i % 2}", title=f"live note {i}", category="travel"),
+                        followers=7 if i == 0 else None)
+        ids = ids or [eng.catalog.note_ids[0]]
+        eng.ingest([Event(user_id=f"fan{k % 3}", note_id=ids[k % len(ids)], ts=TS + start + k, type="click")
+                    for k in range(events)])
+        eng.side_effects.drain()
+        assert eng.side_effects.failed == 0
+    finally:
+        eng.close()
+
+
+def _store(ws: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    with Workspace.open(ws, create=False, read_only=True) as w:
+        con = w.con
+        return (con.execute("SELECT * FROM events ORDER BY seq").df(), con.execute("SELECT * FROM notes").df(),
+                con.execute("SELECT * FROM creators").df())
+
+
+def test_sync_copies_each_log_entry_once(small_ds, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    with Workspace.open(ws) as w:
+        w.save_dataset(small_ds)
+    base = len(small_ds.events)
+    _serve_some(ws, small_ds, notes=3, events=10)
+    first = sync_workspace(ws)
+    assert (first.notes, first.events, first.skipped) == (3, 10, 0)
+    events, notes, creators = _store(ws)
+    assert len(events) == base + 10 and {"live0", "live1", "live2"} <= set(notes["note_id"])
+    live = events.iloc[base:]
+    assert live["ts"].tolist() == list(range(TS, TS + 10)) and set(live["user_id"]) == {"fan0", "fan1", "fan2"}
+    assert int(creators.set_index("creator_id").loc["c0", "followers"]) == 7  # the count it was published with
+    assert sync_workspace(ws) == type(first)()  # again: nothing new
+    _serve_some(ws, small_ds, notes=1, events=4, start=100)  # more traffic: only it is copied
+    second = sync_workspace(ws)
+    assert (second.notes, second.events) == (1, 4)
+    assert len(_store(ws)[0]) == base + 14
+    with Workspace.open(ws) as w:  # the marks are the logs' positions
+        assert w.mark(EVENT_LOG) == 14 and w.mark(NOTE_LOG) == 4
+        assert not any(k.startswith("sync.") for k in w.load_dataset().meta)  # not dataset metadata
+        w.save_dataset(small_ds, replace=True)  # data import --replace: a fresh store, from the logs' start
+        assert w.mark(EVENT_LOG) == 0
+    assert sync_workspace(ws).events == 14
+
+
+def test_an_interrupted_sync_resumes_without_copying_twice(small_ds, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = tmp_path / "ws"
+    _serve_some(ws, small_ds, notes=0, events=25)
+    bus = SqliteEventBus(ws / "events.sqlite")
+    try:
+        with Workspace.open(ws) as w:
+            report = sync_logs(w, bus, None, batch=10)  # three transactions: 10, 10, 5
+            assert report.events == 25 and w.mark(EVENT_LOG) == 25
+
+        class Dies(Exception):
+            pass
+
+        real = Workspace.append_events
+        calls = []
+
+        def die_second(self, frame, require_known=False, marks=None):  # type: ignore[no-untyped-def]
+            calls.append(1)
+            if len(calls) == 2:
+                raise Dies
+            return real(self, frame, require_known, marks)
+
+        bus.append([EventRecord(user_id="late", note_id=small_ds.notes["note_id"].iat[0], ts=TS + 99, type="click",
+                                received_at=TS + 99.0) for _ in range(15)])
+        with Workspace.open(ws) as w:
+            with monkeypatch.context() as m:
+                m.setattr(Workspace, "append_events", die_second)
+                with pytest.raises(Dies):
+                    sync_logs(w, bus, None, batch=10)
+            assert w.mark(EVENT_LOG) == 35  # the first batch of 10 is in, with its mark
+            assert sync_logs(w, bus, None, batch=10).events == 5
+            assert w.con.execute("SELECT count(*) FROM events").fetchone()[0] == 40
+    finally:
+        bus.close()
+
+
+def test_train_learns_from_a_community_that_began_empty(tmp_path: Path) -> None:
+    """Everything arrived through the API: no import, no store until the first train."""
+    ws = tmp_path / "ws"
+    _serve_some(ws, empty_dataset("ws"), notes=6, events=40)
+    assert not (ws / "notefeed.duckdb").exists()
+    r = CliRunner().invoke(app, ["train", "--workspace", str(ws), "--no-sync"])
+    assert r.exit_code == 2 and "no events to train on" in r.output and "post events" in r.output, r.output
+    r = CliRunner().invoke(app, ["train", "--workspace", str(ws)])
+    assert r.exit_code == 0, r.output
+    assert "synced the serving logs: 6 notes and 40 events" in r.output
+    assert "training on" in r.output and "40 events" in r.output and "stored version" in r.output
+
+
+def test_the_servers_mirror_is_the_sync(small_ds, tmp_path: Path) -> None:
+    """With mirror_to_workspace the server copies in the background through the same marks:
+    a later train's sync finds nothing left, so no event is counted twice."""
+    ws = tmp_path / "ws"
+    with Workspace.open(ws) as w:
+        w.save_dataset(small_ds)
+    _serve_some(ws, small_ds, notes=2, events=9, mirror_to_workspace=True)
+    assert len(_store(ws)[0]) == len(small_ds.events) + 9
+    assert sync_workspace(ws).events == 0
+
+
+def test_redis_replay_from_a_position(redis_url: str) -> None:
+    import redis
+
+    bus = RedisEventBus(redis.Redis.from_url(redis_url, decode_responses=True), stream=f"t:{uuid.uuid4().hex}")
+    try:
+        recs = [EventRecord(user_id=f"u{i}", note_id="n", ts=i, type="click", received_at=float(i))
+                for i in range(2500)]  # three xrange pages
+        bus.append(recs)
+        for start in (0, 1, 999, 1000, 1001, 2499, 2500, 3000):
+            assert [r.ts for r in bus.replay(start)] == list(range(start, 2500)), start
+    finally:
+        bus.r.delete(bus.stream)
+        bus.close()
+
+
+def test_sqlite_replay_from_a_position(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import notefeed.online.bus as B
+
+    monkeypatch.setattr(B, "_PAGE", 7)  # several pages
+    bus = SqliteEventBus(tmp_path / "events.sqlite")
+    try:
+        bus.append([EventRecord(user_id="u", note_id="n", ts=i, type="click", received_at=0.0) for i in range(30)])
+        for start in (0, 1, 6, 7, 8, 29, 30, 40):
+            assert [r.ts for r in bus.replay(start)] == list(range(start, 30)), start
+    finally:
+        bus.close()
