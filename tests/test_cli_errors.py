@@ -139,15 +139,17 @@ def test_every_numeric_option_is_bounded() -> None:
     only seeds take any integer."""
     opts = _numeric_options()
     assert len(opts) > 100  # the walk reaches the subcommands
-    unbounded = [f"{path} {flag}" for path, flag, lo, hi in opts if lo is None and hi is None and flag != "--seed"]
-    assert not unbounded, unbounded
+    # checked in the command itself, for a half-open range typer cannot state (tests/sim/test_rl.py)
+    in_command = {"rl robust --level", "rl train --drift-episodes"}
+    unbounded = {f"{path} {flag}" for path, flag, lo, hi in opts if lo is None and hi is None and flag != "--seed"}
+    assert unbounded == in_command, unbounded ^ in_command
 
 
 @pytest.mark.parametrize("args", [
     ["sim", "run", "--steps", "-1"], ["sim", "bubble", "--quota", "0"], ["bench", "rank", "--threads", "0"],
-    ["bench", "rerank", "--window", "-1"], ["rl", "robust", "x.json", "--pairs", "a:b", "--level", "1.5", "--json", "o"],
+    ["bench", "rerank", "--window", "-1"], ["content", "similar", "m", "--k", "0"],
 ])
 def test_an_out_of_range_number_is_a_usage_error_naming_the_flag(args: list[str]) -> None:
     res = runner.invoke(app, args)
-    flag = next(a for a in args if a.startswith("--") and a not in ("--pairs",))
+    flag = next(a for a in args if a.startswith("--"))
     assert res.exit_code == 2 and flag in res.output and "Traceback" not in res.output, res.output
