@@ -192,6 +192,9 @@ class OnlineConfig(_Cfg):
     #: copy accepted events and published notes into the DuckDB workspace in the background
     #: (a side effect: dropped under pressure, never blocks; the event log stays the record)
     mirror_to_workspace: bool = False
+    #: look at the model store's promoted version this often (seconds) and load a newly
+    #: promoted one (``notefeed train`` promotes); 0: only at start-up and by hand
+    follow_promoted_s: float = Field(default=10.0, ge=0, le=86_400)
     #: train the rank/ltr fine ranker beside serving on the pages it served and the
     #: engagement that followed (notefeed.online.ltr), hot-swapping each update in
     train: bool = False

@@ -211,6 +211,8 @@ def engine_from_store(ds: Dataset, config: ServeConfig, workspace: str | Path, *
         engine = Engine(ds, config, workspace, fitted=fitted, model_version=version, **kwargs)
     if why:
         engine.served = dataclasses.replace(engine.served, fallback=why + engine.served.fallback)
+    if config.online.follow_promoted_s > 0:  # what `notefeed train` promotes next is served without a restart
+        engine.reloader.follow_promoted(config.online.follow_promoted_s)
     return engine
 
 
@@ -260,5 +262,40 @@ class VersionReloader:
     def status(self) -> dict[str, Any]:
         return {"state": self.state, "target": self.target, "error": self.last_error}
 
+    def follow_promoted(self, every_s: float) -> None:
+        """Watch the model store's promoted version (``notefeed train``, ``notefeed models
+        promote`` or ``rollback``, from any process) every ``every_s`` seconds and load each
+        newly promoted one. Only a change of the pointer acts: a version served by hand
+        (``POST /v1/admin/models/reload``) stays until the next promotion, and a promoted
+        version that cannot be served is tried once (``/healthz`` ``reload`` says why)."""
+        self._stop_watch = threading.Event()
+        store = ModelStore(self.engine.workspace)
+
+        def pointer() -> str | None:
+            try:
+                return store.promoted()
+            except ModelError:  # a pointer being rewritten, or torn: the next look decides
+                return None
+
+        seen = pointer()
+
+        def watch() -> None:
+            nonlocal seen
+            while not self._stop_watch.wait(every_s):
+                now = pointer()
+                if now is None or now == seen:
+                    continue
+                seen = now
+                if now != self.engine.model_version:
+                    log.info("model store: %s was promoted; loading it", now)
+                    self.reload(now)
+
+        self._watch = threading.Thread(target=watch, name="notefeed-promoted-watch", daemon=True)
+        self._watch.start()
+
     def close(self) -> None:
+        stop = getattr(self, "_stop_watch", None)
+        if stop is not None:
+            stop.set()
+            self._watch.join(timeout=5.0)
         self._pool.shutdown(wait=False)

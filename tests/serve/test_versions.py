@@ -3,6 +3,7 @@ reload by version swaps everything at once, and versions that do not fit are ref
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -218,3 +219,46 @@ def test_a_reload_refreezes_the_heap_of_a_serving_process(small_ds, trained, tmp
     finally:
         eng.close()
         gc.unfreeze()
+
+
+def _wait_for(cond, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_newly_promoted_version_is_served_without_a_restart(small_ds, trained, tmp_path):
+    """`notefeed train` in another process promotes; the server follows the pointer: a new
+    promotion and a rollback are served, a version loaded by hand stays until the next
+    promotion, and a promoted version it cannot serve is tried once."""
+    ws = tmp_path / "ws"
+    a = _save(ws, trained, small_ds)
+    eng = engine_from_store(small_ds, _cfg(online={"follow_promoted_s": 0.05}), ws)
+    store = ModelStore(ws)
+    try:
+        assert eng.model_version == a
+        b = _save(ws, trained, small_ds)  # promoted
+        assert _wait_for(lambda: eng.model_version == b)
+        assert store.rollback() == a
+        assert _wait_for(lambda: eng.model_version == a)
+        c = _save(ws, trained, small_ds, promote=False)
+        eng.reloader.reload(c).result(timeout=60)  # by hand: the pointer did not move, so c stays
+        time.sleep(0.5)
+        assert eng.model_version == c
+        calls = []
+        real = eng.reloader.reload
+        eng.reloader.reload = lambda v: calls.append(v) or real(v)  # type: ignore[method-assign]
+        d = _save(ws, trained, small_ds, data={"n_items": 10**6})  # promoted, but of another catalogue
+        assert _wait_for(lambda: eng.reloader.state == "failed")
+        time.sleep(0.5)
+        assert calls == [d] and eng.model_version == c  # tried once, the served version kept
+    finally:
+        eng.close()
+    off = engine_from_store(small_ds, _cfg(online={"follow_promoted_s": 0}), tmp_path / "ws2")
+    try:
+        assert getattr(off.reloader, "_watch", None) is None
+    finally:
+        off.close()
