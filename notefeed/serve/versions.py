@@ -141,8 +141,9 @@ def check_fitted(config: ServeConfig, ds: Dataset, fitted: dict[str, Any], manif
         if n is None:
             continue
         if int(n) > n_have:
-            raise ModelError(f"version {version}: trained on {n} {what}, this workspace has {n_have}; "
-                             "it was trained on another workspace")
+            raise ModelError(f"version {version}: trained on {n} {what}, this server loaded {n_have}: trained "
+                             "on data added since it started (`notefeed train` copies in what serving logged; "
+                             "restart `notefeed serve` to load it) or on another workspace")
         sha = data.get(f"{what}_sha")
         frame = ds.notes if what == "items" else ds.users
         if sha is not None and ids_fingerprint(frame[ids_col], int(n)) != sha:
