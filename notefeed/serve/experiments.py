@@ -89,9 +89,10 @@ def arm_fitted(base: ServeConfig, arm: ServeConfig, fitted: dict[str, Any]) -> d
 
 def arm_pipelines(engine: Engine, fitted: dict[str, Any] | None, default: Pipeline, models: ModelHolder,
                   config: ServeConfig | None = None) -> tuple[dict[str, Pipeline], dict[str, ModelHolder]]:
-    """One pipeline per arm of ``config``'s experiment (default ``engine.config``'s), and a model holder for each arm
-    whose fine section differs from the base (the others score with ``models``). An arm whose
-    config equals the base serves ``default`` itself. Errors name the arm's overlay field."""
+    """One pipeline per arm of ``config``'s experiment (default ``engine.config``'s), and a
+    model holder for each arm whose fine section differs from the base (the others score with
+    ``models``). An arm whose config equals the base serves ``default`` itself. Errors name
+    the arm's overlay field."""
     from notefeed.serve.factory import build_pipeline
     from notefeed.serve.models import ModelHolder
 

@@ -212,7 +212,7 @@ def engine_from_store(ds: Dataset, config: ServeConfig, workspace: str | Path, *
         engine = Engine(ds, config, workspace, fitted=fitted, model_version=version, **kwargs)
     if why:
         engine.served = dataclasses.replace(engine.served, fallback=why + engine.served.fallback)
-    if config.online.follow_promoted_s > 0:  # what `notefeed train` promotes next is served without a restart
+    if config.online.follow_promoted_s > 0:  # a promote / rollback from any process reaches this one
         engine.reloader.follow_promoted(config.online.follow_promoted_s)
     return engine
 
