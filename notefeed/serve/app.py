@@ -234,8 +234,11 @@ def create_app(engine: Engine) -> FastAPI:
             body["ads"] = ads
         if getattr(ctx, "arm", None) is not None:  # an A/B experiment: which arm served the page
             body["experiment"] = {"name": cfg.experiments.name, "arm": ctx.arm}  # type: ignore[attr-defined]
-        if explain:
-            body["trace"] = {"pipeline": pipeline, **res.trace(engine.catalog.note_ids)}
+        if explain:  # the pipeline that ran: an experiment arm's own for the default one
+            from notefeed.serve.experiments import arm_pipeline
+
+            ran = pipeline if getattr(ctx, "arm", None) is None else arm_pipeline(ctx.arm)  # type: ignore[attr-defined]
+            body["trace"] = {"pipeline": ran, **res.trace(engine.catalog.note_ids)}
         timing = ", ".join(f"{k};dur={v:.3f}" for k, v in
                            {**res.timings(), "ads": ads_ms, "queue": waited_s * 1e3}.items())
         return JSONResponse(body, headers={"Server-Timing": timing})

@@ -67,9 +67,11 @@ def test_engine_serves_arms_and_reports(small_ds, tmp_path: Path) -> None:
         users = small_ds.users["user_id"].astype(str).tolist()[:60]
         with TestClient(create_app(eng)) as c:
             for u in users:
-                body = c.get("/v1/feed", params={"user_id": u, "n": 10}).json()
+                body = c.get("/v1/feed", params={"user_id": u, "n": 10, "explain": u == users[0]}).json()
                 arm = eng.experiment.arm_of(u).name
                 assert body["experiment"] == {"name": "t", "arm": arm}
+                if u == users[0]:  # the trace names the arm's pipeline, which ran
+                    assert body["trace"]["pipeline"] == f"exp:{arm}"
                 first = body["items"][0]["note_id"]
                 c.post("/v1/events", headers=AUTH, json={"events": [
                     {"user_id": u, "note_id": first, "ts": 1, "type": "click", "dwell_s": 12.0}]})
