@@ -40,7 +40,8 @@ from notefeed.serve.slots import SideSlots, SlotPart
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ColdStartHub", "ColdStartSource", "ColdStartSlots", "Snapshotter", "STATE_FILE", "write_atomic"]
+__all__ = ["ColdStartHub", "ColdStartSource", "ColdStartSlots", "Snapshotter", "STATE_FILE", "StaleState",
+           "write_atomic"]
 
 STATE_FILE = "coldstart.json"
 _STATE_VERSION = 1
@@ -178,7 +179,8 @@ class ColdStartHub:
             self.pool.baseline()
 
     def restore(self, path: str | Path) -> None:
-        """Load a saved state; a corrupt file or one from another dataset is a clear error."""
+        """Load a saved state; a corrupt file is a clear error (:class:`ValueError`), one saved
+        for other data (before a sync or an import changed the dataset) :class:`StaleState`."""
         path = Path(path)
         try:
             body = json.loads(path.read_text())
@@ -187,12 +189,12 @@ class ColdStartHub:
         if not isinstance(body, dict) or body.get("version") != _STATE_VERSION:
             raise ValueError(f"{path}: not a notefeed cold-start state (field 'version')")
         if body.get("n_base_items") != self._n_base or body.get("n_users") != self.ds.n_users:
-            raise ValueError(f"{path}: cold-start state is for another dataset (fields 'n_base_items'/'n_users': "
+            raise StaleState(f"{path}: cold-start state is for another dataset (fields 'n_base_items'/'n_users': "
                              f"{body.get('n_base_items')}/{body.get('n_users')}, workspace has "
                              f"{self._n_base}/{self.ds.n_users}); delete it to start the pool afresh")
         for i, nid in dict(body.get("notes") or {}).items():
             if int(i) >= self.catalog.n_items or self.catalog.note_ids[int(i)] != nid:
-                raise ValueError(f"{path}: cold-start note {nid!r} (field 'notes.{i}') is not in the catalogue")
+                raise StaleState(f"{path}: cold-start note {nid!r} (field 'notes.{i}') is not in the catalogue")
         try:
             pool = ColdStartPool.from_state(body["pool"])
         except (KeyError, ValueError) as e:
@@ -204,6 +206,11 @@ class ColdStartHub:
             self._index_base()
             self.new_users = {str(k): int(v) for k, v in dict(body.get("new_users") or {}).items()}
             self.events_seen = int(body.get("events_seen", 0))
+
+
+class StaleState(ValueError):
+    """A readable cold-start state saved for other data (notes or users added to the store
+    since: ``notefeed train``'s sync, ``data import``): rebuilt from the logs, not kept."""
 
 
 def write_atomic(path: Path, text: str) -> None:

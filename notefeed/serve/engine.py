@@ -33,7 +33,7 @@ from notefeed.online.redis_sync import append_and_apply, catch_up
 from notefeed.online.state import WINDOWS, MemoryOnlineState, OnlineState, RedisOnlineState
 from notefeed.schema import POSITIVE_TYPES, Event, Note
 from notefeed.serve.catalog import Catalog, NoteLog
-from notefeed.serve.coldstart import STATE_FILE, ColdStartHub, Snapshotter
+from notefeed.serve.coldstart import STATE_FILE, ColdStartHub, Snapshotter, StaleState
 from notefeed.serve.components import ServeContext
 from notefeed.serve.config import ServeConfig
 from notefeed.serve.experiments import Experiment, arm_pipeline
@@ -111,7 +111,8 @@ class Engine:
         self.note_log = NoteLog(self.workspace / "notes.sqlite", on.synchronous)
         self._notes_lock = threading.Lock()
         for note, followers in self.note_log.replay():
-            self.catalog.add_note(note, followers)
+            if self.catalog.item_of(note.note_id) is None:  # not in the dataset (`notefeed train` syncs them in)
+                self.catalog.add_note(note, followers)
         self.bus = bus or open_bus(on.backend, self.workspace, on.redis_url, on.synchronous,
                                    stream=f"{on.redis_prefix}:events")
         if state is None:
@@ -248,7 +249,10 @@ class Engine:
             try:
                 hub.restore(self.coldstart_path)
                 restored = True
-            except ValueError as e:  # unreadable, or saved for the dataset before a `data import --replace`
+            except StaleState as e:  # the data grew (a sync, an import): derived state, rebuilt and saved anew
+                log.info("%s; rebuilt from the dataset and the event log", e)
+                hub = ColdStartHub(cfg, self.ds, self.catalog)
+            except ValueError as e:  # unreadable: kept for a look, never overwritten unseen
                 self._set_aside(self.coldstart_path, e)
                 hub = ColdStartHub(cfg, self.ds, self.catalog)
         if not restored:  # as on a first start: fitted on the dataset, then fed the whole bus replay

@@ -165,3 +165,26 @@ def test_sqlite_replay_from_a_position(tmp_path: Path, monkeypatch: pytest.Monke
             assert [r.ts for r in bus.replay(start)] == list(range(start, 30)), start
     finally:
         bus.close()
+
+
+def test_serve_starts_again_after_a_sync(small_ds, tmp_path: Path) -> None:
+    """The synced notes are in the dataset now: the note log's copies are not added twice, and
+    the cold-start state saved for the smaller dataset is rebuilt quietly."""
+    from notefeed.serve.cli import load_workspace_dataset
+
+    ws = tmp_path / "ws"
+    with Workspace.open(ws) as w:
+        w.save_dataset(small_ds)
+    _serve_some(ws, small_ds, notes=3, events=12)
+    assert (ws / "coldstart.json").exists()
+    assert sync_workspace(ws).notes == 3
+    ds = load_workspace_dataset(ws)
+    assert ds.n_items == small_ds.n_items + 3
+    eng = Engine(ds, make_config(), ws)
+    try:
+        assert eng.catalog.n_items == ds.n_items and eng.catalog.item_of("live2") == small_ds.n_items + 2
+        assert not eng.startup_warnings and not list(ws.glob("coldstart.json.unused-*"))
+        _, res = eng.feed("fan0", 5)
+        assert len(res.items) == 5
+    finally:
+        eng.close()

@@ -200,9 +200,10 @@ def test_pool_state_survives_a_restart(small_ds: Dataset, tmp_path: Path) -> Non
 
 
 def test_corrupt_or_foreign_state_is_set_aside_and_rebuilt(small_ds: Dataset, tmp_path: Path) -> None:
-    """The pool's state is derived (the note and event logs rebuild it, as after kill -9):
-    a file this start cannot use (torn, or saved before a ``data import --replace``) is kept
-    beside it and the pool starts as with no file, with a warning; the hub itself refuses it."""
+    """The pool's state is derived (the note and event logs rebuild it, as after kill -9): a
+    torn file is kept beside it and the pool starts as with no file, with a warning; one saved
+    for other data (the store grew: a sync, an import) is rebuilt and replaced, without; the
+    hub itself refuses both."""
     ws = tmp_path / "ws"
     def pool(e: Engine) -> dict:
         return {i: (n.impressions, n.clicks, n.stage) for i, n in e.coldstart.pool.notes.items()}
@@ -218,8 +219,8 @@ def test_corrupt_or_foreign_state_is_set_aside_and_rebuilt(small_ds: Dataset, tm
         assert any(v[:2] == (2, 1) for v in want.values())
     finally:
         eng.close()
-    for bad, why in (("{not json", "coldstart.json: cannot read"),
-                     ('{"version": 1, "n_base_items": 7, "n_users": 1}', "another dataset.*n_base_items")):
+    for bad, why, kept in (("{not json", "coldstart.json: cannot read", True),
+                           ('{"version": 1, "n_base_items": 7, "n_users": 1}', "another dataset.*n_base_items", False)):
         hub = ColdStartHub(_cs_config().coldstart, small_ds, Catalog(small_ds))
         (ws / STATE_FILE).write_text(bad)
         with pytest.raises(ValueError, match=why):
@@ -227,11 +228,14 @@ def test_corrupt_or_foreign_state_is_set_aside_and_rebuilt(small_ds: Dataset, tm
         eng = Engine(small_ds, _cs_config(), ws)
         try:
             assert pool(eng) == want
-            (warning,) = eng.startup_warnings
-            assert re.search(why, warning) and "kept as coldstart.json.unused-" in warning
-            kept = [p for p in ws.iterdir() if p.name.startswith(STATE_FILE + ".unused-")]
-            assert len(kept) == 1 and kept[0].read_text() == bad
-            kept[0].unlink()
+            aside = [p for p in ws.iterdir() if p.name.startswith(STATE_FILE + ".unused-")]
+            if kept:
+                (warning,) = eng.startup_warnings
+                assert re.search(why, warning) and "kept as coldstart.json.unused-" in warning
+                assert len(aside) == 1 and aside[0].read_text() == bad
+                aside[0].unlink()
+            else:
+                assert not eng.startup_warnings and not aside
         finally:
             eng.close()
         assert json.loads((ws / STATE_FILE).read_text())["version"]  # the new state, saved on close
