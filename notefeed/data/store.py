@@ -61,10 +61,10 @@ _TABLES = ("notes", "users", "creators", "events", "social", "meta")
 _MARK = "sync."  # meta keys of Workspace.mark (not dataset metadata)
 
 
-def _mark_steps(marks: dict[str, int] | None) -> list[tuple[str, pd.DataFrame | None]]:
+def _mark_steps(marks: dict[str, int | str] | None) -> list[tuple[str, pd.DataFrame | None]]:
     if not marks:
         return []
-    rows = pd.DataFrame({"key": [_MARK + k for k in marks], "value": [json.dumps(int(v)) for v in marks.values()]})
+    rows = pd.DataFrame({"key": [_MARK + k for k in marks], "value": [json.dumps(v) for v in marks.values()]})
     return [("INSERT OR REPLACE INTO meta SELECT * FROM df", rows)]
 
 
@@ -311,7 +311,7 @@ class Workspace:
 
     # ------------------------------------------------------------------ incremental writes
     def append_events(self, events: pd.DataFrame | Sequence[Event], require_known: bool = False,
-                      marks: dict[str, int] | None = None) -> int:
+                      marks: dict[str, int | str] | None = None) -> int:
         """Validate and append a batch in one transaction; returns the number of rows written.
         ``marks``: :meth:`mark` values set in the same transaction (how far a log is copied)."""
         df = (
@@ -362,7 +362,7 @@ class Workspace:
         self._tx(steps + _mark_steps(marks))
         return len(out)
 
-    def append_notes(self, notes: pd.DataFrame | Sequence[Note], marks: dict[str, int] | None = None) -> int:
+    def append_notes(self, notes: pd.DataFrame | Sequence[Note], marks: dict[str, int | str] | None = None) -> int:
         """Insert or replace notes (an edited note replaces the stored one); creators get stubs.
         ``marks``: as for :meth:`append_events`."""
         df = pd.DataFrame([n.model_dump() for n in notes]) if not isinstance(notes, pd.DataFrame) else notes
@@ -385,17 +385,18 @@ class Workspace:
         ])
         return len(rows)
 
-    def set_marks(self, marks: dict[str, int] | None) -> None:
+    def set_marks(self, marks: dict[str, int | str] | None) -> None:
         """Set :meth:`mark` values (in one transaction)."""
         if marks:
             self._tx(_mark_steps(marks))
 
-    def mark(self, key: str) -> int:
-        """A position kept with the data (0 when never set): how many entries of a log outside
-        the store (``notefeed train``'s copy of the serving logs) are already in it. Kept in
-        ``meta`` under ``sync.<key>``, so ``save_dataset`` (``data import --replace``) resets it."""
+    def mark(self, key: str) -> int | str | None:
+        """A position kept with the data (None when never set): how far a log outside the store
+        (``notefeed train``'s copy of the serving logs) is already in it, in the log's own
+        terms (a count, an entry id). Kept in ``meta`` under ``sync.<key>``, so
+        ``save_dataset`` (``data import --replace``) resets it."""
         rows = self.con.execute("SELECT value FROM meta WHERE key = ?", [_MARK + key]).fetchall()
-        return int(json.loads(rows[0][0])) if rows else 0
+        return json.loads(rows[0][0]) if rows else None
 
     def upsert_users(self, users: pd.DataFrame | Sequence[User]) -> int:
         """Insert or replace users; a DataFrame's non-id columns are the attributes."""

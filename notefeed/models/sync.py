@@ -5,7 +5,8 @@ log (``events.sqlite``, or the Redis stream with ``online.backend: redis``) and 
 (``notes.sqlite``, notes published with ``POST /v1/notes``). Training reads the DuckDB store
 (``notefeed.duckdb``: imported or generated data). :func:`sync_logs` appends to the store
 the log entries it does not hold yet, notes first (so events find them): each log's position
-is kept in the store with the rows (``Workspace.mark``, one transaction per batch), so a
+(a count of SQLite events, a Redis entry id, a note-log sequence number) is kept in the store
+with the rows (``Workspace.mark``, one transaction per batch), so a
 sync copies every entry once, whether it is interrupted, repeated, or run by ``notefeed
 train`` while the server writes. Entries the store's checks refuse (an id written before a
 rule existed) are skipped and counted.
@@ -27,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["SyncReport", "sync_logs", "sync_workspace", "EVENT_LOG", "NOTE_LOG"]
+__all__ = ["SyncReport", "sync_logs", "sync_workspace", "event_log_key", "EVENT_LOG", "NOTE_LOG"]
 
 #: :meth:`Workspace.mark` keys of the two logs
 EVENT_LOG, NOTE_LOG = "event_log", "note_log"
@@ -53,6 +54,12 @@ def _valid(frame: pd.DataFrame, check: Any) -> tuple[pd.DataFrame, int]:
     return frame.drop(index=sorted(bad)).reset_index(drop=True), len(bad)
 
 
+def event_log_key(bus: Any) -> str:
+    """The mark of ``bus``'s log: SQLite positions are counts, a Redis stream's are its entry
+    ids (one key per stream: another backend is another log)."""
+    return EVENT_LOG if bus.name == "sqlite" else f"{EVENT_LOG}.{bus.name}:{bus.stream}"
+
+
 def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH) -> SyncReport:
     """Append to the open :class:`~notefeed.data.store.Workspace` ``ws`` what ``note_log`` (a
     :class:`~notefeed.serve.catalog.NoteLog`) and ``bus`` (an event bus) hold past its marks."""
@@ -60,7 +67,7 @@ def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH
 
     notes = events = skipped = 0
     if note_log is not None:
-        rows = note_log.since(ws.mark(NOTE_LOG))  # positions are the log's own sequence numbers
+        rows = note_log.since(int(ws.mark(NOTE_LOG) or 0))  # positions are the log's own sequence numbers
         for i in range(0, len(rows), batch):
             part = rows[i:i + batch]
             followers = {n.author_id: f for _, n, f in part if f is not None}  # published with a count
@@ -73,15 +80,14 @@ def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH
                 ws.set_marks({NOTE_LOG: part[-1][0]})
             notes, skipped = notes + len(frame), skipped + bad
     if bus is not None:
-        done = ws.mark(EVENT_LOG)  # positions are counts: entries are only ever appended
-        it = bus.replay(done)
+        key = event_log_key(bus)
+        it = bus.entries(ws.mark(key))
         while part := list(itertools.islice(it, batch)):
             frame = pd.DataFrame([{"user_id": r.user_id, "note_id": r.note_id, "ts": r.ts, "type": r.type,
                                    "dwell_s": r.dwell_s, "position": r.position, "request_id": r.request_id,
-                                   "surface": r.surface} for r in part])
+                                   "surface": r.surface} for _, r in part])
             frame, bad = _valid(frame, check_events)
-            done += len(part)
-            ws.append_events(frame, marks={EVENT_LOG: done})
+            ws.append_events(frame, marks={key: part[-1][0]})  # the position after the batch's last event
             events, skipped = events + len(frame), skipped + bad
     return SyncReport(notes, events, skipped)
 

@@ -47,6 +47,11 @@ class EventBus(Protocol):
         """Every stored event from the ``start``-th on (0-based), in append order."""
         ...
 
+    def entries(self, after: Any = None) -> Iterator[tuple[Any, EventRecord]]:
+        """``(position, event)`` of the events after position ``after`` (None: all), in
+        append order; a position is the backend's own (a count, an entry id)."""
+        ...
+
     def count(self) -> int: ...
 
     def close(self) -> None: ...
@@ -122,6 +127,12 @@ class SqliteEventBus:
                 return
             start += len(rows)
 
+    def entries(self, after: int | None = 0) -> Iterator[tuple[int, EventRecord]]:
+        """``(position, event)`` from the ``after``-th event on; a position is the count of
+        events up to and including this one (what a copy of the log resumes from)."""
+        start = int(after or 0)
+        yield from enumerate(self.replay(start), start=start + 1)
+
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
@@ -182,6 +193,19 @@ class RedisEventBus:
                     yield EventRecord(**json.loads(fields["e"]))
                 skip = 0
             self.last_id = last
+
+    def entries(self, after: str | None = None) -> Iterator[tuple[str, EventRecord]]:
+        """``(entry id, event)`` after the entry ``after`` (None: from the start), in stream
+        order, a page at a time; does not move :attr:`last_id`. An id, not a count, is the
+        position: resuming reads only what is new, and a trimmed stream does not shift it."""
+        low = "-" if after is None else f"({after}"
+        while True:
+            batch = self.r.xrange(self.stream, min=low, max="+", count=1000)
+            if not batch:
+                return
+            for entry_id, fields in batch:
+                yield entry_id, EventRecord(**json.loads(fields["e"]))
+            low = f"({batch[-1][0]}"
 
     def tail(self, block_ms: int = 200, count: int = 1000) -> list[EventRecord]:
         """Entries added after :attr:`last_id` by *other* processes (serving workers sharing

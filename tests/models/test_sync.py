@@ -75,7 +75,7 @@ def test_sync_copies_each_log_entry_once(small_ds, tmp_path: Path) -> None:
         assert w.mark(EVENT_LOG) == 14 and w.mark(NOTE_LOG) == 4
         assert not any(k.startswith("sync.") for k in w.load_dataset().meta)  # not dataset metadata
         w.save_dataset(small_ds, replace=True)  # data import --replace: a fresh store, from the logs' start
-        assert w.mark(EVENT_LOG) == 0
+        assert w.mark(EVENT_LOG) is None
     assert sync_workspace(ws).events == 14
 
 
@@ -137,6 +137,39 @@ def test_the_servers_mirror_is_the_sync(small_ds, tmp_path: Path) -> None:
     _serve_some(ws, small_ds, notes=2, events=9, mirror_to_workspace=True)
     assert len(_store(ws)[0]) == len(small_ds.events) + 9
     assert sync_workspace(ws).events == 0
+
+
+def test_a_redis_event_log_syncs_by_entry_id(redis_url: str, small_ds, tmp_path: Path) -> None:
+    """The Redis stream's position is its last copied entry id: a resumed sync reads only what
+    is new, and trimming the stream's head does not shift it."""
+    import redis
+
+    from notefeed.models.sync import event_log_key
+
+    bus = RedisEventBus(redis.Redis.from_url(redis_url, decode_responses=True), stream=f"t:{uuid.uuid4().hex}")
+    note = small_ds.notes["note_id"].iat[0]
+
+    def add(k: int, at: int) -> None:
+        bus.append([EventRecord(user_id=f"r{i}", note_id=note, ts=TS + i, type="click", received_at=0.0)
+                    for i in range(at, at + k)])
+
+    ws = tmp_path / "ws"
+    try:
+        with Workspace.open(ws) as w:
+            w.save_dataset(small_ds)
+            add(2500, 0)
+            assert sync_logs(w, bus, None, batch=1000).events == 2500
+            last = w.mark(event_log_key(bus))
+            assert isinstance(last, str) and last == bus.r.xrevrange(bus.stream, count=1)[0][0]
+            bus.r.xtrim(bus.stream, maxlen=10)  # the head is gone: an id does not shift
+            add(7, 2500)
+            assert sync_logs(w, bus, None).events == 7
+            got = w.con.execute("SELECT ts FROM events WHERE user_id LIKE 'r%' ORDER BY seq").fetchall()
+            assert [t for (t,) in got] == list(range(TS, TS + 2507))
+            assert sync_logs(w, bus, None).events == 0
+    finally:
+        bus.r.delete(bus.stream)
+        bus.close()
 
 
 def test_redis_replay_from_a_position(redis_url: str) -> None:
