@@ -115,6 +115,8 @@ def train_workspace(workspace: str | Path, config: Any = None, seed: int = 0, pr
             ds = load_workspace_dataset(workspace)
         except (DataError, OSError) as e:
             raise TrainError("--workspace", str(e)) from None
+        except ValueError as e:  # the serving logs (an unreadable event or note log, a bad backend)
+            raise TrainError("--workspace", f"syncing the serving logs into the store failed ({e})") from None
     if not len(ds.events):
         raise TrainError("--workspace", f"{workspace} has no events to train on (import or generate data, or "
                          "serve it and post events first)")
