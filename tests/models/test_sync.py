@@ -221,3 +221,22 @@ def test_serve_starts_again_after_a_sync(small_ds, tmp_path: Path) -> None:
         assert len(res.items) == 5
     finally:
         eng.close()
+
+
+def test_a_torn_event_log_stops_train_in_one_line_and_no_sync_trains_without(small_ds, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    with Workspace.open(ws) as w:
+        w.save_dataset(small_ds)
+    (ws / "events.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x07" * 3000)
+    r = CliRunner().invoke(app, ["train", "--workspace", str(ws)])
+    assert r.exit_code == 2 and "events.sqlite" in r.output and "--no-sync" in r.output, r.output
+    assert "Traceback" not in r.output
+    r = CliRunner().invoke(app, ["train", "--workspace", str(ws), "--no-sync", "--config", str(_minimal(tmp_path))])
+    assert r.exit_code == 0 and "stored version" in r.output, r.output
+
+
+def _minimal(tmp_path: Path) -> Path:
+    """A config with built-in components only: a quick train."""
+    p = tmp_path / "minimal.yaml"
+    p.write_text((Path(__file__).resolve().parents[2] / "configs" / "minimal.yaml").read_text())
+    return p
