@@ -10,7 +10,8 @@ import typer
 
 __all__ = ["register", "models_app"]
 
-models_app = typer.Typer(help="Trained model versions in WORKSPACE/models: list, promote, roll back.",
+models_app = typer.Typer(help="Trained model versions in WORKSPACE/models: list, promote, roll back; sync "
+                         "the serving logs into the store.",
                          no_args_is_help=True)
 
 _WS = typer.Option(..., "--workspace", help="workspace directory (holds models/)")
@@ -95,6 +96,32 @@ def rollback_cmd(workspace: Path = _WS) -> None:
     except ModelError as e:
         _fail(str(e))
     typer.echo(f"rolled back to {v} (was {prev})")
+
+
+@models_app.command("sync")
+def sync_cmd(
+    workspace: Path = _WS,
+    config: Path | None = typer.Option(None, "--config", help="serving config (its online section names the "
+                                       "event log's backend; default config when omitted)"),
+) -> None:
+    """Copy into the workspace's store what `serve` logged since the last sync (posted events,
+    published notes), as `notefeed train` does first: for the commands that read the store and
+    do not sync (`llm embed`, `search`, `data lake export`)."""
+    from notefeed.data.dataset import DataError
+    from notefeed.models.sync import sync_workspace
+    from notefeed.serve.config import ConfigError, ServeConfig, load_config
+
+    if not workspace.is_dir():
+        _fail(f"--workspace: {workspace} is not a directory")
+    try:
+        cfg = load_config(config) if config is not None else ServeConfig()
+    except (ConfigError, OSError) as e:
+        _fail(f"--config: {e}")
+    try:
+        report = sync_workspace(workspace, cfg)
+    except (DataError, ValueError, OSError) as e:
+        _fail(f"--workspace: syncing the serving logs into the store failed ({e})")
+    typer.echo(report.line())
 
 
 def train_cmd(
