@@ -240,6 +240,10 @@ class _AdIndex:
         self.row_of = {a.id: j for j, a in enumerate(self.ads)}
         self.note_item = [engine.catalog.index.get(a.note_id) if a.note_id else None for a in self.ads]
         self.has_note = np.array([a.note_id is not None for a in self.ads], bool)
+        #: an ad for a note the catalogue does not hold (stored before the API refused those):
+        #: never served, its slot would point at nothing
+        self.orphan = np.array([a.note_id is not None and i is None for a, i in zip(self.ads, self.note_item,
+                                                                                    strict=True)], bool)
         # keyword rows: one per (ad, keyword), so a keyword's own bid applies when it matched
         kw_ad: list[int] = []
         kw_bid: list[float] = []
@@ -563,7 +567,7 @@ class AdServer:
         # the best relevance any channel gave each candidate
         rel = np.clip(best_scores([results[n] for n in names], ids), 0.0, 1.0)
         cidx = idx.camp_of[ids]
-        ok = idx.running(now)[cidx] & (rel >= cfg.relevance_floor)
+        ok = idx.running(now)[cidx] & (rel >= cfg.relevance_floor) & ~idx.orphan[ids]
         if page_notes and idx.has_note[ids].any():
             on_page = set(page_notes)
             ok &= np.array([not (idx.has_note[j] and idx.ads[j].note_id in on_page) for j in ids.tolist()], bool)

@@ -174,6 +174,25 @@ def test_an_ad_for_a_note_the_catalogue_lacks_is_refused(client: TestClient, eng
     assert r.status_code == 201, r.text
 
 
+def test_an_ad_stored_for_a_missing_note_is_never_served(search_client: tuple[TestClient, Engine]) -> None:
+    """Written before the API refused it (or by hand): its slot would point at no note."""
+    from notefeed.ads.schema import Ad, Keyword
+    from notefeed.serve.ads import ads_store
+
+    c, engine = search_client
+    assert c.post("/v1/admin/ads/advertisers", headers=AUTH, json={"id": "adv", "name": "Shop"}).status_code == 201
+    assert c.post("/v1/admin/ads/campaigns", headers=AUTH, json={
+        "id": "c0", "advertiser_id": "adv", "daily_budget": 10, "bid": 5.0}).status_code == 201
+    ads_store(engine).put_ad(Ad(id="ghost", campaign_id="c0", note_id="no-such-note",
+                                keywords=[Keyword(text="coffee", match="broad")]))
+    body = c.get("/v1/search", params={"q": "coffee paris", "n": 10}).json()
+    assert not body.get("ads")
+    c.post("/v1/admin/ads/ads", headers=AUTH, json={"id": "beans", "campaign_id": "c0", "title": "Fresh beans",
+                                                    "keywords": [{"text": "coffee", "match": "broad"}]})
+    body = c.get("/v1/search", params={"q": "coffee paris", "n": 10}).json()
+    assert [a["ad"]["ad_id"] for a in body["ads"]] == ["beans"]
+
+
 def test_an_unreadable_ad_store_serves_pages_without_ads_and_is_never_overwritten(
         client: TestClient, engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
     import os
