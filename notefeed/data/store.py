@@ -27,6 +27,8 @@ is locked.
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -39,7 +41,7 @@ from notefeed.data.dataset import NOTE_COLUMNS, DataError, Dataset
 from notefeed.data.importer import EVENT_REQUIRED, check_creators, check_events, check_notes, check_users
 from notefeed.schema import EVENT_TYPES, SURFACES, Creator, Event, Note, User
 
-__all__ = ["Workspace", "DB_NAME"]
+__all__ = ["Workspace", "WorkspaceLocked", "DB_NAME"]
 
 DB_NAME = "notefeed.duckdb"
 _EVENT_COLS = ("user_id", "note_id", "ts", "type", "dwell_s", "position", "request_id", "surface")
@@ -108,6 +110,10 @@ def _first_problem(problems: list, what: str) -> None:
         raise DataError(f"{what}[{p.row}]: field '{p.field}': {p.reason} ({len(problems)} problem(s); nothing written)")
 
 
+class WorkspaceLocked(DataError):
+    """Another process holds the workspace's DuckDB file for writing (DuckDB allows one writer)."""
+
+
 class Workspace:
     """One community on disk. Use as a context manager or call :meth:`close`."""
 
@@ -132,7 +138,7 @@ class Workspace:
         except duckdb.Error as e:
             msg = str(e).splitlines()[0]
             if "lock" in msg.lower():
-                raise DataError(f"workspace {db}: locked by another process ({msg})") from None
+                raise WorkspaceLocked(f"workspace {db}: locked by another process ({msg})") from None
             raise DataError(f"workspace {db}: not a readable DuckDB database ({msg})") from None
         try:
             if not read_only:
@@ -146,6 +152,20 @@ class Workspace:
             con.close()
             raise DataError(f"workspace {db}: missing tables {sorted(missing)}")
         return cls(db, con)
+
+    @classmethod
+    def open_waiting(cls, directory: str | Path, lock_wait_s: float, create: bool = True,
+                     read_only: bool = False) -> Workspace:
+        """:meth:`open`, retried while another process holds the file for writing, for up to
+        ``lock_wait_s`` seconds (then :class:`WorkspaceLocked`)."""
+        deadline = time.monotonic() + lock_wait_s
+        while True:
+            try:
+                return cls.open(directory, create=create, read_only=read_only)
+            except WorkspaceLocked:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2 + 0.3 * random.random())
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:

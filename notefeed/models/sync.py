@@ -20,8 +20,6 @@ the logs again from their start.
 from __future__ import annotations
 
 import itertools
-import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +94,6 @@ def sync_workspace(workspace: str | Path, config: Any = None, lock_wait_s: float
     """:func:`sync_logs` on ``workspace``'s store and logs (``config``: the serving config,
     whose ``online`` section names the event log's backend; default config when ``None``),
     waiting up to ``lock_wait_s`` for another writer of the store."""
-    from notefeed.data.dataset import DataError
     from notefeed.data.store import Workspace
     from notefeed.online.bus import open_bus
     from notefeed.serve.catalog import NoteLog
@@ -111,17 +108,9 @@ def sync_workspace(workspace: str | Path, config: Any = None, lock_wait_s: float
     bus = open_bus(on.backend, workspace, on.redis_url, on.synchronous, stream=f"{on.redis_prefix}:events") \
         if has_events else None
     note_log = NoteLog(workspace / "notes.sqlite", on.synchronous) if has_notes else None
-    try:
-        deadline = time.monotonic() + lock_wait_s
-        while True:
-            try:  # created for a community that began empty, all through the API
-                ws = Workspace.open(workspace)
-                break
-            except DataError as e:  # another writer (a server's mirror, `notefeed data`) holds it a moment
-                if "locked by another process" not in str(e) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2 + 0.3 * random.random())
-        with ws:
+    try:  # created for a community that began empty, all through the API; another writer (a
+        # server's mirror, `notefeed data`) may hold the store a moment
+        with Workspace.open_waiting(workspace, lock_wait_s) as ws:
             return sync_logs(ws, bus, note_log)
     finally:
         if bus is not None:

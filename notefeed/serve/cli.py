@@ -21,27 +21,16 @@ def load_workspace_dataset(workspace: Path, read_only: bool = False, lock_wait_s
     ``notefeed sim generate``); an empty dataset when there is none yet. ``read_only``: open it
     so that other processes may read it at the same time (``serve --workers N``: each worker
     loads it); ``lock_wait_s``: retry that long while another process holds it for writing."""
-    import random
-    import time
-
     from notefeed.serve.engine import empty_dataset
 
     if not (workspace / "notefeed.duckdb").exists():
         return empty_dataset(workspace.name or "workspace")
-    from notefeed.data.dataset import DataError
     from notefeed.data.store import Workspace
     from notefeed.threads import gc_paused
 
-    deadline = time.monotonic() + lock_wait_s
-    while True:
-        try:
-            # opened read-then-closed: DuckDB allows one writer, and ``sim``/``data`` may write later
-            with Workspace.open(workspace, create=False, read_only=read_only) as ws, gc_paused():
-                return ws.load_dataset()
-        except DataError as e:
-            if "locked by another process" not in str(e) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2 + 0.3 * random.random())
+    # opened read-then-closed: DuckDB allows one writer, and ``sim``/``data`` may write later
+    with Workspace.open_waiting(workspace, lock_wait_s, create=False, read_only=read_only) as ws, gc_paused():
+        return ws.load_dataset()
 
 
 def resolve_token(configured: str | None, workspace: Path) -> tuple[str, str]:

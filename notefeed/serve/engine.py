@@ -372,14 +372,12 @@ class Engine:
         ``notefeed train`` runs, :mod:`notefeed.models.sync`), so a batch the side-effect queue
         dropped is copied by the next one, and nothing twice. Through its own connections to
         the logs: a Redis replay must not move the follower's stream position."""
-        from notefeed.data.dataset import DataError
+        from notefeed.data.store import WorkspaceLocked
         from notefeed.models.sync import sync_workspace
 
         try:  # never waits: the side-effect thread serves others too
             sync_workspace(self.workspace, self.config, lock_wait_s=0.0)
-        except DataError as e:
-            if "locked by another process" not in str(e):
-                raise
+        except WorkspaceLocked as e:
             log.debug("mirror: the store is busy (%s); the next batch copies this one too", e)
 
     # ------------------------------------------------------------------ reads
