@@ -587,7 +587,7 @@ class Engine:
         if getattr(self, "online_ltr", None) is not None:
             self.online_ltr.close()  # type: ignore[union-attr]
         self.reloader.close()
-        self.models.close()
+        self.served.close()  # the arms' model holders too
         self._close_io()
 
     def _close_io(self) -> None:

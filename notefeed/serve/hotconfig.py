@@ -65,13 +65,6 @@ def cold_difference(old: ServeConfig, new: ServeConfig) -> str | None:
     return None
 
 
-def _close(served: Any) -> None:
-    """Close the model holders of a set of pipelines that is not (or no longer) served."""
-    served.models.close()
-    for h in served.arm_models.values():
-        h.close()
-
-
 def apply_config(engine: Any, new: ServeConfig, dry_run: bool = False) -> dict[str, Any]:
     """Swap ``new`` in on ``engine`` (see the module docstring); raises ``ValueError`` naming
     the first field that cannot change live. Returns the sections that changed; ``dry_run``
@@ -93,7 +86,7 @@ def apply_config(engine: Any, new: ServeConfig, dry_run: bool = False) -> dict[s
         # re-ranker, a negative gamma) fails here, before anything is swapped
         served = build_served(engine, engine.fitted, old.version, config=new)
         if dry_run:
-            _close(served)
+            served.close()
             return {"status": "valid", "changed": changed, "version": old.version}
         fine = old.models.current()
         if "+online." in fine.version:  # keep what the online trainer learned
@@ -102,7 +95,7 @@ def apply_config(engine: Any, new: ServeConfig, dry_run: bool = False) -> dict[s
                                                             if r.startswith("promoted version")) + served.fallback)
         engine.config = new
         engine.served = served  # the swap: one reference, as a model reload
-        _close(old)
+        old.close()
         del old, fine
         engine.refreeze_heap()
         engine.metrics.inc("config_reloads_total")

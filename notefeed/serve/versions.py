@@ -71,6 +71,12 @@ class Served:
     #: an experiment arm's own fine-model holder, by pipeline name (arms whose fine section differs)
     arm_models: dict[str, ModelHolder] = field(default_factory=dict)
 
+    def close(self) -> None:
+        """Close the model holders (once these pipelines are no longer served, or never were)."""
+        self.models.close()
+        for h in self.arm_models.values():
+            h.close()
+
 
 @dataclass
 class VersionedContext(ServeContext):
@@ -250,9 +256,7 @@ class VersionReloader:
         old = eng.served
         eng.served = new  # the swap: one reference assignment
         eng.fitted = fitted
-        old.models.close()
-        for h in old.arm_models.values():
-            h.close()
+        old.close()
         del old
         eng.refreeze_heap()
         with self._lock:
