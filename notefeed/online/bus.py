@@ -27,7 +27,7 @@ __all__ = ["EventBus", "SqliteEventBus", "RedisEventBus", "SideEffects", "open_b
 
 log = logging.getLogger(__name__)
 
-#: rows read at a time by :meth:`SqliteEventBus.replay` from a position
+#: rows read at a time by :meth:`SqliteEventBus.entries`
 _PAGE = 50_000
 _COLS = ("user_id", "note_id", "ts", "type", "received_at", "dwell_s", "position", "request_id", "surface",
          "event_id")
@@ -43,8 +43,8 @@ class EventBus(Protocol):
         """Store ``events`` durably (all or none); return how many were stored."""
         ...
 
-    def replay(self, start: int = 0) -> Iterator[EventRecord]:
-        """Every stored event from the ``start``-th on (0-based), in append order."""
+    def replay(self) -> Iterator[EventRecord]:
+        """Every stored event, in append order."""
         ...
 
     def entries(self, after: Any = None) -> Iterator[tuple[Any, EventRecord]]:
@@ -110,28 +110,26 @@ class SqliteEventBus:
                 raise
         return len(rows)
 
-    def replay(self, start: int = 0) -> Iterator[EventRecord]:
-        if start == 0:
-            with self._lock:
-                rows = self._db.execute(f"SELECT {','.join(_COLS)} FROM events ORDER BY seq").fetchall()
-            for r in rows:
-                yield EventRecord(**dict(zip(_COLS, r, strict=True)))
-            return
-        while True:  # from a position: a page at a time (a sync of a long log holds little)
-            with self._lock:
-                rows = self._db.execute(f"SELECT {','.join(_COLS)} FROM events ORDER BY seq LIMIT ? OFFSET ?",
-                                        (_PAGE, int(start))).fetchall()
-            for r in rows:
-                yield EventRecord(**dict(zip(_COLS, r, strict=True)))
-            if len(rows) < _PAGE:
-                return
-            start += len(rows)
+    def replay(self) -> Iterator[EventRecord]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {','.join(_COLS)} FROM events ORDER BY seq").fetchall()
+        for r in rows:
+            yield EventRecord(**dict(zip(_COLS, r, strict=True)))
 
     def entries(self, after: int | None = 0) -> Iterator[tuple[int, EventRecord]]:
-        """``(position, event)`` from the ``after``-th event on; a position is the count of
-        events up to and including this one (what a copy of the log resumes from)."""
-        start = int(after or 0)
-        yield from enumerate(self.replay(start), start=start + 1)
+        """``(position, event)`` from the ``after``-th event on, a page at a time (a copy of a
+        long log holds little); a position is the count of events up to and including this
+        one (what a copy of the log resumes from)."""
+        pos = int(after or 0)
+        while True:
+            with self._lock:
+                rows = self._db.execute(f"SELECT {','.join(_COLS)} FROM events ORDER BY seq LIMIT ? OFFSET ?",
+                                        (_PAGE, pos)).fetchall()
+            for r in rows:
+                pos += 1
+                yield pos, EventRecord(**dict(zip(_COLS, r, strict=True)))
+            if len(rows) < _PAGE:
+                return
 
     def count(self) -> int:
         with self._lock:
@@ -175,24 +173,17 @@ class RedisEventBus:
             pipeline.xadd(self.stream, {"e": json.dumps(e.to_dict()), "w": self.origin}, maxlen=self.maxlen,
                           approximate=True)
 
-    def replay(self, start: int = 0) -> Iterator[EventRecord]:
-        """As the protocol says; a stream has no offsets, so ``start`` entries are counted off
-        (read, not decoded). Moves :attr:`last_id` (a follower replays on its own connection)."""
-        last, skip = "-", int(start)
+    def replay(self) -> Iterator[EventRecord]:
+        last = "-"
         while True:
             batch = self.r.xrange(self.stream, min=last, max="+", count=1000)
             if last != "-":
                 batch = batch[1:]  # xrange is inclusive of the last id already yielded
             if not batch:
                 return
-            last = batch[-1][0]
-            if skip >= len(batch):
-                skip -= len(batch)
-            else:
-                for _id, fields in batch[skip:]:
-                    yield EventRecord(**json.loads(fields["e"]))
-                skip = 0
-            self.last_id = last
+            for _id, fields in batch:
+                yield EventRecord(**json.loads(fields["e"]))
+            last = self.last_id = batch[-1][0]
 
     def entries(self, after: str | None = None) -> Iterator[tuple[str, EventRecord]]:
         """``(entry id, event)`` after the entry ``after`` (None: from the start), in stream

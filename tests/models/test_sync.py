@@ -174,7 +174,7 @@ def test_a_redis_event_log_syncs_by_entry_id(redis_url: str, small_ds, tmp_path:
         bus.close()
 
 
-def test_redis_replay_from_a_position(redis_url: str) -> None:
+def test_redis_entries_from_a_position(redis_url: str) -> None:
     import redis
 
     bus = RedisEventBus(redis.Redis.from_url(redis_url, decode_responses=True), stream=f"t:{uuid.uuid4().hex}")
@@ -182,14 +182,18 @@ def test_redis_replay_from_a_position(redis_url: str) -> None:
         recs = [EventRecord(user_id=f"u{i}", note_id="n", ts=i, type="click", received_at=float(i))
                 for i in range(2500)]  # three xrange pages
         bus.append(recs)
-        for start in (0, 1, 999, 1000, 1001, 2499, 2500, 3000):
-            assert [r.ts for r in bus.replay(start)] == list(range(start, 2500)), start
+        ids = [entry_id for entry_id, _ in bus.entries()]
+        assert len(ids) == 2500 and bus.last_id == "0-0"  # the follower's position is not moved
+        for start in (0, 1, 999, 1000, 1001, 2499, 2500):
+            got = list(bus.entries(ids[start - 1] if start else None))
+            assert [r.ts for _, r in got] == list(range(start, 2500)), start
+            assert [p for p, _ in got] == ids[start:], start
     finally:
         bus.r.delete(bus.stream)
         bus.close()
 
 
-def test_sqlite_replay_from_a_position(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sqlite_entries_from_a_position(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import notefeed.online.bus as B
 
     monkeypatch.setattr(B, "_PAGE", 7)  # several pages
@@ -197,7 +201,9 @@ def test_sqlite_replay_from_a_position(tmp_path: Path, monkeypatch: pytest.Monke
     try:
         bus.append([EventRecord(user_id="u", note_id="n", ts=i, type="click", received_at=0.0) for i in range(30)])
         for start in (0, 1, 6, 7, 8, 29, 30, 40):
-            assert [r.ts for r in bus.replay(start)] == list(range(start, 30)), start
+            got = list(bus.entries(start))
+            assert [r.ts for _, r in got] == list(range(start, 30)), start
+            assert [p for p, _ in got] == list(range(start + 1, 31)), start
     finally:
         bus.close()
 
