@@ -98,6 +98,29 @@ def rollback_cmd(workspace: Path = _WS) -> None:
     typer.echo(f"rolled back to {v} (was {prev})")
 
 
+def _config(config: Path | None) -> Any:
+    """The serving config ``--config`` names (the default config when omitted); a bad one is
+    a one-line error."""
+    from notefeed.serve.config import ConfigError, ServeConfig, load_config
+
+    try:
+        return load_config(config) if config is not None else ServeConfig()
+    except (ConfigError, OSError) as e:
+        _fail(f"--config: {e}")
+
+
+def _sync(workspace: Path, cfg: Any, hint: str = "") -> Any:
+    """:func:`~notefeed.models.sync.sync_workspace`; a log or store it cannot read is a
+    one-line error (``hint`` appended)."""
+    from notefeed.data.dataset import DataError
+    from notefeed.models.sync import sync_workspace
+
+    try:
+        return sync_workspace(workspace, cfg)
+    except (DataError, ValueError, OSError) as e:
+        _fail(f"--workspace: syncing the serving logs into the store failed ({e}){hint}")
+
+
 @models_app.command("sync")
 def sync_cmd(
     workspace: Path = _WS,
@@ -107,21 +130,8 @@ def sync_cmd(
     """Copy into the workspace's store what `serve` logged since the last sync (posted events,
     published notes), as `notefeed train` does first: for the commands that read the store and
     do not sync (`llm embed`, `search`, `data lake export`)."""
-    from notefeed.data.dataset import DataError
-    from notefeed.models.sync import sync_workspace
-    from notefeed.serve.config import ConfigError, ServeConfig, load_config
-
-    if not workspace.is_dir():
-        _fail(f"--workspace: {workspace} is not a directory")
-    try:
-        cfg = load_config(config) if config is not None else ServeConfig()
-    except (ConfigError, OSError) as e:
-        _fail(f"--config: {e}")
-    try:
-        report = sync_workspace(workspace, cfg)
-    except (DataError, ValueError, OSError) as e:
-        _fail(f"--workspace: syncing the serving logs into the store failed ({e})")
-    typer.echo(report.line())
+    _store(workspace)
+    typer.echo(_sync(workspace, _config(config)).line())
 
 
 def train_cmd(
@@ -139,24 +149,14 @@ def train_cmd(
 ) -> None:
     """Fit every component the config names on the workspace and store a new model version."""
     from notefeed.models.train import TrainError, train_workspace
-    from notefeed.serve.config import ConfigError, ServeConfig, load_config
 
     _store(workspace)
-    try:
-        cfg = load_config(config) if config is not None else ServeConfig()
-    except (ConfigError, OSError) as e:
-        _fail(f"--config: {e}")
+    cfg = _config(config)
     from notefeed.batch.cli import engine_or_fail, lake_dataset
 
     batch = engine_or_fail(engine, address, _fail)
     if sync:  # before the lake export too: the batch engines read the store through it
-        from notefeed.data.dataset import DataError
-        from notefeed.models.sync import sync_workspace
-
-        try:
-            report = sync_workspace(workspace, cfg)
-        except (DataError, ValueError, OSError) as e:
-            _fail(f"--workspace: syncing the serving logs into the store failed ({e}); --no-sync trains without")
+        report = _sync(workspace, cfg, "; --no-sync trains without")
         if report.notes or report.events or report.skipped:
             typer.echo(report.line())
     try:  # batch engines read the event lake
