@@ -22,6 +22,7 @@ __all__ = [
     "SMALL_CREATOR_FOLLOWERS",
     "MAX_INT",
     "STORED",
+    "CONTROL_CHARS",
     "id_problem",
     "EventType",
     "Surface",
@@ -52,7 +53,8 @@ SMALL_CREATOR_FOLLOWERS = 1000
 EventType = Literal["impression", "click", "like", "collect", "comment", "share", "follow", "hide"]
 Surface = Literal["feed", "search", "related"]
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: characters no id may hold (the API's ids and the importer's rows)
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 #: validation context of records read back from this project's own logs: written under older
 #: rules, they are accepted as they were stored (the server always starts on what it wrote)
 STORED = {"stored": True}
@@ -60,7 +62,7 @@ STORED = {"stored": True}
 
 def id_problem(v: str) -> str | None:
     """Why ``v`` cannot be an id written through the API, or None (length is checked apart)."""
-    m = _CONTROL.search(v)
+    m = CONTROL_CHARS.search(v)
     return None if m is None else f"control character U+{ord(m.group()):04X} at position {m.start()}"
 
 

@@ -37,7 +37,7 @@ import pandas as pd
 
 from notefeed.data.dataset import DataError, Dataset
 from notefeed.data.loaders import LOADERS
-from notefeed.schema import EVENT_TYPES, SURFACES
+from notefeed.schema import CONTROL_CHARS, EVENT_TYPES, SURFACES
 
 __all__ = [
     "ImportResult",
@@ -84,7 +84,7 @@ def _ids(df: pd.DataFrame, col: str, required: bool = True) -> list[Problem]:
     text = s.astype(str)
     present = ~s.isna().to_numpy()
     long = (text.str.len() > _MAX_ID).to_numpy() & present
-    control = text.str.contains(r"[\x00-\x1f\x7f]", regex=True).to_numpy() & present
+    control = text.str.contains(CONTROL_CHARS.pattern, regex=True).to_numpy() & present
     return (out + _problems(long, col, f"id longer than {_MAX_ID} characters")
             + _problems(control, col, "control character in the id", s))
 
