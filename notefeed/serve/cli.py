@@ -134,26 +134,22 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         from notefeed.threads import one_thread_for_process
 
         one_thread_for_process()  # request-sized work: see notefeed.threads
-        with con.status("loading community"):
-            try:
+        try:
+            with con.status("loading community"):
                 ds = synthetic_community(synthetic_notes, seed=seed) if synthetic_notes else \
                     load_workspace_dataset(workspace)
-            except ValueError as e:  # DataError: an unreadable or locked workspace store
-                con.print(f"[red]error:[/red] cannot start on {workspace}: {e}", soft_wrap=True)
-                raise typer.Exit(1) from None
-        if ds.n_items == 0:
-            con.print(f"[yellow]empty workspace[/yellow]: fill it with `notefeed sim generate --workspace {workspace}`"
-                      " (or `notefeed data import`), or publish notes with POST /v1/notes")
-        with con.status(f"building engine on {ds.n_items:,} notes"):
-            try:
+            if ds.n_items == 0:
+                con.print(f"[yellow]empty workspace[/yellow]: fill it with `notefeed sim generate --workspace "
+                          f"{workspace}` (or `notefeed data import`), or publish notes with POST /v1/notes")
+            with con.status(f"building engine on {ds.n_items:,} notes"):
                 # the promoted model version (nothing trained here); the fallback otherwise
                 engine = Engine(ds, cfg, workspace) if synthetic_notes else engine_from_store(ds, cfg, workspace)
-            except ConfigError as e:
-                con.print(f"[red]config error:[/red] {e}")
-                raise typer.Exit(2) from None
-            except ValueError as e:  # a workspace file the server cannot use and must not replace (the event log)
-                con.print(f"[red]error:[/red] cannot start on {workspace}: {e}", soft_wrap=True)
-                raise typer.Exit(1) from None
+        except ConfigError as e:
+            con.print(f"[red]config error:[/red] {e}")
+            raise typer.Exit(2) from None
+        except ValueError as e:  # a workspace file the server cannot use and must not replace (the store, the logs)
+            con.print(f"[red]error:[/red] cannot start on {workspace}: {e}", soft_wrap=True)
+            raise typer.Exit(1) from None
         for w in engine.startup_warnings:
             con.print(f"[yellow]warning:[/yellow] {w}", soft_wrap=True)
         if engine.served.fallback:
