@@ -12,9 +12,15 @@ import importlib
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "error_text"]
 
 T = TypeVar("T")
+
+
+def error_text(e: BaseException) -> str:
+    """The message of ``e`` for a one-line error: a ``KeyError`` (a registry's unknown name)
+    gives its text, not its quoted repr."""
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
 
 
 class Registry(Generic[T]):

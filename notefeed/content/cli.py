@@ -21,11 +21,12 @@ def _note_texts(ds, with_tags: bool = True) -> list[str]:  # type: ignore[no-unt
 def _load(name: str, seed: int = 0, quick: bool = False):  # type: ignore[no-untyped-def]
     """The dataset ``--dataset`` names; an unknown name or missing files: one line, exit 2."""
     from notefeed.content.evaluate import _load as load
+    from notefeed.registry import error_text
 
     try:
         return load(name, seed, quick=quick)
     except (KeyError, ValueError, FileNotFoundError) as e:
-        typer.echo(f"error: --dataset: {e.args[0] if isinstance(e, KeyError) and e.args else e}", err=True)
+        typer.echo(f"error: --dataset: {error_text(e)}", err=True)
         raise typer.Exit(2) from None
 
 

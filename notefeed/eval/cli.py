@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from notefeed.registry import error_text
+
 __all__ = ["register", "eval_command", "parse_list", "parse_ks", "parse_params", "print_rows"]
 
 _ERRORS = (KeyError, ValueError, TypeError, FileNotFoundError)
@@ -224,8 +226,7 @@ def eval_command(
         before = _mtime(report)
         rows = run_stage(stage, datasets, model_list, seed, quick, report, **options)
     except (*_ERRORS, DataError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        err.print(f"[red]error:[/red] {msg}", highlight=False)
+        err.print(f"[red]error:[/red] {error_text(e)}", highlight=False)
         raise typer.Exit(2) from None
 
     from notefeed.eval.runner import DEFAULT_KS

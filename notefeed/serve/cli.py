@@ -368,11 +368,12 @@ def _register_tune(app: typer.Typer) -> None:
         from notefeed.rank.fusion import offline_objective, tune_fusion
         from notefeed.rank.multitask import FineRanker
         from notefeed.rank.samples import build_samples
+        from notefeed.registry import error_text
 
         try:
             ds = _load(dataset, seed, quick=quick)
         except (KeyError, ValueError, FileNotFoundError) as e:  # an unknown name, or its files missing
-            typer.echo(f"error: --dataset: {e.args[0] if isinstance(e, KeyError) else e}", err=True)
+            typer.echo(f"error: --dataset: {error_text(e)}", err=True)
             raise typer.Exit(2) from None
         s = build_samples(ds, seed=seed)
         tasks = tuple(t for t, y in s.labels.items() if (y == y).any())
