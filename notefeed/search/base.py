@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from notefeed.registry import Registry
-from notefeed.threads import gc_paused  # noqa: F401  (re-exported: the search modules use it from here)
 
 __all__ = [
     "SearchError",
@@ -25,7 +24,6 @@ __all__ = [
     "RewriteBackend",
     "RETRIEVERS",
     "REWRITERS",
-    "gc_paused",
 ]
 
 

@@ -28,8 +28,9 @@ import scipy.sparse as sp
 
 from notefeed.content.text import TextEncoder, TextEncoderConfig, has_cjk, text_features
 from notefeed.recall.ann import AnnIndex
-from notefeed.search.base import RETRIEVERS, Hits, ParsedQuery, SearchError, gc_paused
+from notefeed.search.base import RETRIEVERS, Hits, ParsedQuery, SearchError
 from notefeed.search.text import analyze_batch, note_fields
+from notefeed.threads import gc_paused
 
 __all__ = ["DenseIndex", "DenseJob", "encode_catalogue", "note_texts", "hashed_counts"]
 

@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 import tantivy
 
-from notefeed.search.base import RETRIEVERS, Hits, ParsedQuery, SearchError, gc_paused
+from notefeed.search.base import RETRIEVERS, Hits, ParsedQuery, SearchError
 from notefeed.search.text import FIELDS, analyze_batch, cjk_grams, note_fields
+from notefeed.threads import gc_paused
 
 __all__ = ["LexicalIndex", "DEFAULT_BOOSTS", "analyze_notes"]
 

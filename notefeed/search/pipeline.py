@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from notefeed.search.base import Hits, ParsedQuery, RewriteBackend, SearchError, gc_paused
+from notefeed.search.base import Hits, ParsedQuery, RewriteBackend, SearchError
 from notefeed.search.config import SearchConfig
 from notefeed.search.dense import DenseIndex, DenseJob
 from notefeed.search.fusion import (
@@ -37,6 +37,7 @@ from notefeed.search.store import load_state, save_state
 from notefeed.search.suggest import Suggester
 from notefeed.search.topics import TopicTable, note_topics, refine_topics
 from notefeed.search.understand import QueryUnderstanding
+from notefeed.threads import gc_paused
 
 __all__ = ["SearchPipeline", "SearchResult"]
 

@@ -202,7 +202,7 @@ def test_category_model_counts_match_a_plain_count() -> None:
 def test_gc_paused_restores_the_collector_state() -> None:
     import gc
 
-    from notefeed.search.base import gc_paused
+    from notefeed.threads import gc_paused
 
     assert gc.isenabled()
     with gc_paused():
