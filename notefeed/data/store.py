@@ -383,8 +383,11 @@ class Workspace:
         return len(out)
 
     def append_notes(self, notes: pd.DataFrame | Sequence[Note], marks: dict[str, int | str] | None = None) -> int:
-        """Insert or replace notes (an edited note replaces the stored one); creators get stubs.
-        ``marks``: as for :meth:`append_events`."""
+        """Insert or replace notes (an edited note replaces the stored one; DuckDB moves its row
+        to the end, so its item index changes); new notes are appended in the order given, so
+        their item indices follow it as the serving catalogue's follow publication (a running
+        server can then serve a version trained on them); creators get stubs. ``marks``: as for
+        :meth:`append_events`."""
         df = pd.DataFrame([n.model_dump() for n in notes]) if not isinstance(notes, pd.DataFrame) else notes
         df = df.reset_index(drop=True)
         if "note_id" not in df.columns:
@@ -397,8 +400,16 @@ class Workspace:
         n = base.notes
         extra_cols = [c for c in n.columns if c not in NOTE_COLUMNS and c not in ("media_vector",)]
         rows = n[list(NOTE_COLUMNS)].assign(extra=_row_json(n, extra_cols))
+        self.con.register("ids", rows[["note_id"]])
+        known = {r[0] for r in self.con.execute(
+            "SELECT note_id FROM ids WHERE note_id IN (SELECT note_id FROM notes)").fetchall()}
+        self.con.unregister("ids")
+        old = rows["note_id"].isin(known).to_numpy()
+        # DuckDB's INSERT OR REPLACE gives new rows rowids out of the frame's order: new notes
+        # go in by a plain INSERT (which keeps it), edits by INSERT OR REPLACE (in place)
         self._tx([
-            ("INSERT OR REPLACE INTO notes SELECT * FROM df", rows),
+            ("INSERT OR REPLACE INTO notes SELECT * FROM df", rows[old]),
+            ("INSERT INTO notes SELECT * FROM df", rows[~old]),
             ("INSERT INTO creators SELECT DISTINCT author_id, 0 FROM df WHERE author_id NOT IN "
              "(SELECT creator_id FROM creators)", rows),
             *_mark_steps(marks),

@@ -133,7 +133,8 @@ def train_workspace(workspace: str | Path, config: Any = None, seed: int = 0, pr
     store = ModelStore(workspace)
     try:
         version = store.save(components, {"config": cfg.model_dump(mode="json"), "data": data_snapshot(ds),
-                                          "metrics": metrics, "train_report": report})
+                                          "metrics": metrics, "train_report": report},
+                             user_ids=ds.users["user_id"].astype(str).tolist())
         if promote:
             store.promote(version)
     except ModelError as e:

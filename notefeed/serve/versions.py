@@ -7,10 +7,13 @@ attribute, a request reads it once at its start, and a reload builds a complete 
 finish on the old version, new ones see the new one.
 
 A version is served only when it fits the running server: each stored component sits at the
-config place it was trained for (same registry name), the dataset it was trained on is a
-prefix of the served one (same note and user ids at the same indices), and the fine model's
-task names meet the fusion weights. Otherwise start-up serves the fallback and says why, and
-a reload is refused with the reason (kept in ``/healthz`` as ``reload_error``).
+config place it was trained for (same registry name), the notes and users it was trained on
+sit at the indices the server gives them, and the fine model's task names meet the fusion
+weights. Its data may be a prefix of the served dataset, or extend it: ``notefeed train``
+copies in what the server logged (the notes published since it started, which its catalogue
+already holds in publication order; new users, which it serves from their online state), so a
+version trained on that is hot-swapped too. Otherwise start-up serves the fallback and says
+why, and a reload is refused with the reason (kept in ``/healthz`` as ``reload_error``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,8 +127,14 @@ def check_tasks(model: Any, weights: dict[str, float], where: str) -> None:
 
 
 def check_fitted(config: ServeConfig, ds: Dataset, fitted: dict[str, Any], manifest: dict[str, Any],
-                 version: str) -> None:
-    """Refuse a version that does not fit this server (see the module docstring)."""
+                 version: str, catalog: Sequence[str] | None = None,
+                 user_ids: Callable[[], Sequence[str] | None] | None = None) -> None:
+    """Refuse a version that does not fit this server (see the module docstring).
+
+    A version trained on more notes or users than ``ds`` (after ``notefeed train`` copied in
+    what this server logged) fits when its notes are the first ones of ``catalog`` (the running
+    server's note ids: ``ds``'s, then those published since) and the ids ``user_ids()`` returns
+    (the version's users, :meth:`ModelStore.user_ids`) start with ``ds``'s users."""
     chans = config.recall.channels
     for key, comp in fitted.items():
         name = getattr(comp, "name", None)
@@ -146,17 +156,34 @@ def check_fitted(config: ServeConfig, ds: Dataset, fitted: dict[str, Any], manif
         n = data.get(f"n_{what}")
         if n is None:
             continue
-        if int(n) > n_have:
-            raise ModelError(f"version {version}: trained on {n} {what}, this server loaded {n_have}: trained "
-                             "on data added since it started (`notefeed train` copies in what serving logged; "
-                             "restart `notefeed serve` to load it) or on another workspace")
+        n = int(n)
         sha = data.get(f"{what}_sha")
         frame = ds.notes if what == "items" else ds.users
-        if sha is not None and ids_fingerprint(frame[ids_col], int(n)) != sha:
+        if n > n_have:
+            if not _extends(what, n, sha, frame[ids_col], catalog, user_ids):
+                raise ModelError(f"version {version}: trained on {n} {what}, this server loaded {n_have} and "
+                                 f"they are not the first {n} it knows: trained on data this server has not "
+                                 "loaded (restart `notefeed serve` to load it) or on another workspace")
+        elif sha is not None and ids_fingerprint(frame[ids_col], n) != sha:
             raise ModelError(f"version {version}: the workspace's {what} differ from the ones it was "
                              "trained on (ids or order); retrain on this workspace")
     if "fine" in fitted:
         check_tasks(fitted["fine"], config.fusion.weights, f"version {version}: fine")
+
+
+def _extends(what: str, n: int, sha: str | None, loaded: Any, catalog: Sequence[str] | None,
+             user_ids: Callable[[], Sequence[str] | None] | None) -> bool:
+    """Whether a version trained on ``n`` > ``len(loaded)`` notes (``what`` "items") or users
+    fits this server: its notes are the first ``n`` of the server's catalogue (the published
+    notes a sync copied in, in the order they were published), or its users start with the
+    loaded ones (those it adds are new to this server, served from their online state)."""
+    if what == "items":
+        return catalog is not None and len(catalog) >= n and sha is not None and ids_fingerprint(catalog, n) == sha
+    ids = user_ids() if user_ids is not None else None
+    if ids is None or len(ids) != n or (sha is not None and ids_fingerprint(ids, n) != sha):
+        return False
+    have = len(loaded)
+    return list(ids[:have]) == loaded.astype(str).tolist()
 
 
 # ---------------------------------------------------------------------- building
@@ -246,7 +273,8 @@ class VersionReloader:
         try:
             store = ModelStore(eng.workspace)
             fitted = store.load(version)
-            check_fitted(eng.config, eng.ds, fitted, store.manifest(version), version)
+            check_fitted(eng.config, eng.ds, fitted, store.manifest(version), version,
+                         catalog=eng.catalog.note_ids, user_ids=lambda: store.user_ids(version))
             new = build_served(eng, fitted, version)
         except Exception as e:
             with self._lock:

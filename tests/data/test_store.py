@@ -138,6 +138,22 @@ def test_append_notes_and_upsert_users(tmp_path):
     assert ds.users.iloc[ds.user_index["u1"]]["age"] == 31
 
 
+def test_new_notes_keep_the_order_they_are_appended_in(tmp_path):
+    """Item indices follow the append order (as the serving catalogue's follow publication), so
+    a server can serve a version trained after a sync; DuckDB's INSERT OR REPLACE gave the new
+    rows rowids out of order."""
+    ids = [f"live{i}" for i in range(3000)][::-1]
+    with Workspace.open(tmp_path) as ws:
+        ws.save_dataset(_dataset())
+        ws.append_notes(pd.DataFrame({"note_id": ids, "author_id": "c9", "title": "t"}))
+        ws.append_notes(pd.DataFrame({"note_id": ["b", "late"], "author_id": "c9", "title": "again"}))
+        ds = ws.load_dataset()
+    got = ds.notes["note_id"].tolist()
+    # an edited note is replaced (DuckDB moves a row whose list column is rewritten: not kept in place)
+    assert [x for x in got if x != "b"] == ["a", "c", *ids, "late"] and len(got) == 3004
+    assert ds.notes.iloc[ds.item_index["b"]]["title"] == "again"
+
+
 def test_corrupt_file_is_a_clear_error(tmp_path):
     (tmp_path / DB_NAME).write_bytes(b"this is not a duckdb file" * 100)
     with pytest.raises(DataError, match="not a readable DuckDB database"):

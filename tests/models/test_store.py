@@ -92,6 +92,18 @@ def test_bad_names_and_damaged_files(tmp_path, components):
         store.save({"../x": components["recall.channels.1"]})
 
 
+def test_a_version_keeps_the_user_ids_it_was_trained_on(tmp_path, components):
+    store = ModelStore(tmp_path)
+    ids = ["u1", "用户二", "a\0b", "", "x" * 300, "\udc80"]  # any text, even what ids refuse now
+    v = store.save({"recall.channels.1": components["recall.channels.1"]}, user_ids=ids)
+    assert store.user_ids(v) == ids
+    assert store.user_ids(store.save({"recall.channels.1": components["recall.channels.1"]})) is None
+    assert store.user_ids(store.save({}, user_ids=[])) == []
+    (tmp_path / "models" / v / "users.safetensors").write_bytes(b"\x10\x00")
+    with pytest.raises(ModelError, match=f"{v}/users.safetensors: unreadable"):
+        store.user_ids(v)
+
+
 def test_ids_fingerprint_hashes_each_id_and_a_nul_in_order():
     """The fingerprint is hashed in one piece; it must equal the id-by-id definition (versions
     already stored carry it)."""

@@ -231,6 +231,52 @@ def test_serve_starts_again_after_a_sync(small_ds, tmp_path: Path) -> None:
         eng.close()
 
 
+def test_a_version_trained_on_what_the_server_logged_is_served_without_a_restart(small_ds, tmp_path: Path) -> None:
+    """Train -> promote -> serve on a live community: the new version holds the notes the server
+    published and the users it met since it started; the server follows the promotion and
+    serves it (before, it refused it until a restart: "trained on data added since it started")."""
+    import time
+
+    from notefeed.models.store import ModelStore
+    from notefeed.models.train import train_workspace
+    from notefeed.serve.cli import load_workspace_dataset
+    from notefeed.serve.versions import engine_from_store
+
+    ws = tmp_path / "ws"
+    with Workspace.open(ws) as w:
+        w.save_dataset(small_ds)
+    cfg = make_config(recall={"channels": [{"name": "fresh/recent", "quota": 50},
+                                           {"name": "item-to-item/swing", "quota": 200},
+                                           {"name": "non-personalized/popular", "quota": 200}]},
+                      online={"follow_promoted_s": 0.05})
+    v1 = train_workspace(ws, cfg, progress=False)
+    eng = engine_from_store(load_workspace_dataset(ws), cfg, ws)
+    try:
+        assert eng.model_version == v1 and not eng.served.fallback
+        old_users = small_ds.users["user_id"].astype(str).tolist()
+        live = [f"live{i}" for i in range(6)][::-1]  # published out of id order
+        for n in live:
+            eng.publish(Note(note_id=n, author_id="newbie", title=f"live {n}", category="travel"))
+        eng.ingest([Event(user_id=f"fan{k % 3}" if k % 2 else old_users[k % 7], note_id=live[k % 6],
+                          ts=TS + k, type="click") for k in range(60)])
+        v2 = train_workspace(ws, cfg, progress=False)  # syncs, trains and promotes
+        data = ModelStore(ws).manifest(v2)["data"]
+        assert data["n_items"] == small_ds.n_items + 6 and data["n_users"] == small_ds.n_users + 3
+        deadline = time.monotonic() + 30
+        while eng.model_version != v2 and eng.reloader.state != "failed" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert eng.model_version == v2, eng.reloader.status()
+        assert eng.ds.n_items == small_ds.n_items  # the same server, not restarted
+        eng.publish(Note(note_id="late", author_id="newbie", title="late", category="travel"))
+        for user in (old_users[0], "fan1", "nobody"):
+            ctx, res = eng.feed(user, 10)
+            assert len(res.items) == 10 and ctx.served_version == v2 and not ctx.fallback
+        swing = next(s.component for s in eng.pipelines["default"].sources if s.name == "item-to-item/swing")
+        assert swing.sim.shape[0] == small_ds.n_items + 6  # the new version knows the published notes
+    finally:
+        eng.close()
+
+
 def test_a_torn_event_log_stops_train_in_one_line_and_no_sync_trains_without(small_ds, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     with Workspace.open(ws) as w:

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from notefeed.data.dataset import Dataset
 from notefeed.models import ModelStore, data_snapshot
+from notefeed.models.store import ids_fingerprint
 from notefeed.rank.base import SCORERS
 from notefeed.recall import CHANNELS
 from notefeed.serve.app import create_app
@@ -129,6 +130,30 @@ def test_a_version_that_does_not_fit_is_not_served(small_ds, trained, tmp_path):
         check_fitted(_cfg(), small_ds, {}, manifest, "v")
     with pytest.raises(ModelError, match="trained on 99999 items"):
         check_fitted(_cfg(), small_ds, {}, {"data": {"n_items": 99999}}, "v")
+
+
+def test_a_version_of_the_servers_notes_and_more_users_fits(small_ds, tmp_path):
+    """Trained after a sync: more notes than the dataset the server loaded, the first of them
+    its catalogue's (published since it started), and users that start with the loaded ones."""
+    items = small_ds.notes["note_id"].astype(str).tolist()
+    users = small_ds.users["user_id"].astype(str).tolist()
+    catalog, more_users = [*items, "p1", "p2", "p3"], [*users, "new1", "new2"]
+    data = {"n_items": len(items) + 2, "items_sha": ids_fingerprint(catalog, len(items) + 2),
+            "n_users": len(more_users), "users_sha": ids_fingerprint(more_users, len(more_users))}
+    ok = {"catalog": catalog, "user_ids": lambda: more_users}
+    check_fitted(_cfg(), small_ds, {}, {"data": data}, "v", **ok)
+    refusals = [
+        {**ok, "catalog": None},  # a caller that knows no catalogue
+        {**ok, "catalog": catalog[: len(items) + 1]},  # published fewer than it was trained on
+        {**ok, "catalog": [*items, "p2", "p1", "p3"]},  # in another order (another worker published first)
+        {**ok, "user_ids": None},
+        {**ok, "user_ids": lambda: None},  # a version saved without its user ids
+        {**ok, "user_ids": lambda: [*reversed(users), "new1", "new2"]},  # not the server's users first
+        {**ok, "user_ids": lambda: [*users, "new1", "other"]},  # not the ids its fingerprint names
+    ]
+    for kwargs in refusals:
+        with pytest.raises(ModelError, match="restart `notefeed serve` to load it"):
+            check_fitted(_cfg(), small_ds, {}, {"data": data}, "v", **kwargs)
 
 
 def test_reload_by_version_swaps_everything(small_ds, trained, tmp_path):
