@@ -260,6 +260,11 @@ class InterestChannel:
         has = np.asarray(known.sum(1)).ravel() > 0
         return probs, sp.csr_matrix(known + sp.diags((~has).astype(np.float32)) @ probs)
 
+    @property
+    def n_indexed(self) -> int | None:
+        """Notes the channel can recall (items ``0 .. n_indexed - 1``); None before :meth:`fit`."""
+        return None if self.note_probs is None else int(self.note_probs.shape[0])
+
     def add_items(self, notes: pd.DataFrame) -> np.ndarray:
         """Tag newly published notes from their text (catalogue tags where the model knows
         them) so the channel can recall them at once; returns their item indices, which

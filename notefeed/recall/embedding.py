@@ -78,6 +78,11 @@ class TwoTowerChannel:
         ]
         return np.concatenate(out).astype(np.float32) if out else np.empty((0, self.model.cfg.dim), np.float32)
 
+    @property
+    def n_indexed(self) -> int | None:
+        """Notes in the index (items ``0 .. n_indexed - 1``); None before :meth:`fit`."""
+        return None if self.index is None else int(self.item_side.shape[0])
+
     def add_items(self, notes: pd.DataFrame) -> np.ndarray:
         """Vectorise new notes from side info alone and add them to the index; return their item indices.
 

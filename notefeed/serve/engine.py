@@ -165,6 +165,7 @@ class Engine:
             #: what requests are served with (pipelines, fine model, store version): replaced
             #: as one reference by a reload, read once per request
             self.served: Served = build_served(self, self.fitted, model_version)
+            self.index_catalogue(self.served)  # the note log's notes, added above
         except BaseException:
             self._close_io()
             raise
@@ -516,6 +517,32 @@ class Engine:
             self.side_effects.submit(self._mirror, None)
         self.metrics.inc("notes_published_total")
         return i
+
+    def index_catalogue(self, served: Served) -> None:
+        """Index in ``served``'s ANN channels (the default pipeline's sources with ``add_items``
+        and ``n_indexed``) the catalogue's notes they lack: those published since the data they
+        were fitted on (before a restart, or after ``notefeed train`` began). A publish adds to
+        the pipelines being served only, so a reload calls this and swaps under ``_notes_lock``.
+        Without it the next publish's vector went in under the index of the first missing note."""
+        n = self.catalog.n_items
+        for st in served.pipelines["default"].sources:
+            add, have = getattr(st.component, "add_items", None), getattr(st.component, "n_indexed", None)
+            if add is None or have is None or have >= n:
+                continue
+            try:
+                got = np.asarray(add(self._note_frame(range(have, n))))
+                if got.tolist() != list(range(have, n)):
+                    raise RuntimeError(f"add_items gave indices {got[:3].tolist()}..., catalogue has {have}..{n - 1}")
+            except Exception:  # those notes are still served by the fresh pool; the error is counted
+                log.exception("indexing the catalogue: %s.add_items failed", st.name)
+                self.metrics.inc("stage_errors_total", stage=f"add_items:{st.name}")
+
+    def _note_frame(self, items: range) -> pd.DataFrame:
+        """The catalogue's notes ``items`` as note rows (the dataset's, then published ones)."""
+        nd = self.ds.n_items
+        rows = self.ds.notes.iloc[items.start:min(items.stop, nd)].to_dict("records") if items.start < nd else []
+        rows += [self.catalog.published[i].model_dump() for i in range(max(items.start, nd), items.stop)]
+        return pd.DataFrame(rows)
 
     def _add_note(self, note: Note, followers: int | None) -> int:
         """A logged note into the catalogue, the ANN channels and the cold-start pool."""

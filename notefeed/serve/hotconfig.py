@@ -93,8 +93,10 @@ def apply_config(engine: Any, new: ServeConfig, dry_run: bool = False) -> dict[s
             served.models.set(fine)
         served = dataclasses.replace(served, fallback=tuple(r for r in old.fallback
                                                             if r.startswith("promoted version")) + served.fallback)
-        engine.config = new
-        engine.served = served  # the swap: one reference, as a model reload
+        with engine._notes_lock:  # as a model reload: the catalogue indexed, then the swap
+            engine.index_catalogue(served)
+            engine.config = new
+            engine.served = served  # the swap: one reference, as a model reload
         old.close()
         del old, fine
         engine.refreeze_heap()

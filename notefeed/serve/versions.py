@@ -281,8 +281,10 @@ class VersionReloader:
                 self.state, self.last_error = "failed", f"{version}: {type(e).__name__}: {e}"
             log.error("model reload %s failed: %s", version, e)
             raise
-        old = eng.served
-        eng.served = new  # the swap: one reference assignment
+        with eng._notes_lock:  # no publish between indexing the catalogue and the swap
+            eng.index_catalogue(new)
+            old = eng.served
+            eng.served = new  # the swap: one reference assignment
         eng.fitted = fitted
         old.close()
         del old

@@ -123,7 +123,7 @@ def test_interest_channel_and_inference(notellm, community):
     new = pd.DataFrame({"title": ["", ""], "text": [community.notes["text"].iat[int(hist[0])],
                                                     community.notes["text"].iat[int(other)]],
                         "tags": [[], ["topic3"]]})
-    assert ch.add_items(new).tolist() == [80, 81]
+    assert ch.n_indexed == 80 and ch.add_items(new).tolist() == [80, 81] and ch.n_indexed == 82
     s = ch.score_items(UserContext("u", history=hist), np.array([80, 81, other]))
     assert s[0] > s[2] and s[1] > s[2]
     assert set(ch.recall(UserContext("u", history=hist), 40).items.tolist()) >= {80, 81}
