@@ -512,7 +512,14 @@ class Engine:
             raise ValueError(f"note_id {note.note_id!r} already exists (field 'note_id')")
         with self._notes_lock:  # the follower must not add it between the log and the catalogue
             self.note_log.append(note, followers)
-            i = self._add_note(note, followers)
+            # the notes logged before it first (other workers', not yet followed): every worker's
+            # catalogue then holds the published notes in the note log's order, as the store
+            # appends them when `notefeed train` syncs, so each can serve a version trained on them
+            for _, logged, f in self.note_log.since(self.note_log.last_seq):
+                if self.catalog.item_of(logged.note_id) is None:
+                    self._add_note(logged, f)
+            i = self.catalog.item_of(note.note_id)
+            assert i is not None
         if self.config.online.mirror_to_workspace:
             self.side_effects.submit(self._mirror, None)
         self.metrics.inc("notes_published_total")

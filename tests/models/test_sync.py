@@ -277,6 +277,28 @@ def test_a_version_trained_on_what_the_server_logged_is_served_without_a_restart
         eng.close()
 
 
+def test_workers_publishing_at_once_keep_the_note_logs_order(small_ds, tmp_path: Path) -> None:
+    """Two serving processes on one workspace (as ``--workers``, before either follows the
+    other): each catalogue holds the published notes in the note log's order, the order the sync
+    appends them to the store, so a version trained on them fits every worker. Before, a worker
+    added its own note at once and the other's later: two orders, and one worker refused it."""
+    with Workspace.open(tmp_path / "ws") as w:
+        w.save_dataset(small_ds)
+    a, b = Engine(small_ds, make_config(), tmp_path / "ws"), Engine(small_ds, make_config(), tmp_path / "ws")
+    n = small_ds.n_items
+    try:
+        assert a.publish(Note(note_id="a1", author_id="x")) == n
+        assert b.publish(Note(note_id="b1", author_id="y")) == n + 1  # a1 first: it was logged first
+        assert a.publish(Note(note_id="a2", author_id="x")) == n + 2
+        assert a.catalog.note_ids[n:] == ["a1", "b1", "a2"] and b.catalog.note_ids[n:] == ["a1", "b1"]
+    finally:
+        a.close()
+        b.close()
+    sync_workspace(tmp_path / "ws")
+    with Workspace.open(tmp_path / "ws", create=False, read_only=True) as w:
+        assert w.load_dataset().notes["note_id"].tolist()[n:] == ["a1", "b1", "a2"]
+
+
 def test_a_torn_event_log_stops_train_in_one_line_and_no_sync_trains_without(small_ds, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     with Workspace.open(ws) as w:
