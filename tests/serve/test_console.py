@@ -150,7 +150,9 @@ def test_console_promote_and_rollback_use_the_model_store(small_ds, tmp_path: Pa
             assert c.post(promote, json={"version": v2}, headers={"Authorization": "Bearer wrong-token"}).status_code == 401
             assert c.post(promote, json={}, headers=AUTH).status_code == 422
             r = c.post(promote, json={"version": "20200101T000000000Z-000000"}, headers=AUTH)
-            assert r.status_code == 404 and "version" in r.json()["detail"]
+            assert r.status_code == 404 and "not found" in r.json()["detail"]
+            r = c.post(promote, json={"version": "../v1"}, headers=AUTH)  # as the reload endpoint answers it
+            assert r.status_code == 422 and "not a version name" in r.json()["detail"]
             r = c.post(promote, json={"version": v3}, headers=AUTH)
             assert r.status_code == 422 and "version" in r.json()["detail"] and "trained on" in r.json()["detail"]
             assert store.promoted() == v1 and eng.model_version == v1  # refused: nothing changed

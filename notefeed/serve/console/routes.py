@@ -309,15 +309,14 @@ def promote(engine: Engine, version: str) -> dict[str, Any]:
     """Serve ``version`` now and make it the store's promoted one (what a restart serves).
     The swap comes first: a version this server refuses is not promoted."""
     from notefeed.models.artifacts import ModelError
-    from notefeed.models.store import ModelStore
+    from notefeed.models.store import ModelStore, VersionNotFound
 
     store = ModelStore(engine.workspace)
-    try:
-        known = store.versions()
-        if version not in known:
-            raise HTTPException(404, f"version: {version!r} is not in the model store; known: {known[-5:] or 'none'}")
+    try:  # as POST /v1/admin/models/reload: 404 for a name not in the store, 422 for a malformed one
         store.check(version)
         previous = store.promoted()
+    except VersionNotFound as e:
+        raise HTTPException(404, f"version: {e}") from None
     except ModelError as e:
         raise HTTPException(422, f"version: {e}") from None
     was_served = engine.model_version
