@@ -158,7 +158,7 @@ def _stored_chunk(shared: dict[str, Any], users: np.ndarray) -> dict[str, Any]:
             ds = w.load_dataset()
         fitted = ModelStore(ws).load(key[1])
         tmp = tempfile.TemporaryDirectory(prefix="notefeed-feed-shard-")
-        engine = Engine(ds, ServeConfig.model_validate(shared["config"]), Path(tmp.name), fitted=fitted,
+        engine = Engine(ds, ServeConfig.model_validate(shared["config"]).offline(), Path(tmp.name), fitted=fitted,
                         model_version=key[1])
         engine.at_end_of_log()  # the same frozen moment as the one-process run
         _STORED = (key, engine, tmp, ds.users["user_id"].astype(str).to_numpy())
@@ -279,7 +279,7 @@ def evaluate_feed(ds: Dataset, config: Any = None, models: Sequence[str] = DEFAU
                                                            split.test_users, max(ks), progress)
             feed_s = time.perf_counter() - t0
         else:
-            engine = Engine(split.train, cfg, Path(tmp), fitted=fitted)
+            engine = Engine(split.train, cfg.offline(), Path(tmp), fitted=fitted)
             try:
                 engine.at_end_of_log()  # offline = online: clock after the log, its last hour warmed
                 t0 = time.perf_counter()

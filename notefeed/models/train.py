@@ -180,8 +180,8 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
     use_pages = bool(holds) and _uses_pages(config, learned) and _has_pages(ds)
     to_fit = [c.name for c in config.recall.channels if c.name not in ("fresh/recent", "non-personalized/popular")]
     say("fitting recall channels: " + ", ".join(to_fit) if to_fit else "no recall channels to fit (built-ins only)")
-    capture_cfg = config.with_overrides(coarse={"scorer": None}, fine={"scorer": None, "model_dir": None},
-                                        rerank={"name": None}, coldstart={"enabled": False})
+    capture_cfg = config.offline().with_overrides(coarse={"scorer": None}, fine={"scorer": None, "model_dir": None},
+                                                  rerank={"name": None}, coldstart={"enabled": False})
     groups: list[tuple[Any, ...]] = []  # _capture's tuples + the channels that captured them
     components: dict[str, Any] = {}
     prefit = (_fit_on_engine(config, holds[-1].train if holds else ds, batch_engine, progress)

@@ -371,6 +371,15 @@ class ServeConfig(_Cfg):
             data[k] = {**data[k], **v} if isinstance(data[k], dict) else v
         return parse_config(data)
 
+    def offline(self) -> ServeConfig:
+        """This config for an engine on a private, temporary workspace (training's capture,
+        evaluation, tuning, the simulator): its event log and online state its own (SQLite, in
+        memory), nothing mirrored into a workspace. A serving config with ``online.backend:
+        redis`` otherwise points such an engine at the live stream and state: it replayed the
+        live events and wrote its own into the state users are served from."""
+        return self.with_overrides(online={"backend": "sqlite", "mirror_to_workspace": False,
+                                           "follow_promoted_s": 0.0})
+
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)

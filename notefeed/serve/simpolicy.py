@@ -79,7 +79,7 @@ class EnginePolicy:
 
                 self.fitted, _ = train_components(cfg, env.dataset, progress=False, seed=self.seed)
                 self.model_version = self.model_version or f"{self.name}@sim-seed-{self.seed}"
-            self.engine = Engine(env.dataset, cfg, self.workspace, fitted=self.fitted,
+            self.engine = Engine(env.dataset, cfg.offline(), self.workspace, fitted=self.fitted,
                                  model_version=self.model_version)
             # reproducible, and in simulated time: no wall-clock cache, the environment's clock
             self.engine.catalog.top_max_age_s = 0.0

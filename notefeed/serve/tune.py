@@ -47,7 +47,7 @@ def sim_fusion_objective(preset: str = "demo", seed: int = 0, steps: int = 8, re
     def objective(weights: Mapping[str, float]) -> float:
         cfg = base.with_overrides(fusion={"weights": dict(weights)})
         with tempfile.TemporaryDirectory(prefix="notefeed-tune-") as ws:
-            engine = Engine(ds, cfg, ws)
+            engine = Engine(ds, cfg.offline(), ws)
             try:
                 env = SimEnvironment(community, seed=seed + 1, dataset=ds)
                 r = run_closed_loop(env, EnginePolicy(engine=engine), steps=steps,

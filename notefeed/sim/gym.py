@@ -249,7 +249,7 @@ class ExposureEnv(gym.Env[np.ndarray, np.ndarray]):
         self.drifts = self.drift_at is not None and (self.drift_episodes >= 1.0 or
                                                     (self.drift_episodes > 0.0 and rng.random() < self.drift_episodes))
         self._tmp = tempfile.TemporaryDirectory(prefix="notefeed-rl-")
-        engine = Engine(hist, self.config, self._tmp.name)
+        engine = Engine(hist, self.config.offline(), self._tmp.name)
         # reproducible and in simulated time, as EnginePolicy sets up the engines it builds
         engine.catalog.top_max_age_s = 0.0
         sim = self.sim

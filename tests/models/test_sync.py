@@ -174,6 +174,39 @@ def test_a_redis_event_log_syncs_by_entry_id(redis_url: str, small_ds, tmp_path:
         bus.close()
 
 
+def test_train_with_a_redis_serving_config_leaves_the_live_stream_and_state_alone(
+        redis_url: str, small_ds, tmp_path: Path) -> None:
+    """`notefeed train --config` with the serving config (online.backend: redis): the engine
+    that captures the rankers' samples runs on its own log and state. Before, it opened the live
+    stream, replayed it and stopped ("warm_state: the online state was rebuilt from the event
+    log"); on an empty stream it wrote its warm-up into the state users are served from."""
+    import redis
+
+    from notefeed.models.train import train_workspace
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    ws = tmp_path / "ws"
+    with Workspace.open(ws) as w:
+        w.save_dataset(small_ds)
+    cfg = make_config(recall={"channels": [{"name": "fresh/recent", "quota": 50},
+                                           {"name": "item-to-item/swing", "quota": 200}]},
+                      coarse={"scorer": "rank/ltr"},
+                      online={"backend": "redis", "redis_url": redis_url, "redis_prefix": prefix})
+    try:
+        _serve_some(ws, small_ds, notes=2, events=30, backend="redis", redis_url=redis_url, redis_prefix=prefix)
+        before = {k: r.type(k) for k in r.scan_iter(f"{prefix}:*")}
+        stream_len = r.xlen(f"{prefix}:events")
+        assert stream_len == 30
+        v = train_workspace(ws, cfg, progress=False)  # synced from the stream, then trained
+        assert v and {k: r.type(k) for k in r.scan_iter(f"{prefix}:*")} == before
+        assert r.xlen(f"{prefix}:events") == stream_len
+    finally:
+        for k in r.scan_iter(f"{prefix}:*"):
+            r.delete(k)
+        r.close()
+
+
 def test_redis_entries_from_a_position(redis_url: str) -> None:
     import redis
 

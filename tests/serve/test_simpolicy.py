@@ -55,3 +55,26 @@ def test_pipeline_cold_start_exposes_new_notes_and_the_variant_does_not(tmp_path
         finally:
             policy.close()
     assert exposed["pipeline"] > 0.5 and exposed["pipeline"] > exposed["pipeline-nocoldstart"]
+
+
+def test_offline_engines_keep_to_their_own_log_with_a_redis_serving_config(tmp_path):
+    """The simulator, tuning, evaluation and training build engines on private workspaces; the
+    serving config's Redis (here one that is not there) is never opened by them."""
+    from notefeed.online.bus import SqliteEventBus
+    from notefeed.online.state import MemoryOnlineState
+    from notefeed.serve.config import ServeConfig
+
+    cfg = ServeConfig().with_overrides(online={"backend": "redis", "redis_url": "redis://127.0.0.1:1/0",
+                                               "mirror_to_workspace": True})
+    off = cfg.offline()
+    assert (off.online.backend, off.online.mirror_to_workspace, off.online.follow_promoted_s) == ("sqlite", False, 0)
+    assert off.model_dump(exclude={"online"}) == cfg.model_dump(exclude={"online"})
+    community = generate("tiny", seed=0)
+    env = SimEnvironment(community, seed=1, dataset=community.history())
+    policy = EnginePolicy(workspace=tmp_path / "ws", config=cfg.with_overrides(
+        recall={"channels": [{"name": "non-personalized/popular", "quota": 50}]}), train=False)
+    try:
+        assert len(policy.recommend(env, 0, 5)) == 5
+        assert isinstance(policy.engine.bus, SqliteEventBus) and isinstance(policy.engine.state, MemoryOnlineState)
+    finally:
+        policy.close()
