@@ -400,21 +400,26 @@ class Workspace:
         n = base.notes
         extra_cols = [c for c in n.columns if c not in NOTE_COLUMNS and c not in ("media_vector",)]
         rows = n[list(NOTE_COLUMNS)].assign(extra=_row_json(n, extra_cols))
-        self.con.register("ids", rows[["note_id"]])
-        known = {r[0] for r in self.con.execute(
-            "SELECT note_id FROM ids WHERE note_id IN (SELECT note_id FROM notes)").fetchall()}
-        self.con.unregister("ids")
-        old = rows["note_id"].isin(known).to_numpy()
-        # DuckDB's INSERT OR REPLACE gives new rows rowids out of the frame's order: new notes
-        # go in by a plain INSERT (which keeps it), edits by INSERT OR REPLACE (in place)
         self._tx([
-            ("INSERT OR REPLACE INTO notes SELECT * FROM df", rows[old]),
-            ("INSERT INTO notes SELECT * FROM df", rows[~old]),
+            *self._upsert_steps("notes", "note_id", rows),
             ("INSERT INTO creators SELECT DISTINCT author_id, 0 FROM df WHERE author_id NOT IN "
              "(SELECT creator_id FROM creators)", rows),
             *_mark_steps(marks),
         ])
         return len(rows)
+
+    def _upsert_steps(self, table: str, key: str, rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame | None]]:
+        """:meth:`_tx` steps that write ``rows`` (unique ``key``s) into ``table``: a stored row
+        replaced, new rows appended in the frame's order (their item or user indices follow it).
+        DuckDB's INSERT OR REPLACE gives new rows rowids out of the frame's order, so only the
+        replacements go through it."""
+        self.con.register("ids", rows[[key]])
+        known = {r[0] for r in self.con.execute(f"SELECT {key} FROM ids WHERE {key} IN (SELECT {key} FROM {table})")
+                 .fetchall()}
+        self.con.unregister("ids")
+        old = rows[key].isin(known).to_numpy()
+        return [(f"INSERT OR REPLACE INTO {table} SELECT * FROM df", rows[old]),
+                (f"INSERT INTO {table} SELECT * FROM df", rows[~old])]
 
     def set_marks(self, marks: dict[str, int | str] | None) -> None:
         """Set :meth:`mark` values (in one transaction)."""
@@ -441,7 +446,7 @@ class Workspace:
         else:
             rows = pd.DataFrame({"user_id": [u.user_id for u in users],
                                  "attributes": [json.dumps(u.attributes, ensure_ascii=False) for u in users]})
-        self._tx([("INSERT OR REPLACE INTO users SELECT * FROM df", rows)])
+        self._tx(self._upsert_steps("users", "user_id", rows))
         return len(rows)
 
     def upsert_creators(self, creators: pd.DataFrame | Sequence[Creator]) -> int:
@@ -453,7 +458,7 @@ class Workspace:
         _first_problem(check_creators(df), "creators")
         rows = pd.DataFrame({"creator_id": df["creator_id"].astype(str),
                              "followers": pd.to_numeric(df.get("followers", 0)).astype(np.int64)})
-        self._tx([("INSERT OR REPLACE INTO creators SELECT * FROM df", rows)])
+        self._tx(self._upsert_steps("creators", "creator_id", rows))
         return len(rows)
 
     # ------------------------------------------------------------------ reads

@@ -152,6 +152,11 @@ def test_new_notes_keep_the_order_they_are_appended_in(tmp_path):
     # an edited note is replaced (DuckDB moves a row whose list column is rewritten: not kept in place)
     assert [x for x in got if x != "b"] == ["a", "c", *ids, "late"] and len(got) == 3004
     assert ds.notes.iloc[ds.item_index["b"]]["title"] == "again"
+    users = [f"nu{i}" for i in range(3000)][::-1]  # users too
+    with Workspace.open(tmp_path) as ws:
+        ws.upsert_users(pd.DataFrame({"user_id": ["u2", *users], "age": 7}))
+        got = ws.load_dataset().users
+    assert got["user_id"].tolist() == ["u1", "u2", "u3", *users] and got["age"].tolist()[1] == 7
 
 
 def test_corrupt_file_is_a_clear_error(tmp_path):
