@@ -146,6 +146,12 @@ def train_cmd(
                                           "training report (wall and CPU seconds per phase) here"),
     sync: bool = typer.Option(True, "--sync/--no-sync", help="first copy into the workspace's store what "
                               "`serve` logged since the last sync (posted events, published notes)"),
+    every: float = typer.Option(0.0, "--every", min=0.0, max=7 * 86_400.0,
+                                help="seconds: keep running, and every so often sync again and train a new "
+                                "version when the sync copied something (a running `serve` follows each "
+                                "promotion); 0: train once"),
+    rounds: int = typer.Option(0, "--rounds", min=0, help="with --every: stop after this many rounds (0: until "
+                               "interrupted)"),
 ) -> None:
     """Fit every component the config names on the workspace and store a new model version."""
     from notefeed.models.train import TrainError, train_workspace
@@ -154,20 +160,37 @@ def train_cmd(
     cfg = _config(config)
     from notefeed.batch.cli import engine_or_fail, lake_dataset
 
+    if every and not sync:
+        _fail("--every: retrains on what the sync copies in; it needs --sync")
     batch = engine_or_fail(engine, address, _fail)
-    if sync:  # before the lake export too: the batch engines read the store through it
-        report = _sync(workspace, cfg, "; --no-sync trains without")
-        if report.notes or report.events or report.skipped:
-            typer.echo(report.line())
-    try:  # batch engines read the event lake
-        ds = lake_dataset(workspace, _fail, typer.echo) if batch.name != "local" else None
-        t0, c0 = time.perf_counter(), time.process_time()
-        version = train_workspace(workspace, cfg, seed=seed, progress=True, promote=promote, log=typer.echo,
-                                  ds=ds, batch_engine=None if batch.name == "local" else batch, sync=False)
-        if json_path is not None:
-            _write_train_json(json_path, workspace, version, time.perf_counter() - t0, time.process_time() - c0)
-    except TrainError as e:
-        _fail(str(e))
+    done = 0
+    try:
+        while True:
+            if sync:  # before the lake export too: the batch engines read the store through it
+                report = _sync(workspace, cfg, "; --no-sync trains without")
+                if report.notes or report.events or report.skipped:
+                    typer.echo(report.line())
+                elif done:  # a round after the first with nothing new: the promoted version stands
+                    typer.echo(f"{time.strftime('%H:%M:%S')} nothing new in the serving logs; not retrained")
+            if not done or report.notes or report.events:
+                try:  # batch engines read the event lake
+                    ds = lake_dataset(workspace, _fail, typer.echo) if batch.name != "local" else None
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    version = train_workspace(workspace, cfg, seed=seed, progress=True, promote=promote,
+                                              log=typer.echo, ds=ds,
+                                              batch_engine=None if batch.name == "local" else batch, sync=False)
+                    if json_path is not None:
+                        _write_train_json(json_path, workspace, version, time.perf_counter() - t0,
+                                          time.process_time() - c0)
+                except TrainError as e:
+                    _fail(str(e))
+            done += 1
+            if not every or (rounds and done >= rounds):
+                return
+            time.sleep(every)
+    except KeyboardInterrupt:  # between or during rounds: the versions stored so far stand
+        typer.echo("stopped")
+        raise typer.Exit(130) from None
     finally:
         batch.close()
 

@@ -332,6 +332,41 @@ def test_workers_publishing_at_once_keep_the_note_logs_order(small_ds, tmp_path:
         assert w.load_dataset().notes["note_id"].tolist()[n:] == ["a1", "b1", "a2"]
 
 
+def test_train_every_retrains_when_the_sync_brings_something(small_ds, tmp_path: Path, monkeypatch) -> None:
+    """`notefeed train --every S`: a round after the first trains only when the sync copied new
+    traffic in; a running server follows each promotion."""
+    import time as _time
+    import types
+
+    import notefeed.models.cli as cli
+    from notefeed.models.store import ModelStore
+
+    ws = tmp_path / "ws"
+    with Workspace.open(ws) as w:
+        w.save_dataset(small_ds)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("recall:\n  channels:\n    - {name: fresh/recent, quota: 50}\n"
+                   "    - {name: item-to-item/swing, quota: 200}\n    - {name: non-personalized/popular, quota: 200}\n")
+    naps: list[float] = []
+
+    def nap(s: float) -> None:
+        naps.append(s)
+        if len(naps) == 2:  # traffic between the second and third rounds
+            _serve_some(ws, small_ds, notes=1, events=5, start=50)
+
+    monkeypatch.setattr(cli, "time", types.SimpleNamespace(sleep=nap, perf_counter=_time.perf_counter,
+                                                           process_time=_time.process_time, strftime=_time.strftime))
+    r = CliRunner().invoke(app, ["train", "--workspace", str(ws), "--config", str(cfg), "--every", "60",
+                                 "--rounds", "3"])
+    assert r.exit_code == 0, r.output
+    assert naps == [60.0, 60.0] and r.output.count("stored version") == 2
+    assert r.output.count("nothing new in the serving logs; not retrained") == 1
+    assert "synced the serving logs: 1 notes and 5 events" in r.output
+    assert len(ModelStore(ws).versions()) == 2
+    r = CliRunner().invoke(app, ["train", "--workspace", str(ws), "--every", "5", "--no-sync"])
+    assert r.exit_code == 2 and "--every" in r.output and "--sync" in r.output
+
+
 def test_a_torn_event_log_stops_train_in_one_line_and_no_sync_trains_without(small_ds, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     with Workspace.open(ws) as w:
