@@ -157,25 +157,22 @@ class ItemVectors:
         return cosine_topk(self.cosines(item), k, exclude=item)
 
 
-_CACHE: weakref.WeakKeyDictionary[Any, ItemVectors] = weakref.WeakKeyDictionary()
+#: id(component) -> its ItemVectors, held weakly: an entry lives while someone (the pipeline's
+#: re-rank selector) holds the ItemVectors, which holds the component. A map keyed weakly by the
+#: component held them for good instead (the value refers to its key): every component a model
+#: reload replaced stayed alive.
+_CACHE: weakref.WeakValueDictionary[int, ItemVectors] = weakref.WeakValueDictionary()
 _CACHE_LOCK = threading.Lock()
 
 
 def learned_vectors(source: Any, catalog: Catalog) -> ItemVectors | None:
     """The shared :class:`ItemVectors` of ``source`` over ``catalog`` (``None`` when
-    ``source`` is ``None``); one per component, so re-ranking and related notes share the
-    cached statistics."""
+    ``source`` is ``None``); one per component while one is in use, so re-ranking and related
+    notes share the cached statistics."""
     if source is None:
         return None
     with _CACHE_LOCK:
-        try:
-            iv = _CACHE.get(source)
-        except TypeError:  # unhashable or not weak-referenceable: no sharing
-            return ItemVectors(source, catalog)
-        if iv is None or iv.catalog is not catalog:
-            iv = ItemVectors(source, catalog)
-            try:
-                _CACHE[source] = iv
-            except TypeError:
-                pass
+        iv = _CACHE.get(id(source))
+        if iv is None or iv.source is not source or iv.catalog is not catalog:  # an id is reused once freed
+            iv = _CACHE[id(source)] = ItemVectors(source, catalog)
         return iv
