@@ -165,7 +165,7 @@ class Engine:
             #: what requests are served with (pipelines, fine model, store version): replaced
             #: as one reference by a reload, read once per request
             self.served: Served = build_served(self, self.fitted, model_version)
-            self.index_catalogue(self.served)  # the note log's notes, added above
+            self._index_catalogue(self.served)  # the note log's notes, added above
         except BaseException:
             self._close_io()
             raise
@@ -525,12 +525,23 @@ class Engine:
         self.metrics.inc("notes_published_total")
         return i
 
-    def index_catalogue(self, served: Served) -> None:
+    def swap_served(self, new: Served, config: ServeConfig | None = None) -> Served:
+        """Serve ``new`` from the next request on (with ``config``: a hot config reload); returns
+        the replaced one. ``new``'s ANN channels first index the catalogue's notes they lack,
+        under the notes lock, so that no publish falls between that and the swap."""
+        with self._notes_lock:
+            self._index_catalogue(new)
+            if config is not None:
+                self.config = config
+            old, self.served = self.served, new  # the swap: one reference assignment
+        return old
+
+    def _index_catalogue(self, served: Served) -> None:
         """Index in ``served``'s ANN channels (the default pipeline's sources with ``add_items``
         and ``n_indexed``) the catalogue's notes they lack: those published since the data they
         were fitted on (before a restart, or after ``notefeed train`` began). A publish adds to
-        the pipelines being served only, so a reload calls this and swaps under ``_notes_lock``.
-        Without it the next publish's vector went in under the index of the first missing note."""
+        the pipelines being served only (see :meth:`swap_served`). Without it the next
+        publish's vector went in under the index of the first missing note."""
         n = self.catalog.n_items
         for st in served.pipelines["default"].sources:
             add, have = getattr(st.component, "add_items", None), getattr(st.component, "n_indexed", None)

@@ -93,12 +93,9 @@ def apply_config(engine: Any, new: ServeConfig, dry_run: bool = False) -> dict[s
             served.models.set(fine)
         served = dataclasses.replace(served, fallback=tuple(r for r in old.fallback
                                                             if r.startswith("promoted version")) + served.fallback)
-        with engine._notes_lock:  # as a model reload: the catalogue indexed, then the swap
-            engine.index_catalogue(served)
-            engine.config = new
-            engine.served = served  # the swap: one reference, as a model reload
-        old.close()
-        del old, fine
+        replaced = engine.swap_served(served, config=new)  # as a model reload
+        replaced.close()
+        del old, fine, replaced
         engine.refreeze_heap()
         engine.metrics.inc("config_reloads_total")
         return {"status": "applied", "changed": changed, "version": served.version}

@@ -281,10 +281,7 @@ class VersionReloader:
                 self.state, self.last_error = "failed", f"{version}: {type(e).__name__}: {e}"
             log.error("model reload %s failed: %s", version, e)
             raise
-        with eng._notes_lock:  # no publish between indexing the catalogue and the swap
-            eng.index_catalogue(new)
-            old = eng.served
-            eng.served = new  # the swap: one reference assignment
+        old = eng.swap_served(new)
         eng.fitted = fitted
         old.close()
         del old
