@@ -515,9 +515,7 @@ class Engine:
             # the notes logged before it first (other workers', not yet followed): every worker's
             # catalogue then holds the published notes in the note log's order, as the store
             # appends them when `notefeed train` syncs, so each can serve a version trained on them
-            for _, logged, f in self.note_log.since(self.note_log.last_seq):
-                if self.catalog.item_of(logged.note_id) is None:
-                    self._add_note(logged, f)
+            self._add_logged_notes()
             i = self.catalog.item_of(note.note_id)
             assert i is not None
         if self.config.online.mirror_to_workspace:
@@ -562,6 +560,13 @@ class Engine:
         rows += [self.catalog.published[i].model_dump() for i in range(max(items.start, nd), items.stop)]
         return pd.DataFrame(rows)
 
+    def _add_logged_notes(self) -> None:
+        """Add to the catalogue, in the note log's order, the notes logged (by any worker) past
+        what this one has read and does not hold yet. Under ``_notes_lock``."""
+        for _, note, followers in self.note_log.since(self.note_log.last_seq):
+            if self.catalog.item_of(note.note_id) is None:
+                self._add_note(note, followers)
+
     def _add_note(self, note: Note, followers: int | None) -> int:
         """A logged note into the catalogue, the ANN channels and the cold-start pool."""
         i = self.catalog.add_note(note, followers)
@@ -596,9 +601,7 @@ class Engine:
             try:
                 recs = bus.tail(block_ms=200)
                 with self._notes_lock:  # notes first: an event read here never precedes its note
-                    for _, note, followers in self.note_log.since(self.note_log.last_seq):
-                        if self.catalog.item_of(note.note_id) is None:
-                            self._add_note(note, followers)
+                    self._add_logged_notes()
                 if recs:
                     with self._ingest_lock:
                         self._apply(recs, to_state=False)
