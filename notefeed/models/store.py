@@ -5,7 +5,7 @@ names sorts by creation time. Each version holds ``manifest.json`` (config and i
 snapshot, per-component validation metrics, code version, creation time, components) and one
 folder per component, named by its config place (``recall.channels.1/``, ``coarse/``,
 ``fine/``), written by :func:`~notefeed.models.artifacts.save_component`; a version trained by
-``notefeed train`` also holds ``users.safetensors``, the user ids in the order it indexed them
+``notefeed train`` also holds ``users.json``, the user ids in the order it indexed them
 (:meth:`ModelStore.user_ids`: a running server whose users are their first ones can serve it).
 
 The served version is in ``WS/models/promoted.json``: ``{"version": ..., "history": [...]}``,
@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from notefeed.models.artifacts import ModelError, load_component, save_component
 
 __all__ = ["ModelStore", "VersionInfo", "VersionNotFound", "config_hash", "data_snapshot", "code_version",
@@ -39,7 +37,7 @@ __all__ = ["ModelStore", "VersionInfo", "VersionNotFound", "config_hash", "data_
 
 MANIFEST = "manifest.json"
 PROMOTED = "promoted.json"
-USER_IDS = "users.safetensors"
+USER_IDS = "users.json"
 _VERSION_RE = re.compile(r"^[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -63,15 +61,6 @@ def ids_fingerprint(ids: Any, n: int) -> str:
     # each id's UTF-8 bytes and a NUL, hashed as one string (the same bytes as id by id)
     text = "".join(f"{x}\0" for x in head)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-
-
-def _save_ids(path: Path, ids: Any) -> None:
-    """Ids as one UTF-8 text and each one's end offset (safetensors: no pickle, any character)."""
-    from safetensors.numpy import save_file
-
-    parts = [str(x).encode("utf-8", "surrogatepass") for x in ids]
-    ends = np.cumsum(np.fromiter((len(b) for b in parts), np.int64, len(parts)))
-    save_file({"ends": ends, "utf8": np.frombuffer(b"".join(parts), np.uint8).copy()}, str(path))
 
 
 def data_snapshot(ds: Any) -> dict[str, Any]:
@@ -194,24 +183,16 @@ class ModelStore:
     def user_ids(self, version: str) -> list[str] | None:
         """The user ids ``version`` was trained on, in its index order (``None``: not stored,
         a version saved without them)."""
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-
         p = self.path(version) / USER_IDS
         if not p.is_file():
             return None
         try:
-            arrays = load_file(str(p))
-            ends, blob = arrays["ends"].astype(np.int64), arrays["utf8"].tobytes()
-        except (SafetensorError, KeyError, OSError, ValueError) as e:
+            ids = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ModelError(f"{p}: unreadable ({e})") from None
-        if len(ends) and (np.any(np.diff(ends) < 0) or ends[0] < 0 or ends[-1] != len(blob)):
-            raise ModelError(f"{p}: unreadable (offsets do not fit the text)")
-        starts = np.concatenate([[0], ends[:-1]]) if len(ends) else ends
-        try:
-            return [blob[a:b].decode("utf-8", "surrogatepass") for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
-        except UnicodeDecodeError as e:
-            raise ModelError(f"{p}: unreadable ({e})") from None
+        if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
+            raise ModelError(f"{p}: unreadable (not a list of ids)")
+        return ids
 
     def load(self, version: str | None = None) -> dict[str, Any]:
         """``{config place: fitted component}`` of ``version`` (default: the promoted one)."""
@@ -263,8 +244,8 @@ class ModelStore:
             tmp.mkdir()
             try:
                 described = {}
-                if user_ids is not None:
-                    _save_ids(tmp / USER_IDS, user_ids)
+                if user_ids is not None:  # JSON escapes every character an id may hold
+                    (tmp / USER_IDS).write_text(json.dumps([str(x) for x in user_ids]), encoding="utf-8")
                 for key, obj in components.items():
                     save_component(obj, tmp / key)
                     described[key] = {"name": obj.name, "class": f"{type(obj).__module__}:{type(obj).__qualname__}"}

@@ -99,8 +99,8 @@ def test_a_version_keeps_the_user_ids_it_was_trained_on(tmp_path, components):
     assert store.user_ids(v) == ids
     assert store.user_ids(store.save({"recall.channels.1": components["recall.channels.1"]})) is None
     assert store.user_ids(store.save({}, user_ids=[])) == []
-    (tmp_path / "models" / v / "users.safetensors").write_bytes(b"\x10\x00")
-    with pytest.raises(ModelError, match=f"{v}/users.safetensors: unreadable"):
+    (tmp_path / "models" / v / "users.json").write_bytes(b"\x10\x00")
+    with pytest.raises(ModelError, match=f"{v}/users.json: unreadable"):
         store.user_ids(v)
 
 
