@@ -133,7 +133,9 @@ class ColdStartHub:
     # ------------------------------------------------------------------ serving
     def candidates(self, ctx: UserContext, k: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Up to ``k`` bandit-chosen pool notes for this user: (items, scores desc, stages)."""
-        u = ctx.user if ctx.user is not None else self.user_row(ctx.user_id)
+        # the pool's own row (the dataset's index, or the row it gave a user it met online):
+        # ``ctx.user`` may be a served version's index for a user the dataset lacks
+        u = self.user_row(ctx.user_id)
         if u is None:
             return np.zeros(0, np.int64), np.zeros(0, np.float32), []
         exclude = np.concatenate([ctx.seen, ctx.history, ctx.hidden]).astype(np.int64)

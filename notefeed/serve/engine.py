@@ -386,9 +386,9 @@ class Engine:
         served = served or self.served
         now = self.clock()
         snap = self.state.snapshot(user_id, now)
-        u = self.ds.user_index.get(user_id)
+        u = self._user_index(user_id, served)
         hist = seen = np.empty(0, np.int64)
-        if u is not None:
+        if u is not None and u < self.ds.n_users:  # the dataset's history (a user it lacks has only online state)
             ip, it = self._hist
             hist = it[ip[u]: ip[u + 1]]
             ip, it = self._seen
@@ -402,6 +402,12 @@ class Engine:
         return VersionedContext(user_id=user_id, user=u, history=hist, seen=seen, ts=int(now),
                                 snapshot=snap, model=served.models.current(), seen_ids=snap.seen,
                                 served_version=served.version, fallback=bool(served.fallback))
+
+    def _user_index(self, user_id: str, served: Served) -> int | None:
+        """The user's index: the dataset's, else the served version's for a user it was
+        trained on that the dataset lacks (:attr:`Served.extra_users`), else ``None``."""
+        u = self.ds.user_index.get(user_id)
+        return served.extra_users.get(user_id) if u is None else u
 
     def feed(self, user_id: str, n: int, pipeline: str = "default", probe: bool = False) -> tuple[ServeContext, FeedResult]:
         served = self.served  # one version for the whole request, even across a swap
@@ -455,10 +461,10 @@ class Engine:
 
     def user(self, user_id: str) -> dict[str, Any]:
         snap = self.state.snapshot(user_id)
-        u = self.ds.user_index.get(user_id)
+        u = self._user_index(user_id, self.served)
         out = snap.to_dict()
         out["known"] = u is not None or snap.n_events > 0
-        out["history_len"] = 0 if u is None else int(self._hist[0][u + 1] - self._hist[0][u])
+        out["history_len"] = 0 if u is None or u >= self.ds.n_users else int(self._hist[0][u + 1] - self._hist[0][u])
         return out
 
     # ------------------------------------------------------------------ writes

@@ -84,7 +84,7 @@ def apply_config(engine: Any, new: ServeConfig, dry_run: bool = False) -> dict[s
         old = engine.served
         # built in full, a dry run too: a component that refuses its name or params (an unknown
         # re-ranker, a negative gamma) fails here, before anything is swapped
-        served = build_served(engine, engine.fitted, old.version, config=new)
+        served = build_served(engine, engine.fitted, old.version, config=new, extra_users=old.extra_users)
         if dry_run:
             served.close()
             return {"status": "valid", "changed": changed, "version": old.version}

@@ -11,8 +11,9 @@ config place it was trained for (same registry name), the notes and users it was
 sit at the indices the server gives them, and the fine model's task names meet the fusion
 weights. Its data may be a prefix of the served dataset, or extend it: ``notefeed train``
 copies in what the server logged (the notes published since it started, which its catalogue
-already holds in publication order; new users, which it serves from their online state), so a
-version trained on that is hot-swapped too. Otherwise start-up serves the fallback and says
+already holds in publication order; users who signed up since, whom it then serves with the
+version's user index, :attr:`Served.extra_users`), so a version trained on that is hot-swapped
+too. Otherwise start-up serves the fallback and says
 why, and a reload is refused with the reason (kept in ``/healthz`` as ``reload_error``).
 """
 
@@ -22,7 +23,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ __all__ = [
     "Served",
     "VersionedContext",
     "VersionReloader",
+    "added_users",
     "build_served",
     "check_fitted",
     "check_tasks",
@@ -74,6 +76,11 @@ class Served:
     loaded_at: float = field(default_factory=time.time)
     #: an experiment arm's own fine-model holder, by pipeline name (arms whose fine section differs)
     arm_models: dict[str, ModelHolder] = field(default_factory=dict)
+    #: users this version was trained on that the engine's dataset lacks (they signed up after
+    #: the server started; a sync copied them in), by id -> the version's user index (from
+    #: ``engine.ds.n_users`` on): :meth:`Engine.context` gives them that index, so the
+    #: version's user-indexed parts (ranker user features, two-tower user ids) serve them
+    extra_users: Mapping[str, int] = field(default_factory=dict)
 
     def close(self) -> None:
         """Close the model holders (once these pipelines are no longer served, or never were)."""
@@ -186,11 +193,25 @@ def _extends(what: str, n: int, sha: str | None, loaded: Any, catalog: Sequence[
     return list(ids[:have]) == loaded.astype(str).tolist()
 
 
+def added_users(ds: Dataset, manifest: dict[str, Any],
+                user_ids: Callable[[], Sequence[str] | None]) -> dict[str, int]:
+    """The users a version that :func:`check_fitted` accepted was trained on beyond ``ds``'s,
+    by id -> the version's index (empty when it has no more users than ``ds``)."""
+    n = (manifest.get("data") or {}).get("n_users")
+    if n is None or int(n) <= ds.n_users:
+        return {}
+    ids = user_ids()
+    assert ids is not None  # check_fitted refuses a version with more users and no ids
+    return {u: j for j, u in enumerate(ids[ds.n_users:], start=ds.n_users)}
+
+
 # ---------------------------------------------------------------------- building
 def build_served(engine: Engine, fitted: dict[str, Any] | None, version: str | None,
-                 fallback: tuple[str, ...] = (), config: ServeConfig | None = None) -> Served:
+                 fallback: tuple[str, ...] = (), config: ServeConfig | None = None,
+                 extra_users: Mapping[str, int] | None = None) -> Served:
     """Pipelines and model holder for ``config`` (default ``engine``'s) with ``fitted``
-    components; ``engine`` itself is not changed."""
+    components (trained on ``extra_users`` beyond ``engine.ds``'s, see :attr:`Served.extra_users`);
+    ``engine`` itself is not changed."""
     from notefeed.serve.engine import popular_config
     from notefeed.serve.factory import build_pipeline
 
@@ -218,7 +239,8 @@ def build_served(engine: Engine, fitted: dict[str, Any] | None, version: str | N
     if version is None and not fitted:
         reasons.append(NO_VERSION)
     reasons += [str(r) for r in getattr(pipelines["default"], "fallbacks", None) or []]
-    return Served(pipelines, models, version, tuple(reasons), arm_models=arm_models)
+    return Served(pipelines, models, version, tuple(reasons), arm_models=arm_models,
+                  extra_users=dict(extra_users or {}))
 
 
 def engine_from_store(ds: Dataset, config: ServeConfig, workspace: str | Path, **kwargs: Any) -> Engine:
@@ -273,9 +295,17 @@ class VersionReloader:
         try:
             store = ModelStore(eng.workspace)
             fitted = store.load(version)
-            check_fitted(eng.config, eng.ds, fitted, store.manifest(version), version,
-                         catalog=eng.catalog.note_ids, user_ids=lambda: store.user_ids(version))
-            new = build_served(eng, fitted, version)
+            users: list[list[str] | None] = []  # read once, by the check and for the index below
+
+            def user_ids() -> list[str] | None:
+                if not users:
+                    users.append(store.user_ids(version))
+                return users[0]
+
+            manifest = store.manifest(version)
+            check_fitted(eng.config, eng.ds, fitted, manifest, version, catalog=eng.catalog.note_ids,
+                         user_ids=user_ids)
+            new = build_served(eng, fitted, version, extra_users=added_users(eng.ds, manifest, user_ids))
         except Exception as e:
             with self._lock:
                 self.state, self.last_error = "failed", f"{version}: {type(e).__name__}: {e}"

@@ -306,6 +306,19 @@ def test_a_version_trained_on_what_the_server_logged_is_served_without_a_restart
             assert len(res.items) == 10 and ctx.served_version == v2 and not ctx.fallback
         swing = next(s.component for s in eng.pipelines["default"].sources if s.name == "item-to-item/swing")
         assert swing.sim.shape[0] == small_ds.n_items + 6  # the new version knows the published notes
+        # the users it met since it started get the new version's user indices (its user-indexed
+        # parts serve them); before, they stayed unknown (ctx.user None) until a restart
+        ids = ModelStore(ws).user_ids(v2)
+        assert ids is not None and ids[: small_ds.n_users] == old_users
+        for fan in ("fan0", "fan1", "fan2"):
+            ctx = eng.context(fan)
+            assert ctx.user == ids.index(fan) >= small_ds.n_users and len(ctx.history) > 0  # online history kept
+            assert eng.user(fan)["known"] and eng.user(fan)["history_len"] == 0
+        assert eng.context(old_users[3]).user == 3 and eng.context("nobody").user is None
+        eng.reloader.reload(v1).result(timeout=60)  # a version without them: unknown again
+        assert eng.context("fan1").user is None and eng.context(old_users[3]).user == 3
+        ctx, res = eng.feed("fan1", 10)
+        assert len(res.items) == 10 and ctx.served_version == v1
     finally:
         eng.close()
 

@@ -302,3 +302,28 @@ def test_side_source_skips_ranking_filters_apply_and_slots_mix() -> None:
     # without the slot selector the side candidates never reach the page
     p = Pipeline("t", [Step("source", _Main(), 10), Step("source", _Side(), 6), Step("selector", TopK("recall", 5))])
     assert p.run(UserContext("u"), 5).items.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_the_pool_reads_its_own_row_of_a_user_the_dataset_lacks(small_ds: Dataset, tmp_path: Path) -> None:
+    """A served version trained on users that signed up after start-up gives them its own user
+    indices (``ctx.user``); the pool keeps the rows it gave them when it met them online, in
+    another order. It must read the user's own row (by id): before, it read ``ctx.user``'s
+    row, another user's profile."""
+    from notefeed.recall.base import UserContext
+
+    cat, fan, _ = _fans(small_ds)
+    fan_items = [small_ds.notes["note_id"].iat[i] for i in np.flatnonzero(small_ds.notes["category"].to_numpy() == cat)[:15]]
+    eng = Engine(small_ds, _cs_config(), tmp_path / "ws")
+    try:
+        now = int(time.time())
+        eng.ingest([Event(user_id="met-first", note_id=n, ts=now, type="like") for n in fan_items])  # row n_users
+        eng.ingest([Event(user_id="met-second", note_id=small_ds.notes["note_id"].iat[0], ts=now, type="impression")])
+        i = eng.publish(Note(note_id="cs-new", author_id="c-new", category=cat))
+        hub = eng.coldstart
+        assert hub.user_row("met-first") == small_ds.n_users and hub.user_row("met-second") == small_ds.n_users + 1
+        first, _, _ = hub.candidates(UserContext("met-first", user=small_ds.n_users + 1), 5)
+        assert first.tolist() == [i]  # its seed audience, whatever index a version gave it
+        second, _, _ = hub.candidates(UserContext("met-second", user=small_ds.n_users), 5)
+        assert second.tolist() == []  # met-first's index must not give it met-first's profile
+    finally:
+        eng.close()
