@@ -22,7 +22,9 @@ class UserContext:
     user's positive actions, oldest first; ``seen`` the items already exposed;
     ``hidden`` items the user hid; ``blocked_authors`` creator indices (rows of
     ``Dataset.creators``) the user blocked. Channels never return seen, history or hidden
-    items; the merge also drops blocked authors.
+    items; the merge also drops blocked authors. ``followed`` holds the creator ids the
+    server saw the user follow (``follow`` events of its log, newest last; ``social/follow``
+    adds them to the follows it was fitted with).
     """
 
     user_id: str
@@ -33,6 +35,7 @@ class UserContext:
     surface: str = "feed"
     hidden: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     blocked_authors: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    followed: tuple[str, ...] = ()
 
 
 @dataclass

@@ -51,6 +51,8 @@ __all__ = ["Engine", "Rejection", "empty_dataset", "popular_config", "DUPLICATE"
 DUPLICATE = "duplicate event_id"
 #: how many recent client event ids are remembered for de-duplicating retries
 EVENT_ID_WINDOW = 200_000
+#: the most creators remembered as followed per user from the event log (the newest kept)
+MAX_ONLINE_FOLLOWS = 1000
 
 
 def popular_config(config: ServeConfig) -> ServeConfig:
@@ -128,6 +130,10 @@ class Engine:
         self._ingest_lock = threading.Lock()
         #: recent client event ids (insertion order), rebuilt by the replay
         self._event_ids: OrderedDict[str, None] = OrderedDict()
+        #: user id -> the creator ids the log shows them following, newest last (at most
+        #: :data:`MAX_ONLINE_FOLLOWS`; each value replaced whole), rebuilt by the replay: what
+        #: ``ctx.followed`` gives ``social/follow`` (a follow reaches the next feed)
+        self._follows: dict[str, tuple[str, ...]] = {}
         #: the engine's clock (request time, event receive time): the simulator swaps in its
         #: own so that a run is reproducible and online windows follow simulated time
         self.clock: Callable[[], float] = time.time
@@ -351,6 +357,8 @@ class Engine:
                 continue
             cat = self.catalog.category_name(i)
             ups.append(StateUpdate(r.user_id, r.note_id, r.type, cat, r.received_at))
+            if r.type == "follow":  # a follow is posted on a note: it follows the note's author
+                self._add_follow(r.user_id, self.catalog.creator_ids[int(self.catalog.authors()[i])])
             if r.positive:
                 pos_items.append(i)
             if r.type == "impression":
@@ -367,6 +375,12 @@ class Engine:
             self.coldstart.events_seen += skip
             self.coldstart.observe(recs[skip:])
         return len(ups)
+
+    def _add_follow(self, user_id: str, creator_id: str) -> None:
+        have = self._follows.get(user_id, ())
+        if creator_id in have:
+            return
+        self._follows[user_id] = (*have, creator_id)[-MAX_ONLINE_FOLLOWS:]
 
     def _mirror(self, _work: object = None) -> None:
         """``online.mirror_to_workspace``: copy the logs into the store past its marks (the sync
@@ -400,6 +414,7 @@ class Engine:
         if snap.seen:  # channels skip ctx.seen themselves (recall contract): include online
             seen = np.concatenate([seen, np.fromiter((idx[n] for n in snap.seen if n in idx), np.int64)])
         return VersionedContext(user_id=user_id, user=u, history=hist, seen=seen, ts=int(now),
+                                followed=self._follows.get(user_id, ()),
                                 snapshot=snap, model=served.models.current(), seen_ids=snap.seen,
                                 served_version=served.version, fallback=bool(served.fallback))
 
@@ -465,6 +480,7 @@ class Engine:
         out = snap.to_dict()
         out["known"] = u is not None or snap.n_events > 0
         out["history_len"] = 0 if u is None or u >= self.ds.n_users else int(self._hist[0][u + 1] - self._hist[0][u])
+        out["followed"] = list(self._follows.get(user_id, ()))  # creators followed in the log, newest last
         return out
 
     # ------------------------------------------------------------------ writes

@@ -68,13 +68,17 @@ def test_an_event_posted_to_one_worker_is_in_the_next_feed_of_another(redis_url,
         httpx.post(f"{B}/v1/events", headers=H,
                    json={"events": [{"user_id": "u2", "note_id": "p7", "ts": int(time.time()), "type": "like"}]})
         _until(lambda: httpx.get(f"{A}/healthz").json()["followed_events"] == 1)
+        # a follow posted to A (on a note by a3) is a follow on B too: its social/follow recalls a3
+        httpx.post(f"{A}/v1/events", headers=H,
+                   json={"events": [{"user_id": "u2", "note_id": "p3", "ts": int(time.time()), "type": "follow"}]})
+        _until(lambda: httpx.get(f"{B}/v1/users/u2").json()["followed"] == ["a3"])
         print(f"note visible on the other worker after {notes_s:.3f} s; event in its feed after {feed_s:.3f} s")
         assert feed_s < 5.0 and notes_s < 5.0
     finally:
         stop_server(a)
         if b is not None:
             stop_server(b)
-    assert redis_client.xlen("w1:events") == 2
+    assert redis_client.xlen("w1:events") == 3
 
 
 def test_serve_workers_starts_n_processes_behind_one_port(redis_url, redis_client, tmp_path):
