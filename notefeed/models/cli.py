@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 from typing import Any
 
 import typer
+
+from notefeed.threads import trim_heap
 
 __all__ = ["register", "models_app"]
 
@@ -187,6 +190,8 @@ def train_cmd(
             done += 1
             if not every or (rounds and done >= rounds):
                 return
+            gc.collect()  # the round's data and models are garbage now: hand their memory back
+            trim_heap()
             time.sleep(every)
     except KeyboardInterrupt:  # between or during rounds: the versions stored so far stand
         typer.echo("stopped")

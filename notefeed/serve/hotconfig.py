@@ -19,6 +19,7 @@ import threading
 from typing import Any
 
 from notefeed.serve.config import ServeConfig
+from notefeed.threads import trim_heap
 
 __all__ = ["HOT_SECTIONS", "cold_difference", "apply_config"]
 
@@ -97,5 +98,6 @@ def apply_config(engine: Any, new: ServeConfig, dry_run: bool = False) -> dict[s
         replaced.close()
         del old, fine, replaced
         engine.refreeze_heap()
+        trim_heap()
         engine.metrics.inc("config_reloads_total")
         return {"status": "applied", "changed": changed, "version": served.version}

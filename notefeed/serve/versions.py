@@ -38,7 +38,7 @@ from notefeed.serve.components import ServeContext
 from notefeed.serve.config import ServeConfig
 from notefeed.serve.models import LinearModel, ModelHolder
 from notefeed.serve.pipeline import Pipeline
-from notefeed.threads import gc_paused
+from notefeed.threads import gc_paused, trim_heap
 
 if TYPE_CHECKING:
     from notefeed.data.dataset import Dataset
@@ -316,6 +316,7 @@ class VersionReloader:
         old.close()
         del old
         eng.refreeze_heap()
+        trim_heap()  # the old version's arrays are freed: hand the memory back (:func:`trim_heap`)
         with self._lock:
             self.state, self.last_error = "swapped", None
         eng.metrics.inc("model_swaps_total")
