@@ -341,6 +341,22 @@ def _api_tour(http: Any, auth: dict[str, str], ds: Any, engine: Any, con: Consol
     con.print(f"POST /v1/notes -> {r.status_code}: note {note['note_id']} is item {item}, "
               f"{'in' if in_pool else 'NOT in'} the fresh recall pool at once; a cold-start user's page "
               f"(cold_start={fresh['cold_start']}) {'shows it via ' + ', '.join(hit[0]['channels']) if hit else 'ranks it below the first 20 (no engagement yet)'}")
+    # the active user follows the new creator (a follow is posted on one of their notes): from
+    # the next request social/follow recalls that creator's notes, this one included
+    fol = {"user_id": user, "note_id": note["note_id"], "ts": int(time.time()), "type": "follow"}
+    http.post("/v1/events", json={"events": [fol]}, headers=auth).raise_for_status()
+    followed = http.get(f"/v1/users/{user}").json().get("followed", [])
+    social = [s.component for s in engine.pipelines["default"].sources if s.name == "social/follow"]
+    # the note followed on is seen now, so recall skips it: the creator's next note shows the follow
+    second = {**note, "note_id": "demo-new-note-2", "title": "back on the trail", "created_at": int(time.time()) + 1}
+    http.post("/v1/notes", json=second, headers=auth).raise_for_status()
+    item2 = engine.catalog.item_of(second["note_id"])
+    recalled = bool(social) and item2 in social[0].recall(engine.context(user), 50).items.tolist()
+    out["followed"] = followed
+    out["follow_recalls_new_note"] = recalled
+    con.print(f"POST /v1/events (a follow by {user} on {note['note_id']}): GET /v1/users/{user} followed={followed}; "
+              f"{second['note_id']}, published next by {note['author_id']}, is "
+              f"{'recalled at once by social/follow for ' + user if recalled else 'NOT recalled by social/follow'}")
     rel = http.get(f"/v1/notes/{top}/related", params={"n": 5})
     rel.raise_for_status()
     rel_items = rel.json()["items"]
