@@ -53,6 +53,16 @@ DUPLICATE = "duplicate event_id"
 EVENT_ID_WINDOW = 200_000
 #: the most creators remembered as followed per user from the event log (the newest kept)
 MAX_ONLINE_FOLLOWS = 1000
+#: the most notes remembered as hidden per user from the event log (the newest kept)
+MAX_ONLINE_HIDES = 10_000
+
+
+def _remember(table: dict[str, tuple[Any, ...]], user_id: str, value: Any, most: int) -> None:
+    """Add ``value`` to ``user_id``'s tuple in ``table`` (once; the newest ``most`` kept). The
+    tuple is replaced whole, so a reader never sees one change under it."""
+    have = table.get(user_id, ())
+    if value not in have:
+        table[user_id] = (*have, value)[-most:]
 
 
 def popular_config(config: ServeConfig) -> ServeConfig:
@@ -134,6 +144,11 @@ class Engine:
         #: :data:`MAX_ONLINE_FOLLOWS`; each value replaced whole), rebuilt by the replay: what
         #: ``ctx.followed`` gives ``social/follow`` (a follow reaches the next feed)
         self._follows: dict[str, tuple[str, ...]] = {}
+        #: user id -> the notes (items) the log shows them hiding, newest last (at most
+        #: :data:`MAX_ONLINE_HIDES`), rebuilt by the replay: ``ctx.hidden``, which recall and
+        #: the seen filter drop for good. The online state's seen set is bounded (``max_seen``;
+        #: Redis drops random members past it), so a hidden note could come back through it
+        self._hides: dict[str, tuple[int, ...]] = {}
         #: the engine's clock (request time, event receive time): the simulator swaps in its
         #: own so that a run is reproducible and online windows follow simulated time
         self.clock: Callable[[], float] = time.time
@@ -358,7 +373,10 @@ class Engine:
             cat = self.catalog.category_name(i)
             ups.append(StateUpdate(r.user_id, r.note_id, r.type, cat, r.received_at))
             if r.type == "follow":  # a follow is posted on a note: it follows the note's author
-                self._add_follow(r.user_id, self.catalog.creator_ids[int(self.catalog.authors()[i])])
+                _remember(self._follows, r.user_id, self.catalog.creator_ids[int(self.catalog.authors()[i])],
+                          MAX_ONLINE_FOLLOWS)
+            elif r.type == "hide":
+                _remember(self._hides, r.user_id, i, MAX_ONLINE_HIDES)
             if r.positive:
                 pos_items.append(i)
             if r.type == "impression":
@@ -375,12 +393,6 @@ class Engine:
             self.coldstart.events_seen += skip
             self.coldstart.observe(recs[skip:])
         return len(ups)
-
-    def _add_follow(self, user_id: str, creator_id: str) -> None:
-        have = self._follows.get(user_id, ())
-        if creator_id in have:
-            return
-        self._follows[user_id] = (*have, creator_id)[-MAX_ONLINE_FOLLOWS:]
 
     def _mirror(self, _work: object = None) -> None:
         """``online.mirror_to_workspace``: copy the logs into the store past its marks (the sync
@@ -415,6 +427,7 @@ class Engine:
             seen = np.concatenate([seen, np.fromiter((idx[n] for n in snap.seen if n in idx), np.int64)])
         return VersionedContext(user_id=user_id, user=u, history=hist, seen=seen, ts=int(now),
                                 followed=self._follows.get(user_id, ()),
+                                hidden=np.asarray(self._hides.get(user_id, ()), np.int64),
                                 snapshot=snap, model=served.models.current(), seen_ids=snap.seen,
                                 served_version=served.version, fallback=bool(served.fallback))
 
@@ -481,6 +494,7 @@ class Engine:
         out["known"] = u is not None or snap.n_events > 0
         out["history_len"] = 0 if u is None or u >= self.ds.n_users else int(self._hist[0][u + 1] - self._hist[0][u])
         out["followed"] = list(self._follows.get(user_id, ()))  # creators followed in the log, newest last
+        out["n_hidden"] = len(self._hides.get(user_id, ()))  # notes hidden in the log (never served again)
         return out
 
     # ------------------------------------------------------------------ writes

@@ -1,7 +1,8 @@
-"""A follow posted to the server reaches the user's next feed through ``social/follow``: the
-followed creator's notes, and the notes that creator publishes afterwards; kept across a
-restart (rebuilt from the event log). Before, a ``follow`` event only counted as a positive
-on its note, and the channel knew only the imported social graph."""
+"""What a user tells the server about creators and notes, kept apart from the bounded online
+state. A follow reaches the user's next feed through ``social/follow``: the followed creator's
+notes, and the notes that creator publishes afterwards; kept across a restart (rebuilt from the
+event log). Before, a ``follow`` event only counted as a positive on its note, and the channel
+knew only the imported social graph. A hidden note stays out of the feed for good."""
 
 from __future__ import annotations
 
@@ -54,5 +55,27 @@ def test_a_follow_reaches_the_next_feed_and_the_creators_new_notes(small_ds: Dat
     try:
         assert eng.context(user).followed == (creator,)
         assert _follow_recall(eng, user) == (theirs | {i}) - {0}
+    finally:
+        eng.close()
+
+
+def test_a_hidden_note_never_comes_back_when_the_seen_set_forgets_it(small_ds: Dataset, tmp_path: Path) -> None:
+    """The online seen set is bounded (``online.max_seen``; Redis drops random members past it),
+    so a note hidden and then pushed out of it came back; hides are kept apart (``ctx.hidden``)."""
+    cfg = make_config(recall={"channels": [{"name": "non-personalized/popular", "quota": 100}]},
+                      online={"max_seen": 3})
+    eng = Engine(small_ds, cfg, tmp_path / "ws")
+    user = "hider"
+    try:
+        _, res = eng.feed(user, N)
+        top = [eng.catalog.note_ids[i] for i in res.items.tolist()]
+        now = int(time.time())
+        eng.ingest([Event(user_id=user, note_id=top[0], ts=now, type="hide")])
+        eng.ingest([Event(user_id=user, note_id=n, ts=now + 1, type="impression") for n in top[5:]])
+        assert top[0] not in eng.state.snapshot(user).seen  # forgotten by the bounded seen set
+        ctx, res = eng.feed(user, N)
+        assert eng.catalog.item_of(top[0]) in ctx.hidden.tolist()
+        assert top[0] not in [eng.catalog.note_ids[i] for i in res.items.tolist()]
+        assert top[1] in [eng.catalog.note_ids[i] for i in res.items.tolist()]  # only what was hidden goes
     finally:
         eng.close()
