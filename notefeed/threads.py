@@ -111,8 +111,8 @@ def trim_heap() -> float | None:
     round of ``notefeed train --every``, a model version swapped out. glibc keeps freed blocks
     in its arenas for reuse, so such a process's resident size stays near its high-water mark
     and creeps up as the free space fragments: 10 training rounds in one process (5,000 notes,
-    the default channels without SASRec) ended at 991-1,145 MB resident, the last rounds the
-    highest; with this after each round, at 543-600 MB."""
+    the default channels without SASRec) went from 1,001 to 1,179 MB resident; with this after
+    each round they stayed at 540-644 MB (``docs/results/train/memory_rounds/``)."""
     import ctypes
     import ctypes.util
 
