@@ -294,8 +294,10 @@ class SearchPipeline:
         return base
 
     def search(self, q: object, n: int = 10, history: np.ndarray | None = None, explain: bool = False,
-               fusion: str | None = None, personalise: bool | None = None, rewrite: bool = True) -> SearchResult:
-        """The page for query ``q`` (raises :class:`SearchError` naming ``q`` / ``n`` on bad input)."""
+               fusion: str | None = None, personalise: bool | None = None, rewrite: bool = True,
+               exclude: np.ndarray | None = None) -> SearchResult:
+        """The page for query ``q`` (raises :class:`SearchError` naming ``q`` / ``n`` on bad input);
+        ``exclude``: items never to return (notes taken down), dropped before the page is cut."""
         cfg = self.config
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= cfg.max_page:
             raise SearchError(f"n: expected an integer in [1, {cfg.max_page}], got {n!r}")
@@ -316,6 +318,8 @@ class SearchPipeline:
         items, x = self.features(pq, lex, dense, profile)
         s = self.score(x, lex, dense, profile is not None, fusion)
         order = np.argsort(-s, kind="stable")
+        if exclude is not None and len(exclude):
+            order = order[~np.isin(items[order], exclude)]
         ms["rank"] = _lap(t)
         if cfg.rerank and len(order) > 1:
             t = time.perf_counter()

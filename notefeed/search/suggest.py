@@ -44,6 +44,21 @@ class Suggester:
                     for p in set(new):
                         bisect.insort(self._sorted, p)
 
+    def remove(self, phrases: Iterable[str]) -> None:
+        """Take one count of each phrase back (a note taken down: its title); a phrase whose
+        weight reaches 0 is no longer suggested."""
+        with self._lock:
+            for p in phrases:
+                p = normalise(str(p))[: self.max_len]
+                if self._weight.get(p, 0) <= 0:
+                    continue
+                self._weight[p] -= 1
+                if self._weight[p] <= 0:
+                    del self._weight[p]
+                    at = bisect.bisect_left(self._sorted, p)
+                    if at < len(self._sorted) and self._sorted[at] == p:
+                        del self._sorted[at]
+
     def __len__(self) -> int:
         return len(self._sorted)
 

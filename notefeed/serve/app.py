@@ -17,6 +17,7 @@ import hmac
 import math
 import os
 import time
+import unicodedata
 import uuid
 from typing import Any
 
@@ -30,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from notefeed.schema import Event, Note
 from notefeed.serve.adslots import page_ads
 from notefeed.serve.docs import add_docs
-from notefeed.serve.engine import DUPLICATE, Engine
+from notefeed.serve.engine import DUPLICATE, Engine, NoteRemoved
 from notefeed.serve.search import SearchService, add_search_routes
 from notefeed.threads import AsyncFifoGate
 
@@ -161,6 +162,7 @@ def create_app(engine: Engine) -> FastAPI:
             "pid": os.getpid(),  # which worker answered (serve --workers N)
             "followed_events": getattr(engine, "followed", 0),  # accepted by the other workers, folded in here
             "notes": engine.catalog.n_items,
+            "removed_notes": len(engine.catalog.removed_items),
             "model_version": served.version or served.models.current().version,
             "fallback": bool(served.fallback),
             "fallback_reasons": list(served.fallback),
@@ -247,6 +249,8 @@ def create_app(engine: Engine) -> FastAPI:
     def related(note_id: str, n: int = Query(10, ge=1, le=1000)) -> dict[str, Any]:
         try:
             pairs = engine.related(note_id, n)
+        except NoteRemoved:
+            raise HTTPException(410, f"note_id {note_id!r} was removed") from None
         except KeyError:
             raise HTTPException(404, f"unknown note_id {note_id!r}") from None
         return {"note_id": note_id,
@@ -284,6 +288,18 @@ def create_app(engine: Engine) -> FastAPI:
             raise HTTPException(409, str(e)) from None
         search.published(note)  # searchable before the answer
         return {"note_id": note.note_id, "item": i}
+
+    @app.delete("/v1/notes/{note_id}", dependencies=[Depends(write_auth)])
+    def remove(note_id: str, reason: str | None = Query(None, min_length=1, max_length=500)) -> dict[str, Any]:
+        """Take a note down: durable before the answer; from the next request no feed, related
+        list or search of any worker shows it (restarts included). Repeating it is harmless."""
+        if reason is not None and any(unicodedata.category(ch) == "Cc" for ch in reason):
+            raise _validation_error(("query", "reason"), "control characters are not allowed", reason)
+        try:
+            i, already = engine.remove_note(note_id, reason)
+        except KeyError:
+            raise HTTPException(404, f"unknown note_id {note_id!r}") from None
+        return {"note_id": note_id, "item": i, "removed": True, "already_removed": already}
 
     @app.post("/v1/notes/title-suggest", dependencies=[Depends(read_auth)])
     def title_suggest(req: TitleRequest) -> dict[str, Any]:

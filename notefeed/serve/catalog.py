@@ -43,8 +43,16 @@ class NoteLog:
             "CREATE TABLE IF NOT EXISTS notes (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
             "note_id TEXT UNIQUE NOT NULL, body TEXT NOT NULL, followers INTEGER)",
         )
+        try:  # removed notes (a takedown): one row per note id, by any process on this workspace
+            self._db.execute("CREATE TABLE IF NOT EXISTS removed (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                             "note_id TEXT UNIQUE NOT NULL, at REAL NOT NULL, reason TEXT)")
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise ValueError(f"{self.path}: not a notefeed note log ({e})") from e
         #: the last position :meth:`since` (or :meth:`replay`) read
         self.last_seq = 0
+        #: the last removal :meth:`removed_since` read
+        self.last_removed_seq = 0
 
     def append(self, note: Note, followers: int | None) -> None:
         with self._lock:
@@ -68,6 +76,29 @@ class NoteLog:
         if rows:
             self.last_seq = max(self.last_seq, int(rows[-1][0]))
         return [(int(q), Note.model_validate_json(b, context=STORED), f) for q, b, f in rows]
+
+    def remove(self, note_id: str, reason: str | None = None) -> bool:
+        """Log ``note_id`` as removed (durable when this returns); ``False`` when it already was."""
+        with self._lock:
+            cur = self._db.execute("INSERT OR IGNORE INTO removed (note_id, at, reason) VALUES (?, ?, ?)",
+                                   (note_id, time.time(), reason))
+            return cur.rowcount == 1
+
+    def removed_since(self, seq: int) -> list[str]:
+        """Note ids removed after position ``seq`` (by any process), in order;
+        :attr:`last_removed_seq` becomes the last one read."""
+        with self._lock:
+            rows = self._db.execute("SELECT seq, note_id FROM removed WHERE seq > ? ORDER BY seq",
+                                    (int(seq),)).fetchall()
+        if rows:
+            self.last_removed_seq = max(self.last_removed_seq, int(rows[-1][0]))
+        return [str(n) for _, n in rows]
+
+    def removal(self, note_id: str) -> tuple[float, str | None] | None:
+        """(when, reason) of ``note_id``'s removal, or ``None``."""
+        with self._lock:
+            row = self._db.execute("SELECT at, reason FROM removed WHERE note_id = ?", (note_id,)).fetchone()
+        return None if row is None else (float(row[0]), row[1])
 
     def close(self) -> None:
         with self._lock:
@@ -138,6 +169,9 @@ class Catalog:
         #: how long ``top_popular`` may serve a cached list (0: always fresh; the simulator
         #: sets 0 so that a run does not depend on how fast the machine is)
         self.top_max_age_s = 1.0
+        #: removed notes (taken down), sorted item indices, replaced whole on :meth:`mark_removed`:
+        #: every pipeline drops them (``builtin/removed``), as do related notes and search
+        self.removed_items: np.ndarray = np.empty(0, np.int64)
 
     @staticmethod
     def _count(events: pd.DataFrame | None, kind: str, n: int) -> np.ndarray:
@@ -146,6 +180,19 @@ class Catalog:
             return np.zeros(n, np.float32)
         items = events["item"].to_numpy()[type_mask(events, kind)]
         return np.bincount(items, minlength=n).astype(np.float32)[:n]
+
+    def mark_removed(self, items: np.ndarray) -> None:
+        """Add ``items`` to :attr:`removed_items` (once each)."""
+        items = np.asarray(items, np.int64)
+        if len(items):
+            with self._lock:
+                self.removed_items = np.union1d(self.removed_items, items)
+
+    def is_removed(self, items: np.ndarray) -> np.ndarray:
+        """(len(items),) bool: which of ``items`` were removed."""
+        gone = self.removed_items
+        items = np.asarray(items, np.int64)
+        return np.isin(items, gone) if len(gone) else np.zeros(items.shape, bool)
 
     # ---------------------------------------------------------------- reads
     def __len__(self) -> int:

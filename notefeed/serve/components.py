@@ -27,6 +27,7 @@ __all__ = [
     "FreshSource",
     "PopularSource",
     "SeenFilter",
+    "RemovedFilter",
     "PopularityScorer",
     "POPULARITY_WEIGHTS",
     "ModelScorer",
@@ -96,6 +97,21 @@ class SeenFilter:
         drop = np.isin(cs.items, ctx.seen) | np.isin(cs.items, ctx.hidden)
         if len(ctx.blocked_authors):
             drop |= np.isin(self.catalog.authors()[cs.items], ctx.blocked_authors)
+        return FilterResult(np.flatnonzero(~drop), np.flatnonzero(drop))
+
+
+class RemovedFilter:
+    """``builtin/removed``: drops notes taken down (``DELETE /v1/notes/{id}``), main and side
+    candidates alike. Every pipeline has it first among its filters, whatever the config's
+    ``filters`` say: a takedown is not a ranking choice."""
+
+    name = "builtin/removed"
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def apply(self, ctx: UserContext, cs: CandidateSet) -> FilterResult:
+        drop = self.catalog.is_removed(cs.items)
         return FilterResult(np.flatnonzero(~drop), np.flatnonzero(drop))
 
 

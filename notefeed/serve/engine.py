@@ -45,7 +45,7 @@ from notefeed.threads import freeze_heap, serving_process
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Engine", "Rejection", "empty_dataset", "popular_config", "DUPLICATE", "EVENT_ID_WINDOW"]
+__all__ = ["Engine", "NoteRemoved", "Rejection", "empty_dataset", "popular_config", "DUPLICATE", "EVENT_ID_WINDOW"]
 
 #: :class:`Rejection` reason of an event whose ``event_id`` is already stored (a client retry)
 DUPLICATE = "duplicate event_id"
@@ -55,6 +55,10 @@ EVENT_ID_WINDOW = 200_000
 MAX_ONLINE_FOLLOWS = 1000
 #: the most notes remembered as hidden per user from the event log (the newest kept)
 MAX_ONLINE_HIDES = 10_000
+
+
+class NoteRemoved(KeyError):
+    """The note was taken down (:meth:`Engine.remove_note`)."""
 
 
 def _remember(table: dict[str, tuple[Any, ...]], user_id: str, value: Any, most: int) -> None:
@@ -125,6 +129,7 @@ class Engine:
         for note, followers in self.note_log.replay():
             if self.catalog.item_of(note.note_id) is None:  # not in the dataset (`notefeed train` syncs them in)
                 self.catalog.add_note(note, followers)
+        self._add_removed()
         self.bus = bus or open_bus(on.backend, self.workspace, on.redis_url, on.synchronous,
                                    stream=f"{on.redis_prefix}:events")
         if state is None:
@@ -483,6 +488,8 @@ class Engine:
         i = self.catalog.item_of(note_id)
         if i is None:
             raise KeyError(note_id)
+        if self.catalog.is_removed(np.array([i]))[0]:
+            raise NoteRemoved(note_id)
         comps = [st.component for st in self.served.pipelines["default"].sources]
         i2i = [c for c in comps if callable(getattr(c, "neighbours", None))]
         return related_items(self.catalog, i, n, i2i, learned_vectors(vector_source(comps), self.catalog))
@@ -558,6 +565,27 @@ class Engine:
             self.side_effects.submit(self._mirror, None)
         self.metrics.inc("notes_published_total")
         return i
+
+    def remove_note(self, note_id: str, reason: str | None = None) -> tuple[int, bool]:
+        """Take ``note_id`` down: logged durably in the note log, then no feed, related list or
+        search of any worker on this workspace shows it again (restarts included). Returns
+        (its item, whether it was removed already); ``KeyError`` for a note the catalogue lacks.
+        Its rows stay in the store and its events stay in the logs: the models still learn
+        from what happened."""
+        i = self.catalog.item_of(note_id)
+        if i is None:
+            raise KeyError(note_id)
+        with self._notes_lock:
+            new = self.note_log.remove(note_id, reason)
+            self._add_removed()
+        if new:
+            self.metrics.inc("notes_removed_total")
+        return i, not new
+
+    def _add_removed(self) -> None:
+        """Mark removed the notes logged as removed (by any worker) past what this one read."""
+        gone = [self.catalog.item_of(n) for n in self.note_log.removed_since(self.note_log.last_removed_seq)]
+        self.catalog.mark_removed(np.asarray([i for i in gone if i is not None], np.int64))
 
     def swap_served(self, new: Served, config: ServeConfig | None = None) -> Served:
         """Serve ``new`` from the next request on (with ``config``: a hot config reload); returns
@@ -638,6 +666,7 @@ class Engine:
                 recs = bus.tail(block_ms=200)
                 with self._notes_lock:  # notes first: an event read here never precedes its note
                     self._add_logged_notes()
+                    self._add_removed()
                 if recs:
                     with self._ingest_lock:
                         self._apply(recs, to_state=False)
@@ -706,6 +735,7 @@ def _make_metrics() -> Metrics:
     m.counter("events_accepted_total", "events accepted")
     m.counter("events_rejected_total", "events rejected")
     m.counter("notes_published_total", "notes published")
+    m.counter("notes_removed_total", "notes taken down (DELETE /v1/notes/{id}; each note once)")
     m.counter("model_swaps_total", "model versions swapped in")
     m.counter("config_reloads_total", "serving configs hot-reloaded")
     m.counter("online_train_updates_total", "fine ranker versions trained beside serving and swapped in")

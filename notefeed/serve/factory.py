@@ -28,6 +28,7 @@ from notefeed.serve.components import (
     PopularityScorer,
     PopularSource,
     RankScorerAdapter,
+    RemovedFilter,
     ReRankSelector,
     SeenFilter,
     TopK,
@@ -143,6 +144,7 @@ def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: M
         assert coldstart is not None
         # headroom over the slots: the seen filter and notes already on the page use some up
         steps.append(Step("source", ColdStartSource(coldstart, config.coldstart.slots), 2 * config.coldstart.slots + 2))
+    steps.append(Step("filter", RemovedFilter(catalog)))  # always, first: a takedown is not configurable
     for i, f in enumerate(config.filters):
         if f != "builtin/seen":
             raise ConfigError(f"filters.{i}: unknown filter {f!r}; known: ['builtin/seen']")

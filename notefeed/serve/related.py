@@ -68,6 +68,9 @@ def vector_neighbours(catalog: Catalog, vectors: ItemVectors, item: int, k: int,
     learned = vectors.cosines(item)
     cat = catalog.vectors()[: len(learned)]
     sim = learned_weight * learned + (1.0 - learned_weight) * (cat @ cat[item])
+    gone = catalog.removed_items
+    if len(gone):  # taken down: not neighbours (and not taking the places of ones)
+        sim[gone[gone < len(sim)]] = -np.inf
     return cosine_topk(sim, k, exclude=item)
 
 
@@ -84,10 +87,11 @@ def _neighbour_lists(item: int, depth: int, channels: Sequence[Any], vectors: It
             continue
         items = np.asarray(got.items, np.int64)
         if len(items):
-            lists.append(items[items != item])
+            lists.append(items[(items != item) & ~catalog.is_removed(items)])
             weights.append(1.0)
     if vectors is not None and vectors.covers(item):
-        lists.append(vector_neighbours(catalog, vectors, item, depth)[0])
+        near = vector_neighbours(catalog, vectors, item, depth)[0]
+        lists.append(near[~catalog.is_removed(near)])
         weights.append(VECTOR_WEIGHT)
     return lists, weights
 
@@ -95,7 +99,8 @@ def _neighbour_lists(item: int, depth: int, channels: Sequence[Any], vectors: It
 def related_items(catalog: Catalog, item: int, n: int, channels: Sequence[Any] = (),
                   vectors: ItemVectors | None = None) -> list[tuple[int, float]]:
     """The ``n`` notes most related to ``item``: ``[(item, score)]``, best first (see the
-    module docstring). ``channels``: components with ``neighbours(item, k)``."""
+    module docstring), never a removed note (``catalog.removed_items``). ``channels``:
+    components with ``neighbours(item, k)``."""
     if n <= 0:
         return []
     depth = min(max(2 * n, 20), 1000)
@@ -107,6 +112,8 @@ def related_items(catalog: Catalog, item: int, n: int, channels: Sequence[Any] =
         sim = v @ v[item] + 1e-3 * np.log1p(catalog.popularity()[: len(v)])
         taken = np.asarray([item] + [i for i, _ in out], np.int64)
         sim[taken] = -np.inf
+        gone = catalog.removed_items
+        sim[gone[gone < len(sim)]] = -np.inf  # taken down
         top, vals = cosine_topk(sim, n - len(out))
         if out:  # cosines in [-1, 1] mapped monotonically into [0, half the lowest blended score]
             floor = min(s for _, s in out)

@@ -79,6 +79,19 @@ class ImageQuery(BaseModel):
     user_id: str | None = Field(default=None, min_length=1, max_length=128)
 
 
+def _titles(engine: Any, items: list[int]) -> list[str]:
+    """The titles of the engine's catalogue items ``items`` (dataset notes, then published)."""
+    cat, base = engine.catalog, engine.ds.notes
+    has = "title" in base.columns
+    out = []
+    for i in items:
+        if i < len(base):
+            out.append(str(base["title"].iat[i]) if has else "")
+        elif i in cat.published:
+            out.append(cat.published[i].title)
+    return out
+
+
 def _catalog_notes(engine: Any, start: int = 0) -> pd.DataFrame:
     """Notes ``start..`` of the engine's catalogue as a ``Dataset.notes``-shaped frame."""
     cat = engine.catalog
@@ -125,6 +138,8 @@ class SearchService:
         self._images: tuple[float, ImageIndex] | None = None
         self._image_encoder: tuple[str, Any] | None = None
         self.pipeline: SearchPipeline | None = None
+        #: (the pipeline, the removed items whose titles its suggester no longer holds)
+        self._titles_forgotten: tuple[SearchPipeline | None, set[int]] = (None, set())
         self.error: str | None = None
         self.first_wait_s = first_wait_s
         self._lock = threading.Lock()
@@ -284,8 +299,25 @@ class SearchService:
         if rows and self.log is not None:
             self.log.log_clicks(rows)
 
+    def _forget_removed(self) -> None:
+        """Take the titles of notes removed since the last call (by any worker; a rebuilt index
+        holds them all again) out of a title suggester."""
+        p = self.pipeline
+        gone = self.engine.catalog.removed_items
+        if p is None or p.suggester.source != "titles" or not len(gone):
+            return
+        with self._lock:
+            done = self._titles_forgotten if self._titles_forgotten[0] is p else (p, set())
+            new = [i for i in gone.tolist() if i not in done[1] and i < len(p)]
+            if new:
+                p.suggester.remove(_titles(self.engine, new))
+                done[1].update(new)
+            self._titles_forgotten = done
+
     def suggest(self, prefix: str, n: int) -> tuple[list[tuple[str, int]], str]:
-        """Completions from the logged queries, topped up from the index's suggester."""
+        """Completions from the logged queries, topped up from the index's suggester (never
+        the title of a removed note)."""
+        self._forget_removed()
         got = self.logged.suggest(prefix, n)
         source = "query log" if got else ""
         if len(got) < n and self.pipeline is not None:
@@ -330,7 +362,7 @@ def add_search_routes(app: FastAPI, engine: Any, deps: list[Any]) -> None:
             raise _invalid("n", f"Input should be less than or equal to {pipe.config.max_page}", n)
         history = engine.context(user_id).history if user_id is not None else None
         try:
-            res = pipe.search(q, n, history=history, explain=explain)
+            res = pipe.search(q, n, history=history, explain=explain, exclude=engine.catalog.removed_items)
         except SearchError as e:
             field, _, msg = str(e).partition(": ")
             raise _invalid(field if field in ("q", "n") else "q", msg or str(e), q) from None
@@ -381,7 +413,12 @@ def add_search_routes(app: FastAPI, engine: Any, deps: list[Any]) -> None:
                 vec = engine.search.encode_image(idx, data)
             else:
                 vec = req.vector
-            hits = idx.search(vec, req.n, field)
+            gone = engine.catalog.removed_items  # taken down: asked for as many more, then dropped
+            hits = idx.search(vec, req.n + min(len(gone), req.n), field)
+            if len(gone):
+                removed = set(engine.catalog.note_ids[i] for i in gone.tolist())
+                hits = [h for h in hits if h[0] not in removed]
+            hits = hits[: req.n]
         except SearchError as e:
             f, _, msg = str(e).partition(": ")
             raise _invalid_body(f if f in ("vector", "image") else field, msg or str(e), None) from None

@@ -72,6 +72,10 @@ def test_an_event_posted_to_one_worker_is_in_the_next_feed_of_another(redis_url,
         httpx.post(f"{A}/v1/events", headers=H,
                    json={"events": [{"user_id": "u2", "note_id": "p3", "ts": int(time.time()), "type": "follow"}]})
         _until(lambda: httpx.get(f"{B}/v1/users/u2").json()["followed"] == ["a3"])
+        # a note taken down on A is down on B too (the note log's removals, followed)
+        assert httpx.delete(f"{A}/v1/notes/p5", headers=H).json()["removed"] is True
+        _until(lambda: httpx.get(f"{B}/v1/notes/p5/related").status_code == 410)
+        assert httpx.get(f"{B}/healthz").json()["removed_notes"] == 1
         print(f"note visible on the other worker after {notes_s:.3f} s; event in its feed after {feed_s:.3f} s")
         assert feed_s < 5.0 and notes_s < 5.0
     finally:
