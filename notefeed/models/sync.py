@@ -85,7 +85,8 @@ def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH
                                    "dwell_s": r.dwell_s, "position": r.position, "request_id": r.request_id,
                                    "surface": r.surface} for _, r in part])
             frame, bad = _valid(frame, check_events)
-            ws.append_events(frame, marks={key: part[-1][0]})  # the position after the batch's last event
+            # the position after the batch's last event; the rows were just checked (not twice)
+            ws.append_events(frame, marks={key: part[-1][0]}, checked=True)
             events, skipped = events + len(frame), skipped + bad
     return SyncReport(notes, events, skipped)
 

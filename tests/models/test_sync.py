@@ -95,11 +95,11 @@ def test_an_interrupted_sync_resumes_without_copying_twice(small_ds, tmp_path: P
         real = Workspace.append_events
         calls = []
 
-        def die_second(self, frame, require_known=False, marks=None):  # type: ignore[no-untyped-def]
+        def die_second(self, frame, require_known=False, marks=None, checked=False):  # type: ignore[no-untyped-def]
             calls.append(1)
             if len(calls) == 2:
                 raise Dies
-            return real(self, frame, require_known, marks)
+            return real(self, frame, require_known, marks, checked)
 
         bus.append([EventRecord(user_id="late", note_id=small_ds.notes["note_id"].iat[0], ts=TS + 99, type="click",
                                 received_at=TS + 99.0) for _ in range(15)])
