@@ -219,6 +219,16 @@ def test_every_console_page_in_chromium(server: dict[str, Any], browser: Any,
     drv.find_element(By.CSS_SELECTOR, f'button.rollback[data-version="{v1}"]').click()
     WebDriverWait(drv, 30).until(lambda d: d.execute_script("return document.body.dataset.action") == f"rolled back {v1}")
     assert server["engine"].model_version == v1 and store.promoted() == v1
+    # the note inspector takes a note down (DELETE /v1/notes/{id}) and then says so
+    note, eng = server["new_note"], server["engine"]
+    _open(drv, f"{base}/console/note?note_id={note}", "note")
+    drv.find_element(By.ID, "remove-reason").send_keys("reported")
+    drv.find_element(By.ID, "remove-note").click()
+    WebDriverWait(drv, 10).until(lambda d: d.switch_to.alert).accept()  # "Take ... down?"
+    WebDriverWait(drv, 20).until(lambda d: "removed" in d.find_element(By.CSS_SELECTOR, ".cards").text)
+    assert "(reported)" in drv.find_element(By.CSS_SELECTOR, ".cards").text
+    assert not drv.find_elements(By.ID, "remove-note")
+    assert eng.catalog.is_removed([eng.catalog.item_of(note)]).tolist() == [True]
     errors = _errors(drv)
     assert errors == [], f"browser console errors: {errors}"
     assert max(render.values()) < 1000, f"render ms per page: {render}"

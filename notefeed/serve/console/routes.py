@@ -133,7 +133,9 @@ def note_detail(engine: Engine, tracker: ExposureTracker, note_id: str, n: int) 
     i = engine.catalog.item_of(note_id)
     if i is None:
         raise KeyError(note_id)
-    related = [{**engine.catalog.note_json(j), "score": s} for j, s in engine.related(note_id, n)]
+    gone = engine.note_log.removal(note_id) if engine.catalog.is_removed(np.asarray([i]))[0] else None
+    removed = None if gone is None else {"at": gone[0], "reason": gone[1]}
+    related = [] if removed else [{**engine.catalog.note_json(j), "score": s} for j, s in engine.related(note_id, n)]
     pool: dict[str, Any] | None = None
     hub = engine.coldstart
     if hub is not None:
@@ -152,7 +154,7 @@ def note_detail(engine: Engine, tracker: ExposureTracker, note_id: str, n: int) 
                         "engagers": len(note.engagers), "published_ts": note.published_ts, "stage_ts": note.stage_ts,
                         "posterior": {"alpha": a, "beta": b, "mean": a / (a + b), "lo": float(lo), "hi": float(hi)},
                         "handover_impressions": cfg.handover_impressions}
-    return _finite({"note": engine.catalog.note_json(i), "item": i,
+    return _finite({"note": engine.catalog.note_json(i), "item": i, "removed": removed,
                     "small_creator": bool(engine.catalog.small_creator(np.asarray([i]))[0]),
                     "popularity": float(engine.catalog.popularity()[i]), "related": related,
                     "coldstart": pool, "coldstart_enabled": hub is not None,

@@ -139,7 +139,26 @@
     const n = d.note;
     main.append(h("div", { class: "cards" }, card("note", n.note_id), card("title", n.title || "–"),
       card("author", n.author_id), card("category", n.category || "–"), card("small creator", d.small_creator ? "yes" : "no"),
-      card("popularity", fmt(d.popularity))));
+      card("popularity", fmt(d.popularity)),
+      card("status", d.removed ? "removed " + clock(d.removed.at) + (d.removed.reason ? " (" + d.removed.reason + ")" : "") : "live")));
+    if (!d.removed) {
+      // Take down: DELETE /v1/notes/{id} (needs the write token); no feed, related list or search shows it again
+      const reason = h("input", { id: "remove-reason", placeholder: "reason (optional)", maxlength: "500" });
+      const remove = async () => {
+        if (!window.confirm(`Take ${n.note_id} down? No feed, related list or search will show it again.`)) { return; }
+        try {
+          await api("/v1/notes/" + encodeURIComponent(n.note_id) + (reason.value.trim() ? "?reason=" + encodeURIComponent(reason.value.trim()) : ""),
+            { method: "DELETE" });
+          document.body.dataset.action = "removed " + n.note_id;
+          location.reload();
+        } catch (e) {
+          say(e.status === 401 ? "taking a note down needs the API write token: enter it above" : `take down failed (${e.status}): ${e.message}`, true);
+          document.body.dataset.action = `failed ${e.status}`;
+        }
+      };
+      main.append(h("div", { class: "row" }, reason, h("button", { id: "remove-note", onclick: remove,
+        title: "remove this note from every feed, related list and search" }, "Take down")));
+    }
     const cs = d.coldstart;
     const pool = !d.coldstart_enabled ? "the cold-start pool is off" : !cs ? "not in the cold-start pool (a catalogue note, or handed over before restart)" : null;
     main.append(h("div", { class: "grid2" },
