@@ -126,10 +126,13 @@ class Engine:
         self.catalog = Catalog(ds, config.recall.fresh_pool_size)
         self.note_log = NoteLog(self.workspace / "notes.sqlite", on.synchronous)
         self._notes_lock = threading.Lock()
-        for note, followers in self.note_log.replay():
-            if self.catalog.item_of(note.note_id) is None:  # not in the dataset (`notefeed train` syncs them in)
-                self.catalog.add_note(note, followers)
-        self._add_removed()
+        def replay_notes(start: int = 0) -> None:
+            for _, note, followers in self.note_log.since(start):
+                if self.catalog.item_of(note.note_id) is None:  # not in the dataset (`notefeed train` syncs them in)
+                    self.catalog.add_note(note, followers)
+
+        replay_notes()
+        self._add_removed(lambda: replay_notes(self.note_log.last_seq))
         self.bus = bus or open_bus(on.backend, self.workspace, on.redis_url, on.synchronous,
                                    stream=f"{on.redis_prefix}:events")
         if state is None:
@@ -582,9 +585,15 @@ class Engine:
             self.metrics.inc("notes_removed_total")
         return i, not new
 
-    def _add_removed(self) -> None:
-        """Mark removed the notes logged as removed (by any worker) past what this one read."""
-        gone = [self.catalog.item_of(n) for n in self.note_log.removed_since(self.note_log.last_removed_seq)]
+    def _add_removed(self, add_notes: Callable[[], None] | None = None) -> None:
+        """Mark removed the notes logged as removed (by any worker) past what this one read.
+        One this catalogue lacks was published (by another worker) after this one last read the
+        note log: ``add_notes`` (default :meth:`_add_logged_notes`) reads it first. Under
+        ``_notes_lock``, or before serving starts."""
+        ids = self.note_log.removed_since(self.note_log.last_removed_seq)
+        if any(self.catalog.item_of(n) is None for n in ids):
+            (add_notes or self._add_logged_notes)()
+        gone = [self.catalog.item_of(n) for n in ids]
         self.catalog.mark_removed(np.asarray([i for i in gone if i is not None], np.int64))
 
     def swap_served(self, new: Served, config: ServeConfig | None = None) -> Served:

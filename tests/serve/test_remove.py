@@ -99,3 +99,26 @@ def test_a_removed_note_leaves_search_and_title_suggestions(tmp_path: Path) -> N
         personal = c.get("/v1/search", params={"q": "paris", "n": 5, "user_id": "traveller"}).json()["items"]
         assert "n7" not in [x["note_id"] for x in personal]
         assert np.array_equal(eng.catalog.removed_items, [7])
+
+
+def test_a_note_published_and_removed_elsewhere_is_added_removed(small_ds: Dataset, tmp_path: Path) -> None:
+    """Two workers on one workspace: A publishes a note and takes it down before B has read the
+    note log. B, reading the removal first, adds the note first, and removed; before, it skipped
+    the removal of a note it did not know and then added the note live."""
+    from notefeed.schema import Note
+
+    a, b = Engine(small_ds, _config(), tmp_path / "ws"), Engine(small_ds, _config(), tmp_path / "ws")
+    try:
+        a.publish(Note(note_id="x", author_id="c1"))
+        a.remove_note("x")
+        assert b.catalog.item_of("x") is None
+        with b._notes_lock:  # what B's follower does each round (Redis backend), removals read first
+            b._add_removed()
+        i = b.catalog.item_of("x")
+        assert i is not None and b.catalog.is_removed([i]).tolist() == [True]
+        with b._notes_lock:
+            b._add_logged_notes()  # the notes read afterwards: nothing more, still removed
+        assert b.catalog.is_removed([i]).tolist() == [True] and b.catalog.n_items == small_ds.n_items + 1
+    finally:
+        a.close()
+        b.close()
