@@ -297,7 +297,7 @@ class SearchPipeline:
                fusion: str | None = None, personalise: bool | None = None, rewrite: bool = True,
                exclude: np.ndarray | None = None) -> SearchResult:
         """The page for query ``q`` (raises :class:`SearchError` naming ``q`` / ``n`` on bad input);
-        ``exclude``: items never to return (notes taken down), dropped before the page is cut."""
+        ``exclude``: items never to return (notes taken down; ascending), dropped before the page is cut."""
         cfg = self.config
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= cfg.max_page:
             raise SearchError(f"n: expected an integer in [1, {cfg.max_page}], got {n!r}")
@@ -319,7 +319,9 @@ class SearchPipeline:
         s = self.score(x, lex, dense, profile is not None, fusion)
         order = np.argsort(-s, kind="stable")
         if exclude is not None and len(exclude):
-            order = order[~np.isin(items[order], exclude)]
+            ex = np.asarray(exclude, np.int64)
+            at = np.minimum(np.searchsorted(ex, items[order]), len(ex) - 1)
+            order = order[ex[at] != items[order]]
         ms["rank"] = _lap(t)
         if cfg.rerank and len(order) > 1:
             t = time.perf_counter()

@@ -122,3 +122,18 @@ def test_a_note_published_and_removed_elsewhere_is_added_removed(small_ds: Datas
     finally:
         a.close()
         b.close()
+
+
+def test_in_sorted_is_isin() -> None:
+    """The removal filter's membership test (a binary search per candidate) is ``np.isin``."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from notefeed.serve.catalog import in_sorted
+
+    @given(st.lists(st.integers(-5, 60)), st.sets(st.integers(-5, 60)))
+    def check(items: list[int], values: set[int]) -> None:
+        a, v = np.asarray(items, np.int64), np.asarray(sorted(values), np.int64)
+        assert in_sorted(a, v).tolist() == np.isin(a, v).tolist()
+
+    check()
