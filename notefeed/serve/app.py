@@ -22,13 +22,14 @@ import uuid
 from typing import Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Path as FPath
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from notefeed.schema import Event, Note
+from notefeed.schema import Event, Note, id_problem
 from notefeed.serve.adslots import page_ads
 from notefeed.serve.docs import add_docs
 from notefeed.serve.engine import DUPLICATE, Engine, NoteRemoved
@@ -262,6 +263,26 @@ def create_app(engine: Engine) -> FastAPI:
         if not out["known"]:
             raise HTTPException(404, f"unknown user_id {user_id!r}")
         return out
+
+    def _block(user_id: str, author_id: str, blocked: bool) -> dict[str, Any]:
+        for field, v in (("user_id", user_id), ("author_id", author_id)):
+            if (problem := id_problem(v)) is not None:
+                raise _validation_error(("path", field), problem, v)
+        now = engine.block(user_id, author_id, blocked)
+        return {"user_id": user_id, "author_id": author_id, "blocked": author_id in now, "blocks": list(now)}
+
+    @app.put("/v1/users/{user_id}/blocks/{author_id}", dependencies=[Depends(write_auth)])
+    def block(user_id: str = FPath(min_length=1, max_length=128),
+              author_id: str = FPath(min_length=1, max_length=128)) -> dict[str, Any]:
+        """The user blocks a creator: durable before the answer; from the next request none of
+        the creator's notes reaches the user's feed or search, on any worker. Repeating it is harmless."""
+        return _block(user_id, author_id, True)
+
+    @app.delete("/v1/users/{user_id}/blocks/{author_id}", dependencies=[Depends(write_auth)])
+    def unblock(user_id: str = FPath(min_length=1, max_length=128),
+                author_id: str = FPath(min_length=1, max_length=128)) -> dict[str, Any]:
+        """The user unblocks a creator (harmless when it was not blocked)."""
+        return _block(user_id, author_id, False)
 
     @app.post("/v1/events", dependencies=[Depends(write_auth)])
     def events(batch: EventBatch) -> dict[str, Any]:

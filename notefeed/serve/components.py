@@ -28,6 +28,7 @@ __all__ = [
     "PopularSource",
     "SeenFilter",
     "RemovedFilter",
+    "BlockedFilter",
     "PopularityScorer",
     "POPULARITY_WEIGHTS",
     "ModelScorer",
@@ -112,6 +113,23 @@ class RemovedFilter:
 
     def apply(self, ctx: UserContext, cs: CandidateSet) -> FilterResult:
         drop = self.catalog.is_removed(cs.items)
+        return FilterResult(np.flatnonzero(~drop), np.flatnonzero(drop))
+
+
+class BlockedFilter:
+    """``builtin/blocked``: drops notes of the creators the user blocked
+    (``PUT /v1/users/{id}/blocks/{author_id}``; ``ctx.blocked_authors``), main and side
+    candidates alike. Like ``builtin/removed``, every pipeline has it whatever ``filters`` say."""
+
+    name = "builtin/blocked"
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def apply(self, ctx: UserContext, cs: CandidateSet) -> FilterResult:
+        if not len(ctx.blocked_authors) or not len(cs):
+            return FilterResult(np.arange(len(cs)), np.empty(0, np.int64))
+        drop = np.isin(self.catalog.authors()[cs.items], ctx.blocked_authors)
         return FilterResult(np.flatnonzero(~drop), np.flatnonzero(drop))
 
 

@@ -32,6 +32,7 @@ from notefeed.online.ltr import OnlineLTR, OnlineLTRConfig
 from notefeed.online.redis_sync import append_and_apply, catch_up
 from notefeed.online.state import WINDOWS, MemoryOnlineState, OnlineState, RedisOnlineState
 from notefeed.schema import POSITIVE_TYPES, Event, Note
+from notefeed.serve.blocks import MAX_BLOCKS, BlockLog
 from notefeed.serve.catalog import Catalog, NoteLog
 from notefeed.serve.coldstart import STATE_FILE, ColdStartHub, Snapshotter, StaleState
 from notefeed.serve.components import ServeContext
@@ -133,6 +134,12 @@ class Engine:
 
         replay_notes()
         self._add_removed(lambda: replay_notes(self.note_log.last_seq))
+        #: creators each user blocked (ids, newest last; each value replaced whole), from the
+        #: block log (:mod:`notefeed.serve.blocks`): ``ctx.blocked_authors``
+        self.block_log = BlockLog(self.workspace / "blocks.sqlite", on.synchronous)
+        self._blocks: dict[str, tuple[str, ...]] = {}
+        self._blocks_lock = threading.Lock()
+        self._add_blocks()
         self.bus = bus or open_bus(on.backend, self.workspace, on.redis_url, on.synchronous,
                                    stream=f"{on.redis_prefix}:events")
         if state is None:
@@ -436,6 +443,7 @@ class Engine:
         return VersionedContext(user_id=user_id, user=u, history=hist, seen=seen, ts=int(now),
                                 followed=self._follows.get(user_id, ()),
                                 hidden=np.asarray(self._hides.get(user_id, ()), np.int64),
+                                blocked_authors=self._blocked_authors(user_id),
                                 snapshot=snap, model=served.models.current(), seen_ids=snap.seen,
                                 served_version=served.version, fallback=bool(served.fallback))
 
@@ -505,6 +513,8 @@ class Engine:
         out["history_len"] = 0 if u is None or u >= self.ds.n_users else int(self._hist[0][u + 1] - self._hist[0][u])
         out["followed"] = list(self._follows.get(user_id, ()))  # creators followed in the log, newest last
         out["n_hidden"] = len(self._hides.get(user_id, ()))  # notes hidden in the log (never served again)
+        out["blocked"] = list(self._blocks.get(user_id, ()))  # creators blocked, newest last
+        out["known"] = out["known"] or bool(out["blocked"])
         return out
 
     # ------------------------------------------------------------------ writes
@@ -596,6 +606,37 @@ class Engine:
         gone = [self.catalog.item_of(n) for n in ids]
         self.catalog.mark_removed(np.asarray([i for i in gone if i is not None], np.int64))
 
+    def block(self, user_id: str, creator_id: str, blocked: bool = True) -> tuple[str, ...]:
+        """Block (or unblock) ``creator_id`` for ``user_id``: logged durably, then none of that
+        creator's notes reaches this user's feed or search on any worker (restarts included).
+        Returns the creators the user blocks now. Repeating it changes nothing."""
+        with self._blocks_lock:
+            if (creator_id in self._blocks.get(user_id, ())) != blocked:
+                self.block_log.append(user_id, creator_id, blocked)
+            self._add_blocks()
+            return self._blocks.get(user_id, ())
+
+    def _add_blocks(self) -> None:
+        """Apply the block log's rows past what this engine read (any worker's)."""
+        for user, creator, blocked in self.block_log.since(self.block_log.last_seq):
+            have = tuple(c for c in self._blocks.get(user, ()) if c != creator)
+            have = (*have, creator)[-MAX_BLOCKS:] if blocked else have
+            if have:
+                self._blocks[user] = have
+            else:
+                self._blocks.pop(user, None)
+
+    def blocked_items(self, user_id: str) -> np.ndarray:
+        """(k,) sorted items of the creators ``user_id`` blocked (empty without blocks)."""
+        authors = self._blocked_authors(user_id)
+        if not len(authors):
+            return np.empty(0, np.int64)
+        return np.flatnonzero(np.isin(self.catalog.authors(), authors)).astype(np.int64)
+
+    def _blocked_authors(self, user_id: str) -> np.ndarray:
+        idx = self.catalog.creator_index
+        return np.asarray([i for c in self._blocks.get(user_id, ()) if (i := idx.get(c)) is not None], np.int64)
+
     def swap_served(self, new: Served, config: ServeConfig | None = None) -> Served:
         """Serve ``new`` from the next request on (with ``config``: a hot config reload); returns
         the replaced one. ``new``'s ANN channels first index the catalogue's notes they lack,
@@ -676,6 +717,8 @@ class Engine:
                 with self._notes_lock:  # notes first: an event read here never precedes its note
                     self._add_logged_notes()
                     self._add_removed()
+                with self._blocks_lock:
+                    self._add_blocks()
                 if recs:
                     with self._ingest_lock:
                         self._apply(recs, to_state=False)
@@ -720,6 +763,8 @@ class Engine:
         self.bus.close()
         self.state.close()
         self.note_log.close()
+        if getattr(self, "block_log", None) is not None:
+            self.block_log.close()
 
 
 def _one_intra_op_thread() -> None:

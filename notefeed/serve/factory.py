@@ -22,6 +22,7 @@ from notefeed.serve.catalog import Catalog
 from notefeed.serve.coldstart import ColdStartHub, ColdStartSource
 from notefeed.serve.components import (
     AuthorCapReRanker,
+    BlockedFilter,
     FreshSource,
     Fusion,
     ModelScorer,
@@ -144,7 +145,9 @@ def build_pipeline(config: ServeConfig, catalog: Catalog, ds: Dataset, models: M
         assert coldstart is not None
         # headroom over the slots: the seen filter and notes already on the page use some up
         steps.append(Step("source", ColdStartSource(coldstart, config.coldstart.slots), 2 * config.coldstart.slots + 2))
-    steps.append(Step("filter", RemovedFilter(catalog)))  # always, first: a takedown is not configurable
+    # always, first: a takedown or a user's block is not a ranking choice
+    steps.append(Step("filter", RemovedFilter(catalog)))
+    steps.append(Step("filter", BlockedFilter(catalog)))
     for i, f in enumerate(config.filters):
         if f != "builtin/seen":
             raise ConfigError(f"filters.{i}: unknown filter {f!r}; known: ['builtin/seen']")

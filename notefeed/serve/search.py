@@ -46,6 +46,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
@@ -362,7 +363,10 @@ def add_search_routes(app: FastAPI, engine: Any, deps: list[Any]) -> None:
             raise _invalid("n", f"Input should be less than or equal to {pipe.config.max_page}", n)
         history = engine.context(user_id).history if user_id is not None else None
         try:
-            res = pipe.search(q, n, history=history, explain=explain, exclude=engine.catalog.removed_items)
+            exclude = engine.catalog.removed_items  # taken down; and the user's blocked creators' notes
+            if user_id is not None and len(blocked := engine.blocked_items(user_id)):
+                exclude = np.union1d(exclude, blocked)
+            res = pipe.search(q, n, history=history, explain=explain, exclude=exclude)
         except SearchError as e:
             field, _, msg = str(e).partition(": ")
             raise _invalid(field if field in ("q", "n") else "q", msg or str(e), q) from None
