@@ -82,3 +82,22 @@ def test_a_blocked_creator_leaves_the_users_search(tmp_path: Path) -> None:
         foodie = {x["note_id"] for x in c.get("/v1/search", params={**q, "user_id": "foodie"}).json()["items"]}
         assert "n7" in foodie
         assert np.array_equal(eng.blocked_items("traveller"), [7])
+
+
+def test_a_torn_block_log_is_a_clear_error_and_left_as_it_was(tmp_path: Path) -> None:
+    """Like the event and note logs: a file the server cannot read is never replaced."""
+    import pytest
+
+    from notefeed.serve.blocks import BlockLog
+
+    p = tmp_path / "blocks.sqlite"
+    p.write_bytes(b"SQLite format 3\x00" + b"\x07" * 3000)
+    before = p.read_bytes()
+    with pytest.raises(ValueError, match="not a notefeed block log"):
+        BlockLog(p)
+    assert p.read_bytes() == before
+    log = BlockLog(tmp_path / "ok.sqlite")
+    log.append("u", "c", True)
+    log.append("u", "c", False)
+    assert log.since(0) == [("u", "c", True), ("u", "c", False)] and log.since(log.last_seq) == []
+    log.close()
