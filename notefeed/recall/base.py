@@ -23,8 +23,9 @@ class UserContext:
     ``hidden`` items the user hid; ``blocked_authors`` creator indices (rows of
     ``Dataset.creators``) the user blocked. Channels never return seen, history or hidden
     items; the merge also drops blocked authors. ``followed`` holds the creator ids the
-    server saw the user follow (``follow`` events of its log, newest last; ``social/follow``
-    adds them to the follows it was fitted with).
+    server saw the user follow (``follow`` events of its log, follows through its API; oldest
+    first), ``unfollowed`` those they unfollowed since: ``social/follow`` adds the first to the
+    follows it was fitted with and takes the second out.
     """
 
     user_id: str
@@ -36,6 +37,7 @@ class UserContext:
     hidden: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     blocked_authors: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     followed: tuple[str, ...] = ()
+    unfollowed: tuple[str, ...] = ()
 
 
 @dataclass

@@ -23,8 +23,9 @@ class FollowChannel:
 
     Whom a user follows: the ``ds.social`` rows whose ``target_id`` is a creator id, and every
     ``follow`` event of the log (a follow is posted on a note and follows its author), both as
-    of the fit; plus ``ctx.followed``, the creator ids the server saw the user follow since
-    (:attr:`~notefeed.recall.base.UserContext.followed`), so a follow reaches the next feed.
+    of the fit; plus ``ctx.followed``, the creator ids the server saw the user follow
+    (:attr:`~notefeed.recall.base.UserContext.followed`), so a follow reaches the next feed;
+    less ``ctx.unfollowed``, those they unfollowed through the server's API.
     Notes published after the fit join their creator's newest (:meth:`add_items`, the hook the
     server calls on every publish), so a followed creator's new note is recalled at once.
     """
@@ -141,10 +142,13 @@ class FollowChannel:
         return ch
 
     def followed(self, ctx: UserContext) -> np.ndarray:
-        """The creator indices ``ctx``'s user follows: fitted, then those followed online."""
+        """The creator indices ``ctx``'s user follows: fitted and followed online, less those
+        unfollowed online."""
         fitted = self.follows.get(ctx.user, _NONE) if ctx.user is not None else _NONE
         online = [c for c in (self._creator_of.get(x) for x in ctx.followed) if c is not None]
-        return np.unique(np.concatenate([fitted, np.asarray(online, np.int64)])) if online else fitted
+        out = np.unique(np.concatenate([fitted, np.asarray(online, np.int64)])) if online else fitted
+        gone = [c for c in (self._creator_of.get(x) for x in ctx.unfollowed) if c is not None]
+        return out[~np.isin(out, gone)] if gone and len(out) else out
 
     def recall(self, ctx: UserContext, k: int) -> Candidates:
         creators = self.followed(ctx)

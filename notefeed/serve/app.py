@@ -264,25 +264,40 @@ def create_app(engine: Engine) -> FastAPI:
             raise HTTPException(404, f"unknown user_id {user_id!r}")
         return out
 
-    def _block(user_id: str, author_id: str, blocked: bool) -> dict[str, Any]:
+    def _relate(user_id: str, author_id: str, kind: str, active: bool) -> dict[str, Any]:
         for field, v in (("user_id", user_id), ("author_id", author_id)):
             if (problem := id_problem(v)) is not None:
                 raise _validation_error(("path", field), problem, v)
-        now = engine.block(user_id, author_id, blocked)
-        return {"user_id": user_id, "author_id": author_id, "blocked": author_id in now, "blocks": list(now)}
+        now = engine.relate(user_id, author_id, kind, active)
+        key, state = ("blocks", "blocked") if kind == "block" else ("follows", "following")
+        return {"user_id": user_id, "author_id": author_id, state: author_id in now, key: list(now)}
 
     @app.put("/v1/users/{user_id}/blocks/{author_id}", dependencies=[Depends(write_auth)])
     def block(user_id: str = FPath(min_length=1, max_length=128),
               author_id: str = FPath(min_length=1, max_length=128)) -> dict[str, Any]:
         """The user blocks a creator: durable before the answer; from the next request none of
         the creator's notes reaches the user's feed or search, on any worker. Repeating it is harmless."""
-        return _block(user_id, author_id, True)
+        return _relate(user_id, author_id, "block", True)
 
     @app.delete("/v1/users/{user_id}/blocks/{author_id}", dependencies=[Depends(write_auth)])
     def unblock(user_id: str = FPath(min_length=1, max_length=128),
                 author_id: str = FPath(min_length=1, max_length=128)) -> dict[str, Any]:
         """The user unblocks a creator (harmless when it was not blocked)."""
-        return _block(user_id, author_id, False)
+        return _relate(user_id, author_id, "block", False)
+
+    @app.put("/v1/users/{user_id}/follows/{author_id}", dependencies=[Depends(write_auth)])
+    def follow(user_id: str = FPath(min_length=1, max_length=128),
+               author_id: str = FPath(min_length=1, max_length=128)) -> dict[str, Any]:
+        """The user follows a creator (the app's follow button): from the next request
+        ``social/follow`` recalls the creator's notes for them, on any worker."""
+        return _relate(user_id, author_id, "follow", True)
+
+    @app.delete("/v1/users/{user_id}/follows/{author_id}", dependencies=[Depends(write_auth)])
+    def unfollow(user_id: str = FPath(min_length=1, max_length=128),
+                 author_id: str = FPath(min_length=1, max_length=128)) -> dict[str, Any]:
+        """The user unfollows a creator: ``social/follow`` stops recalling them for the user,
+        a follow the channel was trained with included (until a newer follow)."""
+        return _relate(user_id, author_id, "follow", False)
 
     @app.post("/v1/events", dependencies=[Depends(write_auth)])
     def events(batch: EventBatch) -> dict[str, Any]:

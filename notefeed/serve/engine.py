@@ -32,7 +32,6 @@ from notefeed.online.ltr import OnlineLTR, OnlineLTRConfig
 from notefeed.online.redis_sync import append_and_apply, catch_up
 from notefeed.online.state import WINDOWS, MemoryOnlineState, OnlineState, RedisOnlineState
 from notefeed.schema import POSITIVE_TYPES, Event, Note
-from notefeed.serve.blocks import MAX_BLOCKS, BlockLog
 from notefeed.serve.catalog import Catalog, NoteLog
 from notefeed.serve.coldstart import STATE_FILE, ColdStartHub, Snapshotter, StaleState
 from notefeed.serve.components import ServeContext
@@ -41,6 +40,7 @@ from notefeed.serve.experiments import Experiment, arm_pipeline
 from notefeed.serve.metrics import Metrics
 from notefeed.serve.models import ModelHolder, ModelVersion
 from notefeed.serve.pipeline import FeedResult, Pipeline, StageRecord
+from notefeed.serve.relations import MAX_PER_USER, RelationLog
 from notefeed.serve.versions import Served, VersionedContext, VersionReloader, build_served
 from notefeed.threads import freeze_heap, serving_process
 
@@ -52,8 +52,6 @@ __all__ = ["Engine", "NoteRemoved", "Rejection", "empty_dataset", "popular_confi
 DUPLICATE = "duplicate event_id"
 #: how many recent client event ids are remembered for de-duplicating retries
 EVENT_ID_WINDOW = 200_000
-#: the most creators remembered as followed per user from the event log (the newest kept)
-MAX_ONLINE_FOLLOWS = 1000
 #: the most notes remembered as hidden per user from the event log (the newest kept)
 MAX_ONLINE_HIDES = 10_000
 
@@ -68,6 +66,29 @@ def _remember(table: dict[str, tuple[Any, ...]], user_id: str, value: Any, most:
     have = table.get(user_id, ())
     if value not in have:
         table[user_id] = (*have, value)[-most:]
+
+
+def _relate(table: dict[str, dict[str, tuple[float, bool]]], user_id: str, creator_id: str, at: float,
+            active: bool) -> None:
+    """Record that at ``at`` ``user_id`` set (``active``) or lifted a relation to ``creator_id``
+    unless a newer record holds; at most :data:`MAX_PER_USER` creators a user (the newest
+    kept). The user's map is replaced whole, so a reader never sees one change under it."""
+    have = table.get(user_id, {})
+    old = have.get(creator_id)
+    if old is not None and old[0] > at:
+        return
+    new = {**have, creator_id: (float(at), bool(active))}
+    if len(new) > MAX_PER_USER:
+        new = dict(sorted(new.items(), key=lambda kv: kv[1][0])[-MAX_PER_USER:])
+    table[user_id] = new
+
+
+def _active(table: dict[str, dict[str, tuple[float, bool]]], user_id: str, active: bool = True) -> tuple[str, ...]:
+    """The creators ``user_id`` holds (``active``) or lifted in ``table``, oldest first."""
+    have = table.get(user_id)
+    if not have:
+        return ()
+    return tuple(c for c, _ in sorted(((c, t) for c, (t, on) in have.items() if on == active), key=lambda x: x[1]))
 
 
 def popular_config(config: ServeConfig) -> ServeConfig:
@@ -134,12 +155,6 @@ class Engine:
 
         replay_notes()
         self._add_removed(lambda: replay_notes(self.note_log.last_seq))
-        #: creators each user blocked (ids, newest last; each value replaced whole), from the
-        #: block log (:mod:`notefeed.serve.blocks`): ``ctx.blocked_authors``
-        self.block_log = BlockLog(self.workspace / "blocks.sqlite", on.synchronous)
-        self._blocks: dict[str, tuple[str, ...]] = {}
-        self._blocks_lock = threading.Lock()
-        self._add_blocks()
         self.bus = bus or open_bus(on.backend, self.workspace, on.redis_url, on.synchronous,
                                    stream=f"{on.redis_prefix}:events")
         if state is None:
@@ -155,15 +170,21 @@ class Engine:
         self._ingest_lock = threading.Lock()
         #: recent client event ids (insertion order), rebuilt by the replay
         self._event_ids: OrderedDict[str, None] = OrderedDict()
-        #: user id -> the creator ids the log shows them following, newest last (at most
-        #: :data:`MAX_ONLINE_FOLLOWS`; each value replaced whole), rebuilt by the replay: what
-        #: ``ctx.followed`` gives ``social/follow`` (a follow reaches the next feed)
-        self._follows: dict[str, tuple[str, ...]] = {}
+        #: user id -> {creator id: (time, on)}: the user's follows and unfollows, from the
+        #: event log's ``follow`` events (rebuilt by the replay) and the relation log
+        #: (:mod:`notefeed.serve.relations`), the newer deciding; each value replaced whole.
+        #: ``ctx.followed`` / ``ctx.unfollowed`` give them to ``social/follow``
+        self._follows: dict[str, dict[str, tuple[float, bool]]] = {}
+        #: the same for the creators each user blocked (relation log only): ``ctx.blocked_authors``
+        self._blocks: dict[str, dict[str, tuple[float, bool]]] = {}
         #: user id -> the notes (items) the log shows them hiding, newest last (at most
         #: :data:`MAX_ONLINE_HIDES`), rebuilt by the replay: ``ctx.hidden``, which recall and
         #: the seen filter drop for good. The online state's seen set is bounded (``max_seen``;
         #: Redis drops random members past it), so a hidden note could come back through it
         self._hides: dict[str, tuple[int, ...]] = {}
+        self.relation_log = RelationLog(self.workspace / "relations.sqlite", on.synchronous)
+        self._relations_lock = threading.Lock()
+        self._add_relations()
         #: the engine's clock (request time, event receive time): the simulator swaps in its
         #: own so that a run is reproducible and online windows follow simulated time
         self.clock: Callable[[], float] = time.time
@@ -388,8 +409,8 @@ class Engine:
             cat = self.catalog.category_name(i)
             ups.append(StateUpdate(r.user_id, r.note_id, r.type, cat, r.received_at))
             if r.type == "follow":  # a follow is posted on a note: it follows the note's author
-                _remember(self._follows, r.user_id, self.catalog.creator_ids[int(self.catalog.authors()[i])],
-                          MAX_ONLINE_FOLLOWS)
+                _relate(self._follows, r.user_id, self.catalog.creator_ids[int(self.catalog.authors()[i])],
+                        r.received_at, True)
             elif r.type == "hide":
                 _remember(self._hides, r.user_id, i, MAX_ONLINE_HIDES)
             if r.positive:
@@ -441,7 +462,7 @@ class Engine:
         if snap.seen:  # channels skip ctx.seen themselves (recall contract): include online
             seen = np.concatenate([seen, np.fromiter((idx[n] for n in snap.seen if n in idx), np.int64)])
         return VersionedContext(user_id=user_id, user=u, history=hist, seen=seen, ts=int(now),
-                                followed=self._follows.get(user_id, ()),
+                                followed=_active(self._follows, user_id), unfollowed=_active(self._follows, user_id, False),
                                 hidden=np.asarray(self._hides.get(user_id, ()), np.int64),
                                 blocked_authors=self._blocked_authors(user_id),
                                 snapshot=snap, model=served.models.current(), seen_ids=snap.seen,
@@ -511,9 +532,9 @@ class Engine:
         out = snap.to_dict()
         out["known"] = u is not None or snap.n_events > 0
         out["history_len"] = 0 if u is None or u >= self.ds.n_users else int(self._hist[0][u + 1] - self._hist[0][u])
-        out["followed"] = list(self._follows.get(user_id, ()))  # creators followed in the log, newest last
+        out["followed"] = list(_active(self._follows, user_id))  # followed through the API or the log, newest last
         out["n_hidden"] = len(self._hides.get(user_id, ()))  # notes hidden in the log (never served again)
-        out["blocked"] = list(self._blocks.get(user_id, ()))  # creators blocked, newest last
+        out["blocked"] = list(_active(self._blocks, user_id))  # creators blocked, newest last
         out["known"] = out["known"] or bool(out["blocked"])
         return out
 
@@ -606,25 +627,24 @@ class Engine:
         gone = [self.catalog.item_of(n) for n in ids]
         self.catalog.mark_removed(np.asarray([i for i in gone if i is not None], np.int64))
 
-    def block(self, user_id: str, creator_id: str, blocked: bool = True) -> tuple[str, ...]:
-        """Block (or unblock) ``creator_id`` for ``user_id``: logged durably, then none of that
-        creator's notes reaches this user's feed or search on any worker (restarts included).
-        Returns the creators the user blocks now. Repeating it changes nothing."""
-        with self._blocks_lock:
-            if (creator_id in self._blocks.get(user_id, ())) != blocked:
-                self.block_log.append(user_id, creator_id, blocked)
-            self._add_blocks()
-            return self._blocks.get(user_id, ())
+    def relate(self, user_id: str, creator_id: str, kind: str, active: bool = True) -> tuple[str, ...]:
+        """``user_id`` follows / blocks (``kind``) ``creator_id``, or stops (``active`` false):
+        logged durably in the relation log, then every worker applies it from the next request
+        (restarts included). Returns the creators the user holds in that relation now.
+        Repeating it logs nothing. (An unfollow of a creator this engine holds no record of is
+        logged: the follow may be one ``social/follow`` was trained with.)"""
+        table = self._follows if kind == "follow" else self._blocks
+        with self._relations_lock:
+            held = table.get(user_id, {}).get(creator_id)
+            if held is None or held[1] != active:
+                self.relation_log.append(user_id, creator_id, kind, active, self.clock())
+            self._add_relations()
+            return _active(table, user_id)
 
-    def _add_blocks(self) -> None:
-        """Apply the block log's rows past what this engine read (any worker's)."""
-        for user, creator, blocked in self.block_log.since(self.block_log.last_seq):
-            have = tuple(c for c in self._blocks.get(user, ()) if c != creator)
-            have = (*have, creator)[-MAX_BLOCKS:] if blocked else have
-            if have:
-                self._blocks[user] = have
-            else:
-                self._blocks.pop(user, None)
+    def _add_relations(self) -> None:
+        """Apply the relation log's rows past what this engine read (any worker's)."""
+        for user, creator, kind, active, at in self.relation_log.since(self.relation_log.last_seq):
+            _relate(self._follows if kind == "follow" else self._blocks, user, creator, at, active)
 
     def blocked_items(self, user_id: str) -> np.ndarray:
         """(k,) sorted items of the creators ``user_id`` blocked (empty without blocks)."""
@@ -635,7 +655,7 @@ class Engine:
 
     def _blocked_authors(self, user_id: str) -> np.ndarray:
         idx = self.catalog.creator_index
-        return np.asarray([i for c in self._blocks.get(user_id, ()) if (i := idx.get(c)) is not None], np.int64)
+        return np.asarray([i for c in _active(self._blocks, user_id) if (i := idx.get(c)) is not None], np.int64)
 
     def swap_served(self, new: Served, config: ServeConfig | None = None) -> Served:
         """Serve ``new`` from the next request on (with ``config``: a hot config reload); returns
@@ -717,8 +737,8 @@ class Engine:
                 with self._notes_lock:  # notes first: an event read here never precedes its note
                     self._add_logged_notes()
                     self._add_removed()
-                with self._blocks_lock:
-                    self._add_blocks()
+                with self._relations_lock:
+                    self._add_relations()
                 if recs:
                     with self._ingest_lock:
                         self._apply(recs, to_state=False)
@@ -763,8 +783,8 @@ class Engine:
         self.bus.close()
         self.state.close()
         self.note_log.close()
-        if getattr(self, "block_log", None) is not None:
-            self.block_log.close()
+        if getattr(self, "relation_log", None) is not None:
+            self.relation_log.close()
 
 
 def _one_intra_op_thread() -> None:

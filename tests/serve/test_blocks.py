@@ -61,7 +61,7 @@ def test_a_blocked_creator_leaves_the_users_feed_only_until_unblocked(small_ds: 
     try:
         page, recalled = _authors(eng, user)
         assert creator not in page and creator not in recalled
-        assert eng.block(user, creator, blocked=False) == ()
+        assert eng.relate(user, creator, "block", active=False) == ()
         assert creator in _authors(eng, user)[1]  # unblocked: back among the candidates
     finally:
         eng.close()
@@ -84,20 +84,23 @@ def test_a_blocked_creator_leaves_the_users_search(tmp_path: Path) -> None:
         assert np.array_equal(eng.blocked_items("traveller"), [7])
 
 
-def test_a_torn_block_log_is_a_clear_error_and_left_as_it_was(tmp_path: Path) -> None:
+def test_a_torn_relation_log_is_a_clear_error_and_left_as_it_was(tmp_path: Path) -> None:
     """Like the event and note logs: a file the server cannot read is never replaced."""
     import pytest
 
-    from notefeed.serve.blocks import BlockLog
+    from notefeed.serve.relations import RelationLog
 
-    p = tmp_path / "blocks.sqlite"
+    p = tmp_path / "relations.sqlite"
     p.write_bytes(b"SQLite format 3\x00" + b"\x07" * 3000)
     before = p.read_bytes()
-    with pytest.raises(ValueError, match="not a notefeed block log"):
-        BlockLog(p)
+    with pytest.raises(ValueError, match="not a notefeed relation log"):
+        RelationLog(p)
     assert p.read_bytes() == before
-    log = BlockLog(tmp_path / "ok.sqlite")
-    log.append("u", "c", True)
-    log.append("u", "c", False)
-    assert log.since(0) == [("u", "c", True), ("u", "c", False)] and log.since(log.last_seq) == []
+    log = RelationLog(tmp_path / "ok.sqlite")
+    log.append("u", "c", "block", True, at=1.0)
+    log.append("u", "c", "follow", False, at=2.0)
+    assert log.since(0) == [("u", "c", "block", True, 1.0), ("u", "c", "follow", False, 2.0)]
+    assert log.since(log.last_seq) == []
+    with pytest.raises(ValueError, match="kind"):
+        log.append("u", "c", "mute", True)
     log.close()

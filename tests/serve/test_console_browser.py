@@ -225,7 +225,9 @@ def test_every_console_page_in_chromium(server: dict[str, Any], browser: Any,
     drv.find_element(By.ID, "remove-reason").send_keys("reported")
     drv.find_element(By.ID, "remove-note").click()
     WebDriverWait(drv, 10).until(lambda d: d.switch_to.alert).accept()  # "Take ... down?"
-    WebDriverWait(drv, 20).until(lambda d: "removed" in d.find_element(By.CSS_SELECTOR, ".cards").text)
+    WebDriverWait(drv, 20).until(lambda d: d.execute_script(  # the page reloads: no element held across it
+        "const c = document.querySelector('.cards'); return document.body.dataset.ready === 'note' && !!c"
+        " && c.textContent.includes('removed')"))
     assert "(reported)" in drv.find_element(By.CSS_SELECTOR, ".cards").text
     assert not drv.find_elements(By.ID, "remove-note")
     assert eng.catalog.is_removed([eng.catalog.item_of(note)]).tolist() == [True]

@@ -79,3 +79,57 @@ def test_a_hidden_note_never_comes_back_when_the_seen_set_forgets_it(small_ds: D
         assert top[1] in [eng.catalog.note_ids[i] for i in res.items.tolist()]  # only what was hidden goes
     finally:
         eng.close()
+
+
+def test_follows_and_unfollows_through_the_api_and_their_order_across_a_restart(tmp_path: Path) -> None:
+    """``PUT/DELETE /v1/users/{id}/follows/{author_id}``: a follow without a note, and an
+    unfollow, which also lifts a follow of the imported social graph the channel was fitted
+    with. For a (user, creator) pair the newest of the follow events and the API's rows decides,
+    the same after a restart (the two logs are replayed apart)."""
+    from fastapi.testclient import TestClient
+
+    from notefeed.serve.app import create_app
+
+    from ..recall.conftest import make_community
+    from .conftest import AUTH
+
+    ds = make_community()  # u1 follows c1 in its social graph
+    cfg = _config()
+    ws = tmp_path / "ws"
+    author = ds.notes["author_id"].to_numpy()
+    notes_of = {c: set(np.flatnonzero(author == c).tolist()) for c in ("c1", "c2", "c3")}
+    eng = Engine(ds, cfg, ws)
+    clock = [1_000_000.0]
+    eng.clock = lambda: clock[0]
+    ctx = eng.context("u1")
+    notes_of = {c: v - set(ctx.seen.tolist()) - set(ctx.history.tolist()) for c, v in notes_of.items()}  # unseen
+    try:
+        with TestClient(create_app(eng)) as c:
+            assert _follow_recall(eng, "u1") == notes_of["c1"]
+            r = c.put("/v1/users/u1/follows/c2", headers=AUTH)
+            assert r.status_code == 200 and r.json() == {"user_id": "u1", "author_id": "c2", "following": True,
+                                                         "follows": ["c2"]}
+            assert _follow_recall(eng, "u1") == notes_of["c1"] | notes_of["c2"]
+            clock[0] += 1
+            assert c.delete("/v1/users/u1/follows/c1", headers=AUTH).json()["following"] is False
+            assert _follow_recall(eng, "u1") == notes_of["c2"]  # the fitted follow lifted
+            # a follow event, then an unfollow: unfollowed; an unfollow, then a follow event: followed
+            clock[0] += 1
+            eng.ingest([Event(user_id="u2", note_id=ds.notes["note_id"].iat[3], ts=1, type="follow")])  # c3
+            clock[0] += 1
+            c.delete("/v1/users/u2/follows/c3", headers=AUTH)
+            clock[0] += 1
+            c.delete("/v1/users/u3/follows/c3", headers=AUTH)
+            clock[0] += 1
+            eng.ingest([Event(user_id="u3", note_id=ds.notes["note_id"].iat[3], ts=1, type="follow")])
+            assert "c3" not in eng.user("u2")["followed"] and "c3" in eng.user("u3")["followed"]
+            assert c.put("/v1/users/u1/follows/a%00b", headers=AUTH).status_code == 422
+    finally:
+        eng.close()
+    eng = Engine(ds, cfg, ws)
+    try:
+        assert _follow_recall(eng, "u1") == notes_of["c2"]
+        assert "c3" not in eng.user("u2")["followed"] and "c3" in eng.user("u3")["followed"]
+        assert eng.context("u2").unfollowed == ("c3",)
+    finally:
+        eng.close()

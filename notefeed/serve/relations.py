@@ -1,0 +1,72 @@
+"""What users say about creators through the API: follows and blocks.
+
+Kept in the workspace's relation log (``WORKSPACE/relations.sqlite``, SQLite WAL, committed
+before the API answers): one row per follow, unfollow, block or unblock, in order, by any
+serving process on the workspace. A server replays it at start-up and, with ``--workers N``
+(Redis backend), reads what the other workers appended with the notes they published
+(:meth:`Engine._follow`). For a (user, creator) pair and kind, the newest row decides; a
+``follow`` event posted on a note (the event log) counts as a follow at its receive time, so
+the newer of the two wins whatever order the logs are replayed in.
+
+- A block: none of the creator's notes reaches that user's feed or search again.
+- A follow: ``social/follow`` recalls the creator's notes for that user; an unfollow takes the
+  creator out of the user's follows, the ones the channel was fitted with included.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from notefeed.online.bus import open_wal
+
+__all__ = ["RelationLog", "KINDS", "MAX_PER_USER"]
+
+#: the relations a user can set on a creator
+KINDS = ("block", "follow")
+#: the most creators one user may hold per kind (the newest kept)
+MAX_PER_USER = 5000
+
+
+class RelationLog:
+    """Append-only log of (user, creator, kind, on) rows; thread-safe."""
+
+    def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._db = open_wal(
+            self.path, synchronous, "notefeed relation log",
+            "CREATE TABLE IF NOT EXISTS relations (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, "
+            "creator_id TEXT NOT NULL, kind TEXT NOT NULL, active INTEGER NOT NULL, at REAL NOT NULL)",
+        )
+        #: the last position :meth:`since` read
+        self.last_seq = 0
+
+    def append(self, user_id: str, creator_id: str, kind: str, active: bool, at: float | None = None) -> float:
+        """Log one relation set (``active``) or lifted; durable when this returns. Returns its time."""
+        if kind not in KINDS:
+            raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
+        at = time.time() if at is None else float(at)
+        with self._lock:
+            self._db.execute("INSERT INTO relations (user_id, creator_id, kind, active, at) VALUES (?, ?, ?, ?, ?)",
+                             (user_id, creator_id, kind, int(bool(active)), at))
+        return at
+
+    def since(self, seq: int) -> list[tuple[str, str, str, bool, float]]:
+        """(user id, creator id, kind, active, time) rows logged after position ``seq``, in
+        order; :attr:`last_seq` becomes the last one read."""
+        with self._lock:
+            rows = self._db.execute("SELECT seq, user_id, creator_id, kind, active, at FROM relations WHERE seq > ? "
+                                    "ORDER BY seq", (int(seq),)).fetchall()
+        if rows:
+            self.last_seq = max(self.last_seq, int(rows[-1][0]))
+        return [(str(u), str(c), str(k), bool(a), float(t)) for _, u, c, k, a, t in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.close()
+            except sqlite3.Error:  # pragma: no cover - closing twice
+                pass
