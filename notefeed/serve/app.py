@@ -247,9 +247,12 @@ def create_app(engine: Engine) -> FastAPI:
         return JSONResponse(body, headers={"Server-Timing": timing})
 
     @app.get("/v1/notes/{note_id}/related", dependencies=[Depends(read_auth)])
-    def related(note_id: str, n: int = Query(10, ge=1, le=1000)) -> dict[str, Any]:
+    def related(note_id: str, n: int = Query(10, ge=1, le=1000),
+                user_id: str | None = Query(None, min_length=1, max_length=128)) -> dict[str, Any]:
+        if user_id is not None and (problem := id_problem(user_id)) is not None:
+            raise _validation_error(("query", "user_id"), problem, user_id)
         try:
-            pairs = engine.related(note_id, n)
+            pairs = engine.related(note_id, n, user_id)
         except NoteRemoved:
             raise HTTPException(410, f"note_id {note_id!r} was removed") from None
         except KeyError:

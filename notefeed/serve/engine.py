@@ -510,10 +510,11 @@ class Engine:
             observe(user_id, pipeline, res)
         return ctx, res
 
-    def related(self, note_id: str, n: int) -> list[tuple[int, float]]:
+    def related(self, note_id: str, n: int, user_id: str | None = None) -> list[tuple[int, float]]:
         """Notes related to ``note_id``: the served pipeline's item-to-item neighbours (Swing,
         ItemCF) blended with learned-vector cosine neighbours; catalogue category/author
-        vectors for a note newer than the models (:mod:`notefeed.serve.related`)."""
+        vectors for a note newer than the models (:mod:`notefeed.serve.related`). Never a
+        removed note, nor, with ``user_id``, a note of a creator that user blocked."""
         from notefeed.serve.itemvectors import learned_vectors, vector_source
         from notefeed.serve.related import related_items
 
@@ -524,7 +525,8 @@ class Engine:
             raise NoteRemoved(note_id)
         comps = [st.component for st in self.served.pipelines["default"].sources]
         i2i = [c for c in comps if callable(getattr(c, "neighbours", None))]
-        return related_items(self.catalog, i, n, i2i, learned_vectors(vector_source(comps), self.catalog))
+        blocked = self.blocked_items(user_id) if user_id is not None else None  # the asker's blocked creators
+        return related_items(self.catalog, i, n, i2i, learned_vectors(vector_source(comps), self.catalog), blocked)
 
     def user(self, user_id: str) -> dict[str, Any]:
         snap = self.state.snapshot(user_id)

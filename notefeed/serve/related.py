@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from notefeed.serve.catalog import Catalog
+from notefeed.serve.catalog import Catalog, in_sorted
 from notefeed.serve.itemvectors import LEARNED_WEIGHT, ItemVectors, cosine_topk
 
 log = logging.getLogger(__name__)
@@ -62,20 +62,27 @@ def rrf_blend(lists: Sequence[np.ndarray], k: int, rrf_k: float = RRF_K,
 
 
 def vector_neighbours(catalog: Catalog, vectors: ItemVectors, item: int, k: int,
-                      learned_weight: float = LEARNED_WEIGHT) -> tuple[np.ndarray, np.ndarray]:
+                      learned_weight: float = LEARNED_WEIGHT,
+                      exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` notes nearest ``item`` (which has a learned vector) by ``learned_weight`` x
     learned cosine + the rest x catalogue cosine, among the notes with learned vectors."""
     learned = vectors.cosines(item)
     cat = catalog.vectors()[: len(learned)]
     sim = learned_weight * learned + (1.0 - learned_weight) * (cat @ cat[item])
-    gone = catalog.removed_items
-    if len(gone):  # taken down: not neighbours (and not taking the places of ones)
+    gone = _excluded(catalog, exclude)
+    if len(gone):  # taken down (or the asking user's blocked creators'): not neighbours, nor in their places
         sim[gone[gone < len(sim)]] = -np.inf
     return cosine_topk(sim, k, exclude=item)
 
 
+def _excluded(catalog: Catalog, exclude: np.ndarray | None) -> np.ndarray:
+    """The sorted items no related list returns: removed ones, and ``exclude`` (sorted)."""
+    gone = catalog.removed_items
+    return gone if exclude is None or not len(exclude) else np.union1d(gone, exclude)
+
+
 def _neighbour_lists(item: int, depth: int, channels: Sequence[Any], vectors: ItemVectors | None,
-                     catalog: Catalog) -> tuple[list[np.ndarray], list[float]]:
+                     catalog: Catalog, exclude: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
     lists, weights = [], []
     for ch in channels:
         try:
@@ -87,24 +94,26 @@ def _neighbour_lists(item: int, depth: int, channels: Sequence[Any], vectors: It
             continue
         items = np.asarray(got.items, np.int64)
         if len(items):
-            lists.append(items[(items != item) & ~catalog.is_removed(items)])
+            lists.append(items[(items != item) & ~in_sorted(items, exclude)])
             weights.append(1.0)
     if vectors is not None and vectors.covers(item):
-        near = vector_neighbours(catalog, vectors, item, depth)[0]
-        lists.append(near[~catalog.is_removed(near)])
+        near = vector_neighbours(catalog, vectors, item, depth, exclude=exclude)[0]
+        lists.append(near[~in_sorted(near, exclude)])
         weights.append(VECTOR_WEIGHT)
     return lists, weights
 
 
 def related_items(catalog: Catalog, item: int, n: int, channels: Sequence[Any] = (),
-                  vectors: ItemVectors | None = None) -> list[tuple[int, float]]:
+                  vectors: ItemVectors | None = None, exclude: np.ndarray | None = None) -> list[tuple[int, float]]:
     """The ``n`` notes most related to ``item``: ``[(item, score)]``, best first (see the
-    module docstring), never a removed note (``catalog.removed_items``). ``channels``:
+    module docstring), never a removed note (``catalog.removed_items``) nor one of ``exclude``
+    (sorted items: the asking user's blocked creators' notes). ``channels``:
     components with ``neighbours(item, k)``."""
     if n <= 0:
         return []
     depth = min(max(2 * n, 20), 1000)
-    lists, weights = _neighbour_lists(item, depth, channels, vectors, catalog)
+    gone = _excluded(catalog, exclude)
+    lists, weights = _neighbour_lists(item, depth, channels, vectors, catalog, gone)
     items, scores = rrf_blend(lists, n, weights=weights)
     out = [(int(i), float(s)) for i, s in zip(items.tolist(), scores.tolist(), strict=True)]
     if len(out) < n:  # fallback: catalogue category/author vectors, below every blended note
@@ -112,8 +121,7 @@ def related_items(catalog: Catalog, item: int, n: int, channels: Sequence[Any] =
         sim = v @ v[item] + 1e-3 * np.log1p(catalog.popularity()[: len(v)])
         taken = np.asarray([item] + [i for i, _ in out], np.int64)
         sim[taken] = -np.inf
-        gone = catalog.removed_items
-        sim[gone[gone < len(sim)]] = -np.inf  # taken down
+        sim[gone[gone < len(sim)]] = -np.inf  # taken down, or blocked by the asking user
         top, vals = cosine_topk(sim, n - len(out))
         if out:  # cosines in [-1, 1] mapped monotonically into [0, half the lowest blended score]
             floor = min(s for _, s in out)

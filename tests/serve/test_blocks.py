@@ -52,6 +52,14 @@ def test_a_blocked_creator_leaves_the_users_feed_only_until_unblocked(small_ds: 
             assert c.get("/v1/users/only-blocks").status_code == 404
             c.put(f"/v1/users/only-blocks/blocks/{creator}", headers=AUTH)
             assert c.get("/v1/users/only-blocks").json()["blocked"] == [creator]  # known by its blocks
+            # related lists asked for by this user skip the creator too; others' do not
+            note = next(i for i in range(small_ds.n_items) if small_ds.notes["author_id"].iat[i] != creator)
+            nid = small_ds.notes["note_id"].iat[note]
+            mine = c.get(f"/v1/notes/{nid}/related", params={"n": 300, "user_id": user}).json()["items"]
+            theirs = c.get(f"/v1/notes/{nid}/related", params={"n": 300}).json()["items"]
+            assert creator in {x["author_id"] for x in theirs} and creator not in {x["author_id"] for x in mine}
+            assert len(mine) == 300
+            assert c.get(f"/v1/notes/{nid}/related", params={"user_id": "a\x01"}).status_code == 422
             bad = c.put(f"/v1/users/{user}/blocks/a%07b", headers=AUTH)
             assert bad.status_code == 422 and "author_id" in bad.text
             assert c.put(f"/v1/users/{user}/blocks/{'x' * 129}", headers=AUTH).status_code == 422
