@@ -357,6 +357,15 @@ def _api_tour(http: Any, auth: dict[str, str], ds: Any, engine: Any, con: Consol
     con.print(f"POST /v1/events (a follow by {user} on {note['note_id']}): GET /v1/users/{user} followed={followed}; "
               f"{second['note_id']}, published next by {note['author_id']}, is "
               f"{'recalled at once by social/follow for ' + user if recalled else 'NOT recalled by social/follow'}")
+    # a moderator takes the second note down: gone from every feed and related list at once
+    r = http.delete(f"/v1/notes/{second['note_id']}", params={"reason": "demo takedown"}, headers=auth)
+    r.raise_for_status()
+    _, probe = engine.feed(user, 10, probe=True)  # the candidates past the filters (builtin/removed first)
+    gone = item2 not in dict(probe.snapshots)["recall"].tolist()
+    rel_status = http.get(f"/v1/notes/{second['note_id']}/related").status_code
+    out["removed_note_gone"] = bool(gone and rel_status == 410)
+    con.print(f"DELETE /v1/notes/{second['note_id']} -> {r.status_code}: among {user}'s candidates "
+              f"{'no more' if gone else 'STILL'}; its related list answers {rel_status}")
     rel = http.get(f"/v1/notes/{top}/related", params={"n": 5})
     rel.raise_for_status()
     rel_items = rel.json()["items"]
