@@ -15,6 +15,7 @@ __all__ = [
     "stable_topk",
     "topk",
     "candidates_from_scores",
+    "in_sorted",
     "excluded_items",
     "recency_weights",
     "positive_log",
@@ -109,6 +110,16 @@ def excluded_items(ctx: UserContext) -> np.ndarray:
     if hidden is not None:
         parts.append(np.asarray(hidden, np.int64))
     return np.unique(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+
+
+def in_sorted(items: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
+    """(len(items),) bool: which ``items`` occur in the ascending array ``sorted_values`` (a
+    binary search each: no sort of ``sorted_values`` per call, as ``np.isin`` does)."""
+    items = np.asarray(items)
+    if not len(sorted_values) or not len(items):
+        return np.zeros(items.shape, bool)
+    at = np.minimum(np.searchsorted(sorted_values, items), len(sorted_values) - 1)
+    return sorted_values[at] == items
 
 
 def candidates_from_scores(

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from notefeed.recall._common import in_sorted
 from notefeed.search.base import Hits, ParsedQuery, RewriteBackend, SearchError
 from notefeed.search.config import SearchConfig
 from notefeed.search.dense import DenseIndex, DenseJob
@@ -319,9 +320,7 @@ class SearchPipeline:
         s = self.score(x, lex, dense, profile is not None, fusion)
         order = np.argsort(-s, kind="stable")
         if exclude is not None and len(exclude):
-            ex = np.asarray(exclude, np.int64)
-            at = np.minimum(np.searchsorted(ex, items[order]), len(ex) - 1)
-            order = order[ex[at] != items[order]]
+            order = order[~in_sorted(items[order], np.asarray(exclude, np.int64))]
         ms["rank"] = _lap(t)
         if cfg.rerank and len(order) > 1:
             t = time.perf_counter()

@@ -23,21 +23,13 @@ import pandas as pd
 
 from notefeed.data.dataset import Dataset, type_mask
 from notefeed.online.bus import open_wal
-from notefeed.recall._common import stable_topk
+from notefeed.recall._common import in_sorted, stable_topk
 from notefeed.schema import POSITIVE_TYPES, SMALL_CREATOR_FOLLOWERS, STORED, Note
 
 __all__ = ["Catalog", "NoteLog", "VECTOR_DIM"]
 
 VECTOR_DIM = 32
 _AUTHOR_BUCKETS = 4096
-
-
-def in_sorted(items: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
-    """(len(items),) bool: which ``items`` occur in the ascending array ``sorted_values``."""
-    if not len(sorted_values) or not len(items):
-        return np.zeros(np.shape(items), bool)
-    at = np.minimum(np.searchsorted(sorted_values, items), len(sorted_values) - 1)
-    return sorted_values[at] == items
 
 
 class NoteLog:

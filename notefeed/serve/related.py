@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from notefeed.serve.catalog import Catalog, in_sorted
+from notefeed.recall._common import in_sorted
+from notefeed.serve.catalog import Catalog
 from notefeed.serve.itemvectors import LEARNED_WEIGHT, ItemVectors, cosine_topk
 
 log = logging.getLogger(__name__)

@@ -357,8 +357,7 @@ def _image_hits(idx: ImageIndex, vec: Any, n: int, field: str, catalog: Any) -> 
     while True:
         hits = idx.search(vec, k, field)
         if len(gone):
-            items = np.asarray([catalog.item_of(h[0]) if catalog.item_of(h[0]) is not None else -1 for h in hits],
-                               np.int64)
+            items = np.asarray([-1 if (i := catalog.item_of(h[0])) is None else i for h in hits], np.int64)
             hits = [h for h, out in zip(hits, catalog.is_removed(items).tolist(), strict=True) if not out]
         if len(hits) >= n or k >= n + len(gone) or k >= idx.n_notes:
             return hits[:n]

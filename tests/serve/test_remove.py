@@ -129,7 +129,7 @@ def test_in_sorted_is_isin() -> None:
     from hypothesis import given
     from hypothesis import strategies as st
 
-    from notefeed.serve.catalog import in_sorted
+    from notefeed.recall._common import in_sorted
 
     @given(st.lists(st.integers(-5, 60)), st.sets(st.integers(-5, 60)))
     def check(items: list[int], values: set[int]) -> None:
