@@ -451,8 +451,10 @@ class Workspace:
         self._tx(self._upsert_steps("users", "user_id", rows))
         return len(rows)
 
-    def upsert_creators(self, creators: pd.DataFrame | Sequence[Creator]) -> int:
-        """Insert or replace creators (``creator_id``, ``followers``)."""
+    def upsert_creators(self, creators: pd.DataFrame | Sequence[Creator],
+                        marks: dict[str, int | str] | None = None) -> int:
+        """Insert or replace creators (``creator_id``, ``followers``); ``marks``: as for
+        :meth:`append_events`, set in the same transaction."""
         df = (pd.DataFrame([c.model_dump() for c in creators]) if not isinstance(creators, pd.DataFrame)
               else creators.reset_index(drop=True))
         if "creator_id" not in df.columns:
@@ -460,7 +462,7 @@ class Workspace:
         _first_problem(check_creators(df), "creators")
         rows = pd.DataFrame({"creator_id": df["creator_id"].astype(str),
                              "followers": pd.to_numeric(df.get("followers", 0)).astype(np.int64)})
-        self._tx(self._upsert_steps("creators", "creator_id", rows))
+        self._tx(self._upsert_steps("creators", "creator_id", rows) + _mark_steps(marks))
         return len(rows)
 
     # ------------------------------------------------------------------ reads

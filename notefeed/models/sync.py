@@ -28,8 +28,8 @@ import pandas as pd
 
 __all__ = ["SyncReport", "sync_logs", "sync_workspace", "event_log_key", "EVENT_LOG", "NOTE_LOG"]
 
-#: :meth:`Workspace.mark` keys of the two logs
-EVENT_LOG, NOTE_LOG = "event_log", "note_log"
+#: :meth:`Workspace.mark` keys of the two logs (and of the note log's follower counts)
+EVENT_LOG, NOTE_LOG, FOLLOWERS_LOG = "event_log", "note_log", "note_log.followers"
 #: log entries appended per transaction
 BATCH = 50_000
 
@@ -77,6 +77,12 @@ def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH
             else:
                 ws.set_marks({NOTE_LOG: part[-1][0]})
             notes, skipped = notes + len(frame), skipped + bad
+        # follower counts the app sent (with a publish or on their own), the newest per creator
+        counts = note_log.followers_since(int(ws.mark(FOLLOWERS_LOG) or 0))
+        if counts:
+            last = {c: f for _, c, f in counts}
+            ws.upsert_creators(pd.DataFrame({"creator_id": list(last), "followers": list(last.values())}),
+                               marks={FOLLOWERS_LOG: counts[-1][0]})
     if bus is not None:
         key = event_log_key(bus)
         it = bus.entries(ws.mark(key))

@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from notefeed.schema import Event, Note, id_problem
+from notefeed.schema import SMALL_CREATOR_FOLLOWERS, Event, Note, id_problem
 from notefeed.serve.adslots import page_ads
 from notefeed.serve.docs import add_docs
 from notefeed.serve.engine import DUPLICATE, Engine, NoteRemoved
@@ -68,6 +68,13 @@ class ReloadRequest(BaseModel):
         if (self.version is None) == (self.path is None):
             raise ValueError("give exactly one of 'version' (model store) or 'path' (fine model directory)")
         return self
+
+
+class FollowersBody(BaseModel):
+    """A creator's follower count (``PUT /v1/creators/{id}``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    followers: int = Field(ge=0, le=2**53, strict=True, description="the creator's follower count in the app")
 
 
 class TitleRequest(BaseModel):
@@ -339,6 +346,25 @@ def create_app(engine: Engine) -> FastAPI:
         except KeyError:
             raise HTTPException(404, f"unknown note_id {note_id!r}") from None
         return {"note_id": note_id, "item": i, "removed": True, "already_removed": already}
+
+    @app.put("/v1/creators/{creator_id}", dependencies=[Depends(write_auth)])
+    def set_followers(req: FollowersBody, creator_id: str = FPath(min_length=1, max_length=128)) -> dict[str, Any]:
+        """The app's follower count of a creator, between publishes: durable before the answer;
+        every worker's small-creator rule reads it from the next request."""
+        if (problem := id_problem(creator_id)) is not None:
+            raise _validation_error(("path", "creator_id"), problem, creator_id)
+        engine.set_followers(creator_id, req.followers)
+        return _creator(creator_id)
+
+    @app.get("/v1/creators/{creator_id}", dependencies=[Depends(read_auth)])
+    def get_creator(creator_id: str = FPath(min_length=1, max_length=128)) -> dict[str, Any]:
+        if engine.catalog.followers_of(creator_id) is None:
+            raise HTTPException(404, f"unknown creator_id {creator_id!r}")
+        return _creator(creator_id)
+
+    def _creator(creator_id: str) -> dict[str, Any]:
+        n = engine.catalog.followers_of(creator_id)
+        return {"creator_id": creator_id, "followers": n, "small_creator": n is not None and n < SMALL_CREATOR_FOLLOWERS}
 
     @app.post("/v1/notes/title-suggest", dependencies=[Depends(read_auth)])
     def title_suggest(req: TitleRequest) -> dict[str, Any]:

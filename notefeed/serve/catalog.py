@@ -46,6 +46,9 @@ class NoteLog:
         try:  # removed notes (a takedown): one row per note id, by any process on this workspace
             self._db.execute("CREATE TABLE IF NOT EXISTS removed (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
                              "note_id TEXT UNIQUE NOT NULL, at REAL NOT NULL, reason TEXT)")
+            # creators' follower counts as the app sends them (with a publish, or on their own)
+            self._db.execute("CREATE TABLE IF NOT EXISTS followers (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                             "creator_id TEXT NOT NULL, followers INTEGER NOT NULL, at REAL NOT NULL)")
         except sqlite3.DatabaseError as e:
             self._db.close()
             raise ValueError(f"{self.path}: not a notefeed note log ({e})") from e
@@ -53,16 +56,46 @@ class NoteLog:
         self.last_seq = 0
         #: the last removal :meth:`removed_since` read
         self.last_removed_seq = 0
+        #: the last follower count :meth:`followers_since` read
+        self.last_followers_seq = 0
 
     def append(self, note: Note, followers: int | None) -> None:
+        """Log a published note; a follower count given with it is also a row of the follower
+        counts (:meth:`set_followers`), in the same transaction, so every count is in one order."""
         with self._lock:
             try:
+                self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute(
                     "INSERT INTO notes (note_id, body, followers) VALUES (?, ?, ?)",
                     (note.note_id, note.model_dump_json(), followers),
                 )
+                if followers is not None:
+                    self._db.execute("INSERT INTO followers (creator_id, followers, at) VALUES (?, ?, ?)",
+                                     (note.author_id, int(followers), time.time()))
+                self._db.execute("COMMIT")
             except sqlite3.IntegrityError:  # a concurrent publish of the same id won
+                self._db.execute("ROLLBACK")
                 raise ValueError(f"note_id {note.note_id!r} already exists (field 'note_id')") from None
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def set_followers(self, creator_id: str, followers: int) -> None:
+        """Log a creator's follower count (durable when this returns)."""
+        with self._lock:
+            self._db.execute("INSERT INTO followers (creator_id, followers, at) VALUES (?, ?, ?)",
+                             (creator_id, int(followers), time.time()))
+
+    def followers_since(self, seq: int) -> list[tuple[int, str, int]]:
+        """(position, creator id, count) rows logged after position ``seq`` (by any process), in
+        order; :attr:`last_followers_seq` becomes the last one read."""
+        with self._lock:
+            rows = self._db.execute("SELECT seq, creator_id, followers FROM followers WHERE seq > ? ORDER BY seq",
+                                    (int(seq),)).fetchall()
+        if rows:
+            self.last_followers_seq = max(self.last_followers_seq, int(rows[-1][0]))
+        return [(int(q), str(c), int(f)) for q, c, f in rows]
 
     def replay(self) -> list[tuple[Note, int | None]]:
         return [(n, f) for _, n, f in self.since(0)]
@@ -180,6 +213,22 @@ class Catalog:
             return np.zeros(n, np.float32)
         items = events["item"].to_numpy()[type_mask(events, kind)]
         return np.bincount(items, minlength=n).astype(np.float32)[:n]
+
+    def set_followers(self, creator_id: str, followers: int) -> None:
+        """A creator's follower count (the small-creator rule reads it); a creator without notes
+        here yet is added."""
+        with self._lock:
+            a = self.creator_index.get(creator_id)
+            if a is None:
+                self.creator_index[creator_id] = len(self.creator_ids)
+                self.creator_ids.append(creator_id)
+                self._followers.append(int(followers))
+            else:
+                self._followers.a[a] = int(followers)
+
+    def followers_of(self, creator_id: str) -> int | None:
+        a = self.creator_index.get(creator_id)
+        return None if a is None else int(self._followers.view()[a])
 
     def mark_removed(self, items: np.ndarray) -> None:
         """Add ``items`` to :attr:`removed_items` (once each)."""

@@ -155,6 +155,7 @@ class Engine:
 
         replay_notes()
         self._add_removed(lambda: replay_notes(self.note_log.last_seq))
+        self._add_follower_counts()
         self.bus = bus or open_bus(on.backend, self.workspace, on.redis_url, on.synchronous,
                                    stream=f"{on.redis_prefix}:events")
         if state is None:
@@ -595,6 +596,7 @@ class Engine:
             # catalogue then holds the published notes in the note log's order, as the store
             # appends them when `notefeed train` syncs, so each can serve a version trained on them
             self._add_logged_notes()
+            self._add_follower_counts()  # its own count (a row of the counts' log too), in the log's order
             i = self.catalog.item_of(note.note_id)
             assert i is not None
         if self.config.online.mirror_to_workspace:
@@ -617,6 +619,19 @@ class Engine:
         if new:
             self.metrics.inc("notes_removed_total")
         return i, not new
+
+    def set_followers(self, creator_id: str, followers: int) -> None:
+        """The app's follower count of ``creator_id`` (between publishes): logged durably in the
+        note log, then every worker's small-creator rule reads it; ``notefeed train`` copies it
+        into the store."""
+        with self._notes_lock:
+            self.note_log.set_followers(creator_id, followers)
+            self._add_follower_counts()
+
+    def _add_follower_counts(self) -> None:
+        """Apply the follower counts logged (by any worker) past what this one read, in order."""
+        for _, creator, n in self.note_log.followers_since(self.note_log.last_followers_seq):
+            self.catalog.set_followers(creator, n)
 
     def _add_removed(self, add_notes: Callable[[], None] | None = None) -> None:
         """Mark removed the notes logged as removed (by any worker) past what this one read.
@@ -739,6 +754,7 @@ class Engine:
                 with self._notes_lock:  # notes first: an event read here never precedes its note
                     self._add_logged_notes()
                     self._add_removed()
+                    self._add_follower_counts()
                 with self._relations_lock:
                     self._add_relations()
                 if recs:

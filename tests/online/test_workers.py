@@ -79,6 +79,9 @@ def test_an_event_posted_to_one_worker_is_in_the_next_feed_of_another(redis_url,
         # a block set on A holds on B (the block log, followed)
         assert httpx.put(f"{A}/v1/users/u2/blocks/a7", headers=H).json()["blocked"] is True
         _until(lambda: httpx.get(f"{B}/v1/users/u2").json()["blocked"] == ["a7"])
+        # a follower count sent to A is B's too
+        assert httpx.put(f"{A}/v1/creators/a7", json={"followers": 5000}, headers=H).status_code == 200
+        _until(lambda: httpx.get(f"{B}/v1/creators/a7").json()["small_creator"] is False)
         print(f"note visible on the other worker after {notes_s:.3f} s; event in its feed after {feed_s:.3f} s")
         assert feed_s < 5.0 and notes_s < 5.0
     finally:
