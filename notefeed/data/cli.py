@@ -152,17 +152,27 @@ def stats_cmd(
         dataset = _dataset_for(path)
     if (dataset is None) == (workspace is None):
         _fail("give exactly one of --dataset NAME (or --path FILE) or --workspace DIR")
+    waiting: dict[str, int] | None = None
     try:
         if workspace is not None:
+            from notefeed.models.sync import pending
+
             with Workspace.open(workspace, create=False) as ws:
                 ds: Dataset = ws.load_dataset()
+                waiting = pending(ws, workspace)
         else:
             ds = load_dataset(str(dataset), path)
-    except (DataError, FileNotFoundError, KeyError) as e:
+    except (DataError, FileNotFoundError, KeyError, ValueError) as e:
         _fail(str(e).strip("'\""))
         return
     stats = ds.stats()
-    _console.print(stats_table(stats))
+    if waiting is not None:
+        stats["not_yet_in_store"] = waiting
+    _console.print(stats_table({k: v for k, v in stats.items() if k != "not_yet_in_store"}))
+    if waiting is not None:
+        _console.print(f"in the serving logs, not yet in the store: {waiting['notes']:,} notes, {waiting['events']:,} "
+                       f"events (SQLite event log), {waiting['follower_counts']:,} follower counts"
+                       + (" (`notefeed models sync` or `notefeed train` copies them)" if any(waiting.values()) else ""))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

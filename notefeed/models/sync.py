@@ -26,7 +26,8 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["SyncReport", "sync_logs", "sync_workspace", "event_log_key", "EVENT_LOG", "NOTE_LOG"]
+__all__ = ["SyncReport", "sync_logs", "sync_workspace", "pending", "event_log_key", "EVENT_LOG", "NOTE_LOG",
+           "FOLLOWERS_LOG"]
 
 #: :meth:`Workspace.mark` keys of the two logs (and of the note log's follower counts)
 EVENT_LOG, NOTE_LOG, FOLLOWERS_LOG = "event_log", "note_log", "note_log.followers"
@@ -95,6 +96,32 @@ def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH
             ws.append_events(frame, marks={key: part[-1][0]}, checked=True)
             events, skipped = events + len(frame), skipped + bad
     return SyncReport(notes, events, skipped)
+
+
+def pending(ws: Any, workspace: str | Path) -> dict[str, int]:
+    """What ``workspace``'s SQLite logs hold past the open store ``ws``'s marks (what the next
+    sync copies): ``notes``, ``events`` (the SQLite event log; a Redis stream is not counted
+    here) and ``follower_counts``. A log that does not exist counts 0; the store is only read
+    (a note log from before this version gets its new, empty tables)."""
+    from notefeed.online.bus import SqliteEventBus
+    from notefeed.serve.catalog import NoteLog
+
+    workspace = Path(workspace)
+    out = {"notes": 0, "events": 0, "follower_counts": 0}
+    if (workspace / "notes.sqlite").exists():
+        log = NoteLog(workspace / "notes.sqlite")
+        try:
+            out["notes"] = len(log.since(int(ws.mark(NOTE_LOG) or 0)))
+            out["follower_counts"] = len(log.followers_since(int(ws.mark(FOLLOWERS_LOG) or 0)))
+        finally:
+            log.close()
+    if (workspace / "events.sqlite").exists():
+        bus = SqliteEventBus(workspace / "events.sqlite")
+        try:  # a SQLite position is a count of events
+            out["events"] = max(0, bus.count() - int(ws.mark(EVENT_LOG) or 0))
+        finally:
+            bus.close()
+    return out
 
 
 def sync_workspace(workspace: str | Path, config: Any = None, lock_wait_s: float = 30.0) -> SyncReport:
