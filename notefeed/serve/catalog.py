@@ -90,12 +90,18 @@ class NoteLog:
     def followers_since(self, seq: int) -> list[tuple[int, str, int]]:
         """(position, creator id, count) rows logged after position ``seq`` (by any process), in
         order; :attr:`last_followers_seq` becomes the last one read."""
+        rows = self._after("followers", "creator_id, followers", seq, "last_followers_seq")
+        return [(int(q), str(c), int(f)) for q, c, f in rows]
+
+    def _after(self, table: str, columns: str, seq: int, mark: str) -> list[tuple]:
+        """``table``'s rows (``seq``, ``columns``) after position ``seq``, in order; the
+        attribute ``mark`` becomes the last position read."""
         with self._lock:
-            rows = self._db.execute("SELECT seq, creator_id, followers FROM followers WHERE seq > ? ORDER BY seq",
+            rows = self._db.execute(f"SELECT seq, {columns} FROM {table} WHERE seq > ? ORDER BY seq",
                                     (int(seq),)).fetchall()
         if rows:
-            self.last_followers_seq = max(self.last_followers_seq, int(rows[-1][0]))
-        return [(int(q), str(c), int(f)) for q, c, f in rows]
+            setattr(self, mark, max(getattr(self, mark), int(rows[-1][0])))
+        return rows
 
     def replay(self) -> list[tuple[Note, int | None]]:
         return [(n, f) for _, n, f in self.since(0)]
@@ -103,11 +109,7 @@ class NoteLog:
     def since(self, seq: int) -> list[tuple[int, Note, int | None]]:
         """Notes logged after position ``seq`` (by any process on this workspace), in order,
         with their positions; :attr:`last_seq` becomes the last one read."""
-        with self._lock:
-            rows = self._db.execute("SELECT seq, body, followers FROM notes WHERE seq > ? ORDER BY seq",
-                                    (int(seq),)).fetchall()
-        if rows:
-            self.last_seq = max(self.last_seq, int(rows[-1][0]))
+        rows = self._after("notes", "body, followers", seq, "last_seq")
         return [(int(q), Note.model_validate_json(b, context=STORED), f) for q, b, f in rows]
 
     def remove(self, note_id: str, reason: str | None = None) -> bool:
@@ -120,12 +122,7 @@ class NoteLog:
     def removed_since(self, seq: int) -> list[str]:
         """Note ids removed after position ``seq`` (by any process), in order;
         :attr:`last_removed_seq` becomes the last one read."""
-        with self._lock:
-            rows = self._db.execute("SELECT seq, note_id FROM removed WHERE seq > ? ORDER BY seq",
-                                    (int(seq),)).fetchall()
-        if rows:
-            self.last_removed_seq = max(self.last_removed_seq, int(rows[-1][0]))
-        return [str(n) for _, n in rows]
+        return [str(n) for _, n in self._after("removed", "note_id", seq, "last_removed_seq")]
 
     def removal(self, note_id: str) -> tuple[float, str | None] | None:
         """(when, reason) of ``note_id``'s removal, or ``None``."""

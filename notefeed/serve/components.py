@@ -95,10 +95,15 @@ class SeenFilter:
 
     def apply(self, ctx: UserContext, cs: CandidateSet) -> FilterResult:
         # ctx.seen holds dataset history and online seen notes (Engine.context)
-        drop = np.isin(cs.items, ctx.seen) | np.isin(cs.items, ctx.hidden)
-        if len(ctx.blocked_authors):
-            drop |= np.isin(self.catalog.authors()[cs.items], ctx.blocked_authors)
+        drop = np.isin(cs.items, ctx.seen) | np.isin(cs.items, ctx.hidden) | _by_blocked(self.catalog, ctx, cs.items)
         return FilterResult(np.flatnonzero(~drop), np.flatnonzero(drop))
+
+
+def _by_blocked(catalog: Catalog, ctx: UserContext, items: np.ndarray) -> np.ndarray:
+    """(len(items),) bool: which ``items`` are notes of a creator the user blocked."""
+    if not len(ctx.blocked_authors) or not len(items):
+        return np.zeros(len(items), bool)
+    return np.isin(catalog.authors()[items], ctx.blocked_authors)
 
 
 class RemovedFilter:
@@ -127,9 +132,7 @@ class BlockedFilter:
         self.catalog = catalog
 
     def apply(self, ctx: UserContext, cs: CandidateSet) -> FilterResult:
-        if not len(ctx.blocked_authors) or not len(cs):
-            return FilterResult(np.arange(len(cs)), np.empty(0, np.int64))
-        drop = np.isin(self.catalog.authors()[cs.items], ctx.blocked_authors)
+        drop = _by_blocked(self.catalog, ctx, cs.items)
         return FilterResult(np.flatnonzero(~drop), np.flatnonzero(drop))
 
 

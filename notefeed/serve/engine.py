@@ -533,12 +533,11 @@ class Engine:
         snap = self.state.snapshot(user_id)
         u = self._user_index(user_id, self.served)
         out = snap.to_dict()
-        out["known"] = u is not None or snap.n_events > 0
         out["history_len"] = 0 if u is None or u >= self.ds.n_users else int(self._hist[0][u + 1] - self._hist[0][u])
         out["followed"] = list(_active(self._follows, user_id))  # followed through the API or the log, newest last
         out["n_hidden"] = len(self._hides.get(user_id, ()))  # notes hidden in the log (never served again)
         out["blocked"] = list(_active(self._blocks, user_id))  # creators blocked, newest last
-        out["known"] = out["known"] or bool(out["blocked"])
+        out["known"] = u is not None or snap.n_events > 0 or bool(out["blocked"])
         return out
 
     # ------------------------------------------------------------------ writes
@@ -595,8 +594,7 @@ class Engine:
             # the notes logged before it first (other workers', not yet followed): every worker's
             # catalogue then holds the published notes in the note log's order, as the store
             # appends them when `notefeed train` syncs, so each can serve a version trained on them
-            self._add_logged_notes()
-            self._add_follower_counts()  # its own count (a row of the counts' log too), in the log's order
+            self._read_note_log()
             i = self.catalog.item_of(note.note_id)
             assert i is not None
         if self.config.online.mirror_to_workspace:
@@ -615,7 +613,7 @@ class Engine:
             raise KeyError(note_id)
         with self._notes_lock:
             new = self.note_log.remove(note_id, reason)
-            self._add_removed()
+            self._read_note_log()
         if new:
             self.metrics.inc("notes_removed_total")
         return i, not new
@@ -626,7 +624,7 @@ class Engine:
         into the store."""
         with self._notes_lock:
             self.note_log.set_followers(creator_id, followers)
-            self._add_follower_counts()
+            self._read_note_log()
 
     def _add_follower_counts(self) -> None:
         """Apply the follower counts logged (by any worker) past what this one read, in order."""
@@ -711,6 +709,14 @@ class Engine:
         rows += [self.catalog.published[i].model_dump() for i in range(max(items.start, nd), items.stop)]
         return pd.DataFrame(rows)
 
+    def _read_note_log(self) -> None:
+        """Apply what the note log holds (by any worker) past what this engine read: the
+        published notes, then the removals, then the follower counts (each in the log's order;
+        a publish's count is a row of the counts too). Under ``_notes_lock``."""
+        self._add_logged_notes()
+        self._add_removed()
+        self._add_follower_counts()
+
     def _add_logged_notes(self) -> None:
         """Add to the catalogue, in the note log's order, the notes logged (by any worker) past
         what this one has read and does not hold yet. Under ``_notes_lock``."""
@@ -752,9 +758,7 @@ class Engine:
             try:
                 recs = bus.tail(block_ms=200)
                 with self._notes_lock:  # notes first: an event read here never precedes its note
-                    self._add_logged_notes()
-                    self._add_removed()
-                    self._add_follower_counts()
+                    self._read_note_log()
                 with self._relations_lock:
                     self._add_relations()
                 if recs:
