@@ -10,7 +10,9 @@ A :class:`Dataset` holds four tables (pandas) with dense integer indices:
   ``type`` (categorical over :data:`~notefeed.schema.EVENT_TYPES`), ``dwell_s`` (float32, NaN
   when unknown), ``position`` (int32, -1 when unknown), ``surface`` (categorical).
 - ``social`` (optional): ``user`` (int32) follows/befriends ``target_id`` (str, a creator or user id),
-  ``kind`` ("follow" or "friend").
+  ``kind`` ("follow" or "friend"); a store adds what users said through the API (its relation
+  log, copied by the sync), the newest per pair: ``follow``, ``unfollow`` and ``block`` edges
+  with their time in an ``at`` column (float unix seconds, NaN for the other edges).
 
 Build one with :meth:`Dataset.build` from frames keyed by external string ids; loaders,
 the store and the simulator all end there, so the invariants are checked in one place.
@@ -329,13 +331,16 @@ def _social_frame(social: pd.DataFrame | None, user_of: pd.Index) -> pd.DataFram
         return None
     known = user_of.get_indexer(_as_str_ids(social["user_id"], "social.user_id"))
     keep = known >= 0
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "user": known[keep].astype(np.int32),
             "target_id": social["target_id"].astype(str).to_numpy()[keep],
             "kind": (social["kind"].astype(str).to_numpy()[keep] if "kind" in social else "follow"),
         }
     )
+    if "at" in social and social["at"].notna().any():  # edges from the relation log carry their time
+        out["at"] = pd.to_numeric(social["at"], errors="coerce").to_numpy(np.float64)[keep]
+    return out
 
 
 def _normalise_notes(notes: pd.DataFrame | None, ev_notes: pd.Series) -> pd.DataFrame:

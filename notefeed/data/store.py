@@ -56,8 +56,14 @@ CREATE TABLE IF NOT EXISTS events (seq BIGINT DEFAULT nextval('event_seq'), user
     request_id VARCHAR, surface VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS social (user_id VARCHAR NOT NULL, target_id VARCHAR NOT NULL, kind VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS relations (user_id VARCHAR NOT NULL, creator_id VARCHAR NOT NULL, kind VARCHAR NOT NULL,
+    active BOOLEAN NOT NULL, said_at DOUBLE NOT NULL);
 """
 _TABLES = ("notes", "users", "creators", "events", "social", "meta")
+#: tables a store written by an older version lacks until a read-write open creates them
+_LATER_TABLES = ("relations",)
+#: what a relation row (kind, active) is in ``Dataset.social``; an unblock is no edge
+_RELATION_EDGE = {("follow", True): "follow", ("follow", False): "unfollow", ("block", True): "block"}
 
 
 _MARK = "sync."  # meta keys of Workspace.mark (not dataset metadata)
@@ -117,9 +123,11 @@ class WorkspaceLocked(DataError):
 class Workspace:
     """One community on disk. Use as a context manager or call :meth:`close`."""
 
-    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection, tables: set[str] | None = None) -> None:
         self.path = path
         self._con: duckdb.DuckDBPyConnection | None = con
+        #: the tables the file holds (a read-only open of an older store lacks the later ones)
+        self.tables: set[str] = set(tables) if tables is not None else set(_TABLES) | set(_LATER_TABLES)
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -151,7 +159,7 @@ class Workspace:
         if missing:
             con.close()
             raise DataError(f"workspace {db}: missing tables {sorted(missing)}")
-        return cls(db, con)
+        return cls(db, con, have)
 
     @classmethod
     def open_waiting(cls, directory: str | Path, lock_wait_s: float, create: bool = True,
@@ -233,21 +241,30 @@ class Workspace:
                 "surface": ev["surface"].astype(str).to_numpy(),
             }
         )
-        social = None
+        social = relations = None
         if ds.social is not None and len(ds.social):
             social = pd.DataFrame(
                 {
                     "user_id": ds.users["user_id"].to_numpy()[ds.social["user"].to_numpy()],
                     "target_id": ds.social["target_id"].astype(str).to_numpy(),
                     "kind": ds.social["kind"].astype(str).to_numpy(),
+                    "at": ds.social["at"].to_numpy(np.float64) if "at" in ds.social else np.nan,
                 }
             )
+            # edges that came from the relation log (they carry its time) go back into it
+            edge = {v: k for k, v in _RELATION_EDGE.items()}
+            logged = social["at"].notna() & social["kind"].isin(list(edge))
+            relations = social[logged].rename(columns={"target_id": "creator_id"})
+            relations = relations.assign(kind=[edge[k][0] for k in relations["kind"]],
+                                         active=[edge[k][1] for k in relations["kind"]])
+            relations = relations[["user_id", "creator_id", "kind", "active", "at"]]
+            social = social[~logged].drop(columns=["at"])
         meta = {k: v for k, v in ds.meta.items() if not isinstance(v, pd.DataFrame)}
         meta["name"] = ds.name
         meta_rows = pd.DataFrame(
             {"key": list(meta), "value": [json.dumps(_jsonable(v), default=str) for v in meta.values()]}
         )
-        steps: list[tuple[str, pd.DataFrame | None]] = [(f"DELETE FROM {t}", None) for t in _TABLES]
+        steps: list[tuple[str, pd.DataFrame | None]] = [(f"DELETE FROM {t}", None) for t in self._tables()]
         steps += [
             ("INSERT INTO notes SELECT * FROM df", notes),
             ("INSERT INTO users SELECT * FROM df", users),
@@ -255,8 +272,10 @@ class Workspace:
             (f"INSERT INTO events ({', '.join(_EVENT_COLS)}) SELECT * FROM df ORDER BY ts", events),
             ("INSERT INTO meta SELECT * FROM df", meta_rows),
         ]
-        if social is not None:
+        if social is not None and len(social):
             steps.append(("INSERT INTO social SELECT * FROM df", social))
+        if relations is not None and len(relations):
+            steps.append(("INSERT INTO relations SELECT * FROM df", relations))
         self._tx(steps)
 
     def load_dataset(self, name: str | None = None, events: pd.DataFrame | None = None) -> Dataset:
@@ -270,7 +289,7 @@ class Workspace:
         notes.insert(notes.columns.get_loc("text") + 1, "tags", [t if t is not None else [] for t in tags])
         users = _with_json_columns(con.execute("SELECT * FROM users ORDER BY rowid").df(), "attributes")
         creators = con.execute("SELECT * FROM creators ORDER BY rowid").df()
-        social = con.execute("SELECT * FROM social ORDER BY rowid").df()
+        social = self._social()
         meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta").fetchall()
                 if not k.startswith(_MARK)}
         ds_name = name or str(meta.pop("name", self.path.parent.name))
@@ -283,6 +302,43 @@ class Workspace:
         if events["request_id"].isna().all():
             events = events.drop(columns=["request_id"])
         return Dataset.build(ds_name, events, notes=notes, users=users, creators=creators, social=social, meta=meta)
+
+    def _social(self) -> pd.DataFrame:
+        """The ``social`` table's edges, then the relation log's (what users said through the
+        API, copied by the sync): for each (user, creator, kind) the newest row, as an edge of
+        kind ``follow``, ``unfollow`` or ``block`` with its time ``at`` (an unblock is none;
+        the table's own edges have no time)."""
+        social = self.con.execute("SELECT *, NULL::DOUBLE AS said_at FROM social ORDER BY rowid").df()
+        social = social.rename(columns={"said_at": "at"})
+        if "relations" not in self.tables:
+            return social
+        rel = self.con.execute(
+            "SELECT user_id, creator_id, kind, active, said_at FROM (SELECT *, row_number() OVER (PARTITION BY "
+            "user_id, creator_id, kind ORDER BY said_at DESC, rowid DESC) AS r FROM relations) WHERE r = 1 "
+            "ORDER BY said_at, user_id"
+        ).fetchall()
+        edges = [(u, c, _RELATION_EDGE[(k, bool(a))], t) for u, c, k, a, t in rel if (k, bool(a)) in _RELATION_EDGE]
+        if not edges:
+            return social
+        more = pd.DataFrame(edges, columns=["user_id", "target_id", "kind", "at"])
+        return more if not len(social) else pd.concat([social, more], ignore_index=True)
+
+    def append_relations(self, rows: pd.DataFrame, marks: dict[str, int | str] | None = None) -> int:
+        """Append relation-log rows (``user_id, creator_id, kind`` in ``follow``/``block``,
+        ``active``, ``at`` unix seconds), in order; ``marks``: as for :meth:`append_events`."""
+        missing = next((c for c in ("user_id", "creator_id", "kind", "active", "at") if c not in rows), None)
+        if missing is not None:
+            raise DataError(f"relations: missing column '{missing}'")
+        bad = ~rows["kind"].isin(["follow", "block"])
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(f"relations[{row}]: field 'kind': expected follow or block, got {rows['kind'].iat[row]!r}")
+        out = pd.DataFrame({"user_id": rows["user_id"].astype(str), "creator_id": rows["creator_id"].astype(str),
+                            "kind": rows["kind"].astype(str), "active": rows["active"].astype(bool),
+                            "at": rows["at"].astype(np.float64)})
+        self._tx([("INSERT INTO relations SELECT * FROM df", out), *_mark_steps(marks)] if len(out)
+                 else _mark_steps(marks))
+        return len(out)
 
     def _coded_events(self) -> pd.DataFrame | None:
         """The events table with user/note ids replaced by their row numbers in ``users`` /
@@ -475,4 +531,7 @@ class Workspace:
     def counts(self) -> dict[str, int]:
         """Rows per table (``notes, users, creators, events, social``)."""
         return {t: int(self.con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0])
-                for t in _TABLES if t != "meta"}
+                for t in self._tables() if t != "meta"}
+
+    def _tables(self) -> list[str]:
+        return [*_TABLES, *(t for t in _LATER_TABLES if t in self.tables)]

@@ -2,7 +2,10 @@
 
 ``notefeed serve`` keeps what clients send in two durable logs of the workspace: the event
 log (``events.sqlite``, or the Redis stream with ``online.backend: redis``) and the note log
-(``notes.sqlite``, notes published with ``POST /v1/notes``). Training reads the DuckDB store
+(``notes.sqlite``, notes published with ``POST /v1/notes``), and what users say about creators
+in a third, the relation log (``relations.sqlite``: follows, unfollows and blocks through the
+API; the store keeps its rows in ``relations`` and gives training the newest per pair as
+``Dataset.social`` edges). Training reads the DuckDB store
 (``notefeed.duckdb``: imported or generated data). :func:`sync_logs` appends to the store
 the log entries it does not hold yet, notes first (so events find them): each log's position
 (a count of SQLite events, a Redis entry id, a note-log sequence number) is kept in the store
@@ -27,10 +30,11 @@ from typing import Any
 import pandas as pd
 
 __all__ = ["SyncReport", "sync_logs", "sync_workspace", "pending", "event_log_key", "EVENT_LOG", "NOTE_LOG",
-           "FOLLOWERS_LOG"]
+           "FOLLOWERS_LOG", "RELATION_LOG"]
 
-#: :meth:`Workspace.mark` keys of the two logs (and of the note log's follower counts)
-EVENT_LOG, NOTE_LOG, FOLLOWERS_LOG = "event_log", "note_log", "note_log.followers"
+#: :meth:`Workspace.mark` keys of the two logs (and of the note log's follower counts, and of
+#: the relation log: follows, unfollows and blocks sent through the API)
+EVENT_LOG, NOTE_LOG, FOLLOWERS_LOG, RELATION_LOG = "event_log", "note_log", "note_log.followers", "relation_log"
 #: log entries appended per transaction
 BATCH = 50_000
 
@@ -40,10 +44,13 @@ class SyncReport:
     notes: int = 0
     events: int = 0
     skipped: int = 0  # entries the store's checks refused
+    relations: int = 0  # follows, unfollows, blocks and unblocks sent through the API
 
     def line(self) -> str:
         skipped = f" ({self.skipped:,} refused by the store's checks, skipped)" if self.skipped else ""
-        return f"synced the serving logs: {self.notes:,} notes and {self.events:,} events{skipped}"
+        rel = f" and {self.relations:,} follows, unfollows or blocks" if self.relations else ""
+        sep = ", " if self.relations else " and "
+        return f"synced the serving logs: {self.notes:,} notes{sep}{self.events:,} events{rel}{skipped}"
 
 
 def _valid(frame: pd.DataFrame, check: Any) -> tuple[pd.DataFrame, int]:
@@ -59,9 +66,11 @@ def event_log_key(bus: Any) -> str:
     return EVENT_LOG if bus.name == "sqlite" else f"{EVENT_LOG}.{bus.name}:{bus.stream}"
 
 
-def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH) -> SyncReport:
+def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH,
+              relation_log: Any | None = None) -> SyncReport:
     """Append to the open :class:`~notefeed.data.store.Workspace` ``ws`` what ``note_log`` (a
-    :class:`~notefeed.serve.catalog.NoteLog`) and ``bus`` (an event bus) hold past its marks."""
+    :class:`~notefeed.serve.catalog.NoteLog`), ``bus`` (an event bus) and ``relation_log`` (a
+    :class:`~notefeed.serve.relations.RelationLog`) hold past its marks."""
     from notefeed.data.importer import check_events, check_notes
 
     notes = events = skipped = 0
@@ -95,19 +104,26 @@ def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH
             # the position after the batch's last event; the rows were just checked (not twice)
             ws.append_events(frame, marks={key: part[-1][0]}, checked=True)
             events, skipped = events + len(frame), skipped + bad
-    return SyncReport(notes, events, skipped)
+    relations = 0
+    if relation_log is not None:  # positions are the log's own sequence numbers
+        for part in iter(lambda: relation_log.after(int(ws.mark(RELATION_LOG) or 0), batch), []):
+            frame = pd.DataFrame([r[1:] for r in part], columns=["user_id", "creator_id", "kind", "active", "at"])
+            relations += ws.append_relations(frame, marks={RELATION_LOG: part[-1][0]})
+    return SyncReport(notes, events, skipped, relations)
 
 
 def pending(ws: Any, workspace: str | Path) -> dict[str, int]:
     """What ``workspace``'s SQLite logs hold past the open store ``ws``'s marks (what the next
     sync copies): ``notes``, ``events`` (the SQLite event log; a Redis stream is not counted
-    here) and ``follower_counts``. A log that does not exist counts 0; the store is only read
-    (a note log from before this version gets its new, empty tables)."""
+    here), ``follower_counts`` and ``relations`` (follows, unfollows, blocks and unblocks). A
+    log that does not exist counts 0; the store is only read (a note log from before this
+    version gets its new, empty tables)."""
     from notefeed.online.bus import SqliteEventBus
     from notefeed.serve.catalog import NoteLog
+    from notefeed.serve.relations import RELATIONS_FILE, RelationLog
 
     workspace = Path(workspace)
-    out = {"notes": 0, "events": 0, "follower_counts": 0}
+    out = {"notes": 0, "events": 0, "follower_counts": 0, "relations": 0}
     if (workspace / "notes.sqlite").exists():
         log = NoteLog(workspace / "notes.sqlite")
         try:
@@ -121,6 +137,12 @@ def pending(ws: Any, workspace: str | Path) -> dict[str, int]:
             out["events"] = max(0, bus.count() - int(ws.mark(EVENT_LOG) or 0))
         finally:
             bus.close()
+    if (workspace / RELATIONS_FILE).exists():
+        rel = RelationLog(workspace / RELATIONS_FILE)
+        try:
+            out["relations"] = rel.count_after(int(ws.mark(RELATION_LOG) or 0))
+        finally:
+            rel.close()
     return out
 
 
@@ -132,22 +154,24 @@ def sync_workspace(workspace: str | Path, config: Any = None, lock_wait_s: float
     from notefeed.online.bus import open_bus
     from notefeed.serve.catalog import NoteLog
     from notefeed.serve.config import ServeConfig
+    from notefeed.serve.relations import RELATIONS_FILE, RelationLog
 
     workspace = Path(workspace)
     on = (config if config is not None else ServeConfig()).online
     has_events = on.backend != "sqlite" or (workspace / "events.sqlite").exists()
     has_notes = (workspace / "notes.sqlite").exists()
-    if not (has_events or has_notes):  # never served: nothing to copy, nothing to open
+    has_relations = (workspace / RELATIONS_FILE).exists()
+    if not (has_events or has_notes or has_relations):  # never served: nothing to copy, nothing to open
         return SyncReport()
     bus = open_bus(on.backend, workspace, on.redis_url, on.synchronous, stream=f"{on.redis_prefix}:events") \
         if has_events else None
     note_log = NoteLog(workspace / "notes.sqlite", on.synchronous) if has_notes else None
+    relation_log = RelationLog(workspace / RELATIONS_FILE, on.synchronous) if has_relations else None
     try:  # created for a community that began empty, all through the API; another writer (a
         # server's mirror, `notefeed data`) may hold the store a moment
         with Workspace.open_waiting(workspace, lock_wait_s) as ws:
-            return sync_logs(ws, bus, note_log)
+            return sync_logs(ws, bus, note_log, relation_log=relation_log)
     finally:
-        if bus is not None:
-            bus.close()
-        if note_log is not None:
-            note_log.close()
+        for one in (bus, note_log, relation_log):
+            if one is not None:
+                one.close()

@@ -22,8 +22,9 @@ class FollowChannel:
     of every followed creator.
 
     Whom a user follows: the ``ds.social`` rows whose ``target_id`` is a creator id, and every
-    ``follow`` event of the log (a follow is posted on a note and follows its author), both as
-    of the fit; plus ``ctx.followed``, the creator ids the server saw the user follow
+    ``follow`` event of the log (a follow is posted on a note and follows its author), as of
+    the fit, less the pairs whose newest statement is an ``unfollow`` edge (the store's copy of
+    the server's relation log; ``block`` edges are not follows); plus ``ctx.followed``, the creator ids the server saw the user follow
     (:attr:`~notefeed.recall.base.UserContext.followed`), so a follow reaches the next feed;
     less ``ctx.unfollowed``, those they unfollowed through the server's API.
     Notes published after the fit join their creator's newest (:meth:`add_items`, the hook the
@@ -52,22 +53,36 @@ class FollowChannel:
         start = np.searchsorted(a_sorted, np.arange(len(ds.creators) + 1))
         self.creator_notes = [order[s : min(e, s + self.per_creator)] for s, e in zip(start[:-1], start[1:], strict=True)]
         self._set_creators(ds.creators["creator_id"].astype(str).tolist())
-        users, creators = [], []
+        # (user, creator, time, follows) statements; for each pair the newest decides
+        users, creators, times, on = [], [], [], []
         if ds.social is not None and len(ds.social):
-            cidx = pd.Index(ds.creators["creator_id"]).get_indexer(ds.social["target_id"].astype(str))
-            users.append(ds.social["user"].to_numpy(np.int64))
+            soc = ds.social[ds.social["kind"].astype(str) != "block"]
+            cidx = pd.Index(ds.creators["creator_id"]).get_indexer(soc["target_id"].astype(str))
+            users.append(soc["user"].to_numpy(np.int64))
             creators.append(cidx.astype(np.int64))
+            at = soc["at"].to_numpy(np.float64) if "at" in soc else np.full(len(soc), np.nan)
+            times.append(np.where(np.isnan(at), -np.inf, at))  # the imported graph: older than anything
+            on.append(soc["kind"].astype(str).to_numpy() != "unfollow")
         if len(ds.events):
             fol = ds.events[type_mask(ds.events, "follow")]
             users.append(fol["user"].to_numpy(np.int64))
             creators.append(author[fol["item"].to_numpy(np.int64)])
+            times.append(fol["ts"].to_numpy(np.float64))
+            on.append(np.ones(len(fol), bool))
         if users:
-            pairs = np.unique(np.stack([np.concatenate(users), np.concatenate(creators)], axis=1), axis=0)
-            pairs = pairs[pairs[:, 1] >= 0]
-            cuts = np.flatnonzero(np.diff(pairs[:, 0])) + 1
-            for grp in np.split(pairs, cuts):
-                if len(grp):
-                    self.follows[int(grp[0, 0])] = grp[:, 1].copy()
+            u, c, t, a = (np.concatenate(x) for x in (users, creators, times, on))
+            ok = c >= 0
+            u, c, t, a = u[ok], c[ok], t[ok], a[ok]
+            order = np.lexsort((~a, t, c, u))  # at equal times an unfollow is the newer
+            u, c, a = u[order], c[order], a[order]
+            last = np.ones(len(u), bool)
+            last[:-1] = (u[1:] != u[:-1]) | (c[1:] != c[:-1])
+            keep = last & a
+            u, c = u[keep], c[keep]
+            cuts = np.flatnonzero(np.diff(u)) + 1
+            for gu, gc in zip(np.split(u, cuts), np.split(c, cuts), strict=True):
+                if len(gu):
+                    self.follows[int(gu[0])] = gc.copy()
         return self
 
     def _set_creators(self, ids: list[str] | None) -> None:

@@ -40,7 +40,7 @@ from notefeed.serve.experiments import Experiment, arm_pipeline
 from notefeed.serve.metrics import Metrics
 from notefeed.serve.models import ModelHolder, ModelVersion
 from notefeed.serve.pipeline import FeedResult, Pipeline, StageRecord
-from notefeed.serve.relations import MAX_PER_USER, RelationLog
+from notefeed.serve.relations import MAX_PER_USER, RELATIONS_FILE, RelationLog
 from notefeed.serve.versions import Served, VersionedContext, VersionReloader, build_served
 from notefeed.threads import freeze_heap, serving_process
 
@@ -183,7 +183,7 @@ class Engine:
         #: the seen filter drop for good. The online state's seen set is bounded (``max_seen``;
         #: Redis drops random members past it), so a hidden note could come back through it
         self._hides: dict[str, tuple[int, ...]] = {}
-        self.relation_log = RelationLog(self.workspace / "relations.sqlite", on.synchronous)
+        self.relation_log = RelationLog(self.workspace / RELATIONS_FILE, on.synchronous)
         self._relations_lock = threading.Lock()
         self._add_relations()
         #: the engine's clock (request time, event receive time): the simulator swaps in its

@@ -8,6 +8,10 @@ serving process on the workspace. A server replays it at start-up and, with ``--
 ``follow`` event posted on a note (the event log) counts as a follow at its receive time, so
 the newer of the two wins whatever order the logs are replayed in.
 
+``notefeed train``'s sync copies the rows into the store (:mod:`notefeed.models.sync`), where
+training reads the newest per pair as ``Dataset.social`` edges (``social/follow`` is fitted on
+them), so a version trained after a sync holds them already.
+
 - A block: none of the creator's notes reaches that user's feed or search again.
 - A follow: ``social/follow`` recalls the creator's notes for that user; an unfollow takes the
   creator out of the user's follows, the ones the channel was fitted with included.
@@ -22,7 +26,10 @@ from pathlib import Path
 
 from notefeed.online.bus import open_wal
 
-__all__ = ["RelationLog", "KINDS", "MAX_PER_USER"]
+__all__ = ["RelationLog", "KINDS", "MAX_PER_USER", "RELATIONS_FILE"]
+
+#: the relation log's file in the workspace
+RELATIONS_FILE = "relations.sqlite"
 
 #: the relations a user can set on a creator
 KINDS = ("block", "follow")
@@ -63,6 +70,21 @@ class RelationLog:
         if rows:
             self.last_seq = max(self.last_seq, int(rows[-1][0]))
         return [(str(u), str(c), str(k), bool(a), float(t)) for _, u, c, k, a, t in rows]
+
+    def after(self, seq: int, limit: int | None = None) -> list[tuple[int, str, str, str, bool, float]]:
+        """(position, user id, creator id, kind, active, time) of the first ``limit`` rows after
+        position ``seq`` (all without a limit), in order; :attr:`last_seq` is left as it is
+        (what ``notefeed train``'s sync reads, on its own connection)."""
+        sql = "SELECT seq, user_id, creator_id, kind, active, at FROM relations WHERE seq > ? ORDER BY seq"
+        with self._lock:
+            rows = self._db.execute(sql + (" LIMIT ?" if limit else ""),
+                                    (int(seq), int(limit)) if limit else (int(seq),)).fetchall()
+        return [(int(q), str(u), str(c), str(k), bool(a), float(t)) for q, u, c, k, a, t in rows]
+
+    def count_after(self, seq: int) -> int:
+        """How many rows the log holds after position ``seq``."""
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM relations WHERE seq > ?", (int(seq),)).fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
