@@ -25,11 +25,21 @@ def _lake(workspace: Path):  # type: ignore[no-untyped-def]
 @lake_app.command("export")
 def export_cmd(workspace: Path = _WS,
                rebuild: bool = typer.Option(False, "--rebuild", help="delete the lake and export everything "
-                                            "(after the workspace was replaced)")) -> None:
+                                            "(after the workspace was replaced)"),
+               sync: bool = typer.Option(True, "--sync/--no-sync", help="first copy into the store what `serve` "
+                                         "logged since the last sync, as `notefeed train` does")) -> None:
     """Append the workspace's events not yet in the lake (resumable; rerunning adds nothing)."""
     from notefeed.data.dataset import DataError
 
     lake = _lake(workspace)
+    if sync:
+        from notefeed.models.sync import sync_first
+
+        def fail(msg: str) -> None:
+            typer.echo(f"error: {msg}", err=True)
+            raise typer.Exit(1)
+
+        sync_first(workspace, typer.echo, fail)
     try:
         n = lake.export_workspace(workspace, progress=True, rebuild=rebuild)
     except (DataError, FileNotFoundError) as e:

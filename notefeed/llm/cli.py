@@ -76,6 +76,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
         json_out: Path | None = typer.Option(None, "--json", help="write the training info, the model config "
                                              "and wall / CPU seconds per phase here"),
+        sync: bool = typer.Option(True, "--sync/--no-sync", help="first copy into the store what `serve` logged "
+                                  "since the last sync (published notes, events), as `notefeed train` does"),
     ) -> None:
         """Train the built-in model on the notes and co-occurrence pairs (resumes from a trained
         model unless --retrain), embed every note, store the vectors under a version."""
@@ -93,6 +95,10 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         t0, c0 = time.perf_counter(), time.process_time()
         phases: dict[str, dict[str, float]] = {}
         with phase(phases, "load", 3):
+            if sync:
+                from notefeed.models.sync import sync_first
+
+                sync_first(workspace, typer.echo, _fail)
             ds = _dataset(workspace)
             corpus = NoteCorpus.from_dataset(ds)
         mdir = workspace / "llm" / "model"

@@ -131,8 +131,9 @@ def sync_cmd(
                                        "event log's backend; default config when omitted)"),
 ) -> None:
     """Copy into the workspace's store what `serve` logged since the last sync (posted events,
-    published notes), as `notefeed train` does first: for the commands that read the store and
-    do not sync (`llm embed`, `search`, `data lake export`)."""
+    published notes, follows and blocks), as `notefeed train`, `search`, `llm embed` and `data
+    lake export` do first (unless --no-sync); with --config, the event log its online section
+    names (a Redis stream)."""
     _store(workspace)
     typer.echo(_sync(workspace, _config(config)).line())
 
@@ -171,11 +172,11 @@ def train_cmd(
         while True:
             if sync:  # before the lake export too: the batch engines read the store through it
                 report = _sync(workspace, cfg, "; --no-sync trains without")
-                if report.notes or report.events or report.skipped:
+                if report.notes or report.events or report.relations or report.skipped:
                     typer.echo(report.line())
                 elif done:  # a round after the first with nothing new: the promoted version stands
                     typer.echo(f"{time.strftime('%H:%M:%S')} nothing new in the serving logs; not retrained")
-            if not done or report.notes or report.events:
+            if not done or report.notes or report.events or report.relations:
                 try:  # batch engines read the event lake
                     ds = lake_dataset(workspace, _fail, typer.echo) if batch.name != "local" else None
                     t0, c0 = time.perf_counter(), time.process_time()

@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["SyncReport", "sync_logs", "sync_workspace", "pending", "event_log_key", "EVENT_LOG", "NOTE_LOG",
+__all__ = ["SyncReport", "sync_logs", "sync_workspace", "sync_first", "pending", "event_log_key", "EVENT_LOG", "NOTE_LOG",
            "FOLLOWERS_LOG", "RELATION_LOG"]
 
 #: :meth:`Workspace.mark` keys of the two logs (and of the note log's follower counts, and of
@@ -175,3 +175,24 @@ def sync_workspace(workspace: str | Path, config: Any = None, lock_wait_s: float
         for one in (bus, note_log, relation_log):
             if one is not None:
                 one.close()
+
+
+def sync_first(workspace: str | Path, echo: Any, fail: Any) -> SyncReport | None:
+    """What the commands that read the store run first (``search``, ``llm embed``, ``data lake
+    export``; ``--no-sync`` skips it): :func:`sync_workspace` with the default serving config
+    (the SQLite event log; a Redis stream is synced by ``notefeed models sync --config``),
+    ``echo`` its line when it copied something, ``fail`` a one-line error when a log or the
+    store cannot be read. ``None`` when the workspace holds no store."""
+    from notefeed.data.dataset import DataError
+    from notefeed.data.store import DB_NAME
+
+    if not (Path(workspace) / DB_NAME).exists():
+        return None
+    try:
+        report = sync_workspace(workspace)
+    except (DataError, ValueError, OSError) as e:
+        fail(f"--workspace: syncing the serving logs into the store failed ({e}); --no-sync reads the store as it is")
+        return None
+    if report.notes or report.events or report.relations or report.skipped:
+        echo(report.line())
+    return report

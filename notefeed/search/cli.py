@@ -17,9 +17,11 @@ def _fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
-def _open_index(workspace: Path, rebuild: bool = False, config: object = None) -> tuple:
+def _open_index(workspace: Path, rebuild: bool = False, config: object = None, sync: bool = False) -> tuple:
     """(dataset, pipeline) of WORKSPACE: its index in WORKSPACE/search/, built there when
-    missing, stale or ``rebuild`` (a fusion.json it held is kept)."""
+    missing, unreadable, of another catalogue or ``rebuild`` (a fusion.json it held is kept);
+    notes the store gained since it was written are added to it. ``sync``: copy the serving
+    logs into the store first (:func:`~notefeed.models.sync.sync_first`)."""
     from rich.console import Console
 
     from notefeed.data.store import Workspace
@@ -28,6 +30,11 @@ def _open_index(workspace: Path, rebuild: bool = False, config: object = None) -
     if not (workspace / "notefeed.duckdb").exists():
         _fail(f"--workspace: {workspace} holds no community (notefeed data import / sim generate first)")
     from notefeed.data.dataset import DataError
+
+    if sync:
+        from notefeed.models.sync import sync_first
+
+        sync_first(workspace, Console(stderr=True).print, _fail)
 
     try:
         with Workspace.open(workspace, create=False) as ws:
@@ -41,6 +48,16 @@ def _open_index(workspace: Path, rebuild: bool = False, config: object = None) -
             pipe = SearchPipeline.load(path, config)  # type: ignore[arg-type]
         except SearchError as e:
             Console(stderr=True).print(f"rebuilding the index: {e}")
+        if pipe is not None:
+            ids = ds.notes["note_id"].astype(str).tolist()
+            n = len(pipe)
+            if pipe.note_ids[: len(ids)] != ids[:n]:  # another catalogue (a replaced workspace)
+                Console(stderr=True).print(f"rebuilding the index: {path} indexes other notes than the store")
+                pipe.close()
+                pipe = None
+            elif len(ids) > n:  # notes the store gained since (an import, a sync)
+                pipe.add_notes(ds.notes.iloc[n:])
+                Console(stderr=True).print(f"indexed {len(ids) - n:,} notes added to the store since")
     if pipe is None:
         import shutil
 
@@ -71,8 +88,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         n: int = typer.Option(10, "--n", min=1, max=1000, help="results"),
         rebuild: bool = typer.Option(False, "--rebuild", help="rebuild the index from the workspace first"),
         explain: bool = typer.Option(False, "--explain", help="print the query understanding and features"),
+        sync: bool = typer.Option(True, "--sync/--no-sync", help="first copy into the store what `serve` logged "
+                                  "since the last sync (published notes, events), as `notefeed train` does"),
     ) -> None:
-        """Search the notes of WORKSPACE (the index is built there on first use)."""
+        """Search the notes of WORKSPACE (the index is built there on first use; notes the store
+        gained since are added to it)."""
         import json
 
         from rich.console import Console
@@ -80,7 +100,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
 
         from notefeed.search import SearchError
 
-        ds, pipe = _open_index(workspace, rebuild)
+        ds, pipe = _open_index(workspace, rebuild, sync=sync)
         history = None
         if user is not None:
             u = ds.user_index.get(user)
