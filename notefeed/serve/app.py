@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from notefeed.schema import SMALL_CREATOR_FOLLOWERS, Event, Note, id_problem
 from notefeed.serve.adslots import page_ads
 from notefeed.serve.docs import add_docs
-from notefeed.serve.engine import DUPLICATE, Engine, NoteRemoved
+from notefeed.serve.engine import DUPLICATE, Engine, NoteRemoved, UnknownNote
 from notefeed.serve.search import SearchService, add_search_routes
 from notefeed.threads import AsyncFifoGate
 
@@ -262,7 +262,7 @@ def create_app(engine: Engine) -> FastAPI:
             pairs = engine.related(note_id, n, user_id)
         except NoteRemoved:
             raise HTTPException(410, f"note_id {note_id!r} was removed") from None
-        except KeyError:
+        except UnknownNote:
             raise HTTPException(404, f"unknown note_id {note_id!r}") from None
         return {"note_id": note_id,
                 "items": [{**engine.catalog.note_json(i), "score": s} for i, s in pairs]}
@@ -335,17 +335,43 @@ def create_app(engine: Engine) -> FastAPI:
         search.published(note)  # searchable before the answer
         return {"note_id": note.note_id, "item": i}
 
+    def _check_reason(reason: str | None) -> None:
+        if reason is not None and any(unicodedata.category(ch) == "Cc" for ch in reason):
+            raise _validation_error(("query", "reason"), "control characters are not allowed", reason)
+
     @app.delete("/v1/notes/{note_id}", dependencies=[Depends(write_auth)])
     def remove(note_id: str, reason: str | None = Query(None, min_length=1, max_length=500)) -> dict[str, Any]:
         """Take a note down: durable before the answer; from the next request no feed, related
         list or search of any worker shows it (restarts included). Repeating it is harmless."""
-        if reason is not None and any(unicodedata.category(ch) == "Cc" for ch in reason):
-            raise _validation_error(("query", "reason"), "control characters are not allowed", reason)
+        _check_reason(reason)
         try:
             i, already = engine.remove_note(note_id, reason)
-        except KeyError:
+        except UnknownNote:
             raise HTTPException(404, f"unknown note_id {note_id!r}") from None
         return {"note_id": note_id, "item": i, "removed": True, "already_removed": already}
+
+    @app.post("/v1/notes/{note_id}/restore", dependencies=[Depends(write_auth)])
+    def restore(note_id: str, reason: str | None = Query(None, min_length=1, max_length=500)) -> dict[str, Any]:
+        """Undo a takedown (an appeal granted): durable before the answer; from the next request
+        every worker's feeds, related lists and search show the note again (restarts included).
+        Restoring a note that is not down is harmless (``was_removed: false``)."""
+        _check_reason(reason)
+        try:
+            i, was = engine.restore_note(note_id, reason)
+        except UnknownNote:
+            raise HTTPException(404, f"unknown note_id {note_id!r}") from None
+        return {"note_id": note_id, "item": i, "removed": False, "was_removed": was}
+
+    @app.get("/v1/admin/removed", dependencies=[Depends(read_auth)])
+    def removed(limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**9)) -> dict[str, Any]:
+        """The notes down now, newest takedown first: when, why, and the note."""
+        n, rows = engine.note_log.removals(limit, offset)
+        notes = []
+        for note_id, at, why in rows:
+            i = engine.catalog.item_of(note_id)  # None: published on a worker this one has not read yet
+            notes.append({**(engine.catalog.note_json(i) if i is not None else {"note_id": note_id}),
+                          "removed_at": at, "reason": why})
+        return {"removed": n, "limit": limit, "offset": offset, "notes": notes}
 
     @app.put("/v1/creators/{creator_id}", dependencies=[Depends(write_auth)])
     def set_followers(req: FollowersBody, creator_id: str = FPath(min_length=1, max_length=128)) -> dict[str, Any]:

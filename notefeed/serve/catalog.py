@@ -46,6 +46,11 @@ class NoteLog:
         try:  # removed notes (a takedown): one row per note id, by any process on this workspace
             self._db.execute("CREATE TABLE IF NOT EXISTS removed (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
                              "note_id TEXT UNIQUE NOT NULL, at REAL NOT NULL, reason TEXT)")
+            # restored notes (a takedown undone): one row per restore, with the removal it undid;
+            # a restore deletes the note's `removed` row, so that table holds the notes down now
+            self._db.execute("CREATE TABLE IF NOT EXISTS restored (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                             "note_id TEXT NOT NULL, at REAL NOT NULL, reason TEXT, removed_at REAL, "
+                             "removed_reason TEXT)")
             # creators' follower counts as the app sends them (with a publish, or on their own)
             self._db.execute("CREATE TABLE IF NOT EXISTS followers (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
                              "creator_id TEXT NOT NULL, followers INTEGER NOT NULL, at REAL NOT NULL)")
@@ -54,8 +59,10 @@ class NoteLog:
             raise ValueError(f"{self.path}: not a notefeed note log ({e})") from e
         #: the last position :meth:`since` (or :meth:`replay`) read
         self.last_seq = 0
-        #: the last removal :meth:`removed_since` read
+        #: the last removal :meth:`removed_since` (or :meth:`moderation_since`) read
         self.last_removed_seq = 0
+        #: the last restore :meth:`moderation_since` read
+        self.last_restored_seq = 0
         #: the last follower count :meth:`followers_since` read
         self.last_followers_seq = 0
 
@@ -120,15 +127,69 @@ class NoteLog:
             return cur.rowcount == 1
 
     def removed_since(self, seq: int) -> list[str]:
-        """Note ids removed after position ``seq`` (by any process), in order;
-        :attr:`last_removed_seq` becomes the last one read."""
+        """Note ids removed after position ``seq`` (by any process) and not restored since, in
+        order; :attr:`last_removed_seq` becomes the last one read."""
         return [str(n) for _, n in self._after("removed", "note_id", seq, "last_removed_seq")]
 
+    def restore(self, note_id: str, reason: str | None = None) -> bool:
+        """Undo ``note_id``'s removal (durable when this returns): its ``removed`` row moves to
+        ``restored``; ``False`` when it was not removed. A later :meth:`remove` takes it down again."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                row = self._db.execute("SELECT at, reason FROM removed WHERE note_id = ?", (note_id,)).fetchone()
+                if row is not None:
+                    self._db.execute("DELETE FROM removed WHERE note_id = ?", (note_id,))
+                    self._db.execute("INSERT INTO restored (note_id, at, reason, removed_at, removed_reason) "
+                                     "VALUES (?, ?, ?, ?, ?)", (note_id, time.time(), reason, row[0], row[1]))
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        return row is not None
+
+    def moderation_since(self) -> tuple[list[str], list[str]]:
+        """(restored, removed): the note ids restored and removed (by any process) past what
+        this log read, from one snapshot. ``removed`` holds only notes that are down now (a
+        restore deletes the row), so undoing the restores and then applying the removals, in
+        that order, leaves every note as the log has it."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                back = self._db.execute("SELECT seq, note_id FROM restored WHERE seq > ? ORDER BY seq",
+                                        (self.last_restored_seq,)).fetchall()
+                down = self._db.execute("SELECT seq, note_id FROM removed WHERE seq > ? ORDER BY seq",
+                                        (self.last_removed_seq,)).fetchall()
+            finally:
+                self._db.execute("COMMIT")
+        if back:
+            self.last_restored_seq = max(self.last_restored_seq, int(back[-1][0]))
+        if down:
+            self.last_removed_seq = max(self.last_removed_seq, int(down[-1][0]))
+        return [str(n) for _, n in back], [str(n) for _, n in down]
+
     def removal(self, note_id: str) -> tuple[float, str | None] | None:
-        """(when, reason) of ``note_id``'s removal, or ``None``."""
+        """(when, reason) of ``note_id``'s removal when it is down now, or ``None``."""
         with self._lock:
             row = self._db.execute("SELECT at, reason FROM removed WHERE note_id = ?", (note_id,)).fetchone()
         return None if row is None else (float(row[0]), row[1])
+
+    def removals(self, limit: int = 100, offset: int = 0) -> tuple[int, list[tuple[str, float, str | None]]]:
+        """(how many notes are down now, the newest ``limit`` after ``offset`` of them as
+        (note id, when, reason))."""
+        with self._lock:
+            n = int(self._db.execute("SELECT count(*) FROM removed").fetchone()[0])
+            rows = self._db.execute("SELECT note_id, at, reason FROM removed ORDER BY seq DESC LIMIT ? OFFSET ?",
+                                    (int(limit), int(offset))).fetchall()
+        return n, [(str(a), float(b), c) for a, b, c in rows]
+
+    def restores(self, note_id: str) -> list[dict[str, object]]:
+        """``note_id``'s past takedowns that were undone, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT removed_at, removed_reason, at, reason FROM restored WHERE note_id = ? "
+                                    "ORDER BY seq", (note_id,)).fetchall()
+        return [{"removed_at": a, "removed_reason": b, "restored_at": c, "reason": d} for a, b, c, d in rows]
 
     def close(self) -> None:
         with self._lock:
@@ -233,6 +294,13 @@ class Catalog:
         if len(items):
             with self._lock:
                 self.removed_items = np.union1d(self.removed_items, items)
+
+    def unmark_removed(self, items: np.ndarray) -> None:
+        """Take ``items`` out of :attr:`removed_items` (a takedown undone)."""
+        items = np.asarray(items, np.int64)
+        if len(items):
+            with self._lock:
+                self.removed_items = np.setdiff1d(self.removed_items, items)
 
     def is_removed(self, items: np.ndarray) -> np.ndarray:
         """(len(items),) bool: which of ``items`` were removed (a binary search each in the

@@ -46,7 +46,7 @@ from notefeed.threads import freeze_heap, serving_process
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Engine", "NoteRemoved", "Rejection", "empty_dataset", "popular_config", "DUPLICATE", "EVENT_ID_WINDOW"]
+__all__ = ["Engine", "NoteRemoved", "UnknownNote", "Rejection", "empty_dataset", "popular_config", "DUPLICATE", "EVENT_ID_WINDOW"]
 
 #: :class:`Rejection` reason of an event whose ``event_id`` is already stored (a client retry)
 DUPLICATE = "duplicate event_id"
@@ -54,6 +54,10 @@ DUPLICATE = "duplicate event_id"
 EVENT_ID_WINDOW = 200_000
 #: the most notes remembered as hidden per user from the event log (the newest kept)
 MAX_ONLINE_HIDES = 10_000
+
+
+class UnknownNote(KeyError):
+    """The catalogue holds no note of that id."""
 
 
 class NoteRemoved(KeyError):
@@ -521,7 +525,7 @@ class Engine:
 
         i = self.catalog.item_of(note_id)
         if i is None:
-            raise KeyError(note_id)
+            raise UnknownNote(note_id)
         if self.catalog.is_removed(np.array([i]))[0]:
             raise NoteRemoved(note_id)
         comps = [st.component for st in self.served.pipelines["default"].sources]
@@ -605,18 +609,33 @@ class Engine:
     def remove_note(self, note_id: str, reason: str | None = None) -> tuple[int, bool]:
         """Take ``note_id`` down: logged durably in the note log, then no feed, related list or
         search of any worker on this workspace shows it again (restarts included). Returns
-        (its item, whether it was removed already); ``KeyError`` for a note the catalogue lacks.
+        (its item, whether it was removed already); :class:`UnknownNote` for a note the catalogue lacks.
         Its rows stay in the store and its events stay in the logs: the models still learn
         from what happened."""
         i = self.catalog.item_of(note_id)
         if i is None:
-            raise KeyError(note_id)
+            raise UnknownNote(note_id)
         with self._notes_lock:
             new = self.note_log.remove(note_id, reason)
             self._read_note_log()
         if new:
             self.metrics.inc("notes_removed_total")
         return i, not new
+
+    def restore_note(self, note_id: str, reason: str | None = None) -> tuple[int, bool]:
+        """Undo ``note_id``'s takedown (an appeal granted, a moderation mistake): logged durably
+        in the note log, then every worker's feeds, related lists and search show it again
+        (restarts included). Returns (its item, whether it was removed); :class:`UnknownNote`
+        for a note the catalogue lacks."""
+        i = self.catalog.item_of(note_id)
+        if i is None:
+            raise UnknownNote(note_id)
+        with self._notes_lock:
+            was = self.note_log.restore(note_id, reason)
+            self._read_note_log()
+        if was:
+            self.metrics.inc("notes_restored_total")
+        return i, was
 
     def set_followers(self, creator_id: str, followers: int) -> None:
         """The app's follower count of ``creator_id`` (between publishes): logged durably in the
@@ -632,15 +651,17 @@ class Engine:
             self.catalog.set_followers(creator, n)
 
     def _add_removed(self, add_notes: Callable[[], None] | None = None) -> None:
-        """Mark removed the notes logged as removed (by any worker) past what this one read.
-        One this catalogue lacks was published (by another worker) after this one last read the
-        note log: ``add_notes`` (default :meth:`_add_logged_notes`) reads it first. Under
-        ``_notes_lock``, or before serving starts."""
-        ids = self.note_log.removed_since(self.note_log.last_removed_seq)
+        """Apply the takedowns and restores logged (by any worker) past what this one read:
+        the restores first, then the removals (the log's removals are the notes down now, see
+        :meth:`NoteLog.moderation_since`). A removed note this catalogue lacks was published (by
+        another worker) after this one last read the note log: ``add_notes`` (default
+        :meth:`_add_logged_notes`) reads it first. Under ``_notes_lock``, or before serving starts."""
+        back, ids = self.note_log.moderation_since()
         if any(self.catalog.item_of(n) is None for n in ids):
             (add_notes or self._add_logged_notes)()
-        gone = [self.catalog.item_of(n) for n in ids]
-        self.catalog.mark_removed(np.asarray([i for i in gone if i is not None], np.int64))
+        for names, apply in ((back, self.catalog.unmark_removed), (ids, self.catalog.mark_removed)):
+            items = [self.catalog.item_of(n) for n in names]
+            apply(np.asarray([i for i in items if i is not None], np.int64))
 
     def relate(self, user_id: str, creator_id: str, kind: str, active: bool = True) -> tuple[str, ...]:
         """``user_id`` follows / blocks (``kind``) ``creator_id``, or stops (``active`` false):
@@ -831,7 +852,8 @@ def _make_metrics() -> Metrics:
     m.counter("events_accepted_total", "events accepted")
     m.counter("events_rejected_total", "events rejected")
     m.counter("notes_published_total", "notes published")
-    m.counter("notes_removed_total", "notes taken down (DELETE /v1/notes/{id}; each note once)")
+    m.counter("notes_removed_total", "takedowns (DELETE /v1/notes/{id}; a repeat of one is not counted)")
+    m.counter("notes_restored_total", "takedowns undone (POST /v1/notes/{id}/restore; each undo once)")
     m.counter("model_swaps_total", "model versions swapped in")
     m.counter("config_reloads_total", "serving configs hot-reloaded")
     m.counter("online_train_updates_total", "fine ranker versions trained beside serving and swapped in")

@@ -302,18 +302,23 @@ class SearchService:
 
     def _forget_removed(self) -> None:
         """Take the titles of notes removed since the last call (by any worker; a rebuilt index
-        holds them all again) out of a title suggester."""
+        holds them all again) out of a title suggester, and put back those of notes restored."""
         p = self.pipeline
         gone = self.engine.catalog.removed_items
-        if p is None or p.suggester.source != "titles" or not len(gone):
+        if p is None or p.suggester.source != "titles":
+            return
+        done = self._titles_forgotten[1] if self._titles_forgotten[0] is p else set()
+        if not len(gone) and not done:
             return
         with self._lock:
-            done = self._titles_forgotten if self._titles_forgotten[0] is p else (p, set())
-            new = [i for i in gone.tolist() if i not in done[1] and i < len(p)]
+            done = self._titles_forgotten[1] if self._titles_forgotten[0] is p else set()
+            now = {i for i in gone.tolist() if i < len(p)}
+            new, back = sorted(now - done), sorted(done - now)
             if new:
                 p.suggester.remove(_titles(self.engine, new))
-                done[1].update(new)
-            self._titles_forgotten = done
+            if back:
+                p.suggester.add(_titles(self.engine, back))
+            self._titles_forgotten = (p, now)
 
     def suggest(self, prefix: str, n: int) -> tuple[list[tuple[str, int]], str]:
         """Completions from the logged queries, topped up from the index's suggester (never

@@ -76,6 +76,10 @@ def test_an_event_posted_to_one_worker_is_in_the_next_feed_of_another(redis_url,
         assert httpx.delete(f"{A}/v1/notes/p5", headers=H).json()["removed"] is True
         _until(lambda: httpx.get(f"{B}/v1/notes/p5/related").status_code == 410)
         assert httpx.get(f"{B}/healthz").json()["removed_notes"] == 1
+        # ... and restored on A, it is back on B
+        assert httpx.post(f"{A}/v1/notes/p5/restore", headers=H).json()["was_removed"] is True
+        _until(lambda: httpx.get(f"{B}/v1/notes/p5/related").status_code == 200)
+        assert httpx.get(f"{B}/healthz").json()["removed_notes"] == 0
         # a block set on A holds on B (the block log, followed)
         assert httpx.put(f"{A}/v1/users/u2/blocks/a7", headers=H).json()["blocked"] is True
         _until(lambda: httpx.get(f"{B}/v1/users/u2").json()["blocked"] == ["a7"])

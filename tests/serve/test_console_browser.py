@@ -231,6 +231,15 @@ def test_every_console_page_in_chromium(server: dict[str, Any], browser: Any,
     assert "(reported)" in drv.find_element(By.CSS_SELECTOR, ".cards").text
     assert not drv.find_elements(By.ID, "remove-note")
     assert eng.catalog.is_removed([eng.catalog.item_of(note)]).tolist() == [True]
+    # ... and restores it (POST /v1/notes/{id}/restore): live again, the undone takedown listed
+    drv.find_element(By.ID, "restore-reason").send_keys("appeal granted")
+    drv.find_element(By.ID, "restore-note").click()
+    WebDriverWait(drv, 10).until(lambda d: d.switch_to.alert).accept()  # "Restore ...?"
+    WebDriverWait(drv, 20).until(lambda d: d.execute_script(
+        "const c = document.querySelector('.cards'); return document.body.dataset.ready === 'note' && !!c"
+        " && c.textContent.includes('live')"))
+    assert "appeal granted" in drv.find_element(By.TAG_NAME, "main").text and drv.find_elements(By.ID, "remove-note")
+    assert eng.catalog.is_removed([eng.catalog.item_of(note)]).tolist() == [False]
     errors = _errors(drv)
     assert errors == [], f"browser console errors: {errors}"
     assert max(render.values()) < 1000, f"render ms per page: {render}"

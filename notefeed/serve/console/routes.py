@@ -155,6 +155,7 @@ def note_detail(engine: Engine, tracker: ExposureTracker, note_id: str, n: int) 
                         "posterior": {"alpha": a, "beta": b, "mean": a / (a + b), "lo": float(lo), "hi": float(hi)},
                         "handover_impressions": cfg.handover_impressions}
     return _finite({"note": engine.catalog.note_json(i), "item": i, "removed": removed,
+                    "restores": engine.note_log.restores(note_id),
                     "small_creator": bool(engine.catalog.small_creator(np.asarray([i]))[0]),
                     "popularity": float(engine.catalog.popularity()[i]), "related": related,
                     "coldstart": pool, "coldstart_enabled": hub is not None,

@@ -158,6 +158,27 @@
       };
       main.append(h("div", { class: "row" }, reason, h("button", { id: "remove-note", onclick: remove,
         title: "remove this note from every feed, related list and search" }, "Take down")));
+    } else {
+      // Restore: POST /v1/notes/{id}/restore (needs the write token); feeds, related lists and search show it again
+      const reason = h("input", { id: "restore-reason", placeholder: "reason (optional)", maxlength: "500" });
+      const restore = async () => {
+        if (!window.confirm(`Restore ${n.note_id}? Feeds, related lists and search will show it again.`)) { return; }
+        try {
+          await api("/v1/notes/" + encodeURIComponent(n.note_id) + "/restore" + (reason.value.trim() ? "?reason=" + encodeURIComponent(reason.value.trim()) : ""),
+            { method: "POST" });
+          document.body.dataset.action = "restored " + n.note_id;
+          location.reload();
+        } catch (e) {
+          say(e.status === 401 ? "restoring a note needs the API write token: enter it above" : `restore failed (${e.status}): ${e.message}`, true);
+          document.body.dataset.action = `failed ${e.status}`;
+        }
+      };
+      main.append(h("div", { class: "row" }, reason, h("button", { id: "restore-note", onclick: restore,
+        title: "undo the takedown: feeds, related lists and search show this note again" }, "Restore")));
+    }
+    if (d.restores && d.restores.length) {
+      main.append(panel(h("h2", {}, "Takedowns undone"), table(["taken down", "why", "restored", "why"],
+        d.restores.map((r) => [clock(r.removed_at), r.removed_reason || "–", clock(r.restored_at), r.reason || "–"]))));
     }
     const cs = d.coldstart;
     const pool = !d.coldstart_enabled ? "the cold-start pool is off" : !cs ? "not in the cold-start pool (a catalogue note, or handed over before restart)" : null;
