@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -77,6 +79,24 @@ def _open_index(workspace: Path, rebuild: bool = False, config: object = None, s
     return ds, pipe
 
 
+@contextlib.contextmanager
+def _index_lock(workspace: Path) -> Iterator[None]:
+    """The lock of WORKSPACE/search (:func:`~notefeed.search.store.folder_lock`), waited for a
+    minute (a server building the index holds it), else a one-line error."""
+    from notefeed.search import SearchError
+    from notefeed.search.store import folder_lock
+
+    try:
+        lock = folder_lock(workspace / "search", timeout_s=60.0)
+        lock.__enter__()
+    except SearchError as e:
+        _fail(f"--workspace: {e}")
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this stage's commands to ``notefeed`` and ``notefeed bench``."""
 
@@ -100,21 +120,22 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
 
         from notefeed.search import SearchError
 
-        ds, pipe = _open_index(workspace, rebuild, sync=sync)
-        history = None
-        if user is not None:
-            u = ds.user_index.get(user)
-            if u is None:
-                _fail(f"--user: unknown user {user!r}")
-            pos = ds.select_events()
-            history = pos["item"].to_numpy()[pos["user"].to_numpy() == u]
-        try:
-            res = pipe.search(query, min(n, pipe.config.max_page), history=history, explain=explain)
-        except SearchError as e:
-            _fail(str(e).replace("q: ", "QUERY: ", 1).replace("n: ", "--n: ", 1))
-            return
-        finally:
-            pipe.close()
+        with _index_lock(workspace):  # the one writer of WORKSPACE/search (serving workers too)
+            ds, pipe = _open_index(workspace, rebuild, sync=sync)
+            history = None
+            if user is not None:
+                u = ds.user_index.get(user)
+                if u is None:
+                    _fail(f"--user: unknown user {user!r}")
+                pos = ds.select_events()
+                history = pos["item"].to_numpy()[pos["user"].to_numpy() == u]
+            try:
+                res = pipe.search(query, min(n, pipe.config.max_page), history=history, explain=explain)
+            except SearchError as e:
+                _fail(str(e).replace("q: ", "QUERY: ", 1).replace("n: ", "--n: ", 1))
+                return
+            finally:
+                pipe.close()
         pq = res.query
         con = Console()
         con.print(f"query: {pq.text!r} terms={pq.terms} corrections={pq.corrections} "
@@ -156,19 +177,20 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         logf = workspace / "search_log.sqlite"
         if not logf.exists():
             _fail(f"--workspace: {logf} does not exist (no search was served or logged there): search stays on RRF")
-        ds, pipe = _open_index(workspace)
-        try:
-            log = SearchLog(logf)
+        with _index_lock(workspace):
+            ds, pipe = _open_index(workspace)
             try:
-                pages = log.pages(limit=max_pages)
+                log = SearchLog(logf)
+                try:
+                    pages = log.pages(limit=max_pages)
+                finally:
+                    log.close()
+                rep = train_click_fusion(pipe, pages, history_before(ds.select_events(), ds.user_index),
+                                         min_clicked_pages=min_clicks, valid_share=valid_share, sampled=sampled,
+                                         seed=seed)
+                saved = install(pipe, rep)
             finally:
-                log.close()
-            rep = train_click_fusion(pipe, pages, history_before(ds.select_events(), ds.user_index),
-                                     min_clicked_pages=min_clicks, valid_share=valid_share, sampled=sampled,
-                                     seed=seed)
-            saved = install(pipe, rep)
-        finally:
-            pipe.close()
+                pipe.close()
         con = Console()
         con.print(("fusion.json saved: " if saved else "no fusion trained: ") + rep.reason, highlight=False)
         if rep.valid:

@@ -13,7 +13,10 @@ JSON and safetensors only, never pickle.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,9 +35,34 @@ from notefeed.search.topics import TopicTable
 if TYPE_CHECKING:
     from notefeed.search.pipeline import SearchPipeline
 
-__all__ = ["save_state", "load_state", "FORMAT_VERSION"]
+__all__ = ["save_state", "load_state", "folder_lock", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 2  # 2: topic mixtures in catalog.safetensors
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, timeout_s: float = 600.0) -> Iterator[None]:
+    """Hold the exclusive lock of the index folder ``folder`` (``<folder>.lock``, an advisory
+    ``flock``, released when the process dies): the one writer of a workspace's shared index
+    among serving workers and ``notefeed search``. Waits up to ``timeout_s``, then
+    :class:`SearchError`."""
+    import fcntl
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"{folder.name}.lock", "a+b") as f:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise SearchError(f"path: {folder} is locked by another process for over {timeout_s:.0f} s") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -127,6 +127,8 @@ def create_app(engine: Engine) -> FastAPI:
     add_docs(app)
     # note search (notefeed/serve/search.py): its index is built on the first search
     search = getattr(engine, "search", None) or SearchService(engine)
+    if getattr(engine, "search", None) is not search:
+        engine.note_hooks.append(search.catch_up)  # notes other workers published
     engine.search = search  # type: ignore[attr-defined]
 
     def _not_future(loc: tuple[Any, ...], ts: int) -> None:

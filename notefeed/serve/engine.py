@@ -239,6 +239,9 @@ class Engine:
                                         self._publish_fine, self.catalog.item_of)
             if self.online_ltr.cfg.background:
                 self.side_effects.subscribe(self.online_ltr.observe)
+        #: called (no arguments) after the follower added notes other workers published
+        #: (the search index registers its catch-up here)
+        self.note_hooks: list[Callable[[], None]] = []
         #: events of other workers folded in (:meth:`_follow`; Redis backend only)
         self.followed = 0
         self._stop_follow = threading.Event()
@@ -779,7 +782,11 @@ class Engine:
             try:
                 recs = bus.tail(block_ms=200)
                 with self._notes_lock:  # notes first: an event read here never precedes its note
+                    n0 = self.catalog.n_items
                     self._read_note_log()
+                    grew = self.catalog.n_items > n0
+                for hook in self.note_hooks if grew else ():  # e.g. search indexes them
+                    hook()
                 with self._relations_lock:
                     self._add_relations()
                 if recs:
@@ -816,6 +823,12 @@ class Engine:
             self.online_ltr.close()  # type: ignore[union-attr]
         self.reloader.close()
         self.served.close()  # the arms' model holders too
+        search = getattr(self, "search", None)  # the app's search service: its index copy, its log
+        if search is not None:
+            try:
+                search.close()
+            except Exception:  # the index is rebuilt or caught up at the next start
+                log.exception("close: closing the search index failed")
         self._close_io()
 
     def _close_io(self) -> None:

@@ -4,9 +4,12 @@
 :class:`SearchService` hangs on the engine as ``engine.search``. It builds the index from the
 engine's catalogue (base notes, then published notes, in item order, so search and feed share
 item indices) in a background thread at start-up, or opens ``WORKSPACE/search/`` when that
-holds an index of the same catalogue (notes published since are added). Until the index is
-ready a search answers 503. A note published through the API is indexed before the publish
-answers, so it is searchable at once.
+holds an index of the same catalogue (notes published since are added). That shared index is
+built, caught up and saved under its lock, then copied to ``WORKSPACE/search.run/<pid>-<random>``,
+which this process alone writes and removes on close: with ``serve --workers N`` every worker
+serves its own copy and indexes the notes any worker published (:meth:`SearchService.catch_up`,
+called by the engine's follower). Until the index is ready a search answers 503. A note
+published through the API is indexed before the publish answers, so it is searchable at once.
 
 Search events: every page gets a ``request_id``; the query and the notes shown go to the
 search query log (:class:`notefeed.search.querylog.SearchLog`, ``WORKSPACE/search_log.sqlite``)
@@ -39,11 +42,13 @@ import base64
 import binascii
 import io
 import logging
+import os
 import shutil
 import threading
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,6 +62,7 @@ from notefeed.search import SearchConfig, SearchError, SearchPipeline
 from notefeed.search.fusion import LearnedFusion
 from notefeed.search.image import ImageIndex, load_encoder
 from notefeed.search.querylog import SearchLog
+from notefeed.search.store import folder_lock
 from notefeed.search.suggest import Suggester
 from notefeed.serve.adslots import page_ads
 
@@ -108,6 +114,23 @@ def _catalog_notes(engine: Any, start: int = 0) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def _clear_stale(run_dir: Path) -> None:
+    """Remove the index copies in ``run_dir`` of processes that are gone (killed before their
+    close removed them)."""
+    if not run_dir.is_dir():
+        return
+    for d in run_dir.iterdir():
+        try:
+            pid = int(d.name.split("-")[0])
+            if pid <= 0:
+                continue
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except (ValueError, PermissionError, OverflowError):  # not ours, or alive under another user
+            continue
+
+
 def _engine_search_config(engine: Any) -> SearchConfig:
     """The serving config's ``search`` section when it has one (a SearchConfig or its mapping),
     else the defaults of :class:`SearchConfig`."""
@@ -127,7 +150,11 @@ class SearchService:
         (and record search clicks in it); ``log_impressions``: ingest each page shown to a user
         as impression events."""
         self.engine, self.config = engine, config or _engine_search_config(engine)
+        #: the workspace's shared index: built, caught up and saved under its lock, then copied
         self.path = engine.workspace / "search"
+        #: where this process's own copy lives (``<pid>-<random>``; removed on close)
+        self.run_dir = engine.workspace / "search.run"
+        self.private: Path | None = None
         self.log: SearchLog | None = SearchLog(engine.workspace / "search_log.sqlite") if log_queries else None
         self.log_impressions = log_impressions
         #: logged queries (the latest 100k at start, then each search) for suggestions
@@ -158,6 +185,23 @@ class SearchService:
         threading.Thread(target=self._start, name="search-index", daemon=True).start()
 
     def _open_or_build(self) -> SearchPipeline:
+        """This process's index: the shared one (``WORKSPACE/search``) opened, or built, and
+        caught up with the catalogue under its lock (one writer among the serving workers and
+        ``notefeed search``), then copied to ``search.run/<pid>-<random>``, which this process
+        alone writes (the notes published on any worker) and removes on close."""
+        with folder_lock(self.path):
+            p = self._open_or_build_shared()
+            n = len(p)
+            if self.engine.catalog.n_items > n:
+                p.add_notes(_catalog_notes(self.engine, n))
+            p.close()  # saved, its tantivy writer released
+            _clear_stale(self.run_dir)
+            private = self.run_dir / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            shutil.copytree(self.path, private)
+        self.private = private
+        return SearchPipeline.load(private, self.config)
+
+    def _open_or_build_shared(self) -> SearchPipeline:
         ids = self.engine.catalog.note_ids
         kept: LearnedFusion | None = None  # a trained fusion outlives a rebuild of the index
         if (self.path / "fusion.json").exists():
@@ -168,7 +212,8 @@ class SearchService:
         if (self.path / "catalog.json").exists():
             try:
                 p = SearchPipeline.load(self.path, self.config)
-                if p.note_ids == ids[: len(p.note_ids)]:
+                m = min(len(p.note_ids), len(ids))  # longer: another worker indexed notes this one reads next
+                if p.note_ids[:m] == ids[:m]:
                     return p
                 p.close()
                 log.warning("search: %s indexes another catalogue; rebuilding", self.path)
@@ -217,13 +262,19 @@ class SearchService:
 
     def published(self, note: Note) -> None:
         """Index a note the engine has just published (called before the publish answers)."""
+        self.catch_up()
+
+    def catch_up(self) -> None:
+        """Index the catalogue's notes this index lacks: one just published here, or those other
+        workers published (the engine's follower calls this after adding them)."""
         with self._lock:
             if self.pipeline is None:  # not built yet: _start picks it up from the catalogue
                 return
             try:
-                self.pipeline.add_notes(_catalog_notes(self.engine, len(self.pipeline)))
-            except Exception:  # the note is durable and in the feed; search catches up on restart
-                log.exception("search: indexing published note %s failed", note.note_id)
+                if self.engine.catalog.n_items > len(self.pipeline):
+                    self.pipeline.add_notes(_catalog_notes(self.engine, len(self.pipeline)))
+            except Exception:  # the notes are durable and in the feed; search catches up on restart
+                log.exception("search: indexing published notes failed")
                 self.engine.metrics.inc("stage_errors_total", stage="search:add_notes")
 
     def require(self) -> SearchPipeline:
@@ -335,8 +386,16 @@ class SearchService:
         return got, source or "query log"
 
     def close(self) -> None:
-        if self.pipeline is not None:
-            self.pipeline.close()
+        """Close the index and remove this process's copy of it (once; again is harmless)."""
+        if not self._ready.is_set() and self._started:
+            self._ready.wait(60.0)  # a build in progress: let it finish its copy first
+        with self._lock:
+            p, self.pipeline = self.pipeline, None
+            private, self.private = self.private, None
+        if p is not None:
+            p.close()
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
         side = getattr(self.engine, "side_effects", None)
         if side is not None:
             side.drain(2.0)  # logged pages still queued

@@ -118,6 +118,52 @@ def test_serve_workers_starts_n_processes_behind_one_port(redis_url, redis_clien
         stop_server(proc)
 
 
+def test_search_on_every_worker_finds_the_notes_published_on_any(redis_url, redis_client, tmp_path):
+    """Two servers on one workspace. Before, both opened WORKSPACE/search itself: the second
+    could not index even its own notes (tantivy's writer lock; a counted stage error), and
+    neither indexed the other's. Now each serves its own copy of the shared index (built and
+    caught up under the index's lock), adds every worker's notes to it, and removes it on stop;
+    the copy of a killed server is removed at the next start."""
+    import signal
+
+    ws = tmp_path / "ws"
+    cfg = _config(tmp_path, redis_url, "w5")
+    pa, pb = free_port(), free_port()
+    a = start_server(ws, pa, ["--config", str(cfg)], timeout=120)
+    b = c = None
+    try:
+        A, B = f"http://127.0.0.1:{pa}", f"http://127.0.0.1:{pb}"
+        b = start_server(ws, pb, ["--config", str(cfg)], timeout=120)
+        for X, note, title in ((A, "s1", "zephyrquux lagoon"), (B, "s2", "zephyrquux reef")):
+            r = httpx.post(f"{X}/v1/notes", json={"note_id": note, "author_id": "a1", "title": title}, headers=H)
+            assert r.status_code == 201
+        for X in (A, B):
+            def found(X=X):  # noqa: ANN001
+                r = httpx.get(f"{X}/v1/search", params={"q": "zephyrquux"}, timeout=60)
+                return r.status_code == 200 and {x["note_id"] for x in r.json()["items"]} == {"s1", "s2"}
+            _until(found, timeout=60)
+            assert "search:add_notes" not in httpx.get(f"{X}/metrics").text
+        copies = sorted(p.name for p in (ws / "search.run").iterdir())
+        assert len(copies) == 2
+        stop_server(b)
+        b = None
+        assert len(list((ws / "search.run").iterdir())) == 1  # B's copy went with it
+        a.send_signal(signal.SIGKILL)  # A's copy stays behind ...
+        a.wait(30)
+        assert len(list((ws / "search.run").iterdir())) == 1
+        pc = free_port()
+        c = start_server(ws, pc, ["--config", str(cfg)], timeout=120)
+        C = f"http://127.0.0.1:{pc}"
+        r = httpx.get(f"{C}/v1/search", params={"q": "zephyrquux"}, timeout=60)
+        assert {x["note_id"] for x in r.json()["items"]} == {"s1", "s2"}
+        left = [p.name for p in (ws / "search.run").iterdir()]
+        assert len(left) == 1 and left[0] not in copies  # ... until the next start removes it
+    finally:
+        for p in (a, b, c):
+            if p is not None:
+                stop_server(p)
+
+
 def test_several_workers_need_redis(tmp_path):
     r = subprocess.run(["notefeed", "serve", "--workspace", str(tmp_path / "ws"), "--config", str(MINIMAL),
                         "--workers", "2"], capture_output=True, text=True, timeout=120,
