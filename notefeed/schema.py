@@ -13,7 +13,16 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "EVENT_TYPES",
@@ -27,6 +36,7 @@ __all__ = [
     "EventType",
     "Surface",
     "Note",
+    "NoteEdit",
     "User",
     "Creator",
     "Event",
@@ -111,6 +121,30 @@ class Note(_Strict):
         if any(not t or len(t) > 128 for t in out):
             raise ValueError("each tag must be 1..128 characters")
         return out
+
+
+class NoteEdit(_Strict):
+    """An edit of a note (``PATCH /v1/notes/{id}``): the fields to change, at least one; the
+    id, author, creation time and media stay."""
+
+    title: str | None = Field(default=None, max_length=1_000)
+    text: str | None = Field(default=None, max_length=100_000)
+    tags: list[str] | None = Field(default=None, max_length=256)
+    category: str | None = Field(default=None, max_length=256)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags_nonempty(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else Note._tags_nonempty(v)
+
+    @model_validator(mode="after")
+    def _something(self) -> NoteEdit:
+        if not self.changes():
+            raise ValueError("give at least one of title, text, tags, category")
+        return self
+
+    def changes(self) -> dict[str, object]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
 class User(_Strict):

@@ -58,10 +58,12 @@ CREATE TABLE IF NOT EXISTS social (user_id VARCHAR NOT NULL, target_id VARCHAR N
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS relations (user_id VARCHAR NOT NULL, creator_id VARCHAR NOT NULL, kind VARCHAR NOT NULL,
     active BOOLEAN NOT NULL, said_at DOUBLE NOT NULL);
+CREATE TABLE IF NOT EXISTS note_edits (note_id VARCHAR PRIMARY KEY, title VARCHAR, text VARCHAR, tags VARCHAR[],
+    category VARCHAR, edited_at DOUBLE NOT NULL);
 """
 _TABLES = ("notes", "users", "creators", "events", "social", "meta")
 #: tables a store written by an older version lacks until a read-write open creates them
-_LATER_TABLES = ("relations",)
+_LATER_TABLES = ("relations", "note_edits")
 #: what a relation row (kind, active) is in ``Dataset.social``; an unblock is no edge
 _RELATION_EDGE = {("follow", True): "follow", ("follow", False): "unfollow", ("block", True): "block"}
 
@@ -284,8 +286,15 @@ class Workspace:
         ``events``: use this event frame (same columns, e.g. read from the event lake) instead
         of the ``events`` table."""
         con = self.con
-        notes = _with_json_columns(con.execute("SELECT * EXCLUDE (tags) FROM notes ORDER BY rowid").df(), "extra")
-        tags = con.sql("SELECT tags FROM notes ORDER BY rowid").to_arrow_table().column(0).to_pylist()
+        if "note_edits" in self.tables:  # an edited note's fields as they are now, in its own row's place
+            edited = ("FROM notes n LEFT JOIN note_edits e ON n.note_id = e.note_id ORDER BY n.rowid")
+            notes = con.execute("SELECT n.* EXCLUDE (tags) REPLACE (coalesce(e.title, n.title) AS title, coalesce("
+                                "e.text, n.text) AS text, coalesce(e.category, n.category) AS category) " + edited).df()
+            tags = con.sql("SELECT coalesce(e.tags, n.tags) " + edited).to_arrow_table().column(0).to_pylist()
+        else:
+            notes = con.execute("SELECT * EXCLUDE (tags) FROM notes ORDER BY rowid").df()
+            tags = con.sql("SELECT tags FROM notes ORDER BY rowid").to_arrow_table().column(0).to_pylist()
+        notes = _with_json_columns(notes, "extra")
         notes.insert(notes.columns.get_loc("text") + 1, "tags", [t if t is not None else [] for t in tags])
         users = _with_json_columns(con.execute("SELECT * FROM users ORDER BY rowid").df(), "attributes")
         creators = con.execute("SELECT * FROM creators ORDER BY rowid").df()
@@ -322,6 +331,29 @@ class Workspace:
             return social
         more = pd.DataFrame(edges, columns=["user_id", "target_id", "kind", "at"])
         return more if not len(social) else pd.concat([social, more], ignore_index=True)
+
+    def edit_notes(self, rows: pd.DataFrame, marks: dict[str, int | str] | None = None) -> int:
+        """Note edits (``note_id``, ``title``, ``text``, ``tags`` (lists), ``category``: the
+        fields as they are after the edit; ``edited_at`` unix seconds), the newest per note
+        kept. The note's row stays where it is (its item index), the fields are read over it;
+        notes the store lacks are skipped. Returns how many were written. ``marks``: as for
+        :meth:`append_events`."""
+        missing = next((c for c in ("note_id", "title", "text", "tags", "category", "edited_at") if c not in rows),
+                       None)
+        if missing is not None:
+            raise DataError(f"note edits: missing column '{missing}'")
+        out = pd.DataFrame({"note_id": rows["note_id"].astype(str), "title": rows["title"].astype(str),
+                            "text": rows["text"].astype(str), "tags": [[str(t) for t in x] for x in rows["tags"]],
+                            "category": rows["category"].astype(str), "edited_at": rows["edited_at"].astype(np.float64)})
+        out = out.drop_duplicates("note_id", keep="last").reset_index(drop=True)
+        self.con.register("ids", out[["note_id"]])
+        known = {r[0] for r in self.con.execute("SELECT note_id FROM ids WHERE note_id IN (SELECT note_id FROM notes)")
+                 .fetchall()}
+        self.con.unregister("ids")
+        out = out[out["note_id"].isin(known)]
+        self._tx(([("INSERT OR REPLACE INTO note_edits SELECT * FROM df", out)] if len(out) else [])
+                 + _mark_steps(marks))
+        return len(out)
 
     def append_relations(self, rows: pd.DataFrame, marks: dict[str, int | str] | None = None) -> int:
         """Append relation-log rows (``user_id, creator_id, kind`` in ``follow``/``block``,
@@ -458,8 +490,12 @@ class Workspace:
         n = base.notes
         extra_cols = [c for c in n.columns if c not in NOTE_COLUMNS and c not in ("media_vector",)]
         rows = n[list(NOTE_COLUMNS)].assign(extra=_row_json(n, extra_cols))
+        # a note written again replaces its row, and an edit kept of it (the new row is the note now)
+        forget = ([("DELETE FROM note_edits WHERE note_id IN (SELECT note_id FROM df)", rows[["note_id"]])]
+                  if "note_edits" in self.tables else [])
         self._tx([
             *self._upsert_steps("notes", "note_id", rows),
+            *forget,
             ("INSERT INTO creators SELECT DISTINCT author_id, 0 FROM df WHERE author_id NOT IN "
              "(SELECT creator_id FROM creators)", rows),
             *_mark_steps(marks),

@@ -172,11 +172,11 @@ def train_cmd(
         while True:
             if sync:  # before the lake export too: the batch engines read the store through it
                 report = _sync(workspace, cfg, "; --no-sync trains without")
-                if report.notes or report.events or report.relations or report.skipped:
+                if report.copied:
                     typer.echo(report.line())
                 elif done:  # a round after the first with nothing new: the promoted version stands
                     typer.echo(f"{time.strftime('%H:%M:%S')} nothing new in the serving logs; not retrained")
-            if not done or report.notes or report.events or report.relations:
+            if not done or report.notes or report.events or report.relations or report.edits:
                 try:  # batch engines read the event lake
                     ds = lake_dataset(workspace, _fail, typer.echo) if batch.name != "local" else None
                     t0, c0 = time.perf_counter(), time.process_time()

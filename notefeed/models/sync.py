@@ -30,11 +30,13 @@ from typing import Any
 import pandas as pd
 
 __all__ = ["SyncReport", "sync_logs", "sync_workspace", "sync_first", "pending", "event_log_key", "EVENT_LOG", "NOTE_LOG",
-           "FOLLOWERS_LOG", "RELATION_LOG"]
+           "FOLLOWERS_LOG", "RELATION_LOG", "EDITS_LOG"]
 
 #: :meth:`Workspace.mark` keys of the two logs (and of the note log's follower counts, and of
 #: the relation log: follows, unfollows and blocks sent through the API)
 EVENT_LOG, NOTE_LOG, FOLLOWERS_LOG, RELATION_LOG = "event_log", "note_log", "note_log.followers", "relation_log"
+#: the mark of the note log's edits
+EDITS_LOG = "note_log.edits"
 #: log entries appended per transaction
 BATCH = 50_000
 
@@ -45,12 +47,20 @@ class SyncReport:
     events: int = 0
     skipped: int = 0  # entries the store's checks refused
     relations: int = 0  # follows, unfollows, blocks and unblocks sent through the API
+    edits: int = 0  # note edits (PATCH /v1/notes/{id})
 
     def line(self) -> str:
         skipped = f" ({self.skipped:,} refused by the store's checks, skipped)" if self.skipped else ""
-        rel = f" and {self.relations:,} follows, unfollows or blocks" if self.relations else ""
-        sep = ", " if self.relations else " and "
-        return f"synced the serving logs: {self.notes:,} notes{sep}{self.events:,} events{rel}{skipped}"
+        more = [f"{self.edits:,} note edits"] * bool(self.edits) + \
+            [f"{self.relations:,} follows, unfollows or blocks"] * bool(self.relations)
+        parts = [f"{self.notes:,} notes", f"{self.events:,} events", *more]
+        said = ", ".join(parts[:-1]) + " and " + parts[-1]
+        return f"synced the serving logs: {said}{skipped}"
+
+    @property
+    def copied(self) -> bool:
+        """Whether the sync copied anything (or skipped something)."""
+        return bool(self.notes or self.events or self.relations or self.edits or self.skipped)
 
 
 def _valid(frame: pd.DataFrame, check: Any) -> tuple[pd.DataFrame, int]:
@@ -73,7 +83,7 @@ def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH
     :class:`~notefeed.serve.relations.RelationLog`) hold past its marks."""
     from notefeed.data.importer import check_events, check_notes
 
-    notes = events = skipped = 0
+    notes = events = skipped = edits = 0
     if note_log is not None:
         rows = note_log.since(int(ws.mark(NOTE_LOG) or 0))  # positions are the log's own sequence numbers
         for i in range(0, len(rows), batch):
@@ -87,6 +97,12 @@ def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH
             else:
                 ws.set_marks({NOTE_LOG: part[-1][0]})
             notes, skipped = notes + len(frame), skipped + bad
+        # edits (after the notes: a note published and edited since the last sync is there now)
+        for part in iter(lambda: note_log.edits_since(int(ws.mark(EDITS_LOG) or 0), move=False, limit=batch), []):
+            frame = pd.DataFrame([{"note_id": n, **{k: b["after"][k] for k in ("title", "text", "tags", "category")},
+                                   "edited_at": at} for _, n, b, at in part])
+            ws.edit_notes(frame, marks={EDITS_LOG: part[-1][0]})
+            edits += len(part)
         # follower counts the app sent (with a publish or on their own), the newest per creator
         counts = note_log.followers_since(int(ws.mark(FOLLOWERS_LOG) or 0))
         if counts:
@@ -109,13 +125,14 @@ def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH
         for part in iter(lambda: relation_log.after(int(ws.mark(RELATION_LOG) or 0), batch), []):
             frame = pd.DataFrame([r[1:] for r in part], columns=["user_id", "creator_id", "kind", "active", "at"])
             relations += ws.append_relations(frame, marks={RELATION_LOG: part[-1][0]})
-    return SyncReport(notes, events, skipped, relations)
+    return SyncReport(notes, events, skipped, relations, edits)
 
 
 def pending(ws: Any, workspace: str | Path) -> dict[str, int]:
     """What ``workspace``'s SQLite logs hold past the open store ``ws``'s marks (what the next
     sync copies): ``notes``, ``events`` (the SQLite event log; a Redis stream is not counted
-    here), ``follower_counts`` and ``relations`` (follows, unfollows, blocks and unblocks). A
+    here), ``follower_counts``, ``relations`` (follows, unfollows, blocks and unblocks) and
+    ``edits`` (note edits). A
     log that does not exist counts 0; the store is only read (a note log from before this
     version gets its new, empty tables)."""
     from notefeed.online.bus import SqliteEventBus
@@ -123,11 +140,12 @@ def pending(ws: Any, workspace: str | Path) -> dict[str, int]:
     from notefeed.serve.relations import RELATIONS_FILE, RelationLog
 
     workspace = Path(workspace)
-    out = {"notes": 0, "events": 0, "follower_counts": 0, "relations": 0}
+    out = {"notes": 0, "events": 0, "follower_counts": 0, "relations": 0, "edits": 0}
     if (workspace / "notes.sqlite").exists():
         log = NoteLog(workspace / "notes.sqlite")
         try:
             out["notes"] = len(log.since(int(ws.mark(NOTE_LOG) or 0)))
+            out["edits"] = len(log.edits_since(int(ws.mark(EDITS_LOG) or 0), move=False))
             out["follower_counts"] = len(log.followers_since(int(ws.mark(FOLLOWERS_LOG) or 0)))
         finally:
             log.close()
@@ -193,6 +211,6 @@ def sync_first(workspace: str | Path, echo: Any, fail: Any) -> SyncReport | None
     except (DataError, ValueError, OSError) as e:
         fail(f"--workspace: syncing the serving logs into the store failed ({e}); --no-sync reads the store as it is")
         return None
-    if report.notes or report.events or report.relations or report.skipped:
+    if report.copied:
         echo(report.line())
     return report

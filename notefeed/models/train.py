@@ -110,7 +110,7 @@ def train_workspace(workspace: str | Path, config: Any = None, seed: int = 0, pr
                 from notefeed.models.sync import sync_workspace
 
                 report = sync_workspace(workspace, cfg)
-                if report.notes or report.events or report.relations or report.skipped:
+                if report.copied:
                     say(report.line())
             ds = load_workspace_dataset(workspace)
         except (DataError, OSError) as e:

@@ -164,6 +164,16 @@ class AnnIndex:
         assert self.index is not None
         self.index.add_with_ids(v, ids)
 
+    def replace(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Give the entries ``ids`` (already added) new ``vectors``: removed, then added again.
+        ``RuntimeError`` for a kind FAISS cannot remove from (HNSW)."""
+        if self.kind == "hnsw":
+            raise RuntimeError("AnnIndex.replace: an HNSW index cannot remove entries")
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if self.index is not None and len(ids):
+            self.index.remove_ids(ids)
+        self.add(vectors, ids)
+
     def search(self, queries: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` by inner product: (scores (q, k) float32, ids (q, k) int64; -1 pads).
         ``nprobe``: an IVF index searches that many lists for this call instead of its own

@@ -376,6 +376,25 @@ class DenseIndex:
             self._vecs.append(np.asarray(vectors, np.float32))
             self._ids.append(np.asarray(items, np.int64))
 
+    def replace(self, notes: pd.DataFrame, items: np.ndarray) -> bool:
+        """Encode ``notes`` (edited) again as the vectors of ``items``; ``False`` (the old vectors
+        kept) where the ANN index cannot remove entries (HNSW)."""
+        items = np.asarray(items, np.int64)
+        if not len(items):
+            return True
+        vecs = self.encoder.transform(note_texts(notes)).astype(np.float32)
+        with self._lock:
+            try:
+                self.ann.replace(vecs, items)
+            except RuntimeError:
+                return False
+            ids = np.concatenate(self._ids) if self._ids else np.zeros(0, np.int64)
+            all_v = np.concatenate(self._vecs) if self._vecs else np.zeros((0, vecs.shape[1]), np.float32)
+            pos = pd.Index(ids).get_indexer(items)
+            all_v[pos[pos >= 0]] = vecs[pos >= 0]
+            self._ids, self._vecs = [ids], [all_v]
+        return True
+
     def __len__(self) -> int:
         return self.ann.ntotal
 

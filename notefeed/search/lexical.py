@@ -62,6 +62,13 @@ def analyze_notes(notes: pd.DataFrame, workers: int = 1) -> list[dict[str, list[
         return out
 
 
+def _distinct(toks: Mapping[str, list[str]]) -> set[str]:
+    """A note's distinct tokens over the counted fields (what :attr:`LexicalIndex.df` counts)."""
+    seen = set(toks.get("title", ()))
+    seen.update(*(toks.get(f, ()) for f in FIELDS[1:]))
+    return seen
+
+
 @RETRIEVERS.register("lexical/bm25")
 class LexicalIndex:
     """BM25 (tantivy) over title, text, tags, author, category (+ CJK single characters)."""
@@ -121,27 +128,52 @@ class LexicalIndex:
         """Index already analysed notes (see :func:`analyze_notes`) and commit."""
         with self._lock, gc_paused():
             w = self._writer_()
-            add, new_doc, rest = w.add_document, tantivy.Document, FIELDS[1:]
-            seen_all: list[str] = []  # each note's distinct tokens, counted in batches (same counts, same key order)
-            n = 0
-            for toks, item in zip(docs, items.tolist(), strict=True):
-                doc = new_doc()
-                doc.add_unsigned("item", item)
-                for f in _ALL_FIELDS:
-                    t = toks.get(f)
-                    if t:
-                        doc.add_text(f, " ".join(t))
-                add(doc)
-                seen = set(toks.get("title", ()))
-                seen.update(*(toks.get(f, ()) for f in rest))
-                seen_all.extend(seen)
-                if len(seen_all) >= 1_000_000:
-                    self.df.update(seen_all)
-                    seen_all.clear()
-                n += 1
-            self.df.update(seen_all)
+            n = self._add_docs(w, docs, items)
             w.commit()
             self.n_docs += n
+            self.index.reload()
+            self._dirty = True
+
+    def _add_docs(self, w: tantivy.IndexWriter, docs: Iterable[Mapping[str, list[str]]], items: np.ndarray) -> int:
+        """Add the documents (not committed) and their distinct tokens to :attr:`df`; returns
+        how many."""
+        add, new_doc = w.add_document, tantivy.Document
+        seen_all: list[str] = []  # each note's distinct tokens, counted in batches (same counts, same key order)
+        n = 0
+        for toks, item in zip(docs, np.asarray(items, np.int64).tolist(), strict=True):
+            doc = new_doc()
+            doc.add_unsigned("item", item)
+            for f in _ALL_FIELDS:
+                t = toks.get(f)
+                if t:
+                    doc.add_text(f, " ".join(t))
+            add(doc)
+            seen_all.extend(_distinct(toks))
+            if len(seen_all) >= 1_000_000:
+                self.df.update(seen_all)
+                seen_all.clear()
+            n += 1
+        self.df.update(seen_all)
+        return n
+
+    def replace_tokens(self, old_docs: Iterable[Mapping[str, list[str]]], docs: Iterable[Mapping[str, list[str]]],
+                       items: np.ndarray) -> None:
+        """Re-index the notes ``items`` (edited): their documents replaced by ``docs``, the
+        document frequencies moved from ``old_docs`` (what they were indexed with) to ``docs``;
+        committed on return."""
+        with self._lock, gc_paused():
+            w = self._writer_()
+            for item in np.asarray(items, np.int64).tolist():
+                w.delete_documents_by_query(tantivy.Query.term_query(self.schema, "item", item))
+            for toks in old_docs:
+                for t in _distinct(toks):
+                    left = self.df.get(t, 0) - 1
+                    if left > 0:
+                        self.df[t] = left
+                    else:
+                        self.df.pop(t, None)
+            self._add_docs(w, docs, items)
+            w.commit()
             self.index.reload()
             self._dirty = True
 

@@ -8,6 +8,7 @@ Built from a ``Dataset.notes``-shaped frame (:meth:`SearchPipeline.build`), grow
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -41,6 +42,8 @@ from notefeed.search.understand import QueryUnderstanding
 from notefeed.threads import gc_paused
 
 __all__ = ["SearchPipeline", "SearchResult"]
+
+log = logging.getLogger(__name__)
 
 _INTENT_FIT_MAX = 100_000
 #: the personal features the hand-weighted (RRF) score averages
@@ -78,6 +81,9 @@ class SearchPipeline:
         self._tag_table = TagTable()
         #: per-note topic mixtures over ``intent.categories`` (item i = row i)
         self.topics = topics if topics is not None else TopicTable()
+        #: the last note-log edit (its position) this index holds (:meth:`update_notes` is
+        #: given the edits past it; the serving engine's catalogue keeps them in order)
+        self.edits_seq = 0
         self._intent_index = {c: i for i, c in enumerate(intent.categories)}
         self._lock = threading.Lock()
         rewriters: list[RewriteBackend] = []
@@ -195,6 +201,42 @@ class SearchPipeline:
             if self.understanding.spell is not None:
                 self.understanding.spell.add_words(list({t for f in ("title", "text", "tags") if f in notes
                                                           for t in " ".join(map(str, notes[f])).lower().split()}))
+        return items
+
+    def update_notes(self, old: pd.DataFrame, new: pd.DataFrame) -> np.ndarray:
+        """Re-index edited notes: ``old`` as they were indexed, ``new`` as they are now (the
+        same ``note_id``s, indexed already); their text, category, tags, topic mixture, dense
+        vector (not with an HNSW dense index: it cannot remove one) and title suggestion are
+        replaced. Returns their items. Searchable as edited when this returns."""
+        ids = new["note_id"].astype(str).tolist()
+        if old["note_id"].astype(str).tolist() != ids:
+            raise SearchError("note_id: the old and new rows of the edited notes differ")
+        with self._lock:
+            unknown = [n for n in ids if n not in self.note_index]
+            if unknown:
+                raise SearchError(f"note_id: {unknown[0]!r} is not indexed")
+            items = np.asarray([self.note_index[n] for n in ids], np.int64)
+            docs = analyze_notes(new)
+            self.lexical.replace_tokens(analyze_notes(old), docs, items)
+            self.topics.set_rows(items, *note_topics(docs, self.intent))
+            if self.dense is not None and not self.dense.replace(new, items):
+                log.warning("search: the dense vectors of %d edited notes stay the old ones (HNSW index)", len(items))
+            cats = new["category"].astype(str).tolist() if "category" in new.columns else [""] * len(new)
+            tags = new["tags"].tolist() if "tags" in new.columns else [[]] * len(new)
+            n0 = len(self.item_category)
+            self._add_meta(pd.DataFrame({"category": cats, "tags": tags}))  # appended, then moved into place
+            for k, i in enumerate(items.tolist()):
+                self.item_category[i] = self.item_category[n0 + k]
+                self.item_tags[i] = self.item_tags[n0 + k]
+            del self.item_category[n0:], self.item_tags[n0:]
+            self._cat_arr = np.asarray(self.item_category, np.int64)
+            self._tag_table = TagTable()  # rebuilt from the tag lists on the next personal search
+            if self.suggester.source == "titles" and "title" in new.columns:
+                self.suggester.remove(old["title"].astype(str).tolist() if "title" in old.columns else [])
+                self.suggester.add(new["title"].astype(str).tolist())
+            if self.understanding.spell is not None:
+                self.understanding.spell.add_words(list({t for f in ("title", "text", "tags") if f in new
+                                                          for t in " ".join(map(str, new[f])).lower().split()}))
         return items
 
     def __len__(self) -> int:

@@ -98,7 +98,8 @@ def save_state(p: SearchPipeline, folder: Path) -> None:
               str(folder / "catalog.safetensors"))
     _write_json(folder / "catalog.json", {"format_version": FORMAT_VERSION, "note_ids": p.note_ids,
                                           "categories": p.categories, "tags": p.tags,
-                                          "config": p.config.model_dump(mode="json"), "dense": p.dense is not None})
+                                          "config": p.config.model_dump(mode="json"), "dense": p.dense is not None,
+                                          "edits_seq": p.edits_seq})
     m = p.intent
     save_file({"log_prior": m.log_prior, "log_lik": m.log_lik}, str(folder / "intent.safetensors"))
     _write_json(folder / "intent.json", {"alpha": m.alpha, "categories": m.categories, "vocab": list(m.vocab)})
@@ -143,6 +144,8 @@ def load_state(cls: type[SearchPipeline], folder: Path, config: SearchConfig | N
     sug._sorted = sorted(sug._weight)
     mined = MinedRewrites.load(folder / "rewrites.json") if (folder / "rewrites.json").exists() else None
     fusion = LearnedFusion.load(folder / "fusion.json") if (folder / "fusion.json").exists() else None
-    return cls(cfg, lex, dense, intent, sug, note_ids, cat["item_category"].astype(int).tolist(),
-               [str(c) for c in meta["categories"]], item_tags, [str(t) for t in meta["tags"]],
-               mined=mined, fusion=fusion, path=folder, topics=TopicTable(cat["topic_ids"], cat["topic_w"]))
+    p = cls(cfg, lex, dense, intent, sug, note_ids, cat["item_category"].astype(int).tolist(),
+            [str(c) for c in meta["categories"]], item_tags, [str(t) for t in meta["tags"]],
+            mined=mined, fusion=fusion, path=folder, topics=TopicTable(cat["topic_ids"], cat["topic_w"]))
+    p.edits_seq = int(meta.get("edits_seq", 0))
+    return p

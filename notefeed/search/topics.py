@@ -165,6 +165,15 @@ class TopicTable:
         self.arrays = (np.concatenate([pad(old_i, np.int32), pad(ids, np.int32)]),
                        np.concatenate([pad(old_w, np.float32), pad(wts, np.float32)]))
 
+    def set_rows(self, items: np.ndarray, ids: np.ndarray, wts: np.ndarray) -> None:
+        """Replace the mixtures of ``items`` (edited notes), as a new pair of arrays."""
+        old_i, old_w = self.arrays
+        k = max(old_i.shape[1], ids.shape[1])
+        pad = lambda a, dt: np.pad(np.asarray(a, dt), ((0, 0), (0, k - a.shape[1])))  # noqa: E731
+        new_i, new_w = pad(old_i, np.int32), pad(old_w, np.float32)
+        new_i[items], new_w[items] = pad(ids, np.int32), pad(wts, np.float32)
+        self.arrays = (new_i, new_w)
+
     def dense(self, items: np.ndarray, n_categories: int) -> np.ndarray:
         """(len(items), n_categories) mixtures; zeros for items outside the table."""
         ids, wts = self.arrays

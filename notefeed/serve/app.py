@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from notefeed.schema import SMALL_CREATOR_FOLLOWERS, Event, Note, id_problem
+from notefeed.schema import SMALL_CREATOR_FOLLOWERS, Event, Note, NoteEdit, id_problem
 from notefeed.serve.adslots import page_ads
 from notefeed.serve.docs import add_docs
 from notefeed.serve.engine import DUPLICATE, Engine, NoteRemoved, UnknownNote
@@ -351,6 +351,23 @@ def create_app(engine: Engine) -> FastAPI:
         except UnknownNote:
             raise HTTPException(404, f"unknown note_id {note_id!r}") from None
         return {"note_id": note_id, "item": i, "removed": True, "already_removed": already}
+
+    @app.patch("/v1/notes/{note_id}", dependencies=[Depends(write_auth)])
+    def edit(body: NoteEdit, note_id: str) -> dict[str, Any]:
+        """Edit a note's title, text, tags or category: durable before the answer; from the next
+        request every worker's pages, related lists and search have the new fields (search is
+        caught up before the answer here), restarts included, and ``notefeed train`` learns from
+        them. Fields equal to the note's change nothing (``changed: []``)."""
+        try:
+            i, changed = engine.edit_note(note_id, body.changes())
+        except NoteRemoved:
+            raise HTTPException(410, f"note_id {note_id!r} was removed") from None
+        except UnknownNote:
+            raise HTTPException(404, f"unknown note_id {note_id!r}") from None
+        if changed:
+            search.catch_up()  # searchable as edited before the answer
+        return {"note_id": note_id, "item": i, "changed": changed,
+                "note": {**engine.catalog.note_json(i), **engine.catalog.fields(i)}}
 
     @app.post("/v1/notes/{note_id}/restore", dependencies=[Depends(write_auth)])
     def restore(note_id: str, reason: str | None = Query(None, min_length=1, max_length=500)) -> dict[str, Any]:

@@ -12,11 +12,13 @@ two-tower embedding replaces them when the pipeline provides one.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,6 +53,9 @@ class NoteLog:
             self._db.execute("CREATE TABLE IF NOT EXISTS restored (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
                              "note_id TEXT NOT NULL, at REAL NOT NULL, reason TEXT, removed_at REAL, "
                              "removed_reason TEXT)")
+            # edits of notes (PATCH /v1/notes/{id}): the fields changed, as JSON, in order
+            self._db.execute("CREATE TABLE IF NOT EXISTS edits (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                             "note_id TEXT NOT NULL, body TEXT NOT NULL, at REAL NOT NULL)")
             # creators' follower counts as the app sends them (with a publish, or on their own)
             self._db.execute("CREATE TABLE IF NOT EXISTS followers (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
                              "creator_id TEXT NOT NULL, followers INTEGER NOT NULL, at REAL NOT NULL)")
@@ -65,6 +70,8 @@ class NoteLog:
         self.last_restored_seq = 0
         #: the last follower count :meth:`followers_since` read
         self.last_followers_seq = 0
+        #: the last edit :meth:`edits_since` read
+        self.last_edits_seq = 0
 
     def append(self, note: Note, followers: int | None) -> None:
         """Log a published note; a follower count given with it is also a row of the follower
@@ -93,6 +100,43 @@ class NoteLog:
         with self._lock:
             self._db.execute("INSERT INTO followers (creator_id, followers, at) VALUES (?, ?, ?)",
                              (creator_id, int(followers), time.time()))
+
+    def edit(self, note_id: str, changes: dict[str, Any], current: dict[str, Any]) -> list[str]:
+        """Log an edit of ``note_id``: ``changes`` over its fields as the log last left them
+        (the newest logged edit's, else ``current``, the caller's), both kept in the row
+        (``before``, ``after``; every process reads the same pair, whatever it had read when it
+        edited). Durable when this returns. Returns the fields that changed (nothing is logged
+        when none did)."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                row = self._db.execute("SELECT body FROM edits WHERE note_id = ? ORDER BY seq DESC LIMIT 1",
+                                       (note_id,)).fetchone()
+                before = json.loads(row[0])["after"] if row is not None else dict(current)
+                after = {**before, **{k: v for k, v in changes.items() if k in before}}
+                changed = sorted(k for k in after if after[k] != before[k])
+                if changed:
+                    self._db.execute("INSERT INTO edits (note_id, body, at) VALUES (?, ?, ?)", (note_id, json.dumps(
+                        {"before": before, "after": after, "changed": changed}, ensure_ascii=False), time.time()))
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        return changed
+
+    def edits_since(self, seq: int, move: bool = True,
+                    limit: int | None = None) -> list[tuple[int, str, dict[str, Any], float]]:
+        """(position, note id, ``{"before", "after", "changed"}``, time) of the edits logged
+        after position ``seq`` (by any process), in order, the first ``limit`` of them; with
+        ``move``, :attr:`last_edits_seq` becomes the last one read (not with a ``limit``)."""
+        if move and limit is None:
+            rows = self._after("edits", "note_id, body, at", seq, "last_edits_seq")
+        else:
+            with self._lock:
+                rows = self._db.execute("SELECT seq, note_id, body, at FROM edits WHERE seq > ? ORDER BY seq"
+                                        + (f" LIMIT {int(limit)}" if limit else ""), (int(seq),)).fetchall()
+        return [(int(q), str(n), json.loads(b), float(t)) for q, n, b, t in rows]
 
     def followers_since(self, seq: int) -> list[tuple[int, str, int]]:
         """(position, creator id, count) rows logged after position ``seq`` (by any process), in
@@ -260,6 +304,12 @@ class Catalog:
         #: how long ``top_popular`` may serve a cached list (0: always fresh; the simulator
         #: sets 0 so that a run does not depend on how fast the machine is)
         self.top_max_age_s = 1.0
+        #: the current fields of edited notes (item -> title, text, tags, category), over the
+        #: dataset's rows (published notes' edits are also in :attr:`published`)
+        self.edited: dict[int, dict[str, Any]] = {}
+        #: every edit applied, in the note log's order: (its position, item, the fields before,
+        #: the fields after); what the search index catches up from
+        self.edit_log: list[tuple[int, int, dict[str, Any], dict[str, Any]]] = []
         #: removed notes (taken down), sorted item indices, replaced whole on :meth:`mark_removed`:
         #: every pipeline drops them (``builtin/removed``), as do related notes and search
         self.removed_items: np.ndarray = np.empty(0, np.int64)
@@ -428,6 +478,37 @@ class Catalog:
                 i0, c0 = self.exposure_totals
                 self.exposure_totals = (i0 + len(impressions), c0 + len(clicks))
 
+    def fields(self, item: int) -> dict[str, Any]:
+        """The editable fields of note ``item`` as it is now: ``title``, ``text``, ``tags``
+        (a list), ``category``."""
+        if item in self.edited:
+            return dict(self.edited[item])
+        if item in self.published:
+            n = self.published[item]
+            return {"title": n.title, "text": n.text, "tags": list(n.tags), "category": n.category}
+        row = self.ds.notes.iloc[item]
+        tags = row["tags"] if "tags" in row.index else []
+        return {"title": str(row.get("title", "")), "text": str(row.get("text", "")),
+                "tags": [str(t) for t in (tags if isinstance(tags, list | tuple | np.ndarray) else [])],
+                "category": str(row.get("category", ""))}
+
+    def edit(self, item: int, before: dict[str, Any], after: dict[str, Any], seq: int) -> None:
+        """Apply an edit (the note log's at position ``seq``: the fields ``before`` and ``after``
+        it) to note ``item``: its fields, its category code and catalogue vector (what diversity
+        and the related fallbacks read)."""
+        with self._lock:
+            old, new = dict(before), {**self.fields(item), **after}
+            c = self.category_index.get(new["category"])
+            if c is None:
+                c = self.category_index[new["category"]] = len(self.categories)
+                self.categories.append(new["category"])
+            self._cat.a[item] = c
+            self._vec.a[item] = self._vectors(np.array([c]), np.array([int(self._author.a[item])]))[0]
+            self.edited[item] = new
+            if item in self.published:
+                self.published[item] = self.published[item].model_copy(update=new)
+            self.edit_log.append((int(seq), int(item), old, new))
+
     def note_json(self, item: int) -> dict[str, object]:
         """Public fields of one note (base dataset rows or published notes)."""
         out: dict[str, object] = {
@@ -436,7 +517,9 @@ class Catalog:
             "category": self.category_name(item),
             "created_at": int(self._created.view()[item]),
         }
-        if item < self.ds.n_items:
+        if item in self.edited:
+            out["title"] = self.edited[item]["title"]
+        elif item < self.ds.n_items:
             out["title"] = str(self.ds.notes["title"].iat[item])
         elif item in self.published:
             out["title"] = self.published[item].title

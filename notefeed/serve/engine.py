@@ -160,6 +160,7 @@ class Engine:
         replay_notes()
         self._add_removed(lambda: replay_notes(self.note_log.last_seq))
         self._add_follower_counts()
+        self._add_edits(lambda: replay_notes(self.note_log.last_seq))
         self.bus = bus or open_bus(on.backend, self.workspace, on.redis_url, on.synchronous,
                                    stream=f"{on.redis_prefix}:events")
         if state is None:
@@ -239,8 +240,8 @@ class Engine:
                                         self._publish_fine, self.catalog.item_of)
             if self.online_ltr.cfg.background:
                 self.side_effects.subscribe(self.online_ltr.observe)
-        #: called (no arguments) after the follower added notes other workers published
-        #: (the search index registers its catch-up here)
+        #: called (no arguments) after the follower added notes other workers published or
+        #: applied their edits (the search index registers its catch-up here)
         self.note_hooks: list[Callable[[], None]] = []
         #: events of other workers folded in (:meth:`_follow`; Redis backend only)
         self.followed = 0
@@ -625,6 +626,39 @@ class Engine:
             self.metrics.inc("notes_removed_total")
         return i, not new
 
+    def edit_note(self, note_id: str, changes: dict[str, Any]) -> tuple[int, list[str]]:
+        """Edit ``note_id``'s ``title``, ``text``, ``tags`` or ``category`` (the creator changed
+        the note): logged durably in the note log, then every worker's catalogue (what pages and
+        related lists show, the category diversity and the small-creator rule read) and search
+        index (its text, category, tags and vectors) have the new fields, restarts included;
+        ``notefeed train``'s sync copies the edit into the store, so the next version learns
+        from it. Returns (its item, the fields that changed; none logged when nothing did).
+        :class:`UnknownNote`, :class:`NoteRemoved` (a taken-down note is not edited)."""
+        i = self.catalog.item_of(note_id)
+        if i is None:
+            raise UnknownNote(note_id)
+        if self.catalog.is_removed(np.array([i]))[0]:
+            raise NoteRemoved(note_id)
+        with self._notes_lock:
+            self._read_note_log()  # the catalogue's fields as the log has them
+            changed = self.note_log.edit(note_id, changes, self.catalog.fields(i))
+            self._read_note_log()
+        if changed:
+            self.metrics.inc("notes_edited_total")
+        return i, changed
+
+    def _add_edits(self, add_notes: Callable[[], None] | None = None) -> None:
+        """Apply the edits logged (by any worker) past what this one read, in order; a note this
+        catalogue lacks is read from the note log first (``add_notes``, default
+        :meth:`_add_logged_notes`). Under ``_notes_lock``, or before serving starts."""
+        rows = self.note_log.edits_since(self.note_log.last_edits_seq)
+        if any(self.catalog.item_of(n) is None for _, n, _, _ in rows):
+            (add_notes or self._add_logged_notes)()
+        for seq, note_id, body, _ in rows:
+            i = self.catalog.item_of(note_id)
+            if i is not None:
+                self.catalog.edit(i, body["before"], body["after"], seq)
+
     def restore_note(self, note_id: str, reason: str | None = None) -> tuple[int, bool]:
         """Undo ``note_id``'s takedown (an appeal granted, a moderation mistake): logged durably
         in the note log, then every worker's feeds, related lists and search show it again
@@ -727,19 +761,24 @@ class Engine:
                 self.metrics.inc("stage_errors_total", stage=f"add_items:{st.name}")
 
     def _note_frame(self, items: range) -> pd.DataFrame:
-        """The catalogue's notes ``items`` as note rows (the dataset's, then published ones)."""
+        """The catalogue's notes ``items`` as note rows (the dataset's, then published ones;
+        edited fields as they are now)."""
         nd = self.ds.n_items
         rows = self.ds.notes.iloc[items.start:min(items.stop, nd)].to_dict("records") if items.start < nd else []
+        for k, i in enumerate(range(items.start, min(items.stop, nd))):
+            if i in self.catalog.edited:
+                rows[k].update(self.catalog.edited[i])
         rows += [self.catalog.published[i].model_dump() for i in range(max(items.start, nd), items.stop)]
         return pd.DataFrame(rows)
 
     def _read_note_log(self) -> None:
         """Apply what the note log holds (by any worker) past what this engine read: the
-        published notes, then the removals, then the follower counts (each in the log's order;
-        a publish's count is a row of the counts too). Under ``_notes_lock``."""
+        published notes, then the removals, then the follower counts, then the edits (each in
+        the log's order; a publish's count is a row of the counts too). Under ``_notes_lock``."""
         self._add_logged_notes()
         self._add_removed()
         self._add_follower_counts()
+        self._add_edits()
 
     def _add_logged_notes(self) -> None:
         """Add to the catalogue, in the note log's order, the notes logged (by any worker) past
@@ -782,9 +821,9 @@ class Engine:
             try:
                 recs = bus.tail(block_ms=200)
                 with self._notes_lock:  # notes first: an event read here never precedes its note
-                    n0 = self.catalog.n_items
+                    n0, e0 = self.catalog.n_items, len(self.catalog.edit_log)
                     self._read_note_log()
-                    grew = self.catalog.n_items > n0
+                    grew = self.catalog.n_items > n0 or len(self.catalog.edit_log) > e0
                 for hook in self.note_hooks if grew else ():  # e.g. search indexes them
                     hook()
                 with self._relations_lock:
@@ -866,6 +905,7 @@ def _make_metrics() -> Metrics:
     m.counter("events_rejected_total", "events rejected")
     m.counter("notes_published_total", "notes published")
     m.counter("notes_removed_total", "takedowns (DELETE /v1/notes/{id}; a repeat of one is not counted)")
+    m.counter("notes_edited_total", "notes edited (PATCH /v1/notes/{id} that changed a field)")
     m.counter("notes_restored_total", "takedowns undone (POST /v1/notes/{id}/restore; each undo once)")
     m.counter("model_swaps_total", "model versions swapped in")
     m.counter("config_reloads_total", "serving configs hot-reloaded")

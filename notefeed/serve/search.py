@@ -87,31 +87,68 @@ class ImageQuery(BaseModel):
 
 
 def _titles(engine: Any, items: list[int]) -> list[str]:
-    """The titles of the engine's catalogue items ``items`` (dataset notes, then published)."""
+    """The titles of the engine's catalogue items ``items`` (dataset notes, then published; an
+    edited note's as it is now)."""
     cat, base = engine.catalog, engine.ds.notes
     has = "title" in base.columns
     out = []
     for i in items:
-        if i < len(base):
+        if i in cat.edited:
+            out.append(str(cat.edited[i]["title"]))
+        elif i < len(base):
             out.append(str(base["title"].iat[i]) if has else "")
         elif i in cat.published:
             out.append(cat.published[i].title)
     return out
 
 
+_NOTE_COLS = ["note_id", "author_id", "title", "text", "tags", "category"]
+
+
 def _catalog_notes(engine: Any, start: int = 0) -> pd.DataFrame:
-    """Notes ``start..`` of the engine's catalogue as a ``Dataset.notes``-shaped frame."""
+    """Notes ``start..`` of the engine's catalogue as a ``Dataset.notes``-shaped frame (edited
+    notes as they are now)."""
     cat = engine.catalog
     base = engine.ds.notes
     parts = []
     if start < len(base):
-        parts.append(base.iloc[start:][["note_id", "author_id", "title", "text", "tags", "category"]])
+        part = base.iloc[start:][_NOTE_COLS]
+        edited = [i for i in cat.edited if start <= i < len(base)]
+        if edited:
+            part = part.copy()
+            for i in edited:
+                for k, v in cat.edited[i].items():
+                    part.iat[i - start, part.columns.get_loc(k)] = v
+        parts.append(part)
     pub = [cat.published[i].model_dump() for i in range(max(start, len(base)), cat.n_items) if i in cat.published]
     if pub:
-        parts.append(pd.DataFrame(pub)[["note_id", "author_id", "title", "text", "tags", "category"]])
+        parts.append(pd.DataFrame(pub)[_NOTE_COLS])
     if not parts:
-        return pd.DataFrame({c: [] for c in ("note_id", "author_id", "title", "text", "tags", "category")})
+        return pd.DataFrame({c: [] for c in _NOTE_COLS})
     return pd.concat(parts, ignore_index=True)
+
+
+def _edited_rows(engine: Any, entries: list[tuple[int, int, dict[str, Any], dict[str, Any]]]) -> tuple[pd.DataFrame,
+                                                                                                      pd.DataFrame]:
+    """(old, new) note frames of catalogue edit-log ``entries``, for ``SearchPipeline.update_notes``."""
+    ids = [engine.catalog.note_ids[i] for _, i, _, _ in entries]
+    old = pd.DataFrame([{"note_id": n, **o} for n, (_, _, o, _) in zip(ids, entries, strict=True)])
+    new = pd.DataFrame([{"note_id": n, **w} for n, (_, _, _, w) in zip(ids, entries, strict=True)])
+    return old, new
+
+
+def _apply_edits(engine: Any, p: SearchPipeline, fresh_from: int | None = None, fresh_upto: int = 0) -> None:
+    """Re-index in ``p`` the catalogue's edits past ``p.edits_seq``, one by one in order (a note
+    edited twice is replaced twice). Items from ``fresh_from`` on were indexed from the
+    catalogue just now, with every edit up to position ``fresh_upto`` in them already."""
+    todo = [e for e in list(engine.catalog.edit_log) if e[0] > p.edits_seq
+            and not (fresh_from is not None and e[1] >= fresh_from and e[0] <= fresh_upto)]
+    for e in todo:
+        if e[1] < len(p):
+            p.update_notes(*_edited_rows(engine, [e]))
+        p.edits_seq = e[0]
+    if fresh_upto > p.edits_seq:
+        p.edits_seq = fresh_upto
 
 
 def _clear_stale(run_dir: Path) -> None:
@@ -191,9 +228,7 @@ class SearchService:
         alone writes (the notes published on any worker) and removes on close."""
         with folder_lock(self.path):
             p = self._open_or_build_shared()
-            n = len(p)
-            if self.engine.catalog.n_items > n:
-                p.add_notes(_catalog_notes(self.engine, n))
+            self._catch_up(p)
             p.close()  # saved, its tantivy writer released
             _clear_stale(self.run_dir)
             private = self.run_dir / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -221,19 +256,34 @@ class SearchService:
                 log.warning("search: cannot open %s (%s); rebuilding", self.path, e)
             shutil.rmtree(self.path, ignore_errors=True)
         qlog = self.log.frame() if self.log is not None and len(self.log) else None  # rewrites mined from it
+        seq = self._last_edit()  # read first: the notes read next hold every edit up to it
         p = SearchPipeline.build(_catalog_notes(self.engine), self.config, path=self.path, query_log=qlog)
+        p.edits_seq = seq
         if kept is not None:
             p.fusion = kept
-            p.save()
+        p.save()
         return p
+
+    def _last_edit(self) -> int:
+        log_ = self.engine.catalog.edit_log
+        return log_[-1][0] if log_ else 0
+
+    def _catch_up(self, p: SearchPipeline) -> None:
+        """Index in ``p`` the catalogue's notes it lacks, then re-index the notes edited since
+        the edits it holds."""
+        n = len(p)
+        seq = self._last_edit()
+        if self.engine.catalog.n_items > n:
+            p.add_notes(_catalog_notes(self.engine, n))
+            _apply_edits(self.engine, p, fresh_from=n, fresh_upto=seq)
+        else:
+            _apply_edits(self.engine, p)
 
     def _start(self) -> None:
         try:
             p = self._open_or_build()
-            with self._lock:  # notes published while building: index them before going live
-                n = len(p)
-                if self.engine.catalog.n_items > n:
-                    p.add_notes(_catalog_notes(self.engine, n))
+            with self._lock:  # notes published (or edited) while building: index them before going live
+                self._catch_up(p)
                 self.pipeline = p
         except Exception as e:  # search stays unavailable (503); the feed is unaffected
             log.exception("search: building the index failed")
@@ -265,16 +315,16 @@ class SearchService:
         self.catch_up()
 
     def catch_up(self) -> None:
-        """Index the catalogue's notes this index lacks: one just published here, or those other
-        workers published (the engine's follower calls this after adding them)."""
+        """Index the catalogue's notes this index lacks (one just published here, or those other
+        workers published: the engine's follower calls this after adding them) and re-index the
+        notes edited since."""
         with self._lock:
             if self.pipeline is None:  # not built yet: _start picks it up from the catalogue
                 return
             try:
-                if self.engine.catalog.n_items > len(self.pipeline):
-                    self.pipeline.add_notes(_catalog_notes(self.engine, len(self.pipeline)))
+                self._catch_up(self.pipeline)
             except Exception:  # the notes are durable and in the feed; search catches up on restart
-                log.exception("search: indexing published notes failed")
+                log.exception("search: indexing published or edited notes failed")
                 self.engine.metrics.inc("stage_errors_total", stage="search:add_notes")
 
     def require(self) -> SearchPipeline:

@@ -20,6 +20,7 @@ from notefeed.serve.engine import Engine, empty_dataset
 from tests.serve.conftest import make_config
 
 TS = 1_700_000_000
+NOTHING_PENDING = {"notes": 0, "events": 0, "follower_counts": 0, "relations": 0, "edits": 0}
 
 
 @pytest.fixture(scope="module")
@@ -411,16 +412,17 @@ def test_data_stats_says_what_the_serving_logs_hold_that_the_store_does_not(smal
     out = tmp_path / "stats.json"
     r = CliRunner().invoke(app, ["data", "stats", "--workspace", str(ws), "--json", str(out)])
     assert r.exit_code == 0, r.output
-    assert json.loads(out.read_text())["not_yet_in_store"] == {"notes": 0, "events": 0, "follower_counts": 0, "relations": 0}
+    assert json.loads(out.read_text())["not_yet_in_store"] == NOTHING_PENDING
     _serve_some(ws, small_ds, notes=3, events=11)  # one note published with a follower count
     r = CliRunner().invoke(app, ["data", "stats", "--workspace", str(ws), "--json", str(out)])
     assert r.exit_code == 0, r.output
-    assert json.loads(out.read_text())["not_yet_in_store"] == {"notes": 3, "events": 11, "follower_counts": 1, "relations": 0}
+    assert json.loads(out.read_text())["not_yet_in_store"] == {**NOTHING_PENDING, "notes": 3, "events": 11,
+                                                                  "follower_counts": 1}
     said = " ".join(r.output.split())
     assert "not yet in the store: 3 notes, 11 events" in said and "notefeed models sync" in said
     sync_workspace(ws)
     r = CliRunner().invoke(app, ["data", "stats", "--workspace", str(ws), "--json", str(out)])
-    assert json.loads(out.read_text())["not_yet_in_store"] == {"notes": 0, "events": 0, "follower_counts": 0, "relations": 0}
+    assert json.loads(out.read_text())["not_yet_in_store"] == NOTHING_PENDING
     (ws / "notes.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x07" * 3000)  # a torn log: one line
     r = CliRunner().invoke(app, ["data", "stats", "--workspace", str(ws)])
     assert r.exit_code == 1 and "notes.sqlite: not a notefeed note log" in r.output  # `data`'s one-line errors

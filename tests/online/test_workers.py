@@ -143,6 +143,11 @@ def test_search_on_every_worker_finds_the_notes_published_on_any(redis_url, redi
                 return r.status_code == 200 and {x["note_id"] for x in r.json()["items"]} == {"s1", "s2"}
             _until(found, timeout=60)
             assert "search:add_notes" not in httpx.get(f"{X}/metrics").text
+        # a note edited on A is found by its new title on B
+        r = httpx.patch(f"{A}/v1/notes/s2", json={"title": "quuxzeph atoll"}, headers=H)
+        assert r.status_code == 200 and r.json()["changed"] == ["title"]
+        _until(lambda: [x["note_id"] for x in httpx.get(f"{B}/v1/search", params={"q": "quuxzeph"}).json()["items"]]
+               [:1] == ["s2"], timeout=30)
         copies = sorted(p.name for p in (ws / "search.run").iterdir())
         assert len(copies) == 2
         stop_server(b)
@@ -155,7 +160,9 @@ def test_search_on_every_worker_finds_the_notes_published_on_any(redis_url, redi
         c = start_server(ws, pc, ["--config", str(cfg)], timeout=120)
         C = f"http://127.0.0.1:{pc}"
         r = httpx.get(f"{C}/v1/search", params={"q": "zephyrquux"}, timeout=60)
-        assert {x["note_id"] for x in r.json()["items"]} == {"s1", "s2"}
+        assert {x["note_id"] for x in r.json()["items"]} == {"s1"}  # s2 was edited
+        r = httpx.get(f"{C}/v1/search", params={"q": "quuxzeph"}, timeout=60)
+        assert [x["note_id"] for x in r.json()["items"]][:1] == ["s2"]
         left = [p.name for p in (ws / "search.run").iterdir()]
         assert len(left) == 1 and left[0] not in copies  # ... until the next start removes it
     finally:

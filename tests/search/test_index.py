@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from notefeed.search import DenseIndex, LexicalIndex, Retriever, SearchConfig, SearchPipeline
-from notefeed.search.base import ParsedQuery
+from notefeed.search.base import ParsedQuery, SearchError
 from tests.search.conftest import make_notes
 
 
@@ -108,3 +109,28 @@ def test_dense_index_kind_follows_the_config(notes: pd.DataFrame, tmp_path: Path
     assert SearchPipeline.load(tmp_path / "s", cfg).dense.ann.kind == "ivf"
     hnsw = SearchPipeline.load(tmp_path / "s", cfg.with_overrides(dense_ann="hnsw"))
     assert hnsw.dense.ann.kind == "hnsw" and len(hnsw.dense) == 13
+
+
+def test_update_notes_replaces_an_edited_notes_index_entries(notes, config, tmp_path) -> None:
+    """``SearchPipeline.update_notes``: the edited note is found by its new words only, its
+    category, tags and topic row are the new ones, and editing it back restores the document
+    frequencies exactly; saved and loaded with the edit position."""
+    p = SearchPipeline.build(notes, config, path=tmp_path / "s")
+    df0, n0 = dict(p.lexical.df), p.lexical.n_docs
+    old = notes.iloc[[1]].reset_index(drop=True)
+    new = old.assign(title=["Zephyrquux kayak"], text=["paddle a lake"], tags=[["kayak"]], category=["travel"])
+    assert p.update_notes(old, new).tolist() == [1]
+    assert p.search("zephyrquux").items[0] == 1 and 1 not in p.search("waterproof boots").items[:1].tolist()
+    assert p.categories[p.item_category[1]] == "travel" and [p.tags[t] for t in p.item_tags[1]] == ["kayak"]
+    assert p.lexical.df["zephyrquux"] == 1 and "waterproof" not in p.lexical.df and p.lexical.n_docs == n0
+    assert p.lexical.index.searcher().num_docs == n0
+    p.edits_seq = 7
+    p.close()
+    q = SearchPipeline.load(tmp_path / "s", config)
+    assert q.edits_seq == 7 and q.search("zephyrquux").items[0] == 1
+    np.testing.assert_array_equal(q.topics.arrays[0], p.topics.arrays[0])
+    q.update_notes(new, old)
+    assert dict(q.lexical.df) == df0 and q.search("waterproof boots").items[0] == 1
+    with pytest.raises(SearchError, match="note_id"):
+        q.update_notes(old.assign(note_id=["nope"]), new.assign(note_id=["nope"]))
+    q.close()
