@@ -38,13 +38,17 @@ def _open_index(workspace: Path, rebuild: bool = False, config: object = None, s
 
         sync_first(workspace, Console(stderr=True).print, _fail)
 
+    from notefeed.models.sync import EDITS_LOG
+
     try:
         with Workspace.open(workspace, create=False) as ws:
             ds = ws.load_dataset()
+            stored_edits = int(ws.mark(EDITS_LOG) or 0)  # the note edits the store's rows hold
     except DataError as e:  # unreadable or locked by a writer
         _fail(f"--workspace: {e}")
     path = workspace / "search"
     pipe = None
+    fresh_from: int | None = None  # items indexed from the store's rows here (edits up to stored_edits in them)
     if not rebuild and (path / "catalog.json").exists():
         try:
             pipe = SearchPipeline.load(path, config)  # type: ignore[arg-type]
@@ -59,6 +63,7 @@ def _open_index(workspace: Path, rebuild: bool = False, config: object = None, s
                 pipe = None
             elif len(ids) > n:  # notes the store gained since (an import, a sync)
                 pipe.add_notes(ds.notes.iloc[n:])
+                fresh_from = n
                 Console(stderr=True).print(f"indexed {len(ids) - n:,} notes added to the store since")
     if pipe is None:
         import shutil
@@ -73,10 +78,35 @@ def _open_index(workspace: Path, rebuild: bool = False, config: object = None, s
                 Console(stderr=True).print(f"dropping {e}")
         shutil.rmtree(path, ignore_errors=True)
         pipe = SearchPipeline.build(ds.notes, config, path=path)  # type: ignore[arg-type]
+        pipe.edits_seq, fresh_from = stored_edits, 0
         if kept is not None:
             pipe.fusion = kept
-            pipe.save()
+        pipe.save()
+    _logged_edits(workspace, pipe, fresh_from, stored_edits)
     return ds, pipe
+
+
+def _logged_edits(workspace: Path, pipe: object, fresh_from: int | None, stored_edits: int) -> None:
+    """Re-index the notes the note log has edits of past those the index holds (``edits_seq``),
+    as serving does: with each edit's fields before and after. Items from ``fresh_from`` on
+    were indexed from the store's rows just now, which hold the edits up to ``stored_edits``."""
+    import pandas as pd
+
+    from notefeed.serve.catalog import NoteLog
+
+    if not (workspace / "notes.sqlite").exists():
+        return
+    log = NoteLog(workspace / "notes.sqlite")
+    try:
+        rows = log.edits_since(pipe.edits_seq, move=False)  # type: ignore[attr-defined]
+    finally:
+        log.close()
+    for seq, note_id, body, _ in rows:
+        i = pipe.note_index.get(note_id)  # type: ignore[attr-defined]
+        if i is not None and not (fresh_from is not None and i >= fresh_from and seq <= stored_edits):
+            pipe.update_notes(pd.DataFrame([{"note_id": note_id, **body["before"]}]),  # type: ignore[attr-defined]
+                              pd.DataFrame([{"note_id": note_id, **body["after"]}]))
+        pipe.edits_seq = max(pipe.edits_seq, seq)  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager

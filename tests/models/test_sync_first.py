@@ -89,3 +89,24 @@ def test_a_torn_log_is_a_one_line_error_naming_no_sync(served: Path) -> None:
     for args in (["search", "x"], ["data", "lake", "export"], ["llm", "embed"]):
         out = CliRunner().invoke(app, [*args, "--workspace", str(served)])
         assert out.exit_code in (1, 2) and "--no-sync" in out.output and "Traceback" not in out.output, (args, out.output)
+
+
+def test_search_indexes_the_edits_the_server_logged(served: Path) -> None:
+    """A note edited through the server after the index was written: `notefeed search` finds it
+    by its new title and not by its old one, whether the edit was synced into the store or not."""
+    r = CliRunner()
+    assert r.invoke(app, ["search", "lagoon", "--workspace", str(served)]).exit_code == 0  # the index, synced
+    with Workspace.open(served, create=False, read_only=True) as w:
+        ds = w.load_dataset()
+    eng = Engine(ds, make_config(), served)
+    try:
+        eng.edit_note("live0", {"title": "quuxzeph reef at noon"})
+    finally:
+        eng.close()
+    for args in (["--no-sync"], []):
+        out = r.invoke(app, ["search", "quuxzeph", "--workspace", str(served), "--n", "1", *args])
+        assert out.exit_code == 0 and "live0" in out.output, (args, out.output)
+        out = r.invoke(app, ["search", "zephyrquux", "--workspace", str(served), *args])
+        assert out.exit_code == 0 and "live0" not in out.output, (args, out.output)
+    out = r.invoke(app, ["search", "quuxzeph", "--workspace", str(served), "--rebuild", "--n", "1"])
+    assert out.exit_code == 0 and "live0" in out.output and "quuxzeph reef" in out.output
