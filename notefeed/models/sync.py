@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["SyncReport", "sync_logs", "sync_workspace", "sync_first", "pending", "event_log_key", "EVENT_LOG", "NOTE_LOG",
+__all__ = ["SyncReport", "sync_logs", "sync_workspace", "sync_first", "logged_edits", "pending", "event_log_key", "EVENT_LOG", "NOTE_LOG",
            "FOLLOWERS_LOG", "RELATION_LOG", "EDITS_LOG"]
 
 #: :meth:`Workspace.mark` keys of the two logs (and of the note log's follower counts, and of
@@ -193,6 +193,21 @@ def sync_workspace(workspace: str | Path, config: Any = None, lock_wait_s: float
         for one in (bus, note_log, relation_log):
             if one is not None:
                 one.close()
+
+
+def logged_edits(workspace: str | Path, after: int) -> list[tuple[int, str, dict[str, Any], dict[str, Any]]]:
+    """(position, note id, fields before, fields after) of the note edits ``workspace``'s note
+    log holds after position ``after``, in order (none without a note log)."""
+    from notefeed.serve.catalog import NoteLog
+
+    path = Path(workspace) / "notes.sqlite"
+    if not path.exists():
+        return []
+    log = NoteLog(path)
+    try:
+        return [(q, n, b["before"], b["after"]) for q, n, b, _ in log.edits_since(int(after), move=False)]
+    finally:
+        log.close()
 
 
 def sync_first(workspace: str | Path, echo: Any, fail: Any) -> SyncReport | None:

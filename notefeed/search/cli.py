@@ -92,20 +92,13 @@ def _logged_edits(workspace: Path, pipe: object, fresh_from: int | None, stored_
     were indexed from the store's rows just now, which hold the edits up to ``stored_edits``."""
     import pandas as pd
 
-    from notefeed.serve.catalog import NoteLog
+    from notefeed.models.sync import logged_edits
 
-    if not (workspace / "notes.sqlite").exists():
-        return
-    log = NoteLog(workspace / "notes.sqlite")
-    try:
-        rows = log.edits_since(pipe.edits_seq, move=False)  # type: ignore[attr-defined]
-    finally:
-        log.close()
-    for seq, note_id, body, _ in rows:
+    for seq, note_id, before, after in logged_edits(workspace, pipe.edits_seq):  # type: ignore[attr-defined]
         i = pipe.note_index.get(note_id)  # type: ignore[attr-defined]
         if i is not None and not (fresh_from is not None and i >= fresh_from and seq <= stored_edits):
-            pipe.update_notes(pd.DataFrame([{"note_id": note_id, **body["before"]}]),  # type: ignore[attr-defined]
-                              pd.DataFrame([{"note_id": note_id, **body["after"]}]))
+            pipe.update_notes(pd.DataFrame([{"note_id": note_id, **before}]),  # type: ignore[attr-defined]
+                              pd.DataFrame([{"note_id": note_id, **after}]))
         pipe.edits_seq = max(pipe.edits_seq, seq)  # type: ignore[attr-defined]
 
 
