@@ -19,6 +19,7 @@ import os
 import time
 import unicodedata
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
@@ -337,19 +338,21 @@ def create_app(engine: Engine) -> FastAPI:
         search.published(note)  # searchable before the answer
         return {"note_id": note.note_id, "item": i}
 
-    def _check_reason(reason: str | None) -> None:
+    def _moderate(act: Callable[[str, str | None], tuple[int, bool]], note_id: str,
+                  reason: str | None) -> tuple[int, bool]:
+        """A takedown or its undoing (``act``): the reason checked, an unknown note 404."""
         if reason is not None and any(unicodedata.category(ch) == "Cc" for ch in reason):
             raise _validation_error(("query", "reason"), "control characters are not allowed", reason)
+        try:
+            return act(note_id, reason)
+        except UnknownNote:
+            raise HTTPException(404, f"unknown note_id {note_id!r}") from None
 
     @app.delete("/v1/notes/{note_id}", dependencies=[Depends(write_auth)])
     def remove(note_id: str, reason: str | None = Query(None, min_length=1, max_length=500)) -> dict[str, Any]:
         """Take a note down: durable before the answer; from the next request no feed, related
         list or search of any worker shows it (restarts included). Repeating it is harmless."""
-        _check_reason(reason)
-        try:
-            i, already = engine.remove_note(note_id, reason)
-        except UnknownNote:
-            raise HTTPException(404, f"unknown note_id {note_id!r}") from None
+        i, already = _moderate(engine.remove_note, note_id, reason)
         return {"note_id": note_id, "item": i, "removed": True, "already_removed": already}
 
     @app.patch("/v1/notes/{note_id}", dependencies=[Depends(write_auth)])
@@ -374,11 +377,7 @@ def create_app(engine: Engine) -> FastAPI:
         """Undo a takedown (an appeal granted): durable before the answer; from the next request
         every worker's feeds, related lists and search show the note again (restarts included).
         Restoring a note that is not down is harmless (``was_removed: false``)."""
-        _check_reason(reason)
-        try:
-            i, was = engine.restore_note(note_id, reason)
-        except UnknownNote:
-            raise HTTPException(404, f"unknown note_id {note_id!r}") from None
+        i, was = _moderate(engine.restore_note, note_id, reason)
         return {"note_id": note_id, "item": i, "removed": False, "was_removed": was}
 
     @app.get("/v1/admin/removed", dependencies=[Depends(read_auth)])

@@ -616,15 +616,27 @@ class Engine:
         (its item, whether it was removed already); :class:`UnknownNote` for a note the catalogue lacks.
         Its rows stay in the store and its events stay in the logs: the models still learn
         from what happened."""
+        i = self._item(note_id)
+        new = self._write_note_log(lambda: self.note_log.remove(note_id, reason), "notes_removed_total")
+        return i, not new
+
+    def _item(self, note_id: str) -> int:
+        """``note_id``'s item; :class:`UnknownNote` when the catalogue lacks it."""
         i = self.catalog.item_of(note_id)
         if i is None:
             raise UnknownNote(note_id)
+        return i
+
+    def _write_note_log(self, write: Callable[[], Any], metric: str | None = None) -> Any:
+        """``write()`` to the note log, then this engine applies what the log holds (this write
+        and any other worker's before it); ``metric`` is counted when ``write`` returned a true
+        value. Returns what ``write`` returned."""
         with self._notes_lock:
-            new = self.note_log.remove(note_id, reason)
+            out = write()
             self._read_note_log()
-        if new:
-            self.metrics.inc("notes_removed_total")
-        return i, not new
+        if out and metric is not None:
+            self.metrics.inc(metric)
+        return out
 
     def edit_note(self, note_id: str, changes: dict[str, Any]) -> tuple[int, list[str]]:
         """Edit ``note_id``'s ``title``, ``text``, ``tags`` or ``category`` (the creator changed
@@ -634,18 +646,15 @@ class Engine:
         ``notefeed train``'s sync copies the edit into the store, so the next version learns
         from it. Returns (its item, the fields that changed; none logged when nothing did).
         :class:`UnknownNote`, :class:`NoteRemoved` (a taken-down note is not edited)."""
-        i = self.catalog.item_of(note_id)
-        if i is None:
-            raise UnknownNote(note_id)
+        i = self._item(note_id)
         if self.catalog.is_removed(np.array([i]))[0]:
             raise NoteRemoved(note_id)
-        with self._notes_lock:
+
+        def write() -> list[str]:
             self._read_note_log()  # the catalogue's fields as the log has them
-            changed = self.note_log.edit(note_id, changes, self.catalog.fields(i))
-            self._read_note_log()
-        if changed:
-            self.metrics.inc("notes_edited_total")
-        return i, changed
+            return self.note_log.edit(note_id, changes, self.catalog.fields(i))
+
+        return i, self._write_note_log(write, "notes_edited_total")
 
     def _add_edits(self, add_notes: Callable[[], None] | None = None) -> None:
         """Apply the edits logged (by any worker) past what this one read, in order; a note this
@@ -664,23 +673,14 @@ class Engine:
         in the note log, then every worker's feeds, related lists and search show it again
         (restarts included). Returns (its item, whether it was removed); :class:`UnknownNote`
         for a note the catalogue lacks."""
-        i = self.catalog.item_of(note_id)
-        if i is None:
-            raise UnknownNote(note_id)
-        with self._notes_lock:
-            was = self.note_log.restore(note_id, reason)
-            self._read_note_log()
-        if was:
-            self.metrics.inc("notes_restored_total")
-        return i, was
+        i = self._item(note_id)
+        return i, self._write_note_log(lambda: self.note_log.restore(note_id, reason), "notes_restored_total")
 
     def set_followers(self, creator_id: str, followers: int) -> None:
         """The app's follower count of ``creator_id`` (between publishes): logged durably in the
         note log, then every worker's small-creator rule reads it; ``notefeed train`` copies it
         into the store."""
-        with self._notes_lock:
-            self.note_log.set_followers(creator_id, followers)
-            self._read_note_log()
+        self._write_note_log(lambda: self.note_log.set_followers(creator_id, followers))
 
     def _add_follower_counts(self) -> None:
         """Apply the follower counts logged (by any worker) past what this one read, in order."""
