@@ -479,11 +479,19 @@ def create_app(engine: Engine) -> FastAPI:
         except ConfigError as e:
             raise HTTPException(422, str(e)) from None
         try:
-            return apply_config(engine, new, dry_run=req.dry_run)
+            out = apply_config(engine, new, dry_run=req.dry_run)
         except ConfigError as e:  # a component refused its name or params: the config is wrong
             raise HTTPException(422, f"yaml: {e}") from None
         except ValueError as e:  # a change that needs a restart
             raise HTTPException(409, f"yaml: {e}") from None
+        live = getattr(engine, "live_config", None)
+        if live is not None and not req.dry_run:  # every other serving process applies it too
+            try:
+                out["shared"] = live.publish(engine.config)
+            except (OSError, ValueError) as e:  # the file, or its lock (SearchError is a ValueError)
+                out["shared"] = None
+                out["warning"] = f"applied here only: sharing it with the other workers failed ({e})"
+        return out
 
     @app.get("/v1/admin/experiments", dependencies=[Depends(read_auth)])
     def experiments() -> dict[str, Any]:

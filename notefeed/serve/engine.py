@@ -861,6 +861,8 @@ class Engine:
         if getattr(self, "online_ltr", None) is not None:
             self.online_ltr.close()  # type: ignore[union-attr]
         self.reloader.close()
+        if getattr(self, "live_config", None) is not None:
+            self.live_config.close()  # type: ignore[attr-defined]
         self.served.close()  # the arms' model holders too
         search = getattr(self, "search", None)  # the app's search service: its index copy, its log
         if search is not None:

@@ -269,6 +269,14 @@ def engine_from_store(ds: Dataset, config: ServeConfig, workspace: str | Path, *
         engine.served = dataclasses.replace(engine.served, fallback=why + engine.served.fallback)
     if config.online.follow_promoted_s > 0:  # a promote / rollback from any process reaches this one
         engine.reloader.follow_promoted(config.online.follow_promoted_s)
+    from notefeed.serve.hotconfig import LiveConfig
+
+    engine.live_config = LiveConfig(engine)  # a live config change made by any serving process
+    why = engine.live_config.catch_up()  # (a restarted worker rejoins its peers' config)
+    if why:
+        engine.startup_warnings.append(why)
+    if config.online.follow_promoted_s > 0:
+        engine.live_config.follow(config.online.follow_promoted_s)
     return engine
 
 

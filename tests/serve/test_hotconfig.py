@@ -103,3 +103,54 @@ def test_switching_the_re_ranker_live_takes_its_own_default_params(client, engin
     assert engine.config.rerank.params == {"rules": {"author_max": 1, "author_window": 10},
                                            "fairness": {"mode": "hard", "target": 0.5}}
     assert client.get("/v1/feed", params={"user_id": "u1", "n": 5}).status_code == 200
+
+
+def _until(check, timeout: float = 10.0) -> None:
+    import time
+
+    t0 = time.monotonic()
+    while not check():
+        assert time.monotonic() - t0 < timeout, "not within the timeout"
+        time.sleep(0.02)
+
+
+def test_a_live_change_reaches_every_serving_process_and_a_restarted_one(small_ds, tmp_path):
+    """Serving processes on one workspace (what `serve --workers N` runs): a live change taken by
+    one is applied by the others within `online.follow_promoted_s`, and by a process started
+    later with the same config file; one started with another file ignores it, saying so.
+    Before, it changed only the process that answered: the others served the old config."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from notefeed.serve.app import create_app
+    from notefeed.serve.versions import engine_from_store
+
+    from .conftest import make_config
+
+    ws = tmp_path / "ws"
+    cfg = make_config(online={"follow_promoted_s": 0.05})
+    a, b = engine_from_store(small_ds, cfg, ws), engine_from_store(small_ds, cfg, ws)
+    c = d = None
+    try:
+        with TestClient(create_app(a)) as ca:
+            r = ca.post("/v1/admin/config", headers=AUTH,
+                        json={"yaml": _yaml(a, rerank__name=None, fusion__weights={"click": 2.0})})
+            assert r.status_code == 200 and r.json()["shared"] == 1, r.text
+            dry = ca.post("/v1/admin/config", headers=AUTH, json={"yaml": _yaml(a, coarse__keep=50), "dry_run": True})
+            assert "shared" not in dry.json()  # a dry run is not shared
+        _until(lambda: b.config.rerank.name is None and b.config.fusion.weights == {"click": 2.0})
+        assert "author-cap" not in " ".join(s.name for s in b.pipelines["default"].steps)
+        saved = json.loads((ws / "live_config.json").read_text())
+        assert saved["seq"] == 1 and "token" not in saved["config"]["api"]  # the write token stays out
+        c = engine_from_store(small_ds, cfg, ws)  # a worker restarted with the same file rejoins
+        assert c.config.rerank.name is None and c.config.fusion.weights == {"click": 2.0}
+        assert c.config.api.token == cfg.api.token and not c.startup_warnings
+        other = make_config(online={"follow_promoted_s": 0.05}, page={"default_size": 7})
+        d = engine_from_store(small_ds, other, ws)  # another file: it is the newer word
+        assert d.config.rerank.name == "builtin/author-cap" and d.config.page.default_size == 7
+        assert any("live config" in w for w in d.startup_warnings)
+    finally:
+        for e in (a, b, c, d):
+            if e is not None:
+                e.close()
