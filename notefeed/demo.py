@@ -141,12 +141,13 @@ class _Heartbeat:
 
 def _clear_serving_state(workspace: Path) -> list[str]:
     """Remove what a previous serve of a replaced workspace left (event log, note log, relation
-    log, cold-start pool): it refers to the old community. Model versions stay (``models list``)."""
+    log, cold-start pool, live config change): it refers to the old community. Model versions stay (``models list``)."""
     from notefeed.serve.coldstart import STATE_FILE
+    from notefeed.serve.hotconfig import LIVE_FILE
     from notefeed.serve.relations import RELATIONS_FILE
 
     gone = []
-    for name in ("events.sqlite", "notes.sqlite", RELATIONS_FILE, STATE_FILE):
+    for name in ("events.sqlite", "notes.sqlite", RELATIONS_FILE, STATE_FILE, LIVE_FILE):
         for p in (workspace / name, workspace / f"{name}-wal", workspace / f"{name}-shm"):
             if p.is_file():
                 p.unlink()
