@@ -70,6 +70,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SearchService", "add_search_routes", "ImageQuery"]
 
+#: how often (seconds, at most once per search request) a server looks for a newly trained fusion.json
+FUSION_CHECK_S = 5.0
 #: largest accepted base64 image (characters), about 15 MB of image
 MAX_IMAGE_B64 = 20_000_000
 
@@ -151,6 +153,16 @@ def _apply_edits(engine: Any, p: SearchPipeline, fresh_from: int | None = None, 
         p.edits_seq = fresh_upto
 
 
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """``path``'s (modification time in ns, size, inode): another value, another file (written
+    again, or replaced); ``None`` when it is not there."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
 def _clear_stale(run_dir: Path) -> None:
     """Remove the index copies in ``run_dir`` of processes that are gone (killed before their
     close removed them)."""
@@ -207,6 +219,9 @@ class SearchService:
         self._titles_forgotten: tuple[SearchPipeline | None, set[int]] = (None, set())
         self.error: str | None = None
         self.first_wait_s = first_wait_s
+        #: when to look at the shared index's fusion.json next, and its stamp when last seen
+        self._fusion_check = 0.0
+        self._fusion_stamp: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._started = False
@@ -233,6 +248,7 @@ class SearchService:
             _clear_stale(self.run_dir)
             private = self.run_dir / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
             shutil.copytree(self.path, private)
+            self._fusion_stamp = _stamp(self.path / "fusion.json")  # the fusion the copy serves
         self.private = private
         return SearchPipeline.load(private, self.config)
 
@@ -331,10 +347,33 @@ class SearchService:
         if self.pipeline is None and not self._started:
             self.start()
             self._ready.wait(self.first_wait_s)
-        if self.pipeline is None:
+        p = self.pipeline
+        if p is None:
             detail = f"search index unavailable: {self.error}" if self.error else "search index is being built"
             raise HTTPException(503, detail, headers={"Retry-After": "5"})
-        return self.pipeline
+        now = time.monotonic()
+        if now >= self._fusion_check:
+            self._fusion_check = now + FUSION_CHECK_S
+            self._follow_fusion(p)
+        return p
+
+    def _follow_fusion(self, p: SearchPipeline) -> None:
+        """Serve the learned fusion ``notefeed search-train-fusion`` wrote to the shared index
+        (``WORKSPACE/search/fusion.json``) since this process copied it: a changed file is
+        loaded (an unreadable one is logged and the fusion served stays)."""
+        f = self.path / "fusion.json"
+        stamp = _stamp(f)
+        if stamp is None or stamp == self._fusion_stamp:  # none (served as copied), or the one copied
+            return
+        self._fusion_stamp = stamp
+        try:
+            fusion = LearnedFusion.load(f)
+        except SearchError as e:
+            log.warning("search: not serving the new %s (%s)", f, e)
+            return
+        with self._lock:
+            p.fusion = fusion
+        log.info("search: serving the learned fusion newly written to %s", f)
 
     # ------------------------------------------------------------------ search by image
     def images(self) -> ImageIndex | None:

@@ -157,6 +157,34 @@ def test_serving_loads_and_reports_the_trained_fusion(tmp_path: Path) -> None:
         e.close()
 
 
+def test_a_running_server_serves_a_fusion_trained_after_it_started(tmp_path: Path, monkeypatch) -> None:
+    """`notefeed search-train-fusion` writes fusion.json into the shared index while a server
+    runs: the server serves it from its next look (before, from its next start only)."""
+    import notefeed.serve.search as S
+    from notefeed.data.dataset import Dataset
+    from notefeed.serve.app import create_app
+    from notefeed.serve.config import builtin_config
+    from notefeed.serve.engine import Engine, popular_config
+
+    monkeypatch.setattr(S, "FUSION_CHECK_S", 0.0)
+    trainer = SearchPipeline.build(make_notes(), SearchConfig(dense_dim=8))
+    rep = train_click_fusion(trainer, _planted_log(trainer, tmp_path / "log.sqlite", 200).pages(), min_clicked_pages=50)
+    assert rep.fusion is not None and rep.beats_rrf
+    ev = pd.DataFrame({"user_id": ["u"], "note_id": ["n0"], "ts": [0], "type": ["like"]})
+    e = Engine(Dataset.build("cf", ev, notes=make_notes()),
+               popular_config(builtin_config().with_overrides(api={"token": TOKEN})), tmp_path / "ws")
+    e.search = S.SearchService(e, SearchConfig(dense_dim=8, fusion="auto"))  # type: ignore[attr-defined]
+    try:
+        with TestClient(create_app(e)) as c:
+            assert c.get("/v1/search", params={"q": "coffee"}).json()["fusion"] == "rrf"  # none trained yet
+            (tmp_path / "ws" / "search" / "fusion.json").write_text("{not json")  # torn: logged, RRF stays
+            assert c.get("/v1/search", params={"q": "coffee"}).json()["fusion"] == "rrf"
+            rep.fusion.save(tmp_path / "ws" / "search" / "fusion.json")
+            assert c.get("/v1/search", params={"q": "coffee"}).json()["fusion"] == "learned"
+    finally:
+        e.close()
+
+
 def test_simulated_clicks_follow_the_search_simulator() -> None:
     from notefeed.search.clickstudy import POSITION_ETA, simulate_clicks
     from notefeed.sim.config import BehaviourParams
