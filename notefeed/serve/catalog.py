@@ -56,6 +56,7 @@ class NoteLog:
             # edits of notes (PATCH /v1/notes/{id}): the fields changed, as JSON, in order
             self._db.execute("CREATE TABLE IF NOT EXISTS edits (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
                              "note_id TEXT NOT NULL, body TEXT NOT NULL, at REAL NOT NULL)")
+            self._db.execute("CREATE INDEX IF NOT EXISTS edits_by_note ON edits (note_id, seq)")  # a note's newest
             # creators' follower counts as the app sends them (with a publish, or on their own)
             self._db.execute("CREATE TABLE IF NOT EXISTS followers (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
                              "creator_id TEXT NOT NULL, followers INTEGER NOT NULL, at REAL NOT NULL)")
