@@ -368,6 +368,21 @@ def _api_tour(http: Any, auth: dict[str, str], ds: Any, engine: Any, con: Consol
     out["removed_note_gone"] = bool(gone and rel_status == 410)
     con.print(f"DELETE /v1/notes/{second['note_id']} -> {r.status_code}: among {user}'s candidates "
               f"{'no more' if gone else 'STILL'}; its related list answers {rel_status}")
+    # ... and restores it (an appeal granted): back among the candidates at once
+    r = http.post(f"/v1/notes/{second['note_id']}/restore", params={"reason": "demo appeal"}, headers=auth)
+    r.raise_for_status()
+    _, probe = engine.feed(user, 10, probe=True)
+    back = item2 in dict(probe.snapshots)["recall"].tolist()
+    out["restored_note_back"] = bool(back and http.get(f"/v1/notes/{second['note_id']}/related").status_code == 200)
+    con.print(f"POST /v1/notes/{second['note_id']}/restore -> {r.status_code}: among {user}'s candidates "
+              f"{'again' if back else 'STILL NOT'}")
+    # the creator edits their first note: every worker's catalogue and search have the new fields
+    r = http.patch(f"/v1/notes/{note['note_id']}", json={"title": "my first hiking trip, with photos",
+                                                          "tags": ["travel", "hiking", "photo"]}, headers=auth)
+    r.raise_for_status()
+    out["edited"] = r.json()["changed"]
+    con.print(f"PATCH /v1/notes/{note['note_id']} -> {r.status_code}: changed {', '.join(out['edited'])}; "
+              f"title now {r.json()['note']['title']!r}")
     rel = http.get(f"/v1/notes/{top}/related", params={"n": 5})
     rel.raise_for_status()
     rel_items = rel.json()["items"]

@@ -48,7 +48,8 @@ def test_demo_trains_serves_and_leaves_a_servable_workspace(tmp_path):
     assert api["clicked_note_left_feed"] is True
     assert api["published_note_in_fresh_pool"] is True
     assert api["follow_recalls_new_note"] is True and api["followed"] == ["demo-new-creator"]
-    assert api["removed_note_gone"] is True
+    assert api["removed_note_gone"] is True and api["restored_note_back"] is True
+    assert api["edited"] == ["tags", "title"]
     assert len(api["related"]) == 5
     policies = [r["policy"] for r in summary["closed_loop"]]
     assert policies == ["pipeline", "popular", "random"]
