@@ -828,6 +828,8 @@ class Engine:
                     hook()
                 with self._relations_lock:
                     self._add_relations()
+                if self.experiment is not None:  # the others' pages, then their events: a click counts
+                    self.experiment.follow(recs)   # on a page another worker served
                 if recs:
                     with self._ingest_lock:
                         self._apply(recs, to_state=False)

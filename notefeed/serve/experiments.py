@@ -11,7 +11,10 @@ Measurement (:class:`ExperimentStats`): every served page is recorded (impressio
 creator items, latency) in WORKSPACE/experiments.sqlite, and accepted feed events are
 attributed to the arm of their user, counted from the user's first page in the experiment.
 The same tallies are filled live (``GET /v1/admin/experiments``) and from the two logs
-(``notefeed experiments report``): one implementation. The statistics are in
+(``notefeed experiments report``): one implementation. With several serving processes on one
+workspace (``serve --workers N``), each page row names the process that logged it, and every
+process folds in the others' pages before it counts events (its own, and the others' from the
+engine's follower), so every worker's live report counts every worker's pages and events. The statistics are in
 :mod:`notefeed.serve.abstats`.
 """
 
@@ -20,8 +23,10 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import os
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -227,6 +232,12 @@ class PageLog:
                             "arm TEXT, user_id TEXT, ts REAL, n INTEGER, small INTEGER, latency_ms REAL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS experiments (name TEXT PRIMARY KEY, definition TEXT, "
                          "started_at REAL)")
+        # which serving process logged a page (its peers fold in the others' pages); a log
+        # written before this column has NULL there
+        if "writer" not in {r[1] for r in self._db.execute("PRAGMA table_info(pages)").fetchall()}:
+            self._db.execute("ALTER TABLE pages ADD COLUMN writer TEXT")
+        #: this process's mark on the pages it logs
+        self.writer = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._lock = threading.Lock()
         self._buf: list[tuple[Any, ...]] = []
         self._closed = False
@@ -247,8 +258,8 @@ class PageLog:
             rows, self._buf = self._buf, []
             if rows and not self._closed:
                 self._db.execute("BEGIN")
-                self._db.executemany("INSERT INTO pages (experiment, arm, user_id, ts, n, small, latency_ms) "
-                                     "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                self._db.executemany("INSERT INTO pages (experiment, arm, user_id, ts, n, small, latency_ms, writer) "
+                                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [(*r, self.writer) for r in rows])
                 self._db.execute("COMMIT")
 
     def definitions(self) -> list[ExperimentsConfig]:
@@ -260,6 +271,15 @@ class PageLog:
         with self._lock:
             return self._db.execute("SELECT arm, user_id, ts, n, small, latency_ms FROM pages WHERE experiment = ? "
                                     "ORDER BY id", (experiment,)).fetchall()
+
+    def others_since(self, experiment: str, after: int) -> tuple[int, list[tuple[Any, ...]]]:
+        """(the last page id, the pages of ``experiment`` other processes logged after page
+        ``after``, in order)."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, arm, user_id, ts, n, small, latency_ms, writer FROM pages "
+                                    "WHERE id > ? AND experiment = ? ORDER BY id", (int(after), experiment)).fetchall()
+        last = int(rows[-1][0]) if rows else int(after)
+        return last, [r[1:7] for r in rows if r[7] != self.writer]
 
     def close(self) -> None:
         if self._closed:
@@ -293,10 +313,12 @@ class Experiment:
         self.stats = ExperimentStats(self.spec)
         self.log = PageLog(engine.workspace / PAGE_LOG)
         self.log.define(self.spec)
-        pages = self.log.pages(str(self.spec.name))
+        # every page logged so far (none is this process's yet), and the mark past them
+        self._page_mark, pages = self.log.others_since(str(self.spec.name), 0)
         if pages:  # a restart: the tallies again from the two logs
             _fill(self.stats, pages, engine.bus.replay())
-        engine.side_effects.subscribe(self.stats.events)
+        self._follow_lock = threading.Lock()
+        engine.side_effects.subscribe(self.follow)  # this process's events (other workers' pages first)
 
     @classmethod
     def start(cls, engine: Engine) -> Experiment | None:
@@ -315,6 +337,19 @@ class Experiment:
 
     def report(self) -> dict[str, Any]:
         return self.stats.report()
+
+    def follow(self, recs: Sequence[EventRecord]) -> None:
+        """Count events ``recs`` (this process's, or the other serving processes' from the
+        engine's follower), after the pages the other processes logged since the last call: a
+        click on a page another worker served counts here too."""
+        with self._follow_lock:
+            self._page_mark, pages = self.log.others_since(str(self.spec.name), self._page_mark)
+            known = set(self.stats.arms)
+            for arm, user_id, ts, n, small, latency in pages:
+                if arm in known:
+                    self.stats.page(arm, user_id, ts, n, small, latency)
+            if recs:
+                self.stats.events(recs)
 
     def close(self) -> None:
         self.log.close()

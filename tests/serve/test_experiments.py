@@ -103,6 +103,41 @@ def test_engine_serves_arms_and_reports(small_ds, tmp_path: Path) -> None:
         eng.close()
 
 
+def test_every_workers_live_report_counts_every_workers_pages_and_events(small_ds, tmp_path: Path,
+                                                                          redis_url: str, redis_client) -> None:
+    """Two serving processes on one workspace and Redis stream (`serve --workers 2`): pages
+    served by A, clicks posted to B; both live reports count all of them, as the report from the
+    logs does. Before, each worker's live report counted its own pages and events only."""
+    import time
+
+    cfg = make_config(experiments=_experiment(), online={"backend": "redis", "redis_url": redis_url,
+                                                         "redis_prefix": "abw"})
+    ws = tmp_path / "ws"
+    a, b = Engine(small_ds, cfg, ws), Engine(small_ds, cfg, ws)
+    try:
+        users = small_ds.users["user_id"].astype(str).tolist()[:20]
+        for u in users:
+            _, res = a.feed(u, 10)
+            a.side_effects.drain()  # the page logged (milliseconds), before its reader can click
+            b.ingest([Event(user_id=u, note_id=a.catalog.note_ids[int(res.items[0])], ts=1, type="click")])
+        a.side_effects.drain()
+        b.side_effects.drain()
+
+        def counted(e: Engine) -> tuple[int, int]:
+            rep = e.experiment.report()
+            return sum(x["pages"] for x in rep["arms"]), sum(x["metrics"]["ctr"]["k"] for x in rep["arms"])
+
+        t0 = time.monotonic()
+        while (counted(a), counted(b)) != ((20, 20), (20, 20)):
+            assert time.monotonic() - t0 < 10, (counted(a), counted(b))
+            time.sleep(0.05)
+    finally:
+        a.close()
+        b.close()
+    again = report_workspace(ws, cfg)[0]
+    assert sum(x["pages"] for x in again["arms"]) == 20 and sum(x["metrics"]["ctr"]["k"] for x in again["arms"]) == 20
+
+
 def test_events_before_the_first_page_and_other_surfaces_do_not_count(small_ds, tmp_path: Path) -> None:
     eng = Engine(small_ds, make_config(experiments=_experiment()), tmp_path / "ws")
     try:
