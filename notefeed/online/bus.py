@@ -75,6 +75,34 @@ def open_wal(path: Path, synchronous: str, what: str, schema: str) -> sqlite3.Co
     return db
 
 
+class WalLog:
+    """A workspace log in one SQLite WAL file that every serving process appends to and reads
+    (the note log, the relation log): one connection behind one lock, rows read after a position."""
+
+    def __init__(self, path: str | Path, synchronous: str, what: str, schema: str) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._db = open_wal(self.path, synchronous, what, schema)
+
+    def _after(self, table: str, columns: str, seq: int, mark: str | None = None,
+               limit: int | None = None) -> list[tuple[Any, ...]]:
+        """``table``'s rows (``seq``, ``columns``) after position ``seq``, in order, the first
+        ``limit`` of them; the attribute ``mark`` (when given) becomes the last position read."""
+        sql = f"SELECT seq, {columns} FROM {table} WHERE seq > ? ORDER BY seq" + (" LIMIT ?" if limit else "")
+        with self._lock:
+            rows = self._db.execute(sql, (int(seq), int(limit)) if limit else (int(seq),)).fetchall()
+        if rows and mark is not None:
+            setattr(self, mark, max(getattr(self, mark), int(rows[-1][0])))
+        return rows
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.close()
+            except sqlite3.Error:  # pragma: no cover - closing twice
+                pass
+
+
 class SqliteEventBus:
     """Append-only SQLite log in WAL mode; safe to share across threads (one lock)."""
 

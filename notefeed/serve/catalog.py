@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from notefeed.data.dataset import Dataset, type_mask
-from notefeed.online.bus import open_wal
+from notefeed.online.bus import WalLog
 from notefeed.recall._common import in_sorted, stable_topk
 from notefeed.schema import POSITIVE_TYPES, SMALL_CREATOR_FOLLOWERS, STORED, Note
 
@@ -34,14 +34,12 @@ VECTOR_DIM = 32
 _AUTHOR_BUCKETS = 4096
 
 
-class NoteLog:
+class NoteLog(WalLog):
     """Durable log of published notes (SQLite WAL, committed before the API answers)."""
 
     def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._db = open_wal(
-            self.path, synchronous, "notefeed note log",
+        super().__init__(
+            path, synchronous, "notefeed note log",
             "CREATE TABLE IF NOT EXISTS notes (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
             "note_id TEXT UNIQUE NOT NULL, body TEXT NOT NULL, followers INTEGER)",
         )
@@ -131,12 +129,8 @@ class NoteLog:
         """(position, note id, ``{"before", "after", "changed"}``, time) of the edits logged
         after position ``seq`` (by any process), in order, the first ``limit`` of them; with
         ``move``, :attr:`last_edits_seq` becomes the last one read (not with a ``limit``)."""
-        if move and limit is None:
-            rows = self._after("edits", "note_id, body, at", seq, "last_edits_seq")
-        else:
-            with self._lock:
-                rows = self._db.execute("SELECT seq, note_id, body, at FROM edits WHERE seq > ? ORDER BY seq"
-                                        + (f" LIMIT {int(limit)}" if limit else ""), (int(seq),)).fetchall()
+        rows = self._after("edits", "note_id, body, at", seq, "last_edits_seq" if move and limit is None else None,
+                           limit)
         return [(int(q), str(n), json.loads(b), float(t)) for q, n, b, t in rows]
 
     def followers_since(self, seq: int) -> list[tuple[int, str, int]]:
@@ -144,16 +138,6 @@ class NoteLog:
         order; :attr:`last_followers_seq` becomes the last one read."""
         rows = self._after("followers", "creator_id, followers", seq, "last_followers_seq")
         return [(int(q), str(c), int(f)) for q, c, f in rows]
-
-    def _after(self, table: str, columns: str, seq: int, mark: str) -> list[tuple]:
-        """``table``'s rows (``seq``, ``columns``) after position ``seq``, in order; the
-        attribute ``mark`` becomes the last position read."""
-        with self._lock:
-            rows = self._db.execute(f"SELECT seq, {columns} FROM {table} WHERE seq > ? ORDER BY seq",
-                                    (int(seq),)).fetchall()
-        if rows:
-            setattr(self, mark, max(getattr(self, mark), int(rows[-1][0])))
-        return rows
 
     def replay(self) -> list[tuple[Note, int | None]]:
         return [(n, f) for _, n, f in self.since(0)]
@@ -235,10 +219,6 @@ class NoteLog:
             rows = self._db.execute("SELECT removed_at, removed_reason, at, reason FROM restored WHERE note_id = ? "
                                     "ORDER BY seq", (note_id,)).fetchall()
         return [{"removed_at": a, "removed_reason": b, "restored_at": c, "reason": d} for a, b, c, d in rows]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 class _Grow:

@@ -19,12 +19,10 @@ them), so a version trained after a sync holds them already.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from pathlib import Path
 
-from notefeed.online.bus import open_wal
+from notefeed.online.bus import WalLog
 
 __all__ = ["RelationLog", "KINDS", "MAX_PER_USER", "RELATIONS_FILE"]
 
@@ -37,14 +35,12 @@ KINDS = ("block", "follow")
 MAX_PER_USER = 5000
 
 
-class RelationLog:
+class RelationLog(WalLog):
     """Append-only log of (user, creator, kind, on) rows; thread-safe."""
 
     def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._db = open_wal(
-            self.path, synchronous, "notefeed relation log",
+        super().__init__(
+            path, synchronous, "notefeed relation log",
             "CREATE TABLE IF NOT EXISTS relations (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, "
             "creator_id TEXT NOT NULL, kind TEXT NOT NULL, active INTEGER NOT NULL, at REAL NOT NULL)",
         )
@@ -64,31 +60,17 @@ class RelationLog:
     def since(self, seq: int) -> list[tuple[str, str, str, bool, float]]:
         """(user id, creator id, kind, active, time) rows logged after position ``seq``, in
         order; :attr:`last_seq` becomes the last one read."""
-        with self._lock:
-            rows = self._db.execute("SELECT seq, user_id, creator_id, kind, active, at FROM relations WHERE seq > ? "
-                                    "ORDER BY seq", (int(seq),)).fetchall()
-        if rows:
-            self.last_seq = max(self.last_seq, int(rows[-1][0]))
-        return [(str(u), str(c), str(k), bool(a), float(t)) for _, u, c, k, a, t in rows]
+        return [r[1:] for r in self.after(seq, mark="last_seq")]
 
-    def after(self, seq: int, limit: int | None = None) -> list[tuple[int, str, str, str, bool, float]]:
+    def after(self, seq: int, limit: int | None = None,
+              mark: str | None = None) -> list[tuple[int, str, str, str, bool, float]]:
         """(position, user id, creator id, kind, active, time) of the first ``limit`` rows after
         position ``seq`` (all without a limit), in order; :attr:`last_seq` is left as it is
-        (what ``notefeed train``'s sync reads, on its own connection)."""
-        sql = "SELECT seq, user_id, creator_id, kind, active, at FROM relations WHERE seq > ? ORDER BY seq"
-        with self._lock:
-            rows = self._db.execute(sql + (" LIMIT ?" if limit else ""),
-                                    (int(seq), int(limit)) if limit else (int(seq),)).fetchall()
+        unless ``mark`` names it (the sync reads on its own connection)."""
+        rows = self._after("relations", "user_id, creator_id, kind, active, at", seq, mark, limit)
         return [(int(q), str(u), str(c), str(k), bool(a), float(t)) for q, u, c, k, a, t in rows]
 
     def count_after(self, seq: int) -> int:
         """How many rows the log holds after position ``seq``."""
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM relations WHERE seq > ?", (int(seq),)).fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            try:
-                self._db.close()
-            except sqlite3.Error:  # pragma: no cover - closing twice
-                pass
