@@ -102,6 +102,16 @@ def test_edits_hold_after_a_restart_and_reach_another_worker(tmp_path: Path) -> 
             assert lex.df.get("boots", 0) == 0 and lex.df["zephyrquux"] == 2 and lex.df.get("kayak", 0) == 0
     finally:
         c.close()
+    import shutil
+
+    shutil.rmtree(ws / "search")  # an index built afresh from the catalogue has the edited fields
+    d = _engine(ws)
+    try:
+        with TestClient(create_app(d)) as cd:
+            assert sorted(_hits(cd, "zephyrquux")[:2]) == ["n1", "p1"] and "n1" not in _hits(cd, "boots")[:1]
+            assert d.search.pipeline.edits_seq == 3
+    finally:
+        d.close()
 
 
 def test_the_sync_copies_edits_into_the_store_in_place(tmp_path: Path) -> None:
