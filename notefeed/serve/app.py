@@ -355,6 +355,19 @@ def create_app(engine: Engine) -> FastAPI:
         i, already = _moderate(engine.remove_note, note_id, reason)
         return {"note_id": note_id, "item": i, "removed": True, "already_removed": already}
 
+    @app.get("/v1/notes/{note_id}", dependencies=[Depends(read_auth)])
+    def note(note_id: str) -> dict[str, Any]:
+        """A note as served: id, author, creation time, title, text, tags, category (as last
+        edited), its creator's follower count. 410 for a note taken down, 404 for an unknown one."""
+        i = engine.catalog.item_of(note_id)
+        if i is None:
+            raise HTTPException(404, f"unknown note_id {note_id!r}")
+        if engine.catalog.is_removed([i])[0]:
+            raise HTTPException(410, f"note_id {note_id!r} was removed")
+        out = {**engine.catalog.note_json(i), **engine.catalog.fields(i), "item": i}
+        out["author_followers"] = engine.catalog.followers_of(str(out["author_id"]))
+        return out
+
     @app.patch("/v1/notes/{note_id}", dependencies=[Depends(write_auth)])
     def edit(body: NoteEdit, note_id: str) -> dict[str, Any]:
         """Edit a note's title, text, tags or category: durable before the answer; from the next

@@ -61,9 +61,15 @@ def test_an_edit_reaches_the_page_search_and_suggestions(tmp_path: Path) -> None
                            ({"title": 3}, "title"), ({"category": "c" * 300}, "category")):
             r = c.patch("/v1/notes/n4", headers=AUTH, json=bad)
             assert r.status_code == 422 and field in r.text, (bad, r.text)
+        got = c.get("/v1/notes/n4").json()  # the note as served
+        assert (got["title"], got["tags"], got["category"], got["item"]) == ("Zephyrquux lagoon swim", ["swimming"],
+                                                                             "travel", 4)
+        assert got["text"] == "a cold swim" and got["author_id"] == "c2"
+        assert c.get("/v1/notes/nope").status_code == 404
         assert c.patch("/v1/notes/nope", headers=AUTH, json={"title": "x"}).status_code == 404
         assert c.delete("/v1/notes/n9", headers=AUTH).status_code == 200
         assert c.patch("/v1/notes/n9", headers=AUTH, json={"title": "x"}).status_code == 410  # taken down
+        assert c.get("/v1/notes/n9").status_code == 410
         assert len(eng.note_log.edits_since(0, move=False)) == 1
 
 
