@@ -318,7 +318,8 @@
           show("valid", `valid: applying it would change ${sections} live`, changes);
         } else {
           show("applied", `applied live: ${sections} changed (version ${r.version || "fallback"}). ` +
-            "The config file is unchanged: write it too, or the next start goes back to it.", changes);
+            (r.shared ? `Shared with every serving process (live change ${r.shared}); a start with the same config file applies it again. ` : "") +
+            "The config file is unchanged: write it too to keep it for good.", changes);
           running.textContent = JSON.stringify((await api("/v1/admin/console/models")).config, null, 2);
         }
       } catch (e) {
