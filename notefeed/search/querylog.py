@@ -102,6 +102,18 @@ class SearchLog:
                                        "ORDER BY ts DESC, rowid DESC LIMIT ?) ORDER BY ts, r", (limit,)).fetchall()
         return [r[0] for r in rows]
 
+    def queries_after(self, rowid: int) -> tuple[int, list[tuple[str, str]]]:
+        """(the last row read, the (request id, query) of the searches logged after row
+        ``rowid``, by any process, in order)."""
+        with self._lock:
+            rows = self.db.execute("SELECT rowid, request_id, query FROM queries WHERE rowid > ? ORDER BY rowid",
+                                   (int(rowid),)).fetchall()
+        return (int(rows[-1][0]) if rows else int(rowid)), [(r, q) for _, r, q in rows]
+
+    def last_row(self) -> int:
+        with self._lock:
+            return int(self.db.execute("SELECT coalesce(max(rowid), 0) FROM queries").fetchone()[0])
+
     def frame(self) -> pd.DataFrame:
         """``user_id, query, ts, clicked`` (one row per search, plus one per click; ``clicked``
         "" for the search row): the shape :func:`notefeed.search.rewrite.mine_rewrites` reads."""

@@ -47,6 +47,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -206,8 +207,13 @@ class SearchService:
         self.private: Path | None = None
         self.log: SearchLog | None = SearchLog(engine.workspace / "search_log.sqlite") if log_queries else None
         self.log_impressions = log_impressions
-        #: logged queries (the latest 100k at start, then each search) for suggestions
+        #: logged queries (the latest 100k at start, then each search here and, read from the
+        #: shared log at each suggestion request, those served by other workers) for suggestions
+        self._query_mark = self.log.last_row() if self.log is not None else 0
         self.logged = Suggester(self.log.queries(limit=100_000) if self.log is not None else (), "query log")
+        #: this process's recent search request ids (its own queries are added as they are served)
+        self._own: OrderedDict[str, None] = OrderedDict()
+        self._own_lock = threading.Lock()
         side = getattr(engine, "side_effects", None)
         if side is not None and self.log is not None:
             side.subscribe(self._on_events)
@@ -414,6 +420,10 @@ class SearchService:
         rid = uuid.uuid4().hex
         now = time.time()
         self.logged.add([query])
+        with self._own_lock:
+            self._own[rid] = None
+            if len(self._own) > 100_000:
+                self._own.popitem(last=False)
         side = getattr(self.engine, "side_effects", None)
         work = (rid, user_id, query, list(note_ids), now)
         if side is None:
@@ -460,10 +470,23 @@ class SearchService:
                 p.suggester.add(_titles(self.engine, back))
             self._titles_forgotten = (p, now)
 
+    def _others_queries(self) -> None:
+        """Add to the suggestions the queries other serving processes logged since the last look
+        (this process's own were added as they were served)."""
+        if self.log is None:
+            return
+        mark, rows = self.log.queries_after(self._query_mark)
+        with self._own_lock:
+            self._query_mark = max(self._query_mark, mark)
+            theirs = [q for r, q in rows if r not in self._own]
+        if theirs:
+            self.logged.add(theirs)
+
     def suggest(self, prefix: str, n: int) -> tuple[list[tuple[str, int]], str]:
         """Completions from the logged queries, topped up from the index's suggester (never
         the title of a removed note)."""
         self._forget_removed()
+        self._others_queries()
         got = self.logged.suggest(prefix, n)
         source = "query log" if got else ""
         if len(got) < n and self.pipeline is not None:

@@ -119,3 +119,32 @@ def test_query_log_survives_a_restart_and_feeds_rewrite_mining(tmp_path: Path) -
     (tmp_path / "bad.sqlite").write_bytes(b"not a database at all, not at all" * 10)
     with pytest.raises(ValueError, match="bad.sqlite"):
         SearchLog(tmp_path / "bad.sqlite")
+
+
+def test_a_query_searched_on_one_worker_is_suggested_by_another(tmp_path: Path) -> None:
+    """Two serving processes on one workspace share the query log: a query searched on A is
+    suggested by B (before, B suggested only its own searches and those logged before it
+    started), and A's own searches are counted once."""
+    from notefeed.data.dataset import Dataset
+    from notefeed.serve.app import create_app
+    from notefeed.serve.config import builtin_config
+    from notefeed.serve.engine import popular_config
+    from tests.search.conftest import TOKEN, make_notes
+
+    def engine() -> Engine:
+        ds = Dataset.build("two", TWO_USERS, notes=make_notes())
+        return Engine(ds, popular_config(builtin_config().with_overrides(api={"token": TOKEN})), tmp_path / "ws")
+
+    a, b = engine(), engine()
+    try:
+        with TestClient(create_app(a)) as ca, TestClient(create_app(b)) as cb:
+            for _ in range(2):
+                assert ca.get("/v1/search", params={"q": "espresso machine"}).status_code == 200
+            a.side_effects.drain()  # the page is logged (milliseconds after it is served)
+            got = cb.get("/v1/search/suggest", params={"prefix": "espr"}).json()
+            assert got["suggestions"][0] == {"text": "espresso machine", "weight": 2}, got
+            mine = ca.get("/v1/search/suggest", params={"prefix": "espr"}).json()["suggestions"]
+            assert mine[0] == {"text": "espresso machine", "weight": 2}  # not counted again from the log
+    finally:
+        a.close()
+        b.close()
