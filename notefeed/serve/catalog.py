@@ -490,6 +490,40 @@ class Catalog:
                 self.published[item] = self.published[item].model_copy(update=new)
             self.edit_log.append((int(seq), int(item), old, new))
 
+    def title(self, item: int) -> str:
+        """Note ``item``'s title as it is now (edited, a dataset note's, a published note's)."""
+        if item in self.edited:
+            return str(self.edited[item]["title"])
+        if item < self.ds.n_items:
+            return str(self.ds.notes["title"].iat[item])
+        note = self.published.get(item)
+        return "" if note is None else note.title
+
+    def notes_frame(self, start: int = 0, stop: int | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+        """Notes ``start..stop`` (default: to the last) as a ``Dataset.notes``-shaped frame: the
+        dataset's rows, then the published notes, edited fields as they are now; ``columns``
+        (default: all of them)."""
+        stop = self.n_items if stop is None else min(stop, self.n_items)
+        base, parts = self.ds.notes, []
+        if start < min(stop, len(base)):
+            part = base.iloc[start:min(stop, len(base))]
+            part = part if columns is None else part[columns]
+            edited = [i for i in self.edited if start <= i < min(stop, len(base))]
+            if edited:
+                part = part.copy()
+                for i in edited:
+                    for k, v in self.edited[i].items():
+                        if k in part.columns:
+                            part.iat[i - start, part.columns.get_loc(k)] = v
+            parts.append(part)
+        pub = [self.published[i].model_dump() for i in range(max(start, len(base)), stop) if i in self.published]
+        if pub:
+            frame = pd.DataFrame(pub)
+            parts.append(frame if columns is None else frame[columns])
+        if not parts:
+            return pd.DataFrame({c: [] for c in (columns if columns is not None else base.columns)})
+        return pd.concat(parts, ignore_index=True)
+
     def note_json(self, item: int) -> dict[str, object]:
         """Public fields of one note (base dataset rows or published notes)."""
         out: dict[str, object] = {
@@ -498,11 +532,7 @@ class Catalog:
             "category": self.category_name(item),
             "created_at": int(self._created.view()[item]),
         }
-        if item in self.edited:
-            out["title"] = self.edited[item]["title"]
-        elif item < self.ds.n_items:
-            out["title"] = str(self.ds.notes["title"].iat[item])
-        elif item in self.published:
-            out["title"] = self.published[item].title
+        if item < self.ds.n_items or item in self.published:
+            out["title"] = self.title(item)
         return out
 

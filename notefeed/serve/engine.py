@@ -753,23 +753,13 @@ class Engine:
             if add is None or have is None or have >= n:
                 continue
             try:
-                got = np.asarray(add(self._note_frame(range(have, n))))
+                got = np.asarray(add(self.catalog.notes_frame(have, n)))
                 if got.tolist() != list(range(have, n)):
                     raise RuntimeError(f"add_items gave indices {got[:3].tolist()}..., catalogue has {have}..{n - 1}")
             except Exception:  # those notes are still served by the fresh pool; the error is counted
                 log.exception("indexing the catalogue: %s.add_items failed", st.name)
                 self.metrics.inc("stage_errors_total", stage=f"add_items:{st.name}")
 
-    def _note_frame(self, items: range) -> pd.DataFrame:
-        """The catalogue's notes ``items`` as note rows (the dataset's, then published ones;
-        edited fields as they are now)."""
-        nd = self.ds.n_items
-        rows = self.ds.notes.iloc[items.start:min(items.stop, nd)].to_dict("records") if items.start < nd else []
-        for k, i in enumerate(range(items.start, min(items.stop, nd))):
-            if i in self.catalog.edited:
-                rows[k].update(self.catalog.edited[i])
-        rows += [self.catalog.published[i].model_dump() for i in range(max(items.start, nd), items.stop)]
-        return pd.DataFrame(rows)
 
     def _read_note_log(self) -> None:
         """Apply what the note log holds (by any worker) past what this engine read: the

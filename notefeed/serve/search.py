@@ -89,46 +89,13 @@ class ImageQuery(BaseModel):
     user_id: str | None = Field(default=None, min_length=1, max_length=128)
 
 
-def _titles(engine: Any, items: list[int]) -> list[str]:
-    """The titles of the engine's catalogue items ``items`` (dataset notes, then published; an
-    edited note's as it is now)."""
-    cat, base = engine.catalog, engine.ds.notes
-    has = "title" in base.columns
-    out = []
-    for i in items:
-        if i in cat.edited:
-            out.append(str(cat.edited[i]["title"]))
-        elif i < len(base):
-            out.append(str(base["title"].iat[i]) if has else "")
-        elif i in cat.published:
-            out.append(cat.published[i].title)
-    return out
-
-
 _NOTE_COLS = ["note_id", "author_id", "title", "text", "tags", "category"]
 
 
 def _catalog_notes(engine: Any, start: int = 0) -> pd.DataFrame:
     """Notes ``start..`` of the engine's catalogue as a ``Dataset.notes``-shaped frame (edited
     notes as they are now)."""
-    cat = engine.catalog
-    base = engine.ds.notes
-    parts = []
-    if start < len(base):
-        part = base.iloc[start:][_NOTE_COLS]
-        edited = [i for i in cat.edited if start <= i < len(base)]
-        if edited:
-            part = part.copy()
-            for i in edited:
-                for k, v in cat.edited[i].items():
-                    part.iat[i - start, part.columns.get_loc(k)] = v
-        parts.append(part)
-    pub = [cat.published[i].model_dump() for i in range(max(start, len(base)), cat.n_items) if i in cat.published]
-    if pub:
-        parts.append(pd.DataFrame(pub)[_NOTE_COLS])
-    if not parts:
-        return pd.DataFrame({c: [] for c in _NOTE_COLS})
-    return pd.concat(parts, ignore_index=True)
+    return engine.catalog.notes_frame(start, columns=_NOTE_COLS)
 
 
 def _edited_rows(engine: Any, entries: list[tuple[int, int, dict[str, Any], dict[str, Any]]]) -> tuple[pd.DataFrame,
@@ -465,9 +432,9 @@ class SearchService:
             now = {i for i in gone.tolist() if i < len(p)}
             new, back = sorted(now - done), sorted(done - now)
             if new:
-                p.suggester.remove(_titles(self.engine, new))
+                p.suggester.remove([self.engine.catalog.title(i) for i in new])
             if back:
-                p.suggester.add(_titles(self.engine, back))
+                p.suggester.add([self.engine.catalog.title(i) for i in back])
             self._titles_forgotten = (p, now)
 
     def _others_queries(self) -> None:
