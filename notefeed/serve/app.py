@@ -13,13 +13,14 @@ batch is answered with those events under ``duplicates`` and not stored twice.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import math
 import os
 import time
 import unicodedata
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
@@ -115,6 +116,17 @@ def _field_message(errors: list[dict[str, Any]]) -> str:
         where = ".".join(str(x) for x in loc if x != "body") or "body"  # a body that is not an object
         parts.append(f"{where}: {e.get('msg', '')}")
     return "; ".join(parts)
+
+
+@contextlib.contextmanager
+def _note_errors(note_id: str) -> Iterator[None]:
+    """A note the catalogue lacks answers 404, one taken down 410."""
+    try:
+        yield
+    except NoteRemoved:
+        raise HTTPException(410, f"note_id {note_id!r} was removed") from None
+    except UnknownNote:
+        raise HTTPException(404, f"unknown note_id {note_id!r}") from None
 
 
 def create_app(engine: Engine) -> FastAPI:
@@ -261,12 +273,8 @@ def create_app(engine: Engine) -> FastAPI:
                 user_id: str | None = Query(None, min_length=1, max_length=128)) -> dict[str, Any]:
         if user_id is not None and (problem := id_problem(user_id)) is not None:
             raise _validation_error(("query", "user_id"), problem, user_id)
-        try:
+        with _note_errors(note_id):
             pairs = engine.related(note_id, n, user_id)
-        except NoteRemoved:
-            raise HTTPException(410, f"note_id {note_id!r} was removed") from None
-        except UnknownNote:
-            raise HTTPException(404, f"unknown note_id {note_id!r}") from None
         return {"note_id": note_id,
                 "items": [{**engine.catalog.note_json(i), "score": s} for i, s in pairs]}
 
@@ -343,10 +351,8 @@ def create_app(engine: Engine) -> FastAPI:
         """A takedown or its undoing (``act``): the reason checked, an unknown note 404."""
         if reason is not None and any(unicodedata.category(ch) == "Cc" for ch in reason):
             raise _validation_error(("query", "reason"), "control characters are not allowed", reason)
-        try:
+        with _note_errors(note_id):
             return act(note_id, reason)
-        except UnknownNote:
-            raise HTTPException(404, f"unknown note_id {note_id!r}") from None
 
     @app.delete("/v1/notes/{note_id}", dependencies=[Depends(write_auth)])
     def remove(note_id: str, reason: str | None = Query(None, min_length=1, max_length=500)) -> dict[str, Any]:
@@ -359,11 +365,8 @@ def create_app(engine: Engine) -> FastAPI:
     def note(note_id: str) -> dict[str, Any]:
         """A note as served: id, author, creation time, title, text, tags, category (as last
         edited), its creator's follower count. 410 for a note taken down, 404 for an unknown one."""
-        i = engine.catalog.item_of(note_id)
-        if i is None:
-            raise HTTPException(404, f"unknown note_id {note_id!r}")
-        if engine.catalog.is_removed([i])[0]:
-            raise HTTPException(410, f"note_id {note_id!r} was removed")
+        with _note_errors(note_id):
+            i = engine.live_item(note_id)
         out = {**engine.catalog.note_json(i), **engine.catalog.fields(i), "item": i}
         out["author_followers"] = engine.catalog.followers_of(str(out["author_id"]))
         return out
@@ -374,12 +377,8 @@ def create_app(engine: Engine) -> FastAPI:
         request every worker's pages, related lists and search have the new fields (search is
         caught up before the answer here), restarts included, and ``notefeed train`` learns from
         them. Fields equal to the note's change nothing (``changed: []``)."""
-        try:
+        with _note_errors(note_id):
             i, changed = engine.edit_note(note_id, body.changes())
-        except NoteRemoved:
-            raise HTTPException(410, f"note_id {note_id!r} was removed") from None
-        except UnknownNote:
-            raise HTTPException(404, f"unknown note_id {note_id!r}") from None
         if changed:
             search.catch_up()  # searchable as edited before the answer
         return {"note_id": note_id, "item": i, "changed": changed,

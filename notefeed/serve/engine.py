@@ -527,11 +527,7 @@ class Engine:
         from notefeed.serve.itemvectors import learned_vectors, vector_source
         from notefeed.serve.related import related_items
 
-        i = self.catalog.item_of(note_id)
-        if i is None:
-            raise UnknownNote(note_id)
-        if self.catalog.is_removed(np.array([i]))[0]:
-            raise NoteRemoved(note_id)
+        i = self.live_item(note_id)
         comps = [st.component for st in self.served.pipelines["default"].sources]
         i2i = [c for c in comps if callable(getattr(c, "neighbours", None))]
         blocked = self.blocked_items(user_id) if user_id is not None else None  # the asker's blocked creators
@@ -627,6 +623,14 @@ class Engine:
             raise UnknownNote(note_id)
         return i
 
+    def live_item(self, note_id: str) -> int:
+        """``note_id``'s item; :class:`UnknownNote` when the catalogue lacks it, :class:`NoteRemoved`
+        when it was taken down."""
+        i = self._item(note_id)
+        if self.catalog.is_removed(np.array([i]))[0]:
+            raise NoteRemoved(note_id)
+        return i
+
     def _write_note_log(self, write: Callable[[], Any], metric: str | None = None) -> Any:
         """``write()`` to the note log, then this engine applies what the log holds (this write
         and any other worker's before it); ``metric`` is counted when ``write`` returned a true
@@ -646,9 +650,7 @@ class Engine:
         ``notefeed train``'s sync copies the edit into the store, so the next version learns
         from it. Returns (its item, the fields that changed; none logged when nothing did).
         :class:`UnknownNote`, :class:`NoteRemoved` (a taken-down note is not edited)."""
-        i = self._item(note_id)
-        if self.catalog.is_removed(np.array([i]))[0]:
-            raise NoteRemoved(note_id)
+        i = self.live_item(note_id)
 
         def write() -> list[str]:
             self._read_note_log()  # the catalogue's fields as the log has them
