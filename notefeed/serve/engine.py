@@ -152,15 +152,12 @@ class Engine:
         self.catalog = Catalog(ds, config.recall.fresh_pool_size)
         self.note_log = NoteLog(self.workspace / "notes.sqlite", on.synchronous)
         self._notes_lock = threading.Lock()
-        def replay_notes(start: int = 0) -> None:
-            for _, note, followers in self.note_log.since(start):
+        def replay_notes() -> None:  # no pipelines yet: the catalogue alone
+            for _, note, followers in self.note_log.since(self.note_log.last_seq):
                 if self.catalog.item_of(note.note_id) is None:  # not in the dataset (`notefeed train` syncs them in)
                     self.catalog.add_note(note, followers)
 
-        replay_notes()
-        self._add_removed(lambda: replay_notes(self.note_log.last_seq))
-        self._add_follower_counts()
-        self._add_edits(lambda: replay_notes(self.note_log.last_seq))
+        self._read_note_log(replay_notes)
         self.bus = bus or open_bus(on.backend, self.workspace, on.redis_url, on.synchronous,
                                    stream=f"{on.redis_prefix}:events")
         if state is None:
@@ -763,14 +760,16 @@ class Engine:
                 self.metrics.inc("stage_errors_total", stage=f"add_items:{st.name}")
 
 
-    def _read_note_log(self) -> None:
+    def _read_note_log(self, add_notes: Callable[[], None] | None = None) -> None:
         """Apply what the note log holds (by any worker) past what this engine read: the
-        published notes, then the removals, then the follower counts, then the edits (each in
-        the log's order; a publish's count is a row of the counts too). Under ``_notes_lock``."""
-        self._add_logged_notes()
-        self._add_removed()
+        published notes (``add_notes``, default :meth:`_add_logged_notes`), then the removals,
+        then the follower counts, then the edits (each in the log's order; a publish's count is
+        a row of the counts too). Under ``_notes_lock``, or before serving starts."""
+        add = add_notes or self._add_logged_notes
+        add()
+        self._add_removed(add)
         self._add_follower_counts()
-        self._add_edits()
+        self._add_edits(add)
 
     def _add_logged_notes(self) -> None:
         """Add to the catalogue, in the note log's order, the notes logged (by any worker) past
