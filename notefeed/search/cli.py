@@ -109,15 +109,12 @@ def _index_lock(workspace: Path) -> Iterator[None]:
     from notefeed.search import SearchError
     from notefeed.search.store import folder_lock
 
-    try:
-        lock = folder_lock(workspace / "search", timeout_s=60.0)
-        lock.__enter__()
-    except SearchError as e:
-        _fail(f"--workspace: {e}")
-    try:
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(folder_lock(workspace / "search", timeout_s=60.0))
+        except SearchError as e:
+            _fail(f"--workspace: {e}")
         yield
-    finally:
-        lock.__exit__(None, None, None)
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
