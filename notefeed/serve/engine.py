@@ -87,12 +87,18 @@ def _relate(table: dict[str, dict[str, tuple[float, bool]]], user_id: str, creat
     table[user_id] = new
 
 
-def _active(table: dict[str, dict[str, tuple[float, bool]]], user_id: str, active: bool = True) -> tuple[str, ...]:
-    """The creators ``user_id`` holds (``active``) or lifted in ``table``, oldest first."""
+def _held(table: dict[str, dict[str, tuple[float, bool]]], user_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the creators ``user_id`` holds in ``table``, those they lifted), each oldest first."""
     have = table.get(user_id)
     if not have:
-        return ()
-    return tuple(c for c, _ in sorted(((c, t) for c, (t, on) in have.items() if on == active), key=lambda x: x[1]))
+        return (), ()
+    ordered = sorted(have.items(), key=lambda kv: kv[1][0])
+    return tuple(c for c, (_, on) in ordered if on), tuple(c for c, (_, on) in ordered if not on)
+
+
+def _active(table: dict[str, dict[str, tuple[float, bool]]], user_id: str) -> tuple[str, ...]:
+    """The creators ``user_id`` holds in ``table``, oldest first."""
+    return _held(table, user_id)[0]
 
 
 def popular_config(config: ServeConfig) -> ServeConfig:
@@ -467,8 +473,9 @@ class Engine:
             hist = np.concatenate([hist, np.asarray(online, np.int64)])
         if snap.seen:  # channels skip ctx.seen themselves (recall contract): include online
             seen = np.concatenate([seen, np.fromiter((idx[n] for n in snap.seen if n in idx), np.int64)])
+        followed, unfollowed = _held(self._follows, user_id)  # one sort of the user's follows
         return VersionedContext(user_id=user_id, user=u, history=hist, seen=seen, ts=int(now),
-                                followed=_active(self._follows, user_id), unfollowed=_active(self._follows, user_id, False),
+                                followed=followed, unfollowed=unfollowed,
                                 hidden=np.asarray(self._hides.get(user_id, ()), np.int64),
                                 blocked_authors=self._blocked_authors(user_id),
                                 snapshot=snap, model=served.models.current(), seen_ids=snap.seen,
