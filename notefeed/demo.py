@@ -383,6 +383,17 @@ def _api_tour(http: Any, auth: dict[str, str], ds: Any, engine: Any, con: Consol
     out["edited"] = r.json()["changed"]
     con.print(f"PATCH /v1/notes/{note['note_id']} -> {r.status_code}: changed {', '.join(out['edited'])}; "
               f"title now {r.json()['note']['title']!r}")
+    # a user deletes their account: their events and follows leave the serving logs and every
+    # worker forgets them; the next `notefeed train` sync deletes them from the store
+    leaving = "demo-leaving-user"
+    like = {"user_id": leaving, "note_id": top, "ts": int(time.time()), "type": "like"}
+    http.post("/v1/events", json={"events": [like]}, headers=auth).raise_for_status()
+    r = http.delete(f"/v1/users/{leaving}", headers=auth)
+    r.raise_for_status()
+    out["erased"] = r.json()["removed"]
+    known = http.get(f"/v1/users/{leaving}").status_code
+    con.print(f"DELETE /v1/users/{leaving} -> {r.status_code}: removed from the logs "
+              + ", ".join(f"{v} {k}" for k, v in out["erased"].items()) + f"; GET /v1/users/{leaving} -> {known}")
     rel = http.get(f"/v1/notes/{top}/related", params={"n": 5})
     rel.raise_for_status()
     rel_items = rel.json()["items"]

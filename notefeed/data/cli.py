@@ -172,7 +172,8 @@ def stats_cmd(
     if waiting is not None:
         _console.print(f"in the serving logs, not yet in the store: {waiting['notes']:,} notes, {waiting['events']:,} "
                        f"events (SQLite event log), {waiting['follower_counts']:,} follower counts, "
-                       f"{waiting['relations']:,} follows, unfollows or blocks, {waiting['edits']:,} note edits"
+                       f"{waiting['relations']:,} follows, unfollows or blocks, {waiting['edits']:,} note edits, "
+                       f"{waiting['erasures']:,} user erasures"
                        + (" (`notefeed models sync` or `notefeed train` copies them)" if any(waiting.values()) else ""))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,11 @@ Guarantees:
   A reader listing the files in the instant between the rename and the deletions sees that day
   twice: compact when no batch job is reading, as with any single-writer file layout.
 
+**Erased users** (``DELETE /v1/users/{id}``, applied to the store by the sync): each export
+first rewrites the parts holding events of users the store erased since the last export, without
+those rows (each part in place, atomically; a crash redoes it), and counts the store's rows
+after the deletion, so an erasure is not taken for a replaced workspace.
+
 One writer at a time (export takes the workspace's DuckDB lock; compaction should not run
 beside another compaction).
 """
@@ -184,6 +189,13 @@ class EventLake:
             con = ws.con
             done = int(st["watermark"])
             have = int(con.execute("SELECT count(*) FROM events WHERE seq <= ?", [done]).fetchall()[0][0])
+            erasures = ws.erasures()
+            if len(erasures) > int(st.get("erasures", 0)) and not st.get("pending"):
+                # users the store erased since the last export: out of the lake, and their
+                # deleted rows are no sign of a replaced workspace
+                self.erase_users(set(erasures["user_id"].iloc[int(st.get("erasures", 0)):]))
+                st = {**st, "rows": have, "erasures": len(erasures)}
+                _write_json(self.root / _STATE, st)
             # the workspace's own count at the last export (the lake's may be lower: compaction
             # drops repeated client events)
             if not st.get("pending") and have != int(st.get("rows", have)):
@@ -197,7 +209,7 @@ class EventLake:
             if st.get("pending"):  # a crashed export: redo exactly its range, same part names
                 lo, hi = st["pending"]
                 self._export_range(con, lo, hi)
-                st = {"watermark": hi, "pending": None, "rows": _rows_upto(con, hi)}
+                st = {"watermark": hi, "pending": None, "rows": _rows_upto(con, hi), "erasures": len(erasures)}
                 _write_json(self.root / _STATE, st)
             top = int(con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchall()[0][0])
             bounds = list(range(int(st["watermark"]), top, chunk)) + [top]
@@ -206,10 +218,35 @@ class EventLake:
 
             for lo, hi in tqdm(list(zip(bounds[:-1], bounds[1:], strict=True)), desc="lake export",
                                unit="chunk", disable=None if progress else True):
-                _write_json(self.root / _STATE, {"watermark": lo, "pending": [lo, hi]})
+                _write_json(self.root / _STATE, {"watermark": lo, "pending": [lo, hi], "erasures": len(erasures)})
                 total += self._export_range(con, lo, hi)
-                _write_json(self.root / _STATE, {"watermark": hi, "pending": None, "rows": _rows_upto(con, hi)})
+                _write_json(self.root / _STATE, {"watermark": hi, "pending": None, "rows": _rows_upto(con, hi),
+                                                 "erasures": len(erasures)})
         return total
+
+    def erase_users(self, users: set[str]) -> int:
+        """Rewrite every part holding events of ``users`` without them (in place, atomically;
+        a part left empty is deleted); returns the rows dropped."""
+        import pyarrow.compute as pc
+
+        if not users:
+            return 0
+        gone = pa.array(sorted(users), pa.string())
+        dropped = 0
+        for path in self.files():
+            hit = pc.is_in(pq.read_table(path, columns=["user_id"]).column("user_id"), value_set=gone)
+            n = int(pc.sum(hit).as_py() or 0)
+            if not n:
+                continue
+            table = pq.read_table(path)
+            keep = table.filter(pc.invert(pc.is_in(table.column("user_id"), value_set=gone)))
+            if keep.num_rows:
+                _write_atomic(path, lambda p, t=keep: pq.write_table(t, p, compression="zstd"))
+            else:
+                path.unlink()
+                _fsync_dir(path.parent)
+            dropped += n
+        return dropped
 
     def _export_range(self, con: duckdb.DuckDBPyConnection, lo: int, hi: int) -> int:
         frame = con.execute(f"SELECT seq, {', '.join(EVENT_FRAME)} FROM events WHERE seq > ? AND seq <= ? "

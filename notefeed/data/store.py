@@ -60,10 +60,11 @@ CREATE TABLE IF NOT EXISTS relations (user_id VARCHAR NOT NULL, creator_id VARCH
     active BOOLEAN NOT NULL, said_at DOUBLE NOT NULL);
 CREATE TABLE IF NOT EXISTS note_edits (note_id VARCHAR PRIMARY KEY, title VARCHAR, text VARCHAR, tags VARCHAR[],
     category VARCHAR, edited_at DOUBLE NOT NULL);
+CREATE TABLE IF NOT EXISTS erasures (user_id VARCHAR NOT NULL, erased_at DOUBLE NOT NULL);
 """
 _TABLES = ("notes", "users", "creators", "events", "social", "meta")
 #: tables a store written by an older version lacks until a read-write open creates them
-_LATER_TABLES = ("relations", "note_edits")
+_LATER_TABLES = ("relations", "note_edits", "erasures")
 #: what a relation row (kind, active) is in ``Dataset.social``; an unblock is no edge
 _RELATION_EDGE = {("follow", True): "follow", ("follow", False): "unfollow", ("block", True): "block"}
 
@@ -371,6 +372,42 @@ class Workspace:
         self._tx([("INSERT INTO relations SELECT * FROM df", out), *_mark_steps(marks)] if len(out)
                  else _mark_steps(marks))
         return len(out)
+
+    def erase_users(self, rows: pd.DataFrame, marks: dict[str, int | str] | None = None) -> dict[str, int]:
+        """Erase users (``user_id``, ``erased_at`` unix seconds: :mod:`notefeed.serve.erasure`)
+        in one transaction: their events, relation rows and social edges (either end) deleted,
+        their attributes cleared (the row keeps its place: the user index trained versions
+        use), the erasures recorded in ``erasures``. Returns how many rows of ``events``,
+        ``relations`` and ``social`` went. ``marks``: as for :meth:`append_events`."""
+        missing = next((c for c in ("user_id", "erased_at") if c not in rows), None)
+        if missing is not None:
+            raise DataError(f"erasures: missing column '{missing}'")
+        out = pd.DataFrame({"user_id": rows["user_id"].astype(str), "erased_at": rows["erased_at"].astype(np.float64)})
+        if not len(out):
+            self.set_marks(marks)
+            return {"events": 0, "relations": 0, "social": 0}
+        self.con.register("gone", out[["user_id"]].drop_duplicates())
+        try:
+            counts = {t: int(self.con.execute(f"SELECT count(*) FROM {t} WHERE {w}").fetchall()[0][0])
+                      for t, w in (("events", "user_id IN (SELECT user_id FROM gone)"),
+                                   ("relations", "user_id IN (SELECT user_id FROM gone)"),
+                                   ("social", "user_id IN (SELECT user_id FROM gone) OR "
+                                              "target_id IN (SELECT user_id FROM gone)"))}
+        finally:
+            self.con.unregister("gone")
+        ids = "(SELECT user_id FROM df)"
+        self._tx([(f"DELETE FROM events WHERE user_id IN {ids}", out),
+                  (f"DELETE FROM relations WHERE user_id IN {ids}", out),
+                  (f"DELETE FROM social WHERE user_id IN {ids} OR target_id IN {ids}", out),
+                  (f"UPDATE users SET attributes = '{{}}' WHERE user_id IN {ids}", out),
+                  ("INSERT INTO erasures SELECT * FROM df", out), *_mark_steps(marks)])
+        return counts
+
+    def erasures(self) -> pd.DataFrame:
+        """The erasures applied to this store (``user_id``, ``erased_at``), in order."""
+        if "erasures" not in self.tables:
+            return pd.DataFrame({"user_id": pd.Series(dtype=object), "erased_at": pd.Series(dtype=np.float64)})
+        return self.con.execute("SELECT user_id, erased_at FROM erasures ORDER BY rowid").df()
 
     def _coded_events(self) -> pd.DataFrame | None:
         """The events table with user/note ids replaced by their row numbers in ``users`` /

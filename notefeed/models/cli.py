@@ -176,7 +176,7 @@ def train_cmd(
                     typer.echo(report.line())
                 elif done:  # a round after the first with nothing new: the promoted version stands
                     typer.echo(f"{time.strftime('%H:%M:%S')} nothing new in the serving logs; not retrained")
-            if not done or report.notes or report.events or report.relations or report.edits:
+            if not done or report.notes or report.events or report.relations or report.edits or report.erased:
                 try:  # batch engines read the event lake
                     ds = lake_dataset(workspace, _fail, typer.echo) if batch.name != "local" else None
                     t0, c0 = time.perf_counter(), time.process_time()

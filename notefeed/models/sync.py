@@ -5,7 +5,10 @@ log (``events.sqlite``, or the Redis stream with ``online.backend: redis``) and 
 (``notes.sqlite``, notes published with ``POST /v1/notes``), and what users say about creators
 in a third, the relation log (``relations.sqlite``: follows, unfollows and blocks through the
 API; the store keeps its rows in ``relations`` and gives training the newest per pair as
-``Dataset.social`` edges). Training reads the DuckDB store
+``Dataset.social`` edges), with the erased users (``DELETE /v1/users/{id}``): an erasure is
+applied to the store before the events of its sync are copied, deleting the user's rows there,
+and the serving logs are purged of the user once more (:mod:`notefeed.serve.erasure`).
+Training reads the DuckDB store
 (``notefeed.duckdb``: imported or generated data). :func:`sync_logs` appends to the store
 the log entries it does not hold yet, notes first (so events find them): each log's position
 (a count of SQLite events, a Redis entry id, a note-log sequence number) is kept in the store
@@ -30,13 +33,15 @@ from typing import Any
 import pandas as pd
 
 __all__ = ["SyncReport", "sync_logs", "sync_workspace", "sync_first", "logged_edits", "pending", "event_log_key", "EVENT_LOG", "NOTE_LOG",
-           "FOLLOWERS_LOG", "RELATION_LOG", "EDITS_LOG"]
+           "FOLLOWERS_LOG", "RELATION_LOG", "EDITS_LOG", "ERASURE_LOG"]
 
 #: :meth:`Workspace.mark` keys of the two logs (and of the note log's follower counts, and of
 #: the relation log: follows, unfollows and blocks sent through the API)
 EVENT_LOG, NOTE_LOG, FOLLOWERS_LOG, RELATION_LOG = "event_log", "note_log", "note_log.followers", "relation_log"
 #: the mark of the note log's edits
 EDITS_LOG = "note_log.edits"
+#: the mark of the relation log's erasures
+ERASURE_LOG = "relation_log.erasures"
 #: log entries appended per transaction
 BATCH = 50_000
 
@@ -48,11 +53,13 @@ class SyncReport:
     skipped: int = 0  # entries the store's checks refused
     relations: int = 0  # follows, unfollows, blocks and unblocks sent through the API
     edits: int = 0  # note edits (PATCH /v1/notes/{id})
+    erased: int = 0  # users erased (DELETE /v1/users/{id})
 
     def line(self) -> str:
         skipped = f" ({self.skipped:,} refused by the store's checks, skipped)" if self.skipped else ""
         more = [f"{self.edits:,} note edits"] * bool(self.edits) + \
-            [f"{self.relations:,} follows, unfollows or blocks"] * bool(self.relations)
+            [f"{self.relations:,} follows, unfollows or blocks"] * bool(self.relations) + \
+            [f"{self.erased:,} user erasures"] * bool(self.erased)
         parts = [f"{self.notes:,} notes", f"{self.events:,} events", *more]
         said = ", ".join(parts[:-1]) + " and " + parts[-1]
         return f"synced the serving logs: {said}{skipped}"
@@ -60,7 +67,7 @@ class SyncReport:
     @property
     def copied(self) -> bool:
         """Whether the sync copied anything (or skipped something)."""
-        return bool(self.notes or self.events or self.relations or self.edits or self.skipped)
+        return bool(self.notes or self.events or self.relations or self.edits or self.erased or self.skipped)
 
 
 def _valid(frame: pd.DataFrame, check: Any) -> tuple[pd.DataFrame, int]:
@@ -109,13 +116,19 @@ def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH
             last = {c: f for _, c, f in counts}
             ws.upsert_creators(pd.DataFrame({"creator_id": list(last), "followers": list(last.values())}),
                                marks={FOLLOWERS_LOG: counts[-1][0]})
+    erased, gone = 0, {}
+    if relation_log is not None:  # erasures before this sync's events: a user's later events are a new account's
+        erased, gone = _apply_erasures(ws, relation_log, bus, batch)
     if bus is not None:
         key = event_log_key(bus)
         it = bus.entries(ws.mark(key))
         while part := list(itertools.islice(it, batch)):
             frame = pd.DataFrame([{"user_id": r.user_id, "note_id": r.note_id, "ts": r.ts, "type": r.type,
                                    "dwell_s": r.dwell_s, "position": r.position, "request_id": r.request_id,
-                                   "surface": r.surface} for _, r in part])
+                                   "surface": r.surface} for _, r in part
+                                  if not (r.user_id in gone and r.received_at <= gone[r.user_id])],
+                                 columns=["user_id", "note_id", "ts", "type", "dwell_s", "position", "request_id",
+                                          "surface"])
             frame, bad = _valid(frame, check_events)
             # the position after the batch's last event; the rows were just checked (not twice)
             ws.append_events(frame, marks={key: part[-1][0]}, checked=True)
@@ -125,14 +138,30 @@ def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH
         for part in iter(lambda: relation_log.after(int(ws.mark(RELATION_LOG) or 0), batch), []):
             frame = pd.DataFrame([r[1:] for r in part], columns=["user_id", "creator_id", "kind", "active", "at"])
             relations += ws.append_relations(frame, marks={RELATION_LOG: part[-1][0]})
-    return SyncReport(notes, events, skipped, relations, edits)
+    return SyncReport(notes, events, skipped, relations, edits, erased)
+
+
+def _apply_erasures(ws: Any, relation_log: Any, bus: Any | None, batch: int) -> tuple[int, dict[str, float]]:
+    """Apply the relation log's erasures past the store's mark (:meth:`Workspace.erase_users`),
+    purging the serving logs of each user once more; returns (how many, every erased user with
+    their latest erasure time: their events up to it are not copied)."""
+    from notefeed.serve.erasure import purge_logs
+
+    n = 0
+    for part in iter(lambda: relation_log.erasures_after(int(ws.mark(ERASURE_LOG) or 0), batch), []):
+        for _, user, at in part:  # what another worker accepted while the erasure was written
+            purge_logs(relation_log.path.parent, user, at, bus)
+        frame = pd.DataFrame([r[1:] for r in part], columns=["user_id", "erased_at"])
+        ws.erase_users(frame, marks={ERASURE_LOG: part[-1][0]})
+        n += len(part)
+    return n, relation_log.erased()
 
 
 def pending(ws: Any, workspace: str | Path) -> dict[str, int]:
     """What ``workspace``'s SQLite logs hold past the open store ``ws``'s marks (what the next
     sync copies): ``notes``, ``events`` (the SQLite event log; a Redis stream is not counted
-    here), ``follower_counts``, ``relations`` (follows, unfollows, blocks and unblocks) and
-    ``edits`` (note edits). A
+    here), ``follower_counts``, ``relations`` (follows, unfollows, blocks and unblocks),
+    ``edits`` (note edits) and ``erasures`` (users erased). A
     log that does not exist counts 0; the store is only read (a note log from before this
     version gets its new, empty tables)."""
     from notefeed.online.bus import SqliteEventBus
@@ -140,7 +169,7 @@ def pending(ws: Any, workspace: str | Path) -> dict[str, int]:
     from notefeed.serve.relations import RELATIONS_FILE, RelationLog
 
     workspace = Path(workspace)
-    out = {"notes": 0, "events": 0, "follower_counts": 0, "relations": 0, "edits": 0}
+    out = {"notes": 0, "events": 0, "follower_counts": 0, "relations": 0, "edits": 0, "erasures": 0}
     if (workspace / "notes.sqlite").exists():
         log = NoteLog(workspace / "notes.sqlite")
         try:
@@ -159,6 +188,7 @@ def pending(ws: Any, workspace: str | Path) -> dict[str, int]:
         rel = RelationLog(workspace / RELATIONS_FILE)
         try:
             out["relations"] = rel.count_after(int(ws.mark(RELATION_LOG) or 0))
+            out["erasures"] = len(rel.erasures_after(int(ws.mark(ERASURE_LOG) or 0)))
         finally:
             rel.close()
     return out

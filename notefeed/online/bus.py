@@ -7,6 +7,11 @@ acknowledges only after ``append`` returned: an acknowledged event survives ``ki
   ``synchronous=FULL`` (each batch commit is fsynced), one transaction per batch.
 - :class:`RedisEventBus`: ``XADD`` to a stream (durability is then Redis's persistence
   setting: use ``appendonly yes`` with ``appendfsync always`` for the same guarantee).
+
+``erase(user_id, until)`` removes a user's events received up to ``until`` (an erased user,
+:mod:`notefeed.serve.erasure`): a Redis stream deletes its entries (``XDEL``; positions are entry
+ids); the SQLite log blanks their rows into tombstones of type :data:`ERASED`, which nothing
+reads, so that its positions, which are counts, stay where they were.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from notefeed.online.events import EventRecord
 
-__all__ = ["EventBus", "SqliteEventBus", "RedisEventBus", "SideEffects", "open_bus"]
+__all__ = ["EventBus", "SqliteEventBus", "RedisEventBus", "SideEffects", "open_bus", "ERASED"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,8 @@ log = logging.getLogger(__name__)
 _PAGE = 50_000
 _COLS = ("user_id", "note_id", "ts", "type", "received_at", "dwell_s", "position", "request_id", "surface",
          "event_id")
+#: the type of an erased event's row in the SQLite log (every other column blanked); never read
+ERASED = "erased"
 
 
 @runtime_checkable
@@ -53,6 +60,10 @@ class EventBus(Protocol):
         ...
 
     def count(self) -> int: ...
+
+    def erase(self, user_id: str, until: float) -> int:
+        """Remove ``user_id``'s events received up to ``until``; returns how many."""
+        ...
 
     def close(self) -> None: ...
 
@@ -142,7 +153,8 @@ class SqliteEventBus:
         with self._lock:
             rows = self._db.execute(f"SELECT {','.join(_COLS)} FROM events ORDER BY seq").fetchall()
         for r in rows:
-            yield EventRecord(**dict(zip(_COLS, r, strict=True)))
+            if r[3] != ERASED:
+                yield EventRecord(**dict(zip(_COLS, r, strict=True)))
 
     def entries(self, after: int | None = 0) -> Iterator[tuple[int, EventRecord]]:
         """``(position, event)`` from the ``after``-th event on, a page at a time (a copy of a
@@ -154,14 +166,31 @@ class SqliteEventBus:
                 rows = self._db.execute(f"SELECT {','.join(_COLS)} FROM events ORDER BY seq LIMIT ? OFFSET ?",
                                         (_PAGE, pos)).fetchall()
             for r in rows:
-                pos += 1
-                yield pos, EventRecord(**dict(zip(_COLS, r, strict=True)))
+                pos += 1  # a tombstone keeps its place: positions are counts
+                if r[3] != ERASED:
+                    yield pos, EventRecord(**dict(zip(_COLS, r, strict=True)))
             if len(rows) < _PAGE:
                 return
 
     def count(self) -> int:
+        """Rows in the log, tombstones of erased events included (positions count them)."""
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def erased_within(self, position: int) -> int:
+        """How many of the first ``position`` rows are tombstones."""
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM (SELECT type FROM events ORDER BY seq LIMIT ?) "
+                                        "WHERE type = ?", (max(0, int(position)), ERASED)).fetchone()[0])
+
+    def erase(self, user_id: str, until: float) -> int:
+        """Blank ``user_id``'s events received up to ``until`` into :data:`ERASED` tombstones, in
+        one transaction; returns how many."""
+        with self._lock:
+            return int(self._db.execute(
+                "UPDATE events SET user_id = '', note_id = '', ts = 0, type = ?, received_at = 0, dwell_s = NULL, "
+                "position = NULL, request_id = NULL, surface = NULL, event_id = NULL "
+                "WHERE user_id = ? AND received_at <= ?", (ERASED, user_id, float(until))).rowcount)
 
     def close(self) -> None:
         with self._lock:
@@ -240,6 +269,14 @@ class RedisEventBus:
 
     def count(self) -> int:
         return int(self.r.xlen(self.stream))
+
+    def erase(self, user_id: str, until: float) -> int:
+        """Delete ``user_id``'s entries received up to ``until`` from the stream (``XDEL``,
+        after one pass over it); returns how many."""
+        gone = [entry_id for entry_id, r in self.entries() if r.user_id == user_id and r.received_at <= until]
+        for i in range(0, len(gone), 1000):
+            self.r.xdel(self.stream, *gone[i:i + 1000])
+        return len(gone)
 
     def close(self) -> None:
         self.r.close()

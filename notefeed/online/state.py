@@ -63,6 +63,10 @@ class OnlineState(Protocol):
 
     def snapshot(self, user_id: str, now: float | None = None) -> UserSnapshot: ...
 
+    def forget(self, user_id: str) -> None:
+        """Drop everything held about ``user_id`` (an erased user)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -134,6 +138,10 @@ class MemoryOnlineState:
                 counts=_window_counts(list(row.recent), now),
                 n_events=row.n_events,
             )
+
+    def forget(self, user_id: str) -> None:
+        with self._lock:
+            self._users.pop(user_id, None)
 
     def n_users(self) -> int:
         return len(self._users)
@@ -215,6 +223,9 @@ class RedisOnlineState:
                 if age <= secs:
                     counts[w][cat] = counts[w].get(cat, 0) + int(val)
         return UserSnapshot(user_id, set(seen), list(reversed(seq)), counts, int(n or 0))
+
+    def forget(self, user_id: str) -> None:
+        self.r.delete(*(self._k(user_id, w) for w in ("seen", "seq", "cnt", "n")))
 
     def close(self) -> None:
         self.r.close()

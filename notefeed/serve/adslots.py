@@ -660,6 +660,8 @@ class AdServer:
     def _age(self, user_id: str) -> int | None:
         users = getattr(self.engine.ds, "users", None)
         u = self.engine.ds.user_index.get(user_id) if user_id else None
+        if u is not None and self.engine.erased_at(user_id) is not None:
+            u = None  # an erased user's attributes are not used
         if users is None or u is None or "age" not in users.columns:
             return None
         try:

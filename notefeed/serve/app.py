@@ -285,6 +285,17 @@ def create_app(engine: Engine) -> FastAPI:
             raise HTTPException(404, f"unknown user_id {user_id!r}")
         return out
 
+    @app.delete("/v1/users/{user_id}", dependencies=[Depends(write_auth)])
+    def erase_user(user_id: str = FPath(min_length=1, max_length=128)) -> dict[str, Any]:
+        """Erase the user (account deleted, or a deletion request): logged durably first; their
+        events, searches, experiment pages, follows and blocks deleted from the serving logs;
+        every worker forgets their state and serves the id as a new user; the next ``notefeed
+        train`` sync deletes their rows from the store. Answers with what each log lost; an
+        id never seen answers the same with zeros. Repeating it is harmless."""
+        if (problem := id_problem(user_id)) is not None:
+            raise _validation_error(("path", "user_id"), problem, user_id)
+        return engine.erase_user(user_id)
+
     def _relate(user_id: str, author_id: str, kind: str, active: bool) -> dict[str, Any]:
         for field, v in (("user_id", user_id), ("author_id", author_id)):
             if (problem := id_problem(v)) is not None:

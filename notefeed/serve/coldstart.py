@@ -63,6 +63,8 @@ class ColdStartHub:
         self.new_users: dict[str, int] = {}
         #: bus records already applied to the pool (a restored state skips them on replay)
         self.events_seen = 0
+        #: the relation log's last erasure this state reflects (:meth:`forget`)
+        self.erasure_seq = 0
         self.rng = np.random.default_rng(config.seed)
         self._lock = threading.Lock()
         self._save_lock = threading.Lock()  # one writer of the state file at a time
@@ -102,6 +104,20 @@ class ColdStartHub:
         if r is None and create:
             r = self.new_users[user_id] = self.ds.n_users + len(self.new_users)
         return r
+
+    def forget(self, user_id: str, seq: int, seen_gone: int = 0) -> None:
+        """Forget erased ``user_id`` (the relation log's erasure ``seq``): their interest
+        profile and engagements in the pool; a user first met online keeps their row under an
+        anonymous key, so rows never collide. ``seen_gone``: bus records this state had seen
+        that the erasure deleted (``events_seen`` is a bus position)."""
+        with self._lock:
+            row = self.user_row(user_id)
+            if row is not None:
+                self.pool.forget_user(int(row))
+            if user_id in self.new_users:
+                self.new_users[f"~erased:{self.new_users.pop(user_id)}"] = int(row)  # type: ignore[arg-type]
+            self.events_seen = max(0, self.events_seen - int(seen_gone))
+            self.erasure_seq = max(self.erasure_seq, int(seq))
 
     def publish(self, item: int, note: Note) -> None:
         self._publish(item, list(note.tags), note.category, note.created_at)
@@ -163,7 +179,8 @@ class ColdStartHub:
                 captured = self.pool.capture(min_item=self._n_base)
                 body = {"version": _STATE_VERSION, "n_base_items": self._n_base, "n_users": self.ds.n_users,
                         "notes": {str(i): self.catalog.note_ids[i] for i in self.pool.notes},
-                        "new_users": dict(self.new_users), "events_seen": self.events_seen}
+                        "new_users": dict(self.new_users), "events_seen": self.events_seen,
+                        "erasure_seq": self.erasure_seq}
             saved = False
             try:
                 body["pool"] = encode_state(captured)
@@ -208,6 +225,7 @@ class ColdStartHub:
             self._index_base()
             self.new_users = {str(k): int(v) for k, v in dict(body.get("new_users") or {}).items()}
             self.events_seen = int(body.get("events_seen", 0))
+            self.erasure_seq = int(body.get("erasure_seq", 0))
 
 
 class StaleState(ValueError):

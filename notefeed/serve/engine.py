@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from notefeed.data.dataset import Dataset
-from notefeed.online.bus import EventBus, RedisEventBus, SideEffects, open_bus
+from notefeed.online.bus import EventBus, RedisEventBus, SideEffects, SqliteEventBus, open_bus
 from notefeed.online.events import EventRecord, StateUpdate
 from notefeed.online.ltr import OnlineLTR, OnlineLTRConfig
 from notefeed.online.redis_sync import append_and_apply, catch_up
@@ -46,10 +46,13 @@ from notefeed.threads import freeze_heap, serving_process
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Engine", "NoteRemoved", "UnknownNote", "Rejection", "empty_dataset", "popular_config", "DUPLICATE", "EVENT_ID_WINDOW"]
+__all__ = ["Engine", "NoteRemoved", "UnknownNote", "Rejection", "empty_dataset", "popular_config", "DUPLICATE", "ERASED_USER",
+           "EVENT_ID_WINDOW"]
 
 #: :class:`Rejection` reason of an event whose ``event_id`` is already stored (a client retry)
 DUPLICATE = "duplicate event_id"
+#: why an event is refused that was sent before its user's erasure, written meanwhile
+ERASED_USER = "user erased after this event was sent"
 #: how many recent client event ids are remembered for de-duplicating retries
 EVENT_ID_WINDOW = 200_000
 #: the most notes remembered as hidden per user from the event log (the newest kept)
@@ -191,6 +194,10 @@ class Engine:
         #: the seen filter drop for good. The online state's seen set is bounded (``max_seen``;
         #: Redis drops random members past it), so a hidden note could come back through it
         self._hides: dict[str, tuple[int, ...]] = {}
+        #: user id -> the time of their latest erasure (:mod:`notefeed.serve.erasure`), from the
+        #: relation log: their events up to it are never applied, the dataset's and trained
+        #: versions' rows for the id never used
+        self._erased: dict[str, float] = {}
         self.relation_log = RelationLog(self.workspace / RELATIONS_FILE, on.synchronous)
         self._relations_lock = threading.Lock()
         self._add_relations()
@@ -328,7 +335,11 @@ class Engine:
         if not restored:  # as on a first start: fitted on the dataset, then fed the whole bus replay
             hub.fit()
         hub.publish_missing()
+        for seq, user, _ in self.relation_log.erasures_after(hub.erasure_seq):  # since the state was saved
+            hub.forget(user, seq)
         self._cs_skip = hub.events_seen
+        if isinstance(self.bus, SqliteEventBus):  # a position counts tombstones, the replay skips them
+            self._cs_skip -= self.bus.erased_within(self._cs_skip)
         hub.events_seen = 0  # counted again as the replay passes them
         return hub
     def _replay(self) -> int:
@@ -341,6 +352,8 @@ class Engine:
                 n += self._apply(batch, to_state=isinstance(self.state, MemoryOnlineState))
                 batch = []
         n += self._apply(batch, to_state=isinstance(self.state, MemoryOnlineState))
+        if self.coldstart is not None and isinstance(self.bus, SqliteEventBus):
+            self.coldstart.events_seen = self.bus.count()  # a position: tombstones included
         return n
 
     def at_end_of_log(self) -> float:
@@ -410,7 +423,10 @@ class Engine:
 
     def _apply(self, recs: Sequence[EventRecord], to_state: bool = True) -> int:
         ups, pos_items, impr_items, click_items = [], [], [], []
+        erased = self._erased
         for r in recs:
+            if erased and r.user_id in erased and r.received_at <= erased[r.user_id]:
+                continue  # an erased user's (written by another worker while the erasure was)
             if r.event_id is not None:
                 self._event_ids[r.event_id] = None
                 if len(self._event_ids) > EVENT_ID_WINDOW:
@@ -439,7 +455,12 @@ class Engine:
             skip = min(self._cs_skip, len(recs))  # a restored pool already saw these
             self._cs_skip -= skip
             self.coldstart.events_seen += skip
-            self.coldstart.observe(recs[skip:])
+            rest = recs[skip:]
+            if erased:  # counted (a bus position), not observed
+                fresh = [r for r in rest if not (r.user_id in erased and r.received_at <= erased[r.user_id])]
+                self.coldstart.events_seen += len(rest) - len(fresh)
+                rest = fresh
+            self.coldstart.observe(rest)
         return len(ups)
 
     def _mirror(self, _work: object = None) -> None:
@@ -483,7 +504,10 @@ class Engine:
 
     def _user_index(self, user_id: str, served: Served) -> int | None:
         """The user's index: the dataset's, else the served version's for a user it was
-        trained on that the dataset lacks (:attr:`Served.extra_users`), else ``None``."""
+        trained on that the dataset lacks (:attr:`Served.extra_users`), else ``None`` (also for
+        an erased user: what the dataset and the trained versions hold on the id is not used)."""
+        if user_id in self._erased:
+            return None
         u = self.ds.user_index.get(user_id)
         return served.extra_users.get(user_id) if u is None else u
 
@@ -546,6 +570,7 @@ class Engine:
         out["n_hidden"] = len(self._hides.get(user_id, ()))  # notes hidden in the log (never served again)
         out["blocked"] = list(_active(self._blocks, user_id))  # creators blocked, newest last
         out["known"] = u is not None or snap.n_events > 0 or bool(out["blocked"])
+        out["erased_at"] = self.erased_at(user_id)
         return out
 
     # ------------------------------------------------------------------ writes
@@ -561,6 +586,8 @@ class Engine:
                 continue
             recs.append(EventRecord.from_event(ev, now))
         with self._ingest_lock:  # bus order == state order
+            if self._erased:  # sent before the user's erasure, which was written meanwhile
+                recs = self._drop_erased(events, recs, rejected)
             if any(r.event_id is not None for r in recs):
                 recs = self._drop_duplicates(events, recs, rejected)
             if self._redis_pair:  # stream and state in one transaction: no kill falls between
@@ -577,6 +604,22 @@ class Engine:
         self.metrics.inc("events_accepted_total", len(recs))
         self.metrics.inc("events_rejected_total", len(rejected))
         return len(recs), rejected
+
+    def _drop_erased(self, events: Sequence[Event], recs: list[EventRecord],
+                     rejected: list[Rejection]) -> list[EventRecord]:
+        """``recs`` less those of a user erased at or after their receive time; those go to
+        ``rejected`` (reason :data:`ERASED_USER`)."""
+        gone = {r.index for r in rejected}
+        index = [j for j in range(len(events)) if j not in gone]
+        keep = []
+        for j, r in zip(index, recs, strict=True):
+            at = self._erased.get(r.user_id)
+            if at is not None and r.received_at <= at:
+                rejected.append(Rejection(j, r.note_id, ERASED_USER))
+            else:
+                keep.append(r)
+        rejected.sort(key=lambda r: r.index)
+        return keep
 
     def _drop_duplicates(self, events: Sequence[Event], recs: list[EventRecord],
                          rejected: list[Rejection]) -> list[EventRecord]:
@@ -721,9 +764,53 @@ class Engine:
             return _active(table, user_id)
 
     def _add_relations(self) -> None:
-        """Apply the relation log's rows past what this engine read (any worker's)."""
+        """Apply the relation log's rows past what this engine read (any worker's), then its
+        erasures."""
         for user, creator, kind, active, at in self.relation_log.since(self.relation_log.last_seq):
             _relate(self._follows if kind == "follow" else self._blocks, user, creator, at, active)
+        for seq, user, at in self.relation_log.erasures_since(self.relation_log.last_erasure_seq):
+            self._forget_user(user, at, seq)
+
+    def erased_at(self, user_id: str) -> float | None:
+        """When ``user_id`` was last erased (None: never)."""
+        return self._erased.get(user_id)
+
+    def _forget_user(self, user_id: str, at: float, seq: int) -> None:
+        """What this engine holds on ``user_id`` up to time ``at``, dropped (the relation log's
+        erasure ``seq``)."""
+        self._erased[user_id] = max(at, self._erased.get(user_id, at))
+        for table in (self._follows, self._blocks):
+            kept = {c: v for c, v in table.get(user_id, {}).items() if v[0] > at}
+            if kept:
+                table[user_id] = kept
+            else:
+                table.pop(user_id, None)
+        self._hides.pop(user_id, None)
+        if isinstance(self.state, MemoryOnlineState):  # this process's own (a shared one: erase_user)
+            self.state.forget(user_id)
+        hub = getattr(self, "coldstart", None)  # None until start-up made it (which applies the erasures)
+        if hub is not None and seq > hub.erasure_seq:
+            hub.forget(user_id, seq)
+
+    def erase_user(self, user_id: str) -> dict[str, Any]:
+        """Erase ``user_id`` (:mod:`notefeed.serve.erasure`): logged durably with the deletion
+        of their relation rows, their rows purged from the serving logs, their state dropped
+        here and, from the relation log, on every worker. Returns the time and what each log lost."""
+        from notefeed.serve.erasure import purge_logs
+
+        with self._relations_lock, self._ingest_lock:  # no event of this worker falls between
+            seq, at, relations = self.relation_log.erase(user_id, self.clock())
+            search = getattr(self, "search", None)
+            removed = purge_logs(self.workspace, user_id, at, self.bus, getattr(search, "log", None),
+                                 self.experiment.log if self.experiment is not None else None)
+            if not isinstance(self.state, MemoryOnlineState):
+                self.state.forget(user_id)  # shared by the workers
+            if self.coldstart is not None:  # its bus position: deleted stream entries no longer count
+                self.coldstart.forget(user_id, seq, removed["events"] if isinstance(self.bus, RedisEventBus) else 0)
+            self._add_relations()
+        self.save_coldstart()  # the saved pool no longer holds the user either
+        self.metrics.inc("users_erased_total")
+        return {"user_id": user_id, "erased_at": at, "removed": {**removed, "relations": relations}}
 
     def blocked_items(self, user_id: str) -> np.ndarray:
         """(k,) sorted items of the creators ``user_id`` blocked (empty without blocks)."""
@@ -909,6 +996,7 @@ def _make_metrics() -> Metrics:
     m.counter("notes_removed_total", "takedowns (DELETE /v1/notes/{id}; a repeat of one is not counted)")
     m.counter("notes_edited_total", "notes edited (PATCH /v1/notes/{id} that changed a field)")
     m.counter("notes_restored_total", "takedowns undone (POST /v1/notes/{id}/restore; each undo once)")
+    m.counter("users_erased_total", "users erased (DELETE /v1/users/{id}; each request counted)")
     m.counter("model_swaps_total", "model versions swapped in")
     m.counter("config_reloads_total", "serving configs hot-reloaded")
     m.counter("online_train_updates_total", "fine ranker versions trained beside serving and swapped in")

@@ -281,6 +281,14 @@ class PageLog:
         last = int(rows[-1][0]) if rows else int(after)
         return last, [r[1:7] for r in rows if r[7] != self.writer]
 
+    def erase(self, user_id: str, until: float) -> int:
+        """Delete ``user_id``'s pages up to ``until``, buffered ones included (an erased user);
+        returns how many were logged."""
+        self.flush()
+        with self._lock:
+            return int(self._db.execute("DELETE FROM pages WHERE user_id = ? AND ts <= ?",
+                                        (user_id, float(until))).rowcount)
+
     def close(self) -> None:
         if self._closed:
             return

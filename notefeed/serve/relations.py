@@ -15,6 +15,11 @@ them), so a version trained after a sync holds them already.
 - A block: none of the creator's notes reaches that user's feed or search again.
 - A follow: ``social/follow`` recalls the creator's notes for that user; an unfollow takes the
   creator out of the user's follows, the ones the channel was fitted with included.
+
+The log also holds the **erasures** (``DELETE /v1/users/{id}``, :mod:`notefeed.serve.erasure`):
+one row per erased user with its time, written in the same transaction that deletes that user's
+relation rows. Every worker reads them like the relations (start-up, follower), and the sync
+applies them to the store.
 """
 
 from __future__ import annotations
@@ -44,8 +49,12 @@ class RelationLog(WalLog):
             "CREATE TABLE IF NOT EXISTS relations (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, "
             "creator_id TEXT NOT NULL, kind TEXT NOT NULL, active INTEGER NOT NULL, at REAL NOT NULL)",
         )
+        self._db.execute("CREATE TABLE IF NOT EXISTS erasures (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                         "user_id TEXT NOT NULL, at REAL NOT NULL)")
         #: the last position :meth:`since` read
         self.last_seq = 0
+        #: the last erasure :meth:`erasures_since` read
+        self.last_erasure_seq = 0
 
     def append(self, user_id: str, creator_id: str, kind: str, active: bool, at: float | None = None) -> float:
         """Log one relation set (``active``) or lifted; durable when this returns. Returns its time."""
@@ -74,3 +83,35 @@ class RelationLog(WalLog):
         """How many rows the log holds after position ``seq``."""
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM relations WHERE seq > ?", (int(seq),)).fetchone()[0])
+
+    def erase(self, user_id: str, at: float | None = None) -> tuple[int, float, int]:
+        """Log that ``user_id`` is erased and delete that user's relation rows up to then, in
+        one transaction; durable when this returns. Returns (its position, its time, relation
+        rows deleted)."""
+        at = time.time() if at is None else float(at)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                n = self._db.execute("DELETE FROM relations WHERE user_id = ? AND at <= ?", (user_id, at)).rowcount
+                seq = self._db.execute("INSERT INTO erasures (user_id, at) VALUES (?, ?)", (user_id, at)).lastrowid
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return int(seq), at, int(n)
+
+    def erasures_since(self, seq: int) -> list[tuple[int, str, float]]:
+        """(position, user id, time) of the erasures logged after position ``seq``, in order;
+        :attr:`last_erasure_seq` becomes the last one read."""
+        return [(int(q), str(u), float(t)) for q, u, t in self._after("erasures", "user_id, at", seq, "last_erasure_seq")]
+
+    def erasures_after(self, seq: int, limit: int | None = None) -> list[tuple[int, str, float]]:
+        """(position, user id, time) of the first ``limit`` erasures after position ``seq``, in
+        order (the sync reads on its own connection: no mark moves)."""
+        return [(int(q), str(u), float(t)) for q, u, t in self._after("erasures", "user_id, at", seq, None, limit)]
+
+    def erased(self) -> dict[str, float]:
+        """Every erased user with the time of their latest erasure."""
+        with self._lock:
+            rows = self._db.execute("SELECT user_id, max(at) FROM erasures GROUP BY user_id").fetchall()
+        return {str(u): float(t) for u, t in rows}

@@ -61,7 +61,8 @@ def test_save_load_roundtrip_and_reopen(tmp_path):
         _same(ds, ws.load_dataset())
     with Workspace.open(tmp_path, create=False) as ws:  # a new object on the same file
         back = ws.load_dataset()
-        assert ws.counts() == {"notes": 3, "users": 3, "creators": 2, "events": 4, "social": 1, "relations": 0, "note_edits": 0}
+        assert ws.counts() == {"notes": 3, "users": 3, "creators": 2, "events": 4, "social": 1, "relations": 0, "note_edits": 0,
+                              "erasures": 0}
     _same(ds, back)
     assert back.name == "tiny" and back.meta["type_map"] == {"click": "pv"}
     assert back.social["target_id"].tolist() == ["c1"]

@@ -20,7 +20,7 @@ from notefeed.serve.engine import Engine, empty_dataset
 from tests.serve.conftest import make_config
 
 TS = 1_700_000_000
-NOTHING_PENDING = {"notes": 0, "events": 0, "follower_counts": 0, "relations": 0, "edits": 0}
+NOTHING_PENDING = {"notes": 0, "events": 0, "follower_counts": 0, "relations": 0, "edits": 0, "erasures": 0}
 
 
 @pytest.fixture(scope="module")

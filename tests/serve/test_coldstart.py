@@ -327,3 +327,41 @@ def test_the_pool_reads_its_own_row_of_a_user_the_dataset_lacks(small_ds: Datase
         assert second.tolist() == []  # met-first's index must not give it met-first's profile
     finally:
         eng.close()
+
+
+def test_an_erased_user_leaves_the_pool_and_a_restart_counts_each_event_once(small_ds: Dataset,
+                                                                            tmp_path: Path) -> None:
+    """The pool forgets an erased user's profile, engagements and online row, in its saved state
+    too; a state saved before the erasure is caught up at start-up, and its bus position still
+    matches the event log, whose erased rows are tombstones the replay skips."""
+    ws = tmp_path / "ws"
+    cat, _, _ = _fans(small_ds)
+    users = small_ds.users["user_id"].astype(str).tolist()
+    now = int(time.time())
+    eng = Engine(small_ds, _cs_config(), ws)
+    try:
+        i = eng.publish(Note(note_id="cs-new", author_id="c-new", category=cat, tags=["t1"]))
+        eng.ingest([Event(user_id=u, note_id="cs-new", ts=now, type="impression") for u in users[:2]] +
+                   [Event(user_id="online-only", note_id="cs-new", ts=now, type="click")])
+        row = eng.coldstart.user_row("online-only")
+        assert row in eng.coldstart.pool.notes[i].engagers and eng.coldstart.pool._rnorm[row] > 0
+        eng.save_coldstart()
+        before = (ws / STATE_FILE).read_text()  # as a kill right after the erasure would leave it
+        eng.erase_user("online-only")
+        assert eng.coldstart.user_row("online-only") is None
+        assert row not in eng.coldstart.pool.notes[i].engagers and eng.coldstart.pool._rnorm[row] == 0
+        assert "online-only" not in (ws / STATE_FILE).read_text()  # saved at once
+        eng.ingest([Event(user_id=users[3], note_id="cs-new", ts=now + 5, type="impression")])
+    finally:
+        eng.close()
+    for state in ((ws / STATE_FILE).read_text(), before):
+        (ws / STATE_FILE).write_text(state)
+        eng = Engine(small_ds, _cs_config(), ws)
+        try:
+            note = eng.coldstart.pool.notes[i]
+            assert (note.impressions, note.clicks) == (3, 1)  # the later impression once, none skipped
+            assert eng.coldstart.user_row("online-only") is None and row not in note.engagers
+            assert eng.coldstart.pool._rnorm[row] == 0
+            assert eng.coldstart.events_seen == 4  # a bus position: the tombstone counts
+        finally:
+            eng.close()

@@ -440,6 +440,20 @@ class ColdStartPool:
         return {"notes": len(self.notes), **{s: int((st == c).sum()) for c, s in enumerate(STAGES)},
                 "median_s_to_handover": float(np.median(ho)) if ho else float("nan")}
 
+    def forget_user(self, user: int) -> None:
+        """Drop ``user``'s interest profile and their place among the notes' engagers (an
+        erased user); the row stays, empty (rows are indices)."""
+        if 0 <= user < len(self._prof):
+            self._prof[user] = 0.0
+            self._rnorm[user] = 0.0
+            self._dirty[user] = True
+            if self._cprof is not None and user < len(self._cprof):
+                self._cprof[user] = 0.0
+        for note in self.notes.values():
+            if user in note.engagers:
+                note.engagers = [u for u in note.engagers if u != user]
+        self._active = None
+
     # ------------------------------------------------------------------ state
     def baseline(self, force: bool = False) -> None:
         """Take the whole profile as the snapshots' base triples (a pass over every row: done

@@ -1,0 +1,59 @@
+"""Erasing a user (``DELETE /v1/users/{id}``): an account deleted in the app, or a person's
+request to have their data deleted.
+
+What happens, in order (:meth:`notefeed.serve.engine.Engine.erase_user`):
+
+1. The erasure (user id, time) is logged in the relation log (``WORKSPACE/relations.sqlite``,
+   table ``erasures``) in the transaction that deletes the user's follow and block rows:
+   durable before the answer, read by every worker (start-up and follower) and by the sync.
+2. The serving logs lose the user's rows up to that time (:func:`purge_logs`): the event log
+   (a Redis stream deletes the entries; the SQLite log blanks them into tombstones, keeping its
+   positions), the search log (searches and their clicks), the experiment page log.
+3. Every worker forgets what it holds about the user: online state (short sequence, seen set,
+   counters), follows, blocks, hidden notes; the dataset's history and a trained version's rows
+   for that id are no longer used (the id is served as a new user from then on: events sent
+   after the erasure build a new online state).
+4. ``notefeed train``'s sync (:mod:`notefeed.models.sync`) applies the erasure to the store: the
+   user's events, relation rows and social edges are deleted, the user's attributes cleared,
+   and the logs purged once more (an event another worker accepted while the erasure was
+   written). A version trained after that sync has learned nothing from the user. The event
+   lake's Parquet parts holding the user's events are rewritten at the next ``data lake export``.
+
+Kept on purpose: the erasure row itself (the id and the time: what every process must know to
+keep the user out), the user's row in the store's ``users`` table with empty attributes (the
+row's place is the user index trained versions use), aggregates already counted from the
+user's events (popularity, item-to-item co-occurrence, experiment tallies in memory) until the
+next train or restart, and model versions trained before the erasure (serving never uses their
+rows for the id; roll back to one and it still does not).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["purge_logs"]
+
+
+def purge_logs(workspace: str | Path, user_id: str, until: float, bus: Any | None = None,
+               search_log: Any | None = None, page_log: Any | None = None) -> dict[str, int]:
+    """Delete ``user_id``'s rows up to time ``until`` from the workspace's serving logs: the
+    event log ``bus`` (when given), the search log and the experiment page log (the open ones
+    given, else the workspace's files when they exist). Returns how many rows each lost:
+    ``events``, ``searches``, ``pages``."""
+    from notefeed.search.querylog import SearchLog
+    from notefeed.serve.experiments import PAGE_LOG, PageLog
+
+    ws = Path(workspace)
+    out = {"events": bus.erase(user_id, until) if bus is not None else 0, "searches": 0, "pages": 0}
+    for key, given, cls, path in (("searches", search_log, SearchLog, ws / "search_log.sqlite"),
+                                  ("pages", page_log, PageLog, ws / PAGE_LOG)):
+        if given is not None:
+            out[key] = given.erase(user_id, until)
+        elif path.exists():
+            log = cls(path)
+            try:
+                out[key] = log.erase(user_id, until)
+            finally:
+                log.close()
+    return out
