@@ -50,7 +50,7 @@ def test_demo_trains_serves_and_leaves_a_servable_workspace(tmp_path):
     assert api["follow_recalls_new_note"] is True and api["followed"] == ["demo-new-creator"]
     assert api["removed_note_gone"] is True and api["restored_note_back"] is True
     assert api["edited"] == ["tags", "title"]
-    assert api["erased"] == {"events": 1, "searches": 0, "pages": 0, "relations": 0}
+    assert api["erased"] == {"events": 1, "searches": 0, "pages": 0, "ad_lines": 0, "relations": 0}
     assert len(api["related"]) == 5
     policies = [r["policy"] for r in summary["closed_loop"]]
     assert policies == ["pipeline", "popular", "random"]

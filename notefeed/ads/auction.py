@@ -104,6 +104,10 @@ class FrequencyCap:
     def allowed(self, user: int | str, campaign_id: str, now_s: float) -> bool:
         return self._seen.get((user, campaign_id, int(now_s // 86400)), 0) < self.per_day
 
+    def forget(self, user: int | str) -> None:
+        """Drop ``user``'s counts (an erased user)."""
+        self._seen = defaultdict(int, {k: v for k, v in self._seen.items() if k[0] != user})
+
     def record(self, user: int | str, campaign_id: str, now_s: float) -> None:
         day = int(now_s // 86400)
         if day > self._day:  # a new day: yesterday's counts no longer cap anything

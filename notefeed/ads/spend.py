@@ -19,6 +19,7 @@ script that refuses an unknown impression).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = ["RedisSpendLedger", "RedisImpressions", "DAY_S"]
@@ -130,6 +131,15 @@ class RedisImpressions:
         for i, rec in records.items():
             pipe.hset(self.key(i), mapping={f: "" if rec.get(f) is None else str(rec[f]) for f in self.FIELDS})
             pipe.expire(self.key(i), self.ttl_s)
+        pipe.execute()
+
+    def blank_user(self, imp_ids: Iterable[str]) -> None:
+        """Blank the user of the stored impressions ``imp_ids`` (an erased user); one missing or
+        expired is left missing."""
+        pipe = self.r.pipeline(transaction=False)
+        for i in imp_ids:
+            pipe.eval("if redis.call('exists', KEYS[1]) == 1 then redis.call('hset', KEYS[1], 'user_id', '') end",
+                      1, self.key(i))
         pipe.execute()
 
     def get(self, imp_id: str) -> dict[str, Any] | None:

@@ -63,6 +63,8 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -102,7 +104,67 @@ from notefeed.recall.ann import AnnIndex
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AdSlotsConfig", "AdServer", "page_ads", "ad_server", "add_ad_event_routes", "AdEvent", "AdEventBatch"]
+__all__ = ["AdSlotsConfig", "AdServer", "page_ads", "ad_server", "add_ad_event_routes", "AdEvent", "AdEventBatch",
+           "anonymise_ad_logs"]
+
+#: the ads folder's lock file: appends to its logs hold it shared, :func:`anonymise_ad_logs` exclusive
+LOGS_LOCK = ".logs.lock"
+
+
+@contextmanager
+def _logs_lock(folder: Path, exclusive: bool = False) -> Iterator[None]:
+    """Hold the ads logs' advisory ``flock`` (released when the process dies): shared by the
+    workers' appends, exclusive while a log is rewritten, so that no line lands in a file
+    being replaced."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOGS_LOCK, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def anonymise_ad_logs(folder: str | Path, user_id: str, until: float) -> tuple[int, set[str]]:
+    """Blank ``user_id`` in the ads logs' lines up to time ``until`` (an erased user): the
+    impression log, its rotated file and the click log, each rewritten atomically under the
+    logs' exclusive lock. The lines stay (what advertisers were charged for, what the pCTR and
+    the ad towers learn from), without the user. Returns (lines changed, their impression ids)."""
+    import os
+
+    folder = Path(folder)
+    changed, ids = 0, set()
+    with _logs_lock(folder, exclusive=True):
+        for name in (IMPRESSION_LOG, IMPRESSION_LOG.replace(".jsonl", ".1.jsonl"), CLICK_LOG):
+            path = folder / name
+            if not path.exists():
+                continue
+            n = 0
+            tmp = path.with_name(f".{name}.tmp")
+            with path.open("rb") as src, tmp.open("wb") as out:
+                for raw in src:
+                    try:
+                        e = json.loads(raw)
+                        mine = e.get("user_id") == user_id and float(e.get("ts", 0.0)) <= until
+                    except (ValueError, TypeError, AttributeError):
+                        mine = False  # a torn line stays as it is
+                    if mine:
+                        e["user_id"] = ""
+                        if "id" in e:
+                            ids.add(str(e["id"]))
+                        raw = (json.dumps(e, separators=(",", ":")) + "\n").encode()
+                        n += 1
+                    out.write(raw)
+                out.flush()
+                os.fsync(out.fileno())
+            if n:
+                os.replace(tmp, path)
+            else:
+                tmp.unlink()
+            changed += n
+    return changed, ids
 
 
 class AdSlotsConfig(BaseModel):
@@ -669,6 +731,18 @@ class AdServer:
         except (TypeError, ValueError):
             return None
 
+    def forget(self, user_id: str, imp_ids: set[str] | None = None) -> None:
+        """Forget erased ``user_id`` here: their frequency-cap counts, and their id on the
+        impressions held for clicks (this process's, and with ``imp_ids`` the shared ones in
+        Redis: the impressions :func:`anonymise_ad_logs` found)."""
+        with self._lock:
+            self.cap.forget(user_id)
+            for rec in self.impressions.values():
+                if rec.get("user_id") == user_id:
+                    rec["user_id"] = ""
+        if imp_ids and self.shared is not None:
+            self.shared.blank_user(imp_ids)
+
     def _expire(self, now: float) -> None:
         imps = self.impressions
         while imps and (len(imps) > self.cfg.max_impressions
@@ -818,7 +892,7 @@ class AdServer:
         try:
             self.click_log.parent.mkdir(parents=True, exist_ok=True)
             line = json.dumps({"query": imp["query"], "ad_id": imp["ad_id"], "user_id": imp["user_id"], "ts": now})
-            with self.click_log.open("a", encoding="utf-8") as f:
+            with _logs_lock(self.click_log.parent), self.click_log.open("a", encoding="utf-8") as f:
                 f.write(line + "\n")
         except OSError:
             log.exception("ads: appending to %s failed", self.click_log)
@@ -831,14 +905,14 @@ class AdServer:
         import os
 
         try:
-            self.imp_log.parent.mkdir(parents=True, exist_ok=True)
-            with self.imp_log.open("a", encoding="utf-8") as f:
-                f.write("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events))
-            self._imp_lines += len(events)
-            if self._imp_lines >= 1000:
-                self._imp_lines = 0
-                if self.imp_log.stat().st_size > self.cfg.impression_log_mb * 1e6:
-                    os.replace(self.imp_log, self.imp_log.with_name(IMPRESSION_LOG.replace(".jsonl", ".1.jsonl")))
+            with _logs_lock(self.imp_log.parent):
+                with self.imp_log.open("a", encoding="utf-8") as f:
+                    f.write("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events))
+                self._imp_lines += len(events)
+                if self._imp_lines >= 1000:
+                    self._imp_lines = 0
+                    if self.imp_log.stat().st_size > self.cfg.impression_log_mb * 1e6:
+                        os.replace(self.imp_log, self.imp_log.with_name(IMPRESSION_LOG.replace(".jsonl", ".1.jsonl")))
         except OSError:
             log.exception("ads: appending to %s failed", self.imp_log)
 

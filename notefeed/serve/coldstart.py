@@ -105,19 +105,23 @@ class ColdStartHub:
             r = self.new_users[user_id] = self.ds.n_users + len(self.new_users)
         return r
 
-    def forget(self, user_id: str, seq: int, seen_gone: int = 0) -> None:
+    def forget(self, user_id: str, seq: int) -> None:
         """Forget erased ``user_id`` (the relation log's erasure ``seq``): their interest
         profile and engagements in the pool; a user first met online keeps their row under an
-        anonymous key, so rows never collide. ``seen_gone``: bus records this state had seen
-        that the erasure deleted (``events_seen`` is a bus position)."""
+        anonymous key, so rows never collide."""
         with self._lock:
             row = self.user_row(user_id)
             if row is not None:
                 self.pool.forget_user(int(row))
             if user_id in self.new_users:
                 self.new_users[f"~erased:{self.new_users.pop(user_id)}"] = int(row)  # type: ignore[arg-type]
-            self.events_seen = max(0, self.events_seen - int(seen_gone))
             self.erasure_seq = max(self.erasure_seq, int(seq))
+
+    def unsee(self, n: int) -> None:
+        """``n`` bus records this state had seen were deleted (an erasure on a Redis stream):
+        ``events_seen`` is a position in the stream."""
+        with self._lock:
+            self.events_seen = max(0, self.events_seen - int(n))
 
     def publish(self, item: int, note: Note) -> None:
         self._publish(item, list(note.tags), note.category, note.created_at)

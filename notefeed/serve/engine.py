@@ -788,6 +788,9 @@ class Engine:
         self._hides.pop(user_id, None)
         if isinstance(self.state, MemoryOnlineState):  # this process's own (a shared one: erase_user)
             self.state.forget(user_id)
+        ads = getattr(self, "ad_server", None)  # built with the first page that shows ads
+        if ads is not None:
+            ads.forget(user_id)
         hub = getattr(self, "coldstart", None)  # None until start-up made it (which applies the erasures)
         if hub is not None and seq > hub.erasure_seq:
             hub.forget(user_id, seq)
@@ -798,16 +801,19 @@ class Engine:
         here and, from the relation log, on every worker. Returns the time and what each log lost."""
         from notefeed.serve.erasure import purge_logs
 
-        with self._relations_lock, self._ingest_lock:  # no event of this worker falls between
-            seq, at, relations = self.relation_log.erase(user_id, self.clock())
-            search = getattr(self, "search", None)
-            removed = purge_logs(self.workspace, user_id, at, self.bus, getattr(search, "log", None),
-                                 self.experiment.log if self.experiment is not None else None)
+        with self._relations_lock, self._ingest_lock:  # an ingest is before the erasure or refused by it
+            _, at, relations = self.relation_log.erase(user_id, self.clock())
             if not isinstance(self.state, MemoryOnlineState):
                 self.state.forget(user_id)  # shared by the workers
-            if self.coldstart is not None:  # its bus position: deleted stream entries no longer count
-                self.coldstart.forget(user_id, seq, removed["events"] if isinstance(self.bus, RedisEventBus) else 0)
             self._add_relations()
+        # the logs' purge (a pass over a Redis stream) holds no lock: events up to the erasure
+        # are all in the logs by now, later ones are a new account's and stay
+        search = getattr(self, "search", None)
+        removed = purge_logs(self.workspace, user_id, at, self.bus, getattr(search, "log", None),
+                             self.experiment.log if self.experiment is not None else None,
+                             getattr(self, "ad_server", None))
+        if self.coldstart is not None and isinstance(self.bus, RedisEventBus):
+            self.coldstart.unsee(removed["events"])  # its stream position: deleted entries no longer count
         self.save_coldstart()  # the saved pool no longer holds the user either
         self.metrics.inc("users_erased_total")
         return {"user_id": user_id, "erased_at": at, "removed": {**removed, "relations": relations}}

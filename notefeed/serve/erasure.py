@@ -13,6 +13,8 @@ What happens, in order (:meth:`notefeed.serve.engine.Engine.erase_user`):
    counters), follows, blocks, hidden notes; the dataset's history and a trained version's rows
    for that id are no longer used (the id is served as a new user from then on: events sent
    after the erasure build a new online state).
+   The ads logs (impressions, clicks: what advertisers were charged for) keep their lines with
+   the user blanked, and so do the impressions held for clicks (in the process, in Redis).
 4. ``notefeed train``'s sync (:mod:`notefeed.models.sync`) applies the erasure to the store: the
    user's events, relation rows and social edges are deleted, the user's attributes cleared,
    and the logs purged once more (an event another worker accepted while the erasure was
@@ -36,16 +38,23 @@ __all__ = ["purge_logs"]
 
 
 def purge_logs(workspace: str | Path, user_id: str, until: float, bus: Any | None = None,
-               search_log: Any | None = None, page_log: Any | None = None) -> dict[str, int]:
+               search_log: Any | None = None, page_log: Any | None = None,
+               ad_server: Any | None = None) -> dict[str, int]:
     """Delete ``user_id``'s rows up to time ``until`` from the workspace's serving logs: the
     event log ``bus`` (when given), the search log and the experiment page log (the open ones
-    given, else the workspace's files when they exist). Returns how many rows each lost:
-    ``events``, ``searches``, ``pages``."""
+    given, else the workspace's files when they exist); blank the user in the ads logs' lines
+    (and, with ``ad_server``, in the impressions it and Redis hold for clicks). Returns how many
+    rows each lost or changed: ``events``, ``searches``, ``pages``, ``ad_lines``."""
     from notefeed.search.querylog import SearchLog
+    from notefeed.serve.adslots import anonymise_ad_logs
     from notefeed.serve.experiments import PAGE_LOG, PageLog
 
     ws = Path(workspace)
-    out = {"events": bus.erase(user_id, until) if bus is not None else 0, "searches": 0, "pages": 0}
+    out = {"events": bus.erase(user_id, until) if bus is not None else 0, "searches": 0, "pages": 0, "ad_lines": 0}
+    if (ws / "ads").is_dir():
+        out["ad_lines"], ids = anonymise_ad_logs(ws / "ads", user_id, until)
+        if ad_server is not None:
+            ad_server.forget(user_id, ids)
     for key, given, cls, path in (("searches", search_log, SearchLog, ws / "search_log.sqlite"),
                                   ("pages", page_log, PageLog, ws / PAGE_LOG)):
         if given is not None:

@@ -58,7 +58,7 @@ def test_an_erased_user_is_forgotten_by_the_server_its_logs_and_a_restart(small_
             assert r.status_code == 200
             body = r.json()
             assert body["user_id"] == user and body["removed"] == {"events": 5, "searches": 0, "pages": 0,
-                                                                   "relations": 2}
+                                                                   "ad_lines": 0, "relations": 2}
             assert body["erased_at"] >= now
             ctx = eng.context(user)  # served as a new user: nothing from before is used
             assert ctx.user is None and len(ctx.history) == 0 and len(ctx.seen) == 0
@@ -78,7 +78,7 @@ def test_an_erased_user_is_forgotten_by_the_server_its_logs_and_a_restart(small_
             assert np.array_equal(after_other.history, before_other.history)
             # again, and an id never seen: harmless, nothing to remove
             assert c.delete(f"/v1/users/{user}", headers=AUTH).json()["removed"] == {
-                "events": 0, "searches": 0, "pages": 0, "relations": 0}
+                "events": 0, "searches": 0, "pages": 0, "ad_lines": 0, "relations": 0}
             assert c.delete("/v1/users/never-seen", headers=AUTH).status_code == 200
             # an event sent after the erasure starts a new account
             later = {"user_id": user, "note_id": notes[20], "ts": now + 1, "type": "like"}
@@ -177,3 +177,46 @@ def test_a_redis_stream_loses_the_users_entries_up_to_the_time(redis_client, red
     assert bus.erase("u", 20.0) == 1
     assert [(r.user_id, r.received_at) for r in bus.replay()] == [("v", 10.0), ("u", 30.0)]
     bus.close()
+
+
+def test_the_ads_logs_keep_their_lines_without_the_user(small_ds: Dataset, tmp_path: Path, redis_url: str,
+                                                        redis_client) -> None:
+    """What advertisers were charged for stays (impressions, clicks), the erased user's id
+    leaves every line of theirs up to the erasure, in the files, in the impressions a process
+    holds for clicks and in the shared ones in Redis; other lines stay byte for byte."""
+    import json
+
+    from notefeed.ads.spend import RedisImpressions, RedisSpendLedger
+
+    ws = tmp_path / "ws"
+    ads = ws / "ads"
+    ads.mkdir(parents=True)
+    now = time.time()
+    imp = [{"t": "imp", "id": f"i{k}", "ad_id": "a1", "campaign_id": "c1", "price": 0.5, "user_id": u, "ts": now - 10}
+           for k, u in enumerate(("gone", "kept", "gone"))]
+    lines = [json.dumps(e, separators=(",", ":")) for e in imp] + ['{"t":"click","id":"i0","ts":1}', "torn{"]
+    (ads / "impressions.jsonl").write_text("\n".join(lines) + "\n")
+    (ads / "clicks.jsonl").write_text(json.dumps({"query": "q", "ad_id": "a1", "user_id": "gone", "ts": now - 5}) + "\n")
+    ledger = RedisSpendLedger.from_url(redis_url, prefix="erase-ads")
+    shared = RedisImpressions(ledger, 3600)
+    shared.put({"i0": {**imp[0]}, "i1": {**imp[1]}})
+    eng = Engine(small_ds, make_config(), ws)
+    try:
+        out = eng.erase_user("gone")
+        assert out["removed"]["ad_lines"] == 3
+        got = (ads / "impressions.jsonl").read_text().splitlines()
+        assert [json.loads(x)["user_id"] for x in got[:3]] == ["", "kept", ""]
+        assert got[1] == lines[1] and got[3:] == lines[3:]  # untouched lines stay byte for byte
+        assert json.loads((ads / "clicks.jsonl").read_text())["user_id"] == ""
+        shared.blank_user(["i0", "missing"])
+        assert shared.get("i0")["user_id"] == "" and shared.get("i1")["user_id"] == "kept"
+        assert not redis_client.exists("erase-ads:ads:imp:missing")  # no key made for an expired one
+    finally:
+        eng.close()
+    from notefeed.ads.auction import FrequencyCap
+
+    cap = FrequencyCap(1)
+    cap.record("gone", "c1", now)
+    cap.record("kept", "c1", now)
+    cap.forget("gone")
+    assert cap.allowed("gone", "c1", now) and not cap.allowed("kept", "c1", now)
