@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from notefeed.cli import app
 from notefeed.data.store import Workspace
+from notefeed.models.sync import sync_workspace
 from notefeed.online.bus import SqliteEventBus
 from notefeed.online.events import EventRecord
 from notefeed.schema import Event
@@ -93,6 +94,15 @@ def test_an_erasure_reaches_the_store_and_the_logs_once(small_ds, tmp_path: Path
     assert r.exit_code == 0 and "erasure" not in r.output
     with Workspace.open(ws) as w:
         assert len(w.erasures()) == 1
+    # a re-import of a file that still holds the user (--replace starts the store and its marks
+    # afresh): the next sync erases them again, from the relation log
+    with Workspace.open(ws) as w:
+        w.save_dataset(ds, replace=True)
+        assert w.con.execute("SELECT count(*) FROM events WHERE user_id = ?", [gone]).fetchall()[0][0] == n_gone
+    sync_workspace(ws)
+    with Workspace.open(ws) as w:
+        rows = w.con.execute("SELECT type FROM events WHERE user_id = ?", [gone]).fetchall()
+        assert rows == [("click",)] and w.erasures()["user_id"].tolist() == [gone]
 
 
 def test_the_event_lake_drops_an_erased_users_events_at_the_next_export(small_ds, tmp_path: Path) -> None:
