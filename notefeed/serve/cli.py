@@ -81,9 +81,62 @@ def _serve_workers(con: Any, workspace: Path, config: Path | None, cfg: Any, tok
     con.print("notefeed: workers stopped, state saved")
 
 
+def _register_backup(app: typer.Typer) -> None:
+    """``notefeed backup`` and ``notefeed restore`` (:mod:`notefeed.serve.backup`)."""
+
+    def fail(msg: str) -> None:
+        typer.echo(f"error: {msg}", err=True)
+        raise typer.Exit(2)
+
+    @app.command("backup")
+    def backup(
+        workspace: Path = typer.Option(..., "--workspace", help="the workspace to back up (it may be serving)"),
+        to: Path = typer.Option(..., "--to", help="a new folder for the backup"),
+        config: Path | None = typer.Option(None, "--config", help="the serving config: with online.backend "
+                                           "redis the event stream is synced into the store first"),
+    ) -> None:
+        """Copy WORKSPACE, while it serves, into a new folder: store, logs, models, search
+        index, lake and state, each consistent, with a manifest of checksums."""
+        from notefeed.data.dataset import DataError
+        from notefeed.data.store import WorkspaceLocked
+        from notefeed.serve.backup import BackupError, backup_workspace
+
+        if config is not None:
+            from notefeed.models.sync import sync_workspace
+            from notefeed.serve.config import ConfigError, load_config
+
+            try:
+                report = sync_workspace(workspace, load_config(config))
+            except (ConfigError, DataError, ValueError, OSError) as e:
+                fail(f"--config: syncing the serving logs into the store failed ({e})")
+            if report.copied:
+                typer.echo(report.line())
+        try:
+            m = backup_workspace(workspace, to, progress=lambda what: typer.echo(f"copying {what}"))
+        except (BackupError, DataError, WorkspaceLocked, OSError) as e:
+            fail(str(e))
+        size = sum(f["size"] for f in m["files"].values())
+        typer.echo(f"backed up {len(m['files']):,} files ({size / 1e6:,.1f} MB) of {workspace} to {to}")
+
+    @app.command("restore")
+    def restore(
+        from_: Path = typer.Option(..., "--from", help="a folder written by `notefeed backup`"),
+        workspace: Path = typer.Option(..., "--workspace", help="a new (or empty) folder for the workspace"),
+    ) -> None:
+        """Restore a backup as a new workspace, after checking every file against its manifest."""
+        from notefeed.serve.backup import BackupError, restore_workspace
+
+        try:
+            m = restore_workspace(from_, workspace)
+        except (BackupError, OSError) as e:
+            fail(str(e))
+        typer.echo(f"restored {len(m['files']):,} files of the backup of {m['created_at']} to {workspace}")
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this stage's commands to ``notefeed`` and ``notefeed bench``."""
     _register_tune(app)
+    _register_backup(app)
     _register_online_benches(bench)
     _register_steps_bench(bench)
     from notefeed.serve import expcli
