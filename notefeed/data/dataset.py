@@ -75,6 +75,10 @@ class Dataset:
     events: pd.DataFrame
     social: pd.DataFrame | None = None
     meta: dict[str, object] = field(default_factory=dict)
+    #: how far the workspace's serving logs are in these events: the store's sync marks when
+    #: it was read (``Workspace.load_dataset``; empty otherwise, and never saved): a server
+    #: replaying its event log does not count the entries the dataset holds again
+    log_marks: dict[str, object] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ building
     @classmethod

@@ -285,8 +285,10 @@ class Workspace:
         """Everything in the workspace as a :class:`Dataset` (events in append order, then by ts).
 
         ``events``: use this event frame (same columns, e.g. read from the event lake) instead
-        of the ``events`` table."""
+        of the ``events`` table. Read from the table, the dataset's ``log_marks`` are the store's
+        sync marks: how far the serving logs are in these events."""
         con = self.con
+        own_events = events is None
         if "note_edits" in self.tables:  # an edited note's fields as they are now, in its own row's place
             edited = ("FROM notes n LEFT JOIN note_edits e ON n.note_id = e.note_id ORDER BY n.rowid")
             notes = con.execute("SELECT n.* EXCLUDE (tags) REPLACE (coalesce(e.title, n.title) AS title, coalesce("
@@ -300,18 +302,23 @@ class Workspace:
         users = _with_json_columns(con.execute("SELECT * FROM users ORDER BY rowid").df(), "attributes")
         creators = con.execute("SELECT * FROM creators ORDER BY rowid").df()
         social = self._social()
-        meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta").fetchall()
-                if not k.startswith(_MARK)}
+        rows = con.execute("SELECT key, value FROM meta").fetchall()
+        meta = {k: json.loads(v) for k, v in rows if not k.startswith(_MARK)}
+        marks = {k[len(_MARK):]: json.loads(v) for k, v in rows if k.startswith(_MARK)}
         ds_name = name or str(meta.pop("name", self.path.parent.name))
         coded = self._coded_events() if events is None else None
         if coded is not None:  # the fast path: ids coded to rows inside DuckDB
-            return Dataset.build_coded(ds_name, coded, notes=notes, users=users, creators=creators,
-                                       social=social, meta=meta)
-        if events is None:
-            events = con.execute(f"SELECT {', '.join(_EVENT_COLS)} FROM events ORDER BY seq").df()
-        if events["request_id"].isna().all():
-            events = events.drop(columns=["request_id"])
-        return Dataset.build(ds_name, events, notes=notes, users=users, creators=creators, social=social, meta=meta)
+            ds = Dataset.build_coded(ds_name, coded, notes=notes, users=users, creators=creators,
+                                     social=social, meta=meta)
+        else:
+            if events is None:
+                events = con.execute(f"SELECT {', '.join(_EVENT_COLS)} FROM events ORDER BY seq").df()
+            if events["request_id"].isna().all():
+                events = events.drop(columns=["request_id"])
+            ds = Dataset.build(ds_name, events, notes=notes, users=users, creators=creators, social=social, meta=meta)
+        if own_events:  # the store's own events: the logs' entries they hold
+            ds.log_marks = marks
+        return ds
 
     def _social(self) -> pd.DataFrame:
         """The ``social`` table's edges, then the relation log's (what users said through the

@@ -159,18 +159,27 @@ class SqliteEventBus:
     def entries(self, after: int | None = 0) -> Iterator[tuple[int, EventRecord]]:
         """``(position, event)`` from the ``after``-th event on, a page at a time (a copy of a
         long log holds little); a position is the count of events up to and including this
-        one (what a copy of the log resumes from)."""
+        one (what a copy of the log resumes from). Pages follow the sequence number (the
+        ``after``-th row is found once), so reading a long log is linear."""
         pos = int(after or 0)
+        cols = ",".join(_COLS)
+        with self._lock:
+            row = (self._db.execute("SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?", (pos - 1,)).fetchone()
+                   if pos > 0 else (0,))
+        if row is None:  # fewer rows than ``after``
+            return
+        last = int(row[0])
         while True:
             with self._lock:
-                rows = self._db.execute(f"SELECT {','.join(_COLS)} FROM events ORDER BY seq LIMIT ? OFFSET ?",
-                                        (_PAGE, pos)).fetchall()
+                rows = self._db.execute(f"SELECT seq, {cols} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                                        (last, _PAGE)).fetchall()
             for r in rows:
                 pos += 1  # a tombstone keeps its place: positions are counts
-                if r[3] != ERASED:
-                    yield pos, EventRecord(**dict(zip(_COLS, r, strict=True)))
+                if r[4] != ERASED:
+                    yield pos, EventRecord(**dict(zip(_COLS, r[1:], strict=True)))
             if len(rows) < _PAGE:
                 return
+            last = int(rows[-1][0])
 
     def count(self) -> int:
         """Rows in the log, tombstones of erased events included (positions count them)."""

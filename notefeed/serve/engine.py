@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from notefeed.data.dataset import Dataset
+from notefeed.models.sync import event_log_key
 from notefeed.online.bus import EventBus, RedisEventBus, SideEffects, SqliteEventBus, open_bus
 from notefeed.online.events import EventRecord, StateUpdate
 from notefeed.online.ltr import OnlineLTR, OnlineLTRConfig
@@ -102,6 +103,29 @@ def _held(table: dict[str, dict[str, tuple[float, bool]]], user_id: str) -> tupl
 def _active(table: dict[str, dict[str, tuple[float, bool]]], user_id: str) -> tuple[str, ...]:
     """The creators ``user_id`` holds in ``table``, oldest first."""
     return _held(table, user_id)[0]
+
+
+def _position_le(a: Any, b: Any) -> bool:
+    """Whether event-log position ``a`` is at or before ``b``: counts (SQLite) or Redis stream
+    entry ids (``<ms>-<seq>``)."""
+    if isinstance(a, str) or isinstance(b, str):
+        ta, tb = (tuple(int(x) for x in str(v).split("-")) for v in (a, b))
+        return ta <= tb
+    return int(a) <= int(b)
+
+
+def _trim_overlap(hist: np.ndarray, online: np.ndarray) -> np.ndarray:
+    """``hist`` less its longest suffix that starts ``online``: the dataset's newest positives
+    that the online state also holds (synced into the store, read by a restart, and in the
+    online state again: the replayed log, or Redis, which outlives a restart)."""
+    if not len(hist) or not len(online):
+        return hist
+    tail = hist[-len(online):]
+    for start in np.flatnonzero(tail == online[0]).tolist():  # the longest overlap first
+        k = len(tail) - start
+        if np.array_equal(tail[start:], online[:k]):
+            return hist[: len(hist) - k]
+    return hist
 
 
 def popular_config(config: ServeConfig) -> ServeConfig:
@@ -208,6 +232,12 @@ class Engine:
         #: the new-note cold-start pool (None when ``coldstart.enabled`` is off)
         self.coldstart: ColdStartHub | None = None
         self._cs_skip = 0
+        self._cs_fitted = False
+        #: the dataset's positives the online state holds (:meth:`_warm`), left out of its history
+        self._in_state: pd.Index | None = None
+        #: the dataset holds entries of the event log that a Redis online state, which outlives
+        #: restarts, holds too: :meth:`context` trims the history's overlap with it
+        self._trim_history = False
         try:
             self.coldstart = self._start_coldstart()
         except BaseException:
@@ -223,8 +253,7 @@ class Engine:
             self.save_coldstart, self.config.coldstart.snapshot_s, self.config.coldstart.snapshot_events)
         #: the ``until_ts`` of :meth:`warm_state` (None: not warmed)
         self.warmed_until: float | None = None
-        pos = ds.select_events(POSITIVE_TYPES) if len(ds.events) else ds.events
-        self._hist = _csr_by_user(pos["user"].to_numpy(np.int64), pos["item"].to_numpy(), ds.n_users)
+        self._hist = self._histories()
         self._seen = _csr_by_user(ds.events["user"].to_numpy(np.int64), ds.events["item"].to_numpy(), ds.n_users)
         self.metrics = _make_metrics()
         #: the A/B experiment of ``config.experiments`` (None: none)
@@ -332,7 +361,9 @@ class Engine:
             except ValueError as e:  # unreadable: kept for a look, never overwritten unseen
                 self._set_aside(self.coldstart_path, e)
                 hub = ColdStartHub(cfg, self.ds, self.catalog)
-        if not restored:  # as on a first start: fitted on the dataset, then fed the whole bus replay
+        #: the pool was fitted on the dataset here (not restored): the log entries it holds are not fed again
+        self._cs_fitted = not restored
+        if not restored:  # as on a first start: fitted on the dataset, then fed the bus replay past it
             hub.fit()
         hub.publish_missing()
         for seq, user, _ in self.relation_log.erasures_after(hub.erasure_seq):  # since the state was saved
@@ -343,15 +374,40 @@ class Engine:
         hub.events_seen = 0  # counted again as the replay passes them
         return hub
     def _replay(self) -> int:
-        """Rebuild in-memory state and popularity from the durable log."""
-        n = 0
+        """Rebuild in-memory state and popularity from the durable log. The entries the dataset
+        holds already (synced into the store before it was read: ``ds.log_marks``) come first:
+        they give follows, hides and event ids, but popularity, exposure counts and a cold-start
+        pool fitted on the dataset have them already, and the online state is warmed from the
+        dataset's last hour instead (as offline, :meth:`warm_state`), so that the history holds
+        each positive once. A Redis online state outlives restarts and holds them too:
+        :meth:`context` trims the history's overlap with its short sequence."""
+        n, last = 0, None
+        to_state = isinstance(self.state, MemoryOnlineState)
+        synced = self.ds.log_marks.get(event_log_key(self.bus))
+        in_ds = synced is not None
+        self._trim_history = in_ds and not to_state
         batch: list[EventRecord] = []
-        for rec in self.bus.replay():
+
+        def leave_dataset() -> None:  # the dataset's last hour into the state, as offline (warm_state)
+            nonlocal n, batch, in_ds
+            n += self._apply(batch, False, in_dataset=True)  # the state is warmed from the dataset instead
+            batch, in_ds = [], False
+            if to_state and last is not None:  # the log held entries the dataset has (not an empty log)
+                n += self._warm(self.clock())
+
+        for pos, rec in self.bus.entries():
+            if in_ds and not _position_le(pos, synced):
+                leave_dataset()
             batch.append(rec)
+            last = pos
             if len(batch) == 10_000:
-                n += self._apply(batch, to_state=isinstance(self.state, MemoryOnlineState))
+                n += self._apply(batch, to_state and not in_ds, in_dataset=in_ds)
                 batch = []
-        n += self._apply(batch, to_state=isinstance(self.state, MemoryOnlineState))
+        if in_ds:
+            leave_dataset()
+        n += self._apply(batch, to_state, in_dataset=False)
+        if isinstance(self.bus, RedisEventBus) and last is not None:
+            self.bus.last_id = str(last)  # the follower reads what others add past it
         if self.coldstart is not None and isinstance(self.bus, SqliteEventBus):
             self.coldstart.events_seen = self.bus.count()  # a position: tombstones included
         return n
@@ -386,6 +442,14 @@ class Engine:
         if self.warmed_until is not None:
             raise RuntimeError(f"warm_state: already warmed until {self.warmed_until}")
         self.warmed_until = float(until_ts)
+        n = self._warm(until_ts)
+        self._hist = self._histories()
+        return n
+
+    def _warm(self, until_ts: float) -> int:
+        """Apply the dataset's events of the longest online window before ``until_ts`` to the
+        online state; the positives its short sequence then holds go to :attr:`_in_state`, out
+        of the dataset history (:meth:`_histories`). Returns the number of updates."""
         ev = self.ds.events
         if not len(ev) or self.ds.meta.get("ts_is_position"):
             return 0  # a sequence file's ts is a position, not a clock: no real-time window
@@ -400,11 +464,16 @@ class Engine:
         # the short sequence keeps each user's last ``seq_len`` of these positives: those leave
         # the dataset history (they are read from the state now, like online ones)
         seq_len = int(getattr(self.state, "seq_len", self.config.online.seq_len))
-        in_seq = win[win["type"].isin(POSITIVE_TYPES)].groupby("user", sort=False).tail(seq_len).index
-        pos = self.ds.select_events(POSITIVE_TYPES)
-        pos = pos[~pos.index.isin(in_seq)]
-        self._hist = _csr_by_user(pos["user"].to_numpy(np.int64), pos["item"].to_numpy(), self.ds.n_users)
+        self._in_state = win[win["type"].isin(POSITIVE_TYPES)].groupby("user", sort=False).tail(seq_len).index
         return len(ups)
+
+    def _histories(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's dataset positives (CSR by user) less those the online state holds
+        (:attr:`_in_state`)."""
+        pos = self.ds.select_events(POSITIVE_TYPES) if len(self.ds.events) else self.ds.events
+        if self._in_state is not None:
+            pos = pos[~pos.index.isin(self._in_state)]
+        return _csr_by_user(pos["user"].to_numpy(np.int64), pos["item"].to_numpy(), self.ds.n_users)
 
     @property
     def _redis_pair(self) -> bool:
@@ -421,7 +490,10 @@ class Engine:
                 ups.append(StateUpdate(r.user_id, r.note_id, r.type, self.catalog.category_name(i), r.received_at))
         return ups
 
-    def _apply(self, recs: Sequence[EventRecord], to_state: bool = True) -> int:
+    def _apply(self, recs: Sequence[EventRecord], to_state: bool = True, in_dataset: bool = False) -> int:
+        """Fold accepted (or replayed) events in; ``in_dataset``: entries the dataset holds
+        already (its popularity and exposure counts, and a cold-start pool fitted on it, have
+        them)."""
         ups, pos_items, impr_items, click_items = [], [], [], []
         erased = self._erased
         for r in recs:
@@ -449,9 +521,12 @@ class Engine:
                 click_items.append(i)
         if to_state:
             self.state.apply(ups)
-        self.catalog.bump(np.asarray(pos_items, np.int64))
-        self.catalog.count_exposure(np.asarray(impr_items, np.int64), np.asarray(click_items, np.int64))
-        if self.coldstart is not None:
+        if not in_dataset:
+            self.catalog.bump(np.asarray(pos_items, np.int64))
+            self.catalog.count_exposure(np.asarray(impr_items, np.int64), np.asarray(click_items, np.int64))
+        if self.coldstart is not None and in_dataset and self._cs_fitted:
+            self.coldstart.events_seen += len(recs)  # counted (a bus position), in the pool by its fit
+        elif self.coldstart is not None:
             skip = min(self._cs_skip, len(recs))  # a restored pool already saw these
             self._cs_skip -= skip
             self.coldstart.events_seen += skip
@@ -491,7 +566,8 @@ class Engine:
         idx = self.catalog.index
         online = [idx[n] for n in snap.short_seq if n in idx]
         if online:
-            hist = np.concatenate([hist, np.asarray(online, np.int64)])
+            on = np.asarray(online, np.int64)
+            hist = np.concatenate([_trim_overlap(hist, on) if self._trim_history else hist, on])
         if snap.seen:  # channels skip ctx.seen themselves (recall contract): include online
             seen = np.concatenate([seen, np.fromiter((idx[n] for n in snap.seen if n in idx), np.int64)])
         followed, unfollowed = _held(self._follows, user_id)  # one sort of the user's follows
