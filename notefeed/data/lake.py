@@ -70,7 +70,8 @@ def lake_dir(workspace: str | Path) -> Path:
     return Path(workspace) / "lake" / "events"
 
 
-def _fsync_dir(d: Path) -> None:
+def fsync_path(d: Path) -> None:
+    """fsync a file or a folder (a folder: so that a rename in it is durable)."""
     fd = os.open(d, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -85,7 +86,7 @@ def _write_atomic(path: Path, write: object) -> None:
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def _write_json(path: Path, obj: object) -> None:
@@ -244,7 +245,7 @@ class EventLake:
                 _write_atomic(path, lambda p, t=keep: pq.write_table(t, p, compression="zstd"))
             else:
                 path.unlink()
-                _fsync_dir(path.parent)
+                fsync_path(path.parent)
             dropped += n
         return dropped
 
@@ -280,7 +281,7 @@ class EventLake:
                 os.fsync(f.fileno())
             _write_json(d / _JOURNAL, {"output": out.name, "inputs": [p.name for p in inputs]})
             os.replace(tmp, out)
-            _fsync_dir(d)
+            fsync_path(d)
             self._finish_compaction(d)
             fb, fa, rb, ra = fb + len(inputs), fa + 1, rb + n_in, ra + table.num_rows
         return CompactReport(len(todo), fb, fa, rb, ra)
@@ -292,7 +293,7 @@ class EventLake:
                 if name != j["output"]:
                     (d / name).unlink(missing_ok=True)
         (d / _JOURNAL).unlink()
-        _fsync_dir(d)
+        fsync_path(d)
 
     def recover(self) -> None:
         """Finish or undo an interrupted compaction and delete temp files (crash leftovers)."""

@@ -40,9 +40,12 @@ import json
 import os
 import shutil
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from notefeed.data.lake import fsync_path
 
 __all__ = ["backup_workspace", "restore_workspace", "BackupError", "MANIFEST"]
 
@@ -72,12 +75,22 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+@contextmanager
+def _building(final: Path, tag: str) -> Iterator[Path]:
+    """A hidden temporary folder beside ``final``, renamed to ``final`` (which must not exist
+    or be an empty folder) when the block ends, removed when it raises."""
+    tmp = final.with_name(f".{final.name}.{tag}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        yield tmp
+        if final.exists():
+            final.rmdir()
+        os.replace(tmp, final)
+        fsync_path(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _copy_sqlite(src: Path, dst: Path) -> None:
@@ -111,9 +124,6 @@ def backup_workspace(workspace: str | Path, dest: str | Path, lock_wait_s: float
         raise BackupError(f"--to: {dest} exists already; a backup goes into a new folder")
     if dest.resolve().is_relative_to(ws.resolve()):
         raise BackupError(f"--to: {dest} is inside the workspace")
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     say = progress or (lambda _m: None)
     done: set[Path] = set()
 
@@ -123,7 +133,7 @@ def backup_workspace(workspace: str | Path, dest: str | Path, lock_wait_s: float
         copy(ws / rel, out)
         done.add(rel)
 
-    try:
+    with _building(dest, "tmp") as tmp:
         if (ws / _STORE).exists():  # 1. the store, held so that nothing writes it meanwhile
             say("the store")
             with Workspace.open_waiting(ws, lock_wait_s, create=False) as store:
@@ -160,12 +170,7 @@ def backup_workspace(workspace: str | Path, dest: str | Path, lock_wait_s: float
                               for r in sorted(done)}}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         for p in [*(tmp / r for r in done), tmp / MANIFEST]:
-            _fsync(p)
-        os.replace(tmp, dest)
-        _fsync(dest.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            fsync_path(p)
     return manifest
 
 
@@ -205,20 +210,10 @@ def restore_workspace(src: str | Path, workspace: str | Path) -> dict[str, Any]:
     if ws.exists() and (not ws.is_dir() or any(ws.iterdir())):
         raise BackupError(f"--workspace: {ws} exists and is not empty; restore into a new folder")
     m = verify_backup(src)
-    tmp = ws.with_name(f".{ws.name}.restore-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with _building(ws, "restore") as tmp:  # ``ws`` is new or empty (checked above)
         for rel in m["files"]:
             out = tmp / rel
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / rel, out)
-            _fsync(out)
-        tmp.mkdir(parents=True, exist_ok=True)
-        if ws.exists():
-            ws.rmdir()  # empty, checked above
-        os.replace(tmp, ws)
-        _fsync(ws.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            fsync_path(out)
     return m
