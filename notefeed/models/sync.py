@@ -44,6 +44,9 @@ EDITS_LOG = "note_log.edits"
 ERASURE_LOG = "relation_log.erasures"
 #: log entries appended per transaction
 BATCH = 50_000
+#: the fewest entries a compacted SQLite event log keeps: a server remembers the client event
+#: ids of this many (``notefeed.serve.engine.EVENT_ID_WINDOW``) to refuse a retry twice
+MIN_LOG_KEEP = 200_000
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class SyncReport:
     relations: int = 0  # follows, unfollows, blocks and unblocks sent through the API
     edits: int = 0  # note edits (PATCH /v1/notes/{id})
     erased: int = 0  # users erased (DELETE /v1/users/{id})
+    compacted: int = 0  # SQLite event-log entries deleted after the copy (``online.log_keep``)
+    missing: int = 0  # entries compacted out of the log before this store held them (a replaced store)
 
     def line(self) -> str:
         skipped = f" ({self.skipped:,} refused by the store's checks, skipped)" if self.skipped else ""
@@ -62,12 +67,17 @@ class SyncReport:
             [f"{self.erased:,} user erasures"] * bool(self.erased)
         parts = [f"{self.notes:,} notes", f"{self.events:,} events", *more]
         said = ", ".join(parts[:-1]) + " and " + parts[-1]
-        return f"synced the serving logs: {said}{skipped}"
+        kept = f"; the event log keeps its newest entries ({self.compacted:,} older ones, in the store, deleted)" \
+            if self.compacted else ""
+        gone = (f"; {self.missing:,} event-log entries were compacted away before this store held them (it was "
+                "replaced or restored since): they are not in it") if self.missing else ""
+        return f"synced the serving logs: {said}{skipped}{kept}{gone}"
 
     @property
     def copied(self) -> bool:
         """Whether the sync copied anything (or skipped something)."""
-        return bool(self.notes or self.events or self.relations or self.edits or self.erased or self.skipped)
+        return bool(self.notes or self.events or self.relations or self.edits or self.erased or self.skipped
+                    or self.compacted or self.missing)
 
 
 def _valid(frame: pd.DataFrame, check: Any) -> tuple[pd.DataFrame, int]:
@@ -84,10 +94,12 @@ def event_log_key(bus: Any) -> str:
 
 
 def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH,
-              relation_log: Any | None = None) -> SyncReport:
+              relation_log: Any | None = None, log_keep: int = 0) -> SyncReport:
     """Append to the open :class:`~notefeed.data.store.Workspace` ``ws`` what ``note_log`` (a
     :class:`~notefeed.serve.catalog.NoteLog`), ``bus`` (an event bus) and ``relation_log`` (a
-    :class:`~notefeed.serve.relations.RelationLog`) hold past its marks."""
+    :class:`~notefeed.serve.relations.RelationLog`) hold past its marks; then, with
+    ``log_keep``, delete a SQLite event log's entries older than its newest ``log_keep`` (at
+    least :data:`MIN_LOG_KEEP`) that the store holds."""
     from notefeed.data.importer import check_events, check_notes
 
     notes = events = skipped = edits = 0
@@ -119,9 +131,15 @@ def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH
     erased, gone = 0, {}
     if relation_log is not None:  # erasures before this sync's events: a user's later events are a new account's
         erased, gone = _apply_erasures(ws, relation_log, bus, batch)
+    compacted = missing = 0
     if bus is not None:
         key = event_log_key(bus)
-        it = bus.entries(ws.mark(key))
+        mark = ws.mark(key)
+        if bus.name == "sqlite" and int(mark or 0) < bus.base:  # compacted before this store held them
+            missing = bus.base - int(mark or 0)
+            ws.set_marks({key: bus.base})
+            mark = bus.base
+        it = bus.entries(mark)
         while part := list(itertools.islice(it, batch)):
             frame = pd.DataFrame([{"user_id": r.user_id, "note_id": r.note_id, "ts": r.ts, "type": r.type,
                                    "dwell_s": r.dwell_s, "position": r.position, "request_id": r.request_id,
@@ -133,12 +151,16 @@ def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH
             # the position after the batch's last event; the rows were just checked (not twice)
             ws.append_events(frame, marks={key: part[-1][0]}, checked=True)
             events, skipped = events + len(frame), skipped + bad
+        if bus.name == "sqlite" and log_keep > 0:  # only what the store holds, never the newest
+            upto = min(int(ws.mark(key) or 0), bus.count() - max(int(log_keep), MIN_LOG_KEEP))
+            if upto > bus.base:
+                compacted = bus.compact(upto)
     relations = 0
     if relation_log is not None:  # positions are the log's own sequence numbers
         for part in iter(lambda: relation_log.after(int(ws.mark(RELATION_LOG) or 0), batch), []):
             frame = pd.DataFrame([r[1:] for r in part], columns=["user_id", "creator_id", "kind", "active", "at"])
             relations += ws.append_relations(frame, marks={RELATION_LOG: part[-1][0]})
-    return SyncReport(notes, events, skipped, relations, edits, erased)
+    return SyncReport(notes, events, skipped, relations, edits, erased, compacted, missing)
 
 
 def _apply_erasures(ws: Any, relation_log: Any, bus: Any | None, batch: int) -> tuple[int, dict[str, float]]:
@@ -218,7 +240,7 @@ def sync_workspace(workspace: str | Path, config: Any = None, lock_wait_s: float
     try:  # created for a community that began empty, all through the API; another writer (a
         # server's mirror, `notefeed data`) may hold the store a moment
         with Workspace.open_waiting(workspace, lock_wait_s) as ws:
-            return sync_logs(ws, bus, note_log, relation_log=relation_log)
+            return sync_logs(ws, bus, note_log, relation_log=relation_log, log_keep=on.log_keep)
     finally:
         for one in (bus, note_log, relation_log):
             if one is not None:

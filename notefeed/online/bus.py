@@ -12,6 +12,11 @@ acknowledges only after ``append`` returned: an acknowledged event survives ``ki
 :mod:`notefeed.serve.erasure`): a Redis stream deletes its entries (``XDEL``; positions are entry
 ids); the SQLite log blanks their rows into tombstones of type :data:`ERASED`, which nothing
 reads, so that its positions, which are counts, stay where they were.
+
+``SqliteEventBus.compact(upto)`` deletes the log's oldest rows up to position ``upto`` (the
+sync calls it, never past what the store holds: ``online.log_keep``) and keeps their count as
+the log's ``base``: positions go on counting from it, and a server's start-up replays only what
+is kept (it takes the rest from the store's dataset).
 """
 
 from __future__ import annotations
@@ -132,6 +137,40 @@ class SqliteEventBus:
         cols = {r[1] for r in self._db.execute("PRAGMA table_info(events)")}
         if "event_id" not in cols:  # a log written before client event ids existed
             self._db.execute("ALTER TABLE events ADD COLUMN event_id TEXT")
+        # rows compacted away from the front (:meth:`compact`): positions count them
+        self._db.execute("CREATE TABLE IF NOT EXISTS log_base (id INTEGER PRIMARY KEY CHECK (id = 0), "
+                         "base INTEGER NOT NULL)")
+
+    @property
+    def base(self) -> int:
+        """How many rows :meth:`compact` deleted from the front: the position before the first kept row."""
+        with self._lock:
+            return self._base()
+
+    def _base(self) -> int:
+        row = self._db.execute("SELECT base FROM log_base WHERE id = 0").fetchone()
+        return int(row[0]) if row else 0
+
+    def compact(self, upto: int) -> int:
+        """Delete the rows at positions up to ``upto`` (those already in the store), in one
+        transaction; returns how many. Positions stay: the count moves into :attr:`base`."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                base = self._base()
+                n = max(0, int(upto) - base)
+                if n:
+                    last = self._db.execute("SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?",
+                                            (n - 1,)).fetchone()
+                    if last is None:
+                        raise ValueError(f"compact: position {upto} is past the log's end")
+                    n = self._db.execute("DELETE FROM events WHERE seq <= ?", (int(last[0]),)).rowcount
+                    self._db.execute("INSERT OR REPLACE INTO log_base (id, base) VALUES (0, ?)", (base + n,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return int(n)
 
     def append(self, events: Sequence[EventRecord]) -> int:
         if not events:
@@ -160,12 +199,14 @@ class SqliteEventBus:
         """``(position, event)`` from the ``after``-th event on, a page at a time (a copy of a
         long log holds little); a position is the count of events up to and including this
         one (what a copy of the log resumes from). Pages follow the sequence number (the
-        ``after``-th row is found once), so reading a long log is linear."""
-        pos = int(after or 0)
+        ``after``-th row is found once), so reading a long log is linear. Positions up to
+        :attr:`base` were compacted away: ``after`` below it starts at the first kept row."""
         cols = ",".join(_COLS)
         with self._lock:
-            row = (self._db.execute("SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?", (pos - 1,)).fetchone()
-                   if pos > 0 else (0,))
+            base = self._base()
+            pos = max(int(after or 0), base)
+            row = (self._db.execute("SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?",
+                                    (pos - base - 1,)).fetchone() if pos > base else (0,))
         if row is None:  # fewer rows than ``after``
             return
         last = int(row[0])
@@ -182,15 +223,17 @@ class SqliteEventBus:
             last = int(rows[-1][0])
 
     def count(self) -> int:
-        """Rows in the log, tombstones of erased events included (positions count them)."""
+        """The position of the last row: rows in the log, tombstones of erased events and rows
+        compacted away included (positions count them)."""
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+            return self._base() + int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
     def erased_within(self, position: int) -> int:
-        """How many of the first ``position`` rows are tombstones."""
+        """How many of the kept rows up to ``position`` are tombstones."""
         with self._lock:
+            n = max(0, int(position) - self._base())
             return int(self._db.execute("SELECT count(*) FROM (SELECT type FROM events ORDER BY seq LIMIT ?) "
-                                        "WHERE type = ?", (max(0, int(position)), ERASED)).fetchone()[0])
+                                        "WHERE type = ?", (n, ERASED)).fetchone()[0])
 
     def erase(self, user_id: str, until: float) -> int:
         """Blank ``user_id``'s events received up to ``until`` into :data:`ERASED` tombstones, in

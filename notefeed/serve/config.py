@@ -192,6 +192,12 @@ class OnlineConfig(_Cfg):
     #: copy accepted events and published notes into the DuckDB workspace in the background
     #: (a side effect: dropped under pressure, never blocks; the event log stays the record)
     mirror_to_workspace: bool = False
+    #: the SQLite event log keeps its newest ``log_keep`` entries once the store holds them: the
+    #: sync (``notefeed train``, the mirror) deletes older ones, which the store's dataset gives
+    #: a restarting server instead (a start-up replays every kept entry:
+    #: docs/results/serve/log_compaction/); 0 keeps every entry. Never fewer than the 200,000
+    #: a server remembers client event ids of
+    log_keep: int = Field(default=200_000, ge=0)
     #: look at the model store's promoted version this often (seconds) and load a newly
     #: promoted one (``notefeed train`` promotes); 0: only at start-up and by hand
     follow_promoted_s: float = Field(default=10.0, ge=0, le=86_400)

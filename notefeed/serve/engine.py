@@ -243,6 +243,8 @@ class Engine:
         except BaseException:
             self._close_io()
             raise
+        if isinstance(self.bus, SqliteEventBus) and self.bus.base > 0:
+            self._dataset_follows_and_hides()  # those the compacted entries held
         self.replayed = self._replay()
         if self.coldstart is not None:
             self.coldstart.prepare_snapshots()
@@ -351,9 +353,13 @@ class Engine:
             return None
         hub = ColdStartHub(cfg, self.ds, self.catalog)
         restored = False
+        base = self.bus.base if isinstance(self.bus, SqliteEventBus) else 0
         if self.coldstart_path.exists():
             try:
                 hub.restore(self.coldstart_path)
+                if hub.events_seen < base:  # saved before the log was compacted past it
+                    raise StaleState(f"{self.coldstart_path}: saved at event-log position {hub.events_seen:,}, "
+                                     f"the log keeps entries after {base:,} only")
                 restored = True
             except StaleState as e:  # the data grew (a sync, an import): derived state, rebuilt and saved anew
                 log.info("%s; rebuilt from the dataset and the event log", e)
@@ -369,8 +375,8 @@ class Engine:
         for seq, user, _ in self.relation_log.erasures_after(hub.erasure_seq):  # since the state was saved
             hub.forget(user, seq)
         self._cs_skip = hub.events_seen
-        if isinstance(self.bus, SqliteEventBus):  # a position counts tombstones, the replay skips them
-            self._cs_skip -= self.bus.erased_within(self._cs_skip)
+        if isinstance(self.bus, SqliteEventBus):  # a position counts tombstones and compacted rows, the replay neither
+            self._cs_skip = max(0, self._cs_skip - base - self.bus.erased_within(self._cs_skip))
         hub.events_seen = 0  # counted again as the replay passes them
         return hub
     def _replay(self) -> int:
@@ -411,6 +417,25 @@ class Engine:
         if self.coldstart is not None and isinstance(self.bus, SqliteEventBus):
             self.coldstart.events_seen = self.bus.count()  # a position: tombstones included
         return n
+
+    def _dataset_follows_and_hides(self) -> None:
+        """The dataset's ``follow`` and ``hide`` events into the follows and hidden notes the
+        event log's replay rebuilds otherwise: entries compacted out of the log are in the
+        store's dataset (``online.log_keep``)."""
+        ev = self.ds.events
+        if not len(ev):
+            return
+        users = self.ds.users["user_id"].astype(str).to_numpy()
+        authors, creators = self.catalog.authors(), self.catalog.creator_ids
+        for kind in ("follow", "hide"):
+            rows = ev[ev["type"] == kind].sort_values("ts", kind="stable")
+            for u, i, t in zip(rows["user"].tolist(), rows["item"].tolist(), rows["ts"].tolist(), strict=True):
+                if str(users[u]) in self._erased:  # a store not synced since the erasure
+                    continue
+                if kind == "follow":
+                    _relate(self._follows, str(users[u]), creators[int(authors[i])], float(t), True)
+                else:
+                    _remember(self._hides, str(users[u]), int(i), MAX_ONLINE_HIDES)
 
     def at_end_of_log(self) -> float:
         """Freeze this engine just after its dataset's last event, as an offline run needs it
