@@ -94,12 +94,12 @@ def event_log_key(bus: Any) -> str:
 
 
 def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH,
-              relation_log: Any | None = None, log_keep: int = 0) -> SyncReport:
+              relation_log: Any | None = None, log_keep: int = 0, keep_from: float | None = None) -> SyncReport:
     """Append to the open :class:`~notefeed.data.store.Workspace` ``ws`` what ``note_log`` (a
     :class:`~notefeed.serve.catalog.NoteLog`), ``bus`` (an event bus) and ``relation_log`` (a
     :class:`~notefeed.serve.relations.RelationLog`) hold past its marks; then, with
     ``log_keep``, delete a SQLite event log's entries older than its newest ``log_keep`` (at
-    least :data:`MIN_LOG_KEEP`) that the store holds."""
+    least :data:`MIN_LOG_KEEP`) that the store holds, none received at or after ``keep_from``."""
     from notefeed.data.importer import check_events, check_notes
 
     notes = events = skipped = edits = 0
@@ -153,6 +153,8 @@ def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH
             events, skipped = events + len(frame), skipped + bad
         if bus.name == "sqlite" and log_keep > 0:  # only what the store holds, never the newest
             upto = min(int(ws.mark(key) or 0), bus.count() - max(int(log_keep), MIN_LOG_KEEP))
+            if keep_from is not None:
+                upto = min(upto, bus.position_before(keep_from))
             if upto > bus.base:
                 compacted = bus.compact(upto)
     relations = 0
@@ -240,11 +242,30 @@ def sync_workspace(workspace: str | Path, config: Any = None, lock_wait_s: float
     try:  # created for a community that began empty, all through the API; another writer (a
         # server's mirror, `notefeed data`) may hold the store a moment
         with Workspace.open_waiting(workspace, lock_wait_s) as ws:
-            return sync_logs(ws, bus, note_log, relation_log=relation_log, log_keep=on.log_keep)
+            return sync_logs(ws, bus, note_log, relation_log=relation_log, log_keep=on.log_keep,
+                             keep_from=_experiment_start(workspace))
     finally:
         for one in (bus, note_log, relation_log):
             if one is not None:
                 one.close()
+
+
+def _experiment_start(workspace: Path) -> float | None:
+    """When the newest experiment of the workspace's page log started (its report counts the
+    events received since: compaction keeps them), or None without one."""
+    import sqlite3
+
+    from notefeed.serve.experiments import PAGE_LOG
+
+    path = workspace / PAGE_LOG
+    if not path.exists():
+        return None
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            row = db.execute("SELECT max(started_at) FROM experiments").fetchone()
+    except sqlite3.DatabaseError:
+        return 0.0  # unreadable: keep the whole log rather than guess
+    return None if row is None or row[0] is None else float(row[0])
 
 
 def logged_edits(workspace: str | Path, after: int) -> list[tuple[int, str, dict[str, Any], dict[str, Any]]]:

@@ -151,6 +151,16 @@ class SqliteEventBus:
         row = self._db.execute("SELECT base FROM log_base WHERE id = 0").fetchone()
         return int(row[0]) if row else 0
 
+    def position_before(self, received_at: float) -> int:
+        """The position of the last row before the first one received at or after
+        ``received_at`` (the log's end when none is)."""
+        with self._lock:
+            row = self._db.execute("SELECT min(seq) FROM events WHERE received_at >= ?", (float(received_at),)).fetchone()
+            if row is None or row[0] is None:
+                return self._base() + int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
+            return self._base() + int(self._db.execute("SELECT count(*) FROM events WHERE seq < ?",
+                                                       (int(row[0]),)).fetchone()[0])
+
     def compact(self, upto: int) -> int:
         """Delete the rows at positions up to ``upto`` (those already in the store), in one
         transaction; returns how many. Positions stay: the count moves into :attr:`base`."""

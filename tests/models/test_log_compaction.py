@@ -97,3 +97,32 @@ def test_a_restart_on_a_compacted_log_has_everything_the_log_had(small_ds, tmp_p
         w.save_dataset(small_ds, replace=True)
     report = sync_workspace(ws, cfg)
     assert report.missing == 3 and report.events == 2 and "not in it" in report.line()
+
+
+def test_compaction_keeps_what_the_running_experiment_counts(small_ds, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries received since the newest experiment started stay in the log: its report (the
+    CLI's, and a restarted server's tallies) counts events by their receive time, which the
+    store does not keep."""
+    from notefeed.serve.config import ExperimentsConfig
+    from notefeed.serve.experiments import PAGE_LOG, PageLog
+
+    monkeypatch.setattr(sync_mod, "MIN_LOG_KEEP", 0)
+    ws = tmp_path / "ws"
+    with Workspace.open(ws) as w:
+        w.save_dataset(small_ds)
+    bus = SqliteEventBus(ws / "events.sqlite")
+    users = small_ds.users["user_id"].astype(str).tolist()
+    notes = small_ds.notes["note_id"].astype(str).tolist()
+    bus.append([EventRecord(user_id=users[k % 9], note_id=notes[k], ts=1000 + k, type="click",
+                            received_at=1000.0 + k) for k in range(10)])
+    bus.close()
+    log = PageLog(ws / PAGE_LOG)
+    log.define(ExperimentsConfig(name="exp", arms=[{"name": "control"}, {"name": "b"}]))
+    log._db.execute("UPDATE experiments SET started_at = 1004.0")  # it started with the 5th event
+    log.close()
+    report = sync_workspace(ws, make_config(online={"log_keep": 1}))
+    assert report.compacted == 4  # not the 9 that log_keep alone would delete
+    bus = SqliteEventBus(ws / "events.sqlite")
+    assert [r.received_at for r in bus.replay()][0] == 1004.0
+    bus.close()
