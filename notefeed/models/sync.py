@@ -254,6 +254,7 @@ def _experiment_start(workspace: Path) -> float | None:
     """When the newest experiment of the workspace's page log started (its report counts the
     events received since: compaction keeps them), or None without one."""
     import sqlite3
+    from contextlib import closing
 
     from notefeed.serve.experiments import PAGE_LOG
 
@@ -261,7 +262,7 @@ def _experiment_start(workspace: Path) -> float | None:
     if not path.exists():
         return None
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             row = db.execute("SELECT max(started_at) FROM experiments").fetchone()
     except sqlite3.DatabaseError:
         return 0.0  # unreadable: keep the whole log rather than guess
