@@ -57,7 +57,7 @@ class SyncReport:
     relations: int = 0  # follows, unfollows, blocks and unblocks sent through the API
     edits: int = 0  # note edits (PATCH /v1/notes/{id})
     erased: int = 0  # users erased (DELETE /v1/users/{id})
-    compacted: int = 0  # SQLite event-log entries deleted after the copy (``online.log_keep``)
+    compacted: int = 0  # event-log entries deleted after the copy (``online.log_keep``)
     missing: int = 0  # entries compacted out of the log before this store held them (a replaced store)
 
     def line(self) -> str:
@@ -98,8 +98,9 @@ def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH
     """Append to the open :class:`~notefeed.data.store.Workspace` ``ws`` what ``note_log`` (a
     :class:`~notefeed.serve.catalog.NoteLog`), ``bus`` (an event bus) and ``relation_log`` (a
     :class:`~notefeed.serve.relations.RelationLog`) hold past its marks; then, with
-    ``log_keep``, delete a SQLite event log's entries older than its newest ``log_keep`` (at
-    least :data:`MIN_LOG_KEEP`) that the store holds, none received at or after ``keep_from``."""
+    ``log_keep``, delete the event log's entries older than its newest ``log_keep`` (at least
+    :data:`MIN_LOG_KEEP`) that the store holds, none received at or after ``keep_from`` (a
+    SQLite log keeps its positions; a Redis stream is trimmed)."""
     from notefeed.data.importer import check_events, check_notes
 
     notes = events = skipped = edits = 0
@@ -151,12 +152,8 @@ def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH
             # the position after the batch's last event; the rows were just checked (not twice)
             ws.append_events(frame, marks={key: part[-1][0]}, checked=True)
             events, skipped = events + len(frame), skipped + bad
-        if bus.name == "sqlite" and log_keep > 0:  # only what the store holds, never the newest
-            upto = min(int(ws.mark(key) or 0), bus.count() - max(int(log_keep), MIN_LOG_KEEP))
-            if keep_from is not None:
-                upto = min(upto, bus.position_before(keep_from))
-            if upto > bus.base:
-                compacted = bus.compact(upto)
+        if log_keep > 0:  # only what the store holds, never the newest
+            compacted = bus.compact_synced(ws.mark(key), max(int(log_keep), MIN_LOG_KEEP), keep_from)
     relations = 0
     if relation_log is not None:  # positions are the log's own sequence numbers
         for part in iter(lambda: relation_log.after(int(ws.mark(RELATION_LOG) or 0), batch), []):

@@ -161,6 +161,14 @@ class SqliteEventBus:
             return self._base() + int(self._db.execute("SELECT count(*) FROM events WHERE seq < ?",
                                                        (int(row[0]),)).fetchone()[0])
 
+    def compact_synced(self, mark: Any, keep: int, keep_from: float | None = None) -> int:
+        """Delete the rows up to position ``mark`` (what the store holds) but the newest
+        ``keep`` and any received at or after ``keep_from``; returns how many."""
+        upto = min(int(mark or 0), self.count() - int(keep))
+        if keep_from is not None:
+            upto = min(upto, self.position_before(keep_from))
+        return self.compact(upto) if upto > self.base else 0
+
     def compact(self, upto: int) -> int:
         """Delete the rows at positions up to ``upto`` (those already in the store), in one
         transaction; returns how many. Positions stay: the count moves into :attr:`base`."""
@@ -330,7 +338,34 @@ class RedisEventBus:
         return out
 
     def count(self) -> int:
-        return int(self.r.xlen(self.stream))
+        """Entries in the stream plus those :meth:`compact_synced` trimmed (not those an erasure deleted)."""
+        return int(self.r.xlen(self.stream)) + self.base
+
+    @property
+    def base(self) -> int:
+        """How many entries :meth:`compact_synced` trimmed from the front."""
+        return int(self.r.get(f"{self.stream}:base") or 0)
+
+    def compact_synced(self, mark: Any, keep: int, keep_from: float | None = None,
+                       clock_margin_s: float = 60.0) -> int:
+        """Trim the entries up to id ``mark`` (what the store holds) but the newest ``keep`` and
+        any added at or after ``keep_from`` (an entry id is the Redis server's clock when it was
+        added: ``clock_margin_s`` earlier, for the clocks' difference), with ``XTRIM MINID``;
+        the count goes to :attr:`base` in the same transaction. Returns how many."""
+        if mark is None:
+            return 0
+        newest = self.r.xrevrange(self.stream, "+", "-", count=max(1, int(keep)))
+        if len(newest) < int(keep) or not newest:
+            return 0
+        first_kept = newest[-1][0]  # the oldest of the newest ``keep``
+        after_mark = self.r.xrange(self.stream, f"({mark}", "+", count=1)
+        cut = [_entry_id(first_kept)]
+        if after_mark:
+            cut.append(_entry_id(after_mark[0][0]))
+        if keep_from is not None:
+            cut.append((max(0, int((keep_from - clock_margin_s) * 1000)), 0))
+        ms, seq = min(cut)
+        return int(self.r.eval(_TRIM, 2, self.stream, f"{self.stream}:base", f"{ms}-{seq}") or 0)
 
     def erase(self, user_id: str, until: float) -> int:
         """Delete ``user_id``'s entries received up to ``until`` from the stream (``XDEL``,
@@ -342,6 +377,16 @@ class RedisEventBus:
 
     def close(self) -> None:
         self.r.close()
+
+
+#: XTRIM MINID and the count of trimmed entries, in one atomic step
+_TRIM = ("local n = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1]) "
+         "if n > 0 then redis.call('INCRBY', KEYS[2], n) end return n")
+
+
+def _entry_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = str(entry_id).partition("-")
+    return int(ms), int(seq or 0)
 
 
 def open_bus(backend: str, workspace: str | Path | None = None, redis_url: str | None = None,

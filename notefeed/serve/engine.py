@@ -243,7 +243,7 @@ class Engine:
         except BaseException:
             self._close_io()
             raise
-        if isinstance(self.bus, SqliteEventBus) and self.bus.base > 0:
+        if int(getattr(self.bus, "base", 0)) > 0:
             self._dataset_follows_and_hides()  # those the compacted entries held
         self.replayed = self._replay()
         if self.coldstart is not None:
@@ -353,7 +353,7 @@ class Engine:
             return None
         hub = ColdStartHub(cfg, self.ds, self.catalog)
         restored = False
-        base = self.bus.base if isinstance(self.bus, SqliteEventBus) else 0
+        base = int(getattr(self.bus, "base", 0))  # entries compacted away (online.log_keep)
         if self.coldstart_path.exists():
             try:
                 hub.restore(self.coldstart_path)
@@ -374,9 +374,9 @@ class Engine:
         hub.publish_missing()
         for seq, user, _ in self.relation_log.erasures_after(hub.erasure_seq):  # since the state was saved
             hub.forget(user, seq)
-        self._cs_skip = hub.events_seen
-        if isinstance(self.bus, SqliteEventBus):  # a position counts tombstones and compacted rows, the replay neither
-            self._cs_skip = max(0, self._cs_skip - base - self.bus.erased_within(self._cs_skip))
+        # a position counts compacted entries (and SQLite tombstones), the replay neither
+        tomb = self.bus.erased_within(hub.events_seen) if isinstance(self.bus, SqliteEventBus) else 0
+        self._cs_skip = max(0, hub.events_seen - base - tomb)
         hub.events_seen = 0  # counted again as the replay passes them
         return hub
     def _replay(self) -> int:
@@ -416,6 +416,8 @@ class Engine:
             self.bus.last_id = str(last)  # the follower reads what others add past it
         if self.coldstart is not None and isinstance(self.bus, SqliteEventBus):
             self.coldstart.events_seen = self.bus.count()  # a position: tombstones included
+        elif self.coldstart is not None:  # a stream position: the trimmed entries too
+            self.coldstart.events_seen += int(getattr(self.bus, "base", 0))
         return n
 
     def _dataset_follows_and_hides(self) -> None:

@@ -15,7 +15,7 @@ import pytest
 from notefeed.data.store import Workspace
 from notefeed.models import sync as sync_mod
 from notefeed.models.sync import MIN_LOG_KEEP, sync_workspace
-from notefeed.online.bus import SqliteEventBus
+from notefeed.online.bus import RedisEventBus, SqliteEventBus, open_bus
 from notefeed.online.events import EventRecord
 from notefeed.schema import Event
 from notefeed.serve.engine import EVENT_ID_WINDOW, Engine
@@ -55,10 +55,16 @@ def test_a_compacted_log_keeps_its_positions(tmp_path: Path) -> None:
     assert MIN_LOG_KEEP == EVENT_ID_WINDOW  # a kept log holds every event id a server remembers
 
 
-def test_a_restart_on_a_compacted_log_has_everything_the_log_had(small_ds, tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_restart_on_a_compacted_log_has_everything_the_log_had(small_ds, tmp_path: Path, backend: str,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 request: pytest.FixtureRequest) -> None:
     monkeypatch.setattr(sync_mod, "MIN_LOG_KEEP", 0)
-    cfg = make_config(online={"log_keep": 2})
+    online: dict = {"log_keep": 2}
+    if backend == "redis":
+        online.update(backend="redis", redis_url=request.getfixturevalue("redis_url"), redis_prefix="compact")
+        request.getfixturevalue("redis_client")  # an empty Redis
+    cfg = make_config(online=online)
     ws = tmp_path / "ws"
     with Workspace.open(ws) as w:
         w.save_dataset(small_ds)
@@ -77,8 +83,8 @@ def test_a_restart_on_a_compacted_log_has_everything_the_log_had(small_ds, tmp_p
         eng.close()
     report = sync_workspace(ws, cfg)
     assert report.events == 5 and report.compacted == 3 and "3 older ones" in report.line()
-    bus = SqliteEventBus(ws / "events.sqlite")
-    assert bus.base == 3 and bus.count() == 5
+    bus = open_bus(backend, ws, online.get("redis_url"), stream="compact:events")
+    assert bus.base == 3 and bus.count() == 5 and len(list(bus.replay())) == 2
     bus.close()
     with Workspace.open(ws, create=False) as w:
         ds = w.load_dataset()
@@ -92,6 +98,8 @@ def test_a_restart_on_a_compacted_log_has_everything_the_log_had(small_ds, tmp_p
         assert eng.replayed >= 2  # what the log keeps
     finally:
         eng.close()
+    if backend == "redis":
+        return
     # a store replaced since (an import, a restore of an older backup): the sync says what it lacks
     with Workspace.open(ws) as w:
         w.save_dataset(small_ds, replace=True)
@@ -125,4 +133,17 @@ def test_compaction_keeps_what_the_running_experiment_counts(small_ds, tmp_path:
     assert report.compacted == 4  # not the 9 that log_keep alone would delete
     bus = SqliteEventBus(ws / "events.sqlite")
     assert [r.received_at for r in bus.replay()][0] == 1004.0
+    bus.close()
+
+
+def test_a_redis_stream_is_trimmed_only_past_the_mark_and_the_newest(redis_client, redis_url: str) -> None:
+    bus = RedisEventBus.from_url(redis_url, stream="trim-test")
+    bus.append([_rec(k) for k in range(1, 11)])
+    ids = [i for i, _ in bus.entries()]
+    assert bus.compact_synced(None, 2) == 0  # a store that holds none of it
+    assert bus.compact_synced(ids[5], 2, keep_from=time.time() - 3600) == 0  # an experiment older than all
+    assert bus.compact_synced(ids[5], 2) == 6 and bus.base == 6 and bus.count() == 10
+    assert [r.note_id for r in bus.replay()] == ["n7", "n8", "n9", "n10"]
+    assert bus.compact_synced(ids[9], 2) == 2 and bus.base == 8  # the newest 2 stay
+    assert bus.compact_synced(ids[9], 2) == 0
     bus.close()
