@@ -393,7 +393,8 @@ def _api_tour(http: Any, auth: dict[str, str], ds: Any, engine: Any, con: Consol
     out["erased"] = r.json()["removed"]
     known = http.get(f"/v1/users/{leaving}").status_code
     con.print(f"DELETE /v1/users/{leaving} -> {r.status_code}: removed from the logs "
-              + ", ".join(f"{v} {k}" for k, v in out["erased"].items()) + f"; GET /v1/users/{leaving} -> {known}")
+              + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in out["erased"].items())
+              + f"; GET /v1/users/{leaving} -> {known}")
     rel = http.get(f"/v1/notes/{top}/related", params={"n": 5})
     rel.raise_for_status()
     rel_items = rel.json()["items"]
