@@ -296,6 +296,14 @@ def create_app(engine: Engine) -> FastAPI:
             raise _validation_error(("path", "user_id"), problem, user_id)
         return engine.erase_user(user_id)
 
+    @app.get("/v1/admin/erasures", dependencies=[Depends(write_auth)])
+    def erasures(limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**9)) -> dict[str, Any]:
+        """The erasures processed (``DELETE /v1/users/{id}``), newest first, with their time: the
+        record a deletion request was carried out (the write token: it lists user ids)."""
+        n, rows = engine.relation_log.erasure_page(limit, offset)
+        return {"erasures": n, "limit": limit, "offset": offset,
+                "users": [{"user_id": u, "erased_at": t} for u, t in rows]}
+
     def _relate(user_id: str, author_id: str, kind: str, active: bool) -> dict[str, Any]:
         for field, v in (("user_id", user_id), ("author_id", author_id)):
             if (problem := id_problem(v)) is not None:

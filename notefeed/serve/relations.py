@@ -110,6 +110,14 @@ class RelationLog(WalLog):
         order (the sync reads on its own connection: no mark moves)."""
         return [(int(q), str(u), float(t)) for q, u, t in self._after("erasures", "user_id, at", seq, None, limit)]
 
+    def erasure_page(self, limit: int, offset: int = 0) -> tuple[int, list[tuple[str, float]]]:
+        """(how many erasures are logged, the ``limit`` newest from ``offset``: user id, time)."""
+        with self._lock:
+            n = int(self._db.execute("SELECT count(*) FROM erasures").fetchone()[0])
+            rows = self._db.execute("SELECT user_id, at FROM erasures ORDER BY seq DESC LIMIT ? OFFSET ?",
+                                    (int(limit), int(offset))).fetchall()
+        return n, [(str(u), float(t)) for u, t in rows]
+
     def erased(self) -> dict[str, float]:
         """Every erased user with the time of their latest erasure."""
         with self._lock:

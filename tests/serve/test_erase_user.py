@@ -85,6 +85,11 @@ def test_an_erased_user_is_forgotten_by_the_server_its_logs_and_a_restart(small_
             assert c.post("/v1/events", json={"events": [later]}, headers=AUTH).json()["accepted"] == 1
             assert eng.context(user).history.tolist() == [20]
             assert "users_erased_total 3" in c.get("/metrics").text
+            assert c.get("/v1/admin/erasures").status_code == 401  # it lists user ids: the write token
+            log = c.get("/v1/admin/erasures", params={"limit": 2}, headers=AUTH).json()
+            assert log["erasures"] == 3 and [u["user_id"] for u in log["users"]] == ["never-seen", user]
+            assert log["users"][1]["erased_at"] >= body["erased_at"]
+            assert c.get("/v1/admin/erasures", params={"limit": 0}, headers=AUTH).status_code == 422
     finally:
         eng.close()
     eng = Engine(small_ds, make_config(), ws)  # a restart replays the logs: still erased
