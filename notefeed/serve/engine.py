@@ -878,6 +878,10 @@ class Engine:
         """When ``user_id`` was last erased (None: never)."""
         return self._erased.get(user_id)
 
+    def erased_users(self) -> list[str]:
+        """The ids erased (any worker's, restarts included)."""
+        return list(self._erased)
+
     def _forget_user(self, user_id: str, at: float, seq: int) -> None:
         """What this engine holds on ``user_id`` up to time ``at``, dropped (the relation log's
         erasure ``seq``)."""

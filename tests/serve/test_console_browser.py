@@ -240,6 +240,18 @@ def test_every_console_page_in_chromium(server: dict[str, Any], browser: Any,
         " && c.textContent.includes('live')"))
     assert "appeal granted" in drv.find_element(By.TAG_NAME, "main").text and drv.find_elements(By.ID, "remove-note")
     assert eng.catalog.is_removed([eng.catalog.item_of(note)]).tolist() == [False]
+    # the feed inspector erases a user (DELETE /v1/users/{id}): the card says so, the list drops them
+    listed = "return [...document.querySelectorAll('#user-list option')].map((o) => o.value)"
+    _open(drv, f"{base}/console/feed", "feed")
+    gone = next(u for u in drv.execute_script(listed) if u != server["users"][0])  # an active one, listed
+    _open(drv, f"{base}/console/feed?user_id={gone}&n=10", "feed")
+    drv.find_element(By.ID, "erase-user").click()
+    WebDriverWait(drv, 10).until(lambda d: d.switch_to.alert).accept()  # "Erase ...?"
+    WebDriverWait(drv, 20).until(lambda d: d.execute_script(
+        "const c = document.querySelector('.cards'); return document.body.dataset.ready === 'feed' && !!c"
+        " && c.textContent.includes('erased')"))
+    assert eng.erased_at(gone) is not None
+    assert gone not in drv.execute_script(listed)
     errors = _errors(drv)
     assert errors == [], f"browser console errors: {errors}"
     assert max(render.values()) < 1000, f"render ms per page: {render}"

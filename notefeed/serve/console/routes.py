@@ -413,9 +413,11 @@ def add_console_routes(app: FastAPI, engine: Engine, read_auth: Callable[..., No
         if not len(ev):
             return {"users": []}
         counts = np.bincount(ev["user"].to_numpy(np.int64), minlength=engine.ds.n_users)
-        top = np.argsort(-counts, kind="stable")[:limit]
         ids = engine.ds.users["user_id"].astype(str).to_numpy()
-        return {"users": [{"user_id": str(ids[u]), "events": int(counts[u])} for u in top]}
+        erased = [j for u in engine.erased_users() if (j := engine.ds.user_index.get(u)) is not None]
+        counts[erased] = -1  # not offered: their events are no longer the engine's
+        top = np.argsort(-counts, kind="stable")[:limit]
+        return {"users": [{"user_id": str(ids[u]), "events": int(counts[u])} for u in top if counts[u] >= 0]}
 
     @app.get("/v1/admin/console/feed", dependencies=auth)
     def c_feed(user_id: str = Query(min_length=1, max_length=128), n: int = Query(10, ge=1, le=100)) -> dict[str, Any]:

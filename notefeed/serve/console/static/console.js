@@ -108,7 +108,22 @@
     const d = await api("/v1/admin/console/feed?" + new URLSearchParams({ user_id: userId, n: n.value }));
     main.append(h("div", { class: "cards" }, card("user", d.user_id), card("history", d.user.history_len),
       card("pipeline", d.pipeline), card("arm", d.arm || "no experiment"), card("model", d.model_version || "–"),
-      card("total", ms(d.total_ms))));
+      card("total", ms(d.total_ms)), d.user.erased_at ? card("erased", new Date(d.user.erased_at * 1000).toISOString().slice(0, 19)) : null));
+    // Erase: DELETE /v1/users/{id} (needs the write token): a deleted account or a deletion request
+    const erase = async () => {
+      if (!window.confirm(`Erase ${d.user_id}? Their events, searches, follows and blocks leave the logs, ` +
+        "every worker forgets them, and the next train's sync deletes them from the store.")) { return; }
+      try {
+        await api("/v1/users/" + encodeURIComponent(d.user_id), { method: "DELETE" });
+        document.body.dataset.action = "erased " + d.user_id;
+        location.reload();
+      } catch (e) {
+        say(e.status === 401 ? "erasing a user needs the API write token: enter it above" : `erase failed (${e.status}): ${e.message}`, true);
+        document.body.dataset.action = `failed ${e.status}`;
+      }
+    };
+    main.append(h("div", { class: "row" }, h("button", { id: "erase-user", onclick: erase,
+      title: "erase this user's data (an account deletion or a deletion request)" }, "Erase user")));
     const fine = (it) => Object.entries(it.fine_scores || {}).map(([k, v]) => `${k} ${fmt(v)}`).join(", ");
     main.append(panel(h("h2", {}, `Page for ${d.user_id}`), table(
       ["rank", "before re-rank", "note", "author", "channels", "recall", "coarse", "fine", "fused", "why"],
