@@ -28,12 +28,13 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from notefeed.online.events import EventRecord
 
-__all__ = ["EventBus", "SqliteEventBus", "RedisEventBus", "SideEffects", "open_bus", "ERASED"]
+__all__ = ["EventBus", "SqliteEventBus", "RedisEventBus", "SideEffects", "open_bus", "ERASED", "immediate"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,20 @@ class EventBus(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@contextmanager
+def immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction on an autocommit connection (``BEGIN IMMEDIATE``: the write lock
+    from the start), committed when the block ends, rolled back when it raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def open_wal(path: Path, synchronous: str, what: str, schema: str) -> sqlite3.Connection:
@@ -172,38 +187,23 @@ class SqliteEventBus:
     def compact(self, upto: int) -> int:
         """Delete the rows at positions up to ``upto`` (those already in the store), in one
         transaction; returns how many. Positions stay: the count moves into :attr:`base`."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                base = self._base()
-                n = max(0, int(upto) - base)
-                if n:
-                    last = self._db.execute("SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?",
-                                            (n - 1,)).fetchone()
-                    if last is None:
-                        raise ValueError(f"compact: position {upto} is past the log's end")
-                    n = self._db.execute("DELETE FROM events WHERE seq <= ?", (int(last[0]),)).rowcount
-                    self._db.execute("INSERT OR REPLACE INTO log_base (id, base) VALUES (0, ?)", (base + n,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, immediate(self._db):
+            base = self._base()
+            n = max(0, int(upto) - base)
+            if n:
+                last = self._db.execute("SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?", (n - 1,)).fetchone()
+                if last is None:
+                    raise ValueError(f"compact: position {upto} is past the log's end")
+                n = self._db.execute("DELETE FROM events WHERE seq <= ?", (int(last[0]),)).rowcount
+                self._db.execute("INSERT OR REPLACE INTO log_base (id, base) VALUES (0, ?)", (base + n,))
         return int(n)
 
     def append(self, events: Sequence[EventRecord]) -> int:
         if not events:
             return 0
         rows = [tuple(getattr(e, c) for c in _COLS) for e in events]
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    f"INSERT INTO events ({','.join(_COLS)}) VALUES ({','.join('?' * len(_COLS))})", rows
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, immediate(self._db):
+            self._db.executemany(f"INSERT INTO events ({','.join(_COLS)}) VALUES ({','.join('?' * len(_COLS))})", rows)
         return len(rows)
 
     def replay(self) -> Iterator[EventRecord]:

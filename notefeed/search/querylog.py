@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from notefeed.online.bus import immediate
+
 __all__ = ["SearchLog"]
 
 _SCHEMA = """
@@ -155,17 +157,11 @@ class SearchLog:
     def erase(self, user_id: str, until: float) -> int:
         """Delete ``user_id``'s searches up to ``until`` and every click on them or by that
         user up to then (an erased user); returns how many searches."""
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                self.db.execute("DELETE FROM clicks WHERE (user_id = ? AND ts <= ?) OR request_id IN "
-                                "(SELECT request_id FROM queries WHERE user_id = ? AND ts <= ?)",
-                                (user_id, until, user_id, until))
-                n = self.db.execute("DELETE FROM queries WHERE user_id = ? AND ts <= ?", (user_id, until)).rowcount
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+        with self._lock, immediate(self.db):
+            self.db.execute("DELETE FROM clicks WHERE (user_id = ? AND ts <= ?) OR request_id IN "
+                            "(SELECT request_id FROM queries WHERE user_id = ? AND ts <= ?)",
+                            (user_id, until, user_id, until))
+            n = self.db.execute("DELETE FROM queries WHERE user_id = ? AND ts <= ?", (user_id, until)).rowcount
         return int(n)
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from notefeed.data.dataset import Dataset, type_mask
-from notefeed.online.bus import WalLog
+from notefeed.online.bus import WalLog, immediate
 from notefeed.recall._common import in_sorted, stable_topk
 from notefeed.schema import POSITIVE_TYPES, SMALL_CREATOR_FOLLOWERS, STORED, Note
 
@@ -77,22 +77,14 @@ class NoteLog(WalLog):
         counts (:meth:`set_followers`), in the same transaction, so every count is in one order."""
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute(
-                    "INSERT INTO notes (note_id, body, followers) VALUES (?, ?, ?)",
-                    (note.note_id, note.model_dump_json(), followers),
-                )
-                if followers is not None:
-                    self._db.execute("INSERT INTO followers (creator_id, followers, at) VALUES (?, ?, ?)",
-                                     (note.author_id, int(followers), time.time()))
-                self._db.execute("COMMIT")
-            except sqlite3.IntegrityError:  # a concurrent publish of the same id won
-                self._db.execute("ROLLBACK")
+                with immediate(self._db):
+                    self._db.execute("INSERT INTO notes (note_id, body, followers) VALUES (?, ?, ?)",
+                                     (note.note_id, note.model_dump_json(), followers))
+                    if followers is not None:
+                        self._db.execute("INSERT INTO followers (creator_id, followers, at) VALUES (?, ?, ?)",
+                                         (note.author_id, int(followers), time.time()))
+            except sqlite3.IntegrityError:  # a concurrent publish of the same id won (rolled back)
                 raise ValueError(f"note_id {note.note_id!r} already exists (field 'note_id')") from None
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
 
     def set_followers(self, creator_id: str, followers: int) -> None:
         """Log a creator's follower count (durable when this returns)."""
@@ -106,22 +98,15 @@ class NoteLog(WalLog):
         (``before``, ``after``; every process reads the same pair, whatever it had read when it
         edited). Durable when this returns. Returns the fields that changed (nothing is logged
         when none did)."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                row = self._db.execute("SELECT body FROM edits WHERE note_id = ? ORDER BY seq DESC LIMIT 1",
-                                       (note_id,)).fetchone()
-                before = json.loads(row[0])["after"] if row is not None else dict(current)
-                after = {**before, **{k: v for k, v in changes.items() if k in before}}
-                changed = sorted(k for k in after if after[k] != before[k])
-                if changed:
-                    self._db.execute("INSERT INTO edits (note_id, body, at) VALUES (?, ?, ?)", (note_id, json.dumps(
-                        {"before": before, "after": after, "changed": changed}, ensure_ascii=False), time.time()))
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        with self._lock, immediate(self._db):
+            row = self._db.execute("SELECT body FROM edits WHERE note_id = ? ORDER BY seq DESC LIMIT 1",
+                                   (note_id,)).fetchone()
+            before = json.loads(row[0])["after"] if row is not None else dict(current)
+            after = {**before, **{k: v for k, v in changes.items() if k in before}}
+            changed = sorted(k for k in after if after[k] != before[k])
+            if changed:
+                self._db.execute("INSERT INTO edits (note_id, body, at) VALUES (?, ?, ?)", (note_id, json.dumps(
+                    {"before": before, "after": after, "changed": changed}, ensure_ascii=False), time.time()))
         return changed
 
     def edits_since(self, seq: int, move: bool = True,
@@ -163,19 +148,12 @@ class NoteLog(WalLog):
     def restore(self, note_id: str, reason: str | None = None) -> bool:
         """Undo ``note_id``'s removal (durable when this returns): its ``removed`` row moves to
         ``restored``; ``False`` when it was not removed. A later :meth:`remove` takes it down again."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                row = self._db.execute("SELECT at, reason FROM removed WHERE note_id = ?", (note_id,)).fetchone()
-                if row is not None:
-                    self._db.execute("DELETE FROM removed WHERE note_id = ?", (note_id,))
-                    self._db.execute("INSERT INTO restored (note_id, at, reason, removed_at, removed_reason) "
-                                     "VALUES (?, ?, ?, ?, ?)", (note_id, time.time(), reason, row[0], row[1]))
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        with self._lock, immediate(self._db):
+            row = self._db.execute("SELECT at, reason FROM removed WHERE note_id = ?", (note_id,)).fetchone()
+            if row is not None:
+                self._db.execute("DELETE FROM removed WHERE note_id = ?", (note_id,))
+                self._db.execute("INSERT INTO restored (note_id, at, reason, removed_at, removed_reason) "
+                                 "VALUES (?, ?, ?, ?, ?)", (note_id, time.time(), reason, row[0], row[1]))
         return row is not None
 
     def moderation_since(self) -> tuple[list[str], list[str]]:

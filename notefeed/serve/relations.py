@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from notefeed.online.bus import WalLog
+from notefeed.online.bus import WalLog, immediate
 
 __all__ = ["RelationLog", "KINDS", "MAX_PER_USER", "RELATIONS_FILE"]
 
@@ -89,15 +89,9 @@ class RelationLog(WalLog):
         one transaction; durable when this returns. Returns (its position, its time, relation
         rows deleted)."""
         at = time.time() if at is None else float(at)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                n = self._db.execute("DELETE FROM relations WHERE user_id = ? AND at <= ?", (user_id, at)).rowcount
-                seq = self._db.execute("INSERT INTO erasures (user_id, at) VALUES (?, ?)", (user_id, at)).lastrowid
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, immediate(self._db):
+            n = self._db.execute("DELETE FROM relations WHERE user_id = ? AND at <= ?", (user_id, at)).rowcount
+            seq = self._db.execute("INSERT INTO erasures (user_id, at) VALUES (?, ?)", (user_id, at)).lastrowid
         return int(seq), at, int(n)
 
     def erasures_since(self, seq: int) -> list[tuple[int, str, float]]:
