@@ -166,15 +166,18 @@ class SqliteEventBus:
         row = self._db.execute("SELECT base FROM log_base WHERE id = 0").fetchone()
         return int(row[0]) if row else 0
 
+    def _position(self, where: str = "", args: tuple[Any, ...] = ()) -> int:
+        """:attr:`base` plus the kept rows (those matching ``where``): a position. Under the lock."""
+        return self._base() + int(self._db.execute(f"SELECT count(*) FROM events {where}", args).fetchone()[0])
+
     def position_before(self, received_at: float) -> int:
         """The position of the last row before the first one received at or after
         ``received_at`` (the log's end when none is)."""
         with self._lock:
             row = self._db.execute("SELECT min(seq) FROM events WHERE received_at >= ?", (float(received_at),)).fetchone()
             if row is None or row[0] is None:
-                return self._base() + int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
-            return self._base() + int(self._db.execute("SELECT count(*) FROM events WHERE seq < ?",
-                                                       (int(row[0]),)).fetchone()[0])
+                return self._position()
+            return self._position("WHERE seq < ?", (int(row[0]),))
 
     def compact_synced(self, mark: Any, keep: int, keep_from: float | None = None) -> int:
         """Delete the rows up to position ``mark`` (what the store holds) but the newest
@@ -207,11 +210,9 @@ class SqliteEventBus:
         return len(rows)
 
     def replay(self) -> Iterator[EventRecord]:
-        with self._lock:
-            rows = self._db.execute(f"SELECT {','.join(_COLS)} FROM events ORDER BY seq").fetchall()
-        for r in rows:
-            if r[3] != ERASED:
-                yield EventRecord(**dict(zip(_COLS, r, strict=True)))
+        """Every kept event in order (:meth:`entries` without the positions)."""
+        for _, rec in self.entries():
+            yield rec
 
     def entries(self, after: int | None = 0) -> Iterator[tuple[int, EventRecord]]:
         """``(position, event)`` from the ``after``-th event on, a page at a time (a copy of a
@@ -244,7 +245,7 @@ class SqliteEventBus:
         """The position of the last row: rows in the log, tombstones of erased events and rows
         compacted away included (positions count them)."""
         with self._lock:
-            return self._base() + int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+            return self._position()
 
     def erased_within(self, position: int) -> int:
         """How many of the kept rows up to ``position`` are tombstones."""

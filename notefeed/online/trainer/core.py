@@ -128,19 +128,19 @@ class OnlineTrainer:
             horizon = self.watermark - 4 * self.cfg.wait_s
             self._closed = {k: v for k, v in self._closed.items() if v >= horizon}
 
-    def consume(self, bus: Any, start: int = 0, batch: int = 1000) -> list[dict[str, Any]]:
-        """Read ``bus.replay()`` from record ``start`` (a cursor: pass back ``self.bus_cursor``)."""
-        out, chunk, seen = [], [], 0
-        for seen, rec in enumerate(bus.replay(), start=1):
-            if seen <= start:
-                continue
+    def consume(self, bus: Any, start: Any = 0, batch: int = 1000) -> list[dict[str, Any]]:
+        """Read the bus's entries past position ``start`` (a cursor: pass back
+        ``self.bus_cursor``; a position, so an erased or compacted entry does not shift it)."""
+        out, chunk, last = [], [], start
+        for pos, rec in bus.entries(start or None):
             chunk.append(rec)
+            last = pos
             if len(chunk) >= batch:
                 out += self.ingest(chunk)
                 chunk = []
         if chunk:
             out += self.ingest(chunk)
-        self.bus_cursor = max(seen, start)
+        self.bus_cursor = last
         return out
 
     # ------------------------------------------------------------------ update / publish
