@@ -524,7 +524,7 @@ class Engine:
         ups, pos_items, impr_items, click_items = [], [], [], []
         erased = self._erased
         for r in recs:
-            if erased and r.user_id in erased and r.received_at <= erased[r.user_id]:
+            if erased and self._erased_event(r):
                 continue  # an erased user's (written by another worker while the erasure was)
             if r.event_id is not None:
                 self._event_ids[r.event_id] = None
@@ -559,7 +559,7 @@ class Engine:
             self.coldstart.events_seen += skip
             rest = recs[skip:]
             if erased:  # counted (a bus position), not observed
-                fresh = [r for r in rest if not (r.user_id in erased and r.received_at <= erased[r.user_id])]
+                fresh = [r for r in rest if not self._erased_event(r)]
                 self.coldstart.events_seen += len(rest) - len(fresh)
                 rest = fresh
             self.coldstart.observe(rest)
@@ -708,37 +708,47 @@ class Engine:
         self.metrics.inc("events_rejected_total", len(rejected))
         return len(recs), rejected
 
-    def _drop_erased(self, events: Sequence[Event], recs: list[EventRecord],
-                     rejected: list[Rejection]) -> list[EventRecord]:
-        """``recs`` less those of a user erased at or after their receive time; those go to
-        ``rejected`` (reason :data:`ERASED_USER`)."""
+    def _erased_event(self, r: EventRecord) -> bool:
+        """Whether ``r`` is an erased user's, received at or before their erasure."""
+        at = self._erased.get(r.user_id)
+        return at is not None and r.received_at <= at
+
+    @staticmethod
+    def _refuse(events: Sequence[Event], recs: list[EventRecord], rejected: list[Rejection],
+                why: Callable[[EventRecord], str | None]) -> list[EventRecord]:
+        """``recs`` (the batch ``events`` less those already in ``rejected``, in order) less those
+        ``why`` gives a reason for; those go to ``rejected`` with it, kept in batch order."""
         gone = {r.index for r in rejected}
         index = [j for j in range(len(events)) if j not in gone]
         keep = []
         for j, r in zip(index, recs, strict=True):
-            at = self._erased.get(r.user_id)
-            if at is not None and r.received_at <= at:
-                rejected.append(Rejection(j, r.note_id, ERASED_USER))
-            else:
+            reason = why(r)
+            if reason is None:
                 keep.append(r)
+            else:
+                rejected.append(Rejection(j, r.note_id, reason))
         rejected.sort(key=lambda r: r.index)
         return keep
 
+    def _drop_erased(self, events: Sequence[Event], recs: list[EventRecord],
+                     rejected: list[Rejection]) -> list[EventRecord]:
+        """``recs`` less those of a user erased at or after their receive time (:data:`ERASED_USER`)."""
+        return self._refuse(events, recs, rejected, lambda r: ERASED_USER if self._erased_event(r) else None)
+
     def _drop_duplicates(self, events: Sequence[Event], recs: list[EventRecord],
                          rejected: list[Rejection]) -> list[EventRecord]:
-        """``recs`` less those whose event id is stored or repeated; those go to ``rejected``."""
-        gone = {r.index for r in rejected}
-        index = [j for j in range(len(events)) if j not in gone]
-        fresh, ids = [], set()
-        for j, r in zip(index, recs, strict=True):
-            if r.event_id is not None and (r.event_id in self._event_ids or r.event_id in ids):
-                rejected.append(Rejection(j, r.note_id, DUPLICATE))
-                continue
-            if r.event_id is not None:
-                ids.add(r.event_id)
-            fresh.append(r)
-        rejected.sort(key=lambda r: r.index)
-        return fresh
+        """``recs`` less those whose event id is stored or repeated in the batch (:data:`DUPLICATE`)."""
+        ids: set[str] = set()
+
+        def why(r: EventRecord) -> str | None:
+            if r.event_id is None:
+                return None
+            if r.event_id in self._event_ids or r.event_id in ids:
+                return DUPLICATE
+            ids.add(r.event_id)
+            return None
+
+        return self._refuse(events, recs, rejected, why)
 
     def publish(self, note: Note, followers: int | None = None) -> int:
         if self.catalog.item_of(note.note_id) is not None:
