@@ -36,12 +36,14 @@ import numpy as np
 
 from notefeed.ads.recall import evidence_features, pctr_features
 
-__all__ = ["FEATURES", "IMPRESSION_LOG", "PCTR_DIR", "EfficiencyModel", "serving_features", "read_impressions",
+__all__ = ["FEATURES", "IMPRESSION_LOG", "ROTATED_IMPRESSION_LOG", "PCTR_DIR", "EfficiencyModel", "serving_features", "read_impressions",
            "train_workspace_pctr", "load_workspace_pctr"]
 
 FEATURES = ("text_cos", "keyword_score", "keyword_hit", "ctr_logit", "tower_cos", "rewrite_score", "rewrite_hit",
             "category_share", "feed")
 IMPRESSION_LOG = "impressions.jsonl"
+#: the impression log rotated once (serving keeps one older file; training reads both)
+ROTATED_IMPRESSION_LOG = IMPRESSION_LOG.replace(".jsonl", ".1.jsonl")
 PCTR_DIR = "pctr"
 FORMAT = 1
 P_MIN, P_MAX = 1e-6, 0.99
@@ -135,7 +137,7 @@ def read_impressions(ads_dir: str | Path, explore_only: bool = False
     ``explore_only``: only the impressions of exploration requests (``explore: 1``, slots given
     in random order, see ``AdSlotsConfig.explore``)."""
     d = Path(ads_dir)
-    paths = [d / IMPRESSION_LOG.replace(".jsonl", ".1.jsonl"), d / IMPRESSION_LOG]
+    paths = [d / ROTATED_IMPRESSION_LOG, d / IMPRESSION_LOG]
     rows: dict[str, tuple[list[float], float, float]] = {}
     clicked: set[str] = set()
     skipped = 0

@@ -77,6 +77,7 @@ from notefeed.ads.base import AdCandidates, AdRequest
 from notefeed.ads.efficiency import (
     IMPRESSION_LOG,
     PCTR_DIR,
+    ROTATED_IMPRESSION_LOG,
     EfficiencyModel,
     load_workspace_pctr,
     serving_features,
@@ -137,7 +138,7 @@ def anonymise_ad_logs(folder: str | Path, user_id: str, until: float) -> tuple[i
     folder = Path(folder)
     changed, ids = 0, set()
     with _logs_lock(folder, exclusive=True):
-        for name in (IMPRESSION_LOG, IMPRESSION_LOG.replace(".jsonl", ".1.jsonl"), CLICK_LOG):
+        for name in (IMPRESSION_LOG, ROTATED_IMPRESSION_LOG, CLICK_LOG):
             path = folder / name
             if not path.exists():
                 continue
@@ -912,7 +913,7 @@ class AdServer:
                 if self._imp_lines >= 1000:
                     self._imp_lines = 0
                     if self.imp_log.stat().st_size > self.cfg.impression_log_mb * 1e6:
-                        os.replace(self.imp_log, self.imp_log.with_name(IMPRESSION_LOG.replace(".jsonl", ".1.jsonl")))
+                        os.replace(self.imp_log, self.imp_log.with_name(ROTATED_IMPRESSION_LOG))
         except OSError:
             log.exception("ads: appending to %s failed", self.imp_log)
 
