@@ -380,35 +380,24 @@ class Workspace:
                  else _mark_steps(marks))
         return len(out)
 
-    def erase_users(self, rows: pd.DataFrame, marks: dict[str, int | str] | None = None) -> dict[str, int]:
+    def erase_users(self, rows: pd.DataFrame, marks: dict[str, int | str] | None = None) -> None:
         """Erase users (``user_id``, ``erased_at`` unix seconds: :mod:`notefeed.serve.erasure`)
         in one transaction: their events, relation rows and social edges (either end) deleted,
         their attributes cleared (the row keeps its place: the user index trained versions
-        use), the erasures recorded in ``erasures``. Returns how many rows of ``events``,
-        ``relations`` and ``social`` went. ``marks``: as for :meth:`append_events`."""
+        use), the erasures recorded in ``erasures``. ``marks``: as for :meth:`append_events`."""
         missing = next((c for c in ("user_id", "erased_at") if c not in rows), None)
         if missing is not None:
             raise DataError(f"erasures: missing column '{missing}'")
         out = pd.DataFrame({"user_id": rows["user_id"].astype(str), "erased_at": rows["erased_at"].astype(np.float64)})
         if not len(out):
             self.set_marks(marks)
-            return {"events": 0, "relations": 0, "social": 0}
-        self.con.register("gone", out[["user_id"]].drop_duplicates())
-        try:
-            counts = {t: int(self.con.execute(f"SELECT count(*) FROM {t} WHERE {w}").fetchall()[0][0])
-                      for t, w in (("events", "user_id IN (SELECT user_id FROM gone)"),
-                                   ("relations", "user_id IN (SELECT user_id FROM gone)"),
-                                   ("social", "user_id IN (SELECT user_id FROM gone) OR "
-                                              "target_id IN (SELECT user_id FROM gone)"))}
-        finally:
-            self.con.unregister("gone")
+            return
         ids = "(SELECT user_id FROM df)"
         self._tx([(f"DELETE FROM events WHERE user_id IN {ids}", out),
                   (f"DELETE FROM relations WHERE user_id IN {ids}", out),
                   (f"DELETE FROM social WHERE user_id IN {ids} OR target_id IN {ids}", out),
                   (f"UPDATE users SET attributes = '{{}}' WHERE user_id IN {ids}", out),
                   ("INSERT INTO erasures SELECT * FROM df", out), *_mark_steps(marks)])
-        return counts
 
     def erasures(self) -> pd.DataFrame:
         """The erasures applied to this store (``user_id``, ``erased_at``), in order."""
