@@ -30,7 +30,11 @@ import scipy.sparse as sp
 
 from notefeed.schema import EVENT_TYPES, POSITIVE_TYPES, SMALL_CREATOR_FOLLOWERS, SURFACES
 
-__all__ = ["Dataset", "DataError", "NOTE_COLUMNS", "EVENT_COLUMNS", "type_mask"]
+__all__ = ["Dataset", "DataError", "NOTE_COLUMNS", "EVENT_COLUMNS", "type_mask", "window_mask", "LASTING_TYPES"]
+
+#: event types a data window (:func:`window_mask`) never drops: a follow and a hide stay true
+#: until they are undone, however old they are
+LASTING_TYPES: tuple[str, ...] = ("follow", "hide")
 
 NOTE_COLUMNS = ("note_id", "author_id", "title", "text", "tags", "category", "created_at")
 EVENT_COLUMNS = ("user", "item", "ts", "type", "dwell_s", "position", "surface")
@@ -48,6 +52,38 @@ def type_mask(events: pd.DataFrame, *types: str) -> np.ndarray:
     col = events["type"]
     out = col == types[0] if len(types) == 1 else col.isin(types)
     return out.to_numpy(bool, na_value=False)
+
+
+def window_mask(events: pd.DataFrame, window_days: float, keep_per_user: int) -> np.ndarray:
+    """(len(events),) bool: the events a data window keeps (``data.window_days`` of the serving
+    config): those of the newest ``window_days`` days, counted back from the newest event's
+    ``ts``; each user's newest ``keep_per_user`` positive events (:data:`POSITIVE_TYPES`),
+    whatever their age, so a user who was away keeps a history; every follow and hide
+    (:data:`LASTING_TYPES`). ``window_days`` 0 keeps every event.
+
+    ``events`` in time order per user (a dataset's are: ``(ts, user)``, then append order), as
+    ``Workspace.load_dataset`` reads the same window in SQL."""
+    n = len(events)
+    if window_days <= 0 or n == 0:
+        return np.ones(n, bool)
+    ts = events["ts"].to_numpy(np.int64)
+    keep = ts >= int(ts.max()) - window_seconds(window_days)
+    keep |= type_mask(events, *LASTING_TYPES)
+    if keep_per_user > 0:
+        p = np.flatnonzero(type_mask(events, *POSITIVE_TYPES))
+        u = events["user"].to_numpy()[p]
+        o = np.argsort(u, kind="stable")  # by user, oldest first within one
+        us = u[o]
+        start = np.r_[0, np.flatnonzero(us[1:] != us[:-1]) + 1]
+        size = np.diff(np.r_[start, len(us)])
+        from_end = np.repeat(start + size, size) - np.arange(len(us))  # 1 = the user's newest
+        keep[p[o[from_end <= keep_per_user]]] = True
+    return keep
+
+
+def window_seconds(window_days: float) -> int:
+    """A window of ``window_days`` days in whole seconds (the SQL and the array side agree)."""
+    return int(round(float(window_days) * 86400))
 
 
 def _missing_from(ids: pd.Series, known: pd.Series) -> np.ndarray:
@@ -294,6 +330,17 @@ class Dataset:
             name or self.name, self.notes, self.users, self.creators,
             events.reset_index(drop=True), self.social, dict(self.meta),
         )
+
+    def windowed(self, window_days: float, keep_per_user: int) -> Dataset:
+        """The same dataset with the events a data window keeps (:func:`window_mask`); itself
+        when the window keeps them all. Keeps ``log_marks``: the entries past the window were
+        read and dropped, not missed."""
+        keep = window_mask(self.events, window_days, keep_per_user)
+        if keep.all():
+            return self
+        out = self.with_events(self.events[keep])
+        out.log_marks = self.log_marks
+        return out
 
     def subsample_users(self, n_users: int, seed: int = 0) -> Dataset:
         """Keep the events of ``n_users`` random users (ids and catalogue unchanged)."""

@@ -37,9 +37,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from notefeed.data.dataset import NOTE_COLUMNS, DataError, Dataset
+from notefeed.data.dataset import LASTING_TYPES, NOTE_COLUMNS, DataError, Dataset, window_seconds
 from notefeed.data.importer import EVENT_REQUIRED, check_creators, check_events, check_notes, check_users
-from notefeed.schema import EVENT_TYPES, SURFACES, Creator, Event, Note, User
+from notefeed.schema import EVENT_TYPES, POSITIVE_TYPES, SURFACES, Creator, Event, Note, User
 
 __all__ = ["Workspace", "WorkspaceLocked", "DB_NAME"]
 
@@ -117,6 +117,19 @@ def _first_problem(problems: list, what: str) -> None:
     if problems:
         p = min(problems, key=lambda q: q.row)
         raise DataError(f"{what}[{p.row}]: field '{p.field}': {p.reason} ({len(problems)} problem(s); nothing written)")
+
+
+def _window_sql(window_days: float, keep_per_user: int) -> str:
+    """The ``WHERE`` clause over ``events`` that keeps what
+    :func:`~notefeed.data.dataset.window_mask` keeps (newest first by ``ts``, then ``seq``)."""
+    def listed(types: tuple[str, ...]) -> str:
+        return ", ".join(f"'{t}'" for t in types)
+
+    keep = (f" OR seq IN (SELECT seq FROM (SELECT seq, row_number() OVER (PARTITION BY user_id ORDER BY ts DESC, "
+            f"seq DESC) AS r FROM events WHERE type IN ({listed(POSITIVE_TYPES)})) WHERE r <= {int(keep_per_user)})"
+            if keep_per_user > 0 else "")
+    return (f"WHERE ts >= (SELECT max(ts) FROM events) - {window_seconds(window_days)} "
+            f"OR type IN ({listed(LASTING_TYPES)}){keep}")
 
 
 class WorkspaceLocked(DataError):
@@ -281,12 +294,15 @@ class Workspace:
             steps.append(("INSERT INTO relations SELECT * FROM df", relations))
         self._tx(steps)
 
-    def load_dataset(self, name: str | None = None, events: pd.DataFrame | None = None) -> Dataset:
+    def load_dataset(self, name: str | None = None, events: pd.DataFrame | None = None,
+                     window_days: float = 0.0, keep_per_user: int = 0) -> Dataset:
         """Everything in the workspace as a :class:`Dataset` (events in append order, then by ts).
 
         ``events``: use this event frame (same columns, e.g. read from the event lake) instead
         of the ``events`` table. Read from the table, the dataset's ``log_marks`` are the store's
-        sync marks: how far the serving logs are in these events."""
+        sync marks: how far the serving logs are in these events. ``window_days`` > 0: only the
+        events a data window keeps (:func:`~notefeed.data.dataset.window_mask`; read from the
+        table, DuckDB drops the others before they reach Python); the store keeps them all."""
         con = self.con
         own_events = events is None
         if "note_edits" in self.tables:  # an edited note's fields as they are now, in its own row's place
@@ -306,7 +322,7 @@ class Workspace:
         meta = {k: json.loads(v) for k, v in rows if not k.startswith(_MARK)}
         marks = {k[len(_MARK):]: json.loads(v) for k, v in rows if k.startswith(_MARK)}
         ds_name = name or str(meta.pop("name", self.path.parent.name))
-        coded = self._coded_events() if events is None else None
+        coded = self._coded_events(window_days, keep_per_user) if events is None else None
         if coded is not None:  # the fast path: ids coded to rows inside DuckDB
             ds = Dataset.build_coded(ds_name, coded, notes=notes, users=users, creators=creators,
                                      social=social, meta=meta)
@@ -316,6 +332,8 @@ class Workspace:
             if events["request_id"].isna().all():
                 events = events.drop(columns=["request_id"])
             ds = Dataset.build(ds_name, events, notes=notes, users=users, creators=creators, social=social, meta=meta)
+        if window_days > 0 and coded is None:  # the coded path read only the window's events already
+            ds = ds.windowed(window_days, keep_per_user)
         if own_events:  # the store's own events: the logs' entries they hold
             ds.log_marks = marks
         return ds
@@ -405,17 +423,19 @@ class Workspace:
             return pd.DataFrame({"user_id": pd.Series(dtype=object), "erased_at": pd.Series(dtype=np.float64)})
         return self.con.execute("SELECT user_id, erased_at FROM erasures ORDER BY rowid").df()
 
-    def _coded_events(self) -> pd.DataFrame | None:
+    def _coded_events(self, window_days: float = 0.0, keep_per_user: int = 0) -> pd.DataFrame | None:
         """The events table with user/note ids replaced by their row numbers in ``users`` /
         ``notes`` (rowid order, as :meth:`load_dataset` reads them) and type/surface by their
         category codes, in ``(ts, user, seq)`` order: what :meth:`Dataset.build` computes in
         pandas, done by DuckDB (a 3M-event workspace: seconds instead of minutes). ``None``
         when some event names a note, user, type or surface the tables do not hold (the slow
-        path then adds or rejects it exactly as ``build`` does)."""
+        path then adds or rejects it exactly as ``build`` does). With ``window_days`` > 0 only
+        the events of that data window (:func:`~notefeed.data.dataset.window_mask`)."""
         con = self.con
         cats = [("type", EVENT_TYPES), ("surface", SURFACES)]
         values = {c: ", ".join(f"({k}, '{v}')" for k, v in enumerate(vals)) for c, vals in cats}
-        n_events, n_requests = con.execute("SELECT count(*), count(request_id) FROM events").fetchall()[0]
+        src = "events" if window_days <= 0 else f"(SELECT * FROM events {_window_sql(window_days, keep_per_user)})"
+        n_events, n_requests = con.execute(f"SELECT count(*), count(request_id) FROM {src}").fetchall()[0]
         has_request = n_requests > 0
         sql = f"""
             WITH n AS (SELECT note_id, (row_number() OVER (ORDER BY rowid) - 1)::INTEGER AS i FROM notes),
@@ -425,7 +445,7 @@ class Workspace:
             SELECT u.j AS "user", n.i AS item, e.ts, t.code::TINYINT AS type, e.dwell_s::FLOAT AS dwell_s,
                    coalesce(e.position, -1)::INTEGER AS position, s.code::TINYINT AS surface
                    {", e.request_id" if has_request else ""}
-            FROM events e
+            FROM {src} e
             JOIN n ON n.note_id = e.note_id JOIN u ON u.user_id = e.user_id
             JOIN t ON t.name = e.type JOIN s ON s.name = e.surface
             ORDER BY e.ts, u.j, e.seq"""

@@ -416,8 +416,8 @@ def run_steps(workspace: Path, users: int = 400, seed: int = 0, config: Path | N
         raise ValueError(f"--users: must be >= 1, got {users}")
     with one_thread():  # as a serving process runs (scoped: the caller's settings come back)
         t0 = time.perf_counter()
-        ds = load_workspace_dataset(workspace)
         cfg = load_config(config) if config is not None else ServeConfig()
+        ds = load_workspace_dataset(workspace, data=cfg.data)
         eng = engine_from_store(ds, cfg, workspace)
         startup = time.perf_counter() - t0
         freeze_heap()  # as a serving process freezes its built heap

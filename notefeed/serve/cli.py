@@ -16,11 +16,13 @@ from notefeed.data.dataset import Dataset
 __all__ = ["register", "load_workspace_dataset", "resolve_token"]
 
 
-def load_workspace_dataset(workspace: Path, read_only: bool = False, lock_wait_s: float = 0.0) -> Dataset:
+def load_workspace_dataset(workspace: Path, read_only: bool = False, lock_wait_s: float = 0.0,
+                           data: Any = None) -> Dataset:
     """The workspace's community (``notefeed.duckdb`` written by ``notefeed data import`` or
     ``notefeed sim generate``); an empty dataset when there is none yet. ``read_only``: open it
     so that other processes may read it at the same time (``serve --workers N``: each worker
-    loads it); ``lock_wait_s``: retry that long while another process holds it for writing."""
+    loads it); ``lock_wait_s``: retry that long while another process holds it for writing;
+    ``data``: the serving config's ``data`` section (its window of events; None: every event)."""
     from notefeed.serve.engine import empty_dataset
 
     if not (workspace / "notefeed.duckdb").exists():
@@ -30,7 +32,9 @@ def load_workspace_dataset(workspace: Path, read_only: bool = False, lock_wait_s
 
     # opened read-then-closed: DuckDB allows one writer, and ``sim``/``data`` may write later
     with Workspace.open_waiting(workspace, lock_wait_s, create=False, read_only=read_only) as ws, gc_paused():
-        return ws.load_dataset()
+        if data is None:
+            return ws.load_dataset()
+        return ws.load_dataset(window_days=data.window_days, keep_per_user=data.keep_per_user)
 
 
 def resolve_token(configured: str | None, workspace: Path) -> tuple[str, str]:
@@ -190,7 +194,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         try:
             with con.status("loading community"):
                 ds = synthetic_community(synthetic_notes, seed=seed) if synthetic_notes else \
-                    load_workspace_dataset(workspace)
+                    load_workspace_dataset(workspace, data=cfg.data)
             if ds.n_items == 0:
                 con.print(f"[yellow]empty workspace[/yellow]: fill it with `notefeed sim generate --workspace "
                           f"{workspace}` (or `notefeed data import`), or publish notes with POST /v1/notes")
@@ -210,7 +214,10 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                       + "; ".join(engine.served.fallback))
         else:
             con.print(f"model version {engine.model_version}")
-        con.print(f"notefeed: {engine.catalog.n_items:,} notes, {engine.replayed:,} events replayed; "
+        read = "generated" if synthetic_notes else "read from the store" + (
+            f" (data.window_days {cfg.data.window_days:g})" if cfg.data.window_days else "")
+        con.print(f"notefeed: {engine.catalog.n_items:,} notes, {len(ds.events):,} events {read}, "
+                  f"{engine.replayed:,} replayed; "
                   f"write token from {source}; http://{host}:{port}/docs")
         # uvicorn shuts down gracefully on SIGTERM, then re-raises it with the previous handler:
         # the default one would kill the process before engine.close() saves the state

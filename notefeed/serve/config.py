@@ -28,6 +28,7 @@ __all__ = [
     "ApiConfig",
     "OnlineConfig",
     "ColdStartServeConfig",
+    "DataConfig",
     "ExposureConfig",
     "EXPOSURE_KNOBS",
     "EXPOSURE_KNOB_HIGH",
@@ -346,6 +347,17 @@ class ExperimentsConfig(_Cfg):
         return self
 
 
+class DataConfig(_Cfg):
+    """What ``serve`` and ``notefeed train`` read of the workspace store's events (the store
+    keeps every event): a data window (:func:`notefeed.data.dataset.window_mask`), so that the
+    memory, start-up and training time stop growing with the community's age."""
+
+    #: 0: every event; N: the events of the newest N days, counted back from the newest event
+    window_days: float = Field(default=0.0, ge=0, le=36_500, allow_inf_nan=False)
+    #: with a window: each user's newest this many positive events too, whatever their age
+    keep_per_user: int = Field(default=200, ge=0, le=1_000_000)
+
+
 class ServeConfig(_Cfg):
     recall: RecallConfig = Field(default_factory=RecallConfig)
     filters: list[str] = Field(default_factory=lambda: ["builtin/seen"])
@@ -361,6 +373,8 @@ class ServeConfig(_Cfg):
     experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig)
     #: the search stack (``GET /v1/search``): every field of :class:`notefeed.search.SearchConfig`
     search: SearchConfig = Field(default_factory=SearchConfig)
+    #: what serving and training read of the store's events
+    data: DataConfig = Field(default_factory=DataConfig)
 
     @model_validator(mode="after")
     def _arm_overlays(self) -> ServeConfig:

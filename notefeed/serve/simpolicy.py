@@ -74,12 +74,13 @@ class EnginePolicy:
                 self.workspace = self._tmp.name
             cfg = self.config or ServeConfig()
             cfg = cfg.with_overrides(coldstart={"seed": self.seed})  # reproducible bandit draws
+            ds = env.dataset.windowed(cfg.data.window_days, cfg.data.keep_per_user)  # as serve reads the store
             if self.train and self.fitted is None:
                 from notefeed.models.train import train_components
 
-                self.fitted, _ = train_components(cfg, env.dataset, progress=False, seed=self.seed)
+                self.fitted, _ = train_components(cfg, ds, progress=False, seed=self.seed)
                 self.model_version = self.model_version or f"{self.name}@sim-seed-{self.seed}"
-            self.engine = Engine(env.dataset, cfg.offline(), self.workspace, fitted=self.fitted,
+            self.engine = Engine(ds, cfg.offline(), self.workspace, fitted=self.fitted,
                                  model_version=self.model_version)
             # reproducible, and in simulated time: no wall-clock cache, the environment's clock
             self.engine.catalog.top_max_age_s = 0.0

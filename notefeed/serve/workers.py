@@ -48,7 +48,8 @@ def create_worker_app() -> FastAPI:
     if cfg.online.backend != "redis":
         raise ValueError("--workers: several workers need online.backend: redis (an SQLite state is one process's)")
     # read-only: the N workers load it at the same time (a read-write open locks out the others)
-    engine = engine_from_store(load_workspace_dataset(workspace, read_only=True, lock_wait_s=60.0), cfg, workspace)
+    ds = load_workspace_dataset(workspace, read_only=True, lock_wait_s=60.0, data=cfg.data)
+    engine = engine_from_store(ds, cfg, workspace)
     app = create_app(engine)
     app.router.on_shutdown.append(engine.close)
     return app

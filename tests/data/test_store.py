@@ -198,7 +198,7 @@ def test_appends_survive_sigkill(tmp_path):
 
 def _load_by_build(ws: Workspace) -> Dataset:
     """The workspace read through :meth:`Dataset.build` (ids looked up in pandas)."""
-    ws._coded_events = lambda: None  # type: ignore[method-assign]
+    ws._coded_events = lambda *_: None  # type: ignore[method-assign]
     try:
         return ws.load_dataset()
     finally:

@@ -78,3 +78,21 @@ def test_offline_engines_keep_to_their_own_log_with_a_redis_serving_config(tmp_p
         assert isinstance(policy.engine.bus, SqliteEventBus) and isinstance(policy.engine.state, MemoryOnlineState)
     finally:
         policy.close()
+
+
+def test_the_closed_loop_serves_from_the_configured_data_window(tmp_path):
+    """``data.window_days`` in the config: the simulated server starts from the window of the
+    logged history, as ``serve`` reads it from a store."""
+    from notefeed.serve.config import ServeConfig
+
+    community = generate("tiny", seed=0)
+    ds = community.history()
+    env = SimEnvironment(community, seed=1, dataset=ds)
+    cfg = ServeConfig().with_overrides(data={"window_days": 2, "keep_per_user": 5})
+    policy = EnginePolicy(workspace=tmp_path / "ws", config=cfg)
+    try:
+        assert len(policy.recommend(env, 0, 10)) > 0
+        want = ds.windowed(2, 5)
+        assert len(policy.engine.ds.events) == len(want.events) < len(ds.events)
+    finally:
+        policy.close()
