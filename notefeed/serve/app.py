@@ -197,6 +197,9 @@ def create_app(engine: Engine) -> FastAPI:
             "bus": engine.bus.name,
             "state": engine.state.name,
             "replayed_events": engine.replayed,
+            # the events read from the store at start-up (data.window_days: a window of them)
+            "dataset_events": len(engine.ds.events),
+            "data_window_days": engine.config.data.window_days,
             "pipelines": {k: [f"{s.kind}:{s.name}" for s in p.steps] for k, p in engine.pipelines.items()},
             # new-note pool: notes per stage (seed, lookalike, handed_over, expired); null when off
             "coldstart": None if engine.coldstart is None else {

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from notefeed.cli import app
 from notefeed.data.dataset import Dataset
 from notefeed.data.store import Workspace
 from notefeed.models import ModelStore
+from notefeed.serve.app import create_app
 from notefeed.serve.cli import load_workspace_dataset
 from notefeed.serve.versions import engine_from_store
 from tests.eval.test_feed import _config, chain_log
@@ -55,5 +57,7 @@ def test_train_and_serve_read_the_window(tmp_path):
         assert pop[items[:2]].tolist() == [0, 0] and (pop[items[2:]] > 0).all()
         _, res = eng.feed("away", 10)
         assert len(res.items) == 10 and not res.errors
+        health = TestClient(create_app(eng)).get("/healthz").json()
+        assert health["dataset_events"] == len(ds.events) and health["data_window_days"] == 7
     finally:
         eng.close()
