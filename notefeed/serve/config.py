@@ -349,8 +349,8 @@ class ExperimentsConfig(_Cfg):
 
 class DataConfig(_Cfg):
     """What ``serve`` and ``notefeed train`` read of the workspace store's events (the store
-    keeps every event): a data window (:func:`notefeed.data.dataset.window_mask`), so that the
-    memory, start-up and training time stop growing with the community's age."""
+    keeps every event): a data window (:func:`notefeed.data.dataset.window_mask`), so that what
+    a server and a training run hold in memory stops growing with the community's age."""
 
     #: 0: every event; N: the events of the newest N days, counted back from the newest event
     window_days: float = Field(default=0.0, ge=0, le=36_500, allow_inf_nan=False)
