@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from notefeed.data.dataset import DataError, Dataset
+from notefeed.data.dataset import DataError, Dataset, window_mask
 from notefeed.data.loaders import DATASET_NAMES, dataset_for_path, load_dataset
 
 __all__ = ["register", "data_app", "stats_table"]
@@ -144,6 +144,11 @@ def stats_cmd(
     path: Path | None = typer.Option(None, "--path", help=_PATH_HELP),
     workspace: Path | None = typer.Option(None, "--workspace", "-w", help="A workspace folder instead."),
     json_path: Path | None = typer.Option(None, "--json", help="Also write the statistics as JSON here."),
+    window_days: float = typer.Option(0.0, "--window-days", min=0.0, max=36_500.0,
+                                      help="also say how many events a data window of this many days keeps "
+                                      "(the serving config's data.window_days: what serve and train would read)"),
+    keep_per_user: int = typer.Option(200, "--keep-per-user", min=0,
+                                      help="with --window-days: each user's newest positives kept whatever their age"),
 ) -> None:
     """Counts, time span, sparsity and events by type of a dataset or workspace."""
     from notefeed.data.store import Workspace
@@ -168,7 +173,14 @@ def stats_cmd(
     stats = ds.stats()
     if waiting is not None:
         stats["not_yet_in_store"] = waiting
-    _console.print(stats_table({k: v for k, v in stats.items() if k != "not_yet_in_store"}))
+    if window_days:
+        kept = int(window_mask(ds.events, window_days, keep_per_user).sum())
+        stats["window"] = {"window_days": window_days, "keep_per_user": keep_per_user, "events_read": kept}
+    _console.print(stats_table({k: v for k, v in stats.items() if k not in ("not_yet_in_store", "window")}))
+    if window_days:
+        n = len(ds.events)
+        _console.print(f"data.window_days {window_days:g} (keep_per_user {keep_per_user}): serve and train would read "
+                       f"{kept:,} of {n:,} events ({kept / max(n, 1):.0%})")
     if waiting is not None:
         _console.print(f"in the serving logs, not yet in the store: {waiting['notes']:,} notes, {waiting['events']:,} "
                        f"events (SQLite event log), {waiting['follower_counts']:,} follower counts, "

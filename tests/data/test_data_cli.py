@@ -28,6 +28,15 @@ def test_import_dataset_then_stats_json(tmp_path):
     assert (stats["users"], stats["notes"], stats["events"]) == (2, 2, 3)
     assert stats["events_by_type"] == {"click": 1, "collect": 1, "share": 1}
     assert stats["span_days"] == 1.0
+    # what a data window would read: half a day holds only user 2's event (a day later than
+    # user 1's two); keep_per_user 1 adds user 1's newest
+    res = runner.invoke(app, ["data", "stats", "--workspace", str(ws), "--window-days", "0.5", "--keep-per-user",
+                              "1", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "serve and train would read 2 of 3 events" in " ".join(res.output.split())
+    assert json.loads(out.read_text())["window"] == {"window_days": 0.5, "keep_per_user": 1, "events_read": 2}
+    res = runner.invoke(app, ["data", "stats", "--workspace", str(ws), "--window-days", "-1"])
+    assert res.exit_code == 2 and "--window-days" in res.output
     # the same figures straight from the folder
     res = runner.invoke(app, ["data", "stats", "--dataset", "taobao", "--path", str(src), "--json", str(out)])
     assert res.exit_code == 0 and json.loads(out.read_text())["events"] == 3
