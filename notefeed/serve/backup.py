@@ -143,7 +143,8 @@ def backup_workspace(workspace: str | Path, dest: str | Path, lock_wait_s: float
         files = [r for r in files if not _skipped(r) and r not in done]
         sqlite = [r for r in files if r.suffix == ".sqlite"]
         ad_logs = [r for r in files if r.parts[0] == "ads" and r.suffix == ".jsonl"]
-        rest = [r for r in files if r not in set(sqlite) | set(ad_logs)]
+        logs = set(sqlite) | set(ad_logs)
+        rest = [r for r in files if r not in logs]
         search = [r for r in rest if r.parts[0] == "search"]
         say(f"{len(rest)} files (models, search index, lake, state)")
         if search:  # 2. the shared search index under its writers' lock
