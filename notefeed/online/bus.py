@@ -166,6 +166,11 @@ class SqliteEventBus:
         row = self._db.execute("SELECT base FROM log_base WHERE id = 0").fetchone()
         return int(row[0]) if row else 0
 
+    def _seq_of(self, k: int) -> int | None:
+        """The sequence number of the ``k``-th kept row (from 1), None past the log's end. Under the lock."""
+        row = self._db.execute("SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?", (int(k) - 1,)).fetchone()
+        return None if row is None else int(row[0])
+
     def _position(self, where: str = "", args: tuple[Any, ...] = ()) -> int:
         """:attr:`base` plus the kept rows (those matching ``where``): a position. Under the lock."""
         return self._base() + int(self._db.execute(f"SELECT count(*) FROM events {where}", args).fetchone()[0])
@@ -194,10 +199,10 @@ class SqliteEventBus:
             base = self._base()
             n = max(0, int(upto) - base)
             if n:
-                last = self._db.execute("SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?", (n - 1,)).fetchone()
+                last = self._seq_of(n)
                 if last is None:
                     raise ValueError(f"compact: position {upto} is past the log's end")
-                n = self._db.execute("DELETE FROM events WHERE seq <= ?", (int(last[0]),)).rowcount
+                n = self._db.execute("DELETE FROM events WHERE seq <= ?", (last,)).rowcount
                 self._db.execute("INSERT OR REPLACE INTO log_base (id, base) VALUES (0, ?)", (base + n,))
         return int(n)
 
@@ -224,11 +229,9 @@ class SqliteEventBus:
         with self._lock:
             base = self._base()
             pos = max(int(after or 0), base)
-            row = (self._db.execute("SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?",
-                                    (pos - base - 1,)).fetchone() if pos > base else (0,))
-        if row is None:  # fewer rows than ``after``
+            last = self._seq_of(pos - base) if pos > base else 0
+        if last is None:  # fewer rows than ``after``
             return
-        last = int(row[0])
         while True:
             with self._lock:
                 rows = self._db.execute(f"SELECT seq, {cols} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
