@@ -173,12 +173,10 @@ def stats_cmd(
     stats = ds.stats()
     if waiting is not None:
         stats["not_yet_in_store"] = waiting
+    _console.print(stats_table({k: v for k, v in stats.items() if k != "not_yet_in_store"}))
     if window_days:
-        kept = int(window_mask(ds.events, window_days, keep_per_user).sum())
+        kept, n = int(window_mask(ds.events, window_days, keep_per_user).sum()), len(ds.events)
         stats["window"] = {"window_days": window_days, "keep_per_user": keep_per_user, "events_read": kept}
-    _console.print(stats_table({k: v for k, v in stats.items() if k not in ("not_yet_in_store", "window")}))
-    if window_days:
-        n = len(ds.events)
         _console.print(f"data.window_days {window_days:g} (keep_per_user {keep_per_user}): serve and train would read "
                        f"{kept:,} of {n:,} events ({kept / max(n, 1):.0%})")
     if waiting is not None:
