@@ -1,6 +1,18 @@
-"""``tag/interest``: an inverted index tag -> notes, queried with the user's decayed tag interests."""
+"""``tag/interest``: an inverted index tag -> notes, queried with the user's decayed tag interests.
+
+Notes published after the fit (:meth:`TagInterestChannel.add_items`) and edited notes
+(:meth:`TagInterestChannel.replace_items`) change the channel at once, as a refit on the
+catalogue with those notes would: their terms count in the interests of a user who engaged
+with them, and the postings of each changed term are recomputed by the fit's rule (a new note
+has no engagement yet, so it enters a term's postings only while the term has fewer than
+``postings`` notes). The fitted tables stay as they are; the changes are kept beside them,
+each replaced whole so that a concurrent :meth:`~TagInterestChannel.recall` sees either the
+old or the new value.
+"""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pandas as pd
@@ -17,18 +29,25 @@ from notefeed.recall._common import (
 )
 from notefeed.recall.base import CHANNELS, Candidates, UserContext
 
-__all__ = ["TagInterestChannel", "item_terms"]
+__all__ = ["TagInterestChannel", "item_terms", "note_terms"]
+
+
+def note_terms(tags: object, category: object) -> list[str]:
+    """A note's terms: its tags (stripped, lower case) plus ``cat:<category>``, sorted, distinct."""
+    if not isinstance(tags, list | tuple | np.ndarray):  # as a dataset reads a note's tags
+        tags = []
+    cat = "" if category is None or (isinstance(category, float) and category != category) else str(category)
+    # sorted: term ids (and so tie order downstream) must not depend on the process's hash seed
+    return [t for t in sorted({str(x).strip().lower() for x in tags} | ({f"cat:{cat}"} if cat else set())) if t]
 
 
 def item_terms(ds: Dataset) -> tuple[sp.csr_matrix, list[str]]:
     """(n_items, n_terms) binary CSR of each note's tags plus ``cat:<category>``; the term names."""
     rows, terms = [], []
     for i, (tags, cat) in enumerate(zip(ds.notes["tags"], ds.notes["category"], strict=True)):
-        # sorted: term ids (and so tie order downstream) must not depend on the process's hash seed
-        for t in sorted({str(x).strip().lower() for x in tags} | ({f"cat:{cat}"} if cat else set())):
-            if t:
-                rows.append(i)
-                terms.append(t)
+        for t in note_terms(tags, cat):
+            rows.append(i)
+            terms.append(t)
     codes, names = pd.factorize(pd.Series(terms, dtype=object), sort=True)
     m = sp.csr_matrix(
         (np.ones(len(rows), np.float32), (np.asarray(rows, np.int64), codes.astype(np.int64))),
@@ -42,6 +61,8 @@ class TagInterestChannel:
     """User interests = recency-decayed term counts of the history (top ``n_interests`` terms);
     each term's postings are its ``postings`` most popular notes. Score of a note = sum over the
     user's terms of ``interest * popularity share of the note within the term``.
+
+    Notes published or edited after the fit change it at once (module docstring).
     """
 
     name = "tag/interest"
@@ -53,13 +74,33 @@ class TagInterestChannel:
         self.n_interests, self.postings = int(n_interests), int(postings)
         self.terms: sp.csr_matrix | None = None
         self.index: sp.csr_matrix | None = None
+        #: (n_fitted,) each fitted note's posting score, ``log1p(positives) + 1`` (None: a state
+        #: saved before it was kept; notes added then change the interests, not the postings)
+        self.item_score: np.ndarray | None = None
+        self._live()
+
+    def _live(self) -> None:
+        """Forget the changes since the fit (a fit or a load starts from its tables)."""
+        self._write = threading.Lock()
+        #: item -> its sorted term ids, for the notes added or edited since the fit
+        self._rows: dict[int, np.ndarray] = {}
+        #: term -> (items ascending, shares), for the terms whose postings changed since the fit
+        self._postings: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._term_of: dict[str, int] | None = None  # term name -> id, built at the first change
+        self._added = 0  # notes added since the fit (items from ``terms.shape[0]`` on)
+
+    @property
+    def _n(self) -> int:
+        """Notes known: the fitted ones and those added since."""
+        return (0 if self.terms is None else int(self.terms.shape[0])) + self._added
 
     def fit(self, ds: Dataset) -> TagInterestChannel:
         self.terms, self.term_names = item_terms(ds)
         pop = np.bincount(positive_log(ds)["item"].to_numpy(), minlength=ds.n_items).astype(np.float64)
-        # postings: per term, top notes by popularity (+1 so unseen notes still appear)
+        self.item_score = np.log1p(pop) + 1.0  # +1 so unseen notes still appear
+        # postings: per term, top notes by popularity
         tc = self.terms.tocsc().tocoo()
-        score = np.log1p(pop[tc.row]) + 1.0
+        score = self.item_score[tc.row]
         order = np.lexsort((-score, tc.col))
         col, row, score = tc.col[order], tc.row[order], score[order]
         start = np.searchsorted(col, np.arange(self.terms.shape[1]))
@@ -70,15 +111,21 @@ class TagInterestChannel:
         self.index = sp.csr_matrix(
             (score / np.maximum(total[col], 1e-12), (col, row)), shape=(self.terms.shape[1], ds.n_items)
         )
+        self._live()
         return self
 
     def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
-        """Note -> term table, term -> note postings and the term names."""
+        """Note -> term table, term -> note postings, the notes' posting scores and the term
+        names (the notes added and edited since the fit included)."""
         if self.terms is None or self.index is None:
             raise RuntimeError(f"{self.name}: to_state() before fit()")
+        terms, index, score = self._tables()
         params = {"n_recent": self.n_recent, "decay": self.decay, "n_interests": self.n_interests,
                   "postings": self.postings, "term_names": list(self.term_names)}
-        return params, {**csr_state("terms", self.terms), **csr_state("index", self.index)}
+        arrays = {**csr_state("terms", terms), **csr_state("index", index)}
+        if score is not None:
+            arrays["item_score"] = score
+        return params, arrays
 
     @classmethod
     def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> TagInterestChannel:
@@ -88,21 +135,162 @@ class TagInterestChannel:
         ch.terms, ch.index, ch.term_names = csr_from_state(arrays, "terms"), csr_from_state(arrays, "index"), names
         if ch.terms.shape[1] != len(names) or ch.index.shape[0] != len(names):
             raise ValueError(f"{cls.name}: {len(names)} term names for tables {ch.terms.shape}, {ch.index.shape}")
+        score = arrays.get("item_score")
+        if score is not None and score.shape != (ch.terms.shape[0],):
+            raise ValueError(f"{cls.name}: item_score {score.shape} for {ch.terms.shape[0]} notes")
+        ch.item_score = None if score is None else np.asarray(score, np.float64)
+        ch._live()
         return ch
 
+    # ------------------------------------------------------------------ published and edited notes
+    @property
+    def n_indexed(self) -> int | None:
+        """Notes the channel knows (items ``0 .. n_indexed - 1``: the fitted ones and those added
+        since); None before :meth:`fit`."""
+        return None if self.terms is None else self._n
+
+    def add_items(self, notes: pd.DataFrame) -> np.ndarray:
+        """Index notes published after the fit (``tags``, ``category``) under the next item
+        indices, returned: their terms count in the interests of a user who engages with them,
+        and each joins the postings of its terms that hold fewer than ``postings`` notes (a
+        new note has no engagement, so it ranks below every note a full posting list keeps)."""
+        if self.terms is None:
+            raise RuntimeError(f"{self.name}: add_items() before fit()")
+        with self._write:
+            n0 = self._n
+            items = np.arange(n0, n0 + len(notes), dtype=np.int64)
+            rows = [self._term_ids(note_terms(t, c), create=True) for t, c in _tags_and_categories(notes)]
+            for i, ids in zip(items.tolist(), rows, strict=True):
+                self._rows[i] = ids
+            self._added += len(notes)  # readers see the new items from here on
+            if self.item_score is not None:
+                for i, ids in zip(items.tolist(), rows, strict=True):
+                    for t in ids.tolist():
+                        got, _ = self._posting(t)
+                        if len(got) < self.postings:  # all of the term's notes are in it: add this one
+                            self._set_posting(t, np.append(got, i))
+            return items
+
+    def replace_items(self, items: np.ndarray, notes: pd.DataFrame) -> None:
+        """Take the ``tags`` and ``category`` of ``notes`` (edited) as those of ``items``: the
+        interests read the new terms, and the postings of every term the notes left or joined
+        are recomputed by the fit's rule."""
+        if self.terms is None:
+            raise RuntimeError(f"{self.name}: replace_items() before fit()")
+        items = np.asarray(items, np.int64)
+        if len(items) != len(notes):
+            raise ValueError(f"{self.name}: {len(items)} items for {len(notes)} notes")
+        with self._write:
+            if len(items) and (items.min() < 0 or items.max() >= self._n):
+                raise ValueError(f"{self.name}: replace_items() of items outside 0..{self._n - 1}")
+            changed: set[int] = set()
+            for i, (t, c) in zip(items.tolist(), _tags_and_categories(notes), strict=True):
+                new = self._term_ids(note_terms(t, c), create=True)
+                old = self._row(i)
+                self._rows[i] = new
+                changed.update(set(old.tolist()) ^ set(new.tolist()))
+            if self.item_score is not None:
+                for t in sorted(changed):
+                    self._set_posting(t, self._members(t))
+
+    def _term_ids(self, names: list[str], create: bool) -> np.ndarray:
+        """Sorted ids of the term ``names`` (new names get the next ids). Under ``_write``."""
+        if self._term_of is None:
+            self._term_of = {t: j for j, t in enumerate(self.term_names)}
+        out = []
+        for t in names:
+            j = self._term_of.get(t)
+            if j is None and create:
+                j = self._term_of[t] = len(self.term_names)
+                self.term_names.append(t)
+            if j is not None:
+                out.append(j)
+        return np.asarray(sorted(out), np.int64)
+
+    def _row(self, item: int) -> np.ndarray:
+        """Note ``item``'s term ids as they are now."""
+        got = self._rows.get(item)
+        if got is not None:
+            return got
+        assert self.terms is not None
+        ip = self.terms.indptr
+        return self.terms.indices[ip[item]:ip[item + 1]].astype(np.int64)
+
+    def _posting(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """(items ascending, shares) of term ``t`` as it is now."""
+        got = self._postings.get(t)
+        if got is not None:
+            return got
+        assert self.index is not None
+        if t >= self.index.shape[0]:
+            return np.empty(0, np.int64), np.empty(0)
+        ip = self.index.indptr
+        return self.index.indices[ip[t]:ip[t + 1]].astype(np.int64), self.index.data[ip[t]:ip[t + 1]]
+
+    def _members(self, t: int) -> np.ndarray:
+        """Every note holding term ``t`` now (fitted rows not changed since, then changed ones)."""
+        assert self.terms is not None
+        at = np.flatnonzero(self.terms.indices == t)
+        fitted = np.searchsorted(self.terms.indptr, at, side="right") - 1
+        fitted = fitted[~np.isin(fitted, np.fromiter(self._rows, np.int64, len(self._rows)))]
+        live = [i for i, ids in self._rows.items() if t in ids]
+        return np.concatenate([fitted.astype(np.int64), np.asarray(live, np.int64)])
+
+    def _set_posting(self, t: int, members: np.ndarray) -> None:
+        """Term ``t``'s postings from the notes holding it, by the fit's rule: the ``postings``
+        best by score (ties: the lower item), each the share of their total."""
+        assert self.item_score is not None
+        members = np.asarray(members, np.int64)
+        n_fit = len(self.item_score)
+        score = np.where(members < n_fit, self.item_score[np.minimum(members, n_fit - 1)], 1.0) if n_fit \
+            else np.ones(len(members))
+        order = np.lexsort((members, -score))[: self.postings]
+        members, score = members[order], score[order]
+        total = np.bincount(np.zeros(len(score), np.int64), weights=score, minlength=1)[0]  # summed in order, as fit
+        shares = score / max(total, 1e-12)
+        back = np.argsort(members)
+        self._postings[t] = (members[back], shares[back])
+
+    def _tables(self) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray | None]:
+        """(terms, index, item_score) with the changes since the fit folded in."""
+        assert self.terms is not None and self.index is not None
+        if not self._rows and not self._postings:
+            return self.terms, self.index, self.item_score
+        n, n_t = self._n, len(self.term_names)
+        rows = [self._row(i) for i in range(n)]
+        lens = np.fromiter((len(r) for r in rows), np.int64, n)
+        terms = sp.csr_matrix((np.ones(int(lens.sum()), np.float32), np.concatenate(rows) if n else np.empty(0, np.int64),
+                               np.r_[0, np.cumsum(lens)]), shape=(n, n_t))
+        posts = [self._posting(t) for t in range(n_t)]
+        plens = np.fromiter((len(p[0]) for p in posts), np.int64, n_t)
+        index = sp.csr_matrix((np.concatenate([p[1] for p in posts]) if n_t else np.empty(0),
+                               np.concatenate([p[0] for p in posts]) if n_t else np.empty(0, np.int64),
+                               np.r_[0, np.cumsum(plens)]), shape=(n_t, n))
+        score = None if self.item_score is None else \
+            np.concatenate([self.item_score, np.ones(n - len(self.item_score))])
+        return terms, index, score
+
+    # ------------------------------------------------------------------ serving
     def interests(self, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Top term ids and weights of a history (oldest first)."""
         assert self.terms is not None
+        rows = self._rows  # this call's reference: a writer only adds keys to it
         h = np.asarray(history, np.int64)[-self.n_recent :]
-        h = h[(h >= 0) & (h < self.terms.shape[0])]
+        h = h[(h >= 0) & (h < self._n)]
         if h.size == 0:
             return np.empty(0, np.int64), np.empty(0)
         w = sp.csr_matrix((recency_weights(h.size, self.decay), (np.zeros(h.size, np.int64), h)),
-                          shape=(1, self.terms.shape[0]))
+                          shape=(1, self._n))
+        if rows and any(i in rows for i in w.indices.tolist()):  # a note added or edited since the fit
+            per = [self._row(i) for i in w.indices.tolist()]
+            lens = np.fromiter((len(r) for r in per), np.int64, len(per))
+            sub = sp.csr_matrix((np.ones(int(lens.sum()), np.float32), np.concatenate(per), np.r_[0, np.cumsum(lens)]),
+                                shape=(len(per), len(self.term_names)))
+        else:
+            sub = self.terms[w.indices]
         # w @ terms over only the columns the history's notes have (renumbered): the same product,
         # the same order of sums and of output entries, without SciPy's work arrays as long as
         # every term (milliseconds at a million notes)
-        sub = self.terms[w.indices]
         cols, inv = np.unique(sub.indices, return_inverse=True)
         sub = sp.csr_matrix((sub.data, inv.reshape(-1), sub.indptr), shape=(sub.shape[0], cols.size))
         t = (sp.csr_matrix((w.data, np.arange(w.nnz), [0, w.nnz]), shape=(1, w.nnz)) @ sub).tocsr()
@@ -115,5 +303,25 @@ class TagInterestChannel:
         terms, w = self.interests(ctx.history)
         if terms.size == 0:
             return Candidates.empty(self.name)
-        cols, vals = weighted_row_sum(self.index, terms, w)
+        live = self._postings  # this call's reference: a writer only sets keys of it
+        changed = np.fromiter((int(t) in live for t in terms.tolist()), bool, terms.size) if live else None
+        fitted = terms < self.index.shape[0]  # (a term new since the fit has postings only in ``live``)
+        if changed is None or not changed.any():
+            cols, vals = weighted_row_sum(self.index, terms[fitted], w[fitted])
+        else:  # the fitted rows of the terms that did not change, then the changed ones
+            fitted &= ~changed
+            cols, vals = weighted_row_sum(self.index, terms[fitted], w[fitted])
+            posts = [live[int(t)] for t in terms[changed].tolist()]
+            items = np.concatenate([cols, *(p[0] for p in posts)])
+            vals = np.concatenate([vals, *(p[1] * x for p, x in zip(posts, w[changed].tolist(), strict=True))])
+            cols, inv = np.unique(items, return_inverse=True)
+            vals = np.bincount(inv.reshape(-1), weights=vals, minlength=cols.size)
         return candidates_from_scores(self.name, cols, vals, ctx, k)
+
+
+def _tags_and_categories(notes: pd.DataFrame) -> list[tuple[object, object]]:
+    """(tags, category) of each row of a notes frame (missing columns: none)."""
+    n = len(notes)
+    tags = notes["tags"].tolist() if "tags" in notes.columns else [[]] * n
+    cats = notes["category"].tolist() if "category" in notes.columns else [""] * n
+    return list(zip(tags, cats, strict=True))

@@ -825,10 +825,29 @@ class Engine:
         rows = self.note_log.edits_since(self.note_log.last_edits_seq)
         if any(self.catalog.item_of(n) is None for _, n, _, _ in rows):
             (add_notes or self._add_logged_notes)()
+        edited = []
         for seq, note_id, body, _ in rows:
             i = self.catalog.item_of(note_id)
             if i is not None:
                 self.catalog.edit(i, body["before"], body["after"], seq)
+                edited.append(i)
+        if edited and hasattr(self, "served"):  # at start-up the served channels take them when built
+            self._reindex_edits(self.served, sorted(set(edited)))
+
+    def _reindex_edits(self, served: Served, items: list[int]) -> None:
+        """Give ``served``'s channels that keep notes' fields (the default pipeline's sources
+        with ``replace_items``, e.g. ``tag/interest``) the fields of the edited ``items`` as
+        they are now; items a channel has not indexed yet are left to its ``add_items``."""
+        for st in served.pipelines["default"].sources:
+            replace, have = getattr(st.component, "replace_items", None), getattr(st.component, "n_indexed", None)
+            mine = [i for i in items if have is not None and i < have]
+            if replace is None or not mine:
+                continue
+            try:
+                replace(np.asarray(mine, np.int64), pd.DataFrame([self.catalog.fields(i) for i in mine]))
+            except Exception:  # the catalogue (pages, diversity, search) has the edit; the error is counted
+                log.exception("edit: %s.replace_items failed", st.name)
+                self.metrics.inc("stage_errors_total", stage=f"replace_items:{st.name}")
 
     def restore_note(self, note_id: str, reason: str | None = None) -> tuple[int, bool]:
         """Undo ``note_id``'s takedown (an appeal granted, a moderation mistake): logged durably
@@ -960,10 +979,14 @@ class Engine:
     def _index_catalogue(self, served: Served) -> None:
         """Index in ``served``'s ANN channels (the default pipeline's sources with ``add_items``
         and ``n_indexed``) the catalogue's notes they lack: those published since the data they
-        were fitted on (before a restart, or after ``notefeed train`` began). A publish adds to
+        were fitted on (before a restart, or after ``notefeed train`` began); give the channels
+        with ``replace_items`` the catalogue's edits first. A publish adds to
         the pipelines being served only (see :meth:`swap_served`). Without it the next
         publish's vector went in under the index of the first missing note."""
         n = self.catalog.n_items
+        # the edits (logged before or since the data the channels were fitted on) first, to the
+        # notes the channels hold; the notes added below come with their fields as they are now
+        self._reindex_edits(served, sorted(self.catalog.edited))
         for st in served.pipelines["default"].sources:
             add, have = getattr(st.component, "add_items", None), getattr(st.component, "n_indexed", None)
             if add is None or have is None or have >= n:

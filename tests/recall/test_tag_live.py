@@ -1,0 +1,143 @@
+"""``tag/interest`` with notes published and edited after the fit: the same recall as a refit
+on the catalogue with those notes (no engagement on the new ones), and safe under a reader."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from notefeed.models.artifacts import load_component, save_component
+from notefeed.recall.base import UserContext
+from notefeed.recall.tag import TagInterestChannel
+from tests.recall.conftest import make_community
+
+# small postings so that some terms are full (topic tags: 50 notes) and some are not (sub tags: ~28)
+PARAMS = {"postings": 30, "n_interests": 1000}
+
+
+def _new_notes(n0: int) -> pd.DataFrame:
+    return pd.DataFrame({
+        "note_id": [f"p{j}" for j in range(5)],
+        "author_id": ["c1", "c2", "c3", "new-creator", "c4"],
+        "title": ["hiking again", "a new thing", "noodles", "fresh", "no tags"],
+        "tags": [["topic0", "sub3"], ["brand-new-tag"], ["Sub5 ", "topic2", "brand-new-tag"], [], []],
+        "category": ["cat0", "cat9", "cat2", "", "cat1"],
+        "created_at": [3_000_000 + j for j in range(5)],
+    })
+
+
+def _with_notes(ds, extra: pd.DataFrame):
+    notes = pd.concat([ds.notes, extra.reindex(columns=ds.notes.columns)], ignore_index=True)
+    notes["tags"] = [list(t) if isinstance(t, list) else [] for t in notes["tags"]]
+    notes["category"] = notes["category"].fillna("").astype(str)
+    return dataclasses.replace(ds, notes=notes)
+
+
+def _contexts(n: int) -> list[UserContext]:
+    return [UserContext("u0", 0, history=np.array([0, 4, n, 8]), ts=3_000_000),
+            UserContext("fan", None, history=np.array([n + 1, n + 2]), ts=3_000_000),
+            UserContext("u5", 5, history=np.array([1, 5, 9]), ts=3_000_000),
+            UserContext("lone", None, history=np.array([n + 3]), ts=3_000_000),  # no terms at all
+            UserContext("mixed", None, history=np.array([n + 4, 2, n + 1, 6, 10]), ts=3_000_000)]
+
+
+def _same_recall(a: TagInterestChannel, b: TagInterestChannel, contexts: list[UserContext]) -> None:
+    for ctx in contexts:
+        x, y = a.recall(ctx, 500), b.recall(ctx, 500)
+        order_x, order_y = np.argsort(x.items), np.argsort(y.items)
+        np.testing.assert_array_equal(x.items[order_x], y.items[order_y], err_msg=ctx.user_id)
+        np.testing.assert_allclose(x.scores[order_x], y.scores[order_y], rtol=1e-5, err_msg=ctx.user_id)
+
+
+def test_published_notes_recall_as_a_refit_would():
+    ds = make_community()
+    n, extra = ds.n_items, _new_notes(ds.n_items)
+    ch = TagInterestChannel(**PARAMS).fit(ds)
+    before = ch.recall(_contexts(n)[0], 500)
+    assert n not in before.items
+    got = ch.add_items(extra.iloc[:2])
+    got2 = ch.add_items(extra.iloc[2:])
+    assert got.tolist() == [n, n + 1] and got2.tolist() == [n + 2, n + 3, n + 4] and ch.n_indexed == n + 5
+    refit = TagInterestChannel(**PARAMS).fit(_with_notes(ds, extra))
+    _same_recall(ch, refit, _contexts(n))
+    # the new note's terms count for a user who engaged with it ...
+    fan = ch.recall(UserContext("fan", None, history=np.array([n + 1])), 500)
+    assert n + 2 in fan.items  # through "brand-new-tag", which only new notes have
+    # ... a full posting list (topic0: 50 notes, 30 kept) does not take a note with no engagement,
+    # one that is not full (sub3: about 28 notes) does
+    names = ch.term_names
+    topic0, sub3 = ch._posting(names.index("topic0"))[0], ch._posting(names.index("sub3"))[0]
+    assert n not in topic0 and len(topic0) == 30 and n in sub3
+    # saved with the changes, loaded: the same recall
+    back = TagInterestChannel.from_state(*ch.to_state())
+    _same_recall(back, ch, _contexts(n))
+
+
+def test_edited_notes_recall_as_a_refit_would():
+    ds = make_community()
+    n = ds.n_items
+    ch = TagInterestChannel(**PARAMS).fit(ds)
+    ch.add_items(_new_notes(n))
+    # a popular fitted note moves to other tags; a new note gets tags; another loses its category
+    edits = pd.DataFrame({"tags": [["sub6", "edited-tag"], ["topic1"], []],
+                          "category": ["cat3", "cat1", ""]})
+    ch.replace_items(np.array([0, n + 3, 5]), edits)
+    notes = _with_notes(ds, _new_notes(n)).notes.copy()
+    for i, (t, c) in zip([0, n + 3, 5], zip(edits["tags"], edits["category"], strict=True), strict=True):
+        notes.at[i, "tags"], notes.at[i, "category"] = t, c
+    refit = TagInterestChannel(**PARAMS).fit(dataclasses.replace(ds, notes=notes))
+    _same_recall(ch, refit, _contexts(n) + [UserContext("edited", None, history=np.array([0, 5]))])
+    # the note left topic0, whose postings take the next-best note in its place
+    p0 = ch._posting(ch.term_names.index("topic0"))[0]
+    assert 0 not in p0 and len(p0) == 30
+    with pytest.raises(ValueError, match="outside"):
+        ch.replace_items(np.array([n + 5]), edits.iloc[:1])
+
+
+def test_older_state_without_scores_adds_interests_not_postings(tmp_path):
+    ds = make_community()
+    ch = TagInterestChannel(**PARAMS).fit(ds)
+    params, arrays = ch.to_state()
+    arrays.pop("item_score")
+    old = TagInterestChannel.from_state(params, arrays)
+    n = ds.n_items
+    old.add_items(_new_notes(n))
+    assert old.n_indexed == n + 5
+    fan = old.recall(UserContext("fan", None, history=np.array([n + 1, n + 2, 3])), 500)
+    fitted = ch.recall(UserContext("fan", None, history=np.array([3])), 500)
+    assert len(fan.items) and n + 1 not in fan.items  # "brand-new-tag" has no postings, topic2's still serve
+    assert set(fitted.items.tolist()) <= set(fan.items.tolist())
+    back = load_component(save_component(old, tmp_path / "c"))
+    assert back.item_score is None and back.n_indexed == n + 5
+
+
+def test_recall_while_notes_are_added():
+    ds = make_community()
+    ch = TagInterestChannel(postings=40).fit(ds)
+    n, errors = ds.n_items, []
+    stop = threading.Event()
+
+    def read() -> None:
+        rng = np.random.default_rng(0)
+        while not stop.is_set():
+            try:
+                hist = rng.integers(0, ch.n_indexed, 8)
+                ch.recall(UserContext("r", None, history=hist), 50)
+            except Exception as e:  # pragma: no cover - the failure being tested for
+                errors.append(e)
+                return
+
+    t = threading.Thread(target=read)
+    t.start()
+    for j in range(200):
+        ch.add_items(pd.DataFrame({"note_id": [f"q{j}"], "tags": [[f"t{j % 13}", "topic1"]], "category": [f"cat{j % 5}"]}))
+        if j % 20 == 0:
+            ch.replace_items(np.array([j]), pd.DataFrame({"tags": [[f"t{j % 7}"]], "category": ["cat0"]}))
+    stop.set()
+    t.join()
+    assert not errors, errors[0]
+    assert ch.n_indexed == n + 200
