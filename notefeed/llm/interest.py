@@ -271,10 +271,7 @@ class InterestChannel:
         continue after the current catalogue in the order of ``notes``."""
         if self.lm is None or self.note_probs is None or self.item_tags is None:
             raise RuntimeError(f"{self.name}: add_items() before fit()")
-        corpus = NoteCorpus([str(t) for t in notes.get("title", [""] * len(notes))],
-                            [str(t) for t in notes.get("text", [""] * len(notes))],
-                            [[str(t) for t in (x if x is not None else ())] for x in notes.get("tags", [()] * len(notes))])
-        probs, tags = self._note_rows(corpus)
+        probs, tags = self._note_rows(_corpus(notes))
         start = self.note_probs.shape[0]
         self.note_probs = sp.vstack([self.note_probs, probs], format="csr")
         self.item_tags = sp.vstack([self.item_tags, tags], format="csr")
@@ -283,6 +280,26 @@ class InterestChannel:
         prior = float(self.item_rate.mean()) if self.item_rate.size else 0.0  # a new note: no evidence yet
         self.item_rate = np.concatenate([self.item_rate, np.full(len(notes), prior, np.float32)])
         return np.arange(start, start + len(notes), dtype=np.int64)
+
+    def replace_items(self, items: np.ndarray, notes: pd.DataFrame) -> None:
+        """Tag edited notes ``items`` again from the ``title``, ``text``, ``tags`` and
+        ``category`` of ``notes`` (their engagement rates stay)."""
+        if self.lm is None or self.note_probs is None or self.item_tags is None:
+            raise RuntimeError(f"{self.name}: replace_items() before fit()")
+        items = np.asarray(items, np.int64)
+        if len(items) != len(notes):
+            raise ValueError(f"{self.name}: {len(items)} items for {len(notes)} notes")
+        if len(items) and (items.min() < 0 or items.max() >= self.note_probs.shape[0]):
+            raise ValueError(f"{self.name}: replace_items() of items outside 0..{self.note_probs.shape[0] - 1}")
+        if len(np.unique(items)) != len(items):
+            raise ValueError(f"{self.name}: replace_items() with an item twice")
+        probs, tags = self._note_rows(_corpus(notes))
+        self.note_probs = _replace_rows(self.note_probs, items, probs)
+        self.item_tags = _replace_rows(self.item_tags, items, tags)
+        cats = [str(c) if c is not None else "" for c in notes.get("category", [""] * len(notes))]
+        item_cat = self.item_cat.copy()
+        item_cat[items] = self._cat_codes(cats)
+        self.item_cat = item_cat
 
     @property
     def side(self) -> bool:
@@ -551,3 +568,32 @@ def category_cooccurrence(ds: Dataset, item_cat: np.ndarray, n_categories: int,
     cond = np.where(n_a[:, None] > 0, co / np.maximum(n_a, 1.0)[:, None], 0.0)
     np.fill_diagonal(cond, 0.0)
     return cond.astype(np.float32)
+
+
+def _corpus(notes: pd.DataFrame) -> NoteCorpus:
+    """The titles, texts and tags of a notes frame (missing columns: empty)."""
+    n = len(notes)
+    return NoteCorpus([str(t) for t in notes.get("title", [""] * n)], [str(t) for t in notes.get("text", [""] * n)],
+                       [[str(t) for t in (x if x is not None else ())] for x in notes.get("tags", [()] * n)])
+
+
+def _replace_rows(m: sp.csr_matrix, items: np.ndarray, rows: sp.csr_matrix) -> sp.csr_matrix:
+    """A copy of CSR ``m`` whose rows ``items`` are the rows of ``rows`` (in order)."""
+    m, rows = sp.csr_matrix(m), sp.csr_matrix(rows, dtype=m.dtype)
+    keep = np.ones(m.shape[0], bool)
+    keep[items] = False
+    lens = np.diff(m.indptr)
+    new_lens = np.where(keep, lens, 0)
+    new_lens[items] = np.diff(rows.indptr)
+    indptr = np.r_[0, np.cumsum(new_lens)].astype(np.int64)
+    data = np.empty(int(indptr[-1]), m.dtype)
+    indices = np.empty(int(indptr[-1]), np.int64)
+    src = np.repeat(keep, lens)  # the kept rows' entries, in order
+    dst = np.repeat(keep, new_lens)
+    data[dst], indices[dst] = m.data[src], m.indices[src]
+    order = np.argsort(items, kind="stable")
+    at = np.concatenate([np.arange(indptr[i], indptr[i + 1]) for i in items[order].tolist()]) if len(items) else \
+        np.empty(0, np.int64)
+    got = rows[order]
+    data[at], indices[at] = got.data, got.indices
+    return sp.csr_matrix((data, indices, indptr), shape=m.shape)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from notefeed.recall.features import note_side_tokens, user_attr_tokens
 from notefeed.recall.two_tower import TwoTowerConfig, TwoTowerModel, load_model, save_model, train_two_tower
 
 __all__ = ["TwoTowerChannel", "shared_two_tower"]
+
+log = logging.getLogger(__name__)
 
 _TT_FIELDS = {f.name for f in fields(TwoTowerConfig)} - {"n_users", "n_items"}
 
@@ -99,6 +102,29 @@ class TwoTowerChannel:
         self.item_side = np.vstack([self.item_side, side])
         self.item_vectors = np.vstack([self.item_vectors, vec])
         return idx
+
+    def replace_items(self, items: np.ndarray, notes: pd.DataFrame) -> None:
+        """Encode edited notes ``items`` again from the side info of ``notes`` (their id
+        embeddings stay): a history holding them reads the new side tokens, and the ANN index
+        gets the new vectors where it can remove entries (exact and IVF; an HNSW index keeps
+        the old vectors until the next fit, and this logs so)."""
+        if self.model is None or self.index is None:
+            raise RuntimeError(f"{self.name}: replace_items() before fit()")
+        items = np.asarray(items, np.int64)
+        n = self.item_side.shape[0]
+        if len(items) != len(notes):
+            raise ValueError(f"{self.name}: {len(items)} items for {len(notes)} notes")
+        if len(items) and (items.min() < 0 or items.max() >= n):
+            raise ValueError(f"{self.name}: replace_items() of items outside 0..{n - 1}")
+        side = note_side_tokens(notes, self.model.cfg.buckets, self.model.cfg.side_width)
+        ids = np.where(items < self.model.cfg.n_items, items + 1, 0)  # notes added after training: side only
+        vec = self.encode_items(ids, side)
+        self.item_side[items] = side
+        self.item_vectors[items] = vec
+        try:
+            self.index.replace(vec, items)
+        except RuntimeError as e:
+            log.info("%s: %s; the edited notes keep their old vectors in it until the next fit", self.name, e)
 
     # ------------------------------------------------------------------ serving
     @torch.no_grad()

@@ -805,8 +805,10 @@ class Engine:
     def edit_note(self, note_id: str, changes: dict[str, Any]) -> tuple[int, list[str]]:
         """Edit ``note_id``'s ``title``, ``text``, ``tags`` or ``category`` (the creator changed
         the note): logged durably in the note log, then every worker's catalogue (what pages and
-        related lists show, the category diversity and the small-creator rule read) and search
-        index (its text, category, tags and vectors) have the new fields, restarts included;
+        related lists show, the category diversity and the small-creator rule read), search
+        index (its text, category, tags and vectors) and the recall channels that keep notes'
+        fields (``replace_items``: tag interests, two-tower side info) have the new fields,
+        restarts included;
         ``notefeed train``'s sync copies the edit into the store, so the next version learns
         from it. Returns (its item, the fields that changed; none logged when nothing did).
         :class:`UnknownNote`, :class:`NoteRemoved` (a taken-down note is not edited)."""
@@ -834,17 +836,23 @@ class Engine:
         if edited and hasattr(self, "served"):  # at start-up the served channels take them when built
             self._reindex_edits(self.served, sorted(set(edited)))
 
+    def _edited_frame(self, items: list[int]) -> pd.DataFrame:
+        """The notes ``items`` as a ``Dataset.notes``-shaped frame, edited fields as they are now."""
+        return pd.DataFrame([{"note_id": self.catalog.note_ids[i], "author_id": self.catalog.note_json(i)["author_id"],
+                              **self.catalog.fields(i)} for i in items])
+
     def _reindex_edits(self, served: Served, items: list[int]) -> None:
         """Give ``served``'s channels that keep notes' fields (the default pipeline's sources
-        with ``replace_items``, e.g. ``tag/interest``) the fields of the edited ``items`` as
-        they are now; items a channel has not indexed yet are left to its ``add_items``."""
+        with ``replace_items``: ``tag/interest``, ``embedding/two-tower``, ``llm/interest``) the
+        fields of the edited ``items`` as they are now; items a channel has not indexed yet are
+        left to its ``add_items``."""
         for st in served.pipelines["default"].sources:
             replace, have = getattr(st.component, "replace_items", None), getattr(st.component, "n_indexed", None)
             mine = [i for i in items if have is not None and i < have]
             if replace is None or not mine:
                 continue
             try:
-                replace(np.asarray(mine, np.int64), pd.DataFrame([self.catalog.fields(i) for i in mine]))
+                replace(np.asarray(mine, np.int64), self._edited_frame(mine))
             except Exception:  # the catalogue (pages, diversity, search) has the edit; the error is counted
                 log.exception("edit: %s.replace_items failed", st.name)
                 self.metrics.inc("stage_errors_total", stage=f"replace_items:{st.name}")

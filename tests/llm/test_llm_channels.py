@@ -127,6 +127,17 @@ def test_interest_channel_and_inference(notellm, community):
     s = ch.score_items(UserContext("u", history=hist), np.array([80, 81, other]))
     assert s[0] > s[2] and s[1] > s[2]
     assert set(ch.recall(UserContext("u", history=hist), 40).items.tolist()) >= {80, 81}
+    # an edited note is tagged again: note 81 rewritten as the user's topic, ``other`` away from it
+    before = ch.score_items(UserContext("u", history=hist), np.array([other]))[0]
+    ch.replace_items(np.array([other, 81]), pd.DataFrame({
+        "title": ["", ""], "text": [community.notes["text"].iat[int(hist[0])], community.notes["text"].iat[int(other)]],
+        "tags": [["topic3"], []], "category": ["c3", ""]}))
+    assert ch.note_probs.shape[0] == ch.item_tags.shape[0] == len(ch.item_cat) == 82
+    s = ch.score_items(UserContext("u", history=hist), np.array([other, 81]))
+    assert s[0] > before and s[0] > s[1]
+    assert ch.item_cat[other] == ch.categories.index("c3") and ch.item_cat[81] == -1
+    with pytest.raises(ValueError, match="twice"):
+        ch.replace_items(np.array([1, 1]), pd.DataFrame({"title": ["", ""], "text": ["", ""], "tags": [[], []]}))
     texts = [community.notes["text"].iat[int(i)] for i in hist]
     got = infer_interests(notellm.lm, [texts, []], k=3)
     assert got[1] == [] and got[0][0].tag == "topic3"
@@ -210,3 +221,21 @@ def test_latent_categories_from_cooccurrence():
     ch.categories, ch.item_cat, ch.cat_cond = list("abcd"), item_cat, cond
     got = ch._category_scores(np.flatnonzero(item_cat == 0), np.zeros(0))
     np.testing.assert_allclose(got, [0, 3 / 5, 1 / 5, 0])  # a itself is not latent
+
+
+def test_replace_rows_equals_a_row_assignment():
+    import scipy.sparse as sp
+
+    from notefeed.llm.interest import _replace_rows
+
+    rng = np.random.default_rng(3)
+    for t in range(50):
+        n, d = int(rng.integers(1, 40)), int(rng.integers(1, 30))
+        m = sp.random(n, d, density=0.2, format="csr", random_state=t, dtype=np.float32)
+        items = rng.choice(n, int(rng.integers(0, n + 1)), replace=False)
+        rows = sp.random(len(items), d, density=0.3, format="csr", random_state=100 + t, dtype=np.float32)
+        want = m.toarray()
+        want[items] = rows.toarray()
+        got = _replace_rows(m, items, rows)
+        assert got.dtype == m.dtype
+        np.testing.assert_array_equal(got.toarray(), want)

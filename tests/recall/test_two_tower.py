@@ -71,6 +71,26 @@ def test_new_note_from_side_info_is_retrievable(tiny):
     assert idx in ch.recall(ctx, 60).items
 
 
+def test_an_edited_note_is_encoded_again(tiny):
+    ch = TwoTowerChannel(**PARAMS).fit(tiny)
+    topics = np.arange(tiny.n_items) % 4
+    i = int(np.flatnonzero(topics == 0)[3])  # a topic-0 note rewritten as a topic-2 one
+    before = ch.item_vectors[i].copy()
+    edited = pd.DataFrame({"note_id": [f"n{i}"], "author_id": ["c1"], "title": ["noodle recipe spicy"],
+                           "text": ["noodle recipe spicy"], "tags": [["topic2", "sub1"]], "category": ["cat2"]})
+    ch.replace_items(np.array([i]), edited)
+    side = note_side_tokens(edited, PARAMS["buckets"])
+    assert (ch.item_side[i] == side[0]).all()
+    np.testing.assert_allclose(ch.item_vectors[i], ch.encode_items(np.array([i + 1]), side)[0], atol=1e-6)
+    assert not np.allclose(ch.item_vectors[i], before)
+    # the (exact) index holds the new vector: searching with it finds the note first, at its own score
+    d, got = ch.index.search(ch.item_vectors[i][None], 1)
+    assert got[0, 0] == i and np.isclose(d[0, 0], ch.item_vectors[i] @ ch.item_vectors[i], rtol=1e-5)
+    assert ch.index.ntotal == tiny.n_items
+    with pytest.raises(ValueError, match="outside"):
+        ch.replace_items(np.array([tiny.n_items]), edited)
+
+
 def test_chinese_side_info_tokenised():
     notes = pd.DataFrame({"note_id": ["zh", "en"], "author_id": ["c1", "c1"],
                           "title": ["周末去爬山的路线推荐", "weekend hiking route"], "text": ["", ""],
