@@ -39,7 +39,7 @@ SERVING_DEFAULTS: dict = {
     # (feed ads' user vectors are averages, on another scale: not applied there). On the search
     # simulator off-topic ads' cosines have median 0.53 and on-topic ones 0.80; without the floor
     # 7% of the semantic ads served were off-topic and cost more organic clicks when users punish
-    # off-topic ads hard (README, "Organic cost of search ads"; chosen on seeds 0-3, measured on 10-19)
+    # off-topic ads hard (docs/ads.md, "Organic cost of search ads"; chosen on seeds 0-3, measured on 10-19)
     "search_semantic_floor": 0.7,
     "history_len": 30,  # recent history notes behind a feed-ad user vector
     # placement (first 0-based position, organic results between ads, most ads share of the page),

@@ -99,7 +99,7 @@ def peak_rss_mb() -> float:
 
 #: packages whose version can change a result (ALS, SASRec, sparse products, FAISS): the same
 #: code gave ml-100k's feed evaluation a recall-order HR@10 of 0.149 on 2026-12-03 and 0.134 on
-#: 2026-12-04 (README "Feed quality"), with only the machine (its install, perhaps its CPU) in between
+#: 2026-12-04 (docs/feed.md "Feed quality"), with only the machine (its install, perhaps its CPU) in between
 RESULT_PACKAGES = ("numpy", "scipy", "pandas", "torch", "implicit", "faiss-cpu", "scikit-learn")
 
 

@@ -157,7 +157,7 @@ def train_components(config: Any, ds: Dataset, progress: bool = True, seed: int 
     instead of in this process.
     ``refit``: which logs the channels that train in seconds (all but the ``offline_only``
     ones, e.g. ``sequence/sasrec``) are fitted on. ``"serve"`` (the default, measured best:
-    README "Feed quality"): captures on the deepest hold-out's fits, the served ones on the
+    docs/feed.md "Feed quality"): captures on the deepest hold-out's fits, the served ones on the
     whole log; ``"all"``: also each hold-out depth's capture on that depth's log (every
     candidate feature then comes from channels that saw everything before its target);
     ``"none"``: the deepest hold-out's fits everywhere. Offline-only channels are always
@@ -268,7 +268,7 @@ def ranker_config(config: Any, stage: str, seed: int) -> Any:
     from notefeed.rank.ltr import LTRConfig
 
     params = dict(getattr(config, stage).params or {})
-    # the coarse ranker: gated, and bagged where the gate passes (README "Feed quality", round 27)
+    # the coarse ranker: gated, and bagged where the gate passes (docs/feed.md "Feed quality", round 27)
     defaults = {"gate": coarse_gate(), "bag": True} if stage == "coarse" else {}
     known = {f.name for f in dataclasses.fields(LTRConfig)}
     unknown = sorted(set(params) - known)

@@ -67,7 +67,7 @@ class LTRConfig:
     #: coarse ranker's score), or ``{feature: weight}`` (a weighted sum of raw features): the
     #: network learns a zero-initialised correction to it, and validation starts from the
     #: base order, so on the validation groups the model keeps its input stage's order unless
-    #: training beats it. None (the default, measured best: README "Feed quality"): learn the
+    #: training beats it. None (the default, measured best: docs/feed.md "Feed quality"): learn the
     #: score from scratch, ``stage.coarse`` one feature of it
     residual: str | dict[str, float] | None = None
     #: with ``residual``: count the untrained model (the base order itself) in early stopping,
@@ -76,7 +76,7 @@ class LTRConfig:
     #: weight of the impression term (the chosen item against the candidates shown beside it
     #: and passed over, ``Group.neg``); groups without such candidates (logs of positives
     #: only) are unaffected. 0 (the default) turns it off: at 1, in closed loop on the
-    #: simulator, CTR was not shown to change and interest coverage fell (README "Feed quality")
+    #: simulator, CTR was not shown to change and interest coverage fell (docs/feed.md "Feed quality")
     impression_weight: float = 0.0
     #: the score the model must beat: a feature whose raw value is the input stage's score
     #: (``stage.coarse`` for the fine stage), or ``{feature: weight}``, a weighted sum of raw
@@ -87,7 +87,7 @@ class LTRConfig:
     #: that score's; a model that does not beat it (by ``gate_z``) is replaced by the score itself (a zero
     #: correction to it), so the stage serves that score. All groups, not the latest
     #: 10%: the time-ordered validation split of a small log holds about 200 groups, too few to
-    #: see a difference of 0.01. The default, measured best (README "Feed quality": LastFM
+    #: see a difference of 0.01. The default, measured best (docs/feed.md "Feed quality": LastFM
     #: page HR@10 0.117 -> 0.126, ml-100k and ml-latest-small unchanged); None: no gate. A
     #: score using a feature the model lacks: no gate either
     gate: str | dict[str, float] | None = "stage.coarse"
@@ -95,11 +95,11 @@ class LTRConfig:
     #: the gate passes the model only if its out-of-fold gain is significant: the paired
     #: per-group hit difference (model - input score) over all groups, mean / standard error
     #: above this (1.645: one-sided 5%). 0: any gain passes (the gate before; a noise-level
-    #: gain then lowered the page's HR@10 in 3 of 22 seed runs, README "Feed quality")
+    #: gain then lowered the page's HR@10 in 3 of 22 seed runs, docs/feed.md "Feed quality")
     gate_z: float = 1.645
     #: with a gate that passes: serve the mean score of the model and the gate's
     #: ``gate_folds`` fold models (kept instead of set aside; the online updates train each).
-    #: Off here; on for the served coarse ranker (``models.train.ranker_config``; README
+    #: Off here; on for the served coarse ranker (``models.train.ranker_config``; docs/feed.md
     #: "Feed quality", rounds 26-27)
     bag: bool = False
 

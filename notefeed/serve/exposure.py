@@ -308,8 +308,8 @@ class KnobEnsemble:
 
     Meant for policies of one recipe trained with other seeds, which disagree on which
     communities they help: their mean keeps the per-request adaptation they share and
-    averages the rest (whether it beats its members is measured, not assumed: see the README's
-    exposure-control section). Saved as
+    averages the rest (whether it beats its members is measured, not assumed: see docs/online.md,
+    "Exposure control learned in the simulator"). Saved as
     ``ensemble.json`` (kind ``policy/rl-ensemble``, the member folders, ``meta``) and one
     :meth:`KnobPolicy.save` folder per member (``member_0``, ...); members are plain policies."""
 
