@@ -88,6 +88,10 @@ class TagInterestChannel:
         self._postings: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._term_of: dict[str, int] | None = None  # term name -> id, built at the first change
         self._added = 0  # notes added since the fit (items from ``terms.shape[0]`` on)
+        #: term -> the items in ``_rows`` that hold it now (an edit's recomputed postings read it)
+        self._holders: dict[int, set[int]] = {}
+        self._edited: set[int] = set()  # fitted items in ``_rows`` (their fitted row no longer holds)
+        self._by_term: sp.csc_matrix | None = None  # the fitted terms by column, built at the first edit
 
     @property
     def _n(self) -> int:
@@ -161,7 +165,7 @@ class TagInterestChannel:
             items = np.arange(n0, n0 + len(notes), dtype=np.int64)
             rows = [self._term_ids(note_terms(t, c), create=True) for t, c in _tags_and_categories(notes)]
             for i, ids in zip(items.tolist(), rows, strict=True):
-                self._rows[i] = ids
+                self._set_row(i, ids)
             self._added += len(notes)  # readers see the new items from here on
             if self.item_score is not None:
                 for i, ids in zip(items.tolist(), rows, strict=True):
@@ -187,7 +191,7 @@ class TagInterestChannel:
             for i, (t, c) in zip(items.tolist(), _tags_and_categories(notes), strict=True):
                 new = self._term_ids(note_terms(t, c), create=True)
                 old = self._row(i)
-                self._rows[i] = new
+                self._set_row(i, new)
                 changed.update(set(old.tolist()) ^ set(new.tolist()))
             if self.item_score is not None:
                 for t in sorted(changed):
@@ -206,6 +210,17 @@ class TagInterestChannel:
             if j is not None:
                 out.append(j)
         return np.asarray(sorted(out), np.int64)
+
+    def _set_row(self, item: int, ids: np.ndarray) -> None:
+        """Note ``item``'s terms are ``ids`` from now on. Under ``_write``."""
+        old = self._rows.get(item)
+        for t in () if old is None else old.tolist():
+            self._holders[t].discard(item)
+        for t in ids.tolist():
+            self._holders.setdefault(t, set()).add(item)
+        if self.terms is not None and item < self.terms.shape[0]:
+            self._edited.add(item)
+        self._rows[item] = ids
 
     def _row(self, item: int) -> np.ndarray:
         """Note ``item``'s term ids as they are now."""
@@ -228,13 +243,19 @@ class TagInterestChannel:
         return self.index.indices[ip[t]:ip[t + 1]].astype(np.int64), self.index.data[ip[t]:ip[t + 1]]
 
     def _members(self, t: int) -> np.ndarray:
-        """Every note holding term ``t`` now (fitted rows not changed since, then changed ones)."""
+        """Every note holding term ``t`` now: the fitted notes with it that were not edited since,
+        then the added and edited ones that hold it. Under ``_write``."""
         assert self.terms is not None
-        at = np.flatnonzero(self.terms.indices == t)
-        fitted = np.searchsorted(self.terms.indptr, at, side="right") - 1
-        fitted = fitted[~np.isin(fitted, np.fromiter(self._rows, np.int64, len(self._rows)))]
-        live = [i for i, ids in self._rows.items() if t in ids]
-        return np.concatenate([fitted.astype(np.int64), np.asarray(live, np.int64)])
+        if self._by_term is None:
+            self._by_term = self.terms.tocsc()
+        fitted = np.empty(0, np.int64)
+        if t < self._by_term.shape[1]:
+            ip = self._by_term.indptr
+            fitted = self._by_term.indices[ip[t]:ip[t + 1]].astype(np.int64)
+            if self._edited:
+                fitted = fitted[~np.isin(fitted, np.fromiter(self._edited, np.int64, len(self._edited)))]
+        live = sorted(self._holders.get(t, ()))
+        return np.concatenate([fitted, np.asarray(live, np.int64)])
 
     def _set_posting(self, t: int, members: np.ndarray) -> None:
         """Term ``t``'s postings from the notes holding it, by the fit's rule: the ``postings``
@@ -244,6 +265,9 @@ class TagInterestChannel:
         n_fit = len(self.item_score)
         score = np.where(members < n_fit, self.item_score[np.minimum(members, n_fit - 1)], 1.0) if n_fit \
             else np.ones(len(members))
+        if len(members) > self.postings:  # only those at or above the cut's score can be kept
+            cut = np.partition(score, len(score) - self.postings)[len(score) - self.postings]
+            members, score = members[score >= cut], score[score >= cut]
         order = np.lexsort((members, -score))[: self.postings]
         members, score = members[order], score[order]
         total = np.bincount(np.zeros(len(score), np.int64), weights=score, minlength=1)[0]  # summed in order, as fit

@@ -141,3 +141,29 @@ def test_recall_while_notes_are_added():
     t.join()
     assert not errors, errors[0]
     assert ch.n_indexed == n + 200
+
+
+def test_random_publishes_and_edits_recall_as_a_refit_would():
+    """Small posting lists (cuts through ties of equal engagement), random tags, random edits of
+    fitted and published notes: the channel against a refit, for random histories."""
+    rng = np.random.default_rng(7)
+    tags = [f"g{j}" for j in range(6)]
+    for trial in range(6):
+        ds = make_community(n_users=40, n_notes=60, per_user=5, seed=trial)
+        params = {"postings": int(rng.integers(3, 12)), "n_interests": 1000}
+        ch = TagInterestChannel(**params).fit(ds)
+        n = ds.n_items
+        pick = lambda: [str(x) for x in rng.choice(tags + ["topic1", "sub2"], int(rng.integers(0, 3)), replace=False)]  # noqa: E731
+        extra = pd.DataFrame({"note_id": [f"p{j}" for j in range(8)], "tags": [pick() for _ in range(8)],
+                              "category": [f"cat{int(rng.integers(0, 5))}" for _ in range(8)]})
+        ch.add_items(extra.iloc[:5])
+        notes = _with_notes(ds, extra).notes.copy()
+        for _ in range(6):  # edits between publishes, of fitted and published notes
+            i = int(rng.integers(0, n + 5))
+            t, c = pick(), f"cat{int(rng.integers(0, 5))}"
+            ch.replace_items(np.array([i]), pd.DataFrame({"tags": [t], "category": [c]}))
+            notes.at[i, "tags"], notes.at[i, "category"] = t, c
+        ch.add_items(extra.iloc[5:])
+        refit = TagInterestChannel(**params).fit(dataclasses.replace(ds, notes=notes))
+        ctxs = [UserContext(f"r{j}", None, history=rng.integers(0, n + 8, int(rng.integers(1, 6)))) for j in range(15)]
+        _same_recall(ch, refit, ctxs)
