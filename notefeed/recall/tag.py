@@ -1,11 +1,13 @@
 """``tag/interest``: an inverted index tag -> notes, queried with the user's decayed tag interests.
 
-Notes published after the fit (:meth:`TagInterestChannel.add_items`) and edited notes
-(:meth:`TagInterestChannel.replace_items`) change the channel at once, as a refit on the
-catalogue with those notes would: their terms count in the interests of a user who engaged
-with them, and the postings of each changed term are recomputed by the fit's rule (a new note
-has no engagement yet, so it enters a term's postings only while the term has fewer than
-``postings`` notes). The fitted tables stay as they are; the changes are kept beside them,
+Notes published after the fit (:meth:`TagInterestChannel.add_items`), edited notes
+(:meth:`TagInterestChannel.replace_items`) and, with ``follow_engagement``, the positive events
+served since (:meth:`TagInterestChannel.observe_positives`,
+:meth:`TagInterestChannel.sync_positives`) change the channel at once, as a refit on the
+catalogue with those notes and events would: their terms count in the interests of a user who
+engaged with them, and the postings of each changed term are recomputed by the fit's rule (a
+new note has no engagement yet, so it enters a full posting list once its positives beat the
+list's last note's). The fitted tables stay as they are; the changes are kept beside them,
 each replaced whole so that a concurrent :meth:`~TagInterestChannel.recall` sees either the
 old or the new value.
 """
@@ -67,16 +69,21 @@ class TagInterestChannel:
 
     name = "tag/interest"
 
-    def __init__(self, n_recent: int = 50, decay: float = 0.95, n_interests: int = 10, postings: int = 1000) -> None:
+    def __init__(self, n_recent: int = 50, decay: float = 0.95, n_interests: int = 10, postings: int = 1000,
+                 follow_engagement: bool = True) -> None:
         if not 0 < decay <= 1:
             raise ValueError(f"{self.name}: 'decay' must be in (0, 1], got {decay}")
+        if not isinstance(follow_engagement, bool):
+            raise ValueError(f"{self.name}: 'follow_engagement' must be true or false, got {follow_engagement!r}")
         self.n_recent, self.decay = int(n_recent), float(decay)
         self.n_interests, self.postings = int(n_interests), int(postings)
+        #: the postings follow the positive events served since the fit (else the fit's counts)
+        self.follow_engagement = follow_engagement
         self.terms: sp.csr_matrix | None = None
         self.index: sp.csr_matrix | None = None
-        #: (n_fitted,) each fitted note's posting score, ``log1p(positives) + 1`` (None: a state
-        #: saved before it was kept; notes added then change the interests, not the postings)
-        self.item_score: np.ndarray | None = None
+        #: (notes,) positive events per note, the postings' ``log1p(positives) + 1`` (None: a
+        #: state saved before it was kept; notes added then change the interests, not the postings)
+        self.item_pop: np.ndarray | None = None
         self._live()
 
     def _live(self) -> None:
@@ -92,6 +99,8 @@ class TagInterestChannel:
         self._holders: dict[int, set[int]] = {}
         self._edited: set[int] = set()  # fitted items in ``_rows`` (their fitted row no longer holds)
         self._by_term: sp.csc_matrix | None = None  # the fitted terms by column, built at the first edit
+        #: positives per note, the fitted ones' then the added ones' (room to grow past ``_n``)
+        self._pop = None if self.item_pop is None else np.array(self.item_pop, np.float64)
 
     @property
     def _n(self) -> int:
@@ -101,10 +110,10 @@ class TagInterestChannel:
     def fit(self, ds: Dataset) -> TagInterestChannel:
         self.terms, self.term_names = item_terms(ds)
         pop = np.bincount(positive_log(ds)["item"].to_numpy(), minlength=ds.n_items).astype(np.float64)
-        self.item_score = np.log1p(pop) + 1.0  # +1 so unseen notes still appear
-        # postings: per term, top notes by popularity
+        self.item_pop = pop
+        # postings: per term, top notes by popularity (+1 so unseen notes still appear)
         tc = self.terms.tocsc().tocoo()
-        score = self.item_score[tc.row]
+        score = np.log1p(pop[tc.row]) + 1.0
         order = np.lexsort((-score, tc.col))
         col, row, score = tc.col[order], tc.row[order], score[order]
         start = np.searchsorted(col, np.arange(self.terms.shape[1]))
@@ -119,16 +128,17 @@ class TagInterestChannel:
         return self
 
     def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
-        """Note -> term table, term -> note postings, the notes' posting scores and the term
-        names (the notes added and edited since the fit included)."""
+        """Note -> term table, term -> note postings, the notes' positives and the term names
+        (the notes added and edited, and the positives observed, since the fit included)."""
         if self.terms is None or self.index is None:
             raise RuntimeError(f"{self.name}: to_state() before fit()")
-        terms, index, score = self._tables()
+        terms, index, pop = self._tables()
         params = {"n_recent": self.n_recent, "decay": self.decay, "n_interests": self.n_interests,
-                  "postings": self.postings, "term_names": list(self.term_names)}
+                  "postings": self.postings, "follow_engagement": self.follow_engagement,
+                  "term_names": list(self.term_names)}
         arrays = {**csr_state("terms", terms), **csr_state("index", index)}
-        if score is not None:
-            arrays["item_score"] = score
+        if pop is not None:
+            arrays["item_pop"] = pop
         return params, arrays
 
     @classmethod
@@ -139,10 +149,10 @@ class TagInterestChannel:
         ch.terms, ch.index, ch.term_names = csr_from_state(arrays, "terms"), csr_from_state(arrays, "index"), names
         if ch.terms.shape[1] != len(names) or ch.index.shape[0] != len(names):
             raise ValueError(f"{cls.name}: {len(names)} term names for tables {ch.terms.shape}, {ch.index.shape}")
-        score = arrays.get("item_score")
-        if score is not None and score.shape != (ch.terms.shape[0],):
-            raise ValueError(f"{cls.name}: item_score {score.shape} for {ch.terms.shape[0]} notes")
-        ch.item_score = None if score is None else np.asarray(score, np.float64)
+        pop = arrays.get("item_pop")
+        if pop is not None and pop.shape != (ch.terms.shape[0],):
+            raise ValueError(f"{cls.name}: item_pop {pop.shape} for {ch.terms.shape[0]} notes")
+        ch.item_pop = None if pop is None else np.asarray(pop, np.float64)
         ch._live()
         return ch
 
@@ -167,7 +177,8 @@ class TagInterestChannel:
             for i, ids in zip(items.tolist(), rows, strict=True):
                 self._set_row(i, ids)
             self._added += len(notes)  # readers see the new items from here on
-            if self.item_score is not None:
+            if self._pop is not None:
+                self._grow_pop(self._n)
                 for i, ids in zip(items.tolist(), rows, strict=True):
                     for t in ids.tolist():
                         got, _ = self._posting(t)
@@ -193,9 +204,61 @@ class TagInterestChannel:
                 old = self._row(i)
                 self._set_row(i, new)
                 changed.update(set(old.tolist()) ^ set(new.tolist()))
-            if self.item_score is not None:
+            if self._pop is not None:
                 for t in sorted(changed):
                     self._set_posting(t, self._members(t))
+
+    def observe_positives(self, items: np.ndarray) -> None:
+        """Count positive events on ``items`` (repeats count; items the channel does not know are
+        skipped): with ``follow_engagement`` each note's terms' postings take its new count, as a
+        refit would (a note whose count beats a full list's last note's enters it)."""
+        if not self.follow_engagement or self._pop is None:
+            return
+        items = np.asarray(items, np.int64)
+        with self._write:
+            items = items[(items >= 0) & (items < self._n)]
+            if items.size:
+                np.add.at(self._pop, items, 1.0)
+                self._raised(np.unique(items))
+
+    def sync_positives(self, counts: np.ndarray) -> None:
+        """Take ``counts`` (positive events per note, item ``i`` = row ``i``: the serving
+        catalogue's, which a version trained earlier lacks the newer of) as the notes' counts
+        and recompute the postings that change, as a refit would. With ``follow_engagement``."""
+        if not self.follow_engagement or self._pop is None:
+            return
+        with self._write:
+            n = min(self._n, len(counts))
+            new = np.asarray(counts[:n], np.float64)
+            cur = self._pop[:n]
+            diff = np.flatnonzero(new != cur)
+            if not diff.size:
+                return
+            down, up = diff[new[diff] < cur[diff]], diff[new[diff] > cur[diff]]
+            self._pop[diff] = new[diff]  # (``cur`` is a view: compared before this)
+            redo = {t for i in down.tolist() for t in self._row(i).tolist()}
+            for t in sorted(redo):  # a note with fewer positives may leave a full list: every member again
+                self._set_posting(t, self._members(t))
+            self._raised(up, skip=redo)
+
+    def _raised(self, items: np.ndarray, skip: set[int] | frozenset[int] = frozenset()) -> None:
+        """Recompute the postings of the terms of ``items``, whose counts went up: the new top
+        ``postings`` of a term are among its old ones and these. Under ``_write``."""
+        by_term: dict[int, list[int]] = {}
+        for i in items.tolist():
+            for t in self._row(i).tolist():
+                if t not in skip:
+                    by_term.setdefault(t, []).append(i)
+        for t in sorted(by_term):
+            self._set_posting(t, np.union1d(self._posting(t)[0], np.asarray(by_term[t], np.int64)))
+
+    def _grow_pop(self, n: int) -> None:
+        """Room for ``n`` notes' counts (new ones 0). Under ``_write``."""
+        assert self._pop is not None
+        if len(self._pop) < n:
+            grown = np.zeros(max(n, len(self._pop) + len(self._pop) // 4 + 16), np.float64)
+            grown[: len(self._pop)] = self._pop
+            self._pop = grown
 
     def _term_ids(self, names: list[str], create: bool) -> np.ndarray:
         """Sorted ids of the term ``names`` (new names get the next ids). Under ``_write``."""
@@ -260,11 +323,9 @@ class TagInterestChannel:
     def _set_posting(self, t: int, members: np.ndarray) -> None:
         """Term ``t``'s postings from the notes holding it, by the fit's rule: the ``postings``
         best by score (ties: the lower item), each the share of their total."""
-        assert self.item_score is not None
+        assert self._pop is not None
         members = np.asarray(members, np.int64)
-        n_fit = len(self.item_score)
-        score = np.where(members < n_fit, self.item_score[np.minimum(members, n_fit - 1)], 1.0) if n_fit \
-            else np.ones(len(members))
+        score = np.log1p(self._pop[members]) + 1.0  # as the fit scores them
         if len(members) > self.postings:  # only those at or above the cut's score can be kept
             cut = np.partition(score, len(score) - self.postings)[len(score) - self.postings]
             members, score = members[score >= cut], score[score >= cut]
@@ -276,10 +337,11 @@ class TagInterestChannel:
         self._postings[t] = (members[back], shares[back])
 
     def _tables(self) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray | None]:
-        """(terms, index, item_score) with the changes since the fit folded in."""
+        """(terms, index, positives per note) with the changes since the fit folded in."""
         assert self.terms is not None and self.index is not None
+        pop = None if self._pop is None else self._pop[: self._n].copy()
         if not self._rows and not self._postings:
-            return self.terms, self.index, self.item_score
+            return self.terms, self.index, pop
         n, n_t = self._n, len(self.term_names)
         rows = [self._row(i) for i in range(n)]
         lens = np.fromiter((len(r) for r in rows), np.int64, n)
@@ -290,9 +352,7 @@ class TagInterestChannel:
         index = sp.csr_matrix((np.concatenate([p[1] for p in posts]) if n_t else np.empty(0),
                                np.concatenate([p[0] for p in posts]) if n_t else np.empty(0, np.int64),
                                np.r_[0, np.cumsum(plens)]), shape=(n_t, n))
-        score = None if self.item_score is None else \
-            np.concatenate([self.item_score, np.ones(n - len(self.item_score))])
-        return terms, index, score
+        return terms, index, pop
 
     # ------------------------------------------------------------------ serving
     def interests(self, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

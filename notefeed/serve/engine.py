@@ -551,6 +551,8 @@ class Engine:
         if not in_dataset:
             self.catalog.bump(np.asarray(pos_items, np.int64))
             self.catalog.count_exposure(np.asarray(impr_items, np.int64), np.asarray(click_items, np.int64))
+            if pos_items and hasattr(self, "served"):  # at start-up the channels take the counts when built
+                self._observe_positives(self.served, np.asarray(pos_items, np.int64))
         if self.coldstart is not None and in_dataset and self._cs_fitted:
             self.coldstart.events_seen += len(recs)  # counted (a bus position), in the pool by its fit
         elif self.coldstart is not None:
@@ -836,6 +838,19 @@ class Engine:
         if edited and hasattr(self, "served"):  # at start-up the served channels take them when built
             self._reindex_edits(self.served, sorted(set(edited)))
 
+    def _observe_positives(self, served: Served, items: np.ndarray) -> None:
+        """Give ``served``'s channels that follow engagement (the default pipeline's sources with
+        ``observe_positives``, e.g. ``tag/interest``) the items of accepted positive events."""
+        for st in served.pipelines["default"].sources:
+            observe = getattr(st.component, "observe_positives", None)
+            if observe is None:
+                continue
+            try:
+                observe(items)
+            except Exception:  # the events are stored and counted elsewhere; the error is counted
+                log.exception("events: %s.observe_positives failed", st.name)
+                self.metrics.inc("stage_errors_total", stage=f"observe_positives:{st.name}")
+
     def _edited_frame(self, items: list[int]) -> pd.DataFrame:
         """The notes ``items`` as a ``Dataset.notes``-shaped frame, edited fields as they are now."""
         return pd.DataFrame([{"note_id": self.catalog.note_ids[i], "author_id": self.catalog.note_json(i)["author_id"],
@@ -988,7 +1003,8 @@ class Engine:
         """Index in ``served``'s ANN channels (the default pipeline's sources with ``add_items``
         and ``n_indexed``) the catalogue's notes they lack: those published since the data they
         were fitted on (before a restart, or after ``notefeed train`` began); give the channels
-        with ``replace_items`` the catalogue's edits first. A publish adds to
+        with ``replace_items`` the catalogue's edits first, and those with ``sync_positives`` its
+        positive counts last. A publish adds to
         the pipelines being served only (see :meth:`swap_served`). Without it the next
         publish's vector went in under the index of the first missing note."""
         n = self.catalog.n_items
@@ -1006,6 +1022,16 @@ class Engine:
             except Exception:  # those notes are still served by the fresh pool; the error is counted
                 log.exception("indexing the catalogue: %s.add_items failed", st.name)
                 self.metrics.inc("stage_errors_total", stage=f"add_items:{st.name}")
+        # then the catalogue's positive counts (the events since the data the channels were fitted on)
+        for st in served.pipelines["default"].sources:
+            sync = getattr(st.component, "sync_positives", None)
+            if sync is None:
+                continue
+            try:
+                sync(self.catalog.popularity().copy())
+            except Exception:
+                log.exception("indexing the catalogue: %s.sync_positives failed", st.name)
+                self.metrics.inc("stage_errors_total", stage=f"sync_positives:{st.name}")
 
 
     def _read_note_log(self, add_notes: Callable[[], None] | None = None) -> None:

@@ -1,5 +1,5 @@
-"""``tag/interest`` with notes published and edited after the fit: the same recall as a refit
-on the catalogue with those notes (no engagement on the new ones), and safe under a reader."""
+"""``tag/interest`` with notes published and edited, and positive events served, after the fit:
+the same recall as a refit on the catalogue with those notes and events, and safe under a reader."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def test_older_state_without_scores_adds_interests_not_postings(tmp_path):
     ds = make_community()
     ch = TagInterestChannel(**PARAMS).fit(ds)
     params, arrays = ch.to_state()
-    arrays.pop("item_score")
+    arrays.pop("item_pop")
     old = TagInterestChannel.from_state(params, arrays)
     n = ds.n_items
     old.add_items(_new_notes(n))
@@ -112,7 +112,7 @@ def test_older_state_without_scores_adds_interests_not_postings(tmp_path):
     assert len(fan.items) and n + 1 not in fan.items  # "brand-new-tag" has no postings, topic2's still serve
     assert set(fitted.items.tolist()) <= set(fan.items.tolist())
     back = load_component(save_component(old, tmp_path / "c"))
-    assert back.item_score is None and back.n_indexed == n + 5
+    assert back.item_pop is None and back.n_indexed == n + 5
 
 
 def test_recall_while_notes_are_added():
@@ -145,7 +145,7 @@ def test_recall_while_notes_are_added():
 
 def test_random_publishes_and_edits_recall_as_a_refit_would():
     """Small posting lists (cuts through ties of equal engagement), random tags, random edits of
-    fitted and published notes: the channel against a refit, for random histories."""
+    fitted and published notes, random clicks: the channel against a refit, for random histories."""
     rng = np.random.default_rng(7)
     tags = [f"g{j}" for j in range(6)]
     for trial in range(6):
@@ -164,6 +164,50 @@ def test_random_publishes_and_edits_recall_as_a_refit_would():
             ch.replace_items(np.array([i]), pd.DataFrame({"tags": [t], "category": [c]}))
             notes.at[i, "tags"], notes.at[i, "category"] = t, c
         ch.add_items(extra.iloc[5:])
-        refit = TagInterestChannel(**params).fit(dataclasses.replace(ds, notes=notes))
+        clicks = rng.integers(0, n + 8, int(rng.integers(1, 30))).tolist()  # positives served since
+        ch.observe_positives(np.asarray(clicks))
+        refit = TagInterestChannel(**params).fit(_with_clicks(dataclasses.replace(ds, notes=notes), clicks))
         ctxs = [UserContext(f"r{j}", None, history=rng.integers(0, n + 8, int(rng.integers(1, 6)))) for j in range(15)]
         _same_recall(ch, refit, ctxs)
+
+
+def _with_clicks(ds, items: list[int]):
+    """``ds`` with one more click on each of ``items`` (repeats count)."""
+    extra = ds.events.iloc[: len(items)].copy()
+    extra["item"] = np.asarray(items, extra["item"].dtype)
+    extra["ts"] = ds.events["ts"].max() + 1
+    return dataclasses.replace(ds, events=pd.concat([ds.events, extra], ignore_index=True))
+
+
+def test_positives_served_since_recall_as_a_refit_would():
+    ds = make_community()
+    n = ds.n_items
+    extra = _new_notes(n)
+    ch = TagInterestChannel(**PARAMS).fit(ds)
+    off = TagInterestChannel(**PARAMS, follow_engagement=False).fit(ds)
+    for c in (ch, off):
+        c.add_items(extra)
+    # clicks on unpopular topic-0 notes (past topic0's 30-note cut) and on a new note, some twice
+    topic0 = np.flatnonzero(np.arange(n) % 4 == 0)
+    clicks = [int(topic0[-1])] * 4 + [int(topic0[-2])] * 3 + [n, n, n] + [5]
+    assert int(topic0[-1]) not in ch._posting(ch.term_names.index("topic0"))[0]
+    ch.observe_positives(np.asarray(clicks[:5]))
+    ch.observe_positives(np.asarray(clicks[5:] + [n + 99, -1]))  # unknown items are skipped
+    off.observe_positives(np.asarray(clicks))
+    refit = TagInterestChannel(**PARAMS).fit(_with_clicks(_with_notes(ds, extra), clicks))
+    _same_recall(ch, refit, _contexts(n))
+    p0 = ch._posting(ch.term_names.index("topic0"))[0]
+    assert int(topic0[-1]) in p0  # engaged since: it beats the list's last notes
+    assert ch._pop[n] == 3 and off._pop[n] == 0
+    before = TagInterestChannel(**PARAMS).fit(_with_notes(ds, extra))
+    _same_recall(off, before, _contexts(n))  # follow_engagement false: the fit's counts
+    # the serving catalogue's counts, up and down (a version fitted on more events than served)
+    more = TagInterestChannel(**PARAMS).fit(_with_clicks(_with_notes(ds, extra), clicks))
+    counts = np.bincount(ds.select_events()["item"].to_numpy(), minlength=n + 5).astype(np.float32)
+    counts[7] += 2
+    more.sync_positives(counts)
+    want = TagInterestChannel(**PARAMS).fit(_with_clicks(_with_notes(ds, extra), [7, 7]))
+    _same_recall(more, want, _contexts(n) + [UserContext("t3", None, history=np.array([3, 11, 15, 19, 35]))])
+    back = TagInterestChannel.from_state(*ch.to_state())  # saved with the counts
+    _same_recall(back, ch, _contexts(n))
+    assert back.follow_engagement and not TagInterestChannel.from_state(*off.to_state()).follow_engagement

@@ -1,6 +1,6 @@
-"""A serving engine's ``tag/interest`` channel takes published and edited notes at once, on every
-worker and after a restart (before, it never indexed a published note and kept a note's fitted
-tags after an edit)."""
+"""A serving engine's ``tag/interest`` channel takes published and edited notes and the positive
+events it accepts at once, on every worker and after a restart (before, it never indexed a
+published note, kept a note's fitted tags after an edit and its fitted counts until a refit)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from notefeed.recall.base import UserContext
 from notefeed.recall.tag import TagInterestChannel
-from notefeed.schema import Note
+from notefeed.schema import Event, Note
 from notefeed.serve.config import builtin_config
 from notefeed.serve.engine import Engine, popular_config
 
@@ -61,3 +61,25 @@ def test_published_and_edited_notes_reach_tag_interest(tmp_path: Path) -> None:
         assert {k: _recall(c, k) for k in before} == before
     finally:
         c.close()
+
+
+def test_positive_events_reach_tag_interest(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    a = _engine(ws)
+    try:
+        topic0 = [f"n{i}" for i in range(0, a.catalog.n_items, 4)]
+        last = topic0[-1]  # the least clicked topic-0 note: past topic0's 30-note cut
+        posting = lambda e: [e.catalog.note_ids[i] for i in _tag(e)._posting(_tag(e).term_names.index("topic0"))[0]]  # noqa: E731
+        assert last not in posting(a)
+        accepted, _ = a.ingest([Event(user_id=f"u{j}", note_id=last, ts=3_000_000 + j, type="click") for j in range(6)])
+        assert accepted == 6 and last in posting(a)
+        a.ingest([Event(user_id="u1", note_id=last, ts=3_000_100, type="impression")])  # not a positive
+        assert _tag(a)._pop[a.catalog.item_of(last)] == a.catalog.popularity()[a.catalog.item_of(last)]
+        before = posting(a)
+    finally:
+        a.close()
+    b = _engine(ws)  # a restart: the replayed events' counts reach the channel at start-up
+    try:
+        assert posting(b) == before
+    finally:
+        b.close()
