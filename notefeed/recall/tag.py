@@ -250,7 +250,21 @@ class TagInterestChannel:
                 if t not in skip:
                     by_term.setdefault(t, []).append(i)
         for t in sorted(by_term):
-            self._set_posting(t, np.union1d(self._posting(t)[0], np.asarray(by_term[t], np.int64)))
+            got, raised = self._posting(t)[0], np.asarray(by_term[t], np.int64)  # ``got`` ascending
+            at = np.minimum(np.searchsorted(got, raised), max(len(got) - 1, 0))
+            inside = (got[at] == raised) if len(got) else np.zeros(len(raised), bool)
+            if inside.all():  # the same notes (their counts only went up): the shares again
+                score = np.log1p(self._pop[got]) + 1.0
+                self._postings[t] = (got, score / max(float(score.sum()), 1e-12))
+                continue
+            if len(got) >= self.postings and not inside.any():  # a full list none of them is in:
+                score = np.log1p(self._pop[got]) + 1.0           # unchanged unless one beats its last
+                low = score.min()
+                last = got[score == low].max()
+                mine = np.log1p(self._pop[raised]) + 1.0
+                if not ((mine > low) | ((mine == low) & (raised < last))).any():
+                    continue
+            self._set_posting(t, np.concatenate([got, raised[~inside]]))
 
     def _grow_pop(self, n: int) -> None:
         """Room for ``n`` notes' counts (new ones 0). Under ``_write``."""

@@ -1,7 +1,7 @@
 """What ``tag/interest``'s live changes cost at a million notes: the channel fitted on a made-up
 catalogue of 1M notes (4 Zipf-distributed tags of 50,000 and one of 50 categories each) and
-500,000 clicks; recall before and after 1,000 publishes, the publishes, and edits (the first,
-which builds the by-term table, apart).
+500,000 clicks; recall before and after 1,000 publishes, the publishes, batches of positive
+events (``follow_engagement``), and edits (the first, which builds the by-term table, apart).
 
 ``python3 docs/results/recall/tag_live/cost.py`` writes ``cost.json`` here.
 """
@@ -51,6 +51,12 @@ for j in range(1000):
 out["publish_ms_each"] = round((time.perf_counter() - t) / 1000 * 1e3, 3)
 hist = [np.r_[h[:25], rng.integers(n, n + 1000, 5)] for h in hist]  # 5 of each 30 notes published since
 out["recall_ms_after"] = recall_ms()
+t = time.perf_counter()
+for _ in range(200):  # 10,000 positives in batches of 50, on the popular notes and the published ones
+    batch = np.r_[rng.zipf(1.2, 45) % n, rng.integers(n, n + 1000, 5)]
+    ch.observe_positives(batch)
+out["positive_batch_of_50_ms"] = round((time.perf_counter() - t) / 200 * 1e3, 3)
+out["recall_ms_after_positives"] = recall_ms()
 t = time.perf_counter()
 ch.replace_items(np.array([3]), pd.DataFrame({"tags": [["t5"]], "category": ["c1"]}))
 out["first_edit_ms"] = round((time.perf_counter() - t) * 1e3, 1)
