@@ -9,8 +9,10 @@ optional content vector, and serves it as a recall channel:
    ``seed_size`` best-matching users at publication time (a per-note score threshold).
 2. **look-alike**: once the note has ``lookalike_after_clicks`` engagers, users whose profile is
    close (cosine) to the mean profile of the engagers join the audience (``lookalike_size``).
-3. **hand-over**: at ``handover_impressions`` impressions the note leaves the pool; the normal
-   channels (popularity, collaborative recall) have enough feedback by then. Notes older than
+3. **hand-over**: at ``handover_impressions`` impressions the note leaves the pool to the normal
+   channels: popularity and ``tag/interest`` (whose term lists take a note once its positive
+   events beat a list's last note's) count its engagement at once; the collaborative channels
+   (SASRec, ALS, Swing, ItemCF) know it from the next ``notefeed train``. Notes older than
    ``max_age_h`` expire.
 
 Which eligible notes get the few boosted slots is decided by Thompson sampling on clicks per
