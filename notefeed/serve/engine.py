@@ -997,6 +997,8 @@ class Engine:
             if config is not None:
                 self.config = config
             old, self.served = self.served, new  # the swap: one reference assignment
+        with self._ingest_lock:  # the counts of events applied to the old one meanwhile (few: quick)
+            self._sync_positives(new)
         return old
 
     def _index_catalogue(self, served: Served) -> None:
@@ -1022,7 +1024,12 @@ class Engine:
             except Exception:  # those notes are still served by the fresh pool; the error is counted
                 log.exception("indexing the catalogue: %s.add_items failed", st.name)
                 self.metrics.inc("stage_errors_total", stage=f"add_items:{st.name}")
-        # then the catalogue's positive counts (the events since the data the channels were fitted on)
+        self._sync_positives(served)
+
+    def _sync_positives(self, served: Served) -> None:
+        """Give ``served``'s channels with ``sync_positives`` the catalogue's positive counts (the
+        events since the data they were fitted on). With no ingest running meanwhile (start-up,
+        or under the ingest lock), or a count may be lost."""
         for st in served.pipelines["default"].sources:
             sync = getattr(st.component, "sync_positives", None)
             if sync is None:

@@ -83,3 +83,24 @@ def test_positive_events_reach_tag_interest(tmp_path: Path) -> None:
         assert posting(b) == before
     finally:
         b.close()
+
+
+def test_a_swapped_in_version_takes_the_counts_served_since(tmp_path: Path) -> None:
+    """A version fitted without the events served since (here: refitted on the engine's dataset)
+    takes the catalogue's counts when it is swapped in; a publish after the swap reaches it."""
+    from notefeed.serve.versions import build_served
+
+    a = _engine(tmp_path / "ws")
+    try:
+        last = f"n{a.catalog.n_items - 4}"  # the least clicked topic-0 note
+        a.ingest([Event(user_id=f"u{j}", note_id=last, ts=3_000_000 + j, type="click") for j in range(6)])
+        fresh = build_served(a, None, None)
+        ch = [st.component for st in fresh.pipelines["default"].sources if isinstance(st.component, TagInterestChannel)][0]
+        topic0 = ch.term_names.index("topic0")
+        assert a.catalog.note_ids.index(last) not in ch._posting(topic0)[0]  # fitted without the clicks
+        a.swap_served(fresh)
+        assert _tag(a) is ch and a.catalog.item_of(last) in ch._posting(topic0)[0]
+        a.publish(Note(note_id="p9", author_id="c1", title="x", tags=["knitting"], category="craft"))
+        assert ch.n_indexed == a.catalog.n_items
+    finally:
+        a.close()
