@@ -838,18 +838,25 @@ class Engine:
         if edited and hasattr(self, "served"):  # at start-up the served channels take them when built
             self._reindex_edits(self.served, sorted(set(edited)))
 
-    def _observe_positives(self, served: Served, items: np.ndarray) -> None:
-        """Give ``served``'s channels that follow engagement (the default pipeline's sources with
-        ``observe_positives``, e.g. ``tag/interest``) the items of accepted positive events."""
+    def _to_sources(self, served: Served, method: str, what: str, call: Callable[[Any, Callable[..., Any]], None]) -> None:
+        """``call(component, component.<method>)`` for each of ``served``'s default-pipeline
+        sources that has ``method`` (the channels' hooks for notes and events). A failure is
+        logged (``what``) and counted (``stage_errors_total``, stage ``method:name``), never
+        raised: the logs, the catalogue and the fresh pool hold the change already."""
         for st in served.pipelines["default"].sources:
-            observe = getattr(st.component, "observe_positives", None)
-            if observe is None:
+            fn = getattr(st.component, method, None)
+            if fn is None:
                 continue
             try:
-                observe(items)
-            except Exception:  # the events are stored and counted elsewhere; the error is counted
-                log.exception("events: %s.observe_positives failed", st.name)
-                self.metrics.inc("stage_errors_total", stage=f"observe_positives:{st.name}")
+                call(st.component, fn)
+            except Exception:
+                log.exception("%s: %s.%s failed", what, st.name, method)
+                self.metrics.inc("stage_errors_total", stage=f"{method}:{st.name}")
+
+    def _observe_positives(self, served: Served, items: np.ndarray) -> None:
+        """Give ``served``'s channels that follow engagement (``observe_positives``, e.g.
+        ``tag/interest``) the items of accepted positive events."""
+        self._to_sources(served, "observe_positives", "events", lambda _, observe: observe(items))
 
     def _edited_frame(self, items: list[int]) -> pd.DataFrame:
         """The notes ``items`` as a ``Dataset.notes``-shaped frame, edited fields as they are now."""
@@ -861,16 +868,13 @@ class Engine:
         with ``replace_items``: ``tag/interest``, ``embedding/two-tower``, ``llm/interest``) the
         fields of the edited ``items`` as they are now; items a channel has not indexed yet are
         left to its ``add_items``."""
-        for st in served.pipelines["default"].sources:
-            replace, have = getattr(st.component, "replace_items", None), getattr(st.component, "n_indexed", None)
+        def replace(component: Any, replace_items: Callable[..., Any]) -> None:
+            have = getattr(component, "n_indexed", None)
             mine = [i for i in items if have is not None and i < have]
-            if replace is None or not mine:
-                continue
-            try:
-                replace(np.asarray(mine, np.int64), self._edited_frame(mine))
-            except Exception:  # the catalogue (pages, diversity, search) has the edit; the error is counted
-                log.exception("edit: %s.replace_items failed", st.name)
-                self.metrics.inc("stage_errors_total", stage=f"replace_items:{st.name}")
+            if mine:
+                replace_items(np.asarray(mine, np.int64), self._edited_frame(mine))
+
+        self._to_sources(served, "replace_items", "edit", replace)
 
     def restore_note(self, note_id: str, reason: str | None = None) -> tuple[int, bool]:
         """Undo ``note_id``'s takedown (an appeal granted, a moderation mistake): logged durably
@@ -1013,32 +1017,24 @@ class Engine:
         # the edits (logged before or since the data the channels were fitted on) first, to the
         # notes the channels hold; the notes added below come with their fields as they are now
         self._reindex_edits(served, sorted(self.catalog.edited))
-        for st in served.pipelines["default"].sources:
-            add, have = getattr(st.component, "add_items", None), getattr(st.component, "n_indexed", None)
-            if add is None or have is None or have >= n:
-                continue
-            try:
-                got = np.asarray(add(self.catalog.notes_frame(have, n)))
-                if got.tolist() != list(range(have, n)):
-                    raise RuntimeError(f"add_items gave indices {got[:3].tolist()}..., catalogue has {have}..{n - 1}")
-            except Exception:  # those notes are still served by the fresh pool; the error is counted
-                log.exception("indexing the catalogue: %s.add_items failed", st.name)
-                self.metrics.inc("stage_errors_total", stage=f"add_items:{st.name}")
+
+        def add(component: Any, add_items: Callable[..., Any]) -> None:  # (the fresh pool serves them meanwhile)
+            have = getattr(component, "n_indexed", None)
+            if have is None or have >= n:
+                return
+            got = np.asarray(add_items(self.catalog.notes_frame(have, n)))
+            if got.tolist() != list(range(have, n)):
+                raise RuntimeError(f"add_items gave indices {got[:3].tolist()}..., catalogue has {have}..{n - 1}")
+
+        self._to_sources(served, "add_items", "indexing the catalogue", add)
         self._sync_positives(served)
 
     def _sync_positives(self, served: Served) -> None:
         """Give ``served``'s channels with ``sync_positives`` the catalogue's positive counts (the
         events since the data they were fitted on). With no ingest running meanwhile (start-up,
         or under the ingest lock), or a count may be lost."""
-        for st in served.pipelines["default"].sources:
-            sync = getattr(st.component, "sync_positives", None)
-            if sync is None:
-                continue
-            try:
-                sync(self.catalog.popularity().copy())
-            except Exception:
-                log.exception("indexing the catalogue: %s.sync_positives failed", st.name)
-                self.metrics.inc("stage_errors_total", stage=f"sync_positives:{st.name}")
+        self._to_sources(served, "sync_positives", "indexing the catalogue",
+                         lambda _, sync: sync(self.catalog.popularity().copy()))
 
 
     def _read_note_log(self, add_notes: Callable[[], None] | None = None) -> None:
@@ -1062,17 +1058,13 @@ class Engine:
     def _add_note(self, note: Note, followers: int | None) -> int:
         """A logged note into the catalogue, the ANN channels and the cold-start pool."""
         i = self.catalog.add_note(note, followers)
-        for st in self.pipelines["default"].sources:  # an ANN channel indexes the note at once
-            add = getattr(st.component, "add_items", None)
-            if add is None:
-                continue
-            try:
-                got = np.asarray(add(pd.DataFrame([note.model_dump()])))
-                if got.tolist() != [i]:  # the channel's catalogue drifted from ours
-                    raise RuntimeError(f"add_items gave index {got.tolist()}, catalogue has {i}")
-            except Exception:  # the fresh pool still serves the note; the error is counted
-                log.exception("publish: %s.add_items failed", st.name)
-                self.metrics.inc("stage_errors_total", stage=f"add_items:{st.name}")
+
+        def add(_: Any, add_items: Callable[..., Any]) -> None:  # an ANN channel indexes the note at once
+            got = np.asarray(add_items(pd.DataFrame([note.model_dump()])))
+            if got.tolist() != [i]:  # the channel's catalogue drifted from ours
+                raise RuntimeError(f"add_items gave index {got.tolist()}, catalogue has {i}")
+
+        self._to_sources(self.served, "add_items", "publish", add)
         if self.coldstart is not None:
             try:
                 self.coldstart.publish(i, note)
