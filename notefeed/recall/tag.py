@@ -81,13 +81,20 @@ class TagInterestChannel:
         self.follow_engagement = follow_engagement
         self.terms: sp.csr_matrix | None = None
         self.index: sp.csr_matrix | None = None
-        #: (notes,) positive events per note, the postings' ``log1p(positives) + 1`` (None: a
-        #: state saved before it was kept; notes added then change the interests, not the postings)
-        self.item_pop: np.ndarray | None = None
+        #: positive events per note, the fitted ones' then the added ones' (room to grow past
+        #: ``_n``): the postings' ``log1p(positives) + 1`` (None: a state saved before they were
+        #: kept; notes added then change the interests, not the postings)
+        self._pop: np.ndarray | None = None
         self._live()
 
+    @property
+    def item_pop(self) -> np.ndarray | None:
+        """(n_indexed,) positive events per note as the channel counts them now (None: a state
+        saved before they were kept)."""
+        return None if self._pop is None else self._pop[: self._n]
+
     def _live(self) -> None:
-        """Forget the changes since the fit (a fit or a load starts from its tables)."""
+        """Forget the changes since the fit (a fit or a load starts from its tables and counts)."""
         self._write = threading.Lock()
         #: item -> its sorted term ids, for the notes added or edited since the fit
         self._rows: dict[int, np.ndarray] = {}
@@ -99,8 +106,6 @@ class TagInterestChannel:
         self._holders: dict[int, set[int]] = {}
         self._edited: set[int] = set()  # fitted items in ``_rows`` (their fitted row no longer holds)
         self._by_term: sp.csc_matrix | None = None  # the fitted terms by column, built at the first edit
-        #: positives per note, the fitted ones' then the added ones' (room to grow past ``_n``)
-        self._pop = None if self.item_pop is None else np.array(self.item_pop, np.float64)
 
     @property
     def _n(self) -> int:
@@ -110,7 +115,7 @@ class TagInterestChannel:
     def fit(self, ds: Dataset) -> TagInterestChannel:
         self.terms, self.term_names = item_terms(ds)
         pop = np.bincount(positive_log(ds)["item"].to_numpy(), minlength=ds.n_items).astype(np.float64)
-        self.item_pop = pop
+        self._pop = pop
         # postings: per term, top notes by popularity (+1 so unseen notes still appear)
         tc = self.terms.tocsc().tocoo()
         score = np.log1p(pop[tc.row]) + 1.0
@@ -152,7 +157,7 @@ class TagInterestChannel:
         pop = arrays.get("item_pop")
         if pop is not None and pop.shape != (ch.terms.shape[0],):
             raise ValueError(f"{cls.name}: item_pop {pop.shape} for {ch.terms.shape[0]} notes")
-        ch.item_pop = None if pop is None else np.asarray(pop, np.float64)
+        ch._pop = None if pop is None else np.array(pop, np.float64)
         ch._live()
         return ch
 
@@ -353,7 +358,7 @@ class TagInterestChannel:
     def _tables(self) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray | None]:
         """(terms, index, positives per note) with the changes since the fit folded in."""
         assert self.terms is not None and self.index is not None
-        pop = None if self._pop is None else self._pop[: self._n].copy()
+        pop = None if self.item_pop is None else self.item_pop.copy()
         if not self._rows and not self._postings:
             return self.terms, self.index, pop
         n, n_t = self._n, len(self.term_names)
