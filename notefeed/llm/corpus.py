@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from notefeed.data.dataset import Dataset
 
@@ -43,10 +44,15 @@ class NoteCorpus:
 
     @classmethod
     def from_dataset(cls, ds: Dataset) -> NoteCorpus:
-        n = ds.notes
-        tags = [[str(t) for t in (x if x is not None else ())] for x in n["tags"]]
-        return cls([str(t) for t in n["title"]], [str(t) for t in n["text"]], tags,
-                   [str(c) for c in n["category"]])
+        return cls.from_notes(ds.notes)
+
+    @classmethod
+    def from_notes(cls, notes: pd.DataFrame) -> NoteCorpus:
+        """A ``Dataset.notes``-shaped frame's notes (missing columns: empty)."""
+        k = len(notes)
+        tags = [[str(t) for t in (x if x is not None else ())] for x in notes.get("tags", [()] * k)]
+        return cls([str(t) for t in notes.get("title", [""] * k)], [str(t) for t in notes.get("text", [""] * k)], tags,
+                   [str(c) for c in notes.get("category", [""] * k)])
 
     def texts(self, with_tags: bool = True) -> list[str]:
         return [note_text(t, b, g if with_tags else ()) for t, b, g in

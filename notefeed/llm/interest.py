@@ -271,7 +271,7 @@ class InterestChannel:
         continue after the current catalogue in the order of ``notes``."""
         if self.lm is None or self.note_probs is None or self.item_tags is None:
             raise RuntimeError(f"{self.name}: add_items() before fit()")
-        probs, tags = self._note_rows(_corpus(notes))
+        probs, tags = self._note_rows(NoteCorpus.from_notes(notes))
         start = self.note_probs.shape[0]
         self.note_probs = sp.vstack([self.note_probs, probs], format="csr")
         self.item_tags = sp.vstack([self.item_tags, tags], format="csr")
@@ -293,7 +293,7 @@ class InterestChannel:
             raise ValueError(f"{self.name}: replace_items() of items outside 0..{self.note_probs.shape[0] - 1}")
         if len(np.unique(items)) != len(items):
             raise ValueError(f"{self.name}: replace_items() with an item twice")
-        probs, tags = self._note_rows(_corpus(notes))
+        probs, tags = self._note_rows(NoteCorpus.from_notes(notes))
         self.note_probs = _replace_rows(self.note_probs, items, probs)
         self.item_tags = _replace_rows(self.item_tags, items, tags)
         cats = [str(c) if c is not None else "" for c in notes.get("category", [""] * len(notes))]
@@ -568,13 +568,6 @@ def category_cooccurrence(ds: Dataset, item_cat: np.ndarray, n_categories: int,
     cond = np.where(n_a[:, None] > 0, co / np.maximum(n_a, 1.0)[:, None], 0.0)
     np.fill_diagonal(cond, 0.0)
     return cond.astype(np.float32)
-
-
-def _corpus(notes: pd.DataFrame) -> NoteCorpus:
-    """The titles, texts and tags of a notes frame (missing columns: empty)."""
-    n = len(notes)
-    return NoteCorpus([str(t) for t in notes.get("title", [""] * n)], [str(t) for t in notes.get("text", [""] * n)],
-                       [[str(t) for t in (x if x is not None else ())] for x in notes.get("tags", [()] * n)])
 
 
 def _replace_rows(m: sp.csr_matrix, items: np.ndarray, rows: sp.csr_matrix) -> sp.csr_matrix:
