@@ -112,12 +112,13 @@ def train_workspace(workspace: str | Path, config: Any = None, seed: int = 0, pr
                 report = sync_workspace(workspace, cfg)
                 if report.copied:
                     say(report.line())
-            ds = load_workspace_dataset(workspace, data=cfg.data)
+            ds = load_workspace_dataset(workspace, data=cfg.data)  # DuckDB reads only the data window
         except (DataError, OSError) as e:
             raise TrainError("--workspace", str(e)) from None
         except ValueError as e:  # the serving logs (an unreadable event or note log, a bad backend)
             raise TrainError("--workspace", f"syncing the serving logs into the store failed ({e})") from None
-    ds = ds.windowed(cfg.data.window_days, cfg.data.keep_per_user)  # read so already from the store
+    else:  # a given dataset (e.g. the event lake's): the same window
+        ds = ds.windowed(cfg.data.window_days, cfg.data.keep_per_user)
     if not len(ds.events):
         raise TrainError("--workspace", f"{workspace} has no events to train on (import or generate data, or "
                          "serve it and post events first)")
