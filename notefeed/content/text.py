@@ -150,17 +150,20 @@ class TextEncoder:
         )
         return hv.transform(texts).tocsr()
 
-    def _tfidf(self, counts: sp.csr_matrix) -> sp.csr_matrix:
-        """Sublinear TF x IDF, rows at unit norm: one float32 product per stored entry on the CSR
-        arrays (the values the diagonal products ``diags(1 / norm) @ (x @ diags(idf))`` give)."""
+    def _tfidf(self, counts: sp.csr_matrix, unit: bool = True) -> sp.csr_matrix:
+        """Sublinear TF x IDF, rows at unit norm (``unit``): one float32 product per stored entry
+        on the CSR arrays (the values the diagonal products ``diags(1 / norm) @ (x @ diags(idf))``
+        give), sharing the counts' column indices; each row's squares summed in its stored
+        order, which needs no sorted columns. :meth:`transform` leaves rows unscaled: its
+        vectors are normalised after the projection, which the row scale cannot change."""
         assert self.idf_ is not None
-        x = counts.copy()
-        if self.config.sublinear_tf:
-            x.data = np.log1p(x.data)
-        x.data *= self.idf_[x.indices]
-        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-        x.data *= np.repeat((1.0 / np.maximum(norms, 1e-12)).astype(x.dtype), np.diff(x.indptr))
-        return x
+        data = np.log1p(counts.data) if self.config.sublinear_tf else counts.data.copy()
+        data *= self.idf_[counts.indices]
+        if unit:
+            squares = sp.csr_matrix((data * data, counts.indices, counts.indptr), shape=counts.shape)
+            norms = np.sqrt(np.asarray(squares.sum(axis=1)).ravel())
+            data *= np.repeat((1.0 / np.maximum(norms, 1e-12)).astype(data.dtype), np.diff(counts.indptr))
+        return sp.csr_matrix((data, counts.indices, counts.indptr), shape=counts.shape)
 
     def _project(self, x: sp.csr_matrix) -> np.ndarray:
         """(n, k) float32: the TF-IDF rows onto the SVD components."""
@@ -173,6 +176,7 @@ class TextEncoder:
 
         texts = check_texts(texts, "texts")
         counts = self._counts(texts)
+        counts.sort_indices()  # the SVD's sums in column order, whoever counted
         n = counts.shape[0]
         df = np.bincount(counts.indices, minlength=self.config.n_features).astype(np.float64)
         self.idf_ = (np.log((1.0 + n) / (1.0 + df)) + 1.0).astype(np.float32)
@@ -191,7 +195,7 @@ class TextEncoder:
         if self.components_ is None or self.idf_ is None:
             raise ContentError("TextEncoder: call fit() or load() before transform()")
         texts = check_texts(texts, "texts")
-        z = self._project(self._tfidf(self._counts(texts)))
+        z = self._project(self._tfidf(self._counts(texts), unit=False))
         out = np.zeros((len(texts), self.config.dim), np.float32)
         out[:, : z.shape[1]] = z
         return l2_normalise(out)

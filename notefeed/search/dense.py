@@ -7,8 +7,9 @@ seconds to the build, and it returns over 99% of the exact top 200, HNSW about 7
 a build computes the vectors in a worker process (:class:`DenseJob`).
 
 The catalogue's term counts are built here by :func:`hashed_counts`, equal to the encoder's
-own (``TextEncoder._counts``: the same features through sklearn's hasher) but computed once per
-distinct word and word n-gram and assembled with sparse products, and computed once per build
+own (``TextEncoder._counts``: the same features through sklearn's hasher, whose columns
+:func:`murmur3_32` computes for all feature strings at once) but computed once per distinct
+word and word n-gram and assembled with one sparse product, and computed once per build
 (:class:`_CatalogueEncoder`): the encoder is fitted on a sample of the catalogue (``fit_max``
 notes, ``SearchConfig.dense_fit_max``) whose counts are rows of the catalogue's.
 
@@ -50,15 +51,60 @@ def note_texts(notes: pd.DataFrame) -> list[str]:
             zip(f["title"], f["tags"], f["category"], f["text"], strict=True)]
 
 
-def _hash(strings: list[str], n_features: int) -> np.ndarray:
-    """(len(strings),) int64 column of each feature string, by sklearn's hasher (as the encoder)."""
-    from sklearn.feature_extraction import FeatureHasher
+def _rotl(x: np.ndarray, r: int) -> np.ndarray:
+    return (x << np.uint32(r)) | (x >> np.uint32(32 - r))
 
+
+def murmur3_32(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """MurmurHash3 (x86, 32-bit, seed 0) of the byte strings ``buf[start[i] : start[i] +
+    length[i]]``, as uint32 (little-endian blocks): a pure array kernel, one step per 4-byte
+    block over the strings still that long (``buf`` needs 4 bytes of padding after the last
+    string)."""
+    c1, c2 = np.uint32(0xCC9E2D51), np.uint32(0x1B873593)
+    order = np.argsort(-length, kind="stable")  # longest first: block j's strings are a prefix
+    st, ln = start[order].astype(np.int64), length[order].astype(np.int64)
+    h = np.zeros(len(st), np.uint32)
+    # every byte offset's little-endian 4-byte word (an overlapping view: a block is one gather)
+    words = np.ndarray((len(buf) - 3,), np.dtype("<u4"), buf, 0, (1,))
+    nblocks = ln // 4
+    with np.errstate(over="ignore"):
+        for j in range(int(nblocks.max(initial=0))):
+            m = int(np.searchsorted(-nblocks, -j, side="left"))  # strings with more than j blocks
+            k = _rotl(words[st[:m] + 4 * j].astype(np.uint32) * c1, 15) * c2
+            hh = _rotl(h[:m] ^ k, 13)
+            h[:m] = hh * np.uint32(5) + np.uint32(0xE6546B64)
+        tail = ln & 3  # the last 1-3 bytes: the word there, its higher bytes masked off
+        k = words[st + 4 * nblocks].astype(np.uint32) & ((np.uint32(1) << (8 * tail).astype(np.uint32)) - np.uint32(1))
+        sel = tail > 0
+        h[sel] ^= _rotl(k[sel] * c1, 15) * c2
+        h ^= ln.astype(np.uint32)
+        h ^= h >> np.uint32(16)
+        h *= np.uint32(0x85EBCA6B)
+        h ^= h >> np.uint32(13)
+        h *= np.uint32(0xC2B2AE35)
+        h ^= h >> np.uint32(16)
+    out = np.empty_like(h)
+    out[order] = h
+    return out
+
+
+def _hash(strings: list[str], n_features: int) -> np.ndarray:
+    """(len(strings),) int64 column of each feature string: sklearn's ``FeatureHasher`` column
+    (``abs`` of the signed MurmurHash3 of the UTF-8 bytes, modulo ``n_features``), computed
+    for all strings at once by :func:`murmur3_32`."""
     if not strings:
         return np.zeros(0, np.int64)
-    x = FeatureHasher(n_features, input_type="string", alternate_sign=False, dtype=np.float32).transform(
-        [s] for s in strings).tocsr()
-    return x.indices.astype(np.int64)  # one feature per row, value 1
+    raw = "".join(strings).encode("utf-8")
+    buf = np.frombuffer(raw + bytes(4), np.uint8)
+    size = np.fromiter(map(len, strings), np.int64, len(strings))  # characters: an ASCII string's bytes
+    if len(raw) != int(size.sum()):  # the others' bytes, encoded one at a time
+        wide = np.flatnonzero(~np.fromiter(map(str.isascii, strings), bool, len(strings)))
+        size[wide] = [len(strings[i].encode("utf-8")) for i in wide.tolist()]
+    start = np.cumsum(size) - size
+    h = murmur3_32(buf, start, size).view(np.int32).astype(np.int64)
+    col = np.abs(h) % n_features
+    col[h == -(2**31)] = (2**31 - 1 - (n_features - 1)) % n_features  # sklearn's rule for abs(-2**31)
+    return col
 
 
 def _word_features(w: str, lo: int, hi: int) -> list[str]:
@@ -71,14 +117,26 @@ def _word_features(w: str, lo: int, hi: int) -> list[str]:
     return [w] + ["c:" + m[i : i + n] for n in range(lo, hi + 1) for i in range(len(m) - n + 1)]
 
 
-def _one_hot(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
-    x = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=shape)
-    x.sum_duplicates()
-    return x
+def _by_rows(blocks: list[tuple[np.ndarray, np.ndarray]], shape: tuple[int, int]) -> sp.csr_matrix:
+    """(rows x cols) float32 ones, from blocks of (row, col) pairs each sorted by row: the blocks'
+    entries of a row side by side (one linear placement, no sort); a repeated (row, col) stays
+    two entries, which a product adds up."""
+    n = shape[0]
+    counts = [np.bincount(r, minlength=n) for r, _ in blocks]
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(sum(counts), out=indptr[1:])
+    indices = np.empty(int(indptr[-1]), np.int64)
+    start = indptr[:-1].copy()  # where each row's entries of the next block go
+    for (r, c), k in zip(blocks, counts, strict=True):
+        first = np.cumsum(k) - k  # each row's first entry within this block
+        indices[start[r] + np.arange(len(r), dtype=np.int64) - first[r]] = c
+        start += k
+    return sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=shape)
 
 
 def hashed_counts(config: TextEncoderConfig, texts: list[str], workers: int = 1) -> sp.csr_matrix:
-    """(n, n_features) float32 counts equal to ``TextEncoder(config)._counts(texts)``.
+    """(n, n_features) float32 counts equal to ``TextEncoder(config)._counts(texts)``, each
+    row's columns in no particular order (the encoder's are sorted).
 
     Each distinct word's features (itself and its character n-grams) are hashed once, each
     distinct word n-gram once; the counts are one product (docs x terms) @ (terms x features),
@@ -127,14 +185,12 @@ def hashed_counts(config: TextEncoderConfig, texts: list[str], workers: int = 1)
         f_cols.append(_hash(grams, c.n_features))
         n_terms += int(valid.sum())
         codes = np.where(ok, codes, 0)  # the next length extends only valid n-grams (the rest are masked again)
-    # computed transposed, (features x terms) @ (terms x notes): turning the product back is a
-    # linear bucket pass that leaves every row's columns sorted, where sorting rows is not linear
-    terms_t = _one_hot(np.concatenate(f_cols), np.concatenate(f_rows), (c.n_features, n_terms))
-    docs_t = _one_hot(np.concatenate(d_cols), np.concatenate(d_rows), (n_terms, n))
-    out = sp.csr_matrix((terms_t @ docs_t).T.tocsr(), dtype=np.float32)
-    out.sum_duplicates()
-    out.eliminate_zeros()
-    return out
+    # one product (docs x terms) @ (terms x features); csr_matmat adds each row's entries in a
+    # dense accumulator, so no row has a column twice; its columns are left unsorted (the counts
+    # are whole numbers, exact in float32, and nothing downstream needs them sorted)
+    docs = _by_rows(list(zip(d_rows, d_cols, strict=True)), (n, n_terms))
+    terms = _by_rows([(np.concatenate(f_rows), np.concatenate(f_cols))], (n_terms, c.n_features))
+    return sp.csr_matrix(docs @ terms, dtype=np.float32)
 
 
 class _CatalogueEncoder(TextEncoder):
