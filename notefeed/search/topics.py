@@ -21,10 +21,10 @@ estimated mixtures closer to the true ones (``docs/results/search/topic_refine/`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from notefeed.search.intent import CategoryModel
@@ -47,8 +47,8 @@ def note_topics(docs: Sequence[Mapping[str, list[str]]], model: CategoryModel, i
         return ids, wts
     counts = _counts(docs, model.vocab)
     lik = np.exp(np.asarray(model.log_lik, np.float32))  # (V, C) P(t | c)
-    for a, b in _row_chunks(counts):
-        theta = _em(counts[a:b], lik, iters)
+    chunks = _row_chunks(counts)
+    for (a, b), theta in zip(chunks, _each_chunk(lambda a, b: _em(counts[a:b], lik, iters), chunks), strict=True):
         order = np.argsort(-theta, axis=1, kind="stable")[:, :k]
         w = np.take_along_axis(theta, order, axis=1)
         s = w.sum(axis=1, keepdims=True)
@@ -68,6 +68,20 @@ def _row_chunks(counts: sp.csr_matrix) -> list[tuple[int, int]]:
     return out
 
 
+def _each_chunk(fn: Callable[[int, int], np.ndarray], chunks: list[tuple[int, int]]) -> Iterator[np.ndarray]:
+    """``fn(a, b)`` of every chunk, in order; on two threads when there are several chunks and
+    cores (the EM's NumPy and SciPy products release the GIL; every chunk is its own
+    computation, so the results are those of one thread)."""
+    threads = min(2, os.cpu_count() or 1, len(chunks))
+    if threads < 2:
+        yield from (fn(a, b) for a, b in chunks)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        yield from pool.map(lambda ab: fn(*ab), chunks)
+
+
 def _counts(docs: Sequence[Mapping[str, list[str]]], vocab: Mapping[str, int]) -> sp.csr_matrix:
     """(n, len(vocab)) float32 counts of the vocabulary's tokens in each note's title, text and tags."""
     n = len(docs)
@@ -79,12 +93,11 @@ def _counts(docs: Sequence[Mapping[str, list[str]]], vocab: Mapping[str, int]) -
         flat += d.get("text", ())
         flat += d.get("tags", ())
         lens[j] = len(flat) - k0
-    words = pd.Index(np.fromiter(vocab.keys(), object, len(vocab)), dtype=object)
-    wid = np.fromiter(vocab.values(), np.int64, len(vocab))
-    at = words.get_indexer(pd.Index(np.asarray(flat, dtype=object), dtype=object)) if flat else np.zeros(0, np.int64)
+    get = vocab.get
+    at = np.fromiter((get(w, -1) for w in flat), np.int64, len(flat))
     known = at >= 0
     rows = np.repeat(np.arange(n, dtype=np.int64), lens)[known]
-    counts = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, wid[at[known]])), shape=(n, len(vocab)))
+    counts = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, at[known])), shape=(n, len(vocab)))
     counts.sum_duplicates()
     return counts
 
@@ -104,13 +117,17 @@ def refine_topics(model: CategoryModel, docs: Sequence[Mapping[str, list[str]]],
     for _ in range(rounds):
         lik32 = lik.astype(np.float32)
         acc = np.zeros(lik.shape, np.float64)  # sum over notes of count / P(t | note) x theta
-        for a, b in _row_chunks(x):  # float32 (nnz, C) work arrays of about _CHUNK_NNZ tokens
+
+        def chunk(a: int, b: int, lik32: np.ndarray = lik32) -> np.ndarray:
             part = x[a:b]
             theta = _em(part, lik32, iters)
             r = np.repeat(np.arange(b - a, dtype=np.int64), np.diff(part.indptr))
             den = np.einsum("ij,ij->i", theta[r], lik32[part.indices])
             m = sp.csr_matrix((part.data / np.maximum(den, 1e-30), part.indices, part.indptr), shape=part.shape)
-            acc += m.T @ theta
+            return m.T @ theta
+
+        for term in _each_chunk(chunk, _row_chunks(x)):  # float32 (nnz, C) work arrays of about _CHUNK_NNZ tokens
+            acc += term  # in chunk order, as on one thread
         soft = lik * acc  # (V, C) expected token counts per category
         lik = (soft + model.alpha) / (soft.sum(axis=0, keepdims=True) + model.alpha * soft.shape[0])
     out = CategoryModel(model.alpha)
