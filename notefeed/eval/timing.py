@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["latency_stats", "quantile_interval", "time_calls", "machine_info", "write_json", "peak_rss_mb", "phase"]
+__all__ = ["latency_stats", "quantile_interval", "time_calls", "machine_info", "write_json", "peak_rss_mb", "phase",
+           "time_method"]
 
 
 @contextmanager
@@ -30,6 +31,26 @@ def phase(phases: dict[str, dict[str, float]], name: str, digits: int = 2) -> It
     finally:
         phases[name] = {"wall_s": round(time.perf_counter() - w, digits),
                         "cpu_s": round(time.process_time() - c, digits)}
+
+
+def time_method(owner: Any, name: str, record: Callable[[float, float, float], None]) -> None:
+    """Wrap ``owner.name`` (a function of a module or class) so that each call ends with
+    ``record(start, wall_s, cpu_s)``: its ``time.perf_counter()`` start and its wall and CPU
+    seconds (this process, all threads), also when it raises. For scripts that time the parts
+    of a larger call."""
+    import functools
+
+    f = getattr(owner, name)
+
+    @functools.wraps(f)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        w, c = time.perf_counter(), time.process_time()
+        try:
+            return f(*args, **kwargs)
+        finally:
+            record(w, time.perf_counter() - w, time.process_time() - c)
+
+    setattr(owner, name, timed)
 
 
 def quantile_interval(values: np.ndarray | list[float], q: float, level: float = 0.95) -> tuple[float, float] | None:

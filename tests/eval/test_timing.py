@@ -59,3 +59,27 @@ def test_machine_info_names_the_packages_commit_and_cpu_that_ran() -> None:
     # whether SASRec trains in bf16 on this machine, as its fit decides it
     assert info["cpu_bf16"] is _use_bf16(torch.device("cpu"))
     assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_time_method_records_every_call_also_a_failed_one() -> None:
+    import types
+
+    from notefeed.eval.timing import time_method
+
+    mod = types.SimpleNamespace(f=lambda x: 2 * x)
+
+    class Thing:
+        def g(self, y: int) -> int:
+            if y < 0:
+                raise ValueError("negative")
+            return y + 1
+
+    got: list[tuple[float, float, float]] = []
+    time_method(mod, "f", lambda *r: got.append(r))
+    time_method(Thing, "g", lambda *r: got.append(r))
+    assert mod.f(3) == 6 and Thing().g(1) == 2
+    with pytest.raises(ValueError, match="negative"):
+        Thing().g(-1)
+    assert len(got) == 3
+    assert all(wall >= 0 and cpu >= 0 for _, wall, cpu in got)
+    assert got[0][0] <= got[1][0] <= got[2][0]  # starts, in call order

@@ -6,7 +6,6 @@ default build runs the dense part in a second process beside the rest.
 ``python3 docs/results/search/build_phases/build_phases.py [notes]`` writes
 ``build_phases_<notes>.json`` here.
 """
-import functools
 import json
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import notefeed.search.dense as D
 import notefeed.search.pipeline as P
 from notefeed.content.text import _jieba
-from notefeed.eval.timing import machine_info
+from notefeed.eval.timing import machine_info, time_method
 from notefeed.search.config import SearchConfig
 from notefeed.search.text import clear_caches
 from notefeed.sim.search_data import bench_corpus
@@ -27,16 +26,7 @@ parts: dict[str, list[list[float]]] = {}
 
 
 def timed(owner, name, label):
-    f = getattr(owner, name)
-
-    @functools.wraps(f)
-    def g(*a, **k):
-        t, c = time.perf_counter(), time.process_time()
-        try:
-            return f(*a, **k)
-        finally:
-            parts.setdefault(label, []).append([round(time.perf_counter() - t, 2), round(time.process_time() - c, 2)])
-    setattr(owner, name, g)
+    time_method(owner, name, lambda _start, wall, cpu: parts.setdefault(label, []).append([round(wall, 2), round(cpu, 2)]))
 
 
 timed(P, "analyze_notes", "lexical: analysis")

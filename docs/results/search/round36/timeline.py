@@ -5,7 +5,6 @@ seconds. ``wait dense`` is the wait for the worker's vectors.
 
 ``python3 docs/results/search/round36/timeline.py [notes]`` writes ``timeline_<notes>.json`` here.
 """
-import functools
 import json
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import notefeed.search.dense as D
 import notefeed.search.pipeline as P
 from notefeed.content.text import _jieba
-from notefeed.eval.timing import machine_info
+from notefeed.eval.timing import machine_info, time_method
 from notefeed.search.config import SearchConfig
 from notefeed.search.text import clear_caches
 from notefeed.sim.search_data import bench_corpus
@@ -24,17 +23,8 @@ LOG: list[dict] = []
 
 
 def timed(owner, name, label):
-    f = getattr(owner, name)
-
-    @functools.wraps(f)
-    def g(*a, **k):
-        t, c = time.perf_counter(), time.process_time()
-        try:
-            return f(*a, **k)
-        finally:
-            LOG.append({"part": label, "start_s": round(t - START[0], 1), "wall_s": round(time.perf_counter() - t, 1),
-                        "cpu_s": round(time.process_time() - c, 1)})
-    setattr(owner, name, g)
+    time_method(owner, name, lambda start, wall, cpu: LOG.append(
+        {"part": label, "start_s": round(start - START[0], 1), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}))
 
 
 if __name__ == "__main__":  # the worker process (spawned) imports this file too
