@@ -208,8 +208,7 @@ class _CatalogueEncoder(TextEncoder):
         in the sparse-dense product; every row is its own product, so the same vectors)."""
         if self.threads == 1 or x.shape[0] < max(THREAD_MIN_ROWS, self.threads):
             return super()._project(x)
-        assert self.components_ is not None
-        comp_t = np.ascontiguousarray(self.components_.T)
+        comp_t = self._components_t()
         cuts = np.linspace(0, x.shape[0], self.threads + 1).astype(int)
         z = np.empty((x.shape[0], comp_t.shape[1]), np.float32)
 

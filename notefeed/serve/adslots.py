@@ -261,30 +261,6 @@ class _NoteText:
         return out
 
 
-def _encode(enc: Any, texts: list[str]) -> np.ndarray:
-    """``TextEncoder.transform`` without its per-call sparse-matrix overhead (same numbers):
-    (n, dim) float32 unit rows."""
-    x = enc._counts(texts)
-    data = np.log1p(x.data) if enc.config.sublinear_tf else x.data.copy()
-    data *= enc.idf_[x.indices]
-    rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
-    norms = np.sqrt(np.bincount(rows, weights=data.astype(np.float64) ** 2, minlength=x.shape[0]))
-    import scipy.sparse as sp
-
-    xs = sp.csr_matrix((data.astype(np.float32), x.indices, x.indptr), shape=x.shape)
-    # (n_features, dim) C-contiguous: a transposed view of a C-ordered matrix (an encoder loaded
-    # from disk) would be copied whole by scipy on every call (~10 ms at 32k features)
-    ct = getattr(enc, "_components_t", None)
-    if ct is None or ct.shape[::-1] != enc.components_.shape:
-        ct = np.ascontiguousarray(enc.components_.T)
-        enc._components_t = ct
-    z = np.asarray(xs @ ct, np.float64) / np.maximum(norms, 1e-12)[:, None]
-    out = np.zeros((x.shape[0], enc.config.dim), np.float32)
-    out[:, : z.shape[1]] = z
-    n = np.linalg.norm(out, axis=1, keepdims=True)
-    return (out / np.maximum(n, 1e-12)).astype(np.float32)
-
-
 class _AdIndex:
     """What the auction needs about the current ads, as arrays, rebuilt when the store changes."""
 
@@ -348,7 +324,7 @@ class _AdIndex:
         self.tt: TwoTowerAdChannel | None = None
         if towers is not None and cfg.search_semantic != "text" and self.ads:
             enc = towers[1]
-            fast = None if enc is None else (lambda texts, e=enc: _encode(e, texts))
+            fast = None if enc is None else enc.transform
             self.tt = workspace_channel(towers, self.ads, kind="auto", min_score=0.0, text_encode=fast)
         self.note_vecs: OrderedDict[int, np.ndarray] = OrderedDict()  # catalogue item -> vector (LRU)
         self._running: tuple[float, np.ndarray] = (-1.0, np.zeros(len(self.campaigns), bool))
@@ -366,7 +342,7 @@ class _AdIndex:
     def vectors(self, note_text: _NoteText, items: list[int]) -> np.ndarray:
         miss = list(dict.fromkeys(i for i in items if i not in self.note_vecs))
         if miss:
-            for i, v in zip(miss, _encode(self.encoder, note_text(miss)), strict=True):
+            for i, v in zip(miss, self.encoder.transform(note_text(miss)), strict=True):
                 self.note_vecs[i] = v
             while len(self.note_vecs) > 50_000:
                 self.note_vecs.popitem(last=False)
@@ -592,7 +568,7 @@ class AdServer:
         kw, kw_bid = idx.keyword([query], 1.0, "keyword/match", k)
         rw, rw_bid = idx.keyword(rewrites, 0.9, "keyword/rewrite", k)
         results = {"keyword/match": kw, "keyword/rewrite": rw}
-        qvec = _encode(idx.encoder, [query])[0]  # also the text_cos feature with the towers
+        qvec = idx.encoder.transform([query])[0]  # also the text_cos feature with the towers
         if idx.tt is not None:
             results["semantic/twotower"] = idx.tt.retrieve(AdRequest(query=query), k)
         else:

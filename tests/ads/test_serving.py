@@ -295,7 +295,7 @@ def test_a_click_after_a_restart_is_charged_once(client: TestClient, engine: Eng
 def test_search_semantic_floor(search_client: tuple[TestClient, Engine]) -> None:
     """``semantic/text`` serves a search ad only at a cosine to the query of at least
     ``search_semantic_floor`` (an ad no keyword matches: semantic recall alone finds it)."""
-    from notefeed.serve.adslots import AdServer, AdSlotsConfig, _encode
+    from notefeed.serve.adslots import AdServer, AdSlotsConfig
 
     c, engine = search_client
     assert c.post("/v1/admin/ads/advertisers", headers=AUTH, json={"id": "adv", "name": "Shop"}).status_code == 201
@@ -307,7 +307,7 @@ def test_search_semantic_floor(search_client: tuple[TestClient, Engine]) -> None
     query = "green tea"
     idx = AdServer(engine).index(NOW)
     assert idx is not None
-    cand = idx.semantic(_encode(idx.encoder, [query])[0], 10)
+    cand = idx.semantic(idx.encoder.transform([query])[0], 10)
     cos = float(cand.scores[cand.ids.tolist().index(0)])
     assert 0.0 < cos < 1.0
 

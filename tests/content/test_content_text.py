@@ -114,3 +114,17 @@ def test_tfidf_equals_the_diagonal_products(sublinear: bool) -> None:
     got.sort_indices()
     assert np.array_equal(got.indptr, want.indptr) and np.array_equal(got.indices, want.indices)
     assert got.dtype == want.dtype and np.array_equal(got.data, want.data)
+
+
+def test_projection_reads_a_contiguous_copy_made_once_per_components_array() -> None:
+    """The transposed components are copied once (not on every product) and again only when
+    the components are replaced (a refit or a load); the vectors are those of the plain product."""
+    texts = ["paris travel guide", "pasta recipe at home", "travel to rome and paris", "home pasta"] * 5
+    enc = TextEncoder(dim=3).fit(texts)
+    x = enc._tfidf(enc._counts(["paris pasta"]))
+    first = enc._components_t()
+    assert first.flags["C_CONTIGUOUS"] and enc._components_t() is first
+    np.testing.assert_array_equal(enc._project(x), np.asarray(x @ enc.components_.T, np.float32))
+    enc.fit(texts[:6])  # new components: a new copy
+    assert enc._components_t() is not first
+    np.testing.assert_array_equal(enc._components_t(), enc.components_.T)
