@@ -253,3 +253,25 @@ def test_note_topics_equal_a_note_at_a_time_em() -> None:
     np.testing.assert_allclose(wts, want_wts, atol=2e-4)
     big = want_wts > want_wts.max(axis=1, keepdims=True) * 1e-3  # ties among tiny weights may order either way
     assert (ids[big] == want_ids[big]).all()
+
+
+def test_chunks_on_two_threads_give_one_threads_mixtures_and_likelihoods(monkeypatch) -> None:
+    """Small chunks, so that the EM runs on several of them: on two threads (two cores) the
+    mixtures and the refined likelihoods are those of one thread, to the last bit (the chunks
+    are summed in their order)."""
+    import notefeed.search.topics as topics
+
+    rng = np.random.default_rng(5)
+    cats = ("travel", "food", "art")
+    docs = [_doc([str(rng.choice(WORDS[cats[k]])) for k in rng.choice(3, size=30, p=rng.dirichlet([0.5] * 3))])
+            for _ in range(300)]
+    model = CategoryModel().fit([d["text"] for d in docs], [cats[i % 3] for i in range(300)])
+    monkeypatch.setattr(topics, "_CHUNK_NNZ", 500)
+    runs = []
+    for cores in (1, 2):
+        monkeypatch.setattr(topics.os, "cpu_count", lambda cores=cores: cores)
+        refined = refine_topics(model, docs, rounds=2)
+        runs.append((refined.log_lik, *note_topics(docs, refined)))
+    assert len(topics._row_chunks(topics._counts(docs, model.vocab))) > 10
+    for one, two in zip(*runs, strict=True):
+        np.testing.assert_array_equal(one, two)
