@@ -13,6 +13,7 @@ import typer
 
 from notefeed.ads import cli as ads_cli
 from notefeed.batch import cli as batch_cli
+from notefeed.clierror import fail as _fail
 from notefeed.content import cli as content_cli
 from notefeed.data import cli as data_cli
 from notefeed.eval import cli as eval_cli
@@ -60,15 +61,6 @@ def _main(
                                  help="Print the version and exit."),
 ) -> None:
     """notefeed: a multi-stage recommendation engine for content communities."""
-
-
-def _fail(msg: str) -> None:
-    """An expected error: one line on stderr, exit status 2 (no traceback)."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True).print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 @app.command("demo")

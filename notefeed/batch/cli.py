@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 
+from notefeed.clierror import fail as _fail
+
 __all__ = ["register", "engine_or_fail", "lake_dataset"]
 
 
@@ -45,11 +47,6 @@ def lake_dataset(workspace: Path, fail: Callable[[str], Any], log: Callable[[str
     except (DataError, OSError) as e:
         fail(f"--workspace: {e}")
     return None
-
-
-def _fail(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(2)
 
 
 def bench_batch_cmd(

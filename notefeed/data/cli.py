@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from notefeed.clierror import fail
 from notefeed.data.dataset import DataError, Dataset, window_mask
 from notefeed.data.loaders import DATASET_NAMES, dataset_for_path, load_dataset
 
@@ -22,9 +23,7 @@ _console = Console()
 
 def _fail(msg: str) -> None:
     # library messages name Python arguments; on the command line they are flags
-    msg = msg.replace("pass replace=True to overwrite", "add --replace to overwrite").replace("pass path=", "give --path ")
-    Console(stderr=True).print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
+    fail(msg.replace("pass replace=True to overwrite", "add --replace to overwrite").replace("pass path=", "give --path "), 1)
 
 
 _DATASET_HELP = f"One of: {', '.join(DATASET_NAMES)}; csv, seqfile (with --path); see `notefeed data list`."

@@ -33,13 +33,10 @@ def export_cmd(workspace: Path = _WS,
 
     lake = _lake(workspace)
     if sync:
+        from notefeed.clierror import fail
         from notefeed.models.sync import sync_first
 
-        def fail(msg: str) -> None:
-            typer.echo(f"error: {msg}", err=True)
-            raise typer.Exit(1)
-
-        sync_first(workspace, typer.echo, fail)
+        sync_first(workspace, typer.echo, lambda msg: fail(msg, 1))
     try:
         n = lake.export_workspace(workspace, progress=True, rebuild=rebuild)
     except (DataError, FileNotFoundError) as e:

@@ -12,17 +12,10 @@ from pathlib import Path
 
 import typer
 
+from notefeed.clierror import fail as _fail
 from notefeed.llm.base import TRAIN_BUDGET_S
 
 __all__ = ["register"]
-
-
-def _fail(msg: str) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True).print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _dataset(workspace: Path):

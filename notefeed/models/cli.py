@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from notefeed.clierror import fail as _fail
 from notefeed.threads import trim_heap
 
 __all__ = ["register", "models_app"]
@@ -26,11 +27,6 @@ def _store(workspace: Path) -> Any:
     if not workspace.is_dir():
         _fail(f"--workspace: {workspace} is not a directory")
     return ModelStore(workspace)
-
-
-def _fail(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(2)
 
 
 def _metrics(metrics: dict[str, Any], limit: int = 3) -> str:

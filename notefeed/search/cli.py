@@ -8,15 +8,9 @@ from pathlib import Path
 
 import typer
 
+from notefeed.clierror import fail as _fail
+
 __all__ = ["register"]
-
-
-def _fail(msg: str) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True).print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _open_index(workspace: Path, rebuild: bool = False, config: object = None, sync: bool = False) -> tuple:

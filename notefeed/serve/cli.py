@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from notefeed.clierror import fail
 from notefeed.data.dataset import Dataset
 
 __all__ = ["register", "load_workspace_dataset", "resolve_token"]
@@ -87,10 +88,6 @@ def _serve_workers(con: Any, workspace: Path, config: Path | None, cfg: Any, tok
 
 def _register_backup(app: typer.Typer) -> None:
     """``notefeed backup`` and ``notefeed restore`` (:mod:`notefeed.serve.backup`)."""
-
-    def fail(msg: str) -> None:
-        typer.echo(f"error: {msg}", err=True)
-        raise typer.Exit(2)
 
     @app.command("backup")
     def backup(

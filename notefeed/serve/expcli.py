@@ -9,18 +9,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from notefeed.clierror import fail as _fail
+
 __all__ = ["register", "experiments_app", "print_report", "parse_seeds"]
 
 experiments_app = typer.Typer(help="A/B experiments on serving configs: per-arm metrics with intervals.",
                               no_args_is_help=True)
 _console = Console()
-
-
-def _fail(msg: str) -> None:
-    from rich.markup import escape
-
-    Console(stderr=True).print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def parse_seeds(text: str) -> list[int]:

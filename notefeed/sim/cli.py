@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from notefeed.clierror import fail as _fail
+
 __all__ = ["register", "sim_app"]
 
 sim_app = typer.Typer(help="Simulated community: generate data, run policies in closed loop.", no_args_is_help=True)
@@ -58,14 +60,6 @@ def generate_cmd(
     _console.print(f"[bold]{ds.name}[/]: {s['notes']:,} notes, {s['users']:,} users, {s['creators']:,} creators, "
                    f"{s['events']:,} events; generated in {t1 - t0:.1f}s, saved to {where} "
                    f"in {time.perf_counter() - t1:.1f}s")
-
-
-def _fail(msg: str) -> None:
-    """An expected error: one line on stderr naming the flag, exit status 2 (no traceback)."""
-    from rich.markup import escape
-
-    Console(stderr=True).print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _has_data(workspace: Path) -> bool:

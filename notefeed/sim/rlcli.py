@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from notefeed.clierror import fail as _fail
+
 __all__ = ["register", "rl_app"]
 
 rl_app = typer.Typer(help="Exposure control learned by reinforcement learning in the simulator.",
@@ -23,14 +25,6 @@ rl_app = typer.Typer(help="Exposure control learned by reinforcement learning in
 _console = Console()
 #: notefeed.sim.rl.ALGOS, restated so that flags are checked without the rl extra installed
 _ALGOS = ("ppo", "dqn", "sac")
-
-
-def _fail(msg: str) -> None:
-    """An expected error: one line on stderr naming the flag, exit status 2 (no traceback)."""
-    from rich.markup import escape
-
-    Console(stderr=True).print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _command() -> str:
