@@ -57,6 +57,7 @@ from notefeed.recall._common import (
     candidates_from_scores,
     csr_from_state,
     csr_state,
+    edited_items,
     excluded_items,
     recency_weights,
 )
@@ -286,13 +287,7 @@ class InterestChannel:
         ``category`` of ``notes`` (their engagement rates stay)."""
         if self.lm is None or self.note_probs is None or self.item_tags is None:
             raise RuntimeError(f"{self.name}: replace_items() before fit()")
-        items = np.asarray(items, np.int64)
-        if len(items) != len(notes):
-            raise ValueError(f"{self.name}: {len(items)} items for {len(notes)} notes")
-        if len(items) and (items.min() < 0 or items.max() >= self.note_probs.shape[0]):
-            raise ValueError(f"{self.name}: replace_items() of items outside 0..{self.note_probs.shape[0] - 1}")
-        if len(np.unique(items)) != len(items):
-            raise ValueError(f"{self.name}: replace_items() with an item twice")
+        items = edited_items(self.name, items, notes, self.note_probs.shape[0], unique=True)
         probs, tags = self._note_rows(NoteCorpus.from_notes(notes))
         self.note_probs = _replace_rows(self.note_probs, items, probs)
         self.item_tags = _replace_rows(self.item_tags, items, tags)

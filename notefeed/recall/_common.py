@@ -25,6 +25,7 @@ __all__ = [
     "csr_state",
     "csr_from_state",
     "restore_ranked_list",
+    "edited_items",
 ]
 
 
@@ -110,6 +111,19 @@ def excluded_items(ctx: UserContext) -> np.ndarray:
     if hidden is not None:
         parts.append(np.asarray(hidden, np.int64))
     return np.unique(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+
+
+def edited_items(name: str, items: np.ndarray, notes: pd.DataFrame, n: int, unique: bool = False) -> np.ndarray:
+    """``items`` (int64) of a channel's ``replace_items(items, notes)``, checked: one per row of
+    ``notes``, each one of the channel's ``n`` notes (and, with ``unique``, none twice)."""
+    items = np.asarray(items, np.int64)
+    if len(items) != len(notes):
+        raise ValueError(f"{name}: {len(items)} items for {len(notes)} notes")
+    if len(items) and (items.min() < 0 or items.max() >= n):
+        raise ValueError(f"{name}: replace_items() of items outside 0..{n - 1}")
+    if unique and len(np.unique(items)) != len(items):
+        raise ValueError(f"{name}: replace_items() with an item twice")
+    return items
 
 
 def in_sorted(items: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:

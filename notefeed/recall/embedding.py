@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from notefeed.data.dataset import Dataset
-from notefeed.recall._common import excluded_items, positive_log
+from notefeed.recall._common import edited_items, excluded_items, positive_log
 from notefeed.recall.ann import AnnIndex
 from notefeed.recall.base import CHANNELS, Candidates, UserContext
 from notefeed.recall.features import note_side_tokens, user_attr_tokens
@@ -110,12 +110,7 @@ class TwoTowerChannel:
         the old vectors until the next fit, and this logs so)."""
         if self.model is None or self.index is None:
             raise RuntimeError(f"{self.name}: replace_items() before fit()")
-        items = np.asarray(items, np.int64)
-        n = self.item_side.shape[0]
-        if len(items) != len(notes):
-            raise ValueError(f"{self.name}: {len(items)} items for {len(notes)} notes")
-        if len(items) and (items.min() < 0 or items.max() >= n):
-            raise ValueError(f"{self.name}: replace_items() of items outside 0..{n - 1}")
+        items = edited_items(self.name, items, notes, self.item_side.shape[0])
         side = note_side_tokens(notes, self.model.cfg.buckets, self.model.cfg.side_width)
         ids = np.where(items < self.model.cfg.n_items, items + 1, 0)  # notes added after training: side only
         vec = self.encode_items(ids, side)

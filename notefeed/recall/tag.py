@@ -25,6 +25,7 @@ from notefeed.recall._common import (
     candidates_from_scores,
     csr_from_state,
     csr_state,
+    edited_items,
     positive_log,
     recency_weights,
     weighted_row_sum,
@@ -197,12 +198,8 @@ class TagInterestChannel:
         are recomputed by the fit's rule."""
         if self.terms is None:
             raise RuntimeError(f"{self.name}: replace_items() before fit()")
-        items = np.asarray(items, np.int64)
-        if len(items) != len(notes):
-            raise ValueError(f"{self.name}: {len(items)} items for {len(notes)} notes")
         with self._write:
-            if len(items) and (items.min() < 0 or items.max() >= self._n):
-                raise ValueError(f"{self.name}: replace_items() of items outside 0..{self._n - 1}")
+            items = edited_items(self.name, items, notes, self._n)
             changed: set[int] = set()
             for i, (t, c) in zip(items.tolist(), _tags_and_categories(notes), strict=True):
                 new = self._term_ids(note_terms(t, c), create=True)

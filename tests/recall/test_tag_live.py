@@ -211,3 +211,21 @@ def test_positives_served_since_recall_as_a_refit_would():
     back = TagInterestChannel.from_state(*ch.to_state())  # saved with the counts
     _same_recall(back, ch, _contexts(n))
     assert back.follow_engagement and not TagInterestChannel.from_state(*off.to_state()).follow_engagement
+
+
+def test_replace_items_checks_its_items():
+    """The channels' ``replace_items`` check their items by one rule (``edited_items``)."""
+    from notefeed.recall._common import edited_items
+
+    notes = pd.DataFrame({"tags": [["a"], ["b"]], "category": ["x", "y"]})
+    assert edited_items("c", [1, 0], notes, 2).dtype == np.int64
+    with pytest.raises(ValueError, match="c: 1 items for 2 notes"):
+        edited_items("c", [0], notes, 2)
+    with pytest.raises(ValueError, match=r"c: replace_items\(\) of items outside 0..1"):
+        edited_items("c", [0, 2], notes, 2)
+    assert edited_items("c", [1, 1], notes, 2).tolist() == [1, 1]
+    with pytest.raises(ValueError, match="with an item twice"):
+        edited_items("c", [1, 1], notes, 2, unique=True)
+    ch = TagInterestChannel(**PARAMS).fit(make_community())
+    with pytest.raises(ValueError, match="1 items for 2 notes"):
+        ch.replace_items(np.array([0]), notes)
