@@ -262,7 +262,7 @@ class _QueryEncoder:
     def __init__(self, encoder: TextEncoder, cache_max: int = 200_000) -> None:
         assert encoder.components_ is not None and encoder.idf_ is not None
         self.enc, self.cache_max = encoder, cache_max
-        self.comp_t = np.ascontiguousarray(encoder.components_.T)  # (n_features, k)
+        self.comp_t = encoder._components_t()  # (n_features, k): the encoder's own copy, shared
         self.cols: dict[str, int] = {}
 
     def __call__(self, text: str) -> np.ndarray:
