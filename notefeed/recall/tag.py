@@ -119,7 +119,7 @@ class TagInterestChannel:
         self._pop = pop
         # postings: per term, top notes by popularity (+1 so unseen notes still appear)
         tc = self.terms.tocsc().tocoo()
-        score = np.log1p(pop[tc.row]) + 1.0
+        score = _score(pop[tc.row])
         order = np.lexsort((-score, tc.col))
         col, row, score = tc.col[order], tc.row[order], score[order]
         start = np.searchsorted(col, np.arange(self.terms.shape[1]))
@@ -256,14 +256,14 @@ class TagInterestChannel:
             at = np.minimum(np.searchsorted(got, raised), max(len(got) - 1, 0))
             inside = (got[at] == raised) if len(got) else np.zeros(len(raised), bool)
             if inside.all():  # the same notes (their counts only went up): the shares again
-                score = np.log1p(self._pop[got]) + 1.0
+                score = _score(self._pop[got])
                 self._postings[t] = (got, score / max(float(score.sum()), 1e-12))
                 continue
             if len(got) >= self.postings and not inside.any():  # a full list none of them is in:
-                score = np.log1p(self._pop[got]) + 1.0           # unchanged unless one beats its last
+                score = _score(self._pop[got])                   # unchanged unless one beats its last
                 low = score.min()
                 last = got[score == low].max()
-                mine = np.log1p(self._pop[raised]) + 1.0
+                mine = _score(self._pop[raised])
                 if not ((mine > low) | ((mine == low) & (raised < last))).any():
                     continue
             self._set_posting(t, np.concatenate([got, raised[~inside]]))
@@ -341,7 +341,7 @@ class TagInterestChannel:
         best by score (ties: the lower item), each the share of their total."""
         assert self._pop is not None
         members = np.asarray(members, np.int64)
-        score = np.log1p(self._pop[members]) + 1.0  # as the fit scores them
+        score = _score(self._pop[members])  # as the fit scores them
         if len(members) > self.postings:  # only those at or above the cut's score can be kept
             cut = np.partition(score, len(score) - self.postings)[len(score) - self.postings]
             members, score = members[score >= cut], score[score >= cut]
@@ -359,15 +359,9 @@ class TagInterestChannel:
         if not self._rows and not self._postings:
             return self.terms, self.index, pop
         n, n_t = self._n, len(self.term_names)
-        rows = [self._row(i) for i in range(n)]
-        lens = np.fromiter((len(r) for r in rows), np.int64, n)
-        terms = sp.csr_matrix((np.ones(int(lens.sum()), np.float32), np.concatenate(rows) if n else np.empty(0, np.int64),
-                               np.r_[0, np.cumsum(lens)]), shape=(n, n_t))
+        terms = _stacked([self._row(i) for i in range(n)], n_t)
         posts = [self._posting(t) for t in range(n_t)]
-        plens = np.fromiter((len(p[0]) for p in posts), np.int64, n_t)
-        index = sp.csr_matrix((np.concatenate([p[1] for p in posts]) if n_t else np.empty(0),
-                               np.concatenate([p[0] for p in posts]) if n_t else np.empty(0, np.int64),
-                               np.r_[0, np.cumsum(plens)]), shape=(n_t, n))
+        index = _stacked([p[0] for p in posts], n, [p[1] for p in posts])
         return terms, index, pop
 
     # ------------------------------------------------------------------ serving
@@ -382,10 +376,7 @@ class TagInterestChannel:
         w = sp.csr_matrix((recency_weights(h.size, self.decay), (np.zeros(h.size, np.int64), h)),
                           shape=(1, self._n))
         if rows and any(i in rows for i in w.indices.tolist()):  # a note added or edited since the fit
-            per = [self._row(i) for i in w.indices.tolist()]
-            lens = np.fromiter((len(r) for r in per), np.int64, len(per))
-            sub = sp.csr_matrix((np.ones(int(lens.sum()), np.float32), np.concatenate(per), np.r_[0, np.cumsum(lens)]),
-                                shape=(len(per), len(self.term_names)))
+            sub = _stacked([self._row(i) for i in w.indices.tolist()], len(self.term_names))
         else:
             sub = self.terms[w.indices]
         # w @ terms over only the columns the history's notes have (renumbered): the same product,
@@ -425,3 +416,21 @@ def _tags_and_categories(notes: pd.DataFrame) -> list[tuple[object, object]]:
     tags = notes["tags"].tolist() if "tags" in notes.columns else [[]] * n
     cats = notes["category"].tolist() if "category" in notes.columns else [""] * n
     return list(zip(tags, cats, strict=True))
+
+
+def _score(pop: np.ndarray) -> np.ndarray:
+    """Notes' posting scores from their positive events: ``log1p(positives) + 1`` (so a note
+    with none still has one)."""
+    return np.log1p(pop) + 1.0
+
+
+def _stacked(rows: list[np.ndarray], n_cols: int, data: list[np.ndarray] | None = None) -> sp.csr_matrix:
+    """CSR whose row ``i`` holds the columns ``rows[i]`` with values ``data[i]`` (ones, float32,
+    without ``data``)."""
+    lens = np.fromiter((len(r) for r in rows), np.int64, len(rows))
+    indices = np.concatenate(rows) if rows else np.empty(0, np.int64)
+    if data is None:
+        vals = np.ones(int(lens.sum()), np.float32)
+    else:
+        vals = np.concatenate(data) if data else np.empty(0)
+    return sp.csr_matrix((vals, indices, np.r_[0, np.cumsum(lens)]), shape=(len(rows), n_cols))
