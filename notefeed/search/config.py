@@ -69,6 +69,10 @@ class SearchConfig(_Cfg):
         "search log (notefeed search train-fusion) when it beat RRF on its validation clicks, else rrf")
     learned_model: Literal["linear", "trees"] = Field(default="trees", description="the model a learned fusion "
                                                       "is fitted as (eval --stage search, search-train-fusion): logistic or boosted trees")
+    learned_objective: Literal["lambdarank", "squared"] = Field(
+        default="lambdarank", description="the trees' loss where a fusion is fitted to graded relevance per query "
+        "(eval --stage search): rank each query's candidates for NDCG@10, or regress the grades; a fusion "
+        "trained from the search log's clicks regresses them")
     rrf_k: float = Field(default=60.0, gt=0)
     dense_weight: float = Field(default=1.0, ge=0, description="RRF weight of the dense list (lexical: 1)")
     personalise: bool = Field(default=True, description="re-rank by the user's history when one is known")

@@ -86,6 +86,7 @@ def _rank(pipe: SearchPipeline, r: dict, method: str) -> np.ndarray:
 
 
 def _labels(runs: list[dict], qs: QuerySet, personal: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate features, grade / top grade) of every query's candidates, queries in order."""
     xs, ys = [], []
     top = max(max(r.values(), default=1) for r in qs.relevance) or 1
     for r, rel in zip(runs, qs.relevance, strict=True):
@@ -93,6 +94,18 @@ def _labels(runs: list[dict], qs: QuerySet, personal: bool) -> tuple[np.ndarray,
         xs.append(x)
         ys.append(np.array([rel.get(int(i), 0) / top for i in r["items"]], np.float64))
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def fit_graded(model: str, objective: str, runs: list[dict], qs: QuerySet, personal: bool) -> LearnedFusion:
+    """A learned fusion fitted on the graded relevance of ``qs`` (``runs``: :func:`_run`'s):
+    trees with ``objective="lambdarank"`` rank each query's candidates by their grades; else
+    it is fitted to grade / top grade."""
+    x, y = _labels(runs, qs, personal)
+    if model == "trees" and objective == "lambdarank":
+        top = max(max(r.values(), default=1) for r in qs.relevance) or 1
+        return LearnedFusion(model=model).fit(x, y * top, groups=np.array([len(r["items"]) for r in runs]),
+                                              objective=objective)
+    return LearnedFusion(model=model).fit(x, y, **({"objective": objective} if model == "trees" else {}))
 
 
 def evaluate_search(name: str, seed: int = 0, quick: bool = False, config: SearchConfig | None = None,
@@ -107,7 +120,7 @@ def evaluate_search(name: str, seed: int = 0, quick: bool = False, config: Searc
     perm = rng.permutation(len(qs))
     train, test = qs.subset(np.sort(perm[: len(qs) // 2])), qs.subset(np.sort(perm[len(qs) // 2:]))
     tr = _run(pipe, train, rewrite=False)
-    fus = {(m, p): LearnedFusion(model=cfg.learned_model if m == "learned" else "linear").fit(*_labels(tr, train, p))
+    fus = {(m, p): fit_graded(cfg.learned_model if m == "learned" else "linear", cfg.learned_objective, tr, train, p)
            for m in ("learned", "linear") for p in (False, True)}
     runs = {False: _run(pipe, test, rewrite=False), True: _run(pipe, test, rewrite=True)}
     rows = []

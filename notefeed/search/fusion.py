@@ -31,8 +31,12 @@ _PERSONAL_COLS = np.array([FEATURES.index(f) for f in PERSONAL])
 
 
 #: the trees fusion's defaults (gradient-boosting defaults much like scikit-learn's
-#: HistGradientBoosting: 100 trees, learning rate 0.1, >= 20 rows a leaf; depth 4 = 16 leaves)
-TREE_PARAMS: dict[str, float] = {"n_trees": 100, "depth": 4, "lr": 0.1, "min_leaf": 20, "l2": 1.0, "bins": 63}
+#: HistGradientBoosting: 100 trees, learning rate 0.1, >= 20 rows a leaf; depth 4 = 16 leaves).
+#: ``ndcg_at``: the cut of the NDCG whose changes weigh LambdaRank's pairs (objective
+#: ``lambdarank``; unused by ``squared``). 30 ranked best of 10, 20, 30, 50 on the dev seeds
+#: 1-3 of the simulator's queries and tied on MovieLens' seeds 1-2 (docs/search.md, session 37).
+TREE_PARAMS: dict[str, float] = {"n_trees": 100, "depth": 4, "lr": 0.1, "min_leaf": 20, "l2": 1.0, "bins": 63,
+                                 "ndcg_at": 30}
 
 
 def without_personal(x: np.ndarray) -> np.ndarray:
@@ -149,16 +153,24 @@ class LearnedFusion:
             raise SearchError(f"features: unknown {unknown}; known: {list(FEATURES)}")
         self._cols = np.array([FEATURES.index(f) for f in self.features], np.int64)
 
-    def fit(self, x: np.ndarray, y: np.ndarray, **kw: float) -> LearnedFusion:
+    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None,
+            **kw: float | str) -> LearnedFusion:
         """``x`` (n, len(FEATURES)) candidate features, ``y`` (n,) targets in [0, 1]; ``kw``
         overrides :func:`fit_logistic`'s or :func:`~notefeed.search.trees.fit_forest`'s
-        parameters."""
+        parameters. The trees rank each query's candidates (``objective="lambdarank"``, which
+        needs ``groups``: the rows of each query, consecutive; ``y`` are then graded labels,
+        gain ``2**y - 1``) or regress ``y`` (``"squared"``, the default without ``groups``);
+        the objective is kept in :attr:`tree_params`."""
         if len(x) == 0:
             raise SearchError("fusion training: no labelled candidates")
         xs = np.asarray(x)[:, self._cols]
         if self.model == "trees":
             self.tree_params.update(kw)
-            self.forest = fit_forest(xs, y, **self.tree_params)  # type: ignore[arg-type]
+            self.tree_params.setdefault("objective", "lambdarank" if groups is not None else "squared")
+            if self.tree_params["objective"] == "lambdarank":
+                if groups is None:
+                    raise SearchError("fusion training: objective 'lambdarank' needs the rows of each query (groups)")
+            self.forest = fit_forest(xs, y, groups=groups, **self.tree_params)  # type: ignore[arg-type]
         else:
             self.weights = fit_logistic(xs, y, **kw)  # type: ignore[arg-type]
         return self

@@ -4,7 +4,14 @@ Used by :class:`~notefeed.search.fusion.LearnedFusion` (``kind="trees"``): the f
 features interact (a personal feature matters when the note is about the query; BM25 scores
 mean more when the dense list agrees), which a linear logit cannot express.
 
-Squared loss on the soft labels, level-wise trees of a fixed ``depth`` over histogram bins
+Two objectives. ``squared``: squared loss on the soft labels. ``lambdarank``: the rows come in
+groups (one per query) and the trees are fitted to rank each group by its labels, the
+LambdaRank gradients of NDCG@k (Burges, "From RankNet to LambdaRank to LambdaMART", 2010:
+each pair of rows with different labels pulls the better one up by the logistic pairwise
+gradient times the change in NDCG@k that swapping the two would make; the leaves take Newton
+steps, sum of gradients over sum of second derivatives). With NDCG's discounts cut at ``k`` a
+pair matters only when one of its rows ranks in the top ``k``, so each round costs
+(groups x k x group length). Level-wise trees of a fixed ``depth`` over histogram bins
 (at most ``bins`` quantile cut points per feature), shrinkage ``lr``, L2 ``l2`` on the leaf
 values and ``min_leaf`` rows per leaf. A tree is stored complete (``2**depth - 1`` split nodes
 in heap order, ``2**depth`` leaves): a node that does not split sends every row left
@@ -17,7 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Forest", "fit_forest"]
+__all__ = ["Forest", "fit_forest", "lambdarank_gradients", "OBJECTIVES"]
+
+#: the losses :func:`fit_forest` fits
+OBJECTIVES = ("squared", "lambdarank")
 
 
 @dataclass
@@ -74,12 +84,70 @@ def _edges(col: np.ndarray, bins: int) -> np.ndarray:
     return (q[:-1] + q[1:]) / 2 if len(q) > 1 else np.zeros(0)
 
 
+def lambdarank_gradients(pred: np.ndarray, y: np.ndarray, sizes: np.ndarray, k: int = 10,
+                         sigma: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(negative gradients, second derivatives), each (n,), of LambdaRank-NDCG@``k`` for scores
+    ``pred`` (n,) and labels ``y`` (n,) (gain ``2**y - 1``) over consecutive groups of
+    ``sizes`` rows (summing to n). Ties in ``pred`` rank in row order. A group whose labels
+    are all 0 gives zeros."""
+    pred, y = np.asarray(pred, np.float64), np.asarray(y, np.float64)
+    sizes = np.asarray(sizes, np.int64)
+    g, h = np.zeros(len(pred)), np.zeros(len(pred))
+    if not len(sizes) or not sizes.max():
+        return g, h
+    off = np.r_[0, np.cumsum(sizes)]
+    n_g, width = len(sizes), int(sizes.max())
+    col = np.arange(width)
+    valid = col[None, :] < sizes[:, None]  # groups padded to the longest, as (groups, width)
+    rows = np.where(valid, off[:-1, None] + col[None, :], 0)
+    s = np.where(valid, pred[rows], 0.0)
+    order = np.argsort(np.where(valid, -s, np.inf), axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(col, order.shape), axis=1)
+    gain = np.where(valid, 2.0 ** np.where(valid, y[rows], 0.0) - 1, 0.0)
+    disc = np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
+    ideal = -np.sort(-gain, axis=1)[:, :k]
+    idcg = (ideal / np.log2(np.arange(ideal.shape[1]) + 2.0)).sum(axis=1)
+    kk = min(k, width)
+    top = order[:, :kk]  # each group's top k columns; pairs (top row, any row)
+    top_ok = np.take_along_axis(valid, top, axis=1) & (idcg > 0)[:, None]
+    s_t, g_t, d_t, r_t = (np.take_along_axis(a, top, axis=1) for a in (s, gain, disc, rank))
+    y_pad = np.where(valid, y[rows], 0.0)
+    diff = np.take_along_axis(y_pad, top, axis=1)[:, :, None] - y_pad[:, None, :]
+    # a pair of two top rows is counted once, from the higher-ranked one
+    pair = (diff != 0) & valid[:, None, :] & top_ok[:, :, None] & (rank[:, None, :] > r_t[:, :, None])
+    sign = np.sign(diff)
+    rho = 1.0 / (1.0 + np.exp(np.clip(sigma * sign * (s_t[:, :, None] - s[:, None, :]), -50, 50)))
+    delta = np.abs((g_t[:, :, None] - gain[:, None, :]) * (d_t[:, :, None] - disc[:, None, :]))
+    delta /= np.maximum(idcg, 1e-12)[:, None, None]
+    lam = np.where(pair, sigma * rho * delta, 0.0) * sign  # + when the top row is the better one
+    hes = np.where(pair, sigma * sigma * rho * (1 - rho) * delta, 0.0)
+    gp, hp = -lam.sum(axis=1), hes.sum(axis=1)
+    groups = np.arange(n_g)[:, None]
+    np.add.at(gp, (groups, top), lam.sum(axis=2))
+    np.add.at(hp, (groups, top), hes.sum(axis=2))
+    g[rows[valid]], h[rows[valid]] = gp[valid], hp[valid]
+    return g, h
+
+
 def fit_forest(x: np.ndarray, y: np.ndarray, n_trees: int = 200, depth: int = 4, lr: float = 0.05,
-               min_leaf: int = 20, l2: float = 1.0, bins: int = 63) -> Forest:
-    """Fit (n, f) features ``x`` to (n,) targets ``y`` (squared loss)."""
+               min_leaf: int = 20, l2: float = 1.0, bins: int = 63, objective: str = "squared",
+               groups: np.ndarray | None = None, ndcg_at: int = 10) -> Forest:
+    """Fit (n, f) features ``x`` to (n,) targets ``y``: ``objective="squared"`` regresses
+    them; ``"lambdarank"`` ranks each of the consecutive ``groups`` (rows per group, summing to
+    n) by them for NDCG@``ndcg_at`` (its predictions are scores, not labels)."""
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
     n, nf = x.shape
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective: expected one of {list(OBJECTIVES)}, got {objective!r}")
+    rank = objective == "lambdarank"
+    if rank:
+        if groups is None:
+            raise ValueError("objective 'lambdarank' needs groups (rows per query)")
+        groups = np.asarray(groups, np.int64)
+        if groups.ndim != 1 or (groups < 0).any() or int(groups.sum()) != n:
+            raise ValueError(f"groups: expected non-negative row counts summing to {n} rows")
     edges = [_edges(x[:, j], bins) for j in range(nf)]
     codes = np.stack([np.searchsorted(e, x[:, j], side="left") for j, e in enumerate(edges)], axis=1)
     nb = max([len(e) + 1 for e in edges] + [1])
@@ -87,10 +155,14 @@ def fit_forest(x: np.ndarray, y: np.ndarray, n_trees: int = 200, depth: int = 4,
     feats = np.zeros((n_trees, n_split), np.int64)
     thrs = np.full((n_trees, n_split), np.inf)
     vals = np.zeros((n_trees, n_leaf))
-    base = float(y.mean()) if n else 0.0
+    base = float(y.mean()) if n and not rank else 0.0
     pred = np.full(n, base)
+    hess = np.ones(n)
     for t in range(n_trees):
-        g = y - pred  # the negative gradient of the squared loss
+        if rank:
+            g, hess = lambdarank_gradients(pred, y, groups, ndcg_at)  # type: ignore[arg-type]
+        else:
+            g = y - pred  # the negative gradient of the squared loss (second derivative 1)
         node = np.zeros(n, np.int64)  # heap index at the current level
         for d in range(depth):
             first = 2 ** d - 1
@@ -99,16 +171,19 @@ def fit_forest(x: np.ndarray, y: np.ndarray, n_trees: int = 200, depth: int = 4,
             best_gain = np.zeros(k)
             best = np.full((k, 2), -1, np.int64)  # (feature, bin) per node
             cnt_node = np.bincount(local, minlength=k).astype(np.float64)
+            hes_node = np.bincount(local, weights=hess, minlength=k) if rank else cnt_node
             sum_node = np.bincount(local, weights=g, minlength=k)
-            parent = sum_node ** 2 / (cnt_node + l2)
+            parent = sum_node ** 2 / (hes_node + l2)
             for j in range(nf):
                 if not len(edges[j]):
                     continue
                 key = local * nb + codes[:, j]
                 c = np.bincount(key, minlength=k * nb).reshape(k, nb).cumsum(axis=1)[:, :-1]
                 s = np.bincount(key, weights=g, minlength=k * nb).reshape(k, nb).cumsum(axis=1)[:, :-1]
-                cr, sr = cnt_node[:, None] - c, sum_node[:, None] - s
-                gain = s ** 2 / (c + l2) + sr ** 2 / (cr + l2) - parent[:, None]
+                hc = np.bincount(key, weights=hess, minlength=k * nb).reshape(k, nb).cumsum(axis=1)[:, :-1] \
+                    if rank else c
+                cr, sr, hr = cnt_node[:, None] - c, sum_node[:, None] - s, hes_node[:, None] - hc
+                gain = s ** 2 / (hc + l2) + sr ** 2 / (hr + l2) - parent[:, None]
                 gain[(c < min_leaf) | (cr < min_leaf)] = 0.0
                 b = gain.argmax(axis=1)
                 gb = gain[np.arange(k), b]
@@ -122,7 +197,7 @@ def fit_forest(x: np.ndarray, y: np.ndarray, n_trees: int = 200, depth: int = 4,
             go_right = codes[np.arange(n), feats[t, node]] > np.where(split[local], best[local, 1], nb)
             node = 2 * node + 1 + go_right
         leaf = node - n_split
-        cnt = np.bincount(leaf, minlength=n_leaf)
+        cnt = np.bincount(leaf, weights=hess, minlength=n_leaf) if rank else np.bincount(leaf, minlength=n_leaf)
         vals[t] = lr * np.bincount(leaf, weights=g, minlength=n_leaf) / (cnt + l2)
         pred += vals[t, leaf]
     return Forest(feats, thrs, vals, base)
