@@ -71,7 +71,8 @@ class SearchConfig(_Cfg):
                                                       "is fitted as (eval --stage search, search-train-fusion): logistic or boosted trees")
     learned_objective: Literal["lambdarank", "squared"] = Field(
         default="lambdarank", description="the trees' loss where a fusion is fitted to graded relevance per query "
-        "(eval --stage search): rank each query's candidates for NDCG@10, or regress the grades; a fusion "
+        "(eval --stage search): rank each query's candidates for NDCG (fusion.TREE_PARAMS' ndcg_at, 30), or "
+        "regress the grades; a fusion "
         "trained from the search log's clicks regresses them")
     rrf_k: float = Field(default=60.0, gt=0)
     dense_weight: float = Field(default=1.0, ge=0, description="RRF weight of the dense list (lexical: 1)")

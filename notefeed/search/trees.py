@@ -28,6 +28,9 @@ __all__ = ["Forest", "fit_forest", "lambdarank_gradients", "OBJECTIVES"]
 
 #: the losses :func:`fit_forest` fits
 OBJECTIVES = ("squared", "lambdarank")
+#: at most this many (top row, row) pair cells per array in :func:`lambdarank_gradients`
+#: (8 bytes each); more groups are taken in consecutive runs
+_PAIR_CELLS = 4_000_000
 
 
 @dataclass
@@ -97,6 +100,13 @@ def lambdarank_gradients(pred: np.ndarray, y: np.ndarray, sizes: np.ndarray, k: 
         return g, h
     off = np.r_[0, np.cumsum(sizes)]
     n_g, width = len(sizes), int(sizes.max())
+    per_group = min(k, width) * width  # pair cells a group needs
+    if n_g > 1 and n_g * per_group > _PAIR_CELLS:  # bounded memory: consecutive runs of groups
+        step = max(1, _PAIR_CELLS // per_group)
+        for a in range(0, n_g, step):
+            lo, hi = off[a], off[min(a + step, n_g)]
+            g[lo:hi], h[lo:hi] = lambdarank_gradients(pred[lo:hi], y[lo:hi], sizes[a: a + step], k, sigma)
+        return g, h
     col = np.arange(width)
     valid = col[None, :] < sizes[:, None]  # groups padded to the longest, as (groups, width)
     rows = np.where(valid, off[:-1, None] + col[None, :], 0)

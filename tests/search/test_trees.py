@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from notefeed.search import SearchError
+from notefeed.search import SearchError, trees
 from notefeed.search.fusion import FEATURES, LearnedFusion, fit_logistic
 from notefeed.search.trees import Forest, fit_forest, lambdarank_gradients
 
@@ -174,3 +174,15 @@ def test_lambdarank_leaves_take_newton_steps() -> None:
     right = x[:, f.feature[0, 0]] > f.threshold[0, 0]
     for leaf, rows in enumerate((~right, right)):
         assert f.value[0, leaf] == pytest.approx(0.5 * g[rows].sum() / (h[rows].sum() + 2.0))
+
+
+def test_lambdarank_gradients_in_runs_of_groups_equal_all_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(0, 30, 40)
+    pred, y = rng.normal(size=int(sizes.sum())), rng.integers(0, 4, int(sizes.sum())).astype(float)
+    whole = lambdarank_gradients(pred, y, sizes, 10)
+    monkeypatch.setattr(trees, "_PAIR_CELLS", 700)  # about 2 groups a run
+    runs = lambdarank_gradients(pred, y, sizes, 10)
+    np.testing.assert_allclose(runs[0], whole[0], rtol=0, atol=1e-14)  # padding widths differ: summation order
+    np.testing.assert_allclose(runs[1], whole[1], rtol=0, atol=1e-14)
+    assert np.abs(whole[0]).max() > 0
