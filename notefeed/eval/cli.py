@@ -157,7 +157,7 @@ def eval_command(
     k: str | None = typer.Option(None, "--k", help="cut-offs, comma-separated (default 10,20,50)"),
     param: list[str] | None = typer.Option(None, "--param", help="model parameter MODEL.KEY=VALUE (repeatable)"),
     seed: int = typer.Option(0, "--seed", help="random seed for splits, subsampling and models"),
-    seeds: str | None = typer.Option(None, "--seeds", help="rank and feed stages: seeds to repeat the run over, comma-separated (adds mean and 95%% interval rows)"),
+    seeds: str | None = typer.Option(None, "--seeds", help="rank, feed and search stages: seeds to repeat the run over, comma-separated (adds mean and 95%% interval rows)"),
     quick: bool = typer.Option(False, "--quick", help="subsample users (smoke runs, tests)"),
     json_path: Path | None = typer.Option(None, "--json", help="write {stage, rows, meta} JSON here"),
     report: Path | None = typer.Option(None, "--report", help="write index.html and PNG figures into this folder"),

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from notefeed.eval.metrics import t_half_width
 from notefeed.eval.stages import EVAL_STAGES
 from notefeed.search.config import SearchConfig
 from notefeed.search.fusion import LearnedFusion, without_personal
@@ -144,11 +145,42 @@ def evaluate_search(name: str, seed: int = 0, quick: bool = False, config: Searc
     return rows
 
 
+#: the per-query-set figures a seed summary averages
+_SUMMARY_KEYS = ("mrr@10", "ndcg@10", "recall@100", "ndcg@10_vs_bm25")
+
+
+def summarize_seeds(rows: list[dict]) -> list[dict]:
+    """Per (dataset, method, query subset) over the seeds' rows: the mean and 95% t-interval
+    (half-width, ``*_ci95_seeds``) of MRR@10, NDCG@10, Recall@100 and of each seed's NDCG@10
+    ratio to that seed's BM25 (``ndcg@10_vs_bm25``), and the per-seed values of the last two."""
+    runs = [r for r in rows if "summary" not in r]
+    groups: dict[tuple[str, str, str], dict[int, dict]] = {}
+    for r in runs:
+        groups.setdefault((r["dataset"], r["method"], r["queries"]), {})[int(r["seed"])] = r
+    out = []
+    for (ds, method, queries), per_seed in groups.items():
+        seeds = sorted(per_seed)
+        row: dict = {"dataset": ds, "method": method, "queries": queries,
+                     "n_queries": per_seed[seeds[0]]["n_queries"], "summary": f"mean and 95% t-interval over seeds {seeds}",
+                     "seeds": seeds, "n_seeds": len(seeds)}
+        for k in _SUMMARY_KEYS:
+            vals = [float(per_seed[s][k]) for s in seeds]
+            v = np.asarray([x for x in vals if np.isfinite(x)], np.float64)
+            row[k], row[f"{k}_ci95_seeds"] = (float(v.mean()), t_half_width(v)) if len(v) else (float("nan"),) * 2
+            if k in ("ndcg@10", "ndcg@10_vs_bm25"):
+                row[f"{k}_per_seed"] = vals
+        out.append(row)
+    return out
+
+
 @EVAL_STAGES.register("search")
 def eval_stage(datasets: list[str], models: list[str] | None, seed: int, quick: bool,
-               report_dir: Path | None) -> list[dict]:
-    """Rows per (dataset, method, query subset); ``models`` filters the methods."""
+               report_dir: Path | None, seeds: list[int] | None = None) -> list[dict]:
+    """Rows per (dataset, method, query subset); ``models`` filters the methods. With
+    ``seeds`` (``--seeds``) every dataset is evaluated once per seed (queries, split and
+    fusions drawn anew), then :func:`summarize_seeds` rows follow."""
     rows = []
     for name in datasets:
-        rows.extend(r for r in evaluate_search(name, seed, quick) if not models or r["method"] in models)
-    return rows
+        for s in (seeds if seeds else [seed]):
+            rows.extend(r for r in evaluate_search(name, s, quick) if not models or r["method"] in models)
+    return rows + summarize_seeds(rows) if seeds else rows

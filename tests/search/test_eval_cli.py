@@ -51,3 +51,38 @@ def test_cli_search(tmp_path: Path) -> None:
     assert out.exit_code == 2 and "QUERY" in out.output
     out = r.invoke(app, ["search", "x", "--workspace", str(tmp_path / "none")])
     assert out.exit_code == 2 and "--workspace" in out.output
+
+
+def test_seed_summary_means_and_intervals() -> None:
+    from notefeed.eval.metrics import t_half_width
+    from notefeed.search.evaluate import summarize_seeds
+
+    rows = [{"dataset": "d", "method": m, "queries": "all", "n_queries": 5, "seed": s, "mrr@10": 0.5,
+             "ndcg@10": v, "recall@100": 0.9, "ndcg@10_vs_bm25": v / b}
+            for s, (v, b) in enumerate([(0.6, 0.5), (0.8, 0.5), (0.7, 0.7)]) for m in ("bm25", "learned")]
+    out = {r["method"]: r for r in summarize_seeds(rows)}
+    r = out["learned"]
+    assert r["seeds"] == [0, 1, 2] and r["ndcg@10"] == pytest.approx(0.7)
+    assert r["ndcg@10_ci95_seeds"] == pytest.approx(t_half_width([0.6, 0.8, 0.7]))
+    # the ratio is averaged per seed (to that seed's BM25), not a ratio of means
+    assert r["ndcg@10_vs_bm25"] == pytest.approx((1.2 + 1.6 + 1.0) / 3)
+    assert r["ndcg@10_vs_bm25_per_seed"] == pytest.approx([1.2, 1.6, 1.0])
+    assert r["recall@100_ci95_seeds"] == 0.0 and "summary" in r
+
+
+@pytest.mark.slow
+def test_cli_search_eval_over_seeds(tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "eval.json"
+    res = CliRunner().invoke(app, ["eval", "--stage", "search", "--dataset", "sim-tiny", "--quick", "--seeds", "0,1",
+                                   "--models", "bm25,hybrid-learned+personal", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())["rows"]
+    runs = [r for r in rows if "summary" not in r]
+    summary = {(r["method"], r["queries"]): r for r in rows if "summary" in r}
+    assert {r["seed"] for r in runs} == {0, 1} and {r["method"] for r in runs} == {"bm25", "hybrid-learned+personal"}
+    s = summary[("hybrid-learned+personal", "all")]
+    per = [r["ndcg@10"] for r in sorted(runs, key=lambda r: r["seed"])
+           if (r["method"], r["queries"]) == ("hybrid-learned+personal", "all")]
+    assert s["ndcg@10_per_seed"] == per and s["ndcg@10"] == pytest.approx(sum(per) / 2)
