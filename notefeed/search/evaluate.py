@@ -152,7 +152,8 @@ _SUMMARY_KEYS = ("mrr@10", "ndcg@10", "recall@100", "ndcg@10_vs_bm25")
 def summarize_seeds(rows: list[dict]) -> list[dict]:
     """Per (dataset, method, query subset) over the seeds' rows: the mean and 95% t-interval
     (half-width, ``*_ci95_seeds``) of MRR@10, NDCG@10, Recall@100 and of each seed's NDCG@10
-    ratio to that seed's BM25 (``ndcg@10_vs_bm25``), and the per-seed values of the last two."""
+    ratio to that seed's BM25 (``ndcg@10_vs_bm25``), and the per-seed values of the last two
+    and of the query count (a seed draws its own queries)."""
     runs = [r for r in rows if "summary" not in r]
     groups: dict[tuple[str, str, str], dict[int, dict]] = {}
     for r in runs:
@@ -161,8 +162,8 @@ def summarize_seeds(rows: list[dict]) -> list[dict]:
     for (ds, method, queries), per_seed in groups.items():
         seeds = sorted(per_seed)
         row: dict = {"dataset": ds, "method": method, "queries": queries,
-                     "n_queries": per_seed[seeds[0]]["n_queries"], "summary": f"mean and 95% t-interval over seeds {seeds}",
-                     "seeds": seeds, "n_seeds": len(seeds)}
+                     "n_queries_per_seed": [per_seed[x]["n_queries"] for x in seeds],
+                     "summary": f"mean and 95% t-interval over seeds {seeds}", "seeds": seeds, "n_seeds": len(seeds)}
         for k in _SUMMARY_KEYS:
             vals = [float(per_seed[s][k]) for s in seeds]
             v = np.asarray([x for x in vals if np.isfinite(x)], np.float64)

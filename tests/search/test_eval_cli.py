@@ -57,7 +57,7 @@ def test_seed_summary_means_and_intervals() -> None:
     from notefeed.eval.metrics import t_half_width
     from notefeed.search.evaluate import summarize_seeds
 
-    rows = [{"dataset": "d", "method": m, "queries": "all", "n_queries": 5, "seed": s, "mrr@10": 0.5,
+    rows = [{"dataset": "d", "method": m, "queries": "all", "n_queries": 5 + s, "seed": s, "mrr@10": 0.5,
              "ndcg@10": v, "recall@100": 0.9, "ndcg@10_vs_bm25": v / b}
             for s, (v, b) in enumerate([(0.6, 0.5), (0.8, 0.5), (0.7, 0.7)]) for m in ("bm25", "learned")]
     out = {r["method"]: r for r in summarize_seeds(rows)}
@@ -67,7 +67,7 @@ def test_seed_summary_means_and_intervals() -> None:
     # the ratio is averaged per seed (to that seed's BM25), not a ratio of means
     assert r["ndcg@10_vs_bm25"] == pytest.approx((1.2 + 1.6 + 1.0) / 3)
     assert r["ndcg@10_vs_bm25_per_seed"] == pytest.approx([1.2, 1.6, 1.0])
-    assert r["recall@100_ci95_seeds"] == 0.0 and "summary" in r
+    assert r["recall@100_ci95_seeds"] == 0.0 and "summary" in r and r["n_queries_per_seed"] == [5, 6, 7]
 
 
 @pytest.mark.slow
