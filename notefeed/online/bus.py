@@ -373,11 +373,20 @@ class RedisEventBus:
 
     def erase(self, user_id: str, until: float) -> int:
         """Delete ``user_id``'s entries received up to ``until`` from the stream (``XDEL``,
-        after one pass over it); returns how many."""
-        gone = [entry_id for entry_id, r in self.entries() if r.user_id == user_id and r.received_at <= until]
-        for i in range(0, len(gone), 1000):
-            self.r.xdel(self.stream, *gone[i:i + 1000])
+        after one pass over it); returns how many. (With a Redis online state that counts the
+        entries it applied, :func:`notefeed.online.redis_sync.erase` keeps that count right.)"""
+        gone = self.entry_ids_of(user_id, until)
+        self.delete(gone)
         return len(gone)
+
+    def entry_ids_of(self, user_id: str, until: float) -> list[str]:
+        """The ids of ``user_id``'s entries received up to ``until`` (one pass over the stream)."""
+        return [entry_id for entry_id, r in self.entries() if r.user_id == user_id and r.received_at <= until]
+
+    def delete(self, entry_ids: Sequence[str], pipe: Any | None = None) -> None:
+        """``XDEL`` ``entry_ids`` (1,000 a command), on ``pipe`` when given."""
+        for i in range(0, len(entry_ids), 1000):
+            (pipe if pipe is not None else self.r).xdel(self.stream, *entry_ids[i:i + 1000])
 
     def close(self) -> None:
         self.r.close()

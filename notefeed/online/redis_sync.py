@@ -12,6 +12,10 @@ state never saw, and nothing at start-up would notice. So:
   (optimistic ``WATCH`` on the counter, so two servers starting together do not both apply
   them). After an atomic append there are none; they come from a kill between the two writes
   on two servers, or from a stream written by an older notefeed without the counter.
+- :func:`erase`: an erasure's ``XDEL`` of a user's entries. The counter counts positions, and
+  the stream's newest ``added - applied`` entries are the ones not applied yet. A deleted entry
+  among them will never be applied, so the counter counts it as done (else :func:`catch_up`
+  would start that many entries early and apply entries of other users twice).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from notefeed.online.bus import RedisEventBus
 from notefeed.online.events import EventRecord, StateUpdate
 from notefeed.online.state import RedisOnlineState
 
-__all__ = ["append_and_apply", "applied_key", "catch_up", "same_server"]
+__all__ = ["append_and_apply", "applied_key", "catch_up", "erase", "same_server"]
 
 log = logging.getLogger(__name__)
 
@@ -139,3 +143,50 @@ def catch_up(bus: RedisEventBus, state: RedisOnlineState,
             state.prune(touched)
             applied += len(chunk)
             done += len(chunk)
+
+
+
+def _unapplied(bus: RedisEventBus, applied: int, ids: Sequence[str]) -> int:
+    """How many of ``ids`` are among the stream's newest ``added - applied`` entries (those the
+    state has not applied)."""
+    lag = _stream_totals(bus)[0] - applied
+    if lag <= 0:
+        return 0
+    pending = {e[0].decode() if isinstance(e[0], bytes) else str(e[0])
+               for e in bus.r.xrevrange(bus.stream, "+", "-", count=lag)}
+    return sum(1 for i in ids if str(i) in pending)
+
+
+def erase(bus: RedisEventBus, state: RedisOnlineState, user_id: str, until: float) -> int:
+    """Delete ``user_id``'s stream entries received up to ``until`` (as
+    :meth:`RedisEventBus.erase`) and count those the state had not applied as applied; returns
+    how many were deleted. On one server the deletion and the count are one transaction,
+    ``WATCH``-ed on the counter (an ingest or a catch-up in between: look again). On two, the
+    stream goes first, then the count (an ``INCRBY``, which concurrent ingests' counts commute
+    with); a kill between the two leaves the count short as before this function, and a
+    catch-up starting on another server during the erasure is not guarded against."""
+    import redis
+
+    gone = bus.entry_ids_of(user_id, until)
+    if not gone:
+        return 0
+    key = applied_key(bus)
+    if not same_server(bus, state):
+        unapplied = _unapplied(bus, int(state.r.get(key) or 0), gone)
+        bus.delete(gone)
+        if unapplied:
+            state.r.incrby(key, unapplied)
+        return len(gone)
+    while True:
+        with state.r.pipeline(transaction=True) as p:
+            try:
+                p.watch(key)
+                unapplied = _unapplied(bus, int(p.get(key) or 0), gone)
+                p.multi()
+                bus.delete(gone, p)
+                if unapplied:
+                    p.incrby(key, unapplied)
+                p.execute()
+                return len(gone)
+            except redis.WatchError:
+                continue

@@ -9,11 +9,12 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 
 from notefeed.online.bus import RedisEventBus
 from notefeed.online.events import EventRecord
-from notefeed.online.redis_sync import applied_key, catch_up
+from notefeed.online.redis_sync import append_and_apply, applied_key, catch_up, erase, same_server
 from notefeed.online.state import RedisOnlineState
 from notefeed.schema import Event
 from notefeed.serve.bench import TOKEN, free_port, start_server, stop_server
@@ -133,3 +134,58 @@ def test_sigkill_of_a_redis_server_process_loses_no_state(redis_url: str, redis_
             assert got == n >= acked[u], (u, got, n, acked[u])
     finally:
         stop_server(proc)
+
+
+def _other_db(redis_client):  # type: ignore[no-untyped-def]
+    """A client on another database of the same server: not one transaction with db 0's keys."""
+    import redis
+
+    kw = dict(redis_client.connection_pool.connection_kwargs)
+    kw["db"] = 1 if int(kw.get("db", 0) or 0) != 1 else 2
+    return redis.Redis(**{k: v for k, v in kw.items() if k in ("host", "port", "path", "db", "password", "username")},
+                       decode_responses=True)
+
+
+@pytest.mark.parametrize("servers", ["one", "two"])
+def test_erasing_entries_of_a_lagging_state_applies_no_entry_twice(redis_client, tmp_path: Path, servers: str) -> None:
+    eng = Engine(DS, builtin_config(), tmp_path)  # only for its event -> state updates
+    state_client = redis_client if servers == "one" else _other_db(redis_client)
+    state_client.flushdb()
+    try:
+        bus, st = RedisEventBus(redis_client, "s:events"), RedisOnlineState(state_client, prefix="s")
+        assert same_server(bus, st) == (servers == "one")
+        for user, n in (("u1", 4), ("u2", 3)):  # applied with the stream
+            recs = [EventRecord.from_event(e, 1.0) for e in _events(n, user)]
+            append_and_apply(bus, st, recs, Engine._updates(eng, recs))
+        # a kill between the writes on two servers: in the stream, not in the state
+        bus.append([EventRecord.from_event(e, 2.0) for e in _events(2, "u1") + _events(5, "u9")])
+        assert int(state_client.get(applied_key(bus))) == 7
+        assert erase(bus, st, "u1", 3.0) == 6  # 4 applied and 2 not
+        assert int(state_client.get(applied_key(bus))) == 9  # the 2 never to be applied count as done
+        assert redis_client.xlen("s:events") == 8
+        assert catch_up(bus, st, lambda recs: Engine._updates(eng, recs)) == 5  # u9's, and nothing again
+        assert st.snapshot("u2").n_events == 3 and st.snapshot("u9").n_events == 5
+        assert erase(bus, st, "u9", 3.0) == 5 and int(state_client.get(applied_key(bus))) == 14  # all applied: as it was
+        assert erase(bus, st, "nobody", 3.0) == 0
+    finally:
+        eng.close()
+        if servers == "two":
+            state_client.flushdb()
+            state_client.close()
+
+
+def test_engine_erasure_keeps_the_applied_count(redis_url: str, redis_client, tmp_path: Path) -> None:
+    eng = Engine(DS, _config(redis_url), tmp_path)
+    try:
+        eng.ingest(_events(4, "u1"))
+        eng.ingest(_events(3, "u2"))
+        eng.bus.append([EventRecord.from_event(e, time.time() - 1) for e in _events(2, "u1") + _events(5, "u9")])
+        assert eng.erase_user("u1")["removed"]["events"] == 6
+        assert int(redis_client.get(applied_key(eng.bus))) == 9
+    finally:
+        eng.close()
+    eng = Engine(DS, _config(redis_url), tmp_path)
+    try:
+        assert eng.caught_up == 5 and eng.state.snapshot("u2").n_events == 3
+    finally:
+        eng.close()
