@@ -94,13 +94,16 @@ def event_log_key(bus: Any) -> str:
 
 
 def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH,
-              relation_log: Any | None = None, log_keep: int = 0, keep_from: float | None = None) -> SyncReport:
+              relation_log: Any | None = None, log_keep: int = 0, keep_from: float | None = None,
+              state: Any | None = None) -> SyncReport:
     """Append to the open :class:`~notefeed.data.store.Workspace` ``ws`` what ``note_log`` (a
     :class:`~notefeed.serve.catalog.NoteLog`), ``bus`` (an event bus) and ``relation_log`` (a
     :class:`~notefeed.serve.relations.RelationLog`) hold past its marks; then, with
     ``log_keep``, delete the event log's entries older than its newest ``log_keep`` (at least
     :data:`MIN_LOG_KEEP`) that the store holds, none received at or after ``keep_from`` (a
-    SQLite log keeps its positions; a Redis stream is trimmed)."""
+    SQLite log keeps its positions; a Redis stream is trimmed). ``state``: the Redis online
+    state beside a Redis ``bus``, whose count of applied entries an erasure's purge keeps right
+    (:func:`notefeed.online.redis_sync.erase`)."""
     from notefeed.data.importer import check_events, check_notes
 
     notes = events = skipped = edits = 0
@@ -131,7 +134,7 @@ def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH
                                marks={FOLLOWERS_LOG: counts[-1][0]})
     erased, gone = 0, {}
     if relation_log is not None:  # erasures before this sync's events: a user's later events are a new account's
-        erased, gone = _apply_erasures(ws, relation_log, bus, batch)
+        erased, gone = _apply_erasures(ws, relation_log, bus, batch, state)
     compacted = missing = 0
     if bus is not None:
         key = event_log_key(bus)
@@ -162,7 +165,8 @@ def sync_logs(ws: Any, bus: Any | None, note_log: Any | None, batch: int = BATCH
     return SyncReport(notes, events, skipped, relations, edits, erased, compacted, missing)
 
 
-def _apply_erasures(ws: Any, relation_log: Any, bus: Any | None, batch: int) -> tuple[int, dict[str, float]]:
+def _apply_erasures(ws: Any, relation_log: Any, bus: Any | None, batch: int,
+                    state: Any | None = None) -> tuple[int, dict[str, float]]:
     """Apply the relation log's erasures past the store's mark (:meth:`Workspace.erase_users`),
     purging the serving logs of each user once more; returns (how many, every erased user with
     their latest erasure time: their events up to it are not copied)."""
@@ -171,7 +175,7 @@ def _apply_erasures(ws: Any, relation_log: Any, bus: Any | None, batch: int) -> 
     n = 0
     for part in iter(lambda: relation_log.erasures_after(int(ws.mark(ERASURE_LOG) or 0), batch), []):
         for _, user, at in part:  # what another worker accepted while the erasure was written
-            purge_logs(relation_log.path.parent, user, at, bus)
+            purge_logs(relation_log.path.parent, user, at, bus, state=state)
         frame = pd.DataFrame([r[1:] for r in part], columns=["user_id", "erased_at"])
         ws.erase_users(frame, marks={ERASURE_LOG: part[-1][0]})
         n += len(part)
@@ -234,15 +238,20 @@ def sync_workspace(workspace: str | Path, config: Any = None, lock_wait_s: float
         return SyncReport()
     bus = open_bus(on.backend, workspace, on.redis_url, on.synchronous, stream=f"{on.redis_prefix}:events") \
         if has_events else None
+    state = None
+    if on.backend == "redis" and has_relations:  # erasures purge the stream: keep the state's count right
+        from notefeed.online.state import RedisOnlineState
+
+        state = RedisOnlineState.from_url(str(on.redis_url), prefix=on.redis_prefix)
     note_log = NoteLog(workspace / "notes.sqlite", on.synchronous) if has_notes else None
     relation_log = RelationLog(workspace / RELATIONS_FILE, on.synchronous) if has_relations else None
     try:  # created for a community that began empty, all through the API; another writer (a
         # server's mirror, `notefeed data`) may hold the store a moment
         with Workspace.open_waiting(workspace, lock_wait_s) as ws:
             return sync_logs(ws, bus, note_log, relation_log=relation_log, log_keep=on.log_keep,
-                             keep_from=_experiment_start(workspace))
+                             keep_from=_experiment_start(workspace), state=state)
     finally:
-        for one in (bus, note_log, relation_log):
+        for one in (bus, note_log, relation_log, state):
             if one is not None:
                 one.close()
 
