@@ -355,7 +355,7 @@ def summarize_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (dataset, model) over the seeds' rows: mean and 95% t-interval of HR/NDCG (and the
     stage attribution); for the pipeline also of its per-seed ratio to that seed's best
     baseline (``hit@10_vs_best``), and the ratio of its mean to the best baseline's mean."""
-    from notefeed.rank.evaluate import mean_ci
+    from notefeed.eval.metrics import mean_ci
 
     runs = [r for r in rows if "seed" in r and "summary" not in r]
     out: list[dict[str, Any]] = []

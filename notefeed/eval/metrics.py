@@ -287,6 +287,15 @@ def t_half_width(values: np.ndarray | Sequence[float], level: float = 0.95) -> f
     return float(stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / np.sqrt(n))
 
 
+def mean_ci(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, half-width of the 95% t-interval) of the finite ``values`` (seeds); the half-width
+    is NaN for one value, both NaN for none."""
+    v = np.asarray([x for x in values if np.isfinite(x)], np.float64)
+    if not len(v):
+        return float("nan"), float("nan")
+    return float(v.mean()), t_half_width(v)
+
+
 def _check_binary(labels: np.ndarray, scores: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(labels)
     s = np.asarray(scores, np.float64)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from notefeed.data.dataset import Dataset
-from notefeed.eval.metrics import t_half_width
+from notefeed.eval.metrics import mean_ci
 from notefeed.eval.stages import EVAL_STAGES
 from notefeed.rank.base import TASKS
 from notefeed.rank.features import FeatureBuilder
@@ -94,14 +94,6 @@ def evaluate_dataset(ds: Dataset, models: list[str], seed: int = 0, quick: bool 
         row["mean_auc"] = float(np.mean(aucs)) if aucs else float("nan")
         rows.append(row)
     return rows
-
-
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    """(mean, half-width of the 95% t-interval) over seeds; half-width NaN for one value."""
-    v = np.asarray([x for x in values if np.isfinite(x)], np.float64)
-    if not len(v):
-        return float("nan"), float("nan")
-    return float(v.mean()), t_half_width(v)
 
 
 def summarize(rows: list[dict]) -> list[dict]:

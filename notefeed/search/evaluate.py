@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from notefeed.eval.metrics import t_half_width
+from notefeed.eval.metrics import mean_ci
 from notefeed.eval.stages import EVAL_STAGES
 from notefeed.search.config import SearchConfig
 from notefeed.search.fusion import LearnedFusion, without_personal
@@ -86,10 +86,14 @@ def _rank(pipe: SearchPipeline, r: dict, method: str) -> np.ndarray:
     return r["items"][np.argsort(-s, kind="stable")][:100]
 
 
+def _top_grade(qs: QuerySet) -> int:
+    return max(max(r.values(), default=1) for r in qs.relevance) or 1
+
+
 def _labels(runs: list[dict], qs: QuerySet, personal: bool) -> tuple[np.ndarray, np.ndarray]:
     """(candidate features, grade / top grade) of every query's candidates, queries in order."""
     xs, ys = [], []
-    top = max(max(r.values(), default=1) for r in qs.relevance) or 1
+    top = _top_grade(qs)
     for r, rel in zip(runs, qs.relevance, strict=True):
         x = r["x"] if personal else without_personal(r["x"])
         xs.append(x)
@@ -103,8 +107,7 @@ def fit_graded(model: str, objective: str, runs: list[dict], qs: QuerySet, perso
     it is fitted to grade / top grade."""
     x, y = _labels(runs, qs, personal)
     if model == "trees" and objective == "lambdarank":
-        top = max(max(r.values(), default=1) for r in qs.relevance) or 1
-        return LearnedFusion(model=model).fit(x, y * top, groups=np.array([len(r["items"]) for r in runs]),
+        return LearnedFusion(model=model).fit(x, y * _top_grade(qs), groups=np.array([len(r["items"]) for r in runs]),
                                               objective=objective)
     return LearnedFusion(model=model).fit(x, y, **({"objective": objective} if model == "trees" else {}))
 
@@ -166,8 +169,7 @@ def summarize_seeds(rows: list[dict]) -> list[dict]:
                      "summary": f"mean and 95% t-interval over seeds {seeds}", "seeds": seeds, "n_seeds": len(seeds)}
         for k in _SUMMARY_KEYS:
             vals = [float(per_seed[s][k]) for s in seeds]
-            v = np.asarray([x for x in vals if np.isfinite(x)], np.float64)
-            row[k], row[f"{k}_ci95_seeds"] = (float(v.mean()), t_half_width(v)) if len(v) else (float("nan"),) * 2
+            row[k], row[f"{k}_ci95_seeds"] = mean_ci(vals)
             if k in ("ndcg@10", "ndcg@10_vs_bm25"):
                 row[f"{k}_per_seed"] = vals
         out.append(row)

@@ -167,9 +167,8 @@ class LearnedFusion:
         if self.model == "trees":
             self.tree_params.update(kw)
             self.tree_params.setdefault("objective", "lambdarank" if groups is not None else "squared")
-            if self.tree_params["objective"] == "lambdarank":
-                if groups is None:
-                    raise SearchError("fusion training: objective 'lambdarank' needs the rows of each query (groups)")
+            if self.tree_params["objective"] == "lambdarank" and groups is None:
+                raise SearchError("fusion training: objective 'lambdarank' needs the rows of each query (groups)")
             self.forest = fit_forest(xs, y, groups=groups, **self.tree_params)  # type: ignore[arg-type]
         else:
             self.weights = fit_logistic(xs, y, **kw)  # type: ignore[arg-type]

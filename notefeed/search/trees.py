@@ -167,7 +167,7 @@ def fit_forest(x: np.ndarray, y: np.ndarray, n_trees: int = 200, depth: int = 4,
     vals = np.zeros((n_trees, n_leaf))
     base = float(y.mean()) if n and not rank else 0.0
     pred = np.full(n, base)
-    hess = np.ones(n)
+    hess = None  # lambdarank's second derivatives (the squared loss's are all 1: the counts)
     for t in range(n_trees):
         if rank:
             g, hess = lambdarank_gradients(pred, y, groups, ndcg_at)  # type: ignore[arg-type]
