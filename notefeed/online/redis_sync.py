@@ -145,16 +145,14 @@ def catch_up(bus: RedisEventBus, state: RedisOnlineState,
             done += len(chunk)
 
 
-
 def _unapplied(bus: RedisEventBus, applied: int, ids: Sequence[str]) -> int:
     """How many of ``ids`` are among the stream's newest ``added - applied`` entries (those the
     state has not applied)."""
     lag = _stream_totals(bus)[0] - applied
     if lag <= 0:
         return 0
-    pending = {e[0].decode() if isinstance(e[0], bytes) else str(e[0])
-               for e in bus.r.xrevrange(bus.stream, "+", "-", count=lag)}
-    return sum(1 for i in ids if str(i) in pending)
+    pending = {entry_id for entry_id, _ in bus.r.xrevrange(bus.stream, "+", "-", count=lag)}
+    return sum(1 for i in ids if i in pending)
 
 
 def erase(bus: RedisEventBus, state: RedisOnlineState, user_id: str, until: float) -> int:

@@ -974,7 +974,7 @@ class Engine:
         search = getattr(self, "search", None)
         removed = purge_logs(self.workspace, user_id, at, self.bus, getattr(search, "log", None),
                              self.experiment.log if self.experiment is not None else None,
-                             getattr(self, "ad_server", None), self.state if self._redis_pair else None)
+                             getattr(self, "ad_server", None), self.state)
         if self.coldstart is not None and isinstance(self.bus, RedisEventBus):
             self.coldstart.unsee(removed["events"])  # its stream position: deleted entries no longer count
         self.save_coldstart()  # the saved pool no longer holds the user either

@@ -45,19 +45,20 @@ def purge_logs(workspace: str | Path, user_id: str, until: float, bus: Any | Non
     given, else the workspace's files when they exist); blank the user in the ads logs' lines
     (and, with ``ad_server``, in the impressions it and Redis hold for clicks). Returns how many
     rows each lost or changed: ``events``, ``searches``, ``pages``, ``ad_lines``. ``state``: the
-    Redis online state that counts the stream entries it applied, kept right by
-    :func:`notefeed.online.redis_sync.erase`."""
+    online state; a Redis one beside a Redis ``bus`` counts the stream entries it applied, kept
+    right by :func:`notefeed.online.redis_sync.erase`."""
+    from notefeed.online.bus import RedisEventBus
+    from notefeed.online.redis_sync import erase as erase_counted
+    from notefeed.online.state import RedisOnlineState
     from notefeed.search.querylog import SearchLog
     from notefeed.serve.adslots import anonymise_ad_logs
     from notefeed.serve.experiments import PAGE_LOG, PageLog
 
     ws = Path(workspace)
-    from notefeed.online.bus import RedisEventBus
-    from notefeed.online.redis_sync import erase as erase_counted
-    from notefeed.online.state import RedisOnlineState
-
-    counted = isinstance(bus, RedisEventBus) and isinstance(state, RedisOnlineState)
-    events = (erase_counted(bus, state, user_id, until) if counted else bus.erase(user_id, until)) if bus is not None else 0
+    if isinstance(bus, RedisEventBus) and isinstance(state, RedisOnlineState):
+        events = erase_counted(bus, state, user_id, until)
+    else:
+        events = bus.erase(user_id, until) if bus is not None else 0
     out = {"events": events, "searches": 0, "pages": 0, "ad_lines": 0}
     if (ws / "ads").is_dir():
         out["ad_lines"], ids = anonymise_ad_logs(ws / "ads", user_id, until)
