@@ -143,17 +143,31 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                     _fail(f"--user: unknown user {user!r}")
                 pos = ds.select_events()
                 history = pos["item"].to_numpy()[pos["user"].to_numpy() == u]
+            logf = workspace / "search_log.sqlite"
+            if pipe.fusion is not None and pipe.config.fusion == "auto" and logf.exists():
+                from notefeed.search.interleave import verdict_from_log
+                from notefeed.search.querylog import SearchLog
+
+                log = SearchLog(logf)  # the interleaving's verdict, as serving reaches it
+                try:
+                    pipe.fusion.meta["interleaving"] = verdict_from_log(log, pipe.fusion, pipe.config.interleave_pages)
+                finally:
+                    log.close()
             try:
-                res = pipe.search(query, min(n, pipe.config.max_page), history=history, explain=explain)
+                res = pipe.search(query, min(n, pipe.config.max_page), history=history, explain=explain,
+                                  fusion=pipe.serving_fusion())  # what serves (never an interleaved page)
             except SearchError as e:
                 _fail(str(e).replace("q: ", "QUERY: ", 1).replace("n: ", "--n: ", 1))
                 return
             finally:
+                if pipe.fusion is not None:
+                    pipe.fusion.meta.pop("interleaving", None)  # read from the log, not saved with the index
                 pipe.close()
         pq = res.query
         con = Console()
         con.print(f"query: {pq.text!r} terms={pq.terms} corrections={pq.corrections} "
-                  f"categories={[(c, round(p, 2)) for c, p in pq.categories]} rewrites={pq.rewrites}")
+                  f"categories={[(c, round(p, 2)) for c, p in pq.categories]} rewrites={pq.rewrites} "
+                  f"fusion={res.fusion}")
         t = Table()
         for col in ("#", "note_id", "category", "title", "score"):
             t.add_column(col)
@@ -173,14 +187,15 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         min_clicks: int = typer.Option(200, "--min-clicks", min=1, help="fewest searches with a click to train"),
         valid_share: float = typer.Option(0.2, "--valid-share", min=0.01, max=0.9,
                                           help="latest share of those searches kept for validation"),
-        sampled: int = typer.Option(4, "--sampled", min=0, max=100,
+        sampled: int = typer.Option(0, "--sampled", min=0, max=100,
                                     help="random unshown candidates per search added as negatives"),
         max_pages: int = typer.Option(50_000, "--max-pages", min=1, help="latest logged searches read"),
         seed: int = typer.Option(0, "--seed"),
         json_path: Path | None = typer.Option(None, "--json", help="write the training report here"),
     ) -> None:
         """Fit the learned fusion from WORKSPACE's search log (clicks) and save it as fusion.json
-        in the index; `fusion: auto` serves it when it beat RRF on the latest searches."""
+        in the index; `fusion: auto` serves it when it beat RRF on the latest searches' clicks, or
+        once it wins the interleaving with RRF (see search-interleaving)."""
         import json
 
         from rich.console import Console
@@ -220,25 +235,70 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         if not saved:
             raise typer.Exit(1)
 
+    @app.command("search-interleaving")
+    def search_interleaving(
+        workspace: Path = typer.Option(..., "--workspace", help="workspace (WORKSPACE/search/fusion.json and "
+                                       "WORKSPACE/search_log.sqlite)"),
+        pages: int | None = typer.Option(None, "--pages", min=1, help="interleaved searches with a click the test "
+                                         "waits for (default: the search config's interleave_pages)"),
+        json_path: Path | None = typer.Option(None, "--json", help="write the verdict here"),
+    ) -> None:
+        """Where the interleaving of RRF and the trained fusion.json stands in WORKSPACE's search
+        log: the verdict `fusion: auto` serves by (learned / rrf / no difference / collecting)."""
+        import json
+
+        from notefeed.search import SearchConfig, SearchError
+        from notefeed.search.fusion import LearnedFusion
+        from notefeed.search.interleave import verdict_from_log
+        from notefeed.search.querylog import SearchLog
+
+        f = workspace / "search" / "fusion.json"
+        if not f.exists():
+            _fail(f"--workspace: {f} does not exist (notefeed search-train-fusion writes it): nothing to interleave")
+        try:
+            fusion = LearnedFusion.load(f)
+        except SearchError as e:
+            _fail(f"--workspace: {e}")
+        logf = workspace / "search_log.sqlite"
+        if not logf.exists():
+            _fail(f"--workspace: {logf} does not exist (no search was served or logged there)")
+        log = SearchLog(logf)
+        try:
+            v = verdict_from_log(log, fusion, pages or SearchConfig().interleave_pages)
+        finally:
+            log.close()
+        print(f"interleaving of RRF and {f}: {v['verdict']} ({v['pages']} of {v['pages_needed']} searches with a "
+              f"click; learned won {v['learned_wins']}, RRF {v['rrf_wins']}, ties {v['ties']}; sign test "
+              f"p = {v['p_value']:.3g})")
+        if json_path is not None:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps({**v, "command": f"notefeed search-interleaving --workspace {workspace}"
+                                             + (f" --pages {pages}" if pages else "")}, indent=2), encoding="utf-8")
+
     @app.command("search-fusion-study")
     def search_fusion_study(
         dataset: str = typer.Option("sim-demo", "--dataset", help="sim-demo, sim-tiny, ..."),
         seed: int = typer.Option(0, "--seed"),
         queries: int = typer.Option(3500, "--queries", min=100, help="simulated queries (test + log)"),
         test_queries: int = typer.Option(500, "--test-queries", min=10),
-        sampled: int = typer.Option(4, "--sampled", min=0, max=100,
+        sampled: int = typer.Option(0, "--sampled", min=0, max=100,
                                     help="random unshown candidates per search added as negatives"),
+        interleave: int = typer.Option(0, "--interleave", min=0, max=1_000_000,
+                                       help="then this many searches interleaving RRF with each fusion (team draft): "
+                                       "the verdict serving's auto would reach"),
         json_path: Path | None = typer.Option(None, "--json", help="write the result JSON here"),
     ) -> None:
         """Simulated clicks on served search pages -> the learned fusion trained from them, vs RRF
-        on the held-out queries' graded relevance (notefeed/search/clickstudy.py)."""
+        on the held-out queries' graded relevance (notefeed/search/clickstudy.py); with
+        --interleave, also the interleaving verdict on further simulated searches."""
         from notefeed.search.clickstudy import click_fusion_study
 
         if test_queries >= queries:
             _fail("--test-queries: must be fewer than --queries")
-        res = click_fusion_study(dataset, seed, queries, test_queries, sampled=sampled)
+        res = click_fusion_study(dataset, seed, queries, test_queries, sampled=sampled, interleave=interleave)
         res["command"] = (f"notefeed search-fusion-study --dataset {dataset} --seed {seed} --queries {queries} "
-                          f"--test-queries {test_queries} --sampled {sampled}")
+                          f"--test-queries {test_queries} --sampled {sampled}"
+                          + (f" --interleave {interleave}" if interleave else ""))
         r = res["results"]
         print(f"{res['log_searches']} logged searches, {res['log_searches_with_click']} with a click, "
               f"{res['log_clicks']} clicks; {res['test_queries']} test queries")
@@ -251,6 +311,12 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                   + (f"NDCG@10 {e['metrics']['all']['ndcg@10']:.4f}, minus RRF {d['mean']:+.4f} "
                      f"[{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]; {e['report']['reason']}" if d else
                      e["report"]["reason"]))
+        for name in ("learned-from-clicks+personal", "learned-from-grades+personal"):
+            il = r[name].get("interleaving")
+            if il:
+                v = il["verdict"]
+                print(f"  interleaved with RRF, {name}: {v['verdict']} (first {v['pages']} searches with a click: "
+                      f"learned won {v['learned_wins']}, RRF {v['rrf_wins']}, ties {v['ties']}, p = {v['p_value']:.3g})")
         if json_path is not None:
             from notefeed.eval.timing import machine_info, write_json
 

@@ -71,8 +71,36 @@ def _per_query_ndcg(ranked: list[np.ndarray], rel: list[dict[int, int]], rel_min
     return [graded_metrics([r], [g], rel_min)["ndcg@10"] for r, g in zip(ranked, rel, strict=True)]
 
 
+def interleave_searches(pipe: SearchPipeline, qs: Any, fusion: LearnedFusion, n: int, seed: int,
+                        eta: float = POSITION_ETA, pages_needed: int | None = None) -> dict[str, Any]:
+    """``n`` searches of queries drawn from ``qs`` (with their users' histories) served as
+    team-draft interleavings of RRF and ``fusion`` and clicked by the simulated user: the
+    interleaving verdict serving would reach (:func:`~notefeed.search.interleave.interleaving_verdict`
+    on the first ``pages_needed`` pages with a click, default ``SearchConfig.interleave_pages``)
+    and the tally over all ``n``."""
+    import random
+
+    from notefeed.search.interleave import interleaving_verdict
+
+    rng = np.random.default_rng(seed)
+    old, pipe.fusion, pipe._rand = pipe.fusion, fusion, random.Random(seed)
+    pages = []
+    try:
+        for k, j in enumerate(rng.integers(0, len(qs), n).tolist()):
+            res = pipe.search(qs.texts[j], PAGE, history=qs.history[j], fusion="interleave")
+            items = res.items.tolist()
+            c = simulate_clicks(np.array([qs.relevance[j].get(int(i), 0) for i in items]), rng.random((len(items), 3)), eta)
+            pages.append({"ts": float(k), "items": [str(i) for i in items], "teams": res.teams,
+                          "clicked": [str(items[p]) for p in np.flatnonzero(c)]})
+    finally:
+        pipe.fusion = old
+    need = pages_needed or pipe.config.interleave_pages
+    return {"searches": n, "verdict": interleaving_verdict(pages, need),
+            "all_searches": interleaving_verdict(pages, max(1, sum(1 for p in pages if p["clicked"])))}
+
+
 def click_fusion_study(dataset: str = "sim-demo", seed: int = 0, n_queries: int = 3500, test_queries: int = 500,
-                       eta: float = POSITION_ETA, sampled: int = 4) -> dict[str, Any]:
+                       eta: float = POSITION_ETA, sampled: int = 0, interleave: int = 0) -> dict[str, Any]:
     t0 = time.perf_counter()
     qs, rel_min = load_queries(dataset, seed, False, n_queries)
     cfg = SearchConfig()
@@ -88,7 +116,7 @@ def click_fusion_study(dataset: str = "sim-demo", seed: int = 0, n_queries: int 
     n_clicks, shown_grades = 0, []
     for j, q in enumerate(logq.texts):
         h = logq.history[j]
-        res = pipe.search(q, PAGE, history=h)
+        res = pipe.search(q, PAGE, history=h, fusion="rrf")
         items = res.items.tolist()
         g = np.array([logq.relevance[j].get(int(i), 0) for i in items])
         shown_grades.append(g)
@@ -136,6 +164,8 @@ def click_fusion_study(dataset: str = "sim-demo", seed: int = 0, n_queries: int 
             entry["metrics"] = rows(ranked)
             entry["ndcg@10_minus_rrf"] = _diff(_per_query_ndcg(ranked, test.relevance, rel_min), base_q)
         curve.append(entry)
+        if rep.fusion is not None and interleave > 0:
+            entry["interleaving"] = interleave_searches(pipe, logq, rep.fusion, interleave, seed + 9, eta)
     out["learned-from-clicks+personal"] = curve[-1]
     out["learning_curve"] = curve
     tr = _run(pipe, logq, rewrite=False)  # as the search eval fits it (no rewrites), graded labels
@@ -143,11 +173,15 @@ def click_fusion_study(dataset: str = "sim-demo", seed: int = 0, n_queries: int 
     ranked_g = rank_with(graded)
     out["learned-from-grades+personal"] = {"metrics": rows(ranked_g), "ndcg@10_minus_rrf": _diff(
         _per_query_ndcg(ranked_g, test.relevance, rel_min), base_q)}
+    if interleave > 0:
+        out["learned-from-grades+personal"]["interleaving"] = interleave_searches(pipe, logq, graded, interleave,
+                                                                                 seed + 9, eta)
     pipe.close()
     sg = np.concatenate(shown_grades) if shown_grades else np.zeros(0)
     return {"dataset": dataset, "seed": seed, "n_queries": len(qs), "test_queries": len(test),
             "log_searches": len(pages), "log_clicks": n_clicks,
             "log_searches_with_click": sum(1 for p in pages if p["clicked"]),
             "shown_grade_share": {str(k): float((sg == k).mean()) for k in range(G_MAX + 1)},
-            "eta": eta, "sampled_negatives": sampled, "rel_min": rel_min, "results": out,
+            "eta": eta, "sampled_negatives": sampled, "rel_min": rel_min, "interleaved_searches": interleave,
+            "results": out,
             "serve_s": round(serve_s, 1), "total_s": round(time.perf_counter() - t0, 1)}

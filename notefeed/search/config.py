@@ -65,8 +65,16 @@ class SearchConfig(_Cfg):
                               "(0: the naive-Bayes counts as they are)")
     # fusion and ranking
     fusion: Literal["rrf", "learned", "auto"] = Field(
-        default="rrf", description="rrf; learned (needs fusion.json); auto: the fusion.json trained from the "
-        "search log (notefeed search train-fusion) when it beat RRF on its validation clicks, else rrf")
+        default="auto", description="rrf; learned (needs fusion.json); auto: the fusion.json trained from the "
+        "search log (notefeed search-train-fusion) when it beat RRF on its validation clicks or won the "
+        "interleaving (interleave_share), else rrf (so rrf until a fusion is trained and has won)")
+    interleave_share: float = Field(
+        default=0.1, ge=0, le=1, description="with fusion auto and a trained fusion.json that has not won yet: the "
+        "share of searches that interleave RRF and the learned fusion (team draft, notefeed.search.interleave); "
+        "their clicks decide whether auto serves the learned fusion")
+    interleave_pages: int = Field(
+        default=1000, ge=10, le=1_000_000, description="interleaved searches with a click the verdict waits for "
+        "(one sign test at 5% on that many pages, not repeated as pages come)")
     learned_model: Literal["linear", "trees"] = Field(default="trees", description="the model a learned fusion "
                                                       "is fitted as (eval --stage search, search-train-fusion): logistic or boosted trees")
     learned_objective: Literal["lambdarank", "squared"] = Field(

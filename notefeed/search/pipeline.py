@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from notefeed.search.fusion import (
     without_personal,
 )
 from notefeed.search.intent import CategoryModel
+from notefeed.search.interleave import TEAMS, team_draft
 from notefeed.search.lexical import LexicalIndex, analyze_notes
 from notefeed.search.personal import TagTable, UserProfile, personal_features
 from notefeed.search.rewrite import HttpRewriteBackend, MinedRewrites, mine_rewrites
@@ -59,7 +61,9 @@ class SearchResult:
     scores: np.ndarray
     ms: dict[str, float] = field(default_factory=dict)
     trace: dict[str, Any] | None = None
-    fusion: str = "rrf"  # the fusion that ranked the page (rrf / learned)
+    fusion: str = "rrf"  # the fusion that ranked the page (rrf / learned / interleave)
+    #: on an interleaved page, the ranking each item came from (:data:`~notefeed.search.interleave.TEAMS`)
+    teams: list[str] | None = None
 
 
 class SearchPipeline:
@@ -86,6 +90,7 @@ class SearchPipeline:
         self.edits_seq = 0
         self._intent_index = {c: i for i, c in enumerate(intent.categories)}
         self._lock = threading.Lock()
+        self._rand = random.Random()  # which searches interleave, and team draft's coin
         rewriters: list[RewriteBackend] = []
         if mined is not None and config.mined_rewrites:
             rewriters.append(mined)
@@ -299,12 +304,25 @@ class SearchPipeline:
         f = self.config.fusion
         if f != "auto":
             return f
-        return "learned" if self.fusion is not None and self.fusion.meta.get("beats_rrf") is True else "rrf"
+        return "learned" if self.fusion is not None and (self.fusion.meta.get("beats_rrf") is True
+                                                         or self._verdict() == "learned") else "rrf"
 
+    def _verdict(self) -> str | None:
+        """The loaded fusion's interleaving verdict (``meta["interleaving"]``), if any."""
+        v = self.fusion.meta.get("interleaving") if self.fusion is not None else None
+        return v.get("verdict") if isinstance(v, dict) else None
+
+    def interleaving(self) -> bool:
+        """Whether searches without an explicit ``fusion`` interleave (a share of them): ``auto``
+        with a loaded learned fusion that does not serve yet and whose interleaving has no
+        verdict (still collecting), ``interleave_share > 0``."""
+        return (self.config.fusion == "auto" and self.fusion is not None and self.config.interleave_share > 0
+                and self.serving_fusion() == "rrf" and self._verdict() in (None, "collecting"))
     def fusion_status(self) -> dict[str, Any]:
         """Which fusion serves and why (for health and responses): ``fusion`` (rrf / learned),
         ``configured``, and the loaded fusion's model and training record, if any."""
-        out: dict[str, Any] = {"fusion": self.serving_fusion(), "configured": self.config.fusion}
+        out: dict[str, Any] = {"fusion": self.serving_fusion(), "configured": self.config.fusion,
+                               "interleaving": self.config.interleave_share if self.interleaving() else 0.0}
         f = self.fusion
         if f is None:
             out["learned"] = None
@@ -315,8 +333,18 @@ class SearchPipeline:
             if self.config.fusion == "rrf":
                 out["reason"] = "fusion: rrf is configured (auto or learned would serve the loaded fusion)"
             elif self.config.fusion == "auto" and out["fusion"] == "rrf":
-                out["reason"] = ("the trained fusion did not beat RRF on its validation clicks"
-                                 if "beats_rrf" in f.meta else "the fusion was not trained from the search log")
+                verdict = self._verdict()
+                if verdict in ("rrf", "no difference"):
+                    out["reason"] = f"the interleaving's verdict: {verdict}"
+                elif "beats_rrf" not in f.meta:
+                    out["reason"] = "the fusion was not trained from the search log"
+                elif self.interleaving():
+                    out["reason"] = ("the trained fusion did not beat RRF on its validation clicks; a share of "
+                                     "searches interleaves the two until the verdict")
+                else:
+                    out["reason"] = "the trained fusion did not beat RRF on its validation clicks"
+            elif self.config.fusion == "auto" and self._verdict() == "learned":
+                out["reason"] = "the learned fusion won the interleaving"
         return out
 
     def score(self, x: np.ndarray, lex: Hits, dense: Hits, personal: bool,
@@ -340,7 +368,11 @@ class SearchPipeline:
                fusion: str | None = None, personalise: bool | None = None, rewrite: bool = True,
                exclude: np.ndarray | None = None) -> SearchResult:
         """The page for query ``q`` (raises :class:`SearchError` naming ``q`` / ``n`` on bad input);
-        ``exclude``: items never to return (notes taken down; ascending), dropped before the page is cut."""
+        ``exclude``: items never to return (notes taken down; ascending), dropped before the page is cut.
+        ``fusion``: rrf / learned / interleave (the two by team draft, :mod:`notefeed.search.interleave`;
+        the result's ``teams`` say which ranking put each note there, its scores are the page
+        order); None: :meth:`serving_fusion`, or on a share of searches ``interleave`` while
+        :meth:`interleaving`."""
         cfg = self.config
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= cfg.max_page:
             raise SearchError(f"n: expected an integer in [1, {cfg.max_page}], got {n!r}")
@@ -359,24 +391,48 @@ class SearchPipeline:
         personal = (cfg.personalise if personalise is None else personalise) and history is not None
         profile = self.profile(history) if personal else None
         items, x = self.features(pq, lex, dense, profile)
-        s = self.score(x, lex, dense, profile is not None, fusion)
-        order = np.argsort(-s, kind="stable")
-        if exclude is not None and len(exclude):
-            order = order[~in_sorted(items[order], np.asarray(exclude, np.int64))]
-        ms["rank"] = _lap(t)
-        if cfg.rerank and len(order) > 1:
-            t = time.perf_counter()
-            order = self._diversify(items, s, order, n)
-            ms["rerank"] = _lap(t)
-        top = order[:n]
-        res = SearchResult(pq, items[top], s[top].astype(np.float32), ms, fusion=fusion or self.serving_fusion())
+        if fusion is None and self.interleaving() and self._rand.random() < cfg.interleave_share:
+            fusion = "interleave"
+        if fusion == "interleave":
+            if self.fusion is None:
+                raise SearchError("fusion: 'interleave' needs trained weights")
+            ranked = [self._ranked(items, self.score(x, lex, dense, profile is not None, f), exclude, n, ms)
+                      for f in TEAMS]
+            ms["rank"] = round(_lap(t) - ms.get("rerank", 0.0), 3)
+            page, team = team_draft(ranked[0][0], ranked[1][0], n, self._rand)
+            top = np.asarray([ranked[k][1][ranked[k][0] == i][0] for i, k in zip(page.tolist(), team.tolist(),
+                                                                                 strict=True)], np.int64)
+            s = np.zeros(len(items))
+            s[top] = 1.0 / (1.0 + np.arange(len(top)))  # the page's order (the two teams' scores differ in scale)
+            res = SearchResult(pq, items[top], s[top].astype(np.float32), ms, fusion="interleave",
+                               teams=[TEAMS[k] for k in team.tolist()])
+        else:
+            s = self.score(x, lex, dense, profile is not None, fusion)
+            top = self._ranked(items, s, exclude, n, ms)[1][:n]
+            ms["rank"] = round(_lap(t) - ms.get("rerank", 0.0), 3)
+            res = SearchResult(pq, items[top], s[top].astype(np.float32), ms, fusion=fusion or self.serving_fusion())
         if explain:
             res.trace = {"query": _query_trace(pq), "candidates": {"lexical": len(lex), "dense": len(dense),
                                                                    "fused": len(items)},
                          "personalised": profile is not None, "fusion": res.fusion,
                          "items": [{"item": int(items[j]), **{k: round(float(v), 5) for k, v in
-                                    zip(FEATURES, x[j], strict=True)}, "score": float(s[j])} for j in top]}
+                                    zip(FEATURES, x[j], strict=True)}, "score": float(s[j]),
+                                    **({"team": res.teams[r]} if res.teams is not None else {})}
+                                   for r, j in enumerate(top.tolist())]}
         return res
+
+    def _ranked(self, items: np.ndarray, s: np.ndarray, exclude: np.ndarray | None, n: int,
+                ms: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """(items best first, their candidate rows) by scores ``s``: ``exclude``d items dropped,
+        the page diversified when the config re-ranks (its time added to ``ms["rerank"]``)."""
+        order = np.argsort(-s, kind="stable")
+        if exclude is not None and len(exclude):
+            order = order[~in_sorted(items[order], np.asarray(exclude, np.int64))]
+        if self.config.rerank and len(order) > 1:
+            t = time.perf_counter()
+            order = self._diversify(items, s, order, n)
+            ms["rerank"] = ms.get("rerank", 0.0) + _lap(t)
+        return items[order], order
 
     def _diversify(self, items: np.ndarray, s: np.ndarray, order: np.ndarray, n: int) -> np.ndarray:
         from notefeed.rerank.base import RERANKERS, RerankInput

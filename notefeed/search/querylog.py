@@ -30,7 +30,8 @@ __all__ = ["SearchLog"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queries (
-    request_id TEXT PRIMARY KEY, user_id TEXT, query TEXT NOT NULL, ts REAL NOT NULL, items TEXT NOT NULL
+    request_id TEXT PRIMARY KEY, user_id TEXT, query TEXT NOT NULL, ts REAL NOT NULL, items TEXT NOT NULL,
+    teams TEXT
 );
 CREATE TABLE IF NOT EXISTS clicks (
     request_id TEXT NOT NULL, note_id TEXT NOT NULL, user_id TEXT, ts REAL NOT NULL, type TEXT NOT NULL,
@@ -52,17 +53,30 @@ class SearchLog:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
+            cols = {r[1] for r in self.db.execute("PRAGMA table_info(queries)")}
+            if "teams" not in cols:  # a log written before interleaving
+                try:
+                    self.db.execute("ALTER TABLE queries ADD COLUMN teams TEXT")
+                except sqlite3.OperationalError as e:  # another process added it first
+                    if "duplicate column" not in str(e):
+                        raise
         except sqlite3.DatabaseError as e:
             raise ValueError(f"{self.path}: not a search query log ({e})") from None
         self._lock = threading.Lock()
 
     def log_query(self, request_id: str, user_id: str | None, query: str, items: Sequence[str],
-                  ts: float | None = None) -> None:
-        """One served page: ``query`` (normalised text) and the note ids shown, best first."""
+                  ts: float | None = None, teams: Sequence[str] | None = None) -> None:
+        """One served page: ``query`` (normalised text) and the note ids shown, best first;
+        ``teams``: on an interleaved page, the ranking each note came from
+        (:mod:`notefeed.search.interleave`)."""
+        if teams is not None and len(teams) != len(items):
+            raise ValueError(f"teams: {len(teams)} for {len(items)} notes shown")
         with self._lock:
-            self.db.execute("INSERT OR IGNORE INTO queries VALUES (?, ?, ?, ?, ?)",
+            self.db.execute("INSERT OR IGNORE INTO queries (request_id, user_id, query, ts, items, teams) "
+                            "VALUES (?, ?, ?, ?, ?, ?)",
                             (request_id, user_id, query, time.time() if ts is None else ts,
-                             json.dumps(list(items), ensure_ascii=False)))
+                             json.dumps(list(items), ensure_ascii=False),
+                             None if teams is None else json.dumps(list(teams))))
 
     def log_clicks(self, rows: Iterable[tuple[str, str, str | None, float, str, int | None]]) -> int:
         """``(request_id, note_id, user_id, ts, type, position)`` rows of engaged search results
@@ -127,23 +141,39 @@ class SearchLog:
         rows += [(by_id[r][1] or "", by_id[r][2], int(by_id[r][3]), n) for r, n in c if r in by_id]
         return pd.DataFrame(rows, columns=["user_id", "query", "ts", "clicked"])
 
-    def pages(self, limit: int | None = None) -> list[dict[str, object]]:
+    def pages(self, limit: int | None = None, interleaved: bool = False,
+              since_ts: float | None = None) -> list[dict[str, object]]:
         """Logged pages with their engaged notes, oldest first (the latest ``limit`` when given):
-        ``request_id, user_id, query, ts, items`` (note ids shown, best first) and ``clicked``
-        (the distinct engaged note ids, first engagement first). The training data of the
-        learned fusion (:mod:`notefeed.search.clickfusion`)."""
+        ``request_id, user_id, query, ts, items`` (note ids shown, best first), ``teams`` (the
+        ranking of each shown note on an interleaved page, else None) and ``clicked`` (the
+        distinct engaged note ids, first engagement first). The training data of the learned
+        fusion (:mod:`notefeed.search.clickfusion`). ``interleaved``: only interleaved pages;
+        ``since_ts``: only pages logged from then on."""
+        where = []
+        args: list[object] = []
+        if interleaved:
+            where.append("teams IS NOT NULL")
+        if since_ts is not None:
+            where.append("ts >= ?")
+            args.append(float(since_ts))
+        cond = (" WHERE " + " AND ".join(where)) if where else ""
         with self._lock:
-            sql = "SELECT request_id, user_id, query, ts, items FROM queries ORDER BY ts DESC, rowid DESC"
+            sql = f"SELECT request_id, user_id, query, ts, items, teams FROM queries{cond} ORDER BY ts DESC, rowid DESC"
             q = self.db.execute(sql + (" LIMIT ?" if limit is not None else ""),
-                                (limit,) if limit is not None else ()).fetchall()
-            c = self.db.execute("SELECT request_id, note_id FROM clicks ORDER BY ts, rowid").fetchall()
+                                (*args, limit) if limit is not None else tuple(args)).fetchall()
+            if where:
+                c = self.db.execute(f"SELECT request_id, note_id FROM clicks WHERE request_id IN "
+                                    f"(SELECT request_id FROM queries{cond}) ORDER BY ts, rowid", args).fetchall()
+            else:
+                c = self.db.execute("SELECT request_id, note_id FROM clicks ORDER BY ts, rowid").fetchall()
         clicked: dict[str, list[str]] = {}
         for rid, note in c:
             got = clicked.setdefault(rid, [])
             if note not in got:
                 got.append(note)
         return [{"request_id": rid, "user_id": u, "query": qq, "ts": float(t), "items": json.loads(items),
-                 "clicked": clicked.get(rid, [])} for rid, u, qq, t, items in reversed(q)]
+                 "teams": None if teams is None else json.loads(teams), "clicked": clicked.get(rid, [])}
+                for rid, u, qq, t, items, teams in reversed(q)]
 
     def n_clicked_pages(self) -> int:
         """How many logged pages have at least one engaged note."""

@@ -62,6 +62,7 @@ from notefeed.schema import STORED, Event, Note, id_problem
 from notefeed.search import SearchConfig, SearchError, SearchPipeline
 from notefeed.search.fusion import LearnedFusion
 from notefeed.search.image import ImageIndex, load_encoder
+from notefeed.search.interleave import verdict_from_log
 from notefeed.search.querylog import SearchLog
 from notefeed.search.store import folder_lock
 from notefeed.search.suggest import Suggester
@@ -73,6 +74,8 @@ __all__ = ["SearchService", "add_search_routes", "ImageQuery"]
 
 #: how often (seconds, at most once per search request) a server looks for a newly trained fusion.json
 FUSION_CHECK_S = 5.0
+#: seconds between two readings of the search log's interleaved pages (while interleaving)
+INTERLEAVE_CHECK_S = 30.0
 #: largest accepted base64 image (characters), about 15 MB of image
 MAX_IMAGE_B64 = 20_000_000
 
@@ -195,6 +198,8 @@ class SearchService:
         #: when to look at the shared index's fusion.json next, and its stamp when last seen
         self._fusion_check = 0.0
         self._fusion_stamp: tuple[int, int, int] | None = None
+        #: when to count the interleaved pages next (:meth:`_follow_interleaving`)
+        self._interleave_check = 0.0
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._started = False
@@ -328,7 +333,30 @@ class SearchService:
         if now >= self._fusion_check:
             self._fusion_check = now + FUSION_CHECK_S
             self._follow_fusion(p)
+        if now >= self._interleave_check and self.log is not None and p.interleaving():
+            self._interleave_check = now + INTERLEAVE_CHECK_S
+            side = getattr(self.engine, "side_effects", None)
+            if side is None:
+                self._follow_interleaving(p)
+            else:  # off the request: reading the log takes a few milliseconds per thousand pages
+                side.submit(self._follow_interleaving, p)
         return p
+
+    def _follow_interleaving(self, p: SearchPipeline) -> None:
+        """Count the interleaved pages of the shared search log (every worker's, since the loaded
+        fusion was trained) into its ``meta["interleaving"]``
+        (:func:`~notefeed.search.interleave.interleaving_verdict`): ``auto`` serves the learned
+        fusion once it has won, and stops interleaving once there is a verdict. Every worker
+        reaches the same verdict from the same log; nothing is written."""
+        f = p.fusion
+        if f is None or self.log is None:
+            return
+        v = verdict_from_log(self.log, f, p.config.interleave_pages)
+        f.meta = {**f.meta, "interleaving": v}  # one assignment: a reader sees the old or the new
+        if v["verdict"] != "collecting":
+            log.info("search: the interleaving of RRF and the learned fusion is decided: %s (%d pages, "
+                     "learned won %d, RRF %d, p = %.3g)", v["verdict"], v["pages"], v["learned_wins"],
+                     v["rrf_wins"], v["p_value"])
 
     def _follow_fusion(self, p: SearchPipeline) -> None:
         """Serve the learned fusion ``notefeed search-train-fusion`` wrote to the shared index
@@ -382,8 +410,10 @@ class SearchService:
             raise SearchError(f"image: the image encoder could not encode it ({type(e).__name__}: {e})") from None
 
     # ------------------------------------------------------------------ search events
-    def record(self, user_id: str | None, query: str, note_ids: Sequence[str]) -> str:
-        """Log one served page (on the side-effect thread); returns its ``request_id``."""
+    def record(self, user_id: str | None, query: str, note_ids: Sequence[str],
+               teams: Sequence[str] | None = None) -> str:
+        """Log one served page (on the side-effect thread; ``teams``: an interleaved page's
+        ranking per note); returns its ``request_id``."""
         rid = uuid.uuid4().hex
         now = time.time()
         self.logged.add([query])
@@ -392,17 +422,17 @@ class SearchService:
             if len(self._own) > 100_000:
                 self._own.popitem(last=False)
         side = getattr(self.engine, "side_effects", None)
-        work = (rid, user_id, query, list(note_ids), now)
+        work = (rid, user_id, query, list(note_ids), now, None if teams is None else list(teams))
         if side is None:
             self._record(work)
         else:  # never delays the page (a full queue drops the work, counted by SideEffects)
             side.submit(self._record, work)
         return rid
 
-    def _record(self, work: tuple[str, str | None, str, list[str], float]) -> None:
-        rid, user_id, query, note_ids, now = work
+    def _record(self, work: tuple[str, str | None, str, list[str], float, list[str] | None]) -> None:
+        rid, user_id, query, note_ids, now, teams = work
         if self.log is not None:
-            self.log.log_query(rid, user_id, query, note_ids, now)
+            self.log.log_query(rid, user_id, query, note_ids, now, teams)
         if self.log_impressions and user_id is not None and note_ids:
             # the ids are the catalogue's own and a checked user id: validated as stored records
             evs = [Event.model_validate({"user_id": user_id, "note_id": n, "ts": int(now), "type": "impression",
@@ -544,7 +574,7 @@ def add_search_routes(app: FastAPI, engine: Any, deps: list[Any]) -> None:
             body["ads"] = ads
         if explain:
             body["trace"] = {**(res.trace or {}), "ms": res.ms, "ads_ms": ads_ms}
-        body["request_id"] = engine.search.record(user_id, res.query.text, [x["note_id"] for x in items])
+        body["request_id"] = engine.search.record(user_id, res.query.text, [x["note_id"] for x in items], res.teams)
         return body
 
     @app.get("/v1/search/status", dependencies=deps)

@@ -80,7 +80,8 @@ def test_too_few_clicks_keep_rrf_with_a_message(tmp_path: Path) -> None:
 
 
 def test_auto_without_a_winning_fusion_serves_rrf(tmp_path: Path) -> None:
-    pipe = SearchPipeline.build(make_notes(), SearchConfig(dense_dim=8, fusion="auto"))
+    # no interleaving here (tests/search/test_interleave.py): every search is served by one fusion
+    pipe = SearchPipeline.build(make_notes(), SearchConfig(dense_dim=8, fusion="auto", interleave_share=0.0))
     st = pipe.fusion_status()
     assert st["fusion"] == "rrf" and "train-fusion" in st["reason"]
     log = _planted_log(pipe, tmp_path / "log.sqlite", 200)

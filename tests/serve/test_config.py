@@ -72,10 +72,10 @@ def test_the_search_section_reaches_the_search_service() -> None:
 
     from notefeed.serve.search import _engine_search_config
 
-    cfg = ServeConfig().with_overrides(search={"fusion": "auto", "rrf_k": 30.0})
+    cfg = ServeConfig().with_overrides(search={"fusion": "rrf", "rrf_k": 30.0})
     got = _engine_search_config(SimpleNamespace(config=cfg))
-    assert got.fusion == "auto" and got.rrf_k == 30.0
-    assert _engine_search_config(SimpleNamespace(config=ServeConfig())).fusion == "rrf"
+    assert got.fusion == "rrf" and got.rrf_k == 30.0
+    assert _engine_search_config(SimpleNamespace(config=ServeConfig())).fusion == "auto"
     with pytest.raises(ConfigError, match="search"):
         ServeConfig().with_overrides(search={"fusion": "bm25-only"})
 
