@@ -24,6 +24,7 @@ Pure functions over arrays and logged pages; serving (:class:`notefeed.search.pi
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,13 +36,14 @@ __all__ = ["team_draft", "page_outcome", "interleaving_verdict", "sign_test_p", 
 TEAMS = ("rrf", "learned")
 
 
-def team_draft(a: np.ndarray, b: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def team_draft(a: np.ndarray, b: np.ndarray, n: int,
+               rng: np.random.Generator | random.Random) -> tuple[np.ndarray, np.ndarray]:
     """(page items (m,) int64, team of each (m,) int8: 0 = ``a``, 1 = ``b``) of at most ``n``
     items interleaved from rankings ``a`` and ``b`` (integer item ids best first, no repeats
     within one).
 
-    Each round the team with fewer picks so far picks (a fair coin when even): its best item not
-    yet on the page. A team whose ranking is used up passes; the page ends at ``n`` items or when
+    Each round the team with fewer picks so far picks (a fair coin, ``rng.random() < 0.5``, when
+    even): its best item not yet on the page. A team whose ranking is used up passes; the page ends at ``n`` items or when
     both are used up."""
     a, b = np.asarray(a).tolist(), np.asarray(b).tolist()
     on: set = set()
