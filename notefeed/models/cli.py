@@ -152,8 +152,12 @@ def train_cmd(
                                 "promotion); 0: train once"),
     rounds: int = typer.Option(0, "--rounds", min=0, help="with --every: stop after this many rounds (0: until "
                                "interrupted)"),
+    search_fusion: bool = typer.Option(True, "--search-fusion/--no-search-fusion", help="also fit the search "
+                                       "fusion from the search log's clicks when it is due (none yet, or the "
+                                       "last one lost its interleaving and the log has doubled since)"),
 ) -> None:
-    """Fit every component the config names on the workspace and store a new model version."""
+    """Fit every component the config names on the workspace and store a new model version
+    (and the search fusion, when it is due)."""
     from notefeed.models.train import TrainError, train_workspace
 
     _store(workspace)
@@ -184,6 +188,8 @@ def train_cmd(
                                           time.process_time() - c0)
                 except TrainError as e:
                     _fail(str(e))
+            if search_fusion:
+                _train_search_fusion(workspace, seed)
             done += 1
             if not every or (rounds and done >= rounds):
                 return
@@ -195,6 +201,22 @@ def train_cmd(
         raise typer.Exit(130) from None
     finally:
         batch.close()
+
+
+def _train_search_fusion(workspace: Path, seed: int) -> None:
+    """Fit and install the search fusion when :func:`~notefeed.search.cli.fusion_due` says so; a
+    failure is reported on one line and leaves the feed's new version in place."""
+    from notefeed.search.cli import fusion_due, train_workspace_fusion
+
+    try:
+        why = fusion_due(workspace)
+        if why is None:
+            return
+        typer.echo(f"search fusion: training ({why})")
+        rep, saved = train_workspace_fusion(workspace, seed=seed)
+        typer.echo(("search fusion: fusion.json saved: " if saved else "search fusion: none trained: ") + rep.reason)
+    except Exception as e:  # noqa: BLE001 - the feed's version is stored; search keeps the fusion it had
+        typer.echo(f"search fusion: not trained ({type(e).__name__}: {e})")
 
 
 def _write_train_json(path: Path, workspace: Path, version: str, wall_s: float, cpu_s: float) -> None:

@@ -111,6 +111,69 @@ def _index_lock(workspace: Path) -> Iterator[None]:
         yield
 
 
+def train_workspace_fusion(workspace: Path, min_clicks: int = 200, valid_share: float = 0.2, sampled: int = 0,
+                           max_pages: int = 50_000, seed: int = 0) -> tuple:
+    """(the :class:`~notefeed.search.clickfusion.ClickFusionReport`, whether ``fusion.json`` was
+    saved): the learned fusion fitted from WORKSPACE's search log (the latest ``max_pages``
+    searches) and installed in its index, under the index's lock (``search-train-fusion``)."""
+    from notefeed.search.clickfusion import history_before, install, train_click_fusion
+    from notefeed.search.querylog import SearchLog
+
+    with _index_lock(workspace):
+        ds, pipe = _open_index(workspace)
+        try:
+            log = SearchLog(workspace / "search_log.sqlite")
+            try:
+                pages = log.pages(limit=max_pages)
+            finally:
+                log.close()
+            rep = train_click_fusion(pipe, pages, history_before(ds.select_events(), ds.user_index),
+                                     min_clicked_pages=min_clicks, valid_share=valid_share, sampled=sampled,
+                                     seed=seed)
+            return rep, install(pipe, rep)
+        finally:
+            pipe.close()
+
+
+def fusion_due(workspace: Path, min_clicks: int = 200) -> str | None:
+    """Why ``notefeed train`` should fit the search fusion now, or None. Due when the search log
+    has ``min_clicks`` searches with a click and either there is no ``fusion.json`` (or it cannot
+    be read), or the fusion there lost or tied its interleaving with RRF and the log has since
+    doubled its searches with a click. Never while its interleaving is still counting (a new
+    fusion would start the count again) nor when it won (it serves; ``search-train-fusion``
+    replaces it by hand), nor for a fusion not trained from the log."""
+    from notefeed.search import SearchConfig, SearchError
+    from notefeed.search.fusion import LearnedFusion
+    from notefeed.search.interleave import verdict_from_log
+    from notefeed.search.querylog import SearchLog
+
+    logf = workspace / "search_log.sqlite"
+    if not logf.exists():
+        return None
+    log = SearchLog(logf)
+    try:
+        clicked = log.n_clicked_pages()
+        if clicked < min_clicks:
+            return None
+        f = workspace / "search" / "fusion.json"
+        if not f.exists():
+            return f"{clicked} searches with a click in the search log and no fusion.json yet"
+        try:
+            fusion = LearnedFusion.load(f)
+        except SearchError as e:
+            return f"the fusion.json there cannot be read ({e})"
+        before = (fusion.meta.get("counts") or {}).get("clicked_pages")
+        if not isinstance(before, int) or clicked < 2 * before:
+            return None
+        verdict = verdict_from_log(log, fusion, SearchConfig().interleave_pages)["verdict"]
+        if verdict not in ("rrf", "no difference"):
+            return None
+        return (f"its fusion.json ({before} searches with a click) did not win its interleaving ({verdict}); "
+                f"the log has {clicked} now")
+    finally:
+        log.close()
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this stage's commands to ``notefeed`` and ``notefeed bench``."""
 
@@ -200,26 +263,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
 
         from rich.console import Console
 
-        from notefeed.search.clickfusion import history_before, install, train_click_fusion
-        from notefeed.search.querylog import SearchLog
-
         logf = workspace / "search_log.sqlite"
         if not logf.exists():
             _fail(f"--workspace: {logf} does not exist (no search was served or logged there): search stays on RRF")
-        with _index_lock(workspace):
-            ds, pipe = _open_index(workspace)
-            try:
-                log = SearchLog(logf)
-                try:
-                    pages = log.pages(limit=max_pages)
-                finally:
-                    log.close()
-                rep = train_click_fusion(pipe, pages, history_before(ds.select_events(), ds.user_index),
-                                         min_clicked_pages=min_clicks, valid_share=valid_share, sampled=sampled,
-                                         seed=seed)
-                saved = install(pipe, rep)
-            finally:
-                pipe.close()
+        rep, saved = train_workspace_fusion(workspace, min_clicks=min_clicks, valid_share=valid_share,
+                                            sampled=sampled, max_pages=max_pages, seed=seed)
         con = Console()
         con.print(("fusion.json saved: " if saved else "no fusion trained: ") + rep.reason, highlight=False)
         if rep.valid:

@@ -239,3 +239,64 @@ def test_cli_train_fusion(tmp_path: Path) -> None:
     loaded.close()
     out = r.invoke(app, ["search", "coffee", "--workspace", str(ws), "--rebuild"])
     assert out.exit_code == 0 and (ws / "search" / "fusion.json").exists()  # kept across the rebuild
+
+
+def test_train_fits_the_search_fusion_when_it_is_due(tmp_path: Path) -> None:
+    """`notefeed train` also fits the search fusion: when the log has enough clicked searches and
+    there is none yet, or the last one lost its interleaving and the log has doubled since; not
+    while its interleaving counts, nor once it won."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from notefeed.cli import app
+    from notefeed.data.dataset import Dataset
+    from notefeed.data.store import Workspace
+    from notefeed.search.cli import _open_index, fusion_due
+    from notefeed.serve.config import builtin_config
+    from notefeed.serve.engine import popular_config
+
+    ws = tmp_path / "ws"
+    ev = pd.DataFrame({"user_id": ["u", "u"], "note_id": ["n0", "n3"], "ts": [0, 1], "type": ["like", "like"]})
+    with Workspace.open(ws) as w:
+        w.save_dataset(Dataset.build("cf", ev, notes=make_notes()))
+    assert fusion_due(ws) is None  # no search log
+    _, pipe = _open_index(ws)
+    _planted_log(pipe, ws / "search_log.sqlite", 200).close()
+    pipe.close()
+    assert fusion_due(ws, min_clicks=201) is None
+    assert "no fusion.json yet" in str(fusion_due(ws))
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(popular_config(builtin_config()).model_dump(mode="json")))
+    r = CliRunner()
+    out = r.invoke(app, ["train", "--workspace", str(ws), "--config", str(cfg), "--no-sync", "--no-search-fusion"])
+    assert out.exit_code == 0, out.output
+    assert "search fusion" not in out.output and not (ws / "search" / "fusion.json").exists()
+    out = r.invoke(app, ["train", "--workspace", str(ws), "--config", str(cfg), "--no-sync"])
+    assert out.exit_code == 0, out.output
+    assert "search fusion: training (200 searches with a click" in out.output
+    assert "search fusion: fusion.json saved" in out.output and (ws / "search" / "fusion.json").exists()
+    fusion = json.loads((ws / "search" / "fusion.json").read_text())
+    assert fusion["meta"]["counts"]["clicked_pages"] == 200
+    assert fusion_due(ws) is None  # the log has not grown
+    trained_at = fusion["meta"]["trained_at"]
+    log = SearchLog(ws / "search_log.sqlite")
+    for k in range(1000):  # interleaved pages since: RRF's note clicked on 600, the learned one's on 400
+        log.log_query(f"i{k}", "u", "coffee", ["n1", "n2"], ts=trained_at + 1 + k, teams=["rrf", "learned"])
+        log.log_clicks([(f"i{k}", "n1" if k < 600 else "n2", "u", trained_at + 1.5 + k, "click", 0)])
+    log.close()
+    assert "did not win its interleaving (rrf)" in str(fusion_due(ws))  # 1,200 clicked searches: doubled
+    out = r.invoke(app, ["train", "--workspace", str(ws), "--config", str(cfg), "--no-sync"])
+    assert "search fusion: fusion.json saved" in out.output, out.output
+    assert json.loads((ws / "search" / "fusion.json").read_text())["meta"]["counts"]["clicked_pages"] == 1200
+    (ws / "search" / "fusion.json").write_text("{torn")
+    assert "cannot be read" in str(fusion_due(ws))
+    # a fusion that won its interleaving is kept, however the log grows
+    db = SearchLog(ws / "search_log.sqlite")
+    db.db.execute("UPDATE queries SET teams = '[\"learned\", \"rrf\"]' WHERE teams IS NOT NULL")
+    db.close()
+    rep_meta = {"source": "search log", "counts": {"clicked_pages": 300}, "trained_at": 0.0}
+    from notefeed.search.fusion import LearnedFusion
+
+    LearnedFusion(model="linear", meta=rep_meta).save(ws / "search" / "fusion.json")
+    assert fusion_due(ws) is None
