@@ -49,6 +49,7 @@ def test_console_routes_and_token(small_ds, tmp_path: Path) -> None:
                 assert c.get(p, headers=AUTH).status_code == 200, p
             ov = c.get("/v1/admin/console/overview", headers=AUTH).json()
             assert ov["counts"]["notes"] == small_ds.n_items
+            assert ov["search"]["fusion"] is None or ov["search"]["fusion"]["configured"] == "auto"  # the search panel
             assert any(s["stage"] == "context" and s["p50_ms"] is not None for s in ov["latency"]["stages"])
             fd = c.get(f"/v1/admin/console/feed?user_id={user}&n=5", headers=AUTH).json()
             assert len(fd["items"]) == 5 and all(it["channels"] and it["why"] for it in fd["items"])

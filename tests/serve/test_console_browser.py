@@ -91,6 +91,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         note = {"note_id": "console-new-1", "author_id": "new-creator", "title": "A brand-new note <b>not bold</b>",
                 "tags": ["travel"], "category": str(ds.notes["category"].iat[0]), "created_at": int(time.time())}
         assert c.post("/v1/notes", json=note, params={"followers": 12}).status_code == 201
+        assert c.get("/v1/search", params={"q": "travel"}).status_code == 200  # the index built (the Search panel)
     try:
         yield {"base": base, "engine": engine, "users": users, "versions": (v1, v2), "new_note": note["note_id"]}
     finally:
@@ -163,6 +164,7 @@ def test_every_console_page_in_chromium(server: dict[str, Any], browser: Any,
                                  and not d.execute_script("return document.body.dataset.error"))
     text = drv.find_element(By.TAG_NAME, "main").text
     assert "feed pages / s" in text and "Per-stage latency" in text and "exp:funnel" in text
+    assert drv.find_elements(By.XPATH, "//h2[text()='Search']") and "fusion serving" in text  # the search panel
     assert _drawn(drv, "chart-pages") > 0 and _drawn(drv, "chart-stages") > 0
     drv.save_screenshot(str(shots / "overview.png"))
     render = {"overview": int(drv.execute_script("return +document.body.dataset.renderMs"))}

@@ -94,6 +94,8 @@ def overview(engine: Engine, tracker: ExposureTracker, started: float) -> dict[s
                    "side_effects_queue": se._q.qsize(), "side_effects_dropped": se.dropped,
                    "side_effects_failed": se.failed, "bus": engine.bus.name, "state": engine.state.name},
         "pipelines": {k: [f"{s.kind}:{s.name}" for s in p.steps] for k, p in engine.pipelines.items()},
+        # the search index and which fusion ranks its pages (an interleaving's count while auto decides)
+        "search": engine.search.status() if getattr(engine, "search", None) is not None else None,
         "series": series[-60:],
         "uptime_s": time.time() - engine.started_at,
     })

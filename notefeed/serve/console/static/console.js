@@ -83,6 +83,7 @@
       main.append(panel(h("h2", {}, "Stage errors (fail open)"), table(["stage", "count"],
         d.errors.stage_errors.map((e) => [e.stage, e.count]), [1])));
     }
+    if (d.search) { main.append(searchPanel(d.search)); }
     NFChart.line(document.getElementById("chart-pages"), {
       title: "Feed pages per bucket", xFormat: clock, yMin: 0,
       series: [{ name: "pages", points: d.series.map((b) => [b.t, b.pages]) }],
@@ -92,6 +93,26 @@
       title: `Stage latency, ${(feed[0] || {}).pipeline || ""} (ms)`, names: ["p50", "p99"],
       rows: dflt.map((s) => ({ label: s.stage, value: s.p50_ms, value2: s.p99_ms })),
     });
+  }
+
+  // Search: the index, the fusion that ranks its pages and, while `auto` decides, the
+  // interleaving of RRF and the learned fusion (GET /v1/search/status)
+  function searchPanel(s) {
+    const f = s.fusion;
+    const rows = [["index", s.ready ? `ready, ${(s.notes || 0).toLocaleString()} notes` : (s.error || "not built yet")]];
+    if (f) {
+      rows.push(["fusion serving", `${f.fusion} (configured: ${f.configured})`]);
+      if (f.reason) { rows.push(["why", f.reason]); }
+      if (f.interleaving) { rows.push(["interleaved now", pct(f.interleaving) + " of searches"]); }
+      const il = f.learned && f.learned.interleaving;
+      if (il) {
+        rows.push(["interleaving verdict", `${il.verdict}: ${il.pages} of ${il.pages_needed} searches with a click; ` +
+          `learned won ${il.learned_wins}, RRF ${il.rrf_wins}, ties ${il.ties}` +
+          (il.verdict === "collecting" ? "" : `; sign test p = ${fmt(il.p_value)}`)]);
+      }
+    }
+    if (s.log) { rows.push(["search log", `${s.log.searches.toLocaleString()} searches, ${s.log.searches_with_click.toLocaleString()} with a click`]); }
+    return panel(h("h2", {}, "Search"), table(["", ""], rows));
   }
 
   async function feedPage() {
