@@ -223,9 +223,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                 _fail(str(e).replace("q: ", "QUERY: ", 1).replace("n: ", "--n: ", 1))
                 return
             finally:
-                if pipe.fusion is not None:
-                    pipe.fusion.meta.pop("interleaving", None)  # read from the log, not saved with the index
-                pipe.close()
+                pipe.close()  # the verdict read from the log is not saved with the fusion
         pq = res.query
         con = Console()
         con.print(f"query: {pq.text!r} terms={pq.terms} corrections={pq.corrections} "

@@ -186,7 +186,9 @@ class LearnedFusion:
         return x[:, self._cols] @ self.weights[:-1] + self.weights[-1]
 
     def save(self, path: str | Path) -> None:
-        raw: dict = {"kind": self.name, "model": self.model, "features": list(self.features), "meta": self.meta}
+        # the interleaving's count is read from the search log by whoever serves, never saved
+        meta = {k: v for k, v in self.meta.items() if k != "interleaving"}
+        raw: dict = {"kind": self.name, "model": self.model, "features": list(self.features), "meta": meta}
         if self.model == "trees":
             if self.forest is None:
                 raise SearchError("fusion: the trees model is not fitted")

@@ -318,9 +318,11 @@ class SearchPipeline:
         verdict (still collecting), ``interleave_share > 0``."""
         return (self.config.fusion == "auto" and self.fusion is not None and self.config.interleave_share > 0
                 and self.serving_fusion() == "rrf" and self._verdict() in (None, "collecting"))
+
     def fusion_status(self) -> dict[str, Any]:
         """Which fusion serves and why (for health and responses): ``fusion`` (rrf / learned),
-        ``configured``, and the loaded fusion's model and training record, if any."""
+        ``configured``, ``interleaving`` (the share of searches interleaved now), and the loaded
+        fusion's model and training record (with its interleaving's count), if any."""
         out: dict[str, Any] = {"fusion": self.serving_fusion(), "configured": self.config.fusion,
                                "interleaving": self.config.interleave_share if self.interleaving() else 0.0}
         f = self.fusion
@@ -400,8 +402,8 @@ class SearchPipeline:
                       for f in TEAMS]
             ms["rank"] = round(_lap(t) - ms.get("rerank", 0.0), 3)
             page, team = team_draft(ranked[0][0], ranked[1][0], n, self._rand)
-            top = np.asarray([ranked[k][1][ranked[k][0] == i][0] for i, k in zip(page.tolist(), team.tolist(),
-                                                                                 strict=True)], np.int64)
+            row = {i: j for j, i in enumerate(items.tolist())}  # each candidate's row
+            top = np.asarray([row[i] for i in page.tolist()], np.int64)
             s = np.zeros(len(items))
             s[top] = 1.0 / (1.0 + np.arange(len(top)))  # the page's order (the two teams' scores differ in scale)
             res = SearchResult(pq, items[top], s[top].astype(np.float32), ms, fusion="interleave",

