@@ -19,6 +19,11 @@ RRF, the click-trained fusion, and the fusion trained on the same log queries' *
 (the search eval's learned fusion: what the clicks could at best teach), for the whole log and
 for its first 1/8, 1/4 and 1/2 (the learning curve); with the per-query NDCG@10 difference to
 RRF and its 95% interval (normal approximation).
+
+With ``interleave`` (``--interleave N``) each fusion trained, and the graded one, is then
+interleaved with RRF (team draft, :mod:`notefeed.search.interleave`) on ``N`` further searches
+of the log's queries, clicked by the same simulated user: the verdict serving's ``fusion: auto``
+would reach (:func:`interleave_searches`).
 """
 
 from __future__ import annotations

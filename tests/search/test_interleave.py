@@ -282,3 +282,27 @@ def test_cli_reports_the_interleaving_and_search_serves_by_it(tmp_path: Path) ->
     # `notefeed search` shows what serving serves: with the default 1000 pages still collecting, RRF
     assert "fusion=rrf" in r.invoke(app, ["search", "coffee", "--workspace", str(ws), "--no-sync"]).output
     assert "interleaving" not in json.loads((ws / "search" / "fusion.json").read_text())["meta"]  # not saved
+
+
+def test_the_study_interleaves_each_fusion_it_trains(tmp_path: Path) -> None:
+    """`notefeed search-fusion-study --interleave N` on the tiny simulated community: every
+    fusion of the learning curve and the graded one are interleaved with RRF on N simulated
+    searches; the fusion fitted to grades wins more of them than RRF."""
+    from typer.testing import CliRunner
+
+    from notefeed.cli import app
+
+    out = CliRunner().invoke(app, ["search-fusion-study", "--dataset", "sim-tiny", "--queries", "300",
+                                   "--test-queries", "60", "--interleave", "200", "--json", str(tmp_path / "s.json")])
+    assert out.exit_code == 0, out.output
+    assert "interleaved with RRF, learned-from-grades+personal: collecting" in out.output  # 1,000 pages needed
+    res = json.loads((tmp_path / "s.json").read_text())
+    assert res["interleaved_searches"] == 200 and res["command"].endswith("--interleave 200")
+    trained = [e for e in res["results"]["learning_curve"] if e["report"]["trained"]]
+    assert trained and all(e["interleaving"]["searches"] == 200 for e in trained)
+    for il in [e["interleaving"] for e in trained] + [res["results"]["learned-from-grades+personal"]["interleaving"]]:
+        v, every = il["verdict"], il["all_searches"]
+        assert v["verdict"] == "collecting" and v["pages"] == every["pages"] <= 200
+        assert every["learned_wins"] + every["rrf_wins"] + every["ties"] == every["pages"]
+    graded = res["results"]["learned-from-grades+personal"]["interleaving"]["all_searches"]
+    assert graded["learned_wins"] > graded["rrf_wins"]
