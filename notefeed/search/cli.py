@@ -135,6 +135,22 @@ def train_workspace_fusion(workspace: Path, min_clicks: int = 200, valid_share: 
             pipe.close()
 
 
+def _log_verdict(workspace: Path, fusion: object, pages_needed: int) -> dict | None:
+    """The interleaving verdict of ``fusion`` from WORKSPACE's search log (as serving reaches
+    it, :func:`~notefeed.search.interleave.verdict_from_log`); None without a log."""
+    from notefeed.search.interleave import verdict_from_log
+    from notefeed.search.querylog import SearchLog
+
+    logf = workspace / "search_log.sqlite"
+    if not logf.exists():
+        return None
+    log = SearchLog(logf)
+    try:
+        return verdict_from_log(log, fusion, pages_needed)
+    finally:
+        log.close()
+
+
 def fusion_due(workspace: Path, min_clicks: int = 200) -> str | None:
     """Why ``notefeed train`` should fit the search fusion now, or None. Due when the search log
     has ``min_clicks`` searches with a click and either there is no ``fusion.json`` (or it cannot
@@ -206,16 +222,10 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                     _fail(f"--user: unknown user {user!r}")
                 pos = ds.select_events()
                 history = pos["item"].to_numpy()[pos["user"].to_numpy() == u]
-            logf = workspace / "search_log.sqlite"
-            if pipe.fusion is not None and pipe.config.fusion == "auto" and logf.exists():
-                from notefeed.search.interleave import verdict_from_log
-                from notefeed.search.querylog import SearchLog
-
-                log = SearchLog(logf)  # the interleaving's verdict, as serving reaches it
-                try:
-                    pipe.fusion.meta["interleaving"] = verdict_from_log(log, pipe.fusion, pipe.config.interleave_pages)
-                finally:
-                    log.close()
+            if pipe.fusion is not None and pipe.config.fusion == "auto":  # the interleaving's verdict
+                verdict = _log_verdict(workspace, pipe.fusion, pipe.config.interleave_pages)
+                if verdict is not None:
+                    pipe.fusion.meta["interleaving"] = verdict
             try:
                 res = pipe.search(query, min(n, pipe.config.max_page), history=history, explain=explain,
                                   fusion=pipe.serving_fusion())  # what serves (never an interleaved page)
@@ -295,8 +305,6 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
 
         from notefeed.search import SearchConfig, SearchError
         from notefeed.search.fusion import LearnedFusion
-        from notefeed.search.interleave import verdict_from_log
-        from notefeed.search.querylog import SearchLog
 
         f = workspace / "search" / "fusion.json"
         if not f.exists():
@@ -305,14 +313,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             fusion = LearnedFusion.load(f)
         except SearchError as e:
             _fail(f"--workspace: {e}")
-        logf = workspace / "search_log.sqlite"
-        if not logf.exists():
-            _fail(f"--workspace: {logf} does not exist (no search was served or logged there)")
-        log = SearchLog(logf)
-        try:
-            v = verdict_from_log(log, fusion, pages or SearchConfig().interleave_pages)
-        finally:
-            log.close()
+        v = _log_verdict(workspace, fusion, pages or SearchConfig().interleave_pages)
+        if v is None:
+            _fail(f"--workspace: {workspace / 'search_log.sqlite'} does not exist (no search was served or logged there)")
         print(f"interleaving of RRF and {f}: {v['verdict']} ({v['pages']} of {v['pages_needed']} searches with a "
               f"click; learned won {v['learned_wins']}, RRF {v['rrf_wins']}, ties {v['ties']}; sign test "
               f"p = {v['p_value']:.3g})")
