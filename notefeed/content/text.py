@@ -34,6 +34,8 @@ __all__ = [
     "has_cjk",
     "tokenize",
     "text_features",
+    "word_features",
+    "term_weighted_features",
     "TextEncoderConfig",
     "TextEncoder",
     "SentenceTransformerEncoder",
@@ -86,19 +88,50 @@ def text_features(text: str, word_ngrams: int = 2, char_ngrams: tuple[int, int] 
     words = tokenize(text)
     feats = list(words)
     for n in range(2, word_ngrams + 1):
-        feats.extend("w:" + " ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+        feats.extend(word_ngrams_of(words, n))
     lo, hi = char_ngrams
     for w in words:
-        if has_cjk(w):
-            if len(w) > 1:
-                feats.extend("c:" + ch for ch in w)
-            continue
-        if len(w) < lo - 1:
-            continue
-        marked = f"<{w}>"
-        for n in range(lo, hi + 1):
-            feats.extend("c:" + marked[i : i + n] for i in range(len(marked) - n + 1))
+        feats.extend(word_features(w, lo, hi)[1:])
     return feats
+
+
+def word_ngrams_of(words: list[str], n: int) -> list[str]:
+    """The word ``n``-gram features of a token list (``"w:best coffee"``)."""
+    return ["w:" + " ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
+
+
+def word_features(w: str, lo: int, hi: int) -> list[str]:
+    """A word's features: the word itself, then its character n-grams (``lo`` to ``hi`` inside
+    the boundary-marked word for alphabetic scripts; the single characters of a multi-character
+    Chinese word; none for a word shorter than ``lo - 1``)."""
+    if has_cjk(w):
+        return [w] + (["c:" + ch for ch in w] if len(w) > 1 else [])
+    if len(w) < lo - 1:
+        return [w]
+    m = f"<{w}>"
+    return [w] + ["c:" + m[i : i + n] for n in range(lo, hi + 1) for i in range(len(m) - n + 1)]
+
+
+def term_weighted_features(text: str, word_ngrams: int = 2, char_ngrams: tuple[int, int] = (3, 4),
+                           sublinear_tf: bool = True) -> dict[str, float]:
+    """The features of one text weighted per term (``TextEncoderConfig.tf_scope="term"``): each
+    term (a word, a word n-gram) weighs ``log1p(its count in the text)`` (its count without
+    ``sublinear_tf``), and each of its features (a word's own and its character n-grams, as
+    :func:`text_features` has them; an n-gram's one) gets that weight once per occurrence in
+    the term; a feature of several terms sums their weights."""
+    words = tokenize(text)
+    lo, hi = char_ngrams
+    out: dict[str, float] = {}
+    grams = [g for n in range(2, word_ngrams + 1) for g in word_ngrams_of(words, n)]
+    for terms, feats_of in ((words, lambda t: word_features(t, lo, hi)), (grams, lambda t: [t])):
+        counts: dict[str, int] = {}
+        for t in terms:
+            counts[t] = counts.get(t, 0) + 1
+        for t, tf in counts.items():
+            w = float(np.log1p(tf)) if sublinear_tf else float(tf)
+            for f in feats_of(t):
+                out[f] = out.get(f, 0.0) + w
+    return out
 
 
 @dataclass
@@ -111,6 +144,12 @@ class TextEncoderConfig:
     char_ngram_min: int = 3
     char_ngram_max: int = 4
     sublinear_tf: bool = True
+    #: what the sublinear TF counts: "feature", each hashed feature's count in the text (the
+    #: original encoder); "term", each word's and word n-gram's count, every feature of a term
+    #: weighted by it (:func:`term_weighted_features`). The two differ only where distinct
+    #: terms of a text share a feature (a character n-gram, a hash column); "term" lets a
+    #: catalogue be projected one distinct word at a time (notefeed.search.dense)
+    tf_scope: str = "feature"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -120,6 +159,8 @@ class TextEncoderConfig:
             raise ContentError(f"n_features: must be >= 16, got {self.n_features}")
         if not 1 <= self.char_ngram_min <= self.char_ngram_max:
             raise ContentError("char_ngram_min/char_ngram_max: need 1 <= min <= max")
+        if self.tf_scope not in ("feature", "term"):
+            raise ContentError(f"tf_scope: must be 'feature' or 'term', got {self.tf_scope!r}")
 
 
 class TextEncoder:
@@ -137,10 +178,17 @@ class TextEncoder:
         return self.config.dim
 
     def _counts(self, texts: list[str]) -> sp.csr_matrix:
-        """(n, n_features) float32 term counts through a stable hash (murmur3 via sklearn)."""
+        """(n, n_features) float32 feature counts through a stable hash (murmur3 via sklearn);
+        with ``tf_scope="term"`` the per-term weighted counts (:func:`term_weighted_features`)."""
         from sklearn.feature_extraction.text import HashingVectorizer
 
         c = self.config
+        if c.tf_scope == "term":  # the TF already applied, per term (weighted counts)
+            from sklearn.feature_extraction import FeatureHasher
+
+            fh = FeatureHasher(n_features=c.n_features, input_type="dict", alternate_sign=False, dtype=np.float32)
+            return fh.transform(term_weighted_features(t, c.word_ngrams, (c.char_ngram_min, c.char_ngram_max),
+                                                       c.sublinear_tf) for t in texts).tocsr()
         hv = HashingVectorizer(
             analyzer=lambda t: text_features(t, c.word_ngrams, (c.char_ngram_min, c.char_ngram_max)),
             n_features=c.n_features,
@@ -157,7 +205,8 @@ class TextEncoder:
         order, which needs no sorted columns. :meth:`transform` leaves rows unscaled: its
         vectors are normalised after the projection, which the row scale cannot change."""
         assert self.idf_ is not None
-        data = np.log1p(counts.data) if self.config.sublinear_tf else counts.data.copy()
+        c = self.config
+        data = np.log1p(counts.data) if c.sublinear_tf and c.tf_scope == "feature" else counts.data.copy()
         data *= self.idf_[counts.indices]
         if unit:
             squares = sp.csr_matrix((data * data, counts.indices, counts.indptr), shape=counts.shape)

@@ -53,6 +53,10 @@ class SearchConfig(_Cfg):
                                    "index (the same vectors; 0: always in this process)")
     dense_fit_max: int = Field(default=50_000, ge=2, description="notes sampled to fit the text encoder's IDF and "
                                "SVD (every note is encoded); its SVD is the largest part of a hybrid build")
+    dense_tf: Literal["term", "feature"] = Field(default="term", description="what the text encoder's sublinear TF "
+                                                 "counts: each word and word pair ('term'; a catalogue is then "
+                                                 "projected one distinct word at a time) or each hashed feature "
+                                                 "('feature', the encoder before session 39)")
     boosts: dict[str, float] = Field(default_factory=dict, description="BM25 field boosts over the defaults")
     # building
     build_workers: int = Field(default=1, ge=1, le=64, description="processes that segment Chinese text "

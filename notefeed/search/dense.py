@@ -6,12 +6,17 @@ seconds to the build, and it returns over 99% of the exact top 200, HNSW about 7
 ``notefeed bench search --dense-ann ivf,hnsw`` measures both). From ``dense_process_min`` notes
 a build computes the vectors in a worker process (:class:`DenseJob`).
 
-The catalogue's term counts are built here by :func:`hashed_counts`, equal to the encoder's
-own (``TextEncoder._counts``: the same features through sklearn's hasher, whose columns
-:func:`murmur3_32` computes for all feature strings at once) but computed once per distinct
-word and word n-gram and assembled with one sparse product, and computed once per build
-(:class:`_CatalogueEncoder`): the encoder is fitted on a sample of the catalogue (``fit_max``
-notes, ``SearchConfig.dense_fit_max``) whose counts are rows of the catalogue's.
+The catalogue is analysed here into terms (:func:`_analyse`: each distinct word and word
+n-gram once, the n-grams' feature columns hashed from the words' bytes) and its counts are
+equal to the encoder's own (:func:`hashed_counts` against ``TextEncoder._counts``: the same
+features through sklearn's hasher, whose columns :func:`murmur3_32` computes for all feature
+strings at once), assembled with one sparse product (:class:`_CatalogueEncoder`): the encoder
+is fitted on a sample of the catalogue (``fit_max`` notes, ``SearchConfig.dense_fit_max``)
+whose terms are rows of the catalogue's. With the search default ``tf_scope="term"``
+(``SearchConfig.dense_tf``) the catalogue's vectors need no feature counts at all: each
+distinct word's projection is computed once and every note is one (notes x terms) @ (terms x
+dim) product. The worker process of a large build (:class:`DenseJob`) also takes tasks queued
+behind the vectors (:meth:`DenseJob.then`: the notes' topic mixtures).
 
 Persisted as the encoder artifact (``encoder/``: config.json + safetensors) and the note
 vectors (``vectors.safetensors``, with the item ids); the FAISS index is rebuilt on load.
@@ -21,13 +26,23 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from notefeed.content.text import TextEncoder, TextEncoderConfig, has_cjk, text_features
+from notefeed.content._common import ContentError, l2_normalise
+from notefeed.content.text import (
+    TextEncoder,
+    TextEncoderConfig,
+    term_weighted_features,
+    text_features,
+    word_features,
+)
 from notefeed.recall.ann import AnnIndex
 from notefeed.search.base import RETRIEVERS, Hits, ParsedQuery, SearchError
 from notefeed.search.text import analyze_batch, note_fields
@@ -36,6 +51,7 @@ from notefeed.threads import gc_paused
 __all__ = ["DenseIndex", "DenseJob", "encode_catalogue", "note_texts", "hashed_counts"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _VECTORS = "vectors.safetensors"
 #: notes counted and transformed at a time when the catalogue is larger (DenseIndex.build)
@@ -100,21 +116,47 @@ def _hash(strings: list[str], n_features: int) -> np.ndarray:
     if len(raw) != int(size.sum()):  # the others' bytes, encoded one at a time
         wide = np.flatnonzero(~np.fromiter(map(str.isascii, strings), bool, len(strings)))
         size[wide] = [len(strings[i].encode("utf-8")) for i in wide.tolist()]
-    start = np.cumsum(size) - size
+    return _columns(buf, np.cumsum(size) - size, size, n_features)
+
+
+def _columns(buf: np.ndarray, start: np.ndarray, size: np.ndarray, n_features: int) -> np.ndarray:
+    """The hasher's columns of the byte strings ``buf[start : start + size]`` (``buf`` padded
+    by 4 bytes)."""
     h = murmur3_32(buf, start, size).view(np.int32).astype(np.int64)
     col = np.abs(h) % n_features
     col[h == -(2**31)] = (2**31 - 1 - (n_features - 1)) % n_features  # sklearn's rule for abs(-2**31)
     return col
 
 
-def _word_features(w: str, lo: int, hi: int) -> list[str]:
-    """The word itself and its character n-grams, by the rules of ``text_features``."""
-    if has_cjk(w):
-        return [w] + (["c:" + ch for ch in w] if len(w) > 1 else [])
-    if len(w) < lo - 1:
-        return [w]
-    m = f"<{w}>"
-    return [w] + ["c:" + m[i : i + n] for n in range(lo, hi + 1) for i in range(len(m) - n + 1)]
+def _hash_grams(words: list[str], first: np.ndarray, ids: np.ndarray, k: int, n_features: int) -> np.ndarray:
+    """``_hash(["w:" + " ".join(those k words) ...])`` for the word n-grams whose words are
+    ``ids[first[j] : first[j] + k]`` (ids into ``words``), without building the strings: the
+    UTF-8 bytes of the words are placed in one buffer by array gathers."""
+    m = len(first)
+    if not m:
+        return np.zeros(0, np.int64)
+    raw = "".join(words).encode("utf-8")
+    wlen = np.fromiter(map(len, words), np.int64, len(words))
+    if len(raw) != int(wlen.sum()):
+        wlen = np.fromiter((len(w.encode("utf-8")) for w in words), np.int64, len(words))
+    src = np.frombuffer(raw, np.uint8)
+    wstart = np.cumsum(wlen) - wlen
+    parts = ids[first[:, None] + np.arange(k)]  # (m, k) the words of each n-gram
+    plen = wlen[parts]
+    size = 2 + plen.sum(axis=1) + (k - 1)  # "w:" + the words + k-1 spaces
+    start = np.cumsum(size) - size
+    buf = np.full(int(size.sum()) + 4, ord(" "), np.uint8)  # the spaces (and the padding) in place
+    buf[start], buf[start + 1] = ord("w"), ord(":")
+    at = start + 2  # where each n-gram's next word goes
+    for j in range(k):
+        ln = plen[:, j]
+        total = int(ln.sum())
+        seg = np.repeat(np.arange(m, dtype=np.int64), ln)
+        within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(ln) - ln, ln)
+        buf[at[seg] + within] = src[wstart[parts[seg, j]] + within]
+        at = at + ln + 1
+    buf[-4:] = 0
+    return _columns(buf, start, size, n_features)
 
 
 def _by_rows(blocks: list[tuple[np.ndarray, np.ndarray]], shape: tuple[int, int]) -> sp.csr_matrix:
@@ -134,14 +176,35 @@ def _by_rows(blocks: list[tuple[np.ndarray, np.ndarray]], shape: tuple[int, int]
     return sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=shape)
 
 
-def hashed_counts(config: TextEncoderConfig, texts: list[str], workers: int = 1) -> sp.csr_matrix:
-    """(n, n_features) float32 counts equal to ``TextEncoder(config)._counts(texts)``, each
-    row's columns in no particular order (the encoder's are sorted).
+@dataclass
+class _Terms:
+    """A batch of texts as terms: ``docs`` (texts x terms) float32 ones, a term once per
+    occurrence (a repeated (row, col) stays two entries, which a product adds up; columns
+    unsorted); the first ``len(words)`` terms are the distinct words, the others the distinct
+    word n-grams, whose hashed feature columns are ``gram_cols``."""
 
-    Each distinct word's features (itself and its character n-grams) are hashed once, each
-    distinct word n-gram once; the counts are one product (docs x terms) @ (terms x features),
-    the terms being the distinct words and word n-grams (integer counts in float32: exact sums).
-    """
+    docs: sp.csr_matrix
+    words: list[str]
+    gram_cols: np.ndarray
+
+    def rows(self, rows: np.ndarray) -> _Terms:
+        """The terms of the texts ``rows`` (the same term columns)."""
+        return _Terms(self.docs[rows], self.words, self.gram_cols)
+
+    def weighted(self, config: TextEncoderConfig) -> sp.csr_matrix:
+        """(texts x terms) each term's count in its text, ``log1p`` with ``sublinear_tf`` (the
+        ``tf_scope="term"`` weights), one entry per (text, term)."""
+        d = sp.csr_matrix((self.docs.data.copy(), self.docs.indices.copy(), self.docs.indptr.copy()),
+                          shape=self.docs.shape)
+        d.sum_duplicates()
+        if config.sublinear_tf:
+            d.data = np.log1p(d.data)
+        return d
+
+
+def _analyse(config: TextEncoderConfig, texts: list[str], workers: int = 1) -> _Terms:
+    """The texts' :class:`_Terms`: every word and word n-gram (``config.word_ngrams``) of each
+    text, as :func:`notefeed.content.text.text_features` takes them."""
     c = config
     toks, _ = analyze_batch(texts, workers, normalised=False)
     n = len(toks)
@@ -150,15 +213,9 @@ def hashed_counts(config: TextEncoderConfig, texts: list[str], workers: int = 1)
     ids, vocab = pd.factorize(pd.Series(flat, dtype=object), sort=False)
     ids = ids.astype(np.int64)
     v = len(vocab)
+    words = vocab.tolist()
     doc = np.repeat(np.arange(n, dtype=np.int64), lens)
-    # words and their character n-grams
-    feats = [_word_features(w, c.char_ngram_min, c.char_ngram_max) for w in vocab.tolist()]
-    flen = np.fromiter((len(f) for f in feats), np.int64, v)
-    cols = _hash([f for fs in feats for f in fs], c.n_features)
-    # one (docs x terms) @ (terms x features) product: the terms are the words, then each
-    # n-gram length's distinct n-grams (each a row with its one hashed column)
-    d_rows, d_cols = [doc], [ids]
-    f_rows, f_cols = [np.repeat(np.arange(v, dtype=np.int64), flen)], [cols]
+    d_rows, d_cols, gram_cols = [doc], [ids], [np.zeros(0, np.int64)]
     n_terms = v
     # word n-grams: codes built a word at a time, factorized to stay small
     end = np.cumsum(lens)  # one past each document's last token
@@ -176,44 +233,79 @@ def hashed_counts(config: TextEncoderConfig, texts: list[str], workers: int = 1)
         first = np.full(len(uniq), -1, np.int64)
         first[codes[::-1]] = np.arange(m - 1, -1, -1)
         valid = uniq >= 0
-        grams = ["w:" + " ".join(flat[i : i + k]) for i in first[valid].tolist()]
         term = np.full(len(uniq), -1, np.int64)
         term[valid] = n_terms + np.arange(int(valid.sum()))
         d_rows.append(doc[:m][ok])
         d_cols.append(term[codes[ok]])
-        f_rows.append(term[valid])
-        f_cols.append(_hash(grams, c.n_features))
+        gram_cols.append(_hash_grams(words, first[valid], ids, k, c.n_features))
         n_terms += int(valid.sum())
         codes = np.where(ok, codes, 0)  # the next length extends only valid n-grams (the rest are masked again)
-    # one product (docs x terms) @ (terms x features); csr_matmat adds each row's entries in a
-    # dense accumulator, so no row has a column twice; its columns are left unsorted (the counts
-    # are whole numbers, exact in float32, and nothing downstream needs them sorted)
     docs = _by_rows(list(zip(d_rows, d_cols, strict=True)), (n, n_terms))
-    terms = _by_rows([(np.concatenate(f_rows), np.concatenate(f_cols))], (n_terms, c.n_features))
-    return sp.csr_matrix(docs @ terms, dtype=np.float32)
+    return _Terms(docs, words, np.concatenate(gram_cols))
+
+
+def _word_matrix(config: TextEncoderConfig, words: list[str]) -> sp.csr_matrix:
+    """(words x features) float32 ones: each word's features (itself, its character n-grams),
+    a feature once per occurrence in the word (entries not summed, columns unsorted)."""
+    c = config
+    feats = [word_features(w, c.char_ngram_min, c.char_ngram_max) for w in words]
+    flen = np.fromiter((len(f) for f in feats), np.int64, len(words))
+    cols = _hash([f for fs in feats for f in fs], c.n_features)
+    return _by_rows([(np.repeat(np.arange(len(words), dtype=np.int64), flen), cols)], (len(words), c.n_features))
+
+
+def _term_matrix(config: TextEncoderConfig, terms: _Terms) -> sp.csr_matrix:
+    """(terms x features) float32 ones: the words' features, then each n-gram's one column."""
+    g = len(terms.gram_cols)
+    grams = sp.csr_matrix((np.ones(g, np.float32), terms.gram_cols, np.arange(g + 1, dtype=np.int64)),
+                          shape=(g, config.n_features))
+    return sp.vstack([_word_matrix(config, terms.words), grams], format="csr", dtype=np.float32)
+
+
+def _term_counts(config: TextEncoderConfig, terms: _Terms) -> sp.csr_matrix:
+    """(texts x features) float32 counts equal to ``TextEncoder(config)._counts``: with
+    ``tf_scope="feature"`` the features' counts, with ``"term"`` the per-term weighted counts;
+    one product (texts x terms) @ (terms x features). csr_matmat adds each row's entries in a
+    dense accumulator, so no row has a column twice; its columns are left unsorted (nothing
+    downstream needs them sorted)."""
+    docs = terms.docs if config.tf_scope == "feature" else terms.weighted(config)
+    return sp.csr_matrix(docs @ _term_matrix(config, terms), dtype=np.float32)
+
+
+def hashed_counts(config: TextEncoderConfig, texts: list[str], workers: int = 1) -> sp.csr_matrix:
+    """(n, n_features) float32 counts equal to ``TextEncoder(config)._counts(texts)`` (up to the
+    float rounding of the per-term weights), each row's columns in no particular order (the
+    encoder's are sorted).
+
+    Each distinct word's features (itself and its character n-grams) are hashed once, each
+    distinct word n-gram once; the counts are one product (docs x terms) @ (terms x features),
+    the terms being the distinct words and word n-grams (integer counts in float32: exact sums).
+    """
+    return _term_counts(config, _analyse(config, texts, workers))
 
 
 class _CatalogueEncoder(TextEncoder):
-    """The text encoder with the catalogue's counts from :func:`hashed_counts`, remembered for
-    the texts it was given: the whole catalogue's counts are computed once, and the fitting
-    sample's counts are their rows (:meth:`sample`)."""
+    """The text encoder over a catalogue: each batch of texts analysed once into terms
+    (:func:`_analyse`, remembered for the texts it was given), the fitting sample's terms being
+    rows of the catalogue's (:meth:`sample`). With ``tf_scope="term"`` a batch is projected one
+    distinct word at a time (:meth:`_project_terms`) instead of through its feature counts."""
 
     def __init__(self, config: TextEncoderConfig, workers: int = 1, threads: int = 1) -> None:
         super().__init__(config)
         self.workers, self.threads = workers, max(1, int(threads))
-        self._memo: list[tuple[list[str], sp.csr_matrix]] = []
+        self._memo: list[tuple[list[str], _Terms]] = []
+        self._words: tuple[object, dict[str, int], np.ndarray] | None = None  # (components, word -> row, rows)
 
-    def _project(self, x: sp.csr_matrix) -> np.ndarray:
-        """As ``TextEncoder._project``, on ``threads`` row blocks at once (SciPy releases the GIL
+    def _project_with(self, x: sp.csr_matrix, mat: np.ndarray) -> np.ndarray:
+        """(n, k) float32 ``x @ mat``, on ``threads`` row blocks at once (SciPy releases the GIL
         in the sparse-dense product; every row is its own product, so the same vectors)."""
         if self.threads == 1 or x.shape[0] < max(THREAD_MIN_ROWS, self.threads):
-            return super()._project(x)
-        comp_t = self._components_t()
+            return np.asarray(x @ mat, dtype=np.float32)
         cuts = np.linspace(0, x.shape[0], self.threads + 1).astype(int)
-        z = np.empty((x.shape[0], comp_t.shape[1]), np.float32)
+        z = np.empty((x.shape[0], mat.shape[1]), np.float32)
 
         def part(j: int) -> None:
-            z[cuts[j]:cuts[j + 1]] = x[cuts[j]:cuts[j + 1]] @ comp_t
+            z[cuts[j]:cuts[j + 1]] = x[cuts[j]:cuts[j + 1]] @ mat
 
         from concurrent.futures import ThreadPoolExecutor
 
@@ -221,24 +313,74 @@ class _CatalogueEncoder(TextEncoder):
             list(pool.map(part, range(self.threads)))
         return z
 
-    def _counts(self, texts: list[str]) -> sp.csr_matrix:
-        for known, x in self._memo:
+    def _project(self, x: sp.csr_matrix) -> np.ndarray:
+        return self._project_with(x, self._components_t())
+
+    def _terms(self, texts: list[str]) -> _Terms:
+        for known, t in self._memo:
             if len(known) == len(texts) and known == texts:
-                return x
+                return t
         with gc_paused():
-            x = hashed_counts(self.config, texts, self.workers)
-        self._memo.append((texts, x))
-        return x
+            t = _analyse(self.config, texts, self.workers)
+        self._memo.append((texts, t))
+        return t
+
+    def _counts(self, texts: list[str]) -> sp.csr_matrix:
+        return _term_counts(self.config, self._terms(texts))
+
+    def _word_rows(self, words: list[str], cidf: np.ndarray) -> np.ndarray:
+        """(len(words), k) each word's features' IDF-weighted projections summed (a word's row
+        of ``_word_matrix @ cidf``), computed once per distinct word for the fitted components."""
+        comp = self.components_
+        if self._words is None or self._words[0] is not comp:
+            self._words = (comp, {}, np.zeros((0, cidf.shape[1]), np.float32))
+        _, at, rows = self._words
+        get = at.get
+        pos = np.fromiter((get(w, -1) for w in words), np.int64, len(words))
+        new = np.flatnonzero(pos < 0)
+        if len(new):
+            fresh = [words[i] for i in new.tolist()]
+            add = np.asarray(_word_matrix(self.config, fresh) @ cidf, np.float32)
+            pos[new] = len(rows) + np.arange(len(new))
+            at.update(zip(fresh, pos[new].tolist(), strict=True))
+            rows = np.concatenate([rows, add])
+            self._words = (comp, at, rows)
+        return rows[pos]
+
+    def _project_terms(self, terms: _Terms) -> np.ndarray:
+        """(texts, k) the batch's unnormalised vectors with ``tf_scope="term"``: each text's
+        terms (their weights) times each term's projection: a word's from :meth:`_word_rows`,
+        an n-gram's the IDF-weighted component column of its one feature. The counts' product
+        (``transform`` through ``_counts``) in other words: a feature shared by two terms of a
+        text is weighted by each, both ways; the sums differ only in float rounding."""
+        assert self.components_ is not None and self.idf_ is not None
+        x = terms.weighted(self.config)
+        v = len(terms.words)
+        cidf = self._components_t() * self.idf_[:, None]  # (n_features, k)
+        gram = x.indices >= v
+        x.indices[gram] = v + terms.gram_cols[x.indices[gram] - v]
+        x = sp.csr_matrix((x.data, x.indices, x.indptr), shape=(x.shape[0], v + self.config.n_features))
+        return self._project_with(x, np.vstack([self._word_rows(terms.words, cidf), cidf]))
+
+    def transform(self, texts: list[str]) -> np.ndarray:
+        if self.config.tf_scope != "term":
+            return super().transform(texts)
+        if self.components_ is None or self.idf_ is None:
+            raise ContentError("TextEncoder: call fit() or load() before transform()")
+        z = self._project_terms(self._terms(texts))
+        out = np.zeros((len(texts), self.config.dim), np.float32)
+        out[:, : z.shape[1]] = z
+        return l2_normalise(out)
 
     def sample(self, texts: list[str], rows: np.ndarray) -> list[str]:
-        """``[texts[i] for i in rows]``, its counts taken as rows of the counts of ``texts``
-        (a document's counts do not depend on the other documents)."""
+        """``[texts[i] for i in rows]``, its terms taken as rows of the terms of ``texts``
+        (a document's terms do not depend on the other documents)."""
         sub = [texts[i] for i in rows.tolist()]
-        self._memo.append((sub, self._counts(texts)[rows]))
+        self._memo.append((sub, self._terms(texts).rows(rows)))
         return sub
 
     def forget(self) -> None:
-        """Drop the remembered counts (each chunk of a large catalogue is counted once)."""
+        """Drop the remembered terms (each chunk of a large catalogue is analysed once)."""
         self._memo.clear()
 
     def plain(self) -> TextEncoder:
@@ -255,7 +397,8 @@ def _fitted(config: TextEncoderConfig, idf: np.ndarray, components: np.ndarray) 
 
 class _QueryEncoder:
     """One query text -> the encoder's vector without sparse-matrix machinery: the features'
-    columns (hashed by sklearn once per distinct feature, then remembered), sublinear TF x IDF,
+    columns (hashed by sklearn once per distinct feature, then remembered), sublinear TF (per
+    feature or per term, as the encoder's ``tf_scope``) x IDF,
     unit norm, projected by the gathered SVD columns. Same arithmetic as
     ``TextEncoder.transform`` up to float rounding (summation order)."""
 
@@ -267,7 +410,12 @@ class _QueryEncoder:
 
     def __call__(self, text: str) -> np.ndarray:
         c = self.enc.config
-        feats = text_features(text, c.word_ngrams, (c.char_ngram_min, c.char_ngram_max))
+        weights = None
+        if c.tf_scope == "term":
+            wf = term_weighted_features(text, c.word_ngrams, (c.char_ngram_min, c.char_ngram_max), c.sublinear_tf)
+            feats, weights = list(wf), np.fromiter(wf.values(), np.float32, len(wf))
+        else:
+            feats = text_features(text, c.word_ngrams, (c.char_ngram_min, c.char_ngram_max))
         out = np.zeros(c.dim, np.float32)
         if not feats:
             return out
@@ -278,11 +426,15 @@ class _QueryEncoder:
                 memo, new = {}, list(set(feats))
             memo.update(zip(new, _hash(new, c.n_features).tolist(), strict=True))
             self.cols = memo
-        cols, counts = np.unique(np.fromiter((memo[f] for f in feats), np.int64, len(feats)),
-                                 return_counts=True)
-        x = counts.astype(np.float32)
-        if c.sublinear_tf:
-            x = np.log1p(x)
+        at = np.fromiter((memo[f] for f in feats), np.int64, len(feats))
+        if weights is None:
+            cols, counts = np.unique(at, return_counts=True)
+            x = counts.astype(np.float32)
+            if c.sublinear_tf:
+                x = np.log1p(x)
+        else:  # per-term weights, summed per column (features sharing a hash column too)
+            cols, inv = np.unique(at, return_inverse=True)
+            x = np.bincount(inv, weights=weights, minlength=len(cols)).astype(np.float32)
         x = x * self.enc.idf_[cols]
         x = x / max(float(np.sqrt(np.dot(x, x))), 1e-12)
         z = x @ self.comp_t[cols]
@@ -291,23 +443,26 @@ class _QueryEncoder:
 
 
 def encode_catalogue(texts: list[str], dim: int = 64, fit_max: int = 50_000, seed: int = 0, workers: int = 1,
-                     chunk: int | None = None, threads: int = 2) -> tuple[TextEncoder, np.ndarray]:
+                     chunk: int | None = None, threads: int = 2,
+                     tf_scope: str = "term") -> tuple[TextEncoder, np.ndarray]:
     """The text encoder fitted on (at most ``fit_max`` sampled) ``texts`` and every text's
     (n, dim) vector.
 
     The IDF weights and the SVD are learned from the sample; every text is transformed. Up to
-    ``chunk`` texts (default :data:`TRANSFORM_CHUNK`) the catalogue's term counts are computed
-    once, the sample's being their rows; above it the sample's counts are computed on their own
-    and the texts are counted and transformed ``chunk`` at a time, so the counts (and analysed
-    tokens) of the whole catalogue are never held at once. Both give the same vectors: a
-    document's counts do not depend on the others (a test checks it). The projection runs on
-    ``threads`` row blocks at once (the same vectors: each row is its own product).
+    ``chunk`` texts (default :data:`TRANSFORM_CHUNK`) the catalogue is analysed into terms once,
+    the sample's being their rows; above it the sample is analysed on its own and the texts are
+    analysed and transformed ``chunk`` at a time, so the terms (and analysed tokens) of the
+    whole catalogue are never held at once. Both give the same vectors: a document's terms do
+    not depend on the others (a test checks it). The projection runs on ``threads`` row blocks
+    at once (the same vectors: each row is its own product). ``tf_scope`` is the encoder's
+    (:class:`~notefeed.content.text.TextEncoderConfig`): with ``"term"`` (the default here) the
+    texts are projected one distinct word at a time, without their feature counts.
     """
     chunk = TRANSFORM_CHUNK if chunk is None else max(1, int(chunk))
     if not texts:
         raise SearchError("notes: the catalogue is empty, nothing to fit the dense encoder on")
     rng = np.random.default_rng(seed)
-    enc = _CatalogueEncoder(TextEncoderConfig(dim=dim, seed=seed), workers, threads)
+    enc = _CatalogueEncoder(TextEncoderConfig(dim=dim, seed=seed, tf_scope=tf_scope), workers, threads)
     rows = None if len(texts) <= fit_max else rng.choice(len(texts), fit_max, replace=False)
     if len(texts) <= chunk:  # the catalogue's counts once; the sample's are rows of them
         enc.fit(texts if rows is None else enc.sample(texts, rows))
@@ -334,15 +489,17 @@ class DenseJob:
     """The catalogue's dense vectors (:func:`encode_catalogue`) computed while the caller does
     other work: in a spawned process when ``background`` (the lexical index is built meanwhile
     on the other core; the same vectors, the same code), else in this process at
-    :meth:`result`. A worker that cannot start or dies falls back to this process."""
+    :meth:`result`. A worker that cannot start or dies falls back to this process. More work
+    of the build can be queued behind the vectors (:meth:`then`)."""
 
     def __init__(self, notes: pd.DataFrame, dim: int = 64, fit_max: int = 50_000, seed: int = 0, workers: int = 1,
-                 chunk: int | None = None, threads: int = 2, background: bool = False) -> None:
+                 chunk: int | None = None, threads: int = 2, background: bool = False, tf_scope: str = "term") -> None:
         self.texts = note_texts(notes)
         if not self.texts:
             raise SearchError("notes: the catalogue is empty, nothing to fit the dense encoder on")
-        self.args = (dim, fit_max, seed, workers, chunk, threads)
+        self.args = (dim, fit_max, seed, workers, chunk, threads, tf_scope)
         self._pool = self._future = None
+        self._pending = 0  # tasks given by then() whose result is not taken yet
         if background:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
@@ -358,6 +515,10 @@ class DenseJob:
     def background(self) -> bool:
         return self._future is not None
 
+    def close(self) -> None:
+        """Let the worker process go (every task's result taken)."""
+        self._close()
+
     def _close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
@@ -371,6 +532,37 @@ class DenseJob:
             self._pool.shutdown(wait=True, cancel_futures=True)
         self._pool = self._future = None
 
+    def then(self, fn: Callable[..., T], *args: object) -> Callable[[], T]:
+        """``fn(*args)`` in the worker process once the vectors are done (a module-level
+        function of arrays: its arguments and result cross the process boundary); without a
+        worker, or when it dies, in this process on the first call of the returned function,
+        which gives the result. Call it before :meth:`result` (which closes the worker)."""
+        fut = None
+        if self._pool is not None:
+            try:
+                fut = self._pool.submit(fn, *args)
+            except RuntimeError as e:  # the pool is broken or shut down
+                log.warning("build worker: %s; computing %s here", e, getattr(fn, "__name__", fn))
+        self._pending += fut is not None
+
+        def get() -> T:
+            nonlocal fut
+            if fut is not None:
+                from concurrent.futures.process import BrokenProcessPool
+
+                try:
+                    return fut.result()
+                except BrokenProcessPool as e:
+                    log.warning("build worker died (%s); computing %s here", e, getattr(fn, "__name__", fn))
+                finally:
+                    fut = None
+                    self._pending -= 1
+                    if not self._pending and self._future is None:
+                        self._close()  # the vectors were taken before: nothing left for the worker
+            return fn(*args)
+
+        return get
+
     def result(self) -> tuple[TextEncoder, np.ndarray]:
         """(the fitted encoder, the (n, dim) vectors); waits for the worker process."""
         if self._future is not None:
@@ -383,7 +575,9 @@ class DenseJob:
             else:
                 return _fitted(TextEncoderConfig(**config), idf, comp), vecs
             finally:
-                self._close()
+                self._future = None
+                if not self._pending:
+                    self._close()
         return encode_catalogue(self.texts, *self.args)  # type: ignore[arg-type]
 
 
@@ -406,11 +600,11 @@ class DenseIndex:
     @classmethod
     def build(cls, notes: pd.DataFrame, dim: int = 64, kind: str = "auto", hnsw_min: int = 200_000,
               fit_max: int = 50_000, seed: int = 0, workers: int = 1, chunk: int | None = None,
-              approx: str = "ivf", nprobe: int = 32, threads: int = 2) -> DenseIndex:
+              approx: str = "ivf", nprobe: int = 32, threads: int = 2, tf_scope: str = "term") -> DenseIndex:
         """Fit the encoder on (at most ``fit_max`` sampled) notes and index all of them
         (:func:`encode_catalogue`, then the FAISS index of ``kind``: ``approx`` with ``nprobe``
         from ``hnsw_min`` notes, see :class:`~notefeed.recall.ann.AnnIndex`)."""
-        enc, vecs = encode_catalogue(note_texts(notes), dim, fit_max, seed, workers, chunk, threads)
+        enc, vecs = encode_catalogue(note_texts(notes), dim, fit_max, seed, workers, chunk, threads, tf_scope)
         return cls.of_vectors(enc, vecs, kind=kind, hnsw_min=hnsw_min, approx=approx, nprobe=nprobe)
 
     @classmethod

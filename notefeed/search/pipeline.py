@@ -39,7 +39,7 @@ from notefeed.search.personal import TagTable, UserProfile, personal_features
 from notefeed.search.rewrite import HttpRewriteBackend, MinedRewrites, mine_rewrites
 from notefeed.search.store import load_state, save_state
 from notefeed.search.suggest import Suggester
-from notefeed.search.topics import TopicTable, note_topics, refine_topics
+from notefeed.search.topics import TopicTable, note_counts, note_topics, refined_topics, with_log_lik
 from notefeed.search.understand import QueryUnderstanding
 from notefeed.threads import gc_paused
 
@@ -111,7 +111,8 @@ class SearchPipeline:
               query_log: pd.DataFrame | None = None, seed: int = 0) -> SearchPipeline:
         """Index ``notes`` (item ``i`` = row ``i``); with ``path`` the index lives and is saved there.
         From ``dense_process_min`` notes the dense vectors are computed in a second process while
-        this one builds the lexical index, the category model and the topic mixtures."""
+        this one builds the category model and the lexical index; the notes' topic mixtures are
+        computed there too, after the vectors (the same arrays as in one process)."""
         with gc_paused():
             return cls._build(notes, config, path, query_log, seed)
 
@@ -121,7 +122,8 @@ class SearchPipeline:
         cfg = config or SearchConfig()
         p = None if path is None else Path(path)
         job = (DenseJob(notes, cfg.dense_dim, cfg.dense_fit_max, seed, cfg.build_workers,
-                        background=0 < cfg.dense_process_min <= len(notes) and (os.cpu_count() or 1) > 1)
+                        background=0 < cfg.dense_process_min <= len(notes) and (os.cpu_count() or 1) > 1,
+                        tf_scope=cfg.dense_tf)
                if cfg.dense and len(notes) else None)
         try:
             return cls._build_with(notes, cfg, p, query_log, seed, job)
@@ -134,6 +136,19 @@ class SearchPipeline:
     def _build_with(cls, notes: pd.DataFrame, cfg: SearchConfig, p: Path | None, query_log: pd.DataFrame | None,
                     seed: int, job: DenseJob | None) -> SearchPipeline:
         docs = analyze_notes(notes, cfg.build_workers)
+        # the category model first: the notes' topic mixtures then go to the dense worker
+        # process (it has time left after the vectors) while this one builds the lexical index
+        cats = notes["category"].astype(str).tolist() if "category" in notes.columns else [""] * len(notes)
+        rng = np.random.default_rng(seed)
+        fit = np.arange(len(notes)) if len(notes) <= _INTENT_FIT_MAX else rng.choice(len(notes), _INTENT_FIT_MAX, replace=False)
+        intent = CategoryModel().fit([docs[j]["title"] + docs[j]["text"] + docs[j]["tags"] for j in fit.tolist()],
+                                     [cats[j] for j in fit.tolist()])
+        # the likelihoods' refinement and every note's mixture: arrays (the fitting notes' counts
+        # are rows of the catalogue's), in the worker process when there is one
+        counts = note_counts(docs, intent)
+        args = (counts[fit], counts, intent.log_lik, intent.alpha, cfg.topic_refine)
+        topics_of = (job.then(refined_topics, *args) if job is not None and job.background
+                     else lambda: refined_topics(*args))
         lex = LexicalIndex(None if p is None else p / "lexical", boosts=cfg.boosts, heap_mb=cfg.index_heap_mb,
                            threads=cfg.index_threads)
         if lex.n_docs:  # rebuilding over an old index
@@ -144,19 +159,15 @@ class SearchPipeline:
             lex = LexicalIndex(p / "lexical", boosts=cfg.boosts, heap_mb=cfg.index_heap_mb,  # type: ignore[operator]
                                threads=cfg.index_threads)
         lex.add_tokens(docs, np.arange(len(notes), dtype=np.int64))
-        cats = notes["category"].astype(str).tolist() if "category" in notes.columns else [""] * len(notes)
-        rng = np.random.default_rng(seed)
-        fit = np.arange(len(notes)) if len(notes) <= _INTENT_FIT_MAX else rng.choice(len(notes), _INTENT_FIT_MAX, replace=False)
-        intent = CategoryModel().fit([docs[j]["title"] + docs[j]["text"] + docs[j]["tags"] for j in fit.tolist()],
-                                     [cats[j] for j in fit.tolist()])
-        intent = refine_topics(intent, [docs[j] for j in fit.tolist()], cfg.topic_refine)
         mined = None
         if query_log is not None and len(query_log):
             suggester = Suggester(query_log["query"].astype(str).tolist(), source="query log")
             mined = MinedRewrites(mine_rewrites(query_log))
         else:
             suggester = Suggester(notes["title"].astype(str).tolist() if "title" in notes.columns else [], "titles")
-        topics = TopicTable(*note_topics(docs, intent))
+        log_lik, *mixtures = topics_of()
+        intent = with_log_lik(intent, log_lik)
+        topics = TopicTable(*mixtures)
         dense = (DenseIndex.of_vectors(*job.result(), hnsw_min=cfg.hnsw_min, approx=cfg.dense_ann,
                                        nprobe=cfg.dense_nprobe) if job is not None else None)
         pipe = cls(cfg, lex, dense, intent, suggester, notes["note_id"].astype(str).tolist(), [], [], [], [],

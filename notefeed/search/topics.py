@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from itertools import repeat
 
 import numpy as np
 import scipy.sparse as sp
 
 from notefeed.search.intent import CategoryModel
 
-__all__ = ["note_topics", "refine_topics", "topic_rows", "TopicTable"]
+__all__ = ["note_topics", "note_counts", "topics_of_counts", "model_likelihoods",
+           "refine_log_lik", "refined_topics", "with_log_lik", "refine_topics", "topic_rows", "TopicTable"]
 
 #: tokens per EM chunk (bounds the (nnz, categories) work array)
 _CHUNK_NNZ = 200_000
@@ -40,13 +42,33 @@ def note_topics(docs: Sequence[Mapping[str, list[str]]], model: CategoryModel, i
     """((n, top) int32 category ids, (n, top) float32 weights) of analysed notes ``docs``
     (:func:`notefeed.search.lexical.analyze_notes`); a note with no known token gets weight 0
     everywhere (ids 0)."""
-    n, n_c = len(docs), len(model.categories)
+    if not model.categories:
+        return topics_of_counts(sp.csr_matrix((len(docs), 0), dtype=np.float32), np.zeros((0, 0), np.float32),
+                                iters, top)
+    return topics_of_counts(note_counts(docs, model), model_likelihoods(model), iters, top)
+
+
+def model_likelihoods(model: CategoryModel) -> np.ndarray:
+    """(V, C) float32 ``P(t | c)`` of the category model."""
+    return np.exp(np.asarray(model.log_lik, np.float32))
+
+
+def note_counts(docs: Sequence[Mapping[str, list[str]]], model: CategoryModel) -> sp.csr_matrix:
+    """(n, len(model.vocab)) float32 counts of the model's tokens in each note's title, text
+    and tags: the input of :func:`topics_of_counts`."""
+    return _counts(docs, model.vocab)
+
+
+def topics_of_counts(counts: sp.csr_matrix, lik: np.ndarray, iters: int = 5,
+                     top: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`note_topics` from the notes' :func:`note_counts` and the (V, C) float32
+    likelihoods ``P(t | c)`` (``exp`` of the model's ``log_lik``): arrays in, arrays out (what
+    a worker process is given)."""
+    n, n_c = counts.shape[0], lik.shape[1]
     k = max(1, min(top, n_c)) if n_c else 1
     ids, wts = np.zeros((n, k), np.int32), np.zeros((n, k), np.float32)
     if not n or not n_c:
         return ids, wts
-    counts = _counts(docs, model.vocab)
-    lik = np.exp(np.asarray(model.log_lik, np.float32))  # (V, C) P(t | c)
     chunks = _row_chunks(counts)
     for (a, b), theta in zip(chunks, _each_chunk(lambda a, b: _em(counts[a:b], lik, iters), chunks), strict=True):
         order = np.argsort(-theta, axis=1, kind="stable")[:, :k]
@@ -93,11 +115,14 @@ def _counts(docs: Sequence[Mapping[str, list[str]]], vocab: Mapping[str, int]) -
         flat += d.get("text", ())
         flat += d.get("tags", ())
         lens[j] = len(flat) - k0
-    get = vocab.get
-    at = np.fromiter((get(w, -1) for w in flat), np.int64, len(flat))
+    at = np.fromiter(map(vocab.get, flat, repeat(-1)), np.int64, len(flat))  # map: no generator frame per token
     known = at >= 0
-    rows = np.repeat(np.arange(n, dtype=np.int64), lens)[known]
-    counts = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, at[known])), shape=(n, len(vocab)))
+    # the rows are in token order already: CSR directly (each row's known tokens), then summed
+    seen = np.zeros(len(at) + 1, np.int64)
+    np.cumsum(known, out=seen[1:])
+    indptr = np.zeros(n + 1, np.int64)
+    indptr[1:] = seen[np.cumsum(lens)]
+    counts = sp.csr_matrix((np.ones(int(indptr[-1]), np.float32), at[known], indptr), shape=(n, len(vocab)))
     counts.sum_duplicates()
     return counts
 
@@ -110,10 +135,27 @@ def refine_topics(model: CategoryModel, docs: Sequence[Mapping[str, list[str]]],
     smoothing over its vocabulary. A new model; the vocabulary, categories and prior stay."""
     if rounds <= 0 or not docs or not model.categories or not model.vocab:
         return model
-    x = _counts(docs, model.vocab)
-    if x.nnz == 0:
+    return with_log_lik(model, refine_log_lik(_counts(docs, model.vocab), model.log_lik, model.alpha, rounds, iters))
+
+
+def with_log_lik(model: CategoryModel, log_lik: np.ndarray) -> CategoryModel:
+    """A new model: ``model``'s vocabulary, categories and prior with these likelihoods."""
+    if log_lik is model.log_lik:
         return model
-    lik = np.exp(np.asarray(model.log_lik, np.float64))
+    out = CategoryModel(model.alpha)
+    out.categories, out.vocab, out.log_prior = model.categories, model.vocab, model.log_prior
+    out.log_lik = log_lik
+    return out
+
+
+def refine_log_lik(x: sp.csr_matrix, log_lik: np.ndarray, alpha: float, rounds: int = 3,
+                   iters: int = 5) -> np.ndarray:
+    """:func:`refine_topics` on arrays: the fitting notes' counts ``x`` (:func:`note_counts`)
+    and the model's (V, C) ``log_lik`` -> the refined (V, C) float32 log-likelihoods
+    (``log_lik`` itself when there is nothing to refine)."""
+    if rounds <= 0 or x.nnz == 0 or not log_lik.size:
+        return log_lik
+    lik = np.exp(np.asarray(log_lik, np.float64))
     for _ in range(rounds):
         lik32 = lik.astype(np.float32)
         acc = np.zeros(lik.shape, np.float64)  # sum over notes of count / P(t | note) x theta
@@ -129,11 +171,18 @@ def refine_topics(model: CategoryModel, docs: Sequence[Mapping[str, list[str]]],
         for term in _each_chunk(chunk, _row_chunks(x)):  # float32 (nnz, C) work arrays of about _CHUNK_NNZ tokens
             acc += term  # in chunk order, as on one thread
         soft = lik * acc  # (V, C) expected token counts per category
-        lik = (soft + model.alpha) / (soft.sum(axis=0, keepdims=True) + model.alpha * soft.shape[0])
-    out = CategoryModel(model.alpha)
-    out.categories, out.vocab, out.log_prior = model.categories, model.vocab, model.log_prior
-    out.log_lik = np.log(lik).astype(np.float32)
-    return out
+        lik = (soft + alpha) / (soft.sum(axis=0, keepdims=True) + alpha * soft.shape[0])
+    return np.log(lik).astype(np.float32)
+
+
+def refined_topics(x_fit: sp.csr_matrix, counts: sp.csr_matrix, log_lik: np.ndarray, alpha: float, rounds: int = 3,
+                   iters: int = 5, top: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A build's topic work on arrays (what its worker process is given): the likelihoods
+    refined on the fitting notes' counts ``x_fit`` (:func:`refine_log_lik`), then every note's
+    mixture from its ``counts`` (:func:`topics_of_counts`) -> (refined log_lik, ids, weights):
+    the same arrays as :func:`refine_topics` then :func:`note_topics`."""
+    log_lik = refine_log_lik(x_fit, log_lik, alpha, rounds, iters)
+    return (log_lik, *topics_of_counts(counts, np.exp(np.asarray(log_lik, np.float32)), iters, top))
 
 
 def _em(counts: sp.csr_matrix, lik: np.ndarray, iters: int) -> np.ndarray:

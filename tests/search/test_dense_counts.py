@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -21,7 +23,13 @@ def _texts() -> list[str]:
 @pytest.mark.parametrize("cfg", [TextEncoderConfig(), TextEncoderConfig(word_ngrams=3, char_ngram_min=2,
                                                                          char_ngram_max=5, n_features=512),
                                  TextEncoderConfig(word_ngrams=1)])
-def test_hashed_counts_equal_the_encoders(cfg: TextEncoderConfig) -> None:
+@pytest.mark.parametrize("tf", ["feature", "term"])
+def test_hashed_counts_equal_the_encoders(cfg: TextEncoderConfig, tf: str) -> None:
+    """Feature scope: the same whole-number counts. Term scope: the same per-term weighted
+    counts up to float rounding (log1p in float32 here, in float64 by the plain encoder)."""
+    from dataclasses import replace
+
+    cfg = replace(cfg, tf_scope=tf)
     texts = _texts()
     want = TextEncoder(cfg)._counts(texts)
     got = hashed_counts(cfg, texts)
@@ -29,39 +37,80 @@ def test_hashed_counts_equal_the_encoders(cfg: TextEncoderConfig) -> None:
     assert np.array_equal(got.indptr, want.indptr)  # no column twice in a row (else more entries)
     assert not got.has_sorted_indices  # left unsorted: the sort this skips
     got.sort_indices()
-    assert np.array_equal(got.indices, want.indices) and np.array_equal(got.data, want.data)
+    assert np.array_equal(got.indices, want.indices)
+    if tf == "feature":
+        assert np.array_equal(got.data, want.data)
+    else:
+        np.testing.assert_allclose(got.data, want.data, rtol=1e-6)
+        assert not np.array_equal(want.data, TextEncoder(replace(cfg, tf_scope="feature"))._counts(texts).data)
 
 
-def test_dense_build_gives_the_plain_encoders_vectors() -> None:
+def test_term_weighted_features_by_hand() -> None:
+    """Each term's log1p(count) given to each of its features once per occurrence in it; a
+    feature shared by two terms sums their weights; without sublinear TF the plain counts."""
+    from notefeed.content.text import term_weighted_features
+
+    got = term_weighted_features("tea tea teas", 2, (3, 3))
+    l2, l1 = np.log1p(2), np.log1p(1)
+    assert got["tea"] == pytest.approx(l2) and got["teas"] == pytest.approx(l1)
+    assert got["w:tea tea"] == pytest.approx(l1) and got["w:tea teas"] == pytest.approx(l1)
+    assert got["c:<te"] == pytest.approx(l2 + l1)  # in "tea" (twice in the text) and in "teas"
+    assert got["c:ea>"] == pytest.approx(l2) and got["c:as>"] == pytest.approx(l1)
+    assert got["c:eas"] == pytest.approx(l1)
+    assert term_weighted_features("aaaa aaaa", 1, (3, 3), sublinear_tf=False)["c:aaa"] == 4.0  # twice per word, 2 words
+    assert term_weighted_features("!!!") == {}
+
+
+def _same_fit(got: TextEncoder, want: TextEncoder) -> None:
+    """Equal fitted arrays: exactly for feature counts (whole numbers), up to the float
+    rounding of the per-term weights for term counts."""
+    if want.config.tf_scope == "feature":
+        np.testing.assert_array_equal(got.idf_, want.idf_)
+        np.testing.assert_array_equal(got.components_, want.components_)
+    else:
+        np.testing.assert_array_equal(got.idf_, want.idf_)  # document frequencies: no rounding
+        np.testing.assert_allclose(got.components_, want.components_, atol=2e-5)
+
+
+def _same_vectors(idx: DenseIndex, plain: TextEncoder, texts: list[str]) -> None:
+    """The index's vectors are its own encoder's transform (up to the order of the sums) and,
+    through :func:`_same_fit`, the plain encoder's: exactly that for feature counts; for term
+    counts the last components of two fits a rounding apart differ by up to about 3e-5."""
+    np.testing.assert_allclose(idx.vectors()[1], idx.encoder.transform(texts), atol=1e-5)
+    _same_fit(idx.encoder, plain)
+    tol = 1e-6 if plain.config.tf_scope == "feature" else 1e-4
+    np.testing.assert_allclose(idx.vectors()[1], plain.transform(texts), atol=tol)
+
+
+@pytest.mark.parametrize("tf", ["term", "feature"])
+def test_dense_build_gives_the_plain_encoders_vectors(tf: str) -> None:
     from notefeed.sim.community import generate
 
     notes = generate("100k", seed=5, n_notes=400, n_creators=30).notes
-    idx = DenseIndex.build(notes, dim=16)
-    plain = TextEncoder(TextEncoderConfig(dim=16)).fit(note_texts(notes))
-    assert type(idx.encoder) is TextEncoder
-    np.testing.assert_array_equal(idx.encoder.components_, plain.components_)
-    np.testing.assert_allclose(idx.vectors()[1], plain.transform(note_texts(notes)), atol=1e-6)  # column order of the sums
+    idx = DenseIndex.build(notes, dim=16, tf_scope=tf)
+    plain = TextEncoder(TextEncoderConfig(dim=16, tf_scope=tf)).fit(note_texts(notes))
+    assert type(idx.encoder) is TextEncoder and idx.encoder.config.tf_scope == tf
+    _same_vectors(idx, plain, note_texts(notes))
 
 
-def test_dense_build_fitted_on_a_sample_gives_the_plain_encoders_vectors() -> None:
+@pytest.mark.parametrize("tf", ["term", "feature"])
+def test_dense_build_fitted_on_a_sample_gives_the_plain_encoders_vectors(tf: str) -> None:
     """With ``fit_max`` below the catalogue, the encoder is the plain one fitted on the sampled
     notes (their counts are rows of the catalogue's) and every note is transformed by it."""
     from notefeed.sim.community import generate
 
     notes = generate("100k", seed=6, n_notes=400, n_creators=30).notes
     texts = note_texts(notes)
-    idx = DenseIndex.build(notes, dim=16, fit_max=150, seed=3)
+    idx = DenseIndex.build(notes, dim=16, fit_max=150, seed=3, tf_scope=tf)
     rows = np.random.default_rng(3).choice(len(texts), 150, replace=False)
-    plain = TextEncoder(TextEncoderConfig(dim=16, seed=3)).fit([texts[i] for i in rows])
-    np.testing.assert_array_equal(idx.encoder.idf_, plain.idf_)
-    np.testing.assert_array_equal(idx.encoder.components_, plain.components_)
-    np.testing.assert_allclose(idx.vectors()[1], plain.transform(texts), atol=1e-6)  # column order of the sums
-    full = TextEncoder(TextEncoderConfig(dim=16, seed=3)).fit(texts)
+    plain = TextEncoder(TextEncoderConfig(dim=16, seed=3, tf_scope=tf)).fit([texts[i] for i in rows])
+    _same_vectors(idx, plain, texts)
+    full = TextEncoder(TextEncoderConfig(dim=16, seed=3, tf_scope=tf)).fit(texts)
     assert not np.array_equal(full.idf_, plain.idf_)  # the sample did change the fit
 
 
-@pytest.mark.parametrize("fit_max", [150, 1000])
-def test_dense_build_in_chunks_gives_the_same_vectors(fit_max: int) -> None:
+@pytest.mark.parametrize(("fit_max", "tf"), [(150, "term"), (1000, "term"), (150, "feature")])
+def test_dense_build_in_chunks_gives_the_same_vectors(fit_max: int, tf: str) -> None:
     """A catalogue larger than ``chunk``: the sample counted on its own, the notes counted and
     transformed a chunk at a time (a last, shorter chunk too); the vectors are those of the
     plain encoder fitted on the same sample, as in one pass."""
@@ -69,20 +118,18 @@ def test_dense_build_in_chunks_gives_the_same_vectors(fit_max: int) -> None:
 
     notes = generate("100k", seed=6, n_notes=400, n_creators=30).notes
     texts = note_texts(notes)
-    idx = DenseIndex.build(notes, dim=16, fit_max=fit_max, seed=3, chunk=64)
+    idx = DenseIndex.build(notes, dim=16, fit_max=fit_max, seed=3, chunk=64, tf_scope=tf)
     fit = texts if fit_max >= len(texts) else \
         [texts[i] for i in np.random.default_rng(3).choice(len(texts), fit_max, replace=False)]
-    plain = TextEncoder(TextEncoderConfig(dim=16, seed=3)).fit(fit)
-    np.testing.assert_array_equal(idx.encoder.idf_, plain.idf_)
-    np.testing.assert_array_equal(idx.encoder.components_, plain.components_)
-    np.testing.assert_allclose(idx.vectors()[1], plain.transform(texts), atol=1e-6)
+    plain = TextEncoder(TextEncoderConfig(dim=16, seed=3, tf_scope=tf)).fit(fit)
+    _same_vectors(idx, plain, texts)
     assert np.array_equal(idx.vectors()[0], np.arange(len(texts)))
-    one = DenseIndex.build(notes, dim=16, fit_max=fit_max, seed=3)  # one chunk: the same sample
-    np.testing.assert_allclose(one.vectors()[1], idx.vectors()[1], atol=1e-6)
+    one = DenseIndex.build(notes, dim=16, fit_max=fit_max, seed=3, tf_scope=tf)  # one chunk: the same sample
+    np.testing.assert_allclose(one.vectors()[1], idx.vectors()[1], atol=1e-5)
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_dense_build_on_threads_gives_the_plain_encoders_vectors(threads: int, monkeypatch) -> None:
+@pytest.mark.parametrize(("threads", "tf"), [(1, "term"), (2, "term"), (3, "term"), (2, "feature")])
+def test_dense_build_on_threads_gives_the_plain_encoders_vectors(threads: int, tf: str, monkeypatch) -> None:
     """The projection on row blocks in threads: every row is its own product, so the vectors
     are exactly those of one thread, and the plain encoder's up to the column order of the sums."""
     import notefeed.search.dense as dense
@@ -91,22 +138,24 @@ def test_dense_build_on_threads_gives_the_plain_encoders_vectors(threads: int, m
     monkeypatch.setattr(dense, "THREAD_MIN_ROWS", 0)
     notes = generate("100k", seed=7, n_notes=300, n_creators=30).notes
     texts = note_texts(notes)
-    idx = DenseIndex.build(notes, dim=16, threads=threads)
-    np.testing.assert_array_equal(idx.vectors()[1], DenseIndex.build(notes, dim=16, threads=1).vectors()[1])
-    plain = TextEncoder(TextEncoderConfig(dim=16)).fit(texts)
-    np.testing.assert_allclose(idx.vectors()[1], plain.transform(texts), atol=1e-6)  # column order of the sums
+    idx = DenseIndex.build(notes, dim=16, threads=threads, tf_scope=tf)
+    np.testing.assert_array_equal(idx.vectors()[1],
+                                  DenseIndex.build(notes, dim=16, threads=1, tf_scope=tf).vectors()[1])
+    _same_vectors(idx, TextEncoder(TextEncoderConfig(dim=16, tf_scope=tf)).fit(texts), texts)
     calls = []
-    real = dense._CatalogueEncoder._tfidf
-    monkeypatch.setattr(dense._CatalogueEncoder, "_tfidf", lambda self, c, **k: calls.append(c.shape) or real(self, c, **k))
-    DenseIndex.build(notes, dim=16, threads=threads)
-    assert calls  # the encoder's own tf-idf ran (the equality above covers it)
+    name = "_project_terms" if tf == "term" else "_tfidf"  # the path the equality above covers
+    real = getattr(dense._CatalogueEncoder, name)
+    monkeypatch.setattr(dense._CatalogueEncoder, name, lambda self, c, **k: calls.append(1) or real(self, c, **k))
+    DenseIndex.build(notes, dim=16, threads=threads, tf_scope=tf)
+    assert calls
 
 
-def test_query_encoder_matches_transform() -> None:
+@pytest.mark.parametrize("tf", ["feature", "term"])
+def test_query_encoder_matches_transform(tf: str) -> None:
     from notefeed.search.dense import _QueryEncoder
 
     texts = _texts()
-    enc = TextEncoder(TextEncoderConfig(dim=16)).fit(texts)
+    enc = TextEncoder(TextEncoderConfig(dim=16, tf_scope=tf)).fit(texts)
     qe = _QueryEncoder(enc, cache_max=50)  # small cache: it is emptied along the way
     queries = [t[:30] for t in texts[:200]] + ["", "!!!", "zzzz unseen words", "上海 外滩", "Paris"] * 2
     want = enc.transform(queries)
@@ -134,6 +183,10 @@ def test_dense_job_in_a_worker_process_gives_the_same_vectors() -> None:
     inline = SearchPipeline.build(notes, SearchConfig(dense_dim=16, dense_process_min=0))
     worker = SearchPipeline.build(notes, SearchConfig(dense_dim=16, dense_process_min=1))
     np.testing.assert_array_equal(worker.dense.vectors()[1], inline.dense.vectors()[1])
+    for a, b in zip(worker.topics.arrays, inline.topics.arrays, strict=True):  # the mixtures, in the worker too
+        np.testing.assert_array_equal(a, b)
+    assert worker.topics.arrays[1].any()
+    np.testing.assert_array_equal(worker.intent.log_lik, inline.intent.log_lik)  # refined there too
     for q in ("travel", "food photo", "猫"):
         a, b = worker.search(q, 10), inline.search(q, 10)
         assert a.items.tolist() == b.items.tolist(), q
@@ -154,6 +207,15 @@ def test_dense_job_falls_back_when_the_worker_dies_and_stops_it_on_failure(monke
     job._future = dead  # a worker that died: computed here instead
     enc, vecs = job.result()
     np.testing.assert_array_equal(vecs, encode_catalogue(note_texts(notes), 8)[1])
+    # a task given to the worker after the vectors: computed here when the worker has died
+    job = DenseJob(notes, dim=8, background=True)
+    assert job.background
+    task = job.then(os.getpid)  # queued behind the vectors, which take the worker's start-up at least
+    for proc in list(job._pool._processes.values()):
+        proc.kill()
+    assert task() == os.getpid()
+    job.result()  # the vectors: computed here too
+    assert job._pool is None  # nothing pending: the worker is let go
     # a build that fails while the worker runs stops the worker
     import multiprocessing as mp
 
@@ -195,3 +257,38 @@ def test_feature_columns_equal_sklearns_hasher(monkeypatch) -> None:
     # the one hash whose abs overflows int32 takes sklearn's column for it
     monkeypatch.setattr(dense, "murmur3_32", lambda buf, start, size: np.full(len(start), 2**31, np.uint32))
     assert dense._hash(["a", "b"], 1000).tolist() == [(2**31 - 1 - 999) % 1000] * 2
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_word_ngram_columns_without_strings(k: int) -> None:
+    """The n-grams' columns from the words' bytes placed by gathers equal the columns of the
+    n-gram strings themselves (multi-byte words, one-letter words, repeated words)."""
+    from notefeed.search.dense import _hash, _hash_grams
+
+    words = ["a", "café", "上海", "外滩", "naïve", "zz", "x" * 13, "ü"]
+    rng = np.random.default_rng(k)
+    ids = rng.integers(0, len(words), 400)
+    first = np.unique(rng.integers(0, len(ids) - k + 1, 150))
+    want = _hash(["w:" + " ".join(words[i] for i in ids[f : f + k]) for f in first.tolist()], 2**15)
+    np.testing.assert_array_equal(_hash_grams(words, first, ids, k, 2**15), want)
+    assert len(np.unique(want)) > 40  # distinct n-grams, distinct columns: not a constant
+
+
+def test_an_encoder_saved_before_tf_scope_loads_as_per_feature(tmp_path) -> None:
+    """An encoder artifact written before ``tf_scope`` existed has no such key: it loads with
+    the per-feature TF it was fitted with, so an old index's queries keep matching its notes."""
+    import json
+
+    texts = _texts()
+    enc = TextEncoder(TextEncoderConfig(dim=8)).fit(texts)
+    folder = enc.save(tmp_path / "enc")
+    cfg_path = next(p for p in folder.rglob("config.json"))
+    raw = json.loads(cfg_path.read_text())
+    raw["config"].pop("tf_scope")
+    cfg_path.write_text(json.dumps(raw))
+    old = TextEncoder.load(folder)
+    assert old.config.tf_scope == "feature"
+    np.testing.assert_array_equal(old.transform(texts[:50]), enc.transform(texts[:50]))
+    term = TextEncoder(TextEncoderConfig(dim=8, tf_scope="term"))
+    term.idf_, term.components_ = old.idf_, old.components_
+    assert not np.allclose(term.transform(texts[:50]), old.transform(texts[:50]), atol=1e-4)  # the scope matters
