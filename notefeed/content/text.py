@@ -255,10 +255,14 @@ class TextEncoder:
         if self.components_ is None or self.idf_ is None:
             raise ContentError("TextEncoder: call fit() or load() before transform()")
         texts = check_texts(texts, "texts")
-        z = self._project(self._tfidf(self._counts(texts), unit=False))
+        z = self._unnormalised(texts)
         out = np.zeros((len(texts), self.config.dim), np.float32)
         out[:, : z.shape[1]] = z
         return l2_normalise(out)
+
+    def _unnormalised(self, texts: list[str]) -> np.ndarray:
+        """(n, k) the texts' projections before padding and normalising."""
+        return self._project(self._tfidf(self._counts(texts), unit=False))
 
     def fit_transform(self, texts: list[str]) -> np.ndarray:
         return self.fit(texts).transform(texts)

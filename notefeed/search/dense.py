@@ -35,7 +35,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from notefeed.content._common import ContentError, l2_normalise
 from notefeed.content.text import (
     TextEncoder,
     TextEncoderConfig,
@@ -362,15 +361,10 @@ class _CatalogueEncoder(TextEncoder):
         x = sp.csr_matrix((x.data, x.indices, x.indptr), shape=(x.shape[0], v + self.config.n_features))
         return self._project_with(x, np.vstack([self._word_rows(terms.words, cidf), cidf]))
 
-    def transform(self, texts: list[str]) -> np.ndarray:
+    def _unnormalised(self, texts: list[str]) -> np.ndarray:
         if self.config.tf_scope != "term":
-            return super().transform(texts)
-        if self.components_ is None or self.idf_ is None:
-            raise ContentError("TextEncoder: call fit() or load() before transform()")
-        z = self._project_terms(self._terms(texts))
-        out = np.zeros((len(texts), self.config.dim), np.float32)
-        out[:, : z.shape[1]] = z
-        return l2_normalise(out)
+            return super()._unnormalised(texts)
+        return self._project_terms(self._terms(texts))
 
     def sample(self, texts: list[str], rows: np.ndarray) -> list[str]:
         """``[texts[i] for i in rows]``, its terms taken as rows of the terms of ``texts``
@@ -426,15 +420,11 @@ class _QueryEncoder:
                 memo, new = {}, list(set(feats))
             memo.update(zip(new, _hash(new, c.n_features).tolist(), strict=True))
             self.cols = memo
-        at = np.fromiter((memo[f] for f in feats), np.int64, len(feats))
-        if weights is None:
-            cols, counts = np.unique(at, return_counts=True)
-            x = counts.astype(np.float32)
-            if c.sublinear_tf:
-                x = np.log1p(x)
-        else:  # per-term weights, summed per column (features sharing a hash column too)
-            cols, inv = np.unique(at, return_inverse=True)
-            x = np.bincount(inv, weights=weights, minlength=len(cols)).astype(np.float32)
+        # each column's count (feature scope) or per-term weights (term scope) summed
+        cols, inv = np.unique(np.fromiter((memo[f] for f in feats), np.int64, len(feats)), return_inverse=True)
+        x = np.bincount(inv, weights=weights, minlength=len(cols)).astype(np.float32)
+        if weights is None and c.sublinear_tf:
+            x = np.log1p(x)
         x = x * self.enc.idf_[cols]
         x = x / max(float(np.sqrt(np.dot(x, x))), 1e-12)
         z = x @ self.comp_t[cols]
@@ -514,10 +504,6 @@ class DenseJob:
     @property
     def background(self) -> bool:
         return self._future is not None
-
-    def close(self) -> None:
-        """Let the worker process go (every task's result taken)."""
-        self._close()
 
     def _close(self) -> None:
         if self._pool is not None:

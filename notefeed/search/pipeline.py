@@ -147,8 +147,7 @@ class SearchPipeline:
         # are rows of the catalogue's), in the worker process when there is one
         counts = note_counts(docs, intent)
         args = (counts[fit], counts, intent.log_lik, intent.alpha, cfg.topic_refine)
-        topics_of = (job.then(refined_topics, *args) if job is not None and job.background
-                     else lambda: refined_topics(*args))
+        topics_of = job.then(refined_topics, *args) if job is not None else lambda: refined_topics(*args)
         lex = LexicalIndex(None if p is None else p / "lexical", boosts=cfg.boosts, heap_mb=cfg.index_heap_mb,
                            threads=cfg.index_threads)
         if lex.n_docs:  # rebuilding over an old index

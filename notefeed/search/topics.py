@@ -30,7 +30,7 @@ import scipy.sparse as sp
 
 from notefeed.search.intent import CategoryModel
 
-__all__ = ["note_topics", "note_counts", "topics_of_counts", "model_likelihoods",
+__all__ = ["note_topics", "note_counts", "topics_of_counts",
            "refine_log_lik", "refined_topics", "with_log_lik", "refine_topics", "topic_rows", "TopicTable"]
 
 #: tokens per EM chunk (bounds the (nnz, categories) work array)
@@ -45,12 +45,7 @@ def note_topics(docs: Sequence[Mapping[str, list[str]]], model: CategoryModel, i
     if not model.categories:
         return topics_of_counts(sp.csr_matrix((len(docs), 0), dtype=np.float32), np.zeros((0, 0), np.float32),
                                 iters, top)
-    return topics_of_counts(note_counts(docs, model), model_likelihoods(model), iters, top)
-
-
-def model_likelihoods(model: CategoryModel) -> np.ndarray:
-    """(V, C) float32 ``P(t | c)`` of the category model."""
-    return np.exp(np.asarray(model.log_lik, np.float32))
+    return topics_of_counts(note_counts(docs, model), model.log_lik, iters, top)
 
 
 def note_counts(docs: Sequence[Mapping[str, list[str]]], model: CategoryModel) -> sp.csr_matrix:
@@ -59,11 +54,11 @@ def note_counts(docs: Sequence[Mapping[str, list[str]]], model: CategoryModel) -
     return _counts(docs, model.vocab)
 
 
-def topics_of_counts(counts: sp.csr_matrix, lik: np.ndarray, iters: int = 5,
+def topics_of_counts(counts: sp.csr_matrix, log_lik: np.ndarray, iters: int = 5,
                      top: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`note_topics` from the notes' :func:`note_counts` and the (V, C) float32
-    likelihoods ``P(t | c)`` (``exp`` of the model's ``log_lik``): arrays in, arrays out (what
-    a worker process is given)."""
+    """:func:`note_topics` from the notes' :func:`note_counts` and the model's (V, C)
+    ``log_lik``: arrays in, arrays out (what a worker process is given)."""
+    lik = np.exp(np.asarray(log_lik, np.float32))  # (V, C) P(t | c)
     n, n_c = counts.shape[0], lik.shape[1]
     k = max(1, min(top, n_c)) if n_c else 1
     ids, wts = np.zeros((n, k), np.int32), np.zeros((n, k), np.float32)
@@ -182,7 +177,7 @@ def refined_topics(x_fit: sp.csr_matrix, counts: sp.csr_matrix, log_lik: np.ndar
     mixture from its ``counts`` (:func:`topics_of_counts`) -> (refined log_lik, ids, weights):
     the same arrays as :func:`refine_topics` then :func:`note_topics`."""
     log_lik = refine_log_lik(x_fit, log_lik, alpha, rounds, iters)
-    return (log_lik, *topics_of_counts(counts, np.exp(np.asarray(log_lik, np.float32)), iters, top))
+    return (log_lik, *topics_of_counts(counts, log_lik, iters, top))
 
 
 def _em(counts: sp.csr_matrix, lik: np.ndarray, iters: int) -> np.ndarray:
