@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["gc_paused", "one_thread", "one_thread_for_process", "serving_process", "freeze_heap", "trim_heap", "default_workers",
+__all__ = ["gc_paused", "one_thread", "one_thread_for_process", "serving_process", "freeze_heap", "trim_heap", "keep_freed_memory", "heap_kept", "default_workers",
            "forked_imap", "FifoGate", "AsyncFifoGate"]
 
 _PROCESS_LIMITS: Any = None  # kept alive for the life of the process
@@ -113,6 +113,56 @@ def trim_heap() -> float | None:
     and creeps up as the free space fragments: 10 training rounds in one process (5,000 notes,
     the default channels without SASRec) went from 1,001 to 1,179 MB resident; with this after
     each round they stayed at 540-644 MB (``docs/results/train/memory_rounds/``)."""
+    libc = _libc()
+    if libc is None:
+        return None
+    t0 = time.perf_counter()
+    libc.malloc_trim(0)
+    return (time.perf_counter() - t0) * 1e3
+
+
+# glibc's mallopt parameters (<malloc.h>) and their documented defaults (mallopt(3))
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
+_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_TOP_PAD: 128 * 1024, _M_MMAP_MAX: 65536}
+
+
+def keep_freed_memory() -> bool:
+    """From now on glibc's malloc serves large blocks from its heap too and keeps what is freed
+    there (up to 1 GB at the heap's top), instead of mapping every large block from the kernel
+    and unmapping it when freed. Work that makes and drops many arrays of tens to hundreds of MB
+    (a search index build: the analysis, the dense encoder, the topic EM) otherwise pays each
+    fresh mapping again in page faults: about 17 of the dense worker's 26 system CPU-seconds on
+    the 1M search bench. False (nothing changed) without glibc. For a process that lives for
+    such work (the build's worker); elsewhere :func:`heap_kept`."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallopt"):
+        return False
+    libc.mallopt(_M_MMAP_MAX, 0)  # no mmap for large blocks: the heap serves them
+    libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)  # give the heap's top back only past 1 GB free
+    libc.mallopt(_M_TOP_PAD, 256 << 20)  # grow the heap 256 MB at a time
+    return True
+
+
+@contextmanager
+def heap_kept(active: bool = True) -> Iterator[None]:
+    """:func:`keep_freed_memory` inside the block (when ``active``), then glibc's documented
+    defaults again and the free memory handed back (:func:`trim_heap`). Process-wide while it
+    lasts: other threads' blocks come from the heap too, which changes when memory goes back to
+    the system, not what any code computes. After it the mmap threshold stays at its default
+    (128 KB) instead of adapting to the sizes freed, as glibc does until a threshold is set."""
+    kept = active and keep_freed_memory()
+    try:
+        yield
+    finally:
+        if kept:
+            libc = _libc()
+            for param, value in _DEFAULTS.items():
+                libc.mallopt(param, value)
+            trim_heap()
+
+
+def _libc() -> Any:
+    """The C library when it is glibc (has ``malloc_trim``), else None."""
     import ctypes
     import ctypes.util
 
@@ -123,11 +173,7 @@ def trim_heap() -> float | None:
             _LIBC.append(libc if libc is not None and hasattr(libc, "malloc_trim") else None)
         except OSError:
             _LIBC.append(None)
-    if _LIBC[0] is None:
-        return None
-    t0 = time.perf_counter()
-    _LIBC[0].malloc_trim(0)
-    return (time.perf_counter() - t0) * 1e3
+    return _LIBC[0]
 
 
 _LIBC: list[Any] = []

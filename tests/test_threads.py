@@ -185,3 +185,36 @@ def test_trim_heap_hands_freed_memory_back() -> None:
     assert ms is not None and ms >= 0
     assert held - rss_mb() > 100, (held, rss_mb())
     assert keep.sum() == 2000
+
+
+def test_heap_kept_sets_and_restores_the_allocator(monkeypatch) -> None:
+    """``heap_kept``: glibc's ``mallopt`` set to keep freed blocks inside, its documented
+    defaults again and a trim after (even when the block raises); nothing without glibc or when
+    inactive."""
+    import notefeed.threads as th
+
+    calls: list[tuple] = []
+
+    class FakeLibc:
+        def mallopt(self, param: int, value: int) -> int:
+            calls.append(("mallopt", param, value))
+            return 1
+
+        def malloc_trim(self, pad: int) -> int:
+            calls.append(("trim", pad))
+            return 1
+
+    monkeypatch.setattr(th, "_LIBC", [FakeLibc()])
+    with pytest.raises(RuntimeError), th.heap_kept():
+        assert calls == [("mallopt", -4, 0), ("mallopt", -1, 1 << 30), ("mallopt", -2, 256 << 20)]
+        raise RuntimeError("build failed")
+    assert calls[3:] == [("mallopt", -1, 128 * 1024), ("mallopt", -2, 128 * 1024), ("mallopt", -4, 65536),
+                         ("trim", 0)]
+    calls.clear()
+    with th.heap_kept(active=False):
+        pass
+    assert calls == []
+    monkeypatch.setattr(th, "_LIBC", [None])
+    with th.heap_kept():
+        pass
+    assert th.keep_freed_memory() is False and th.trim_heap() is None

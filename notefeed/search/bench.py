@@ -37,9 +37,10 @@ import pandas as pd
 from notefeed.recall.ann import AnnIndex
 from notefeed.registry import Registry
 from notefeed.search.config import SearchConfig
-from notefeed.search.lexical import LexicalIndex, analyze_notes
+from notefeed.search.lexical import LexicalIndex
 from notefeed.search.pipeline import SearchPipeline
 from notefeed.search.text import clear_caches
+from notefeed.search.tokens import analyze_catalogue
 
 __all__ = ["BENCH_CORPORA", "BenchCorpus", "bench_search"]
 
@@ -119,7 +120,7 @@ def bench_search(corpus: BenchCorpus, seed: int = 0, workers: int = 1, hybrid: b
     clear_caches()
     load0 = _load()
     t, c = time.perf_counter(), _cpu()
-    docs = analyze_notes(notes, workers)
+    docs = analyze_catalogue(notes, workers)
     analyze_s, analyze_cpu = time.perf_counter() - t, _cpu() - c
     t, c = time.perf_counter(), _cpu()
     lex = LexicalIndex(heap_mb=SearchConfig().index_heap_mb, threads=index_threads)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -45,7 +46,7 @@ from notefeed.content.text import (
 from notefeed.recall.ann import AnnIndex
 from notefeed.search.base import RETRIEVERS, Hits, ParsedQuery, SearchError
 from notefeed.search.text import analyze_batch, note_fields
-from notefeed.threads import gc_paused
+from notefeed.threads import gc_paused, keep_freed_memory
 
 __all__ = ["DenseIndex", "DenseJob", "encode_catalogue", "note_texts", "hashed_counts"]
 
@@ -495,7 +496,7 @@ class DenseJob:
             from concurrent.futures import ProcessPoolExecutor
 
             try:  # spawn, not fork: the caller may hold threads (tantivy, a web server)
-                self._pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"))
+                self._pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=keep_freed_memory)
                 self._future = self._pool.submit(_encode_arrays, self.texts, *self.args)
             except (OSError, RuntimeError) as e:
                 log.warning("dense vectors: no worker process (%s); computing them here", e)
@@ -523,31 +524,64 @@ class DenseJob:
         function of arrays: its arguments and result cross the process boundary); without a
         worker, or when it dies, in this process on the first call of the returned function,
         which gives the result. Call it before :meth:`result` (which closes the worker)."""
-        fut = None
-        if self._pool is not None:
-            try:
-                fut = self._pool.submit(fn, *args)
-            except RuntimeError as e:  # the pool is broken or shut down
-                log.warning("build worker: %s; computing %s here", e, getattr(fn, "__name__", fn))
-        self._pending += fut is not None
+        fut = self._submit(fn, args)
+        return lambda: self._take(fut, fn, args)
 
-        def get() -> T:
-            nonlocal fut
-            if fut is not None:
-                from concurrent.futures.process import BrokenProcessPool
+    def share(self, fn: Callable[..., T], tasks: list[tuple]) -> Callable[[], list[T]]:
+        """``[fn(*args) for args in tasks]``, shared with this process: the worker takes the
+        tasks from the first, once the vectors are done; the returned function (call it when
+        this process has nothing else to do) computes from the last every task the worker has
+        not started (taken back from its queue), then waits for the worker's. The same results
+        as one process gives when each task is its own computation."""
+        futs = [self._submit(fn, args) for args in tasks]
+        fns = [fn] * len(tasks)
 
-                try:
-                    return fut.result()
-                except BrokenProcessPool as e:
-                    log.warning("build worker died (%s); computing %s here", e, getattr(fn, "__name__", fn))
-                finally:
-                    fut = None
+        def get() -> list[T]:
+            out: list[T | None] = [None] * len(tasks)
+            for k in range(len(tasks) - 1, -1, -1):  # from the end, while the worker has not started them
+                fut = futs[k]
+                if fut is not None and not fut.cancel():
+                    break
+                if fut is not None:
                     self._pending -= 1
-                    if not self._pending and self._future is None:
-                        self._close()  # the vectors were taken before: nothing left for the worker
-            return fn(*args)
+                futs[k] = None
+                out[k] = fn(*tasks[k])
+            for k, (fut, args) in enumerate(zip(futs, tasks, strict=True)):
+                if out[k] is None:
+                    out[k] = self._take(fut, fns[k], args)
+            if not self._pending and self._future is None:
+                self._close()
+            return out  # type: ignore[return-value]
 
         return get
+
+    def _submit(self, fn: Callable[..., T], args: tuple) -> Future | None:
+        """``fn(*args)`` queued for the worker process (None without one)."""
+        if self._pool is None:
+            return None
+        try:
+            fut = self._pool.submit(fn, *args)
+        except RuntimeError as e:  # the pool is broken or shut down
+            log.warning("build worker: %s; computing %s here", e, getattr(fn, "__name__", fn))
+            return None
+        self._pending += 1
+        return fut
+
+    def _take(self, fut: Future | None, fn: Callable[..., T], args: tuple) -> T:
+        """The worker's result of ``fut`` (``fn(*args)`` computed here without a worker, or
+        when it died)."""
+        if fut is not None:
+            from concurrent.futures.process import BrokenProcessPool
+
+            try:
+                return fut.result()
+            except BrokenProcessPool as e:
+                log.warning("build worker died (%s); computing %s here", e, getattr(fn, "__name__", fn))
+            finally:
+                self._pending -= 1
+                if not self._pending and self._future is None:
+                    self._close()  # the vectors were taken before: nothing left for the worker
+        return fn(*args)
 
     def result(self) -> tuple[TextEncoder, np.ndarray]:
         """(the fitted encoder, the (n, dim) vectors); waits for the worker process."""

@@ -29,18 +29,30 @@ class CategoryModel:
         """``docs`` token lists with their ``categories`` (same length); "" means no category."""
         if len(docs) != len(categories):
             raise ValueError(f"categories: expected {len(docs)} labels, got {len(categories)}")
+        codes, uniq = pd.factorize(pd.Series([t for d in docs for t in d], dtype=object), sort=False)
+        indptr = np.zeros(len(docs) + 1, np.int64)
+        np.cumsum([len(d) for d in docs], out=indptr[1:])
+        return self.fit_codes(codes, indptr, uniq.tolist(), categories)
+
+    def fit_codes(self, codes: np.ndarray, indptr: np.ndarray, words: Sequence[str],
+                  categories: Sequence[str]) -> CategoryModel:
+        """:meth:`fit` of notes given as ids into ``words``: note ``j``'s tokens are
+        ``words[codes[indptr[j]:indptr[j + 1]]]`` (the same model)."""
+        from notefeed.search.tokens import ragged_take
+
+        if len(indptr) - 1 != len(categories):
+            raise ValueError(f"categories: expected {len(indptr) - 1} labels, got {len(categories)}")
         keep = [j for j, c in enumerate(categories) if c]
         self.categories = sorted({categories[j] for j in keep})
         cat_of = {c: i for i, c in enumerate(self.categories)}
         n_c = len(self.categories)
         # the vocabulary in first-appearance order; term-category counts by one bincount
-        flat = [t for j in keep for t in docs[j]]
-        codes, uniq = pd.factorize(pd.Series(flat, dtype=object), sort=False)
-        self.vocab = {str(t): i for i, t in enumerate(uniq.tolist())}
+        kept, kept_ptr = ragged_take(np.asarray(codes, np.int64), np.asarray(indptr, np.int64), np.asarray(keep, np.int64))
+        codes, uniq = pd.factorize(kept, sort=False)
+        self.vocab = {str(words[t]): i for i, t in enumerate(uniq.tolist())}
         if n_c == 0:
             return self
-        cats = np.repeat(np.array([cat_of[categories[j]] for j in keep], np.int64),
-                         np.array([len(docs[j]) for j in keep], np.int64))
+        cats = np.repeat(np.array([cat_of[categories[j]] for j in keep], np.int64), np.diff(kept_ptr))
         v = len(self.vocab)
         counts = np.bincount(codes.astype(np.int64) * n_c + cats, minlength=v * n_c).astype(np.float64).reshape(v, n_c)
         prior = np.bincount([cat_of[categories[j]] for j in keep], minlength=n_c).astype(np.float64)

@@ -24,7 +24,8 @@ import pandas as pd
 import tantivy
 
 from notefeed.search.base import RETRIEVERS, Hits, ParsedQuery, SearchError
-from notefeed.search.text import FIELDS, analyze_batch, cjk_grams, note_fields
+from notefeed.search.text import FIELDS
+from notefeed.search.tokens import NoteTokens, analyze_catalogue
 from notefeed.threads import gc_paused
 
 __all__ = ["LexicalIndex", "DEFAULT_BOOSTS", "analyze_notes"]
@@ -45,21 +46,11 @@ def _schema() -> tantivy.Schema:
 
 
 def analyze_notes(notes: pd.DataFrame, workers: int = 1) -> list[dict[str, list[str]]]:
-    """Tokens per field for each note of a ``Dataset.notes``-shaped frame (``workers``: see
-    :func:`notefeed.search.text.analyze_batch`)."""
-    with gc_paused():
-        raw = note_fields(notes)
-        per, has = {}, {}
-        for f in FIELDS:
-            per[f], has[f] = analyze_batch(raw[f], workers)
-        out = []
-        for j in range(len(notes)):
-            toks = {f: per[f][j] for f in FIELDS}
-            # grams only where title, text or tags hold CJK (their tokens are pieces of the normalised text)
-            cjk = has["title"][j] or has["text"][j] or has["tags"][j]
-            toks["grams"] = cjk_grams(toks["title"] + toks["text"] + toks["tags"]) if cjk else []
-            out.append(toks)
-        return out
+    """Tokens per field (and ``grams``) for each note of a ``Dataset.notes``-shaped frame
+    (``workers``: see :func:`notefeed.search.text.analyze_batch`): the per-note dicts of
+    :func:`~notefeed.search.tokens.analyze_catalogue`, which a whole catalogue's build uses as
+    arrays."""
+    return list(analyze_catalogue(notes, workers))
 
 
 def _distinct(toks: Mapping[str, list[str]]) -> set[str]:
@@ -124,11 +115,12 @@ class LexicalIndex:
             raise SearchError(f"items: expected shape ({len(notes)},), got {items.shape}")
         self.add_tokens(analyze_notes(notes), items)
 
-    def add_tokens(self, docs: Iterable[Mapping[str, list[str]]], items: np.ndarray) -> None:
-        """Index already analysed notes (see :func:`analyze_notes`) and commit."""
+    def add_tokens(self, docs: Iterable[Mapping[str, list[str]]] | NoteTokens, items: np.ndarray) -> None:
+        """Index already analysed notes (see :func:`analyze_notes`, or a catalogue's
+        :class:`~notefeed.search.tokens.NoteTokens`) and commit."""
         with self._lock, gc_paused():
             w = self._writer_()
-            n = self._add_docs(w, docs, items)
+            n = self._add_arrays(w, docs, items) if isinstance(docs, NoteTokens) else self._add_docs(w, docs, items)
             w.commit()
             self.n_docs += n
             self.index.reload()
@@ -155,6 +147,26 @@ class LexicalIndex:
             n += 1
         self.df.update(seen_all)
         return n
+
+    def _add_arrays(self, w: tantivy.IndexWriter, tok: NoteTokens, items: np.ndarray) -> int:
+        """:meth:`_add_docs` of a :class:`NoteTokens`: each field's string as it is, the
+        document frequencies from its arrays."""
+        items = np.asarray(items, np.int64)
+        if items.shape != (len(tok),):
+            raise SearchError(f"items: expected shape ({len(tok)},), got {items.shape}")
+        add, new_doc = w.add_document, tantivy.Document
+        for item, *texts in zip(items.tolist(), *(tok.strings[f] for f in _ALL_FIELDS), strict=True):
+            doc = new_doc()
+            doc.add_unsigned("item", item)
+            for f, t in zip(_ALL_FIELDS, texts, strict=True):
+                if t:
+                    doc.add_text(f, t)
+            add(doc)
+        df = tok.document_frequencies()
+        seen = np.flatnonzero(df)
+        vocab = tok.vocab
+        self.df.update(dict(zip([vocab[i] for i in seen.tolist()], df[seen].tolist(), strict=True)))
+        return len(tok)
 
     def replace_tokens(self, old_docs: Iterable[Mapping[str, list[str]]], docs: Iterable[Mapping[str, list[str]]],
                        items: np.ndarray) -> None:

@@ -39,15 +39,25 @@ from notefeed.search.personal import TagTable, UserProfile, personal_features
 from notefeed.search.rewrite import HttpRewriteBackend, MinedRewrites, mine_rewrites
 from notefeed.search.store import load_state, save_state
 from notefeed.search.suggest import Suggester
-from notefeed.search.topics import TopicTable, note_counts, note_topics, refined_topics, with_log_lik
+from notefeed.search.tokens import analyze_catalogue
+from notefeed.search.topics import (
+    TopicTable,
+    note_counts,
+    note_topics,
+    refine_log_lik,
+    topics_of_counts,
+    with_log_lik,
+)
 from notefeed.search.understand import QueryUnderstanding
-from notefeed.threads import gc_paused
+from notefeed.threads import gc_paused, heap_kept
 
 __all__ = ["SearchPipeline", "SearchResult"]
 
 log = logging.getLogger(__name__)
 
 _INTENT_FIT_MAX = 100_000
+#: row pieces of the notes' topic mixtures at build, shared by the dense worker and this process
+_TOPIC_PIECES = 8
 #: the personal features the hand-weighted (RRF) score averages
 _RRF_PERSONAL = ("user_category", "user_tag", "user_vector")
 
@@ -111,10 +121,14 @@ class SearchPipeline:
               query_log: pd.DataFrame | None = None, seed: int = 0) -> SearchPipeline:
         """Index ``notes`` (item ``i`` = row ``i``); with ``path`` the index lives and is saved there.
         From ``dense_process_min`` notes the dense vectors are computed in a second process while
-        this one builds the category model and the lexical index; the notes' topic mixtures are
-        computed there too, after the vectors (the same arrays as in one process)."""
-        with gc_paused():
-            return cls._build(notes, config, path, query_log, seed)
+        this one builds the category model, refines its likelihoods and builds the lexical
+        index; the notes' topic mixtures are then shared by both processes (the same arrays as
+        in one process), and the C allocator keeps freed memory for the build's length
+        (:func:`notefeed.threads.heap_kept`)."""
+        cfg = config or SearchConfig()
+        # a large build makes and drops arrays of hundreds of MB: the allocator keeps them
+        with gc_paused(), heap_kept(0 < cfg.dense_process_min <= len(notes)):
+            return cls._build(notes, cfg, path, query_log, seed)
 
     @classmethod
     def _build(cls, notes: pd.DataFrame, config: SearchConfig | None, path: str | Path | None,
@@ -135,19 +149,21 @@ class SearchPipeline:
     @classmethod
     def _build_with(cls, notes: pd.DataFrame, cfg: SearchConfig, p: Path | None, query_log: pd.DataFrame | None,
                     seed: int, job: DenseJob | None) -> SearchPipeline:
-        docs = analyze_notes(notes, cfg.build_workers)
+        docs = analyze_catalogue(notes, cfg.build_workers)
         # the category model first: the notes' topic mixtures then go to the dense worker
         # process (it has time left after the vectors) while this one builds the lexical index
         cats = notes["category"].astype(str).tolist() if "category" in notes.columns else [""] * len(notes)
         rng = np.random.default_rng(seed)
         fit = np.arange(len(notes)) if len(notes) <= _INTENT_FIT_MAX else rng.choice(len(notes), _INTENT_FIT_MAX, replace=False)
-        intent = CategoryModel().fit([docs[j]["title"] + docs[j]["text"] + docs[j]["tags"] for j in fit.tolist()],
-                                     [cats[j] for j in fit.tolist()])
-        # the likelihoods' refinement and every note's mixture: arrays (the fitting notes' counts
-        # are rows of the catalogue's), in the worker process when there is one
+        intent = CategoryModel().fit_codes(*docs.fields(("title", "text", "tags"), fit), docs.vocab,
+                                           [cats[j] for j in fit.tolist()])
+        # the likelihoods refined here (the worker is computing the vectors), then every note's
+        # mixture, the row pieces shared by the worker (after the vectors) and this process
+        # (after the lexical index): the same arrays as one process gives
         counts = note_counts(docs, intent)
-        args = (counts[fit], counts, intent.log_lik, intent.alpha, cfg.topic_refine)
-        topics_of = job.then(refined_topics, *args) if job is not None else lambda: refined_topics(*args)
+        intent = with_log_lik(intent, refine_log_lik(counts[fit], intent.log_lik, intent.alpha, cfg.topic_refine))
+        tasks = [(counts[a:b], intent.log_lik) for a, b in _pieces(len(notes), _TOPIC_PIECES)]
+        topics_of = job.share(topics_of_counts, tasks) if job is not None else lambda: [topics_of_counts(*t) for t in tasks]
         lex = LexicalIndex(None if p is None else p / "lexical", boosts=cfg.boosts, heap_mb=cfg.index_heap_mb,
                            threads=cfg.index_threads)
         if lex.n_docs:  # rebuilding over an old index
@@ -164,9 +180,8 @@ class SearchPipeline:
             mined = MinedRewrites(mine_rewrites(query_log))
         else:
             suggester = Suggester(notes["title"].astype(str).tolist() if "title" in notes.columns else [], "titles")
-        log_lik, *mixtures = topics_of()
-        intent = with_log_lik(intent, log_lik)
-        topics = TopicTable(*mixtures)
+        parts = topics_of()
+        topics = TopicTable(np.concatenate([ids for ids, _ in parts]), np.concatenate([w for _, w in parts]))
         dense = (DenseIndex.of_vectors(*job.result(), hnsw_min=cfg.hnsw_min, approx=cfg.dense_ann,
                                        nprobe=cfg.dense_nprobe) if job is not None else None)
         pipe = cls(cfg, lex, dense, intent, suggester, notes["note_id"].astype(str).tolist(), [], [], [], [],
@@ -479,6 +494,12 @@ class SearchPipeline:
         if self.path is not None:
             self.save()
         self.lexical.close()
+
+
+def _pieces(n: int, k: int) -> list[tuple[int, int]]:
+    """``k`` row ranges covering ``0..n`` (fewer when ``n < k``; one, empty, when ``n == 0``)."""
+    cuts = np.unique(np.linspace(0, n, max(1, min(k, n)) + 1).astype(np.int64)).tolist()
+    return list(zip(cuts[:-1], cuts[1:], strict=True)) or [(0, 0)]
 
 
 def _lap(t: float) -> float:

@@ -29,9 +29,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from notefeed.search.intent import CategoryModel
+from notefeed.search.tokens import NoteTokens
 
 __all__ = ["note_topics", "note_counts", "topics_of_counts",
-           "refine_log_lik", "refined_topics", "with_log_lik", "refine_topics", "topic_rows", "TopicTable"]
+           "refine_log_lik", "with_log_lik", "refine_topics", "topic_rows", "TopicTable"]
 
 #: tokens per EM chunk (bounds the (nnz, categories) work array)
 _CHUNK_NNZ = 200_000
@@ -99,24 +100,29 @@ def _each_chunk(fn: Callable[[int, int], np.ndarray], chunks: list[tuple[int, in
         yield from pool.map(lambda ab: fn(*ab), chunks)
 
 
-def _counts(docs: Sequence[Mapping[str, list[str]]], vocab: Mapping[str, int]) -> sp.csr_matrix:
+def _counts(docs: Sequence[Mapping[str, list[str]]] | NoteTokens, vocab: Mapping[str, int]) -> sp.csr_matrix:
     """(n, len(vocab)) float32 counts of the vocabulary's tokens in each note's title, text and tags."""
     n = len(docs)
-    flat: list[str] = []
-    lens = np.empty(n, np.int64)
-    for j, d in enumerate(docs):
-        k0 = len(flat)
-        flat += d.get("title", ())
-        flat += d.get("text", ())
-        flat += d.get("tags", ())
-        lens[j] = len(flat) - k0
-    at = np.fromiter(map(vocab.get, flat, repeat(-1)), np.int64, len(flat))  # map: no generator frame per token
+    if isinstance(docs, NoteTokens):  # the catalogue's ids mapped to the model's
+        codes, ptr = docs.fields(("title", "text", "tags"))
+        at = np.fromiter(map(vocab.get, docs.vocab, repeat(-1)), np.int64, len(docs.vocab))[codes]
+    else:
+        flat: list[str] = []
+        lens = np.empty(n, np.int64)
+        for j, d in enumerate(docs):
+            k0 = len(flat)
+            flat += d.get("title", ())
+            flat += d.get("text", ())
+            flat += d.get("tags", ())
+            lens[j] = len(flat) - k0
+        at = np.fromiter(map(vocab.get, flat, repeat(-1)), np.int64, len(flat))  # map: no generator frame per token
+        ptr = np.zeros(n + 1, np.int64)
+        np.cumsum(lens, out=ptr[1:])
     known = at >= 0
     # the rows are in token order already: CSR directly (each row's known tokens), then summed
     seen = np.zeros(len(at) + 1, np.int64)
     np.cumsum(known, out=seen[1:])
-    indptr = np.zeros(n + 1, np.int64)
-    indptr[1:] = seen[np.cumsum(lens)]
+    indptr = seen[ptr]
     counts = sp.csr_matrix((np.ones(int(indptr[-1]), np.float32), at[known], indptr), shape=(n, len(vocab)))
     counts.sum_duplicates()
     return counts
@@ -168,16 +174,6 @@ def refine_log_lik(x: sp.csr_matrix, log_lik: np.ndarray, alpha: float, rounds: 
         soft = lik * acc  # (V, C) expected token counts per category
         lik = (soft + alpha) / (soft.sum(axis=0, keepdims=True) + alpha * soft.shape[0])
     return np.log(lik).astype(np.float32)
-
-
-def refined_topics(x_fit: sp.csr_matrix, counts: sp.csr_matrix, log_lik: np.ndarray, alpha: float, rounds: int = 3,
-                   iters: int = 5, top: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A build's topic work on arrays (what its worker process is given): the likelihoods
-    refined on the fitting notes' counts ``x_fit`` (:func:`refine_log_lik`), then every note's
-    mixture from its ``counts`` (:func:`topics_of_counts`) -> (refined log_lik, ids, weights):
-    the same arrays as :func:`refine_topics` then :func:`note_topics`."""
-    log_lik = refine_log_lik(x_fit, log_lik, alpha, rounds, iters)
-    return (log_lik, *topics_of_counts(counts, log_lik, iters, top))
 
 
 def _em(counts: sp.csr_matrix, lik: np.ndarray, iters: int) -> np.ndarray:

@@ -228,7 +228,7 @@ def test_dense_job_falls_back_when_the_worker_dies_and_stops_it_on_failure(monke
     def boom(*a, **k):
         raise RuntimeError("analysis failed")
 
-    monkeypatch.setattr(pipeline, "analyze_notes", boom)
+    monkeypatch.setattr(pipeline, "analyze_catalogue", boom)
     with pytest.raises(RuntimeError, match="analysis failed"):
         SearchPipeline.build(notes, SearchConfig(dense_dim=8, dense_process_min=1))
     assert cancelled == [True] and not mp.active_children()
@@ -292,3 +292,29 @@ def test_an_encoder_saved_before_tf_scope_loads_as_per_feature(tmp_path) -> None
     term = TextEncoder(TextEncoderConfig(dim=8, tf_scope="term"))
     term.idf_, term.components_ = old.idf_, old.components_
     assert not np.allclose(term.transform(texts[:50]), old.transform(texts[:50]), atol=1e-4)  # the scope matters
+
+
+def test_shared_tasks_split_between_the_worker_and_this_process() -> None:
+    """``DenseJob.share``: the results in the tasks' order; this process takes back from the end
+    every task the worker has not started; without a worker, or a dead one, all run here."""
+    from notefeed.search.dense import DenseJob
+    from notefeed.sim.community import generate
+
+    notes = generate("100k", seed=8, n_notes=120, n_creators=30).notes
+    here = os.getpid()
+    job = DenseJob(notes, dim=8, background=True)
+    powers = job.share(pow, [(2, k) for k in range(6)])
+    pids = job.share(os.getpid, [()] * 6)
+    assert pids()[-1] == here  # the worker is still on the vectors: the last ones are taken back
+    assert powers() == [2**k for k in range(6)]
+    job.result()
+    assert job._pool is None  # everything taken: the worker is let go
+    job = DenseJob(notes, dim=8, background=False)
+    assert job.share(os.getpid, [()] * 3)() == [here] * 3
+    assert job.share(pow, [])() == []
+    job = DenseJob(notes, dim=8, background=True)
+    pids = job.share(os.getpid, [()] * 4)
+    for proc in list(job._pool._processes.values()):
+        proc.kill()
+    assert pids() == [here] * 4  # the tasks the dead worker had are computed here
+    job.result()

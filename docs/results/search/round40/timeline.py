@@ -1,0 +1,52 @@
+"""Session 40's build timed as session 36's script times it (``round36/timeline.py``: its
+``timed`` helper and record, loaded from there), with the parts the build has now: the analysis
+into arrays (``analyze_catalogue``), the likelihoods' refinement in this process, and ``topic
+mixtures``: this process's share of the notes' mixtures and the wait for the worker's share.
+The record also has the CPU seconds of the worker process (``worker_cpu_s``, user + system).
+
+``python3 docs/results/search/round40/timeline.py [notes]`` writes ``timeline_<notes>.json`` here.
+"""
+import importlib.util
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+if __name__ == "__main__":  # the worker process (spawned) imports this file too
+    spec = importlib.util.spec_from_file_location("round36_timeline", Path(__file__).parents[1] / "round36" / "timeline.py")
+    t36 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(t36)  # its body runs only under __main__: this loads the helpers
+    D, P, timed = t36.D, t36.P, t36.timed
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    corpus = t36.bench_corpus(n, 10, 0)
+    t36._jieba().initialize()
+    for owner, name, label in [(D, "note_texts", "dense: note texts"), (P, "analyze_catalogue", "analysis"),
+                               (P.CategoryModel, "fit_codes", "category model"), (P, "note_counts", "topic counts"),
+                               (P, "refine_log_lik", "refined likelihoods"), (P.LexicalIndex, "add_tokens", "tantivy"),
+                               (P, "Suggester", "suggester"), (D.DenseJob, "result", "wait dense"),
+                               (D.DenseIndex, "of_vectors", "dense: FAISS index"),
+                               (P.SearchPipeline, "_add_meta", "catalogue tags")]:
+        timed(owner, name, label)
+    real_share = D.DenseJob.share
+
+    def share(self, fn, tasks):  # the returned getter timed: this process's share and the wait
+        get = real_share(self, fn, tasks)
+        box = type("Getter", (), {"get": staticmethod(get)})
+        timed(box, "get", "topic mixtures")
+        return box.get
+
+    D.DenseJob.share = share
+    t36.clear_caches()
+    c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t36.START[0], c = time.perf_counter(), time.process_time()
+    P.SearchPipeline.build(corpus.notes, t36.SearchConfig(), seed=0)
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = {"notes": n, "total_wall_s": round(time.perf_counter() - t36.START[0], 1),
+           "main_cpu_s": round(time.process_time() - c, 1),
+           "worker_cpu_s": round(c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime, 1),
+           "parts": t36.LOG, "machine": t36.machine_info(),
+           "command": f"python3 docs/results/search/round40/timeline.py {n}"}
+    path = Path(__file__).parent / f"timeline_{n}.json"
+    path.write_text(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1))
