@@ -34,6 +34,8 @@ __all__ = [
     "has_cjk",
     "tokenize",
     "text_features",
+    "words_features",
+    "words_term_weighted",
     "word_features",
     "term_weighted_features",
     "TextEncoderConfig",
@@ -85,7 +87,11 @@ def text_features(text: str, word_ngrams: int = 2, char_ngrams: tuple[int, int] 
     alphabetic scripts, and as single characters of multi-character Chinese words, so
     that related words share features. Prefixes keep the feature kinds apart.
     """
-    words = tokenize(text)
+    return words_features(tokenize(text), word_ngrams, char_ngrams)
+
+
+def words_features(words: list[str], word_ngrams: int = 2, char_ngrams: tuple[int, int] = (3, 4)) -> list[str]:
+    """:func:`text_features` of an already tokenised text (its words)."""
     feats = list(words)
     for n in range(2, word_ngrams + 1):
         feats.extend(word_ngrams_of(words, n))
@@ -119,7 +125,12 @@ def term_weighted_features(text: str, word_ngrams: int = 2, char_ngrams: tuple[i
     ``sublinear_tf``), and each of its features (a word's own and its character n-grams, as
     :func:`text_features` has them; an n-gram's one) gets that weight once per occurrence in
     the term; a feature of several terms sums their weights."""
-    words = tokenize(text)
+    return words_term_weighted(tokenize(text), word_ngrams, char_ngrams, sublinear_tf)
+
+
+def words_term_weighted(words: list[str], word_ngrams: int = 2, char_ngrams: tuple[int, int] = (3, 4),
+                        sublinear_tf: bool = True) -> dict[str, float]:
+    """:func:`term_weighted_features` of an already tokenised text (its words)."""
     lo, hi = char_ngrams
     out: dict[str, float] = {}
     grams = [g for n in range(2, word_ngrams + 1) for g in word_ngrams_of(words, n)]
@@ -180,6 +191,10 @@ class TextEncoder:
     def _counts(self, texts: list[str]) -> sp.csr_matrix:
         """(n, n_features) float32 feature counts through a stable hash (murmur3 via sklearn);
         with ``tf_scope="term"`` the per-term weighted counts (:func:`term_weighted_features`)."""
+        return self._word_counts([tokenize(t) for t in texts])
+
+    def _word_counts(self, docs: list[list[str]]) -> sp.csr_matrix:
+        """:meth:`_counts` of tokenised texts (each a list of words)."""
         from sklearn.feature_extraction.text import HashingVectorizer
 
         c = self.config
@@ -187,16 +202,16 @@ class TextEncoder:
             from sklearn.feature_extraction import FeatureHasher
 
             fh = FeatureHasher(n_features=c.n_features, input_type="dict", alternate_sign=False, dtype=np.float32)
-            return fh.transform(term_weighted_features(t, c.word_ngrams, (c.char_ngram_min, c.char_ngram_max),
-                                                       c.sublinear_tf) for t in texts).tocsr()
+            return fh.transform(words_term_weighted(w, c.word_ngrams, (c.char_ngram_min, c.char_ngram_max),
+                                                    c.sublinear_tf) for w in docs).tocsr()
         hv = HashingVectorizer(
-            analyzer=lambda t: text_features(t, c.word_ngrams, (c.char_ngram_min, c.char_ngram_max)),
+            analyzer=lambda w: words_features(w, c.word_ngrams, (c.char_ngram_min, c.char_ngram_max)),
             n_features=c.n_features,
             alternate_sign=False,
             norm=None,
             dtype=np.float32,
         )
-        return hv.transform(texts).tocsr()
+        return hv.transform(docs).tocsr()
 
     def _tfidf(self, counts: sp.csr_matrix, unit: bool = True) -> sp.csr_matrix:
         """Sublinear TF x IDF, rows at unit norm (``unit``): one float32 product per stored entry
@@ -232,10 +247,18 @@ class TextEncoder:
 
     def fit(self, texts: list[str]) -> TextEncoder:
         """Learn IDF weights and the SVD projection from the catalogue's texts."""
+        return self._fit_counts(self._counts(check_texts(texts, "texts")))
+
+    def fit_words(self, docs: list[list[str]]) -> TextEncoder:
+        """:meth:`fit` on tokenised texts (each a list of words)."""
+        if isinstance(docs, str) or not all(isinstance(d, list) for d in docs):
+            raise ContentError("docs: expected a list of word lists")
+        return self._fit_counts(self._word_counts(docs))
+
+    def _fit_counts(self, counts: sp.csr_matrix) -> TextEncoder:
+        """:meth:`fit` from the catalogue's feature counts (:meth:`_counts`)."""
         from sklearn.decomposition import TruncatedSVD
 
-        texts = check_texts(texts, "texts")
-        counts = self._counts(texts)
         counts.sort_indices()  # the SVD's sums in column order, whoever counted
         n = counts.shape[0]
         df = np.bincount(counts.indices, minlength=self.config.n_features).astype(np.float64)
@@ -254,9 +277,20 @@ class TextEncoder:
         """(n, dim) float32, rows L2-normalised (all-zero for a text with no known features)."""
         if self.components_ is None or self.idf_ is None:
             raise ContentError("TextEncoder: call fit() or load() before transform()")
-        texts = check_texts(texts, "texts")
-        z = self._unnormalised(texts)
-        out = np.zeros((len(texts), self.config.dim), np.float32)
+        return self._finish(self._unnormalised(check_texts(texts, "texts")))
+
+    def transform_words(self, docs: list[list[str]]) -> np.ndarray:
+        """:meth:`transform` of tokenised texts (each a list of words: the text's
+        :func:`tokenize`, or any analysis of it)."""
+        if self.components_ is None or self.idf_ is None:
+            raise ContentError("TextEncoder: call fit() or load() before transform_words()")
+        if isinstance(docs, str) or not all(isinstance(d, list) for d in docs):
+            raise ContentError("docs: expected a list of word lists")
+        return self._finish(self._project(self._tfidf(self._word_counts(docs), unit=False)))
+
+    def _finish(self, z: np.ndarray) -> np.ndarray:
+        """(n, dim) float32 from the (n, k) projections: zero-padded, rows at unit norm."""
+        out = np.zeros((z.shape[0], self.config.dim), np.float32)
         out[:, : z.shape[1]] = z
         return l2_normalise(out)
 

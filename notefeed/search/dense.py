@@ -6,17 +6,22 @@ seconds to the build, and it returns over 99% of the exact top 200, HNSW about 7
 ``notefeed bench search --dense-ann ivf,hnsw`` measures both). From ``dense_process_min`` notes
 a build computes the vectors in a worker process (:class:`DenseJob`).
 
-The catalogue is analysed here into terms (:func:`_analyse`: each distinct word and word
-n-gram once, the n-grams' feature columns hashed from the words' bytes) and its counts are
-equal to the encoder's own (:func:`hashed_counts` against ``TextEncoder._counts``: the same
-features through sklearn's hasher, whose columns :func:`murmur3_32` computes for all feature
-strings at once), assembled with one sparse product (:class:`_CatalogueEncoder`): the encoder
-is fitted on a sample of the catalogue (``fit_max`` notes, ``SearchConfig.dense_fit_max``)
-whose terms are rows of the catalogue's. With the search default ``tf_scope="term"``
-(``SearchConfig.dense_tf``) the catalogue's vectors need no feature counts at all: each
-distinct word's projection is computed once and every note is one (notes x terms) @ (terms x
-dim) product. The worker process of a large build (:class:`DenseJob`) also takes tasks queued
-behind the vectors (:meth:`DenseJob.then`: the notes' topic mixtures).
+A note is encoded from its words: the index tokens of its title, tags, category and text, in
+that order (:class:`CatalogueWords`, :func:`note_words`; the analysis of
+:mod:`notefeed.search.text`, which the lexical index is given), through the encoder's
+``transform_words``; a query from its terms. A build hands the catalogue's analysed tokens over
+as arrays (:meth:`DenseJob.encode`), so the text is analysed once for both indexes. The
+catalogue's words are made into terms (:func:`_terms_of`: each distinct word and word n-gram
+once, the n-grams' feature columns hashed from the words' bytes) whose counts equal the
+encoder's own (:func:`hashed_counts` against ``TextEncoder._counts``: the same features through
+sklearn's hasher, whose columns :func:`murmur3_32` computes for all feature strings at once),
+assembled with one sparse product (:class:`_CatalogueEncoder`): the encoder is fitted on a
+sample of the catalogue (``fit_max`` notes, ``SearchConfig.dense_fit_max``). With the search
+default ``tf_scope="term"`` (``SearchConfig.dense_tf``) the catalogue's vectors need no feature
+counts at all: each distinct word's projection is computed once and every note is one (notes x
+terms) @ (terms x dim) product. The worker process of a large build (:class:`DenseJob`) fits
+the encoder on the sample while the build analyses the catalogue, then encodes it, and also
+takes tasks queued behind the vectors (:meth:`DenseJob.share`: the notes' topic mixtures).
 
 Persisted as the encoder artifact (``encoder/``: config.json + safetensors) and the note
 vectors (``vectors.safetensors``, with the item ids); the FAISS index is rebuilt on load.
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -39,16 +45,19 @@ import scipy.sparse as sp
 from notefeed.content.text import (
     TextEncoder,
     TextEncoderConfig,
-    term_weighted_features,
-    text_features,
     word_features,
+    words_features,
+    words_term_weighted,
 )
 from notefeed.recall.ann import AnnIndex
 from notefeed.search.base import RETRIEVERS, Hits, ParsedQuery, SearchError
-from notefeed.search.text import analyze_batch, note_fields
+from notefeed.search.text import analyze, analyze_batch, note_fields
+from notefeed.search.tokens import NoteTokens, analyze_catalogue, ragged_concat, ragged_take
+from notefeed.search.worker import BuildWorker, Task, WorkerGone
 from notefeed.threads import gc_paused, keep_freed_memory
 
-__all__ = ["DenseIndex", "DenseJob", "encode_catalogue", "note_texts", "hashed_counts"]
+__all__ = ["DenseIndex", "DenseJob", "CatalogueWords", "DENSE_FIELDS", "encode_catalogue", "fit_rows", "note_texts",
+           "note_words", "hashed_counts"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -61,10 +70,69 @@ THREAD_MIN_ROWS = 8192
 
 
 def note_texts(notes: pd.DataFrame) -> list[str]:
-    """The text each note is encoded from: title, tags, category, then body."""
+    """The text of each note's dense fields joined (title, tags, category, then body): what
+    :func:`note_words` analyses field by field."""
     f = note_fields(notes)
-    return [" ".join(x for x in parts if x) for parts in
-            zip(f["title"], f["tags"], f["category"], f["text"], strict=True)]
+    return [" ".join(x for x in parts if x) for parts in zip(*(f[k] for k in DENSE_FIELDS), strict=True)]
+
+
+#: the note fields a dense vector is encoded from, in this order
+DENSE_FIELDS = ("title", "tags", "category", "text")
+
+
+@dataclass
+class CatalogueWords:
+    """Each note's dense words as ids: note ``j``'s words are ``vocab[codes[indptr[j]:indptr[j + 1]]]``,
+    the index tokens of its :data:`DENSE_FIELDS` in that order (the search analysis,
+    :func:`notefeed.search.tokens.analyze_catalogue`), so a build encodes the tokens the
+    lexical index was given instead of analysing the text again."""
+
+    codes: np.ndarray
+    indptr: np.ndarray
+    vocab: list[str]
+
+    def __len__(self) -> int:
+        return len(self.indptr) - 1
+
+    @classmethod
+    def of_tokens(cls, tokens: NoteTokens) -> CatalogueWords:
+        return cls(*tokens.fields(DENSE_FIELDS), tokens.vocab)
+
+    @classmethod
+    def of_fields(cls, codes: dict[str, np.ndarray], indptr: dict[str, np.ndarray], vocab: list[str]) -> CatalogueWords:
+        """The words of the notes whose :data:`DENSE_FIELDS` ids (``codes``, ``indptr`` by field,
+        as :class:`~notefeed.search.tokens.NoteTokens` holds them) these are."""
+        return cls(*ragged_concat([(codes[f], indptr[f]) for f in DENSE_FIELDS]), vocab)
+
+    @classmethod
+    def of_notes(cls, notes: pd.DataFrame, workers: int = 1) -> CatalogueWords:
+        return cls.of_tokens(analyze_catalogue(notes, workers))
+
+    @classmethod
+    def of_lists(cls, docs: list[list[str]]) -> CatalogueWords:
+        codes, uniq = pd.factorize(pd.Series([w for d in docs for w in d], dtype=object), sort=False)
+        indptr = np.zeros(len(docs) + 1, np.int64)
+        np.cumsum([len(d) for d in docs], out=indptr[1:])
+        return cls(codes.astype(np.int32), indptr, uniq.tolist())
+
+    def take(self, rows: np.ndarray) -> CatalogueWords:
+        """The notes ``rows``, in that order."""
+        return CatalogueWords(*ragged_take(self.codes, self.indptr, rows), self.vocab)
+
+    def slice(self, lo: int, hi: int) -> CatalogueWords:
+        """The notes ``lo..hi`` (views, no copy)."""
+        a, b = int(self.indptr[lo]), int(self.indptr[hi])
+        return CatalogueWords(self.codes[a:b], self.indptr[lo : hi + 1] - a, self.vocab)
+
+    def lists(self) -> list[list[str]]:
+        v, c = self.vocab, self.codes.tolist()
+        return [[v[i] for i in c[a:b]] for a, b in zip(self.indptr[:-1].tolist(), self.indptr[1:].tolist(), strict=True)]
+
+
+def note_words(notes: pd.DataFrame) -> list[list[str]]:
+    """Each note's dense words (:class:`CatalogueWords`) as lists: what
+    :meth:`~notefeed.content.text.TextEncoder.transform_words` encodes."""
+    return CatalogueWords.of_notes(notes).lists()
 
 
 def _rotl(x: np.ndarray, r: int) -> np.ndarray:
@@ -203,17 +271,24 @@ class _Terms:
 
 
 def _analyse(config: TextEncoderConfig, texts: list[str], workers: int = 1) -> _Terms:
-    """The texts' :class:`_Terms`: every word and word n-gram (``config.word_ngrams``) of each
-    text, as :func:`notefeed.content.text.text_features` takes them."""
+    """The texts' :class:`_Terms` (their words as :func:`notefeed.content.text.tokenize` gives
+    them): what ``TextEncoder._counts`` counts."""
+    return _terms_of(config, CatalogueWords.of_lists(analyze_batch(texts, workers, normalised=False)[0]))
+
+
+def _terms_of(config: TextEncoderConfig, words: CatalogueWords) -> _Terms:
+    """The notes' :class:`_Terms`: every word and word n-gram (``config.word_ngrams``) of each,
+    as :func:`notefeed.content.text.words_features` takes them; the distinct words in the
+    order they first occur (the order a factorization of the words as strings gives)."""
     c = config
-    toks, _ = analyze_batch(texts, workers, normalised=False)
-    n = len(toks)
-    lens = np.fromiter((len(t) for t in toks), np.int64, n)
-    flat = [w for t in toks for w in t]
-    ids, vocab = pd.factorize(pd.Series(flat, dtype=object), sort=False)
+    ids, uniq = pd.factorize(words.codes, sort=False)
     ids = ids.astype(np.int64)
-    v = len(vocab)
-    words = vocab.tolist()
+    n = len(words)
+    lens = np.diff(words.indptr).astype(np.int64)
+    v = len(uniq)
+    vocab = words.vocab
+    word_list = [vocab[u] for u in uniq.tolist()]
+    total = len(ids)
     doc = np.repeat(np.arange(n, dtype=np.int64), lens)
     d_rows, d_cols, gram_cols = [doc], [ids], [np.zeros(0, np.int64)]
     n_terms = v
@@ -222,26 +297,26 @@ def _analyse(config: TextEncoderConfig, texts: list[str], workers: int = 1) -> _
     pos_end = np.repeat(end, lens)  # per token, its document's end
     codes = ids
     for k in range(2, c.word_ngrams + 1):
-        m = len(flat) - k + 1
+        m = total - k + 1
         if m <= 0:
             break
         ok = np.arange(m) + k <= pos_end[:m]  # the n-gram stays inside its document
         codes = codes[: m] * v + ids[k - 1 :]
-        codes, uniq = pd.factorize(np.where(ok, codes, -1))
+        codes, uniq_k = pd.factorize(np.where(ok, codes, -1))
         codes = codes.astype(np.int64)
         # the words of each distinct n-gram, from its first occurrence
-        first = np.full(len(uniq), -1, np.int64)
+        first = np.full(len(uniq_k), -1, np.int64)
         first[codes[::-1]] = np.arange(m - 1, -1, -1)
-        valid = uniq >= 0
-        term = np.full(len(uniq), -1, np.int64)
+        valid = uniq_k >= 0
+        term = np.full(len(uniq_k), -1, np.int64)
         term[valid] = n_terms + np.arange(int(valid.sum()))
         d_rows.append(doc[:m][ok])
         d_cols.append(term[codes[ok]])
-        gram_cols.append(_hash_grams(words, first[valid], ids, k, c.n_features))
+        gram_cols.append(_hash_grams(word_list, first[valid], ids, k, c.n_features))
         n_terms += int(valid.sum())
         codes = np.where(ok, codes, 0)  # the next length extends only valid n-grams (the rest are masked again)
     docs = _by_rows(list(zip(d_rows, d_cols, strict=True)), (n, n_terms))
-    return _Terms(docs, words, np.concatenate(gram_cols))
+    return _Terms(docs, word_list, np.concatenate(gram_cols))
 
 
 def _word_matrix(config: TextEncoderConfig, words: list[str]) -> sp.csr_matrix:
@@ -285,15 +360,15 @@ def hashed_counts(config: TextEncoderConfig, texts: list[str], workers: int = 1)
 
 
 class _CatalogueEncoder(TextEncoder):
-    """The text encoder over a catalogue: each batch of texts analysed once into terms
-    (:func:`_analyse`, remembered for the texts it was given), the fitting sample's terms being
-    rows of the catalogue's (:meth:`sample`). With ``tf_scope="term"`` a batch is projected one
-    distinct word at a time (:meth:`_project_terms`) instead of through its feature counts."""
+    """The text encoder over a catalogue's :class:`_Terms` (:func:`_terms_of`: each distinct
+    word and word n-gram of a batch of notes once): fitted on a sample's terms
+    (:meth:`fit_terms`), each batch's vectors from its terms (:meth:`transform_terms`). With
+    ``tf_scope="term"`` a batch is projected one distinct word at a time (:meth:`_project_terms`)
+    instead of through its feature counts."""
 
-    def __init__(self, config: TextEncoderConfig, workers: int = 1, threads: int = 1) -> None:
+    def __init__(self, config: TextEncoderConfig, threads: int = 1) -> None:
         super().__init__(config)
-        self.workers, self.threads = workers, max(1, int(threads))
-        self._memo: list[tuple[list[str], _Terms]] = []
+        self.threads = max(1, int(threads))
         self._words: tuple[object, dict[str, int], np.ndarray] | None = None  # (components, word -> row, rows)
 
     def _project_with(self, x: sp.csr_matrix, mat: np.ndarray) -> np.ndarray:
@@ -316,17 +391,18 @@ class _CatalogueEncoder(TextEncoder):
     def _project(self, x: sp.csr_matrix) -> np.ndarray:
         return self._project_with(x, self._components_t())
 
-    def _terms(self, texts: list[str]) -> _Terms:
-        for known, t in self._memo:
-            if len(known) == len(texts) and known == texts:
-                return t
-        with gc_paused():
-            t = _analyse(self.config, texts, self.workers)
-        self._memo.append((texts, t))
-        return t
+    def fit_terms(self, terms: _Terms) -> _CatalogueEncoder:
+        """:meth:`fit` on the notes whose terms these are."""
+        self._fit_counts(_term_counts(self.config, terms))
+        return self
 
-    def _counts(self, texts: list[str]) -> sp.csr_matrix:
-        return _term_counts(self.config, self._terms(texts))
+    def transform_terms(self, terms: _Terms) -> np.ndarray:
+        """(n, dim) the notes' vectors: :meth:`transform` of the notes whose terms these are."""
+        if self.components_ is None or self.idf_ is None:
+            raise SearchError("dense encoder: fit it before transforming")
+        if self.config.tf_scope == "term":
+            return self._finish(self._project_terms(terms))
+        return self._finish(self._project(self._tfidf(_term_counts(self.config, terms), unit=False)))
 
     def _word_rows(self, words: list[str], cidf: np.ndarray) -> np.ndarray:
         """(len(words), k) each word's features' IDF-weighted projections summed (a word's row
@@ -362,22 +438,6 @@ class _CatalogueEncoder(TextEncoder):
         x = sp.csr_matrix((x.data, x.indices, x.indptr), shape=(x.shape[0], v + self.config.n_features))
         return self._project_with(x, np.vstack([self._word_rows(terms.words, cidf), cidf]))
 
-    def _unnormalised(self, texts: list[str]) -> np.ndarray:
-        if self.config.tf_scope != "term":
-            return super()._unnormalised(texts)
-        return self._project_terms(self._terms(texts))
-
-    def sample(self, texts: list[str], rows: np.ndarray) -> list[str]:
-        """``[texts[i] for i in rows]``, its terms taken as rows of the terms of ``texts``
-        (a document's terms do not depend on the other documents)."""
-        sub = [texts[i] for i in rows.tolist()]
-        self._memo.append((sub, self._terms(texts).rows(rows)))
-        return sub
-
-    def forget(self) -> None:
-        """Drop the remembered terms (each chunk of a large catalogue is analysed once)."""
-        self._memo.clear()
-
     def plain(self) -> TextEncoder:
         """The fitted encoder as a plain :class:`TextEncoder` (what queries and saves use)."""
         return _fitted(self.config, self.idf_, self.components_)
@@ -391,11 +451,11 @@ def _fitted(config: TextEncoderConfig, idf: np.ndarray, components: np.ndarray) 
 
 
 class _QueryEncoder:
-    """One query text -> the encoder's vector without sparse-matrix machinery: the features'
+    """One query's words -> the encoder's vector without sparse-matrix machinery: the features'
     columns (hashed by sklearn once per distinct feature, then remembered), sublinear TF (per
     feature or per term, as the encoder's ``tf_scope``) x IDF,
     unit norm, projected by the gathered SVD columns. Same arithmetic as
-    ``TextEncoder.transform`` up to float rounding (summation order)."""
+    ``TextEncoder.transform_words`` up to float rounding (summation order)."""
 
     def __init__(self, encoder: TextEncoder, cache_max: int = 200_000) -> None:
         assert encoder.components_ is not None and encoder.idf_ is not None
@@ -403,14 +463,15 @@ class _QueryEncoder:
         self.comp_t = encoder._components_t()  # (n_features, k): the encoder's own copy, shared
         self.cols: dict[str, int] = {}
 
-    def __call__(self, text: str) -> np.ndarray:
+    def __call__(self, words: list[str]) -> np.ndarray:
+        """The vector of one tokenised query (its words)."""
         c = self.enc.config
         weights = None
         if c.tf_scope == "term":
-            wf = term_weighted_features(text, c.word_ngrams, (c.char_ngram_min, c.char_ngram_max), c.sublinear_tf)
+            wf = words_term_weighted(words, c.word_ngrams, (c.char_ngram_min, c.char_ngram_max), c.sublinear_tf)
             feats, weights = list(wf), np.fromiter(wf.values(), np.float32, len(wf))
         else:
-            feats = text_features(text, c.word_ngrams, (c.char_ngram_min, c.char_ngram_max))
+            feats = words_features(words, c.word_ngrams, (c.char_ngram_min, c.char_ngram_max))
         out = np.zeros(c.dim, np.float32)
         if not feats:
             return out
@@ -433,172 +494,226 @@ class _QueryEncoder:
         return out / max(float(np.linalg.norm(out)), 1e-12)
 
 
-def encode_catalogue(texts: list[str], dim: int = 64, fit_max: int = 50_000, seed: int = 0, workers: int = 1,
-                     chunk: int | None = None, threads: int = 2,
-                     tf_scope: str = "term") -> tuple[TextEncoder, np.ndarray]:
-    """The text encoder fitted on (at most ``fit_max`` sampled) ``texts`` and every text's
-    (n, dim) vector.
+def fit_rows(n: int, fit_max: int, seed: int) -> np.ndarray | None:
+    """The notes the encoder is fitted on: ``fit_max`` of the ``n`` drawn with ``seed`` (None:
+    all of them)."""
+    return None if n <= fit_max else np.random.default_rng(seed).choice(n, fit_max, replace=False)
 
-    The IDF weights and the SVD are learned from the sample; every text is transformed. Up to
-    ``chunk`` texts (default :data:`TRANSFORM_CHUNK`) the catalogue is analysed into terms once,
-    the sample's being their rows; above it the sample is analysed on its own and the texts are
-    analysed and transformed ``chunk`` at a time, so the terms (and analysed tokens) of the
-    whole catalogue are never held at once. Both give the same vectors: a document's terms do
-    not depend on the others (a test checks it). The projection runs on ``threads`` row blocks
-    at once (the same vectors: each row is its own product). ``tf_scope`` is the encoder's
-    (:class:`~notefeed.content.text.TextEncoderConfig`): with ``"term"`` (the default here) the
-    texts are projected one distinct word at a time, without their feature counts.
+
+def encode_catalogue(words: CatalogueWords, dim: int = 64, fit_max: int = 50_000, seed: int = 0,
+                     chunk: int | None = None, threads: int = 2, tf_scope: str = "term",
+                     fitted: _CatalogueEncoder | None = None) -> tuple[TextEncoder, np.ndarray]:
+    """The text encoder fitted on (at most ``fit_max`` sampled, :func:`fit_rows`) notes and
+    every note's (n, dim) vector, from the notes' :class:`CatalogueWords`.
+
+    The IDF weights and the SVD are learned from the sample; every note is transformed. Up to
+    ``chunk`` notes (default :data:`TRANSFORM_CHUNK`) the catalogue's terms are made once, the
+    sample's being their rows; above it the sample's terms are made on their own and the notes'
+    ``chunk`` at a time, so the terms of the whole catalogue are never held at once. Both give
+    the same vectors: a note's terms do not depend on the others (a test checks it). The
+    projection runs on ``threads`` row blocks at once (the same vectors: each row is its own
+    product). ``tf_scope`` is the encoder's (:class:`~notefeed.content.text.TextEncoderConfig`):
+    with ``"term"`` (the default here) the notes are projected one distinct word at a time,
+    without their feature counts. ``fitted``: the encoder already fitted on the sample (by
+    :func:`_fit_sample`, the same fit).
     """
     chunk = TRANSFORM_CHUNK if chunk is None else max(1, int(chunk))
-    if not texts:
+    n = len(words)
+    if not n:
         raise SearchError("notes: the catalogue is empty, nothing to fit the dense encoder on")
-    rng = np.random.default_rng(seed)
-    enc = _CatalogueEncoder(TextEncoderConfig(dim=dim, seed=seed, tf_scope=tf_scope), workers, threads)
-    rows = None if len(texts) <= fit_max else rng.choice(len(texts), fit_max, replace=False)
-    if len(texts) <= chunk:  # the catalogue's counts once; the sample's are rows of them
-        enc.fit(texts if rows is None else enc.sample(texts, rows))
-        vecs = enc.transform(texts)
-    else:  # a large catalogue: the sample's counts on their own, then every note a chunk at a time
-        enc.fit(texts if rows is None else [texts[i] for i in rows.tolist()])
-        vecs = np.empty((len(texts), dim), np.float32)
-        for lo in range(0, len(texts), chunk):
-            enc.forget()
-            vecs[lo : lo + chunk] = enc.transform(texts[lo : lo + chunk])
+    cfg = TextEncoderConfig(dim=dim, seed=seed, tf_scope=tf_scope)
+    rows = fit_rows(n, fit_max, seed)
+    enc = fitted or _CatalogueEncoder(cfg, threads)
+    with gc_paused():
+        if n <= chunk:  # the catalogue's terms once; the sample's are rows of them
+            terms = _terms_of(cfg, words)
+            if fitted is None:
+                enc.fit_terms(terms if rows is None else terms.rows(rows))
+            return enc.plain(), enc.transform_terms(terms)
+        if fitted is None:
+            enc.fit_terms(_terms_of(cfg, words if rows is None else words.take(rows)))
+        vecs = np.empty((n, dim), np.float32)
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            vecs[lo:hi] = enc.transform_terms(_terms_of(cfg, words.slice(lo, hi)))
     return enc.plain(), vecs
 
 
-def _encode_arrays(texts: list[str], *args: object) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`encode_catalogue` in a worker process: plain arrays back (config, idf, components, vectors)."""
+#: the worker process's fitted encoders, by build (:func:`_fit_sample`, then :func:`_encode_words`)
+_FITTED: dict[str, _CatalogueEncoder] = {}
+
+
+def _fit_sample(key: str, sample: pd.DataFrame, dim: int, seed: int, threads: int, tf_scope: str) -> None:
+    """In the worker process while this one analyses the catalogue: the encoder fitted on the
+    sampled notes (``sample``, in :func:`fit_rows` order), analysed here by the same analysis,
+    so the same words and the same fit as from the catalogue's arrays."""
+    cfg = TextEncoderConfig(dim=dim, seed=seed, tf_scope=tf_scope)
+    with gc_paused():
+        words = CatalogueWords.of_notes(sample)
+        _FITTED[key] = _CatalogueEncoder(cfg, threads).fit_terms(_terms_of(cfg, words))
+
+
+def _encode_words(key: str, fields: tuple[dict, dict, list[str]], *args: object
+                  ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`encode_catalogue` of the notes whose :data:`DENSE_FIELDS` ids these are (``codes``
+    and ``indptr`` by field, the vocabulary), with the encoder :func:`_fit_sample` fitted when it
+    ran in this process -> plain arrays (config, idf, components, vectors)."""
     from dataclasses import asdict
 
-    with gc_paused():
-        enc, vecs = encode_catalogue(texts, *args)  # type: ignore[arg-type]
+    words = CatalogueWords.of_fields(*fields)
+    enc, vecs = encode_catalogue(words, *args, fitted=_FITTED.pop(key, None))  # type: ignore[arg-type]
     return asdict(enc.config), enc.idf_, enc.components_, vecs
 
 
 class DenseJob:
     """The catalogue's dense vectors (:func:`encode_catalogue`) computed while the caller does
-    other work: in a spawned process when ``background`` (the lexical index is built meanwhile
-    on the other core; the same vectors, the same code), else in this process at
+    other work. With ``background``, in a spawned process (:class:`~notefeed.search.worker.BuildWorker`):
+    it fits the encoder on the sampled notes (:func:`_fit_sample`) while the caller analyses
+    the catalogue, then encodes the words the caller hands over (:meth:`encode`) while the
+    caller builds the lexical index (the same vectors, the same code); else in this process at
     :meth:`result`. A worker that cannot start or dies falls back to this process. More work
-    of the build can be queued behind the vectors (:meth:`then`)."""
+    of the build goes to the same process in order (:meth:`then`, :meth:`share`)."""
 
     def __init__(self, notes: pd.DataFrame, dim: int = 64, fit_max: int = 50_000, seed: int = 0, workers: int = 1,
                  chunk: int | None = None, threads: int = 2, background: bool = False, tf_scope: str = "term") -> None:
-        self.texts = note_texts(notes)
-        if not self.texts:
+        if not len(notes):
             raise SearchError("notes: the catalogue is empty, nothing to fit the dense encoder on")
-        self.args = (dim, fit_max, seed, workers, chunk, threads, tf_scope)
-        self._pool = self._future = None
-        self._pending = 0  # tasks given by then() whose result is not taken yet
+        self.notes, self.workers = notes, workers
+        self.args = (dim, fit_max, seed, chunk, threads, tf_scope)
+        self._key = uuid.uuid4().hex
+        self._words: tuple[dict, dict, list[str]] | None = None  # the DENSE_FIELDS' ids (encode)
+        self._worker: BuildWorker | None = None
+        self._vectors: Task | None = None
+        self._taken = False  # the vectors' result taken (the worker may go when no task is pending)
+        self._pending = 0  # tasks given by then() / share() whose result is not taken yet
         if background:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
-
-            try:  # spawn, not fork: the caller may hold threads (tantivy, a web server)
-                self._pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=keep_freed_memory)
-                self._future = self._pool.submit(_encode_arrays, self.texts, *self.args)
+            rows = fit_rows(len(notes), fit_max, seed)
+            sample = notes if rows is None else notes.iloc[rows]
+            sample = sample[[c for c in sample.columns if c in DENSE_FIELDS]]  # what the analysis reads
+            try:
+                self._worker = BuildWorker(keep_freed_memory)
             except (OSError, RuntimeError) as e:
                 log.warning("dense vectors: no worker process (%s); computing them here", e)
-                self._close()
+            else:
+                fit = self._worker.submit(_fit_sample, self._key, sample, dim, seed, threads, tf_scope)
+                fit.future.add_done_callback(_log_failure)
 
     @property
     def background(self) -> bool:
-        return self._future is not None
+        return self._worker is not None
 
-    def _close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        self._pool = self._future = None
+    def encode(self, tokens: NoteTokens) -> None:
+        """The catalogue's analysed tokens (:func:`~notefeed.search.tokens.analyze_catalogue`
+        of the notes given): the vectors are encoded from their :class:`CatalogueWords`, in the
+        worker process when there is one."""
+        if len(tokens) != len(self.notes):
+            raise SearchError(f"tokens: {len(tokens)} notes analysed for a catalogue of {len(self.notes)}")
+        fields = ({f: tokens.codes[f] for f in DENSE_FIELDS}, {f: tokens.indptr[f] for f in DENSE_FIELDS}, tokens.vocab)
+        self._words = fields
+        if self._worker is not None:  # the fields' ids joined there (each note's words: its fields' in order)
+            self._vectors = self._worker.submit(_encode_words, self._key, fields, *self.args)
+
+    def _close(self, terminate: bool = False) -> None:
+        if self._worker is not None:
+            self._worker.close(terminate)
+        self._worker = self._vectors = None
+
+    def _release(self) -> None:
+        """Let the worker go once the vectors are taken and no queued task waits."""
+        if self._taken and not self._pending:
+            self._close()
 
     def cancel(self) -> None:
         """Stop the worker process (the build it serves failed); nothing is returned after."""
-        if self._pool is not None:
-            for proc in list(getattr(self._pool, "_processes", {}).values()):
-                proc.terminate()
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        self._pool = self._future = None
+        self._close(terminate=True)
 
     def then(self, fn: Callable[..., T], *args: object) -> Callable[[], T]:
-        """``fn(*args)`` in the worker process once the vectors are done (a module-level
+        """``fn(*args)`` in the worker process after the tasks given before (a module-level
         function of arrays: its arguments and result cross the process boundary); without a
         worker, or when it dies, in this process on the first call of the returned function,
         which gives the result. Call it before :meth:`result` (which closes the worker)."""
-        fut = self._submit(fn, args)
-        return lambda: self._take(fut, fn, args)
+        task = self._submit(fn, args)
+        return lambda: self._take(task, fn, args)
 
     def share(self, fn: Callable[..., T], tasks: list[tuple]) -> Callable[[], list[T]]:
         """``[fn(*args) for args in tasks]``, shared with this process: the worker takes the
-        tasks from the first, once the vectors are done; the returned function (call it when
-        this process has nothing else to do) computes from the last every task the worker has
-        not started (taken back from its queue), then waits for the worker's. The same results
-        as one process gives when each task is its own computation."""
-        futs = [self._submit(fn, args) for args in tasks]
-        fns = [fn] * len(tasks)
+        tasks from the first, after the tasks given before; the returned function (call it when
+        this process has nothing else to do) computes from the last every task not yet sent to
+        the worker (taken back), then waits for the worker's. The same results as one process
+        gives when each task is its own computation."""
+        held = [self._submit(fn, args) for args in tasks]
 
         def get() -> list[T]:
             out: list[T | None] = [None] * len(tasks)
-            for k in range(len(tasks) - 1, -1, -1):  # from the end, while the worker has not started them
-                fut = futs[k]
-                if fut is not None and not fut.cancel():
+            here = [False] * len(tasks)
+            for k in range(len(tasks) - 1, -1, -1):  # from the end, while the worker has not got them
+                task = held[k]
+                if task is not None and not self._worker_take_back(task):
                     break
-                if fut is not None:
-                    self._pending -= 1
-                futs[k] = None
+                here[k] = True
                 out[k] = fn(*tasks[k])
-            for k, (fut, args) in enumerate(zip(futs, tasks, strict=True)):
-                if out[k] is None:
-                    out[k] = self._take(fut, fns[k], args)
-            if not self._pending and self._future is None:
-                self._close()
+            for k, (task, args) in enumerate(zip(held, tasks, strict=True)):
+                if not here[k]:
+                    out[k] = self._take(task, fn, args)
+            self._release()
             return out  # type: ignore[return-value]
 
         return get
 
-    def _submit(self, fn: Callable[..., T], args: tuple) -> Future | None:
-        """``fn(*args)`` queued for the worker process (None without one)."""
-        if self._pool is None:
-            return None
-        try:
-            fut = self._pool.submit(fn, *args)
-        except RuntimeError as e:  # the pool is broken or shut down
-            log.warning("build worker: %s; computing %s here", e, getattr(fn, "__name__", fn))
+    def _worker_take_back(self, task: Task) -> bool:
+        if self._worker is None or not self._worker.take_back(task):
+            return False
+        self._pending -= 1
+        return True
+
+    def _submit(self, fn: Callable[..., T], args: tuple) -> Task | None:
+        """``fn(*args)`` given to the worker process (None without one)."""
+        if self._worker is None:
             return None
         self._pending += 1
-        return fut
+        return self._worker.submit(fn, *args)
 
-    def _take(self, fut: Future | None, fn: Callable[..., T], args: tuple) -> T:
-        """The worker's result of ``fut`` (``fn(*args)`` computed here without a worker, or
+    def _take(self, task: Task | None, fn: Callable[..., T], args: tuple) -> T:
+        """The worker's result of ``task`` (``fn(*args)`` computed here without a worker, or
         when it died)."""
-        if fut is not None:
+        if task is not None:
             from concurrent.futures.process import BrokenProcessPool
 
             try:
-                return fut.result()
-            except BrokenProcessPool as e:
+                return task.future.result()
+            except (BrokenProcessPool, WorkerGone) as e:
                 log.warning("build worker died (%s); computing %s here", e, getattr(fn, "__name__", fn))
             finally:
                 self._pending -= 1
-                if not self._pending and self._future is None:
-                    self._close()  # the vectors were taken before: nothing left for the worker
+                self._release()
         return fn(*args)
 
     def result(self) -> tuple[TextEncoder, np.ndarray]:
         """(the fitted encoder, the (n, dim) vectors); waits for the worker process."""
-        if self._future is not None:
+        self._taken = True
+        if self._vectors is not None:
             from concurrent.futures.process import BrokenProcessPool
 
             try:
-                config, idf, comp, vecs = self._future.result()
-            except BrokenProcessPool as e:
+                config, idf, comp, vecs = self._vectors.future.result()
+            except (BrokenProcessPool, WorkerGone) as e:
                 log.warning("dense vectors: the worker process died (%s); computing them here", e)
             else:
                 return _fitted(TextEncoderConfig(**config), idf, comp), vecs
             finally:
-                self._future = None
-                if not self._pending:
-                    self._close()
-        return encode_catalogue(self.texts, *self.args)  # type: ignore[arg-type]
+                self._vectors = None
+                self._release()
+        self._release()
+        words = (CatalogueWords.of_fields(*self._words) if self._words is not None
+                 else CatalogueWords.of_notes(self.notes, self.workers))
+        return encode_catalogue(words, *self.args)  # type: ignore[arg-type]
+
+
+def _log_failure(fut: Future) -> None:
+    """A worker task nobody waits for (the sample's fit): its failure logged (the vectors'
+    task then fits the encoder itself)."""
+    if fut.exception() is not None:
+        log.warning("dense encoder fit in the worker failed: %s", fut.exception())
 
 
 @RETRIEVERS.register("dense/text")
@@ -624,7 +739,8 @@ class DenseIndex:
         """Fit the encoder on (at most ``fit_max`` sampled) notes and index all of them
         (:func:`encode_catalogue`, then the FAISS index of ``kind``: ``approx`` with ``nprobe``
         from ``hnsw_min`` notes, see :class:`~notefeed.recall.ann.AnnIndex`)."""
-        enc, vecs = encode_catalogue(note_texts(notes), dim, fit_max, seed, workers, chunk, threads, tf_scope)
+        enc, vecs = encode_catalogue(CatalogueWords.of_notes(notes, workers), dim, fit_max, seed, chunk, threads,
+                                     tf_scope)
         return cls.of_vectors(enc, vecs, kind=kind, hnsw_min=hnsw_min, approx=approx, nprobe=nprobe)
 
     @classmethod
@@ -637,7 +753,7 @@ class DenseIndex:
 
     def add(self, notes: pd.DataFrame, items: np.ndarray) -> None:
         if len(notes):
-            self.add_vectors(self.encoder.transform(note_texts(notes)), np.asarray(items, np.int64))
+            self.add_vectors(self.encoder.transform_words(note_words(notes)), np.asarray(items, np.int64))
 
     def add_vectors(self, vectors: np.ndarray, items: np.ndarray) -> None:
         with self._lock:
@@ -651,7 +767,7 @@ class DenseIndex:
         items = np.asarray(items, np.int64)
         if not len(items):
             return True
-        vecs = self.encoder.transform(note_texts(notes)).astype(np.float32)
+        vecs = self.encoder.transform_words(note_words(notes)).astype(np.float32)
         with self._lock:
             try:
                 self.ann.replace(vecs, items)
@@ -668,8 +784,9 @@ class DenseIndex:
         return self.ann.ntotal
 
     def encode_query(self, query: ParsedQuery) -> np.ndarray:
-        """(dim,) unit query vector from the corrected terms (zeros when nothing is known)."""
-        return self._query(" ".join(query.terms) or query.text)
+        """(dim,) unit query vector from the corrected terms (the text's tokens without any;
+        zeros when nothing is known)."""
+        return self._query(list(query.terms) or analyze(query.text))
 
     def retrieve(self, query: ParsedQuery, k: int) -> Hits:
         if query.empty or k <= 0 or len(self) == 0:

@@ -39,13 +39,15 @@ from notefeed.search.personal import TagTable, UserProfile, personal_features
 from notefeed.search.rewrite import HttpRewriteBackend, MinedRewrites, mine_rewrites
 from notefeed.search.store import load_state, save_state
 from notefeed.search.suggest import Suggester
-from notefeed.search.tokens import analyze_catalogue
+from notefeed.search.tokens import NoteTokens, analyze_catalogue
 from notefeed.search.topics import (
+    TOPIC_FIELDS,
     TopicTable,
-    note_counts,
+    counts_of_ids,
+    model_ids,
     note_topics,
     refine_log_lik,
-    topics_of_counts,
+    topics_of_ids,
     with_log_lik,
 )
 from notefeed.search.understand import QueryUnderstanding
@@ -58,6 +60,10 @@ log = logging.getLogger(__name__)
 _INTENT_FIT_MAX = 100_000
 #: row pieces of the notes' topic mixtures at build, shared by the dense worker and this process
 _TOPIC_PIECES = 8
+#: notes per piece of the catalogue's analysis shared with the dense worker process
+_ANALYSIS_PIECE = 50_000
+#: the note columns the analysis reads (what a piece sent to the worker carries)
+_ANALYSED = ("title", "text", "tags", "author", "author_id", "category")
 #: the personal features the hand-weighted (RRF) score averages
 _RRF_PERSONAL = ("user_category", "user_tag", "user_vector")
 
@@ -135,9 +141,10 @@ class SearchPipeline:
                query_log: pd.DataFrame | None, seed: int) -> SearchPipeline:
         cfg = config or SearchConfig()
         p = None if path is None else Path(path)
+        background = 0 < cfg.dense_process_min <= len(notes) and (os.cpu_count() or 1) > 1
+        # in the worker the projection takes one thread: this process works on the other core
         job = (DenseJob(notes, cfg.dense_dim, cfg.dense_fit_max, seed, cfg.build_workers,
-                        background=0 < cfg.dense_process_min <= len(notes) and (os.cpu_count() or 1) > 1,
-                        tf_scope=cfg.dense_tf)
+                        threads=1 if background else 2, background=background, tf_scope=cfg.dense_tf)
                if cfg.dense and len(notes) else None)
         try:
             return cls._build_with(notes, cfg, p, query_log, seed, job)
@@ -149,21 +156,33 @@ class SearchPipeline:
     @classmethod
     def _build_with(cls, notes: pd.DataFrame, cfg: SearchConfig, p: Path | None, query_log: pd.DataFrame | None,
                     seed: int, job: DenseJob | None) -> SearchPipeline:
-        docs = analyze_catalogue(notes, cfg.build_workers)
-        # the category model first: the notes' topic mixtures then go to the dense worker
-        # process (it has time left after the vectors) while this one builds the lexical index
+        # with a worker process (it fits the dense encoder first) the analysis is shared with it
+        # in row pieces; the vectors are then encoded there from these tokens
+        share = job.share if job is not None else (lambda fn, tasks: lambda: [fn(*t) for t in tasks])
+        if job is not None and job.background and len(notes) >= 2 * _ANALYSIS_PIECE:
+            cols = [c for c in notes.columns if c in _ANALYSED]
+            pieces = _pieces(len(notes), len(notes) // _ANALYSIS_PIECE)
+            docs = NoteTokens.concat(share(analyze_catalogue, [(notes.iloc[a:b][cols], cfg.build_workers)
+                                                               for a, b in pieces])())
+        else:
+            docs = analyze_catalogue(notes, cfg.build_workers)
+        if job is not None:
+            job.encode(docs)
+        # the category model here, then every note's mixture queued behind the vectors in row
+        # pieces, shared with this process once it has built the lexical index: the same arrays
+        # as in one process
         cats = notes["category"].astype(str).tolist() if "category" in notes.columns else [""] * len(notes)
         rng = np.random.default_rng(seed)
         fit = np.arange(len(notes)) if len(notes) <= _INTENT_FIT_MAX else rng.choice(len(notes), _INTENT_FIT_MAX, replace=False)
         intent = CategoryModel().fit_codes(*docs.fields(("title", "text", "tags"), fit), docs.vocab,
                                            [cats[j] for j in fit.tolist()])
-        # the likelihoods refined here (the worker is computing the vectors), then every note's
-        # mixture, the row pieces shared by the worker (after the vectors) and this process
-        # (after the lexical index): the same arrays as one process gives
-        counts = note_counts(docs, intent)
-        intent = with_log_lik(intent, refine_log_lik(counts[fit], intent.log_lik, intent.alpha, cfg.topic_refine))
-        tasks = [(counts[a:b], intent.log_lik) for a, b in _pieces(len(notes), _TOPIC_PIECES)]
-        topics_of = job.share(topics_of_counts, tasks) if job is not None else lambda: [topics_of_counts(*t) for t in tasks]
+        # the likelihoods refined here on the fitting notes' counts; each piece of notes is
+        # counted where its mixtures are computed (its ids sent over)
+        ids = model_ids(docs.vocab, intent.vocab)
+        x_fit = counts_of_ids(*docs.fields(TOPIC_FIELDS, fit), ids, len(intent.vocab))
+        intent = with_log_lik(intent, refine_log_lik(x_fit, intent.log_lik, intent.alpha, cfg.topic_refine))
+        topics_of = share(topics_of_ids, [(docs.field_ids(TOPIC_FIELDS, a, b), ids, intent.log_lik)
+                                          for a, b in _pieces(len(notes), _TOPIC_PIECES)])
         lex = LexicalIndex(None if p is None else p / "lexical", boosts=cfg.boosts, heap_mb=cfg.index_heap_mb,
                            threads=cfg.index_threads)
         if lex.n_docs:  # rebuilding over an old index

@@ -11,7 +11,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable
 
-from notefeed.search.text import normalise
+from notefeed.search.text import normalise, normalise_many
 
 __all__ = ["Suggester"]
 
@@ -28,17 +28,17 @@ class Suggester:
         self.add(phrases)
 
     def add(self, phrases: Iterable[str]) -> None:
+        texts = [str(p) for p in phrases]
+        # many phrases (a catalogue's titles): normalised a chunk at a time
+        norm = normalise_many(texts) if len(texts) > 64 else [normalise(t) for t in texts]
+        counts = Counter(p[: self.max_len] for p in norm if p)
         with self._lock:
-            new = []
-            for p in phrases:
-                p = normalise(str(p))[: self.max_len]
-                if not p:
-                    continue
-                if p not in self._weight:
-                    new.append(p)
-                self._weight[p] += 1
+            new = [p for p in counts if p not in self._weight]
+            self._weight.update(counts)
             if new:
-                if len(new) > 64:
+                if not self._sorted:
+                    self._sorted = sorted(new)
+                elif len(new) > 64:
                     self._sorted = sorted(set(self._sorted).union(new))
                 else:
                     for p in set(new):

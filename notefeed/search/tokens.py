@@ -45,7 +45,7 @@ from notefeed.search.text import (
 )
 from notefeed.threads import gc_paused
 
-__all__ = ["NoteTokens", "analyze_catalogue", "ragged_take", "ragged_concat"]
+__all__ = ["NoteTokens", "FieldIds", "analyze_catalogue", "ragged_take", "ragged_concat"]
 
 #: the fields of :class:`NoteTokens`: the note fields, then ``grams``
 ALL_FIELDS = (*FIELDS, "grams")
@@ -106,6 +106,20 @@ def ragged_concat(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.nd
 
 
 @dataclass
+class FieldIds:
+    """Some fields' token ids of a run of notes (``codes`` and ``indptr`` by field, each
+    note's ids in ``codes[f][indptr[f][j]:indptr[f][j + 1]]``): what a task of the build's worker
+    process is given instead of the whole :class:`NoteTokens`."""
+
+    codes: dict[str, np.ndarray]
+    indptr: dict[str, np.ndarray]
+
+    def joined(self, fields: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(codes, indptr): each note's ids of ``fields`` in that order."""
+        return ragged_concat([(self.codes[f], self.indptr[f]) for f in fields])
+
+
+@dataclass
 class NoteTokens(Sequence):
     """The analysed tokens of ``n`` notes (see the module docstring).
 
@@ -139,6 +153,34 @@ class NoteTokens(Sequence):
 
     def __iter__(self) -> Iterator[dict[str, list[str]]]:
         return (self._row(j) for j in range(len(self)))
+
+    @classmethod
+    def concat(cls, parts: Sequence[NoteTokens]) -> NoteTokens:
+        """The notes of ``parts`` one after another (each part analysed on its own, with its own
+        vocabulary): one vocabulary, each part's ids mapped into it."""
+        if len(parts) == 1:
+            return parts[0]
+        ids: dict[str, int] = {}
+        maps = [np.fromiter((ids.setdefault(w, len(ids)) for w in p.vocab), np.int32, len(p.vocab)) for p in parts]
+        codes, indptr, strings, cjk = {}, {}, {}, {}
+        for f in ALL_FIELDS:
+            codes[f] = np.concatenate([m[p.codes[f]] for m, p in zip(maps, parts, strict=True)]) if parts else \
+                np.zeros(0, np.int32)
+            indptr[f] = _offsets(np.concatenate([np.diff(p.indptr[f]) for p in parts]) if parts else np.zeros(0, np.int64))
+            strings[f] = [s for p in parts for s in p.strings[f]]
+            if f != "grams":
+                cjk[f] = np.concatenate([p.cjk[f] for p in parts]) if parts else np.zeros(0, bool)
+        return cls(list(ids), codes, indptr, strings, cjk)
+
+    def field_ids(self, fields: Sequence[str], lo: int = 0, hi: int | None = None) -> FieldIds:
+        """The ids of ``fields`` of the notes ``lo..hi`` (views of the arrays)."""
+        hi = len(self) if hi is None else hi
+        codes, indptr = {}, {}
+        for f in fields:
+            ptr = self.indptr[f]
+            a, b = int(ptr[lo]), int(ptr[hi])
+            codes[f], indptr[f] = self.codes[f][a:b], ptr[lo : hi + 1] - a
+        return FieldIds(codes, indptr)
 
     def fields(self, fields: Sequence[str], rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(codes, indptr): each note's tokens of ``fields`` in that order (of the notes

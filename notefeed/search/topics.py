@@ -29,10 +29,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from notefeed.search.intent import CategoryModel
-from notefeed.search.tokens import NoteTokens
+from notefeed.search.tokens import FieldIds, NoteTokens
 
 __all__ = ["note_topics", "note_counts", "topics_of_counts",
-           "refine_log_lik", "with_log_lik", "refine_topics", "topic_rows", "TopicTable"]
+           "refine_log_lik", "with_log_lik", "topics_of_ids", "counts_of_ids", "model_ids", "TOPIC_FIELDS", "refine_topics", "topic_rows", "TopicTable"]
 
 #: tokens per EM chunk (bounds the (nnz, categories) work array)
 _CHUNK_NNZ = 200_000
@@ -100,30 +100,48 @@ def _each_chunk(fn: Callable[[int, int], np.ndarray], chunks: list[tuple[int, in
         yield from pool.map(lambda ab: fn(*ab), chunks)
 
 
+#: the fields a note's topic mixture reads, in this order
+TOPIC_FIELDS = ("title", "text", "tags")
+
+
 def _counts(docs: Sequence[Mapping[str, list[str]]] | NoteTokens, vocab: Mapping[str, int]) -> sp.csr_matrix:
     """(n, len(vocab)) float32 counts of the vocabulary's tokens in each note's title, text and tags."""
     n = len(docs)
     if isinstance(docs, NoteTokens):  # the catalogue's ids mapped to the model's
-        codes, ptr = docs.fields(("title", "text", "tags"))
-        at = np.fromiter(map(vocab.get, docs.vocab, repeat(-1)), np.int64, len(docs.vocab))[codes]
-    else:
-        flat: list[str] = []
-        lens = np.empty(n, np.int64)
-        for j, d in enumerate(docs):
-            k0 = len(flat)
-            flat += d.get("title", ())
-            flat += d.get("text", ())
-            flat += d.get("tags", ())
-            lens[j] = len(flat) - k0
-        at = np.fromiter(map(vocab.get, flat, repeat(-1)), np.int64, len(flat))  # map: no generator frame per token
-        ptr = np.zeros(n + 1, np.int64)
-        np.cumsum(lens, out=ptr[1:])
-    known = at >= 0
-    # the rows are in token order already: CSR directly (each row's known tokens), then summed
-    seen = np.zeros(len(at) + 1, np.int64)
-    np.cumsum(known, out=seen[1:])
-    indptr = seen[ptr]
-    counts = sp.csr_matrix((np.ones(int(indptr[-1]), np.float32), at[known], indptr), shape=(n, len(vocab)))
+        return counts_of_ids(*docs.fields(TOPIC_FIELDS), model_ids(docs.vocab, vocab), len(vocab))
+    flat: list[str] = []
+    lens = np.empty(n, np.int64)
+    for j, d in enumerate(docs):
+        k0 = len(flat)
+        flat += d.get("title", ())
+        flat += d.get("text", ())
+        flat += d.get("tags", ())
+        lens[j] = len(flat) - k0
+    at = np.fromiter(map(vocab.get, flat, repeat(-1)), np.int64, len(flat))  # map: no generator frame per token
+    ptr = np.zeros(n + 1, np.int64)
+    np.cumsum(lens, out=ptr[1:])
+    return _counts_of(at, ptr, len(vocab))
+
+
+def model_ids(words: Sequence[str], vocab: Mapping[str, int]) -> np.ndarray:
+    """(len(words),) int32 each word's id in the model's ``vocab`` (-1: not in it)."""
+    return np.fromiter(map(vocab.get, words, repeat(-1)), np.int32, len(words))
+
+
+def counts_of_ids(codes: np.ndarray, ptr: np.ndarray, ids: np.ndarray, n_vocab: int) -> sp.csr_matrix:
+    """:func:`note_counts` of notes given as their :data:`TOPIC_FIELDS`' token ids in order
+    (``codes``, rows ``ptr``: :meth:`~notefeed.search.tokens.NoteTokens.fields`), ``ids``
+    mapping those tokens to the model's vocabulary of ``n_vocab`` (:func:`model_ids`)."""
+    return _counts_of(ids[codes], ptr, n_vocab)
+
+
+def _counts_of(at: np.ndarray, ptr: np.ndarray, n_vocab: int) -> sp.csr_matrix:
+    """The counts' CSR from each note's model ids in order (``at``, -1 unknown; rows ``ptr``)."""
+    known = np.flatnonzero(at >= 0)
+    # the rows are in token order already: CSR directly (each row's known tokens), then summed;
+    # a row starts after the known tokens before its first
+    indptr = np.searchsorted(known, ptr).astype(np.int64)
+    counts = sp.csr_matrix((np.ones(len(known), np.float32), at[known], indptr), shape=(len(ptr) - 1, n_vocab))
     counts.sum_duplicates()
     return counts
 
@@ -174,6 +192,14 @@ def refine_log_lik(x: sp.csr_matrix, log_lik: np.ndarray, alpha: float, rounds: 
         soft = lik * acc  # (V, C) expected token counts per category
         lik = (soft + alpha) / (soft.sum(axis=0, keepdims=True) + alpha * soft.shape[0])
     return np.log(lik).astype(np.float32)
+
+
+def topics_of_ids(fields: FieldIds, ids: np.ndarray, log_lik: np.ndarray, iters: int = 5,
+                  top: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`topics_of_counts` of the notes whose :data:`TOPIC_FIELDS`' token ids these are,
+    counted here (:func:`counts_of_ids`): a piece of a build's mixtures, in whichever of its
+    processes takes it."""
+    return topics_of_counts(counts_of_ids(*fields.joined(TOPIC_FIELDS), ids, log_lik.shape[0]), log_lik, iters, top)
 
 
 def _em(counts: sp.csr_matrix, lik: np.ndarray, iters: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from notefeed.content.text import TextEncoder, TextEncoderConfig
-from notefeed.search.dense import DenseIndex, hashed_counts, note_texts
+from notefeed.search.dense import CatalogueWords, DenseIndex, hashed_counts, note_texts, note_words
 from tests.search.test_fast_analysis import TRICKY
 
 
@@ -72,14 +72,15 @@ def _same_fit(got: TextEncoder, want: TextEncoder) -> None:
         np.testing.assert_allclose(got.components_, want.components_, atol=2e-5)
 
 
-def _same_vectors(idx: DenseIndex, plain: TextEncoder, texts: list[str]) -> None:
-    """The index's vectors are its own encoder's transform (up to the order of the sums) and,
-    through :func:`_same_fit`, the plain encoder's: exactly that for feature counts; for term
-    counts the last components of two fits a rounding apart differ by up to about 3e-5."""
-    np.testing.assert_allclose(idx.vectors()[1], idx.encoder.transform(texts), atol=1e-5)
+def _same_vectors(idx: DenseIndex, plain: TextEncoder, words: list[list[str]]) -> None:
+    """The index's vectors are its own encoder's transform of the notes' words (up to the
+    order of the sums) and, through :func:`_same_fit`, the plain encoder's: exactly that for
+    feature counts; for term counts the last components of two fits a rounding apart differ by
+    up to about 3e-5."""
+    np.testing.assert_allclose(idx.vectors()[1], idx.encoder.transform_words(words), atol=1e-5)
     _same_fit(idx.encoder, plain)
     tol = 1e-6 if plain.config.tf_scope == "feature" else 1e-4
-    np.testing.assert_allclose(idx.vectors()[1], plain.transform(texts), atol=tol)
+    np.testing.assert_allclose(idx.vectors()[1], plain.transform_words(words), atol=tol)
 
 
 @pytest.mark.parametrize("tf", ["term", "feature"])
@@ -88,9 +89,17 @@ def test_dense_build_gives_the_plain_encoders_vectors(tf: str) -> None:
 
     notes = generate("100k", seed=5, n_notes=400, n_creators=30).notes
     idx = DenseIndex.build(notes, dim=16, tf_scope=tf)
-    plain = TextEncoder(TextEncoderConfig(dim=16, tf_scope=tf)).fit(note_texts(notes))
+    words = note_words(notes)
+    plain = TextEncoder(TextEncoderConfig(dim=16, tf_scope=tf)).fit_words(words)
     assert type(idx.encoder) is TextEncoder and idx.encoder.config.tf_scope == tf
-    _same_vectors(idx, plain, note_texts(notes))
+    _same_vectors(idx, plain, words)
+    # the words are the index tokens of title, tags, category and text: the plain tokens of
+    # the joined text wherever normalising changes nothing and no field mixes in CJK
+    raw = note_texts(notes)
+    from notefeed.content.text import has_cjk, tokenize
+
+    same = [j for j, t in enumerate(raw) if not has_cjk(t)]
+    assert len(same) > 100 and all(words[j] == tokenize(raw[j]) for j in same)
 
 
 @pytest.mark.parametrize("tf", ["term", "feature"])
@@ -100,12 +109,12 @@ def test_dense_build_fitted_on_a_sample_gives_the_plain_encoders_vectors(tf: str
     from notefeed.sim.community import generate
 
     notes = generate("100k", seed=6, n_notes=400, n_creators=30).notes
-    texts = note_texts(notes)
+    texts = note_words(notes)
     idx = DenseIndex.build(notes, dim=16, fit_max=150, seed=3, tf_scope=tf)
     rows = np.random.default_rng(3).choice(len(texts), 150, replace=False)
-    plain = TextEncoder(TextEncoderConfig(dim=16, seed=3, tf_scope=tf)).fit([texts[i] for i in rows])
+    plain = TextEncoder(TextEncoderConfig(dim=16, seed=3, tf_scope=tf)).fit_words([texts[i] for i in rows])
     _same_vectors(idx, plain, texts)
-    full = TextEncoder(TextEncoderConfig(dim=16, seed=3, tf_scope=tf)).fit(texts)
+    full = TextEncoder(TextEncoderConfig(dim=16, seed=3, tf_scope=tf)).fit_words(texts)
     assert not np.array_equal(full.idf_, plain.idf_)  # the sample did change the fit
 
 
@@ -117,11 +126,11 @@ def test_dense_build_in_chunks_gives_the_same_vectors(fit_max: int, tf: str) -> 
     from notefeed.sim.community import generate
 
     notes = generate("100k", seed=6, n_notes=400, n_creators=30).notes
-    texts = note_texts(notes)
+    texts = note_words(notes)
     idx = DenseIndex.build(notes, dim=16, fit_max=fit_max, seed=3, chunk=64, tf_scope=tf)
     fit = texts if fit_max >= len(texts) else \
         [texts[i] for i in np.random.default_rng(3).choice(len(texts), fit_max, replace=False)]
-    plain = TextEncoder(TextEncoderConfig(dim=16, seed=3, tf_scope=tf)).fit(fit)
+    plain = TextEncoder(TextEncoderConfig(dim=16, seed=3, tf_scope=tf)).fit_words(fit)
     _same_vectors(idx, plain, texts)
     assert np.array_equal(idx.vectors()[0], np.arange(len(texts)))
     one = DenseIndex.build(notes, dim=16, fit_max=fit_max, seed=3, tf_scope=tf)  # one chunk: the same sample
@@ -137,11 +146,11 @@ def test_dense_build_on_threads_gives_the_plain_encoders_vectors(threads: int, t
 
     monkeypatch.setattr(dense, "THREAD_MIN_ROWS", 0)
     notes = generate("100k", seed=7, n_notes=300, n_creators=30).notes
-    texts = note_texts(notes)
+    texts = note_words(notes)
     idx = DenseIndex.build(notes, dim=16, threads=threads, tf_scope=tf)
     np.testing.assert_array_equal(idx.vectors()[1],
                                   DenseIndex.build(notes, dim=16, threads=1, tf_scope=tf).vectors()[1])
-    _same_vectors(idx, TextEncoder(TextEncoderConfig(dim=16, tf_scope=tf)).fit(texts), texts)
+    _same_vectors(idx, TextEncoder(TextEncoderConfig(dim=16, tf_scope=tf)).fit_words(texts), texts)
     calls = []
     name = "_project_terms" if tf == "term" else "_tfidf"  # the path the equality above covers
     real = getattr(dense._CatalogueEncoder, name)
@@ -153,35 +162,50 @@ def test_dense_build_on_threads_gives_the_plain_encoders_vectors(threads: int, t
 @pytest.mark.parametrize("tf", ["feature", "term"])
 def test_query_encoder_matches_transform(tf: str) -> None:
     from notefeed.search.dense import _QueryEncoder
+    from notefeed.sim.community import generate
 
-    texts = _texts()
-    enc = TextEncoder(TextEncoderConfig(dim=16, tf_scope=tf)).fit(texts)
+    words = note_words(generate("100k", seed=4, n_notes=300, n_creators=30).notes)
+    enc = TextEncoder(TextEncoderConfig(dim=16, tf_scope=tf)).fit_words(words)
     qe = _QueryEncoder(enc, cache_max=50)  # small cache: it is emptied along the way
-    queries = [t[:30] for t in texts[:200]] + ["", "!!!", "zzzz unseen words", "上海 外滩", "Paris"] * 2
-    want = enc.transform(queries)
+    queries = [w[:6] for w in words[:200]] + [[], ["zzzz", "unseen", "words"], ["上海", "外滩"], ["paris"]] * 2
+    want = enc.transform_words(queries)
     got = np.stack([qe(q) for q in queries])
     np.testing.assert_allclose(got, want, atol=1e-6)
-    assert not np.any(got[-9])  # punctuation only: the zero vector, as transform gives
+    assert not np.any(got[-4])  # no words: the zero vector, as transform gives
 
 
-def test_dense_job_in_a_worker_process_gives_the_same_vectors() -> None:
+def test_dense_job_in_a_worker_process_gives_the_same_vectors(monkeypatch) -> None:
     """``DenseJob(background=True)``: the vectors computed in a spawned process equal those of
-    this process; the pipeline built with it answers as the one built without."""
+    this process; the pipeline built with it (its analysis in pieces shared with the worker)
+    answers as the one built without."""
+    import notefeed.search.pipeline as pipeline
     from notefeed.search import SearchConfig, SearchPipeline
     from notefeed.search.dense import DenseJob, encode_catalogue
+    from notefeed.search.tokens import analyze_catalogue
     from notefeed.sim.community import generate
 
     notes = generate("100k", seed=8, n_notes=300, n_creators=30).notes
-    job = DenseJob(notes, dim=16, fit_max=200, seed=2, background=True)
-    assert job.background
-    enc, vecs = job.result()
-    want_enc, want = encode_catalogue(note_texts(notes), 16, 200, 2)
-    np.testing.assert_array_equal(vecs, want)
-    np.testing.assert_array_equal(enc.components_, want_enc.components_)
-    np.testing.assert_array_equal(enc.idf_, want_enc.idf_)
-    assert not job.background  # the worker is gone once the result is in
+    want_enc, want = encode_catalogue(CatalogueWords.of_notes(notes), 16, 200, 2)
+    for encode in (True, False):  # the tokens handed over (the worker fitted meanwhile) / analysed at result()
+        job = DenseJob(notes, dim=16, fit_max=200, seed=2, background=True)
+        assert job.background
+        if encode:
+            job.encode(analyze_catalogue(notes))
+        enc, vecs = job.result()
+        np.testing.assert_array_equal(vecs, want)
+        np.testing.assert_array_equal(enc.components_, want_enc.components_)
+        np.testing.assert_array_equal(enc.idf_, want_enc.idf_)
+        assert not job.background  # the worker is gone once the result is in
+    with pytest.raises(Exception, match="tokens"):
+        DenseJob(notes, dim=16).encode(analyze_catalogue(notes.iloc[:5]))
     inline = SearchPipeline.build(notes, SearchConfig(dense_dim=16, dense_process_min=0))
+    monkeypatch.setattr(pipeline, "_ANALYSIS_PIECE", 40)  # 7 pieces, some analysed there
+    shared = []
+    real_concat = pipeline.NoteTokens.concat
+    monkeypatch.setattr(pipeline.NoteTokens, "concat", lambda parts: shared.append(len(parts)) or real_concat(parts))
     worker = SearchPipeline.build(notes, SearchConfig(dense_dim=16, dense_process_min=1))
+    assert shared == [7]
+    assert dict(worker.lexical.df) == dict(inline.lexical.df) and worker.intent.vocab == inline.intent.vocab
     np.testing.assert_array_equal(worker.dense.vectors()[1], inline.dense.vectors()[1])
     for a, b in zip(worker.topics.arrays, inline.topics.arrays, strict=True):  # the mixtures, in the worker too
         np.testing.assert_array_equal(a, b)
@@ -198,24 +222,26 @@ def test_dense_job_falls_back_when_the_worker_dies_and_stops_it_on_failure(monke
 
     from notefeed.search import SearchConfig, SearchPipeline
     from notefeed.search.dense import DenseJob, encode_catalogue
+    from notefeed.search.tokens import analyze_catalogue
     from notefeed.sim.community import generate
 
     notes = generate("100k", seed=8, n_notes=120, n_creators=30).notes
     job = DenseJob(notes, dim=8, background=False)
+    job.encode(analyze_catalogue(notes))
     dead: Future = Future()
     dead.set_exception(BrokenProcessPool("killed"))
     job._future = dead  # a worker that died: computed here instead
     enc, vecs = job.result()
-    np.testing.assert_array_equal(vecs, encode_catalogue(note_texts(notes), 8)[1])
+    np.testing.assert_array_equal(vecs, encode_catalogue(CatalogueWords.of_notes(notes), 8)[1])
     # a task given to the worker after the vectors: computed here when the worker has died
     job = DenseJob(notes, dim=8, background=True)
     assert job.background
     task = job.then(os.getpid)  # queued behind the vectors, which take the worker's start-up at least
-    for proc in list(job._pool._processes.values()):
+    for proc in list(job._worker.processes()):
         proc.kill()
     assert task() == os.getpid()
     job.result()  # the vectors: computed here too
-    assert job._pool is None  # nothing pending: the worker is let go
+    assert job._worker is None  # nothing pending: the worker is let go
     # a build that fails while the worker runs stops the worker
     import multiprocessing as mp
 
@@ -308,13 +334,42 @@ def test_shared_tasks_split_between_the_worker_and_this_process() -> None:
     assert pids()[-1] == here  # the worker is still on the vectors: the last ones are taken back
     assert powers() == [2**k for k in range(6)]
     job.result()
-    assert job._pool is None  # everything taken: the worker is let go
+    assert job._worker is None  # everything taken: the worker is let go
     job = DenseJob(notes, dim=8, background=False)
     assert job.share(os.getpid, [()] * 3)() == [here] * 3
     assert job.share(pow, [])() == []
     job = DenseJob(notes, dim=8, background=True)
     pids = job.share(os.getpid, [()] * 4)
-    for proc in list(job._pool._processes.values()):
+    for proc in list(job._worker.processes()):
         proc.kill()
     assert pids() == [here] * 4  # the tasks the dead worker had are computed here
     job.result()
+
+
+def test_a_worker_killed_while_a_large_task_is_sent_leaves_no_hang(tmp_path) -> None:
+    """A task too large for the pipe is being written to the worker when it dies (killed, out
+    of memory): the build goes on in this process, and the process still exits (the queue's
+    writer thread, blocked on a pipe nobody reads, is not waited for)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "killed.py"
+    script.write_text(textwrap.dedent("""
+        import os
+        from notefeed.search.dense import DenseJob
+        from notefeed.sim.community import generate
+
+        if __name__ == "__main__":
+            notes = generate("100k", seed=8, n_notes=120, n_creators=30).notes
+            job = DenseJob(notes, dim=8, background=True)
+            big = job.share(len, [(b"x" * 50_000_000,)] * 3)  # queued behind the fit, written as it goes
+            for proc in list(job._worker.processes()):
+                proc.kill()
+            assert big() == [50_000_000] * 3
+            job.result()
+            print("done", flush=True)
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert out.returncode == 0 and "done" in out.stdout, out.stderr[-2000:]

@@ -113,3 +113,25 @@ def test_consumers_of_the_arrays_equal_those_of_the_token_lists() -> None:
         assert [s for s, _ in got] == [s for s, _ in want], q
     with pytest.raises(Exception, match="items"):
         arrays.add_tokens(tok, np.arange(3))
+
+
+def test_parts_analysed_apart_concatenate_to_the_whole() -> None:
+    """``NoteTokens.concat``: pieces analysed on their own (own vocabularies, as the build's
+    worker process analyses some) give every note the tokens of one analysis of the whole."""
+    from notefeed.search.tokens import NoteTokens
+
+    notes = _notes()
+    whole = analyze_catalogue(notes)
+    cuts = [0, 1, 40, 41, 200, len(notes)]
+    parts = [analyze_catalogue(notes.iloc[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    got = NoteTokens.concat(parts)
+    assert len(got) == len(notes) and list(got) == list(whole)
+    for f in ALL_FIELDS:
+        assert got.strings[f] == whole.strings[f]
+    for f in FIELDS:
+        np.testing.assert_array_equal(got.cjk[f], whole.cjk[f])
+    assert sorted(got.vocab) == sorted(whole.vocab)
+    df_got = dict(zip(got.vocab, got.document_frequencies().tolist(), strict=True))
+    df_whole = dict(zip(whole.vocab, whole.document_frequencies().tolist(), strict=True))
+    assert df_got == df_whole
+    assert NoteTokens.concat([whole]) is whole

@@ -1,7 +1,8 @@
 """Session 40's build timed as session 36's script times it (``round36/timeline.py``: its
-``timed`` helper and record, loaded from there), with the parts the build has now: the analysis
-into arrays (``analyze_catalogue``), the likelihoods' refinement in this process, and ``topic
-mixtures``: this process's share of the notes' mixtures and the wait for the worker's share.
+``timed`` helper and record, loaded from there), with the parts the build has now: ``analysis
+(shared)``, this process's pieces of the analysis and the wait for the worker's (which fits the
+dense encoder first); ``topic mixtures``, this process's share of the notes' mixtures (each
+piece counted where it is computed) and the wait for the worker's.
 The record also has the CPU seconds of the worker process (``worker_cpu_s``, user + system).
 
 ``python3 docs/results/search/round40/timeline.py [notes]`` writes ``timeline_<notes>.json`` here.
@@ -21,8 +22,10 @@ if __name__ == "__main__":  # the worker process (spawned) imports this file too
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
     corpus = t36.bench_corpus(n, 10, 0)
     t36._jieba().initialize()
-    for owner, name, label in [(D, "note_texts", "dense: note texts"), (P, "analyze_catalogue", "analysis"),
-                               (P.CategoryModel, "fit_codes", "category model"), (P, "note_counts", "topic counts"),
+    for owner, name, label in [(P.NoteTokens, "concat", "analysis: pieces joined"),
+                               (D.DenseJob, "encode", "dense: words handed over"),
+                               (P.CategoryModel, "fit_codes", "category model"),
+                               (P, "counts_of_ids", "topic counts (fitting notes)"),
                                (P, "refine_log_lik", "refined likelihoods"), (P.LexicalIndex, "add_tokens", "tantivy"),
                                (P, "Suggester", "suggester"), (D.DenseJob, "result", "wait dense"),
                                (D.DenseIndex, "of_vectors", "dense: FAISS index"),
@@ -33,7 +36,7 @@ if __name__ == "__main__":  # the worker process (spawned) imports this file too
     def share(self, fn, tasks):  # the returned getter timed: this process's share and the wait
         get = real_share(self, fn, tasks)
         box = type("Getter", (), {"get": staticmethod(get)})
-        timed(box, "get", "topic mixtures")
+        timed(box, "get", {"analyze_catalogue": "analysis (shared)", "topics_of_ids": "topic mixtures"}[fn.__name__])
         return box.get
 
     D.DenseJob.share = share
