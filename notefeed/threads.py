@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["gc_paused", "one_thread", "one_thread_for_process", "serving_process", "freeze_heap", "trim_heap", "keep_freed_memory", "heap_kept", "default_workers",
+__all__ = ["gc_paused", "one_thread", "one_thread_for_process", "serving_process", "freeze_heap", "trim_heap", "keep_freed_memory", "default_workers",
            "forked_imap", "FifoGate", "AsyncFifoGate"]
 
 _PROCESS_LIMITS: Any = None  # kept alive for the life of the process
@@ -121,9 +121,8 @@ def trim_heap() -> float | None:
     return (time.perf_counter() - t0) * 1e3
 
 
-# glibc's mallopt parameters (<malloc.h>) and their documented defaults (mallopt(3))
+# glibc's mallopt parameters (<malloc.h>)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
-_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_TOP_PAD: 128 * 1024, _M_MMAP_MAX: 65536}
 
 
 def keep_freed_memory() -> bool:
@@ -132,8 +131,13 @@ def keep_freed_memory() -> bool:
     and unmapping it when freed. Work that makes and drops many arrays of tens to hundreds of MB
     (a search index build: the analysis, the dense encoder, the topic EM) otherwise pays each
     fresh mapping again in page faults: about 17 of the dense worker's 26 system CPU-seconds on
-    the 1M search bench. False (nothing changed) without glibc. For a process that lives for
-    such work (the build's worker); elsewhere :func:`heap_kept`."""
+    the 1M search bench. False (nothing changed) without glibc.
+
+    Only for a process that lives for such work and then ends (the search build's worker). In
+    the building process itself, kept for the build and restored after, it saved about 7
+    system CPU-seconds of the 1M build, but the queries served after it were slower: p99 13.9
+    to 30 ms against 6.5 ms at 1M notes (the thresholds glibc had adapted were gone;
+    ``docs/search.md``, session 40)."""
     libc = _libc()
     if libc is None or not hasattr(libc, "mallopt"):
         return False
@@ -141,24 +145,6 @@ def keep_freed_memory() -> bool:
     libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)  # give the heap's top back only past 1 GB free
     libc.mallopt(_M_TOP_PAD, 256 << 20)  # grow the heap 256 MB at a time
     return True
-
-
-@contextmanager
-def heap_kept(active: bool = True) -> Iterator[None]:
-    """:func:`keep_freed_memory` inside the block (when ``active``), then glibc's documented
-    defaults again and the free memory handed back (:func:`trim_heap`). Process-wide while it
-    lasts: other threads' blocks come from the heap too, which changes when memory goes back to
-    the system, not what any code computes. After it the mmap threshold stays at its default
-    (128 KB) instead of adapting to the sizes freed, as glibc does until a threshold is set."""
-    kept = active and keep_freed_memory()
-    try:
-        yield
-    finally:
-        if kept:
-            libc = _libc()
-            for param, value in _DEFAULTS.items():
-                libc.mallopt(param, value)
-            trim_heap()
 
 
 def _libc() -> Any:

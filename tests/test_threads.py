@@ -187,34 +187,23 @@ def test_trim_heap_hands_freed_memory_back() -> None:
     assert keep.sum() == 2000
 
 
-def test_heap_kept_sets_and_restores_the_allocator(monkeypatch) -> None:
-    """``heap_kept``: glibc's ``mallopt`` set to keep freed blocks inside, its documented
-    defaults again and a trim after (even when the block raises); nothing without glibc or when
-    inactive."""
+def test_keep_freed_memory_sets_the_allocator(monkeypatch) -> None:
+    """``keep_freed_memory``: glibc's ``mallopt`` set to serve large blocks from the heap and
+    keep freed ones there; nothing without glibc."""
     import notefeed.threads as th
 
     calls: list[tuple] = []
 
     class FakeLibc:
         def mallopt(self, param: int, value: int) -> int:
-            calls.append(("mallopt", param, value))
+            calls.append((param, value))
             return 1
 
         def malloc_trim(self, pad: int) -> int:
-            calls.append(("trim", pad))
             return 1
 
     monkeypatch.setattr(th, "_LIBC", [FakeLibc()])
-    with pytest.raises(RuntimeError), th.heap_kept():
-        assert calls == [("mallopt", -4, 0), ("mallopt", -1, 1 << 30), ("mallopt", -2, 256 << 20)]
-        raise RuntimeError("build failed")
-    assert calls[3:] == [("mallopt", -1, 128 * 1024), ("mallopt", -2, 128 * 1024), ("mallopt", -4, 65536),
-                         ("trim", 0)]
-    calls.clear()
-    with th.heap_kept(active=False):
-        pass
-    assert calls == []
+    assert th.keep_freed_memory() is True
+    assert calls == [(-4, 0), (-1, 1 << 30), (-2, 256 << 20)]
     monkeypatch.setattr(th, "_LIBC", [None])
-    with th.heap_kept():
-        pass
     assert th.keep_freed_memory() is False and th.trim_heap() is None

@@ -51,7 +51,7 @@ from notefeed.search.topics import (
     with_log_lik,
 )
 from notefeed.search.understand import QueryUnderstanding
-from notefeed.threads import gc_paused, heap_kept
+from notefeed.threads import gc_paused
 
 __all__ = ["SearchPipeline", "SearchResult"]
 
@@ -129,12 +129,9 @@ class SearchPipeline:
         From ``dense_process_min`` notes the dense vectors are computed in a second process while
         this one builds the category model, refines its likelihoods and builds the lexical
         index; the notes' topic mixtures are then shared by both processes (the same arrays as
-        in one process), and the C allocator keeps freed memory for the build's length
-        (:func:`notefeed.threads.heap_kept`)."""
-        cfg = config or SearchConfig()
-        # a large build makes and drops arrays of hundreds of MB: the allocator keeps them
-        with gc_paused(), heap_kept(0 < cfg.dense_process_min <= len(notes)):
-            return cls._build(notes, cfg, path, query_log, seed)
+        in one process)."""
+        with gc_paused():
+            return cls._build(notes, config, path, query_log, seed)
 
     @classmethod
     def _build(cls, notes: pd.DataFrame, config: SearchConfig | None, path: str | Path | None,

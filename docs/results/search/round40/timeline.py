@@ -7,7 +7,6 @@ The record also has the CPU seconds of the worker process (``worker_cpu_s``, use
 
 ``python3 docs/results/search/round40/timeline.py [notes]`` writes ``timeline_<notes>.json`` here.
 """
-import importlib.util
 import json
 import resource
 import sys
@@ -15,13 +14,13 @@ import time
 from pathlib import Path
 
 if __name__ == "__main__":  # the worker process (spawned) imports this file too
-    spec = importlib.util.spec_from_file_location("round36_timeline", Path(__file__).parents[1] / "round36" / "timeline.py")
-    t36 = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(t36)  # its body runs only under __main__: this loads the helpers
-    D, P, timed = t36.D, t36.P, t36.timed
+    sys.path.insert(0, str(Path(__file__).parents[1] / "round36"))
+    import timeline as t36  # session 36's helpers (its own run is under its __main__)
+
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
-    corpus = t36.bench_corpus(n, 10, 0)
+    notes = t36.bench_corpus(n, 10, 0).notes
     t36._jieba().initialize()
+    D, P, timed = t36.D, t36.P, t36.timed
     for owner, name, label in [(P.NoteTokens, "concat", "analysis: pieces joined"),
                                (D.DenseJob, "encode", "dense: words handed over"),
                                (P.CategoryModel, "fit_codes", "category model"),
@@ -43,7 +42,7 @@ if __name__ == "__main__":  # the worker process (spawned) imports this file too
     t36.clear_caches()
     c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t36.START[0], c = time.perf_counter(), time.process_time()
-    P.SearchPipeline.build(corpus.notes, t36.SearchConfig(), seed=0)
+    P.SearchPipeline.build(notes, t36.SearchConfig(), seed=0)
     c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = {"notes": n, "total_wall_s": round(time.perf_counter() - t36.START[0], 1),
            "main_cpu_s": round(time.process_time() - c, 1),
