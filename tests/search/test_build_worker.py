@@ -25,8 +25,9 @@ def test_tasks_in_order_taken_back_and_closed() -> None:
             got.append(t.future.result(timeout=60))
         except WorkerGone:
             got.append(None)
-    assert got[:1] == [1] or got[0] is None  # sent before the close: run; held: failed, never lost
+    # sent before the close (at most AHEAD): run; still held: failed with WorkerGone, never lost
     assert all(g in (None, 3**k) for k, g in enumerate(got))
+    assert sum(g is None for g in got) >= len(held) - AHEAD
     late = w.submit(pow, 2, 2)
     with pytest.raises(WorkerGone):
         late.future.result(timeout=5)
