@@ -4,8 +4,9 @@ Notes and queries go through the same steps, so a query token matches an index t
 NFKC (full-width letters and digits fold to ASCII, compatibility forms to their base), lower
 case, whitespace collapsed, then :func:`notefeed.content.text.tokenize` (jieba for text with
 CJK characters, word tokens otherwise; punctuation dropped). Multi-character Chinese words
-also contribute their single characters (``grams``), so one-character queries find notes
-whose segmentation put that character inside a longer word.
+also contribute their single characters (``grams``, made with a catalogue's tokens by
+:mod:`notefeed.search.tokens`), so one-character queries find notes whose segmentation put
+that character inside a longer word.
 
 Speed without changing a token: :func:`analyze_many` normalises a whole batch of strings in
 one pass (joined by NUL, which NFKC, lower-casing and the whitespace rule all leave as a
@@ -24,12 +25,12 @@ import unicodedata
 
 import pandas as pd
 
-from notefeed.content.text import _jieba, has_cjk
+from notefeed.content.text import _jieba
 from notefeed.search.base import SearchError
 from notefeed.search.segment import PURE_HAN, clear_tables, cut_pure_han
 
 __all__ = ["normalise", "normalise_many", "check_query", "analyze", "analyze_many", "analyze_batch",
-           "tokens_normalised", "PARALLEL_MIN_CHARS", "tokens_of", "cjk_grams", "clear_caches",
+           "tokens_normalised", "PARALLEL_MIN_CHARS", "tokens_of", "clear_caches",
            "note_fields", "FIELDS", "MAX_QUERY_CHARS", "BLOCK_CACHE_MAX", "BATCH_MIN_CHARS"]
 
 #: default longest accepted query, in characters (after NFKC); the API and config may lower it
@@ -42,7 +43,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)  # the word rule of notefeed.content.text
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")  # as notefeed.content.text.has_cjk
 _ALLOWED_CONTROL = {"\t", "\n", "\r"}
 _SEP = "\x00"
-#: most jieba blocks (and CJK words, for :func:`cjk_grams`) whose tokens are kept; the cache
+#: most jieba blocks whose tokens are kept; the cache
 #: is emptied when it reaches this size
 BLOCK_CACHE_MAX = 1_000_000
 _BLOCKS: dict[str, tuple[str, ...]] = {}
@@ -51,7 +52,6 @@ PARALLEL_MIN_CHARS = 1_000_000
 #: cut new pure-han blocks together (:mod:`notefeed.search.segment`) from this many characters;
 #: fewer (a published note) one by one, without the array set-up
 BATCH_MIN_CHARS = 2_000
-_GRAMS: dict[str, tuple[str, ...]] = {}
 
 
 def normalise(text: str) -> str:
@@ -83,10 +83,9 @@ def check_query(q: object, max_chars: int = MAX_QUERY_CHARS, field: str = "q") -
 
 
 def clear_caches() -> None:
-    """Forget the cached jieba blocks, CJK grams and dictionary tables (after changing jieba's
+    """Forget the cached jieba blocks and dictionary tables (after changing jieba's
     dictionary)."""
     _BLOCKS.clear()
-    _GRAMS.clear()
     clear_tables()
 
 
@@ -370,20 +369,6 @@ def _segment_new_blocks(texts: list[str], workers: int) -> None:
 def analyze_many(texts: list[str], workers: int = 1) -> list[list[str]]:
     """``[analyze(t) for t in texts]``, batched (see :func:`analyze_batch`)."""
     return analyze_batch(texts, workers)[0]
-
-
-def cjk_grams(tokens: list[str]) -> list[str]:
-    """Single characters of the multi-character CJK tokens (in order, repeats kept)."""
-    out: list[str] = []
-    for t in tokens:
-        g = _GRAMS.get(t)
-        if g is None:
-            g = tuple(t) if len(t) > 1 and has_cjk(t) else ()
-            if len(_GRAMS) >= BLOCK_CACHE_MAX:
-                _GRAMS.clear()
-            _GRAMS[t] = g
-        out.extend(g)
-    return out
 
 
 def _join_tags(tags: object) -> str:

@@ -217,7 +217,7 @@ def _field(texts: list[str], vocab: _Vocab, workers: int, chunk: int
     parts: list[tuple[np.ndarray, np.ndarray]] = []
     strings: list[str] = []
     cjk = np.zeros(n, bool)
-    cjk_texts: list[tuple[int, str]] = []  # (note, normalised text), segmented after the chunks' NFKC
+    cjk_texts: list[str] = []  # the normalised CJK texts, segmented after the chunks' NFKC
     plans = []
     for c0, part in zip(range(0, n, chunk), _chunks(texts, chunk), strict=True):
         joined = _SEP.join(part)
@@ -230,11 +230,10 @@ def _field(texts: list[str], vocab: _Vocab, workers: int, chunk: int
         for i, p in enumerate(pieces):
             if not p.isascii() and _CJK.search(p) is not None:
                 cjk[c0 + i] = True
-                cjk_texts.append((c0 + i, p))
-    only = [p for _, p in cjk_texts]
+                cjk_texts.append(p)
     if workers > 1:
-        _segment_new_blocks(only, workers)
-    _fill_block_cache(only)
+        _segment_new_blocks(cjk_texts, workers)
+    _fill_block_cache(cjk_texts)
     for c0, pieces, ascii_at in plans:
         m = len(pieces)
         lens = np.zeros(m, np.int64)
