@@ -1,4 +1,5 @@
-"""Array kernels of the content stage: ItemCF neighbours, co-engagement pairs, top-k cosine.
+"""Array kernels of the content stage: ItemCF neighbours, co-engagement pairs, top-k cosine,
+the randomized truncated SVD of a matrix given by its products.
 
 Pure functions on arrays (shapes in the docstrings). ItemCF is computed here rather than taken
 from the recall stage so that content training and evaluation stay independent of it.
@@ -6,12 +7,14 @@ from the recall stage so that content training and evaluation stay independent o
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import scipy.sparse as sp
 
 from notefeed.content._common import ContentError
 
-__all__ = ["item_neighbours", "cooccurrence_pairs", "topk_cosine"]
+__all__ = ["item_neighbours", "cooccurrence_pairs", "topk_cosine", "randomized_components"]
 
 
 def item_neighbours(
@@ -91,3 +94,44 @@ def topk_cosine(query: np.ndarray, items: np.ndarray, k: int, exclude: np.ndarra
     ts = np.take_along_axis(s, top, axis=1)
     order = np.argsort(-ts, axis=1, kind="stable")
     return np.take_along_axis(top, order, axis=1).astype(np.int64), np.take_along_axis(ts, order, axis=1).astype(np.float32)
+
+
+def randomized_components(matmat: Callable[[np.ndarray], np.ndarray], rmatmat: Callable[[np.ndarray], np.ndarray],
+                          shape: tuple[int, int], k: int, n_iter: int = 5, oversamples: int = 10, seed: int = 0,
+                          dtype: type = np.float32) -> np.ndarray:
+    """(k, shape[1]) the top ``k`` right singular vectors of an (m, n) matrix ``A`` known only
+    by its products ``matmat(V) = A @ V`` and ``rmatmat(P) = A.T @ P``: the randomized range
+    finder with ``n_iter`` power iterations (Halko, Martinsson and Tropp 2011, algorithm 4.4;
+    each product re-normalised by an LU factor, or not at all for ``n_iter <= 2``), then the SVD
+    of the small projected matrix.
+
+    The steps, the random start (``numpy.random.RandomState(seed).normal``, as ``dtype``), the
+    transposition of a wide matrix (``m < n``: the range of ``A.T`` is sampled instead) and the
+    signs (each row's largest entry positive) are those of scikit-learn's ``TruncatedSVD``
+    (``algorithm="randomized"``), so the components are that estimator's ``components_`` up to
+    the float rounding of the products (tested). What it adds: ``A`` need not be stored, e.g.
+    a product of two sparse factors much smaller than their product.
+    """
+    import scipy.linalg as la
+
+    m, n = shape
+    if not 1 <= k <= min(m, n):
+        raise ContentError(f"k: must be in 1..{min(m, n)}, got {k}")
+    transpose = m < n
+    fwd, back = (rmatmat, matmat) if transpose else (matmat, rmatmat)
+    cols = m if transpose else n
+    size = k + oversamples
+    q = np.random.RandomState(seed).normal(size=(cols, size)).astype(dtype, copy=False)
+
+    def norm(x: np.ndarray) -> np.ndarray:
+        return la.lu(x, permute_l=True, check_finite=False)[0] if n_iter > 2 else x
+
+    for _ in range(n_iter):
+        q = norm(fwd(q))
+        q = norm(back(q))
+    q = la.qr(fwd(q), mode="economic", check_finite=False)[0]
+    b = np.ascontiguousarray(back(q).T)  # q.T @ A (of the sampled side)
+    u_hat, _, vt = la.svd(b, full_matrices=False, check_finite=False)
+    comps = (q @ u_hat)[:, :k].T if transpose else vt[:k]
+    signs = np.sign(comps[np.arange(k), np.argmax(np.abs(comps), axis=1)])
+    return np.ascontiguousarray(comps * signs[:, None], dtype=dtype)

@@ -174,6 +174,14 @@ class TextEncoderConfig:
             raise ContentError(f"tf_scope: must be 'feature' or 'term', got {self.tf_scope!r}")
 
 
+def _unit_scales(data: np.ndarray, counts: sp.csr_matrix) -> np.ndarray:
+    """(n,) each row's ``1 / norm`` of the values ``data`` on the structure of ``counts``
+    (its squares summed in the stored order, which needs no sorted columns)."""
+    squares = sp.csr_matrix((data * data, counts.indices, counts.indptr), shape=counts.shape)
+    norms = np.sqrt(np.asarray(squares.sum(axis=1)).ravel())
+    return (1.0 / np.maximum(norms, 1e-12)).astype(data.dtype)
+
+
 class TextEncoder:
     """Hashed n-grams -> TF-IDF -> truncated SVD (fitted on the catalogue) -> unit vector."""
 
@@ -224,9 +232,7 @@ class TextEncoder:
         data = np.log1p(counts.data) if c.sublinear_tf and c.tf_scope == "feature" else counts.data.copy()
         data *= self.idf_[counts.indices]
         if unit:
-            squares = sp.csr_matrix((data * data, counts.indices, counts.indptr), shape=counts.shape)
-            norms = np.sqrt(np.asarray(squares.sum(axis=1)).ravel())
-            data *= np.repeat((1.0 / np.maximum(norms, 1e-12)).astype(data.dtype), np.diff(counts.indptr))
+            data *= np.repeat(_unit_scales(data, counts), np.diff(counts.indptr))
         return sp.csr_matrix((data, counts.indices, counts.indptr), shape=counts.shape)
 
     def _components_t(self) -> np.ndarray:
@@ -255,14 +261,19 @@ class TextEncoder:
             raise ContentError("docs: expected a list of word lists")
         return self._fit_counts(self._word_counts(docs))
 
+    def _fit_idf(self, counts: sp.csr_matrix) -> None:
+        """The IDF weights from the catalogue's feature counts (a column at most once a row)."""
+        n = counts.shape[0]
+        df = np.bincount(counts.indices, minlength=self.config.n_features).astype(np.float64)
+        self.idf_ = (np.log((1.0 + n) / (1.0 + df)) + 1.0).astype(np.float32)
+
     def _fit_counts(self, counts: sp.csr_matrix) -> TextEncoder:
         """:meth:`fit` from the catalogue's feature counts (:meth:`_counts`)."""
         from sklearn.decomposition import TruncatedSVD
 
         counts.sort_indices()  # the SVD's sums in column order, whoever counted
         n = counts.shape[0]
-        df = np.bincount(counts.indices, minlength=self.config.n_features).astype(np.float64)
-        self.idf_ = (np.log((1.0 + n) / (1.0 + df)) + 1.0).astype(np.float32)
+        self._fit_idf(counts)
         x = self._tfidf(counts)
         k = min(self.config.dim, n - 1, x.shape[1] - 1)
         if k < 1 or x.nnz == 0:  # one document or no features: identity-free zero projection

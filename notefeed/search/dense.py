@@ -42,9 +42,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from notefeed.content.kernels import randomized_components
 from notefeed.content.text import (
     TextEncoder,
     TextEncoderConfig,
+    _unit_scales,
     word_features,
     words_features,
     words_term_weighted,
@@ -255,10 +257,6 @@ class _Terms:
     words: list[str]
     gram_cols: np.ndarray
 
-    def rows(self, rows: np.ndarray) -> _Terms:
-        """The terms of the texts ``rows`` (the same term columns)."""
-        return _Terms(self.docs[rows], self.words, self.gram_cols)
-
     def weighted(self, config: TextEncoderConfig) -> sp.csr_matrix:
         """(texts x terms) each term's count in its text, ``log1p`` with ``sublinear_tf`` (the
         ``tf_scope="term"`` weights), one entry per (text, term)."""
@@ -347,6 +345,43 @@ def _term_counts(config: TextEncoderConfig, terms: _Terms) -> sp.csr_matrix:
     return sp.csr_matrix(docs @ _term_matrix(config, terms), dtype=np.float32)
 
 
+def _csr_where(x: sp.csr_matrix, keep: np.ndarray, data: np.ndarray, indices: np.ndarray,
+               n_cols: int) -> sp.csr_matrix:
+    """The stored entries of ``x`` where ``keep``, with these values and columns."""
+    before = np.zeros(len(keep) + 1, np.int64)
+    np.cumsum(keep, out=before[1:])
+    return sp.csr_matrix((data[keep], indices[keep], before[x.indptr]), shape=(x.shape[0], n_cols))
+
+
+def _term_products(config: TextEncoderConfig, terms: _Terms, idf: np.ndarray, scales: np.ndarray
+                   ) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+    """``(V -> X @ V, P -> X.T @ P)`` for the notes' (notes x features) TF-IDF matrix ``X``
+    with ``tf_scope="term"``: each row scaled by ``scales`` (1 / its norm), each column by
+    ``idf``, without forming it. ``X = diag(scales) (Tw Fw + Tg) diag(idf)``: ``Tw`` the notes'
+    weighted word terms, ``Fw`` each distinct word's features (itself and its character n-grams,
+    :func:`_word_matrix`), ``Tg`` the word n-grams' weights put in their one hashed column. A
+    word's features are stored once per distinct word instead of once per note that has it."""
+    w = terms.weighted(config)
+    v = len(terms.words)
+    data = w.data * np.repeat(scales, np.diff(w.indptr))
+    word = w.indices < v
+    tw = _csr_where(w, word, data, w.indices, v)
+    cols = np.zeros(len(word), w.indices.dtype)
+    cols[~word] = terms.gram_cols[w.indices[~word] - v]
+    tg = _csr_where(w, ~word, data * idf[cols], cols, config.n_features)
+    fw = _word_matrix(config, terms.words)
+    fw = sp.csr_matrix((idf[fw.indices], fw.indices, fw.indptr), shape=fw.shape)  # ones x idf
+    tg_t, tw_t, fw_t = tg.T.tocsr(), tw.T.tocsr(), fw.T.tocsr()
+
+    def matmat(x: np.ndarray) -> np.ndarray:
+        return tg @ x + tw @ (fw @ x)
+
+    def rmatmat(p: np.ndarray) -> np.ndarray:
+        return tg_t @ p + fw_t @ (tw_t @ p)
+
+    return matmat, rmatmat
+
+
 def hashed_counts(config: TextEncoderConfig, texts: list[str], workers: int = 1) -> sp.csr_matrix:
     """(n, n_features) float32 counts equal to ``TextEncoder(config)._counts(texts)`` (up to the
     float rounding of the per-term weights), each row's columns in no particular order (the
@@ -392,8 +427,26 @@ class _CatalogueEncoder(TextEncoder):
         return self._project_with(x, self._components_t())
 
     def fit_terms(self, terms: _Terms) -> _CatalogueEncoder:
-        """:meth:`fit` on the notes whose terms these are."""
-        self._fit_counts(_term_counts(self.config, terms))
+        """:meth:`fit` on the notes whose terms these are. With ``tf_scope="term"`` the SVD
+        multiplies by the TF-IDF matrix through its two sparse factors (:func:`_term_products`),
+        about 5x fewer stored entries than the matrix itself: the components of :meth:`fit`
+        up to the float rounding of the products (the same algorithm and random start,
+        :func:`~notefeed.content.kernels.randomized_components`)."""
+        c = self.config
+        counts = _term_counts(c, terms)
+        if c.tf_scope != "term":
+            self._fit_counts(counts)
+            return self
+        n = counts.shape[0]
+        self._fit_idf(counts)
+        k = min(c.dim, n - 1, c.n_features - 1)
+        if k < 1 or counts.nnz == 0:  # as _fit_counts: one note or no features
+            self.components_ = np.zeros((1, c.n_features), np.float32)
+            return self
+        assert self.idf_ is not None
+        scales = _unit_scales(counts.data * self.idf_[counts.indices], counts)
+        matmat, rmatmat = _term_products(c, terms, self.idf_, scales)
+        self.components_ = randomized_components(matmat, rmatmat, counts.shape, k, n_iter=5, seed=c.seed)
         return self
 
     def transform_terms(self, terms: _Terms) -> np.ndarray:
@@ -507,10 +560,11 @@ def encode_catalogue(words: CatalogueWords, dim: int = 64, fit_max: int = 50_000
     every note's (n, dim) vector, from the notes' :class:`CatalogueWords`.
 
     The IDF weights and the SVD are learned from the sample; every note is transformed. Up to
-    ``chunk`` notes (default :data:`TRANSFORM_CHUNK`) the catalogue's terms are made once, the
-    sample's being their rows; above it the sample's terms are made on their own and the notes'
-    ``chunk`` at a time, so the terms of the whole catalogue are never held at once. Both give
-    the same vectors: a note's terms do not depend on the others (a test checks it). The
+    ``chunk`` notes (default :data:`TRANSFORM_CHUNK`) the catalogue's terms are made once;
+    above it the notes' terms are made ``chunk`` at a time, so the terms of the whole catalogue
+    are never held at once. Either way a sample is fitted on its own terms (the same products,
+    so the same fit), and a note's terms do not depend on the others: the same vectors (a test
+    checks it). The
     projection runs on ``threads`` row blocks at once (the same vectors: each row is its own
     product). ``tf_scope`` is the encoder's (:class:`~notefeed.content.text.TextEncoderConfig`):
     with ``"term"`` (the default here) the notes are projected one distinct word at a time,
@@ -525,10 +579,10 @@ def encode_catalogue(words: CatalogueWords, dim: int = 64, fit_max: int = 50_000
     rows = fit_rows(n, fit_max, seed)
     enc = fitted or _CatalogueEncoder(cfg, threads)
     with gc_paused():
-        if n <= chunk:  # the catalogue's terms once; the sample's are rows of them
+        if n <= chunk:  # the catalogue's terms once
             terms = _terms_of(cfg, words)
-            if fitted is None:
-                enc.fit_terms(terms if rows is None else terms.rows(rows))
+            if fitted is None:  # a sample's own terms, as in chunks (the same products, to the bit)
+                enc.fit_terms(terms if rows is None else _terms_of(cfg, words.take(rows)))
             return enc.plain(), enc.transform_terms(terms)
         if fitted is None:
             enc.fit_terms(_terms_of(cfg, words if rows is None else words.take(rows)))

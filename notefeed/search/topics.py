@@ -22,6 +22,7 @@ estimated mixtures closer to the true ones (``docs/results/search/topic_refine/`
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import repeat
 
@@ -34,7 +35,7 @@ from notefeed.search.tokens import FieldIds, NoteTokens
 __all__ = ["note_topics", "note_counts", "topics_of_counts",
            "refine_log_lik", "with_log_lik", "topics_of_ids", "counts_of_ids", "model_ids", "TOPIC_FIELDS", "refine_topics", "topic_rows", "TopicTable"]
 
-#: tokens per EM chunk (bounds the (nnz, categories) work array)
+#: stored tokens per EM chunk (the unit the two threads share; bounds the chunk's (rows, categories) arrays)
 _CHUNK_NNZ = 200_000
 
 
@@ -182,8 +183,7 @@ def refine_log_lik(x: sp.csr_matrix, log_lik: np.ndarray, alpha: float, rounds: 
         def chunk(a: int, b: int, lik32: np.ndarray = lik32) -> np.ndarray:
             part = x[a:b]
             theta = _em(part, lik32, iters)
-            r = np.repeat(np.arange(b - a, dtype=np.int64), np.diff(part.indptr))
-            den = np.einsum("ij,ij->i", theta[r], lik32[part.indices])
+            den = _entry_dots(part, theta, lik32)
             m = sp.csr_matrix((part.data / np.maximum(den, 1e-30), part.indices, part.indptr), shape=part.shape)
             return m.T @ theta
 
@@ -202,16 +202,37 @@ def topics_of_ids(fields: FieldIds, ids: np.ndarray, log_lik: np.ndarray, iters:
     return topics_of_counts(counts_of_ids(*fields.joined(TOPIC_FIELDS), ids, log_lik.shape[0]), log_lik, iters, top)
 
 
+def _entry_dots(counts: sp.csr_matrix, theta: np.ndarray, lik: np.ndarray) -> np.ndarray:
+    """(nnz,) float32 ``theta[i] . lik[j]`` for each stored entry ``(i, j)`` of ``counts``
+    (CSR), in its order: ``P(t | note)`` of every (note, token) under the mixtures ``theta``
+    (n, C) and the likelihoods ``lik`` (V, C). One sampled dense-dense product (torch's
+    ``sampled_addmm``) instead of gathering an (nnz, C) array of the notes' mixtures and the
+    tokens' likelihoods and summing its rows: about 12x less time at a catalogue's sizes. Each
+    entry is one dot product of the two rows, whatever the number of threads or the chunking
+    (tested to the bit)."""
+    import torch
+
+    indptr, indices = counts.indptr, counts.indices
+    if indptr.dtype != indices.dtype:
+        indptr, indices = indptr.astype(np.int64), indices.astype(np.int64)
+    with warnings.catch_warnings():  # "sparse CSR tensor support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        pattern = torch.sparse_csr_tensor(torch.from_numpy(indptr), torch.from_numpy(indices),
+                                          torch.zeros(len(indices), dtype=torch.float32), size=counts.shape)
+    th = torch.from_numpy(np.ascontiguousarray(theta, np.float32))
+    lk = torch.from_numpy(np.ascontiguousarray(lik, np.float32))
+    return torch.sparse.sampled_addmm(pattern, th, lk.T, beta=0.0).values().numpy()
+
+
 def _em(counts: sp.csr_matrix, lik: np.ndarray, iters: int) -> np.ndarray:
     counts = counts.tocsr()
     counts.sum_duplicates()  # canonical: the structure below is the one a COO build would give
-    r = np.repeat(np.arange(counts.shape[0], dtype=np.int64), np.diff(counts.indptr))
     c, v = counts.indices, counts.data
-    lik_c = lik[c]  # (nnz, C): the same every step
+    lik = np.ascontiguousarray(lik, np.float32)
     theta = np.full((counts.shape[0], lik.shape[1]), 1.0 / lik.shape[1], np.float32)
-    has = np.bincount(r, minlength=counts.shape[0]) > 0
+    has = np.diff(counts.indptr) > 0
     for _ in range(max(1, iters)):
-        den = np.einsum("ij,ij->i", theta[r], lik_c)
+        den = _entry_dots(counts, theta, lik)
         m = sp.csr_matrix((v / np.maximum(den, 1e-30), c, counts.indptr), shape=counts.shape)
         theta = theta * (m @ lik)
         theta /= np.maximum(theta.sum(axis=1, keepdims=True), 1e-30)

@@ -128,3 +128,23 @@ def test_projection_reads_a_contiguous_copy_made_once_per_components_array() -> 
     enc.fit(texts[:6])  # new components: a new copy
     assert enc._components_t() is not first
     np.testing.assert_array_equal(enc._components_t(), enc.components_.T)
+
+
+@pytest.mark.parametrize(("shape", "n_iter"), [((300, 1000), 5), ((1000, 300), 5), ((800, 800), 2)])
+def test_randomized_components_are_truncated_svds(shape: tuple[int, int], n_iter: int) -> None:
+    """The SVD from products alone gives scikit-learn's randomized ``TruncatedSVD`` components
+    (the same start, steps and signs), wide and tall matrices, with and without the LU steps."""
+    import scipy.sparse as sp
+    from sklearn.decomposition import TruncatedSVD
+
+    from notefeed.content.kernels import randomized_components
+
+    x = sp.random(*shape, density=0.02, random_state=1, dtype=np.float32, format="csr")
+    want = TruncatedSVD(16, algorithm="randomized", n_iter=n_iter, random_state=3).fit(x).components_
+    got = randomized_components(lambda v: x @ v, lambda p: x.T @ p, x.shape, 16, n_iter, seed=3)
+    assert got.dtype == np.float32 and got.shape == (16, shape[1])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    other = randomized_components(lambda v: x @ v, lambda p: x.T @ p, x.shape, 16, n_iter, seed=4)
+    assert not np.allclose(np.abs(other[-1]), np.abs(want[-1]), atol=1e-3)  # the seed is the start's
+    with pytest.raises(ContentError, match="k:"):
+        randomized_components(lambda v: x @ v, lambda p: x.T @ p, x.shape, 0)

@@ -373,3 +373,24 @@ def test_a_worker_killed_while_a_large_task_is_sent_leaves_no_hang(tmp_path) -> 
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert out.returncode == 0 and "done" in out.stdout, out.stderr[-2000:]
+
+
+def test_term_products_are_the_tfidf_matrixs() -> None:
+    """The SVD's products through the two factors (the notes' word and n-gram terms, each
+    word's features) are those of the TF-IDF matrix at unit rows, up to float rounding; words
+    that share character n-grams, repeated words and CJK included."""
+    from notefeed.content.text import _unit_scales, tokenize
+    from notefeed.search.dense import _CatalogueEncoder, _term_counts, _term_products, _terms_of
+
+    cfg = TextEncoderConfig(dim=8, tf_scope="term", n_features=512)
+    terms = _terms_of(cfg, CatalogueWords.of_lists([tokenize(t) for t in _texts()]))
+    enc = _CatalogueEncoder(cfg)
+    counts = _term_counts(cfg, terms)
+    enc._fit_idf(counts)
+    x = enc._tfidf(counts).toarray()
+    matmat, rmatmat = _term_products(cfg, terms, enc.idf_, _unit_scales(counts.data * enc.idf_[counts.indices], counts))
+    rng = np.random.default_rng(0)
+    v, p = rng.standard_normal((512, 5)).astype(np.float32), rng.standard_normal((len(x), 5)).astype(np.float32)
+    np.testing.assert_allclose(matmat(v), x @ v, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(rmatmat(p), x.T @ p, rtol=1e-4, atol=1e-5)
+    assert np.abs(x @ v).max() > 0.5  # not all zeros
