@@ -35,6 +35,9 @@ from notefeed.search.tokens import FieldIds, NoteTokens
 __all__ = ["note_topics", "note_counts", "topics_of_counts",
            "refine_log_lik", "with_log_lik", "topics_of_ids", "counts_of_ids", "model_ids", "TOPIC_FIELDS", "refine_topics", "topic_rows", "TopicTable"]
 
+# torch says once per process that its sparse CSR tensors (_entry_dots) are in beta
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+
 #: stored tokens per EM chunk (the unit the two threads share; bounds the chunk's (rows, categories) arrays)
 _CHUNK_NNZ = 200_000
 
@@ -215,10 +218,10 @@ def _entry_dots(counts: sp.csr_matrix, theta: np.ndarray, lik: np.ndarray) -> np
     indptr, indices = counts.indptr, counts.indices
     if indptr.dtype != indices.dtype:
         indptr, indices = indptr.astype(np.int64), indices.astype(np.int64)
-    with warnings.catch_warnings():  # "sparse CSR tensor support is in beta"
-        warnings.simplefilter("ignore", UserWarning)
-        pattern = torch.sparse_csr_tensor(torch.from_numpy(indptr), torch.from_numpy(indices),
-                                          torch.zeros(len(indices), dtype=torch.float32), size=counts.shape)
+    # the structure is a canonical SciPy CSR's: torch need not check it
+    pattern = torch.sparse_csr_tensor(torch.from_numpy(indptr), torch.from_numpy(indices),
+                                      torch.zeros(len(indices), dtype=torch.float32), size=counts.shape,
+                                      check_invariants=False)
     th = torch.from_numpy(np.ascontiguousarray(theta, np.float32))
     lk = torch.from_numpy(np.ascontiguousarray(lik, np.float32))
     return torch.sparse.sampled_addmm(pattern, th, lk.T, beta=0.0).values().numpy()
