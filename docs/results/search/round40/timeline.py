@@ -5,7 +5,8 @@ dense encoder first); ``topic mixtures``, this process's share of the notes' mix
 piece counted where it is computed) and the wait for the worker's.
 The record also has the CPU seconds of the worker process (``worker_cpu_s``, user + system).
 
-``python3 docs/results/search/round40/timeline.py [notes]`` writes ``timeline_<notes>.json`` here.
+``python3 docs/results/search/round40/timeline.py [notes] [folder]`` writes ``timeline_<notes>.json``
+here (or in ``folder``: a later session's timing of its own code by the same script).
 """
 import json
 import resource
@@ -48,7 +49,7 @@ if __name__ == "__main__":  # the worker process (spawned) imports this file too
            "main_cpu_s": round(time.process_time() - c, 1),
            "worker_cpu_s": round(c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime, 1),
            "parts": t36.LOG, "machine": t36.machine_info(),
-           "command": f"python3 docs/results/search/round40/timeline.py {n}"}
-    path = Path(__file__).parent / f"timeline_{n}.json"
+           "command": " ".join(["python3 docs/results/search/round40/timeline.py", *sys.argv[1:]])}
+    path = (Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).parent) / f"timeline_{n}.json"
     path.write_text(json.dumps(out, indent=1))
     print(json.dumps(out, indent=1))
