@@ -564,9 +564,8 @@ def encode_catalogue(words: CatalogueWords, dim: int = 64, fit_max: int = 50_000
     above it the notes' terms are made ``chunk`` at a time, so the terms of the whole catalogue
     are never held at once. Either way a sample is fitted on its own terms (the same products,
     so the same fit), and a note's terms do not depend on the others: the same vectors (a test
-    checks it). The
-    projection runs on ``threads`` row blocks at once (the same vectors: each row is its own
-    product). ``tf_scope`` is the encoder's (:class:`~notefeed.content.text.TextEncoderConfig`):
+    checks it). The projection runs on ``threads`` row blocks at once (the same vectors: each
+    row is its own product). ``tf_scope`` is the encoder's (:class:`~notefeed.content.text.TextEncoderConfig`):
     with ``"term"`` (the default here) the notes are projected one distinct word at a time,
     without their feature counts. ``fitted``: the encoder already fitted on the sample (by
     :func:`_fit_sample`, the same fit).

@@ -275,3 +275,24 @@ def test_chunks_on_two_threads_give_one_threads_mixtures_and_likelihoods(monkeyp
     assert len(topics._row_chunks(topics._counts(docs, model.vocab))) > 10
     for one, two in zip(*runs, strict=True):
         np.testing.assert_array_equal(one, two)
+
+
+def test_entry_dots_are_the_mixture_likelihood_products() -> None:
+    """``P(t | note)`` for each stored (note, token): the dot product of the note's mixture and
+    the token's likelihoods, also when the CSR's row pointers and columns differ in type."""
+    import scipy.sparse as sp
+
+    from notefeed.search.topics import _entry_dots
+
+    rng = np.random.default_rng(2)
+    counts = sp.random(40, 30, density=0.2, format="csr", dtype=np.float32, random_state=3)
+    theta, lik = rng.random((40, 6), dtype=np.float32), rng.random((30, 6), dtype=np.float32)
+    rows = np.repeat(np.arange(40), np.diff(counts.indptr))
+    want = np.einsum("ij,ij->i", theta[rows], lik[counts.indices])
+    got = _entry_dots(counts, theta, lik)
+    assert got.dtype == np.float32 and got.shape == (counts.nnz,)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    wide = counts.copy()
+    wide.indptr = counts.indptr.astype(np.int64)  # SciPy's constructor would make both int32
+    assert wide.indptr.dtype != wide.indices.dtype
+    np.testing.assert_array_equal(_entry_dots(wide, theta, lik), got)
