@@ -38,7 +38,7 @@ from notefeed.search.lexical import LexicalIndex, analyze_notes
 from notefeed.search.personal import TagTable, UserProfile, personal_features
 from notefeed.search.rewrite import HttpRewriteBackend, MinedRewrites, mine_rewrites
 from notefeed.search.store import load_state, save_state
-from notefeed.search.suggest import Suggester, phrase_weights
+from notefeed.search.suggest import Suggester
 from notefeed.search.tokens import NoteTokens, analyze_catalogue
 from notefeed.search.topics import (
     TOPIC_FIELDS,
@@ -156,18 +156,11 @@ class SearchPipeline:
         # with a worker process (it fits the dense encoder first) the analysis is shared with it
         # in row pieces; the vectors are then encoded there from these tokens
         share = job.share if job is not None else (lambda fn, tasks: lambda: [fn(*t) for t in tasks])
-        if query_log is not None and len(query_log):
-            phrases, source = query_log["query"].astype(str).tolist(), "query log"
-        else:
-            phrases, source = notes["title"].astype(str).tolist() if "title" in notes.columns else [], "titles"
-        counted = None  # the suggester's phrases counted in the worker
         if job is not None and job.background and len(notes) >= 2 * _ANALYSIS_PIECE:
             cols = [c for c in notes.columns if c in _ANALYSED]
             pieces = _pieces(len(notes), len(notes) // _ANALYSIS_PIECE)
-            analysed = share(analyze_catalogue, [(notes.iloc[a:b][cols], cfg.build_workers) for a, b in pieces])
-            # after its pieces: while this process finishes its own and joins them
-            counted = job.then(phrase_weights, phrases)
-            docs = NoteTokens.concat(analysed())
+            docs = NoteTokens.concat(share(analyze_catalogue, [(notes.iloc[a:b][cols], cfg.build_workers)
+                                                               for a, b in pieces])())
         else:
             docs = analyze_catalogue(notes, cfg.build_workers)
         if job is not None:
@@ -197,9 +190,12 @@ class SearchPipeline:
             lex = LexicalIndex(p / "lexical", boosts=cfg.boosts, heap_mb=cfg.index_heap_mb,  # type: ignore[operator]
                                threads=cfg.index_threads)
         lex.add_tokens(docs, np.arange(len(notes), dtype=np.int64))
-        mined = MinedRewrites(mine_rewrites(query_log)) if query_log is not None and len(query_log) else None
-        suggester = (Suggester.of_weights(*counted(), source=source, presorted=True) if counted is not None
-                     else Suggester(phrases, source=source))
+        mined = None
+        if query_log is not None and len(query_log):
+            suggester = Suggester(query_log["query"].astype(str).tolist(), source="query log")
+            mined = MinedRewrites(mine_rewrites(query_log))
+        else:
+            suggester = Suggester(notes["title"].astype(str).tolist() if "title" in notes.columns else [], "titles")
         parts = topics_of()
         topics = TopicTable(np.concatenate([ids for ids, _ in parts]), np.concatenate([w for _, w in parts]))
         dense = (DenseIndex.of_vectors(*job.result(), hnsw_min=cfg.hnsw_min, approx=cfg.dense_ann,

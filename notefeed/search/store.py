@@ -138,7 +138,10 @@ def load_state(cls: type[SearchPipeline], folder: Path, config: SearchConfig | N
     intent.categories, intent.vocab = list(im["categories"]), {t: i for i, t in enumerate(im["vocab"])}
     intent.log_prior, intent.log_lik = it["log_prior"], it["log_lik"]
     sj = _read_json(folder / "suggest.json")
-    sug = Suggester.of_weights(list(sj["phrases"]), [int(w) for w in sj["phrases"].values()], sj["source"])
+    sug = Suggester(source=sj["source"])
+    for phrase, w in sj["phrases"].items():
+        sug._weight[phrase] = int(w)
+    sug._sorted = sorted(sug._weight)
     mined = MinedRewrites.load(folder / "rewrites.json") if (folder / "rewrites.json").exists() else None
     fusion = LearnedFusion.load(folder / "fusion.json") if (folder / "fusion.json").exists() else None
     p = cls(cfg, lex, dense, intent, sug, note_ids, cat["item_category"].astype(int).tolist(),

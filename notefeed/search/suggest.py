@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from notefeed.search.text import normalise, normalise_many
 
-__all__ = ["Suggester", "phrase_weights"]
+__all__ = ["Suggester"]
 
 
 class Suggester:
@@ -26,16 +26,6 @@ class Suggester:
         self._sorted: list[str] = []
         self._lock = threading.Lock()
         self.add(phrases)
-
-    @classmethod
-    def of_weights(cls, phrases: list[str], weights: list[int], source: str = "titles", max_len: int = 80,
-                   presorted: bool = False) -> Suggester:
-        """A suggester holding these phrases (normalised already) with these weights;
-        ``presorted``: the phrases are distinct and in sorted order (:func:`phrase_weights`)."""
-        out = cls(source=source, max_len=max_len)
-        out._weight = Counter(dict(zip(phrases, weights, strict=True)))
-        out._sorted = list(phrases) if presorted else sorted(out._weight)
-        return out
 
     def add(self, phrases: Iterable[str]) -> None:
         texts = [str(p) for p in phrases]
@@ -87,11 +77,3 @@ class Suggester:
                 hits.append((s, self._weight[s]))
         hits.sort(key=lambda x: (-x[1], x[0]))
         return hits[:n]
-
-
-def phrase_weights(phrases: Iterable[str], max_len: int = 80) -> tuple[list[str], list[int]]:
-    """(the distinct normalised phrases in sorted order, each one's count): what a
-    ``Suggester(phrases)`` holds, as plain lists (an index build's worker process makes them;
-    :meth:`Suggester.of_weights` takes them back)."""
-    s = Suggester(phrases, max_len=max_len)
-    return s._sorted, [s._weight[p] for p in s._sorted]

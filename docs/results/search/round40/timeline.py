@@ -4,9 +4,6 @@
 dense encoder first); ``topic mixtures``, this process's share of the notes' mixtures (each
 piece counted where it is computed) and the wait for the worker's.
 The record also has the CPU seconds of the worker process (``worker_cpu_s``, user + system).
-Since session 41 the suggester is timed at ``Suggester.__init__`` (the same work as the
-constructor call it timed before) and, where the worker counted the phrases, at
-``Suggester.of_weights``.
 
 ``python3 docs/results/search/round40/timeline.py [notes] [folder]`` writes ``timeline_<notes>.json``
 here (or in ``folder``: a later session's timing of its own code by the same script).
@@ -30,9 +27,7 @@ if __name__ == "__main__":  # the worker process (spawned) imports this file too
                                (P.CategoryModel, "fit_codes", "category model"),
                                (P, "counts_of_ids", "topic counts (fitting notes)"),
                                (P, "refine_log_lik", "refined likelihoods"), (P.LexicalIndex, "add_tokens", "tantivy"),
-                               (P.Suggester, "__init__", "suggester"),
-                               (P.Suggester, "of_weights", "suggester: phrases counted in the worker, taken"),
-                               (D.DenseJob, "result", "wait dense"),
+                               (P, "Suggester", "suggester"), (D.DenseJob, "result", "wait dense"),
                                (D.DenseIndex, "of_vectors", "dense: FAISS index"),
                                (P.SearchPipeline, "_add_meta", "catalogue tags")]:
         timed(owner, name, label)
