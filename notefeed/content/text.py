@@ -174,6 +174,13 @@ class TextEncoderConfig:
             raise ContentError(f"tf_scope: must be 'feature' or 'term', got {self.tf_scope!r}")
 
 
+def _check_word_lists(docs: object) -> list[list[str]]:
+    """``docs`` as tokenised texts (a list of word lists), or :class:`ContentError`."""
+    if isinstance(docs, str) or not all(isinstance(d, list) for d in docs):  # type: ignore[attr-defined]
+        raise ContentError("docs: expected a list of word lists")
+    return docs  # type: ignore[return-value]
+
+
 def _unit_scales(data: np.ndarray, counts: sp.csr_matrix) -> np.ndarray:
     """(n,) each row's ``1 / norm`` of the values ``data`` on the structure of ``counts``
     (its squares summed in the stored order, which needs no sorted columns)."""
@@ -257,9 +264,7 @@ class TextEncoder:
 
     def fit_words(self, docs: list[list[str]]) -> TextEncoder:
         """:meth:`fit` on tokenised texts (each a list of words)."""
-        if isinstance(docs, str) or not all(isinstance(d, list) for d in docs):
-            raise ContentError("docs: expected a list of word lists")
-        return self._fit_counts(self._word_counts(docs))
+        return self._fit_counts(self._word_counts(_check_word_lists(docs)))
 
     def _fit_idf(self, counts: sp.csr_matrix) -> None:
         """The IDF weights from the catalogue's feature counts (a column at most once a row)."""
@@ -295,9 +300,7 @@ class TextEncoder:
         :func:`tokenize`, or any analysis of it)."""
         if self.components_ is None or self.idf_ is None:
             raise ContentError("TextEncoder: call fit() or load() before transform_words()")
-        if isinstance(docs, str) or not all(isinstance(d, list) for d in docs):
-            raise ContentError("docs: expected a list of word lists")
-        return self._finish(self._project(self._tfidf(self._word_counts(docs), unit=False)))
+        return self._finish(self._project(self._tfidf(self._word_counts(_check_word_lists(docs)), unit=False)))
 
     def _finish(self, z: np.ndarray) -> np.ndarray:
         """(n, dim) float32 from the (n, k) projections: zero-padded, rows at unit norm."""

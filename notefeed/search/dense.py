@@ -54,7 +54,7 @@ from notefeed.content.text import (
 from notefeed.recall.ann import AnnIndex
 from notefeed.search.base import RETRIEVERS, Hits, ParsedQuery, SearchError
 from notefeed.search.text import analyze, analyze_batch, note_fields
-from notefeed.search.tokens import NoteTokens, analyze_catalogue, ragged_concat, ragged_take
+from notefeed.search.tokens import FieldIds, NoteTokens, analyze_catalogue, ragged_take
 from notefeed.search.worker import BuildWorker, Task, WorkerGone
 from notefeed.threads import gc_paused, keep_freed_memory
 
@@ -101,10 +101,10 @@ class CatalogueWords:
         return cls(*tokens.fields(DENSE_FIELDS), tokens.vocab)
 
     @classmethod
-    def of_fields(cls, codes: dict[str, np.ndarray], indptr: dict[str, np.ndarray], vocab: list[str]) -> CatalogueWords:
-        """The words of the notes whose :data:`DENSE_FIELDS` ids (``codes``, ``indptr`` by field,
-        as :class:`~notefeed.search.tokens.NoteTokens` holds them) these are."""
-        return cls(*ragged_concat([(codes[f], indptr[f]) for f in DENSE_FIELDS]), vocab)
+    def of_fields(cls, ids: FieldIds, vocab: list[str]) -> CatalogueWords:
+        """The words of the notes whose :data:`DENSE_FIELDS` ids these are (ids into ``vocab``,
+        :meth:`~notefeed.search.tokens.NoteTokens.field_ids`)."""
+        return cls(*ids.joined(DENSE_FIELDS), vocab)
 
     @classmethod
     def of_notes(cls, notes: pd.DataFrame, workers: int = 1) -> CatalogueWords:
@@ -606,10 +606,10 @@ def _fit_sample(key: str, sample: pd.DataFrame, dim: int, seed: int, threads: in
         _FITTED[key] = _CatalogueEncoder(cfg, threads).fit_terms(_terms_of(cfg, words))
 
 
-def _encode_words(key: str, fields: tuple[dict, dict, list[str]], *args: object
+def _encode_words(key: str, fields: tuple[FieldIds, list[str]], *args: object
                   ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`encode_catalogue` of the notes whose :data:`DENSE_FIELDS` ids these are (``codes``
-    and ``indptr`` by field, the vocabulary), with the encoder :func:`_fit_sample` fitted when it
+    """:func:`encode_catalogue` of the notes whose :data:`DENSE_FIELDS` ids these are (with
+    their vocabulary), with the encoder :func:`_fit_sample` fitted when it
     ran in this process -> plain arrays (config, idf, components, vectors)."""
     from dataclasses import asdict
 
@@ -634,7 +634,7 @@ class DenseJob:
         self.notes, self.workers = notes, workers
         self.args = (dim, fit_max, seed, chunk, threads, tf_scope)
         self._key = uuid.uuid4().hex
-        self._words: tuple[dict, dict, list[str]] | None = None  # the DENSE_FIELDS' ids (encode)
+        self._words: tuple[FieldIds, list[str]] | None = None  # the DENSE_FIELDS' ids (encode)
         self._worker: BuildWorker | None = None
         self._vectors: Task | None = None
         self._taken = False  # the vectors' result taken (the worker may go when no task is pending)
@@ -661,7 +661,7 @@ class DenseJob:
         worker process when there is one."""
         if len(tokens) != len(self.notes):
             raise SearchError(f"tokens: {len(tokens)} notes analysed for a catalogue of {len(self.notes)}")
-        fields = ({f: tokens.codes[f] for f in DENSE_FIELDS}, {f: tokens.indptr[f] for f in DENSE_FIELDS}, tokens.vocab)
+        fields = (tokens.field_ids(DENSE_FIELDS), tokens.vocab)
         self._words = fields
         if self._worker is not None:  # the fields' ids joined there (each note's words: its fields' in order)
             self._vectors = self._worker.submit(_encode_words, self._key, fields, *self.args)

@@ -122,6 +122,9 @@ class BuildWorker:
         """The worker's process objects (``multiprocessing.Process``), once the first task has
         been handed over (the executor starts its process then; up to ``timeout`` seconds)."""
         self._started.wait(timeout)
+        return self._processes()
+
+    def _processes(self) -> list[Any]:
         return list((getattr(self._pool, "_processes", None) or {}).values())
 
     def close(self, terminate: bool = False) -> None:
@@ -135,7 +138,7 @@ class BuildWorker:
         for task in held:
             task.future.set_exception(WorkerGone("the build worker was closed before the task was sent"))
         if terminate:
-            for proc in list((getattr(self._pool, "_processes", None) or {}).values()):
+            for proc in self._processes():
                 proc.terminate()
         self._thread.join()
         self._pool.shutdown(wait=True)  # at most AHEAD tasks in it, none cancelled

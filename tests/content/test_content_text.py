@@ -148,3 +148,14 @@ def test_randomized_components_are_truncated_svds(shape: tuple[int, int], n_iter
     assert not np.allclose(np.abs(other[-1]), np.abs(want[-1]), atol=1e-3)  # the seed is the start's
     with pytest.raises(ContentError, match="k:"):
         randomized_components(lambda v: x @ v, lambda p: x.T @ p, x.shape, 0)
+
+
+def test_word_lists_are_checked_by_fit_words_and_transform_words() -> None:
+    """Tokenised texts must be a list of word lists, for fitting and for transforming alike."""
+    enc = TextEncoder(dim=4).fit_words([["paris", "pasta"], ["tokyo", "ramen"], ["rome", "pizza"]])
+    for bad in ("paris pasta", [["paris"], "pasta"]):
+        with pytest.raises(ContentError, match="docs: expected a list of word lists"):
+            TextEncoder(dim=4).fit_words(bad)  # type: ignore[arg-type]
+        with pytest.raises(ContentError, match="docs: expected a list of word lists"):
+            enc.transform_words(bad)  # type: ignore[arg-type]
+    assert enc.transform_words([["paris"]]).shape == (1, 4)
