@@ -5,8 +5,9 @@ The notes and queries are a :class:`BenchCorpus`; ``notefeed bench search`` draw
 simulator's world (:data:`BENCH_CORPORA` ``"sim"``, registered by
 :func:`notefeed.sim.search_data.bench_corpus`: titles, texts, tags, a share written in Chinese;
 queries are 1-2 frequent words of a random topic). Hybrid queries carry a 30-note user history
-(personalisation on). Latency is end to end inside the process (understanding, retrieval,
-fusion, personalisation), single client, after a warm-up.
+(personalisation on) and, when the corpus has creators, the small-creator rule. Latency is end
+to end inside the process (understanding, retrieval, fusion, personalisation, the page's
+rules), single client, after a warm-up.
 
 Besides wall time, each figure has its CPU time (``time.process_time``, all threads of the
 process, plus the CPU time of the child processes a build waited for: the dense worker,
@@ -38,7 +39,7 @@ from notefeed.recall.ann import AnnIndex
 from notefeed.registry import Registry
 from notefeed.search.config import SearchConfig
 from notefeed.search.lexical import LexicalIndex
-from notefeed.search.pipeline import SearchPipeline
+from notefeed.search.pipeline import SearchPipeline, small_creator_lookup
 from notefeed.search.text import clear_caches
 from notefeed.search.tokens import analyze_catalogue
 
@@ -49,13 +50,16 @@ __all__ = ["BENCH_CORPORA", "BenchCorpus", "bench_search"]
 class BenchCorpus:
     """What the bench indexes and asks: ``notes`` (a notes frame), ``queries``, the seconds it
     took to make them (``generate_s``), the share of notes in Chinese (``zh_notes``) and the
-    random generator that then draws each hybrid query's user history."""
+    random generator that then draws each hybrid query's user history; ``small_creator``
+    (n_notes,) bool: the note's creator has under 1,000 followers (hybrid queries then follow
+    the small-creator rule, as served)."""
 
     notes: pd.DataFrame
     queries: list[str]
     generate_s: float
     zh_notes: float
     rng: np.random.Generator
+    small_creator: np.ndarray | None = None
 
 
 #: name -> ``fn(n_notes, n_queries, seed) -> BenchCorpus``; ``sim`` (``notefeed bench search``'s)
@@ -149,6 +153,8 @@ def bench_search(corpus: BenchCorpus, seed: int = 0, workers: int = 1, hybrid: b
     # unless named otherwise); every build starts with empty caches
     arms = [(ann, None) for ann in dense_ann] + ([(dense_ann[0], 0)] if in_process else [])
     hist = [rng.choice(n_notes, 30, replace=False) for _ in range(n_queries)]  # the same users for every arm
+    small = small_creator_lookup(corpus.small_creator) if corpus.small_creator is not None else None
+    out["small_creator_rule"] = small is not None
     for ann, process_min in arms:
         tags = ([ann] if ann != SearchConfig().dense_ann else []) + (["in process"] if process_min is not None else [])
         key = "hybrid+personal" + (f" ({', '.join(tags)})" if tags else "")
@@ -162,11 +168,11 @@ def bench_search(corpus: BenchCorpus, seed: int = 0, workers: int = 1, hybrid: b
         build_s, build_cpu = time.perf_counter() - t, _cpu() - c
         load1 = _load()
         for q in queries[:20]:
-            pipe.search(q, 10)
+            pipe.search(q, 10, small_creator=small)
         lat, cpu = [], []
         for q, h in zip(queries, hist, strict=True):
             s, sc = time.perf_counter(), time.process_time()
-            pipe.search(q, 10, history=h)
+            pipe.search(q, 10, history=h, small_creator=small)
             lat.append((time.perf_counter() - s) * 1e3)
             cpu.append((time.process_time() - sc) * 1e3)
         out[key] = {"build_s": round(build_s, 2), "notes_per_s": n_notes / build_s,

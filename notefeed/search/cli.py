@@ -208,10 +208,12 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         gained since are added to it)."""
         import json
 
+        import numpy as np
         from rich.console import Console
         from rich.table import Table
 
         from notefeed.search import SearchError
+        from notefeed.search.pipeline import small_creator_lookup
 
         with _index_lock(workspace):  # the one writer of WORKSPACE/search (serving workers too)
             ds, pipe = _open_index(workspace, rebuild, sync=sync)
@@ -228,7 +230,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                     pipe.fusion.meta["interleaving"] = verdict
             try:
                 res = pipe.search(query, min(n, pipe.config.max_page), history=history, explain=explain,
-                                  fusion=pipe.serving_fusion())  # what serves (never an interleaved page)
+                                  fusion=pipe.serving_fusion(),  # what serves (never an interleaved page)
+                                  small_creator=small_creator_lookup(ds.item_is_small_creator))
             except SearchError as e:
                 _fail(str(e).replace("q: ", "QUERY: ", 1).replace("n: ", "--n: ", 1))
                 return
@@ -240,13 +243,14 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                   f"categories={[(c, round(p, 2)) for c, p in pq.categories]} rewrites={pq.rewrites} "
                   f"fusion={res.fusion}")
         t = Table()
-        for col in ("#", "note_id", "category", "title", "score"):
+        for col in ("#", "note_id", "category", "title", "small creator", "score"):
             t.add_column(col)
         notes = ds.notes
-        for r, (i, s) in enumerate(zip(res.items.tolist(), res.scores.tolist(), strict=True), 1):
+        small = res.small_creator if res.small_creator is not None else np.zeros(len(res.items), bool)
+        for r, (i, s, sm) in enumerate(zip(res.items.tolist(), res.scores.tolist(), small.tolist(), strict=True), 1):
             row = notes.iloc[i] if i < len(notes) else None
             t.add_row(str(r), pipe.note_ids[i], "" if row is None else str(row["category"]),
-                      "" if row is None else str(row["title"])[:60], f"{s:.4f}")
+                      "" if row is None else str(row["title"])[:60], "yes" if sm else "", f"{s:.4f}")
         con.print(t)
         if explain and res.trace is not None:
             con.print_json(json.dumps({**res.trace, "ms": res.ms}, default=str))

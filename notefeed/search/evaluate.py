@@ -15,15 +15,17 @@ the simulator, where grade 1 is "the topic is somewhere in the note's mixture", 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from notefeed.eval.metrics import mean_ci
 from notefeed.eval.stages import EVAL_STAGES
+from notefeed.schema import SMALL_CREATOR_FOLLOWERS
 from notefeed.search.config import SearchConfig
 from notefeed.search.fusion import LearnedFusion, without_personal
-from notefeed.search.pipeline import SearchPipeline
+from notefeed.search.pipeline import SearchPipeline, SmallCreatorOf, small_creator_lookup
 from notefeed.search.queries import QUERY_SETS, QuerySet, movielens_tag_queries
 
 __all__ = ["graded_metrics", "evaluate_search", "load_queries", "METHODS"]
@@ -76,14 +78,16 @@ def _run(pipe: SearchPipeline, qs: QuerySet, rewrite: bool) -> list[dict[str, ob
     return out
 
 
-def _rank(pipe: SearchPipeline, r: dict, method: str) -> np.ndarray:
+def _rank(pipe: SearchPipeline, r: dict, method: str, small: SmallCreatorOf | None = None) -> np.ndarray:
+    """The top 100 of ``method``; a fused method's page as :meth:`SearchPipeline.search` picks
+    it (the re-ranker and, given ``small``, the small-creator rule of ``pipe.config``)."""
     if method == "bm25":
         return r["lex"].items
     if method == "dense":
         return r["dense"].items
     fusion = "learned" if ("learned" in method or "linear" in method) else "rrf"
     s = pipe.score(r["x"], r["lex"], r["dense"], personal="personal" in method, fusion=fusion)
-    return r["items"][np.argsort(-s, kind="stable")][:100]
+    return pipe._ranked(r["items"], s, None, 100, {}, small)[0][:100]
 
 
 def _top_grade(qs: QuerySet) -> int:
@@ -112,12 +116,35 @@ def fit_graded(model: str, objective: str, runs: list[dict], qs: QuerySet, perso
     return LearnedFusion(model=model).fit(x, y, **({"objective": objective} if model == "trees" else {}))
 
 
-def evaluate_search(name: str, seed: int = 0, quick: bool = False, config: SearchConfig | None = None,
-                    n_queries: int | None = None) -> list[dict]:
-    t0 = time.perf_counter()
+@dataclass
+class _Prepared:
+    """One dataset and seed made ready: the index, the test queries' retrieval and features
+    (``runs[rewrite]``), the four fitted fusions, and the small-creator flags (if any)."""
+
+    pipe: SearchPipeline
+    qs: QuerySet
+    rel_min: int
+    train: QuerySet
+    test: QuerySet
+    fusions: dict[tuple[str, bool], LearnedFusion]
+    runs: dict[bool, list[dict]]
+    #: (n_notes,) bool: the note's creator is small (under 1,000 followers, or the study's threshold)
+    flags: np.ndarray | None
+    build_s: float
+
+    @property
+    def small(self) -> SmallCreatorOf | None:
+        return small_creator_lookup(self.flags) if self.flags is not None else None
+
+    def ranked(self, method: str) -> list[np.ndarray]:
+        """Every test query's top 100 by ``method`` (the pipeline's config as it is now)."""
+        self.pipe.fusion = self.fusions["linear" if "linear" in method else "learned", "personal" in method]
+        return [_rank(self.pipe, r, method, self.small) for r in self.runs[method.endswith("+rewrite")]]
+
+
+def _prepare(name: str, seed: int, quick: bool, cfg: SearchConfig, n_queries: int | None) -> _Prepared:
     qs, rel_min = load_queries(name, seed, quick, n_queries)
     build_t = time.perf_counter()
-    cfg = config or SearchConfig()
     pipe = SearchPipeline.build(qs.notes, cfg, query_log=qs.query_log, seed=seed)
     build_s = time.perf_counter() - build_t
     rng = np.random.default_rng(seed)
@@ -127,29 +154,131 @@ def evaluate_search(name: str, seed: int = 0, quick: bool = False, config: Searc
     fus = {(m, p): fit_graded(cfg.learned_model if m == "learned" else "linear", cfg.learned_objective, tr, train, p)
            for m in ("learned", "linear") for p in (False, True)}
     runs = {False: _run(pipe, test, rewrite=False), True: _run(pipe, test, rewrite=True)}
+    flags = qs.note_followers < SMALL_CREATOR_FOLLOWERS if qs.note_followers is not None else None
+    return _Prepared(pipe, qs, rel_min, train, test, fus, runs, flags, build_s)
+
+
+def _small_at(ranked: list[np.ndarray], flags: np.ndarray | None, k: int = 10) -> float:
+    """Mean share of small creators' notes in the top ``k`` (NaN without creators)."""
+    if flags is None:
+        return float("nan")
+    return float(np.mean([flags[r[:k]].mean() if len(r) else 0.0 for r in ranked]))
+
+
+def _floor_met(ranked: list[np.ndarray], flags: np.ndarray, share: float = 0.5, k: int = 10) -> float:
+    """Share of pages whose every first ``t <= k`` notes hold at least ``floor(share * t)``
+    small creators' notes (the rule's guarantee where the candidates allow it)."""
+    need = np.floor(share * np.arange(1, k + 1) + 1e-9)
+    return float(np.mean([bool((np.cumsum(flags[r[:k]]) >= need[: len(r[:k])]).all()) for r in ranked]))
+
+
+def evaluate_search(name: str, seed: int = 0, quick: bool = False, config: SearchConfig | None = None,
+                    n_queries: int | None = None) -> list[dict]:
+    t0 = time.perf_counter()
+    cfg = config or SearchConfig()
+    prep = _prepare(name, seed, quick, cfg, n_queries)
+    test = prep.test
     rows = []
     subsets = {"all": np.arange(len(test))}
     if test.reformulated.any():
         subsets["original"] = np.flatnonzero(~test.reformulated)
         subsets["reformulated"] = np.flatnonzero(test.reformulated)
     for method in METHODS:
-        rw = method.endswith("+rewrite")
-        pipe.fusion = fus["linear" if "linear" in method else "learned", "personal" in method]
-        ranked = [_rank(pipe, r, method) for r in runs[rw]]
+        ranked = prep.ranked(method)
         for sub, idx in subsets.items():
-            m = graded_metrics([ranked[i] for i in idx], [test.relevance[i] for i in idx], rel_min)
-            rows.append({"dataset": name, "method": method, "queries": sub, "n_queries": len(idx), **m})
+            m = graded_metrics([ranked[i] for i in idx], [test.relevance[i] for i in idx], prep.rel_min)
+            rows.append({"dataset": name, "method": method, "queries": sub, "n_queries": len(idx), **m,
+                         "small_creator@10": _small_at([ranked[i] for i in idx], prep.flags)})
     base = {(r["queries"]): r["ndcg@10"] for r in rows if r["method"] == "bm25"}
     for r in rows:
         r["ndcg@10_vs_bm25"] = r["ndcg@10"] / base[r["queries"]] if base[r["queries"]] > 0 else float("nan")
-        r["notes"], r["build_s"], r["total_s"] = len(qs.notes), round(build_s, 2), round(time.perf_counter() - t0, 2)
-        r["rel_min"], r["seed"], r["train_queries"] = rel_min, seed, len(train)
-    pipe.close()
+        r["notes"], r["build_s"] = len(prep.qs.notes), round(prep.build_s, 2)
+        r["total_s"] = round(time.perf_counter() - t0, 2)
+        r["rel_min"], r["seed"], r["train_queries"] = prep.rel_min, seed, len(prep.train)
+        r["small_creator_rule"] = _rule_label(cfg, prep.small)
+    prep.pipe.close()
     return rows
 
 
+def _rule_label(cfg: SearchConfig, small: SmallCreatorOf | None) -> str:
+    if small is None:
+        return "n/a (no creators)"
+    if cfg.small_creator_share <= 0:
+        return "off"
+    return f"share {cfg.small_creator_share:g}, depth {cfg.small_creator_depth}"
+
+
+#: (share, depth) settings of the small-creator rule the study compares; share 0 is the rule off
+RULE_GRID = ((0.0, 0), (0.3, 10), (0.3, 20), (0.3, 50), (0.5, 10), (0.5, 20), (0.5, 50), (0.5, 100))
+#: who counts as small in the study: the rule's threshold, and a stress test where small
+#: creators' notes are a fifth of the simulator's catalogue instead of about three quarters
+RULE_SMALL_BELOW = (SMALL_CREATOR_FOLLOWERS, 100)
+#: the served rankings the study applies each setting to (RRF before a fusion is trained)
+RULE_METHODS = ("hybrid-rrf+personal+rewrite", "hybrid-learned+personal+rewrite")
+
+
+def evaluate_small_creator_rule(name: str, seed: int = 0, quick: bool = False, config: SearchConfig | None = None,
+                                n_queries: int | None = None, grid: tuple[tuple[float, int], ...] = RULE_GRID,
+                                small_below: tuple[int, ...] = RULE_SMALL_BELOW) -> list[dict]:
+    """Per setting of the small-creator rule in ``grid`` and method of :data:`RULE_METHODS`:
+    MRR@10, NDCG@10, Recall@100, the small creators' share of the top 10 and the share of
+    pages whose every prefix is at least half small creators' notes, on the test queries of
+    ``name`` (one index and the same fitted fusions for every setting). Each follower count
+    in ``small_below`` is a separate run of the grid: a creator under it counts as small (the
+    rule's is 1,000; a lower one makes small creators scarce, a stress test of what the rule
+    costs where it binds)."""
+    t0 = time.perf_counter()
+    cfg = config or SearchConfig()
+    prep = _prepare(name, seed, quick, cfg, n_queries)
+    if prep.qs.note_followers is None:
+        prep.pipe.close()
+        raise ValueError(f"search small-creator eval: {name!r} has no creators (use a simulator query set)")
+    rows = []
+    for below in small_below:
+        prep.flags = prep.qs.note_followers < below
+        for share, depth in grid:
+            prep.pipe.config = cfg.with_overrides(small_creator_share=share, small_creator_depth=max(depth, 1))
+            for method in RULE_METHODS:
+                ranked = prep.ranked(method)
+                m = graded_metrics(ranked, prep.test.relevance, prep.rel_min)
+                rows.append({"dataset": name, "method": method, "small_below": below, "share": share,
+                             "depth": depth if share > 0 else 0, "n_queries": len(prep.test), **m,
+                             "small_creator@10": _small_at(ranked, prep.flags),
+                             "pages_half_small@10": _floor_met(ranked, prep.flags),
+                             "small_notes": float(prep.flags.mean()), "seed": seed})
+    prep.pipe.close()
+    off = {(r["method"], r["small_below"]): r["ndcg@10"] for r in rows if r["share"] == 0}
+    for r in rows:
+        r["ndcg@10_vs_off"] = r["ndcg@10"] / off[r["method"], r["small_below"]]
+        r["total_s"] = round(time.perf_counter() - t0, 2)
+    return rows
+
+
+def summarize_rule(rows: list[dict]) -> list[dict]:
+    """Per (dataset, method, small_below, share, depth) over seeds: means and 95% t-intervals
+    of NDCG@10, MRR@10, Recall@100, the small creators' share of the top 10 and of the pages
+    at least half small on every prefix, and the paired per-seed NDCG@10 change from the rule
+    off."""
+    runs = [r for r in rows if "summary" not in r]
+    off = {(r["dataset"], r["method"], r["small_below"], r["seed"]): r["ndcg@10"] for r in runs if r["share"] == 0}
+    groups: dict[tuple[str, str, int, float, int], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["dataset"], r["method"], r["small_below"], r["share"], r["depth"]), []).append(r)
+    out = []
+    for (ds, method, below, share, depth), rs in groups.items():
+        seeds = sorted(int(r["seed"]) for r in rs)
+        row: dict = {"dataset": ds, "method": method, "small_below": below, "share": share, "depth": depth,
+                     "seeds": seeds, "n_seeds": len(seeds), "summary": f"mean and 95% t-interval over seeds {seeds}"}
+        for k in ("ndcg@10", "mrr@10", "recall@100", "small_creator@10", "pages_half_small@10", "small_notes"):
+            row[k], row[f"{k}_ci95_seeds"] = mean_ci([float(r[k]) for r in rs])
+        diff = [float(r["ndcg@10"]) - off[ds, method, below, r["seed"]] for r in rs]
+        row["ndcg@10_change"], row["ndcg@10_change_ci95_seeds"] = mean_ci(diff)
+        out.append(row)
+    return out
+
+
 #: the per-query-set figures a seed summary averages
-_SUMMARY_KEYS = ("mrr@10", "ndcg@10", "recall@100", "ndcg@10_vs_bm25")
+_SUMMARY_KEYS = ("mrr@10", "ndcg@10", "recall@100", "ndcg@10_vs_bm25", "small_creator@10")
 
 
 def summarize_seeds(rows: list[dict]) -> list[dict]:
@@ -168,12 +297,25 @@ def summarize_seeds(rows: list[dict]) -> list[dict]:
                      "n_queries_per_seed": [per_seed[x]["n_queries"] for x in seeds],
                      "summary": f"mean and 95% t-interval over seeds {seeds}", "seeds": seeds, "n_seeds": len(seeds)}
         for k in _SUMMARY_KEYS:
-            vals = [float(per_seed[s][k]) for s in seeds]
+            vals = [float(per_seed[s].get(k, np.nan)) for s in seeds]  # rows of older runs lack a newer figure
             row[k], row[f"{k}_ci95_seeds"] = mean_ci(vals)
             if k in ("ndcg@10", "ndcg@10_vs_bm25"):
                 row[f"{k}_per_seed"] = vals
         out.append(row)
     return out
+
+
+@EVAL_STAGES.register("search-small-creator")
+def eval_rule_stage(datasets: list[str], models: list[str] | None, seed: int, quick: bool,
+                    report_dir: Path | None, seeds: list[int] | None = None) -> list[dict]:
+    """The small-creator rule's settings (:data:`RULE_GRID`) on simulator query sets: rows per
+    (dataset, seed, method, setting); with ``--seeds``, :func:`summarize_rule` rows follow.
+    ``models`` filters the methods."""
+    rows = []
+    for name in datasets:
+        for s in (seeds if seeds else [seed]):
+            rows.extend(r for r in evaluate_small_creator_rule(name, s, quick) if not models or r["method"] in models)
+    return rows + summarize_rule(rows) if seeds else rows
 
 
 @EVAL_STAGES.register("search")

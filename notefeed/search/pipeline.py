@@ -13,6 +13,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,11 @@ from notefeed.search.topics import (
 from notefeed.search.understand import QueryUnderstanding
 from notefeed.threads import gc_paused
 
-__all__ = ["SearchPipeline", "SearchResult"]
+__all__ = ["SearchPipeline", "SearchResult", "SmallCreatorOf", "small_creator_lookup"]
+
+#: ``(items,) int -> (items,) bool``: whose creator has under 1,000 followers (the
+#: small-creator rule's input; serving reads its catalogue's live follower counts)
+SmallCreatorOf = Callable[[np.ndarray], np.ndarray]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +85,8 @@ class SearchResult:
     fusion: str = "rrf"  # the fusion that ranked the page (rrf / learned / interleave)
     #: on an interleaved page, the ranking each item came from (:data:`~notefeed.search.interleave.TEAMS`)
     teams: list[str] | None = None
+    #: (len(items),) bool: which notes are a small creator's, when the rule had the flags
+    small_creator: np.ndarray | None = None
 
 
 class SearchPipeline:
@@ -409,9 +416,11 @@ class SearchPipeline:
 
     def search(self, q: object, n: int = 10, history: np.ndarray | None = None, explain: bool = False,
                fusion: str | None = None, personalise: bool | None = None, rewrite: bool = True,
-               exclude: np.ndarray | None = None) -> SearchResult:
+               exclude: np.ndarray | None = None, small_creator: SmallCreatorOf | None = None) -> SearchResult:
         """The page for query ``q`` (raises :class:`SearchError` naming ``q`` / ``n`` on bad input);
         ``exclude``: items never to return (notes taken down; ascending), dropped before the page is cut.
+        ``small_creator``: which items are small creators' notes; with it (and
+        ``small_creator_share > 0``) the page follows the small-creator rule (:meth:`_select`).
         ``fusion``: rrf / learned / interleave (the two by team draft, :mod:`notefeed.search.interleave`;
         the result's ``teams`` say which ranking put each note there, its scores are the page
         order); None: :meth:`serving_fusion`, or on a share of searches ``interleave`` while
@@ -439,8 +448,8 @@ class SearchPipeline:
         if fusion == "interleave":
             if self.fusion is None:
                 raise SearchError("fusion: 'interleave' needs trained weights")
-            ranked = [self._ranked(items, self.score(x, lex, dense, profile is not None, f), exclude, n, ms)
-                      for f in TEAMS]
+            ranked = [self._ranked(items, self.score(x, lex, dense, profile is not None, f), exclude, n, ms,
+                                   small_creator) for f in TEAMS]
             ms["rank"] = round(_lap(t) - ms.get("rerank", 0.0), 3)
             page, team = team_draft(ranked[0][0], ranked[1][0], n, self._rand)
             row = {i: j for j, i in enumerate(items.tolist())}  # each candidate's row
@@ -451,13 +460,16 @@ class SearchPipeline:
                                teams=[TEAMS[k] for k in team.tolist()])
         else:
             s = self.score(x, lex, dense, profile is not None, fusion)
-            top = self._ranked(items, s, exclude, n, ms)[1][:n]
+            top = self._ranked(items, s, exclude, n, ms, small_creator)[1][:n]
             ms["rank"] = round(_lap(t) - ms.get("rerank", 0.0), 3)
             res = SearchResult(pq, items[top], s[top].astype(np.float32), ms, fusion=fusion or self.serving_fusion())
+        if small_creator is not None:
+            res.small_creator = np.asarray(small_creator(res.items), bool)
         if explain:
+            rule = self._rule_trace(res.small_creator)
             res.trace = {"query": _query_trace(pq), "candidates": {"lexical": len(lex), "dense": len(dense),
                                                                    "fused": len(items)},
-                         "personalised": profile is not None, "fusion": res.fusion,
+                         "personalised": profile is not None, "fusion": res.fusion, "small_creator": rule,
                          "items": [{"item": int(items[j]), **{k: round(float(v), 5) for k, v in
                                     zip(FEATURES, x[j], strict=True)}, "score": float(s[j]),
                                     **({"team": res.teams[r]} if res.teams is not None else {})}
@@ -465,28 +477,61 @@ class SearchPipeline:
         return res
 
     def _ranked(self, items: np.ndarray, s: np.ndarray, exclude: np.ndarray | None, n: int,
-                ms: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+                ms: dict[str, float], small_creator: SmallCreatorOf | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(items best first, their candidate rows) by scores ``s``: ``exclude``d items dropped,
-        the page diversified when the config re-ranks (its time added to ``ms["rerank"]``)."""
+        the page's first ``n`` chosen by :meth:`_select` when the config re-ranks or the
+        small-creator rule applies (its time added to ``ms["rerank"]``)."""
         order = np.argsort(-s, kind="stable")
         if exclude is not None and len(exclude):
             order = order[~in_sorted(items[order], np.asarray(exclude, np.int64))]
-        if self.config.rerank and len(order) > 1:
+        rule = small_creator if self.config.small_creator_share > 0 else None
+        if (self.config.rerank or rule is not None) and len(order) > 1:
             t = time.perf_counter()
-            order = self._diversify(items, s, order, n)
+            order = self._select(items, s, order, n, rule)
             ms["rerank"] = ms.get("rerank", 0.0) + _lap(t)
         return items[order], order
 
-    def _diversify(self, items: np.ndarray, s: np.ndarray, order: np.ndarray, n: int) -> np.ndarray:
+    def _select(self, items: np.ndarray, s: np.ndarray, order: np.ndarray, n: int,
+                small_creator: SmallCreatorOf | None) -> np.ndarray:
+        """``order`` (candidate rows by score) with its first ``n`` picked by the configured
+        re-ranker (``rerank``, over the ``rerank_window`` best), or by score, under the
+        small-creator rule when ``small_creator`` is given: the feed's hard fairness
+        (:class:`~notefeed.rerank.constraints.PageConstraints`) with target
+        ``small_creator_share``, over the small creators' notes among the
+        ``small_creator_depth`` best ranked (deeper ones count as not small here, so the rule
+        never reaches past them). The rest follow by score."""
         from notefeed.rerank.base import RERANKERS, RerankInput
+        from notefeed.rerank.constraints import FairnessConfig
 
-        w = order[: self.config.rerank_window]
-        vecs = self.dense.item_vectors(items[w]) if self.dense is not None else np.zeros((len(w), 1), np.float32)
-        rr = RERANKERS.create(self.config.rerank, **self.config.rerank_params)  # type: ignore[arg-type]
-        inp = RerankInput(scores=s[w], vectors=vecs, categories=self._cat_arr[items[w]])
+        cfg = self.config
+        params = dict(cfg.rerank_params) if cfg.rerank else {}
+        reach = cfg.rerank_window if cfg.rerank else 0
+        small = None
+        if small_creator is not None:
+            reach = max(reach, cfg.small_creator_depth)
+        w = order[:reach]
+        if small_creator is not None:
+            small = np.array(small_creator(items[w]), bool)
+            small[cfg.small_creator_depth:] = False
+            params["fairness"] = FairnessConfig(target=cfg.small_creator_share, mode="hard")
+        vecs = (self.dense.item_vectors(items[w]) if cfg.rerank and self.dense is not None
+                else np.zeros((len(w), 1), np.float32))
+        rr = RERANKERS.create(cfg.rerank or "rerank/topk", **params)  # type: ignore[arg-type]
+        inp = RerankInput(scores=s[w], vectors=vecs, categories=self._cat_arr[items[w]], small_creator=small)
         picked = w[np.asarray(rr.select(inp, min(n, len(w))), np.int64)]
         rest = np.setdiff1d(order, picked, assume_unique=True)
         return np.concatenate([picked, rest[np.argsort(-s[rest], kind="stable")]])
+
+    def _rule_trace(self, small: np.ndarray | None) -> dict[str, Any]:
+        """The small-creator rule's settings and what the page holds (for ``explain``)."""
+        cfg = self.config
+        out: dict[str, Any] = {"share": cfg.small_creator_share, "depth": cfg.small_creator_depth,
+                               "applied": cfg.small_creator_share > 0 and small is not None}
+        if small is not None:
+            out["on_page"] = int(small.sum())
+        elif cfg.small_creator_share > 0:
+            out["reason"] = "no follower counts given (the serving catalogue or a dataset's creators give them)"
+        return out
 
     def suggest(self, prefix: str, n: int = 10) -> list[tuple[str, int]]:
         return self.suggester.suggest(prefix, n)
@@ -510,6 +555,21 @@ class SearchPipeline:
         if self.path is not None:
             self.save()
         self.lexical.close()
+
+
+def small_creator_lookup(flags: np.ndarray) -> SmallCreatorOf:
+    """A :data:`SmallCreatorOf` reading per-item flags (item ``i``: ``flags[i]``, e.g.
+    ``Dataset.item_is_small_creator``); items past them (indexed since) count as not small."""
+    f = np.asarray(flags, bool)
+
+    def of(items: np.ndarray) -> np.ndarray:
+        items = np.asarray(items, np.int64)
+        out = np.zeros(len(items), bool)
+        inside = items < len(f)
+        out[inside] = f[items[inside]]
+        return out
+
+    return of
 
 
 def _pieces(n: int, k: int) -> list[tuple[int, int]]:

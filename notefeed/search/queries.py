@@ -42,12 +42,14 @@ class QuerySet:
     history: list[np.ndarray]  # per query: the user's positive items (the answer removed)
     query_log: pd.DataFrame | None = None
     meta: dict[str, object] = field(default_factory=dict)
+    #: (n_notes,) int: the follower count of each note's creator (None: no creators, e.g. films)
+    note_followers: np.ndarray | None = None
 
     def subset(self, idx: np.ndarray) -> QuerySet:
         idx = np.asarray(idx, np.int64)
         return QuerySet(self.name, self.notes, [self.texts[i] for i in idx], self.users[idx],
                         [self.relevance[i] for i in idx], self.reformulated[idx], [self.history[i] for i in idx],
-                        self.query_log, self.meta)
+                        self.query_log, self.meta, self.note_followers)
 
     def __len__(self) -> int:
         return len(self.texts)

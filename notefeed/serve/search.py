@@ -522,6 +522,16 @@ def _invalid_body(field: str, msg: str, value: Any) -> RequestValidationError:
     return RequestValidationError([{"loc": ("body", field), "type": "value_error", "msg": msg, "input": value}])
 
 
+def _small_creator(catalog: Any, items: np.ndarray) -> np.ndarray:
+    """Whose creator has under 1,000 followers now (the catalogue's live counts); a note the
+    catalogue does not hold yet counts as not small."""
+    items = np.asarray(items, np.int64)
+    out = np.zeros(len(items), bool)
+    inside = items < catalog.n_items
+    out[inside] = catalog.small_creator(items[inside])
+    return out
+
+
 def _image_hits(idx: ImageIndex, vec: Any, n: int, field: str, catalog: Any) -> list[tuple[str, float]]:
     """The ``n`` nearest notes by image, none of them removed: asked for 4x more each time
     removed notes took places, until ``n`` are found or the index has no more."""
@@ -554,14 +564,16 @@ def add_search_routes(app: FastAPI, engine: Any, deps: list[Any]) -> None:
             exclude = engine.catalog.removed_items  # taken down; and the user's blocked creators' notes
             if user_id is not None and len(blocked := engine.blocked_items(user_id)):
                 exclude = np.union1d(exclude, blocked)
-            res = pipe.search(q, n, history=history, explain=explain, exclude=exclude)
+            res = pipe.search(q, n, history=history, explain=explain, exclude=exclude,
+                              small_creator=lambda items: _small_creator(engine.catalog, items))
         except SearchError as e:
             field, _, msg = str(e).partition(": ")
             raise _invalid(field if field in ("q", "n") else "q", msg or str(e), q) from None
         items = []
-        for i, s in zip(res.items.tolist(), res.scores.tolist(), strict=True):
+        small = res.small_creator.tolist() if res.small_creator is not None else [False] * len(res.items)
+        for i, s, sm in zip(res.items.tolist(), res.scores.tolist(), small, strict=True):
             row = engine.catalog.note_json(i) if i < engine.catalog.n_items else {"note_id": pipe.note_ids[i]}
-            items.append({**row, "score": float(s)})
+            items.append({**row, "small_creator": bool(sm), "score": float(s)})
         body: dict[str, Any] = {"query": res.query.text, "terms": res.query.terms,
                                 "corrections": res.query.corrections,
                                 "categories": [[c, round(p, 4)] for c, p in res.query.categories],

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from notefeed.data.dataset import Dataset
+from notefeed.schema import SMALL_CREATOR_FOLLOWERS
 from notefeed.search.base import SearchError
 from notefeed.search.bench import BENCH_CORPORA, BenchCorpus
 from notefeed.search.queries import QUERY_SETS, QuerySet, positives
@@ -100,7 +101,8 @@ def sim_queries(community: Community, ds: Dataset, n_queries: int = 1000, seed: 
             log_rows.append((str(u), words(t, ranks, False, False), ts + 20, note))
     qlog = pd.DataFrame(log_rows, columns=["user_id", "query", "ts", "clicked"])
     return QuerySet(ds.name, ds.notes, texts, np.asarray(users, np.int64), rels, np.asarray(reform, bool),
-                    hists, qlog, {"alias_share": alias_share, "top_words": top_words})
+                    hists, qlog, {"alias_share": alias_share, "top_words": top_words},
+                    ds.creator_followers[ds.item_author])
 
 
 def _load(name: str):  # type: ignore[no-untyped-def]
@@ -137,4 +139,5 @@ def bench_corpus(n_notes: int = 100_000, n_queries: int = 500, seed: int = 0) ->
         zh = rng.random() < float(w.note_zh.mean())
         src = w.vocab.zh_words if zh else w.vocab.words
         queries.append(("" if zh else " ").join(src[tp, j] for j in r))
-    return BenchCorpus(notes, queries, gen_s, float(w.note_zh.mean()), rng)
+    return BenchCorpus(notes, queries, gen_s, float(w.note_zh.mean()), rng,
+                       w.creator_followers[w.note_creator] < SMALL_CREATOR_FOLLOWERS)
