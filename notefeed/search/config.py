@@ -102,8 +102,8 @@ class SearchConfig(_Cfg):
     small_creator_depth: int = Field(
         default=50, ge=1, le=10_000, description="how far down the ranking the rule may reach for a small "
         "creator's note (the best ranked first). 50: the shallowest depth that held the floor on every "
-        "simulator page with NDCG@10 unchanged; where small creators were scarce it cost 0.6% of NDCG@10 "
-        "(notefeed eval --stage search-small-creator; docs/search.md)")
+        "simulator page with NDCG@10 unchanged; where small creators were scarce it cost 0.6-0.7% of NDCG@10 "
+        "(notefeed eval --stage search-page; docs/search.md)")
     # query understanding
     spelling: bool = True
     mined_rewrites: bool = Field(default=True, description="rewrites mined from the query log, when there is one")

@@ -208,68 +208,85 @@ def _rule_label(cfg: SearchConfig, small: SmallCreatorOf | None) -> str:
     return f"share {cfg.small_creator_share:g}, depth {cfg.small_creator_depth}"
 
 
-#: (share, depth) settings of the small-creator rule the study compares; share 0 is the rule off
-RULE_GRID = ((0.0, 0), (0.3, 10), (0.3, 20), (0.3, 50), (0.5, 10), (0.5, 20), (0.5, 50), (0.5, 100))
+#: the page settings the study compares: (re-ranker, small-creator share, depth); the first is
+#: the rule off without a re-ranker, the baseline of every paired change
+PAGE_GRID: tuple[tuple[str | None, float, int], ...] = (
+    (None, 0.0, 0), (None, 0.3, 10), (None, 0.3, 20), (None, 0.3, 50), (None, 0.5, 10), (None, 0.5, 20),
+    (None, 0.5, 50), (None, 0.5, 100), ("rerank/ssd", 0.0, 0), ("rerank/ssd", 0.5, 50))
 #: who counts as small in the study: the rule's threshold, and a stress test where small
-#: creators' notes are a fifth of the simulator's catalogue instead of about three quarters
+#: creators' notes are about a quarter of the simulator's catalogue instead of three quarters
 RULE_SMALL_BELOW = (SMALL_CREATOR_FOLLOWERS, 100)
 #: the served rankings the study applies each setting to (RRF before a fusion is trained)
 RULE_METHODS = ("hybrid-rrf+personal+rewrite", "hybrid-learned+personal+rewrite")
 
 
-def evaluate_small_creator_rule(name: str, seed: int = 0, quick: bool = False, config: SearchConfig | None = None,
-                                n_queries: int | None = None, grid: tuple[tuple[float, int], ...] = RULE_GRID,
-                                small_below: tuple[int, ...] = RULE_SMALL_BELOW) -> list[dict]:
-    """Per setting of the small-creator rule in ``grid`` and method of :data:`RULE_METHODS`:
-    MRR@10, NDCG@10, Recall@100, the small creators' share of the top 10 and the share of
-    pages whose every prefix is at least half small creators' notes, on the test queries of
-    ``name`` (one index and the same fitted fusions for every setting). Each follower count
-    in ``small_below`` is a separate run of the grid: a creator under it counts as small (the
-    rule's is 1,000; a lower one makes small creators scarce, a stress test of what the rule
-    costs where it binds)."""
+def _categories_at(ranked: list[np.ndarray], cats: np.ndarray, k: int = 10) -> float:
+    """Mean number of distinct categories among the top ``k`` (the page's topical diversity)."""
+    return float(np.mean([len(np.unique(cats[r[:k]])) for r in ranked]))
+
+
+def evaluate_page_settings(name: str, seed: int = 0, quick: bool = False, config: SearchConfig | None = None,
+                           n_queries: int | None = None,
+                           grid: tuple[tuple[str | None, float, int], ...] = PAGE_GRID,
+                           small_below: tuple[int, ...] = RULE_SMALL_BELOW) -> list[dict]:
+    """Per page setting in ``grid`` (re-ranker, small-creator share and depth) and method of
+    :data:`RULE_METHODS`: MRR@10, NDCG@10, Recall@100, the distinct categories of the top 10,
+    the small creators' share of the top 10 and the share of pages whose every prefix is at
+    least half small creators' notes, on the test queries of ``name`` (one index and the same
+    fitted fusions for every setting; the re-ranker with its default parameters). Each
+    follower count in ``small_below`` is a separate run of the grid: a creator under it counts
+    as small (the rule's is 1,000; a lower one makes small creators scarce, a stress test of
+    what the rule costs where it binds)."""
     t0 = time.perf_counter()
     cfg = config or SearchConfig()
     prep = _prepare(name, seed, quick, cfg, n_queries)
     if prep.qs.note_followers is None:
         prep.pipe.close()
-        raise ValueError(f"search small-creator eval: {name!r} has no creators (use a simulator query set)")
+        raise ValueError(f"search page eval: {name!r} has no creators (use a simulator query set)")
     rows = []
     for below in small_below:
         prep.flags = prep.qs.note_followers < below
-        for share, depth in grid:
-            prep.pipe.config = cfg.with_overrides(small_creator_share=share, small_creator_depth=max(depth, 1))
+        for rerank, share, depth in grid:
+            prep.pipe.config = cfg.with_overrides(rerank=rerank, small_creator_share=share,
+                                                  small_creator_depth=max(depth, 1))
             for method in RULE_METHODS:
                 ranked = prep.ranked(method)
                 m = graded_metrics(ranked, prep.test.relevance, prep.rel_min)
-                rows.append({"dataset": name, "method": method, "small_below": below, "share": share,
-                             "depth": depth if share > 0 else 0, "n_queries": len(prep.test), **m,
+                rows.append({"dataset": name, "method": method, "small_below": below, "rerank": rerank or "none",
+                             "share": share, "depth": depth if share > 0 else 0, "n_queries": len(prep.test), **m,
+                             "categories@10": _categories_at(ranked, prep.pipe._cat_arr),
                              "small_creator@10": _small_at(ranked, prep.flags),
                              "pages_half_small@10": _floor_met(ranked, prep.flags),
                              "small_notes": float(prep.flags.mean()), "seed": seed})
     prep.pipe.close()
-    off = {(r["method"], r["small_below"]): r["ndcg@10"] for r in rows if r["share"] == 0}
+    base = grid[0]
+    off = {(r["method"], r["small_below"]): r["ndcg@10"] for r in rows
+           if (r["rerank"], r["share"]) == (base[0] or "none", base[1])}
     for r in rows:
-        r["ndcg@10_vs_off"] = r["ndcg@10"] / off[r["method"], r["small_below"]]
+        r["ndcg@10_vs_base"] = r["ndcg@10"] / off[r["method"], r["small_below"]]
         r["total_s"] = round(time.perf_counter() - t0, 2)
     return rows
 
 
-def summarize_rule(rows: list[dict]) -> list[dict]:
-    """Per (dataset, method, small_below, share, depth) over seeds: means and 95% t-intervals
-    of NDCG@10, MRR@10, Recall@100, the small creators' share of the top 10 and of the pages
-    at least half small on every prefix, and the paired per-seed NDCG@10 change from the rule
-    off."""
+def summarize_page(rows: list[dict]) -> list[dict]:
+    """Per (dataset, method, small_below, rerank, share, depth) over seeds: means and 95%
+    t-intervals of every figure of :func:`evaluate_page_settings`, and the paired per-seed
+    NDCG@10 change from the baseline (no re-ranker, the rule off)."""
     runs = [r for r in rows if "summary" not in r]
-    off = {(r["dataset"], r["method"], r["small_below"], r["seed"]): r["ndcg@10"] for r in runs if r["share"] == 0}
-    groups: dict[tuple[str, str, int, float, int], list[dict]] = {}
+    off = {(r["dataset"], r["method"], r["small_below"], r["seed"]): r["ndcg@10"] for r in runs
+           if r["rerank"] == "none" and r["share"] == 0}
+    groups: dict[tuple[str, str, int, str, float, int], list[dict]] = {}
     for r in runs:
-        groups.setdefault((r["dataset"], r["method"], r["small_below"], r["share"], r["depth"]), []).append(r)
+        groups.setdefault((r["dataset"], r["method"], r["small_below"], r["rerank"], r["share"], r["depth"]),
+                          []).append(r)
     out = []
-    for (ds, method, below, share, depth), rs in groups.items():
+    for (ds, method, below, rerank, share, depth), rs in groups.items():
         seeds = sorted(int(r["seed"]) for r in rs)
-        row: dict = {"dataset": ds, "method": method, "small_below": below, "share": share, "depth": depth,
-                     "seeds": seeds, "n_seeds": len(seeds), "summary": f"mean and 95% t-interval over seeds {seeds}"}
-        for k in ("ndcg@10", "mrr@10", "recall@100", "small_creator@10", "pages_half_small@10", "small_notes"):
+        row: dict = {"dataset": ds, "method": method, "small_below": below, "rerank": rerank, "share": share,
+                     "depth": depth, "seeds": seeds, "n_seeds": len(seeds),
+                     "summary": f"mean and 95% t-interval over seeds {seeds}"}
+        for k in ("ndcg@10", "mrr@10", "recall@100", "categories@10", "small_creator@10", "pages_half_small@10",
+                  "small_notes"):
             row[k], row[f"{k}_ci95_seeds"] = mean_ci([float(r[k]) for r in rs])
         diff = [float(r["ndcg@10"]) - off[ds, method, below, r["seed"]] for r in rs]
         row["ndcg@10_change"], row["ndcg@10_change_ci95_seeds"] = mean_ci(diff)
@@ -305,17 +322,17 @@ def summarize_seeds(rows: list[dict]) -> list[dict]:
     return out
 
 
-@EVAL_STAGES.register("search-small-creator")
-def eval_rule_stage(datasets: list[str], models: list[str] | None, seed: int, quick: bool,
+@EVAL_STAGES.register("search-page")
+def eval_page_stage(datasets: list[str], models: list[str] | None, seed: int, quick: bool,
                     report_dir: Path | None, seeds: list[int] | None = None) -> list[dict]:
-    """The small-creator rule's settings (:data:`RULE_GRID`) on simulator query sets: rows per
-    (dataset, seed, method, setting); with ``--seeds``, :func:`summarize_rule` rows follow.
-    ``models`` filters the methods."""
+    """The search page's settings (:data:`PAGE_GRID`: the small-creator rule, SSD) on simulator
+    query sets: rows per (dataset, seed, method, setting); with ``--seeds``,
+    :func:`summarize_page` rows follow. ``models`` filters the methods."""
     rows = []
     for name in datasets:
         for s in (seeds if seeds else [seed]):
-            rows.extend(r for r in evaluate_small_creator_rule(name, s, quick) if not models or r["method"] in models)
-    return rows + summarize_rule(rows) if seeds else rows
+            rows.extend(r for r in evaluate_page_settings(name, s, quick) if not models or r["method"] in models)
+    return rows + summarize_page(rows) if seeds else rows
 
 
 @EVAL_STAGES.register("search")

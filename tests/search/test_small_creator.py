@@ -152,26 +152,29 @@ def test_the_served_page_follows_the_live_follower_counts(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-def test_the_rule_study_on_the_tiny_simulator() -> None:
+def test_the_page_study_on_the_tiny_simulator() -> None:
     import notefeed.sim.search_data  # noqa: F401  (registers the sim* query sets)
-    from notefeed.search.evaluate import RULE_METHODS, evaluate_small_creator_rule, summarize_rule
+    from notefeed.search.evaluate import RULE_METHODS, evaluate_page_settings, summarize_page
 
-    rows = evaluate_small_creator_rule("sim-tiny", 0, True, n_queries=40, grid=((0.0, 0), (0.5, 100)),
-                                       small_below=(1000, 100))
-    assert len(rows) == 2 * 2 * len(RULE_METHODS)
-    by = {(r["method"], r["small_below"], r["share"]): r for r in rows}
+    grid = ((None, 0.0, 0), (None, 0.5, 100), ("rerank/ssd", 0.0, 0))
+    rows = evaluate_page_settings("sim-tiny", 0, True, n_queries=40, grid=grid, small_below=(1000, 100))
+    assert len(rows) == 2 * 3 * len(RULE_METHODS)
+    by = {(r["method"], r["small_below"], r["rerank"], r["share"]): r for r in rows}
     for m in RULE_METHODS:
         for below in (1000, 100):
-            off, on = by[m, below, 0.0], by[m, below, 0.5]
-            assert off["ndcg@10_vs_off"] == 1.0 and 0 < on["ndcg@10"] <= 1
+            off, on = by[m, below, "none", 0.0], by[m, below, "none", 0.5]
+            assert off["ndcg@10_vs_base"] == 1.0 and 0 < on["ndcg@10"] <= 1
             assert on["small_creator@10"] >= off["small_creator@10"]
             assert on["pages_half_small@10"] >= off["pages_half_small@10"]
         # scarce small creators (under 100 followers): the rule has to pull them up
-        assert by[m, 100, 0.5]["small_creator@10"] > by[m, 100, 0.0]["small_creator@10"]
-        assert by[m, 100, 0.0]["small_notes"] < by[m, 1000, 0.0]["small_notes"]
-    summary = summarize_rule(rows + [{**r, "seed": 1, "ndcg@10": r["ndcg@10"] + (0.1 if r["share"] else 0.0)}
+        assert by[m, 100, "none", 0.5]["small_creator@10"] > by[m, 100, "none", 0.0]["small_creator@10"]
+        assert by[m, 100, "none", 0.0]["small_notes"] < by[m, 1000, "none", 0.0]["small_notes"]
+        # SSD re-orders pages, and never narrows them to fewer categories here
+        ssd, plain = by[m, 1000, "rerank/ssd", 0.0], by[m, 1000, "none", 0.0]
+        assert ssd["ndcg@10"] != plain["ndcg@10"] and ssd["categories@10"] >= plain["categories@10"]
+    summary = summarize_page(rows + [{**r, "seed": 1, "ndcg@10": r["ndcg@10"] + (0.1 if r["share"] else 0.0)}
                                      for r in rows])
     row = next(r for r in summary if r["share"] == 0.5 and r["small_below"] == 100)
     assert row["n_seeds"] == 2 and row["seeds"] == [0, 1]
-    first = by[row["method"], 100, 0.5]["ndcg@10"] - by[row["method"], 100, 0.0]["ndcg@10"]
+    first = by[row["method"], 100, "none", 0.5]["ndcg@10"] - by[row["method"], 100, "none", 0.0]["ndcg@10"]
     assert row["ndcg@10_change"] == pytest.approx(first + 0.05)  # the mean of the two seeds' paired changes
