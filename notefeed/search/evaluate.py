@@ -10,6 +10,12 @@ named in :data:`~notefeed.search.queries.QUERY_SETS` once :mod:`notefeed.sim.sea
 imported). Queries are split in half by ``seed``: the learned fusion is fitted on one half, every row is scored on the other.
 NDCG uses gains ``2^grade - 1``; MRR and Recall count grades ``>= rel_min`` as relevant (2 on
 the simulator, where grade 1 is "the topic is somewhere in the note's mixture", 1 on MovieLens).
+
+The fused methods' lists are cut as :meth:`SearchPipeline.search` cuts a page (the configured
+re-ranker and, where the notes have creators, the small-creator rule); ``small_creator@10`` is
+the small creators' share of the top 10. ``notefeed eval --stage search-page`` compares the
+page's settings (the rule's share and depth, SSD) on the same rankings
+(:func:`evaluate_page_settings`).
 """
 
 from __future__ import annotations
