@@ -8,11 +8,12 @@ the package then costs nothing for code that only needs a kernel from it).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-__all__ = ["Registry", "error_text"]
+__all__ = ["Registry", "error_text", "nested_params"]
 
 T = TypeVar("T")
 
@@ -21,6 +22,26 @@ def error_text(e: BaseException) -> str:
     """The message of ``e`` for a one-line error: a ``KeyError`` (a registry's unknown name)
     gives its text, not its quoted repr."""
     return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+
+
+def nested_params(factory: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` for ``factory(**params)`` where ``factory`` is a dataclass: a mapping given for
+    a field whose default is itself a dataclass (``rules: {author_max: 1}``) becomes that
+    dataclass. A bad mapping raises ``ValueError("<field>: <why>")``."""
+    kwargs = dict(params)
+    if not dataclasses.is_dataclass(factory):
+        return kwargs
+    for f in dataclasses.fields(factory):
+        v = kwargs.get(f.name)
+        if not isinstance(v, dict):
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default) and not isinstance(default, type):
+            try:
+                kwargs[f.name] = type(default)(**v)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{f.name}: {e}") from None
+    return kwargs
 
 
 class Registry(Generic[T]):

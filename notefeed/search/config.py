@@ -8,11 +8,27 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from notefeed.registry import error_text
 from notefeed.search.text import MAX_QUERY_CHARS
 
-__all__ = ["HttpRewriteConfig", "SearchConfig"]
+__all__ = ["HttpRewriteConfig", "SearchConfig", "page_reranker"]
+
+
+def page_reranker(name: str | None, params: dict[str, Any], fairness: Any = None) -> Any:
+    """The re-ranker that cuts a search page: ``name`` (``rerank/topk``, by score, when None)
+    with ``params`` (a mapping for ``rules`` becomes its RuleConfig) and, when given, the
+    small-creator rule's ``fairness`` (a FairnessConfig). Raises ``KeyError`` for an unknown
+    name, ``TypeError`` / ``ValueError`` for bad parameters."""
+    from notefeed.registry import nested_params
+    from notefeed.rerank.base import RERANKERS
+
+    factory = RERANKERS.get(name or "rerank/topk")
+    kwargs = nested_params(factory, params)
+    if fairness is not None:
+        kwargs["fairness"] = fairness
+    return factory(**kwargs)
 
 
 class _Cfg(BaseModel):
@@ -120,6 +136,23 @@ class SearchConfig(_Cfg):
             raise ValueError("the small-creator rule of a search page is set by small_creator_share and "
                              "small_creator_depth, not by the re-ranker's 'fairness'")
         return v
+
+    @model_validator(mode="after")
+    def _reranker_builds(self) -> SearchConfig:
+        """A page re-ranker that would fail at every search fails here, naming the field."""
+        if self.rerank is None:
+            return self
+        rules = self.rerank_params.get("rules")
+        if isinstance(rules, dict) and rules.get("author_window"):
+            raise ValueError("rerank_params.rules.author_window: a search page has no author rule (the index "
+                             "keeps no authors); category caps apply")
+        try:
+            page_reranker(self.rerank, self.rerank_params)
+        except KeyError as e:
+            raise ValueError(f"rerank: {error_text(e)}") from None
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"rerank_params: {e}") from None
+        return self
 
     def with_overrides(self, **kw: Any) -> SearchConfig:
         return SearchConfig.model_validate({**self.model_dump(), **kw})

@@ -23,7 +23,7 @@ import pandas as pd
 
 from notefeed.recall._common import in_sorted
 from notefeed.search.base import Hits, ParsedQuery, RewriteBackend, SearchError
-from notefeed.search.config import SearchConfig
+from notefeed.search.config import SearchConfig, page_reranker
 from notefeed.search.dense import DenseIndex, DenseJob
 from notefeed.search.fusion import (
     FEATURES,
@@ -114,6 +114,8 @@ class SearchPipeline:
         self._intent_index = {c: i for i, c in enumerate(intent.categories)}
         self._lock = threading.Lock()
         self._rand = random.Random()  # which searches interleave, and team draft's coin
+        #: the page re-rankers, with and without the small-creator rule, and the config they are for
+        self._rerankers: dict[bool, tuple[SearchConfig, Any]] = {}
         rewriters: list[RewriteBackend] = []
         if mined is not None and config.mined_rewrites:
             rewriters.append(mined)
@@ -500,11 +502,9 @@ class SearchPipeline:
         ``small_creator_share``, over the small creators' notes among the
         ``small_creator_depth`` best ranked (deeper ones count as not small here, so the rule
         never reaches past them). The rest follow by score."""
-        from notefeed.rerank.base import RERANKERS, RerankInput
-        from notefeed.rerank.constraints import FairnessConfig
+        from notefeed.rerank.base import RerankInput
 
         cfg = self.config
-        params = dict(cfg.rerank_params) if cfg.rerank else {}
         reach = cfg.rerank_window if cfg.rerank else 0
         small = None
         if small_creator is not None:
@@ -513,14 +513,26 @@ class SearchPipeline:
         if small_creator is not None:
             small = np.array(small_creator(items[w]), bool)
             small[cfg.small_creator_depth:] = False
-            params["fairness"] = FairnessConfig(target=cfg.small_creator_share, mode="hard")
         vecs = (self.dense.item_vectors(items[w]) if cfg.rerank and self.dense is not None
                 else np.zeros((len(w), 1), np.float32))
-        rr = RERANKERS.create(cfg.rerank or "rerank/topk", **params)  # type: ignore[arg-type]
+        rr = self._page_reranker(small is not None)
         inp = RerankInput(scores=s[w], vectors=vecs, categories=self._cat_arr[items[w]], small_creator=small)
         picked = w[np.asarray(rr.select(inp, min(n, len(w))), np.int64)]
         rest = np.setdiff1d(order, picked, assume_unique=True)
         return np.concatenate([picked, rest[np.argsort(-s[rest], kind="stable")]])
+
+    def _page_reranker(self, rule: bool) -> Any:
+        """The configured re-ranker (``rerank/topk`` without one), with the small-creator rule's
+        hard fairness when ``rule``: built once per config (re-rankers keep no state between pages)."""
+        cfg = self.config
+        got = self._rerankers.get(rule)
+        if got is None or got[0] is not cfg:
+            from notefeed.rerank.constraints import FairnessConfig
+
+            fair = FairnessConfig(target=cfg.small_creator_share, mode="hard") if rule else None
+            got = (cfg, page_reranker(cfg.rerank, dict(cfg.rerank_params) if cfg.rerank else {}, fair))
+            self._rerankers[rule] = got
+        return got[1]
 
     def _rule_trace(self, small: np.ndarray | None) -> dict[str, Any]:
         """The small-creator rule's settings and what the page holds (for ``explain``)."""

@@ -9,7 +9,6 @@ when it has ``fit``. An unknown name is an error naming the config field.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import time
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from notefeed.data.dataset import Dataset
 from notefeed.rank.base import SCORERS
 from notefeed.recall.base import CHANNELS
+from notefeed.registry import nested_params
 from notefeed.rerank.base import RERANKERS
 from notefeed.serve.catalog import Catalog
 from notefeed.serve.coldstart import ColdStartHub, ColdStartSource
@@ -65,18 +65,10 @@ def create_component(factory: Any, params: dict[str, Any], where: str) -> Any:
     """``factory(**params)``; for a dataclass factory, a mapping given for a field whose
     default is itself a dataclass (``rules: {author_max: 1}``) builds that dataclass.
     Errors become :class:`ConfigError` naming ``where`` (the config field)."""
-    kwargs = dict(params)
-    if dataclasses.is_dataclass(factory):
-        for f in dataclasses.fields(factory):
-            v = kwargs.get(f.name)
-            if not isinstance(v, dict):
-                continue
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            if dataclasses.is_dataclass(default) and not isinstance(default, type):
-                try:
-                    kwargs[f.name] = type(default)(**v)
-                except (TypeError, ValueError) as e:
-                    raise ConfigError(f"{where}.{f.name}: {e}") from None
+    try:
+        kwargs = nested_params(factory, params)
+    except ValueError as e:  # "<field>: <why>"
+        raise ConfigError(f"{where}.{e}") from None
     try:
         return factory(**kwargs)
     except (TypeError, ValueError) as e:

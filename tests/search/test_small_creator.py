@@ -104,10 +104,10 @@ def test_select_equals_the_plain_rule(seed: int, share: float, depth: int, n: in
     m = int(rng.integers(2, 40))
     s = rng.normal(size=m).round(1)  # ties too
     small = rng.random(m) < rng.random()
-    pipe = SearchPipeline.__new__(SearchPipeline)  # _select reads only the config and the category array
+    pipe = SearchPipeline.__new__(SearchPipeline)  # _select reads only these
     pipe.config = SearchConfig(small_creator_share=share, small_creator_depth=depth)
     pipe._cat_arr = np.zeros(m, np.int64)
-    pipe.dense = None
+    pipe.dense, pipe._rerankers = None, {}
     items = np.arange(m)
     order = np.argsort(-s, kind="stable")
     got = pipe._select(items, s, order, n, small_creator_lookup(small))
@@ -124,6 +124,31 @@ def test_config_names_the_fields() -> None:
         SearchConfig(small_creator_depth=0)
     with pytest.raises(ValidationError, match="rerank_params"):
         SearchConfig(rerank="rerank/ssd", rerank_params={"fairness": {"mode": "hard"}})
+
+
+@pytest.mark.parametrize("over, says", [
+    ({"rerank": "rerank/nope"}, "rerank: unknown re-ranker 'rerank/nope'"),
+    ({"rerank": "rerank/ssd", "rerank_params": {"gamma": -1}}, "rerank_params: SSDReRanker: 'gamma'"),
+    ({"rerank": "rerank/ssd", "rerank_params": {"bogus": 1}}, "rerank_params: .*bogus"),
+    ({"rerank": "rerank/mmr", "rerank_params": {"rules": {"category_cap": 0}}}, "rerank_params: rules: RuleConfig"),
+    ({"rerank": "rerank/ssd", "rerank_params": {"rules": {"author_window": 3}}}, "rules.author_window"),
+])
+def test_a_page_reranker_that_would_fail_each_search_fails_the_config(over: dict, says: str) -> None:
+    """Each of these failed at every search (a 500) until the config checked them."""
+    with pytest.raises(ValidationError, match=says):
+        SearchConfig(**over)
+
+
+def test_page_rules_given_as_a_mapping_apply() -> None:
+    notes, small = _coffee_notes()
+    notes["category"] = ["food", "drink"] * 20
+    pipe = SearchPipeline.build(notes, SearchConfig(dense_dim=8, rerank="rerank/mmr",
+                                                    rerank_params={"rules": {"category_cap": 3}}))
+    page = pipe.search("coffee", 10).items
+    cats = notes["category"].to_numpy()[page]
+    # three of each category, then the caps are relaxed so that the page is full
+    assert (cats[:6] == "food").sum() == 3 and len(page) == 10
+    assert pipe._page_reranker(False) is pipe._page_reranker(False)  # built once per config
 
 
 def test_lookup_counts_items_past_the_flags_as_not_small() -> None:
