@@ -36,15 +36,20 @@ __all__ = ["team_draft", "page_outcome", "interleaving_verdict", "sign_test_p", 
 TEAMS = ("rrf", "learned")
 
 
-def team_draft(a: np.ndarray, b: np.ndarray, n: int,
-               rng: np.random.Generator | random.Random) -> tuple[np.ndarray, np.ndarray]:
+def team_draft(a: np.ndarray, b: np.ndarray, n: int, rng: np.random.Generator | random.Random,
+               small: tuple[set, set] | None = None, share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(page items (m,) int64, team of each (m,) int8: 0 = ``a``, 1 = ``b``) of at most ``n``
     items interleaved from rankings ``a`` and ``b`` (integer item ids best first, no repeats
     within one).
 
     Each round the team with fewer picks so far picks (a fair coin, ``rng.random() < 0.5``, when
     even): its best item not yet on the page. A team whose ranking is used up passes; the page ends at ``n`` items or when
-    both are used up."""
+    both are used up.
+
+    With ``small`` (per team, the small creators' notes it may promote) the page follows the
+    small-creator rule: when its first ``t`` items would hold fewer than ``floor(share * t)``
+    of them, the team picks its best such note not yet on the page instead, if it has one
+    (else its best, and the shortfall carries over). Either team's picks are still its own."""
     a, b = np.asarray(a).tolist(), np.asarray(b).tolist()
     on: set = set()
     items: list = []
@@ -52,6 +57,7 @@ def team_draft(a: np.ndarray, b: np.ndarray, n: int,
     at = [0, 0]
     count = [0, 0]
     lists = (a, b)
+    n_small = 0
     while len(items) < n:
         for t in (0, 1):  # skip what the other team already put on the page
             while at[t] < len(lists[t]) and lists[t][at[t]] in on:
@@ -64,6 +70,9 @@ def team_draft(a: np.ndarray, b: np.ndarray, n: int,
         else:
             t = 0 if left[0] else 1
         item = lists[t][at[t]]
+        if small is not None and n_small < math.floor(share * (len(items) + 1) + 1e-9) and item not in small[t]:
+            item = next((i for i in lists[t][at[t]:] if i in small[t] and i not in on), item)
+        n_small += small is not None and item in small[t]
         items.append(item)
         teams.append(t)
         on.add(item)

@@ -453,7 +453,11 @@ class SearchPipeline:
             ranked = [self._ranked(items, self.score(x, lex, dense, profile is not None, f), exclude, n, ms,
                                    small_creator) for f in TEAMS]
             ms["rank"] = round(_lap(t) - ms.get("rerank", 0.0), 3)
-            page, team = team_draft(ranked[0][0], ranked[1][0], n, self._rand)
+            small = None  # the rule on the drafted page: each team's small creators' notes within the depth
+            if small_creator is not None and cfg.small_creator_share > 0:
+                tops = [r[0][: cfg.small_creator_depth] for r in ranked]
+                small = (set(tops[0][small_creator(tops[0])].tolist()), set(tops[1][small_creator(tops[1])].tolist()))
+            page, team = team_draft(ranked[0][0], ranked[1][0], n, self._rand, small, cfg.small_creator_share)
             row = {i: j for j, i in enumerate(items.tolist())}  # each candidate's row
             top = np.asarray([row[i] for i in page.tolist()], np.int64)
             s = np.zeros(len(items))

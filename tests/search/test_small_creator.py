@@ -203,3 +203,39 @@ def test_the_page_study_on_the_tiny_simulator() -> None:
     assert row["n_seeds"] == 2 and row["seeds"] == [0, 1]
     first = by[row["method"], 100, "none", 0.5]["ndcg@10"] - by[row["method"], 100, "none", 0.0]["ndcg@10"]
     assert row["ndcg@10_change"] == pytest.approx(first + 0.05)  # the mean of the two seeds' paired changes
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([0.3, 0.5, 1.0]), st.integers(1, 12))
+def test_team_draft_under_the_rule(seed: int, share: float, n: int) -> None:
+    import random
+
+    from notefeed.search.interleave import team_draft
+
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(1, 20))
+    a, b = rng.permutation(m), rng.permutation(m)
+    flags = rng.random(m) < 0.4
+    small = (set(np.flatnonzero(flags).tolist()), set(np.flatnonzero(flags).tolist()))
+    page, team = team_draft(a, b, n, random.Random(seed), small, share)
+    plain, _ = team_draft(a, b, n, random.Random(seed))
+    assert len(page) == len(plain) == min(n, m) and len(set(page.tolist())) == len(page)
+    if flags.sum() >= math.floor(share * len(page) + 1e-9):  # enough small creators' notes for the floor
+        assert _prefix_ok(page, flags, share)
+    for t in (0, 1):  # each pick comes from its team's ranking
+        mine = page[team == t]
+        assert set(mine.tolist()) <= set((a, b)[t].tolist())
+
+
+def test_an_interleaved_page_follows_the_rule() -> None:
+    from notefeed.search.fusion import FEATURES, LearnedFusion
+
+    notes, small = _coffee_notes()
+    pipe = SearchPipeline.build(notes, SearchConfig(dense_dim=8, small_creator_depth=40))
+    w = np.zeros(len(FEATURES) + 1)
+    w[FEATURES.index("dense_score")] = 1.0
+    pipe.fusion = LearnedFusion(w)
+    flags = small_creator_lookup(small)
+    for _ in range(5):  # the coin differs from page to page
+        res = pipe.search("coffee", 10, fusion="interleave", small_creator=flags)
+        assert res.teams is not None and _prefix_ok(res.items, small, 0.5) and small[res.items].sum() >= 5
