@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from notefeed.registry import error_text
+from notefeed.registry import error_text, nested_params
 from notefeed.search.text import MAX_QUERY_CHARS
 
 __all__ = ["HttpRewriteConfig", "SearchConfig", "page_reranker"]
@@ -21,7 +21,6 @@ def page_reranker(name: str | None, params: dict[str, Any], fairness: Any = None
     with ``params`` (a mapping for ``rules`` becomes its RuleConfig) and, when given, the
     small-creator rule's ``fairness`` (a FairnessConfig). Raises ``KeyError`` for an unknown
     name, ``TypeError`` / ``ValueError`` for bad parameters."""
-    from notefeed.registry import nested_params
     from notefeed.rerank.base import RERANKERS
 
     factory = RERANKERS.get(name or "rerank/topk")
