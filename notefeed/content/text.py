@@ -272,18 +272,25 @@ class TextEncoder:
         df = np.bincount(counts.indices, minlength=self.config.n_features).astype(np.float64)
         self.idf_ = (np.log((1.0 + n) / (1.0 + df)) + 1.0).astype(np.float32)
 
+    def _svd_rank(self, counts: sp.csr_matrix) -> int:
+        """The SVD's rank for the catalogue's feature ``counts``; 0 when there is nothing to fit
+        (one document or no features), the components then set to a zero projection."""
+        k = min(self.config.dim, counts.shape[0] - 1, self.config.n_features - 1)
+        if k < 1 or counts.nnz == 0:
+            self.components_ = np.zeros((1, self.config.n_features), np.float32)
+            return 0
+        return k
+
     def _fit_counts(self, counts: sp.csr_matrix) -> TextEncoder:
         """:meth:`fit` from the catalogue's feature counts (:meth:`_counts`)."""
         from sklearn.decomposition import TruncatedSVD
 
         counts.sort_indices()  # the SVD's sums in column order, whoever counted
-        n = counts.shape[0]
         self._fit_idf(counts)
-        x = self._tfidf(counts)
-        k = min(self.config.dim, n - 1, x.shape[1] - 1)
-        if k < 1 or x.nnz == 0:  # one document or no features: identity-free zero projection
-            self.components_ = np.zeros((1, self.config.n_features), np.float32)
+        k = self._svd_rank(counts)
+        if not k:
             return self
+        x = self._tfidf(counts)
         svd = TruncatedSVD(n_components=k, algorithm="randomized", n_iter=5, random_state=self.config.seed)
         svd.fit(x)
         self.components_ = svd.components_.astype(np.float32)

@@ -437,11 +437,9 @@ class _CatalogueEncoder(TextEncoder):
         if c.tf_scope != "term":
             self._fit_counts(counts)
             return self
-        n = counts.shape[0]
         self._fit_idf(counts)
-        k = min(c.dim, n - 1, c.n_features - 1)
-        if k < 1 or counts.nnz == 0:  # as _fit_counts: one note or no features
-            self.components_ = np.zeros((1, c.n_features), np.float32)
+        k = self._svd_rank(counts)
+        if not k:
             return self
         assert self.idf_ is not None
         scales = _unit_scales(counts.data * self.idf_[counts.indices], counts)
