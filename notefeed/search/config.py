@@ -16,15 +16,15 @@ from notefeed.search.text import MAX_QUERY_CHARS
 __all__ = ["HttpRewriteConfig", "SearchConfig", "page_reranker"]
 
 
-def page_reranker(name: str | None, params: dict[str, Any], fairness: Any = None) -> Any:
-    """The re-ranker that cuts a search page: ``name`` (``rerank/topk``, by score, when None)
-    with ``params`` (a mapping for ``rules`` becomes its RuleConfig) and, when given, the
-    small-creator rule's ``fairness`` (a FairnessConfig). Raises ``KeyError`` for an unknown
-    name, ``TypeError`` / ``ValueError`` for bad parameters."""
+def page_reranker(config: SearchConfig, fairness: Any = None) -> Any:
+    """The re-ranker that cuts a search page: ``config.rerank`` with ``rerank_params`` (a
+    mapping for ``rules`` becomes its RuleConfig), or ``rerank/topk`` (by score) without one,
+    and, when given, the small-creator rule's ``fairness`` (a FairnessConfig). Raises
+    ``KeyError`` for an unknown name, ``TypeError`` / ``ValueError`` for bad parameters."""
     from notefeed.rerank.base import RERANKERS
 
-    factory = RERANKERS.get(name or "rerank/topk")
-    kwargs = nested_params(factory, params)
+    factory = RERANKERS.get(config.rerank or "rerank/topk")
+    kwargs = nested_params(factory, config.rerank_params if config.rerank else {})
     if fairness is not None:
         kwargs["fairness"] = fairness
     return factory(**kwargs)
@@ -146,7 +146,7 @@ class SearchConfig(_Cfg):
             raise ValueError("rerank_params.rules.author_window: a search page has no author rule (the index "
                              "keeps no authors); category caps apply")
         try:
-            page_reranker(self.rerank, self.rerank_params)
+            page_reranker(self)
         except KeyError as e:
             raise ValueError(f"rerank: {error_text(e)}") from None
         except (TypeError, ValueError) as e:

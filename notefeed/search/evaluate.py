@@ -214,8 +214,8 @@ def _rule_label(cfg: SearchConfig, small: SmallCreatorOf | None) -> str:
     return f"share {cfg.small_creator_share:g}, depth {cfg.small_creator_depth}"
 
 
-#: the page settings the study compares: (re-ranker, small-creator share, depth); the first is
-#: the rule off without a re-ranker, the baseline of every paired change
+#: the page settings the study compares: (re-ranker, small-creator share, depth); a grid holds
+#: the rule off without a re-ranker (the first here), the baseline of every paired change
 PAGE_GRID: tuple[tuple[str | None, float, int], ...] = (
     (None, 0.0, 0), (None, 0.3, 10), (None, 0.3, 20), (None, 0.3, 50), (None, 0.5, 10), (None, 0.5, 20),
     (None, 0.5, 50), (None, 0.5, 100), ("rerank/ssd", 0.0, 0), ("rerank/ssd", 0.5, 50))
@@ -224,6 +224,11 @@ PAGE_GRID: tuple[tuple[str | None, float, int], ...] = (
 RULE_SMALL_BELOW = (SMALL_CREATOR_FOLLOWERS, 100)
 #: the served rankings the study applies each setting to (RRF before a fusion is trained)
 RULE_METHODS = ("hybrid-rrf+personal+rewrite", "hybrid-learned+personal+rewrite")
+
+
+def _is_base(row: dict) -> bool:
+    """A row of the page study's baseline: no re-ranker, the rule off."""
+    return row["rerank"] == "none" and row["share"] == 0
 
 
 def _categories_at(ranked: list[np.ndarray], cats: np.ndarray, k: int = 10) -> float:
@@ -265,9 +270,7 @@ def evaluate_page_settings(name: str, seed: int = 0, quick: bool = False, config
                              "pages_half_small@10": _floor_met(ranked, prep.flags),
                              "small_notes": float(prep.flags.mean()), "seed": seed})
     prep.pipe.close()
-    base = grid[0]
-    off = {(r["method"], r["small_below"]): r["ndcg@10"] for r in rows
-           if (r["rerank"], r["share"]) == (base[0] or "none", base[1])}
+    off = {(r["method"], r["small_below"]): r["ndcg@10"] for r in rows if _is_base(r)}
     for r in rows:
         r["ndcg@10_vs_base"] = r["ndcg@10"] / off[r["method"], r["small_below"]]
         r["total_s"] = round(time.perf_counter() - t0, 2)
@@ -279,8 +282,7 @@ def summarize_page(rows: list[dict]) -> list[dict]:
     t-intervals of every figure of :func:`evaluate_page_settings`, and the paired per-seed
     NDCG@10 change from the baseline (no re-ranker, the rule off)."""
     runs = [r for r in rows if "summary" not in r]
-    off = {(r["dataset"], r["method"], r["small_below"], r["seed"]): r["ndcg@10"] for r in runs
-           if r["rerank"] == "none" and r["share"] == 0}
+    off = {(r["dataset"], r["method"], r["small_below"], r["seed"]): r["ndcg@10"] for r in runs if _is_base(r)}
     groups: dict[tuple[str, str, int, str, float, int], list[dict]] = {}
     for r in runs:
         groups.setdefault((r["dataset"], r["method"], r["small_below"], r["rerank"], r["share"], r["depth"]),

@@ -54,7 +54,7 @@ from notefeed.search.topics import (
 from notefeed.search.understand import QueryUnderstanding
 from notefeed.threads import gc_paused
 
-__all__ = ["SearchPipeline", "SearchResult", "SmallCreatorOf", "small_creator_lookup"]
+__all__ = ["SearchPipeline", "SearchResult", "SmallCreatorOf", "small_creator_lookup", "small_creator_within"]
 
 #: ``(items,) int -> (items,) bool``: whose creator has under 1,000 followers (the
 #: small-creator rule's input; serving reads its catalogue's live follower counts)
@@ -534,7 +534,7 @@ class SearchPipeline:
             from notefeed.rerank.constraints import FairnessConfig
 
             fair = FairnessConfig(target=cfg.small_creator_share, mode="hard") if rule else None
-            got = (cfg, page_reranker(cfg.rerank, dict(cfg.rerank_params) if cfg.rerank else {}, fair))
+            got = (cfg, page_reranker(cfg, fair))
             self._rerankers[rule] = got
         return got[1]
 
@@ -573,19 +573,25 @@ class SearchPipeline:
         self.lexical.close()
 
 
-def small_creator_lookup(flags: np.ndarray) -> SmallCreatorOf:
-    """A :data:`SmallCreatorOf` reading per-item flags (item ``i``: ``flags[i]``, e.g.
-    ``Dataset.item_is_small_creator``); items past them (indexed since) count as not small."""
-    f = np.asarray(flags, bool)
+def small_creator_within(n: int, flags_of: SmallCreatorOf) -> SmallCreatorOf:
+    """A :data:`SmallCreatorOf` asking ``flags_of`` about the items below ``n`` (those it
+    knows, e.g. a serving catalogue's); items past them (indexed since) count as not small."""
 
     def of(items: np.ndarray) -> np.ndarray:
         items = np.asarray(items, np.int64)
         out = np.zeros(len(items), bool)
-        inside = items < len(f)
-        out[inside] = f[items[inside]]
+        inside = items < n
+        out[inside] = flags_of(items[inside])
         return out
 
     return of
+
+
+def small_creator_lookup(flags: np.ndarray) -> SmallCreatorOf:
+    """:func:`small_creator_within` per-item flags (item ``i``: ``flags[i]``, e.g.
+    ``Dataset.item_is_small_creator``)."""
+    f = np.asarray(flags, bool)
+    return small_creator_within(len(f), f.__getitem__)
 
 
 def _pieces(n: int, k: int) -> list[tuple[int, int]]:

@@ -63,6 +63,7 @@ from notefeed.search import SearchConfig, SearchError, SearchPipeline
 from notefeed.search.fusion import LearnedFusion
 from notefeed.search.image import ImageIndex, load_encoder
 from notefeed.search.interleave import verdict_from_log
+from notefeed.search.pipeline import small_creator_within
 from notefeed.search.querylog import SearchLog
 from notefeed.search.store import folder_lock
 from notefeed.search.suggest import Suggester
@@ -522,16 +523,6 @@ def _invalid_body(field: str, msg: str, value: Any) -> RequestValidationError:
     return RequestValidationError([{"loc": ("body", field), "type": "value_error", "msg": msg, "input": value}])
 
 
-def _small_creator(catalog: Any, items: np.ndarray) -> np.ndarray:
-    """Whose creator has under 1,000 followers now (the catalogue's live counts); a note the
-    catalogue does not hold yet counts as not small."""
-    items = np.asarray(items, np.int64)
-    out = np.zeros(len(items), bool)
-    inside = items < catalog.n_items
-    out[inside] = catalog.small_creator(items[inside])
-    return out
-
-
 def _image_hits(idx: ImageIndex, vec: Any, n: int, field: str, catalog: Any) -> list[tuple[str, float]]:
     """The ``n`` nearest notes by image, none of them removed: asked for 4x more each time
     removed notes took places, until ``n`` are found or the index has no more."""
@@ -565,7 +556,8 @@ def add_search_routes(app: FastAPI, engine: Any, deps: list[Any]) -> None:
             if user_id is not None and len(blocked := engine.blocked_items(user_id)):
                 exclude = np.union1d(exclude, blocked)
             res = pipe.search(q, n, history=history, explain=explain, exclude=exclude,
-                              small_creator=lambda items: _small_creator(engine.catalog, items))
+                              # the catalogue's live follower counts; a note it does not hold yet is not small
+                              small_creator=small_creator_within(engine.catalog.n_items, engine.catalog.small_creator))
         except SearchError as e:
             field, _, msg = str(e).partition(": ")
             raise _invalid(field if field in ("q", "n") else "q", msg or str(e), q) from None
